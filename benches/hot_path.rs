@@ -1,0 +1,179 @@
+//! The whole alarm hot path per frame, without sockets: decide (parse, registry lookup,
+//! decrypt, build the Signal) -> journal (group commit with a real flush to disk) -> ACK bytes.
+//!
+//! `single`: one frame at a time (each waits for its own flush, as one device in
+//! request/response does). `batch64`: 64 frames in flight share group commits (many devices
+//! at once). Frames are distinct, so none is a retransmission.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vakt::codec::crypto::Key;
+use vakt::codec::dc09::{self, FrameSpec, Pad};
+use vakt::journal::{Commit, Journal, JournalOptions};
+use vakt::model::Transport;
+use vakt::receiver::{Decision, FrameCtx, Receiver, ReceiverOptions};
+use vakt::registry::Registry;
+use vakt::store::Store;
+use vakt::supervision::LastHeard;
+use vakt::telemetry::Metrics;
+
+const KEY256: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+
+struct Setup {
+    receiver: Receiver,
+    journal: Journal,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(rt: &tokio::runtime::Runtime) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n1234,,,,,anna,90,,\n9ABC,,,{KEY256},hex,cecilia,90,,\n",
+        vakt::registry::CSV_HEADER
+    );
+    let devices = vakt::registry::parse_csv(csv.as_bytes()).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.upsert_devices(&devices).unwrap();
+    let metrics = Metrics::new();
+    let journal = rt.block_on(async {
+        Journal::start(
+            store.clone(),
+            JournalOptions {
+                max_batch: 1024,
+                queue_capacity: 65_536,
+                dedup_window_secs: 600,
+                dedup_max_entries: 1_000_000,
+            },
+            metrics.clone(),
+            jiff::Timestamp::now(),
+        )
+        .unwrap()
+    });
+    let receiver = Receiver::new(
+        Arc::new(Registry::new(devices)),
+        Arc::new(LastHeard::new()),
+        metrics,
+        ReceiverOptions {
+            timestamp_past_secs: 40,
+            timestamp_future_secs: 20,
+        },
+    );
+    Setup {
+        receiver,
+        journal,
+        _dir: dir,
+    }
+}
+
+fn frame(n: u64, encrypted: bool, now: jiff::Timestamp) -> Vec<u8> {
+    let (acct, key) = if encrypted { ("9ABC", Some(Key::from_hex(KEY256).unwrap())) } else { ("1234", None) };
+    let data = format!("#{acct}|1101 {:02} {:03}", (n / 10_000) % 100, n % 1000);
+    let spec = FrameSpec {
+        id: "ADM-CID",
+        seq: (n % 10_000) as u16,
+        receiver: None,
+        line: Some("0"),
+        account: acct,
+        data: data.as_bytes(),
+        xdata: &[],
+        timestamp: Some(now),
+    };
+    let mut out = Vec::new();
+    match key {
+        Some(k) => dc09::encode_frame_encrypted(&spec, &k, Pad::Fixed(b'P'), &mut out),
+        None => dc09::encode_frame(&spec, &mut out),
+    }
+    out
+}
+
+async fn process(s: &Setup, raw: &[u8], ctx: &FrameCtx) -> Vec<u8> {
+    match s.receiver.decide(raw, ctx) {
+        Decision::Answer { reply, .. } => reply,
+        Decision::Journal { signal, dedup, reply, .. } => {
+            let rx = s.journal.submit(*signal, dedup).await.unwrap();
+            match rx.await.unwrap() {
+                Commit::Stored(_) | Commit::Duplicate(_) => reply,
+                Commit::Failed => panic!("commit failed"),
+            }
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut g = c.benchmark_group("hot_path");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    for encrypted in [false, true] {
+        let name = if encrypted { "aes256" } else { "plain" };
+        let s = setup(&rt);
+        let mut counter = 0u64;
+        g.bench_function(format!("single_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let now = jiff::Timestamp::now();
+                let frames: Vec<Vec<u8>> = (0..iters)
+                    .map(|_| {
+                        counter += 1;
+                        frame(counter, encrypted, now)
+                    })
+                    .collect();
+                let ctx = FrameCtx {
+                    transport: Transport::Tcp,
+                    peer,
+                    now,
+                };
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for f in &frames {
+                        std::hint::black_box(process(&s, f, &ctx).await);
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        g.bench_function(format!("batch64_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let now = jiff::Timestamp::now();
+                let frames: Vec<Vec<u8>> = (0..iters)
+                    .map(|_| {
+                        counter += 1;
+                        frame(counter, encrypted, now)
+                    })
+                    .collect();
+                let ctx = FrameCtx {
+                    transport: Transport::Tcp,
+                    peer,
+                    now,
+                };
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for chunk in frames.chunks(64) {
+                        let mut pending = Vec::with_capacity(64);
+                        for f in chunk {
+                            match s.receiver.decide(f, &ctx) {
+                                Decision::Journal { signal, dedup, reply, .. } => {
+                                    pending.push((s.journal.submit(*signal, dedup).await.unwrap(), reply));
+                                }
+                                Decision::Answer { .. } => panic!("alarm frames are journaled"),
+                            }
+                        }
+                        for (rx, reply) in pending {
+                            assert!(matches!(rx.await.unwrap(), Commit::Stored(_)));
+                            std::hint::black_box(reply);
+                        }
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        rt.block_on(s.journal.close());
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,23 @@
+//! SIA DC-09 codec: framing, CRC, AES, responses, and the ADM-CID and SIA-DCS payloads.
+//!
+//! Sans-IO: no sockets, no clock (the current time is passed in as a
+//! [`jiff::Timestamp`]), no global state. Bounded: a frame is at most
+//! [`dc09::MAX_FRAME_BYTES`], at most [`dc09::MAX_XDATA`] xdata blocks and
+//! [`event::MAX_EVENTS`] events are decoded. Never panics on any input bytes: every
+//! decoder returns a typed error with a stable `as_str()` label instead.
+//!
+//! Receive path: [`dc09::scan`] → [`dc09::parse`] → [`dc09::Frame::content`] or
+//! [`dc09::Frame::decrypt`] → [`event::decode_payload`]; reply with
+//! [`dc09::encode_ack`], [`dc09::encode_ack_encrypted`], [`dc09::encode_duh`] or
+//! [`dc09::encode_nak`]. The wire format as vakt implements it is in `proto/dc09.md`;
+//! the test vectors are in `proto/dc09/vectors.txt`.
+
+pub mod contact_id;
+pub mod crc;
+pub mod crypto;
+pub mod dc09;
+pub mod event;
+pub mod sia_dcs;
+
+#[cfg(test)]
+mod proptests;

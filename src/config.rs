@@ -1,0 +1,283 @@
+//! Typed configuration: defaults, parsing, validation.
+//!
+//! The documented example `config/vakt.toml` is embedded in the binary and is the default:
+//! `vakt serve` without `--config` runs with it. Unknown keys are rejected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The embedded default configuration (the text of `config/vakt.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../config/vakt.toml");
+
+/// What can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or has unknown or mistyped keys.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of its range.
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the sled database lives.
+    pub data_dir: PathBuf,
+    /// Deadline for a graceful shutdown.
+    pub shutdown_grace_secs: u64,
+    /// SIA DC-09 receivers.
+    pub dc09: Dc09Config,
+    /// Journal and group commit.
+    pub journal: JournalConfig,
+    /// Health, metrics and API listener.
+    pub http: HttpConfig,
+}
+
+/// `[dc09]`: SIA DC-09 receivers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dc09Config {
+    /// TCP listen address; `None` disables TCP.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// UDP listen address; `None` disables UDP.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_udp: Option<SocketAddr>,
+    /// How far an encrypted frame's timestamp may lag the receiver's clock.
+    pub timestamp_past_secs: u64,
+    /// How far an encrypted frame's timestamp may lead the receiver's clock.
+    pub timestamp_future_secs: u64,
+    /// Retransmission window.
+    pub dedup_window_secs: u64,
+    /// Bound on remembered frames for dedup.
+    pub dedup_max_entries: usize,
+    /// Bound on concurrent TCP connections.
+    pub max_connections: usize,
+    /// Idle TCP connections are closed after this.
+    pub idle_timeout_secs: u64,
+    /// Bound on UDP frames waiting for the journal.
+    pub max_udp_in_flight: usize,
+}
+
+/// `[journal]`: group commit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Most frames in one commit.
+    pub max_batch: usize,
+    /// Frames waiting for the committer.
+    pub queue_capacity: usize,
+    /// Period of writing last-heard times to disk.
+    pub last_heard_persist_secs: u64,
+}
+
+/// `[http]`: health, metrics, API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; `None` disables the HTTP listener.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:7100: {e}")))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("vakt-data"),
+            shutdown_grace_secs: 10,
+            dc09: Dc09Config::default(),
+            journal: JournalConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for Dc09Config {
+    fn default() -> Self {
+        Dc09Config {
+            listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7100))),
+            listen_udp: Some(SocketAddr::from(([127, 0, 0, 1], 7100))),
+            timestamp_past_secs: 40,
+            timestamp_future_secs: 20,
+            dedup_window_secs: 600,
+            dedup_max_entries: 1_000_000,
+            max_connections: 100_000,
+            idle_timeout_secs: 600,
+            max_udp_in_flight: 10_000,
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_batch: 1024,
+            queue_capacity: 65_536,
+            last_heard_persist_secs: 30,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        // The embedded file is checked by a unit test; falling back to the code defaults
+        // keeps this infallible.
+        Config::from_toml(DEFAULT_TOML).unwrap_or_default()
+    }
+
+    /// Checks ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        let d = &self.dc09;
+        if self.data_dir.as_os_str().is_empty() {
+            errs.push("data_dir must not be empty".to_string());
+        }
+        if !(1..=3600).contains(&self.shutdown_grace_secs) {
+            errs.push("shutdown_grace_secs must be 1..=3600".into());
+        }
+        if d.timestamp_past_secs > 3600 || d.timestamp_future_secs > 3600 {
+            errs.push("dc09.timestamp_past_secs and timestamp_future_secs must be at most 3600".into());
+        }
+        if !(1..=86_400).contains(&d.dedup_window_secs) {
+            errs.push("dc09.dedup_window_secs must be 1..=86400".into());
+        }
+        if !(1_000..=100_000_000).contains(&d.dedup_max_entries) {
+            errs.push("dc09.dedup_max_entries must be 1000..=100000000".into());
+        }
+        if !(1..=10_000_000).contains(&d.max_connections) {
+            errs.push("dc09.max_connections must be 1..=10000000".into());
+        }
+        if !(1..=86_400).contains(&d.idle_timeout_secs) {
+            errs.push("dc09.idle_timeout_secs must be 1..=86400".into());
+        }
+        if !(1..=1_000_000).contains(&d.max_udp_in_flight) {
+            errs.push("dc09.max_udp_in_flight must be 1..=1000000".into());
+        }
+        if d.listen_tcp.is_none() && d.listen_udp.is_none() {
+            errs.push("dc09: at least one of listen_tcp and listen_udp must be set".into());
+        }
+        let j = &self.journal;
+        if !(1..=65_536).contains(&j.max_batch) {
+            errs.push("journal.max_batch must be 1..=65536".into());
+        }
+        if !(16..=10_000_000).contains(&j.queue_capacity) {
+            errs.push("journal.queue_capacity must be 16..=10000000".into());
+        }
+        if !(1..=3600).contains(&j.last_heard_persist_secs) {
+            errs.push("journal.last_heard_persist_secs must be 1..=3600".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs.join("; ")))
+        }
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_default() {
+        let parsed = Config::from_toml(DEFAULT_TOML).expect("config/vakt.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no example config found in {}", dir.display());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Config::from_toml("[dc09]\nlisten_tpc = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_tpc"), "{err}");
+        let err = Config::from_toml("colour = 1\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn empty_address_disables_and_bad_address_fails() {
+        let cfg = Config::from_toml("[dc09]\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n").unwrap();
+        assert_eq!(cfg.dc09.listen_udp, None);
+        assert_eq!(cfg.http.listen, None);
+        assert!(cfg.dc09.listen_tcp.is_some());
+        let err = Config::from_toml("[dc09]\nlisten_tcp = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_fail() {
+        let err = Config::from_toml("[dc09]\nmax_connections = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        let err = Config::from_toml("[dc09]\nlisten_tcp = \"\"\nlisten_udp = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+        let err = Config::from_toml("[dc09]\ndedup_window_secs = \"ten\"\n").unwrap_err();
+        assert!(err.to_string().contains("dedup_window_secs"), "{err}");
+    }
+}

@@ -1,0 +1,403 @@
+//! The journal: every accepted Signal is appended to the store by one committer thread, in
+//! group commits (write everything waiting, flush once, then answer all of them). A frame is
+//! ACKed only after the commit that holds it has been flushed: no ACK before durable.
+//!
+//! The committer is also the one place that decides whether a frame is a retransmission: it
+//! keeps the dedup window (key -> journal id) in memory and rebuilds it from the journal's
+//! recent records at start, so the window survives a restart without a second tree that could
+//! disagree with the journal after a crash.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::Signal;
+use crate::store::{JournalRecord, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// A 128-bit retransmission key.
+pub type DedupKey = [u8; 16];
+
+/// Builds the retransmission key of a frame from the fields that identify it: account, line,
+/// receiver, sequence number, ID token and the (decrypted) payload with its xdata. The pad and
+/// the timestamp are left out, since a device may re-encrypt a retransmission with a new pad
+/// and a corrected time.
+pub fn dedup_key(parts: &[&[u8]]) -> DedupKey {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u32).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+/// The outcome of a submitted Signal, sent only after the flush that made it durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Journaled under this id and flushed.
+    Stored(u64),
+    /// A retransmission of the Signal journaled under this id (which is durable).
+    Duplicate(u64),
+    /// The journal could not write: do not ACK.
+    Failed,
+}
+
+/// Why a Signal could not be submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full (only from [`Journal::try_submit`]).
+    #[error("journal queue full")]
+    Full,
+    /// The journal has shut down.
+    #[error("journal closed")]
+    Closed,
+}
+
+enum Msg {
+    Append {
+        signal: Box<Signal>,
+        dedup: Option<DedupKey>,
+        reply: oneshot::Sender<Commit>,
+    },
+    Close,
+}
+
+/// Tuning of the committer.
+#[derive(Clone, Copy, Debug)]
+pub struct JournalOptions {
+    /// Most Signals per commit.
+    pub max_batch: usize,
+    /// Queue bound.
+    pub queue_capacity: usize,
+    /// Retransmission window in seconds.
+    pub dedup_window_secs: u64,
+    /// Bound on the dedup table.
+    pub dedup_max_entries: usize,
+}
+
+/// Handle to the committer.
+pub struct Journal {
+    tx: mpsc::Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Starts the committer on its own thread. `now` is the current time, used once to decide
+    /// which journal records are still inside the dedup window.
+    pub fn start(
+        store: Store,
+        opts: JournalOptions,
+        metrics: Metrics,
+        now: jiff::Timestamp,
+    ) -> Result<Journal, StoreError> {
+        let next_id = store.next_journal_id()?;
+        let window = jiff::SignedDuration::from_secs(opts.dedup_window_secs as i64);
+        let mut dedup = Dedup::new(window, opts.dedup_max_entries);
+        let since = now - window;
+        let mut recovered = Vec::new();
+        store.journal_rev(|r| {
+            if r.signal.received_at < since {
+                return false;
+            }
+            if let Some(k) = r.dedup.as_deref().and_then(parse_key) {
+                recovered.push((r.signal.received_at, k, r.signal.id));
+            }
+            true
+        })?;
+        // Oldest first, so the eviction order matches the order of arrival.
+        for (at, k, id) in recovered.into_iter().rev() {
+            dedup.insert(k, id, at);
+        }
+        tracing::info!(next_id, dedup_entries = dedup.map.len(), "journal opened");
+        let (tx, rx) = mpsc::channel(opts.queue_capacity);
+        let committer = Committer {
+            store,
+            rx,
+            next_id,
+            dedup,
+            max_batch: opts.max_batch,
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("vakt-journal".into())
+            .spawn(move || committer.run())
+            .map_err(|e| StoreError::Corrupt {
+                tree: "journal",
+                detail: format!("cannot start committer thread: {e}"),
+            })?;
+        Ok(Journal {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Submits a Signal, waiting for room in the queue (back-pressure). The receiver yields
+    /// the outcome after the flush.
+    pub async fn submit(
+        &self,
+        signal: Signal,
+        dedup: Option<DedupKey>,
+    ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Append {
+                signal: Box::new(signal),
+                dedup,
+                reply,
+            })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Submits a Signal without waiting; fails with [`SubmitError::Full`] when the queue is full.
+    pub fn try_submit(
+        &self,
+        signal: Signal,
+        dedup: Option<DedupKey>,
+    ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Msg::Append {
+                signal: Box::new(signal),
+                dedup,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        Ok(rx)
+    }
+
+    /// Commits everything submitted so far, flushes, and stops the committer. Later
+    /// submissions fail. Blocks until the committer has finished.
+    pub async fn close(&self) {
+        // Everything queued before Close is committed first (the queue is FIFO).
+        let _ = self.tx.send(Msg::Close).await;
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn parse_key(h: &str) -> Option<DedupKey> {
+    let mut k = [0u8; 16];
+    hex::decode_to_slice(h, &mut k).ok()?;
+    Some(k)
+}
+
+/// The retransmission window: key -> (journal id, received at), with arrival order for expiry.
+struct Dedup {
+    map: HashMap<DedupKey, (u64, jiff::Timestamp)>,
+    order: VecDeque<(jiff::Timestamp, DedupKey)>,
+    window: jiff::SignedDuration,
+    max: usize,
+}
+
+impl Dedup {
+    fn new(window: jiff::SignedDuration, max: usize) -> Dedup {
+        Dedup {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            window,
+            max,
+        }
+    }
+
+    /// The journal id of a retransmission of `k` received at `now`, if any.
+    fn get(&self, k: &DedupKey, now: jiff::Timestamp) -> Option<u64> {
+        self.map
+            .get(k)
+            .filter(|(_, at)| now.duration_since(*at) <= self.window)
+            .map(|(id, _)| *id)
+    }
+
+    /// Remembers `k`; returns how many entries were evicted early because the table was full.
+    fn insert(&mut self, k: DedupKey, id: u64, at: jiff::Timestamp) -> u64 {
+        // Expire by time.
+        while let Some((t, old)) = self.order.front().copied() {
+            if at.duration_since(t) <= self.window {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&old).is_some_and(|(_, a)| *a == t) {
+                self.map.remove(&old);
+            }
+        }
+        let mut evicted = 0;
+        while self.map.len() >= self.max {
+            let Some((t, old)) = self.order.pop_front() else { break };
+            if self.map.get(&old).is_some_and(|(_, a)| *a == t) {
+                self.map.remove(&old);
+                evicted += 1;
+            }
+        }
+        self.map.insert(k, (id, at));
+        self.order.push_back((at, k));
+        evicted
+    }
+}
+
+struct Committer {
+    store: Store,
+    rx: mpsc::Receiver<Msg>,
+    next_id: u64,
+    dedup: Dedup,
+    max_batch: usize,
+    metrics: Metrics,
+}
+
+impl Committer {
+    fn run(mut self) {
+        let mut records: Vec<JournalRecord> = Vec::with_capacity(self.max_batch);
+        let mut replies: Vec<(oneshot::Sender<Commit>, Commit)> = Vec::with_capacity(self.max_batch);
+        let mut closing = false;
+        while !closing {
+            let Some(first) = self.rx.blocking_recv() else { break };
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Close => {
+                        closing = true;
+                        break;
+                    }
+                    Msg::Append { signal, dedup, reply } => self.stage(*signal, dedup, reply, &mut records, &mut replies),
+                }
+                if replies.len() < self.max_batch {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.commit(&mut records, &mut replies);
+        }
+        self.rx.close();
+        // Anything that raced in after Close gets no ACK (the device will retry elsewhere or later).
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Append { reply, .. } = msg {
+                let _ = reply.send(Commit::Failed);
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final journal flush failed");
+        }
+        tracing::info!(next_id = self.next_id, "journal closed");
+    }
+
+    fn stage(
+        &mut self,
+        mut signal: Signal,
+        dedup: Option<DedupKey>,
+        reply: oneshot::Sender<Commit>,
+        records: &mut Vec<JournalRecord>,
+        replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>,
+    ) {
+        if let Some(k) = dedup {
+            if let Some(id) = self.dedup.get(&k, signal.received_at) {
+                replies.push((reply, Commit::Duplicate(id)));
+                return;
+            }
+        }
+        signal.id = self.next_id;
+        self.next_id += 1;
+        if let Some(k) = dedup {
+            let evicted = self.dedup.insert(k, signal.id, signal.received_at);
+            if evicted > 0 {
+                self.metrics.dedup_evicted.increment(evicted);
+            }
+        }
+        replies.push((reply, Commit::Stored(signal.id)));
+        records.push(JournalRecord {
+            dedup: dedup.map(hex::encode),
+            signal,
+        });
+    }
+
+    fn commit(&mut self, records: &mut Vec<JournalRecord>, replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>) {
+        if replies.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let result = if records.is_empty() {
+            // Only duplicates: their originals were made durable by an earlier flush, but a
+            // flush that failed may have left them only in memory, so flush again.
+            self.store.flush()
+        } else {
+            self.store.append_journal(records).and_then(|()| self.store.flush())
+        };
+        match result {
+            Ok(()) => {
+                for r in records.iter() {
+                    let f = &r.signal.flags;
+                    let c = if f.undecryptable {
+                        &self.metrics.journaled_undecryptable
+                    } else if f.unknown_device {
+                        &self.metrics.journaled_unknown
+                    } else if f.bad_payload {
+                        &self.metrics.journaled_bad_payload
+                    } else {
+                        &self.metrics.journaled_none
+                    };
+                    c.increment(1);
+                }
+                self.metrics.batch_frames.record(replies.len() as f64);
+                self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                for (tx, c) in replies.drain(..) {
+                    let _ = tx.send(c);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, frames = replies.len(), "journal commit failed; no ACK sent");
+                self.metrics.journal_errors.increment(1);
+                for (tx, _) in replies.drain(..) {
+                    let _ = tx.send(Commit::Failed);
+                }
+            }
+        }
+        records.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn dedup_expires_by_time_and_bound() {
+        let mut d = Dedup::new(jiff::SignedDuration::from_secs(10), 3);
+        d.insert([1; 16], 1, ts(0));
+        assert_eq!(d.get(&[1; 16], ts(10)), Some(1));
+        assert_eq!(d.get(&[1; 16], ts(11)), None);
+        d.insert([2; 16], 2, ts(11));
+        assert!(!d.map.contains_key(&[1; 16]), "expired entry removed on insert");
+        d.insert([3; 16], 3, ts(12));
+        d.insert([4; 16], 4, ts(12));
+        let ev = d.insert([5; 16], 5, ts(12));
+        assert_eq!(ev, 1);
+        assert_eq!(d.get(&[2; 16], ts(12)), None, "oldest evicted when full");
+        assert_eq!(d.get(&[5; 16], ts(12)), Some(5));
+    }
+
+    #[test]
+    fn dedup_key_separates_fields() {
+        assert_ne!(dedup_key(&[b"ab", b"c"]), dedup_key(&[b"a", b"bc"]));
+        assert_eq!(dedup_key(&[b"ab", b"c"]), dedup_key(&[b"ab", b"c"]));
+    }
+}

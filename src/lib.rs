@@ -1,0 +1,35 @@
+//! vakt: an alarm receiving centre (ARC) server for social alarms.
+//!
+//! Elderly and disabled people's safety alarms (pendants, fall and smoke detectors) reach vakt
+//! over IP. vakt stores every alarm durably before it answers the device, and puts it in front
+//! of an operator.
+//!
+//! # Layout (the path of an alarm)
+//!
+//! - [`transport`]: TCP and UDP listeners, permits, LF..CR framing, answers in order.
+//! - [`codec`]: SIA DC-09 frames, CRC, AES, ADM-CID and SIA-DCS payloads. Sans-IO.
+//! - [`receiver`]: what each frame gets (ACK, NAK, DUH; journaled or not); builds the
+//!   normalised [`model::Signal`]. Takes `now` as a parameter.
+//! - [`journal`]: group commit through one committer; dedup window. No ACK before the flush.
+//! - [`store`]: the sled database (journal, device registry, last-heard times).
+//! - [`registry`]: the device registry in memory, CSV import.
+//! - [`supervision`]: last-heard times of devices.
+//! - [`console`]: HTTP: health, metrics, API.
+//! - [`telemetry`]: tracing setup and every metric, described in one place.
+//! - [`config`]: typed configuration with an embedded, documented default.
+//! - [`server`]: wiring, start and graceful shutdown.
+//! - [`cli`]: the sub-commands other than `serve`.
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod console;
+pub mod journal;
+pub mod model;
+pub mod receiver;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod supervision;
+pub mod telemetry;
+pub mod transport;

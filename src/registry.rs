@@ -1,0 +1,284 @@
+//! The device registry: which accounts vakt knows, their keys and subscribers.
+//!
+//! Devices are stored in the store; the receiver works on an in-memory [`Registry`] loaded at
+//! start, so looking up a device on the hot path takes no lock and no disk read. Devices are
+//! imported from CSV with [`parse_csv`]: every row is checked first, and a file with any bad
+//! row imports nothing.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use crate::codec::crypto::Key;
+use crate::model::{Device, KeyFormat, norm_hex};
+use crate::store::device_key;
+
+/// The CSV header `vakt devices import` expects.
+pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area";
+
+/// Shortest and longest supervision interval accepted (20 s to 25 h).
+pub const SUPERVISION_SECS: std::ops::RangeInclusive<u32> = 20..=90_000;
+
+/// What is wrong with an import file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header is not the expected one.
+    #[error("line 1: the header must be exactly `{CSV_HEADER}`, found `{0}`")]
+    Header(String),
+    /// One or more rows are invalid (each message starts with its line number).
+    #[error("{} invalid row(s), nothing imported:\n{}", .0.len(), .0.join("\n"))]
+    Rows(Vec<String>),
+    /// The file has no rows.
+    #[error("the file has no devices")]
+    Empty,
+}
+
+/// The devices, indexed for lookup by (account, line, receiver).
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    by_key: HashMap<String, Device>,
+}
+
+impl Registry {
+    /// Builds the index.
+    pub fn new(devices: Vec<Device>) -> Registry {
+        let by_key = devices
+            .into_iter()
+            .map(|d| (device_key(&d.account, d.line.as_deref(), d.receiver.as_deref()), d))
+            .collect();
+        Registry { by_key }
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when no device is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Finds the device for a frame's account, line and receiver: the most specific entry
+    /// first (account+line+receiver, account+line, account+receiver, account alone). The
+    /// inputs must already be upper case (see [`norm_hex`]).
+    pub fn lookup(&self, account: &str, line: Option<&str>, receiver: Option<&str>) -> Option<&Device> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        // Most specific first; each distinct combination once.
+        let mut candidates = [(line, receiver), (None, None), (None, None), (None, None)];
+        let mut n = 1;
+        if receiver.is_some() {
+            candidates[n] = (line, None);
+            n += 1;
+        }
+        if line.is_some() {
+            candidates[n] = (None, receiver);
+            n += 1;
+        }
+        if line.is_some() && receiver.is_some() {
+            candidates[n] = (None, None);
+            n += 1;
+        }
+        let mut key = String::with_capacity(account.len() + 16);
+        for (l, r) in &candidates[..n] {
+            key.clear();
+            key.push_str(account);
+            key.push('/');
+            key.push_str(l.unwrap_or(""));
+            key.push('/');
+            key.push_str(r.unwrap_or(""));
+            if let Some(d) = self.by_key.get(&key) {
+                return Some(d);
+            }
+        }
+        None
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn opt(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Parses and checks a devices CSV. Either every row is valid and all devices are returned,
+/// or nothing is, with one message per bad row (by line number).
+pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header = rdr
+        .headers()
+        .map_err(|e| ImportError::Header(e.to_string()))?
+        .iter()
+        .collect::<Vec<_>>()
+        .join(",");
+    if header.trim_start_matches('\u{feff}') != CSV_HEADER {
+        return Err(ImportError::Header(header));
+    }
+    let mut devices = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(|c| c.is_empty()) {
+            continue;
+        }
+        match parse_row(&rec) {
+            Ok(d) => {
+                let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
+                if let Some(first) = seen.insert(k, line) {
+                    errors.push(format!(
+                        "line {line}: account {} line {} receiver {} already given on line {first}",
+                        d.account,
+                        d.line.as_deref().unwrap_or("(any)"),
+                        d.receiver.as_deref().unwrap_or("(any)")
+                    ));
+                } else {
+                    devices.push(d);
+                }
+            }
+            Err(msg) => errors.push(format!("line {line}: {msg}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ImportError::Rows(errors));
+    }
+    if devices.is_empty() {
+        return Err(ImportError::Empty);
+    }
+    Ok(devices)
+}
+
+fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
+    if rec.len() != 9 {
+        return Err(format!("expected 9 cells, found {}", rec.len()));
+    }
+    let cell = |i: usize| rec.get(i).unwrap_or("");
+    let account = norm_hex(cell(0));
+    if !(3..=16).contains(&account.len()) || !is_hex(&account) {
+        return Err(format!("account {:?} must be 3 to 16 hex digits", cell(0)));
+    }
+    let hex_field = |i: usize, name: &str| -> Result<Option<String>, String> {
+        match opt(cell(i)) {
+            None => Ok(None),
+            Some(v) if (1..=6).contains(&v.len()) && is_hex(&v) => Ok(Some(v.to_ascii_uppercase())),
+            Some(v) => Err(format!("{name} {v:?} must be 1 to 6 hex digits")),
+        }
+    };
+    let line = hex_field(1, "line")?;
+    let receiver = hex_field(2, "receiver")?;
+    let key_text = opt(cell(3));
+    let key_format = match opt(cell(4)).map(|s| s.to_ascii_lowercase()).as_deref() {
+        None => None,
+        Some("hex") => Some(KeyFormat::Hex),
+        Some("ascii") => Some(KeyFormat::Ascii),
+        Some(other) => return Err(format!("key_format {other:?} must be hex or ascii")),
+    };
+    let key = match (&key_text, key_format) {
+        (None, None) => None,
+        (None, Some(_)) => return Err("key_format is set but key is empty".into()),
+        (Some(_), None) => return Err("key is set: key_format must say hex or ascii".into()),
+        // The key itself is never echoed in an error message.
+        (Some(k), Some(KeyFormat::Hex)) => Some(
+            Key::from_hex(k).map_err(|_| format!("key is not 32, 48 or 64 hex digits (found {} characters)", k.len()))?,
+        ),
+        (Some(k), Some(KeyFormat::Ascii)) => Some(
+            Key::from_ascii(k).map_err(|_| format!("key is not 16, 24 or 32 ASCII characters (found {})", k.chars().count()))?,
+        ),
+    };
+    let supervision_secs = match opt(cell(6)) {
+        None => None,
+        Some(s) => {
+            let v: u32 = s
+                .parse()
+                .map_err(|_| format!("supervision_secs {s:?} is not a whole number of seconds"))?;
+            if !SUPERVISION_SECS.contains(&v) {
+                return Err(format!(
+                    "supervision_secs {v} must be {}..={} (20 s to 25 h)",
+                    SUPERVISION_SECS.start(),
+                    SUPERVISION_SECS.end()
+                ));
+            }
+            Some(v)
+        }
+    };
+    Ok(Device {
+        account,
+        line,
+        receiver,
+        key,
+        key_format,
+        subscriber: opt(cell(5)),
+        supervision_secs,
+        telecom_operator: opt(cell(7)),
+        area: opt(cell(8)),
+    })
+}
+
+/// The demo fleet (`vakt serve --demo`): a few devices to try vakt with, one plain, one
+/// AES-128 and one AES-256 (keys in `config/demo-devices.csv`).
+pub const DEMO_CSV: &str = include_str!("../config/demo-devices.csv");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_file_imports() {
+        let csv = format!(
+            "{CSV_HEADER}\n1234,,,,,S-1,90,Telia,Norr\n5678,1,,000102030405060708090A0B0C0D0E0F,hex,S-2,,,\nAAAB,0,,AAAAAAAAAAAAAAAA,ascii,,,,\n"
+        );
+        let ds = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds[0].supervision_secs, Some(90));
+        assert_eq!(ds[1].key.as_ref().map(|k| k.bits()), Some(128));
+        assert_eq!(ds[1].line.as_deref(), Some("1"));
+        let reg = Registry::new(ds);
+        assert_eq!(reg.lookup("1234", Some("0"), None).unwrap().subscriber.as_deref(), Some("S-1"));
+        assert!(reg.lookup("5678", Some("0"), None).is_none(), "line 1 only");
+        assert!(reg.lookup("5678", Some("1"), Some("3")).is_some());
+        assert!(reg.lookup("9999", None, None).is_none());
+    }
+
+    #[test]
+    fn bad_rows_are_reported_by_line_and_nothing_imports() {
+        let csv = format!(
+            "{CSV_HEADER}\n1234,,,,,,,,\nXYZ,,,,,,,,\n5678,,,0011,hex,,,,\n9999,,,,,,5,,\n1234,,,,,,,,\n"
+        );
+        let err = parse_csv(csv.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("line 3: account"), "{err}");
+        assert!(err.contains("line 4: key is not"), "{err}");
+        assert!(!err.contains("0011"), "key must not be echoed: {err}");
+        assert!(err.contains("line 5: supervision_secs 5"), "{err}");
+        assert!(err.contains("line 6: account 1234") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_header_is_refused() {
+        let err = parse_csv("account,key\n1,2\n".as_bytes()).unwrap_err();
+        assert!(matches!(err, ImportError::Header(_)));
+    }
+
+    #[test]
+    fn demo_fleet_is_valid() {
+        assert!(parse_csv(DEMO_CSV.as_bytes()).unwrap().len() >= 3);
+    }
+}

@@ -1,0 +1,284 @@
+//! Wiring: opens the store, builds the parts, spawns the listeners, and shuts down in order
+//! with a deadline: stop accepting, finish the frames in flight, flush the journal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::journal::{Journal, JournalOptions};
+use crate::receiver::{Receiver, ReceiverOptions};
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+use crate::supervision::LastHeard;
+use crate::telemetry::Metrics;
+use crate::transport::{Ingress, tcp, udp};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The bound sockets (bind first, so tests can use port 0 and read the addresses).
+#[derive(Debug)]
+pub struct Listeners {
+    /// DC-09 TCP.
+    pub dc09_tcp: Option<TcpListener>,
+    /// DC-09 UDP.
+    pub dc09_udp: Option<UdpSocket>,
+    /// HTTP.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener the configuration names.
+    pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
+        let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
+        let dc09_tcp = match cfg.dc09.listen_tcp {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("dc09 tcp", a))?),
+            None => None,
+        };
+        let dc09_udp = match cfg.dc09.listen_udp {
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("dc09 udp", a))?),
+            None => None,
+        };
+        let http = match cfg.http.listen {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("http", a))?),
+            None => None,
+        };
+        Ok(Listeners { dc09_tcp, dc09_udp, http })
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    /// DC-09 TCP address, if listening.
+    pub dc09_tcp: Option<SocketAddr>,
+    /// DC-09 UDP address, if listening.
+    pub dc09_udp: Option<SocketAddr>,
+    /// HTTP address, if listening.
+    pub http: Option<SocketAddr>,
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Finishes when the server has shut down.
+    pub done: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Shuts down and waits for it.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        match self.done.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "server task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the store, binds the listeners and starts serving on the current runtime.
+pub async fn start(cfg: Config) -> Result<Running, ServerError> {
+    let listeners = Listeners::bind(&cfg).await?;
+    start_with(cfg, listeners).await
+}
+
+/// Starts serving on listeners that are already bound.
+pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let store = {
+        let dir = cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                tree: "-",
+                detail: e.to_string(),
+            })??
+    };
+    let metrics = Metrics::new();
+    let registry = Arc::new(Registry::new(store.devices()?));
+    let last_heard = Arc::new(LastHeard::new());
+    last_heard.load(store.last_heard()?);
+    let journal = Journal::start(
+        store.clone(),
+        JournalOptions {
+            max_batch: cfg.journal.max_batch,
+            queue_capacity: cfg.journal.queue_capacity,
+            dedup_window_secs: cfg.dc09.dedup_window_secs,
+            dedup_max_entries: cfg.dc09.dedup_max_entries,
+        },
+        metrics.clone(),
+        jiff::Timestamp::now(),
+    )?;
+    tracing::info!(
+        devices = registry.len(),
+        journal = store.journal_len(),
+        data_dir = %cfg.data_dir.display(),
+        "store opened"
+    );
+    let receiver = Receiver::new(
+        registry,
+        last_heard.clone(),
+        metrics,
+        ReceiverOptions {
+            timestamp_past_secs: cfg.dc09.timestamp_past_secs,
+            timestamp_future_secs: cfg.dc09.timestamp_future_secs,
+        },
+    );
+    let ingress = Arc::new(Ingress { receiver, journal });
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let dc09_tcp = addr(&listeners.dc09_tcp);
+    let http = addr(&listeners.http);
+    let dc09_udp = listeners.dc09_udp.as_ref().and_then(|s| s.local_addr().ok());
+
+    // Accept loops: stopped by the token; connection tasks go on the tracker.
+    let accept_tracker = TaskTracker::new();
+    if let Some(l) = listeners.dc09_tcp {
+        let opts = tcp::TcpOptions {
+            max_connections: cfg.dc09.max_connections,
+            idle_timeout: Duration::from_secs(cfg.dc09.idle_timeout_secs),
+        };
+        accept_tracker.spawn(tcp::serve(l, ingress.clone(), opts, shutdown.clone(), tracker.clone()));
+    }
+    if let Some(s) = listeners.dc09_udp {
+        accept_tracker.spawn(udp::serve(
+            s,
+            ingress.clone(),
+            cfg.dc09.max_udp_in_flight,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    let http_task = listeners.http.map(|l| {
+        let app = crate::console::router(crate::console::AppState {
+            store: store.clone(),
+            ready: ready.clone(),
+        });
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let r = axum::serve(l, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        })
+    });
+    // Periodic work: last-heard persistence, metric upkeep.
+    let periodic = {
+        let store = store.clone();
+        let last_heard = last_heard.clone();
+        let token = shutdown.clone();
+        let every = Duration::from_secs(cfg.journal.last_heard_persist_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    () = token.cancelled() => return,
+                }
+                crate::telemetry::prometheus().run_upkeep();
+                persist_last_heard(&store, &last_heard).await;
+            }
+        })
+    };
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        dc09_tcp = ?dc09_tcp,
+        dc09_udp = ?dc09_udp,
+        http = ?http,
+        version = env!("CARGO_PKG_VERSION"),
+        "vakt ready"
+    );
+
+    let grace = cfg.shutdown_grace();
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        token.cancelled().await;
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections or frames");
+        ready.store(false, Ordering::Release);
+        accept_tracker.close();
+        accept_tracker.wait().await;
+        // Connections finish the frames they have read, answer them, and close.
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(left = tracker.len(), "shutdown deadline reached; closing the rest");
+        }
+        ingress.journal.close().await;
+        let _ = periodic.await;
+        persist_last_heard(&store, &last_heard).await;
+        if let Some(h) = http_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+        }
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.flush())
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                tree: "-",
+                detail: e.to_string(),
+            })??;
+        tracing::info!("shut down");
+        Ok(())
+    });
+
+    Ok(Running {
+        dc09_tcp,
+        dc09_udp,
+        http,
+        shutdown,
+        done,
+    })
+}
+
+async fn persist_last_heard(store: &Store, last_heard: &Arc<LastHeard>) {
+    let snap = last_heard.snapshot();
+    if snap.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.save_last_heard(&snap)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "persisting last-heard times failed"),
+        Err(e) => tracing::warn!(error = %e, "persisting last-heard times failed"),
+    }
+}

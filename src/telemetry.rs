@@ -1,0 +1,289 @@
+//! Logs and metrics: tracing setup, and every metric vakt emits, named and described in one
+//! place.
+//!
+//! Metric names are `vakt_<what>_<unit>`; labels are bounded enums (transport, protocol,
+//! result, reason, flag), never accounts or addresses. Handles are registered once and kept in
+//! [`Metrics`], so the hot path does no registry lookups.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::model::Transport;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Buckets for latencies in seconds: 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+/// Buckets for commit batch sizes in frames.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_frames".into()), BATCH_BUCKETS));
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            // Only fails on empty bucket lists, which are constants here.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (e.g. by an embedding program); then
+        // vakt's metrics go there and /metrics shows what this recorder has.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+/// Sets up tracing: `RUST_LOG`-style filter (default `info`), text or JSON lines on stderr.
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn describe() {
+    describe_counter!(
+        "vakt_frames_total",
+        Unit::Count,
+        "DC-09 frames received, by transport, protocol (null, adm_cid, sia_dcs, other, invalid) and result (ack, duplicate, nak, duh, dropped)"
+    );
+    describe_counter!(
+        "vakt_signals_journaled_total",
+        Unit::Count,
+        "Signals appended to the journal, by flag (none, unknown_device, undecryptable, bad_payload)"
+    );
+    describe_counter!(
+        "vakt_duplicates_total",
+        Unit::Count,
+        "Retransmitted frames ACKed again without a new journal entry"
+    );
+    describe_counter!("vakt_nak_total", Unit::Count, "NAK answers, by reason");
+    describe_counter!("vakt_duh_total", Unit::Count, "DUH answers, by reason");
+    describe_counter!(
+        "vakt_heartbeats_total",
+        Unit::Count,
+        "NULL link tests (heartbeats) ACKed, by transport"
+    );
+    describe_counter!(
+        "vakt_journal_errors_total",
+        Unit::Count,
+        "Group commits that failed; their frames got no ACK"
+    );
+    describe_histogram!(
+        "vakt_journal_batch_frames",
+        Unit::Count,
+        "Frames written per group commit (one flush)"
+    );
+    describe_histogram!(
+        "vakt_journal_commit_seconds",
+        Unit::Seconds,
+        "Time to write and flush one group commit"
+    );
+    describe_histogram!(
+        "vakt_frame_ack_seconds",
+        Unit::Seconds,
+        "From a complete frame received to its answer ready to send, by transport"
+    );
+    describe_gauge!("vakt_tcp_connections_open", Unit::Count, "Open DC-09 TCP connections");
+    describe_counter!(
+        "vakt_tcp_connections_accepted_total",
+        Unit::Count,
+        "DC-09 TCP connections accepted"
+    );
+    describe_counter!(
+        "vakt_tcp_connections_closed_total",
+        Unit::Count,
+        "DC-09 TCP connections closed, by reason (eof, idle, error, shutdown, journal)"
+    );
+    describe_counter!(
+        "vakt_tcp_accept_errors_total",
+        Unit::Count,
+        "Errors from accept (e.g. out of file descriptors)"
+    );
+    describe_counter!(
+        "vakt_udp_dropped_total",
+        Unit::Count,
+        "UDP datagrams dropped unanswered because too many were waiting for the journal"
+    );
+    describe_counter!(
+        "vakt_garbage_bytes_total",
+        Unit::Bytes,
+        "Bytes skipped between frames (noise, NUL padding, oversized frames)"
+    );
+    describe_counter!(
+        "vakt_dedup_evicted_total",
+        Unit::Count,
+        "Dedup entries forgotten before their window ended because the table was full"
+    );
+}
+
+/// Label values of the `protocol` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoLabel {
+    /// NULL / XNM link tests.
+    Null = 0,
+    /// ADM-CID.
+    AdmCid = 1,
+    /// SIA-DCS.
+    SiaDcs = 2,
+    /// Any other ID token.
+    Other = 3,
+    /// Not a valid frame.
+    Invalid = 4,
+}
+
+/// Label values of the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultLabel {
+    /// Answered ACK (or *ACK).
+    Ack = 0,
+    /// Answered ACK as a retransmission.
+    Duplicate = 1,
+    /// Answered NAK.
+    Nak = 2,
+    /// Answered DUH.
+    Duh = 3,
+    /// Not answered (journal failure or overload).
+    Dropped = 4,
+}
+
+const PROTOS: [&str; 5] = ["null", "adm_cid", "sia_dcs", "other", "invalid"];
+const RESULTS: [&str; 5] = ["ack", "duplicate", "nak", "duh", "dropped"];
+const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
+
+/// Pre-registered metric handles.
+#[derive(Clone)]
+pub struct Metrics {
+    frames: Vec<Counter>,
+    /// Signals journaled, by flag.
+    pub journaled_none: Counter,
+    /// Journaled with `unknown_device`.
+    pub journaled_unknown: Counter,
+    /// Journaled with `undecryptable`.
+    pub journaled_undecryptable: Counter,
+    /// Journaled with `bad_payload`.
+    pub journaled_bad_payload: Counter,
+    duplicates: [Counter; 2],
+    heartbeats: [Counter; 2],
+    ack_seconds: [Histogram; 2],
+    /// Failed group commits.
+    pub journal_errors: Counter,
+    /// Frames per group commit.
+    pub batch_frames: Histogram,
+    /// Group commit latency.
+    pub commit_seconds: Histogram,
+    /// Open TCP connections.
+    pub tcp_open: Gauge,
+    /// Accepted TCP connections.
+    pub tcp_accepted: Counter,
+    /// Accept errors.
+    pub tcp_accept_errors: Counter,
+    /// Dropped UDP datagrams.
+    pub udp_dropped: Counter,
+    /// Skipped bytes.
+    pub garbage_bytes: Counter,
+    /// Early dedup evictions.
+    pub dedup_evicted: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn tidx(t: Transport) -> usize {
+    match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 1,
+    }
+}
+
+impl Metrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> Metrics {
+        prometheus();
+        let mut frames = Vec::with_capacity(50);
+        for t in TRANSPORTS {
+            for p in PROTOS {
+                for r in RESULTS {
+                    frames.push(metrics::counter!("vakt_frames_total", "transport" => t.as_str(), "protocol" => p, "result" => r));
+                }
+            }
+        }
+        let per_t = |name: &'static str| TRANSPORTS.map(|t| metrics::counter!(name, "transport" => t.as_str()));
+        Metrics {
+            frames,
+            journaled_none: metrics::counter!("vakt_signals_journaled_total", "flag" => "none"),
+            journaled_unknown: metrics::counter!("vakt_signals_journaled_total", "flag" => "unknown_device"),
+            journaled_undecryptable: metrics::counter!("vakt_signals_journaled_total", "flag" => "undecryptable"),
+            journaled_bad_payload: metrics::counter!("vakt_signals_journaled_total", "flag" => "bad_payload"),
+            duplicates: per_t("vakt_duplicates_total"),
+            heartbeats: per_t("vakt_heartbeats_total"),
+            ack_seconds: TRANSPORTS.map(|t| metrics::histogram!("vakt_frame_ack_seconds", "transport" => t.as_str())),
+            journal_errors: metrics::counter!("vakt_journal_errors_total"),
+            batch_frames: metrics::histogram!("vakt_journal_batch_frames"),
+            commit_seconds: metrics::histogram!("vakt_journal_commit_seconds"),
+            tcp_open: metrics::gauge!("vakt_tcp_connections_open"),
+            tcp_accepted: metrics::counter!("vakt_tcp_connections_accepted_total"),
+            tcp_accept_errors: metrics::counter!("vakt_tcp_accept_errors_total"),
+            udp_dropped: metrics::counter!("vakt_udp_dropped_total"),
+            garbage_bytes: metrics::counter!("vakt_garbage_bytes_total"),
+            dedup_evicted: metrics::counter!("vakt_dedup_evicted_total"),
+        }
+    }
+
+    /// Counts one frame and its result.
+    pub fn frame(&self, t: Transport, p: ProtoLabel, r: ResultLabel) {
+        self.frames[tidx(t) * 25 + p as usize * 5 + r as usize].increment(1);
+    }
+
+    /// Counts a retransmission.
+    pub fn duplicate(&self, t: Transport) {
+        self.duplicates[tidx(t)].increment(1);
+    }
+
+    /// Counts a heartbeat.
+    pub fn heartbeat(&self, t: Transport) {
+        self.heartbeats[tidx(t)].increment(1);
+    }
+
+    /// Records frame-to-answer latency.
+    pub fn ack_latency(&self, t: Transport, secs: f64) {
+        self.ack_seconds[tidx(t)].record(secs);
+    }
+
+    /// Counts a NAK by reason (a stable label from the codec or the receiver).
+    pub fn nak(&self, reason: &'static str) {
+        metrics::counter!("vakt_nak_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a DUH by reason.
+    pub fn duh(&self, reason: &'static str) {
+        metrics::counter!("vakt_duh_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a closed TCP connection by reason.
+    pub fn tcp_closed(&self, reason: &'static str) {
+        metrics::counter!("vakt_tcp_connections_closed_total", "reason" => reason).increment(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,251 @@
+//! DC-09 over TCP: a permit before accept, one task per connection, a streaming LF..CR
+//! framer, pipelined frames answered in order, idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::Ingress;
+use crate::codec::dc09::{self, Scan};
+use crate::journal::Commit;
+use crate::model::Transport;
+use crate::receiver::{Decision, FrameCtx};
+use crate::telemetry::{ProtoLabel, ResultLabel};
+
+/// TCP limits.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOptions {
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown`; each connection task is tracked by `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    ingress: Arc<Ingress>,
+    opts: TcpOptions,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // The permit is taken before accept: at the limit, new devices wait in the backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    ingress.receiver.metrics().tcp_accept_errors.increment(1);
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {},
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        backoff = Duration::from_millis(10);
+        let _ = stream.set_nodelay(true);
+        let m = ingress.receiver.metrics();
+        m.tcp_accepted.increment(1);
+        m.tcp_open.increment(1.0);
+        let span = tracing::info_span!("conn", transport = "tcp", %peer);
+        let ingress = ingress.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(
+            async move {
+                tracing::debug!("connected");
+                let reason = connection(stream, peer, &ingress, opts.idle_timeout, &shutdown).await;
+                tracing::debug!(reason, "closed");
+                let m = ingress.receiver.metrics();
+                m.tcp_closed(reason);
+                m.tcp_open.decrement(1.0);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+enum Pending {
+    Ready(Vec<u8>),
+    Wait {
+        rx: oneshot::Receiver<Commit>,
+        reply: Vec<u8>,
+        proto: ProtoLabel,
+        result: ResultLabel,
+        started: Instant,
+    },
+}
+
+/// Serves one connection; returns why it closed.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ingress: &Ingress,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let rx = &ingress.receiver;
+    let m = rx.metrics();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut pending: Vec<Pending> = Vec::new();
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match r {
+                Err(_) => return "idle",
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return "error";
+                }
+                Ok(Ok(n)) => n,
+            },
+            () = shutdown.cancelled() => return "shutdown",
+        };
+        if n == 0 {
+            return "eof";
+        }
+        // Take every complete frame in the buffer; journal submissions of one read share a
+        // group commit.
+        loop {
+            match dc09::scan(&buf) {
+                Scan::Incomplete => break,
+                Scan::Skip(k) => {
+                    m.garbage_bytes.increment(k as u64);
+                    buf.advance(k);
+                }
+                Scan::Oversized(k) => {
+                    m.garbage_bytes.increment(k as u64);
+                    buf.advance(k);
+                    let mut reply = Vec::new();
+                    dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
+                    m.nak("too_long");
+                    m.frame(Transport::Tcp, ProtoLabel::Invalid, ResultLabel::Nak);
+                    pending.push(Pending::Ready(reply));
+                }
+                Scan::Frame { start, end } => {
+                    let started = Instant::now();
+                    let ctx = FrameCtx {
+                        transport: Transport::Tcp,
+                        peer,
+                        now: jiff::Timestamp::now(),
+                    };
+                    let decision = rx.decide(&buf[start..end], &ctx);
+                    buf.advance(end);
+                    match decision {
+                        Decision::Answer { reply, proto, result } => {
+                            m.frame(Transport::Tcp, proto, result);
+                            m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
+                            pending.push(Pending::Ready(reply));
+                        }
+                        Decision::Journal {
+                            signal,
+                            dedup,
+                            reply,
+                            proto,
+                            result,
+                        } => match ingress.journal.submit(*signal, dedup).await {
+                            Ok(crx) => pending.push(Pending::Wait {
+                                rx: crx,
+                                reply,
+                                proto,
+                                result,
+                                started,
+                            }),
+                            Err(_) => {
+                                m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
+                                return flush_and_close(&mut stream, &mut out, &mut pending, "journal").await;
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        // Answer in order. A frame whose commit failed gets no ACK, and neither does any
+        // later frame on this connection: close it so the device retries or fails over.
+        for p in pending.drain(..) {
+            match p {
+                Pending::Ready(r) => out.extend_from_slice(&r),
+                Pending::Wait {
+                    rx: crx,
+                    reply,
+                    proto,
+                    result,
+                    started,
+                } => {
+                    let commit = crx.await.unwrap_or(Commit::Failed);
+                    if rx.committed(Transport::Tcp, proto, result, commit) {
+                        m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
+                        out.extend_from_slice(&reply);
+                    } else {
+                        let _ = write(&mut stream, &out, idle).await;
+                        return "journal";
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            if let Err(reason) = write(&mut stream, &out, idle).await {
+                return reason;
+            }
+            out.clear();
+        }
+    }
+}
+
+async fn flush_and_close(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    pending: &mut Vec<Pending>,
+    reason: &'static str,
+) -> &'static str {
+    // Answers already earned are still sent; nothing after the failure is.
+    for p in pending.drain(..) {
+        match p {
+            Pending::Ready(r) => out.extend_from_slice(&r),
+            Pending::Wait { rx, reply, .. } => match rx.await {
+                Ok(Commit::Stored(_) | Commit::Duplicate(_)) => out.extend_from_slice(&reply),
+                _ => break,
+            },
+        }
+    }
+    let _ = write(stream, out, Duration::from_secs(5)).await;
+    reason
+}
+
+async fn write(stream: &mut TcpStream, out: &[u8], timeout: Duration) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, stream.write_all(out)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "write failed");
+            Err("error")
+        }
+        Err(_) => Err("idle"),
+    }
+}

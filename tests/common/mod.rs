@@ -1,0 +1,180 @@
+//! Shared helpers for the integration tests: start a real server on 127.0.0.1:0 with a
+//! registry, talk real bytes to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vakt::codec::crypto::Key;
+use vakt::codec::dc09::{self, FrameSpec, Pad};
+use vakt::config::Config;
+use vakt::server::Running;
+
+/// AES-128 key of account 5678 (the key of protocols.md §1.10).
+pub const KEY128_HEX: &str = "000102030405060708090A0B0C0D0E0F";
+/// AES-256 key of account 9ABC.
+pub const KEY256_HEX: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+/// AES-192 key of account 1929.
+pub const KEY192_ASCII: &str = "abcdefghijklmnopqrstuvwx";
+
+/// The test registry: 1234 plain, 5678 AES-128 (hex), 9ABC AES-256 (hex), 1929 AES-192
+/// (ASCII), 4321 plain on line 1 only.
+pub fn devices_csv() -> String {
+    format!(
+        "{}\n1234,,,,,anna,90,Telia,Centrum\n5678,,,{KEY128_HEX},hex,bertil,90,Tele2,Norr\n9ABC,,,{KEY256_HEX},hex,cecilia,600,,\n1929,,,{KEY192_ASCII},ascii,david,,,\n4321,1,,,,erik,,,\n",
+        vakt::registry::CSV_HEADER
+    )
+}
+
+pub fn key128() -> Key {
+    Key::from_hex(KEY128_HEX).unwrap()
+}
+pub fn key256() -> Key {
+    Key::from_hex(KEY256_HEX).unwrap()
+}
+pub fn key192() -> Key {
+    Key::from_ascii(KEY192_ASCII).unwrap()
+}
+
+/// A configuration listening on loopback port 0 everywhere, data in `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.to_path_buf();
+    cfg.dc09.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
+    cfg.dc09.listen_udp = Some("127.0.0.1:0".parse().unwrap());
+    cfg.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.shutdown_grace_secs = 5;
+    cfg
+}
+
+/// Imports the test registry into `dir` and starts a server on it.
+pub async fn start(dir: &Path) -> Running {
+    vakt::cli::import_devices(dir, devices_csv().as_bytes()).expect("import test devices");
+    start_with(test_config(dir)).await
+}
+
+pub async fn start_with(cfg: Config) -> Running {
+    vakt::server::start(cfg).await.expect("server starts")
+}
+
+/// A plain frame.
+pub fn plain(id: &str, seq: u16, account: &str, data: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    dc09::encode_frame(
+        &FrameSpec {
+            id,
+            seq,
+            receiver: None,
+            line: Some("0"),
+            account,
+            data: data.as_bytes(),
+            xdata: &[],
+            timestamp: None,
+        },
+        &mut out,
+    );
+    out
+}
+
+/// An encrypted frame stamped `ts`.
+pub fn encrypted(id: &str, seq: u16, account: &str, data: &str, key: &Key, ts: jiff::Timestamp) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rng = rand::rng();
+    dc09::encode_frame_encrypted(
+        &FrameSpec {
+            id,
+            seq,
+            receiver: None,
+            line: Some("0"),
+            account,
+            data: data.as_bytes(),
+            xdata: &[],
+            timestamp: Some(ts),
+        },
+        key,
+        Pad::Random(&mut rng),
+        &mut out,
+    );
+    out
+}
+
+/// Reads one LF..CR answer from a TCP stream (with a 10 s bound).
+pub async fn read_reply(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = s.read(&mut b).await.expect("read");
+            assert!(n == 1, "connection closed after {:?}", String::from_utf8_lossy(&out));
+            out.push(b[0]);
+            if b[0] == b'\r' {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("reply within 10 s");
+    out
+}
+
+/// Sends one frame over a new TCP connection and returns the answer.
+pub async fn tcp_roundtrip(addr: SocketAddr, frame: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(frame).await.unwrap();
+    read_reply(&mut s).await
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("http answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Undoes chunked transfer coding if the body looks chunked.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((len, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 {
+            return out;
+        }
+        if after.len() < n {
+            return body.to_string();
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+}
+
+/// The Signals journaled so far, via the API.
+pub async fn signals(http: SocketAddr) -> Vec<serde_json::Value> {
+    let (status, body) = http_get(http, "/api/signals?after=0&limit=1000").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("signals JSON")
+}
+
+/// Parses an answer frame.
+pub fn token_of(reply: &[u8]) -> String {
+    let f = dc09::parse(reply).unwrap_or_else(|e| panic!("reply {:?} parses: {e}", String::from_utf8_lossy(reply)));
+    format!("{}{}", if f.encrypted { "*" } else { "" }, f.id)
+}
