@@ -1,6 +1,8 @@
 //! The whole alarm hot path per frame, without sockets: decide (parse, registry lookup,
 //! decrypt, build the Signal) -> journal (group commit with a real flush to disk) -> ACK bytes.
 //!
+//! `decide_only`: the receiver alone, no journal (so the rest of `single` and `batch64` is
+//! the journal's share: sled append, flush, and the hand-over to the committer thread).
 //! `single`: one frame at a time (each waits for its own flush, as one device in
 //! request/response does). `batch64`: 64 frames in flight share group commits (many devices
 //! at once). Frames are distinct, so none is a retransmission.
@@ -69,7 +71,11 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
 }
 
 fn frame(n: u64, encrypted: bool, now: jiff::Timestamp) -> Vec<u8> {
-    let (acct, key) = if encrypted { ("9ABC", Some(Key::from_hex(KEY256).unwrap())) } else { ("1234", None) };
+    let (acct, key) = if encrypted {
+        ("9ABC", Some(Key::from_hex(KEY256).unwrap()))
+    } else {
+        ("1234", None)
+    };
     let data = format!("#{acct}|1101 {:02} {:03}", (n / 10_000) % 100, n % 1000);
     let spec = FrameSpec {
         id: "ADM-CID",
@@ -92,7 +98,12 @@ fn frame(n: u64, encrypted: bool, now: jiff::Timestamp) -> Vec<u8> {
 async fn process(s: &Setup, raw: &[u8], ctx: &FrameCtx) -> Vec<u8> {
     match s.receiver.decide(raw, ctx) {
         Decision::Answer { reply, .. } => reply,
-        Decision::Journal { signal, dedup, reply, .. } => {
+        Decision::Journal {
+            signal,
+            dedup,
+            reply,
+            ..
+        } => {
             let rx = s.journal.submit(*signal, dedup).await.unwrap();
             match rx.await.unwrap() {
                 Commit::Stored(_) | Commit::Duplicate(_) => reply,
@@ -103,7 +114,11 @@ async fn process(s: &Setup, raw: &[u8], ctx: &FrameCtx) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let mut g = c.benchmark_group("hot_path");
     g.throughput(Throughput::Elements(1));
@@ -112,6 +127,28 @@ fn bench(c: &mut Criterion) {
         let name = if encrypted { "aes256" } else { "plain" };
         let s = setup(&rt);
         let mut counter = 0u64;
+        // The receiver's share alone (parse, lookup, decrypt, Signal, ACK bytes): no journal.
+        g.bench_function(format!("decide_only_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let now = jiff::Timestamp::now();
+                let frames: Vec<Vec<u8>> = (0..iters)
+                    .map(|_| {
+                        counter += 1;
+                        frame(counter, encrypted, now)
+                    })
+                    .collect();
+                let ctx = FrameCtx {
+                    transport: Transport::Tcp,
+                    peer,
+                    now,
+                };
+                let t = Instant::now();
+                for f in &frames {
+                    std::hint::black_box(s.receiver.decide(f, &ctx));
+                }
+                t.elapsed()
+            })
+        });
         g.bench_function(format!("single_{name}"), |b| {
             b.iter_custom(|iters| {
                 let now = jiff::Timestamp::now();
@@ -155,8 +192,16 @@ fn bench(c: &mut Criterion) {
                         let mut pending = Vec::with_capacity(64);
                         for f in chunk {
                             match s.receiver.decide(f, &ctx) {
-                                Decision::Journal { signal, dedup, reply, .. } => {
-                                    pending.push((s.journal.submit(*signal, dedup).await.unwrap(), reply));
+                                Decision::Journal {
+                                    signal,
+                                    dedup,
+                                    reply,
+                                    ..
+                                } => {
+                                    pending.push((
+                                        s.journal.submit(*signal, dedup).await.unwrap(),
+                                        reply,
+                                    ));
                                 }
                                 Decision::Answer { .. } => panic!("alarm frames are journaled"),
                             }

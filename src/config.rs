@@ -99,10 +99,9 @@ fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Er
     if s.trim().is_empty() {
         return Ok(None);
     }
-    s.trim()
-        .parse()
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:7100: {e}")))
+    s.trim().parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:7100: {e}"))
+    })
 }
 
 impl Default for Config {
@@ -186,7 +185,9 @@ impl Config {
             errs.push("shutdown_grace_secs must be 1..=3600".into());
         }
         if d.timestamp_past_secs > 3600 || d.timestamp_future_secs > 3600 {
-            errs.push("dc09.timestamp_past_secs and timestamp_future_secs must be at most 3600".into());
+            errs.push(
+                "dc09.timestamp_past_secs and timestamp_future_secs must be at most 3600".into(),
+            );
         }
         if !(1..=86_400).contains(&d.dedup_window_secs) {
             errs.push("dc09.dedup_window_secs must be 1..=86400".into());

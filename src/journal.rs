@@ -241,7 +241,9 @@ impl Dedup {
         }
         let mut evicted = 0;
         while self.map.len() >= self.max {
-            let Some((t, old)) = self.order.pop_front() else { break };
+            let Some((t, old)) = self.order.pop_front() else {
+                break;
+            };
             if self.map.get(&old).is_some_and(|(_, a)| *a == t) {
                 self.map.remove(&old);
                 evicted += 1;
@@ -265,10 +267,13 @@ struct Committer {
 impl Committer {
     fn run(mut self) {
         let mut records: Vec<JournalRecord> = Vec::with_capacity(self.max_batch);
-        let mut replies: Vec<(oneshot::Sender<Commit>, Commit)> = Vec::with_capacity(self.max_batch);
+        let mut replies: Vec<(oneshot::Sender<Commit>, Commit)> =
+            Vec::with_capacity(self.max_batch);
         let mut closing = false;
         while !closing {
-            let Some(first) = self.rx.blocking_recv() else { break };
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -276,7 +281,11 @@ impl Committer {
                         closing = true;
                         break;
                     }
-                    Msg::Append { signal, dedup, reply } => self.stage(*signal, dedup, reply, &mut records, &mut replies),
+                    Msg::Append {
+                        signal,
+                        dedup,
+                        reply,
+                    } => self.stage(*signal, dedup, reply, &mut records, &mut replies),
                 }
                 if replies.len() < self.max_batch {
                     next = self.rx.try_recv().ok();
@@ -326,7 +335,11 @@ impl Committer {
         });
     }
 
-    fn commit(&mut self, records: &mut Vec<JournalRecord>, replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>) {
+    fn commit(
+        &mut self,
+        records: &mut Vec<JournalRecord>,
+        replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>,
+    ) {
         if replies.is_empty() {
             return;
         }
@@ -336,7 +349,9 @@ impl Committer {
             // flush that failed may have left them only in memory, so flush again.
             self.store.flush()
         } else {
-            self.store.append_journal(records).and_then(|()| self.store.flush())
+            self.store
+                .append_journal(records)
+                .and_then(|()| self.store.flush())
         };
         match result {
             Ok(()) => {
@@ -354,7 +369,9 @@ impl Committer {
                     c.increment(1);
                 }
                 self.metrics.batch_frames.record(replies.len() as f64);
-                self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                self.metrics
+                    .commit_seconds
+                    .record(started.elapsed().as_secs_f64());
                 for (tx, c) in replies.drain(..) {
                     let _ = tx.send(c);
                 }
@@ -386,7 +403,10 @@ mod tests {
         assert_eq!(d.get(&[1; 16], ts(10)), Some(1));
         assert_eq!(d.get(&[1; 16], ts(11)), None);
         d.insert([2; 16], 2, ts(11));
-        assert!(!d.map.contains_key(&[1; 16]), "expired entry removed on insert");
+        assert!(
+            !d.map.contains_key(&[1; 16]),
+            "expired entry removed on insert"
+        );
         d.insert([3; 16], 3, ts(12));
         d.insert([4; 16], 4, ts(12));
         let ev = d.insert([5; 16], 5, ts(12));

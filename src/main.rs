@@ -13,7 +13,11 @@ const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 
 #[derive(Parser, Debug)]
-#[command(name = "vakt", version, about = "Alarm receiving centre server for social alarms")]
+#[command(
+    name = "vakt",
+    version,
+    about = "Alarm receiving centre server for social alarms"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -94,7 +98,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Cmd::Serve { config, data_dir, demo } => {
+        Cmd::Serve {
+            config,
+            data_dir,
+            demo,
+        } => {
             let cfg = match config {
                 Some(path) => match Config::load(&path) {
                     Ok(c) => c,
@@ -147,7 +155,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
             let out = std::io::BufWriter::new(std::io::stdout().lock());
-            report(vakt::cli::export_journal(&data_dir, after, out).map(|_| ()).map_err(Into::into))
+            report(
+                vakt::cli::export_journal(&data_dir, after, out)
+                    .map(|_| ())
+                    .map_err(Into::into),
+            )
         }
     }
 }
@@ -194,12 +206,16 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 fn load_demo(cfg: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = vakt::store::Store::open(&cfg.data_dir)?;
     if store.devices()?.is_empty() {
         let devices = vakt::registry::parse_csv(vakt::registry::DEMO_CSV.as_bytes())?;
         store.upsert_devices(&devices)?;
-        eprintln!("vakt: loaded {} demo devices (config/demo-devices.csv)", devices.len());
+        eprintln!(
+            "vakt: loaded {} demo devices (config/demo-devices.csv)",
+            devices.len()
+        );
     }
     Ok(())
 }

@@ -223,7 +223,10 @@ mod raw_bytes {
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(v) {
             Ok(t) => Raw::Text(t.to_owned()).serialize(s),
-            Err(_) => Raw::Hex { hex: hex::encode(v) }.serialize(s),
+            Err(_) => Raw::Hex {
+                hex: hex::encode(v),
+            }
+            .serialize(s),
         }
     }
 
@@ -302,7 +305,9 @@ mod key_bytes {
             return Ok(None);
         };
         let bytes = hex::decode(h).map_err(serde::de::Error::custom)?;
-        Key::from_bytes(&bytes).map(Some).map_err(serde::de::Error::custom)
+        Key::from_bytes(&bytes)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

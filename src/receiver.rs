@@ -97,13 +97,23 @@ fn proto_label(t: Token) -> ProtoLabel {
 /// Parses a DC-09 time (`HH:MM:SS,MM-DD-YYYY`, UTC), as carried by the xdata `H` block.
 pub fn parse_dc09_time(v: &[u8]) -> Option<jiff::Timestamp> {
     let s = std::str::from_utf8(v).ok()?;
-    let dt = jiff::fmt::strtime::parse("%H:%M:%S,%m-%d-%Y", s.trim()).ok()?.to_datetime().ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    let dt = jiff::fmt::strtime::parse("%H:%M:%S,%m-%d-%Y", s.trim())
+        .ok()?
+        .to_datetime()
+        .ok()?;
+    dt.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 impl Receiver {
     /// Builds the rules over a registry and a last-heard table.
-    pub fn new(registry: Arc<Registry>, last_heard: Arc<LastHeard>, metrics: Metrics, opts: ReceiverOptions) -> Receiver {
+    pub fn new(
+        registry: Arc<Registry>,
+        last_heard: Arc<LastHeard>,
+        metrics: Metrics,
+        opts: ReceiverOptions,
+    ) -> Receiver {
         Receiver {
             registry,
             last_heard,
@@ -139,7 +149,9 @@ impl Receiver {
         let account = account_raw.to_ascii_uppercase();
         let line = frame.line.map(str::to_ascii_uppercase);
         let receiver = frame.receiver.map(str::to_ascii_uppercase);
-        let device = self.registry.lookup(&account, line.as_deref(), receiver.as_deref());
+        let device = self
+            .registry
+            .lookup(&account, line.as_deref(), receiver.as_deref());
 
         let content = if frame.encrypted {
             let key = device.and_then(|d| d.key.as_ref());
@@ -149,7 +161,12 @@ impl Receiver {
                     let Some(ts) = c.timestamp else {
                         return self.nak(ctx.now, proto, "missing_timestamp");
                     };
-                    if !dc09::within_window(ts, ctx.now, self.opts.timestamp_past_secs, self.opts.timestamp_future_secs) {
+                    if !dc09::within_window(
+                        ts,
+                        ctx.now,
+                        self.opts.timestamp_past_secs,
+                        self.opts.timestamp_future_secs,
+                    ) {
                         return self.nak(ctx.now, proto, "timestamp");
                     }
                     c
@@ -157,7 +174,11 @@ impl Receiver {
                 // No key, or it does not decrypt: keep the raw frame for an operator and
                 // answer DUH so the device may try its backup receiver.
                 _ => {
-                    let reason = if key.is_none() { "no_key" } else { "undecryptable" };
+                    let reason = if key.is_none() {
+                        "no_key"
+                    } else {
+                        "undecryptable"
+                    };
                     self.metrics.duh(reason);
                     self.last_heard.heard(&account, ctx.now.as_millisecond());
                     let mut reply = Vec::with_capacity(64);
@@ -176,7 +197,15 @@ impl Receiver {
                         frame.id.as_bytes(),
                         frame.body,
                     ]);
-                    let signal = self.signal(&frame, ctx, account, line, receiver, device.and_then(|d| d.subscriber.clone()), flags);
+                    let signal = self.signal(
+                        &frame,
+                        ctx,
+                        account,
+                        line,
+                        receiver,
+                        device.and_then(|d| d.subscriber.clone()),
+                        flags,
+                    );
                     return Decision::Journal {
                         signal: Box::new(signal),
                         dedup: Some(dedup),
@@ -242,7 +271,11 @@ impl Receiver {
         let subscriber = device.and_then(|d| d.subscriber.clone());
         let mut signal = self.signal(&frame, ctx, account, line, receiver, subscriber, flags);
         signal.transmitted_at = content.timestamp;
-        signal.event_time = content.xdata.iter().find(|x| x.letter == b'H').and_then(|x| parse_dc09_time(&x.value));
+        signal.event_time = content
+            .xdata
+            .iter()
+            .find(|x| x.letter == b'H')
+            .and_then(|x| parse_dc09_time(&x.value));
         signal.events = events;
         signal.xdata = content
             .xdata
@@ -316,7 +349,13 @@ impl Receiver {
     }
 
     /// Counts a frame whose journal outcome is known. Returns whether its answer may be sent.
-    pub fn committed(&self, transport: Transport, proto: ProtoLabel, result: ResultLabel, commit: Commit) -> bool {
+    pub fn committed(
+        &self,
+        transport: Transport,
+        proto: ProtoLabel,
+        result: ResultLabel,
+        commit: Commit,
+    ) -> bool {
         match commit {
             Commit::Stored(_) => {
                 self.metrics.frame(transport, proto, result);

@@ -13,7 +13,8 @@ use crate::model::{Device, KeyFormat, norm_hex};
 use crate::store::device_key;
 
 /// The CSV header `vakt devices import` expects.
-pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area";
+pub const CSV_HEADER: &str =
+    "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area";
 
 /// Shortest and longest supervision interval accepted (20 s to 25 h).
 pub const SUPERVISION_SECS: std::ops::RangeInclusive<u32> = 20..=90_000;
@@ -46,7 +47,12 @@ impl Registry {
     pub fn new(devices: Vec<Device>) -> Registry {
         let by_key = devices
             .into_iter()
-            .map(|d| (device_key(&d.account, d.line.as_deref(), d.receiver.as_deref()), d))
+            .map(|d| {
+                (
+                    device_key(&d.account, d.line.as_deref(), d.receiver.as_deref()),
+                    d,
+                )
+            })
             .collect();
         Registry { by_key }
     }
@@ -64,7 +70,12 @@ impl Registry {
     /// Finds the device for a frame's account, line and receiver: the most specific entry
     /// first (account+line+receiver, account+line, account+receiver, account alone). The
     /// inputs must already be upper case (see [`norm_hex`]).
-    pub fn lookup(&self, account: &str, line: Option<&str>, receiver: Option<&str>) -> Option<&Device> {
+    pub fn lookup(
+        &self,
+        account: &str,
+        line: Option<&str>,
+        receiver: Option<&str>,
+    ) -> Option<&Device> {
         if self.by_key.is_empty() {
             return None;
         }
@@ -197,12 +208,18 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
         (None, Some(_)) => return Err("key_format is set but key is empty".into()),
         (Some(_), None) => return Err("key is set: key_format must say hex or ascii".into()),
         // The key itself is never echoed in an error message.
-        (Some(k), Some(KeyFormat::Hex)) => Some(
-            Key::from_hex(k).map_err(|_| format!("key is not 32, 48 or 64 hex digits (found {} characters)", k.len()))?,
-        ),
-        (Some(k), Some(KeyFormat::Ascii)) => Some(
-            Key::from_ascii(k).map_err(|_| format!("key is not 16, 24 or 32 ASCII characters (found {})", k.chars().count()))?,
-        ),
+        (Some(k), Some(KeyFormat::Hex)) => Some(Key::from_hex(k).map_err(|_| {
+            format!(
+                "key is not 32, 48 or 64 hex digits (found {} characters)",
+                k.len()
+            )
+        })?),
+        (Some(k), Some(KeyFormat::Ascii)) => Some(Key::from_ascii(k).map_err(|_| {
+            format!(
+                "key is not 16, 24 or 32 ASCII characters (found {})",
+                k.chars().count()
+            )
+        })?),
     };
     let supervision_secs = match opt(cell(6)) {
         None => None,
@@ -252,7 +269,13 @@ mod tests {
         assert_eq!(ds[1].key.as_ref().map(|k| k.bits()), Some(128));
         assert_eq!(ds[1].line.as_deref(), Some("1"));
         let reg = Registry::new(ds);
-        assert_eq!(reg.lookup("1234", Some("0"), None).unwrap().subscriber.as_deref(), Some("S-1"));
+        assert_eq!(
+            reg.lookup("1234", Some("0"), None)
+                .unwrap()
+                .subscriber
+                .as_deref(),
+            Some("S-1")
+        );
         assert!(reg.lookup("5678", Some("0"), None).is_none(), "line 1 only");
         assert!(reg.lookup("5678", Some("1"), Some("3")).is_some());
         assert!(reg.lookup("9999", None, None).is_none());
@@ -268,7 +291,10 @@ mod tests {
         assert!(err.contains("line 4: key is not"), "{err}");
         assert!(!err.contains("0011"), "key must not be echoed: {err}");
         assert!(err.contains("line 5: supervision_secs 5"), "{err}");
-        assert!(err.contains("line 6: account 1234") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("line 6: account 1234") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]

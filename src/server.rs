@@ -63,7 +63,11 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
         let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
         let dc09_tcp = match cfg.dc09.listen_tcp {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("dc09 tcp", a))?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(bind_err("dc09 tcp", a))?,
+            ),
             None => None,
         };
         let dc09_udp = match cfg.dc09.listen_udp {
@@ -74,7 +78,11 @@ impl Listeners {
             Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("http", a))?),
             None => None,
         };
-        Ok(Listeners { dc09_tcp, dc09_udp, http })
+        Ok(Listeners {
+            dc09_tcp,
+            dc09_udp,
+            http,
+        })
     }
 }
 
@@ -166,7 +174,10 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let dc09_tcp = addr(&listeners.dc09_tcp);
     let http = addr(&listeners.http);
-    let dc09_udp = listeners.dc09_udp.as_ref().and_then(|s| s.local_addr().ok());
+    let dc09_udp = listeners
+        .dc09_udp
+        .as_ref()
+        .and_then(|s| s.local_addr().ok());
 
     // Accept loops: stopped by the token; connection tasks go on the tracker.
     let accept_tracker = TaskTracker::new();
@@ -175,7 +186,13 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             max_connections: cfg.dc09.max_connections,
             idle_timeout: Duration::from_secs(cfg.dc09.idle_timeout_secs),
         };
-        accept_tracker.spawn(tcp::serve(l, ingress.clone(), opts, shutdown.clone(), tracker.clone()));
+        accept_tracker.spawn(tcp::serve(
+            l,
+            ingress.clone(),
+            opts,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
     if let Some(s) = listeners.dc09_udp {
         accept_tracker.spawn(udp::serve(
@@ -235,14 +252,20 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         token.cancelled().await;
-        tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections or frames");
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections or frames"
+        );
         ready.store(false, Ordering::Release);
         accept_tracker.close();
         accept_tracker.wait().await;
         // Connections finish the frames they have read, answer them, and close.
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(left = tracker.len(), "shutdown deadline reached; closing the rest");
+            tracing::warn!(
+                left = tracker.len(),
+                "shutdown deadline reached; closing the rest"
+            );
         }
         ingress.journal.close().await;
         let _ = periodic.await;

@@ -59,7 +59,11 @@ impl LastHeard {
 
     /// When `account` was last heard.
     pub fn get(&self, account: &str) -> Option<i64> {
-        self.shards[shard_of(account)].lock().ok()?.get(account).copied()
+        self.shards[shard_of(account)]
+            .lock()
+            .ok()?
+            .get(account)
+            .copied()
     }
 
     /// Every entry (for persisting).
@@ -75,7 +79,10 @@ impl LastHeard {
 
     /// Number of devices heard.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
     }
 
     /// True when no device was heard.

@@ -7,7 +7,9 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::model::Transport;
@@ -16,18 +18,22 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Buckets for latencies in seconds: 50 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 /// Buckets for commit batch sizes in frames.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_frames".into()), BATCH_BUCKETS));
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_frames".into()), BATCH_BUCKETS)
+            });
         let recorder = match builder {
             Ok(b) => b.build_recorder(),
             // Only fails on empty bucket lists, which are constants here.
@@ -46,7 +52,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -97,7 +105,11 @@ fn describe() {
         Unit::Seconds,
         "From a complete frame received to its answer ready to send, by transport"
     );
-    describe_gauge!("vakt_tcp_connections_open", Unit::Count, "Open DC-09 TCP connections");
+    describe_gauge!(
+        "vakt_tcp_connections_open",
+        Unit::Count,
+        "Open DC-09 TCP connections"
+    );
     describe_counter!(
         "vakt_tcp_connections_accepted_total",
         Unit::Count,
@@ -224,7 +236,9 @@ impl Metrics {
                 }
             }
         }
-        let per_t = |name: &'static str| TRANSPORTS.map(|t| metrics::counter!(name, "transport" => t.as_str()));
+        let per_t = |name: &'static str| {
+            TRANSPORTS.map(|t| metrics::counter!(name, "transport" => t.as_str()))
+        };
         Metrics {
             frames,
             journaled_none: metrics::counter!("vakt_signals_journaled_total", "flag" => "none"),
@@ -233,7 +247,8 @@ impl Metrics {
             journaled_bad_payload: metrics::counter!("vakt_signals_journaled_total", "flag" => "bad_payload"),
             duplicates: per_t("vakt_duplicates_total"),
             heartbeats: per_t("vakt_heartbeats_total"),
-            ack_seconds: TRANSPORTS.map(|t| metrics::histogram!("vakt_frame_ack_seconds", "transport" => t.as_str())),
+            ack_seconds: TRANSPORTS
+                .map(|t| metrics::histogram!("vakt_frame_ack_seconds", "transport" => t.as_str())),
             journal_errors: metrics::counter!("vakt_journal_errors_total"),
             batch_frames: metrics::histogram!("vakt_journal_batch_frames"),
             commit_seconds: metrics::histogram!("vakt_journal_commit_seconds"),

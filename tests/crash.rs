@@ -25,7 +25,10 @@ const KILLS: usize = 5;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -59,7 +62,12 @@ fn start(config: &Path) -> (Child, SocketAddr) {
 fn frame(device: usize, n: u32) -> Vec<u8> {
     // Distinct for every (device, n): account per device, n in seq (0..9999) and group.
     let account = format!("{:04X}", 0x1000 + device);
-    let data = format!("#{account}|1{:03} {:02} {:03}", [100, 101, 103, 111][n as usize % 4], n / 10_000 % 100, device + 1);
+    let data = format!(
+        "#{account}|1{:03} {:02} {:03}",
+        [100, 101, 103, 111][n as usize % 4],
+        n / 10_000 % 100,
+        device + 1
+    );
     let mut out = Vec::new();
     dc09::encode_frame(
         &FrameSpec {
@@ -153,7 +161,7 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
     let mut rng = Lcg(seed);
 
     let acked = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
-    let mut counters = vec![0u32; DEVICES];
+    let mut counters = [0u32; DEVICES];
     let mut waiting: Vec<Option<Vec<u8>>> = vec![None; DEVICES];
     for round in 0..=KILLS {
         let (mut child, addr) = start(&dir.path().join("vakt.toml"));
@@ -193,7 +201,10 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
             assert!(status.success(), "graceful shutdown exits 0: {status}");
             assert!(t.elapsed() < Duration::from_secs(15));
         }
-        eprintln!("round {round}: {} frames ACKed so far", acked.lock().unwrap().len());
+        eprintln!(
+            "round {round}: {} frames ACKed so far",
+            acked.lock().unwrap().len()
+        );
     }
 
     let out = Command::new(BIN)
@@ -201,19 +212,36 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
         .arg(&data)
         .output()
         .expect("export runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut journaled: HashMap<String, usize> = HashMap::new();
     let mut ids = Vec::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         ids.push(v["id"].as_u64().unwrap());
-        *journaled.entry(v["raw"].as_str().unwrap().to_owned()).or_default() += 1;
+        *journaled
+            .entry(v["raw"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     let acked = acked.lock().unwrap();
-    assert!(acked.len() > 50, "the test sent too little to mean anything: {}", acked.len());
-    let acked_set: HashSet<String> = acked.iter().map(|f| String::from_utf8(f.clone()).unwrap()).collect();
+    assert!(
+        acked.len() > 50,
+        "the test sent too little to mean anything: {}",
+        acked.len()
+    );
+    let acked_set: HashSet<String> = acked
+        .iter()
+        .map(|f| String::from_utf8(f.clone()).unwrap())
+        .collect();
     for f in &acked_set {
-        assert_eq!(journaled.get(f).copied().unwrap_or(0), 1, "ACKed frame {f:?} must be journaled exactly once");
+        assert_eq!(
+            journaled.get(f).copied().unwrap_or(0),
+            1,
+            "ACKed frame {f:?} must be journaled exactly once"
+        );
     }
     for (f, n) in &journaled {
         assert_eq!(*n, 1, "frame {f:?} journaled {n} times");

@@ -19,7 +19,11 @@ async fn plain_alarm_gets_the_exact_ack_and_is_journaled() {
     let srv = start(dir.path()).await;
     let tcp = srv.dc09_tcp.unwrap();
     // protocols.md §1.10: CID 101 personal emergency and its expected ACK, byte for byte.
-    let reply = tcp_roundtrip(tcp, b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r",
+    )
+    .await;
     assert_eq!(reply, b"\n1BC10012\"ACK\"0001L0#1234[]\r");
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 1);
@@ -33,7 +37,10 @@ async fn plain_alarm_gets_the_exact_ack_and_is_journaled() {
     assert_eq!(s["events"][0]["qualifier"], "new");
     assert_eq!(s["events"][0]["zone"], 1);
     assert_eq!(s["events"][0]["group"], 1);
-    assert_eq!(s["raw"], "\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r");
+    assert_eq!(
+        s["raw"],
+        "\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r"
+    );
     assert_eq!(s["transport"], "tcp");
     srv.stop().await.unwrap();
 }
@@ -43,9 +50,17 @@ async fn sia_dcs_and_restore_decode() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path()).await;
     let tcp = srv.dc09_tcp.unwrap();
-    let reply = tcp_roundtrip(tcp, b"\n685C003A\"SIA-DCS\"0003L0#1234[#1234|Nri1/MA001]_10:15:00,03-01-2025\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\n685C003A\"SIA-DCS\"0003L0#1234[#1234|Nri1/MA001]_10:15:00,03-01-2025\r",
+    )
+    .await;
     assert_eq!(reply, b"\nD1600012\"ACK\"0003L0#1234[]\r");
-    let reply = tcp_roundtrip(tcp, b"\n21EF0027\"ADM-CID\"0002L0#1234[#1234|3101 01 001]\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\n21EF0027\"ADM-CID\"0002L0#1234[#1234|3101 01 001]\r",
+    )
+    .await;
     assert_eq!(reply, b"\n14310012\"ACK\"0002L0#1234[]\r");
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 2);
@@ -64,7 +79,12 @@ async fn many_frames_split_and_pipelined_on_one_connection() {
     // 40 distinct alarms with noise and NULs between them, written in odd-sized pieces.
     let mut stream = Vec::new();
     for i in 0..40u16 {
-        stream.extend(plain("ADM-CID", 100 + i, "1234", &format!("#1234|1101 01 {:03}", i + 1)));
+        stream.extend(plain(
+            "ADM-CID",
+            100 + i,
+            "1234",
+            &format!("#1234|1101 01 {:03}", i + 1),
+        ));
         if i % 3 == 0 {
             stream.extend_from_slice(b"\0\0garbage ");
         }
@@ -94,7 +114,10 @@ async fn retransmission_is_acked_but_journaled_once_even_across_restart() {
     assert_eq!(token_of(&a), "ACK");
     assert_eq!(a, b);
     // The same payload with another sequence number is a new event.
-    assert_eq!(token_of(&tcp_roundtrip(tcp, &plain("SIA-DCS", 8, "1234", "#1234|Nri1/FA002")).await), "ACK");
+    assert_eq!(
+        token_of(&tcp_roundtrip(tcp, &plain("SIA-DCS", 8, "1234", "#1234|Nri1/FA002")).await),
+        "ACK"
+    );
     assert_eq!(signals(srv.http.unwrap()).await.len(), 2);
     srv.stop().await.unwrap();
 
@@ -113,18 +136,31 @@ async fn bad_crc_gets_nak_and_the_connection_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path()).await;
     let mut s = TcpStream::connect(srv.dc09_tcp.unwrap()).await.unwrap();
-    s.write_all(b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await.unwrap();
+    s.write_all(b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r")
+        .await
+        .unwrap();
     let r = read_reply(&mut s).await;
     let text = String::from_utf8_lossy(&r);
     assert!(text.contains("\"NAK\"0000R0L0A0[]_"), "{text}");
     dc09::parse(&r).expect("the NAK is itself a valid frame");
     // Bad length too.
-    s.write_all(b"\n21170028\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await.unwrap();
+    s.write_all(b"\n21170028\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r")
+        .await
+        .unwrap();
     assert_eq!(token_of(&read_reply(&mut s).await), "NAK");
     // Same connection, valid frame.
-    s.write_all(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await.unwrap();
-    assert_eq!(read_reply(&mut s).await, b"\n1BC10012\"ACK\"0001L0#1234[]\r");
-    assert_eq!(signals(srv.http.unwrap()).await.len(), 1, "NAKed frames are not journaled");
+    s.write_all(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut s).await,
+        b"\n1BC10012\"ACK\"0001L0#1234[]\r"
+    );
+    assert_eq!(
+        signals(srv.http.unwrap()).await.len(),
+        1,
+        "NAKed frames are not journaled"
+    );
     srv.stop().await.unwrap();
 }
 
@@ -138,7 +174,11 @@ async fn encrypted_aes128_192_256_get_star_ack_and_are_journaled() {
         ("1929", key192(), "#1929|1100 01 002"),
         ("9ABC", key256(), "#9ABC|Nri1/FA003"),
     ] {
-        let id = if data.contains("|N") { "SIA-DCS" } else { "ADM-CID" };
+        let id = if data.contains("|N") {
+            "SIA-DCS"
+        } else {
+            "ADM-CID"
+        };
         let reply = tcp_roundtrip(tcp, &encrypted(id, 11, acct, data, &key, now())).await;
         let f = dc09::parse(&reply).unwrap();
         assert!(f.encrypted, "{}", String::from_utf8_lossy(&reply));
@@ -152,7 +192,10 @@ async fn encrypted_aes128_192_256_get_star_ack_and_are_journaled() {
     }
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 3);
-    assert!(sigs.iter().all(|s| s["encrypted"] == true && s["flags"] == serde_json::json!([])));
+    assert!(
+        sigs.iter()
+            .all(|s| s["encrypted"] == true && s["flags"] == serde_json::json!([]))
+    );
     assert_eq!(sigs[0]["events"][0]["code"], "CID 101");
     assert_eq!(sigs[2]["events"][0]["code"], "SIA FA");
     srv.stop().await.unwrap();
@@ -166,7 +209,11 @@ async fn encrypted_outside_the_window_gets_nak_and_is_not_journaled() {
     let stale = now() - jiff::SignedDuration::from_secs(41 + 5);
     let early = now() + jiff::SignedDuration::from_secs(21 + 5);
     for ts in [stale, early] {
-        let reply = tcp_roundtrip(tcp, &encrypted("ADM-CID", 12, "5678", "#5678|1101 01 001", &key128(), ts)).await;
+        let reply = tcp_roundtrip(
+            tcp,
+            &encrypted("ADM-CID", 12, "5678", "#5678|1101 01 001", &key128(), ts),
+        )
+        .await;
         let f = dc09::parse(&reply).unwrap();
         assert_eq!(f.id, "NAK");
         assert!(!f.encrypted, "NAK is never encrypted");
@@ -181,7 +228,11 @@ async fn unknown_account_is_acked_and_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path()).await;
     let tcp = srv.dc09_tcp.unwrap();
-    let reply = tcp_roundtrip(tcp, b"\n7449003F\"ADM-CID\"0078R1L0#AAAA[#00AAAA|3407 01 001]_01:59:16,09-21-2023\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\n7449003F\"ADM-CID\"0078R1L0#AAAA[#00AAAA|3407 01 001]_01:59:16,09-21-2023\r",
+    )
+    .await;
     assert_eq!(reply, b"\n1CA50014\"ACK\"0078R1L0#AAAA[]\r");
     // Account 4321 is registered on line 1 only: on line 0 it is unknown.
     let reply = tcp_roundtrip(tcp, &plain("ADM-CID", 5, "4321", "#4321|1101 01 001")).await;
@@ -206,7 +257,12 @@ async fn undecryptable_is_journaled_raw_and_answered_duh() {
     for f in [&no_key, &wrong_key] {
         let reply = tcp_roundtrip(tcp, f).await;
         let p = dc09::parse(&reply).unwrap();
-        assert_eq!((p.id, p.encrypted), ("DUH", false), "{}", String::from_utf8_lossy(&reply));
+        assert_eq!(
+            (p.id, p.encrypted),
+            ("DUH", false),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
     }
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 2);
@@ -228,7 +284,11 @@ async fn null_link_test_is_acked_at_once_and_not_journaled() {
     let reply = tcp_roundtrip(tcp, &encrypted("NULL", 5, "5678", "", &key128(), now())).await;
     assert_eq!(token_of(&reply), "*ACK");
     // A NULL with data, as seen in the field.
-    let reply = tcp_roundtrip(tcp, b"\nCA2F0038\"NULL\"0000L0#7890[#0000|0000 00 000]_22:13:29,12-29-2022\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\nCA2F0038\"NULL\"0000L0#7890[#0000|0000 00 000]_22:13:29,12-29-2022\r",
+    )
+    .await;
     assert_eq!(token_of(&reply), "ACK");
     assert!(signals(srv.http.unwrap()).await.is_empty());
     let (_, m) = http_get(srv.http.unwrap(), "/metrics").await;
@@ -240,7 +300,11 @@ async fn null_link_test_is_acked_at_once_and_not_journaled() {
 async fn unsupported_id_gets_duh() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path()).await;
-    let reply = tcp_roundtrip(srv.dc09_tcp.unwrap(), &plain("SIA-PUL", 3, "1234", "#1234|1234")).await;
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("SIA-PUL", 3, "1234", "#1234|1234"),
+    )
+    .await;
     let f = dc09::parse(&reply).unwrap();
     assert_eq!(f.id, "DUH");
     assert_eq!(f.seq, "0003");
@@ -255,7 +319,11 @@ async fn quirks_decimal_length_and_lowercase_and_no_line() {
     let srv = start(dir.path()).await;
     let tcp = srv.dc09_tcp.unwrap();
     // Eldes: decimal length with a valid CRC (protocols.md §1.9).
-    let reply = tcp_roundtrip(tcp, b"\n57150047\"ADM-CID\"0247R4F39L4F39#4F39[#4F39|3401 01 057]\r").await;
+    let reply = tcp_roundtrip(
+        tcp,
+        b"\n57150047\"ADM-CID\"0247R4F39L4F39#4F39[#4F39|3401 01 057]\r",
+    )
+    .await;
     assert_eq!(token_of(&reply), "ACK");
     // No L field (RS's example form): the answer echoes none.
     let mut f = Vec::new();
@@ -280,7 +348,10 @@ async fn quirks_decimal_length_and_lowercase_and_no_line() {
     assert_eq!(token_of(&tcp_roundtrip(tcp, lower).await), "ACK");
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 3);
-    assert_eq!(sigs[0]["flags"], serde_json::json!(["unknown_device", "length_decimal"]));
+    assert_eq!(
+        sigs[0]["flags"],
+        serde_json::json!(["unknown_device", "length_decimal"])
+    );
     srv.stop().await.unwrap();
 }
 
@@ -309,10 +380,24 @@ async fn udp_frames_are_answered_to_the_source() {
         ask(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r\0\0\0").await,
         b"\n1BC10012\"ACK\"0001L0#1234[]\r"
     );
-    let r = ask(&encrypted("ADM-CID", 30, "9ABC", "#9ABC|1111 01 004", &key256(), now())).await;
+    let r = ask(&encrypted(
+        "ADM-CID",
+        30,
+        "9ABC",
+        "#9ABC|1111 01 004",
+        &key256(),
+        now(),
+    ))
+    .await;
     assert_eq!(token_of(&r), "*ACK");
-    assert_eq!(token_of(&ask(b"\nCBB30013\"NULL\"0004L0#1234[]\r").await), "ACK");
-    assert_eq!(token_of(&ask(b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await), "NAK");
+    assert_eq!(
+        token_of(&ask(b"\nCBB30013\"NULL\"0004L0#1234[]\r").await),
+        "ACK"
+    );
+    assert_eq!(
+        token_of(&ask(b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await),
+        "NAK"
+    );
     let sigs = signals(srv.http.unwrap()).await;
     assert_eq!(sigs.len(), 2);
     assert_eq!(sigs[0]["transport"], "udp");
@@ -330,12 +415,18 @@ async fn oversized_frame_is_refused_without_harming_others() {
     bad.write_all(&junk).await.unwrap();
     // Another device is served meanwhile.
     assert_eq!(
-        tcp_roundtrip(tcp, b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await,
+        tcp_roundtrip(
+            tcp,
+            b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r"
+        )
+        .await,
         b"\n1BC10012\"ACK\"0001L0#1234[]\r"
     );
     assert_eq!(token_of(&read_reply(&mut bad).await), "NAK");
     // And the misbehaving connection can still send a good frame.
-    bad.write_all(b"\r\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await.unwrap();
+    bad.write_all(b"\r\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r")
+        .await
+        .unwrap();
     assert_eq!(token_of(&read_reply(&mut bad).await), "ACK");
     srv.stop().await.unwrap();
 }
@@ -369,12 +460,18 @@ async fn connection_limit_holds_new_devices_until_a_slot_frees() {
     // Let the server take the only permit.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut second = TcpStream::connect(tcp).await.unwrap(); // waits in the backlog
-    second.write_all(b"\nCBB30013\"NULL\"0004L0#1234[]\r").await.unwrap();
+    second
+        .write_all(b"\nCBB30013\"NULL\"0004L0#1234[]\r")
+        .await
+        .unwrap();
     let mut b = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut b)).await;
     assert!(early.is_err(), "not served while the only slot is taken");
     drop(first);
-    assert_eq!(read_reply(&mut second).await, b"\n0BD10012\"ACK\"0004L0#1234[]\r");
+    assert_eq!(
+        read_reply(&mut second).await,
+        b"\n0BD10012\"ACK\"0004L0#1234[]\r"
+    );
     srv.stop().await.unwrap();
 }
 
@@ -385,8 +482,16 @@ async fn health_metrics_and_api() {
     let http = srv.http.unwrap();
     assert_eq!(http_get(http, "/live").await.0, 200);
     assert_eq!(http_get(http, "/ready").await.0, 200);
-    tcp_roundtrip(srv.dc09_tcp.unwrap(), b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await;
-    tcp_roundtrip(srv.dc09_tcp.unwrap(), b"\n21EF0027\"ADM-CID\"0002L0#1234[#1234|3101 01 001]\r").await;
+    tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r",
+    )
+    .await;
+    tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        b"\n21EF0027\"ADM-CID\"0002L0#1234[#1234|3101 01 001]\r",
+    )
+    .await;
     let (status, m) = http_get(http, "/metrics").await;
     assert_eq!(status, 200);
     for name in [
@@ -416,11 +521,16 @@ async fn graceful_shutdown_answers_in_flight_frames_then_refuses() {
     let srv = start(dir.path()).await;
     let tcp = srv.dc09_tcp.unwrap();
     let mut s = TcpStream::connect(tcp).await.unwrap();
-    s.write_all(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").await.unwrap();
+    s.write_all(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r")
+        .await
+        .unwrap();
     assert_eq!(token_of(&read_reply(&mut s).await), "ACK");
     let started = std::time::Instant::now();
     srv.stop().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "shutdown within its deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown within its deadline"
+    );
     // The open connection was closed, and nobody listens any more.
     let mut b = [0u8; 8];
     assert_eq!(s.read(&mut b).await.unwrap_or(0), 0);

@@ -17,7 +17,7 @@
 //! not follow it. One event per frame.
 
 use super::event::{
-    cid_address_is_user, split_account, Event, EventCode, Payload, PayloadError, Qualifier,
+    Event, EventCode, Payload, PayloadError, Qualifier, cid_address_is_user, split_account,
 };
 
 /// Decodes an ADM-CID data block (`Content::data`).
@@ -45,7 +45,11 @@ fn decode_event(s: &[u8]) -> Result<Event, PayloadError> {
             (*q, [*e1, *e2, *e3], [*g1, *g2], [*z1, *z2, *z3])
         }
         [q, e1, e2, e3, g1, g2, z1, z2, z3] => (*q, [*e1, *e2, *e3], [*g1, *g2], [*z1, *z2, *z3]),
-        _ => return Err(PayloadError::Malformed("ADM-CID event is not 'QEEE GG ZZZ'")),
+        _ => {
+            return Err(PayloadError::Malformed(
+                "ADM-CID event is not 'QEEE GG ZZZ'",
+            ));
+        }
     };
     let qualifier = match q {
         b'1' => Qualifier::New,
@@ -86,8 +90,7 @@ fn decimal(digits: &[u8]) -> Option<u32> {
         return None;
     }
     digits.iter().try_fold(0u32, |acc, &d| {
-        d.is_ascii_digit()
-            .then(|| acc * 10 + u32::from(d - b'0'))
+        d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
     })
 }
 
@@ -152,16 +155,37 @@ mod tests {
     fn errors() {
         assert_eq!(decode(b"#1234|"), Err(PayloadError::NoEvents));
         assert_eq!(decode(b""), Err(PayloadError::NoEvents));
+        assert_eq!(decode(b"2101 01 001"), Err(PayloadError::BadQualifier('2')));
         assert_eq!(
-            decode(b"2101 01 001"),
-            Err(PayloadError::BadQualifier('2'))
+            decode(b"#1234|1101 01 001 ")
+                .map(|_| ())
+                .unwrap_err()
+                .as_str(),
+            "malformed"
         );
-        assert_eq!(decode(b"#1234|1101 01 001 ").map(|_| ()).unwrap_err().as_str(), "malformed");
-        assert!(matches!(decode(b"1A01 01 001"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"1101 0B 001"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"1101 01 00F"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"1101-01-001"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"#12|1101 01 001]"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"#|1101 01 001"), Err(PayloadError::Malformed(_))));
+        assert!(matches!(
+            decode(b"1A01 01 001"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"1101 0B 001"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"1101 01 00F"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"1101-01-001"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"#12|1101 01 001]"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"#|1101 01 001"),
+            Err(PayloadError::Malformed(_))
+        ));
     }
 }

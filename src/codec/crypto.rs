@@ -286,10 +286,7 @@ mod tests {
     fn bad_lengths() {
         let key = Key::from_bytes(&[0u8; 16]).expect("key");
         let mut buf = [0u8; 17];
-        assert_eq!(
-            decrypt_zero_iv(&key, &mut buf),
-            Err(CryptoError::BadLength)
-        );
+        assert_eq!(decrypt_zero_iv(&key, &mut buf), Err(CryptoError::BadLength));
         assert_eq!(
             encrypt_zero_iv(&key, &mut buf[..15]),
             Err(CryptoError::BadLength)

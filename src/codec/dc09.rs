@@ -17,7 +17,7 @@ use jiff::tz::Offset;
 use jiff::{SignedDuration, Timestamp};
 
 use super::crc::crc16_arc;
-use super::crypto::{decrypt_zero_iv, encrypt_zero_iv, hex_val, Key, BLOCK};
+use super::crypto::{BLOCK, Key, decrypt_zero_iv, encrypt_zero_iv, hex_val};
 
 /// Longest body (from the opening `"` to before CR): the length field has 3 hex digits.
 pub const MAX_BODY_BYTES: usize = 4095;
@@ -291,15 +291,29 @@ pub fn parse(frame: &[u8]) -> Result<Frame<'_>, ParseError> {
     };
     let hex_crc = inner.get(..4).and_then(hex16);
     let (crc_format, crc, len_field, body) = match (hex_crc, inner.get(8), inner.get(6)) {
-        (Some(crc), Some(b'"'), _) => (CrcFormat::Hex, crc, slice(inner, 4, 8), slice_from(inner, 8)),
+        (Some(crc), Some(b'"'), _) => (
+            CrcFormat::Hex,
+            crc,
+            slice(inner, 4, 8),
+            slice_from(inner, 8),
+        ),
         (_, _, Some(b'"')) if inner.get(2) == Some(&b'0') => {
             let crc = match inner {
                 [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
                 _ => 0,
             };
-            (CrcFormat::Binary, crc, slice(inner, 2, 6), slice_from(inner, 6))
+            (
+                CrcFormat::Binary,
+                crc,
+                slice(inner, 2, 6),
+                slice_from(inner, 6),
+            )
         }
-        _ => return Err(ParseError::Malformed("no CRC and length before the ID token")),
+        _ => {
+            return Err(ParseError::Malformed(
+                "no CRC and length before the ID token",
+            ));
+        }
     };
     if body.len() > MAX_BODY_BYTES {
         return Err(ParseError::TooLong);
@@ -335,7 +349,9 @@ fn parse_body<'a>(
         return Err(ParseError::Malformed("ID token does not start with '\"'"));
     };
     let Some(close) = after_quote.iter().take(18).position(|&b| b == b'"') else {
-        return Err(ParseError::Malformed("ID token is not closed by '\"' within 17 bytes"));
+        return Err(ParseError::Malformed(
+            "ID token is not closed by '\"' within 17 bytes",
+        ));
     };
     let id_bytes = slice(after_quote, 0, close);
     let (encrypted, id_bytes) = match id_bytes.split_first() {
@@ -347,7 +363,9 @@ fn parse_body<'a>(
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     {
-        return Err(ParseError::Malformed("ID token is not 1-16 letters, digits or '-'"));
+        return Err(ParseError::Malformed(
+            "ID token is not 1-16 letters, digits or '-'",
+        ));
     }
     let id = ascii_str(id_bytes)?;
     let token = Token::from_id(id);
@@ -355,7 +373,9 @@ fn parse_body<'a>(
     let rest = slice_from(after_quote, close + 1);
     let seq_bytes = slice(rest, 0, 4);
     if seq_bytes.len() != 4 || !seq_bytes.iter().all(u8::is_ascii_digit) {
-        return Err(ParseError::Malformed("sequence number is not 4 decimal digits"));
+        return Err(ParseError::Malformed(
+            "sequence number is not 4 decimal digits",
+        ));
     }
     let seq = ascii_str(seq_bytes)?;
     let rest = slice_from(rest, 4);
@@ -384,7 +404,9 @@ fn parse_body<'a>(
         }
     };
     if !header.is_empty() {
-        return Err(ParseError::Malformed("unexpected bytes in header (expected R, L, #)"));
+        return Err(ParseError::Malformed(
+            "unexpected bytes in header (expected R, L, #)",
+        ));
     }
     let body_field = if encrypted {
         after_bracket
@@ -451,8 +473,9 @@ fn hex16(s: &[u8]) -> Option<u16> {
     if s.len() != 4 {
         return None;
     }
-    s.iter()
-        .try_fold(0u16, |acc, &b| hex_val(b).map(|v| (acc << 4) | u16::from(v)))
+    s.iter().try_fold(0u16, |acc, &b| {
+        hex_val(b).map(|v| (acc << 4) | u16::from(v))
+    })
 }
 
 /// 4 decimal digits.
@@ -588,8 +611,27 @@ fn parse_tail(mut s: &[u8]) -> Result<Tail, TailError> {
 
 /// Parses `HH:MM:SS,MM-DD-YYYY` (UTC). A leap second `60` is read as `59`.
 fn parse_timestamp(s: &[u8]) -> Result<Timestamp, TailError> {
-    let [h1, h2, b':', n1, n2, b':', s1, s2, b',', m1, m2, b'-', d1, d2, b'-', y1, y2, y3, y4] =
-        s
+    let [
+        h1,
+        h2,
+        b':',
+        n1,
+        n2,
+        b':',
+        s1,
+        s2,
+        b',',
+        m1,
+        m2,
+        b'-',
+        d1,
+        d2,
+        b'-',
+        y1,
+        y2,
+        y3,
+        y4,
+    ] = s
     else {
         return Err(TailError::Syntax("timestamp is not HH:MM:SS,MM-DD-YYYY"));
     };
@@ -600,8 +642,9 @@ fn parse_timestamp(s: &[u8]) -> Result<Timestamp, TailError> {
     let v = |a: &u8, b: &u8| i8::try_from((a - b'0') * 10 + (b - b'0')).unwrap_or(i8::MAX);
     let year = i16::from(v(y1, y2)) * 100 + i16::from(v(y3, y4));
     let second = v(s1, s2).min(59);
-    let dt = jiff::civil::DateTime::new(year, v(m1, m2), v(d1, d2), v(h1, h2), v(n1, n2), second, 0)
-        .map_err(|_| TailError::TimestampValue)?;
+    let dt =
+        jiff::civil::DateTime::new(year, v(m1, m2), v(d1, d2), v(h1, h2), v(n1, n2), second, 0)
+            .map_err(|_| TailError::TimestampValue)?;
     Offset::UTC
         .to_timestamp(dt)
         .map_err(|_| TailError::TimestampValue)
@@ -618,7 +661,9 @@ impl Frame<'_> {
             return Err(ContentError::Encrypted);
         }
         let Some((&b'[', inner)) = self.body.split_first() else {
-            return Err(ContentError::Malformed("data block does not start with '['"));
+            return Err(ContentError::Malformed(
+                "data block does not start with '['",
+            ));
         };
         let Some(close) = inner.iter().position(|&b| b == b']') else {
             return Err(ContentError::Malformed("data block has no ']'"));
@@ -754,7 +799,15 @@ pub fn encode_frame(spec: &FrameSpec<'_>, out: &mut Vec<u8>) {
 /// [`encode_frame`] with a chosen CRC format (to simulate Lupusec's binary CRC).
 pub fn encode_frame_with_format(spec: &FrameSpec<'_>, format: CrcFormat, out: &mut Vec<u8>) {
     let start = begin(out, format);
-    write_header(out, false, spec.id, spec.seq, spec.receiver, spec.line, Some(spec.account));
+    write_header(
+        out,
+        false,
+        spec.id,
+        spec.seq,
+        spec.receiver,
+        spec.line,
+        Some(spec.account),
+    );
     out.push(b'[');
     write_content(out, spec);
     finish(out, start, format);
@@ -780,7 +833,15 @@ pub fn encode_frame_encrypted_with(
     out: &mut Vec<u8>,
 ) {
     let start = begin(out, CrcFormat::Hex);
-    write_header(out, true, spec.id, spec.seq, spec.receiver, spec.line, Some(spec.account));
+    write_header(
+        out,
+        true,
+        spec.id,
+        spec.seq,
+        spec.receiver,
+        spec.line,
+        Some(spec.account),
+    );
     out.push(b'[');
     let mut plain = Vec::with_capacity(spec.data.len() + 64);
     write_content(&mut plain, spec);
@@ -1011,7 +1072,11 @@ fn encrypt_hex(key: &Key, pad: Pad<'_>, pipe: bool, rest: &[u8], out: &mut Vec<u
     let mut plain = Vec::with_capacity(pad_len + rest_len);
     match pad {
         Pad::Fixed(b) => {
-            let b = if matches!(b, b'|' | b'[' | b']') { b'0' } else { b };
+            let b = if matches!(b, b'|' | b'[' | b']') {
+                b'0'
+            } else {
+                b
+            };
             plain.resize(pad_len, b);
         }
         Pad::Random(rng) => {
@@ -1034,4 +1099,931 @@ fn encrypt_hex(key: &Key, pad: Pad<'_>, pipe: bool, rest: &[u8], out: &mut Vec<u
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::super::event::{Event, decode_payload};
+    use super::*;
+    use rand::SeedableRng;
+
+    const VECTORS: &str = include_str!("../../proto/dc09/vectors.txt");
+
+    /// Undoes the vectors.txt escapes (`\n`, `\r`, `\\`, `\xHH`).
+    fn unescape(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                match b.get(i + 1) {
+                    Some(b'n') => out.push(b'\n'),
+                    Some(b'r') => out.push(b'\r'),
+                    Some(b'\\') => out.push(b'\\'),
+                    Some(b'x') => {
+                        let hex = std::str::from_utf8(&b[i + 2..i + 4]).expect("utf8");
+                        out.push(u8::from_str_radix(hex, 16).expect("\\xHH"));
+                        i += 2;
+                    }
+                    other => panic!("bad escape {other:?} in {s:?}"),
+                }
+                i += 2;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Escapes like vectors.txt event lines: spaces, backslash and non-printables as \xHH.
+    fn escape_event_text(b: &[u8]) -> String {
+        let mut s = String::new();
+        for &c in b {
+            if c == b'\\' {
+                s.push_str("\\\\");
+            } else if (0x21..=0x7E).contains(&c) {
+                s.push(char::from(c));
+            } else {
+                s.push_str(&format!("\\x{c:02X}"));
+            }
+        }
+        s
+    }
+
+    fn event_line(e: &Event) -> String {
+        let n = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "code={} q={} zone={} group={} user={} time={} text={}",
+            escape_event_text(e.code.to_string().as_bytes()),
+            e.qualifier.as_str(),
+            n(e.zone),
+            n(e.group),
+            n(e.user),
+            e.time.as_deref().unwrap_or("-"),
+            e.text
+                .as_deref()
+                .map_or("-".to_string(), |t| escape_event_text(t.as_bytes())),
+        )
+    }
+
+    struct Record<'a> {
+        fields: Vec<(&'a str, &'a str)>,
+    }
+
+    impl<'a> Record<'a> {
+        fn get(&self, key: &str) -> Option<&'a str> {
+            self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        fn all(&self, key: &str) -> Vec<&'a str> {
+            self.fields
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .collect()
+        }
+        fn name(&self) -> &'a str {
+            self.get("name").expect("record has a name")
+        }
+    }
+
+    fn records() -> Vec<Record<'static>> {
+        let mut out = Vec::new();
+        let mut cur = Vec::new();
+        for line in VECTORS.lines().chain(std::iter::once("")) {
+            if line.starts_with('#') {
+                continue;
+            }
+            if line.is_empty() {
+                if !cur.is_empty() {
+                    out.push(Record {
+                        fields: std::mem::take(&mut cur),
+                    });
+                }
+                continue;
+            }
+            let (k, v) = line.split_once(": ").expect("key: value");
+            cur.push((k, v));
+        }
+        out
+    }
+
+    fn opt(v: &str) -> Option<&str> {
+        (v != "-").then_some(v)
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("RFC 3339 timestamp")
+    }
+
+    fn key_of(s: &str) -> Key {
+        if let Some(h) = s.strip_prefix("hex:") {
+            Key::from_hex(h).expect("hex key")
+        } else if let Some(a) = s.strip_prefix("ascii:") {
+            Key::from_ascii(a).expect("ascii key")
+        } else {
+            panic!("bad key {s}")
+        }
+    }
+
+    fn scan_all(stream: &[u8]) -> Vec<String> {
+        let mut buf = stream;
+        let mut out = Vec::new();
+        loop {
+            match scan(buf) {
+                Scan::Frame { start, end } => {
+                    assert_eq!(start, 0);
+                    out.push(format!("F{end}"));
+                    buf = &buf[end..];
+                }
+                Scan::Skip(n) => {
+                    assert!(n > 0);
+                    out.push(format!("S{n}"));
+                    buf = &buf[n..];
+                }
+                Scan::Oversized(n) => {
+                    out.push(format!("O{n}"));
+                    buf = &buf[n..];
+                }
+                Scan::Incomplete => {
+                    out.push("I".to_string());
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vectors_file() {
+        let recs = records();
+        assert!(recs.len() >= 40, "only {} records", recs.len());
+        let mut names = std::collections::HashSet::new();
+        let mut frames_checked = 0;
+        for r in &recs {
+            assert!(names.insert(r.name()), "duplicate {}", r.name());
+            if let Some(stream) = r.get("stream") {
+                let got = scan_all(&unescape(stream)).join(" ");
+                assert_eq!(got, r.get("scan").expect("scan"), "{}", r.name());
+                continue;
+            }
+            check_frame_record(r);
+            frames_checked += 1;
+        }
+        assert!(frames_checked >= 40);
+    }
+
+    fn check_frame_record(r: &Record<'_>) {
+        let name = r.name();
+        let raw = unescape(r.get("frame").expect("frame"));
+        let expect_parse = r.get("parse").expect("parse");
+        let parsed = parse(&raw);
+        if expect_parse != "ok" {
+            assert_eq!(
+                parsed.map(|_| ()).map_err(|e| e.as_str()),
+                Err(expect_parse),
+                "{name}"
+            );
+            return;
+        }
+        // A valid frame is framed whole by scan, also with trailing NULs (§1.9).
+        let mut padded = raw.clone();
+        padded.extend_from_slice(b"\0\0");
+        assert_eq!(
+            scan(&padded),
+            Scan::Frame {
+                start: 0,
+                end: raw.len()
+            },
+            "{name}"
+        );
+
+        let f = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(f.raw, &raw[..]);
+        assert_eq!(
+            format!("{:?}", f.token),
+            r.get("token").expect("token"),
+            "{name}"
+        );
+        assert_eq!(f.id, r.get("id").expect("id"), "{name}");
+        assert_eq!(f.seq, r.get("seq").expect("seq"), "{name}");
+        assert_eq!(
+            f.receiver,
+            opt(r.get("receiver").expect("receiver")),
+            "{name}"
+        );
+        assert_eq!(f.line, opt(r.get("line").expect("line")), "{name}");
+        assert_eq!(f.account, opt(r.get("account").expect("account")), "{name}");
+        assert_eq!(f.encrypted, r.get("encrypted") == Some("yes"), "{name}");
+        let binary = r.get("crc_format") == Some("binary");
+        assert_eq!(
+            f.crc_format,
+            if binary {
+                CrcFormat::Binary
+            } else {
+                CrcFormat::Hex
+            },
+            "{name}"
+        );
+        assert_eq!(crc_format_of(&raw), f.crc_format, "{name}");
+        assert_eq!(
+            f.length_decimal,
+            r.get("length_decimal") == Some("yes"),
+            "{name}"
+        );
+        assert_eq!(
+            f.crc,
+            crc16_arc(&raw[if binary { 7 } else { 9 }..raw.len() - 1])
+        );
+
+        let key = r.get("key").map(key_of);
+        if let Some(pt) = r.get("plaintext") {
+            let k = key.as_ref().expect("key for plaintext");
+            let mut buf = hex::decode(f.body).expect("hex ciphertext");
+            crate::codec::crypto::decrypt_zero_iv(k, &mut buf).expect("decrypt");
+            assert_eq!(buf, unescape(pt), "{name}: plaintext");
+        }
+
+        let mut content = None;
+        if let Some(expect) = r.get("content") {
+            let got = match &key {
+                Some(k) if f.encrypted => f.decrypt(k),
+                _ => f.content(),
+            };
+            match got {
+                Ok(c) => {
+                    assert_eq!(expect, "ok", "{name}");
+                    assert_eq!(c.data, unescape(r.get("data").expect("data")), "{name}");
+                    let xdata: Vec<Vec<u8>> = r.all("xdata").into_iter().map(unescape).collect();
+                    let got_x: Vec<Vec<u8>> = c
+                        .xdata
+                        .iter()
+                        .map(|x| [&[x.letter][..], &x.value].concat())
+                        .collect();
+                    assert_eq!(got_x, xdata, "{name}");
+                    assert_eq!(
+                        c.timestamp,
+                        opt(r.get("timestamp").expect("timestamp")).map(ts),
+                        "{name}"
+                    );
+                    content = Some(c);
+                }
+                Err(e) => assert_eq!(e.as_str(), expect, "{name}"),
+            }
+        }
+
+        if let Some(expect) = r.get("payload") {
+            let c = content.as_ref().expect("payload needs content");
+            match decode_payload(f.token, &c.data) {
+                Ok(p) => {
+                    assert_eq!(expect, "ok", "{name}");
+                    assert_eq!(
+                        p.account.as_deref(),
+                        opt(r.get("payload_account").expect("acct")),
+                        "{name}"
+                    );
+                    let got: Vec<String> = p.events.iter().map(event_line).collect();
+                    assert_eq!(got, r.all("event"), "{name}");
+                }
+                Err(e) => assert_eq!(e.as_str(), expect, "{name}"),
+            }
+        }
+
+        let mut out = Vec::new();
+        if let Some(ack) = r.get("ack") {
+            encode_ack(&f, &mut out);
+            assert_eq!(out, unescape(ack), "{name}: ack");
+            assert!(parse(&out).is_ok(), "{name}: our ACK parses");
+        }
+        if let Some(duh) = r.get("duh") {
+            out.clear();
+            encode_duh(&f, &mut out);
+            assert_eq!(out, unescape(duh), "{name}: duh");
+        }
+        if let Some(now) = r.get("nak_now") {
+            out.clear();
+            encode_nak(ts(now), &mut out);
+            assert_eq!(out, unescape(r.get("nak").expect("nak")), "{name}: nak");
+        }
+        if let Some(now) = r.get("ack_now") {
+            let k = key.as_ref().expect("key for *ACK");
+            let pad = r.get("ack_pad").expect("ack_pad").as_bytes()[0];
+            let pipe = r.get("ack_pipe") != Some("no");
+            out.clear();
+            encode_ack_encrypted_with(&f, k, ts(now), Pad::Fixed(pad), pipe, &mut out);
+            assert_eq!(
+                out,
+                unescape(r.get("ack_encrypted").expect("*ack")),
+                "{name}: *ack"
+            );
+            // And our *ACK decrypts back to an empty data block with the timestamp.
+            let back = parse(&out).expect("our *ACK parses");
+            let c = back.decrypt(k).expect("our *ACK decrypts");
+            assert_eq!((c.data.len(), c.timestamp), (0, Some(ts(now))));
+        }
+        if let Some(re) = r.get("reencode") {
+            let c = content.as_ref().expect("reencode needs content");
+            let spec = FrameSpec {
+                id: f.id,
+                seq: f.seq.parse().expect("seq"),
+                receiver: f.receiver,
+                line: f.line,
+                account: f.account.expect("account"),
+                data: &c.data,
+                xdata: &c.xdata,
+                timestamp: c.timestamp,
+            };
+            out.clear();
+            if re == "yes" {
+                encode_frame(&spec, &mut out);
+            } else {
+                let pad = re.strip_prefix("pad=").expect("pad=").as_bytes()[0];
+                let pipe = !re.ends_with("pipe=no");
+                let k = key.as_ref().expect("key");
+                encode_frame_encrypted_with(&spec, k, Pad::Fixed(pad), pipe, &mut out);
+            }
+            assert_eq!(out, raw, "{name}: re-encoded");
+        }
+    }
+
+    // -- framing ------------------------------------------------------------------------
+
+    fn frames_of(stream: &[u8]) -> Vec<Vec<u8>> {
+        let mut buf = stream;
+        let mut out = Vec::new();
+        loop {
+            match scan(buf) {
+                Scan::Frame { start, end } => {
+                    out.push(buf[start..end].to_vec());
+                    buf = &buf[end..];
+                }
+                Scan::Skip(n) | Scan::Oversized(n) => buf = &buf[n..],
+                Scan::Incomplete => return out,
+            }
+        }
+    }
+
+    /// Feeds `stream` to a receive buffer in pieces, as a TCP reader would.
+    fn frames_streamed(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match scan(&buf) {
+                    Scan::Frame { start, end } => {
+                        out.push(buf[start..end].to_vec());
+                        buf.drain(..end);
+                    }
+                    Scan::Skip(n) | Scan::Oversized(n) => {
+                        buf.drain(..n);
+                    }
+                    Scan::Incomplete => break,
+                }
+            }
+        }
+        out
+    }
+
+    fn sample_stream() -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(b"junk\0");
+        s.extend_from_slice(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r\0\0\0");
+        s.extend_from_slice(b"\n\n\xeb0027\"ADM-CID\"2005L0#1234[#1234|1101 01 001]\r");
+        s.extend_from_slice(b"\nCBB30013\"NULL\"0004L0#1234[]\r\r\n");
+        s.extend_from_slice(
+            b"\n7449003F\"ADM-CID\"0078R1L0#AAAA[#00AAAA|3407 01 001]_01:59:16,09-21-2023\r",
+        );
+        s
+    }
+
+    #[test]
+    fn scan_every_split_point() {
+        let stream = sample_stream();
+        let whole = frames_of(&stream);
+        assert_eq!(whole.len(), 4);
+        for f in &whole {
+            assert!(parse(f).is_ok(), "{:?}", String::from_utf8_lossy(f));
+        }
+        for i in 0..=stream.len() {
+            assert_eq!(
+                frames_streamed(&[&stream[..i], &stream[i..]]),
+                whole,
+                "split at {i}"
+            );
+            for j in i..=stream.len() {
+                assert_eq!(
+                    frames_streamed(&[&stream[..i], &stream[i..j], &stream[j..]]),
+                    whole,
+                    "split at {i},{j}"
+                );
+            }
+        }
+        // One byte at a time.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(frames_streamed(&bytes), whole);
+    }
+
+    #[test]
+    fn scan_basics() {
+        assert_eq!(scan(b""), Scan::Incomplete);
+        assert_eq!(scan(b"\n"), Scan::Incomplete);
+        assert_eq!(scan(b"abc"), Scan::Skip(3));
+        assert_eq!(scan(b"\0\0\0\nX"), Scan::Skip(3));
+        assert_eq!(scan(b"\nabc\ndef\r"), Scan::Skip(4));
+        assert_eq!(scan(b"\nabc\r\n"), Scan::Frame { start: 0, end: 5 });
+        assert_eq!(scan(b"\n\r"), Scan::Incomplete); // might be a binary CRC, wait
+        assert_eq!(scan(b"\n\rX"), Scan::Incomplete);
+        assert_eq!(scan(b"\n\rXYZ"), Scan::Frame { start: 0, end: 2 });
+        // A binary CRC of CR LF does not end or restart the frame.
+        assert_eq!(scan(b"\n\r\n0027\"A"), Scan::Incomplete);
+        assert_eq!(scan(b"\n\r\n0027\"A\r"), Scan::Frame { start: 0, end: 10 });
+    }
+
+    #[test]
+    fn oversized_and_max_sizes() {
+        // A frame whose body is exactly MAX_BODY_BYTES.
+        let data = vec![b'A'; MAX_BODY_BYTES - "\"NULL\"0001L0#1234[]".len()];
+        let spec = FrameSpec {
+            id: "NULL",
+            seq: 1,
+            receiver: None,
+            line: Some("0"),
+            account: "1234",
+            data: &data,
+            xdata: &[],
+            timestamp: None,
+        };
+        let mut max = Vec::new();
+        encode_frame(&spec, &mut max);
+        assert_eq!(max.len(), MAX_FRAME_BYTES);
+        assert_eq!(&max[5..9], b"0FFF");
+        assert_eq!(
+            scan(&max),
+            Scan::Frame {
+                start: 0,
+                end: MAX_FRAME_BYTES
+            }
+        );
+        let f = parse(&max).expect("max frame parses");
+        assert_eq!(f.content().expect("content").data.len(), data.len());
+
+        // One byte more cannot be framed: Oversized, then the rest is skipped, then the
+        // next frame is found.
+        let data = vec![b'A'; data.len() + 1];
+        let mut big = Vec::new();
+        encode_frame(
+            &FrameSpec {
+                data: &data,
+                ..spec
+            },
+            &mut big,
+        );
+        assert_eq!(big.len(), MAX_FRAME_BYTES + 1);
+        assert_eq!(parse(&big).map(|_| ()), Err(ParseError::TooLong));
+        assert_eq!(scan(&big[..MAX_FRAME_BYTES - 1]), Scan::Incomplete);
+        assert_eq!(
+            scan(&big[..MAX_FRAME_BYTES]),
+            Scan::Oversized(MAX_FRAME_BYTES)
+        );
+        let next = b"\nCBB30013\"NULL\"0004L0#1234[]\r";
+        let mut stream = big.clone();
+        stream.extend_from_slice(next);
+        assert_eq!(scan_all_tags(&stream), ["O4105", "S1", "F29", "I"]);
+        // A long run without CR or LF: one Oversized per MAX_FRAME_BYTES, no more.
+        let mut junk = vec![b'\n'];
+        junk.extend(std::iter::repeat_n(b'x', 3 * MAX_FRAME_BYTES));
+        let tags = scan_all_tags(&junk);
+        assert_eq!(tags.iter().filter(|t| t.starts_with('O')).count(), 1);
+        // A body over 4095 bytes is rejected even if the frame fits the scan limit.
+        let mut long = big.clone();
+        long.pop();
+        long.push(b'\r');
+        assert_eq!(
+            parse(&long[1..]).map(|_| ()).map_err(|e| e.as_str()),
+            Err("malformed")
+        );
+    }
+
+    fn scan_all_tags(stream: &[u8]) -> Vec<String> {
+        let mut buf = stream;
+        let mut out = Vec::new();
+        loop {
+            let r = scan(buf);
+            let (tag, n) = match r {
+                Scan::Frame { end, .. } => (format!("F{end}"), end),
+                Scan::Skip(n) => (format!("S{n}"), n),
+                Scan::Oversized(n) => (format!("O{n}"), n),
+                Scan::Incomplete => {
+                    out.push("I".to_string());
+                    return out;
+                }
+            };
+            out.push(tag);
+            buf = &buf[n..];
+        }
+    }
+
+    // -- parsing ------------------------------------------------------------------------
+
+    #[test]
+    fn parse_errors() {
+        let p = |s: &[u8]| parse(s).map(|_| ()).map_err(|e| e.as_str());
+        assert_eq!(p(b""), Err("malformed"));
+        assert_eq!(p(b"\n"), Err("malformed"));
+        assert_eq!(
+            p(b"21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r"),
+            Err("malformed")
+        );
+        assert_eq!(
+            p(b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]"),
+            Err("malformed")
+        );
+        // CRC error reports both values.
+        assert_eq!(
+            parse(b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r").map(|_| ()),
+            Err(ParseError::BadCrc {
+                expected: 0x2118,
+                computed: 0x2117
+            })
+        );
+        // Field checks (each frame has a correct CRC and length).
+        let mut out = Vec::new();
+        for (body, what) in [
+            (&b"\"ADM-CID\"001L0#1234[]"[..], "short seq"),
+            (b"\"ADM-CID\"00x1L0#1234[]", "non-decimal seq"),
+            (b"\"\"0001L0#1234[]", "empty id"),
+            (b"\"*\"0001L0#1234[]", "empty encrypted id"),
+            (b"\"A B\"0001L0#1234[]", "space in id"),
+            (b"\"ADM-CID0001L0#1234[]", "unclosed id"),
+            (b"\"ADM-CID\"0001L0#1234", "no ["),
+            (b"\"ADM-CID\"0001L0[]", "no account"),
+            (b"\"ADM-CID\"0001L0#[]", "empty account"),
+            (b"\"ADM-CID\"0001L0#12345678901234567[]", "17-digit account"),
+            (b"\"ADM-CID\"0001R1234567L0#1234[]", "7-digit receiver"),
+            (b"\"ADM-CID\"0001RL0#1234[]", "empty receiver"),
+            (b"\"ADM-CID\"0001L0R1#1234[]", "L before R"),
+            (b"\"ADM-CID\"0001L0#1234X[]", "junk before ["),
+            (b"\"ADM-CID\"0001L0A0[]", "A0 on a non-NAK"),
+            (b"\"ADM-CID\"0001L\xc30#1234[]", "non-ASCII"),
+        ] {
+            out.clear();
+            let crc = crc16_arc(body);
+            out.push(b'\n');
+            out.extend_from_slice(format!("{crc:04X}{:04X}", body.len()).as_bytes());
+            out.extend_from_slice(body);
+            out.push(b'\r');
+            assert_eq!(p(&out), Err("malformed"), "{what}");
+        }
+        // CR or LF inside.
+        assert_eq!(
+            p(b"\n2117002\r\"ADM-CID\"0001L0#1234[]\r"),
+            Err("malformed")
+        );
+        // Length field not hex.
+        assert_eq!(
+            p(b"\n2117002G\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r"),
+            Err("malformed")
+        );
+        // Decimal length with a bad CRC is not tolerated.
+        assert_eq!(
+            p(b"\n57160047\"ADM-CID\"0247R4F39L4F39#4F39[#4F39|3401 01 057]\r"),
+            Err("bad_length")
+        );
+    }
+
+    #[test]
+    fn token_mapping() {
+        for (id, t) in [
+            ("NULL", Token::Null),
+            ("ADM-CID", Token::AdmCid),
+            ("SIA-DCS", Token::SiaDcs),
+            ("ACK", Token::Ack),
+            ("NAK", Token::Nak),
+            ("DUH", Token::Duh),
+            ("RSP", Token::Rsp),
+            ("XNM", Token::Other),
+            ("sia-dcs", Token::Other),
+        ] {
+            assert_eq!(Token::from_id(id), t);
+        }
+        assert_eq!(Token::AdmCid.as_str(), "adm_cid");
+    }
+
+    #[test]
+    fn content_errors_and_xdata() {
+        let f = |body: &[u8]| {
+            let mut out = Vec::new();
+            out.push(b'\n');
+            out.extend_from_slice(format!("{:04X}{:04X}", crc16_arc(body), body.len()).as_bytes());
+            out.extend_from_slice(body);
+            out.push(b'\r');
+            out
+        };
+        let raw = f(b"\"NULL\"0001L0#1234[]");
+        let fr = parse(&raw).expect("parses");
+        let key = Key::from_bytes(&[0; 16]).expect("key");
+        assert_eq!(fr.decrypt(&key), Err(ContentError::NotEncrypted));
+        let raw = f(b"\"*NULL\"0001L0#1234[00112233445566778899AABBCCDDEEFF");
+        let fr = parse(&raw).expect("parses");
+        assert_eq!(fr.content(), Err(ContentError::Encrypted));
+        // Unterminated data, unterminated xdata, bad xdata letter, bad timestamp forms.
+        for (body, label) in [
+            (&b"\"NULL\"0001L0#1234[abc"[..], "malformed"),
+            (b"\"NULL\"0001L0#1234[][Mabc", "malformed"),
+            (b"\"NULL\"0001L0#1234[][1abc]", "malformed"),
+            (b"\"NULL\"0001L0#1234[]_10:15:00,03-01-25", "malformed"),
+            (b"\"NULL\"0001L0#1234[]_10:15:00 03-01-2025", "malformed"),
+            (
+                b"\"NULL\"0001L0#1234[]_24:00:00,03-01-2025",
+                "bad_timestamp",
+            ),
+            (
+                b"\"NULL\"0001L0#1234[]_10:15:00,02-30-2025",
+                "bad_timestamp",
+            ),
+            (b"\"NULL\"0001L0#1234[]x", "malformed"),
+        ] {
+            let raw = f(body);
+            let got = parse(&raw)
+                .expect("parses")
+                .content()
+                .map(|_| ())
+                .map_err(|e| e.as_str());
+            assert_eq!(got, Err(label), "{}", String::from_utf8_lossy(body));
+        }
+        // Leap second, empty xdata blocks, MAX_XDATA.
+        let raw = f(b"\"NULL\"0001L0#1234[][][Mx]_23:59:60,12-31-2016");
+        let c = parse(&raw).expect("parses").content().expect("content");
+        assert_eq!(
+            c.xdata,
+            vec![XData {
+                letter: b'M',
+                value: b"x".to_vec()
+            }]
+        );
+        assert_eq!(c.timestamp, Some(ts("2016-12-31T23:59:59Z")));
+        let mut body = b"\"NULL\"0001L0#1234[]".to_vec();
+        for _ in 0..MAX_XDATA {
+            body.extend_from_slice(b"[Ix]");
+        }
+        let raw = f(&body);
+        assert_eq!(
+            parse(&raw).expect("p").content().map(|c| c.xdata.len()),
+            Ok(MAX_XDATA)
+        );
+        body.extend_from_slice(b"[Ix]");
+        let raw = f(&body);
+        assert_eq!(
+            parse(&raw).expect("p").content(),
+            Err(ContentError::TooManyXData)
+        );
+    }
+
+    // -- encryption ---------------------------------------------------------------------
+
+    const TS: &str = "2025-03-01T10:15:00Z";
+
+    fn keys() -> [Key; 3] {
+        [
+            Key::from_hex("000102030405060708090A0B0C0D0E0F").expect("k"),
+            Key::from_bytes(&[0x5A; 24]).expect("k"),
+            Key::from_ascii("0123456789abcdef0123456789ABCDEF").expect("k"),
+        ]
+    }
+
+    #[test]
+    fn round_trip_plain_and_encrypted() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let xdata = [
+            XData {
+                letter: b'M',
+                value: b"0026B9E4268B".to_vec(),
+            },
+            XData {
+                letter: b'L',
+                value: "Kök".as_bytes().to_vec(),
+            },
+        ];
+        for data in [
+            &b""[..],
+            b"#1234|1101 01 001",
+            b"#1234|Nri1/MA001",
+            b"0123456789abcde",
+        ] {
+            for (x, r, l) in [(&xdata[..], Some("1"), Some("0")), (&[][..], None, None)] {
+                let spec = FrameSpec {
+                    id: "ADM-CID",
+                    seq: 9999,
+                    receiver: r,
+                    line: l,
+                    account: "ABCDEF0123456789",
+                    data,
+                    xdata: x,
+                    timestamp: Some(ts(TS)),
+                };
+                let mut out = Vec::new();
+                encode_frame(&spec, &mut out);
+                let f = parse(&out).expect("plain parses");
+                assert!(!f.encrypted && !f.length_decimal);
+                assert_eq!(
+                    (f.seq, f.receiver, f.line, f.account),
+                    ("9999", r, l, Some("ABCDEF0123456789"))
+                );
+                let c = f.content().expect("content");
+                assert_eq!(
+                    (&c.data[..], &c.xdata[..], c.timestamp),
+                    (data, x, Some(ts(TS)))
+                );
+                for key in keys() {
+                    for pipe in [true, false] {
+                        out.clear();
+                        encode_frame_encrypted_with(
+                            &spec,
+                            &key,
+                            Pad::Random(&mut rng),
+                            pipe,
+                            &mut out,
+                        );
+                        let f = parse(&out).expect("encrypted parses");
+                        assert!(f.encrypted);
+                        assert_eq!(f.body.len() % 32, 0);
+                        let c = f.decrypt(&key).expect("decrypts");
+                        // Without '|' the robust rule only recovers empty data.
+                        if pipe || data.is_empty() {
+                            assert_eq!(&c.data[..], data);
+                        }
+                        assert_eq!((&c.xdata[..], c.timestamp), (x, Some(ts(TS))));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_pad_bytes_are_safe() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let key = Key::from_bytes(&[1; 16]).expect("k");
+        for len in 0..40 {
+            let data = vec![b'D'; len];
+            let spec = FrameSpec {
+                id: "NULL",
+                seq: 1,
+                receiver: None,
+                line: Some("0"),
+                account: "1",
+                data: &data,
+                xdata: &[],
+                timestamp: Some(ts(TS)),
+            };
+            let mut out = Vec::new();
+            encode_frame_encrypted(&spec, &key, Pad::Random(&mut rng), &mut out);
+            let f = parse(&out).expect("parses");
+            let mut buf = hex::decode(f.body).expect("hex");
+            crate::codec::crypto::decrypt_zero_iv(&key, &mut buf).expect("dec");
+            let bar = buf.iter().position(|&b| b == b'|').expect("pipe");
+            assert!((1..=16).contains(&bar), "pad length {bar}");
+            assert!(buf[..bar].iter().all(u8::is_ascii_alphanumeric));
+            assert_eq!(buf.len() % 16, 0);
+        }
+        // Forbidden fixed pad bytes are replaced.
+        let spec = FrameSpec {
+            id: "NULL",
+            seq: 1,
+            receiver: None,
+            line: Some("0"),
+            account: "1",
+            data: b"",
+            xdata: &[],
+            timestamp: Some(ts(TS)),
+        };
+        for b in [b'|', b'[', b']'] {
+            let mut out = Vec::new();
+            encode_frame_encrypted(&spec, &key, Pad::Fixed(b), &mut out);
+            let c = parse(&out).expect("p").decrypt(&key).expect("d");
+            assert!(c.data.is_empty());
+        }
+        assert_eq!(format!("{:?}", Pad::Fixed(b'P')), "Pad::Fixed(0x50)");
+    }
+
+    #[test]
+    fn wrong_keys_never_decrypt() {
+        let raw = b"\nE9F40076\"*ADM-CID\"0007L0#1234[22471E739E277F7113F059A13EA6E7CD60AA5D374C97364650F3DF39412FCD91ADE812EAF86EED10FEB38F24223B5D88\r";
+        let f = parse(raw).expect("parses");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        for i in 0..3000 {
+            let len = [16, 24, 32][i % 3];
+            let mut k = vec![0u8; len];
+            rand::RngCore::fill_bytes(&mut rng, &mut k);
+            let key = Key::from_bytes(&k).expect("k");
+            let got = f.decrypt(&key);
+            assert!(
+                matches!(
+                    got,
+                    Err(ContentError::Undecryptable
+                        | ContentError::MissingTimestamp
+                        | ContentError::BadTimestamp)
+                ),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encrypted_ack_random_pad_decrypts() {
+        let raw = b"\nE9F40076\"*ADM-CID\"0007L0#1234[22471E739E277F7113F059A13EA6E7CD60AA5D374C97364650F3DF39412FCD91ADE812EAF86EED10FEB38F24223B5D88\r";
+        let f = parse(raw).expect("parses");
+        let key = Key::from_hex("000102030405060708090A0B0C0D0E0F").expect("k");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        encode_ack_encrypted(&f, &key, ts(TS), &mut rng, &mut a);
+        encode_ack_encrypted(&f, &key, ts(TS), &mut rng, &mut b);
+        assert_ne!(a, b, "random pads differ");
+        for out in [a, b] {
+            let back = parse(&out).expect("parses");
+            assert_eq!(
+                (back.token, back.encrypted, back.seq, back.account),
+                (Token::Ack, true, "0007", Some("1234"))
+            );
+            let c = back.decrypt(&key).expect("decrypts");
+            assert_eq!((c.data.len(), c.timestamp), (0, Some(ts(TS))));
+        }
+    }
+
+    // -- responses and time -------------------------------------------------------------
+
+    #[test]
+    fn replies_append_and_echo() {
+        let raw = b"\nF4D20029\"SIA-DCS\"0001RF3L77#1234[#1234|NRR|Atest]\r";
+        let f = parse(raw).expect("parses");
+        let mut out = b"prefix".to_vec();
+        encode_ack(&f, &mut out);
+        assert_eq!(&out[..], b"prefix\n61DB0016\"ACK\"0001RF3L77#1234[]\r");
+        // Lowercase header fields are echoed exactly as received.
+        let body = b"\"NULL\"0001Rab1Lcd#00ef[]";
+        let raw = [
+            b"\n".to_vec(),
+            format!("{:04x}{:04x}", crc16_arc(body), body.len()).into_bytes(),
+            body.to_vec(),
+            b"\r".to_vec(),
+        ]
+        .concat();
+        let f = parse(&raw).expect("parses");
+        out.clear();
+        encode_ack(&f, &mut out);
+        assert!(out.ends_with(b"\"ACK\"0001Rab1Lcd#00ef[]\r"));
+        assert!(parse(&out).is_ok());
+        // NAK in binary form, and crc_format_of.
+        out.clear();
+        encode_nak_with_format(ts("2025-03-01T10:15:30Z"), CrcFormat::Binary, &mut out);
+        assert_eq!(
+            &out[..3],
+            &0xAA81u16
+                .to_be_bytes()
+                .iter()
+                .fold(vec![b'\n'], |mut v, b| {
+                    v.push(*b);
+                    v
+                })[..]
+        );
+        assert_eq!(crc_format_of(&out), CrcFormat::Binary);
+        assert_eq!(parse(&out).map(|f| f.token), Ok(Token::Nak));
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let mut out = Vec::new();
+        format_timestamp(ts("2025-03-01T10:15:00.999Z"), &mut out);
+        assert_eq!(out, b"_10:15:00,03-01-2025");
+        out.clear();
+        format_timestamp(ts("0001-01-01T00:00:00Z"), &mut out);
+        assert_eq!(out, b"_00:00:00,01-01-0001");
+        out.clear();
+        format_timestamp(Timestamp::MIN, &mut out);
+        assert_eq!(out.len(), 20);
+        out.clear();
+        format_timestamp(Timestamp::MAX, &mut out);
+        assert_eq!((out.len(), &out[16..]), (20, &b"9999"[..]));
+    }
+
+    #[test]
+    fn window_edges() {
+        let now = ts("2025-03-01T10:15:00Z");
+        let at = |s: i64| now.checked_add(SignedDuration::from_secs(s)).expect("ts");
+        assert!(within_window(now, now, 40, 20));
+        assert!(within_window(at(-40), now, 40, 20));
+        assert!(!within_window(at(-41), now, 40, 20));
+        assert!(within_window(at(20), now, 40, 20));
+        assert!(!within_window(at(21), now, 40, 20));
+        let just_over = at(20)
+            .checked_add(SignedDuration::from_nanos(1))
+            .expect("ts");
+        assert!(!within_window(just_over, now, 40, 20));
+        assert!(!within_window(at(-1), now, 0, 0));
+        assert!(within_window(
+            Timestamp::MIN,
+            Timestamp::MAX,
+            u64::MAX,
+            u64::MAX
+        ));
+        assert!(within_window(Timestamp::MAX, Timestamp::MIN, 0, u64::MAX));
+        assert!(!within_window(Timestamp::MAX, Timestamp::MIN, u64::MAX, 0));
+    }
+}

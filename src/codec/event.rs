@@ -156,14 +156,18 @@ pub(crate) fn split_account(data: &[u8]) -> Result<(Option<String>, &[u8]), Payl
     if let Some(rest) = data.strip_prefix(b"#") {
         let n = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
         if n == 0 || n > 16 {
-            return Err(PayloadError::Malformed("account in data is not 1-16 hex digits"));
+            return Err(PayloadError::Malformed(
+                "account in data is not 1-16 hex digits",
+            ));
         }
         let (acct, rest) = rest.split_at(n);
         let acct = String::from_utf8_lossy(acct).into_owned();
         match rest.split_first() {
             None => Ok((Some(acct), rest)),
             Some((b'|', tail)) => Ok((Some(acct), tail)),
-            Some(_) => Err(PayloadError::Malformed("account in data not followed by '|'")),
+            Some(_) => Err(PayloadError::Malformed(
+                "account in data not followed by '|'",
+            )),
         }
     } else if let Some(rest) = data.strip_prefix(b"|") {
         Ok((None, rest))
@@ -365,14 +369,8 @@ const SIA_NAMES: &[([u8; 2], &str)] = &[
 #[must_use]
 pub fn name(code: &EventCode) -> Option<&'static str> {
     match code {
-        EventCode::Cid(c) => CID_NAMES
-            .iter()
-            .find(|(k, _)| k == c)
-            .map(|(_, n)| *n),
-        EventCode::Sia(c) => SIA_NAMES
-            .iter()
-            .find(|(k, _)| k == c)
-            .map(|(_, n)| *n),
+        EventCode::Cid(c) => CID_NAMES.iter().find(|(k, _)| k == c).map(|(_, n)| *n),
+        EventCode::Sia(c) => SIA_NAMES.iter().find(|(k, _)| k == c).map(|(_, n)| *n),
     }
 }
 

@@ -29,7 +29,9 @@
 //!   HH, ...) are [`Qualifier::Restore`](super::event::Qualifier), all others `New`.
 //! * At most [`MAX_EVENTS`] events; an unknown code is not an error.
 
-use super::event::{sia_qualifier, split_account, Event, EventCode, Payload, PayloadError, MAX_EVENTS};
+use super::event::{
+    Event, EventCode, MAX_EVENTS, Payload, PayloadError, sia_qualifier, split_account,
+};
 
 /// Decodes a SIA-DCS data block (`Content::data`).
 ///
@@ -137,7 +139,9 @@ impl<'a> Parser<'a> {
             return Err(PayloadError::Malformed("truncated SIA modifier"));
         };
         if !b.is_ascii_lowercase() {
-            return Err(PayloadError::Malformed("SIA modifier is not two lowercase letters"));
+            return Err(PayloadError::Malformed(
+                "SIA modifier is not two lowercase letters",
+            ));
         }
         self.pos += 2;
         let start = self.pos;
@@ -171,7 +175,9 @@ impl<'a> Parser<'a> {
             return Err(PayloadError::Malformed("truncated SIA event code"));
         };
         if !b.is_ascii_uppercase() {
-            return Err(PayloadError::Malformed("SIA event code is not two uppercase letters"));
+            return Err(PayloadError::Malformed(
+                "SIA event code is not two uppercase letters",
+            ));
         }
         self.pos += 2;
         let start = self.pos;
@@ -324,9 +330,15 @@ mod tests {
         assert_eq!(e[1].qualifier, Qualifier::Restore);
         assert_eq!((e[1].group, e[1].user), (Some(2), Some(7)));
         assert_eq!(e[1].time.as_deref(), Some("10:15"));
-        assert_eq!((e[2].code.clone(), e[2].group, e[2].zone), (sia(b"QA"), Some(3), Some(2)));
+        assert_eq!(
+            (e[2].code.clone(), e[2].group, e[2].zone),
+            (sia(b"QA"), Some(3), Some(2))
+        );
         // New block resets the modifiers.
-        assert_eq!((e[3].group, e[3].user, e[3].time.clone()), (Some(9), None, None));
+        assert_eq!(
+            (e[3].group, e[3].user, e[3].time.clone()),
+            (Some(9), None, None)
+        );
         assert_eq!(e[3].qualifier, Qualifier::Restore);
         // Events back to back, other modifiers skipped.
         let e = ev(b"Npi12lv3BA01BA02");
@@ -359,11 +371,21 @@ mod tests {
         assert_eq!(decode(b""), Err(PayloadError::NoEvents));
         assert!(matches!(decode(b"NMa1"), Err(PayloadError::Malformed(_))));
         assert!(matches!(decode(b"Nr1MA"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"NM"), Err(PayloadError::Malformed(_))));
+        assert!(matches!(decode(b"N1"), Err(PayloadError::Malformed(_))));
+        assert_eq!(ev(b"NM")[0].code, sia(b"NM"));
         assert!(matches!(decode(b"NMA1*"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"NMA1234567890"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"Nti/MA1"), Err(PayloadError::Malformed(_))));
-        assert!(matches!(decode(b"Nri1.5MA1"), Err(PayloadError::Malformed(_))));
+        assert!(matches!(
+            decode(b"NMA1234567890"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"Nti/MA1"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"Nri1.5MA1"),
+            Err(PayloadError::Malformed(_))
+        ));
         let many: Vec<u8> = std::iter::once(b'N')
             .chain(std::iter::repeat_n(*b"MA1/", MAX_EVENTS + 1).flatten())
             .collect();

@@ -63,18 +63,27 @@ pub struct SignalsQuery {
     pub limit: Option<usize>,
 }
 
-async fn signals(State(s): State<AppState>, q: Result<Query<SignalsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn signals(
+    State(s): State<AppState>,
+    q: Result<Query<SignalsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{}\n", e.body_text())).into_response(),
     };
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_SIGNALS_LIMIT {
-        return (StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_SIGNALS_LIMIT}\n")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={MAX_SIGNALS_LIMIT}\n"),
+        )
+            .into_response();
     }
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.journal_after(q.after, limit)).await {
-        Ok(Ok(records)) => Json(records.into_iter().map(|r| r.signal).collect::<Vec<_>>()).into_response(),
+        Ok(Ok(records)) => {
+            Json(records.into_iter().map(|r| r.signal).collect::<Vec<_>>()).into_response()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading the journal failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "journal read failed\n").into_response()

@@ -118,6 +118,8 @@ async fn connection(
             buf.reserve(4096);
         }
         let n = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return "shutdown",
             r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match r {
                 Err(_) => return "idle",
                 Ok(Err(e)) => {
@@ -126,7 +128,6 @@ async fn connection(
                 }
                 Ok(Ok(n)) => n,
             },
-            () = shutdown.cancelled() => return "shutdown",
         };
         if n == 0 {
             return "eof";
@@ -159,7 +160,11 @@ async fn connection(
                     let decision = rx.decide(&buf[start..end], &ctx);
                     buf.advance(end);
                     match decision {
-                        Decision::Answer { reply, proto, result } => {
+                        Decision::Answer {
+                            reply,
+                            proto,
+                            result,
+                        } => {
                             m.frame(Transport::Tcp, proto, result);
                             m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
                             pending.push(Pending::Ready(reply));
@@ -180,7 +185,13 @@ async fn connection(
                             }),
                             Err(_) => {
                                 m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
-                                return flush_and_close(&mut stream, &mut out, &mut pending, "journal").await;
+                                return flush_and_close(
+                                    &mut stream,
+                                    &mut out,
+                                    &mut pending,
+                                    "journal",
+                                )
+                                .await;
                             }
                         },
                     }

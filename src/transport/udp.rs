@@ -60,7 +60,11 @@ pub async fn serve(
             now: jiff::Timestamp::now(),
         };
         match ingress.receiver.decide(frame, &ctx) {
-            Decision::Answer { reply, proto, result } => {
+            Decision::Answer {
+                reply,
+                proto,
+                result,
+            } => {
                 m.frame(Transport::Udp, proto, result);
                 m.ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
                 if let Err(e) = socket.send_to(&reply, peer).await {
@@ -96,7 +100,8 @@ pub async fn serve(
                         let commit = crx.await.unwrap_or(Commit::Failed);
                         let rx = &ingress.receiver;
                         if rx.committed(Transport::Udp, proto, result, commit) {
-                            rx.metrics().ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
+                            rx.metrics()
+                                .ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
                             if let Err(e) = socket.send_to(&reply, peer).await {
                                 tracing::debug!(error = %e, "udp send failed");
                             }

@@ -42,8 +42,10 @@ pub fn key192() -> Key {
 
 /// A configuration listening on loopback port 0 everywhere, data in `dir`.
 pub fn test_config(dir: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     cfg.dc09.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
     cfg.dc09.listen_udp = Some("127.0.0.1:0".parse().unwrap());
     cfg.http.listen = Some("127.0.0.1:0".parse().unwrap());
@@ -81,7 +83,14 @@ pub fn plain(id: &str, seq: u16, account: &str, data: &str) -> Vec<u8> {
 }
 
 /// An encrypted frame stamped `ts`.
-pub fn encrypted(id: &str, seq: u16, account: &str, data: &str, key: &Key, ts: jiff::Timestamp) -> Vec<u8> {
+pub fn encrypted(
+    id: &str,
+    seq: u16,
+    account: &str,
+    data: &str,
+    key: &Key,
+    ts: jiff::Timestamp,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rng = rand::rng();
     dc09::encode_frame_encrypted(
@@ -109,7 +118,11 @@ pub async fn read_reply(s: &mut TcpStream) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let n = s.read(&mut b).await.expect("read");
-            assert!(n == 1, "connection closed after {:?}", String::from_utf8_lossy(&out));
+            assert!(
+                n == 1,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&out)
+            );
             out.push(b[0]);
             if b[0] == b'\r' {
                 return;
@@ -140,7 +153,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, dechunk(&body))
 }
 
@@ -175,6 +191,7 @@ pub async fn signals(http: SocketAddr) -> Vec<serde_json::Value> {
 
 /// Parses an answer frame.
 pub fn token_of(reply: &[u8]) -> String {
-    let f = dc09::parse(reply).unwrap_or_else(|e| panic!("reply {:?} parses: {e}", String::from_utf8_lossy(reply)));
+    let f = dc09::parse(reply)
+        .unwrap_or_else(|e| panic!("reply {:?} parses: {e}", String::from_utf8_lossy(reply)));
     format!("{}{}", if f.encrypted { "*" } else { "" }, f.id)
 }
