@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::codec::dc09::{self, Frame, Token};
 use crate::codec::event::decode_payload;
 use crate::journal::{Commit, DedupKey, dedup_key};
-use crate::model::{Flags, Signal, SignalEvent, Transport, XDataItem};
+use crate::model::{Device, Flags, Signal, SignalEvent, Transport, XDataItem};
 use crate::registry::Registry;
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
@@ -74,6 +74,13 @@ pub struct ReceiverOptions {
     pub timestamp_past_secs: u64,
     /// How far it may lead.
     pub timestamp_future_secs: u64,
+}
+
+/// A frame's account, line and receiver, upper case.
+struct Ids {
+    account: String,
+    line: Option<String>,
+    receiver: Option<String>,
 }
 
 /// The DC-09 frame rules.
@@ -153,66 +160,33 @@ impl Receiver {
             .registry
             .lookup(&account, line.as_deref(), receiver.as_deref());
 
+        let key = device.and_then(|d| d.key.as_ref());
         let content = if frame.encrypted {
-            let key = device.and_then(|d| d.key.as_ref());
-            let decrypted = key.map(|k| frame.decrypt(k));
+            let decrypted = match key {
+                None => Err("no_key"),
+                Some(k) => frame.decrypt(k).map_err(|e| e.as_str()),
+            };
             match decrypted {
-                Some(Ok(c)) => {
-                    let Some(ts) = c.timestamp else {
-                        return self.nak(ctx.now, proto, "missing_timestamp");
-                    };
-                    if !dc09::within_window(
-                        ts,
-                        ctx.now,
-                        self.opts.timestamp_past_secs,
-                        self.opts.timestamp_future_secs,
-                    ) {
-                        return self.nak(ctx.now, proto, "timestamp");
+                // A timestamp is required to decrypt, so it is there.
+                Ok(c) => match c.timestamp {
+                    Some(ts)
+                        if dc09::within_window(
+                            ts,
+                            ctx.now,
+                            self.opts.timestamp_past_secs,
+                            self.opts.timestamp_future_secs,
+                        ) =>
+                    {
+                        c
                     }
-                    c
-                }
-                // No key, or it does not decrypt: keep the raw frame for an operator and
-                // answer DUH so the device may try its backup receiver.
-                _ => {
-                    let reason = if key.is_none() {
-                        "no_key"
-                    } else {
-                        "undecryptable"
-                    };
-                    self.metrics.duh(reason);
-                    self.last_heard.heard(&account, ctx.now.as_millisecond());
-                    let mut reply = Vec::with_capacity(64);
-                    dc09::encode_duh(&frame, &mut reply);
-                    let flags = Flags {
-                        unknown_device: device.is_none(),
-                        undecryptable: true,
-                        length_decimal: frame.length_decimal,
-                        ..Flags::default()
-                    };
-                    let dedup = dedup_key(&[
-                        account.as_bytes(),
-                        line.as_deref().unwrap_or("").as_bytes(),
-                        receiver.as_deref().unwrap_or("").as_bytes(),
-                        frame.seq.as_bytes(),
-                        frame.id.as_bytes(),
-                        frame.body,
-                    ]);
-                    let signal = self.signal(
-                        &frame,
-                        ctx,
-                        account,
-                        line,
-                        receiver,
-                        device.and_then(|d| d.subscriber.clone()),
-                        flags,
-                    );
-                    return Decision::Journal {
-                        signal: Box::new(signal),
-                        dedup: Some(dedup),
-                        reply,
-                        proto,
-                        result: ResultLabel::Duh,
-                    };
+                    _ => return self.nak(ctx.now, proto, "timestamp"),
+                },
+                // No key, or it does not decrypt (wrong key, garbage, no timestamp): keep
+                // the raw frame for an operator and answer DUH so the device may try its
+                // backup receiver.
+                Err(reason) => {
+                    let ids = Ids { account, line, receiver };
+                    return self.undecryptable(&frame, ctx, proto, reason, ids, device);
                 }
             }
         } else {
@@ -223,13 +197,13 @@ impl Receiver {
         };
 
         self.last_heard.heard(&account, ctx.now.as_millisecond());
-        let mut reply = Vec::with_capacity(if frame.encrypted { 128 } else { 48 });
-        if frame.encrypted {
-            if let Some(key) = device.and_then(|d| d.key.as_ref()) {
-                dc09::encode_ack_encrypted(&frame, key, ctx.now, &mut rand::rng(), &mut reply);
+        let mut reply = Vec::with_capacity(128);
+        match key {
+            // Decryption succeeded above, so an encrypted frame has its key here.
+            Some(key) if frame.encrypted => {
+                dc09::encode_ack_encrypted(&frame, key, ctx.now, &mut rand::rng(), &mut reply)
             }
-        } else {
-            dc09::encode_ack(&frame, &mut reply);
+            _ => dc09::encode_ack(&frame, &mut reply),
         }
 
         if is_null {
@@ -249,7 +223,7 @@ impl Receiver {
         let events = match decode_payload(frame.token, &content.data) {
             Ok(p) => p.events.iter().map(SignalEvent::from_codec).collect(),
             Err(e) => {
-                tracing::warn!(account = %account, error = %e, "payload not decoded; journaled for an operator");
+                tracing::debug!(account = %account, error = %e, "payload not decoded; journaled for an operator");
                 flags.bad_payload = true;
                 Vec::new()
             }
@@ -268,8 +242,8 @@ impl Receiver {
             key_parts.push(&x.value);
         }
         let dedup = dedup_key(&key_parts);
-        let subscriber = device.and_then(|d| d.subscriber.clone());
-        let mut signal = self.signal(&frame, ctx, account, line, receiver, subscriber, flags);
+        let ids = Ids { account, line, receiver };
+        let mut signal = self.signal(&frame, ctx, ids, device, flags);
         signal.transmitted_at = content.timestamp;
         signal.event_time = content
             .xdata
@@ -294,17 +268,49 @@ impl Receiver {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn signal(
+    /// Journals an encrypted frame that could not be read, flagged `undecryptable`; DUH
+    /// after the flush.
+    fn undecryptable(
         &self,
         frame: &Frame<'_>,
         ctx: &FrameCtx,
-        account: String,
-        line: Option<String>,
-        receiver: Option<String>,
-        subscriber: Option<String>,
-        flags: Flags,
-    ) -> Signal {
+        proto: ProtoLabel,
+        reason: &'static str,
+        ids: Ids,
+        device: Option<&Device>,
+    ) -> Decision {
+        self.metrics.duh(reason);
+        self.last_heard.heard(&ids.account, ctx.now.as_millisecond());
+        let mut reply = Vec::with_capacity(48);
+        dc09::encode_duh(frame, &mut reply);
+        // Retransmissions carry the same ciphertext, or a new pad and time: keyed on the
+        // ciphertext, a re-encrypted copy is journaled again, which is the safe side.
+        let dedup = dedup_key(&[
+            ids.account.as_bytes(),
+            ids.line.as_deref().unwrap_or("").as_bytes(),
+            ids.receiver.as_deref().unwrap_or("").as_bytes(),
+            frame.seq.as_bytes(),
+            frame.id.as_bytes(),
+            frame.body,
+        ]);
+        let flags = Flags {
+            unknown_device: device.is_none(),
+            undecryptable: true,
+            length_decimal: frame.length_decimal,
+            ..Flags::default()
+        };
+        let signal = self.signal(frame, ctx, ids, device, flags);
+        Decision::Journal {
+            signal: Box::new(signal),
+            dedup: Some(dedup),
+            reply,
+            proto,
+            result: ResultLabel::Duh,
+        }
+    }
+
+    fn signal(&self, frame: &Frame<'_>, ctx: &FrameCtx, ids: Ids, device: Option<&Device>, flags: Flags) -> Signal {
+        let Ids { account, line, receiver } = ids;
         Signal {
             id: 0,
             received_at: ctx.now,
@@ -317,7 +323,7 @@ impl Receiver {
             receiver,
             seq: frame.seq.to_owned(),
             flags,
-            subscriber,
+            subscriber: device.and_then(|d| d.subscriber.clone()),
             transmitted_at: None,
             event_time: None,
             events: Vec::new(),

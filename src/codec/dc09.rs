@@ -849,7 +849,7 @@ pub fn encode_frame_encrypted_with(
     finish(out, start, CrcFormat::Hex);
 }
 
-/// Appends the ACK for `frame`: `"ACK"` + seq + [R] + [L] + #acct + `[]`, echoed as received,
+/// Appends the ACK for `frame`: `"ACK"` + seq + `[R…]` + `[L…]` + `#acct` + `[]`, echoed as received,
 /// no timestamp (PSA, IOB). A frame without L gets an ACK without L. The CRC is written
 /// in the frame's format.
 pub fn encode_ack(frame: &Frame<'_>, out: &mut Vec<u8>) {
@@ -962,30 +962,48 @@ fn finish(out: &mut Vec<u8>, start: usize, format: CrcFormat) {
     let body_start = start + head;
     let body = slice_from(out, body_start);
     let crc = crc16_arc(body);
-    let len = body.len();
-    let mut field = Vec::with_capacity(8);
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    // CRC (4 hex digits or 2 bytes), then "0LLL": 4 hex digits, more only if the body is
+    // (wrongly) larger than 0xFFFF.
+    let mut field = [0u8; 12];
+    let mut n = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = field.get_mut(n) {
+            *slot = b;
+            n += 1;
+        }
+    };
     match format {
-        CrcFormat::Hex => push_hex(&mut field, u32::from(crc), 4),
-        CrcFormat::Binary => field.extend_from_slice(&crc.to_be_bytes()),
+        CrcFormat::Hex => hex_digits(u32::from(crc), 4, &mut put),
+        CrcFormat::Binary => crc.to_be_bytes().into_iter().for_each(&mut put),
     }
-    // "0LLL": 4 hex digits; more digits if the body is (wrongly) larger than 0xFFFF.
-    let len = u32::try_from(len).unwrap_or(u32::MAX);
     let mut digits = 4;
     while digits < 8 && len >> (4 * digits) != 0 {
         digits += 1;
     }
-    push_hex(&mut field, len, digits);
-    out.splice(start + 1..body_start, field);
+    hex_digits(len, digits, &mut put);
+    let field = field.get(..n).unwrap_or_default();
+    match out.get_mut(start + 1..body_start) {
+        Some(slot) if slot.len() == field.len() => slot.copy_from_slice(field),
+        _ => {
+            out.splice(start + 1..body_start, field.iter().copied());
+        }
+    }
     out.push(CR);
+}
+
+/// Calls `put` with `digits` uppercase hex digits of `n`.
+fn hex_digits(n: u32, digits: u32, put: &mut impl FnMut(u8)) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for i in (0..digits).rev() {
+        let nibble = (n >> (4 * i)) & 0xF;
+        put(HEX.get(nibble as usize).copied().unwrap_or(b'0'));
+    }
 }
 
 /// Pushes `digits` uppercase hex digits of `n`.
 fn push_hex(out: &mut Vec<u8>, n: u32, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for i in (0..digits).rev() {
-        let nibble = (n >> (4 * i)) & 0xF;
-        out.push(HEX.get(nibble as usize).copied().unwrap_or(b'0'));
-    }
+    hex_digits(n, digits, &mut |b| out.push(b));
 }
 
 fn write_header(
@@ -1336,7 +1354,7 @@ mod tests {
         if let Some(pt) = r.get("plaintext") {
             let k = key.as_ref().expect("key for plaintext");
             let mut buf = hex::decode(f.body).expect("hex ciphertext");
-            crate::codec::crypto::decrypt_zero_iv(k, &mut buf).expect("decrypt");
+            super::super::crypto::decrypt_zero_iv(k, &mut buf).expect("decrypt");
             assert_eq!(buf, unescape(pt), "{name}: plaintext");
         }
 
@@ -1591,6 +1609,34 @@ mod tests {
         junk.extend(std::iter::repeat_n(b'x', 3 * MAX_FRAME_BYTES));
         let tags = scan_all_tags(&junk);
         assert_eq!(tags.iter().filter(|t| t.starts_with('O')).count(), 1);
+        // Bodies the length field cannot express still get a readable (rejected) field.
+        let huge = vec![b'A'; 70_000];
+        let mut out = Vec::new();
+        encode_frame(
+            &FrameSpec {
+                data: &huge,
+                ..spec
+            },
+            &mut out,
+        );
+        assert_eq!(&out[5..11], b"11183\"");
+        assert_eq!(parse(&out).map(|_| ()), Err(ParseError::TooLong));
+        // Binary CRC form round-trips.
+        out.clear();
+        encode_frame_with_format(
+            &FrameSpec {
+                data: b"#1234|1101 01 001",
+                ..spec
+            },
+            CrcFormat::Binary,
+            &mut out,
+        );
+        let f = parse(&out).expect("binary frame parses");
+        assert_eq!(f.crc_format, CrcFormat::Binary);
+        assert_eq!(
+            f.content().map(|c| c.data),
+            Ok(b"#1234|1101 01 001".to_vec())
+        );
         // A body over 4095 bytes is rejected even if the frame fits the scan limit.
         let mut long = big.clone();
         long.pop();
@@ -1876,7 +1922,7 @@ mod tests {
             encode_frame_encrypted(&spec, &key, Pad::Random(&mut rng), &mut out);
             let f = parse(&out).expect("parses");
             let mut buf = hex::decode(f.body).expect("hex");
-            crate::codec::crypto::decrypt_zero_iv(&key, &mut buf).expect("dec");
+            super::super::crypto::decrypt_zero_iv(&key, &mut buf).expect("dec");
             let bar = buf.iter().position(|&b| b == b'|').expect("pipe");
             assert!((1..=16).contains(&bar), "pad length {bar}");
             assert!(buf[..bar].iter().all(u8::is_ascii_alphanumeric));

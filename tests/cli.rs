@@ -1,0 +1,162 @@
+//! The `vakt` command line, run as a user would: exit codes, messages, import and export.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vakt::codec::crypto::Key;
+use vakt::codec::dc09::{self, FrameSpec, Pad};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vakt");
+
+fn vakt(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_example_and_rejects_typos_with_64() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vakt.toml");
+    let (code, out, _) = vakt(&["check-config", example]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[dc09]\nidle_timeout = 5\n").unwrap();
+    let (code, _, err) = vakt(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(err.contains("idle_timeout"), "{err}");
+
+    std::fs::write(&bad, "[dc09]\nmax_connections = 0\n").unwrap();
+    let (code, _, err) = vakt(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(err.contains("max_connections"), "{err}");
+
+    let (code, _, _) = vakt(&["check-config", "/nonexistent/vakt.toml"]);
+    assert_eq!(code, 64);
+
+    // serve with a bad config refuses to start, with the same code.
+    let (code, _, _) = vakt(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn import_is_all_or_nothing_and_export_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let csv = dir.path().join("devices.csv");
+    let header = vakt::registry::CSV_HEADER;
+    std::fs::write(&csv, format!("{header}\n1234,,,,,anna,90,,\n12G4,,,,,bad,,,\n")).unwrap();
+    let (code, _, err) = vakt(&["devices", "import", "--data-dir", data_s, csv.to_str().unwrap()]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("line 3"), "{err}");
+
+    std::fs::write(&csv, format!("{header}\n1234,,,,,anna,90,,\n5678,,,,,bertil,,,\n")).unwrap();
+    let (code, out, err) = vakt(&["devices", "import", "--data-dir", data_s, csv.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 2 devices (2 new, 0 updated)"), "{out}");
+
+    let (code, out, err) = vakt(&["journal", "export", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "empty journal");
+    let (code, _, _) = vakt(&["journal", "export", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("vakt.toml");
+    std::fs::write(
+        &cfg,
+        "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("address printed").unwrap();
+        if let Some(a) = line.strip_prefix("vakt: DC-09 TCP on ") {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    // The demo's AES-128 device 5678 is known: its encrypted alarm gets *ACK.
+    let key = Key::from_hex("000102030405060708090A0B0C0D0E0F").unwrap();
+    let mut frame = Vec::new();
+    dc09::encode_frame_encrypted(
+        &FrameSpec {
+            id: "ADM-CID",
+            seq: 1,
+            receiver: None,
+            line: Some("0"),
+            account: "5678",
+            data: b"#5678|1101 01 001",
+            xdata: &[],
+            timestamp: Some(jiff::Timestamp::now()),
+        },
+        &key,
+        Pad::Random(&mut rand::rng()),
+        &mut frame,
+    );
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame).unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap() == 1 {
+        reply.push(b[0]);
+        if b[0] == b'\r' {
+            break;
+        }
+    }
+    let p = dc09::parse(&reply).unwrap();
+    assert!(p.encrypted && p.id == "ACK", "{}", String::from_utf8_lossy(&reply));
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    // Stopped: the journal can be exported and holds the alarm.
+    let (code, out, err) = vakt(&["journal", "export", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["account"], "5678");
+    assert_eq!(v["subscriber"], "demo-bertil");
+    assert_eq!(v["events"][0]["code"], "CID 101");
+}
+
+#[test]
+fn import_refuses_while_the_server_holds_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vakt::store::Store::open(dir.path()).unwrap();
+    let csv = format!("{}\n1234,,,,,anna,90,,\n", vakt::registry::CSV_HEADER);
+    let path = dir.path().join("d.csv");
+    std::fs::write(&path, csv).unwrap();
+    let (code, _, err) = vakt(&["devices", "import", "--data-dir", dir.path().to_str().unwrap(), path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("another vakt"), "{err}");
+    drop(store);
+}
