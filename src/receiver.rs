@@ -14,7 +14,8 @@
 //! | NULL / XNM link test | no (last-heard updated) | ACK / *ACK at once |
 //! | event whose payload cannot be decoded | yes, `bad_payload` | ACK after the flush |
 //! | bad CRC, bad length, unparseable | no | NAK |
-//! | other ID (e.g. SIA-PUL), or a control token | no | DUH |
+//! | other ID (e.g. SIA-PUL) | no | DUH |
+//! | a control token (ACK, NAK, DUH, RSP) | no (counted) | none |
 //! | retransmission within the dedup window | no (counted) | ACK / *ACK after the flush |
 
 use std::net::SocketAddr;
@@ -42,9 +43,9 @@ pub struct FrameCtx {
 /// What to do with one frame.
 #[derive(Debug)]
 pub enum Decision {
-    /// Send `reply` now; nothing is journaled.
+    /// Send `reply` now (nothing if it is empty); nothing is journaled.
     Answer {
-        /// The answer bytes (ACK, *ACK, NAK or DUH).
+        /// The answer bytes (ACK, *ACK, NAK or DUH), or empty for no answer.
         reply: Vec<u8>,
         /// For metrics.
         proto: ProtoLabel,
@@ -148,7 +149,17 @@ impl Receiver {
                 proto = ProtoLabel::Null;
                 true
             }
-            _ => return self.duh(&frame, proto, "unsupported_id"),
+            // A control token sent to a receiver: answering it could start two receivers
+            // answering each other; ignore it (counted).
+            Token::Ack | Token::Nak | Token::Duh | Token::Rsp => {
+                self.metrics.ignored("control_token");
+                return Decision::Answer {
+                    reply: Vec::new(),
+                    proto,
+                    result: ResultLabel::Dropped,
+                };
+            }
+            Token::Other => return self.duh(&frame, proto, "unsupported_id"),
         };
         let Some(account_raw) = frame.account else {
             return self.duh(&frame, proto, "no_account");
@@ -185,7 +196,11 @@ impl Receiver {
                 // the raw frame for an operator and answer DUH so the device may try its
                 // backup receiver.
                 Err(reason) => {
-                    let ids = Ids { account, line, receiver };
+                    let ids = Ids {
+                        account,
+                        line,
+                        receiver,
+                    };
                     return self.undecryptable(&frame, ctx, proto, reason, ids, device);
                 }
             }
@@ -242,7 +257,11 @@ impl Receiver {
             key_parts.push(&x.value);
         }
         let dedup = dedup_key(&key_parts);
-        let ids = Ids { account, line, receiver };
+        let ids = Ids {
+            account,
+            line,
+            receiver,
+        };
         let mut signal = self.signal(&frame, ctx, ids, device, flags);
         signal.transmitted_at = content.timestamp;
         signal.event_time = content
@@ -280,7 +299,8 @@ impl Receiver {
         device: Option<&Device>,
     ) -> Decision {
         self.metrics.duh(reason);
-        self.last_heard.heard(&ids.account, ctx.now.as_millisecond());
+        self.last_heard
+            .heard(&ids.account, ctx.now.as_millisecond());
         let mut reply = Vec::with_capacity(48);
         dc09::encode_duh(frame, &mut reply);
         // Retransmissions carry the same ciphertext, or a new pad and time: keyed on the
@@ -309,8 +329,19 @@ impl Receiver {
         }
     }
 
-    fn signal(&self, frame: &Frame<'_>, ctx: &FrameCtx, ids: Ids, device: Option<&Device>, flags: Flags) -> Signal {
-        let Ids { account, line, receiver } = ids;
+    fn signal(
+        &self,
+        frame: &Frame<'_>,
+        ctx: &FrameCtx,
+        ids: Ids,
+        device: Option<&Device>,
+        flags: Flags,
+    ) -> Signal {
+        let Ids {
+            account,
+            line,
+            receiver,
+        } = ids;
         Signal {
             id: 0,
             received_at: ctx.now,

@@ -81,6 +81,11 @@ fn describe() {
     describe_counter!("vakt_nak_total", Unit::Count, "NAK answers, by reason");
     describe_counter!("vakt_duh_total", Unit::Count, "DUH answers, by reason");
     describe_counter!(
+        "vakt_frames_ignored_total",
+        Unit::Count,
+        "Frames deliberately left unanswered, by reason (control_token)"
+    );
+    describe_counter!(
         "vakt_heartbeats_total",
         Unit::Count,
         "NULL link tests (heartbeats) ACKed, by transport"
@@ -289,6 +294,11 @@ impl Metrics {
     /// Counts a DUH by reason.
     pub fn duh(&self, reason: &'static str) {
         metrics::counter!("vakt_duh_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a frame deliberately left unanswered, by reason.
+    pub fn ignored(&self, reason: &'static str) {
+        metrics::counter!("vakt_frames_ignored_total", "reason" => reason).increment(1);
     }
 
     /// Counts a closed TCP connection by reason.

@@ -57,15 +57,38 @@ fn import_is_all_or_nothing_and_export_prints_json_lines() {
     let data_s = data.to_str().unwrap();
     let csv = dir.path().join("devices.csv");
     let header = vakt::registry::CSV_HEADER;
-    std::fs::write(&csv, format!("{header}\n1234,,,,,anna,90,,\n12G4,,,,,bad,,,\n")).unwrap();
-    let (code, _, err) = vakt(&["devices", "import", "--data-dir", data_s, csv.to_str().unwrap()]);
+    std::fs::write(
+        &csv,
+        format!("{header}\n1234,,,,,anna,90,,\n12G4,,,,,bad,,,\n"),
+    )
+    .unwrap();
+    let (code, _, err) = vakt(&[
+        "devices",
+        "import",
+        "--data-dir",
+        data_s,
+        csv.to_str().unwrap(),
+    ]);
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("line 3"), "{err}");
 
-    std::fs::write(&csv, format!("{header}\n1234,,,,,anna,90,,\n5678,,,,,bertil,,,\n")).unwrap();
-    let (code, out, err) = vakt(&["devices", "import", "--data-dir", data_s, csv.to_str().unwrap()]);
+    std::fs::write(
+        &csv,
+        format!("{header}\n1234,,,,,anna,90,,\n5678,,,,,bertil,,,\n"),
+    )
+    .unwrap();
+    let (code, out, err) = vakt(&[
+        "devices",
+        "import",
+        "--data-dir",
+        data_s,
+        csv.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("imported 2 devices (2 new, 0 updated)"), "{out}");
+    assert!(
+        out.contains("imported 2 devices (2 new, 0 updated)"),
+        "{out}"
+    );
 
     let (code, out, err) = vakt(&["journal", "export", "--data-dir", data_s]);
     assert_eq!(code, 0, "{err}");
@@ -85,7 +108,13 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
     )
     .unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .args([
+            "serve",
+            "--demo",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+        ])
         .arg(&data)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -132,7 +161,11 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
         }
     }
     let p = dc09::parse(&reply).unwrap();
-    assert!(p.encrypted && p.id == "ACK", "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        p.encrypted && p.id == "ACK",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -155,7 +188,13 @@ fn import_refuses_while_the_server_holds_the_data_dir() {
     let csv = format!("{}\n1234,,,,,anna,90,,\n", vakt::registry::CSV_HEADER);
     let path = dir.path().join("d.csv");
     std::fs::write(&path, csv).unwrap();
-    let (code, _, err) = vakt(&["devices", "import", "--data-dir", dir.path().to_str().unwrap(), path.to_str().unwrap()]);
+    let (code, _, err) = vakt(&[
+        "devices",
+        "import",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("another vakt"), "{err}");
     drop(store);

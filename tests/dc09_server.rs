@@ -297,7 +297,7 @@ async fn null_link_test_is_acked_at_once_and_not_journaled() {
 }
 
 #[tokio::test]
-async fn unsupported_id_gets_duh() {
+async fn unsupported_id_gets_duh_and_control_tokens_no_answer() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path()).await;
     let reply = tcp_roundtrip(
@@ -309,6 +309,16 @@ async fn unsupported_id_gets_duh() {
     assert_eq!(f.id, "DUH");
     assert_eq!(f.seq, "0003");
     assert_eq!(f.account, Some("1234"));
+    // A control token gets no answer at all: the next answer on the connection is the
+    // NULL's.
+    let mut s = TcpStream::connect(srv.dc09_tcp.unwrap()).await.unwrap();
+    s.write_all(b"\n1BC10012\"ACK\"0001L0#1234[]\r\nCBB30013\"NULL\"0004L0#1234[]\r")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut s).await,
+        b"\n0BD10012\"ACK\"0004L0#1234[]\r"
+    );
     assert!(signals(srv.http.unwrap()).await.is_empty());
     srv.stop().await.unwrap();
 }

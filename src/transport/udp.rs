@@ -67,6 +67,9 @@ pub async fn serve(
             } => {
                 m.frame(Transport::Udp, proto, result);
                 m.ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
+                if reply.is_empty() {
+                    continue;
+                }
                 if let Err(e) = socket.send_to(&reply, peer).await {
                     tracing::debug!(error = %e, %peer, "udp send failed");
                 }
