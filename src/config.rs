@@ -83,6 +83,8 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
     /// Period of writing last-heard times to disk.
     pub last_heard_persist_secs: u64,
+    /// Memory the storage engine may use as page cache.
+    pub cache_capacity_bytes: u64,
 }
 
 /// `[http]`: health, metrics, API.
@@ -138,6 +140,7 @@ impl Default for JournalConfig {
             max_batch: 1024,
             queue_capacity: 65_536,
             last_heard_persist_secs: 30,
+            cache_capacity_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -216,6 +219,9 @@ impl Config {
         }
         if !(1..=3600).contains(&j.last_heard_persist_secs) {
             errs.push("journal.last_heard_persist_secs must be 1..=3600".into());
+        }
+        if !(1 << 20..=1 << 40).contains(&j.cache_capacity_bytes) {
+            errs.push("journal.cache_capacity_bytes must be 1 MiB..=1 TiB".into());
         }
         if errs.is_empty() {
             Ok(())

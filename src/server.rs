@@ -129,7 +129,8 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     })?;
     let store = {
         let dir = cfg.data_dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir))
+        let cache = cfg.journal.cache_capacity_bytes;
+        tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache))
             .await
             .map_err(|e| StoreError::Corrupt {
                 tree: "-",

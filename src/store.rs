@@ -72,8 +72,14 @@ pub fn device_key(account: &str, line: Option<&str>, receiver: Option<&str>) -> 
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir` with the default cache size.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, 64 * 1024 * 1024)
+    }
+
+    /// Opens (creating if needed) the database in `dir`, with a page cache of at most
+    /// `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let open = |e| StoreError::Open {
             path: dir.display().to_string(),
             source: e,
@@ -83,6 +89,7 @@ impl Store {
             // vakt flushes explicitly at every group commit; the background flush is only a
             // backstop for the registry and last-heard trees.
             .flush_every_ms(Some(1000))
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(open)?;
         let journal = db.open_tree("journal").map_err(open)?;
