@@ -1,1 +1,250 @@
-fn main() {}
+//! `vakt-loadtest`: DC-09 device fleet simulator and load generator for vakt.
+//!
+//! Sub-commands (see `README.md` beside `Cargo.toml`):
+//!
+//! * `dc09`: C simulated devices sending frames for a fixed time; every answer checked;
+//!   throughput, latency percentiles and errors.
+//! * `fleet`: writes a devices CSV for `vakt devices import` and `--accounts-file`.
+//! * `ceiling`: a server that answers every frame with no processing: the machine's limit.
+//! * `storm`: the reconnect-and-drain flood after a telecom outage.
+//!
+//! Every scenario prints exactly one summary line on stdout as its last line; progress goes
+//! to stderr. All traffic goes to the given target only, and every loop ends with the run.
+
+mod ceiling;
+mod dc09;
+mod device;
+mod fleet;
+mod net;
+mod stats;
+mod storm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::device::{Kind, Mode};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vakt-loadtest",
+    version,
+    about = "DC-09 device fleet simulator and load generator for vakt"
+)]
+struct Cli {
+    /// Worker threads of the tokio runtime (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// C simulated devices send DC-09 frames for S seconds; prints
+    /// `frames/s=N p50_ms=N p99_ms=N p999_ms=N errors=N`.
+    Dc09 {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        target: String,
+        /// Simulated devices, one connection (or UDP socket) each.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Measured seconds (after the warmup).
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+        /// plain, aes128, aes256; or auto (rows as they are; the default with --accounts-file).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// What the devices send.
+        #[arg(long, value_enum, default_value_t = Kind::Heartbeat)]
+        kind: Kind,
+        /// UDP: one datagram per frame, answers matched by sequence number.
+        #[arg(long)]
+        udp: bool,
+        /// Frames in flight per connection (1 = request/response, as a real device).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+        /// Total frames/s cap, split evenly over the connections (0 = none).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Devices CSV (registry format) to take accounts, lines, receivers and keys from.
+        #[arg(long)]
+        accounts_file: Option<PathBuf>,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Seconds of traffic before the measured window (not counted).
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        /// Per-frame answer timeout in seconds (counted as an error).
+        #[arg(long, default_value_t = 5.0)]
+        timeout_secs: f64,
+    },
+    /// Writes a devices CSV that `vakt devices import` accepts.
+    Fleet {
+        /// Devices to write.
+        #[arg(long)]
+        devices: usize,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of devices with an AES key (half AES-128, half AES-256).
+        #[arg(long, default_value_t = 0.3)]
+        aes_share: f64,
+        /// Random seed (the same seed writes the same file).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give AES devices the documented test keys (so `dc09 --mode aes128|aes256`
+        /// without --accounts-file matches) instead of random keys.
+        #[arg(long)]
+        test_keys: bool,
+        /// supervision_secs of every device.
+        #[arg(long, default_value_t = 90)]
+        supervision_secs: u32,
+    },
+    /// A no-processing DC-09 server (TCP and UDP on one port): the machine's ceiling.
+    Ceiling {
+        /// Address to listen on, HOST:PORT (port 0 picks one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:7200")]
+        listen: String,
+        /// Test key of the `*ACK` sent to encrypted frames (match `dc09 --mode`).
+        #[arg(long, value_enum, default_value_t = ceiling::AckKey::Aes128)]
+        aes: ceiling::AckKey,
+    },
+    /// Recovery flood after a telecom outage: N devices connect, drain K alarms each, then
+    /// heartbeat; prints `storm devices=N connect_per_s=N backlog_done_s=N p99_ms=N errors=N`.
+    Storm {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        target: String,
+        /// Devices (one TCP connection each; capped by the open-files limit).
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Alarms queued per device.
+        #[arg(long, default_value_t = 5)]
+        backlog: u32,
+        /// Connects per second in all (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        connect_rate: f64,
+        /// Seconds between heartbeats after the backlog.
+        #[arg(long, default_value_t = 10.0)]
+        heartbeat_secs: f64,
+        /// Total run time in seconds.
+        #[arg(long, default_value_t = 30.0)]
+        duration_secs: f64,
+        /// Devices CSV (registry format).
+        #[arg(long)]
+        accounts_file: Option<PathBuf>,
+        /// plain, aes128, aes256; or auto (the default with --accounts-file).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// Per-frame answer timeout in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout_secs: f64,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vakt-loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Fleet {
+        devices,
+        out,
+        aes_share,
+        seed,
+        test_keys,
+        supervision_secs,
+    } = &cli.cmd
+    {
+        let o = fleet::Options {
+            devices: *devices,
+            aes_share: *aes_share,
+            seed: *seed,
+            test_keys: *test_keys,
+            supervision_secs: *supervision_secs,
+        };
+        return fleet::run(&o, out);
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Dc09 {
+                target,
+                connections,
+                duration_secs,
+                mode,
+                kind,
+                udp,
+                window,
+                rate,
+                accounts_file,
+                json,
+                warmup_secs,
+                timeout_secs,
+            } => {
+                dc09::run(dc09::Options {
+                    target,
+                    connections,
+                    duration_secs,
+                    mode,
+                    kind,
+                    udp,
+                    window,
+                    rate,
+                    accounts_file,
+                    json,
+                    warmup_secs,
+                    timeout_secs,
+                })
+                .await
+            }
+            Cmd::Ceiling { listen, aes } => ceiling::run(&listen, aes).await,
+            Cmd::Storm {
+                target,
+                devices,
+                backlog,
+                connect_rate,
+                heartbeat_secs,
+                duration_secs,
+                accounts_file,
+                mode,
+                timeout_secs,
+                json,
+            } => {
+                storm::run(storm::Options {
+                    target,
+                    devices,
+                    backlog,
+                    connect_rate,
+                    heartbeat_secs,
+                    duration_secs,
+                    accounts_file,
+                    mode,
+                    timeout_secs,
+                    json,
+                })
+                .await
+            }
+            Cmd::Fleet { .. } => Ok(()),
+        }
+    })
+}
