@@ -67,6 +67,8 @@ pub struct Dc09Config {
     pub dedup_max_entries: usize,
     /// Bound on concurrent TCP connections.
     pub max_connections: usize,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub listen_backlog: u32,
     /// Idle TCP connections are closed after this.
     pub idle_timeout_secs: u64,
     /// Bound on UDP frames waiting for the journal.
@@ -128,6 +130,7 @@ impl Default for Dc09Config {
             dedup_window_secs: 600,
             dedup_max_entries: 1_000_000,
             max_connections: 100_000,
+            listen_backlog: 4096,
             idle_timeout_secs: 600,
             max_udp_in_flight: 10_000,
         }
@@ -200,6 +203,9 @@ impl Config {
         }
         if !(1..=10_000_000).contains(&d.max_connections) {
             errs.push("dc09.max_connections must be 1..=10000000".into());
+        }
+        if !(1..=65_535).contains(&d.listen_backlog) {
+            errs.push("dc09.listen_backlog must be 1..=65535".into());
         }
         if !(1..=86_400).contains(&d.idle_timeout_secs) {
             errs.push("dc09.idle_timeout_secs must be 1..=86400".into());

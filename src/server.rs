@@ -63,11 +63,7 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
         let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
         let dc09_tcp = match cfg.dc09.listen_tcp {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .await
-                    .map_err(bind_err("dc09 tcp", a))?,
-            ),
+            Some(a) => Some(bind_tcp(a, cfg.dc09.listen_backlog).map_err(bind_err("dc09 tcp", a))?),
             None => None,
         };
         let dc09_udp = match cfg.dc09.listen_udp {
@@ -84,6 +80,18 @@ impl Listeners {
             http,
         })
     }
+}
+
+/// Binds a TCP listener with an explicit accept backlog (tokio's `bind` uses 128).
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// A started server.
