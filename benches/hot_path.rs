@@ -95,6 +95,28 @@ fn frame(n: u64, encrypted: bool, now: jiff::Timestamp) -> Vec<u8> {
     out
 }
 
+/// `n` distinct frames (numbered on from `counter`) and their receive context.
+fn frames(
+    counter: &mut u64,
+    n: u64,
+    encrypted: bool,
+    peer: SocketAddr,
+) -> (Vec<Vec<u8>>, FrameCtx) {
+    let now = jiff::Timestamp::now();
+    let frames = (0..n)
+        .map(|_| {
+            *counter += 1;
+            frame(*counter, encrypted, now)
+        })
+        .collect();
+    let ctx = FrameCtx {
+        transport: Transport::Tcp,
+        peer,
+        now,
+    };
+    (frames, ctx)
+}
+
 async fn process(s: &Setup, raw: &[u8], ctx: &FrameCtx) -> Vec<u8> {
     match s.receiver.decide(raw, ctx) {
         Decision::Answer { reply, .. } => reply,
@@ -130,18 +152,7 @@ fn bench(c: &mut Criterion) {
         // The receiver's share alone (parse, lookup, decrypt, Signal, ACK bytes): no journal.
         g.bench_function(format!("decide_only_{name}"), |b| {
             b.iter_custom(|iters| {
-                let now = jiff::Timestamp::now();
-                let frames: Vec<Vec<u8>> = (0..iters)
-                    .map(|_| {
-                        counter += 1;
-                        frame(counter, encrypted, now)
-                    })
-                    .collect();
-                let ctx = FrameCtx {
-                    transport: Transport::Tcp,
-                    peer,
-                    now,
-                };
+                let (frames, ctx) = frames(&mut counter, iters, encrypted, peer);
                 let t = Instant::now();
                 for f in &frames {
                     std::hint::black_box(s.receiver.decide(f, &ctx));
@@ -151,18 +162,7 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("single_{name}"), |b| {
             b.iter_custom(|iters| {
-                let now = jiff::Timestamp::now();
-                let frames: Vec<Vec<u8>> = (0..iters)
-                    .map(|_| {
-                        counter += 1;
-                        frame(counter, encrypted, now)
-                    })
-                    .collect();
-                let ctx = FrameCtx {
-                    transport: Transport::Tcp,
-                    peer,
-                    now,
-                };
+                let (frames, ctx) = frames(&mut counter, iters, encrypted, peer);
                 rt.block_on(async {
                     let t = Instant::now();
                     for f in &frames {
@@ -174,18 +174,7 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("batch64_{name}"), |b| {
             b.iter_custom(|iters| {
-                let now = jiff::Timestamp::now();
-                let frames: Vec<Vec<u8>> = (0..iters)
-                    .map(|_| {
-                        counter += 1;
-                        frame(counter, encrypted, now)
-                    })
-                    .collect();
-                let ctx = FrameCtx {
-                    transport: Transport::Tcp,
-                    peer,
-                    now,
-                };
+                let (frames, ctx) = frames(&mut counter, iters, encrypted, peer);
                 rt.block_on(async {
                     let t = Instant::now();
                     for chunk in frames.chunks(64) {

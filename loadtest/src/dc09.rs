@@ -41,31 +41,43 @@ const CONNECT_PHASE: Duration = Duration::from_secs(60);
 pub const MAX_WINDOW: usize = 4096;
 
 /// Options of the `dc09` scenario.
-#[derive(Debug, Clone)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Options {
-    /// `HOST:PORT` of the server.
+    /// Server address, HOST:PORT.
+    #[arg(long)]
     pub target: String,
-    /// Simulated devices (connections).
+    /// Simulated devices, one connection (or UDP socket) each.
+    #[arg(long, default_value_t = 10)]
     pub connections: usize,
-    /// Measured seconds.
+    /// Measured seconds (after the warmup).
+    #[arg(long, default_value_t = 10.0)]
     pub duration_secs: f64,
-    /// Plain or encrypted (default: plain, or `auto` with an accounts file).
+    /// plain, aes128, aes256; or auto (rows as they are; the default with --accounts-file).
+    #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// What the devices send.
+    #[arg(long, value_enum, default_value_t = Kind::Heartbeat)]
     pub kind: Kind,
-    /// UDP instead of TCP.
+    /// UDP: one datagram per frame, answers matched by sequence number.
+    #[arg(long)]
     pub udp: bool,
-    /// Frames in flight per connection.
+    /// Frames in flight per connection (1 = request/response, as a real device).
+    #[arg(long, default_value_t = 1)]
     pub window: usize,
-    /// Total frames/s cap (0 = none), split evenly over the connections.
+    /// Total frames/s cap, split evenly over the connections (0 = none).
+    #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Registry CSV to take the devices from.
+    /// Devices CSV (registry format) to take accounts, lines, receivers and keys from.
+    #[arg(long)]
     pub accounts_file: Option<PathBuf>,
-    /// Where to write the JSON report.
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Seconds of traffic before the measured window.
+    /// Seconds of traffic before the measured window (not counted).
+    #[arg(long, default_value_t = 1.0)]
     pub warmup_secs: f64,
-    /// Per-frame answer timeout.
+    /// Per-frame answer timeout in seconds (counted as an error).
+    #[arg(long, default_value_t = 5.0)]
     pub timeout_secs: f64,
 }
 

@@ -24,8 +24,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::device::{Kind, Mode};
-
 #[derive(Parser, Debug)]
 #[command(
     name = "vakt-loadtest",
@@ -44,44 +42,7 @@ struct Cli {
 enum Cmd {
     /// C simulated devices send DC-09 frames for S seconds; prints
     /// `frames/s=N p50_ms=N p99_ms=N p999_ms=N errors=N`.
-    Dc09 {
-        /// Server address, HOST:PORT.
-        #[arg(long)]
-        target: String,
-        /// Simulated devices, one connection (or UDP socket) each.
-        #[arg(long, default_value_t = 10)]
-        connections: usize,
-        /// Measured seconds (after the warmup).
-        #[arg(long, default_value_t = 10.0)]
-        duration_secs: f64,
-        /// plain, aes128, aes256; or auto (rows as they are; the default with --accounts-file).
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        /// What the devices send.
-        #[arg(long, value_enum, default_value_t = Kind::Heartbeat)]
-        kind: Kind,
-        /// UDP: one datagram per frame, answers matched by sequence number.
-        #[arg(long)]
-        udp: bool,
-        /// Frames in flight per connection (1 = request/response, as a real device).
-        #[arg(long, default_value_t = 1)]
-        window: usize,
-        /// Total frames/s cap, split evenly over the connections (0 = none).
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-        /// Devices CSV (registry format) to take accounts, lines, receivers and keys from.
-        #[arg(long)]
-        accounts_file: Option<PathBuf>,
-        /// Also write the figures as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Seconds of traffic before the measured window (not counted).
-        #[arg(long, default_value_t = 1.0)]
-        warmup_secs: f64,
-        /// Per-frame answer timeout in seconds (counted as an error).
-        #[arg(long, default_value_t = 5.0)]
-        timeout_secs: f64,
-    },
+    Dc09(dc09::Options),
     /// Writes a devices CSV that `vakt devices import` accepts.
     Fleet {
         /// Devices to write.
@@ -115,38 +76,7 @@ enum Cmd {
     },
     /// Recovery flood after a telecom outage: N devices connect, drain K alarms each, then
     /// heartbeat; prints `storm devices=N connect_per_s=N backlog_done_s=N p99_ms=N errors=N`.
-    Storm {
-        /// Server address, HOST:PORT.
-        #[arg(long)]
-        target: String,
-        /// Devices (one TCP connection each; capped by the open-files limit).
-        #[arg(long, default_value_t = 1000)]
-        devices: usize,
-        /// Alarms queued per device.
-        #[arg(long, default_value_t = 5)]
-        backlog: u32,
-        /// Connects per second in all (0 = as fast as possible).
-        #[arg(long, default_value_t = 0.0)]
-        connect_rate: f64,
-        /// Seconds between heartbeats after the backlog.
-        #[arg(long, default_value_t = 10.0)]
-        heartbeat_secs: f64,
-        /// Total run time in seconds.
-        #[arg(long, default_value_t = 30.0)]
-        duration_secs: f64,
-        /// Devices CSV (registry format).
-        #[arg(long)]
-        accounts_file: Option<PathBuf>,
-        /// plain, aes128, aes256; or auto (the default with --accounts-file).
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        /// Per-frame answer timeout in seconds.
-        #[arg(long, default_value_t = 10.0)]
-        timeout_secs: f64,
-        /// Also write the figures as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Storm(storm::Options),
 }
 
 fn main() -> ExitCode {
@@ -187,63 +117,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = rt.build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Dc09 {
-                target,
-                connections,
-                duration_secs,
-                mode,
-                kind,
-                udp,
-                window,
-                rate,
-                accounts_file,
-                json,
-                warmup_secs,
-                timeout_secs,
-            } => {
-                dc09::run(dc09::Options {
-                    target,
-                    connections,
-                    duration_secs,
-                    mode,
-                    kind,
-                    udp,
-                    window,
-                    rate,
-                    accounts_file,
-                    json,
-                    warmup_secs,
-                    timeout_secs,
-                })
-                .await
-            }
+            Cmd::Dc09(o) => dc09::run(o).await,
             Cmd::Ceiling { listen, aes } => ceiling::run(&listen, aes).await,
-            Cmd::Storm {
-                target,
-                devices,
-                backlog,
-                connect_rate,
-                heartbeat_secs,
-                duration_secs,
-                accounts_file,
-                mode,
-                timeout_secs,
-                json,
-            } => {
-                storm::run(storm::Options {
-                    target,
-                    devices,
-                    backlog,
-                    connect_rate,
-                    heartbeat_secs,
-                    duration_secs,
-                    accounts_file,
-                    mode,
-                    timeout_secs,
-                    json,
-                })
-                .await
-            }
+            Cmd::Storm(o) => storm::run(o).await,
             Cmd::Fleet { .. } => Ok(()),
         }
     })

@@ -37,27 +37,37 @@ use crate::stats::{self, ErrorKind, Live, Sink, Stats, round3};
 pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Options of the `storm` scenario.
-#[derive(Debug, Clone)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Options {
-    /// `HOST:PORT` of the server.
+    /// Server address, HOST:PORT.
+    #[arg(long)]
     pub target: String,
-    /// Devices.
+    /// Devices (one TCP connection each; capped by the open-files limit).
+    #[arg(long, default_value_t = 1000)]
     pub devices: usize,
-    /// Alarms each device has queued.
+    /// Alarms queued per device.
+    #[arg(long, default_value_t = 5)]
     pub backlog: u32,
     /// Connects per second in all (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
     pub connect_rate: f64,
-    /// Seconds between heartbeats once the backlog is drained.
+    /// Seconds between heartbeats after the backlog.
+    #[arg(long, default_value_t = 10.0)]
     pub heartbeat_secs: f64,
-    /// Total run time.
+    /// Total run time in seconds.
+    #[arg(long, default_value_t = 30.0)]
     pub duration_secs: f64,
-    /// Registry CSV to take the devices from.
+    /// Devices CSV (registry format).
+    #[arg(long)]
     pub accounts_file: Option<PathBuf>,
-    /// Plain or encrypted (default: plain, or `auto` with an accounts file).
+    /// plain, aes128, aes256; or auto (the default with --accounts-file).
+    #[arg(long, value_enum)]
     pub mode: Option<Mode>,
-    /// Per-frame answer timeout.
+    /// Per-frame answer timeout in seconds.
+    #[arg(long, default_value_t = 10.0)]
     pub timeout_secs: f64,
-    /// Where to write the JSON report.
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
