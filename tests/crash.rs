@@ -19,7 +19,6 @@ use vakt::codec::dc09::{self, FrameSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
 const DEVICES: usize = 6;
-const KILLS: usize = 5;
 
 /// A small deterministic generator, seeded per run (printed, so a failure can be replayed).
 struct Lcg(u64);
@@ -143,6 +142,17 @@ fn device_run(
 
 #[test]
 fn every_acked_alarm_survives_sigkill_exactly_once() {
+    sigkill_rounds(5);
+}
+
+/// The same with many more kills (run by `.ci/run` in its stress stage).
+#[test]
+#[ignore = "stress: about a minute"]
+fn every_acked_alarm_survives_many_sigkills() {
+    sigkill_rounds(40);
+}
+
+fn sigkill_rounds(kills: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::write(
@@ -163,7 +173,7 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
     let acked = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
     let mut counters = [0u32; DEVICES];
     let mut waiting: Vec<Option<Vec<u8>>> = vec![None; DEVICES];
-    for round in 0..=KILLS {
+    for round in 0..=kills {
         let (mut child, addr) = start(&dir.path().join("vakt.toml"));
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..DEVICES)
@@ -178,7 +188,7 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
                 })
             })
             .collect();
-        if round < KILLS {
+        if round < kills {
             // Let traffic flow for a random 150..650 ms, then SIGKILL.
             std::thread::sleep(Duration::from_millis(150 + rng.next() % 500));
             child.kill().expect("SIGKILL");
@@ -193,7 +203,7 @@ fn every_acked_alarm_survives_sigkill_exactly_once() {
             counters[d] = next;
             waiting[d] = w;
         }
-        if round == KILLS {
+        if round == kills {
             // SAFETY: sending a signal to our own child process.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let t = Instant::now();
