@@ -95,8 +95,8 @@ pub struct SignalEvent {
     /// What the code means, where vakt knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// New event, restore, or status report.
-    pub qualifier: SignalQualifier,
+    /// New event, restore, or status report (`new`, `restore`, `status`).
+    pub qualifier: Qualifier,
     /// Zone (device/sensor) number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<u32>,
@@ -114,35 +114,13 @@ pub struct SignalEvent {
     pub time: Option<String>,
 }
 
-/// New, restore, or status; serialised as `new`, `restore`, `status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalQualifier {
-    /// A new event (alarm, trouble, test).
-    New,
-    /// The condition is restored.
-    Restore,
-    /// A previously reported condition is still present.
-    Status,
-}
-
-impl From<Qualifier> for SignalQualifier {
-    fn from(q: Qualifier) -> Self {
-        match q {
-            Qualifier::New => SignalQualifier::New,
-            Qualifier::Restore => SignalQualifier::Restore,
-            Qualifier::Status => SignalQualifier::Status,
-        }
-    }
-}
-
 impl SignalEvent {
     /// Converts a codec event.
     pub fn from_codec(e: &crate::codec::event::Event) -> Self {
         SignalEvent {
             code: e.code.to_string(),
             name: crate::codec::event::name(&e.code).map(str::to_owned),
-            qualifier: e.qualifier.into(),
+            qualifier: e.qualifier,
             zone: e.zone,
             group: e.group,
             user: e.user,
@@ -314,19 +292,4 @@ mod key_bytes {
 /// Normalises an account, line or receiver given as hex digits: upper case, trimmed.
 pub fn norm_hex(s: &str) -> String {
     s.trim().to_ascii_uppercase()
-}
-
-/// Event code and qualifier of a Signal's first event, for logs.
-pub fn summary(events: &[SignalEvent]) -> String {
-    match events.first() {
-        None => "-".to_string(),
-        Some(e) => {
-            let q = match e.qualifier {
-                SignalQualifier::New => "new",
-                SignalQualifier::Restore => "restore",
-                SignalQualifier::Status => "status",
-            };
-            format!("{} {q}", e.code)
-        }
-    }
 }

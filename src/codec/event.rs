@@ -35,7 +35,7 @@ impl serde::Serialize for EventCode {
 }
 
 /// Whether the event is new, a restore, or a status report (protocols.md §2.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Qualifier {
     /// New event, or opening (disarm). Contact ID qualifier `1`; SIA codes not in the restore table.
