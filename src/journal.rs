@@ -49,6 +49,17 @@ pub enum Commit {
     Failed,
 }
 
+/// Why the journal could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Reading the journal for the dedup window failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The committer thread could not be started.
+    #[error("cannot start the journal committer thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Why a Signal could not be submitted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -102,7 +113,7 @@ impl Journal {
         opts: JournalOptions,
         metrics: Metrics,
         now: jiff::Timestamp,
-    ) -> Result<Journal, StoreError> {
+    ) -> Result<Journal, JournalError> {
         let next_id = store.next_journal_id()?;
         let window = jiff::SignedDuration::from_secs(opts.dedup_window_secs as i64);
         let mut dedup = Dedup::new(window, opts.dedup_max_entries);
@@ -134,10 +145,7 @@ impl Journal {
         let thread = std::thread::Builder::new()
             .name("vakt-journal".into())
             .spawn(move || committer.run())
-            .map_err(|e| StoreError::Corrupt {
-                tree: "journal",
-                detail: format!("cannot start committer thread: {e}"),
-            })?;
+            .map_err(JournalError::Thread)?;
         Ok(Journal {
             tx,
             thread: Mutex::new(Some(thread)),

@@ -45,6 +45,12 @@ pub enum ServerError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The journal could not start.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// A blocking task of the server panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
@@ -138,12 +144,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     let store = {
         let dir = cfg.data_dir.clone();
         let cache = cfg.journal.cache_capacity_bytes;
-        tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache))
-            .await
-            .map_err(|e| StoreError::Corrupt {
-                tree: "-",
-                detail: e.to_string(),
-            })??
+        tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache)).await??
     };
     let metrics = Metrics::new();
     let registry = Arc::new(Registry::new(store.devices()?));
@@ -283,12 +284,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
         }
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.flush())
-            .await
-            .map_err(|e| StoreError::Corrupt {
-                tree: "-",
-                detail: e.to_string(),
-            })??;
+        tokio::task::spawn_blocking(move || s.flush()).await??;
         tracing::info!("shut down");
         Ok(())
     });
