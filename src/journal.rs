@@ -15,8 +15,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::Signal;
-use crate::store::{JournalRecord, Store, StoreError};
+use crate::model::{Flags, Signal};
+use crate::store::{JournalRecord, Store, StoreError, encode_record};
 use crate::telemetry::Metrics;
 
 /// A 128-bit retransmission key.
@@ -63,6 +63,9 @@ pub enum JournalError {
 /// Why a Signal could not be submitted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    /// The Signal could not be encoded (a bug; the frame gets no ACK).
+    #[error(transparent)]
+    Encode(#[from] StoreError),
     /// The queue is full (only from [`Journal::try_submit`]).
     #[error("journal queue full")]
     Full,
@@ -71,13 +74,43 @@ pub enum SubmitError {
     Closed,
 }
 
+/// A Signal on its way to the committer, already encoded by the submitting task so that the
+/// one committer thread only checks dedup, concatenates and writes.
+struct Entry {
+    record: Vec<u8>,
+    received_at: jiff::Timestamp,
+    flags: Flags,
+    dedup: Option<DedupKey>,
+    reply: oneshot::Sender<Commit>,
+}
+
 enum Msg {
-    Append {
-        signal: Box<Signal>,
-        dedup: Option<DedupKey>,
-        reply: oneshot::Sender<Commit>,
-    },
+    Append(Entry),
     Close,
+}
+
+/// Encodes a Signal for the journal, off the committer thread.
+fn entry(
+    signal: Signal,
+    dedup: Option<DedupKey>,
+) -> Result<(Entry, oneshot::Receiver<Commit>), StoreError> {
+    let (reply, rx) = oneshot::channel();
+    let received_at = signal.received_at;
+    let flags = signal.flags;
+    let record = encode_record(&JournalRecord {
+        signal: Signal { id: 0, ..signal },
+        dedup: dedup.map(hex::encode),
+    })?;
+    Ok((
+        Entry {
+            record,
+            received_at,
+            flags,
+            dedup,
+            reply,
+        },
+        rx,
+    ))
 }
 
 /// Tuning of the committer.
@@ -159,13 +192,9 @@ impl Journal {
         signal: Signal,
         dedup: Option<DedupKey>,
     ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
-        let (reply, rx) = oneshot::channel();
+        let (e, rx) = entry(signal, dedup)?;
         self.tx
-            .send(Msg::Append {
-                signal: Box::new(signal),
-                dedup,
-                reply,
-            })
+            .send(Msg::Append(e))
             .await
             .map_err(|_| SubmitError::Closed)?;
         Ok(rx)
@@ -177,17 +206,11 @@ impl Journal {
         signal: Signal,
         dedup: Option<DedupKey>,
     ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Msg::Append {
-                signal: Box::new(signal),
-                dedup,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-            })?;
+        let (e, rx) = entry(signal, dedup)?;
+        self.tx.try_send(Msg::Append(e)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })?;
         Ok(rx)
     }
 
@@ -235,6 +258,12 @@ impl Dedup {
             .map(|(id, _)| *id)
     }
 
+    /// Forgets the entries of journal ids that were not committed after all. Rare (a failed
+    /// commit), so a full scan is fine.
+    fn forget_ids(&mut self, ids: std::ops::Range<u64>) {
+        self.map.retain(|_, (id, _)| !ids.contains(id));
+    }
+
     /// Remembers `k`; returns how many entries were evicted early because the table was full.
     fn insert(&mut self, k: DedupKey, id: u64, at: jiff::Timestamp) -> u64 {
         // Expire by time.
@@ -272,11 +301,20 @@ struct Committer {
     metrics: Metrics,
 }
 
+/// One group commit being gathered.
+#[derive(Default)]
+struct Batch {
+    /// Encoded records, ids `first_id..`.
+    records: Vec<Vec<u8>>,
+    /// Their flags, for the metrics.
+    flags: Vec<Flags>,
+    /// Every answer owed after the flush (records and duplicates).
+    replies: Vec<(oneshot::Sender<Commit>, Commit)>,
+}
+
 impl Committer {
     fn run(mut self) {
-        let mut records: Vec<JournalRecord> = Vec::with_capacity(self.max_batch);
-        let mut replies: Vec<(oneshot::Sender<Commit>, Commit)> =
-            Vec::with_capacity(self.max_batch);
+        let mut batch = Batch::default();
         let mut closing = false;
         while !closing {
             let Some(first) = self.rx.blocking_recv() else {
@@ -289,23 +327,19 @@ impl Committer {
                         closing = true;
                         break;
                     }
-                    Msg::Append {
-                        signal,
-                        dedup,
-                        reply,
-                    } => self.stage(*signal, dedup, reply, &mut records, &mut replies),
+                    Msg::Append(e) => self.stage(e, &mut batch),
                 }
-                if replies.len() < self.max_batch {
+                if batch.replies.len() < self.max_batch {
                     next = self.rx.try_recv().ok();
                 }
             }
-            self.commit(&mut records, &mut replies);
+            self.commit(&mut batch);
         }
         self.rx.close();
         // Anything that raced in after Close gets no ACK (the device will retry elsewhere or later).
         while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Append { reply, .. } = msg {
-                let _ = reply.send(Commit::Failed);
+            if let Msg::Append(e) = msg {
+                let _ = e.reply.send(Commit::Failed);
             }
         }
         if let Err(e) = self.store.flush() {
@@ -314,57 +348,43 @@ impl Committer {
         tracing::info!(next_id = self.next_id, "journal closed");
     }
 
-    fn stage(
-        &mut self,
-        mut signal: Signal,
-        dedup: Option<DedupKey>,
-        reply: oneshot::Sender<Commit>,
-        records: &mut Vec<JournalRecord>,
-        replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>,
-    ) {
-        if let Some(k) = dedup {
-            if let Some(id) = self.dedup.get(&k, signal.received_at) {
-                replies.push((reply, Commit::Duplicate(id)));
+    fn stage(&mut self, e: Entry, batch: &mut Batch) {
+        if let Some(k) = e.dedup {
+            if let Some(id) = self.dedup.get(&k, e.received_at) {
+                batch.replies.push((e.reply, Commit::Duplicate(id)));
                 return;
             }
         }
-        signal.id = self.next_id;
-        self.next_id += 1;
-        if let Some(k) = dedup {
-            let evicted = self.dedup.insert(k, signal.id, signal.received_at);
+        let id = self.next_id + batch.records.len() as u64;
+        if let Some(k) = e.dedup {
+            let evicted = self.dedup.insert(k, id, e.received_at);
             if evicted > 0 {
                 self.metrics.dedup_evicted.increment(evicted);
             }
         }
-        replies.push((reply, Commit::Stored(signal.id)));
-        records.push(JournalRecord {
-            dedup: dedup.map(hex::encode),
-            signal,
-        });
+        batch.replies.push((e.reply, Commit::Stored(id)));
+        batch.records.push(e.record);
+        batch.flags.push(e.flags);
     }
 
-    fn commit(
-        &mut self,
-        records: &mut Vec<JournalRecord>,
-        replies: &mut Vec<(oneshot::Sender<Commit>, Commit)>,
-    ) {
-        if replies.is_empty() {
+    fn commit(&mut self, batch: &mut Batch) {
+        if batch.replies.is_empty() {
             return;
         }
         let started = Instant::now();
-        let result = if records.is_empty() {
+        let result = if batch.records.is_empty() {
             // Only duplicates: their originals were made durable by an earlier flush, but a
             // flush that failed may have left them only in memory, so flush again.
             self.store.flush()
         } else {
             self.store
-                .append_journal(records)
+                .append_journal(self.next_id, &batch.records)
                 .and_then(|()| self.store.flush())
         };
         match result {
             Ok(()) => {
-                for r in records.iter() {
-                    let f = &r.signal.flags;
+                self.next_id += batch.records.len() as u64;
+                for f in &batch.flags {
                     let c = if f.undecryptable {
                         &self.metrics.journaled_undecryptable
                     } else if f.unknown_device {
@@ -376,23 +396,28 @@ impl Committer {
                     };
                     c.increment(1);
                 }
-                self.metrics.batch_frames.record(replies.len() as f64);
+                self.metrics.batch_frames.record(batch.replies.len() as f64);
                 self.metrics
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
-                for (tx, c) in replies.drain(..) {
+                for (tx, c) in batch.replies.drain(..) {
                     let _ = tx.send(c);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, frames = replies.len(), "journal commit failed; no ACK sent");
+                tracing::error!(error = %e, frames = batch.replies.len(), "journal commit failed; no ACK sent");
                 self.metrics.journal_errors.increment(1);
-                for (tx, _) in replies.drain(..) {
+                // The ids of this batch were not taken: the next commit reuses them, so
+                // forget the dedup entries that point at them.
+                let failed = self.next_id..self.next_id + batch.records.len() as u64;
+                self.dedup.forget_ids(failed);
+                for (tx, _) in batch.replies.drain(..) {
                     let _ = tx.send(Commit::Failed);
                 }
             }
         }
-        records.clear();
+        batch.records.clear();
+        batch.flags.clear();
     }
 }
 

@@ -139,10 +139,16 @@ pub struct XDataItem {
     pub value: String,
 }
 
+fn unassigned(id: &u64) -> bool {
+    *id == 0
+}
+
 /// One normalised record of something a device sent: what the journal stores and triage reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
-    /// Monotonic journal id (assigned at commit).
+    /// Monotonic journal id, from 1 (assigned at commit; 0 until then). Not written inside
+    /// the stored record, whose place in the journal gives it.
+    #[serde(default, skip_serializing_if = "unassigned")]
     pub id: u64,
     /// When vakt received the frame (UTC).
     pub received_at: jiff::Timestamp,

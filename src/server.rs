@@ -163,7 +163,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     )?;
     tracing::info!(
         devices = registry.len(),
-        journal = store.journal_len(),
+        next_signal_id = store.next_journal_id()?,
         data_dir = %cfg.data_dir.display(),
         "store opened"
     );
