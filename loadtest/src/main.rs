@@ -7,6 +7,7 @@
 //! * `fleet`: writes a devices CSV for `vakt devices import` and `--accounts-file`.
 //! * `ceiling`: a server that answers every frame with no processing: the machine's limit.
 //! * `storm`: the reconnect-and-drain flood after a telecom outage.
+//! * `idle`: memory per idle device connection in the server.
 //!
 //! Every scenario prints exactly one summary line on stdout as its last line; progress goes
 //! to stderr. All traffic goes to the given target only, and every loop ends with the run.
@@ -15,6 +16,7 @@ mod ceiling;
 mod dc09;
 mod device;
 mod fleet;
+mod idle;
 mod net;
 mod stats;
 mod storm;
@@ -77,6 +79,9 @@ enum Cmd {
     /// Recovery flood after a telecom outage: N devices connect, drain K alarms each, then
     /// heartbeat; prints `storm devices=N connect_per_s=N backlog_done_s=N p99_ms=N errors=N`.
     Storm(storm::Options),
+    /// What idle device connections cost the server: N devices connect, send one NULL, then
+    /// stay silent; prints `idle connections=N ... bytes_per_conn=N` (with --server-pid).
+    Idle(idle::Options),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Dc09(o) => dc09::run(o).await,
             Cmd::Ceiling { listen, aes } => ceiling::run(&listen, aes).await,
             Cmd::Storm(o) => storm::run(o).await,
+            Cmd::Idle(o) => idle::run(o).await,
             Cmd::Fleet { .. } => Ok(()),
         }
     })

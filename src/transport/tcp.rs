@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,9 @@ use crate::journal::Commit;
 use crate::model::Transport;
 use crate::receiver::{Decision, FrameCtx};
 use crate::telemetry::{ProtoLabel, ResultLabel};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 4096;
 
 /// TCP limits.
 #[derive(Clone, Copy, Debug)]
@@ -110,28 +113,44 @@ async fn connection(
 ) -> &'static str {
     let rx = &ingress.receiver;
     let m = rx.metrics();
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut out: Vec<u8> = Vec::with_capacity(256);
-    let mut pending: Vec<Pending> = Vec::new();
+    // Buffers are allocated only while bytes are waiting: an idle device (the normal state
+    // between heartbeats) costs no receive or send buffer.
+    let mut buf = BytesMut::new();
+    let mut out: Vec<u8> = Vec::new();
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let n = tokio::select! {
+        let ready = tokio::select! {
             biased;
             () = shutdown.cancelled() => return "shutdown",
-            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match r {
-                Err(_) => return "idle",
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "read failed");
-                    return "error";
-                }
-                Ok(Ok(n)) => n,
-            },
+            r = tokio::time::timeout(idle, stream.readable()) => r,
         };
-        if n == 0 {
-            return "eof";
+        match ready {
+            Err(_) => return "idle",
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return "error";
+            }
+            Ok(Ok(())) => {}
         }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return "eof",
+            Ok(_) => {}
+            // A spurious wake-up (readiness is edge-triggered): give the buffer back if it
+            // holds nothing, so idle connections stay without one.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return "error";
+            }
+        }
+        let mut pending: Vec<Pending> = Vec::new();
         // Take every complete frame in the buffer; journal submissions of one read share a
         // group commit.
         loop {
@@ -225,7 +244,11 @@ async fn connection(
             if let Err(reason) = write(&mut stream, &out, idle).await {
                 return reason;
             }
-            out.clear();
+        }
+        // Give the buffers back while the device is quiet; a partial frame keeps `buf`.
+        out = Vec::new();
+        if buf.is_empty() {
+            buf = BytesMut::new();
         }
     }
 }
