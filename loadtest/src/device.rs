@@ -96,6 +96,8 @@ pub enum Kind {
     Alarm,
     /// 90 % NULL, 6 % CID 602 periodic tests, 3 % alarms (101/100/111), 1 % restores.
     Mixed,
+    /// A fleet's steady state: 99 % NULL heartbeats, 1 % alarms (101/100/111).
+    Steady,
 }
 
 impl Kind {
@@ -106,6 +108,7 @@ impl Kind {
             Kind::Heartbeat => "heartbeat",
             Kind::Alarm => "alarm",
             Kind::Mixed => "mixed",
+            Kind::Steady => "steady",
         }
     }
 }
@@ -255,6 +258,10 @@ impl FrameGen {
                 90..96 => Content::Cid(1, 602),
                 96..99 => Content::Cid(1, alarm_code(self.counter)),
                 _ => Content::Cid(3, alarm_code(self.counter)),
+            },
+            Kind::Steady => match self.rng.random_range(0..100u8) {
+                0..99 => Content::Null,
+                _ => Content::Cid(1, alarm_code(self.counter)),
             },
         }
     }
