@@ -303,7 +303,9 @@ fn corrupt(detail: String) -> StoreError {
 
 /// Checks the version byte of a journal entry and decompresses its records.
 fn unpack(v: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let (&format, packed) = v.split_first().ok_or_else(|| corrupt("empty entry".into()))?;
+    let (&format, packed) = v
+        .split_first()
+        .ok_or_else(|| corrupt("empty entry".into()))?;
     if format != JOURNAL_FORMAT {
         return Err(corrupt(format!("unknown format {format}")));
     }
@@ -429,8 +431,14 @@ mod tests {
         assert!(unpack(&[]).is_err());
         assert!(unpack(&[9]).is_err());
         assert!(unpack(&[JOURNAL_FORMAT, 0, 0]).is_err());
-        assert!(unpack(&[JOURNAL_FORMAT, 0xff, 0xff, 0xff, 0xff, 0]).is_err(), "absurd size");
-        assert!(unpack(&[JOURNAL_FORMAT, 10, 0, 0, 0, 0x50]).is_err(), "bad block");
+        assert!(
+            unpack(&[JOURNAL_FORMAT, 0xff, 0xff, 0xff, 0xff, 0]).is_err(),
+            "absurd size"
+        );
+        assert!(
+            unpack(&[JOURNAL_FORMAT, 10, 0, 0, 0, 0x50]).is_err(),
+            "bad block"
+        );
         assert!(split(&[0, 0]).is_err());
         assert!(split(&[0, 0, 0, 5, b'{']).is_err());
         assert_eq!(split(&[]).unwrap().len(), 0);

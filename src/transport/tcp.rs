@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
@@ -103,7 +102,88 @@ enum Pending {
     },
 }
 
+/// What one frame of a read turned into, before anything is awaited.
+enum Step {
+    /// Answer these bytes (in order).
+    Answer(Vec<u8>),
+    /// Journal, then answer.
+    Journal {
+        signal: Box<crate::model::Signal>,
+        dedup: Option<crate::journal::DedupKey>,
+        reply: Vec<u8>,
+        proto: ProtoLabel,
+        result: ResultLabel,
+        started: Instant,
+    },
+}
+
+/// Decides every complete frame in `data` (appending to `steps`); returns how many bytes
+/// were consumed. Synchronous, so the read buffer it borrows is never held across an await.
+fn decide_all(data: &[u8], peer: SocketAddr, ingress: &Ingress, steps: &mut Vec<Step>) -> usize {
+    let rx = &ingress.receiver;
+    let m = rx.metrics();
+    let mut off = 0;
+    while off < data.len() {
+        match dc09::scan(&data[off..]) {
+            Scan::Incomplete => break,
+            Scan::Skip(k) => {
+                m.garbage_bytes.increment(k as u64);
+                off += k;
+            }
+            Scan::Oversized(k) => {
+                m.garbage_bytes.increment(k as u64);
+                off += k;
+                let mut reply = Vec::new();
+                dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
+                m.nak("too_long");
+                m.frame(Transport::Tcp, ProtoLabel::Invalid, ResultLabel::Nak);
+                steps.push(Step::Answer(reply));
+            }
+            Scan::Frame { start, end } => {
+                let started = Instant::now();
+                let ctx = FrameCtx {
+                    transport: Transport::Tcp,
+                    peer,
+                    now: jiff::Timestamp::now(),
+                };
+                let decision = rx.decide(&data[off + start..off + end], &ctx);
+                off += end;
+                match decision {
+                    Decision::Answer {
+                        reply,
+                        proto,
+                        result,
+                    } => {
+                        m.frame(Transport::Tcp, proto, result);
+                        m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
+                        steps.push(Step::Answer(reply));
+                    }
+                    Decision::Journal {
+                        signal,
+                        dedup,
+                        reply,
+                        proto,
+                        result,
+                    } => steps.push(Step::Journal {
+                        signal,
+                        dedup,
+                        reply,
+                        proto,
+                        result,
+                        started,
+                    }),
+                }
+            }
+        }
+    }
+    off
+}
+
 /// Serves one connection; returns why it closed.
+///
+/// Memory: bytes are read into a buffer on the poll's stack, and only a partial frame left
+/// at the end of a read is kept on the heap, so an idle connection (the normal state of a
+/// device between heartbeats) holds no read buffer at all.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -113,11 +193,13 @@ async fn connection(
 ) -> &'static str {
     let rx = &ingress.receiver;
     let m = rx.metrics();
-    // Buffers are allocated only while bytes are waiting: an idle device (the normal state
-    // between heartbeats) costs no receive or send buffer.
-    let mut buf = BytesMut::new();
-    let mut out: Vec<u8> = Vec::new();
+    // A partial frame carried over to the next read (empty, and unallocated, between frames).
+    let mut partial: Vec<u8> = Vec::new();
     loop {
+        // Per read; dropped at the end of it, so nothing stays allocated while idle.
+        let mut steps: Vec<Step> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
         let ready = tokio::select! {
             biased;
             () = shutdown.cancelled() => return "shutdown",
@@ -131,90 +213,56 @@ async fn connection(
             }
             Ok(Ok(())) => {}
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match stream.try_read_buf(&mut buf) {
-            Ok(0) => return "eof",
-            Ok(_) => {}
-            // A spurious wake-up (readiness is edge-triggered): give the buffer back if it
-            // holds nothing, so idle connections stay without one.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if buf.is_empty() {
-                    buf = BytesMut::new();
+        {
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = match stream.try_read(&mut chunk) {
+                Ok(0) => return "eof",
+                Ok(n) => n,
+                // A spurious wake-up: readiness is edge-triggered.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return "error";
                 }
-                continue;
+            };
+            let got = &chunk[..n];
+            if partial.is_empty() {
+                let used = decide_all(got, peer, ingress, &mut steps);
+                partial.extend_from_slice(&got[used..]);
+            } else {
+                partial.extend_from_slice(got);
+                let used = decide_all(&partial, peer, ingress, &mut steps);
+                partial.drain(..used);
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "read failed");
-                return "error";
+            if partial.is_empty() {
+                partial = Vec::new();
             }
         }
-        let mut pending: Vec<Pending> = Vec::new();
-        // Take every complete frame in the buffer; journal submissions of one read share a
-        // group commit.
-        loop {
-            match dc09::scan(&buf) {
-                Scan::Incomplete => break,
-                Scan::Skip(k) => {
-                    m.garbage_bytes.increment(k as u64);
-                    buf.advance(k);
-                }
-                Scan::Oversized(k) => {
-                    m.garbage_bytes.increment(k as u64);
-                    buf.advance(k);
-                    let mut reply = Vec::new();
-                    dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
-                    m.nak("too_long");
-                    m.frame(Transport::Tcp, ProtoLabel::Invalid, ResultLabel::Nak);
-                    pending.push(Pending::Ready(reply));
-                }
-                Scan::Frame { start, end } => {
-                    let started = Instant::now();
-                    let ctx = FrameCtx {
-                        transport: Transport::Tcp,
-                        peer,
-                        now: jiff::Timestamp::now(),
-                    };
-                    let decision = rx.decide(&buf[start..end], &ctx);
-                    buf.advance(end);
-                    match decision {
-                        Decision::Answer {
-                            reply,
-                            proto,
-                            result,
-                        } => {
-                            m.frame(Transport::Tcp, proto, result);
-                            m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
-                            pending.push(Pending::Ready(reply));
-                        }
-                        Decision::Journal {
-                            signal,
-                            dedup,
-                            reply,
-                            proto,
-                            result,
-                        } => match ingress.journal.submit(*signal, dedup).await {
-                            Ok(crx) => pending.push(Pending::Wait {
-                                rx: crx,
-                                reply,
-                                proto,
-                                result,
-                                started,
-                            }),
-                            Err(_) => {
-                                m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
-                                return flush_and_close(
-                                    &mut stream,
-                                    &mut out,
-                                    &mut pending,
-                                    "journal",
-                                )
-                                .await;
-                            }
-                        },
+        // Journal submissions of one read share a group commit.
+        for step in steps {
+            match step {
+                Step::Answer(reply) => pending.push(Pending::Ready(reply)),
+                Step::Journal {
+                    signal,
+                    dedup,
+                    reply,
+                    proto,
+                    result,
+                    started,
+                } => match ingress.journal.submit(*signal, dedup).await {
+                    Ok(crx) => pending.push(Pending::Wait {
+                        rx: crx,
+                        reply,
+                        proto,
+                        result,
+                        started,
+                    }),
+                    Err(_) => {
+                        m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
+                        return flush_and_close(&mut stream, &mut out, &mut pending, "journal")
+                            .await;
                     }
-                }
+                },
             }
         }
         // Answer in order. A frame whose commit failed gets no ACK, and neither does any
@@ -244,11 +292,6 @@ async fn connection(
             if let Err(reason) = write(&mut stream, &out, idle).await {
                 return reason;
             }
-        }
-        // Give the buffers back while the device is quiet; a partial frame keeps `buf`.
-        out = Vec::new();
-        if buf.is_empty() {
-            buf = BytesMut::new();
         }
     }
 }
