@@ -102,24 +102,15 @@ enum Pending {
     },
 }
 
-/// What one frame of a read turned into, before anything is awaited.
-enum Step {
-    /// Answer these bytes (in order).
-    Answer(Vec<u8>),
-    /// Journal, then answer.
-    Journal {
-        signal: Box<crate::model::Signal>,
-        dedup: Option<crate::journal::DedupKey>,
-        reply: Vec<u8>,
-        proto: ProtoLabel,
-        result: ResultLabel,
-        started: Instant,
-    },
-}
-
-/// Decides every complete frame in `data` (appending to `steps`); returns how many bytes
-/// were consumed. Synchronous, so the read buffer it borrows is never held across an await.
-fn decide_all(data: &[u8], peer: SocketAddr, ingress: &Ingress, steps: &mut Vec<Step>) -> usize {
+/// Decides every complete frame in `data` (appending each decision and when its frame was
+/// complete to `steps`); returns how many bytes were consumed. Synchronous, so the read
+/// buffer it borrows is never held across an await.
+fn decide_all(
+    data: &[u8],
+    peer: SocketAddr,
+    ingress: &Ingress,
+    steps: &mut Vec<(Decision, Instant)>,
+) -> usize {
     let rx = &ingress.receiver;
     let m = rx.metrics();
     let mut off = 0;
@@ -136,8 +127,12 @@ fn decide_all(data: &[u8], peer: SocketAddr, ingress: &Ingress, steps: &mut Vec<
                 let mut reply = Vec::new();
                 dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
                 m.nak("too_long");
-                m.frame(Transport::Tcp, ProtoLabel::Invalid, ResultLabel::Nak);
-                steps.push(Step::Answer(reply));
+                let nak = Decision::Answer {
+                    reply,
+                    proto: ProtoLabel::Invalid,
+                    result: ResultLabel::Nak,
+                };
+                steps.push((nak, Instant::now()));
             }
             Scan::Frame { start, end } => {
                 let started = Instant::now();
@@ -146,33 +141,8 @@ fn decide_all(data: &[u8], peer: SocketAddr, ingress: &Ingress, steps: &mut Vec<
                     peer,
                     now: jiff::Timestamp::now(),
                 };
-                let decision = rx.decide(&data[off + start..off + end], &ctx);
+                steps.push((rx.decide(&data[off + start..off + end], &ctx), started));
                 off += end;
-                match decision {
-                    Decision::Answer {
-                        reply,
-                        proto,
-                        result,
-                    } => {
-                        m.frame(Transport::Tcp, proto, result);
-                        m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
-                        steps.push(Step::Answer(reply));
-                    }
-                    Decision::Journal {
-                        signal,
-                        dedup,
-                        reply,
-                        proto,
-                        result,
-                    } => steps.push(Step::Journal {
-                        signal,
-                        dedup,
-                        reply,
-                        proto,
-                        result,
-                        started,
-                    }),
-                }
             }
         }
     }
@@ -197,7 +167,7 @@ async fn connection(
     let mut partial: Vec<u8> = Vec::new();
     loop {
         // Per read; dropped at the end of it, so nothing stays allocated while idle.
-        let mut steps: Vec<Step> = Vec::new();
+        let mut steps: Vec<(Decision, Instant)> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
         let ready = tokio::select! {
@@ -239,16 +209,23 @@ async fn connection(
             }
         }
         // Journal submissions of one read share a group commit.
-        for step in steps {
-            match step {
-                Step::Answer(reply) => pending.push(Pending::Ready(reply)),
-                Step::Journal {
+        for (decision, started) in steps {
+            match decision {
+                Decision::Answer {
+                    reply,
+                    proto,
+                    result,
+                } => {
+                    m.frame(Transport::Tcp, proto, result);
+                    m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
+                    pending.push(Pending::Ready(reply));
+                }
+                Decision::Journal {
                     signal,
                     dedup,
                     reply,
                     proto,
                     result,
-                    started,
                 } => match ingress.journal.submit(*signal, dedup).await {
                     Ok(crx) => pending.push(Pending::Wait {
                         rx: crx,
