@@ -79,6 +79,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How often, and how far apart, opening retries a lock that sled has not released yet.
+const LOCK_ATTEMPTS: u32 = 60;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether sled could not open because its lock file is held.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// Registry key of a device: account, line and receiver, empty where "any".
 pub fn device_key(account: &str, line: Option<&str>, receiver: Option<&str>) -> String {
     format!(
@@ -101,14 +110,27 @@ impl Store {
             path: dir.display().to_string(),
             source: e,
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             // vakt flushes explicitly at every group commit; the background flush is only a
             // backstop for the registry and last-heard trees.
             .flush_every_ms(Some(1000))
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(open)?;
+            .cache_capacity(cache_bytes);
+        // sled releases its file lock only when its background threads have stopped, a
+        // moment after the last handle is dropped, so a reopen right after a close (a
+        // restart, `serve --demo` after seeding the registry) may find the lock still held.
+        // Wait for it a bounded time; a lock held by another running vakt still fails.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && attempts < LOCK_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(e) => return Err(open(e)),
+            }
+        };
         let journal = db.open_tree("journal").map_err(open)?;
         let devices = db.open_tree("devices").map_err(open)?;
         let last_heard = db.open_tree("last_heard").map_err(open)?;
