@@ -12,7 +12,7 @@
 //! big-endian length and the JSON of a [`JournalRecord`] without its id. The ids of a batch
 //! are consecutive, so record `i` of the batch keyed `k` has id `k + i`. One entry per commit
 //! instead of one per record saves the engine most of its per-insert work on the alarm hot
-//! path, and compression cuts the bytes written per alarm about fourfold (JSON repeats its
+//! path, and compression cuts the bytes written per alarm about threefold (JSON repeats its
 //! field names).
 
 use std::path::Path;
