@@ -1,5 +1,5 @@
 //! Smoke test of the `vakt-loadtest` binary: a `ceiling` server on 127.0.0.1:0, short `dc09`
-//! and `storm` runs against it (no errors, frames answered), and a `fleet` file that vakt's
+//! `storm` and `idle` runs against it (no errors, frames answered), and a `fleet` file that vakt's
 //! import parser accepts. A few seconds in all.
 
 use std::io::{BufRead, BufReader};
@@ -162,4 +162,29 @@ fn fleet_writes_an_importable_file() {
     let devices = vakt::registry::parse_csv(text.as_bytes()).expect("imports");
     assert_eq!(devices.len(), 50);
     assert_eq!(devices.iter().filter(|d| d.key.is_some()).count(), 20);
+}
+
+#[test]
+fn idle_holds_connections_and_measures_the_server() {
+    let c = ceiling("aes128");
+    let target = c.addr.to_string();
+    let pid = c.child.id().to_string();
+    let (line, report) = run(&[
+        "idle",
+        "--target",
+        &target,
+        "--connections",
+        "50",
+        "--hold-secs",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(line.starts_with("idle connections=50 failed=0 "), "{line}");
+    assert_eq!(report["connections"], 50, "{report:#}");
+    assert!(
+        report["rss_after_kib"].as_u64().is_some_and(|k| k > 0),
+        "{report:#}"
+    );
+    assert!(report["bytes_per_connection"].is_number(), "{report:#}");
 }
