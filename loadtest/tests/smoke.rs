@@ -1,4 +1,4 @@
-//! Smoke test of the `vakt-loadtest` binary: a `ceiling` server on 127.0.0.1:0, short `dc09`
+//! Smoke test of the `vakt-loadtest` binary: a `ceiling` server on 127.0.0.1:0, short `dc09`,
 //! `storm` and `idle` runs against it (no errors, frames answered), and a `fleet` file that vakt's
 //! import parser accepts. A few seconds in all.
 
