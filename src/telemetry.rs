@@ -281,6 +281,18 @@ impl Metrics {
         self.heartbeats[tidx(t)].increment(1);
     }
 
+    /// Counts a frame answered at once (not journaled) and its frame-to-answer latency.
+    pub fn answered(
+        &self,
+        t: Transport,
+        p: ProtoLabel,
+        r: ResultLabel,
+        started: std::time::Instant,
+    ) {
+        self.frame(t, p, r);
+        self.ack_latency(t, started.elapsed().as_secs_f64());
+    }
+
     /// Records frame-to-answer latency.
     pub fn ack_latency(&self, t: Transport, secs: f64) {
         self.ack_seconds[tidx(t)].record(secs);

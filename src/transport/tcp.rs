@@ -209,15 +209,20 @@ async fn connection(
             }
         }
         // Journal submissions of one read share a group commit.
+        // If the journal is closed (shutting down), the frames before stay answered and the
+        // connection closes after them.
+        let mut journal_closed = false;
         for (decision, started) in steps {
+            if journal_closed {
+                break;
+            }
             match decision {
                 Decision::Answer {
                     reply,
                     proto,
                     result,
                 } => {
-                    m.frame(Transport::Tcp, proto, result);
-                    m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
+                    m.answered(Transport::Tcp, proto, result, started);
                     pending.push(Pending::Ready(reply));
                 }
                 Decision::Journal {
@@ -236,8 +241,7 @@ async fn connection(
                     }),
                     Err(_) => {
                         m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
-                        return flush_and_close(&mut stream, &mut out, &mut pending, "journal")
-                            .await;
+                        journal_closed = true;
                     }
                 },
             }
@@ -270,27 +274,10 @@ async fn connection(
                 return reason;
             }
         }
-    }
-}
-
-async fn flush_and_close(
-    stream: &mut TcpStream,
-    out: &mut Vec<u8>,
-    pending: &mut Vec<Pending>,
-    reason: &'static str,
-) -> &'static str {
-    // Answers already earned are still sent; nothing after the failure is.
-    for p in pending.drain(..) {
-        match p {
-            Pending::Ready(r) => out.extend_from_slice(&r),
-            Pending::Wait { rx, reply, .. } => match rx.await {
-                Ok(Commit::Stored(_) | Commit::Duplicate(_)) => out.extend_from_slice(&reply),
-                _ => break,
-            },
+        if journal_closed {
+            return "journal";
         }
     }
-    let _ = write(stream, out, Duration::from_secs(5)).await;
-    reason
 }
 
 async fn write(stream: &mut TcpStream, out: &[u8], timeout: Duration) -> Result<(), &'static str> {

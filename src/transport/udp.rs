@@ -65,8 +65,7 @@ pub async fn serve(
                 proto,
                 result,
             } => {
-                m.frame(Transport::Udp, proto, result);
-                m.ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
+                m.answered(Transport::Udp, proto, result, started);
                 if reply.is_empty() {
                     continue;
                 }
