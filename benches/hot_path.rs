@@ -34,7 +34,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let csv = format!(
         "{}\n1234,,,,,anna,90,,\n9ABC,,,{KEY256},hex,cecilia,90,,\n",
-        vakt::registry::CSV_HEADER
+        vakt::registry::CSV_HEADER_V1
     );
     let devices = vakt::registry::parse_csv(csv.as_bytes()).unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -51,11 +51,12 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             },
             metrics.clone(),
             jiff::Timestamp::now(),
+            None,
         )
         .unwrap()
     });
     let receiver = Receiver::new(
-        Arc::new(Registry::new(devices)),
+        vakt::registry::Devices::new(Registry::new(devices)),
         Arc::new(LastHeard::new()),
         metrics,
         ReceiverOptions {

@@ -1,11 +1,20 @@
-//! Sub-commands that work on a stopped server's data directory: device import and journal
-//! export. (sled locks the directory, so they refuse to run beside a live server.)
+//! Sub-commands that work on a stopped server's data directory: device and subscriber
+//! import, users, journal and audit export. (sled locks the directory, so they refuse to
+//! run beside a live server.)
 
 use std::io::Write;
 use std::path::Path;
 
+use jiff::Timestamp;
+
+use crate::console::auth::{self, AuthError, Password};
+use crate::model::{AuditEntry, Role};
 use crate::registry::{self, ImportError};
 use crate::store::{Store, StoreError};
+use crate::subscribers;
+
+/// The user name audit entries written by these sub-commands carry.
+pub const CLI_USER: &str = "vakt";
 
 /// Why a sub-command failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +22,12 @@ pub enum CliError {
     /// The import file is invalid; nothing was imported.
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// The subscribers file is invalid; nothing was imported.
+    #[error(transparent)]
+    Subscribers(#[from] subscribers::ImportError),
+    /// A user name or password was refused (or hashing failed).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -24,7 +39,7 @@ pub enum CliError {
 /// Summary of an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportSummary {
-    /// Devices in the file.
+    /// Devices (or subscribers) in the file.
     pub total: usize,
     /// Of them, new to the registry (the rest replaced existing entries).
     pub new: usize,
@@ -53,6 +68,121 @@ pub fn export_journal(data_dir: &Path, after: u64, mut out: impl Write) -> Resul
         next = last.signal.id;
         for r in &batch {
             serde_json::to_writer(&mut out, &r.signal).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// Imports a subscribers CSV (see [`subscribers::CSV_HEADER`]) into `data_dir`. All or
+/// nothing. Writes a `subscriber.import` audit entry at `now`.
+pub fn import_subscribers(
+    data_dir: &Path,
+    csv: impl std::io::Read,
+    now: Timestamp,
+) -> Result<ImportSummary, CliError> {
+    let subs = subscribers::parse_csv(csv)?;
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(data_dir)?;
+    let new = store.upsert_subscribers(&subs)?;
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: "subscriber.import".to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!("command line: {} subscribers ({new} new)", subs.len()),
+    })?;
+    store.flush()?;
+    Ok(ImportSummary {
+        total: subs.len(),
+        new,
+    })
+}
+
+/// What [`add_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    /// A new user.
+    Added,
+    /// An existing user got a new password and role (and lost its sessions).
+    Replaced {
+        /// The role before.
+        previous_role: Role,
+    },
+}
+
+/// Adds a console user to `data_dir`, or replaces an existing user's password and role.
+/// The name must be `[a-z0-9_.-]{1,64}`, the password at least
+/// [`auth::MIN_PASSWORD_CHARS`] characters; it is stored as an argon2id hash. Writes a
+/// `user.add` or `user.update` audit entry at `now`.
+pub fn add_user(
+    data_dir: &Path,
+    name: &str,
+    role: Role,
+    password: &Password,
+    now: Timestamp,
+) -> Result<UserChange, CliError> {
+    auth::validate_username(name)?;
+    auth::validate_new_password(password.expose())?;
+    let phc = auth::hash_password(password.expose())?;
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(data_dir)?;
+    let previous = store.set_user(name, role, &phc, now)?;
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: if previous.is_some() {
+            "user.update"
+        } else {
+            "user.add"
+        }
+        .to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!("command line: user {name}, role {}", role.as_str()),
+    })?;
+    store.flush()?;
+    Ok(match previous {
+        None => UserChange::Added,
+        Some(previous_role) => UserChange::Replaced { previous_role },
+    })
+}
+
+/// Writes the users of `data_dir`, one a line: name, role and creation time (never the
+/// password hash). Returns how many.
+pub fn list_users(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
+    let store = Store::open(data_dir)?;
+    let users = store.users()?;
+    for u in &users {
+        writeln!(
+            out,
+            "{:<24} {:<10} {}",
+            u.name,
+            u.role.as_str(),
+            u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )?;
+    }
+    out.flush()?;
+    Ok(users.len())
+}
+
+/// Writes the audit log (entries with a sequence number greater than `after`) as JSON lines.
+/// Returns how many.
+pub fn export_audit(data_dir: &Path, after: u64, mut out: impl Write) -> Result<u64, CliError> {
+    let store = Store::open(data_dir)?;
+    let mut next = after;
+    let mut n = 0;
+    loop {
+        let batch = store.audit_after(next, 1000)?;
+        let Some(last) = batch.last() else { break };
+        next = last.seq;
+        for e in &batch {
+            serde_json::to_writer(&mut out, e).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             n += 1;
         }

@@ -45,6 +45,18 @@ pub struct Config {
     pub journal: JournalConfig,
     /// Health, metrics and API listener.
     pub http: HttpConfig,
+    /// Classification and the Call queue.
+    pub triage: TriageConfig,
+}
+
+/// `[triage]`: Calls and the queue.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriageConfig {
+    /// After this many merged alarms a Call moves up one level.
+    pub escalate_after: u32,
+    /// Committed batches of Signals waiting for triage.
+    pub feed_capacity: usize,
 }
 
 /// `[dc09]`: SIA DC-09 receivers.
@@ -96,6 +108,12 @@ pub struct HttpConfig {
     /// Listen address; `None` disables the HTTP listener.
     #[serde(deserialize_with = "opt_addr")]
     pub listen: Option<SocketAddr>,
+    /// A console session ends this long after login.
+    pub session_hours: u32,
+    /// Mark the session cookie `Secure` (set when a TLS proxy is in front of vakt).
+    pub secure_cookie: bool,
+    /// The centre's time zone (IANA name): "today" in the answer figures is local.
+    pub time_zone: String,
 }
 
 fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -116,6 +134,7 @@ impl Default for Config {
             dc09: Dc09Config::default(),
             journal: JournalConfig::default(),
             http: HttpConfig::default(),
+            triage: TriageConfig::default(),
         }
     }
 }
@@ -152,7 +171,26 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            session_hours: 12,
+            secure_cookie: false,
+            time_zone: "Europe/Stockholm".into(),
         }
+    }
+}
+
+impl Default for TriageConfig {
+    fn default() -> Self {
+        TriageConfig {
+            escalate_after: 3,
+            feed_capacity: 1024,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The configured time zone (validated at load; UTC if it cannot be found at run time).
+    pub fn tz(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
     }
 }
 
@@ -228,6 +266,23 @@ impl Config {
         }
         if !(1 << 20..=1 << 40).contains(&j.cache_capacity_bytes) {
             errs.push("journal.cache_capacity_bytes must be 1 MiB..=1 TiB".into());
+        }
+        let h = &self.http;
+        if !(1..=24 * 7).contains(&h.session_hours) {
+            errs.push("http.session_hours must be 1..=168".into());
+        }
+        if jiff::tz::TimeZone::get(&h.time_zone).is_err() {
+            errs.push(format!(
+                "http.time_zone {:?} is not a known IANA time zone (e.g. Europe/Stockholm)",
+                h.time_zone
+            ));
+        }
+        let t = &self.triage;
+        if !(1..=100).contains(&t.escalate_after) {
+            errs.push("triage.escalate_after must be 1..=100".into());
+        }
+        if !(1..=1_000_000).contains(&t.feed_capacity) {
+            errs.push("triage.feed_capacity must be 1..=1000000".into());
         }
         if errs.is_empty() {
             Ok(())

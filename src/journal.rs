@@ -15,7 +15,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{Flags, Signal};
+use crate::model::Signal;
 use crate::store::{JournalRecord, Store, StoreError, encode_record};
 use crate::telemetry::Metrics;
 
@@ -78,14 +78,13 @@ pub enum SubmitError {
 /// one committer thread only checks dedup, concatenates and writes.
 struct Entry {
     record: Vec<u8>,
-    received_at: jiff::Timestamp,
-    flags: Flags,
+    signal: Signal,
     dedup: Option<DedupKey>,
     reply: oneshot::Sender<Commit>,
 }
 
 enum Msg {
-    Append(Entry),
+    Append(Box<Entry>),
     Close,
 }
 
@@ -95,17 +94,16 @@ fn entry(
     dedup: Option<DedupKey>,
 ) -> Result<(Entry, oneshot::Receiver<Commit>), StoreError> {
     let (reply, rx) = oneshot::channel();
-    let received_at = signal.received_at;
-    let flags = signal.flags;
-    let record = encode_record(&JournalRecord {
-        signal: Signal { id: 0, ..signal },
+    let mut record = JournalRecord {
+        signal,
         dedup: dedup.map(hex::encode),
-    })?;
+    };
+    record.signal.id = 0;
+    let bytes = encode_record(&record)?;
     Ok((
         Entry {
-            record,
-            received_at,
-            flags,
+            record: bytes,
+            signal: record.signal,
             dedup,
             reply,
         },
@@ -125,6 +123,11 @@ pub struct JournalOptions {
     /// Bound on the dedup table.
     pub dedup_max_entries: usize,
 }
+
+/// Where committed Signals go next (triage): every Signal of a successful commit, with its
+/// id, in id order, sent after the flush. The channel is bounded: when triage falls behind,
+/// the committer waits, and so do the devices' ACKs (back-pressure instead of loss).
+pub type Feed = mpsc::Sender<Vec<Signal>>;
 
 /// Handle to the committer.
 pub struct Journal {
@@ -146,6 +149,7 @@ impl Journal {
         opts: JournalOptions,
         metrics: Metrics,
         now: jiff::Timestamp,
+        feed: Option<Feed>,
     ) -> Result<Journal, JournalError> {
         let next_id = store.next_journal_id()?;
         let window = jiff::SignedDuration::from_secs(opts.dedup_window_secs as i64);
@@ -174,6 +178,7 @@ impl Journal {
             dedup,
             max_batch: opts.max_batch,
             metrics,
+            feed,
         };
         let thread = std::thread::Builder::new()
             .name("vakt-journal".into())
@@ -194,7 +199,7 @@ impl Journal {
     ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
         let (e, rx) = entry(signal, dedup)?;
         self.tx
-            .send(Msg::Append(e))
+            .send(Msg::Append(Box::new(e)))
             .await
             .map_err(|_| SubmitError::Closed)?;
         Ok(rx)
@@ -207,7 +212,7 @@ impl Journal {
         dedup: Option<DedupKey>,
     ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
         let (e, rx) = entry(signal, dedup)?;
-        self.tx.try_send(Msg::Append(e)).map_err(|e| match e {
+        self.tx.try_send(Msg::Append(Box::new(e))).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Full,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
         })?;
@@ -299,6 +304,7 @@ struct Committer {
     dedup: Dedup,
     max_batch: usize,
     metrics: Metrics,
+    feed: Option<Feed>,
 }
 
 /// One group commit being gathered.
@@ -306,8 +312,8 @@ struct Committer {
 struct Batch {
     /// Encoded records, ids `first_id..`.
     records: Vec<Vec<u8>>,
-    /// Their flags, for the metrics.
-    flags: Vec<Flags>,
+    /// The same Signals decoded, for triage once they are durable.
+    signals: Vec<Signal>,
     /// Every answer owed after the flush (records and duplicates).
     replies: Vec<(oneshot::Sender<Commit>, Commit)>,
 }
@@ -327,7 +333,7 @@ impl Committer {
                         closing = true;
                         break;
                     }
-                    Msg::Append(e) => self.stage(e, &mut batch),
+                    Msg::Append(e) => self.stage(*e, &mut batch),
                 }
                 if batch.replies.len() < self.max_batch {
                     next = self.rx.try_recv().ok();
@@ -350,21 +356,21 @@ impl Committer {
 
     fn stage(&mut self, e: Entry, batch: &mut Batch) {
         if let Some(k) = e.dedup {
-            if let Some(id) = self.dedup.get(&k, e.received_at) {
+            if let Some(id) = self.dedup.get(&k, e.signal.received_at) {
                 batch.replies.push((e.reply, Commit::Duplicate(id)));
                 return;
             }
         }
         let id = self.next_id + batch.records.len() as u64;
         if let Some(k) = e.dedup {
-            let evicted = self.dedup.insert(k, id, e.received_at);
+            let evicted = self.dedup.insert(k, id, e.signal.received_at);
             if evicted > 0 {
                 self.metrics.dedup_evicted.increment(evicted);
             }
         }
         batch.replies.push((e.reply, Commit::Stored(id)));
         batch.records.push(e.record);
-        batch.flags.push(e.flags);
+        batch.signals.push(e.signal);
     }
 
     fn commit(&mut self, batch: &mut Batch) {
@@ -384,7 +390,7 @@ impl Committer {
         match result {
             Ok(()) => {
                 self.next_id += batch.records.len() as u64;
-                for f in &batch.flags {
+                for f in batch.signals.iter().map(|s| s.flags) {
                     let c = if f.undecryptable {
                         &self.metrics.journaled_undecryptable
                     } else if f.unknown_device {
@@ -403,6 +409,7 @@ impl Committer {
                 for (tx, c) in batch.replies.drain(..) {
                     let _ = tx.send(c);
                 }
+                self.forward(batch);
             }
             Err(e) => {
                 tracing::error!(error = %e, frames = batch.replies.len(), "journal commit failed; no ACK sent");
@@ -417,7 +424,28 @@ impl Committer {
             }
         }
         batch.records.clear();
-        batch.flags.clear();
+        batch.signals.clear();
+    }
+
+    /// Hands the Signals of a durable commit to triage (ids assigned here). Waits while
+    /// triage's queue is full; if triage has stopped, the Signals stay in the journal and are
+    /// triaged from it at the next start.
+    fn forward(&mut self, batch: &mut Batch) {
+        let Some(feed) = &self.feed else {
+            return;
+        };
+        if batch.signals.is_empty() {
+            return;
+        }
+        let first = self.next_id - batch.signals.len() as u64;
+        let mut signals = std::mem::take(&mut batch.signals);
+        for (i, s) in signals.iter_mut().enumerate() {
+            s.id = first + i as u64;
+        }
+        if feed.blocking_send(signals).is_err() {
+            tracing::warn!("triage has stopped; committed Signals wait in the journal");
+            self.feed = None;
+        }
     }
 }
 

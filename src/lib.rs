@@ -13,23 +13,30 @@
 //! - [`journal`]: group commit through one committer; dedup window. No ACK before the flush.
 //! - [`store`]: the sled database (journal, device registry, last-heard times).
 //! - [`registry`]: the device registry in memory, CSV import.
+//! - [`subscribers`]: the subscriber register's CSV import and checks.
 //! - [`supervision`]: last-heard times of devices.
+//! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
 //! - [`console`]: HTTP: health, metrics, API.
 //! - [`telemetry`]: tracing setup and every metric, described in one place.
 //! - [`config`]: typed configuration with an embedded, documented default.
 //! - [`server`]: wiring, start and graceful shutdown.
 //! - [`cli`]: the sub-commands other than `serve`.
+//! - [`demo`]: `serve --demo`: the demo municipality's seed and device simulator.
 
+pub mod calls;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod journal;
 pub mod model;
 pub mod receiver;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod subscribers;
 pub mod supervision;
 pub mod telemetry;
 pub mod transport;
+pub mod triage;

@@ -36,7 +36,9 @@ enum Cmd {
         /// Data directory (overrides `data_dir` of the configuration).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Load the demo devices (config/demo-devices.csv) if the registry is empty.
+        /// On an empty data directory, seed a demo municipality (subscribers, devices, an
+        /// operator and a supervisor whose passwords are printed), and run a built-in device
+        /// simulator that sends alarms to this vakt over DC-09.
         #[arg(long)]
         demo: bool,
     },
@@ -54,6 +56,21 @@ enum Cmd {
     Journal {
         #[command(subcommand)]
         cmd: JournalCmd,
+    },
+    /// Console users.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// The subscriber register.
+    Subscribers {
+        #[command(subcommand)]
+        cmd: SubscribersCmd,
+    },
+    /// The audit log (who did what).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
     },
 }
 
@@ -79,6 +96,56 @@ enum JournalCmd {
         #[arg(long, default_value = "vakt-data")]
         data_dir: PathBuf,
         /// Only Signals with an id greater than this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCmd {
+    /// Add a user, or give an existing one a new password and role (with the server
+    /// stopped). The password is read from standard input (the first line; asked for twice,
+    /// without echo, on a terminal) and must be at least 10 characters.
+    Add {
+        /// User name: 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'.
+        name: String,
+        /// What the user may do.
+        #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
+        role: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// List the users: name, role, created (with the server stopped).
+    List {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubscribersCmd {
+    /// Import subscribers from CSV (UTF-8; with the server stopped). All rows are checked
+    /// first; a file with any bad row imports nothing. Header:
+    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language
+    Import {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Print the audit log as JSON lines (with the server stopped).
+    Export {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// Only entries with a sequence number greater than this.
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
@@ -161,7 +228,180 @@ fn main() -> ExitCode {
                     .map_err(Into::into),
             )
         }
+        Cmd::Users {
+            cmd:
+                UsersCmd::Add {
+                    name,
+                    role,
+                    data_dir,
+                },
+        } => add_user(&name, &role, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::List { data_dir },
+        } => {
+            if !data_dir.is_dir() {
+                eprintln!("{}: no such data directory", data_dir.display());
+                return ExitCode::from(EX_USAGE);
+            }
+            match vakt::cli::list_users(&data_dir, std::io::stdout().lock()) {
+                Ok(0) => {
+                    eprintln!("no users in {}", data_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => report(Err(e.into())),
+            }
+        }
+        Cmd::Subscribers {
+            cmd: SubscribersCmd::Import { data_dir, file },
+        } => {
+            let f = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(EX_DATAERR);
+                }
+            };
+            let now = jiff::Timestamp::now();
+            match vakt::cli::import_subscribers(&data_dir, std::io::BufReader::new(f), now) {
+                Ok(s) => {
+                    println!(
+                        "imported {} subscribers ({} new, {} updated) into {}",
+                        s.total,
+                        s.new,
+                        s.total - s.new,
+                        data_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(vakt::cli::CliError::Subscribers(e)) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::from(EX_DATAERR)
+                }
+                Err(e) => report(Err(e.into())),
+            }
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Export { data_dir, after },
+        } => {
+            if !data_dir.is_dir() {
+                eprintln!("{}: no such data directory", data_dir.display());
+                return ExitCode::from(EX_USAGE);
+            }
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            report(
+                vakt::cli::export_audit(&data_dir, after, out)
+                    .map(|_| ())
+                    .map_err(Into::into),
+            )
+        }
     }
+}
+
+/// `vakt users add`: checks the name, reads the password, stores the user.
+fn add_user(name: &str, role: &str, data_dir: &std::path::Path) -> ExitCode {
+    use vakt::console::auth::{self, AuthError};
+    let role: vakt::model::Role = match role.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vakt: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(e) = auth::validate_username(name) {
+        eprintln!("vakt: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    let password = match read_password(name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vakt: reading the password: {e}");
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    let now = jiff::Timestamp::now();
+    match vakt::cli::add_user(data_dir, name, role, &password, now) {
+        Ok(vakt::cli::UserChange::Added) => {
+            println!(
+                "added user {name} ({}) to {}",
+                role.as_str(),
+                data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(vakt::cli::UserChange::Replaced { previous_role }) => {
+            println!(
+                "user {name} already existed: replaced its password and role ({} -> {}) and \
+                 ended its sessions",
+                previous_role.as_str(),
+                role.as_str()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(vakt::cli::CliError::Auth(e @ AuthError::BadUsername(_))) => {
+            eprintln!("vakt: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(vakt::cli::CliError::Auth(
+            e @ (AuthError::PasswordTooShort { .. } | AuthError::PasswordTooLong { .. }),
+        )) => {
+            eprintln!("vakt: {e}; nothing changed");
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
+/// The new password: on a terminal asked for twice without echo, otherwise the first line
+/// of standard input (without its line end).
+fn read_password(name: &str) -> std::io::Result<vakt::console::auth::Password> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = read_hidden(&format!("new password for {name}: "))?;
+        let again = read_hidden("again: ")?;
+        if first != again {
+            return Err(std::io::Error::other("the two passwords differ"));
+        }
+        Ok(vakt::console::auth::Password::new(first))
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        Ok(vakt::console::auth::Password::new(strip_line_end(line)))
+    }
+}
+
+fn strip_line_end(mut line: String) -> String {
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    line
+}
+
+/// Reads one line from the terminal on standard input with echo turned off.
+fn read_hidden(prompt: &str) -> std::io::Result<String> {
+    use std::io::BufRead;
+    eprint!("{prompt}");
+    // SAFETY: tcgetattr/tcsetattr only read and write the struct passed in; fd 0 is stdin.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (libc::tcgetattr(0, &mut t) == 0).then_some(t)
+    };
+    if let Some(t) = saved {
+        let mut quiet = t;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: as above; restores the terminal as it was.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+    eprintln!();
+    r?;
+    Ok(strip_line_end(line))
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -176,9 +416,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
     raise_fd_limit();
-    if demo {
-        load_demo(&cfg)?;
-    }
+    let demo_users = if demo { Some(load_demo(&cfg)?) } else { None };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vakt")
@@ -193,7 +431,29 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
             eprintln!("vakt: DC-09 UDP on {a}");
         }
         if let Some(a) = running.http {
-            eprintln!("vakt: HTTP on http://{a}/ (/live /ready /metrics /api/signals)");
+            eprintln!("vakt: operator console on http://{a}/ (API: /api/openapi.json; /live /ready /metrics)");
+        }
+        if let Some(users) = &demo_users {
+            eprintln!("{users}");
+            match running.dc09_tcp {
+                Some(mut target) => {
+                    // The simulator talks to vakt's own port, over loopback.
+                    if target.ip().is_unspecified() {
+                        target.set_ip(if target.is_ipv4() {
+                            std::net::Ipv4Addr::LOCALHOST.into()
+                        } else {
+                            std::net::Ipv6Addr::LOCALHOST.into()
+                        });
+                    }
+                    eprintln!("vakt: demo devices send alarms to {target} every minute or so");
+                    tokio::spawn(vakt::demo::simulate(
+                        target,
+                        vakt::demo::SimOptions::default(),
+                        running.shutdown.clone(),
+                    ));
+                }
+                None => eprintln!("vakt: DC-09 TCP is off, so the demo devices cannot send"),
+            }
         }
         let token = running.shutdown.clone();
         tokio::spawn(async move {
@@ -205,19 +465,55 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
     })
 }
 
-fn load_demo(cfg: &Config) -> anyhow::Result<()> {
+/// Where `serve --demo` keeps the demo users' passwords, so a later `--demo` start can show
+/// them again (demo data only: real users are made with `vakt users add`).
+const DEMO_USERS_FILE: &str = "demo-users.txt";
+
+/// Seeds the demo municipality into an empty data directory; returns the text that tells
+/// the newcomer how to log in.
+fn load_demo(cfg: &Config) -> anyhow::Result<String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let file = cfg.data_dir.join(DEMO_USERS_FILE);
     let store = vakt::store::Store::open(&cfg.data_dir)?;
-    if store.devices()?.is_empty() {
-        let devices = vakt::registry::parse_csv(vakt::registry::DEMO_CSV.as_bytes())?;
-        store.upsert_devices(&devices)?;
-        eprintln!(
-            "vakt: loaded {} demo devices (config/demo-devices.csv)",
-            devices.len()
-        );
+    match vakt::demo::seed(&store, jiff::Timestamp::now())? {
+        Some(users) => {
+            store.flush()?;
+            let text = format!(
+                "vakt: demo municipality loaded. Log in to the console as\n\
+                 vakt:   {} / {}   (operator)\n\
+                 vakt:   {} / {}   (supervisor)\n\
+                 vakt: (also in {}; make an admin with `vakt users add NAME --role admin`)",
+                users.operator.0,
+                users.operator.1,
+                users.supervisor.0,
+                users.supervisor.1,
+                file.display()
+            );
+            write_private(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+            Ok(text)
+        }
+        None => Ok(match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(_) => "vakt: the data directory is not empty, so no demo data was loaded; \
+                 log in with your own users"
+                .to_string(),
+        }),
     }
-    Ok(())
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
 }
 
 async fn wait_for_signal() {

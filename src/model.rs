@@ -175,6 +175,9 @@ pub struct Signal {
     /// The subscriber the device belongs to, from the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<String>,
+    /// The device's type from the registry (`pendant`, `smoke_detector`, ...), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
     /// When the device sent it (the frame's `_timestamp`), if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmitted_at: Option<jiff::Timestamp>,
@@ -254,6 +257,10 @@ pub struct Device {
     pub telecom_operator: Option<String>,
     /// The device's area.
     pub area: Option<String>,
+    /// What kind of device it is (`pendant`, `smoke_detector`, ...; see
+    /// `registry::DEVICE_TYPES`), used by triage where an event code is generic.
+    #[serde(default)]
+    pub device_type: Option<String>,
 }
 
 impl fmt::Debug for Device {
@@ -268,6 +275,7 @@ impl fmt::Debug for Device {
             .field("supervision_secs", &self.supervision_secs)
             .field("telecom_operator", &self.telecom_operator)
             .field("area", &self.area)
+            .field("device_type", &self.device_type)
             .finish()
     }
 }
@@ -298,4 +306,337 @@ mod key_bytes {
 /// Normalises an account, line or receiver given as hex digits: upper case, trimmed.
 pub fn norm_hex(s: &str) -> String {
     s.trim().to_ascii_uppercase()
+}
+
+// ---- calls, subscribers, users ----
+
+/// Priority level of a Call: 0 is the most urgent (life-safety), 4 is handled by rule.
+/// Levels and what falls in them are in `triage::priority` (one table).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(transparent)]
+pub struct Priority(pub u8);
+
+impl Priority {
+    /// Fire, smoke, gas, duress, panic, assault.
+    pub const LIFE_SAFETY: Priority = Priority(0);
+    /// Pendant press, medical, fall.
+    pub const PERSONAL: Priority = Priority(1);
+    /// No activity, wandering, bed or door sensors.
+    pub const CARE: Priority = Priority(2);
+    /// Communication lost, mains loss, battery low; also unknown or undecryptable devices.
+    pub const TECHNICAL: Priority = Priority(3);
+    /// Periodic tests, link tests, restores of technical faults: no Call.
+    pub const RULE: Priority = Priority(4);
+    /// Number of levels.
+    pub const LEVELS: usize = 5;
+
+    /// One level more urgent (0 stays 0).
+    pub fn raised(self) -> Priority {
+        Priority(self.0.saturating_sub(1))
+    }
+
+    /// A stable label for metrics (`"0"`..`"4"`).
+    pub fn label(self) -> &'static str {
+        ["0", "1", "2", "3", "4"][usize::from(self.0.min(4))]
+    }
+}
+
+/// Where a Call is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    /// Waiting in the queue for an operator.
+    Queued,
+    /// Owned by one operator.
+    Claimed,
+    /// Closed with an outcome.
+    Closed,
+}
+
+/// How a Call was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing needed (a false alarm, a test press).
+    NoAction,
+    /// Settled on the phone.
+    HandledByPhone,
+    /// The operator called 112 for an ambulance.
+    AmbulanceCalled,
+    /// A home-care patrol must go there (dispatch).
+    PatrolNeeded,
+}
+
+impl Outcome {
+    /// The stable name (`no_action`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NoAction => "no_action",
+            Outcome::HandledByPhone => "handled_by_phone",
+            Outcome::AmbulanceCalled => "ambulance_called",
+            Outcome::PatrolNeeded => "patrol_needed",
+        }
+    }
+}
+
+/// Whom an operator phoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneParty {
+    /// The person who alarmed.
+    Person,
+    /// A relative or other contact.
+    Relative,
+    /// Emergency services (112).
+    Emergency,
+}
+
+/// One line of a Call's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    /// When it happened (for a Signal: when vakt received it).
+    pub at: jiff::Timestamp,
+    /// The operator, for actions; absent for Signals and automatic changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What happened.
+    #[serde(flatten)]
+    pub what: TimelineEvent,
+}
+
+/// What a timeline line records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    /// A Signal that opened or merged into the Call.
+    Signal {
+        /// Journal id of the Signal.
+        signal_id: u64,
+        /// Device account.
+        account: String,
+        /// `CID 101`, `SIA FA`, or a flag such as `unknown_device`.
+        code: String,
+        /// What it means, in words.
+        description: String,
+        /// `new`, `restore` or `status`.
+        qualifier: String,
+        /// Zone, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<u32>,
+    },
+    /// The Call moved to a more urgent level.
+    Escalated {
+        /// Level before.
+        from: Priority,
+        /// Level after.
+        to: Priority,
+        /// Why (`repeated_presses`, `more_urgent_signal`).
+        reason: String,
+    },
+    /// A restore arrived: the condition that opened the Call is over (the Call stays open).
+    Restored,
+    /// An operator took the Call.
+    Claimed,
+    /// The owner put the Call back in the queue.
+    Released,
+    /// A note.
+    Note {
+        /// The text.
+        text: String,
+    },
+    /// A phone call was made.
+    PhoneCall {
+        /// To whom.
+        to: PhoneParty,
+        /// What was said or agreed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    /// The Call was closed.
+    Closed {
+        /// With what outcome.
+        outcome: Outcome,
+        /// Closing note.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+}
+
+/// A Call: one subscriber's (or one unknown device's) alarm situation, in front of operators
+/// until it is closed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Call {
+    /// Call id, from 1.
+    pub id: u64,
+    /// Current level (0 most urgent).
+    pub priority: Priority,
+    /// Where the Call is in its life.
+    pub state: CallState,
+    /// The operator who owns it (while claimed; the last owner once closed).
+    pub owner: Option<String>,
+    /// When the first Signal was received (the Call's age counts from here).
+    pub opened_at: jiff::Timestamp,
+    /// Number of alarm Signals in the Call (the first and every merged press).
+    pub alarm_count: u32,
+    /// The subscriber, if the device is registered to one.
+    pub subscriber: Option<String>,
+    /// The account of the device that opened the Call.
+    pub account: String,
+    /// What kind of alarm opened it, in words (e.g. "Fall", "Fire", "Unknown device").
+    pub kind: String,
+    /// A restore has arrived for the condition.
+    pub restored: bool,
+    /// When an operator first took the Call (answer time = this - `opened_at`).
+    pub answered_at: Option<jiff::Timestamp>,
+    /// When it was closed.
+    pub closed_at: Option<jiff::Timestamp>,
+    /// The closing outcome.
+    pub outcome: Option<Outcome>,
+    /// Every Signal and action, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// Access to a subscriber's home, for a patrol.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Access {
+    /// Number of keys the care provider holds.
+    pub keys: u32,
+    /// Where the keys are kept (e.g. "Key cabinet, Hemtjänst Norr, hook 14").
+    pub key_location: String,
+    /// Digital lock id, if the door has one.
+    pub digital_lock_id: String,
+    /// Door or gate code.
+    pub door_code: String,
+    /// How to get in (stairs, dog, which door).
+    pub entry_notes: String,
+}
+
+/// A relative or other contact to call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Contact {
+    /// Name.
+    pub name: String,
+    /// Relation (e.g. "daughter", "neighbour").
+    pub relation: String,
+    /// Phone number.
+    pub phone: String,
+}
+
+/// A person with a social alarm.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Subscriber {
+    /// Subscriber id (as devices refer to it, e.g. `S-1001`).
+    pub id: String,
+    /// Full name (UTF-8, e.g. "Åsa Öberg").
+    pub name: String,
+    /// Personal identity number (personnummer / fødselsnummer).
+    pub personal_number: String,
+    /// Street address.
+    pub address: String,
+    /// Postal code.
+    pub postcode: String,
+    /// City or locality.
+    pub city: String,
+    /// Area (district) for routing.
+    pub area: String,
+    /// Phone number of the person.
+    pub phone: String,
+    /// Care provider (the home-care organisation).
+    pub care_provider: String,
+    /// Access to the home.
+    pub access: Access,
+    /// Health information that matters in an alarm.
+    pub health_notes: String,
+    /// Care plan notes.
+    pub care_plan_notes: String,
+    /// Contacts, in the order to call them.
+    pub contacts: Vec<Contact>,
+    /// Language to speak (e.g. "sv", "fi", "ar").
+    pub language: String,
+}
+
+/// What a user may do. Each role may do everything the one before may.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes and handles Calls; reads subscriber cards.
+    Operator,
+    /// Also edits subscribers and reads the audit log.
+    Supervisor,
+    /// Also imports devices and subscribers.
+    Admin,
+}
+
+impl Role {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "operator" => Ok(Role::Operator),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!(
+                "unknown role `{s}` (operator, supervisor or admin)"
+            )),
+        }
+    }
+}
+
+/// One line of the audit log: who did what, when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Sequence number, from 1 (assigned by the store).
+    #[serde(default)]
+    pub seq: u64,
+    /// When.
+    pub at: jiff::Timestamp,
+    /// Who (user name; `vakt` for the server itself).
+    pub user: String,
+    /// What: `subscriber.view`, `subscriber.edit`, `subscriber.import`, `device.import`,
+    /// `call.claim`, `call.release`, `call.note`, `call.phone`, `call.close`, `call.view`,
+    /// `session.login`, `session.logout`, `session.login_failed`.
+    pub action: String,
+    /// The Call concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<u64>,
+    /// The subscriber concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<String>,
+    /// More (an outcome, a count); never a secret or health text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }

@@ -25,7 +25,7 @@ use crate::codec::dc09::{self, Frame, Token};
 use crate::codec::event::decode_payload;
 use crate::journal::{Commit, DedupKey, dedup_key};
 use crate::model::{Device, Flags, Signal, SignalEvent, Transport, XDataItem};
-use crate::registry::Registry;
+use crate::registry::Devices;
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
 
@@ -87,7 +87,7 @@ struct Ids {
 /// The DC-09 frame rules.
 #[derive(Debug)]
 pub struct Receiver {
-    registry: Arc<Registry>,
+    registry: Devices,
     last_heard: Arc<LastHeard>,
     metrics: Metrics,
     opts: ReceiverOptions,
@@ -117,7 +117,7 @@ pub fn parse_dc09_time(v: &[u8]) -> Option<jiff::Timestamp> {
 impl Receiver {
     /// Builds the rules over a registry and a last-heard table.
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Devices,
         last_heard: Arc<LastHeard>,
         metrics: Metrics,
         opts: ReceiverOptions,
@@ -167,9 +167,8 @@ impl Receiver {
         let account = account_raw.to_ascii_uppercase();
         let line = frame.line.map(str::to_ascii_uppercase);
         let receiver = frame.receiver.map(str::to_ascii_uppercase);
-        let device = self
-            .registry
-            .lookup(&account, line.as_deref(), receiver.as_deref());
+        let registry = self.registry.current();
+        let device = registry.lookup(&account, line.as_deref(), receiver.as_deref());
 
         let key = device.and_then(|d| d.key.as_ref());
         let content = if frame.encrypted {
@@ -355,6 +354,7 @@ impl Receiver {
             seq: frame.seq.to_owned(),
             flags,
             subscriber: device.and_then(|d| d.subscriber.clone()),
+            device_type: device.and_then(|d| d.device_type.clone()),
             transmitted_at: None,
             event_time: None,
             events: Vec::new(),

@@ -7,14 +7,30 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::{Arc, RwLock};
 
 use crate::codec::crypto::Key;
 use crate::model::{Device, KeyFormat, norm_hex};
 use crate::store::device_key;
 
 /// The CSV header `vakt devices import` expects.
-pub const CSV_HEADER: &str =
+pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type";
+
+/// The header before `device_type` was added; files with it are still accepted.
+pub const CSV_HEADER_V1: &str =
     "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area";
+
+/// Device types the classification table knows (`device_type` column); empty means unknown.
+pub const DEVICE_TYPES: &[&str] = &[
+    "carephone",
+    "pendant",
+    "fall_detector",
+    "smoke_detector",
+    "door_sensor",
+    "bed_sensor",
+    "epilepsy_sensor",
+    "panel",
+];
 
 /// Shortest and longest supervision interval accepted (20 s to 25 h).
 pub const SUPERVISION_SECS: std::ops::RangeInclusive<u32> = 20..=90_000;
@@ -26,7 +42,7 @@ pub enum ImportError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
     /// The header is not the expected one.
-    #[error("line 1: the header must be exactly `{CSV_HEADER}`, found `{0}`")]
+    #[error("line 1: the header must be `{CSV_HEADER}` (or without `,device_type`), found `{0}`")]
     Header(String),
     /// One or more rows are invalid (each message starts with its line number).
     #[error("{} invalid row(s), nothing imported:\n{}", .0.len(), .0.join("\n"))]
@@ -34,6 +50,36 @@ pub enum ImportError {
     /// The file has no rows.
     #[error("the file has no devices")]
     Empty,
+}
+
+/// The registry in use, replaced as a whole when devices are imported while vakt runs. A
+/// frame reads the registry that is current when it arrives.
+#[derive(Debug, Clone, Default)]
+pub struct Devices(Arc<RwLock<Arc<Registry>>>);
+
+impl Devices {
+    /// Starts with `registry`.
+    pub fn new(registry: Registry) -> Devices {
+        Devices(Arc::new(RwLock::new(Arc::new(registry))))
+    }
+
+    /// The current registry.
+    pub fn current(&self) -> Arc<Registry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            // A writer never panics while holding the lock; recover the value anyway.
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the registry (after an import).
+    pub fn replace(&self, registry: Registry) {
+        let r = Arc::new(registry);
+        match self.0.write() {
+            Ok(mut g) => *g = r,
+            Err(p) => *p.into_inner() = r,
+        }
+    }
 }
 
 /// The devices, indexed for lookup by (account, line, receiver).
@@ -60,6 +106,11 @@ impl Registry {
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// Every device, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Device> {
+        self.by_key.values()
     }
 
     /// True when no device is registered.
@@ -133,9 +184,14 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
         .iter()
         .collect::<Vec<_>>()
         .join(",");
-    if header.trim_start_matches('\u{feff}') != CSV_HEADER {
-        return Err(ImportError::Header(header));
-    }
+    let header = header.trim_start_matches('\u{feff}');
+    let cells = if header == CSV_HEADER {
+        10
+    } else if header == CSV_HEADER_V1 {
+        9
+    } else {
+        return Err(ImportError::Header(header.to_owned()));
+    };
     let mut devices = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -152,7 +208,7 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
         if rec.iter().all(|c| c.is_empty()) {
             continue;
         }
-        match parse_row(&rec) {
+        match parse_row(&rec, cells) {
             Ok(d) => {
                 let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
                 if let Some(first) = seen.insert(k, line) {
@@ -178,9 +234,9 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
     Ok(devices)
 }
 
-fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
-    if rec.len() != 9 {
-        return Err(format!("expected 9 cells, found {}", rec.len()));
+fn parse_row(rec: &csv::StringRecord, cells: usize) -> Result<Device, String> {
+    if rec.len() != cells {
+        return Err(format!("expected {cells} cells, found {}", rec.len()));
     }
     let cell = |i: usize| rec.get(i).unwrap_or("");
     let account = norm_hex(cell(0));
@@ -237,6 +293,16 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
             Some(v)
         }
     };
+    let device_type = match opt(cell(9)).map(|s| s.to_ascii_lowercase()) {
+        None => None,
+        Some(t) if DEVICE_TYPES.contains(&t.as_str()) => Some(t),
+        Some(t) => {
+            return Err(format!(
+                "device_type {t:?} must be one of {} (or empty)",
+                DEVICE_TYPES.join(", ")
+            ));
+        }
+    };
     Ok(Device {
         account,
         line,
@@ -247,6 +313,7 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
         supervision_secs,
         telecom_operator: opt(cell(7)),
         area: opt(cell(8)),
+        device_type,
     })
 }
 
@@ -261,7 +328,7 @@ mod tests {
     #[test]
     fn good_file_imports() {
         let csv = format!(
-            "{CSV_HEADER}\n1234,,,,,S-1,90,Telia,Norr\n5678,1,,000102030405060708090A0B0C0D0E0F,hex,S-2,,,\nAAAB,0,,AAAAAAAAAAAAAAAA,ascii,,,,\n"
+            "{CSV_HEADER_V1}\n1234,,,,,S-1,90,Telia,Norr\n5678,1,,000102030405060708090A0B0C0D0E0F,hex,S-2,,,\nAAAB,0,,AAAAAAAAAAAAAAAA,ascii,,,,\n"
         );
         let ds = parse_csv(csv.as_bytes()).unwrap();
         assert_eq!(ds.len(), 3);
@@ -284,7 +351,7 @@ mod tests {
     #[test]
     fn bad_rows_are_reported_by_line_and_nothing_imports() {
         let csv = format!(
-            "{CSV_HEADER}\n1234,,,,,,,,\nXYZ,,,,,,,,\n5678,,,0011,hex,,,,\n9999,,,,,,5,,\n1234,,,,,,,,\n"
+            "{CSV_HEADER_V1}\n1234,,,,,,,,\nXYZ,,,,,,,,\n5678,,,0011,hex,,,,\n9999,,,,,,5,,\n1234,,,,,,,,\n"
         );
         let err = parse_csv(csv.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("line 3: account"), "{err}");

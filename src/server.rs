@@ -12,14 +12,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::Calls;
 use crate::config::Config;
 use crate::journal::{Journal, JournalOptions};
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use crate::supervision::LastHeard;
-use crate::telemetry::Metrics;
+use crate::telemetry::{CallMetrics, Metrics};
 use crate::transport::{Ingress, tcp, udp};
+use crate::triage::TriageOptions;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,12 @@ pub enum ServerError {
     /// A blocking task of the server panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The Call service could not start.
+    #[error(transparent)]
+    Calls(#[from] crate::calls::CallsError),
+    /// The console could not start.
+    #[error("console: {0}")]
+    Console(#[from] crate::console::auth::AuthError),
 }
 
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
@@ -147,7 +155,22 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache)).await??
     };
     let metrics = Metrics::new();
-    let registry = Arc::new(Registry::new(store.devices()?));
+    let registry = crate::registry::Devices::new(Registry::new(store.devices()?));
+    // Open Calls back in the queue, and every journaled Signal not yet triaged triaged now,
+    // before any new frame is accepted.
+    let calls = {
+        let store = store.clone();
+        let opts = TriageOptions {
+            escalate_after: cfg.triage.escalate_after,
+        };
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                Calls::start(store, opts, CallMetrics::new(), jiff::Timestamp::now())
+            })
+            .await??,
+        )
+    };
+    let feed = calls.feed(cfg.triage.feed_capacity)?;
     let last_heard = Arc::new(LastHeard::new());
     last_heard.load(store.last_heard()?);
     let journal = Journal::start(
@@ -160,15 +183,16 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         },
         metrics.clone(),
         jiff::Timestamp::now(),
+        Some(feed),
     )?;
     tracing::info!(
-        devices = registry.len(),
+        devices = registry.current().len(),
         next_signal_id = store.next_journal_id()?,
         data_dir = %cfg.data_dir.display(),
         "store opened"
     );
     let receiver = Receiver::new(
-        registry,
+        registry.clone(),
         last_heard.clone(),
         metrics,
         ReceiverOptions {
@@ -213,21 +237,48 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             tracker.clone(),
         ));
     }
-    let http_task = listeners.http.map(|l| {
-        let app = crate::console::router(crate::console::AppState {
-            store: store.clone(),
-            ready: ready.clone(),
-        });
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let r = axum::serve(l, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "http listener failed");
-            }
-        })
-    });
+    let tz = cfg.http.tz();
+    let (stats_rx, stats_task) = {
+        let first = crate::calls::stats_today(&store, &tz, jiff::Timestamp::now())?;
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        let task = tokio::spawn(keep_stats(
+            store.clone(),
+            tz.clone(),
+            calls.stats_dirty.clone(),
+            tx,
+            shutdown.clone(),
+        ));
+        (rx, task)
+    };
+    let http_task = match listeners.http {
+        None => None,
+        Some(l) => {
+            let state = crate::console::AppState::new(
+                store.clone(),
+                ready.clone(),
+                calls.clone(),
+                registry.clone(),
+                stats_rx,
+                crate::console::ConsoleOptions {
+                    session_hours: cfg.http.session_hours,
+                    secure_cookie: cfg.http.secure_cookie,
+                    tz: tz.clone(),
+                },
+                shutdown.clone(),
+            )?;
+            let app =
+                crate::console::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let token = shutdown.clone();
+            Some(tokio::spawn(async move {
+                let r = axum::serve(l, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "http listener failed");
+                }
+            }))
+        }
+    };
     // Periodic work: last-heard persistence, metric upkeep.
     let periodic = {
         let store = store.clone();
@@ -245,6 +296,13 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                 }
                 crate::telemetry::prometheus().run_upkeep();
                 persist_last_heard(&store, &last_heard).await;
+                let s = store.clone();
+                let now = jiff::Timestamp::now();
+                match tokio::task::spawn_blocking(move || s.purge_sessions(now)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(sessions = n, "expired sessions removed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "removing expired sessions failed"),
+                    _ => {}
+                }
             }
         })
     };
@@ -278,11 +336,15 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             );
         }
         ingress.journal.close().await;
-        let _ = periodic.await;
-        persist_last_heard(&store, &last_heard).await;
+        // Operators' requests in flight finish (the live feeds close on the token).
         if let Some(h) = http_task {
             let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
         }
+        // The journal's feed is closed now: triage what it handed over, write every Call.
+        calls.close().await;
+        let _ = periodic.await;
+        let _ = stats_task.await;
+        persist_last_heard(&store, &last_heard).await;
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.flush()).await??;
         tracing::info!("shut down");
@@ -296,6 +358,51 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         shutdown,
         done,
     })
+}
+
+/// Keeps today's answer figures fresh: every 10 s, and half a second after a change.
+async fn keep_stats(
+    store: Store,
+    tz: jiff::tz::TimeZone,
+    dirty: Arc<tokio::sync::Notify>,
+    tx: tokio::sync::watch::Sender<crate::calls::Stats>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = dirty.notified() => {
+                // Let a burst of changes settle into one computation.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+        let s = store.clone();
+        let tz = tz.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::calls::stats_today(&s, &tz, jiff::Timestamp::now())
+        })
+        .await;
+        match r {
+            Ok(Ok(st)) => {
+                tx.send_if_modified(|old| {
+                    if *old == st {
+                        false
+                    } else {
+                        *old = st;
+                        true
+                    }
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "computing the answer figures failed"),
+            Err(e) => tracing::warn!(error = %e, "computing the answer figures failed"),
+        }
+    }
 }
 
 async fn persist_last_heard(store: &Store, last_heard: &Arc<LastHeard>) {

@@ -17,6 +17,13 @@
 
 use std::path::Path;
 
+mod audit;
+mod calls;
+mod subscribers;
+mod users;
+
+pub use users::{SessionRecord, UserRecord};
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Device, Signal};
@@ -71,6 +78,11 @@ pub struct Store {
     journal: sled::Tree,
     devices: sled::Tree,
     last_heard: sled::Tree,
+    subscribers: sled::Tree,
+    users: sled::Tree,
+    sessions: sled::Tree,
+    audit: sled::Tree,
+    calls: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +146,11 @@ impl Store {
         let journal = db.open_tree("journal").map_err(open)?;
         let devices = db.open_tree("devices").map_err(open)?;
         let last_heard = db.open_tree("last_heard").map_err(open)?;
+        let subscribers = db.open_tree("subscribers").map_err(open)?;
+        let users = db.open_tree("users").map_err(open)?;
+        let sessions = db.open_tree("sessions").map_err(open)?;
+        let audit = db.open_tree("audit").map_err(open)?;
+        let calls = db.open_tree("calls").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -141,6 +158,11 @@ impl Store {
             journal,
             devices,
             last_heard,
+            subscribers,
+            users,
+            sessions,
+            audit,
+            calls,
         })
     }
 
@@ -388,6 +410,7 @@ mod tests {
                 seq: format!("{seq:04}"),
                 flags: Flags::default(),
                 subscriber: None,
+                device_type: None,
                 transmitted_at: None,
                 event_time: None,
                 events: Vec::new(),

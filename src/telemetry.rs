@@ -12,7 +12,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::model::Transport;
+use crate::model::{Outcome, Priority, Transport};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -26,11 +26,22 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
+/// Buckets for answer times in seconds: 1 s to 30 min (the targets are 60 s and 180 s).
+const ANSWER_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
+];
+
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Full("vakt_call_answer_seconds".into()),
+                ANSWER_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Suffix("_frames".into()), BATCH_BUCKETS)
             });
@@ -145,6 +156,186 @@ fn describe() {
         Unit::Count,
         "Dedup entries forgotten before their window ended because the table was full"
     );
+    // Triage and calls.
+    describe_counter!(
+        "vakt_calls_opened_total",
+        Unit::Count,
+        "Calls opened, by priority level (0 most urgent)"
+    );
+    describe_counter!(
+        "vakt_alarms_merged_total",
+        Unit::Count,
+        "Alarm Signals merged into a subscriber's open Call"
+    );
+    describe_counter!(
+        "vakt_calls_escalated_total",
+        Unit::Count,
+        "Calls moved to a more urgent level, by reason (repeated_presses, more_urgent_signal)"
+    );
+    describe_counter!(
+        "vakt_signals_by_rule_total",
+        Unit::Count,
+        "Signals handled by rule without a Call, by rule (periodic_test, restore, status, other)"
+    );
+    describe_counter!(
+        "vakt_restores_total",
+        Unit::Count,
+        "Restores attached to an open Call"
+    );
+    describe_counter!(
+        "vakt_calls_closed_total",
+        Unit::Count,
+        "Calls closed, by outcome"
+    );
+    describe_histogram!(
+        "vakt_call_answer_seconds",
+        Unit::Seconds,
+        "Answer time: from a Call's first Signal to an operator taking it"
+    );
+    describe_gauge!(
+        "vakt_queue_calls",
+        Unit::Count,
+        "Calls waiting in the queue, by priority level"
+    );
+    describe_gauge!(
+        "vakt_calls_open",
+        Unit::Count,
+        "Calls not yet closed (queued or claimed)"
+    );
+    describe_counter!(
+        "vakt_triage_errors_total",
+        Unit::Count,
+        "Signals or Call changes triage could not read or store (each is logged)"
+    );
+    // Console.
+    describe_gauge!(
+        "vakt_websocket_sessions_open",
+        Unit::Count,
+        "Open console WebSocket sessions"
+    );
+    describe_counter!(
+        "vakt_logins_total",
+        Unit::Count,
+        "Console logins, by result (ok, bad_credentials, rate_limited)"
+    );
+    describe_counter!(
+        "vakt_http_rejected_total",
+        Unit::Count,
+        "API requests refused, by reason (no_session, forbidden)"
+    );
+}
+
+/// Handles of the triage and Call metrics.
+#[derive(Clone)]
+pub struct CallMetrics {
+    opened: [Counter; Priority::LEVELS],
+    /// Alarms merged into an open Call.
+    pub merged: Counter,
+    /// Restores attached to an open Call.
+    pub restores: Counter,
+    /// Answer times (first Signal to first claim).
+    pub answer_seconds: Histogram,
+    queue: [Gauge; Priority::LEVELS],
+    /// Calls not yet closed.
+    pub open: Gauge,
+    /// Signals or changes triage could not read or store.
+    pub errors: Counter,
+}
+
+impl std::fmt::Debug for CallMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallMetrics")
+    }
+}
+
+impl CallMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> CallMetrics {
+        prometheus();
+        let levels = |name: &'static str| {
+            [0u8, 1, 2, 3, 4].map(|l| metrics::counter!(name, "level" => Priority(l).label()))
+        };
+        CallMetrics {
+            opened: levels("vakt_calls_opened_total"),
+            merged: metrics::counter!("vakt_alarms_merged_total"),
+            restores: metrics::counter!("vakt_restores_total"),
+            answer_seconds: metrics::histogram!("vakt_call_answer_seconds"),
+            queue: [0u8, 1, 2, 3, 4]
+                .map(|l| metrics::gauge!("vakt_queue_calls", "level" => Priority(l).label())),
+            open: metrics::gauge!("vakt_calls_open"),
+            errors: metrics::counter!("vakt_triage_errors_total"),
+        }
+    }
+
+    /// Counts a Call opened at `level`.
+    pub fn opened(&self, level: Priority) {
+        self.opened[usize::from(level.0.min(4))].increment(1);
+    }
+
+    /// Sets the queue depth of `level`.
+    pub fn queue_depth(&self, level: Priority, depth: usize) {
+        self.queue[usize::from(level.0.min(4))].set(depth as f64);
+    }
+
+    /// Counts an escalation; `reason` is `repeated_presses` or `more_urgent_signal`.
+    pub fn escalated(&self, reason: &'static str) {
+        metrics::counter!("vakt_calls_escalated_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a Signal handled by rule; `rule` is one of a fixed set of names.
+    pub fn rule(&self, rule: &'static str) {
+        metrics::counter!("vakt_signals_by_rule_total", "rule" => rule).increment(1);
+    }
+
+    /// Counts a closed Call.
+    pub fn closed(&self, outcome: Outcome) {
+        metrics::counter!("vakt_calls_closed_total", "outcome" => outcome.as_str()).increment(1);
+    }
+}
+
+impl Default for CallMetrics {
+    fn default() -> Self {
+        CallMetrics::new()
+    }
+}
+
+/// Handles of the console metrics.
+#[derive(Clone)]
+pub struct ConsoleMetrics {
+    /// Open WebSocket sessions.
+    pub ws_sessions: Gauge,
+}
+
+impl std::fmt::Debug for ConsoleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleMetrics")
+    }
+}
+
+impl ConsoleMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> ConsoleMetrics {
+        prometheus();
+        ConsoleMetrics {
+            ws_sessions: metrics::gauge!("vakt_websocket_sessions_open"),
+        }
+    }
+
+    /// Counts a login attempt; `result` is `ok`, `bad_credentials` or `rate_limited`.
+    pub fn login(&self, result: &'static str) {
+        metrics::counter!("vakt_logins_total", "result" => result).increment(1);
+    }
+
+    /// Counts a refused API request; `reason` is `no_session` or `forbidden`.
+    pub fn rejected(&self, reason: &'static str) {
+        metrics::counter!("vakt_http_rejected_total", "reason" => reason).increment(1);
+    }
+}
+
+impl Default for ConsoleMetrics {
+    fn default() -> Self {
+        ConsoleMetrics::new()
+    }
 }
 
 /// Label values of the `protocol` label.

@@ -56,7 +56,7 @@ fn import_is_all_or_nothing_and_export_prints_json_lines() {
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap();
     let csv = dir.path().join("devices.csv");
-    let header = vakt::registry::CSV_HEADER;
+    let header = vakt::registry::CSV_HEADER_V1;
     std::fs::write(
         &csv,
         format!("{header}\n1234,,,,,anna,90,,\n12G4,,,,,bad,,,\n"),
@@ -177,7 +177,7 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(v["account"], "5678");
-    assert_eq!(v["subscriber"], "demo-bertil");
+    assert_eq!(v["subscriber"], "S-1002");
     assert_eq!(v["events"][0]["code"], "CID 101");
 }
 
@@ -185,7 +185,7 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
 fn import_refuses_while_the_server_holds_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let store = vakt::store::Store::open(dir.path()).unwrap();
-    let csv = format!("{}\n1234,,,,,anna,90,,\n", vakt::registry::CSV_HEADER);
+    let csv = format!("{}\n1234,,,,,anna,90,,\n", vakt::registry::CSV_HEADER_V1);
     let path = dir.path().join("d.csv");
     std::fs::write(&path, csv).unwrap();
     let (code, _, err) = vakt(&[
@@ -197,5 +197,214 @@ fn import_refuses_while_the_server_holds_the_data_dir() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("another vakt"), "{err}");
+    drop(store);
+}
+
+/// Runs vakt with `input` on its standard input.
+fn vakt_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn users_add_then_list_and_weak_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let add = |name: &str, role: &str, pw: &str| {
+        vakt_with_stdin(
+            &["users", "add", name, "--role", role, "--data-dir", data_s],
+            pw,
+        )
+    };
+
+    let (code, out, err) = add("anna", "admin", "korrekt häst batteri\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added user anna (admin)"), "{out}");
+    let (code, _, err) = add("bertil", "operator", "ett långt lösenord");
+    assert_eq!(code, 0, "no line end is fine: {err}");
+
+    let (code, out, err) = vakt(&["users", "list", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("anna") && lines[0].contains("admin"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("bertil") && lines[1].contains("operator"),
+        "{out}"
+    );
+    assert!(!out.contains("argon2") && !out.contains("batteri"), "{out}");
+
+    // Adding again replaces the password and role, and says so.
+    let (code, out, err) = add("anna", "supervisor", "ett annat lösenord\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaced") && out.contains("admin -> supervisor"),
+        "{out}"
+    );
+
+    // Too short: refused with 65, nothing changed, the password not shown.
+    let (code, _, err) = add("anna", "admin", "kort\n");
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("at least 10 characters"), "{err}");
+    assert!(!err.contains("kort\n") && !err.contains(" kort"), "{err}");
+    let (code, _, err) = add("cecilia", "operator", "");
+    assert_eq!(code, 65, "empty input: {err}");
+    // A bad name: 64, before any password is read.
+    let (code, _, err) = add("Åsa", "operator", "korrekt häst batteri\n");
+    assert_eq!(code, 64, "{err}");
+    let (code, _, _) = add("anna", "root", "korrekt häst batteri\n");
+    assert_ne!(code, 0);
+
+    let (_, out, _) = vakt(&["users", "list", "--data-dir", data_s]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().next().unwrap().contains("supervisor"), "{out}");
+
+    // The changes are in the audit log, without secrets.
+    let (code, out, err) = vakt(&["audit", "export", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    let actions: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["\"user.add\"", "\"user.add\"", "\"user.update\""],
+        "{out}"
+    );
+    assert!(
+        !out.contains("argon2") && !out.contains("lösenord"),
+        "{out}"
+    );
+
+    let (code, _, _) = vakt(&["users", "list", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn subscribers_import_is_all_or_nothing_and_never_shows_door_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let csv = dir.path().join("subscribers.csv");
+    let header = vakt::subscribers::CSV_HEADER;
+    let good = "S-1001,Åsa Öberg,19400312-1234,Storgatan 1,903 26,Umeå,Centrum,+46 90 12 34 56,Hemtjänst Norr,2,\"Key cabinet, hook 14\",,4711,,,,Björn Öberg,son,070-123 45 67,,,,,,,";
+    std::fs::write(
+        &csv,
+        format!(
+            "{header}\n{good}\nS-1002,,19400312-1234,,,,,,,,,,8080,,,,,,,,,,,,,\nS 3,Bo,19400312-1234,,,,,,,,,,8080,,,,,,,,,,,,,\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = vakt(&[
+        "subscribers",
+        "import",
+        "--data-dir",
+        data_s,
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 65, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("line 3: name is empty"), "{err}");
+    assert!(err.contains("line 4: id \"S 3\""), "{err}");
+    assert!(!err.contains("8080") && !err.contains("4711"), "{err}");
+    assert!(
+        !data.exists(),
+        "nothing was imported, not even a data directory made"
+    );
+
+    std::fs::write(
+        &csv,
+        format!(
+            "\u{feff}{header}\n{good}\nS-1002,Per Persson,12034512345,,,Oslo,,,,,,,,,,,,,,,,,,,,nb\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = vakt(&[
+        "subscribers",
+        "import",
+        "--data-dir",
+        data_s,
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("imported 2 subscribers (2 new, 0 updated)"),
+        "{out}"
+    );
+    let store = vakt::store::Store::open(&data).unwrap();
+    let s = store.subscriber("S-1001").unwrap().unwrap();
+    assert_eq!(s.name, "Åsa Öberg");
+    assert_eq!(s.access.door_code, "4711");
+    assert_eq!(s.contacts[0].name, "Björn Öberg");
+    assert_eq!(store.subscriber_count().unwrap(), 2);
+    let log = store.audit_after(0, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].action, "subscriber.import");
+    drop(store);
+
+    let (code, _, _) = vakt(&[
+        "subscribers",
+        "import",
+        "--data-dir",
+        data_s,
+        "/nonexistent/file.csv",
+    ]);
+    assert_eq!(code, 65);
+}
+
+#[test]
+fn audit_export_of_an_empty_log_prints_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_s = dir.path().to_str().unwrap();
+    let (code, out, err) = vakt(&["audit", "export", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    let (code, out, err) = vakt(&["audit", "export", "--data-dir", data_s, "--after", "5"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, _, _) = vakt(&["audit", "export", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn users_add_refuses_while_the_server_holds_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vakt::store::Store::open(dir.path()).unwrap();
+    let (code, _, err) = vakt_with_stdin(
+        &[
+            "users",
+            "add",
+            "anna",
+            "--role",
+            "operator",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "korrekt häst batteri\n",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("another vakt"), "{err}");
+    assert_eq!(store.user_count().unwrap(), 0);
     drop(store);
 }

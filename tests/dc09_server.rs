@@ -514,14 +514,16 @@ async fn health_metrics_and_api() {
     ] {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
-    let (status, body) = http_get(http, "/api/signals?after=1&limit=10").await;
-    assert_eq!(status, 200);
-    let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(http_get(http, "/api/signals?after=1&limit=10").await.0, 401);
+    let mut c = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let a = c.get("/api/signals?after=1&limit=10").await;
+    assert_eq!(a.status, 200);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap();
     assert_eq!(v.len(), 1);
     assert_eq!(v[0]["id"], 2);
-    assert_eq!(http_get(http, "/api/signals?limit=0").await.0, 400);
-    assert_eq!(http_get(http, "/api/signals?after=x").await.0, 400);
-    assert_eq!(http_get(http, "/api/signals?bogus=1").await.0, 400);
+    assert_eq!(c.get("/api/signals?limit=0").await.status, 400);
+    assert_eq!(c.get("/api/signals?after=x").await.status, 400);
+    assert_eq!(c.get("/api/signals?bogus=1").await.status, 400);
     srv.stop().await.unwrap();
 }
 

@@ -1,4 +1,4 @@
-//! `vakt-loadtest fleet`: writes a devices CSV (`vakt::registry::CSV_HEADER`) that
+//! `vakt-loadtest fleet`: writes a devices CSV (`vakt::registry::CSV_HEADER_V1`) that
 //! `vakt devices import` accepts and `dc09 --accounts-file` / `storm --accounts-file` use.
 //!
 //! `round(N × aes_share)` devices, picked at random, get AES keys (alternately AES-128 and
@@ -101,7 +101,7 @@ pub fn render(o: &Options) -> String {
     classes.shuffle(&mut rng);
     let mut next = [BASE_PLAIN, BASE_AES128, BASE_AES256];
     let mut text = String::with_capacity(o.devices * 96 + 128);
-    text.push_str(vakt::registry::CSV_HEADER);
+    text.push_str(vakt::registry::CSV_HEADER_V1);
     text.push('\n');
     for (i, class) in classes.into_iter().enumerate() {
         let slot = match class {

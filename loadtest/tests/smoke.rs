@@ -1,7 +1,7 @@
 //! Smoke test of the `vakt-loadtest` binary: a `ceiling` server on 127.0.0.1:0, short `dc09`,
-//! `storm` and `idle` runs against it (no errors, frames answered), and a `fleet` file that vakt's
-//! import parser accepts. A few seconds in all.
-
+//! `storm` and `idle` runs against it (no errors, frames answered), a `fleet` file that vakt's
+//! import parser accepts, and a short `console` run against a real vakt started in the test's
+//! process. A few seconds in all.
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -158,7 +158,7 @@ fn fleet_writes_an_importable_file() {
         .expect("run fleet");
     assert!(status.success());
     let text = std::fs::read_to_string(&path).expect("fleet written");
-    assert_eq!(text.lines().next(), Some(vakt::registry::CSV_HEADER));
+    assert_eq!(text.lines().next(), Some(vakt::registry::CSV_HEADER_V1));
     let devices = vakt::registry::parse_csv(text.as_bytes()).expect("imports");
     assert_eq!(devices.len(), 50);
     assert_eq!(devices.iter().filter(|d| d.key.is_some()).count(), 20);
@@ -187,4 +187,98 @@ fn idle_holds_connections_and_measures_the_server() {
         "{report:#}"
     );
     assert!(report["bytes_per_connection"].is_number(), "{report:#}");
+}
+
+/// A real vakt (in this process, on 127.0.0.1:0, fresh data directory) with an admin;
+/// `console-setup` imports 5 alarm devices through the API, then `console` sends their 5 alarms
+/// under a light heartbeat load and sees every Call on the WebSocket.
+#[test]
+fn console_sees_every_alarm_as_a_call() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (user, password) = ("lt-admin", "lt-admin-password");
+    {
+        let store = vakt::store::Store::open(dir.path()).expect("store opens");
+        store
+            .put_user(&vakt::store::UserRecord {
+                name: user.into(),
+                role: vakt::model::Role::Admin,
+                password_hash: vakt::console::auth::hash_password(password).expect("hash"),
+                created_at: jiff::Timestamp::now(),
+            })
+            .expect("user stored");
+        store.flush().expect("flush");
+    }
+    let mut cfg = vakt::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..vakt::config::Config::default()
+    };
+    cfg.dc09.listen_tcp = Some("127.0.0.1:0".parse().expect("addr"));
+    cfg.dc09.listen_udp = None;
+    cfg.http.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    cfg.shutdown_grace_secs = 5;
+    let server = rt
+        .block_on(vakt::server::start(cfg))
+        .expect("server starts");
+    let tcp = server.dc09_tcp.expect("tcp").to_string();
+    let http = server.http.expect("http").to_string();
+
+    let setup = Command::new(BIN)
+        .args([
+            "console-setup",
+            "--http",
+            &http,
+            "--admin-user",
+            user,
+            "--admin-password",
+            password,
+            "--alarm-devices",
+            "5",
+            "--heartbeat-devices",
+            "2",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run console-setup");
+    assert!(
+        setup.status.success(),
+        "console-setup failed: {}",
+        String::from_utf8_lossy(&setup.stdout)
+    );
+    let (line, report) = run(&[
+        "console",
+        "--tcp",
+        &tcp,
+        "--http",
+        &http,
+        "--user",
+        user,
+        "--password",
+        password,
+        "--alarms",
+        "5",
+        "--alarm-rate",
+        "20",
+        "--heartbeat-rate",
+        "100",
+        "--heartbeat-conns",
+        "2",
+        "--warmup-secs",
+        "0.2",
+    ]);
+    assert!(
+        line.starts_with("console alarms=5 acked=5 calls=5 missing=0 "),
+        "{line}"
+    );
+    assert_eq!(field(&line, "errors"), 0.0, "{line}\n{report:#}");
+    assert_eq!(report["calls_seen"], 5, "{report:#}");
+    assert_eq!(report["merged"], 0, "{report:#}");
+    assert_eq!(report["without_subscriber"], 0, "{report:#}");
+    assert!(
+        report["heartbeat"]["frames_per_s"]
+            .as_f64()
+            .is_some_and(|f| f > 0.0),
+        "{report:#}"
+    );
+    rt.block_on(server.stop()).expect("server stops");
 }

@@ -1,39 +1,244 @@
-//! The HTTP listener: health (`/live`, `/ready`), Prometheus `/metrics`, and the API
-//! (`/api/signals`). The operator console grows here.
+//! The HTTP listener: the operator console (a web page embedded in the binary), its API
+//! (`/api/...`, described by `/api/openapi.json`), the live queue over a WebSocket, health
+//! (`/live`, `/ready`) and Prometheus `/metrics`.
+//!
+//! - [`api`]: the handlers, sessions and roles, errors as JSON.
+//! - [`live`]: the WebSocket feed.
+//! - [`auth`]: password hashing (argon2id), session tokens, the login rate limiter.
+
+pub mod api;
+pub mod auth;
+pub mod live;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::calls::{CallSummary, Calls, Stats};
+use crate::registry::Devices;
 use crate::store::Store;
+use crate::telemetry::ConsoleMetrics;
 
-/// Most Signals one `/api/signals` request returns.
-pub const MAX_SIGNALS_LIMIT: usize = 1000;
+/// Largest import body (CSV) accepted.
+pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Password checks running at once (argon2id is made to be slow and memory-hungry).
+const VERIFY_PERMITS: usize = 4;
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The database.
     pub store: Store,
     /// True while vakt accepts frames (false while starting and shutting down).
     pub ready: Arc<AtomicBool>,
+    /// Calls: triage, the live feed, durability.
+    pub calls: Arc<Calls>,
+    /// The device registry in use.
+    pub devices: Devices,
+    /// Today's answer figures, kept fresh by a background task.
+    pub stats: watch::Receiver<Stats>,
+    /// The centre's time zone.
+    pub tz: jiff::tz::TimeZone,
+    /// Failed-login limiter.
+    pub limiter: Arc<auth::LoginLimiter>,
+    /// Bounds the password checks running at once.
+    pub verify_permits: Arc<Semaphore>,
+    /// Session length.
+    pub session_hours: u32,
+    /// Whether the cookie is marked Secure.
+    pub secure_cookie: bool,
+    /// Console metrics.
+    pub metrics: ConsoleMetrics,
+    /// Cancelled at shutdown (closes the live feeds).
+    pub shutdown: CancellationToken,
 }
 
-/// The routes.
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Settings of the console that come from the configuration.
+#[derive(Clone, Debug)]
+pub struct ConsoleOptions {
+    /// Session length in hours.
+    pub session_hours: u32,
+    /// Mark the cookie Secure.
+    pub secure_cookie: bool,
+    /// The centre's time zone.
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl AppState {
+    /// Builds the shared state.
+    pub fn new(
+        store: Store,
+        ready: Arc<AtomicBool>,
+        calls: Arc<Calls>,
+        devices: Devices,
+        stats: watch::Receiver<Stats>,
+        opts: ConsoleOptions,
+        shutdown: CancellationToken,
+    ) -> Result<AppState, auth::AuthError> {
+        Ok(AppState {
+            store,
+            ready,
+            calls,
+            devices,
+            stats,
+            tz: opts.tz,
+            limiter: Arc::new(auth::LoginLimiter::new(auth::LoginLimits::default())),
+            verify_permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
+            session_hours: opts.session_hours,
+            secure_cookie: opts.secure_cookie,
+            metrics: ConsoleMetrics::new(),
+            shutdown,
+        })
+    }
+
+    /// Summaries of the open Calls, most urgent first.
+    pub fn open_summaries(&self) -> Vec<CallSummary> {
+        self.calls
+            .triage
+            .open_calls()
+            .iter()
+            .map(|c| CallSummary::of(c, &self.store))
+            .collect()
+    }
+
+    /// Computes today's figures now (off the async threads).
+    pub async fn compute_stats(&self) -> Result<Stats, crate::store::StoreError> {
+        let store = self.store.clone();
+        let tz = self.tz.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::calls::stats_today(&store, &tz, jiff::Timestamp::now())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::store::StoreError::Corrupt {
+                tree: "calls",
+                detail: format!("figures task failed: {e}"),
+            })
+        })
+    }
+}
+
+/// The OpenAPI document's frame; the paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "vakt",
+        description = "The HTTP API of vakt, an alarm receiving centre for social alarms. \
+            The operator console uses exactly this API. Log in with POST /api/session; the \
+            session cookie `vakt_session` authenticates every other call. Errors are JSON \
+            `{\"error\": \"...\"}`."
+    ),
+    tags(
+        (name = "session", description = "Log in and out"),
+        (name = "calls", description = "The queue and the Calls"),
+        (name = "subscribers", description = "The subscriber register"),
+        (name = "devices", description = "The device registry"),
+        (name = "audit", description = "Who did what, when"),
+        (name = "signals", description = "The journal of received Signals"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The routes and the OpenAPI document generated from them.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/live", get(|| async { "live\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/signals", get(signals))
-        .with_state(state)
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::login, api::whoami, api::logout))
+        .routes(routes!(api::list_calls))
+        .routes(routes!(api::take_next))
+        .routes(routes!(api::get_call))
+        .routes(routes!(api::claim))
+        .routes(routes!(api::release))
+        .routes(routes!(api::note))
+        .routes(routes!(api::phone))
+        .routes(routes!(api::close))
+        .routes(routes!(api::list_subscribers))
+        .routes(routes!(api::get_subscriber, api::put_subscriber))
+        .routes(routes!(api::import_subscribers))
+        .routes(routes!(api::import_devices))
+        .routes(routes!(api::stats_today))
+        .routes(routes!(api::audit_log))
+        .routes(routes!(api::signals))
+        .routes(routes!(live::live))
+        .split_for_parts();
+    let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let d = doc_json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], (*d).clone()) }
+        }),
+    )
+    .route("/", get(index))
+    .route("/assets/app.js", get(app_js))
+    .route("/assets/app.css", get(app_css))
+    .route("/live", get(|| async { "live\n" }))
+    .route("/ready", get(ready))
+    .route("/metrics", get(metrics))
+    .fallback(|| async {
+        api::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
+    })
+    .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES))
+    .with_state(state)
+}
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The page may load only its own scripts, styles and WebSocket; no framing.
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+    style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn index() -> Response {
+    let mut r = asset("text/html; charset=utf-8", INDEX_HTML);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
@@ -50,44 +255,4 @@ async fn metrics() -> Response {
         crate::telemetry::prometheus().render(),
     )
         .into_response()
-}
-
-/// Query of `GET /api/signals`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalsQuery {
-    /// Only Signals with a greater id (default 0: from the start).
-    #[serde(default)]
-    pub after: u64,
-    /// At most this many (default 100, at most 1000).
-    pub limit: Option<usize>,
-}
-
-async fn signals(
-    State(s): State<AppState>,
-    q: Result<Query<SignalsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{}\n", e.body_text())).into_response(),
-    };
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_SIGNALS_LIMIT {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("limit must be 1..={MAX_SIGNALS_LIMIT}\n"),
-        )
-            .into_response();
-    }
-    let store = s.store.clone();
-    match tokio::task::spawn_blocking(move || store.journal_after(q.after, limit)).await {
-        Ok(Ok(records)) => {
-            Json(records.into_iter().map(|r| r.signal).collect::<Vec<_>>()).into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading the journal failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "journal read failed\n").into_response()
-        }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal read failed\n").into_response(),
-    }
 }

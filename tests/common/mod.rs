@@ -26,7 +26,7 @@ pub const KEY192_ASCII: &str = "abcdefghijklmnopqrstuvwx";
 pub fn devices_csv() -> String {
     format!(
         "{}\n1234,,,,,anna,90,Telia,Centrum\n5678,,,{KEY128_HEX},hex,bertil,90,Tele2,Norr\n9ABC,,,{KEY256_HEX},hex,cecilia,600,,\n1929,,,{KEY192_ASCII},ascii,david,,,\n4321,1,,,,erik,,,\n",
-        vakt::registry::CSV_HEADER
+        vakt::registry::CSV_HEADER_V1
     )
 }
 
@@ -53,9 +53,10 @@ pub fn test_config(dir: &Path) -> Config {
     cfg
 }
 
-/// Imports the test registry into `dir` and starts a server on it.
+/// Imports the test registry and the test administrator into `dir` and starts a server on it.
 pub async fn start(dir: &Path) -> Running {
     vakt::cli::import_devices(dir, devices_csv().as_bytes()).expect("import test devices");
+    add_user(dir, ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
     start_with(test_config(dir)).await
 }
 
@@ -182,11 +183,12 @@ fn dechunk(body: &str) -> String {
     }
 }
 
-/// The Signals journaled so far, via the API.
+/// The Signals journaled so far, via the API (logged in as the test administrator).
 pub async fn signals(http: SocketAddr) -> Vec<serde_json::Value> {
-    let (status, body) = http_get(http, "/api/signals?after=0&limit=1000").await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("signals JSON")
+    let mut c = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let a = c.get("/api/signals?after=0&limit=1000").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    serde_json::from_str(&a.body).expect("signals JSON")
 }
 
 /// Parses an answer frame.
@@ -194,4 +196,139 @@ pub fn token_of(reply: &[u8]) -> String {
     let f = dc09::parse(reply)
         .unwrap_or_else(|e| panic!("reply {:?} parses: {e}", String::from_utf8_lossy(reply)));
     format!("{}{}", if f.encrypted { "*" } else { "" }, f.id)
+}
+
+/// The administrator every test server has (see [`add_user`]).
+pub const ADMIN: (&str, &str) = ("test-admin", "test-admin-password");
+
+/// Adds a user directly in the store of a stopped server.
+pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str) {
+    let store = vakt::store::Store::open(dir).expect("store opens");
+    store
+        .put_user(&vakt::store::UserRecord {
+            name: name.into(),
+            role,
+            password_hash: vakt::console::auth::hash_password(password).expect("hash"),
+            created_at: jiff::Timestamp::now(),
+        })
+        .expect("user stored");
+    store.flush().expect("flush");
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client that keeps the session cookie.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub cookie: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, cookie: None }
+    }
+
+    /// Logs in; panics unless it works.
+    pub async fn login(addr: SocketAddr, user: &str, password: &str) -> Client {
+        let mut c = Client::new(addr);
+        let a = c
+            .send(
+                "POST",
+                "/api/session",
+                Some((
+                    "application/json",
+                    serde_json::json!({"username": user, "password": password}).to_string(),
+                )),
+            )
+            .await;
+        assert_eq!(a.status, 200, "login of {user}: {}", a.body);
+        assert!(c.cookie.is_some(), "session cookie set");
+        c
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        self.send("GET", path, None).await
+    }
+
+    pub async fn post(&mut self, path: &str, json: serde_json::Value) -> Answer {
+        self.send("POST", path, Some(("application/json", json.to_string())))
+            .await
+    }
+
+    pub async fn send(&mut self, method: &str, path: &str, body: Option<(&str, String)>) -> Answer {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(c) = &self.cookie {
+            req.push_str(&format!("Cookie: vakt_session={c}\r\n"));
+        }
+        let body = match body {
+            Some((ct, b)) => {
+                req.push_str(&format!(
+                    "Content-Type: {ct}\r\nContent-Length: {}\r\n",
+                    b.len()
+                ));
+                b
+            }
+            None => {
+                req.push_str("Content-Length: 0\r\n");
+                String::new()
+            }
+        };
+        req.push_str("\r\n");
+        req.push_str(&body);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+            .await
+            .expect("http answer within 20 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.get(9..12))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        for (k, v) in &headers {
+            if k.eq_ignore_ascii_case("set-cookie") {
+                if let Some(rest) = v.strip_prefix("vakt_session=") {
+                    let val = rest.split(';').next().unwrap_or("").to_string();
+                    self.cookie = if val.is_empty() { None } else { Some(val) };
+                }
+            }
+        }
+        Answer {
+            status,
+            headers,
+            body: dechunk(body),
+        }
+    }
 }

@@ -1,0 +1,487 @@
+//! The Call service around triage: it feeds committed Signals into [`Triage`], writes every
+//! change of a Call to the store (one writer thread, group commits like the journal's), pushes
+//! changes to the live feed of the consoles, and computes the day's answer figures.
+//!
+//! Crash safety: the store holds the open Calls and a cursor (the last journal id triaged),
+//! written together in one atomic batch. At start the open Calls are loaded and every Signal
+//! after the cursor is triaged again from the journal, so a Signal that was ACKed (durable in
+//! the journal) always reaches a Call or a rule, even if vakt died before triage saw it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::model::{Call, CallState, Signal};
+use crate::store::{Store, StoreError};
+use crate::telemetry::CallMetrics;
+use crate::triage::{CallSink, Triage};
+
+/// Capacity of the live feed; a console that falls further behind gets a fresh snapshot.
+pub const LIVE_CAPACITY: usize = 4096;
+
+/// Journal records read per step while catching up at start.
+const REPLAY_CHUNK: usize = 1000;
+
+/// A Call as the queue shows it (no timeline).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct CallSummary {
+    /// Call id.
+    pub id: u64,
+    /// Level, 0 (life-safety) to 4.
+    #[schema(value_type = u8)]
+    pub priority: crate::model::Priority,
+    /// `queued`, `claimed` or `closed`.
+    pub state: CallState,
+    /// When the first Signal was received (RFC 3339, UTC).
+    #[schema(value_type = String)]
+    pub opened_at: jiff::Timestamp,
+    /// Alarms in the Call (the first and every merged press).
+    pub alarm_count: u32,
+    /// Subscriber id, if the device is registered to one.
+    pub subscriber: Option<String>,
+    /// The subscriber's name.
+    pub subscriber_name: Option<String>,
+    /// The operator who owns it.
+    pub owner: Option<String>,
+    /// The account of the device that opened it.
+    pub account: String,
+    /// What kind of alarm, in words.
+    pub kind: String,
+    /// A restore has arrived.
+    pub restored: bool,
+    /// When an operator first took it.
+    #[schema(value_type = Option<String>)]
+    pub answered_at: Option<jiff::Timestamp>,
+}
+
+impl CallSummary {
+    /// The summary of `call`, with the subscriber's name looked up in `store`.
+    pub fn of(call: &Call, store: &Store) -> CallSummary {
+        let subscriber_name = call
+            .subscriber
+            .as_deref()
+            .and_then(|id| store.subscriber(id).ok().flatten())
+            .map(|s| s.name);
+        CallSummary {
+            id: call.id,
+            priority: call.priority,
+            state: call.state,
+            opened_at: call.opened_at,
+            alarm_count: call.alarm_count,
+            subscriber: call.subscriber.clone(),
+            subscriber_name,
+            owner: call.owner.clone(),
+            account: call.account.clone(),
+            kind: call.kind.clone(),
+            restored: call.restored,
+            answered_at: call.answered_at,
+        }
+    }
+}
+
+/// A change pushed to the consoles.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    /// A Call opened or changed.
+    Call(Arc<CallSummary>),
+    /// A Call was closed.
+    Closed(u64),
+}
+
+/// Why a Call change could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum CallsError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer has stopped (shutting down).
+    #[error("the Call writer has stopped")]
+    Stopped,
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+enum WriterMsg {
+    Call(Box<Call>),
+    Cursor(u64),
+    Flush(oneshot::Sender<Result<(), ()>>),
+    /// Write what is pending and stop (shutdown).
+    Stop,
+}
+
+/// The sink triage reports every change to: queue the Call for the writer, then tell the
+/// consoles. Called with the Call's lock held, so both see one Call's changes in order.
+struct Sink {
+    writer: std::sync::Mutex<std_mpsc::Sender<WriterMsg>>,
+    live: broadcast::Sender<LiveEvent>,
+    store: Store,
+    stats_dirty: Arc<tokio::sync::Notify>,
+}
+
+impl CallSink for Sink {
+    fn changed(&self, call: &Call) {
+        if let Ok(w) = self.writer.lock() {
+            let _ = w.send(WriterMsg::Call(Box::new(call.clone())));
+        }
+        let ev = if call.state == CallState::Closed {
+            LiveEvent::Closed(call.id)
+        } else {
+            LiveEvent::Call(Arc::new(CallSummary::of(call, &self.store)))
+        };
+        // No console listening is fine.
+        let _ = self.live.send(ev);
+        self.stats_dirty.notify_one();
+    }
+}
+
+/// The running Call service.
+pub struct Calls {
+    /// The triage engine (open Calls, the queue, claims).
+    pub triage: Arc<Triage>,
+    /// The live feed.
+    pub live: broadcast::Sender<LiveEvent>,
+    /// Woken after every change (answer figures may have moved).
+    pub stats_dirty: Arc<tokio::sync::Notify>,
+    writer: std_mpsc::Sender<WriterMsg>,
+    writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls").finish_non_exhaustive()
+    }
+}
+
+impl Calls {
+    /// Loads the open Calls, starts the writer, and triages every journaled Signal after the
+    /// stored cursor (catching up after a crash). Blocking: run it before accepting frames.
+    pub fn start(
+        store: Store,
+        opts: crate::triage::TriageOptions,
+        metrics: CallMetrics,
+        now: jiff::Timestamp,
+    ) -> Result<Calls, CallsError> {
+        let (wtx, wrx) = std_mpsc::channel();
+        let writer_thread = {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("vakt-calls".into())
+                .spawn(move || writer(store, wrx, metrics))
+                .map_err(CallsError::Thread)?
+        };
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let stats_dirty = Arc::new(tokio::sync::Notify::new());
+        let sink = Arc::new(Sink {
+            writer: std::sync::Mutex::new(wtx.clone()),
+            live: live.clone(),
+            store: store.clone(),
+            stats_dirty: stats_dirty.clone(),
+        });
+        let next_id = store.max_call_id()? + 1;
+        let triage = Arc::new(Triage::new(opts, sink, metrics, next_id));
+        let open = store.open_calls()?;
+        let n_open = open.len();
+        triage.restore(open);
+        let mut cursor = store.triage_cursor()?;
+        let mut replayed = 0usize;
+        loop {
+            let records = store.journal_after(cursor, REPLAY_CHUNK)?;
+            let Some(last) = records.last().map(|r| r.signal.id) else {
+                break;
+            };
+            for r in &records {
+                triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
+            }
+            replayed += records.len();
+            cursor = last;
+            let _ = wtx.send(WriterMsg::Cursor(cursor));
+        }
+        tracing::info!(
+            open_calls = n_open,
+            replayed_signals = replayed,
+            cursor,
+            "calls restored"
+        );
+        Ok(Calls {
+            triage,
+            live,
+            stats_dirty,
+            writer: wtx,
+            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+            triage_thread: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Starts the thread that triages committed Signals as the journal hands them over.
+    /// Returns the sender to give the journal.
+    pub fn feed(&self, capacity: usize) -> Result<crate::journal::Feed, CallsError> {
+        let (tx, mut rx) = mpsc::channel::<Vec<Signal>>(capacity);
+        let triage = self.triage.clone();
+        let writer = self.writer.clone();
+        let h = std::thread::Builder::new()
+            .name("vakt-triage".into())
+            .spawn(move || {
+                while let Some(batch) = rx.blocking_recv() {
+                    let now = jiff::Timestamp::now();
+                    for s in &batch {
+                        triage.ingest(s, s.device_type.as_deref(), now);
+                    }
+                    if let Some(last) = batch.last() {
+                        let _ = writer.send(WriterMsg::Cursor(last.id));
+                    }
+                }
+            })
+            .map_err(CallsError::Thread)?;
+        if let Ok(mut t) = self.triage_thread.lock() {
+            *t = Some(h);
+        }
+        Ok(tx)
+    }
+
+    /// Waits until every Call change made so far is durable (after an operator's action,
+    /// before answering them).
+    pub async fn flush(&self) -> Result<(), CallsError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriterMsg::Flush(tx))
+            .map_err(|_| CallsError::Stopped)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(CallsError::Stopped),
+        }
+    }
+
+    /// Stops after the journal has closed (its feed sender dropped): triages what is left,
+    /// writes and flushes every change, and stops the writer (which releases the store).
+    /// Changes after this are not saved.
+    pub async fn close(&self) {
+        let t = self.triage_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = t {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        if let Err(e) = self.flush().await {
+            tracing::error!(error = %e, "final write of Calls failed");
+        }
+        let _ = self.writer.send(WriterMsg::Stop);
+        let w = self.writer_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = w {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+impl Drop for Calls {
+    fn drop(&mut self) {
+        // The writer stops when every sender is gone (the Sink inside triage holds one);
+        // it is not joined here so a drop never blocks a runtime thread.
+        if let Ok(mut t) = self.writer_thread.lock() {
+            t.take();
+        }
+    }
+}
+
+/// The writer thread: gathers every change waiting, keeps the newest version of each Call,
+/// writes them with the cursor in one atomic batch, and flushes to disk when someone waits.
+fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics) {
+    let mut calls: HashMap<u64, Box<Call>> = HashMap::new();
+    let mut order: Vec<u64> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else {
+            break;
+        };
+        let mut cursor = None;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Stop => {
+                    stop = true;
+                    break;
+                }
+                WriterMsg::Call(c) => {
+                    calls.insert(c.id, c);
+                }
+                WriterMsg::Cursor(c) => cursor = Some(cursor.map_or(c, |o: u64| o.max(c))),
+                WriterMsg::Flush(w) => waiters.push(w),
+            }
+            if calls.len() < 4096 {
+                next = rx.try_recv().ok();
+            }
+        }
+        order.clear();
+        order.extend(calls.keys().copied());
+        order.sort_unstable();
+        let batch: Vec<Call> = order
+            .iter()
+            .filter_map(|id| calls.remove(id).map(|b| *b))
+            .collect();
+        let mut result = if batch.is_empty() && cursor.is_none() {
+            Ok(())
+        } else {
+            store.save_calls(&batch, cursor)
+        };
+        if result.is_ok() && !waiters.is_empty() {
+            result = store.flush();
+        }
+        if let Err(e) = &result {
+            metrics.errors.increment(1);
+            tracing::error!(error = %e, calls = batch.len(), "writing Calls failed; retrying with the next change");
+            // Keep them for the next attempt (nothing newer can have arrived meanwhile).
+            for c in batch {
+                calls.insert(c.id, Box::new(c));
+            }
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(result.as_ref().map(|_| ()).map_err(|_| ()));
+        }
+    }
+    tracing::debug!("call writer stopped");
+}
+
+/// Target share of Calls answered within 60 s (telecare answer-time target), in percent.
+pub const TARGET_60S_PCT: f64 = 97.5;
+/// Target share of Calls answered within 180 s, in percent.
+pub const TARGET_180S_PCT: f64 = 99.0;
+
+/// The day's answer figures, judged against the telecare targets.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// The local date (`2026-11-23`).
+    pub date: String,
+    /// Calls opened today (local time).
+    pub calls: usize,
+    /// Of them, answered (taken by an operator).
+    pub answered: usize,
+    /// Median answer time in seconds.
+    pub median_answer_secs: Option<f64>,
+    /// Share answered within 60 s, in percent, of the Calls that were answered or have
+    /// waited longer than 60 s (a Call still waiting at 30 s has not failed yet).
+    pub within_60s_pct: Option<f64>,
+    /// Share answered within 180 s, likewise.
+    pub within_180s_pct: Option<f64>,
+    /// The target for 60 s.
+    pub target_60s_pct: f64,
+    /// The target for 180 s.
+    pub target_180s_pct: f64,
+}
+
+/// Computes the answer figures of `calls` (those opened on the local day of `now`).
+pub fn stats_of(calls: &[Call], date: String, now: jiff::Timestamp) -> Stats {
+    let mut answer_secs: Vec<f64> = calls
+        .iter()
+        .filter_map(|c| c.answered_at.map(|a| secs(c.opened_at, a)))
+        .collect();
+    answer_secs.sort_by(f64::total_cmp);
+    let median = match answer_secs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(answer_secs[n / 2]),
+        n => Some((answer_secs[n / 2 - 1] + answer_secs[n / 2]) / 2.0),
+    };
+    let within = |limit: f64| -> Option<f64> {
+        let mut judged = 0usize;
+        let mut ok = 0usize;
+        for c in calls {
+            match c.answered_at {
+                Some(a) => {
+                    judged += 1;
+                    if secs(c.opened_at, a) <= limit {
+                        ok += 1;
+                    }
+                }
+                None if secs(c.opened_at, now) > limit => judged += 1,
+                None => {}
+            }
+        }
+        (judged > 0).then(|| 100.0 * ok as f64 / judged as f64)
+    };
+    Stats {
+        date,
+        calls: calls.len(),
+        answered: answer_secs.len(),
+        median_answer_secs: median,
+        within_60s_pct: within(60.0),
+        within_180s_pct: within(180.0),
+        target_60s_pct: TARGET_60S_PCT,
+        target_180s_pct: TARGET_180S_PCT,
+    }
+}
+
+fn secs(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
+}
+
+/// Today's figures (the local day of `now` in `tz`), read from the store.
+pub fn stats_today(
+    store: &Store,
+    tz: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
+) -> Result<Stats, StoreError> {
+    let local = now.to_zoned(tz.clone());
+    let start = local.start_of_day().map(|z| z.timestamp()).unwrap_or(now);
+    let calls = store.calls_opened_since(start)?;
+    Ok(stats_of(&calls, local.date().to_string(), now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Priority;
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn call(opened: i64, answered: Option<i64>) -> Call {
+        Call {
+            id: 1,
+            priority: Priority::PERSONAL,
+            state: CallState::Queued,
+            owner: None,
+            opened_at: ts(opened),
+            alarm_count: 1,
+            subscriber: None,
+            account: "1234".into(),
+            kind: "Personal alarm".into(),
+            restored: false,
+            answered_at: answered.map(ts),
+            closed_at: None,
+            outcome: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stats_judge_answered_and_overdue_calls_only() {
+        let calls = [
+            call(0, Some(10)),  // 10 s
+            call(0, Some(50)),  // 50 s
+            call(0, Some(100)), // 100 s: misses 60 s
+            call(900, None),    // waiting 100 s at now=1000: misses 60 s, not yet 180 s
+            call(990, None),    // waiting 10 s: not judged yet
+        ];
+        let s = stats_of(&calls, "2027-01-15".into(), ts(1000));
+        assert_eq!(s.calls, 5);
+        assert_eq!(s.answered, 3);
+        assert_eq!(s.median_answer_secs, Some(50.0));
+        assert_eq!(s.within_60s_pct, Some(50.0)); // 2 of 4
+        assert_eq!(s.within_180s_pct, Some(100.0)); // 3 of 3
+        assert_eq!(s.target_60s_pct, 97.5);
+    }
+
+    #[test]
+    fn stats_without_calls_have_no_shares() {
+        let s = stats_of(&[], "2027-01-15".into(), ts(0));
+        assert_eq!(
+            (s.calls, s.median_answer_secs, s.within_60s_pct),
+            (0, None, None)
+        );
+    }
+}

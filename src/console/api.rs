@@ -1,0 +1,1031 @@
+//! The HTTP API behind the console, the same one integrations use. Every handler carries a
+//! `#[utoipa::path]` description, from which `/api/openapi.json` is generated.
+//!
+//! Every route but login and the OpenAPI document needs a session (cookie `vakt_session`),
+//! and checks the role it needs: 401 without a session, 403 with too low a role. Errors are
+//! JSON `{"error": "..."}`. Operator actions on Calls and every opening of a subscriber's
+//! card are written to the audit log, and are durable before the answer.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth;
+use crate::calls::{CallSummary, Stats};
+use crate::model::{AuditEntry, Call, Outcome, PhoneParty, Role, Subscriber};
+use crate::store::SessionRecord;
+use crate::triage::CallError;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "vakt_session";
+
+/// Most rows one list request returns.
+pub const MAX_LIST: usize = 1000;
+
+/// An error answer: `{"error": "..."}` (and `owner` for a Call another operator owns).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in words.
+    pub error: String,
+    /// The operator who owns the Call (409 on claim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// An error with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status and a reason.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                owner: None,
+            },
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(e: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, e)
+    }
+
+    fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "{what}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> ApiError {
+        match e {
+            CallError::NotFound => ApiError::not_found("call"),
+            CallError::OwnedBy(owner) => ApiError {
+                status: StatusCode::CONFLICT,
+                body: ErrorBody {
+                    error: format!("the call is taken by {owner}"),
+                    owner: Some(owner),
+                },
+                retry_after: None,
+            },
+            CallError::NotOwner => {
+                ApiError::new(StatusCode::CONFLICT, "take the call before acting on it")
+            }
+            CallError::Closed => ApiError::new(StatusCode::GONE, "the call is closed"),
+            CallError::Invalid(why) => ApiError::bad_request(why),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The logged-in user of a request (from the session cookie).
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// User name.
+    pub user: String,
+    /// The user's current role.
+    pub role: Role,
+}
+
+impl Session {
+    /// Refuses (403) unless the user has at least `role`.
+    pub fn require(&self, role: Role, state: &AppState) -> ApiResult<()> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            state.metrics.rejected("forbidden");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this needs the {} role", role.as_str()),
+            ))
+        }
+    }
+}
+
+/// Finds the session of a cookie jar, if it is valid now.
+pub fn session_of(jar: &CookieJar, state: &AppState) -> ApiResult<Session> {
+    let no_session = || {
+        state.metrics.rejected("no_session");
+        ApiError::new(StatusCode::UNAUTHORIZED, "log in first")
+    };
+    let Some(token) = jar.get(COOKIE).map(|c| c.value().to_owned()) else {
+        return Err(no_session());
+    };
+    let hash = auth::token_hash(&token);
+    let rec = state
+        .store
+        .session(&hash)
+        .map_err(|e| ApiError::internal("reading the session failed", e))?;
+    let Some(rec) = rec else {
+        return Err(no_session());
+    };
+    if rec.expires_at <= jiff::Timestamp::now() {
+        let _ = state.store.delete_session(&hash);
+        return Err(no_session());
+    }
+    // The role is read from the user each time, so a changed role or a removed user takes
+    // effect at once.
+    let user = state
+        .store
+        .user(&rec.user)
+        .map_err(|e| ApiError::internal("reading the user failed", e))?;
+    match user {
+        Some(u) => Ok(Session {
+            user: u.name,
+            role: u.role,
+        }),
+        None => Err(no_session()),
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Session> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        session_of(&jar, state)
+    }
+}
+
+/// Writes an audit entry; a failure to audit fails the request (personal data must not be
+/// shown or changed without a trace).
+fn audit(
+    state: &AppState,
+    s: &Session,
+    action: &str,
+    call: Option<u64>,
+    subscriber: Option<&str>,
+    detail: String,
+) -> ApiResult<()> {
+    state
+        .store
+        .audit(AuditEntry {
+            seq: 0,
+            at: jiff::Timestamp::now(),
+            user: s.user.clone(),
+            action: action.to_owned(),
+            call,
+            subscriber: subscriber.map(str::to_owned),
+            detail,
+        })
+        .map(|_| ())
+        .map_err(|e| ApiError::internal("writing the audit log failed", e))
+}
+
+// ---- session ----
+
+/// `POST /api/session` body.
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is logged in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// User name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Log in: sets the session cookie.
+#[utoipa::path(post, path = "/api/session", tag = "session",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the `vakt_session` cookie is set", body = WhoAmI),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    jar: CookieJar,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> ApiResult<(CookieJar, Json<WhoAmI>)> {
+    let Json(req) = body?;
+    let now = jiff::Timestamp::now();
+    let name = req.username.trim().to_lowercase();
+    if name.is_empty() || name.len() > 64 || req.password.len() > 1024 {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password",
+        ));
+    }
+    if let Err(wait) = state.limiter.check(&name, peer.ip(), now) {
+        state.metrics.login("rate_limited");
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: ErrorBody {
+                error: format!(
+                    "too many failed attempts; try again in {} s",
+                    wait.secs.max(1)
+                ),
+                owner: None,
+            },
+            retry_after: Some(wait.secs.max(1)),
+        });
+    }
+    let user = state
+        .store
+        .user(&name)
+        .map_err(|e| ApiError::internal("reading the user failed", e))?;
+    // An unknown user is checked against a dummy hash, so the answer time does not tell
+    // which names exist.
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = {
+        let _permit = state
+            .verify_permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal("login unavailable", e))?;
+        let password = req.password;
+        tokio::task::spawn_blocking(move || auth::verify_login(&password, phc.as_deref()))
+            .await
+            .unwrap_or(false)
+    };
+    let user = match user {
+        Some(u) if ok => u,
+        _ => {
+            state.limiter.failed(&name, peer.ip(), now);
+            state.metrics.login("bad_credentials");
+            let _ = state.store.audit(AuditEntry {
+                seq: 0,
+                at: now,
+                user: name.clone(),
+                action: "session.login_failed".into(),
+                call: None,
+                subscriber: None,
+                detail: format!("from {}", peer.ip()),
+            });
+            tracing::info!(user = %name, peer = %peer.ip(), "console login failed");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong user name or password",
+            ));
+        }
+    };
+    state.limiter.succeeded(&name, peer.ip(), now);
+    let (token, hash) = auth::new_token();
+    let expires_at = now + jiff::SignedDuration::from_hours(i64::from(state.session_hours));
+    state
+        .store
+        .put_session(
+            &hash,
+            &SessionRecord {
+                user: user.name.clone(),
+                role: user.role,
+                created_at: now,
+                expires_at,
+            },
+        )
+        .map_err(|e| ApiError::internal("storing the session failed", e))?;
+    let session = Session {
+        user: user.name.clone(),
+        role: user.role,
+    };
+    audit(
+        &state,
+        &session,
+        "session.login",
+        None,
+        None,
+        format!("from {}", peer.ip()),
+    )?;
+    state.metrics.login("ok");
+    tracing::info!(user = %user.name, role = user.role.as_str(), "console login");
+    let cookie = Cookie::build((COOKIE, token))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.secure_cookie)
+        .path("/")
+        .build();
+    Ok((
+        jar.add(cookie),
+        Json(WhoAmI {
+            username: user.name,
+            role: user.role,
+        }),
+    ))
+}
+
+/// Who is logged in.
+#[utoipa::path(get, path = "/api/session", tag = "session",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub async fn whoami(s: Session) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        username: s.user,
+        role: s.role,
+    })
+}
+
+/// Log out: ends the session and clears the cookie.
+#[utoipa::path(delete, path = "/api/session", tag = "session",
+    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    s: Session,
+    jar: CookieJar,
+) -> ApiResult<(StatusCode, CookieJar)> {
+    if let Some(c) = jar.get(COOKIE) {
+        let hash = auth::token_hash(c.value());
+        state
+            .store
+            .delete_session(&hash)
+            .map_err(|e| ApiError::internal("ending the session failed", e))?;
+    }
+    audit(&state, &s, "session.logout", None, None, String::new())?;
+    let gone = Cookie::build((COOKIE, "")).path("/").build();
+    Ok((StatusCode::NO_CONTENT, jar.remove(gone)))
+}
+
+// ---- calls ----
+
+/// Query of `GET /api/calls`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CallsQuery {
+    /// Only `open` (every Call not yet closed) is supported; it is the default.
+    pub state: Option<String>,
+}
+
+/// The open Calls, most urgent first.
+#[utoipa::path(get, path = "/api/calls", tag = "calls", params(CallsQuery),
+    responses((status = 200, body = [CallSummary]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub async fn list_calls(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<CallsQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<CallSummary>>> {
+    s.require(Role::Operator, &state)?;
+    let Query(q) = q?;
+    match q.state.as_deref() {
+        None | Some("open") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "state={other} is not supported (use state=open)"
+            )));
+        }
+    }
+    Ok(Json(state.open_summaries()))
+}
+
+/// A Call with its timeline, and the subscriber's name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    /// The Call.
+    #[serde(flatten)]
+    #[schema(inline, value_type = Object)]
+    pub call: Call,
+    /// The subscriber's name, if known.
+    pub subscriber_name: Option<String>,
+}
+
+fn view(state: &AppState, call: Call) -> CallView {
+    let subscriber_name = call
+        .subscriber
+        .as_deref()
+        .and_then(|id| state.store.subscriber(id).ok().flatten())
+        .map(|s| s.name);
+    CallView {
+        call,
+        subscriber_name,
+    }
+}
+
+/// One Call (open or closed) with its timeline.
+#[utoipa::path(get, path = "/api/calls/{id}", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")),
+    responses((status = 200, body = CallView), (status = 404, body = ErrorBody)))]
+pub async fn get_call(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let call = match state.calls.triage.get(id) {
+        Some(c) => c,
+        None => state
+            .store
+            .call(id)
+            .map_err(|e| ApiError::internal("reading the call failed", e))?
+            .ok_or_else(|| ApiError::not_found("call"))?,
+    };
+    Ok(Json(view(&state, call)))
+}
+
+/// Maps a triage error; a Call triage does not know may be closed (410) or never was (404).
+fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
+    if matches!(e, CallError::NotFound) {
+        if let Ok(Some(c)) = state.store.call(id) {
+            if c.state == crate::model::CallState::Closed {
+                return CallError::Closed.into();
+            }
+        }
+    }
+    e.into()
+}
+
+/// Makes an operator's change durable (Call and audit entry) before answering.
+async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
+    state
+        .calls
+        .flush()
+        .await
+        .map_err(|e| ApiError::internal("saving the change failed", e))?;
+    Ok(Json(view(state, call)))
+}
+
+/// Take the most urgent waiting Call.
+#[utoipa::path(post, path = "/api/calls/next", tag = "calls",
+    responses((status = 200, body = CallView), (status = 204, description = "No Call waits")))]
+pub async fn take_next(State(state): State<AppState>, s: Session) -> ApiResult<Response> {
+    s.require(Role::Operator, &state)?;
+    match state.calls.triage.next(&s.user, jiff::Timestamp::now()) {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(call) => {
+            audit(
+                &state,
+                &s,
+                "call.claim",
+                Some(call.id),
+                call.subscriber.as_deref(),
+                "next".into(),
+            )?;
+            Ok(durable(&state, call).await?.into_response())
+        }
+    }
+}
+
+/// Take this Call.
+#[utoipa::path(post, path = "/api/calls/{id}/claim", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")),
+    responses((status = 200, body = CallView),
+        (status = 409, description = "Another operator owns it", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn claim(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let call = state
+        .calls
+        .triage
+        .claim(id, &s.user, jiff::Timestamp::now())
+        .map_err(|e| call_error(&state, id, e))?;
+    audit(
+        &state,
+        &s,
+        "call.claim",
+        Some(id),
+        call.subscriber.as_deref(),
+        String::new(),
+    )?;
+    durable(&state, call).await
+}
+
+/// Put the Call back in the queue (it keeps its age).
+#[utoipa::path(post, path = "/api/calls/{id}/release", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")),
+    responses((status = 200, body = CallView), (status = 409, body = ErrorBody)))]
+pub async fn release(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let call = state
+        .calls
+        .triage
+        .release(id, &s.user, jiff::Timestamp::now())
+        .map_err(|e| call_error(&state, id, e))?;
+    audit(
+        &state,
+        &s,
+        "call.release",
+        Some(id),
+        call.subscriber.as_deref(),
+        String::new(),
+    )?;
+    durable(&state, call).await
+}
+
+/// `POST /api/calls/{id}/notes` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteRequest {
+    /// The note (1 to 4000 characters).
+    pub text: String,
+}
+
+/// Write a note on the Call.
+#[utoipa::path(post, path = "/api/calls/{id}/notes", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")), request_body = NoteRequest,
+    responses((status = 200, body = CallView), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn note(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<NoteRequest>, JsonRejection>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let call = state
+        .calls
+        .triage
+        .note(id, &s.user, &req.text, jiff::Timestamp::now())
+        .map_err(|e| call_error(&state, id, e))?;
+    audit(
+        &state,
+        &s,
+        "call.note",
+        Some(id),
+        call.subscriber.as_deref(),
+        String::new(),
+    )?;
+    durable(&state, call).await
+}
+
+/// `POST /api/calls/{id}/phone` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneRequest {
+    /// Whom: `person`, `relative` or `emergency` (112).
+    pub to: PhoneParty,
+    /// What was said or agreed.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Log a phone call made for the Call.
+#[utoipa::path(post, path = "/api/calls/{id}/phone", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")), request_body = PhoneRequest,
+    responses((status = 200, body = CallView), (status = 409, body = ErrorBody)))]
+pub async fn phone(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<PhoneRequest>, JsonRejection>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let call = state
+        .calls
+        .triage
+        .phone(id, &s.user, req.to, &req.note, jiff::Timestamp::now())
+        .map_err(|e| call_error(&state, id, e))?;
+    let to = serde_json::to_value(req.to)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    audit(
+        &state,
+        &s,
+        "call.phone",
+        Some(id),
+        call.subscriber.as_deref(),
+        to,
+    )?;
+    durable(&state, call).await
+}
+
+/// `POST /api/calls/{id}/close` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    /// `no_action`, `handled_by_phone`, `ambulance_called` or `patrol_needed`.
+    pub outcome: Outcome,
+    /// Closing note.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Close the Call with an outcome.
+#[utoipa::path(post, path = "/api/calls/{id}/close", tag = "calls",
+    params(("id" = u64, Path, description = "Call id")), request_body = CloseRequest,
+    responses((status = 200, body = CallView), (status = 409, body = ErrorBody),
+        (status = 410, body = ErrorBody)))]
+pub async fn close(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<CloseRequest>, JsonRejection>,
+) -> ApiResult<Json<CallView>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let call = state
+        .calls
+        .triage
+        .close(id, &s.user, req.outcome, &req.note, jiff::Timestamp::now())
+        .map_err(|e| call_error(&state, id, e))?;
+    audit(
+        &state,
+        &s,
+        "call.close",
+        Some(id),
+        call.subscriber.as_deref(),
+        req.outcome.as_str().into(),
+    )?;
+    durable(&state, call).await
+}
+
+// ---- subscribers and devices ----
+
+/// A device as the subscriber's card shows it (no key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceInfo {
+    /// DC-09 account.
+    pub account: String,
+    /// Account prefix (`L`), if set.
+    pub line: Option<String>,
+    /// Receiver number, if set.
+    pub receiver: Option<String>,
+    /// Area.
+    pub area: Option<String>,
+    /// Telecom operator.
+    pub telecom_operator: Option<String>,
+    /// Supervision interval in seconds.
+    pub supervision_secs: Option<u32>,
+    /// Device type.
+    pub device_type: Option<String>,
+    /// Whether the device encrypts (the key itself is never shown).
+    pub encrypted: bool,
+}
+
+/// The subscriber's card: everything about the person, and their devices.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriberCard {
+    /// The register entry.
+    #[serde(flatten)]
+    pub subscriber: Subscriber,
+    /// Devices linked to the subscriber.
+    pub devices: Vec<DeviceInfo>,
+}
+
+fn card(state: &AppState, subscriber: Subscriber) -> SubscriberCard {
+    let registry = state.devices.current();
+    let mut devices: Vec<DeviceInfo> = registry
+        .iter()
+        .filter(|d| d.subscriber.as_deref() == Some(subscriber.id.as_str()))
+        .map(|d| DeviceInfo {
+            account: d.account.clone(),
+            line: d.line.clone(),
+            receiver: d.receiver.clone(),
+            area: d.area.clone(),
+            telecom_operator: d.telecom_operator.clone(),
+            supervision_secs: d.supervision_secs,
+            device_type: d.device_type.clone(),
+            encrypted: d.key.is_some(),
+        })
+        .collect();
+    devices.sort_by(|a, b| a.account.cmp(&b.account));
+    SubscriberCard {
+        subscriber,
+        devices,
+    }
+}
+
+/// The subscriber's card (audited: who opened whose card, when).
+#[utoipa::path(get, path = "/api/subscribers/{id}", tag = "subscribers",
+    params(("id" = String, Path, description = "Subscriber id")),
+    responses((status = 200, body = SubscriberCard), (status = 404, body = ErrorBody)))]
+pub async fn get_subscriber(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriberCard>> {
+    s.require(Role::Operator, &state)?;
+    let sub = state
+        .store
+        .subscriber(&id)
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        .ok_or_else(|| ApiError::not_found("subscriber"))?;
+    audit(
+        &state,
+        &s,
+        "subscriber.view",
+        None,
+        Some(&id),
+        String::new(),
+    )?;
+    Ok(Json(card(&state, sub)))
+}
+
+/// Query of `GET /api/subscribers`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribersQuery {
+    /// Text to look for in the id, name, address or area (any case); all when absent.
+    pub q: Option<String>,
+}
+
+/// A line of the subscriber list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriberLine {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Street address.
+    pub address: String,
+    /// City.
+    pub city: String,
+    /// Area.
+    pub area: String,
+}
+
+/// Search the subscriber register (at most 200 lines).
+#[utoipa::path(get, path = "/api/subscribers", tag = "subscribers", params(SubscribersQuery),
+    responses((status = 200, body = [SubscriberLine]), (status = 403, body = ErrorBody)))]
+pub async fn list_subscribers(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<SubscribersQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<SubscriberLine>>> {
+    s.require(Role::Supervisor, &state)?;
+    let Query(q) = q?;
+    let needle = q.q.unwrap_or_default().trim().to_lowercase();
+    let all = state
+        .store
+        .subscribers()
+        .map_err(|e| ApiError::internal("reading subscribers failed", e))?;
+    let lines = all
+        .into_iter()
+        .filter(|x| {
+            needle.is_empty()
+                || [&x.id, &x.name, &x.address, &x.area]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&needle))
+        })
+        .take(200)
+        .map(|x| SubscriberLine {
+            id: x.id,
+            name: x.name,
+            address: x.address,
+            city: x.city,
+            area: x.area,
+        })
+        .collect();
+    Ok(Json(lines))
+}
+
+/// Edit a subscriber (supervisor).
+#[utoipa::path(put, path = "/api/subscribers/{id}", tag = "subscribers",
+    params(("id" = String, Path, description = "Subscriber id")), request_body = Subscriber,
+    responses((status = 200, body = SubscriberCard), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn put_subscriber(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+    body: Result<Json<Subscriber>, JsonRejection>,
+) -> ApiResult<Json<SubscriberCard>> {
+    s.require(Role::Supervisor, &state)?;
+    let Json(sub) = body?;
+    if sub.id != id {
+        return Err(ApiError::bad_request(
+            "the id in the body differs from the one in the path",
+        ));
+    }
+    crate::subscribers::validate(&sub).map_err(ApiError::bad_request)?;
+    let existed = state
+        .store
+        .subscriber(&id)
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        .is_some();
+    state
+        .store
+        .upsert_subscribers(std::slice::from_ref(&sub))
+        .map_err(|e| ApiError::internal("saving the subscriber failed", e))?;
+    audit(
+        &state,
+        &s,
+        "subscriber.edit",
+        None,
+        Some(&id),
+        if existed { "updated" } else { "created" }.into(),
+    )?;
+    flush_store(&state).await?;
+    Ok(Json(card(&state, sub)))
+}
+
+async fn flush_store(state: &AppState) -> ApiResult<()> {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::internal("saving failed", e)),
+        Err(e) => Err(ApiError::internal("saving failed", e)),
+    }
+}
+
+/// The answer to an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Imported {
+    /// Rows imported (all of the file).
+    pub imported: usize,
+}
+
+/// Import the subscriber register from CSV (admin). All rows or none.
+#[utoipa::path(post, path = "/api/subscribers/import", tag = "subscribers",
+    request_body(content = String, content_type = "text/csv",
+        description = "CSV with the header in README (subscribers)"),
+    responses((status = 200, body = Imported),
+        (status = 400, description = "Bad rows, each by line number; nothing imported", body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn import_subscribers(
+    State(state): State<AppState>,
+    s: Session,
+    body: String,
+) -> ApiResult<Json<Imported>> {
+    s.require(Role::Admin, &state)?;
+    let subs = crate::subscribers::parse_csv(body.as_bytes())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let n = state
+        .store
+        .upsert_subscribers(&subs)
+        .map_err(|e| ApiError::internal("saving subscribers failed", e))?;
+    audit(
+        &state,
+        &s,
+        "subscriber.import",
+        None,
+        None,
+        format!("{n} subscribers"),
+    )?;
+    flush_store(&state).await?;
+    Ok(Json(Imported { imported: n }))
+}
+
+/// Import devices from CSV (admin). All rows or none; takes effect for the next frame.
+#[utoipa::path(post, path = "/api/devices/import", tag = "devices",
+    request_body(content = String, content_type = "text/csv",
+        description = "CSV with the header in README (devices)"),
+    responses((status = 200, body = Imported),
+        (status = 400, description = "Bad rows, each by line number; nothing imported", body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn import_devices(
+    State(state): State<AppState>,
+    s: Session,
+    body: String,
+) -> ApiResult<Json<Imported>> {
+    s.require(Role::Admin, &state)?;
+    let devices = crate::registry::parse_csv(body.as_bytes())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let store = state.store.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        store.upsert_devices(&devices)?;
+        store.devices()
+    })
+    .await
+    .map_err(|e| ApiError::internal("saving devices failed", e))?
+    .map_err(|e| ApiError::internal("saving devices failed", e))?;
+    let n = body.lines().count().saturating_sub(1);
+    state.devices.replace(crate::registry::Registry::new(all));
+    audit(&state, &s, "device.import", None, None, format!("{n} rows"))?;
+    flush_store(&state).await?;
+    Ok(Json(Imported { imported: n }))
+}
+
+// ---- figures and audit ----
+
+/// Today's answer figures against the telecare targets.
+#[utoipa::path(get, path = "/api/stats/today", tag = "calls",
+    responses((status = 200, body = Stats)))]
+pub async fn stats_today(State(state): State<AppState>, s: Session) -> ApiResult<Json<Stats>> {
+    s.require(Role::Operator, &state)?;
+    state
+        .compute_stats()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal("computing the figures failed", e))
+}
+
+/// Query of `GET /api/audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only entries with a greater sequence number (default 0).
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The audit log (supervisor).
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = [AuditEntry]), (status = 403, body = ErrorBody)))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    s.require(Role::Supervisor, &state)?;
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_LIST}"
+        )));
+    }
+    state
+        .store
+        .audit_after(q.after, limit)
+        .map(Json)
+        .map_err(|e| ApiError::internal("reading the audit log failed", e))
+}
+
+/// Query of `GET /api/signals`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsQuery {
+    /// Only Signals with a greater id (default 0: from the start).
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The journal: Signals as received, oldest first.
+#[utoipa::path(get, path = "/api/signals", tag = "signals", params(SignalsQuery),
+    responses((status = 200, description = "Signals (JSON array)"), (status = 400, body = ErrorBody)))]
+pub async fn signals(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<SignalsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    s.require(Role::Operator, &state)?;
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_LIST}"
+        )));
+    }
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.journal_after(q.after, limit)).await {
+        Ok(Ok(records)) => {
+            Ok(Json(records.into_iter().map(|r| r.signal).collect::<Vec<_>>()).into_response())
+        }
+        Ok(Err(e)) => Err(ApiError::internal("reading the journal failed", e)),
+        Err(e) => Err(ApiError::internal("reading the journal failed", e)),
+    }
+}

@@ -1,0 +1,157 @@
+//! The live queue over a WebSocket (`GET /api/live`): a snapshot of the open Calls and the
+//! day's figures on connect, then every change as it happens. A console that falls behind
+//! the feed (more than [`crate::calls::LIVE_CAPACITY`] changes) gets a fresh snapshot instead
+//! of a gap. The server sends; what the client sends is ignored (pings are answered).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum_extra::extract::cookie::CookieJar;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::api::{ErrorBody, Session, session_of};
+use crate::calls::{CallSummary, LiveEvent, Stats};
+use crate::model::Role;
+
+/// How often the figures are sent even when nothing changed.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+/// How often the session behind a WebSocket is checked again (logout, expiry).
+const SESSION_EVERY: Duration = Duration::from_secs(30);
+/// A send that takes longer than this means the console is gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A message to the console.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Out<'a> {
+    Snapshot {
+        calls: &'a [CallSummary],
+        stats: &'a Stats,
+    },
+    Call {
+        call: &'a CallSummary,
+    },
+    Closed {
+        id: u64,
+    },
+    Stats {
+        stats: &'a Stats,
+    },
+}
+
+/// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats) on connect and
+/// after falling behind, `call` (a Call opened or changed), `closed` (id), `stats` (every 10 s
+/// and after changes).
+#[utoipa::path(get, path = "/api/live", tag = "calls",
+    responses((status = 101, description = "WebSocket: the live queue"),
+        (status = 401, body = ErrorBody)))]
+pub async fn live(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, super::api::ApiError> {
+    // The session first: without one, the answer is 401 whatever the request.
+    let s = session_of(&jar, &state)?;
+    s.require(Role::Operator, &state)?;
+    let ws = ws.map_err(|e| super::api::ApiError::new(e.status(), e.body_text()))?;
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve(socket, state, s, jar)))
+}
+
+async fn send(socket: &mut WebSocket, msg: &Out<'_>) -> bool {
+    let Ok(text) = serde_json::to_string(msg) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(
+            SEND_TIMEOUT,
+            socket.send(Message::Text(Utf8Bytes::from(text)))
+        )
+        .await,
+        Ok(Ok(()))
+    )
+}
+
+async fn snapshot(socket: &mut WebSocket, state: &AppState) -> bool {
+    let calls = state.open_summaries();
+    let stats = state.stats.borrow().clone();
+    send(
+        socket,
+        &Out::Snapshot {
+            calls: &calls,
+            stats: &stats,
+        },
+    )
+    .await
+}
+
+struct Open(crate::telemetry::ConsoleMetrics);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.ws_sessions.decrement(1.0);
+    }
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJar) {
+    state.metrics.ws_sessions.increment(1.0);
+    let _open = Open(state.metrics.clone());
+    tracing::debug!(user = %s.user, "live feed opened");
+    // Subscribe before the snapshot, so nothing between the two is missed (a change seen
+    // twice is harmless: the console keeps the newest).
+    let mut feed = state.calls.live.subscribe();
+    let mut stats = state.stats.clone();
+    stats.mark_unchanged();
+    if !snapshot(&mut socket, &state).await {
+        return;
+    }
+    let mut stats_tick = tokio::time::interval(STATS_EVERY);
+    stats_tick.tick().await;
+    let mut session_tick = tokio::time::interval(SESSION_EVERY);
+    session_tick.tick().await;
+    loop {
+        let ok = tokio::select! {
+            ev = feed.recv() => match ev {
+                Ok(LiveEvent::Call(c)) => send(&mut socket, &Out::Call { call: &c }).await,
+                Ok(LiveEvent::Closed(id)) => send(&mut socket, &Out::Closed { id }).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::debug!(user = %s.user, missed = n, "live feed behind; sending a snapshot");
+                    snapshot(&mut socket, &state).await
+                }
+                Err(RecvError::Closed) => false,
+            },
+            r = stats.changed() => {
+                if r.is_err() {
+                    false
+                } else {
+                    let st = stats.borrow_and_update().clone();
+                    send(&mut socket, &Out::Stats { stats: &st }).await
+                }
+            }
+            _ = stats_tick.tick() => {
+                let st = state.stats.borrow().clone();
+                send(&mut socket, &Out::Stats { stats: &st }).await
+            }
+            _ = session_tick.tick() => {
+                // Logged out or expired: close the feed.
+                session_of(&jar, &state).is_ok()
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => false,
+                Some(Ok(_)) => true,
+            },
+            () = state.shutdown.cancelled() => false,
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+    tracing::debug!(user = %s.user, "live feed closed");
+}

@@ -1,0 +1,284 @@
+//! Console users and their sessions.
+//!
+//! `users`: user name -> JSON [`UserRecord`]. `sessions`: SHA-256 of the session token (32
+//! bytes) -> JSON [`SessionRecord`]. The token itself is never stored, so a copy of the
+//! database does not hand out live sessions.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::model::Role;
+
+/// A console user.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// User name (`[a-z0-9_.-]{1,64}`).
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// argon2id hash of the password, as a PHC string.
+    pub password_hash: String,
+    /// When the user was created.
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password hash is deliberately left out: secrets never reach logs.
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A logged-in session, stored under the SHA-256 of its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The user name.
+    pub user: String,
+    /// The user's role when the session was made.
+    pub role: Role,
+    /// When the session was made (the login).
+    pub created_at: Timestamp,
+    /// When it stops being valid.
+    pub expires_at: Timestamp,
+}
+
+fn corrupt(tree: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    }
+}
+
+impl Store {
+    /// Inserts or replaces a user, then flushes.
+    pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(u).map_err(|e| corrupt("users", e))?;
+        self.users.insert(u.name.as_bytes(), v)?;
+        self.flush()
+    }
+
+    /// The user called `name`, if any.
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users
+            .get(name.as_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("users", e)))
+            .transpose()
+    }
+
+    /// Creates the user `name` (created at `now`), or gives an existing one this password
+    /// hash and role (keeping its creation time) and ends its sessions, which carry the old
+    /// role. Flushes. Returns the previous role, or `None` for a new user.
+    pub fn set_user(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<Role>, StoreError> {
+        let old = self.user(name)?;
+        let u = UserRecord {
+            name: name.to_string(),
+            role,
+            password_hash: password_hash.to_string(),
+            created_at: old.as_ref().map_or(now, |o| o.created_at),
+        };
+        if old.is_some() {
+            self.delete_sessions_of(name)?;
+        }
+        self.put_user(&u)?;
+        Ok(old.map(|o| o.role))
+    }
+
+    /// Every user, sorted by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.users
+            .iter()
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| corrupt("users", e))
+            })
+            .collect()
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> Result<usize, StoreError> {
+        Ok(self.users.len())
+    }
+
+    /// Stores a session under the hash of its token. Not durable until [`Store::flush`] (a
+    /// session lost in a crash only means logging in again).
+    pub fn put_session(&self, token_hash: &[u8; 32], s: &SessionRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(s).map_err(|e| corrupt("sessions", e))?;
+        self.sessions.insert(token_hash, v)?;
+        Ok(())
+    }
+
+    /// The session stored under `token_hash`, if any (expired or not: the caller compares
+    /// `expires_at` with its `now`).
+    pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions
+            .get(token_hash)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("sessions", e)))
+            .transpose()
+    }
+
+    /// Removes a session (logout). Removing one that does not exist is not an error.
+    pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.sessions.remove(token_hash)?;
+        Ok(())
+    }
+
+    /// Removes every session of `user` (after a password or role change). Returns how many.
+    pub fn delete_sessions_of(&self, user: &str) -> Result<usize, StoreError> {
+        self.remove_sessions_where(|s| s.user == user)
+    }
+
+    /// Removes every session that has expired at `now` (`expires_at <= now`), and any that
+    /// cannot be decoded. Returns how many were removed.
+    pub fn purge_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.remove_sessions_where(|s| s.expires_at <= now)
+    }
+
+    fn remove_sessions_where(
+        &self,
+        doomed: impl Fn(&SessionRecord) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let remove = match serde_json::from_slice::<SessionRecord>(&v) {
+                Ok(s) => doomed(&s),
+                // An undecodable session can never be used: drop it.
+                Err(_) => true,
+            };
+            if remove {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn user(name: &str, role: Role) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            role,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+            created_at: ts(1_700_000_000),
+        }
+    }
+
+    fn session(user: &str, expires: i64) -> SessionRecord {
+        SessionRecord {
+            user: user.into(),
+            role: Role::Operator,
+            created_at: ts(1_700_000_000),
+            expires_at: ts(expires),
+        }
+    }
+
+    #[test]
+    fn users_round_trip_and_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.user_count().unwrap(), 0);
+        assert_eq!(store.user("anna").unwrap(), None);
+        store.put_user(&user("anna", Role::Operator)).unwrap();
+        store.put_user(&user("bertil", Role::Admin)).unwrap();
+        assert_eq!(
+            store.user("anna").unwrap(),
+            Some(user("anna", Role::Operator))
+        );
+        store.put_user(&user("anna", Role::Supervisor)).unwrap();
+        assert_eq!(store.user_count().unwrap(), 2);
+        let all = store.users().unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|u| (u.name.as_str(), u.role))
+                .collect::<Vec<_>>(),
+            [("anna", Role::Supervisor), ("bertil", Role::Admin)]
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.user_count().unwrap(), 2, "users are durable");
+    }
+
+    #[test]
+    fn set_user_creates_then_replaces_and_ends_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .set_user("anna", Role::Operator, "h1", ts(10))
+                .unwrap(),
+            None
+        );
+        store
+            .put_session(&[7u8; 32], &session("anna", 9_999))
+            .unwrap();
+        assert_eq!(
+            store.set_user("anna", Role::Admin, "h2", ts(20)).unwrap(),
+            Some(Role::Operator)
+        );
+        let u = store.user("anna").unwrap().unwrap();
+        assert_eq!((u.role, u.password_hash.as_str()), (Role::Admin, "h2"));
+        assert_eq!(u.created_at, ts(10), "creation time kept");
+        assert_eq!(
+            store.session(&[7u8; 32]).unwrap(),
+            None,
+            "old role's session ended"
+        );
+    }
+
+    #[test]
+    fn user_debug_hides_the_hash() {
+        let u = user("anna", Role::Operator);
+        let d = format!("{u:?}");
+        assert!(d.contains("anna"), "{d}");
+        assert!(!d.contains("argon2"), "{d}");
+    }
+
+    #[test]
+    fn sessions_put_get_delete_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        store.put_session(&a, &session("anna", 1_000)).unwrap();
+        store.put_session(&b, &session("anna", 2_000)).unwrap();
+        store.put_session(&c, &session("bertil", 3_000)).unwrap();
+        assert_eq!(store.session(&a).unwrap(), Some(session("anna", 1_000)));
+        assert_eq!(store.session(&[9u8; 32]).unwrap(), None);
+
+        store.delete_session(&a).unwrap();
+        store.delete_session(&a).unwrap();
+        assert_eq!(store.session(&a).unwrap(), None);
+
+        store.put_session(&a, &session("anna", 1_000)).unwrap();
+        assert_eq!(store.purge_sessions(ts(999)).unwrap(), 0);
+        assert_eq!(
+            store.purge_sessions(ts(2_000)).unwrap(),
+            2,
+            "expires_at <= now"
+        );
+        assert_eq!(store.session(&c).unwrap(), Some(session("bertil", 3_000)));
+
+        store.put_session(&a, &session("anna", 9_000)).unwrap();
+        assert_eq!(store.delete_sessions_of("anna").unwrap(), 1);
+        assert_eq!(store.session(&a).unwrap(), None);
+        assert!(store.session(&c).unwrap().is_some());
+    }
+}
