@@ -212,10 +212,12 @@ impl Journal {
         dedup: Option<DedupKey>,
     ) -> Result<oneshot::Receiver<Commit>, SubmitError> {
         let (e, rx) = entry(signal, dedup)?;
-        self.tx.try_send(Msg::Append(Box::new(e))).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Full,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-        })?;
+        self.tx
+            .try_send(Msg::Append(Box::new(e)))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
         Ok(rx)
     }
 

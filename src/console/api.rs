@@ -840,7 +840,8 @@ pub async fn put_subscriber(
     body: Result<Json<Subscriber>, JsonRejection>,
 ) -> ApiResult<Json<SubscriberCard>> {
     s.require(Role::Supervisor, &state)?;
-    let Json(sub) = body?;
+    let Json(mut sub) = body?;
+    crate::subscribers::normalize(&mut sub);
     if sub.id != id {
         return Err(ApiError::bad_request(
             "the id in the body differs from the one in the path",
@@ -963,9 +964,9 @@ pub async fn stats_today(State(state): State<AppState>, s: Session) -> ApiResult
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Only entries with a greater sequence number (default 0).
-    #[serde(default)]
-    pub after: u64,
+    /// Only entries with a greater sequence number, oldest first; without it, the newest
+    /// `limit` entries.
+    pub after: Option<u64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
 }
@@ -986,11 +987,12 @@ pub async fn audit_log(
             "limit must be 1..={MAX_LIST}"
         )));
     }
-    state
-        .store
-        .audit_after(q.after, limit)
-        .map(Json)
-        .map_err(|e| ApiError::internal("reading the audit log failed", e))
+    match q.after {
+        Some(after) => state.store.audit_after(after, limit),
+        None => state.store.audit_latest(limit),
+    }
+    .map(Json)
+    .map_err(|e| ApiError::internal("reading the audit log failed", e))
 }
 
 /// Query of `GET /api/signals`.

@@ -70,6 +70,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` entries, oldest first.
+    pub fn audit_latest(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.audit.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Some(seq) = seq_of(&k) else { continue };
+            let mut e: AuditEntry = serde_json::from_slice(&v).map_err(corrupt)?;
+            e.seq = seq;
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// The highest sequence number stored (0 if none).
     fn last_audit_seq(&self) -> Result<u64, StoreError> {
         for item in self.audit.iter().rev() {
