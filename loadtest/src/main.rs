@@ -8,11 +8,14 @@
 //! * `ceiling`: a server that answers every frame with no processing: the machine's limit.
 //! * `storm`: the reconnect-and-drain flood after a telecom outage.
 //! * `idle`: memory per idle device connection in the server.
+//! * `console`: ACK to Call on the operator console's WebSocket, under a heartbeat load;
+//!   `console-setup` registers its devices and subscribers.
 //!
 //! Every scenario prints exactly one summary line on stdout as its last line; progress goes
 //! to stderr. All traffic goes to the given target only, and every loop ends with the run.
 
 mod ceiling;
+mod console;
 mod dc09;
 mod device;
 mod fleet;
@@ -82,6 +85,12 @@ enum Cmd {
     /// What idle device connections cost the server: N devices connect, send one NULL, then
     /// stay silent; prints `idle connections=N ... bytes_per_conn=N` (with --server-pid).
     Idle(idle::Options),
+    /// Time from an alarm's ACK to its Call on the console's WebSocket while heartbeats run;
+    /// prints a table, then `console alarms=N ... ack_ws_p50_ms=N ack_ws_p99_ms=N ...`.
+    Console(console::Options),
+    /// Writes and/or imports (admin API) the alarm devices, their subscribers and the
+    /// heartbeat devices that `console` uses.
+    ConsoleSetup(console::SetupOptions),
 }
 
 fn main() -> ExitCode {
@@ -120,12 +129,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.build()?;
+    let threads = cli.threads;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Dc09(o) => dc09::run(o).await,
             Cmd::Ceiling { listen, aes } => ceiling::run(&listen, aes).await,
             Cmd::Storm(o) => storm::run(o).await,
             Cmd::Idle(o) => idle::run(o).await,
+            Cmd::Console(o) => console::run(o, threads).await,
+            Cmd::ConsoleSetup(o) => console::setup(o).await,
             Cmd::Fleet { .. } => Ok(()),
         }
     })
