@@ -5,6 +5,10 @@
 //!
 //! After each restart every device first resends the frame it was waiting for when the
 //! server died (as a real device does), so the dedup window across a crash is tested too.
+//!
+//! And every journaled alarm must have reached triage exactly once: each device's alarms
+//! merge into its one open Call, whose alarm count must equal the device's journaled alarms
+//! (no alarm lost between the ACK and triage, none counted twice by the replay at start).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -256,6 +260,26 @@ fn sigkill_rounds(kills: usize) {
     for (f, n) in &journaled {
         assert_eq!(*n, 1, "frame {f:?} journaled {n} times");
     }
+    // Every journaled alarm is in its device's Call, exactly once.
+    let mut per_account: HashMap<String, u32> = HashMap::new();
+    for f in journaled.keys() {
+        let p = dc09::parse(f.as_bytes()).unwrap();
+        *per_account
+            .entry(p.account.unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let store = vakt::store::Store::open(&data).expect("store opens after the server stopped");
+    let calls = store.open_calls().unwrap();
+    let mut counted: HashMap<String, u32> = HashMap::new();
+    for c in &calls {
+        *counted.entry(c.account.clone()).or_default() += c.alarm_count;
+    }
+    assert_eq!(
+        counted, per_account,
+        "alarms in Calls (by account) must equal the alarms journaled"
+    );
+    assert_eq!(calls.len(), DEVICES, "one open Call per device: {calls:?}");
+    drop(store);
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     sorted.dedup();
