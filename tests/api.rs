@@ -466,9 +466,27 @@ async fn the_live_feed_shows_a_new_call() {
             break;
         }
     }
-    // Without a session there is no feed.
+    // Without a session there is no feed, nor for a page of another site.
     let anon = tokio_tungstenite::connect_async(format!("ws://{http}/api/live")).await;
     assert!(anon.is_err(), "the live feed needs a session");
+    let mut foreign =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{http}/api/live"
+        ))
+        .unwrap();
+    foreign.headers_mut().insert(
+        "cookie",
+        format!("vakt_session={}", op.cookie.clone().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    foreign
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(foreign).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("a foreign origin must be refused: {other:?}"),
+    }
     drop(ws);
     srv.stop().await.unwrap();
 }

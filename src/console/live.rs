@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum_extra::extract::cookie::CookieJar;
 use serde::Serialize;
@@ -53,15 +54,38 @@ enum Out<'a> {
 pub async fn live(
     State(state): State<AppState>,
     jar: CookieJar,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, super::api::ApiError> {
     // The session first: without one, the answer is 401 whatever the request.
     let s = session_of(&jar, &state)?;
     s.require(Role::Operator, &state)?;
+    // A page of another site must not open the feed with the operator's cookie.
+    if !same_origin(&headers) {
+        state.metrics.rejected("forbidden");
+        return Err(super::api::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "the live feed is only for the console's own pages",
+        ));
+    }
     let ws = ws.map_err(|e| super::api::ApiError::new(e.status(), e.body_text()))?;
     Ok(ws
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| serve(socket, state, s, jar)))
+}
+
+/// True when the request has no `Origin` (not a browser page) or one whose host is the
+/// `Host` the request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 async fn send(socket: &mut WebSocket, msg: &Out<'_>) -> bool {

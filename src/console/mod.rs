@@ -32,6 +32,9 @@ use crate::telemetry::ConsoleMetrics;
 /// Largest import body (CSV) accepted.
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
+/// Largest body of any other request.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
 /// Password checks running at once (argon2id is made to be slow and memory-hungry).
 const VERIFY_PERMITS: usize = 4;
 
@@ -170,12 +173,18 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api::close))
         .routes(routes!(api::list_subscribers))
         .routes(routes!(api::get_subscriber, api::put_subscriber))
-        .routes(routes!(api::import_subscribers))
-        .routes(routes!(api::import_devices))
         .routes(routes!(api::stats_today))
         .routes(routes!(api::audit_log))
         .routes(routes!(api::signals))
         .routes(routes!(live::live))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(
+            // Only the imports take big bodies.
+            OpenApiRouter::new()
+                .routes(routes!(api::import_subscribers))
+                .routes(routes!(api::import_devices))
+                .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
         .split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
     api.route(
@@ -194,7 +203,6 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async {
         api::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
     })
-    .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES))
     .with_state(state)
 }
 
