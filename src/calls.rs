@@ -16,12 +16,19 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::model::{Call, CallState, Signal};
-use crate::store::{Store, StoreError};
+use crate::store::{CallChange, Store, StoreError};
 use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
 
 /// Capacity of the live feed; a console that falls further behind gets a fresh snapshot.
 pub const LIVE_CAPACITY: usize = 4096;
+
+/// How long the Call writer gathers changes before it writes them (unless an operator's
+/// action waits for durability).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most Calls the writer gathers before it writes.
+const MAX_PENDING: usize = 4096;
 
 /// Journal records read per step while catching up at start.
 const REPLAY_CHUNK: usize = 1000;
@@ -66,6 +73,11 @@ impl CallSummary {
             .as_deref()
             .and_then(|id| store.subscriber(id).ok().flatten())
             .map(|s| s.name);
+        CallSummary::with_name(call, subscriber_name)
+    }
+
+    /// The summary of `call` with a known subscriber name.
+    pub fn with_name(call: &Call, subscriber_name: Option<String>) -> CallSummary {
         CallSummary {
             id: call.id,
             priority: call.priority,
@@ -82,6 +94,38 @@ impl CallSummary {
         }
     }
 }
+
+/// A Call's head and the timeline lines from `from` on (clones only what changed).
+fn change_of(call: &Call, from: usize) -> CallChange {
+    let from = from.min(call.timeline.len());
+    CallChange {
+        call: Call {
+            id: call.id,
+            priority: call.priority,
+            state: call.state,
+            owner: call.owner.clone(),
+            opened_at: call.opened_at,
+            alarm_count: call.alarm_count,
+            subscriber: call.subscriber.clone(),
+            account: call.account.clone(),
+            kind: call.kind.clone(),
+            restored: call.restored,
+            answered_at: call.answered_at,
+            closed_at: call.closed_at,
+            outcome: call.outcome,
+            timeline: call.timeline[from..].to_vec(),
+        },
+        first_line: u32::try_from(from).unwrap_or(u32::MAX),
+    }
+}
+
+/// Subscriber names for the live feed, so a busy Call does not read the register at every
+/// change. Cleared when the register changes; bounded.
+#[derive(Default)]
+struct Names(HashMap<String, Option<String>>);
+
+/// Most names kept before the cache starts over.
+const MAX_NAMES: usize = 100_000;
 
 /// A change pushed to the consoles.
 #[derive(Clone, Debug)]
@@ -107,7 +151,7 @@ pub enum CallsError {
 }
 
 enum WriterMsg {
-    Call(Box<Call>),
+    Call(Box<CallChange>),
     Cursor(u64),
     Flush(oneshot::Sender<Result<(), ()>>),
     /// Write what is pending and stop (shutdown).
@@ -121,20 +165,63 @@ struct Sink {
     live: broadcast::Sender<LiveEvent>,
     store: Store,
     stats_dirty: Arc<tokio::sync::Notify>,
+    /// How many timeline lines of each open Call have gone to the writer.
+    sent: std::sync::Mutex<HashMap<u64, usize>>,
+    names: Arc<std::sync::Mutex<Names>>,
+}
+
+impl Sink {
+    fn name_of(&self, subscriber: &str) -> Option<String> {
+        let mut names = match self.names.lock() {
+            Ok(n) => n,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(n) = names.0.get(subscriber) {
+            return n.clone();
+        }
+        let n = self
+            .store
+            .subscriber(subscriber)
+            .ok()
+            .flatten()
+            .map(|s| s.name);
+        if names.0.len() >= MAX_NAMES {
+            names.0.clear();
+        }
+        names.0.insert(subscriber.to_owned(), n.clone());
+        n
+    }
 }
 
 impl CallSink for Sink {
     fn changed(&self, call: &Call) {
-        if let Ok(w) = self.writer.lock() {
-            let _ = w.send(WriterMsg::Call(Box::new(call.clone())));
-        }
-        let ev = if call.state == CallState::Closed {
-            LiveEvent::Closed(call.id)
-        } else {
-            LiveEvent::Call(Arc::new(CallSummary::of(call, &self.store)))
+        let change = {
+            let mut sent = match self.sent.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            let from = sent.get(&call.id).copied().unwrap_or(0);
+            if call.state == CallState::Closed {
+                sent.remove(&call.id);
+            } else {
+                sent.insert(call.id, call.timeline.len());
+            }
+            change_of(call, from)
         };
-        // No console listening is fine.
-        let _ = self.live.send(ev);
+        if let Ok(w) = self.writer.lock() {
+            let _ = w.send(WriterMsg::Call(Box::new(change)));
+        }
+        // With no console listening there is nothing to build (a console that connects
+        // later starts from a snapshot).
+        if self.live.receiver_count() > 0 {
+            let ev = if call.state == CallState::Closed {
+                LiveEvent::Closed(call.id)
+            } else {
+                let name = call.subscriber.as_deref().and_then(|s| self.name_of(s));
+                LiveEvent::Call(Arc::new(CallSummary::with_name(call, name)))
+            };
+            let _ = self.live.send(ev);
+        }
         self.stats_dirty.notify_one();
     }
 }
@@ -148,6 +235,7 @@ pub struct Calls {
     /// Woken after every change (answer figures may have moved).
     pub stats_dirty: Arc<tokio::sync::Notify>,
     writer: std_mpsc::Sender<WriterMsg>,
+    names: Arc<std::sync::Mutex<Names>>,
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -178,16 +266,19 @@ impl Calls {
         };
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let stats_dirty = Arc::new(tokio::sync::Notify::new());
+        let open = store.open_calls()?;
+        let n_open = open.len();
+        let names = Arc::new(std::sync::Mutex::new(Names::default()));
         let sink = Arc::new(Sink {
             writer: std::sync::Mutex::new(wtx.clone()),
             live: live.clone(),
             store: store.clone(),
             stats_dirty: stats_dirty.clone(),
+            sent: std::sync::Mutex::new(open.iter().map(|c| (c.id, c.timeline.len())).collect()),
+            names: names.clone(),
         });
         let next_id = store.max_call_id()? + 1;
         let triage = Arc::new(Triage::new(opts, sink, metrics, next_id));
-        let open = store.open_calls()?;
-        let n_open = open.len();
         triage.restore(open);
         let mut cursor = store.triage_cursor()?;
         let mut replayed = 0usize;
@@ -214,6 +305,7 @@ impl Calls {
             live,
             stats_dirty,
             writer: wtx,
+            names,
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             triage_thread: std::sync::Mutex::new(None),
         })
@@ -243,6 +335,14 @@ impl Calls {
             *t = Some(h);
         }
         Ok(tx)
+    }
+
+    /// Forgets the cached subscriber names (after the register changed).
+    pub fn subscribers_changed(&self) {
+        match self.names.lock() {
+            Ok(mut n) => n.0.clear(),
+            Err(p) => p.into_inner().0.clear(),
+        }
     }
 
     /// Waits until every Call change made so far is durable (after an operator's action,
@@ -287,11 +387,12 @@ impl Drop for Calls {
     }
 }
 
-/// The writer thread: gathers every change waiting, keeps the newest version of each Call,
-/// writes them with the cursor in one atomic batch, and flushes to disk when someone waits.
+/// The writer thread: gathers every change waiting, merges the changes of each Call (the
+/// newest head, the new timeline lines in order), writes them with the cursor in one atomic
+/// batch, and flushes to disk when someone waits.
 fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics) {
-    let mut calls: HashMap<u64, Box<Call>> = HashMap::new();
-    let mut order: Vec<u64> = Vec::new();
+    let mut pending: HashMap<u64, CallChange> = HashMap::new();
+    let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
     let mut stop = false;
     while !stop {
@@ -300,33 +401,39 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         };
         let mut cursor = None;
         let mut next = Some(first);
+        // Gather for up to GATHER, unless someone waits for durability: a busy Call's head
+        // is then written once per gathering, not once per press. Nothing is lost by the
+        // wait: the journal has every Signal, and the cursor is written with the Calls.
+        let deadline = std::time::Instant::now() + GATHER;
         while let Some(msg) = next.take() {
             match msg {
                 WriterMsg::Stop => {
                     stop = true;
                     break;
                 }
-                WriterMsg::Call(c) => {
-                    calls.insert(c.id, c);
-                }
+                WriterMsg::Call(c) => merge_change(&mut pending, &mut apart, *c),
                 WriterMsg::Cursor(c) => cursor = Some(cursor.map_or(c, |o: u64| o.max(c))),
                 WriterMsg::Flush(w) => waiters.push(w),
             }
-            if calls.len() < 4096 {
-                next = rx.try_recv().ok();
+            if pending.len() >= MAX_PENDING {
+                break;
             }
+            next = if waiters.is_empty() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                rx.recv_timeout(left).ok()
+            } else {
+                rx.try_recv().ok()
+            };
         }
-        order.clear();
-        order.extend(calls.keys().copied());
-        order.sort_unstable();
-        let batch: Vec<Call> = order
-            .iter()
-            .filter_map(|id| calls.remove(id).map(|b| *b))
-            .collect();
+        let mut batch: Vec<CallChange> = std::mem::take(&mut apart);
+        let mut merged: Vec<CallChange> = pending.drain().map(|(_, c)| c).collect();
+        merged.sort_unstable_by_key(|c| c.call.id);
+        // After the changes kept apart, so each Call's newest head is written last.
+        batch.extend(merged);
         let mut result = if batch.is_empty() && cursor.is_none() {
             Ok(())
         } else {
-            store.save_calls(&batch, cursor)
+            store.save_call_changes(&batch, cursor)
         };
         if result.is_ok() && !waiters.is_empty() {
             result = store.flush();
@@ -335,15 +442,45 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
             metrics.errors.increment(1);
             tracing::error!(error = %e, calls = batch.len(), "writing Calls failed; retrying with the next change");
             // Keep them for the next attempt (nothing newer can have arrived meanwhile).
-            for c in batch {
-                calls.insert(c.id, Box::new(c));
-            }
+            apart = batch;
         }
         for w in waiters.drain(..) {
             let _ = w.send(result.as_ref().map(|_| ()).map_err(|_| ()));
         }
     }
     tracing::debug!("call writer stopped");
+}
+
+/// Adds a change to the pending one of its Call: the newer head wins, lines are appended.
+/// The sink sends every line once and in order, so a change starts where the pending one
+/// ends; one that does not is kept whole in `apart` and written in the same batch, so no line
+/// is ever lost.
+fn merge_change(
+    pending: &mut HashMap<u64, CallChange>,
+    apart: &mut Vec<CallChange>,
+    c: CallChange,
+) {
+    match pending.get_mut(&c.call.id) {
+        None => {
+            pending.insert(c.call.id, c);
+        }
+        Some(p) => {
+            let end = p.first_line as usize + p.call.timeline.len();
+            let from = c.first_line as usize;
+            if from < p.first_line as usize || from > end {
+                debug_assert!(false, "timeline lines out of order");
+                apart.push(std::mem::replace(p, c));
+                return;
+            }
+            let mut lines = std::mem::take(&mut p.call.timeline);
+            lines.truncate(from - p.first_line as usize);
+            lines.extend(c.call.timeline);
+            p.call = Call {
+                timeline: lines,
+                ..c.call
+            };
+        }
+    }
 }
 
 /// Target share of Calls answered within 60 s (telecare answer-time target), in percent.
@@ -474,6 +611,37 @@ mod tests {
         assert_eq!(s.within_60s_pct, Some(50.0)); // 2 of 4
         assert_eq!(s.within_180s_pct, Some(100.0)); // 3 of 3
         assert_eq!(s.target_60s_pct, 97.5);
+    }
+
+    fn line(n: i64) -> crate::model::TimelineEntry {
+        crate::model::TimelineEntry {
+            at: ts(n),
+            user: None,
+            what: crate::model::TimelineEvent::Note {
+                text: n.to_string(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_sink_sends_new_lines_and_the_writer_merges_them_in_order() {
+        let mut c = call(0, None);
+        c.timeline = vec![line(1), line(2)];
+        let first = change_of(&c, 0);
+        assert_eq!((first.first_line, first.call.timeline.len()), (0, 2));
+        c.timeline.push(line(3));
+        c.alarm_count = 2;
+        let second = change_of(&c, 2);
+        assert_eq!((second.first_line, second.call.timeline.len()), (2, 1));
+        let mut pending = HashMap::new();
+        let mut apart = Vec::new();
+        merge_change(&mut pending, &mut apart, first);
+        merge_change(&mut pending, &mut apart, second);
+        let merged = &pending[&1];
+        assert_eq!(merged.first_line, 0);
+        assert_eq!(merged.call.timeline, vec![line(1), line(2), line(3)]);
+        assert_eq!(merged.call.alarm_count, 2, "the newest head wins");
+        assert!(apart.is_empty());
     }
 
     #[test]

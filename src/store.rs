@@ -22,6 +22,7 @@ mod calls;
 mod subscribers;
 mod users;
 
+pub use calls::CallChange;
 pub use users::{SessionRecord, UserRecord};
 
 use serde::{Deserialize, Serialize};

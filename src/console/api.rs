@@ -857,6 +857,7 @@ pub async fn put_subscriber(
         .store
         .upsert_subscribers(std::slice::from_ref(&sub))
         .map_err(|e| ApiError::internal("saving the subscriber failed", e))?;
+    state.calls.subscribers_changed();
     audit(
         &state,
         &s,
@@ -904,6 +905,7 @@ pub async fn import_subscribers(
         .store
         .upsert_subscribers(&subs)
         .map_err(|e| ApiError::internal("saving subscribers failed", e))?;
+    state.calls.subscribers_changed();
     audit(
         &state,
         &s,

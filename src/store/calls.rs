@@ -1,7 +1,10 @@
-//! Calls: `b"o"` + id (u64 big-endian) -> JSON of an open [`Call`], `b"c"` + id -> a closed
-//! one, and `b"cursor"` -> the id (u64 big-endian) of the last journal record triage has
-//! taken into account. The Calls and the cursor are saved in one atomic batch, so after a
-//! crash triage resumes from a cursor that matches the Calls.
+//! Calls: `b"o"` + id (u64 big-endian) -> JSON of an open [`Call`] without its timeline,
+//! `b"c"` + id -> a closed one, `b"t"` + id + index (u32 big-endian) -> one timeline line,
+//! and `b"cursor"` -> the id (u64 big-endian) of the last journal record triage has taken
+//! into account. A timeline only grows, so a change writes the Call's head and its new lines
+//! only (a Call with a thousand merged presses is not rewritten whole at every press). The
+//! changes and the cursor are saved in one atomic batch, so after a crash triage resumes from
+//! a cursor that matches the Calls. Writing a line again under its index is harmless.
 
 use jiff::Timestamp;
 
@@ -10,6 +13,7 @@ use crate::model::{Call, CallState};
 
 const OPEN: u8 = b'o';
 const CLOSED: u8 = b'c';
+const LINE: u8 = b't';
 const CURSOR: &[u8] = b"cursor";
 
 /// How far before `since` the backward scan of closed Calls goes on, in case `opened_at`
@@ -31,6 +35,23 @@ fn id_of(k: &[u8], prefix: u8) -> Option<u64> {
     }
 }
 
+fn line_key(id: u64, index: u32) -> [u8; 13] {
+    let mut k = [LINE; 13];
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// A change of one Call to save: the Call's head (its `timeline` holds only the lines from
+/// `first_line` on, the ones not saved yet; it may be empty).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallChange {
+    /// The Call, with only its new timeline lines.
+    pub call: Call,
+    /// The index of the first of those lines in the whole timeline.
+    pub first_line: u32,
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "calls",
@@ -42,14 +63,64 @@ fn decode(v: &[u8]) -> Result<Call, StoreError> {
     serde_json::from_slice(v).map_err(corrupt)
 }
 
+/// Serialises a Call's head: every field but the timeline (written as empty).
+struct HeadRef<'a>(&'a Call);
+
+impl serde::Serialize for HeadRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let mut st = s.serialize_struct("Call", 14)?;
+        st.serialize_field("id", &c.id)?;
+        st.serialize_field("priority", &c.priority)?;
+        st.serialize_field("state", &c.state)?;
+        st.serialize_field("owner", &c.owner)?;
+        st.serialize_field("opened_at", &c.opened_at)?;
+        st.serialize_field("alarm_count", &c.alarm_count)?;
+        st.serialize_field("subscriber", &c.subscriber)?;
+        st.serialize_field("account", &c.account)?;
+        st.serialize_field("kind", &c.kind)?;
+        st.serialize_field("restored", &c.restored)?;
+        st.serialize_field("answered_at", &c.answered_at)?;
+        st.serialize_field("closed_at", &c.closed_at)?;
+        st.serialize_field("outcome", &c.outcome)?;
+        st.serialize_field("timeline", &[] as &[crate::model::TimelineEntry])?;
+        st.end()
+    }
+}
+
 impl Store {
-    /// Saves Calls and, if given, the triage cursor in ONE atomic batch. A Call whose state
-    /// is `Closed` is written to the closed Calls and removed from the open ones; any other
-    /// is written to the open ones. Not durable until [`Store::flush`].
+    /// Saves whole Calls (every timeline line) and, if given, the triage cursor in ONE atomic
+    /// batch; see [`Store::save_call_changes`].
     pub fn save_calls(&self, calls: &[Call], cursor: Option<u64>) -> Result<(), StoreError> {
+        let changes: Vec<CallChange> = calls
+            .iter()
+            .map(|c| CallChange {
+                call: c.clone(),
+                first_line: 0,
+            })
+            .collect();
+        self.save_call_changes(&changes, cursor)
+    }
+
+    /// Saves changes of Calls and, if given, the triage cursor in ONE atomic batch. A Call
+    /// whose state is `Closed` is written to the closed Calls and removed from the open ones;
+    /// any other is written to the open ones. Each change's timeline lines are written under
+    /// their index. Not durable until [`Store::flush`].
+    pub fn save_call_changes(
+        &self,
+        changes: &[CallChange],
+        cursor: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for c in calls {
-            let v = serde_json::to_vec(c).map_err(corrupt)?;
+        for ch in changes {
+            let c = &ch.call;
+            for (i, line) in c.timeline.iter().enumerate() {
+                let index = ch.first_line.saturating_add(i as u32);
+                let v = serde_json::to_vec(line).map_err(corrupt)?;
+                batch.insert(&line_key(c.id, index), v);
+            }
+            let v = serde_json::to_vec(&HeadRef(c)).map_err(corrupt)?;
             if c.state == CallState::Closed {
                 batch.insert(&key(CLOSED, c.id), v);
                 batch.remove(&key(OPEN, c.id));
@@ -64,8 +135,30 @@ impl Store {
         Ok(())
     }
 
-    /// Every Call not closed, by id.
+    /// A Call's head with its timeline read from its lines.
+    fn with_timeline(&self, mut c: Call) -> Result<Call, StoreError> {
+        let mut lines = Vec::new();
+        for item in self
+            .calls
+            .range(line_key(c.id, 0)..=line_key(c.id, u32::MAX))
+        {
+            let (_, v) = item?;
+            lines.push(serde_json::from_slice(&v).map_err(corrupt)?);
+        }
+        c.timeline = lines;
+        Ok(c)
+    }
+
+    /// Every Call not closed, by id, with its timeline.
     pub fn open_calls(&self) -> Result<Vec<Call>, StoreError> {
+        self.open_heads()?
+            .into_iter()
+            .map(|c| self.with_timeline(c))
+            .collect()
+    }
+
+    /// Every Call not closed, by id, without its timeline.
+    fn open_heads(&self) -> Result<Vec<Call>, StoreError> {
         let mut out = Vec::new();
         for item in self.calls.scan_prefix([OPEN]) {
             let (k, v) = item?;
@@ -76,24 +169,26 @@ impl Store {
         Ok(out)
     }
 
-    /// The Call with this id, open or closed.
+    /// The Call with this id, open or closed, with its timeline.
     pub fn call(&self, id: u64) -> Result<Option<Call>, StoreError> {
-        match self.calls.get(key(OPEN, id))? {
-            Some(v) => decode(&v).map(Some),
+        let head = match self.calls.get(key(OPEN, id))? {
+            Some(v) => Some(decode(&v)?),
             None => self
                 .calls
                 .get(key(CLOSED, id))?
                 .map(|v| decode(&v))
-                .transpose(),
-        }
+                .transpose()?,
+        };
+        head.map(|c| self.with_timeline(c)).transpose()
     }
 
-    /// Every Call, open or closed, opened at or after `since`, by id. Closed Calls are read
-    /// from the newest backwards, and the scan stops once they are well before `since`.
+    /// Every Call, open or closed, opened at or after `since`, by id, WITHOUT its timeline
+    /// (for the day's figures). Closed Calls are read from the newest backwards, and the scan
+    /// stops once they are well before `since`.
     pub fn calls_opened_since(&self, since: Timestamp) -> Result<Vec<Call>, StoreError> {
         let stop = since.checked_sub(SCAN_SLACK).unwrap_or(Timestamp::MIN);
         let mut out: Vec<Call> = self
-            .open_calls()?
+            .open_heads()?
             .into_iter()
             .filter(|c| c.opened_at >= since)
             .collect();
@@ -301,5 +396,98 @@ mod tests {
         assert!(got.iter().all(|c| c.opened_at >= ts(3 * day)));
         assert_eq!(store.calls_opened_since(ts(0)).unwrap().len(), 20);
         assert!(store.calls_opened_since(ts(100 * day)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn head_is_the_call_without_its_timeline() {
+        let mut c: Call = serde_json::from_value(serde_json::json!({
+            "id": 7, "priority": 1, "state": "claimed", "owner": "olle",
+            "opened_at": "2026-11-23T10:00:00Z", "alarm_count": 2, "subscriber": "S-1",
+            "account": "1234", "kind": "Fall", "restored": true,
+            "answered_at": "2026-11-23T10:00:30Z", "closed_at": null, "outcome": null,
+            "timeline": [{"at": "2026-11-23T10:00:00Z", "type": "restored"}]
+        }))
+        .unwrap();
+        let head = serde_json::to_value(HeadRef(&c)).unwrap();
+        c.timeline.clear();
+        assert_eq!(
+            head,
+            serde_json::to_value(&c).unwrap(),
+            "every field of Call is in its head"
+        );
+    }
+
+    #[test]
+    fn changes_append_timeline_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut c: Call = serde_json::from_value(serde_json::json!({
+            "id": 3, "priority": 1, "state": "queued", "owner": null,
+            "opened_at": "2026-11-23T10:00:00Z", "alarm_count": 1, "subscriber": null,
+            "account": "1234", "kind": "Fall", "restored": false,
+            "answered_at": null, "closed_at": null, "outcome": null,
+            "timeline": [{"at": "2026-11-23T10:00:00Z", "type": "claimed", "user": "a"}]
+        }))
+        .unwrap();
+        store
+            .save_call_changes(
+                &[CallChange {
+                    call: c.clone(),
+                    first_line: 0,
+                }],
+                Some(5),
+            )
+            .unwrap();
+        let mut delta = c.clone();
+        delta.alarm_count = 2;
+        delta.timeline =
+            vec![serde_json::from_value(
+            serde_json::json!({"at": "2026-11-23T10:00:05Z", "type": "released", "user": "a"}),
+        )
+        .unwrap()];
+        store
+            .save_call_changes(
+                &[CallChange {
+                    call: delta.clone(),
+                    first_line: 1,
+                }],
+                None,
+            )
+            .unwrap();
+        let back = store.call(3).unwrap().unwrap();
+        assert_eq!(back.alarm_count, 2);
+        assert_eq!(back.timeline.len(), 2);
+        assert_eq!(back.timeline[1], delta.timeline[0]);
+        // Writing a line again under its index changes nothing.
+        store
+            .save_call_changes(
+                &[CallChange {
+                    call: delta,
+                    first_line: 1,
+                }],
+                None,
+            )
+            .unwrap();
+        assert_eq!(store.open_calls().unwrap()[0].timeline.len(), 2);
+        assert_eq!(store.triage_cursor().unwrap(), 5);
+        // The figures read heads only.
+        c.state = CallState::Closed;
+        c.timeline.clear();
+        store
+            .save_call_changes(
+                &[CallChange {
+                    call: c,
+                    first_line: 2,
+                }],
+                None,
+            )
+            .unwrap();
+        assert!(store.open_calls().unwrap().is_empty());
+        assert_eq!(store.call(3).unwrap().unwrap().timeline.len(), 2);
+        let today = store
+            .calls_opened_since(Timestamp::from_second(0).unwrap())
+            .unwrap();
+        assert_eq!(today.len(), 1);
+        assert!(today[0].timeline.is_empty());
     }
 }

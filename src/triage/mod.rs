@@ -22,7 +22,8 @@
 //! - Level-4 Signals (tests, open/close) without an open Call are handled by rule; with one
 //!   they are shown in its timeline. Flagged Signals (unknown device, undecryptable,
 //!   unreadable) always open or merge.
-//! - A Signal whose id is already in the open Call's timeline is ignored (journal replay).
+//! - A Signal whose id is at or below the highest one in the open Call is ignored (a journal
+//!   replay; Signals reach triage in journal id order).
 //! - At most [`MAX_SIGNAL_ENTRIES`] Signal lines per Call: later Signals still count
 //!   (`alarm_count`, escalation) but are not written to the timeline (the journal has them).
 //!
@@ -151,14 +152,12 @@ struct Open {
 }
 
 impl Open {
+    /// Whether the Signal `id` is already in this Call. Signals reach triage in journal id
+    /// order (the feed and the replay at start both follow the journal), so every Signal
+    /// at or below the highest id merged is already in: a constant-time check, however long
+    /// the timeline.
     fn seen(&self, id: u64) -> bool {
-        if id == 0 {
-            return false;
-        }
-        (self.signals >= MAX_SIGNAL_ENTRIES && id <= self.max_signal)
-            || self.call.timeline.iter().any(
-                |e| matches!(e.what, TimelineEvent::Signal { signal_id, .. } if signal_id == id),
-            )
+        id != 0 && id <= self.max_signal
     }
 
     /// Appends the Signal's line unless the cap is reached; true if written.

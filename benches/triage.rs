@@ -1,0 +1,89 @@
+//! Triage, per Signal and per claim, without storage: open a Call for a new subscriber's
+//! alarm, merge a repeated press into an open Call, and "take next" (a CAS claim) then close.
+//! The sink does nothing, so this is triage's own cost; the server adds the Call writer's
+//! queue push and the live feed's broadcast.
+//!
+//! Run: `cargo bench --bench triage` (quick check: `cargo bench --bench triage -- --quick`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vakt::codec::event::Qualifier;
+use vakt::model::{Flags, Outcome, Signal, SignalEvent, Transport};
+use vakt::telemetry::CallMetrics;
+use vakt::triage::{NullSink, Triage, TriageOptions};
+
+fn alarm(id: u64, subscriber: &str) -> Signal {
+    Signal {
+        id,
+        received_at: jiff::Timestamp::from_second(1_800_000_000 + id as i64).unwrap(),
+        transport: Transport::Tcp,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        protocol: "ADM-CID".into(),
+        encrypted: false,
+        account: "1234".into(),
+        line: Some("0".into()),
+        receiver: None,
+        seq: "0001".into(),
+        flags: Flags::default(),
+        subscriber: Some(subscriber.into()),
+        device_type: Some("carephone".into()),
+        transmitted_at: None,
+        event_time: None,
+        events: vec![SignalEvent {
+            code: "CID 101".into(),
+            name: Some("Personal Emergency".into()),
+            qualifier: Qualifier::New,
+            zone: Some(1),
+            group: Some(1),
+            user: None,
+            text: None,
+            time: None,
+        }],
+        xdata: Vec::new(),
+        raw: b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r".to_vec(),
+    }
+}
+
+fn triage() -> Triage {
+    Triage::new(
+        TriageOptions { escalate_after: 3 },
+        Arc::new(NullSink),
+        CallMetrics::new(),
+        1,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let now = jiff::Timestamp::from_second(1_900_000_000).unwrap();
+    let mut g = c.benchmark_group("triage");
+    g.throughput(Throughput::Elements(1));
+
+    // Open, take and close a Call: the whole life of a single alarm in triage.
+    let t = triage();
+    let mut id = 0u64;
+    g.bench_function("open_take_close", |b| {
+        b.iter(|| {
+            id += 1;
+            black_box(t.ingest(&alarm(id, "S-1"), None, now));
+            let call = t.next("olle", now).expect("a call waits");
+            t.close(call.id, "olle", Outcome::NoAction, "", now)
+                .expect("owner closes");
+        })
+    });
+
+    // A repeated press merged into one open Call (the timeline is capped, so this stays flat).
+    let t = triage();
+    let mut id = 0u64;
+    g.bench_function("merge_press", |b| {
+        b.iter(|| {
+            id += 1;
+            black_box(t.ingest(&alarm(id, "S-2"), None, now));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
