@@ -170,27 +170,21 @@ struct Sink {
     names: Arc<std::sync::Mutex<Names>>,
 }
 
-impl Sink {
-    fn name_of(&self, subscriber: &str) -> Option<String> {
-        let mut names = match self.names.lock() {
-            Ok(n) => n,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(n) = names.0.get(subscriber) {
-            return n.clone();
-        }
-        let n = self
-            .store
-            .subscriber(subscriber)
-            .ok()
-            .flatten()
-            .map(|s| s.name);
-        if names.0.len() >= MAX_NAMES {
-            names.0.clear();
-        }
-        names.0.insert(subscriber.to_owned(), n.clone());
-        n
+/// A subscriber's name, from the cache or the register.
+fn name_of(names: &std::sync::Mutex<Names>, store: &Store, subscriber: &str) -> Option<String> {
+    let mut names = match names.lock() {
+        Ok(n) => n,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(n) = names.0.get(subscriber) {
+        return n.clone();
     }
+    let n = store.subscriber(subscriber).ok().flatten().map(|s| s.name);
+    if names.0.len() >= MAX_NAMES {
+        names.0.clear();
+    }
+    names.0.insert(subscriber.to_owned(), n.clone());
+    n
 }
 
 impl CallSink for Sink {
@@ -217,7 +211,10 @@ impl CallSink for Sink {
             let ev = if call.state == CallState::Closed {
                 LiveEvent::Closed(call.id)
             } else {
-                let name = call.subscriber.as_deref().and_then(|s| self.name_of(s));
+                let name = call
+                    .subscriber
+                    .as_deref()
+                    .and_then(|s| name_of(&self.names, &self.store, s));
                 LiveEvent::Call(Arc::new(CallSummary::with_name(call, name)))
             };
             let _ = self.live.send(ev);
@@ -236,6 +233,7 @@ pub struct Calls {
     pub stats_dirty: Arc<tokio::sync::Notify>,
     writer: std_mpsc::Sender<WriterMsg>,
     names: Arc<std::sync::Mutex<Names>>,
+    store: Store,
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -306,6 +304,7 @@ impl Calls {
             stats_dirty,
             writer: wtx,
             names,
+            store,
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             triage_thread: std::sync::Mutex::new(None),
         })
@@ -335,6 +334,21 @@ impl Calls {
             *t = Some(h);
         }
         Ok(tx)
+    }
+
+    /// Summaries of the open Calls, most urgent first (names from the cache).
+    pub fn open_summaries(&self) -> Vec<CallSummary> {
+        self.triage
+            .open_calls()
+            .iter()
+            .map(|c| {
+                let name = c
+                    .subscriber
+                    .as_deref()
+                    .and_then(|s| name_of(&self.names, &self.store, s));
+                CallSummary::with_name(c, name)
+            })
+            .collect()
     }
 
     /// Forgets the cached subscriber names (after the register changed).

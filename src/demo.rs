@@ -248,6 +248,9 @@ pub async fn simulate(target: SocketAddr, opts: SimOptions, shutdown: Cancellati
     tracing::debug!("demo: simulator stopped");
 }
 
+/// The first demo alarm comes at most this long after the start.
+const FIRST_ALARM_WITHIN: Duration = Duration::from_secs(8);
+
 /// What a simulated device is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -428,7 +431,8 @@ struct Scheduler<'a> {
 
 impl Scheduler<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) {
-        let mut next_alarm = Instant::now() + self.exp_interval();
+        // The first alarm comes soon, so someone who just started the demo sees one.
+        let mut next_alarm = Instant::now() + self.exp_interval().min(FIRST_ALARM_WITHIN);
         loop {
             let wake = self
                 .pending

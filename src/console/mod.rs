@@ -113,12 +113,7 @@ impl AppState {
 
     /// Summaries of the open Calls, most urgent first.
     pub fn open_summaries(&self) -> Vec<CallSummary> {
-        self.calls
-            .triage
-            .open_calls()
-            .iter()
-            .map(|c| CallSummary::of(c, &self.store))
-            .collect()
+        self.calls.open_summaries()
     }
 
     /// Computes today's figures now (off the async threads).
