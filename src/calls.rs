@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -26,6 +27,9 @@ pub const LIVE_CAPACITY: usize = 4096;
 /// How long the Call writer gathers changes before it writes them (unless an operator's
 /// action waits for durability).
 const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long the writer waits for triage to finish a journal batch before it writes anyway.
+const BATCH_END_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most Calls the writer gathers before it writes.
 const MAX_PENDING: usize = 4096;
@@ -114,6 +118,7 @@ fn change_of(call: &Call, from: usize) -> CallChange {
             closed_at: call.closed_at,
             outcome: call.outcome,
             timeline: call.timeline[from..].to_vec(),
+            last_signal_id: call.last_signal_id,
         },
         first_line: u32::try_from(from).unwrap_or(u32::MAX),
     }
@@ -151,7 +156,10 @@ pub enum CallsError {
 }
 
 enum WriterMsg {
+    /// Triage starts on a journal batch: its changes follow, then its `Cursor`.
+    Ingesting,
     Call(Box<CallChange>),
+    /// Triage has taken in every Signal up to this journal id.
     Cursor(u64),
     Flush(oneshot::Sender<Result<(), ()>>),
     /// Write what is pending and stop (shutdown).
@@ -285,6 +293,7 @@ impl Calls {
             let Some(last) = records.last().map(|r| r.signal.id) else {
                 break;
             };
+            let _ = wtx.send(WriterMsg::Ingesting);
             for r in &records {
                 triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
             }
@@ -320,7 +329,11 @@ impl Calls {
             .name("vakt-triage".into())
             .spawn(move || {
                 while let Some(batch) = rx.blocking_recv() {
+                    if batch.is_empty() {
+                        continue;
+                    }
                     let now = jiff::Timestamp::now();
+                    let _ = writer.send(WriterMsg::Ingesting);
                     for s in &batch {
                         triage.ingest(s, s.device_type.as_deref(), now);
                     }
@@ -409,6 +422,8 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
     let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
     let mut stop = false;
+    // Between `Ingesting` and `Cursor`: triage is half-way through a journal batch.
+    let mut inside = false;
     while !stop {
         let Ok(first) = rx.recv() else {
             break;
@@ -418,26 +433,50 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         // Gather for up to GATHER, unless someone waits for durability: a busy Call's head
         // is then written once per gathering, not once per press. Nothing is lost by the
         // wait: the journal has every Signal, and the cursor is written with the Calls.
-        let deadline = std::time::Instant::now() + GATHER;
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMsg::Stop => {
+        // A write never splits the triage of a journal batch: the Calls written are exactly
+        // the effect of the Signals up to the cursor written with them, so the replay at the
+        // next start neither misses nor repeats a Signal.
+        let deadline = Instant::now() + GATHER;
+        loop {
+            if let Some(msg) = next.take() {
+                match msg {
+                    WriterMsg::Stop => {
+                        stop = true;
+                        break;
+                    }
+                    WriterMsg::Ingesting => inside = true,
+                    WriterMsg::Call(c) => merge_change(&mut pending, &mut apart, *c),
+                    WriterMsg::Cursor(c) => {
+                        inside = false;
+                        cursor = Some(cursor.map_or(c, |o: u64| o.max(c)));
+                    }
+                    WriterMsg::Flush(w) => waiters.push(w),
+                }
+            }
+            let now = Instant::now();
+            let ready = !waiters.is_empty() || pending.len() >= MAX_PENDING || now >= deadline;
+            if ready && !inside {
+                break;
+            }
+            let wait = if ready {
+                BATCH_END_WAIT
+            } else {
+                deadline.saturating_duration_since(now)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(m) => next = Some(m),
+                Err(std_mpsc::RecvTimeoutError::Timeout) if ready => {
+                    tracing::warn!(
+                        "triage did not finish a journal batch in time; writing the Calls without moving the cursor past it"
+                    );
+                    break;
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
                     stop = true;
                     break;
                 }
-                WriterMsg::Call(c) => merge_change(&mut pending, &mut apart, *c),
-                WriterMsg::Cursor(c) => cursor = Some(cursor.map_or(c, |o: u64| o.max(c))),
-                WriterMsg::Flush(w) => waiters.push(w),
             }
-            if pending.len() >= MAX_PENDING {
-                break;
-            }
-            next = if waiters.is_empty() {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                rx.recv_timeout(left).ok()
-            } else {
-                rx.try_recv().ok()
-            };
         }
         let mut batch: Vec<CallChange> = std::mem::take(&mut apart);
         let mut merged: Vec<CallChange> = pending.drain().map(|(_, c)| c).collect();
@@ -606,6 +645,7 @@ mod tests {
             closed_at: None,
             outcome: None,
             timeline: Vec::new(),
+            last_signal_id: 0,
         }
     }
 

@@ -506,6 +506,11 @@ pub struct Call {
     pub outcome: Option<Outcome>,
     /// Every Signal and action, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// The highest journal id of a Signal taken into the Call (also past the timeline's cap
+    /// on Signal lines): a Signal at or below it is already counted, so a replay of the
+    /// journal after a crash does not count it twice.
+    #[serde(default)]
+    pub last_signal_id: u64,
 }
 
 /// Access to a subscriber's home, for a patrol.

@@ -70,7 +70,7 @@ impl serde::Serialize for HeadRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let c = self.0;
-        let mut st = s.serialize_struct("Call", 14)?;
+        let mut st = s.serialize_struct("Call", 15)?;
         st.serialize_field("id", &c.id)?;
         st.serialize_field("priority", &c.priority)?;
         st.serialize_field("state", &c.state)?;
@@ -85,6 +85,7 @@ impl serde::Serialize for HeadRef<'_> {
         st.serialize_field("closed_at", &c.closed_at)?;
         st.serialize_field("outcome", &c.outcome)?;
         st.serialize_field("timeline", &[] as &[crate::model::TimelineEntry])?;
+        st.serialize_field("last_signal_id", &c.last_signal_id)?;
         st.end()
     }
 }
@@ -282,6 +283,7 @@ mod tests {
                     zone: None,
                 },
             }],
+            last_signal_id: id,
         }
     }
 

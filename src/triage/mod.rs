@@ -147,8 +147,6 @@ struct Open {
     key: Key,
     /// Signal lines in the timeline.
     signals: usize,
-    /// Highest Signal id merged.
-    max_signal: u64,
 }
 
 impl Open {
@@ -157,12 +155,12 @@ impl Open {
     /// at or below the highest id merged is already in: a constant-time check, however long
     /// the timeline.
     fn seen(&self, id: u64) -> bool {
-        id != 0 && id <= self.max_signal
+        id != 0 && id <= self.call.last_signal_id
     }
 
     /// Appends the Signal's line unless the cap is reached; true if written.
     fn push_signal(&mut self, signal: &Signal, class: &Class) -> bool {
-        self.max_signal = self.max_signal.max(signal.id);
+        self.call.last_signal_id = self.call.last_signal_id.max(signal.id);
         if self.signals >= MAX_SIGNAL_ENTRIES {
             return false;
         }
@@ -342,19 +340,19 @@ impl Triage {
                 call.owner = None;
             }
             let mut signals = 0;
-            let mut max_signal = 0;
+            let mut max_signal = call.last_signal_id;
             for e in &call.timeline {
                 if let TimelineEvent::Signal { signal_id, .. } = e.what {
                     signals += 1;
                     max_signal = max_signal.max(signal_id);
                 }
             }
+            call.last_signal_id = max_signal;
             let (id, level) = (call.id, call.priority);
             let slot = Slot::new(Mutex::new(Open {
                 call,
                 key: key.clone(),
                 signals,
-                max_signal,
             }));
             match owner {
                 Some(o) => {
@@ -430,12 +428,12 @@ impl Triage {
             closed_at: None,
             outcome: None,
             timeline: vec![signal_entry(signal, &class)],
+            last_signal_id: signal.id,
         };
         let slot = Slot::new(Mutex::new(Open {
             call,
             key: key.clone(),
             signals: 1,
-            max_signal: signal.id,
         }));
         let g = lock(slot.value());
         keys.insert(key, slot.clone());
@@ -1360,6 +1358,20 @@ mod tests {
         // A replay beyond the cap is still recognised.
         tr.ingest(&press(1050, "S-1", "CID 101", 1050), None, t(0));
         assert_eq!(tr.get(id).unwrap().alarm_count, 1100);
+        // Also after a restart: the Call as stored knows its last Signal, past the cap.
+        let stored = tr.open_calls();
+        let tr = Triage::new(opts, Arc::new(NullSink), CallMetrics::new(), 1);
+        tr.restore(stored);
+        for sid in 1090..=1100 {
+            tr.ingest(&press(sid, "S-1", "CID 101", sid as i64), None, t(0));
+        }
+        assert_eq!(
+            tr.get(id).unwrap().alarm_count,
+            1100,
+            "a replay counts nothing twice"
+        );
+        tr.ingest(&press(1101, "S-1", "CID 101", 1101), None, t(0));
+        assert_eq!(tr.get(id).unwrap().alarm_count, 1101);
     }
 
     #[test]
