@@ -188,32 +188,9 @@ fn main() -> ExitCode {
         }
         Cmd::Devices {
             cmd: DevicesCmd::Import { data_dir, file },
-        } => {
-            let f = match std::fs::File::open(&file) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    return ExitCode::from(EX_DATAERR);
-                }
-            };
-            match vakt::cli::import_devices(&data_dir, std::io::BufReader::new(f)) {
-                Ok(s) => {
-                    println!(
-                        "imported {} devices ({} new, {} updated) into {}",
-                        s.total,
-                        s.new,
-                        s.total - s.new,
-                        data_dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(vakt::cli::CliError::Import(e)) => {
-                    eprintln!("{}: {e}", file.display());
-                    ExitCode::from(EX_DATAERR)
-                }
-                Err(e) => report(Err(e.into())),
-            }
-        }
+        } => import(&file, &data_dir, "devices", |f| {
+            vakt::cli::import_devices(&data_dir, f)
+        }),
         Cmd::Journal {
             cmd: JournalCmd::Export { data_dir, after },
         } => {
@@ -254,33 +231,9 @@ fn main() -> ExitCode {
         }
         Cmd::Subscribers {
             cmd: SubscribersCmd::Import { data_dir, file },
-        } => {
-            let f = match std::fs::File::open(&file) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    return ExitCode::from(EX_DATAERR);
-                }
-            };
-            let now = jiff::Timestamp::now();
-            match vakt::cli::import_subscribers(&data_dir, std::io::BufReader::new(f), now) {
-                Ok(s) => {
-                    println!(
-                        "imported {} subscribers ({} new, {} updated) into {}",
-                        s.total,
-                        s.new,
-                        s.total - s.new,
-                        data_dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(vakt::cli::CliError::Subscribers(e)) => {
-                    eprintln!("{}: {e}", file.display());
-                    ExitCode::from(EX_DATAERR)
-                }
-                Err(e) => report(Err(e.into())),
-            }
-        }
+        } => import(&file, &data_dir, "subscribers", |f| {
+            vakt::cli::import_subscribers(&data_dir, f, jiff::Timestamp::now())
+        }),
         Cmd::Audit {
             cmd: AuditCmd::Export { data_dir, after },
         } => {
@@ -411,6 +364,42 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             eprintln!("vakt: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs an all-or-nothing CSV import and reports it: exit 65 for a file that cannot be read
+/// or has bad rows (their reasons, by line number, on stderr).
+fn import(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    what: &str,
+    run: impl FnOnce(
+        std::io::BufReader<std::fs::File>,
+    ) -> Result<vakt::cli::ImportSummary, vakt::cli::CliError>,
+) -> ExitCode {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    match run(std::io::BufReader::new(f)) {
+        Ok(s) => {
+            println!(
+                "imported {} {what} ({} new, {} updated) into {}",
+                s.total,
+                s.new,
+                s.total - s.new,
+                data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (vakt::cli::CliError::Import(_) | vakt::cli::CliError::Subscribers(_))) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
     }
 }
 

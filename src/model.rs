@@ -403,6 +403,17 @@ pub enum PhoneParty {
     Emergency,
 }
 
+impl PhoneParty {
+    /// The stable name (`person`, `relative`, `emergency`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhoneParty::Person => "person",
+            PhoneParty::Relative => "relative",
+            PhoneParty::Emergency => "emergency",
+        }
+    }
+}
+
 /// One line of a Call's timeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {

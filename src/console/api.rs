@@ -483,6 +483,29 @@ fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
     e.into()
 }
 
+/// An operator's action on a Call: done by triage, audited, and durable before the answer.
+fn act(
+    state: &AppState,
+    s: &Session,
+    id: u64,
+    action: &str,
+    detail: String,
+    f: impl FnOnce(&crate::triage::Triage, jiff::Timestamp) -> Result<Call, CallError>,
+) -> ApiResult<Call> {
+    s.require(Role::Operator, state)?;
+    let call =
+        f(&state.calls.triage, jiff::Timestamp::now()).map_err(|e| call_error(state, id, e))?;
+    audit(
+        state,
+        s,
+        action,
+        Some(id),
+        call.subscriber.as_deref(),
+        detail,
+    )?;
+    Ok(call)
+}
+
 /// Makes an operator's change durable (Call and audit entry) before answering.
 async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
     state
@@ -525,20 +548,9 @@ pub async fn claim(
     s: Session,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
-    let call = state
-        .calls
-        .triage
-        .claim(id, &s.user, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    audit(
-        &state,
-        &s,
-        "call.claim",
-        Some(id),
-        call.subscriber.as_deref(),
-        String::new(),
-    )?;
+    let call = act(&state, &s, id, "call.claim", String::new(), |t, now| {
+        t.claim(id, &s.user, now)
+    })?;
     durable(&state, call).await
 }
 
@@ -551,20 +563,9 @@ pub async fn release(
     s: Session,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
-    let call = state
-        .calls
-        .triage
-        .release(id, &s.user, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    audit(
-        &state,
-        &s,
-        "call.release",
-        Some(id),
-        call.subscriber.as_deref(),
-        String::new(),
-    )?;
+    let call = act(&state, &s, id, "call.release", String::new(), |t, now| {
+        t.release(id, &s.user, now)
+    })?;
     durable(&state, call).await
 }
 
@@ -587,21 +588,10 @@ pub async fn note(
     Path(id): Path<u64>,
     body: Result<Json<NoteRequest>, JsonRejection>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
     let Json(req) = body?;
-    let call = state
-        .calls
-        .triage
-        .note(id, &s.user, &req.text, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    audit(
-        &state,
-        &s,
-        "call.note",
-        Some(id),
-        call.subscriber.as_deref(),
-        String::new(),
-    )?;
+    let call = act(&state, &s, id, "call.note", String::new(), |t, now| {
+        t.note(id, &s.user, &req.text, now)
+    })?;
     durable(&state, call).await
 }
 
@@ -626,25 +616,11 @@ pub async fn phone(
     Path(id): Path<u64>,
     body: Result<Json<PhoneRequest>, JsonRejection>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
     let Json(req) = body?;
-    let call = state
-        .calls
-        .triage
-        .phone(id, &s.user, req.to, &req.note, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    let to = serde_json::to_value(req.to)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    audit(
-        &state,
-        &s,
-        "call.phone",
-        Some(id),
-        call.subscriber.as_deref(),
-        to,
-    )?;
+    let to = req.to.as_str().to_owned();
+    let call = act(&state, &s, id, "call.phone", to, |t, now| {
+        t.phone(id, &s.user, req.to, &req.note, now)
+    })?;
     durable(&state, call).await
 }
 
@@ -670,21 +646,11 @@ pub async fn close(
     Path(id): Path<u64>,
     body: Result<Json<CloseRequest>, JsonRejection>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
     let Json(req) = body?;
-    let call = state
-        .calls
-        .triage
-        .close(id, &s.user, req.outcome, &req.note, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    audit(
-        &state,
-        &s,
-        "call.close",
-        Some(id),
-        call.subscriber.as_deref(),
-        req.outcome.as_str().into(),
-    )?;
+    let detail = req.outcome.as_str().to_owned();
+    let call = act(&state, &s, id, "call.close", detail, |t, now| {
+        t.close(id, &s.user, req.outcome, &req.note, now)
+    })?;
     durable(&state, call).await
 }
 
