@@ -656,3 +656,167 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }
+
+// ---- directory and dispatch ----
+
+/// A care provider (utförare): the home-care organisation whose patrols go out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Provider {
+    /// Provider id (as subscribers' `care_provider` and patrols refer to it).
+    pub id: String,
+    /// Name, e.g. "Hemtjänst Norr".
+    pub name: String,
+    /// Phone of the provider's duty desk.
+    pub phone: String,
+}
+
+/// An area (district) with its arrival limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Area {
+    /// Area id (as subscribers' and devices' `area` refer to it).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Minutes from the patrol's receipt of an assignment to its arrival (default 30; outer
+    /// areas may have more).
+    pub arrival_limit_mins: u32,
+}
+
+/// A working period of a patrol in local time. `end` before `start` crosses midnight
+/// (e.g. 21:30-07:00).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Shift {
+    /// `day`, `evening` or `night` (free text, shown to operators).
+    pub name: String,
+    /// Start, local time.
+    #[schema(value_type = String)]
+    pub start: jiff::civil::Time,
+    /// End, local time (exclusive).
+    #[schema(value_type = String)]
+    pub end: jiff::civil::Time,
+}
+
+/// A home-care patrol: a team (or person) that goes to the subscriber.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Patrol {
+    /// Patrol id (used by the patrol client to log in).
+    pub id: String,
+    /// Name, e.g. "Norr kväll 1".
+    pub name: String,
+    /// The provider it belongs to.
+    pub provider: String,
+    /// Areas it covers.
+    pub areas: Vec<String>,
+    /// When it works.
+    pub shifts: Vec<Shift>,
+    /// Phone of the patrol.
+    pub phone: String,
+}
+
+/// A routing rule: for Calls of subscribers of `provider` in `area` (`*` = any), offer the
+/// patrols in this order; the first one on shift now is suggested, the next ones are the
+/// fallback when a patrol does not confirm receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RouteRule {
+    /// Provider id, or `*`.
+    pub provider: String,
+    /// Area id, or `*`.
+    pub area: String,
+    /// Patrol ids, in order.
+    pub patrols: Vec<String>,
+}
+
+/// Where a dispatch (an assignment to one patrol) is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchState {
+    /// Sent (or waiting to be sent) to the patrol; receipt not confirmed yet.
+    Offered,
+    /// The patrol confirmed receipt: the arrival clock runs.
+    Received,
+    /// The patrol accepted it.
+    Accepted,
+    /// The patrol declined (with a reason); the operator or the route picks another.
+    Declined,
+    /// Not received in time; passed on to the next patrol of the route.
+    ReceiptTimeout,
+    /// The patrol is at the door.
+    Arrived,
+    /// Done.
+    Completed,
+    /// Withdrawn by the operator.
+    Cancelled,
+}
+
+/// How a patrol's arrival was known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrivalMethod {
+    /// The patrol pressed "arrived" in its app.
+    App,
+    /// The subscriber's digital lock was opened by the patrol.
+    Lock,
+    /// A receipt code given at the door.
+    ReceiptCode,
+}
+
+/// An assignment of a Call to one patrol, and its clocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Dispatch {
+    /// Dispatch id, from 1.
+    pub id: u64,
+    /// The Call.
+    pub call: u64,
+    /// The patrol it is offered to.
+    pub patrol: String,
+    /// The patrol's provider (for the reports).
+    pub provider: String,
+    /// The subscriber's area (its arrival limit applies).
+    pub area: String,
+    /// Where it is.
+    pub state: DispatchState,
+    /// When the operator dispatched it (the receipt clock starts here).
+    #[schema(value_type = String)]
+    pub offered_at: jiff::Timestamp,
+    /// When the patrol confirmed receipt (the arrival clock starts here).
+    #[schema(value_type = Option<String>)]
+    pub received_at: Option<jiff::Timestamp>,
+    /// When it accepted.
+    #[schema(value_type = Option<String>)]
+    pub accepted_at: Option<jiff::Timestamp>,
+    /// When it arrived.
+    #[schema(value_type = Option<String>)]
+    pub arrived_at: Option<jiff::Timestamp>,
+    /// How the arrival was known.
+    pub arrival_method: Option<ArrivalMethod>,
+    /// When it completed (or was declined, cancelled, timed out).
+    #[schema(value_type = Option<String>)]
+    pub ended_at: Option<jiff::Timestamp>,
+    /// The arrival limit in minutes (the area's, when dispatched).
+    pub limit_mins: u32,
+    /// Minute marks already warned about (e.g. 20, 25).
+    pub warned_at_mins: Vec<u32>,
+    /// The patrol arrived after the limit, or has not arrived and the limit has passed.
+    pub breached: bool,
+    /// Why it was declined, how it was completed, or why it was cancelled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// The operator who dispatched it.
+    pub operator: String,
+}
+
+impl Dispatch {
+    /// The moment the arrival limit runs out, once the patrol has confirmed receipt.
+    pub fn deadline(&self) -> Option<jiff::Timestamp> {
+        self.received_at
+            .map(|r| r + jiff::SignedDuration::from_mins(i64::from(self.limit_mins)))
+    }
+
+    /// Still waiting for the patrol (offered, received, accepted).
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self.state,
+            DispatchState::Offered | DispatchState::Received | DispatchState::Accepted
+        )
+    }
+}
