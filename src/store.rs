@@ -19,6 +19,7 @@ use std::path::Path;
 
 mod audit;
 mod calls;
+mod directory;
 mod subscribers;
 mod users;
 
@@ -84,6 +85,7 @@ pub struct Store {
     sessions: sled::Tree,
     audit: sled::Tree,
     calls: sled::Tree,
+    directory: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -152,6 +154,7 @@ impl Store {
         let sessions = db.open_tree("sessions").map_err(open)?;
         let audit = db.open_tree("audit").map_err(open)?;
         let calls = db.open_tree("calls").map_err(open)?;
+        let directory = db.open_tree("directory").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -164,6 +167,7 @@ impl Store {
             sessions,
             audit,
             calls,
+            directory,
         })
     }
 

@@ -1,0 +1,1 @@
+//! The directory of care providers, areas, patrols, routing rules and patrol tokens.
