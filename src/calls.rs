@@ -6,6 +6,10 @@
 //! written together in one atomic batch. At start the open Calls are loaded and every Signal
 //! after the cursor is triaged again from the journal, so a Signal that was ACKed (durable in
 //! the journal) always reaches a Call or a rule, even if vakt died before triage saw it.
+//!
+//! Dispatches to patrols and their clocks (receipt, arrival SLA) are in [`sla`].
+
+pub mod sla;
 
 use std::collections::HashMap;
 use std::sync::Arc;

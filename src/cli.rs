@@ -1,6 +1,6 @@
-//! Sub-commands that work on a stopped server's data directory: device and subscriber
-//! import, users, journal and audit export. (sled locks the directory, so they refuse to
-//! run beside a live server.)
+//! Sub-commands that work on a stopped server's data directory: device, subscriber and
+//! directory import, users, patrol tokens, journal and audit export. (sled locks the
+//! directory, so they refuse to run beside a live server.)
 
 use std::io::Write;
 use std::path::Path;
@@ -8,6 +8,7 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use crate::console::auth::{self, AuthError, Password};
+use crate::directory;
 use crate::model::{AuditEntry, Role};
 use crate::registry::{self, ImportError};
 use crate::store::{Store, StoreError};
@@ -25,6 +26,12 @@ pub enum CliError {
     /// The subscribers file is invalid; nothing was imported.
     #[error(transparent)]
     Subscribers(#[from] subscribers::ImportError),
+    /// The directory files are invalid; nothing was imported.
+    #[error(transparent)]
+    Directory(#[from] directory::ImportError),
+    /// No patrol with this id is in the directory.
+    #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
+    UnknownPatrol(String),
     /// A user name or password was refused (or hashing failed).
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -189,4 +196,85 @@ pub fn export_audit(data_dir: &Path, after: u64, mut out: impl Write) -> Result<
     }
     out.flush()?;
     Ok(n)
+}
+
+/// What [`import_directory`] imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectorySummary {
+    /// Care providers.
+    pub providers: usize,
+    /// Areas.
+    pub areas: usize,
+    /// Patrols.
+    pub patrols: usize,
+    /// Routing rules.
+    pub routes: usize,
+    /// Patrol tokens removed because their patrol is no longer in the directory.
+    pub tokens_removed: usize,
+}
+
+/// Replaces the directory of `data_dir` with the four files (see [`crate::directory`]). All
+/// or nothing: every file is checked first, and with any problem nothing changes (not even
+/// a data directory is made). Writes a `directory.import` audit entry at `now`.
+pub fn import_directory(
+    data_dir: &Path,
+    providers: impl std::io::Read,
+    areas: impl std::io::Read,
+    patrols: impl std::io::Read,
+    routes: impl std::io::Read,
+    now: Timestamp,
+) -> Result<DirectorySummary, CliError> {
+    let dir = directory::parse_all(providers, areas, patrols, routes)?;
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(data_dir)?;
+    let tokens_removed = store.save_directory(&dir)?;
+    let summary = DirectorySummary {
+        providers: dir.providers.len(),
+        areas: dir.areas.len(),
+        patrols: dir.patrols.len(),
+        routes: dir.routes.len(),
+        tokens_removed,
+    };
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: "directory.import".to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!(
+            "command line: {} providers, {} areas, {} patrols, {} routing rules; {} patrol \
+             tokens removed",
+            summary.providers, summary.areas, summary.patrols, summary.routes, tokens_removed
+        ),
+    })?;
+    store.flush()?;
+    Ok(summary)
+}
+
+/// Issues a new token for the patrol `patrol_id` of `data_dir`'s directory, replacing any
+/// earlier one, and returns it: the caller shows it once. Only its SHA-256 is stored. Writes
+/// a `patrol.token` audit entry at `now` (without the token).
+pub fn issue_patrol_token(
+    data_dir: &Path,
+    patrol_id: &str,
+    now: Timestamp,
+) -> Result<String, CliError> {
+    let store = Store::open(data_dir)?;
+    if store.patrol(patrol_id)?.is_none() {
+        return Err(CliError::UnknownPatrol(patrol_id.to_string()));
+    }
+    let (token, hash) = auth::new_token();
+    store.set_patrol_token(patrol_id, &hash)?;
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: "patrol.token".to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!("command line: new token for patrol {patrol_id}"),
+    })?;
+    store.flush()?;
+    Ok(token)
 }

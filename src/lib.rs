@@ -14,8 +14,10 @@
 //! - [`store`]: the sled database (journal, device registry, last-heard times).
 //! - [`registry`]: the device registry in memory, CSV import.
 //! - [`subscribers`]: the subscriber register's CSV import and checks.
+//! - [`directory`]: care providers, areas, patrols and routing rules; their CSV import.
 //! - [`supervision`]: last-heard times of devices.
 //! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
+//! - [`dispatch`]: routing a Call to a patrol (provider, area, shift) and the fallback order.
 //! - [`console`]: HTTP: health, metrics, API.
 //! - [`telemetry`]: tracing setup and every metric, described in one place.
 //! - [`config`]: typed configuration with an embedded, documented default.
@@ -29,6 +31,8 @@ pub mod codec;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod directory;
+pub mod dispatch;
 pub mod journal;
 pub mod model;
 pub mod receiver;

@@ -72,6 +72,57 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// The directory: care providers, areas, patrols and routing rules.
+    Directory {
+        #[command(subcommand)]
+        cmd: DirectoryCmd,
+    },
+    /// Home-care patrols.
+    Patrols {
+        #[command(subcommand)]
+        cmd: PatrolsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DirectoryCmd {
+    /// Replace the directory with four CSV files (UTF-8; with the server stopped). All four
+    /// are checked first, together; with any problem nothing is imported. Headers:
+    /// providers `id,name,phone`; areas `id,name,arrival_limit_mins`; patrols
+    /// `id,name,provider,areas,shifts,phone` (areas `a;b`, shifts `day 07:00-15:30;night
+    /// 21:30-07:00`); routes `provider,area,patrols` (`*` = any; patrols `p1;p2` in fallback
+    /// order).
+    Import {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// The care providers file.
+        #[arg(long)]
+        providers: PathBuf,
+        /// The areas file.
+        #[arg(long)]
+        areas: PathBuf,
+        /// The patrols file.
+        #[arg(long)]
+        patrols: PathBuf,
+        /// The routing rules file.
+        #[arg(long)]
+        routes: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PatrolsCmd {
+    /// Issue a new login token for a patrol of the directory (with the server stopped). The
+    /// token is printed once on standard output and stored only as a hash; an earlier token
+    /// of the patrol stops working.
+    Token {
+        /// The patrol id.
+        id: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +299,108 @@ fn main() -> ExitCode {
                     .map_err(Into::into),
             )
         }
+        Cmd::Directory {
+            cmd:
+                DirectoryCmd::Import {
+                    data_dir,
+                    providers,
+                    areas,
+                    patrols,
+                    routes,
+                },
+        } => import_directory(&data_dir, [&providers, &areas, &patrols, &routes]),
+        Cmd::Patrols {
+            cmd: PatrolsCmd::Token { id, data_dir },
+        } => patrol_token(&id, &data_dir),
+    }
+}
+
+/// `vakt directory import`: the four files (providers, areas, patrols, routes), all or
+/// nothing; exit 65 with every problem (by file and line) for bad files.
+fn import_directory(data_dir: &std::path::Path, files: [&PathBuf; 4]) -> ExitCode {
+    use vakt::directory::{ImportError, Table};
+    let path_of = |t: Table| match t {
+        Table::Providers => files[0],
+        Table::Areas => files[1],
+        Table::Patrols => files[2],
+        Table::Routes => files[3],
+    };
+    // Every file that cannot be opened is named.
+    let open = |f: &PathBuf| {
+        std::fs::File::open(f)
+            .map(std::io::BufReader::new)
+            .map_err(|e| eprintln!("{}: {e}", f.display()))
+    };
+    let (Ok(p), Ok(a), Ok(t), Ok(r)) = (
+        open(files[0]),
+        open(files[1]),
+        open(files[2]),
+        open(files[3]),
+    ) else {
+        return ExitCode::from(EX_DATAERR);
+    };
+    match vakt::cli::import_directory(data_dir, p, a, t, r, jiff::Timestamp::now()) {
+        Ok(s) => {
+            println!(
+                "imported the directory into {}: {} providers, {} areas, {} patrols, {} \
+                 routing rules",
+                data_dir.display(),
+                s.providers,
+                s.areas,
+                s.patrols,
+                s.routes
+            );
+            if s.tokens_removed > 0 {
+                println!(
+                    "removed the tokens of {} patrols that are no longer in the directory",
+                    s.tokens_removed
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(vakt::cli::CliError::Directory(ImportError::Invalid(problems))) => {
+            eprintln!(
+                "vakt: {} problem(s) in the directory files, nothing imported:",
+                problems.len()
+            );
+            for p in &problems {
+                let file = path_of(p.table).display();
+                if p.line == 0 {
+                    eprintln!("{file}: {}", p.message);
+                } else {
+                    eprintln!("{file}: line {}: {}", p.line, p.message);
+                }
+            }
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(vakt::cli::CliError::Directory(ImportError::Io { table, source })) => {
+            eprintln!("{}: {source}", path_of(table).display());
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
+/// `vakt patrols token ID`: prints a new token once on stdout; exit 65 for an unknown patrol.
+fn patrol_token(id: &str, data_dir: &std::path::Path) -> ExitCode {
+    if !data_dir.is_dir() {
+        eprintln!("{}: no such data directory", data_dir.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    match vakt::cli::issue_patrol_token(data_dir, id, jiff::Timestamp::now()) {
+        Ok(token) => {
+            println!("{token}");
+            eprintln!(
+                "vakt: new token for patrol {id} (shown only this once; any earlier token no \
+                 longer works)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ vakt::cli::CliError::UnknownPatrol(_)) => {
+            eprintln!("vakt: {e}");
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
     }
 }
 

@@ -808,8 +808,10 @@ pub struct Dispatch {
 impl Dispatch {
     /// The moment the arrival limit runs out, once the patrol has confirmed receipt.
     pub fn deadline(&self) -> Option<jiff::Timestamp> {
-        self.received_at
-            .map(|r| r + jiff::SignedDuration::from_mins(i64::from(self.limit_mins)))
+        self.received_at.and_then(|r| {
+            r.checked_add(jiff::SignedDuration::from_mins(i64::from(self.limit_mins)))
+                .ok()
+        })
     }
 
     /// Still waiting for the patrol (offered, received, accepted).

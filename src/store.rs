@@ -20,6 +20,7 @@ use std::path::Path;
 mod audit;
 mod calls;
 mod directory;
+mod dispatches;
 mod subscribers;
 mod users;
 
@@ -86,6 +87,7 @@ pub struct Store {
     audit: sled::Tree,
     calls: sled::Tree,
     directory: sled::Tree,
+    dispatches: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,6 +157,7 @@ impl Store {
         let audit = db.open_tree("audit").map_err(open)?;
         let calls = db.open_tree("calls").map_err(open)?;
         let directory = db.open_tree("directory").map_err(open)?;
+        let dispatches = db.open_tree("dispatches").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -168,6 +171,7 @@ impl Store {
             audit,
             calls,
             directory,
+            dispatches,
         })
     }
 

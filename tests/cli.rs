@@ -408,3 +408,190 @@ fn users_add_refuses_while_the_server_holds_the_data_dir() {
     assert_eq!(store.user_count().unwrap(), 0);
     drop(store);
 }
+
+/// The demo directory's files: providers, areas, patrols, routes.
+fn demo_directory() -> [String; 4] {
+    ["providers", "areas", "patrols", "routes"].map(|f| {
+        format!(
+            "{}/config/demo-directory/{f}.csv",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
+}
+
+fn directory_import(data: &str, files: &[String; 4]) -> (i32, String, String) {
+    vakt(&[
+        "directory",
+        "import",
+        "--data-dir",
+        data,
+        "--providers",
+        &files[0],
+        "--areas",
+        &files[1],
+        "--patrols",
+        &files[2],
+        "--routes",
+        &files[3],
+    ])
+}
+
+#[test]
+fn directory_import_is_all_or_nothing_and_patrol_tokens_are_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let demo = demo_directory();
+
+    // A patrol of an unknown provider and a routes file without its header: both reported,
+    // by file and line, and nothing imported.
+    let patrols = dir.path().join("patrols.csv");
+    let routes = dir.path().join("routes.csv");
+    let mut text = std::fs::read_to_string(&demo[2]).unwrap();
+    text.push_str("ny,Ny patrull,okand,norr,night 21:30-07:00,\n");
+    std::fs::write(&patrols, text).unwrap();
+    std::fs::write(&routes, "provider,area\n*,norr\n").unwrap();
+    let bad = [
+        demo[0].clone(),
+        demo[1].clone(),
+        patrols.to_str().unwrap().to_string(),
+        routes.to_str().unwrap().to_string(),
+    ];
+    let (code, out, err) = directory_import(data_s, &bad);
+    assert_eq!(code, 65, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: line 18: provider okand is not in the providers file",
+            patrols.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}: line 1: the header must be exactly `provider,area,patrols`",
+            routes.display()
+        )),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing imported, no data directory made");
+
+    // A file that cannot be read.
+    let mut missing = demo.clone();
+    missing[1] = "/nonexistent/areas.csv".to_string();
+    let (code, _, err) = directory_import(data_s, &missing);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("/nonexistent/areas.csv"), "{err}");
+
+    // The demo directory imports.
+    let (code, out, err) = directory_import(data_s, &demo);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("6 providers, 4 areas, 16 patrols, 9 routing rules"),
+        "{out}"
+    );
+
+    // Tokens: only for patrols in the directory; printed once, stored as a hash.
+    let (code, out, err) = vakt(&["patrols", "token", "ingen", "--data-dir", data_s]);
+    assert_eq!(code, 65, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no patrol \"ingen\""), "{err}");
+    let (code, _, _) = vakt(&[
+        "patrols",
+        "token",
+        "natt-1",
+        "--data-dir",
+        "/nonexistent/dir",
+    ]);
+    assert_eq!(code, 64);
+    let token = |id: &str| {
+        let (code, out, err) = vakt(&["patrols", "token", id, "--data-dir", data_s]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(err.contains("only this once"), "{err}");
+        let t = out.trim().to_string();
+        assert_eq!(t.len(), 64, "{t}");
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()), "{t}");
+        t
+    };
+    let first = token("natt-1");
+    let second = token("natt-1");
+    assert_ne!(first, second);
+    token("norr-dag");
+    {
+        let store = vakt::store::Store::open(&data).unwrap();
+        let hash = vakt::console::auth::token_hash;
+        assert!(!store.patrol_token_matches("natt-1", &hash(&first)).unwrap());
+        assert!(
+            store
+                .patrol_token_matches("natt-1", &hash(&second))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .patrol_token_matches("natt-2", &hash(&second))
+                .unwrap()
+        );
+        let d = store.directory().unwrap();
+        assert_eq!(d.patrols.len(), 16);
+        assert_eq!(
+            d.provider_for("Hemtjänst Norr").unwrap().id,
+            "hemtjanst-norr"
+        );
+    }
+
+    // The audit log has the import and the tokens, never a token.
+    let (code, out, err) = vakt(&["audit", "export", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("directory.import"), "{out}");
+    assert_eq!(out.matches("patrol.token").count(), 3, "{out}");
+    assert!(!out.contains(&first) && !out.contains(&second), "{out}");
+
+    // Importing a directory without natt-1 removes its token.
+    let mut text = std::fs::read_to_string(&demo[2]).unwrap();
+    text = text
+        .lines()
+        .filter(|l| !l.starts_with("natt-1,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&patrols, text).unwrap();
+    let text = std::fs::read_to_string(&demo[3])
+        .unwrap()
+        .replace("natt-1;", "")
+        .replace(";natt-1", "");
+    std::fs::write(&routes, text).unwrap();
+    let fewer = [
+        demo[0].clone(),
+        demo[1].clone(),
+        patrols.to_str().unwrap().to_string(),
+        routes.to_str().unwrap().to_string(),
+    ];
+    let (code, out, err) = directory_import(data_s, &fewer);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("15 patrols"), "{out}");
+    assert!(out.contains("removed the tokens of 1 patrols"), "{out}");
+    let (code, _, err) = vakt(&["patrols", "token", "natt-1", "--data-dir", data_s]);
+    assert_eq!(code, 65, "{err}");
+}
+
+#[test]
+fn directory_import_refuses_while_the_server_holds_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vakt::store::Store::open(dir.path()).unwrap();
+    let (code, _, err) = directory_import(dir.path().to_str().unwrap(), &demo_directory());
+    assert_ne!(code, 0);
+    assert!(err.contains("another vakt"), "{err}");
+    assert!(store.directory().unwrap().is_empty());
+    let (code, out, err) = vakt(&[
+        "patrols",
+        "token",
+        "natt-1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(out, "", "no token printed");
+    assert!(err.contains("another vakt"), "{err}");
+    drop(store);
+}

@@ -11,12 +11,16 @@
 //! [`dc09::encode_ack`], [`dc09::encode_ack_encrypted`], [`dc09::encode_duh`] or
 //! [`dc09::encode_nak`]. The wire format as vakt implements it is in `proto/dc09.md`;
 //! the test vectors are in `proto/dc09/vectors.txt`.
+//!
+//! [`patrol`] is the patrol link's protocol (length-prefixed JSON over QUIC), described in
+//! `proto/patrol.md`.
 
 pub mod contact_id;
 pub mod crc;
 pub mod crypto;
 pub mod dc09;
 pub mod event;
+pub mod patrol;
 pub mod sia_dcs;
 
 #[cfg(test)]

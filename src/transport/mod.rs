@@ -5,6 +5,7 @@
 use crate::journal::Journal;
 use crate::receiver::Receiver;
 
+pub mod quic;
 pub mod tcp;
 pub mod udp;
 

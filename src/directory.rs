@@ -1,0 +1,1122 @@
+//! The directory: care providers (utförare), areas with their arrival limits, patrols with
+//! their shifts, and the routing rules that say which patrols go where. Imported from four
+//! CSV files at once with [`parse_all`], all or nothing.
+//!
+//! # Files
+//!
+//! Each file is UTF-8 CSV with exactly this header (a byte-order mark allowed); cells are
+//! trimmed and rows with every cell empty are skipped. Every problem in any of the four files
+//! is reported (by file and line number) and a set with any problem imports nothing.
+//!
+//! - providers ([`PROVIDERS_HEADER`]): `id,name,phone`.
+//! - areas ([`AREAS_HEADER`]): `id,name,arrival_limit_mins`; an empty limit means
+//!   [`DEFAULT_ARRIVAL_LIMIT_MINS`], otherwise 1 to 240 minutes.
+//! - patrols ([`PATROLS_HEADER`]): `id,name,provider,areas,shifts,phone`. `areas` is the
+//!   `;`-separated ids of the areas the patrol covers (never `*`: a patrol names its areas).
+//!   `shifts` is `;`-separated `NAME HH:MM-HH:MM` in local time, e.g.
+//!   `day 07:00-15:30;evening 15:00-22:00`; an end before the start crosses midnight
+//!   (`night 21:30-07:00`), the end is exclusive, and a start equal to its end is refused
+//!   (a 24-hour patrol is two shifts).
+//! - routes ([`ROUTES_HEADER`]): `provider,area,patrols`: for subscribers of `provider` in
+//!   `area` (`*` = any), offer these `;`-separated patrol ids in this order (see
+//!   [`crate::dispatch::routing`]). One rule per (provider, area).
+//!
+//! Ids are 1 to 64 characters of `A-Z a-z 0-9 _ . -`, unique within their file; names are
+//! UTF-8 ("Hemtjänst Söder"). References are checked across the files: a patrol's provider
+//! and areas, a rule's provider, area and patrols must exist, and a patrol named in a rule
+//! for one area must cover that area.
+//!
+//! # How a subscriber finds its provider and area
+//!
+//! A subscriber's `care_provider` and `area` are free text today, and hold names
+//! ("Hemtjänst Norr", "Söder") that are not valid ids. So the directory is matched to them
+//! **by id, then by name**: [`Directory::provider_for`] and [`Directory::area_for`] take the
+//! entry whose id is exactly the text, else the one whose name equals it ignoring case. Names
+//! are therefore unique (ignoring case) among providers and among areas. A subscriber may
+//! carry either; routing resolves both the same way. The demo directory
+//! (`config/demo-directory/`, [`DEMO_PROVIDERS`] ...) uses ids like `hemtjanst-norr` and the
+//! names the demo subscribers carry.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::Read;
+use std::ops::RangeInclusive;
+
+use jiff::civil::Time;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
+use crate::subscribers::{MAX_SHORT_CHARS, valid_id};
+
+/// Header of the providers file.
+pub const PROVIDERS_HEADER: &str = "id,name,phone";
+
+/// Header of the areas file.
+pub const AREAS_HEADER: &str = "id,name,arrival_limit_mins";
+
+/// Header of the patrols file.
+pub const PATROLS_HEADER: &str = "id,name,provider,areas,shifts,phone";
+
+/// Header of the routes file.
+pub const ROUTES_HEADER: &str = "provider,area,patrols";
+
+/// The arrival limit of an area whose limit is left empty, and of an area that is not in the
+/// directory (seed 001, 2.4: within 30 minutes of receiving the assignment).
+pub const DEFAULT_ARRIVAL_LIMIT_MINS: u32 = 30;
+
+/// Arrival limits accepted, in minutes.
+pub const ARRIVAL_LIMITS_MINS: RangeInclusive<u32> = 1..=240;
+
+/// "Any" in a routing rule's provider or area.
+pub const ANY: &str = "*";
+
+/// Longest shift name, in characters.
+pub const MAX_SHIFT_NAME_CHARS: usize = 32;
+
+/// The demo municipality's care providers (`config/demo-directory/providers.csv`).
+pub const DEMO_PROVIDERS: &str = include_str!("../config/demo-directory/providers.csv");
+
+/// The demo municipality's areas (`config/demo-directory/areas.csv`).
+pub const DEMO_AREAS: &str = include_str!("../config/demo-directory/areas.csv");
+
+/// The demo municipality's patrols (`config/demo-directory/patrols.csv`).
+pub const DEMO_PATROLS: &str = include_str!("../config/demo-directory/patrols.csv");
+
+/// The demo municipality's routing rules (`config/demo-directory/routes.csv`).
+pub const DEMO_ROUTES: &str = include_str!("../config/demo-directory/routes.csv");
+
+/// One of the four directory files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Care providers.
+    Providers,
+    /// Areas.
+    Areas,
+    /// Patrols.
+    Patrols,
+    /// Routing rules.
+    Routes,
+}
+
+impl Table {
+    /// The stable name (`providers`, `areas`, `patrols`, `routes`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Providers => "providers",
+            Table::Areas => "areas",
+            Table::Patrols => "patrols",
+            Table::Routes => "routes",
+        }
+    }
+
+    /// The header the file must have.
+    pub fn header(self) -> &'static str {
+        match self {
+            Table::Providers => PROVIDERS_HEADER,
+            Table::Areas => AREAS_HEADER,
+            Table::Patrols => PATROLS_HEADER,
+            Table::Routes => ROUTES_HEADER,
+        }
+    }
+
+    fn columns(self) -> usize {
+        self.header().split(',').count()
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in an import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub table: Table,
+    /// The line (1 is the header; 0 for the file as a whole).
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.table, self.message)
+        } else {
+            write!(f, "{} line {}: {}", self.table, self.line, self.message)
+        }
+    }
+}
+
+/// Why a directory import failed. Nothing is imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A file could not be read.
+    #[error("{table}: cannot read the file: {source}")]
+    Io {
+        /// Which file.
+        table: Table,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The files hold problems (every one, by file and line).
+    #[error("{} problem(s), nothing imported:\n{}", .0.len(), join_lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn join_lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole directory. Providers, areas and patrols are sorted by id; routing rules keep
+/// the order of their file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    /// Care providers.
+    pub providers: Vec<Provider>,
+    /// Areas.
+    pub areas: Vec<Area>,
+    /// Patrols.
+    pub patrols: Vec<Patrol>,
+    /// Routing rules, in file order.
+    pub routes: Vec<RouteRule>,
+}
+
+/// Whether two names are equal ignoring case (and surrounding spaces).
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
+impl Directory {
+    /// True when the directory holds nothing (never imported).
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+            && self.areas.is_empty()
+            && self.patrols.is_empty()
+            && self.routes.is_empty()
+    }
+
+    /// The provider with this id.
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// The area with this id.
+    pub fn area(&self, id: &str) -> Option<&Area> {
+        self.areas.iter().find(|a| a.id == id)
+    }
+
+    /// The patrol with this id.
+    pub fn patrol(&self, id: &str) -> Option<&Patrol> {
+        self.patrols.iter().find(|p| p.id == id)
+    }
+
+    /// The provider a subscriber's `care_provider` means: the one with exactly this id,
+    /// else the one with this name ignoring case (see the module doc).
+    pub fn provider_for(&self, care_provider: &str) -> Option<&Provider> {
+        let t = care_provider.trim();
+        if t.is_empty() {
+            return None;
+        }
+        self.provider(t)
+            .or_else(|| self.providers.iter().find(|p| same_name(&p.name, t)))
+    }
+
+    /// The area a subscriber's (or device's) `area` means: by id, then by name ignoring case.
+    pub fn area_for(&self, area: &str) -> Option<&Area> {
+        let t = area.trim();
+        if t.is_empty() {
+            return None;
+        }
+        self.area(t)
+            .or_else(|| self.areas.iter().find(|a| same_name(&a.name, t)))
+    }
+
+    /// The arrival limit for a subscriber's `area` (by id or name), or
+    /// [`DEFAULT_ARRIVAL_LIMIT_MINS`] for an area not in the directory.
+    pub fn arrival_limit_mins(&self, area: &str) -> u32 {
+        self.area_for(area)
+            .map_or(DEFAULT_ARRIVAL_LIMIT_MINS, |a| a.arrival_limit_mins)
+    }
+
+    /// The patrols of a provider (by id), in id order.
+    pub fn patrols_of<'a>(&'a self, provider: &'a str) -> impl Iterator<Item = &'a Patrol> + 'a {
+        self.patrols.iter().filter(move |p| p.provider == provider)
+    }
+}
+
+/// Parses and checks the four directory files together (see the module doc). Either all of
+/// them are valid and the whole directory is returned, or nothing is, with every problem.
+pub fn parse_all(
+    providers: impl Read,
+    areas: impl Read,
+    patrols: impl Read,
+    routes: impl Read,
+) -> Result<Directory, ImportError> {
+    let mut problems = Vec::new();
+    let provider_rows = read_table(providers, Table::Providers, &mut problems)?;
+    let area_rows = read_table(areas, Table::Areas, &mut problems)?;
+    let patrol_rows = read_table(patrols, Table::Patrols, &mut problems)?;
+    let route_rows = read_table(routes, Table::Routes, &mut problems)?;
+
+    let providers = parse_providers(provider_rows.as_deref(), &mut problems);
+    let areas = parse_areas(area_rows.as_deref(), &mut problems);
+    let patrols = parse_patrols(patrol_rows.as_deref(), &providers, &areas, &mut problems);
+    let routes = parse_routes(
+        route_rows.as_deref(),
+        &providers,
+        &areas,
+        &patrols,
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        return Err(ImportError::Invalid(problems));
+    }
+    let mut dir = Directory {
+        providers: providers.items,
+        areas: areas.items,
+        patrols: patrols.items,
+        routes: routes.items,
+    };
+    dir.providers.sort_by(|a, b| a.id.cmp(&b.id));
+    dir.areas.sort_by(|a, b| a.id.cmp(&b.id));
+    dir.patrols.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(dir)
+}
+
+/// Rows of one file, each with its line number.
+type Rows = Vec<(u64, csv::StringRecord)>;
+
+/// What one file gave: its good items, and the ids of every row whose id was readable (also
+/// of rows with other problems, so that one bad cell does not make every reference to the
+/// row another problem). `ids` is `None` when the file itself could not be read (bad
+/// header), so references to it are not checked.
+struct Parsed<T> {
+    items: Vec<T>,
+    ids: Option<HashSet<String>>,
+}
+
+impl<T> Parsed<T> {
+    /// Whether a reference to `id` is unknown (false when the file could not be read).
+    fn lacks(&self, id: &str) -> bool {
+        self.ids.as_ref().is_some_and(|ids| !ids.contains(id))
+    }
+}
+
+/// Reads one file: checks its header and cell counts. `Ok(None)` when the header is wrong
+/// (a problem is recorded).
+fn read_table(
+    input: impl Read,
+    table: Table,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Rows>, ImportError> {
+    let io = |source| ImportError::Io { table, source };
+    let mut problem = |line: u64, message: String| {
+        problems.push(Problem {
+            table,
+            line,
+            message,
+        })
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => match e.into_kind() {
+            csv::ErrorKind::Io(e) => return Err(io(e)),
+            _ => {
+                problem(
+                    1,
+                    format!(
+                        "the header must be exactly `{}`; it is not valid UTF-8 CSV",
+                        table.header()
+                    ),
+                );
+                return Ok(None);
+            }
+        },
+    };
+    let cells: Vec<&str> = header
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                c.trim_start_matches('\u{feff}').trim()
+            } else {
+                c
+            }
+        })
+        .collect();
+    let found = cells.join(",");
+    if found != table.header() {
+        let found = if found.is_empty() {
+            "the file is empty".to_string()
+        } else if cells.iter().all(|c| looks_like_a_name(c)) {
+            format!("found `{found}`")
+        } else {
+            format!(
+                "found {} cells that are not column names (is the header missing?)",
+                cells.len()
+            )
+        };
+        problem(
+            1,
+            format!("the header must be exactly `{}`; {found}", table.header()),
+        );
+        return Ok(None);
+    }
+    let columns = table.columns();
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                match e.into_kind() {
+                    csv::ErrorKind::Io(e) => return Err(io(e)),
+                    csv::ErrorKind::Utf8 { err, .. } => problem(
+                        line,
+                        format!(
+                            "cell {} is not valid UTF-8 (save the file as UTF-8)",
+                            err.field() + 1
+                        ),
+                    ),
+                    _ => problem(line, "not valid CSV".to_string()),
+                }
+                continue;
+            }
+        };
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(str::is_empty) {
+            continue;
+        }
+        if rec.len() != columns {
+            problem(
+                line,
+                format!("expected {columns} cells, found {}", rec.len()),
+            );
+            continue;
+        }
+        rows.push((line, rec));
+    }
+    let had_problems = problems.iter().any(|p| p.table == table);
+    if rows.is_empty() && !had_problems {
+        problems.push(Problem {
+            table,
+            line: 0,
+            message: "the file has no rows".to_string(),
+        });
+    }
+    Ok(Some(rows))
+}
+
+/// Whether a header cell looks like a column name (so it may be shown in a message).
+fn looks_like_a_name(cell: &str) -> bool {
+    cell.len() <= 32
+        && cell
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A value as shown in a message: quoted, or only its length when it is long.
+fn shown(v: &str) -> String {
+    let n = v.chars().count();
+    if n <= 40 {
+        format!("{v:?}")
+    } else {
+        format!("of {n} characters")
+    }
+}
+
+/// The same check as the subscriber register's phone numbers.
+fn valid_phone(p: &str) -> bool {
+    p.chars().count() <= 32
+        && p.chars().filter(char::is_ascii_digit).count() >= 3
+        && p.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-'))
+}
+
+fn check_id(field: &str, v: &str, errs: &mut Vec<String>) {
+    if !valid_id(v) {
+        errs.push(format!(
+            "{field} {} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' or '-'",
+            shown(v)
+        ));
+    }
+}
+
+fn check_name(v: &str, errs: &mut Vec<String>) {
+    if v.is_empty() {
+        errs.push("name is empty".to_string());
+    } else if v.chars().count() > MAX_SHORT_CHARS {
+        errs.push(format!("name is longer than {MAX_SHORT_CHARS} characters"));
+    }
+}
+
+fn check_phone(v: &str, errs: &mut Vec<String>) {
+    if !v.is_empty() && !valid_phone(v) {
+        errs.push(format!(
+            "phone {} must be digits, spaces, '+' and '-' (at most 32)",
+            shown(v)
+        ));
+    }
+}
+
+/// A `;`-separated list of ids: not empty, no empty item, no repeats, each a valid id.
+fn parse_ids(field: &str, cell: &str, errs: &mut Vec<String>) -> Vec<String> {
+    if cell.is_empty() {
+        errs.push(format!("{field} is empty"));
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in cell.split(';').map(str::trim) {
+        if item.is_empty() {
+            errs.push(format!("{field} has an empty item (two ';' in a row?)"));
+        } else if item == ANY {
+            errs.push(format!(
+                "{field} may not hold `*`: name each one (a `*` belongs in the routes file)"
+            ));
+        } else if !valid_id(item) {
+            check_id(&format!("{field} item"), item, errs);
+        } else if out.iter().any(|o| o == item) {
+            errs.push(format!("{field} names {item} twice"));
+        } else {
+            out.push(item.to_string());
+        }
+    }
+    out
+}
+
+/// `HH:MM` (or `H:MM`), 00:00 to 23:59.
+fn parse_hhmm(s: &str) -> Option<Time> {
+    let (h, m) = s.trim().split_once(':')?;
+    if !(1..=2).contains(&h.len())
+        || m.len() != 2
+        || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
+}
+
+/// One shift: `NAME HH:MM-HH:MM`.
+pub fn parse_shift(s: &str) -> Result<Shift, String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "shift {} must be NAME HH:MM-HH:MM with times 00:00 to 23:59, e.g. `night 21:30-07:00`",
+            shown(s)
+        )
+    };
+    let (name, span) = s.rsplit_once(char::is_whitespace).ok_or_else(bad)?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(bad());
+    }
+    if name.chars().count() > MAX_SHIFT_NAME_CHARS {
+        return Err(format!(
+            "shift name {} is longer than {MAX_SHIFT_NAME_CHARS} characters",
+            shown(name)
+        ));
+    }
+    let (a, b) = span.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (parse_hhmm(a), parse_hhmm(b)) {
+        (Some(start), Some(end)) => (start, end),
+        _ => return Err(bad()),
+    };
+    if start == end {
+        return Err(format!(
+            "shift {} starts and ends at the same time; make a 24-hour patrol two shifts \
+             (e.g. `day 07:00-19:00;night 19:00-07:00`)",
+            shown(s)
+        ));
+    }
+    Ok(Shift {
+        name: name.to_string(),
+        start,
+        end,
+    })
+}
+
+/// The rows of one file so far: their problems go to `problems`; ids and names are checked
+/// for repeats.
+struct Checker<'a> {
+    table: Table,
+    problems: &'a mut Vec<Problem>,
+    /// Every readable id, with the line it was first given on.
+    ids: HashMap<String, u64>,
+    /// Names (lower case), with the line each was first given on.
+    names: HashMap<String, u64>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(table: Table, problems: &'a mut Vec<Problem>) -> Checker<'a> {
+        Checker {
+            table,
+            problems,
+            ids: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// Checks an id: valid, and not given before in this file.
+    fn id(&mut self, line: u64, id: &str, errs: &mut Vec<String>) {
+        check_id("id", id, errs);
+        if valid_id(id) {
+            if let Some(first) = self.ids.get(id) {
+                errs.push(format!("id {id} already given on line {first}"));
+            } else {
+                self.ids.insert(id.to_string(), line);
+            }
+        }
+    }
+
+    /// Checks a name: not empty, not too long, and (`unique`) not given before in this file
+    /// ignoring case.
+    fn name(&mut self, line: u64, name: &str, unique: bool, errs: &mut Vec<String>) {
+        check_name(name, errs);
+        if unique && !name.is_empty() {
+            let key = name.to_lowercase();
+            if let Some(first) = self.names.get(&key) {
+                errs.push(format!(
+                    "name {} already given on line {first} (ignoring case)",
+                    shown(name)
+                ));
+            } else {
+                self.names.insert(key, line);
+            }
+        }
+    }
+
+    /// Records a row's problems, if any; returns whether the row is good.
+    fn report(&mut self, line: u64, errs: Vec<String>) -> bool {
+        if errs.is_empty() {
+            return true;
+        }
+        self.problems.push(Problem {
+            table: self.table,
+            line,
+            message: errs.join("; "),
+        });
+        false
+    }
+
+    fn done<T>(self, items: Vec<T>) -> Parsed<T> {
+        Parsed {
+            items,
+            ids: Some(self.ids.into_keys().collect()),
+        }
+    }
+}
+
+fn unreadable<T>() -> Parsed<T> {
+    Parsed {
+        items: Vec::new(),
+        ids: None,
+    }
+}
+
+/// Checks a reference to an entry of another file.
+fn check_ref<T>(field: &str, v: &str, to: &Parsed<T>, file: Table, errs: &mut Vec<String>) {
+    if v == ANY {
+        errs.push(format!("{field} may not be `*` here"));
+    } else {
+        check_id(field, v, errs);
+        if valid_id(v) && to.lacks(v) {
+            errs.push(format!("{field} {v} is not in the {file} file"));
+        }
+    }
+}
+
+fn parse_providers(
+    rows: Option<&[(u64, csv::StringRecord)]>,
+    problems: &mut Vec<Problem>,
+) -> Parsed<Provider> {
+    let Some(rows) = rows else {
+        return unreadable();
+    };
+    let mut check = Checker::new(Table::Providers, problems);
+    let mut items = Vec::new();
+    for (line, rec) in rows {
+        let cell = |i| rec.get(i).unwrap_or("");
+        let (id, name, phone) = (cell(0), cell(1), cell(2));
+        let mut errs = Vec::new();
+        check.id(*line, id, &mut errs);
+        check.name(*line, name, true, &mut errs);
+        check_phone(phone, &mut errs);
+        if check.report(*line, errs) {
+            items.push(Provider {
+                id: id.to_string(),
+                name: name.to_string(),
+                phone: phone.to_string(),
+            });
+        }
+    }
+    check.done(items)
+}
+
+fn parse_areas(
+    rows: Option<&[(u64, csv::StringRecord)]>,
+    problems: &mut Vec<Problem>,
+) -> Parsed<Area> {
+    let Some(rows) = rows else {
+        return unreadable();
+    };
+    let mut check = Checker::new(Table::Areas, problems);
+    let mut items = Vec::new();
+    for (line, rec) in rows {
+        let cell = |i| rec.get(i).unwrap_or("");
+        let (id, name, limit) = (cell(0), cell(1), cell(2));
+        let mut errs = Vec::new();
+        check.id(*line, id, &mut errs);
+        check.name(*line, name, true, &mut errs);
+        let limit = match limit {
+            "" => DEFAULT_ARRIVAL_LIMIT_MINS,
+            l => match l.parse::<u32>() {
+                Ok(m) if ARRIVAL_LIMITS_MINS.contains(&m) => m,
+                _ => {
+                    errs.push(format!(
+                        "arrival_limit_mins {} must be whole minutes from {} to {} (or empty \
+                         for {DEFAULT_ARRIVAL_LIMIT_MINS})",
+                        shown(l),
+                        ARRIVAL_LIMITS_MINS.start(),
+                        ARRIVAL_LIMITS_MINS.end()
+                    ));
+                    0
+                }
+            },
+        };
+        if check.report(*line, errs) {
+            items.push(Area {
+                id: id.to_string(),
+                name: name.to_string(),
+                arrival_limit_mins: limit,
+            });
+        }
+    }
+    check.done(items)
+}
+
+/// The `;`-separated shifts of a patrol.
+fn parse_shifts(cell: &str, errs: &mut Vec<String>) -> Vec<Shift> {
+    if cell.is_empty() {
+        errs.push("shifts is empty (e.g. `day 07:00-15:30;evening 15:00-22:00`)".to_string());
+        return Vec::new();
+    }
+    let mut shifts = Vec::new();
+    for s in cell.split(';') {
+        if s.trim().is_empty() {
+            errs.push("shifts has an empty item (two ';' in a row?)".to_string());
+            continue;
+        }
+        match parse_shift(s) {
+            Ok(s) => shifts.push(s),
+            Err(e) => errs.push(e),
+        }
+    }
+    shifts
+}
+
+fn parse_patrols(
+    rows: Option<&[(u64, csv::StringRecord)]>,
+    providers: &Parsed<Provider>,
+    areas: &Parsed<Area>,
+    problems: &mut Vec<Problem>,
+) -> Parsed<Patrol> {
+    let Some(rows) = rows else {
+        return unreadable();
+    };
+    let mut check = Checker::new(Table::Patrols, problems);
+    let mut items = Vec::new();
+    for (line, rec) in rows {
+        let cell = |i| rec.get(i).unwrap_or("");
+        let (id, name, provider, phone) = (cell(0), cell(1), cell(2), cell(5));
+        let mut errs = Vec::new();
+        check.id(*line, id, &mut errs);
+        check.name(*line, name, false, &mut errs);
+        check_ref("provider", provider, providers, Table::Providers, &mut errs);
+        let patrol_areas = parse_ids("areas", cell(3), &mut errs);
+        for a in &patrol_areas {
+            if areas.lacks(a) {
+                errs.push(format!("area {a} is not in the areas file"));
+            }
+        }
+        let shifts = parse_shifts(cell(4), &mut errs);
+        check_phone(phone, &mut errs);
+        if check.report(*line, errs) {
+            items.push(Patrol {
+                id: id.to_string(),
+                name: name.to_string(),
+                provider: provider.to_string(),
+                areas: patrol_areas,
+                shifts,
+                phone: phone.to_string(),
+            });
+        }
+    }
+    check.done(items)
+}
+
+fn parse_routes(
+    rows: Option<&[(u64, csv::StringRecord)]>,
+    providers: &Parsed<Provider>,
+    areas: &Parsed<Area>,
+    patrols: &Parsed<Patrol>,
+    problems: &mut Vec<Problem>,
+) -> Parsed<RouteRule> {
+    let Some(rows) = rows else {
+        return unreadable();
+    };
+    let mut check = Checker::new(Table::Routes, problems);
+    let mut items = Vec::new();
+    let mut rules: HashMap<(String, String), u64> = HashMap::new();
+    for (line, rec) in rows {
+        let cell = |i| rec.get(i).unwrap_or("");
+        let (provider, area) = (cell(0), cell(1));
+        let mut errs = Vec::new();
+        if provider != ANY {
+            check_ref("provider", provider, providers, Table::Providers, &mut errs);
+        }
+        if area != ANY {
+            check_ref("area", area, areas, Table::Areas, &mut errs);
+        }
+        let key = (provider.to_string(), area.to_string());
+        if let Some(first) = rules.get(&key) {
+            errs.push(format!(
+                "a rule for provider {provider} and area {area} is already given on line {first}"
+            ));
+        } else {
+            rules.insert(key, *line);
+        }
+        let ids = parse_ids("patrols", cell(2), &mut errs);
+        for p in &ids {
+            if patrols.lacks(p) {
+                errs.push(format!("patrol {p} is not in the patrols file"));
+                continue;
+            }
+            // Only a patrol that parsed is known to cover (or not) the area.
+            let uncovered = area != ANY
+                && patrols
+                    .items
+                    .iter()
+                    .find(|x| &x.id == p)
+                    .is_some_and(|x| !x.areas.iter().any(|a| a == area));
+            if uncovered {
+                errs.push(format!(
+                    "patrol {p} does not cover area {area} (add it to the patrol's areas)"
+                ));
+            }
+        }
+        if check.report(*line, errs) {
+            items.push(RouteRule {
+                provider: provider.to_string(),
+                area: area.to_string(),
+                patrols: ids,
+            });
+        }
+    }
+    check.done(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::routing;
+
+    const PROVIDERS: &str =
+        "id,name,phone\nhn,Hemtjänst Norr,0980-319 250\nks,Kommunens nattpatrull,\n";
+    const AREAS: &str = "id,name,arrival_limit_mins\nnorr,Norr,\nfjall,Fjällbyn,45\n";
+    const PATROLS: &str = "id,name,provider,areas,shifts,phone\n\
+        n1,Norr kväll 1,hn,norr,day 07:00-15:30;evening 15:00-22:00,070-174 06 50\n\
+        natt,Nattpatrullen,ks,norr;fjall,night 21:30-07:00,\n";
+    const ROUTES: &str = "provider,area,patrols\nhn,norr,n1;natt\n*,fjall,natt\n";
+
+    fn parse(p: &str, a: &str, t: &str, r: &str) -> Result<Directory, ImportError> {
+        parse_all(p.as_bytes(), a.as_bytes(), t.as_bytes(), r.as_bytes())
+    }
+
+    fn problems(p: &str, a: &str, t: &str, r: &str) -> Vec<String> {
+        match parse(p, a, t, r) {
+            Err(ImportError::Invalid(v)) => v.iter().map(Problem::to_string).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn hm(h: i8, m: i8) -> Time {
+        Time::new(h, m, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn headers_match_the_columns() {
+        for t in [
+            Table::Providers,
+            Table::Areas,
+            Table::Patrols,
+            Table::Routes,
+        ] {
+            assert!(t.columns() >= 3, "{t}");
+        }
+        assert_eq!(PATROLS_HEADER.split(',').count(), 6);
+    }
+
+    #[test]
+    fn good_files_parse_with_utf8_defaults_and_midnight_shifts() {
+        let d = parse(PROVIDERS, AREAS, PATROLS, ROUTES).unwrap();
+        assert_eq!(d.providers.len(), 2);
+        assert_eq!(d.provider("hn").unwrap().name, "Hemtjänst Norr");
+        assert_eq!(d.provider("ks").unwrap().phone, "");
+        assert_eq!(d.area("norr").unwrap().arrival_limit_mins, 30, "default");
+        assert_eq!(d.area("fjall").unwrap().arrival_limit_mins, 45);
+        assert_eq!(d.area("fjall").unwrap().name, "Fjällbyn");
+        let n1 = d.patrol("n1").unwrap();
+        assert_eq!(n1.name, "Norr kväll 1");
+        assert_eq!(n1.areas, ["norr"]);
+        assert_eq!(
+            n1.shifts,
+            [
+                Shift {
+                    name: "day".into(),
+                    start: hm(7, 0),
+                    end: hm(15, 30)
+                },
+                Shift {
+                    name: "evening".into(),
+                    start: hm(15, 0),
+                    end: hm(22, 0)
+                }
+            ]
+        );
+        let natt = d.patrol("natt").unwrap();
+        assert_eq!(natt.shifts[0].start, hm(21, 30));
+        assert_eq!(natt.shifts[0].end, hm(7, 0));
+        assert_eq!(
+            natt.areas,
+            ["norr", "fjall"],
+            "patrol areas keep their order"
+        );
+        assert_eq!(d.routes.len(), 2);
+        assert_eq!(d.routes[0].patrols, ["n1", "natt"], "fallback order kept");
+        assert_eq!(d.routes[1].provider, "*");
+        // Sorted by id.
+        assert_eq!(
+            d.areas.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["fjall", "norr"]
+        );
+        assert_eq!(
+            d.patrols_of("hn")
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["n1"]
+        );
+        assert!(!d.is_empty());
+        assert!(Directory::default().is_empty());
+    }
+
+    #[test]
+    fn bom_blank_rows_and_spaces_are_tolerated() {
+        let p = format!("\u{feff}{PROVIDERS}\n,,\n");
+        let t = "id,name,provider,areas,shifts,phone\n n1 , Norr 1 , hn , norr ; fjall , day 7:00-15:30 ; night  21:30-07:00 ,\n";
+        let r = "provider,area,patrols\nhn,*,n1\n";
+        let d = parse(&p, AREAS, t, r).unwrap();
+        let n1 = d.patrol("n1").unwrap();
+        assert_eq!(n1.name, "Norr 1");
+        assert_eq!(n1.areas, ["norr", "fjall"]);
+        assert_eq!(n1.shifts[0].start, hm(7, 0));
+        assert_eq!(n1.shifts[1].name, "night");
+    }
+
+    #[test]
+    fn provider_and_area_by_id_then_name_ignoring_case() {
+        let d = parse(PROVIDERS, AREAS, PATROLS, ROUTES).unwrap();
+        assert_eq!(d.provider_for("hn").unwrap().id, "hn");
+        assert_eq!(d.provider_for("Hemtjänst Norr").unwrap().id, "hn");
+        assert_eq!(d.provider_for(" HEMTJÄNST NORR ").unwrap().id, "hn");
+        assert_eq!(d.provider_for("hemtjänst norr").unwrap().id, "hn");
+        assert!(d.provider_for("Hemtjänst Söder").is_none());
+        assert!(d.provider_for("").is_none());
+        assert!(d.provider_for("HN").is_none(), "ids are exact");
+        assert_eq!(d.area_for("FJÄLLBYN").unwrap().id, "fjall");
+        assert_eq!(d.area_for("norr").unwrap().id, "norr");
+        assert!(d.area_for("Söder").is_none());
+        assert_eq!(d.arrival_limit_mins("Fjällbyn"), 45);
+        assert_eq!(d.arrival_limit_mins("Söder"), DEFAULT_ARRIVAL_LIMIT_MINS);
+    }
+
+    #[test]
+    fn shifts_are_parsed_strictly() {
+        let s = parse_shift("night 21:30-07:00").unwrap();
+        assert_eq!((s.start, s.end), (hm(21, 30), hm(7, 0)));
+        let s = parse_shift("kväll pass 2 15:00-00:00").unwrap();
+        assert_eq!(s.name, "kväll pass 2");
+        assert_eq!(s.end, hm(0, 0));
+        for bad in [
+            "night",
+            "21:30-07:00",
+            "night 21:30",
+            "night 21:30-7",
+            "night 24:00-07:00",
+            "night 21:60-07:00",
+            "night 21.30-07.00",
+            "night -1:30-07:00",
+            "night 21:30-07:00:00",
+            "night 021:30-07:00",
+        ] {
+            assert!(parse_shift(bad).is_err(), "{bad}");
+        }
+        let e = parse_shift("all 07:00-07:00").unwrap_err();
+        assert!(e.contains("same time"), "{e}");
+        let long = format!("{} 07:00-08:00", "x".repeat(40));
+        assert!(parse_shift(&long).unwrap_err().contains("longer"));
+    }
+
+    #[test]
+    fn row_problems_are_reported_by_file_and_line_and_nothing_is_returned() {
+        let p = "id,name,phone\nhn,Hemtjänst Norr,\nbad id,X,\nhn,Again,\nhx,HEMTJÄNST NORR,abc\n";
+        let a = "id,name,arrival_limit_mins\nnorr,Norr,0\nsyd,Syd,241\nost,Öst,x\nvast,Väst,240\n";
+        let t = "id,name,provider,areas,shifts,phone\n\
+            n1,Norr 1,hn,norr;*,day 07:00-07:00,\n\
+            n2,,nobody,mars,,\n\
+            n3,Norr 3,hn,norr;norr,day 07:00-15:00;;x,\n\
+            n4,Norr 4,*,norr,day 07:00-15:00\n";
+        let r = "provider,area,patrols\nhn,norr,n1;ghost\nhn,norr,n1\nnobody,mars,\n*,vast,n1\n";
+        let got = problems(p, a, t, r);
+        let text = got.join("\n");
+        let has = |s: &str| assert!(text.contains(s), "missing {s:?} in:\n{text}");
+        has("providers line 3: id \"bad id\"");
+        has("providers line 4: id hn already given on line 2");
+        has("providers line 5: name \"HEMTJÄNST NORR\" already given on line 2 (ignoring case)");
+        has("phone \"abc\"");
+        has("areas line 2: arrival_limit_mins \"0\"");
+        has("areas line 3: arrival_limit_mins \"241\"");
+        has("areas line 4: arrival_limit_mins \"x\"");
+        has("patrols line 2: areas may not hold `*`");
+        has("same time");
+        has("patrols line 3: name is empty");
+        has("provider nobody is not in the providers file");
+        has("area mars is not in the areas file");
+        has("shifts is empty");
+        has("patrols line 4: areas names norr twice");
+        has("shifts has an empty item");
+        has("shift \"x\" must be NAME HH:MM-HH:MM");
+        has("patrols line 5: expected 6 cells, found 5");
+        has("routes line 2: patrol ghost is not in the patrols file");
+        has("routes line 3: a rule for provider hn and area norr is already given on line 2");
+        has("routes line 4: provider nobody is not in the providers file");
+        has("area mars is not in the areas file; patrols is empty");
+        // n1 is invalid (shift), so its references are not doubted, but coverage is unknown.
+        assert!(!text.contains("patrol n1 is not in"), "{text}");
+        // Every problem names its file; the areas row `vast` was fine.
+        assert!(!text.contains("areas line 5"), "{text}");
+        assert!(got.iter().all(|l| l.starts_with("providers line ")
+            || l.starts_with("areas line ")
+            || l.starts_with("patrols line ")
+            || l.starts_with("routes line ")));
+    }
+
+    #[test]
+    fn a_rule_whose_patrol_does_not_cover_its_area_is_refused() {
+        let r = "provider,area,patrols\nhn,fjall,n1\n";
+        let got = problems(PROVIDERS, AREAS, PATROLS, r);
+        assert_eq!(
+            got,
+            ["routes line 2: patrol n1 does not cover area fjall (add it to the patrol's areas)"]
+        );
+        // With `*` as the area there is nothing to check.
+        parse(
+            PROVIDERS,
+            AREAS,
+            PATROLS,
+            "provider,area,patrols\nhn,*,n1\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_headers_and_empty_files() {
+        let got = problems("id,name\nhn,X\n", AREAS, PATROLS, ROUTES);
+        assert_eq!(
+            got[0],
+            "providers line 1: the header must be exactly `id,name,phone`; found `id,name`"
+        );
+        // References to an unreadable file are not doubted one by one.
+        assert_eq!(got.len(), 1, "{got:?}");
+        let got = problems(PROVIDERS, "", PATROLS, ROUTES);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("the file is empty"), "{got:?}");
+        let got = problems(PROVIDERS, AREAS, PATROLS, "provider,area,patrols\n\n,,\n");
+        assert_eq!(got, ["routes: the file has no rows"]);
+        let got = problems(PROVIDERS, AREAS, "Natt,070-174 06 50,4711\n", ROUTES);
+        assert!(got[0].contains("not column names"), "{got:?}");
+        assert!(!got[0].contains("4711"), "{got:?}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_problem_not_a_panic() {
+        let r: &[u8] = b"provider,area,patrols\nhn,norr,n1\xff\n";
+        let e = parse_all(
+            PROVIDERS.as_bytes(),
+            AREAS.as_bytes(),
+            PATROLS.as_bytes(),
+            r,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("routes line 2: cell 3 is not valid UTF-8"),
+            "{text}"
+        );
+        assert!(text.starts_with("1 problem(s), nothing imported"), "{text}");
+    }
+
+    #[test]
+    fn demo_directory_parses_and_every_demo_subscriber_has_a_patrol_day_and_night() {
+        let d = parse(DEMO_PROVIDERS, DEMO_AREAS, DEMO_PATROLS, DEMO_ROUTES).unwrap();
+        assert!(d.areas.iter().all(|a| a.arrival_limit_mins == 30));
+        let subs = crate::subscribers::parse_csv(crate::demo::SUBSCRIBERS_CSV.as_bytes()).unwrap();
+        let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
+        // A winter and a summer day.
+        for date in [
+            jiff::civil::date(2026, 1, 15),
+            jiff::civil::date(2026, 7, 15),
+        ] {
+            for hour in [3, 12, 19] {
+                let now = date
+                    .at(hour, 0, 0, 0)
+                    .to_zoned(tz.clone())
+                    .unwrap()
+                    .timestamp();
+                for s in &subs {
+                    let p = d.provider_for(&s.care_provider);
+                    assert!(p.is_some(), "{}: provider {}", s.id, s.care_provider);
+                    assert!(d.area_for(&s.area).is_some(), "{}: area {}", s.id, s.area);
+                    let c = routing::suggest(&d, &s.care_provider, &s.area, now, &tz);
+                    let c = c.unwrap_or_else(|| {
+                        panic!("{} ({}, {}) at {hour}:00", s.id, s.care_provider, s.area)
+                    });
+                    assert!(c.on_shift);
+                    let patrol = d.patrol(&c.patrol).unwrap();
+                    assert!(
+                        patrol
+                            .areas
+                            .iter()
+                            .any(|a| a == &d.area_for(&s.area).unwrap().id),
+                        "{} covers {}",
+                        patrol.id,
+                        s.area
+                    );
+                }
+            }
+        }
+    }
+}

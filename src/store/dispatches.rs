@@ -1,0 +1,156 @@
+//! Dispatches: `b"d"` + id (u64 big-endian) -> JSON of a [`Dispatch`]. Every change of a
+//! dispatch is written whole (a dispatch is small) and flushed by the caller before the
+//! patrol or the operator is answered, so its clocks survive a restart with their times.
+
+use jiff::Timestamp;
+
+use super::{Store, StoreError};
+use crate::model::Dispatch;
+
+const DISPATCH: u8 = b'd';
+
+fn key(id: u64) -> [u8; 9] {
+    let mut k = [DISPATCH; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: "dispatches",
+        detail: e.to_string(),
+    }
+}
+
+fn decode(v: &[u8]) -> Result<Dispatch, StoreError> {
+    serde_json::from_slice(v).map_err(corrupt)
+}
+
+impl Store {
+    /// Writes dispatches (new or changed) in one atomic batch. Not durable until
+    /// [`Store::flush`].
+    pub fn save_dispatches(&self, ds: &[Dispatch]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for d in ds {
+            batch.insert(&key(d.id), serde_json::to_vec(d).map_err(corrupt)?);
+        }
+        self.dispatches.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// One dispatch.
+    pub fn dispatch(&self, id: u64) -> Result<Option<Dispatch>, StoreError> {
+        self.dispatches
+            .get(key(id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every dispatch, oldest first, that `keep` accepts.
+    pub fn dispatches_where(
+        &self,
+        mut keep: impl FnMut(&Dispatch) -> bool,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.dispatches.scan_prefix([DISPATCH]) {
+            let (_, v) = item?;
+            let d = decode(&v)?;
+            if keep(&d) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The dispatches still waiting for their patrol (offered, received, accepted).
+    pub fn open_dispatches(&self) -> Result<Vec<Dispatch>, StoreError> {
+        self.dispatches_where(Dispatch::is_open)
+    }
+
+    /// The dispatches offered in `[from, to)` (for the monthly report).
+    pub fn dispatches_offered_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        self.dispatches_where(|d| d.offered_at >= from && d.offered_at < to)
+    }
+
+    /// The highest dispatch id stored (0 if none).
+    pub fn max_dispatch_id(&self) -> Result<u64, StoreError> {
+        match self.dispatches.scan_prefix([DISPATCH]).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                Ok(k.get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0))
+            }
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DispatchState;
+
+    fn d(id: u64, offered: i64, state: DispatchState) -> Dispatch {
+        Dispatch {
+            id,
+            call: 7,
+            patrol: "norr-kvall-1".into(),
+            provider: "hemtjanst-norr".into(),
+            area: "Norr".into(),
+            state,
+            offered_at: Timestamp::from_second(offered).unwrap(),
+            received_at: None,
+            accepted_at: None,
+            arrived_at: None,
+            arrival_method: None,
+            ended_at: None,
+            limit_mins: 30,
+            warned_at_mins: Vec::new(),
+            breached: false,
+            note: String::new(),
+            operator: "olle".into(),
+        }
+    }
+
+    #[test]
+    fn dispatches_round_trip_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.max_dispatch_id().unwrap(), 0);
+        store
+            .save_dispatches(&[
+                d(1, 100, DispatchState::Completed),
+                d(2, 200, DispatchState::Received),
+                d(3, 300, DispatchState::Offered),
+            ])
+            .unwrap();
+        assert_eq!(store.max_dispatch_id().unwrap(), 3);
+        let open: Vec<u64> = store
+            .open_dispatches()
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(open, [2, 3]);
+        let mut changed = d(2, 200, DispatchState::Arrived);
+        changed.breached = true;
+        store
+            .save_dispatches(std::slice::from_ref(&changed))
+            .unwrap();
+        assert_eq!(store.dispatch(2).unwrap(), Some(changed));
+        let between = store
+            .dispatches_offered_between(
+                Timestamp::from_second(150).unwrap(),
+                Timestamp::from_second(300).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(between.len(), 1);
+        assert_eq!(between[0].id, 2);
+    }
+}
