@@ -644,7 +644,8 @@ pub struct AuditEntry {
     pub user: String,
     /// What: `subscriber.view`, `subscriber.edit`, `subscriber.import`, `device.import`,
     /// `call.claim`, `call.release`, `call.note`, `call.phone`, `call.close`, `call.view`,
-    /// `session.login`, `session.logout`, `session.login_failed`.
+    /// `session.login`, `session.logout`, `session.login_failed`, `user.add`, `user.update`,
+    /// `directory.import`, `patrol.token`.
     pub action: String,
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,8 +1,11 @@
 //! Durable storage: the sled database behind one small API.
 //!
 //! Trees: `journal` (one entry per group commit, see below), `devices` (registry key -> JSON
-//! [`Device`]), `last_heard` (account -> i64 ms since the epoch). Nothing outside this module
-//! names sled, so the engine can be replaced without touching the codec or the receiver.
+//! [`Device`]), `last_heard` (account -> i64 ms since the epoch), and, each in its own
+//! submodule: `subscribers`, `users` and `sessions`, `audit`, `calls` (open and closed Calls,
+//! timeline lines, the triage cursor), `directory` (providers, areas, patrols, routes, patrol
+//! tokens) and `dispatches`. Nothing outside this module names sled, so the engine can be
+//! replaced without touching the codec or the receiver.
 //!
 //! # Journal format
 //!
