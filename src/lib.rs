@@ -18,6 +18,7 @@
 //! - [`supervision`]: last-heard times of devices.
 //! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
 //! - [`dispatch`]: routing a Call to a patrol (provider, area, shift) and the fallback order.
+//! - [`patrol_client`]: `vakt patrol`, the terminal reference client of the patrol protocol.
 //! - [`console`]: HTTP: health, metrics, API.
 //! - [`telemetry`]: tracing setup and every metric, described in one place.
 //! - [`config`]: typed configuration with an embedded, documented default.
@@ -35,6 +36,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod journal;
 pub mod model;
+pub mod patrol_client;
 pub mod receiver;
 pub mod registry;
 pub mod server;

@@ -1,0 +1,566 @@
+//! The server side of the patrol link (`proto/patrol.md`): QUIC sessions of home-care
+//! patrols, independent of where dispatches are kept (a [`PatrolHub`]).
+//!
+//! One task per connection, a permit before each accept (at most `max_sessions`), one
+//! bidirectional stream per connection, `hello` within [`HELLO_TIMEOUT_SECS`], frames read
+//! into a buffer bounded by one frame, a bounded queue of pushes per session. A second login
+//! of the same patrol replaces the first (`error replaced`, close code 3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::codec::patrol::{
+    self, AssignmentMsg, CLOSE_AUTH, CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_SHUTDOWN,
+    Decoded, ErrorCode, FromPatrol, HEADER_BYTES, HELLO_TIMEOUT_SECS, IDLE_TIMEOUT_SECS,
+    MAX_MESSAGE_BYTES, PING_INTERVAL_SECS, ToPatrol,
+};
+
+/// Pushes waiting to be written to one session; beyond this `push` refuses.
+pub const SEND_QUEUE: usize = 64;
+
+/// Server messages kept per session while unacknowledged; the oldest are forgotten beyond
+/// this (a reconnect re-sends every open assignment anyway).
+const MAX_UNACKED: usize = 256;
+
+/// How long a closing session waits for its last frames to be acknowledged.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 4096;
+
+/// Where dispatches live, as the patrol link sees them.
+pub trait PatrolHub: Send + Sync + 'static {
+    /// True if the token is this patrol's (constant time; the hub hashes it).
+    fn authenticate(&self, patrol: &str, token: &str) -> bool;
+    /// The patrol's open assignments, as they are now (sent after `welcome`, and again on
+    /// every reconnect).
+    fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg>;
+    /// Applies a patrol event (received/accepted/declined/arrived/completed), durably,
+    /// before it is acked. `Err(code)` is answered with an `error` of that code.
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode>;
+}
+
+struct SessionHandle {
+    id: u64,
+    tx: mpsc::Sender<ToPatrol>,
+    replaced: CancellationToken,
+}
+
+#[derive(Default)]
+struct LinkInner {
+    sessions: Mutex<HashMap<String, SessionHandle>>,
+    next_id: AtomicU64,
+}
+
+/// A handle on the connected sessions: push messages to a patrol, ask who is connected.
+/// Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Link {
+    inner: Arc<LinkInner>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("sessions", &self.sessions())
+            .finish()
+    }
+}
+
+impl Link {
+    /// A link with no sessions.
+    pub fn new() -> Link {
+        Link::default()
+    }
+
+    /// Queues `msg` (`assignment`, `sla_warning`, `cancelled`) for the patrol's connected
+    /// session; its `seq` is replaced by the session's own counter. False if the patrol is
+    /// not connected or its queue is full (it gets every open assignment on reconnect).
+    pub fn push(&self, patrol: &str, msg: ToPatrol) -> bool {
+        let map = self.lock();
+        match map.get(patrol) {
+            Some(h) => h.tx.try_send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    /// True if the patrol has a logged-in session.
+    pub fn connected(&self, patrol: &str) -> bool {
+        self.lock().contains_key(patrol)
+    }
+
+    /// The patrols with a logged-in session, sorted.
+    pub fn sessions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new session of `patrol`, replacing (and signalling) an older one.
+    fn register(&self, patrol: &str) -> (u64, mpsc::Receiver<ToPatrol>, CancellationToken) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let replaced = CancellationToken::new();
+        let old = self.lock().insert(
+            patrol.to_string(),
+            SessionHandle {
+                id,
+                tx,
+                replaced: replaced.clone(),
+            },
+        );
+        if let Some(old) = old {
+            old.replaced.cancel();
+        }
+        (id, rx, replaced)
+    }
+
+    /// Removes the session `id` of `patrol` if it is still the registered one.
+    fn unregister(&self, patrol: &str, id: u64) {
+        let mut map = self.lock();
+        if map.get(patrol).is_some_and(|h| h.id == id) {
+            map.remove(patrol);
+        }
+    }
+}
+
+/// Accepts patrol connections on `endpoint` until `shutdown`, at most `max_sessions` at once;
+/// returns when every session has ended.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    hub: Arc<dyn PatrolHub>,
+    link: Link,
+    max_sessions: usize,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max_sessions.max(1)));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let peer = incoming.remote_address();
+        let span = tracing::info_span!("patrol_conn", %peer, patrol = tracing::field::Empty);
+        let hub = hub.clone();
+        let link = link.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(
+            async move {
+                let reason = connection(incoming, &hub, &link, &shutdown).await;
+                tracing::debug!(reason, "closed");
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"shutdown");
+}
+
+/// Runs a blocking hub call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// The two halves of the session's stream and its receive buffer.
+struct Stream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+}
+
+enum Read {
+    Msg(FromPatrol),
+    /// A frame that is not a readable message (skipped).
+    Bad(Option<u64>),
+    TooBig,
+    Eof,
+}
+
+impl Stream {
+    async fn write(&mut self, msg: &ToPatrol) -> Result<(), ()> {
+        let mut out = Vec::new();
+        if let Err(e) = patrol::encode(msg, &mut out) {
+            tracing::warn!(error = %e, kind = msg.kind(), "cannot encode");
+            return Ok(());
+        }
+        self.send.write_all(&out).await.map_err(|e| {
+            tracing::debug!(error = %e, "write failed");
+        })
+    }
+
+    /// The next frame from the buffer, if whole.
+    fn take(&mut self) -> Option<Read> {
+        match patrol::decode::<FromPatrol>(&self.buf) {
+            Ok(Decoded::Message(m, used)) => {
+                self.buf.drain(..used);
+                Some(Read::Msg(m))
+            }
+            Ok(Decoded::Incomplete) => None,
+            Err(e) => match e.consumed() {
+                Some(used) => {
+                    tracing::debug!(error = %e, "bad message");
+                    self.buf.drain(..used.min(self.buf.len()));
+                    Some(Read::Bad(e.seq()))
+                }
+                None => Some(Read::TooBig),
+            },
+        }
+    }
+
+    /// Reads until one frame is whole. Cancel-safe: bytes are kept in `buf`.
+    async fn read(&mut self) -> Read {
+        loop {
+            if let Some(r) = self.take() {
+                return r;
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            // The buffer never holds more than one frame and one chunk.
+            let room =
+                (HEADER_BYTES + MAX_MESSAGE_BYTES + READ_CHUNK).saturating_sub(self.buf.len());
+            let want = room.min(READ_CHUNK);
+            match self.recv.read(&mut chunk[..want]).await {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(None) => return Read::Eof,
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return Read::Eof;
+                }
+            }
+        }
+    }
+
+    /// Sends a fatal `error`, waits a little for it to arrive, and closes with `close`.
+    async fn fatal(
+        &mut self,
+        conn: &quinn::Connection,
+        seq: Option<u64>,
+        code: ErrorCode,
+        message: &str,
+        close: u32,
+    ) {
+        let msg = ToPatrol::Error {
+            seq,
+            code,
+            message: message.to_string(),
+            fatal: true,
+        };
+        let _ = self.write(&msg).await;
+        end(&mut self.send, conn, close, code.as_str()).await;
+    }
+}
+
+/// Finishes the stream, waits (briefly) until the patrol has it all, and closes.
+async fn end(send: &mut quinn::SendStream, conn: &quinn::Connection, close: u32, why: &str) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+    conn.close(close.into(), why.as_bytes());
+}
+
+fn error(seq: Option<u64>, code: ErrorCode, message: &str) -> ToPatrol {
+    ToPatrol::Error {
+        seq,
+        code,
+        message: message.to_string(),
+        fatal: false,
+    }
+}
+
+/// Serves one connection; returns why it ended.
+async fn connection(
+    incoming: quinn::Incoming,
+    hub: &Arc<dyn PatrolHub>,
+    link: &Link,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let hello_deadline = Instant::now() + Duration::from_secs(u64::from(HELLO_TIMEOUT_SECS));
+    let conn = match tokio::time::timeout_at(hello_deadline, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return "handshake";
+        }
+        Err(_) => return "handshake_timeout",
+    };
+    let (send, recv) = tokio::select! {
+        r = tokio::time::timeout_at(hello_deadline, conn.accept_bi()) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return "closed",
+            Err(_) => {
+                conn.close(CLOSE_PROTOCOL.into(), b"no stream");
+                return "hello_timeout";
+            }
+        },
+        () = shutdown.cancelled() => {
+            conn.close(CLOSE_SHUTDOWN.into(), b"shutdown");
+            return "shutdown";
+        }
+    };
+    let mut st = Stream {
+        send,
+        recv,
+        buf: Vec::new(),
+    };
+    let first = tokio::select! {
+        r = tokio::time::timeout_at(hello_deadline, st.read()) => r,
+        () = shutdown.cancelled() => {
+            conn.close(CLOSE_SHUTDOWN.into(), b"shutdown");
+            return "shutdown";
+        }
+    };
+    let (hello_seq, patrol_id, token) = match first {
+        Ok(Read::Msg(FromPatrol::Hello {
+            seq, patrol, token, ..
+        })) => (seq, patrol, token),
+        Ok(Read::TooBig) => {
+            st.fatal(
+                &conn,
+                None,
+                ErrorCode::TooBig,
+                "frame over 64 KiB",
+                CLOSE_PROTOCOL,
+            )
+            .await;
+            return "too_big";
+        }
+        Ok(Read::Eof) => return "eof",
+        Ok(Read::Msg(m)) => {
+            let seq = Some(m.seq());
+            st.fatal(
+                &conn,
+                seq,
+                ErrorCode::BadMessage,
+                "hello must come first",
+                CLOSE_PROTOCOL,
+            )
+            .await;
+            return "no_hello";
+        }
+        Ok(Read::Bad(seq)) => {
+            st.fatal(
+                &conn,
+                seq,
+                ErrorCode::BadMessage,
+                "hello must come first",
+                CLOSE_PROTOCOL,
+            )
+            .await;
+            return "no_hello";
+        }
+        Err(_) => {
+            st.fatal(
+                &conn,
+                None,
+                ErrorCode::BadMessage,
+                "no hello within 10 s",
+                CLOSE_PROTOCOL,
+            )
+            .await;
+            return "hello_timeout";
+        }
+    };
+    let ok = {
+        let hub = hub.clone();
+        let p = patrol_id.clone();
+        blocking(move || hub.authenticate(&p, token.expose())).await
+    };
+    if ok != Some(true) {
+        tracing::info!(patrol = %patrol_id, "refused login");
+        st.fatal(
+            &conn,
+            Some(hello_seq),
+            ErrorCode::BadToken,
+            "the token does not match the patrol",
+            CLOSE_AUTH,
+        )
+        .await;
+        return "bad_token";
+    }
+    tracing::Span::current().record("patrol", patrol_id.as_str());
+    let (id, rx, replaced) = link.register(&patrol_id);
+    tracing::info!("logged in");
+    let reason = session(
+        &conn, &mut st, hub, &patrol_id, hello_seq, rx, &replaced, shutdown,
+    )
+    .await;
+    link.unregister(&patrol_id, id);
+    reason
+}
+
+/// Per-session state: the server's `seq` counter and what the patrol has not acked.
+struct Outgoing {
+    next_seq: u64,
+    unacked: BTreeMap<u64, ToPatrol>,
+}
+
+impl Outgoing {
+    /// Gives `msg` the next `seq` and remembers it until acked.
+    fn number(&mut self, mut msg: ToPatrol) -> ToPatrol {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match &mut msg {
+            ToPatrol::Assignment(a) => a.seq = seq,
+            ToPatrol::SlaWarning { seq: s, .. } | ToPatrol::Cancelled { seq: s, .. } => *s = seq,
+            _ => return msg,
+        }
+        self.unacked.insert(seq, msg.clone());
+        while self.unacked.len() > MAX_UNACKED {
+            self.unacked.pop_first();
+        }
+        msg
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    conn: &quinn::Connection,
+    st: &mut Stream,
+    hub: &Arc<dyn PatrolHub>,
+    patrol_id: &str,
+    hello_seq: u64,
+    mut rx: mpsc::Receiver<ToPatrol>,
+    replaced: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let open = {
+        let hub = hub.clone();
+        let p = patrol_id.to_string();
+        blocking(move || hub.open_assignments(&p))
+            .await
+            .unwrap_or_default()
+    };
+    let welcome = ToPatrol::Welcome {
+        seq: hello_seq,
+        server_time: jiff::Timestamp::now(),
+        ping_secs: PING_INTERVAL_SECS,
+        idle_timeout_secs: IDLE_TIMEOUT_SECS,
+        open: open.iter().map(|a| a.dispatch).collect(),
+    };
+    if st.write(&welcome).await.is_err() {
+        return "write";
+    }
+    let mut out = Outgoing {
+        next_seq: 1,
+        unacked: BTreeMap::new(),
+    };
+    for a in open {
+        let msg = out.number(ToPatrol::Assignment(Box::new(a)));
+        if st.write(&msg).await.is_err() {
+            return "write";
+        }
+    }
+    let idle = Duration::from_secs(u64::from(IDLE_TIMEOUT_SECS));
+    let mut idle_at = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                end(&mut st.send, conn, CLOSE_SHUTDOWN, "shutdown").await;
+                return "shutdown";
+            }
+            () = replaced.cancelled() => {
+                tracing::info!("replaced by a newer connection");
+                st.fatal(conn, None, ErrorCode::Replaced, "another connection logged in as this patrol", CLOSE_REPLACED).await;
+                return "replaced";
+            }
+            () = tokio::time::sleep_until(idle_at) => {
+                conn.close(patrol::CLOSE_IDLE.into(), b"idle");
+                return "idle";
+            }
+            s = conn.accept_bi() => {
+                if s.is_ok() {
+                    st.fatal(conn, None, ErrorCode::BadMessage, "one stream per connection", CLOSE_PROTOCOL).await;
+                    return "second_stream";
+                }
+                return "closed";
+            }
+            m = rx.recv() => {
+                let Some(m) = m else { return "closed" };
+                let msg = out.number(m);
+                tracing::debug!(kind = msg.kind(), seq = msg.seq(), dispatch = msg.dispatch(), "push");
+                if st.write(&msg).await.is_err() {
+                    return "write";
+                }
+            }
+            r = st.read() => {
+                idle_at = Instant::now() + idle;
+                let answer = match r {
+                    Read::Eof => {
+                        end(&mut st.send, conn, CLOSE_NORMAL, "bye").await;
+                        return "eof";
+                    }
+                    Read::TooBig => {
+                        st.fatal(conn, None, ErrorCode::TooBig, "frame over 64 KiB", CLOSE_PROTOCOL).await;
+                        return "too_big";
+                    }
+                    Read::Bad(seq) => Some(error(seq, ErrorCode::BadMessage, "not a valid message")),
+                    Read::Msg(FromPatrol::Ping { seq }) => Some(ToPatrol::Pong { seq }),
+                    Read::Msg(FromPatrol::Ack { seq }) => {
+                        out.unacked.remove(&seq);
+                        None
+                    }
+                    Read::Msg(FromPatrol::Hello { seq, .. }) => {
+                        Some(error(Some(seq), ErrorCode::BadMessage, "already logged in"))
+                    }
+                    Read::Msg(ev) => {
+                        let seq = ev.seq();
+                        tracing::debug!(kind = ev.kind(), seq, dispatch = ev.dispatch(), "event");
+                        let hub = hub.clone();
+                        let p = patrol_id.to_string();
+                        let res = blocking(move || hub.event(&p, &ev)).await;
+                        Some(match res {
+                            Some(Ok(())) => ToPatrol::Ack { seq },
+                            Some(Err(code)) => error(Some(seq), code, refusal(code)),
+                            // The hub panicked: no answer, the patrol resends after a reconnect.
+                            None => {
+                                conn.close(CLOSE_SHUTDOWN.into(), b"internal error");
+                                return "hub_failed";
+                            }
+                        })
+                    }
+                };
+                if let Some(a) = answer
+                    && st.write(&a).await.is_err()
+                {
+                    return "write";
+                }
+            }
+        }
+    }
+}
+
+fn refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotYours => "the dispatch is not assigned to this patrol",
+        ErrorCode::Closed => "the dispatch is no longer open",
+        ErrorCode::BadMessage => "the event is not allowed now",
+        _ => "refused",
+    }
+}

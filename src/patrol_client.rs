@@ -1,0 +1,701 @@
+//! `vakt patrol`: the terminal reference client of the patrol protocol (`proto/patrol.md`).
+//!
+//! [`Session`] is one connection (hello, welcome, open assignments, events with their
+//! answers, pushes), usable from tests. [`run`] is the terminal program: it prints
+//! assignments and warnings, reads commands from stdin, keeps an outbox of unanswered events
+//! and reconnects with backoff. The door code is printed for the patrol, never logged.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::codec::patrol::{
+    self, AssignmentMsg, CLOSE_NORMAL, ClientInfo, Decoded, ErrorCode, FromPatrol, HEADER_BYTES,
+    MAX_MESSAGE_BYTES, RECONNECT_MAX_SECS, RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
+};
+use crate::model::ArrivalMethod;
+use crate::transport::quic::{self, Trust};
+
+/// How long to wait for the handshake, `welcome` and the open assignments, or an answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What can go wrong in the patrol client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TLS or QUIC set-up failed.
+    #[error("{0}")]
+    Quic(#[from] quic::QuicError),
+    /// Socket or name resolution failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The connection could not be made.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection was lost.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// The server refused the session (`bad_token`, `unknown_patrol`, `replaced`, ...).
+    #[error("refused by the server: {} {message}", code.as_str())]
+    Refused {
+        /// The error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server sent something this client cannot read (the stream is given up).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ClientError {
+    /// The client must not reconnect by itself (§9): bad token, unknown patrol, replaced.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused {
+                code: ErrorCode::BadToken | ErrorCode::UnknownPatrol | ErrorCode::Replaced,
+                ..
+            }
+        )
+    }
+}
+
+/// What `welcome` said.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Welcome {
+    /// The server's clock.
+    pub server_time: jiff::Timestamp,
+    /// Send a `ping` this often.
+    pub ping_secs: u32,
+    /// Nothing for this long: reconnect.
+    pub idle_timeout_secs: u32,
+    /// Every open dispatch of the patrol.
+    pub open: Vec<u64>,
+}
+
+/// One connection to vakt, logged in.
+pub struct Session {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+    /// Server messages read while waiting for something else.
+    pending: VecDeque<ToPatrol>,
+    next_seq: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("remote", &self.conn.remote_address())
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connects to `addr` (the certificate name checked with [`Trust::Ca`] is the IP
+    /// address), logs in, and returns the `welcome` and the open assignments (acknowledged).
+    pub async fn connect(
+        addr: SocketAddr,
+        trust: &Trust,
+        patrol: &str,
+        token: &str,
+    ) -> Result<(Session, Welcome, Vec<AssignmentMsg>), ClientError> {
+        Session::open(addr, &addr.ip().to_string(), trust, patrol, token, 1).await
+    }
+
+    /// As [`Session::connect`], with the TLS server name and the first `seq` to use.
+    pub async fn open(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        patrol: &str,
+        token: &str,
+        first_seq: u64,
+    ) -> Result<(Session, Welcome, Vec<AssignmentMsg>), ClientError> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        endpoint.set_default_client_config(quic::client_config(trust)?);
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let conn = tokio::time::timeout(ANSWER_TIMEOUT, connecting)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        let mut s = Session {
+            endpoint,
+            conn,
+            send,
+            recv,
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            next_seq: first_seq,
+        };
+        let hello_seq = s.next_seq();
+        s.write(&FromPatrol::Hello {
+            seq: hello_seq,
+            patrol: patrol.to_string(),
+            token: Secret::new(token),
+            client: ClientInfo {
+                name: "vakt-patrol".to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        })
+        .await?;
+        let welcome = match s.read_timeout(ANSWER_TIMEOUT).await? {
+            Some(ToPatrol::Welcome {
+                server_time,
+                ping_secs,
+                idle_timeout_secs,
+                open,
+                ..
+            }) => Welcome {
+                server_time,
+                ping_secs,
+                idle_timeout_secs,
+                open,
+            },
+            Some(ToPatrol::Error { code, message, .. }) => {
+                s.conn.close(CLOSE_NORMAL.into(), b"refused");
+                return Err(ClientError::Refused { code, message });
+            }
+            Some(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {}",
+                    other.kind()
+                )));
+            }
+            None => return Err(ClientError::Timeout),
+        };
+        let mut assignments: Vec<AssignmentMsg> = Vec::new();
+        while welcome
+            .open
+            .iter()
+            .any(|d| !assignments.iter().any(|a| a.dispatch == *d))
+        {
+            match s.read_timeout(ANSWER_TIMEOUT).await? {
+                Some(ToPatrol::Assignment(a)) => {
+                    s.ack(a.seq).await?;
+                    assignments.retain(|x| x.dispatch != a.dispatch);
+                    assignments.push(*a);
+                }
+                Some(other) => s.queue(other).await?,
+                None => return Err(ClientError::Timeout),
+            }
+        }
+        Ok((s, welcome, assignments))
+    }
+
+    /// The next `seq` of this client's own counter.
+    pub fn next_seq(&mut self) -> u64 {
+        let n = self.next_seq;
+        self.next_seq += 1;
+        n
+    }
+
+    /// Sends a dispatch event and waits for its answer (`ack` or `error`); server messages
+    /// that arrive meanwhile are acknowledged and kept for [`Session::next_push`].
+    pub async fn send_event(&mut self, ev: &FromPatrol) -> Result<ToPatrol, ClientError> {
+        let seq = ev.seq();
+        self.write(ev).await?;
+        loop {
+            match self.read_timeout(ANSWER_TIMEOUT).await? {
+                Some(m @ (ToPatrol::Ack { .. } | ToPatrol::Error { .. }))
+                    if m.seq() == Some(seq) =>
+                {
+                    return Ok(m);
+                }
+                Some(ToPatrol::Error {
+                    code,
+                    message,
+                    fatal: true,
+                    ..
+                }) => return Err(ClientError::Refused { code, message }),
+                Some(other) => self.queue(other).await?,
+                None => return Err(ClientError::Timeout),
+            }
+        }
+    }
+
+    /// Sends a `ping` (the `pong` is taken in by [`Session::next_push`]).
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        let seq = self.next_seq();
+        self.write(&FromPatrol::Ping { seq }).await
+    }
+
+    /// The next server message other than `pong`/`ack` (an `assignment`, `sla_warning`,
+    /// `cancelled` (acknowledged), or an `error`), or `None` if none came within `timeout`.
+    pub async fn next_push(&mut self, timeout: Duration) -> Result<Option<ToPatrol>, ClientError> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(Some(m));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_timeout(left).await? {
+                None => return Ok(None),
+                Some(ToPatrol::Pong { .. } | ToPatrol::Ack { .. }) => {}
+                Some(m) => {
+                    if let Some(seq) = m.seq().filter(|_| m.needs_ack()) {
+                        self.ack(seq).await?;
+                    }
+                    return Ok(Some(m));
+                }
+            }
+        }
+    }
+
+    /// Logs out (close code 0).
+    pub async fn close(mut self) {
+        let _ = self.send.finish();
+        self.conn.close(CLOSE_NORMAL.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// Keeps `m` for `next_push`, acknowledging it if it needs it.
+    async fn queue(&mut self, m: ToPatrol) -> Result<(), ClientError> {
+        match m {
+            ToPatrol::Pong { .. } | ToPatrol::Ack { .. } => Ok(()),
+            m => {
+                if let Some(seq) = m.seq().filter(|_| m.needs_ack()) {
+                    self.ack(seq).await?;
+                }
+                self.pending.push_back(m);
+                Ok(())
+            }
+        }
+    }
+
+    async fn ack(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.write(&FromPatrol::Ack { seq }).await
+    }
+
+    async fn write(&mut self, msg: &FromPatrol) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        patrol::encode(msg, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send
+            .write_all(&out)
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))
+    }
+
+    /// The next server message, or `None` after `timeout`. Frames it cannot read are
+    /// acknowledged if they have a `seq` and skipped.
+    async fn read_timeout(&mut self, timeout: Duration) -> Result<Option<ToPatrol>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match patrol::decode::<ToPatrol>(&self.buf) {
+                Ok(Decoded::Message(m, used)) => {
+                    self.buf.drain(..used);
+                    return Ok(Some(m));
+                }
+                Ok(Decoded::Incomplete) => {}
+                Err(e) => match e.consumed() {
+                    Some(used) => {
+                        self.buf.drain(..used.min(self.buf.len()));
+                        if let Some(seq) = e.seq() {
+                            self.ack(seq).await?;
+                        }
+                        continue;
+                    }
+                    None => {
+                        self.conn
+                            .close(patrol::CLOSE_PROTOCOL.into(), b"frame too big");
+                        return Err(ClientError::Protocol(e.to_string()));
+                    }
+                },
+            }
+            let mut chunk = [0u8; 4096];
+            let room =
+                (HEADER_BYTES + MAX_MESSAGE_BYTES + chunk.len()).saturating_sub(self.buf.len());
+            let want = room.min(chunk.len());
+            match tokio::time::timeout_at(deadline, self.recv.read(&mut chunk[..want])).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(Some(n))) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Ok(None)) => {
+                    return Err(ClientError::Lost("the server ended the stream".into()));
+                }
+                Ok(Err(e)) => return Err(ClientError::Lost(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Options of `vakt patrol`.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `HOST:PORT` of the server's `[patrol] listen_quic`.
+    pub server: String,
+    /// The patrol id.
+    pub patrol: String,
+    /// The patrol's token.
+    pub token: Secret,
+    /// How the server's certificate is checked (a CA file, or the pinned fingerprint of the
+    /// development certificate; there is no accept-anything mode).
+    pub trust: Trust,
+}
+
+/// A command typed by the patrol.
+#[derive(Clone, Debug, PartialEq)]
+enum Command {
+    Event(FromPatrol),
+    Quit,
+}
+
+/// Parses one stdin line into a command (with `seq` 0, set when sent).
+fn parse_command(line: &str, now: jiff::Timestamp) -> Result<Option<Command>, String> {
+    let line = line.trim();
+    let mut words = line.splitn(2, char::is_whitespace);
+    let Some(cmd) = words.next().filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if cmd == "q" {
+        return Ok(Some(Command::Quit));
+    }
+    let rest = words.next().unwrap_or("").trim();
+    let mut parts = rest.splitn(2, char::is_whitespace);
+    let dispatch: u64 = parts
+        .next()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| "give the dispatch id: e.g. `r 41`".to_string())?;
+    let tail = parts.next().unwrap_or("").trim().to_string();
+    let at = now;
+    let seq = 0;
+    let ev = match cmd {
+        "r" => FromPatrol::Received { seq, dispatch, at },
+        "a" => FromPatrol::Accepted { seq, dispatch, at },
+        "d" => FromPatrol::Declined {
+            seq,
+            dispatch,
+            at,
+            reason: tail,
+        },
+        "h" => FromPatrol::Arrived {
+            seq,
+            dispatch,
+            at,
+            method: ArrivalMethod::App,
+            code: None,
+        },
+        "c" => {
+            let mut t = tail.splitn(2, char::is_whitespace);
+            let outcome = match t.next().unwrap_or("") {
+                "helped" => VisitOutcome::Helped,
+                "no_action" => VisitOutcome::NoAction,
+                "ambulance_called" => VisitOutcome::AmbulanceCalled,
+                "not_home" => VisitOutcome::NotHome,
+                "no_access" => VisitOutcome::NoAccess,
+                "other" => VisitOutcome::Other,
+                _ => {
+                    return Err("outcome: helped, no_action, ambulance_called, not_home, \
+                                no_access or other"
+                        .to_string());
+                }
+            };
+            FromPatrol::Completed {
+                seq,
+                dispatch,
+                at,
+                outcome,
+                note: t.next().unwrap_or("").trim().to_string(),
+            }
+        }
+        _ => return Err(format!("unknown command `{cmd}`; {HELP}")),
+    };
+    Ok(Some(Command::Event(ev)))
+}
+
+const HELP: &str = "commands: r ID (received), a ID (accept), d ID REASON (decline), \
+                    h ID (arrived), c ID OUTCOME NOTE (complete), q (quit)";
+
+fn with_seq(ev: FromPatrol, n: u64) -> FromPatrol {
+    match ev {
+        FromPatrol::Received { dispatch, at, .. } => FromPatrol::Received {
+            seq: n,
+            dispatch,
+            at,
+        },
+        FromPatrol::Accepted { dispatch, at, .. } => FromPatrol::Accepted {
+            seq: n,
+            dispatch,
+            at,
+        },
+        FromPatrol::Declined {
+            dispatch,
+            at,
+            reason,
+            ..
+        } => FromPatrol::Declined {
+            seq: n,
+            dispatch,
+            at,
+            reason,
+        },
+        FromPatrol::Arrived {
+            dispatch,
+            at,
+            method,
+            code,
+            ..
+        } => FromPatrol::Arrived {
+            seq: n,
+            dispatch,
+            at,
+            method,
+            code,
+        },
+        FromPatrol::Completed {
+            dispatch,
+            at,
+            outcome,
+            note,
+            ..
+        } => FromPatrol::Completed {
+            seq: n,
+            dispatch,
+            at,
+            outcome,
+            note,
+        },
+        other => other,
+    }
+}
+
+/// One readable line about a server message (for the terminal; includes the door code).
+pub fn describe(m: &ToPatrol) -> String {
+    match m {
+        ToPatrol::Assignment(a) => {
+            let deadline = a
+                .deadline
+                .map(|d| format!(", arrive before {d}"))
+                .unwrap_or_default();
+            format!(
+                "ASSIGNMENT {} ({:?}): call {}, {} (priority {}, {} min{deadline})\n  \
+                 {}, {}, {} {}, phone {}\n  access: keys {} ({}), digital lock {}, door code {}, {}",
+                a.dispatch,
+                a.state,
+                a.call,
+                a.reason,
+                a.priority.0,
+                a.limit_mins,
+                a.subscriber.name,
+                a.subscriber.address,
+                a.subscriber.postcode,
+                a.subscriber.city,
+                a.subscriber.phone,
+                a.access.keys,
+                a.access.key_location,
+                or_none(&a.access.digital_lock_id),
+                or_none(a.access.door_code.expose()),
+                a.access.entry_notes,
+            )
+        }
+        ToPatrol::SlaWarning {
+            dispatch,
+            minutes_left,
+            deadline,
+            ..
+        } => format!("WARNING {dispatch}: {minutes_left} min left (deadline {deadline})"),
+        ToPatrol::Cancelled {
+            dispatch, reason, ..
+        } => format!("CANCELLED {dispatch}: {reason}"),
+        ToPatrol::Ack { seq } => format!("ok ({seq})"),
+        ToPatrol::Error {
+            seq, code, message, ..
+        } => format!(
+            "refused ({}): {} {message}",
+            seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            code.as_str()
+        ),
+        ToPatrol::Welcome { open, .. } => format!("connected; open dispatches {open:?}"),
+        ToPatrol::Pong { .. } => "pong".to_string(),
+    }
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() { "none" } else { s }
+}
+
+/// Reads stdin lines on a thread (the runtime has no async stdin) into a channel.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::BufRead::read_line(&mut stdin.lock(), &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.blocking_send(line.clone()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The terminal client: runs until `q`, end of input, or a refusal it must not retry.
+pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
+    let addr = tokio::net::lookup_host(&opts.server)
+        .await?
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{}: no address", opts.server)))?;
+    let host = opts
+        .server
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(&opts.server)
+        .to_string();
+    let mut lines = stdin_lines();
+    let mut next_seq = 1u64;
+    let mut outbox: Vec<FromPatrol> = Vec::new();
+    let mut backoff = RECONNECT_MIN_SECS;
+    println!("{HELP}");
+    loop {
+        let attempt = Session::open(
+            addr,
+            &host,
+            &opts.trust,
+            &opts.patrol,
+            opts.token.expose(),
+            next_seq,
+        )
+        .await;
+        let (mut s, welcome, assignments) = match attempt {
+            Ok(x) => x,
+            Err(e) if e.is_final() => return Err(e),
+            Err(e) => {
+                let extra = rand::rng().random_range(0..=backoff * 200);
+                let delay = Duration::from_millis(u64::from(backoff) * 1000 + u64::from(extra));
+                println!(
+                    "not connected ({e}); retrying in {:.1} s",
+                    delay.as_secs_f32()
+                );
+                tokio::time::sleep(delay).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX_SECS);
+                continue;
+            }
+        };
+        backoff = RECONNECT_MIN_SECS;
+        println!("connected; open dispatches {:?}", welcome.open);
+        for a in &assignments {
+            println!("{}", describe(&ToPatrol::Assignment(Box::new(a.clone()))));
+        }
+        match session_loop(&mut s, &mut lines, &mut outbox).await {
+            Ok(true) => {
+                s.close().await;
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) if e.is_final() => return Err(e),
+            Err(e) => println!("connection lost ({e}); reconnecting"),
+        }
+        next_seq = s.next_seq;
+    }
+}
+
+/// One session of [`run`]: resends the outbox, then serves commands, pings and pushes.
+/// Returns `Ok(true)` on quit.
+async fn session_loop(
+    s: &mut Session,
+    lines: &mut mpsc::Receiver<String>,
+    outbox: &mut Vec<FromPatrol>,
+) -> Result<bool, ClientError> {
+    for ev in outbox.clone() {
+        let answer = s.send_event(&ev).await?;
+        println!("{} {}: {}", ev.kind(), ev.seq(), describe(&answer));
+        outbox.retain(|e| e.seq() != ev.seq());
+    }
+    let mut ping =
+        tokio::time::interval(Duration::from_secs(u64::from(patrol::PING_INTERVAL_SECS)));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { return Ok(true) };
+                match parse_command(&line, jiff::Timestamp::now()) {
+                    Ok(None) => {}
+                    Ok(Some(Command::Quit)) => return Ok(true),
+                    Ok(Some(Command::Event(ev))) => {
+                        let ev = with_seq(ev, s.next_seq());
+                        outbox.push(ev.clone());
+                        let answer = s.send_event(&ev).await?;
+                        println!("{} {}: {}", ev.kind(), ev.seq(), describe(&answer));
+                        outbox.retain(|e| e.seq() != ev.seq());
+                    }
+                    Err(e) => println!("{e}"),
+                }
+            }
+            _ = ping.tick() => s.ping().await?,
+            m = s.next_push(Duration::from_secs(u64::from(patrol::IDLE_TIMEOUT_SECS))) => {
+                match m? {
+                    Some(ToPatrol::Error { code, message, fatal: true, .. }) => {
+                        return Err(ClientError::Refused { code, message });
+                    }
+                    Some(m) => println!("{}", describe(&m)),
+                    None => {
+                        s.conn.close(patrol::CLOSE_IDLE.into(), b"idle");
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        assert_eq!(parse_command("  ", now), Ok(None));
+        assert_eq!(parse_command("q", now), Ok(Some(Command::Quit)));
+        assert!(parse_command("r", now).is_err());
+        assert!(parse_command("x 1", now).is_err());
+        assert!(parse_command("c 4 maybe", now).is_err());
+        let Ok(Some(Command::Event(ev))) = parse_command("d 41 car broke down", now) else {
+            panic!("declined")
+        };
+        assert_eq!(
+            ev,
+            FromPatrol::Declined {
+                seq: 0,
+                dispatch: 41,
+                at: now,
+                reason: "car broke down".into()
+            }
+        );
+        let Ok(Some(Command::Event(ev))) = parse_command("c 41 helped up from the floor", now)
+        else {
+            panic!("completed")
+        };
+        let ev = with_seq(ev, 9);
+        assert_eq!(ev.seq(), 9);
+        assert!(matches!(
+            ev,
+            FromPatrol::Completed { outcome: VisitOutcome::Helped, ref note, .. } if note == "up from the floor"
+        ));
+    }
+}
