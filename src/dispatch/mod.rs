@@ -6,8 +6,11 @@
 //! - [`service`]: the dispatcher: open dispatches in memory and in the store, moved by
 //!   operators, patrols and the clocks; a dispatch not received in time passes to the next
 //!   patrol on shift.
+//! - [`hub`]: the patrol link's view of vakt: tokens, assignments with the subscriber's card,
+//!   patrol events applied by the dispatcher and made durable before they are acknowledged.
 //! - [`patrol_link`]: the patrols' QUIC sessions (`proto/patrol.md`), behind a [`patrol_link::PatrolHub`].
 
+pub mod hub;
 pub mod patrol_link;
 pub mod routing;
 pub mod service;

@@ -91,6 +91,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether a closed dispatch already went through `ev` (so a resent event is acknowledged).
+fn already_done(d: &Dispatch, ev: &PatrolEvent) -> bool {
+    match d.state {
+        DispatchState::Completed => true,
+        DispatchState::Declined => matches!(
+            ev,
+            PatrolEvent::Received | PatrolEvent::Accepted | PatrolEvent::Declined { .. }
+        ),
+        _ => false,
+    }
+}
+
 /// Still the patrol's business: open, or arrived and not yet completed.
 fn is_live(d: &Dispatch) -> bool {
     d.is_open() || d.state == DispatchState::Arrived
@@ -198,11 +210,14 @@ impl Dispatcher {
     ) -> Result<Dispatch, DispatchError> {
         let mut open = lock(&self.open);
         let Some((d, _)) = open.get_mut(&id) else {
-            return Err(match self.store.dispatch(id)? {
-                Some(d) if d.patrol != patrol => DispatchError::NotYours(id),
-                Some(d) => DispatchError::Sla(SlaError::NotOpen(d.state)),
-                None => DispatchError::NotFound(id),
-            });
+            return match self.store.dispatch(id)? {
+                Some(d) if d.patrol != patrol => Err(DispatchError::NotYours(id)),
+                // A patrol resends what it is not sure arrived: a step it already took is
+                // acknowledged again and changes nothing.
+                Some(d) if already_done(&d, &ev) => Ok(d),
+                Some(d) => Err(DispatchError::Sla(SlaError::NotOpen(d.state))),
+                None => Err(DispatchError::NotFound(id)),
+            };
         };
         if d.patrol != patrol {
             return Err(DispatchError::NotYours(id));

@@ -1,0 +1,147 @@
+//! The patrol link's view of vakt ([`PatrolHub`]): tokens checked against the store's
+//! hashes, a patrol's live dispatches as `assignment` messages (with the subscriber's card
+//! and access), and the patrol's events applied by the [`Dispatcher`] and made durable
+//! before they are acknowledged.
+
+use std::sync::Arc;
+
+use crate::calls::sla::PatrolEvent;
+use crate::codec::patrol::{AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo};
+use crate::dispatch::patrol_link::PatrolHub;
+use crate::dispatch::service::{DispatchError, Dispatcher};
+use crate::model::{Dispatch, Priority};
+use crate::store::Store;
+
+/// The hub over the dispatcher and the store.
+pub struct Hub {
+    dispatcher: Arc<Dispatcher>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over `dispatcher`, reading Calls, subscribers and tokens from `store`.
+    pub fn new(dispatcher: Arc<Dispatcher>, store: Store) -> Hub {
+        Hub { dispatcher, store }
+    }
+
+    /// The `assignment` message of a dispatch (its `seq` is set by the session).
+    pub fn assignment(&self, d: &Dispatch) -> AssignmentMsg {
+        let call = self.store.call(d.call).ok().flatten();
+        let subscriber = call
+            .as_ref()
+            .and_then(|c| c.subscriber.as_deref())
+            .and_then(|s| self.store.subscriber(s).ok().flatten());
+        AssignmentMsg {
+            seq: 0,
+            dispatch: d.id,
+            call: d.call,
+            state: d.state,
+            subscriber: subscriber
+                .as_ref()
+                .map(SubscriberInfo::from)
+                .unwrap_or_else(|| SubscriberInfo {
+                    name: call
+                        .as_ref()
+                        .map_or_else(String::new, |c| format!("Unknown (device {})", c.account)),
+                    address: String::new(),
+                    postcode: String::new(),
+                    city: String::new(),
+                    phone: String::new(),
+                }),
+            access: subscriber
+                .as_ref()
+                .map(|s| AccessInfo::from(&s.access))
+                .unwrap_or_else(|| AccessInfo::from(&crate::model::Access::default())),
+            reason: call.as_ref().map_or_else(String::new, |c| c.kind.clone()),
+            priority: call.as_ref().map_or(Priority::PERSONAL, |c| c.priority),
+            limit_mins: d.limit_mins,
+            offered_at: d.offered_at,
+            received_at: d.received_at,
+            deadline: d.deadline(),
+        }
+    }
+}
+
+fn code_of(e: &DispatchError) -> ErrorCode {
+    match e {
+        DispatchError::NotYours(_) | DispatchError::NotFound(_) => ErrorCode::NotYours,
+        DispatchError::Sla(_) => ErrorCode::Closed,
+        DispatchError::UnknownPatrol(_) => ErrorCode::UnknownPatrol,
+        DispatchError::AlreadyDispatched { .. } | DispatchError::Store(_) => ErrorCode::BadMessage,
+    }
+}
+
+impl PatrolHub for Hub {
+    fn authenticate(&self, patrol: &str, token: &str) -> bool {
+        let hash = crate::console::auth::token_hash(token);
+        self.store
+            .patrol_token_matches(patrol, &hash)
+            .unwrap_or(false)
+    }
+
+    fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
+        self.dispatcher
+            .live_for(patrol)
+            .iter()
+            .map(|d| self.assignment(d))
+            .collect()
+    }
+
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+        let now = jiff::Timestamp::now();
+        // An event made offline counts from when it was made, never from the future.
+        let (id, at, event) = match ev {
+            FromPatrol::Received { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Received),
+            FromPatrol::Accepted { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Accepted),
+            FromPatrol::Declined {
+                dispatch,
+                at,
+                reason,
+                ..
+            } => (
+                *dispatch,
+                *at,
+                PatrolEvent::Declined {
+                    reason: reason.clone(),
+                },
+            ),
+            FromPatrol::Arrived {
+                dispatch,
+                at,
+                method,
+                ..
+            } => (*dispatch, *at, PatrolEvent::Arrived { method: *method }),
+            FromPatrol::Completed {
+                dispatch,
+                at,
+                outcome,
+                note,
+                ..
+            } => (
+                *dispatch,
+                *at,
+                PatrolEvent::Completed {
+                    outcome: serde_json::to_value(outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    note: note.clone(),
+                },
+            ),
+            // Session messages are the link's business.
+            FromPatrol::Hello { .. } | FromPatrol::Ack { .. } | FromPatrol::Ping { .. } => {
+                return Ok(());
+            }
+        };
+        self.dispatcher
+            .patrol_event(patrol, id, event, at.min(now))
+            .map_err(|e| code_of(&e))?;
+        self.store.flush().map_err(|_| ErrorCode::BadMessage)
+    }
+}
