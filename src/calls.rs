@@ -74,16 +74,6 @@ pub struct CallSummary {
 }
 
 impl CallSummary {
-    /// The summary of `call`, with the subscriber's name looked up in `store`.
-    pub fn of(call: &Call, store: &Store) -> CallSummary {
-        let subscriber_name = call
-            .subscriber
-            .as_deref()
-            .and_then(|id| store.subscriber(id).ok().flatten())
-            .map(|s| s.name);
-        CallSummary::with_name(call, subscriber_name)
-    }
-
     /// The summary of `call` with a known subscriber name.
     pub fn with_name(call: &Call, subscriber_name: Option<String>) -> CallSummary {
         CallSummary {
@@ -358,14 +348,15 @@ impl Calls {
         self.triage
             .open_calls()
             .iter()
-            .map(|c| {
-                let name = c
-                    .subscriber
-                    .as_deref()
-                    .and_then(|s| name_of(&self.names, &self.store, s));
-                CallSummary::with_name(c, name)
-            })
+            .map(|c| CallSummary::with_name(c, self.subscriber_name(c)))
             .collect()
+    }
+
+    /// The name of a Call's subscriber (from the cache of names).
+    pub fn subscriber_name(&self, call: &Call) -> Option<String> {
+        call.subscriber
+            .as_deref()
+            .and_then(|s| name_of(&self.names, &self.store, s))
     }
 
     /// Forgets the cached subscriber names (after the register changed).

@@ -46,7 +46,7 @@ use jiff::civil::Time;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
-use crate::subscribers::{MAX_SHORT_CHARS, valid_id};
+use crate::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
 
 /// Header of the providers file.
 pub const PROVIDERS_HEADER: &str = "id,name,phone";
@@ -427,24 +427,6 @@ fn looks_like_a_name(cell: &str) -> bool {
         && cell
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// A value as shown in a message: quoted, or only its length when it is long.
-fn shown(v: &str) -> String {
-    let n = v.chars().count();
-    if n <= 40 {
-        format!("{v:?}")
-    } else {
-        format!("of {n} characters")
-    }
-}
-
-/// The same check as the subscriber register's phone numbers.
-fn valid_phone(p: &str) -> bool {
-    p.chars().count() <= 32
-        && p.chars().filter(char::is_ascii_digit).count() >= 3
-        && p.chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-'))
 }
 
 fn check_id(field: &str, v: &str, errs: &mut Vec<String>) {

@@ -57,7 +57,7 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// A value as shown in a message: quoted, or only its length when it is long.
-fn shown(v: &str) -> String {
+pub(crate) fn shown(v: &str) -> String {
     let n = v.chars().count();
     if n <= 40 {
         format!("{v:?}")
@@ -66,7 +66,8 @@ fn shown(v: &str) -> String {
     }
 }
 
-fn valid_phone(p: &str) -> bool {
+/// A phone number: digits, spaces, `+` and `-`, at least 3 digits, at most 32 characters.
+pub(crate) fn valid_phone(p: &str) -> bool {
     p.chars().count() <= 32
         && p.chars().filter(char::is_ascii_digit).count() >= 3
         && p.chars()

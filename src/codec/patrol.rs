@@ -272,6 +272,20 @@ pub enum VisitOutcome {
     Other,
 }
 
+impl VisitOutcome {
+    /// The wire name (`helped`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitOutcome::Helped => "helped",
+            VisitOutcome::NoAction => "no_action",
+            VisitOutcome::AmbulanceCalled => "ambulance_called",
+            VisitOutcome::NotHome => "not_home",
+            VisitOutcome::NoAccess => "no_access",
+            VisitOutcome::Other => "other",
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------
@@ -736,6 +750,20 @@ mod tests {
             return Err(format!("re-encoded differs:\n want {want}\n  got {got}"));
         }
         Ok(msg)
+    }
+
+    #[test]
+    fn visit_outcome_names_are_the_wire_names() {
+        for o in [
+            VisitOutcome::Helped,
+            VisitOutcome::NoAction,
+            VisitOutcome::AmbulanceCalled,
+            VisitOutcome::NotHome,
+            VisitOutcome::NoAccess,
+            VisitOutcome::Other,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
     }
 
     #[test]

@@ -439,11 +439,7 @@ pub struct CallView {
 }
 
 fn view(state: &AppState, call: Call) -> CallView {
-    let subscriber_name = call
-        .subscriber
-        .as_deref()
-        .and_then(|id| state.store.subscriber(id).ok().flatten())
-        .map(|s| s.name);
+    let subscriber_name = state.calls.subscriber_name(&call);
     CallView {
         call,
         subscriber_name,

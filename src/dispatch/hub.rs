@@ -127,10 +127,7 @@ impl PatrolHub for Hub {
                 *dispatch,
                 *at,
                 PatrolEvent::Completed {
-                    outcome: serde_json::to_value(outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    outcome: outcome.as_str().to_owned(),
                     note: note.clone(),
                 },
             ),

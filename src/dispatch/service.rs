@@ -91,18 +91,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether a closed dispatch already went through `ev` (so a resent event is acknowledged).
-fn already_done(d: &Dispatch, ev: &PatrolEvent) -> bool {
-    match d.state {
-        DispatchState::Completed => true,
-        DispatchState::Declined => matches!(
-            ev,
-            PatrolEvent::Received | PatrolEvent::Accepted | PatrolEvent::Declined { .. }
-        ),
-        _ => false,
-    }
-}
-
 /// Still the patrol's business: open, or arrived and not yet completed.
 fn is_live(d: &Dispatch) -> bool {
     d.is_open() || d.state == DispatchState::Arrived
@@ -212,10 +200,13 @@ impl Dispatcher {
         let Some((d, _)) = open.get_mut(&id) else {
             return match self.store.dispatch(id)? {
                 Some(d) if d.patrol != patrol => Err(DispatchError::NotYours(id)),
-                // A patrol resends what it is not sure arrived: a step it already took is
-                // acknowledged again and changes nothing.
-                Some(d) if already_done(&d, &ev) => Ok(d),
-                Some(d) => Err(DispatchError::Sla(SlaError::NotOpen(d.state))),
+                // A patrol resends what it is not sure arrived: the state machine decides
+                // whether it is a repeat of what ended the dispatch (acknowledged again,
+                // nothing changes) or refused.
+                Some(d) => {
+                    sla::apply(&mut d.clone(), ev, now)?;
+                    Ok(d)
+                }
                 None => Err(DispatchError::NotFound(id)),
             };
         };
