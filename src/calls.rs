@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::model::{Call, CallState, Signal};
+use crate::model::{Call, CallState, Signal, TimelineEntry, TimelineEvent};
 use crate::store::{CallChange, Store, StoreError};
 use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
@@ -133,6 +133,11 @@ pub enum LiveEvent {
     Call(Arc<CallSummary>),
     /// A Call was closed.
     Closed(u64),
+    /// A dispatch moved (any dispatch, also of a closed Call).
+    Dispatch(
+        Arc<crate::dispatch::desk::DispatchView>,
+        crate::model::DispatchStep,
+    ),
 }
 
 /// Why a Call change could not be made durable.
@@ -155,6 +160,8 @@ enum WriterMsg {
     Call(Box<CallChange>),
     /// Triage has taken in every Signal up to this journal id.
     Cursor(u64),
+    /// Lines for the end of a closed Call's timeline.
+    Append(u64, Box<TimelineEntry>),
     Flush(oneshot::Sender<Result<(), ()>>),
     /// Write what is pending and stop (shutdown).
     Stop,
@@ -367,6 +374,33 @@ impl Calls {
         }
     }
 
+    /// Adds a line to a Call's timeline that no operator made on their own Call (a dispatch
+    /// step): through triage while the Call is open (the consoles see it), else straight to
+    /// the end of the closed Call's stored timeline, after every change sent before it.
+    /// Durable after the next [`Calls::flush`].
+    pub fn record(
+        &self,
+        id: u64,
+        user: Option<&str>,
+        what: TimelineEvent,
+        now: jiff::Timestamp,
+    ) -> Result<(), CallsError> {
+        match self.triage.record(id, user, what.clone(), now) {
+            Ok(_) => Ok(()),
+            Err(_) => self
+                .writer
+                .send(WriterMsg::Append(
+                    id,
+                    Box::new(TimelineEntry {
+                        at: now,
+                        user: user.map(str::to_owned),
+                        what,
+                    }),
+                ))
+                .map_err(|_| CallsError::Stopped),
+        }
+    }
+
     /// Waits until every Call change made so far is durable (after an operator's action,
     /// before answering them).
     pub async fn flush(&self) -> Result<(), CallsError> {
@@ -375,6 +409,18 @@ impl Calls {
             .send(WriterMsg::Flush(tx))
             .map_err(|_| CallsError::Stopped)?;
         match rx.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(CallsError::Stopped),
+        }
+    }
+
+    /// [`Calls::flush`] for a blocking thread (never on an async worker).
+    pub fn flush_blocking(&self) -> Result<(), CallsError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriterMsg::Flush(tx))
+            .map_err(|_| CallsError::Stopped)?;
+        match rx.blocking_recv() {
             Ok(Ok(())) => Ok(()),
             _ => Err(CallsError::Stopped),
         }
@@ -416,6 +462,8 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
     let mut pending: HashMap<u64, CallChange> = HashMap::new();
     let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
+    // Lines for closed Calls, in the order they came, written after the changes.
+    let mut appends: Vec<(u64, TimelineEntry)> = Vec::new();
     let mut stop = false;
     // Between `Ingesting` and `Cursor`: triage is half-way through a journal batch.
     let mut inside = false;
@@ -446,6 +494,7 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
                         cursor = Some(cursor.map_or(c, |o: u64| o.max(c)));
                     }
                     WriterMsg::Flush(w) => waiters.push(w),
+                    WriterMsg::Append(id, line) => appends.push((id, *line)),
                 }
             }
             let now = Instant::now();
@@ -483,6 +532,10 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         } else {
             store.save_call_changes(&batch, cursor)
         };
+        // After the changes: a Call closed in this batch has its closing line stored first.
+        if result.is_ok() && !appends.is_empty() {
+            result = append_lines(&store, &mut appends);
+        }
         if result.is_ok() && !waiters.is_empty() {
             result = store.flush();
         }
@@ -497,6 +550,29 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         }
     }
     tracing::debug!("call writer stopped");
+}
+
+/// Writes lines at the end of closed Calls' timelines, each run of one Call's lines
+/// together, in order, and removes the written ones (on a failure the rest is kept for the
+/// next attempt, so no line is written twice).
+fn append_lines(store: &Store, appends: &mut Vec<(u64, TimelineEntry)>) -> Result<(), StoreError> {
+    let mut done = 0;
+    let mut result = Ok(());
+    while done < appends.len() {
+        let id = appends[done].0;
+        let end = appends[done..]
+            .iter()
+            .position(|(c, _)| *c != id)
+            .map_or(appends.len(), |n| done + n);
+        let lines: Vec<TimelineEntry> = appends[done..end].iter().map(|(_, l)| l.clone()).collect();
+        if let Err(e) = store.append_timeline(id, &lines) {
+            result = Err(e);
+            break;
+        }
+        done = end;
+    }
+    appends.drain(..done);
+    result
 }
 
 /// Adds a change to the pending one of its Call: the newer head wins, lines are appended.

@@ -47,6 +47,31 @@ pub struct Config {
     pub http: HttpConfig,
     /// Classification and the Call queue.
     pub triage: TriageConfig,
+    /// Home-care patrols: their QUIC link and the dispatch clocks.
+    pub patrol: PatrolConfig,
+}
+
+/// `[patrol]`: the patrols' QUIC link and the dispatch clocks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatrolConfig {
+    /// QUIC listen address (UDP); `None` disables the patrol link.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_quic: Option<SocketAddr>,
+    /// PEM certificate chain; with `key_file`. Neither: a development certificate.
+    #[serde(deserialize_with = "opt_path")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key; with `cert_file`.
+    #[serde(deserialize_with = "opt_path")]
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names or addresses in a generated development certificate.
+    pub dev_cert_names: Vec<String>,
+    /// Patrol sessions at once.
+    pub max_sessions: usize,
+    /// A dispatch not received by its patrol in this time passes to the next patrol.
+    pub receipt_timeout_secs: u64,
+    /// Minutes after receipt at which the console and the patrol are warned.
+    pub warn_at_mins: Vec<u32>,
 }
 
 /// `[triage]`: Calls and the queue.
@@ -116,6 +141,11 @@ pub struct HttpConfig {
     pub time_zone: String,
 }
 
+fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.trim().is_empty()).then(|| PathBuf::from(s.trim())))
+}
+
 fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     if s.trim().is_empty() {
@@ -135,6 +165,33 @@ impl Default for Config {
             journal: JournalConfig::default(),
             http: HttpConfig::default(),
             triage: TriageConfig::default(),
+            patrol: PatrolConfig::default(),
+        }
+    }
+}
+
+impl Default for PatrolConfig {
+    fn default() -> Self {
+        PatrolConfig {
+            listen_quic: Some(SocketAddr::from(([127, 0, 0, 1], 7200))),
+            cert_file: None,
+            key_file: None,
+            dev_cert_names: Vec::new(),
+            max_sessions: 10_000,
+            receipt_timeout_secs: 120,
+            warn_at_mins: vec![20, 25],
+        }
+    }
+}
+
+impl PatrolConfig {
+    /// The clocks' settings.
+    pub fn sla(&self) -> crate::calls::sla::SlaOptions {
+        crate::calls::sla::SlaOptions {
+            receipt_timeout: jiff::SignedDuration::from_secs(
+                i64::try_from(self.receipt_timeout_secs).unwrap_or(i64::MAX),
+            ),
+            warn_at_mins: self.warn_at_mins.clone(),
         }
     }
 }
@@ -283,6 +340,19 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&t.feed_capacity) {
             errs.push("triage.feed_capacity must be 1..=1000000".into());
+        }
+        let p = &self.patrol;
+        if p.cert_file.is_some() != p.key_file.is_some() {
+            errs.push("patrol.cert_file and patrol.key_file go together (neither: a development certificate is made)".into());
+        }
+        if !(1..=1_000_000).contains(&p.max_sessions) {
+            errs.push("patrol.max_sessions must be 1..=1000000".into());
+        }
+        if !(10..=3600).contains(&p.receipt_timeout_secs) {
+            errs.push("patrol.receipt_timeout_secs must be 10..=3600".into());
+        }
+        if p.warn_at_mins.len() > 10 || p.warn_at_mins.iter().any(|m| !(1..=600).contains(m)) {
+            errs.push("patrol.warn_at_mins: at most 10 marks, each 1..=600 minutes".into());
         }
         if errs.is_empty() {
             Ok(())

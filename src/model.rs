@@ -475,6 +475,22 @@ pub enum TimelineEvent {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
     },
+    /// A step of a dispatch to a home-care patrol (also after the Call was closed: the
+    /// dispatch lives on until the patrol completes).
+    Dispatch {
+        /// The dispatch.
+        dispatch: u64,
+        /// The patrol id.
+        patrol: String,
+        /// The patrol's name.
+        #[serde(default)]
+        patrol_name: String,
+        /// What happened.
+        step: DispatchStep,
+        /// Reason, method, outcome, minutes left, where it was passed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
     /// The Call was closed.
     Closed {
         /// With what outcome.
@@ -749,6 +765,50 @@ pub enum DispatchState {
     Cancelled,
 }
 
+/// A step in a dispatch's life, as the Call's timeline and the live feed name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchStep {
+    /// An operator (or the route, after a receipt timeout) offered it to a patrol.
+    Offered,
+    /// The patrol confirmed receipt: the arrival clock runs.
+    Received,
+    /// The patrol accepted.
+    Accepted,
+    /// The patrol declined.
+    Declined,
+    /// The patrol is at the door.
+    Arrived,
+    /// The visit is done.
+    Completed,
+    /// An operator withdrew it.
+    Cancelled,
+    /// No receipt in time.
+    ReceiptTimeout,
+    /// The arrival deadline is near.
+    Warning,
+    /// The arrival limit passed without an arrival.
+    Breached,
+}
+
+impl DispatchStep {
+    /// The stable name (`offered`, ..., `receipt_timeout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchStep::Offered => "offered",
+            DispatchStep::Received => "received",
+            DispatchStep::Accepted => "accepted",
+            DispatchStep::Declined => "declined",
+            DispatchStep::Arrived => "arrived",
+            DispatchStep::Completed => "completed",
+            DispatchStep::Cancelled => "cancelled",
+            DispatchStep::ReceiptTimeout => "receipt_timeout",
+            DispatchStep::Warning => "warning",
+            DispatchStep::Breached => "breached",
+        }
+    }
+}
+
 /// How a patrol's arrival was known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -759,6 +819,17 @@ pub enum ArrivalMethod {
     Lock,
     /// A receipt code given at the door.
     ReceiptCode,
+}
+
+impl ArrivalMethod {
+    /// The stable name (`app`, `lock`, `receipt_code`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArrivalMethod::App => "app",
+            ArrivalMethod::Lock => "lock",
+            ArrivalMethod::ReceiptCode => "receipt_code",
+        }
+    }
 }
 
 /// An assignment of a Call to one patrol, and its clocks.

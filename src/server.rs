@@ -59,6 +59,12 @@ pub enum ServerError {
     /// The console could not start.
     #[error("console: {0}")]
     Console(#[from] crate::console::auth::AuthError),
+    /// The patrol link could not start (certificate, key, QUIC).
+    #[error("patrol link: {0}")]
+    Quic(#[from] crate::transport::quic::QuicError),
+    /// The patrol link's socket could not be used.
+    #[error("patrol link: {0}")]
+    PatrolSocket(std::io::Error),
 }
 
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
@@ -70,6 +76,9 @@ pub struct Listeners {
     pub dc09_udp: Option<UdpSocket>,
     /// HTTP.
     pub http: Option<TcpListener>,
+    /// The patrols' QUIC link (a UDP socket; the endpoint is made once the certificate is
+    /// known).
+    pub patrol_quic: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
@@ -88,10 +97,15 @@ impl Listeners {
             Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("http", a))?),
             None => None,
         };
+        let patrol_quic = match cfg.patrol.listen_quic {
+            Some(a) => Some(std::net::UdpSocket::bind(a).map_err(bind_err("patrol quic", a))?),
+            None => None,
+        };
         Ok(Listeners {
             dc09_tcp,
             dc09_udp,
             http,
+            patrol_quic,
         })
     }
 }
@@ -117,6 +131,10 @@ pub struct Running {
     pub dc09_udp: Option<SocketAddr>,
     /// HTTP address, if listening.
     pub http: Option<SocketAddr>,
+    /// The patrols' QUIC address, if listening.
+    pub patrol_quic: Option<SocketAddr>,
+    /// SHA-256 fingerprint (hex) of the certificate the patrol link serves.
+    pub patrol_fingerprint: Option<String>,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     /// Finishes when the server has shut down.
@@ -238,6 +256,64 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         ));
     }
     let tz = cfg.http.tz();
+    // Dispatch: the desk (open dispatches and their clocks), the patrols' link, the ticker.
+    let link = crate::dispatch::patrol_link::Link::new();
+    let desk = {
+        let store = store.clone();
+        let calls = calls.clone();
+        let link = link.clone();
+        let tz = tz.clone();
+        let sla = cfg.patrol.sla();
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::dispatch::desk::Desk::start(store, calls, link, tz, sla)
+            })
+            .await??,
+        )
+    };
+    let mut patrol_quic = None;
+    let mut patrol_fingerprint = None;
+    let patrol_task = match listeners.patrol_quic {
+        None => None,
+        Some(socket) => {
+            let identity = match (&cfg.patrol.cert_file, &cfg.patrol.key_file) {
+                (Some(c), Some(k)) => crate::transport::quic::load_identity(c, k)?,
+                _ => {
+                    let (id, made) = crate::transport::quic::dev_identity(
+                        &cfg.data_dir,
+                        &cfg.patrol.dev_cert_names,
+                    )?;
+                    if made {
+                        tracing::warn!(
+                            dir = %cfg.data_dir.display(),
+                            "made a self-signed development certificate for the patrol link; configure patrol.cert_file and key_file for patrols on real networks"
+                        );
+                    }
+                    id
+                }
+            };
+            let fp = crate::transport::quic::fingerprint_hex(&identity.fingerprint);
+            let server_config = crate::transport::quic::server_config(&identity)?;
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(ServerError::PatrolSocket)?;
+            patrol_quic = endpoint.local_addr().ok();
+            tracing::info!(addr = ?patrol_quic, fingerprint = %fp, "patrol link listening (QUIC)");
+            patrol_fingerprint = Some(fp);
+            Some(tokio::spawn(crate::dispatch::patrol_link::serve(
+                endpoint,
+                desk.clone(),
+                link.clone(),
+                cfg.patrol.max_sessions,
+                shutdown.clone(),
+            )))
+        }
+    };
+    let ticker = tokio::spawn(tick_dispatches(desk.clone(), shutdown.clone()));
     let (stats_rx, stats_task) = {
         let first = crate::calls::stats_today(&store, &tz, jiff::Timestamp::now())?;
         let (tx, rx) = tokio::sync::watch::channel(first);
@@ -259,6 +335,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                 calls.clone(),
                 registry.clone(),
                 stats_rx,
+                desk.clone(),
                 crate::console::ConsoleOptions {
                     session_hours: cfg.http.session_hours,
                     secure_cookie: cfg.http.secure_cookie,
@@ -312,6 +389,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         dc09_tcp = ?dc09_tcp,
         dc09_udp = ?dc09_udp,
         http = ?http,
+        patrol_quic = ?patrol_quic,
         version = env!("CARGO_PKG_VERSION"),
         "vakt ready"
     );
@@ -340,6 +418,12 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         if let Some(h) = http_task {
             let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
         }
+        // Patrols' sessions end (their last events are stored) and the clocks stop, before
+        // the Call writer stops: both write dispatch steps to the Calls.
+        if let Some(h) = patrol_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+        let _ = ticker.await;
         // The journal's feed is closed now: triage what it handed over, write every Call.
         calls.close().await;
         let _ = periodic.await;
@@ -355,9 +439,63 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         dc09_tcp,
         dc09_udp,
         http,
+        patrol_quic,
+        patrol_fingerprint,
         shutdown,
         done,
     })
+}
+
+/// Longest sleep of the dispatch ticker: the wall clock is checked at least this often
+/// (a clock step, a dispatch restored with a due time).
+const TICK_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Runs the dispatch clocks: sleeps until the next moment due (or a change that may bring it
+/// sooner), then ticks off the async threads.
+async fn tick_dispatches(desk: Arc<crate::dispatch::desk::Desk>, shutdown: CancellationToken) {
+    // A tick that found nothing to do while something was due must not spin.
+    let mut floor = Duration::ZERO;
+    loop {
+        let wait = desk
+            .next_due()
+            .map(|due| {
+                let ms = due.as_millisecond() - jiff::Timestamp::now().as_millisecond();
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+            })
+            .unwrap_or(TICK_AT_MOST)
+            .clamp(floor, TICK_AT_MOST);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = desk.wake.notified() => continue,
+            () = shutdown.cancelled() => return,
+        }
+        let d = desk.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let n = d.tick(jiff::Timestamp::now())?;
+            if n > 0 {
+                d.flush_blocking()?;
+            }
+            Ok::<_, crate::dispatch::desk::DeskError>(n)
+        })
+        .await;
+        match r {
+            Ok(Ok(n)) => {
+                floor = if n > 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(200)
+                };
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "running the dispatch clocks failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the dispatch clock task failed"),
+        }
+    }
 }
 
 /// Keeps today's answer figures fresh: every 10 s, and half a second after a change.

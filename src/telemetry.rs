@@ -31,6 +31,12 @@ const ANSWER_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
 ];
 
+/// Buckets for a patrol's time from receipt to arrival in seconds: 1 to 60 min (the limit is
+/// 30 min, longer in outer areas).
+const ARRIVAL_BUCKETS: &[f64] = &[
+    60.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2100.0, 2700.0, 3600.0,
+];
+
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
@@ -39,6 +45,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 Matcher::Full("vakt_call_answer_seconds".into()),
                 ANSWER_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("vakt_dispatch_arrival_seconds".into()),
+                    ARRIVAL_BUCKETS,
+                )
+            })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             })
@@ -212,6 +224,51 @@ fn describe() {
         "vakt_websocket_sessions_open",
         Unit::Count,
         "Open console WebSocket sessions"
+    );
+    describe_counter!(
+        "vakt_dispatches_total",
+        Unit::Count,
+        "Dispatches offered to a patrol, by how (operator, fallback after a receipt timeout)"
+    );
+    describe_counter!(
+        "vakt_dispatch_steps_total",
+        Unit::Count,
+        "Dispatch steps, by step (received, accepted, declined, arrived, completed, cancelled, receipt_timeout, warning, breached)"
+    );
+    describe_counter!(
+        "vakt_dispatch_receipt_timeouts_total",
+        Unit::Count,
+        "Dispatches not received by their patrol in time"
+    );
+    describe_counter!(
+        "vakt_dispatch_arrivals_total",
+        Unit::Count,
+        "Patrol arrivals, by method (app, lock, receipt_code)"
+    );
+    describe_counter!(
+        "vakt_dispatch_breaches_total",
+        Unit::Count,
+        "Dispatches whose arrival limit passed without an arrival"
+    );
+    describe_histogram!(
+        "vakt_dispatch_arrival_seconds",
+        Unit::Seconds,
+        "Time from the patrol's receipt to its arrival"
+    );
+    describe_gauge!(
+        "vakt_dispatches_live",
+        Unit::Count,
+        "Dispatches not yet completed (offered, received, accepted, arrived)"
+    );
+    describe_gauge!(
+        "vakt_patrol_sessions_open",
+        Unit::Count,
+        "Patrols with a connected session"
+    );
+    describe_counter!(
+        "vakt_lock_events_total",
+        Unit::Count,
+        "Digital-lock openings reported by lock systems, by result (arrived, ignored)"
     );
     describe_counter!(
         "vakt_logins_total",
@@ -513,5 +570,76 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Handles of the dispatch metrics.
+#[derive(Clone)]
+pub struct DispatchMetrics {
+    /// Live dispatches.
+    pub live: Gauge,
+    /// Connected patrols.
+    pub sessions: Gauge,
+    arrival_seconds: Histogram,
+    receipt_timeouts: Counter,
+    breaches: Counter,
+}
+
+impl std::fmt::Debug for DispatchMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DispatchMetrics")
+    }
+}
+
+impl DispatchMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> DispatchMetrics {
+        prometheus();
+        DispatchMetrics {
+            live: metrics::gauge!("vakt_dispatches_live"),
+            sessions: metrics::gauge!("vakt_patrol_sessions_open"),
+            arrival_seconds: metrics::histogram!("vakt_dispatch_arrival_seconds"),
+            receipt_timeouts: metrics::counter!("vakt_dispatch_receipt_timeouts_total"),
+            breaches: metrics::counter!("vakt_dispatch_breaches_total"),
+        }
+    }
+
+    /// Counts a dispatch offered; `how` is `operator` or `fallback`.
+    pub fn offered(&self, how: &'static str) {
+        metrics::counter!("vakt_dispatches_total", "how" => how).increment(1);
+    }
+
+    /// Counts a step (a bounded set of names).
+    pub fn step(&self, step: crate::model::DispatchStep) {
+        use crate::model::DispatchStep;
+        metrics::counter!("vakt_dispatch_steps_total", "step" => step.as_str()).increment(1);
+        match step {
+            DispatchStep::ReceiptTimeout => self.receipt_timeouts.increment(1),
+            DispatchStep::Breached => self.breaches.increment(1),
+            _ => {}
+        }
+    }
+
+    /// Counts an arrival and its time from receipt.
+    pub fn arrived(
+        &self,
+        method: crate::model::ArrivalMethod,
+        after: Option<jiff::SignedDuration>,
+    ) {
+        metrics::counter!("vakt_dispatch_arrivals_total", "method" => method.as_str()).increment(1);
+        if let Some(d) = after {
+            self.arrival_seconds.record(d.as_secs_f64().max(0.0));
+        }
+    }
+
+    /// Counts a lock event; `result` is `arrived` or `ignored`.
+    pub fn lock_event(&self, result: &'static str) {
+        metrics::counter!("vakt_lock_events_total", "result" => result).increment(1);
+    }
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        DispatchMetrics::new()
     }
 }

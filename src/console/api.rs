@@ -39,6 +39,12 @@ pub struct ErrorBody {
     /// The operator who owns the Call (409 on claim).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The Call's open dispatch (409 on a second dispatch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<u64>,
+    /// Every problem of a refused import, by file and line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// An error with its status.
@@ -57,20 +63,40 @@ impl ApiError {
             body: ErrorBody {
                 error: error.into(),
                 owner: None,
+                dispatch: None,
+                problems: Vec::new(),
             },
             retry_after: None,
         }
     }
 
-    fn bad_request(e: impl Into<String>) -> ApiError {
+    /// With the owner of a Call.
+    pub(crate) fn with_owner(mut self, owner: String) -> ApiError {
+        self.body.owner = Some(owner);
+        self
+    }
+
+    /// With the open dispatch of a Call.
+    pub(crate) fn with_dispatch(mut self, id: u64) -> ApiError {
+        self.body.dispatch = Some(id);
+        self
+    }
+
+    /// With the problems of an import.
+    pub(crate) fn with_problems(mut self, problems: Vec<String>) -> ApiError {
+        self.body.problems = problems;
+        self
+    }
+
+    pub(crate) fn bad_request(e: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, e)
     }
 
-    fn not_found(what: &str) -> ApiError {
+    pub(crate) fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
 
-    fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "{what}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
     }
@@ -109,6 +135,8 @@ impl From<CallError> for ApiError {
                 body: ErrorBody {
                     error: format!("the call is taken by {owner}"),
                     owner: Some(owner),
+                    dispatch: None,
+                    problems: Vec::new(),
                 },
                 retry_after: None,
             },
@@ -121,7 +149,7 @@ impl From<CallError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The logged-in user of a request (from the session cookie).
 #[derive(Clone, Debug)]
@@ -194,7 +222,7 @@ impl FromRequestParts<AppState> for Session {
 
 /// Writes an audit entry; a failure to audit fails the request (personal data must not be
 /// shown or changed without a trace).
-fn audit(
+pub(crate) fn audit(
     state: &AppState,
     s: &Session,
     action: &str,
@@ -278,6 +306,8 @@ pub async fn login(
                     wait.secs.max(1)
                 ),
                 owner: None,
+                dispatch: None,
+                problems: Vec::new(),
             },
             retry_after: Some(wait.secs.max(1)),
         });
@@ -436,13 +466,23 @@ pub struct CallView {
     pub call: Call,
     /// The subscriber's name, if known.
     pub subscriber_name: Option<String>,
+    /// The Call's dispatches to patrols, oldest first.
+    pub dispatches: Vec<crate::dispatch::desk::DispatchView>,
 }
 
 fn view(state: &AppState, call: Call) -> CallView {
     let subscriber_name = state.calls.subscriber_name(&call);
+    let dispatches = match state.store.dispatches_of_call(call.id) {
+        Ok(ds) => ds.iter().map(|d| state.desk.view(d)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, call = call.id, "reading the call's dispatches failed");
+            Vec::new()
+        }
+    };
     CallView {
         call,
         subscriber_name,
+        dispatches,
     }
 }
 
@@ -468,7 +508,7 @@ pub async fn get_call(
 }
 
 /// Maps a triage error; a Call triage does not know may be closed (410) or never was (404).
-fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
+pub(crate) fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
     if matches!(e, CallError::NotFound) {
         if let Ok(Some(c)) = state.store.call(id) {
             if c.state == crate::model::CallState::Closed {
@@ -832,7 +872,7 @@ pub async fn put_subscriber(
     Ok(Json(card(&state, sub)))
 }
 
-async fn flush_store(state: &AppState) -> ApiResult<()> {
+pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.flush()).await {
         Ok(Ok(())) => Ok(()),

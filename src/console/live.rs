@@ -43,6 +43,10 @@ enum Out<'a> {
     Stats {
         stats: &'a Stats,
     },
+    Dispatch {
+        dispatch: &'a crate::dispatch::desk::DispatchView,
+        step: crate::model::DispatchStep,
+    },
 }
 
 /// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats) on connect and
@@ -144,6 +148,9 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJa
             ev = feed.recv() => match ev {
                 Ok(LiveEvent::Call(c)) => send(&mut socket, &Out::Call { call: &c }).await,
                 Ok(LiveEvent::Closed(id)) => send(&mut socket, &Out::Closed { id }).await,
+                Ok(LiveEvent::Dispatch(d, step)) => {
+                    send(&mut socket, &Out::Dispatch { dispatch: &d, step }).await
+                }
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!(user = %s.user, missed = n, "live feed behind; sending a snapshot");
                     snapshot(&mut socket, &state).await

@@ -3,11 +3,13 @@
 //! (`/live`, `/ready`) and Prometheus `/metrics`.
 //!
 //! - [`api`]: the handlers, sessions and roles, errors as JSON.
+//! - [`dispatch_api`]: dispatch to patrols, the patrols board, the directory.
 //! - [`live`]: the WebSocket feed.
 //! - [`auth`]: password hashing (argon2id), session tokens, the login rate limiter.
 
 pub mod api;
 pub mod auth;
+pub mod dispatch_api;
 pub mod live;
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub metrics: ConsoleMetrics,
     /// Cancelled at shutdown (closes the live feeds).
     pub shutdown: CancellationToken,
+    /// Dispatch to patrols.
+    pub desk: Arc<crate::dispatch::desk::Desk>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -92,6 +96,7 @@ impl AppState {
         calls: Arc<Calls>,
         devices: Devices,
         stats: watch::Receiver<Stats>,
+        desk: Arc<crate::dispatch::desk::Desk>,
         opts: ConsoleOptions,
         shutdown: CancellationToken,
     ) -> Result<AppState, auth::AuthError> {
@@ -108,6 +113,7 @@ impl AppState {
             secure_cookie: opts.secure_cookie,
             metrics: ConsoleMetrics::new(),
             shutdown,
+            desk,
         })
     }
 
@@ -150,6 +156,7 @@ impl AppState {
         (name = "devices", description = "The device registry"),
         (name = "audit", description = "Who did what, when"),
         (name = "signals", description = "The journal of received Signals"),
+        (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
     )
 )]
 pub struct ApiDoc;
@@ -171,6 +178,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api::stats_today))
         .routes(routes!(api::audit_log))
         .routes(routes!(api::signals))
+        .routes(routes!(dispatch_api::call_patrols))
+        .routes(routes!(dispatch_api::dispatch))
+        .routes(routes!(dispatch_api::cancel))
+        .routes(routes!(dispatch_api::list_dispatches))
+        .routes(routes!(dispatch_api::patrols))
+        .routes(routes!(dispatch_api::directory))
         .routes(routes!(live::live))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
@@ -178,6 +191,7 @@ pub fn router(state: AppState) -> Router {
             OpenApiRouter::new()
                 .routes(routes!(api::import_subscribers))
                 .routes(routes!(api::import_devices))
+                .routes(routes!(dispatch_api::import_directory))
                 .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
         )
         .split_for_parts();

@@ -68,7 +68,8 @@ impl Hub {
     }
 }
 
-fn code_of(e: &DispatchError) -> ErrorCode {
+/// The error code a patrol gets for a refused event.
+pub fn code_of(e: &DispatchError) -> ErrorCode {
     match e {
         DispatchError::NotYours(_) | DispatchError::NotFound(_) => ErrorCode::NotYours,
         DispatchError::Sla(_) => ErrorCode::Closed,
@@ -95,50 +96,58 @@ impl PatrolHub for Hub {
 
     fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
         let now = jiff::Timestamp::now();
-        // An event made offline counts from when it was made, never from the future.
-        let (id, at, event) = match ev {
-            FromPatrol::Received { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Received),
-            FromPatrol::Accepted { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Accepted),
-            FromPatrol::Declined {
-                dispatch,
-                at,
-                reason,
-                ..
-            } => (
-                *dispatch,
-                *at,
-                PatrolEvent::Declined {
-                    reason: reason.clone(),
-                },
-            ),
-            FromPatrol::Arrived {
-                dispatch,
-                at,
-                method,
-                ..
-            } => (*dispatch, *at, PatrolEvent::Arrived { method: *method }),
-            FromPatrol::Completed {
-                dispatch,
-                at,
-                outcome,
-                note,
-                ..
-            } => (
-                *dispatch,
-                *at,
-                PatrolEvent::Completed {
-                    outcome: outcome.as_str().to_owned(),
-                    note: note.clone(),
-                },
-            ),
+        let Some((id, at, event)) = patrol_event_of(ev) else {
             // Session messages are the link's business.
-            FromPatrol::Hello { .. } | FromPatrol::Ack { .. } | FromPatrol::Ping { .. } => {
-                return Ok(());
-            }
+            return Ok(());
         };
+        // An event made offline counts from when it was made, never from the future.
         self.dispatcher
             .patrol_event(patrol, id, event, at.min(now))
             .map_err(|e| code_of(&e))?;
         self.store.flush().map_err(|_| ErrorCode::BadMessage)
     }
+}
+
+/// The dispatch, the time and the event of a patrol's message; `None` for session messages
+/// (`hello`, `ack`, `ping`).
+pub fn patrol_event_of(ev: &FromPatrol) -> Option<(u64, jiff::Timestamp, PatrolEvent)> {
+    Some(match ev {
+        FromPatrol::Received { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Received),
+        FromPatrol::Accepted { dispatch, at, .. } => (*dispatch, *at, PatrolEvent::Accepted),
+        FromPatrol::Declined {
+            dispatch,
+            at,
+            reason,
+            ..
+        } => (
+            *dispatch,
+            *at,
+            PatrolEvent::Declined {
+                reason: reason.clone(),
+            },
+        ),
+        FromPatrol::Arrived {
+            dispatch,
+            at,
+            method,
+            ..
+        } => (*dispatch, *at, PatrolEvent::Arrived { method: *method }),
+        FromPatrol::Completed {
+            dispatch,
+            at,
+            outcome,
+            note,
+            ..
+        } => (
+            *dispatch,
+            *at,
+            PatrolEvent::Completed {
+                outcome: outcome.as_str().to_owned(),
+                note: note.clone(),
+            },
+        ),
+        FromPatrol::Hello { .. } | FromPatrol::Ack { .. } | FromPatrol::Ping { .. } => {
+            return None;
+        }
+    })
 }

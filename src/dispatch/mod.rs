@@ -6,10 +6,13 @@
 //! - [`service`]: the dispatcher: open dispatches in memory and in the store, moved by
 //!   operators, patrols and the clocks; a dispatch not received in time passes to the next
 //!   patrol on shift.
+//! - [`desk`]: where operators, patrols, lock systems and the clocks meet the dispatcher;
+//!   every step goes to the patrol, the Call's timeline, the consoles and the metrics.
 //! - [`hub`]: the patrol link's view of vakt: tokens, assignments with the subscriber's card,
 //!   patrol events applied by the dispatcher and made durable before they are acknowledged.
 //! - [`patrol_link`]: the patrols' QUIC sessions (`proto/patrol.md`), behind a [`patrol_link::PatrolHub`].
 
+pub mod desk;
 pub mod hub;
 pub mod patrol_link;
 pub mod routing;

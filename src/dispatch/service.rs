@@ -188,7 +188,7 @@ impl Dispatcher {
         self.offer(&mut open, t, patrol, operator, now)
     }
 
-    /// A patrol's event on one of its dispatches.
+    /// A patrol's event on one of its dispatches; the dispatch after it.
     pub fn patrol_event(
         &self,
         patrol: &str,
@@ -196,6 +196,18 @@ impl Dispatcher {
         ev: PatrolEvent,
         now: Timestamp,
     ) -> Result<Dispatch, DispatchError> {
+        self.apply_patrol_event(patrol, id, ev, now).map(|(_, d)| d)
+    }
+
+    /// A patrol's event on one of its dispatches: the dispatch before (`None` when it had
+    /// already ended) and after. Equal when the event was a repeat and changed nothing.
+    pub fn apply_patrol_event(
+        &self,
+        patrol: &str,
+        id: u64,
+        ev: PatrolEvent,
+        now: Timestamp,
+    ) -> Result<(Option<Dispatch>, Dispatch), DispatchError> {
         let mut open = lock(&self.open);
         let Some((d, _)) = open.get_mut(&id) else {
             return match self.store.dispatch(id)? {
@@ -205,7 +217,7 @@ impl Dispatcher {
                 // nothing changes) or refused.
                 Some(d) => {
                     sla::apply(&mut d.clone(), ev, now)?;
-                    Ok(d)
+                    Ok((Some(d.clone()), d))
                 }
                 None => Err(DispatchError::NotFound(id)),
             };
@@ -213,15 +225,53 @@ impl Dispatcher {
         if d.patrol != patrol {
             return Err(DispatchError::NotYours(id));
         }
+        let before = d.clone();
         let mut next = d.clone();
         sla::apply(&mut next, ev, now)?;
+        if next == before {
+            return Ok((Some(before), next));
+        }
         self.store.save_dispatches(std::slice::from_ref(&next))?;
         if is_live(&next) {
             *d = next.clone();
         } else {
             open.remove(&id);
         }
-        Ok(next)
+        Ok((Some(before), next))
+    }
+
+    /// The directory in use (read-locked while the guard lives: keep it short).
+    pub fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A patrol's name from the directory.
+    pub fn patrol_name(&self, patrol: &str) -> Option<String> {
+        self.directory().patrol(patrol).map(|p| p.name.clone())
+    }
+
+    /// The next patrol of the route on shift after `patrol` (see [`routing::next_after`]).
+    pub fn next_after(
+        &self,
+        t: &Target,
+        patrol: &str,
+        now: Timestamp,
+    ) -> Option<routing::Candidate> {
+        routing::next_after(
+            &self.directory(),
+            &t.provider,
+            &t.area,
+            patrol,
+            now,
+            &self.tz,
+        )
+    }
+
+    /// How many dispatches are live (not completed).
+    pub fn live_count(&self) -> usize {
+        lock(&self.open).len()
     }
 
     /// The operator withdraws a dispatch.
@@ -304,6 +354,13 @@ impl Dispatcher {
             .filter(|(d, _)| d.patrol == patrol)
             .map(|(d, _)| d.clone())
             .collect();
+        v.sort_by_key(|d| d.id);
+        v
+    }
+
+    /// Every live dispatch, by id.
+    pub fn live_all(&self) -> Vec<Dispatch> {
+        let mut v: Vec<Dispatch> = lock(&self.open).values().map(|(d, _)| d.clone()).collect();
         v.sort_by_key(|d| d.id);
         v
     }

@@ -136,6 +136,38 @@ impl Store {
         Ok(())
     }
 
+    /// Appends lines to the end of a Call's stored timeline (dispatch steps of a closed
+    /// Call). Only the Call writer calls it, after writing what it had pending, so no other
+    /// write races for the same indices. Not durable until [`Store::flush`].
+    pub fn append_timeline(
+        &self,
+        id: u64,
+        lines: &[crate::model::TimelineEntry],
+    ) -> Result<(), StoreError> {
+        let next = match self
+            .calls
+            .range(line_key(id, 0)..=line_key(id, u32::MAX))
+            .next_back()
+        {
+            Some(item) => {
+                let (k, _) = item?;
+                k.get(9..13)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt("short timeline key"))?
+                    .saturating_add(1)
+            }
+            None => 0,
+        };
+        let mut batch = sled::Batch::default();
+        for (i, line) in lines.iter().enumerate() {
+            let v = serde_json::to_vec(line).map_err(corrupt)?;
+            batch.insert(&line_key(id, next.saturating_add(i as u32)), v);
+        }
+        self.calls.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// A Call's head with its timeline read from its lines.
     fn with_timeline(&self, mut c: Call) -> Result<Call, StoreError> {
         let mut lines = Vec::new();

@@ -1,5 +1,6 @@
-//! Dispatches: `b"d"` + id (u64 big-endian) -> JSON of a [`Dispatch`]. Every change of a
-//! dispatch is written whole (a dispatch is small) and flushed by the caller before the
+//! Dispatches: `b"d"` + id (u64 big-endian) -> JSON of a [`Dispatch`], and the index
+//! `b"k"` + call id + dispatch id (both u64 big-endian) -> nothing, for a Call's dispatches.
+//! Every change of a dispatch is written whole (a dispatch is small) and flushed by the caller before the
 //! patrol or the operator is answered, so its clocks survive a restart with their times.
 
 use jiff::Timestamp;
@@ -8,6 +9,14 @@ use super::{Store, StoreError};
 use crate::model::Dispatch;
 
 const DISPATCH: u8 = b'd';
+const BY_CALL: u8 = b'k';
+
+fn call_key(call: u64, id: u64) -> [u8; 17] {
+    let mut k = [BY_CALL; 17];
+    k[1..9].copy_from_slice(&call.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
 
 fn key(id: u64) -> [u8; 9] {
     let mut k = [DISPATCH; 9];
@@ -33,6 +42,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         for d in ds {
             batch.insert(&key(d.id), serde_json::to_vec(d).map_err(corrupt)?);
+            batch.insert(&call_key(d.call, d.id), &[]);
         }
         self.dispatches.apply_batch(batch)?;
         Ok(())
@@ -44,6 +54,25 @@ impl Store {
             .get(key(id))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    /// The dispatches of one Call, oldest first.
+    pub fn dispatches_of_call(&self, call: u64) -> Result<Vec<Dispatch>, StoreError> {
+        let mut prefix = [BY_CALL; 9];
+        prefix[1..].copy_from_slice(&call.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.dispatches.scan_prefix(prefix) {
+            let (k, _) = item?;
+            let id = k
+                .get(9..17)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("short index key"))?;
+            if let Some(d) = self.dispatch(id)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     /// Every dispatch, oldest first, that `keep` accepts.
@@ -152,5 +181,21 @@ mod tests {
             .unwrap();
         assert_eq!(between.len(), 1);
         assert_eq!(between[0].id, 2);
+        let mut other = d(4, 400, DispatchState::Offered);
+        other.call = 8;
+        store.save_dispatches(&[other]).unwrap();
+        let of7: Vec<u64> = store
+            .dispatches_of_call(7)
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(of7, [1, 2, 3]);
+        assert_eq!(store.dispatches_of_call(8).unwrap()[0].id, 4);
+        assert_eq!(
+            store.max_dispatch_id().unwrap(),
+            4,
+            "the index is not a dispatch"
+        );
     }
 }

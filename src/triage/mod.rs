@@ -639,6 +639,26 @@ impl Triage {
         Ok(call)
     }
 
+    /// Appends a line that is not an operator's action on their own Call (a dispatch step,
+    /// reported by a patrol or a clock) to an open Call, whoever owns it. `NotFound` once the
+    /// Call is closed.
+    pub fn record(
+        &self,
+        id: u64,
+        user: Option<&str>,
+        what: TimelineEvent,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        let slot = self.slot(id).ok_or(CallError::NotFound)?;
+        let mut g = lock(slot.value());
+        if g.call.state == CallState::Closed {
+            return Err(CallError::NotFound);
+        }
+        g.call.timeline.push(entry(now, user, what));
+        self.sink.changed(&g.call);
+        Ok(g.call.clone())
+    }
+
     /// An open Call (not closed ones).
     pub fn get(&self, id: u64) -> Option<Call> {
         let slot = self.slot(id)?;

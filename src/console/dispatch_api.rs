@@ -1,0 +1,337 @@
+//! The dispatch part of the API: the patrols a Call may get, dispatching and cancelling, the
+//! patrols board, the directory, and the lock systems' arrival events. Every change is
+//! audited and durable (the dispatch and its timeline line) before the answer.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::api::{ApiError, ApiResult, ErrorBody, Session, audit, flush_store};
+use crate::dispatch::desk::{Choices, DeskError, DispatchView, PatrolBoard};
+use crate::dispatch::service::DispatchError;
+use crate::model::Role;
+
+/// Longest reason for a cancellation.
+const MAX_REASON_CHARS: usize = 500;
+
+fn desk_error(e: DeskError) -> ApiError {
+    match e {
+        DeskError::NoCall(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such open call (a closed call cannot be dispatched)",
+        ),
+        DeskError::NotOwner { owner, .. } if owner.is_empty() => {
+            ApiError::new(StatusCode::CONFLICT, "take the call before dispatching")
+        }
+        DeskError::NotOwner { owner, .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the call is taken by {owner}"),
+        )
+        .with_owner(owner),
+        DeskError::NoneOnShift => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        DeskError::Dispatch(DispatchError::UnknownPatrol(p)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no patrol {p} in the directory"),
+        ),
+        DeskError::Dispatch(DispatchError::AlreadyDispatched { dispatch, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the call already has dispatch {dispatch} open: cancel it first"),
+        )
+        .with_dispatch(dispatch),
+        DeskError::Dispatch(DispatchError::NotFound(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "no such open dispatch")
+        }
+        DeskError::Dispatch(e @ DispatchError::Sla(_)) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        e => ApiError::internal("the dispatch could not be saved", e),
+    }
+}
+
+/// Makes a dispatch change durable (dispatch, timeline line, audit entry) before answering.
+async fn durable(state: &AppState) -> ApiResult<()> {
+    state
+        .desk
+        .flush()
+        .await
+        .map_err(|e| ApiError::internal("saving the dispatch failed", e))
+}
+
+/// The patrols the operator may send to the Call now: the route's (the suggestion first
+/// among those on shift), then every other patrol.
+#[utoipa::path(get, path = "/api/calls/{id}/patrols", tag = "dispatch",
+    params(("id" = u64, Path, description = "Call id")),
+    responses((status = 200, body = Choices), (status = 404, body = ErrorBody)))]
+pub async fn call_patrols(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Choices>> {
+    s.require(Role::Operator, &state)?;
+    let c = state
+        .desk
+        .choices(id, jiff::Timestamp::now())
+        .map_err(desk_error)?;
+    Ok(Json(c))
+}
+
+/// `POST /api/calls/{id}/dispatch` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchRequest {
+    /// The patrol; absent: the suggested one.
+    #[serde(default)]
+    pub patrol: Option<String>,
+}
+
+/// Dispatch the Call (which the operator has taken) to a patrol: the suggested one, or the
+/// one named. The patrol gets the assignment at once if connected, else when it connects;
+/// if it does not confirm receipt in time the next patrol of the route gets it.
+#[utoipa::path(post, path = "/api/calls/{id}/dispatch", tag = "dispatch",
+    params(("id" = u64, Path, description = "Call id")), request_body = DispatchRequest,
+    responses((status = 201, body = DispatchView),
+        (status = 404, description = "No such open Call, or no such patrol", body = ErrorBody),
+        (status = 409, description = "Not the operator's Call, or already dispatched", body = ErrorBody),
+        (status = 422, description = "No patrol named and none of the route on shift", body = ErrorBody)))]
+pub async fn dispatch(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<DispatchRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<DispatchView>)> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let patrol = req
+        .patrol
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let v = state
+        .desk
+        .dispatch(id, patrol, &s.user, jiff::Timestamp::now())
+        .map_err(desk_error)?;
+    audit(
+        &state,
+        &s,
+        "call.dispatch",
+        Some(id),
+        None,
+        format!("dispatch {} to {}", v.dispatch.id, v.dispatch.patrol),
+    )?;
+    durable(&state).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `POST /api/dispatches/{id}/cancel` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why (1 to 500 characters); the patrol sees it.
+    pub reason: String,
+}
+
+/// Withdraw an open dispatch from its patrol (it is told at once, or when it connects).
+#[utoipa::path(post, path = "/api/dispatches/{id}/cancel", tag = "dispatch",
+    params(("id" = u64, Path, description = "Dispatch id")), request_body = CancelRequest,
+    responses((status = 200, body = DispatchView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<CancelRequest>, JsonRejection>,
+) -> ApiResult<Json<DispatchView>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "give a reason of 1 to {MAX_REASON_CHARS} characters"
+        )));
+    }
+    let v = state
+        .desk
+        .cancel(id, reason, &s.user, jiff::Timestamp::now())
+        .map_err(desk_error)?;
+    audit(
+        &state,
+        &s,
+        "dispatch.cancel",
+        Some(v.dispatch.call),
+        None,
+        format!("dispatch {id}: {reason}"),
+    )?;
+    durable(&state).await?;
+    Ok(Json(v))
+}
+
+/// `GET /api/dispatches` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DispatchesQuery {
+    /// Only this Call's dispatches (all of them, oldest first).
+    pub call: Option<u64>,
+}
+
+/// Dispatches: the live ones (not completed), or every dispatch of one Call.
+#[utoipa::path(get, path = "/api/dispatches", tag = "dispatch", params(DispatchesQuery),
+    responses((status = 200, body = Vec<DispatchView>)))]
+pub async fn list_dispatches(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<DispatchesQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<DispatchView>>> {
+    s.require(Role::Operator, &state)?;
+    let Query(q) = q?;
+    let ds = match q.call {
+        Some(call) => state
+            .store
+            .dispatches_of_call(call)
+            .map_err(|e| ApiError::internal("reading dispatches failed", e))?,
+        None => state.desk.dispatcher().live_all(),
+    };
+    Ok(Json(ds.iter().map(|d| state.desk.view(d)).collect()))
+}
+
+/// The patrols board: every patrol of the directory, whether its app is connected, its shift
+/// now, and its live dispatches with their clocks.
+#[utoipa::path(get, path = "/api/patrols", tag = "dispatch",
+    responses((status = 200, body = Vec<PatrolBoard>)))]
+pub async fn patrols(
+    State(state): State<AppState>,
+    s: Session,
+) -> ApiResult<Json<Vec<PatrolBoard>>> {
+    s.require(Role::Operator, &state)?;
+    Ok(Json(state.desk.board(jiff::Timestamp::now())))
+}
+
+/// The directory: care providers, areas with their arrival limits, patrols with their
+/// shifts, routing rules in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryView {
+    /// Care providers.
+    pub providers: Vec<crate::model::Provider>,
+    /// Areas.
+    pub areas: Vec<crate::model::Area>,
+    /// Patrols.
+    pub patrols: Vec<crate::model::Patrol>,
+    /// Routing rules, in order.
+    pub routes: Vec<crate::model::RouteRule>,
+}
+
+/// The directory (supervisors).
+#[utoipa::path(get, path = "/api/directory", tag = "dispatch",
+    responses((status = 200, body = DirectoryView), (status = 403, body = ErrorBody)))]
+pub async fn directory(
+    State(state): State<AppState>,
+    s: Session,
+) -> ApiResult<Json<DirectoryView>> {
+    s.require(Role::Supervisor, &state)?;
+    let d = state.desk.dispatcher().directory().clone();
+    Ok(Json(DirectoryView {
+        providers: d.providers,
+        areas: d.areas,
+        patrols: d.patrols,
+        routes: d.routes,
+    }))
+}
+
+/// `POST /api/directory/import` body: the four CSV files' texts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryImport {
+    /// providers.csv
+    pub providers: String,
+    /// areas.csv
+    pub areas: String,
+    /// patrols.csv
+    pub patrols: String,
+    /// routes.csv
+    pub routes: String,
+}
+
+impl std::fmt::Debug for DirectoryImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryImport").finish_non_exhaustive()
+    }
+}
+
+/// What a directory import replaced.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryImported {
+    /// Care providers.
+    pub providers: usize,
+    /// Areas.
+    pub areas: usize,
+    /// Patrols.
+    pub patrols: usize,
+    /// Routing rules.
+    pub routes: usize,
+    /// Patrol tokens removed because their patrol is gone.
+    pub tokens_removed: usize,
+}
+
+/// Replace the directory (admin): the four files are checked together, all or nothing.
+#[utoipa::path(post, path = "/api/directory/import", tag = "dispatch",
+    request_body = DirectoryImport,
+    responses((status = 200, body = DirectoryImported),
+        (status = 422, description = "Every problem, by file and line; nothing imported", body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn import_directory(
+    State(state): State<AppState>,
+    s: Session,
+    body: Result<Json<DirectoryImport>, JsonRejection>,
+) -> ApiResult<Json<DirectoryImported>> {
+    s.require(Role::Admin, &state)?;
+    let Json(req) = body?;
+    let dir = crate::directory::parse_all(
+        req.providers.as_bytes(),
+        req.areas.as_bytes(),
+        req.patrols.as_bytes(),
+        req.routes.as_bytes(),
+    )
+    .map_err(|e| match e {
+        crate::directory::ImportError::Invalid(problems) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{} problem(s), nothing imported", problems.len()),
+        )
+        .with_problems(problems.iter().map(ToString::to_string).collect()),
+        e => ApiError::bad_request(e.to_string()),
+    })?;
+    let summary = DirectoryImported {
+        providers: dir.providers.len(),
+        areas: dir.areas.len(),
+        patrols: dir.patrols.len(),
+        routes: dir.routes.len(),
+        tokens_removed: 0,
+    };
+    let store = state.store.clone();
+    let removed = tokio::task::spawn_blocking(move || store.save_directory(&dir))
+        .await
+        .map_err(|e| ApiError::internal("saving the directory failed", e))?
+        .map_err(|e| ApiError::internal("saving the directory failed", e))?;
+    state
+        .desk
+        .reload_directory()
+        .map_err(|e| ApiError::internal("loading the directory failed", e))?;
+    audit(
+        &state,
+        &s,
+        "directory.import",
+        None,
+        None,
+        format!(
+            "{} providers, {} areas, {} patrols, {} routes, {removed} tokens removed",
+            summary.providers, summary.areas, summary.patrols, summary.routes
+        ),
+    )?;
+    flush_store(&state).await?;
+    Ok(Json(DirectoryImported {
+        tokens_removed: removed,
+        ..summary
+    }))
+}

@@ -1,0 +1,807 @@
+//! The dispatch desk: where operators, patrols, lock systems and the clocks meet the
+//! [`Dispatcher`]. Every change of a dispatch goes through [`Desk::after`], which tells
+//! everyone who must know, in this order:
+//!
+//! 1. the patrol, over its link (`assignment` when offered, `sla_warning`, `cancelled`);
+//! 2. the Call's timeline (a [`TimelineEvent::Dispatch`] line; also after the Call was closed);
+//! 3. the consoles (a live `dispatch` message) and the metrics.
+//!
+//! The desk is the link's [`PatrolHub`]: a patrol's event is applied, its timeline line and
+//! the dispatch are made durable, and only then is the event acknowledged.
+//!
+//! A dispatch that its patrol declines or does not confirm in time is offered to the next
+//! patrol of the Call's route that is on shift (by the same operator), and the operator sees
+//! both steps. `now` is a parameter of everything here except the patrol link's entry point,
+//! which reads the clock (and never lets a patrol's time be in the future).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::calls::sla::{ClockEvent, PatrolEvent, SlaOptions};
+use crate::calls::{Calls, LiveEvent};
+use crate::codec::patrol::{AssignmentMsg, ErrorCode, FromPatrol, ToPatrol};
+use crate::dispatch::hub::{self, Hub};
+use crate::dispatch::patrol_link::{Link, PatrolHub};
+use crate::dispatch::routing;
+use crate::dispatch::service::{DispatchError, Dispatcher, Target};
+use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
+use crate::store::{Store, StoreError};
+use crate::telemetry::DispatchMetrics;
+
+/// Why the desk refused an action.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    /// No such Call (or no such open Call, for a new dispatch).
+    #[error("no open call {0}")]
+    NoCall(u64),
+    /// Only the operator who took the Call dispatches it.
+    #[error("call {call} is not yours (owner: {owner})")]
+    NotOwner {
+        /// The Call.
+        call: u64,
+        /// Who has it (empty when nobody: take it first).
+        owner: String,
+    },
+    /// No patrol given, and none of the route is on shift.
+    #[error("no patrol of this call's route is on shift now: pick one")]
+    NoneOnShift,
+    /// Refused by the dispatcher.
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Call service has stopped (shutting down).
+    #[error(transparent)]
+    Calls(#[from] crate::calls::CallsError),
+}
+
+/// A dispatch as the console shows it: the stored dispatch, its deadlines, and who and
+/// where it is for.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DispatchView {
+    /// The dispatch.
+    #[serde(flatten)]
+    #[schema(inline, value_type = Object)]
+    pub dispatch: Dispatch,
+    /// The arrival deadline (`received_at` + `limit_mins`), once received.
+    #[schema(value_type = Option<String>)]
+    pub deadline: Option<Timestamp>,
+    /// Until when the patrol may confirm receipt, while offered.
+    #[schema(value_type = Option<String>)]
+    pub receipt_deadline: Option<Timestamp>,
+    /// The patrol's name.
+    pub patrol_name: String,
+    /// The subscriber's name, if known.
+    pub subscriber_name: Option<String>,
+    /// Street, postcode and city, if known.
+    pub address: Option<String>,
+    /// The Call's priority level.
+    pub priority: u8,
+}
+
+/// A patrol the operator may pick for a Call.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PatrolChoice {
+    /// Patrol id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Its provider (id).
+    pub provider: String,
+    /// Its phone.
+    pub phone: String,
+    /// Whether one of its shifts covers now.
+    pub on_shift: bool,
+    /// The shift that covers now, e.g. `evening 15:00-23:00`.
+    pub shift: Option<String>,
+    /// Whether its app is connected.
+    pub connected: bool,
+    /// Dispatches it has not completed.
+    pub open_assignments: usize,
+    /// Offered by the Call's route (false: another patrol the operator may still pick).
+    pub routed: bool,
+    /// Its place in the route (0 = first), for routed patrols.
+    pub rank: Option<usize>,
+}
+
+/// The patrols for a Call: the route's first, the suggestion, the others after.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Choices {
+    /// The subscriber's care provider (as the register has it).
+    pub provider: String,
+    /// The subscriber's area.
+    pub area: String,
+    /// The patrol to send: the route's first on shift.
+    pub suggested: Option<String>,
+    /// Routed patrols in route order (on shift first), then every other patrol (on shift
+    /// first).
+    pub patrols: Vec<PatrolChoice>,
+}
+
+/// A patrol on the board.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PatrolBoard {
+    /// Patrol id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Provider id.
+    pub provider: String,
+    /// Provider name.
+    pub provider_name: String,
+    /// Areas covered.
+    pub areas: Vec<String>,
+    /// Phone.
+    pub phone: String,
+    /// Whether its app is connected.
+    pub connected: bool,
+    /// Whether one of its shifts covers now.
+    pub on_shift: bool,
+    /// The shift that covers now.
+    pub shift: Option<String>,
+    /// Its dispatches not yet completed.
+    pub assignments: Vec<DispatchView>,
+}
+
+/// What a lock system reported, and what came of it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LockOutcome {
+    /// The lock.
+    pub lock_id: String,
+    /// `arrived` (an open dispatch was marked arrived) or `ignored`.
+    pub result: &'static str,
+    /// The dispatch marked arrived.
+    pub dispatch: Option<u64>,
+    /// Why it was ignored.
+    pub reason: Option<String>,
+}
+
+/// The desk.
+pub struct Desk {
+    dispatcher: Arc<Dispatcher>,
+    hub: Hub,
+    link: Link,
+    calls: Arc<Calls>,
+    store: Store,
+    tz: TimeZone,
+    opts: SlaOptions,
+    metrics: DispatchMetrics,
+    /// Woken when a clock may be due sooner than the ticker thought.
+    pub wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Desk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").finish_non_exhaustive()
+    }
+}
+
+/// What the operator reads when the route has no one else on shift.
+const NO_ONE_LEFT: &str = "no other patrol of the route is on shift: dispatch by hand";
+
+/// Whole minutes until the arrival deadline, rounded up (0 once it has passed).
+fn minutes_left(d: &Dispatch, now: Timestamp) -> u32 {
+    let secs = d
+        .deadline()
+        .map_or(0, |dl| (dl.as_second() - now.as_second()).max(0));
+    u32::try_from((secs + 59) / 60).unwrap_or(u32::MAX)
+}
+
+fn shift_text(s: &crate::model::Shift) -> String {
+    format!(
+        "{} {}-{}",
+        s.name,
+        s.start.strftime("%H:%M"),
+        s.end.strftime("%H:%M")
+    )
+}
+
+impl Desk {
+    /// Loads the directory and the live dispatches.
+    pub fn start(
+        store: Store,
+        calls: Arc<Calls>,
+        link: Link,
+        tz: TimeZone,
+        opts: SlaOptions,
+    ) -> Result<Desk, StoreError> {
+        let dispatcher = Arc::new(Dispatcher::start(store.clone(), tz.clone(), opts.clone())?);
+        let metrics = DispatchMetrics::new();
+        let desk = Desk {
+            hub: Hub::new(dispatcher.clone(), store.clone()),
+            dispatcher,
+            link,
+            calls,
+            store,
+            tz,
+            opts,
+            metrics,
+            wake: Arc::new(Notify::new()),
+        };
+        desk.gauges();
+        Ok(desk)
+    }
+
+    /// The dispatcher (for its read-only views).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// The patrols' link.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// The clocks' settings.
+    pub fn sla_options(&self) -> &SlaOptions {
+        &self.opts
+    }
+
+    /// Reloads the directory from the store (after an import).
+    pub fn reload_directory(&self) -> Result<(), StoreError> {
+        self.dispatcher.set_directory(self.store.directory()?);
+        Ok(())
+    }
+
+    fn gauges(&self) {
+        self.metrics.live.set(self.dispatcher.live_count() as f64);
+        self.metrics.sessions.set(self.link.sessions().len() as f64);
+    }
+
+    /// An open Call from triage, or any Call from the store.
+    fn call(&self, id: u64) -> Result<Option<Call>, StoreError> {
+        match self.calls.triage.get(id) {
+            Some(c) => Ok(Some(c)),
+            None => self.store.call(id),
+        }
+    }
+
+    /// Where a Call is routed: its subscriber's care provider and area.
+    fn target_for(&self, call: &Call) -> Result<Target, StoreError> {
+        let sub = match &call.subscriber {
+            Some(s) => self.store.subscriber(s)?,
+            None => None,
+        };
+        Ok(Target {
+            call: call.id,
+            provider: sub
+                .as_ref()
+                .map_or_else(String::new, |s| s.care_provider.clone()),
+            area: sub.map_or_else(String::new, |s| s.area),
+        })
+    }
+
+    /// The console's view of a dispatch.
+    pub fn view(&self, d: &Dispatch) -> DispatchView {
+        let call = self.call(d.call).ok().flatten();
+        let sub = call
+            .as_ref()
+            .and_then(|c| c.subscriber.as_deref())
+            .and_then(|s| self.store.subscriber(s).ok().flatten());
+        let patrol_name = self
+            .dispatcher
+            .patrol_name(&d.patrol)
+            .unwrap_or_else(|| d.patrol.clone());
+        DispatchView {
+            deadline: d.deadline(),
+            receipt_deadline: (d.state == DispatchState::Offered)
+                .then(|| d.offered_at.checked_add(self.opts.receipt_timeout).ok())
+                .flatten(),
+            patrol_name,
+            subscriber_name: sub.as_ref().map(|s| s.name.clone()),
+            address: sub.as_ref().map(|s| {
+                [s.address.as_str(), &format!("{} {}", s.postcode, s.city)]
+                    .iter()
+                    .map(|p| p.trim())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+            priority: call.as_ref().map_or(0, |c| c.priority.0),
+            dispatch: d.clone(),
+        }
+    }
+
+    /// The patrols an operator may send to the Call at `now`.
+    pub fn choices(&self, call_id: u64, now: Timestamp) -> Result<Choices, DeskError> {
+        let call = self.call(call_id)?.ok_or(DeskError::NoCall(call_id))?;
+        let t = self.target_for(&call)?;
+        let routed = self.dispatcher.candidates(&t, now);
+        let suggested = routed.iter().find(|c| c.on_shift).map(|c| c.patrol.clone());
+        let dir = self.dispatcher.directory();
+        let mut order: Vec<(String, bool, Option<usize>)> = routed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.patrol.clone(), true, Some(i)))
+            .collect();
+        let mut others: Vec<(bool, String)> = dir
+            .patrols
+            .iter()
+            .filter(|p| !routed.iter().any(|c| c.patrol == p.id))
+            .map(|p| (routing::on_shift(p, now, &self.tz).is_none(), p.id.clone()))
+            .collect();
+        others.sort();
+        order.extend(others.into_iter().map(|(_, id)| (id, false, None)));
+        let patrols = order
+            .into_iter()
+            .filter_map(|(id, routed, rank)| {
+                let p = dir.patrol(&id)?;
+                let shift = routing::on_shift(p, now, &self.tz);
+                Some(PatrolChoice {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    provider: p.provider.clone(),
+                    phone: p.phone.clone(),
+                    on_shift: shift.is_some(),
+                    shift: shift.map(shift_text),
+                    connected: self.link.connected(&p.id),
+                    open_assignments: self.dispatcher.live_for(&p.id).len(),
+                    routed,
+                    rank,
+                })
+            })
+            .collect();
+        Ok(Choices {
+            provider: t.provider,
+            area: t.area,
+            suggested,
+            patrols,
+        })
+    }
+
+    /// Every patrol of the directory with its live dispatches.
+    pub fn board(&self, now: Timestamp) -> Vec<PatrolBoard> {
+        let dir = self.dispatcher.directory();
+        dir.patrols
+            .iter()
+            .map(|p| {
+                let shift = routing::on_shift(p, now, &self.tz);
+                PatrolBoard {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    provider: p.provider.clone(),
+                    provider_name: dir
+                        .provider(&p.provider)
+                        .map_or_else(|| p.provider.clone(), |x| x.name.clone()),
+                    areas: p.areas.clone(),
+                    phone: p.phone.clone(),
+                    connected: self.link.connected(&p.id),
+                    on_shift: shift.is_some(),
+                    shift: shift.map(shift_text),
+                    assignments: self
+                        .dispatcher
+                        .live_for(&p.id)
+                        .iter()
+                        .map(|d| self.view(d))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The operator who owns the open Call dispatches it to `patrol`, or to the suggested
+    /// patrol when `None`.
+    pub fn dispatch(
+        &self,
+        call_id: u64,
+        patrol: Option<&str>,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<DispatchView, DeskError> {
+        let call = self
+            .calls
+            .triage
+            .get(call_id)
+            .filter(|c| c.state != CallState::Closed)
+            .ok_or(DeskError::NoCall(call_id))?;
+        if call.owner.as_deref() != Some(operator) {
+            return Err(DeskError::NotOwner {
+                call: call_id,
+                owner: call.owner.unwrap_or_default(),
+            });
+        }
+        let t = self.target_for(&call)?;
+        let patrol = match patrol {
+            Some(p) => p.to_owned(),
+            None => self
+                .dispatcher
+                .candidates(&t, now)
+                .into_iter()
+                .find(|c| c.on_shift)
+                .map(|c| c.patrol)
+                .ok_or(DeskError::NoneOnShift)?,
+        };
+        let d = self.dispatcher.dispatch(&t, &patrol, operator, now)?;
+        self.metrics.offered("operator");
+        self.after(
+            &d,
+            DispatchStep::Offered,
+            Some(operator),
+            String::new(),
+            now,
+        )?;
+        Ok(self.view(&d))
+    }
+
+    /// An operator withdraws an open dispatch.
+    pub fn cancel(
+        &self,
+        id: u64,
+        reason: &str,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<DispatchView, DeskError> {
+        let d = self.dispatcher.cancel(id, reason, now)?;
+        self.after(
+            &d,
+            DispatchStep::Cancelled,
+            Some(operator),
+            reason.to_owned(),
+            now,
+        )?;
+        Ok(self.view(&d))
+    }
+
+    /// A patrol's event, applied and told to everyone (not yet durable: see
+    /// [`PatrolHub::event`] and the API, which flush).
+    pub fn patrol_event(
+        &self,
+        patrol: &str,
+        id: u64,
+        ev: PatrolEvent,
+        now: Timestamp,
+    ) -> Result<Dispatch, DeskError> {
+        let (before, d) = self
+            .dispatcher
+            .apply_patrol_event(patrol, id, ev.clone(), now)?;
+        if before.as_ref() == Some(&d) {
+            // A repeat (a patrol resending what it was not sure arrived): nothing new.
+            return Ok(d);
+        }
+        let (step, mut detail) = match &ev {
+            PatrolEvent::Received => (DispatchStep::Received, String::new()),
+            PatrolEvent::Accepted => (DispatchStep::Accepted, String::new()),
+            PatrolEvent::Declined { reason } => (DispatchStep::Declined, reason.clone()),
+            PatrolEvent::Arrived { method } => (DispatchStep::Arrived, method.as_str().to_owned()),
+            PatrolEvent::Completed { outcome, note } => (
+                DispatchStep::Completed,
+                if note.is_empty() {
+                    outcome.clone()
+                } else {
+                    format!("{outcome}: {note}")
+                },
+            ),
+        };
+        if before.as_ref().is_some_and(|b| b.arrived_at.is_none()) && d.arrived_at.is_some() {
+            self.metrics.arrived(
+                d.arrival_method.unwrap_or(crate::model::ArrivalMethod::App),
+                crate::calls::sla::time_to_arrival(&d),
+            );
+        }
+        if step != DispatchStep::Declined {
+            self.after(&d, step, None, detail, now)?;
+            return Ok(d);
+        }
+        // Declined: the next patrol of the route on shift gets it, and the operator sees both.
+        let next = match self.call(d.call)? {
+            Some(call) => {
+                let t = self.target_for(&call)?;
+                self.dispatcher
+                    .next_after(&t, &d.patrol, now)
+                    .map(|c| (t, c.patrol))
+            }
+            None => None,
+        };
+        let to = match &next {
+            Some((_, p)) => format!("passed to {p}"),
+            None => NO_ONE_LEFT.to_owned(),
+        };
+        detail = if detail.is_empty() {
+            to
+        } else {
+            format!("{detail}; {to}")
+        };
+        self.after(&d, step, None, detail, now)?;
+        if let Some((t, patrol)) = next {
+            self.pass_on(&d, &t, &patrol, now)?;
+        }
+        Ok(d)
+    }
+
+    /// Offers a Call whose dispatch ended without a visit (declined) to `patrol`, by the same
+    /// operator.
+    fn pass_on(
+        &self,
+        ended: &Dispatch,
+        t: &Target,
+        patrol: &str,
+        now: Timestamp,
+    ) -> Result<Option<Dispatch>, DeskError> {
+        match self.dispatcher.dispatch(t, patrol, &ended.operator, now) {
+            Ok(d) => {
+                self.metrics.offered("fallback");
+                self.after(
+                    &d,
+                    DispatchStep::Offered,
+                    None,
+                    format!("after dispatch {} to {}", ended.id, ended.patrol),
+                    now,
+                )?;
+                Ok(Some(d))
+            }
+            // An operator dispatched it again meanwhile: theirs stands.
+            Err(DispatchError::AlreadyDispatched { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A lock system reports that `lock_id` was opened at `at` with `credential` (a patrol
+    /// id). An opening of the subscriber's lock by the patrol of a live dispatch of theirs
+    /// marks it arrived (method `lock`).
+    pub fn lock_opened(
+        &self,
+        lock_id: &str,
+        at: Timestamp,
+        credential: &str,
+        now: Timestamp,
+    ) -> Result<LockOutcome, DeskError> {
+        let ignored = |reason: &str| {
+            self.metrics.lock_event("ignored");
+            Ok(LockOutcome {
+                lock_id: lock_id.to_owned(),
+                result: "ignored",
+                dispatch: None,
+                reason: Some(reason.to_owned()),
+            })
+        };
+        let lock_id = lock_id.trim();
+        if lock_id.is_empty() {
+            return ignored("no lock id");
+        }
+        let at = at.min(now);
+        let mut found = None;
+        for d in self.dispatcher.live_for(credential) {
+            let Some(call) = self.call(d.call)? else {
+                continue;
+            };
+            let Some(sub) = call.subscriber.as_deref() else {
+                continue;
+            };
+            let Some(sub) = self.store.subscriber(sub)? else {
+                continue;
+            };
+            if sub.access.digital_lock_id.trim() == lock_id {
+                found = Some(d);
+                break;
+            }
+        }
+        let Some(d) = found else {
+            return ignored("no live dispatch of this credential to this lock");
+        };
+        if d.arrived_at.is_some() {
+            return ignored("already arrived");
+        }
+        if at < d.offered_at {
+            return ignored("opened before the dispatch");
+        }
+        let d = self.patrol_event(
+            credential,
+            d.id,
+            PatrolEvent::Arrived {
+                method: crate::model::ArrivalMethod::Lock,
+            },
+            at,
+        )?;
+        self.metrics.lock_event("arrived");
+        Ok(LockOutcome {
+            lock_id: lock_id.to_owned(),
+            result: "arrived",
+            dispatch: Some(d.id),
+            reason: None,
+        })
+    }
+
+    /// Runs the clocks to `now`: warnings (to the patrol and the console), breaches, and
+    /// receipt timeouts (passed to the next patrol).
+    pub fn tick(&self, now: Timestamp) -> Result<usize, DeskError> {
+        let changes = self.dispatcher.tick(now)?;
+        let n = changes.len();
+        for ch in changes {
+            let d = &ch.dispatch;
+            match ch.clock {
+                Some(ClockEvent::Warning { .. }) => {
+                    let left = minutes_left(d, now);
+                    self.after(
+                        d,
+                        DispatchStep::Warning,
+                        None,
+                        format!("{left} min left"),
+                        now,
+                    )?;
+                }
+                Some(ClockEvent::Breached) => {
+                    self.after(d, DispatchStep::Breached, None, String::new(), now)?;
+                }
+                Some(ClockEvent::ReceiptTimeout) => {
+                    let detail = match &ch.passed_to {
+                        Some(p) => format!("passed to {}", p.patrol),
+                        None => NO_ONE_LEFT.into(),
+                    };
+                    self.after(d, DispatchStep::ReceiptTimeout, None, detail, now)?;
+                    if let Some(p) = &ch.passed_to {
+                        self.metrics.offered("fallback");
+                        self.after(
+                            p,
+                            DispatchStep::Offered,
+                            None,
+                            format!("after dispatch {} to {} was not received", d.id, d.patrol),
+                            now,
+                        )?;
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// The next moment [`Desk::tick`] may have something to do.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.dispatcher.next_due()
+    }
+
+    /// Tells the patrol, the Call's timeline, the consoles and the metrics about a step.
+    pub fn after(
+        &self,
+        d: &Dispatch,
+        step: DispatchStep,
+        user: Option<&str>,
+        detail: String,
+        now: Timestamp,
+    ) -> Result<(), DeskError> {
+        match step {
+            DispatchStep::Offered => {
+                self.push(
+                    &d.patrol,
+                    ToPatrol::Assignment(Box::new(self.assignment(d))),
+                );
+                self.wake.notify_one();
+            }
+            DispatchStep::Warning => {
+                if let Some(deadline) = d.deadline() {
+                    self.push(
+                        &d.patrol,
+                        ToPatrol::SlaWarning {
+                            seq: 0,
+                            dispatch: d.id,
+                            minutes_left: minutes_left(d, now),
+                            deadline,
+                        },
+                    );
+                }
+            }
+            DispatchStep::Cancelled => self.push(
+                &d.patrol,
+                ToPatrol::Cancelled {
+                    seq: 0,
+                    dispatch: d.id,
+                    reason: if detail.is_empty() {
+                        "withdrawn by the alarm centre".into()
+                    } else {
+                        detail.clone()
+                    },
+                },
+            ),
+            DispatchStep::ReceiptTimeout => self.push(
+                &d.patrol,
+                ToPatrol::Cancelled {
+                    seq: 0,
+                    dispatch: d.id,
+                    reason: "not received in time: given to another patrol".into(),
+                },
+            ),
+            // Received / accepted / arrived open the arrival clock or end it: the next
+            // moment due may be sooner or later.
+            DispatchStep::Received | DispatchStep::Accepted | DispatchStep::Arrived => {
+                self.wake.notify_one();
+            }
+            _ => {}
+        }
+        self.record(d, step, user, detail, now)?;
+        self.metrics.step(step);
+        self.gauges();
+        Ok(())
+    }
+
+    /// The timeline line and the live message of a step.
+    fn record(
+        &self,
+        d: &Dispatch,
+        step: DispatchStep,
+        user: Option<&str>,
+        detail: String,
+        now: Timestamp,
+    ) -> Result<(), DeskError> {
+        let patrol_name = self
+            .dispatcher
+            .patrol_name(&d.patrol)
+            .unwrap_or_else(|| d.patrol.clone());
+        self.calls.record(
+            d.call,
+            user,
+            TimelineEvent::Dispatch {
+                dispatch: d.id,
+                patrol: d.patrol.clone(),
+                patrol_name,
+                step,
+                detail,
+            },
+            now,
+        )?;
+        if self.calls.live.receiver_count() > 0 {
+            let _ = self
+                .calls
+                .live
+                .send(LiveEvent::Dispatch(Arc::new(self.view(d)), step));
+        }
+        Ok(())
+    }
+
+    fn push(&self, patrol: &str, msg: ToPatrol) {
+        if !self.link.push(patrol, msg) {
+            tracing::debug!(
+                patrol,
+                "patrol not connected: it gets its open assignments when it connects"
+            );
+        }
+    }
+
+    fn assignment(&self, d: &Dispatch) -> AssignmentMsg {
+        self.hub.assignment(d)
+    }
+
+    /// Waits (blocking) until every change so far is durable: dispatches and timeline lines.
+    pub fn flush_blocking(&self) -> Result<(), DeskError> {
+        self.calls.flush_blocking()?;
+        Ok(())
+    }
+
+    /// Waits until every change so far is durable: dispatches and timeline lines.
+    pub async fn flush(&self) -> Result<(), DeskError> {
+        self.calls.flush().await?;
+        Ok(())
+    }
+}
+
+impl PatrolHub for Desk {
+    fn authenticate(&self, patrol: &str, token: &str) -> bool {
+        self.hub.authenticate(patrol, token)
+    }
+
+    fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
+        self.gauges();
+        self.hub.open_assignments(patrol)
+    }
+
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+        let now = Timestamp::now();
+        let Some((id, at, event)) = hub::patrol_event_of(ev) else {
+            return Ok(());
+        };
+        // An event made offline counts from when it was made, never from the future.
+        self.patrol_event(patrol, id, event, at.min(now))
+            .map_err(|e| match e {
+                DeskError::Dispatch(e) => hub::code_of(&e),
+                _ => ErrorCode::BadMessage,
+            })?;
+        self.flush_blocking().map_err(|e| {
+            tracing::error!(error = %e, "making a patrol's event durable failed");
+            ErrorCode::BadMessage
+        })
+    }
+}
