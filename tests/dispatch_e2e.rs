@@ -1,0 +1,390 @@
+//! Dispatch end to end against the real server on 127.0.0.1:0: a DC-09 alarm becomes a Call,
+//! the operator dispatches the suggested patrol through the API, a real QUIC patrol client
+//! confirms receipt, changes network (and vakt restarts) mid-assignment and gets it back,
+//! arrives and completes after the Call was closed; every step is on the Call's timeline.
+//! A patrol that does not confirm receipt in time is passed over for the next one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use vakt::codec::patrol::{FromPatrol, ToPatrol, VisitOutcome};
+use vakt::model::{ArrivalMethod, DispatchState, Role};
+use vakt::patrol_client::Session;
+use vakt::transport::quic::{self, Trust};
+
+const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
+
+fn subscribers_csv() -> String {
+    format!(
+        "{}\n\
+         anna,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Centrum,070-111 22 33,Hemtjänst Centrum,2,\"Nyckelskåp Centrum, krok 14\",PL-3301,4711#,Hund i hallen,,,Karin Öberg,dotter,070-222 33 44,,,,,,,sv\n",
+        vakt::subscribers::CSV_HEADER
+    )
+}
+
+/// A directory where both Centrum patrols work around the clock, c1 first.
+fn directory() -> vakt::directory::Directory {
+    vakt::directory::parse_all(
+        "id,name,phone\nhc,Hemtjänst Centrum,08-1\n".as_bytes(),
+        "id,name,arrival_limit_mins\ncentrum,Centrum,30\n".as_bytes(),
+        "id,name,provider,areas,shifts,phone\n\
+         c1,Centrum 1,hc,centrum,day 00:00-12:00;evening 12:00-00:00,070-1\n\
+         c2,Centrum 2,hc,centrum,day 00:00-12:00;evening 12:00-00:00,070-2\n"
+            .as_bytes(),
+        "provider,area,patrols\nhc,centrum,c1;c2\n".as_bytes(),
+    )
+    .expect("test directory")
+}
+
+/// Devices, subscribers, users, the directory and patrol tokens; returns the tokens.
+fn prepare(dir: &std::path::Path) -> (String, String) {
+    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
+    add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
+    let store = vakt::store::Store::open(dir).unwrap();
+    store
+        .upsert_subscribers(&vakt::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap())
+        .unwrap();
+    store.save_directory(&directory()).unwrap();
+    let (t1, h1) = vakt::console::auth::new_token();
+    let (t2, h2) = vakt::console::auth::new_token();
+    store.set_patrol_token("c1", &h1).unwrap();
+    store.set_patrol_token("c2", &h2).unwrap();
+    store.flush().unwrap();
+    (t1, t2)
+}
+
+fn config(dir: &std::path::Path, receipt_timeout_secs: u64) -> vakt::config::Config {
+    let mut cfg = test_config(dir);
+    cfg.patrol.listen_quic = Some("127.0.0.1:0".parse().unwrap());
+    cfg.patrol.receipt_timeout_secs = receipt_timeout_secs;
+    cfg
+}
+
+fn trust(r: &vakt::server::Running) -> Trust {
+    let fp = r.patrol_fingerprint.as_deref().expect("fingerprint");
+    Trust::Pinned(quic::parse_fingerprint(fp).expect("hex fingerprint"))
+}
+
+/// Sends a fall alarm from device 1234 (Åsa) and waits for its Call; returns the Call id.
+async fn alarm_call(r: &vakt::server::Running, c: &mut Client) -> u64 {
+    let reply = tcp_roundtrip(
+        r.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1100 01 001"),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&reply).contains("\"ACK\""));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = c.get("/api/calls?state=open").await.json();
+        if let Some(id) = calls
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|c| c["id"].as_u64())
+        {
+            return id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Call appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The dispatch steps of the Call's timeline, as `step` or `step:detail`.
+fn steps(call: &Value) -> Vec<String> {
+    call["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["type"] == "dispatch")
+        .map(|l| {
+            let step = l["step"].as_str().unwrap().to_string();
+            match l["detail"].as_str() {
+                Some(d) => format!("{step}:{d}"),
+                None => step,
+            }
+        })
+        .collect()
+}
+
+/// Polls the Call until `pred` holds (bounded: 10 s).
+async fn wait_call(c: &mut Client, id: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = c.get(&format!("/api/calls/{id}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json();
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never got there: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ack(s: &mut Session, ev: FromPatrol) {
+    let answer = s.send_event(&ev).await.unwrap();
+    assert!(matches!(answer, ToPatrol::Ack { .. }), "{answer:?}");
+}
+
+#[tokio::test]
+async fn alarm_dispatch_received_restart_reconnect_arrived_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, _) = prepare(dir.path());
+    let r = start_with(config(dir.path(), 120)).await;
+    let http = r.http.unwrap();
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+
+    // Only the operator who took the Call dispatches it.
+    let a = op
+        .post(&format!("/api/calls/{id}/dispatch"), json!({}))
+        .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(
+        op.post(&format!("/api/calls/{id}/claim"), json!({}))
+            .await
+            .status,
+        200
+    );
+
+    // The route's first patrol on shift is suggested; every patrol is listed.
+    let choices = op.get(&format!("/api/calls/{id}/patrols")).await.json();
+    assert_eq!(choices["suggested"], "c1", "{choices}");
+    assert_eq!(choices["provider"], "Hemtjänst Centrum");
+    let listed: Vec<&str> = choices["patrols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["c1", "c2"]);
+    assert_eq!(choices["patrols"][0]["connected"], false);
+
+    let a = op
+        .post(&format!("/api/calls/{id}/dispatch"), json!({}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let d = a.json();
+    let did = d["id"].as_u64().unwrap();
+    assert_eq!(d["patrol"], "c1");
+    assert_eq!(d["state"], "offered");
+    assert_eq!(d["subscriber_name"], "Åsa Öberg");
+    assert!(d["receipt_deadline"].is_string());
+    assert!(
+        d["deadline"].is_null(),
+        "the arrival clock starts at receipt"
+    );
+    let again = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c2"}),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["dispatch"], did);
+
+    // The patrol logs in and gets the assignment with the access it needs at the door.
+    let (mut s, welcome, assignments) =
+        Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token)
+            .await
+            .unwrap();
+    assert_eq!(welcome.open, vec![did]);
+    assert_eq!(assignments[0].subscriber.name, "Åsa Öberg");
+    assert_eq!(assignments[0].access.door_code.expose(), "4711#");
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Received {
+            seq,
+            dispatch: did,
+            at: jiff::Timestamp::now(),
+        },
+    )
+    .await;
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 2).await;
+    assert_eq!(steps(&call), ["offered", "received"]);
+    assert_eq!(call["dispatches"][0]["state"], "received");
+    let deadline = call["dispatches"][0]["deadline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let board = op.get("/api/patrols").await.json();
+    let c1 = board
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "c1")
+        .unwrap()
+        .clone();
+    assert_eq!(c1["connected"], true);
+    assert_eq!(c1["assignments"][0]["id"], did);
+
+    // The operator closes the Call: the patrol is on its way, the dispatch lives on.
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/close"),
+            json!({"outcome": "patrol_needed"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // vakt restarts mid-assignment; the patrol (on a new network) gets it back, clock intact.
+    s.close().await;
+    r.stop().await.unwrap();
+    let r = start_with(config(dir.path(), 120)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let (mut s, welcome, assignments) =
+        Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token)
+            .await
+            .unwrap();
+    assert_eq!(welcome.open, vec![did]);
+    assert_eq!(assignments[0].state, DispatchState::Received);
+    assert_eq!(
+        assignments[0].deadline.map(|d| d.to_string()),
+        Some(deadline.clone())
+    );
+
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Arrived {
+            seq,
+            dispatch: did,
+            at: jiff::Timestamp::now(),
+            method: ArrivalMethod::App,
+            code: None,
+        },
+    )
+    .await;
+    let done = FromPatrol::Completed {
+        seq: s.next_seq(),
+        dispatch: did,
+        at: jiff::Timestamp::now(),
+        outcome: VisitOutcome::Helped,
+        note: "Hjälpte Åsa upp".into(),
+    };
+    ack(&mut s, done.clone()).await;
+    // A resend is acknowledged again and adds nothing.
+    ack(&mut s, done).await;
+
+    // The closed Call's timeline has every step, once.
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 4).await;
+    assert_eq!(call["state"], "closed");
+    assert_eq!(
+        steps(&call),
+        [
+            "offered",
+            "received",
+            "arrived:app",
+            "completed:helped: Hjälpte Åsa upp"
+        ]
+    );
+    let d = &call["dispatches"][0];
+    assert_eq!(d["state"], "completed");
+    assert_eq!(d["arrival_method"], "app");
+    assert_eq!(d["breached"], false);
+    let board = op.get("/api/patrols").await.json();
+    assert!(
+        board
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["assignments"].as_array().unwrap().is_empty())
+    );
+    let (_, metrics) = http_get(r.http.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("vakt_dispatch_arrivals_total{method=\"app\"} 1"),
+        "{metrics}"
+    );
+
+    s.close().await;
+    r.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dispatch_not_received_in_time_passes_to_the_next_patrol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, token2) = prepare(dir.path());
+    let r = start_with(config(dir.path(), 10)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    assert_eq!(
+        op.post(&format!("/api/calls/{id}/claim"), json!({}))
+            .await
+            .status,
+        200
+    );
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c1"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    // c1 never connects: after 10 s the dispatch times out and c2 gets it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let call = loop {
+        let call = op.get(&format!("/api/calls/{id}")).await.json();
+        if call["dispatches"].as_array().unwrap().len() == 2 {
+            break call;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never passed on: {call}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(call["dispatches"][0]["state"], "receipt_timeout");
+    assert_eq!(call["dispatches"][1]["patrol"], "c2");
+    assert_eq!(call["dispatches"][1]["operator"], OPERATOR.0);
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 3).await;
+    assert_eq!(
+        steps(&call)[..2],
+        [
+            "offered".to_string(),
+            "receipt_timeout:passed to c2".to_string()
+        ]
+    );
+    assert!(
+        steps(&call)[2].starts_with("offered:after dispatch"),
+        "{:?}",
+        steps(&call)
+    );
+
+    let (mut s, _, assignments) =
+        Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c2", &token2)
+            .await
+            .unwrap();
+    assert_eq!(assignments.len(), 1);
+    assert_eq!(assignments[0].call, id);
+    // c2 declines: no one else is left on the route, and the operator is told so.
+    let seq = s.next_seq();
+    let did = assignments[0].dispatch;
+    ack(
+        &mut s,
+        FromPatrol::Declined {
+            seq,
+            dispatch: did,
+            at: jiff::Timestamp::now(),
+            reason: "Busy at Kyrkbacken".into(),
+        },
+    )
+    .await;
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 4).await;
+    let last = steps(&call).pop().unwrap();
+    assert!(last.starts_with("declined:Busy at Kyrkbacken; "), "{last}");
+    let (_, metrics) = http_get(r.http.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("vakt_dispatch_receipt_timeouts_total 1"),
+        "{metrics}"
+    );
+    s.close().await;
+    r.stop().await.unwrap();
+}
