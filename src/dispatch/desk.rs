@@ -805,3 +805,224 @@ impl PatrolHub for Desk {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ArrivalMethod;
+
+    /// Noon on a winter weekday, Stockholm time, plus minutes and seconds.
+    fn at(min: i64, sec: i64) -> Timestamp {
+        Timestamp::from_second(1_797_418_800 + min * 60 + sec).unwrap()
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = crate::directory::parse_all(
+            "id,name,phone\nhn,Hemtjänst Norr,08-1\n".as_bytes(),
+            "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
+            "id,name,provider,areas,shifts,phone\n\
+             n1,Norr 1,hn,norr,day 00:00-23:59,070-1\n\
+             n2,Norr 2,hn,norr,day 00:00-23:59,070-2\n"
+                .as_bytes(),
+            "provider,area,patrols\nhn,norr,n1;n2\n".as_bytes(),
+        )
+        .unwrap();
+        store.save_directory(&d).unwrap();
+        let subs = crate::subscribers::parse_csv(
+            format!(
+                "{}\nS-1,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Norr,070-111 22 33,Hemtjänst Norr,2,Nyckelskåp,PL-3301,4711#,,,,,,,,,,,,,sv\n",
+                crate::subscribers::CSV_HEADER
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        store.upsert_subscribers(&subs).unwrap();
+        let call: Call = serde_json::from_value(serde_json::json!({
+            "id": 7, "priority": 1, "state": "claimed", "owner": "olle",
+            "opened_at": "2026-12-15T10:59:00Z", "alarm_count": 1, "subscriber": "S-1",
+            "account": "1234", "kind": "Fall", "restored": false,
+            "answered_at": "2026-12-15T10:59:30Z", "closed_at": null, "outcome": null,
+            "timeline": []
+        }))
+        .unwrap();
+        store.save_calls(&[call], None).unwrap();
+        let calls = Arc::new(
+            Calls::start(
+                store.clone(),
+                crate::triage::TriageOptions { escalate_after: 3 },
+                crate::telemetry::CallMetrics::new(),
+                at(0, 0),
+            )
+            .unwrap(),
+        );
+        let tz = TimeZone::get("Europe/Stockholm").unwrap();
+        let desk = Desk::start(
+            store.clone(),
+            calls.clone(),
+            Link::new(),
+            tz,
+            SlaOptions::default(),
+        )
+        .unwrap();
+        (dir, store, calls, desk)
+    }
+
+    fn steps(calls: &Calls) -> Vec<(DispatchStep, String)> {
+        calls
+            .triage
+            .get(7)
+            .unwrap()
+            .timeline
+            .iter()
+            .filter_map(|l| match &l.what {
+                TimelineEvent::Dispatch { step, detail, .. } => Some((*step, detail.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_owner_dispatches_and_the_route_is_suggested() {
+        let (_dir, _store, _calls, desk) = setup();
+        assert!(matches!(
+            desk.dispatch(7, None, "petra", at(0, 0)),
+            Err(DeskError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            desk.dispatch(8, None, "olle", at(0, 0)),
+            Err(DeskError::NoCall(8))
+        ));
+        let c = desk.choices(7, at(0, 0)).unwrap();
+        assert_eq!(c.suggested.as_deref(), Some("n1"));
+        assert_eq!(c.area, "Norr");
+        assert!(c.patrols.iter().all(|p| p.routed && p.on_shift));
+        let v = desk.dispatch(7, None, "olle", at(0, 0)).unwrap();
+        assert_eq!(v.dispatch.patrol, "n1");
+        assert_eq!(v.patrol_name, "Norr 1");
+        assert_eq!(v.address.as_deref(), Some("Storgatan 4, 123 45 Vaktby"));
+        assert_eq!(v.receipt_deadline, Some(at(2, 0)));
+    }
+
+    #[test]
+    fn warning_then_arrival_by_the_subscribers_lock() {
+        let (_dir, _store, calls, desk) = setup();
+        let v = desk.dispatch(7, Some("n1"), "olle", at(0, 0)).unwrap();
+        let id = v.dispatch.id;
+        desk.patrol_event("n1", id, PatrolEvent::Received, at(1, 0))
+            .unwrap();
+        assert_eq!(desk.next_due(), Some(at(21, 0)));
+        assert_eq!(desk.tick(at(21, 0)).unwrap(), 1);
+        // Another lock, another credential, an opening before the dispatch: ignored.
+        let r = desk
+            .lock_opened("PL-9999", at(22, 0), "n1", at(22, 0))
+            .unwrap();
+        assert_eq!(r.result, "ignored");
+        let r = desk
+            .lock_opened("PL-3301", at(22, 0), "n2", at(22, 0))
+            .unwrap();
+        assert_eq!(r.result, "ignored");
+        let r = desk
+            .lock_opened("PL-3301", at(-5, 0), "n1", at(22, 0))
+            .unwrap();
+        assert_eq!(r.result, "ignored");
+        // The patrol's own opening of the subscriber's lock: arrived, by lock, at its time
+        // (a time from the future counts as now).
+        let r = desk
+            .lock_opened(" PL-3301 ", at(30, 0), "n1", at(22, 30))
+            .unwrap();
+        assert_eq!((r.result, r.dispatch), ("arrived", Some(id)));
+        let d = desk.dispatcher().live_for("n1")[0].clone();
+        assert_eq!(d.arrival_method, Some(ArrivalMethod::Lock));
+        assert_eq!(d.arrived_at, Some(at(22, 30)));
+        assert!(!d.breached);
+        let r = desk
+            .lock_opened("PL-3301", at(23, 0), "n1", at(23, 0))
+            .unwrap();
+        assert_eq!(r.reason.as_deref(), Some("already arrived"));
+        assert_eq!(
+            steps(&calls),
+            [
+                (DispatchStep::Offered, String::new()),
+                (DispatchStep::Received, String::new()),
+                (DispatchStep::Warning, "10 min left".into()),
+                (DispatchStep::Arrived, "lock".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn breach_restart_and_completion_after_the_call_closed() {
+        let (dir, store, calls, desk) = setup();
+        let id = desk
+            .dispatch(7, Some("n1"), "olle", at(0, 0))
+            .unwrap()
+            .dispatch
+            .id;
+        desk.patrol_event("n1", id, PatrolEvent::Received, at(0, 30))
+            .unwrap();
+        // The operator closes the Call; the dispatch lives on.
+        calls
+            .triage
+            .close(7, "olle", crate::model::Outcome::PatrolNeeded, "", at(1, 0))
+            .unwrap();
+        calls.flush_blocking().unwrap();
+        // vakt restarts (the desk is made anew from the store) after both warnings passed.
+        drop(desk);
+        let desk = Desk::start(
+            store.clone(),
+            calls.clone(),
+            Link::new(),
+            TimeZone::get("Europe/Stockholm").unwrap(),
+            SlaOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            desk.tick(at(31, 0)).unwrap(),
+            3,
+            "two warnings and the breach"
+        );
+        assert!(desk.dispatcher().live_for("n1")[0].breached);
+        // A repeat changes nothing and adds no line.
+        desk.patrol_event("n1", id, PatrolEvent::Received, at(31, 10))
+            .unwrap();
+        desk.patrol_event(
+            "n1",
+            id,
+            PatrolEvent::Completed {
+                outcome: "helped".into(),
+                note: String::new(),
+            },
+            at(40, 0),
+        )
+        .unwrap();
+        calls.flush_blocking().unwrap();
+        let call = store.call(7).unwrap().unwrap();
+        let lines: Vec<String> = call
+            .timeline
+            .iter()
+            .map(|l| match &l.what {
+                TimelineEvent::Dispatch { step, .. } => step.as_str().to_owned(),
+                TimelineEvent::Closed { .. } => "closed".into(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "offered",
+                "received",
+                "closed",
+                "warning",
+                "warning",
+                "breached",
+                "completed"
+            ]
+        );
+        let d = store.dispatch(id).unwrap().unwrap();
+        assert!(d.breached);
+        assert_eq!(d.state, DispatchState::Completed);
+        drop(dir);
+    }
+}
