@@ -59,7 +59,6 @@ fn prepare(dir: &std::path::Path) -> (String, String) {
 
 fn config(dir: &std::path::Path, receipt_timeout_secs: u64) -> vakt::config::Config {
     let mut cfg = test_config(dir);
-    cfg.patrol.listen_quic = Some("127.0.0.1:0".parse().unwrap());
     cfg.patrol.receipt_timeout_secs = receipt_timeout_secs;
     cfg
 }
