@@ -578,8 +578,6 @@ impl Default for Metrics {
 pub struct DispatchMetrics {
     /// Live dispatches.
     pub live: Gauge,
-    /// Connected patrols.
-    pub sessions: Gauge,
     arrival_seconds: Histogram,
     receipt_timeouts: Counter,
     breaches: Counter,
@@ -597,7 +595,6 @@ impl DispatchMetrics {
         prometheus();
         DispatchMetrics {
             live: metrics::gauge!("vakt_dispatches_live"),
-            sessions: metrics::gauge!("vakt_patrol_sessions_open"),
             arrival_seconds: metrics::histogram!("vakt_dispatch_arrival_seconds"),
             receipt_timeouts: metrics::counter!("vakt_dispatch_receipt_timeouts_total"),
             breaches: metrics::counter!("vakt_dispatch_breaches_total"),

@@ -250,7 +250,6 @@ impl Desk {
 
     fn gauges(&self) {
         self.metrics.live.set(self.dispatcher.live_count() as f64);
-        self.metrics.sessions.set(self.link.sessions().len() as f64);
     }
 
     /// An open Call from triage, or any Call from the store.
@@ -784,7 +783,6 @@ impl PatrolHub for Desk {
     }
 
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
-        self.gauges();
         self.hub.open_assignments(patrol)
     }
 

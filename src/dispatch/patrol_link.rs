@@ -127,15 +127,25 @@ impl Link {
         if let Some(old) = old {
             old.replaced.cancel();
         }
+        self.count();
         (id, rx, replaced)
     }
 
     /// Removes the session `id` of `patrol` if it is still the registered one.
     fn unregister(&self, patrol: &str, id: u64) {
-        let mut map = self.lock();
-        if map.get(patrol).is_some_and(|h| h.id == id) {
-            map.remove(patrol);
+        {
+            let mut map = self.lock();
+            if map.get(patrol).is_some_and(|h| h.id == id) {
+                map.remove(patrol);
+            }
         }
+        self.count();
+    }
+
+    /// Sets the gauge of connected patrols.
+    fn count(&self) {
+        let n = self.lock().len();
+        metrics::gauge!("vakt_patrol_sessions_open").set(n as f64);
     }
 }
 
