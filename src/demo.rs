@@ -3,8 +3,14 @@
 //! [`seed`] fills an empty data directory with the people of Vaktby
 //! (`config/demo-subscribers.csv`, [`SUBSCRIBERS_CSV`]), their devices
 //! (`config/demo-devices.csv`, [`registry::DEMO_CSV`]) and two console users, `operator` and
-//! `supervisor`, with random passwords shown once. A directory that holds any device,
-//! subscriber or user is never touched. An admin is not seeded: `vakt users add` makes one.
+//! `supervisor`, with random passwords shown once. It also saves the demo directory of care
+//! providers, areas, patrols and routing rules (`config/demo-directory/`,
+//! [`crate::directory::DEMO_PATROLS`] ...) and issues a login token for every demo patrol
+//! ([`DemoUsers::patrols`]); [`save_patrol_logins`] keeps those in the data directory
+//! ([`PATROL_LOGINS_FILE`], `demo-patrols.txt`, readable only by its owner) so that every
+//! later `--demo` start can run the patrols again ([`load_patrol_logins`]). A directory that
+//! holds any device, subscriber or user is never touched. An admin is not seeded:
+//! `vakt users add` makes one.
 //!
 //! [`simulate`] then plays the demo fleet against vakt's own DC-09 TCP port, with real frames
 //! and real ACKs: every device sends NULL heartbeats and now and then periodic tests (CID 602),
@@ -15,10 +21,18 @@
 //! few minutes later. Encrypted devices send encrypted frames with their demo keys. Everything
 //! here is fictional: the names, addresses, phone numbers (from the Swedish regulator's ranges
 //! for fiction) and personal numbers (birth numbers 980-999, a test series).
+//!
+//! [`simulate_patrols`] plays the home-care patrols against vakt's own patrol QUIC port, each
+//! a real patrol client ([`crate::patrol_client::Session`]) logged in with its demo token:
+//! an assignment is confirmed a few seconds after it arrives, accepted, arrived at a few
+//! minutes later and completed. One patrol, [`OFFLINE_PATROL`] (`natt-2`, Nattpatrullen 2),
+//! never connects, so the receipt timeout and the passing on of its dispatches can be seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -32,9 +46,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::crypto::Key;
 use crate::codec::dc09::{self, FrameSpec, Pad, Scan, Token};
-use crate::model::{Device, Role};
+use crate::codec::patrol::{
+    AssignmentMsg, ErrorCode, FromPatrol, PING_INTERVAL_SECS, RECONNECT_MAX_SECS,
+    RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
+};
+use crate::model::{ArrivalMethod, Device, DispatchState, Role};
+use crate::patrol_client::{ClientError, Session};
 use crate::registry;
 use crate::store::{Store, StoreError, UserRecord};
+use crate::transport::quic::Trust;
 
 /// The demo subscribers: 36 fictional people of the municipality of Vaktby.
 pub const SUBSCRIBERS_CSV: &str = include_str!("../config/demo-subscribers.csv");
@@ -45,24 +65,40 @@ pub const OPERATOR_USER: &str = "operator";
 /// Name of the seeded supervisor user.
 pub const SUPERVISOR_USER: &str = "supervisor";
 
-/// The console users [`seed`] made, each as (name, password). The passwords are random and
-/// stored only as hashes: show them once (the `Debug` output leaves them out).
+/// The console users [`seed`] made, each as (name, password), and the demo patrols' logins.
+/// The passwords and tokens are random and stored only as hashes: show the passwords once
+/// and keep the logins with [`save_patrol_logins`] (the `Debug` output leaves the secrets
+/// out).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DemoUsers {
     /// The `operator` user (role operator): takes and handles Calls.
     pub operator: (String, String),
     /// The `supervisor` user (role supervisor): also edits subscribers, reads the audit log.
     pub supervisor: (String, String),
+    /// A login for every patrol of the demo directory (also [`OFFLINE_PATROL`], so that
+    /// `vakt patrol` can play it by hand), in patrol id order.
+    pub patrols: Vec<PatrolLogin>,
 }
 
 impl fmt::Debug for DemoUsers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Passwords are secrets: never in Debug output.
+        // Passwords and tokens are secrets: never in Debug output.
         f.debug_struct("DemoUsers")
             .field("operator", &self.operator.0)
             .field("supervisor", &self.supervisor.0)
+            .field("patrols", &self.patrols.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A patrol's id and login token (the token as `vakt patrols token` prints it). `Debug`
+/// leaves the token out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatrolLogin {
+    /// The patrol id (e.g. `norr-dag`).
+    pub patrol: String,
+    /// Its token. Never log it.
+    pub token: Secret,
 }
 
 /// Why the demo could not be seeded.
@@ -74,6 +110,9 @@ pub enum DemoError {
     /// The embedded demo devices do not import (a bug in the demo data).
     #[error("demo devices: {0}")]
     Devices(#[from] registry::ImportError),
+    /// The embedded demo directory does not import (a bug in the demo data).
+    #[error("demo directory: {0}")]
+    Directory(#[from] crate::directory::ImportError),
     /// Reading or writing the store failed.
     #[error("seeding the demo: {0}")]
     Store(#[from] StoreError),
@@ -83,13 +122,15 @@ pub enum DemoError {
 }
 
 /// Seeds the demo municipality into an empty data directory: the subscribers of
-/// [`SUBSCRIBERS_CSV`], the devices of [`registry::DEMO_CSV`], and the users
+/// [`SUBSCRIBERS_CSV`], the devices of [`registry::DEMO_CSV`], the demo directory
+/// (`config/demo-directory/`) with a new token for each of its patrols, and the users
 /// [`OPERATOR_USER`] and [`SUPERVISOR_USER`] with random passwords (`now` is their creation
-/// time). Returns the users with their passwords, or `None` (nothing written) when the
-/// directory already holds any device, subscriber or user.
+/// time). Returns the users with their passwords and the patrols' logins (keep those with
+/// [`save_patrol_logins`]), or `None` (nothing written) when the directory already holds any
+/// device, subscriber or user.
 ///
-/// Everything is parsed and hashed before the first write; subscribers, devices and users
-/// are then written in that order.
+/// Everything is parsed and hashed before the first write; subscribers, devices, the
+/// directory, the patrol tokens (their hashes) and users are then written in that order.
 ///
 /// # Errors
 /// [`DemoError`] when the store cannot be read or written (or, a bug, the demo data does
@@ -100,10 +141,27 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
     }
     let subscribers = crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes())?;
     let devices = registry::parse_csv(registry::DEMO_CSV.as_bytes())?;
+    let directory = crate::directory::parse_all(
+        crate::directory::DEMO_PROVIDERS.as_bytes(),
+        crate::directory::DEMO_AREAS.as_bytes(),
+        crate::directory::DEMO_PATROLS.as_bytes(),
+        crate::directory::DEMO_ROUTES.as_bytes(),
+    )?;
+    let mut hashes = Vec::with_capacity(directory.patrols.len());
+    let mut patrols = Vec::with_capacity(directory.patrols.len());
+    for p in &directory.patrols {
+        let (token, hash) = crate::console::auth::new_token();
+        hashes.push((p.id.clone(), hash));
+        patrols.push(PatrolLogin {
+            patrol: p.id.clone(),
+            token: Secret::new(token),
+        });
+    }
     let mut rng = rand::rng();
     let users = DemoUsers {
         operator: (OPERATOR_USER.to_owned(), password(&mut rng)),
         supervisor: (SUPERVISOR_USER.to_owned(), password(&mut rng)),
+        patrols,
     };
     let records = [
         (&users.operator, Role::Operator),
@@ -121,12 +179,17 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
     .collect::<Result<Vec<_>, DemoError>>()?;
     store.upsert_subscribers(&subscribers)?;
     store.upsert_devices(&devices)?;
+    store.save_directory(&directory)?;
+    for (id, hash) in &hashes {
+        store.set_patrol_token(id, hash)?;
+    }
     for r in &records {
         store.put_user(r)?;
     }
     tracing::info!(
         subscribers = subscribers.len(),
         devices = devices.len(),
+        patrols = directory.patrols.len(),
         "demo: seeded the municipality of Vaktby"
     );
     Ok(Some(users))
@@ -148,6 +211,110 @@ fn password(rng: &mut impl Rng) -> String {
         s.push(char::from(c));
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------
+// The demo patrols' logins
+// ---------------------------------------------------------------------------------------
+
+/// The file in the data directory that keeps the demo patrols' logins (written by
+/// [`save_patrol_logins`], mode 0600): a comment header, then one `PATROL TOKEN` line per
+/// patrol, e.g. `norr-dag 3f9a...` (64 hex digits). Demo data only; `vakt patrols token ID`
+/// issues real tokens. To drive a demo patrol by hand, put its token alone in a file and run
+/// `vakt patrol --patrol ID --token-file FILE` (the simulator stops playing that patrol when
+/// it is replaced).
+pub const PATROL_LOGINS_FILE: &str = "demo-patrols.txt";
+
+/// Largest logins file read (a bound; the demo's is about 1.5 KiB).
+const MAX_LOGINS_FILE_BYTES: u64 = 256 * 1024;
+
+/// Longest token accepted from the logins file.
+const MAX_TOKEN_CHARS: usize = 256;
+
+/// Writes the patrols' logins to [`PATROL_LOGINS_FILE`] in `data_dir`, readable and writable
+/// only by the owner (mode 0600, also when the file existed), replacing what it held.
+/// Returns the file's path.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn save_patrol_logins(data_dir: &Path, logins: &[PatrolLogin]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = data_dir.join(PATROL_LOGINS_FILE);
+    let mut text = String::from(
+        "# vakt demo: login tokens of the demo patrols (PATROL TOKEN), used by the patrol\n\
+         # simulator of `vakt serve --demo`. Demo data only: keep it private all the same.\n",
+    );
+    for l in logins {
+        text.push_str(&l.patrol);
+        text.push(' ');
+        text.push_str(l.token.expose());
+        text.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    // `mode` applies only to a new file: tighten one that was already there.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// Reads the logins [`save_patrol_logins`] wrote to `data_dir`.
+///
+/// # Errors
+/// The file is missing (`NotFound`: the data directory was not seeded by this version's
+/// `--demo`), cannot be read, is over 256 KiB, or has a line that is not `PATROL TOKEN`
+/// (`InvalidData`, with the line number; the line itself is not repeated).
+pub fn load_patrol_logins(data_dir: &Path) -> std::io::Result<Vec<PatrolLogin>> {
+    use std::io::Read;
+    let path = data_dir.join(PATROL_LOGINS_FILE);
+    let f = std::fs::File::open(&path)?;
+    let mut text = String::new();
+    f.take(MAX_LOGINS_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    let invalid = |msg: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {msg}", path.display()),
+        )
+    };
+    if text.len() as u64 > MAX_LOGINS_FILE_BYTES {
+        return Err(invalid("larger than 256 KiB".to_owned()));
+    }
+    parse_logins(&text).map_err(invalid)
+}
+
+/// Parses the logins file's text (see [`PATROL_LOGINS_FILE`]): blank lines and `#` comments
+/// are skipped; a patrol listed twice keeps its last token.
+fn parse_logins(text: &str) -> Result<Vec<PatrolLogin>, String> {
+    let mut out: Vec<PatrolLogin> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(patrol), Some(token), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("line {}: expected `PATROL TOKEN`", i + 1));
+        };
+        if !crate::subscribers::valid_id(patrol) {
+            return Err(format!("line {}: not a patrol id", i + 1));
+        }
+        if token.chars().count() > MAX_TOKEN_CHARS {
+            return Err(format!("line {}: the token is too long", i + 1));
+        }
+        out.retain(|l| l.patrol != patrol);
+        out.push(PatrolLogin {
+            patrol: patrol.to_owned(),
+            token: Secret::new(token),
+        });
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -867,6 +1034,575 @@ async fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The patrol simulator
+// ---------------------------------------------------------------------------------------
+
+/// The demo patrol that never connects: `natt-2` (Nattpatrullen 2, the municipality's second
+/// night patrol, whose phone is "switched off"). It is never the suggested patrol (each
+/// provider's own patrol, or Nattpatrullen 1, comes first), so the usual dispatches work; to
+/// see a receipt timeout pass a dispatch on, dispatch a Call to it: after the receipt timeout
+/// (120 s by default) the dispatch passes to the next patrol of the route on shift (at night
+/// for Söder and Väster: Nattpatrullen 1), or the operator is told that no other patrol is on
+/// shift. It has a token like the others, so `vakt patrol` can play it by hand.
+pub const OFFLINE_PATROL: &str = "natt-2";
+
+/// How the simulated patrols behave. Every delay is drawn uniformly from its range (the
+/// ranges are in order; a reversed one is taken the right way round, and at most a day).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatrolSimOptions {
+    /// From an assignment reaching the patrol to its `received` (default 3-15 s).
+    pub receipt_after: RangeInclusive<Duration>,
+    /// From `received` to `accepted` (default 2-10 s).
+    pub accept_after: RangeInclusive<Duration>,
+    /// From `accepted` to `arrived` (default 60-360 s: well within the 30-minute limit).
+    pub arrive_after: RangeInclusive<Duration>,
+    /// From `arrived` to `completed` (default 30-90 s).
+    pub complete_after: RangeInclusive<Duration>,
+    /// Patrols that never connect (default [`OFFLINE_PATROL`]).
+    pub offline: Vec<String>,
+    /// Seed of the random choices (delays, outcomes).
+    pub seed: u64,
+}
+
+impl Default for PatrolSimOptions {
+    fn default() -> Self {
+        PatrolSimOptions {
+            receipt_after: Duration::from_secs(3)..=Duration::from_secs(15),
+            accept_after: Duration::from_secs(2)..=Duration::from_secs(10),
+            arrive_after: Duration::from_secs(60)..=Duration::from_secs(360),
+            complete_after: Duration::from_secs(30)..=Duration::from_secs(90),
+            offline: vec![OFFLINE_PATROL.to_owned()],
+            seed: rand::random(),
+        }
+    }
+}
+
+/// Most patrols simulated (a bound; the demo has 16).
+const MAX_SIM_PATROLS: usize = 256;
+/// Most assignments one simulated patrol keeps at once; more are left to the clocks.
+const MAX_PLANS: usize = 32;
+/// Longest delay drawn (a bound against overflowing the clock).
+const MAX_DELAY: Duration = Duration::from_secs(86_400);
+/// The first connections are spread over this long.
+const CONNECT_SPREAD: Duration = Duration::from_millis(500);
+/// A session that lasted this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// Runs the demo patrols against vakt's patrol QUIC endpoint at `server` (an unspecified
+/// address such as `0.0.0.0:7200` is reached over loopback), trusting exactly the
+/// certificate with the SHA-256 `fingerprint`, until `shutdown` is cancelled; returns
+/// promptly then. One task and one connection per patrol of `logins` (each patrol once),
+/// except those of [`PatrolSimOptions::offline`].
+///
+/// Each patrol logs in with its token and gets its open assignments; for each assignment
+/// it confirms receipt, accepts, arrives (method `lock` when the home has a digital lock,
+/// else `app`) and completes (mostly `helped`, sometimes `no_action`, rarely
+/// `ambulance_called`, with a note), each after a delay of [`PatrolSimOptions`], every event
+/// acknowledged before the next. A cancelled assignment is dropped; a warning is logged. The
+/// plan of an assignment survives a reconnect, and an assignment the server already moved on
+/// (e.g. arrived by a lock event) continues from there. A lost connection is retried with
+/// backoff (1 s doubling to 30 s, with jitter); a refusal the protocol says not to retry
+/// (`bad_token`, `unknown_patrol`, `replaced`, e.g. by someone playing the patrol with
+/// `vakt patrol`) ends that patrol's task. Steps are logged at info by patrol id, dispatch
+/// and subscriber name; never a token or a door code. Never panics.
+pub async fn simulate_patrols(
+    server: SocketAddr,
+    fingerprint: [u8; 32],
+    logins: Vec<PatrolLogin>,
+    opts: PatrolSimOptions,
+    shutdown: CancellationToken,
+) {
+    let server = loopback(server);
+    let trust = Trust::Pinned(fingerprint);
+    let mut root = SmallRng::seed_from_u64(opts.seed);
+    let mut tasks = JoinSet::new();
+    let mut seen = HashSet::new();
+    for login in logins {
+        if opts.offline.contains(&login.patrol) {
+            tracing::info!(patrol = %login.patrol, "demo: this patrol stays offline");
+            continue;
+        }
+        if !seen.insert(login.patrol.clone()) {
+            continue;
+        }
+        if seen.len() > MAX_SIM_PATROLS {
+            tracing::warn!(
+                max = MAX_SIM_PATROLS,
+                "demo: too many patrols, the rest are not simulated"
+            );
+            break;
+        }
+        let sim = PatrolSim {
+            id: login.patrol,
+            token: login.token,
+            opts: opts.clone(),
+            rng: SmallRng::seed_from_u64(root.random::<u64>()),
+            plans: BTreeMap::new(),
+            next_seq: 1,
+        };
+        tasks.spawn(sim.run(server, trust.clone(), shutdown.clone()));
+    }
+    tracing::info!(
+        patrols = tasks.len(),
+        %server,
+        "demo: simulating the Vaktby patrols"
+    );
+    while tasks.join_next().await.is_some() {}
+    tracing::debug!("demo: patrol simulator stopped");
+}
+
+/// `addr`, with an unspecified IP replaced by the loopback address of its family.
+fn loopback(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
+/// What a simulated patrol does next for one assignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Receive,
+    Accept,
+    Arrive,
+    Complete,
+}
+
+impl Step {
+    /// The step that follows an assignment in `state`, or `None` when it is over.
+    fn after(state: DispatchState) -> Option<Step> {
+        match state {
+            DispatchState::Offered => Some(Step::Receive),
+            DispatchState::Received => Some(Step::Accept),
+            DispatchState::Accepted => Some(Step::Arrive),
+            DispatchState::Arrived => Some(Step::Complete),
+            DispatchState::Declined
+            | DispatchState::ReceiptTimeout
+            | DispatchState::Completed
+            | DispatchState::Cancelled => None,
+        }
+    }
+
+    fn next(self) -> Option<Step> {
+        match self {
+            Step::Receive => Some(Step::Accept),
+            Step::Accept => Some(Step::Arrive),
+            Step::Arrive => Some(Step::Complete),
+            Step::Complete => None,
+        }
+    }
+}
+
+/// One assignment the patrol is working on.
+#[derive(Clone, Debug)]
+struct Plan {
+    step: Step,
+    due: Instant,
+    call: u64,
+    /// The subscriber's name (for the log).
+    name: String,
+    /// The home has a digital lock: arrival is by `lock`.
+    lock: bool,
+}
+
+/// How a session ended.
+enum Ended {
+    Shutdown,
+    Lost(ClientError),
+}
+
+/// One simulated patrol.
+struct PatrolSim {
+    id: String,
+    token: Secret,
+    opts: PatrolSimOptions,
+    rng: SmallRng,
+    /// By dispatch id; kept across reconnects.
+    plans: BTreeMap<u64, Plan>,
+    /// The next `seq` of this patrol's messages, continued across reconnects.
+    next_seq: u64,
+}
+
+/// Sleeps `d`; true if `shutdown` came first.
+async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// A delay drawn uniformly from `r` (see [`PatrolSimOptions`]).
+fn draw(rng: &mut SmallRng, r: &RangeInclusive<Duration>) -> Duration {
+    let ms = |d: Duration| u64::try_from(d.min(MAX_DELAY).as_millis()).unwrap_or(0);
+    let (a, b) = (ms(*r.start()), ms(*r.end()));
+    Duration::from_millis(rng.random_range(a.min(b)..=a.max(b)))
+}
+
+/// Outcomes of the demo visits with their notes (Swedish, as the patrols write them).
+const VISITS: &[(u32, VisitOutcome, &str)] = &[
+    (
+        25,
+        VisitOutcome::Helped,
+        "Hjälpte upp efter fall, inga synliga skador.",
+    ),
+    (
+        20,
+        VisitOutcome::Helped,
+        "Hjälp till toaletten, lugn när vi gick.",
+    ),
+    (
+        15,
+        VisitOutcome::Helped,
+        "Orolig och ensam, samtal och kaffe, mår bra nu.",
+    ),
+    (10, VisitOutcome::Helped, "Bytte skydd och bäddade om."),
+    (20, VisitOutcome::NoAction, "Larmade av misstag, allt väl."),
+    (
+        6,
+        VisitOutcome::Other,
+        "Larmet hade lossnat från armen, satte på det igen.",
+    ),
+    (
+        4,
+        VisitOutcome::AmbulanceCalled,
+        "Bröstsmärta, ambulans larmad, anhörig underrättad.",
+    ),
+];
+
+impl PatrolSim {
+    async fn run(mut self, server: SocketAddr, trust: Trust, shutdown: CancellationToken) {
+        let spread = draw(&mut self.rng, &(Duration::ZERO..=CONNECT_SPREAD));
+        if pause(spread, &shutdown).await {
+            return;
+        }
+        let min = Duration::from_secs(u64::from(RECONNECT_MIN_SECS));
+        let max = Duration::from_secs(u64::from(RECONNECT_MAX_SECS));
+        let mut backoff = min;
+        let host = server.ip().to_string();
+        loop {
+            let attempt = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                r = Session::open(server, &host, &trust, &self.id, self.token.expose(), self.next_seq) => r,
+            };
+            let error = match attempt {
+                Ok((s, welcome, assignments)) => {
+                    tracing::debug!(patrol = %self.id, open = welcome.open.len(), "demo: patrol connected");
+                    let started = Instant::now();
+                    self.plans.retain(|id, _| welcome.open.contains(id));
+                    for a in &assignments {
+                        self.assigned(a);
+                    }
+                    match self.session(s, &shutdown).await {
+                        Ended::Shutdown => return,
+                        Ended::Lost(e) => {
+                            if started.elapsed() >= STABLE_SESSION {
+                                backoff = min;
+                            }
+                            e
+                        }
+                    }
+                }
+                Err(e) => e,
+            };
+            if let ClientError::Refused {
+                code: ErrorCode::Replaced,
+                ..
+            } = error
+            {
+                tracing::info!(
+                    patrol = %self.id,
+                    "demo: patrol {} is now played by another client; its simulator stops",
+                    self.id
+                );
+                return;
+            }
+            if error.is_final() {
+                tracing::warn!(
+                    patrol = %self.id,
+                    error = %error,
+                    "demo: the server refused this patrol; its simulator stops"
+                );
+                return;
+            }
+            let jitter = draw(&mut self.rng, &(Duration::ZERO..=backoff / 5));
+            tracing::debug!(
+                patrol = %self.id,
+                error = %error,
+                retry_in_ms = u64::try_from((backoff + jitter).as_millis()).unwrap_or(u64::MAX),
+                "demo: patrol not connected"
+            );
+            if pause(backoff + jitter, &shutdown).await {
+                return;
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
+    /// Serves one logged-in session until it is lost or `shutdown`.
+    async fn session(&mut self, mut s: Session, shutdown: &CancellationToken) -> Ended {
+        let ended = self.serve(&mut s, shutdown).await;
+        self.next_seq = s.next_seq();
+        match ended {
+            Ended::Shutdown => s.close().await,
+            Ended::Lost(_) => drop(s),
+        }
+        ended
+    }
+
+    async fn serve(&mut self, s: &mut Session, shutdown: &CancellationToken) -> Ended {
+        let ping_every = Duration::from_secs(u64::from(PING_INTERVAL_SECS));
+        let mut next_ping = Instant::now() + ping_every;
+        loop {
+            // What is due, one event at a time, each answered before the next.
+            while let Some((id, step)) = self.due(Instant::now()) {
+                let ev = self.event(s, id, step);
+                let answer = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ended::Shutdown,
+                    a = s.send_event(&ev) => a,
+                };
+                match answer {
+                    Ok(a) => self.answered(id, step, &a),
+                    Err(e) => return Ended::Lost(e),
+                }
+            }
+            if next_ping <= Instant::now() {
+                let r = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ended::Shutdown,
+                    r = s.ping() => r,
+                };
+                if let Err(e) = r {
+                    return Ended::Lost(e);
+                }
+                next_ping = Instant::now() + ping_every;
+            }
+            let wake = self
+                .plans
+                .values()
+                .map(|p| p.due)
+                .min()
+                .map_or(next_ping, |d| d.min(next_ping));
+            let wait = wake.saturating_duration_since(Instant::now());
+            // A session given up halfway through a read is dropped, never used again.
+            let m = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ended::Shutdown,
+                m = s.next_push(wait) => m,
+            };
+            match m {
+                Ok(Some(m)) => {
+                    if let Some(e) = self.pushed(m) {
+                        return Ended::Lost(e);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Ended::Lost(e),
+            }
+        }
+    }
+
+    /// The earliest plan due at `now`.
+    fn due(&self, now: Instant) -> Option<(u64, Step)> {
+        self.plans
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .min_by_key(|(_, p)| p.due)
+            .map(|(id, p)| (*id, p.step))
+    }
+
+    fn delay(&mut self, step: Step) -> Duration {
+        let r = match step {
+            Step::Receive => self.opts.receipt_after.clone(),
+            Step::Accept => self.opts.accept_after.clone(),
+            Step::Arrive => self.opts.arrive_after.clone(),
+            Step::Complete => self.opts.complete_after.clone(),
+        };
+        draw(&mut self.rng, &r)
+    }
+
+    /// An assignment arrived (new, or again after a reconnect or a change).
+    fn assigned(&mut self, a: &AssignmentMsg) {
+        let Some(step) = Step::after(a.state) else {
+            self.plans.remove(&a.dispatch);
+            return;
+        };
+        if let Some(p) = self.plans.get(&a.dispatch) {
+            if p.step >= step {
+                // Already planned (or further along): keep its time.
+                return;
+            }
+        } else if self.plans.len() >= MAX_PLANS {
+            tracing::warn!(patrol = %self.id, dispatch = a.dispatch, "demo: patrol too busy, assignment left alone");
+            return;
+        } else {
+            tracing::info!(
+                patrol = %self.id,
+                dispatch = a.dispatch,
+                call = a.call,
+                "demo: patrol {} got an assignment: {} at {}",
+                self.id,
+                a.reason,
+                a.subscriber.name
+            );
+        }
+        let due = Instant::now() + self.delay(step);
+        self.plans.insert(
+            a.dispatch,
+            Plan {
+                step,
+                due,
+                call: a.call,
+                name: a.subscriber.name.clone(),
+                lock: !a.access.digital_lock_id.is_empty(),
+            },
+        );
+    }
+
+    /// A pushed message; `Some` when the session must end.
+    fn pushed(&mut self, m: ToPatrol) -> Option<ClientError> {
+        match m {
+            ToPatrol::Assignment(a) => self.assigned(&a),
+            ToPatrol::SlaWarning {
+                dispatch,
+                minutes_left,
+                ..
+            } => tracing::info!(
+                patrol = %self.id,
+                dispatch,
+                "demo: patrol {} warned: {minutes_left} min left",
+                self.id
+            ),
+            ToPatrol::Cancelled {
+                dispatch, reason, ..
+            } => {
+                self.plans.remove(&dispatch);
+                tracing::info!(
+                    patrol = %self.id,
+                    dispatch,
+                    "demo: patrol {} told to stand down ({reason})",
+                    self.id
+                );
+            }
+            ToPatrol::Error {
+                code,
+                message,
+                fatal: true,
+                ..
+            } => return Some(ClientError::Refused { code, message }),
+            ToPatrol::Error { code, .. } => {
+                tracing::debug!(patrol = %self.id, code = code.as_str(), "demo: error from the server");
+            }
+            ToPatrol::Welcome { .. } | ToPatrol::Ack { .. } | ToPatrol::Pong { .. } => {}
+        }
+        None
+    }
+
+    /// The event of `step` for dispatch `id`, with the session's next `seq`.
+    fn event(&mut self, s: &mut Session, id: u64, step: Step) -> FromPatrol {
+        let seq = s.next_seq();
+        let at = jiff::Timestamp::now();
+        let lock = self.plans.get(&id).is_some_and(|p| p.lock);
+        match step {
+            Step::Receive => FromPatrol::Received {
+                seq,
+                dispatch: id,
+                at,
+            },
+            Step::Accept => FromPatrol::Accepted {
+                seq,
+                dispatch: id,
+                at,
+            },
+            Step::Arrive => FromPatrol::Arrived {
+                seq,
+                dispatch: id,
+                at,
+                method: if lock {
+                    ArrivalMethod::Lock
+                } else {
+                    ArrivalMethod::App
+                },
+                code: None,
+            },
+            Step::Complete => {
+                let total: u32 = VISITS.iter().map(|v| v.0).sum();
+                let mut roll = self.rng.random_range(0..total.max(1));
+                let mut pick = (VisitOutcome::Helped, "");
+                for (w, outcome, note) in VISITS {
+                    if roll < *w {
+                        pick = (*outcome, note);
+                        break;
+                    }
+                    roll -= w;
+                }
+                FromPatrol::Completed {
+                    seq,
+                    dispatch: id,
+                    at,
+                    outcome: pick.0,
+                    note: pick.1.to_owned(),
+                }
+            }
+        }
+    }
+
+    /// The server answered the event of `step` for dispatch `id`.
+    fn answered(&mut self, id: u64, step: Step, answer: &ToPatrol) {
+        let Some(plan) = self.plans.get(&id).cloned() else {
+            return;
+        };
+        let ToPatrol::Ack { .. } = answer else {
+            // Refused (closed, not ours): the dispatch has moved on without this patrol.
+            if let ToPatrol::Error { code, .. } = answer {
+                tracing::info!(
+                    patrol = %self.id,
+                    dispatch = id,
+                    code = code.as_str(),
+                    "demo: patrol {} dropped dispatch {id}: the server refused {step:?}",
+                    self.id
+                );
+            }
+            self.plans.remove(&id);
+            return;
+        };
+        let (id_, name) = (&self.id, &plan.name);
+        match step {
+            Step::Receive => {
+                tracing::info!(patrol = %id_, dispatch = id, call = plan.call, "demo: patrol {id_} confirmed receipt (going to {name})")
+            }
+            Step::Accept => {
+                tracing::info!(patrol = %id_, dispatch = id, call = plan.call, "demo: patrol {id_} accepted and is on its way to {name}")
+            }
+            Step::Arrive => {
+                tracing::info!(patrol = %id_, dispatch = id, call = plan.call, "demo: patrol {id_} arrived at {name}'s home")
+            }
+            Step::Complete => {
+                tracing::info!(patrol = %id_, dispatch = id, call = plan.call, "demo: patrol {id_} completed the visit to {name}")
+            }
+        }
+        match step.next() {
+            Some(next) => {
+                let due = Instant::now() + self.delay(next);
+                if let Some(p) = self.plans.get_mut(&id) {
+                    p.step = next;
+                    p.due = due;
+                }
+            }
+            None => {
+                self.plans.remove(&id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -954,8 +1690,14 @@ mod tests {
         let users = DemoUsers {
             operator: ("operator".into(), a.clone()),
             supervisor: ("supervisor".into(), b),
+            patrols: vec![PatrolLogin {
+                patrol: "norr-dag".into(),
+                token: Secret::new("t0ps3cret"),
+            }],
         };
-        assert!(!format!("{users:?}").contains(&a), "no password in Debug");
+        let debug = format!("{users:?}");
+        assert!(!debug.contains(&a), "no password in Debug");
+        assert!(!debug.contains("t0ps3cret"), "no token in Debug");
     }
 
     #[test]
@@ -984,6 +1726,126 @@ mod tests {
             "second seed does nothing"
         );
         assert_eq!(store.user_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn seed_saves_the_directory_and_a_token_per_patrol_and_the_logins_survive() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let users = seed(&store, jiff::Timestamp::UNIX_EPOCH)
+            .unwrap()
+            .expect("seeded");
+        let expected = crate::directory::parse_all(
+            crate::directory::DEMO_PROVIDERS.as_bytes(),
+            crate::directory::DEMO_AREAS.as_bytes(),
+            crate::directory::DEMO_PATROLS.as_bytes(),
+            crate::directory::DEMO_ROUTES.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(store.directory().unwrap(), expected);
+        let ids: Vec<&str> = users.patrols.iter().map(|l| l.patrol.as_str()).collect();
+        let want: Vec<&str> = expected.patrols.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, want, "a login for every patrol, in id order");
+        assert!(ids.contains(&OFFLINE_PATROL));
+        let tokens: HashSet<&str> = users.patrols.iter().map(|l| l.token.expose()).collect();
+        assert_eq!(tokens.len(), users.patrols.len(), "tokens differ");
+        for l in &users.patrols {
+            let hash = crate::console::auth::token_hash(l.token.expose());
+            assert!(
+                store.patrol_token_matches(&l.patrol, &hash).unwrap(),
+                "{}",
+                l.patrol
+            );
+        }
+        assert!(!format!("{users:?}").contains(users.patrols[0].token.expose()));
+
+        // Kept in the data directory, for the owner only, and read back the same.
+        assert!(load_patrol_logins(dir.path()).is_err(), "nothing saved yet");
+        let path = dir.path().join(PATROL_LOGINS_FILE);
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            save_patrol_logins(dir.path(), &users.patrols).unwrap(),
+            path
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(load_patrol_logins(dir.path()).unwrap(), users.patrols);
+
+        // A later start (the store reopened) still lets the patrols in.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(seed(&store, jiff::Timestamp::UNIX_EPOCH).unwrap().is_none());
+        for l in load_patrol_logins(dir.path()).unwrap() {
+            let hash = crate::console::auth::token_hash(l.token.expose());
+            assert!(
+                store.patrol_token_matches(&l.patrol, &hash).unwrap(),
+                "{}",
+                l.patrol
+            );
+        }
+    }
+
+    #[test]
+    fn the_logins_file_is_read_strictly_and_never_echoes_a_token() {
+        let text = "# comment\n\n  norr-dag abc  \nsoder-dag def\nnorr-dag ghi\n";
+        let got = parse_logins(text).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                PatrolLogin {
+                    patrol: "soder-dag".into(),
+                    token: Secret::new("def")
+                },
+                PatrolLogin {
+                    patrol: "norr-dag".into(),
+                    token: Secret::new("ghi")
+                },
+            ],
+            "the last token of a patrol counts"
+        );
+        let e = parse_logins("norr-dag\n").unwrap_err();
+        assert_eq!(e, "line 1: expected `PATROL TOKEN`");
+        let e = parse_logins("# x\nnorr-dag s3cr3t extra\n").unwrap_err();
+        assert_eq!(e, "line 2: expected `PATROL TOKEN`");
+        let e = parse_logins("n/a s3cr3t\n").unwrap_err();
+        assert!(e.starts_with("line 1: not a patrol id"), "{e}");
+        assert!(!e.contains("s3cr3t"));
+        let long = format!("norr-dag {}\n", "x".repeat(MAX_TOKEN_CHARS + 1));
+        assert!(parse_logins(&long).is_err());
+        assert_eq!(parse_logins("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn patrol_steps_and_delays() {
+        assert_eq!(Step::after(DispatchState::Offered), Some(Step::Receive));
+        assert_eq!(Step::after(DispatchState::Arrived), Some(Step::Complete));
+        assert_eq!(Step::after(DispatchState::ReceiptTimeout), None);
+        assert_eq!(Step::Arrive.next(), Some(Step::Complete));
+        assert_eq!(Step::Complete.next(), None);
+        let mut rng = SmallRng::seed_from_u64(1);
+        let r = Duration::from_secs(60)..=Duration::from_secs(360);
+        for _ in 0..100 {
+            assert!(r.contains(&draw(&mut rng, &r)));
+        }
+        // Reversed and huge ranges stay sane.
+        let rev = Duration::from_secs(9)..=Duration::from_secs(3);
+        assert!((3..=9).contains(&draw(&mut rng, &rev).as_secs()));
+        let huge = Duration::MAX..=Duration::MAX;
+        assert_eq!(draw(&mut rng, &huge), MAX_DELAY);
+        let opts = PatrolSimOptions::default();
+        assert_eq!(opts.offline, [OFFLINE_PATROL]);
+        assert_eq!(*opts.arrive_after.end(), Duration::from_secs(360));
+        assert_eq!(
+            loopback("0.0.0.0:7200".parse().unwrap()),
+            "127.0.0.1:7200".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            loopback("[::]:7200".parse().unwrap()),
+            "[::1]:7200".parse::<SocketAddr>().unwrap()
+        );
+        assert!(VISITS.iter().all(|v| !v.2.is_empty() && v.0 > 0));
     }
 
     #[test]
@@ -1149,5 +2011,190 @@ mod tests {
             let p = crate::codec::event::decode_payload(Token::AdmCid, &f.3).unwrap();
             assert_eq!(p.events.len(), 1);
         }
+    }
+
+    fn demo_call(id: u64, subscriber: &str, account: &str) -> crate::model::Call {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "priority": 1, "state": "claimed", "owner": "operator",
+            "opened_at": "2026-11-23T10:00:00Z", "alarm_count": 1, "subscriber": subscriber,
+            "account": account, "kind": "Fall", "restored": false,
+            "answered_at": "2026-11-23T10:00:20Z", "closed_at": null, "outcome": null,
+            "timeline": []
+        }))
+        .unwrap()
+    }
+
+    async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The demo patrols over real QUIC on 127.0.0.1 against the real dispatcher, hub and
+    /// store: every patrol but the offline one logs in; a dispatch made before they connect
+    /// (delivered on login) and one made while connected (pushed) both reach `completed`;
+    /// a patrol played by hand is left alone; the simulator stops on shutdown; a refused
+    /// patrol stops by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_patrols_take_dispatches_to_completed_over_quic() {
+        tokio::time::timeout(Duration::from_secs(90), demo_patrols_scenario())
+            .await
+            .expect("the scenario finishes in time");
+    }
+
+    async fn demo_patrols_scenario() {
+        use std::sync::Arc;
+
+        use crate::calls::sla::SlaOptions;
+        use crate::dispatch::hub::Hub;
+        use crate::dispatch::patrol_link;
+        use crate::dispatch::service::{Dispatcher, Target};
+        use crate::transport::quic;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let users = seed(&store, jiff::Timestamp::now()).unwrap().unwrap();
+        save_patrol_logins(dir.path(), &users.patrols).unwrap();
+        let logins = load_patrol_logins(dir.path()).unwrap();
+        store
+            .save_calls(
+                &[
+                    demo_call(1, "S-1001", "1234"),
+                    demo_call(2, "S-1002", "5678"),
+                ],
+                None,
+            )
+            .unwrap();
+        let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
+        let dispatcher =
+            Arc::new(Dispatcher::start(store.clone(), tz, SlaOptions::default()).unwrap());
+        let centrum = Target {
+            call: 1,
+            provider: "Hemtjänst Centrum".into(),
+            area: "Centrum".into(),
+        };
+        let norr = Target {
+            call: 2,
+            provider: "Hemtjänst Norr".into(),
+            area: "Norr".into(),
+        };
+        let d1 = dispatcher
+            .dispatch(&centrum, "centrum-dag", "operator", jiff::Timestamp::now())
+            .unwrap();
+
+        let (id, _) = quic::dev_identity(dir.path(), &[]).unwrap();
+        let endpoint = quinn::Endpoint::server(
+            quic::server_config(&id).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let server_stop = CancellationToken::new();
+        let hub = Arc::new(Hub::new(dispatcher.clone(), store.clone()));
+        let link = patrol_link::Link::new();
+        let server = tokio::spawn(patrol_link::serve(
+            endpoint,
+            hub.clone(),
+            link.clone(),
+            32,
+            server_stop.clone(),
+        ));
+
+        let fast = Duration::from_millis(5)..=Duration::from_millis(40);
+        let opts = PatrolSimOptions {
+            receipt_after: fast.clone(),
+            accept_after: fast.clone(),
+            arrive_after: fast.clone(),
+            complete_after: fast,
+            offline: vec![OFFLINE_PATROL.to_owned()],
+            seed: 11,
+        };
+        let sim_stop = CancellationToken::new();
+        let sim = tokio::spawn(simulate_patrols(
+            addr,
+            id.fingerprint,
+            logins.clone(),
+            opts.clone(),
+            sim_stop.clone(),
+        ));
+
+        wait_for("every patrol but the offline one", || {
+            link.sessions().len() == logins.len() - 1
+        })
+        .await;
+        assert!(!link.connected(OFFLINE_PATROL));
+
+        // A dispatch while the patrol is connected, pushed as the server does.
+        let d2 = dispatcher
+            .dispatch(&norr, "norr-dag", "operator", jiff::Timestamp::now())
+            .unwrap();
+        assert!(link.push(
+            "norr-dag",
+            ToPatrol::Assignment(Box::new(hub.assignment(&d2)))
+        ));
+
+        let state = |id: u64| store.dispatch(id).unwrap().unwrap().state;
+        wait_for("both dispatches completed", || {
+            state(d1.id) == DispatchState::Completed && state(d2.id) == DispatchState::Completed
+        })
+        .await;
+        for (d, method) in [(&d1, ArrivalMethod::Lock), (&d2, ArrivalMethod::App)] {
+            let done = store.dispatch(d.id).unwrap().unwrap();
+            assert!(done.received_at.is_some(), "{done:?}");
+            assert!(done.accepted_at.is_some(), "{done:?}");
+            assert!(done.arrived_at.is_some(), "{done:?}");
+            assert!(done.received_at <= done.accepted_at && done.accepted_at <= done.arrived_at);
+            assert_eq!(done.arrival_method, Some(method), "{done:?}");
+            assert!(!done.note.is_empty(), "{done:?}");
+            assert!(!done.breached);
+        }
+        assert!(dispatcher.live_for("centrum-dag").is_empty());
+        assert!(dispatcher.live_for("norr-dag").is_empty());
+
+        // Someone plays norr-dag by hand: the simulator lets go of it and does not take it
+        // back (it would reconnect within about a second if it did).
+        let token = &logins
+            .iter()
+            .find(|l| l.patrol == "norr-dag")
+            .unwrap()
+            .token;
+        let trust = Trust::Pinned(id.fingerprint);
+        let (mut by_hand, _, _) = Session::connect(addr, &trust, "norr-dag", token.expose())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        by_hand.ping().await.unwrap();
+        let m = by_hand.next_push(Duration::from_millis(300)).await;
+        assert!(matches!(m, Ok(None)), "still logged in: {m:?}");
+        by_hand.close().await;
+
+        // Shutdown: the simulator returns promptly and its patrols log out.
+        sim_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), sim)
+            .await
+            .expect("the simulator stops promptly")
+            .unwrap();
+        wait_for("the patrols logged out", || link.sessions().is_empty()).await;
+
+        // A patrol the server refuses (a wrong token) is not retried: the simulator ends.
+        let wrong = vec![PatrolLogin {
+            patrol: OFFLINE_PATROL.to_owned(),
+            token: Secret::new("0".repeat(64)),
+        }];
+        let opts = PatrolSimOptions {
+            offline: Vec::new(),
+            ..opts
+        };
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            simulate_patrols(addr, id.fingerprint, wrong, opts, CancellationToken::new()),
+        )
+        .await
+        .expect("a refused patrol stops by itself");
+
+        server_stop.cancel();
+        server.await.unwrap();
     }
 }
