@@ -1,18 +1,23 @@
 //! Sub-commands that work on a stopped server's data directory: device, subscriber and
-//! directory import, users, patrol tokens, journal and audit export. (sled locks the
-//! directory, so they refuse to run beside a live server.)
+//! directory import, users, patrol and integration tokens, journal and audit export, the
+//! monthly SLA report. (sled locks the directory, so they refuse to run beside a live
+//! server.) Also what `vakt patrol` reads before it connects: its token file and the
+//! development certificate it pins.
 
 use std::io::Write;
 use std::path::Path;
 
 use jiff::Timestamp;
 
+use crate::codec::patrol::Secret;
 use crate::console::auth::{self, AuthError, Password};
 use crate::directory;
 use crate::model::{AuditEntry, Role};
 use crate::registry::{self, ImportError};
+use crate::report::{self, ReportError, SlaReport};
 use crate::store::{Store, StoreError};
 use crate::subscribers;
+use crate::transport::quic::{self, QuicError};
 
 /// The user name audit entries written by these sub-commands carry.
 pub const CLI_USER: &str = "vakt";
@@ -32,6 +37,36 @@ pub enum CliError {
     /// No patrol with this id is in the directory.
     #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
     UnknownPatrol(String),
+    /// No integration with this name has a token.
+    #[error("no integration {0:?} (see `vakt integrations list`)")]
+    UnknownIntegration(String),
+    /// An integration name other than 1 to 64 of a-z, 0-9, '_', '.', '-'.
+    #[error("bad integration name {0}: use 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'")]
+    BadIntegrationName(String),
+    /// The report's month is bad (or the report failed in storage).
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The patrol's token file cannot be used.
+    #[error("token file {path}: {reason}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why (never the token).
+        reason: String,
+    },
+    /// `--insecure-dev` without a fingerprint, and no development certificate to read it from.
+    #[error(
+        "no development certificate {path} (the server makes it on its first start in its \
+         data directory): give --data-dir of the server, or --fingerprint as the server \
+         printed it"
+    )]
+    NoDevCertificate {
+        /// Where it was looked for.
+        path: String,
+    },
+    /// A certificate file could not be read.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
     /// A user name or password was refused (or hashing failed).
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -277,4 +312,181 @@ pub fn issue_patrol_token(
     })?;
     store.flush()?;
     Ok(token)
+}
+
+/// Checks an integration name: 1 to 64 of `a-z`, `0-9`, `_`, `.`, `-` (e.g. `phoniro`,
+/// `assa-abloy.hemtjanst`).
+pub fn validate_integration_name(name: &str) -> Result<(), CliError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else if name.chars().count() <= 64 {
+        Err(CliError::BadIntegrationName(format!("{name:?}")))
+    } else {
+        Err(CliError::BadIntegrationName(format!(
+            "of {} characters",
+            name.chars().count()
+        )))
+    }
+}
+
+/// Issues a new bearer token for the integration `name` (a lock system posting to
+/// `POST /api/locks/events`), replacing any earlier one, and returns it: the caller shows it
+/// once. Only its SHA-256 is stored. Writes an `integration.token` audit entry at `now`
+/// (without the token).
+pub fn issue_integration_token(
+    data_dir: &Path,
+    name: &str,
+    now: Timestamp,
+) -> Result<String, CliError> {
+    validate_integration_name(name)?;
+    let store = Store::open(data_dir)?;
+    let (token, hash) = auth::new_token();
+    store.set_integration_token(name, &hash)?;
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: "integration.token".to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!("command line: new token for integration {name}"),
+    })?;
+    store.flush()?;
+    Ok(token)
+}
+
+/// Writes the names of the integrations with a token, one a line. Returns how many.
+pub fn list_integrations(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
+    let store = Store::open(data_dir)?;
+    let names = store.integrations()?;
+    for n in &names {
+        writeln!(out, "{n}")?;
+    }
+    out.flush()?;
+    Ok(names.len())
+}
+
+/// Removes the integration `name` and its token. Writes an `integration.revoke` audit entry
+/// at `now`.
+pub fn revoke_integration(data_dir: &Path, name: &str, now: Timestamp) -> Result<(), CliError> {
+    let store = Store::open(data_dir)?;
+    if !store.revoke_integration(name)? {
+        return Err(CliError::UnknownIntegration(name.to_string()));
+    }
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: "integration.revoke".to_string(),
+        call: None,
+        subscriber: None,
+        detail: format!("command line: revoked integration {name}"),
+    })?;
+    store.flush()?;
+    Ok(())
+}
+
+/// The SLA report of `month` (`YYYY-MM`, in `tz`) from `data_dir`, judged at `now`. The
+/// month is checked before the store is opened.
+pub fn sla_report(
+    data_dir: &Path,
+    month: &str,
+    tz: &jiff::tz::TimeZone,
+    now: Timestamp,
+) -> Result<SlaReport, CliError> {
+    report::month_bounds(month, tz)?;
+    let store = Store::open(data_dir)?;
+    Ok(report::sla_report(&store, month, tz, now)?)
+}
+
+/// The patrol's token from its file: the first line, trimmed; it must not be empty.
+pub fn read_token_file(path: &Path) -> Result<Secret, CliError> {
+    let err = |reason: String| CliError::TokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.is_empty() {
+        return Err(err(
+            "the first line is empty (it must hold the token from `vakt patrols token`)".into(),
+        ));
+    }
+    Ok(Secret::new(first))
+}
+
+/// Whether others than the owner may read the file (a token file should be private).
+pub fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+/// The SHA-256 fingerprint of the development certificate in `data_dir` (as the server
+/// made it on its first start, [`quic::DEV_CERT_FILE`]), and the file. Never makes one.
+pub fn dev_fingerprint(data_dir: &Path) -> Result<([u8; 32], std::path::PathBuf), CliError> {
+    let path = data_dir.join(quic::DEV_CERT_FILE);
+    if !path.is_file() {
+        return Err(CliError::NoDevCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    match quic::load_ca(&path)? {
+        quic::Trust::Ca(certs) => match certs.first() {
+            Some(cert) => Ok((quic::fingerprint(cert), path)),
+            None => Err(CliError::NoDevCertificate {
+                path: path.display().to_string(),
+            }),
+        },
+        quic::Trust::Pinned(fp) => Ok((fp, path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integration_names() {
+        for ok in ["phoniro", "assa-abloy.hemtjanst", "a", "lock_2"] {
+            assert!(validate_integration_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "Phoniro", "lås", "a b", "a/b", long.as_str()] {
+            assert!(validate_integration_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_files_give_their_first_line_trimmed_and_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "  abc123  \nsecond line\n").unwrap();
+        assert_eq!(read_token_file(&f).unwrap().expose(), "abc123");
+        std::fs::write(&f, "\nabc123\n").unwrap();
+        let e = read_token_file(&f).unwrap_err().to_string();
+        assert!(e.contains("first line is empty"), "{e}");
+        std::fs::write(&f, "").unwrap();
+        assert!(read_token_file(&f).is_err());
+        let e = read_token_file(&dir.path().join("none")).unwrap_err();
+        assert!(e.to_string().contains("token file"), "{e}");
+    }
+
+    #[test]
+    fn the_dev_fingerprint_is_read_never_made() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            dev_fingerprint(dir.path()),
+            Err(CliError::NoDevCertificate { .. })
+        ));
+        assert!(!dir.path().join(quic::DEV_CERT_FILE).exists());
+        let (id, made) = quic::dev_identity(dir.path(), &[]).unwrap();
+        assert!(made);
+        let (fp, path) = dev_fingerprint(dir.path()).unwrap();
+        assert_eq!(fp, id.fingerprint);
+        assert_eq!(path, dir.path().join(quic::DEV_CERT_FILE));
+    }
 }

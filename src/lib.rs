@@ -39,6 +39,7 @@ pub mod model;
 pub mod patrol_client;
 pub mod receiver;
 pub mod registry;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod subscribers;

@@ -82,6 +82,114 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PatrolsCmd,
     },
+    /// Reports (with the server stopped; the console has them too).
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
+    /// Integrations (digital lock systems) and their tokens for `POST /api/locks/events`.
+    Integrations {
+        #[command(subcommand)]
+        cmd: IntegrationsCmd,
+    },
+    /// The terminal patrol client (the reference client of proto/patrol.md): shows
+    /// assignments and warnings as they arrive, and takes one command a line: `r ID`
+    /// received, `a ID` accept, `d ID REASON` decline, `h ID` arrived, `c ID OUTCOME NOTE`
+    /// complete, `q` quit. It reconnects by itself. The server's certificate is checked
+    /// against --ca, or with --insecure-dev pinned to the development certificate.
+    Patrol {
+        /// The server's patrol link, HOST:PORT (its `[patrol] listen_quic`).
+        #[arg(long)]
+        server: String,
+        /// This patrol's id in the directory.
+        #[arg(long)]
+        patrol: String,
+        /// File whose first line is the patrol's token (from `vakt patrols token`); keep it
+        /// readable by you only.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Trust server certificates signed by the CA certificates of this PEM file.
+        #[arg(long, conflicts_with = "insecure_dev")]
+        ca: Option<PathBuf>,
+        /// Development only: trust exactly the server's self-signed development certificate,
+        /// pinned by its SHA-256 fingerprint: --fingerprint, or else read from the
+        /// certificate in --data-dir.
+        #[arg(long)]
+        insecure_dev: bool,
+        /// With --insecure-dev: the fingerprint the server printed at start (hex, colons
+        /// optional).
+        #[arg(long, requires = "insecure_dev")]
+        fingerprint: Option<String>,
+        /// With --insecure-dev and no --fingerprint: the server's data directory, where its
+        /// development certificate is (never made here).
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCmd {
+    /// The monthly arrival SLA report: per care provider and area the dispatches, median and
+    /// 90th percentile time from receipt to arrival, breaches (with Call ids), receipt
+    /// timeouts, declined, cancelled and open; and the month's answer-time figures. A
+    /// dispatch counts in the month it was offered, in local time. With the server stopped
+    /// (while it runs, use the console or GET /api/reports/sla?month=YYYY-MM).
+    Sla {
+        /// The month, YYYY-MM (e.g. 2026-11).
+        #[arg(long)]
+        month: String,
+        /// Output: `text` (a table, the default), `csv` (the per-provider-and-area rows
+        /// and a totals line, for a spreadsheet) or `json` (everything, as the API gives it).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Configuration file: its `data_dir` and `[http] time_zone` are used unless given
+        /// below.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory [default: the configuration's, vakt-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// IANA time zone the month is counted in [default: the configuration's,
+        /// Europe/Stockholm].
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
+}
+
+/// How `vakt report sla` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ReportFormat {
+    Text,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum IntegrationsCmd {
+    /// Issue a new bearer token for an integration (with the server stopped), creating the
+    /// integration. The token is printed once on standard output and stored only as a
+    /// hash; an earlier token of the integration stops working.
+    Token {
+        /// The integration's name: 1 to 64 of a-z, 0-9, '_', '.', '-' (e.g. phoniro).
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// List the integrations that have a token (with the server stopped).
+    List {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove an integration; its token stops working (with the server stopped).
+    Revoke {
+        /// The integration's name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +420,263 @@ fn main() -> ExitCode {
         Cmd::Patrols {
             cmd: PatrolsCmd::Token { id, data_dir },
         } => patrol_token(&id, &data_dir),
+        Cmd::Report {
+            cmd:
+                ReportCmd::Sla {
+                    month,
+                    format,
+                    config,
+                    data_dir,
+                    time_zone,
+                },
+        } => report_sla(&month, format, config, data_dir, time_zone),
+        Cmd::Integrations { cmd } => integrations(cmd),
+        Cmd::Patrol {
+            server,
+            patrol,
+            token_file,
+            ca,
+            insecure_dev,
+            fingerprint,
+            data_dir,
+        } => patrol_client(PatrolArgs {
+            server,
+            patrol,
+            token_file,
+            ca,
+            insecure_dev,
+            fingerprint,
+            data_dir,
+        }),
+    }
+}
+
+/// `vakt report sla`: exit 64 for a bad month, time zone, configuration or data directory.
+fn report_sla(
+    month: &str,
+    format: ReportFormat,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    time_zone: Option<String>,
+) -> ExitCode {
+    let cfg = match &config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => Config::embedded(),
+    };
+    let data_dir = data_dir.unwrap_or(cfg.data_dir);
+    let zone = time_zone.unwrap_or(cfg.http.time_zone);
+    let tz = match jiff::tz::TimeZone::get(&zone) {
+        Ok(tz) => tz,
+        Err(_) => {
+            eprintln!("vakt: unknown time zone {zone:?} (an IANA name, e.g. Europe/Stockholm)");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(e) = vakt::report::month_bounds(month, &tz) {
+        eprintln!("vakt: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    if !data_dir.is_dir() {
+        eprintln!("{}: no such data directory", data_dir.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    let r = match vakt::cli::sla_report(&data_dir, month, &tz, jiff::Timestamp::now()) {
+        Ok(r) => r,
+        Err(e @ vakt::cli::CliError::Store(vakt::store::StoreError::Open { .. })) => {
+            eprintln!(
+                "vakt: {e}\nvakt: while the server runs, the report is in the console \
+                 (GET /api/reports/sla?month={month})"
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return report(Err(e.into())),
+    };
+    let text = match format {
+        ReportFormat::Text => vakt::report::to_text(&r),
+        ReportFormat::Csv => vakt::report::to_csv(&r),
+        ReportFormat::Json => match serde_json::to_string_pretty(&r) {
+            Ok(mut j) => {
+                j.push('\n');
+                j
+            }
+            Err(e) => return report(Err(e.into())),
+        },
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    report(
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the report"),
+    )
+}
+
+/// `vakt integrations token|list|revoke`: exit 64 for a bad name or data directory, 65 to
+/// revoke an unknown integration.
+fn integrations(cmd: IntegrationsCmd) -> ExitCode {
+    let data_dir = match &cmd {
+        IntegrationsCmd::Token { data_dir, .. }
+        | IntegrationsCmd::List { data_dir }
+        | IntegrationsCmd::Revoke { data_dir, .. } => data_dir.clone(),
+    };
+    if let IntegrationsCmd::Token { name, .. } = &cmd {
+        if let Err(e) = vakt::cli::validate_integration_name(name) {
+            eprintln!("vakt: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    }
+    if !data_dir.is_dir() {
+        eprintln!("{}: no such data directory", data_dir.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    let now = jiff::Timestamp::now();
+    match cmd {
+        IntegrationsCmd::Token { name, .. } => {
+            match vakt::cli::issue_integration_token(&data_dir, &name, now) {
+                Ok(token) => {
+                    println!("{token}");
+                    eprintln!(
+                        "vakt: new token for integration {name} (shown only this once; any \
+                         earlier token no longer works). It sends lock events with the header \
+                         `Authorization: Bearer TOKEN` to POST /api/locks/events"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(Err(e.into())),
+            }
+        }
+        IntegrationsCmd::List { .. } => {
+            match vakt::cli::list_integrations(&data_dir, std::io::stdout().lock()) {
+                Ok(0) => {
+                    eprintln!("no integrations in {}", data_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => report(Err(e.into())),
+            }
+        }
+        IntegrationsCmd::Revoke { name, .. } => {
+            match vakt::cli::revoke_integration(&data_dir, &name, now) {
+                Ok(()) => {
+                    println!("revoked integration {name}: its token no longer works");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ vakt::cli::CliError::UnknownIntegration(_)) => {
+                    eprintln!("vakt: {e}");
+                    ExitCode::from(EX_DATAERR)
+                }
+                Err(e) => report(Err(e.into())),
+            }
+        }
+    }
+}
+
+/// The command line of `vakt patrol`.
+struct PatrolArgs {
+    server: String,
+    patrol: String,
+    token_file: PathBuf,
+    ca: Option<PathBuf>,
+    insecure_dev: bool,
+    fingerprint: Option<String>,
+    data_dir: PathBuf,
+}
+
+/// `vakt patrol`: exit 64 without a way to trust the server (or a bad fingerprint or CA
+/// file), 65 for an unusable token file, 1 when the server refuses the patrol.
+fn patrol_client(a: PatrolArgs) -> ExitCode {
+    use vakt::transport::quic::{self, Trust};
+    let trust = match (&a.ca, a.insecure_dev) {
+        (Some(ca), _) => match quic::load_ca(ca) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vakt: --ca: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        (None, true) => match &a.fingerprint {
+            Some(hex) => match quic::parse_fingerprint(hex) {
+                Some(fp) => {
+                    eprintln!(
+                        "vakt: --insecure-dev: trusting only the server certificate with \
+                         SHA-256 fingerprint {}",
+                        quic::fingerprint_hex(&fp)
+                    );
+                    Trust::Pinned(fp)
+                }
+                None => {
+                    eprintln!(
+                        "vakt: --fingerprint {hex:?} is not a SHA-256 fingerprint (64 hex \
+                         digits, colons optional, as the server prints it at start)"
+                    );
+                    return ExitCode::from(EX_USAGE);
+                }
+            },
+            None => match vakt::cli::dev_fingerprint(&a.data_dir) {
+                Ok((fp, path)) => {
+                    eprintln!(
+                        "vakt: --insecure-dev: trusting only the development certificate {} \
+                         (SHA-256 fingerprint {})",
+                        path.display(),
+                        quic::fingerprint_hex(&fp)
+                    );
+                    Trust::Pinned(fp)
+                }
+                Err(e) => {
+                    eprintln!("vakt: --insecure-dev: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            },
+        },
+        (None, false) => {
+            eprintln!(
+                "vakt: say how to trust the server's certificate: --ca FILE (a PEM file with \
+                 the CA certificates that signed the server's certificate, for a production \
+                 server), or --insecure-dev (development only: pins the server's self-signed \
+                 development certificate, by --fingerprint HEX as the server printed it at \
+                 start, or read from the server's --data-dir)"
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let token = match vakt::cli::read_token_file(&a.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vakt: {e}");
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    if vakt::cli::readable_by_others(&a.token_file) {
+        eprintln!(
+            "vakt: warning: {} can be read by other users (chmod 600 it)",
+            a.token_file.display()
+        );
+    }
+    let opts = vakt::patrol_client::ClientOptions {
+        server: a.server,
+        patrol: a.patrol,
+        token,
+        trust,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(anyhow::Error::from(e).context("starting the runtime"))),
+    };
+    match rt.block_on(vakt::patrol_client::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vakt: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -574,6 +939,15 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         }
         if let Some(a) = running.http {
             eprintln!("vakt: operator console on http://{a}/ (API: /api/openapi.json; /live /ready /metrics)");
+        }
+        if let Some(a) = running.patrol_quic {
+            match &running.patrol_fingerprint {
+                Some(fp) => eprintln!(
+                    "vakt: patrol link (QUIC) on {a}; certificate SHA-256 fingerprint {fp} \
+                     (for `vakt patrol --insecure-dev --fingerprint`)"
+                ),
+                None => eprintln!("vakt: patrol link (QUIC) on {a}"),
+            }
         }
         if let Some(users) = &demo_users {
             eprintln!("{users}");

@@ -4,8 +4,8 @@
 //! [`Device`]), `last_heard` (account -> i64 ms since the epoch), and, each in its own
 //! submodule: `subscribers`, `users` and `sessions`, `audit`, `calls` (open and closed Calls,
 //! timeline lines, the triage cursor), `directory` (providers, areas, patrols, routes, patrol
-//! tokens) and `dispatches`. Nothing outside this module names sled, so the engine can be
-//! replaced without touching the codec or the receiver.
+//! tokens), `dispatches` and `integrations` (lock-system tokens). Nothing outside this module
+//! names sled, so the engine can be replaced without touching the codec or the receiver.
 //!
 //! # Journal format
 //!
@@ -24,6 +24,7 @@ mod audit;
 mod calls;
 mod directory;
 mod dispatches;
+mod integrations;
 mod subscribers;
 mod users;
 
@@ -91,6 +92,7 @@ pub struct Store {
     calls: sled::Tree,
     directory: sled::Tree,
     dispatches: sled::Tree,
+    integrations: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,6 +163,7 @@ impl Store {
         let calls = db.open_tree("calls").map_err(open)?;
         let directory = db.open_tree("directory").map_err(open)?;
         let dispatches = db.open_tree("dispatches").map_err(open)?;
+        let integrations = db.open_tree("integrations").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -175,6 +178,7 @@ impl Store {
             calls,
             directory,
             dispatches,
+            integrations,
         })
     }
 

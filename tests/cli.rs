@@ -595,3 +595,463 @@ fn directory_import_refuses_while_the_server_holds_the_data_dir() {
     assert!(err.contains("another vakt"), "{err}");
     drop(store);
 }
+
+#[test]
+fn report_sla_of_an_empty_data_dir_has_zeros_and_bad_input_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let data_s = data.to_str().unwrap();
+
+    // A bad month, time zone or data directory: 64, and nothing is opened or made.
+    for month in ["2026-13", "11-2026", "november"] {
+        let (code, out, err) = vakt(&["report", "sla", "--month", month, "--data-dir", data_s]);
+        assert_eq!(code, 64, "{month}: {err}");
+        assert_eq!(out, "");
+        assert!(err.contains("YYYY-MM"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+    let (code, _, err) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--time-zone",
+        "Europe/Vaktby",
+        "--data-dir",
+        data_s,
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("Europe/Vaktby"), "{err}");
+    let (code, _, _) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--data-dir",
+        "/nonexistent/dir",
+    ]);
+    assert_eq!(code, 64);
+
+    // An empty data directory: a report of zeros, in each format.
+    let (code, out, err) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--format",
+        "csv",
+        "--data-dir",
+        data_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "{}\n2026-11,*,*,*,*,0,0,,,0,,,0,0,0,0\n",
+            vakt::report::CSV_HEADER
+        )
+    );
+    let (code, out, err) = vakt(&["report", "sla", "--month", "2026-11", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Arrival SLA 2026-11 (Europe/Stockholm"),
+        "{out}"
+    );
+    assert!(out.contains("0 opened, 0 answered"), "{out}");
+    let (code, out, err) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--format",
+        "json",
+        "--data-dir",
+        data_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["month"], "2026-11");
+    assert_eq!(v["from"], "2026-10-31T23:00:00Z");
+    assert_eq!(v["totals"]["dispatches"], 0);
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(0));
+    assert_eq!(v["answer"]["calls"], 0);
+    assert_eq!(v["answer"]["target_60s_pct"], 97.5);
+}
+
+#[test]
+fn report_sla_counts_dispatches_in_the_local_month_and_names_breached_calls() {
+    use jiff::ToSpan;
+    use vakt::model::{Dispatch, DispatchState};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let d = |id: u64, offered: &str, arrive_secs: i64| {
+        let offered_at: jiff::Timestamp = offered.parse().unwrap();
+        let received_at = offered_at + 30.seconds();
+        let arrived_at = received_at + arrive_secs.seconds();
+        Dispatch {
+            id,
+            call: 40 + id,
+            patrol: "norr-kvall-1".into(),
+            provider: "hemtjanst-norr".into(),
+            area: "norr".into(),
+            state: DispatchState::Completed,
+            offered_at,
+            received_at: Some(received_at),
+            accepted_at: Some(received_at),
+            arrived_at: Some(arrived_at),
+            arrival_method: None,
+            ended_at: Some(arrived_at),
+            limit_mins: 30,
+            warned_at_mins: Vec::new(),
+            breached: arrive_secs >= 1800,
+            note: String::new(),
+            operator: "olle".into(),
+        }
+    };
+    {
+        std::fs::create_dir(&data).unwrap();
+        let store = vakt::store::Store::open(&data).unwrap();
+        store
+            .save_dispatches(&[
+                d(1, "2026-11-10T08:00:00Z", 1200),
+                d(2, "2026-11-12T08:00:00Z", 2400),
+                // 00:30 on 1 December in Stockholm; still November in UTC.
+                d(3, "2026-11-30T23:30:00Z", 2500),
+            ])
+            .unwrap();
+        store.flush().unwrap();
+
+        // While the data directory is held (as by a running server): a clear error.
+        let (code, out, err) = vakt(&["report", "sla", "--month", "2026-11", "--data-dir", data_s]);
+        assert_ne!(code, 0);
+        assert_eq!(out, "");
+        assert!(err.contains("another vakt"), "{err}");
+        assert!(err.contains("/api/reports/sla?month=2026-11"), "{err}");
+    }
+
+    let csv = |args: &[&str]| {
+        let mut all = vec!["report", "sla", "--month", "2026-11", "--format", "csv"];
+        all.extend_from_slice(args);
+        let (code, out, err) = vakt(&all);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = csv(&["--data-dir", data_s]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[1]
+            .starts_with("2026-11,hemtjanst-norr,hemtjanst-norr,norr,norr,2,2,1200,2400,1,42,2,"),
+        "{out}"
+    );
+
+    // The time zone from a configuration file, or from the command line.
+    let cfg = dir.path().join("vakt.toml");
+    std::fs::write(
+        &cfg,
+        format!("data_dir = {data_s:?}\n[http]\ntime_zone = \"UTC\"\n"),
+    )
+    .unwrap();
+    let out = csv(&["--config", cfg.to_str().unwrap()]);
+    assert!(out.contains(",*,*,*,*,3,3,2400,2500,2,42;43,2;3,"), "{out}");
+    let out = csv(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Stockholm",
+    ]);
+    assert!(out.contains(",*,*,*,*,2,2,"), "{out}");
+}
+
+#[test]
+fn integration_tokens_are_shown_once_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let data_s = data.to_str().unwrap();
+
+    let (code, out, err) = vakt(&["integrations", "list", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no integrations"), "{err}");
+
+    let token = |name: &str| {
+        let (code, out, err) = vakt(&["integrations", "token", name, "--data-dir", data_s]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(err.contains("only this once"), "{err}");
+        assert!(err.contains("/api/locks/events"), "{err}");
+        let t = out.trim().to_string();
+        assert_eq!(t.len(), 64, "{t}");
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()), "{t}");
+        t
+    };
+    let first = token("phoniro");
+    let second = token("phoniro");
+    assert_ne!(first, second);
+    let other = token("carebee");
+    let (code, out, err) = vakt(&["integrations", "list", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "carebee\nphoniro\n");
+    {
+        let store = vakt::store::Store::open(&data).unwrap();
+        let hash = vakt::console::auth::token_hash;
+        assert_eq!(store.integration_for_token(&hash(&first)).unwrap(), None);
+        assert_eq!(
+            store.integration_for_token(&hash(&second)).unwrap(),
+            Some("phoniro".to_string())
+        );
+        assert_eq!(
+            store.integration_for_token(&hash(&other)).unwrap(),
+            Some("carebee".to_string())
+        );
+    }
+
+    let (code, out, err) = vakt(&["integrations", "revoke", "phoniro", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked integration phoniro"), "{out}");
+    let (code, _, err) = vakt(&["integrations", "revoke", "phoniro", "--data-dir", data_s]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("no integration \"phoniro\""), "{err}");
+    let (code, out, _) = vakt(&["integrations", "list", "--data-dir", data_s]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "carebee\n");
+
+    // Bad names and data directories are usage errors.
+    for bad in ["Phoniro", "lås", "a b", ""] {
+        let (code, out, err) = vakt(&["integrations", "token", bad, "--data-dir", data_s]);
+        assert_eq!(code, 64, "{bad:?}: {err}");
+        assert_eq!(out, "");
+    }
+    let (code, _, _) = vakt(&[
+        "integrations",
+        "token",
+        "phoniro",
+        "--data-dir",
+        "/nonexistent/dir",
+    ]);
+    assert_eq!(code, 64);
+
+    // The audit log has the tokens and the revocation, never a token.
+    let (code, out, err) = vakt(&["audit", "export", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("integration.token").count(), 3, "{out}");
+    assert_eq!(out.matches("integration.revoke").count(), 1, "{out}");
+    for t in [&first, &second, &other] {
+        assert!(!out.contains(t.as_str()), "{out}");
+    }
+
+    // Refused while the data directory is held, and no token is printed.
+    let store = vakt::store::Store::open(&data).unwrap();
+    let (code, out, err) = vakt(&["integrations", "token", "ny", "--data-dir", data_s]);
+    assert_ne!(code, 0);
+    assert_eq!(out, "");
+    assert!(err.contains("another vakt"), "{err}");
+    drop(store);
+}
+
+#[test]
+fn patrol_client_needs_a_way_to_trust_the_server_and_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "hemlig-token-123\n").unwrap();
+    let token_s = token.to_str().unwrap();
+    let data_s = dir.path().to_str().unwrap();
+    let base = [
+        "patrol",
+        "--server",
+        "127.0.0.1:9",
+        "--patrol",
+        "natt-1",
+        "--token-file",
+        token_s,
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        vakt(&args)
+    };
+
+    // Neither --ca nor --insecure-dev: both are explained.
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(out, "");
+    assert!(
+        err.contains("--ca FILE") && err.contains("--insecure-dev"),
+        "{err}"
+    );
+    // --insecure-dev without a fingerprint or a development certificate: none is made.
+    let (code, _, err) = run(&["--insecure-dev", "--data-dir", data_s]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("patrol-dev-cert.pem"), "{err}");
+    assert!(err.contains("--fingerprint"), "{err}");
+    assert!(!dir.path().join("patrol-dev-cert.pem").exists());
+    // A fingerprint that is not one; a CA file that is not there; both trust flags.
+    let (code, _, err) = run(&["--insecure-dev", "--fingerprint", "ab:cd"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not a SHA-256 fingerprint"), "{err}");
+    let (code, _, err) = run(&["--ca", "/nonexistent/ca.pem"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    let (code, _, _) = run(&["--ca", "/nonexistent/ca.pem", "--insecure-dev"]);
+    assert_eq!(code, 2, "clap refuses both");
+
+    // The token file: its first line must hold the token.
+    let fp = "AB".repeat(32);
+    std::fs::write(&token, "\n").unwrap();
+    let (code, _, err) = run(&["--insecure-dev", "--fingerprint", &fp]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("first line is empty"), "{err}");
+    let (code, _, err) = vakt(&[
+        "patrol",
+        "--server",
+        "127.0.0.1:9",
+        "--patrol",
+        "natt-1",
+        "--token-file",
+        "/nonexistent/token",
+        "--insecure-dev",
+        "--fingerprint",
+        &fp,
+    ]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("/nonexistent/token"), "{err}");
+
+    // With trust and a token it starts (and tries to connect; nothing listens on
+    // 127.0.0.1:9), says which certificate it trusts, and never prints the token.
+    std::fs::write(&token, "hemlig-token-123\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(base)
+        .args(["--insecure-dev", "--fingerprint", &fp])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("fingerprint {}", "AB:".repeat(31) + "AB")),
+        "{stderr}"
+    );
+    assert!(stdout.contains("commands: r ID (received)"), "{stdout}");
+    assert!(
+        !stdout.contains("hemlig-token-123") && !stderr.contains("hemlig-token-123"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let (code, _, err) = directory_import(data_s, &demo_directory());
+    assert_eq!(code, 0, "{err}");
+    let (code, token, err) = vakt(&["patrols", "token", "natt-1", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{err}");
+    let token_file = dir.path().join("natt-1.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let bad_file = dir.path().join("bad.token");
+    std::fs::write(&bad_file, "0".repeat(64)).unwrap();
+
+    let cfg = dir.path().join("vakt.toml");
+    std::fs::write(
+        &cfg,
+        "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n\
+         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data_s,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let (addr, fingerprint) = loop {
+        let line = lines.next().expect("patrol link printed").unwrap();
+        if let Some(rest) = line.strip_prefix("vakt: patrol link (QUIC) on ") {
+            let (addr, rest) = rest.split_once(';').unwrap();
+            let fp = rest.split_whitespace().nth(3).unwrap().to_string();
+            break (addr.to_string(), fp);
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let patrol = |file: &std::path::Path, trust: &[&str]| {
+        let mut args = vec![
+            "patrol",
+            "--server",
+            &addr,
+            "--patrol",
+            "natt-1",
+            "--token-file",
+            file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(trust);
+        vakt_with_stdin(&args, "q\n")
+    };
+    // The development certificate read from the server's data directory (never made here).
+    let (code, out, err) = patrol(&token_file, &["--insecure-dev", "--data-dir", data_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&fingerprint), "{err}");
+    assert!(out.contains("connected; open dispatches []"), "{out}");
+    assert!(!out.contains(token.trim()) && !err.contains(token.trim()));
+    // The fingerprint as the server printed it.
+    let (code, out, err) = patrol(
+        &token_file,
+        &["--insecure-dev", "--fingerprint", &fingerprint],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // A bad token is refused, and the client does not retry it.
+    let (code, _, err) = patrol(
+        &bad_file,
+        &["--insecure-dev", "--fingerprint", &fingerprint],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad_token"), "{err}");
+    // Another certificate pinned: no connection is trusted (it keeps retrying, so it is
+    // stopped after a moment).
+    let mut child = Command::new(BIN)
+        .args([
+            "patrol",
+            "--server",
+            &addr,
+            "--patrol",
+            "natt-1",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .args(["--insecure-dev", "--fingerprint", &"AB".repeat(32)])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("connected; open"), "{stdout}");
+    assert!(stdout.contains("not connected"), "{stdout}");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+}
