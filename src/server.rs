@@ -332,10 +332,9 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             let state = crate::console::AppState::new(
                 store.clone(),
                 ready.clone(),
-                calls.clone(),
+                desk.clone(),
                 registry.clone(),
                 stats_rx,
-                desk.clone(),
                 crate::console::ConsoleOptions {
                     session_hours: cfg.http.session_hours,
                     secure_cookie: cfg.http.secure_cookie,

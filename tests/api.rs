@@ -107,10 +107,8 @@ async fn no_route_answers_without_a_session() {
     }
     assert!(checked >= 15, "only {checked} routes in the document");
     // A forged cookie is no session either.
-    let mut forged = Client {
-        addr: http,
-        cookie: Some("00".repeat(32)),
-    };
+    let mut forged = Client::new(http);
+    forged.cookie = Some("00".repeat(32));
     assert_eq!(forged.get("/api/calls?state=open").await.status, 401);
     srv.stop().await.unwrap();
 }

@@ -387,3 +387,107 @@ async fn a_dispatch_not_received_in_time_passes_to_the_next_patrol() {
     s.close().await;
     r.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, _) = prepare(dir.path());
+    let (lock_token, lock_hash) = vakt::console::auth::new_token();
+    {
+        let store = vakt::store::Store::open(dir.path()).unwrap();
+        store.set_integration_token("phoniro", &lock_hash).unwrap();
+    }
+    let r = start_with(config(dir.path(), 120)).await;
+    let http = r.http.unwrap();
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    assert_eq!(
+        op.post(&format!("/api/calls/{id}/claim"), json!({}))
+            .await
+            .status,
+        200
+    );
+    let d = op
+        .post(&format!("/api/calls/{id}/dispatch"), json!({}))
+        .await
+        .json();
+    let did = d["id"].as_u64().unwrap();
+    let (mut s, _, _) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token)
+        .await
+        .unwrap();
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Received {
+            seq,
+            dispatch: did,
+            at: jiff::Timestamp::now(),
+        },
+    )
+    .await;
+
+    let events = |lock: &str, who: &str| json!({"events": [{"lock_id": lock, "at": jiff::Timestamp::now().to_string(), "credential": who}]});
+    let post = |auth: Option<String>, body: Value| async move {
+        let mut c = Client::new(http);
+        if let Some(a) = auth {
+            c.extra_header("authorization", &a);
+        }
+        c.post("/api/locks/events", body).await
+    };
+    // Without the integration's token, or with a session cookie only: refused.
+    assert_eq!(post(None, events("PL-3301", "c1")).await.status, 401);
+    assert_eq!(
+        op.post("/api/locks/events", events("PL-3301", "c1"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        post(Some("Bearer wrong".into()), events("PL-3301", "c1"))
+            .await
+            .status,
+        401
+    );
+    let bearer = format!("Bearer {lock_token}");
+    // Another patrol's key, another lock: ignored.
+    let a = post(Some(bearer.clone()), events("PL-3301", "c2")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["results"][0]["result"], "ignored");
+    let a = post(Some(bearer.clone()), events("PL-0000", "c1")).await;
+    assert_eq!(a.json()["results"][0]["result"], "ignored");
+    // The assigned patrol opens the subscriber's lock: arrived, by lock.
+    let a = post(Some(bearer.clone()), events("PL-3301", "c1")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["results"][0]["result"], "arrived");
+    assert_eq!(a.json()["results"][0]["dispatch"], did);
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 3).await;
+    assert_eq!(steps(&call)[2], "arrived:lock");
+    assert_eq!(call["dispatches"][0]["arrival_method"], "lock");
+
+    // The month's report (supervisors) has the dispatch, arrived, no breach.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    assert_eq!(op.get("/api/reports/sla").await.status, 403);
+    let month = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Stockholm").unwrap())
+        .strftime("%Y-%m")
+        .to_string();
+    let rep = admin.get(&format!("/api/reports/sla?month={month}")).await;
+    assert_eq!(rep.status, 200, "{}", rep.body);
+    let rep = rep.json();
+    assert_eq!(rep["totals"]["dispatches"], 1, "{rep}");
+    assert_eq!(rep["totals"]["arrived"], 1);
+    assert_eq!(rep["totals"]["breaches"], 0);
+    assert_eq!(rep["rows"][0]["provider_name"], "Hemtjänst Centrum");
+    let csv = admin
+        .get(&format!("/api/reports/sla?month={month}&format=csv"))
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(csv.body.starts_with("month,provider,"), "{}", csv.body);
+    assert_eq!(
+        admin.get("/api/reports/sla?month=2026-13").await.status,
+        400
+    );
+    s.close().await;
+    r.stop().await.unwrap();
+}

@@ -335,3 +335,180 @@ pub async fn import_directory(
         ..summary
     }))
 }
+
+// ---- lock systems ----
+
+/// Most events one request may carry.
+pub const MAX_LOCK_EVENTS: usize = 1000;
+
+/// One opening of a digital lock, as a lock system reports it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockEvent {
+    /// The lock (the subscriber register's `digital_lock_id`).
+    pub lock_id: String,
+    /// When it was opened (RFC 3339).
+    #[schema(value_type = String)]
+    pub at: jiff::Timestamp,
+    /// Who opened it: the patrol's id as the lock system knows its key or phone.
+    pub credential: String,
+}
+
+/// `POST /api/locks/events` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockEvents {
+    /// The openings, oldest first (at most 1000).
+    pub events: Vec<LockEvent>,
+}
+
+/// What came of each opening.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LockResults {
+    /// One per event, in order.
+    pub results: Vec<crate::dispatch::desk::LockOutcome>,
+}
+
+/// The integration a request's `Authorization: Bearer TOKEN` belongs to.
+fn integration_of(headers: &axum::http::HeaderMap, state: &AppState) -> ApiResult<String> {
+    let unauthorized = || {
+        state.metrics.rejected("no_session");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "send the integration's token: Authorization: Bearer TOKEN (vakt integrations token NAME)",
+        )
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
+    let hash = super::auth::token_hash(token);
+    state
+        .store
+        .integration_for_token(&hash)
+        .map_err(|e| ApiError::internal("reading the integration failed", e))?
+        .ok_or_else(unauthorized)
+}
+
+/// A lock system reports openings of digital locks (authenticated by the integration's
+/// bearer token, not a session). An opening of a subscriber's lock by the patrol of a live
+/// dispatch to them marks the patrol arrived (method `lock`) at the opening's time; any
+/// other opening is ignored, with the reason.
+#[utoipa::path(post, path = "/api/locks/events", tag = "dispatch",
+    request_body = LockEvents,
+    security(("bearer" = [])),
+    responses((status = 200, body = LockResults), (status = 400, body = ErrorBody),
+        (status = 401, description = "No or unknown integration token", body = ErrorBody)))]
+pub async fn lock_events(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<LockEvents>, JsonRejection>,
+) -> ApiResult<Json<LockResults>> {
+    let integration = integration_of(&headers, &state)?;
+    let Json(req) = body?;
+    if req.events.len() > MAX_LOCK_EVENTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_LOCK_EVENTS} events per request"
+        )));
+    }
+    let desk = state.desk.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let now = jiff::Timestamp::now();
+        req.events
+            .iter()
+            .map(|e| desk.lock_opened(&e.lock_id, e.at, e.credential.trim(), now))
+            .collect::<Result<Vec<_>, DeskError>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal("handling the lock events failed", e))?
+    .map_err(desk_error)?;
+    let arrived = results.iter().filter(|r| r.result == "arrived").count();
+    if arrived > 0 {
+        state
+            .store
+            .audit(crate::model::AuditEntry {
+                seq: 0,
+                at: jiff::Timestamp::now(),
+                user: format!("integration:{integration}"),
+                action: "lock.arrival".into(),
+                call: None,
+                subscriber: None,
+                detail: results
+                    .iter()
+                    .filter_map(|r| r.dispatch.map(|d| format!("dispatch {d}")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .map_err(|e| ApiError::internal("writing the audit log failed", e))?;
+        durable(&state).await?;
+    }
+    Ok(Json(LockResults { results }))
+}
+
+// ---- reports ----
+
+/// `GET /api/reports/sla` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// The month, `YYYY-MM` (default: this month in the centre's time zone).
+    pub month: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// The arrival-SLA report of a month (supervisors): per care provider and area, dispatches,
+/// median and 90th percentile from receipt to arrival, breaches with their Calls, receipt
+/// timeouts; and the month's answer-time figures.
+#[utoipa::path(get, path = "/api/reports/sla", tag = "dispatch", params(ReportQuery),
+    responses((status = 200, body = crate::report::SlaReport),
+        (status = 200, description = "With format=csv", content_type = "text/csv", body = String),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn sla_report(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    s.require(Role::Supervisor, &state)?;
+    let Query(q) = q?;
+    let now = jiff::Timestamp::now();
+    let month = q
+        .month
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| now.to_zoned(state.tz.clone()).strftime("%Y-%m").to_string());
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
+    };
+    let store = state.store.clone();
+    let tz = state.tz.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::report::sla_report(&store, month.trim(), &tz, now)
+    })
+    .await
+    .map_err(|e| ApiError::internal("making the report failed", e))?
+    .map_err(|e| match e {
+        crate::report::ReportError::BadMonth(_) => ApiError::bad_request(e.to_string()),
+        e => ApiError::internal("making the report failed", e),
+    })?;
+    if csv {
+        let name = format!("attachment; filename=\"vakt-sla-{}.csv\"", report.month);
+        let mut r = crate::report::to_csv(&report).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
+            h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+        }
+        Ok(r)
+    } else {
+        Ok(Json(report).into_response())
+    }
+}

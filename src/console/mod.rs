@@ -93,17 +93,16 @@ impl AppState {
     pub fn new(
         store: Store,
         ready: Arc<AtomicBool>,
-        calls: Arc<Calls>,
+        desk: Arc<crate::dispatch::desk::Desk>,
         devices: Devices,
         stats: watch::Receiver<Stats>,
-        desk: Arc<crate::dispatch::desk::Desk>,
         opts: ConsoleOptions,
         shutdown: CancellationToken,
     ) -> Result<AppState, auth::AuthError> {
         Ok(AppState {
             store,
             ready,
-            calls,
+            calls: desk.calls().clone(),
             devices,
             stats,
             tz: opts.tz,
@@ -157,9 +156,31 @@ impl AppState {
         (name = "audit", description = "Who did what, when"),
         (name = "signals", description = "The journal of received Signals"),
         (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
-    )
+    ),
+    modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
+
+/// The two ways to authenticate: the console's session cookie, and an integration's bearer
+/// token (lock systems).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(api::COOKIE))),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// The routes and the OpenAPI document generated from them.
 pub fn router(state: AppState) -> Router {
@@ -184,6 +205,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dispatch_api::list_dispatches))
         .routes(routes!(dispatch_api::patrols))
         .routes(routes!(dispatch_api::directory))
+        .routes(routes!(dispatch_api::lock_events))
+        .routes(routes!(dispatch_api::sla_report))
         .routes(routes!(live::live))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(

@@ -232,6 +232,11 @@ impl Desk {
         &self.dispatcher
     }
 
+    /// The Call service the desk writes timelines to.
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.calls
+    }
+
     /// The patrols' link.
     pub fn link(&self) -> &Link {
         &self.link

@@ -242,11 +242,22 @@ impl Answer {
 pub struct Client {
     pub addr: SocketAddr,
     pub cookie: Option<String>,
+    /// Headers sent with every request (e.g. `authorization`).
+    pub extra: Vec<(String, String)>,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, cookie: None }
+        Client {
+            addr,
+            cookie: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Sends `name: value` with every request from now on.
+    pub fn extra_header(&mut self, name: &str, value: &str) {
+        self.extra.push((name.to_string(), value.to_string()));
     }
 
     /// Logs in; panics unless it works.
@@ -284,6 +295,9 @@ impl Client {
         );
         if let Some(c) = &self.cookie {
             req.push_str(&format!("Cookie: vakt_session={c}\r\n"));
+        }
+        for (k, v) in &self.extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
         }
         let body = match body {
             Some((ct, b)) => {
