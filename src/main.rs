@@ -929,6 +929,7 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         .thread_name("vakt")
         .build()
         .context("starting the runtime")?;
+    let data_dir = cfg.data_dir.clone();
     rt.block_on(async move {
         let running = vakt::server::start(cfg).await?;
         if let Some(a) = running.dc09_tcp {
@@ -970,6 +971,33 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
                 }
                 None => eprintln!("vakt: DC-09 TCP is off, so the demo devices cannot send"),
             }
+            let fp = running
+                .patrol_fingerprint
+                .as_deref()
+                .and_then(vakt::transport::quic::parse_fingerprint);
+            match (running.patrol_quic, fp) {
+                (Some(addr), Some(fp)) => match vakt::demo::load_patrol_logins(&data_dir) {
+                    Ok(logins) => {
+                        eprintln!(
+                            "vakt: demo patrols log in to {addr} and take the assignments \
+                             you dispatch ({} stays offline; tokens in {})",
+                            vakt::demo::OFFLINE_PATROL,
+                            data_dir.join(vakt::demo::PATROL_LOGINS_FILE).display()
+                        );
+                        tokio::spawn(vakt::demo::simulate_patrols(
+                            addr,
+                            fp,
+                            logins,
+                            vakt::demo::PatrolSimOptions::default(),
+                            running.shutdown.clone(),
+                        ));
+                    }
+                    Err(e) => eprintln!(
+                        "vakt: no demo patrols ({e}); they are seeded only into an empty data                          directory"
+                    ),
+                },
+                _ => eprintln!("vakt: the patrol link is off, so the demo patrols cannot connect"),
+            }
         }
         let token = running.shutdown.clone();
         tokio::spawn(async move {
@@ -995,6 +1023,12 @@ fn load_demo(cfg: &Config) -> anyhow::Result<String> {
     match vakt::demo::seed(&store, jiff::Timestamp::now())? {
         Some(users) => {
             store.flush()?;
+            vakt::demo::save_patrol_logins(&cfg.data_dir, &users.patrols).with_context(|| {
+                format!(
+                    "writing {}",
+                    cfg.data_dir.join(vakt::demo::PATROL_LOGINS_FILE).display()
+                )
+            })?;
             let text = format!(
                 "vakt: demo municipality loaded. Log in to the console as\n\
                  vakt:   {} / {}   (operator)\n\
