@@ -2,7 +2,7 @@
 //!
 //! Elderly and disabled people's safety alarms (pendants, fall and smoke detectors) reach vakt
 //! over IP. vakt stores every alarm durably before it answers the device, and puts it in front
-//! of an operator.
+//! of an operator; dispatches home-care patrols and watches that they arrive in time.
 //!
 //! # Layout (the path of an alarm)
 //!
@@ -11,20 +11,24 @@
 //! - [`receiver`]: what each frame gets (ACK, NAK, DUH; journaled or not); builds the
 //!   normalised [`model::Signal`]. Takes `now` as a parameter.
 //! - [`journal`]: group commit through one committer; dedup window. No ACK before the flush.
-//! - [`store`]: the sled database (journal, device registry, last-heard times).
+//! - [`store`]: the sled database (journal, registry, Calls, dispatches, users, audit, ...).
 //! - [`registry`]: the device registry in memory, CSV import.
 //! - [`subscribers`]: the subscriber register's CSV import and checks.
 //! - [`directory`]: care providers, areas, patrols and routing rules; their CSV import.
 //! - [`supervision`]: last-heard times of devices.
 //! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
-//! - [`dispatch`]: routing a Call to a patrol (provider, area, shift) and the fallback order.
+//! - [`calls`]: the Call service around triage (store writer, live feed, answer figures) and
+//!   the dispatch clocks ([`calls::sla`]).
+//! - [`dispatch`]: routing a Call to a patrol (provider, area, shift), the dispatcher and its
+//!   desk (operators, patrols, lock systems, clocks), the patrols' QUIC link.
+//! - [`report`]: the monthly arrival-SLA report.
 //! - [`patrol_client`]: `vakt patrol`, the terminal reference client of the patrol protocol.
 //! - [`console`]: HTTP: health, metrics, API.
 //! - [`telemetry`]: tracing setup and every metric, described in one place.
 //! - [`config`]: typed configuration with an embedded, documented default.
 //! - [`server`]: wiring, start and graceful shutdown.
 //! - [`cli`]: the sub-commands other than `serve`.
-//! - [`demo`]: `serve --demo`: the demo municipality's seed and device simulator.
+//! - [`demo`]: `serve --demo`: the demo municipality's seed, device and patrol simulators.
 
 pub mod calls;
 pub mod cli;
