@@ -104,7 +104,8 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
     let cfg = dir.path().join("vakt.toml");
     std::fs::write(
         &cfg,
-        "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n",
+        "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n\
+         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -129,7 +130,20 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
             break a.trim().to_string();
         }
     };
+    // The demo patrols connect to the patrol link with the logins seeded for them.
+    loop {
+        let line = lines.next().expect("demo patrols started").unwrap();
+        assert!(!line.contains("no demo patrols"), "{line}");
+        if line.starts_with("vakt: demo patrols log in to ") {
+            break;
+        }
+    }
     std::thread::spawn(move || for _ in lines {});
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let logins = std::fs::metadata(data.join("demo-patrols.txt")).unwrap();
+        assert_eq!(logins.permissions().mode() & 0o777, 0o600);
+    }
 
     // The demo's AES-128 device 5678 is known: its encrypted alarm gets *ACK.
     let key = Key::from_hex("000102030405060708090A0B0C0D0E0F").unwrap();
