@@ -9,17 +9,26 @@
  *                     never innerHTML), time parsing and formatting, messages.
  *   4. API            `api()` wraps fetch: JSON in and out, 401 -> login form, errors as ApiError.
  *   5. Session        boot (GET /api/session), login form, logout, showing/hiding the app.
- *   6. Live feed      WebSocket /api/live: snapshot / call / closed / stats, reconnect with
- *                     backoff, a watchdog (stats arrive every 10 s, silence means stale),
- *                     the "connection lost" banner.
+ *   6. Live feed      WebSocket /api/live: snapshot / call / closed / stats / dispatch,
+ *                     reconnect with backoff, a watchdog (stats arrive every 10 s, silence
+ *                     means stale), the "connection lost" banner.
  *   7. Alerts         WebAudio beep and row flash for new (or newly escalated) level 0-1 Calls.
  *   8. Queue          sorting, rendering #queue-body, Take / Take next, the 1 s age ticker.
  *   9. Stats          the header figures against their targets.
  *  10. Call view      open / refresh a Call, header, timeline, subscriber card, actions
  *                     (note, phone call, release, close).
- *  11. Supervisor     audit log view, subscriber editor (PUT /api/subscribers/{id}).
- *  12. Keyboard       shortcuts n t c r Esc ?, never while typing in a field.
- *  13. Wiring         event listeners, start.
+ *  11. Dispatch       the live dispatches (every page), their clocks (receipt, arrival,
+ *                     breach), breach and receipt-timeout alerts, the Call's dispatch panel,
+ *                     the "dispatch a patrol" dialog, cancelling.
+ *  12. Patrols board  every patrol, its shift, link and open assignments with their clocks.
+ *  13. Supervisor     audit log, directory (and its import for admins), SLA report,
+ *                     subscriber editor (PUT /api/subscribers/{id}).
+ *  14. Keyboard       shortcuts n t c r d p Esc ?, never while typing in a field.
+ *  15. Wiring         event listeners, start.
+ *
+ * Clocks: every time shown counts on the server's clock (`serverNow`), and every dispatch
+ * clock is drawn from the newest known state of its dispatch (`S.known`) once a second, so a
+ * live message changes every place it is shown at once.
  */
 'use strict';
 
@@ -53,6 +62,40 @@ const ESCALATION_REASONS = {
   more_urgent_signal: 'more urgent signal',
 };
 
+/** Dispatch states in words (model::DispatchState). */
+const DISPATCH_STATES = {
+  offered: 'Waiting for receipt',
+  received: 'Received',
+  accepted: 'Accepted, on the way',
+  declined: 'Declined',
+  receipt_timeout: 'No receipt in time',
+  arrived: 'Arrived',
+  completed: 'Completed',
+  cancelled: 'Cancelled',
+};
+
+/** Still out: the patrol has it (the Call cannot get another one meanwhile). */
+const OPEN_DISPATCH = new Set(['offered', 'received', 'accepted']);
+/** On the patrols board: open, or arrived and not yet completed. */
+const LIVE_DISPATCH = new Set(['offered', 'received', 'accepted', 'arrived']);
+
+const ARRIVAL_METHODS = { app: 'app', lock: 'digital lock', receipt_code: 'receipt code' };
+
+const VISIT_OUTCOMES = {
+  helped: 'helped',
+  no_action: 'no action needed',
+  ambulance_called: 'ambulance called',
+  not_home: 'nobody home',
+  no_access: 'could not get in',
+  other: 'other',
+};
+
+/** The pages; exactly one is shown (section `${name}-view`). */
+const VIEWS = ['login', 'queue', 'call', 'patrols', 'directory', 'report', 'audit'];
+
+const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
+const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
+
 const ANSWER_WARN_SECS = 60; // answer-time targets: 97.5 % within 60 s ...
 const ANSWER_LATE_SECS = 180; // ... and 99 % within 180 s
 const FLASH_MS = 6000; // how long a new urgent row flashes
@@ -68,7 +111,7 @@ const S = {
   me: null, // {username, role}
   calls: new Map(), // id -> CallSummary (open Calls only)
   stats: null,
-  view: 'login', // 'login' | 'queue' | 'call' | 'audit'
+  view: 'login', // 'login' | 'queue' | 'call' | 'patrols' | 'directory' | 'report' | 'audit'
   currentId: null, // id of the Call in the Call view
   current: null, // the full Call shown
   subscriberId: null, // subscriber whose card is shown
@@ -81,6 +124,7 @@ const S = {
   wsLastMessage: 0,
   wsWatchdog: null,
   firstSnapshot: true,
+  firstLiveDispatches: true, // the first snapshot follows the load in startApp
   flashUntil: new Map(), // id -> epoch ms until which the row flashes
   clockSkewMs: 0, // server time minus local time (from the HTTP Date header)
   busy: false, // a take / take-next is in flight
@@ -88,6 +132,24 @@ const S = {
   audio: null,
   messageTimer: null,
   bootTimer: null,
+  known: new Map(), // dispatch id -> newest DispatchView seen (live, in a Call, on the board)
+  alerts: new Map(), // key -> {key, kind: 'breach' | 'receipt', id, since}: banner lines
+  dismissed: new Set(), // alert keys the operator acknowledged
+  patrolPhones: new Map(), // patrol id -> phone (from the board and the dispatch dialog)
+  board: null, // [PatrolBoard] last loaded
+  boardAt: 0, // when it was loaded (server ms)
+  boardTimer: null,
+  boardReload: null,
+  boardLoading: false,
+  boardAgain: false,
+  phonesLoading: false,
+  phonesLoaded: false, // patrol phones asked for once per login (the dispatch panel shows them)
+  waitingCount: 0,
+  dispatchChoices: null, // GET /api/calls/{id}/patrols while the dialog is open
+  dispatchBusy: false,
+  cancelFor: null, // dispatch id whose cancel form is open
+  directory: null,
+  report: null,
 };
 
 // ---------------------------------------------------------------- 3. Helpers
@@ -117,6 +179,11 @@ function el(tag, attrs, ...children) {
     node.append(typeof c === 'string' || typeof c === 'number' ? String(c) : c);
   }
   return node;
+}
+
+/** Appends the nodes and strings that are not null (DOM `append` would write "null"). */
+function appendAll(node, ...children) {
+  for (const c of children) if (c !== null && c !== undefined && c !== false) node.append(c);
 }
 
 /** Removes every child. */
@@ -320,18 +387,35 @@ function showLogin(reason) {
   S.stats = null;
   S.audit = [];
   S.firstSnapshot = true;
+  S.firstLiveDispatches = true;
   clear($('queue-body'));
   clear($('timeline'));
   clear($('subscriber-card'));
   clear($('audit-body'));
+  clear($('dispatch-list'));
+  clear($('patrols-board'));
+  clear($('directory-content'));
+  clear($('report-content'));
+  S.known.clear();
+  S.alerts.clear();
+  S.dismissed.clear();
+  S.patrolPhones.clear();
+  S.phonesLoaded = false;
+  S.board = null;
+  S.directory = null;
+  S.report = null;
+  S.cancelFor = null;
+  stopBoardPolling();
+  closeDispatchDialog();
+  renderAlerts();
   $('note-text').value = '';
   $('phone-note').value = '';
   $('close-note').value = '';
   $('close-outcome').value = '';
   closeEditor();
   show($('help'), false);
-  for (const id of ['queue-view', 'call-view', 'audit-view', 'stats', 'whoami', 'logout',
-    'audit-link', 'help-button', 'connection-status', 'conn-banner', 'queue-count']) {
+  for (const id of [...VIEWS.map((v) => `${v}-view`), 'stats', 'whoami', 'logout', 'tabs',
+    'help-button', 'connection-status', 'conn-banner', 'queue-count']) {
     show($(id), false);
   }
   show($('login-view'), true);
@@ -391,14 +475,17 @@ async function logout() {
 function startApp(me) {
   S.me = { username: String(me.username || ''), role: String(me.role || 'operator') };
   show($('login-view'), false);
+  show($('message'), false); // e.g. "Logged out." of the previous user
   const who = $('whoami');
   clear(who);
   who.append(el('span', { class: 'who-name', text: S.me.username }),
     el('span', { class: 'who-role', text: S.me.role }));
-  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count']) {
+  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs']) {
     show($(id), true);
   }
   show($('audit-link'), isSupervisor());
+  show($('tab-directory'), isSupervisor());
+  show($('tab-report'), isSupervisor());
   const st = $('connection-status');
   st.dataset.state = 'closed';
   st.textContent = 'Connecting…';
@@ -406,6 +493,7 @@ function startApp(me) {
   renderQueue();
   renderStats();
   loadStats();
+  loadLiveDispatches();
   connectLive();
 }
 
@@ -529,6 +617,13 @@ function onLiveMessage(msg) {
       applySnapshot(msg.calls || []);
       if (msg.stats) setStats(msg.stats);
       setConnection(true);
+      // Dispatch messages may have been missed while the feed was down.
+      if (!S.firstLiveDispatches) loadLiveDispatches();
+      S.firstLiveDispatches = false;
+      if (S.view === 'patrols') loadBoard();
+      break;
+    case 'dispatch':
+      if (msg.dispatch) onDispatchMessage(msg.dispatch, msg.step);
       break;
     case 'call':
       if (msg.call) applyCall(msg.call);
@@ -749,7 +844,15 @@ function renderQueueCount(calls) {
   $('queue-count').classList.toggle('urgent', urgent > 0);
   $('queue-count').classList.toggle('has-waiting', waiting.length > 0);
   $('queue-summary').textContent = `${calls.length} open, ${waiting.length} waiting`;
-  document.title = waiting.length ? `(${waiting.length}) vakt` : 'vakt';
+  S.waitingCount = waiting.length;
+  renderTitle();
+}
+
+/** The tab title: waiting Calls, and a mark while a dispatch alert is up. */
+function renderTitle() {
+  const n = S.waitingCount || 0;
+  const alert = Array.from(S.alerts.values()).some((a) => a.kind === 'breach') ? '⚠ ' : '';
+  document.title = `${alert}${n ? `(${n}) ` : ''}vakt`;
 }
 
 /** Every second: ages in the queue and in the Call view; flashes that ended. */
@@ -769,6 +872,7 @@ function tick() {
     }
   }
   if (S.current && S.view === 'call') renderCallAge();
+  tickDispatches();
 }
 
 async function takeNext() {
@@ -867,36 +971,57 @@ function blurHidden() {
 
 function showQueue() {
   if (!S.me) return;
-  S.view = 'queue';
+  leaveCall();
+  showView('queue');
+  renderQueue();
+  blurHidden();
+}
+
+/** Shows one page, marks its tab, starts or stops what only that page needs. */
+function showView(name) {
+  S.view = name;
+  for (const v of VIEWS) show($(`${v}-view`), v === name);
+  const tab = name === 'call' ? 'queue' : name;
+  for (const b of document.querySelectorAll('#tabs .tab')) {
+    const active = b.dataset.view === tab;
+    b.classList.toggle('active', active);
+    if (active) b.setAttribute('aria-current', 'page');
+    else b.removeAttribute('aria-current');
+  }
+  if (name === 'patrols') startBoardPolling();
+  else stopBoardPolling();
+  if (name !== 'call') closeDispatchDialog();
+}
+
+/** Leaves the Call view (if shown) for another page. */
+function leaveCall() {
   S.currentId = null;
   S.current = null;
   S.subscriber = null;
   S.subscriberId = null;
-  show($('call-view'), false);
-  show($('audit-view'), false);
-  show($('queue-view'), true);
+  S.cancelFor = null;
   $('call-view').dataset.callId = '';
   clear($('subscriber-card'));
   clear($('timeline'));
-  renderQueue();
-  blurHidden();
+  clear($('dispatch-list'));
 }
 
 /** Opens the Call view for `id`; `call` is a full Call already at hand (after a claim). */
 function openCall(id, call) {
   if (!S.me) return;
   const changed = S.currentId !== id;
-  S.view = 'call';
   S.currentId = id;
-  show($('queue-view'), false);
-  show($('audit-view'), false);
-  show($('call-view'), true);
+  showView('call');
   $('call-view').dataset.callId = String(id);
   if (changed) {
     S.current = null;
     S.subscriber = null;
     S.subscriberId = null;
+    S.cancelFor = null;
     clear($('timeline'));
+    clear($('dispatch-list'));
+    show($('dispatch-open'), false);
+    show($('dispatch-hint'), false);
     clear($('subscriber-card'));
     $('subscriber-card').append(el('p', { class: 'muted', text: 'Loading…' }));
     $('note-text').value = '';
@@ -943,7 +1068,9 @@ function setCurrent(call) {
   S.current = call;
   renderCallHeader(call);
   renderOwnership(call);
+  renderDispatchPanel(call); // first: the timeline's words use the dispatches it notes
   renderTimeline(call.timeline || []);
+  renderPatrolHint();
   loadSubscriber(call);
 }
 
@@ -964,6 +1091,7 @@ function renderCallHeaderFromSummary(c) {
   show($('call-restored'), false);
   show($('call-actions'), false);
   show($('call-ownership'), false);
+  show($('dispatch-open'), false);
   $('call-id').textContent = `Call ${S.currentId}`;
 }
 
@@ -1048,7 +1176,7 @@ function timelineItem(e) {
   switch (e.type) {
     case 'signal': {
       const restore = e.qualifier === 'restore';
-      head.append(el('span', { class: 'tl-what', text: restore ? 'Restore signal' : (e.qualifier === 'status' ? 'Status signal' : 'Signal') }),
+      appendAll(head, el('span', { class: 'tl-what', text: restore ? 'Restore signal' : (e.qualifier === 'status' ? 'Status signal' : 'Signal') }),
         ' ', el('span', { class: 'mono', text: e.code || '' }),
         e.description ? el('span', { class: 'tl-desc', text: ` ${e.description}` }) : null,
         e.zone !== undefined && e.zone !== null ? el('span', { class: 'tl-zone', text: ` · zone ${e.zone}` }) : null,
@@ -1056,7 +1184,7 @@ function timelineItem(e) {
       break;
     }
     case 'escalated':
-      head.append(el('span', { class: 'tl-what', text: 'Escalated' }), ' ',
+      appendAll(head, el('span', { class: 'tl-what', text: 'Escalated' }), ' ',
         priorityBadge(e.from, 'small'), ' → ', priorityBadge(e.to, 'small'),
         e.reason ? el('span', { class: 'tl-desc', text: ` (${ESCALATION_REASONS[e.reason] || e.reason})` }) : null);
       break;
@@ -1081,6 +1209,15 @@ function timelineItem(e) {
       head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
       text = e.note;
       break;
+    case 'dispatch': {
+      const w = dispatchStepWords(e);
+      li.classList.add(`tl-dispatch-${String(e.step || '').replace(/[^a-z_]/g, '')}`);
+      li.dataset.step = String(e.step || '');
+      head.append(el('span', { class: 'tl-what', text: w.what }));
+      if (w.who) head.append(el('span', { class: 'tl-patrol muted', text: ` · ${w.who}` }));
+      text = w.text;
+      break;
+    }
     default:
       head.append(el('span', { class: 'tl-what', text: String(e.type) }));
   }
@@ -1290,19 +1427,908 @@ async function closeCall() {
 }
 
 function renderPatrolHint() {
-  $('patrol-hint').classList.toggle('active', $('close-outcome').value === 'patrol_needed');
+  const hint = $('patrol-hint');
+  const chosen = $('close-outcome').value === 'patrol_needed';
+  hint.classList.toggle('active', chosen);
+  const open = S.current ? openDispatchOf(S.current) : null;
+  clear(hint);
+  if (open) {
+    hint.append(`Patrol needed: ${open.patrol_name || open.patrol} is dispatched. Its clock keeps running after the call is closed.`);
+  } else {
+    hint.append('Patrol needed: dispatch the patrol first ', el('kbd', { text: 'D' }),
+      '. Its clock keeps running after the call is closed.');
+    hint.classList.toggle('danger', chosen);
+  }
+  if (open) hint.classList.remove('danger');
 }
 
-// ---------------------------------------------------------------- 11. Supervisor
+// ---------------------------------------------------------------- 11. Dispatch
+
+/** Seconds as mm:ss, or h:mm:ss from an hour (the dispatch clocks). */
+function fmtClock(secs) {
+  if (!Number.isFinite(secs)) return '--:--';
+  const s = Math.max(0, Math.floor(secs));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const r = s % 60;
+  return h > 0 ? `${h}:${pad2(m)}:${pad2(r)}` : `${pad2(m)}:${pad2(r)}`;
+}
+
+/** Local time of an epoch-ms instant (as fmtTime). */
+function fmtTimeMs(ms) {
+  return Number.isFinite(ms) ? fmtTime(new Date(ms).toISOString()) : '?';
+}
+
+/**
+ * How far along a dispatch is. Its state only moves forward, so of two views of one dispatch
+ * the one with more progress is the newer: an answer that was on its way while a live message
+ * came never takes the screen back.
+ */
+function dispatchProgress(d) {
+  return (d.received_at ? 1 : 0) + (d.accepted_at ? 1 : 0) + (d.arrived_at ? 1 : 0) +
+    (d.ended_at ? 2 : 0) + (Array.isArray(d.warned_at_mins) ? d.warned_at_mins.length : 0) +
+    (d.breached ? 1 : 0);
+}
+
+/** Remembers the newest view of a dispatch; returns the one kept. */
+function noteDispatch(d) {
+  if (!d || d.id === undefined || d.id === null) return d;
+  const old = S.known.get(d.id);
+  if (old && dispatchProgress(old) > dispatchProgress(d)) return old;
+  S.known.set(d.id, d);
+  return d;
+}
+
+function liveDispatches() {
+  return Array.from(S.known.values()).filter((d) => LIVE_DISPATCH.has(d.state));
+}
+
+/** The arrival deadline (epoch ms), once the patrol has confirmed receipt. */
+function deadlineOf(d) {
+  const dl = parseTs(d.deadline);
+  if (Number.isFinite(dl)) return dl;
+  const r = parseTs(d.received_at);
+  return Number.isFinite(r) && d.limit_mins ? r + d.limit_mins * 60000 : NaN;
+}
+
+/** Seconds from receipt to arrival, or null. */
+function tookSecs(d) {
+  const r = parseTs(d.received_at);
+  const a = parseTs(d.arrived_at);
+  return Number.isFinite(r) && Number.isFinite(a) ? (a - r) / 1000 : null;
+}
+
+/** Open and past its arrival limit (by the server's flag or by the clock). */
+function isBreachedNow(d, now) {
+  if (!OPEN_DISPATCH.has(d.state)) return false;
+  if (d.breached) return true;
+  const dl = deadlineOf(d);
+  return Number.isFinite(dl) && now >= dl;
+}
+
+function isReceiptOverdue(d, now) {
+  const rd = parseTs(d.receipt_deadline);
+  return d.state === 'offered' && Number.isFinite(rd) && now >= rd;
+}
+
+/**
+ * What a dispatch's clock shows at `now`: `kind` (for CSS and tests), a label, the value and
+ * more words. Offered: the receipt countdown. Received or accepted: the arrival countdown,
+ * amber once the server has warned, red "BREACHED +mm:ss" past the limit. Later: the times.
+ */
+function dispatchClock(d, now) {
+  switch (d.state) {
+    case 'offered': {
+      const rd = parseTs(d.receipt_deadline);
+      if (Number.isFinite(rd)) {
+        const left = (rd - now) / 1000;
+        if (left > 0) {
+          return { kind: 'receipt', label: 'Receipt due in', value: fmtClock(Math.ceil(left)),
+            title: `The patrol must confirm receipt by ${fmtTimeMs(rd)}; after that vakt passes it to the next patrol of the route.` };
+        }
+        return { kind: 'receipt-overdue', label: 'No receipt', value: `+${fmtClock(-left)}`,
+          title: `Receipt was due at ${fmtTimeMs(rd)}: vakt is passing it on.` };
+      }
+      return { kind: 'receipt', label: 'Waiting for receipt', value: fmtClock((now - parseTs(d.offered_at)) / 1000),
+        title: `Offered at ${fmtTime(d.offered_at)}` };
+    }
+    case 'received':
+    case 'accepted': {
+      const dl = deadlineOf(d);
+      if (!Number.isFinite(dl)) return { kind: 'arrival', label: 'Arrival clock running', value: '--:--' };
+      const left = (dl - now) / 1000;
+      if (d.breached || left <= 0) {
+        return { kind: 'breached', label: 'BREACHED', value: `+${fmtClock(Math.max(0, -left))}`,
+          title: `The ${d.limit_mins}-minute arrival limit passed at ${fmtTimeMs(dl)}. The patrol has not arrived.` };
+      }
+      const warned = Array.isArray(d.warned_at_mins) && d.warned_at_mins.length > 0;
+      return { kind: warned ? 'warn' : 'arrival', label: 'Arrival due in', value: fmtClock(Math.ceil(left)),
+        title: `Must arrive by ${fmtTimeMs(dl)} (${d.limit_mins} min from receipt at ${fmtTime(d.received_at)})` };
+    }
+    case 'arrived': {
+      const took = tookSecs(d);
+      return { kind: d.breached ? 'late' : 'arrived', label: 'Arrived', value: fmtTime(d.arrived_at),
+        extra: took === null ? '' : `${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+    }
+    case 'completed': {
+      const took = tookSecs(d);
+      return { kind: d.breached ? 'late' : 'done', label: 'Completed', value: fmtTime(d.ended_at),
+        extra: took === null ? '' : `arrived ${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+    }
+    case 'cancelled':
+      return { kind: 'ended', label: 'Cancelled', value: fmtTime(d.ended_at) };
+    case 'declined':
+      return { kind: 'ended', label: 'Declined', value: fmtTime(d.ended_at) };
+    case 'receipt_timeout': {
+      const next = nextDispatchAfter(d);
+      return { kind: 'ended', label: 'No receipt', value: fmtTime(d.ended_at),
+        extra: next ? `passed to ${next.patrol_name || next.patrol}` : '' };
+    }
+    default:
+      return { kind: 'ended', label: String(d.state), value: '' };
+  }
+}
+
+/** A clock element; `tickDispatches` repaints it every second from `S.known`. */
+function clockNode(d, size) {
+  const node = el('div', { class: `dclock ${size || ''}`, dataset: { dispatchId: String(d.id) } },
+    el('span', { class: 'dclock-label' }), ' ',
+    el('span', { class: 'dclock-value' }),
+    el('span', { class: 'dclock-extra' }));
+  paintClock(node, d, serverNow());
+  return node;
+}
+
+function paintClock(node, d, now) {
+  const c = dispatchClock(d, now);
+  if (node.dataset.clock !== c.kind) node.dataset.clock = c.kind;
+  const [label, value, extra] = node.children;
+  if (label.textContent !== c.label) label.textContent = c.label;
+  if (value.textContent !== c.value) value.textContent = c.value;
+  const ex = c.extra ? ` · ${c.extra}` : '';
+  if (extra.textContent !== ex) extra.textContent = ex;
+  if (node.title !== (c.title || '')) node.title = c.title || '';
+}
+
+/** Every second: the clocks shown, the patrols tab's badge, the alerts waiting to settle. */
+function tickDispatches() {
+  const now = serverNow();
+  for (const node of document.querySelectorAll('.dclock[data-dispatch-id]')) {
+    const d = S.known.get(Number(node.dataset.dispatchId));
+    if (d) paintClock(node, d, now);
+  }
+  renderDispatchBadge(now);
+  let settle = false;
+  for (const a of S.alerts.values()) {
+    if (a.kind === 'receipt' && !a.settled && Date.now() - a.since >= RECEIPT_PASS_GRACE_MS) {
+      a.settled = true;
+      settle = true;
+    }
+  }
+  if (settle) renderAlerts();
+  if (S.view === 'patrols') renderBoardUpdated();
+}
+
+/** GET /api/dispatches?open=true: the live dispatches, at start and after the feed was down. */
+async function loadLiveDispatches() {
+  const before = new Set(S.known.keys());
+  try {
+    const { data } = await api('GET', '/api/dispatches?open=true');
+    const list = Array.isArray(data) ? data : [];
+    const ids = new Set(list.map((d) => d.id));
+    // Live before, not any more: its end was missed; forget it (the Call view reloads it).
+    for (const id of before) {
+      const d = S.known.get(id);
+      if (d && LIVE_DISPATCH.has(d.state) && !ids.has(id)) S.known.delete(id);
+    }
+    for (const d of list) {
+      const kept = noteDispatch(d);
+      if (kept.breached && OPEN_DISPATCH.has(kept.state)) addAlert('breach', kept);
+    }
+    renderAlerts();
+    renderDispatchBadge(serverNow());
+  } catch (e) {
+    // The next snapshot (reconnect) tries again; the board and the Call view load their own.
+  }
+}
+
+/** A live `dispatch` message: any change of any dispatch, clock events included. */
+function onDispatchMessage(d, step) {
+  const kept = noteDispatch(d);
+  if (step === 'breached') {
+    if (addAlert('breach', kept)) beep(0);
+  } else if (step === 'receipt_timeout') {
+    if (addAlert('receipt', kept)) beep(1);
+  }
+  renderAlerts();
+  renderDispatchBadge(serverNow());
+  if (S.view === 'call' && S.current && kept.call === S.currentId) {
+    renderDispatchPanel(S.current);
+    refreshCall();
+  }
+  if (S.view === 'patrols') scheduleBoardReload();
+}
+
+// ---- alerts (every page)
+
+/** Adds a banner line unless it is up or was acknowledged; true if new. */
+function addAlert(kind, d) {
+  const key = `${kind}:${d.id}`;
+  if (S.alerts.has(key) || S.dismissed.has(key)) return false;
+  S.alerts.set(key, { key, kind, id: d.id, call: d.call, since: Date.now(), settled: false });
+  return true;
+}
+
+function dismissAlert(key) {
+  S.alerts.delete(key);
+  S.dismissed.add(key);
+  renderAlerts();
+}
+
+/** The dispatch that followed `d` on the same Call (the next patrol after a receipt timeout). */
+function nextDispatchAfter(d) {
+  let next = null;
+  for (const o of S.known.values()) {
+    if (o.call === d.call && o.id > d.id && (!next || o.id < next.id)) next = o;
+  }
+  return next;
+}
+
+function renderAlerts() {
+  const box = $('dispatch-alerts');
+  const list = Array.from(S.alerts.values()).sort((a, b) =>
+    (a.kind === b.kind ? 0 : (a.kind === 'breach' ? -1 : 1)) || (a.since - b.since));
+  const focusKey = document.activeElement && box.contains(document.activeElement)
+    ? document.activeElement.dataset.focusKey : null;
+  clear(box);
+  show(box, list.length > 0);
+  for (const a of list.slice(0, 3)) box.append(alertLine(a));
+  if (list.length > 3) {
+    box.append(el('div', { class: 'dalert-more' }, `${list.length - 3} more alerts. `,
+      el('button', { type: 'button', class: 'small', text: 'Patrols board', on: { click: showPatrols } })));
+  }
+  if (focusKey) {
+    const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
+    if (again) again.focus();
+  }
+  renderTitle();
+}
+
+function alertLine(a) {
+  const d = S.known.get(a.id) || { id: a.id, call: a.call };
+  const who = d.patrol_name || d.patrol || 'The patrol';
+  const where = [d.subscriber_name, d.address].filter(Boolean).join(', ') || `call ${d.call}`;
+  let tag;
+  let text;
+  if (a.kind === 'breach') {
+    tag = 'BREACHED';
+    const dl = deadlineOf(d);
+    if (d.arrived_at) {
+      text = `${who} arrived late at ${where}: ${fmtTime(d.arrived_at)}, ${fmtClock(tookSecs(d))} after receipt (limit ${d.limit_mins} min).`;
+    } else if (d.state === 'cancelled') {
+      text = `${who} to ${where}: the arrival limit passed; the dispatch was cancelled since.`;
+    } else {
+      text = `${who} has not arrived at ${where}: the ${d.limit_mins || '?'}-minute limit passed${Number.isFinite(dl) ? ` at ${fmtTimeMs(dl)}` : ''}.`;
+    }
+  } else {
+    tag = 'NO RECEIPT';
+    const next = nextDispatchAfter(d);
+    let then;
+    if (next) then = `passed to ${next.patrol_name || next.patrol}.`;
+    else if (!a.settled) then = 'passing it on to the next patrol…';
+    else then = 'NOT passed on: no other patrol on shift. Dispatch one by hand.';
+    text = `${who} did not confirm receipt for ${where} in time: ${then}`;
+  }
+  return el('div', { class: `dalert dalert-${a.kind}`, dataset: { dispatchId: String(a.id), call: String(d.call) } },
+    el('strong', { class: 'dalert-tag', text: tag }),
+    el('span', { class: 'dalert-text', text }),
+    el('button', { type: 'button', class: 'small dalert-open', text: `Open call ${d.call}`, dataset: { focusKey: `open-${a.key}` }, on: { click: () => openCall(d.call) } }),
+    el('button', { type: 'button', class: 'small dalert-ok', text: 'OK', title: 'Acknowledge: hide this alert', dataset: { focusKey: `ok-${a.key}` }, on: { click: () => dismissAlert(a.key) } }));
+}
+
+/** The patrols tab's badge: how many patrols are out, how many are late. */
+function renderDispatchBadge(now) {
+  const live = liveDispatches();
+  const breached = live.filter((d) => isBreachedNow(d, now)).length;
+  const overdue = live.filter((d) => isReceiptOverdue(d, now)).length;
+  const badge = $('patrols-badge');
+  let text = live.length ? `${live.length} out` : '';
+  if (breached) text += ` · ${breached} breached`;
+  if (overdue) text += ` · ${overdue} no receipt`;
+  const cls = `tab-badge${breached ? ' bad' : (overdue ? ' warn' : '')}`;
+  if (badge.textContent !== text) badge.textContent = text;
+  if (badge.className !== cls) badge.className = cls;
+  show(badge, !!text);
+}
+
+// ---- the Call's dispatch panel
+
+function dispatchesOf(call) {
+  return (Array.isArray(call.dispatches) ? call.dispatches : []).map(noteDispatch);
+}
+
+/** The Call's dispatch that is still out (offered, received, accepted), if any. */
+function openDispatchOf(call) {
+  return dispatchesOf(call).find((d) => OPEN_DISPATCH.has(d.state)) || null;
+}
+
+function renderDispatchPanel(call) {
+  const list = dispatchesOf(call);
+  const mine = isMine(call);
+  const open = list.find((d) => OPEN_DISPATCH.has(d.state)) || null;
+  show($('dispatch-open'), mine && !!call.subscriber && !open);
+  let h = '';
+  if (list.length === 0) {
+    if (!call.subscriber) h = 'Unknown device: there is no subscriber to send a patrol to.';
+    else if (mine) h = 'No patrol dispatched yet.';
+    else h = call.state === 'closed' ? 'No patrol was dispatched.' : 'No patrol dispatched.';
+  }
+  const hint = $('dispatch-hint');
+  hint.textContent = h;
+  show(hint, !!h);
+  $('dispatch-panel').dataset.open = open ? open.state : '';
+
+  // An open cancel form survives the re-render (its reason may be half written).
+  const ul = $('dispatch-list');
+  const form = S.cancelFor !== null && open && open.id === S.cancelFor ? ul.querySelector('.cancel-form') : null;
+  const focused = form && form.contains(document.activeElement) ? document.activeElement : null;
+  if (!form) S.cancelFor = null;
+  clear(ul);
+  for (const d of list.slice().reverse()) ul.append(dispatchItem(d, form && d.id === S.cancelFor ? form : null));
+  if (focused) focused.focus();
+}
+
+/** Facts of a dispatch in one line. */
+function dispatchFacts(d) {
+  const parts = [`Dispatched ${fmtTime(d.offered_at)}${d.operator ? ` by ${d.operator}` : ''}`];
+  if (d.received_at) parts.push(`received ${fmtTime(d.received_at)}`);
+  if (d.accepted_at) parts.push(`accepted ${fmtTime(d.accepted_at)}`);
+  if (d.arrived_at) parts.push(`arrived ${fmtTime(d.arrived_at)}${d.arrival_method ? ` (${ARRIVAL_METHODS[d.arrival_method] || d.arrival_method})` : ''}`);
+  if (d.limit_mins) parts.push(`limit ${d.limit_mins} min`);
+  return parts.join(' · ');
+}
+
+function dispatchNote(d) {
+  if (!d.note) return '';
+  if (d.state === 'declined') return `Reason: ${d.note}`;
+  if (d.state === 'cancelled') return `Reason: ${d.note}`;
+  if (d.state === 'completed') {
+    const [outcome, ...rest] = String(d.note).split(': ');
+    return VISIT_OUTCOMES[outcome] ? `Visit: ${VISIT_OUTCOMES[outcome]}${rest.length ? ` — ${rest.join(': ')}` : ''}` : `Visit: ${d.note}`;
+  }
+  return d.note;
+}
+
+function dispatchItem(d, cancelForm) {
+  const open = OPEN_DISPATCH.has(d.state);
+  const li = el('li', { class: `dispatch dispatch-${d.state}${open ? ' is-open' : ''}`, dataset: { dispatchId: String(d.id), state: d.state } });
+  const phone = S.patrolPhones.get(d.patrol);
+  li.append(
+    el('div', { class: 'dispatch-top' },
+      el('span', { class: `dstate dstate-${d.state}`, text: DISPATCH_STATES[d.state] || d.state }),
+      el('span', { class: 'dispatch-patrol', text: d.patrol_name || d.patrol }),
+      phone ? telLink(phone) : null,
+      el('span', { class: 'muted mono dispatch-id', text: `#${d.id}` })),
+    clockNode(d, open || d.state === 'arrived' ? 'big' : ''),
+    el('div', { class: 'dispatch-facts muted', text: dispatchFacts(d) }));
+  const note = dispatchNote(d);
+  if (note) li.append(el('div', { class: 'tl-text dispatch-note', text: note }));
+  if (open) {
+    li.append(cancelForm || el('div', { class: 'action-row cancel-row' },
+      el('button', { type: 'button', class: 'small danger-outline dispatch-cancel', text: 'Cancel dispatch…', on: { click: () => openCancelForm(d, li) } })));
+  }
+  if (!phone && d.patrol) loadPatrolPhones();
+  return li;
+}
+
+/** Patrol phones for the dispatch panel (DispatchView has the name only): once per page. */
+async function loadPatrolPhones() {
+  if (S.phonesLoading || S.phonesLoaded) return;
+  S.phonesLoading = true;
+  try {
+    const { data } = await api('GET', '/api/patrols');
+    for (const p of Array.isArray(data) ? data : []) if (p.phone) S.patrolPhones.set(p.id, p.phone);
+    S.phonesLoaded = true;
+    if (S.view === 'call' && S.current) renderDispatchPanel(S.current);
+  } catch (e) {
+    S.phonesLoaded = true; // no phones then; not worth an error
+  } finally {
+    S.phonesLoading = false;
+  }
+}
+
+// ---- cancelling
+
+function openCancelForm(d, li) {
+  S.cancelFor = d.id;
+  const id = `cancel-reason-${d.id}`;
+  const input = el('input', { type: 'text', id, class: 'cancel-reason', maxlength: 500, placeholder: 'e.g. the person is fine, the ambulance took over' });
+  const submit = el('button', { type: 'submit', class: 'danger-outline cancel-submit', text: 'Cancel the dispatch' });
+  const keep = el('button', { type: 'button', class: 'secondary', text: 'Keep it', on: { click: closeCancelForm } });
+  const form = el('form', { class: 'cancel-form', novalidate: true, dataset: { dispatchId: String(d.id) } },
+    el('label', { for: id, text: `Why cancel the dispatch to ${d.patrol_name || d.patrol}?` }),
+    input,
+    el('div', { class: 'action-row' }, submit, keep));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    cancelDispatch(d, input, [submit, keep]);
+  });
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      e.stopPropagation();
+      closeCancelForm();
+    }
+  });
+  const row = li.querySelector('.cancel-row');
+  if (row) row.replaceWith(form);
+  else li.append(form);
+  input.focus();
+}
+
+function closeCancelForm() {
+  S.cancelFor = null;
+  if (S.current) renderDispatchPanel(S.current);
+  const b = $('dispatch-list').querySelector('.dispatch-cancel');
+  if (b) b.focus();
+}
+
+async function cancelDispatch(d, input, buttons) {
+  const reason = input.value.trim();
+  if (!reason) {
+    message('Write why the dispatch is cancelled (the patrol is told).', 'warn');
+    input.focus();
+    return;
+  }
+  for (const b of buttons) b.disabled = true;
+  const name = d.patrol_name || d.patrol;
+  try {
+    const { data } = await api('POST', `/api/dispatches/${encodeURIComponent(d.id)}/cancel`, { reason });
+    noteDispatch(data);
+    S.cancelFor = null;
+    message(`The dispatch to ${name} is cancelled; the patrol is told.`, 'ok');
+  } catch (e) {
+    if (e.status === 409 || e.status === 410) message(`The dispatch to ${name} cannot be cancelled: ${e.message}`, 'warn');
+    else reportError('Cancelling the dispatch failed', e);
+  } finally {
+    for (const b of buttons) b.disabled = false;
+    renderDispatchBadge(serverNow());
+    if (S.current) renderDispatchPanel(S.current);
+    if (S.currentId !== null) refreshCall();
+  }
+}
+
+// ---- the timeline's dispatch lines
+
+/**
+ * A dispatch step in words: `what` (the line; "by USER" follows it), `who` (the patrol, when
+ * the line does not name it), `text` (a reason, shown under the line like a note).
+ */
+function dispatchStepWords(e) {
+  const name = e.patrol_name || e.patrol || 'the patrol';
+  const detail = e.detail || '';
+  switch (e.step) {
+    case 'offered':
+      return { what: e.user ? `Dispatched to ${name}` : `Offered to ${name} (next in the route)` };
+    case 'received':
+      return { what: `${name} confirmed receipt` };
+    case 'accepted':
+      return { what: `${name} accepted` };
+    case 'declined':
+      return { what: `${name} declined`, text: detail };
+    case 'arrived':
+      return { what: `Arrived (${ARRIVAL_METHODS[detail] || detail || 'app'})`, who: name };
+    case 'completed': {
+      const [outcome, ...rest] = detail.split(': ');
+      const note = rest.join(': ');
+      return { what: `Completed: ${VISIT_OUTCOMES[outcome] || outcome || 'done'}${note ? ` — ${note}` : ''}`, who: name };
+    }
+    case 'cancelled':
+      return { what: `Dispatch to ${name} cancelled`, text: detail };
+    case 'receipt_timeout': {
+      // "passed to PATROL" names the patrol by id: say its name when a dispatch shows it.
+      const m = /^passed to (.+)$/.exec(detail);
+      const to = m ? patrolNameOf(m[1]) : null;
+      const said = to ? `passed to ${to}` : detail;
+      return { what: `No receipt from ${name} in ${receiptWait(e)}${said ? `: ${said}` : ''}` };
+    }
+    case 'warning':
+      return { what: `Warning: ${detail || 'the arrival limit is near'}`, who: name };
+    case 'breached':
+      return { what: 'BREACHED: arrival limit passed', who: name };
+    default:
+      return { what: `Dispatch: ${e.step}${detail ? ` (${detail})` : ''}`, who: name };
+  }
+}
+
+/** A patrol's name from any dispatch or board row seen (its id if none). */
+function patrolNameOf(id) {
+  for (const d of S.known.values()) if (d.patrol === id && d.patrol_name) return d.patrol_name;
+  for (const p of S.board || []) if (p.id === id && p.name) return p.name;
+  return id;
+}
+
+/** How long a timed-out dispatch waited for its receipt ("2 min"), from its offer. */
+function receiptWait(e) {
+  const d = S.known.get(e.dispatch);
+  const secs = d ? (parseTs(e.at) - parseTs(d.offered_at)) / 1000 : NaN;
+  if (!Number.isFinite(secs) || secs < 0) return 'time';
+  if (secs < 90) return `${Math.round(secs)} s`;
+  const mins = Math.round(secs / 60);
+  return Math.abs(secs - mins * 60) < 10 ? `${mins} min` : fmtDuration(secs);
+}
+
+// ---- the "dispatch a patrol" dialog
+
+async function openDispatchDialog() {
+  const call = S.current;
+  if (S.view !== 'call' || !call) return;
+  if (!isMine(call)) {
+    message('Take the call first: its owner dispatches the patrol.', 'warn');
+    return;
+  }
+  const open = openDispatchOf(call);
+  if (open) {
+    message(`${open.patrol_name || open.patrol} is already dispatched to this call. Cancel that dispatch to send another patrol.`, 'warn');
+    return;
+  }
+  if (!call.subscriber) {
+    message('Unknown device: there is no subscriber to send a patrol to.', 'warn');
+    return;
+  }
+  const id = call.id;
+  S.dispatchChoices = null;
+  $('dispatch-dialog-call').textContent = `· call ${id}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
+  $('dispatch-route').textContent = 'Loading the patrols…';
+  clear($('dispatch-choices'));
+  show($('dispatch-error'), false);
+  show($('dispatch-warning'), false);
+  $('dispatch-submit').disabled = true;
+  $('dispatch-submit').textContent = 'Dispatch';
+  show($('dispatch-dialog'), true);
+  $('dispatch-cancel-dialog').focus();
+  try {
+    const { data } = await api('GET', `/api/calls/${encodeURIComponent(id)}/patrols`);
+    if (S.currentId !== id || $('dispatch-dialog').hidden) return;
+    S.dispatchChoices = Object.assign({ call: id }, data || {});
+    renderDispatchChoices();
+  } catch (e) {
+    if (S.currentId !== id || $('dispatch-dialog').hidden) return;
+    $('dispatch-route').textContent = '';
+    if (e.status !== 401) showDispatchError(`The patrols could not be loaded: ${e.message}`);
+  }
+}
+
+function closeDispatchDialog() {
+  const wasOpen = !$('dispatch-dialog').hidden;
+  show($('dispatch-dialog'), false);
+  clear($('dispatch-choices'));
+  S.dispatchChoices = null;
+  if (wasOpen) {
+    const b = $('dispatch-open');
+    if (!b.hidden && S.view === 'call') b.focus();
+    else blurHidden();
+  }
+}
+
+function showDispatchError(text) {
+  const err = $('dispatch-error');
+  err.textContent = text;
+  show(err, true);
+}
+
+function connDot(connected) {
+  return el('span', {
+    class: `conn-dot ${connected ? 'on' : 'off'}`,
+    role: 'img',
+    title: connected ? 'Connected to vakt' : 'Not connected',
+    'aria-label': connected ? 'connected' : 'not connected',
+  });
+}
+
+function shiftText(p) {
+  if (p.on_shift) return p.shift ? `on shift: ${p.shift}` : 'on shift';
+  return 'off shift';
+}
+
+function renderDispatchChoices() {
+  const c = S.dispatchChoices;
+  const patrols = Array.isArray(c.patrols) ? c.patrols : [];
+  for (const p of patrols) if (p.phone) S.patrolPhones.set(p.id, p.phone);
+  const route = $('dispatch-route');
+  clear(route);
+  route.append('Route for ', el('strong', { text: c.provider || '?' }), ' in ', el('strong', { text: c.area || '?' }), '. ');
+  if (!c.suggested && patrols.length) {
+    route.append(el('span', { class: 'warning-text', text: 'No patrol of the route is on shift now: pick one yourself.' }));
+  }
+  const box = $('dispatch-choices');
+  clear(box);
+  const routed = patrols.filter((p) => p.routed);
+  const others = patrols.filter((p) => !p.routed);
+  let i = 0;
+  if (routed.length) {
+    box.append(el('h3', { text: 'The route, in order' }));
+    for (const p of routed) box.append(choiceNode(p, i++, c.suggested));
+  }
+  if (others.length) {
+    box.append(el('h3', { text: routed.length ? 'Other patrols' : 'Patrols (none is routed for this subscriber)' }));
+    for (const p of others) box.append(choiceNode(p, i++, c.suggested));
+  }
+  if (!patrols.length) {
+    box.append(el('p', { class: 'warning-text', text: 'The directory has no patrols. Phone the care provider and write it in a note.' }));
+  }
+  $('dispatch-submit').disabled = patrols.length === 0;
+  updateDispatchWarning();
+  const first = box.querySelector('input:checked') || box.querySelector('input');
+  if (first) first.focus();
+}
+
+function choiceNode(p, i, suggested) {
+  const id = `dp-${i}`;
+  const input = el('input', { type: 'radio', name: 'dispatch-patrol', id, value: p.id });
+  input.checked = p.id === suggested;
+  input.addEventListener('change', updateDispatchWarning);
+  const n = Number(p.open_assignments) || 0;
+  const facts = [
+    p.routed && Number.isInteger(p.rank) ? `${p.rank + 1}. in the route` : null,
+    p.routed ? null : p.provider,
+    p.connected ? 'connected' : 'not connected',
+    n ? `${n} open assignment${n === 1 ? '' : 's'}` : 'no open assignment',
+    p.phone || null,
+  ].filter(Boolean);
+  return el('label', {
+    class: `choice${p.on_shift ? ' on-shift' : ' off-shift'}${p.routed ? ' routed' : ''}${p.id === suggested ? ' suggested' : ''}`,
+    for: id,
+    dataset: { patrolId: p.id },
+  },
+  input,
+  el('span', { class: 'choice-body' },
+    el('span', { class: 'choice-line' },
+      connDot(p.connected),
+      el('span', { class: 'choice-name', text: p.name || p.id }),
+      p.id === suggested ? el('span', { class: 'tag tag-suggested', text: 'suggested' }) : null,
+      el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: shiftText(p) })),
+    el('span', { class: 'choice-facts muted', text: facts.join(' · ') })));
+}
+
+function selectedChoice() {
+  const c = S.dispatchChoices;
+  const sel = $('dispatch-choices').querySelector('input[name="dispatch-patrol"]:checked');
+  if (!c || !sel) return null;
+  return (c.patrols || []).find((p) => p.id === sel.value) || null;
+}
+
+/** What the operator should know about the patrol picked (off shift, offline, busy). */
+function updateDispatchWarning() {
+  const p = selectedChoice();
+  const warn = $('dispatch-warning');
+  const submit = $('dispatch-submit');
+  if (!p) {
+    submit.textContent = 'Dispatch';
+    show(warn, false);
+    return;
+  }
+  submit.textContent = `Dispatch ${p.name || p.id}`;
+  const words = [];
+  if (!p.on_shift) words.push(`${p.name} is off shift now.`);
+  if (!p.connected) words.push(`${p.name} is not connected: the assignment waits until it logs in${p.phone ? `; phone ${p.phone}` : ''}.`);
+  const n = Number(p.open_assignments) || 0;
+  if (n) words.push(`It already has ${n} open assignment${n === 1 ? '' : 's'}.`);
+  if (!p.routed) words.push('It is not in this subscriber\'s route.');
+  warn.textContent = words.join(' ');
+  show(warn, words.length > 0);
+}
+
+async function submitDispatch(ev) {
+  ev.preventDefault();
+  const c = S.dispatchChoices;
+  const id = S.currentId;
+  if (S.dispatchBusy || !c || c.call !== id) return;
+  const p = selectedChoice();
+  const body = p ? { patrol: p.id } : {};
+  S.dispatchBusy = true;
+  $('dispatch-submit').disabled = true;
+  show($('dispatch-error'), false);
+  try {
+    const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/dispatch`, body);
+    const d = noteDispatch(data) || {};
+    closeDispatchDialog();
+    message(`Dispatched to ${d.patrol_name || d.patrol || (p && p.name)}: waiting for the patrol to confirm receipt.`, 'ok');
+    renderDispatchBadge(serverNow());
+    if (S.current && S.current.id === id) renderDispatchPanel(S.current);
+  } catch (e) {
+    if (e.status === 409 && e.body && e.body.dispatch !== undefined && e.body.dispatch !== null) {
+      closeDispatchDialog();
+      message(`This call already has an open dispatch (#${e.body.dispatch}): ${e.message}`, 'warn');
+    } else if (e.status === 422) {
+      showDispatchError(`${e.message}. No patrol is on shift for this route: pick one from the list.`);
+      const first = $('dispatch-choices').querySelector('input');
+      if (first) first.focus();
+    } else if (e.status === 404) {
+      showDispatchError(`Not dispatched: ${e.message}.`);
+    } else if (e.status !== 401) {
+      showDispatchError(`Not dispatched: ${e.message}`);
+    }
+  } finally {
+    S.dispatchBusy = false;
+    $('dispatch-submit').disabled = false;
+    if (S.currentId === id) refreshCall();
+  }
+}
+
+// ---------------------------------------------------------------- 12. Patrols board
+
+function showPatrols() {
+  if (!S.me) return;
+  leaveCall();
+  showView('patrols');
+  renderBoard();
+  loadBoard();
+  blurHidden();
+}
+
+function startBoardPolling() {
+  if (!S.boardTimer) S.boardTimer = setInterval(() => { if (S.view === 'patrols') loadBoard(); }, BOARD_POLL_MS);
+}
+
+function stopBoardPolling() {
+  clearInterval(S.boardTimer);
+  clearTimeout(S.boardReload);
+  S.boardTimer = null;
+  S.boardReload = null;
+}
+
+/** After a live change: one reload for a burst of messages. */
+function scheduleBoardReload() {
+  if (S.boardReload) return;
+  S.boardReload = setTimeout(() => {
+    S.boardReload = null;
+    if (S.view === 'patrols') loadBoard();
+  }, 250);
+}
+
+async function loadBoard() {
+  if (S.boardLoading) {
+    S.boardAgain = true;
+    return;
+  }
+  S.boardLoading = true;
+  try {
+    const { data } = await api('GET', '/api/patrols');
+    S.board = Array.isArray(data) ? data : [];
+    S.boardAt = serverNow();
+    for (const p of S.board) {
+      if (p.phone) S.patrolPhones.set(p.id, p.phone);
+      for (const d of p.assignments || []) noteDispatch(d);
+    }
+    show($('patrols-error'), false);
+    if (S.view === 'patrols') renderBoard();
+  } catch (e) {
+    if (e.status !== 401 && S.view === 'patrols') {
+      $('patrols-error').textContent = `The patrols could not be loaded: ${e.message}.` +
+        (S.boardAt ? ` What is shown is from ${fmtTimeMs(S.boardAt)}.` : '');
+      show($('patrols-error'), true);
+      renderBoardUpdated();
+    }
+  } finally {
+    S.boardLoading = false;
+    if (S.boardAgain) {
+      S.boardAgain = false;
+      loadBoard();
+    }
+  }
+}
+
+/** A patrol's live assignments, each in its newest known state. */
+function liveAssignments(p) {
+  return (p.assignments || []).map((d) => S.known.get(d.id) || d).filter((d) => LIVE_DISPATCH.has(d.state));
+}
+
+/** 0 breached, 1 no receipt in time, 2 warned, 3 out, 4 arrived. */
+function urgency(d, now) {
+  if (isBreachedNow(d, now)) return 0;
+  if (isReceiptOverdue(d, now)) return 1;
+  if (OPEN_DISPATCH.has(d.state) && Array.isArray(d.warned_at_mins) && d.warned_at_mins.length) return 2;
+  return OPEN_DISPATCH.has(d.state) ? 3 : 4;
+}
+
+function renderBoard() {
+  const box = $('patrols-board');
+  renderBoardUpdated();
+  if (S.board === null) {
+    clear(box);
+    box.append(el('p', { class: 'muted', text: 'Loading the patrols…' }));
+    return;
+  }
+  const now = serverNow();
+  const rows = S.board.map((p) => {
+    const asg = liveAssignments(p).sort((a, b) => urgency(a, now) - urgency(b, now) || a.id - b.id);
+    const worst = asg.reduce((m, d) => Math.min(m, urgency(d, now)), 9);
+    return { p, asg, worst };
+  });
+  rows.sort((a, b) => (a.worst - b.worst) ||
+    (Number(!!b.p.on_shift) - Number(!!a.p.on_shift)) ||
+    (Number(!!b.p.connected) - Number(!!a.p.connected)) ||
+    String(a.p.provider_name || a.p.provider || '').localeCompare(String(b.p.provider_name || b.p.provider || ''), 'sv') ||
+    String(a.p.name || a.p.id).localeCompare(String(b.p.name || b.p.id), 'sv'));
+  const onShift = rows.filter((r) => r.p.on_shift).length;
+  const connected = rows.filter((r) => r.p.connected).length;
+  const out = rows.reduce((n, r) => n + r.asg.length, 0);
+  const breached = rows.reduce((n, r) => n + r.asg.filter((d) => isBreachedNow(d, now)).length, 0);
+  $('patrols-summary').textContent = `${rows.length} patrols · ${onShift} on shift · ${connected} connected · ` +
+    `${out} assignment${out === 1 ? '' : 's'} out${breached ? ` · ${breached} BREACHED` : ''}`;
+  $('patrols-summary').classList.toggle('bad', breached > 0);
+
+  const focusKey = document.activeElement && box.contains(document.activeElement)
+    ? document.activeElement.dataset.focusKey : null;
+  const frag = document.createDocumentFragment();
+  for (const r of rows) frag.append(patrolCard(r.p, r.asg, r.worst));
+  if (rows.length === 0) {
+    frag.append(el('p', { class: 'empty-board', text: 'No patrols in the directory. A supervisor imports them on the Directory page.' }));
+  }
+  clear(box);
+  box.append(frag);
+  if (focusKey) {
+    const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
+    if (again) again.focus();
+  }
+}
+
+/** "Updated hh:mm:ss", red when the board is older than two polls. */
+function renderBoardUpdated() {
+  const node = $('patrols-updated');
+  if (!S.boardAt) {
+    node.textContent = '';
+    return;
+  }
+  const old = serverNow() - S.boardAt > 2 * BOARD_POLL_MS + 5000;
+  const text = `updated ${fmtTimeMs(S.boardAt)}${old ? ' (out of date)' : ''}`;
+  if (node.textContent !== text) node.textContent = text;
+  node.classList.toggle('stale-text', old);
+}
+
+function patrolCard(p, asg, worst) {
+  const areas = Array.isArray(p.areas) ? p.areas.join(', ') : '';
+  const card = el('article', {
+    class: `patrol-card${p.on_shift ? ' on-shift' : ' off-shift'}${worst === 0 ? ' has-breach' : ''}${p.connected ? ' connected' : ''}`,
+    dataset: { patrolId: p.id, connected: String(!!p.connected), onShift: String(!!p.on_shift) },
+  },
+  el('header', { class: 'patrol-head' },
+    connDot(p.connected),
+    el('h2', { class: 'patrol-name', text: p.name || p.id }),
+    el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: p.on_shift ? (p.shift || 'on shift') : 'off shift', title: p.shift || '' })),
+  el('div', { class: 'patrol-meta' },
+    el('span', { class: 'patrol-provider', text: p.provider_name || p.provider || '-' }),
+    el('span', { class: 'patrol-areas', text: areas ? `Areas: ${areas}` : 'No area' }),
+    telLink(p.phone)),
+  el('div', { class: `patrol-link ${p.connected ? 'on' : 'off'}`, text: p.connected ? 'Connected' : 'Not connected' }));
+  if (asg.length === 0) {
+    card.append(el('p', { class: 'muted no-assignment', text: 'No open assignment' }));
+  } else {
+    const ol = el('ol', { class: 'assignments' });
+    for (const d of asg) ol.append(assignmentItem(d));
+    card.append(ol);
+  }
+  return card;
+}
+
+function assignmentItem(d) {
+  const pri = d.priority === undefined || d.priority === null ? null : priorityBadge(d.priority, 'small');
+  return el('li', { class: `assignment asg-${d.state}`, dataset: { dispatchId: String(d.id), state: d.state, call: String(d.call) } },
+    clockNode(d, 'compact'),
+    el('div', { class: 'asg-body' },
+      el('div', { class: 'asg-line' }, pri, el('span', { class: 'asg-name', text: d.subscriber_name || `Call ${d.call}` }),
+        el('span', { class: `dstate dstate-${d.state}`, text: DISPATCH_STATES[d.state] || d.state })),
+      el('div', { class: 'asg-addr', text: d.address || 'no address' })),
+    el('button', { type: 'button', class: 'small secondary asg-open', text: `Call ${d.call}`, title: `Open call ${d.call}`, dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
+}
+
+// ---------------------------------------------------------------- 13. Supervisor
 
 async function showAudit() {
   if (!isSupervisor()) return;
-  S.view = 'audit';
-  S.currentId = null;
-  S.current = null;
-  show($('queue-view'), false);
-  show($('call-view'), false);
-  show($('audit-view'), true);
+  leaveCall();
+  showView('audit');
   blurHidden();
   await loadAudit(false);
 }
@@ -1348,6 +2374,265 @@ function renderAudit() {
       el('td', { text: a.detail || '' })));
   }
   body.append(frag);
+}
+
+// ---- directory (supervisors; import: admins)
+
+async function showDirectory() {
+  if (!isSupervisor()) return;
+  leaveCall();
+  showView('directory');
+  show($('import-form'), !!S.me && S.me.role === 'admin');
+  renderDirectory();
+  blurHidden();
+  await loadDirectory();
+}
+
+async function loadDirectory() {
+  try {
+    const { data } = await api('GET', '/api/directory');
+    S.directory = data || {};
+    show($('directory-error'), false);
+    renderDirectory();
+  } catch (e) {
+    if (e.status !== 401) {
+      $('directory-error').textContent = `The directory could not be loaded: ${e.message}`;
+      show($('directory-error'), true);
+    }
+  }
+}
+
+/** "07:00:00" (or "07:00") -> "07:00". */
+function hhmm(t) {
+  const m = /^(\d\d):(\d\d)/.exec(String(t || ''));
+  return m ? `${m[1]}:${m[2]}` : String(t || '?');
+}
+
+function fmtShift(s) {
+  const start = hhmm(s.start);
+  const end = hhmm(s.end);
+  return `${s.name || ''} ${start}-${end}${end <= start ? ' (to the next day)' : ''}`.trim();
+}
+
+/** A titled table; cells are nodes or text. */
+function dirTable(title, cls, heads, rows, empty) {
+  const tbody = el('tbody');
+  for (const r of rows) tbody.append(el('tr', {}, ...r.map((c) => el('td', {}, c === null || c === undefined ? '' : c))));
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: empty })));
+  return el('section', { class: `dir-section ${cls}` },
+    el('h2', { text: `${title} (${rows.length})` }),
+    el('table', { class: 'data-table' }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody));
+}
+
+function renderDirectory() {
+  const box = $('directory-content');
+  clear(box);
+  const d = S.directory;
+  if (!d) {
+    box.append(el('p', { class: 'muted', text: 'Loading the directory…' }));
+    return;
+  }
+  const providers = d.providers || [];
+  const areas = d.areas || [];
+  const patrols = d.patrols || [];
+  const routes = d.routes || [];
+  $('directory-summary').textContent = `${providers.length} providers · ${areas.length} areas · ${patrols.length} patrols · ${routes.length} routes`;
+  const providerName = new Map(providers.map((p) => [p.id, p.name]));
+  const areaName = new Map(areas.map((a) => [a.id, a.name]));
+  const patrolName = new Map(patrols.map((p) => [p.id, p.name]));
+  const named = (map, id) => (id === '*' ? 'any' : (map.get(id) ? `${map.get(id)} (${id})` : id));
+  box.append(
+    dirTable('Care providers', 'dir-providers', ['Id', 'Name', 'Phone'],
+      providers.map((p) => [el('span', { class: 'mono', text: p.id }), p.name, telLink(p.phone)]),
+      'No providers. Import the directory.'),
+    dirTable('Areas', 'dir-areas', ['Id', 'Name', 'Arrival limit'],
+      areas.map((a) => [el('span', { class: 'mono', text: a.id }), a.name,
+        el('span', { class: a.arrival_limit_mins === 30 ? '' : 'strong', text: `${a.arrival_limit_mins} min` })]),
+      'No areas.'),
+    dirTable('Patrols', 'dir-patrols', ['Id', 'Name', 'Provider', 'Areas', 'Shifts (local time)', 'Phone'],
+      patrols.map((p) => [el('span', { class: 'mono', text: p.id }), p.name, named(providerName, p.provider),
+        (p.areas || []).map((a) => areaName.get(a) || a).join(', '),
+        (p.shifts || []).map(fmtShift).join('; ') || 'no shift', telLink(p.phone)]),
+      'No patrols.'),
+    dirTable('Routes: patrols in fallback order', 'dir-routes', ['Provider', 'Area', 'Patrols'],
+      routes.map((r) => [named(providerName, r.provider), named(areaName, r.area),
+        el('ol', { class: 'route-order' }, ...(r.patrols || []).map((id) => el('li', { text: patrolName.get(id) ? `${patrolName.get(id)} (${id})` : `${id} (unknown patrol)` })))]),
+      'No routes.'));
+}
+
+async function submitImport(ev) {
+  ev.preventDefault();
+  const kinds = ['providers', 'areas', 'patrols', 'routes'];
+  const body = {};
+  const missing = [];
+  for (const k of kinds) {
+    const f = $(`import-${k}`).files[0];
+    if (!f) missing.push(k);
+  }
+  if (missing.length) {
+    importResult('error', `Choose all four files (missing: ${missing.join(', ')}). The directory is imported whole or not at all.`);
+    return;
+  }
+  const button = $('import-submit');
+  button.disabled = true;
+  try {
+    for (const k of kinds) body[k] = await $(`import-${k}`).files[0].text();
+    const { data } = await api('POST', '/api/directory/import', body);
+    const counts = data && typeof data === 'object'
+      ? Object.entries(data).filter(([k, v]) => typeof v === 'number' && !(k === 'tokens_removed' && v === 0))
+        .map(([k, v]) => `${v} ${k === 'tokens_removed' ? 'patrol tokens removed (their patrols are gone)' : k}`).join(', ')
+      : '';
+    importResult('ok', `Imported${counts ? `: ${counts}` : ''}. The tables above show the new directory.`);
+    for (const k of kinds) $(`import-${k}`).value = '';
+    await loadDirectory();
+  } catch (e) {
+    if (e.status === 401) return;
+    if (e.status === 422 && e.body && Array.isArray(e.body.problems)) {
+      importResult('error', `${e.message}:`, e.body.problems);
+    } else if (e.status === 403) {
+      importResult('error', 'Only an administrator may import the directory.');
+    } else {
+      importResult('error', `Nothing was imported: ${e.message}`);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function importResult(kind, text, problems) {
+  const box = $('import-result');
+  clear(box);
+  box.className = kind === 'ok' ? 'import-ok' : 'form-error';
+  box.append(el('p', { text }));
+  if (problems && problems.length) {
+    const ul = el('ul', { class: 'problems' });
+    for (const p of problems.slice(0, 200)) ul.append(el('li', { class: 'mono', text: String(p) }));
+    if (problems.length > 200) ul.append(el('li', { text: `… and ${problems.length - 200} more` }));
+    box.append(ul);
+  }
+  show(box, true);
+  box.scrollIntoView({ block: 'nearest' });
+}
+
+// ---- SLA report (supervisors)
+
+function thisMonth() {
+  const d = new Date(serverNow());
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}`;
+}
+
+async function showReport() {
+  if (!isSupervisor()) return;
+  leaveCall();
+  showView('report');
+  const m = $('report-month');
+  if (!m.value) m.value = thisMonth();
+  updateReportLink();
+  blurHidden();
+  await loadReport();
+}
+
+function reportMonth() {
+  const v = $('report-month').value;
+  return /^\d{4}-\d\d$/.test(v) ? v : thisMonth();
+}
+
+function updateReportLink() {
+  $('report-csv').href = `/api/reports/sla?month=${encodeURIComponent(reportMonth())}&format=csv`;
+  $('report-csv').setAttribute('download', `vakt-sla-${reportMonth()}.csv`);
+}
+
+async function loadReport() {
+  const month = reportMonth();
+  updateReportLink();
+  const box = $('report-content');
+  clear(box);
+  box.append(el('p', { class: 'muted', text: `Loading ${month}…` }));
+  try {
+    const { data } = await api('GET', `/api/reports/sla?month=${encodeURIComponent(month)}`);
+    if (reportMonth() !== month) return;
+    S.report = data;
+    show($('report-error'), false);
+    renderReport(data);
+  } catch (e) {
+    if (e.status === 401 || reportMonth() !== month) return;
+    clear(box);
+    $('report-error').textContent = `The report for ${month} could not be made: ${e.message}`;
+    show($('report-error'), true);
+  }
+}
+
+/** Seconds as m:ss (or h:mm:ss), or a dash. */
+function fmtSecsOrDash(s) {
+  return s === null || s === undefined ? '-' : fmtDuration(Number(s));
+}
+
+/** A report figure against its target, as the header shows today's. */
+function reportStat(label, value, cls, title) {
+  return el('div', { class: `report-stat ${cls || ''}`, title: title || '' },
+    el('span', { class: 'stat-label', text: label }), el('span', { class: 'report-stat-value', text: value }));
+}
+
+function renderReport(r) {
+  const box = $('report-content');
+  clear(box);
+  if (!r || typeof r !== 'object') {
+    box.append(el('p', { class: 'muted', text: 'No report.' }));
+    return;
+  }
+  const a = r.answer || {};
+  const met = (v, t) => (v === null || v === undefined ? '' : (Number(v) >= Number(t) ? 'met' : 'missed'));
+  box.append(el('p', { class: 'report-head' },
+    el('strong', { text: `Month ${r.month}` }),
+    ` · ${r.time_zone || 'local time'} · made ${fmtTime(r.generated_at)}. A dispatch counts in the month it was offered; open dispatches and waiting calls are judged as of now.`));
+
+  box.append(el('section', { class: 'report-answer' },
+    el('h2', { text: 'Answering the alarms' }),
+    el('div', { class: 'report-stats' },
+      reportStat('Calls', String(a.calls ?? '-')),
+      reportStat('Answered', String(a.answered ?? '-')),
+      reportStat('Median answer', a.median_answer_secs === null || a.median_answer_secs === undefined ? '-' : fmtDuration(a.median_answer_secs)),
+      reportStat(`Within 60 s (target ${fmtPct(a.target_60s_pct ?? 97.5)})`, fmtPct(a.within_60s_pct), met(a.within_60s_pct, a.target_60s_pct ?? 97.5)),
+      reportStat(`Within 180 s (target ${fmtPct(a.target_180s_pct ?? 99)})`, fmtPct(a.within_180s_pct), met(a.within_180s_pct, a.target_180s_pct ?? 99)))));
+
+  const heads = ['Provider', 'Area', 'Dispatches', 'Arrived', 'Median receipt → arrival', '90th percentile',
+    'Breaches', 'Receipt timeouts', 'Declined', 'Cancelled', 'Open'];
+  const row = (x, total) => {
+    const breaches = el('td', { class: `num${x.breaches ? ' bad-cell' : ''}` }, String(x.breaches ?? 0));
+    if (!total && Array.isArray(x.breached) && x.breached.length) {
+      const list = el('div', { class: 'breach-calls' });
+      for (const b of x.breached) {
+        list.append(el('button', {
+          type: 'button', class: 'link-like', text: `Call ${b.call}`,
+          title: `Dispatch #${b.dispatch} to ${b.patrol}: open the call`,
+          dataset: { call: String(b.call) },
+          on: { click: () => openCall(b.call) },
+        }));
+      }
+      breaches.append(list);
+    }
+    return el('tr', { class: total ? 'totals' : '' },
+      el('td', { text: total ? 'All providers' : (x.provider_name || x.provider) }),
+      el('td', { text: total ? 'All areas' : (x.area_name || x.area) }),
+      el('td', { class: 'num', text: String(x.dispatches ?? 0) }),
+      el('td', { class: 'num', text: String(x.arrived ?? 0) }),
+      el('td', { class: 'num', text: fmtSecsOrDash(x.median_arrival_secs) }),
+      el('td', { class: 'num', text: fmtSecsOrDash(x.p90_arrival_secs) }),
+      breaches,
+      el('td', { class: `num${x.receipt_timeouts ? ' warn-cell' : ''}`, text: String(x.receipt_timeouts ?? 0) }),
+      el('td', { class: 'num', text: String(x.declined ?? 0) }),
+      el('td', { class: 'num', text: String(x.cancelled ?? 0) }),
+      el('td', { class: 'num', text: String(x.open ?? 0) }));
+  };
+  const rows = Array.isArray(r.rows) ? r.rows : [];
+  const tbody = el('tbody', {}, ...rows.map((x) => row(x, false)));
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: 'No dispatches in this month.' })));
+  box.append(el('section', { class: 'report-dispatch' },
+    el('h2', { text: 'Patrols: arrival within the limit' }),
+    el('table', { class: 'data-table report-table' },
+      el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))),
+      tbody,
+      r.totals ? el('tfoot', {}, row(r.totals, true)) : null)));
 }
 
 // ---- subscriber editor
@@ -1487,7 +2772,7 @@ async function saveEditor(ev) {
   }
 }
 
-// ---------------------------------------------------------------- 12. Keyboard
+// ---------------------------------------------------------------- 14. Keyboard
 
 function isTyping() {
   const a = document.activeElement;
@@ -1504,6 +2789,11 @@ function toggleHelp(visible) {
 function onKeyDown(e) {
   unlockAudio();
   if (!S.me || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (!$('dispatch-dialog').hidden && e.key === 'Escape') {
+    e.preventDefault();
+    closeDispatchDialog();
+    return;
+  }
   if (isTyping()) {
     // Esc leaves the field (then shortcuts work again); nothing else is a shortcut here.
     if (e.key === 'Escape' && $('edit-dialog').hidden) document.activeElement.blur();
@@ -1511,6 +2801,13 @@ function onKeyDown(e) {
   }
   if (!$('edit-dialog').hidden) {
     if (e.key === 'Escape') closeEditor();
+    return;
+  }
+  if (!$('dispatch-dialog').hidden) {
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      closeDispatchDialog();
+    }
     return;
   }
   if (!$('help').hidden) {
@@ -1548,6 +2845,18 @@ function onKeyDown(e) {
         releaseCall();
       }
       break;
+    case 'd':
+    case 'D':
+      if (mine) {
+        e.preventDefault();
+        openDispatchDialog();
+      }
+      break;
+    case 'p':
+    case 'P':
+      e.preventDefault();
+      showPatrols();
+      break;
     case 'Escape':
       if (S.view !== 'queue') {
         e.preventDefault();
@@ -1563,7 +2872,7 @@ function onKeyDown(e) {
   }
 }
 
-// ---------------------------------------------------------------- 13. Wiring
+// ---------------------------------------------------------------- 15. Wiring
 
 function wire() {
   $('login-form').addEventListener('submit', onLoginSubmit);
@@ -1587,6 +2896,29 @@ function wire() {
   $('close-submit').addEventListener('click', closeCall);
   $('close-outcome').addEventListener('change', renderPatrolHint);
   $('audit-link').addEventListener('click', showAudit);
+  $('tab-queue').addEventListener('click', showQueue);
+  $('tab-patrols').addEventListener('click', showPatrols);
+  $('tab-directory').addEventListener('click', showDirectory);
+  $('tab-report').addEventListener('click', showReport);
+  $('patrols-back').addEventListener('click', showQueue);
+  $('directory-back').addEventListener('click', showQueue);
+  $('report-back').addEventListener('click', showQueue);
+  $('patrols-refresh').addEventListener('click', loadBoard);
+  $('directory-refresh').addEventListener('click', loadDirectory);
+  $('import-form').addEventListener('submit', submitImport);
+  $('report-load').addEventListener('click', loadReport);
+  $('report-month').addEventListener('change', loadReport);
+  $('dispatch-open').addEventListener('click', openDispatchDialog);
+  $('dispatch-form').addEventListener('submit', submitDispatch);
+  $('dispatch-cancel-dialog').addEventListener('click', closeDispatchDialog);
+  $('dispatch-dialog').addEventListener('click', (e) => { if (e.target === $('dispatch-dialog')) closeDispatchDialog(); });
+  $('dispatch-choices').addEventListener('keydown', (e) => {
+    // Enter on a patrol dispatches it (a radio button does not submit a form by itself).
+    if (e.key === 'Enter' && e.target.matches('input[type="radio"]')) {
+      e.preventDefault();
+      $('dispatch-form').requestSubmit();
+    }
+  });
   $('audit-refresh').addEventListener('click', () => loadAudit(false));
   $('audit-newer').addEventListener('click', () => loadAudit(true));
   $('help-button').addEventListener('click', () => toggleHelp());
