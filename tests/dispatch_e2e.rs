@@ -348,7 +348,7 @@ async fn a_dispatch_not_received_in_time_passes_to_the_next_patrol() {
         steps(&call)[..2],
         [
             "offered".to_string(),
-            "receipt_timeout:passed to c2".to_string()
+            "receipt_timeout:passed to Centrum 2".to_string()
         ]
     );
     assert!(

@@ -175,9 +175,12 @@ pub async fn cancel(
 pub struct DispatchesQuery {
     /// Only this Call's dispatches (all of them, oldest first).
     pub call: Option<u64>,
+    /// Without `call`: `true` (the default) lists the live dispatches.
+    pub open: Option<bool>,
 }
 
-/// Dispatches: the live ones (not completed), or every dispatch of one Call.
+/// Dispatches: the live ones (not completed), or the dispatches of one Call (all, or with
+/// `open=true` the live ones).
 #[utoipa::path(get, path = "/api/dispatches", tag = "dispatch", params(DispatchesQuery),
     responses((status = 200, body = Vec<DispatchView>)))]
 pub async fn list_dispatches(
@@ -187,12 +190,26 @@ pub async fn list_dispatches(
 ) -> ApiResult<Json<Vec<DispatchView>>> {
     s.require(Role::Operator, &state)?;
     let Query(q) = q?;
-    let ds = match q.call {
-        Some(call) => state
-            .store
-            .dispatches_of_call(call)
-            .map_err(|e| ApiError::internal("reading dispatches failed", e))?,
-        None => state.desk.dispatcher().live_all(),
+    let ds = match (q.call, q.open) {
+        (Some(call), open) => {
+            let all = state
+                .store
+                .dispatches_of_call(call)
+                .map_err(|e| ApiError::internal("reading dispatches failed", e))?;
+            match open {
+                Some(true) => all
+                    .into_iter()
+                    .filter(|d| d.is_open() || d.state == crate::model::DispatchState::Arrived)
+                    .collect(),
+                _ => all,
+            }
+        }
+        (None, None | Some(true)) => state.desk.dispatcher().live_all(),
+        (None, Some(false)) => {
+            return Err(ApiError::bad_request(
+                "ended dispatches are listed per Call: give call=ID (or see the month's report)",
+            ));
+        }
     };
     Ok(Json(ds.iter().map(|d| state.desk.view(d)).collect()))
 }

@@ -76,6 +76,8 @@ pub struct DispatchView {
     pub receipt_deadline: Option<Timestamp>,
     /// The patrol's name.
     pub patrol_name: String,
+    /// The patrol's phone.
+    pub patrol_phone: String,
     /// The subscriber's name, if known.
     pub subscriber_name: Option<String>,
     /// Street, postcode and city, if known.
@@ -134,7 +136,7 @@ pub struct PatrolBoard {
     pub provider: String,
     /// Provider name.
     pub provider_name: String,
-    /// Areas covered.
+    /// Names of the areas covered.
     pub areas: Vec<String>,
     /// Phone.
     pub phone: String,
@@ -287,16 +289,20 @@ impl Desk {
             .as_ref()
             .and_then(|c| c.subscriber.as_deref())
             .and_then(|s| self.store.subscriber(s).ok().flatten());
-        let patrol_name = self
-            .dispatcher
-            .patrol_name(&d.patrol)
-            .unwrap_or_else(|| d.patrol.clone());
+        let (patrol_name, patrol_phone) = {
+            let dir = self.dispatcher.directory();
+            dir.patrol(&d.patrol).map_or_else(
+                || (d.patrol.clone(), String::new()),
+                |p| (p.name.clone(), p.phone.clone()),
+            )
+        };
         DispatchView {
             deadline: d.deadline(),
             receipt_deadline: (d.state == DispatchState::Offered)
                 .then(|| d.offered_at.checked_add(self.opts.receipt_timeout).ok())
                 .flatten(),
             patrol_name,
+            patrol_phone,
             subscriber_name: sub.as_ref().map(|s| s.name.clone()),
             address: sub.as_ref().map(|s| {
                 [s.address.as_str(), &format!("{} {}", s.postcode, s.city)]
@@ -372,7 +378,11 @@ impl Desk {
                     provider_name: dir
                         .provider(&p.provider)
                         .map_or_else(|| p.provider.clone(), |x| x.name.clone()),
-                    areas: p.areas.clone(),
+                    areas: p
+                        .areas
+                        .iter()
+                        .map(|a| dir.area(a).map_or_else(|| a.clone(), |x| x.name.clone()))
+                        .collect(),
                     phone: p.phone.clone(),
                     connected: self.link.connected(&p.id),
                     on_shift: shift.is_some(),
@@ -502,7 +512,7 @@ impl Desk {
             None => None,
         };
         let to = match &next {
-            Some((_, p)) => format!("passed to {p}"),
+            Some((_, p)) => format!("passed to {}", self.patrol_name(p)),
             None => NO_ONE_LEFT.to_owned(),
         };
         detail = if detail.is_empty() {
@@ -633,7 +643,7 @@ impl Desk {
                 }
                 Some(ClockEvent::ReceiptTimeout) => {
                     let detail = match &ch.passed_to {
-                        Some(p) => format!("passed to {}", p.patrol),
+                        Some(p) => format!("passed to {}", self.patrol_name(&p.patrol)),
                         None => NO_ONE_LEFT.into(),
                     };
                     self.after(d, DispatchStep::ReceiptTimeout, None, detail, now)?;
@@ -722,6 +732,13 @@ impl Desk {
         Ok(())
     }
 
+    /// A patrol's name from the directory, or its id.
+    fn patrol_name(&self, patrol: &str) -> String {
+        self.dispatcher
+            .patrol_name(patrol)
+            .unwrap_or_else(|| patrol.to_owned())
+    }
+
     /// The timeline line and the live message of a step.
     fn record(
         &self,
@@ -731,10 +748,7 @@ impl Desk {
         detail: String,
         now: Timestamp,
     ) -> Result<(), DeskError> {
-        let patrol_name = self
-            .dispatcher
-            .patrol_name(&d.patrol)
-            .unwrap_or_else(|| d.patrol.clone());
+        let patrol_name = self.patrol_name(&d.patrol);
         self.calls.record(
             d.call,
             user,

@@ -225,6 +225,19 @@ impl Dispatcher {
         if d.patrol != patrol {
             return Err(DispatchError::NotYours(id));
         }
+        // A patrol's clock may be behind: its step never counts from before the dispatch's
+        // last known moment (an early receipt would shorten the arrival limit).
+        let floor = [
+            Some(d.offered_at),
+            d.received_at,
+            d.accepted_at,
+            d.arrived_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(d.offered_at);
+        let now = now.max(floor);
         let before = d.clone();
         let mut next = d.clone();
         sla::apply(&mut next, ev, now)?;
@@ -430,6 +443,7 @@ mod tests {
             disp.patrol_event("n2", d.id, PatrolEvent::Received, at(0, 30)),
             Err(DispatchError::NotYours(_))
         ));
+
         disp.patrol_event("n1", d.id, PatrolEvent::Received, at(1, 0))
             .unwrap();
         assert_eq!(disp.next_due(), Some(at(21, 0)), "the 20-minute warning");
@@ -463,6 +477,29 @@ mod tests {
         .unwrap();
         assert!(disp.live_for("n1").is_empty());
         assert_eq!(disp.next_due(), None);
+    }
+
+    #[test]
+    fn a_patrol_clock_behind_never_counts_before_the_offer() {
+        let (_dir, _store, disp) = setup();
+        let d = disp.dispatch(&target(), "n1", "olle", at(0, 0)).unwrap();
+        let early = disp
+            .patrol_event("n1", d.id, PatrolEvent::Accepted, at(-3, 0))
+            .unwrap();
+        assert_eq!(early.received_at, Some(at(0, 0)));
+        assert_eq!(early.accepted_at, Some(at(0, 0)));
+        assert_eq!(early.deadline(), Some(at(30, 0)));
+        let arrived = disp
+            .patrol_event(
+                "n1",
+                d.id,
+                PatrolEvent::Arrived {
+                    method: ArrivalMethod::App,
+                },
+                at(-1, 0),
+            )
+            .unwrap();
+        assert_eq!(arrived.arrived_at, Some(at(0, 0)));
     }
 
     #[test]

@@ -1802,7 +1802,7 @@ function dispatchNote(d) {
 function dispatchItem(d, cancelForm) {
   const open = OPEN_DISPATCH.has(d.state);
   const li = el('li', { class: `dispatch dispatch-${d.state}${open ? ' is-open' : ''}`, dataset: { dispatchId: String(d.id), state: d.state } });
-  const phone = S.patrolPhones.get(d.patrol);
+  const phone = d.patrol_phone || S.patrolPhones.get(d.patrol);
   li.append(
     el('div', { class: 'dispatch-top' },
       el('span', { class: `dstate dstate-${d.state}`, text: DISPATCH_STATES[d.state] || d.state }),
@@ -1925,13 +1925,9 @@ function dispatchStepWords(e) {
     }
     case 'cancelled':
       return { what: `Dispatch to ${name} cancelled`, text: detail };
-    case 'receipt_timeout': {
-      // "passed to PATROL" names the patrol by id: say its name when a dispatch shows it.
-      const m = /^passed to (.+)$/.exec(detail);
-      const to = m ? patrolNameOf(m[1]) : null;
-      const said = to ? `passed to ${to}` : detail;
-      return { what: `No receipt from ${name} in ${receiptWait(e)}${said ? `: ${said}` : ''}` };
-    }
+    case 'receipt_timeout':
+      // The server names where it went: "passed to NAME", or that no one was left.
+      return { what: `No receipt from ${name} in ${receiptWait(e)}${detail ? `: ${detail}` : ''}` };
     case 'warning':
       return { what: `Warning: ${detail || 'the arrival limit is near'}`, who: name };
     case 'breached':
@@ -1939,13 +1935,6 @@ function dispatchStepWords(e) {
     default:
       return { what: `Dispatch: ${e.step}${detail ? ` (${detail})` : ''}`, who: name };
   }
-}
-
-/** A patrol's name from any dispatch or board row seen (its id if none). */
-function patrolNameOf(id) {
-  for (const d of S.known.values()) if (d.patrol === id && d.patrol_name) return d.patrol_name;
-  for (const p of S.board || []) if (p.id === id && p.name) return p.name;
-  return id;
 }
 
 /** How long a timed-out dispatch waited for its receipt ("2 min"), from its offer. */
