@@ -86,9 +86,9 @@ pub struct DispatchView {
     pub priority: u8,
 }
 
-/// A patrol the operator may pick for a Call.
+/// A patrol as it is now: who, whether on shift, whether its app is connected.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct PatrolChoice {
+pub struct PatrolNow {
     /// Patrol id.
     pub id: String,
     /// Name.
@@ -103,6 +103,15 @@ pub struct PatrolChoice {
     pub shift: Option<String>,
     /// Whether its app is connected.
     pub connected: bool,
+}
+
+/// A patrol the operator may pick for a Call.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PatrolChoice {
+    /// The patrol now.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub patrol: PatrolNow,
     /// Dispatches it has not completed.
     pub open_assignments: usize,
     /// Offered by the Call's route (false: another patrol the operator may still pick).
@@ -128,24 +137,14 @@ pub struct Choices {
 /// A patrol on the board.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PatrolBoard {
-    /// Patrol id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Provider id.
-    pub provider: String,
+    /// The patrol now.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub patrol: PatrolNow,
     /// Provider name.
     pub provider_name: String,
     /// Names of the areas covered.
     pub areas: Vec<String>,
-    /// Phone.
-    pub phone: String,
-    /// Whether its app is connected.
-    pub connected: bool,
-    /// Whether one of its shifts covers now.
-    pub on_shift: bool,
-    /// The shift that covers now.
-    pub shift: Option<String>,
     /// Its dispatches not yet completed.
     pub assignments: Vec<DispatchView>,
 }
@@ -317,6 +316,19 @@ impl Desk {
         }
     }
 
+    fn patrol_now(&self, p: &crate::model::Patrol, now: Timestamp) -> PatrolNow {
+        let shift = routing::on_shift(p, now, &self.tz);
+        PatrolNow {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            provider: p.provider.clone(),
+            phone: p.phone.clone(),
+            on_shift: shift.is_some(),
+            shift: shift.map(shift_text),
+            connected: self.link.connected(&p.id),
+        }
+    }
+
     /// The patrols an operator may send to the Call at `now`.
     pub fn choices(&self, call_id: u64, now: Timestamp) -> Result<Choices, DeskError> {
         let call = self.call(call_id)?.ok_or(DeskError::NoCall(call_id))?;
@@ -341,15 +353,8 @@ impl Desk {
             .into_iter()
             .filter_map(|(id, routed, rank)| {
                 let p = dir.patrol(&id)?;
-                let shift = routing::on_shift(p, now, &self.tz);
                 Some(PatrolChoice {
-                    id: p.id.clone(),
-                    name: p.name.clone(),
-                    provider: p.provider.clone(),
-                    phone: p.phone.clone(),
-                    on_shift: shift.is_some(),
-                    shift: shift.map(shift_text),
-                    connected: self.link.connected(&p.id),
+                    patrol: self.patrol_now(p, now),
                     open_assignments: self.dispatcher.live_for(&p.id).len(),
                     routed,
                     rank,
@@ -369,31 +374,22 @@ impl Desk {
         let dir = self.dispatcher.directory();
         dir.patrols
             .iter()
-            .map(|p| {
-                let shift = routing::on_shift(p, now, &self.tz);
-                PatrolBoard {
-                    id: p.id.clone(),
-                    name: p.name.clone(),
-                    provider: p.provider.clone(),
-                    provider_name: dir
-                        .provider(&p.provider)
-                        .map_or_else(|| p.provider.clone(), |x| x.name.clone()),
-                    areas: p
-                        .areas
-                        .iter()
-                        .map(|a| dir.area(a).map_or_else(|| a.clone(), |x| x.name.clone()))
-                        .collect(),
-                    phone: p.phone.clone(),
-                    connected: self.link.connected(&p.id),
-                    on_shift: shift.is_some(),
-                    shift: shift.map(shift_text),
-                    assignments: self
-                        .dispatcher
-                        .live_for(&p.id)
-                        .iter()
-                        .map(|d| self.view(d))
-                        .collect(),
-                }
+            .map(|p| PatrolBoard {
+                patrol: self.patrol_now(p, now),
+                provider_name: dir
+                    .provider(&p.provider)
+                    .map_or_else(|| p.provider.clone(), |x| x.name.clone()),
+                areas: p
+                    .areas
+                    .iter()
+                    .map(|a| dir.area(a).map_or_else(|| a.clone(), |x| x.name.clone()))
+                    .collect(),
+                assignments: self
+                    .dispatcher
+                    .live_for(&p.id)
+                    .iter()
+                    .map(|d| self.view(d))
+                    .collect(),
             })
             .collect()
     }
@@ -826,27 +822,11 @@ impl PatrolHub for Desk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::service::tests::{at, norr_store};
     use crate::model::ArrivalMethod;
 
-    /// Noon on a winter weekday, Stockholm time, plus minutes and seconds.
-    fn at(min: i64, sec: i64) -> Timestamp {
-        Timestamp::from_second(1_797_418_800 + min * 60 + sec).unwrap()
-    }
-
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = crate::directory::parse_all(
-            "id,name,phone\nhn,Hemtjänst Norr,08-1\n".as_bytes(),
-            "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
-            "id,name,provider,areas,shifts,phone\n\
-             n1,Norr 1,hn,norr,day 00:00-23:59,070-1\n\
-             n2,Norr 2,hn,norr,day 00:00-23:59,070-2\n"
-                .as_bytes(),
-            "provider,area,patrols\nhn,norr,n1;n2\n".as_bytes(),
-        )
-        .unwrap();
-        store.save_directory(&d).unwrap();
+        let (dir, store) = norr_store();
         let subs = crate::subscribers::parse_csv(
             format!(
                 "{}\nS-1,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Norr,070-111 22 33,Hemtjänst Norr,2,Nyckelskåp,PL-3301,4711#,,,,,,,,,,,,,sv\n",
@@ -914,7 +894,7 @@ mod tests {
         let c = desk.choices(7, at(0, 0)).unwrap();
         assert_eq!(c.suggested.as_deref(), Some("n1"));
         assert_eq!(c.area, "Norr");
-        assert!(c.patrols.iter().all(|p| p.routed && p.on_shift));
+        assert!(c.patrols.iter().all(|p| p.routed && p.patrol.on_shift));
         let v = desk.dispatch(7, None, "olle", at(0, 0)).unwrap();
         assert_eq!(v.dispatch.patrol, "n1");
         assert_eq!(v.patrol_name, "Norr 1");

@@ -390,17 +390,20 @@ impl Dispatcher {
     }
 }
 
+/// Helpers shared by the dispatch tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ArrivalMethod;
 
-    /// Noon on a winter weekday, Stockholm time.
-    fn at(min: i64, sec: i64) -> Timestamp {
+    /// Noon on a winter weekday, Stockholm time, plus minutes and seconds.
+    pub(crate) fn at(min: i64, sec: i64) -> Timestamp {
         Timestamp::from_second(1_797_418_800 + min * 60 + sec).unwrap()
     }
 
-    fn setup() -> (tempfile::TempDir, Store, Dispatcher) {
+    /// A store in a temporary directory with a small directory: provider `hn`, area `norr`
+    /// (30 min), patrols `n1` then `n2` on shift all day.
+    pub(crate) fn norr_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let d = crate::directory::parse_all(
@@ -414,6 +417,11 @@ mod tests {
         )
         .unwrap();
         store.save_directory(&d).unwrap();
+        (dir, store)
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, Dispatcher) {
+        let (dir, store) = norr_store();
         let tz = TimeZone::get("Europe/Stockholm").unwrap();
         let disp = Dispatcher::start(store.clone(), tz, SlaOptions::default()).unwrap();
         (dir, store, disp)
