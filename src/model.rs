@@ -17,6 +17,8 @@ pub enum Transport {
     Tcp,
     /// DC-09 over UDP.
     Udp,
+    /// Made by vakt itself (supervision: a device fell silent or reports again).
+    Internal,
 }
 
 impl Transport {
@@ -25,6 +27,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Internal => "internal",
         }
     }
 }
@@ -892,5 +895,85 @@ impl Dispatch {
             self.state,
             DispatchState::Offered | DispatchState::Received | DispatchState::Accepted
         )
+    }
+}
+
+/// What a telecom incident groups: the devices of one telecom operator, or of one area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// The devices of one telecom operator.
+    TelecomOperator,
+    /// The devices of one area.
+    Area,
+}
+
+impl IncidentKind {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::TelecomOperator => "telecom_operator",
+            IncidentKind::Area => "area",
+        }
+    }
+}
+
+/// One device of an incident.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IncidentDevice {
+    /// Device account.
+    pub account: String,
+    /// Its subscriber, if known.
+    #[serde(default)]
+    pub subscriber: Option<String>,
+    /// When its deadline passed.
+    #[schema(value_type = String)]
+    pub silent_since: jiff::Timestamp,
+    /// When it reported again, if it has.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub restored_at: Option<jiff::Timestamp>,
+}
+
+/// One line of an incident's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IncidentEntry {
+    /// When.
+    #[schema(value_type = String)]
+    pub at: jiff::Timestamp,
+    /// What happened, in words (opened, devices attached, notifications, resolved).
+    pub what: String,
+}
+
+/// A telecom incident: many devices of one operator (or area) fell silent together. One
+/// incident in front of operators instead of a Call per device; the telecom provider and the
+/// affected care providers are notified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Incident {
+    /// Incident id, from 1.
+    pub id: u64,
+    /// Operator or area.
+    pub kind: IncidentKind,
+    /// The telecom operator's or the area's name.
+    pub key: String,
+    /// When it was declared.
+    #[schema(value_type = String)]
+    pub opened_at: jiff::Timestamp,
+    /// When it was resolved (most devices report again).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub resolved_at: Option<jiff::Timestamp>,
+    /// Devices of the group that reported (were supervised and not silent) when it opened.
+    pub population: usize,
+    /// The silent devices, in the order they were attached.
+    pub devices: Vec<IncidentDevice>,
+    /// What happened (bounded).
+    pub history: Vec<IncidentEntry>,
+}
+
+impl Incident {
+    /// Still open.
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
     }
 }

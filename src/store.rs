@@ -24,6 +24,7 @@ mod audit;
 mod calls;
 mod directory;
 mod dispatches;
+mod incidents;
 mod integrations;
 mod subscribers;
 mod users;
@@ -92,6 +93,7 @@ pub struct Store {
     calls: sled::Tree,
     directory: sled::Tree,
     dispatches: sled::Tree,
+    incidents: sled::Tree,
     integrations: sled::Tree,
 }
 
@@ -163,6 +165,7 @@ impl Store {
         let calls = db.open_tree("calls").map_err(open)?;
         let directory = db.open_tree("directory").map_err(open)?;
         let dispatches = db.open_tree("dispatches").map_err(open)?;
+        let incidents = db.open_tree("incidents").map_err(open)?;
         let integrations = db.open_tree("integrations").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
@@ -178,6 +181,7 @@ impl Store {
             calls,
             directory,
             dispatches,
+            incidents,
             integrations,
         })
     }

@@ -474,6 +474,8 @@ fn tidx(t: Transport) -> usize {
     match t {
         Transport::Tcp => 0,
         Transport::Udp => 1,
+        // Internal Signals (supervision) are not frames: they never reach these metrics.
+        Transport::Internal => 0,
     }
 }
 
