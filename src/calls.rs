@@ -232,6 +232,13 @@ impl CallSink for Sink {
     }
 }
 
+/// Sees every journaled Signal after triage took it in, in journal order, on the triage
+/// thread (also the Signals replayed at start). Work orders for device faults hang here.
+pub trait SignalObserver: Send + Sync {
+    /// One Signal; `now` is when triage took it in.
+    fn signal(&self, signal: &Signal, now: jiff::Timestamp);
+}
+
 /// The running Call service.
 pub struct Calls {
     /// The triage engine (open Calls, the queue, claims).
@@ -245,6 +252,7 @@ pub struct Calls {
     store: Store,
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    observer: Option<Arc<dyn SignalObserver>>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -261,6 +269,17 @@ impl Calls {
         opts: crate::triage::TriageOptions,
         metrics: CallMetrics,
         now: jiff::Timestamp,
+    ) -> Result<Calls, CallsError> {
+        Calls::start_observed(store, opts, metrics, now, None)
+    }
+
+    /// [`Calls::start`] with an observer of every Signal triaged (replayed ones included).
+    pub fn start_observed(
+        store: Store,
+        opts: crate::triage::TriageOptions,
+        metrics: CallMetrics,
+        now: jiff::Timestamp,
+        observer: Option<Arc<dyn SignalObserver>>,
     ) -> Result<Calls, CallsError> {
         let (wtx, wrx) = std_mpsc::channel();
         let writer_thread = {
@@ -297,6 +316,9 @@ impl Calls {
             let _ = wtx.send(WriterMsg::Ingesting);
             for r in &records {
                 triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
+                if let Some(o) = &observer {
+                    o.signal(&r.signal, now);
+                }
             }
             replayed += records.len();
             cursor = last;
@@ -317,6 +339,7 @@ impl Calls {
             store,
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             triage_thread: std::sync::Mutex::new(None),
+            observer,
         })
     }
 
@@ -326,6 +349,7 @@ impl Calls {
         let (tx, mut rx) = mpsc::channel::<Vec<Signal>>(capacity);
         let triage = self.triage.clone();
         let writer = self.writer.clone();
+        let observer = self.observer.clone();
         let h = std::thread::Builder::new()
             .name("vakt-triage".into())
             .spawn(move || {
@@ -340,6 +364,11 @@ impl Calls {
                     }
                     if let Some(last) = batch.last() {
                         let _ = writer.send(WriterMsg::Cursor(last.id));
+                    }
+                    if let Some(o) = &observer {
+                        for s in &batch {
+                            o.signal(s, now);
+                        }
                     }
                 }
             })

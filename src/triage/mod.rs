@@ -205,6 +205,9 @@ pub struct Triage {
     /// The open Call of each subscriber or account. Taken before a Call's lock.
     keys: Mutex<HashMap<Key, Arc<CallSlot>>>,
     owners: RwLock<Owners>,
+    /// Accounts of devices in an open telecom incident, with the incident's id: their
+    /// silences and restorations are the incident's, not Calls.
+    incidents: RwLock<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Triage {
@@ -307,7 +310,85 @@ impl Triage {
             open: RwLock::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             owners: RwLock::new(Owners::default()),
+            incidents: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Devices join an open incident: from now on their silences and restorations are
+    /// handled by the incident rule.
+    pub fn join_incident(&self, incident: u64, accounts: impl IntoIterator<Item = String>) {
+        let mut m = write(&self.incidents);
+        for a in accounts {
+            m.insert(a, incident);
+        }
+    }
+
+    /// An incident is over: its devices' silences are Calls again.
+    pub fn end_incident(&self, incident: u64) {
+        write(&self.incidents).retain(|_, i| *i != incident);
+    }
+
+    /// The open incident a device is in.
+    pub fn incident_of(&self, account: &str) -> Option<u64> {
+        read(&self.incidents).get(account).copied()
+    }
+
+    /// Takes a device's waiting "communication lost" Call out of the queue into an incident:
+    /// closed by vakt (outcome `no_action`) with a line naming the incident, if nobody has
+    /// claimed it and it is about nothing else (a Call with presses or other kinds stays).
+    /// Returns the Call's id if it was taken.
+    pub fn withdraw_into_incident(
+        &self,
+        account: &str,
+        subscriber: Option<&str>,
+        note: &str,
+        now: Timestamp,
+    ) -> Option<u64> {
+        let key = Key::new(subscriber, account);
+        let slot = lock(&self.keys).get(&key).cloned()?;
+        let mut g = lock(slot.value());
+        if g.call.state != CallState::Queued
+            || g.call.kind != priority::COMMUNICATION_LOST
+            || g.call.alarm_count > 1
+        {
+            return None;
+        }
+        if !self.queue.withdraw(&slot) {
+            return None;
+        }
+        g.call.state = CallState::Closed;
+        g.call.closed_at = Some(now);
+        g.call.outcome = Some(Outcome::NoAction);
+        g.call.timeline.push(entry(
+            now,
+            None,
+            TimelineEvent::Closed {
+                outcome: Outcome::NoAction,
+                note: note.to_owned(),
+            },
+        ));
+        self.metrics.closed(Outcome::NoAction);
+        self.sink.changed(&g.call);
+        let id = g.call.id;
+        drop(g);
+        self.forget(&slot, &key, id);
+        Some(id)
+    }
+
+    /// Removes a closed Call from the open set and its key.
+    fn forget(&self, slot: &Arc<CallSlot>, key: &Key, id: u64) {
+        {
+            let mut keys = lock(&self.keys);
+            if keys.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                keys.remove(key);
+            }
+        }
+        {
+            let mut open = write(&self.open);
+            open.remove(&id);
+            self.metrics.open.set(open.len() as f64);
+        }
+        self.gauges();
     }
 
     /// Rebuilds the open Calls read from the store at start (original times kept): queued
@@ -383,6 +464,12 @@ impl Triage {
     /// `Merged { escalated: false }`. Every time written is the Signal's `received_at`.
     pub fn ingest(&self, signal: &Signal, device_type: Option<&str>, _now: Timestamp) -> Ingested {
         let class = priority::classify(signal, device_type);
+        if signal.protocol == priority::SUPERVISION_PROTOCOL
+            && self.incident_of(&signal.account).is_some()
+        {
+            self.metrics.rule(rules::INCIDENT);
+            return Ingested::Rule(rules::INCIDENT);
+        }
         let key = Key::new(signal.subscriber.as_deref(), &signal.account);
         let mut keys = lock(&self.keys);
         if let Some(slot) = keys.get(&key).cloned() {
@@ -624,18 +711,7 @@ impl Triage {
         let key = g.key.clone();
         // Not holding the Call's lock: ingest takes `keys` before a Call's lock.
         drop(g);
-        {
-            let mut keys = lock(&self.keys);
-            if keys.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                keys.remove(&key);
-            }
-        }
-        {
-            let mut open = write(&self.open);
-            open.remove(&id);
-            self.metrics.open.set(open.len() as f64);
-        }
-        self.gauges();
+        self.forget(&slot, &key, id);
         Ok(call)
     }
 
@@ -839,6 +915,67 @@ mod tests {
             xdata: Vec::new(),
             raw: Vec::new(),
         }
+    }
+
+    fn silence(id: u64, account: &str, sub: &str, restored: bool, at: i64) -> Signal {
+        let (code, q) = if restored {
+            (priority::CODE_COMMUNICATION_RESTORED, Qualifier::Restore)
+        } else {
+            (priority::CODE_COMMUNICATION_LOST, Qualifier::New)
+        };
+        let mut s = sig(id, Some(sub), code, q, at);
+        s.protocol = priority::SUPERVISION_PROTOCOL.into();
+        s.transport = Transport::Internal;
+        s.account = account.into();
+        s
+    }
+
+    #[test]
+    fn silent_devices_are_level_3_calls_unless_in_an_incident() {
+        let (tr, _rec) = engine(3);
+        // One silent device: a technical Call, restored when it reports again.
+        let id = opened(tr.ingest(&silence(1, "D1", "s1", false, 0), None, t(0)));
+        let c = tr.get(id).unwrap();
+        assert_eq!(
+            (c.priority, c.kind.as_str()),
+            (Priority(3), priority::COMMUNICATION_LOST)
+        );
+        assert_eq!(
+            tr.ingest(&silence(2, "D1", "s1", true, 60), None, t(60)),
+            Ingested::Restored(id)
+        );
+        assert!(tr.get(id).unwrap().restored);
+        // Its queued Call is taken into an incident; an operator's is left alone.
+        let other = opened(tr.ingest(&silence(3, "D2", "s2", false, 70), None, t(70)));
+        let claimed = opened(tr.ingest(&silence(4, "D3", "s3", false, 70), None, t(70)));
+        tr.claim(claimed, "olle", t(71)).unwrap();
+        assert_eq!(
+            tr.withdraw_into_incident("D2", Some("s2"), "attached to incident 1", t(80)),
+            Some(other)
+        );
+        assert_eq!(
+            tr.withdraw_into_incident("D3", Some("s3"), "x", t(80)),
+            None
+        );
+        assert!(tr.get(other).is_none(), "closed");
+        assert_eq!(tr.depth()[3], 1, "only the first device's Call still waits");
+        // While the incident is open its devices' silences are its business.
+        tr.join_incident(1, ["D2".to_string(), "D4".to_string()]);
+        assert_eq!(
+            tr.ingest(&silence(5, "D4", "s4", false, 90), None, t(90)),
+            Ingested::Rule(rules::INCIDENT)
+        );
+        // A press of the same subscriber is still a Call.
+        assert!(matches!(
+            tr.ingest(&press(6, "s4", "CID 101", 91), None, t(91)),
+            Ingested::Opened(_)
+        ));
+        tr.end_incident(1);
+        assert_eq!(tr.incident_of("D4"), None);
+        assert!(matches!(
+            tr.ingest(&silence(7, "D2", "s2", false, 95), None, t(95)),
+            Ingested::Opened(_)
+        ));
     }
 
     fn press(id: u64, sub: &str, code: &str, at: i64) -> Signal {

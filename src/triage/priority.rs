@@ -7,7 +7,7 @@
 //! | 0 life-safety | fire, smoke, heat, gas, CO, panic, duress | 110-129, 151, 162 | FA, SA, KA, GA, PA, HA |
 //! | 1 personal | pendant press, medical, fall, burglary, "help needed" | 100, 101, 103-109, 130-136, 138, 139, 146, 155, 646 | MA, QA, BA |
 //! | 2 care | no activity, fail to report in, water, temperature | 102, 153, 154, 158, 159, 641, 642, 654 | NA, WA, ZA |
-//! | 3 technical | mains, battery, communication, tamper, sensor faults, supervisory | 137, 141-145, 147, 152, 156, 157, 161, 163, 200-399, 608 | AT, YT, XT, YC, YS, LT, NT, YP, XQ, XL, FT, TA, YX, ET, YA, `?T`, `?S` |
+//! | 3 technical | mains, battery, communication, tamper, sensor faults, supervisory; a device that fell silent (`VAKT communication_lost`, made by supervision) | 137, 141-145, 147, 152, 156, 157, 161, 163, 200-399, 608 | AT, YT, XT, YC, YS, LT, NT, YP, XQ, XL, FT, TA, YX, ET, YA, `?T`, `?S` |
 //! | 4 rule | tests, open/close, bypass, listen-in, help arrived, system events (logs, clock, programming) | 400-599, 601-607, 609-632, 645, 647 | RP, RX, TX, `O?`, `C?`, `?B`, `?U` |
 //!
 //! **Generic codes** (Contact ID 140, 150, SIA UA, YN) and **every code not in the table**
@@ -49,8 +49,11 @@ pub mod rules {
     pub const STATUS: &str = "status";
     /// Anything else of level 4 (open/close, bypass, listen-in, help arrived).
     pub const OTHER: &str = "other";
+    /// A silence or restoration of a device in an open telecom incident (the incident is in
+    /// front of the operators, not a Call per device).
+    pub const INCIDENT: &str = "incident";
     /// Every rule name.
-    pub const ALL: [&str; 4] = [PERIODIC_TEST, RESTORE, STATUS, OTHER];
+    pub const ALL: [&str; 5] = [PERIODIC_TEST, RESTORE, STATUS, OTHER, INCIDENT];
 }
 
 /// What triage does with a Signal.
@@ -254,15 +257,31 @@ fn sia_restored(code: [u8; 2]) -> [u8; 2] {
     }
 }
 
+/// The code of the Signal supervision journals when a device misses its deadline (qualifier
+/// `new`; protocol [`SUPERVISION_PROTOCOL`]).
+pub const CODE_COMMUNICATION_LOST: &str = "VAKT communication_lost";
+/// The code of the Signal supervision journals when a silent device reports again (qualifier
+/// `restore`).
+pub const CODE_COMMUNICATION_RESTORED: &str = "VAKT communication_restored";
+/// The `protocol` of Signals vakt makes itself from supervision.
+pub const SUPERVISION_PROTOCOL: &str = "vakt-supervision";
+/// The kind of a silent device's Call.
+pub const COMMUNICATION_LOST: &str = "Communication lost";
+
 /// A parsed `SignalEvent::code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Code {
     Cid(u16),
     Sia([u8; 2]),
+    /// A device missed its heartbeat deadline, or reports again.
+    Silence,
     Other,
 }
 
 fn parse_code(s: &str) -> Code {
+    if s == CODE_COMMUNICATION_LOST || s == CODE_COMMUNICATION_RESTORED {
+        return Code::Silence;
+    }
     if let Some(n) = s.strip_prefix("CID ") {
         if let Ok(n) = n.parse::<u16>() {
             return Code::Cid(n);
@@ -322,6 +341,11 @@ pub fn classify_event(ev: &SignalEvent, device_type: Option<&str>) -> Class {
             let c = if sia_restore { sia_restored(c) } else { c };
             sia(c).ok_or(&c == b"UA")
         }
+        Code::Silence => Ok(Cond {
+            level: 3,
+            kind: COMMUNICATION_LOST,
+            rule: rules::OTHER,
+        }),
         Code::Other => Err(false),
     };
     let cond = match cond {

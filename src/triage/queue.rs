@@ -370,6 +370,31 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Closes a slot nobody has claimed (queued or idle), taking it out of its lane: for a
+    /// Call that needs no operator after all (a silent device taken into an incident). False
+    /// if it was claimed or closed: then nothing changes.
+    pub fn withdraw(&self, slot: &Arc<Slot<T>>) -> bool {
+        let mut cur = slot.word();
+        loop {
+            match cur.state() {
+                State::Claimed | State::Closed => return false,
+                State::Idle | State::Queued => {
+                    match slot.cas(cur, cur.with_state(State::Closed, 0)) {
+                        Ok(()) => {
+                            if cur.state() == State::Queued {
+                                self.lanes[level_index(cur.level())]
+                                    .depth
+                                    .fetch_sub(1, Ordering::AcqRel);
+                            }
+                            return true;
+                        }
+                        Err(actual) => cur = actual,
+                    }
+                }
+            }
+        }
+    }
+
     /// The owner closes a claimed slot; no change is possible after.
     pub fn close(&self, slot: &Arc<Slot<T>>, owner: u32) -> Result<(), OwnerError> {
         let cur = slot.word();
@@ -451,6 +476,23 @@ mod tests {
         assert!(!q.requeue(&b, Priority(1)));
         assert_eq!(*q.pop(9).unwrap().value(), "a");
         assert!(q.pop(9).is_none());
+        assert_eq!(q.depths(), [0; LEVELS]);
+    }
+
+    #[test]
+    fn withdraw_takes_only_unclaimed_slots_out() {
+        let q: Queue<u32> = Queue::new();
+        let a = Slot::new(1);
+        let b = Slot::new(2);
+        assert!(q.enqueue(&a, Priority(3)));
+        assert!(q.enqueue(&b, Priority(3)));
+        assert_eq!(q.depth(Priority(3)), 2);
+        assert!(q.withdraw(&a));
+        assert_eq!(q.depth(Priority(3)), 1);
+        assert!(!q.withdraw(&a), "already closed");
+        assert_eq!(q.claim(&b, 7), Ok(Claimed::Won));
+        assert!(!q.withdraw(&b), "claimed by an operator: left alone");
+        assert!(q.pop(8).is_none(), "the withdrawn entry is stale");
         assert_eq!(q.depths(), [0; LEVELS]);
     }
 
