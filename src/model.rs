@@ -600,6 +600,10 @@ pub struct Subscriber {
     pub contacts: Vec<Contact>,
     /// Language to speak (e.g. "sv", "fi", "ar").
     pub language: String,
+    /// Needs extra visits when the alarm cannot be trusted (a telecom outage): the care
+    /// provider's list of an incident puts these people first.
+    #[serde(default)]
+    pub needs_extra_visits: bool,
 }
 
 /// What a user may do. Each role may do everything the one before may.

@@ -10,10 +10,14 @@ use std::io::Read;
 use crate::model::{Access, Contact, Subscriber};
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
-pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language";
+pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits";
+
+/// The header of files written before `needs_extra_visits` (still read: the column is then
+/// `false` for everyone).
+const CSV_HEADER_V1: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language";
 
 /// Number of columns in [`CSV_HEADER`].
-const COLUMNS: usize = 26;
+const COLUMNS: usize = 27;
 
 /// Contacts a CSV row holds.
 const CSV_CONTACTS: usize = 3;
@@ -263,7 +267,15 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Subscriber>, ImportError> {
             }
         })
         .collect();
-    if cells.join(",") != CSV_HEADER {
+    let joined = cells.join(",");
+    let columns = if joined == CSV_HEADER {
+        COLUMNS
+    } else if joined == CSV_HEADER_V1 {
+        COLUMNS - 1
+    } else {
+        0
+    };
+    if columns == 0 {
         return Err(ImportError::Header(
             if cells.iter().all(|c| looks_like_a_name(c)) {
                 format!("found `{}`", cells.join(","))
@@ -298,7 +310,7 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Subscriber>, ImportError> {
         if rec.iter().all(str::is_empty) {
             continue;
         }
-        match parse_row(&rec) {
+        match parse_row(&rec, columns) {
             Ok(s) => {
                 if let Some(first) = seen.get(&s.id) {
                     errors.push(format!(
@@ -322,9 +334,10 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Subscriber>, ImportError> {
     Ok(subs)
 }
 
-fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
-    if rec.len() != COLUMNS {
-        return Err(format!("expected {COLUMNS} cells, found {}", rec.len()));
+fn parse_row(rec: &csv::StringRecord, columns: usize) -> Result<Subscriber, String> {
+    // The last column is optional in a row: an older row without it means "no".
+    if rec.len() != columns && !(columns == COLUMNS && rec.len() == COLUMNS - 1) {
+        return Err(format!("expected {columns} cells, found {}", rec.len()));
     }
     let cell = |i: usize| rec.get(i).unwrap_or("").to_string();
     // The cell is not shown: with a column out of place it could be the door code.
@@ -362,6 +375,11 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
         care_plan_notes: cell(15),
         contacts,
         language: cell(25),
+        needs_extra_visits: match rec.get(26).unwrap_or("").to_lowercase().as_str() {
+            "" | "0" | "no" | "false" | "nej" => false,
+            "1" | "yes" | "true" | "ja" => true,
+            _ => return Err("needs_extra_visits must be yes or no (or empty for no)".into()),
+        },
     };
     normalize(&mut s);
     validate(&s)?;
@@ -403,6 +421,7 @@ pub fn to_csv(subs: &[Subscriber]) -> Result<String, ImportError> {
             }
         }
         row.push(&s.language);
+        row.push(if s.needs_extra_visits { "yes" } else { "" });
         w.write_record(&row).map_err(std::io::Error::from)?;
     }
     let bytes = w
@@ -427,8 +446,17 @@ mod tests {
     }
 
     #[test]
-    fn header_has_26_columns() {
+    fn header_has_27_columns_and_the_old_26_still_read() {
         assert_eq!(CSV_HEADER.split(',').count(), COLUMNS);
+        assert_eq!(CSV_HEADER_V1.split(',').count(), COLUMNS - 1);
+        let old = format!("{CSV_HEADER_V1}\n{GOOD_ROW}\n");
+        let subs = parse_csv(old.as_bytes()).unwrap();
+        assert!(!subs[0].needs_extra_visits);
+        let new = format!("{CSV_HEADER}\n{GOOD_ROW},yes\n");
+        assert!(parse_csv(new.as_bytes()).unwrap()[0].needs_extra_visits);
+        let bad = format!("{CSV_HEADER}\n{GOOD_ROW},maybe\n");
+        let err = parse_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("needs_extra_visits"), "{err}");
     }
 
     #[test]
@@ -501,7 +529,7 @@ mod tests {
             err.contains("line 6: id S-1001 already given on line 2"),
             "{err}"
         );
-        assert!(err.contains("line 7: expected 26 cells, found 4"), "{err}");
+        assert!(err.contains("line 7: expected 27 cells, found 4"), "{err}");
         assert!(err.contains("line 8: contact1 has no name"), "{err}");
         assert!(err.contains("language \"x\""), "{err}");
         assert!(!err.contains("9911"), "door code echoed: {err}");
