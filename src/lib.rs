@@ -40,6 +40,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod journal;
 pub mod model;
+pub mod outbox;
 pub mod patrol_client;
 pub mod receiver;
 pub mod registry;

@@ -26,10 +26,12 @@ mod directory;
 mod dispatches;
 mod incidents;
 mod integrations;
+mod outbox;
 mod subscribers;
 mod users;
 
 pub use calls::CallChange;
+pub use outbox::OutboxRecord;
 pub use users::{SessionRecord, UserRecord};
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +97,7 @@ pub struct Store {
     dispatches: sled::Tree,
     incidents: sled::Tree,
     integrations: sled::Tree,
+    outbox: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,6 +170,7 @@ impl Store {
         let dispatches = db.open_tree("dispatches").map_err(open)?;
         let incidents = db.open_tree("incidents").map_err(open)?;
         let integrations = db.open_tree("integrations").map_err(open)?;
+        let outbox = db.open_tree("outbox").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -183,6 +187,7 @@ impl Store {
             dispatches,
             incidents,
             integrations,
+            outbox,
         })
     }
 
