@@ -52,3 +52,4 @@ pub mod supervision;
 pub mod telemetry;
 pub mod transport;
 pub mod triage;
+pub mod work_orders;

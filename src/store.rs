@@ -29,10 +29,12 @@ mod integrations;
 mod outbox;
 mod subscribers;
 mod users;
+mod work_orders;
 
 pub use calls::CallChange;
 pub use outbox::OutboxRecord;
 pub use users::{SessionRecord, UserRecord};
+pub use work_orders::FaultSeen;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,7 @@ pub struct Store {
     incidents: sled::Tree,
     integrations: sled::Tree,
     outbox: sled::Tree,
+    work_orders: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -171,6 +174,7 @@ impl Store {
         let incidents = db.open_tree("incidents").map_err(open)?;
         let integrations = db.open_tree("integrations").map_err(open)?;
         let outbox = db.open_tree("outbox").map_err(open)?;
+        let work_orders = db.open_tree("work_orders").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -188,6 +192,7 @@ impl Store {
             incidents,
             integrations,
             outbox,
+            work_orders,
         })
     }
 

@@ -1,0 +1,306 @@
+//! Work orders (tree `work_orders`):
+//!
+//! - `w` + id (u64 big-endian) -> JSON of a [`WorkOrder`], written whole at every change;
+//! - `o` + id -> nothing, while the order is open (new or started): the open orders are
+//!   loaded at start without reading the closed ones;
+//! - `a` + account + `0x00` + id -> nothing: a device's orders;
+//! - `s` + account + `0x00` + fault name -> u64 big-endian: the highest journal id of a
+//!   Signal of that device and fault already taken into an order, so a Signal triaged again
+//!   after a crash (the journal is replayed from the triage cursor) is not counted twice.
+//!
+//! A change (orders and marks) is one atomic batch. Not durable until [`Store::flush`]; the
+//! service's callers flush (the API before answering; the triage path with the Calls writer's
+//! flush, which covers everything written before it, as sled has one log).
+
+use super::{Store, StoreError};
+use crate::work_orders::{FaultKind, WorkOrder};
+
+const ORDER: u8 = b'w';
+const OPEN: u8 = b'o';
+const BY_ACCOUNT: u8 = b'a';
+const SEEN: u8 = b's';
+
+fn key(prefix: u8, id: u64) -> [u8; 9] {
+    let mut k = [prefix; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn account_prefix(account: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + 2);
+    k.push(BY_ACCOUNT);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k
+}
+
+fn account_key(account: &str, id: u64) -> Vec<u8> {
+    let mut k = account_prefix(account);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn seen_key(account: &str, fault: FaultKind) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + 16);
+    k.push(SEEN);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(fault.as_str().as_bytes());
+    k
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: "work_orders",
+        detail: e.to_string(),
+    }
+}
+
+fn decode(v: &[u8]) -> Result<WorkOrder, StoreError> {
+    serde_json::from_slice(v).map_err(corrupt)
+}
+
+/// The id at the end of an index key.
+fn id_at_end(k: &[u8]) -> Result<u64, StoreError> {
+    k.len()
+        .checked_sub(8)
+        .and_then(|at| k.get(at..))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("short index key"))
+}
+
+/// A Signal taken into an order: the device, the fault and the Signal's journal id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultSeen<'a> {
+    /// The device's account.
+    pub account: &'a str,
+    /// The fault.
+    pub fault: FaultKind,
+    /// The Signal's journal id.
+    pub signal: u64,
+}
+
+impl Store {
+    /// Writes orders (new or changed) and the Signals they took, in one atomic batch. Not
+    /// durable until [`Store::flush`].
+    pub fn save_work_orders(
+        &self,
+        orders: &[WorkOrder],
+        seen: Option<FaultSeen<'_>>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for o in orders {
+            batch.insert(&key(ORDER, o.id), serde_json::to_vec(o).map_err(corrupt)?);
+            batch.insert(account_key(&o.account, o.id), &[]);
+            if o.state.is_open() {
+                batch.insert(&key(OPEN, o.id), &[]);
+            } else {
+                batch.remove(&key(OPEN, o.id));
+            }
+        }
+        if let Some(s) = seen {
+            batch.insert(seen_key(s.account, s.fault), &s.signal.to_be_bytes());
+        }
+        self.work_orders.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// One order.
+    pub fn work_order(&self, id: u64) -> Result<Option<WorkOrder>, StoreError> {
+        self.work_orders
+            .get(key(ORDER, id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// The open orders (new or started), oldest first.
+    pub fn open_work_orders(&self) -> Result<Vec<WorkOrder>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.work_orders.scan_prefix([OPEN]) {
+            let (k, _) = item?;
+            if let Some(o) = self.work_order(id_at_end(&k)?)? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` orders of one device that `keep` accepts, newest first.
+    pub fn work_orders_of_account(
+        &self,
+        account: &str,
+        limit: usize,
+        mut keep: impl FnMut(&WorkOrder) -> bool,
+    ) -> Result<Vec<WorkOrder>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.work_orders.scan_prefix(account_prefix(account)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            if let Some(o) = self.work_order(id_at_end(&k)?)? {
+                if keep(&o) {
+                    out.push(o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` orders that `keep` accepts, newest first, looking at no more than the
+    /// newest `scan` orders.
+    pub fn newest_work_orders(
+        &self,
+        limit: usize,
+        scan: usize,
+        mut keep: impl FnMut(&WorkOrder) -> bool,
+    ) -> Result<Vec<WorkOrder>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.work_orders.scan_prefix([ORDER]).rev().take(scan) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            let o = decode(&v)?;
+            if keep(&o) {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest order id stored (0 if none).
+    pub fn max_work_order_id(&self) -> Result<u64, StoreError> {
+        match self.work_orders.scan_prefix([ORDER]).next_back() {
+            Some(item) => id_at_end(&item?.0),
+            None => Ok(0),
+        }
+    }
+
+    /// The highest journal id of a Signal of this device and fault taken into an order (0 if
+    /// none).
+    pub fn work_order_fault_seen(
+        &self,
+        account: &str,
+        fault: FaultKind,
+    ) -> Result<u64, StoreError> {
+        match self.work_orders.get(seen_key(account, fault))? {
+            Some(v) => id_at_end(&v),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::work_orders::WorkOrderState;
+
+    fn o(id: u64, account: &str, state: WorkOrderState) -> WorkOrder {
+        let t = Timestamp::from_second(1_780_000_000).unwrap();
+        WorkOrder {
+            id,
+            account: account.into(),
+            subscriber: Some("s1".into()),
+            installer: "i".into(),
+            fault: FaultKind::LowBattery,
+            state,
+            created_at: t,
+            start_by: t,
+            done_by: t,
+            started_at: None,
+            done_at: None,
+            cancelled_at: None,
+            cancel_reason: None,
+            replaces: None,
+            replaced_by: None,
+            call: None,
+            signal_ids: vec![7],
+            repeats: 0,
+            restores: 0,
+            restored_at: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn orders_round_trip_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.max_work_order_id().unwrap(), 0);
+        assert_eq!(
+            store
+                .work_order_fault_seen("12", FaultKind::LowBattery)
+                .unwrap(),
+            0
+        );
+        store
+            .save_work_orders(
+                &[
+                    o(1, "12", WorkOrderState::New),
+                    o(2, "123", WorkOrderState::Started),
+                    o(3, "12", WorkOrderState::Done),
+                ],
+                Some(FaultSeen {
+                    account: "12",
+                    fault: FaultKind::LowBattery,
+                    signal: 99,
+                }),
+            )
+            .unwrap();
+        assert_eq!(store.max_work_order_id().unwrap(), 3);
+        let open: Vec<u64> = store
+            .open_work_orders()
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(open, [1, 2]);
+        // Account "12" is not a prefix match of "123".
+        let of12: Vec<u64> = store
+            .work_orders_of_account("12", 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(of12, [3, 1]);
+        assert_eq!(
+            store
+                .work_order_fault_seen("12", FaultKind::LowBattery)
+                .unwrap(),
+            99
+        );
+        assert_eq!(
+            store
+                .work_order_fault_seen("12", FaultKind::Tamper)
+                .unwrap(),
+            0
+        );
+        // Closing removes it from the open index.
+        let mut done = o(1, "12", WorkOrderState::Done);
+        done.done_at = Some(done.created_at);
+        store
+            .save_work_orders(std::slice::from_ref(&done), None)
+            .unwrap();
+        assert_eq!(store.open_work_orders().unwrap().len(), 1);
+        assert_eq!(store.work_order(1).unwrap(), Some(done));
+        assert_eq!(store.work_order(9).unwrap(), None);
+        let newest: Vec<u64> = store
+            .newest_work_orders(2, 100, |o| o.state == WorkOrderState::Done)
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(newest, [3, 1]);
+        let bounded = store.newest_work_orders(10, 1, |_| true).unwrap();
+        assert_eq!(bounded.len(), 1, "the scan bound holds");
+        assert_eq!(
+            store.max_work_order_id().unwrap(),
+            3,
+            "indexes are not orders"
+        );
+    }
+}

@@ -1,0 +1,594 @@
+//! Work orders for device faults: a low battery, lost mains power, tamper, a failed device,
+//! or an operator's "report fault" on a Call becomes an order for the device's installer,
+//! with the municipal deadlines of seed 004 ("Support av digitala hjälpmedel").
+//!
+//! - [`faults`]: which event codes are device faults ([`fault_of`]), consistent with
+//!   `triage::priority` (every fault code is a level-3 technical code there). Communication
+//!   faults (Contact ID 350-359, SIA YC/YS/LT/NT, vakt's own `communication_lost`) are not
+//!   work orders: supervision and the telecom incidents handle them.
+//! - [`calendar`]: working days (Monday to Friday minus the configured holidays) in the
+//!   centre's time zone, and the two deadlines. Pure: times are parameters.
+//! - [`service`]: [`WorkOrders`], the orders in the store: one open order per device and
+//!   fault kind; a repeat or a restore of the fault is attached to it (a restore never
+//!   closes it); start, done, cancel (with a reason, and a replacement order).
+//! - [`observer`]: [`FaultObserver`], the Calls service's `SignalObserver` that feeds
+//!   [`WorkOrders::on_signal`] from triage (registry lookup) and hands each change to a sink.
+//!
+//! # The routine (seed 004)
+//!
+//! "Support påbörjas snarast men ska ha påbörjats senast inom 3 arbetsdagar efter beställning
+//! [...] och ska vara genomfört senast efter 10 dagar." vakt reads it as:
+//!
+//! - **start by** the end of the 3rd working day after the day the order was made (that day
+//!   itself does not count, whatever the hour). Working days are Monday to Friday that are not
+//!   in `holidays`. An order made on Friday evening, Saturday or Sunday counts Monday,
+//!   Tuesday, Wednesday and must be started before Thursday 00:00. See
+//!   [`Calendar::start_by`].
+//! - **done by** 10 calendar days after the order was made, at the same local time of day
+//!   ("senast efter 10 dagar" says days, not working days, where the same sentence says
+//!   "arbetsdagar" for the start). Of the two readings of "after 10 days" (the same time on
+//!   the 10th day, or the end of it) this is the stricter one, so vakt never reports an order
+//!   in time that the municipality counts late. See [`Calendar::done_by`].
+//! - "Kan arbetsordern inte genomföras [...] ska meddelande göras [...] att arbetsordern
+//!   makulerats, och anledning till det. En ny arbetsorder måste göras.": cancelling needs a
+//!   reason and makes a new order for the same device and fault at once, with new deadlines
+//!   counted from the cancellation ([`WorkOrders::cancel`]).
+//!
+//! An order is late (overdue) while it is not started at or after `start_by`, or not done
+//! at or after `done_by` ([`WorkOrder::lateness`]); done and cancelled orders are never late.
+
+pub mod calendar;
+pub mod faults;
+pub mod observer;
+pub mod service;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use calendar::Calendar;
+pub use faults::{fault_of, fault_of_event, faults_of};
+pub use observer::{ChangeSink, FaultObserver};
+pub use service::{Counts, Filter, Report, StateFilter, WorkOrders};
+
+use crate::store::StoreError;
+
+/// Most entries in an order's timeline. Repeats, restores and notes stop being written
+/// [`TIMELINE_RESERVED`] entries before it (they are still counted in `repeats` and
+/// `restores`), so the state changes always fit.
+pub const MAX_TIMELINE: usize = 100;
+
+/// Timeline entries kept free for state changes (created, started, done, cancelled).
+pub const TIMELINE_RESERVED: usize = 8;
+
+/// Most Signal ids kept on an order: the first, and the latest after it.
+pub const MAX_SIGNAL_IDS: usize = 50;
+
+/// Longest note (done, report), in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+
+/// Longest reason for a cancellation, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Longest installer name, in characters.
+pub const MAX_INSTALLER_CHARS: usize = 100;
+
+/// Most holidays in the configuration.
+pub const MAX_HOLIDAYS: usize = 2000;
+
+/// What is wrong with the device.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Low, failed or missing battery (device or radio peripheral).
+    LowBattery,
+    /// Mains (AC) power lost.
+    MainsLoss,
+    /// The device or a sensor was opened or tampered with.
+    Tamper,
+    /// A device, sensor, peripheral or power-supply fault; "service required".
+    DeviceFailure,
+    /// Reported by an operator from a Call (the person says the device does not work, ...).
+    Reported,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::LowBattery,
+        FaultKind::MainsLoss,
+        FaultKind::Tamper,
+        FaultKind::DeviceFailure,
+        FaultKind::Reported,
+    ];
+
+    /// The stable name (`low_battery`, ...), also the `fault` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::LowBattery => "low_battery",
+            FaultKind::MainsLoss => "mains_loss",
+            FaultKind::Tamper => "tamper",
+            FaultKind::DeviceFailure => "device_failure",
+            FaultKind::Reported => "reported",
+        }
+    }
+
+    /// The kind of a stable name.
+    pub fn from_name(s: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where an order is in its life: `new` -> `started` -> `done`; `new` or `started` ->
+/// `cancelled` (replaced by a new order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkOrderState {
+    /// Made, not yet started by the installer.
+    New,
+    /// The installer has started (contacted the person, is on the way, ...).
+    Started,
+    /// Done.
+    Done,
+    /// Cancelled with a reason; a replacement order was made.
+    Cancelled,
+}
+
+impl WorkOrderState {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkOrderState::New => "new",
+            WorkOrderState::Started => "started",
+            WorkOrderState::Done => "done",
+            WorkOrderState::Cancelled => "cancelled",
+        }
+    }
+
+    /// New or started.
+    pub fn is_open(self) -> bool {
+        matches!(self, WorkOrderState::New | WorkOrderState::Started)
+    }
+}
+
+/// What a timeline entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderEventKind {
+    /// The order was made (from a Signal, a report, or as a replacement).
+    Created,
+    /// The device reported the fault again.
+    FaultRepeated,
+    /// The device reported the fault gone (the order stays open: someone still checks it).
+    Restored,
+    /// A note (another report of the same fault).
+    Note,
+    /// Started.
+    Started,
+    /// Done.
+    Done,
+    /// Cancelled; `text` is the reason.
+    Cancelled,
+}
+
+/// One line of an order's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderEvent {
+    /// When: the Signal's reception for device events, else the moment of the action.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: OrderEventKind,
+    /// Who did it (absent for the device's own Signals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The journaled Signal, for device events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u64>,
+    /// A note, the reason of a cancellation, or the event code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A work order for a device's installer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkOrder {
+    /// Order id, from 1.
+    pub id: u64,
+    /// The device's DC-09 account.
+    pub account: String,
+    /// The subscriber the device belongs to, if any.
+    #[serde(default)]
+    pub subscriber: Option<String>,
+    /// Who does it (the installer's name, matched by `[[escalation]] kind = "installer"`).
+    pub installer: String,
+    /// What is wrong.
+    pub fault: FaultKind,
+    /// Where the order is.
+    pub state: WorkOrderState,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// It must be started before this (the end of the 3rd working day after the order day).
+    pub start_by: Timestamp,
+    /// It must be done before this (10 days after it was made).
+    pub done_by: Timestamp,
+    /// When it was started.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When it was done.
+    #[serde(default)]
+    pub done_at: Option<Timestamp>,
+    /// When it was cancelled.
+    #[serde(default)]
+    pub cancelled_at: Option<Timestamp>,
+    /// Why it was cancelled.
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+    /// The cancelled order this one replaces.
+    #[serde(default)]
+    pub replaces: Option<u64>,
+    /// The order that replaced this one (when cancelled).
+    #[serde(default)]
+    pub replaced_by: Option<u64>,
+    /// The Call the fault was reported from, if any.
+    #[serde(default)]
+    pub call: Option<u64>,
+    /// Journaled Signals of the fault: the first and the latest (at most
+    /// [`MAX_SIGNAL_IDS`]).
+    #[serde(default)]
+    pub signal_ids: Vec<u64>,
+    /// Times the device reported the fault again after the order was made.
+    #[serde(default)]
+    pub repeats: u32,
+    /// Times the device reported the fault gone.
+    #[serde(default)]
+    pub restores: u32,
+    /// When the device last reported the fault gone, unless it reported the fault again
+    /// since: the condition is back to normal now (the order still needs its visit).
+    #[serde(default)]
+    pub restored_at: Option<Timestamp>,
+    /// What happened, oldest first (at most [`MAX_TIMELINE`] entries).
+    #[serde(default)]
+    pub timeline: Vec<OrderEvent>,
+}
+
+/// Why an open order is late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lateness {
+    /// Not started at `start_by`.
+    NotStarted,
+    /// Not done at `done_by`.
+    NotDone,
+}
+
+impl WorkOrder {
+    /// Whether the order is late at `now`: not done at or after `done_by` (first), or not
+    /// started at or after `start_by`. Done and cancelled orders are never late.
+    pub fn lateness(&self, now: Timestamp) -> Option<Lateness> {
+        if !self.state.is_open() {
+            None
+        } else if now >= self.done_by {
+            Some(Lateness::NotDone)
+        } else if self.state == WorkOrderState::New && now >= self.start_by {
+            Some(Lateness::NotStarted)
+        } else {
+            None
+        }
+    }
+
+    /// The order as the API shows it at `now`.
+    pub fn view(self, now: Timestamp) -> WorkOrderView {
+        WorkOrderView {
+            overdue: self.lateness(now),
+            order: self,
+        }
+    }
+
+    /// Appends a line, keeping the bound: lines other than state changes stop
+    /// [`TIMELINE_RESERVED`] entries short of [`MAX_TIMELINE`].
+    pub(crate) fn push_event(&mut self, e: OrderEvent) {
+        let state_change = matches!(
+            e.kind,
+            OrderEventKind::Created
+                | OrderEventKind::Started
+                | OrderEventKind::Done
+                | OrderEventKind::Cancelled
+        );
+        let room = if state_change {
+            MAX_TIMELINE
+        } else {
+            MAX_TIMELINE - TIMELINE_RESERVED
+        };
+        if self.timeline.len() < room {
+            self.timeline.push(e);
+        }
+    }
+
+    /// Remembers a Signal id: the first is always kept, then the latest.
+    pub(crate) fn push_signal(&mut self, id: u64) {
+        if id == 0 || self.signal_ids.contains(&id) {
+            return;
+        }
+        if self.signal_ids.len() >= MAX_SIGNAL_IDS {
+            self.signal_ids.remove(1);
+        }
+        self.signal_ids.push(id);
+    }
+}
+
+/// An order and whether it is late now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WorkOrderView {
+    /// The order.
+    #[serde(flatten)]
+    pub order: WorkOrder,
+    /// Why it is late now (absent when it is not).
+    pub overdue: Option<Lateness>,
+}
+
+/// What a change did to an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum What {
+    /// A new order (from a fault Signal, a report, or replacing a cancelled order: then
+    /// `order.replaces` is set).
+    Created,
+    /// The fault repeated, or another report of it: attached to the open order.
+    Attached,
+    /// The device reported the fault gone; the order stays open.
+    Restored,
+    /// Started.
+    Started,
+    /// Done.
+    Done,
+    /// Cancelled; `replacement` is the new order (its own [`What::Created`] change follows).
+    Cancelled {
+        /// The replacement order's id.
+        replacement: u64,
+    },
+}
+
+impl What {
+    /// The outbox event name (the `X-Vakt-Event` header): `work_order.created`,
+    /// `work_order.attached`, `work_order.restored`, `work_order.started`, `work_order.done`,
+    /// `work_order.cancelled`.
+    pub fn event(&self) -> &'static str {
+        match self {
+            What::Created => "work_order.created",
+            What::Attached => "work_order.attached",
+            What::Restored => "work_order.restored",
+            What::Started => "work_order.started",
+            What::Done => "work_order.done",
+            What::Cancelled { .. } => "work_order.cancelled",
+        }
+    }
+}
+
+/// One change of one order, for the installer's outbox: the order after the change and what
+/// happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The order as it is now.
+    pub order: WorkOrder,
+    /// What happened.
+    pub what: What,
+}
+
+/// What can go wrong with work orders.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkOrderError {
+    /// No such order.
+    #[error("no work order {0}")]
+    NotFound(u64),
+    /// The action does not apply in the order's state (starting a started order, ...).
+    #[error("work order {id} is {}: it cannot be {action}", state.as_str())]
+    State {
+        /// The order.
+        id: u64,
+        /// Its state.
+        state: WorkOrderState,
+        /// What was tried (`started`, `done`, `cancelled`).
+        action: &'static str,
+    },
+    /// A note or reason is empty or too long.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `[work_orders]`: deadlines, working days and the installer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkOrderOptions {
+    /// Days on which no work is done besides Saturdays and Sundays (ISO dates,
+    /// `"2026-12-24"`), in the centre's time zone. The default is the Swedish public holidays
+    /// of 2026 and 2027 with midsummer eve, Christmas eve and New Year's eve; extend the list
+    /// every year (vakt warns at start when it does not cover this year and the next).
+    pub holidays: Vec<Date>,
+    /// An order must be started by the end of this many working days after the day it was
+    /// made (seed 004: 3).
+    pub start_working_days: u32,
+    /// An order must be done this many calendar days after it was made (seed 004: 10).
+    pub finish_days: u32,
+    /// The installer orders go to when the device's registry entry names none.
+    pub default_installer: String,
+}
+
+impl Default for WorkOrderOptions {
+    fn default() -> Self {
+        WorkOrderOptions {
+            holidays: calendar::swedish_holidays_2026_2027(),
+            start_working_days: 3,
+            finish_days: 10,
+            default_installer: "hjalpmedelscentralen".into(),
+        }
+    }
+}
+
+impl WorkOrderOptions {
+    /// Range checks, as messages prefixed `work_orders.` (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.holidays.len() > MAX_HOLIDAYS {
+            errs.push(format!(
+                "work_orders.holidays: at most {MAX_HOLIDAYS} dates"
+            ));
+        }
+        if !(1..=30).contains(&self.start_working_days) {
+            errs.push("work_orders.start_working_days must be 1..=30".into());
+        }
+        if !(1..=365).contains(&self.finish_days) {
+            errs.push("work_orders.finish_days must be 1..=365".into());
+        }
+        let name = self.default_installer.trim();
+        if name.is_empty() || name.chars().count() > MAX_INSTALLER_CHARS {
+            errs.push(format!(
+                "work_orders.default_installer must be 1 to {MAX_INSTALLER_CHARS} characters"
+            ));
+        }
+        errs
+    }
+}
+
+/// `text` trimmed, checked to be `min..=max` characters; `what` names it in the error.
+pub(crate) fn checked_text(
+    text: &str,
+    min: usize,
+    max: usize,
+    what: &str,
+) -> Result<String, WorkOrderError> {
+    let t = text.trim();
+    let n = t.chars().count();
+    if n < min || n > max {
+        return Err(WorkOrderError::Invalid(if min == 0 {
+            format!("{what} must be at most {max} characters")
+        } else {
+            format!("give {what} of {min} to {max} characters")
+        }));
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn order(state: WorkOrderState) -> WorkOrder {
+        WorkOrder {
+            id: 1,
+            account: "1234".into(),
+            subscriber: None,
+            installer: "i".into(),
+            fault: FaultKind::LowBattery,
+            state,
+            created_at: ts("2026-03-02T08:00:00Z"),
+            start_by: ts("2026-03-05T23:00:00Z"),
+            done_by: ts("2026-03-12T08:00:00Z"),
+            started_at: None,
+            done_at: None,
+            cancelled_at: None,
+            cancel_reason: None,
+            replaces: None,
+            replaced_by: None,
+            call: None,
+            signal_ids: Vec::new(),
+            repeats: 0,
+            restores: 0,
+            restored_at: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lateness_at_the_deadlines() {
+        let o = order(WorkOrderState::New);
+        assert_eq!(o.lateness(ts("2026-03-05T22:59:59Z")), None);
+        assert_eq!(
+            o.lateness(ts("2026-03-05T23:00:00Z")),
+            Some(Lateness::NotStarted)
+        );
+        assert_eq!(
+            o.lateness(ts("2026-03-12T08:00:00Z")),
+            Some(Lateness::NotDone)
+        );
+        let s = order(WorkOrderState::Started);
+        assert_eq!(s.lateness(ts("2026-03-06T00:00:00Z")), None);
+        assert_eq!(
+            s.lateness(ts("2026-03-12T08:00:00Z")),
+            Some(Lateness::NotDone)
+        );
+        for st in [WorkOrderState::Done, WorkOrderState::Cancelled] {
+            assert_eq!(order(st).lateness(ts("2027-01-01T00:00:00Z")), None);
+        }
+    }
+
+    #[test]
+    fn timeline_and_signals_are_bounded() {
+        let mut o = order(WorkOrderState::New);
+        let at = ts("2026-03-02T08:00:00Z");
+        let ev = |kind| OrderEvent {
+            at,
+            kind,
+            user: None,
+            signal: None,
+            text: None,
+        };
+        for _ in 0..1000 {
+            o.push_event(ev(OrderEventKind::FaultRepeated));
+        }
+        assert_eq!(o.timeline.len(), MAX_TIMELINE - TIMELINE_RESERVED);
+        o.push_event(ev(OrderEventKind::Started));
+        o.push_event(ev(OrderEventKind::Done));
+        assert_eq!(o.timeline.last().unwrap().kind, OrderEventKind::Done);
+        for id in 1..=1000 {
+            o.push_signal(id);
+        }
+        o.push_signal(1000);
+        assert_eq!(o.signal_ids.len(), MAX_SIGNAL_IDS);
+        assert_eq!(o.signal_ids[0], 1, "the first Signal is kept");
+        assert_eq!(*o.signal_ids.last().unwrap(), 1000);
+        assert_eq!(o.signal_ids[1], 1000 - MAX_SIGNAL_IDS as u64 + 2);
+    }
+
+    #[test]
+    fn options_default_is_valid_and_parses() {
+        let d = WorkOrderOptions::default();
+        assert!(d.problems().is_empty(), "{:?}", d.problems());
+        let t: WorkOrderOptions =
+            toml::from_str("holidays = [\"2026-12-24\", \"2026-12-25\"]\nstart_working_days = 2\n")
+                .unwrap();
+        assert_eq!(t.holidays.len(), 2);
+        assert_eq!(t.start_working_days, 2);
+        assert_eq!(t.finish_days, 10);
+        assert!(toml::from_str::<WorkOrderOptions>("holiday = []").is_err());
+        assert!(toml::from_str::<WorkOrderOptions>("holidays = [\"2026-13-01\"]").is_err());
+        let bad = WorkOrderOptions {
+            start_working_days: 0,
+            finish_days: 0,
+            default_installer: " ".into(),
+            ..WorkOrderOptions::default()
+        };
+        assert_eq!(bad.problems().len(), 3);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in FaultKind::ALL {
+            assert_eq!(FaultKind::from_name(k.as_str()), Some(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+        }
+        assert_eq!(
+            What::Cancelled { replacement: 2 }.event(),
+            "work_order.cancelled"
+        );
+    }
+}

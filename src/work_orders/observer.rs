@@ -1,0 +1,157 @@
+//! [`FaultObserver`]: work orders on the triage path. It sees every triaged Signal (the
+//! Calls service's [`SignalObserver`]), finds the device in the registry and hands the
+//! Signals with a fault to [`WorkOrders::on_signal`]; each change goes to a sink (the
+//! installer's outbox).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::{Change, WorkOrders, fault_of};
+use crate::calls::SignalObserver;
+use crate::model::{Signal, norm_hex};
+use crate::registry::Devices;
+
+/// Where the changes go (called on the triage thread, in journal order).
+pub type ChangeSink = Arc<dyn Fn(&[Change]) + Send + Sync>;
+
+/// Feeds the work orders from triage.
+pub struct FaultObserver {
+    orders: Arc<WorkOrders>,
+    devices: Devices,
+    sink: Option<ChangeSink>,
+}
+
+impl std::fmt::Debug for FaultObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultObserver").finish_non_exhaustive()
+    }
+}
+
+impl FaultObserver {
+    /// Orders from the Signals of the devices in `devices`; changes to `sink`, if any.
+    pub fn new(orders: Arc<WorkOrders>, devices: Devices, sink: Option<ChangeSink>) -> Self {
+        FaultObserver {
+            orders,
+            devices,
+            sink,
+        }
+    }
+}
+
+impl SignalObserver for FaultObserver {
+    fn signal(&self, signal: &Signal, now: Timestamp) {
+        // Almost every Signal has no fault: no registry lookup, no storage.
+        if fault_of(signal).is_none() {
+            return;
+        }
+        let registry = self.devices.current();
+        let account = norm_hex(&signal.account);
+        let line = signal.line.as_deref().map(norm_hex);
+        let receiver = signal.receiver.as_deref().map(norm_hex);
+        let Some(device) = registry.lookup(&account, line.as_deref(), receiver.as_deref()) else {
+            // An unknown device has no installer; its Call reaches an operator, who can
+            // report the fault from it.
+            tracing::debug!(signal = signal.id, %account, "fault from an unregistered device: no work order");
+            return;
+        };
+        match self.orders.on_signal(signal, device, None, now) {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                if let Some(sink) = &self.sink {
+                    sink(&changes);
+                }
+            }
+            Err(e) => {
+                tracing::error!(signal = signal.id, %account, error = %e, "work order for a device fault not saved");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use jiff::tz::TimeZone;
+
+    use super::*;
+    use crate::codec::event::Qualifier;
+    use crate::model::{Device, Flags, SignalEvent, Transport};
+    use crate::registry::Registry;
+    use crate::store::Store;
+    use crate::work_orders::{What, WorkOrderOptions};
+
+    fn signal(id: u64, account: &str, code: &str) -> Signal {
+        Signal {
+            id,
+            received_at: Timestamp::from_second(1_780_000_000).unwrap(),
+            transport: Transport::Udp,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            protocol: "ADM-CID".into(),
+            encrypted: false,
+            account: account.into(),
+            line: Some("0".into()),
+            receiver: None,
+            seq: "0001".into(),
+            flags: Flags::default(),
+            subscriber: None,
+            device_type: None,
+            transmitted_at: None,
+            event_time: None,
+            events: vec![SignalEvent {
+                code: code.into(),
+                name: None,
+                qualifier: Qualifier::New,
+                zone: None,
+                group: None,
+                user: None,
+                text: None,
+                time: None,
+            }],
+            xdata: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn registered_devices_faults_reach_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_second(1_780_000_000).unwrap();
+        let orders = Arc::new(
+            WorkOrders::open(
+                Store::open(dir.path()).unwrap(),
+                &WorkOrderOptions::default(),
+                TimeZone::UTC,
+                now,
+            )
+            .unwrap(),
+        );
+        let devices = Devices::new(Registry::new(vec![Device {
+            account: "12AB".into(),
+            line: None,
+            receiver: None,
+            key: None,
+            key_format: None,
+            subscriber: Some("anna".into()),
+            supervision_secs: None,
+            telecom_operator: None,
+            area: None,
+            device_type: None,
+        }]));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sink: ChangeSink = Arc::new(move |c: &[Change]| {
+            s2.lock().unwrap().extend(c.iter().map(|c| c.what.clone()));
+        });
+        let obs = FaultObserver::new(orders.clone(), devices, Some(sink));
+        obs.signal(&signal(1, "12ab", "CID 101"), now);
+        obs.signal(&signal(2, "12ab", "CID 302"), now);
+        obs.signal(&signal(3, "12AB", "CID 302"), now);
+        obs.signal(&signal(4, "FFFF", "CID 302"), now);
+        assert_eq!(*seen.lock().unwrap(), [What::Created, What::Attached]);
+        let open = orders.open_of("12AB");
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].subscriber.as_deref(), Some("anna"));
+    }
+}
