@@ -11,6 +11,12 @@
 //! - A patrol that does not confirm receipt in time: the next patrol gets the assignment, and
 //!   the alert shows on the page the operator is on (the board); from it the operator opens
 //!   the Call and cancels the dispatch with a reason.
+//! - A telecom outage: six devices of one operator stop reporting (20 s heartbeat); one
+//!   incident banner on every page, the tab title, the incident (extra visits first, its
+//!   notifications: one acknowledged by a local receiver, one refused and retried), a silent
+//!   device's page; a low battery over DC-09 becomes a work order, which a supervisor cancels
+//!   with a reason (the replacement is shown) and starts; "report fault" on the Call makes
+//!   another; five devices report again, the incident is resolved and the sixth gets a Call.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
@@ -984,6 +990,497 @@ async fn receipt_timeout_alert_on_every_page_and_the_operator_cancels() {
         .collect();
     assert_eq!(states, ["receipt_timeout", "cancelled"]);
     patrol_2.close().await;
+    c.close().await.unwrap();
+    s.srv.stop().await.unwrap();
+}
+
+/// A supervisor: sees what operators see, and records the installers' work.
+const SUPERVISOR: (&str, &str) = ("siv", "siv-password-1");
+
+/// Devices of one telecom operator that stop reporting together (20 s heartbeat).
+const SILENT: [&str; 6] = ["A001", "A002", "A003", "A004", "A005", "A006"];
+
+/// The installer of the test's work orders.
+const INSTALLER: &str = "Larmteknik Norr";
+
+/// 1234 (Åsa, Telenor, a long interval: it stays quiet and fine), and six Telia devices with
+/// a 20 s heartbeat that never report.
+fn incident_devices_csv() -> String {
+    let mut csv = format!(
+        "{}\n1234,,,,,anna,3600,Telenor,Centrum,carephone\n",
+        vakt::registry::CSV_HEADER
+    );
+    for (i, a) in SILENT.iter().enumerate() {
+        csv.push_str(&format!("{a},,,,,s{},20,Telia,Norr,carephone\n", i + 1));
+    }
+    csv
+}
+
+/// Åsa, and the six subscribers of the Telia devices; `s4` needs extra visits.
+fn incident_subscribers_csv() -> String {
+    let mut csv = subscribers_csv();
+    let names = [
+        "Bengt Berg",
+        "Cecilia Ek",
+        "Dagny Holm",
+        "Einar Lund",
+        "Frida Sjö",
+        "Gustav Ås",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let n = i + 1;
+        let id = format!("s{n}");
+        let address = format!("Norrgatan {n}");
+        let provider = if n % 2 == 0 {
+            "Hemtjänst Norr"
+        } else {
+            "Omsorg Norr AB"
+        };
+        let extra = if n == 4 { "yes" } else { "" };
+        let mut row = vec![
+            id.as_str(),
+            name,
+            "19380512-9802",
+            address.as_str(),
+            "123 45",
+            "Vaktby",
+            "Norr",
+            "070-111 22 33",
+            provider,
+            "0",
+        ];
+        row.extend([""; 15]); // access, notes, contacts
+        row.extend(["sv", extra]);
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
+/// A webhook receiver on 127.0.0.1:0 that acknowledges every POST (200).
+async fn acknowledging_receiver() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                // The head, then the body by its Content-Length (bounded), then 200.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let read = async {
+                    loop {
+                        let n = s.read(&mut chunk).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len || buf.len() > 1 << 20 {
+                                return Some(());
+                            }
+                        }
+                    }
+                };
+                if tokio::time::timeout(Duration::from_secs(10), read)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server whose six Telia devices fall silent about 22 s after it starts: 20 s interval,
+/// grace 10 % (2 s); 3 silent devices and 10 % of the operator make an incident. Telia's
+/// webhook acknowledges; the care providers' endpoint refuses connections (its deliveries
+/// stay failing and are retried).
+async fn incident_setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), incident_devices_csv().as_bytes()).unwrap();
+    add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
+    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+    save_directory(dir.path());
+    let mut cfg = test_config(dir.path());
+    cfg.supervision.grace_secs = 0;
+    cfg.supervision.grace_pct = 10;
+    cfg.incidents.window_secs = 60;
+    cfg.incidents.hold_secs = 10;
+    cfg.incidents.min_devices = 3;
+    cfg.incidents.min_pct = 10;
+    cfg.incidents.resolve_pct = 80;
+    cfg.work_orders.default_installer = INSTALLER.into();
+    let telia = acknowledging_receiver().await;
+    let refused = free_port();
+    cfg.escalation = vec![
+        vakt::outbox::EscalationConfig {
+            name: "telia-noc".into(),
+            kind: vakt::outbox::RecipientKind::Telecom,
+            url: format!("http://{telia}/vakt"),
+            secret: vakt::outbox::WebhookSecret::new("telia-test-secret-0123456789"),
+            matches: vec!["Telia".into()],
+        },
+        vakt::outbox::EscalationConfig {
+            name: "hemtjanst-norr".into(),
+            kind: vakt::outbox::RecipientKind::CareProvider,
+            url: format!("http://127.0.0.1:{refused}/vakt"),
+            secret: vakt::outbox::WebhookSecret::new("care-test-secret-0123456789"),
+            matches: Vec::new(),
+        },
+    ];
+    let srv = start_with(cfg).await;
+    let http = srv.http.unwrap();
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let a = admin
+        .send(
+            "POST",
+            "/api/subscribers/import",
+            Some(("text/csv", incident_subscribers_csv())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    Setup {
+        _dir: dir,
+        srv,
+        http,
+        // No patrol connects in this test.
+        tokens: [(PATROL, String::new()), (PATROL_2, String::new())],
+    }
+}
+
+/// Whether an element matching `css` is shown.
+async fn shown(c: &fantoccini::Client, css: &str) -> bool {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// A telecom outage at 3 a.m.: six Telia devices stop reporting; the supervisor sees one
+/// incident (banner on every page, the tab title, the incident with its subscribers, extra
+/// visits first, and a silent device's page) instead of six calls. A low battery over DC-09
+/// becomes a work order for the installer; the supervisor cancels it with a reason (a
+/// replacement is made and shown) and starts the replacement; an operator's "report fault"
+/// on the battery Call makes another. Five devices report again: the incident is resolved,
+/// the banner goes, the sixth device gets its own Call.
+#[tokio::test]
+async fn telecom_incident_and_work_orders_in_the_console() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = incident_setup().await;
+    let started = Instant::now();
+    let dc09 = s.srv.dc09_tcp.unwrap();
+    c.goto(&format!("http://{}/", s.http)).await.unwrap();
+    login(&c, SUPERVISOR).await;
+
+    // The devices miss their deadline (~22 s): one incident, on the page the user is on.
+    let banner = wait_for("the incident banner", Duration::from_secs(90), || async {
+        let t = text_of(&c, "#incident-banner .iline").await?;
+        t.contains("Telia, 6 of").then_some(t)
+    })
+    .await;
+    eprintln!("start to incident banner: {:?}", started.elapsed());
+    assert!(
+        banner.contains("TELECOM INCIDENT: Telia, 6 of") && banner.contains("devices silent since"),
+        "banner: {banner}"
+    );
+    let title = c.title().await.unwrap();
+    assert!(title.contains("INCIDENT"), "title: {title}");
+    let badge = wait_for("the incidents tab's badge", Duration::from_secs(10), || {
+        text_of(&c, "#incidents-badge")
+    })
+    .await;
+    assert_eq!(badge, "1 open");
+    // No six Calls: the silences are the incident's.
+    assert!(
+        c.find_all(Locator::Css("#queue-body tr.call-row"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no Call per silent device"
+    );
+    screenshot(
+        "console-incident-banner.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    // The incident: its subscribers, the one who needs extra visits first.
+    click(&c, "#incident-banner .iline-open").await;
+    let rows = wait_for(
+        "the incident's devices",
+        Duration::from_secs(10),
+        || async {
+            let rows = c
+                .find_all(Locator::Css(
+                    "#incident-content .incident-devices-table tbody tr.idev",
+                ))
+                .await
+                .ok()?;
+            (rows.len() == SILENT.len()).then_some(rows)
+        },
+    )
+    .await;
+    let first = rows[0].text().await.unwrap();
+    assert!(
+        first.contains("Extra visits")
+            && first.contains("Einar Lund")
+            && first.contains("Hemtjänst Norr"),
+        "first row: {first}"
+    );
+    assert!(
+        text_of(&c, "#incident-title")
+            .await
+            .unwrap()
+            .contains("Telia"),
+    );
+    assert_eq!(
+        text_of(&c, "#incident-state").await.as_deref(),
+        Some("OPEN")
+    );
+    let history = text_of(&c, "#incident-content .incident-history")
+        .await
+        .unwrap();
+    assert!(history.lines().count() > 1, "history: {history}");
+    // Its notifications: Telia's acknowledged, the care providers' failing (refused) and
+    // retried; the page reloads them by itself (every 10 s).
+    let delivered_css =
+        "#incident-content .incident-notifications tr.delivery[data-state=\"delivered\"]";
+    let failing_css =
+        "#incident-content .incident-notifications tr.delivery[data-state=\"failing\"]";
+    let delivered = wait_for(
+        "Telia's notification delivered",
+        Duration::from_secs(30),
+        || text_of(&c, delivered_css),
+    )
+    .await;
+    assert!(
+        delivered.contains("Incident opened") && delivered.contains("Telia"),
+        "delivered: {delivered}"
+    );
+    let failing = wait_for("a failing notification", Duration::from_secs(30), || {
+        text_of(&c, failing_css)
+    })
+    .await;
+    assert!(
+        failing.contains("Extra-visit list") && failing.contains("hemtjanst-norr"),
+        "failing: {failing}"
+    );
+    screenshot("console-incident.png", &c.screenshot().await.unwrap());
+    c.execute(
+        "document.querySelector('#incident-content .incident-notifications').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(
+        "console-incident-notifications.png",
+        &c.screenshot().await.unwrap(),
+    );
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+
+    // A silent device's page: silent, its 20 s interval, and its incident; Esc goes back.
+    click(&c, "#incident-content .device-link[data-account=\"A001\"]").await;
+    let status = wait_for("the device's status", Duration::from_secs(10), || {
+        text_of(&c, "#device-content .dev-status.silent")
+    })
+    .await;
+    assert!(status.starts_with("SILENT since"), "status: {status}");
+    let facts = text_of(&c, "#device-content .device-facts").await.unwrap();
+    assert!(facts.contains("20 s"), "facts: {facts}");
+    let faults = text_of(&c, "#device-content .device-faults").await.unwrap();
+    assert!(faults.contains("Incident 1"), "device: {faults}");
+    screenshot("console-device.png", &c.screenshot().await.unwrap());
+    press(&c, char::from(Key::Escape)).await;
+    wait_for("the incident again", Duration::from_secs(10), || async {
+        shown(&c, "#incident-view").await.then_some(())
+    })
+    .await;
+
+    // A low battery (Contact ID 302) from Åsa's carephone: a work order for the installer.
+    let reply = tcp_roundtrip(dc09, &plain("ADM-CID", 2, "1234", "#1234|1302 01 001")).await;
+    assert_eq!(token_of(&reply), "ACK");
+    press(&c, 'w').await;
+    let card = "#workorders-list .wo[data-wo-id=\"1\"]";
+    let order = wait_for("the work order", Duration::from_secs(15), || async {
+        let t = text_of(&c, card).await?;
+        t.contains("Low battery").then_some(t)
+    })
+    .await;
+    assert!(
+        order.contains("1234") && order.contains(INSTALLER) && order.contains("anna"),
+        "order: {order}"
+    );
+    assert_eq!(
+        c.find(Locator::Css(card))
+            .await
+            .unwrap()
+            .attr("data-state")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("new")
+    );
+    // (WebDriver gives the text as shown: the labels are in capitals.)
+    let lower = order.to_lowercase();
+    assert!(
+        lower.contains("start by") && lower.contains("done by"),
+        "order: {order}"
+    );
+    screenshot("console-work-orders.png", &c.screenshot().await.unwrap());
+
+    // Cancel it with a reason: the replacement is shown, and the supervisor starts it.
+    click(&c, &format!("{card} .wo-toggle")).await;
+    click_shown(&c, &format!("{card} .wo-cancel")).await; // without a reason: refused
+    assert!(shown(&c, card).await);
+    c.find(Locator::Css(&format!("{card} .wo-cancel-reason")))
+        .await
+        .unwrap()
+        .send_keys("Fel batterityp beställd")
+        .await
+        .unwrap();
+    click(&c, &format!("{card} .wo-cancel")).await;
+    let replacement = "#workorders-list .wo.focused[data-wo-id=\"2\"]";
+    let text = wait_for("the replacement order", Duration::from_secs(10), || {
+        text_of(&c, replacement)
+    })
+    .await;
+    assert!(
+        text.contains("Replaces the cancelled work order #1") && text.contains("Low battery"),
+        "replacement: {text}"
+    );
+    click_shown(&c, &format!("{replacement} .wo-start")).await;
+    wait_for(
+        "the replacement started",
+        Duration::from_secs(10),
+        || async {
+            shown(
+                &c,
+                "#workorders-list .wo[data-wo-id=\"2\"][data-state=\"started\"]",
+            )
+            .await
+            .then_some(())
+        },
+    )
+    .await;
+    c.find(Locator::Css("#wo-state"))
+        .await
+        .unwrap()
+        .select_by_value("cancelled")
+        .await
+        .unwrap();
+    let cancelled = wait_for("the cancelled order", Duration::from_secs(10), || {
+        text_of(
+            &c,
+            "#workorders-list .wo[data-wo-id=\"1\"][data-state=\"cancelled\"]",
+        )
+    })
+    .await;
+    assert!(
+        cancelled.contains("Fel batterityp beställd")
+            && cancelled.contains("Replaced by work order #2"),
+        "cancelled: {cancelled}"
+    );
+    screenshot(
+        "console-work-order-cancelled.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    // The battery Call: the operator reports a fault from it (another order, kind "reported").
+    click(&c, "#tab-queue").await;
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    click_shown(&c, "#fault-note").await;
+    c.find(Locator::Css("#fault-note"))
+        .await
+        .unwrap()
+        .send_keys("Åsa säger att larmknappen inte lyser")
+        .await
+        .unwrap();
+    click(&c, "#fault-report").await;
+    let msg = wait_for("the report's answer", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#message").await?;
+        t.contains("work order #3").then_some(t)
+    })
+    .await;
+    assert!(msg.contains(INSTALLER), "message: {msg}");
+    wait_for(
+        "the report on the Call",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#timeline li[data-type=\"note\"]").await?;
+            t.contains("work order 3").then_some(())
+        },
+    )
+    .await;
+
+    // The operator's network is back: five of six report again, the incident is resolved,
+    // the banner goes; the sixth gets its own Call.
+    for (i, a) in SILENT[..5].iter().enumerate() {
+        let seq = u16::try_from(10 + i).unwrap();
+        let reply = tcp_roundtrip(dc09, &plain("NULL", seq, a, "")).await;
+        assert_eq!(token_of(&reply), "ACK", "{a}");
+    }
+    click(&c, "#tab-incidents").await;
+    wait_for("the banner to go", Duration::from_secs(30), || async {
+        (!shown(&c, "#incident-banner").await).then_some(())
+    })
+    .await;
+    let past = wait_for("the resolved incident", Duration::from_secs(10), || {
+        text_of(
+            &c,
+            "#incidents-content tr.incident-row[data-incident-id=\"1\"]",
+        )
+    })
+    .await;
+    assert!(
+        past.contains("Resolved") && past.contains("Telia"),
+        "row: {past}"
+    );
+    let title = c.title().await.unwrap();
+    assert!(!title.contains("INCIDENT"), "title: {title}");
+    screenshot("console-incidents.png", &c.screenshot().await.unwrap());
+    // The supervisor's outbox: every notification, the refused ones still failing.
+    click(&c, "#tab-outbox").await;
+    let failing = wait_for("the outbox", Duration::from_secs(10), || {
+        text_of(&c, "#outbox-content tr.delivery[data-state=\"failing\"]")
+    })
+    .await;
+    assert!(failing.contains("hemtjanst-norr"), "outbox: {failing}");
+    screenshot("console-outbox.png", &c.screenshot().await.unwrap());
+    let mut op = Client::login(s.http, ADMIN.0, ADMIN.1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let straggler = loop {
+        let calls = op.get("/api/calls?state=open").await.json();
+        let found = calls
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["account"] == "A006").cloned());
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Call for the straggler A006: {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(straggler["priority"], 3, "{straggler}");
+
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }

@@ -9,7 +9,7 @@
  *                     never innerHTML), time parsing and formatting, messages.
  *   4. API            `api()` wraps fetch: JSON in and out, 401 -> login form, errors as ApiError.
  *   5. Session        boot (GET /api/session), login form, logout, showing/hiding the app.
- *   6. Live feed      WebSocket /api/live: snapshot / call / closed / stats / dispatch,
+ *   6. Live feed      WebSocket /api/live: snapshot / call / closed / stats / dispatch / incident,
  *                     reconnect with backoff, a watchdog (stats arrive every 10 s, silence
  *                     means stale), the "connection lost" banner.
  *   7. Alerts         WebAudio beep and row flash for new (or newly escalated) level 0-1 Calls.
@@ -21,10 +21,15 @@
  *                     breach), breach and receipt-timeout alerts, the Call's dispatch panel,
  *                     the "dispatch a patrol" dialog, cancelling.
  *  12. Patrols board  every patrol, its shift, link and open assignments with their clocks.
- *  13. Supervisor     audit log, directory (and its import for admins), SLA report,
+ *  13. Supervision    telecom incidents (banner on every page, sound, tab title; the incidents
+ *                     page and one incident with its devices, history and notifications),
+ *                     the header's supervision badges, work orders (filters, deadlines,
+ *                     start / done / cancel), "report fault" on a Call, the device page,
+ *                     the outbox; each page reloads itself while shown (PAGE_POLLS).
+ *  14. Supervisor     audit log, directory (and its import for admins), SLA report,
  *                     subscriber editor (PUT /api/subscribers/{id}).
- *  14. Keyboard       shortcuts n t c r d p Esc ?, never while typing in a field.
- *  15. Wiring         event listeners, start.
+ *  15. Keyboard       shortcuts n t c r d p i w Esc ?, never while typing in a field.
+ *  16. Wiring         event listeners, start.
  *
  * Clocks: every time shown counts on the server's clock (`serverNow`), and every dispatch
  * clock is drawn from the newest known state of its dispatch (`S.known`) once a second, so a
@@ -90,8 +95,52 @@ const VISIT_OUTCOMES = {
   other: 'other',
 };
 
+/** Telecom incidents (model::IncidentKind). */
+const INCIDENT_KINDS = {
+  telecom_operator: { tag: 'TELECOM INCIDENT', label: 'Telecom operator' },
+  area: { tag: 'AREA INCIDENT', label: 'Area' },
+};
+
+/** Device faults (work_orders::FaultKind). */
+const FAULTS = {
+  low_battery: 'Low battery',
+  mains_loss: 'Mains power lost',
+  tamper: 'Tamper',
+  device_failure: 'Device failure',
+  reported: 'Fault reported from a call',
+};
+
+const WO_STATES = { new: 'New', started: 'Started', done: 'Done', cancelled: 'Cancelled' };
+
+/** A work order's timeline (work_orders::OrderEventKind). */
+const WO_EVENTS = {
+  created: 'Order made',
+  fault_repeated: 'The device reported the fault again',
+  restored: 'The device reports it back to normal (the order stays open)',
+  note: 'Reported again',
+  started: 'Started',
+  done: 'Done',
+  cancelled: 'Cancelled',
+};
+
+/** Outbox deliveries (outbox::DeliveryState). */
+const DELIVERY_STATES = { pending: 'Pending', failing: 'Failing, retrying', delivered: 'Delivered' };
+const RECIPIENT_KINDS = { telecom: 'Telecom operator', care_provider: 'Care provider', installer: 'Installer' };
+const EVENT_LABELS = {
+  'incident.opened': 'Incident opened',
+  'incident.extra_visits': 'Extra-visit list',
+  'incident.resolved': 'Incident resolved',
+  'work_order.created': 'Work order',
+  'work_order.attached': 'Fault again',
+  'work_order.restored': 'Back to normal',
+  'work_order.started': 'Started',
+  'work_order.done': 'Done',
+  'work_order.cancelled': 'Cancelled',
+};
+
 /** The pages; exactly one is shown (section `${name}-view`). */
-const VIEWS = ['login', 'queue', 'call', 'patrols', 'directory', 'report', 'audit'];
+const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'workorders', 'device',
+  'directory', 'report', 'audit', 'outbox'];
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
 const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
@@ -104,6 +153,9 @@ const WS_BACKOFF_MAX_MS = 10000;
 const WS_STALE_MS = 30000; // the server sends stats every 10 s; 30 s of silence = stale
 const MESSAGE_MS = 6000;
 const AUDIT_LIMIT = 200;
+const SUPERVISION_POLL_MS = 30000; // the header's supervision badges
+const INCIDENT_FLASH_MS = 8000; // how long a new incident's banner line flashes
+const MAX_LIST_ROWS = 1000; // rows drawn in one table (incident devices, work orders, outbox)
 
 // ---------------------------------------------------------------- 2. State
 
@@ -150,6 +202,32 @@ const S = {
   cancelFor: null, // dispatch id whose cancel form is open
   directory: null,
   report: null,
+  loading: new Set(), // keys of loads in flight (single())
+  loadAgain: new Map(), // key -> the latest load asked for meanwhile
+  pageTimer: null, // the shown page's reload (PAGE_POLLS)
+  incidents: new Map(), // incident id -> newest IncidentView seen (open ones drive the banner)
+  incidentsFirst: true, // the first load of the open incidents makes no sound
+  incidentsFailed: false,
+  incidentFlash: new Map(), // incident id -> epoch ms until which its banner line flashes
+  incidentLiveAt: new Map(), // incident id -> epoch ms of its last live message
+  incidentRender: null,
+  incidentList: null, // ids on the incidents page (GET /api/incidents?state=all)
+  incidentListAt: 0,
+  incidentListFailed: false,
+  incidentId: null, // the incident shown
+  incidentAt: 0,
+  incidentFailed: false,
+  supervision: null, // GET /api/supervision
+  supervisionAt: 0,
+  supervisionFailed: false,
+  supervisionMissing: false,
+  supervisionTimer: null,
+  supervisionSoon: null,
+  wo: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null },
+  dev: { account: null, data: null, at: 0, failed: false, back: null },
+  outbox: null,
+  outboxAt: 0,
+  outboxFailed: false,
 };
 
 // ---------------------------------------------------------------- 3. Helpers
@@ -408,6 +486,34 @@ function showLogin(reason) {
   stopBoardPolling();
   closeDispatchDialog();
   renderAlerts();
+  clearInterval(S.pageTimer);
+  clearInterval(S.supervisionTimer);
+  clearTimeout(S.supervisionSoon);
+  clearTimeout(S.incidentRender);
+  S.pageTimer = null;
+  S.supervisionTimer = null;
+  S.supervisionSoon = null;
+  S.incidentRender = null;
+  S.incidents.clear();
+  S.incidentFlash.clear();
+  S.incidentLiveAt.clear();
+  S.incidentsFirst = true;
+  S.incidentsFailed = false;
+  S.incidentList = null;
+  S.incidentListAt = 0;
+  S.incidentId = null;
+  S.incidentAt = 0;
+  S.supervision = null;
+  S.supervisionAt = 0;
+  S.supervisionFailed = false;
+  S.supervisionMissing = false;
+  S.wo = { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null };
+  S.dev = { account: null, data: null, at: 0, failed: false, back: null };
+  S.outbox = null;
+  S.outboxAt = 0;
+  for (const id of ['incidents-content', 'incident-content', 'workorders-list', 'device-content', 'outbox-content']) clear($(id));
+  $('fault-note').value = '';
+  renderIncidentBanner();
   $('note-text').value = '';
   $('phone-note').value = '';
   $('close-note').value = '';
@@ -415,7 +521,7 @@ function showLogin(reason) {
   closeEditor();
   show($('help'), false);
   for (const id of [...VIEWS.map((v) => `${v}-view`), 'stats', 'whoami', 'logout', 'tabs',
-    'help-button', 'connection-status', 'conn-banner', 'queue-count']) {
+    'help-button', 'connection-status', 'conn-banner', 'queue-count', 'supervision-badges']) {
     show($(id), false);
   }
   show($('login-view'), true);
@@ -486,6 +592,7 @@ function startApp(me) {
   show($('audit-link'), isSupervisor());
   show($('tab-directory'), isSupervisor());
   show($('tab-report'), isSupervisor());
+  show($('tab-outbox'), isSupervisor());
   const st = $('connection-status');
   st.dataset.state = 'closed';
   st.textContent = 'Connecting…';
@@ -494,6 +601,10 @@ function startApp(me) {
   renderStats();
   loadStats();
   loadLiveDispatches();
+  loadOpenIncidents();
+  loadSupervision();
+  clearInterval(S.supervisionTimer);
+  S.supervisionTimer = setInterval(() => { if (S.me) loadSupervision(); }, SUPERVISION_POLL_MS);
   connectLive();
 }
 
@@ -617,10 +728,18 @@ function onLiveMessage(msg) {
       applySnapshot(msg.calls || []);
       if (msg.stats) setStats(msg.stats);
       setConnection(true);
-      // Dispatch messages may have been missed while the feed was down.
-      if (!S.firstLiveDispatches) loadLiveDispatches();
+      // Dispatch and incident messages may have been missed while the feed was down.
+      if (!S.firstLiveDispatches) {
+        loadLiveDispatches();
+        loadOpenIncidents();
+        loadSupervision();
+        reloadPage();
+      }
       S.firstLiveDispatches = false;
       if (S.view === 'patrols') loadBoard();
+      break;
+    case 'incident':
+      if (msg.incident) onIncidentMessage(msg.incident);
       break;
     case 'dispatch':
       if (msg.dispatch) onDispatchMessage(msg.dispatch, msg.step);
@@ -722,24 +841,28 @@ function unlockAudio() {
 
 /** A short beep: three tones for life-safety, two for a personal alarm. */
 function beep(priority) {
+  playTones(priority === 0 ? [988, 740, 988] : [880, 660], 'square', 0.16, 0.15);
+}
+
+/** Plays tones one after the other, each `secs` long (a new incident: four calm sine tones). */
+function playTones(tones, type, secs, volume) {
   try {
     unlockAudio();
     const ctx = S.audio;
     if (!ctx || ctx.state !== 'running') return;
-    const tones = priority === 0 ? [988, 740, 988] : [880, 660];
     let t = ctx.currentTime + 0.02;
     for (const f of tones) {
       const osc = ctx.createOscillator();
       const gain = ctx.createGain();
-      osc.type = 'square';
+      osc.type = type;
       osc.frequency.value = f;
       gain.gain.setValueAtTime(0.0001, t);
-      gain.gain.exponentialRampToValueAtTime(0.15, t + 0.01);
-      gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.16);
+      gain.gain.exponentialRampToValueAtTime(volume, t + 0.01);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + secs);
       osc.connect(gain).connect(ctx.destination);
       osc.start(t);
-      osc.stop(t + 0.18);
-      t += 0.2;
+      osc.stop(t + secs + 0.02);
+      t += secs + 0.04;
     }
   } catch (e) {
     // Audio blocked or unavailable: ignore silently.
@@ -848,11 +971,13 @@ function renderQueueCount(calls) {
   renderTitle();
 }
 
-/** The tab title: waiting Calls, and a mark while a dispatch alert is up. */
+/** The tab title: waiting Calls, a mark while a dispatch alert is up or an incident is open. */
 function renderTitle() {
+  if (!S.me) return;
   const n = S.waitingCount || 0;
   const alert = Array.from(S.alerts.values()).some((a) => a.kind === 'breach') ? '⚠ ' : '';
-  document.title = `${alert}${n ? `(${n}) ` : ''}vakt`;
+  const incident = openIncidents().length ? 'INCIDENT · ' : '';
+  document.title = `${alert}${incident}${n ? `(${n}) ` : ''}vakt`;
 }
 
 /** Every second: ages in the queue and in the Call view; flashes that ended. */
@@ -873,6 +998,7 @@ function tick() {
   }
   if (S.current && S.view === 'call') renderCallAge();
   tickDispatches();
+  tickSupervision();
 }
 
 async function takeNext() {
@@ -981,7 +1107,10 @@ function showQueue() {
 function showView(name) {
   S.view = name;
   for (const v of VIEWS) show($(`${v}-view`), v === name);
-  const tab = name === 'call' ? 'queue' : name;
+  const tabOf = { call: 'queue', incident: 'incidents', device: S.dev.back ? S.dev.back.view : '' };
+  let tab = tabOf[name] !== undefined ? tabOf[name] : name;
+  if (tab === 'call') tab = 'queue';
+  if (tab === 'incident') tab = 'incidents';
   for (const b of document.querySelectorAll('#tabs .tab')) {
     const active = b.dataset.view === tab;
     b.classList.toggle('active', active);
@@ -991,6 +1120,7 @@ function showView(name) {
   if (name === 'patrols') startBoardPolling();
   else stopBoardPolling();
   if (name !== 'call') closeDispatchDialog();
+  startPagePoll(name);
 }
 
 /** Leaves the Call view (if shown) for another page. */
@@ -1001,6 +1131,7 @@ function leaveCall() {
   S.subscriberId = null;
   S.cancelFor = null;
   $('call-view').dataset.callId = '';
+  $('fault-note').value = '';
   clear($('subscriber-card'));
   clear($('timeline'));
   clear($('dispatch-list'));
@@ -1028,6 +1159,7 @@ function openCall(id, call) {
     $('phone-note').value = '';
     $('close-note').value = '';
     $('close-outcome').value = '';
+    $('fault-note').value = '';
     renderPatrolHint();
     renderCallHeaderFromSummary(S.calls.get(id));
   }
@@ -1270,7 +1402,8 @@ function renderUnknownDevice(call) {
     el('h2', { class: 'subscriber-name unknown', text: 'Unknown device' }),
     el('p', { class: 'warning-text', text: 'No subscriber is registered for this device. Nobody is known: there is no address, access or contact to show.' }),
     el('dl', { class: 'facts' },
-      el('dt', { text: 'Account' }), el('dd', { class: 'mono big-value', text: call.account || '?' })),
+      el('dt', { text: 'Account' }), el('dd', { class: 'mono big-value', text: call.account || '?' }),
+      el('dt', { text: 'Device page' }), el('dd', {}, call.account ? deviceLink(call.account, 'last heard, path, faults') : '-')),
     el('p', { class: 'muted', text: 'Look at the signals in the timeline and check the device registry.' }));
 }
 
@@ -1286,7 +1419,8 @@ function renderSubscriber(sub) {
       el('div', { class: 'card-sub' },
         el('span', { class: 'mono personal-number', title: 'Personal number', text: orDash(sub.personal_number) }),
         el('span', { class: 'language', title: 'Language to speak' }, 'Language: ', el('strong', { text: orDash(sub.language) })),
-        el('span', { class: 'mono muted', title: 'Subscriber id', text: sub.id }))),
+        el('span', { class: 'mono muted', title: 'Subscriber id', text: sub.id }),
+        sub.needs_extra_visits ? el('span', { class: 'tag tag-extra', title: 'Gets extra visits while the alarm cannot be trusted (a telecom outage)', text: 'Extra visits in an outage' }) : null)),
     isSupervisor() ? el('button', { type: 'button', id: 'subscriber-edit', class: 'secondary', text: 'Edit', on: { click: openEditor } }) : null);
 
   const facts = el('div', { class: 'card-top' },
@@ -1339,14 +1473,15 @@ function renderSubscriber(sub) {
     const tbody = el('tbody');
     for (const d of devs) {
       tbody.append(el('tr', {},
-        el('td', { class: 'mono', text: d.account || '-' }),
+        el('td', {}, deviceLink(d.account)),
         el('td', { text: d.device_type || '-' }),
         el('td', { text: [d.line && `L${d.line}`, d.receiver && `R${d.receiver}`].filter(Boolean).join(' ') || '-' }),
         el('td', { text: orDash(d.area) }),
         el('td', { text: orDash(d.telecom_operator) }),
         el('td', { text: d.supervision_secs ? fmtDuration(d.supervision_secs) : '-' })));
     }
-    devices.append(el('table', { class: 'device-table' },
+    devices.append(el('p', { class: 'muted hint', text: 'An account opens the device page: last heard, next deadline, path, faults.' }),
+      el('table', { class: 'device-table' },
       el('thead', {}, el('tr', {}, ...['Account', 'Type', 'Line / receiver', 'Area', 'Telecom', 'Supervision'].map((h) => el('th', { text: h })))),
       tbody));
   }
@@ -2312,7 +2447,1243 @@ function assignmentItem(d) {
     el('button', { type: 'button', class: 'small secondary asg-open', text: `Call ${d.call}`, title: `Open call ${d.call}`, dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
 }
 
-// ---------------------------------------------------------------- 13. Supervisor
+// ---------------------------------------------------------------- 13. Supervision
+
+/*
+ * Telecom incidents (banner on every page, the incidents page, one incident), the header's
+ * supervision badges, work orders, the device page and the outbox. Everything shown here is
+ * reloaded while its page is up (PAGE_POLLS) and after the live feed comes back; open
+ * incidents also come live (`incident` messages). A page shows when it was last loaded and
+ * turns that red when a reload failed, so nothing old passes for current.
+ */
+
+/**
+ * Runs `fn` once at a time per `key`; calls meanwhile run the latest of them once afterwards
+ * (it may load another incident or device than the one in flight).
+ */
+async function single(key, fn) {
+  if (S.loading.has(key)) {
+    S.loadAgain.set(key, fn);
+    return;
+  }
+  S.loading.add(key);
+  try {
+    await fn();
+  } finally {
+    S.loading.delete(key);
+    const again = S.loadAgain.get(key);
+    S.loadAgain.delete(key);
+    if (again && S.me) single(key, again);
+  }
+}
+
+/** Seconds as a span in words: "45 s", "12 min", "3 h 5 min", "2 d 4 h". */
+function fmtSpan(secs) {
+  if (!Number.isFinite(secs)) return '-';
+  const s = Math.max(0, Math.round(secs));
+  if (s < 120) return `${s} s`;
+  if (s < 600 && s % 60) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  const m = Math.round(s / 60);
+  if (m < 90) return `${m} min`;
+  const h = Math.floor(s / 3600);
+  if (h < 48) {
+    const r = Math.round((s - h * 3600) / 60);
+    return r ? `${h} h ${r} min` : `${h} h`;
+  }
+  const hours = Math.round(s / 3600);
+  const d = Math.floor(hours / 24);
+  const rh = hours % 24;
+  return rh ? `${d} d ${rh} h` : `${d} d`;
+}
+
+/** Local HH:MM, with the date in front when not today. */
+function fmtHM(ts) {
+  const t = parseTs(ts);
+  if (!Number.isFinite(t)) return '?';
+  const d = new Date(t);
+  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  if (d.toDateString() === new Date(serverNow()).toDateString()) return hm;
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+}
+
+/** Local date and HH:MM (deadlines days away). */
+function fmtDay(ts) {
+  const t = parseTs(ts);
+  if (!Number.isFinite(t)) return '?';
+  const d = new Date(t);
+  const wd = d.toLocaleDateString('sv-SE', { weekday: 'short' });
+  return `${wd} ${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+/** A time element (local time, full date in the tooltip). */
+function timeNode(ts, fmt, cls) {
+  if (!ts) return el('span', { class: 'muted', text: '-' });
+  return el('time', { class: cls || '', datetime: ts, title: fmtFull(ts), text: (fmt || fmtTime)(ts) });
+}
+
+/**
+ * A text that changes with the clock, repainted every second by `tickSupervision`:
+ * `ago` (time since `at`), `until` (countdown to `at`; past it, how long ago and `late`).
+ */
+function tickerNode(kind, at, cls) {
+  const node = el('span', { class: `ticker ${cls || ''}`, dataset: { tick: kind, at: at || '' } });
+  paintTicker(node, serverNow());
+  return node;
+}
+
+function paintTicker(node, now) {
+  const t = parseTs(node.dataset.at);
+  let text = '-';
+  let late = false;
+  if (Number.isFinite(t)) {
+    const secs = (now - t) / 1000;
+    if (node.dataset.tick === 'ago') {
+      text = `${fmtDuration(secs)} ago`;
+    } else if (node.dataset.tick === 'for') {
+      text = fmtDuration(secs);
+    } else if (node.dataset.tick === 'next' && secs > -1) {
+      text = 'due now';
+    } else if (secs < 0) {
+      text = `in ${fmtDuration(-secs)}`;
+    } else {
+      text = `passed ${fmtDuration(secs)} ago`;
+      late = true;
+    }
+  }
+  if (node.textContent !== text) node.textContent = text;
+  node.classList.toggle('late', late);
+}
+
+/** A deadline in words ("in 2 d 4 h" / "OVERDUE by 4 h"), redrawn with its page. */
+function dueWords(ts, now) {
+  const t = parseTs(ts);
+  if (!Number.isFinite(t)) return { text: '', late: false };
+  const secs = (t - now) / 1000;
+  return secs > 0 ? { text: `in ${fmtSpan(secs)}`, late: false } : { text: `OVERDUE by ${fmtSpan(-secs)}`, late: true };
+}
+
+/** "updated hh:mm:ss", red and "(out of date)" when the last reload is more than 2 polls old. */
+function renderUpdated(id, at, pollMs, failed) {
+  const node = $(id);
+  if (!node) return;
+  if (!at) {
+    node.textContent = failed ? 'not loaded' : '';
+    node.classList.toggle('stale-text', !!failed);
+    return;
+  }
+  const old = failed || serverNow() - at > 2 * pollMs + 5000;
+  const text = `updated ${fmtTimeMs(at)}${old ? ' (out of date)' : ''}`;
+  if (node.textContent !== text) node.textContent = text;
+  node.classList.toggle('stale-text', old);
+}
+
+/** Shows or hides a page's error line. */
+function pageError(id, text) {
+  const node = $(id);
+  node.textContent = text || '';
+  show(node, !!text);
+}
+
+/** An account as a link to its device page. */
+function deviceLink(account, text) {
+  if (!account) return el('span', { class: 'muted', text: '-' });
+  return el('button', {
+    type: 'button', class: 'link-like mono device-link', text: text || account,
+    title: `Device ${account}: last heard, deadline, path, faults`,
+    dataset: { account },
+    on: { click: (e) => { e.stopPropagation(); openDevice(account); } },
+  });
+}
+
+function callLink(id) {
+  return el('button', {
+    type: 'button', class: 'link-like call-link', text: `Call ${id}`, dataset: { call: String(id) },
+    on: { click: (e) => { e.stopPropagation(); openCall(id); } },
+  });
+}
+
+function incidentLink(id) {
+  const i = S.incidents.get(id);
+  return el('button', {
+    type: 'button', class: 'link-like incident-link', dataset: { incidentId: String(id) },
+    text: i ? `Incident ${id}: ${i.key}${isOpenIncident(i) ? ' (open)' : ''}` : `Incident ${id}`,
+    on: { click: (e) => { e.stopPropagation(); openIncident(id); } },
+  });
+}
+
+/** A labelled list of facts; `rows` are [label, node or text, class?]; null rows are left out. */
+function factList(rows, cls) {
+  const dl = el('dl', { class: `facts ${cls || ''}` });
+  for (const r of rows) {
+    if (!r) continue;
+    dl.append(el('dt', { text: r[0] }), el('dd', { class: r[2] || '' }, r[1] === null || r[1] === undefined || r[1] === '' ? '-' : r[1]));
+  }
+  return dl;
+}
+
+/** A table with a header; cells are nodes or text; `rowAttrs(i)` gives each row's attributes. */
+function simpleTable(cls, heads, rows, empty, rowAttrs) {
+  const tbody = el('tbody');
+  rows.forEach((r, i) => tbody.append(el('tr', rowAttrs ? rowAttrs(i) : {}, ...r.map((c) => (c instanceof Node ? el('td', {}, c) : el('td', { text: c === null || c === undefined ? '' : String(c) }))))));
+  if (!rows.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: heads.length, class: 'muted', text: empty })));
+  return el('table', { class: `data-table ${cls}` }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody);
+}
+
+// ---- incidents: what is known of each
+
+function isOpenIncident(i) {
+  return !!i && !i.resolved_at;
+}
+
+/** Open incidents, oldest first. */
+function openIncidents() {
+  return Array.from(S.incidents.values()).filter(isOpenIncident)
+    .sort((a, b) => (parseTs(a.opened_at) - parseTs(b.opened_at)) || (a.id - b.id));
+}
+
+/** Devices still silent (the server's count, or counted from the list). */
+function silentCount(i) {
+  const n = Number(i.silent);
+  if (i.silent !== undefined && i.silent !== null && Number.isFinite(n)) return n;
+  return (i.devices || []).filter((d) => !d.restored_at).length;
+}
+
+/** When the silence began: the earliest device's, else the declaration. */
+function incidentSince(i) {
+  let best = null;
+  for (const d of i.devices || []) {
+    const t = parseTs(d.silent_since);
+    if (Number.isFinite(t) && (best === null || t < best.t)) best = { t, ts: d.silent_since };
+  }
+  return best ? best.ts : i.opened_at;
+}
+
+function incidentKind(i) {
+  return INCIDENT_KINDS[i.kind] || { tag: 'INCIDENT', label: String(i.kind || 'group'), word: 'group' };
+}
+
+/** "Telia, 25 of 100 devices silent since 02:14". */
+function incidentLine(i) {
+  const n = silentCount(i);
+  const pop = Number(i.population);
+  const of = Number.isFinite(pop) && pop > 0 ? ` of ${pop}` : '';
+  return `${i.key}, ${n}${of} device${n === 1 && !of ? '' : 's'} silent since ${fmtHM(incidentSince(i))}`;
+}
+
+/**
+ * Remembers the newest view of an incident; returns the one kept. Live messages come in
+ * order and always win; an HTTP answer (`askedAt`: when it was asked for) loses to a live
+ * message that came after it was asked for. A resolution is final.
+ */
+function noteIncident(i, askedAt) {
+  if (!i || i.id === undefined || i.id === null) return i;
+  const old = S.incidents.get(i.id);
+  if (old && old.resolved_at && !i.resolved_at) return old;
+  if (askedAt === undefined) S.incidentLiveAt.set(i.id, Date.now());
+  else if (old && (S.incidentLiveAt.get(i.id) || 0) > askedAt) return old;
+  // A list item may leave out what the full view has (notifications): keep it.
+  if (old && !Array.isArray(i.notifications) && Array.isArray(old.notifications)) i = Object.assign({}, i, { notifications: old.notifications });
+  S.incidents.set(i.id, i);
+  return i;
+}
+
+/** GET /api/incidents?state=open: at start and after the live feed was down. */
+async function loadOpenIncidents() {
+  await single('open-incidents', async () => {
+    try {
+      const askedAt = Date.now();
+      const { data } = await api('GET', '/api/incidents?state=open');
+      const list = Array.isArray(data) ? data : [];
+      const ids = new Set(list.map((i) => i.id));
+      const first = S.incidentsFirst;
+      // Open before, not in the list now: it was resolved while we did not hear; ask.
+      for (const i of openIncidents()) if (!ids.has(i.id)) refreshIncident(i.id);
+      for (const i of list) {
+        const known = S.incidents.has(i.id);
+        const kept = noteIncident(i, askedAt);
+        if (!first && !known && isOpenIncident(kept)) incidentOpened(kept);
+      }
+      S.incidentsFirst = false;
+      S.incidentsFailed = false;
+      renderIncidentsEverywhere();
+    } catch (e) {
+      S.incidentsFailed = e.status !== 404; // 404: a server without incidents
+      renderIncidentBanner();
+    }
+  });
+}
+
+/** One incident again (a resolution missed while the feed was down). */
+async function refreshIncident(id) {
+  try {
+    const askedAt = Date.now();
+    const { data } = await api('GET', `/api/incidents/${encodeURIComponent(id)}`);
+    if (data) noteIncident(data, askedAt);
+    renderIncidentsEverywhere();
+  } catch (e) {
+    if (e.status === 404) {
+      S.incidents.delete(id);
+      renderIncidentsEverywhere();
+    }
+  }
+}
+
+/** A live `incident` message: opened, changed or resolved. */
+function onIncidentMessage(i) {
+  const before = S.incidents.get(i.id);
+  const wasOpen = isOpenIncident(before);
+  const kept = noteIncident(i);
+  if (!before && isOpenIncident(kept)) {
+    // During the first load an already open incident may change: that is not news.
+    const fresh = serverNow() - parseTs(kept.opened_at) < 5 * 60000;
+    if (!S.incidentsFirst || fresh) incidentOpened(kept);
+  } else if (wasOpen && !isOpenIncident(kept)) {
+    const still = silentCount(kept);
+    message(`Incident resolved: ${kept.key}. ${still ? `${still} device${still === 1 ? ' is' : 's are'} still silent: each gets its own call.` : 'Every device reports again.'}`, 'ok');
+  }
+  scheduleIncidentRender();
+  scheduleSupervision();
+}
+
+/** A new open incident: the sound, the banner line flashes a little. */
+function incidentOpened(i) {
+  S.incidentFlash.set(i.id, Date.now() + INCIDENT_FLASH_MS);
+  playTones([523, 659, 523, 392], 'sine', 0.28, 0.18);
+}
+
+/** Live messages come in bursts (devices attach one by one): one render per burst. */
+function scheduleIncidentRender() {
+  if (S.incidentRender) return;
+  S.incidentRender = setTimeout(() => {
+    S.incidentRender = null;
+    renderIncidentsEverywhere();
+  }, 200);
+}
+
+function renderIncidentsEverywhere() {
+  if (!S.me) return;
+  renderIncidentBanner();
+  if (S.view === 'incidents') renderIncidents();
+  if (S.view === 'incident') renderIncident();
+}
+
+// ---- the banner (every page)
+
+function renderIncidentBanner() {
+  const box = $('incident-banner');
+  const list = S.me ? openIncidents() : [];
+  const focusKey = document.activeElement && box.contains(document.activeElement)
+    ? document.activeElement.dataset.focusKey : null;
+  clear(box);
+  show(box, list.length > 0 || (!!S.me && S.incidentsFailed));
+  const now = Date.now();
+  for (const i of list.slice(0, 3)) {
+    const k = incidentKind(i);
+    const until = S.incidentFlash.get(i.id);
+    const line = el('div', { class: `iline${until && until > now ? ' flash' : ''}`, dataset: { incidentId: String(i.id) } },
+      el('span', { class: 'iline-words' },
+        el('strong', { class: 'iline-tag', text: `${k.tag}:` }), ' ',
+        el('span', { class: 'iline-text', text: incidentLine(i) })),
+      el('button', { type: 'button', class: 'small iline-open', text: 'Open incident', dataset: { focusKey: `inc-${i.id}` }, on: { click: () => openIncident(i.id) } }));
+    if (until && until <= now) S.incidentFlash.delete(i.id);
+    box.append(line);
+  }
+  if (list.length > 3) {
+    box.append(el('div', { class: 'iline-more' }, `${list.length - 3} more open incidents. `,
+      el('button', { type: 'button', class: 'small', text: 'All incidents', on: { click: showIncidents } })));
+  }
+  if (!list.length && S.incidentsFailed) {
+    box.append(el('div', { class: 'iline unknown' },
+      el('span', { class: 'iline-words' },
+        el('strong', { class: 'iline-tag', text: 'INCIDENTS UNKNOWN:' }), ' ',
+        el('span', { class: 'iline-text', text: 'the open incidents could not be loaded. Trying again.' }))));
+  }
+  if (focusKey) {
+    const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
+    if (again) again.focus();
+  }
+  document.body.classList.toggle('has-incident', list.length > 0);
+  const badge = $('incidents-badge');
+  badge.textContent = list.length ? `${list.length} open` : '';
+  badge.className = `tab-badge${list.length ? ' incident' : ''}`;
+  show(badge, list.length > 0);
+  renderTitle();
+}
+
+// ---- the incidents page
+
+function showIncidents() {
+  if (!S.me) return;
+  leaveCall();
+  showView('incidents');
+  renderIncidents();
+  loadIncidents();
+  blurHidden();
+}
+
+/** GET /api/incidents?state=all: open and past. */
+async function loadIncidents() {
+  await single('incidents', async () => {
+    try {
+      const askedAt = Date.now();
+      const { data } = await api('GET', '/api/incidents?state=all');
+      const list = Array.isArray(data) ? data : [];
+      S.incidentList = list.map((i) => noteIncident(i, askedAt).id);
+      S.incidentListAt = serverNow();
+      S.incidentListFailed = false;
+      pageError('incidents-error', '');
+      renderIncidentsEverywhere();
+    } catch (e) {
+      if (e.status === 401) return;
+      S.incidentListFailed = true;
+      pageError('incidents-error', `The incidents could not be loaded: ${e.message}.` +
+        (S.incidentListAt ? ` What is shown is from ${fmtTimeMs(S.incidentListAt)}.` : ''));
+      if (S.view === 'incidents') renderIncidents();
+    }
+  });
+}
+
+function renderIncidents() {
+  renderUpdated('incidents-updated', S.incidentListAt, PAGE_POLLS.incidents[1], S.incidentListFailed);
+  const box = $('incidents-content');
+  if (S.incidentList === null) {
+    clear(box);
+    box.append(el('p', { class: 'muted', text: 'Loading the incidents…' }));
+    return;
+  }
+  const ids = new Set(S.incidentList);
+  for (const i of openIncidents()) ids.add(i.id); // opened live since the list was loaded
+  const all = Array.from(ids).map((id) => S.incidents.get(id)).filter(Boolean);
+  const open = all.filter(isOpenIncident).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
+  const past = all.filter((i) => !isOpenIncident(i)).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
+  $('incidents-summary').textContent = `${open.length} open · ${past.length} past`;
+  $('incidents-summary').classList.toggle('bad', open.length > 0);
+  const heads = ['#', 'Kind', 'Operator / area', 'State', 'Silent', 'Began', 'Opened', 'Resolved', 'Notifications'];
+  const row = (i) => {
+    const k = incidentKind(i);
+    const n = silentCount(i);
+    const notes = Array.isArray(i.notifications) ? i.notifications : null;
+    const failing = notes ? notes.filter((d) => d.state !== 'delivered').length : 0;
+    return el('tr', {
+      class: `incident-row${isOpenIncident(i) ? ' is-open' : ''}`, tabindex: 0, dataset: { incidentId: String(i.id) },
+      on: { click: () => openIncident(i.id), keydown: (e) => { if (e.key === 'Enter' && e.target === e.currentTarget) openIncident(i.id); } },
+    },
+    el('td', { class: 'mono', text: String(i.id) }),
+    el('td', { text: k.label }),
+    el('td', { class: 'strong', text: i.key }),
+    el('td', {}, isOpenIncident(i) ? el('span', { class: 'istate open', text: 'OPEN' }) : el('span', { class: 'istate resolved', text: 'Resolved' })),
+    el('td', { class: 'num', text: `${n} of ${orDash(i.population)}` }),
+    el('td', {}, timeNode(incidentSince(i))),
+    el('td', {}, timeNode(i.opened_at)),
+    el('td', {}, i.resolved_at ? timeNode(i.resolved_at) : el('span', { class: 'bad-text' }, 'open for ', tickerNode('for', i.opened_at, 'open-for'))),
+    el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? `${notes.length - failing} of ${notes.length} delivered` : 'none') }));
+  };
+  const section = (title, list, empty) => el('section', { class: 'dir-section' },
+    el('h2', { text: `${title} (${list.length})` }),
+    (() => {
+      const tbody = el('tbody', {}, ...list.slice(0, MAX_LIST_ROWS).map(row));
+      if (!list.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: heads.length, class: 'muted', text: empty })));
+      return el('table', { class: 'data-table incidents-table' }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody);
+    })(),
+    list.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: `The ${MAX_LIST_ROWS} newest of ${list.length} are shown.` }) : null);
+  const focusId = document.activeElement && box.contains(document.activeElement) ? document.activeElement.dataset.incidentId : null;
+  clear(box);
+  box.append(section('Open', open, 'No open incident: every telecom operator and area reports normally.'),
+    section('Past', past, 'No past incidents.'));
+  if (focusId) {
+    const again = box.querySelector(`tr[data-incident-id="${focusId}"]`);
+    if (again) again.focus();
+  }
+}
+
+// ---- one incident
+
+function openIncident(id) {
+  if (!S.me) return;
+  leaveCall();
+  S.incidentId = id;
+  S.incidentAt = 0;
+  S.incidentFailed = false;
+  pageError('incident-error', '');
+  showView('incident');
+  window.scrollTo(0, 0);
+  renderIncident();
+  loadIncident();
+  blurHidden();
+}
+
+async function loadIncident() {
+  const id = S.incidentId;
+  if (id === null) return;
+  await single('incident', async () => {
+    try {
+      const askedAt = Date.now();
+      const { data } = await api('GET', `/api/incidents/${encodeURIComponent(id)}`);
+      if (data) noteIncident(data, askedAt);
+      if (S.incidentId !== id) return;
+      S.incidentAt = serverNow();
+      S.incidentFailed = false;
+      pageError('incident-error', '');
+      renderIncidentsEverywhere();
+    } catch (e) {
+      if (e.status === 401 || S.incidentId !== id) return;
+      S.incidentFailed = true;
+      pageError('incident-error', e.status === 404 ? `There is no incident ${id}.`
+        : `Incident ${id} could not be loaded: ${e.message}.${S.incidentAt ? ` What is shown is from ${fmtTimeMs(S.incidentAt)}.` : ''}`);
+      renderIncident();
+    }
+  });
+}
+
+/** Most in need first: extra visits, still silent, silent longest, then by name. */
+function compareIncidentDevices(a, b) {
+  return (Number(!!b.needs_extra_visits) - Number(!!a.needs_extra_visits)) ||
+    (Number(!!a.restored_at) - Number(!!b.restored_at)) ||
+    (parseTs(a.silent_since) - parseTs(b.silent_since)) ||
+    String(a.subscriber_name || a.subscriber || '~').localeCompare(String(b.subscriber_name || b.subscriber || '~'), 'sv') ||
+    String(a.account).localeCompare(String(b.account));
+}
+
+function renderIncident() {
+  renderUpdated('incident-updated', S.incidentAt, PAGE_POLLS.incident[1], S.incidentFailed);
+  const box = $('incident-content');
+  const i = S.incidents.get(S.incidentId);
+  const title = $('incident-title');
+  const st = $('incident-state');
+  if (!i) {
+    title.textContent = `Incident ${S.incidentId}`;
+    st.textContent = '';
+    st.className = 'istate';
+    clear(box);
+    if (!S.incidentFailed) box.append(el('p', { class: 'muted', text: 'Loading the incident…' }));
+    return;
+  }
+  const k = incidentKind(i);
+  const open = isOpenIncident(i);
+  title.textContent = `Incident ${i.id}: ${i.key}`;
+  st.textContent = open ? 'OPEN' : 'Resolved';
+  st.className = `istate ${open ? 'open' : 'resolved'}`;
+  $('incident-view').dataset.state = open ? 'open' : 'resolved';
+  const devs = (i.devices || []).slice().sort(compareIncidentDevices);
+  const n = silentCount(i);
+  const restored = devs.filter((d) => d.restored_at).length;
+  const extra = devs.filter((d) => d.needs_extra_visits && !d.restored_at).length;
+
+  const head = el('section', { class: `card incident-head ${open ? 'is-open' : 'is-resolved'}` },
+    el('div', { class: 'incident-big' },
+      el('div', { class: 'incident-count' },
+        el('span', { class: 'incident-n', text: String(n) }),
+        el('span', { class: 'incident-of', text: ` of ${orDash(i.population)} devices silent` })),
+      el('div', { class: 'incident-sub' },
+        el('span', { class: 'strong', text: `${k.label}: ${i.key}` }),
+        restored ? el('span', { class: 'ok-text', text: ` · ${restored} report again` }) : null,
+        extra ? el('span', { class: 'bad-text', text: ` · ${extra} need extra visits` }) : null)),
+    factList([
+      ['Silent since', timeNode(incidentSince(i))],
+      ['Declared', timeNode(i.opened_at)],
+      open ? ['Open for', tickerNode('for', i.opened_at)] : ['Resolved', timeNode(i.resolved_at)],
+      !open ? ['Lasted', fmtDuration(ageSecs(i.opened_at, i.resolved_at))] : null,
+      ['Devices of the group', `${orDash(i.population)} reporting when it was declared`],
+    ], 'incident-facts'),
+    el('p', { class: 'muted', text: open
+      ? 'The alarms of these people may not get through. Their care providers have their lists (extra visits first); the telecom operator is told. The incident is resolved when most devices report again; the ones still silent then get a call each.'
+      : 'Resolved: most devices report again. Devices still silent then got a call each (see the Call column).' }));
+
+  const rows = devs.slice(0, MAX_LIST_ROWS).map((d) => [
+    d.needs_extra_visits ? el('span', { class: 'tag tag-extra', text: 'Extra visits' }) : el('span', { class: 'muted', text: '' }),
+    el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || 'Unknown subscriber' }),
+    orDash(d.care_provider),
+    deviceLink(d.account),
+    timeNode(d.silent_since),
+    d.restored_at ? el('span', { class: 'ok-text' }, 'reports again ', timeNode(d.restored_at)) : el('span', { class: 'bad-text', text: 'silent' }),
+    d.call !== undefined && d.call !== null ? callLink(d.call) : el('span', { class: 'muted', text: '' }),
+  ]);
+  const devices = el('section', { class: 'dir-section incident-devices' },
+    el('h2', { text: `Affected subscribers (${devs.length})` }),
+    el('p', { class: 'muted', text: 'People who need extra visits first, then those still silent, longest first.' }),
+    simpleTable('incident-devices-table', ['Needs', 'Subscriber', 'Care provider', 'Device', 'Silent since', 'Now', 'Call'], rows,
+      'No devices.', (x) => ({ class: `idev${devs[x].restored_at ? ' restored' : ' silent'}${devs[x].needs_extra_visits ? ' extra' : ''}`, dataset: { account: devs[x].account } })),
+    devs.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${devs.length} are shown.` }) : null);
+
+  const history = el('section', { class: 'dir-section incident-history' }, el('h2', { text: 'History' }));
+  const hist = Array.isArray(i.history) ? i.history : [];
+  const ol = el('ol', { class: 'timeline plain-timeline' });
+  for (const h of hist) {
+    ol.append(el('li', { class: 'tl' },
+      el('time', { class: 'tl-time', datetime: h.at, title: fmtFull(h.at), text: fmtTime(h.at) }),
+      el('div', { class: 'tl-body' }, el('span', { text: h.what }))));
+  }
+  if (!hist.length) ol.append(el('li', { class: 'tl muted', text: 'Nothing yet.' }));
+  history.append(ol);
+
+  const notes = Array.isArray(i.notifications) ? i.notifications : null;
+  const notifications = el('section', { class: 'dir-section incident-notifications' },
+    el('h2', { text: `Notifications sent (${notes ? notes.length : '…'})` }),
+    notes === null ? el('p', { class: 'muted', text: 'Loading…' }) : deliveriesTable(notes, 'No notifications: no escalation endpoint is configured for this operator or these care providers.'));
+
+  clear(box);
+  box.append(head, devices, notifications, history);
+}
+
+// ---- deliveries (an incident's notifications, the outbox page)
+
+function deliveryState(d) {
+  return el('span', { class: `dstate delivery-${d.state}`, text: DELIVERY_STATES[d.state] || d.state });
+}
+
+function deliveriesTable(list, empty) {
+  const sorted = list.slice().sort((a, b) => (parseTs(a.created_at) - parseTs(b.created_at)) || (a.id - b.id));
+  const rows = sorted.slice(0, MAX_LIST_ROWS).map((d) => [
+    el('span', {}, el('span', { class: 'strong', text: EVENT_LABELS[d.event] || d.event }), el('br'), el('span', { class: 'mono muted small-text', text: d.event })),
+    el('span', {}, el('span', { text: d.recipient || '-' }), el('br'), el('span', { class: 'muted small-text', text: `${RECIPIENT_KINDS[d.recipient_kind] || d.recipient_kind || ''} · ${d.endpoint}` })),
+    deliveryState(d),
+    String(d.attempts ?? 0),
+    d.delivered_at ? timeNode(d.delivered_at) : (d.next_attempt_at ? el('span', {}, 'next ', timeNode(d.next_attempt_at), ' ', tickerNode('next', d.next_attempt_at, 'small-text')) : el('span', { class: 'muted', text: 'waiting its turn' })),
+    d.last_error ? el('span', { class: 'error-text', text: d.last_error }) : el('span', { class: 'muted', text: '' }),
+    el('span', {}, timeNode(d.created_at), el('span', { class: 'mono muted small-text', text: ` #${d.id}` })),
+  ]);
+  const table = simpleTable('deliveries-table', ['Event', 'To', 'State', 'Attempts', 'Delivered / next attempt', 'Last error', 'Queued'], rows, empty,
+    (x) => ({ class: `delivery delivery-row-${sorted[x].state}`, dataset: { deliveryId: String(sorted[x].id), state: sorted[x].state } }));
+  return list.length > MAX_LIST_ROWS
+    ? el('div', {}, table, el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${list.length} are shown.` }))
+    : table;
+}
+
+function showOutbox() {
+  if (!isSupervisor()) return;
+  leaveCall();
+  showView('outbox');
+  renderOutbox();
+  loadOutbox();
+  blurHidden();
+}
+
+async function loadOutbox() {
+  await single('outbox', async () => {
+    const state = $('outbox-state').value || 'all';
+    try {
+      const { data } = await api('GET', `/api/outbox?state=${encodeURIComponent(state)}`);
+      if (($('outbox-state').value || 'all') !== state) return;
+      S.outbox = Array.isArray(data) ? data : [];
+      S.outboxAt = serverNow();
+      S.outboxFailed = false;
+      pageError('outbox-error', '');
+      if (S.view === 'outbox') renderOutbox();
+    } catch (e) {
+      if (e.status === 401) return;
+      S.outboxFailed = true;
+      pageError('outbox-error', `The outbox could not be loaded: ${e.message}`);
+      if (S.view === 'outbox') renderOutbox();
+    }
+  });
+}
+
+function renderOutbox() {
+  renderUpdated('outbox-updated', S.outboxAt, PAGE_POLLS.outbox[1], S.outboxFailed);
+  const box = $('outbox-content');
+  clear(box);
+  if (S.outbox === null) {
+    box.append(el('p', { class: 'muted', text: 'Loading the outbox…' }));
+    return;
+  }
+  const failing = S.outbox.filter((d) => d.state === 'failing').length;
+  const pending = S.outbox.filter((d) => d.state === 'pending').length;
+  $('outbox-summary').textContent = `${S.outbox.length} shown · ${pending} pending · ${failing} failing`;
+  $('outbox-summary').classList.toggle('bad', failing > 0);
+  box.append(deliveriesTable(S.outbox, 'No notifications.'));
+}
+
+// ---- header badges (GET /api/supervision every 30 s)
+
+async function loadSupervision() {
+  await single('supervision', async () => {
+    try {
+      const { data } = await api('GET', '/api/supervision');
+      S.supervision = data || {};
+      S.supervisionAt = serverNow();
+      S.supervisionFailed = false;
+      // The server counts more open incidents than we show: a message was missed.
+      const n = Number(S.supervision.incidents_open);
+      if (Number.isFinite(n) && n !== openIncidents().length) loadOpenIncidents();
+    } catch (e) {
+      if (e.status === 401) return;
+      S.supervisionFailed = true;
+      S.supervisionMissing = e.status === 404;
+    }
+    renderSupervision();
+  });
+}
+
+/** After a change (an incident message, a work-order action): one reload soon. */
+function scheduleSupervision() {
+  if (S.supervisionSoon) return;
+  S.supervisionSoon = setTimeout(() => {
+    S.supervisionSoon = null;
+    if (S.me) loadSupervision();
+  }, 1000);
+}
+
+function renderSupervision() {
+  const s = S.supervision || {};
+  const box = $('supervision-badges');
+  show(box, !!S.me && !S.supervisionMissing);
+  const old = S.supervisionFailed || !S.supervisionAt || serverNow() - S.supervisionAt > 2 * SUPERVISION_POLL_MS + 5000;
+  const num = (v) => (old || v === undefined || v === null ? '?' : String(v));
+  const since = S.supervisionAt ? ` Last updated ${fmtTimeMs(S.supervisionAt)}.` : '';
+  const silent = Number(s.silent) || 0;
+  const b = $('badge-silent');
+  $('badge-silent-text').textContent = `${num(s.silent)} silent`;
+  b.dataset.level = old ? 'stale' : (silent ? 'warn' : 'ok');
+  b.title = old
+    ? `The supervision figures could not be updated.${since}`
+    : `${s.supervised ?? '?'} devices supervised; ${silent} missed their check-in now.${since} Click: the incidents.`;
+  const wo = $('workorders-badge');
+  const open = Number(s.work_orders_open) || 0;
+  const overdue = Number(s.work_orders_overdue) || 0;
+  let text = '';
+  if (old && S.supervisionAt) text = '? open';
+  else if (!old && open) text = `${open} open${overdue ? ` · ${overdue} overdue` : ''}`;
+  wo.textContent = text;
+  wo.className = `tab-badge${old ? ' stale' : (overdue ? ' bad-steady' : '')}`;
+  wo.title = old ? 'Not up to date' : `${open} open work orders, ${overdue} overdue`;
+  show(wo, !!text);
+  const ob = $('outbox-badge');
+  const pending = Number(s.outbox_pending) || 0;
+  ob.textContent = !old && pending ? `${pending} pending` : '';
+  ob.className = 'tab-badge warn';
+  show(ob, isSupervisor() && !old && pending > 0);
+}
+
+// ---- work orders
+
+function showWorkOrders(opts) {
+  if (!S.me) return;
+  leaveCall();
+  const before = `${$('wo-state').value}/${$('wo-overdue').checked}`;
+  if (opts && opts.focus !== undefined) {
+    S.wo.focus = opts.focus;
+    S.wo.expanded.add(opts.focus);
+    // Show it whatever its state.
+    $('wo-state').value = 'all';
+    $('wo-overdue').checked = false;
+  }
+  if (before !== `${$('wo-state').value}/${$('wo-overdue').checked}`) S.wo.list = null;
+  showView('workorders');
+  renderWorkOrders();
+  loadWorkOrders();
+  blurHidden();
+}
+
+function woFilter() {
+  return { state: $('wo-state').value || 'open', overdue: $('wo-overdue').checked };
+}
+
+async function loadWorkOrders() {
+  await single('workorders', async () => {
+    const f = woFilter();
+    const q = [`state=${encodeURIComponent(f.state)}`];
+    if (f.overdue) q.push('overdue=true');
+    try {
+      const { data } = await api('GET', `/api/work_orders?${q.join('&')}`);
+      const now = woFilter();
+      if (now.state !== f.state || now.overdue !== f.overdue) return; // changed meanwhile: loads again
+      S.wo.list = Array.isArray(data) ? data : [];
+      S.wo.at = serverNow();
+      S.wo.failed = false;
+      pageError('workorders-error', '');
+      if (S.view === 'workorders') renderWorkOrders();
+    } catch (e) {
+      if (e.status === 401) return;
+      S.wo.failed = true;
+      pageError('workorders-error', `The work orders could not be loaded: ${e.message}.` +
+        (S.wo.at ? ` What is shown is from ${fmtTimeMs(S.wo.at)}.` : ''));
+      if (S.view === 'workorders') renderWorkOrders();
+    }
+  });
+}
+
+/** Late now, by the clock (the server's `overdue` is as of when it answered). */
+function woLateness(o, now) {
+  if (o.state !== 'new' && o.state !== 'started') return null;
+  if (now >= parseTs(o.done_by)) return 'not_done';
+  if (o.state === 'new' && now >= parseTs(o.start_by)) return 'not_started';
+  return o.overdue || null;
+}
+
+function woRank(o, now) {
+  if (woLateness(o, now)) return 0;
+  if (o.state === 'new') return 1;
+  if (o.state === 'started') return 2;
+  return 3;
+}
+
+function woMatches(o, f, now) {
+  if (f.state === 'open' && o.state !== 'new' && o.state !== 'started') return false;
+  if (WO_STATES[f.state] && o.state !== f.state) return false;
+  if (f.overdue && !woLateness(o, now)) return false;
+  return true;
+}
+
+/** Keeps what is typed in a re-rendered box (values and focus of `[data-keep]` fields). */
+function keepInputs(box, render) {
+  const values = new Map();
+  for (const i of box.querySelectorAll('[data-keep]')) values.set(i.dataset.keep, i.value);
+  const a = document.activeElement;
+  const focusKey = a && box.contains(a) ? (a.dataset.keep || a.dataset.focusKey) : null;
+  render();
+  for (const i of box.querySelectorAll('[data-keep]')) if (values.has(i.dataset.keep)) i.value = values.get(i.dataset.keep);
+  if (focusKey) {
+    const again = box.querySelector(`[data-keep="${focusKey}"], [data-focus-key="${focusKey}"]`);
+    if (again) again.focus();
+  }
+}
+
+function renderWorkOrders() {
+  renderUpdated('workorders-updated', S.wo.at, PAGE_POLLS.workorders[1], S.wo.failed);
+  const box = $('workorders-list');
+  if (S.wo.list === null) {
+    clear(box);
+    box.append(el('p', { class: 'muted', text: 'Loading the work orders…' }));
+    return;
+  }
+  const now = serverNow();
+  const f = woFilter();
+  const list = S.wo.list.filter((o) => woMatches(o, f, now)).sort((a, b) => {
+    const ra = woRank(a, now);
+    const rb = woRank(b, now);
+    if (ra !== rb) return ra - rb;
+    if (ra < 3) return (parseTs(a.start_by) - parseTs(b.start_by)) || (a.id - b.id);
+    return (parseTs(b.created_at) - parseTs(a.created_at)) || (b.id - a.id);
+  });
+  const late = list.filter((o) => woLateness(o, now)).length;
+  $('workorders-summary').textContent = `${list.length} shown${late ? ` · ${late} overdue` : ''}`;
+  $('workorders-summary').classList.toggle('bad', late > 0);
+  keepInputs(box, () => {
+    clear(box);
+    for (const o of list.slice(0, MAX_LIST_ROWS)) box.append(woCard(o, now));
+    if (!list.length) {
+      box.append(el('p', { class: 'empty-board', text: f.overdue ? 'No overdue work orders.' : 'No work orders here.' }));
+    }
+    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${list.length} are shown.` }));
+  });
+  if (S.wo.replacedFrom !== null) {
+    const r = S.wo.list.find((o) => o.replaces === S.wo.replacedFrom);
+    if (r) {
+      S.wo.expanded.add(r.id);
+      S.wo.focus = r.id;
+      S.wo.replacedFrom = null;
+    }
+  }
+  if (S.wo.focus !== null && S.wo.focus !== undefined) {
+    const card = box.querySelector(`.wo[data-wo-id="${S.wo.focus}"]`);
+    if (card) {
+      card.scrollIntoView({ block: 'center' });
+      S.wo.focused = S.wo.focus;
+      S.wo.focus = null;
+    }
+  }
+  if (S.wo.focused !== undefined && S.wo.focused !== null) {
+    const card = box.querySelector(`.wo[data-wo-id="${S.wo.focused}"]`);
+    if (card) card.classList.add('focused');
+  }
+}
+
+/** A deadline cell: the time, and in words how far it is or how late. */
+function deadlineNode(label, ts, doneAt, doneWord, late, now) {
+  const node = el('div', { class: `wo-deadline${late ? ' late' : ''}` },
+    el('span', { class: 'fact-label', text: label }), ' ', timeNode(ts, fmtDay, 'wo-when'));
+  if (doneAt) {
+    const onTime = parseTs(doneAt) <= parseTs(ts);
+    node.append(el('span', { class: onTime ? 'ok-text wo-due' : 'bad-text wo-due', text: ` · ${doneWord} ${fmtDay(doneAt)}${onTime ? '' : ' (late)'}` }));
+  } else if (ts) {
+    const w = dueWords(ts, now);
+    node.append(el('span', { class: w.late ? 'wo-due overdue' : 'wo-due muted', text: ` · ${w.text}` }));
+  }
+  return node;
+}
+
+function woCard(o, now) {
+  const lateness = woLateness(o, now);
+  const open = o.state === 'new' || o.state === 'started';
+  const expanded = S.wo.expanded.has(o.id);
+  const card = el('article', {
+    class: `wo wo-${o.state}${lateness ? ' is-late' : ''}${expanded ? ' expanded' : ''}`,
+    dataset: { woId: String(o.id), state: o.state, overdue: lateness || '' },
+  });
+  card.append(el('header', { class: 'wo-head' },
+    el('span', { class: 'mono wo-id', text: `#${o.id}` }),
+    el('span', { class: 'wo-fault', text: FAULTS[o.fault] || o.fault }),
+    el('span', { class: `wo-state wo-state-${o.state}`, text: WO_STATES[o.state] || o.state }),
+    lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? 'OVERDUE: not done' : 'OVERDUE: not started' }) : null,
+    o.restored_at ? el('span', { class: 'tag tag-restored', title: `The device reported it back to normal at ${fmtFull(o.restored_at)}; the order stays open until the installer has checked it.`, text: 'device reports normal' }) : null,
+    el('span', { class: 'wo-installer', title: 'Installer' }, el('span', { class: 'muted', text: 'Installer ' }), el('strong', { text: o.installer || '-' }))));
+  const facts = el('div', { class: 'wo-facts' },
+    el('div', {}, el('span', { class: 'fact-label', text: 'Device' }), ' ', deviceLink(o.account),
+      o.device_type ? el('span', { class: 'muted', text: ` ${o.device_type}` }) : null),
+    el('div', {}, el('span', { class: 'fact-label', text: 'Subscriber' }), ' ',
+      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || 'none' })),
+    el('div', {}, el('span', { class: 'fact-label', text: 'Made' }), ' ', timeNode(o.created_at, fmtDay),
+      o.call !== undefined && o.call !== null ? el('span', {}, ' from ', callLink(o.call)) : null),
+    deadlineNode('Start by', o.start_by, o.started_at, 'started', lateness === 'not_started', now),
+    deadlineNode('Done by', o.done_by, o.done_at, 'done', lateness === 'not_done', now),
+    (o.repeats || o.restores) ? el('div', { class: 'muted' }, `Fault reported again ${o.repeats || 0}×, back to normal ${o.restores || 0}×`) : null);
+  card.append(facts);
+  if (o.state === 'cancelled') {
+    card.append(el('div', { class: 'wo-cancelled' },
+      el('span', { text: `Cancelled ${o.cancelled_at ? fmtDay(o.cancelled_at) : ''}: ${o.cancel_reason || 'no reason given'}.` }), ' ',
+      o.replaced_by ? el('span', {}, 'Replaced by ', woLink(o.replaced_by), '.') : null));
+  }
+  if (o.replaces) card.append(el('div', { class: 'muted wo-replaces' }, 'Replaces the cancelled ', woLink(o.replaces), '.'));
+  const tl = Array.isArray(o.timeline) ? o.timeline : [];
+  card.append(el('button', {
+    type: 'button', class: 'small secondary wo-toggle', 'aria-expanded': expanded ? 'true' : 'false',
+    text: expanded ? 'Hide timeline' : `Timeline (${tl.length})${open && isSupervisor() ? ' and actions' : ''}`,
+    dataset: { focusKey: `wo-toggle-${o.id}` },
+    on: { click: () => toggleWorkOrder(o.id) },
+  }));
+  if (expanded) card.append(woDetail(o, tl, open));
+  return card;
+}
+
+function woLink(id) {
+  return el('button', {
+    type: 'button', class: 'link-like wo-link', text: `work order #${id}`, dataset: { wo: String(id) },
+    on: { click: (e) => { e.stopPropagation(); focusWorkOrder(id); } },
+  });
+}
+
+/** Shows one order on the work orders page (whatever the filter was). */
+function focusWorkOrder(id) {
+  if (S.view === 'workorders') {
+    S.wo.focus = id;
+    S.wo.expanded.add(id);
+    const f = woFilter();
+    const o = (S.wo.list || []).find((x) => x.id === id);
+    if (!o || !woMatches(o, f, serverNow())) {
+      $('wo-state').value = 'all';
+      $('wo-overdue').checked = false;
+      S.wo.list = null;
+      loadWorkOrders();
+    }
+    renderWorkOrders();
+  } else {
+    showWorkOrders({ focus: id });
+  }
+}
+
+function toggleWorkOrder(id) {
+  if (S.wo.expanded.has(id)) S.wo.expanded.delete(id);
+  else S.wo.expanded.add(id);
+  renderWorkOrders();
+}
+
+function woDetail(o, tl, open) {
+  const box = el('div', { class: 'wo-detail' });
+  const ol = el('ol', { class: 'timeline plain-timeline wo-timeline' });
+  for (const e of tl) {
+    const what = WO_EVENTS[e.kind] || e.kind;
+    ol.append(el('li', { class: `tl wo-ev wo-ev-${String(e.kind).replace(/[^a-z_]/g, '')}`, dataset: { kind: e.kind } },
+      el('time', { class: 'tl-time', datetime: e.at, title: fmtFull(e.at), text: fmtTime(e.at) }),
+      el('div', { class: 'tl-body' },
+        el('div', { class: 'tl-head' }, el('span', { class: 'tl-what', text: what }),
+          e.signal ? el('span', { class: 'muted', text: ` · signal #${e.signal}` }) : null,
+          e.user ? el('span', {}, ' ', el('span', { class: 'muted', text: 'by' }), ' ', el('span', { class: 'tl-user', text: e.user })) : null),
+        e.text ? el('div', { class: 'tl-text', text: e.text }) : null)));
+  }
+  if (!tl.length) ol.append(el('li', { class: 'tl muted', text: 'Nothing yet.' }));
+  box.append(ol);
+  if (open && isSupervisor()) {
+    const k = (f) => `wo-${o.id}-${f}`;
+    const doneNote = el('input', { type: 'text', class: 'wo-done-note', id: k('done'), maxlength: 2000, placeholder: 'What was done (optional)', dataset: { keep: k('done') } });
+    const reason = el('input', { type: 'text', class: 'wo-cancel-reason', id: k('cancel'), maxlength: 500, placeholder: 'Why cancel (required); a new order replaces it', dataset: { keep: k('cancel') } });
+    const actions = el('div', { class: 'wo-actions' });
+    if (o.state === 'new') {
+      actions.append(el('div', { class: 'action-row' },
+        el('button', { type: 'button', class: 'primary wo-start', text: 'Mark started', dataset: { focusKey: k('start-b') }, on: { click: (e) => woAction(o, 'start', '', e.currentTarget) } })));
+    }
+    const doneBtn = el('button', { type: 'button', class: 'wo-done', text: 'Mark done', dataset: { focusKey: k('done-b') } });
+    doneBtn.addEventListener('click', () => woAction(o, 'done', doneNote.value.trim(), doneBtn, doneNote));
+    doneNote.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); doneBtn.click(); } });
+    const cancelBtn = el('button', { type: 'button', class: 'danger-outline wo-cancel', text: 'Cancel and replace', dataset: { focusKey: k('cancel-b') } });
+    cancelBtn.addEventListener('click', () => woAction(o, 'cancel', reason.value.trim(), cancelBtn, reason));
+    reason.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); cancelBtn.click(); } });
+    actions.append(
+      el('div', { class: 'wo-action' }, el('label', { for: k('done'), text: 'Done' }), el('div', { class: 'inline-form' }, doneNote, doneBtn)),
+      el('div', { class: 'wo-action' }, el('label', { for: k('cancel'), text: 'Cancel' }), el('div', { class: 'inline-form' }, reason, cancelBtn)));
+    box.append(actions);
+  } else if (open) {
+    box.append(el('p', { class: 'muted', text: 'A supervisor marks it started, done or cancelled.' }));
+  }
+  return box;
+}
+
+/** The replacement's id in a cancel's answer (the cancelled order, or both orders). */
+function replacementOf(data) {
+  if (!data || typeof data !== 'object') return null;
+  for (const k of ['replacement', 'replaced_by_order', 'new_order']) {
+    if (data[k] && data[k].id !== undefined) return data[k].id;
+  }
+  for (const k of ['order', 'cancelled']) {
+    if (data[k] && data[k].replaced_by) return data[k].replaced_by;
+  }
+  return data.replaced_by || null;
+}
+
+/** POST /api/work_orders/{id}/start|done|cancel. */
+async function woAction(o, action, text, button, input) {
+  if (action === 'cancel' && !text) {
+    message('Write why the order is cancelled: the installer is told, and a new order replaces it.', 'warn');
+    if (input) input.focus();
+    return;
+  }
+  if (button) button.disabled = true;
+  try {
+    // start: no body; done: {"note"} (may be empty); cancel: {"reason"} (required).
+    let body;
+    if (action === 'done') body = { note: text };
+    else if (action === 'cancel') body = { reason: text };
+    const { data } = await api('POST', `/api/work_orders/${encodeURIComponent(o.id)}/${action}`, body);
+    if (input) input.value = '';
+    const newId = replacementOf(data);
+    if (action === 'start') message(`Work order #${o.id} is started.`, 'ok');
+    else if (action === 'done') message(`Work order #${o.id} is done.`, 'ok');
+    else message(`Work order #${o.id} is cancelled${newId ? `; the new work order #${newId} replaces it` : ''}.`, 'ok');
+    if (action === 'cancel') {
+      // Show the replacement: open, its timeline unfolded (found by `replaces` if not named).
+      S.wo.replacedFrom = o.id;
+      if (newId) {
+        S.wo.expanded.add(newId);
+        S.wo.focus = newId;
+      }
+      const st = woFilter().state;
+      if (st !== 'all' && st !== 'open' && st !== 'new') $('wo-state').value = 'open';
+      $('wo-overdue').checked = false;
+    }
+  } catch (e) {
+    if (e.status === 409 || e.status === 422) message(`Work order #${o.id}: ${e.message}`, 'warn');
+    else reportError(`Work order #${o.id}`, e);
+  } finally {
+    if (button) button.disabled = false;
+    loadWorkOrders();
+    scheduleSupervision();
+  }
+}
+
+// ---- report a fault from a Call
+
+async function reportFault() {
+  const id = S.currentId;
+  const box = $('fault-note');
+  if (id === null || !isMine(S.current)) {
+    message('Take the call first: its owner reports the fault.', 'warn');
+    return;
+  }
+  const note = box.value.trim();
+  if (!note) {
+    message('Write what is wrong with the device: the installer reads it.', 'warn');
+    box.focus();
+    return;
+  }
+  const button = $('fault-report');
+  button.disabled = true;
+  try {
+    const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/fault`, { note });
+    box.value = '';
+    const o = data && (data.order || data);
+    message(o && o.id !== undefined
+      ? `Fault reported: work order #${o.id}${o.installer ? ` for ${o.installer}` : ''} (Work orders, W).`
+      : 'Fault reported: a work order for the installer.', 'ok');
+    scheduleSupervision();
+  } catch (e) {
+    if (e.status === 409) message(`Reporting the fault failed: you no longer own this call (${e.message}).`, 'error');
+    else if (e.status === 410) message('Reporting the fault failed: the call is already closed.', 'error');
+    else reportError('Reporting the fault failed', e);
+  } finally {
+    button.disabled = false;
+    if (S.currentId === id) refreshCall();
+  }
+}
+
+// ---- the device page
+
+/** Opens a device's page; Back (Esc) returns to the page it was opened from. */
+function openDevice(account) {
+  if (!S.me || !account) return;
+  if (S.view !== 'device') {
+    S.dev.back = { view: S.view, call: S.currentId, incident: S.incidentId };
+  }
+  leaveCall();
+  S.dev.account = String(account);
+  S.dev.data = null;
+  S.dev.at = 0;
+  S.dev.failed = false;
+  pageError('device-error', '');
+  $('device-title').textContent = S.dev.account;
+  showView('device');
+  window.scrollTo(0, 0);
+  renderDevice();
+  loadDevice();
+  blurHidden();
+}
+
+function deviceBack() {
+  const b = S.dev.back || { view: 'queue' };
+  S.dev.back = null;
+  if (b.view === 'call' && b.call !== null && b.call !== undefined) openCall(b.call);
+  else if (b.view === 'incident' && b.incident !== null && b.incident !== undefined) openIncident(b.incident);
+  else if (b.view === 'incidents') showIncidents();
+  else if (b.view === 'workorders') showWorkOrders();
+  else if (b.view === 'patrols') showPatrols();
+  else showQueue();
+}
+
+async function loadDevice() {
+  const account = S.dev.account;
+  if (!account) return;
+  await single('device', async () => {
+    try {
+      const { data } = await api('GET', `/api/devices/${encodeURIComponent(account)}`);
+      if (S.dev.account !== account) return;
+      S.dev.data = data || null;
+      S.dev.at = serverNow();
+      S.dev.failed = false;
+      pageError('device-error', '');
+      if (S.view === 'device') renderDevice();
+    } catch (e) {
+      if (e.status === 401 || S.dev.account !== account) return;
+      S.dev.failed = true;
+      pageError('device-error', e.status === 404
+        ? `Device ${account} is not in the registry.`
+        : `Device ${account} could not be loaded: ${e.message}.${S.dev.at ? ` What is shown is from ${fmtTimeMs(S.dev.at)}.` : ''}`);
+      if (S.view === 'device') renderDevice();
+    }
+  });
+}
+
+/** "20 s", "25 h (90000 s)". */
+function secsWords(v) {
+  const n = Number(v);
+  return n < 120 ? `${n} s` : `${fmtSpan(n)} (${n} s)`;
+}
+
+const TRANSPORTS = { tcp: 'DC-09 over TCP', udp: 'DC-09 over UDP', internal: 'made by vakt', quic: 'QUIC' };
+
+function renderDevice() {
+  renderUpdated('device-updated', S.dev.at, PAGE_POLLS.device[1], S.dev.failed);
+  const box = $('device-content');
+  const d = S.dev.data;
+  clear(box);
+  if (!d) {
+    if (!S.dev.failed) box.append(el('p', { class: 'muted', text: 'Loading the device…' }));
+    return;
+  }
+  const now = serverNow();
+  const silent = !!d.silent_since;
+  let status;
+  if (!d.supervised) status = el('div', { class: 'dev-status off', text: 'Not supervised: vakt does not expect check-ins from this device.' });
+  else if (silent) status = el('div', { class: 'dev-status silent' }, 'SILENT since ', timeNode(d.silent_since), ' (', tickerNode('ago', d.silent_since), ')');
+  else if (!d.last_heard) status = el('div', { class: 'dev-status waiting', text: 'Supervised: not heard from since vakt started; the first deadline counts from then.' });
+  else status = el('div', { class: 'dev-status ok', text: 'Reporting normally' });
+
+  let deadline = '-';
+  if (d.supervised && d.next_deadline) {
+    const dl = parseTs(d.next_deadline);
+    deadline = el('span', { class: 'dev-deadline' }, timeNode(d.next_deadline, fmtTime), ' ',
+      el('span', { class: 'countdown' }, '(', tickerNode('until', d.next_deadline, 'big-ticker'), ')'));
+    if (Number.isFinite(dl) && dl <= now && !silent) deadline.classList.add('late');
+  } else if (silent) {
+    deadline = el('span', { class: 'bad-text', text: 'passed: waiting for the device to report again' });
+  }
+
+  const head = el('section', { class: 'card device-card' },
+    el('div', { class: 'card-head' },
+      el('div', {},
+        el('h2', { class: 'subscriber-name' }, el('span', { class: 'mono', text: d.account }), d.device_type ? el('span', { class: 'muted dev-type', text: ` ${d.device_type}` }) : null),
+        el('div', { class: 'card-sub' },
+          el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || 'No subscriber' }),
+          d.subscriber && d.subscriber_name ? el('span', { class: 'mono muted', text: d.subscriber }) : null,
+          el('span', {}, el('span', { class: 'muted', text: 'Telecom ' }), el('span', { text: orDash(d.telecom_operator) })),
+          el('span', {}, el('span', { class: 'muted', text: 'Area ' }), el('span', { text: orDash(d.area) }))))),
+    status,
+    factList([
+      ['Last heard', d.last_heard ? el('span', {}, timeNode(d.last_heard), ' (', tickerNode('ago', d.last_heard), ')') : 'never since vakt started'],
+      ['Check-in interval', d.interval_secs ? secsWords(d.interval_secs) : '-'],
+      ['Grace', d.grace_secs !== undefined && d.grace_secs !== null ? `${secsWords(d.grace_secs)} after the interval` : '-'],
+      ['Next deadline', deadline],
+      ['Silent since', silent ? timeNode(d.silent_since) : 'not silent', silent ? 'bad-text' : ''],
+    ], 'device-facts'));
+
+  const p = d.last_signal;
+  const path = el('section', { class: 'card device-path' }, el('h3', { text: 'Last path (the last frame received)' }),
+    p ? factList([
+      ['Received', el('span', {}, timeNode(p.received_at), ' (', tickerNode('ago', p.received_at), ')')],
+      ['Transport', TRANSPORTS[p.transport] || orDash(p.transport)],
+      ['Peer', el('span', { class: 'mono', text: orDash(p.peer) })],
+      ['Protocol', el('span', { class: 'mono', text: orDash(p.protocol) })],
+      ['Signal', `#${p.id}`],
+    ]) : el('p', { class: 'muted', text: 'Nothing received from this device yet.' }));
+
+  const orders = Array.isArray(d.work_orders) ? d.work_orders : [];
+  const faults = el('section', { class: 'card device-faults' }, el('h3', { text: 'Open call, incident, open work orders' }),
+    factList([
+      ['Open call', d.open_call !== undefined && d.open_call !== null ? callLink(d.open_call) : 'none'],
+      ['Incident', d.incident !== undefined && d.incident !== null ? incidentLink(d.incident) : 'none'],
+    ]));
+  if (orders.length) {
+    const ul = el('ul', { class: 'dev-orders' });
+    for (const o of orders) {
+      const late = woLateness(o, now);
+      ul.append(el('li', { class: late ? 'late' : '', dataset: { wo: String(o.id) } },
+        woLink(o.id), ` ${FAULTS[o.fault] || o.fault} · ${WO_STATES[o.state] || o.state} · ${o.installer || ''} `,
+        late ? el('span', { class: 'wo-late', text: late === 'not_done' ? 'OVERDUE: not done' : 'OVERDUE: not started' }) : null));
+    }
+    faults.append(el('h3', { text: `Open work orders (${orders.length})` }), ul);
+  } else {
+    faults.append(el('p', { class: 'muted', text: 'No open work order.' }));
+  }
+  box.append(head, el('div', { class: 'device-cols' }, path, faults));
+}
+
+// ---- every second
+
+function tickSupervision() {
+  const now = serverNow();
+  for (const node of document.querySelectorAll('#app > section:not([hidden]) .ticker[data-tick]')) paintTicker(node, now);
+  if (S.view === 'incidents') renderUpdated('incidents-updated', S.incidentListAt, PAGE_POLLS.incidents[1], S.incidentListFailed);
+  if (S.view === 'incident') renderUpdated('incident-updated', S.incidentAt, PAGE_POLLS.incident[1], S.incidentFailed);
+  if (S.view === 'workorders') renderUpdated('workorders-updated', S.wo.at, PAGE_POLLS.workorders[1], S.wo.failed);
+  if (S.view === 'device') renderUpdated('device-updated', S.dev.at, PAGE_POLLS.device[1], S.dev.failed);
+  if (S.view === 'outbox') renderUpdated('outbox-updated', S.outboxAt, PAGE_POLLS.outbox[1], S.outboxFailed);
+  // The banner's flash ends; the badges turn to "?" once too old.
+  let flashEnded = false;
+  for (const until of S.incidentFlash.values()) if (until <= Date.now()) flashEnded = true;
+  if (flashEnded) renderIncidentBanner();
+  if (S.supervisionAt && serverNow() - S.supervisionAt > 2 * SUPERVISION_POLL_MS + 5000) renderSupervision();
+}
+
+/** What each page reloads while it is up, and how often. */
+const PAGE_POLLS = {
+  incidents: [() => loadIncidents(), 30000],
+  incident: [() => loadIncident(), 10000],
+  workorders: [() => loadWorkOrders(), 30000],
+  device: [() => loadDevice(), 10000],
+  outbox: [() => loadOutbox(), 15000],
+};
+
+function startPagePoll(name) {
+  clearInterval(S.pageTimer);
+  S.pageTimer = null;
+  const p = PAGE_POLLS[name];
+  if (p) S.pageTimer = setInterval(() => { if (S.view === name && S.me) p[0](); }, p[1]);
+}
+
+/** The page's data again (after the live feed was down). */
+function reloadPage() {
+  const p = PAGE_POLLS[S.view];
+  if (p) p[0]();
+}
+
+// ---------------------------------------------------------------- 14. Supervisor
 
 async function showAudit() {
   if (!isSupervisor()) return;
@@ -2643,6 +4014,7 @@ const EDIT_FIELDS = [
   ['access.entry_notes', 'Entry notes', 'textarea'],
   ['health_notes', 'Health notes', 'textarea'],
   ['care_plan_notes', 'Care plan notes', 'textarea'],
+  ['needs_extra_visits', 'Needs extra visits while the alarm cannot be trusted (a telecom outage): first on the care provider\'s list', 'checkbox'],
 ];
 
 function getPath(obj, path) {
@@ -2662,6 +4034,11 @@ function openEditor() {
     if (kind === 'textarea') {
       input = el('textarea', { id, rows: 2, dataset: { path } });
       input.value = value === undefined ? '' : String(value);
+    } else if (kind === 'checkbox') {
+      input = el('input', { id, type: 'checkbox', dataset: { path } });
+      input.checked = value === true;
+      fields.append(el('div', { class: 'field field-checkbox' }, el('label', { for: id, class: 'check-label' }, input, ` ${label}`)));
+      continue;
     } else {
       input = el('input', { id, type: kind === 'number' ? 'number' : 'text', min: kind === 'number' ? 0 : null, dataset: { path } });
       input.value = value === undefined ? (kind === 'number' ? '0' : '') : String(value);
@@ -2702,14 +4079,16 @@ function editorValue() {
   const sub = {
     id: src.id,
     name: '', personal_number: '', address: '', postcode: '', city: '', area: '', phone: '',
-    care_provider: '', health_notes: '', care_plan_notes: '', language: '',
+    care_provider: '', health_notes: '', care_plan_notes: '', language: '', needs_extra_visits: false,
     access: { keys: 0, key_location: '', digital_lock_id: '', door_code: '', entry_notes: '' },
     contacts: [],
   };
   for (const input of $('edit-fields').querySelectorAll('[data-path]')) {
     const path = input.dataset.path.split('.');
     let v = input.value;
-    if (input.type === 'number') {
+    if (input.type === 'checkbox') {
+      v = input.checked;
+    } else if (input.type === 'number') {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0) throw new Error('Keys must be a whole number, 0 or more.');
       v = n;
@@ -2761,7 +4140,7 @@ async function saveEditor(ev) {
   }
 }
 
-// ---------------------------------------------------------------- 14. Keyboard
+// ---------------------------------------------------------------- 15. Keyboard
 
 function isTyping() {
   const a = document.activeElement;
@@ -2846,8 +4225,24 @@ function onKeyDown(e) {
       e.preventDefault();
       showPatrols();
       break;
+    case 'i':
+    case 'I':
+      e.preventDefault();
+      showIncidents();
+      break;
+    case 'w':
+    case 'W':
+      e.preventDefault();
+      showWorkOrders();
+      break;
     case 'Escape':
-      if (S.view !== 'queue') {
+      if (S.view === 'incident') {
+        e.preventDefault();
+        showIncidents();
+      } else if (S.view === 'device') {
+        e.preventDefault();
+        deviceBack();
+      } else if (S.view !== 'queue') {
         e.preventDefault();
         showQueue();
       }
@@ -2861,7 +4256,7 @@ function onKeyDown(e) {
   }
 }
 
-// ---------------------------------------------------------------- 15. Wiring
+// ---------------------------------------------------------------- 16. Wiring
 
 function wire() {
   $('login-form').addEventListener('submit', onLoginSubmit);
@@ -2893,6 +4288,35 @@ function wire() {
   $('directory-back').addEventListener('click', showQueue);
   $('report-back').addEventListener('click', showQueue);
   $('patrols-refresh').addEventListener('click', loadBoard);
+  $('tab-incidents').addEventListener('click', showIncidents);
+  $('tab-workorders').addEventListener('click', () => showWorkOrders());
+  $('tab-outbox').addEventListener('click', showOutbox);
+  $('badge-silent').addEventListener('click', showIncidents);
+  $('incidents-back').addEventListener('click', showQueue);
+  $('incidents-refresh').addEventListener('click', loadIncidents);
+  $('incident-back').addEventListener('click', showIncidents);
+  $('incident-refresh').addEventListener('click', loadIncident);
+  $('workorders-back').addEventListener('click', showQueue);
+  $('workorders-refresh').addEventListener('click', loadWorkOrders);
+  const woFilterChanged = () => {
+    S.wo.list = null; // never a list of another filter under this one's name
+    renderWorkOrders();
+    loadWorkOrders();
+  };
+  $('wo-state').addEventListener('change', woFilterChanged);
+  $('wo-overdue').addEventListener('change', woFilterChanged);
+  $('device-back').addEventListener('click', deviceBack);
+  $('device-refresh').addEventListener('click', loadDevice);
+  $('outbox-back').addEventListener('click', showQueue);
+  $('outbox-refresh').addEventListener('click', loadOutbox);
+  $('outbox-state').addEventListener('change', () => { S.outbox = null; renderOutbox(); loadOutbox(); });
+  $('fault-report').addEventListener('click', reportFault);
+  $('fault-note').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') {
+      e.preventDefault();
+      reportFault();
+    }
+  });
   $('directory-refresh').addEventListener('click', loadDirectory);
   $('import-form').addEventListener('submit', submitImport);
   $('report-load').addEventListener('click', loadReport);
@@ -2922,6 +4346,12 @@ function wire() {
   });
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('pointerdown', unlockAudio);
+  // The sticky header grows with its banners (incidents, alerts): what is scrolled to (a
+  // focused field, a work order) must land below it, not behind it.
+  const top = $('top');
+  const padTop = () => { document.documentElement.style.scrollPaddingTop = `${top.offsetHeight + 8}px`; };
+  if (window.ResizeObserver) new ResizeObserver(padTop).observe(top);
+  padTop();
   setInterval(tick, 1000);
 }
 
