@@ -138,6 +138,8 @@ pub enum LiveEvent {
         Arc<crate::dispatch::desk::DispatchView>,
         crate::model::DispatchStep,
     ),
+    /// A telecom incident opened, changed or was resolved.
+    Incident(Arc<crate::incidents::IncidentView>),
 }
 
 /// Why a Call change could not be made durable.
@@ -362,13 +364,16 @@ impl Calls {
                     for s in &batch {
                         triage.ingest(s, s.device_type.as_deref(), now);
                     }
-                    if let Some(last) = batch.last() {
-                        let _ = writer.send(WriterMsg::Cursor(last.id));
-                    }
+                    // Before the cursor: what the observer writes is in the store before a
+                    // cursor past its Signal can be (one flush covers both), so a crash
+                    // never skips it.
                     if let Some(o) = &observer {
                         for s in &batch {
                             o.signal(s, now);
                         }
+                    }
+                    if let Some(last) = batch.last() {
+                        let _ = writer.send(WriterMsg::Cursor(last.id));
                     }
                 }
             })

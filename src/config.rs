@@ -49,6 +49,14 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Home-care patrols: their QUIC link and the dispatch clocks.
     pub patrol: PatrolConfig,
+    /// Heartbeat deadlines of devices.
+    pub supervision: crate::supervision::SupervisionOptions,
+    /// When silences become one telecom incident.
+    pub incidents: crate::supervision::incidents::DetectorOptions,
+    /// Work orders for device faults.
+    pub work_orders: crate::work_orders::WorkOrderOptions,
+    /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
+    pub escalation: Vec<crate::outbox::EscalationConfig>,
 }
 
 /// `[patrol]`: the patrols' QUIC link and the dispatch clocks.
@@ -166,6 +174,10 @@ impl Default for Config {
             http: HttpConfig::default(),
             triage: TriageConfig::default(),
             patrol: PatrolConfig::default(),
+            supervision: Default::default(),
+            incidents: Default::default(),
+            work_orders: Default::default(),
+            escalation: Vec::new(),
         }
     }
 }
@@ -354,6 +366,14 @@ impl Config {
         if p.warn_at_mins.len() > 10 || p.warn_at_mins.iter().any(|m| !(1..=600).contains(m)) {
             errs.push("patrol.warn_at_mins: at most 10 marks, each 1..=600 minutes".into());
         }
+        if let Err(e) = self.supervision.validate() {
+            errs.extend(e.lines().map(str::to_owned));
+        }
+        if let Err(e) = self.incidents.validate() {
+            errs.extend(e.lines().map(str::to_owned));
+        }
+        errs.extend(self.work_orders.problems());
+        errs.extend(crate::outbox::validate_escalations(&self.escalation));
         if errs.is_empty() {
             Ok(())
         } else {

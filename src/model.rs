@@ -930,6 +930,9 @@ pub struct IncidentDevice {
     /// Its subscriber, if known.
     #[serde(default)]
     pub subscriber: Option<String>,
+    /// Its telecom operator, if known.
+    #[serde(default)]
+    pub telecom_operator: Option<String>,
     /// When its deadline passed.
     #[schema(value_type = String)]
     pub silent_since: jiff::Timestamp,

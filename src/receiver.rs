@@ -89,6 +89,7 @@ struct Ids {
 pub struct Receiver {
     registry: Devices,
     last_heard: Arc<LastHeard>,
+    supervisor: Option<Arc<crate::supervision::Supervisor>>,
     metrics: Metrics,
     opts: ReceiverOptions,
 }
@@ -125,8 +126,23 @@ impl Receiver {
         Receiver {
             registry,
             last_heard,
+            supervisor: None,
             metrics,
             opts,
+        }
+    }
+
+    /// Also tells `supervisor` of every device heard (its heartbeat deadline moves).
+    pub fn with_supervisor(mut self, supervisor: Arc<crate::supervision::Supervisor>) -> Receiver {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// A frame proves the device can reach vakt: its last-heard time and its deadline move.
+    fn heard(&self, account: &str, now: jiff::Timestamp) {
+        self.last_heard.heard(account, now.as_millisecond());
+        if let Some(s) = &self.supervisor {
+            s.heard(account, now);
         }
     }
 
@@ -210,7 +226,7 @@ impl Receiver {
             }
         };
 
-        self.last_heard.heard(&account, ctx.now.as_millisecond());
+        self.heard(&account, ctx.now);
         let mut reply = Vec::with_capacity(128);
         match key {
             // Decryption succeeded above, so an encrypted frame has its key here.
@@ -298,8 +314,7 @@ impl Receiver {
         device: Option<&Device>,
     ) -> Decision {
         self.metrics.duh(reason);
-        self.last_heard
-            .heard(&ids.account, ctx.now.as_millisecond());
+        self.heard(&ids.account, ctx.now);
         let mut reply = Vec::with_capacity(48);
         dc09::encode_duh(frame, &mut reply);
         // Retransmissions carry the same ciphertext, or a new pad and time: keyed on the

@@ -12,16 +12,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calls::Calls;
+use crate::calls::{Calls, SignalObserver};
 use crate::config::Config;
+use crate::incidents::Incidents;
 use crate::journal::{Journal, JournalOptions};
+use crate::outbox::Outbox;
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
+use crate::supervise::Supervision;
 use crate::supervision::LastHeard;
+use crate::supervision::Supervisor;
+use crate::supervision::incidents::Detector;
 use crate::telemetry::{CallMetrics, Metrics};
 use crate::transport::{Ingress, tcp, udp};
 use crate::triage::TriageOptions;
+use crate::work_orders::WorkOrders;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,15 @@ pub enum ServerError {
     /// The patrol link's socket could not be used.
     #[error("patrol link: {0}")]
     PatrolSocket(std::io::Error),
+    /// The escalation outbox could not start.
+    #[error("escalation outbox: {0}")]
+    Outbox(#[from] crate::outbox::OutboxError),
+    /// Work orders could not be loaded.
+    #[error("work orders: {0}")]
+    WorkOrders(#[from] crate::work_orders::WorkOrderError),
+    /// Incidents could not be loaded.
+    #[error("incidents: {0}")]
+    Incidents(#[from] crate::incidents::IncidentError),
 }
 
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
@@ -174,6 +189,29 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     };
     let metrics = Metrics::new();
     let registry = crate::registry::Devices::new(Registry::new(store.devices()?));
+    let tz = cfg.http.tz();
+    let shutdown = CancellationToken::new();
+    // The outbox outlives everything that writes to it: stopped last.
+    let outbox_stop = CancellationToken::new();
+    let outbox = Outbox::start(store.clone(), cfg.escalation.clone(), outbox_stop.clone())?;
+    let work_orders = {
+        let store = store.clone();
+        let opts = cfg.work_orders.clone();
+        let tz = tz.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                WorkOrders::open(store, &opts, tz, jiff::Timestamp::now())
+            })
+            .await??,
+        )
+    };
+    let (notify, notify_rx) = tokio::sync::mpsc::channel(INSTALLER_QUEUE);
+    let installers = tokio::spawn(tell_installers(outbox.clone(), notify_rx));
+    let faults: Arc<dyn SignalObserver> = Arc::new(FaultWatch {
+        orders: work_orders.clone(),
+        devices: registry.clone(),
+        notify,
+    });
     // Open Calls back in the queue, and every journaled Signal not yet triaged triaged now,
     // before any new frame is accepted.
     let calls = {
@@ -183,14 +221,54 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         };
         Arc::new(
             tokio::task::spawn_blocking(move || {
-                Calls::start(store, opts, CallMetrics::new(), jiff::Timestamp::now())
+                Calls::start_observed(
+                    store,
+                    opts,
+                    CallMetrics::new(),
+                    jiff::Timestamp::now(),
+                    Some(faults),
+                )
             })
             .await??,
+        )
+    };
+    // Open incidents back (their devices rejoin them in triage); heartbeat deadlines from
+    // the last-heard times.
+    let incidents = {
+        let store = store.clone();
+        let calls = calls.clone();
+        let outbox = outbox.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Incidents::start(store, calls, Some(outbox)))
+                .await??,
         )
     };
     let feed = calls.feed(cfg.triage.feed_capacity)?;
     let last_heard = Arc::new(LastHeard::new());
     last_heard.load(store.last_heard()?);
+    let supervisor = Arc::new(Supervisor::new(cfg.supervision.clone()));
+    {
+        let devices: Vec<crate::model::Device> = registry.current().iter().cloned().collect();
+        let lh = last_heard.clone();
+        let sup = supervisor.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            sup.sync(
+                &devices,
+                |a| {
+                    lh.get(a)
+                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                },
+                jiff::Timestamp::now(),
+            )
+        })
+        .await?;
+        tracing::info!(supervised = report.added, "heartbeat deadlines set");
+    }
+    let supervision = Arc::new(Supervision::new(
+        supervisor.clone(),
+        Detector::new(cfg.incidents.clone()),
+        incidents.clone(),
+    ));
     let journal = Journal::start(
         store.clone(),
         JournalOptions {
@@ -217,10 +295,16 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             timestamp_past_secs: cfg.dc09.timestamp_past_secs,
             timestamp_future_secs: cfg.dc09.timestamp_future_secs,
         },
-    );
+    )
+    .with_supervisor(supervisor.clone());
     let ingress = Arc::new(Ingress { receiver, journal });
+    let supervising = tokio::spawn(crate::supervise::run(
+        supervision.clone(),
+        ingress.clone(),
+        SUPERVISION_EVERY,
+        shutdown.clone(),
+    ));
 
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
     let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
@@ -255,7 +339,6 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             tracker.clone(),
         ));
     }
-    let tz = cfg.http.tz();
     // Dispatch: the desk (open dispatches and their clocks), the patrols' link, the ticker.
     let link = crate::dispatch::patrol_link::Link::new();
     let desk = {
@@ -332,7 +415,13 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             let state = crate::console::AppState::new(
                 store.clone(),
                 ready.clone(),
-                desk.clone(),
+                crate::console::Services {
+                    desk: desk.clone(),
+                    supervision: supervision.clone(),
+                    incidents: incidents.clone(),
+                    outbox: outbox.clone(),
+                    work_orders: work_orders.clone(),
+                },
                 registry.clone(),
                 stats_rx,
                 crate::console::ConsoleOptions {
@@ -358,6 +447,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     // Periodic work: last-heard persistence, metric upkeep.
     let periodic = {
         let store = store.clone();
+        let work_orders_m = work_orders.clone();
         let last_heard = last_heard.clone();
         let token = shutdown.clone();
         let every = Duration::from_secs(cfg.journal.last_heard_persist_secs);
@@ -371,6 +461,8 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                     () = token.cancelled() => return,
                 }
                 crate::telemetry::prometheus().run_upkeep();
+                // Orders become late by time passing alone.
+                work_orders_m.publish_metrics(jiff::Timestamp::now());
                 persist_last_heard(&store, &last_heard).await;
                 let s = store.clone();
                 let now = jiff::Timestamp::now();
@@ -412,6 +504,8 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                 "shutdown deadline reached; closing the rest"
             );
         }
+        // No more silences: the supervision loop stops before the journal closes.
+        let _ = supervising.await;
         ingress.journal.close().await;
         // Operators' requests in flight finish (the live feeds close on the token).
         if let Some(h) = http_task {
@@ -425,6 +519,11 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         let _ = ticker.await;
         // The journal's feed is closed now: triage what it handed over, write every Call.
         calls.close().await;
+        // The triage thread has stopped: the installers' queue drains and closes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), installers).await;
+        // Deliveries in flight finish; the rest wait in the store for the next start.
+        outbox_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), outbox.stopped()).await;
         let _ = periodic.await;
         let _ = stats_task.await;
         persist_last_heard(&store, &last_heard).await;
@@ -443,6 +542,70 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         shutdown,
         done,
     })
+}
+
+/// How often the supervision loop looks for silent devices.
+const SUPERVISION_EVERY: Duration = Duration::from_secs(1);
+
+/// Work orders from the device faults triage sees (low battery, mains, tamper, device
+/// failure), each change told to the device's installer through the outbox.
+struct FaultWatch {
+    orders: Arc<WorkOrders>,
+    devices: crate::registry::Devices,
+    /// Changes for the installers, sent by [`tell_installers`] (a storm of faults must not
+    /// make triage wait for a flush per notification; when the queue is full, triage waits).
+    notify: tokio::sync::mpsc::Sender<crate::work_orders::Change>,
+}
+
+/// Changes waiting to be told to installers.
+const INSTALLER_QUEUE: usize = 1024;
+
+/// Tells installers of work-order changes, in order, off the triage thread.
+async fn tell_installers(
+    outbox: Outbox,
+    mut rx: tokio::sync::mpsc::Receiver<crate::work_orders::Change>,
+) {
+    while let Some(c) = rx.recv().await {
+        let ob = outbox.clone();
+        let _ = tokio::task::spawn_blocking(move || notify_installer(&ob, &c)).await;
+    }
+}
+
+impl SignalObserver for FaultWatch {
+    fn signal(&self, s: &crate::model::Signal, now: jiff::Timestamp) {
+        if s.transport == crate::model::Transport::Internal {
+            return;
+        }
+        let registry = self.devices.current();
+        let Some(device) = registry.lookup(&s.account, s.line.as_deref(), s.receiver.as_deref())
+        else {
+            return;
+        };
+        match self.orders.on_signal(s, device, None, now) {
+            Ok(changes) => {
+                for c in changes {
+                    // A repeat of an open fault shows on the order; the installer hears of
+                    // new orders and of faults gone.
+                    if c.what == crate::work_orders::What::Attached {
+                        continue;
+                    }
+                    if self.notify.blocking_send(c).is_err() {
+                        tracing::error!("the installers' notifier has stopped");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, account = %s.account, "work order from a device fault failed")
+            }
+        }
+    }
+}
+
+/// Tells the order's installer of a work-order change (durably, through the outbox).
+pub fn notify_installer(outbox: &Outbox, c: &crate::work_orders::Change) {
+    if let Err(e) = c.outbox_event().and_then(|ev| outbox.enqueue(ev)) {
+        tracing::error!(error = %e, order = c.order.id, "queuing the installer's notification failed");
+    }
 }
 
 /// Longest sleep of the dispatch ticker: the wall clock is checked at least this often

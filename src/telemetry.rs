@@ -270,6 +270,72 @@ fn describe() {
         Unit::Count,
         "Digital-lock openings reported by lock systems, by result (arrived, ignored)"
     );
+    describe_gauge!(
+        "vakt_devices_supervised",
+        Unit::Count,
+        "Devices whose heartbeat deadlines are watched"
+    );
+    describe_gauge!(
+        "vakt_devices_silent",
+        Unit::Count,
+        "Supervised devices silent now (missed their deadline, not heard since)"
+    );
+    describe_counter!(
+        "vakt_supervision_silences_total",
+        Unit::Count,
+        "Devices that missed their heartbeat deadline"
+    );
+    describe_counter!(
+        "vakt_supervision_restorations_total",
+        Unit::Count,
+        "Silent devices heard again"
+    );
+    describe_gauge!("vakt_incidents_open", Unit::Count, "Open telecom incidents");
+    describe_counter!(
+        "vakt_incidents_total",
+        Unit::Count,
+        "Telecom incidents declared, by kind (telecom_operator, area)"
+    );
+    describe_gauge!(
+        "vakt_outbox_pending",
+        Unit::Count,
+        "Escalation notifications not yet acknowledged by their endpoint"
+    );
+    describe_gauge!(
+        "vakt_outbox_failing_endpoints",
+        Unit::Count,
+        "Endpoints whose oldest pending notification has failed at least once"
+    );
+    describe_counter!(
+        "vakt_outbox_attempts_total",
+        Unit::Count,
+        "Delivery attempts, by endpoint and result (delivered, http_error, network_error, timeout)"
+    );
+    describe_counter!(
+        "vakt_outbox_enqueued_total",
+        Unit::Count,
+        "Notifications put in the outbox, by event"
+    );
+    describe_counter!(
+        "vakt_outbox_unrouted_total",
+        Unit::Count,
+        "Notifications no endpoint is configured for, by recipient kind"
+    );
+    describe_gauge!(
+        "vakt_work_orders_open",
+        Unit::Count,
+        "Work orders new or started"
+    );
+    describe_gauge!(
+        "vakt_work_orders_overdue",
+        Unit::Count,
+        "Open work orders late (not started in 3 working days, or not done in 10 days)"
+    );
+    describe_counter!(
+        "vakt_work_orders_total",
+        Unit::Count,
+        "Work orders created, by fault (low_battery, mains_loss, tamper, device_failure, reported)"
+    );
     describe_counter!(
         "vakt_logins_total",
         Unit::Count,

@@ -376,6 +376,19 @@ pub struct Change {
     pub what: What,
 }
 
+impl Change {
+    /// The notification of this change for the order's installer (subject `work_order/ID`;
+    /// the order as it is now is the payload).
+    pub fn outbox_event(&self) -> Result<crate::outbox::OutboxEvent, crate::outbox::OutboxError> {
+        crate::outbox::OutboxEvent::new(
+            self.what.event(),
+            crate::outbox::Recipient::installer(self.order.installer.clone()),
+            format!("work_order/{}", self.order.id),
+            &self.order,
+        )
+    }
+}
+
 /// What can go wrong with work orders.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkOrderError {

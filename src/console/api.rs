@@ -944,7 +944,14 @@ pub async fn import_devices(
     .map_err(|e| ApiError::internal("saving devices failed", e))?
     .map_err(|e| ApiError::internal("saving devices failed", e))?;
     let n = body.lines().count().saturating_sub(1);
-    state.devices.replace(crate::registry::Registry::new(all));
+    state
+        .devices
+        .replace(crate::registry::Registry::new(all.clone()));
+    // New devices' heartbeat deadlines count from now; known ones keep theirs.
+    let sup = state.supervision.supervisor().clone();
+    tokio::task::spawn_blocking(move || sup.sync(&all, |_| None, jiff::Timestamp::now()))
+        .await
+        .map_err(|e| ApiError::internal("updating supervision failed", e))?;
     audit(&state, &s, "device.import", None, None, format!("{n} rows"))?;
     flush_store(&state).await?;
     Ok(Json(Imported { imported: n }))

@@ -47,6 +47,9 @@ enum Out<'a> {
         dispatch: &'a crate::dispatch::desk::DispatchView,
         step: crate::model::DispatchStep,
     },
+    Incident {
+        incident: &'a crate::incidents::IncidentView,
+    },
 }
 
 /// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats) on connect and
@@ -150,6 +153,9 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJa
                 Ok(LiveEvent::Closed(id)) => send(&mut socket, &Out::Closed { id }).await,
                 Ok(LiveEvent::Dispatch(d, step)) => {
                     send(&mut socket, &Out::Dispatch { dispatch: &d, step }).await
+                }
+                Ok(LiveEvent::Incident(i)) => {
+                    send(&mut socket, &Out::Incident { incident: &i }).await
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!(user = %s.user, missed = n, "live feed behind; sending a snapshot");

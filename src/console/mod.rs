@@ -10,7 +10,9 @@
 pub mod api;
 pub mod auth;
 pub mod dispatch_api;
+pub mod incidents_api;
 pub mod live;
+pub mod work_orders_api;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +71,29 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Dispatch to patrols.
     pub desk: Arc<crate::dispatch::desk::Desk>,
+    /// Heartbeat supervision (device status).
+    pub supervision: Arc<crate::supervise::Supervision>,
+    /// Telecom incidents.
+    pub incidents: Arc<crate::incidents::Incidents>,
+    /// The escalation outbox.
+    pub outbox: crate::outbox::Outbox,
+    /// Work orders for device faults.
+    pub work_orders: Arc<crate::work_orders::WorkOrders>,
+}
+
+/// The services behind the console besides the store.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Dispatch to patrols (and the Calls behind it).
+    pub desk: Arc<crate::dispatch::desk::Desk>,
+    /// Heartbeat supervision.
+    pub supervision: Arc<crate::supervise::Supervision>,
+    /// Telecom incidents.
+    pub incidents: Arc<crate::incidents::Incidents>,
+    /// The escalation outbox.
+    pub outbox: crate::outbox::Outbox,
+    /// Work orders.
+    pub work_orders: Arc<crate::work_orders::WorkOrders>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -93,7 +118,7 @@ impl AppState {
     pub fn new(
         store: Store,
         ready: Arc<AtomicBool>,
-        desk: Arc<crate::dispatch::desk::Desk>,
+        services: Services,
         devices: Devices,
         stats: watch::Receiver<Stats>,
         opts: ConsoleOptions,
@@ -102,7 +127,7 @@ impl AppState {
         Ok(AppState {
             store,
             ready,
-            calls: desk.calls().clone(),
+            calls: services.desk.calls().clone(),
             devices,
             stats,
             tz: opts.tz,
@@ -112,7 +137,11 @@ impl AppState {
             secure_cookie: opts.secure_cookie,
             metrics: ConsoleMetrics::new(),
             shutdown,
-            desk,
+            desk: services.desk,
+            supervision: services.supervision,
+            incidents: services.incidents,
+            outbox: services.outbox,
+            work_orders: services.work_orders,
         })
     }
 
@@ -156,6 +185,8 @@ impl AppState {
         (name = "audit", description = "Who did what, when"),
         (name = "signals", description = "The journal of received Signals"),
         (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
+        (name = "supervision", description = "Silent devices, telecom incidents, the escalation outbox"),
+        (name = "work_orders", description = "Work orders for device faults"),
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -207,6 +238,17 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dispatch_api::directory))
         .routes(routes!(dispatch_api::lock_events))
         .routes(routes!(dispatch_api::sla_report))
+        .routes(routes!(incidents_api::list_incidents))
+        .routes(routes!(incidents_api::get_incident))
+        .routes(routes!(incidents_api::get_device))
+        .routes(routes!(incidents_api::outbox))
+        .routes(routes!(incidents_api::figures))
+        .routes(routes!(work_orders_api::list_work_orders))
+        .routes(routes!(work_orders_api::get_work_order))
+        .routes(routes!(work_orders_api::start_work_order))
+        .routes(routes!(work_orders_api::done_work_order))
+        .routes(routes!(work_orders_api::cancel_work_order))
+        .routes(routes!(work_orders_api::report_fault))
         .routes(routes!(live::live))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(

@@ -28,6 +28,18 @@ fn order_error(e: WorkOrderError) -> ApiError {
     }
 }
 
+/// Tells the order's installer of a change (the outbox makes it durable; a failure is logged:
+/// the change itself stands).
+async fn tell_installer(state: &AppState, c: &crate::work_orders::Change) {
+    let r = match c.outbox_event() {
+        Ok(ev) => state.outbox.enqueue_async(ev).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        tracing::error!(error = %e, order = c.order.id, "queuing the installer's notification failed");
+    }
+}
+
 /// Runs a service call on the blocking pool.
 async fn blocking<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
@@ -125,6 +137,7 @@ pub async fn start_work_order(
     let now = jiff::Timestamp::now();
     let c = blocking(&state, move |wo| wo.start(id, &user, now)).await?;
     audited(&state, &s, "work_order.start", &c).await?;
+    tell_installer(&state, &c).await;
     Ok(Json(c.order.view(now)))
 }
 
@@ -155,6 +168,7 @@ pub async fn done_work_order(
     let now = jiff::Timestamp::now();
     let c = blocking(&state, move |wo| wo.done(id, &user, &req.note, now)).await?;
     audited(&state, &s, "work_order.done", &c).await?;
+    tell_installer(&state, &c).await;
     Ok(Json(c.order.view(now)))
 }
 
@@ -215,6 +229,8 @@ pub async fn cancel_work_order(
         ),
     )?;
     flush_store(&state).await?;
+    tell_installer(&state, &cancelled).await;
+    tell_installer(&state, &replacement).await;
     Ok(Json(CancelledOrder {
         cancelled: cancelled.order.view(now),
         replacement: replacement.order.view(now),
@@ -312,6 +328,7 @@ pub async fn report_fault(
         .await
         .map_err(|e| ApiError::internal("saving the report failed", e))?;
     let status = if c.what == crate::work_orders::What::Created {
+        tell_installer(&state, &c).await;
         StatusCode::CREATED
     } else {
         StatusCode::OK

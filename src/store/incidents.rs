@@ -85,6 +85,7 @@ mod tests {
             devices: vec![IncidentDevice {
                 account: "1234".into(),
                 subscriber: None,
+                telecom_operator: Some("Telia".into()),
                 silent_since: t,
                 restored_at: None,
             }],
