@@ -15,7 +15,15 @@
 //! - [`registry`]: the device registry in memory, CSV import.
 //! - [`subscribers`]: the subscriber register's CSV import and checks.
 //! - [`directory`]: care providers, areas, patrols and routing rules; their CSV import.
-//! - [`supervision`]: last-heard times of devices.
+//! - [`supervision`]: last-heard times, heartbeat deadlines of every device (a sharded timer
+//!   wheel) and the telecom-incident detector.
+//! - [`supervise`]: the supervision loop: silences and restorations journaled, incidents
+//!   opened and resolved.
+//! - [`incidents`]: telecom incidents (one in front of operators instead of a Call per device)
+//!   and their notifications.
+//! - [`outbox`]: the durable escalation outbox (signed webhooks, retried until acknowledged).
+//! - [`work_orders`]: device faults as work orders for the installer, with working-day
+//!   deadlines.
 //! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
 //! - [`calls`]: the Call service around triage (store writer, live feed, answer figures) and
 //!   the dispatch clocks ([`calls::sla`]).

@@ -4,7 +4,8 @@
 //! [`Device`]), `last_heard` (account -> i64 ms since the epoch), and, each in its own
 //! submodule: `subscribers`, `users` and `sessions`, `audit`, `calls` (open and closed Calls,
 //! timeline lines, the triage cursor), `directory` (providers, areas, patrols, routes, patrol
-//! tokens), `dispatches` and `integrations` (lock-system tokens). Nothing outside this module
+//! tokens), `dispatches`, `integrations` (lock-system tokens), `incidents`, `outbox`
+//! (escalation deliveries) and `work_orders`. Nothing outside this module
 //! names sled, so the engine can be replaced without touching the codec or the receiver.
 //!
 //! # Journal format
