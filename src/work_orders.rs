@@ -284,6 +284,7 @@ impl WorkOrder {
         WorkOrderView {
             overdue: self.lateness(now),
             order: self,
+            subscriber_name: None,
         }
     }
 
@@ -327,6 +328,10 @@ pub struct WorkOrderView {
     pub order: WorkOrder,
     /// Why it is late now (absent when it is not).
     pub overdue: Option<Lateness>,
+    /// The subscriber's name (filled in by the API, so an operator need not open the
+    /// audited card to see whose device it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriber_name: Option<String>,
 }
 
 /// What a change did to an order.

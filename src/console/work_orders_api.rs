@@ -28,6 +28,22 @@ fn order_error(e: WorkOrderError) -> ApiError {
     }
 }
 
+/// Fills in the subscribers' names (each read once).
+fn named(state: &AppState, mut views: Vec<WorkOrderView>) -> Vec<WorkOrderView> {
+    let mut names: std::collections::HashMap<String, Option<String>> =
+        std::collections::HashMap::new();
+    for v in &mut views {
+        if let Some(id) = v.order.subscriber.clone() {
+            let name = names
+                .entry(id.clone())
+                .or_insert_with(|| state.store.subscriber(&id).ok().flatten().map(|s| s.name))
+                .clone();
+            v.subscriber_name = name;
+        }
+    }
+    views
+}
+
 /// Tells the order's installer of a change (the outbox makes it durable; a failure is logged:
 /// the change itself stands).
 async fn tell_installer(state: &AppState, c: &crate::work_orders::Change) {
@@ -88,7 +104,10 @@ pub async fn list_work_orders(
     };
     let now = jiff::Timestamp::now();
     let orders = blocking(&state, move |wo| wo.list(&filter, now)).await?;
-    Ok(Json(orders.into_iter().map(|o| o.view(now)).collect()))
+    Ok(Json(named(
+        &state,
+        orders.into_iter().map(|o| o.view(now)).collect(),
+    )))
 }
 
 /// One work order with its timeline.
@@ -104,7 +123,11 @@ pub async fn get_work_order(
     let o = blocking(&state, move |wo| wo.get(id))
         .await?
         .ok_or_else(|| ApiError::not_found("work order"))?;
-    Ok(Json(o.view(jiff::Timestamp::now())))
+    Ok(Json(
+        named(&state, vec![o.view(jiff::Timestamp::now())])
+            .pop()
+            .ok_or_else(|| ApiError::not_found("work order"))?,
+    ))
 }
 
 /// Audits a change of an order and makes it durable.
