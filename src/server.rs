@@ -207,11 +207,26 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     };
     let (notify, notify_rx) = tokio::sync::mpsc::channel(INSTALLER_QUEUE);
     let installers = tokio::spawn(tell_installers(outbox.clone(), notify_rx));
-    let faults: Arc<dyn SignalObserver> = Arc::new(FaultWatch {
-        orders: work_orders.clone(),
-        devices: registry.clone(),
-        notify,
-    });
+    // Work orders from the device faults triage sees; the installer hears of new orders and
+    // of faults gone (a repeat shows on the order) off the triage thread: a storm of faults
+    // must not make triage wait for a flush per notification (when the queue is full,
+    // triage waits).
+    let sink: crate::work_orders::ChangeSink =
+        Arc::new(move |changes: &[crate::work_orders::Change]| {
+            for c in changes {
+                if c.what == crate::work_orders::What::Attached {
+                    continue;
+                }
+                if notify.blocking_send(c.clone()).is_err() {
+                    tracing::error!("the installers' notifier has stopped");
+                }
+            }
+        });
+    let faults: Arc<dyn SignalObserver> = Arc::new(crate::work_orders::FaultObserver::new(
+        work_orders.clone(),
+        registry.clone(),
+        Some(sink),
+    ));
     // Open Calls back in the queue, and every journaled Signal not yet triaged triaged now,
     // before any new frame is accepted.
     let calls = {
@@ -547,64 +562,23 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
 /// How often the supervision loop looks for silent devices.
 const SUPERVISION_EVERY: Duration = Duration::from_secs(1);
 
-/// Work orders from the device faults triage sees (low battery, mains, tamper, device
-/// failure), each change told to the device's installer through the outbox.
-struct FaultWatch {
-    orders: Arc<WorkOrders>,
-    devices: crate::registry::Devices,
-    /// Changes for the installers, sent by [`tell_installers`] (a storm of faults must not
-    /// make triage wait for a flush per notification; when the queue is full, triage waits).
-    notify: tokio::sync::mpsc::Sender<crate::work_orders::Change>,
-}
-
 /// Changes waiting to be told to installers.
 const INSTALLER_QUEUE: usize = 1024;
 
-/// Tells installers of work-order changes, in order, off the triage thread.
+/// Tells installers of work-order changes, in order, off the triage thread (durably,
+/// through the outbox).
 async fn tell_installers(
     outbox: Outbox,
     mut rx: tokio::sync::mpsc::Receiver<crate::work_orders::Change>,
 ) {
     while let Some(c) = rx.recv().await {
-        let ob = outbox.clone();
-        let _ = tokio::task::spawn_blocking(move || notify_installer(&ob, &c)).await;
-    }
-}
-
-impl SignalObserver for FaultWatch {
-    fn signal(&self, s: &crate::model::Signal, now: jiff::Timestamp) {
-        if s.transport == crate::model::Transport::Internal {
-            return;
-        }
-        let registry = self.devices.current();
-        let Some(device) = registry.lookup(&s.account, s.line.as_deref(), s.receiver.as_deref())
-        else {
-            return;
+        let r = match c.outbox_event() {
+            Ok(ev) => outbox.enqueue_async(ev).await.map(|_| ()),
+            Err(e) => Err(e),
         };
-        match self.orders.on_signal(s, device, None, now) {
-            Ok(changes) => {
-                for c in changes {
-                    // A repeat of an open fault shows on the order; the installer hears of
-                    // new orders and of faults gone.
-                    if c.what == crate::work_orders::What::Attached {
-                        continue;
-                    }
-                    if self.notify.blocking_send(c).is_err() {
-                        tracing::error!("the installers' notifier has stopped");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, account = %s.account, "work order from a device fault failed")
-            }
+        if let Err(e) = r {
+            tracing::error!(error = %e, order = c.order.id, "queuing the installer's notification failed");
         }
-    }
-}
-
-/// Tells the order's installer of a work-order change (durably, through the outbox).
-pub fn notify_installer(outbox: &Outbox, c: &crate::work_orders::Change) {
-    if let Err(e) = c.outbox_event().and_then(|ev| outbox.enqueue(ev)) {
-        tracing::error!(error = %e, order = c.order.id, "queuing the installer's notification failed");
     }
 }
 
