@@ -179,13 +179,14 @@ impl Incidents {
         // Who was told is not stored: recompute it from the devices (the resolution goes to
         // the same recipients).
         {
+            let mut look = this.lookup();
             let mut open = lock(&this.open);
             for o in open.values_mut() {
                 for d in &o.incident.devices {
                     if let Some(op) = &d.telecom_operator {
                         o.operators.insert(op.clone());
                     }
-                    if let Some(p) = this.provider_of(d.subscriber.as_deref()) {
+                    if let Some(p) = look.provider(d.subscriber.as_deref()) {
                         o.providers.insert(p);
                     }
                 }
@@ -212,50 +213,13 @@ impl Incidents {
             .map(|o| o.incident.id)
     }
 
-    /// The care provider id of a subscriber (the directory's id when the register's name
-    /// matches one, else the register's text).
-    fn provider_of(&self, subscriber: Option<&str>) -> Option<String> {
-        let s = self.store.subscriber(subscriber?).ok()??;
-        let cp = s.care_provider.trim();
-        if cp.is_empty() {
-            return None;
+    /// A reader of subscribers and the directory for one operation (each read once).
+    fn lookup(&self) -> Lookup<'_> {
+        Lookup {
+            store: &self.store,
+            dir: self.store.directory().ok(),
+            subs: HashMap::new(),
         }
-        let dir = self.store.directory().ok();
-        Some(
-            dir.as_ref()
-                .and_then(|d| d.provider_for(cp))
-                .map_or_else(|| cp.to_owned(), |p| p.id.clone()),
-        )
-    }
-
-    fn visit_list(&self, incident: &Incident, provider: &str) -> Vec<VisitSubscriber> {
-        let mut by_sub: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for d in incident.devices.iter().filter(|d| d.restored_at.is_none()) {
-            if let Some(s) = &d.subscriber {
-                if self.provider_of(Some(s)).as_deref() == Some(provider) {
-                    by_sub.entry(s.clone()).or_default().push(d.account.clone());
-                }
-            }
-        }
-        by_sub
-            .into_iter()
-            .filter_map(|(id, accounts)| {
-                let s = self.store.subscriber(&id).ok()??;
-                Some(VisitSubscriber {
-                    id,
-                    name: s.name,
-                    address: [s.address.as_str(), &format!("{} {}", s.postcode, s.city)]
-                        .iter()
-                        .map(|p| p.trim())
-                        .filter(|p| !p.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    phone: s.phone,
-                    needs_extra_visits: s.needs_extra_visits,
-                    accounts,
-                })
-            })
-            .collect()
     }
 
     fn enqueue(&self, ev: Result<OutboxEvent, OutboxError>) -> Result<usize, IncidentError> {
@@ -341,10 +305,9 @@ impl Incidents {
             .iter()
             .filter_map(|d| d.telecom_operator.clone())
             .collect();
-        let providers: BTreeSet<String> = devices
-            .iter()
-            .filter_map(|d| self.provider_of(d.subscriber.as_deref()))
-            .collect();
+        let mut look = self.lookup();
+        let mut lists = look.visit_lists(&incident);
+        let providers: BTreeSet<String> = lists.keys().cloned().collect();
         let summary = IncidentSummary::of(&incident);
         let mut sent = 0;
         for op in &operators {
@@ -356,7 +319,7 @@ impl Incidents {
             sent += self.enqueue(OutboxEvent::incident_opened(op, &summary, &accounts))?;
         }
         for p in &providers {
-            let list = self.visit_list(&incident, p);
+            let list = lists.remove(p).unwrap_or_default();
             sent += self.enqueue(OutboxEvent::extra_visits(p, &summary, list))?;
         }
         note(
@@ -414,6 +377,7 @@ impl Incidents {
         }
         let key = o.incident.key.clone();
         let withdrawn = self.take_in(id, &key, &fresh, now);
+        let mut look = self.lookup();
         for d in &fresh {
             o.incident.devices.push(IncidentDevice {
                 account: d.account.clone(),
@@ -422,7 +386,7 @@ impl Incidents {
                 silent_since: d.silent_since,
                 restored_at: None,
             });
-            if let Some(p) = self.provider_of(d.subscriber.as_deref()) {
+            if let Some(p) = look.provider(d.subscriber.as_deref()) {
                 o.providers.insert(p.clone());
                 o.dirty.insert(p);
             }
@@ -479,9 +443,10 @@ impl Incidents {
             }
             let summary = IncidentSummary::of(&o.incident);
             let dirty = std::mem::take(&mut o.dirty);
+            let mut lists = self.lookup().visit_lists(&o.incident);
             let mut sent = 0;
             for p in &dirty {
-                let list = self.visit_list(&o.incident, p);
+                let list = lists.remove(p).unwrap_or_default();
                 sent += self.enqueue(OutboxEvent::extra_visits(p, &summary, list))?;
             }
             o.last_sent = now;
@@ -533,8 +498,9 @@ impl Incidents {
                 Vec::new(),
             ))?;
         }
+        let mut lists = self.lookup().visit_lists(i);
         for p in &o.providers {
-            let list = self.visit_list(i, p);
+            let list = lists.remove(p).unwrap_or_default();
             sent += self.enqueue(OutboxEvent::incident_resolved(
                 Recipient::care_provider(p),
                 &summary,
@@ -626,6 +592,76 @@ impl Incidents {
             history: i.history.clone(),
             notifications,
         }
+    }
+}
+
+/// Subscribers and the directory, each read once for one operation.
+struct Lookup<'a> {
+    store: &'a Store,
+    dir: Option<crate::directory::Directory>,
+    subs: HashMap<String, Option<crate::model::Subscriber>>,
+}
+
+impl Lookup<'_> {
+    fn subscriber(&mut self, id: &str) -> Option<&crate::model::Subscriber> {
+        if !self.subs.contains_key(id) {
+            let s = self.store.subscriber(id).ok().flatten();
+            self.subs.insert(id.to_owned(), s);
+        }
+        self.subs.get(id).and_then(Option::as_ref)
+    }
+
+    /// The care provider id of a subscriber (the directory's id when the register's name
+    /// matches one, else the register's text).
+    fn provider(&mut self, subscriber: Option<&str>) -> Option<String> {
+        let cp = self
+            .subscriber(subscriber?)?
+            .care_provider
+            .trim()
+            .to_owned();
+        if cp.is_empty() {
+            return None;
+        }
+        Some(
+            self.dir
+                .as_ref()
+                .and_then(|d| d.provider_for(&cp))
+                .map_or(cp.clone(), |p| p.id.clone()),
+        )
+    }
+
+    /// Each care provider's people among the incident's devices still silent.
+    fn visit_lists(&mut self, incident: &Incident) -> BTreeMap<String, Vec<VisitSubscriber>> {
+        let mut by_sub: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for d in incident.devices.iter().filter(|d| d.restored_at.is_none()) {
+            if let Some(s) = &d.subscriber {
+                by_sub.entry(s.clone()).or_default().push(d.account.clone());
+            }
+        }
+        let mut out: BTreeMap<String, Vec<VisitSubscriber>> = BTreeMap::new();
+        for (id, accounts) in by_sub {
+            let Some(provider) = self.provider(Some(&id)) else {
+                continue;
+            };
+            let Some(s) = self.subscriber(&id) else {
+                continue;
+            };
+            let v = VisitSubscriber {
+                name: s.name.clone(),
+                address: [s.address.as_str(), &format!("{} {}", s.postcode, s.city)]
+                    .iter()
+                    .map(|p| p.trim())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                phone: s.phone.clone(),
+                needs_extra_visits: s.needs_extra_visits,
+                id,
+                accounts,
+            };
+            out.entry(provider).or_default().push(v);
+        }
+        out
     }
 }
 
