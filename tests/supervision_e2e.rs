@@ -58,9 +58,16 @@ struct Hook {
 
 /// A webhook receiver on 127.0.0.1:0 that acknowledges everything.
 async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Hook>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let got: Arc<Mutex<Vec<Hook>>> = Arc::default();
+    let addr = serve_hooks(l, got.clone());
+    (addr, got)
+}
+
+/// Serves the receiver on `l`, recording into `got`.
+fn serve_hooks(l: tokio::net::TcpListener, got: Arc<Mutex<Vec<Hook>>>) -> SocketAddr {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Uri};
-    let got: Arc<Mutex<Vec<Hook>>> = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
         let g = g.clone();
@@ -83,10 +90,9 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Hook>>>) {
             "ok"
         }
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
-    (addr, got)
+    addr
 }
 
 /// Sends a NULL link test from each account over UDP (answers are not awaited).
@@ -289,5 +295,63 @@ async fn silent_devices_become_a_call_or_one_incident_notified_and_resolved() {
     ids.dedup();
     assert_eq!(ids.len(), n, "no delivery twice");
     keep_alive.abort();
+    r.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notification_waits_across_a_vakt_restart_and_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
+    // The installer's endpoint is down at first: a port nobody listens on (yet).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = || {
+        let mut cfg = test_config(dir.path());
+        cfg.escalation = vec![
+            toml::from_str(&format!(
+                "name = \"installer\"\nkind = \"installer\"\nurl = \"http://127.0.0.1:{port}/wo\"\nsecret = \"{SECRET}\"\n"
+            ))
+            .unwrap(),
+        ];
+        cfg
+    };
+    let r = start_with(config()).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let reply = tcp_roundtrip(
+        r.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "7001", "#7001|1302 00 001"),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&reply).contains("\"ACK\""));
+    wait_for("a failed attempt", 30, async || {
+        let f = op.get("/api/supervision").await.json();
+        (f["outbox_failing"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    r.stop().await.unwrap();
+
+    // The endpoint comes up; vakt starts again on the same data: the waiting notification is
+    // delivered, once.
+    let got: Arc<Mutex<Vec<Hook>>> = Arc::default();
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    serve_hooks(l, got.clone());
+    let r = start_with(config()).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    wait_for("the delivery", 30, async || {
+        let f = op.get("/api/supervision").await.json();
+        (f["outbox_pending"].as_u64()? == 0 && !got.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = got.lock().unwrap().clone();
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0].event, "work_order.created");
+    assert!(g[0].signature_ok);
+    assert_eq!(g[0].body["data"]["account"], "7001", "{}", g[0].body);
     r.stop().await.unwrap();
 }
