@@ -1324,7 +1324,7 @@ async fn telecom_incident_and_work_orders_in_the_console() {
     })
     .await;
     assert!(
-        order.contains("1234") && order.contains(INSTALLER) && order.contains("anna"),
+        order.contains("1234") && order.contains(INSTALLER) && order.contains("Åsa Öberg"),
         "order: {order}"
     );
     assert_eq!(
