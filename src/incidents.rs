@@ -368,9 +368,15 @@ impl Incidents {
         }
         let mut open = lock(&self.open);
         let o = open.get_mut(&id).ok_or(IncidentError::NotOpen(id))?;
+        let known: std::collections::HashSet<&str> = o
+            .incident
+            .devices
+            .iter()
+            .map(|x| x.account.as_str())
+            .collect();
         let fresh: Vec<Joining> = devices
             .into_iter()
-            .filter(|d| !o.incident.devices.iter().any(|x| x.account == d.account))
+            .filter(|d| !known.contains(d.account.as_str()))
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -407,30 +413,42 @@ impl Incidents {
         Ok(())
     }
 
-    /// A device of an open incident reports again. Returns the incident.
-    pub fn restored(&self, account: &str, now: Timestamp) -> Result<Option<u64>, IncidentError> {
-        let mut open = lock(&self.open);
-        let Some(o) = open.values_mut().find(|o| {
-            o.incident
-                .devices
-                .iter()
-                .any(|d| d.account == account && d.restored_at.is_none())
-        }) else {
-            return Ok(None);
-        };
-        for d in o
-            .incident
-            .devices
-            .iter_mut()
-            .filter(|d| d.account == account && d.restored_at.is_none())
-        {
-            d.restored_at = Some(now);
+    /// Devices of open incidents report again (one pass over each incident; each changed
+    /// incident saved and told once). Returns how many devices were marked.
+    pub fn restored(
+        &self,
+        accounts: &std::collections::HashSet<String>,
+        now: Timestamp,
+    ) -> Result<usize, IncidentError> {
+        if accounts.is_empty() {
+            return Ok(0);
         }
-        self.save(&o.incident)?;
-        let i = o.incident.clone();
-        drop(open);
-        self.tell(&i);
-        Ok(Some(i.id))
+        let mut changed = Vec::new();
+        let mut n = 0;
+        {
+            let mut open = lock(&self.open);
+            for o in open.values_mut() {
+                let mut here = 0;
+                for d in o
+                    .incident
+                    .devices
+                    .iter_mut()
+                    .filter(|d| d.restored_at.is_none() && accounts.contains(&d.account))
+                {
+                    d.restored_at = Some(now);
+                    here += 1;
+                }
+                if here > 0 {
+                    n += here;
+                    self.save(&o.incident)?;
+                    changed.push(o.incident.clone());
+                }
+            }
+        }
+        for i in &changed {
+            self.tell(i);
+        }
+        Ok(n)
     }
 
     /// Sends the care providers' lists again where more of their people joined, at most once

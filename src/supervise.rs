@@ -194,13 +194,11 @@ impl Supervision {
         let population = self.supervisor.population();
         let decisions = lock(&self.detector).step(now, &poll, &population);
         let mut signals = Vec::new();
+        let back: HashSet<String> = poll.restored.iter().map(|r| r.account.clone()).collect();
+        if let Err(e) = self.incidents.restored(&back, now) {
+            tracing::error!(error = %e, "recording restored incident devices failed");
+        }
         for r in &poll.restored {
-            match self.incidents.restored(&r.account, now) {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, account = %r.account, "recording a restored incident device failed")
-                }
-            }
             signals.push(silence_signal(r, true, now));
         }
         // A single fault released in this round but taken by an incident opened in the same
