@@ -262,6 +262,23 @@ impl Incidents {
             *n += 1;
             id
         };
+        let r = self.open_as(id, kind, key, population, devices, now);
+        if r.is_err() {
+            // Not opened after all: its devices' silences are Calls again.
+            self.calls.triage.end_incident(id);
+        }
+        r
+    }
+
+    fn open_as(
+        &self,
+        id: u64,
+        kind: IncidentKind,
+        key: &str,
+        population: usize,
+        devices: Vec<Joining>,
+        now: Timestamp,
+    ) -> Result<Incident, IncidentError> {
         let mut incident = Incident {
             id,
             kind,

@@ -243,9 +243,10 @@ impl Supervision {
                             lock(&self.ids).insert(draft.key.clone(), i.id);
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "opening a telecom incident failed; its devices get single Calls");
-                            individual.extend(draft.devices.iter().cloned());
-                            continue;
+                            // The silences are journaled all the same (the journal keeps the
+                            // truth; triage makes Calls of devices it does not see in an
+                            // incident).
+                            tracing::error!(error = %e, "opening a telecom incident failed");
                         }
                     }
                     // The incident's silences are journaled too (handled by its rule), except
