@@ -902,8 +902,21 @@ impl Dispatch {
     }
 }
 
-/// What a telecom incident groups: the devices of one telecom operator, or of one area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// What a telecom incident groups: the devices of one telecom operator, or of one area
+/// (operators are considered first: the order of the variants).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// The devices of one telecom operator.

@@ -29,7 +29,7 @@ use crate::codec::event::Qualifier;
 use crate::incidents::{Incidents, Joining};
 use crate::journal::{Commit, Journal};
 use crate::model::{Flags, IncidentKind, Signal, SignalEvent, Transport};
-use crate::supervision::incidents::{Decision, Detector, GroupKind, IncidentKey};
+use crate::supervision::incidents::{Decision, Detector, IncidentKey};
 use crate::supervision::{Silence, Supervisor};
 use crate::triage::priority::{
     CODE_COMMUNICATION_LOST, CODE_COMMUNICATION_RESTORED, SUPERVISION_PROTOCOL,
@@ -89,20 +89,6 @@ pub fn silence_signal(s: &Silence, restored: bool, now: Timestamp) -> Signal {
     }
 }
 
-fn kind_of(k: GroupKind) -> IncidentKind {
-    match k {
-        GroupKind::Operator => IncidentKind::TelecomOperator,
-        GroupKind::Area => IncidentKind::Area,
-    }
-}
-
-fn group_of(k: IncidentKind) -> GroupKind {
-    match k {
-        IncidentKind::TelecomOperator => GroupKind::Operator,
-        IncidentKind::Area => GroupKind::Area,
-    }
-}
-
 fn joining(s: &Silence) -> Joining {
     Joining {
         account: s.account.clone(),
@@ -151,7 +137,7 @@ impl Supervision {
         let mut ids = HashMap::new();
         for i in incidents.open_incidents() {
             let key = IncidentKey {
-                kind: group_of(i.kind),
+                kind: i.kind,
                 name: i.key.clone(),
             };
             let devices = i
@@ -233,7 +219,7 @@ impl Supervision {
                 Decision::Opened(draft) => {
                     let devices: Vec<Joining> = draft.devices.iter().map(joining).collect();
                     match self.incidents.open(
-                        kind_of(draft.key.kind),
+                        draft.key.kind,
                         &draft.key.name,
                         draft.population as usize,
                         devices,

@@ -31,6 +31,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{GroupCount, Population, Silence};
+pub use crate::model::IncidentKind;
 
 /// Most groups (operators plus areas) with recent silences or an open incident.
 pub const MAX_GROUPS: usize = 4096;
@@ -93,35 +94,13 @@ impl DetectorOptions {
     }
 }
 
-/// What an incident is about.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupKind {
-    /// A telecom operator (considered first).
-    Operator,
-    /// An area.
-    Area,
-}
-
 /// One group: a telecom operator or an area, by name. At most one open incident per group.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
 )]
 pub struct IncidentKey {
     /// Operator or area.
-    pub kind: GroupKind,
+    pub kind: IncidentKind,
     /// The operator's or area's name, as in the registry.
     pub name: String,
 }
@@ -130,7 +109,7 @@ impl IncidentKey {
     /// The key of a telecom operator.
     pub fn operator(name: &str) -> IncidentKey {
         IncidentKey {
-            kind: GroupKind::Operator,
+            kind: IncidentKind::TelecomOperator,
             name: name.to_owned(),
         }
     }
@@ -138,7 +117,7 @@ impl IncidentKey {
     /// The key of an area.
     pub fn area(name: &str) -> IncidentKey {
         IncidentKey {
-            kind: GroupKind::Area,
+            kind: IncidentKind::Area,
             name: name.to_owned(),
         }
     }
@@ -260,8 +239,8 @@ fn keys_of(s: &Silence) -> impl Iterator<Item = IncidentKey> + '_ {
 
 fn count_of(pop: &Population, key: &IncidentKey) -> GroupCount {
     let map = match key.kind {
-        GroupKind::Operator => &pop.operators,
-        GroupKind::Area => &pop.areas,
+        IncidentKind::TelecomOperator => &pop.operators,
+        IncidentKind::Area => &pop.areas,
     };
     map.get(&key.name).copied().unwrap_or_default()
 }
@@ -683,7 +662,7 @@ mod tests {
         }
     }
 
-    fn pop(groups: &[(GroupKind, &str, u32, u32)]) -> Population {
+    fn pop(groups: &[(IncidentKind, &str, u32, u32)]) -> Population {
         let mut p = Population::default();
         for (kind, name, supervised, silent) in groups {
             let c = GroupCount {
@@ -691,8 +670,8 @@ mod tests {
                 silent: *silent,
             };
             match kind {
-                GroupKind::Operator => p.operators.insert(name.to_string(), c),
-                GroupKind::Area => p.areas.insert(name.to_string(), c),
+                IncidentKind::TelecomOperator => p.operators.insert(name.to_string(), c),
+                IncidentKind::Area => p.areas.insert(name.to_string(), c),
             };
         }
         p
@@ -908,15 +887,15 @@ mod tests {
         let mut d = Detector::new(DetectorOptions::default());
         // 25 of 1000 reporting (2.5 %) in each group.
         let p = pop(&[
-            (GroupKind::Operator, "Big", 1000, 25),
-            (GroupKind::Area, "X", 1000, 25),
+            (IncidentKind::TelecomOperator, "Big", 1000, 25),
+            (IncidentKind::Area, "X", 1000, 25),
         ]);
         burst(&mut d, 25, "Big", "X", 0);
         let out = d.decide(at(0), &p);
         assert!(out.is_empty());
         assert_eq!(individuals(&d.decide(at(60), &p)).len(), 25);
         // 19 of 40 (K not reached).
-        let p = pop(&[(GroupKind::Operator, "Small", 21, 19)]);
+        let p = pop(&[(IncidentKind::TelecomOperator, "Small", 21, 19)]);
         burst(&mut d, 19, "Small", "Y", 100);
         assert_eq!(individuals(&d.decide(at(160), &p)).len(), 19);
         assert!(d.open_incidents().is_empty());
@@ -927,8 +906,8 @@ mod tests {
         let mut d = Detector::new(DetectorOptions::default());
         // 25 devices, all Telia and all area Norr: both would qualify; the operator wins.
         let p = pop(&[
-            (GroupKind::Operator, "Telia", 100, 25),
-            (GroupKind::Area, "Norr", 100, 25),
+            (IncidentKind::TelecomOperator, "Telia", 100, 25),
+            (IncidentKind::Area, "Norr", 100, 25),
         ]);
         burst(&mut d, 25, "Telia", "Norr", 0);
         let out = d.decide(at(0), &p);
@@ -956,11 +935,11 @@ mod tests {
     fn an_area_incident_across_operators() {
         let mut d = Detector::new(DetectorOptions::default());
         let p = pop(&[
-            (GroupKind::Operator, "A", 500, 6),
-            (GroupKind::Operator, "B", 500, 6),
-            (GroupKind::Operator, "C", 500, 6),
-            (GroupKind::Operator, "D", 500, 7),
-            (GroupKind::Area, "Norr", 100, 25),
+            (IncidentKind::TelecomOperator, "A", 500, 6),
+            (IncidentKind::TelecomOperator, "B", 500, 6),
+            (IncidentKind::TelecomOperator, "C", 500, 6),
+            (IncidentKind::TelecomOperator, "D", 500, 7),
+            (IncidentKind::Area, "Norr", 100, 25),
         ]);
         let ops = ["A", "B", "C", "D"];
         for i in 0..25 {
