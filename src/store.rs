@@ -352,6 +352,30 @@ impl Store {
     }
 }
 
+/// The key of a record kept by id: `prefix` + the id (u64 big-endian), so ids sort in order.
+fn id_key(prefix: u8, id: u64) -> [u8; 9] {
+    let mut k = [prefix; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The id in the last 8 bytes of a key (or value), if it is that long.
+fn id_at_end(k: &[u8]) -> Option<u64> {
+    k.len()
+        .checked_sub(8)
+        .and_then(|at| k.get(at..))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+/// The highest id of the records under `prefix` in `tree` (0 if none).
+fn max_id(tree: &sled::Tree, prefix: u8) -> Result<u64, StoreError> {
+    match tree.scan_prefix([prefix]).next_back() {
+        Some(item) => Ok(id_at_end(&item?.0).unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
 fn id_of(k: &[u8]) -> Result<u64, StoreError> {
     let b: [u8; 8] = k.try_into().map_err(|_| StoreError::Corrupt {
         tree: "journal",

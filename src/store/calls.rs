@@ -20,11 +20,7 @@ const CURSOR: &[u8] = b"cursor";
 /// does not grow strictly with the id (clock steps, late Signals).
 const SCAN_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
-fn key(prefix: u8, id: u64) -> [u8; 9] {
-    let mut k = [prefix; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
+use super::id_key as key;
 
 /// The id of a Call key (`prefix` + 8 bytes); `None` for other keys (such as `cursor`,
 /// which also starts with `c`).

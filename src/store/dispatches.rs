@@ -18,12 +18,6 @@ fn call_key(call: u64, id: u64) -> [u8; 17] {
     k
 }
 
-fn key(id: u64) -> [u8; 9] {
-    let mut k = [DISPATCH; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "dispatches",
@@ -41,7 +35,10 @@ impl Store {
     pub fn save_dispatches(&self, ds: &[Dispatch]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for d in ds {
-            batch.insert(&key(d.id), serde_json::to_vec(d).map_err(corrupt)?);
+            batch.insert(
+                &super::id_key(DISPATCH, d.id),
+                serde_json::to_vec(d).map_err(corrupt)?,
+            );
             batch.insert(&call_key(d.call, d.id), &[]);
         }
         self.dispatches.apply_batch(batch)?;
@@ -51,7 +48,7 @@ impl Store {
     /// One dispatch.
     pub fn dispatch(&self, id: u64) -> Result<Option<Dispatch>, StoreError> {
         self.dispatches
-            .get(key(id))?
+            .get(super::id_key(DISPATCH, id))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -107,16 +104,7 @@ impl Store {
 
     /// The highest dispatch id stored (0 if none).
     pub fn max_dispatch_id(&self) -> Result<u64, StoreError> {
-        match self.dispatches.scan_prefix([DISPATCH]).next_back() {
-            Some(item) => {
-                let (k, _) = item?;
-                Ok(k.get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0))
-            }
-            None => Ok(0),
-        }
+        super::max_id(&self.dispatches, DISPATCH)
     }
 }
 

@@ -7,12 +7,6 @@ use crate::model::Incident;
 
 const INCIDENT: u8 = b'i';
 
-fn key(id: u64) -> [u8; 9] {
-    let mut k = [INCIDENT; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "incidents",
@@ -23,15 +17,17 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// Writes an incident (new or changed). Not durable until [`Store::flush`].
     pub fn save_incident(&self, i: &Incident) -> Result<(), StoreError> {
-        self.incidents
-            .insert(key(i.id), serde_json::to_vec(i).map_err(corrupt)?)?;
+        self.incidents.insert(
+            super::id_key(INCIDENT, i.id),
+            serde_json::to_vec(i).map_err(corrupt)?,
+        )?;
         Ok(())
     }
 
     /// One incident.
     pub fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
         self.incidents
-            .get(key(id))?
+            .get(super::id_key(INCIDENT, id))?
             .map(|v| serde_json::from_slice(&v).map_err(corrupt))
             .transpose()
     }
@@ -55,16 +51,7 @@ impl Store {
 
     /// The highest incident id stored (0 if none).
     pub fn max_incident_id(&self) -> Result<u64, StoreError> {
-        match self.incidents.scan_prefix([INCIDENT]).next_back() {
-            Some(item) => {
-                let (k, _) = item?;
-                Ok(k.get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0))
-            }
-            None => Ok(0),
-        }
+        super::max_id(&self.incidents, INCIDENT)
     }
 }
 

@@ -69,11 +69,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn key(tag: u8, id: u64) -> [u8; 9] {
-    let mut k = [tag; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
+use super::id_key as key;
 
 /// `tag` + name + NUL (the prefix of an index).
 fn prefix(tag: u8, name: &str) -> Vec<u8> {
@@ -101,12 +97,7 @@ fn retained_key(delivered_at: Timestamp, id: u64) -> [u8; 17] {
 
 /// The id at the end of an index key.
 fn tail_id(k: &[u8]) -> Result<u64, StoreError> {
-    k.len()
-        .checked_sub(8)
-        .and_then(|at| k.get(at..))
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| corrupt("short index key"))
+    super::id_at_end(k).ok_or_else(|| corrupt("short index key"))
 }
 
 fn decode(v: &[u8]) -> Result<OutboxRecord, StoreError> {
@@ -247,10 +238,7 @@ impl Store {
 
     /// The highest delivery id stored (0 if none).
     pub fn outbox_max_id(&self) -> Result<u64, StoreError> {
-        match self.outbox.scan_prefix([RECORD]).next_back() {
-            Some(item) => tail_id(&item?.0),
-            None => Ok(0),
-        }
+        super::max_id(&self.outbox, RECORD)
     }
 
     /// Removes the bodies (they hold personal data) of at most `max` deliveries acknowledged

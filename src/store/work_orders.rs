@@ -20,11 +20,7 @@ const OPEN: u8 = b'o';
 const BY_ACCOUNT: u8 = b'a';
 const SEEN: u8 = b's';
 
-fn key(prefix: u8, id: u64) -> [u8; 9] {
-    let mut k = [prefix; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
+use super::id_key as key;
 
 fn account_prefix(account: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.len() + 2);
@@ -62,12 +58,7 @@ fn decode(v: &[u8]) -> Result<WorkOrder, StoreError> {
 
 /// The id at the end of an index key.
 fn id_at_end(k: &[u8]) -> Result<u64, StoreError> {
-    k.len()
-        .checked_sub(8)
-        .and_then(|at| k.get(at..))
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| corrupt("short index key"))
+    super::id_at_end(k).ok_or_else(|| corrupt("short index key"))
 }
 
 /// A Signal taken into an order: the device, the fault and the Signal's journal id.
@@ -172,10 +163,7 @@ impl Store {
 
     /// The highest order id stored (0 if none).
     pub fn max_work_order_id(&self) -> Result<u64, StoreError> {
-        match self.work_orders.scan_prefix([ORDER]).next_back() {
-            Some(item) => id_at_end(&item?.0),
-            None => Ok(0),
-        }
+        super::max_id(&self.work_orders, ORDER)
     }
 
     /// The highest journal id of a Signal of this device and fault taken into an order (0 if
