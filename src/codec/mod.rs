@@ -21,7 +21,9 @@ pub mod crypto;
 pub mod dc09;
 pub mod event;
 pub mod patrol;
+pub mod scaip;
 pub mod sia_dcs;
+pub mod sip;
 
 #[cfg(test)]
 mod proptests;
