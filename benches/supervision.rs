@@ -102,6 +102,8 @@ fn devices(n: usize) -> Vec<Device> {
             telecom_operator: Some(operators[i % 4].to_string()),
             area: Some(format!("area-{}", i % 290)),
             device_type: Some("carephone".to_string()),
+            sip_user: None,
+            sip_password: None,
         })
         .collect()
 }

@@ -239,6 +239,27 @@ impl CallSink for Sink {
 pub trait SignalObserver: Send + Sync {
     /// One Signal; `now` is when triage took it in.
     fn signal(&self, signal: &Signal, now: jiff::Timestamp);
+
+    /// What triage did with the Signal (the Call it opened or joined, or the rule). Called
+    /// right before [`SignalObserver::signal`].
+    fn ingested(&self, _signal: &Signal, _outcome: crate::triage::Ingested) {}
+}
+
+/// Several observers, told in order.
+pub struct Observers(pub Vec<Arc<dyn SignalObserver>>);
+
+impl SignalObserver for Observers {
+    fn signal(&self, signal: &Signal, now: jiff::Timestamp) {
+        for o in &self.0 {
+            o.signal(signal, now);
+        }
+    }
+
+    fn ingested(&self, signal: &Signal, outcome: crate::triage::Ingested) {
+        for o in &self.0 {
+            o.ingested(signal, outcome);
+        }
+    }
 }
 
 /// The running Call service.
@@ -317,8 +338,9 @@ impl Calls {
             };
             let _ = wtx.send(WriterMsg::Ingesting);
             for r in &records {
-                triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
+                let outcome = triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
                 if let Some(o) = &observer {
+                    o.ingested(&r.signal, outcome);
                     o.signal(&r.signal, now);
                 }
             }
@@ -361,14 +383,16 @@ impl Calls {
                     }
                     let now = jiff::Timestamp::now();
                     let _ = writer.send(WriterMsg::Ingesting);
-                    for s in &batch {
-                        triage.ingest(s, s.device_type.as_deref(), now);
-                    }
+                    let outcomes: Vec<_> = batch
+                        .iter()
+                        .map(|s| triage.ingest(s, s.device_type.as_deref(), now))
+                        .collect();
                     // Before the cursor: what the observer writes is in the store before a
                     // cursor past its Signal can be (one flush covers both), so a crash
                     // never skips it.
                     if let Some(o) = &observer {
-                        for s in &batch {
+                        for (s, outcome) in batch.iter().zip(outcomes) {
+                            o.ingested(s, outcome);
                             o.signal(s, now);
                         }
                     }

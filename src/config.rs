@@ -49,6 +49,8 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Home-care patrols: their QUIC link and the dispatch clocks.
     pub patrol: PatrolConfig,
+    /// SCAIP (SS 91100) over SIP.
+    pub scaip: ScaipConfig,
     /// Heartbeat deadlines of devices.
     pub supervision: crate::supervision::SupervisionOptions,
     /// When silences become one telecom incident.
@@ -80,6 +82,156 @@ pub struct PatrolConfig {
     pub receipt_timeout_secs: u64,
     /// Minutes after receipt at which the console and the patrol are warned.
     pub warn_at_mins: Vec<u32>,
+}
+
+/// `[scaip]`: the SCAIP (SS 91100) endpoint: XML alarms in SIP MESSAGE requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaipConfig {
+    /// SIP over UDP; `None` disables it.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_udp: Option<SocketAddr>,
+    /// SIP over TCP; `None` disables it.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// SIP over TLS (SIPS); `None` disables it. Needs `cert_file` and `key_file`.
+    #[serde(deserialize_with = "opt_addr")]
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for `listen_tls`.
+    #[serde(deserialize_with = "opt_path")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `listen_tls`.
+    #[serde(deserialize_with = "opt_path")]
+    pub key_file: Option<PathBuf>,
+    /// The Digest realm devices authenticate in.
+    pub realm: String,
+    /// vakt's own SIP URI: the From of the `<mrs>` MESSAGEs it sends.
+    pub arc_uri: String,
+    /// A Digest nonce is good for this long; then the device is challenged again (stale).
+    pub nonce_secs: u64,
+    /// A body longer than this is answered `snu 1` (too long).
+    pub max_body_bytes: usize,
+    /// Messages per second one source (UDP address and port, or TCP connection) may send.
+    pub rate_per_source: u32,
+    /// Messages one source may send at once above its rate.
+    pub rate_burst: u32,
+    /// Alarms held (`snu 4`, waiting for an operator) at once; beyond, new alarms are
+    /// journaled and answered `snu 6` (busy) so the devices also try their next route.
+    pub max_holds: usize,
+    /// How long an alarm's reference is remembered after its last message (the device
+    /// polls for at most 30 minutes).
+    pub session_secs: u64,
+    /// `mre` sent with `snu 0` once an operator has taken the alarm: 1 duplex voice,
+    /// 2 simplex microphone, 3 simplex speaker.
+    pub voice_mre: u8,
+    /// Where the device places its voice call: empty means its own configured receiver;
+    /// else a `gsm:+46...` or `sip:...` URI sent as `tnu` with `cre 62`.
+    pub voice_uri: String,
+    /// TCP and TLS connections at once.
+    pub max_connections: usize,
+    /// A TCP or TLS connection that sends nothing for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Messages waiting for the journal at once; beyond, `snu 6` (busy).
+    pub max_in_flight: usize,
+}
+
+impl Default for ScaipConfig {
+    fn default() -> Self {
+        ScaipConfig {
+            listen_udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            listen_tls: None,
+            cert_file: None,
+            key_file: None,
+            realm: "vakt".into(),
+            arc_uri: "sip:arc@vakt".into(),
+            nonce_secs: 300,
+            max_body_bytes: 1300,
+            rate_per_source: 5,
+            rate_burst: 20,
+            max_holds: 10_000,
+            session_secs: 3600,
+            voice_mre: 1,
+            voice_uri: String::new(),
+            max_connections: 10_000,
+            idle_timeout_secs: 900,
+            max_in_flight: 10_000,
+        }
+    }
+}
+
+impl ScaipConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.listen_tls.is_some() && (self.cert_file.is_none() || self.key_file.is_none()) {
+            errs.push("scaip.listen_tls needs scaip.cert_file and scaip.key_file".into());
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            errs.push("scaip.cert_file and scaip.key_file go together".into());
+        }
+        let realm_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        };
+        if !realm_ok(&self.realm) {
+            errs.push("scaip.realm must be 1 to 64 printable characters without quotes".into());
+        }
+        if !(self.arc_uri.starts_with("sip:") || self.arc_uri.starts_with("sips:"))
+            || self.arc_uri.len() > 128
+            || !self.arc_uri.bytes().all(|b| b.is_ascii_graphic())
+        {
+            errs.push("scaip.arc_uri must be a sip: or sips: URI without spaces".into());
+        }
+        if !(30..=3600).contains(&self.nonce_secs) {
+            errs.push("scaip.nonce_secs must be 30..=3600".into());
+        }
+        if !(256..=crate::codec::scaip::MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            errs.push(format!(
+                "scaip.max_body_bytes must be 256..={}",
+                crate::codec::scaip::MAX_BODY_BYTES
+            ));
+        }
+        if !(1..=10_000).contains(&self.rate_per_source)
+            || !(1..=100_000).contains(&self.rate_burst)
+        {
+            errs.push(
+                "scaip.rate_per_source must be 1..=10000 and scaip.rate_burst 1..=100000".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_holds) {
+            errs.push("scaip.max_holds must be 1..=1000000".into());
+        }
+        if !(1800..=86_400).contains(&self.session_secs) {
+            errs.push(
+                "scaip.session_secs must be 1800..=86400 (devices poll for up to 30 minutes)"
+                    .into(),
+            );
+        }
+        if !(1..=3).contains(&self.voice_mre) {
+            errs.push("scaip.voice_mre must be 1, 2 or 3".into());
+        }
+        if !self.voice_uri.is_empty()
+            && (!["gsm:", "sip:", "tel:"]
+                .iter()
+                .any(|p| self.voice_uri.starts_with(p))
+                || self.voice_uri.len() > 256
+                || !self.voice_uri.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            errs.push("scaip.voice_uri must be empty or a gsm:, tel: or sip: URI".into());
+        }
+        if !(1..=10_000_000).contains(&self.max_connections) {
+            errs.push("scaip.max_connections must be 1..=10000000".into());
+        }
+        if !(10..=86_400).contains(&self.idle_timeout_secs) {
+            errs.push("scaip.idle_timeout_secs must be 10..=86400".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_in_flight) {
+            errs.push("scaip.max_in_flight must be 1..=1000000".into());
+        }
+        errs
+    }
 }
 
 /// `[triage]`: Calls and the queue.
@@ -174,6 +326,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             triage: TriageConfig::default(),
             patrol: PatrolConfig::default(),
+            scaip: ScaipConfig::default(),
             supervision: Default::default(),
             incidents: Default::default(),
             work_orders: Default::default(),
@@ -320,9 +473,16 @@ impl Config {
         if !(1..=1_000_000).contains(&d.max_udp_in_flight) {
             errs.push("dc09.max_udp_in_flight must be 1..=1000000".into());
         }
-        if d.listen_tcp.is_none() && d.listen_udp.is_none() {
-            errs.push("dc09: at least one of listen_tcp and listen_udp must be set".into());
+        let sc = &self.scaip;
+        if d.listen_tcp.is_none()
+            && d.listen_udp.is_none()
+            && sc.listen_udp.is_none()
+            && sc.listen_tcp.is_none()
+            && sc.listen_tls.is_none()
+        {
+            errs.push("at least one device listener must be set (dc09 or scaip)".into());
         }
+        errs.extend(sc.problems());
         let j = &self.journal;
         if !(1..=65_536).contains(&j.max_batch) {
             errs.push("journal.max_batch must be 1..=65536".into());
@@ -433,8 +593,20 @@ mod tests {
     fn out_of_range_values_fail() {
         let err = Config::from_toml("[dc09]\nmax_connections = 0\n").unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
-        let err = Config::from_toml("[dc09]\nlisten_tcp = \"\"\nlisten_udp = \"\"\n").unwrap_err();
+        // DC-09 off is fine while SCAIP listens; no device listener at all is not.
+        assert!(Config::from_toml("[dc09]\nlisten_tcp = \"\"\nlisten_udp = \"\"\n").is_ok());
+        let err = Config::from_toml(
+            "[dc09]\nlisten_tcp = \"\"\nlisten_udp = \"\"\n[scaip]\nlisten_tcp = \"\"\nlisten_udp = \"\"\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("at least one"), "{err}");
+        let err = Config::from_toml("[scaip]\nlisten_tls = \"127.0.0.1:5061\"\n").unwrap_err();
+        assert!(err.to_string().contains("scaip.listen_tls needs"), "{err}");
+        let err = Config::from_toml("[scaip]\nvoice_mre = 0\nrealm = \"a b\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("voice_mre") && err.to_string().contains("realm"),
+            "{err}"
+        );
         let err = Config::from_toml("[dc09]\ndedup_window_secs = \"ten\"\n").unwrap_err();
         assert!(err.to_string().contains("dedup_window_secs"), "{err}");
     }

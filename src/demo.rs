@@ -1853,7 +1853,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let one =
-            registry::parse_csv(format!("{}\n4242,,,,,,,,,\n", registry::CSV_HEADER).as_bytes())
+            registry::parse_csv(format!("{}\n4242,,,,,,,,,\n", registry::CSV_HEADER_V2).as_bytes())
                 .unwrap();
         store.upsert_devices(&one).unwrap();
         assert!(seed(&store, jiff::Timestamp::UNIX_EPOCH).unwrap().is_none());

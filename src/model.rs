@@ -19,6 +19,8 @@ pub enum Transport {
     Udp,
     /// Made by vakt itself (supervision: a device fell silent or reports again).
     Internal,
+    /// SIP over TLS (SCAIP).
+    Tls,
 }
 
 impl Transport {
@@ -28,6 +30,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
             Transport::Internal => "internal",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -140,6 +143,97 @@ pub struct XDataItem {
     pub letter: char,
     /// The value as text (bytes that are not UTF-8 are replaced).
     pub value: String,
+}
+
+/// What a SCAIP `<mrq>` said beyond its event code (SS 91100 table 1), kept with the Signal
+/// for the operator and for export.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaipInfo {
+    /// `mty`: `ME`, `RE` (reset) or `IN` (information update).
+    pub mty: String,
+    /// The SIP Digest user the device authenticated as.
+    pub sip_user: String,
+    /// `did`: the physical device that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub did: Option<String>,
+    /// `dty`: device type (SS 91100 Annex A).
+    pub dty: u16,
+    /// `dco`: device component (Annex B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dco: Option<u16>,
+    /// `dte`: device text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dte: Option<String>,
+    /// `stc`: status code (Annex C); none means alarm state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stc: Option<u16>,
+    /// `stt`: status text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stt: Option<String>,
+    /// `pri`: the device's priority, 0 (lowest) to 9.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pri: Option<u8>,
+    /// `lco`: location code (Annex D).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lco: Option<u16>,
+    /// `lva`: location value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lva: Option<String>,
+    /// `lte`: location text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lte: Option<String>,
+    /// `lge/geo`: "lat,lon" (WGS-84).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<String>,
+    /// `lge/gga`: an NMEA GGA sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gga: Option<String>,
+    /// `lge/tim`: the position's time as the device gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tim: Option<String>,
+    /// `crd`: the device's voice paths (`sip:`, `gsm:+46...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crd: Vec<String>,
+    /// `cha`: 1 when the device asks to be called back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cha: Option<u8>,
+    /// `ico` / `ite`: info code and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ico: Option<u16>,
+    /// `ite`: info text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ite: Option<String>,
+    /// `ver`: the device's SCAIP version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<String>,
+}
+
+impl ScaipInfo {
+    /// The fields of a parsed `<mrq>` sent by SIP user `user`.
+    pub fn from_mrq(m: &crate::codec::scaip::Mrq, user: &str) -> ScaipInfo {
+        ScaipInfo {
+            mty: m.mty.as_str().to_owned(),
+            sip_user: user.to_owned(),
+            did: m.did.clone(),
+            dty: m.dty,
+            dco: m.dco,
+            dte: m.dte.clone(),
+            stc: m.stc,
+            stt: m.stt.clone(),
+            pri: m.pri,
+            lco: m.location.code,
+            lva: m.location.value.clone(),
+            lte: m.location.text.clone(),
+            geo: m.location.geo.clone(),
+            gga: m.location.gga.clone(),
+            tim: m.location.tim.clone(),
+            crd: m.crd.clone(),
+            cha: m.cha,
+            ico: m.ico,
+            ite: m.ite.clone(),
+            ver: m.version.clone(),
+        }
+    }
 }
 
 fn unassigned(id: &u64) -> bool {
@@ -264,6 +358,36 @@ pub struct Device {
     /// `registry::DEVICE_TYPES`), used by triage where an event code is generic.
     #[serde(default)]
     pub device_type: Option<String>,
+    /// SCAIP devices: the SIP Digest user name the device authenticates with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_user: Option<String>,
+    /// SCAIP devices: the SIP Digest password (kept so that Digest can be verified; never
+    /// logged or shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_password: Option<SipPassword>,
+}
+
+/// A device's SIP Digest password. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SipPassword(String);
+
+impl SipPassword {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> SipPassword {
+        SipPassword(password.into())
+    }
+
+    /// The password, for computing Digest hashes only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SipPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SipPassword(..)")
+    }
 }
 
 impl fmt::Debug for Device {
@@ -279,6 +403,8 @@ impl fmt::Debug for Device {
             .field("telecom_operator", &self.telecom_operator)
             .field("area", &self.area)
             .field("device_type", &self.device_type)
+            .field("sip_user", &self.sip_user)
+            .field("sip_password", &self.sip_password.as_ref().map(|_| "set"))
             .finish()
     }
 }

@@ -138,8 +138,14 @@ impl Receiver {
         self
     }
 
-    /// A frame proves the device can reach vakt: its last-heard time and its deadline move.
-    fn heard(&self, account: &str, now: jiff::Timestamp) {
+    /// The device registry the rules read.
+    pub fn registry(&self) -> &Devices {
+        &self.registry
+    }
+
+    /// A frame (or any authenticated message) proves the device can reach vakt: its
+    /// last-heard time and its deadline move.
+    pub fn heard(&self, account: &str, now: jiff::Timestamp) {
         self.last_heard.heard(account, now.as_millisecond());
         if let Some(s) = &self.supervisor {
             s.heard(account, now);

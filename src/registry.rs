@@ -10,11 +10,15 @@ use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 use crate::codec::crypto::Key;
-use crate::model::{Device, KeyFormat, norm_hex};
+use crate::model::{Device, KeyFormat, SipPassword, norm_hex};
 use crate::store::device_key;
 
-/// The CSV header `vakt devices import` expects.
-pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type";
+/// The CSV header `vakt devices import` expects. `sip_user` and `sip_password` are the SIP
+/// Digest credentials of a SCAIP device, whose `account` is its SCAIP controller id (`cid`).
+pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password";
+
+/// The header before the SIP credentials were added; files with it are still accepted.
+pub const CSV_HEADER_V2: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type";
 
 /// The header before `device_type` was added; files with it are still accepted.
 pub const CSV_HEADER_V1: &str =
@@ -42,7 +46,9 @@ pub enum ImportError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
     /// The header is not the expected one.
-    #[error("line 1: the header must be `{CSV_HEADER}` (or without `,device_type`), found `{0}`")]
+    #[error(
+        "line 1: the header must be `{CSV_HEADER}` (or without `,sip_user,sip_password`, or also without `,device_type`), found `{0}`"
+    )]
     Header(String),
     /// One or more rows are invalid (each message starts with its line number).
     #[error("{} invalid row(s), nothing imported:\n{}", .0.len(), .0.join("\n"))]
@@ -86,11 +92,18 @@ impl Devices {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     by_key: HashMap<String, Device>,
+    /// SIP Digest passwords by user name (devices may share credentials; the import checks
+    /// that rows with one user name give one password).
+    sip: HashMap<String, SipPassword>,
 }
 
 impl Registry {
     /// Builds the index.
     pub fn new(devices: Vec<Device>) -> Registry {
+        let sip = devices
+            .iter()
+            .filter_map(|d| Some((d.sip_user.clone()?, d.sip_password.clone()?)))
+            .collect();
         let by_key = devices
             .into_iter()
             .map(|d| {
@@ -100,7 +113,12 @@ impl Registry {
                 )
             })
             .collect();
-        Registry { by_key }
+        Registry { by_key, sip }
+    }
+
+    /// The SIP Digest password of `user`, if a SCAIP device has it.
+    pub fn sip_password(&self, user: &str) -> Option<&SipPassword> {
+        self.sip.get(user)
     }
 
     /// Number of devices.
@@ -161,6 +179,12 @@ impl Registry {
     }
 }
 
+/// Characters of a SIP URI's user part that need no escaping (RFC 3261 `unreserved` and
+/// `user-unreserved`).
+fn is_sip_user_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b)
+}
+
 fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -186,6 +210,8 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
         .join(",");
     let header = header.trim_start_matches('\u{feff}');
     let cells = if header == CSV_HEADER {
+        12
+    } else if header == CSV_HEADER_V2 {
         10
     } else if header == CSV_HEADER_V1 {
         9
@@ -195,6 +221,8 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
     let mut devices = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
+    // SIP user -> (password, first line): shared credentials must agree.
+    let mut sip_users: HashMap<String, (SipPassword, u64)> = HashMap::new();
     for rec in rdr.records() {
         let rec = match rec {
             Ok(r) => r,
@@ -210,6 +238,20 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
         }
         match parse_row(&rec, cells) {
             Ok(d) => {
+                if let (Some(u), Some(p)) = (&d.sip_user, &d.sip_password) {
+                    match sip_users.get(u) {
+                        Some((first, at)) if first != p => {
+                            errors.push(format!(
+                                "line {line}: sip_user {u} was given another sip_password on line {at}"
+                            ));
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => {
+                            sip_users.insert(u.clone(), (p.clone(), line));
+                        }
+                    }
+                }
                 let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
                 if let Some(first) = seen.insert(k, line) {
                     errors.push(format!(
@@ -240,7 +282,36 @@ fn parse_row(rec: &csv::StringRecord, cells: usize) -> Result<Device, String> {
     }
     let cell = |i: usize| rec.get(i).unwrap_or("");
     let account = norm_hex(cell(0));
-    if !(3..=16).contains(&account.len()) || !is_hex(&account) {
+    let sip_user = opt(cell(10));
+    let sip_password = opt(cell(11));
+    match (&sip_user, &sip_password) {
+        (None, None) => {}
+        (Some(u), Some(p)) => {
+            if !(1..=64).contains(&u.len()) || !u.bytes().all(is_sip_user_byte) {
+                return Err(format!(
+                    "sip_user {u:?} must be 1 to 64 letters, digits or -_.!~*'()&=+$,;?/"
+                ));
+            }
+            // The password itself is never echoed in an error message.
+            if !(1..=128).contains(&p.len()) || !p.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(format!(
+                    "sip_password must be 1 to 128 printable ASCII characters (found {})",
+                    p.chars().count()
+                ));
+            }
+        }
+        (Some(_), None) => return Err("sip_user is set: sip_password must be set too".into()),
+        (None, Some(_)) => return Err("sip_password is set but sip_user is empty".into()),
+    }
+    if sip_user.is_some() {
+        // A SCAIP device: the account is its controller id, 1 to 32 digits (SS 91100 table 1).
+        if !(1..=32).contains(&account.len()) || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "account {:?} of a SCAIP device (sip_user set) must be its cid, 1 to 32 digits",
+                cell(0)
+            ));
+        }
+    } else if !(3..=16).contains(&account.len()) || !is_hex(&account) {
         return Err(format!("account {:?} must be 3 to 16 hex digits", cell(0)));
     }
     let hex_field = |i: usize, name: &str| -> Result<Option<String>, String> {
@@ -314,6 +385,8 @@ fn parse_row(rec: &csv::StringRecord, cells: usize) -> Result<Device, String> {
         telecom_operator: opt(cell(7)),
         area: opt(cell(8)),
         device_type,
+        sip_user,
+        sip_password: sip_password.map(SipPassword::new),
     })
 }
 
@@ -368,6 +441,52 @@ mod tests {
     fn wrong_header_is_refused() {
         let err = parse_csv("account,key\n1,2\n".as_bytes()).unwrap_err();
         assert!(matches!(err, ImportError::Header(_)));
+    }
+
+    #[test]
+    fn sip_credentials_import_and_are_checked() {
+        let csv = format!(
+            "{CSV_HEADER}\n678,,,,,S-1,3600,Telia,Norr,pendant,luc678,s3cret\n679,,,,,S-2,,,,,group-a,shared\n680,,,,,S-3,,,,,group-a,shared\n1234,,,,,S-4,90,,,carephone,,\n"
+        );
+        let ds = parse_csv(csv.as_bytes()).unwrap();
+        let reg = Registry::new(ds);
+        assert_eq!(
+            reg.sip_password("luc678").map(|p| p.expose()),
+            Some("s3cret")
+        );
+        assert_eq!(
+            reg.sip_password("group-a").map(|p| p.expose()),
+            Some("shared")
+        );
+        assert!(reg.sip_password("nobody").is_none());
+        let d = reg.lookup("678", None, None).unwrap();
+        assert_eq!(d.sip_user.as_deref(), Some("luc678"));
+        assert!(!format!("{d:?}").contains("s3cret"), "password in Debug");
+
+        let bad = format!(
+            "{CSV_HEADER}\n678,,,,,,,,,,luc,\n679,,,,,,,,,,,pw\nABC,,,,,,,,,,luc2,pw\n700,,,,,,,,,,g,one\n701,,,,,,,,,,g,two-secret\n702,,,,,,,,,,bad user,pw\n"
+        );
+        let err = parse_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("line 2: sip_user is set"), "{err}");
+        assert!(err.contains("line 3: sip_password is set"), "{err}");
+        assert!(
+            err.contains("line 4: account \"ABC\" of a SCAIP device"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 6: sip_user g was given another sip_password on line 5"),
+            "{err}"
+        );
+        assert!(err.contains("line 7: sip_user \"bad user\""), "{err}");
+        assert!(!err.contains("two-secret"), "password echoed: {err}");
+    }
+
+    #[test]
+    fn ten_column_files_still_import() {
+        let csv = format!("{CSV_HEADER_V2}\n1234,,,,,S-1,90,Telia,Norr,carephone\n");
+        let ds = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(ds[0].device_type.as_deref(), Some("carephone"));
+        assert!(ds[0].sip_user.is_none());
     }
 
     #[test]

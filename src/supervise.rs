@@ -371,7 +371,7 @@ mod tests {
     fn setup() -> (tempfile::TempDir, Arc<Calls>, Arc<Incidents>, Supervision) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let mut csv = format!("{}\n", crate::registry::CSV_HEADER);
+        let mut csv = format!("{}\n", crate::registry::CSV_HEADER_V2);
         for i in 0..100 {
             csv.push_str(&format!("A{i:03},,,,,S-{i},60,Telia,Norr,carephone\n"));
         }

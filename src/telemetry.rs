@@ -86,6 +86,7 @@ pub fn init_tracing(json: bool) {
 }
 
 fn describe() {
+    describe_scaip();
     describe_counter!(
         "vakt_frames_total",
         Unit::Count,
@@ -540,8 +541,9 @@ fn tidx(t: Transport) -> usize {
     match t {
         Transport::Tcp => 0,
         Transport::Udp => 1,
-        // Internal Signals (supervision) are not frames: they never reach these metrics.
-        Transport::Internal => 0,
+        // Internal Signals (supervision) are not frames, and SCAIP (the only user of TLS)
+        // has its own metrics: neither reaches these.
+        Transport::Internal | Transport::Tls => 0,
     }
 }
 
@@ -706,5 +708,136 @@ impl DispatchMetrics {
 impl Default for DispatchMetrics {
     fn default() -> Self {
         DispatchMetrics::new()
+    }
+}
+
+/// Label values of `vakt_scaip_messages_total{result}`: what a SCAIP request was answered.
+pub const SCAIP_RESULTS: [&str; 12] = [
+    "ok",
+    "hold",
+    "voice",
+    "busy",
+    "duplicate",
+    "too_long",
+    "invalid_format",
+    "wrong_data",
+    "mandatory_missing",
+    "ref_missing",
+    "heartbeat",
+    "dropped",
+];
+
+fn describe_scaip() {
+    describe_counter!(
+        "vakt_scaip_messages_total",
+        Unit::Count,
+        "SCAIP requests (<mrq>) answered, by transport (udp, tcp, tls) and result (ok, hold, voice, busy, duplicate, too_long, invalid_format, wrong_data, mandatory_missing, ref_missing, heartbeat, dropped)"
+    );
+    describe_counter!(
+        "vakt_scaip_sip_requests_total",
+        Unit::Count,
+        "SIP requests received on the SCAIP endpoint, by method (message, options, register, other) and answer class (2xx, 401, 4xx, 5xx)"
+    );
+    describe_counter!(
+        "vakt_scaip_auth_failures_total",
+        Unit::Count,
+        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm)"
+    );
+    describe_gauge!(
+        "vakt_scaip_holds_outstanding",
+        Unit::Count,
+        "SCAIP alarms being held (answered snu 4 and still polling) while they wait for an operator"
+    );
+    describe_counter!(
+        "vakt_scaip_busy_total",
+        Unit::Count,
+        "SCAIP requests answered snu 6 (busy), by reason (journal_full, holds_full, journal_failed)"
+    );
+    describe_counter!(
+        "vakt_scaip_rate_limited_total",
+        Unit::Count,
+        "SIP requests refused with 503 because their source exceeded its rate"
+    );
+    describe_counter!(
+        "vakt_scaip_answers_total",
+        Unit::Count,
+        "<mrs> MESSAGEs vakt sent to devices, by outcome (delivered: a 2xx came back; rejected: another final response; timeout: none within 32 s; send_failed)"
+    );
+    describe_gauge!(
+        "vakt_scaip_connections_open",
+        Unit::Count,
+        "Open SIP TCP and TLS connections"
+    );
+    describe_histogram!(
+        "vakt_scaip_answer_seconds",
+        Unit::Seconds,
+        "From a SCAIP request's arrival to its <mrs> being sent (journal flush included)"
+    );
+}
+
+/// SCAIP metric handles (the endpoint and its alarm sessions).
+#[derive(Clone)]
+pub struct ScaipMetrics {
+    /// Alarms held now.
+    pub holds: Gauge,
+    /// Open TCP/TLS connections.
+    pub connections: Gauge,
+    /// Requests over the rate.
+    pub rate_limited: Counter,
+    /// Request arrival to mrs sent.
+    pub answer_seconds: Histogram,
+}
+
+impl std::fmt::Debug for ScaipMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScaipMetrics")
+    }
+}
+
+impl ScaipMetrics {
+    /// Registers the handles.
+    pub fn new() -> ScaipMetrics {
+        prometheus();
+        ScaipMetrics {
+            holds: metrics::gauge!("vakt_scaip_holds_outstanding"),
+            connections: metrics::gauge!("vakt_scaip_connections_open"),
+            rate_limited: metrics::counter!("vakt_scaip_rate_limited_total"),
+            answer_seconds: metrics::histogram!("vakt_scaip_answer_seconds"),
+        }
+    }
+
+    /// Counts an answered `<mrq>`; `result` is one of [`SCAIP_RESULTS`].
+    pub fn message(&self, transport: Transport, result: &'static str) {
+        debug_assert!(SCAIP_RESULTS.contains(&result));
+        metrics::counter!("vakt_scaip_messages_total", "transport" => transport.as_str(), "result" => result)
+            .increment(1);
+    }
+
+    /// Counts a SIP request by method (`message`, `options`, `register`, `other`) and the
+    /// class of its answer (`2xx`, `401`, `4xx`, `5xx`).
+    pub fn sip_request(&self, method: &'static str, answer: &'static str) {
+        metrics::counter!("vakt_scaip_sip_requests_total", "method" => method, "answer" => answer)
+            .increment(1);
+    }
+
+    /// Counts a refused authentication.
+    pub fn auth_failure(&self, reason: &'static str) {
+        metrics::counter!("vakt_scaip_auth_failures_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts a `snu 6` answer.
+    pub fn busy(&self, reason: &'static str) {
+        metrics::counter!("vakt_scaip_busy_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts the outcome of an `<mrs>` MESSAGE.
+    pub fn answer(&self, outcome: &'static str) {
+        metrics::counter!("vakt_scaip_answers_total", "outcome" => outcome).increment(1);
+    }
+}
+
+impl Default for ScaipMetrics {
+    fn default() -> Self {
+        ScaipMetrics::new()
     }
 }

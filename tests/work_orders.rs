@@ -42,6 +42,8 @@ fn device(account: &str) -> Device {
         telecom_operator: Some("Telia".into()),
         area: Some("Centrum".into()),
         device_type: Some("carephone".into()),
+        sip_user: None,
+        sip_password: None,
     }
 }
 

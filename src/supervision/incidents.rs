@@ -714,6 +714,8 @@ mod tests {
                         telecom_operator: Some(op.to_string()),
                         area: Some(format!("A{}", i % 4)),
                         device_type: None,
+                        sip_user: None,
+                        sip_password: None,
                     });
                 }
             }

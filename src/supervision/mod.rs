@@ -1090,6 +1090,8 @@ mod tests {
             telecom_operator: (!op.is_empty()).then(|| op.into()),
             area: (!area.is_empty()).then(|| area.into()),
             device_type: None,
+            sip_user: None,
+            sip_password: None,
         }
     }
 

@@ -171,7 +171,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), QuicError> {
     f.sync_all().map_err(err)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The one crypto provider of vakt's TLS (ring).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

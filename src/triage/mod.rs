@@ -735,6 +735,32 @@ impl Triage {
         Ok(g.call.clone())
     }
 
+    /// The state of Call `id` without copying it; `None` when no Call with that id is in
+    /// memory (closed Calls leave it).
+    pub fn call_state(&self, id: u64) -> Option<CallState> {
+        let slot = self.slot(id)?;
+        let g = lock(slot.value());
+        Some(g.call.state)
+    }
+
+    /// The open Call of `subscriber` (or of `account`, without one), with its state, if
+    /// Signal `signal_id` is in its timeline.
+    pub fn open_call_with_signal(
+        &self,
+        subscriber: Option<&str>,
+        account: &str,
+        signal_id: u64,
+    ) -> Option<(u64, CallState)> {
+        let slot = lock(&self.keys)
+            .get(&Key::new(subscriber, account))
+            .cloned()?;
+        let g = lock(slot.value());
+        let has = g.call.timeline.iter().rev().any(
+            |e| matches!(&e.what, TimelineEvent::Signal { signal_id: s, .. } if *s == signal_id),
+        );
+        has.then_some((g.call.id, g.call.state))
+    }
+
     /// An open Call (not closed ones).
     pub fn get(&self, id: u64) -> Option<Call> {
         let slot = self.slot(id)?;

@@ -138,6 +138,8 @@ mod tests {
             telecom_operator: None,
             area: None,
             device_type: None,
+            sip_user: None,
+            sip_password: None,
         }]));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();

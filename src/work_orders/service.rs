@@ -713,6 +713,8 @@ mod tests {
             telecom_operator: None,
             area: None,
             device_type: Some("carephone".into()),
+            sip_user: None,
+            sip_password: None,
         }
     }
 
