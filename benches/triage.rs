@@ -43,6 +43,7 @@ fn alarm(id: u64, subscriber: &str) -> Signal {
         }],
         xdata: Vec::new(),
         raw: b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r".to_vec(),
+        scaip: None,
     }
 }
 

@@ -54,6 +54,7 @@ pub mod patrol_client;
 pub mod receiver;
 pub mod registry;
 pub mod report;
+pub mod scaip;
 pub mod server;
 pub mod store;
 pub mod subscribers;

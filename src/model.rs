@@ -287,9 +287,12 @@ pub struct Signal {
     /// Extended data blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xdata: Vec<XDataItem>,
-    /// The frame as received (LF..CR), byte for byte.
+    /// The frame as received (LF..CR), byte for byte; for SCAIP, the `<mrq>` body.
     #[serde(with = "raw_bytes")]
     pub raw: Vec<u8>,
+    /// What a SCAIP request said beyond its event (location, device text, voice paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaip: Option<Box<ScaipInfo>>,
 }
 
 /// Raw frames are stored as text where they are text (always, for conforming devices) and
@@ -952,6 +955,9 @@ pub enum ArrivalMethod {
     Lock,
     /// A receipt code given at the door.
     ReceiptCode,
+    /// The presence button of the subscriber's alarm unit (SCAIP status 0088, "presence
+    /// upon alarm"), reported by the device.
+    Presence,
 }
 
 impl ArrivalMethod {
@@ -961,6 +967,7 @@ impl ArrivalMethod {
             ArrivalMethod::App => "app",
             ArrivalMethod::Lock => "lock",
             ArrivalMethod::ReceiptCode => "receipt_code",
+            ArrivalMethod::Presence => "presence",
         }
     }
 }

@@ -381,6 +381,7 @@ impl Receiver {
             events: Vec::new(),
             xdata: Vec::new(),
             raw: frame.raw.to_vec(),
+            scaip: None,
         }
     }
 

@@ -94,6 +94,12 @@ pub struct Listeners {
     /// The patrols' QUIC link (a UDP socket; the endpoint is made once the certificate is
     /// known).
     pub patrol_quic: Option<std::net::UdpSocket>,
+    /// SCAIP: SIP over UDP.
+    pub scaip_udp: Option<UdpSocket>,
+    /// SCAIP: SIP over TCP.
+    pub scaip_tcp: Option<TcpListener>,
+    /// SCAIP: SIP over TLS.
+    pub scaip_tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -116,11 +122,28 @@ impl Listeners {
             Some(a) => Some(std::net::UdpSocket::bind(a).map_err(bind_err("patrol quic", a))?),
             None => None,
         };
+        let sc = &cfg.scaip;
+        let backlog = cfg.dc09.listen_backlog;
+        let scaip_udp = match sc.listen_udp {
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("scaip udp", a))?),
+            None => None,
+        };
+        let scaip_tcp = match sc.listen_tcp {
+            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("scaip tcp", a))?),
+            None => None,
+        };
+        let scaip_tls = match sc.listen_tls {
+            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("scaip tls", a))?),
+            None => None,
+        };
         Ok(Listeners {
             dc09_tcp,
             dc09_udp,
             http,
             patrol_quic,
+            scaip_udp,
+            scaip_tcp,
+            scaip_tls,
         })
     }
 }
@@ -150,6 +173,12 @@ pub struct Running {
     pub patrol_quic: Option<SocketAddr>,
     /// SHA-256 fingerprint (hex) of the certificate the patrol link serves.
     pub patrol_fingerprint: Option<String>,
+    /// SCAIP over UDP, if listening.
+    pub scaip_udp: Option<SocketAddr>,
+    /// SCAIP over TCP, if listening.
+    pub scaip_tcp: Option<SocketAddr>,
+    /// SCAIP over TLS, if listening.
+    pub scaip_tls: Option<SocketAddr>,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     /// Finishes when the server has shut down.
@@ -227,6 +256,10 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         registry.clone(),
         Some(sink),
     ));
+    // SCAIP learns which Call each of its alarms went into (for hold / voice answers).
+    let scaip_tracker = Arc::new(crate::scaip::Tracker::new(store.triage_cursor()?));
+    let observers: Arc<dyn SignalObserver> =
+        Arc::new(crate::calls::Observers(vec![faults, scaip_tracker.clone()]));
     // Open Calls back in the queue, and every journaled Signal not yet triaged triaged now,
     // before any new frame is accepted.
     let calls = {
@@ -241,7 +274,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                     opts,
                     CallMetrics::new(),
                     jiff::Timestamp::now(),
-                    Some(faults),
+                    Some(observers),
                 )
             })
             .await??,
@@ -369,6 +402,63 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             .await??,
         )
     };
+    // SCAIP: the alarm sessions over the journal and triage, and the SIP endpoint.
+    let scaip_tls_acceptor = match (
+        &listeners.scaip_tls,
+        &cfg.scaip.cert_file,
+        &cfg.scaip.key_file,
+    ) {
+        (Some(_), Some(c), Some(k)) => Some(crate::transport::sip::tls_acceptor(c, k)?),
+        _ => None,
+    };
+    let scaip_udp = listeners
+        .scaip_udp
+        .as_ref()
+        .and_then(|s| s.local_addr().ok());
+    let scaip_tcp = addr(&listeners.scaip_tcp);
+    let scaip_tls = addr(&listeners.scaip_tls);
+    let scaip_metrics = crate::telemetry::ScaipMetrics::new();
+    let scaip = Arc::new(
+        crate::scaip::Scaip::new(
+            ingress.clone(),
+            calls.triage.clone(),
+            scaip_tracker,
+            crate::scaip::ScaipOptions::from_config(&cfg.scaip),
+            scaip_metrics.clone(),
+        )
+        .with_desk(desk.clone()),
+    );
+    let sip = Arc::new(crate::transport::sip::Endpoint::new(
+        scaip.clone(),
+        crate::transport::sip::SipOptions::from_config(&cfg.scaip),
+        scaip_metrics,
+        tracker.clone(),
+    ));
+    if let Some(s) = listeners.scaip_udp {
+        accept_tracker.spawn(crate::transport::sip::serve_udp(
+            s,
+            sip.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(l) = listeners.scaip_tcp {
+        accept_tracker.spawn(crate::transport::sip::serve_stream(
+            l,
+            None,
+            sip.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let (Some(l), Some(acceptor)) = (listeners.scaip_tls, scaip_tls_acceptor) {
+        accept_tracker.spawn(crate::transport::sip::serve_stream(
+            l,
+            Some(acceptor),
+            sip.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
     let mut patrol_quic = None;
     let mut patrol_fingerprint = None;
     let patrol_task = match listeners.patrol_quic {
@@ -465,6 +555,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         let work_orders_m = work_orders.clone();
         let last_heard = last_heard.clone();
         let token = shutdown.clone();
+        let scaip = scaip.clone();
         let every = Duration::from_secs(cfg.journal.last_heard_persist_secs);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -476,6 +567,8 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                     () = token.cancelled() => return,
                 }
                 crate::telemetry::prometheus().run_upkeep();
+                // Holds whose device went quiet stop counting without new requests.
+                scaip.tick(jiff::Timestamp::now());
                 // Orders become late by time passing alone.
                 work_orders_m.publish_metrics(jiff::Timestamp::now());
                 persist_last_heard(&store, &last_heard).await;
@@ -496,6 +589,9 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         dc09_udp = ?dc09_udp,
         http = ?http,
         patrol_quic = ?patrol_quic,
+        scaip_udp = ?scaip_udp,
+        scaip_tcp = ?scaip_tcp,
+        scaip_tls = ?scaip_tls,
         version = env!("CARGO_PKG_VERSION"),
         "vakt ready"
     );
@@ -554,6 +650,9 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         http,
         patrol_quic,
         patrol_fingerprint,
+        scaip_udp,
+        scaip_tcp,
+        scaip_tls,
         shutdown,
         done,
     })

@@ -471,6 +471,7 @@ mod tests {
                 events: Vec::new(),
                 xdata: Vec::new(),
                 raw: format!("frame {seq}").into_bytes(),
+                scaip: None,
             },
             dedup: Some(format!("{seq:032x}")),
         }

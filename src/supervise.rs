@@ -86,6 +86,7 @@ pub fn silence_signal(s: &Silence, restored: bool, now: Timestamp) -> Signal {
         }],
         xdata: Vec::new(),
         raw: Vec::new(),
+        scaip: None,
     }
 }
 

@@ -188,7 +188,7 @@ fn describe() {
     describe_counter!(
         "vakt_signals_by_rule_total",
         Unit::Count,
-        "Signals handled by rule without a Call, by rule (periodic_test, restore, status, other)"
+        "Signals handled by rule without a Call, by rule (periodic_test, restore, status, other, incident, presence)"
     );
     describe_counter!(
         "vakt_restores_total",

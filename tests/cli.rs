@@ -105,7 +105,7 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
     std::fs::write(
         &cfg,
         "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n\
-         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n",
+         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n[scaip]\nlisten_udp = \"\"\nlisten_tcp = \"\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -979,7 +979,7 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
     std::fs::write(
         &cfg,
         "[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n\
-         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n",
+         [patrol]\nlisten_quic = \"127.0.0.1:0\"\n[scaip]\nlisten_udp = \"\"\nlisten_tcp = \"\"\n",
     )
     .unwrap();
     let mut server = Command::new(BIN)

@@ -162,7 +162,7 @@ fn sigkill_rounds(kills: usize) {
     std::fs::write(
         dir.path().join("vakt.toml"),
         format!(
-            "data_dir = {:?}\n[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n[patrol]\nlisten_quic = \"\"\n",
+            "data_dir = {:?}\n[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n[patrol]\nlisten_quic = \"\"\n[scaip]\nlisten_udp = \"\"\nlisten_tcp = \"\"\n",
             data.display().to_string()
         ),
     )

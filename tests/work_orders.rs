@@ -76,6 +76,7 @@ fn signal(id: u64, account: &str, code: &str, q: Qualifier, received: Timestamp)
         }],
         xdata: Vec::new(),
         raw: Vec::new(),
+        scaip: None,
     }
 }
 

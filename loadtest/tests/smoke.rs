@@ -217,6 +217,8 @@ fn console_sees_every_alarm_as_a_call() {
     cfg.dc09.listen_udp = None;
     cfg.http.listen = Some("127.0.0.1:0".parse().expect("addr"));
     cfg.patrol.listen_quic = None;
+    cfg.scaip.listen_udp = None;
+    cfg.scaip.listen_tcp = None;
     cfg.shutdown_grace_secs = 5;
     let server = rt
         .block_on(vakt::server::start(cfg))

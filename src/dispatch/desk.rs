@@ -616,6 +616,70 @@ impl Desk {
         })
     }
 
+    /// A subscriber's alarm unit reports a visitor at the home (SCAIP): the presence button
+    /// (`check_out` false, status 0088) marks the subscriber's live dispatch that has not
+    /// arrived yet arrived (method `presence`) at `at`; the check-out (status 0111,
+    /// intervention completed) marks the arrived one completed. A check-out with no presence
+    /// before it marks the dispatch arrived at the check-out time, then completed. Returns
+    /// the dispatch changed, if any (a home with no live dispatch, e.g. a planned visit,
+    /// changes nothing: the press is on the Call's timeline all the same).
+    pub fn presence(
+        &self,
+        subscriber: &str,
+        check_out: bool,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Dispatch>, DeskError> {
+        let at = at.min(now);
+        let mut mine = Vec::new();
+        for d in self.dispatcher.live_all() {
+            if d.offered_at > at {
+                continue;
+            }
+            let Some(call) = self.call(d.call)? else {
+                continue;
+            };
+            if call.subscriber.as_deref() == Some(subscriber) {
+                mine.push(d);
+            }
+        }
+        // The oldest dispatch first: the patrol sent first is the one at the door.
+        let target = if check_out {
+            mine.iter()
+                .find(|d| d.arrived_at.is_some())
+                .or_else(|| mine.first())
+        } else {
+            mine.iter().find(|d| d.arrived_at.is_none())
+        };
+        let Some(d) = target.cloned() else {
+            return Ok(None);
+        };
+        let mut d = d;
+        // An arrival also counts as receipt (a patrol at the door before confirming it).
+        if d.arrived_at.is_none() {
+            d = self.patrol_event(
+                &d.patrol,
+                d.id,
+                PatrolEvent::Arrived {
+                    method: crate::model::ArrivalMethod::Presence,
+                },
+                at,
+            )?;
+        }
+        if check_out {
+            d = self.patrol_event(
+                &d.patrol,
+                d.id,
+                PatrolEvent::Completed {
+                    outcome: "checked out".into(),
+                    note: "check-out at the alarm unit".into(),
+                },
+                at,
+            )?;
+        }
+        Ok(Some(d))
+    }
+
     /// Runs the clocks to `now`: warnings (to the patrol and the console), breaches, and
     /// receipt timeouts (passed to the next patrol).
     pub fn tick(&self, now: Timestamp) -> Result<usize, DeskError> {
@@ -900,6 +964,73 @@ mod tests {
         assert_eq!(v.patrol_name, "Norr 1");
         assert_eq!(v.address.as_deref(), Some("Storgatan 4, 123 45 Vaktby"));
         assert_eq!(v.receipt_deadline, Some(at(2, 0)));
+    }
+
+    #[test]
+    fn presence_and_check_out_at_the_alarm_unit_mark_arrival_and_completion() {
+        let (_dir, _store, calls, desk) = setup();
+        // No dispatch yet: a presence press changes nothing.
+        assert!(
+            desk.presence("S-1", false, at(0, 0), at(0, 0))
+                .unwrap()
+                .is_none()
+        );
+        let v = desk.dispatch(7, Some("n1"), "olle", at(0, 0)).unwrap();
+        let id = v.dispatch.id;
+        desk.patrol_event("n1", id, PatrolEvent::Received, at(1, 0))
+            .unwrap();
+        // Another subscriber's home: nothing.
+        assert!(
+            desk.presence("S-2", false, at(12, 0), at(12, 0))
+                .unwrap()
+                .is_none()
+        );
+        let d = desk
+            .presence("S-1", false, at(12, 0), at(12, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id, id);
+        assert_eq!(d.arrived_at, Some(at(12, 0)));
+        assert_eq!(d.arrival_method, Some(ArrivalMethod::Presence));
+        // A second press while arrived changes nothing.
+        assert!(
+            desk.presence("S-1", false, at(13, 0), at(13, 0))
+                .unwrap()
+                .is_none()
+        );
+        let d = desk
+            .presence("S-1", true, at(25, 0), at(25, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.state, crate::model::DispatchState::Completed);
+        assert_eq!(d.arrived_at, Some(at(12, 0)), "the arrival stands");
+        let s = steps(&calls);
+        assert!(
+            s.iter()
+                .any(|(st, det)| *st == DispatchStep::Arrived && det == "presence"),
+            "{s:?}"
+        );
+        assert!(
+            s.iter().any(|(st, _)| *st == DispatchStep::Completed),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn check_out_without_presence_arrives_at_the_check_out() {
+        let (_dir, _store, _calls, desk) = setup();
+        let id = desk
+            .dispatch(7, Some("n1"), "olle", at(0, 0))
+            .unwrap()
+            .dispatch
+            .id;
+        let d = desk
+            .presence("S-1", true, at(20, 0), at(20, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id, id);
+        assert_eq!(d.arrived_at, Some(at(20, 0)));
+        assert_eq!(d.state, crate::model::DispatchState::Completed);
     }
 
     #[test]

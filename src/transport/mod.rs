@@ -6,6 +6,8 @@ use crate::journal::Journal;
 use crate::receiver::Receiver;
 
 pub mod quic;
+pub mod sip;
+
 pub mod tcp;
 pub mod udp;
 

@@ -940,6 +940,7 @@ mod tests {
             }],
             xdata: Vec::new(),
             raw: Vec::new(),
+            scaip: None,
         }
     }
 

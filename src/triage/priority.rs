@@ -169,6 +169,7 @@ const HELP_ARRIVED: &str = "Help arrived";
 const HELP_CANCELLED: &str = "Help cancelled";
 const MAN_DOWN: &str = "Man down";
 const WANDERING: &str = "Wandering";
+const BOGUS_CALLER: &str = "Bogus caller";
 const PILL_DISPENSER: &str = "Pill dispenser";
 const PILL_NOT_TAKEN: &str = "Pill not taken";
 const MAT: &str = "Mat sensor";
@@ -437,6 +438,8 @@ fn scaip_alarm(dty: u16) -> Option<Cond> {
         19 => c(1, MEDICAL),
         30 => c(1, MAN_DOWN),
         15 => c(1, WANDERING),
+        // A stranger at the door (the switch is pressed by the subscriber).
+        27 => c(1, BOGUS_CALLER),
         10 => c(2, NO_ACTIVITY),
         11 => c(2, PILL_DISPENSER),
         12 => c(2, BED),
@@ -505,7 +508,12 @@ fn scaip(dty: u16, stc: Option<u16>, device_type: Option<&str>) -> (Cond, Option
             let kind = kind.unwrap_or_else(|| alarm().kind);
             (k(4, kind), Some(Qualifier::Restore))
         }
-        Stc::Unknown(kind) => (k(3, kind), Some(Qualifier::New)),
+        // A status code not in the table from a life-safety detector (smoke, heat, gas,
+        // CO, fire system, panic) is taken as its alarm: a person hears it at once.
+        Stc::Unknown(kind) => match scaip_alarm(dty) {
+            Some(cond) if cond.level == 0 => (cond, Some(Qualifier::New)),
+            _ => (k(3, kind), Some(Qualifier::New)),
+        },
     }
 }
 
@@ -1345,7 +1353,8 @@ mod tests {
                 assert_eq!(me(dty, stc), (1, "Alarm".into(), OPEN, true), "{dty}");
             }
         }
-        for dty in [8, 20, 27, 37, 52, 899, 1000, 9999, 65535] {
+        assert_eq!(me(27, None), (1, "Bogus caller".into(), OPEN, true));
+        for dty in [8, 20, 37, 52, 899, 1000, 9999, 65535] {
             assert_eq!(
                 me(dty, None),
                 (1, "Unknown alarm".into(), OPEN, true),
@@ -1381,7 +1390,24 @@ mod tests {
 
     #[test]
     fn scaip_unknown_status_codes_reach_a_person() {
-        for dty in [3, 23, 2, 0, 950] {
+        // From a life-safety detector, a status vakt does not know is its alarm.
+        for (dty, kind) in [
+            (23, "Fire"),
+            (21, "Gas"),
+            (26, "Carbon monoxide"),
+            (7, "Panic"),
+        ] {
+            for stc in [0, 6, 11, 899, 950] {
+                for q in [Qualifier::New, Qualifier::Status] {
+                    assert_eq!(
+                        scaip_q(dty, Some(stc), q),
+                        (0, kind.into(), OPEN, true),
+                        "{dty} {stc} {q:?}"
+                    );
+                }
+            }
+        }
+        for dty in [3, 2, 0, 950] {
             for (stc, kind) in [
                 (0, "Unknown status"),
                 (1, "Unknown status"),

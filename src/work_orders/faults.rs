@@ -166,6 +166,7 @@ mod tests {
             events,
             xdata: Vec::new(),
             raw: Vec::new(),
+            scaip: None,
         }
     }
 

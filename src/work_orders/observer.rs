@@ -111,6 +111,7 @@ mod tests {
             }],
             xdata: Vec::new(),
             raw: Vec::new(),
+            scaip: None,
         }
     }
 

@@ -747,6 +747,7 @@ mod tests {
             }],
             xdata: Vec::new(),
             raw: Vec::new(),
+            scaip: None,
         }
     }
 

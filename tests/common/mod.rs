@@ -50,6 +50,8 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.dc09.listen_udp = Some("127.0.0.1:0".parse().unwrap());
     cfg.http.listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.patrol.listen_quic = Some("127.0.0.1:0".parse().unwrap());
+    cfg.scaip.listen_udp = Some("127.0.0.1:0".parse().unwrap());
+    cfg.scaip.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
     cfg.shutdown_grace_secs = 5;
     cfg
 }

@@ -84,7 +84,7 @@ const OPEN_DISPATCH = new Set(['offered', 'received', 'accepted']);
 /** On the patrols board: open, or arrived and not yet completed. */
 const LIVE_DISPATCH = new Set(['offered', 'received', 'accepted', 'arrived']);
 
-const ARRIVAL_METHODS = { app: 'app', lock: 'digital lock', receipt_code: 'receipt code' };
+const ARRIVAL_METHODS = { app: 'app', lock: 'digital lock', receipt_code: 'receipt code', presence: 'presence button at the home' };
 
 const VISIT_OUTCOMES = {
   helped: 'helped',
