@@ -12,6 +12,12 @@
 //! | tamper | 137, 144, 145, 316, 341, 383 | TA (TR) |
 //! | device failure | 141-143, 147, 300, 303, 304, 307, 310, 312, 314, 320-327, 330-334, 337, 343, 370-373, 375, 376, 380-382, 385-389, 391-394 | YP (YQ), FT (FJ), YX, ET (ER), YA (YH), zone troubles BT GT HT KT MT PT QT ST UT WT ZT (their `J` restores) |
 //!
+//! SCAIP (SS 91100 status codes `stc`, device types `dty`): low battery 0014, 0016 (0015
+//! recharged); mains loss 0085 (0086); tamper 0125, and the alarm of a tamper device (dty
+//! 0038); device failure: radio test transmission missing 0123 (0124), the alarm of a system
+//! monitor (0031) or a DC power supply (0041). A reset or restoral (0070, 0092-0094) of a
+//! fault device type ends its fault. Link failures 0023-0027 are supervision's.
+//!
 //! Not faults: 305/313/339 resets, 306 programming changed, 308 shutdown, 335/336 printer,
 //! 344 radio jamming, 345 encryption changed, 350-359 communication, 374 exit error, 377/378
 //! zone logic, 608 "test with trouble" (the trouble is reported by its own code); SIA YC, YS,
@@ -86,9 +92,39 @@ fn sia_restore(code: [u8; 2]) -> Option<FaultKind> {
     }
 }
 
+/// The fault of a SCAIP event code (`SCAIP dddd` or `SCAIP dddd/ssss`), and whether it ends
+/// one.
+fn scaip(code: &str, restore: bool) -> Option<(FaultKind, bool)> {
+    use FaultKind::*;
+    let (dty, stc) = match code.split_once('/') {
+        Some((d, s)) => (d.parse::<u16>().ok()?, Some(s.parse::<u16>().ok()?)),
+        None => (code.parse::<u16>().ok()?, None),
+    };
+    let of_device = match dty {
+        38 => Some(Tamper),
+        31 | 41 => Some(DeviceFailure),
+        _ => None,
+    };
+    match stc {
+        Some(14 | 16) => Some((LowBattery, restore)),
+        Some(15) => Some((LowBattery, true)),
+        Some(85) => Some((MainsLoss, restore)),
+        Some(86) => Some((MainsLoss, true)),
+        Some(125) => Some((Tamper, restore)),
+        Some(123) => Some((DeviceFailure, restore)),
+        Some(124) => Some((DeviceFailure, true)),
+        Some(70 | 92..=94) => of_device.map(|k| (k, true)),
+        None | Some(9 | 10 | 110) => of_device.map(|k| (k, restore)),
+        _ => None,
+    }
+}
+
 /// The fault of one event, and whether it is a restore (the fault is gone).
 pub fn fault_of_event(ev: &SignalEvent) -> Option<(FaultKind, bool)> {
     let restore = ev.qualifier == Qualifier::Restore;
+    if let Some(code) = ev.code.strip_prefix("SCAIP ") {
+        return scaip(code, restore);
+    }
     if let Some(n) = ev.code.strip_prefix("CID ") {
         let n = n.parse::<u16>().ok()?;
         return cid(n).map(|k| (k, restore));
@@ -297,6 +333,12 @@ mod tests {
                 codes.push(format!("SIA {}{}", char::from(a), char::from(b)));
             }
         }
+        for dty in [2, 3, 5, 23, 27, 31, 38, 41, 950] {
+            codes.push(crate::triage::priority::scaip_code(dty, None));
+            for stc in 0..=130 {
+                codes.push(crate::triage::priority::scaip_code(dty, Some(stc)));
+            }
+        }
         let mut faults = 0;
         for code in &codes {
             for q in [Qualifier::New, Qualifier::Status, Qualifier::Restore] {
@@ -321,6 +363,34 @@ mod tests {
             }
         }
         assert!(faults > 200, "{faults}");
+    }
+
+    #[test]
+    fn scaip_faults() {
+        use FaultKind::*;
+        let code = |d, s| crate::triage::priority::scaip_code(d, s);
+        for (c, want) in [
+            (code(27, Some(16)), Some((LowBattery, false))),
+            (code(3, Some(14)), Some((LowBattery, false))),
+            (code(3, Some(15)), Some((LowBattery, true))),
+            (code(48, Some(85)), Some((MainsLoss, false))),
+            (code(48, Some(86)), Some((MainsLoss, true))),
+            (code(2, Some(125)), Some((Tamper, false))),
+            (code(38, None), Some((Tamper, false))),
+            (code(38, Some(93)), Some((Tamper, true))),
+            (code(41, Some(10)), Some((DeviceFailure, false))),
+            (code(5, Some(123)), Some((DeviceFailure, false))),
+            (code(5, Some(124)), Some((DeviceFailure, true))),
+            // Alarms, link failures, presence: not an installer's.
+            (code(3, None), None),
+            (code(3, Some(93)), None),
+            (code(32, Some(23)), None),
+            (code(3, Some(88)), None),
+            ("SCAIP RESET".to_owned(), None),
+            ("SCAIP x/16".to_owned(), None),
+        ] {
+            assert_eq!(fault_of_event(&ev(&c, Qualifier::New)), want, "{c}");
+        }
     }
 
     #[test]
