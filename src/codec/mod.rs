@@ -12,6 +12,10 @@
 //! [`dc09::encode_nak`]. The wire format as vakt implements it is in `proto/dc09.md`;
 //! the test vectors are in `proto/dc09/vectors.txt`.
 //!
+//! SCAIP (SS 91100) arrives as SIP MESSAGE: [`sip`] frames and parses the SIP subset,
+//! builds responses and requests and does Digest authentication; [`scaip`] parses the
+//! `<mrq>` body and encodes the `<mrs>` answer. Both are described in `proto/scaip.md`.
+//!
 //! [`patrol`] is the patrol link's protocol (length-prefixed JSON over QUIC), described in
 //! `proto/patrol.md`.
 
@@ -27,3 +31,5 @@ pub mod sip;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod sip_proptests;

@@ -1,12 +1,29 @@
-//! SIP (RFC 3261) subset for SCAIP: stream framing, message parsing, responses,
-//! requests and Digest authentication (RFC 2617, MD5). Stub; bodies follow.
+//! SIP (RFC 3261) subset for SCAIP (protocols.md §3.2): stream framing, message parsing,
+//! responses as a UAS, requests as a UAC, and Digest authentication (RFC 2617, MD5 only).
+//!
+//! Receive path: [`scan`] frames one message on a TCP/TLS stream (or a keep-alive), a UDP
+//! datagram goes straight to [`parse`]. Replies are built with [`encode_response`]; the
+//! `<mrs>` MESSAGE back to the device with [`encode_request`]. Authentication: [`challenge`]
+//! with a stateless nonce from [`make_nonce`], then [`parse_authorization`],
+//! [`check_nonce`] and [`verify`].
+//!
+//! Strict where it matters: CRLF line ends, `SIP/2.0` only, one From/To/Call-ID/CSeq,
+//! no control characters in the header block, Content-Length mandatory on streams.
+//! Bounded by [`MAX_MESSAGE_BYTES`] and [`MAX_HEADERS`]; never panics on any input.
+//! `proto/scaip.md` documents the subset.
 
 use std::borrow::Cow;
+
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha2::Sha256;
 
 /// Largest SIP message vakt reads (start line + headers + body).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most header lines.
 pub const MAX_HEADERS: usize = 64;
+/// Most parameters in an `Authorization:` value.
+const MAX_AUTH_PARAMS: usize = 32;
 
 /// Why a SIP message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +34,7 @@ pub enum SipError {
     /// The SIP version is not `SIP/2.0`.
     #[error("bad SIP version")]
     BadVersion,
-    /// A header line has no name or colon.
+    /// A header line has no name or colon, or holds a control character.
     #[error("bad header line")]
     BadHeader,
     /// More than [`MAX_HEADERS`] header lines.
@@ -32,12 +49,18 @@ pub enum SipError {
     /// Content-Length is absent on a stream.
     #[error("no Content-Length on a stream")]
     NoContentLength,
-    /// A mandatory header is missing.
+    /// A mandatory header is missing (or empty).
     #[error("missing header {0}")]
     MissingHeader(&'static str),
+    /// A header that must appear once appears more than once.
+    #[error("duplicate header {0}")]
+    DuplicateHeader(&'static str),
     /// Content-Length is larger than the bytes present.
     #[error("body shorter than Content-Length")]
     BodyLength,
+    /// The header block is not terminated by an empty line.
+    #[error("header block not terminated")]
+    Truncated,
     /// The start line or headers are not UTF-8.
     #[error("not UTF-8")]
     NotUtf8,
@@ -50,9 +73,27 @@ impl SipError {
     /// Stable label for logs and metrics.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        unimplemented!()
+        match self {
+            SipError::BadStartLine => "bad_start_line",
+            SipError::BadVersion => "bad_version",
+            SipError::BadHeader => "bad_header",
+            SipError::TooManyHeaders => "too_many_headers",
+            SipError::TooLarge => "too_large",
+            SipError::BadContentLength => "bad_content_length",
+            SipError::NoContentLength => "no_content_length",
+            SipError::MissingHeader(_) => "missing_header",
+            SipError::DuplicateHeader(_) => "duplicate_header",
+            SipError::BodyLength => "body_length",
+            SipError::Truncated => "truncated",
+            SipError::NotUtf8 => "not_utf8",
+            SipError::BadCSeq => "bad_cseq",
+        }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------
 
 /// Stream framing (TCP/TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +104,9 @@ pub enum Scan {
         len: usize,
     },
     /// `n` leading bytes are keep-alive CRLFs: drop them. `ping` is true when they were a
-    /// double-CRLF ping (RFC 5626) that must be answered with a single CRLF.
+    /// double-CRLF ping (RFC 5626 §4.4.1) that must be answered with a single CRLF.
     KeepAlive {
-        /// Bytes to drop.
+        /// Bytes to drop (> 0).
         n: usize,
         /// Answer with "\r\n".
         ping: bool,
@@ -76,28 +117,92 @@ pub enum Scan {
     Invalid(SipError),
 }
 
+const PING: &[u8] = b"\r\n\r\n";
+
 /// Frames one message (or keep-alive) at the start of a stream buffer.
+///
+/// * `"\r\n\r\n"` first: `KeepAlive { n: 4, ping: true }`; a lone CRLF (a pong, or an
+///   empty line before a start line, RFC 3261 §7.5): `KeepAlive { n: 2, ping: false }`;
+///   a bare CR or LF: `n: 1`. A buffer that is only a prefix of `"\r\n\r\n"` is `Incomplete`.
+/// * Otherwise the header block up to the empty line is read (at most
+///   [`MAX_MESSAGE_BYTES`]) and its Content-Length (mandatory on streams, RFC 3261 §18.3)
+///   gives the body: `Message { len }` once all of it is in `buf`.
+///
+/// O(n) in the bytes examined, at most [`MAX_MESSAGE_BYTES`]; never panics.
 #[must_use]
 pub fn scan(buf: &[u8]) -> Scan {
-    let _ = buf;
-    unimplemented!()
+    match buf.first() {
+        None => return Scan::Incomplete,
+        Some(b'\r' | b'\n') => {
+            if buf.starts_with(PING) {
+                return Scan::KeepAlive { n: 4, ping: true };
+            }
+            if PING.starts_with(buf) {
+                return Scan::Incomplete;
+            }
+            let n = if buf.starts_with(b"\r\n") { 2 } else { 1 };
+            return Scan::KeepAlive { n, ping: false };
+        }
+        Some(_) => {}
+    }
+    let window = buf.get(..buf.len().min(MAX_MESSAGE_BYTES)).unwrap_or(buf);
+    let Some(end) = find(window, PING) else {
+        return if buf.len() >= MAX_MESSAGE_BYTES {
+            Scan::Invalid(SipError::TooLarge)
+        } else {
+            Scan::Incomplete
+        };
+    };
+    let Some(head) = buf.get(..end) else {
+        return Scan::Incomplete;
+    };
+    let Ok(head) = std::str::from_utf8(head) else {
+        return Scan::Invalid(SipError::NotUtf8);
+    };
+    let hdrs = head.split_once("\r\n").map_or("", |(_, h)| h);
+    let headers = match parse_headers(hdrs) {
+        Ok(h) => h,
+        Err(e) => return Scan::Invalid(e),
+    };
+    let cl = match content_length(&headers) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Scan::Invalid(SipError::NoContentLength),
+        Err(e) => return Scan::Invalid(e),
+    };
+    let total = end + PING.len() + cl;
+    if total > MAX_MESSAGE_BYTES {
+        Scan::Invalid(SipError::TooLarge)
+    } else if buf.len() >= total {
+        Scan::Message { len: total }
+    } else {
+        Scan::Incomplete
+    }
 }
+
+/// Index of the first occurrence of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------
 
 /// The first line of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine<'a> {
     /// `METHOD uri SIP/2.0`.
     Request {
-        /// Method token, e.g. `MESSAGE`.
+        /// Method token, e.g. `MESSAGE` (case-sensitive, RFC 3261 §7.1).
         method: &'a str,
         /// Request-URI.
         uri: &'a str,
     },
     /// `SIP/2.0 code reason`.
     Response {
-        /// Status code.
+        /// Status code, 100..=699.
         code: u16,
-        /// Reason phrase.
+        /// Reason phrase (may be empty).
         reason: &'a str,
     },
 }
@@ -107,87 +212,407 @@ pub enum StartLine<'a> {
 pub struct Message<'a> {
     /// Request or status line.
     pub start: StartLine<'a>,
-    /// Headers in order; compact names expanded to the long form; folded lines joined.
+    /// Headers in order. Compact names (`v f t i l c m k e s`) are expanded to the long
+    /// form (`Via`, `From`, `To`, `Call-ID`, `Content-Length`, `Content-Type`, `Contact`,
+    /// `Supported`, `Content-Encoding`, `Subject`); other names are kept as sent. Values
+    /// are trimmed; folded lines (RFC 3261 §7.3.1) are joined with one space.
     pub headers: Vec<(&'a str, Cow<'a, str>)>,
-    /// The body (Content-Length bytes).
+    /// The body (Content-Length bytes, or the rest of a datagram without Content-Length).
     pub body: &'a [u8],
 }
 
+const COMPACT: [(&str, &str); 10] = [
+    ("v", "Via"),
+    ("f", "From"),
+    ("t", "To"),
+    ("i", "Call-ID"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("m", "Contact"),
+    ("k", "Supported"),
+    ("e", "Content-Encoding"),
+    ("s", "Subject"),
+];
+
+/// The long form of a compact header name; other names unchanged.
+fn long_name(name: &str) -> &str {
+    COMPACT
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(name))
+        .map_or(name, |(_, long)| long)
+}
+
+/// RFC 3261 `token` characters.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+fn trim_lws(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
 /// Parses one complete message (a UDP datagram or a [`Scan::Message`] slice).
+///
+/// Leading CRLFs are skipped (RFC 3261 §7.5). On a datagram Content-Length may be absent
+/// (the body is the rest); if present it must be <= the rest, and bytes after it are
+/// ignored (RFC 3261 §18.3). Requires Via, From, To, Call-ID and CSeq; From, To, Call-ID
+/// and CSeq at most once; for requests the CSeq method equals the request method.
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, SipError> {
-    let _ = buf;
-    unimplemented!()
+    if buf.len() > MAX_MESSAGE_BYTES {
+        return Err(SipError::TooLarge);
+    }
+    let skip = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let buf = buf.get(skip..).unwrap_or_default();
+    let end = find(buf, PING).ok_or(SipError::Truncated)?;
+    let head = buf.get(..end).ok_or(SipError::Truncated)?;
+    let rest = buf.get(end + PING.len()..).unwrap_or_default();
+    let head = std::str::from_utf8(head).map_err(|_| SipError::NotUtf8)?;
+    let (first, hdrs) = head.split_once("\r\n").unwrap_or((head, ""));
+    let start = parse_start_line(first)?;
+    let headers = parse_headers(hdrs)?;
+    let body = match content_length(&headers)? {
+        Some(n) => rest.get(..n).ok_or(SipError::BodyLength)?,
+        None => rest,
+    };
+    let msg = Message {
+        start,
+        headers,
+        body,
+    };
+    if msg.header("Via").is_none() {
+        return Err(SipError::MissingHeader("Via"));
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        let mut values = msg.headers_named(name);
+        match values.next() {
+            Some(v) if !v.is_empty() => {}
+            _ => return Err(SipError::MissingHeader(name)),
+        }
+        if values.next().is_some() {
+            return Err(SipError::DuplicateHeader(name));
+        }
+    }
+    let cseq = msg.header("CSeq").unwrap_or_default();
+    let (_, cseq_method) = parse_cseq(cseq).ok_or(SipError::BadCSeq)?;
+    if let StartLine::Request { method, .. } = msg.start
+        && method != cseq_method
+    {
+        return Err(SipError::BadCSeq);
+    }
+    Ok(msg)
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
+    if line.bytes().any(|b| b.is_ascii_control()) {
+        return Err(SipError::BadStartLine);
+    }
+    let mut parts = line.splitn(3, ' ');
+    let a = parts.next().unwrap_or_default();
+    let b = parts.next().ok_or(SipError::BadStartLine)?;
+    let c = parts.next();
+    if a.len() >= 4 && a.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+        if !a.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(SipError::BadVersion);
+        }
+        if b.len() != 3 || !b.bytes().all(|d| d.is_ascii_digit()) {
+            return Err(SipError::BadStartLine);
+        }
+        let code: u16 = b.parse().map_err(|_| SipError::BadStartLine)?;
+        if !(100..=699).contains(&code) {
+            return Err(SipError::BadStartLine);
+        }
+        return Ok(StartLine::Response {
+            code,
+            reason: c.unwrap_or_default(),
+        });
+    }
+    let version = c.ok_or(SipError::BadStartLine)?;
+    if !is_token(a) || b.is_empty() || !b.contains(':') || version.contains(' ') {
+        return Err(SipError::BadStartLine);
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(SipError::BadVersion);
+    }
+    Ok(StartLine::Request { method: a, uri: b })
+}
+
+/// Parses the header lines (between the start line and the empty line).
+fn parse_headers(block: &str) -> Result<Vec<(&str, Cow<'_, str>)>, SipError> {
+    let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::new();
+    if block.is_empty() {
+        return Ok(headers);
+    }
+    for line in block.split("\r\n") {
+        if line
+            .bytes()
+            .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+        {
+            return Err(SipError::BadHeader);
+        }
+        if line.starts_with([' ', '\t']) {
+            let Some((_, value)) = headers.last_mut() else {
+                return Err(SipError::BadHeader);
+            };
+            let more = trim_lws(line);
+            if !more.is_empty() {
+                let v = value.to_mut();
+                if !v.is_empty() {
+                    v.push(' ');
+                }
+                v.push_str(more);
+            }
+            continue;
+        }
+        if headers.len() >= MAX_HEADERS {
+            return Err(SipError::TooManyHeaders);
+        }
+        let (name, value) = line.split_once(':').ok_or(SipError::BadHeader)?;
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(SipError::BadHeader);
+        }
+        headers.push((long_name(name), Cow::Borrowed(trim_lws(value))));
+    }
+    Ok(headers)
+}
+
+/// The Content-Length, if any; every occurrence must be a number and agree.
+fn content_length(headers: &[(&str, Cow<'_, str>)]) -> Result<Option<usize>, SipError> {
+    let mut found = None;
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        if value.is_empty() || value.len() > 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SipError::BadContentLength);
+        }
+        let n: usize = value.parse().map_err(|_| SipError::BadContentLength)?;
+        if found.is_some_and(|f| f != n) {
+            return Err(SipError::BadContentLength);
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// `number LWS method`; the number below 2^31 (RFC 3261 §8.1.1.5).
+fn parse_cseq(v: &str) -> Option<(u32, &str)> {
+    let mut it = v.split_ascii_whitespace();
+    let num = it.next()?;
+    let method = it.next()?;
+    if it.next().is_some() || num.len() > 10 || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u32 = num.parse().ok()?;
+    (n < 1 << 31 && is_token(method)).then_some((n, method))
+}
+
+/// Splits at the first `c` outside double quotes and angle brackets.
+fn split_top(v: &str, c: u8) -> (&str, Option<&str>) {
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    for (i, b) in v.bytes().enumerate() {
+        if quoted {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                quoted = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => quoted = true,
+            b'<' => angle = true,
+            b'>' => angle = false,
+            _ if b == c && !angle => {
+                return (v.get(..i).unwrap_or(v), v.get(i + 1..));
+            }
+            _ => {}
+        }
+    }
+    (v, None)
+}
+
+/// The value of parameter `name` in `;a=b;c=d` (case-insensitive name); `Some("")` for a
+/// parameter without value.
+fn param<'v>(params: &'v str, name: &str) -> Option<&'v str> {
+    params.split(';').find_map(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        trim_lws(n)
+            .eq_ignore_ascii_case(name)
+            .then(|| trim_lws(v).trim_matches('"'))
+    })
+}
+
+/// Splits a From/To/Contact value into its URI and its header parameters.
+fn name_addr(v: &str) -> Option<(&str, &str)> {
+    let v = trim_lws(v);
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, b) in v.bytes().enumerate() {
+        if quoted {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                quoted = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => quoted = true,
+            b'<' => {
+                let inner = v.get(i + 1..)?;
+                let close = inner.find('>')?;
+                return Some((
+                    trim_lws(inner.get(..close)?),
+                    inner.get(close + 1..).unwrap_or_default(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    Some(match v.split_once(';') {
+        Some((uri, params)) => (trim_lws(uri), params),
+        None => (v, ""),
+    })
+}
+
+fn tag_of(v: Option<&str>) -> Option<&str> {
+    let (_, params) = name_addr(v?)?;
+    param(params, "tag").filter(|t| !t.is_empty())
 }
 
 impl<'a> Message<'a> {
     /// First header `name` (case-insensitive, compact-aware).
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
-        let _ = name;
-        unimplemented!()
+        let name = long_name(name);
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
     }
-    /// Every header `name`, in order.
+
+    /// Every header `name`, in order (case-insensitive, compact-aware). A header line with
+    /// comma-separated values is one item.
     pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> {
+        let name = long_name(name);
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_ref())
     }
-    /// The method of a request.
+
+    /// The method of a request; `None` for a response.
     #[must_use]
     pub fn method(&self) -> Option<&str> {
-        unimplemented!()
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
     }
-    /// The Call-ID.
+
+    /// The Call-ID (empty when absent, which [`parse`] refuses).
     #[must_use]
     pub fn call_id(&self) -> &str {
-        unimplemented!()
+        self.header("Call-ID").unwrap_or_default()
     }
-    /// CSeq number and method.
+
+    /// CSeq number and method (`(0, "")` when malformed, which [`parse`] refuses).
     #[must_use]
     pub fn cseq(&self) -> (u32, &str) {
-        unimplemented!()
+        self.header("CSeq").and_then(parse_cseq).unwrap_or((0, ""))
     }
+
     /// The `tag` parameter of From.
     #[must_use]
     pub fn from_tag(&self) -> Option<&str> {
-        unimplemented!()
+        tag_of(self.header("From"))
     }
+
     /// The `tag` parameter of To.
     #[must_use]
     pub fn to_tag(&self) -> Option<&str> {
-        unimplemented!()
+        tag_of(self.header("To"))
     }
-    /// The `branch` parameter of the first Via.
+
+    /// The `branch` parameter of the first Via value.
     #[must_use]
     pub fn top_via_branch(&self) -> Option<&str> {
-        unimplemented!()
+        let (top, _) = split_top(self.header("Via")?, b',');
+        let (_, params) = top.split_once(';')?;
+        param(params, "branch").filter(|b| !b.is_empty())
     }
+
     /// The From header's URI (inside `<>` if present), e.g. `sip:678@arc.example`.
     #[must_use]
     pub fn from_uri(&self) -> Option<&str> {
-        unimplemented!()
+        let (uri, _) = name_addr(self.header("From")?)?;
+        (!uri.is_empty()).then_some(uri)
     }
-    /// The media type of Content-Type (no parameters).
+
+    /// The media type of Content-Type, without parameters (case as sent).
     #[must_use]
     pub fn content_type(&self) -> Option<&str> {
-        unimplemented!()
+        let v = self.header("Content-Type")?;
+        let t = trim_lws(v.split(';').next().unwrap_or_default());
+        (!t.is_empty()).then_some(t)
     }
+
     /// True for requests.
     #[must_use]
     pub fn is_request(&self) -> bool {
-        unimplemented!()
+        matches!(self.start, StartLine::Request { .. })
     }
 }
 
-/// The user part of a `sip:`/`sips:` URI (`678` of `sip:678@host;x=y`).
+/// The user part of a `sip:`/`sips:` URI (`678` of `sip:678@host;x=y`); `None` for other
+/// schemes or a URI without user.
 #[must_use]
 pub fn uri_user(uri: &str) -> Option<&str> {
-    let _ = uri;
-    unimplemented!()
+    let uri = trim_lws(uri);
+    let (scheme, rest) = uri.split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+        return None;
+    }
+    let (userinfo, _) = rest.split_once('@')?;
+    let user = userinfo.split(':').next().unwrap_or_default();
+    (!user.is_empty()).then_some(user)
 }
 
-/// Builds a response to `req` as a UAS (RFC 3261 §8.2.6) and appends it to `out`.
+// ---------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------
+
+/// Appends `s` without CR and LF (no header injection from caller-supplied values).
+fn push_clean(out: &mut Vec<u8>, s: &str) {
+    out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    push_clean(out, name);
+    out.extend_from_slice(b": ");
+    push_clean(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Builds a response to `req` as a UAS (RFC 3261 §8.2.6) and appends it to `out`: every
+/// Via copied in order, From, Call-ID and CSeq copied, To copied with `;tag=to_tag` added
+/// when the request's To has no tag (and `to_tag` is not empty), then the `extra` headers,
+/// Content-Type when the body is not empty, and Content-Length always. Via `received` /
+/// `rport` are not added: vakt answers on the flow the request came in on.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_response(
     req: &Message<'_>,
@@ -199,8 +624,35 @@ pub fn encode_response(
     body: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let _ = (req, code, reason, to_tag, extra, content_type, body, out);
-    unimplemented!()
+    out.extend_from_slice(format!("SIP/2.0 {code:03} ").as_bytes());
+    push_clean(out, reason);
+    out.extend_from_slice(b"\r\n");
+    for via in req.headers_named("Via") {
+        push_header(out, "Via", via);
+    }
+    push_header(out, "From", req.header("From").unwrap_or_default());
+    let to = req.header("To").unwrap_or_default();
+    if req.to_tag().is_none() && !to_tag.is_empty() {
+        push_header(out, "To", &format!("{to};tag={to_tag}"));
+    } else {
+        push_header(out, "To", to);
+    }
+    push_header(out, "Call-ID", req.call_id());
+    push_header(out, "CSeq", req.header("CSeq").unwrap_or_default());
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    finish(out, content_type, body);
+}
+
+/// Content-Type (when the body is not empty), Content-Length, the empty line and the body.
+fn finish(out: &mut Vec<u8>, content_type: Option<&str>, body: &[u8]) {
+    if let Some(ct) = content_type.filter(|_| !body.is_empty()) {
+        push_header(out, "Content-Type", ct);
+    }
+    push_header(out, "Content-Length", &body.len().to_string());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// A request vakt sends as a UAC (the `<mrs>` MESSAGE back to the device).
@@ -208,7 +660,7 @@ pub fn encode_response(
 pub struct OutRequest<'a> {
     /// Method, e.g. `MESSAGE`.
     pub method: &'a str,
-    /// Request-URI.
+    /// Request-URI, e.g. `sip:678@192.0.2.1:5060;transport=tcp`.
     pub uri: &'a str,
     /// Via transport: `UDP`, `TCP` or `TLS`.
     pub via_transport: &'a str,
@@ -216,11 +668,11 @@ pub struct OutRequest<'a> {
     pub via_host: &'a str,
     /// Via branch (starts with `z9hG4bK`).
     pub branch: &'a str,
-    /// From value without tag.
+    /// From value without tag, e.g. `<sip:arc@vakt>`.
     pub from: &'a str,
     /// From tag.
     pub from_tag: &'a str,
-    /// To value.
+    /// To value, e.g. `<sip:678@host>`.
     pub to: &'a str,
     /// Call-ID.
     pub call_id: &'a str,
@@ -232,18 +684,45 @@ pub struct OutRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Builds a request and appends it to `out`.
+/// Builds a request and appends it to `out`: Via with `;rport` (RFC 3581), Max-Forwards 70,
+/// From with tag, To, Call-ID, CSeq, `User-Agent: vakt`, Content-Type (when the body is not
+/// empty) and Content-Length.
 pub fn encode_request(r: &OutRequest<'_>, out: &mut Vec<u8>) {
-    let _ = (r, out);
-    unimplemented!()
+    push_clean(out, r.method);
+    out.push(b' ');
+    push_clean(out, r.uri);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_header(
+        out,
+        "Via",
+        &format!(
+            "SIP/2.0/{} {};branch={};rport",
+            r.via_transport, r.via_host, r.branch
+        ),
+    );
+    push_header(out, "Max-Forwards", "70");
+    push_header(out, "From", &format!("{};tag={}", r.from, r.from_tag));
+    push_header(out, "To", r.to);
+    push_header(out, "Call-ID", r.call_id);
+    push_header(out, "CSeq", &format!("{} {}", r.cseq, r.method));
+    push_header(out, "User-Agent", "vakt");
+    finish(out, r.content_type, r.body);
 }
 
 /// Random alphanumeric token of `n` chars (tags, branches, Call-IDs).
 #[must_use]
 pub fn random_token(n: usize) -> String {
-    let _ = n;
-    unimplemented!()
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// Digest
+// ---------------------------------------------------------------------------------------
 
 /// Digest credentials from an `Authorization:` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,11 +733,11 @@ pub struct Credentials<'a> {
     pub realm: Cow<'a, str>,
     /// `nonce`.
     pub nonce: Cow<'a, str>,
-    /// `uri`.
+    /// `uri` (digest-uri).
     pub uri: Cow<'a, str>,
     /// `response` (32 hex digits).
     pub response: Cow<'a, str>,
-    /// `algorithm`.
+    /// `algorithm` (only `MD5` is accepted).
     pub algorithm: Option<Cow<'a, str>>,
     /// `qop`.
     pub qop: Option<Cow<'a, str>>,
@@ -273,19 +752,19 @@ pub struct Credentials<'a> {
 /// Why an `Authorization:` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// Basic authentication (refused).
+    /// Basic authentication (forbidden by SS 91100 §8).
     #[error("Basic authentication refused")]
     Basic,
-    /// Not a Digest scheme.
+    /// Not the Digest scheme.
     #[error("not Digest")]
     NotDigest,
-    /// Syntax error in the parameters.
+    /// Syntax error, a repeated parameter, or too many parameters.
     #[error("malformed Authorization")]
     Malformed,
     /// A mandatory parameter is missing.
     #[error("missing parameter {0}")]
     MissingParam(&'static str),
-    /// Algorithm is not MD5.
+    /// The algorithm is not MD5.
     #[error("unsupported algorithm")]
     Algorithm,
 }
@@ -294,38 +773,200 @@ impl AuthError {
     /// Stable label for logs and metrics.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        unimplemented!()
+        match self {
+            AuthError::Basic => "basic",
+            AuthError::NotDigest => "not_digest",
+            AuthError::Malformed => "malformed",
+            AuthError::MissingParam(_) => "missing_param",
+            AuthError::Algorithm => "algorithm",
+        }
     }
 }
 
-/// Parses an `Authorization:` value.
-pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthError> {
-    let _ = value;
-    unimplemented!()
+/// Reads a quoted-string starting after the opening quote; returns the value and the
+/// index after the closing quote.
+fn quoted(s: &str, from: usize) -> Option<(Cow<'_, str>, usize)> {
+    let body = s.get(from..)?;
+    let mut owned: Option<String> = None;
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let value = match owned {
+                    Some(o) => Cow::Owned(o),
+                    None => Cow::Borrowed(body.get(..i)?),
+                };
+                return Some((value, from + i + 1));
+            }
+            '\\' => {
+                let (_, next) = chars.next()?;
+                owned
+                    .get_or_insert_with(|| body.get(..i).unwrap_or_default().to_string())
+                    .push(next);
+            }
+            _ => {
+                if let Some(o) = owned.as_mut() {
+                    o.push(c);
+                }
+            }
+        }
+    }
+    None
 }
 
-/// `Digest realm="..", nonce="..", algorithm=MD5, qop="auth"` (+ `, stale=true`).
+/// Parses an `Authorization:` (or `Proxy-Authorization:`) value: the `Digest` scheme,
+/// parameters in any order with case-insensitive names, values as tokens or quoted strings
+/// (with `\` escapes). Unknown parameters are ignored; a repeated one is
+/// [`AuthError::Malformed`]. `Basic ...` is [`AuthError::Basic`].
+pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthError> {
+    let v = trim_lws(value);
+    let split = v.find([' ', '\t']).unwrap_or(v.len());
+    let scheme = v.get(..split).unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("Basic") {
+        return Err(AuthError::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return Err(AuthError::NotDigest);
+    }
+    let b = v.as_bytes();
+    let mut i = split;
+    let mut params: Vec<(&str, Cow<'_, str>)> = Vec::new();
+    let skip_lws = |i: &mut usize| {
+        while b.get(*i).is_some_and(|&c| c == b' ' || c == b'\t') {
+            *i += 1;
+        }
+    };
+    loop {
+        while b
+            .get(i)
+            .is_some_and(|&c| c == b' ' || c == b'\t' || c == b',')
+        {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        while b.get(i).copied().is_some_and(is_token_char) {
+            i += 1;
+        }
+        let name = v.get(start..i).ok_or(AuthError::Malformed)?;
+        if name.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        skip_lws(&mut i);
+        if b.get(i) != Some(&b'=') {
+            return Err(AuthError::Malformed);
+        }
+        i += 1;
+        skip_lws(&mut i);
+        let value = if b.get(i) == Some(&b'"') {
+            let (val, next) = quoted(v, i + 1).ok_or(AuthError::Malformed)?;
+            i = next;
+            val
+        } else {
+            let start = i;
+            while b.get(i).copied().is_some_and(is_token_char) {
+                i += 1;
+            }
+            let tok = v.get(start..i).ok_or(AuthError::Malformed)?;
+            if tok.is_empty() {
+                return Err(AuthError::Malformed);
+            }
+            Cow::Borrowed(tok)
+        };
+        skip_lws(&mut i);
+        if i < b.len() && b.get(i) != Some(&b',') {
+            return Err(AuthError::Malformed);
+        }
+        if params.len() >= MAX_AUTH_PARAMS
+            || params.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            return Err(AuthError::Malformed);
+        }
+        params.push((name, value));
+    }
+    let mut take = |name: &'static str| {
+        params
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|at| params.swap_remove(at).1)
+    };
+    let username = take("username").ok_or(AuthError::MissingParam("username"))?;
+    let realm = take("realm").ok_or(AuthError::MissingParam("realm"))?;
+    let nonce = take("nonce").ok_or(AuthError::MissingParam("nonce"))?;
+    let uri = take("uri").ok_or(AuthError::MissingParam("uri"))?;
+    let response = take("response").ok_or(AuthError::MissingParam("response"))?;
+    let algorithm = take("algorithm");
+    if algorithm
+        .as_deref()
+        .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
+    {
+        return Err(AuthError::Algorithm);
+    }
+    Ok(Credentials {
+        username,
+        realm,
+        nonce,
+        uri,
+        response,
+        algorithm,
+        qop: take("qop"),
+        nc: take("nc"),
+        cnonce: take("cnonce"),
+        opaque: take("opaque"),
+    })
+}
+
+/// Appends `s` as the inside of a quoted-string (`"` and `\` escaped, CR/LF dropped).
+fn push_quoted(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\r' | '\n' => {}
+            _ => out.push(c),
+        }
+    }
+}
+
+/// The `WWW-Authenticate:` value `Digest realm="..", nonce="..", algorithm=MD5, qop="auth"`
+/// (+ `, stale=true`).
 #[must_use]
 pub fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
-    let _ = (realm, nonce, stale);
-    unimplemented!()
+    let mut s = String::from("Digest realm=\"");
+    push_quoted(&mut s, realm);
+    s.push_str("\", nonce=\"");
+    push_quoted(&mut s, nonce);
+    s.push_str("\", algorithm=MD5, qop=\"auth\"");
+    if stale {
+        s.push_str(", stale=true");
+    }
+    s
 }
 
-/// `hex(MD5(user:realm:password))`.
+fn md5_hex(parts: &[&str]) -> String {
+    let mut h = Md5::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// `hex(MD5(user:realm:password))` (RFC 2617 §3.2.2.2), lower-case.
 #[must_use]
 pub fn ha1(user: &str, realm: &str, password: &str) -> String {
-    let _ = (user, realm, password);
-    unimplemented!()
+    md5_hex(&[user, realm, password])
 }
 
-/// Verifies `creds.response` for `method`; does not check nonce freshness or realm.
-#[must_use]
-pub fn verify(creds: &Credentials<'_>, method: &str, ha1_hex: &str) -> bool {
-    let _ = (creds, method, ha1_hex);
-    unimplemented!()
-}
-
-/// The Digest response a client computes.
+/// The Digest response a client computes (RFC 2617 §3.2.2.1), lower-case hex: with
+/// `qop` `MD5(HA1:nonce:nc:cnonce:qop:HA2)`, without `MD5(HA1:nonce:HA2)`;
+/// `HA2 = MD5(method:uri)`.
 #[must_use]
 pub fn digest_response(
     ha1_hex: &str,
@@ -336,31 +977,710 @@ pub fn digest_response(
     method: &str,
     uri: &str,
 ) -> String {
-    let _ = (ha1_hex, nonce, nc, cnonce, qop, method, uri);
-    unimplemented!()
+    let ha2 = md5_hex(&[method, uri]);
+    match qop {
+        Some(q) => md5_hex(&[
+            ha1_hex,
+            nonce,
+            nc.unwrap_or_default(),
+            cnonce.unwrap_or_default(),
+            q,
+            &ha2,
+        ]),
+        None => md5_hex(&[ha1_hex, nonce, &ha2]),
+    }
 }
 
-/// Stateless nonce: `hex(issued_secs) + hex(HMAC-SHA256(secret, issued_secs)[..16])`.
+/// Equality in time independent of where the first difference is.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Verifies `creds.response` for `method` against `ha1_hex` (qop `auth` with nc and cnonce,
+/// or no qop; `auth-int` and other qops are refused). Constant-time compare, hex case
+/// ignored. Does not check nonce freshness or realm.
+#[must_use]
+pub fn verify(creds: &Credentials<'_>, method: &str, ha1_hex: &str) -> bool {
+    if creds
+        .algorithm
+        .as_deref()
+        .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
+    {
+        return false;
+    }
+    let qop = creds.qop.as_deref();
+    let qop_ok = match qop {
+        None => true,
+        Some(q) => q.eq_ignore_ascii_case("auth") && creds.nc.is_some() && creds.cnonce.is_some(),
+    };
+    if !qop_ok {
+        return false;
+    }
+    let expected = digest_response(
+        &ha1_hex.to_ascii_lowercase(),
+        &creds.nonce,
+        creds.nc.as_deref(),
+        creds.cnonce.as_deref(),
+        qop,
+        method,
+        &creds.uri,
+    );
+    ct_eq(
+        expected.as_bytes(),
+        creds.response.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// Hex digits of the issue time in a nonce.
+const NONCE_TIME_HEX: usize = 16;
+/// Bytes of the truncated HMAC in a nonce.
+const NONCE_MAC_BYTES: usize = 16;
+
+fn nonce_mac(secret: &[u8], time_hex: &str) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+    mac.update(time_hex.as_bytes());
+    Some(mac)
+}
+
+/// Stateless nonce: `hex(issued_secs)` (16 lower-case hex digits, the i64 as u64) followed
+/// by `hex(HMAC-SHA256(secret, those 16 digits)[..16])`; 48 characters in all.
 #[must_use]
 pub fn make_nonce(secret: &[u8], now_secs: i64) -> String {
-    let _ = (secret, now_secs);
-    unimplemented!()
+    let time_hex = format!("{:016x}", now_secs as u64);
+    let tag = nonce_mac(secret, &time_hex)
+        .map(|m| m.finalize().into_bytes().to_vec())
+        .unwrap_or_default();
+    let tag = tag.get(..NONCE_MAC_BYTES).unwrap_or_default();
+    format!("{time_hex}{}", hex::encode(tag))
 }
 
 /// Result of [`check_nonce`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// Ours and within the age bound.
+    /// Ours and issued at most `max_age_secs` ago.
     Fresh,
-    /// Ours but too old (challenge again with `stale=true`).
+    /// Ours but older, or issued in the future (clock stepped back): challenge again with
+    /// `stale=true`.
     Stale,
-    /// Not ours.
+    /// Not made with this secret.
     Invalid,
 }
 
-/// Checks a nonce made by [`make_nonce`].
+/// Checks a nonce made by [`make_nonce`] (the MAC compare is constant-time).
 #[must_use]
 pub fn check_nonce(secret: &[u8], nonce: &str, now_secs: i64, max_age_secs: i64) -> NonceCheck {
-    let _ = (secret, nonce, now_secs, max_age_secs);
-    unimplemented!()
+    if nonce.len() != NONCE_TIME_HEX + 2 * NONCE_MAC_BYTES
+        || !nonce
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return NonceCheck::Invalid;
+    }
+    let (Some(time_hex), Some(tag_hex)) =
+        (nonce.get(..NONCE_TIME_HEX), nonce.get(NONCE_TIME_HEX..))
+    else {
+        return NonceCheck::Invalid;
+    };
+    let (Ok(issued), Ok(tag)) = (u64::from_str_radix(time_hex, 16), hex::decode(tag_hex)) else {
+        return NonceCheck::Invalid;
+    };
+    let Some(mac) = nonce_mac(secret, time_hex) else {
+        return NonceCheck::Invalid;
+    };
+    if mac.verify_truncated_left(&tag).is_err() {
+        return NonceCheck::Invalid;
+    }
+    let age = now_secs.saturating_sub(issued as i64);
+    if (0..=max_age_secs).contains(&age) {
+        NonceCheck::Fresh
+    } else {
+        NonceCheck::Stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::scaip::tests::{records, unescape};
+
+    const VECTORS: &str = include_str!("../../proto/scaip/vectors.txt");
+
+    /// SS §9.1 MESSAGE (protocols.md §3.9).
+    const SS_MESSAGE: &[u8] = b"MESSAGE sip:user2@domain.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP user1pc.domain.com;branch=z9hG4bK776sgdkse\r\n\
+Max-Forwards: 70\r\n\
+From: sip:user1@domain.com;tag=49583\r\n\
+To: sip:user2@domain.com\r\n\
+Call-ID: asd88asd77a@1.2.3.4\r\n\
+CSeq: 1 MESSAGE\r\n\
+Content-Type: application/scaip+xml\r\n\
+Content-Length: 72\r\n\
+\r\n\
+<mrq><ref>1234</ref><cid>123456</cid><dty>0001</dty><stc>001</stc></mrq>";
+
+    fn opt(s: Option<&str>) -> &str {
+        s.filter(|s| !s.is_empty()).unwrap_or("-")
+    }
+
+    #[test]
+    fn vectors_file() {
+        let mut n = 0;
+        for rec in records(VECTORS) {
+            let get = |k: &str| rec.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            let Some(raw) = get("sip") else { continue };
+            n += 1;
+            let name = get("name").expect("name");
+            let raw = unescape(raw);
+            let expect = get("parse").expect("parse");
+            let m = match parse(&raw) {
+                Ok(m) => {
+                    assert_eq!(expect, "ok", "{name}");
+                    m
+                }
+                Err(e) => {
+                    assert_eq!(e.as_str(), expect, "{name}: {e:?}");
+                    continue;
+                }
+            };
+            let start = match m.start {
+                StartLine::Request { method, uri } => format!("request {method} {uri}"),
+                StartLine::Response { code, reason } => format!("response {code} {reason}"),
+            };
+            assert_eq!(Some(start.as_str()), get("start"), "{name}");
+            assert_eq!(Some(m.call_id()), get("call_id"), "{name}");
+            let (num, method) = m.cseq();
+            assert_eq!(
+                Some(format!("{num} {method}").as_str()),
+                get("cseq"),
+                "{name}"
+            );
+            assert_eq!(Some(opt(m.from_uri())), get("from_uri"), "{name}");
+            assert_eq!(
+                Some(opt(m.from_uri().and_then(uri_user))),
+                get("from_user"),
+                "{name}"
+            );
+            assert_eq!(Some(opt(m.from_tag())), get("from_tag"), "{name}");
+            assert_eq!(Some(opt(m.to_tag())), get("to_tag"), "{name}");
+            assert_eq!(Some(opt(m.top_via_branch())), get("branch"), "{name}");
+            assert_eq!(Some(opt(m.content_type())), get("content_type"), "{name}");
+            let body = std::str::from_utf8(m.body).expect("utf8");
+            assert_eq!(Some(opt(Some(body))), get("body"), "{name}");
+            // The same bytes on a stream.
+            assert_eq!(scan(&raw), Scan::Message { len: raw.len() }, "{name}");
+        }
+        assert!(n >= 5);
+    }
+
+    #[test]
+    fn ss_message_as_datagram() {
+        let m = parse(SS_MESSAGE).expect("parse");
+        assert_eq!(
+            m.start,
+            StartLine::Request {
+                method: "MESSAGE",
+                uri: "sip:user2@domain.com"
+            }
+        );
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some("MESSAGE"));
+        assert_eq!(m.cseq(), (1, "MESSAGE"));
+        assert_eq!(m.header("max-forwards"), Some("70"));
+        assert_eq!(m.header("i"), Some("asd88asd77a@1.2.3.4"));
+        assert_eq!(m.content_type(), Some(crate::codec::scaip::CONTENT_TYPE));
+        let mrq = crate::codec::scaip::parse_mrq(m.body).expect("mrq");
+        assert_eq!(
+            (mrq.reference.as_str(), mrq.dty, mrq.stc),
+            ("1234", 1, Some(1))
+        );
+        // Without Content-Length the rest of the datagram is the body.
+        let text = std::str::from_utf8(SS_MESSAGE).expect("utf8");
+        let no_cl = text.replace("Content-Length: 72\r\n", "");
+        assert_eq!(parse(no_cl.as_bytes()).expect("parse").body, m.body);
+        // Bytes after Content-Length are ignored on a datagram.
+        let mut extra = SS_MESSAGE.to_vec();
+        extra.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse(&extra).expect("parse").body, m.body);
+        // Leading CRLFs are skipped.
+        let mut lead = b"\r\n\r\n".to_vec();
+        lead.extend_from_slice(SS_MESSAGE);
+        assert!(parse(&lead).is_ok());
+    }
+
+    #[test]
+    fn scan_split_at_every_byte() {
+        let mut stream = SS_MESSAGE.to_vec();
+        stream.extend_from_slice(SS_MESSAGE);
+        for cut in 0..SS_MESSAGE.len() {
+            assert_eq!(scan(&SS_MESSAGE[..cut]), Scan::Incomplete, "cut at {cut}");
+        }
+        assert_eq!(
+            scan(SS_MESSAGE),
+            Scan::Message {
+                len: SS_MESSAGE.len()
+            }
+        );
+        for cut in SS_MESSAGE.len()..=stream.len() {
+            assert_eq!(
+                scan(&stream[..cut]),
+                Scan::Message {
+                    len: SS_MESSAGE.len()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn scan_keepalives_and_errors() {
+        assert_eq!(scan(b""), Scan::Incomplete);
+        assert_eq!(scan(b"\r"), Scan::Incomplete);
+        assert_eq!(scan(b"\r\n"), Scan::Incomplete);
+        assert_eq!(scan(b"\r\n\r"), Scan::Incomplete);
+        assert_eq!(
+            scan(b"\r\n\r\nMESSAGE"),
+            Scan::KeepAlive { n: 4, ping: true }
+        );
+        assert_eq!(scan(b"\r\nMES"), Scan::KeepAlive { n: 2, ping: false });
+        assert_eq!(scan(b"\nMES"), Scan::KeepAlive { n: 1, ping: false });
+        assert_eq!(scan(b"\r\r"), Scan::KeepAlive { n: 1, ping: false });
+        let text = std::str::from_utf8(SS_MESSAGE).expect("utf8");
+        let no_cl = text.replace("Content-Length: 72\r\n", "");
+        assert_eq!(
+            scan(no_cl.as_bytes()),
+            Scan::Invalid(SipError::NoContentLength)
+        );
+        let bad_cl = text.replace("Content-Length: 72", "Content-Length: 7x");
+        assert_eq!(
+            scan(bad_cl.as_bytes()),
+            Scan::Invalid(SipError::BadContentLength)
+        );
+        let huge_cl = text.replace("Content-Length: 72", "Content-Length: 20000");
+        assert_eq!(scan(huge_cl.as_bytes()), Scan::Invalid(SipError::TooLarge));
+        let endless = vec![b'a'; MAX_MESSAGE_BYTES];
+        assert_eq!(scan(&endless), Scan::Invalid(SipError::TooLarge));
+        assert_eq!(scan(&endless[1..]), Scan::Incomplete);
+    }
+
+    #[test]
+    fn compact_and_folded_headers() {
+        let raw = b"MESSAGE sip:arc@vakt SIP/2.0\r\n\
+v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa\r\n\
+f: <sip:678@arc>;tag=1\r\n\
+t: <sip:arc@vakt>\r\n\
+i: abc\r\n\
+CSeq: 5\r\n\tMESSAGE\r\n\
+Subject: one\r\n  two\r\n\
+c: application/scaip+xml\r\n\
+l: 0\r\n\r\n";
+        let m = parse(raw).expect("parse");
+        assert_eq!(
+            m.header("Via"),
+            Some("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa")
+        );
+        assert_eq!(m.header("v"), m.header("VIA"));
+        assert_eq!(m.header("Call-ID"), Some("abc"));
+        assert_eq!(m.cseq(), (5, "MESSAGE"));
+        assert_eq!(m.header("s"), Some("one two"));
+        assert_eq!(m.header("Content-Length"), Some("0"));
+        assert_eq!(m.from_uri(), Some("sip:678@arc"));
+        assert_eq!(m.from_tag(), Some("1"));
+        assert_eq!(m.to_tag(), None);
+        assert!(m.body.is_empty());
+        assert_eq!(m.headers[0].0, "Via");
+    }
+
+    #[test]
+    fn multiple_via_copied_in_order() {
+        let raw = b"MESSAGE sip:arc@vakt SIP/2.0\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKtop;rport=5061;received=192.0.2.1, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKmid\r\n\
+Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKlast\r\n\
+From: \"Anna, 3rd floor\" <sip:678@arc.example>;tag=abc\r\n\
+To: sip:arc@vakt\r\n\
+Call-ID: c1\r\n\
+CSeq: 9 MESSAGE\r\n\
+Content-Length: 0\r\n\r\n";
+        let m = parse(raw).expect("parse");
+        assert_eq!(m.top_via_branch(), Some("z9hG4bKtop"));
+        assert_eq!(m.headers_named("Via").count(), 2);
+        assert_eq!(m.from_uri(), Some("sip:678@arc.example"));
+        assert_eq!(m.from_tag(), Some("abc"));
+        let mut out = Vec::new();
+        encode_response(
+            &m,
+            200,
+            "OK",
+            "t0",
+            &[("Server", "vakt")],
+            None,
+            b"",
+            &mut out,
+        );
+        let text = String::from_utf8(out.clone()).expect("utf8");
+        assert_eq!(
+            text,
+            "SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKtop;rport=5061;received=192.0.2.1, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKmid\r\n\
+Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKlast\r\n\
+From: \"Anna, 3rd floor\" <sip:678@arc.example>;tag=abc\r\n\
+To: sip:arc@vakt;tag=t0\r\n\
+Call-ID: c1\r\n\
+CSeq: 9 MESSAGE\r\n\
+Server: vakt\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let r = parse(&out).expect("response parses");
+        assert_eq!(
+            r.start,
+            StartLine::Response {
+                code: 200,
+                reason: "OK"
+            }
+        );
+        assert!(!r.is_request());
+        assert_eq!(r.method(), None);
+        assert_eq!(r.to_tag(), Some("t0"));
+        assert_eq!(r.call_id(), "c1");
+        assert_eq!(r.cseq(), (9, "MESSAGE"));
+        assert_eq!(scan(&out), Scan::Message { len: out.len() });
+    }
+
+    #[test]
+    fn response_keeps_existing_to_tag_and_adds_body() {
+        let raw = b"MESSAGE sip:arc@vakt SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:arc@vakt>;tag=old\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        let m = parse(raw).expect("parse");
+        let mut out = Vec::new();
+        let challenge = challenge("vakt", "n1", false);
+        encode_response(
+            &m,
+            401,
+            "Unauthorized",
+            "new",
+            &[("WWW-Authenticate", &challenge)],
+            Some("text/plain"),
+            b"hi",
+            &mut out,
+        );
+        let r = parse(&out).expect("parse");
+        assert_eq!(
+            r.start,
+            StartLine::Response {
+                code: 401,
+                reason: "Unauthorized"
+            }
+        );
+        assert_eq!(r.to_tag(), Some("old"));
+        assert_eq!(r.header("WWW-Authenticate"), Some(challenge.as_str()));
+        assert_eq!(r.content_type(), Some("text/plain"));
+        assert_eq!(r.body, b"hi");
+    }
+
+    #[test]
+    fn encode_request_round_trips() {
+        let body = b"<mrs><ref>1243</ref><snu>0</snu><mre>1</mre></mrs>";
+        let r = OutRequest {
+            method: "MESSAGE",
+            uri: "sip:678@192.0.2.1:5060;transport=tcp",
+            via_transport: "TCP",
+            via_host: "127.0.0.1:5060",
+            branch: "z9hG4bKabc",
+            from: "<sip:arc@vakt>",
+            from_tag: "ft",
+            to: "<sip:678@192.0.2.1>",
+            call_id: "cid-1",
+            cseq: 7,
+            content_type: Some(crate::codec::scaip::CONTENT_TYPE),
+            body,
+        };
+        let mut out = Vec::new();
+        encode_request(&r, &mut out);
+        let m = parse(&out).expect("parse");
+        assert_eq!(
+            m.start,
+            StartLine::Request {
+                method: "MESSAGE",
+                uri: "sip:678@192.0.2.1:5060;transport=tcp"
+            }
+        );
+        assert_eq!(
+            m.header("Via"),
+            Some("SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKabc;rport")
+        );
+        assert_eq!(m.top_via_branch(), Some("z9hG4bKabc"));
+        assert_eq!(m.header("Max-Forwards"), Some("70"));
+        assert_eq!(m.header("User-Agent"), Some("vakt"));
+        assert_eq!(m.from_tag(), Some("ft"));
+        assert_eq!(m.from_uri(), Some("sip:arc@vakt"));
+        assert_eq!(m.call_id(), "cid-1");
+        assert_eq!(m.cseq(), (7, "MESSAGE"));
+        assert_eq!(m.body, body);
+        assert_eq!(scan(&out), Scan::Message { len: out.len() });
+    }
+
+    #[test]
+    fn header_injection_is_dropped() {
+        let r = OutRequest {
+            method: "MESSAGE",
+            uri: "sip:a@b",
+            via_transport: "UDP",
+            via_host: "h",
+            branch: "z9hG4bK1",
+            from: "<sip:arc@vakt>",
+            from_tag: "t",
+            to: "<sip:a@b>\r\nX-Evil: 1",
+            call_id: "c",
+            cseq: 1,
+            content_type: None,
+            body: b"",
+        };
+        let mut out = Vec::new();
+        encode_request(&r, &mut out);
+        let m = parse(&out).expect("parse");
+        assert_eq!(m.header("X-Evil"), None);
+    }
+
+    #[test]
+    fn parse_errors() {
+        let text = std::str::from_utf8(SS_MESSAGE).expect("utf8");
+        let e = |s: &str| parse(s.as_bytes()).map(|_| ()).map_err(|e| e.as_str());
+        assert_eq!(e(&text.replace("Via:", "Xia:")), Err("missing_header"));
+        assert_eq!(
+            parse(text.replace("To: ", "Xo: ").as_bytes()).map(|_| ()),
+            Err(SipError::MissingHeader("To"))
+        );
+        assert_eq!(
+            e(&text.replace("CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE\r\nCSeq: 2 MESSAGE")),
+            Err("duplicate_header")
+        );
+        assert_eq!(
+            e(&text.replace("CSeq: 1 MESSAGE", "CSeq: x MESSAGE")),
+            Err("bad_cseq")
+        );
+        assert_eq!(
+            e(&text.replace("CSeq: 1 MESSAGE", "CSeq: 2147483648 MESSAGE")),
+            Err("bad_cseq")
+        );
+        assert_eq!(
+            e(&text.replace("Max-Forwards", "Max Forwards")),
+            Err("bad_header")
+        );
+        assert_eq!(e(&text.replace("Max-Forwards: 70", " 70")), Ok(()));
+        // A continuation line with no header before it.
+        assert_eq!(e(&text.replace("Via:", " Via:")), Err("bad_header"));
+        assert_eq!(
+            e(&text.replace("MESSAGE sip", "MESSAGE  sip")),
+            Err("bad_start_line")
+        );
+        assert_eq!(e(&text.replace("70\r\n", "70\n")), Err("bad_header"));
+        assert_eq!(e("MESSAGE sip:a@b SIP/2.0\r\nVia: x\r\n"), Err("truncated"));
+        assert_eq!(e("SIP/2.0 99 Low\r\n\r\n"), Err("bad_start_line"));
+        assert_eq!(e("SIP/3.0 200 OK\r\n\r\n"), Err("bad_version"));
+        assert_eq!(
+            e(&text.replace("Content-Length: 72", "Content-Length: 72\r\nl: 71")),
+            Err("bad_content_length")
+        );
+        assert_eq!(
+            parse(b"MESSAGE sip:\xff SIP/2.0\r\n\r\n"),
+            Err(SipError::NotUtf8)
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            e(&text.replace("Max-Forwards: 70\r\n", &many)),
+            Err("too_many_headers")
+        );
+        let big = vec![b'a'; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(parse(&big), Err(SipError::TooLarge));
+    }
+
+    #[test]
+    fn uri_user_cases() {
+        assert_eq!(uri_user("sip:678@host;x=y"), Some("678"));
+        assert_eq!(uri_user("SIPS:alice:secret@host"), Some("alice"));
+        assert_eq!(uri_user("sip:host"), None);
+        assert_eq!(uri_user("tel:+4670"), None);
+        assert_eq!(uri_user("sip:@host"), None);
+    }
+
+    #[test]
+    fn rfc2617_example() {
+        let h = ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
+        let resp = digest_response(
+            &h,
+            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            Some("00000001"),
+            Some("0a4f113b"),
+            Some("auth"),
+            "GET",
+            "/dir/index.html",
+        );
+        assert_eq!(resp, "6629fae49393a05397450978507c4ef1");
+        let header = "Digest username=\"Mufasa\",\r\n realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", uri=\"/dir/index.html\", qop=auth, nc=00000001, cnonce=\"0a4f113b\", response=\"6629fae49393a05397450978507c4ef1\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"";
+        // The header as folded by parse: CRLF + LWS becomes one space.
+        let header = header.replace("\r\n ", " ");
+        let c = parse_authorization(&header).expect("parse");
+        assert_eq!(c.username, "Mufasa");
+        assert_eq!(c.qop.as_deref(), Some("auth"));
+        assert_eq!(
+            c.opaque.as_deref(),
+            Some("5ccc069c403ebaf9f0171e9517f40e41")
+        );
+        assert!(verify(&c, "GET", &h));
+        assert!(verify(&c, "GET", &h.to_uppercase()));
+        assert!(!verify(&c, "POST", &h));
+        assert!(!verify(
+            &c,
+            "GET",
+            &ha1("Mufasa", "testrealm@host.com", "wrong")
+        ));
+        let mut no_nc = c.clone();
+        no_nc.nc = None;
+        assert!(!verify(&no_nc, "GET", &h));
+        let mut int = c.clone();
+        int.qop = Some("auth-int".into());
+        assert!(!verify(&int, "GET", &h));
+    }
+
+    #[test]
+    fn sipp_style_authorization() {
+        // SIPp's [authentication] keyword: no qop when the challenge has none, algorithm=MD5.
+        let h = ha1("678", "vakt", "secret");
+        let resp = digest_response(
+            &h,
+            "abc",
+            None,
+            None,
+            None,
+            "MESSAGE",
+            "sip:arc@127.0.0.1:5060",
+        );
+        let header = format!(
+            "Digest username=\"678\",realm=\"vakt\",uri=\"sip:arc@127.0.0.1:5060\",nonce=\"abc\",response=\"{resp}\",algorithm=MD5"
+        );
+        let c = parse_authorization(&header).expect("parse");
+        assert_eq!(c.uri, "sip:arc@127.0.0.1:5060");
+        assert_eq!(c.algorithm.as_deref(), Some("MD5"));
+        assert!(verify(&c, "MESSAGE", &h));
+        // With qop=auth, as SIPp answers a qop="auth" challenge.
+        let resp = digest_response(
+            &h,
+            "abc",
+            Some("00000001"),
+            Some("6b8b4567"),
+            Some("auth"),
+            "MESSAGE",
+            "sip:arc@127.0.0.1:5060",
+        );
+        let header = format!(
+            "Digest username=\"678\",realm=\"vakt\",cnonce=\"6b8b4567\",nc=00000001,qop=auth,uri=\"sip:arc@127.0.0.1:5060\",nonce=\"abc\",response=\"{resp}\",algorithm=MD5"
+        );
+        let c = parse_authorization(&header).expect("parse");
+        assert!(verify(&c, "MESSAGE", &h));
+    }
+
+    #[test]
+    fn authorization_syntax() {
+        let base = "username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:a@b\", response=\"00\"";
+        assert_eq!(
+            parse_authorization("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            Err(AuthError::Basic)
+        );
+        assert_eq!(parse_authorization("basic x"), Err(AuthError::Basic));
+        assert_eq!(parse_authorization("Bearer x"), Err(AuthError::NotDigest));
+        assert_eq!(parse_authorization(""), Err(AuthError::NotDigest));
+        assert_eq!(
+            parse_authorization("Digest realm=\"r\""),
+            Err(AuthError::MissingParam("username"))
+        );
+        assert_eq!(
+            parse_authorization(&format!("Digest {base}, algorithm=MD5-sess")),
+            Err(AuthError::Algorithm)
+        );
+        assert_eq!(
+            parse_authorization(&format!("Digest {base}, realm=\"x\"")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            parse_authorization("Digest username=\"u"),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            parse_authorization("Digest username=\"u\" realm=\"r\""),
+            Err(AuthError::Malformed)
+        );
+        let header = format!("DIGEST  USERNAME = \"a\\\"b\\\\c\" , {}", &base[13..]);
+        let c = parse_authorization(&header).expect("parse");
+        assert_eq!(c.username, "a\"b\\c");
+        assert!(matches!(c.realm, Cow::Borrowed("r")));
+        assert_eq!(AuthError::Basic.as_str(), "basic");
+    }
+
+    #[test]
+    fn challenge_format() {
+        assert_eq!(
+            challenge("vakt", "n1", false),
+            "Digest realm=\"vakt\", nonce=\"n1\", algorithm=MD5, qop=\"auth\""
+        );
+        assert_eq!(
+            challenge("va\"kt", "n1", true),
+            "Digest realm=\"va\\\"kt\", nonce=\"n1\", algorithm=MD5, qop=\"auth\", stale=true"
+        );
+    }
+
+    #[test]
+    fn nonces() {
+        let secret = b"0123456789abcdef";
+        let n = make_nonce(secret, 1_700_000_000);
+        assert_eq!(n.len(), 48);
+        assert!(n.starts_with("000000006553f100"));
+        assert_eq!(
+            check_nonce(secret, &n, 1_700_000_000, 300),
+            NonceCheck::Fresh
+        );
+        assert_eq!(
+            check_nonce(secret, &n, 1_700_000_300, 300),
+            NonceCheck::Fresh
+        );
+        assert_eq!(
+            check_nonce(secret, &n, 1_700_000_301, 300),
+            NonceCheck::Stale
+        );
+        assert_eq!(
+            check_nonce(secret, &n, 1_699_999_999, 300),
+            NonceCheck::Stale
+        );
+        assert_eq!(
+            check_nonce(b"other", &n, 1_700_000_000, 300),
+            NonceCheck::Invalid
+        );
+        let mut forged = n.clone().into_bytes();
+        forged[15] = b'1';
+        let forged = String::from_utf8(forged).expect("utf8");
+        assert_eq!(
+            check_nonce(secret, &forged, 1_700_000_000, 300),
+            NonceCheck::Invalid
+        );
+        assert_eq!(
+            check_nonce(secret, &n.to_uppercase(), 1_700_000_000, 300),
+            NonceCheck::Invalid
+        );
+        assert_eq!(check_nonce(secret, "", 0, 300), NonceCheck::Invalid);
+        assert_eq!(check_nonce(secret, &n[..47], 0, 300), NonceCheck::Invalid);
+        let neg = make_nonce(secret, -5);
+        assert_eq!(check_nonce(secret, &neg, 0, 300), NonceCheck::Fresh);
+    }
+
+    #[test]
+    fn tokens() {
+        let t = random_token(16);
+        assert_eq!(t.len(), 16);
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(t, random_token(16));
+        assert_eq!(random_token(0), "");
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(SipError::MissingHeader("Via").as_str(), "missing_header");
+        assert_eq!(SipError::TooLarge.as_str(), "too_large");
+        assert_eq!(AuthError::MissingParam("nonce").as_str(), "missing_param");
+    }
 }
