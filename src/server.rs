@@ -433,6 +433,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         crate::transport::sip::SipOptions::from_config(&cfg.scaip),
         scaip_metrics,
         tracker.clone(),
+        shutdown.clone(),
     ));
     if let Some(s) = listeners.scaip_udp {
         accept_tracker.spawn(crate::transport::sip::serve_udp(

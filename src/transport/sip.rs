@@ -211,6 +211,8 @@ pub struct Endpoint {
     uas: Mutex<UasCache>,
     rates: Mutex<HashMap<SocketAddr, Bucket>>,
     tracker: TaskTracker,
+    /// At shutdown vakt stops waiting for devices to confirm its MESSAGEs.
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -262,12 +264,14 @@ enum Unauthenticated {
 }
 
 impl Endpoint {
-    /// An endpoint over the SCAIP rules; answer tasks are tracked by `tracker`.
+    /// An endpoint over the SCAIP rules; answer tasks are tracked by `tracker` and stop
+    /// waiting for devices at `shutdown`.
     pub fn new(
         scaip: Arc<Scaip>,
         opts: SipOptions,
         metrics: ScaipMetrics,
         tracker: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Endpoint {
         let mut nonce_secret = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut nonce_secret[..]);
@@ -282,6 +286,7 @@ impl Endpoint {
             uas: Mutex::new(UasCache::default()),
             rates: Mutex::new(HashMap::new()),
             tracker,
+            shutdown,
         }
     }
 
@@ -629,6 +634,8 @@ impl Endpoint {
                         Err(_) => "send_failed",
                     },
                     () = tokio::time::sleep_until(next) => {}
+                    // The listeners are closed: a response could no longer be read.
+                    () = self.shutdown.cancelled() => break 'wait "timeout",
                 }
                 if tokio::time::Instant::now() >= deadline {
                     break 'wait "timeout";
