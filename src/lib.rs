@@ -48,6 +48,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod incidents;
 pub mod journal;
+pub mod luc;
 pub mod model;
 pub mod outbox;
 pub mod patrol_client;

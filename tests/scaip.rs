@@ -4,18 +4,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ADMIN, Client, add_user, signals, start_with, test_config};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use vakt::codec::scaip::{self, Mrs};
-use vakt::codec::sip::{self, StartLine};
+use tokio::net::TcpStream;
+use vakt::luc::Luc;
 use vakt::model::Role;
 
 const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
@@ -32,225 +28,6 @@ fn prepare(dir: &Path) {
     vakt::cli::import_devices(dir, devices_csv().as_bytes()).expect("import devices");
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
-}
-
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
-
-enum Link {
-    Udp(UdpSocket, SocketAddr),
-    Stream(Pin<Box<dyn Stream>>, Vec<u8>, &'static str),
-}
-
-/// A SCAIP device: sends `<mrq>`s in SIP MESSAGEs, answers vakt's MESSAGEs 200.
-struct Luc {
-    link: Link,
-    user: String,
-    password: String,
-    cseq: u32,
-    from_tag: String,
-    call_id: String,
-    /// The last challenge: (realm, nonce).
-    challenge: Option<(String, String)>,
-}
-
-/// A final answer to one request, and the `<mrs>` that followed a 200.
-#[derive(Debug)]
-struct Exchange {
-    code: u16,
-    mrs: Option<Mrs>,
-}
-
-fn param(h: &str, name: &str) -> Option<String> {
-    let i = h.find(&format!("{name}="))?;
-    let v = &h[i + name.len() + 1..];
-    Some(match v.strip_prefix('"') {
-        Some(q) => q.split('"').next()?.to_owned(),
-        None => v.split([',', ' ']).next()?.to_owned(),
-    })
-}
-
-impl Luc {
-    async fn udp(server: SocketAddr, user: &str, password: &str) -> Luc {
-        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        Luc::new(Link::Udp(s, server), user, password)
-    }
-
-    async fn tcp(server: SocketAddr, user: &str, password: &str) -> Luc {
-        let s = TcpStream::connect(server).await.unwrap();
-        Luc::new(Link::Stream(Box::pin(s), Vec::new(), "TCP"), user, password)
-    }
-
-    fn new(link: Link, user: &str, password: &str) -> Luc {
-        Luc {
-            link,
-            user: user.into(),
-            password: password.into(),
-            cseq: 1,
-            from_tag: sip::random_token(8),
-            call_id: sip::random_token(12),
-            challenge: None,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        match &mut self.link {
-            Link::Udp(s, to) => {
-                s.send_to(bytes, *to).await.unwrap();
-            }
-            Link::Stream(s, _, _) => s.write_all(bytes).await.unwrap(),
-        }
-    }
-
-    /// The next SIP message from vakt (10 s at most).
-    async fn recv(&mut self) -> Vec<u8> {
-        let fut = async {
-            match &mut self.link {
-                Link::Udp(s, _) => {
-                    let mut buf = vec![0u8; 65536];
-                    let (n, _) = s.recv_from(&mut buf).await.unwrap();
-                    buf.truncate(n);
-                    buf
-                }
-                Link::Stream(s, buf, _) => loop {
-                    match sip::scan(buf) {
-                        sip::Scan::Message { len } => {
-                            let m = buf[..len].to_vec();
-                            buf.drain(..len);
-                            return m;
-                        }
-                        sip::Scan::KeepAlive { n, .. } => {
-                            buf.drain(..n);
-                        }
-                        sip::Scan::Incomplete => {
-                            let mut chunk = [0u8; 4096];
-                            let n = s.read(&mut chunk).await.unwrap();
-                            assert!(n > 0, "vakt closed the connection");
-                            buf.extend_from_slice(&chunk[..n]);
-                        }
-                        sip::Scan::Invalid(e) => panic!("bad stream from vakt: {e:?}"),
-                    }
-                },
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), fut)
-            .await
-            .expect("vakt answers within 10 s")
-    }
-
-    fn transport(&self) -> &'static str {
-        match &self.link {
-            Link::Udp(..) => "UDP",
-            Link::Stream(_, _, t) => t,
-        }
-    }
-
-    fn message(&mut self, method: &str, body: &[u8], auth: Option<String>) -> Vec<u8> {
-        let uri = "sip:arc@127.0.0.1";
-        let mut out = Vec::new();
-        let transport = self.transport();
-        let mut req = format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:5999;branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@127.0.0.1>;tag={}\r\nTo: <{uri}>\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
-            sip::random_token(12),
-            self.user,
-            self.from_tag,
-            self.call_id,
-            self.cseq,
-        );
-        self.cseq += 1;
-        if let Some(a) = auth {
-            req.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        if !body.is_empty() {
-            req.push_str(&format!("Content-Type: {}\r\n", scaip::CONTENT_TYPE));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        out.extend_from_slice(req.as_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn authorization(&self, method: &str) -> Option<String> {
-        let (realm, nonce) = self.challenge.clone()?;
-        let uri = "sip:arc@127.0.0.1";
-        let ha1 = sip::ha1(&self.user, &realm, &self.password);
-        let cnonce = sip::random_token(8);
-        let response = sip::digest_response(
-            &ha1,
-            &nonce,
-            Some("00000001"),
-            Some(&cnonce),
-            Some("auth"),
-            method,
-            uri,
-        );
-        Some(format!(
-            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
-            self.user
-        ))
-    }
-
-    /// Sends `body` in a MESSAGE (answering a challenge once), and returns vakt's final
-    /// answer and, after a 200, the `<mrs>` of vakt's MESSAGE (answered 200).
-    async fn mrq(&mut self, body: &str) -> Exchange {
-        for _ in 0..2 {
-            let auth = self.authorization("MESSAGE");
-            let had_auth = auth.is_some();
-            let req = self.message("MESSAGE", body.as_bytes(), auth);
-            self.send(&req).await;
-            let resp = self.recv().await;
-            let msg = sip::parse(&resp).unwrap();
-            let StartLine::Response { code, .. } = msg.start else {
-                panic!("expected a response: {}", String::from_utf8_lossy(&resp));
-            };
-            if code == 401 {
-                let h = msg
-                    .header("WWW-Authenticate")
-                    .expect("challenge")
-                    .to_owned();
-                assert!(h.starts_with("Digest "), "{h}");
-                assert!(h.contains("algorithm=MD5"), "{h}");
-                self.challenge = Some((param(&h, "realm").unwrap(), param(&h, "nonce").unwrap()));
-                if had_auth {
-                    return Exchange { code, mrs: None };
-                }
-                continue;
-            }
-            if code != 200 {
-                return Exchange { code, mrs: None };
-            }
-            let mrs = self.await_mrs().await;
-            return Exchange {
-                code,
-                mrs: Some(mrs),
-            };
-        }
-        unreachable!()
-    }
-
-    /// vakt's MESSAGE with the `<mrs>`, answered 200.
-    async fn await_mrs(&mut self) -> Mrs {
-        loop {
-            let raw = self.recv().await;
-            let msg = sip::parse(&raw).unwrap();
-            let StartLine::Request { method, .. } = msg.start else {
-                continue;
-            };
-            assert_eq!(method, "MESSAGE");
-            assert_eq!(
-                msg.call_id(),
-                self.call_id,
-                "the mrs carries the request's Call-ID"
-            );
-            assert_eq!(msg.content_type(), Some(scaip::CONTENT_TYPE));
-            assert!(msg.header("To").unwrap().contains(&self.from_tag));
-            let mut ok = Vec::new();
-            sip::encode_response(&msg, 200, "OK", "luc", &[], None, b"", &mut ok);
-            let mrs = scaip::parse_mrs(msg.body).unwrap();
-            self.send(&ok).await;
-            return mrs;
-        }
-    }
 }
 
 fn alarm(reference: &str, cid: &str, dty: u16) -> String {
@@ -300,10 +77,12 @@ async fn udp_alarm_holds_until_an_operator_takes_it_then_voice() {
     let srv = start_with(test_config(dir.path())).await;
     let http = srv.http.unwrap();
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
-    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678").await;
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
 
     // First request: challenged, then authenticated; the alarm is held.
-    let x = luc.mrq(&alarm("1243", "678", 3)).await;
+    let x = luc.mrq(&alarm("1243", "678", 3)).await.unwrap();
     assert_eq!(x.code, 200);
     let mrs = x.mrs.unwrap();
     assert_eq!(
@@ -317,7 +96,12 @@ async fn udp_alarm_holds_until_an_operator_takes_it_then_voice() {
 
     // The device polls with the same request: held again, never a second Call or Signal.
     for _ in 0..3 {
-        let mrs = luc.mrq(&alarm("1243", "678", 3)).await.mrs.unwrap();
+        let mrs = luc
+            .mrq(&alarm("1243", "678", 3))
+            .await
+            .unwrap()
+            .mrs
+            .unwrap();
         assert_eq!(mrs.snu, 4);
     }
     assert_eq!(open_calls(&mut op).await.len(), 1);
@@ -335,7 +119,12 @@ async fn udp_alarm_holds_until_an_operator_takes_it_then_voice() {
         .send("POST", &format!("/api/calls/{id}/claim"), None)
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let mrs = luc.mrq(&alarm("1243", "678", 3)).await.mrs.unwrap();
+    let mrs = luc
+        .mrq(&alarm("1243", "678", 3))
+        .await
+        .unwrap()
+        .mrs
+        .unwrap();
     assert_eq!((mrs.snu, mrs.mre), (0, Some(1)));
     let metrics = common::http_get(http, "/metrics").await.1;
     assert!(
@@ -367,12 +156,15 @@ async fn tcp_heartbeats_and_bad_requests_are_answered_without_journaling() {
     cfg.scaip.max_body_bytes = 300;
     let srv = start_with(cfg).await;
     let http = srv.http.unwrap();
-    let mut luc = Luc::tcp(srv.scaip_tcp.unwrap(), "luc678", "s3cret-678").await;
+    let mut luc = Luc::tcp(srv.scaip_tcp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
 
     // A heartbeat from a device that takes intervals: 3600 s in the registry = 60 min.
     let mrs = luc
         .mrq("<mrq><ref>H1</ref><mty>PI</mty><cid>678</cid><dty>2</dty><hbo>001</hbo></mrq>")
         .await
+        .unwrap()
         .mrs
         .unwrap();
     assert_eq!((mrs.snu, mrs.hbi), (0, Some(60)));
@@ -380,6 +172,7 @@ async fn tcp_heartbeats_and_bad_requests_are_answered_without_journaling() {
     let mrs = luc
         .mrq("<mrq><ref>H2</ref><mty>PI</mty><cid>678</cid><dty>2</dty></mrq>")
         .await
+        .unwrap()
         .mrs
         .unwrap();
     assert_eq!((mrs.snu, mrs.hbi), (0, None));
@@ -395,7 +188,7 @@ async fn tcp_heartbeats_and_bad_requests_are_answered_without_journaling() {
             Some("E3"),
         ),
     ] {
-        let mrs = luc.mrq(body).await.mrs.unwrap();
+        let mrs = luc.mrq(body).await.unwrap().mrs.unwrap();
         assert_eq!(
             (mrs.snu, mrs.reference.as_deref()),
             (snu, reference),
@@ -406,21 +199,21 @@ async fn tcp_heartbeats_and_bad_requests_are_answered_without_journaling() {
         "<mrq><ref>E4</ref><cid>678</cid><dty>3</dty><ite>{}</ite></mrq>",
         "x".repeat(400)
     );
-    let mrs = luc.mrq(&long).await.mrs.unwrap();
+    let mrs = luc.mrq(&long).await.unwrap().mrs.unwrap();
     assert_eq!((mrs.snu, mrs.reference.as_deref()), (1, Some("E4")));
 
     // OPTIONS keep-alives are answered; other methods are not allowed.
     let req = luc.message("OPTIONS", b"", None);
-    luc.send(&req).await;
-    let r = luc.recv().await;
+    luc.send(&req).await.unwrap();
+    let r = luc.recv().await.unwrap();
     assert!(
         r.starts_with(b"SIP/2.0 200"),
         "{}",
         String::from_utf8_lossy(&r)
     );
     let req = luc.message("INVITE", b"", None);
-    luc.send(&req).await;
-    let r = luc.recv().await;
+    luc.send(&req).await.unwrap();
+    let r = luc.recv().await.unwrap();
     assert!(
         r.starts_with(b"SIP/2.0 405"),
         "{}",
@@ -434,8 +227,8 @@ async fn tcp_heartbeats_and_bad_requests_are_answered_without_journaling() {
         .position(|w| w == b"application/scaip+xml")
         .unwrap();
     req.splice(at..at + 21, b"application/xml      ".iter().copied());
-    luc.send(&req).await;
-    let r = luc.recv().await;
+    luc.send(&req).await.unwrap();
+    let r = luc.recv().await.unwrap();
     assert!(
         r.starts_with(b"SIP/2.0 415"),
         "{}",
@@ -470,34 +263,31 @@ async fn unauthenticated_requests_are_challenged_and_never_journaled() {
     let http = srv.http.unwrap();
     let udp = srv.scaip_udp.unwrap();
 
-    let mut wrong = Luc::udp(udp, "luc678", "not-the-password").await;
-    assert_eq!(wrong.mrq(&alarm("W1", "678", 3)).await.code, 401);
-    let mut nobody = Luc::udp(udp, "nobody", "whatever").await;
-    assert_eq!(nobody.mrq(&alarm("W2", "678", 3)).await.code, 401);
+    let mut wrong = Luc::udp(udp, "luc678", "not-the-password").await.unwrap();
+    assert_eq!(wrong.mrq(&alarm("W1", "678", 3)).await.unwrap().code, 401);
+    let mut nobody = Luc::udp(udp, "nobody", "whatever").await.unwrap();
+    assert_eq!(nobody.mrq(&alarm("W2", "678", 3)).await.unwrap().code, 401);
     // Basic is refused.
-    let mut basic = Luc::udp(udp, "luc678", "s3cret-678").await;
+    let mut basic = Luc::udp(udp, "luc678", "s3cret-678").await.unwrap();
     let req = basic.message(
         "MESSAGE",
         alarm("W3", "678", 3).as_bytes(),
         Some("Basic bHVjNjc4OnMzY3JldC02Nzg=".into()),
     );
-    basic.send(&req).await;
-    let r = basic.recv().await;
+    basic.send(&req).await.unwrap();
+    let r = basic.recv().await.unwrap();
     assert!(
         r.starts_with(b"SIP/2.0 401"),
         "{}",
         String::from_utf8_lossy(&r)
     );
     // A nonce vakt never gave.
-    let mut forged = Luc::udp(udp, "luc678", "s3cret-678").await;
+    let mut forged = Luc::udp(udp, "luc678", "s3cret-678").await.unwrap();
     forged.challenge = Some(("vakt".into(), "0123456789abcdef".into()));
-    let req = forged.message(
-        "MESSAGE",
-        alarm("W4", "678", 3).as_bytes(),
-        forged.authorization("MESSAGE"),
-    );
-    forged.send(&req).await;
-    let r = forged.recv().await;
+    let auth = forged.authorization("MESSAGE");
+    let req = forged.message("MESSAGE", alarm("W4", "678", 3).as_bytes(), auth);
+    forged.send(&req).await.unwrap();
+    let r = forged.recv().await.unwrap();
     assert!(
         r.starts_with(b"SIP/2.0 401"),
         "{}",
@@ -506,8 +296,13 @@ async fn unauthenticated_requests_are_challenged_and_never_journaled() {
 
     // An authenticated device sending for a cid registered to another user: journaled (a
     // person must see it) but as an unknown device.
-    let mut other = Luc::udp(udp, "luc679", "s3cret-679").await;
-    let mrs = other.mrq(&alarm("X1", "678", 3)).await.mrs.unwrap();
+    let mut other = Luc::udp(udp, "luc679", "s3cret-679").await.unwrap();
+    let mrs = other
+        .mrq(&alarm("X1", "678", 3))
+        .await
+        .unwrap()
+        .mrs
+        .unwrap();
     assert_eq!(mrs.snu, 4);
 
     let all = signals(http).await;
@@ -536,10 +331,12 @@ async fn a_reset_releases_the_hold_and_a_restart_keeps_the_same_call() {
     let srv = start_with(test_config(dir.path())).await;
     let http = srv.http.unwrap();
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
-    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc679", "s3cret-679").await;
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc679", "s3cret-679")
+        .await
+        .unwrap();
 
     // A smoke detector: held (level 0 "Fire").
-    let mrs = luc.mrq(&alarm("F1", "679", 23)).await.mrs.unwrap();
+    let mrs = luc.mrq(&alarm("F1", "679", 23)).await.unwrap().mrs.unwrap();
     assert_eq!(mrs.snu, 4);
     let calls = wait_calls(&mut op, |c| c.len() == 1).await;
     assert_eq!(
@@ -551,6 +348,7 @@ async fn a_reset_releases_the_hold_and_a_restart_keeps_the_same_call() {
     let mrs = luc
         .mrq("<mrq><ref>F1</ref><mty>IN</mty><cid>679</cid><dty>23</dty><lte>Kitchen</lte></mrq>")
         .await
+        .unwrap()
         .mrs
         .unwrap();
     assert_eq!(mrs.snu, 4);
@@ -560,8 +358,10 @@ async fn a_reset_releases_the_hold_and_a_restart_keeps_the_same_call() {
     let srv = start_with(test_config(dir.path())).await;
     let http = srv.http.unwrap();
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
-    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc679", "s3cret-679").await;
-    let mrs = luc.mrq(&alarm("F1", "679", 23)).await.mrs.unwrap();
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc679", "s3cret-679")
+        .await
+        .unwrap();
+    let mrs = luc.mrq(&alarm("F1", "679", 23)).await.unwrap().mrs.unwrap();
     assert_eq!(mrs.snu, 4);
     let calls = open_calls(&mut op).await;
     assert_eq!(calls.len(), 1);
@@ -571,6 +371,7 @@ async fn a_reset_releases_the_hold_and_a_restart_keeps_the_same_call() {
     let mrs = luc
         .mrq("<mrq><ref>F1</ref><mty>RE</mty><cid>679</cid><dty>23</dty></mrq>")
         .await
+        .unwrap()
         .mrs
         .unwrap();
     assert_eq!(mrs.snu, 0);
@@ -629,15 +430,12 @@ async fn tls_battery_low_is_answered_once_durable_and_makes_a_work_order() {
         .connect(name, tcp)
         .await
         .unwrap();
-    let mut luc = Luc::new(
-        Link::Stream(Box::pin(stream), Vec::new(), "TLS"),
-        "luc678",
-        "s3cret-678",
-    );
+    let mut luc = Luc::stream(stream, "TLS", "luc678", "s3cret-678");
     // The spec's example: a bogus-caller switch with a low battery; no voice needed.
     let mrs = luc
         .mrq("<mrq><ref>1242</ref><cid>678</cid><dty>27</dty><stc>16</stc></mrq>")
         .await
+        .unwrap()
         .mrs
         .unwrap();
     assert_eq!(
@@ -674,12 +472,14 @@ async fn a_source_over_its_rate_is_told_to_retry_later() {
     cfg.scaip.rate_per_source = 1;
     cfg.scaip.rate_burst = 3;
     let srv = start_with(cfg).await;
-    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678").await;
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
     let mut codes = Vec::new();
     for _ in 0..5 {
         let req = luc.message("OPTIONS", b"", None);
-        luc.send(&req).await;
-        let r = luc.recv().await;
+        luc.send(&req).await.unwrap();
+        let r = luc.recv().await.unwrap();
         codes.push(String::from_utf8_lossy(&r[8..11]).into_owned());
     }
     assert_eq!(codes, ["200", "200", "200", "503", "503"]);
