@@ -1,4 +1,6 @@
-//! DC-09 codec hot path: decode a plain and an AES-256 ADM-CID frame, encode ACK and *ACK.
+//! Codec hot paths: DC-09 (decode a plain and an AES-256 ADM-CID frame, encode ACK and
+//! *ACK) and SCAIP (parse an authenticated SIP MESSAGE, verify its Digest, parse the `<mrq>`,
+//! encode the `<mrs>`).
 //!
 //! Run: `cargo bench --bench codec` (quick check: `cargo bench --bench codec -- --quick`).
 
@@ -11,6 +13,7 @@ use vakt::codec::dc09::{
     FrameSpec, Pad, Scan, encode_ack, encode_ack_encrypted, encode_frame_encrypted, parse, scan,
 };
 use vakt::codec::event::decode_payload;
+use vakt::codec::{scaip, sip};
 
 /// protocols.md §1.10 #1 (PIMA, CID 407 restore).
 const PLAIN: &[u8] =
@@ -86,5 +89,69 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A device's authenticated SIP MESSAGE with an alarm body.
+fn scaip_message() -> Vec<u8> {
+    let body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><mrq xmlns=\"http://www.hi.se/2012/XScaipXML\"><ref>1243</ref><cid>678</cid><dty>0005</dty><dco>002</dco><lco>011</lco><lte>Badrum</lte><crd>gsm:+46701740600</crd></mrq>";
+    let ha1 = sip::ha1("luc678", "vakt", "s3cret-678");
+    let nonce = sip::make_nonce(b"bench-secret", 1_800_000_000);
+    let response = sip::digest_response(
+        &ha1,
+        &nonce,
+        Some("00000001"),
+        Some("0a4f113b"),
+        Some("auth"),
+        "MESSAGE",
+        "sip:arc@vakt",
+    );
+    let mut m = format!(
+        "MESSAGE sip:arc@vakt SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.2.3:5060;branch=z9hG4bK776asdhds;rport\r\nMax-Forwards: 70\r\nFrom: <sip:678@vakt>;tag=49583\r\nTo: <sip:arc@vakt>\r\nCall-ID: a84b4c76e66710@10.1.2.3\r\nCSeq: 2 MESSAGE\r\nAuthorization: Digest username=\"luc678\", realm=\"vakt\", nonce=\"{nonce}\", uri=\"sip:arc@vakt\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"0a4f113b\"\r\nContent-Type: application/scaip+xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    m.extend_from_slice(body);
+    m
+}
+
+fn bench_scaip(c: &mut Criterion) {
+    let msg = scaip_message();
+    let ha1 = sip::ha1("luc678", "vakt", "s3cret-678");
+    let mut g = c.benchmark_group("scaip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sip_parse_message", |b| {
+        b.iter(|| sip::parse(black_box(&msg)).map(|m| m.body.len()));
+    });
+    let parsed = sip::parse(&msg).expect("message parses");
+    let auth = parsed.header("Authorization").expect("authorization");
+    g.bench_function("digest_parse_and_verify", |b| {
+        b.iter(|| {
+            let creds = sip::parse_authorization(black_box(auth)).expect("credentials");
+            sip::verify(&creds, "MESSAGE", &ha1)
+        });
+    });
+    assert!(sip::verify(
+        &sip::parse_authorization(auth).expect("credentials"),
+        "MESSAGE",
+        &ha1
+    ));
+    g.bench_function("mrq_parse", |b| {
+        b.iter(|| scaip::parse_mrq(black_box(parsed.body)).map(|m| m.dty));
+    });
+    let mrs = scaip::Mrs {
+        reference: Some("1243".into()),
+        snu: 0,
+        mre: Some(1),
+        ..scaip::Mrs::default()
+    };
+    let mut out = Vec::with_capacity(128);
+    g.bench_function("mrs_encode", |b| {
+        b.iter(|| {
+            out.clear();
+            scaip::encode_mrs(black_box(&mrs), &mut out);
+            out.len()
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_scaip);
 criterion_main!(benches);

@@ -731,7 +731,7 @@ fn describe_scaip() {
     describe_counter!(
         "vakt_scaip_messages_total",
         Unit::Count,
-        "SCAIP requests (<mrq>) answered, by transport (udp, tcp, tls) and result (ok, hold, voice, busy, duplicate, too_long, invalid_format, wrong_data, mandatory_missing, ref_missing, heartbeat, dropped)"
+        "SCAIP requests (<mrq>) answered, by transport (udp, tcp, tls) and result (ok, hold, voice, busy, duplicate, too_long, invalid_format, wrong_data, mandatory_missing, ref_missing, heartbeat)"
     );
     describe_counter!(
         "vakt_scaip_sip_requests_total",
