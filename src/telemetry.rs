@@ -712,7 +712,7 @@ impl Default for DispatchMetrics {
 }
 
 /// Label values of `vakt_scaip_messages_total{result}`: what a SCAIP request was answered.
-pub const SCAIP_RESULTS: [&str; 12] = [
+pub const SCAIP_RESULTS: [&str; 11] = [
     "ok",
     "hold",
     "voice",
@@ -724,7 +724,6 @@ pub const SCAIP_RESULTS: [&str; 12] = [
     "mandatory_missing",
     "ref_missing",
     "heartbeat",
-    "dropped",
 ];
 
 fn describe_scaip() {
