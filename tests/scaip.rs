@@ -382,6 +382,13 @@ async fn a_reset_releases_the_hold_and_a_restart_keeps_the_same_call() {
         let lines = call["timeline"].as_array().cloned().unwrap_or_default();
         if lines.iter().any(|l| l["code"] == "SCAIP RESET") {
             assert_eq!(call["state"], "queued", "a reset does not close the Call");
+            // The update's location is on the operator's timeline.
+            assert!(
+                lines.iter().any(|l| l["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("at Kitchen"))),
+                "{call}"
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{call}");

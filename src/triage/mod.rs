@@ -59,6 +59,9 @@ pub const REPEATED_PRESSES: &str = "repeated_presses";
 /// Escalation reason: a merged Signal more urgent than the Call.
 pub const MORE_URGENT_SIGNAL: &str = "more_urgent_signal";
 
+/// At most this many characters of an event's own text go into its timeline line.
+const MAX_EVENT_TEXT: usize = 120;
+
 /// Settings of triage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TriageOptions {
@@ -250,6 +253,14 @@ fn signal_entry(signal: &Signal, class: &Class) -> TimelineEntry {
         (Some(e), None) => e.name.clone().unwrap_or_else(|| class.kind.to_string()),
         (None, _) => class.kind.to_string(),
     };
+    // The device's own words (SIA text, SCAIP status/device text and where it happened).
+    if let Some(t) = ev
+        .and_then(|e| e.text.as_deref())
+        .filter(|t| !t.trim().is_empty())
+    {
+        description.push_str(" · ");
+        description.extend(t.chars().take(MAX_EVENT_TEXT));
+    }
     let more = signal.events.len().saturating_sub(1);
     if more > 0 {
         let s = if more == 1 { "" } else { "s" };
