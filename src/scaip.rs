@@ -335,9 +335,20 @@ impl Scaip {
                 return answer(reference, e.snu(), error_result(&e));
             }
         };
-        self.ingress.receiver.heard(&mrq.cid, req.now);
+        // Only the device registered to this SIP user proves it can reach vakt: another
+        // user's request naming its cid must not hide its silence.
+        let supervision_secs = {
+            let registry = self.ingress.receiver.registry().current();
+            let device = registry
+                .lookup(&mrq.cid, None, None)
+                .filter(|d| d.sip_user.as_deref() == Some(req.user));
+            device.map(|d| d.supervision_secs)
+        };
+        if supervision_secs.is_some() {
+            self.ingress.receiver.heard(&mrq.cid, req.now);
+        }
         if mrq.mty == MessageType::Heartbeat {
-            return self.heartbeat(&mrq);
+            return Self::heartbeat(&mrq, supervision_secs.flatten());
         }
         let key = (mrq.cid.clone(), mrq.reference.clone());
         if mrq.mty == MessageType::Message {
@@ -392,16 +403,10 @@ impl Scaip {
         }
     }
 
-    fn heartbeat(&self, mrq: &Mrq) -> Answer {
-        let hbi = if mrq.hbo {
-            let registry = self.ingress.receiver.registry().current();
-            registry
-                .lookup(&mrq.cid, None, None)
-                .and_then(|d| d.supervision_secs)
-                .map(hbi_minutes)
-        } else {
-            None
-        };
+    /// A heartbeat's answer: `hbi` when the device takes one and the registry sets an
+    /// interval.
+    fn heartbeat(mrq: &Mrq, supervision_secs: Option<u32>) -> Answer {
+        let hbi = supervision_secs.filter(|_| mrq.hbo).map(hbi_minutes);
         Answer {
             mrs: Mrs {
                 reference: Some(mrq.reference.clone()),
