@@ -351,6 +351,25 @@ impl Endpoint {
             .take(rate, burst, now)
     }
 
+    /// Counts a request over its source's rate; the `503` (with `Retry-After`) to send, if
+    /// it parses.
+    fn over_rate(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        self.metrics.rate_limited.increment(1);
+        let msg = sip::parse(raw).ok()?;
+        let mut out = Vec::with_capacity(256);
+        sip::encode_response(
+            &msg,
+            503,
+            "Service Unavailable",
+            &sip::random_token(10),
+            &[("Retry-After", "5")],
+            None,
+            b"",
+            &mut out,
+        );
+        Some(out)
+    }
+
     /// Handles one whole SIP message from `flow`. `local` is the address it arrived at.
     async fn handle(self: &Arc<Self>, raw: &[u8], flow: &Flow, local: SocketAddr) {
         let msg = match sip::parse(raw) {
@@ -693,19 +712,7 @@ pub async fn serve_udp(socket: UdpSocket, ep: Arc<Endpoint>, shutdown: Cancellat
         }
         let is_response = dgram.starts_with(b"SIP/2.0 ");
         if !is_response && !ep.allow_udp(peer, Instant::now()) {
-            ep.metrics.rate_limited.increment(1);
-            if let Ok(msg) = sip::parse(dgram) {
-                let mut out = Vec::with_capacity(256);
-                sip::encode_response(
-                    &msg,
-                    503,
-                    "Service Unavailable",
-                    &sip::random_token(10),
-                    &[("Retry-After", "5")],
-                    None,
-                    b"",
-                    &mut out,
-                );
+            if let Some(out) = ep.over_rate(dgram) {
                 let _ = socket.send_to(&out, peer).await;
             }
             continue;
@@ -817,19 +824,7 @@ async fn connection<S>(
                     if !is_response
                         && !bucket.take(ep.opts.rate_per_source, ep.opts.rate_burst, Instant::now())
                     {
-                        ep.metrics.rate_limited.increment(1);
-                        if let Ok(msg) = sip::parse(&buf[..len]) {
-                            let mut out = Vec::with_capacity(256);
-                            sip::encode_response(
-                                &msg,
-                                503,
-                                "Service Unavailable",
-                                &sip::random_token(10),
-                                &[("Retry-After", "5")],
-                                None,
-                                b"",
-                                &mut out,
-                            );
+                        if let Some(out) = ep.over_rate(&buf[..len]) {
                             flow.send(out).await;
                         }
                     } else {
