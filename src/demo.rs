@@ -22,6 +22,21 @@
 //! here is fictional: the names, addresses, phone numbers (from the Swedish regulator's ranges
 //! for fiction) and personal numbers (birth numbers 980-999, a test series).
 //!
+//! Five homes also have a SCAIP alarm unit (SS 91100) next to their carephone: the devices of
+//! the demo CSV with a `sip_user` (cid `7001xx`, SIP user `luc-7001xx`). Their SIP passwords
+//! are fictional demo credentials, public with the rest of the demo data: never use them for
+//! a real device. [`simulate`] plays each unit against vakt's own SCAIP UDP port as a real
+//! SIP client ([`Luc`], Digest and all; see [`ScaipSimOptions`]): heartbeats (`mty=PI` with
+//! `hbo=001`, following the `hbi` vakt answers) every few minutes and, at random
+//! (exponential) intervals, a story: now and then a low battery in the pendant (status
+//! 0016), else an alarm from the pendant (device type 0003) or the fall detector (0005). An
+//! alarm sends the same `<mrq>` again every 5-10 s while vakt holds it (`snu 4`) and stops
+//! when vakt answers `snu 0` (an operator took the Call: the unit would now place its voice
+//! call, which vakt does not carry); unanswered for 30 minutes it gives up with a reset
+//! (`mty=RE`). After an answered alarm the visiting patrol sometimes presses presence on the
+//! unit (status 0088) a few minutes later and checks out (0111) after that; vakt marks the
+//! patrol's dispatch, if one is open, arrived and completed from them.
+//!
 //! [`simulate_patrols`] plays the home-care patrols against vakt's own patrol QUIC port, each
 //! a real patrol client ([`crate::patrol_client::Session`]) logged in with its demo token:
 //! an assignment is confirmed a few seconds after it arrives, accepted, arrived at a few
@@ -50,7 +65,9 @@ use crate::codec::patrol::{
     AssignmentMsg, ErrorCode, FromPatrol, PING_INTERVAL_SECS, RECONNECT_MAX_SECS,
     RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
 };
-use crate::model::{ArrivalMethod, Device, DispatchState, Role};
+use crate::codec::scaip::Mrs;
+use crate::luc::{Luc, LucError};
+use crate::model::{ArrivalMethod, Device, DispatchState, Role, SipPassword};
 use crate::patrol_client::{ClientError, Session};
 use crate::registry;
 use crate::store::{Store, StoreError, UserRecord};
@@ -322,7 +339,7 @@ fn parse_logins(text: &str) -> Result<Vec<PatrolLogin>, String> {
 // ---------------------------------------------------------------------------------------
 
 /// How busy the simulated fleet is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimOptions {
     /// Mean time between two alarms of the whole fleet (exponentially distributed).
     /// Follow-ups (a repeated press 20-40 s later, restores minutes later) are scaled down
@@ -335,15 +352,65 @@ pub struct SimOptions {
     /// Seed of the random choices (which device, what alarm, when); the same seed gives the
     /// same story, network timing aside.
     pub seed: u64,
+    /// How the SCAIP homes behave.
+    pub scaip: ScaipSimOptions,
 }
 
 impl Default for SimOptions {
-    /// An alarm every 45 s on average, heartbeats every 60 s, a random seed.
+    /// An alarm every 45 s on average, heartbeats every 60 s, the default SCAIP homes, a
+    /// random seed.
     fn default() -> Self {
         SimOptions {
             mean_alarm_interval: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(60),
             seed: rand::random(),
+            scaip: ScaipSimOptions::default(),
+        }
+    }
+}
+
+/// How the simulated SCAIP homes behave. Every delay range is drawn from uniformly (a
+/// reversed range is taken the right way round; at most a day); percentages over 100 count
+/// as 100.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaipSimOptions {
+    /// Mean time between two stories (an alarm or a low battery) of all the SCAIP homes
+    /// together (exponentially distributed; the first comes within 20 s). Default 4 min.
+    pub mean_alarm_interval: Duration,
+    /// Time between two heartbeats (`mty=PI`) of one home (shorter when the home's
+    /// supervision interval or the `hbi` vakt answers asks for it: at most two thirds of the
+    /// one, half of the other). Default 3 min.
+    pub heartbeat_interval: Duration,
+    /// How often a held alarm (`snu 4`) polls again (default 5-10 s).
+    pub poll_every: RangeInclusive<Duration>,
+    /// How long a held alarm polls before the unit gives up with a reset (`mty=RE`).
+    /// Default 30 min.
+    pub give_up_after: Duration,
+    /// Share of stories that are a low battery in the pendant (default 15 %).
+    pub battery_percent: u32,
+    /// Share of alarms from the fall detector rather than the pendant (default 30 %).
+    pub fall_percent: u32,
+    /// Share of answered alarms after which the visiting patrol presses the presence
+    /// button (default 50 %).
+    pub presence_percent: u32,
+    /// From the answer (`snu 0`) to the presence button (status 0088; default 3-8 min).
+    pub presence_after: RangeInclusive<Duration>,
+    /// From the presence button to the check-out (status 0111; default 1-4 min).
+    pub check_out_after: RangeInclusive<Duration>,
+}
+
+impl Default for ScaipSimOptions {
+    fn default() -> Self {
+        ScaipSimOptions {
+            mean_alarm_interval: Duration::from_secs(240),
+            heartbeat_interval: Duration::from_secs(180),
+            poll_every: Duration::from_secs(5)..=Duration::from_secs(10),
+            give_up_after: Duration::from_secs(30 * 60),
+            battery_percent: 15,
+            fall_percent: 30,
+            presence_percent: 50,
+            presence_after: Duration::from_secs(180)..=Duration::from_secs(480),
+            check_out_after: Duration::from_secs(60)..=Duration::from_secs(240),
         }
     }
 }
@@ -370,15 +437,42 @@ const MAX_PENDING: usize = 512;
 /// Longest answer buffered before the connection is dropped.
 const MAX_REPLY_BYTES: usize = 2 * dc09::MAX_FRAME_BYTES;
 
-/// Runs the demo fleet against vakt's DC-09 TCP listener at `target` (use a loopback
-/// address) until `shutdown` is cancelled; returns promptly then. Never panics; network
-/// errors are retried with backoff and logged at debug. Each alarm is logged once at info
-/// (`demo: Åsa Öberg pressed her alarm`).
+/// Runs the demo fleet until `shutdown` is cancelled; returns promptly then. The DC-09
+/// devices send to vakt's DC-09 TCP listener at `dc09`, the SCAIP homes (the devices with a
+/// `sip_user`) to its SCAIP UDP listener at `scaip` (SIP MESSAGE with Digest, through
+/// [`Luc`]); either part is left out when its address is `None`, and an unspecified address
+/// such as `0.0.0.0:5060` is reached over loopback. Never panics; network errors are
+/// retried with backoff and logged at debug. Each alarm is logged once at info
+/// (`demo: Åsa Öberg pressed her alarm`); a SCAIP home that vakt refuses (SIP 401: the data
+/// directory was seeded without it) is logged at warn and stops.
 ///
 /// The fleet is the embedded demo data ([`registry::DEMO_CSV`], names from
 /// [`SUBSCRIBERS_CSV`]), whatever the store holds: run it only where the demo is seeded.
-pub async fn simulate(target: SocketAddr, opts: SimOptions, shutdown: CancellationToken) {
-    let fleet = fleet(&opts);
+pub async fn simulate(
+    dc09: Option<SocketAddr>,
+    scaip: Option<SocketAddr>,
+    opts: SimOptions,
+    shutdown: CancellationToken,
+) {
+    // Its own stream of random numbers, so the DC-09 story of a seed stays the same.
+    let scaip_rng = SmallRng::seed_from_u64(opts.seed ^ SCAIP_SEED_SALT);
+    let dc09_part = async {
+        if let Some(target) = dc09 {
+            simulate_dc09(loopback(target), &opts, &shutdown).await;
+        }
+    };
+    let scaip_part = async {
+        if let Some(server) = scaip {
+            simulate_scaip(loopback(server), &opts, scaip_rng, &shutdown).await;
+        }
+    };
+    tokio::join!(dc09_part, scaip_part);
+    tracing::debug!("demo: simulator stopped");
+}
+
+/// The DC-09 part of [`simulate`].
+async fn simulate_dc09(target: SocketAddr, opts: &SimOptions, shutdown: &CancellationToken) {
+    let fleet = fleet(opts);
     if fleet.is_empty() {
         tracing::warn!("demo: no demo devices, the simulator does not run");
         return;
@@ -408,11 +502,10 @@ pub async fn simulate(target: SocketAddr, opts: SimOptions, shutdown: Cancellati
         pending: Vec::new(),
         mean: opts.mean_alarm_interval.clamp(MIN_INTERVAL, MAX_INTERVAL),
     };
-    sched.run(&shutdown).await;
+    sched.run(shutdown).await;
     // The scheduler returns only on shutdown, which every device task also watches.
     drop(senders);
     while tasks.join_next().await.is_some() {}
-    tracing::debug!("demo: simulator stopped");
 }
 
 /// The first demo alarm comes at most this long after the start.
@@ -476,44 +569,62 @@ struct SimDevice {
     heartbeat: Duration,
 }
 
-/// The demo devices, with their subscribers' names.
-fn fleet(opts: &SimOptions) -> Vec<SimDevice> {
-    let devices = match registry::parse_csv(registry::DEMO_CSV.as_bytes()) {
+/// The embedded demo devices (none, logged, if they do not parse: a bug in the demo data).
+fn demo_devices() -> Vec<Device> {
+    match registry::parse_csv(registry::DEMO_CSV.as_bytes()) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "demo: the demo devices do not parse");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    let people: HashMap<String, (String, &'static str)> =
-        match crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()) {
-            Ok(subs) => subs
-                .into_iter()
-                .map(|s| {
-                    let p = pronoun(&s.personal_number);
-                    (s.id, (s.name, p))
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "demo: the demo subscribers do not parse");
-                HashMap::new()
-            }
-        };
-    let hb = opts.heartbeat_interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
-    devices
+    }
+}
+
+/// The demo subscribers' names and pronouns, by subscriber id.
+fn demo_people() -> HashMap<String, (String, &'static str)> {
+    match crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()) {
+        Ok(subs) => subs
+            .into_iter()
+            .map(|s| {
+                let p = pronoun(&s.personal_number);
+                (s.id, (s.name, p))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "demo: the demo subscribers do not parse");
+            HashMap::new()
+        }
+    }
+}
+
+/// The name and pronoun of a device's subscriber (`account ...` and `their` when unknown).
+fn owner(d: &Device, people: &HashMap<String, (String, &'static str)>) -> (String, &'static str) {
+    d.subscriber
+        .as_ref()
+        .and_then(|s| people.get(s).cloned())
+        .unwrap_or_else(|| (format!("account {}", d.account), "their"))
+}
+
+/// `interval` (clamped to a sane range), at most two thirds of a supervision interval.
+fn beat_within(interval: Duration, supervision_secs: Option<u32>) -> Duration {
+    let hb = interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+    match supervision_secs {
+        Some(s) => hb
+            .min(Duration::from_millis(u64::from(s) * 2000 / 3))
+            .max(MIN_INTERVAL),
+        None => hb,
+    }
+}
+
+/// The demo's DC-09 devices (those without a `sip_user`), with their subscribers' names.
+fn fleet(opts: &SimOptions) -> Vec<SimDevice> {
+    let people = demo_people();
+    demo_devices()
         .into_iter()
+        .filter(|d| d.sip_user.is_none())
         .map(|d: Device| {
-            let (name, pronoun) = d
-                .subscriber
-                .as_ref()
-                .and_then(|s| people.get(s).cloned())
-                .unwrap_or_else(|| (format!("account {}", d.account), "their"));
-            let heartbeat = match d.supervision_secs {
-                Some(s) => hb
-                    .min(Duration::from_millis(u64::from(s) * 2000 / 3))
-                    .max(MIN_INTERVAL),
-                None => hb,
-            };
+            let (name, pronoun) = owner(&d, &people);
+            let heartbeat = beat_within(opts.heartbeat_interval, d.supervision_secs);
             SimDevice {
                 kind: Kind::of(d.device_type.as_deref()),
                 line: d.line.clone().unwrap_or_else(|| "0".to_owned()),
@@ -629,11 +740,8 @@ impl Scheduler<'_> {
         }
     }
 
-    /// An exponentially distributed interval around the mean (at most 10 means).
     fn exp_interval(&mut self) -> Duration {
-        let u: f64 = self.rng.random();
-        let x = -(1.0 - u).ln();
-        self.mean.mul_f64(x.clamp(0.0, 10.0)).max(MIN_INTERVAL)
+        exp_interval(&mut self.rng, self.mean)
     }
 
     /// A delay of `lo..hi` seconds, scaled down with a mean shorter than the default.
@@ -754,6 +862,13 @@ impl Scheduler<'_> {
             );
         }
     }
+}
+
+/// An exponentially distributed interval around `mean` (at most 10 means).
+fn exp_interval(rng: &mut SmallRng, mean: Duration) -> Duration {
+    let u: f64 = rng.random();
+    let x = -(1.0 - u).ln();
+    mean.mul_f64(x.clamp(0.0, 10.0)).max(MIN_INTERVAL)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1035,6 +1150,568 @@ async fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>
 }
 
 // ---------------------------------------------------------------------------------------
+// The SCAIP homes
+// ---------------------------------------------------------------------------------------
+
+/// Mixed into [`SimOptions::seed`] for the SCAIP homes' random numbers.
+const SCAIP_SEED_SALT: u64 = 0x5CA1_9110_0D3E_0A11;
+/// The first SCAIP story comes at most this long after the start.
+const SCAIP_FIRST_WITHIN: Duration = Duration::from_secs(20);
+/// Tries of a battery low, presence or check-out before the home gives it up.
+const SCAIP_ATTEMPTS: u32 = 6;
+/// Most presence and check-out presses one home keeps waiting.
+const MAX_VISITS: usize = 8;
+/// Most `<mrs>` of other requests skipped while waiting for the one of this request (a
+/// retransmission of an earlier answer over UDP).
+const MAX_STALE_MRS: usize = 3;
+/// SCAIP device type of the alarm unit itself (local unit and controller).
+const DTY_UNIT: u16 = 2;
+/// SCAIP device type of the pendant (personal trigger).
+const DTY_PENDANT: u16 = 3;
+/// SCAIP device type of the fall detector.
+const DTY_FALL: u16 = 5;
+/// SCAIP status "battery low".
+const STC_BATTERY_LOW: u16 = 16;
+
+/// One simulated SCAIP home: its alarm unit's cid and SIP credentials.
+#[derive(Clone)]
+struct ScaipHome {
+    cid: String,
+    user: String,
+    password: SipPassword,
+    /// The subscriber's name (or the cid when unknown).
+    name: String,
+    /// `her`, `his` or `their`.
+    pronoun: &'static str,
+    heartbeat: Duration,
+}
+
+/// The demo's SCAIP homes: the devices with a `sip_user` (and a password).
+fn scaip_homes(opts: &ScaipSimOptions) -> Vec<ScaipHome> {
+    let people = demo_people();
+    demo_devices()
+        .into_iter()
+        .filter_map(|d| {
+            let (user, password) = (d.sip_user.clone()?, d.sip_password.clone()?);
+            let (name, pronoun) = owner(&d, &people);
+            Some(ScaipHome {
+                heartbeat: beat_within(opts.heartbeat_interval, d.supervision_secs),
+                cid: d.account,
+                user,
+                password,
+                name,
+                pronoun,
+            })
+        })
+        .collect()
+}
+
+/// What the SCAIP scheduler asks a home to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HomeStory {
+    /// The pendant, or the fall detector, raises an alarm.
+    Alarm { fall: bool },
+    /// The pendant's battery runs low.
+    BatteryLow,
+}
+
+/// A button the visiting patrol presses on the alarm unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    /// Status 0088, presence: the patrol has arrived.
+    Presence,
+    /// Status 0111, check-out: the patrol leaves.
+    CheckOut,
+}
+
+impl Visit {
+    fn stc(self) -> u16 {
+        match self {
+            Visit::Presence => crate::scaip::STC_PRESENCE,
+            Visit::CheckOut => crate::scaip::STC_CHECK_OUT,
+        }
+    }
+}
+
+/// Whether a home goes on after a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    /// Shutdown, or vakt refused the home's credentials.
+    Stop,
+}
+
+/// Why a SCAIP request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum HomeError {
+    #[error("{0}")]
+    Luc(#[from] LucError),
+    /// vakt refused the credentials (401, or 403).
+    #[error("credentials refused (SIP {0})")]
+    Refused(u16),
+    /// Another final answer than 200 (e.g. 503 over the rate).
+    #[error("answered SIP {0}")]
+    Status(u16),
+    #[error("no <mrs> for this request")]
+    NoMrs,
+}
+
+/// The SCAIP part of [`simulate`]: one task per home, and a scheduler that hands them
+/// their stories.
+async fn simulate_scaip(
+    server: SocketAddr,
+    opts: &SimOptions,
+    mut rng: SmallRng,
+    shutdown: &CancellationToken,
+) {
+    let homes = scaip_homes(&opts.scaip);
+    if homes.is_empty() {
+        tracing::debug!("demo: no SCAIP homes in the demo data");
+        return;
+    }
+    tracing::info!(
+        homes = homes.len(),
+        %server,
+        "demo: simulating the Vaktby SCAIP homes"
+    );
+    // References unique across restarts of the demo: the start time, then a counter.
+    let prefix = u32::try_from(jiff::Timestamp::now().as_second().rem_euclid(1 << 32)).unwrap_or(0);
+    let mut tasks = JoinSet::new();
+    let mut senders = Vec::with_capacity(homes.len());
+    for home in homes {
+        // One story waiting at most: a home busy with a held alarm lets the others pass.
+        let (tx, rx) = mpsc::channel(1);
+        senders.push(tx);
+        let sim = HomeSim {
+            server,
+            opts: opts.scaip.clone(),
+            rng: SmallRng::seed_from_u64(rng.random::<u64>()),
+            luc: None,
+            ref_prefix: prefix,
+            next_ref: 0,
+            hbi: None,
+            backoff: BACKOFF_MIN,
+            not_before: None,
+            visits: Vec::new(),
+            home,
+        };
+        tasks.spawn(sim.run(rx, shutdown.clone()));
+    }
+    scaip_schedule(&senders, &opts.scaip, rng, shutdown).await;
+    drop(senders);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Hands a story to a random home at exponential intervals, until `shutdown`.
+async fn scaip_schedule(
+    senders: &[mpsc::Sender<HomeStory>],
+    opts: &ScaipSimOptions,
+    mut rng: SmallRng,
+    shutdown: &CancellationToken,
+) {
+    if senders.is_empty() {
+        return;
+    }
+    let mean = opts.mean_alarm_interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+    let mut wait = exp_interval(&mut rng, mean).min(SCAIP_FIRST_WITHIN);
+    loop {
+        if pause(wait, shutdown).await {
+            return;
+        }
+        let story = if percent(&mut rng, opts.battery_percent) {
+            HomeStory::BatteryLow
+        } else {
+            HomeStory::Alarm {
+                fall: percent(&mut rng, opts.fall_percent),
+            }
+        };
+        let i = rng.random_range(0..senders.len());
+        if let Some(tx) = senders.get(i) {
+            if let Err(e) = tx.try_send(story) {
+                tracing::debug!(error = %e, "demo: SCAIP home busy, story dropped");
+            }
+        }
+        wait = exp_interval(&mut rng, mean);
+    }
+}
+
+/// True `p` times out of 100.
+fn percent(rng: &mut SmallRng, p: u32) -> bool {
+    rng.random_range(0..100u32) < p
+}
+
+/// The `<mrq>` of a home: `mty` (omitted for an alarm or status message), `hbo=001` for a
+/// heartbeat, `cid`, `dty` and `stc` (omitted: the alarm state), in SS 91100's order.
+fn mrq_body(reference: &str, mty: Option<&str>, cid: &str, dty: u16, stc: Option<u16>) -> String {
+    let mut b = format!("<mrq><ref>{reference}</ref>");
+    if let Some(m) = mty {
+        b.push_str(&format!("<mty>{m}</mty>"));
+        if m == "PI" {
+            b.push_str("<hbo>001</hbo>");
+        }
+    }
+    b.push_str(&format!("<cid>{cid}</cid><dty>{dty:04}</dty>"));
+    if let Some(s) = stc {
+        b.push_str(&format!("<stc>{s:04}</stc>"));
+    }
+    b.push_str("</mrq>");
+    b
+}
+
+/// One simulated SCAIP home: heartbeats on its own clock, the scheduler's stories, and the
+/// patrol's presses after an answered alarm; one [`Luc`] on its own UDP socket, one request
+/// at a time (each waits for its `<mrs>`).
+struct HomeSim {
+    home: ScaipHome,
+    server: SocketAddr,
+    opts: ScaipSimOptions,
+    rng: SmallRng,
+    /// The unit's SIP client, made on demand and dropped on any error (a fresh socket).
+    luc: Option<Luc>,
+    ref_prefix: u32,
+    next_ref: u32,
+    /// The heartbeat interval vakt last answered (`hbi`).
+    hbi: Option<Duration>,
+    backoff: Duration,
+    not_before: Option<Instant>,
+    /// Presses waiting: when, which.
+    visits: Vec<(Instant, Visit)>,
+}
+
+/// What a home does next.
+enum HomeJob {
+    Beat,
+    Story(HomeStory),
+    Visit(Visit),
+}
+
+impl HomeSim {
+    async fn run(mut self, mut rx: mpsc::Receiver<HomeStory>, shutdown: CancellationToken) {
+        let first = self.home.heartbeat.min(Duration::from_secs(5));
+        let first_ms = u64::try_from(first.as_millis()).unwrap_or(5000).max(1);
+        let mut next_beat =
+            Instant::now() + Duration::from_millis(self.rng.random_range(0..first_ms));
+        let mut open = true;
+        loop {
+            let visit = self.visits.iter().map(|v| v.0).min();
+            let wake = visit.map_or(next_beat, |v| v.min(next_beat));
+            let job = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                s = rx.recv(), if open => match s {
+                    Some(s) => HomeJob::Story(s),
+                    None => { open = false; continue; }
+                },
+                () = tokio::time::sleep_until(wake) => match self.due_visit(Instant::now()) {
+                    Some(v) => HomeJob::Visit(v),
+                    None => HomeJob::Beat,
+                },
+            };
+            let work = async {
+                match job {
+                    HomeJob::Beat => {
+                        let f = self.beat().await;
+                        let jitter = self.rng.random_range(0.9..1.1);
+                        next_beat = Instant::now() + self.beat_interval().mul_f64(jitter);
+                        f
+                    }
+                    HomeJob::Story(HomeStory::Alarm { fall }) => self.alarm(fall, &shutdown).await,
+                    HomeJob::Story(HomeStory::BatteryLow) => self.battery_low().await,
+                    HomeJob::Visit(v) => self.visit(v).await,
+                }
+            };
+            let flow = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                f = work => f,
+            };
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    /// Removes and returns the earliest press due at `now`.
+    fn due_visit(&mut self, now: Instant) -> Option<Visit> {
+        let (i, _) = self
+            .visits
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.0 <= now)
+            .min_by_key(|(_, v)| v.0)?;
+        Some(self.visits.swap_remove(i).1)
+    }
+
+    fn plan_visit(&mut self, after: &RangeInclusive<Duration>, v: Visit) {
+        if self.visits.len() < MAX_VISITS {
+            let d = draw(&mut self.rng, after);
+            self.visits.push((Instant::now() + d, v));
+        }
+    }
+
+    /// The heartbeat interval: the home's, at most half the `hbi` vakt answered.
+    fn beat_interval(&self) -> Duration {
+        let hb = self.home.heartbeat;
+        self.hbi.map_or(hb, |h| hb.min(h / 2)).max(MIN_INTERVAL)
+    }
+
+    /// A new message reference (`[0-9A-F]{1,16}`).
+    fn new_ref(&mut self) -> String {
+        self.next_ref = self.next_ref.wrapping_add(1);
+        format!("{:X}{:06X}", self.ref_prefix, self.next_ref & 0xFF_FFFF)
+    }
+
+    fn body(&self, reference: &str, mty: Option<&str>, dty: u16, stc: Option<u16>) -> String {
+        mrq_body(reference, mty, &self.home.cid, dty, stc)
+    }
+
+    /// Sends `body` and returns vakt's `<mrs>` for `reference`. A transport error drops the
+    /// client (the next request makes a new one, after a backoff of 1 s doubling to 30 s).
+    async fn exchange(&mut self, body: &str, reference: &str) -> Result<Mrs, HomeError> {
+        if self.luc.is_none() {
+            if let Some(t) = self.not_before.take() {
+                tokio::time::sleep_until(t).await;
+            }
+            let pw = self.home.password.expose();
+            self.luc = Some(Luc::udp(self.server, &self.home.user, pw).await?);
+        }
+        let r = match self.luc.as_mut() {
+            Some(luc) => talk(luc, body, reference).await,
+            None => Err(HomeError::NoMrs),
+        };
+        match &r {
+            Ok(_) => self.backoff = BACKOFF_MIN,
+            Err(HomeError::Refused(_)) => {}
+            Err(_) => {
+                self.luc = None;
+                self.not_before = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        r
+    }
+
+    /// [`HomeSim::exchange`], tried up to [`SCAIP_ATTEMPTS`] times (the same reference).
+    async fn send(&mut self, body: &str, reference: &str) -> Result<Mrs, HomeError> {
+        let mut last = HomeError::NoMrs;
+        for attempt in 0..SCAIP_ATTEMPTS {
+            match self.exchange(body, reference).await {
+                Ok(m) => return Ok(m),
+                Err(e @ HomeError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(cid = %self.home.cid, attempt, error = %e, "demo: SCAIP message not answered");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// vakt refused this home's credentials: said once, and the home stops.
+    fn refused(&self, e: &HomeError) -> Flow {
+        tracing::warn!(
+            cid = %self.home.cid,
+            user = %self.home.user,
+            error = %e,
+            "demo: vakt refused the SCAIP home of {} (is this data directory seeded by an \
+             older demo, without the SCAIP homes?); it stays silent",
+            self.home.name
+        );
+        Flow::Stop
+    }
+
+    /// A heartbeat (`mty=PI`, `hbo=001`): keeps the unit supervised, learns `hbi`.
+    async fn beat(&mut self) -> Flow {
+        let r = self.new_ref();
+        let body = self.body(&r, Some("PI"), DTY_UNIT, None);
+        match self.exchange(&body, &r).await {
+            Ok(mrs) => {
+                if let Some(m) = mrs.hbi {
+                    self.hbi = Some(Duration::from_secs(u64::from(m) * 60));
+                }
+                tracing::debug!(cid = %self.home.cid, snu = mrs.snu, hbi = ?mrs.hbi, "demo: SCAIP heartbeat answered");
+                Flow::Go
+            }
+            Err(e @ HomeError::Refused(_)) => self.refused(&e),
+            Err(e) => {
+                tracing::debug!(cid = %self.home.cid, error = %e, "demo: SCAIP heartbeat not answered");
+                Flow::Go
+            }
+        }
+    }
+
+    /// An alarm: the same `<mrq>` every 5-10 s while vakt holds it (`snu 4`), done on
+    /// `snu 0` (an operator took the Call: the unit would now place its voice call, which
+    /// vakt does not carry), a reset (`mty=RE`) after [`ScaipSimOptions::give_up_after`].
+    async fn alarm(&mut self, fall: bool, shutdown: &CancellationToken) -> Flow {
+        let reference = self.new_ref();
+        let dty = if fall { DTY_FALL } else { DTY_PENDANT };
+        let body = self.body(&reference, None, dty, None);
+        let (name, her) = (self.home.name.clone(), self.home.pronoun);
+        let cid = self.home.cid.clone();
+        let say = if fall {
+            format!("demo: {name}'s fall detector went off (SCAIP, held until an operator answers)")
+        } else {
+            format!("demo: {name} pressed {her} alarm (SCAIP, held until an operator answers)")
+        };
+        let started = Instant::now();
+        let give_up = started + self.opts.give_up_after.min(MAX_DELAY);
+        let mut said = false;
+        let mut polls: u32 = 0;
+        loop {
+            polls += 1;
+            match self.exchange(&body, &reference).await {
+                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::OK => {
+                    if !said {
+                        tracing::info!(cid = %cid, reference = %reference, "{say}");
+                    }
+                    let secs = started.elapsed().as_secs();
+                    match mrs.mre.filter(|m| *m > 0) {
+                        Some(mre) => tracing::info!(
+                            cid = %cid,
+                            reference = %reference,
+                            mre,
+                            "demo: an operator took {name}'s alarm after {secs} s; the alarm \
+                             unit would now place its voice call"
+                        ),
+                        None => tracing::info!(
+                            cid = %cid,
+                            reference = %reference,
+                            "demo: vakt finished {name}'s alarm after {secs} s (no voice call)"
+                        ),
+                    }
+                    if percent(&mut self.rng, self.opts.presence_percent) {
+                        let after = self.opts.presence_after.clone();
+                        self.plan_visit(&after, Visit::Presence);
+                    }
+                    return Flow::Go;
+                }
+                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::HOLD => {
+                    if !said {
+                        tracing::info!(cid = %cid, reference = %reference, "{say}");
+                        said = true;
+                    }
+                    tracing::debug!(cid = %cid, reference = %reference, polls, "demo: SCAIP alarm held");
+                }
+                // Busy (snu 6): a real unit would also try its next route; this one polls on.
+                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::BUSY => {
+                    tracing::debug!(cid = %cid, reference = %reference, "demo: SCAIP alarm answered busy");
+                }
+                Ok(mrs) => {
+                    tracing::debug!(cid = %cid, reference = %reference, snu = mrs.snu, "demo: SCAIP alarm refused");
+                    return Flow::Go;
+                }
+                Err(e @ HomeError::Refused(_)) => return self.refused(&e),
+                Err(e) => {
+                    tracing::debug!(cid = %cid, reference = %reference, error = %e, "demo: SCAIP alarm not answered");
+                }
+            }
+            let wait = draw(&mut self.rng, &self.opts.poll_every).max(MIN_INTERVAL);
+            if Instant::now() + wait >= give_up {
+                break;
+            }
+            if pause(wait, shutdown).await {
+                return Flow::Stop;
+            }
+        }
+        // Nobody answered in time: the unit stops waiting (and would try its other route).
+        let reset = self.body(&reference, Some("RE"), dty, None);
+        match self.send(&reset, &reference).await {
+            Ok(_) => {
+                let mins = started.elapsed().as_secs() / 60;
+                tracing::info!(
+                    cid = %cid,
+                    reference = %reference,
+                    "demo: {name}'s alarm unit gave up waiting for an operator after {mins} min (reset)"
+                );
+                Flow::Go
+            }
+            Err(e @ HomeError::Refused(_)) => self.refused(&e),
+            Err(e) => {
+                tracing::debug!(cid = %cid, error = %e, "demo: SCAIP reset not answered");
+                Flow::Go
+            }
+        }
+    }
+
+    /// The pendant's battery runs low (status 0016): answered `snu 0` once durable.
+    async fn battery_low(&mut self) -> Flow {
+        let r = self.new_ref();
+        let body = self.body(&r, None, DTY_PENDANT, Some(STC_BATTERY_LOW));
+        match self.send(&body, &r).await {
+            Ok(_) => {
+                tracing::info!(
+                    cid = %self.home.cid,
+                    "demo: low battery in {}'s alarm pendant (SCAIP)",
+                    self.home.name
+                );
+                Flow::Go
+            }
+            Err(e @ HomeError::Refused(_)) => self.refused(&e),
+            Err(e) => {
+                tracing::debug!(cid = %self.home.cid, error = %e, "demo: SCAIP battery low given up");
+                Flow::Go
+            }
+        }
+    }
+
+    /// The patrol presses presence (status 0088, then a check-out is planned) or checks
+    /// out (0111) on the alarm unit; vakt marks the patrol's dispatch from them.
+    async fn visit(&mut self, v: Visit) -> Flow {
+        let r = self.new_ref();
+        let body = self.body(&r, None, DTY_UNIT, Some(v.stc()));
+        match self.send(&body, &r).await {
+            Ok(_) => {
+                let name = &self.home.name;
+                match v {
+                    Visit::Presence => tracing::info!(
+                        cid = %self.home.cid,
+                        "demo: the patrol pressed presence on {name}'s alarm unit (SCAIP)"
+                    ),
+                    Visit::CheckOut => tracing::info!(
+                        cid = %self.home.cid,
+                        "demo: the patrol checked out on {name}'s alarm unit (SCAIP)"
+                    ),
+                }
+                if v == Visit::Presence {
+                    let after = self.opts.check_out_after.clone();
+                    self.plan_visit(&after, Visit::CheckOut);
+                }
+                Flow::Go
+            }
+            Err(e @ HomeError::Refused(_)) => self.refused(&e),
+            Err(e) => {
+                tracing::debug!(cid = %self.home.cid, error = %e, "demo: SCAIP presence given up");
+                Flow::Go
+            }
+        }
+    }
+}
+
+/// One request through `luc`: the final SIP answer, and the `<mrs>` for `reference`
+/// (skipping at most [`MAX_STALE_MRS`] answers to earlier requests).
+async fn talk(luc: &mut Luc, body: &str, reference: &str) -> Result<Mrs, HomeError> {
+    let x = luc.mrq(body).await?;
+    match x.code {
+        200 => {}
+        401 | 403 => return Err(HomeError::Refused(x.code)),
+        c => return Err(HomeError::Status(c)),
+    }
+    let mut mrs = x.mrs.ok_or(HomeError::NoMrs)?;
+    for _ in 0..MAX_STALE_MRS {
+        if mrs.reference.as_deref() == Some(reference) {
+            return Ok(mrs);
+        }
+        mrs = luc.await_mrs().await?;
+    }
+    if mrs.reference.as_deref() == Some(reference) {
+        Ok(mrs)
+    } else {
+        Err(HomeError::NoMrs)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The patrol simulator
 // ---------------------------------------------------------------------------------------
 
@@ -1152,8 +1829,9 @@ pub async fn simulate_patrols(
     tracing::debug!("demo: patrol simulator stopped");
 }
 
-/// `addr`, with an unspecified IP replaced by the loopback address of its family.
-fn loopback(mut addr: SocketAddr) -> SocketAddr {
+/// `addr`, with an unspecified IP replaced by the loopback address of its family (where
+/// the demo's simulators reach vakt's own listeners).
+pub fn loopback(mut addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -1628,8 +2306,26 @@ mod tests {
         assert_eq!(ids.len(), subs.len(), "subscriber ids are unique");
         let devs = devices();
         let mut accounts = HashSet::new();
+        let mut scaip_subscribers = HashSet::new();
         for d in &devs {
-            assert_eq!(d.account.len(), 4, "{}", d.account);
+            match (&d.sip_user, &d.sip_password) {
+                // A DC-09 device: 4 hex digits.
+                (None, None) => assert_eq!(d.account.len(), 4, "{}", d.account),
+                // A SCAIP home: cid 7001xx, its own SIP user luc-7001xx and a password.
+                (Some(user), Some(pw)) => {
+                    assert!(
+                        d.account.len() == 6 && d.account.starts_with("7001"),
+                        "{}",
+                        d.account
+                    );
+                    assert_eq!(*user, format!("luc-{}", d.account));
+                    assert!(pw.expose().len() >= 12, "{}", d.account);
+                    assert!(d.key.is_none(), "{}", d.account);
+                    let s = d.subscriber.clone().unwrap();
+                    assert!(scaip_subscribers.insert(s), "one SCAIP home each");
+                }
+                _ => panic!("{}: sip_user without sip_password", d.account),
+            }
             assert!(accounts.insert(d.account.clone()), "{} twice", d.account);
             let s = d.subscriber.as_deref().unwrap();
             assert!(
@@ -1642,15 +2338,28 @@ mod tests {
             let sup = d.supervision_secs.unwrap();
             assert!((90..=3600).contains(&sup), "{sup}");
         }
+        assert!(
+            (4..=6).contains(&scaip_subscribers.len()),
+            "{scaip_subscribers:?}"
+        );
+        // Every subscriber has a DC-09 carephone (the SCAIP homes a second alarm unit).
         for s in &subs {
             assert!(
                 devs.iter()
                     .any(|d| d.subscriber.as_deref() == Some(s.id.as_str())
-                        && d.device_type.as_deref() == Some("carephone")),
+                        && d.device_type.as_deref() == Some("carephone")
+                        && d.sip_user.is_none()),
                 "{} has no carephone",
                 s.id
             );
         }
+        // The simulators split the fleet between them.
+        let opts = SimOptions::default();
+        assert_eq!(
+            fleet(&opts).len() + scaip_homes(&opts.scaip).len(),
+            devs.len()
+        );
+        assert!(fleet(&opts).iter().all(|d| !d.account.starts_with("7001")));
         // The accounts the README, tests and tools use.
         let bits = |a: &str| {
             devs.iter()
@@ -1972,8 +2681,9 @@ mod tests {
             mean_alarm_interval: Duration::from_millis(20),
             heartbeat_interval: Duration::from_millis(50),
             seed: 7,
+            scaip: ScaipSimOptions::default(),
         };
-        let sim = tokio::spawn(simulate(addr, opts, shutdown.clone()));
+        let sim = tokio::spawn(simulate(Some(addr), None, opts, shutdown.clone()));
         let keyed: HashSet<String> = devices()
             .into_iter()
             .filter(|d| d.key.is_some())
@@ -2006,11 +2716,386 @@ mod tests {
         let s = seen.lock().unwrap();
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert!(done(&s), "saw {} frames", s.frames.len());
+        // The SCAIP homes never speak DC-09.
+        assert!(s.frames.iter().all(|f| !f.0.starts_with("7001")));
         // Every event decodes as Contact ID.
         for f in s.frames.iter().filter(|f| f.2 == Token::AdmCid) {
             let p = crate::codec::event::decode_payload(Token::AdmCid, &f.3).unwrap();
             assert_eq!(p.events.len(), 1);
         }
+    }
+
+    #[test]
+    fn scaip_bodies_parse_as_the_standard_says() {
+        use crate::codec::scaip::{MessageType, parse_mrq};
+        let m = parse_mrq(mrq_body("1A", Some("PI"), "700108", DTY_UNIT, None).as_bytes()).unwrap();
+        assert_eq!(
+            (m.mty, m.hbo, m.cid.as_str(), m.dty, m.stc),
+            (MessageType::Heartbeat, true, "700108", 2, None)
+        );
+        let m = parse_mrq(mrq_body("1B", None, "700108", DTY_FALL, None).as_bytes()).unwrap();
+        assert_eq!(
+            (m.mty, m.hbo, m.dty, m.stc),
+            (MessageType::Message, false, 5, None)
+        );
+        let body = mrq_body("1C", None, "700108", DTY_PENDANT, Some(STC_BATTERY_LOW));
+        assert_eq!(
+            body,
+            "<mrq><ref>1C</ref><cid>700108</cid><dty>0003</dty><stc>0016</stc></mrq>"
+        );
+        let m = parse_mrq(mrq_body("1B", Some("RE"), "700108", 3, None).as_bytes()).unwrap();
+        assert_eq!((m.mty, m.reference.as_str()), (MessageType::Reset, "1B"));
+        assert_eq!(Visit::Presence.stc(), 88);
+        assert_eq!(Visit::CheckOut.stc(), 111);
+    }
+
+    /// What the fake SCAIP ARC saw.
+    #[derive(Default)]
+    struct ArcSeen {
+        /// (SIP user, request) of every authenticated MESSAGE, in order.
+        mrqs: Vec<(String, crate::codec::scaip::Mrq)>,
+        /// Challenges sent (401).
+        challenged: usize,
+        errors: Vec<String>,
+    }
+
+    /// The fake ARC's answer to an authenticated request: heartbeats get `hbi 10`; an alarm
+    /// of `never` is held for ever, any other alarm twice and then answered with voice.
+    fn arc_answer(
+        mrq: &crate::codec::scaip::Mrq,
+        never: &str,
+        polls: &mut HashMap<(String, String), u32>,
+    ) -> Mrs {
+        use crate::codec::scaip::MessageType;
+        let mut mrs = Mrs {
+            reference: Some(mrq.reference.clone()),
+            ..Mrs::default()
+        };
+        match mrq.mty {
+            MessageType::Heartbeat => mrs.hbi = Some(10),
+            MessageType::Message if mrq.stc.is_none() => {
+                let n = polls
+                    .entry((mrq.cid.clone(), mrq.reference.clone()))
+                    .or_default();
+                *n += 1;
+                if mrq.cid == never || *n < 3 {
+                    mrs.snu = 4;
+                } else {
+                    mrs.mre = Some(1);
+                }
+            }
+            _ => {}
+        }
+        mrs
+    }
+
+    /// The fake ARC's state between datagrams.
+    struct FakeArc {
+        passwords: HashMap<String, String>,
+        never: String,
+        local: String,
+        polls: HashMap<(String, String), u32>,
+        cseq: u32,
+    }
+
+    const ARC_NONCE: &str = "c0ffee0123456789";
+
+    /// The fake ARC's datagrams in answer to one from a device.
+    fn arc_handle(arc: &mut FakeArc, datagram: &[u8], seen: &mut ArcSeen) -> Vec<Vec<u8>> {
+        use crate::codec::{scaip, sip};
+        let msg = match sip::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                seen.errors.push(format!("sip: {e}"));
+                return Vec::new();
+            }
+        };
+        // The device's 200 to the ARC's own MESSAGE.
+        if !msg.is_request() {
+            return Vec::new();
+        }
+        if msg.method() != Some("MESSAGE") {
+            seen.errors.push(format!("{:?}", msg.method()));
+            return Vec::new();
+        }
+        let user = msg
+            .header("Authorization")
+            .and_then(|a| sip::parse_authorization(a).ok())
+            .filter(|c| c.nonce == ARC_NONCE && c.realm == "vakt")
+            .and_then(|c| {
+                let pw = arc.passwords.get(c.username.as_ref())?;
+                let ha1 = sip::ha1(&c.username, "vakt", pw);
+                sip::verify(&c, "MESSAGE", &ha1).then(|| c.username.to_string())
+            });
+        let mut out = Vec::new();
+        let Some(user) = user else {
+            seen.challenged += 1;
+            let ch = sip::challenge("vakt", ARC_NONCE, false);
+            let extra = [("WWW-Authenticate", ch.as_str())];
+            sip::encode_response(
+                &msg,
+                401,
+                "Unauthorized",
+                "arc",
+                &extra,
+                None,
+                b"",
+                &mut out,
+            );
+            return vec![out];
+        };
+        sip::encode_response(&msg, 200, "OK", "arc", &[], None, b"", &mut out);
+        let mrq = match scaip::parse_mrq(msg.body) {
+            Ok(m) => m,
+            Err(e) => {
+                seen.errors.push(format!("mrq: {e}"));
+                return vec![out];
+            }
+        };
+        let mrs = arc_answer(&mrq, &arc.never, &mut arc.polls);
+        seen.mrqs.push((user, mrq));
+        let mut body = Vec::new();
+        scaip::encode_mrs(&mrs, &mut body);
+        arc.cseq += 1;
+        let branch = format!("z9hG4bK{}", sip::random_token(10));
+        let mut req = Vec::new();
+        sip::encode_request(
+            &sip::OutRequest {
+                method: "MESSAGE",
+                uri: "sip:luc@127.0.0.1",
+                via_transport: "UDP",
+                via_host: &arc.local,
+                branch: &branch,
+                from: "<sip:arc@vakt>",
+                from_tag: "arc",
+                to: msg.header("From").unwrap_or_default(),
+                call_id: msg.call_id(),
+                cseq: arc.cseq,
+                content_type: Some(scaip::CONTENT_TYPE),
+                body: &body,
+            },
+            &mut req,
+        );
+        vec![out, req]
+    }
+
+    /// A minimal SCAIP ARC over UDP: Digest challenge and check, `200 OK`, then the `<mrs>`
+    /// in a MESSAGE of its own (see [`arc_answer`]).
+    async fn fake_arc(
+        socket: tokio::net::UdpSocket,
+        passwords: HashMap<String, String>,
+        never: String,
+        seen: Arc<Mutex<ArcSeen>>,
+    ) {
+        let mut arc = FakeArc {
+            passwords,
+            never,
+            local: socket.local_addr().unwrap().to_string(),
+            polls: HashMap::new(),
+            cseq: 0,
+        };
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let replies = arc_handle(&mut arc, &buf[..n], &mut seen.lock().unwrap());
+            for r in replies {
+                let _ = socket.send_to(&r, peer).await;
+            }
+        }
+    }
+
+    fn fast_scaip() -> ScaipSimOptions {
+        let ms = Duration::from_millis;
+        ScaipSimOptions {
+            mean_alarm_interval: ms(15),
+            heartbeat_interval: ms(40),
+            poll_every: ms(5)..=ms(15),
+            give_up_after: ms(300),
+            battery_percent: 20,
+            fall_percent: 40,
+            presence_percent: 100,
+            presence_after: ms(5)..=ms(20),
+            check_out_after: ms(5)..=ms(20),
+        }
+    }
+
+    /// The SCAIP homes against a fake ARC with real Digest over UDP: every home heartbeats as
+    /// its own SIP user with `hbo`; a held alarm polls with the same request and stops once
+    /// answered, or resets when never answered; low batteries; presence, then check-out,
+    /// after an answered alarm; the simulator stops on shutdown.
+    #[tokio::test]
+    async fn scaip_homes_poll_while_held_reset_and_press_presence() {
+        use crate::codec::scaip::MessageType;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let homes = scaip_homes(&ScaipSimOptions::default());
+        assert!((4..=6).contains(&homes.len()), "{}", homes.len());
+        let passwords: HashMap<String, String> = homes
+            .iter()
+            .map(|h| (h.user.clone(), h.password.expose().to_owned()))
+            .collect();
+        let never = homes[0].cid.clone();
+        let seen = Arc::new(Mutex::new(ArcSeen::default()));
+        let arc = tokio::spawn(fake_arc(socket, passwords, never.clone(), seen.clone()));
+        let shutdown = CancellationToken::new();
+        let opts = SimOptions {
+            seed: 3,
+            scaip: fast_scaip(),
+            ..SimOptions::default()
+        };
+        let sim = tokio::spawn(simulate(None, Some(addr), opts, shutdown.clone()));
+
+        let alarm = |m: &crate::codec::scaip::Mrq| {
+            m.mty == MessageType::Message && m.stc.is_none() && matches!(m.dty, 3 | 5)
+        };
+        let done = |s: &ArcSeen| {
+            let m: Vec<&crate::codec::scaip::Mrq> = s.mrqs.iter().map(|x| &x.1).collect();
+            let beats: HashSet<&str> = m
+                .iter()
+                .filter(|m| m.mty == MessageType::Heartbeat && m.hbo)
+                .map(|m| m.cid.as_str())
+                .collect();
+            let reset = m.iter().any(|r| {
+                r.mty == MessageType::Reset
+                    && r.cid == never
+                    && m.iter()
+                        .filter(|a| alarm(a) && a.reference == r.reference)
+                        .count()
+                        >= 2
+            });
+            let answered = m.iter().any(|a| {
+                a.cid != never
+                    && alarm(a)
+                    && m.iter()
+                        .filter(|b| alarm(b) && b.reference == a.reference)
+                        .count()
+                        == 3
+            });
+            let stc = |c: u16| m.iter().filter(move |x| x.stc == Some(c));
+            let visited = stc(88).any(|p| {
+                let at = m.iter().position(|x| std::ptr::eq(*x, *p)).unwrap_or(0);
+                m[at..].iter().any(|x| x.stc == Some(111) && x.cid == p.cid)
+            });
+            let dtys: HashSet<u16> = m.iter().filter(|x| alarm(x)).map(|x| x.dty).collect();
+            beats.len() == homes.len()
+                && reset
+                && answered
+                && visited
+                && stc(16).next().is_some()
+                && dtys.len() == 2
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&seen.lock().unwrap()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), sim)
+            .await
+            .expect("the simulator stops promptly")
+            .unwrap();
+        arc.abort();
+        let s = seen.lock().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert!(done(&s), "saw {} requests", s.mrqs.len());
+        // Each home speaks as its own SIP user, challenged on first contact.
+        for (user, m) in &s.mrqs {
+            assert_eq!(*user, format!("luc-{}", m.cid));
+        }
+        assert!(s.challenged >= homes.len(), "{}", s.challenged);
+        // An answered alarm is not polled again; a held one polls until its reset.
+        let mut copies: HashMap<(&str, &str), usize> = HashMap::new();
+        for (_, m) in s.mrqs.iter().filter(|(_, m)| alarm(m)) {
+            *copies.entry((&m.cid, &m.reference)).or_default() += 1;
+        }
+        for ((cid, _), n) in copies {
+            if cid != never {
+                assert!(n <= 3, "{cid}: {n} copies");
+            }
+        }
+    }
+
+    /// The SCAIP homes of the demo data against the real server of a seeded data
+    /// directory: their credentials are the registry's, so vakt journals their alarms, low
+    /// batteries and resets for the right subscribers (nobody takes the alarms here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scaip_homes_reach_the_real_server_of_a_seeded_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            seed(&store, jiff::Timestamp::now()).unwrap().unwrap();
+            store.flush().unwrap();
+        }
+        let mut cfg = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::Config::default()
+        };
+        cfg.dc09.listen_tcp = None;
+        cfg.dc09.listen_udp = None;
+        cfg.http.listen = None;
+        cfg.patrol.listen_quic = None;
+        cfg.scaip.listen_tcp = None;
+        cfg.scaip.listen_udp = Some("127.0.0.1:0".parse().unwrap());
+        cfg.scaip.rate_per_source = 1000;
+        cfg.scaip.rate_burst = 1000;
+        cfg.shutdown_grace_secs = 1;
+        let running = crate::server::start(cfg).await.unwrap();
+        let ms = Duration::from_millis;
+        let opts = SimOptions {
+            seed: 9,
+            scaip: ScaipSimOptions {
+                mean_alarm_interval: ms(100),
+                heartbeat_interval: ms(300),
+                poll_every: ms(50)..=ms(100),
+                give_up_after: ms(800),
+                battery_percent: 25,
+                ..ScaipSimOptions::default()
+            },
+            ..SimOptions::default()
+        };
+        let stop = CancellationToken::new();
+        let sim = tokio::spawn(simulate(None, running.scaip_udp, opts, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), sim)
+            .await
+            .expect("the simulator stops promptly")
+            .unwrap();
+        running.stop().await.unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        let homes: HashMap<String, String> = devices()
+            .into_iter()
+            .filter_map(|d| Some((d.account, d.subscriber?)))
+            .filter(|(a, _)| a.starts_with("7001"))
+            .collect();
+        let signals: Vec<crate::model::Signal> = store
+            .journal_after(0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.signal)
+            .filter(|s| s.protocol == crate::scaip::PROTOCOL)
+            .collect();
+        let codes: HashSet<&str> = signals
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.code.as_str()))
+            .collect();
+        for s in &signals {
+            assert!(!s.flags.unknown_device, "{s:?}");
+            assert_eq!(s.subscriber.as_ref(), homes.get(&s.account), "{s:?}");
+            let info = s.scaip.as_ref().unwrap();
+            assert_eq!(info.sip_user, format!("luc-{}", s.account));
+        }
+        assert!(
+            codes.contains("SCAIP 0003") || codes.contains("SCAIP 0005"),
+            "{codes:?}"
+        );
+        assert!(codes.contains("SCAIP 0003/0016"), "{codes:?}");
+        assert!(
+            codes.contains(crate::triage::priority::SCAIP_RESET),
+            "{codes:?}"
+        );
     }
 
     fn demo_call(id: u64, subscriber: &str, account: &str) -> crate::model::Call {

@@ -952,25 +952,23 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         }
         if let Some(users) = &demo_users {
             eprintln!("{users}");
-            match running.dc09_tcp {
-                Some(mut target) => {
-                    // The simulator talks to vakt's own port, over loopback.
-                    if target.ip().is_unspecified() {
-                        target.set_ip(if target.is_ipv4() {
-                            std::net::Ipv4Addr::LOCALHOST.into()
-                        } else {
-                            std::net::Ipv6Addr::LOCALHOST.into()
-                        });
-                    }
-                    eprintln!("vakt: demo devices send alarms to {target} every minute or so");
-                    tokio::spawn(vakt::demo::simulate(
-                        target,
-                        vakt::demo::SimOptions::default(),
-                        running.shutdown.clone(),
-                    ));
-                }
+            // The simulator talks to vakt's own ports, over loopback.
+            match running.dc09_tcp.map(vakt::demo::loopback) {
+                Some(a) => eprintln!("vakt: demo devices send alarms to {a} every minute or so"),
                 None => eprintln!("vakt: DC-09 TCP is off, so the demo devices cannot send"),
             }
+            match running.scaip_udp.map(vakt::demo::loopback) {
+                Some(a) => eprintln!(
+                    "vakt: demo SCAIP homes send alarms to {a} (SIP over UDP) every few minutes"
+                ),
+                None => eprintln!("vakt: SCAIP UDP is off, so the demo's SCAIP homes stay silent"),
+            }
+            tokio::spawn(vakt::demo::simulate(
+                running.dc09_tcp,
+                running.scaip_udp,
+                vakt::demo::SimOptions::default(),
+                running.shutdown.clone(),
+            ));
             let fp = running
                 .patrol_fingerprint
                 .as_deref()
