@@ -991,7 +991,7 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
                         ));
                     }
                     Err(e) => eprintln!(
-                        "vakt: no demo patrols ({e}); they are seeded only into an empty data                          directory"
+                        "vakt: no demo patrols ({e}); they are seeded only into an empty data directory"
                     ),
                 },
                 _ => eprintln!("vakt: the patrol link is off, so the demo patrols cannot connect"),
