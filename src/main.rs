@@ -237,7 +237,8 @@ enum PatrolsCmd {
 enum DevicesCmd {
     /// Import devices from CSV (with the server stopped). All rows are checked first; a file
     /// with any bad row imports nothing. Header:
-    /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area
+    /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password
+    /// (files without the last two, or the last three, columns are accepted too).
     Import {
         /// Data directory.
         #[arg(long, default_value = "vakt-data")]

@@ -1008,7 +1008,7 @@ const INSTALLER: &str = "Larmteknik Norr";
 fn incident_devices_csv() -> String {
     let mut csv = format!(
         "{}\n1234,,,,,anna,3600,Telenor,Centrum,carephone\n",
-        vakt::registry::CSV_HEADER
+        vakt::registry::CSV_HEADER_V2
     );
     for (i, a) in SILENT.iter().enumerate() {
         csv.push_str(&format!("{a},,,,,s{},20,Telia,Norr,carephone\n", i + 1));

@@ -246,7 +246,7 @@ pub async fn setup(o: SetupOptions) -> anyhow::Result<()> {
     let base = account_base(&o.accounts_from, o.alarm_devices)?;
     let devices = device_rows(base, o.alarm_devices, o.heartbeat_devices);
     let subscribers = subscriber_rows(base, o.alarm_devices);
-    let devices_text = csv(vakt::registry::CSV_HEADER, &devices);
+    let devices_text = csv(vakt::registry::CSV_HEADER_V2, &devices);
     let subscribers_text = csv(vakt::subscribers::CSV_HEADER, &subscribers);
     // Checked with vakt's own parsers first, so a bad file is this tool's bug, said as such.
     vakt::registry::parse_csv(devices_text.as_bytes())
@@ -287,7 +287,7 @@ pub async fn setup(o: SetupOptions) -> anyhow::Result<()> {
             addr,
             &cookie,
             "/api/devices/import",
-            vakt::registry::CSV_HEADER,
+            vakt::registry::CSV_HEADER_V2,
             &devices,
         )
         .await?;
@@ -1233,7 +1233,7 @@ mod tests {
     #[test]
     fn setup_files_import() {
         let base = account_base(DEFAULT_ALARM_BASE, 30).unwrap();
-        let d = csv(vakt::registry::CSV_HEADER, &device_rows(base, 30, 5));
+        let d = csv(vakt::registry::CSV_HEADER_V2, &device_rows(base, 30, 5));
         let s = csv(vakt::subscribers::CSV_HEADER, &subscriber_rows(base, 30));
         assert_eq!(vakt::registry::parse_csv(d.as_bytes()).unwrap().len(), 35);
         assert_eq!(
