@@ -755,7 +755,7 @@ impl Triage {
     }
 
     /// The open Call of `subscriber` (or of `account`, without one), with its state, if
-    /// Signal `signal_id` is in its timeline.
+    /// Signal `signal_id` went into it.
     pub fn open_call_with_signal(
         &self,
         subscriber: Option<&str>,
@@ -766,10 +766,15 @@ impl Triage {
             .get(&Key::new(subscriber, account))
             .cloned()?;
         let g = lock(slot.value());
-        let has = g.call.timeline.iter().rev().any(
-            |e| matches!(&e.what, TimelineEvent::Signal { signal_id: s, .. } if *s == signal_id),
-        );
-        has.then_some((g.call.id, g.call.state))
+        // Signals reach a Call in id order: it holds every id from its first Signal's to
+        // `last_signal_id` that its key took in (the timeline keeps only the first
+        // MAX_SIGNAL_ENTRIES lines, so the range decides, not a search of the lines).
+        let first = g.call.timeline.iter().find_map(|e| match &e.what {
+            TimelineEvent::Signal { signal_id: s, .. } => Some(*s),
+            _ => None,
+        })?;
+        (first <= signal_id && signal_id <= g.call.last_signal_id)
+            .then_some((g.call.id, g.call.state))
     }
 
     /// An open Call (not closed ones).
@@ -1599,6 +1604,23 @@ mod tests {
                 (9, Closed, 0),
             ]
         );
+    }
+
+    #[test]
+    fn the_open_call_of_a_signal_is_found_past_the_timeline_cap() {
+        let (tr, _) = engine(3);
+        let n = MAX_SIGNAL_ENTRIES as u64 + 50;
+        for i in 1..=n {
+            tr.ingest(&press(i, "S-1", "CID 101", i as i64), None, t(i as i64));
+        }
+        let (call, state) = tr.open_call_with_signal(Some("S-1"), "1234", n).unwrap();
+        assert_eq!(state, CallState::Queued);
+        assert_eq!(
+            tr.open_call_with_signal(Some("S-1"), "1234", 1),
+            Some((call, state))
+        );
+        assert_eq!(tr.open_call_with_signal(Some("S-1"), "1234", n + 1), None);
+        assert_eq!(tr.open_call_with_signal(Some("S-2"), "1234", n), None);
     }
 
     #[test]
