@@ -1117,15 +1117,16 @@ fn encrypt_hex(key: &Key, pad: Pad<'_>, pipe: bool, rest: &[u8], out: &mut Vec<u
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::event::{Event, decode_payload};
     use super::*;
     use rand::SeedableRng;
 
     const VECTORS: &str = include_str!("../../proto/dc09/vectors.txt");
 
-    /// Undoes the vectors.txt escapes (`\n`, `\r`, `\\`, `\xHH`).
-    fn unescape(s: &str) -> Vec<u8> {
+    /// Undoes the vectors.txt escapes (`\n`, `\r`, `\\`, `\xHH`); the SCAIP vectors use
+    /// the same escapes.
+    pub(crate) fn unescape(s: &str) -> Vec<u8> {
         let b = s.as_bytes();
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;

@@ -670,32 +670,7 @@ pub(crate) mod tests {
 
     const VECTORS: &str = include_str!("../../proto/scaip/vectors.txt");
 
-    /// Undoes the vectors.txt escapes (`\n`, `\r`, `\\`, `\xHH`).
-    pub(crate) fn unescape(s: &str) -> Vec<u8> {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'\\' {
-                match b.get(i + 1) {
-                    Some(b'n') => out.push(b'\n'),
-                    Some(b'r') => out.push(b'\r'),
-                    Some(b'\\') => out.push(b'\\'),
-                    Some(b'x') => {
-                        let hex = std::str::from_utf8(&b[i + 2..i + 4]).expect("utf8");
-                        out.push(u8::from_str_radix(hex, 16).expect("\\xHH"));
-                        i += 2;
-                    }
-                    other => panic!("bad escape {other:?} in {s:?}"),
-                }
-                i += 2;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        out
-    }
+    pub(crate) use crate::codec::dc09::tests::unescape;
 
     /// The records of vectors.txt as `(key, value)` lists.
     pub(crate) fn records(text: &str) -> Vec<Vec<(&str, &str)>> {
