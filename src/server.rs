@@ -292,11 +292,24 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         )
     };
     let feed = calls.feed(cfg.triage.feed_capacity)?;
+    // Last-heard times only for registered devices: the stored times of other accounts
+    // (left by older versions) are removed, never loaded.
     let last_heard = Arc::new(LastHeard::new());
-    last_heard.load(store.last_heard()?);
-    let supervisor = Arc::new(Supervisor::new(cfg.supervision.clone()));
+    let supervisor =
+        Arc::new(Supervisor::new(cfg.supervision.clone()).with_last_heard(last_heard.clone()));
     {
         let devices: Vec<crate::model::Device> = registry.current().iter().cloned().collect();
+        last_heard.sync(devices.iter().map(|d| d.account.as_str()));
+        let (s, lh) = (store.clone(), last_heard.clone());
+        let forgotten =
+            tokio::task::spawn_blocking(move || s.load_last_heard(|a, ms| lh.load(a, ms)))
+                .await??;
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "last-heard times of unregistered accounts removed from the store"
+            );
+        }
         let lh = last_heard.clone();
         let sup = supervisor.clone();
         let report = tokio::task::spawn_blocking(move || {
@@ -779,13 +792,21 @@ async fn keep_stats(
     }
 }
 
+/// Writes the last-heard times that changed since the last write (registered devices only).
 async fn persist_last_heard(store: &Store, last_heard: &Arc<LastHeard>) {
-    let snap = last_heard.snapshot();
-    if snap.is_empty() {
+    let changed = last_heard.changed();
+    if changed.is_empty() {
         return;
     }
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.save_last_heard(&snap)).await {
+    let (store, lh) = (store.clone(), last_heard.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        store.save_last_heard(&changed)?;
+        // Only what was written counts as saved; after a failure it is written next time.
+        lh.saved(&changed);
+        Ok::<_, StoreError>(())
+    })
+    .await;
+    match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "persisting last-heard times failed"),
         Err(e) => tracing::warn!(error = %e, "persisting last-heard times failed"),

@@ -323,7 +323,8 @@ impl Store {
 
     // ---- last heard ----
 
-    /// Writes last-heard times (ms since the epoch) in one batch and flushes.
+    /// Writes last-heard times (ms since the epoch) in one batch and flushes (only the times
+    /// that changed are given: the others are already there).
     pub fn save_last_heard(&self, entries: &[(String, i64)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (acct, ms) in entries {
@@ -332,6 +333,43 @@ impl Store {
         self.last_heard.apply_batch(batch)?;
         self.flush()?;
         Ok(())
+    }
+
+    /// Visits every stored last-heard time without holding them all; the entries `keep`
+    /// refuses (accounts no longer, or never, registered) are removed. Returns how many were
+    /// removed.
+    pub fn load_last_heard(
+        &self,
+        mut keep: impl FnMut(&str, i64) -> bool,
+    ) -> Result<usize, StoreError> {
+        const CHUNK: usize = 10_000;
+        let mut gone = sled::Batch::default();
+        let (mut pending, mut removed) = (0, 0);
+        for item in self.last_heard.iter() {
+            let (k, v) = item?;
+            let ms = <[u8; 8]>::try_from(v.as_ref()).map(i64::from_be_bytes);
+            let kept = match (std::str::from_utf8(&k), ms) {
+                (Ok(account), Ok(ms)) => keep(account, ms),
+                _ => false,
+            };
+            if !kept {
+                gone.remove(k);
+                pending += 1;
+                if pending == CHUNK {
+                    self.last_heard.apply_batch(std::mem::take(&mut gone))?;
+                    removed += pending;
+                    pending = 0;
+                }
+            }
+        }
+        if pending > 0 {
+            self.last_heard.apply_batch(gone)?;
+            removed += pending;
+        }
+        if removed > 0 {
+            self.flush()?;
+        }
+        Ok(removed)
     }
 
     /// Every stored last-heard time.

@@ -552,3 +552,87 @@ async fn graceful_shutdown_answers_in_flight_frames_then_refuses() {
     vakt::cli::export_journal(dir.path(), 0, &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
+
+/// A flood of NULLs from accounts nobody registered: each is ACKed, but only the registered
+/// devices' last-heard times reach the store, the unknown ones are kept in a small bounded
+/// list for the console, and a restart loads (and keeps) only registered devices.
+#[tokio::test]
+async fn unknown_accounts_stay_bounded_and_are_never_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    // What an older vakt left behind: last-heard times of accounts nobody registered.
+    {
+        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let junk: Vec<(String, i64)> = (0..1000)
+            .map(|i| (format!("DEAD{i:04}"), 1_700_000_000_000))
+            .collect();
+        store.save_last_heard(&junk).unwrap();
+    }
+    let srv = start(dir.path()).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    let mut s = TcpStream::connect(tcp).await.unwrap();
+    const FLOOD: usize = 5_000;
+    let mut sent = 0;
+    for chunk in 0..FLOOD / 500 {
+        let mut out = Vec::new();
+        for i in 0..500 {
+            let n = chunk * 500 + i;
+            // A registered device now and then, the rest from accounts nobody knows.
+            let account = if n % 100 == 0 {
+                "1234".to_string()
+            } else {
+                format!("{:X}", 0x10_0000_0000u64 + rand::random::<u32>() as u64)
+            };
+            out.extend(plain("NULL", (n % 10_000) as u16, &account, ""));
+            sent += 1;
+        }
+        s.write_all(&out).await.unwrap();
+    }
+    let mut acks = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acks < sent {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {acks} answers");
+            acks += buf[..n].iter().filter(|b| **b == b'\r').count();
+        }
+    })
+    .await
+    .expect("every NULL answered within 60 s");
+    // The console shows the most recent unknown accounts, never more than the bound.
+    let mut c = Client::login(srv.http.unwrap(), ADMIN.0, ADMIN.1).await;
+    let a = c.get("/api/supervision/unknown").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = a.json();
+    let list = list.as_array().expect("a list");
+    assert!(
+        !list.is_empty() && list.len() <= vakt::supervision::UNKNOWN_KEPT,
+        "{} unknown accounts listed",
+        list.len()
+    );
+    assert!(
+        list.iter().all(|u| u["account"] != "1234"),
+        "1234 is registered"
+    );
+    srv.stop().await.unwrap();
+    let registered = ["1234", "5678", "9ABC", "1929", "4321"];
+    let stored = vakt::store::Store::open(dir.path())
+        .unwrap()
+        .last_heard()
+        .unwrap();
+    let accounts: Vec<&str> = stored.iter().map(|(a, _)| a.as_str()).collect();
+    assert!(
+        accounts.iter().all(|a| registered.contains(a)),
+        "{} last-heard entries stored, e.g. {:?}",
+        accounts.len(),
+        accounts.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(accounts.contains(&"1234"), "{accounts:?}");
+    // A restart loads only registered devices and keeps their times.
+    let srv = start_with(test_config(dir.path())).await;
+    srv.stop().await.unwrap();
+    let again = vakt::store::Store::open(dir.path())
+        .unwrap()
+        .last_heard()
+        .unwrap();
+    assert_eq!(again, stored);
+}

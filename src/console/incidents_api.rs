@@ -295,3 +295,23 @@ pub async fn figures(
         work_orders_overdue: counts.overdue,
     }))
 }
+
+/// The accounts heard lately that are not in the registry (a device not yet imported, a
+/// mistyped account, or someone probing the ports), the most recent first. Only the newest
+/// few hundred are kept, in memory; their alarms are in the queue as unknown-device Calls.
+#[utoipa::path(get, path = "/api/supervision/unknown", tag = "supervision",
+    responses((status = 200, body = Vec<crate::supervision::UnknownAccount>),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn unknown_accounts(
+    State(state): State<AppState>,
+    s: Session,
+) -> ApiResult<Json<Vec<crate::supervision::UnknownAccount>>> {
+    s.require(Role::Operator, &state)?;
+    let list = state
+        .supervision
+        .supervisor()
+        .last_heard()
+        .map(|lh| lh.unknown())
+        .unwrap_or_default();
+    Ok(Json(list))
+}

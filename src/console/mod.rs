@@ -243,6 +243,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(incidents_api::get_device))
         .routes(routes!(incidents_api::outbox))
         .routes(routes!(incidents_api::figures))
+        .routes(routes!(incidents_api::unknown_accounts))
         .routes(routes!(work_orders_api::list_work_orders))
         .routes(routes!(work_orders_api::get_work_order))
         .routes(routes!(work_orders_api::start_work_order))
