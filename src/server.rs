@@ -563,7 +563,12 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
             }))
         }
     };
-    // Periodic work: last-heard persistence, metric upkeep.
+    // The metrics' upkeep on its own short timer (samples pile up between upkeeps).
+    let upkeep = tokio::spawn(crate::telemetry::upkeep(
+        crate::telemetry::UPKEEP_EVERY,
+        shutdown.clone(),
+    ));
+    // Periodic work: last-heard persistence, SCAIP holds, work orders' metrics, sessions.
     let periodic = {
         let store = store.clone();
         let work_orders_m = work_orders.clone();
@@ -580,7 +585,6 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                     _ = tick.tick() => {},
                     () = token.cancelled() => return,
                 }
-                crate::telemetry::prometheus().run_upkeep();
                 // Holds whose device went quiet stop counting without new requests.
                 scaip.tick(jiff::Timestamp::now());
                 // Orders become late by time passing alone.
@@ -650,6 +654,7 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
         outbox_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), outbox.stopped()).await;
         let _ = periodic.await;
+        let _ = upkeep.await;
         let _ = stats_task.await;
         persist_last_heard(&store, &last_heard).await;
         let s = store.clone();

@@ -71,6 +71,32 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// How often the Prometheus recorder's upkeep runs. Histogram samples recorded between two
+/// upkeeps are held one by one, so under a flood of frames a long period is memory: the
+/// upkeep has its own short timer, whatever else runs periodically.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the recorder's upkeep (folds the held histogram samples) every `every` until
+/// `shutdown`; returns how many upkeeps ran.
+pub async fn upkeep(
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> u64 {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once; the first upkeep one period after the start.
+    tick.tick().await;
+    let mut ran = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return ran,
+        }
+        prometheus().run_upkeep();
+        ran += 1;
+    }
+}
+
 /// Sets up tracing: `RUST_LOG`-style filter (default `info`), text or JSON lines on stderr.
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
@@ -838,5 +864,22 @@ impl ScaipMetrics {
 impl Default for ScaipMetrics {
     fn default() -> Self {
         ScaipMetrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_runs_on_its_own_short_timer() {
+        // Whatever `journal.last_heard_persist_secs` says (up to an hour), histogram samples
+        // are folded every few seconds.
+        assert!(UPKEEP_EVERY <= std::time::Duration::from_secs(5));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(upkeep(UPKEEP_EVERY, stop.clone()));
+        tokio::time::sleep(UPKEEP_EVERY * 6 + std::time::Duration::from_secs(1)).await;
+        stop.cancel();
+        assert_eq!(task.await.unwrap(), 6);
     }
 }
