@@ -78,6 +78,8 @@ pub struct PatrolConfig {
     pub dev_cert_names: Vec<String>,
     /// Patrol sessions at once.
     pub max_sessions: usize,
+    /// Patrol sessions at once from one source (an IPv4 address or an IPv6 /64).
+    pub max_sessions_per_source: usize,
     /// A dispatch not received by its patrol in this time passes to the next patrol.
     pub receipt_timeout_secs: u64,
     /// Minutes after receipt at which the console and the patrol are warned.
@@ -129,6 +131,8 @@ pub struct ScaipConfig {
     pub voice_uri: String,
     /// TCP and TLS connections at once.
     pub max_connections: usize,
+    /// TCP and TLS connections at once from one source (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_source: usize,
     /// A TCP or TLS connection that sends nothing for this long is closed.
     pub idle_timeout_secs: u64,
     /// Messages waiting for the journal at once; beyond, `snu 6` (busy).
@@ -154,6 +158,7 @@ impl Default for ScaipConfig {
             voice_mre: 1,
             voice_uri: String::new(),
             max_connections: 10_000,
+            max_connections_per_source: 1000,
             idle_timeout_secs: 900,
             max_in_flight: 10_000,
         }
@@ -224,6 +229,9 @@ impl ScaipConfig {
         if !(1..=10_000_000).contains(&self.max_connections) {
             errs.push("scaip.max_connections must be 1..=10000000".into());
         }
+        if !(1..=10_000_000).contains(&self.max_connections_per_source) {
+            errs.push("scaip.max_connections_per_source must be 1..=10000000".into());
+        }
         if !(10..=86_400).contains(&self.idle_timeout_secs) {
             errs.push("scaip.idle_timeout_secs must be 10..=86400".into());
         }
@@ -264,10 +272,15 @@ pub struct Dc09Config {
     pub dedup_max_entries: usize,
     /// Bound on concurrent TCP connections.
     pub max_connections: usize,
+    /// Bound on concurrent TCP connections from one source (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_source: usize,
     /// Length of the kernel's queue of connections not yet accepted.
     pub listen_backlog: u32,
     /// Idle TCP connections are closed after this.
     pub idle_timeout_secs: u64,
+    /// A frame begun (its LF received) must be complete within this, or the connection is
+    /// closed.
+    pub frame_timeout_secs: u64,
     /// Bound on UDP frames waiting for the journal.
     pub max_udp_in_flight: usize,
 }
@@ -293,6 +306,13 @@ pub struct HttpConfig {
     /// Listen address; `None` disables the HTTP listener.
     #[serde(deserialize_with = "opt_addr")]
     pub listen: Option<SocketAddr>,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once from one source (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_source: usize,
+    /// A request's header must arrive within this (from the connection's start, or the end
+    /// of the previous answer on a kept-alive connection, which is closed when idle as long).
+    pub header_read_timeout_secs: u64,
     /// A console session ends this long after login.
     pub session_hours: u32,
     /// Mark the session cookie `Secure` (set when a TLS proxy is in front of vakt).
@@ -343,6 +363,7 @@ impl Default for PatrolConfig {
             key_file: None,
             dev_cert_names: Vec::new(),
             max_sessions: 10_000,
+            max_sessions_per_source: 100,
             receipt_timeout_secs: 120,
             warn_at_mins: vec![20, 25],
         }
@@ -371,8 +392,10 @@ impl Default for Dc09Config {
             dedup_window_secs: 600,
             dedup_max_entries: 1_000_000,
             max_connections: 100_000,
+            max_connections_per_source: 1000,
             listen_backlog: 4096,
             idle_timeout_secs: 600,
+            frame_timeout_secs: 10,
             max_udp_in_flight: 10_000,
         }
     }
@@ -393,6 +416,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            max_connections: 1024,
+            max_connections_per_source: 256,
+            header_read_timeout_secs: 10,
             session_hours: 12,
             secure_cookie: false,
             time_zone: "Europe/Stockholm".into(),
@@ -464,6 +490,12 @@ impl Config {
         if !(1..=10_000_000).contains(&d.max_connections) {
             errs.push("dc09.max_connections must be 1..=10000000".into());
         }
+        if !(1..=10_000_000).contains(&d.max_connections_per_source) {
+            errs.push("dc09.max_connections_per_source must be 1..=10000000".into());
+        }
+        if !(1..=600).contains(&d.frame_timeout_secs) {
+            errs.push("dc09.frame_timeout_secs must be 1..=600".into());
+        }
         if !(1..=65_535).contains(&d.listen_backlog) {
             errs.push("dc09.listen_backlog must be 1..=65535".into());
         }
@@ -497,6 +529,15 @@ impl Config {
             errs.push("journal.cache_capacity_bytes must be 1 MiB..=1 TiB".into());
         }
         let h = &self.http;
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            errs.push("http.max_connections must be 1..=1000000".into());
+        }
+        if !(1..=1_000_000).contains(&h.max_connections_per_source) {
+            errs.push("http.max_connections_per_source must be 1..=1000000".into());
+        }
+        if !(1..=600).contains(&h.header_read_timeout_secs) {
+            errs.push("http.header_read_timeout_secs must be 1..=600".into());
+        }
         if !(1..=24 * 7).contains(&h.session_hours) {
             errs.push("http.session_hours must be 1..=168".into());
         }
@@ -519,6 +560,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&p.max_sessions) {
             errs.push("patrol.max_sessions must be 1..=1000000".into());
+        }
+        if !(1..=1_000_000).contains(&p.max_sessions_per_source) {
+            errs.push("patrol.max_sessions_per_source must be 1..=1000000".into());
         }
         if !(10..=3600).contains(&p.receipt_timeout_secs) {
             errs.push("patrol.receipt_timeout_secs must be 10..=3600".into());

@@ -80,6 +80,9 @@ pub enum ServerError {
     /// Incidents could not be loaded.
     #[error("incidents: {0}")]
     Incidents(#[from] crate::incidents::IncidentError),
+    /// The open-file limit is too low for the listeners.
+    #[error(transparent)]
+    OpenFiles(#[from] crate::transport::limit::TooFewFiles),
 }
 
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
@@ -206,7 +209,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
 }
 
 /// Starts serving on listeners that are already bound.
-pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
+pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
+    // Every connection is a file: the caps must fit the process's open-file limit.
+    if let Some(limit) = crate::transport::limit::open_files_limit() {
+        for line in crate::transport::limit::fit_open_files(&mut cfg, limit)? {
+            tracing::warn!(
+                open_files = limit,
+                "{line}: the connection caps did not fit the open-file limit (raise it with `ulimit -n` or LimitNOFILE= to keep them)"
+            );
+        }
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir {
         path: cfg.data_dir.clone(),
         source,
@@ -381,7 +393,9 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     if let Some(l) = listeners.dc09_tcp {
         let opts = tcp::TcpOptions {
             max_connections: cfg.dc09.max_connections,
+            max_per_source: cfg.dc09.max_connections_per_source,
             idle_timeout: Duration::from_secs(cfg.dc09.idle_timeout_secs),
+            frame_timeout: Duration::from_secs(cfg.dc09.frame_timeout_secs),
         };
         accept_tracker.spawn(tcp::serve(
             l,

@@ -133,7 +133,7 @@ fn describe() {
     describe_counter!(
         "vakt_frames_ignored_total",
         Unit::Count,
-        "Frames deliberately left unanswered, by reason (control_token)"
+        "Frames deliberately left unanswered, by reason (control_token; over UDP: not_a_frame, a datagram without an LF..CR frame; rate_limited, a NAK or DUH withheld because its source had its share)"
     );
     describe_counter!(
         "vakt_heartbeats_total",
@@ -173,12 +173,17 @@ fn describe() {
     describe_counter!(
         "vakt_tcp_connections_closed_total",
         Unit::Count,
-        "DC-09 TCP connections closed, by reason (eof, idle, error, shutdown, journal)"
+        "DC-09 TCP connections closed, by reason (eof, idle, frame_timeout, error, shutdown, journal)"
     );
     describe_counter!(
         "vakt_tcp_accept_errors_total",
         Unit::Count,
         "Errors from accept (e.g. out of file descriptors)"
+    );
+    describe_counter!(
+        "vakt_connections_refused_total",
+        Unit::Count,
+        "Connections refused at once, by listener (dc09_tcp, scaip_tcp, scaip_tls, http, patrol_quic) and reason (per_source: the source had its maximum)"
     );
     describe_counter!(
         "vakt_udp_dropped_total",
@@ -667,6 +672,13 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// The counter of connections refused by `listener` for `reason` (both from a fixed set:
+/// see `vakt_connections_refused_total`).
+pub fn connections_refused(listener: &'static str, reason: &'static str) -> Counter {
+    prometheus();
+    metrics::counter!("vakt_connections_refused_total", "listener" => listener, "reason" => reason)
 }
 
 /// Handles of the dispatch metrics.

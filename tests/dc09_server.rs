@@ -636,3 +636,205 @@ async fn unknown_accounts_stay_bounded_and_are_never_persisted() {
         .unwrap();
     assert_eq!(again, stored);
 }
+
+/// Garbage over UDP is answered sparingly: nothing at all for a datagram that holds no
+/// DC-09 frame, and NAKs rate-limited per source, so vakt cannot be used to reflect traffic
+/// at a forged address. Devices' frames are answered as always, and another source still
+/// gets its NAK.
+#[tokio::test]
+async fn udp_garbage_is_answered_sparingly() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let udp = srv.dc09_udp.unwrap();
+    let bad_crc = b"\n21180027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r";
+    // Sends `dgrams` then a NULL from 1234; returns the tokens answered before its ACK (the
+    // server answers one socket's datagrams in order).
+    async fn answers_before_ack(
+        sock: &UdpSocket,
+        to: std::net::SocketAddr,
+        dgrams: &[&[u8]],
+    ) -> Vec<String> {
+        for d in dgrams {
+            sock.send_to(d, to).await.unwrap();
+        }
+        sock.send_to(b"\nCBB30013\"NULL\"0004L0#1234[]\r", to)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        loop {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+                .await
+                .expect("answer within 10 s")
+                .unwrap();
+            let t = token_of(&buf[..n]);
+            if t == "ACK" {
+                return seen;
+            }
+            seen.push(t);
+        }
+    }
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Not even a frame start: no answer at all.
+    assert_eq!(
+        answers_before_ack(&a, udp, &[b"X", b"\0", b"\r\r\r", b"hello"]).await,
+        Vec::<String>::new()
+    );
+    // Broken frames: a few NAKs, then silence for this source.
+    let burst: Vec<&[u8]> = vec![bad_crc; 30];
+    let naks = answers_before_ack(&a, udp, &burst).await;
+    assert!(naks.iter().all(|t| t == "NAK"), "{naks:?}");
+    assert!(
+        (1..=vakt::transport::limit::ANSWER_BURST as usize + 1).contains(&naks.len()),
+        "{} NAKs for 30 broken frames",
+        naks.len()
+    );
+    // Another host still gets its NAK, and the NULLs were ACKed all along.
+    let b = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    assert_eq!(answers_before_ack(&b, udp, &[bad_crc]).await, vec!["NAK"]);
+    srv.stop().await.unwrap();
+}
+
+/// Connects to `to` from the local address `from` (Linux loopback takes all of 127/8, so a
+/// test can play a second host).
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// True when the server closes (or resets) `s` within 10 s without answering.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// One host at its cap is refused more connections; another host, and the console, are
+/// served meanwhile; a slot freed is the host's again.
+#[tokio::test]
+async fn one_source_over_its_cap_is_refused_while_another_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.dc09.max_connections_per_source = 3;
+    let srv = start_with(cfg).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    let null = b"\nCBB30013\"NULL\"0004L0#1234[]\r";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", tcp).await;
+        s.write_all(null).await.unwrap();
+        assert_eq!(token_of(&read_reply(&mut s).await), "ACK");
+        held.push(s);
+    }
+    let mut over = connect_from("127.0.0.1", tcp).await;
+    let _ = over.write_all(null).await;
+    assert!(
+        closed_by_server(&mut over).await,
+        "the 4th from one host is refused"
+    );
+    // Another host connects, and the console answers.
+    let mut other = connect_from("127.0.0.2", tcp).await;
+    other.write_all(null).await.unwrap();
+    assert_eq!(token_of(&read_reply(&mut other).await), "ACK");
+    assert_eq!(http_get(srv.http.unwrap(), "/live").await.0, 200);
+    let (_, m) = http_get(srv.http.unwrap(), "/metrics").await;
+    assert!(
+        m.contains("vakt_connections_refused_total{listener=\"dc09_tcp\",reason=\"per_source\"} 1"),
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // A slot freed is the host's again (the server sees the close first).
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut s = connect_from("127.0.0.1", tcp).await;
+        if s.write_all(null).await.is_ok() {
+            let mut b = [0u8; 64];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+                if n > 0 {
+                    again = Some(token_of(&b[..n]));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again.as_deref(), Some("ACK"));
+    srv.stop().await.unwrap();
+}
+
+/// A frame begun and not finished (a byte at a time, slower than a device ever sends) is cut
+/// at its deadline; bytes that are not a frame do not keep a connection open past its idle
+/// time; a device's frames are served as always.
+#[tokio::test]
+async fn a_slow_frame_is_cut_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.dc09.frame_timeout_secs = 1;
+    cfg.dc09.idle_timeout_secs = 2;
+    let srv = start_with(cfg).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    let frame = b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r";
+    // Slowloris: the frame a byte every 300 ms (it would take 15 s), never its CR.
+    let mut slow = TcpStream::connect(tcp).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for b in &frame[..frame.len() - 1] {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut r = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut r)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("an answer to half a frame"),
+            Err(_) => {}
+        }
+    }
+    assert!(cut, "the slow frame was never cut");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    // Garbage a byte at a time: no frame, so the idle deadline is not moved.
+    let mut noise = TcpStream::connect(tcp).await.unwrap();
+    let mut cut = false;
+    for _ in 0..40 {
+        if noise.write_all(b"x").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut r = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(250), noise.read(&mut r)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(cut, "noise kept the connection open past its idle time");
+    // A device sending whole frames is served, also after a pause shorter than idle.
+    let mut dev = TcpStream::connect(tcp).await.unwrap();
+    for seq in 1..=3u16 {
+        dev.write_all(&plain("NULL", seq, "1234", ""))
+            .await
+            .unwrap();
+        assert_eq!(token_of(&read_reply(&mut dev).await), "ACK");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let (_, m) = http_get(srv.http.unwrap(), "/metrics").await;
+    assert!(
+        m.contains("reason=\"frame_timeout\""),
+        "frame_timeout counted"
+    );
+    srv.stop().await.unwrap();
+}

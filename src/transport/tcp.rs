@@ -1,9 +1,15 @@
-//! DC-09 over TCP: a permit before accept, one task per connection, a streaming LF..CR
-//! framer, pipelined frames answered in order, idle timeout.
+//! DC-09 over TCP: a permit before accept, a cap per source, one task per connection, a
+//! streaming LF..CR framer, pipelined frames answered in order, idle and frame deadlines.
+//!
+//! Deadlines: a connection that completes no frame for `idle_timeout` is closed (bytes that
+//! are not a frame do not keep it open), and a frame that has begun (its LF received) must be
+//! complete within `frame_timeout` (a byte a minute would otherwise hold the slot forever).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::time::Instant as Deadline;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Ingress;
+use super::limit::PerSource;
 use crate::codec::dc09::{self, Scan};
 use crate::journal::Commit;
 use crate::model::Transport;
@@ -27,8 +34,12 @@ const READ_CHUNK: usize = 4096;
 pub struct TcpOptions {
     /// Most connections at once.
     pub max_connections: usize,
-    /// A connection silent this long is closed.
+    /// Most connections at once from one source.
+    pub max_per_source: usize,
+    /// A connection that completes no frame for this long is closed.
     pub idle_timeout: Duration,
+    /// A frame begun must be complete within this.
+    pub frame_timeout: Duration,
 }
 
 /// Accepts connections until `shutdown`; each connection task is tracked by `tracker`.
@@ -40,6 +51,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let sources = PerSource::new("dc09_tcp", opts.max_per_source);
     let mut backoff = Duration::from_millis(10);
     loop {
         // The permit is taken before accept: at the limit, new devices wait in the backlog.
@@ -69,6 +81,11 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         backoff = Duration::from_millis(10);
+        let Some(source) = sources.admit(peer.ip()) else {
+            // Reset, not closed: nothing of this connection lingers here.
+            let _ = stream.set_zero_linger();
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let m = ingress.receiver.metrics();
         m.tcp_accepted.increment(1);
@@ -79,11 +96,12 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 tracing::debug!("connected");
-                let reason = connection(stream, peer, &ingress, opts.idle_timeout, &shutdown).await;
+                let reason = connection(stream, peer, &ingress, &opts, &shutdown).await;
                 tracing::debug!(reason, "closed");
                 let m = ingress.receiver.metrics();
                 m.tcp_closed(reason);
                 m.tcp_open.decrement(1.0);
+                drop(source);
                 drop(permit);
             }
             .instrument(span),
@@ -103,17 +121,18 @@ enum Pending {
 }
 
 /// Decides every complete frame in `data` (appending each decision and when its frame was
-/// complete to `steps`); returns how many bytes were consumed. Synchronous, so the read
-/// buffer it borrows is never held across an await.
+/// complete to `steps`); returns how many bytes were consumed and how many complete frames
+/// they held. Synchronous, so the read buffer it borrows is never held across an await.
 fn decide_all(
     data: &[u8],
     peer: SocketAddr,
     ingress: &Ingress,
     steps: &mut Vec<(Decision, Instant)>,
-) -> usize {
+) -> (usize, usize) {
     let rx = &ingress.receiver;
     let m = rx.metrics();
     let mut off = 0;
+    let mut frames = 0;
     while off < data.len() {
         match dc09::scan(&data[off..]) {
             Scan::Incomplete => break,
@@ -143,10 +162,11 @@ fn decide_all(
                 };
                 steps.push((rx.decide(&data[off + start..off + end], &ctx), started));
                 off += end;
+                frames += 1;
             }
         }
     }
-    off
+    (off, frames)
 }
 
 /// Serves one connection; returns why it closed.
@@ -158,24 +178,31 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     ingress: &Ingress,
-    idle: Duration,
+    opts: &TcpOptions,
     shutdown: &CancellationToken,
 ) -> &'static str {
     let rx = &ingress.receiver;
     let m = rx.metrics();
+    let idle = opts.idle_timeout;
     // A partial frame carried over to the next read (empty, and unallocated, between frames).
     let mut partial: Vec<u8> = Vec::new();
+    // Moved by complete frames only.
+    let mut idle_until = Deadline::now() + idle;
+    // While a frame has begun and is not complete.
+    let mut frame_until: Option<Deadline> = None;
     loop {
         // Per read; dropped at the end of it, so nothing stays allocated while idle.
         let mut steps: Vec<(Decision, Instant)> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
+        let until = frame_until.map_or(idle_until, |f| f.min(idle_until));
         let ready = tokio::select! {
             biased;
             () = shutdown.cancelled() => return "shutdown",
-            r = tokio::time::timeout(idle, stream.readable()) => r,
+            r = tokio::time::timeout_at(until, stream.readable()) => r,
         };
         match ready {
+            Err(_) if frame_until.is_some_and(|f| f <= idle_until) => return "frame_timeout",
             Err(_) => return "idle",
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
@@ -196,16 +223,26 @@ async fn connection(
                 }
             };
             let got = &chunk[..n];
-            if partial.is_empty() {
-                let used = decide_all(got, peer, ingress, &mut steps);
+            let frames = if partial.is_empty() {
+                let (used, frames) = decide_all(got, peer, ingress, &mut steps);
                 partial.extend_from_slice(&got[used..]);
+                frames
             } else {
                 partial.extend_from_slice(got);
-                let used = decide_all(&partial, peer, ingress, &mut steps);
+                let (used, frames) = decide_all(&partial, peer, ingress, &mut steps);
                 partial.drain(..used);
+                frames
+            };
+            let now = Deadline::now();
+            if frames > 0 {
+                idle_until = now + idle;
             }
             if partial.is_empty() {
                 partial = Vec::new();
+                frame_until = None;
+            } else if frames > 0 || frame_until.is_none() {
+                // A new frame has begun (a frame cut short by another LF is the same one).
+                frame_until = Some(now + opts.frame_timeout);
             }
         }
         // Journal submissions of one read share a group commit.

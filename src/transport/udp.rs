@@ -1,6 +1,13 @@
 //! DC-09 over UDP: one frame per datagram, answered to the source address. Frames waiting for
 //! the journal are bounded; beyond the bound a datagram is dropped unanswered (and counted),
 //! so the device retries or fails over to its backup receiver.
+//!
+//! The source address of a datagram can be forged, so garbage is answered sparingly: a
+//! datagram that holds no LF..CR frame gets no answer at all, and a frame that cannot be
+//! used (NAK, DUH) is answered at most [`limit::ANSWER_BURST`] times at once and
+//! [`limit::ANSWER_PER_SEC`] a second per source (and [`limit::ANSWER_TOTAL_PER_SEC`] in
+//! all); beyond, it is counted (`vakt_frames_ignored_total{reason="rate_limited"}`) and not
+//! answered. Frames of devices (ACK) are always answered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Ingress;
+use super::limit::{self, AnswerRate};
 use crate::codec::dc09::{self, MAX_FRAME_BYTES, Scan};
 use crate::journal::Commit;
 use crate::model::Transport;
@@ -31,6 +39,7 @@ pub async fn serve(
     // Larger than any frame, so an oversized datagram is seen as such rather than cut.
     let mut buf = vec![0u8; MAX_FRAME_BYTES + 1024];
     let m = ingress.receiver.metrics().clone();
+    let mut garbage_answers = AnswerRate::new(Instant::now());
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -46,12 +55,10 @@ pub async fn serve(
         let started = Instant::now();
         let dgram = &buf[..n];
         let Some(frame) = first_frame(dgram) else {
+            // Not even a frame: an answer would only serve to reflect traffic.
             m.garbage_bytes.increment(n as u64);
-            let mut reply = Vec::new();
-            dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
-            m.nak("malformed");
-            m.frame(Transport::Udp, ProtoLabel::Invalid, ResultLabel::Nak);
-            let _ = socket.send_to(&reply, peer).await;
+            m.ignored("not_a_frame");
+            m.frame(Transport::Udp, ProtoLabel::Invalid, ResultLabel::Dropped);
             continue;
         };
         let ctx = FrameCtx {
@@ -65,6 +72,12 @@ pub async fn serve(
                 proto,
                 result,
             } => {
+                let garbage = matches!(result, ResultLabel::Nak | ResultLabel::Duh);
+                if garbage && !garbage_answers.allow(peer.ip(), started) {
+                    m.ignored("rate_limited");
+                    m.frame(Transport::Udp, proto, ResultLabel::Dropped);
+                    continue;
+                }
                 m.answered(Transport::Udp, proto, result, started);
                 if reply.is_empty() {
                     continue;
