@@ -25,6 +25,7 @@ use crate::supervision::LastHeard;
 use crate::supervision::Supervisor;
 use crate::supervision::incidents::Detector;
 use crate::telemetry::{CallMetrics, Metrics};
+use crate::transport::limit::PerSource;
 use crate::transport::{Ingress, tcp, udp};
 use crate::triage::TriageOptions;
 use crate::work_orders::WorkOrders;
@@ -469,11 +470,13 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
             shutdown.clone(),
         ));
     }
+    let per_source = cfg.scaip.max_connections_per_source;
     if let Some(l) = listeners.scaip_tcp {
         accept_tracker.spawn(crate::transport::sip::serve_stream(
             l,
             None,
             sip.clone(),
+            PerSource::new("scaip_tcp", per_source),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -483,6 +486,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
             l,
             Some(acceptor),
             sip.clone(),
+            PerSource::new("scaip_tls", per_source),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -520,11 +524,12 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
             patrol_quic = endpoint.local_addr().ok();
             tracing::info!(addr = ?patrol_quic, fingerprint = %fp, "patrol link listening (QUIC)");
             patrol_fingerprint = Some(fp);
-            Some(tokio::spawn(crate::dispatch::patrol_link::serve(
+            Some(tokio::spawn(crate::dispatch::patrol_link::serve_limited(
                 endpoint,
                 desk.clone(),
                 link.clone(),
                 cfg.patrol.max_sessions,
+                PerSource::new("patrol_quic", cfg.patrol.max_sessions_per_source),
                 shutdown.clone(),
             )))
         }
@@ -564,17 +569,18 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
                 },
                 shutdown.clone(),
             )?;
-            let app =
-                crate::console::router(state).into_make_service_with_connect_info::<SocketAddr>();
-            let token = shutdown.clone();
-            Some(tokio::spawn(async move {
-                let r = axum::serve(l, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "http listener failed");
-                }
-            }))
+            let opts = crate::transport::http::HttpOptions {
+                max_connections: cfg.http.max_connections,
+                max_per_source: cfg.http.max_connections_per_source,
+                header_read_timeout: Duration::from_secs(cfg.http.header_read_timeout_secs),
+                grace: cfg.shutdown_grace(),
+            };
+            Some(tokio::spawn(crate::transport::http::serve(
+                l,
+                crate::console::router(state),
+                opts,
+                shutdown.clone(),
+            )))
         }
     };
     // The metrics' upkeep on its own short timer (samples pile up between upkeeps).
@@ -650,9 +656,10 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         // No more silences: the supervision loop stops before the journal closes.
         let _ = supervising.await;
         ingress.journal.close().await;
-        // Operators' requests in flight finish (the live feeds close on the token).
+        // Operators' requests in flight finish (the live feeds close on the token), within
+        // the grace deadline.
         if let Some(h) = http_task {
-            let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+            let _ = tokio::time::timeout(grace, h).await;
         }
         // Patrols' sessions end (their last events are stored) and the clocks stop, before
         // the Call writer stops: both write dispatch steps to the Calls.

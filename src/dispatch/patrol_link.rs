@@ -158,6 +158,20 @@ pub async fn serve(
     max_sessions: usize,
     shutdown: CancellationToken,
 ) {
+    let sources = crate::transport::limit::PerSource::new("patrol_quic", max_sessions);
+    serve_limited(endpoint, hub, link, max_sessions, sources, shutdown).await;
+}
+
+/// [`serve`], with at most a source's share of `sources` at once from one source: a
+/// connection beyond it is refused at `Incoming`, before any handshake.
+pub async fn serve_limited(
+    endpoint: quinn::Endpoint,
+    hub: Arc<dyn PatrolHub>,
+    link: Link,
+    max_sessions: usize,
+    sources: crate::transport::limit::PerSource,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(max_sessions.max(1)));
     let tracker = TaskTracker::new();
     loop {
@@ -176,6 +190,10 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let peer = incoming.remote_address();
+        let Some(source) = sources.admit(peer.ip()) else {
+            incoming.refuse();
+            continue;
+        };
         let span = tracing::info_span!("patrol_conn", %peer, patrol = tracing::field::Empty);
         let hub = hub.clone();
         let link = link.clone();
@@ -184,6 +202,7 @@ pub async fn serve(
             async move {
                 let reason = connection(incoming, &hub, &link, &shutdown).await;
                 tracing::debug!(reason, "closed");
+                drop(source);
                 drop(permit);
             }
             .instrument(span),

@@ -5,6 +5,7 @@
 use crate::journal::Journal;
 use crate::receiver::Receiver;
 
+pub mod http;
 pub mod limit;
 pub mod quic;
 pub mod sip;

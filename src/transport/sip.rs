@@ -725,11 +725,13 @@ pub async fn serve_udp(socket: UdpSocket, ep: Arc<Endpoint>, shutdown: Cancellat
     }
 }
 
-/// Accepts SIP connections (plain TCP, or TLS with `tls`) until `shutdown`.
+/// Accepts SIP connections (plain TCP, or TLS with `tls`) until `shutdown`; a connection
+/// beyond its source's share of `sources` is reset at once.
 pub async fn serve_stream(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     ep: Arc<Endpoint>,
+    sources: super::limit::PerSource,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -749,7 +751,10 @@ pub async fn serve_stream(
                 Err(e) => {
                     tracing::warn!(error = %e, "sip accept failed");
                     drop(permit);
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {},
+                        () = shutdown.cancelled() => return,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
@@ -757,6 +762,10 @@ pub async fn serve_stream(
             () = shutdown.cancelled() => return,
         };
         backoff = Duration::from_millis(10);
+        let Some(source) = sources.admit(peer.ip()) else {
+            let _ = stream.set_zero_linger();
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let local = stream
             .local_addr()
@@ -783,6 +792,7 @@ pub async fn serve_stream(
                     }
                 }
                 ep.metrics.connections.decrement(1.0);
+                drop(source);
                 drop(permit);
             }
             .instrument(span),

@@ -4,10 +4,9 @@
 //!
 //! The source address of a datagram can be forged, so garbage is answered sparingly: a
 //! datagram that holds no LF..CR frame gets no answer at all, and a frame that cannot be
-//! used (NAK, DUH) is answered at most [`limit::ANSWER_BURST`] times at once and
-//! [`limit::ANSWER_PER_SEC`] a second per source (and [`limit::ANSWER_TOTAL_PER_SEC`] in
-//! all); beyond, it is counted (`vakt_frames_ignored_total{reason="rate_limited"}`) and not
-//! answered. Frames of devices (ACK) are always answered.
+//! used (NAK, DUH) is answered within [`AnswerRate`]'s budget per source and in all; beyond,
+//! it is counted (`vakt_frames_ignored_total{reason="rate_limited"}`) and not answered.
+//! Frames of devices (ACK) are always answered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Ingress;
-use super::limit::{self, AnswerRate};
+use super::limit::AnswerRate;
 use crate::codec::dc09::{self, MAX_FRAME_BYTES, Scan};
 use crate::journal::Commit;
 use crate::model::Transport;
