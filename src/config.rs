@@ -442,7 +442,85 @@ impl HttpConfig {
     }
 }
 
+/// Listener ports given on the command line (`vakt serve --dc09-port` ...) or in the
+/// environment, over the configuration's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    /// DC-09, TCP and UDP.
+    pub dc09: Option<u16>,
+    /// SCAIP, SIP over UDP and TCP (TLS keeps its own).
+    pub scaip: Option<u16>,
+    /// The console, HTTP.
+    pub http: Option<u16>,
+    /// The patrols' link, QUIC.
+    pub patrol: Option<u16>,
+}
+
+/// A port was given for a protocol whose listeners are all off in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is off in the configuration ({keys} = \"\"), so it has no port to move")]
+pub struct ListenerOff {
+    /// Which protocol: `dc09`, `scaip`, `http`, `patrol`.
+    pub protocol: &'static str,
+    /// The protocol, in words.
+    pub what: &'static str,
+    /// The configuration keys that turned it off.
+    pub keys: &'static str,
+}
+
 impl Config {
+    /// Moves each listener of a protocol in `ports` to that port, keeping its address (port
+    /// 0: a free port, printed at start). A listener turned off stays off; a port for a
+    /// protocol with no listener on is refused.
+    pub fn set_ports(&mut self, ports: Ports) -> Result<(), ListenerOff> {
+        fn set(addrs: &mut [&mut Option<SocketAddr>], port: Option<u16>) -> bool {
+            let Some(port) = port else { return true };
+            let mut any = false;
+            for a in addrs.iter_mut() {
+                if let Some(a) = a.as_mut() {
+                    a.set_port(port);
+                    any = true;
+                }
+            }
+            any
+        }
+        if !set(
+            &mut [&mut self.dc09.listen_tcp, &mut self.dc09.listen_udp],
+            ports.dc09,
+        ) {
+            return Err(ListenerOff {
+                protocol: "dc09",
+                what: "DC-09",
+                keys: "[dc09] listen_tcp and listen_udp",
+            });
+        }
+        if !set(
+            &mut [&mut self.scaip.listen_udp, &mut self.scaip.listen_tcp],
+            ports.scaip,
+        ) {
+            return Err(ListenerOff {
+                protocol: "scaip",
+                what: "SCAIP over UDP and TCP",
+                keys: "[scaip] listen_udp and listen_tcp",
+            });
+        }
+        if !set(&mut [&mut self.http.listen], ports.http) {
+            return Err(ListenerOff {
+                protocol: "http",
+                what: "the console (HTTP)",
+                keys: "[http] listen",
+            });
+        }
+        if !set(&mut [&mut self.patrol.listen_quic], ports.patrol) {
+            return Err(ListenerOff {
+                protocol: "patrol",
+                what: "the patrol link",
+                keys: "[patrol] listen_quic",
+            });
+        }
+        Ok(())
+    }
+
     /// Parses and validates a configuration text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -613,6 +691,35 @@ mod tests {
             }
         }
         assert!(n > 0, "no example config found in {}", dir.display());
+    }
+
+    #[test]
+    fn ports_move_listeners_and_keep_their_addresses() {
+        let mut c = Config::default();
+        c.dc09.listen_udp = None;
+        c.scaip.listen_tcp = Some("0.0.0.0:5060".parse().unwrap());
+        c.set_ports(Ports {
+            dc09: Some(17100),
+            scaip: Some(15060),
+            http: Some(0),
+            patrol: None,
+        })
+        .unwrap();
+        assert_eq!(c.dc09.listen_tcp, Some("127.0.0.1:17100".parse().unwrap()));
+        assert_eq!(c.dc09.listen_udp, None, "a listener turned off stays off");
+        assert_eq!(c.scaip.listen_udp, Some("127.0.0.1:15060".parse().unwrap()));
+        assert_eq!(c.scaip.listen_tcp, Some("0.0.0.0:15060".parse().unwrap()));
+        assert_eq!(c.http.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.patrol.listen_quic, Config::default().patrol.listen_quic);
+        c.http.listen = None;
+        let e = c
+            .set_ports(Ports {
+                http: Some(8081),
+                ..Ports::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.protocol, "http");
+        assert!(e.to_string().contains("[http] listen"), "{e}");
     }
 
     #[test]

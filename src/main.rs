@@ -41,6 +41,18 @@ enum Cmd {
         /// simulator that sends alarms to this vakt over DC-09.
         #[arg(long)]
         demo: bool,
+        /// DC-09's port (TCP and UDP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_DC09_PORT", value_name = "PORT")]
+        dc09_port: Option<u16>,
+        /// SCAIP's port (SIP over UDP and TCP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_SCAIP_PORT", value_name = "PORT")]
+        scaip_port: Option<u16>,
+        /// The console's port (HTTP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_HTTP_PORT", value_name = "PORT")]
+        http_port: Option<u16>,
+        /// The patrol link's port (QUIC), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_PATROL_PORT", value_name = "PORT")]
+        patrol_port: Option<u16>,
     },
     /// Check a configuration file: print what is wrong and exit 64, or exit 0.
     CheckConfig {
@@ -312,6 +324,9 @@ enum AuditCmd {
 }
 
 fn main() -> ExitCode {
+    // Everything vakt writes (the data directory, its database, certificates, the demo's
+    // passwords) is for its own user only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     vakt::telemetry::init_tracing(cli.log_json);
     match cli.cmd {
@@ -329,6 +344,10 @@ fn main() -> ExitCode {
             config,
             data_dir,
             demo,
+            dc09_port,
+            scaip_port,
+            http_port,
+            patrol_port,
         } => {
             let cfg = match config {
                 Some(path) => match Config::load(&path) {
@@ -340,11 +359,32 @@ fn main() -> ExitCode {
                 },
                 None => Config::embedded(),
             };
-            let cfg = Config {
+            let mut cfg = Config {
                 data_dir: data_dir.unwrap_or(cfg.data_dir.clone()),
                 ..cfg
             };
-            report(serve(cfg, demo))
+            let ports = vakt::config::Ports {
+                dc09: dc09_port,
+                scaip: scaip_port,
+                http: http_port,
+                patrol: patrol_port,
+            };
+            if let Err(e) = cfg.set_ports(ports) {
+                eprintln!("vakt: --{}-port: {e}", e.protocol);
+                return ExitCode::from(EX_USAGE);
+            }
+            let r = serve(cfg, demo);
+            if let Err(e) = &r {
+                let in_use = e
+                    .downcast_ref::<vakt::server::ServerError>()
+                    .and_then(vakt::server::ServerError::address_in_use);
+                if let Some(what) = in_use {
+                    eprintln!("vakt: {e:#}");
+                    eprintln!("vakt: {}", port_hint(what));
+                    return ExitCode::FAILURE;
+                }
+            }
+            report(r)
         }
         Cmd::Devices {
             cmd: DevicesCmd::Import { data_dir, file },
@@ -1006,6 +1046,26 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         running.done.await.context("server task")??;
         anyhow::Ok(())
     })
+}
+
+/// What to do about a listener whose address another program has (`what` as in
+/// `ServerError::Bind`).
+fn port_hint(what: &str) -> String {
+    let (flag, env) = match what {
+        "DC-09 TCP" | "DC-09 UDP" => ("--dc09-port", "VAKT_DC09_PORT"),
+        "SCAIP UDP" | "SCAIP TCP" => ("--scaip-port", "VAKT_SCAIP_PORT"),
+        "HTTP" => ("--http-port", "VAKT_HTTP_PORT"),
+        "the patrol link (QUIC)" => ("--patrol-port", "VAKT_PATROL_PORT"),
+        _ => {
+            return "another program (or another vakt) has it: choose another address in the \
+                    configuration"
+                .into();
+        }
+    };
+    format!(
+        "another program (or another vakt) has it: start with {flag} PORT (or {env}=PORT; 0 \
+         picks a free port), or change the address in the configuration"
+    )
 }
 
 /// Where `serve --demo` keeps the demo users' passwords, so a later `--demo` start can show

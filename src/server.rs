@@ -33,15 +33,17 @@ use crate::work_orders::WorkOrders;
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    /// A listener could not be bound (the reason is in the message, not chained, so it is
+    /// printed once).
+    #[error("cannot listen on {addr} for {what}: {}", bind_reason(.error))]
     Bind {
-        /// Which listener.
+        /// Which listener: `DC-09 TCP`, `DC-09 UDP`, `HTTP`, `the patrol link (QUIC)`,
+        /// `SCAIP UDP`, `SCAIP TCP`, `SCAIP TLS`.
         what: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}")]
@@ -86,6 +88,33 @@ pub enum ServerError {
     OpenFiles(#[from] crate::transport::limit::TooFewFiles),
 }
 
+fn bind_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the address is in use".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+impl ServerError {
+    /// For a listener whose address is taken: which listener (as in [`ServerError::Bind`]).
+    pub fn address_in_use(&self) -> Option<&'static str> {
+        match self {
+            ServerError::Bind { what, error, .. }
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                Some(what)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The bound sockets (bind first, so tests can use port 0 and read the addresses).
 #[derive(Debug)]
 pub struct Listeners {
@@ -109,35 +138,39 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener the configuration names.
     pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
-        let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
+        let bind_err = |what, addr| move |error| ServerError::Bind { what, addr, error };
         let dc09_tcp = match cfg.dc09.listen_tcp {
-            Some(a) => Some(bind_tcp(a, cfg.dc09.listen_backlog).map_err(bind_err("dc09 tcp", a))?),
+            Some(a) => {
+                Some(bind_tcp(a, cfg.dc09.listen_backlog).map_err(bind_err("DC-09 TCP", a))?)
+            }
             None => None,
         };
         let dc09_udp = match cfg.dc09.listen_udp {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("dc09 udp", a))?),
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("DC-09 UDP", a))?),
             None => None,
         };
         let http = match cfg.http.listen {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("http", a))?),
+            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("HTTP", a))?),
             None => None,
         };
         let patrol_quic = match cfg.patrol.listen_quic {
-            Some(a) => Some(std::net::UdpSocket::bind(a).map_err(bind_err("patrol quic", a))?),
+            Some(a) => {
+                Some(std::net::UdpSocket::bind(a).map_err(bind_err("the patrol link (QUIC)", a))?)
+            }
             None => None,
         };
         let sc = &cfg.scaip;
         let backlog = cfg.dc09.listen_backlog;
         let scaip_udp = match sc.listen_udp {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("scaip udp", a))?),
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(bind_err("SCAIP UDP", a))?),
             None => None,
         };
         let scaip_tcp = match sc.listen_tcp {
-            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("scaip tcp", a))?),
+            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("SCAIP TCP", a))?),
             None => None,
         };
         let scaip_tls = match sc.listen_tls {
-            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("scaip tls", a))?),
+            Some(a) => Some(bind_tcp(a, backlog).map_err(bind_err("SCAIP TLS", a))?),
             None => None,
         };
         Ok(Listeners {
@@ -220,7 +253,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
             );
         }
     }
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir {
+    crate::store::create_private_dir(&cfg.data_dir).map_err(|source| ServerError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;

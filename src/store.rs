@@ -119,6 +119,27 @@ fn is_lock_held(e: &std::io::Error) -> bool {
     e.to_string().contains("could not acquire lock")
 }
 
+/// Creates `dir` (and its missing parents) readable by the owner only (0700), as the data
+/// directory holds personal data; outside systemd (whose unit sets `StateDirectoryMode`) the
+/// umask would otherwise leave it world-readable. An existing directory is left as it is,
+/// with a warning when others can read it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory can be read by other users; `chmod 700` it"
+        );
+    }
+    Ok(())
+}
+
 /// Registry key of a device: account, line and receiver, empty where "any".
 pub fn device_key(account: &str, line: Option<&str>, receiver: Option<&str>) -> String {
     format!(
@@ -141,6 +162,7 @@ impl Store {
             path: dir.display().to_string(),
             source: e,
         };
+        create_private_dir(dir).map_err(|e| open(sled::Error::Io(e)))?;
         let config = sled::Config::new()
             .path(dir)
             // vakt flushes explicitly at every group commit; the background flush is only a

@@ -97,17 +97,37 @@ pub async fn upkeep(
     }
 }
 
-/// Sets up tracing: `RUST_LOG`-style filter (default `info`), text or JSON lines on stderr.
+/// The most the storage engine (sled) may log, whatever `RUST_LOG` says: at debug and trace
+/// it writes what it stores (keys, batches: subscribers' records and notes).
+pub const SLED_MAX_LEVEL: tracing::level_filters::LevelFilter =
+    tracing::level_filters::LevelFilter::INFO;
+
+/// The filter on top of `RUST_LOG`'s: sled capped at [`SLED_MAX_LEVEL`], everything else as
+/// `RUST_LOG` says.
+pub fn log_cap() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_target("sled", SLED_MAX_LEVEL)
+        .with_default(tracing::level_filters::LevelFilter::TRACE)
+}
+
+/// Sets up tracing: `RUST_LOG`-style filter (default `info`) and [`log_cap`], text or JSON
+/// lines on stderr.
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     let _ = if json {
-        builder.json().try_init()
+        registry
+            .with(layer.json().with_filter(filter).with_filter(log_cap()))
+            .try_init()
     } else {
-        builder.try_init()
+        registry
+            .with(layer.with_filter(filter).with_filter(log_cap()))
+            .try_init()
     };
 }
 
@@ -882,6 +902,50 @@ impl Default for ScaipMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sled_is_capped_whatever_rust_log_says() {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for directives in ["trace", "sled=trace", "info,sled::tree=trace"] {
+            let buf = Buf::default();
+            let w = buf.clone();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+                .with_filter(tracing_subscriber::EnvFilter::new(directives))
+                .with_filter(log_cap());
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, || {
+                tracing::trace!(target: "sled::tree", "setting key S-GUNNEL");
+                tracing::debug!(target: "sled::pagecache", "a batch");
+                tracing::warn!(target: "sled::pagecache", "sled warns");
+                tracing::info!(target: "vakt::server", "vakt says");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(
+                !out.contains("S-GUNNEL") && !out.contains("a batch"),
+                "{directives}: {out}"
+            );
+            assert!(out.contains("sled warns"), "{directives}: {out}");
+            assert_eq!(
+                out.contains("vakt says"),
+                directives != "sled=trace",
+                "{directives}: {out}"
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn upkeep_runs_on_its_own_short_timer() {
