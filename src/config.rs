@@ -416,7 +416,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            max_connections: 1024,
+            max_connections: 4096,
             max_connections_per_source: 256,
             header_read_timeout_secs: 10,
             session_hours: 12,

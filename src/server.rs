@@ -150,7 +150,9 @@ impl Listeners {
             None => None,
         };
         let http = match cfg.http.listen {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(bind_err("HTTP", a))?),
+            // The same backlog as the devices': at the connection cap, new clients wait
+            // there (a permit is taken before accept) instead of having their SYNs dropped.
+            Some(a) => Some(bind_tcp(a, cfg.dc09.listen_backlog).map_err(bind_err("HTTP", a))?),
             None => None,
         };
         let patrol_quic = match cfg.patrol.listen_quic {

@@ -487,18 +487,18 @@ mod tests {
     #[test]
     fn caps_over_the_open_file_limit_are_lowered_with_room_for_http_and_scaip() {
         let mut c = cfg();
-        // The defaults: DC-09 100,000, SCAIP TCP 10,000, HTTP 1,024 against 20,000 files.
+        // The defaults: DC-09 100,000, SCAIP TCP 10,000, HTTP 4,096 against 20,000 files.
         let changed = fit_open_files(&mut c, 20_000).unwrap();
         let total = c.dc09.max_connections + c.scaip.max_connections + c.http.max_connections;
         assert!(total as u64 <= 20_000 - RESERVED_FILES, "{total}");
-        assert_eq!(c.http.max_connections, 1024, "HTTP keeps its cap");
+        assert_eq!(c.http.max_connections, 4096, "HTTP keeps its cap");
         assert!(
             c.scaip.max_connections >= 1_000,
             "{}",
             c.scaip.max_connections
         );
         assert!(
-            c.dc09.max_connections >= 15_000,
+            c.dc09.max_connections >= 13_000,
             "{}",
             c.dc09.max_connections
         );
