@@ -55,9 +55,12 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
         )
         .unwrap()
     });
+    // The registered devices have last-heard times (an unknown account only a bounded list).
+    let last_heard = Arc::new(LastHeard::new());
+    last_heard.sync(devices.iter().map(|d| d.account.as_str()));
     let receiver = Receiver::new(
         vakt::registry::Devices::new(Registry::new(devices)),
-        Arc::new(LastHeard::new()),
+        last_heard,
         metrics,
         ReceiverOptions {
             timestamp_past_secs: 40,

@@ -10,6 +10,8 @@
 //! * `idle`: memory per idle device connection in the server.
 //! * `console`: ACK to Call on the operator console's WebSocket, under a heartbeat load;
 //!   `console-setup` registers its devices and subscribers.
+//! * `unknown`: NULLs from random unknown accounts, and the server's memory after them.
+//! * `slow-http`: slow HTTP clients (slowloris) against the console, probed meanwhile.
 //!
 //! Every scenario prints exactly one summary line on stdout as its last line; progress goes
 //! to stderr. All traffic goes to the given target only, and every loop ends with the run.
@@ -21,8 +23,10 @@ mod device;
 mod fleet;
 mod idle;
 mod net;
+mod slowhttp;
 mod stats;
 mod storm;
+mod unknown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +95,12 @@ enum Cmd {
     /// Writes and/or imports (admin API) the alarm devices, their subscribers and the
     /// heartbeat devices that `console` uses.
     ConsoleSetup(console::SetupOptions),
+    /// NULLs from random unknown accounts, and the server's memory before, right after and
+    /// later; prints `unknown frames=N acked=N ... rss_settled_kib=N`.
+    Unknown(unknown::Options),
+    /// Slow HTTP clients (a header byte every few seconds) against the console, probed from
+    /// another address; prints `slow-http clients=N connected=N cut=N still_open=N ...`.
+    SlowHttp(slowhttp::Options),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Idle(o) => idle::run(o).await,
             Cmd::Console(o) => console::run(o, threads).await,
             Cmd::ConsoleSetup(o) => console::setup(o).await,
+            Cmd::Unknown(o) => unknown::run(o).await,
+            Cmd::SlowHttp(o) => slowhttp::run(o).await,
             Cmd::Fleet { .. } => Ok(()),
         }
     })

@@ -34,6 +34,45 @@ pub async fn connect(target: SocketAddr, deadline: Instant) -> Option<TcpStream>
     None
 }
 
+/// Like [`connect`], from the local address `from` (e.g. `127.0.0.2`: Linux loopback takes
+/// any address of 127/8, so one machine can play several hosts); `None` lets the system
+/// choose.
+pub async fn connect_from(
+    target: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    deadline: Instant,
+) -> Option<TcpStream> {
+    let Some(ip) = from else {
+        return connect(target, deadline).await;
+    };
+    let mut backoff = Duration::from_millis(50);
+    for _ in 0..CONNECT_ATTEMPTS {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let limit = (now + CONNECT_TIMEOUT).min(deadline);
+        let socket = if ip.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        if let Ok(socket) = socket {
+            if socket.bind(SocketAddr::new(ip, 0)).is_ok() {
+                if let Ok(Ok(stream)) = tokio::time::timeout_at(limit, socket.connect(target)).await
+                {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+            }
+        }
+        let wake = (Instant::now() + backoff).min(deadline);
+        tokio::time::sleep_until(wake).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+    None
+}
+
 /// Spaces one connection's sends `interval` apart (no catch-up bursts after a stall).
 #[derive(Debug)]
 pub struct Pacer {
