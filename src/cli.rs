@@ -15,7 +15,7 @@ use crate::directory;
 use crate::model::{AuditEntry, Role};
 use crate::registry::{self, ImportError};
 use crate::report::{self, ReportError, SlaReport};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UserChanged};
 use crate::subscribers;
 use crate::transport::quic::{self, QuicError};
 
@@ -37,6 +37,14 @@ pub enum CliError {
     /// No patrol with this id is in the directory.
     #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
     UnknownPatrol(String),
+    /// No console user has this name.
+    #[error("no user {0:?} (see `vakt users list`)")]
+    UnknownUser(String),
+    /// The change would leave no enabled administrator.
+    #[error(
+        "{0} is the last enabled administrator: add another one first (vakt users add NAME --role admin)"
+    )]
+    LastAdmin(String),
     /// No integration with this name has a token.
     #[error("no integration {0:?} (see `vakt integrations list`)")]
     UnknownIntegration(String),
@@ -195,18 +203,63 @@ pub fn add_user(
     })
 }
 
-/// Writes the users of `data_dir`, one a line: name, role and creation time (never the
-/// password hash). Returns how many.
+/// Disables, enables or removes the console user `name` of `data_dir` (see
+/// [`Store::change_user`]: its sessions end; the last enabled administrator stays). Writes a
+/// `user.disable`, `user.enable` or `user.remove` audit entry at `now`.
+pub fn change_user(
+    data_dir: &Path,
+    name: &str,
+    change: crate::store::UserChange,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let store = Store::open(data_dir)?;
+    let before = match store.change_user(name, change)? {
+        UserChanged::Done { before, .. } => before,
+        UserChanged::NoSuchUser => return Err(CliError::UnknownUser(name.to_string())),
+        UserChanged::LastAdmin => return Err(CliError::LastAdmin(name.to_string())),
+    };
+    let (action, detail) = match change {
+        crate::store::UserChange::Disable => ("user.disable", format!("command line: user {name}")),
+        crate::store::UserChange::Enable => ("user.enable", format!("command line: user {name}")),
+        crate::store::UserChange::Role(r) => (
+            "user.role",
+            format!(
+                "command line: user {name}, role {} -> {}",
+                before.role.as_str(),
+                r.as_str()
+            ),
+        ),
+        crate::store::UserChange::Remove => (
+            "user.remove",
+            format!("command line: user {name}, role {}", before.role.as_str()),
+        ),
+    };
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: action.to_string(),
+        call: None,
+        subscriber: None,
+        detail,
+    })?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Writes the users of `data_dir`, one a line: name, role, creation time and `disabled`
+/// for a disabled user (never the password hash). Returns how many.
 pub fn list_users(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
     let store = Store::open(data_dir)?;
     let users = store.users()?;
     for u in &users {
         writeln!(
             out,
-            "{:<24} {:<10} {}",
+            "{:<24} {:<10} {}{}",
             u.name,
             u.role.as_str(),
-            u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            if u.disabled { "  disabled" } else { "" }
         )?;
     }
     out.flush()?;

@@ -191,6 +191,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
             role,
             password_hash: crate::console::auth::hash_password(pw)?,
             created_at: now,
+            disabled: false,
         })
     })
     .collect::<Result<Vec<_>, DemoError>>()?;

@@ -534,6 +534,9 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
                     session_hours: cfg.http.session_hours,
                     secure_cookie: cfg.http.secure_cookie,
                     tz: tz.clone(),
+                    trusted_proxies: cfg.http.trusted_proxies.clone(),
+                    client_address_header: cfg.http.client_address_header,
+                    public_origin: cfg.http.public_origin.clone(),
                 },
                 shutdown.clone(),
             )?;
