@@ -818,6 +818,39 @@ async fn operator_dispatches_a_patrol_and_follows_its_clock() {
     assert!(csv.contains("format=csv"), "{csv}");
     screenshot("console-sla-report.png", &c.screenshot().await.unwrap());
 
+    // The administrator disables the operator on the users page: the operator's session
+    // ends at once; enabled again, the operator logs in. (The page's requests carry the
+    // browser's Origin and Sec-Fetch-Site, which the server checks.)
+    let user_status = |name: &'static str| {
+        let c = c.clone();
+        async move { text_of(&c, &format!("tr.user-row[data-user=\"{name}\"] .user-status")).await }
+    };
+    click_shown(&c, "#tab-users").await;
+    wait_for("the users", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Active").then_some(())
+    })
+    .await;
+    click(&c, &format!(".user-disable[data-user=\"{}\"]", OPERATOR.0)).await;
+    wait_for("the operator disabled", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Disabled").then_some(())
+    })
+    .await;
+    assert_eq!(op.get("/api/session").await.status, 401, "the session ended");
+    let a = op
+        .post(
+            "/api/session",
+            serde_json::json!({"username": OPERATOR.0, "password": OPERATOR.1}),
+        )
+        .await;
+    assert_eq!(a.status, 401, "a disabled user cannot log in");
+    screenshot("console-users.png", &c.screenshot().await.unwrap());
+    click(&c, &format!(".user-enable[data-user=\"{}\"]", OPERATOR.0)).await;
+    wait_for("the operator enabled", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Active").then_some(())
+    })
+    .await;
+    Client::login(http, OPERATOR.0, OPERATOR.1).await;
+
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }
