@@ -340,12 +340,12 @@ fn describe() {
     describe_counter!(
         "vakt_logins_total",
         Unit::Count,
-        "Console logins, by result (ok, bad_credentials, rate_limited)"
+        "Console logins, by result (ok, bad_credentials, throttled: wrong and answered after a hold)"
     );
     describe_counter!(
         "vakt_http_rejected_total",
         Unit::Count,
-        "API requests refused, by reason (no_session, forbidden)"
+        "API requests refused, by reason (no_session, ambiguous_session, forbidden, cross_origin, media_type)"
     );
 }
 
@@ -445,12 +445,13 @@ impl ConsoleMetrics {
         }
     }
 
-    /// Counts a login attempt; `result` is `ok`, `bad_credentials` or `rate_limited`.
+    /// Counts a login attempt; `result` is `ok`, `bad_credentials` or `throttled`.
     pub fn login(&self, result: &'static str) {
         metrics::counter!("vakt_logins_total", "result" => result).increment(1);
     }
 
-    /// Counts a refused API request; `reason` is `no_session` or `forbidden`.
+    /// Counts a refused API request; `reason` is `no_session`, `ambiguous_session`,
+    /// `forbidden`, `cross_origin` or `media_type`.
     pub fn rejected(&self, reason: &'static str) {
         metrics::counter!("vakt_http_rejected_total", "reason" => reason).increment(1);
     }

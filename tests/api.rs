@@ -878,11 +878,18 @@ async fn ends_soon<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, why: &str)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    ends_within(ws, 5, why).await
+}
+
+async fn ends_within<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, secs: u64, why: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio_tungstenite::tungstenite::Message;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => panic!("the live feed still runs 5 s after {why}"),
+            Err(_) => panic!("the live feed still runs {secs} s after {why}"),
             Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
             Ok(Some(Ok(_))) => continue,
         }
@@ -929,6 +936,48 @@ async fn the_live_feed_ends_at_once_on_logout_disabling_and_a_role_change() {
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     assert_eq!(sup.get("/api/session").await.json()["role"], "operator");
     assert_eq!(sup.get("/api/audit").await.status, 403);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_live_feed_ends_when_its_session_expires() {
+    // A session that expires a few seconds after the server starts (sessions last at least
+    // an hour when made by a login).
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
+    let (token, hash) = vakt::console::auth::new_token();
+    let now = jiff::Timestamp::now();
+    let expires_at = now + jiff::SignedDuration::from_secs(8);
+    {
+        let store = vakt::store::Store::open(dir.path()).unwrap();
+        store
+            .put_session(
+                &hash,
+                &vakt::store::SessionRecord {
+                    user: OPERATOR.0.into(),
+                    role: Role::Operator,
+                    created_at: now,
+                    expires_at,
+                },
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let srv = server(dir.path()).await;
+    let http = srv.http.unwrap();
+    let mut ws = live_feed(http, &token).await;
+    assert!(
+        jiff::Timestamp::now() < expires_at,
+        "the server took too long to start"
+    );
+    ends_within(&mut ws, 20, "the session expired").await;
+    assert!(
+        jiff::Timestamp::now() >= expires_at,
+        "not before it expired"
+    );
+    let mut c = Client::new(http);
+    c.cookie = Some(token);
+    assert_eq!(c.get("/api/session").await.status, 401);
     srv.stop().await.unwrap();
 }
 

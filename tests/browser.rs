@@ -823,7 +823,13 @@ async fn operator_dispatches_a_patrol_and_follows_its_clock() {
     // browser's Origin and Sec-Fetch-Site, which the server checks.)
     let user_status = |name: &'static str| {
         let c = c.clone();
-        async move { text_of(&c, &format!("tr.user-row[data-user=\"{name}\"] .user-status")).await }
+        async move {
+            text_of(
+                &c,
+                &format!("tr.user-row[data-user=\"{name}\"] .user-status"),
+            )
+            .await
+        }
     };
     click_shown(&c, "#tab-users").await;
     wait_for("the users", Duration::from_secs(10), || async {
@@ -835,7 +841,11 @@ async fn operator_dispatches_a_patrol_and_follows_its_clock() {
         (user_status(OPERATOR.0).await? == "Disabled").then_some(())
     })
     .await;
-    assert_eq!(op.get("/api/session").await.status, 401, "the session ended");
+    assert_eq!(
+        op.get("/api/session").await.status,
+        401,
+        "the session ended"
+    );
     let a = op
         .post(
             "/api/session",

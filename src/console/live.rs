@@ -145,8 +145,8 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
     let mut stats = state.stats.clone();
     stats.mark_unchanged();
     let mut sessions = state.sessions_changed.subscribe();
-    let until_expiry = (s.expires_at - jiff::Timestamp::now())
-        .try_into()
+    // Past expiry (a negative duration): at once.
+    let until_expiry = Duration::try_from(s.expires_at.duration_since(jiff::Timestamp::now()))
         .unwrap_or(Duration::ZERO);
     let expiry = tokio::time::sleep(until_expiry);
     tokio::pin!(expiry);
