@@ -324,9 +324,8 @@ pub struct LoginRequest {
 
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
+        // Neither field: a user name field often holds a password typed one field early.
+        f.debug_struct("LoginRequest").finish_non_exhaustive()
     }
 }
 
