@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use vakt::codec::patrol::{
     AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
 };
-use vakt::dispatch::patrol_link::{self, Link, PatrolHub};
+use vakt::dispatch::patrol_link::{self, EventError, Link, PatrolHub};
 use vakt::model::{DispatchState, Priority};
 use vakt::patrol_client::{ClientError, Session};
 use vakt::transport::quic::{self, Trust};
@@ -17,6 +17,8 @@ use vakt::transport::quic::{self, Trust};
 #[derive(Default)]
 struct FakeHub {
     events: Mutex<Vec<(String, FromPatrol)>>,
+    /// The next `seq` not reserved (0: none reserved yet, numbers start at 1).
+    seqs: Mutex<u64>,
 }
 
 fn assignment() -> AssignmentMsg {
@@ -44,8 +46,18 @@ fn assignment() -> AssignmentMsg {
 }
 
 impl PatrolHub for FakeHub {
-    fn authenticate(&self, patrol: &str, token: &str) -> bool {
-        patrol == "p1" && token == "t1"
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+        match (patrol, token) {
+            ("p1", "t1") => Ok(()),
+            ("p1", _) => Err(ErrorCode::BadToken),
+            _ => Err(ErrorCode::UnknownPatrol),
+        }
+    }
+    fn reserve_seqs(&self, _patrol: &str, count: u64) -> Option<u64> {
+        let mut next = self.seqs.lock().unwrap();
+        let first = (*next).max(1);
+        *next = first + count;
+        Some(first)
     }
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
         if patrol == "p1" {
@@ -54,9 +66,9 @@ impl PatrolHub for FakeHub {
             Vec::new()
         }
     }
-    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError> {
         if ev.dispatch() != Some(41) {
-            return Err(ErrorCode::NotYours);
+            return Err(ErrorCode::NotYours.into());
         }
         self.events
             .lock()
