@@ -254,9 +254,11 @@ async fn alarm_dispatch_received_restart_reconnect_arrived_completed() {
             .unwrap();
     assert_eq!(welcome.open, vec![did]);
     assert_eq!(assignments[0].state, DispatchState::Received);
+    // The patrol gets it in whole seconds (proto/patrol.md §2), never later than the real one.
+    let deadline: jiff::Timestamp = deadline.parse().unwrap();
     assert_eq!(
-        assignments[0].deadline.map(|d| d.to_string()),
-        Some(deadline.clone())
+        assignments[0].deadline,
+        Some(jiff::Timestamp::from_second(deadline.as_second()).unwrap())
     );
 
     let seq = s.next_seq();
@@ -538,6 +540,7 @@ async fn assignment_follows(s: &mut Session, dispatch: u64, state: DispatchState
             assert_eq!(a.state, state, "{a:?}");
             if state != DispatchState::Offered {
                 assert!(a.received_at.is_some() && a.deadline.is_some(), "{a:?}");
+                assert_eq!(a.receipt_deadline, None, "received: no receipt deadline");
             }
         }
         other => panic!("no assignment in state {state:?} after the ack: {other:?}"),
@@ -556,6 +559,11 @@ async fn each_step_is_acknowledged_then_the_assignment_follows_in_its_new_state(
         .await
         .unwrap();
     assert_eq!(open[0].state, DispatchState::Offered);
+    // The app knows until when it must confirm receipt (the server's 120 s).
+    assert_eq!(
+        open[0].receipt_deadline,
+        Some(open[0].offered_at + jiff::SignedDuration::from_secs(120))
+    );
     let now = jiff::Timestamp::now;
     let seq = s.next_seq();
     ack(
@@ -737,7 +745,7 @@ async fn live_feed(
 async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue() {
     use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
-    let (token1, _) = prepare(dir.path());
+    let (token1, token2) = prepare(dir.path());
     // A second person of Centrum with a carephone (account 2468), and a second operator.
     vakt::cli::import_devices(
         dir.path(),
@@ -770,6 +778,11 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
         .await
         .unwrap();
     let first = claim_and_dispatch(&mut op, id, "c2").await;
+    // c2's phone gets it but nobody confirms.
+    let (mut c2, _, offered) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c2", &token2)
+        .await
+        .unwrap();
+    assert_eq!(offered[0].dispatch, first);
     let a = op
         .post(
             &format!("/api/calls/{id}/close"),
@@ -786,6 +799,21 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
     };
     assert_eq!(passed.call, id);
     assert_ne!(passed.dispatch, first);
+    // c2 is told why it lost it, in a form the app can act on.
+    match c2.next_push(Duration::from_secs(5)).await.unwrap() {
+        Some(ToPatrol::Cancelled {
+            dispatch,
+            cause,
+            reason,
+            ..
+        }) => {
+            assert_eq!(dispatch, first);
+            assert_eq!(cause, vakt::codec::patrol::CancelCause::ReceiptTimeout);
+            assert!(reason.contains("another patrol"), "{reason}");
+        }
+        other => panic!("c2 was not told: {other:?}"),
+    }
+    c2.close().await;
     // c1 cannot go. Nobody of the route is left: c2 was tried.
     let mut feed = live_feed(http, &petra).await;
     let seq = c1.next_seq();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vakt::codec::patrol::{
-    AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
+    AccessInfo, AssignmentMsg, CancelCause, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
 };
 use vakt::dispatch::patrol_link::{self, EventError, Link, PatrolHub};
 use vakt::model::{DispatchState, Priority};
@@ -40,6 +40,7 @@ fn assignment() -> AssignmentMsg {
         priority: Priority(1),
         limit_mins: 30,
         offered_at: jiff::Timestamp::UNIX_EPOCH,
+        receipt_deadline: None,
         received_at: None,
         deadline: None,
     }
@@ -67,6 +68,10 @@ impl PatrolHub for FakeHub {
         }
     }
     fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError> {
+        // Dispatch 13: the store is failing.
+        if ev.dispatch() == Some(13) {
+            return Err(EventError::Unavailable);
+        }
         if ev.dispatch() != Some(41) {
             return Err(ErrorCode::NotYours.into());
         }
@@ -151,6 +156,53 @@ async fn bad_token_is_refused() {
 }
 
 #[tokio::test]
+async fn an_unknown_patrol_is_told_so() {
+    let srv = start().await;
+    let err = Session::connect(srv.addr, &srv.trust, "p9", "t1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::UnknownPatrol,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_final());
+    srv.shutdown.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_stored_gets_no_answer_and_the_connection_closes() {
+    let srv = start().await;
+    let (mut s, _, _) = Session::connect(srv.addr, &srv.trust, "p1", "t1")
+        .await
+        .unwrap();
+    let seq = s.next_seq();
+    let err = s
+        .send_event(&FromPatrol::Received {
+            seq,
+            dispatch: 13,
+            at: NOW,
+        })
+        .await
+        .unwrap_err();
+    // No `error` (which would be final): the patrol keeps it and resends after reconnecting.
+    assert!(matches!(err, ClientError::Lost(_)), "{err:?}");
+    assert!(!err.is_final());
+    assert!(
+        err.to_string().contains("internal error"),
+        "closed with its reason: {err}"
+    );
+    srv.shutdown.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
 async fn session_events_pushes_reconnect_and_replacement() {
     let srv = start().await;
 
@@ -208,6 +260,7 @@ async fn session_events_pushes_reconnect_and_replacement() {
         ToPatrol::Cancelled {
             seq: 0,
             dispatch: 1,
+            cause: CancelCause::Withdrawn,
             reason: String::new()
         }
     ));
@@ -225,7 +278,7 @@ async fn session_events_pushes_reconnect_and_replacement() {
         "{m:?}"
     );
 
-    // Reconnect: the open assignment comes again.
+    // Reconnect: the open assignment comes again, numbered after the warning.
     s.close().await;
     wait_for(|| !srv.link.connected("p1")).await;
     let (mut first, welcome, open) = Session::connect(srv.addr, &srv.trust, "p1", "t1")
@@ -233,6 +286,10 @@ async fn session_events_pushes_reconnect_and_replacement() {
         .unwrap();
     assert_eq!(welcome.open, vec![41]);
     assert_eq!(open.len(), 1);
+    assert_eq!(
+        open[0].seq, 3,
+        "the server's seq goes on across connections"
+    );
 
     // A second login replaces the first.
     let (mut second, _, open) = Session::connect(srv.addr, &srv.trust, "p1", "t1")

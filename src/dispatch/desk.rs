@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::calls::sla::{ClockEvent, PatrolEvent, SlaOptions};
 use crate::calls::{Calls, LiveEvent};
-use crate::codec::patrol::{AssignmentMsg, ErrorCode, FromPatrol, ToPatrol};
+use crate::codec::patrol::{AssignmentMsg, CancelCause, ErrorCode, FromPatrol, ToPatrol};
 use crate::dispatch::hub::{self, Hub};
 use crate::dispatch::patrol_link::{EventError, Link, PatrolHub};
 use crate::dispatch::routing;
@@ -815,6 +815,7 @@ impl Desk {
                 ToPatrol::Cancelled {
                     seq: 0,
                     dispatch: d.id,
+                    cause: CancelCause::Withdrawn,
                     reason: if detail.is_empty() {
                         "withdrawn by the alarm centre".into()
                     } else {
@@ -827,7 +828,13 @@ impl Desk {
                 ToPatrol::Cancelled {
                     seq: 0,
                     dispatch: d.id,
-                    reason: "not received in time: given to another patrol".into(),
+                    cause: CancelCause::ReceiptTimeout,
+                    // The dispatch's note says whether another patrol has it.
+                    reason: if d.note.starts_with("passed to") {
+                        "receipt not confirmed in time: given to another patrol".into()
+                    } else {
+                        "receipt not confirmed in time: the alarm centre takes it back".into()
+                    },
                 },
             ),
             // Received / accepted / arrived: the patrol gets the assignment in its new state

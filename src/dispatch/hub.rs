@@ -62,6 +62,13 @@ impl Hub {
             priority: call.as_ref().map_or(Priority::PERSONAL, |c| c.priority),
             limit_mins: d.limit_mins,
             offered_at: d.offered_at,
+            receipt_deadline: (d.state == crate::model::DispatchState::Offered)
+                .then(|| {
+                    d.offered_at
+                        .checked_add(self.dispatcher.sla_options().receipt_timeout)
+                        .ok()
+                })
+                .flatten(),
             received_at: d.received_at,
             deadline: d.deadline(),
         }

@@ -149,6 +149,11 @@ impl Dispatcher {
         })
     }
 
+    /// The clocks' settings (the receipt time is in every `assignment`).
+    pub fn sla_options(&self) -> &SlaOptions {
+        &self.opts
+    }
+
     /// Replaces the directory (after an import).
     pub fn set_directory(&self, dir: Directory) {
         *self
