@@ -2,17 +2,24 @@
 //! [`Dispatcher`]. Every change of a dispatch goes through [`Desk::after`], which tells
 //! everyone who must know, in this order:
 //!
-//! 1. the patrol, over its link (`assignment` when offered, `sla_warning`, `cancelled`);
-//! 2. the Call's timeline (a [`TimelineEvent::Dispatch`] line; also after the Call was closed);
+//! 1. the patrol, over its link (`assignment` when offered and after every change of its
+//!    state, `sla_warning`, `cancelled`), kept until the next [`Desk::flush`] has made the
+//!    change durable;
+//! 2. the Call's timeline (a [`TimelineEvent::Dispatch`] line, dated like the step; also
+//!    after the Call was closed);
 //! 3. the consoles (a live `dispatch` message) and the metrics.
 //!
 //! The desk is the link's [`PatrolHub`]: a patrol's event is applied, its timeline line and
-//! the dispatch are made durable, and only then is the event acknowledged.
+//! the dispatch are made durable, and only then is the event acknowledged (and the patrol's
+//! `assignment` in its new state follows the `ack`).
 //!
 //! A dispatch that its patrol declines or does not confirm in time is offered to the next
-//! patrol of the Call's route that is on shift (by the same operator), and the operator sees
-//! both steps. `now` is a parameter of everything here except the patrol link's entry point,
-//! which reads the clock (and never lets a patrol's time be in the future).
+//! patrol of the Call's route on shift that has not been tried for the Call (by the same
+//! operator), and the operator sees both steps. When nobody is left the line says who was
+//! passed over and why, and a Call already closed comes back to the queue at the head of its
+//! level ([`Calls::reopen`]). `now` is a parameter of everything here except the patrol
+//! link's entry point, which reads the clock (and never lets a patrol's time be in the
+//! future).
 
 use std::sync::Arc;
 
