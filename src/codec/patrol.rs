@@ -1070,6 +1070,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let m =
+            r#"{"type":"received","seq":3,"dispatch":41,"at":"2026-11-03T17:42:13.123456789Z"}"#;
+        assert!(matches!(
+            decode::<FromPatrol>(&frame(m)),
+            Ok(Decoded::Message(FromPatrol::Received { at, .. }, _)) if at.subsec_nanosecond() == 123_456_789
+        ));
     }
 
     #[test]
