@@ -104,8 +104,9 @@ enum Cmd {
         /// This patrol's id in the directory.
         #[arg(long)]
         patrol: String,
-        /// File whose first line is the patrol's token (from `vakt patrols token`); keep it
-        /// readable by you only.
+        /// File with the patrol's token (from `vakt patrols token`) alone, or with lines
+        /// `PATROL TOKEN` of which the one of --patrol is taken (as `demo-patrols.txt` of
+        /// `vakt serve --demo`); keep it readable by you only.
         #[arg(long)]
         token_file: PathBuf,
         /// Trust server certificates signed by the CA certificates of this PEM file.
@@ -681,7 +682,7 @@ fn patrol_client(a: PatrolArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let token = match vakt::cli::read_token_file(&a.token_file) {
+    let token = match vakt::cli::read_token_file(&a.token_file, &a.patrol) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("vakt: {e}");

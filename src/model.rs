@@ -631,6 +631,12 @@ pub enum TimelineEvent {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
     },
+    /// A closed Call came back to the queue (at the head of its level): its dispatch ended
+    /// without a visit and no patrol of the route was left to take it.
+    Reopened {
+        /// Why, in words: what happened to the dispatch and who was tried.
+        reason: String,
+    },
 }
 
 /// A Call: one subscriber's (or one unknown device's) alarm situation, in front of operators

@@ -251,6 +251,11 @@ fn describe() {
         Unit::Count,
         "Dispatches whose arrival limit passed without an arrival"
     );
+    describe_counter!(
+        "vakt_calls_reopened_total",
+        Unit::Count,
+        "Closed Calls brought back to the queue: their dispatch ended without a visit and no patrol of the route was left"
+    );
     describe_histogram!(
         "vakt_dispatch_arrival_seconds",
         Unit::Seconds,
@@ -652,6 +657,8 @@ pub struct DispatchMetrics {
     arrival_seconds: Histogram,
     receipt_timeouts: Counter,
     breaches: Counter,
+    /// Closed Calls brought back to the queue after a failed dispatch.
+    pub reopened: Counter,
 }
 
 impl std::fmt::Debug for DispatchMetrics {
@@ -669,6 +676,7 @@ impl DispatchMetrics {
             arrival_seconds: metrics::histogram!("vakt_dispatch_arrival_seconds"),
             receipt_timeouts: metrics::counter!("vakt_dispatch_receipt_timeouts_total"),
             breaches: metrics::counter!("vakt_dispatch_breaches_total"),
+            reopened: metrics::counter!("vakt_calls_reopened_total"),
         }
     }
 

@@ -984,12 +984,17 @@ fn patrol_client_needs_a_way_to_trust_the_server_and_a_token() {
     let (code, _, _) = run(&["--ca", "/nonexistent/ca.pem", "--insecure-dev"]);
     assert_eq!(code, 2, "clap refuses both");
 
-    // The token file: its first line must hold the token.
+    // The token file must hold the token, or a `PATROL TOKEN` line for --patrol.
     let fp = "AB".repeat(32);
     std::fs::write(&token, "\n").unwrap();
     let (code, _, err) = run(&["--insecure-dev", "--fingerprint", &fp]);
     assert_eq!(code, 65, "{err}");
-    assert!(err.contains("first line is empty"), "{err}");
+    assert!(err.contains("no token in it"), "{err}");
+    std::fs::write(&token, "natt-2 hemlig-token-456\n").unwrap();
+    let (code, _, err) = run(&["--insecure-dev", "--fingerprint", &fp]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("is for patrol natt-1"), "{err}");
+    assert!(!err.contains("hemlig-token-456"), "{err}");
     let (code, _, err) = vakt(&[
         "patrol",
         "--server",
@@ -1104,6 +1109,26 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
         &["--insecure-dev", "--fingerprint", &fingerprint],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // A file with a `PATROL TOKEN` line per patrol (as the demo's demo-patrols.txt): the
+    // line of --patrol is used.
+    let logins = dir.path().join("patrols.txt");
+    std::fs::write(
+        &logins,
+        format!(
+            "# PATROL TOKEN\nnatt-2 {}\nnatt-1 {}\n",
+            "1".repeat(64),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = patrol(&logins, &["--insecure-dev", "--fingerprint", &fingerprint]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("connected; open dispatches []"), "{out}");
+    // The development certificate file as the CA file: verified the normal way.
+    let ca = data.join("patrol-dev-cert.pem");
+    let (code, out, err) = patrol(&token_file, &["--ca", ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("connected; open dispatches []"), "{out}");
     // A bad token is refused, and the client does not retry it.
     let (code, _, err) = patrol(
         &bad_file,

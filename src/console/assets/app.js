@@ -796,6 +796,8 @@ function applyCall(c) {
   S.calls.set(c.id, c);
   if (isAlertWorthy(c, prev)) raiseAlert(c);
   renderQueue();
+  // A receipt alert says whether its Call is back in the queue.
+  if (!prev && S.alerts.size) renderAlerts();
   if (c.id === S.currentId) refreshCall();
 }
 
@@ -1351,6 +1353,11 @@ function timelineItem(e) {
       head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
       text = e.note;
       break;
+    case 'reopened':
+      // A closed Call whose dispatch ended without a visit, with nobody left to take it.
+      head.append(el('span', { class: 'tl-what', text: 'Back in the queue: a patrol is still needed' }));
+      text = e.reason;
+      break;
     case 'dispatch': {
       const w = dispatchStepWords(e);
       li.classList.add(`tl-dispatch-${String(e.step || '').replace(/[^a-z_]/g, '')}`);
@@ -1861,7 +1868,13 @@ function alertLine(a) {
     let then;
     if (next) then = `passed to ${next.patrol_name || next.patrol}.`;
     else if (!a.settled) then = 'passing it on to the next patrol…';
-    else then = 'NOT passed on: no other patrol on shift. Dispatch one by hand.';
+    else {
+      // The server's words: who was tried and why nobody is left.
+      then = d.note ? `${d.note}.` : 'not passed on.';
+      const call = S.calls.get(d.call);
+      if (call && call.state === 'queued') then += ` Call ${d.call} is back in the queue: take it and dispatch again.`;
+      else then += ' Dispatch one by hand.';
+    }
     text = `${who} did not confirm receipt for ${where} in time: ${then}`;
   }
   return el('div', { class: `dalert dalert-${a.kind}`, dataset: { dispatchId: String(a.id), call: String(d.call) } },
