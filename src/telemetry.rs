@@ -95,7 +95,7 @@ fn describe() {
     describe_counter!(
         "vakt_signals_journaled_total",
         Unit::Count,
-        "Signals appended to the journal, by flag (none, unknown_device, undecryptable, bad_payload)"
+        "Signals appended to the journal, by flag (none, unauthenticated, unknown_device, undecryptable, bad_payload)"
     );
     describe_counter!(
         "vakt_duplicates_total",
@@ -508,6 +508,8 @@ pub struct Metrics {
     pub journaled_undecryptable: Counter,
     /// Journaled with `bad_payload`.
     pub journaled_bad_payload: Counter,
+    /// Journaled with `unauthenticated`.
+    pub journaled_unauthenticated: Counter,
     duplicates: [Counter; 2],
     heartbeats: [Counter; 2],
     ack_seconds: [Histogram; 2],
@@ -568,6 +570,7 @@ impl Metrics {
             journaled_unknown: metrics::counter!("vakt_signals_journaled_total", "flag" => "unknown_device"),
             journaled_undecryptable: metrics::counter!("vakt_signals_journaled_total", "flag" => "undecryptable"),
             journaled_bad_payload: metrics::counter!("vakt_signals_journaled_total", "flag" => "bad_payload"),
+            journaled_unauthenticated: metrics::counter!("vakt_signals_journaled_total", "flag" => "unauthenticated"),
             duplicates: per_t("vakt_duplicates_total"),
             heartbeats: per_t("vakt_heartbeats_total"),
             ack_seconds: TRANSPORTS

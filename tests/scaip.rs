@@ -309,7 +309,10 @@ async fn unauthenticated_requests_are_challenged_and_never_journaled() {
     let sc = scaip_signals(&all);
     assert_eq!(sc.len(), 1, "only the authenticated request: {sc:?}");
     assert_eq!(sc[0]["seq"], "X1");
-    assert_eq!(sc[0]["flags"][0], "unknown_device");
+    assert_eq!(
+        sc[0]["flags"],
+        serde_json::json!(["unknown_device", "unauthenticated"])
+    );
     assert!(sc[0]["subscriber"].is_null());
     let metrics = common::http_get(http, "/metrics").await.1;
     for reason in ["bad_response", "unknown_user", "basic", "bad_nonce"] {
