@@ -743,7 +743,7 @@ fn describe_scaip() {
     describe_counter!(
         "vakt_scaip_auth_failures_total",
         Unit::Count,
-        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm)"
+        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm, bad_nonce, uri, replay)"
     );
     describe_gauge!(
         "vakt_scaip_holds_outstanding",

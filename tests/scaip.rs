@@ -500,3 +500,132 @@ async fn a_source_over_its_rate_is_told_to_retry_later() {
     );
     srv.stop().await.unwrap();
 }
+
+/// The status code and `WWW-Authenticate` of the next response (confirming any MESSAGE of
+/// vakt's that comes first).
+async fn next_response(luc: &mut Luc) -> (u16, Option<String>) {
+    loop {
+        let raw = luc.recv().await.unwrap();
+        let m = vakt::codec::sip::parse(&raw).unwrap();
+        match m.start {
+            vakt::codec::sip::StartLine::Response { code, .. } => {
+                return (code, m.header("WWW-Authenticate").map(str::to_owned));
+            }
+            vakt::codec::sip::StartLine::Request { .. } => {
+                let mut ok = Vec::new();
+                vakt::codec::sip::encode_response(&m, 200, "OK", "t", &[], None, b"", &mut ok);
+                luc.send(&ok).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Digest credentials for `uri` on the device's last challenge, with or without qop.
+fn credentials(luc: &Luc, user: &str, password: &str, uri: &str, qop: bool) -> String {
+    use vakt::codec::sip;
+    let (realm, nonce) = luc.challenge.clone().expect("challenged");
+    let ha1 = sip::ha1(user, &realm, password);
+    if qop {
+        let r = sip::digest_response(
+            &ha1,
+            &nonce,
+            Some("00000001"),
+            Some("c0ffee"),
+            Some("auth"),
+            "MESSAGE",
+            uri,
+        );
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\""
+        )
+    } else {
+        let r = sip::digest_response(&ha1, &nonce, None, None, None, "MESSAGE", uri);
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5"
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_is_refused_and_never_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let (user, pw) = ("luc678", "s3cret-678");
+
+    // TCP: a captured request sent again byte for byte (no UDP retransmission cache there).
+    let mut luc = Luc::tcp(srv.scaip_tcp.unwrap(), user, pw).await.unwrap();
+    let x = luc.mrq(&alarm("R1", "678", 3)).await.unwrap();
+    assert_eq!(x.code, 200);
+    let auth = credentials(&luc, user, pw, "sip:arc@vakt", true);
+    let first = luc.message(
+        "MESSAGE",
+        alarm("R2", "678", 3).as_bytes(),
+        Some(auth.clone()),
+    );
+    luc.send(&first).await.unwrap();
+    assert_eq!(next_response(&mut luc).await.0, 200);
+    luc.send(&first).await.unwrap();
+    let (code, challenge) = next_response(&mut luc).await;
+    assert_eq!(code, 401, "the same request again");
+    let challenge = challenge.unwrap();
+    assert!(challenge.contains("stale=true"), "{challenge}");
+    // The same header on another request (an injected alarm): refused too.
+    let injected = luc.message("MESSAGE", alarm("R3", "678", 3).as_bytes(), Some(auth));
+    luc.send(&injected).await.unwrap();
+    assert_eq!(next_response(&mut luc).await.0, 401);
+
+    // UDP: each copy is a new request (a new branch) with the captured header.
+    let mut udp = Luc::udp(srv.scaip_udp.unwrap(), user, pw).await.unwrap();
+    assert_eq!(udp.mrq(&alarm("U1", "678", 3)).await.unwrap().code, 200);
+    let auth = credentials(&udp, user, pw, "sip:arc@vakt", true);
+    for (reference, code) in [("U2", 200), ("U3", 401), ("U4", 401)] {
+        let req = udp.message(
+            "MESSAGE",
+            alarm(reference, "678", 3).as_bytes(),
+            Some(auth.clone()),
+        );
+        udp.send(&req).await.unwrap();
+        let (c, h) = next_response(&mut udp).await;
+        assert_eq!(c, code, "{reference} {h:?}");
+    }
+    // Without qop (RFC 2069, no nonce count): a nonce is good for one request.
+    assert_eq!(udp.mrq(&alarm("N0", "678", 3)).await.unwrap().code, 200);
+    let auth = credentials(&udp, user, pw, "sip:arc@vakt", false);
+    for (reference, code) in [("N1", 200), ("N2", 401)] {
+        let req = udp.message(
+            "MESSAGE",
+            alarm(reference, "678", 3).as_bytes(),
+            Some(auth.clone()),
+        );
+        udp.send(&req).await.unwrap();
+        let (c, h) = next_response(&mut udp).await;
+        assert_eq!(c, code, "{reference} {h:?}");
+    }
+    // Credentials for another URI than the request's are refused.
+    assert_eq!(udp.mrq(&alarm("W0", "678", 3)).await.unwrap().code, 200);
+    let elsewhere = credentials(&udp, user, pw, "sip:arc@elsewhere.example", true);
+    let req = udp.message("MESSAGE", alarm("W1", "678", 3).as_bytes(), Some(elsewhere));
+    udp.send(&req).await.unwrap();
+    assert_eq!(next_response(&mut udp).await.0, 401);
+    // The honest device re-authenticates and goes on.
+    assert_eq!(udp.mrq(&alarm("W2", "678", 3)).await.unwrap().code, 200);
+
+    let refs: Vec<String> = scaip_signals(&signals(http).await)
+        .iter()
+        .map(|s| s["seq"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(refs, ["R1", "R2", "U1", "U2", "N0", "N1", "W0", "W2"]);
+    let metrics = common::http_get(http, "/metrics").await.1;
+    for reason in ["replay", "uri"] {
+        assert!(
+            metric(
+                &metrics,
+                &format!("vakt_scaip_auth_failures_total{{reason=\"{reason}\"}}")
+            ) >= 1.0,
+            "{reason}: {metrics}"
+        );
+    }
+    srv.stop().await.unwrap();
+}

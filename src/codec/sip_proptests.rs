@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::scaip::{Mrs, encode_mrs, parse_mrq, parse_mrs, sniff_ref};
 use super::sip::{
     MAX_MESSAGE_BYTES, OutRequest, Scan, StartLine, check_nonce, encode_request, encode_response,
-    parse, parse_authorization, scan, verify,
+    parse, parse_authorization, scan, uri_matches, verify,
 };
 
 /// Valid SIP messages to mutate.
@@ -208,6 +208,18 @@ proptest! {
         }
         let _ = parse_authorization(&seed[..seed.char_indices().nth(at).map_or(0, |(b, _)| b)]);
         let _ = check_nonce(b"k", &s, 0, 300);
+    }
+
+    #[test]
+    fn uri_comparison_is_total_reflexive_and_symmetric(
+        a in "(sips?|SIP|tel)?:?([a-zA-Z0-9%:.@\\[\\];=?-]{0,40})",
+        b in "(sips?|SIP|tel)?:?([a-zA-Z0-9%:.@\\[\\];=?-]{0,40})",
+        raw in ".{0,80}",
+    ) {
+        prop_assert!(uri_matches(&a, &a));
+        prop_assert!(uri_matches(&raw, &raw));
+        prop_assert_eq!(uri_matches(&a, &b), uri_matches(&b, &a));
+        prop_assert_eq!(uri_matches(&raw, &a), uri_matches(&a, &raw));
     }
 
     #[test]

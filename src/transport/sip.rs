@@ -2,7 +2,8 @@
 //! two SIP transactions of every SCAIP message.
 //!
 //! 1. The device's MESSAGE is answered at once: `401` with a Digest challenge when it is not
-//!    authenticated (nothing else happens), else `200 OK`. OPTIONS keep-alives get `200`,
+//!    authenticated (nothing else happens; also when its Digest `uri` is not its
+//!    Request-URI, or its nonce count was used before: `stale=true`), else `200 OK`. OPTIONS keep-alives get `200`,
 //!    REGISTER is authenticated and answered `200` (vakt answers over the flow a request came
 //!    on, so the binding is not needed), other methods `405`.
 //! 2. The body goes to [`Scaip::answer`] (which journals before any `snu 0` or `4`), and its
@@ -205,6 +206,8 @@ pub struct Endpoint {
     nonce_secret: [u8; 32],
     metrics: ScaipMetrics,
     in_flight: Arc<Semaphore>,
+    /// Nonce counts of authenticated requests (replays refused).
+    nonce_counts: Mutex<sip::NonceCounts>,
     /// vakt's own MESSAGEs waiting for their final response, by Via branch.
     pending: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     cseq: AtomicU32,
@@ -278,6 +281,7 @@ impl Endpoint {
         Endpoint {
             scaip,
             in_flight: Arc::new(Semaphore::new(opts.max_in_flight)),
+            nonce_counts: Mutex::new(sip::NonceCounts::new(opts.nonce_secs)),
             opts,
             nonce_secret,
             metrics,
@@ -290,8 +294,15 @@ impl Endpoint {
         }
     }
 
-    /// Checks the Digest credentials of a request; the SIP user on success.
-    fn authenticate(&self, msg: &Message<'_>, method: &str) -> Result<String, Unauthenticated> {
+    /// Checks the Digest credentials of a request to `uri`; the SIP user on success. A
+    /// credential is good for one request: its `uri` must be the request's, and its nonce
+    /// count (or, without qop, its nonce) is not accepted twice.
+    fn authenticate(
+        &self,
+        msg: &Message<'_>,
+        method: &str,
+        uri: &str,
+    ) -> Result<String, Unauthenticated> {
         let Some(value) = msg.header("Authorization") else {
             return Err(Unauthenticated::Challenge);
         };
@@ -312,6 +323,9 @@ impl Endpoint {
         if creds.realm != self.opts.realm {
             return refused("realm", false);
         }
+        if !sip::uri_matches(&creds.uri, uri) {
+            return refused("uri", false);
+        }
         let now = jiff::Timestamp::now().as_second();
         let fresh = sip::check_nonce(&self.nonce_secret, &creds.nonce, now, self.opts.nonce_secs);
         if fresh == NonceCheck::Invalid {
@@ -327,6 +341,13 @@ impl Endpoint {
         }
         if fresh == NonceCheck::Stale {
             return refused("stale", true);
+        }
+        // A fresh nonce is ours and well-formed, so its issue time reads.
+        let issued = sip::nonce_issued(&creds.nonce).unwrap_or(now);
+        let counted = lock(&self.nonce_counts).check(&creds.username, &creds, issued, now);
+        if let Err(e) = counted {
+            // stale=true: an honest device that reused its nonce takes the new one.
+            return refused(e.as_str(), true);
         }
         Ok(creds.username.into_owned())
     }
@@ -421,7 +442,7 @@ impl Endpoint {
                 );
                 200
             }
-            "MESSAGE" | "REGISTER" => match self.authenticate(&msg, method) {
+            "MESSAGE" | "REGISTER" => match self.authenticate(&msg, method, uri) {
                 Err(why) => {
                     let stale = match why {
                         Unauthenticated::Challenge => false,
@@ -431,8 +452,11 @@ impl Endpoint {
                             stale
                         }
                     };
-                    let nonce =
-                        sip::make_nonce(&self.nonce_secret, jiff::Timestamp::now().as_second());
+                    let nonce = sip::make_nonce(
+                        &self.nonce_secret,
+                        jiff::Timestamp::now().as_second(),
+                        rand::random(),
+                    );
                     let challenge = sip::challenge(&self.opts.realm, &nonce, stale);
                     sip::encode_response(
                         &msg,
