@@ -765,6 +765,11 @@ fn describe_scaip() {
         Unit::Count,
         "<mrs> MESSAGEs vakt sent to devices, by outcome (delivered: a 2xx came back; rejected: another final response; timeout: none within 32 s; send_failed)"
     );
+    describe_counter!(
+        "vakt_scaip_answer_rejections_total",
+        Unit::Count,
+        "<mrs> MESSAGEs a device answered with a final status other than 2xx (it did not get its SCAIP answer), by status (481, 3xx, 4xx, 5xx, 6xx)"
+    );
     describe_gauge!(
         "vakt_scaip_connections_open",
         Unit::Count,
@@ -835,6 +840,18 @@ impl ScaipMetrics {
     /// Counts the outcome of an `<mrs>` MESSAGE.
     pub fn answer(&self, outcome: &'static str) {
         metrics::counter!("vakt_scaip_answers_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Counts an `<mrs>` MESSAGE refused with final status `code` (not 2xx).
+    pub fn answer_rejected(&self, code: u16) {
+        let status = match code {
+            481 => "481",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "6xx",
+        };
+        metrics::counter!("vakt_scaip_answer_rejections_total", "status" => status).increment(1);
     }
 }
 

@@ -629,3 +629,145 @@ async fn a_replayed_authorization_is_refused_and_never_journaled() {
     }
     srv.stop().await.unwrap();
 }
+
+/// Log lines written while the tests of this file run (WARN and above, every server).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let b = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || W(b.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_logged() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
+    let local = luc.local_addr().unwrap();
+    let body = alarm("M1", "678", 3);
+
+    // The device asks for rport (its Via names 127.0.0.1:5999, not its real port): every
+    // response carries the source port and address.
+    let req = luc.message("MESSAGE", body.as_bytes(), None);
+    luc.send(&req).await.unwrap();
+    let raw = luc.recv().await.unwrap();
+    let r = vakt::codec::sip::parse(&raw).unwrap();
+    let want = format!(";received=127.0.0.1;rport={}", local.port());
+    assert!(
+        r.header("Via").unwrap().contains(&want),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let h = r.header("WWW-Authenticate").unwrap();
+    let nonce = h
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    luc.challenge = Some(("vakt".into(), nonce.into()));
+    let auth = luc.authorization("MESSAGE");
+    let req = luc.message("MESSAGE", body.as_bytes(), auth);
+    luc.send(&req).await.unwrap();
+    let raw = luc.recv().await.unwrap();
+    let ok = vakt::codec::sip::parse(&raw).unwrap();
+    assert!(
+        raw.starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(ok.header("Via").unwrap().contains(&want));
+
+    // vakt's <mrs>: a new request outside any dialog (RFC 3261 §8.1.1, RFC 3428 §4).
+    let raw = luc.recv().await.unwrap();
+    let m = vakt::codec::sip::parse(&raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert_eq!(m.method(), Some("MESSAGE"), "{text}");
+    assert_eq!(m.to_tag(), None, "no To tag: {text}");
+    assert_eq!(
+        m.header("To"),
+        Some("<sip:luc678@vakt>"),
+        "the device's AOR: {text}"
+    );
+    assert_ne!(m.call_id(), luc.call_id(), "a Call-ID of its own: {text}");
+    assert!(m.call_id().len() >= 16, "{text}");
+    let from_tag = m.from_tag().expect("vakt's own From tag");
+    assert_ne!(
+        Some(from_tag),
+        ok.to_tag(),
+        "not the tag of the 200: {text}"
+    );
+    assert!(
+        matches!(
+            m.start,
+            vakt::codec::sip::StartLine::Request {
+                uri: "sip:luc678@vakt",
+                ..
+            }
+        ),
+        "{text}"
+    );
+    let mrs = vakt::codec::scaip::parse_mrs(m.body).unwrap();
+    assert_eq!((mrs.reference.as_deref(), mrs.snu), (Some("M1"), 4));
+
+    // A strict SIP stack (PJSIP) would answer 481: vakt counts it and says so in its log.
+    let mut refusal = Vec::new();
+    vakt::codec::sip::encode_response(
+        &m,
+        481,
+        "Call/Transaction Does Not Exist",
+        "luc",
+        &[],
+        None,
+        b"",
+        &mut refusal,
+    );
+    luc.send(&refusal).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = common::http_get(http, "/metrics").await.1;
+        let rejected = metric(
+            &metrics,
+            "vakt_scaip_answer_rejections_total{status=\"481\"}",
+        );
+        let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        if rejected >= 1.0 && log.contains("481") && log.contains("luc678") {
+            assert!(
+                metric(&metrics, "vakt_scaip_answers_total{outcome=\"rejected\"}") >= 1.0,
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "481 counted and logged: {metrics}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    srv.stop().await.unwrap();
+}

@@ -557,6 +557,15 @@ impl<'a> Message<'a> {
         param(params, "branch").filter(|b| !b.is_empty())
     }
 
+    /// The first Contact's URI (inside `<>` if present); `None` without Contact, for `*`
+    /// or for an empty one.
+    #[must_use]
+    pub fn contact_uri(&self) -> Option<&str> {
+        let (first, _) = split_top(self.header("Contact")?, b',');
+        let (uri, _) = name_addr(first)?;
+        (!uri.is_empty() && uri != "*").then_some(uri)
+    }
+
     /// The From header's URI (inside `<>` if present), e.g. `sip:678@arc.example`.
     #[must_use]
     pub fn from_uri(&self) -> Option<&str> {
@@ -612,10 +621,40 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
 /// Builds a response to `req` as a UAS (RFC 3261 §8.2.6) and appends it to `out`: every
 /// Via copied in order, From, Call-ID and CSeq copied, To copied with `;tag=to_tag` added
 /// when the request's To has no tag (and `to_tag` is not empty), then the `extra` headers,
-/// Content-Type when the body is not empty, and Content-Length always. Via `received` /
-/// `rport` are not added: vakt answers on the flow the request came in on.
+/// Content-Type when the body is not empty, and Content-Length always. The Via is copied as
+/// it came; a server answering a request from the network uses [`encode_response_from`].
 #[allow(clippy::too_many_arguments)]
 pub fn encode_response(
+    req: &Message<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    encode_response_from(
+        None,
+        req,
+        code,
+        reason,
+        to_tag,
+        extra,
+        content_type,
+        body,
+        out,
+    );
+}
+
+/// [`encode_response`] for a request that came from `source`: the top Via gets
+/// `received=<source IP>` when the device asked for `rport` or its sent-by is not that
+/// address (RFC 3261 §18.2.1), and `rport=<source port>` when it asked for `rport` (RFC
+/// 3581 §4), so a device behind NAT matches the response, sent to the source address and
+/// port, to its request.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_response_from(
+    source: Option<std::net::SocketAddr>,
     req: &Message<'_>,
     code: u16,
     reason: &str,
@@ -628,8 +667,11 @@ pub fn encode_response(
     out.extend_from_slice(format!("SIP/2.0 {code:03} ").as_bytes());
     push_clean(out, reason);
     out.extend_from_slice(b"\r\n");
-    for via in req.headers_named("Via") {
-        push_header(out, "Via", via);
+    for (i, via) in req.headers_named("Via").enumerate() {
+        match source {
+            Some(src) if i == 0 => push_header(out, "Via", &stamp_via(via, src)),
+            _ => push_header(out, "Via", via),
+        }
     }
     push_header(out, "From", req.header("From").unwrap_or_default());
     let to = req.header("To").unwrap_or_default();
@@ -644,6 +686,66 @@ pub fn encode_response(
         push_header(out, name, value);
     }
     finish(out, content_type, body);
+}
+
+/// The first Via header value `via` (its first via-parm is the top Via) with `received`
+/// and `rport` set for a request from `source` (see [`encode_response_from`]). A top Via
+/// that does not read as `SIP/2.0/transport sent-by` is kept as it is.
+#[must_use]
+pub fn stamp_via(via: &str, source: std::net::SocketAddr) -> Cow<'_, str> {
+    let (top, rest) = split_top(via, b',');
+    let top = trim_lws(top);
+    let Some((protocol, after)) = top.split_once([' ', '\t']) else {
+        return Cow::Borrowed(via);
+    };
+    let after = trim_lws(after);
+    let mut parts = after.split(';');
+    let sent_by = trim_lws(parts.next().unwrap_or_default());
+    if sent_by.is_empty() {
+        return Cow::Borrowed(via);
+    }
+    let params: Vec<&str> = parts.map(trim_lws).filter(|p| !p.is_empty()).collect();
+    let name = |p: &str| {
+        p.split('=')
+            .next()
+            .map(trim_lws)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let rport = params.iter().any(|p| name(p).eq_ignore_ascii_case("rport"));
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => sent_by.split(':').next().unwrap_or_default(),
+    };
+    let same_host = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == source.ip());
+    let received = rport || !same_host;
+    let mut out = format!("{protocol} {sent_by}");
+    for p in &params {
+        let n = name(p);
+        if n.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        if n.eq_ignore_ascii_case("rport") {
+            out.push_str(&format!(
+                ";received={};rport={}",
+                source.ip(),
+                source.port()
+            ));
+            continue;
+        }
+        out.push(';');
+        out.push_str(p);
+    }
+    if received && !rport {
+        out.push_str(&format!(";received={}", source.ip()));
+    }
+    if let Some(rest) = rest {
+        out.push(',');
+        out.push_str(rest);
+    }
+    Cow::Owned(out)
 }
 
 /// Content-Type (when the body is not empty), Content-Length, the empty line and the body.
@@ -2032,6 +2134,58 @@ Content-Length: 0\r\n\r\n"
         );
         let neg = make_nonce(secret, -5, 1);
         assert_eq!(check_nonce(secret, &neg, 0, 300), NonceCheck::Fresh);
+    }
+
+    #[test]
+    fn via_gets_received_and_rport_for_the_source() {
+        let src: std::net::SocketAddr = "192.0.2.7:41000".parse().unwrap();
+        let cases = [
+            // RFC 3581 §4's example: rport asked, sent-by a private address.
+            (
+                "SIP/2.0/UDP 10.1.1.1:4540;rport;branch=z9hG4bKkjshdyff",
+                "SIP/2.0/UDP 10.1.1.1:4540;received=192.0.2.7;rport=41000;branch=z9hG4bKkjshdyff",
+            ),
+            // No rport, sent-by another address: received only (RFC 3261 §18.2.1).
+            (
+                "SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK1",
+                "SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK1;received=192.0.2.7",
+            ),
+            // No rport, sent-by the source itself: unchanged.
+            (
+                "SIP/2.0/UDP 192.0.2.7:41000;branch=z9hG4bK1",
+                "SIP/2.0/UDP 192.0.2.7:41000;branch=z9hG4bK1",
+            ),
+            // A domain name: received; an old received is replaced; the next Via values stay.
+            (
+                "SIP/2.0/UDP luc.example;branch=z9hG4bK1;received=1.2.3.4;RPORT=5, SIP/2.0/UDP p;branch=z9hG4bK2",
+                "SIP/2.0/UDP luc.example;branch=z9hG4bK1;received=192.0.2.7;rport=41000, SIP/2.0/UDP p;branch=z9hG4bK2",
+            ),
+            ("garbage", "garbage"),
+        ];
+        for (via, want) in cases {
+            assert_eq!(stamp_via(via, src), want, "{via}");
+        }
+        let v6: std::net::SocketAddr = "[2001:db8::9]:5070".parse().unwrap();
+        assert_eq!(
+            stamp_via("SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK1", v6),
+            "SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::9;rport=5070;branch=z9hG4bK1"
+        );
+        // The whole response: only the top Via is stamped.
+        let raw = b"MESSAGE sip:arc@vakt SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKb;rport\r\nFrom: <sip:678@vakt>;tag=1\r\nTo: <sip:arc@vakt>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContact: <sip:678@10.0.0.5:5060>;expires=60, <sip:other@x>\r\nContent-Length: 0\r\n\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.contact_uri(), Some("sip:678@10.0.0.5:5060"));
+        let mut out = Vec::new();
+        encode_response_from(Some(src), &m, 200, "OK", "t", &[], None, b"", &mut out);
+        let r = parse(&out).unwrap();
+        let vias: Vec<&str> = r.headers_named("Via").collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;received=192.0.2.7;rport=41000",
+                "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKb;rport"
+            ]
+        );
+        assert_eq!(r.top_via_branch(), Some("z9hG4bKa"));
     }
 
     #[test]
