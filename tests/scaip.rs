@@ -771,3 +771,26 @@ async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_lo
     }
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_device_that_keeps_its_nonce_is_renewed_and_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let mut cfg = test_config(dir.path());
+    cfg.scaip.rate_per_source = 1000;
+    cfg.scaip.rate_burst = 1000;
+    let srv = start_with(cfg).await;
+    // Far more requests on one nonce than vakt keeps counts for per user (each with a fresh
+    // cnonce, as SIPp and vakt's luc send): vakt gives the old nonce up (stale=true) and the
+    // device goes on with a new one, every request answered.
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
+    for i in 0..3 * vakt::codec::sip::NONCE_USES_PER_USER {
+        let body = format!("<mrq><ref>P{i}</ref><mty>PI</mty><cid>678</cid><dty>2</dty></mrq>");
+        let x = luc.mrq(&body).await.unwrap();
+        assert_eq!(x.code, 200, "request {i}");
+        assert_eq!(x.mrs.unwrap().snu, 0, "request {i}");
+    }
+    srv.stop().await.unwrap();
+}

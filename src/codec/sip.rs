@@ -1290,7 +1290,7 @@ pub enum Replay {
     /// This nonce count (or, without qop, this nonce) was already used.
     #[error("nonce count already used")]
     Reused,
-    /// The nonce is older than the counts still remembered for the user: it must be renewed.
+    /// The nonce was given up for the user's newer ones: it must be renewed.
     #[error("nonce given up for newer ones")]
     Expired,
 }
@@ -1318,6 +1318,8 @@ const NC_WINDOW: u32 = 64;
 struct NonceUse {
     /// When the nonce was issued (its lifetime runs from there).
     issued: i64,
+    /// The nonce's serial ([`make_nonce`]).
+    serial: u64,
     /// Keyed hash of the nonce and the cnonce (no cnonce: a request without qop).
     key: u64,
     /// The highest nonce count seen.
@@ -1328,8 +1330,9 @@ struct NonceUse {
 
 #[derive(Debug, Default)]
 struct UserUses {
-    /// Nonces issued at or before this are no longer accepted from the user.
-    floor: i64,
+    /// Nonces with this serial or a lower one are no longer accepted from the user, and the
+    /// issue time of the nonce that set it (the floor matters until that nonce expires).
+    floor: Option<(u64, i64)>,
     uses: Vec<NonceUse>,
 }
 
@@ -1340,9 +1343,10 @@ struct UserUses {
 /// for one request. State is kept only for authenticated requests, per SIP user (whose
 /// number the registry bounds), at most [`NONCE_USES_PER_USER`] pairs each, and is forgotten
 /// when the nonce expires. When a user's pairs are full, its oldest nonce is given up: every
-/// pair of that nonce or an older one is dropped and such nonces are refused from then on
-/// ([`Replay::Expired`], answered `stale=true`), so forgetting never reopens a replay. Pure:
-/// `now` is a parameter.
+/// pair of that nonce or an older one (by serial: nonces are issued with increasing serials)
+/// is dropped and such nonces are refused from then on ([`Replay::Expired`], answered
+/// `stale=true`, so the device takes a newer nonce), so forgetting never reopens a replay.
+/// Pure: `now` is a parameter.
 #[derive(Debug)]
 pub struct NonceCounts {
     users: std::collections::HashMap<String, UserUses>,
@@ -1381,13 +1385,14 @@ impl NonceCounts {
         self.users.is_empty()
     }
 
-    /// Records the use of `creds` (already verified, its nonce fresh and issued at `issued`)
-    /// by `user` at `now`; refuses a count, or a nonce without qop, already used.
+    /// Records the use of `creds` (already verified, its nonce fresh; `issued` and `serial`
+    /// from [`nonce_parts`]) by `user` at `now`; refuses a count, or a nonce without qop,
+    /// already used, and a nonce given up.
     pub fn check(
         &mut self,
         user: &str,
         creds: &Credentials<'_>,
-        issued: i64,
+        (issued, serial): (i64, u64),
         now: i64,
     ) -> Result<(), Replay> {
         self.sweep(now);
@@ -1411,7 +1416,8 @@ impl NonceCounts {
         let lifetime = self.lifetime_secs;
         let u = self.users.entry(user.to_owned()).or_default();
         u.uses.retain(|x| x.issued.saturating_add(lifetime) >= now);
-        if issued <= u.floor {
+        let given_up = |floor: Option<(u64, i64)>| floor.is_some_and(|(f, _)| serial <= f);
+        if given_up(u.floor) {
             return Err(Replay::Expired);
         }
         if let Some(x) = u.uses.iter_mut().find(|x| x.key == key) {
@@ -1437,16 +1443,22 @@ impl NonceCounts {
         }
         if u.uses.len() >= NONCE_USES_PER_USER {
             // Give up the oldest nonce (all its pairs, and older nonces for good).
-            let oldest = u.uses.iter().map(|x| x.issued).min().unwrap_or(issued);
-            u.floor = u.floor.max(oldest);
-            let floor = u.floor;
-            u.uses.retain(|x| x.issued > floor);
-            if issued <= floor {
+            let oldest = u
+                .uses
+                .iter()
+                .map(|x| (x.serial, x.issued))
+                .min()
+                .unwrap_or((serial, issued));
+            let floor = u.floor.map_or(oldest, |f| f.max(oldest));
+            u.floor = Some(floor);
+            u.uses.retain(|x| x.serial > floor.0);
+            if given_up(u.floor) {
                 return Err(Replay::Expired);
             }
         }
         u.uses.push(NonceUse {
             issued,
+            serial,
             key,
             max_nc: nc.unwrap_or(0),
             seen: 1,
@@ -1464,19 +1476,21 @@ impl NonceCounts {
         let lifetime = self.lifetime_secs;
         self.users.retain(|_, u| {
             u.uses.retain(|x| x.issued.saturating_add(lifetime) >= now);
-            !u.uses.is_empty() || u.floor.saturating_add(lifetime) >= now
+            !u.uses.is_empty()
+                || u.floor
+                    .is_some_and(|(_, issued)| issued.saturating_add(lifetime) >= now)
         });
     }
 }
 
 /// Hex digits of the issue time in a nonce.
 const NONCE_TIME_HEX: usize = 16;
-/// Hex digits of the nonce's unique part.
-const NONCE_UNIQUE_HEX: usize = 16;
+/// Hex digits of the nonce's serial.
+const NONCE_SERIAL_HEX: usize = 16;
 /// Bytes of the truncated HMAC in a nonce.
 const NONCE_MAC_BYTES: usize = 16;
 /// Characters of a nonce.
-pub const NONCE_LEN: usize = NONCE_TIME_HEX + NONCE_UNIQUE_HEX + 2 * NONCE_MAC_BYTES;
+pub const NONCE_LEN: usize = NONCE_TIME_HEX + NONCE_SERIAL_HEX + 2 * NONCE_MAC_BYTES;
 
 fn nonce_mac(secret: &[u8], signed: &str) -> Option<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
@@ -1485,12 +1499,13 @@ fn nonce_mac(secret: &[u8], signed: &str) -> Option<Hmac<Sha256>> {
 }
 
 /// Stateless nonce: `hex(issued_secs)` (16 lower-case hex digits, the i64 as u64), then
-/// `hex(unique)` (16 digits: a random number from the caller, so that no two challenges
-/// share a nonce and [`NonceCounts`] tells devices apart), then
-/// `hex(HMAC-SHA256(secret, those 32 digits)[..16])`; 64 characters in all.
+/// `hex(serial)` (16 digits: a number the caller takes from a counter, so that no two
+/// challenges share a nonce and newer nonces have higher serials, which [`NonceCounts`]
+/// relies on), then `hex(HMAC-SHA256(secret, those 32 digits)[..16])`; 64 characters in
+/// all.
 #[must_use]
-pub fn make_nonce(secret: &[u8], now_secs: i64, unique: u64) -> String {
-    let signed = format!("{:016x}{unique:016x}", now_secs as u64);
+pub fn make_nonce(secret: &[u8], now_secs: i64, serial: u64) -> String {
+    let signed = format!("{:016x}{serial:016x}", now_secs as u64);
     let tag = nonce_mac(secret, &signed)
         .map(|m| m.finalize().into_bytes().to_vec())
         .unwrap_or_default();
@@ -1510,12 +1525,14 @@ pub enum NonceCheck {
     Invalid,
 }
 
-/// When a nonce made by [`make_nonce`] was issued (unix seconds); `None` if it is not of
-/// that form. Check it with [`check_nonce`] first: this does not verify the MAC.
+/// When a nonce made by [`make_nonce`] was issued (unix seconds) and its serial; `None` if
+/// it is not of that form. Check it with [`check_nonce`] first: this does not verify the MAC.
 #[must_use]
-pub fn nonce_issued(nonce: &str) -> Option<i64> {
+pub fn nonce_parts(nonce: &str) -> Option<(i64, u64)> {
     let time_hex = nonce.get(..NONCE_TIME_HEX)?;
-    u64::from_str_radix(time_hex, 16).ok().map(|t| t as i64)
+    let serial_hex = nonce.get(NONCE_TIME_HEX..NONCE_TIME_HEX + NONCE_SERIAL_HEX)?;
+    let issued = u64::from_str_radix(time_hex, 16).ok()? as i64;
+    Some((issued, u64::from_str_radix(serial_hex, 16).ok()?))
 }
 
 /// Checks a nonce made by [`make_nonce`] (the MAC compare is constant-time).
@@ -1528,7 +1545,7 @@ pub fn check_nonce(secret: &[u8], nonce: &str, now_secs: i64, max_age_secs: i64)
     {
         return NonceCheck::Invalid;
     }
-    let signed_len = NONCE_TIME_HEX + NONCE_UNIQUE_HEX;
+    let signed_len = NONCE_TIME_HEX + NONCE_SERIAL_HEX;
     let (Some(time_hex), Some(signed), Some(tag_hex)) = (
         nonce.get(..NONCE_TIME_HEX),
         nonce.get(..signed_len),
@@ -2086,11 +2103,14 @@ Content-Length: 0\r\n\r\n"
         let n = make_nonce(secret, 1_700_000_000, 0x0102_0304_0506_0708);
         assert_eq!(n.len(), NONCE_LEN);
         assert!(n.starts_with("000000006553f1000102030405060708"));
-        assert_eq!(nonce_issued(&n), Some(1_700_000_000));
+        assert_eq!(
+            nonce_parts(&n),
+            Some((1_700_000_000, 0x0102_0304_0506_0708))
+        );
         assert_ne!(
             n,
             make_nonce(secret, 1_700_000_000, 9),
-            "unique per challenge"
+            "one nonce per serial"
         );
         assert_eq!(
             check_nonce(secret, &n, 1_700_000_000, 300),
@@ -2112,7 +2132,7 @@ Content-Length: 0\r\n\r\n"
             check_nonce(b"other", &n, 1_700_000_000, 300),
             NonceCheck::Invalid
         );
-        // The time and the unique part are both signed.
+        // The time and the serial are both signed.
         for at in [15, 20] {
             let mut forged = n.clone().into_bytes();
             forged[at] = if forged[at] == b'1' { b'2' } else { b'1' };
@@ -2250,8 +2270,9 @@ Content-Length: 0\r\n\r\n"
     fn nonce_counts_accept_each_count_once() {
         let mut c = NonceCounts::new(300);
         let t = 1_000;
-        let ok =
-            |c: &mut NonceCounts, nc: &str| c.check("u", &creds("n1", Some("a"), Some(nc)), t, t);
+        let ok = |c: &mut NonceCounts, nc: &str| {
+            c.check("u", &creds("n1", Some("a"), Some(nc)), (t, 1), t)
+        };
         assert_eq!(ok(&mut c, "00000001"), Ok(()));
         assert_eq!(ok(&mut c, "00000001"), Err(Replay::Reused));
         assert_eq!(ok(&mut c, "00000003"), Ok(()));
@@ -2269,17 +2290,17 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(ok(&mut c, "000000001"), Err(Replay::Reused));
         // Another cnonce, another user: counts of their own.
         assert_eq!(
-            c.check("u", &creds("n1", Some("b"), Some("00000001")), t, t),
+            c.check("u", &creds("n1", Some("b"), Some("00000001")), (t, 1), t),
             Ok(())
         );
         assert_eq!(
-            c.check("v", &creds("n1", Some("a"), Some("00000001")), t, t),
+            c.check("v", &creds("n1", Some("a"), Some("00000001")), (t, 1), t),
             Ok(())
         );
         // Without qop a nonce is good once.
-        assert_eq!(c.check("u", &creds("n2", None, None), t, t), Ok(()));
+        assert_eq!(c.check("u", &creds("n2", None, None), (t, 2), t), Ok(()));
         assert_eq!(
-            c.check("u", &creds("n2", None, None), t, t),
+            c.check("u", &creds("n2", None, None), (t, 2), t),
             Err(Replay::Reused)
         );
         assert_eq!((c.users(), c.len()), (2, 4));
@@ -2292,41 +2313,36 @@ Content-Length: 0\r\n\r\n"
         // A device that sends a fresh cnonce with every request, on one nonce.
         let cnonces: Vec<String> = (0..NONCE_USES_PER_USER).map(|i| format!("c{i}")).collect();
         for cn in &cnonces {
-            assert_eq!(
-                c.check("u", &creds("n1", Some(cn), Some("00000001")), t, t),
-                Ok(())
-            );
+            let r = c.check("u", &creds("n1", Some(cn), Some("00000001")), (t, 1), t);
+            assert_eq!(r, Ok(()));
         }
         assert_eq!(c.len(), NONCE_USES_PER_USER);
         // One more: the nonce is given up, this request and the old ones are refused as
         // stale (the device takes a new nonce); a captured old request stays refused.
         let more = creds("n1", Some("more"), Some("00000001"));
-        assert_eq!(c.check("u", &more, t, t), Err(Replay::Expired));
+        assert_eq!(c.check("u", &more, (t, 1), t), Err(Replay::Expired));
         let old = creds("n1", Some("c0"), Some("00000001"));
-        assert_eq!(c.check("u", &old, t, t + 1), Err(Replay::Expired));
+        assert_eq!(c.check("u", &old, (t, 1), t + 1), Err(Replay::Expired));
         assert!(c.len() <= NONCE_USES_PER_USER);
-        // The new nonce works.
-        assert_eq!(
-            c.check("u", &creds("n2", Some("x"), Some("00000001")), t + 5, t + 5),
-            Ok(())
-        );
-        // Thousands of requests keep the memory bounded.
-        for i in 0..5_000i64 {
+        // The next nonce works, even one issued in the same second.
+        let next = creds("n2", Some("x"), Some("00000001"));
+        assert_eq!(c.check("u", &next, (t, 2), t), Ok(()));
+        // Thousands of requests, each on a nonce of its own, keep the memory bounded.
+        for i in 0..5_000u64 {
             let nonce = format!("m{i}");
+            let at = t + 10 + i as i64 / 10;
             let _ = c.check(
                 "u",
                 &creds(&nonce, Some("x"), Some("00000001")),
-                t + 10 + i / 10,
-                t + 10 + i / 10,
+                (at, 3 + i),
+                at,
             );
             assert!(c.len() <= NONCE_USES_PER_USER);
         }
         // Everything is forgotten once the nonces expire.
         let late = t + 10_000;
-        assert_eq!(
-            c.check("w", &creds("z", Some("x"), Some("00000001")), late, late),
-            Ok(())
-        );
+        let w = creds("z", Some("x"), Some("00000001"));
+        assert_eq!(c.check("w", &w, (late, 9_000), late), Ok(()));
         assert_eq!((c.users(), c.len()), (1, 1));
     }
 

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -214,6 +214,8 @@ pub struct Endpoint {
     in_flight: Arc<Semaphore>,
     /// Nonce counts of authenticated requests (replays refused).
     nonce_counts: Mutex<sip::NonceCounts>,
+    /// The serial of the next nonce (they only go up; see `sip::NonceCounts`).
+    nonce_serial: AtomicU64,
     /// vakt's own MESSAGEs waiting for their final response, by Via branch.
     pending: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     cseq: AtomicU32,
@@ -288,6 +290,7 @@ impl Endpoint {
             scaip,
             in_flight: Arc::new(Semaphore::new(opts.max_in_flight)),
             nonce_counts: Mutex::new(sip::NonceCounts::new(opts.nonce_secs)),
+            nonce_serial: AtomicU64::new(1),
             opts,
             nonce_secret,
             metrics,
@@ -348,9 +351,9 @@ impl Endpoint {
         if fresh == NonceCheck::Stale {
             return refused("stale", true);
         }
-        // A fresh nonce is ours and well-formed, so its issue time reads.
-        let issued = sip::nonce_issued(&creds.nonce).unwrap_or(now);
-        let counted = lock(&self.nonce_counts).check(&creds.username, &creds, issued, now);
+        // A fresh nonce is ours and well-formed, so its parts read.
+        let parts = sip::nonce_parts(&creds.nonce).unwrap_or((now, 0));
+        let counted = lock(&self.nonce_counts).check(&creds.username, &creds, parts, now);
         if let Err(e) = counted {
             // stale=true: an honest device that reused its nonce takes the new one.
             return refused(e.as_str(), true);
@@ -463,7 +466,7 @@ impl Endpoint {
                     let nonce = sip::make_nonce(
                         &self.nonce_secret,
                         jiff::Timestamp::now().as_second(),
-                        rand::random(),
+                        self.nonce_serial.fetch_add(1, Ordering::Relaxed),
                     );
                     let challenge = sip::challenge(&self.opts.realm, &nonce, stale);
                     sip::encode_response_from(
