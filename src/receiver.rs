@@ -73,7 +73,7 @@ pub enum Decision {
         reply: Vec<u8>,
         /// For metrics.
         proto: ProtoLabel,
-        /// ACK, or DUH for undecryptable frames.
+        /// ACK, or DUH (undecryptable, unreadable or unauthenticated frames).
         result: ResultLabel,
     },
 }
@@ -315,7 +315,8 @@ impl Receiver {
         };
         let mut result = ResultLabel::Ack;
         if unauthenticated {
-            tracing::info!(account = %account, peer = %ctx.peer, "frame names a device without its authentication; journaled flagged, answered DUH");
+            // Debug only: anyone can send these; the Signal and vakt_duh_total tell of them.
+            tracing::debug!(account = %account, peer = %ctx.peer, "frame names a device without its authentication; journaled flagged, answered DUH");
             self.metrics.duh("unauthenticated");
             result = ResultLabel::Duh;
         }
