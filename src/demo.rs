@@ -2871,8 +2871,9 @@ mod tests {
                 branch: &branch,
                 from: "<sip:arc@vakt>",
                 from_tag: "arc",
-                to: msg.header("From").unwrap_or_default(),
-                call_id: msg.call_id(),
+                // A request outside any dialog: the device's address, no tag, a new Call-ID.
+                to: &format!("<{}>", msg.from_uri().unwrap_or("sip:luc@127.0.0.1")),
+                call_id: &sip::random_token(16),
                 cseq: arc.cseq,
                 content_type: Some(scaip::CONTENT_TYPE),
                 body: &body,

@@ -95,7 +95,7 @@ fn describe() {
     describe_counter!(
         "vakt_signals_journaled_total",
         Unit::Count,
-        "Signals appended to the journal, by flag (none, unknown_device, undecryptable, bad_payload)"
+        "Signals appended to the journal, by flag (none, unauthenticated, unknown_device, undecryptable, bad_payload)"
     );
     describe_counter!(
         "vakt_duplicates_total",
@@ -514,6 +514,8 @@ pub struct Metrics {
     pub journaled_undecryptable: Counter,
     /// Journaled with `bad_payload`.
     pub journaled_bad_payload: Counter,
+    /// Journaled with `unauthenticated`.
+    pub journaled_unauthenticated: Counter,
     duplicates: [Counter; 2],
     heartbeats: [Counter; 2],
     ack_seconds: [Histogram; 2],
@@ -574,6 +576,7 @@ impl Metrics {
             journaled_unknown: metrics::counter!("vakt_signals_journaled_total", "flag" => "unknown_device"),
             journaled_undecryptable: metrics::counter!("vakt_signals_journaled_total", "flag" => "undecryptable"),
             journaled_bad_payload: metrics::counter!("vakt_signals_journaled_total", "flag" => "bad_payload"),
+            journaled_unauthenticated: metrics::counter!("vakt_signals_journaled_total", "flag" => "unauthenticated"),
             duplicates: per_t("vakt_duplicates_total"),
             heartbeats: per_t("vakt_heartbeats_total"),
             ack_seconds: TRANSPORTS
@@ -749,7 +752,7 @@ fn describe_scaip() {
     describe_counter!(
         "vakt_scaip_auth_failures_total",
         Unit::Count,
-        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm)"
+        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm, bad_nonce, uri, replay)"
     );
     describe_gauge!(
         "vakt_scaip_holds_outstanding",
@@ -770,6 +773,11 @@ fn describe_scaip() {
         "vakt_scaip_answers_total",
         Unit::Count,
         "<mrs> MESSAGEs vakt sent to devices, by outcome (delivered: a 2xx came back; rejected: another final response; timeout: none within 32 s; send_failed)"
+    );
+    describe_counter!(
+        "vakt_scaip_answer_rejections_total",
+        Unit::Count,
+        "<mrs> MESSAGEs a device answered with a final status other than 2xx (it did not get its SCAIP answer), by status (481, 3xx, 4xx, 5xx, 6xx)"
     );
     describe_gauge!(
         "vakt_scaip_connections_open",
@@ -841,6 +849,18 @@ impl ScaipMetrics {
     /// Counts the outcome of an `<mrs>` MESSAGE.
     pub fn answer(&self, outcome: &'static str) {
         metrics::counter!("vakt_scaip_answers_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Counts an `<mrs>` MESSAGE refused with final status `code` (not 2xx).
+    pub fn answer_rejected(&self, code: u16) {
+        let status = match code {
+            481 => "481",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "6xx",
+        };
+        metrics::counter!("vakt_scaip_answer_rejections_total", "status" => status).increment(1);
     }
 }
 

@@ -511,7 +511,16 @@ async fn open_calls_survive_a_restart_with_their_times() {
     let tcp = srv.dc09_tcp.unwrap();
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
     alarm(tcp, 1, "1234", "1101 01 001").await;
-    alarm(tcp, 2, "5678", "1100 01 001").await;
+    // 5678 has a key: only its encrypted frames are its own.
+    let f = encrypted(
+        "ADM-CID",
+        2,
+        "5678",
+        "#5678|1100 01 001",
+        &key128(),
+        jiff::Timestamp::now(),
+    );
+    assert_eq!(token_of(&tcp_roundtrip(tcp, &f).await), "*ACK");
     alarm(tcp, 3, "7777", "1101 01 001").await;
     let before = wait_calls(&mut op, |c| c.len() == 3).await;
     let claimed = before[0]["id"].as_u64().unwrap();
