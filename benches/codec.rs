@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
 fn scaip_message() -> Vec<u8> {
     let body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><mrq xmlns=\"http://www.hi.se/2012/XScaipXML\"><ref>1243</ref><cid>678</cid><dty>0005</dty><dco>002</dco><lco>011</lco><lte>Badrum</lte><crd>gsm:+46701740600</crd></mrq>";
     let ha1 = sip::ha1("luc678", "vakt", "s3cret-678");
-    let nonce = sip::make_nonce(b"bench-secret", 1_800_000_000);
+    let nonce = sip::make_nonce(b"bench-secret", 1_800_000_000, 42);
     let response = sip::digest_response(
         &ha1,
         &nonce,

@@ -198,6 +198,18 @@ fn name_of(names: &std::sync::Mutex<Names>, store: &Store, subscriber: &str) -> 
     n
 }
 
+impl Sink {
+    /// A closed Call comes back with `stored` timeline lines already in the store: only the
+    /// lines after them are new.
+    fn reopening(&self, id: u64, stored: usize) {
+        let mut sent = match self.sent.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        sent.insert(id, stored);
+    }
+}
+
 impl CallSink for Sink {
     fn changed(&self, call: &Call) {
         let change = {
@@ -276,6 +288,11 @@ pub struct Calls {
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     observer: Option<Arc<dyn SignalObserver>>,
+    sink: Arc<Sink>,
+    /// Held while a line goes to the end of a closed Call's stored timeline, and while a
+    /// closed Call is read back to be reopened: a reopened Call never misses a line, and no
+    /// line is written under an index the reopened Call uses.
+    closed_lines: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -327,7 +344,7 @@ impl Calls {
             names: names.clone(),
         });
         let next_id = store.max_call_id()? + 1;
-        let triage = Arc::new(Triage::new(opts, sink, metrics, next_id));
+        let triage = Arc::new(Triage::new(opts, sink.clone(), metrics, next_id));
         triage.restore(open);
         let mut cursor = store.triage_cursor()?;
         let mut replayed = 0usize;
@@ -364,6 +381,8 @@ impl Calls {
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             triage_thread: std::sync::Mutex::new(None),
             observer,
+            sink,
+            closed_lines: std::sync::Mutex::new(()),
         })
     }
 
@@ -443,20 +462,61 @@ impl Calls {
         what: TimelineEvent,
         now: jiff::Timestamp,
     ) -> Result<(), CallsError> {
-        match self.triage.record(id, user, what.clone(), now) {
-            Ok(_) => Ok(()),
-            Err(_) => self
-                .writer
-                .send(WriterMsg::Append(
-                    id,
-                    Box::new(TimelineEntry {
-                        at: now,
-                        user: user.map(str::to_owned),
-                        what,
-                    }),
-                ))
-                .map_err(|_| CallsError::Stopped),
+        if self.triage.record(id, user, what.clone(), now).is_ok() {
+            return Ok(());
         }
+        let _closed = self
+            .closed_lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // It may have been reopened meanwhile.
+        if self.triage.record(id, user, what.clone(), now).is_ok() {
+            return Ok(());
+        }
+        self.writer
+            .send(WriterMsg::Append(
+                id,
+                Box::new(TimelineEntry {
+                    at: now,
+                    user: user.map(str::to_owned),
+                    what,
+                }),
+            ))
+            .map_err(|_| CallsError::Stopped)
+    }
+
+    /// Brings closed Call `id` back to the queue at the head of its level
+    /// ([`Triage::reopen`]) with a `Reopened` line giving `reason`; every console sees it
+    /// come back. `Ok(None)` when the Call is open (nothing to do) or unknown. Blocking: it
+    /// waits until every change sent so far is written, then reads the closed Call back
+    /// from the store (never on an async worker). Durable after the next [`Calls::flush`].
+    pub fn reopen(
+        &self,
+        id: u64,
+        reason: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Call>, CallsError> {
+        if self.triage.get(id).is_some() {
+            return Ok(None);
+        }
+        let _closed = self
+            .closed_lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The closing and every line after it are in the store once this returns.
+        self.flush_blocking()?;
+        let Some(call) = self.store.call(id)? else {
+            return Ok(None);
+        };
+        if call.state != CallState::Closed {
+            return Ok(None);
+        }
+        self.sink.reopening(id, call.timeline.len());
+        let reopened = self.triage.reopen(call, reason, now);
+        if reopened.is_some() {
+            tracing::info!(call = id, "closed call back in the queue");
+        }
+        Ok(reopened)
     }
 
     /// Waits until every Call change made so far is durable (after an operator's action,

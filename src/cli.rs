@@ -15,7 +15,7 @@ use crate::directory;
 use crate::model::{AuditEntry, Role};
 use crate::registry::{self, ImportError};
 use crate::report::{self, ReportError, SlaReport};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UserChanged};
 use crate::subscribers;
 use crate::transport::quic::{self, QuicError};
 
@@ -37,6 +37,14 @@ pub enum CliError {
     /// No patrol with this id is in the directory.
     #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
     UnknownPatrol(String),
+    /// No console user has this name.
+    #[error("no user {0:?} (see `vakt users list`)")]
+    UnknownUser(String),
+    /// The change would leave no enabled administrator.
+    #[error(
+        "{0} is the last enabled administrator: add another one first (vakt users add NAME --role admin)"
+    )]
+    LastAdmin(String),
     /// No integration with this name has a token.
     #[error("no integration {0:?} (see `vakt integrations list`)")]
     UnknownIntegration(String),
@@ -195,18 +203,63 @@ pub fn add_user(
     })
 }
 
-/// Writes the users of `data_dir`, one a line: name, role and creation time (never the
-/// password hash). Returns how many.
+/// Disables, enables or removes the console user `name` of `data_dir` (see
+/// [`Store::change_user`]: its sessions end; the last enabled administrator stays). Writes a
+/// `user.disable`, `user.enable` or `user.remove` audit entry at `now`.
+pub fn change_user(
+    data_dir: &Path,
+    name: &str,
+    change: crate::store::UserChange,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let store = Store::open(data_dir)?;
+    let before = match store.change_user(name, change)? {
+        UserChanged::Done { before, .. } => before,
+        UserChanged::NoSuchUser => return Err(CliError::UnknownUser(name.to_string())),
+        UserChanged::LastAdmin => return Err(CliError::LastAdmin(name.to_string())),
+    };
+    let (action, detail) = match change {
+        crate::store::UserChange::Disable => ("user.disable", format!("command line: user {name}")),
+        crate::store::UserChange::Enable => ("user.enable", format!("command line: user {name}")),
+        crate::store::UserChange::Role(r) => (
+            "user.role",
+            format!(
+                "command line: user {name}, role {} -> {}",
+                before.role.as_str(),
+                r.as_str()
+            ),
+        ),
+        crate::store::UserChange::Remove => (
+            "user.remove",
+            format!("command line: user {name}, role {}", before.role.as_str()),
+        ),
+    };
+    store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: CLI_USER.to_string(),
+        action: action.to_string(),
+        call: None,
+        subscriber: None,
+        detail,
+    })?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Writes the users of `data_dir`, one a line: name, role, creation time and `disabled`
+/// for a disabled user (never the password hash). Returns how many.
 pub fn list_users(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
     let store = Store::open(data_dir)?;
     let users = store.users()?;
     for u in &users {
         writeln!(
             out,
-            "{:<24} {:<10} {}",
+            "{:<24} {:<10} {}{}",
             u.name,
             u.role.as_str(),
-            u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            if u.disabled { "  disabled" } else { "" }
         )?;
     }
     out.flush()?;
@@ -403,20 +456,65 @@ pub fn sla_report(
     Ok(report::sla_report(&store, month, tz, now)?)
 }
 
-/// The patrol's token from its file: the first line, trimmed; it must not be empty.
-pub fn read_token_file(path: &Path) -> Result<Secret, CliError> {
+/// Largest token file read (a token file holds one token, or a line per patrol).
+const MAX_TOKEN_FILE_BYTES: u64 = 256 * 1024;
+
+/// The token of `patrol` from its file. Blank lines and `#` comments are skipped. The file
+/// holds either the token alone (its first line; anything after it is not read), or lines
+/// `PATROL TOKEN`, one per patrol, as `demo-patrols.txt` of `vakt serve --demo` does: then
+/// the line of `patrol` is taken (the last one if it is there twice).
+pub fn read_token_file(path: &Path, patrol: &str) -> Result<Secret, CliError> {
+    use std::io::Read;
     let err = |reason: String| CliError::TokenFile {
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let first = text.lines().next().unwrap_or("").trim();
-    if first.is_empty() {
-        return Err(err(
-            "the first line is empty (it must hold the token from `vakt patrols token`)".into(),
-        ));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(err("larger than 256 KiB".into()));
     }
-    Ok(Secret::new(first))
+    token_for(&text, patrol).map_err(err)
+}
+
+/// [`read_token_file`] on the file's text; the error never quotes a token.
+fn token_for(text: &str, patrol: &str) -> Result<Secret, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .peekable();
+    let Some((_, first)) = lines.peek().copied() else {
+        return Err(
+            "no token in it (it must hold the token from `vakt patrols token`, or \
+             `PATROL TOKEN` lines)"
+                .into(),
+        );
+    };
+    if first.split_whitespace().count() == 1 {
+        return Ok(Secret::new(first));
+    }
+    let mut found = None;
+    let mut count = 0usize;
+    for (n, line) in lines {
+        let mut words = line.split_whitespace();
+        let (Some(p), Some(token), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!(
+                "line {n}: expected `PATROL TOKEN` (a file with a line per patrol)"
+            ));
+        };
+        count += 1;
+        if p == patrol {
+            found = Some(Secret::new(token));
+        }
+    }
+    // The other lines are not named: a mistyped line could be a token.
+    found.ok_or_else(|| {
+        format!("none of its {count} `PATROL TOKEN` lines is for patrol {patrol} (--patrol)")
+    })
 }
 
 /// Whether others than the owner may read the file (a token file should be private).
@@ -461,18 +559,50 @@ mod tests {
     }
 
     #[test]
-    fn token_files_give_their_first_line_trimmed_and_never_show_it() {
+    fn token_files_give_their_first_token_trimmed_and_never_show_it() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "  abc123  \nsecond line\n").unwrap();
-        assert_eq!(read_token_file(&f).unwrap().expose(), "abc123");
-        std::fs::write(&f, "\nabc123\n").unwrap();
-        let e = read_token_file(&f).unwrap_err().to_string();
-        assert!(e.contains("first line is empty"), "{e}");
+        assert_eq!(read_token_file(&f, "p1").unwrap().expose(), "abc123");
+        std::fs::write(&f, "# my token\n\n abc123\n").unwrap();
+        assert_eq!(read_token_file(&f, "p1").unwrap().expose(), "abc123");
+        std::fs::write(&f, "\n  \n# nothing\n").unwrap();
+        let e = read_token_file(&f, "p1").unwrap_err().to_string();
+        assert!(e.contains("no token in it"), "{e}");
         std::fs::write(&f, "").unwrap();
-        assert!(read_token_file(&f).is_err());
-        let e = read_token_file(&dir.path().join("none")).unwrap_err();
+        assert!(read_token_file(&f, "p1").is_err());
+        let e = read_token_file(&dir.path().join("none"), "p1").unwrap_err();
         assert!(e.to_string().contains("token file"), "{e}");
+    }
+
+    #[test]
+    fn a_file_of_patrol_token_lines_gives_the_patrols_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // As `vakt serve --demo` writes it.
+        let logins = [
+            crate::demo::PatrolLogin {
+                patrol: "norr-dag".into(),
+                token: Secret::new("aaa111"),
+            },
+            crate::demo::PatrolLogin {
+                patrol: "natt-2".into(),
+                token: Secret::new("bbb222"),
+            },
+        ];
+        let f = crate::demo::save_patrol_logins(dir.path(), &logins).unwrap();
+        assert_eq!(read_token_file(&f, "natt-2").unwrap().expose(), "bbb222");
+        assert_eq!(read_token_file(&f, "norr-dag").unwrap().expose(), "aaa111");
+        let e = read_token_file(&f, "norr-kvall").unwrap_err().to_string();
+        assert!(
+            e.contains("none of its 2 `PATROL TOKEN` lines is for patrol norr-kvall"),
+            "{e}"
+        );
+        assert!(!e.contains("aaa111") && !e.contains("bbb222"), "{e}");
+        // A malformed line is named by its number, never shown.
+        std::fs::write(&f, "p1 t1\np2 t2 secret-extra\n").unwrap();
+        let e = read_token_file(&f, "p1").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains("secret-extra"), "{e}");
     }
 
     #[test]

@@ -319,6 +319,63 @@ pub struct HttpConfig {
     pub secure_cookie: bool,
     /// The centre's time zone (IANA name): "today" in the answer figures is local.
     pub time_zone: String,
+    /// Reverse proxies (addresses or networks) whose client-address header is believed;
+    /// empty: the header is ignored and the client is the connection's peer.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies name the client in.
+    pub client_address_header: ClientAddressHeader,
+    /// The console's origin as browsers see it behind a proxy that does not pass the `Host`
+    /// header through (`https://larm.example.se`); `None`: the `Host` header.
+    #[serde(deserialize_with = "opt_origin")]
+    pub public_origin: Option<String>,
+}
+
+/// The header in which trusted proxies name the client (`[http] client_address_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx, HAProxy, Caddy, Traefik).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+/// A list of addresses (`192.0.2.10`, `::1`) or networks (`10.0.0.0/8`, `fd00::/8`).
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            let t = s.trim();
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not an address or network like 10.0.0.1 or 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// An origin `http(s)://host[:port]` (lower case, no path), or "" for none.
+fn opt_origin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let host = t
+        .strip_prefix("https://")
+        .or_else(|| t.strip_prefix("http://"));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']) => Ok(Some(t)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{s:?} is not an origin like https://larm.example.se (scheme and host, no path)"
+        ))),
+    }
 }
 
 fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -422,6 +479,9 @@ impl Default for HttpConfig {
             session_hours: 12,
             secure_cookie: false,
             time_zone: "Europe/Stockholm".into(),
+            trusted_proxies: Vec::new(),
+            client_address_header: ClientAddressHeader::XForwardedFor,
+            public_origin: None,
         }
     }
 }
@@ -738,6 +798,48 @@ mod tests {
         assert!(cfg.dc09.listen_tcp.is_some());
         let err = Config::from_toml("[dc09]\nlisten_tcp = \"localhost\"\n").unwrap_err();
         assert!(err.to_string().contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_and_the_public_origin() {
+        let cfg = Config::from_toml(
+            "[http]\ntrusted_proxies = [\"10.1.2.3\", \"192.168.0.7/16\", \"::1\"]\n\
+             client_address_header = \"forwarded\"\npublic_origin = \"HTTPS://Larm.Example.se/\"\n",
+        )
+        .unwrap();
+        let nets: Vec<String> = cfg
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.1.2.3/32", "192.168.0.0/16", "::1/128"]);
+        assert_eq!(
+            cfg.http.client_address_header,
+            ClientAddressHeader::Forwarded
+        );
+        assert_eq!(
+            cfg.http.public_origin.as_deref(),
+            Some("https://larm.example.se")
+        );
+        for bad in [
+            "trusted_proxies = [\"proxy.local\"]",
+            "trusted_proxies = [\"10.0.0.0/33\"]",
+            "client_address_header = \"x-real-ip\"",
+            "public_origin = \"larm.example.se\"",
+            "public_origin = \"https://larm.example.se/console\"",
+        ] {
+            let key = bad.split(' ').next().unwrap();
+            let err = Config::from_toml(&format!("[http]\n{bad}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
+        assert_eq!(
+            Config::from_toml("[http]\npublic_origin = \"\"\n")
+                .unwrap()
+                .http
+                .public_origin,
+            None
+        );
     }
 
     #[test]

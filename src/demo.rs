@@ -191,6 +191,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
             role,
             password_hash: crate::console::auth::hash_password(pw)?,
             created_at: now,
+            disabled: false,
         })
     })
     .collect::<Result<Vec<_>, DemoError>>()?;
@@ -237,9 +238,9 @@ fn password(rng: &mut impl Rng) -> String {
 /// The file in the data directory that keeps the demo patrols' logins (written by
 /// [`save_patrol_logins`], mode 0600): a comment header, then one `PATROL TOKEN` line per
 /// patrol, e.g. `norr-dag 3f9a...` (64 hex digits). Demo data only; `vakt patrols token ID`
-/// issues real tokens. To drive a demo patrol by hand, put its token alone in a file and run
-/// `vakt patrol --patrol ID --token-file FILE` (the simulator stops playing that patrol when
-/// it is replaced).
+/// issues real tokens. To drive a demo patrol by hand, give this file as it is to
+/// `vakt patrol --patrol ID --token-file vakt-data/demo-patrols.txt`, which takes the line of
+/// its patrol (the simulator stops playing that patrol when it is replaced).
 pub const PATROL_LOGINS_FILE: &str = "demo-patrols.txt";
 
 /// Largest logins file read (a bound; the demo's is about 1.5 KiB).
@@ -1719,9 +1720,11 @@ async fn talk(luc: &mut Luc, body: &str, reference: &str) -> Result<Mrs, HomeErr
 /// night patrol, whose phone is "switched off"). It is never the suggested patrol (each
 /// provider's own patrol, or Nattpatrullen 1, comes first), so the usual dispatches work; to
 /// see a receipt timeout pass a dispatch on, dispatch a Call to it: after the receipt timeout
-/// (120 s by default) the dispatch passes to the next patrol of the route on shift (at night
-/// for Söder and Väster: Nattpatrullen 1), or the operator is told that no other patrol is on
-/// shift. It has a token like the others, so `vakt patrol` can play it by hand.
+/// (120 s by default) the dispatch passes to the next patrol of the route on shift that has
+/// not been tried for the Call, also one earlier in the route (at night: the provider's own
+/// night patrol, or Nattpatrullen 1). When nobody is left the operator is told who was tried
+/// and why, and a Call already closed comes back to the queue. It has a token like the
+/// others, so `vakt patrol` can play it by hand.
 pub const OFFLINE_PATROL: &str = "natt-2";
 
 /// How the simulated patrols behave. Every delay is drawn uniformly from its range (the
@@ -2868,8 +2871,9 @@ mod tests {
                 branch: &branch,
                 from: "<sip:arc@vakt>",
                 from_tag: "arc",
-                to: msg.header("From").unwrap_or_default(),
-                call_id: msg.call_id(),
+                // A request outside any dialog: the device's address, no tag, a new Call-ID.
+                to: &format!("<{}>", msg.from_uri().unwrap_or("sip:luc@127.0.0.1")),
+                call_id: &sip::random_token(16),
                 cseq: arc.cseq,
                 content_type: Some(scaip::CONTENT_TYPE),
                 body: &body,

@@ -393,7 +393,9 @@ impl Committer {
             Ok(()) => {
                 self.next_id += batch.records.len() as u64;
                 for f in batch.signals.iter().map(|s| s.flags) {
-                    let c = if f.undecryptable {
+                    let c = if f.unauthenticated {
+                        &self.metrics.journaled_unauthenticated
+                    } else if f.undecryptable {
                         &self.metrics.journaled_undecryptable
                     } else if f.unknown_device {
                         &self.metrics.journaled_unknown

@@ -1,6 +1,8 @@
 //! A SCAIP device (a "local unit and controller", LUC) speaking to vakt over SIP: it sends
 //! `<mrq>` bodies in MESSAGE requests, answers Digest challenges, and answers vakt's own
-//! MESSAGE carrying the `<mrs>` with `200 OK`. The demo's SCAIP homes, the crash test and
+//! MESSAGE carrying the `<mrs>` with `200 OK`, matching it to its request by `ref`. Like
+//! PJSIP (inside many alarm units) it answers `481` to a MESSAGE with a To tag, which would
+//! name a dialog it does not have, so the demo and the tests see what such units see. The demo's SCAIP homes, the crash test and
 //! the integration tests use it. One request at a time; no clock but timeouts.
 
 use std::net::SocketAddr;
@@ -150,6 +152,15 @@ impl Luc {
         &self.call_id
     }
 
+    /// The device's own address: its UDP socket's (`None` over a stream, whose socket is
+    /// wrapped).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.link {
+            Link::Udp(s, _) => s.local_addr().ok(),
+            Link::Stream(..) => None,
+        }
+    }
+
     /// The Via transport name: `UDP`, `TCP` or `TLS`.
     pub fn transport(&self) -> &'static str {
         match &self.link {
@@ -279,8 +290,8 @@ impl Luc {
                         break code;
                     }
                     StartLine::Response { .. } => {}
-                    // A retransmission of vakt's earlier MESSAGE: confirm it again.
-                    StartLine::Request { .. } => self.confirm(&msg).await?,
+                    // A retransmission of vakt's earlier MESSAGE: answer it again.
+                    StartLine::Request { .. } => self.answer_request(&msg).await?,
                 }
             };
             // Challenged (first contact, or a nonce grown stale): once more with credentials.
@@ -291,12 +302,33 @@ impl Luc {
             if code != 200 {
                 return Ok(Exchange { code, mrs: None });
             }
-            let mrs = self.await_mrs().await?;
+            let mrs = self
+                .await_mrs_for(scaip::sniff_ref(body.as_bytes()).as_deref())
+                .await?;
             return Ok(Exchange {
                 code,
                 mrs: Some(mrs),
             });
         }
+    }
+
+    /// `481` for a request with a To tag (this device has no dialog), else `200`.
+    async fn answer_request(&mut self, msg: &sip::Message<'_>) -> Result<(), LucError> {
+        if msg.to_tag().is_none() {
+            return self.confirm(msg).await;
+        }
+        let mut no_dialog = Vec::new();
+        sip::encode_response(
+            msg,
+            481,
+            "Call/Transaction Does Not Exist",
+            "",
+            &[],
+            None,
+            b"",
+            &mut no_dialog,
+        );
+        self.send(&no_dialog).await
     }
 
     async fn confirm(&mut self, msg: &sip::Message<'_>) -> Result<(), LucError> {
@@ -305,33 +337,55 @@ impl Luc {
         self.send(&ok).await
     }
 
-    /// vakt's MESSAGE with the `<mrs>` of this device's last request, confirmed `200`.
+    /// The next `<mrs>` vakt sends, whatever its `ref`, confirmed `200`.
     pub async fn await_mrs(&mut self) -> Result<Mrs, LucError> {
         loop {
-            let raw = self.recv().await?;
-            let msg = sip::parse(&raw).map_err(|e| LucError::Protocol(e.to_string()))?;
-            let StartLine::Request { method, .. } = msg.start else {
-                continue;
-            };
-            if method != "MESSAGE" {
-                return Err(LucError::Protocol(format!("{method} from vakt")));
+            if let Some(mrs) = self.next_mrs().await? {
+                return Ok(mrs);
             }
-            // vakt answers in the request's Call-ID, to this device's From tag.
-            if msg.call_id() != self.call_id
-                || !msg.header("To").is_some_and(|t| t.contains(&self.from_tag))
-            {
-                return Err(LucError::Protocol("an mrs for another request".into()));
-            }
-            if msg.content_type() != Some(scaip::CONTENT_TYPE) {
-                return Err(LucError::Protocol(format!(
-                    "content type {:?}",
-                    msg.content_type()
-                )));
-            }
-            let mrs = scaip::parse_mrs(msg.body).map_err(|e| LucError::Protocol(e.to_string()))?;
-            self.confirm(&msg).await?;
-            return Ok(mrs);
         }
+    }
+
+    /// vakt's `<mrs>` whose `ref` is `reference` (`None`: a request without a usable `ref`,
+    /// answered without one), confirmed `200`. An `<mrs>` for another reference (an answer
+    /// to an earlier request, sent again) is confirmed and passed over: a device matches
+    /// vakt's answer to its request by `ref` (SS 91100 table 2), never by SIP dialog.
+    pub async fn await_mrs_for(&mut self, reference: Option<&str>) -> Result<Mrs, LucError> {
+        loop {
+            if let Some(mrs) = self.next_mrs().await?
+                && mrs.reference.as_deref() == reference
+            {
+                return Ok(mrs);
+            }
+        }
+    }
+
+    /// The next MESSAGE from vakt: its `<mrs>` once confirmed, or `None` when it was refused
+    /// as a strict SIP stack refuses it. vakt's MESSAGE is a request outside any dialog (RFC
+    /// 3261 §8.1.1.2): one with a To tag names a dialog this device does not have, and is
+    /// answered `481`, as PJSIP does; the device never sees that answer.
+    async fn next_mrs(&mut self) -> Result<Option<Mrs>, LucError> {
+        let raw = self.recv().await?;
+        let msg = sip::parse(&raw).map_err(|e| LucError::Protocol(e.to_string()))?;
+        let StartLine::Request { method, .. } = msg.start else {
+            return Ok(None);
+        };
+        if method != "MESSAGE" {
+            return Err(LucError::Protocol(format!("{method} from vakt")));
+        }
+        if msg.to_tag().is_some() {
+            self.answer_request(&msg).await?;
+            return Ok(None);
+        }
+        if msg.content_type() != Some(scaip::CONTENT_TYPE) {
+            return Err(LucError::Protocol(format!(
+                "content type {:?}",
+                msg.content_type()
+            )));
+        }
+        let mrs = scaip::parse_mrs(msg.body).map_err(|e| LucError::Protocol(e.to_string()))?;
+        self.confirm(&msg).await?;
+        Ok(Some(mrs))
     }
 }
 

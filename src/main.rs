@@ -116,8 +116,9 @@ enum Cmd {
         /// This patrol's id in the directory.
         #[arg(long)]
         patrol: String,
-        /// File whose first line is the patrol's token (from `vakt patrols token`); keep it
-        /// readable by you only.
+        /// File with the patrol's token (from `vakt patrols token`) alone, or with lines
+        /// `PATROL TOKEN` of which the one of --patrol is taken (as `demo-patrols.txt` of
+        /// `vakt serve --demo`); keep it readable by you only.
         #[arg(long)]
         token_file: PathBuf,
         /// Trust server certificates signed by the CA certificates of this PEM file.
@@ -277,7 +278,8 @@ enum JournalCmd {
 enum UsersCmd {
     /// Add a user, or give an existing one a new password and role (with the server
     /// stopped). The password is read from standard input (the first line; asked for twice,
-    /// without echo, on a terminal) and must be at least 10 characters.
+    /// without echo, on a terminal) and must be at least 10 characters (not counting spaces
+    /// before and after) of at least 5 different ones.
     Add {
         /// User name: 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'.
         name: String,
@@ -288,8 +290,33 @@ enum UsersCmd {
         #[arg(long, default_value = "vakt-data")]
         data_dir: PathBuf,
     },
-    /// List the users: name, role, created (with the server stopped).
+    /// List the users: name, role, created, disabled (with the server stopped).
     List {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Disable a user: it can no longer log in and its sessions end (with the server
+    /// stopped; while it runs, an administrator does it in the console).
+    Disable {
+        /// User name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Enable a disabled user again (with the server stopped).
+    Enable {
+        /// User name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove a user; its sessions end (with the server stopped). The audit log keeps it.
+    Remove {
+        /// User name.
+        name: String,
         /// Data directory.
         #[arg(long, default_value = "vakt-data")]
         data_dir: PathBuf,
@@ -429,6 +456,15 @@ fn main() -> ExitCode {
                 Err(e) => report(Err(e.into())),
             }
         }
+        Cmd::Users {
+            cmd: UsersCmd::Disable { name, data_dir },
+        } => change_user(&name, vakt::store::UserChange::Disable, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::Enable { name, data_dir },
+        } => change_user(&name, vakt::store::UserChange::Enable, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::Remove { name, data_dir },
+        } => change_user(&name, vakt::store::UserChange::Remove, &data_dir),
         Cmd::Subscribers {
             cmd: SubscribersCmd::Import { data_dir, file },
         } => import(&file, &data_dir, "subscribers", |f| {
@@ -686,7 +722,7 @@ fn patrol_client(a: PatrolArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let token = match vakt::cli::read_token_file(&a.token_file) {
+    let token = match vakt::cli::read_token_file(&a.token_file, &a.patrol) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("vakt: {e}");
@@ -855,8 +891,39 @@ fn add_user(name: &str, role: &str, data_dir: &std::path::Path) -> ExitCode {
             ExitCode::from(EX_USAGE)
         }
         Err(vakt::cli::CliError::Auth(
-            e @ (AuthError::PasswordTooShort { .. } | AuthError::PasswordTooLong { .. }),
+            e @ (AuthError::PasswordTooShort { .. }
+            | AuthError::PasswordTooLong { .. }
+            | AuthError::PasswordRepetitive { .. }),
         )) => {
+            eprintln!("vakt: {e}; nothing changed");
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
+/// `vakt users disable|enable|remove NAME`.
+fn change_user(
+    name: &str,
+    change: vakt::store::UserChange,
+    data_dir: &std::path::Path,
+) -> ExitCode {
+    if !data_dir.is_dir() {
+        eprintln!("{}: no such data directory", data_dir.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    match vakt::cli::change_user(data_dir, name, change, jiff::Timestamp::now()) {
+        Ok(()) => {
+            let done = match change {
+                vakt::store::UserChange::Disable => "disabled",
+                vakt::store::UserChange::Enable => "enabled",
+                vakt::store::UserChange::Role(_) => "changed",
+                vakt::store::UserChange::Remove => "removed",
+            };
+            println!("{done} user {name}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ (vakt::cli::CliError::UnknownUser(_) | vakt::cli::CliError::LastAdmin(_))) => {
             eprintln!("vakt: {e}; nothing changed");
             ExitCode::from(EX_DATAERR)
         }

@@ -48,6 +48,12 @@ pub struct Flags {
     pub bad_payload: bool,
     /// The length field matched only when read as decimal (a known device quirk).
     pub length_decimal: bool,
+    /// It names a registered device but does not carry that device's authentication (a
+    /// plain DC-09 frame for a device with a key; a DC-09 frame naming a SCAIP device; a
+    /// SCAIP request naming a `cid` registered to another SIP user or protocol). It is not
+    /// the subscriber's verified alarm: no subscriber is attached and supervision does not
+    /// move.
+    pub unauthenticated: bool,
 }
 
 impl Serialize for Flags {
@@ -65,6 +71,7 @@ impl<'de> Deserialize<'de> for Flags {
                 "undecryptable" => f.undecryptable = true,
                 "bad_payload" => f.bad_payload = true,
                 "length_decimal" => f.length_decimal = true,
+                "unauthenticated" => f.unauthenticated = true,
                 // A flag written by a newer version is not known here.
                 _ => {}
             }
@@ -88,6 +95,9 @@ impl Flags {
         }
         if self.length_decimal {
             v.push("length_decimal");
+        }
+        if self.unauthenticated {
+            v.push("unauthenticated");
         }
         v
     }
@@ -630,6 +640,12 @@ pub enum TimelineEvent {
         /// Closing note.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
+    },
+    /// A closed Call came back to the queue (at the head of its level): its dispatch ended
+    /// without a visit and no patrol of the route was left to take it.
+    Reopened {
+        /// Why, in words: what happened to the dispatch and who was tried.
+        reason: String,
     },
 }
 

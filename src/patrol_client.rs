@@ -290,10 +290,23 @@ impl Session {
     async fn write(&mut self, msg: &FromPatrol) -> Result<(), ClientError> {
         let mut out = Vec::new();
         patrol::encode(msg, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.send
-            .write_all(&out)
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))
+        match self.send.write_all(&out).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.lost(e.to_string())),
+        }
+    }
+
+    /// The connection is gone: why, with the server's close code and reason if it closed it
+    /// (`proto/patrol.md` §1).
+    fn lost(&self, detail: String) -> ClientError {
+        match self.conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) => ClientError::Lost(format!(
+                "closed by the server: code {} ({})",
+                c.error_code,
+                String::from_utf8_lossy(&c.reason)
+            )),
+            _ => ClientError::Lost(detail),
+        }
     }
 
     /// The next server message, or `None` after `timeout`. Frames it cannot read are
@@ -330,9 +343,9 @@ impl Session {
                 Err(_) => return Ok(None),
                 Ok(Ok(Some(n))) => self.buf.extend_from_slice(&chunk[..n]),
                 Ok(Ok(None)) => {
-                    return Err(ClientError::Lost("the server ended the stream".into()));
+                    return Err(self.lost("the server ended the stream".into()));
                 }
-                Ok(Err(e)) => return Err(ClientError::Lost(e.to_string())),
+                Ok(Err(e)) => return Err(self.lost(e.to_string())),
             }
         }
     }

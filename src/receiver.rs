@@ -7,16 +7,26 @@
 //!
 //! | frame | journaled | answer |
 //! |---|---|---|
-//! | valid event (ADM-CID, SIA-DCS), known account | yes | ACK / *ACK after the flush |
+//! | valid event (ADM-CID, SIA-DCS), its DC-09 device (encrypted with its key, or plain when it has none) | yes | ACK / *ACK after the flush |
 //! | valid plain event, unknown account | yes, `unknown_device` | ACK after the flush |
+//! | plain event naming a device that has a key | yes, `unauthenticated`, no subscriber | DUH after the flush |
+//! | event naming a SCAIP device's `cid` | yes, `unknown_device` + `unauthenticated` | DUH after the flush |
 //! | encrypted, no key for the account or does not decrypt | yes, `undecryptable` | DUH after the flush |
 //! | encrypted, timestamp missing or outside the window | no | NAK with receiver time |
-//! | NULL / XNM link test | no (last-heard updated) | ACK / *ACK at once |
-//! | event whose payload cannot be decoded | yes, `bad_payload` | ACK after the flush |
+//! | NULL / XNM link test from the device | no (last-heard and supervision move) | ACK / *ACK at once |
+//! | plain NULL for a device with a key, NULL naming a SCAIP device | no (counted) | DUH at once |
+//! | event whose payload cannot be decoded | yes, `bad_payload` | DUH after the flush |
 //! | bad CRC, bad length, unparseable | no | NAK |
 //! | other ID (e.g. SIA-PUL) | no | DUH |
 //! | a control token (ACK, NAK, DUH, RSP) | no (counted) | none |
-//! | retransmission within the dedup window | no (counted) | ACK / *ACK after the flush |
+//! | retransmission within the dedup window | no (counted) | its first answer again, after the flush |
+//!
+//! Only a frame that proves its device (decrypted with the device's key, or plain from a
+//! device without one) moves the device's last-heard time and supervision deadline: a
+//! plain frame naming a keyed device, a DC-09 frame naming a SCAIP device and an
+//! undecryptable frame could come from anyone. DUH rather than NAK for them: NAK means "not
+//! received correctly, send it again" (the same plain frame would come back forever), DUH
+//! "received, not processed", which lets the device try its backup path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +35,7 @@ use crate::codec::dc09::{self, Frame, Token};
 use crate::codec::event::decode_payload;
 use crate::journal::{Commit, DedupKey, dedup_key};
 use crate::model::{Device, Flags, Signal, SignalEvent, Transport, XDataItem};
-use crate::registry::Devices;
+use crate::registry::{Dc09Device, Devices};
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
 
@@ -63,7 +73,7 @@ pub enum Decision {
         reply: Vec<u8>,
         /// For metrics.
         proto: ProtoLabel,
-        /// ACK, or DUH for undecryptable frames.
+        /// ACK, or DUH (undecryptable, unreadable or unauthenticated frames).
         result: ResultLabel,
     },
 }
@@ -75,6 +85,18 @@ pub struct ReceiverOptions {
     pub timestamp_past_secs: u64,
     /// How far it may lead.
     pub timestamp_future_secs: u64,
+}
+
+/// Who sent a frame, as far as the frame proves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// The registered DC-09 device: encrypted with its key, or plain when it has none.
+    Device,
+    /// No device has the account, line and receiver.
+    Unknown,
+    /// It names a registered device without that device's authentication: a plain frame for
+    /// a device with a key, or a DC-09 frame for a SCAIP device.
+    Unauthenticated,
 }
 
 /// A frame's account, line and receiver, upper case.
@@ -190,7 +212,14 @@ impl Receiver {
         let line = frame.line.map(str::to_ascii_uppercase);
         let receiver = frame.receiver.map(str::to_ascii_uppercase);
         let registry = self.registry.current();
-        let device = registry.lookup(&account, line.as_deref(), receiver.as_deref());
+        // A SCAIP device's cid named in a DC-09 frame is not that device (it speaks SCAIP
+        // with SIP Digest only): no device, and the frame is unauthenticated.
+        let (device, foreign) = match registry.dc09(&account, line.as_deref(), receiver.as_deref())
+        {
+            Dc09Device::Device(d) => (Some(d), false),
+            Dc09Device::Scaip => (None, true),
+            Dc09Device::Unknown => (None, false),
+        };
 
         let key = device.and_then(|d| d.key.as_ref());
         let content = if frame.encrypted {
@@ -222,7 +251,7 @@ impl Receiver {
                         line,
                         receiver,
                     };
-                    return self.undecryptable(&frame, ctx, proto, reason, ids, device);
+                    return self.undecryptable(&frame, ctx, proto, reason, ids, device, foreign);
                 }
             }
         } else {
@@ -232,9 +261,27 @@ impl Receiver {
             }
         };
 
-        self.heard(&account, ctx.now);
+        // Only the device itself moves its last-heard time and supervision: a device with a
+        // key proves itself by it, so a plain frame naming it may come from anyone.
+        let sender = match device {
+            _ if foreign => Sender::Unauthenticated,
+            None => Sender::Unknown,
+            Some(d) if d.key.is_some() && !frame.encrypted => Sender::Unauthenticated,
+            Some(_) => Sender::Device,
+        };
+        match sender {
+            Sender::Device => self.heard(&account, ctx.now),
+            // An account no device has (with any line, receiver or protocol): its last-heard
+            // time can hide no device's silence.
+            Sender::Unknown if !registry.has_account(&account) => {
+                self.last_heard.heard(&account, ctx.now.as_millisecond());
+            }
+            Sender::Unknown | Sender::Unauthenticated => {}
+        }
+        let unauthenticated = sender == Sender::Unauthenticated;
         let mut reply = Vec::with_capacity(128);
         match key {
+            _ if unauthenticated => dc09::encode_duh(&frame, &mut reply),
             // Decryption succeeded above, so an encrypted frame has its key here.
             Some(key) if frame.encrypted => {
                 dc09::encode_ack_encrypted(&frame, key, ctx.now, &mut rand::rng(), &mut reply)
@@ -243,6 +290,15 @@ impl Receiver {
         }
 
         if is_null {
+            if unauthenticated {
+                // Not journaled (a NULL carries no event), counted, and never a heartbeat.
+                self.metrics.duh("unauthenticated");
+                return Decision::Answer {
+                    reply,
+                    proto,
+                    result: ResultLabel::Duh,
+                };
+            }
             self.metrics.heartbeat(ctx.transport);
             return Decision::Answer {
                 reply,
@@ -254,17 +310,33 @@ impl Receiver {
         let mut flags = Flags {
             unknown_device: device.is_none(),
             length_decimal: frame.length_decimal,
+            unauthenticated,
             ..Flags::default()
         };
+        let mut result = ResultLabel::Ack;
+        if unauthenticated {
+            // Debug only: anyone can send these; the Signal and vakt_duh_total tell of them.
+            tracing::debug!(account = %account, peer = %ctx.peer, "frame names a device without its authentication; journaled flagged, answered DUH");
+            self.metrics.duh("unauthenticated");
+            result = ResultLabel::Duh;
+        }
         let events = match decode_payload(frame.token, &content.data) {
             Ok(p) => p.events.iter().map(SignalEvent::from_codec).collect(),
             Err(e) => {
+                // An ACK would tell the device its alarm was processed, and it would never
+                // try its backup path: journaled for an operator, answered DUH.
                 tracing::debug!(account = %account, error = %e, "payload not decoded; journaled for an operator");
                 flags.bad_payload = true;
+                if !unauthenticated {
+                    self.metrics.duh("bad_payload");
+                    reply.clear();
+                    dc09::encode_duh(&frame, &mut reply);
+                    result = ResultLabel::Duh;
+                }
                 Vec::new()
             }
         };
-        let mut key_parts: Vec<&[u8]> = Vec::with_capacity(6 + 2 * content.xdata.len());
+        let mut key_parts: Vec<&[u8]> = Vec::with_capacity(7 + 2 * content.xdata.len());
         key_parts.extend([
             account.as_bytes(),
             line.as_deref().unwrap_or("").as_bytes(),
@@ -277,13 +349,20 @@ impl Receiver {
             key_parts.push(std::slice::from_ref(&x.letter));
             key_parts.push(&x.value);
         }
+        // A plain copy never stands for the device's own frame: without this, a spoofed frame
+        // sent first would make the genuine one a "retransmission".
+        if unauthenticated {
+            key_parts.push(b"unauthenticated");
+        }
         let dedup = dedup_key(&key_parts);
         let ids = Ids {
             account,
             line,
             receiver,
         };
-        let mut signal = self.signal(&frame, ctx, ids, device, flags);
+        // Not the subscriber's verified alarm: no subscriber, no device type.
+        let attributed = device.filter(|_| !unauthenticated);
+        let mut signal = self.signal(&frame, ctx, ids, attributed, flags);
         signal.transmitted_at = content.timestamp;
         signal.event_time = content
             .xdata
@@ -304,12 +383,14 @@ impl Receiver {
             dedup: Some(dedup),
             reply,
             proto,
-            result: ResultLabel::Ack,
+            result,
         }
     }
 
     /// Journals an encrypted frame that could not be read, flagged `undecryptable`; DUH
-    /// after the flush.
+    /// after the flush. It proves nothing about its sender, so supervision does not move.
+    /// `foreign`: it names a SCAIP device's cid.
+    #[allow(clippy::too_many_arguments)]
     fn undecryptable(
         &self,
         frame: &Frame<'_>,
@@ -318,9 +399,9 @@ impl Receiver {
         reason: &'static str,
         ids: Ids,
         device: Option<&Device>,
+        foreign: bool,
     ) -> Decision {
         self.metrics.duh(reason);
-        self.heard(&ids.account, ctx.now);
         let mut reply = Vec::with_capacity(48);
         dc09::encode_duh(frame, &mut reply);
         // Retransmissions carry the same ciphertext, or a new pad and time: keyed on the
@@ -337,6 +418,7 @@ impl Receiver {
             unknown_device: device.is_none(),
             undecryptable: true,
             length_decimal: frame.length_decimal,
+            unauthenticated: foreign,
             ..Flags::default()
         };
         let signal = self.signal(frame, ctx, ids, device, flags);
@@ -430,5 +512,201 @@ impl Receiver {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::crypto::Key;
+    use crate::codec::dc09::{FrameSpec, Pad};
+    use crate::registry::{CSV_HEADER, Registry, parse_csv};
+    use crate::supervision::{SupervisionOptions, Supervisor};
+
+    const KEY: &str = "000102030405060708090A0B0C0D0E0F";
+
+    /// 5678 has an AES key, 1234 has none, cid 678 is a SCAIP pendant; all supervised 90 s.
+    fn setup() -> (
+        Receiver,
+        Arc<Supervisor>,
+        Arc<LastHeard>,
+        Registry,
+        jiff::Timestamp,
+    ) {
+        let csv = format!(
+            "{CSV_HEADER}\n5678,,,{KEY},hex,bertil,90,,,,,\n1234,,,,,anna,90,,,,,\n678,,,,,cecilia,90,,,pendant,luc678,pw\n"
+        );
+        let registry = Registry::new(parse_csv(csv.as_bytes()).unwrap());
+        let devices: Vec<Device> = registry.iter().cloned().collect();
+        let t0: jiff::Timestamp = "2025-03-01T10:00:00Z".parse().unwrap();
+        // As the server does: the supervisor keeps last-heard to the registry.
+        let last_heard = Arc::new(LastHeard::new());
+        let sup = Arc::new(
+            Supervisor::new(SupervisionOptions::default()).with_last_heard(last_heard.clone()),
+        );
+        sup.sync(&devices, |_| None, t0);
+        let rx = Receiver::new(
+            Devices::new(registry.clone()),
+            last_heard.clone(),
+            Metrics::new(),
+            ReceiverOptions {
+                timestamp_past_secs: 40,
+                timestamp_future_secs: 20,
+            },
+        )
+        .with_supervisor(sup.clone());
+        (rx, sup, last_heard, registry, t0)
+    }
+
+    fn frame(
+        id: &str,
+        account: &str,
+        data: &str,
+        key: Option<&Key>,
+        ts: jiff::Timestamp,
+    ) -> Vec<u8> {
+        let spec = FrameSpec {
+            id,
+            seq: 7,
+            receiver: None,
+            line: Some("0"),
+            account,
+            data: data.as_bytes(),
+            xdata: &[],
+            timestamp: Some(ts),
+        };
+        let mut out = Vec::new();
+        match key {
+            None => dc09::encode_frame(&spec, &mut out),
+            Some(k) => dc09::encode_frame_encrypted(&spec, k, Pad::Fixed(b'P'), &mut out),
+        }
+        out
+    }
+
+    fn ctx(now: jiff::Timestamp) -> FrameCtx {
+        FrameCtx {
+            transport: Transport::Tcp,
+            peer: "192.0.2.9:4000".parse().unwrap(),
+            now,
+        }
+    }
+
+    /// The answer's token and whether it was journaled (with the Signal).
+    fn answer(d: &Decision) -> (String, Option<&Signal>) {
+        let (reply, signal) = match d {
+            Decision::Answer { reply, .. } => (reply, None),
+            Decision::Journal { reply, signal, .. } => (reply, Some(&**signal)),
+        };
+        let f = dc09::parse(reply).unwrap();
+        let star = if f.encrypted { "*" } else { "" };
+        (format!("{star}{}", f.id), signal)
+    }
+
+    fn restored(sup: &Supervisor, at: jiff::Timestamp) -> Vec<String> {
+        sup.poll(at)
+            .restored
+            .into_iter()
+            .map(|s| s.account)
+            .collect()
+    }
+
+    #[test]
+    fn only_the_device_itself_restores_a_silent_device() {
+        let (rx, sup, last_heard, _, t0) = setup();
+        let key = Key::from_hex(KEY).unwrap();
+        // All three fall silent (90 s + 60 s grace).
+        let t = t0 + jiff::SignedDuration::from_secs(200);
+        let mut silent: Vec<String> = sup.poll(t).silent.into_iter().map(|s| s.account).collect();
+        silent.sort();
+        assert_eq!(silent, ["1234", "5678", "678"]);
+
+        // Spoofed: a plain NULL for the keyed device, a NULL and an alarm naming the SCAIP
+        // cid, an undecryptable frame for the keyed device. None restores anything.
+        let t = t + jiff::SignedDuration::from_secs(10);
+        let wrong = Key::from_hex("0F0E0D0C0B0A09080706050403020100").unwrap();
+        for (f, token) in [
+            (frame("NULL", "5678", "", None, t), "DUH"),
+            (frame("NULL", "678", "", None, t), "DUH"),
+            (frame("ADM-CID", "678", "#678|1101 01 001", None, t), "DUH"),
+            (
+                frame("ADM-CID", "5678", "#5678|1101 01 001", None, t),
+                "DUH",
+            ),
+            (frame("NULL", "5678", "", Some(&wrong), t), "DUH"),
+        ] {
+            let d = rx.decide(&f, &ctx(t));
+            assert_eq!(answer(&d).0, token, "{}", String::from_utf8_lossy(&f));
+        }
+        assert_eq!(restored(&sup, t), Vec::<String>::new());
+        assert_eq!(last_heard.get("5678"), None);
+        assert_eq!(last_heard.get("678"), None);
+
+        // The plain alarm naming the keyed device is journaled flagged, not as bertil's.
+        let f = frame("ADM-CID", "5678", "#5678|1101 01 001", None, t);
+        let d = rx.decide(&f, &ctx(t));
+        let (_, signal) = answer(&d);
+        let s = signal.expect("journaled");
+        assert!(
+            s.flags.unauthenticated && !s.flags.unknown_device,
+            "{:?}",
+            s.flags
+        );
+        assert_eq!((s.subscriber.as_deref(), s.events.len()), (None, 1));
+
+        // The devices themselves: the keyed one encrypted, the plain one plain.
+        let t = t + jiff::SignedDuration::from_secs(10);
+        let d = rx.decide(&frame("NULL", "5678", "", Some(&key), t), &ctx(t));
+        assert_eq!(answer(&d).0, "*ACK");
+        let d = rx.decide(&frame("NULL", "1234", "", None, t), &ctx(t));
+        assert_eq!(answer(&d).0, "ACK");
+        let mut back = restored(&sup, t);
+        back.sort();
+        assert_eq!(back, ["1234", "5678"]);
+        assert_eq!(last_heard.get("5678"), Some(t.as_millisecond()));
+    }
+
+    #[test]
+    fn unreadable_payloads_get_duh_after_the_flush() {
+        let (rx, _, _, _, t0) = setup();
+        let key = Key::from_hex(KEY).unwrap();
+        for f in [
+            frame("ADM-CID", "1234", "#1234|garbage", None, t0),
+            frame("SIA-DCS", "5678", "#5678|??", Some(&key), t0),
+            frame("ADM-CID", "9999", "#9999|garbage", None, t0),
+        ] {
+            let d = rx.decide(&f, &ctx(t0));
+            let Decision::Journal { result, .. } = &d else {
+                panic!("journaled: {d:?}");
+            };
+            assert_eq!(*result, ResultLabel::Duh);
+            let (token, signal) = answer(&d);
+            assert_eq!(token, "DUH");
+            assert!(signal.unwrap().flags.bad_payload);
+        }
+        // A readable payload from an unknown account is still accepted for an operator.
+        let d = rx.decide(
+            &frame("ADM-CID", "9999", "#9999|1101 01 001", None, t0),
+            &ctx(t0),
+        );
+        assert_eq!(answer(&d).0, "ACK");
+    }
+
+    #[test]
+    fn a_spoofed_copy_never_dedups_the_genuine_frame() {
+        let (rx, _, _, _, t0) = setup();
+        let key = Key::from_hex(KEY).unwrap();
+        let dedup = |f: &[u8]| match rx.decide(f, &ctx(t0)) {
+            Decision::Journal { dedup, .. } => dedup.unwrap(),
+            d => panic!("{d:?}"),
+        };
+        let plain = dedup(&frame("ADM-CID", "5678", "#5678|1101 01 001", None, t0));
+        let genuine = dedup(&frame(
+            "ADM-CID",
+            "5678",
+            "#5678|1101 01 001",
+            Some(&key),
+            t0,
+        ));
+        assert_ne!(plain, genuine);
     }
 }

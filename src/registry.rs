@@ -5,7 +5,7 @@
 //! imported from CSV with [`parse_csv`]: every row is checked first, and a file with any bad
 //! row imports nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, RwLock};
 
@@ -95,6 +95,20 @@ pub struct Registry {
     /// SIP Digest passwords by user name (devices may share credentials; the import checks
     /// that rows with one user name give one password).
     sip: HashMap<String, SipPassword>,
+    /// Every registered account, whatever its line, receiver or protocol.
+    accounts: HashSet<String>,
+}
+
+/// Whom a DC-09 frame's account, line and receiver name ([`Registry::dc09`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Dc09Device<'a> {
+    /// A DC-09 device (one without SIP credentials).
+    Device(&'a Device),
+    /// No DC-09 device, but a SCAIP device whose `cid` is this account: the frame is not
+    /// that device, which speaks SCAIP with SIP Digest only.
+    Scaip,
+    /// No device at all.
+    Unknown,
 }
 
 impl Registry {
@@ -104,6 +118,7 @@ impl Registry {
             .iter()
             .filter_map(|d| Some((d.sip_user.clone()?, d.sip_password.clone()?)))
             .collect();
+        let accounts = devices.iter().map(|d| d.account.clone()).collect();
         let by_key = devices
             .into_iter()
             .map(|d| {
@@ -113,7 +128,11 @@ impl Registry {
                 )
             })
             .collect();
-        Registry { by_key, sip }
+        Registry {
+            by_key,
+            sip,
+            accounts,
+        }
     }
 
     /// The SIP Digest password of `user`, if a SCAIP device has it.
@@ -136,6 +155,39 @@ impl Registry {
         self.by_key.is_empty()
     }
 
+    /// True when a device of any line, receiver or protocol has `account` (upper case).
+    pub fn has_account(&self, account: &str) -> bool {
+        self.accounts.contains(account)
+    }
+
+    /// The DC-09 device a frame names (see [`Registry::lookup`] for the order): a SCAIP
+    /// device is never one, so a DC-09 frame naming its `cid` is [`Dc09Device::Scaip`].
+    pub fn dc09(
+        &self,
+        account: &str,
+        line: Option<&str>,
+        receiver: Option<&str>,
+    ) -> Dc09Device<'_> {
+        let mut scaip = false;
+        let found = self.find(account, line, receiver, |d| {
+            let dc09 = d.sip_user.is_none();
+            scaip |= !dc09;
+            dc09
+        });
+        match found {
+            Some(d) => Dc09Device::Device(d),
+            None if scaip => Dc09Device::Scaip,
+            None => Dc09Device::Unknown,
+        }
+    }
+
+    /// The SCAIP device with controller id `cid` whose SIP Digest user is `user`: a request
+    /// authenticated as another user, or naming a DC-09 device's account, is not that device.
+    pub fn scaip(&self, cid: &str, user: &str) -> Option<&Device> {
+        self.lookup(cid, None, None)
+            .filter(|d| d.sip_user.as_deref() == Some(user))
+    }
+
     /// Finds the device for a frame's account, line and receiver: the most specific entry
     /// first (account+line+receiver, account+line, account+receiver, account alone). The
     /// inputs must already be upper case (see [`norm_hex`]).
@@ -144,6 +196,18 @@ impl Registry {
         account: &str,
         line: Option<&str>,
         receiver: Option<&str>,
+    ) -> Option<&Device> {
+        self.find(account, line, receiver, |_| true)
+    }
+
+    /// [`Registry::lookup`] among the devices `wanted` accepts (it sees every candidate, most
+    /// specific first, until it accepts one).
+    fn find(
+        &self,
+        account: &str,
+        line: Option<&str>,
+        receiver: Option<&str>,
+        mut wanted: impl FnMut(&Device) -> bool,
     ) -> Option<&Device> {
         if self.by_key.is_empty() {
             return None;
@@ -171,7 +235,7 @@ impl Registry {
             key.push_str(l.unwrap_or(""));
             key.push('/');
             key.push_str(r.unwrap_or(""));
-            if let Some(d) = self.by_key.get(&key) {
+            if let Some(d) = self.by_key.get(&key).filter(|d| wanted(d)) {
                 return Some(d);
             }
         }
@@ -479,6 +543,39 @@ mod tests {
         );
         assert!(err.contains("line 7: sip_user \"bad user\""), "{err}");
         assert!(!err.contains("two-secret"), "password echoed: {err}");
+    }
+
+    #[test]
+    fn each_protocol_finds_only_its_own_devices() {
+        let csv = format!(
+            "{CSV_HEADER}\n678,,,,,S-1,,,,pendant,luc678,pw\n678,1,,,,S-2,,,,carephone,,\n1234,,,,,S-3,,,,,,\n"
+        );
+        let reg = Registry::new(parse_csv(csv.as_bytes()).unwrap());
+        // cid 678 is valid DC-09 hex, but the account-only entry is a SCAIP device.
+        assert!(matches!(
+            reg.dc09("678", Some("0"), None),
+            Dc09Device::Scaip
+        ));
+        assert!(matches!(reg.dc09("678", None, None), Dc09Device::Scaip));
+        // A DC-09 device of the same account on line 1 is found on line 1.
+        match reg.dc09("678", Some("1"), None) {
+            Dc09Device::Device(d) => assert_eq!(d.subscriber.as_deref(), Some("S-2")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reg.dc09("1234", Some("0"), None),
+            Dc09Device::Device(_)
+        ));
+        assert!(matches!(reg.dc09("9999", None, None), Dc09Device::Unknown));
+        assert!(reg.has_account("678") && reg.has_account("1234") && !reg.has_account("9999"));
+        // SCAIP: only with the device's own SIP user, never a DC-09 device's account.
+        assert_eq!(
+            reg.scaip("678", "luc678")
+                .and_then(|d| d.subscriber.as_deref()),
+            Some("S-1")
+        );
+        assert!(reg.scaip("678", "other").is_none());
+        assert!(reg.scaip("1234", "luc678").is_none());
     }
 
     #[test]

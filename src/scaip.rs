@@ -339,10 +339,9 @@ impl Scaip {
         // user's request naming its cid must not hide its silence.
         let supervision_secs = {
             let registry = self.ingress.receiver.registry().current();
-            let device = registry
-                .lookup(&mrq.cid, None, None)
-                .filter(|d| d.sip_user.as_deref() == Some(req.user));
-            device.map(|d| d.supervision_secs)
+            registry
+                .scaip(&mrq.cid, req.user)
+                .map(|d| d.supervision_secs)
         };
         if supervision_secs.is_some() {
             self.ingress.receiver.heard(&mrq.cid, req.now);
@@ -422,11 +421,12 @@ impl Scaip {
     fn signal(&self, m: &Mrq, req: &Request<'_>) -> (Signal, bool) {
         let registry = self.ingress.receiver.registry().current();
         // The device is the registry's only if it authenticated with that device's user.
-        let device = registry
-            .lookup(&m.cid, None, None)
-            .filter(|d| d.sip_user.as_deref() == Some(req.user));
+        let device = registry.scaip(&m.cid, req.user);
+        // A cid that is another device's (another SIP user's, or a DC-09 account): this
+        // request does not prove it comes from that device.
+        let unauthenticated = device.is_none() && registry.has_account(&m.cid);
         if device.is_none() {
-            tracing::warn!(cid = %m.cid, user = %req.user, "scaip cid not registered to this SIP user; journaled as unknown device");
+            tracing::warn!(cid = %m.cid, user = %req.user, unauthenticated, "scaip cid not registered to this SIP user; journaled as unknown device");
         }
         let (code, qualifier) = match m.mty {
             MessageType::Reset => (priority::SCAIP_RESET.to_owned(), Qualifier::New),
@@ -460,6 +460,7 @@ impl Scaip {
             seq: m.reference.clone(),
             flags: Flags {
                 unknown_device: device.is_none(),
+                unauthenticated,
                 ..Flags::default()
             },
             subscriber: device.and_then(|d| d.subscriber.clone()),

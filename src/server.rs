@@ -601,6 +601,9 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
                     session_hours: cfg.http.session_hours,
                     secure_cookie: cfg.http.secure_cookie,
                     tz: tz.clone(),
+                    trusted_proxies: cfg.http.trusted_proxies.clone(),
+                    client_address_header: cfg.http.client_address_header,
+                    public_origin: cfg.http.public_origin.clone(),
                 },
                 shutdown.clone(),
             )?;

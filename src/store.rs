@@ -34,7 +34,7 @@ mod work_orders;
 
 pub use calls::CallChange;
 pub use outbox::OutboxRecord;
-pub use users::{SessionRecord, UserRecord};
+pub use users::{SessionRecord, UserChange, UserChanged, UserRecord};
 pub use work_orders::FaultSeen;
 
 use serde::{Deserialize, Serialize};

@@ -141,7 +141,7 @@ fn describe() {
     describe_counter!(
         "vakt_signals_journaled_total",
         Unit::Count,
-        "Signals appended to the journal, by flag (none, unknown_device, undecryptable, bad_payload)"
+        "Signals appended to the journal, by flag (none, unauthenticated, unknown_device, undecryptable, bad_payload)"
     );
     describe_counter!(
         "vakt_duplicates_total",
@@ -302,6 +302,11 @@ fn describe() {
         Unit::Count,
         "Dispatches whose arrival limit passed without an arrival"
     );
+    describe_counter!(
+        "vakt_calls_reopened_total",
+        Unit::Count,
+        "Closed Calls brought back to the queue: their dispatch ended without a visit and no patrol of the route was left"
+    );
     describe_histogram!(
         "vakt_dispatch_arrival_seconds",
         Unit::Seconds,
@@ -391,12 +396,12 @@ fn describe() {
     describe_counter!(
         "vakt_logins_total",
         Unit::Count,
-        "Console logins, by result (ok, bad_credentials, rate_limited)"
+        "Console logins, by result (ok, bad_credentials, throttled: wrong and answered after a hold)"
     );
     describe_counter!(
         "vakt_http_rejected_total",
         Unit::Count,
-        "API requests refused, by reason (no_session, forbidden)"
+        "API requests refused, by reason (no_session, ambiguous_session, forbidden, cross_origin, media_type)"
     );
 }
 
@@ -496,12 +501,13 @@ impl ConsoleMetrics {
         }
     }
 
-    /// Counts a login attempt; `result` is `ok`, `bad_credentials` or `rate_limited`.
+    /// Counts a login attempt; `result` is `ok`, `bad_credentials` or `throttled`.
     pub fn login(&self, result: &'static str) {
         metrics::counter!("vakt_logins_total", "result" => result).increment(1);
     }
 
-    /// Counts a refused API request; `reason` is `no_session` or `forbidden`.
+    /// Counts a refused API request; `reason` is `no_session`, `ambiguous_session`,
+    /// `forbidden`, `cross_origin` or `media_type`.
     pub fn rejected(&self, reason: &'static str) {
         metrics::counter!("vakt_http_rejected_total", "reason" => reason).increment(1);
     }
@@ -559,6 +565,8 @@ pub struct Metrics {
     pub journaled_undecryptable: Counter,
     /// Journaled with `bad_payload`.
     pub journaled_bad_payload: Counter,
+    /// Journaled with `unauthenticated`.
+    pub journaled_unauthenticated: Counter,
     duplicates: [Counter; 2],
     heartbeats: [Counter; 2],
     ack_seconds: [Histogram; 2],
@@ -619,6 +627,7 @@ impl Metrics {
             journaled_unknown: metrics::counter!("vakt_signals_journaled_total", "flag" => "unknown_device"),
             journaled_undecryptable: metrics::counter!("vakt_signals_journaled_total", "flag" => "undecryptable"),
             journaled_bad_payload: metrics::counter!("vakt_signals_journaled_total", "flag" => "bad_payload"),
+            journaled_unauthenticated: metrics::counter!("vakt_signals_journaled_total", "flag" => "unauthenticated"),
             duplicates: per_t("vakt_duplicates_total"),
             heartbeats: per_t("vakt_heartbeats_total"),
             ack_seconds: TRANSPORTS
@@ -709,6 +718,8 @@ pub struct DispatchMetrics {
     arrival_seconds: Histogram,
     receipt_timeouts: Counter,
     breaches: Counter,
+    /// Closed Calls brought back to the queue after a failed dispatch.
+    pub reopened: Counter,
 }
 
 impl std::fmt::Debug for DispatchMetrics {
@@ -726,6 +737,7 @@ impl DispatchMetrics {
             arrival_seconds: metrics::histogram!("vakt_dispatch_arrival_seconds"),
             receipt_timeouts: metrics::counter!("vakt_dispatch_receipt_timeouts_total"),
             breaches: metrics::counter!("vakt_dispatch_breaches_total"),
+            reopened: metrics::counter!("vakt_calls_reopened_total"),
         }
     }
 
@@ -798,7 +810,7 @@ fn describe_scaip() {
     describe_counter!(
         "vakt_scaip_auth_failures_total",
         Unit::Count,
-        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm)"
+        "SIP Digest authentications refused, by reason (unknown_user, bad_response, stale, basic, malformed, realm, bad_nonce, uri, replay)"
     );
     describe_gauge!(
         "vakt_scaip_holds_outstanding",
@@ -819,6 +831,11 @@ fn describe_scaip() {
         "vakt_scaip_answers_total",
         Unit::Count,
         "<mrs> MESSAGEs vakt sent to devices, by outcome (delivered: a 2xx came back; rejected: another final response; timeout: none within 32 s; send_failed)"
+    );
+    describe_counter!(
+        "vakt_scaip_answer_rejections_total",
+        Unit::Count,
+        "<mrs> MESSAGEs a device answered with a final status other than 2xx (it did not get its SCAIP answer), by status (481, 3xx, 4xx, 5xx, 6xx)"
     );
     describe_gauge!(
         "vakt_scaip_connections_open",
@@ -890,6 +907,18 @@ impl ScaipMetrics {
     /// Counts the outcome of an `<mrs>` MESSAGE.
     pub fn answer(&self, outcome: &'static str) {
         metrics::counter!("vakt_scaip_answers_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Counts an `<mrs>` MESSAGE refused with final status `code` (not 2xx).
+    pub fn answer_rejected(&self, code: u16) {
+        let status = match code {
+            481 => "481",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "6xx",
+        };
+        metrics::counter!("vakt_scaip_answer_rejections_total", "status" => status).increment(1);
     }
 }
 

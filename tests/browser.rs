@@ -11,6 +11,8 @@
 //! - A patrol that does not confirm receipt in time: the next patrol gets the assignment, and
 //!   the alert shows on the page the operator is on (the board); from it the operator opens
 //!   the Call and cancels the dispatch with a reason.
+//! - A Call closed "patrol needed" whose patrols both miss the receipt time comes back to
+//!   the queue; the alert names who was tried; the operator takes it and dispatches again.
 //! - A telecom outage: six devices of one operator stop reporting (20 s heartbeat); one
 //!   incident banner on every page, the tab title, the incident (extra visits first, its
 //!   notifications: one acknowledged by a local receiver, one refused and retried), a silent
@@ -818,6 +820,49 @@ async fn operator_dispatches_a_patrol_and_follows_its_clock() {
     assert!(csv.contains("format=csv"), "{csv}");
     screenshot("console-sla-report.png", &c.screenshot().await.unwrap());
 
+    // The administrator disables the operator on the users page: the operator's session
+    // ends at once; enabled again, the operator logs in. (The page's requests carry the
+    // browser's Origin and Sec-Fetch-Site, which the server checks.)
+    let user_status = |name: &'static str| {
+        let c = c.clone();
+        async move {
+            text_of(
+                &c,
+                &format!("tr.user-row[data-user=\"{name}\"] .user-status"),
+            )
+            .await
+        }
+    };
+    click_shown(&c, "#tab-users").await;
+    wait_for("the users", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Active").then_some(())
+    })
+    .await;
+    click(&c, &format!(".user-disable[data-user=\"{}\"]", OPERATOR.0)).await;
+    wait_for("the operator disabled", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Disabled").then_some(())
+    })
+    .await;
+    assert_eq!(
+        op.get("/api/session").await.status,
+        401,
+        "the session ended"
+    );
+    let a = op
+        .post(
+            "/api/session",
+            serde_json::json!({"username": OPERATOR.0, "password": OPERATOR.1}),
+        )
+        .await;
+    assert_eq!(a.status, 401, "a disabled user cannot log in");
+    screenshot("console-users.png", &c.screenshot().await.unwrap());
+    click(&c, &format!(".user-enable[data-user=\"{}\"]", OPERATOR.0)).await;
+    wait_for("the operator enabled", Duration::from_secs(10), || async {
+        (user_status(OPERATOR.0).await? == "Active").then_some(())
+    })
+    .await;
+    Client::login(http, OPERATOR.0, OPERATOR.1).await;
+
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }
@@ -962,9 +1007,16 @@ async fn receipt_timeout_alert_on_every_page_and_the_operator_cancels() {
             && line.contains("Ambulansen tog över"),
         "timeline: {line}"
     );
-    match patrol_2.next_push(Duration::from_secs(10)).await.unwrap() {
-        Some(ToPatrol::Cancelled { dispatch, .. }) => assert_eq!(dispatch, a.dispatch),
-        other => panic!("expected the cancellation, got {other:?}"),
+    // (After its receipt the patrol got the assignment again, received: skipped here.)
+    loop {
+        match patrol_2.next_push(Duration::from_secs(10)).await.unwrap() {
+            Some(ToPatrol::Assignment(_)) => {}
+            Some(ToPatrol::Cancelled { dispatch, .. }) => {
+                assert_eq!(dispatch, a.dispatch);
+                break;
+            }
+            other => panic!("expected the cancellation, got {other:?}"),
+        }
     }
     // Nothing is out: the operator may dispatch again. OK puts the alert away.
     click_shown(&c, "#dispatch-open").await;
@@ -990,6 +1042,105 @@ async fn receipt_timeout_alert_on_every_page_and_the_operator_cancels() {
         .collect();
     assert_eq!(states, ["receipt_timeout", "cancelled"]);
     patrol_2.close().await;
+    c.close().await.unwrap();
+    s.srv.stop().await.unwrap();
+}
+
+/// A Call closed "patrol needed" whose patrols both miss the receipt time: it comes back to
+/// the queue, the alert says who was tried, and the operator takes it and can dispatch again.
+#[tokio::test]
+async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_queue() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    // Both patrols' apps are off.
+    let s = setup(10).await;
+    c.goto(&format!("http://{}/", s.http)).await.unwrap();
+    login(&c, OPERATOR).await;
+    let reply = tcp_roundtrip(
+        s.srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    click_shown(&c, "#dispatch-open").await;
+    click_shown(&c, "#dispatch-submit").await;
+    wait_for("the offered dispatch", Duration::from_secs(10), || {
+        text_of(&c, "#dispatch-list li.dispatch[data-state=\"offered\"]")
+    })
+    .await;
+    // Closed: the patrol is (thought to be) on its way.
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("patrol_needed")
+        .await
+        .unwrap();
+    click(&c, "#close-submit").await;
+    wait_for("the queue to empty", Duration::from_secs(10), || async {
+        let rows = c
+            .find_all(Locator::Css("#queue-body tr.call-row"))
+            .await
+            .ok()?;
+        rows.is_empty().then_some(())
+    })
+    .await;
+
+    // To the queue (Esc). Centrum 1 misses the receipt time, then Centrum 2 (it got it
+    // next): nobody is left. The Call comes back to the queue, and the alert says what
+    // happened.
+    press(&c, char::from(Key::Escape)).await;
+    let row = wait_for(
+        "the Call back in the queue",
+        Duration::from_secs(40),
+        || async {
+            text_of(&c, "#queue-body tr.call-row")
+                .await
+                .filter(|t| !t.is_empty())
+        },
+    )
+    .await;
+    assert!(row.contains("Åsa Öberg"), "queue row: {row}");
+    let alert = wait_for("the alert", Duration::from_secs(15), || async {
+        let all = c
+            .find_all(Locator::Css("#dispatch-alerts .dalert-receipt"))
+            .await
+            .ok()?;
+        for a in all {
+            let t = a.text().await.ok()?;
+            if t.contains("back in the queue") {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        alert.contains("Centrum 2 did not confirm receipt")
+            && alert.contains("not passed on: Centrum 1 already tried (no receipt in time)"),
+        "alert: {alert}"
+    );
+    assert!(!alert.contains("on shift"), "alert: {alert}");
+    screenshot("console-call-reopened.png", &c.screenshot().await.unwrap());
+
+    // Taken again: the timeline says why it came back, and it can be dispatched again.
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    let line = wait_for("the reopened line", Duration::from_secs(10), || {
+        text_of(&c, "#timeline li[data-type=\"reopened\"]")
+    })
+    .await;
+    assert!(
+        line.contains("Back in the queue") && line.contains("Centrum 1 already tried"),
+        "timeline: {line}"
+    );
+    click_shown(&c, "#dispatch-open").await;
+    click_shown(&c, "#dispatch-submit").await;
+    wait_for("the new dispatch", Duration::from_secs(10), || {
+        text_of(&c, "#dispatch-list li.dispatch[data-state=\"offered\"]")
+    })
+    .await;
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }

@@ -317,6 +317,78 @@ fn users_add_then_list_and_weak_input_is_refused() {
 }
 
 #[test]
+fn users_disable_enable_remove_and_blank_passwords_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let add = |name: &str, role: &str, pw: &str| {
+        vakt_with_stdin(
+            &["users", "add", name, "--role", role, "--data-dir", data_s],
+            pw,
+        )
+    };
+    let users = |args: &[&str]| {
+        let mut a = vec!["users"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--data-dir", data_s]);
+        vakt(&a)
+    };
+    assert_eq!(add("anna", "admin", "korrekt häst batteri\n").0, 0);
+    assert_eq!(add("bertil", "operator", "ett långt lösenord\n").0, 0);
+    // Ten spaces, or a short password padded with spaces, are not ten characters.
+    for pw in [
+        "          \n",
+        "   kort  pw    \n",
+        "\t\t\t\t\t\t\t\t\t\t\n",
+    ] {
+        let (code, _, err) = add("cecilia", "operator", pw);
+        assert_eq!(code, 65, "{pw:?}: {err}");
+        assert!(err.contains("at least 10 characters"), "{err}");
+    }
+
+    let (code, out, err) = users(&["disable", "bertil"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("disabled user bertil"), "{out}");
+    let (_, out, _) = users(&["list"]);
+    let line = out.lines().find(|l| l.starts_with("bertil")).unwrap();
+    assert!(line.contains("disabled"), "{out}");
+    let (code, _, err) = users(&["disable", "nobody"]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("no user"), "{err}");
+    let (code, out, err) = users(&["enable", "bertil"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("enabled user bertil"), "{out}");
+    let (_, out, _) = users(&["list"]);
+    assert!(!out.contains("disabled"), "{out}");
+    // The last administrator stays.
+    for cmd in ["disable", "remove"] {
+        let (code, _, err) = users(&[cmd, "anna"]);
+        assert_eq!(code, 65, "{cmd}: {err}");
+        assert!(err.contains("administrator"), "{err}");
+    }
+    let (code, out, err) = users(&["remove", "bertil"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed user bertil"), "{out}");
+    let (_, out, _) = users(&["list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (code, _, _) = users(&["remove", "bertil"]);
+    assert_eq!(code, 65);
+
+    let (_, out, _) = vakt(&["audit", "export", "--data-dir", data_s]);
+    let actions: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["detail"].as_str().unwrap_or("").contains("bertil"))
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["user.add", "user.disable", "user.enable", "user.remove"],
+        "{out}"
+    );
+}
+
+#[test]
 fn subscribers_import_is_all_or_nothing_and_never_shows_door_codes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -912,12 +984,17 @@ fn patrol_client_needs_a_way_to_trust_the_server_and_a_token() {
     let (code, _, _) = run(&["--ca", "/nonexistent/ca.pem", "--insecure-dev"]);
     assert_eq!(code, 2, "clap refuses both");
 
-    // The token file: its first line must hold the token.
+    // The token file must hold the token, or a `PATROL TOKEN` line for --patrol.
     let fp = "AB".repeat(32);
     std::fs::write(&token, "\n").unwrap();
     let (code, _, err) = run(&["--insecure-dev", "--fingerprint", &fp]);
     assert_eq!(code, 65, "{err}");
-    assert!(err.contains("first line is empty"), "{err}");
+    assert!(err.contains("no token in it"), "{err}");
+    std::fs::write(&token, "natt-2 hemlig-token-456\n").unwrap();
+    let (code, _, err) = run(&["--insecure-dev", "--fingerprint", &fp]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("is for patrol natt-1"), "{err}");
+    assert!(!err.contains("hemlig-token-456"), "{err}");
     let (code, _, err) = vakt(&[
         "patrol",
         "--server",
@@ -1032,6 +1109,26 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
         &["--insecure-dev", "--fingerprint", &fingerprint],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // A file with a `PATROL TOKEN` line per patrol (as the demo's demo-patrols.txt): the
+    // line of --patrol is used.
+    let logins = dir.path().join("patrols.txt");
+    std::fs::write(
+        &logins,
+        format!(
+            "# PATROL TOKEN\nnatt-2 {}\nnatt-1 {}\n",
+            "1".repeat(64),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = patrol(&logins, &["--insecure-dev", "--fingerprint", &fingerprint]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("connected; open dispatches []"), "{out}");
+    // The development certificate file as the CA file: verified the normal way.
+    let ca = data.join("patrol-dev-cert.pem");
+    let (code, out, err) = patrol(&token_file, &["--ca", ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("connected; open dispatches []"), "{out}");
     // A bad token is refused, and the client does not retry it.
     let (code, _, err) = patrol(
         &bad_file,

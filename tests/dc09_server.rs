@@ -553,6 +553,150 @@ async fn graceful_shutdown_answers_in_flight_frames_then_refuses() {
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
 
+/// The device page's supervision fields of `account`: (last heard, next deadline).
+async fn supervision_of(
+    http: std::net::SocketAddr,
+    account: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut c = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let a = c.get(&format!("/api/devices/{account}")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["supervised"], true, "{v}");
+    (v["last_heard"].clone(), v["next_deadline"].clone())
+}
+
+#[tokio::test]
+async fn unreadable_payload_is_journaled_flagged_and_answered_duh() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    // CRC-valid frames whose data is no Contact ID: the device must not be told "processed",
+    // or it never tries its backup path. DUH, never encrypted, after the flush.
+    let bad_plain = plain("ADM-CID", 30, "1234", "#1234|not contact id");
+    let bad_encrypted = encrypted("SIA-DCS", 31, "5678", "#5678|??", &key128(), now());
+    for (f, seq) in [(&bad_plain, "0030"), (&bad_encrypted, "0031")] {
+        let reply = tcp_roundtrip(tcp, f).await;
+        let p = dc09::parse(&reply).unwrap();
+        assert_eq!(
+            (p.id, p.encrypted, p.seq),
+            ("DUH", false, seq),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A retransmission gets DUH again and is journaled once.
+    assert_eq!(token_of(&tcp_roundtrip(tcp, &bad_plain).await), "DUH");
+    let sigs = signals(srv.http.unwrap()).await;
+    assert_eq!(sigs.len(), 2, "{sigs:?}");
+    for (s, sub) in sigs.iter().zip(["anna", "bertil"]) {
+        assert_eq!(s["flags"], serde_json::json!(["bad_payload"]), "{s}");
+        assert_eq!(s["subscriber"], sub, "{s}");
+    }
+    // The device proved itself (its key, or a device without one): it was heard.
+    let (heard, _) = supervision_of(srv.http.unwrap(), "5678").await;
+    assert!(heard.is_string(), "{heard}");
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn plain_frames_for_a_keyed_device_are_refused_as_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    let http = srv.http.unwrap();
+    let before = supervision_of(http, "5678").await;
+    assert!(before.0.is_null(), "never heard yet: {before:?}");
+
+    // A spoofed plain NULL for 5678, which has an AES key: DUH, and its supervision stays.
+    let reply = tcp_roundtrip(tcp, &plain("NULL", 40, "5678", "")).await;
+    assert_eq!(reply, {
+        let mut d = Vec::new();
+        dc09::encode_duh(
+            &dc09::parse(&plain("NULL", 40, "5678", "")).unwrap(),
+            &mut d,
+        );
+        d
+    });
+    // Over UDP too.
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.send_to(&plain("NULL", 41, "5678", ""), srv.dc09_udp.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), udp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_of(&buf[..n]), "DUH");
+    assert_eq!(supervision_of(http, "5678").await, before);
+    assert!(signals(http).await.is_empty(), "a NULL is not journaled");
+
+    // A plain alarm naming 5678: journaled for an operator, flagged, not as bertil's, DUH.
+    let reply = tcp_roundtrip(tcp, &plain("ADM-CID", 42, "5678", "#5678|1101 01 001")).await;
+    let p = dc09::parse(&reply).unwrap();
+    assert_eq!((p.id, p.seq, p.account), ("DUH", "0042", Some("5678")));
+    let sigs = signals(http).await;
+    assert_eq!(sigs.len(), 1, "{sigs:?}");
+    assert_eq!(sigs[0]["flags"], serde_json::json!(["unauthenticated"]));
+    assert!(sigs[0]["subscriber"].is_null(), "{}", sigs[0]);
+    assert_eq!(sigs[0]["events"][0]["code"], "CID 101");
+    assert_eq!(supervision_of(http, "5678").await, before);
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let calls = admin.get("/api/calls?state=open").await.json();
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0]["subscriber"].is_null(), "{}", calls[0]);
+    assert_eq!(calls[0]["kind"], "Personal alarm (unauthenticated device)");
+
+    // The device itself, encrypted: *ACK, bertil's, and heard.
+    let reply = tcp_roundtrip(tcp, &encrypted("NULL", 43, "5678", "", &key128(), now())).await;
+    assert_eq!(token_of(&reply), "*ACK");
+    let after = supervision_of(http, "5678").await;
+    assert!(after.0.is_string(), "{after:?}");
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scaip_device_cannot_be_spoofed_over_dc09() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n1234,,,,,bertil,90,Telia,Norr,carephone,,\n",
+        vakt::registry::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    add_user(dir.path(), ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
+    let srv = start_with(test_config(dir.path())).await;
+    let tcp = srv.dc09_tcp.unwrap();
+    let http = srv.http.unwrap();
+    let before = supervision_of(http, "678").await;
+
+    // cid 678 is valid DC-09 hex, but the device speaks SCAIP with Digest: a DC-09 frame
+    // naming it is not that device.
+    assert_eq!(
+        token_of(&tcp_roundtrip(tcp, &plain("NULL", 50, "678", "")).await),
+        "DUH"
+    );
+    assert_eq!(supervision_of(http, "678").await, before);
+    let reply = tcp_roundtrip(tcp, &plain("ADM-CID", 51, "678", "#678|1101 01 001")).await;
+    assert_eq!(token_of(&reply), "DUH");
+    let sigs = signals(http).await;
+    assert_eq!(sigs.len(), 1, "{sigs:?}");
+    assert_eq!(
+        sigs[0]["flags"],
+        serde_json::json!(["unknown_device", "unauthenticated"])
+    );
+    assert!(sigs[0]["subscriber"].is_null(), "{}", sigs[0]);
+    assert_eq!(supervision_of(http, "678").await, before);
+    // The DC-09 device still is itself.
+    assert_eq!(
+        token_of(&tcp_roundtrip(tcp, &plain("NULL", 52, "1234", "")).await),
+        "ACK"
+    );
+    assert!(supervision_of(http, "1234").await.0.is_string());
+    srv.stop().await.unwrap();
+}
+
 /// A flood of NULLs from accounts nobody registered: each is ACKed, but only the registered
 /// devices' last-heard times reach the store, the unknown ones are kept in a small bounded
 /// list for the console, and a restart loads (and keeps) only registered devices.

@@ -254,9 +254,11 @@ async fn alarm_dispatch_received_restart_reconnect_arrived_completed() {
             .unwrap();
     assert_eq!(welcome.open, vec![did]);
     assert_eq!(assignments[0].state, DispatchState::Received);
+    // The patrol gets it in whole seconds (proto/patrol.md §2), never later than the real one.
+    let deadline: jiff::Timestamp = deadline.parse().unwrap();
     assert_eq!(
-        assignments[0].deadline.map(|d| d.to_string()),
-        Some(deadline.clone())
+        assignments[0].deadline,
+        Some(jiff::Timestamp::from_second(deadline.as_second()).unwrap())
     );
 
     let seq = s.next_seq();
@@ -469,6 +471,19 @@ async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_cou
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["results"][0]["result"], "arrived");
     assert_eq!(a.json()["results"][0]["dispatch"], did);
+    // The patrol is told: its assignment comes again, arrived.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match s.next_push(left).await.unwrap() {
+            Some(ToPatrol::Assignment(a)) if a.state == DispatchState::Arrived => {
+                assert_eq!(a.dispatch, did);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the patrol never heard of its arrival by the lock"),
+        }
+    }
     let call = wait_call(&mut op, id, |c| steps(c).len() >= 3).await;
     assert_eq!(steps(&call)[2], "arrived:lock");
     assert_eq!(call["dispatches"][0]["arrival_method"], "lock");
@@ -498,5 +513,386 @@ async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_cou
         400
     );
     s.close().await;
+    r.stop().await.unwrap();
+}
+
+/// Claims the Call and dispatches it to `patrol`; returns the dispatch id.
+async fn claim_and_dispatch(op: &mut Client, id: u64, patrol: &str) -> u64 {
+    let a = op.post(&format!("/api/calls/{id}/claim"), json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({ "patrol": patrol }),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.json()["id"].as_u64().unwrap()
+}
+
+/// The next message the server pushes, which must be the `assignment` of `dispatch` in
+/// `state` (it follows the `ack` of the step that moved it).
+async fn assignment_follows(s: &mut Session, dispatch: u64, state: DispatchState) {
+    let m = s.next_push(Duration::from_secs(5)).await.unwrap();
+    match m {
+        Some(ToPatrol::Assignment(a)) => {
+            assert_eq!(a.dispatch, dispatch);
+            assert_eq!(a.state, state, "{a:?}");
+            if state != DispatchState::Offered {
+                assert!(a.received_at.is_some() && a.deadline.is_some(), "{a:?}");
+                assert_eq!(a.receipt_deadline, None, "received: no receipt deadline");
+            }
+        }
+        other => panic!("no assignment in state {state:?} after the ack: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_step_is_acknowledged_then_the_assignment_follows_in_its_new_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, _) = prepare(dir.path());
+    let r = start_with(config(dir.path(), 120)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    let did = claim_and_dispatch(&mut op, id, "c1").await;
+    let (mut s, _, open) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token)
+        .await
+        .unwrap();
+    assert_eq!(open[0].state, DispatchState::Offered);
+    // The app knows until when it must confirm receipt (the server's 120 s).
+    assert_eq!(
+        open[0].receipt_deadline,
+        Some(open[0].offered_at + jiff::SignedDuration::from_secs(120))
+    );
+    let now = jiff::Timestamp::now;
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Received {
+            seq,
+            dispatch: did,
+            at: now(),
+        },
+    )
+    .await;
+    assignment_follows(&mut s, did, DispatchState::Received).await;
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Accepted {
+            seq,
+            dispatch: did,
+            at: now(),
+        },
+    )
+    .await;
+    assignment_follows(&mut s, did, DispatchState::Accepted).await;
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Arrived {
+            seq,
+            dispatch: did,
+            at: now(),
+            method: ArrivalMethod::App,
+            code: None,
+        },
+    )
+    .await;
+    assignment_follows(&mut s, did, DispatchState::Arrived).await;
+    // A resend changes nothing: acknowledged, and no assignment follows.
+    ack(
+        &mut s,
+        FromPatrol::Arrived {
+            seq,
+            dispatch: did,
+            at: now(),
+            method: ArrivalMethod::App,
+            code: None,
+        },
+    )
+    .await;
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Completed {
+            seq,
+            dispatch: did,
+            at: now(),
+            outcome: VisitOutcome::Helped,
+            note: String::new(),
+        },
+    )
+    .await;
+    // The dispatch has ended: nothing follows the last ack.
+    let m = s.next_push(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(m, None, "nothing after a resend or the completion");
+    s.close().await;
+    r.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_phone_clock_behind_never_dates_a_timeline_line_before_the_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, _) = prepare(dir.path());
+    let r = start_with(config(dir.path(), 120)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    let did = claim_and_dispatch(&mut op, id, "c1").await;
+    let (mut s, _, _) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token)
+        .await
+        .unwrap();
+    // The phone's clock is ten minutes behind.
+    let early = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Received {
+            seq,
+            dispatch: did,
+            at: early,
+        },
+    )
+    .await;
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Accepted {
+            seq,
+            dispatch: did,
+            at: early - jiff::SignedDuration::from_mins(1),
+        },
+    )
+    .await;
+    let call = wait_call(&mut op, id, |c| steps(c).len() >= 3).await;
+    let at_of = |step: &str| -> jiff::Timestamp {
+        call["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["type"] == "dispatch" && l["step"] == step)
+            .and_then(|l| l["at"].as_str())
+            .unwrap_or_else(|| panic!("no {step} line in {call}"))
+            .parse()
+            .unwrap()
+    };
+    let d = &call["dispatches"][0];
+    let offered: jiff::Timestamp = d["offered_at"].as_str().unwrap().parse().unwrap();
+    let received: jiff::Timestamp = d["received_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(received, offered, "the dispatch is clamped to the offer");
+    assert!(at_of("offered") <= at_of("received"), "{call}");
+    assert_eq!(
+        at_of("received"),
+        received,
+        "the line says what the dispatch says"
+    );
+    assert_eq!(
+        at_of("accepted"),
+        received,
+        "never before the step before it"
+    );
+    s.close().await;
+    r.stop().await.unwrap();
+}
+
+/// Sends a pendant press from `account` and waits for its Call; returns the Call id.
+async fn alarm_from(r: &vakt::server::Running, c: &mut Client, seq: u16, account: &str) -> u64 {
+    let reply = tcp_roundtrip(
+        r.dc09_tcp.unwrap(),
+        &plain("ADM-CID", seq, account, &format!("#{account}|1101 01 001")),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&reply).contains("\"ACK\""));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = c.get("/api/calls?state=open").await.json();
+        if let Some(id) = calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["account"] == account)
+            .and_then(|c| c["id"].as_u64())
+        {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Call for {account}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The live feed of a console logged in as `user`.
+async fn live_feed(
+    http: std::net::SocketAddr,
+    user: &Client,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{http}/api/live"),
+    )
+    .unwrap();
+    req.headers_mut().insert(
+        "cookie",
+        format!("vakt_session={}", user.cookie.clone().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    tokio_tungstenite::connect_async(req).await.expect("ws").0
+}
+
+#[tokio::test]
+async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (token1, token2) = prepare(dir.path());
+    // A second person of Centrum with a carephone (account 2468), and a second operator.
+    vakt::cli::import_devices(
+        dir.path(),
+        format!("{}2468,,,,,bo,90,Telia,Centrum\n", devices_csv()).as_bytes(),
+    )
+    .unwrap();
+    {
+        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let bo = format!(
+            "{}\nbo,Bo Berg,19400101-9806,Kyrkvägen 2,123 45,Vaktby,Centrum,070-333 44 55,Hemtjänst Centrum,0,,,,,,,,,,,,,,,,sv\n",
+            vakt::subscribers::CSV_HEADER
+        );
+        store
+            .upsert_subscribers(&vakt::subscribers::parse_csv(bo.as_bytes()).unwrap())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    add_user(dir.path(), "petra", Role::Operator, "petra-password-1");
+    let r = start_with(config(dir.path(), 10)).await;
+    let http = r.http.unwrap();
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let petra = Client::login(http, "petra", "petra-password-1").await;
+
+    // Bo's alarm waits in the queue (older, the same level); Åsa's is the one dispatched.
+    let older = alarm_from(&r, &mut op, 1, "2468").await;
+    let id = alarm_from(&r, &mut op, 2, "1234").await;
+    assert_ne!(older, id);
+    // The route's first patrol, c1, is on shift and connected; the operator picks c2.
+    let (mut c1, _, _) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token1)
+        .await
+        .unwrap();
+    let first = claim_and_dispatch(&mut op, id, "c2").await;
+    // c2's phone gets it but nobody confirms.
+    let (mut c2, _, offered) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c2", &token2)
+        .await
+        .unwrap();
+    assert_eq!(offered[0].dispatch, first);
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/close"),
+            json!({"outcome": "patrol_needed"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // c2 never confirms: after the receipt time the route's first patrol, which has not been
+    // tried, gets it.
+    let passed = match c1.next_push(Duration::from_secs(30)).await.unwrap() {
+        Some(ToPatrol::Assignment(a)) => *a,
+        other => panic!("c1, on shift and untried, was not offered the Call: {other:?}"),
+    };
+    assert_eq!(passed.call, id);
+    assert_ne!(passed.dispatch, first);
+    // c2 is told why it lost it, in a form the app can act on.
+    match c2.next_push(Duration::from_secs(5)).await.unwrap() {
+        Some(ToPatrol::Cancelled {
+            dispatch,
+            cause,
+            reason,
+            ..
+        }) => {
+            assert_eq!(dispatch, first);
+            assert_eq!(cause, vakt::codec::patrol::CancelCause::ReceiptTimeout);
+            assert!(reason.contains("another patrol"), "{reason}");
+        }
+        other => panic!("c2 was not told: {other:?}"),
+    }
+    c2.close().await;
+    // c1 cannot go. Nobody of the route is left: c2 was tried.
+    let mut feed = live_feed(http, &petra).await;
+    let seq = c1.next_seq();
+    ack(
+        &mut c1,
+        FromPatrol::Declined {
+            seq,
+            dispatch: passed.dispatch,
+            at: jiff::Timestamp::now(),
+            reason: "Busy at Kyrkbacken".into(),
+        },
+    )
+    .await;
+
+    // The Call is back in the queue, for every operator, live.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tokio::time::timeout_at(deadline, feed.next())
+            .await
+            .expect("the reopened Call on the live feed")
+            .expect("open")
+            .expect("ok");
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["type"] == "call" && v["call"]["id"] == id {
+            assert_eq!(v["call"]["state"], "queued", "{v}");
+            break;
+        }
+    }
+    let call = wait_call(&mut op, id, |c| c["state"] == "queued").await;
+    let s = steps(&call);
+    assert_eq!(s[0], "offered");
+    assert_eq!(s[1], "receipt_timeout:passed to Centrum 1", "{s:?}");
+    assert!(s[2].starts_with("offered:after dispatch"), "{s:?}");
+    let declined = &s[3];
+    assert!(
+        declined.starts_with("declined:Busy at Kyrkbacken; not passed on: Centrum 2 already tried"),
+        "{declined}"
+    );
+    assert!(
+        !declined.contains("on shift"),
+        "both are on shift: {declined}"
+    );
+    let reopened: Vec<&Value> = call["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["type"] == "reopened")
+        .collect();
+    assert_eq!(reopened.len(), 1, "{call}");
+    let why = reopened[0]["reason"].as_str().unwrap();
+    assert!(why.contains("Centrum 1 declined"), "{why}");
+    assert!(why.contains("Centrum 2 already tried"), "{why}");
+    assert_eq!(call["outcome"], Value::Null);
+    assert_eq!(call["closed_at"], Value::Null);
+    c1.close().await;
+
+    // It survives a restart, and it comes first in its level, before Bo's older Call.
+    r.stop().await.unwrap();
+    let r = start_with(config(dir.path(), 10)).await;
+    let http = r.http.unwrap();
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let open = op.get("/api/calls?state=open").await.json();
+    let ids: Vec<u64> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [id, older], "{open}");
+    let a = op.send("POST", "/api/calls/next", None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["id"], id);
+    // And it can be dispatched again.
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c2"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
     r.stop().await.unwrap();
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vakt::codec::patrol::{
-    AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
+    AccessInfo, AssignmentMsg, CancelCause, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
 };
-use vakt::dispatch::patrol_link::{self, Link, PatrolHub};
+use vakt::dispatch::patrol_link::{self, EventError, Link, PatrolHub};
 use vakt::model::{DispatchState, Priority};
 use vakt::patrol_client::{ClientError, Session};
 use vakt::transport::quic::{self, Trust};
@@ -17,6 +17,8 @@ use vakt::transport::quic::{self, Trust};
 #[derive(Default)]
 struct FakeHub {
     events: Mutex<Vec<(String, FromPatrol)>>,
+    /// The next `seq` not reserved (0: none reserved yet, numbers start at 1).
+    seqs: Mutex<u64>,
 }
 
 fn assignment() -> AssignmentMsg {
@@ -38,14 +40,25 @@ fn assignment() -> AssignmentMsg {
         priority: Priority(1),
         limit_mins: 30,
         offered_at: jiff::Timestamp::UNIX_EPOCH,
+        receipt_deadline: None,
         received_at: None,
         deadline: None,
     }
 }
 
 impl PatrolHub for FakeHub {
-    fn authenticate(&self, patrol: &str, token: &str) -> bool {
-        patrol == "p1" && token == "t1"
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+        match (patrol, token) {
+            ("p1", "t1") => Ok(()),
+            ("p1", _) => Err(ErrorCode::BadToken),
+            _ => Err(ErrorCode::UnknownPatrol),
+        }
+    }
+    fn reserve_seqs(&self, _patrol: &str, count: u64) -> Option<u64> {
+        let mut next = self.seqs.lock().unwrap();
+        let first = (*next).max(1);
+        *next = first + count;
+        Some(first)
     }
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
         if patrol == "p1" {
@@ -54,9 +67,13 @@ impl PatrolHub for FakeHub {
             Vec::new()
         }
     }
-    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError> {
+        // Dispatch 13: the store is failing.
+        if ev.dispatch() == Some(13) {
+            return Err(EventError::Unavailable);
+        }
         if ev.dispatch() != Some(41) {
-            return Err(ErrorCode::NotYours);
+            return Err(ErrorCode::NotYours.into());
         }
         self.events
             .lock()
@@ -139,6 +156,53 @@ async fn bad_token_is_refused() {
 }
 
 #[tokio::test]
+async fn an_unknown_patrol_is_told_so() {
+    let srv = start().await;
+    let err = Session::connect(srv.addr, &srv.trust, "p9", "t1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::UnknownPatrol,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_final());
+    srv.shutdown.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_stored_gets_no_answer_and_the_connection_closes() {
+    let srv = start().await;
+    let (mut s, _, _) = Session::connect(srv.addr, &srv.trust, "p1", "t1")
+        .await
+        .unwrap();
+    let seq = s.next_seq();
+    let err = s
+        .send_event(&FromPatrol::Received {
+            seq,
+            dispatch: 13,
+            at: NOW,
+        })
+        .await
+        .unwrap_err();
+    // No `error` (which would be final): the patrol keeps it and resends after reconnecting.
+    assert!(matches!(err, ClientError::Lost(_)), "{err:?}");
+    assert!(!err.is_final());
+    assert!(
+        err.to_string().contains("internal error"),
+        "closed with its reason: {err}"
+    );
+    srv.shutdown.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
 async fn session_events_pushes_reconnect_and_replacement() {
     let srv = start().await;
 
@@ -196,6 +260,7 @@ async fn session_events_pushes_reconnect_and_replacement() {
         ToPatrol::Cancelled {
             seq: 0,
             dispatch: 1,
+            cause: CancelCause::Withdrawn,
             reason: String::new()
         }
     ));
@@ -213,7 +278,7 @@ async fn session_events_pushes_reconnect_and_replacement() {
         "{m:?}"
     );
 
-    // Reconnect: the open assignment comes again.
+    // Reconnect: the open assignment comes again, numbered after the warning.
     s.close().await;
     wait_for(|| !srv.link.connected("p1")).await;
     let (mut first, welcome, open) = Session::connect(srv.addr, &srv.trust, "p1", "t1")
@@ -221,6 +286,10 @@ async fn session_events_pushes_reconnect_and_replacement() {
         .unwrap();
     assert_eq!(welcome.open, vec![41]);
     assert_eq!(open.len(), 1);
+    assert_eq!(
+        open[0].seq, 3,
+        "the server's seq goes on across connections"
+    );
 
     // A second login replaces the first.
     let (mut second, _, open) = Session::connect(srv.addr, &srv.trust, "p1", "t1")

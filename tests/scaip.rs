@@ -309,7 +309,10 @@ async fn unauthenticated_requests_are_challenged_and_never_journaled() {
     let sc = scaip_signals(&all);
     assert_eq!(sc.len(), 1, "only the authenticated request: {sc:?}");
     assert_eq!(sc[0]["seq"], "X1");
-    assert_eq!(sc[0]["flags"][0], "unknown_device");
+    assert_eq!(
+        sc[0]["flags"],
+        serde_json::json!(["unknown_device", "unauthenticated"])
+    );
     assert!(sc[0]["subscriber"].is_null());
     let metrics = common::http_get(http, "/metrics").await.1;
     for reason in ["bad_response", "unknown_user", "basic", "bad_nonce"] {
@@ -495,5 +498,299 @@ async fn a_source_over_its_rate_is_told_to_retry_later() {
         metric(&metrics, "vakt_scaip_rate_limited_total") >= 2.0,
         "{metrics}"
     );
+    srv.stop().await.unwrap();
+}
+
+/// The status code and `WWW-Authenticate` of the next response (confirming any MESSAGE of
+/// vakt's that comes first).
+async fn next_response(luc: &mut Luc) -> (u16, Option<String>) {
+    loop {
+        let raw = luc.recv().await.unwrap();
+        let m = vakt::codec::sip::parse(&raw).unwrap();
+        match m.start {
+            vakt::codec::sip::StartLine::Response { code, .. } => {
+                return (code, m.header("WWW-Authenticate").map(str::to_owned));
+            }
+            vakt::codec::sip::StartLine::Request { .. } => {
+                let mut ok = Vec::new();
+                vakt::codec::sip::encode_response(&m, 200, "OK", "t", &[], None, b"", &mut ok);
+                luc.send(&ok).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Digest credentials for `uri` on the device's last challenge, with or without qop.
+fn credentials(luc: &Luc, user: &str, password: &str, uri: &str, qop: bool) -> String {
+    use vakt::codec::sip;
+    let (realm, nonce) = luc.challenge.clone().expect("challenged");
+    let ha1 = sip::ha1(user, &realm, password);
+    if qop {
+        let r = sip::digest_response(
+            &ha1,
+            &nonce,
+            Some("00000001"),
+            Some("c0ffee"),
+            Some("auth"),
+            "MESSAGE",
+            uri,
+        );
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\""
+        )
+    } else {
+        let r = sip::digest_response(&ha1, &nonce, None, None, None, "MESSAGE", uri);
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5"
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_is_refused_and_never_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let (user, pw) = ("luc678", "s3cret-678");
+
+    // TCP: a captured request sent again byte for byte (no UDP retransmission cache there).
+    let mut luc = Luc::tcp(srv.scaip_tcp.unwrap(), user, pw).await.unwrap();
+    let x = luc.mrq(&alarm("R1", "678", 3)).await.unwrap();
+    assert_eq!(x.code, 200);
+    let auth = credentials(&luc, user, pw, "sip:arc@vakt", true);
+    let first = luc.message(
+        "MESSAGE",
+        alarm("R2", "678", 3).as_bytes(),
+        Some(auth.clone()),
+    );
+    luc.send(&first).await.unwrap();
+    assert_eq!(next_response(&mut luc).await.0, 200);
+    luc.send(&first).await.unwrap();
+    let (code, challenge) = next_response(&mut luc).await;
+    assert_eq!(code, 401, "the same request again");
+    let challenge = challenge.unwrap();
+    assert!(challenge.contains("stale=true"), "{challenge}");
+    // The same header on another request (an injected alarm): refused too.
+    let injected = luc.message("MESSAGE", alarm("R3", "678", 3).as_bytes(), Some(auth));
+    luc.send(&injected).await.unwrap();
+    assert_eq!(next_response(&mut luc).await.0, 401);
+
+    // UDP: each copy is a new request (a new branch) with the captured header.
+    let mut udp = Luc::udp(srv.scaip_udp.unwrap(), user, pw).await.unwrap();
+    assert_eq!(udp.mrq(&alarm("U1", "678", 3)).await.unwrap().code, 200);
+    let auth = credentials(&udp, user, pw, "sip:arc@vakt", true);
+    for (reference, code) in [("U2", 200), ("U3", 401), ("U4", 401)] {
+        let req = udp.message(
+            "MESSAGE",
+            alarm(reference, "678", 3).as_bytes(),
+            Some(auth.clone()),
+        );
+        udp.send(&req).await.unwrap();
+        let (c, h) = next_response(&mut udp).await;
+        assert_eq!(c, code, "{reference} {h:?}");
+    }
+    // Without qop (RFC 2069, no nonce count): a nonce is good for one request.
+    assert_eq!(udp.mrq(&alarm("N0", "678", 3)).await.unwrap().code, 200);
+    let auth = credentials(&udp, user, pw, "sip:arc@vakt", false);
+    for (reference, code) in [("N1", 200), ("N2", 401)] {
+        let req = udp.message(
+            "MESSAGE",
+            alarm(reference, "678", 3).as_bytes(),
+            Some(auth.clone()),
+        );
+        udp.send(&req).await.unwrap();
+        let (c, h) = next_response(&mut udp).await;
+        assert_eq!(c, code, "{reference} {h:?}");
+    }
+    // Credentials for another URI than the request's are refused.
+    assert_eq!(udp.mrq(&alarm("W0", "678", 3)).await.unwrap().code, 200);
+    let elsewhere = credentials(&udp, user, pw, "sip:arc@elsewhere.example", true);
+    let req = udp.message("MESSAGE", alarm("W1", "678", 3).as_bytes(), Some(elsewhere));
+    udp.send(&req).await.unwrap();
+    assert_eq!(next_response(&mut udp).await.0, 401);
+    // The honest device re-authenticates and goes on.
+    assert_eq!(udp.mrq(&alarm("W2", "678", 3)).await.unwrap().code, 200);
+
+    let refs: Vec<String> = scaip_signals(&signals(http).await)
+        .iter()
+        .map(|s| s["seq"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(refs, ["R1", "R2", "U1", "U2", "N0", "N1", "W0", "W2"]);
+    let metrics = common::http_get(http, "/metrics").await.1;
+    for reason in ["replay", "uri"] {
+        assert!(
+            metric(
+                &metrics,
+                &format!("vakt_scaip_auth_failures_total{{reason=\"{reason}\"}}")
+            ) >= 1.0,
+            "{reason}: {metrics}"
+        );
+    }
+    srv.stop().await.unwrap();
+}
+
+/// Log lines written while the tests of this file run (WARN and above, every server).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let b = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || W(b.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_logged() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
+    let local = luc.local_addr().unwrap();
+    let body = alarm("M1", "678", 3);
+
+    // The device asks for rport (its Via names 127.0.0.1:5999, not its real port): every
+    // response carries the source port and address.
+    let req = luc.message("MESSAGE", body.as_bytes(), None);
+    luc.send(&req).await.unwrap();
+    let raw = luc.recv().await.unwrap();
+    let r = vakt::codec::sip::parse(&raw).unwrap();
+    let want = format!(";received=127.0.0.1;rport={}", local.port());
+    assert!(
+        r.header("Via").unwrap().contains(&want),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let h = r.header("WWW-Authenticate").unwrap();
+    let nonce = h
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    luc.challenge = Some(("vakt".into(), nonce.into()));
+    let auth = luc.authorization("MESSAGE");
+    let req = luc.message("MESSAGE", body.as_bytes(), auth);
+    luc.send(&req).await.unwrap();
+    let raw = luc.recv().await.unwrap();
+    let ok = vakt::codec::sip::parse(&raw).unwrap();
+    assert!(
+        raw.starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(ok.header("Via").unwrap().contains(&want));
+
+    // vakt's <mrs>: a new request outside any dialog (RFC 3261 §8.1.1, RFC 3428 §4).
+    let raw = luc.recv().await.unwrap();
+    let m = vakt::codec::sip::parse(&raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert_eq!(m.method(), Some("MESSAGE"), "{text}");
+    assert_eq!(m.to_tag(), None, "no To tag: {text}");
+    assert_eq!(
+        m.header("To"),
+        Some("<sip:luc678@vakt>"),
+        "the device's AOR: {text}"
+    );
+    assert_ne!(m.call_id(), luc.call_id(), "a Call-ID of its own: {text}");
+    assert!(m.call_id().len() >= 16, "{text}");
+    let from_tag = m.from_tag().expect("vakt's own From tag");
+    assert_ne!(
+        Some(from_tag),
+        ok.to_tag(),
+        "not the tag of the 200: {text}"
+    );
+    assert!(
+        matches!(
+            m.start,
+            vakt::codec::sip::StartLine::Request {
+                uri: "sip:luc678@vakt",
+                ..
+            }
+        ),
+        "{text}"
+    );
+    let mrs = vakt::codec::scaip::parse_mrs(m.body).unwrap();
+    assert_eq!((mrs.reference.as_deref(), mrs.snu), (Some("M1"), 4));
+
+    // A strict SIP stack (PJSIP) would answer 481: vakt counts it and says so in its log.
+    let mut refusal = Vec::new();
+    vakt::codec::sip::encode_response(
+        &m,
+        481,
+        "Call/Transaction Does Not Exist",
+        "luc",
+        &[],
+        None,
+        b"",
+        &mut refusal,
+    );
+    luc.send(&refusal).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = common::http_get(http, "/metrics").await.1;
+        let rejected = metric(
+            &metrics,
+            "vakt_scaip_answer_rejections_total{status=\"481\"}",
+        );
+        let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        if rejected >= 1.0 && log.contains("481") && log.contains("luc678") {
+            assert!(
+                metric(&metrics, "vakt_scaip_answers_total{outcome=\"rejected\"}") >= 1.0,
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "481 counted and logged: {metrics}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_device_that_keeps_its_nonce_is_renewed_and_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let mut cfg = test_config(dir.path());
+    cfg.scaip.rate_per_source = 1000;
+    cfg.scaip.rate_burst = 1000;
+    let srv = start_with(cfg).await;
+    // Far more requests on one nonce than vakt keeps counts for per user (each with a fresh
+    // cnonce, as SIPp and vakt's luc send): vakt gives the old nonce up (stale=true) and the
+    // device goes on with a new one, every request answered.
+    let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
+        .await
+        .unwrap();
+    for i in 0..3 * vakt::codec::sip::NONCE_USES_PER_USER {
+        let body = format!("<mrq><ref>P{i}</ref><mty>PI</mty><cid>678</cid><dty>2</dty></mrq>");
+        let x = luc.mrq(&body).await.unwrap();
+        assert_eq!(x.code, 200, "request {i}");
+        assert_eq!(x.mrs.unwrap().snu, 0, "request {i}");
+    }
     srv.stop().await.unwrap();
 }

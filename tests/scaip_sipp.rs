@@ -11,6 +11,10 @@
 //! - A malformed body gets `snu 2`, an `<mrq>` without `cid` gets `snu 7`.
 //! - A wrong password is challenged again and journals nothing.
 //!
+//! vakt's `<mrs>` is a request of its own outside any dialog (its own Call-ID, no To tag), which
+//! SIPp hands to the out-of-call scenario (`-oocsf proto/scaip/mrs.xml`); the device scenario
+//! reads it from there, checks it has no To tag and its own Call-ID, and matches it by `ref`.
+//!
 //! The scenarios check the `<mrs>` themselves and fail SIPp (exit status not 0) otherwise; on a
 //! failure the assertion message carries SIPp's error log, its `<log>` lines and the end of its
 //! message trace. With `VAKT_ARTIFACTS` set, SIPp's traces are kept in its `sipp/` folder.
@@ -103,20 +107,24 @@ struct Sipp {
 }
 
 impl Sipp {
-    /// Starts `proto/scaip/{scenario}.xml` against `target`, one call, traces in `dir`.
+    /// Starts `proto/scaip/{scenario}.xml` against `target`, one call, traces in `dir`;
+    /// vakt's `<mrs>` MESSAGEs, which belong to no call of the device (a Call-ID of their own),
+    /// go to the out-of-call scenario `proto/scaip/{ooc}.xml`.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         sipp: &Path,
         dir: &Path,
         scenario: &str,
+        ooc: &str,
         transport: Transport,
         target: SocketAddr,
         keys: &[(&str, &str)],
         extra: &[&str],
     ) -> Sipp {
         let name = format!("{scenario}-{}", transport.sipp_mode());
-        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("proto/scaip")
-            .join(format!("{scenario}.xml"));
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/scaip");
+        let file = folder.join(format!("{scenario}.xml"));
+        let ooc = folder.join(format!("{ooc}.xml"));
         let trace = |what: &str| dir.join(format!("{name}_{what}.log"));
         let (errors, logs, messages, screen) = (
             trace("errors"),
@@ -128,6 +136,8 @@ impl Sipp {
         cmd.current_dir(dir)
             .arg("-sf")
             .arg(&file)
+            .arg("-oocsf")
+            .arg(&ooc)
             .args(["-t", transport.sipp_mode(), "-i", "127.0.0.1", "-m", "1"])
             .args(["-s", CID, "-au", SIP_USER, "-ap", SIP_PASSWORD])
             .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
@@ -286,6 +296,7 @@ async fn alarm_hold_then_voice(transport: Transport) {
         &sipp,
         dir.path(),
         "alarm_hold_voice",
+        "mrs",
         transport,
         transport.target(&srv),
         &[("ref", reference), ("poll_ms", "1000")],
@@ -369,6 +380,7 @@ async fn heartbeat_gets_snu_0_and_hbi_and_journals_nothing() {
         &sipp,
         dir.path(),
         "heartbeat",
+        "mrs",
         Transport::Udp,
         Transport::Udp.target(&srv),
         &[("ref", "H1"), ("hbi", "60")],
@@ -391,6 +403,7 @@ async fn battery_low_gets_snu_0_and_is_retransmitted_over_udp_until_answered() {
         &sipp,
         dir.path(),
         "battery_low_udp_retransmit",
+        "mrs_retransmit",
         Transport::Udp,
         Transport::Udp.target(&srv),
         &[("ref", "1242")],
@@ -412,6 +425,7 @@ async fn malformed_body_gets_snu_2() {
         &sipp,
         dir.path(),
         "malformed",
+        "mrs",
         Transport::Tcp,
         Transport::Tcp.target(&srv),
         &[("ref", "1249")],
@@ -431,6 +445,7 @@ async fn mrq_without_cid_gets_snu_7() {
         &sipp,
         dir.path(),
         "missing_cid",
+        "mrs",
         Transport::Udp,
         Transport::Udp.target(&srv),
         &[("ref", "1250")],
@@ -452,6 +467,7 @@ async fn wrong_password_is_challenged_again_and_journals_nothing() {
             &sipp,
             dir.path(),
             "wrong_password",
+            "mrs",
             transport,
             transport.target(&srv),
             &[("ref", "1260")],

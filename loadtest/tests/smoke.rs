@@ -205,6 +205,7 @@ fn console_sees_every_alarm_as_a_call() {
                 role: vakt::model::Role::Admin,
                 password_hash: vakt::console::auth::hash_password(password).expect("hash"),
                 created_at: jiff::Timestamp::now(),
+                disabled: false,
             })
             .expect("user stored");
         store.flush().expect("flush");

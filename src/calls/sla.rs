@@ -17,22 +17,28 @@
 //! - The deadline is the first late instant: arriving at or after it is a breach, and [`tick`]
 //!   at or after it reports the breach, so the result does not depend on whether a tick came
 //!   first. `breached` is never cleared.
-//! - An event that is already recorded is a no-op (`Ok`, nothing changes; the first time
-//!   counts): `Received` once received, `Accepted` once accepted, `Arrived` once arrived,
-//!   `Declined` on a declined dispatch, `Completed` on a completed one, [`cancel`] on a cancelled
-//!   one. Patrols resend unacknowledged messages after a reconnect, so repeats are normal.
-//! - A patrol that forgot to confirm receipt is not refused: `Accepted`, `Declined`, `Arrived`
-//!   or `Completed` straight from `Offered` imply receipt at that moment (`received_at = now`),
-//!   so its time to arrival is counted from then.
-//! - `Completed` without `Arrived` means the patrol arrived at that moment, known by the
-//!   [`ArrivalMethod::App`] (the patrol pressed a button in its app).
+//! - An event that is already recorded (applied, or implied by a later step) is a no-op
+//!   (`Ok`, nothing changes; the first time counts), in every state, closed ones included:
+//!   `Received` once received, `Accepted` once accepted or arrived, `Arrived` once arrived,
+//!   `Declined` on a declined dispatch, `Completed` on a completed one, [`cancel`] on a
+//!   cancelled one. Patrols resend unacknowledged messages after a reconnect (also after the
+//!   dispatch has ended), so repeats are normal. This rule comes before the next one
+//!   (`proto/patrol.md` §6, rules 2 and 3).
+//! - Closed dispatches (`Declined`, `ReceiptTimeout`, `Completed`, `Cancelled`) take no other
+//!   event ([`SlaError::NotOpen`]).
+//! - A patrol that forgot to confirm receipt is not refused: `Accepted`, `Declined` or
+//!   `Arrived` straight from `Offered` imply receipt at that moment (`received_at = now`), so
+//!   its time to arrival is counted from then.
+//! - `Completed` needs `Arrived` first: from `Offered`, `Received` or `Accepted` it is
+//!   [`SlaError::OutOfOrder`]. The arrival time is what the SLA measures, and the moment of a
+//!   completion is not it (the patrol may have been at the door for an hour).
 //! - `Declined` closes the dispatch (the operator or the route picks another patrol); it is
-//!   accepted from `Offered`, `Received` and `Accepted`, not after arrival.
+//!   accepted from `Offered`, `Received` and `Accepted`, not after arrival
+//!   ([`SlaError::OutOfOrder`]).
 //! - [`cancel`] closes an open dispatch (`Offered`, `Received`, `Accepted`). An arrived one is
 //!   closed with `Completed` instead.
-//! - Closed dispatches (`Declined`, `ReceiptTimeout`, `Completed`, `Cancelled`) take no events
-//!   ([`SlaError::NotOpen`]); an event that does not fit an open or arrived dispatch is
-//!   [`SlaError::OutOfOrder`]. A refused event changes nothing.
+//! - An event that does not fit an open or arrived dispatch is [`SlaError::OutOfOrder`]. A
+//!   refused event changes nothing.
 //! - Every time the clocks need is in the [`Dispatch`] (serde), so after a restart ticking
 //!   resumes from the stored times; marks that passed while vakt was down are reported once
 //!   each, in order, then the breach if it is due.
@@ -189,15 +195,11 @@ pub fn new_dispatch(
 pub fn apply(d: &mut Dispatch, ev: PatrolEvent, now: Timestamp) -> Result<(), SlaError> {
     use DispatchState as S;
     let event = ev.name();
+    if already_recorded(d, &ev) {
+        // The first time counts.
+        return Ok(());
+    }
     match (d.state, ev) {
-        // Already recorded: the first time counts.
-        (S::Received | S::Accepted | S::Arrived, PatrolEvent::Received)
-        | (S::Accepted, PatrolEvent::Accepted)
-        | (S::Arrived, PatrolEvent::Arrived { .. })
-        | (S::Declined, PatrolEvent::Declined { .. })
-        | (S::Completed, PatrolEvent::Completed { .. }) => {}
-        (S::Arrived, PatrolEvent::Accepted) if d.accepted_at.is_some() => {}
-
         (S::Offered, PatrolEvent::Received) => {
             receive(d, now);
             d.state = S::Received;
@@ -215,11 +217,6 @@ pub fn apply(d: &mut Dispatch, ev: PatrolEvent, now: Timestamp) -> Result<(), Sl
             receive(d, now);
             arrive(d, method, now);
         }
-        (S::Offered | S::Received | S::Accepted, PatrolEvent::Completed { outcome, note }) => {
-            receive(d, now);
-            arrive(d, ArrivalMethod::App, now);
-            end(d, S::Completed, completion_note(&outcome, &note), now);
-        }
         (S::Arrived, PatrolEvent::Completed { outcome, note }) => {
             end(d, S::Completed, completion_note(&outcome, &note), now);
         }
@@ -230,6 +227,19 @@ pub fn apply(d: &mut Dispatch, ev: PatrolEvent, now: Timestamp) -> Result<(), Sl
         (state, _) => return Err(SlaError::OutOfOrder { state, event }),
     }
     Ok(())
+}
+
+/// Whether `ev` is already recorded in `d` (applied, or implied by a later step): then it is
+/// acknowledged and changes nothing, whatever the state.
+fn already_recorded(d: &Dispatch, ev: &PatrolEvent) -> bool {
+    match ev {
+        PatrolEvent::Received => d.received_at.is_some(),
+        // An arrival implies the patrol took it.
+        PatrolEvent::Accepted => d.accepted_at.is_some() || d.arrived_at.is_some(),
+        PatrolEvent::Arrived { .. } => d.arrived_at.is_some(),
+        PatrolEvent::Declined { .. } => d.state == DispatchState::Declined,
+        PatrolEvent::Completed { .. } => d.state == DispatchState::Completed,
+    }
 }
 
 /// The operator withdraws the dispatch at `now`: an open one (offered, received, accepted)
@@ -751,13 +761,12 @@ mod tests {
         let closed = SlaError::NotOpen(DispatchState::Cancelled);
         refused(&mut d, completed("done", ""), closed);
         refused(&mut d, arrived(ArrivalMethod::Lock), closed);
-        refused(&mut d, PatrolEvent::Received, closed);
         refused(&mut d, PatrolEvent::Accepted, closed);
 
         let mut d = received(30);
+        apply(&mut d, arrived(ArrivalMethod::App), tm(9)).unwrap();
         apply(&mut d, completed("done", ""), tm(10)).unwrap();
         let closed = SlaError::NotOpen(DispatchState::Completed);
-        refused(&mut d, arrived(ArrivalMethod::App), closed);
         refused(&mut d, PatrolEvent::Declined { reason: "x".into() }, closed);
         assert_eq!(cancel(&mut d, "x", tm(11)), Err(closed));
 
@@ -776,7 +785,7 @@ mod tests {
             SlaError::NotOpen(DispatchState::Declined),
         );
 
-        // Arrived without having accepted.
+        // Declined after the arrival.
         let mut d = received(30);
         apply(&mut d, arrived(ArrivalMethod::App), tm(10)).unwrap();
         refused(
@@ -785,14 +794,6 @@ mod tests {
             SlaError::OutOfOrder {
                 state: DispatchState::Arrived,
                 event: "declined",
-            },
-        );
-        refused(
-            &mut d,
-            PatrolEvent::Accepted,
-            SlaError::OutOfOrder {
-                state: DispatchState::Arrived,
-                event: "accepted",
             },
         );
         let before = d.clone();
@@ -836,28 +837,86 @@ mod tests {
         assert_eq!(d.note, "far");
         assert_eq!(next_due(&d, &opts), None);
         assert_eq!(tick(&mut d, &opts, tm(60)), vec![]);
-
-        let mut d = offered(30);
-        apply(&mut d, completed("", "false alarm"), t(90)).unwrap();
-        assert_eq!(d.state, DispatchState::Completed);
-        assert_eq!(d.received_at, Some(t(90)));
-        assert_eq!(d.arrived_at, Some(t(90)));
-        assert_eq!(d.arrival_method, Some(ArrivalMethod::App));
-        assert_eq!(d.note, "false alarm");
     }
 
     #[test]
-    fn completed_without_arrived_arrives_by_app_at_that_moment() {
+    fn completed_without_arrived_is_refused_and_records_no_arrival() {
+        for mut d in [offered(30), received(30)] {
+            let before = d.clone();
+            let state = d.state;
+            assert_eq!(
+                apply(&mut d, completed("helped up", ""), tm(32)),
+                Err(SlaError::OutOfOrder {
+                    state,
+                    event: "completed"
+                })
+            );
+            assert_eq!(d, before, "no arrival recorded, nothing changed");
+        }
         let mut d = received(30);
         apply(&mut d, PatrolEvent::Accepted, tm(1)).unwrap();
+        let before = d.clone();
+        assert!(apply(&mut d, completed("helped up", ""), tm(32)).is_err());
+        assert_eq!(d, before);
+        assert_eq!(time_to_arrival(&d), None);
+        // Arrived first (its time is the SLA's), then completed.
+        apply(&mut d, arrived(ArrivalMethod::App), tm(12)).unwrap();
         apply(&mut d, completed("helped up", ""), tm(32)).unwrap();
         assert_eq!(d.state, DispatchState::Completed);
-        assert_eq!(d.arrived_at, Some(tm(32)));
-        assert_eq!(d.arrival_method, Some(ArrivalMethod::App));
+        assert_eq!(d.arrived_at, Some(tm(12)));
         assert_eq!(d.ended_at, Some(tm(32)));
-        assert_eq!(d.note, "helped up");
-        assert!(d.breached);
-        assert_eq!(time_to_arrival(&d), Some(SignedDuration::from_mins(32)));
+        assert!(!d.breached);
+    }
+
+    #[test]
+    fn a_step_already_applied_is_acknowledged_after_the_dispatch_ended() {
+        // Received, arrived by the lock (accepted implied), completed: every resend of those
+        // steps changes nothing, also now that the dispatch is closed.
+        let mut d = received(30);
+        apply(&mut d, arrived(ArrivalMethod::Lock), tm(10)).unwrap();
+        apply(&mut d, completed("helped", ""), tm(20)).unwrap();
+        let done = d.clone();
+        for ev in [
+            PatrolEvent::Received,
+            PatrolEvent::Accepted,
+            arrived(ArrivalMethod::App),
+            completed("other", "again"),
+        ] {
+            assert_eq!(apply(&mut d, ev, tm(30)), Ok(()));
+            assert_eq!(d, done);
+        }
+        // A declined dispatch was received (implied): a resent receipt is a repeat, an
+        // arrival is not.
+        let mut d = offered(30);
+        apply(
+            &mut d,
+            PatrolEvent::Declined {
+                reason: "far".into(),
+            },
+            t(30),
+        )
+        .unwrap();
+        let before = d.clone();
+        assert_eq!(apply(&mut d, PatrolEvent::Received, t(40)), Ok(()));
+        assert_eq!(
+            apply(&mut d, arrived(ArrivalMethod::App), t(40)),
+            Err(SlaError::NotOpen(DispatchState::Declined))
+        );
+        assert_eq!(d, before);
+        // Timed out without receipt: the receipt crossing the timeout is refused.
+        let mut d = offered(30);
+        tick(&mut d, &SlaOptions::default(), tm(2));
+        assert_eq!(
+            apply(&mut d, PatrolEvent::Received, tm(2)),
+            Err(SlaError::NotOpen(DispatchState::ReceiptTimeout))
+        );
+        // Accepted after the arrival is a repeat too (proto/patrol.md §6).
+        let mut d = received(30);
+        apply(&mut d, arrived(ArrivalMethod::App), tm(10)).unwrap();
+        let before = d.clone();
+        assert_eq!(apply(&mut d, PatrolEvent::Accepted, tm(11)), Ok(()));
+        assert_eq!(d, before);
+        assert_eq!(d.accepted_at, None);
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //!
 //! `proto/patrol.md` is the protocol for client writers; `proto/patrol/` holds one example
 //! file per message, checked by the tests here.
+//!
+//! Times vakt sends are whole seconds (`2026-11-03T17:42:13Z`, truncated, so a deadline shown
+//! is never later than the real one): one fixed shape that every platform's RFC 3339 parser
+//! reads. Times it reads may have any fraction and offset.
 
 use std::fmt;
 
@@ -117,6 +121,43 @@ impl From<&str> for Secret {
 }
 
 // ---------------------------------------------------------------------------------------
+// Times on the wire
+// ---------------------------------------------------------------------------------------
+
+/// `t` without its fraction of a second (towards the past).
+fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// Serde of a time vakt sends: whole seconds out, any RFC 3339 time in.
+mod wire_time {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        super::whole_second(*t).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        Timestamp::deserialize(d)
+    }
+}
+
+/// [`wire_time`] for a time that may be `null`.
+mod wire_time_opt {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        t.map(super::whole_second).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        Option::<Timestamp>::deserialize(d)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Parts of messages
 // ---------------------------------------------------------------------------------------
 
@@ -207,11 +248,44 @@ pub struct AssignmentMsg {
     /// Minutes from receipt to arrival.
     pub limit_mins: u32,
     /// When the operator dispatched it.
+    #[serde(with = "wire_time")]
     pub offered_at: Timestamp,
+    /// Until when the patrol may confirm receipt (`offered_at` + the server's receipt time)
+    /// before the dispatch goes to another patrol; `null` once received. Missing from an
+    /// older server: then `null`.
+    #[serde(default, with = "wire_time_opt")]
+    pub receipt_deadline: Option<Timestamp>,
     /// When the patrol confirmed receipt; `null` until then.
+    #[serde(with = "wire_time_opt")]
     pub received_at: Option<Timestamp>,
     /// `received_at + limit_mins`; `null` until received.
+    #[serde(with = "wire_time_opt")]
     pub deadline: Option<Timestamp>,
+}
+
+/// Why a dispatch was withdrawn from the patrol (`cancelled`), for the app to act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelCause {
+    /// The operator withdrew it (the `reason` says why).
+    Withdrawn,
+    /// The patrol did not confirm receipt in time: another patrol has it now.
+    ReceiptTimeout,
+    /// A cause this version does not know (from a newer server), or none given.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl CancelCause {
+    /// The wire name (`withdrawn`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelCause::Withdrawn => "withdrawn",
+            CancelCause::ReceiptTimeout => "receipt_timeout",
+            CancelCause::Unknown => "unknown",
+        }
+    }
 }
 
 /// Error codes of the `error` message.
@@ -299,6 +373,7 @@ pub enum ToPatrol {
         /// The `seq` of the `hello` it answers.
         seq: u64,
         /// The server's clock (for the patrol to correct its own).
+        #[serde(with = "wire_time")]
         server_time: Timestamp,
         /// Send a `ping` this often (seconds).
         ping_secs: u32,
@@ -319,6 +394,7 @@ pub enum ToPatrol {
         /// Whole minutes left until the deadline.
         minutes_left: u32,
         /// The deadline.
+        #[serde(with = "wire_time")]
         deadline: Timestamp,
     },
     /// The dispatch is withdrawn from this patrol: do not go (or stop).
@@ -327,6 +403,9 @@ pub enum ToPatrol {
         seq: u64,
         /// The dispatch.
         dispatch: u64,
+        /// Why, for the app: `withdrawn` or `receipt_timeout`.
+        #[serde(default)]
+        cause: CancelCause,
         /// Why, in words.
         #[serde(default)]
         reason: String,
@@ -965,6 +1044,76 @@ mod tests {
     }
 
     #[test]
+    fn vakt_sends_whole_seconds_and_reads_any_fraction() {
+        let t: Timestamp = "2026-11-03T17:42:13.987654321Z".parse().unwrap();
+        let json = |m: &ToPatrol| String::from_utf8(encoded(m)[HEADER_BYTES..].to_vec()).unwrap();
+        let w = json(&ToPatrol::SlaWarning {
+            seq: 1,
+            dispatch: 2,
+            minutes_left: 10,
+            deadline: t,
+        });
+        assert!(w.contains(r#""deadline":"2026-11-03T17:42:13Z""#), "{w}");
+        let w = json(&ToPatrol::Welcome {
+            seq: 1,
+            server_time: t,
+            ping_secs: 15,
+            idle_timeout_secs: 60,
+            open: vec![],
+        });
+        assert!(w.contains(r#""server_time":"2026-11-03T17:42:13Z""#), "{w}");
+        // Input: fractions and offsets are read as they are.
+        let m = r#"{"type":"received","seq":3,"dispatch":41,"at":"2026-11-03T18:42:13.5+01:00"}"#;
+        match decode::<FromPatrol>(&frame(m)) {
+            Ok(Decoded::Message(FromPatrol::Received { at, .. }, _)) => {
+                assert_eq!(at, "2026-11-03T17:42:13.5Z".parse::<Timestamp>().unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+        let m =
+            r#"{"type":"received","seq":3,"dispatch":41,"at":"2026-11-03T17:42:13.123456789Z"}"#;
+        assert!(matches!(
+            decode::<FromPatrol>(&frame(m)),
+            Ok(Decoded::Message(FromPatrol::Received { at, .. }, _)) if at.subsec_nanosecond() == 123_456_789
+        ));
+    }
+
+    #[test]
+    fn cancel_causes_and_the_receipt_deadline_are_read_from_older_and_newer_servers() {
+        let read = |json: &str| match decode::<ToPatrol>(&frame(json)) {
+            Ok(Decoded::Message(m, _)) => m,
+            other => panic!("{other:?}"),
+        };
+        for (cause, want) in [
+            (r#","cause":"withdrawn""#, CancelCause::Withdrawn),
+            (r#","cause":"receipt_timeout""#, CancelCause::ReceiptTimeout),
+            (r#","cause":"moved_to_mars""#, CancelCause::Unknown),
+            ("", CancelCause::Unknown),
+        ] {
+            let m = read(&format!(
+                r#"{{"type":"cancelled","seq":1,"dispatch":2{cause},"reason":"x"}}"#
+            ));
+            assert!(
+                matches!(m, ToPatrol::Cancelled { cause, .. } if cause == want),
+                "{m:?}"
+            );
+        }
+        assert_eq!(CancelCause::ReceiptTimeout.as_str(), "receipt_timeout");
+        // An assignment without `receipt_deadline` (an older server): null.
+        let json = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/patrol/to_patrol/assignment.json"),
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_str(&json).unwrap();
+        assert!(v["receipt_deadline"].is_string(), "the example has it");
+        v.as_object_mut().unwrap().remove("receipt_deadline");
+        match read(&v.to_string()) {
+            ToPatrol::Assignment(a) => assert_eq!(a.receipt_deadline, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn the_byte_example_of_the_doc() {
         let out = encoded(&FromPatrol::Ping { seq: 7 });
         assert_eq!(&out[..HEADER_BYTES], &[0, 0, 0, 23]);
@@ -1008,6 +1157,7 @@ mod tests {
         let big = ToPatrol::Cancelled {
             seq: 1,
             dispatch: 1,
+            cause: CancelCause::Withdrawn,
             reason: "x".repeat(MAX_MESSAGE_BYTES),
         };
         let mut out = b"keep".to_vec();
@@ -1130,6 +1280,7 @@ mod tests {
         let c = ToPatrol::Cancelled {
             seq: 9,
             dispatch: 4,
+            cause: CancelCause::ReceiptTimeout,
             reason: String::new(),
         };
         assert_eq!(
@@ -1224,10 +1375,18 @@ mod tests {
                     priority: Priority(priority),
                     limit_mins,
                     offered_at,
+                    receipt_deadline: received_at.is_none().then_some(offered_at),
                     received_at,
                     deadline: received_at,
                 },
             )
+    }
+
+    fn cause() -> impl Strategy<Value = CancelCause> {
+        prop_oneof![
+            Just(CancelCause::Withdrawn),
+            Just(CancelCause::ReceiptTimeout),
+        ]
     }
 
     fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -1269,13 +1428,14 @@ mod tests {
                     deadline
                 }
             ),
-            (any::<u64>(), any::<u64>(), text()).prop_map(|(seq, dispatch, reason)| {
-                ToPatrol::Cancelled {
+            (any::<u64>(), any::<u64>(), cause(), text()).prop_map(
+                |(seq, dispatch, cause, reason)| ToPatrol::Cancelled {
                     seq,
                     dispatch,
+                    cause,
                     reason,
                 }
-            }),
+            ),
             any::<u64>().prop_map(|seq| ToPatrol::Ack { seq }),
             (
                 proptest::option::of(any::<u64>()),

@@ -5,7 +5,8 @@
 //! datagram goes straight to [`parse`]. Replies are built with [`encode_response`]; the
 //! `<mrs>` MESSAGE back to the device with [`encode_request`]. Authentication: [`challenge`]
 //! with a stateless nonce from [`make_nonce`], then [`parse_authorization`],
-//! [`check_nonce`] and [`verify`].
+//! [`check_nonce`], [`uri_matches`] (the Digest `uri` is the request's), [`verify`] and
+//! [`NonceCounts::check`] (a nonce count is good for one request).
 //!
 //! Strict where it matters: CRLF line ends, `SIP/2.0` only, one From/To/Call-ID/CSeq,
 //! no control characters in the header block, Content-Length mandatory on streams.
@@ -556,6 +557,15 @@ impl<'a> Message<'a> {
         param(params, "branch").filter(|b| !b.is_empty())
     }
 
+    /// The first Contact's URI (inside `<>` if present); `None` without Contact, for `*`
+    /// or for an empty one.
+    #[must_use]
+    pub fn contact_uri(&self) -> Option<&str> {
+        let (first, _) = split_top(self.header("Contact")?, b',');
+        let (uri, _) = name_addr(first)?;
+        (!uri.is_empty() && uri != "*").then_some(uri)
+    }
+
     /// The From header's URI (inside `<>` if present), e.g. `sip:678@arc.example`.
     #[must_use]
     pub fn from_uri(&self) -> Option<&str> {
@@ -611,10 +621,40 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
 /// Builds a response to `req` as a UAS (RFC 3261 §8.2.6) and appends it to `out`: every
 /// Via copied in order, From, Call-ID and CSeq copied, To copied with `;tag=to_tag` added
 /// when the request's To has no tag (and `to_tag` is not empty), then the `extra` headers,
-/// Content-Type when the body is not empty, and Content-Length always. Via `received` /
-/// `rport` are not added: vakt answers on the flow the request came in on.
+/// Content-Type when the body is not empty, and Content-Length always. The Via is copied as
+/// it came; a server answering a request from the network uses [`encode_response_from`].
 #[allow(clippy::too_many_arguments)]
 pub fn encode_response(
+    req: &Message<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    encode_response_from(
+        None,
+        req,
+        code,
+        reason,
+        to_tag,
+        extra,
+        content_type,
+        body,
+        out,
+    );
+}
+
+/// [`encode_response`] for a request that came from `source`: the top Via gets
+/// `received=<source IP>` when the device asked for `rport` or its sent-by is not that
+/// address (RFC 3261 §18.2.1), and `rport=<source port>` when it asked for `rport` (RFC
+/// 3581 §4), so a device behind NAT matches the response, sent to the source address and
+/// port, to its request.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_response_from(
+    source: Option<std::net::SocketAddr>,
     req: &Message<'_>,
     code: u16,
     reason: &str,
@@ -627,8 +667,11 @@ pub fn encode_response(
     out.extend_from_slice(format!("SIP/2.0 {code:03} ").as_bytes());
     push_clean(out, reason);
     out.extend_from_slice(b"\r\n");
-    for via in req.headers_named("Via") {
-        push_header(out, "Via", via);
+    for (i, via) in req.headers_named("Via").enumerate() {
+        match source {
+            Some(src) if i == 0 => push_header(out, "Via", &stamp_via(via, src)),
+            _ => push_header(out, "Via", via),
+        }
     }
     push_header(out, "From", req.header("From").unwrap_or_default());
     let to = req.header("To").unwrap_or_default();
@@ -643,6 +686,66 @@ pub fn encode_response(
         push_header(out, name, value);
     }
     finish(out, content_type, body);
+}
+
+/// The first Via header value `via` (its first via-parm is the top Via) with `received`
+/// and `rport` set for a request from `source` (see [`encode_response_from`]). A top Via
+/// that does not read as `SIP/2.0/transport sent-by` is kept as it is.
+#[must_use]
+pub fn stamp_via(via: &str, source: std::net::SocketAddr) -> Cow<'_, str> {
+    let (top, rest) = split_top(via, b',');
+    let top = trim_lws(top);
+    let Some((protocol, after)) = top.split_once([' ', '\t']) else {
+        return Cow::Borrowed(via);
+    };
+    let after = trim_lws(after);
+    let mut parts = after.split(';');
+    let sent_by = trim_lws(parts.next().unwrap_or_default());
+    if sent_by.is_empty() {
+        return Cow::Borrowed(via);
+    }
+    let params: Vec<&str> = parts.map(trim_lws).filter(|p| !p.is_empty()).collect();
+    let name = |p: &str| {
+        p.split('=')
+            .next()
+            .map(trim_lws)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let rport = params.iter().any(|p| name(p).eq_ignore_ascii_case("rport"));
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => sent_by.split(':').next().unwrap_or_default(),
+    };
+    let same_host = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == source.ip());
+    let received = rport || !same_host;
+    let mut out = format!("{protocol} {sent_by}");
+    for p in &params {
+        let n = name(p);
+        if n.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        if n.eq_ignore_ascii_case("rport") {
+            out.push_str(&format!(
+                ";received={};rport={}",
+                source.ip(),
+                source.port()
+            ));
+            continue;
+        }
+        out.push(';');
+        out.push_str(p);
+    }
+    if received && !rport {
+        out.push_str(&format!(";received={}", source.ip()));
+    }
+    if let Some(rest) = rest {
+        out.push(',');
+        out.push_str(rest);
+    }
+    Cow::Owned(out)
 }
 
 /// Content-Type (when the body is not empty), Content-Length, the empty line and the body.
@@ -1031,27 +1134,383 @@ pub fn verify(creds: &Credentials<'_>, method: &str, ha1_hex: &str) -> bool {
     )
 }
 
+// ---------------------------------------------------------------------------------------
+// Replay: the Digest uri and nonce counts
+// ---------------------------------------------------------------------------------------
+
+/// A `sip:`/`sips:` URI split for comparison (RFC 3261 §19.1.4).
+#[derive(Debug)]
+struct SipUri<'a> {
+    user: Option<Cow<'a, str>>,
+    password: Option<Cow<'a, str>>,
+    host: String,
+    port: Option<u16>,
+    params: Vec<(String, Cow<'a, str>)>,
+}
+
+/// `%XX` escapes decoded (invalid escapes kept as they are).
+fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+impl<'a> SipUri<'a> {
+    fn parse(uri: &'a str) -> Option<SipUri<'a>> {
+        let uri = trim_lws(uri);
+        let (scheme, rest) = uri.split_once(':')?;
+        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            return None;
+        }
+        // Headers (`?...`) are not allowed in a Request-URI; they are not compared.
+        let rest = rest.split('?').next().unwrap_or_default();
+        let (userinfo, hostpart) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((u, p)) => (Some(unescape(u)), Some(unescape(p))),
+                None => (Some(unescape(u)), None),
+            },
+        };
+        let mut parts = hostpart.split(';');
+        let hostport = parts.next().unwrap_or_default();
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok()?),
+        };
+        let host = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+        };
+        let params = parts
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (n, v) = p.split_once('=').unwrap_or((p, ""));
+                (unescape(n).to_ascii_lowercase(), unescape(v))
+            })
+            .collect();
+        Some(SipUri {
+            user,
+            password,
+            host,
+            port,
+            params,
+        })
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// RFC 3261 §19.1.4, with the tolerances of [`uri_matches`].
+    fn matches(&self, other: &SipUri<'_>) -> bool {
+        if self.user != other.user || self.password != other.password || self.host != other.host {
+            return false;
+        }
+        if let (Some(a), Some(b)) = (self.port, other.port)
+            && a != b
+        {
+            return false;
+        }
+        // These must agree when either URI has them; any other parameter (transport
+        // included) only when both have it.
+        const STRICT: [&str; 4] = ["user", "method", "ttl", "maddr"];
+        let names = self.params.iter().chain(&other.params).map(|(n, _)| n);
+        for name in names {
+            let (a, b) = (self.param(name), other.param(name));
+            match (a, b) {
+                (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => return false,
+                (Some(_), None) | (None, Some(_)) if STRICT.contains(&name.as_str()) => {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
+/// Whether a Digest `uri` names the same resource as the Request-URI (RFC 2617 §3.2.2.5:
+/// the server checks it, so credentials computed for one request cannot be used on another).
+/// `sip:`/`sips:` URIs are compared as SIP URIs (RFC 3261 §19.1.4: scheme and host case,
+/// `%` escapes and parameter order do not matter; user and password are case-sensitive;
+/// `user`, `method`, `ttl` and `maddr` must agree when either has them, other parameters when
+/// both have them), tolerating what devices and SIPp send: `sip` for `sips`, a port on one
+/// side only, `transport` on one side only. Any other URI must be byte-equal. Never panics.
+#[must_use]
+pub fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    match (SipUri::parse(digest_uri), SipUri::parse(request_uri)) {
+        (Some(a), Some(b)) => a.matches(&b),
+        (None, None) => trim_lws(digest_uri) == trim_lws(request_uri),
+        _ => false,
+    }
+}
+
+/// Why [`NonceCounts::check`] refused a request's nonce count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Replay {
+    /// This nonce count (or, without qop, this nonce) was already used.
+    #[error("nonce count already used")]
+    Reused,
+    /// The nonce was given up for the user's newer ones: it must be renewed.
+    #[error("nonce given up for newer ones")]
+    Expired,
+}
+
+impl Replay {
+    /// Stable label for logs and metrics.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Replay::Reused => "replay",
+            Replay::Expired => "stale",
+        }
+    }
+}
+
+/// Nonce counts kept per user: (nonce, cnonce) pairs in use at once before the oldest nonce
+/// is given up (the user's requests with it are then answered `stale=true`).
+pub const NONCE_USES_PER_USER: usize = 32;
+/// Nonce counts below the highest seen that still count (for requests that overtook each
+/// other), as in IPsec's anti-replay window.
+const NC_WINDOW: u32 = 64;
+
+/// One (nonce, cnonce) pair in use by a user.
+#[derive(Debug, Clone, Copy)]
+struct NonceUse {
+    /// When the nonce was issued (its lifetime runs from there).
+    issued: i64,
+    /// The nonce's serial ([`make_nonce`]).
+    serial: u64,
+    /// Keyed hash of the nonce and the cnonce (no cnonce: a request without qop).
+    key: u64,
+    /// The highest nonce count seen.
+    max_nc: u32,
+    /// Bit `i`: nonce count `max_nc - i` seen.
+    seen: u64,
+}
+
+#[derive(Debug, Default)]
+struct UserUses {
+    /// Nonces with this serial or a lower one are no longer accepted from the user, and the
+    /// issue time of the nonce that set it (the floor matters until that nonce expires).
+    floor: Option<(u64, i64)>,
+    uses: Vec<NonceUse>,
+}
+
+/// The nonce counts authenticated requests used, so that a captured `Authorization` header
+/// is good for one request only (RFC 2617 §3.2.2: the server tracks `nc` per nonce): with
+/// `qop=auth`, each nonce count of a (nonce, cnonce) pair is accepted once (counts that
+/// overtook each other within a window of 64 too); without qop (RFC 2069), a nonce is good
+/// for one request. State is kept only for authenticated requests, per SIP user (whose
+/// number the registry bounds), at most [`NONCE_USES_PER_USER`] pairs each, and is forgotten
+/// when the nonce expires. When a user's pairs are full, its oldest nonce is given up: every
+/// pair of that nonce or an older one (by serial: nonces are issued with increasing serials)
+/// is dropped and such nonces are refused from then on ([`Replay::Expired`], answered
+/// `stale=true`, so the device takes a newer nonce), so forgetting never reopens a replay.
+/// Pure: `now` is a parameter.
+#[derive(Debug)]
+pub struct NonceCounts {
+    users: std::collections::HashMap<String, UserUses>,
+    hasher: std::collections::hash_map::RandomState,
+    lifetime_secs: i64,
+    last_sweep: i64,
+}
+
+impl NonceCounts {
+    /// Counts for nonces that live `lifetime_secs`.
+    #[must_use]
+    pub fn new(lifetime_secs: i64) -> NonceCounts {
+        NonceCounts {
+            users: std::collections::HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            lifetime_secs,
+            last_sweep: i64::MIN,
+        }
+    }
+
+    /// Users with counts remembered.
+    #[must_use]
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Pairs remembered in all.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.users.values().map(|u| u.uses.len()).sum()
+    }
+
+    /// True when nothing is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Records the use of `creds` (already verified, its nonce fresh; `issued` and `serial`
+    /// from [`nonce_parts`]) by `user` at `now`; refuses a count, or a nonce without qop,
+    /// already used, and a nonce given up.
+    pub fn check(
+        &mut self,
+        user: &str,
+        creds: &Credentials<'_>,
+        (issued, serial): (i64, u64),
+        now: i64,
+    ) -> Result<(), Replay> {
+        self.sweep(now);
+        // nc is 8 hex digits (RFC 2617 §3.2.2); verify() has checked it is there with qop.
+        let nc = match creds.qop {
+            Some(_) => Some(
+                creds
+                    .nc
+                    .as_deref()
+                    .filter(|n| (1..=8).contains(&n.len()))
+                    .and_then(|n| u32::from_str_radix(n, 16).ok())
+                    .filter(|n| *n > 0)
+                    .ok_or(Replay::Reused)?,
+            ),
+            None => None,
+        };
+        let key = std::hash::BuildHasher::hash_one(
+            &self.hasher,
+            (creds.nonce.as_ref(), creds.cnonce.as_deref(), nc.is_some()),
+        );
+        let lifetime = self.lifetime_secs;
+        let u = self.users.entry(user.to_owned()).or_default();
+        u.uses.retain(|x| x.issued.saturating_add(lifetime) >= now);
+        let given_up = |floor: Option<(u64, i64)>| floor.is_some_and(|(f, _)| serial <= f);
+        if given_up(u.floor) {
+            return Err(Replay::Expired);
+        }
+        if let Some(x) = u.uses.iter_mut().find(|x| x.key == key) {
+            let Some(nc) = nc else {
+                return Err(Replay::Reused);
+            };
+            if nc > x.max_nc {
+                let shift = nc - x.max_nc;
+                x.seen = if shift >= NC_WINDOW {
+                    0
+                } else {
+                    x.seen << shift
+                } | 1;
+                x.max_nc = nc;
+                return Ok(());
+            }
+            let back = x.max_nc - nc;
+            if back >= NC_WINDOW || x.seen & (1u64 << back) != 0 {
+                return Err(Replay::Reused);
+            }
+            x.seen |= 1u64 << back;
+            return Ok(());
+        }
+        if u.uses.len() >= NONCE_USES_PER_USER {
+            // Give up the oldest nonce (all its pairs, and older nonces for good).
+            let oldest = u
+                .uses
+                .iter()
+                .map(|x| (x.serial, x.issued))
+                .min()
+                .unwrap_or((serial, issued));
+            let floor = u.floor.map_or(oldest, |f| f.max(oldest));
+            u.floor = Some(floor);
+            u.uses.retain(|x| x.serial > floor.0);
+            if given_up(u.floor) {
+                return Err(Replay::Expired);
+            }
+        }
+        u.uses.push(NonceUse {
+            issued,
+            serial,
+            key,
+            max_nc: nc.unwrap_or(0),
+            seen: 1,
+        });
+        Ok(())
+    }
+
+    /// Forgets users with no pair left whose floor only concerns expired nonces (at most
+    /// once per lifetime; linear in the users).
+    fn sweep(&mut self, now: i64) {
+        if now.saturating_sub(self.last_sweep) < self.lifetime_secs.max(1) {
+            return;
+        }
+        self.last_sweep = now;
+        let lifetime = self.lifetime_secs;
+        self.users.retain(|_, u| {
+            u.uses.retain(|x| x.issued.saturating_add(lifetime) >= now);
+            !u.uses.is_empty()
+                || u.floor
+                    .is_some_and(|(_, issued)| issued.saturating_add(lifetime) >= now)
+        });
+    }
+}
+
 /// Hex digits of the issue time in a nonce.
 const NONCE_TIME_HEX: usize = 16;
+/// Hex digits of the nonce's serial.
+const NONCE_SERIAL_HEX: usize = 16;
 /// Bytes of the truncated HMAC in a nonce.
 const NONCE_MAC_BYTES: usize = 16;
+/// Characters of a nonce.
+pub const NONCE_LEN: usize = NONCE_TIME_HEX + NONCE_SERIAL_HEX + 2 * NONCE_MAC_BYTES;
 
-fn nonce_mac(secret: &[u8], time_hex: &str) -> Option<Hmac<Sha256>> {
+fn nonce_mac(secret: &[u8], signed: &str) -> Option<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
-    mac.update(time_hex.as_bytes());
+    mac.update(signed.as_bytes());
     Some(mac)
 }
 
-/// Stateless nonce: `hex(issued_secs)` (16 lower-case hex digits, the i64 as u64) followed
-/// by `hex(HMAC-SHA256(secret, those 16 digits)[..16])`; 48 characters in all.
+/// Stateless nonce: `hex(issued_secs)` (16 lower-case hex digits, the i64 as u64), then
+/// `hex(serial)` (16 digits: a number the caller takes from a counter, so that no two
+/// challenges share a nonce and newer nonces have higher serials, which [`NonceCounts`]
+/// relies on), then `hex(HMAC-SHA256(secret, those 32 digits)[..16])`; 64 characters in
+/// all.
 #[must_use]
-pub fn make_nonce(secret: &[u8], now_secs: i64) -> String {
-    let time_hex = format!("{:016x}", now_secs as u64);
-    let tag = nonce_mac(secret, &time_hex)
+pub fn make_nonce(secret: &[u8], now_secs: i64, serial: u64) -> String {
+    let signed = format!("{:016x}{serial:016x}", now_secs as u64);
+    let tag = nonce_mac(secret, &signed)
         .map(|m| m.finalize().into_bytes().to_vec())
         .unwrap_or_default();
     let tag = tag.get(..NONCE_MAC_BYTES).unwrap_or_default();
-    format!("{time_hex}{}", hex::encode(tag))
+    format!("{signed}{}", hex::encode(tag))
 }
 
 /// Result of [`check_nonce`].
@@ -1066,25 +1525,38 @@ pub enum NonceCheck {
     Invalid,
 }
 
+/// When a nonce made by [`make_nonce`] was issued (unix seconds) and its serial; `None` if
+/// it is not of that form. Check it with [`check_nonce`] first: this does not verify the MAC.
+#[must_use]
+pub fn nonce_parts(nonce: &str) -> Option<(i64, u64)> {
+    let time_hex = nonce.get(..NONCE_TIME_HEX)?;
+    let serial_hex = nonce.get(NONCE_TIME_HEX..NONCE_TIME_HEX + NONCE_SERIAL_HEX)?;
+    let issued = u64::from_str_radix(time_hex, 16).ok()? as i64;
+    Some((issued, u64::from_str_radix(serial_hex, 16).ok()?))
+}
+
 /// Checks a nonce made by [`make_nonce`] (the MAC compare is constant-time).
 #[must_use]
 pub fn check_nonce(secret: &[u8], nonce: &str, now_secs: i64, max_age_secs: i64) -> NonceCheck {
-    if nonce.len() != NONCE_TIME_HEX + 2 * NONCE_MAC_BYTES
+    if nonce.len() != NONCE_LEN
         || !nonce
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return NonceCheck::Invalid;
     }
-    let (Some(time_hex), Some(tag_hex)) =
-        (nonce.get(..NONCE_TIME_HEX), nonce.get(NONCE_TIME_HEX..))
-    else {
+    let signed_len = NONCE_TIME_HEX + NONCE_SERIAL_HEX;
+    let (Some(time_hex), Some(signed), Some(tag_hex)) = (
+        nonce.get(..NONCE_TIME_HEX),
+        nonce.get(..signed_len),
+        nonce.get(signed_len..),
+    ) else {
         return NonceCheck::Invalid;
     };
     let (Ok(issued), Ok(tag)) = (u64::from_str_radix(time_hex, 16), hex::decode(tag_hex)) else {
         return NonceCheck::Invalid;
     };
-    let Some(mac) = nonce_mac(secret, time_hex) else {
+    let Some(mac) = nonce_mac(secret, signed) else {
         return NonceCheck::Invalid;
     };
     if mac.verify_truncated_left(&tag).is_err() {
@@ -1628,9 +2100,18 @@ Content-Length: 0\r\n\r\n"
     #[test]
     fn nonces() {
         let secret = b"0123456789abcdef";
-        let n = make_nonce(secret, 1_700_000_000);
-        assert_eq!(n.len(), 48);
-        assert!(n.starts_with("000000006553f100"));
+        let n = make_nonce(secret, 1_700_000_000, 0x0102_0304_0506_0708);
+        assert_eq!(n.len(), NONCE_LEN);
+        assert!(n.starts_with("000000006553f1000102030405060708"));
+        assert_eq!(
+            nonce_parts(&n),
+            Some((1_700_000_000, 0x0102_0304_0506_0708))
+        );
+        assert_ne!(
+            n,
+            make_nonce(secret, 1_700_000_000, 9),
+            "one nonce per serial"
+        );
         assert_eq!(
             check_nonce(secret, &n, 1_700_000_000, 300),
             NonceCheck::Fresh
@@ -1651,21 +2132,218 @@ Content-Length: 0\r\n\r\n"
             check_nonce(b"other", &n, 1_700_000_000, 300),
             NonceCheck::Invalid
         );
-        let mut forged = n.clone().into_bytes();
-        forged[15] = b'1';
-        let forged = String::from_utf8(forged).expect("utf8");
-        assert_eq!(
-            check_nonce(secret, &forged, 1_700_000_000, 300),
-            NonceCheck::Invalid
-        );
+        // The time and the serial are both signed.
+        for at in [15, 20] {
+            let mut forged = n.clone().into_bytes();
+            forged[at] = if forged[at] == b'1' { b'2' } else { b'1' };
+            let forged = String::from_utf8(forged).expect("utf8");
+            assert_eq!(
+                check_nonce(secret, &forged, 1_700_000_000, 300),
+                NonceCheck::Invalid,
+                "{at}"
+            );
+        }
         assert_eq!(
             check_nonce(secret, &n.to_uppercase(), 1_700_000_000, 300),
             NonceCheck::Invalid
         );
         assert_eq!(check_nonce(secret, "", 0, 300), NonceCheck::Invalid);
-        assert_eq!(check_nonce(secret, &n[..47], 0, 300), NonceCheck::Invalid);
-        let neg = make_nonce(secret, -5);
+        assert_eq!(
+            check_nonce(secret, &n[..NONCE_LEN - 1], 0, 300),
+            NonceCheck::Invalid
+        );
+        let neg = make_nonce(secret, -5, 1);
         assert_eq!(check_nonce(secret, &neg, 0, 300), NonceCheck::Fresh);
+    }
+
+    #[test]
+    fn via_gets_received_and_rport_for_the_source() {
+        let src: std::net::SocketAddr = "192.0.2.7:41000".parse().unwrap();
+        let cases = [
+            // RFC 3581 §4's example: rport asked, sent-by a private address.
+            (
+                "SIP/2.0/UDP 10.1.1.1:4540;rport;branch=z9hG4bKkjshdyff",
+                "SIP/2.0/UDP 10.1.1.1:4540;received=192.0.2.7;rport=41000;branch=z9hG4bKkjshdyff",
+            ),
+            // No rport, sent-by another address: received only (RFC 3261 §18.2.1).
+            (
+                "SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK1",
+                "SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK1;received=192.0.2.7",
+            ),
+            // No rport, sent-by the source itself: unchanged.
+            (
+                "SIP/2.0/UDP 192.0.2.7:41000;branch=z9hG4bK1",
+                "SIP/2.0/UDP 192.0.2.7:41000;branch=z9hG4bK1",
+            ),
+            // A domain name: received; an old received is replaced; the next Via values stay.
+            (
+                "SIP/2.0/UDP luc.example;branch=z9hG4bK1;received=1.2.3.4;RPORT=5, SIP/2.0/UDP p;branch=z9hG4bK2",
+                "SIP/2.0/UDP luc.example;branch=z9hG4bK1;received=192.0.2.7;rport=41000, SIP/2.0/UDP p;branch=z9hG4bK2",
+            ),
+            ("garbage", "garbage"),
+        ];
+        for (via, want) in cases {
+            assert_eq!(stamp_via(via, src), want, "{via}");
+        }
+        let v6: std::net::SocketAddr = "[2001:db8::9]:5070".parse().unwrap();
+        assert_eq!(
+            stamp_via("SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK1", v6),
+            "SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::9;rport=5070;branch=z9hG4bK1"
+        );
+        // The whole response: only the top Via is stamped.
+        let raw = b"MESSAGE sip:arc@vakt SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKb;rport\r\nFrom: <sip:678@vakt>;tag=1\r\nTo: <sip:arc@vakt>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContact: <sip:678@10.0.0.5:5060>;expires=60, <sip:other@x>\r\nContent-Length: 0\r\n\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.contact_uri(), Some("sip:678@10.0.0.5:5060"));
+        let mut out = Vec::new();
+        encode_response_from(Some(src), &m, 200, "OK", "t", &[], None, b"", &mut out);
+        let r = parse(&out).unwrap();
+        let vias: Vec<&str> = r.headers_named("Via").collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;received=192.0.2.7;rport=41000",
+                "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKb;rport"
+            ]
+        );
+        assert_eq!(r.top_via_branch(), Some("z9hG4bKa"));
+    }
+
+    #[test]
+    fn digest_uri_is_compared_as_a_sip_uri() {
+        let same = [
+            ("sip:arc@vakt", "sip:arc@vakt"),
+            ("SIP:arc@VAKT", "sip:arc@vakt"),
+            ("sip:%61rc@vakt", "sip:arc@vakt"),
+            ("sip:127.0.0.1:5060", "sip:127.0.0.1"),
+            (
+                "sip:arc@vakt;transport=tcp;lr",
+                "sip:arc@vakt;lr;transport=TCP",
+            ),
+            ("sip:arc@vakt;transport=tcp", "sip:arc@vakt"),
+            ("sip:arc@[::1]:5060", "sip:arc@[0:0::1]:5060"),
+            ("sips:arc@vakt", "sip:arc@vakt"),
+            ("sip:arc@vakt.", "sip:arc@vakt"),
+            (" sip:arc@vakt ", "sip:arc@vakt"),
+            ("sip:arc@vakt?subject=x", "sip:arc@vakt"),
+            ("/dir/index.html", "/dir/index.html"),
+        ];
+        for (a, b) in same {
+            assert!(uri_matches(a, b), "{a} = {b}");
+            assert!(uri_matches(b, a), "{b} = {a}");
+        }
+        let different = [
+            ("sip:ARC@vakt", "sip:arc@vakt"),
+            ("sip:arc@elsewhere.example", "sip:arc@vakt"),
+            ("sip:127.0.0.1:5061", "sip:127.0.0.1:5060"),
+            ("sip:vakt", "sip:arc@vakt"),
+            ("sip:arc:pw@vakt", "sip:arc@vakt"),
+            ("sip:arc@vakt;user=phone", "sip:arc@vakt"),
+            ("sip:arc@vakt;maddr=10.0.0.1", "sip:arc@vakt;maddr=10.0.0.2"),
+            ("sip:arc@vakt;transport=udp", "sip:arc@vakt;transport=tcp"),
+            ("tel:+4670", "sip:+4670@vakt"),
+            ("/dir/index.html", "/dir/other.html"),
+            ("sip:arc@vakt:99999", "sip:arc@vakt"),
+            ("sip:", "sip:arc@vakt"),
+        ];
+        for (a, b) in different {
+            assert!(!uri_matches(a, b), "{a} != {b}");
+            assert!(!uri_matches(b, a), "{b} != {a}");
+        }
+    }
+
+    fn creds<'a>(nonce: &'a str, cnonce: Option<&'a str>, nc: Option<&'a str>) -> Credentials<'a> {
+        Credentials {
+            username: "u".into(),
+            realm: "vakt".into(),
+            nonce: nonce.into(),
+            uri: "sip:arc@vakt".into(),
+            response: "00".into(),
+            algorithm: None,
+            qop: nc.map(|_| Cow::Borrowed("auth")),
+            nc: nc.map(Cow::Borrowed),
+            cnonce: cnonce.map(Cow::Borrowed),
+            opaque: None,
+        }
+    }
+
+    #[test]
+    fn nonce_counts_accept_each_count_once() {
+        let mut c = NonceCounts::new(300);
+        let t = 1_000;
+        let ok = |c: &mut NonceCounts, nc: &str| {
+            c.check("u", &creds("n1", Some("a"), Some(nc)), (t, 1), t)
+        };
+        assert_eq!(ok(&mut c, "00000001"), Ok(()));
+        assert_eq!(ok(&mut c, "00000001"), Err(Replay::Reused));
+        assert_eq!(ok(&mut c, "00000003"), Ok(()));
+        // A request that was overtaken still counts, once.
+        assert_eq!(ok(&mut c, "00000002"), Ok(()));
+        assert_eq!(ok(&mut c, "00000002"), Err(Replay::Reused));
+        // Counts are hex: 0x50 = 80; 0x30 = 48 is within the window of 64 behind it.
+        assert_eq!(ok(&mut c, "00000050"), Ok(()));
+        assert_eq!(ok(&mut c, "00000030"), Ok(()));
+        assert_eq!(ok(&mut c, "0000000a"), Err(Replay::Reused));
+        // Beyond the window behind the highest count: refused.
+        assert_eq!(ok(&mut c, "00000100"), Ok(()));
+        assert_eq!(ok(&mut c, "00000031"), Err(Replay::Reused));
+        assert_eq!(ok(&mut c, "00000000"), Err(Replay::Reused));
+        assert_eq!(ok(&mut c, "000000001"), Err(Replay::Reused));
+        // Another cnonce, another user: counts of their own.
+        assert_eq!(
+            c.check("u", &creds("n1", Some("b"), Some("00000001")), (t, 1), t),
+            Ok(())
+        );
+        assert_eq!(
+            c.check("v", &creds("n1", Some("a"), Some("00000001")), (t, 1), t),
+            Ok(())
+        );
+        // Without qop a nonce is good once.
+        assert_eq!(c.check("u", &creds("n2", None, None), (t, 2), t), Ok(()));
+        assert_eq!(
+            c.check("u", &creds("n2", None, None), (t, 2), t),
+            Err(Replay::Reused)
+        );
+        assert_eq!((c.users(), c.len()), (2, 4));
+    }
+
+    #[test]
+    fn nonce_counts_are_bounded_and_never_reopen_a_replay() {
+        let mut c = NonceCounts::new(300);
+        let t = 1_000;
+        // A device that sends a fresh cnonce with every request, on one nonce.
+        let cnonces: Vec<String> = (0..NONCE_USES_PER_USER).map(|i| format!("c{i}")).collect();
+        for cn in &cnonces {
+            let r = c.check("u", &creds("n1", Some(cn), Some("00000001")), (t, 1), t);
+            assert_eq!(r, Ok(()));
+        }
+        assert_eq!(c.len(), NONCE_USES_PER_USER);
+        // One more: the nonce is given up, this request and the old ones are refused as
+        // stale (the device takes a new nonce); a captured old request stays refused.
+        let more = creds("n1", Some("more"), Some("00000001"));
+        assert_eq!(c.check("u", &more, (t, 1), t), Err(Replay::Expired));
+        let old = creds("n1", Some("c0"), Some("00000001"));
+        assert_eq!(c.check("u", &old, (t, 1), t + 1), Err(Replay::Expired));
+        assert!(c.len() <= NONCE_USES_PER_USER);
+        // The next nonce works, even one issued in the same second.
+        let next = creds("n2", Some("x"), Some("00000001"));
+        assert_eq!(c.check("u", &next, (t, 2), t), Ok(()));
+        // Thousands of requests, each on a nonce of its own, keep the memory bounded.
+        for i in 0..5_000u64 {
+            let nonce = format!("m{i}");
+            let at = t + 10 + i as i64 / 10;
+            let _ = c.check(
+                "u",
+                &creds(&nonce, Some("x"), Some("00000001")),
+                (at, 3 + i),
+                at,
+            );
+            assert!(c.len() <= NONCE_USES_PER_USER);
+        }
+        // Everything is forgotten once the nonces expire.
+        let late = t + 10_000;
+        let w = creds("z", Some("x"), Some("00000001"));
+        assert_eq!(c.check("w", &w, (late, 9_000), late), Ok(()));
+        assert_eq!((c.users(), c.len()), (1, 1));
     }
 
     #[test]

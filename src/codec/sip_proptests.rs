@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::scaip::{Mrs, encode_mrs, parse_mrq, parse_mrs, sniff_ref};
 use super::sip::{
     MAX_MESSAGE_BYTES, OutRequest, Scan, StartLine, check_nonce, encode_request, encode_response,
-    parse, parse_authorization, scan, verify,
+    encode_response_from, parse, parse_authorization, scan, stamp_via, uri_matches, verify,
 };
 
 /// Valid SIP messages to mutate.
@@ -108,6 +108,17 @@ fn exercise_message(raw: &[u8]) {
             r.headers_named("Via").count(),
             m.headers_named("Via").count()
         );
+        // Stamped with the source (received / rport): still parses, same transaction.
+        let mut out = Vec::new();
+        let src = "192.0.2.7:41000".parse().expect("address");
+        encode_response_from(Some(src), &m, 200, "OK", "tag1", &[], None, b"", &mut out);
+        let r = parse(&out).expect("our stamped response to a parsed request parses");
+        assert_eq!(r.call_id(), m.call_id());
+        assert_eq!(
+            r.headers_named("Via").count(),
+            m.headers_named("Via").count()
+        );
+        let _ = m.contact_uri();
     }
     let _ = parse_mrq(m.body);
     let _ = sniff_ref(m.body);
@@ -208,6 +219,28 @@ proptest! {
         }
         let _ = parse_authorization(&seed[..seed.char_indices().nth(at).map_or(0, |(b, _)| b)]);
         let _ = check_nonce(b"k", &s, 0, 300);
+    }
+
+    #[test]
+    fn via_stamping_never_panics(s in ".{0,200}", port in any::<u16>(), v6 in any::<bool>()) {
+        let src: std::net::SocketAddr = if v6 {
+            (std::net::Ipv6Addr::LOCALHOST, port).into()
+        } else {
+            ([192, 0, 2, 7], port).into()
+        };
+        let _ = stamp_via(&s, src);
+    }
+
+    #[test]
+    fn uri_comparison_is_total_reflexive_and_symmetric(
+        a in "(sips?|SIP|tel)?:?([a-zA-Z0-9%:.@\\[\\];=?-]{0,40})",
+        b in "(sips?|SIP|tel)?:?([a-zA-Z0-9%:.@\\[\\];=?-]{0,40})",
+        raw in ".{0,80}",
+    ) {
+        prop_assert!(uri_matches(&a, &a));
+        prop_assert!(uri_matches(&raw, &raw));
+        prop_assert_eq!(uri_matches(&a, &b), uri_matches(&b, &a));
+        prop_assert_eq!(uri_matches(&raw, &a), uri_matches(&a, &raw));
     }
 
     #[test]

@@ -6,13 +6,11 @@
 //! JSON `{"error": "..."}`. Operator actions on Calls and every opening of a subscriber's
 //! card are written to the audit log, and are durable before the answer.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::{Deserialize, Serialize};
@@ -20,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth;
+use super::guard::ClientIp;
 use crate::calls::{CallSummary, Stats};
 use crate::model::{AuditEntry, Call, Outcome, PhoneParty, Role, Subscriber};
 use crate::store::SessionRecord;
@@ -158,6 +157,8 @@ pub struct Session {
     pub user: String,
     /// The user's current role.
     pub role: Role,
+    /// When the session ends.
+    pub expires_at: jiff::Timestamp,
 }
 
 impl Session {
@@ -175,39 +176,75 @@ impl Session {
     }
 }
 
-/// Finds the session of a cookie jar, if it is valid now.
-pub fn session_of(jar: &CookieJar, state: &AppState) -> ApiResult<Session> {
+/// The session cookie's token of a request, if it has one. Every `Cookie` header line is
+/// read: a request with two `vakt_session` cookies (another site or a stale path can set a
+/// second one) is refused (401) rather than one of them picked.
+pub fn session_token(headers: &HeaderMap, state: &AppState) -> ApiResult<Option<String>> {
+    let mut found = None;
+    for line in headers.get_all(header::COOKIE) {
+        let Ok(line) = line.to_str() else { continue };
+        for pair in line.split(';') {
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if name.trim() != COOKIE {
+                continue;
+            }
+            if found.is_some() {
+                state.metrics.rejected("ambiguous_session");
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "more than one session cookie: log in again",
+                ));
+            }
+            found = Some(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// The session stored under a token's hash, if it is valid now: not expired, its user
+/// still there and not disabled.
+pub fn session_by_hash(hash: &[u8; 32], state: &AppState) -> ApiResult<Session> {
     let no_session = || {
         state.metrics.rejected("no_session");
         ApiError::new(StatusCode::UNAUTHORIZED, "log in first")
     };
-    let Some(token) = jar.get(COOKIE).map(|c| c.value().to_owned()) else {
-        return Err(no_session());
-    };
-    let hash = auth::token_hash(&token);
     let rec = state
         .store
-        .session(&hash)
+        .session(hash)
         .map_err(|e| ApiError::internal("reading the session failed", e))?;
     let Some(rec) = rec else {
         return Err(no_session());
     };
     if rec.expires_at <= jiff::Timestamp::now() {
-        let _ = state.store.delete_session(&hash);
+        let _ = state.store.delete_session(hash);
         return Err(no_session());
     }
-    // The role is read from the user each time, so a changed role or a removed user takes
-    // effect at once.
+    // The role is read from the user each time, so a changed role, a disabled or a removed
+    // user takes effect at once (those changes also end the user's sessions).
     let user = state
         .store
         .user(&rec.user)
         .map_err(|e| ApiError::internal("reading the user failed", e))?;
     match user {
-        Some(u) => Ok(Session {
+        Some(u) if !u.disabled => Ok(Session {
             user: u.name,
             role: u.role,
+            expires_at: rec.expires_at,
         }),
-        None => Err(no_session()),
+        _ => Err(no_session()),
+    }
+}
+
+/// Finds the session of a request's cookie, if it is valid now.
+pub fn session_of(headers: &HeaderMap, state: &AppState) -> ApiResult<Session> {
+    match session_token(headers, state)? {
+        Some(token) => session_by_hash(&auth::token_hash(&token), state),
+        None => {
+            state.metrics.rejected("no_session");
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in first"))
+        }
     }
 }
 
@@ -215,8 +252,37 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Session> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        session_of(&jar, state)
+        session_of(&parts.headers, state)
+    }
+}
+
+/// A CSV request body: refused (415) unless it is sent as `Content-Type: text/csv`. A page
+/// of another site can post a form or `text/plain` without asking first; it cannot post
+/// `text/csv` (a non-simple request, which the browser checks with this server first).
+#[derive(Debug)]
+pub struct CsvBody(pub String);
+
+impl axum::extract::FromRequest<AppState> for CsvBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> ApiResult<CsvBody> {
+        let csv = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/csv"));
+        if !csv {
+            state.metrics.rejected("media_type");
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the file as Content-Type: text/csv",
+            ));
+        }
+        String::from_request(req, state)
+            .await
+            .map(CsvBody)
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
     }
 }
 
@@ -258,9 +324,8 @@ pub struct LoginRequest {
 
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
+        // Neither field: a user name field often holds a password typed one field early.
+        f.debug_struct("LoginRequest").finish_non_exhaustive()
     }
 }
 
@@ -273,53 +338,58 @@ pub struct WhoAmI {
     pub role: Role,
 }
 
-/// Log in: sets the session cookie.
+/// Log in: sets the session cookie. The right password of an active user always logs in;
+/// after too many failures of a user name or a client address, wrong attempts are
+/// throttled: answered 429 after a growing hold (see [`auth::LoginThrottle`]).
 #[utoipa::path(post, path = "/api/session", tag = "session",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the `vakt_session` cookie is set", body = WhoAmI),
-        (status = 401, description = "Wrong user name or password", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
+        (status = 401, description = "Wrong user name or password (or a disabled user)", body = ErrorBody),
+        (status = 403, description = "Sent from another site's page", body = ErrorBody),
+        (status = 429, description = "Wrong, and throttled: too many recent failures of this user name or client address; the answer was held, see Retry-After", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     jar: CookieJar,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> ApiResult<(CookieJar, Json<WhoAmI>)> {
     let Json(req) = body?;
     let now = jiff::Timestamp::now();
     let name = req.username.trim().to_lowercase();
-    if name.is_empty() || name.len() > 64 || req.password.len() > 1024 {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong user name or password",
-        ));
-    }
-    if let Err(wait) = state.limiter.check(&name, peer.ip(), now) {
-        state.metrics.login("rate_limited");
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            body: ErrorBody {
-                error: format!(
-                    "too many failed attempts; try again in {} s",
-                    wait.secs.max(1)
-                ),
-                owner: None,
-                dispatch: None,
-                problems: Vec::new(),
-            },
-            retry_after: Some(wait.secs.max(1)),
-        });
-    }
-    let user = state
-        .store
-        .user(&name)
-        .map_err(|e| ApiError::internal("reading the user failed", e))?;
-    // An unknown user is checked against a dummy hash, so the answer time does not tell
-    // which names exist.
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = {
+    let well_formed = !name.is_empty()
+        && name.len() <= auth::MAX_USERNAME_BYTES
+        && req.password.len() <= auth::MAX_PASSWORD_BYTES;
+    let user = if well_formed {
+        state
+            .store
+            .user(&name)
+            .map_err(|e| ApiError::internal("reading the user failed", e))?
+    } else {
+        None
+    };
+    // An unknown or disabled user is checked against a dummy hash, so the answer time does
+    // not tell which names exist.
+    let phc = user
+        .as_ref()
+        .filter(|u| !u.disabled)
+        .map(|u| u.password_hash.clone());
+    let ok = well_formed && {
+        // Throttled attempts take turns in their own lane, so a flood of wrong passwords
+        // cannot take every check; the others queue only for the global bound.
+        let throttled = state.throttle.throttled(&name, client, now);
+        let _lane = if throttled {
+            Some(
+                state
+                    .throttled_permits
+                    .acquire()
+                    .await
+                    .map_err(|e| ApiError::internal("login unavailable", e))?,
+            )
+        } else {
+            None
+        };
         let _permit = state
             .verify_permits
             .acquire()
@@ -332,26 +402,9 @@ pub async fn login(
     };
     let user = match user {
         Some(u) if ok => u,
-        _ => {
-            state.limiter.failed(&name, peer.ip(), now);
-            state.metrics.login("bad_credentials");
-            let _ = state.store.audit(AuditEntry {
-                seq: 0,
-                at: now,
-                user: name.clone(),
-                action: "session.login_failed".into(),
-                call: None,
-                subscriber: None,
-                detail: format!("from {}", peer.ip()),
-            });
-            tracing::info!(user = %name, peer = %peer.ip(), "console login failed");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "wrong user name or password",
-            ));
-        }
+        _ => return Err(login_failed(&state, &name, user.as_ref(), client, now).await),
     };
-    state.limiter.succeeded(&name, peer.ip(), now);
+    state.throttle.succeeded(&name, client, now);
     let (token, hash) = auth::new_token();
     let expires_at = now + jiff::SignedDuration::from_hours(i64::from(state.session_hours));
     state
@@ -369,6 +422,7 @@ pub async fn login(
     let session = Session {
         user: user.name.clone(),
         role: user.role,
+        expires_at,
     };
     audit(
         &state,
@@ -376,10 +430,10 @@ pub async fn login(
         "session.login",
         None,
         None,
-        format!("from {}", peer.ip()),
+        format!("from {client}"),
     )?;
     state.metrics.login("ok");
-    tracing::info!(user = %user.name, role = user.role.as_str(), "console login");
+    tracing::info!(user = %user.name, role = user.role.as_str(), client = %client, "console login");
     let cookie = Cookie::build((COOKIE, token))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -395,6 +449,57 @@ pub async fn login(
     ))
 }
 
+/// A failed login: counted, audited and logged without the name (see [`auth::name_ref`]),
+/// and, when throttled, answered 429 only after its hold.
+async fn login_failed(
+    state: &AppState,
+    name: &str,
+    user: Option<&crate::store::UserRecord>,
+    client: std::net::IpAddr,
+    now: jiff::Timestamp,
+) -> ApiError {
+    let hold = state.throttle.failed(name, client, now);
+    let name_ref = auth::name_ref(&state.name_key, name, user.is_some());
+    let disabled = if user.is_some_and(|u| u.disabled) {
+        " (disabled)"
+    } else {
+        ""
+    };
+    let _ = state.store.audit(AuditEntry {
+        seq: 0,
+        at: now,
+        user: "-".into(),
+        action: "session.login_failed".into(),
+        call: None,
+        subscriber: None,
+        detail: format!("from {client}; {name_ref}{disabled}"),
+    });
+    tracing::info!(name = %name_ref, client = %client, throttled = hold.is_some(), "console login failed");
+    let wrong = "wrong user name or password";
+    let Some(hold) = hold else {
+        state.metrics.login("bad_credentials");
+        return ApiError::new(StatusCode::UNAUTHORIZED, wrong);
+    };
+    state.metrics.login("throttled");
+    tokio::select! {
+        () = tokio::time::sleep(hold) => {}
+        () = state.shutdown.cancelled() => {}
+    }
+    let secs = hold.as_secs().max(1);
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        body: ErrorBody {
+            error: format!(
+                "{wrong}; too many failed attempts: each further wrong one is answered more slowly (this one after {secs} s)"
+            ),
+            owner: None,
+            dispatch: None,
+            problems: Vec::new(),
+        },
+        retry_after: Some(secs),
+    }
+}
+
 /// Who is logged in.
 #[utoipa::path(get, path = "/api/session", tag = "session",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
@@ -405,20 +510,21 @@ pub async fn whoami(s: Session) -> Json<WhoAmI> {
     })
 }
 
-/// Log out: ends the session and clears the cookie.
+/// Log out: ends the session (and its live feed) and clears the cookie.
 #[utoipa::path(delete, path = "/api/session", tag = "session",
     responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,
+    headers: HeaderMap,
     jar: CookieJar,
 ) -> ApiResult<(StatusCode, CookieJar)> {
-    if let Some(c) = jar.get(COOKIE) {
-        let hash = auth::token_hash(c.value());
+    if let Some(token) = session_token(&headers, &state)? {
         state
             .store
-            .delete_session(&hash)
+            .delete_session(&auth::token_hash(&token))
             .map_err(|e| ApiError::internal("ending the session failed", e))?;
+        state.sessions_changed();
     }
     audit(&state, &s, "session.logout", None, None, String::new())?;
     let gone = Cookie::build((COOKIE, "")).path("/").build();
@@ -554,7 +660,8 @@ async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
 
 /// Take the most urgent waiting Call.
 #[utoipa::path(post, path = "/api/calls/next", tag = "calls",
-    responses((status = 200, body = CallView), (status = 204, description = "No Call waits")))]
+    responses((status = 200, body = CallView), (status = 204, description = "No Call waits"),
+        (status = 403, body = ErrorBody)))]
 pub async fn take_next(State(state): State<AppState>, s: Session) -> ApiResult<Response> {
     s.require(Role::Operator, &state)?;
     match state.calls.triage.next(&s.user, jiff::Timestamp::now()) {
@@ -593,7 +700,10 @@ pub async fn claim(
 /// Put the Call back in the queue (it keeps its age).
 #[utoipa::path(post, path = "/api/calls/{id}/release", tag = "calls",
     params(("id" = u64, Path, description = "Call id")),
-    responses((status = 200, body = CallView), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = CallView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the operator's Call", body = ErrorBody),
+        (status = 410, description = "The Call is closed", body = ErrorBody)))]
 pub async fn release(
     State(state): State<AppState>,
     s: Session,
@@ -617,7 +727,9 @@ pub struct NoteRequest {
 #[utoipa::path(post, path = "/api/calls/{id}/notes", tag = "calls",
     params(("id" = u64, Path, description = "Call id")), request_body = NoteRequest,
     responses((status = 200, body = CallView), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the operator's Call", body = ErrorBody),
+        (status = 410, description = "The Call is closed", body = ErrorBody)))]
 pub async fn note(
     State(state): State<AppState>,
     s: Session,
@@ -645,7 +757,10 @@ pub struct PhoneRequest {
 /// Log a phone call made for the Call.
 #[utoipa::path(post, path = "/api/calls/{id}/phone", tag = "calls",
     params(("id" = u64, Path, description = "Call id")), request_body = PhoneRequest,
-    responses((status = 200, body = CallView), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = CallView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the operator's Call", body = ErrorBody),
+        (status = 410, description = "The Call is closed", body = ErrorBody)))]
 pub async fn phone(
     State(state): State<AppState>,
     s: Session,
@@ -674,8 +789,10 @@ pub struct CloseRequest {
 /// Close the Call with an outcome.
 #[utoipa::path(post, path = "/api/calls/{id}/close", tag = "calls",
     params(("id" = u64, Path, description = "Call id")), request_body = CloseRequest,
-    responses((status = 200, body = CallView), (status = 409, body = ErrorBody),
-        (status = 410, body = ErrorBody)))]
+    responses((status = 200, body = CallView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the operator's Call", body = ErrorBody),
+        (status = 410, description = "The Call is closed", body = ErrorBody)))]
 pub async fn close(
     State(state): State<AppState>,
     s: Session,
@@ -894,11 +1011,12 @@ pub struct Imported {
         description = "CSV with the header in README (subscribers)"),
     responses((status = 200, body = Imported),
         (status = 400, description = "Bad rows, each by line number; nothing imported", body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody),
+        (status = 415, description = "Not sent as text/csv", body = ErrorBody)))]
 pub async fn import_subscribers(
     State(state): State<AppState>,
     s: Session,
-    body: String,
+    CsvBody(body): CsvBody,
 ) -> ApiResult<Json<Imported>> {
     s.require(Role::Admin, &state)?;
     let subs = crate::subscribers::parse_csv(body.as_bytes())
@@ -926,11 +1044,12 @@ pub async fn import_subscribers(
         description = "CSV with the header in README (devices)"),
     responses((status = 200, body = Imported),
         (status = 400, description = "Bad rows, each by line number; nothing imported", body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody),
+        (status = 415, description = "Not sent as text/csv", body = ErrorBody)))]
 pub async fn import_devices(
     State(state): State<AppState>,
     s: Session,
-    body: String,
+    CsvBody(body): CsvBody,
 ) -> ApiResult<Json<Imported>> {
     s.require(Role::Admin, &state)?;
     let devices = crate::registry::parse_csv(body.as_bytes())

@@ -1,5 +1,5 @@
-//! Authentication pieces without HTTP: password hashing (argon2id), session tokens and the
-//! login rate limiter.
+//! Authentication pieces without HTTP: password hashing (argon2id), session tokens, the
+//! login throttle, bearer tokens and how a failed login's user name is logged.
 //!
 //! Passwords are stored only as argon2id PHC strings. A session token is 32 random bytes
 //! (64 hex digits) handed to the browser in a cookie; the store keeps only its SHA-256, so a
@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
@@ -18,6 +19,9 @@ use sha2::{Digest, Sha256};
 
 /// Shortest password accepted for a new user, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 10;
+
+/// Fewest different characters in a new password.
+pub const MIN_DISTINCT_CHARS: usize = 5;
 
 /// Longest password accepted, in bytes (a bound on the work a login can ask for).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -31,10 +35,18 @@ pub enum AuthError {
     /// Hashing failed (argon2 refused its input or parameters).
     #[error("hashing the password failed: {0}")]
     Hash(String),
-    /// A new password is too short.
-    #[error("the password must be at least {min} characters long")]
+    /// A new password is too short (whitespace before and after not counted).
+    #[error(
+        "the password must be at least {min} characters long, not counting spaces before and after"
+    )]
     PasswordTooShort {
         /// The minimum, in characters.
+        min: usize,
+    },
+    /// A new password repeats too few characters.
+    #[error("the password must have at least {min} different characters")]
+    PasswordRepetitive {
+        /// The minimum number of different characters.
         min: usize,
     },
     /// A password is too long.
@@ -90,10 +102,13 @@ pub fn validate_username(name: &str) -> Result<(), AuthError> {
     }
 }
 
-/// Checks a new password: at least [`MIN_PASSWORD_CHARS`] characters, at most
-/// [`MAX_PASSWORD_BYTES`] bytes.
+/// Checks a new password: at least [`MIN_PASSWORD_CHARS`] characters not counting
+/// whitespace before and after (so ten spaces, or a short word padded with spaces, are
+/// not enough), at least [`MIN_DISTINCT_CHARS`] different characters (not `aaaaaaaaaa`),
+/// at most [`MAX_PASSWORD_BYTES`] bytes. The password is stored as given.
 pub fn validate_new_password(pw: &str) -> Result<(), AuthError> {
-    if pw.chars().count() < MIN_PASSWORD_CHARS {
+    let content = pw.trim();
+    if content.chars().count() < MIN_PASSWORD_CHARS {
         return Err(AuthError::PasswordTooShort {
             min: MIN_PASSWORD_CHARS,
         });
@@ -101,6 +116,12 @@ pub fn validate_new_password(pw: &str) -> Result<(), AuthError> {
     if pw.len() > MAX_PASSWORD_BYTES {
         return Err(AuthError::PasswordTooLong {
             max: MAX_PASSWORD_BYTES,
+        });
+    }
+    let distinct: std::collections::BTreeSet<char> = content.chars().collect();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return Err(AuthError::PasswordRepetitive {
+            min: MIN_DISTINCT_CHARS,
         });
     }
     Ok(())
@@ -163,30 +184,22 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A login refused by the rate limiter: try again after this many seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("too many failed logins; try again in {secs} s")]
-pub struct RetryAfter {
-    /// Seconds until a login may be tried again (at least 1).
-    pub secs: u64,
-}
-
-/// Settings of a [`LoginLimiter`].
+/// Settings of a [`LoginThrottle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoginLimits {
-    /// Failures of one user name, each within `window` of the one before, after which it
-    /// is locked out.
-    pub max_failures_per_user: u32,
+    /// Failures of one user name, each within `window` of the one before, from which on
+    /// its wrong attempts are throttled.
+    pub user_failures: u32,
     /// The same for one client address (an IPv6 address counts by its /64). Higher than
-    /// per user: a care centre's operators often share one address, and locking them all
-    /// out would stop alarm handling.
-    pub max_failures_per_ip: u32,
+    /// per user: a care centre's operators often share one address.
+    pub client_failures: u32,
     /// A key's count starts over once it has had no failure for this long.
     pub window: SignedDuration,
-    /// The first lockout; each further failure doubles it ...
-    pub first_lockout: SignedDuration,
+    /// The first throttled wrong attempt's answer is held this long; each further one
+    /// twice as long as the one before ...
+    pub first_hold: SignedDuration,
     /// ... up to this.
-    pub max_lockout: SignedDuration,
+    pub max_hold: SignedDuration,
     /// Most user names and addresses tracked in all (a bound on memory).
     pub max_tracked: usize,
 }
@@ -194,11 +207,11 @@ pub struct LoginLimits {
 impl Default for LoginLimits {
     fn default() -> LoginLimits {
         LoginLimits {
-            max_failures_per_user: 5,
-            max_failures_per_ip: 20,
+            user_failures: 5,
+            client_failures: 20,
             window: SignedDuration::from_mins(15),
-            first_lockout: SignedDuration::from_mins(1),
-            max_lockout: SignedDuration::from_mins(15),
+            first_hold: SignedDuration::from_secs(1),
+            max_hold: SignedDuration::from_secs(16),
             max_tracked: 10_000,
         }
     }
@@ -209,39 +222,47 @@ struct Entry {
     failures: u32,
     /// Milliseconds since the epoch.
     last_failure: i64,
-    /// Milliseconds since the epoch; refused before this.
-    locked_until: i64,
 }
 
 #[derive(Default)]
 struct Tracked {
     users: HashMap<String, Entry>,
-    ips: HashMap<IpAddr, Entry>,
+    clients: HashMap<IpAddr, Entry>,
 }
 
-/// Counts failed logins per user name and per client address, and refuses further tries
-/// for a growing lockout once there are too many (see [`LoginLimits`]; by default 5 per
-/// user name, 20 per address, lockouts from 1 to 15 minutes). Memory is bounded: at most
-/// `max_tracked` keys, the stalest forgotten first. Time is always a parameter.
-pub struct LoginLimiter {
+/// Slows down password guessing without ever refusing a correct password.
+///
+/// Failed logins are counted per user name and per client address. Once a key has too
+/// many recent failures (see [`LoginLimits`]; by default 5 for a name, 20 for an address,
+/// within 15 minutes of each other), it is *throttled*: the console still checks every
+/// attempt's password, so the right password of an active user always logs in at once,
+/// but a wrong one is answered only after a hold that doubles with each further failure
+/// (1 s up to 16 s), and the throttled attempts' checks take turns in a lane of their own
+/// (see `console::api::login`). A lockout would refuse the right password too: anyone who
+/// can reach the login page could then lock an operator out by name, or, behind the proxy
+/// every operator shares, lock out the whole centre.
+///
+/// Memory is bounded: at most `max_tracked` keys, the stalest forgotten first. Time is
+/// always a parameter.
+pub struct LoginThrottle {
     limits: LoginLimits,
     tracked: Mutex<Tracked>,
 }
 
-impl std::fmt::Debug for LoginLimiter {
+impl std::fmt::Debug for LoginThrottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = self.lock();
-        f.debug_struct("LoginLimiter")
+        f.debug_struct("LoginThrottle")
             .field("limits", &self.limits)
             .field("users", &t.users.len())
-            .field("ips", &t.ips.len())
+            .field("clients", &t.clients.len())
             .finish()
     }
 }
 
-impl Default for LoginLimiter {
-    fn default() -> LoginLimiter {
-        LoginLimiter::new(LoginLimits::default())
+impl Default for LoginThrottle {
+    fn default() -> LoginThrottle {
+        LoginThrottle::new(LoginLimits::default())
     }
 }
 
@@ -260,7 +281,7 @@ fn user_key(user: &str) -> String {
 
 /// The key an address is counted under: IPv4 as is (also when mapped into IPv6), IPv6 by
 /// its /64 (one subscriber line usually has a whole /64).
-fn ip_key(ip: IpAddr) -> IpAddr {
+fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -273,10 +294,10 @@ fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl LoginLimiter {
-    /// A limiter with these settings.
-    pub fn new(limits: LoginLimits) -> LoginLimiter {
-        LoginLimiter {
+impl LoginThrottle {
+    /// A throttle with these settings.
+    pub fn new(limits: LoginLimits) -> LoginThrottle {
+        LoginThrottle {
             limits,
             tracked: Mutex::new(Tracked::default()),
         }
@@ -286,57 +307,55 @@ impl LoginLimiter {
         self.tracked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a login of `user` from `ip` may be tried at `now`. Call before checking the
-    /// password; on `Err`, answer 429 without checking it.
-    pub fn check(&self, user: &str, ip: IpAddr, now: Timestamp) -> Result<(), RetryAfter> {
+    /// Whether a login of `user` from `client` at `now` is throttled: its name or its
+    /// address has had too many recent failures. Its password is still checked, in the
+    /// throttled lane.
+    pub fn throttled(&self, user: &str, client: IpAddr, now: Timestamp) -> bool {
         let now = now.as_millisecond();
+        let l = &self.limits;
         let t = self.lock();
-        let until = [
-            t.users.get(&user_key(user)).map(|e| e.locked_until),
-            t.ips.get(&ip_key(ip)).map(|e| e.locked_until),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(i64::MIN);
-        if until > now {
-            let ms = u64::try_from(until - now).unwrap_or(u64::MAX);
-            Err(RetryAfter {
-                secs: ms.div_ceil(1000).max(1),
-            })
-        } else {
-            Ok(())
-        }
+        let over = |e: Option<&Entry>, threshold: u32| {
+            e.is_some_and(|e| e.failures >= threshold && !stale(e, now, l))
+        };
+        over(t.users.get(&user_key(user)), l.user_failures)
+            || over(t.clients.get(&client_key(client)), l.client_failures)
     }
 
-    /// Records a failed login (wrong password or unknown user) of `user` from `ip` at `now`.
-    pub fn failed(&self, user: &str, ip: IpAddr, now: Timestamp) {
+    /// Records a failed login (wrong password, unknown or disabled user) of `user` from
+    /// `client` at `now`. Returns how long to hold its answer when it is throttled (the
+    /// longer of the name's and the address's holds), `None` when it is not.
+    pub fn failed(&self, user: &str, client: IpAddr, now: Timestamp) -> Option<Duration> {
         let now = now.as_millisecond();
         let limits = self.limits;
         let per_map = (limits.max_tracked / 2).max(1);
         let mut t = self.lock();
         let e = entry(&mut t.users, user_key(user), now, per_map, &limits);
-        fail(e, now, limits.max_failures_per_user, &limits);
-        let e = entry(&mut t.ips, ip_key(ip), now, per_map, &limits);
-        fail(e, now, limits.max_failures_per_ip, &limits);
+        let by_user = fail(e, now, limits.user_failures, &limits);
+        let e = entry(&mut t.clients, client_key(client), now, per_map, &limits);
+        let by_client = fail(e, now, limits.client_failures, &limits);
+        by_user.max(by_client)
     }
 
     /// Records a successful login: the user name's count starts over (the address's does
-    /// not).
-    pub fn succeeded(&self, user: &str, _ip: IpAddr, _now: Timestamp) {
+    /// not: one operator's success says nothing of the others behind it).
+    pub fn succeeded(&self, user: &str, _client: IpAddr, _now: Timestamp) {
         self.lock().users.remove(&user_key(user));
     }
 
     /// Number of user names and addresses tracked.
     pub fn tracked(&self) -> usize {
         let t = self.lock();
-        t.users.len() + t.ips.len()
+        t.users.len() + t.clients.len()
     }
 }
 
-/// The entry of `key`, made room for if the map is full: first every stale entry goes (no
-/// failure within the window and not locked), then, if that is not enough, the one with
-/// the oldest failure.
+/// No failure within the window: the count no longer matters.
+fn stale(e: &Entry, now: i64, limits: &LoginLimits) -> bool {
+    now.saturating_sub(e.last_failure) > limits.window.as_millis() as i64
+}
+
+/// The entry of `key`, made room for if the map is full: first every stale entry goes,
+/// then, if that is not enough, the one with the oldest failure.
 fn entry<'a, K: std::hash::Hash + Eq + Clone>(
     map: &'a mut HashMap<K, Entry>,
     key: K,
@@ -345,8 +364,7 @@ fn entry<'a, K: std::hash::Hash + Eq + Clone>(
     limits: &LoginLimits,
 ) -> &'a mut Entry {
     if !map.contains_key(&key) && map.len() >= max {
-        let window = limits.window.as_millis() as i64;
-        map.retain(|_, e| now.saturating_sub(e.last_failure) <= window || e.locked_until > now);
+        map.retain(|_, e| !stale(e, now, limits));
         if map.len() >= max {
             let oldest = map
                 .iter()
@@ -360,24 +378,57 @@ fn entry<'a, K: std::hash::Hash + Eq + Clone>(
     map.entry(key).or_insert(Entry {
         failures: 0,
         last_failure: now,
-        locked_until: i64::MIN,
     })
 }
 
-fn fail(e: &mut Entry, now: i64, threshold: u32, limits: &LoginLimits) {
-    if now.saturating_sub(e.last_failure) > limits.window.as_millis() as i64 {
+/// Counts a failure; the hold of its answer once the count reaches `threshold`.
+fn fail(e: &mut Entry, now: i64, threshold: u32, limits: &LoginLimits) -> Option<Duration> {
+    if stale(e, now, limits) {
         e.failures = 0;
     }
     e.failures = e.failures.saturating_add(1);
     e.last_failure = now;
-    if e.failures >= threshold {
-        let doublings = (e.failures - threshold).min(20);
-        let first = limits.first_lockout.as_millis() as i64;
-        let lockout = first
-            .saturating_mul(1i64 << doublings)
-            .min(limits.max_lockout.as_millis() as i64);
-        e.locked_until = e.locked_until.max(now.saturating_add(lockout));
+    if e.failures < threshold {
+        return None;
     }
+    let doublings = (e.failures - threshold).min(20);
+    let first = limits.first_hold.as_millis() as u64;
+    let ms = first
+        .saturating_mul(1u64 << doublings)
+        .min(limits.max_hold.as_millis() as u64);
+    Some(Duration::from_millis(ms))
+}
+
+/// How a user name appears in logs and in the audit log of a failed login: whether a user
+/// has that name, and a short keyed hash of it (`unknown name #1f2e3d4c`). The name itself
+/// is never written: a failed login's name is often a password typed into the wrong field.
+/// The hash is the first 8 hex digits of HMAC-SHA256 under `key` (random, made at start),
+/// so the same name gives the same reference while the server runs (repeated tries show)
+/// and cannot be guessed back from a log or an exported audit log.
+pub fn name_ref(key: &[u8; 32], name: &str, known: bool) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; unreachable, but never fall back to the name.
+        Err(_) => return format!("{} name", if known { "known" } else { "unknown" }),
+    };
+    mac.update(name.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "{} name #{}",
+        if known { "known" } else { "unknown" },
+        hex::encode(&digest[..4])
+    )
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header value. The scheme is matched in
+/// any case (RFC 7235 §2.1: auth schemes are case-insensitive), separated from the token
+/// by spaces; `None` for another scheme or no token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let token = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 #[cfg(test)]
@@ -416,7 +467,32 @@ mod tests {
             Err(AuthError::PasswordTooShort { min: 10 })
         ));
         // Ten characters, some of them two bytes: long enough.
-        assert!(validate_new_password("åäöåäöåäöå").is_ok());
+        assert!(validate_new_password("åäöüéåäöüé").is_ok());
+        // Whitespace around does not count, and there must be something to count.
+        for pw in [
+            "          ",
+            "  kort lösn  ",
+            "\t\t\t\t\t\t\t\t\t\t\t\t",
+            "\n hemligt1 \n",
+        ] {
+            assert!(
+                matches!(
+                    validate_new_password(pw),
+                    Err(AuthError::PasswordTooShort { .. })
+                ),
+                "{pw:?}"
+            );
+        }
+        assert!(validate_new_password("  korrekt häst  ").is_ok());
+        for pw in ["aaaaaaaaaa", "abababababab", "1111222233"] {
+            assert!(
+                matches!(
+                    validate_new_password(pw),
+                    Err(AuthError::PasswordRepetitive { min: 5 })
+                ),
+                "{pw:?}"
+            );
+        }
         assert!(validate_new_password(&"a".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
         let p: Password = serde_json::from_str("\"hemligt lösen\"").unwrap();
         assert_eq!(p.expose(), "hemligt lösen");
@@ -446,73 +522,82 @@ mod tests {
         assert_ne!(token_hash(&t2), h1);
     }
 
+    fn secs(d: Option<Duration>) -> Option<u64> {
+        d.map(|d| d.as_secs())
+    }
+
     #[test]
-    fn five_failures_lock_the_user_with_a_growing_lockout() {
-        let l = LoginLimiter::default();
+    fn a_user_name_is_throttled_from_its_fifth_failure_with_a_growing_hold() {
+        let l = LoginThrottle::default();
         let a = ip("192.0.2.1");
         for i in 0..4 {
-            assert!(l.check("anna", a, at(i)).is_ok());
-            l.failed("anna", a, at(i));
+            assert!(!l.throttled("anna", a, at(i)));
+            assert_eq!(l.failed("anna", a, at(i)), None);
         }
-        assert!(l.check("anna", a, at(4)).is_ok());
-        l.failed("anna", a, at(4));
-        // Fifth failure: one minute.
-        assert_eq!(l.check("anna", a, at(5)), Err(RetryAfter { secs: 59 }));
-        assert_eq!(
-            l.check("ANNA", ip("192.0.2.9"), at(5)).map_err(|r| r.secs),
-            Err(59)
-        );
+        assert!(!l.throttled("anna", a, at(4)));
+        // Fifth failure: held one second; then two, four, ... at most sixteen.
+        assert_eq!(secs(l.failed("anna", a, at(4))), Some(1));
+        assert!(l.throttled("anna", a, at(5)));
+        assert!(l.throttled("ANNA", ip("192.0.2.9"), at(5)), "by name");
         assert!(
-            l.check("bertil", a, at(5)).is_ok(),
-            "the address is not locked"
+            !l.throttled("bertil", a, at(5)),
+            "the address is not throttled"
         );
-        assert!(l.check("anna", a, at(64)).is_ok());
-        // Sixth: two minutes, seventh: four, ... at most fifteen.
-        l.failed("anna", a, at(64));
-        assert_eq!(l.check("anna", a, at(64)), Err(RetryAfter { secs: 120 }));
-        l.failed("anna", a, at(200));
-        assert_eq!(l.check("anna", a, at(200)), Err(RetryAfter { secs: 240 }));
-        l.failed("anna", a, at(500));
-        l.failed("anna", a, at(1000));
-        l.failed("anna", a, at(1900));
-        assert_eq!(l.check("anna", a, at(1900)), Err(RetryAfter { secs: 900 }));
+        assert_eq!(secs(l.failed("anna", a, at(6))), Some(2));
+        assert_eq!(secs(l.failed("anna", a, at(7))), Some(4));
+        // From other addresses: the name's count, not the address's.
+        for i in 8..20 {
+            l.failed("anna", ip(&format!("198.51.100.{i}")), at(i));
+        }
+        assert_eq!(secs(l.failed("anna", a, at(20))), Some(16));
         // Success clears the user name.
-        l.succeeded("anna", a, at(2800));
-        assert!(l.check("anna", a, at(2800)).is_ok());
-        l.failed("anna", a, at(2801));
-        assert!(l.check("anna", a, at(2801)).is_ok());
+        l.succeeded("anna", a, at(21));
+        assert!(!l.throttled("anna", a, at(21)));
+        assert_eq!(l.failed("anna", a, at(22)), None);
     }
 
     #[test]
-    fn failures_spread_out_do_not_lock() {
-        let l = LoginLimiter::default();
+    fn failures_spread_out_are_not_throttled() {
+        let l = LoginThrottle::default();
         let a = ip("192.0.2.1");
         for i in 0..10 {
-            l.failed("anna", a, at(i * 16 * 60));
-            assert!(l.check("anna", a, at(i * 16 * 60)).is_ok());
+            assert_eq!(l.failed("anna", a, at(i * 16 * 60)), None);
+            assert!(!l.throttled("anna", a, at(i * 16 * 60)));
         }
+        // A throttled name is free again after a quiet window.
+        for i in 0..5 {
+            l.failed("bertil", a, at(20_000 + i));
+        }
+        assert!(l.throttled("bertil", a, at(20_005)));
+        assert!(!l.throttled("bertil", a, at(20_005 + 15 * 60 + 1)));
     }
 
     #[test]
-    fn an_address_is_locked_after_twenty_failures_of_any_names() {
-        let l = LoginLimiter::default();
+    fn an_address_is_throttled_after_twenty_failures_of_any_names() {
+        let l = LoginThrottle::default();
         let a = ip("2001:db8::1");
-        for i in 0..20 {
-            assert!(l.check(&format!("u{i}"), a, at(i)).is_ok());
-            l.failed(&format!("u{i}"), a, at(i));
+        for i in 0..19 {
+            assert!(!l.throttled(&format!("u{i}"), a, at(i)));
+            assert_eq!(l.failed(&format!("u{i}"), a, at(i)), None);
         }
-        // Same /64, another address: locked too; another /64: not.
-        assert!(l.check("new", ip("2001:db8::ffff"), at(20)).is_err());
-        assert!(l.check("new", ip("2001:db8:0:1::1"), at(20)).is_ok());
-        assert!(l.check("new", ip("::ffff:192.0.2.1"), at(20)).is_ok());
+        assert_eq!(secs(l.failed("u19", a, at(19))), Some(1));
+        // Same /64, another address: throttled too; another /64: not.
+        assert!(l.throttled("new", ip("2001:db8::ffff"), at(20)));
+        assert!(!l.throttled("new", ip("2001:db8:0:1::1"), at(20)));
+        assert!(!l.throttled("new", ip("::ffff:192.0.2.1"), at(20)));
         // Success of one user does not clear the address.
         l.succeeded("u1", a, at(20));
-        assert!(l.check("u1", a, at(20)).is_err());
+        assert!(l.throttled("u1", a, at(20)));
+        // The longer hold of name and address applies.
+        for i in 0..6 {
+            l.failed("cecilia", ip("198.51.100.1"), at(30 + i));
+        }
+        assert_eq!(secs(l.failed("cecilia", a, at(40))), Some(4));
     }
 
     #[test]
     fn memory_is_bounded() {
-        let l = LoginLimiter::new(LoginLimits {
+        let l = LoginThrottle::new(LoginLimits {
             max_tracked: 100,
             ..LoginLimits::default()
         });
@@ -528,9 +613,44 @@ mod tests {
         for _ in 0..4 {
             l.failed("user999", ip("198.51.100.1"), at(1000));
         }
-        assert!(l.check("user999", ip("198.51.100.2"), at(1000)).is_err());
+        assert!(l.throttled("user999", ip("198.51.100.2"), at(1000)));
         // Long user names are bounded too.
         l.failed(&"å".repeat(10_000), ip("198.51.100.3"), at(1000));
-        assert!(format!("{l:?}").contains("LoginLimiter"));
+        assert!(format!("{l:?}").contains("LoginThrottle"));
+    }
+
+    #[test]
+    fn name_refs_hide_the_name_and_stay_stable() {
+        let key = [7u8; 32];
+        let r = name_ref(&key, "hemligt-lösen", false);
+        assert!(r.starts_with("unknown name #"), "{r}");
+        assert_eq!(r.len(), "unknown name #".len() + 8);
+        assert!(!r.contains("hemligt"));
+        assert_eq!(r, name_ref(&key, "hemligt-lösen", false));
+        assert_ne!(r, name_ref(&[8u8; 32], "hemligt-lösen", false), "keyed");
+        assert!(name_ref(&key, "anna", true).starts_with("known name #"));
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for ok in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "bEaReR   abc",
+            " Bearer abc ",
+        ] {
+            assert_eq!(bearer_token(ok), Some("abc"), "{ok:?}");
+        }
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Basic abc",
+            "Bearerabc",
+            "Bearer a b",
+            "",
+        ] {
+            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        }
     }
 }

@@ -398,9 +398,7 @@ fn integration_of(headers: &axum::http::HeaderMap, state: &AppState) -> ApiResul
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(super::auth::bearer_token)
         .ok_or_else(unauthorized)?;
     let hash = super::auth::token_hash(token);
     state

@@ -2,26 +2,30 @@
 //! day's figures on connect, then every change as it happens. A console that falls behind
 //! the feed (more than [`crate::calls::LIVE_CAPACITY`] changes) gets a fresh snapshot instead
 //! of a gap. The server sends; what the client sends is ignored (pings are answered).
+//!
+//! The feed ends at once when its session does: at logout, when the user is disabled,
+//! removed or given another role (the console signals each on `sessions_changed`, and the
+//! feed checks its session again), and at the session's expiry.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use axum_extra::extract::cookie::CookieJar;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use super::api::{ErrorBody, Session, session_of};
+use super::api::{ErrorBody, Session, session_by_hash, session_token};
 use crate::calls::{CallSummary, LiveEvent, Stats};
 use crate::model::Role;
 
 /// How often the figures are sent even when nothing changed.
 const STATS_EVERY: Duration = Duration::from_secs(10);
-/// How often the session behind a WebSocket is checked again (logout, expiry).
+/// How often the session behind a WebSocket is checked again besides the signals (a
+/// backstop).
 const SESSION_EVERY: Duration = Duration::from_secs(30);
 /// A send that takes longer than this means the console is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,42 +61,43 @@ enum Out<'a> {
 /// and after changes).
 #[utoipa::path(get, path = "/api/live", tag = "calls",
     responses((status = 101, description = "WebSocket: the live queue"),
-        (status = 401, body = ErrorBody)))]
+        (status = 400, description = "Not a WebSocket request", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "From another site's page", body = ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,
-    jar: CookieJar,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, super::api::ApiError> {
     // The session first: without one, the answer is 401 whatever the request.
-    let s = session_of(&jar, &state)?;
+    let Some(token) = session_token(&headers, &state)? else {
+        state.metrics.rejected("no_session");
+        return Err(super::api::ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "log in first",
+        ));
+    };
+    let hash = super::auth::token_hash(&token);
+    let s = session_by_hash(&hash, &state)?;
     s.require(Role::Operator, &state)?;
-    // A page of another site must not open the feed with the operator's cookie.
-    if !same_origin(&headers) {
-        state.metrics.rejected("forbidden");
+    // A page of another site must not open the feed with the operator's cookie (the
+    // browser sends the cookie and Origin with a WebSocket's opening request).
+    if let Err(why) = super::guard::from_console(&headers, state.public_origin.as_deref()) {
+        state.metrics.rejected("cross_origin");
         return Err(super::api::ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
-            "the live feed is only for the console's own pages",
+            format!("the live feed is only for the console's own pages ({why})"),
         ));
     }
     let ws = ws.map_err(|e| super::api::ApiError::new(e.status(), e.body_text()))?;
     Ok(ws
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, state, s, jar)))
+        .on_upgrade(move |socket| serve(socket, state, s, hash)))
 }
 
-/// True when the request has no `Origin` (not a browser page) or one whose host is the
-/// `Host` the request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+/// Whether the feed's session is still valid, with a role that may see the feed.
+fn still_valid(hash: &[u8; 32], state: &AppState) -> bool {
+    session_by_hash(hash, state).is_ok_and(|s| s.role >= Role::Operator)
 }
 
 async fn send(socket: &mut WebSocket, msg: &Out<'_>) -> bool {
@@ -130,7 +135,7 @@ impl Drop for Open {
     }
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJar) {
+async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32]) {
     state.metrics.ws_sessions.increment(1.0);
     let _open = Open(state.metrics.clone());
     tracing::debug!(user = %s.user, "live feed opened");
@@ -139,6 +144,16 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJa
     let mut feed = state.calls.live.subscribe();
     let mut stats = state.stats.clone();
     stats.mark_unchanged();
+    let mut sessions = state.sessions_changed.subscribe();
+    // Past expiry (a negative duration): at once.
+    let until_expiry = Duration::try_from(s.expires_at.duration_since(jiff::Timestamp::now()))
+        .unwrap_or(Duration::ZERO);
+    let expiry = tokio::time::sleep(until_expiry);
+    tokio::pin!(expiry);
+    // A change between the upgrade's check and now is not missed.
+    if !still_valid(&hash, &state) {
+        return;
+    }
     if !snapshot(&mut socket, &state).await {
         return;
     }
@@ -175,10 +190,9 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, jar: CookieJa
                 let st = state.stats.borrow().clone();
                 send(&mut socket, &Out::Stats { stats: &st }).await
             }
-            _ = session_tick.tick() => {
-                // Logged out or expired: close the feed.
-                session_of(&jar, &state).is_ok()
-            }
+            r = sessions.changed() => r.is_ok() && still_valid(&hash, &state),
+            () = &mut expiry => false,
+            _ = session_tick.tick() => still_valid(&hash, &state),
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => false,
                 Some(Ok(_)) => true,

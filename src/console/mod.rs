@@ -5,13 +5,18 @@
 //! - [`api`]: the handlers, sessions and roles, errors as JSON.
 //! - [`dispatch_api`]: dispatch to patrols, the patrols board, the directory.
 //! - [`live`]: the WebSocket feed.
-//! - [`auth`]: password hashing (argon2id), session tokens, the login rate limiter.
+//! - [`auth`]: password hashing (argon2id), session tokens, the login throttle.
+//! - [`guard`]: the client address behind trusted proxies, the refusal of cross-origin
+//!   state changes, `Cache-Control` and JSON for every API answer.
+//! - [`users_api`]: console users for administrators.
 
 pub mod api;
 pub mod auth;
 pub mod dispatch_api;
+pub mod guard;
 pub mod incidents_api;
 pub mod live;
+pub mod users_api;
 pub mod work_orders_api;
 
 use std::sync::Arc;
@@ -42,6 +47,10 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Password checks running at once (argon2id is made to be slow and memory-hungry).
 const VERIFY_PERMITS: usize = 4;
 
+/// Of those, checks of throttled logins running at once (see [`auth::LoginThrottle`]): a
+/// flood of wrong passwords takes at most this share of the checks.
+const THROTTLED_VERIFY_PERMITS: usize = 1;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -57,10 +66,22 @@ pub struct AppState {
     pub stats: watch::Receiver<Stats>,
     /// The centre's time zone.
     pub tz: jiff::tz::TimeZone,
-    /// Failed-login limiter.
-    pub limiter: Arc<auth::LoginLimiter>,
+    /// Failed logins: which are throttled, and for how long their answers are held.
+    pub throttle: Arc<auth::LoginThrottle>,
     /// Bounds the password checks running at once.
     pub verify_permits: Arc<Semaphore>,
+    /// Bounds the throttled logins' password checks running at once (taken before a
+    /// `verify_permits` permit).
+    pub throttled_permits: Arc<Semaphore>,
+    /// The key of failed logins' name references ([`auth::name_ref`]), made at start.
+    pub name_key: Arc<[u8; 32]>,
+    /// The client address of a request behind trusted proxies.
+    pub clients: Arc<guard::ClientAddresses>,
+    /// The console's origin behind a proxy that rewrites `Host` (`[http] public_origin`).
+    pub public_origin: Option<Arc<str>>,
+    /// Bumped after every change that may end sessions (logout, a user disabled, removed
+    /// or given another role), so the live feeds check theirs at once.
+    pub sessions_changed: Arc<watch::Sender<u64>>,
     /// Session length.
     pub session_hours: u32,
     /// Whether the cookie is marked Secure.
@@ -111,6 +132,12 @@ pub struct ConsoleOptions {
     pub secure_cookie: bool,
     /// The centre's time zone.
     pub tz: jiff::tz::TimeZone,
+    /// Reverse proxies whose client-address header is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header they name the client in.
+    pub client_address_header: crate::config::ClientAddressHeader,
+    /// The console's public origin, if the proxy does not pass `Host` through.
+    pub public_origin: Option<String>,
 }
 
 impl AppState {
@@ -131,8 +158,16 @@ impl AppState {
             devices,
             stats,
             tz: opts.tz,
-            limiter: Arc::new(auth::LoginLimiter::new(auth::LoginLimits::default())),
+            throttle: Arc::new(auth::LoginThrottle::new(auth::LoginLimits::default())),
             verify_permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
+            throttled_permits: Arc::new(Semaphore::new(THROTTLED_VERIFY_PERMITS)),
+            name_key: Arc::new(rand::random()),
+            clients: Arc::new(guard::ClientAddresses::new(
+                opts.trusted_proxies,
+                opts.client_address_header,
+            )),
+            public_origin: opts.public_origin.map(Arc::from),
+            sessions_changed: Arc::new(watch::Sender::new(0)),
             session_hours: opts.session_hours,
             secure_cookie: opts.secure_cookie,
             metrics: ConsoleMetrics::new(),
@@ -143,6 +178,12 @@ impl AppState {
             outbox: services.outbox,
             work_orders: services.work_orders,
         })
+    }
+
+    /// Tells the live feeds that sessions may have ended (they check theirs).
+    pub fn sessions_changed(&self) {
+        self.sessions_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Summaries of the open Calls, most urgent first.
@@ -187,6 +228,7 @@ impl AppState {
         (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
         (name = "supervision", description = "Silent devices, telecom incidents, the escalation outbox"),
         (name = "work_orders", description = "Work orders for device faults"),
+        (name = "users", description = "Console users (administrators)"),
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -251,6 +293,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(work_orders_api::cancel_work_order))
         .routes(routes!(work_orders_api::report_fault))
         .routes(routes!(live::live))
+        .routes(routes!(users_api::list_users))
+        .routes(routes!(users_api::disable_user))
+        .routes(routes!(users_api::enable_user))
+        .routes(routes!(users_api::set_role))
+        .routes(routes!(users_api::remove_user))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.
@@ -261,7 +308,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
         )
         .split_for_parts();
-    let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    let doc_json = Arc::new(
+        serde_json::to_value(&doc)
+            .map(|mut d| {
+                framework_answers(&mut d);
+                d
+            })
+            .and_then(|d| serde_json::to_string_pretty(&d))
+            .unwrap_or_else(|_| "{}".into()),
+    );
     api.route(
         "/api/openapi.json",
         get(move || {
@@ -278,7 +333,104 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async {
         api::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
     })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard::guard,
+    ))
     .with_state(state)
+}
+
+/// Adds to every operation of the OpenAPI document the answers the framework and the
+/// [`guard`] give besides the handler's own (which its `#[utoipa::path]` lists): 401 without
+/// a session, 403 for a cross-origin change, 400 for a path or query parameter that does not
+/// parse, 400/413/415/422 for a body that is not JSON, too large, of another type or of the
+/// wrong shape; and the session requirement. Every error answer is an `ErrorBody`.
+fn framework_answers(doc: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let error_body =
+        || json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let login = path == "/api/session" && method == "post";
+            let changes = matches!(method.as_str(), "post" | "put" | "patch" | "delete");
+            let params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let in_path = params.iter().any(|p| p["in"] == "path");
+            let in_query = params.iter().any(|p| p["in"] == "query");
+            let body = op
+                .get("requestBody")
+                .and_then(|b| b.get("content"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let json_body = body.get("application/json").is_some();
+            let csv_body = body.get("text/csv").is_some();
+            if !login && !op.contains_key("security") {
+                op.insert("security".into(), json!([{"session": []}]));
+            }
+            let mut add: Vec<(&str, &str)> = Vec::new();
+            if !login {
+                add.push((
+                    "401",
+                    "No valid session (log in first), or more than one session cookie",
+                ));
+            }
+            if changes {
+                add.push((
+                    "403",
+                    "Refused: sent from another site's page (Origin or Sec-Fetch-Site), or the role is too low",
+                ));
+            }
+            if in_path {
+                add.push(("400", "A path parameter that does not parse"));
+            }
+            if in_query {
+                add.push(("400", "A query parameter that does not parse"));
+            }
+            if json_body {
+                add.push(("400", "The body is not JSON"));
+                add.push(("413", "The body is too large"));
+                add.push(("415", "The body is not application/json"));
+                add.push(("422", "The JSON does not have the fields this needs"));
+            }
+            if csv_body {
+                add.push(("413", "The body is too large"));
+                add.push(("415", "The body is not text/csv"));
+            }
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut();
+            let Some(responses) = responses else {
+                continue;
+            };
+            for (status, description) in add {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| json!({"description": description}));
+            }
+            for (status, r) in responses.iter_mut() {
+                let error = status.starts_with('4') || status.starts_with('5');
+                if let Some(r) = r.as_object_mut().filter(|_| error) {
+                    r.entry("content").or_insert_with(error_body);
+                    if r.get("description").and_then(Value::as_str) == Some("") {
+                        r.insert("description".into(), json!("Refused"));
+                    }
+                }
+            }
+        }
+    }
 }
 
 const INDEX_HTML: &str = include_str!("assets/index.html");

@@ -74,6 +74,7 @@ where
 #[into_params(parameter_in = Query)]
 pub struct WorkOrdersQuery {
     /// `open` (new and started; the default), `new`, `started`, `done`, `cancelled` or `all`.
+    #[param(inline)]
     pub state: Option<StateFilter>,
     /// `true`: only orders late now (not started by `start_by`, or not done by `done_by`).
     pub overdue: Option<bool>,

@@ -2,17 +2,24 @@
 //! [`Dispatcher`]. Every change of a dispatch goes through [`Desk::after`], which tells
 //! everyone who must know, in this order:
 //!
-//! 1. the patrol, over its link (`assignment` when offered, `sla_warning`, `cancelled`);
-//! 2. the Call's timeline (a [`TimelineEvent::Dispatch`] line; also after the Call was closed);
+//! 1. the patrol, over its link (`assignment` when offered and after every change of its
+//!    state, `sla_warning`, `cancelled`), kept until the next [`Desk::flush`] has made the
+//!    change durable;
+//! 2. the Call's timeline (a [`TimelineEvent::Dispatch`] line, dated like the step; also
+//!    after the Call was closed);
 //! 3. the consoles (a live `dispatch` message) and the metrics.
 //!
 //! The desk is the link's [`PatrolHub`]: a patrol's event is applied, its timeline line and
-//! the dispatch are made durable, and only then is the event acknowledged.
+//! the dispatch are made durable, and only then is the event acknowledged (and the patrol's
+//! `assignment` in its new state follows the `ack`).
 //!
 //! A dispatch that its patrol declines or does not confirm in time is offered to the next
-//! patrol of the Call's route that is on shift (by the same operator), and the operator sees
-//! both steps. `now` is a parameter of everything here except the patrol link's entry point,
-//! which reads the clock (and never lets a patrol's time be in the future).
+//! patrol of the Call's route on shift that has not been tried for the Call (by the same
+//! operator), and the operator sees both steps. When nobody is left the line says who was
+//! passed over and why, and a Call already closed comes back to the queue at the head of its
+//! level ([`Calls::reopen`]). `now` is a parameter of everything here except the patrol
+//! link's entry point, which reads the clock (and never lets a patrol's time be in the
+//! future).
 
 use std::sync::Arc;
 
@@ -23,9 +30,9 @@ use tokio::sync::Notify;
 
 use crate::calls::sla::{ClockEvent, PatrolEvent, SlaOptions};
 use crate::calls::{Calls, LiveEvent};
-use crate::codec::patrol::{AssignmentMsg, ErrorCode, FromPatrol, ToPatrol};
+use crate::codec::patrol::{AssignmentMsg, CancelCause, ErrorCode, FromPatrol, ToPatrol};
 use crate::dispatch::hub::{self, Hub};
-use crate::dispatch::patrol_link::{Link, PatrolHub};
+use crate::dispatch::patrol_link::{EventError, Link, PatrolHub};
 use crate::dispatch::routing;
 use crate::dispatch::service::{DispatchError, Dispatcher, Target};
 use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
@@ -174,6 +181,9 @@ pub struct Desk {
     metrics: DispatchMetrics,
     /// Woken when a clock may be due sooner than the ticker thought.
     pub wake: Arc<Notify>,
+    /// Messages for patrols about changes not yet durable: sent by the next flush, once
+    /// what they tell of is stored.
+    pushes: std::sync::Mutex<Vec<(String, ToPatrol)>>,
 }
 
 impl std::fmt::Debug for Desk {
@@ -181,9 +191,6 @@ impl std::fmt::Debug for Desk {
         f.debug_struct("Desk").finish_non_exhaustive()
     }
 }
-
-/// What the operator reads when the route has no one else on shift.
-const NO_ONE_LEFT: &str = "no other patrol of the route is on shift: dispatch by hand";
 
 /// Whole minutes until the arrival deadline, rounded up (0 once it has passed).
 fn minutes_left(d: &Dispatch, now: Timestamp) -> u32 {
@@ -223,6 +230,7 @@ impl Desk {
             opts,
             metrics,
             wake: Arc::new(Notify::new()),
+            pushes: std::sync::Mutex::new(Vec::new()),
         };
         desk.gauges();
         Ok(desk)
@@ -457,7 +465,7 @@ impl Desk {
         Ok(self.view(&d))
     }
 
-    /// A patrol's event, applied and told to everyone (not yet durable: see
+    /// A patrol's event at `now`, applied and told to everyone (not yet durable: see
     /// [`PatrolHub::event`] and the API, which flush).
     pub fn patrol_event(
         &self,
@@ -466,10 +474,26 @@ impl Desk {
         ev: PatrolEvent,
         now: Timestamp,
     ) -> Result<Dispatch, DeskError> {
-        let (before, d) = self
+        self.patrol_event_at(patrol, id, ev, now, now)
+    }
+
+    /// A patrol's event made at `at` (an event sent late, from a lift, counts from when it
+    /// was made; at the latest `now`), handled at `now`. Its step and its timeline line are
+    /// dated alike: `at`, but never before the dispatch's last known moment. A patrol the
+    /// Call is passed to after a decline is offered it at `now`.
+    pub fn patrol_event_at(
+        &self,
+        patrol: &str,
+        id: u64,
+        ev: PatrolEvent,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Dispatch, DeskError> {
+        let applied = self
             .dispatcher
-            .apply_patrol_event(patrol, id, ev.clone(), now)?;
-        if before.as_ref() == Some(&d) {
+            .apply_patrol_event(patrol, id, ev.clone(), at.min(now))?;
+        let (before, d, at) = (applied.before, applied.after, applied.at);
+        if before == d {
             // A repeat (a patrol resending what it was not sure arrived): nothing new.
             return Ok(d);
         }
@@ -487,40 +511,69 @@ impl Desk {
                 },
             ),
         };
-        if before.as_ref().is_some_and(|b| b.arrived_at.is_none()) && d.arrived_at.is_some() {
+        if before.arrived_at.is_none() && d.arrived_at.is_some() {
             self.metrics.arrived(
                 d.arrival_method.unwrap_or(crate::model::ArrivalMethod::App),
                 crate::calls::sla::time_to_arrival(&d),
             );
         }
         if step != DispatchStep::Declined {
-            self.after(&d, step, None, detail, now)?;
+            self.after(&d, step, None, detail, at)?;
             return Ok(d);
         }
-        // Declined: the next patrol of the route on shift gets it, and the operator sees both.
-        let next = match self.call(d.call)? {
+        // Declined: the next untried patrol of the route on shift gets it, and the operator
+        // sees both; with nobody left the Call comes back to the queue.
+        let (next, words) = match self.call(d.call)? {
             Some(call) => {
                 let t = self.target_for(&call)?;
-                self.dispatcher
-                    .next_after(&t, &d.patrol, now)
-                    .map(|c| (t, c.patrol))
+                let (next, words) = self.dispatcher.fallback(&t, &d, now)?;
+                (next.map(|p| (t, p)), words)
             }
-            None => None,
+            None => (None, "not passed on: the call is not known".to_owned()),
         };
-        let to = match &next {
-            Some((_, p)) => format!("passed to {}", self.patrol_name(p)),
-            None => NO_ONE_LEFT.to_owned(),
-        };
+        let reason = detail.clone();
         detail = if detail.is_empty() {
-            to
+            words.clone()
         } else {
-            format!("{detail}; {to}")
+            format!("{detail}; {words}")
         };
-        self.after(&d, step, None, detail, now)?;
-        if let Some((t, patrol)) = next {
-            self.pass_on(&d, &t, &patrol, now)?;
+        self.after(&d, step, None, detail, at)?;
+        match next {
+            Some((t, patrol)) => {
+                self.pass_on(&d, &t, &patrol, now)?;
+            }
+            None => {
+                let what = if reason.is_empty() {
+                    "declined".to_owned()
+                } else {
+                    format!("declined ({reason})")
+                };
+                self.back_to_queue(&d, &what, &words, now)?;
+            }
         }
         Ok(d)
+    }
+
+    /// A dispatch ended without a visit and nobody is left to take it: if its Call was
+    /// closed, it comes back to the queue at the head of its level (every console sees it),
+    /// with a line saying what happened (`what` the patrol did, `words` who was passed over).
+    /// An open Call stays with its operator, whose timeline already says so.
+    fn back_to_queue(
+        &self,
+        d: &Dispatch,
+        what: &str,
+        words: &str,
+        now: Timestamp,
+    ) -> Result<(), DeskError> {
+        let reason = format!(
+            "dispatch {} to {} {what}; {words}. A patrol is still needed",
+            d.id,
+            self.patrol_name(&d.patrol)
+        );
+        if self.calls.reopen(d.call, &reason, now)?.is_some() {
+            self.metrics.reopened.increment(1);
+        }
+        Ok(())
     }
 
     /// Offers a Call whose dispatch ended without a visit (declined) to `patrol`, by the same
@@ -599,13 +652,14 @@ impl Desk {
         if at < d.offered_at {
             return ignored("opened before the dispatch");
         }
-        let d = self.patrol_event(
+        let d = self.patrol_event_at(
             credential,
             d.id,
             PatrolEvent::Arrived {
                 method: crate::model::ArrivalMethod::Lock,
             },
             at,
+            now,
         )?;
         self.metrics.lock_event("arrived");
         Ok(LockOutcome {
@@ -657,17 +711,18 @@ impl Desk {
         let mut d = d;
         // An arrival also counts as receipt (a patrol at the door before confirming it).
         if d.arrived_at.is_none() {
-            d = self.patrol_event(
+            d = self.patrol_event_at(
                 &d.patrol,
                 d.id,
                 PatrolEvent::Arrived {
                     method: crate::model::ArrivalMethod::Presence,
                 },
                 at,
+                now,
             )?;
         }
         if check_out {
-            d = self.patrol_event(
+            d = self.patrol_event_at(
                 &d.patrol,
                 d.id,
                 PatrolEvent::Completed {
@@ -675,6 +730,7 @@ impl Desk {
                     note: "check-out at the alarm unit".into(),
                 },
                 at,
+                now,
             )?;
         }
         Ok(Some(d))
@@ -702,20 +758,22 @@ impl Desk {
                     self.after(d, DispatchStep::Breached, None, String::new(), now)?;
                 }
                 Some(ClockEvent::ReceiptTimeout) => {
-                    let detail = match &ch.passed_to {
-                        Some(p) => format!("passed to {}", self.patrol_name(&p.patrol)),
-                        None => NO_ONE_LEFT.into(),
-                    };
-                    self.after(d, DispatchStep::ReceiptTimeout, None, detail, now)?;
-                    if let Some(p) = &ch.passed_to {
-                        self.metrics.offered("fallback");
-                        self.after(
-                            p,
-                            DispatchStep::Offered,
-                            None,
-                            format!("after dispatch {} to {} was not received", d.id, d.patrol),
-                            now,
-                        )?;
+                    // The dispatch's note says where it went, or who was passed over.
+                    self.after(d, DispatchStep::ReceiptTimeout, None, d.note.clone(), now)?;
+                    match &ch.passed_to {
+                        Some(p) => {
+                            self.metrics.offered("fallback");
+                            self.after(
+                                p,
+                                DispatchStep::Offered,
+                                None,
+                                format!("after dispatch {} to {} was not received", d.id, d.patrol),
+                                now,
+                            )?;
+                        }
+                        None => {
+                            self.back_to_queue(d, "was not received in time", &d.note, now)?;
+                        }
                     }
                 }
                 None => {}
@@ -764,6 +822,7 @@ impl Desk {
                 ToPatrol::Cancelled {
                     seq: 0,
                     dispatch: d.id,
+                    cause: CancelCause::Withdrawn,
                     reason: if detail.is_empty() {
                         "withdrawn by the alarm centre".into()
                     } else {
@@ -776,12 +835,24 @@ impl Desk {
                 ToPatrol::Cancelled {
                     seq: 0,
                     dispatch: d.id,
-                    reason: "not received in time: given to another patrol".into(),
+                    cause: CancelCause::ReceiptTimeout,
+                    // The dispatch's note says whether another patrol has it.
+                    reason: if d.note.starts_with("passed to") {
+                        "receipt not confirmed in time: given to another patrol".into()
+                    } else {
+                        "receipt not confirmed in time: the alarm centre takes it back".into()
+                    },
                 },
             ),
-            // Received / accepted / arrived open the arrival clock or end it: the next
-            // moment due may be sooner or later.
+            // Received / accepted / arrived: the patrol gets the assignment in its new state
+            // (after the ack of its own event, or when the lock or the alarm unit told of the
+            // arrival). They open the arrival clock or end it: the next moment due may be
+            // sooner or later.
             DispatchStep::Received | DispatchStep::Accepted | DispatchStep::Arrived => {
+                self.push(
+                    &d.patrol,
+                    ToPatrol::Assignment(Box::new(self.assignment(d))),
+                );
                 self.wake.notify_one();
             }
             _ => {}
@@ -830,12 +901,52 @@ impl Desk {
         Ok(())
     }
 
+    /// Keeps a message for the patrol until the change it tells of is durable (the next
+    /// flush sends it).
     fn push(&self, patrol: &str, msg: ToPatrol) {
-        if !self.link.push(patrol, msg) {
-            tracing::debug!(
-                patrol,
-                "patrol not connected: it gets its open assignments when it connects"
-            );
+        self.pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((patrol.to_owned(), msg));
+    }
+
+    /// The messages kept so far (sent after the flush that follows).
+    fn take_pushes(&self) -> Vec<(String, ToPatrol)> {
+        std::mem::take(
+            &mut *self
+                .pushes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Sends `pushes` after a successful flush, or keeps them for the next one.
+    fn after_flush(
+        &self,
+        pushes: Vec<(String, ToPatrol)>,
+        flushed: Result<(), crate::calls::CallsError>,
+    ) -> Result<(), DeskError> {
+        match flushed {
+            Ok(()) => {
+                for (patrol, msg) in pushes {
+                    if !self.link.push(&patrol, msg) {
+                        tracing::debug!(
+                            patrol,
+                            "patrol not connected: it gets its open assignments when it connects"
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut kept = self
+                    .pushes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let newer = std::mem::replace(&mut *kept, pushes);
+                kept.extend(newer);
+                Err(e.into())
+            }
         }
     }
 
@@ -843,21 +954,25 @@ impl Desk {
         self.hub.assignment(d)
     }
 
-    /// Waits (blocking) until every change so far is durable: dispatches and timeline lines.
+    /// Waits (blocking) until every change so far is durable (dispatches and timeline
+    /// lines), then tells the patrols about them.
     pub fn flush_blocking(&self) -> Result<(), DeskError> {
-        self.calls.flush_blocking()?;
-        Ok(())
+        let pushes = self.take_pushes();
+        let flushed = self.calls.flush_blocking();
+        self.after_flush(pushes, flushed)
     }
 
-    /// Waits until every change so far is durable: dispatches and timeline lines.
+    /// Waits until every change so far is durable (dispatches and timeline lines), then
+    /// tells the patrols about them.
     pub async fn flush(&self) -> Result<(), DeskError> {
-        self.calls.flush().await?;
-        Ok(())
+        let pushes = self.take_pushes();
+        let flushed = self.calls.flush().await;
+        self.after_flush(pushes, flushed)
     }
 }
 
 impl PatrolHub for Desk {
-    fn authenticate(&self, patrol: &str, token: &str) -> bool {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
         self.hub.authenticate(patrol, token)
     }
 
@@ -865,21 +980,28 @@ impl PatrolHub for Desk {
         self.hub.open_assignments(patrol)
     }
 
-    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError> {
         let now = Timestamp::now();
         let Some((id, at, event)) = hub::patrol_event_of(ev) else {
             return Ok(());
         };
         // An event made offline counts from when it was made, never from the future.
-        self.patrol_event(patrol, id, event, at.min(now))
+        self.patrol_event_at(patrol, id, event, at, now)
             .map_err(|e| match e {
-                DeskError::Dispatch(e) => hub::code_of(&e),
-                _ => ErrorCode::BadMessage,
+                DeskError::Dispatch(e) => hub::refusal_of(id, &e),
+                e => {
+                    tracing::error!(error = %e, "applying a patrol's event failed");
+                    EventError::Unavailable
+                }
             })?;
         self.flush_blocking().map_err(|e| {
             tracing::error!(error = %e, "making a patrol's event durable failed");
-            ErrorCode::BadMessage
+            EventError::Unavailable
         })
+    }
+
+    fn reserve_seqs(&self, patrol: &str, count: u64) -> Option<u64> {
+        self.hub.reserve_seqs(patrol, count)
     }
 }
 
@@ -887,7 +1009,7 @@ impl PatrolHub for Desk {
 mod tests {
     use super::*;
     use crate::dispatch::service::tests::{at, norr_store};
-    use crate::model::ArrivalMethod;
+    use crate::model::{ArrivalMethod, CallState};
 
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
         let (dir, store) = norr_store();
@@ -1080,6 +1202,175 @@ mod tests {
         );
     }
 
+    /// Every timeline line of Call 7 after the first `from`, in words.
+    fn lines(calls: &Calls, store: &Store) -> Vec<String> {
+        let call = calls
+            .triage
+            .get(7)
+            .or_else(|| store.call(7).unwrap())
+            .unwrap();
+        call.timeline
+            .iter()
+            .map(|l| match &l.what {
+                TimelineEvent::Dispatch {
+                    patrol,
+                    step,
+                    detail,
+                    ..
+                } => format!("{patrol} {}: {detail}", step.as_str()),
+                TimelineEvent::Closed { outcome, .. } => format!("closed {}", outcome.as_str()),
+                TimelineEvent::Reopened { reason } => format!("reopened: {reason}"),
+                TimelineEvent::Claimed => "claimed".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_from_a_phone_clock_behind_is_dated_like_the_dispatch() {
+        let (_dir, _store, calls, desk) = setup();
+        let id = desk
+            .dispatch(7, Some("n1"), "olle", at(10, 0))
+            .unwrap()
+            .dispatch
+            .id;
+        // Made "at 09:00" by the phone, handled at 10:30: counts from the offer.
+        let d = desk
+            .patrol_event_at("n1", id, PatrolEvent::Received, at(9, 0), at(10, 30))
+            .unwrap();
+        assert_eq!(d.received_at, Some(at(10, 0)));
+        let line = calls.triage.get(7).unwrap().timeline.pop().unwrap();
+        assert!(matches!(
+            line.what,
+            TimelineEvent::Dispatch {
+                step: DispatchStep::Received,
+                ..
+            }
+        ));
+        assert_eq!(line.at, at(10, 0), "the line says what the dispatch says");
+        // An arrival made in a lift at 10:20 and handled at 10:30 counts at 10:20.
+        let d = desk
+            .patrol_event_at(
+                "n1",
+                id,
+                PatrolEvent::Arrived {
+                    method: ArrivalMethod::App,
+                },
+                at(10, 20),
+                at(10, 30),
+            )
+            .unwrap();
+        assert_eq!(d.arrived_at, Some(at(10, 20)));
+        assert_eq!(
+            calls.triage.get(7).unwrap().timeline.pop().unwrap().at,
+            at(10, 20)
+        );
+    }
+
+    #[test]
+    fn a_patrol_picked_by_hand_that_misses_receipt_passes_to_the_routes_untried_first() {
+        let (_dir, store, calls, desk) = setup();
+        // The operator picks n2, the route's second; n1, the first, is on shift.
+        let first = desk.dispatch(7, Some("n2"), "olle", at(0, 0)).unwrap();
+        assert_eq!(desk.tick(at(1, 59)).unwrap(), 0);
+        assert_eq!(desk.tick(at(2, 0)).unwrap(), 1);
+        let live = desk.dispatcher().live_for_call(7);
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[0].patrol, "n1",
+            "the untried first patrol of the route"
+        );
+        assert_eq!(live[0].offered_at, at(2, 0));
+        let ended = store.dispatch(first.dispatch.id).unwrap().unwrap();
+        assert_eq!(ended.state, DispatchState::ReceiptTimeout);
+        assert_eq!(ended.note, "passed to Norr 1");
+        assert_eq!(
+            steps(&calls)[1],
+            (DispatchStep::ReceiptTimeout, "passed to Norr 1".into())
+        );
+        // n1 does not confirm either: n2 was tried, nobody is left, and the operator (who
+        // still has the Call) reads exactly that; the Call stays theirs.
+        assert_eq!(desk.tick(at(4, 0)).unwrap(), 1);
+        assert!(desk.dispatcher().live_for_call(7).is_empty());
+        let (step, detail) = steps(&calls).pop().unwrap();
+        assert_eq!(step, DispatchStep::ReceiptTimeout);
+        assert_eq!(
+            detail,
+            "not passed on: Norr 2 already tried (no receipt in time)"
+        );
+        let c = calls.triage.get(7).unwrap();
+        assert_eq!(c.state, CallState::Claimed);
+        assert!(
+            !c.timeline
+                .iter()
+                .any(|l| matches!(l.what, TimelineEvent::Reopened { .. }))
+        );
+    }
+
+    #[test]
+    fn a_closed_call_whose_dispatch_fails_with_nobody_left_comes_back_to_the_queue() {
+        let (dir, store, calls, desk) = setup();
+        let first = desk.dispatch(7, Some("n1"), "olle", at(0, 0)).unwrap();
+        calls
+            .triage
+            .close(
+                7,
+                "olle",
+                crate::model::Outcome::PatrolNeeded,
+                "",
+                at(0, 30),
+            )
+            .unwrap();
+        calls.flush_blocking().unwrap();
+        assert!(calls.triage.get(7).is_none());
+        // n1 misses the receipt time: n2 gets it (the Call stays closed meanwhile).
+        assert_eq!(desk.tick(at(2, 0)).unwrap(), 1);
+        assert!(calls.triage.get(7).is_none());
+        let second = desk.dispatcher().live_for_call(7)[0].clone();
+        assert_eq!(second.patrol, "n2");
+        // n2 declines: n1 was tried; nobody of the route is left.
+        desk.patrol_event(
+            "n2",
+            second.id,
+            PatrolEvent::Declined {
+                reason: "at another alarm".into(),
+            },
+            at(3, 0),
+        )
+        .unwrap();
+        desk.flush_blocking().unwrap();
+        let c = calls.triage.get(7).expect("back in the queue");
+        assert_eq!((c.state, c.owner.as_deref()), (CallState::Queued, None));
+        assert_eq!((c.closed_at, c.outcome), (None, None));
+        let words = lines(&calls, &store);
+        let n = words.len();
+        assert_eq!(
+            words[n - 4..],
+            [
+                "n1 receipt_timeout: passed to Norr 2".to_string(),
+                format!("n2 offered: after dispatch {} to n1 was not received", first.dispatch.id),
+                "n2 declined: at another alarm; not passed on: Norr 1 already tried (no receipt in time)"
+                    .to_string(),
+                format!(
+                    "reopened: dispatch {} to Norr 2 declined (at another alarm); not passed on: \
+                     Norr 1 already tried (no receipt in time). A patrol is still needed",
+                    second.id
+                ),
+            ],
+            "{words:?}"
+        );
+        assert!(words.contains(&"closed patrol_needed".to_string()));
+        // Durable: the store has it open, with every line.
+        let stored = store.call(7).unwrap().unwrap();
+        assert_eq!(stored.state, CallState::Queued);
+        assert_eq!(stored.timeline, c.timeline);
+        // It can be taken and dispatched again.
+        assert_eq!(calls.triage.next("petra", at(4, 0)).unwrap().id, 7);
+        let again = desk.dispatch(7, Some("n1"), "petra", at(4, 10)).unwrap();
+        assert_eq!(again.dispatch.state, DispatchState::Offered);
+        drop(dir);
+    }
+
     #[test]
     fn breach_restart_and_completion_after_the_call_closed() {
         let (dir, store, calls, desk) = setup();
@@ -1118,6 +1409,15 @@ mod tests {
         desk.patrol_event(
             "n1",
             id,
+            PatrolEvent::Arrived {
+                method: ArrivalMethod::App,
+            },
+            at(35, 0),
+        )
+        .unwrap();
+        desk.patrol_event(
+            "n1",
+            id,
             PatrolEvent::Completed {
                 outcome: "helped".into(),
                 note: String::new(),
@@ -1145,6 +1445,7 @@ mod tests {
                 "warning",
                 "warning",
                 "breached",
+                "arrived",
                 "completed"
             ]
         );

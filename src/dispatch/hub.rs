@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::calls::sla::PatrolEvent;
 use crate::codec::patrol::{AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo};
-use crate::dispatch::patrol_link::PatrolHub;
+use crate::dispatch::patrol_link::{EventError, PatrolHub};
 use crate::dispatch::service::{DispatchError, Dispatcher};
 use crate::model::{Dispatch, Priority};
 use crate::store::Store;
@@ -62,28 +62,90 @@ impl Hub {
             priority: call.as_ref().map_or(Priority::PERSONAL, |c| c.priority),
             limit_mins: d.limit_mins,
             offered_at: d.offered_at,
+            receipt_deadline: (d.state == crate::model::DispatchState::Offered)
+                .then(|| {
+                    d.offered_at
+                        .checked_add(self.dispatcher.sla_options().receipt_timeout)
+                        .ok()
+                })
+                .flatten(),
             received_at: d.received_at,
             deadline: d.deadline(),
         }
     }
 }
 
-/// The error code a patrol gets for a refused event.
-pub fn code_of(e: &DispatchError) -> ErrorCode {
+/// What a patrol gets for an event on dispatch `id` that the dispatcher refused
+/// (`proto/patrol.md` §6 and §10): `not_yours`, `closed` for an ended dispatch, `bad_message`
+/// for a step that does not fit (`completed` before `arrived`, `declined` after it); a
+/// storage failure is no answer at all (the patrol resends after a reconnect).
+pub fn refusal_of(id: u64, e: &DispatchError) -> EventError {
+    use crate::calls::sla::SlaError;
+    use crate::model::DispatchState;
+    let refused = |code, message: String| EventError::Refused(code, message);
     match e {
-        DispatchError::NotYours(_) | DispatchError::NotFound(_) => ErrorCode::NotYours,
-        DispatchError::Sla(_) => ErrorCode::Closed,
-        DispatchError::UnknownPatrol(_) => ErrorCode::UnknownPatrol,
-        DispatchError::AlreadyDispatched { .. } | DispatchError::Store(_) => ErrorCode::BadMessage,
+        DispatchError::NotYours(_) | DispatchError::NotFound(_) => refused(
+            ErrorCode::NotYours,
+            format!("dispatch {id} is not assigned to this patrol"),
+        ),
+        DispatchError::Sla(SlaError::NotOpen(_)) => refused(
+            ErrorCode::Closed,
+            format!("dispatch {id} is no longer open"),
+        ),
+        DispatchError::Sla(SlaError::OutOfOrder {
+            event: "completed", ..
+        }) => refused(
+            ErrorCode::BadMessage,
+            format!("dispatch {id} has not arrived: send arrived before completed"),
+        ),
+        DispatchError::Sla(SlaError::OutOfOrder {
+            state: DispatchState::Arrived,
+            event: "declined",
+        }) => refused(
+            ErrorCode::BadMessage,
+            format!("dispatch {id} has arrived: complete it instead of declining"),
+        ),
+        DispatchError::Sla(e @ SlaError::OutOfOrder { .. }) => {
+            refused(ErrorCode::BadMessage, format!("dispatch {id}: {e}"))
+        }
+        DispatchError::UnknownPatrol(_) | DispatchError::AlreadyDispatched { .. } => {
+            refused(ErrorCode::BadMessage, format!("dispatch {id}: {e}"))
+        }
+        DispatchError::Store(e) => {
+            tracing::error!(error = %e, dispatch = id, "storing a patrol's event failed");
+            EventError::Unavailable
+        }
     }
 }
 
 impl PatrolHub for Hub {
-    fn authenticate(&self, patrol: &str, token: &str) -> bool {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+        if self.dispatcher.patrol_name(patrol).is_none() {
+            return Err(ErrorCode::UnknownPatrol);
+        }
         let hash = crate::console::auth::token_hash(token);
-        self.store
-            .patrol_token_matches(patrol, &hash)
-            .unwrap_or(false)
+        match self.store.patrol_token_matches(patrol, &hash) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ErrorCode::BadToken),
+            Err(e) => {
+                tracing::error!(error = %e, "reading patrol tokens failed");
+                Err(ErrorCode::BadToken)
+            }
+        }
+    }
+
+    fn reserve_seqs(&self, patrol: &str, count: u64) -> Option<u64> {
+        let first = self
+            .store
+            .reserve_patrol_seqs(patrol, count)
+            .and_then(|first| self.store.flush().map(|()| first));
+        match first {
+            Ok(first) => Some(first),
+            Err(e) => {
+                tracing::error!(error = %e, "reserving the patrol's seq numbers failed");
+                None
+            }
+        }
     }
 
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg> {
@@ -94,7 +156,7 @@ impl PatrolHub for Hub {
             .collect()
     }
 
-    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode> {
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError> {
         let now = jiff::Timestamp::now();
         let Some((id, at, event)) = patrol_event_of(ev) else {
             // Session messages are the link's business.
@@ -103,8 +165,11 @@ impl PatrolHub for Hub {
         // An event made offline counts from when it was made, never from the future.
         self.dispatcher
             .patrol_event(patrol, id, event, at.min(now))
-            .map_err(|e| code_of(&e))?;
-        self.store.flush().map_err(|_| ErrorCode::BadMessage)
+            .map_err(|e| refusal_of(id, &e))?;
+        self.store.flush().map_err(|e| {
+            tracing::error!(error = %e, "making a patrol's event durable failed");
+            EventError::Unavailable
+        })
     }
 }
 

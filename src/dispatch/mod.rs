@@ -2,7 +2,8 @@
 //!
 //! - [`routing`]: which patrols may go (the directory's routing rules, the patrols' areas and
 //!   shifts at `now`), the one to suggest, and the fallback when a patrol does not confirm
-//!   receipt. Pure; takes `now` and the time zone as parameters.
+//!   receipt or declines (the next untried patrol on shift). Pure; takes `now` and the time
+//!   zone as parameters.
 //! - [`service`]: the dispatcher: open dispatches in memory and in the store, moved by
 //!   operators, patrols and the clocks; a dispatch not received in time passes to the next
 //!   patrol on shift.
@@ -18,4 +19,4 @@ pub mod patrol_link;
 pub mod routing;
 pub mod service;
 
-pub use routing::{Candidate, next_after, on_shift, route, suggest};
+pub use routing::{Candidate, Fallback, PassedOver, fallback, on_shift, route, suggest};

@@ -5,6 +5,12 @@
 //! bidirectional stream per connection, `hello` within [`HELLO_TIMEOUT_SECS`], frames read
 //! into a buffer bounded by one frame, a bounded queue of pushes per session. A second login
 //! of the same patrol replaces the first (`error replaced`, close code 3).
+//!
+//! The server's own `seq` (on `assignment`, `sla_warning`, `cancelled`) comes from one
+//! counter per patrol, kept by the [`Link`] across connections and drawn from blocks of
+//! [`SEQ_BLOCK`] numbers that the hub reserves durably ([`PatrolHub::reserve_seqs`]) before
+//! they are used: it never goes back, across reconnects and restarts (it may skip the rest of
+//! a block after a restart).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,16 +42,41 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Bytes asked of the stream per read.
 const READ_CHUNK: usize = 4096;
 
+/// Numbers of the server's `seq` reserved at a time for one patrol.
+pub const SEQ_BLOCK: u64 = 1024;
+
+/// Why a patrol's event got no `ack`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventError {
+    /// Refused for good: answered with an `error` of this code and message (the patrol does
+    /// not send it again).
+    Refused(ErrorCode, String),
+    /// It could not be made durable (storage failed): no answer; the connection is closed
+    /// (code 4) so the patrol sends it again after reconnecting.
+    Unavailable,
+}
+
+impl From<ErrorCode> for EventError {
+    fn from(code: ErrorCode) -> EventError {
+        EventError::Refused(code, refusal(code).to_string())
+    }
+}
+
 /// Where dispatches live, as the patrol link sees them.
 pub trait PatrolHub: Send + Sync + 'static {
-    /// True if the token is this patrol's (constant time; the hub hashes it).
-    fn authenticate(&self, patrol: &str, token: &str) -> bool;
+    /// Checks the login: `Ok` if the token is this patrol's (constant time; the hub hashes
+    /// it), else [`ErrorCode::UnknownPatrol`] (no such patrol) or [`ErrorCode::BadToken`].
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode>;
     /// The patrol's open assignments, as they are now (sent after `welcome`, and again on
     /// every reconnect).
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg>;
     /// Applies a patrol event (received/accepted/declined/arrived/completed), durably,
-    /// before it is acked. `Err(code)` is answered with an `error` of that code.
-    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), ErrorCode>;
+    /// before it is acked.
+    fn event(&self, patrol: &str, ev: &FromPatrol) -> Result<(), EventError>;
+    /// Reserves `count` numbers of the server's own `seq` towards `patrol`, durably, all
+    /// above every number reserved for it before (also before a restart); returns the
+    /// first. `None` if that cannot be stored.
+    fn reserve_seqs(&self, patrol: &str, count: u64) -> Option<u64>;
 }
 
 struct SessionHandle {
@@ -58,6 +89,8 @@ struct SessionHandle {
 struct LinkInner {
     sessions: Mutex<HashMap<String, SessionHandle>>,
     next_id: AtomicU64,
+    /// Per patrol: the next `seq` and the end (exclusive) of the reserved block.
+    seqs: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 /// A handle on the connected sessions: push messages to a patrol, ask who is connected.
@@ -140,6 +173,63 @@ impl Link {
             }
         }
         self.count();
+    }
+
+    /// The next `seq` towards `patrol` from its reserved block; `None` when the block is
+    /// used up (or none is reserved yet in this process).
+    fn take_seq(&self, patrol: &str) -> Option<u64> {
+        let mut seqs = self
+            .inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (next, end) = seqs.get_mut(patrol)?;
+        (*next < *end).then(|| {
+            let n = *next;
+            *next += 1;
+            n
+        })
+    }
+
+    /// Takes a newly reserved block `[first, first + count)` for `patrol` (a block older
+    /// than the one in use, reserved by a session that lost a race, is ignored).
+    fn add_seqs(&self, patrol: &str, first: u64, count: u64) {
+        let mut seqs = self
+            .inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let end = first.saturating_add(count);
+        match seqs.get_mut(patrol) {
+            Some((next, old_end)) if *old_end <= first => {
+                *next = first;
+                *old_end = end;
+            }
+            Some(_) => {}
+            None => {
+                seqs.insert(patrol.to_string(), (first, end));
+            }
+        }
+    }
+
+    /// The next `seq` towards `patrol`, reserving a new block through `hub` when needed.
+    /// `None` when no block can be reserved (storage failed).
+    async fn next_seq(&self, hub: &Arc<dyn PatrolHub>, patrol: &str) -> Option<u64> {
+        // Another session of the patrol may take the new block's numbers first: try again.
+        for _ in 0..4 {
+            if let Some(n) = self.take_seq(patrol) {
+                return Some(n);
+            }
+            let first = {
+                let hub = hub.clone();
+                let p = patrol.to_string();
+                blocking(move || hub.reserve_seqs(&p, SEQ_BLOCK))
+                    .await
+                    .flatten()?
+            };
+            self.add_seqs(patrol, first, SEQ_BLOCK);
+        }
+        self.take_seq(patrol)
     }
 
     /// Sets the gauge of connected patrols.
@@ -415,45 +505,53 @@ async fn connection(
             return "hello_timeout";
         }
     };
-    let ok = {
+    let login = {
         let hub = hub.clone();
         let p = patrol_id.clone();
         blocking(move || hub.authenticate(&p, token.expose())).await
     };
-    if ok != Some(true) {
-        tracing::info!(patrol = %patrol_id, "refused login");
-        st.fatal(
-            &conn,
-            Some(hello_seq),
-            ErrorCode::BadToken,
-            "the token does not match the patrol",
-            CLOSE_AUTH,
-        )
-        .await;
-        return "bad_token";
+    match login {
+        Some(Ok(())) => {}
+        Some(Err(code)) => {
+            tracing::info!(patrol = %patrol_id, code = code.as_str(), "refused login");
+            let message = match code {
+                ErrorCode::UnknownPatrol => "no patrol with this id",
+                _ => "the token does not match the patrol",
+            };
+            st.fatal(&conn, Some(hello_seq), code, message, CLOSE_AUTH)
+                .await;
+            return code.as_str();
+        }
+        // The hub panicked: nothing is known; the patrol reconnects with backoff.
+        None => {
+            conn.close(CLOSE_SHUTDOWN.into(), INTERNAL_ERROR);
+            return "hub_failed";
+        }
     }
     tracing::Span::current().record("patrol", patrol_id.as_str());
     let (id, rx, replaced) = link.register(&patrol_id);
     tracing::info!("logged in");
     let reason = session(
-        &conn, &mut st, hub, &patrol_id, hello_seq, rx, &replaced, shutdown,
+        &conn, &mut st, hub, link, &patrol_id, hello_seq, rx, &replaced, shutdown,
     )
     .await;
     link.unregister(&patrol_id, id);
     reason
 }
 
-/// Per-session state: the server's `seq` counter and what the patrol has not acked.
+/// The reason phrase of a close after a failure inside vakt (the patrol reconnects and
+/// resends what was not answered).
+const INTERNAL_ERROR: &[u8] = b"internal error";
+
+/// Per-session state: what the patrol has not acked.
 struct Outgoing {
-    next_seq: u64,
     unacked: BTreeMap<u64, ToPatrol>,
 }
 
 impl Outgoing {
-    /// Gives `msg` the next `seq` and remembers it until acked.
-    fn number(&mut self, mut msg: ToPatrol) -> ToPatrol {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    /// Gives `msg` its `seq` (the patrol's next, [`Link::next_seq`]) and remembers it until
+    /// acked.
+    fn number(&mut self, mut msg: ToPatrol, seq: u64) -> ToPatrol {
         match &mut msg {
             ToPatrol::Assignment(a) => a.seq = seq,
             ToPatrol::SlaWarning { seq: s, .. } | ToPatrol::Cancelled { seq: s, .. } => *s = seq,
@@ -472,6 +570,7 @@ async fn session(
     conn: &quinn::Connection,
     st: &mut Stream,
     hub: &Arc<dyn PatrolHub>,
+    link: &Link,
     patrol_id: &str,
     hello_seq: u64,
     mut rx: mpsc::Receiver<ToPatrol>,
@@ -496,11 +595,14 @@ async fn session(
         return "write";
     }
     let mut out = Outgoing {
-        next_seq: 1,
         unacked: BTreeMap::new(),
     };
     for a in open {
-        let msg = out.number(ToPatrol::Assignment(Box::new(a)));
+        let Some(seq) = link.next_seq(hub, patrol_id).await else {
+            conn.close(CLOSE_SHUTDOWN.into(), INTERNAL_ERROR);
+            return "seq_failed";
+        };
+        let msg = out.number(ToPatrol::Assignment(Box::new(a)), seq);
         if st.write(&msg).await.is_err() {
             return "write";
         }
@@ -532,7 +634,11 @@ async fn session(
             }
             m = rx.recv() => {
                 let Some(m) = m else { return "closed" };
-                let msg = out.number(m);
+                let Some(seq) = link.next_seq(hub, patrol_id).await else {
+                    conn.close(CLOSE_SHUTDOWN.into(), INTERNAL_ERROR);
+                    return "seq_failed";
+                };
+                let msg = out.number(m, seq);
                 tracing::debug!(kind = msg.kind(), seq = msg.seq(), dispatch = msg.dispatch(), "push");
                 if st.write(&msg).await.is_err() {
                     return "write";
@@ -566,10 +672,13 @@ async fn session(
                         let res = blocking(move || hub.event(&p, &ev)).await;
                         Some(match res {
                             Some(Ok(())) => ToPatrol::Ack { seq },
-                            Some(Err(code)) => error(Some(seq), code, refusal(code)),
-                            // The hub panicked: no answer, the patrol resends after a reconnect.
-                            None => {
-                                conn.close(CLOSE_SHUTDOWN.into(), b"internal error");
+                            Some(Err(EventError::Refused(code, message))) => {
+                                error(Some(seq), code, &message)
+                            }
+                            // Not stored, or the hub panicked: no answer, the patrol resends
+                            // after a reconnect.
+                            Some(Err(EventError::Unavailable)) | None => {
+                                conn.close(CLOSE_SHUTDOWN.into(), INTERNAL_ERROR);
                                 return "hub_failed";
                             }
                         })

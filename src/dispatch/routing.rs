@@ -19,6 +19,14 @@
 //! the provider + `*` and `*` + `*` rules are offered (better a suggestion the operator can
 //! judge than none).
 //!
+//! # After a failed dispatch
+//!
+//! When a patrol does not confirm receipt in time, or declines, [`fallback`] picks the next
+//! patrol: the first of the route on shift that has not been tried for this Call, after the
+//! failed one in rule order, then from the start of the route. A patrol already tried is
+//! never offered again by itself (see [`fallback`] for why); when nobody is left the caller
+//! tells the operator who was passed over and why ([`Fallback::passed_over`]).
+//!
 //! # Shifts
 //!
 //! A shift is wall-clock local time in `tz` (Europe/Stockholm by default): `start` is
@@ -145,26 +153,74 @@ pub fn suggest(
         .find(|c| c.on_shift)
 }
 
-/// The fallback when `after` has not confirmed receipt: the next candidate on shift that
-/// comes after `after` in rule order (whether `after` itself is on shift or not). When
-/// `after` is not a candidate at all (the operator picked a patrol outside the route), the
-/// first candidate on shift other than `after`. `None` when the route has no one left.
-pub fn next_after(
+/// Why a patrol of the route was passed over by [`fallback`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassedOver {
+    /// It was tried for this Call already (its dispatch ended without a visit).
+    AlreadyTried,
+    /// None of its shifts covers now.
+    OffShift,
+}
+
+/// Where a Call goes when its dispatch ended without a visit (the patrol did not confirm
+/// receipt in time, or declined).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The patrol to offer it to, if any is left.
+    pub next: Option<Candidate>,
+    /// The patrols of the route passed over before `next` (all of them, but the one that
+    /// failed, when none is left), in the order they were considered, and why.
+    pub passed_over: Vec<(String, PassedOver)>,
+    /// How many patrols the route has (0: no rule routes this provider and area).
+    pub routed: usize,
+}
+
+/// The fallback after `after` failed a Call: the first patrol of the route on shift that has
+/// not been tried for the Call yet (`tried`), looking first at those after `after` in rule
+/// order, then from the start of the route up to it (when `after` is not in the route at
+/// all, the operator picked it by hand: from the start). `after` itself is never offered
+/// again.
+///
+/// A patrol that was tried already is not offered again by itself: it did not confirm in
+/// time or it declined, so offering it once more would spend another receipt time in
+/// silence. The operator is told instead (and can still pick it, after phoning it). A patrol
+/// earlier in the route that was never tried (the operator had picked a later one) is
+/// offered: it is the route's own choice and nobody has asked it yet.
+pub fn fallback(
     dir: &Directory,
     provider: &str,
     area: &str,
     after: &str,
+    tried: &[String],
     now: Timestamp,
     tz: &TimeZone,
-) -> Option<Candidate> {
+) -> Fallback {
     let all = in_rule_order(dir, provider, area, now, tz);
+    let routed = all.len();
     let from = all
         .iter()
         .position(|c| c.patrol == after)
         .map_or(0, |i| i + 1);
-    all.into_iter()
-        .skip(from)
-        .find(|c| c.on_shift && c.patrol != after)
+    let mut passed_over = Vec::new();
+    let order = all[from..].iter().chain(&all[..from]);
+    for c in order.filter(|c| c.patrol != after) {
+        if tried.contains(&c.patrol) {
+            passed_over.push((c.patrol.clone(), PassedOver::AlreadyTried));
+        } else if !c.on_shift {
+            passed_over.push((c.patrol.clone(), PassedOver::OffShift));
+        } else {
+            return Fallback {
+                next: Some(c.clone()),
+                passed_over,
+                routed,
+            };
+        }
+    }
+    Fallback {
+        next: None,
+        passed_over,
+        routed,
+    }
 }
 
 #[cfg(test)]
@@ -426,8 +482,12 @@ mod tests {
             None
         );
         assert_eq!(
-            next_after(&Directory::default(), "hn", "norr", "x", noon, &tz),
-            None
+            fallback(&Directory::default(), "hn", "norr", "x", &[], noon, &tz),
+            Fallback {
+                next: None,
+                passed_over: vec![],
+                routed: 0
+            }
         );
         // Rules exist but no patrol covers the area, or none is on shift.
         let mut d = dir();
@@ -442,33 +502,73 @@ mod tests {
     }
 
     #[test]
-    fn fallback_goes_down_the_route_on_shift_only() {
+    fn fallback_goes_down_the_route_on_shift_then_back_to_the_untried() {
         let d = dir();
         let tz = stockholm();
         let noon = at(2026, 1, 15, 12, 0, 0);
         // Rule order: n-dag(on), n-kvall(off), n-extra(on), natt-1(off), natt-2(off).
-        let next = |after: &str| next_after(&d, "hn", "norr", after, noon, &tz).map(|c| c.patrol);
-        assert_eq!(next("n-dag").as_deref(), Some("n-extra"));
-        assert_eq!(next("n-extra"), None, "nobody else on shift");
+        let next = |after: &str, tried: &[&str]| {
+            let tried: Vec<String> = tried.iter().map(|s| s.to_string()).collect();
+            fallback(&d, "hn", "norr", after, &tried, noon, &tz)
+        };
+        let patrol = |f: Fallback| f.next.map(|c| c.patrol);
         assert_eq!(
-            next("n-kvall").as_deref(),
+            patrol(next("n-dag", &["n-dag"])).as_deref(),
+            Some("n-extra")
+        );
+        assert_eq!(
+            next("n-dag", &["n-dag"]).passed_over,
+            [("n-kvall".to_string(), PassedOver::OffShift)]
+        );
+        assert_eq!(
+            patrol(next("n-kvall", &["n-kvall"])).as_deref(),
             Some("n-extra"),
             "after an off-shift pick"
         );
         assert_eq!(
-            next("fjall").as_deref(),
+            patrol(next("fjall", &["fjall"])).as_deref(),
             Some("n-dag"),
-            "picked outside the route"
+            "picked outside the route: from the start"
+        );
+        // The operator picked n-extra by hand: the route's first, on shift and never asked,
+        // comes next (back to the start of the route).
+        assert_eq!(
+            patrol(next("n-extra", &["n-extra"])).as_deref(),
+            Some("n-dag")
+        );
+        // n-dag was tried already (no receipt): nobody is left, and the operator is told
+        // exactly who was passed over and why.
+        let f = next("n-extra", &["n-dag", "n-extra"]);
+        assert_eq!(f.next, None);
+        assert_eq!(f.routed, 5);
+        assert_eq!(
+            f.passed_over,
+            [
+                ("natt-1".to_string(), PassedOver::OffShift),
+                ("natt-2".to_string(), PassedOver::OffShift),
+                ("n-dag".to_string(), PassedOver::AlreadyTried),
+                ("n-kvall".to_string(), PassedOver::OffShift),
+            ]
         );
         let night = at(2026, 1, 15, 3, 0, 0);
-        let next = |after: &str| next_after(&d, "hn", "norr", after, night, &tz).map(|c| c.patrol);
-        assert_eq!(next("natt-1").as_deref(), Some("natt-2"));
-        assert_eq!(next("natt-2"), None);
-        // The chain ends: every patrol is passed over once.
+        let next = |after: &str, tried: &[&str]| {
+            let tried: Vec<String> = tried.iter().map(|s| s.to_string()).collect();
+            fallback(&d, "hn", "norr", after, &tried, night, &tz)
+                .next
+                .map(|c| c.patrol)
+        };
+        assert_eq!(next("natt-1", &["natt-1"]).as_deref(), Some("natt-2"));
+        // natt-2 picked first by hand: natt-1, earlier in the route and untried, gets it.
+        assert_eq!(next("natt-2", &["natt-2"]).as_deref(), Some("natt-1"));
+        assert_eq!(next("natt-2", &["natt-1", "natt-2"]), None);
+        // The chain ends: every patrol on shift is tried once, none twice.
         let mut seen = vec![suggest(&d, "hn", "norr", night, &tz).unwrap().patrol];
-        while let Some(c) = next_after(&d, "hn", "norr", seen.last().unwrap(), night, &tz) {
-            assert!(!seen.contains(&c.patrol));
-            seen.push(c.patrol);
+        while let Some(p) = next(
+            seen.last().unwrap(),
+            &seen.iter().map(String::as_str).collect::<Vec<_>>(),
+        ) {
+            assert!(!seen.contains(&p));
+            seen.push(p);
         }
         assert_eq!(seen, ["natt-1", "natt-2"]);
     }

@@ -1,8 +1,10 @@
 //! The dispatcher: the open dispatches, kept in memory and in the store, moved by operators
 //! (dispatch, cancel), by patrols (received, accepted, declined, arrived, completed) and by
 //! the clocks ([`Dispatcher::tick`]). A dispatch whose patrol does not confirm receipt in
-//! time is offered to the next patrol of the route that is on shift. `now` is a parameter
-//! everywhere; the times live in the dispatches, so the clocks resume after a restart.
+//! time is offered to the next patrol of the route on shift that has not been tried for the
+//! Call ([`routing::fallback`]); the ended dispatch's `note` says where it went, or who was
+//! passed over and why when nobody was left. `now` is a parameter everywhere; the times live
+//! in the dispatches, so the clocks resume after a restart.
 //!
 //! Every change is written to the store before the method returns; the caller flushes
 //! before it answers a person or a patrol.
@@ -45,6 +47,33 @@ pub enum DispatchError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A patrol's event applied by [`Dispatcher::apply_patrol_event`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// The dispatch before.
+    pub before: Dispatch,
+    /// The dispatch after: equal to `before` when the event was a repeat and changed nothing.
+    pub after: Dispatch,
+    /// When the step counts: the event's time, never before the dispatch's last known
+    /// moment (a phone clock behind the server's). The step's time in the dispatch and its
+    /// line in the Call's timeline.
+    pub at: Timestamp,
+}
+
+/// How a dispatch ended, in words for the operator.
+fn how_it_ended(state: DispatchState) -> &'static str {
+    match state {
+        DispatchState::ReceiptTimeout => "no receipt in time",
+        DispatchState::Declined => "declined",
+        DispatchState::Cancelled => "withdrawn by the operator",
+        DispatchState::Completed => "visited",
+        DispatchState::Offered
+        | DispatchState::Received
+        | DispatchState::Accepted
+        | DispatchState::Arrived => "dispatched",
+    }
 }
 
 /// Where a Call is to be dispatched: its subscriber's care provider and area.
@@ -118,6 +147,11 @@ impl Dispatcher {
             open: Mutex::new(open),
             next_id: Mutex::new(next_id),
         })
+    }
+
+    /// The clocks' settings (the receipt time is in every `assignment`).
+    pub fn sla_options(&self) -> &SlaOptions {
+        &self.opts
     }
 
     /// Replaces the directory (after an import).
@@ -196,28 +230,34 @@ impl Dispatcher {
         ev: PatrolEvent,
         now: Timestamp,
     ) -> Result<Dispatch, DispatchError> {
-        self.apply_patrol_event(patrol, id, ev, now).map(|(_, d)| d)
+        self.apply_patrol_event(patrol, id, ev, now)
+            .map(|a| a.after)
     }
 
-    /// A patrol's event on one of its dispatches: the dispatch before (`None` when it had
-    /// already ended) and after. Equal when the event was a repeat and changed nothing.
+    /// A patrol's event, made at `at` (at the latest now: the caller never passes a time
+    /// from the future), on one of its dispatches: the dispatch before and after, and the
+    /// moment the step is recorded at (see [`Applied`]).
     pub fn apply_patrol_event(
         &self,
         patrol: &str,
         id: u64,
         ev: PatrolEvent,
-        now: Timestamp,
-    ) -> Result<(Option<Dispatch>, Dispatch), DispatchError> {
+        at: Timestamp,
+    ) -> Result<Applied, DispatchError> {
         let mut open = lock(&self.open);
         let Some((d, _)) = open.get_mut(&id) else {
             return match self.store.dispatch(id)? {
                 Some(d) if d.patrol != patrol => Err(DispatchError::NotYours(id)),
                 // A patrol resends what it is not sure arrived: the state machine decides
-                // whether it is a repeat of what ended the dispatch (acknowledged again,
+                // whether it is a repeat of a step already recorded (acknowledged again,
                 // nothing changes) or refused.
                 Some(d) => {
-                    sla::apply(&mut d.clone(), ev, now)?;
-                    Ok((Some(d.clone()), d))
+                    sla::apply(&mut d.clone(), ev, at)?;
+                    Ok(Applied {
+                        before: d.clone(),
+                        after: d,
+                        at,
+                    })
                 }
                 None => Err(DispatchError::NotFound(id)),
             };
@@ -237,12 +277,16 @@ impl Dispatcher {
         .flatten()
         .max()
         .unwrap_or(d.offered_at);
-        let now = now.max(floor);
+        let at = at.max(floor);
         let before = d.clone();
         let mut next = d.clone();
-        sla::apply(&mut next, ev, now)?;
+        sla::apply(&mut next, ev, at)?;
         if next == before {
-            return Ok((Some(before), next));
+            return Ok(Applied {
+                before,
+                after: next,
+                at,
+            });
         }
         self.store.save_dispatches(std::slice::from_ref(&next))?;
         if is_live(&next) {
@@ -250,7 +294,11 @@ impl Dispatcher {
         } else {
             open.remove(&id);
         }
-        Ok((Some(before), next))
+        Ok(Applied {
+            before,
+            after: next,
+            at,
+        })
     }
 
     /// The directory in use (read-locked while the guard lives: keep it short).
@@ -265,21 +313,66 @@ impl Dispatcher {
         self.directory().patrol(patrol).map(|p| p.name.clone())
     }
 
-    /// The next patrol of the route on shift after `patrol` (see [`routing::next_after`]).
-    pub fn next_after(
+    /// Where the Call of `failed` (a dispatch that ended without a visit: no receipt in
+    /// time, or declined) goes next: the patrol to offer it to, if any is left
+    /// ([`routing::fallback`]; patrols with an earlier dispatch of the Call that ended count
+    /// as tried), and the words for the operator: `passed to NAME`, or `not passed on: `
+    /// with every patrol of the route passed over and why.
+    pub fn fallback(
         &self,
         t: &Target,
-        patrol: &str,
+        failed: &Dispatch,
         now: Timestamp,
-    ) -> Option<routing::Candidate> {
-        routing::next_after(
-            &self.directory(),
+    ) -> Result<(Option<String>, String), StoreError> {
+        let ended: Vec<Dispatch> = self
+            .store
+            .dispatches_of_call(t.call)?
+            .into_iter()
+            .filter(|d| d.id != failed.id && !is_live(d))
+            .collect();
+        let tried: Vec<String> = ended.iter().map(|d| d.patrol.clone()).collect();
+        let dir = self.directory();
+        let fb = routing::fallback(
+            &dir,
             &t.provider,
             &t.area,
-            patrol,
+            &failed.patrol,
+            &tried,
             now,
             &self.tz,
-        )
+        );
+        let name = |p: &str| {
+            dir.patrol(p)
+                .map_or_else(|| p.to_owned(), |x| x.name.clone())
+        };
+        if let Some(c) = fb.next {
+            let words = format!("passed to {}", name(&c.patrol));
+            return Ok((Some(c.patrol), words));
+        }
+        let mut parts: Vec<String> = fb
+            .passed_over
+            .iter()
+            .map(|(p, why)| match why {
+                routing::PassedOver::AlreadyTried => {
+                    // The latest of its dispatches of this Call says how.
+                    let how = ended
+                        .iter()
+                        .rev()
+                        .find(|d| &d.patrol == p)
+                        .map_or("dispatched", |d| how_it_ended(d.state));
+                    format!("{} already tried ({how})", name(p))
+                }
+                routing::PassedOver::OffShift => format!("{} off shift", name(p)),
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push(if fb.routed == 0 {
+                "no patrol is routed to this care provider and area".to_owned()
+            } else {
+                "the route has no other patrol".to_owned()
+            });
+        }
+        Ok((None, format!("not passed on: {}", parts.join("; "))))
     }
 
     /// How many dispatches are live (not completed).
@@ -316,6 +409,13 @@ impl Dispatcher {
             if events.is_empty() {
                 continue;
             }
+            // Where it goes after a receipt timeout, in the dispatch's note for the operator.
+            let mut fallback = None;
+            if events.contains(&ClockEvent::ReceiptTimeout) {
+                let (to, words) = self.fallback(&t, &next, now)?;
+                next.note = words;
+                fallback = to;
+            }
             self.store.save_dispatches(std::slice::from_ref(&next))?;
             if is_live(&next) {
                 if let Some(slot) = open.get_mut(&id) {
@@ -325,22 +425,11 @@ impl Dispatcher {
                 open.remove(&id);
             }
             for ev in events {
-                let passed_to = if ev == ClockEvent::ReceiptTimeout {
-                    let after = {
-                        let dir = self
-                            .directory
-                            .read()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        routing::next_after(&dir, &t.provider, &t.area, &next.patrol, now, &self.tz)
-                    };
-                    match after {
-                        Some(c) => {
-                            Some(self.offer(&mut open, &t, &c.patrol, &next.operator, now)?)
-                        }
-                        None => None,
+                let passed_to = match (&fallback, ev) {
+                    (Some(p), ClockEvent::ReceiptTimeout) => {
+                        Some(self.offer(&mut open, &t, p, &next.operator, now)?)
                     }
-                } else {
-                    None
+                    _ => None,
                 };
                 changes.push(Change {
                     dispatch: next.clone(),

@@ -102,7 +102,8 @@ impl Store {
 
     /// Saves changes of Calls and, if given, the triage cursor in ONE atomic batch. A Call
     /// whose state is `Closed` is written to the closed Calls and removed from the open ones;
-    /// any other is written to the open ones. Each change's timeline lines are written under
+    /// any other is written to the open ones and removed from the closed ones (a reopened
+    /// Call). Each change's timeline lines are written under
     /// their index. Not durable until [`Store::flush`].
     pub fn save_call_changes(
         &self,
@@ -123,6 +124,8 @@ impl Store {
                 batch.remove(&key(OPEN, c.id));
             } else {
                 batch.insert(&key(OPEN, c.id), v);
+                // A closed Call that came back to the queue is open again.
+                batch.remove(&key(CLOSED, c.id));
             }
         }
         if let Some(id) = cursor {
@@ -324,6 +327,43 @@ mod tests {
         assert!(store.open_calls().unwrap().is_empty());
         assert_eq!(store.call(1).unwrap(), None);
         assert!(store.calls_opened_since(ts(0)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reopened_call_is_open_again_and_no_longer_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .save_calls(&[call(5, 1000, CallState::Closed)], Some(3))
+            .unwrap();
+        assert!(store.open_calls().unwrap().is_empty());
+        // Only the new line goes with the head (as the Call writer sends it).
+        let mut reopened = call(5, 1000, CallState::Queued);
+        reopened.owner = None;
+        let line = TimelineEntry {
+            at: ts(2000),
+            user: None,
+            what: TimelineEvent::Reopened {
+                reason: "no patrol left".into(),
+            },
+        };
+        let change = CallChange {
+            call: Call {
+                timeline: vec![line.clone()],
+                ..reopened.clone()
+            },
+            first_line: 1,
+        };
+        store.save_call_changes(&[change], None).unwrap();
+        let open = store.open_calls().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].state, CallState::Queued);
+        assert_eq!(open[0].timeline.len(), 2, "the old lines and the new one");
+        assert_eq!(open[0].timeline[1], line);
+        assert_eq!(store.call(5).unwrap().unwrap().state, CallState::Queued);
+        assert_eq!(store.calls_opened_since(ts(0)).unwrap().len(), 1, "once");
+        assert_eq!(store.max_call_id().unwrap(), 5);
+        assert_eq!(store.triage_cursor().unwrap(), 3);
     }
 
     #[test]

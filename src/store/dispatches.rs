@@ -1,5 +1,7 @@
 //! Dispatches: `b"d"` + id (u64 big-endian) -> JSON of a [`Dispatch`], and the index
 //! `b"k"` + call id + dispatch id (both u64 big-endian) -> nothing, for a Call's dispatches.
+//! Also `b"s"` + patrol id -> the first number (u64 big-endian) of the patrol link's own
+//! `seq` towards that patrol not yet reserved ([`Store::reserve_patrol_seqs`]).
 //! Every change of a dispatch is written whole (a dispatch is small) and flushed by the caller before the
 //! patrol or the operator is answered, so its clocks survive a restart with their times.
 
@@ -10,6 +12,7 @@ use crate::model::Dispatch;
 
 const DISPATCH: u8 = b'd';
 const BY_CALL: u8 = b'k';
+const SEQ: u8 = b's';
 
 fn call_key(call: u64, id: u64) -> [u8; 17] {
     let mut k = [BY_CALL; 17];
@@ -100,6 +103,26 @@ impl Store {
         to: Timestamp,
     ) -> Result<Vec<Dispatch>, StoreError> {
         self.dispatches_where(|d| d.offered_at >= from && d.offered_at < to)
+    }
+
+    /// Reserves `count` numbers of the patrol link's own `seq` towards `patrol`: returns the
+    /// first of `[first, first + count)`, all above every number reserved for the patrol
+    /// before (numbers start at 1). Not durable until [`Store::flush`]: flush before using
+    /// them.
+    pub fn reserve_patrol_seqs(&self, patrol: &str, count: u64) -> Result<u64, StoreError> {
+        let mut key = Vec::with_capacity(1 + patrol.len());
+        key.push(SEQ);
+        key.extend_from_slice(patrol.as_bytes());
+        let read = |v: Option<&[u8]>| -> u64 {
+            v.and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(1)
+                .max(1)
+        };
+        let old = self.dispatches.fetch_and_update(&key, |v| {
+            Some(read(v).saturating_add(count).to_be_bytes().to_vec())
+        })?;
+        Ok(read(old.as_deref()))
     }
 
     /// The highest dispatch id stored (0 if none).

@@ -21,6 +21,9 @@ pub struct UserRecord {
     pub password_hash: String,
     /// When the user was created.
     pub created_at: Timestamp,
+    /// A disabled user cannot log in and has no sessions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -30,6 +33,7 @@ impl std::fmt::Debug for UserRecord {
             .field("name", &self.name)
             .field("role", &self.role)
             .field("created_at", &self.created_at)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +49,35 @@ pub struct SessionRecord {
     pub created_at: Timestamp,
     /// When it stops being valid.
     pub expires_at: Timestamp,
+}
+
+/// A change of a user by [`Store::change_user`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserChange {
+    /// It can no longer log in; its sessions end.
+    Disable,
+    /// It can log in again.
+    Enable,
+    /// Another role; its sessions end.
+    Role(Role),
+    /// It is gone; its sessions end.
+    Remove,
+}
+
+/// What came of a [`UserChange`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserChanged {
+    /// Done (or there was nothing to do).
+    Done {
+        /// The user before.
+        before: UserRecord,
+        /// The user after (`None`: removed).
+        after: Option<UserRecord>,
+    },
+    /// There is no such user.
+    NoSuchUser,
+    /// Refused: the user is the last enabled administrator.
+    LastAdmin,
 }
 
 fn corrupt(tree: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -71,8 +104,9 @@ impl Store {
     }
 
     /// Creates the user `name` (created at `now`), or gives an existing one this password
-    /// hash and role (keeping its creation time) and ends its sessions, which carry the old
-    /// role. Flushes. Returns the previous role, or `None` for a new user.
+    /// hash and role (keeping its creation time and whether it is disabled) and ends its
+    /// sessions, which carry the old role. Flushes. Returns the previous role, or `None`
+    /// for a new user.
     pub fn set_user(
         &self,
         name: &str,
@@ -86,12 +120,61 @@ impl Store {
             role,
             password_hash: password_hash.to_string(),
             created_at: old.as_ref().map_or(now, |o| o.created_at),
+            disabled: old.as_ref().is_some_and(|o| o.disabled),
         };
         if old.is_some() {
             self.delete_sessions_of(name)?;
         }
         self.put_user(&u)?;
         Ok(old.map(|o| o.role))
+    }
+
+    /// Disables, enables, removes a user or gives it another role (see [`UserChange`]).
+    /// Every change but enabling ends the user's sessions (a new role too: sessions carry
+    /// the role they were made with). Refused when it would leave no enabled
+    /// administrator. Flushes.
+    pub fn change_user(&self, name: &str, change: UserChange) -> Result<UserChanged, StoreError> {
+        // One change at a time, so two cannot each leave the other's administrator last.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(old) = self.user(name)? else {
+            return Ok(UserChanged::NoSuchUser);
+        };
+        let mut new = old.clone();
+        match change {
+            UserChange::Disable => new.disabled = true,
+            UserChange::Enable => new.disabled = false,
+            UserChange::Role(r) => new.role = r,
+            UserChange::Remove => {}
+        }
+        let active_admin = |u: &UserRecord| u.role == Role::Admin && !u.disabled;
+        let stays_admin = change != UserChange::Remove && active_admin(&new);
+        if active_admin(&old) && !stays_admin {
+            let others = self
+                .users()?
+                .iter()
+                .filter(|u| u.name != old.name && active_admin(u))
+                .count();
+            if others == 0 {
+                return Ok(UserChanged::LastAdmin);
+            }
+        }
+        if change == UserChange::Remove {
+            self.users.remove(name.as_bytes())?;
+        } else if new != old {
+            let v = serde_json::to_vec(&new).map_err(|e| corrupt("users", e))?;
+            self.users.insert(name.as_bytes(), v)?;
+        }
+        if (change != UserChange::Enable && new != old) || change == UserChange::Remove {
+            self.delete_sessions_of(name)?;
+        }
+        self.flush()?;
+        Ok(UserChanged::Done {
+            before: old,
+            after: (change != UserChange::Remove).then_some(new),
+        })
     }
 
     /// Every user, sorted by name.
@@ -179,6 +262,7 @@ mod tests {
             role,
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
             created_at: ts(1_700_000_000),
+            disabled: false,
         }
     }
 
@@ -242,6 +326,81 @@ mod tests {
             None,
             "old role's session ended"
         );
+    }
+
+    #[test]
+    fn users_are_disabled_enabled_given_a_role_and_removed_keeping_an_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_user(&user("anna", Role::Admin)).unwrap();
+        store.put_user(&user("bertil", Role::Operator)).unwrap();
+        let sessions = |store: &Store| {
+            store
+                .put_session(&[1u8; 32], &session("bertil", 9_999))
+                .unwrap();
+            store
+                .put_session(&[2u8; 32], &session("anna", 9_999))
+                .unwrap();
+        };
+        let alive = |store: &Store, k: u8| store.session(&[k; 32]).unwrap().is_some();
+        sessions(&store);
+        let r = store.change_user("bertil", UserChange::Disable).unwrap();
+        assert!(
+            matches!(&r, UserChanged::Done { after: Some(u), .. } if u.disabled),
+            "{r:?}"
+        );
+        assert!(store.user("bertil").unwrap().unwrap().disabled);
+        assert!(!alive(&store, 1), "a disabled user's sessions end");
+        assert!(alive(&store, 2), "the others' do not");
+        // Replacing the password keeps it disabled.
+        store
+            .set_user("bertil", Role::Operator, "h", ts(5))
+            .unwrap();
+        assert!(store.user("bertil").unwrap().unwrap().disabled);
+        store.change_user("bertil", UserChange::Enable).unwrap();
+        assert!(!store.user("bertil").unwrap().unwrap().disabled);
+
+        sessions(&store);
+        store
+            .change_user("bertil", UserChange::Role(Role::Supervisor))
+            .unwrap();
+        assert_eq!(
+            store.user("bertil").unwrap().unwrap().role,
+            Role::Supervisor
+        );
+        assert!(!alive(&store, 1), "sessions carry the old role");
+        // The last enabled administrator stays one.
+        for change in [
+            UserChange::Disable,
+            UserChange::Remove,
+            UserChange::Role(Role::Operator),
+        ] {
+            assert_eq!(
+                store.change_user("anna", change).unwrap(),
+                UserChanged::LastAdmin
+            );
+        }
+        assert!(alive(&store, 2));
+        store
+            .change_user("bertil", UserChange::Role(Role::Admin))
+            .unwrap();
+        store.change_user("anna", UserChange::Disable).unwrap();
+        assert_eq!(
+            store.change_user("bertil", UserChange::Remove).unwrap(),
+            UserChanged::LastAdmin,
+            "a disabled administrator does not count"
+        );
+        store.change_user("anna", UserChange::Enable).unwrap();
+        let r = store.change_user("bertil", UserChange::Remove).unwrap();
+        assert!(matches!(r, UserChanged::Done { after: None, .. }));
+        assert_eq!(store.user("bertil").unwrap(), None);
+        assert_eq!(
+            store.change_user("bertil", UserChange::Enable).unwrap(),
+            UserChanged::NoSuchUser
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.user_count().unwrap(), 1, "durable");
     }
 
     #[test]

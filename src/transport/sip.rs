@@ -2,15 +2,22 @@
 //! two SIP transactions of every SCAIP message.
 //!
 //! 1. The device's MESSAGE is answered at once: `401` with a Digest challenge when it is not
-//!    authenticated (nothing else happens), else `200 OK`. OPTIONS keep-alives get `200`,
+//!    authenticated (nothing else happens; also when its Digest `uri` is not its
+//!    Request-URI, or its nonce count was used before: `stale=true`), else `200 OK`. OPTIONS keep-alives get `200`,
 //!    REGISTER is authenticated and answered `200` (vakt answers over the flow a request came
 //!    on, so the binding is not needed), other methods `405`.
 //! 2. The body goes to [`Scaip::answer`] (which journals before any `snu 0` or `4`), and its
 //!    `<mrs>` goes back in a MESSAGE of vakt's own over the same flow: to the UDP source
-//!    address, or on the same TCP/TLS connection. It carries the device's Call-ID (devices
-//!    and SIPp match it to their request; devices match the `ref`), From vakt with the To-tag
-//!    of the `200`, To the device's From with its tag. Over UDP it is retransmitted (RFC 3261
-//!    timer E: 500 ms doubling to 4 s) until a final response, for at most 32 s (timer F).
+//!    address, or on the same TCP/TLS connection. It is a new request outside any dialog
+//!    (RFC 3261 §8.1.1, RFC 3428 §4): its own Call-ID, From vakt with a new tag, To the
+//!    device's address of record without a tag, Request-URI the device's Contact or From;
+//!    the device matches it to its request by `ref`. Over UDP it is retransmitted (RFC 3261
+//!    timer E: 500 ms doubling to 4 s) until a final response, for at most 32 s (timer F); a
+//!    final response other than 2xx is logged and counted.
+//!
+//! Every response goes to the source address and port (or the connection) of its request,
+//! with `received` and `rport` in the top Via (RFC 3261 §18.2.1, RFC 3581) for devices
+//! behind NAT.
 //!
 //! Bounds: a source (UDP address and port, or a connection) over its rate gets `503` with
 //! `Retry-After`; messages waiting for the journal are bounded (beyond, `snu 6`); connections
@@ -19,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -205,6 +212,10 @@ pub struct Endpoint {
     nonce_secret: [u8; 32],
     metrics: ScaipMetrics,
     in_flight: Arc<Semaphore>,
+    /// Nonce counts of authenticated requests (replays refused).
+    nonce_counts: Mutex<sip::NonceCounts>,
+    /// The serial of the next nonce (they only go up; see `sip::NonceCounts`).
+    nonce_serial: AtomicU64,
     /// vakt's own MESSAGEs waiting for their final response, by Via branch.
     pending: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     cseq: AtomicU32,
@@ -278,6 +289,8 @@ impl Endpoint {
         Endpoint {
             scaip,
             in_flight: Arc::new(Semaphore::new(opts.max_in_flight)),
+            nonce_counts: Mutex::new(sip::NonceCounts::new(opts.nonce_secs)),
+            nonce_serial: AtomicU64::new(1),
             opts,
             nonce_secret,
             metrics,
@@ -290,8 +303,15 @@ impl Endpoint {
         }
     }
 
-    /// Checks the Digest credentials of a request; the SIP user on success.
-    fn authenticate(&self, msg: &Message<'_>, method: &str) -> Result<String, Unauthenticated> {
+    /// Checks the Digest credentials of a request to `uri`; the SIP user on success. A
+    /// credential is good for one request: its `uri` must be the request's, and its nonce
+    /// count (or, without qop, its nonce) is not accepted twice.
+    fn authenticate(
+        &self,
+        msg: &Message<'_>,
+        method: &str,
+        uri: &str,
+    ) -> Result<String, Unauthenticated> {
         let Some(value) = msg.header("Authorization") else {
             return Err(Unauthenticated::Challenge);
         };
@@ -312,6 +332,9 @@ impl Endpoint {
         if creds.realm != self.opts.realm {
             return refused("realm", false);
         }
+        if !sip::uri_matches(&creds.uri, uri) {
+            return refused("uri", false);
+        }
         let now = jiff::Timestamp::now().as_second();
         let fresh = sip::check_nonce(&self.nonce_secret, &creds.nonce, now, self.opts.nonce_secs);
         if fresh == NonceCheck::Invalid {
@@ -327,6 +350,13 @@ impl Endpoint {
         }
         if fresh == NonceCheck::Stale {
             return refused("stale", true);
+        }
+        // A fresh nonce is ours and well-formed, so its parts read.
+        let parts = sip::nonce_parts(&creds.nonce).unwrap_or((now, 0));
+        let counted = lock(&self.nonce_counts).check(&creds.username, &creds, parts, now);
+        if let Err(e) = counted {
+            // stale=true: an honest device that reused its nonce takes the new one.
+            return refused(e.as_str(), true);
         }
         Ok(creds.username.into_owned())
     }
@@ -351,13 +381,14 @@ impl Endpoint {
             .take(rate, burst, now)
     }
 
-    /// Counts a request over its source's rate; the `503` (with `Retry-After`) to send, if
-    /// it parses.
-    fn over_rate(&self, raw: &[u8]) -> Option<Vec<u8>> {
+    /// Counts a request from `peer` over its source's rate; the `503` (with `Retry-After`)
+    /// to send, if it parses.
+    fn over_rate(&self, raw: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
         self.metrics.rate_limited.increment(1);
         let msg = sip::parse(raw).ok()?;
         let mut out = Vec::with_capacity(256);
-        sip::encode_response(
+        sip::encode_response_from(
+            Some(peer),
             &msg,
             503,
             "Service Unavailable",
@@ -409,7 +440,8 @@ impl Endpoint {
         let mut out = Vec::with_capacity(512);
         let code = match method {
             "OPTIONS" => {
-                sip::encode_response(
+                sip::encode_response_from(
+                    Some(flow.peer()),
                     &msg,
                     200,
                     "OK",
@@ -421,7 +453,7 @@ impl Endpoint {
                 );
                 200
             }
-            "MESSAGE" | "REGISTER" => match self.authenticate(&msg, method) {
+            "MESSAGE" | "REGISTER" => match self.authenticate(&msg, method, uri) {
                 Err(why) => {
                     let stale = match why {
                         Unauthenticated::Challenge => false,
@@ -431,10 +463,14 @@ impl Endpoint {
                             stale
                         }
                     };
-                    let nonce =
-                        sip::make_nonce(&self.nonce_secret, jiff::Timestamp::now().as_second());
+                    let nonce = sip::make_nonce(
+                        &self.nonce_secret,
+                        jiff::Timestamp::now().as_second(),
+                        self.nonce_serial.fetch_add(1, Ordering::Relaxed),
+                    );
                     let challenge = sip::challenge(&self.opts.realm, &nonce, stale);
-                    sip::encode_response(
+                    sip::encode_response_from(
+                        Some(flow.peer()),
                         &msg,
                         401,
                         "Unauthorized",
@@ -457,7 +493,17 @@ impl Endpoint {
                     if let Some(c) = msg.header("Contact") {
                         extra.push(("Contact", c));
                     }
-                    sip::encode_response(&msg, 200, "OK", &to_tag, &extra, None, b"", &mut out);
+                    sip::encode_response_from(
+                        Some(flow.peer()),
+                        &msg,
+                        200,
+                        "OK",
+                        &to_tag,
+                        &extra,
+                        None,
+                        b"",
+                        &mut out,
+                    );
                     tracing::debug!(user = %user, "sip register accepted");
                     200
                 }
@@ -467,7 +513,8 @@ impl Endpoint {
                         .header("Content-Encoding")
                         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
                     if ct != scaip::CONTENT_TYPE || encoded {
-                        sip::encode_response(
+                        sip::encode_response_from(
+                            Some(flow.peer()),
                             &msg,
                             415,
                             "Unsupported Media Type",
@@ -482,14 +529,25 @@ impl Endpoint {
                         );
                         415
                     } else {
-                        sip::encode_response(&msg, 200, "OK", &to_tag, &[], None, b"", &mut out);
-                        self.spawn_answer(&msg, uri, user, &to_tag, flow, local);
+                        sip::encode_response_from(
+                            Some(flow.peer()),
+                            &msg,
+                            200,
+                            "OK",
+                            &to_tag,
+                            &[],
+                            None,
+                            b"",
+                            &mut out,
+                        );
+                        self.spawn_answer(&msg, uri, user, flow, local);
                         200
                     }
                 }
             },
             _ => {
-                sip::encode_response(
+                sip::encode_response_from(
+                    Some(flow.peer()),
                     &msg,
                     405,
                     "Method Not Allowed",
@@ -529,19 +587,11 @@ impl Endpoint {
         msg: &Message<'_>,
         uri: &str,
         user: String,
-        to_tag: &str,
         flow: &Flow,
         local: SocketAddr,
     ) {
         let started = Instant::now();
         let body = msg.body.to_vec();
-        let call_id = msg.call_id().to_owned();
-        let to = msg.header("From").unwrap_or("").to_owned();
-        let device_user = msg
-            .from_uri()
-            .and_then(sip::uri_user)
-            .unwrap_or(user.as_str())
-            .to_owned();
         // vakt's sent-by: the address the request reached, or the host it was sent to when
         // the socket listens on every address.
         let via_host = if local.ip().is_unspecified() {
@@ -549,7 +599,7 @@ impl Endpoint {
         } else {
             local.to_string()
         };
-        let from_tag = to_tag.to_owned();
+        let target = OutTarget::for_request(msg, &user, flow);
         let flow = flow.clone();
         let ep = self.clone();
         let permit = self.in_flight.clone().try_acquire_owned().ok();
@@ -585,17 +635,10 @@ impl Endpoint {
                 ep.metrics.message(transport, a.result);
                 let mut xml = Vec::with_capacity(128);
                 scaip::encode_mrs(&a.mrs, &mut xml);
-                let target = OutTarget {
-                    device_user,
-                    to,
-                    call_id,
-                    from_tag,
-                    via_host,
-                };
                 ep.metrics
                     .answer_seconds
                     .record(started.elapsed().as_secs_f64());
-                let outcome = ep.send_mrs(&flow, &target, &xml).await;
+                let outcome = ep.send_mrs(&flow, &target, &via_host, &xml).await;
                 ep.metrics.answer(outcome);
                 tracing::debug!(snu = a.mrs.snu, outcome, "scaip answer sent");
             }
@@ -603,24 +646,30 @@ impl Endpoint {
         );
     }
 
-    /// Sends vakt's MESSAGE with the `<mrs>` and waits for its final response.
-    async fn send_mrs(&self, flow: &Flow, t: &OutTarget, xml: &[u8]) -> &'static str {
+    /// Sends vakt's MESSAGE with the `<mrs>` and waits for its final response; a final
+    /// answer other than 2xx is logged and counted.
+    async fn send_mrs(
+        &self,
+        flow: &Flow,
+        t: &OutTarget,
+        via_host: &str,
+        xml: &[u8],
+    ) -> &'static str {
         let branch = format!("z9hG4bK{}", sip::random_token(16));
         let peer = flow.peer();
-        let (scheme, via_transport, param) = match flow {
-            Flow::Udp { .. } => ("sip", "UDP", ""),
-            Flow::Stream { tls: false, .. } => ("sip", "TCP", ";transport=tcp"),
-            Flow::Stream { tls: true, .. } => ("sips", "TLS", ""),
+        let via_transport = match flow {
+            Flow::Udp { .. } => "UDP",
+            Flow::Stream { tls: false, .. } => "TCP",
+            Flow::Stream { tls: true, .. } => "TLS",
         };
-        let uri = format!("{scheme}:{}@{peer}{param}", t.device_user);
         let from = format!("<{}>", self.opts.arc_uri);
         let mut out = Vec::with_capacity(512 + xml.len());
         sip::encode_request(
             &sip::OutRequest {
                 method: "MESSAGE",
-                uri: &uri,
+                uri: &t.request_uri,
                 via_transport,
-                via_host: &t.via_host,
+                via_host,
                 branch: &branch,
                 from: &from,
                 from_tag: &t.from_tag,
@@ -649,7 +698,19 @@ impl Endpoint {
                 tokio::select! {
                     r = &mut rx => break 'wait match r {
                         Ok(200..=299) => "delivered",
-                        Ok(_) => "rejected",
+                        Ok(code) => {
+                            // The device's SIP stack refused it (a 481 is a stack that saw a
+                            // dialog where there is none): the device never saw its answer.
+                            self.metrics.answer_rejected(code);
+                            tracing::warn!(
+                                status = code,
+                                user = %t.user,
+                                %peer,
+                                call_id = %t.call_id,
+                                "the device refused vakt's <mrs> MESSAGE; it did not get its SCAIP answer"
+                            );
+                            "rejected"
+                        }
                         Err(_) => "send_failed",
                     },
                     () = tokio::time::sleep_until(next) => {}
@@ -670,13 +731,52 @@ impl Endpoint {
     }
 }
 
-/// Where vakt's `<mrs>` MESSAGE goes and how it is addressed.
+/// Where vakt's `<mrs>` MESSAGE goes and how it is addressed: a new request outside any
+/// dialog (RFC 3261 §8.1.1; a MESSAGE creates none, RFC 3428 §4), with a Call-ID and a From
+/// tag of its own and no To tag. The device matches it to its `<mrq>` by `ref`.
 struct OutTarget {
-    device_user: String,
+    /// The device's Contact, else its address of record (its From URI).
+    request_uri: String,
+    /// `<address of record>`, no tag.
     to: String,
     call_id: String,
     from_tag: String,
-    via_host: String,
+    /// The SIP user the device authenticated as (for the log).
+    user: String,
+}
+
+impl OutTarget {
+    /// The `<mrs>` request answering `msg`, authenticated as `user`, from `flow`.
+    fn for_request(msg: &Message<'_>, user: &str, flow: &Flow) -> OutTarget {
+        let is_sip = |u: &&str| {
+            u.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("sip:"))
+                || u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+        };
+        let aor = msg.from_uri().filter(is_sip).map_or_else(
+            || {
+                // A From without a SIP URI: the device's user at the address it came from.
+                let scheme = match flow {
+                    Flow::Stream { tls: true, .. } => "sips",
+                    _ => "sip",
+                };
+                format!("{scheme}:{user}@{}", flow.peer())
+            },
+            str::to_owned,
+        );
+        // It goes over the flow the request came on either way; the Request-URI names the
+        // device as it asked to be reached.
+        let request_uri = msg
+            .contact_uri()
+            .filter(is_sip)
+            .map_or_else(|| aor.clone(), str::to_owned);
+        OutTarget {
+            request_uri,
+            to: format!("<{aor}>"),
+            call_id: sip::random_token(24),
+            from_tag: sip::random_token(10),
+            user: user.to_owned(),
+        }
+    }
 }
 
 /// `host[:port]` of a SIP URI (`sip:user@host:port;params`).
@@ -712,7 +812,7 @@ pub async fn serve_udp(socket: UdpSocket, ep: Arc<Endpoint>, shutdown: Cancellat
         }
         let is_response = dgram.starts_with(b"SIP/2.0 ");
         if !is_response && !ep.allow_udp(peer, Instant::now()) {
-            if let Some(out) = ep.over_rate(dgram) {
+            if let Some(out) = ep.over_rate(dgram, peer) {
                 let _ = socket.send_to(&out, peer).await;
             }
             continue;
@@ -834,7 +934,7 @@ async fn connection<S>(
                     if !is_response
                         && !bucket.take(ep.opts.rate_per_source, ep.opts.rate_burst, Instant::now())
                     {
-                        if let Some(out) = ep.over_rate(&buf[..len]) {
+                        if let Some(out) = ep.over_rate(&buf[..len], peer) {
                             flow.send(out).await;
                         }
                     } else {
@@ -915,6 +1015,43 @@ mod tests {
             c.put(i.to_string(), Vec::new(), t0);
         }
         assert!(c.map.len() <= UAS_CACHE && c.order.len() <= UAS_CACHE);
+    }
+
+    #[test]
+    fn the_mrs_is_addressed_outside_any_dialog() {
+        let (tx, _rx) = mpsc::channel(1);
+        let flow = Flow::Stream {
+            tx,
+            peer: "192.0.2.7:41000".parse().unwrap(),
+            tls: true,
+        };
+        let with_contact = b"MESSAGE sip:arc@vakt SIP/2.0\r\nVia: SIP/2.0/TLS 10.0.0.5;branch=z9hG4bKa\r\nFrom: \"Anna\" <sip:678@vakt.example>;tag=dev1\r\nTo: <sip:arc@vakt>\r\nCall-ID: dev-call\r\nCSeq: 1 MESSAGE\r\nContact: <sips:678@10.0.0.5:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+        let m = sip::parse(with_contact).unwrap();
+        let a = OutTarget::for_request(&m, "luc678", &flow);
+        let b = OutTarget::for_request(&m, "luc678", &flow);
+        assert_eq!(a.request_uri, "sips:678@10.0.0.5:5061;transport=tls");
+        assert_eq!(a.to, "<sip:678@vakt.example>");
+        assert!(!a.to.contains("tag"));
+        assert_ne!(a.call_id, "dev-call");
+        assert!(a.call_id != b.call_id && a.from_tag != b.from_tag && a.from_tag != "dev1");
+        // Without Contact: the address of record; without a SIP From: the user at the source.
+        let plain = String::from_utf8_lossy(with_contact)
+            .replace("Contact: <sips:678@10.0.0.5:5061;transport=tls>\r\n", "");
+        let m = sip::parse(plain.as_bytes()).unwrap();
+        assert_eq!(
+            OutTarget::for_request(&m, "luc678", &flow).request_uri,
+            "sip:678@vakt.example"
+        );
+        let tel = plain.replace("\"Anna\" <sip:678@vakt.example>", "<tel:+4670>");
+        let m = sip::parse(tel.as_bytes()).unwrap();
+        let t = OutTarget::for_request(&m, "luc678", &flow);
+        assert_eq!(
+            (t.request_uri.as_str(), t.to.as_str()),
+            (
+                "sips:luc678@192.0.2.7:41000",
+                "<sips:luc678@192.0.2.7:41000>"
+            )
+        );
     }
 
     #[test]

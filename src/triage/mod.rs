@@ -27,6 +27,13 @@
 //! - At most [`MAX_SIGNAL_ENTRIES`] Signal lines per Call: later Signals still count
 //!   (`alarm_count`, escalation) but are not written to the timeline (the journal has them).
 //!
+//! - A closed Call can come back ([`Triage::reopen`]: its dispatch ended without a visit and
+//!   no patrol was left to take it): queued again at the head lane of its level, with a
+//!   `Reopened` line saying why, its closing outcome cleared. It is a new slot in the queue, so
+//!   a claim on it is the same compare-and-swap as on any Call; it takes its subscriber's
+//!   merges unless the subscriber has another open Call meanwhile. After a restart a Call
+//!   whose last queue move was the reopening goes to the head lane again.
+//!
 //! Every change of a Call is reported to the [`CallSink`] with the Call's lock held, so the
 //! changes of one Call arrive in order. Triage reads no clock: every time is a parameter or
 //! a Signal's `received_at`.
@@ -285,6 +292,20 @@ fn signal_entry(signal: &Signal, class: &Class) -> TimelineEntry {
     )
 }
 
+/// Whether the Call's last move in the queue (taken, released, reopened) was a reopening: it
+/// waits at the head of its level.
+fn reopened_waiting(call: &Call) -> bool {
+    call.timeline
+        .iter()
+        .rev()
+        .find_map(|e| match e.what {
+            TimelineEvent::Reopened { .. } => Some(true),
+            TimelineEvent::Claimed | TimelineEvent::Released => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
 fn trimmed(text: &str, min: usize, what: &str) -> Result<String, CallError> {
     let t = text.trim();
     let n = t.chars().count();
@@ -396,10 +417,70 @@ impl Triage {
         }
         {
             let mut open = write(&self.open);
-            open.remove(&id);
+            // A reopened Call has a new slot under the same id: leave it.
+            if open.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                open.remove(&id);
+            }
             self.metrics.open.set(open.len() as f64);
         }
         self.gauges();
+    }
+
+    /// Brings a closed Call back to the queue, at the head lane of its level: its state
+    /// `Queued`, no owner, `closed_at` and `outcome` cleared, and a `Reopened` line with
+    /// `reason` at `now`. `call` is the closed Call as stored (its whole timeline). Returns the
+    /// reopened Call, or `None` when a Call with that id is open already (nothing changes).
+    /// New Signals of its subscriber merge into it unless another Call of theirs is open.
+    pub fn reopen(&self, mut call: Call, reason: &str, now: Timestamp) -> Option<Call> {
+        let id = call.id;
+        let key = Key::new(call.subscriber.as_deref(), &call.account);
+        // The lock order of `ingest`: keys, then the open set, then a Call's lock.
+        let mut keys = lock(&self.keys);
+        let mut open = write(&self.open);
+        if let Some(s) = open.get(&id)
+            && s.word().state() != State::Closed
+        {
+            return None;
+        }
+        call.state = CallState::Queued;
+        call.owner = None;
+        call.closed_at = None;
+        call.outcome = None;
+        call.timeline.push(entry(
+            now,
+            None,
+            TimelineEvent::Reopened {
+                reason: reason.to_owned(),
+            },
+        ));
+        self.next_id
+            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+        let signals = call
+            .timeline
+            .iter()
+            .filter(|e| matches!(e.what, TimelineEvent::Signal { .. }))
+            .count();
+        let level = call.priority;
+        let slot = Slot::new(Mutex::new(Open {
+            call,
+            key: key.clone(),
+            signals,
+        }));
+        let g = lock(slot.value());
+        let key_free = keys
+            .get(&key)
+            .is_none_or(|s| s.word().state() == State::Closed);
+        if key_free {
+            keys.insert(key, slot.clone());
+        }
+        open.insert(id, slot.clone());
+        self.metrics.open.set(open.len() as f64);
+        self.queue.enqueue_head(&slot, level);
+        drop(open);
+        drop(keys);
+        self.gauges();
+        self.sink.changed(&g.call);
+        Some(g.call.clone())
     }
 
     /// Rebuilds the open Calls read from the store at start (original times kept): queued
@@ -449,6 +530,9 @@ impl Triage {
             match owner {
                 Some(o) => {
                     let _ = self.queue.claim(&slot, o);
+                }
+                None if reopened_waiting(&lock(slot.value()).call) => {
+                    self.queue.enqueue_head(&slot, level);
                 }
                 None => {
                     self.queue.enqueue(&slot, level);
@@ -1623,6 +1707,128 @@ mod tests {
         assert_eq!(tr.open_call_with_signal(Some("S-2"), "1234", n), None);
     }
 
+    /// Opens a pendant Call for `sub` at `at`, claims and closes it "patrol needed"; returns
+    /// the closed Call as the store holds it.
+    fn closed_call(tr: &Triage, sid: u64, sub: &str, at: i64) -> Call {
+        let id = opened(tr.ingest(&press(sid, sub, "CID 101", at), None, t(at)));
+        tr.claim(id, "ola", t(at + 1)).unwrap();
+        tr.close(id, "ola", Outcome::PatrolNeeded, "", t(at + 2))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_reopened_call_waits_at_the_head_of_its_level() {
+        let (tr, rec) = engine(3);
+        let closed = closed_call(&tr, 1, "S-1", 0);
+        let id = closed.id;
+        // Two Calls of the same level wait, both older than the reopening (one is older
+        // than the reopened Call itself), and a more urgent one.
+        let older = opened(tr.ingest(&press(2, "S-2", "CID 101", -50), None, t(-50)));
+        let newer = opened(tr.ingest(&press(3, "S-3", "CID 101", 10), None, t(10)));
+        let fire = opened(tr.ingest(&press(4, "S-4", "CID 111", 20), None, t(20)));
+        rec.take();
+        let c = tr
+            .reopen(closed.clone(), "no patrol left", t(200))
+            .expect("reopened");
+        assert_eq!(c.id, id);
+        assert_eq!(
+            (c.state, c.owner.as_deref(), c.closed_at, c.outcome),
+            (CallState::Queued, None, None, None)
+        );
+        assert_eq!(c.answered_at, closed.answered_at, "the answer time stands");
+        assert!(matches!(
+            &c.timeline.last().unwrap().what,
+            TimelineEvent::Reopened { reason } if reason == "no patrol left"
+        ));
+        assert_eq!(c.timeline.len(), closed.timeline.len() + 1);
+        // The consoles and the store see it come back.
+        assert_eq!(rec.take(), vec![c.clone()]);
+        assert_eq!(tr.get(id), Some(c.clone()));
+        assert_eq!(tr.depth()[1], 3);
+        // Its level first, the head lane before older Calls; the fire before all.
+        let order: Vec<u64> = tr.open_calls().iter().map(|c| c.id).collect();
+        assert_eq!(order, [fire, id, older, newer]);
+        let taken: Vec<u64> = std::iter::from_fn(|| tr.next("åsa", t(300)).map(|c| c.id)).collect();
+        assert_eq!(taken, [fire, id, older, newer]);
+        // Reopening an open Call changes nothing.
+        assert_eq!(tr.reopen(closed, "again", t(400)), None);
+        assert_eq!(tr.get(id).unwrap().owner.as_deref(), Some("åsa"));
+    }
+
+    #[test]
+    fn a_reopened_call_has_one_owner_takes_merges_and_closes_again() {
+        let (tr, _) = engine(3);
+        let closed = closed_call(&tr, 1, "S-1", 0);
+        let id = tr.reopen(closed, "no patrol left", t(100)).unwrap().id;
+        // Taken by compare-and-swap like any Call: one owner.
+        tr.claim(id, "ola", t(101)).unwrap();
+        assert_eq!(
+            tr.claim(id, "åsa", t(101)),
+            Err(CallError::OwnedBy("ola".into()))
+        );
+        assert_eq!(tr.next("åsa", t(102)), None);
+        // A new press of the person merges into it (the Call is the person's open one).
+        assert_eq!(
+            tr.ingest(&press(9, "S-1", "CID 101", 103), None, t(103)),
+            Ingested::Merged {
+                call: id,
+                escalated: false
+            }
+        );
+        // Closed again, it leaves the open set; a new press opens a new Call.
+        tr.close(id, "ola", Outcome::PatrolNeeded, "", t(104))
+            .unwrap();
+        assert!(tr.get(id).is_none());
+        assert_ne!(
+            opened(tr.ingest(&press(10, "S-1", "CID 101", 105), None, t(105))),
+            id
+        );
+    }
+
+    #[test]
+    fn a_reopened_call_leaves_a_newer_open_call_of_the_person_its_merges() {
+        let (tr, _) = engine(3);
+        let closed = closed_call(&tr, 1, "S-1", 0);
+        // The person pressed again after the close: a new Call is open.
+        let newer = opened(tr.ingest(&press(2, "S-1", "CID 101", 50), None, t(50)));
+        let id = tr.reopen(closed, "no patrol left", t(100)).unwrap().id;
+        assert_ne!(id, newer);
+        assert_eq!(tr.open_calls().len(), 2);
+        assert_eq!(
+            tr.ingest(&press(3, "S-1", "CID 101", 110), None, t(110)),
+            Ingested::Merged {
+                call: newer,
+                escalated: false
+            }
+        );
+        // New ids go on after every Call reopened.
+        assert!(opened(tr.ingest(&press(4, "S-7", "CID 101", 120), None, t(120))) > newer);
+    }
+
+    #[test]
+    fn a_reopened_call_is_at_the_head_of_its_level_after_a_restart() {
+        let (tr, _) = engine(3);
+        let closed = closed_call(&tr, 1, "S-1", 0);
+        let older = opened(tr.ingest(&press(2, "S-2", "CID 101", -50), None, t(-50)));
+        let id = tr.reopen(closed, "no patrol left", t(100)).unwrap().id;
+        // A released Call keeps the order by age after a restart, as before.
+        let released = opened(tr.ingest(&press(3, "S-3", "CID 101", -60), None, t(-60)));
+        tr.claim(released, "ola", t(110)).unwrap();
+        tr.release(released, "ola", t(111)).unwrap();
+        let stored = tr.open_calls();
+        let (tr2, _) = engine(3);
+        tr2.restore(stored);
+        let taken: Vec<u64> =
+            std::iter::from_fn(|| tr2.next("åsa", t(200)).map(|c| c.id)).collect();
+        assert_eq!(taken, [id, released, older]);
+        // Once taken and released again it is an ordinary waiting Call.
+        let mut c = tr2.get(id).unwrap();
+        c.timeline
+            .push(entry(t(300), Some("åsa"), TimelineEvent::Released));
+        c.state = CallState::Queued;
+        assert!(!reopened_waiting(&c));
+    }
+
     #[test]
     fn concurrent_operators_never_share_a_call() {
         const CALLS: u64 = 400;
@@ -1679,5 +1885,60 @@ mod tests {
             "each Call closed exactly once"
         );
         assert!(tr.open_calls().is_empty());
+    }
+
+    #[test]
+    fn reopened_calls_raced_by_operators_still_have_one_owner_each() {
+        const CALLS: u64 = 200;
+        let (tr, _) = engine(3);
+        let tr = Arc::new(tr);
+        // Every Call closed once "patrol needed", kept as the store would.
+        let closed: Vec<Call> = (1..=CALLS)
+            .map(|i| closed_call(&tr, i, &format!("S-{i}"), i as i64))
+            .collect();
+        let reopener = {
+            let tr = tr.clone();
+            std::thread::spawn(move || {
+                closed
+                    .into_iter()
+                    .filter(|c| tr.reopen(c.clone(), "no patrol left", t(500)).is_some())
+                    .count()
+            })
+        };
+        let operators: Vec<_> = (0..6)
+            .map(|n| {
+                let tr = tr.clone();
+                std::thread::spawn(move || {
+                    let user = format!("op{n}");
+                    let mut taken = Vec::new();
+                    for _ in 0..20_000 {
+                        if let Some(c) = tr.next(&user, t(600)) {
+                            assert_eq!(c.owner.as_deref(), Some(user.as_str()));
+                            tr.close(c.id, &user, Outcome::PatrolNeeded, "", t(601))
+                                .unwrap();
+                            taken.push(c.id);
+                        } else if taken.len() as u64 == CALLS {
+                            break;
+                        }
+                    }
+                    taken
+                })
+            })
+            .collect();
+        let reopened = reopener.join().unwrap();
+        assert_eq!(reopened as u64, CALLS, "each closed Call comes back once");
+        // Whatever the operators have not taken yet is still waiting, once.
+        let mut all: Vec<u64> = operators
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.extend(std::iter::from_fn(|| tr.next("last", t(700)).map(|c| c.id)));
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (1..=CALLS).collect::<Vec<_>>(),
+            "each reopened Call taken by exactly one operator"
+        );
+        assert_eq!(tr.depth().iter().sum::<usize>(), 0);
     }
 }

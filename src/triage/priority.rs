@@ -186,6 +186,7 @@ const VENDOR_STATUS: &str = "Vendor status";
 const UNKNOWN_DEVICE: &str = "Unknown device";
 const UNDECRYPTABLE: &str = "Undecryptable device";
 const UNREADABLE: &str = "Unreadable alarm";
+const UNAUTHENTICATED: &str = "Unauthenticated device";
 
 /// What an event code means before its qualifier: a level and words; `rule` is used at
 /// level 4.
@@ -724,9 +725,12 @@ fn qualify(cond: Cond, qualifier: Qualifier) -> Class {
 }
 
 /// The flag that makes a Signal need a person regardless of its content, as
-/// `(name, kind)`: `unknown_device` before `undecryptable` before `bad_payload`.
+/// `(name, kind)`: `unauthenticated` (it claims a registered device without proving it)
+/// before `unknown_device` before `undecryptable` before `bad_payload`.
 pub fn flag(flags: &Flags) -> Option<(&'static str, &'static str)> {
-    if flags.unknown_device {
+    if flags.unauthenticated {
+        Some(("unauthenticated", UNAUTHENTICATED))
+    } else if flags.unknown_device {
         Some(("unknown_device", UNKNOWN_DEVICE))
     } else if flags.undecryptable {
         Some(("undecryptable", UNDECRYPTABLE))
@@ -1078,6 +1082,21 @@ mod tests {
                 },
                 "Unknown device",
             ),
+            (
+                Flags {
+                    unauthenticated: true,
+                    ..Flags::default()
+                },
+                "Unauthenticated device",
+            ),
+            (
+                Flags {
+                    unknown_device: true,
+                    unauthenticated: true,
+                    ..Flags::default()
+                },
+                "Unauthenticated device",
+            ),
         ];
         for (flags, kind) in cases {
             let c = classify(&signal(Vec::new(), flags), None);
@@ -1108,6 +1127,24 @@ mod tests {
         assert_eq!(
             (c.level, c.kind.as_ref(), c.action, c.alarm),
             (Priority(0), "Fire (unknown device)", OPEN, true)
+        );
+        // A restore that does not prove its device restores nothing: a person looks at it.
+        let unauthenticated = Flags {
+            unauthenticated: true,
+            ..Flags::default()
+        };
+        let c = classify(
+            &signal(vec![ev("CID 101", Qualifier::Restore)], unauthenticated),
+            None,
+        );
+        assert_eq!((c.level, c.action), (Priority::TECHNICAL, OPEN));
+        let c = classify(
+            &signal(vec![ev("CID 101", Qualifier::New)], unauthenticated),
+            None,
+        );
+        assert_eq!(
+            (c.level, c.kind.as_ref(), c.alarm),
+            (Priority(1), "Personal alarm (unauthenticated device)", true)
         );
         // The length-decimal quirk is not a reason for a person.
         let quirk = Flags {

@@ -296,6 +296,13 @@ impl<T> Queue<T> {
             .is_ok()
     }
 
+    /// Queues an idle slot at the back of the head lane of `level` (a Call that must go first
+    /// in its level: reopened). False if it was not idle.
+    pub fn enqueue_head(&self, slot: &Arc<Slot<T>>, level: Priority) -> bool {
+        self.to_queued(slot, level, true, |w| w.state() == State::Idle)
+            .is_ok()
+    }
+
     /// Moves a queued slot to the back of the head lane of `level` (an escalation). False
     /// if it was not queued (claimed, closed): then nothing changes.
     pub fn requeue(&self, slot: &Arc<Slot<T>>, level: Priority) -> bool {

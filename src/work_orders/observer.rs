@@ -41,8 +41,11 @@ impl FaultObserver {
 
 impl SignalObserver for FaultObserver {
     fn signal(&self, signal: &Signal, now: Timestamp) {
-        // Almost every Signal has no fault: no registry lookup, no storage.
-        if fault_of(signal).is_none() {
+        // Almost every Signal has no fault: no registry lookup, no storage. A Signal that is
+        // not its device's (unknown, or unauthenticated: it names a registered device it did
+        // not prove to be) must not open or touch that device's work orders.
+        if fault_of(signal).is_none() || signal.flags.unknown_device || signal.flags.unauthenticated
+        {
             return;
         }
         let registry = self.devices.current();
@@ -152,6 +155,29 @@ mod tests {
         obs.signal(&signal(2, "12ab", "CID 302"), now);
         obs.signal(&signal(3, "12AB", "CID 302"), now);
         obs.signal(&signal(4, "FFFF", "CID 302"), now);
+        // A frame naming the device without proving it (a plain frame for a keyed device, a
+        // request for another user's cid) touches none of its work orders.
+        for (id, flags) in [
+            (
+                5,
+                Flags {
+                    unauthenticated: true,
+                    ..Flags::default()
+                },
+            ),
+            (
+                6,
+                Flags {
+                    unknown_device: true,
+                    unauthenticated: true,
+                    ..Flags::default()
+                },
+            ),
+        ] {
+            let mut s = signal(id, "12AB", "CID 300");
+            s.flags = flags;
+            obs.signal(&s, now);
+        }
         assert_eq!(*seen.lock().unwrap(), [What::Created, What::Attached]);
         let open = orders.open_of("12AB");
         assert_eq!(open.len(), 1);

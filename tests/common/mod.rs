@@ -213,6 +213,7 @@ pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str)
             role,
             password_hash: vakt::console::auth::hash_password(password).expect("hash"),
             created_at: jiff::Timestamp::now(),
+            disabled: false,
         })
         .expect("user stored");
     store.flush().expect("flush");

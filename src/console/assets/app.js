@@ -27,7 +27,8 @@
  *                     start / done / cancel), "report fault" on a Call, the device page,
  *                     the outbox; each page reloads itself while shown (PAGE_POLLS).
  *  14. Supervisor     audit log, directory (and its import for admins), SLA report,
- *                     subscriber editor (PUT /api/subscribers/{id}).
+ *                     subscriber editor (PUT /api/subscribers/{id}); users (admins: disable,
+ *                     enable, role, remove).
  *  15. Keyboard       shortcuts n t c r d p i w Esc ?, never while typing in a field.
  *  16. Wiring         event listeners, start.
  *
@@ -140,7 +141,7 @@ const EVENT_LABELS = {
 
 /** The pages; exactly one is shown (section `${name}-view`). */
 const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'workorders', 'device',
-  'directory', 'report', 'audit', 'outbox'];
+  'directory', 'report', 'audit', 'outbox', 'users'];
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
 const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
@@ -181,6 +182,7 @@ const S = {
   clockSkewMs: 0, // server time minus local time (from the HTTP Date header)
   busy: false, // a take / take-next is in flight
   audit: [],
+  users: [], // [UserView] on the users page (admins)
   audio: null,
   messageTimer: null,
   bootTimer: null,
@@ -367,6 +369,10 @@ function isSupervisor() {
   return !!S.me && (S.me.role === 'supervisor' || S.me.role === 'admin');
 }
 
+function isAdmin() {
+  return !!S.me && S.me.role === 'admin';
+}
+
 function isMine(call) {
   return !!call && !!S.me && call.state === 'claimed' && call.owner === S.me.username;
 }
@@ -464,12 +470,14 @@ function showLogin(reason) {
   S.subscriberId = null;
   S.stats = null;
   S.audit = [];
+  S.users = [];
   S.firstSnapshot = true;
   S.firstLiveDispatches = true;
   clear($('queue-body'));
   clear($('timeline'));
   clear($('subscriber-card'));
   clear($('audit-body'));
+  clear($('users-body'));
   clear($('dispatch-list'));
   clear($('patrols-board'));
   clear($('directory-content'));
@@ -555,7 +563,8 @@ async function onLoginSubmit(ev) {
   } catch (e) {
     let text;
     if (e.status === 401) text = 'Wrong username or password.';
-    else if (e.status === 429) text = 'Too many attempts. Wait a while, then try again.';
+    else if (e.status === 429) text = 'Wrong username or password. After many failed attempts each answer comes more slowly.';
+    else if (e.status === 403) text = 'Refused: open the console from its own address.';
     else if (e.status === 0) text = e.message;
     else text = `Login failed: ${e.message}`;
     err.textContent = text;
@@ -593,6 +602,7 @@ function startApp(me) {
   show($('tab-directory'), isSupervisor());
   show($('tab-report'), isSupervisor());
   show($('tab-outbox'), isSupervisor());
+  show($('tab-users'), isAdmin());
   const st = $('connection-status');
   st.dataset.state = 'closed';
   st.textContent = 'Connecting…';
@@ -786,6 +796,8 @@ function applyCall(c) {
   S.calls.set(c.id, c);
   if (isAlertWorthy(c, prev)) raiseAlert(c);
   renderQueue();
+  // A receipt alert says whether its Call is back in the queue.
+  if (!prev && S.alerts.size) renderAlerts();
   if (c.id === S.currentId) refreshCall();
 }
 
@@ -1341,6 +1353,11 @@ function timelineItem(e) {
       head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
       text = e.note;
       break;
+    case 'reopened':
+      // A closed Call whose dispatch ended without a visit, with nobody left to take it.
+      head.append(el('span', { class: 'tl-what', text: 'Back in the queue: a patrol is still needed' }));
+      text = e.reason;
+      break;
     case 'dispatch': {
       const w = dispatchStepWords(e);
       li.classList.add(`tl-dispatch-${String(e.step || '').replace(/[^a-z_]/g, '')}`);
@@ -1851,7 +1868,13 @@ function alertLine(a) {
     let then;
     if (next) then = `passed to ${next.patrol_name || next.patrol}.`;
     else if (!a.settled) then = 'passing it on to the next patrol…';
-    else then = 'NOT passed on: no other patrol on shift. Dispatch one by hand.';
+    else {
+      // The server's words: who was tried and why nobody is left.
+      then = d.note ? `${d.note}.` : 'not passed on.';
+      const call = S.calls.get(d.call);
+      if (call && call.state === 'queued') then += ` Call ${d.call} is back in the queue: take it and dispatch again.`;
+      else then += ' Dispatch one by hand.';
+    }
     text = `${who} did not confirm receipt for ${where} in time: ${then}`;
   }
   return el('div', { class: `dalert dalert-${a.kind}`, dataset: { dispatchId: String(a.id), call: String(d.call) } },
@@ -3736,6 +3759,81 @@ function renderAudit() {
   body.append(frag);
 }
 
+// ---- users (admins)
+
+const ROLES = ['operator', 'supervisor', 'admin'];
+
+async function showUsers() {
+  if (!isAdmin()) return;
+  leaveCall();
+  showView('users');
+  blurHidden();
+  await loadUsers();
+}
+
+async function loadUsers() {
+  const err = $('users-error');
+  try {
+    const { data } = await api('GET', '/api/users');
+    S.users = Array.isArray(data) ? data : [];
+    show(err, false);
+    renderUsers();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    err.textContent = `Loading the users failed: ${e.message}`;
+    show(err, true);
+  }
+}
+
+function renderUsers() {
+  const body = $('users-body');
+  clear(body);
+  if (S.users.length === 0) {
+    body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No users.' })));
+    return;
+  }
+  const frag = document.createDocumentFragment();
+  for (const u of S.users) {
+    const name = String(u.name || '');
+    const role = el('select', { class: 'user-role', 'aria-label': `Role of ${name}`, dataset: { user: name } },
+      ...ROLES.map((r) => el('option', { value: r, selected: r === u.role, text: r })));
+    role.addEventListener('change', () => changeUser(name, 'role', { role: role.value }));
+    const toggle = u.disabled
+      ? el('button', { type: 'button', class: 'user-enable', dataset: { user: name }, text: 'Enable' })
+      : el('button', { type: 'button', class: 'user-disable', dataset: { user: name }, text: 'Disable' });
+    toggle.addEventListener('click', () => changeUser(name, u.disabled ? 'enable' : 'disable'));
+    const remove = el('button', { type: 'button', class: 'user-remove', dataset: { user: name }, text: 'Remove' });
+    remove.addEventListener('click', () => {
+      if (window.confirm(`Remove user ${name}? Its sessions end at once.`)) changeUser(name, 'remove');
+    });
+    frag.append(el('tr', { class: u.disabled ? 'user-row disabled' : 'user-row', dataset: { user: name } },
+      el('td', { class: 'mono', text: name }),
+      el('td', {}, role),
+      el('td', { class: 'user-status', text: u.disabled ? 'Disabled' : 'Active' }),
+      el('td', { class: 'mono', title: fmtFull(u.created_at), text: fmtTime(u.created_at) }),
+      el('td', {}, el('div', { class: 'action-row' }, toggle, remove))));
+  }
+  body.append(frag);
+}
+
+/** Disables, enables, removes a user or gives it another role, then shows the list again. */
+async function changeUser(name, action, body) {
+  const path = `/api/users/${encodeURIComponent(name)}`;
+  const err = $('users-error');
+  try {
+    if (action === 'remove') await api('DELETE', path);
+    else await api('POST', `${path}/${action}`, body);
+    show(err, false);
+    const done = { disable: 'disabled', enable: 'enabled', role: 'given another role', remove: 'removed' }[action];
+    message(`User ${name} ${done}.`, 'info');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    err.textContent = `Changing user ${name} failed: ${e.message}`;
+    show(err, true);
+  }
+  if (S.view === 'users') await loadUsers();
+}
+
 // ---- directory (supervisors; import: admins)
 
 async function showDirectory() {
@@ -4280,6 +4378,9 @@ function wire() {
   $('close-submit').addEventListener('click', closeCall);
   $('close-outcome').addEventListener('change', renderPatrolHint);
   $('audit-link').addEventListener('click', showAudit);
+  $('tab-users').addEventListener('click', showUsers);
+  $('users-back').addEventListener('click', showQueue);
+  $('users-refresh').addEventListener('click', loadUsers);
   $('tab-queue').addEventListener('click', showQueue);
   $('tab-patrols').addEventListener('click', showPatrols);
   $('tab-directory').addEventListener('click', showDirectory);
