@@ -676,6 +676,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         token.cancelled().await;
+        let deadline = tokio::time::Instant::now() + grace;
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: no new connections or frames"
@@ -694,10 +695,11 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         // No more silences: the supervision loop stops before the journal closes.
         let _ = supervising.await;
         ingress.journal.close().await;
-        // Operators' requests in flight finish (the live feeds close on the token), within
-        // the grace deadline.
+        // Operators' requests in flight finish (the live feeds close on the token): the
+        // HTTP connections began to close at the token too, within the same grace deadline.
         if let Some(h) = http_task {
-            let _ = tokio::time::timeout(grace, h).await;
+            let until = deadline.max(tokio::time::Instant::now() + Duration::from_millis(100));
+            let _ = tokio::time::timeout_at(until, h).await;
         }
         // Patrols' sessions end (their last events are stored) and the clocks stop, before
         // the Call writer stops: both write dispatch steps to the Calls.

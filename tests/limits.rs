@@ -212,3 +212,35 @@ async fn patrol_source_over_its_cap_is_refused_at_incoming_while_another_connect
     );
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn http_connections_close_at_shutdown_within_the_grace_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.http.header_read_timeout_secs = 600;
+    cfg.shutdown_grace_secs = 2;
+    let srv = start_with(cfg).await;
+    let http = srv.http.unwrap();
+    // A kept-alive connection between requests, and one in the middle of its header.
+    let mut idle = TcpStream::connect(http).await.unwrap();
+    assert_eq!(live_on(&mut idle).await, 200);
+    let mut half = TcpStream::connect(http).await.unwrap();
+    half.write_all(b"GET /live HTTP/1.1\r\nHost: va")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    srv.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    assert!(closed_by_server(&mut idle).await);
+    assert!(closed_by_server(&mut half).await);
+    assert!(
+        TcpStream::connect(http).await.is_err(),
+        "nobody listens any more"
+    );
+}

@@ -54,6 +54,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let sources = PerSource::new("http", opts.max_per_source);
     let conns = TaskTracker::new();
+    // Past the grace deadline: the connections still open are dropped.
+    let hard = CancellationToken::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -101,14 +103,18 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let shutdown = shutdown.clone();
+        let hard = hard.clone();
         conns.spawn(async move {
             tokio::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,
                 () = shutdown.cancelled() => {
-                    // Finish the request in progress, then close.
+                    // Finish the request in progress, then close; at the deadline, drop it.
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        () = hard.cancelled() => Ok(()),
+                    }
                 }
             };
             if let Err(e) = r {
@@ -127,5 +133,7 @@ pub async fn serve(
             left = conns.len(),
             "shutdown deadline reached; closing the remaining HTTP connections"
         );
+        hard.cancel();
+        conns.wait().await;
     }
 }
