@@ -276,7 +276,7 @@ pub struct Dc09Config {
     pub max_connections_per_source: usize,
     /// Length of the kernel's queue of connections not yet accepted.
     pub listen_backlog: u32,
-    /// Idle TCP connections are closed after this.
+    /// A TCP connection that completes no frame for this long is closed.
     pub idle_timeout_secs: u64,
     /// A frame begun (its LF received) must be complete within this, or the connection is
     /// closed.
