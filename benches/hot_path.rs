@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vakt::codec::crypto::Key;
 use vakt::codec::dc09::{self, FrameSpec, Pad};
+use vakt::ingest::dc09::{Decision, FrameCtx, Receiver, ReceiverOptions};
 use vakt::journal::{Commit, Journal, JournalOptions};
 use vakt::model::Transport;
-use vakt::receiver::{Decision, FrameCtx, Receiver, ReceiverOptions};
-use vakt::registry::Registry;
+use vakt::registers::devices::Registry;
 use vakt::store::Store;
 use vakt::supervision::LastHeard;
 use vakt::telemetry::Metrics;
@@ -34,9 +34,9 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let csv = format!(
         "{}\n1234,,,,,anna,90,,\n9ABC,,,{KEY256},hex,cecilia,90,,\n",
-        vakt::registry::CSV_HEADER_V1
+        vakt::registers::devices::CSV_HEADER_V1
     );
-    let devices = vakt::registry::parse_csv(csv.as_bytes()).unwrap();
+    let devices = vakt::registers::devices::parse_csv(csv.as_bytes()).unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.upsert_devices(&devices).unwrap();
     let metrics = Metrics::new();
@@ -59,7 +59,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     let last_heard = Arc::new(LastHeard::new());
     last_heard.sync(devices.iter().map(|d| d.account.as_str()));
     let receiver = Receiver::new(
-        vakt::registry::Devices::new(Registry::new(devices)),
+        vakt::registers::devices::Devices::new(Registry::new(devices)),
         last_heard,
         metrics,
         ReceiverOptions {

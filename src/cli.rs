@@ -9,14 +9,14 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use crate::codec::patrol::Secret;
 use crate::console::auth::{self, AuthError, Password};
-use crate::directory;
+use crate::dispatch::report::{self, ReportError, SlaReport};
+use crate::dispatch::wire::Secret;
 use crate::model::{AuditEntry, Role};
-use crate::registry::{self, ImportError};
-use crate::report::{self, ReportError, SlaReport};
+use crate::registers::devices::{self, ImportError};
+use crate::registers::directory;
+use crate::registers::subscribers;
 use crate::store::{Store, StoreError, UserChanged};
-use crate::subscribers;
 use crate::transport::quic::{self, QuicError};
 
 /// The user name audit entries written by these sub-commands carry.
@@ -97,7 +97,7 @@ pub struct ImportSummary {
 
 /// Imports a devices CSV into the registry of `data_dir`. All or nothing.
 pub fn import_devices(data_dir: &Path, csv: impl std::io::Read) -> Result<ImportSummary, CliError> {
-    let devices = registry::parse_csv(csv)?;
+    let devices = devices::parse_csv(csv)?;
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(data_dir)?;
     let new = store.upsert_devices(&devices)?;
@@ -301,7 +301,7 @@ pub struct DirectorySummary {
     pub tokens_removed: usize,
 }
 
-/// Replaces the directory of `data_dir` with the four files (see [`crate::directory`]). All
+/// Replaces the directory of `data_dir` with the four files (see [`crate::registers::directory`]). All
 /// or nothing: every file is checked first, and with any problem nothing changes (not even
 /// a data directory is made). Writes a `directory.import` audit entry at `now`.
 pub fn import_directory(
@@ -352,7 +352,7 @@ pub fn issue_patrol_token(
     if store.patrol(patrol_id)?.is_none() {
         return Err(CliError::UnknownPatrol(patrol_id.to_string()));
     }
-    let (token, hash) = auth::new_token();
+    let (token, hash) = crate::store::new_token();
     store.set_patrol_token(patrol_id, &hash)?;
     store.audit(AuditEntry {
         seq: 0,
@@ -397,7 +397,7 @@ pub fn issue_integration_token(
 ) -> Result<String, CliError> {
     validate_integration_name(name)?;
     let store = Store::open(data_dir)?;
-    let (token, hash) = auth::new_token();
+    let (token, hash) = crate::store::new_token();
     store.set_integration_token(name, &hash)?;
     store.audit(AuditEntry {
         seq: 0,
@@ -580,16 +580,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // As `vakt serve --demo` writes it.
         let logins = [
-            crate::demo::PatrolLogin {
+            crate::sim::PatrolLogin {
                 patrol: "norr-dag".into(),
                 token: Secret::new("aaa111"),
             },
-            crate::demo::PatrolLogin {
+            crate::sim::PatrolLogin {
                 patrol: "natt-2".into(),
                 token: Secret::new("bbb222"),
             },
         ];
-        let f = crate::demo::save_patrol_logins(dir.path(), &logins).unwrap();
+        let f = crate::sim::save_patrol_logins(dir.path(), &logins).unwrap();
         assert_eq!(read_token_file(&f, "natt-2").unwrap().expose(), "bbb222");
         assert_eq!(read_token_file(&f, "norr-dag").unwrap().expose(), "aaa111");
         let e = read_token_file(&f, "norr-kvall").unwrap_err().to_string();

@@ -555,7 +555,7 @@ fn report_sla(
             return ExitCode::from(EX_USAGE);
         }
     };
-    if let Err(e) = vakt::report::month_bounds(month, &tz) {
+    if let Err(e) = vakt::dispatch::report::month_bounds(month, &tz) {
         eprintln!("vakt: {e}");
         return ExitCode::from(EX_USAGE);
     }
@@ -575,8 +575,8 @@ fn report_sla(
         Err(e) => return report(Err(e.into())),
     };
     let text = match format {
-        ReportFormat::Text => vakt::report::to_text(&r),
-        ReportFormat::Csv => vakt::report::to_csv(&r),
+        ReportFormat::Text => vakt::dispatch::report::to_text(&r),
+        ReportFormat::Csv => vakt::dispatch::report::to_csv(&r),
         ReportFormat::Json => match serde_json::to_string_pretty(&r) {
             Ok(mut j) => {
                 j.push('\n');
@@ -735,7 +735,7 @@ fn patrol_client(a: PatrolArgs) -> ExitCode {
             a.token_file.display()
         );
     }
-    let opts = vakt::patrol_client::ClientOptions {
+    let opts = vakt::sim::patrol_client::ClientOptions {
         server: a.server,
         patrol: a.patrol,
         token,
@@ -748,7 +748,7 @@ fn patrol_client(a: PatrolArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return report(Err(anyhow::Error::from(e).context("starting the runtime"))),
     };
-    match rt.block_on(vakt::patrol_client::run(opts)) {
+    match rt.block_on(vakt::sim::patrol_client::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vakt: {e}");
@@ -760,7 +760,7 @@ fn patrol_client(a: PatrolArgs) -> ExitCode {
 /// `vakt directory import`: the four files (providers, areas, patrols, routes), all or
 /// nothing; exit 65 with every problem (by file and line) for bad files.
 fn import_directory(data_dir: &std::path::Path, files: [&PathBuf; 4]) -> ExitCode {
-    use vakt::directory::{ImportError, Table};
+    use vakt::registers::directory::{ImportError, Table};
     let path_of = |t: Table| match t {
         Table::Providers => files[0],
         Table::Areas => files[1],
@@ -1061,20 +1061,20 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         if let Some(users) = &demo_users {
             eprintln!("{users}");
             // The simulator talks to vakt's own ports, over loopback.
-            match running.dc09_tcp.map(vakt::demo::loopback) {
+            match running.dc09_tcp.map(vakt::sim::loopback) {
                 Some(a) => eprintln!("vakt: demo devices send alarms to {a} every minute or so"),
                 None => eprintln!("vakt: DC-09 TCP is off, so the demo devices cannot send"),
             }
-            match running.scaip_udp.map(vakt::demo::loopback) {
+            match running.scaip_udp.map(vakt::sim::loopback) {
                 Some(a) => eprintln!(
                     "vakt: demo SCAIP homes send alarms to {a} (SIP over UDP) every few minutes"
                 ),
                 None => eprintln!("vakt: SCAIP UDP is off, so the demo's SCAIP homes stay silent"),
             }
-            tokio::spawn(vakt::demo::simulate(
+            tokio::spawn(vakt::sim::simulate(
                 running.dc09_tcp,
                 running.scaip_udp,
-                vakt::demo::SimOptions::default(),
+                vakt::sim::SimOptions::default(),
                 running.shutdown.clone(),
             ));
             let fp = running
@@ -1082,19 +1082,19 @@ fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
                 .as_deref()
                 .and_then(vakt::transport::quic::parse_fingerprint);
             match (running.patrol_quic, fp) {
-                (Some(addr), Some(fp)) => match vakt::demo::load_patrol_logins(&data_dir) {
+                (Some(addr), Some(fp)) => match vakt::sim::load_patrol_logins(&data_dir) {
                     Ok(logins) => {
                         eprintln!(
                             "vakt: demo patrols log in to {addr} and take the assignments \
                              you dispatch ({} stays offline; tokens in {})",
-                            vakt::demo::OFFLINE_PATROL,
-                            data_dir.join(vakt::demo::PATROL_LOGINS_FILE).display()
+                            vakt::sim::OFFLINE_PATROL,
+                            data_dir.join(vakt::sim::PATROL_LOGINS_FILE).display()
                         );
-                        tokio::spawn(vakt::demo::simulate_patrols(
+                        tokio::spawn(vakt::sim::simulate_patrols(
                             addr,
                             fp,
                             logins,
-                            vakt::demo::PatrolSimOptions::default(),
+                            vakt::sim::PatrolSimOptions::default(),
                             running.shutdown.clone(),
                         ));
                     }
@@ -1146,13 +1146,13 @@ fn load_demo(cfg: &Config) -> anyhow::Result<String> {
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let file = cfg.data_dir.join(DEMO_USERS_FILE);
     let store = vakt::store::Store::open(&cfg.data_dir)?;
-    match vakt::demo::seed(&store, jiff::Timestamp::now())? {
+    match vakt::sim::seed(&store, jiff::Timestamp::now())? {
         Some(users) => {
             store.flush()?;
-            vakt::demo::save_patrol_logins(&cfg.data_dir, &users.patrols).with_context(|| {
+            vakt::sim::save_patrol_logins(&cfg.data_dir, &users.patrols).with_context(|| {
                 format!(
                     "writing {}",
-                    cfg.data_dir.join(vakt::demo::PATROL_LOGINS_FILE).display()
+                    cfg.data_dir.join(vakt::sim::PATROL_LOGINS_FILE).display()
                 )
             })?;
             let text = format!(

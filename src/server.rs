@@ -14,19 +14,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::calls::{Calls, SignalObserver};
 use crate::config::Config;
-use crate::incidents::Incidents;
+use crate::ingest::Ingress;
+use crate::ingest::dc09::{Receiver, ReceiverOptions};
 use crate::journal::{Journal, JournalOptions};
 use crate::outbox::Outbox;
-use crate::receiver::{Receiver, ReceiverOptions};
-use crate::registry::Registry;
+use crate::registers::devices::Registry;
 use crate::store::{Store, StoreError};
-use crate::supervise::Supervision;
 use crate::supervision::LastHeard;
 use crate::supervision::Supervisor;
-use crate::supervision::incidents::Detector;
+use crate::supervision::detector::Detector;
+use crate::supervision::incidents::Incidents;
+use crate::supervision::round::Supervision;
 use crate::telemetry::{CallMetrics, Metrics};
 use crate::transport::limit::PerSource;
-use crate::transport::{Ingress, tcp, udp};
+use crate::transport::{tcp, udp};
 use crate::triage::TriageOptions;
 use crate::work_orders::WorkOrders;
 
@@ -82,10 +83,10 @@ pub enum ServerError {
     WorkOrders(#[from] crate::work_orders::WorkOrderError),
     /// Incidents could not be loaded.
     #[error("incidents: {0}")]
-    Incidents(#[from] crate::incidents::IncidentError),
+    Incidents(#[from] crate::supervision::incidents::IncidentError),
     /// The open-file limit is too low for the listeners.
     #[error(transparent)]
-    OpenFiles(#[from] crate::transport::limit::TooFewFiles),
+    OpenFiles(#[from] crate::config::TooFewFiles),
 }
 
 fn bind_reason(e: &std::io::Error) -> String {
@@ -247,8 +248,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
 /// Starts serving on listeners that are already bound.
 pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
     // Every connection is a file: the caps must fit the process's open-file limit.
-    if let Some(limit) = crate::transport::limit::open_files_limit() {
-        for line in crate::transport::limit::fit_open_files(&mut cfg, limit)? {
+    if let Some(limit) = crate::config::open_files_limit() {
+        for line in crate::config::fit_open_files(&mut cfg, limit)? {
             tracing::warn!(
                 open_files = limit,
                 "{line}: the connection caps did not fit the open-file limit (raise it with `ulimit -n` or LimitNOFILE= to keep them)"
@@ -265,7 +266,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache)).await??
     };
     let metrics = Metrics::new();
-    let registry = crate::registry::Devices::new(Registry::new(store.devices()?));
+    let registry = crate::registers::devices::Devices::new(Registry::new(store.devices()?));
     let tz = cfg.http.tz();
     let shutdown = CancellationToken::new();
     // The outbox outlives everything that writes to it: stopped last.
@@ -305,7 +306,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         Some(sink),
     ));
     // SCAIP learns which Call each of its alarms went into (for hold / voice answers).
-    let scaip_tracker = Arc::new(crate::scaip::Tracker::new(store.triage_cursor()?));
+    let scaip_tracker = Arc::new(crate::ingest::scaip::Tracker::new(store.triage_cursor()?));
     let observers: Arc<dyn SignalObserver> =
         Arc::new(crate::calls::Observers(vec![faults, scaip_tracker.clone()]));
     // Open Calls back in the queue, and every journaled Signal not yet triaged triaged now,
@@ -406,10 +407,14 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         },
     )
     .with_supervisor(supervisor.clone());
-    let ingress = Arc::new(Ingress { receiver, journal });
-    let supervising = tokio::spawn(crate::supervise::run(
+    let journal = Arc::new(journal);
+    let ingress = Arc::new(Ingress {
+        receiver,
+        journal: journal.clone(),
+    });
+    let supervising = tokio::spawn(crate::supervision::round::run(
         supervision.clone(),
-        ingress.clone(),
+        journal,
         SUPERVISION_EVERY,
         shutdown.clone(),
     ));
@@ -482,18 +487,18 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
     let scaip_tls = addr(&listeners.scaip_tls);
     let scaip_metrics = crate::telemetry::ScaipMetrics::new();
     let scaip = Arc::new(
-        crate::scaip::Scaip::new(
+        crate::ingest::scaip::Scaip::new(
             ingress.clone(),
             calls.triage.clone(),
             scaip_tracker,
-            crate::scaip::ScaipOptions::from_config(&cfg.scaip),
+            cfg.scaip.scaip_options(),
             scaip_metrics.clone(),
         )
         .with_desk(desk.clone()),
     );
     let sip = Arc::new(crate::transport::sip::Endpoint::new(
         scaip.clone(),
-        crate::transport::sip::SipOptions::from_config(&cfg.scaip),
+        cfg.scaip.sip_options(),
         scaip_metrics,
         tracker.clone(),
         shutdown.clone(),

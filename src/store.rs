@@ -505,9 +505,34 @@ fn decode_record(id: u64, v: &[u8]) -> Result<JournalRecord, StoreError> {
     Ok(r)
 }
 
+/// A new bearer token (a console session, a patrol, a lock system): the text given to its
+/// holder (32 random bytes as 64 lower-case hex digits) and its SHA-256, the key it is stored
+/// under. The store never holds a token, only its hash.
+pub fn new_token() -> (String, [u8; 32]) {
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// The SHA-256 of a token as its holder gives it (the key it is stored under).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens() {
+        let (t1, h1) = new_token();
+        let (t2, _) = new_token();
+        assert_eq!(t1.len(), 64);
+        assert!(t1.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(t1, t2);
+        assert_eq!(token_hash(&t1), h1);
+        assert_ne!(token_hash(&t2), h1);
+    }
     use crate::model::{Flags, Transport};
 
     fn record(seq: u16) -> JournalRecord {

@@ -20,7 +20,7 @@ fn subscribers_csv() -> String {
         "{}\n\
          anna,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Centrum,070-111 22 33,Hemtjänst Centrum,2,\"Nyckelskåp Centrum, krok 14\",PL-3301,4711#,Hund i hallen,\"Diabetes typ 2, insulin\",Tillsyn 3 ggr/dygn,Karin Öberg,dotter,070-222 33 44,,,,,,,sv\n\
          bertil,Bertil Ärlig,19300101-9811,Kyrkbacken 2,123 46,Vaktby,Norr,070-333 44 55,Hemtjänst Norr,1,Hemtjänst Norr,,,,,,,,,,,,,,,sv\n",
-        vakt::subscribers::CSV_HEADER
+        vakt::registers::subscribers::CSV_HEADER
     )
 }
 
@@ -773,7 +773,10 @@ async fn cross_origin_state_changes_are_refused_and_change_nothing() {
     let srv = server(dir.path()).await;
     let http = srv.http.unwrap();
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
-    let csv = format!("{}\n7777,,,,,,,,\n", vakt::registry::CSV_HEADER_V1);
+    let csv = format!(
+        "{}\n7777,,,,,,,,\n",
+        vakt::registers::devices::CSV_HEADER_V1
+    );
     let device_known = |c: &mut Client| {
         let mut c = c.clone();
         async move { c.get("/api/devices/7777").await.status }
@@ -954,7 +957,7 @@ async fn the_live_feed_ends_when_its_session_expires() {
     // an hour when made by a login).
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
-    let (token, hash) = vakt::console::auth::new_token();
+    let (token, hash) = vakt::store::new_token();
     let now = jiff::Timestamp::now();
     let expires_at = now + jiff::SignedDuration::from_secs(8);
     {

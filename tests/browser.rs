@@ -36,9 +36,9 @@ use common::*;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{ClientBuilder, Locator};
-use vakt::codec::patrol::{FromPatrol, ToPatrol, VisitOutcome};
+use vakt::dispatch::wire::{FromPatrol, ToPatrol, VisitOutcome};
 use vakt::model::{ArrivalMethod, Role};
-use vakt::patrol_client::Session;
+use vakt::sim::patrol_client::Session;
 use vakt::transport::quic::{Trust, parse_fingerprint};
 
 const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
@@ -81,14 +81,14 @@ fn artifact_dir() -> PathBuf {
 fn subscribers_csv() -> String {
     format!(
         "{}\nanna,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Centrum,070-111 22 33,Hemtjänst Centrum,2,\"Nyckelskåp Centrum, krok 14\",PL-3301,4711#,Hund i hallen,\"Diabetes typ 2, insulin\",Tillsyn 3 ggr/dygn,Karin Öberg,dotter,070-222 33 44,,,,,,,sv\n",
-        vakt::subscribers::CSV_HEADER
+        vakt::registers::subscribers::CSV_HEADER
     )
 }
 
 /// The directory: the subscriber's provider (matched by name) and area, two patrols on
 /// shift day and night, the route.
 fn save_directory(dir: &std::path::Path) {
-    let d = vakt::directory::parse_all(
+    let d = vakt::registers::directory::parse_all(
         "id,name,phone\nhemtjanst-centrum,Hemtjänst Centrum,0980-319 250\n".as_bytes(),
         "id,name,arrival_limit_mins\ncentrum,Centrum,30\n".as_bytes(),
         "id,name,provider,areas,shifts,phone\n\
@@ -106,7 +106,7 @@ fn save_directory(dir: &std::path::Path) {
 /// Issues a patrol token (as `vakt patrols token` does) and returns it.
 fn patrol_token(dir: &std::path::Path, patrol: &str) -> String {
     let store = vakt::store::Store::open(dir).expect("store opens");
-    let (token, hash) = vakt::console::auth::new_token();
+    let (token, hash) = vakt::store::new_token();
     store.set_patrol_token(patrol, &hash).expect("token stored");
     store.flush().expect("flush");
     token
@@ -1159,7 +1159,7 @@ const INSTALLER: &str = "Larmteknik Norr";
 fn incident_devices_csv() -> String {
     let mut csv = format!(
         "{}\n1234,,,,,anna,3600,Telenor,Centrum,carephone\n",
-        vakt::registry::CSV_HEADER_V2
+        vakt::registers::devices::CSV_HEADER_V2
     );
     for (i, a) in SILENT.iter().enumerate() {
         csv.push_str(&format!("{a},,,,,s{},20,Telia,Norr,carephone\n", i + 1));

@@ -56,7 +56,7 @@ fn import_is_all_or_nothing_and_export_prints_json_lines() {
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap();
     let csv = dir.path().join("devices.csv");
-    let header = vakt::registry::CSV_HEADER_V1;
+    let header = vakt::registers::devices::CSV_HEADER_V1;
     std::fs::write(
         &csv,
         format!("{header}\n1234,,,,,anna,90,,\n12G4,,,,,bad,,,\n"),
@@ -199,7 +199,10 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
 fn import_refuses_while_the_server_holds_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let store = vakt::store::Store::open(dir.path()).unwrap();
-    let csv = format!("{}\n1234,,,,,anna,90,,\n", vakt::registry::CSV_HEADER_V1);
+    let csv = format!(
+        "{}\n1234,,,,,anna,90,,\n",
+        vakt::registers::devices::CSV_HEADER_V1
+    );
     let path = dir.path().join("d.csv");
     std::fs::write(&path, csv).unwrap();
     let (code, _, err) = vakt(&[
@@ -394,7 +397,7 @@ fn subscribers_import_is_all_or_nothing_and_never_shows_door_codes() {
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap();
     let csv = dir.path().join("subscribers.csv");
-    let header = vakt::subscribers::CSV_HEADER;
+    let header = vakt::registers::subscribers::CSV_HEADER;
     let good = "S-1001,Åsa Öberg,19400312-1234,Storgatan 1,903 26,Umeå,Centrum,+46 90 12 34 56,Hemtjänst Norr,2,\"Key cabinet, hook 14\",,4711,,,,Björn Öberg,son,070-123 45 67,,,,,,,";
     std::fs::write(
         &csv,
@@ -607,7 +610,7 @@ fn directory_import_is_all_or_nothing_and_patrol_tokens_are_shown_once() {
     token("norr-dag");
     {
         let store = vakt::store::Store::open(&data).unwrap();
-        let hash = vakt::console::auth::token_hash;
+        let hash = vakt::store::token_hash;
         assert!(!store.patrol_token_matches("natt-1", &hash(&first)).unwrap());
         assert!(
             store
@@ -735,7 +738,7 @@ fn report_sla_of_an_empty_data_dir_has_zeros_and_bad_input_exits_64() {
         out,
         format!(
             "{}\n2026-11,*,*,*,*,0,0,,,0,,,0,0,0,0\n",
-            vakt::report::CSV_HEADER
+            vakt::dispatch::report::CSV_HEADER
         )
     );
     let (code, out, err) = vakt(&["report", "sla", "--month", "2026-11", "--data-dir", data_s]);
@@ -883,7 +886,7 @@ fn integration_tokens_are_shown_once_listed_and_revoked() {
     assert_eq!(out, "carebee\nphoniro\n");
     {
         let store = vakt::store::Store::open(&data).unwrap();
-        let hash = vakt::console::auth::token_hash;
+        let hash = vakt::store::token_hash;
         assert_eq!(store.integration_for_token(&hash(&first)).unwrap(), None);
         assert_eq!(
             store.integration_for_token(&hash(&second)).unwrap(),

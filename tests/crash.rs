@@ -10,7 +10,7 @@
 //! merge into its one open Call, whose alarm count must equal the device's journaled alarms
 //! (no alarm lost between the ACK and triage, none counted twice by the replay at start).
 //!
-//! SCAIP devices (SIP over UDP and TCP, [`vakt::luc::Luc`]) send alarms in the same rounds,
+//! SCAIP devices (SIP over UDP and TCP, [`vakt::sim::luc::Luc`]) send alarms in the same rounds,
 //! through the same kills: battery-low faults (answered `snu 0` once durable) and voice
 //! alarms (held, `snu 4`, as no operator takes their Call). The same promise: no `<mrs>` with
 //! `snu 0` or `4` for an alarm that is not in the journal, and every such alarm is there
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vakt::codec::dc09::{self, FrameSpec};
-use vakt::luc::{Exchange, Luc};
+use vakt::sim::luc::{Exchange, Luc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
 const DEVICES: usize = 6;
@@ -217,7 +217,7 @@ fn scaip_user(device: usize) -> (String, String) {
 /// The devices CSV: every SCAIP device registered to a subscriber of its own, with its SIP
 /// user (the DC-09 devices stay unregistered, as before).
 fn scaip_devices_csv() -> String {
-    let mut csv = format!("{}\n", vakt::registry::CSV_HEADER);
+    let mut csv = format!("{}\n", vakt::registers::devices::CSV_HEADER);
     for d in 0..SCAIP_DEVICES {
         let (user, password) = scaip_user(d);
         csv.push_str(&format!(
@@ -565,7 +565,7 @@ fn sigkill_rounds(kills: usize) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         ids.push(v["id"].as_u64().unwrap());
         // SCAIP Signals are checked below, from the store.
-        if v["protocol"] == vakt::scaip::PROTOCOL {
+        if v["protocol"] == vakt::ingest::scaip::PROTOCOL {
             continue;
         }
         *journaled
@@ -630,7 +630,7 @@ fn sigkill_rounds(kills: usize) {
         after = last.signal.id;
         for r in batch {
             let s = r.signal;
-            if s.protocol != vakt::scaip::PROTOCOL {
+            if s.protocol != vakt::ingest::scaip::PROTOCOL {
                 continue;
             }
             // A battery-low fault says its status; a voice alarm does not.

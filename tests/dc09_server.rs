@@ -662,7 +662,7 @@ async fn a_scaip_device_cannot_be_spoofed_over_dc09() {
     let dir = tempfile::tempdir().unwrap();
     let csv = format!(
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n1234,,,,,bertil,90,Telia,Norr,carephone,,\n",
-        vakt::registry::CSV_HEADER
+        vakt::registers::devices::CSV_HEADER
     );
     vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, vakt::model::Role::Admin, ADMIN.1);

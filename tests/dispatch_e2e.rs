@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use vakt::codec::patrol::{FromPatrol, ToPatrol, VisitOutcome};
+use vakt::dispatch::wire::{FromPatrol, ToPatrol, VisitOutcome};
 use vakt::model::{ArrivalMethod, DispatchState, Role};
-use vakt::patrol_client::Session;
+use vakt::sim::patrol_client::Session;
 use vakt::transport::quic::{self, Trust};
 
 const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
@@ -21,13 +21,13 @@ fn subscribers_csv() -> String {
     format!(
         "{}\n\
          anna,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Centrum,070-111 22 33,Hemtjänst Centrum,2,\"Nyckelskåp Centrum, krok 14\",PL-3301,4711#,Hund i hallen,,,Karin Öberg,dotter,070-222 33 44,,,,,,,sv\n",
-        vakt::subscribers::CSV_HEADER
+        vakt::registers::subscribers::CSV_HEADER
     )
 }
 
 /// A directory where both Centrum patrols work around the clock, c1 first.
-fn directory() -> vakt::directory::Directory {
-    vakt::directory::parse_all(
+fn directory() -> vakt::registers::directory::Directory {
+    vakt::registers::directory::parse_all(
         "id,name,phone\nhc,Hemtjänst Centrum,08-1\n".as_bytes(),
         "id,name,arrival_limit_mins\ncentrum,Centrum,30\n".as_bytes(),
         "id,name,provider,areas,shifts,phone\n\
@@ -46,11 +46,13 @@ fn prepare(dir: &std::path::Path) -> (String, String) {
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     let store = vakt::store::Store::open(dir).unwrap();
     store
-        .upsert_subscribers(&vakt::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap())
+        .upsert_subscribers(
+            &vakt::registers::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap(),
+        )
         .unwrap();
     store.save_directory(&directory()).unwrap();
-    let (t1, h1) = vakt::console::auth::new_token();
-    let (t2, h2) = vakt::console::auth::new_token();
+    let (t1, h1) = vakt::store::new_token();
+    let (t2, h2) = vakt::store::new_token();
     store.set_patrol_token("c1", &h1).unwrap();
     store.set_patrol_token("c2", &h2).unwrap();
     store.flush().unwrap();
@@ -403,7 +405,7 @@ async fn a_dispatch_not_received_in_time_passes_to_the_next_patrol() {
 async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (token, _) = prepare(dir.path());
-    let (lock_token, lock_hash) = vakt::console::auth::new_token();
+    let (lock_token, lock_hash) = vakt::store::new_token();
     {
         let store = vakt::store::Store::open(dir.path()).unwrap();
         store.set_integration_token("phoniro", &lock_hash).unwrap();
@@ -756,10 +758,10 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
         let store = vakt::store::Store::open(dir.path()).unwrap();
         let bo = format!(
             "{}\nbo,Bo Berg,19400101-9806,Kyrkvägen 2,123 45,Vaktby,Centrum,070-333 44 55,Hemtjänst Centrum,0,,,,,,,,,,,,,,,,sv\n",
-            vakt::subscribers::CSV_HEADER
+            vakt::registers::subscribers::CSV_HEADER
         );
         store
-            .upsert_subscribers(&vakt::subscribers::parse_csv(bo.as_bytes()).unwrap())
+            .upsert_subscribers(&vakt::registers::subscribers::parse_csv(bo.as_bytes()).unwrap())
             .unwrap();
         store.flush().unwrap();
     }
@@ -808,7 +810,7 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
             ..
         }) => {
             assert_eq!(dispatch, first);
-            assert_eq!(cause, vakt::codec::patrol::CancelCause::ReceiptTimeout);
+            assert_eq!(cause, vakt::dispatch::wire::CancelCause::ReceiptTimeout);
             assert!(reason.contains("another patrol"), "{reason}");
         }
         other => panic!("c2 was not told: {other:?}"),

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use vakt::calls::sla::SlaOptions;
-use vakt::codec::patrol::{ErrorCode, FromPatrol, ToPatrol, VisitOutcome};
 use vakt::dispatch::hub::Hub;
 use vakt::dispatch::patrol_link::{self, Link};
 use vakt::dispatch::service::{Dispatcher, Target};
+use vakt::dispatch::sla::SlaOptions;
+use vakt::dispatch::wire::{ErrorCode, FromPatrol, ToPatrol, VisitOutcome};
 use vakt::model::{ArrivalMethod, Call, CallState, DispatchState, Priority};
-use vakt::patrol_client::{ClientError, Session};
+use vakt::sim::patrol_client::{ClientError, Session};
 use vakt::transport::quic::{self, Trust};
 
 fn call() -> Call {
@@ -33,7 +33,7 @@ fn call() -> Call {
 async fn dispatch_over_quic_received_reconnect_arrived_completed() {
     let dir = tempfile::tempdir().unwrap();
     let store = vakt::store::Store::open(dir.path()).unwrap();
-    let d = vakt::directory::parse_all(
+    let d = vakt::registers::directory::parse_all(
         "id,name,phone\nhn,Hemtjänst Norr,08-1\n".as_bytes(),
         "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
         "id,name,provider,areas,shifts,phone\nn1,Norr 1,hn,norr,day 00:00-23:59,070-1\n".as_bytes(),
@@ -41,17 +41,17 @@ async fn dispatch_over_quic_received_reconnect_arrived_completed() {
     )
     .unwrap();
     store.save_directory(&d).unwrap();
-    let subs = vakt::subscribers::parse_csv(
+    let subs = vakt::registers::subscribers::parse_csv(
         format!(
             "{}\nS-1,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Norr,070-111 22 33,Hemtjänst Norr,2,\"Nyckelskåp Norr, krok 14\",PL-3301,4711#,Hund i hallen,,,,,,,,,,,,sv\n",
-            vakt::subscribers::CSV_HEADER
+            vakt::registers::subscribers::CSV_HEADER
         )
         .as_bytes(),
     )
     .unwrap();
     store.upsert_subscribers(&subs).unwrap();
     store.save_calls(&[call()], None).unwrap();
-    let (token, hash) = vakt::console::auth::new_token();
+    let (token, hash) = vakt::store::new_token();
     store.set_patrol_token("n1", &hash).unwrap();
 
     let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
@@ -225,7 +225,7 @@ impl Fixture {
     async fn start() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = vakt::store::Store::open(dir.path()).unwrap();
-        let d = vakt::directory::parse_all(
+        let d = vakt::registers::directory::parse_all(
             "id,name,phone\nhn,Hemtjänst Norr,08-1\n".as_bytes(),
             "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
             "id,name,provider,areas,shifts,phone\nn1,Norr 1,hn,norr,day 00:00-23:59,070-1\n"
@@ -234,17 +234,17 @@ impl Fixture {
         )
         .unwrap();
         store.save_directory(&d).unwrap();
-        let subs = vakt::subscribers::parse_csv(
+        let subs = vakt::registers::subscribers::parse_csv(
             format!(
                 "{}\nS-1,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Norr,070-111 22 33,Hemtjänst Norr,2,Nyckelskåp,PL-3301,4711#,,,,,,,,,,,,,sv\n",
-                vakt::subscribers::CSV_HEADER
+                vakt::registers::subscribers::CSV_HEADER
             )
             .as_bytes(),
         )
         .unwrap();
         store.upsert_subscribers(&subs).unwrap();
         store.save_calls(&[call()], None).unwrap();
-        let (token, hash) = vakt::console::auth::new_token();
+        let (token, hash) = vakt::store::new_token();
         store.set_patrol_token("n1", &hash).unwrap();
         let dispatcher = dispatcher_of(&store);
         let server = LinkServer::start(dir.path(), &dispatcher, &store).await;
@@ -261,8 +261,8 @@ impl Fixture {
         &self,
     ) -> (
         Session,
-        vakt::patrol_client::Welcome,
-        Vec<vakt::codec::patrol::AssignmentMsg>,
+        vakt::sim::patrol_client::Welcome,
+        Vec<vakt::dispatch::wire::AssignmentMsg>,
     ) {
         Session::connect(self.server.addr, &self.server.trust, "n1", &self.token)
             .await

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use vakt::codec::patrol::{
+use vakt::dispatch::patrol_link::{self, EventError, Link, PatrolHub};
+use vakt::dispatch::wire::{
     AccessInfo, AssignmentMsg, CancelCause, ErrorCode, FromPatrol, SubscriberInfo, ToPatrol,
 };
-use vakt::dispatch::patrol_link::{self, EventError, Link, PatrolHub};
 use vakt::model::{DispatchState, Priority};
-use vakt::patrol_client::{ClientError, Session};
+use vakt::sim::patrol_client::{ClientError, Session};
 use vakt::transport::quic::{self, Trust};
 
 #[derive(Default)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{ADMIN, Client, add_user, signals, start_with, test_config};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use vakt::luc::Luc;
 use vakt::model::Role;
+use vakt::sim::luc::Luc;
 
 const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
 
@@ -20,7 +20,7 @@ const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
 fn devices_csv() -> String {
     format!(
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n679,,,,,bertil,,Telia,Norr,smoke_detector,luc679,s3cret-679\n1234,,,,,cecilia,90,Telia,Norr,carephone,,\n",
-        vakt::registry::CSV_HEADER
+        vakt::registers::devices::CSV_HEADER
     )
 }
 

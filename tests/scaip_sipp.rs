@@ -44,7 +44,7 @@ const SIPP_BOUND: Duration = Duration::from_secs(75);
 fn devices_csv() -> String {
     format!(
         "{}\n{CID},,,,,anna,3600,,,pendant,{SIP_USER},{SIP_PASSWORD}\n",
-        vakt::registry::CSV_HEADER
+        vakt::registers::devices::CSV_HEADER
     )
 }
 

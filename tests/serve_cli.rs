@@ -192,7 +192,7 @@ fn the_data_directory_is_private_and_sled_logs_nothing_it_stores() {
         &csv,
         format!(
             "{}\n1234,,,,,S-GUNNEL,90,,\n",
-            vakt::registry::CSV_HEADER_V1
+            vakt::registers::devices::CSV_HEADER_V1
         ),
     )
     .unwrap();

@@ -22,7 +22,7 @@ const SECRET: &str = "a-webhook-secret-of-32-characters!!";
 /// 30 Telia devices in Norr (the first five belong to subscribers of Hemtjänst Norr), one
 /// Tele2 device; every one with the shortest interval (20 s).
 fn devices_csv() -> String {
-    let mut s = format!("{}\n", vakt::registry::CSV_HEADER_V2);
+    let mut s = format!("{}\n", vakt::registers::devices::CSV_HEADER_V2);
     for i in 0..30 {
         let sub = if i < 5 {
             format!("S-{i}")
@@ -36,7 +36,7 @@ fn devices_csv() -> String {
 }
 
 fn subscribers_csv() -> String {
-    let mut s = format!("{}\n", vakt::subscribers::CSV_HEADER);
+    let mut s = format!("{}\n", vakt::registers::subscribers::CSV_HEADER);
     for i in 0..5 {
         let needs = if i == 3 { "yes" } else { "" };
         s.push_str(&format!(

@@ -246,12 +246,12 @@ pub async fn setup(o: SetupOptions) -> anyhow::Result<()> {
     let base = account_base(&o.accounts_from, o.alarm_devices)?;
     let devices = device_rows(base, o.alarm_devices, o.heartbeat_devices);
     let subscribers = subscriber_rows(base, o.alarm_devices);
-    let devices_text = csv(vakt::registry::CSV_HEADER_V2, &devices);
-    let subscribers_text = csv(vakt::subscribers::CSV_HEADER, &subscribers);
+    let devices_text = csv(vakt::registers::devices::CSV_HEADER_V2, &devices);
+    let subscribers_text = csv(vakt::registers::subscribers::CSV_HEADER, &subscribers);
     // Checked with vakt's own parsers first, so a bad file is this tool's bug, said as such.
-    vakt::registry::parse_csv(devices_text.as_bytes())
+    vakt::registers::devices::parse_csv(devices_text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the devices CSV does not import (a bug): {e}"))?;
-    vakt::subscribers::parse_csv(subscribers_text.as_bytes())
+    vakt::registers::subscribers::parse_csv(subscribers_text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the subscribers CSV does not import (a bug): {e}"))?;
     if let Some(dir) = &o.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -278,7 +278,7 @@ pub async fn setup(o: SetupOptions) -> anyhow::Result<()> {
             addr,
             &cookie,
             "/api/subscribers/import",
-            vakt::subscribers::CSV_HEADER,
+            vakt::registers::subscribers::CSV_HEADER,
             &subscribers,
         )
         .await?;
@@ -287,7 +287,7 @@ pub async fn setup(o: SetupOptions) -> anyhow::Result<()> {
             addr,
             &cookie,
             "/api/devices/import",
-            vakt::registry::CSV_HEADER_V2,
+            vakt::registers::devices::CSV_HEADER_V2,
             &devices,
         )
         .await?;
@@ -1233,11 +1233,24 @@ mod tests {
     #[test]
     fn setup_files_import() {
         let base = account_base(DEFAULT_ALARM_BASE, 30).unwrap();
-        let d = csv(vakt::registry::CSV_HEADER_V2, &device_rows(base, 30, 5));
-        let s = csv(vakt::subscribers::CSV_HEADER, &subscriber_rows(base, 30));
-        assert_eq!(vakt::registry::parse_csv(d.as_bytes()).unwrap().len(), 35);
+        let d = csv(
+            vakt::registers::devices::CSV_HEADER_V2,
+            &device_rows(base, 30, 5),
+        );
+        let s = csv(
+            vakt::registers::subscribers::CSV_HEADER,
+            &subscriber_rows(base, 30),
+        );
         assert_eq!(
-            vakt::subscribers::parse_csv(s.as_bytes()).unwrap().len(),
+            vakt::registers::devices::parse_csv(d.as_bytes())
+                .unwrap()
+                .len(),
+            35
+        );
+        assert_eq!(
+            vakt::registers::subscribers::parse_csv(s.as_bytes())
+                .unwrap()
+                .len(),
             30
         );
         assert!(account_base("1000", 10).is_err(), "overlaps the heartbeats");

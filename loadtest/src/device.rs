@@ -162,7 +162,7 @@ pub fn identities(
             let mode = mode.unwrap_or(Mode::Auto);
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let devices = vakt::registry::parse_csv(std::io::BufReader::new(f))
+            let devices = vakt::registers::devices::parse_csv(std::io::BufReader::new(f))
                 .with_context(|| format!("{} is not a valid devices CSV", path.display()))?;
             let total = devices.len();
             let ids: Vec<Identity> = devices

@@ -1,4 +1,4 @@
-//! `vakt-loadtest fleet`: writes a devices CSV (`vakt::registry::CSV_HEADER_V1`) that
+//! `vakt-loadtest fleet`: writes a devices CSV (`vakt::registers::devices::CSV_HEADER_V1`) that
 //! `vakt devices import` accepts and `dc09 --accounts-file` / `storm --accounts-file` use.
 //!
 //! `round(N × aes_share)` devices, picked at random, get AES keys (alternately AES-128 and
@@ -64,9 +64,9 @@ pub fn run(o: &Options, out: &Path) -> anyhow::Result<()> {
         "--aes-share must be 0..=1"
     );
     anyhow::ensure!(
-        vakt::registry::SUPERVISION_SECS.contains(&o.supervision_secs),
+        vakt::registers::devices::SUPERVISION_SECS.contains(&o.supervision_secs),
         "--supervision-secs must be in {:?}",
-        vakt::registry::SUPERVISION_SECS
+        vakt::registers::devices::SUPERVISION_SECS
     );
     let text = render(o);
     let mut f = std::io::BufWriter::new(
@@ -74,7 +74,7 @@ pub fn run(o: &Options, out: &Path) -> anyhow::Result<()> {
     );
     f.write_all(text.as_bytes())?;
     f.flush()?;
-    let n = vakt::registry::parse_csv(text.as_bytes())
+    let n = vakt::registers::devices::parse_csv(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the written fleet does not import (a bug): {e}"))?
         .len();
     eprintln!("wrote {n} devices to {}", out.display());
@@ -101,7 +101,7 @@ pub fn render(o: &Options) -> String {
     classes.shuffle(&mut rng);
     let mut next = [BASE_PLAIN, BASE_AES128, BASE_AES256];
     let mut text = String::with_capacity(o.devices * 96 + 128);
-    text.push_str(vakt::registry::CSV_HEADER_V1);
+    text.push_str(vakt::registers::devices::CSV_HEADER_V1);
     text.push('\n');
     for (i, class) in classes.into_iter().enumerate() {
         let slot = match class {
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn fleet_imports_and_has_the_share() {
         let text = render(&opts(200, 0.3, false));
-        let ds = vakt::registry::parse_csv(text.as_bytes()).unwrap();
+        let ds = vakt::registers::devices::parse_csv(text.as_bytes()).unwrap();
         assert_eq!(ds.len(), 200);
         let aes = ds.iter().filter(|d| d.key.is_some()).count();
         assert_eq!(aes, 60);
@@ -174,8 +174,8 @@ mod tests {
     #[test]
     fn test_keys_match_the_generated_accounts() {
         let text = render(&opts(40, 0.5, true));
-        let ds = vakt::registry::parse_csv(text.as_bytes()).unwrap();
-        let reg = vakt::registry::Registry::new(ds);
+        let ds = vakt::registers::devices::parse_csv(text.as_bytes()).unwrap();
+        let reg = vakt::registers::devices::Registry::new(ds);
         for mode in [
             crate::device::Mode::Plain,
             crate::device::Mode::Aes128,

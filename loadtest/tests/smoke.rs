@@ -158,8 +158,11 @@ fn fleet_writes_an_importable_file() {
         .expect("run fleet");
     assert!(status.success());
     let text = std::fs::read_to_string(&path).expect("fleet written");
-    assert_eq!(text.lines().next(), Some(vakt::registry::CSV_HEADER_V1));
-    let devices = vakt::registry::parse_csv(text.as_bytes()).expect("imports");
+    assert_eq!(
+        text.lines().next(),
+        Some(vakt::registers::devices::CSV_HEADER_V1)
+    );
+    let devices = vakt::registers::devices::parse_csv(text.as_bytes()).expect("imports");
     assert_eq!(devices.len(), 50);
     assert_eq!(devices.iter().filter(|d| d.key.is_some()).count(), 20);
 }

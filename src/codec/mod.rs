@@ -24,7 +24,6 @@ pub mod crc;
 pub mod crypto;
 pub mod dc09;
 pub mod event;
-pub mod patrol;
 pub mod scaip;
 pub mod sia_dcs;
 pub mod sip;

@@ -240,7 +240,7 @@ pub fn session_by_hash(hash: &[u8; 32], state: &AppState) -> ApiResult<Session> 
 /// Finds the session of a request's cookie, if it is valid now.
 pub fn session_of(headers: &HeaderMap, state: &AppState) -> ApiResult<Session> {
     match session_token(headers, state)? {
-        Some(token) => session_by_hash(&auth::token_hash(&token), state),
+        Some(token) => session_by_hash(&crate::store::token_hash(&token), state),
         None => {
             state.metrics.rejected("no_session");
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in first"))
@@ -405,7 +405,7 @@ pub async fn login(
         _ => return Err(login_failed(&state, &name, user.as_ref(), client, now).await),
     };
     state.throttle.succeeded(&name, client, now);
-    let (token, hash) = auth::new_token();
+    let (token, hash) = crate::store::new_token();
     let expires_at = now + jiff::SignedDuration::from_hours(i64::from(state.session_hours));
     state
         .store
@@ -522,7 +522,7 @@ pub async fn logout(
     if let Some(token) = session_token(&headers, &state)? {
         state
             .store
-            .delete_session(&auth::token_hash(&token))
+            .delete_session(&crate::store::token_hash(&token))
             .map_err(|e| ApiError::internal("ending the session failed", e))?;
         state.sessions_changed();
     }
@@ -960,13 +960,13 @@ pub async fn put_subscriber(
 ) -> ApiResult<Json<SubscriberCard>> {
     s.require(Role::Supervisor, &state)?;
     let Json(mut sub) = body?;
-    crate::subscribers::normalize(&mut sub);
+    crate::registers::subscribers::normalize(&mut sub);
     if sub.id != id {
         return Err(ApiError::bad_request(
             "the id in the body differs from the one in the path",
         ));
     }
-    crate::subscribers::validate(&sub).map_err(ApiError::bad_request)?;
+    crate::registers::subscribers::validate(&sub).map_err(ApiError::bad_request)?;
     let existed = state
         .store
         .subscriber(&id)
@@ -1019,7 +1019,7 @@ pub async fn import_subscribers(
     CsvBody(body): CsvBody,
 ) -> ApiResult<Json<Imported>> {
     s.require(Role::Admin, &state)?;
-    let subs = crate::subscribers::parse_csv(body.as_bytes())
+    let subs = crate::registers::subscribers::parse_csv(body.as_bytes())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let n = state
         .store
@@ -1052,7 +1052,7 @@ pub async fn import_devices(
     CsvBody(body): CsvBody,
 ) -> ApiResult<Json<Imported>> {
     s.require(Role::Admin, &state)?;
-    let devices = crate::registry::parse_csv(body.as_bytes())
+    let devices = crate::registers::devices::parse_csv(body.as_bytes())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let store = state.store.clone();
     let all = tokio::task::spawn_blocking(move || {
@@ -1065,7 +1065,7 @@ pub async fn import_devices(
     let n = body.lines().count().saturating_sub(1);
     state
         .devices
-        .replace(crate::registry::Registry::new(all.clone()));
+        .replace(crate::registers::devices::Registry::new(all.clone()));
     // New devices' heartbeat deadlines count from now; known ones keep theirs.
     let sup = state.supervision.supervisor().clone();
     tokio::task::spawn_blocking(move || sup.sync(&all, |_| None, jiff::Timestamp::now()))

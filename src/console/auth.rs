@@ -15,7 +15,7 @@ use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Shortest password accepted for a new user, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -169,19 +169,6 @@ pub fn verify_login(pw: &str, phc: Option<&str>) -> bool {
             false
         }
     }
-}
-
-/// A new session token: the text for the cookie (32 random bytes as 64 lower-case hex
-/// digits) and its SHA-256, the key the session is stored under.
-pub fn new_token() -> (String, [u8; 32]) {
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    let hash = token_hash(&token);
-    (token, hash)
-}
-
-/// The SHA-256 of a token as given in a cookie (the key its session is stored under).
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Settings of a [`LoginThrottle`].
@@ -509,17 +496,6 @@ mod tests {
         for bad in ["", "Anna", "åsa", "a b", &"a".repeat(65)] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn tokens() {
-        let (t1, h1) = new_token();
-        let (t2, _) = new_token();
-        assert_eq!(t1.len(), 64);
-        assert!(t1.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(t1, t2);
-        assert_eq!(token_hash(&t1), h1);
-        assert_ne!(token_hash(&t2), h1);
     }
 
     fn secs(d: Option<Duration>) -> Option<u64> {

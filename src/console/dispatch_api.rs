@@ -305,14 +305,14 @@ pub async fn import_directory(
 ) -> ApiResult<Json<DirectoryImported>> {
     s.require(Role::Admin, &state)?;
     let Json(req) = body?;
-    let dir = crate::directory::parse_all(
+    let dir = crate::registers::directory::parse_all(
         req.providers.as_bytes(),
         req.areas.as_bytes(),
         req.patrols.as_bytes(),
         req.routes.as_bytes(),
     )
     .map_err(|e| match e {
-        crate::directory::ImportError::Invalid(problems) => ApiError::new(
+        crate::registers::directory::ImportError::Invalid(problems) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{} problem(s), nothing imported", problems.len()),
         )
@@ -400,7 +400,7 @@ fn integration_of(headers: &axum::http::HeaderMap, state: &AppState) -> ApiResul
         .and_then(|v| v.to_str().ok())
         .and_then(super::auth::bearer_token)
         .ok_or_else(unauthorized)?;
-    let hash = super::auth::token_hash(token);
+    let hash = crate::store::token_hash(token);
     state
         .store
         .integration_for_token(&hash)
@@ -479,7 +479,7 @@ pub struct ReportQuery {
 /// median and 90th percentile from receipt to arrival, breaches with their Calls, receipt
 /// timeouts; and the month's answer-time figures.
 #[utoipa::path(get, path = "/api/reports/sla", tag = "dispatch", params(ReportQuery),
-    responses((status = 200, body = crate::report::SlaReport),
+    responses((status = 200, body = crate::dispatch::report::SlaReport),
         (status = 200, description = "With format=csv", content_type = "text/csv", body = String),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn sla_report(
@@ -503,17 +503,17 @@ pub async fn sla_report(
     let store = state.store.clone();
     let tz = state.tz.clone();
     let report = tokio::task::spawn_blocking(move || {
-        crate::report::sla_report(&store, month.trim(), &tz, now)
+        crate::dispatch::report::sla_report(&store, month.trim(), &tz, now)
     })
     .await
     .map_err(|e| ApiError::internal("making the report failed", e))?
     .map_err(|e| match e {
-        crate::report::ReportError::BadMonth(_) => ApiError::bad_request(e.to_string()),
+        crate::dispatch::report::ReportError::BadMonth(_) => ApiError::bad_request(e.to_string()),
         e => ApiError::internal("making the report failed", e),
     })?;
     if csv {
         let name = format!("attachment; filename=\"vakt-sla-{}.csv\"", report.month);
-        let mut r = crate::report::to_csv(&report).into_response();
+        let mut r = crate::dispatch::report::to_csv(&report).into_response();
         let h = r.headers_mut();
         h.insert(
             axum::http::header::CONTENT_TYPE,

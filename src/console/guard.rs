@@ -35,7 +35,17 @@ use http_body_util::BodyExt;
 
 use super::AppState;
 use super::api::ApiError;
-use crate::config::ClientAddressHeader;
+
+/// The header in which trusted proxies name the client (`[http] client_address_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx, HAProxy, Caddy, Traefik).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
 
 /// Most addresses of a forwarded-for chain looked at (the right-most ones).
 pub const MAX_HOPS: usize = 32;

@@ -9,9 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::api::{ApiError, ApiResult, ErrorBody, Session};
-use crate::incidents::IncidentView;
 use crate::model::Role;
 use crate::outbox::{DeliveryFilter, DeliveryState, DeliveryView};
+use crate::supervision::incidents::IncidentView;
 
 /// Most incidents one list returns.
 const MAX_INCIDENTS: usize = 200;

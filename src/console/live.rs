@@ -52,7 +52,7 @@ enum Out<'a> {
         step: crate::model::DispatchStep,
     },
     Incident {
-        incident: &'a crate::incidents::IncidentView,
+        incident: &'a crate::supervision::incidents::IncidentView,
     },
 }
 
@@ -77,7 +77,7 @@ pub async fn live(
             "log in first",
         ));
     };
-    let hash = super::auth::token_hash(&token);
+    let hash = crate::store::token_hash(&token);
     let s = session_by_hash(&hash, &state)?;
     s.require(Role::Operator, &state)?;
     // A page of another site must not open the feed with the operator's cookie (the

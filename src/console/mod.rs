@@ -34,7 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::calls::{CallSummary, Calls, Stats};
-use crate::registry::Devices;
+use crate::registers::devices::Devices;
 use crate::store::Store;
 use crate::telemetry::ConsoleMetrics;
 
@@ -93,9 +93,9 @@ pub struct AppState {
     /// Dispatch to patrols.
     pub desk: Arc<crate::dispatch::desk::Desk>,
     /// Heartbeat supervision (device status).
-    pub supervision: Arc<crate::supervise::Supervision>,
+    pub supervision: Arc<crate::supervision::round::Supervision>,
     /// Telecom incidents.
-    pub incidents: Arc<crate::incidents::Incidents>,
+    pub incidents: Arc<crate::supervision::incidents::Incidents>,
     /// The escalation outbox.
     pub outbox: crate::outbox::Outbox,
     /// Work orders for device faults.
@@ -108,9 +108,9 @@ pub struct Services {
     /// Dispatch to patrols (and the Calls behind it).
     pub desk: Arc<crate::dispatch::desk::Desk>,
     /// Heartbeat supervision.
-    pub supervision: Arc<crate::supervise::Supervision>,
+    pub supervision: Arc<crate::supervision::round::Supervision>,
     /// Telecom incidents.
-    pub incidents: Arc<crate::incidents::Incidents>,
+    pub incidents: Arc<crate::supervision::incidents::Incidents>,
     /// The escalation outbox.
     pub outbox: crate::outbox::Outbox,
     /// Work orders.
@@ -135,7 +135,7 @@ pub struct ConsoleOptions {
     /// Reverse proxies whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The header they name the client in.
-    pub client_address_header: crate::config::ClientAddressHeader,
+    pub client_address_header: crate::console::guard::ClientAddressHeader,
     /// The console's public origin, if the proxy does not pass `Host` through.
     pub public_origin: Option<String>,
 }

@@ -28,13 +28,13 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::calls::sla::{ClockEvent, PatrolEvent, SlaOptions};
 use crate::calls::{Calls, LiveEvent};
-use crate::codec::patrol::{AssignmentMsg, CancelCause, ErrorCode, FromPatrol, ToPatrol};
 use crate::dispatch::hub::{self, Hub};
 use crate::dispatch::patrol_link::{EventError, Link, PatrolHub};
 use crate::dispatch::routing;
 use crate::dispatch::service::{DispatchError, Dispatcher, Target};
+use crate::dispatch::sla::{ClockEvent, PatrolEvent, SlaOptions};
+use crate::dispatch::wire::{AssignmentMsg, CancelCause, ErrorCode, FromPatrol, ToPatrol};
 use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
 use crate::store::{Store, StoreError};
 use crate::telemetry::DispatchMetrics;
@@ -67,31 +67,7 @@ pub enum DeskError {
     Calls(#[from] crate::calls::CallsError),
 }
 
-/// A dispatch as the console shows it: the stored dispatch, its deadlines, and who and
-/// where it is for.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct DispatchView {
-    /// The dispatch.
-    #[serde(flatten)]
-    #[schema(inline, value_type = Object)]
-    pub dispatch: Dispatch,
-    /// The arrival deadline (`received_at` + `limit_mins`), once received.
-    #[schema(value_type = Option<String>)]
-    pub deadline: Option<Timestamp>,
-    /// Until when the patrol may confirm receipt, while offered.
-    #[schema(value_type = Option<String>)]
-    pub receipt_deadline: Option<Timestamp>,
-    /// The patrol's name.
-    pub patrol_name: String,
-    /// The patrol's phone.
-    pub patrol_phone: String,
-    /// The subscriber's name, if known.
-    pub subscriber_name: Option<String>,
-    /// Street, postcode and city, if known.
-    pub address: Option<String>,
-    /// The Call's priority level.
-    pub priority: u8,
-}
+pub use crate::calls::DispatchView;
 
 /// A patrol as it is now: who, whether on shift, whether its app is connected.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -514,7 +490,7 @@ impl Desk {
         if before.arrived_at.is_none() && d.arrived_at.is_some() {
             self.metrics.arrived(
                 d.arrival_method.unwrap_or(crate::model::ArrivalMethod::App),
-                crate::calls::sla::time_to_arrival(&d),
+                crate::dispatch::sla::time_to_arrival(&d),
             );
         }
         if step != DispatchStep::Declined {
@@ -1013,10 +989,10 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
         let (dir, store) = norr_store();
-        let subs = crate::subscribers::parse_csv(
+        let subs = crate::registers::subscribers::parse_csv(
             format!(
                 "{}\nS-1,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Norr,070-111 22 33,Hemtjänst Norr,2,Nyckelskåp,PL-3301,4711#,,,,,,,,,,,,,sv\n",
-                crate::subscribers::CSV_HEADER
+                crate::registers::subscribers::CSV_HEADER
             )
             .as_bytes(),
         )

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::calls::sla::PatrolEvent;
-use crate::codec::patrol::{AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo};
 use crate::dispatch::patrol_link::{EventError, PatrolHub};
 use crate::dispatch::service::{DispatchError, Dispatcher};
+use crate::dispatch::sla::PatrolEvent;
+use crate::dispatch::wire::{AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo};
 use crate::model::{Dispatch, Priority};
 use crate::store::Store;
 
@@ -80,7 +80,7 @@ impl Hub {
 /// for a step that does not fit (`completed` before `arrived`, `declined` after it); a
 /// storage failure is no answer at all (the patrol resends after a reconnect).
 pub fn refusal_of(id: u64, e: &DispatchError) -> EventError {
-    use crate::calls::sla::SlaError;
+    use crate::dispatch::sla::SlaError;
     use crate::model::DispatchState;
     let refused = |code, message: String| EventError::Refused(code, message);
     match e {
@@ -123,7 +123,7 @@ impl PatrolHub for Hub {
         if self.dispatcher.patrol_name(patrol).is_none() {
             return Err(ErrorCode::UnknownPatrol);
         }
-        let hash = crate::console::auth::token_hash(token);
+        let hash = crate::store::token_hash(token);
         match self.store.patrol_token_matches(patrol, &hash) {
             Ok(true) => Ok(()),
             Ok(false) => Err(ErrorCode::BadToken),

@@ -16,7 +16,10 @@
 pub mod desk;
 pub mod hub;
 pub mod patrol_link;
+pub mod report;
 pub mod routing;
 pub mod service;
+pub mod sla;
+pub mod wire;
 
 pub use routing::{Candidate, Fallback, PassedOver, fallback, on_shift, route, suggest};

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::codec::patrol::{
+use crate::dispatch::wire::{
     self, AssignmentMsg, CLOSE_AUTH, CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_SHUTDOWN,
     Decoded, ErrorCode, FromPatrol, HEADER_BYTES, HELLO_TIMEOUT_SECS, IDLE_TIMEOUT_SECS,
     MAX_MESSAGE_BYTES, PING_INTERVAL_SECS, ToPatrol,
@@ -326,7 +326,7 @@ enum Read {
 impl Stream {
     async fn write(&mut self, msg: &ToPatrol) -> Result<(), ()> {
         let mut out = Vec::new();
-        if let Err(e) = patrol::encode(msg, &mut out) {
+        if let Err(e) = wire::encode(msg, &mut out) {
             tracing::warn!(error = %e, kind = msg.kind(), "cannot encode");
             return Ok(());
         }
@@ -337,7 +337,7 @@ impl Stream {
 
     /// The next frame from the buffer, if whole.
     fn take(&mut self) -> Option<Read> {
-        match patrol::decode::<FromPatrol>(&self.buf) {
+        match wire::decode::<FromPatrol>(&self.buf) {
             Ok(Decoded::Message(m, used)) => {
                 self.buf.drain(..used);
                 Some(Read::Msg(m))
@@ -622,7 +622,7 @@ async fn session(
                 return "replaced";
             }
             () = tokio::time::sleep_until(idle_at) => {
-                conn.close(patrol::CLOSE_IDLE.into(), b"idle");
+                conn.close(wire::CLOSE_IDLE.into(), b"idle");
                 return "idle";
             }
             s = conn.accept_bi() => {

@@ -41,8 +41,8 @@ use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::directory::{ANY, Directory};
 use crate::model::{Patrol, Shift};
+use crate::registers::directory::{ANY, Directory};
 
 /// A patrol offered for a Call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -226,7 +226,7 @@ pub fn fallback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::parse_all;
+    use crate::registers::directory::parse_all;
 
     fn stockholm() -> TimeZone {
         TimeZone::get("Europe/Stockholm")
@@ -251,7 +251,7 @@ mod tests {
             areas: vec!["a".into()],
             shifts: shifts
                 .split(';')
-                .map(|s| crate::directory::parse_shift(s).unwrap())
+                .map(|s| crate::registers::directory::parse_shift(s).unwrap())
                 .collect(),
             phone: String::new(),
         }

@@ -15,10 +15,10 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::calls::sla::{self, ClockEvent, PatrolEvent, SlaError, SlaOptions};
-use crate::directory::Directory;
 use crate::dispatch::routing;
+use crate::dispatch::sla::{self, ClockEvent, PatrolEvent, SlaError, SlaOptions};
 use crate::model::{Dispatch, DispatchState};
+use crate::registers::directory::Directory;
 use crate::store::{Store, StoreError};
 
 /// Why a dispatch action was refused.
@@ -495,7 +495,7 @@ pub(crate) mod tests {
     pub(crate) fn norr_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let d = crate::directory::parse_all(
+        let d = crate::registers::directory::parse_all(
             "id,name,phone\nhn,Hemtjänst Norr,08-1\n".as_bytes(),
             "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
             "id,name,provider,areas,shifts,phone\n\

@@ -13,7 +13,7 @@
 //! patrols that are still in the directory and removed for the others, in the same batch.
 
 use super::{Store, StoreError};
-use crate::directory::Directory;
+use crate::model::Directory;
 use crate::model::{Area, Patrol, Provider, RouteRule};
 
 const PROVIDER: &[u8] = b"p/";
@@ -145,7 +145,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES, parse_all};
+    use crate::registers::directory::{
+        DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES, parse_all,
+    };
 
     fn demo() -> Directory {
         parse_all(
@@ -201,7 +203,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let d = demo();
         store.save_directory(&d).unwrap();
-        let (token, hash) = crate::console::auth::new_token();
+        let (token, hash) = crate::store::new_token();
         assert!(
             !store.patrol_token_matches("natt-1", &hash).unwrap(),
             "no token yet"
@@ -210,7 +212,7 @@ mod tests {
         assert!(store.patrol_token_matches("natt-1", &hash).unwrap());
         assert!(
             store
-                .patrol_token_matches("natt-1", &crate::console::auth::token_hash(&token))
+                .patrol_token_matches("natt-1", &crate::store::token_hash(&token))
                 .unwrap()
         );
         assert!(!store.patrol_token_matches("natt-2", &hash).unwrap());
@@ -219,7 +221,7 @@ mod tests {
         assert!(!store.patrol_token_matches("natt-1", &other).unwrap());
 
         // A new token replaces the old one.
-        let (_, hash2) = crate::console::auth::new_token();
+        let (_, hash2) = crate::store::new_token();
         store.set_patrol_token("natt-1", &hash2).unwrap();
         assert!(!store.patrol_token_matches("natt-1", &hash).unwrap());
         assert!(store.patrol_token_matches("natt-1", &hash2).unwrap());

@@ -96,7 +96,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::auth::{new_token, token_hash};
+    use crate::store::{new_token, token_hash};
 
     #[test]
     fn tokens_find_their_integration_until_replaced_or_revoked() {

@@ -13,7 +13,7 @@
 //! flush, which covers everything written before it, as sled has one log).
 
 use super::{Store, StoreError};
-use crate::work_orders::{FaultKind, WorkOrder};
+use crate::model::{FaultKind, WorkOrder};
 
 const ORDER: u8 = b'w';
 const OPEN: u8 = b'o';
@@ -185,7 +185,7 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::work_orders::WorkOrderState;
+    use crate::model::WorkOrderState;
 
     fn o(id: u64, account: &str, state: WorkOrderState) -> WorkOrder {
         let t = Timestamp::from_second(1_780_000_000).unwrap();

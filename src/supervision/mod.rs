@@ -26,7 +26,9 @@
 //! text arena rebuilt at each [`Supervisor::sync`]. Telecom operators and areas are interned
 //! to `u16` ids, so the counts per operator and area are arrays.
 
+pub mod detector;
 pub mod incidents;
+pub mod round;
 pub mod wheel;
 
 use std::collections::hash_map::RandomState;
@@ -38,7 +40,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Device;
-use crate::registry::{DEVICE_TYPES, SUPERVISION_SECS};
+use crate::registers::devices::{DEVICE_TYPES, SUPERVISION_SECS};
 
 use self::wheel::Wheel;
 

@@ -39,8 +39,8 @@ use tracing::Instrument;
 
 use crate::codec::scaip::{self, Mrs, snu};
 use crate::codec::sip::{self, AuthError, Message, NonceCheck, StartLine};
+use crate::ingest::scaip::{Request, Scaip};
 use crate::model::Transport;
-use crate::scaip::{Request, Scaip};
 use crate::telemetry::ScaipMetrics;
 
 /// RFC 3261 T1.
@@ -79,22 +79,6 @@ pub struct SipOptions {
     pub idle_timeout: Duration,
     /// Messages waiting for the journal at once.
     pub max_in_flight: usize,
-}
-
-impl SipOptions {
-    /// The options of a `[scaip]` section.
-    pub fn from_config(c: &crate::config::ScaipConfig) -> SipOptions {
-        SipOptions {
-            realm: c.realm.clone(),
-            arc_uri: c.arc_uri.clone(),
-            nonce_secs: i64::try_from(c.nonce_secs).unwrap_or(300),
-            rate_per_source: c.rate_per_source,
-            rate_burst: c.rate_burst,
-            max_connections: c.max_connections,
-            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
-            max_in_flight: c.max_in_flight,
-        }
-    }
 }
 
 /// A token bucket.
@@ -361,7 +345,7 @@ impl Endpoint {
         Ok(creds.username.into_owned())
     }
 
-    fn scaip_registry(&self) -> Arc<crate::registry::Registry> {
+    fn scaip_registry(&self) -> Arc<crate::registers::devices::Registry> {
         self.scaip.registry().current()
     }
 
@@ -621,7 +605,7 @@ impl Endpoint {
                     }
                     None => {
                         ep.metrics.busy("in_flight");
-                        crate::scaip::Answer {
+                        crate::ingest::scaip::Answer {
                             mrs: Mrs {
                                 reference: scaip::sniff_ref(&body),
                                 snu: snu::BUSY,

@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::Ingress;
 use super::limit::PerSource;
 use crate::codec::dc09::{self, Scan};
+use crate::ingest::Ingress;
+use crate::ingest::dc09::{Decision, FrameCtx};
 use crate::journal::Commit;
 use crate::model::Transport;
-use crate::receiver::{Decision, FrameCtx};
 use crate::telemetry::{ProtoLabel, ResultLabel};
 
 /// Bytes asked of the socket per read.

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::Ingress;
 use super::limit::AnswerRate;
 use crate::codec::dc09::{self, MAX_FRAME_BYTES, Scan};
+use crate::ingest::Ingress;
+use crate::ingest::dc09::{Decision, FrameCtx};
 use crate::journal::Commit;
 use crate::model::Transport;
-use crate::receiver::{Decision, FrameCtx};
 use crate::telemetry::{ProtoLabel, ResultLabel};
 
 /// Receives datagrams until `shutdown`.

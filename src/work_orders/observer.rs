@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use super::{Change, WorkOrders, fault_of};
 use crate::calls::SignalObserver;
 use crate::model::{Signal, norm_hex};
-use crate::registry::Devices;
+use crate::registers::devices::Devices;
 
 /// Where the changes go (called on the triage thread, in journal order).
 pub type ChangeSink = Arc<dyn Fn(&[Change]) + Send + Sync>;
@@ -81,7 +81,7 @@ mod tests {
     use super::*;
     use crate::codec::event::Qualifier;
     use crate::model::{Device, Flags, SignalEvent, Transport};
-    use crate::registry::Registry;
+    use crate::registers::devices::Registry;
     use crate::store::Store;
     use crate::work_orders::{What, WorkOrderOptions};
 

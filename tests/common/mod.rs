@@ -26,7 +26,7 @@ pub const KEY192_ASCII: &str = "abcdefghijklmnopqrstuvwx";
 pub fn devices_csv() -> String {
     format!(
         "{}\n1234,,,,,anna,90,Telia,Centrum\n5678,,,{KEY128_HEX},hex,bertil,90,Tele2,Norr\n9ABC,,,{KEY256_HEX},hex,cecilia,600,,\n1929,,,{KEY192_ASCII},ascii,david,,,\n4321,1,,,,erik,,,\n",
-        vakt::registry::CSV_HEADER_V1
+        vakt::registers::devices::CSV_HEADER_V1
     )
 }
 

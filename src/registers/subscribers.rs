@@ -1,6 +1,6 @@
 //! The subscriber register's CSV import and the checks every subscriber passes.
 //!
-//! Like the device registry ([`crate::registry`]), an import is all or nothing: every row is
+//! Like the device registry ([`crate::registers::devices`]), an import is all or nothing: every row is
 //! checked first, and a file with any bad row imports nothing, with one message per bad row
 //! (by line number). Messages never show a door code, a personal number or health text.
 

@@ -5,7 +5,7 @@
 //! (`config/demo-devices.csv`, [`registry::DEMO_CSV`]) and two console users, `operator` and
 //! `supervisor`, with random passwords shown once. It also saves the demo directory of care
 //! providers, areas, patrols and routing rules (`config/demo-directory/`,
-//! [`crate::directory::DEMO_PATROLS`] ...) and issues a login token for every demo patrol
+//! [`crate::registers::directory::DEMO_PATROLS`] ...) and issues a login token for every demo patrol
 //! ([`DemoUsers::patrols`]); [`save_patrol_logins`] keeps those in the data directory
 //! ([`PATROL_LOGINS_FILE`], `demo-patrols.txt`, readable only by its owner) so that every
 //! later `--demo` start can run the patrols again ([`load_patrol_logins`]). A directory that
@@ -38,10 +38,13 @@
 //! patrol's dispatch, if one is open, arrived and completed from them.
 //!
 //! [`simulate_patrols`] plays the home-care patrols against vakt's own patrol QUIC port, each
-//! a real patrol client ([`crate::patrol_client::Session`]) logged in with its demo token:
+//! a real patrol client ([`crate::sim::patrol_client::Session`]) logged in with its demo token:
 //! an assignment is confirmed a few seconds after it arrives, accepted, arrived at a few
 //! minutes later and completed. One patrol, [`OFFLINE_PATROL`] (`natt-2`, Nattpatrullen 2),
 //! never connects, so the receipt timeout and the passing on of its dispatches can be seen.
+
+pub mod luc;
+pub mod patrol_client;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -61,20 +64,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::crypto::Key;
 use crate::codec::dc09::{self, FrameSpec, Pad, Scan, Token};
-use crate::codec::patrol::{
+use crate::codec::scaip::Mrs;
+use crate::dispatch::wire::{
     AssignmentMsg, ErrorCode, FromPatrol, PING_INTERVAL_SECS, RECONNECT_MAX_SECS,
     RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
 };
-use crate::codec::scaip::Mrs;
-use crate::luc::{Luc, LucError};
 use crate::model::{ArrivalMethod, Device, DispatchState, Role, SipPassword};
-use crate::patrol_client::{ClientError, Session};
-use crate::registry;
+use crate::registers::devices;
+use crate::sim::luc::{Luc, LucError};
+use crate::sim::patrol_client::{ClientError, Session};
 use crate::store::{Store, StoreError, UserRecord};
 use crate::transport::quic::Trust;
 
 /// The demo subscribers: 36 fictional people of the municipality of Vaktby.
-pub const SUBSCRIBERS_CSV: &str = include_str!("../config/demo-subscribers.csv");
+pub const SUBSCRIBERS_CSV: &str = include_str!("../../config/demo-subscribers.csv");
 
 /// Name of the seeded operator user.
 pub const OPERATOR_USER: &str = "operator";
@@ -123,13 +126,13 @@ pub struct PatrolLogin {
 pub enum DemoError {
     /// The embedded demo subscribers do not import (a bug in the demo data).
     #[error("demo subscribers: {0}")]
-    Subscribers(#[from] crate::subscribers::ImportError),
+    Subscribers(#[from] crate::registers::subscribers::ImportError),
     /// The embedded demo devices do not import (a bug in the demo data).
     #[error("demo devices: {0}")]
-    Devices(#[from] registry::ImportError),
+    Devices(#[from] devices::ImportError),
     /// The embedded demo directory does not import (a bug in the demo data).
     #[error("demo directory: {0}")]
-    Directory(#[from] crate::directory::ImportError),
+    Directory(#[from] crate::registers::directory::ImportError),
     /// Reading or writing the store failed.
     #[error("seeding the demo: {0}")]
     Store(#[from] StoreError),
@@ -156,18 +159,18 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
     if !store.devices()?.is_empty() || store.subscriber_count()? > 0 || store.user_count()? > 0 {
         return Ok(None);
     }
-    let subscribers = crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes())?;
-    let devices = registry::parse_csv(registry::DEMO_CSV.as_bytes())?;
-    let directory = crate::directory::parse_all(
-        crate::directory::DEMO_PROVIDERS.as_bytes(),
-        crate::directory::DEMO_AREAS.as_bytes(),
-        crate::directory::DEMO_PATROLS.as_bytes(),
-        crate::directory::DEMO_ROUTES.as_bytes(),
+    let subscribers = crate::registers::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes())?;
+    let devices = devices::parse_csv(devices::DEMO_CSV.as_bytes())?;
+    let directory = crate::registers::directory::parse_all(
+        crate::registers::directory::DEMO_PROVIDERS.as_bytes(),
+        crate::registers::directory::DEMO_AREAS.as_bytes(),
+        crate::registers::directory::DEMO_PATROLS.as_bytes(),
+        crate::registers::directory::DEMO_ROUTES.as_bytes(),
     )?;
     let mut hashes = Vec::with_capacity(directory.patrols.len());
     let mut patrols = Vec::with_capacity(directory.patrols.len());
     for p in &directory.patrols {
-        let (token, hash) = crate::console::auth::new_token();
+        let (token, hash) = crate::store::new_token();
         hashes.push((p.id.clone(), hash));
         patrols.push(PatrolLogin {
             patrol: p.id.clone(),
@@ -320,7 +323,7 @@ fn parse_logins(text: &str) -> Result<Vec<PatrolLogin>, String> {
         let (Some(patrol), Some(token), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!("line {}: expected `PATROL TOKEN`", i + 1));
         };
-        if !crate::subscribers::valid_id(patrol) {
+        if !crate::registers::subscribers::valid_id(patrol) {
             return Err(format!("line {}: not a patrol id", i + 1));
         }
         if token.chars().count() > MAX_TOKEN_CHARS {
@@ -572,7 +575,7 @@ struct SimDevice {
 
 /// The embedded demo devices (none, logged, if they do not parse: a bug in the demo data).
 fn demo_devices() -> Vec<Device> {
-    match registry::parse_csv(registry::DEMO_CSV.as_bytes()) {
+    match devices::parse_csv(devices::DEMO_CSV.as_bytes()) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "demo: the demo devices do not parse");
@@ -583,7 +586,7 @@ fn demo_devices() -> Vec<Device> {
 
 /// The demo subscribers' names and pronouns, by subscriber id.
 fn demo_people() -> HashMap<String, (String, &'static str)> {
-    match crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()) {
+    match crate::registers::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()) {
         Ok(subs) => subs
             .into_iter()
             .map(|s| {
@@ -1228,8 +1231,8 @@ enum Visit {
 impl Visit {
     fn stc(self) -> u16 {
         match self {
-            Visit::Presence => crate::scaip::STC_PRESENCE,
-            Visit::CheckOut => crate::scaip::STC_CHECK_OUT,
+            Visit::Presence => crate::ingest::scaip::STC_PRESENCE,
+            Visit::CheckOut => crate::ingest::scaip::STC_CHECK_OUT,
         }
     }
 }
@@ -2294,11 +2297,11 @@ mod tests {
     use super::*;
 
     fn subscribers() -> Vec<crate::model::Subscriber> {
-        crate::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()).unwrap()
+        crate::registers::subscribers::parse_csv(SUBSCRIBERS_CSV.as_bytes()).unwrap()
     }
 
     fn devices() -> Vec<Device> {
-        registry::parse_csv(registry::DEMO_CSV.as_bytes()).unwrap()
+        devices::parse_csv(devices::DEMO_CSV.as_bytes()).unwrap()
     }
 
     #[test]
@@ -2337,7 +2340,7 @@ mod tests {
                 d.account
             );
             let t = d.device_type.as_deref().unwrap();
-            assert!(registry::DEVICE_TYPES.contains(&t), "{t}");
+            assert!(devices::DEVICE_TYPES.contains(&t), "{t}");
             let sup = d.supervision_secs.unwrap();
             assert!((90..=3600).contains(&sup), "{sup}");
         }
@@ -2448,11 +2451,11 @@ mod tests {
         let users = seed(&store, jiff::Timestamp::UNIX_EPOCH)
             .unwrap()
             .expect("seeded");
-        let expected = crate::directory::parse_all(
-            crate::directory::DEMO_PROVIDERS.as_bytes(),
-            crate::directory::DEMO_AREAS.as_bytes(),
-            crate::directory::DEMO_PATROLS.as_bytes(),
-            crate::directory::DEMO_ROUTES.as_bytes(),
+        let expected = crate::registers::directory::parse_all(
+            crate::registers::directory::DEMO_PROVIDERS.as_bytes(),
+            crate::registers::directory::DEMO_AREAS.as_bytes(),
+            crate::registers::directory::DEMO_PATROLS.as_bytes(),
+            crate::registers::directory::DEMO_ROUTES.as_bytes(),
         )
         .unwrap();
         assert_eq!(store.directory().unwrap(), expected);
@@ -2463,7 +2466,7 @@ mod tests {
         let tokens: HashSet<&str> = users.patrols.iter().map(|l| l.token.expose()).collect();
         assert_eq!(tokens.len(), users.patrols.len(), "tokens differ");
         for l in &users.patrols {
-            let hash = crate::console::auth::token_hash(l.token.expose());
+            let hash = crate::store::token_hash(l.token.expose());
             assert!(
                 store.patrol_token_matches(&l.patrol, &hash).unwrap(),
                 "{}",
@@ -2490,7 +2493,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(seed(&store, jiff::Timestamp::UNIX_EPOCH).unwrap().is_none());
         for l in load_patrol_logins(dir.path()).unwrap() {
-            let hash = crate::console::auth::token_hash(l.token.expose());
+            let hash = crate::store::token_hash(l.token.expose());
             assert!(
                 store.patrol_token_matches(&l.patrol, &hash).unwrap(),
                 "{}",
@@ -2565,7 +2568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let one =
-            registry::parse_csv(format!("{}\n4242,,,,,,,,,\n", registry::CSV_HEADER_V2).as_bytes())
+            devices::parse_csv(format!("{}\n4242,,,,,,,,,\n", devices::CSV_HEADER_V2).as_bytes())
                 .unwrap();
         store.upsert_devices(&one).unwrap();
         assert!(seed(&store, jiff::Timestamp::UNIX_EPOCH).unwrap().is_none());
@@ -3079,7 +3082,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .map(|r| r.signal)
-            .filter(|s| s.protocol == crate::scaip::PROTOCOL)
+            .filter(|s| s.protocol == crate::ingest::scaip::PROTOCOL)
             .collect();
         let codes: HashSet<&str> = signals
             .iter()
@@ -3136,10 +3139,10 @@ mod tests {
     async fn demo_patrols_scenario() {
         use std::sync::Arc;
 
-        use crate::calls::sla::SlaOptions;
         use crate::dispatch::hub::Hub;
         use crate::dispatch::patrol_link;
         use crate::dispatch::service::{Dispatcher, Target};
+        use crate::dispatch::sla::SlaOptions;
         use crate::transport::quic;
 
         let dir = tempfile::tempdir().unwrap();

@@ -43,10 +43,9 @@ use std::io::Read;
 use std::ops::RangeInclusive;
 
 use jiff::civil::Time;
-use serde::{Deserialize, Serialize};
 
 use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
-use crate::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
+use crate::registers::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
 
 /// Header of the providers file.
 pub const PROVIDERS_HEADER: &str = "id,name,phone";
@@ -60,10 +59,6 @@ pub const PATROLS_HEADER: &str = "id,name,provider,areas,shifts,phone";
 /// Header of the routes file.
 pub const ROUTES_HEADER: &str = "provider,area,patrols";
 
-/// The arrival limit of an area whose limit is left empty, and of an area that is not in the
-/// directory (seed 001, 2.4: within 30 minutes of receiving the assignment).
-pub const DEFAULT_ARRIVAL_LIMIT_MINS: u32 = 30;
-
 /// Arrival limits accepted, in minutes.
 pub const ARRIVAL_LIMITS_MINS: RangeInclusive<u32> = 1..=240;
 
@@ -74,16 +69,16 @@ pub const ANY: &str = "*";
 pub const MAX_SHIFT_NAME_CHARS: usize = 32;
 
 /// The demo municipality's care providers (`config/demo-directory/providers.csv`).
-pub const DEMO_PROVIDERS: &str = include_str!("../config/demo-directory/providers.csv");
+pub const DEMO_PROVIDERS: &str = include_str!("../../config/demo-directory/providers.csv");
 
 /// The demo municipality's areas (`config/demo-directory/areas.csv`).
-pub const DEMO_AREAS: &str = include_str!("../config/demo-directory/areas.csv");
+pub const DEMO_AREAS: &str = include_str!("../../config/demo-directory/areas.csv");
 
 /// The demo municipality's patrols (`config/demo-directory/patrols.csv`).
-pub const DEMO_PATROLS: &str = include_str!("../config/demo-directory/patrols.csv");
+pub const DEMO_PATROLS: &str = include_str!("../../config/demo-directory/patrols.csv");
 
 /// The demo municipality's routing rules (`config/demo-directory/routes.csv`).
-pub const DEMO_ROUTES: &str = include_str!("../config/demo-directory/routes.csv");
+pub const DEMO_ROUTES: &str = include_str!("../../config/demo-directory/routes.csv");
 
 /// One of the four directory files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,83 +170,8 @@ fn join_lines(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// The whole directory. Providers, areas and patrols are sorted by id; routing rules keep
-/// the order of their file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Directory {
-    /// Care providers.
-    pub providers: Vec<Provider>,
-    /// Areas.
-    pub areas: Vec<Area>,
-    /// Patrols.
-    pub patrols: Vec<Patrol>,
-    /// Routing rules, in file order.
-    pub routes: Vec<RouteRule>,
-}
-
-/// Whether two names are equal ignoring case (and surrounding spaces).
-fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    a == b || a.to_lowercase() == b.to_lowercase()
-}
-
-impl Directory {
-    /// True when the directory holds nothing (never imported).
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
-            && self.areas.is_empty()
-            && self.patrols.is_empty()
-            && self.routes.is_empty()
-    }
-
-    /// The provider with this id.
-    pub fn provider(&self, id: &str) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.id == id)
-    }
-
-    /// The area with this id.
-    pub fn area(&self, id: &str) -> Option<&Area> {
-        self.areas.iter().find(|a| a.id == id)
-    }
-
-    /// The patrol with this id.
-    pub fn patrol(&self, id: &str) -> Option<&Patrol> {
-        self.patrols.iter().find(|p| p.id == id)
-    }
-
-    /// The provider a subscriber's `care_provider` means: the one with exactly this id,
-    /// else the one with this name ignoring case (see the module doc).
-    pub fn provider_for(&self, care_provider: &str) -> Option<&Provider> {
-        let t = care_provider.trim();
-        if t.is_empty() {
-            return None;
-        }
-        self.provider(t)
-            .or_else(|| self.providers.iter().find(|p| same_name(&p.name, t)))
-    }
-
-    /// The area a subscriber's (or device's) `area` means: by id, then by name ignoring case.
-    pub fn area_for(&self, area: &str) -> Option<&Area> {
-        let t = area.trim();
-        if t.is_empty() {
-            return None;
-        }
-        self.area(t)
-            .or_else(|| self.areas.iter().find(|a| same_name(&a.name, t)))
-    }
-
-    /// The arrival limit for a subscriber's `area` (by id or name), or
-    /// [`DEFAULT_ARRIVAL_LIMIT_MINS`] for an area not in the directory.
-    pub fn arrival_limit_mins(&self, area: &str) -> u32 {
-        self.area_for(area)
-            .map_or(DEFAULT_ARRIVAL_LIMIT_MINS, |a| a.arrival_limit_mins)
-    }
-
-    /// The patrols of a provider (by id), in id order.
-    pub fn patrols_of<'a>(&'a self, provider: &'a str) -> impl Iterator<Item = &'a Patrol> + 'a {
-        self.patrols.iter().filter(move |p| p.provider == provider)
-    }
-}
+pub use crate::model::Directory;
+pub use crate::model::directory::DEFAULT_ARRIVAL_LIMIT_MINS;
 
 /// Parses and checks the four directory files together (see the module doc). Either all of
 /// them are valid and the whole directory is returned, or nothing is, with every problem.
@@ -1065,7 +985,8 @@ mod tests {
     fn demo_directory_parses_and_every_demo_subscriber_has_a_patrol_day_and_night() {
         let d = parse(DEMO_PROVIDERS, DEMO_AREAS, DEMO_PATROLS, DEMO_ROUTES).unwrap();
         assert!(d.areas.iter().all(|a| a.arrival_limit_mins == 30));
-        let subs = crate::subscribers::parse_csv(crate::demo::SUBSCRIBERS_CSV.as_bytes()).unwrap();
+        let subs = crate::registers::subscribers::parse_csv(crate::sim::SUBSCRIBERS_CSV.as_bytes())
+            .unwrap();
         let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
         // A winter and a summer day.
         for date in [

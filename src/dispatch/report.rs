@@ -423,7 +423,9 @@ pub fn to_text(r: &SlaReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES, parse_all};
+    use crate::registers::directory::{
+        DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES, parse_all,
+    };
 
     fn stockholm() -> TimeZone {
         TimeZone::get("Europe/Stockholm").unwrap()

@@ -35,7 +35,7 @@ use crate::codec::dc09::{self, Frame, Token};
 use crate::codec::event::decode_payload;
 use crate::journal::{Commit, DedupKey, dedup_key};
 use crate::model::{Device, Flags, Signal, SignalEvent, Transport, XDataItem};
-use crate::registry::{Dc09Device, Devices};
+use crate::registers::devices::{Dc09Device, Devices};
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
 
@@ -520,7 +520,7 @@ mod tests {
     use super::*;
     use crate::codec::crypto::Key;
     use crate::codec::dc09::{FrameSpec, Pad};
-    use crate::registry::{CSV_HEADER, Registry, parse_csv};
+    use crate::registers::devices::{CSV_HEADER, Registry, parse_csv};
     use crate::supervision::{SupervisionOptions, Supervisor};
 
     const KEY: &str = "000102030405060708090A0B0C0D0E0F";

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod open_files;
+
+pub use open_files::{TooFewFiles, fit_open_files, open_files_limit};
+
 /// The embedded default configuration (the text of `config/vakt.toml`).
-pub const DEFAULT_TOML: &str = include_str!("../config/vakt.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/vakt.toml");
 
 /// What can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,7 @@ pub struct Config {
     /// Heartbeat deadlines of devices.
     pub supervision: crate::supervision::SupervisionOptions,
     /// When silences become one telecom incident.
-    pub incidents: crate::supervision::incidents::DetectorOptions,
+    pub incidents: crate::supervision::detector::DetectorOptions,
     /// Work orders for device faults.
     pub work_orders: crate::work_orders::WorkOrderOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
@@ -331,16 +335,7 @@ pub struct HttpConfig {
     pub public_origin: Option<String>,
 }
 
-/// The header in which trusted proxies name the client (`[http] client_address_header`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientAddressHeader {
-    /// `X-Forwarded-For: client, proxy1, ...` (nginx, HAProxy, Caddy, Traefik).
-    #[default]
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
-    Forwarded,
-}
+pub use crate::console::guard::ClientAddressHeader;
 
 /// A list of addresses (`192.0.2.10`, `::1`) or networks (`10.0.0.0/8`, `fd00::/8`).
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
@@ -429,8 +424,8 @@ impl Default for PatrolConfig {
 
 impl PatrolConfig {
     /// The clocks' settings.
-    pub fn sla(&self) -> crate::calls::sla::SlaOptions {
-        crate::calls::sla::SlaOptions {
+    pub fn sla(&self) -> crate::dispatch::sla::SlaOptions {
+        crate::dispatch::sla::SlaOptions {
             receipt_timeout: jiff::SignedDuration::from_secs(
                 i64::try_from(self.receipt_timeout_secs).unwrap_or(i64::MAX),
             ),
@@ -491,6 +486,35 @@ impl Default for TriageConfig {
         TriageConfig {
             escalate_after: 3,
             feed_capacity: 1024,
+        }
+    }
+}
+
+impl ScaipConfig {
+    /// The SCAIP exchange's options.
+    pub fn scaip_options(&self) -> crate::ingest::scaip::ScaipOptions {
+        crate::ingest::scaip::ScaipOptions {
+            max_body_bytes: self.max_body_bytes,
+            max_holds: self.max_holds,
+            session: jiff::SignedDuration::from_secs(
+                i64::try_from(self.session_secs).unwrap_or(3600),
+            ),
+            voice_mre: self.voice_mre,
+            voice_uri: (!self.voice_uri.is_empty()).then(|| self.voice_uri.clone()),
+        }
+    }
+
+    /// The SIP endpoint's options.
+    pub fn sip_options(&self) -> crate::transport::sip::SipOptions {
+        crate::transport::sip::SipOptions {
+            realm: self.realm.clone(),
+            arc_uri: self.arc_uri.clone(),
+            nonce_secs: i64::try_from(self.nonce_secs).unwrap_or(300),
+            rate_per_source: self.rate_per_source,
+            rate_burst: self.rate_burst,
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_in_flight: self.max_in_flight,
         }
     }
 }

@@ -26,10 +26,10 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::event::Qualifier;
-use crate::incidents::{Incidents, Joining};
 use crate::journal::{Commit, Journal};
 use crate::model::{Flags, IncidentKind, Signal, SignalEvent, Transport};
-use crate::supervision::incidents::{Decision, Detector, IncidentKey};
+use crate::supervision::detector::{Decision, Detector, IncidentKey};
+use crate::supervision::incidents::{Incidents, Joining};
 use crate::supervision::{Silence, Supervisor};
 use crate::triage::priority::{
     CODE_COMMUNICATION_LOST, CODE_COMMUNICATION_RESTORED, SUPERVISION_PROTOCOL,
@@ -307,7 +307,7 @@ impl Supervision {
 /// their commits before the next round.
 pub async fn run(
     sup: Arc<Supervision>,
-    journal: Arc<crate::transport::Ingress>,
+    journal: Arc<Journal>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -336,7 +336,7 @@ pub async fn run(
         };
         soon = round.more;
         for signal in round.signals {
-            journal_one(&journal.journal, signal).await;
+            journal_one(&journal, signal).await;
         }
     }
 }
@@ -360,7 +360,7 @@ mod tests {
     use crate::calls::Calls;
     use crate::model::{CallState, Priority};
     use crate::supervision::SupervisionOptions;
-    use crate::supervision::incidents::DetectorOptions;
+    use crate::supervision::detector::DetectorOptions;
     use crate::triage::priority::COMMUNICATION_LOST;
 
     fn t(s: i64) -> Timestamp {
@@ -372,14 +372,14 @@ mod tests {
     fn setup() -> (tempfile::TempDir, Arc<Calls>, Arc<Incidents>, Supervision) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let mut csv = format!("{}\n", crate::registry::CSV_HEADER_V2);
+        let mut csv = format!("{}\n", crate::registers::devices::CSV_HEADER_V2);
         for i in 0..100 {
             csv.push_str(&format!("A{i:03},,,,,S-{i},60,Telia,Norr,carephone\n"));
         }
         for i in 0..10 {
             csv.push_str(&format!("B{i:03},,,,,,60,Tele2,Norr,carephone\n"));
         }
-        let devices = crate::registry::parse_csv(csv.as_bytes()).unwrap();
+        let devices = crate::registers::devices::parse_csv(csv.as_bytes()).unwrap();
         let calls = Arc::new(
             Calls::start(
                 store.clone(),

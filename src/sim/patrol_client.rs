@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use crate::codec::patrol::{
+use crate::dispatch::wire::{
     self, AssignmentMsg, CLOSE_NORMAL, ClientInfo, Decoded, ErrorCode, FromPatrol, HEADER_BYTES,
     MAX_MESSAGE_BYTES, RECONNECT_MAX_SECS, RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
 };
@@ -289,7 +289,7 @@ impl Session {
 
     async fn write(&mut self, msg: &FromPatrol) -> Result<(), ClientError> {
         let mut out = Vec::new();
-        patrol::encode(msg, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        wire::encode(msg, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
         match self.send.write_all(&out).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.lost(e.to_string())),
@@ -314,7 +314,7 @@ impl Session {
     async fn read_timeout(&mut self, timeout: Duration) -> Result<Option<ToPatrol>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match patrol::decode::<ToPatrol>(&self.buf) {
+            match wire::decode::<ToPatrol>(&self.buf) {
                 Ok(Decoded::Message(m, used)) => {
                     self.buf.drain(..used);
                     return Ok(Some(m));
@@ -330,7 +330,7 @@ impl Session {
                     }
                     None => {
                         self.conn
-                            .close(patrol::CLOSE_PROTOCOL.into(), b"frame too big");
+                            .close(wire::CLOSE_PROTOCOL.into(), b"frame too big");
                         return Err(ClientError::Protocol(e.to_string()));
                     }
                 },
@@ -639,8 +639,7 @@ async fn session_loop(
         println!("{} {}: {}", ev.kind(), ev.seq(), describe(&answer));
         outbox.retain(|e| e.seq() != ev.seq());
     }
-    let mut ping =
-        tokio::time::interval(Duration::from_secs(u64::from(patrol::PING_INTERVAL_SECS)));
+    let mut ping = tokio::time::interval(Duration::from_secs(u64::from(wire::PING_INTERVAL_SECS)));
     ping.tick().await;
     loop {
         tokio::select! {
@@ -660,14 +659,14 @@ async fn session_loop(
                 }
             }
             _ = ping.tick() => s.ping().await?,
-            m = s.next_push(Duration::from_secs(u64::from(patrol::IDLE_TIMEOUT_SECS))) => {
+            m = s.next_push(Duration::from_secs(u64::from(wire::IDLE_TIMEOUT_SECS))) => {
                 match m? {
                     Some(ToPatrol::Error { code, message, fatal: true, .. }) => {
                         return Err(ClientError::Refused { code, message });
                     }
                     Some(m) => println!("{}", describe(&m)),
                     None => {
-                        s.conn.close(patrol::CLOSE_IDLE.into(), b"idle");
+                        s.conn.close(wire::CLOSE_IDLE.into(), b"idle");
                         return Ok(false);
                     }
                 }

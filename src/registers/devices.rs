@@ -456,7 +456,7 @@ fn parse_row(rec: &csv::StringRecord, cells: usize) -> Result<Device, String> {
 
 /// The demo fleet (`vakt serve --demo`): the devices of the demo municipality's subscribers,
 /// plain and AES-128/256 (keys in `config/demo-devices.csv`).
-pub const DEMO_CSV: &str = include_str!("../config/demo-devices.csv");
+pub const DEMO_CSV: &str = include_str!("../../config/demo-devices.csv");
 
 #[cfg(test)]
 mod tests {

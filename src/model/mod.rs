@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::codec::crypto::Key;
 use crate::codec::event::Qualifier;
 
+pub mod directory;
+pub mod work_order;
+
+pub use directory::Directory;
+
+pub use work_order::{FaultKind, WorkOrder, WorkOrderState};
+
 /// How a frame reached vakt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -29,9 +29,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::calls::SignalObserver;
 use crate::codec::event::Qualifier;
 use crate::codec::scaip::{self, MessageType, Mrq, Mrs, snu};
+use crate::ingest::Ingress;
 use crate::journal::{Commit, DedupKey, SubmitError, dedup_key};
 use crate::model::{CallState, Flags, ScaipInfo, Signal, SignalEvent, Transport};
-use crate::transport::Ingress;
 use crate::triage::priority;
 use crate::triage::{Ingested, Triage};
 
@@ -63,19 +63,6 @@ pub struct ScaipOptions {
     pub voice_mre: u8,
     /// `tnu` (with `cre 62`), if the voice call goes somewhere else than the device's default.
     pub voice_uri: Option<String>,
-}
-
-impl ScaipOptions {
-    /// The options of a `[scaip]` section.
-    pub fn from_config(c: &crate::config::ScaipConfig) -> ScaipOptions {
-        ScaipOptions {
-            max_body_bytes: c.max_body_bytes,
-            max_holds: c.max_holds,
-            session: SignedDuration::from_secs(i64::try_from(c.session_secs).unwrap_or(3600)),
-            voice_mre: c.voice_mre,
-            voice_uri: (!c.voice_uri.is_empty()).then(|| c.voice_uri.clone()),
-        }
-    }
 }
 
 /// Learns, on the triage thread, which Call each SCAIP Signal opened or joined (or which rule
@@ -300,7 +287,7 @@ impl Scaip {
     }
 
     /// The device registry (SIP users and their passwords, and the devices).
-    pub fn registry(&self) -> &crate::registry::Devices {
+    pub fn registry(&self) -> &crate::registers::devices::Devices {
         self.ingress.receiver.registry()
     }
 

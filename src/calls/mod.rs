@@ -7,9 +7,8 @@
 //! after the cursor is triaged again from the journal, so a Signal that was ACKed (durable in
 //! the journal) always reaches a Call or a rule, even if vakt died before triage saw it.
 //!
-//! Dispatches to patrols and their clocks (receipt, arrival SLA) are in [`sla`].
-
-pub mod sla;
+//! What the consoles are told, and the views they are told it in, are in [`live`]. Dispatches
+//! to patrols and their clocks (receipt, arrival SLA) are in `crate::dispatch::sla`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +23,10 @@ use crate::model::{Call, CallState, Signal, TimelineEntry, TimelineEvent};
 use crate::store::{CallChange, Store, StoreError};
 use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
+
+pub mod live;
+
+pub use live::{CallSummary, DispatchView, IncidentDeviceView, IncidentView, LiveEvent};
 
 /// Capacity of the live feed; a console that falls further behind gets a fresh snapshot.
 pub const LIVE_CAPACITY: usize = 4096;
@@ -40,58 +43,6 @@ const MAX_PENDING: usize = 4096;
 
 /// Journal records read per step while catching up at start.
 const REPLAY_CHUNK: usize = 1000;
-
-/// A Call as the queue shows it (no timeline).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct CallSummary {
-    /// Call id.
-    pub id: u64,
-    /// Level, 0 (life-safety) to 4.
-    #[schema(value_type = u8)]
-    pub priority: crate::model::Priority,
-    /// `queued`, `claimed` or `closed`.
-    pub state: CallState,
-    /// When the first Signal was received (RFC 3339, UTC).
-    #[schema(value_type = String)]
-    pub opened_at: jiff::Timestamp,
-    /// Alarms in the Call (the first and every merged press).
-    pub alarm_count: u32,
-    /// Subscriber id, if the device is registered to one.
-    pub subscriber: Option<String>,
-    /// The subscriber's name.
-    pub subscriber_name: Option<String>,
-    /// The operator who owns it.
-    pub owner: Option<String>,
-    /// The account of the device that opened it.
-    pub account: String,
-    /// What kind of alarm, in words.
-    pub kind: String,
-    /// A restore has arrived.
-    pub restored: bool,
-    /// When an operator first took it.
-    #[schema(value_type = Option<String>)]
-    pub answered_at: Option<jiff::Timestamp>,
-}
-
-impl CallSummary {
-    /// The summary of `call` with a known subscriber name.
-    pub fn with_name(call: &Call, subscriber_name: Option<String>) -> CallSummary {
-        CallSummary {
-            id: call.id,
-            priority: call.priority,
-            state: call.state,
-            opened_at: call.opened_at,
-            alarm_count: call.alarm_count,
-            subscriber: call.subscriber.clone(),
-            subscriber_name,
-            owner: call.owner.clone(),
-            account: call.account.clone(),
-            kind: call.kind.clone(),
-            restored: call.restored,
-            answered_at: call.answered_at,
-        }
-    }
-}
 
 /// A Call's head and the timeline lines from `from` on (clones only what changed).
 fn change_of(call: &Call, from: usize) -> CallChange {
@@ -125,22 +76,6 @@ struct Names(HashMap<String, Option<String>>);
 
 /// Most names kept before the cache starts over.
 const MAX_NAMES: usize = 100_000;
-
-/// A change pushed to the consoles.
-#[derive(Clone, Debug)]
-pub enum LiveEvent {
-    /// A Call opened or changed.
-    Call(Arc<CallSummary>),
-    /// A Call was closed.
-    Closed(u64),
-    /// A dispatch moved (any dispatch, also of a closed Call).
-    Dispatch(
-        Arc<crate::dispatch::desk::DispatchView>,
-        crate::model::DispatchStep,
-    ),
-    /// A telecom incident opened, changed or was resolved.
-    Incident(Arc<crate::incidents::IncidentView>),
-}
 
 /// Why a Call change could not be made durable.
 #[derive(Debug, thiserror::Error)]
