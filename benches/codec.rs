@@ -8,12 +8,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{
     FrameSpec, Pad, Scan, encode_ack, encode_ack_encrypted, encode_frame_encrypted, parse, scan,
 };
-use vakt::codec::event::decode_payload;
-use vakt::codec::{scaip, sip};
+use vakt_proto::event::decode_payload;
+use vakt_proto::{scaip, sip};
 
 /// protocols.md §1.10 #1 (PIMA, CID 407 restore).
 const PLAIN: &[u8] =

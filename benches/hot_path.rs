@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{self, FrameSpec, Pad};
 use vakt::ingest::dc09::{Decision, FrameCtx, Receiver, ReceiverOptions};
 use vakt::journal::{Commit, Journal, JournalOptions};
 use vakt::model::Transport;
@@ -21,6 +19,8 @@ use vakt::registers::devices::Registry;
 use vakt::store::Store;
 use vakt::supervision::LastHeard;
 use vakt::telemetry::Metrics;
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad};
 
 const KEY256: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
 

@@ -9,10 +9,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vakt::codec::event::Qualifier;
 use vakt::model::{Flags, Outcome, Signal, SignalEvent, Transport};
 use vakt::telemetry::CallMetrics;
 use vakt::triage::{NullSink, Triage, TriageOptions};
+use vakt_proto::event::Qualifier;
 
 fn alarm(id: u64, subscriber: &str) -> Signal {
     Signal {

@@ -40,7 +40,6 @@
 
 pub mod calls;
 pub mod cli;
-pub mod codec;
 pub mod config;
 pub mod console;
 pub mod dispatch;

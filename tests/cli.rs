@@ -5,8 +5,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{self, FrameSpec, Pad};
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
 

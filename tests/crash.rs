@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vakt::codec::dc09::{self, FrameSpec};
 use vakt::sim::luc::{Exchange, Luc};
+use vakt_proto::dc09::{self, FrameSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
 const DEVICES: usize = 6;

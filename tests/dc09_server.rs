@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use vakt::codec::dc09;
+use vakt_proto::dc09;
 
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()

@@ -506,14 +506,14 @@ async fn a_source_over_its_rate_is_told_to_retry_later() {
 async fn next_response(luc: &mut Luc) -> (u16, Option<String>) {
     loop {
         let raw = luc.recv().await.unwrap();
-        let m = vakt::codec::sip::parse(&raw).unwrap();
+        let m = vakt_proto::sip::parse(&raw).unwrap();
         match m.start {
-            vakt::codec::sip::StartLine::Response { code, .. } => {
+            vakt_proto::sip::StartLine::Response { code, .. } => {
                 return (code, m.header("WWW-Authenticate").map(str::to_owned));
             }
-            vakt::codec::sip::StartLine::Request { .. } => {
+            vakt_proto::sip::StartLine::Request { .. } => {
                 let mut ok = Vec::new();
-                vakt::codec::sip::encode_response(&m, 200, "OK", "t", &[], None, b"", &mut ok);
+                vakt_proto::sip::encode_response(&m, 200, "OK", "t", &[], None, b"", &mut ok);
                 luc.send(&ok).await.unwrap();
             }
         }
@@ -522,7 +522,7 @@ async fn next_response(luc: &mut Luc) -> (u16, Option<String>) {
 
 /// Digest credentials for `uri` on the device's last challenge, with or without qop.
 fn credentials(luc: &Luc, user: &str, password: &str, uri: &str, qop: bool) -> String {
-    use vakt::codec::sip;
+    use vakt_proto::sip;
     let (realm, nonce) = luc.challenge.clone().expect("challenged");
     let ha1 = sip::ha1(user, &realm, password);
     if qop {
@@ -675,7 +675,7 @@ async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_lo
     let req = luc.message("MESSAGE", body.as_bytes(), None);
     luc.send(&req).await.unwrap();
     let raw = luc.recv().await.unwrap();
-    let r = vakt::codec::sip::parse(&raw).unwrap();
+    let r = vakt_proto::sip::parse(&raw).unwrap();
     let want = format!(";received=127.0.0.1;rport={}", local.port());
     assert!(
         r.header("Via").unwrap().contains(&want),
@@ -695,7 +695,7 @@ async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_lo
     let req = luc.message("MESSAGE", body.as_bytes(), auth);
     luc.send(&req).await.unwrap();
     let raw = luc.recv().await.unwrap();
-    let ok = vakt::codec::sip::parse(&raw).unwrap();
+    let ok = vakt_proto::sip::parse(&raw).unwrap();
     assert!(
         raw.starts_with(b"SIP/2.0 200"),
         "{}",
@@ -705,7 +705,7 @@ async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_lo
 
     // vakt's <mrs>: a new request outside any dialog (RFC 3261 §8.1.1, RFC 3428 §4).
     let raw = luc.recv().await.unwrap();
-    let m = vakt::codec::sip::parse(&raw).unwrap();
+    let m = vakt_proto::sip::parse(&raw).unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
     assert_eq!(m.method(), Some("MESSAGE"), "{text}");
     assert_eq!(m.to_tag(), None, "no To tag: {text}");
@@ -725,19 +725,19 @@ async fn the_mrs_is_a_request_outside_any_dialog_and_a_refusal_is_counted_and_lo
     assert!(
         matches!(
             m.start,
-            vakt::codec::sip::StartLine::Request {
+            vakt_proto::sip::StartLine::Request {
                 uri: "sip:luc678@vakt",
                 ..
             }
         ),
         "{text}"
     );
-    let mrs = vakt::codec::scaip::parse_mrs(m.body).unwrap();
+    let mrs = vakt_proto::scaip::parse_mrs(m.body).unwrap();
     assert_eq!((mrs.reference.as_deref(), mrs.snu), (Some("M1"), 4));
 
     // A strict SIP stack (PJSIP) would answer 481: vakt counts it and says so in its log.
     let mut refusal = Vec::new();
-    vakt::codec::sip::encode_response(
+    vakt_proto::sip::encode_response(
         &m,
         481,
         "Call/Transaction Does Not Exist",
@@ -786,7 +786,7 @@ async fn a_device_that_keeps_its_nonce_is_renewed_and_never_refused() {
     let mut luc = Luc::udp(srv.scaip_udp.unwrap(), "luc678", "s3cret-678")
         .await
         .unwrap();
-    for i in 0..3 * vakt::codec::sip::NONCE_USES_PER_USER {
+    for i in 0..3 * vakt_proto::sip::NONCE_USES_PER_USER {
         let body = format!("<mrq><ref>P{i}</ref><mty>PI</mty><cid>678</cid><dty>2</dty></mrq>");
         let x = luc.mrq(&body).await.unwrap();
         assert_eq!(x.code, 200, "request {i}");

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use vakt::codec::event::Qualifier;
 use vakt::model::{Device, Flags, Signal, SignalEvent, Transport};
 use vakt::store::Store;
 use vakt::work_orders::{
     Filter, Lateness, MAX_REASON_CHARS, OrderEventKind, Report, StateFilter, What, WorkOrderError,
     WorkOrderOptions, WorkOrderState, WorkOrders,
 };
+use vakt_proto::event::Qualifier;
 
 fn tz() -> TimeZone {
     TimeZone::get("Europe/Stockholm").unwrap()

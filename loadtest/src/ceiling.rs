@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use vakt::codec::crc::crc16_arc;
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{self, FrameSpec, Pad};
+use vakt_proto::crc::crc16_arc;
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad};
 
 use crate::device::{TEST_KEY_128, TEST_KEY_256};
 use crate::net;

@@ -16,7 +16,7 @@
 //! UDP (`--udp`): one datagram per frame, answers matched by sequence number, per-frame
 //! timeout.
 //!
-//! [`dc09::scan`]: vakt::codec::dc09::scan
+//! [`dc09::scan`]: vakt_proto::dc09::scan
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -31,8 +31,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{self, FrameSpec, Pad, ParseError, Token};
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad, ParseError, Token};
 
 use crate::stats::ErrorKind;
 

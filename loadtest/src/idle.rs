@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use vakt::codec::dc09::{self, FrameSpec};
+use vakt_proto::dc09::{self, FrameSpec};
 
 use crate::device::{Mode, generated_account};
 use crate::net::connect_from;

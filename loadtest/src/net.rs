@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use vakt::codec::dc09::{self, Scan};
+use vakt_proto::dc09::{self, Scan};
 
 /// Timeout of one connect attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

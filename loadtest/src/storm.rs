@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use vakt::codec::dc09::{self, Scan};
+use vakt_proto::dc09::{self, Scan};
 
 use crate::dc09::resolve;
 use crate::device::{self, Content, FrameGen, Identity, Kind, Mode};

@@ -17,7 +17,7 @@ use anyhow::Context;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use vakt::codec::dc09::{self, FrameSpec};
+use vakt_proto::dc09::{self, FrameSpec};
 
 use crate::idle::rss_kib;
 use crate::net::{connect, drain_frames};

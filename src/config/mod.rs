@@ -196,10 +196,10 @@ impl ScaipConfig {
         if !(30..=3600).contains(&self.nonce_secs) {
             errs.push("scaip.nonce_secs must be 30..=3600".into());
         }
-        if !(256..=crate::codec::scaip::MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+        if !(256..=vakt_proto::scaip::MAX_BODY_BYTES).contains(&self.max_body_bytes) {
             errs.push(format!(
                 "scaip.max_body_bytes must be 256..={}",
-                crate::codec::scaip::MAX_BODY_BYTES
+                vakt_proto::scaip::MAX_BODY_BYTES
             ));
         }
         if !(1..=10_000).contains(&self.rate_per_source)

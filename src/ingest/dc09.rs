@@ -31,13 +31,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::codec::dc09::{self, Frame, Token};
-use crate::codec::event::decode_payload;
 use crate::journal::{Commit, DedupKey, dedup_key};
 use crate::model::{Device, Flags, Signal, SignalEvent, Transport, XDataItem};
 use crate::registers::devices::{Dc09Device, Devices};
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
+use vakt_proto::dc09::{self, Frame, Token};
+use vakt_proto::event::decode_payload;
 
 /// Where and when a frame arrived.
 #[derive(Clone, Copy, Debug)]
@@ -518,10 +518,10 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::crypto::Key;
-    use crate::codec::dc09::{FrameSpec, Pad};
     use crate::registers::devices::{CSV_HEADER, Registry, parse_csv};
     use crate::supervision::{SupervisionOptions, Supervisor};
+    use vakt_proto::crypto::Key;
+    use vakt_proto::dc09::{FrameSpec, Pad};
 
     const KEY: &str = "000102030405060708090A0B0C0D0E0F";
 

@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::calls::SignalObserver;
-use crate::codec::event::Qualifier;
-use crate::codec::scaip::{self, MessageType, Mrq, Mrs, snu};
 use crate::ingest::Ingress;
 use crate::journal::{Commit, DedupKey, SubmitError, dedup_key};
 use crate::model::{CallState, Flags, ScaipInfo, Signal, SignalEvent, Transport};
 use crate::triage::priority;
 use crate::triage::{Ingested, Triage};
+use vakt_proto::event::Qualifier;
+use vakt_proto::scaip::{self, MessageType, Mrq, Mrs, snu};
 
 /// The protocol name of SCAIP Signals.
 pub const PROTOCOL: &str = "SCAIP";

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::crypto::Key;
-use crate::codec::event::Qualifier;
+use vakt_proto::crypto::Key;
+use vakt_proto::event::Qualifier;
 
 pub mod directory;
 pub mod work_order;
@@ -139,10 +139,10 @@ pub struct SignalEvent {
 
 impl SignalEvent {
     /// Converts a codec event.
-    pub fn from_codec(e: &crate::codec::event::Event) -> Self {
+    pub fn from_codec(e: &vakt_proto::event::Event) -> Self {
         SignalEvent {
             code: e.code.to_string(),
-            name: crate::codec::event::name(&e.code).map(str::to_owned),
+            name: vakt_proto::event::name(&e.code).map(str::to_owned),
             qualifier: e.qualifier,
             zone: e.zone,
             group: e.group,
@@ -227,7 +227,7 @@ pub struct ScaipInfo {
 
 impl ScaipInfo {
     /// The fields of a parsed `<mrq>` sent by SIP user `user`.
-    pub fn from_mrq(m: &crate::codec::scaip::Mrq, user: &str) -> ScaipInfo {
+    pub fn from_mrq(m: &vakt_proto::scaip::Mrq, user: &str) -> ScaipInfo {
         ScaipInfo {
             mty: m.mty.as_str().to_owned(),
             sip_user: user.to_owned(),
@@ -432,7 +432,7 @@ impl fmt::Debug for Device {
 mod key_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::codec::crypto::Key;
+    use vakt_proto::crypto::Key;
 
     pub fn serialize<S: Serializer>(k: &Option<Key>, s: S) -> Result<S::Ok, S::Error> {
         match k {

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, RwLock};
 
-use crate::codec::crypto::Key;
 use crate::model::{Device, KeyFormat, SipPassword, norm_hex};
 use crate::store::device_key;
+use vakt_proto::crypto::Key;
 
 /// The CSV header `vakt devices import` expects. `sip_user` and `sip_password` are the SIP
 /// Digest credentials of a SCAIP device, whose `account` is its SCAIP controller id (`cid`).

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::codec::scaip::{self, Mrs};
-use crate::codec::sip::{self, StartLine};
+use vakt_proto::scaip::{self, Mrs};
+use vakt_proto::sip::{self, StartLine};
 
 /// How long to wait for each answer from vakt.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -62,9 +62,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::crypto::Key;
-use crate::codec::dc09::{self, FrameSpec, Pad, Scan, Token};
-use crate::codec::scaip::Mrs;
 use crate::dispatch::wire::{
     AssignmentMsg, ErrorCode, FromPatrol, PING_INTERVAL_SECS, RECONNECT_MAX_SECS,
     RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
@@ -75,6 +72,9 @@ use crate::sim::luc::{Luc, LucError};
 use crate::sim::patrol_client::{ClientError, Session};
 use crate::store::{Store, StoreError, UserRecord};
 use crate::transport::quic::Trust;
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad, Scan, Token};
+use vakt_proto::scaip::Mrs;
 
 /// The demo subscribers: 36 fictional people of the municipality of Vaktby.
 pub const SUBSCRIBERS_CSV: &str = include_str!("../../config/demo-subscribers.csv");
@@ -1565,7 +1565,7 @@ impl HomeSim {
         loop {
             polls += 1;
             match self.exchange(&body, &reference).await {
-                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::OK => {
+                Ok(mrs) if mrs.snu == vakt_proto::scaip::snu::OK => {
                     if !said {
                         tracing::info!(cid = %cid, reference = %reference, "{say}");
                     }
@@ -1590,7 +1590,7 @@ impl HomeSim {
                     }
                     return Flow::Go;
                 }
-                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::HOLD => {
+                Ok(mrs) if mrs.snu == vakt_proto::scaip::snu::HOLD => {
                     if !said {
                         tracing::info!(cid = %cid, reference = %reference, "{say}");
                         said = true;
@@ -1598,7 +1598,7 @@ impl HomeSim {
                     tracing::debug!(cid = %cid, reference = %reference, polls, "demo: SCAIP alarm held");
                 }
                 // Busy (snu 6): a real unit would also try its next route; this one polls on.
-                Ok(mrs) if mrs.snu == crate::codec::scaip::snu::BUSY => {
+                Ok(mrs) if mrs.snu == vakt_proto::scaip::snu::BUSY => {
                     tracing::debug!(cid = %cid, reference = %reference, "demo: SCAIP alarm answered busy");
                 }
                 Ok(mrs) => {
@@ -2726,14 +2726,14 @@ mod tests {
         assert!(s.frames.iter().all(|f| !f.0.starts_with("7001")));
         // Every event decodes as Contact ID.
         for f in s.frames.iter().filter(|f| f.2 == Token::AdmCid) {
-            let p = crate::codec::event::decode_payload(Token::AdmCid, &f.3).unwrap();
+            let p = vakt_proto::event::decode_payload(Token::AdmCid, &f.3).unwrap();
             assert_eq!(p.events.len(), 1);
         }
     }
 
     #[test]
     fn scaip_bodies_parse_as_the_standard_says() {
-        use crate::codec::scaip::{MessageType, parse_mrq};
+        use vakt_proto::scaip::{MessageType, parse_mrq};
         let m = parse_mrq(mrq_body("1A", Some("PI"), "700108", DTY_UNIT, None).as_bytes()).unwrap();
         assert_eq!(
             (m.mty, m.hbo, m.cid.as_str(), m.dty, m.stc),
@@ -2759,7 +2759,7 @@ mod tests {
     #[derive(Default)]
     struct ArcSeen {
         /// (SIP user, request) of every authenticated MESSAGE, in order.
-        mrqs: Vec<(String, crate::codec::scaip::Mrq)>,
+        mrqs: Vec<(String, vakt_proto::scaip::Mrq)>,
         /// Challenges sent (401).
         challenged: usize,
         errors: Vec<String>,
@@ -2768,11 +2768,11 @@ mod tests {
     /// The fake ARC's answer to an authenticated request: heartbeats get `hbi 10`; an alarm
     /// of `never` is held for ever, any other alarm twice and then answered with voice.
     fn arc_answer(
-        mrq: &crate::codec::scaip::Mrq,
+        mrq: &vakt_proto::scaip::Mrq,
         never: &str,
         polls: &mut HashMap<(String, String), u32>,
     ) -> Mrs {
-        use crate::codec::scaip::MessageType;
+        use vakt_proto::scaip::MessageType;
         let mut mrs = Mrs {
             reference: Some(mrq.reference.clone()),
             ..Mrs::default()
@@ -2808,7 +2808,7 @@ mod tests {
 
     /// The fake ARC's datagrams in answer to one from a device.
     fn arc_handle(arc: &mut FakeArc, datagram: &[u8], seen: &mut ArcSeen) -> Vec<Vec<u8>> {
-        use crate::codec::{scaip, sip};
+        use vakt_proto::{scaip, sip};
         let msg = match sip::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
@@ -2934,7 +2934,7 @@ mod tests {
     /// after an answered alarm; the simulator stops on shutdown.
     #[tokio::test]
     async fn scaip_homes_poll_while_held_reset_and_press_presence() {
-        use crate::codec::scaip::MessageType;
+        use vakt_proto::scaip::MessageType;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let homes = scaip_homes(&ScaipSimOptions::default());
@@ -2954,11 +2954,11 @@ mod tests {
         };
         let sim = tokio::spawn(simulate(None, Some(addr), opts, shutdown.clone()));
 
-        let alarm = |m: &crate::codec::scaip::Mrq| {
+        let alarm = |m: &vakt_proto::scaip::Mrq| {
             m.mty == MessageType::Message && m.stc.is_none() && matches!(m.dty, 3 | 5)
         };
         let done = |s: &ArcSeen| {
-            let m: Vec<&crate::codec::scaip::Mrq> = s.mrqs.iter().map(|x| &x.1).collect();
+            let m: Vec<&vakt_proto::scaip::Mrq> = s.mrqs.iter().map(|x| &x.1).collect();
             let beats: HashSet<&str> = m
                 .iter()
                 .filter(|m| m.mty == MessageType::Heartbeat && m.hbo)

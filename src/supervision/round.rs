@@ -25,7 +25,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::event::Qualifier;
 use crate::journal::{Commit, Journal};
 use crate::model::{Flags, IncidentKind, Signal, SignalEvent, Transport};
 use crate::supervision::detector::{Decision, Detector, IncidentKey};
@@ -34,6 +33,7 @@ use crate::supervision::{Silence, Supervisor};
 use crate::triage::priority::{
     CODE_COMMUNICATION_LOST, CODE_COMMUNICATION_RESTORED, SUPERVISION_PROTOCOL,
 };
+use vakt_proto::event::Qualifier;
 
 /// A round with more changes than one poll returns runs again after this pause.
 const AGAIN_SOON: Duration = Duration::from_millis(50);

@@ -37,11 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::codec::scaip::{self, Mrs, snu};
-use crate::codec::sip::{self, AuthError, Message, NonceCheck, StartLine};
 use crate::ingest::scaip::{Request, Scaip};
 use crate::model::Transport;
 use crate::telemetry::ScaipMetrics;
+use vakt_proto::scaip::{self, Mrs, snu};
+use vakt_proto::sip::{self, AuthError, Message, NonceCheck, StartLine};
 
 /// RFC 3261 T1.
 const T1: Duration = Duration::from_millis(500);

@@ -19,12 +19,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::limit::PerSource;
-use crate::codec::dc09::{self, Scan};
 use crate::ingest::Ingress;
 use crate::ingest::dc09::{Decision, FrameCtx};
 use crate::journal::Commit;
 use crate::model::Transport;
 use crate::telemetry::{ProtoLabel, ResultLabel};
+use vakt_proto::dc09::{self, Scan};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 4096;

@@ -18,12 +18,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::limit::AnswerRate;
-use crate::codec::dc09::{self, MAX_FRAME_BYTES, Scan};
 use crate::ingest::Ingress;
 use crate::ingest::dc09::{Decision, FrameCtx};
 use crate::journal::Commit;
 use crate::model::Transport;
 use crate::telemetry::{ProtoLabel, ResultLabel};
+use vakt_proto::dc09::{self, MAX_FRAME_BYTES, Scan};
 
 /// Receives datagrams until `shutdown`.
 pub async fn serve(

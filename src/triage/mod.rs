@@ -989,8 +989,8 @@ impl Triage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::event::Qualifier;
     use crate::model::{Flags, SignalEvent, Transport};
+    use vakt_proto::event::Qualifier;
 
     #[derive(Default)]
     struct Rec(Mutex<Vec<Call>>);

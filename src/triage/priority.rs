@@ -71,8 +71,8 @@
 
 use std::borrow::Cow;
 
-use crate::codec::event::{Qualifier, sia_qualifier};
 use crate::model::{Flags, Priority, Signal, SignalEvent};
+use vakt_proto::event::{Qualifier, sia_qualifier};
 
 /// The names of the rules that handle Signals without a Call (the `rule` label of
 /// `vakt_signals_by_rule_total`).

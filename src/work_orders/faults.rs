@@ -28,8 +28,8 @@
 //! present") are the fault: a status report with no open order makes one (the order of
 //! the earlier report may have been closed while the fault stayed).
 
-use crate::codec::event::{MAX_EVENTS, Qualifier, sia_qualifier};
 use crate::model::{Signal, SignalEvent};
+use vakt_proto::event::{MAX_EVENTS, Qualifier, sia_qualifier};
 
 use super::FaultKind;
 

@@ -79,11 +79,11 @@ mod tests {
     use jiff::tz::TimeZone;
 
     use super::*;
-    use crate::codec::event::Qualifier;
     use crate::model::{Device, Flags, SignalEvent, Transport};
     use crate::registers::devices::Registry;
     use crate::store::Store;
     use crate::work_orders::{What, WorkOrderOptions};
+    use vakt_proto::event::Qualifier;
 
     fn signal(id: u64, account: &str, code: &str) -> Signal {
         Signal {

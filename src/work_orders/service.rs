@@ -694,8 +694,8 @@ struct Draft<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::event::Qualifier;
     use crate::model::{Flags, SignalEvent, Transport};
+    use vakt_proto::event::Qualifier;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vakt::codec::crypto::Key;
-use vakt::codec::dc09::{self, FrameSpec, Pad};
 use vakt::config::Config;
 use vakt::server::Running;
+use vakt_proto::crypto::Key;
+use vakt_proto::dc09::{self, FrameSpec, Pad};
 
 /// AES-128 key of account 5678 (the key of protocols.md §1.10).
 pub const KEY128_HEX: &str = "000102030405060708090A0B0C0D0E0F";

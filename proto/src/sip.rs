@@ -1573,9 +1573,9 @@ pub fn check_nonce(secret: &[u8], nonce: &str, now_secs: i64, max_age_secs: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::scaip::tests::{records, unescape};
+    use crate::scaip::tests::{records, unescape};
 
-    const VECTORS: &str = include_str!("../../proto/scaip/vectors.txt");
+    const VECTORS: &str = include_str!("../scaip/vectors.txt");
 
     /// SS §9.1 MESSAGE (protocols.md §3.9).
     const SS_MESSAGE: &[u8] = b"MESSAGE sip:user2@domain.com SIP/2.0\r\n\
@@ -1659,8 +1659,8 @@ Content-Length: 72\r\n\
         assert_eq!(m.cseq(), (1, "MESSAGE"));
         assert_eq!(m.header("max-forwards"), Some("70"));
         assert_eq!(m.header("i"), Some("asd88asd77a@1.2.3.4"));
-        assert_eq!(m.content_type(), Some(crate::codec::scaip::CONTENT_TYPE));
-        let mrq = crate::codec::scaip::parse_mrq(m.body).expect("mrq");
+        assert_eq!(m.content_type(), Some(crate::scaip::CONTENT_TYPE));
+        let mrq = crate::scaip::parse_mrq(m.body).expect("mrq");
         assert_eq!(
             (mrq.reference.as_str(), mrq.dty, mrq.stc),
             ("1234", 1, Some(1))
@@ -1860,7 +1860,7 @@ Content-Length: 0\r\n\r\n"
             to: "<sip:678@192.0.2.1>",
             call_id: "cid-1",
             cseq: 7,
-            content_type: Some(crate::codec::scaip::CONTENT_TYPE),
+            content_type: Some(crate::scaip::CONTENT_TYPE),
             body,
         };
         let mut out = Vec::new();

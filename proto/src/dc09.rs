@@ -1122,7 +1122,7 @@ pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    const VECTORS: &str = include_str!("../../proto/dc09/vectors.txt");
+    const VECTORS: &str = include_str!("../dc09/vectors.txt");
 
     /// Undoes the vectors.txt escapes (`\n`, `\r`, `\\`, `\xHH`); the SCAIP vectors use
     /// the same escapes.

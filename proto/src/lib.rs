@@ -1,4 +1,7 @@
-//! SIA DC-09 codec: framing, CRC, AES, responses, and the ADM-CID and SIA-DCS payloads.
+//! vakt's device protocols, sans-IO: SIA DC-09 (framing, CRC, AES, answers, the ADM-CID and
+//! SIA-DCS payloads), the SIP subset and SCAIP. Its own crate so that nothing here can reach a
+//! socket, a clock or the store (it depends on none of them), and so that the load generator
+//! and other tools build on the codecs without the server.
 //!
 //! Sans-IO: no sockets, no clock (the current time is passed in as a
 //! [`jiff::Timestamp`]), no global state. Bounded: a frame is at most
@@ -9,15 +12,15 @@
 //! Receive path: [`dc09::scan`] → [`dc09::parse`] → [`dc09::Frame::content`] or
 //! [`dc09::Frame::decrypt`] → [`event::decode_payload`]; reply with
 //! [`dc09::encode_ack`], [`dc09::encode_ack_encrypted`], [`dc09::encode_duh`] or
-//! [`dc09::encode_nak`]. The wire format as vakt implements it is in `proto/dc09.md`;
-//! the test vectors are in `proto/dc09/vectors.txt`.
+//! [`dc09::encode_nak`]. The wire format as vakt implements it is in `dc09.md` (beside this crate);
+//! the test vectors are in `dc09/vectors.txt`.
 //!
 //! SCAIP (SS 91100) arrives as SIP MESSAGE: [`sip`] frames and parses the SIP subset,
 //! builds responses and requests and does Digest authentication; [`scaip`] parses the
-//! `<mrq>` body and encodes the `<mrs>` answer. Both are described in `proto/scaip.md`.
+//! `<mrq>` body and encodes the `<mrs>` answer. Both are described in `scaip.md`.
 //!
-//! [`patrol`] is the patrol link's protocol (length-prefixed JSON over QUIC), described in
-//! `proto/patrol.md`.
+//! The patrol link's protocol (length-prefixed JSON over QUIC, `proto/patrol.md`) speaks vakt's
+//! own vocabulary and lives with the dispatch code (`vakt::dispatch::wire`).
 
 pub mod contact_id;
 pub mod crc;

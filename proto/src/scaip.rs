@@ -668,9 +668,9 @@ pub fn parse_mrs(body: &[u8]) -> Result<Mrs, MrqError> {
 pub(crate) mod tests {
     use super::*;
 
-    const VECTORS: &str = include_str!("../../proto/scaip/vectors.txt");
+    const VECTORS: &str = include_str!("../scaip/vectors.txt");
 
-    pub(crate) use crate::codec::dc09::tests::unescape;
+    pub(crate) use crate::dc09::tests::unescape;
 
     /// The records of vectors.txt as `(key, value)` lists.
     pub(crate) fn records(text: &str) -> Vec<Vec<(&str, &str)>> {
