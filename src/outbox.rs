@@ -74,18 +74,7 @@ pub use http::{
 };
 
 use crate::store::{OutboxRecord, Store, StoreError};
-
-/// Metric: deliveries not yet acknowledged (gauge).
-pub const METRIC_PENDING: &str = "vakt_outbox_pending";
-/// Metric: endpoints whose oldest pending delivery has failed at least once (gauge).
-pub const METRIC_FAILING_ENDPOINTS: &str = "vakt_outbox_failing_endpoints";
-/// Metric: delivery attempts by `endpoint` and `result` (`delivered`, `http_error`,
-/// `network_error`, `timeout`) (counter).
-pub const METRIC_ATTEMPTS: &str = "vakt_outbox_attempts_total";
-/// Metric: deliveries enqueued, by `event` (counter).
-pub const METRIC_ENQUEUED: &str = "vakt_outbox_enqueued_total";
-/// Metric: events no endpoint was configured for, by `kind` (counter).
-pub const METRIC_UNROUTED: &str = "vakt_outbox_unrouted_total";
+use crate::telemetry::OutboxMetrics;
 
 /// Most deliveries [`Outbox::deliveries`] returns.
 pub const MAX_LIST: usize = 1000;
@@ -319,6 +308,7 @@ struct Shared {
     /// The next delivery id; held while a batch of deliveries is written and flushed, so ids
     /// reach the store in order.
     next_id: Mutex<u64>,
+    metrics: OutboxMetrics,
 }
 
 impl Shared {
@@ -339,8 +329,8 @@ impl Shared {
     }
 
     fn publish(&self) {
-        metrics::gauge!(METRIC_PENDING).set(self.pending() as f64);
-        metrics::gauge!(METRIC_FAILING_ENDPOINTS).set(self.failing() as f64);
+        self.metrics.pending.set(self.pending() as f64);
+        self.metrics.failing_endpoints.set(self.failing() as f64);
     }
 }
 
@@ -444,6 +434,7 @@ impl Outbox {
             endpoints: eps,
             orphaned,
             next_id: Mutex::new(next_id),
+            metrics: OutboxMetrics::new(),
         });
         shared.publish();
         let stop = shutdown.child_token();
@@ -496,8 +487,7 @@ impl Outbox {
                 subject = %event.subject,
                 "no escalation endpoint is configured for this recipient: not sent"
             );
-            metrics::counter!(METRIC_UNROUTED, "kind" => event.recipient.kind.as_str())
-                .increment(1);
+            shared.metrics.unrouted(event.recipient.kind.as_str());
             return Ok(Vec::new());
         }
         let created_at = Timestamp::now();
@@ -560,8 +550,7 @@ impl Outbox {
             shared.publish();
             return Err(e.into());
         }
-        metrics::counter!(METRIC_ENQUEUED, "event" => event.event.clone())
-            .increment(ids.len() as u64);
+        shared.metrics.enqueued(&event.event, ids.len() as u64);
         shared.publish();
         info!(
             event = %event.event,
@@ -791,8 +780,7 @@ async fn deliver_loop(
             },
         )
         .await;
-        metrics::counter!(METRIC_ATTEMPTS, "endpoint" => name.clone(), "result" => outcome.label())
-            .increment(1);
+        shared.metrics.attempt(&name, outcome.label());
         if outcome == http::Outcome::Delivered {
             let now = Timestamp::now();
             rec.attempts += 1;

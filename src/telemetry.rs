@@ -710,6 +710,170 @@ pub fn connections_refused(listener: &'static str, reason: &'static str) -> Coun
     metrics::counter!("vakt_connections_refused_total", "listener" => listener, "reason" => reason)
 }
 
+/// Handles of the supervision metrics (devices watched, silences, restorations).
+#[derive(Clone)]
+pub struct SupervisionMetrics {
+    /// Devices whose heartbeat deadlines are watched.
+    pub supervised: Gauge,
+    /// Supervised devices silent now.
+    pub silent: Gauge,
+    /// Devices that missed their deadline.
+    pub silences: Counter,
+    /// Silent devices heard again.
+    pub restorations: Counter,
+}
+
+impl std::fmt::Debug for SupervisionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SupervisionMetrics")
+    }
+}
+
+impl SupervisionMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> SupervisionMetrics {
+        prometheus();
+        SupervisionMetrics {
+            supervised: metrics::gauge!("vakt_devices_supervised"),
+            silent: metrics::gauge!("vakt_devices_silent"),
+            silences: metrics::counter!("vakt_supervision_silences_total"),
+            restorations: metrics::counter!("vakt_supervision_restorations_total"),
+        }
+    }
+}
+
+impl Default for SupervisionMetrics {
+    fn default() -> Self {
+        SupervisionMetrics::new()
+    }
+}
+
+/// Handles of the telecom-incident metrics.
+#[derive(Clone)]
+pub struct IncidentMetrics {
+    /// Open telecom incidents.
+    pub open: Gauge,
+}
+
+impl std::fmt::Debug for IncidentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IncidentMetrics")
+    }
+}
+
+impl IncidentMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> IncidentMetrics {
+        prometheus();
+        IncidentMetrics {
+            open: metrics::gauge!("vakt_incidents_open"),
+        }
+    }
+
+    /// Counts an incident declared; `kind` is `telecom_operator` or `area`.
+    pub fn declared(&self, kind: &'static str) {
+        metrics::counter!("vakt_incidents_total", "kind" => kind).increment(1);
+    }
+}
+
+impl Default for IncidentMetrics {
+    fn default() -> Self {
+        IncidentMetrics::new()
+    }
+}
+
+/// Handles of the escalation outbox's metrics.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    /// Notifications not yet acknowledged by their endpoint.
+    pub pending: Gauge,
+    /// Endpoints whose oldest pending notification has failed at least once.
+    pub failing_endpoints: Gauge,
+}
+
+impl std::fmt::Debug for OutboxMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxMetrics")
+    }
+}
+
+impl OutboxMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> OutboxMetrics {
+        prometheus();
+        OutboxMetrics {
+            pending: metrics::gauge!("vakt_outbox_pending"),
+            failing_endpoints: metrics::gauge!("vakt_outbox_failing_endpoints"),
+        }
+    }
+
+    /// Counts a delivery attempt to `endpoint` (a configured endpoint's name: bounded by the
+    /// configuration) with its `result`.
+    pub fn attempt(&self, endpoint: &str, result: &'static str) {
+        metrics::counter!("vakt_outbox_attempts_total", "endpoint" => endpoint.to_owned(), "result" => result)
+            .increment(1);
+    }
+
+    /// Counts `n` notifications enqueued, by their event name (a fixed set).
+    pub fn enqueued(&self, event: &str, n: u64) {
+        metrics::counter!("vakt_outbox_enqueued_total", "event" => event.to_owned()).increment(n);
+    }
+
+    /// Counts a notification no endpoint is configured for, by recipient kind.
+    pub fn unrouted(&self, kind: &'static str) {
+        metrics::counter!("vakt_outbox_unrouted_total", "kind" => kind).increment(1);
+    }
+}
+
+impl Default for OutboxMetrics {
+    fn default() -> Self {
+        OutboxMetrics::new()
+    }
+}
+
+/// Handles of the work-order metrics.
+#[derive(Clone)]
+pub struct WorkOrderMetrics {
+    /// Work orders new or started.
+    pub open: Gauge,
+    /// Open work orders that are late.
+    pub overdue: Gauge,
+}
+
+impl std::fmt::Debug for WorkOrderMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkOrderMetrics")
+    }
+}
+
+impl WorkOrderMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> WorkOrderMetrics {
+        prometheus();
+        WorkOrderMetrics {
+            open: metrics::gauge!("vakt_work_orders_open"),
+            overdue: metrics::gauge!("vakt_work_orders_overdue"),
+        }
+    }
+
+    /// Counts a work order created, by its fault kind's stable name.
+    pub fn created(&self, fault: &'static str) {
+        metrics::counter!("vakt_work_orders_total", "fault" => fault).increment(1);
+    }
+}
+
+impl Default for WorkOrderMetrics {
+    fn default() -> Self {
+        WorkOrderMetrics::new()
+    }
+}
+
+/// The gauge of patrols with a connected session.
+pub fn patrol_sessions_open() -> Gauge {
+    prometheus();
+    metrics::gauge!("vakt_patrol_sessions_open")
+}
+
 /// Handles of the dispatch metrics.
 #[derive(Clone)]
 pub struct DispatchMetrics {

@@ -235,7 +235,7 @@ impl Link {
     /// Sets the gauge of connected patrols.
     fn count(&self) {
         let n = self.lock().len();
-        metrics::gauge!("vakt_patrol_sessions_open").set(n as f64);
+        crate::telemetry::patrol_sessions_open().set(n as f64);
     }
 }
 

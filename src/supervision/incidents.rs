@@ -29,6 +29,7 @@ use crate::outbox::{
     incident_subject,
 };
 use crate::store::{Store, StoreError};
+use crate::telemetry::IncidentMetrics;
 
 /// Most history lines kept per incident (the oldest are dropped beyond).
 const MAX_HISTORY: usize = 500;
@@ -82,6 +83,7 @@ pub struct Incidents {
     outbox: Option<Outbox>,
     open: Mutex<HashMap<u64, Open>>,
     next_id: Mutex<u64>,
+    metrics: IncidentMetrics,
 }
 
 impl std::fmt::Debug for Incidents {
@@ -133,6 +135,7 @@ impl Incidents {
             outbox,
             open: Mutex::new(open),
             next_id: Mutex::new(next_id),
+            metrics: IncidentMetrics::new(),
         };
         // Who was told is not stored: recompute it from the devices (the resolution goes to
         // the same recipients).
@@ -315,7 +318,7 @@ impl Incidents {
             population,
             "telecom incident opened"
         );
-        metrics::counter!("vakt_incidents_total", "kind" => kind.as_str()).increment(1);
+        self.metrics.declared(kind.as_str());
         lock(&self.open).insert(
             id,
             Open {
@@ -530,7 +533,7 @@ impl Incidents {
     }
 
     fn tell(&self, i: &Incident) {
-        metrics::gauge!("vakt_incidents_open").set(lock(&self.open).len() as f64);
+        self.metrics.open.set(lock(&self.open).len() as f64);
         if self.calls.live.receiver_count() > 0 {
             let _ = self
                 .calls

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Device;
 use crate::registers::devices::{DEVICE_TYPES, SUPERVISION_SECS};
+use crate::telemetry::SupervisionMetrics;
 
 use self::wheel::Wheel;
 
@@ -686,25 +687,6 @@ impl std::fmt::Debug for Supervisor {
         f.debug_struct("Supervisor")
             .field("opts", &self.opts)
             .finish_non_exhaustive()
-    }
-}
-
-/// Metric handles (names described by `telemetry`).
-struct SupervisionMetrics {
-    supervised: metrics::Gauge,
-    silent: metrics::Gauge,
-    silences: metrics::Counter,
-    restorations: metrics::Counter,
-}
-
-impl SupervisionMetrics {
-    fn new() -> Self {
-        SupervisionMetrics {
-            supervised: metrics::gauge!("vakt_devices_supervised"),
-            silent: metrics::gauge!("vakt_devices_silent"),
-            silences: metrics::counter!("vakt_supervision_silences_total"),
-            restorations: metrics::counter!("vakt_supervision_restorations_total"),
-        }
     }
 }
 

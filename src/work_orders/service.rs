@@ -27,6 +27,7 @@ use super::{
 };
 use crate::model::{Device, Signal};
 use crate::store::{FaultSeen, Store};
+use crate::telemetry::WorkOrderMetrics;
 
 /// Most orders one list returns.
 pub const MAX_LIST: usize = 1000;
@@ -165,13 +166,7 @@ pub struct WorkOrders {
     calendar: Calendar,
     default_installer: String,
     open: Mutex<Open>,
-}
-
-/// The metric handles (names described in `telemetry`).
-mod metric {
-    pub const OPEN: &str = "vakt_work_orders_open";
-    pub const OVERDUE: &str = "vakt_work_orders_overdue";
-    pub const TOTAL: &str = "vakt_work_orders_total";
+    metrics: WorkOrderMetrics,
 }
 
 impl WorkOrders {
@@ -206,6 +201,7 @@ impl WorkOrders {
             calendar,
             default_installer: opts.default_installer.trim().to_owned(),
             open: Mutex::new(open),
+            metrics: WorkOrderMetrics::new(),
         };
         wo.publish_metrics(now);
         Ok(wo)
@@ -652,8 +648,8 @@ impl WorkOrders {
     /// alone).
     pub fn publish_metrics(&self, now: Timestamp) {
         let c = self.counts(now);
-        metrics::gauge!(metric::OPEN).set(c.open as f64);
-        metrics::gauge!(metric::OVERDUE).set(c.overdue as f64);
+        self.metrics.open.set(c.open as f64);
+        self.metrics.overdue.set(c.overdue as f64);
     }
 
     /// Logs and counts a change.
@@ -669,15 +665,15 @@ impl WorkOrders {
             "work order"
         );
         if c.what == What::Created {
-            metrics::counter!(metric::TOTAL, "fault" => o.fault.as_str()).increment(1);
+            self.metrics.created(o.fault.as_str());
         }
-        metrics::gauge!(metric::OPEN).set(open.by_id.len() as f64);
+        self.metrics.open.set(open.by_id.len() as f64);
         let overdue = open
             .by_id
             .values()
             .filter(|o| o.lateness(now).is_some())
             .count();
-        metrics::gauge!(metric::OVERDUE).set(overdue as f64);
+        self.metrics.overdue.set(overdue as f64);
     }
 }
 
