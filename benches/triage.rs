@@ -7,9 +7,10 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use vakt::model::testing;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vakt::model::{Flags, Outcome, Signal, SignalEvent, Transport};
+use vakt::model::{Outcome, Signal, SignalEvent};
 use vakt::telemetry::CallMetrics;
 use vakt::triage::{NullSink, Triage, TriageOptions};
 use vakt_proto::event::Qualifier;
@@ -18,32 +19,17 @@ fn alarm(id: u64, subscriber: &str) -> Signal {
     Signal {
         id,
         received_at: jiff::Timestamp::from_second(1_800_000_000 + id as i64).unwrap(),
-        transport: Transport::Tcp,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        protocol: "ADM-CID".into(),
-        encrypted: false,
-        account: "1234".into(),
         line: Some("0".into()),
-        receiver: None,
-        seq: "0001".into(),
-        flags: Flags::default(),
         subscriber: Some(subscriber.into()),
         device_type: Some("carephone".into()),
-        transmitted_at: None,
-        event_time: None,
         events: vec![SignalEvent {
-            code: "CID 101".into(),
             name: Some("Personal Emergency".into()),
-            qualifier: Qualifier::New,
             zone: Some(1),
             group: Some(1),
-            user: None,
-            text: None,
-            time: None,
+            ..testing::event("CID 101", Qualifier::New)
         }],
-        xdata: Vec::new(),
         raw: b"\n21170027\"ADM-CID\"0001L0#1234[#1234|1101 01 001]\r".to_vec(),
-        scaip: None,
+        ..testing::signal()
     }
 }
 

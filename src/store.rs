@@ -533,30 +533,15 @@ mod tests {
         assert_eq!(token_hash(&t1), h1);
         assert_ne!(token_hash(&t2), h1);
     }
-    use crate::model::{Flags, Transport};
 
     fn record(seq: u16) -> JournalRecord {
         JournalRecord {
             signal: Signal {
                 id: 0,
-                received_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-                transport: Transport::Tcp,
-                peer: "127.0.0.1:1".parse().unwrap(),
-                protocol: "ADM-CID".into(),
-                encrypted: false,
-                account: "1234".into(),
                 line: Some("0".into()),
-                receiver: None,
                 seq: format!("{seq:04}"),
-                flags: Flags::default(),
-                subscriber: None,
-                device_type: None,
-                transmitted_at: None,
-                event_time: None,
-                events: Vec::new(),
-                xdata: Vec::new(),
                 raw: format!("frame {seq}").into_bytes(),
-                scaip: None,
+                ..crate::model::testing::signal()
             },
             dedup: Some(format!("{seq:032x}")),
         }

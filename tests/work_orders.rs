@@ -6,10 +6,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use vakt::model::testing;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use vakt::model::{Device, Flags, Signal, SignalEvent, Transport};
+use vakt::model::{Device, Signal};
 use vakt::store::Store;
 use vakt::work_orders::{
     Filter, Lateness, MAX_REASON_CHARS, OrderEventKind, Report, StateFilter, What, WorkOrderError,
@@ -51,32 +52,12 @@ fn signal(id: u64, account: &str, code: &str, q: Qualifier, received: Timestamp)
     Signal {
         id,
         received_at: received,
-        transport: Transport::Tcp,
         peer: "127.0.0.1:40000".parse().unwrap(),
-        protocol: "ADM-CID".into(),
-        encrypted: false,
         account: account.into(),
-        line: None,
-        receiver: None,
-        seq: "0001".into(),
-        flags: Flags::default(),
         subscriber: Some(format!("sub-{account}")),
         device_type: Some("carephone".into()),
-        transmitted_at: None,
-        event_time: None,
-        events: vec![SignalEvent {
-            code: code.into(),
-            name: None,
-            qualifier: q,
-            zone: None,
-            group: None,
-            user: None,
-            text: None,
-            time: None,
-        }],
-        xdata: Vec::new(),
-        raw: Vec::new(),
-        scaip: None,
+        events: vec![testing::event(code, q)],
+        ..testing::signal()
     }
 }
 

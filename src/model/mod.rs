@@ -10,6 +10,7 @@ use vakt_proto::crypto::Key;
 use vakt_proto::event::Qualifier;
 
 pub mod directory;
+pub mod testing;
 pub mod work_order;
 
 pub use directory::Directory;

@@ -989,7 +989,8 @@ impl Triage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Flags, SignalEvent, Transport};
+    use crate::model::testing::{event, signal};
+    use crate::model::{SignalEvent, Transport};
     use vakt_proto::event::Qualifier;
 
     #[derive(Default)]
@@ -1015,32 +1016,15 @@ mod tests {
         Signal {
             id,
             received_at: t(at),
-            transport: Transport::Tcp,
             peer: "127.0.0.1:9".parse().unwrap(),
-            protocol: "ADM-CID".into(),
-            encrypted: false,
             account: "A1".into(),
-            line: None,
-            receiver: None,
-            seq: "0001".into(),
-            flags: Flags::default(),
             subscriber: sub.map(str::to_owned),
-            device_type: None,
-            transmitted_at: None,
-            event_time: None,
             events: vec![SignalEvent {
-                code: code.into(),
                 name: Some(format!("name of {code}")),
-                qualifier: q,
                 zone: Some(1),
-                group: None,
-                user: None,
-                text: None,
-                time: None,
+                ..event(code, q)
             }],
-            xdata: Vec::new(),
-            raw: Vec::new(),
-            scaip: None,
+            ..signal()
         }
     }
 

@@ -791,42 +791,14 @@ pub fn classify(signal: &Signal, device_type: Option<&str>) -> Class {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Signal, Transport};
-
-    fn ev(code: &str, q: Qualifier) -> SignalEvent {
-        SignalEvent {
-            code: code.to_string(),
-            name: None,
-            qualifier: q,
-            zone: None,
-            group: None,
-            user: None,
-            text: None,
-            time: None,
-        }
-    }
+    use crate::model::Signal;
+    use crate::model::testing::{self, event as ev};
 
     fn signal(events: Vec<SignalEvent>, flags: Flags) -> Signal {
         Signal {
-            id: 1,
-            received_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-            transport: Transport::Tcp,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            protocol: "ADM-CID".into(),
-            encrypted: false,
-            account: "1234".into(),
-            line: None,
-            receiver: None,
-            seq: "0001".into(),
             flags,
-            subscriber: None,
-            device_type: None,
-            transmitted_at: None,
-            event_time: None,
             events,
-            xdata: Vec::new(),
-            raw: Vec::new(),
-            scaip: None,
+            ..testing::signal()
         }
     }
 

@@ -166,43 +166,14 @@ pub fn fault_of(signal: &Signal) -> Option<(FaultKind, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Flags, Priority, Transport};
+    use crate::model::Priority;
+    use crate::model::testing::{self, event as ev};
     use crate::triage::priority::{Action, classify_event};
-
-    fn ev(code: &str, q: Qualifier) -> SignalEvent {
-        SignalEvent {
-            code: code.to_string(),
-            name: None,
-            qualifier: q,
-            zone: None,
-            group: None,
-            user: None,
-            text: None,
-            time: None,
-        }
-    }
 
     fn signal(events: Vec<SignalEvent>) -> Signal {
         Signal {
-            id: 1,
-            received_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-            transport: Transport::Tcp,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            protocol: "ADM-CID".into(),
-            encrypted: false,
-            account: "1234".into(),
-            line: None,
-            receiver: None,
-            seq: "0001".into(),
-            flags: Flags::default(),
-            subscriber: None,
-            device_type: None,
-            transmitted_at: None,
-            event_time: None,
             events,
-            xdata: Vec::new(),
-            raw: Vec::new(),
-            scaip: None,
+            ..testing::signal()
         }
     }
 

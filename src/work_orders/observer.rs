@@ -79,7 +79,8 @@ mod tests {
     use jiff::tz::TimeZone;
 
     use super::*;
-    use crate::model::{Device, Flags, SignalEvent, Transport};
+    use crate::model::testing::{self, event};
+    use crate::model::{Device, Flags, Transport};
     use crate::registers::devices::Registry;
     use crate::store::Store;
     use crate::work_orders::{What, WorkOrderOptions};
@@ -90,31 +91,10 @@ mod tests {
             id,
             received_at: Timestamp::from_second(1_780_000_000).unwrap(),
             transport: Transport::Udp,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            protocol: "ADM-CID".into(),
-            encrypted: false,
             account: account.into(),
             line: Some("0".into()),
-            receiver: None,
-            seq: "0001".into(),
-            flags: Flags::default(),
-            subscriber: None,
-            device_type: None,
-            transmitted_at: None,
-            event_time: None,
-            events: vec![SignalEvent {
-                code: code.into(),
-                name: None,
-                qualifier: Qualifier::New,
-                zone: None,
-                group: None,
-                user: None,
-                text: None,
-                time: None,
-            }],
-            xdata: Vec::new(),
-            raw: Vec::new(),
-            scaip: None,
+            events: vec![event(code, Qualifier::New)],
+            ..testing::signal()
         }
     }
 

@@ -690,7 +690,8 @@ struct Draft<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Flags, SignalEvent, Transport};
+    use crate::model::testing::{self, event};
+
     use vakt_proto::event::Qualifier;
 
     fn at(s: &str) -> Timestamp {
@@ -718,32 +719,9 @@ mod tests {
         Signal {
             id,
             received_at: at(received),
-            transport: Transport::Tcp,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            protocol: "ADM-CID".into(),
-            encrypted: false,
-            account: "1234".into(),
-            line: None,
-            receiver: None,
-            seq: "0001".into(),
-            flags: Flags::default(),
             subscriber: Some("s-1".into()),
-            device_type: None,
-            transmitted_at: None,
-            event_time: None,
-            events: vec![SignalEvent {
-                code: code.into(),
-                name: None,
-                qualifier: q,
-                zone: None,
-                group: None,
-                user: None,
-                text: None,
-                time: None,
-            }],
-            xdata: Vec::new(),
-            raw: Vec::new(),
-            scaip: None,
+            events: vec![event(code, q)],
+            ..testing::signal()
         }
     }
 
