@@ -10,8 +10,7 @@ use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 use crate::model::{Device, KeyFormat, SipPassword, norm_hex};
-use crate::registers::ImportFile;
-use crate::registers::csv::{Header, read_all_or_nothing};
+use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 use crate::store::device_key;
 use vakt_proto::crypto::Key;
 
@@ -55,7 +54,7 @@ impl ImportFile for DevicesCsv {
 }
 
 /// What is wrong with a devices file.
-pub type ImportError = crate::registers::ImportError<DevicesCsv>;
+pub type ImportError = crate::registers::csv::ImportError<DevicesCsv>;
 
 /// The headers a devices file may have, the current one first.
 const HEADERS: [Header; 3] = [

@@ -46,8 +46,7 @@ use std::ops::RangeInclusive;
 use jiff::civil::Time;
 
 use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
-use crate::registers::ImportFile;
-use crate::registers::csv::{Header, no_rows, read_rows};
+use crate::registers::csv::{Header, ImportFile, no_rows, read_rows};
 use crate::registers::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
 
 /// Header of the providers file.
@@ -138,12 +137,12 @@ impl ImportFile for Table {
 }
 
 /// One problem found in an import (by file and line).
-pub type Problem = crate::registers::Problem<Table>;
+pub type Problem = crate::registers::csv::Problem<Table>;
 
 /// Why a directory import failed: a file could not be read ([`ImportError::Io`]), or every
 /// problem of the four files ([`ImportError::Invalid`]; a bad header or a file without rows
 /// is one of them). Nothing is imported.
-pub type ImportError = crate::registers::ImportError<Table>;
+pub type ImportError = crate::registers::csv::ImportError<Table>;
 
 pub use crate::model::Directory;
 pub use crate::model::directory::DEFAULT_ARRIVAL_LIMIT_MINS;

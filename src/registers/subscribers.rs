@@ -7,8 +7,7 @@
 use std::io::Read;
 
 use crate::model::{Access, Contact, Subscriber};
-use crate::registers::ImportFile;
-use crate::registers::csv::{Header, read_all_or_nothing};
+use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
 pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits";
@@ -50,7 +49,7 @@ impl ImportFile for SubscribersCsv {
 }
 
 /// What is wrong with a subscribers file.
-pub type ImportError = crate::registers::ImportError<SubscribersCsv>;
+pub type ImportError = crate::registers::csv::ImportError<SubscribersCsv>;
 
 /// The headers a subscribers file may have, the current one first. A row under the current
 /// header may leave out its last cell (an older row without it means "no").
