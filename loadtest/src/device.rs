@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use vakt_proto::crypto::Key;
 use vakt_proto::dc09::{self, FrameSpec, Pad, ParseError, Token};
 
+use crate::registry;
 use crate::stats::ErrorKind;
 
 /// AES-128 test key (hex) of generated accounts in `--mode aes128` and `fleet --test-keys`.
@@ -150,7 +151,7 @@ pub fn generated_account(mode: Mode, i: u32) -> String {
 /// generated accounts of `mode` (default `plain`).
 ///
 /// # Errors
-/// A file that does not import (same checks as `vakt devices import`), too few fitting
+/// A file that is not a devices CSV of vakt's (see [`registry::read_devices`]), too few fitting
 /// rows, `--mode auto` without a file, or more than [`MAX_GENERATED`] devices.
 pub fn identities(
     n: usize,
@@ -162,7 +163,7 @@ pub fn identities(
             let mode = mode.unwrap_or(Mode::Auto);
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let devices = vakt::registers::devices::parse_csv(std::io::BufReader::new(f))
+            let devices = registry::read_devices(std::io::BufReader::new(f))
                 .with_context(|| format!("{} is not a valid devices CSV", path.display()))?;
             let total = devices.len();
             let ids: Vec<Identity> = devices
@@ -443,6 +444,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_accounts_file_gives_its_rows_of_the_mode_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.csv");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n1234,,,,,,,,\nabcd,2,7,{TEST_KEY_128},hex,,,,\n5678,,,,,,,,\n",
+                crate::registry::DEVICES_HEADER_V1
+            ),
+        )
+        .unwrap();
+        let plain = identities(2, Some(Mode::Plain), Some(&path)).unwrap();
+        let got: Vec<_> = plain
+            .iter()
+            .map(|i| (i.account.as_str(), i.line.as_str(), i.receiver.is_none()))
+            .collect();
+        assert_eq!(got, [("1234", "0", true), ("5678", "0", true)]);
+        let aes = identities(1, Some(Mode::Aes128), Some(&path)).unwrap();
+        assert_eq!(
+            (aes[0].account.as_str(), aes[0].line.as_str()),
+            ("ABCD", "2")
+        );
+        assert_eq!(aes[0].receiver.as_deref(), Some("7"));
+        assert_eq!(aes[0].key, test_key(Mode::Aes128).unwrap());
+        assert_eq!(identities(3, None, Some(&path)).unwrap().len(), 3);
+        let e = identities(2, Some(Mode::Aes256), Some(&path)).unwrap_err();
+        assert!(
+            e.to_string().contains("0 device(s) for --mode aes256"),
+            "{e}"
+        );
+        std::fs::write(&path, "account\n1234\n").unwrap();
+        let e = format!("{:#}", identities(1, None, Some(&path)).unwrap_err());
+        assert!(e.contains("is not a valid devices CSV"), "{e}");
     }
 
     #[test]

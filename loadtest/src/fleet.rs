@@ -1,5 +1,5 @@
-//! `vakt-loadtest fleet`: writes a devices CSV (`vakt::registers::devices::CSV_HEADER_V1`) that
-//! `vakt devices import` accepts and `dc09 --accounts-file` / `storm --accounts-file` use.
+//! `vakt-loadtest fleet`: writes a devices CSV (vakt's 9-column header,
+//! [`registry::DEVICES_HEADER_V1`]) that `vakt devices import` accepts and `dc09 --accounts-file` / `storm --accounts-file` use.
 //!
 //! `round(N × aes_share)` devices, picked at random, get AES keys (alternately AES-128 and
 //! AES-256, written as hex); the rest are plain. Plain devices are numbered from hex 1000,
@@ -8,8 +8,7 @@
 //! gives every AES device the documented test key of its size, so that `dc09 --mode aes128`
 //! without an accounts file matches. Each device has a subscriber id `S-000001`…, the
 //! supervision interval, a telecom operator and an area from small lists. The same
-//! `--seed` writes the same file. The file is checked with vakt's own import parser before
-//! this returns.
+//! `--seed` writes the same file. The tests check that vakt's own import parser accepts it.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -22,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use crate::device::{
     BASE_AES128, BASE_AES256, BASE_PLAIN, MAX_GENERATED, TEST_KEY_128, TEST_KEY_256,
 };
+use crate::registry;
 
 /// Telecom operators the devices are spread over.
 const OPERATORS: [&str; 4] = ["Telia", "Tele2", "Telenor", "Tre"];
@@ -50,7 +50,7 @@ enum Class {
     Aes256,
 }
 
-/// Writes the fleet to `out` and checks it with vakt's import parser.
+/// Writes the fleet to `out`.
 ///
 /// # Errors
 /// Bad options, or the file cannot be written.
@@ -64,9 +64,9 @@ pub fn run(o: &Options, out: &Path) -> anyhow::Result<()> {
         "--aes-share must be 0..=1"
     );
     anyhow::ensure!(
-        vakt::registers::devices::SUPERVISION_SECS.contains(&o.supervision_secs),
+        registry::SUPERVISION_SECS.contains(&o.supervision_secs),
         "--supervision-secs must be in {:?}",
-        vakt::registers::devices::SUPERVISION_SECS
+        registry::SUPERVISION_SECS
     );
     let text = render(o);
     let mut f = std::io::BufWriter::new(
@@ -74,10 +74,7 @@ pub fn run(o: &Options, out: &Path) -> anyhow::Result<()> {
     );
     f.write_all(text.as_bytes())?;
     f.flush()?;
-    let n = vakt::registers::devices::parse_csv(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("the written fleet does not import (a bug): {e}"))?
-        .len();
-    eprintln!("wrote {n} devices to {}", out.display());
+    eprintln!("wrote {} devices to {}", o.devices, out.display());
     Ok(())
 }
 
@@ -101,7 +98,7 @@ pub fn render(o: &Options) -> String {
     classes.shuffle(&mut rng);
     let mut next = [BASE_PLAIN, BASE_AES128, BASE_AES256];
     let mut text = String::with_capacity(o.devices * 96 + 128);
-    text.push_str(vakt::registers::devices::CSV_HEADER_V1);
+    text.push_str(registry::DEVICES_HEADER_V1);
     text.push('\n');
     for (i, class) in classes.into_iter().enumerate() {
         let slot = match class {

@@ -23,6 +23,7 @@ mod device;
 mod fleet;
 mod idle;
 mod net;
+mod registry;
 mod slowhttp;
 mod stats;
 mod storm;

@@ -2,14 +2,15 @@
 //!
 //! Devices are stored in the store; the receiver works on an in-memory [`Registry`] loaded at
 //! start, so looking up a device on the hot path takes no lock and no disk read. Devices are
-//! imported from CSV with [`parse_csv`]: every row is checked first, and a file with any bad
-//! row imports nothing.
+//! imported from CSV with [`parse_csv`] (the registers' one loader, [`crate::registers::csv`]):
+//! every row is checked first, and a file with any bad row imports nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 use crate::model::{Device, KeyFormat, SipPassword, norm_hex};
+use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 use crate::store::device_key;
 use vakt_proto::crypto::Key;
 
@@ -39,24 +40,28 @@ pub const DEVICE_TYPES: &[&str] = &[
 /// Shortest and longest supervision interval accepted (20 s to 25 h).
 pub const SUPERVISION_SECS: std::ops::RangeInclusive<u32> = 20..=90_000;
 
-/// What is wrong with an import file.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// The file could not be read.
-    #[error("cannot read the file: {0}")]
-    Io(#[from] std::io::Error),
-    /// The header is not the expected one.
-    #[error(
-        "line 1: the header must be `{CSV_HEADER}` (or without `,sip_user,sip_password`, or also without `,device_type`), found `{0}`"
-    )]
-    Header(String),
-    /// One or more rows are invalid (each message starts with its line number).
-    #[error("{} invalid row(s), nothing imported:\n{}", .0.len(), .0.join("\n"))]
-    Rows(Vec<String>),
-    /// The file has no rows.
-    #[error("the file has no devices")]
-    Empty,
+/// The devices register's one file (the CSV of `vakt devices import`), as import messages
+/// name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicesCsv;
+
+impl ImportFile for DevicesCsv {
+    const ROWS: &'static str = "devices";
+    const SEVERAL: bool = false;
+    fn name(self) -> &'static str {
+        "devices"
+    }
 }
+
+/// What is wrong with a devices file.
+pub type ImportError = crate::registers::csv::ImportError<DevicesCsv>;
+
+/// The headers a devices file may have, the current one first.
+const HEADERS: [Header; 3] = [
+    Header::new(CSV_HEADER),
+    Header::new(CSV_HEADER_V2),
+    Header::new(CSV_HEADER_V1),
+];
 
 /// The registry in use, replaced as a whole when devices are imported while vakt runs. A
 /// frame reads the registry that is current when it arrives.
@@ -258,92 +263,46 @@ fn opt(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
-/// Parses and checks a devices CSV. Either every row is valid and all devices are returned,
-/// or nothing is, with one message per bad row (by line number).
+/// Parses and checks a devices CSV (header [`CSV_HEADER`], or an older one; see
+/// [`crate::registers::csv`]). Either every row is valid and all devices are returned, or
+/// nothing is, with one message per bad row (by line number).
 pub fn parse_csv(input: impl Read) -> Result<Vec<Device>, ImportError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let header = rdr
-        .headers()
-        .map_err(|e| ImportError::Header(e.to_string()))?
-        .iter()
-        .collect::<Vec<_>>()
-        .join(",");
-    let header = header.trim_start_matches('\u{feff}');
-    let cells = if header == CSV_HEADER {
-        12
-    } else if header == CSV_HEADER_V2 {
-        10
-    } else if header == CSV_HEADER_V1 {
-        9
-    } else {
-        return Err(ImportError::Header(header.to_owned()));
-    };
-    let mut devices = Vec::new();
-    let mut errors = Vec::new();
-    let mut seen: HashMap<String, u64> = HashMap::new();
     // SIP user -> (password, first line): shared credentials must agree.
     let mut sip_users: HashMap<String, (SipPassword, u64)> = HashMap::new();
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                errors.push(format!("line {line}: {e}"));
-                continue;
-            }
-        };
-        let line = rec.position().map_or(0, |p| p.line());
-        if rec.iter().all(|c| c.is_empty()) {
-            continue;
-        }
-        match parse_row(&rec, cells) {
-            Ok(d) => {
-                if let (Some(u), Some(p)) = (&d.sip_user, &d.sip_password) {
-                    match sip_users.get(u) {
-                        Some((first, at)) if first != p => {
-                            errors.push(format!(
-                                "line {line}: sip_user {u} was given another sip_password on line {at}"
-                            ));
-                            continue;
-                        }
-                        Some(_) => {}
-                        None => {
-                            sip_users.insert(u.clone(), (p.clone(), line));
-                        }
+    read_all_or_nothing(
+        input,
+        DevicesCsv,
+        &HEADERS,
+        |rec, line| {
+            let d = parse_row(rec)?;
+            if let (Some(u), Some(p)) = (&d.sip_user, &d.sip_password) {
+                match sip_users.get(u) {
+                    Some((first, at)) if first != p => {
+                        return Err(format!(
+                            "sip_user {u} was given another sip_password on line {at}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        sip_users.insert(u.clone(), (p.clone(), line));
                     }
                 }
-                let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
-                if let Some(first) = seen.insert(k, line) {
-                    errors.push(format!(
-                        "line {line}: account {} line {} receiver {} already given on line {first}",
-                        d.account,
-                        d.line.as_deref().unwrap_or("(any)"),
-                        d.receiver.as_deref().unwrap_or("(any)")
-                    ));
-                } else {
-                    devices.push(d);
-                }
             }
-            Err(msg) => errors.push(format!("line {line}: {msg}")),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ImportError::Rows(errors));
-    }
-    if devices.is_empty() {
-        return Err(ImportError::Empty);
-    }
-    Ok(devices)
+            Ok(d)
+        },
+        |d| {
+            format!(
+                "account {} line {} receiver {}",
+                d.account,
+                d.line.as_deref().unwrap_or("(any)"),
+                d.receiver.as_deref().unwrap_or("(any)")
+            )
+        },
+    )
 }
 
-fn parse_row(rec: &csv::StringRecord, cells: usize) -> Result<Device, String> {
-    if rec.len() != cells {
-        return Err(format!("expected {cells} cells, found {}", rec.len()));
-    }
+/// One row, its cells counted already (an older header's row has fewer: they read as empty).
+fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
     let cell = |i: usize| rec.get(i).unwrap_or("");
     let account = norm_hex(cell(0));
     let sip_user = opt(cell(10));
@@ -505,6 +464,53 @@ mod tests {
     fn wrong_header_is_refused() {
         let err = parse_csv("account,key\n1,2\n".as_bytes()).unwrap_err();
         assert!(matches!(err, ImportError::Header(_)));
+    }
+
+    #[test]
+    fn a_key_given_again_names_the_line_it_was_first_given_on() {
+        let csv = format!("{CSV_HEADER_V1}\n1234,,,,,,,,\n1234,,,,,,,,\n1234,,,,,,,,\n");
+        let err = parse_csv(csv.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3: account 1234 line (any) receiver (any) already given on line 2"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 4: account 1234 line (any) receiver (any) already given on line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_header_is_refused_without_echoing_the_key() {
+        // The header forgotten: the first row (with its key) must not be shown.
+        let csv = "5678,1,,000102030405060708090A0B0C0D0E0F,hex,S-2,,,\n";
+        let err = parse_csv(csv.as_bytes()).unwrap_err();
+        assert!(matches!(err, ImportError::Header(_)));
+        let err = err.to_string();
+        assert!(err.contains("is the header missing"), "{err}");
+        assert!(!err.contains("0A0B0C"), "key echoed: {err}");
+        let err = parse_csv("".as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_by_line_and_cell() {
+        let mut bytes = format!("{CSV_HEADER_V1}\n1234,,,,,,,,\n").into_bytes();
+        bytes.extend_from_slice(b"5678,,,,,S-\xC52,,,\n");
+        let err = parse_csv(&bytes[..]).unwrap_err().to_string();
+        assert!(err.contains("line 3: cell 6 is not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_io_error() {
+        struct Broken;
+        impl std::io::Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk gone"))
+            }
+        }
+        let err = parse_csv(Broken).unwrap_err().to_string();
+        assert_eq!(err, "cannot read the file: disk gone");
     }
 
     #[test]

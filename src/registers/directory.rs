@@ -5,7 +5,8 @@
 //! # Files
 //!
 //! Each file is UTF-8 CSV with exactly this header (a byte-order mark allowed); cells are
-//! trimmed and rows with every cell empty are skipped. Every problem in any of the four files
+//! trimmed and rows with every cell empty are skipped (the registers' one loader,
+//! [`crate::registers::csv`]). Every problem in any of the four files
 //! is reported (by file and line number) and a set with any problem imports nothing.
 //!
 //! - providers ([`PROVIDERS_HEADER`]): `id,name,phone`.
@@ -45,6 +46,7 @@ use std::ops::RangeInclusive;
 use jiff::civil::Time;
 
 use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
+use crate::registers::csv::{Header, ImportFile, no_rows, read_rows};
 use crate::registers::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
 
 /// Header of the providers file.
@@ -114,6 +116,7 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     fn columns(self) -> usize {
         self.header().split(',').count()
     }
@@ -125,50 +128,21 @@ impl fmt::Display for Table {
     }
 }
 
-/// One problem found in an import.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The file.
-    pub table: Table,
-    /// The line (1 is the header; 0 for the file as a whole).
-    pub line: u64,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.table, self.message)
-        } else {
-            write!(f, "{} line {}: {}", self.table, self.line, self.message)
-        }
+impl ImportFile for Table {
+    const ROWS: &'static str = "rows";
+    const SEVERAL: bool = true;
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
-/// Why a directory import failed. Nothing is imported.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// A file could not be read.
-    #[error("{table}: cannot read the file: {source}")]
-    Io {
-        /// Which file.
-        table: Table,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The files hold problems (every one, by file and line).
-    #[error("{} problem(s), nothing imported:\n{}", .0.len(), join_lines(.0))]
-    Invalid(Vec<Problem>),
-}
+/// One problem found in an import (by file and line).
+pub type Problem = crate::registers::csv::Problem<Table>;
 
-fn join_lines(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(Problem::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+/// Why a directory import failed: a file could not be read ([`ImportError::Io`]), or every
+/// problem of the four files ([`ImportError::Invalid`]; a bad header or a file without rows
+/// is one of them). Nothing is imported.
+pub type ImportError = crate::registers::csv::ImportError<Table>;
 
 pub use crate::model::Directory;
 pub use crate::model::directory::DEFAULT_ARRIVAL_LIMIT_MINS;
@@ -231,122 +205,37 @@ impl<T> Parsed<T> {
     }
 }
 
-/// Reads one file: checks its header and cell counts. `Ok(None)` when the header is wrong
-/// (a problem is recorded).
+/// Reads one file (see [`crate::registers::csv::read_rows`]). `Ok(None)` when the header is
+/// wrong; a problem is recorded, as is a file without rows.
 fn read_table(
     input: impl Read,
     table: Table,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Rows>, ImportError> {
-    let io = |source| ImportError::Io { table, source };
-    let mut problem = |line: u64, message: String| {
-        problems.push(Problem {
-            table,
-            line,
-            message,
-        })
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let header = match rdr.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => match e.into_kind() {
-            csv::ErrorKind::Io(e) => return Err(io(e)),
-            _ => {
-                problem(
-                    1,
-                    format!(
-                        "the header must be exactly `{}`; it is not valid UTF-8 CSV",
-                        table.header()
-                    ),
-                );
-                return Ok(None);
-            }
-        },
-    };
-    let cells: Vec<&str> = header
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            if i == 0 {
-                c.trim_start_matches('\u{feff}').trim()
-            } else {
-                c
-            }
-        })
-        .collect();
-    let found = cells.join(",");
-    if found != table.header() {
-        let found = if found.is_empty() {
-            "the file is empty".to_string()
-        } else if cells.iter().all(|c| looks_like_a_name(c)) {
-            format!("found `{found}`")
-        } else {
-            format!(
-                "found {} cells that are not column names (is the header missing?)",
-                cells.len()
-            )
-        };
-        problem(
-            1,
-            format!("the header must be exactly `{}`; {found}", table.header()),
-        );
-        return Ok(None);
-    }
-    let columns = table.columns();
+    let before = problems.len();
     let mut rows = Vec::new();
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                match e.into_kind() {
-                    csv::ErrorKind::Io(e) => return Err(io(e)),
-                    csv::ErrorKind::Utf8 { err, .. } => problem(
-                        line,
-                        format!(
-                            "cell {} is not valid UTF-8 (save the file as UTF-8)",
-                            err.field() + 1
-                        ),
-                    ),
-                    _ => problem(line, "not valid CSV".to_string()),
-                }
-                continue;
-            }
-        };
-        let line = rec.position().map_or(0, |p| p.line());
-        if rec.iter().all(str::is_empty) {
-            continue;
+    let read = read_rows(
+        input,
+        table,
+        &[Header::new(table.header())],
+        problems,
+        |rec, line| {
+            rows.push((line, rec));
+            Ok(())
+        },
+    );
+    match read {
+        Ok(()) => {}
+        Err(ImportError::Header(p)) => {
+            problems.push(p);
+            return Ok(None);
         }
-        if rec.len() != columns {
-            problem(
-                line,
-                format!("expected {columns} cells, found {}", rec.len()),
-            );
-            continue;
-        }
-        rows.push((line, rec));
+        Err(e) => return Err(e),
     }
-    let had_problems = problems.iter().any(|p| p.table == table);
-    if rows.is_empty() && !had_problems {
-        problems.push(Problem {
-            table,
-            line: 0,
-            message: "the file has no rows".to_string(),
-        });
+    if rows.is_empty() && problems.len() == before {
+        problems.push(no_rows(table));
     }
     Ok(Some(rows))
-}
-
-/// Whether a header cell looks like a column name (so it may be shown in a message).
-fn looks_like_a_name(cell: &str) -> bool {
-    cell.len() <= 32
-        && cell
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn check_id(field: &str, v: &str, errs: &mut Vec<String>) {

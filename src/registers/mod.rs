@@ -1,6 +1,10 @@
 //! The registers vakt is given: devices, subscribers, and the directory of care providers,
-//! areas, patrols and routing rules; each with its CSV import (all rows or none).
+//! areas, patrols and routing rules. Each is imported from CSV by the one loader in [`csv`]
+//! (all rows or none) and fails with its one [`ImportError`].
 
+pub mod csv;
 pub mod devices;
 pub mod directory;
 pub mod subscribers;
+
+pub use self::csv::{ImportError, ImportFile, Problem};

@@ -1,13 +1,13 @@
 //! The subscriber register's CSV import and the checks every subscriber passes.
 //!
-//! Like the device registry ([`crate::registers::devices`]), an import is all or nothing: every row is
-//! checked first, and a file with any bad row imports nothing, with one message per bad row
+//! Like the device registry ([`crate::registers::devices`]), an import is all or nothing (the
+//! registers' one loader, [`crate::registers::csv`]): every row is checked first, and a file with any bad row imports nothing, with one message per bad row
 //! (by line number). Messages never show a door code, a personal number or health text.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use crate::model::{Access, Contact, Subscriber};
+use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
 pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits";
@@ -17,6 +17,7 @@ pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area
 const CSV_HEADER_V1: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language";
 
 /// Number of columns in [`CSV_HEADER`].
+#[cfg(test)]
 const COLUMNS: usize = 27;
 
 /// Contacts a CSV row holds.
@@ -34,23 +35,28 @@ pub const MAX_NOTE_CHARS: usize = 4000;
 /// The language when none is given.
 pub const DEFAULT_LANGUAGE: &str = "sv";
 
-/// What is wrong with a subscriber import file.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// The file could not be read (or the output written).
-    #[error("cannot read the file: {0}")]
-    Io(#[from] std::io::Error),
-    /// The header is not the expected one.
-    #[error("line 1: the header must be exactly `{CSV_HEADER}`; {0}")]
-    Header(String),
-    /// One or more rows are invalid, or ids repeat (each message starts with its line
-    /// number).
-    #[error("{} invalid row(s), nothing imported:\n{}", .0.len(), .0.join("\n"))]
-    Rows(Vec<String>),
-    /// The file has no rows.
-    #[error("the file has no subscribers")]
-    Empty,
+/// The subscriber register's one file (the CSV of `vakt subscribers import`), as import
+/// messages name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribersCsv;
+
+impl ImportFile for SubscribersCsv {
+    const ROWS: &'static str = "subscribers";
+    const SEVERAL: bool = false;
+    fn name(self) -> &'static str {
+        "subscribers"
+    }
 }
+
+/// What is wrong with a subscribers file.
+pub type ImportError = crate::registers::csv::ImportError<SubscribersCsv>;
+
+/// The headers a subscribers file may have, the current one first. A row under the current
+/// header may leave out its last cell (an older row without it means "no").
+const HEADERS: [Header; 2] = [
+    Header::new(CSV_HEADER).optional_tail(1),
+    Header::new(CSV_HEADER_V1),
+];
 
 /// Whether `id` is 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
 pub fn valid_id(id: &str) -> bool {
@@ -233,112 +239,23 @@ pub fn validate(s: &Subscriber) -> Result<(), String> {
     }
 }
 
-/// Whether a header cell looks like a column name (so it may be shown in a message; a data
-/// row given in place of the header may hold a door code).
-fn looks_like_a_name(cell: &str) -> bool {
-    cell.len() <= 32
-        && cell
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 /// Parses and checks a subscribers CSV (UTF-8, header [`CSV_HEADER`], a byte-order mark
-/// allowed). Either every row is valid and all subscribers are returned, or nothing is,
-/// with one message per bad row (by line number). Rows with every cell empty are skipped;
-/// an empty `language` means [`DEFAULT_LANGUAGE`]; an empty `keys` means 0.
+/// allowed; see [`crate::registers::csv`]). Either every row is valid and all subscribers are
+/// returned, or nothing is, with one message per bad row (by line number). Rows with every
+/// cell empty are skipped; an empty `language` means [`DEFAULT_LANGUAGE`]; an empty `keys`
+/// means 0.
 pub fn parse_csv(input: impl Read) -> Result<Vec<Subscriber>, ImportError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let header = rdr.headers().map_err(|e| match e.into_kind() {
-        csv::ErrorKind::Io(e) => ImportError::Io(e),
-        _ => ImportError::Header("it is not valid UTF-8 CSV".to_string()),
-    })?;
-    let cells: Vec<&str> = header
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            if i == 0 {
-                c.trim_start_matches('\u{feff}')
-            } else {
-                c
-            }
-        })
-        .collect();
-    let joined = cells.join(",");
-    let columns = if joined == CSV_HEADER {
-        COLUMNS
-    } else if joined == CSV_HEADER_V1 {
-        COLUMNS - 1
-    } else {
-        0
-    };
-    if columns == 0 {
-        return Err(ImportError::Header(
-            if cells.iter().all(|c| looks_like_a_name(c)) {
-                format!("found `{}`", cells.join(","))
-            } else {
-                format!(
-                    "found {} cells that are not column names (is the header missing?)",
-                    cells.len()
-                )
-            },
-        ));
-    }
-    let mut subs = Vec::new();
-    let mut errors = Vec::new();
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                errors.push(match e.into_kind() {
-                    csv::ErrorKind::Io(e) => return Err(ImportError::Io(e)),
-                    csv::ErrorKind::Utf8 { err, .. } => format!(
-                        "line {line}: cell {} is not valid UTF-8 (save the file as UTF-8)",
-                        err.field() + 1
-                    ),
-                    _ => format!("line {line}: not valid CSV"),
-                });
-                continue;
-            }
-        };
-        let line = rec.position().map_or(0, |p| p.line());
-        if rec.iter().all(str::is_empty) {
-            continue;
-        }
-        match parse_row(&rec, columns) {
-            Ok(s) => {
-                if let Some(first) = seen.get(&s.id) {
-                    errors.push(format!(
-                        "line {line}: id {} already given on line {first}",
-                        s.id
-                    ));
-                } else {
-                    seen.insert(s.id.clone(), line);
-                    subs.push(s);
-                }
-            }
-            Err(msg) => errors.push(format!("line {line}: {msg}")),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ImportError::Rows(errors));
-    }
-    if subs.is_empty() {
-        return Err(ImportError::Empty);
-    }
-    Ok(subs)
+    read_all_or_nothing(
+        input,
+        SubscribersCsv,
+        &HEADERS,
+        |rec, _| parse_row(rec),
+        |s| format!("id {}", s.id),
+    )
 }
 
-fn parse_row(rec: &csv::StringRecord, columns: usize) -> Result<Subscriber, String> {
-    // The last column is optional in a row: an older row without it means "no".
-    if rec.len() != columns && !(columns == COLUMNS && rec.len() == COLUMNS - 1) {
-        return Err(format!("expected {columns} cells, found {}", rec.len()));
-    }
+/// One row, its cells counted already (an older row has no `needs_extra_visits`).
+fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
     let cell = |i: usize| rec.get(i).unwrap_or("").to_string();
     // The cell is not shown: with a column out of place it could be the door code.
     let keys = match rec.get(9).unwrap_or("") {
@@ -392,8 +309,12 @@ pub fn to_csv(subs: &[Subscriber]) -> Result<String, ImportError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
+    let io = |source| ImportError::Io {
+        table: SubscribersCsv,
+        source,
+    };
     w.write_record(CSV_HEADER.split(','))
-        .map_err(std::io::Error::from)?;
+        .map_err(|e| io(e.into()))?;
     for s in subs {
         let keys = s.access.keys.to_string();
         let mut row: Vec<&str> = vec![
@@ -422,12 +343,12 @@ pub fn to_csv(subs: &[Subscriber]) -> Result<String, ImportError> {
         }
         row.push(&s.language);
         row.push(if s.needs_extra_visits { "yes" } else { "" });
-        w.write_record(&row).map_err(std::io::Error::from)?;
+        w.write_record(&row).map_err(|e| io(e.into()))?;
     }
     let bytes = w
         .into_inner()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| ImportError::Io(std::io::Error::other(e)))
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    String::from_utf8(bytes).map_err(|e| io(std::io::Error::other(e)))
 }
 
 #[cfg(test)]
