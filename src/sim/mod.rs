@@ -8,6 +8,7 @@
 //! - `patrols`: the home-care patrols ([`simulate_patrols`]).
 //! - `pace`: what the simulators share: random intervals within bounds, pauses that shutdown
 //!   cuts short, the reconnect backoff.
+//! - [`serve_demo`]: the start-up of `vakt serve --demo`: seed, then run the simulators.
 //! - [`luc`]: a SCAIP alarm unit's SIP client; [`patrol_client`]: the patrol app's client
 //!   (also `vakt patrol`).
 //!
@@ -61,6 +62,7 @@ pub mod patrol_client;
 mod patrols;
 mod scaip_homes;
 mod seed;
+pub mod serve_demo;
 
 use std::net::SocketAddr;
 use std::time::Duration;
