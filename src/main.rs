@@ -1,6 +1,7 @@
 //! The `vakt` command: parses the command line, sets up tracing and runs the sub-command
-//! ([`vakt::cli::run`]), whose exit code it returns: 0 done, 1 failed, 64 a bad command line
-//! or configuration (EX_USAGE), 65 bad input data (EX_DATAERR).
+//! ([`vakt::cli::run`]), whose exit code it returns: 0 done, 1 failed, 64 a bad
+//! configuration or argument (EX_USAGE), 65 bad input data (EX_DATAERR); 2 from clap for a
+//! command line it cannot parse.
 
 #![forbid(unsafe_code)]
 

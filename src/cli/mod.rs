@@ -11,9 +11,11 @@
 //!   that return a `Result` (the tests call them too). Re-exported here.
 //! - `term`: the console user's new password, read from the terminal without echo.
 //!
-//! Exit codes: 0 done; 1 failed (storage, network, the server refused); [`EX_USAGE`] (64) a
-//! bad command line, configuration, month, time zone or data directory; [`EX_DATAERR`] (65)
-//! bad input data (an import file, a password, a token file, an unknown name to change).
+//! Exit codes: 0 done; 1 failed (storage, a port in use, the server refused the patrol);
+//! [`EX_USAGE`] (64) a bad configuration, port, month, time zone, name, data directory or
+//! way to trust the server; [`EX_DATAERR`] (65) bad input data (an import file, a password,
+//! a token file, an unknown patrol, user or integration to change). A command line clap
+//! cannot parse exits 2 before [`run`].
 
 pub mod args;
 mod commands;
