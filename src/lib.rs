@@ -38,6 +38,8 @@
 //! - [`cli`]: the sub-commands other than `serve`.
 //! - [`demo`]: `serve --demo`: the demo municipality's seed, device and patrol simulators.
 
+#![forbid(unsafe_code)]
+
 pub mod calls;
 pub mod cli;
 pub mod config;

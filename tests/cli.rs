@@ -1,5 +1,7 @@
 //! The `vakt` command line, run as a user would: exit codes, messages, import and export.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -9,6 +11,12 @@ use vakt_proto::crypto::Key;
 use vakt_proto::dc09::{self, FrameSpec, Pad};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
+
+/// Sends SIGTERM to a child of this test, as an operator stopping the server would.
+fn sigterm(child: &std::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    kill_process(Pid::from_child(child), Signal::TERM).unwrap();
+}
 
 fn vakt(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -181,8 +189,7 @@ fn serve_demo_runs_with_demo_devices_and_stops_on_sigterm() {
         String::from_utf8_lossy(&reply)
     );
 
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 
@@ -1165,7 +1172,6 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
     assert!(!stdout.contains("connected; open"), "{stdout}");
     assert!(stdout.contains("not connected"), "{stdout}");
 
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    sigterm(&server);
     assert!(server.wait().unwrap().success());
 }

@@ -2,12 +2,20 @@
 //! that is taken, the message when one is, the data directory's permissions, and what
 //! `RUST_LOG=trace` may print.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vakt");
+
+/// Sends SIGTERM to a child of this test, as an operator stopping the server would.
+fn sigterm(child: &std::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    kill_process(Pid::from_child(child), Signal::TERM).unwrap();
+}
 
 /// A configuration with every listener on a free loopback port.
 fn config(dir: &Path) -> std::path::PathBuf {
@@ -74,8 +82,7 @@ fn serve_until_ready(args: &[&str], env: &[(&str, &str)]) -> String {
     std::thread::spawn(move || for _ in lines {});
     // vakt installs its SIGTERM handler once it has printed its addresses.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    sigterm(&child);
     assert!(child.wait().unwrap().success());
     seen
 }

@@ -16,6 +16,8 @@
 //! Every scenario prints exactly one summary line on stdout as its last line; progress goes
 //! to stderr. All traffic goes to the given target only, and every loop ends with the run.
 
+#![forbid(unsafe_code)]
+
 mod ceiling;
 mod console;
 mod dc09;

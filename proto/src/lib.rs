@@ -22,6 +22,8 @@
 //! The patrol link's protocol (length-prefixed JSON over QUIC, `proto/patrol.md`) speaks vakt's
 //! own vocabulary and lives with the dispatch code (`vakt::dispatch::wire`).
 
+#![forbid(unsafe_code)]
+
 pub mod contact_id;
 pub mod crc;
 pub mod crypto;

@@ -1,0 +1,345 @@
+//! The command line: clap's types for every sub-command, their flags and their help texts
+//! (the `///` comments here are what `vakt --help` prints).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The `vakt` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vakt",
+    version,
+    about = "Alarm receiving centre server for social alarms"
+)]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Run the server (with the embedded default configuration unless --config is given).
+    Serve {
+        /// Configuration file (TOML); see config/vakt.toml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides `data_dir` of the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// On an empty data directory, seed a demo municipality (subscribers, devices, an
+        /// operator and a supervisor whose passwords are printed), and run a built-in device
+        /// simulator that sends alarms to this vakt over DC-09.
+        #[arg(long)]
+        demo: bool,
+        /// DC-09's port (TCP and UDP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_DC09_PORT", value_name = "PORT")]
+        dc09_port: Option<u16>,
+        /// SCAIP's port (SIP over UDP and TCP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_SCAIP_PORT", value_name = "PORT")]
+        scaip_port: Option<u16>,
+        /// The console's port (HTTP), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_HTTP_PORT", value_name = "PORT")]
+        http_port: Option<u16>,
+        /// The patrol link's port (QUIC), on the configured address; 0 picks a free one.
+        #[arg(long, env = "VAKT_PATROL_PORT", value_name = "PORT")]
+        patrol_port: Option<u16>,
+    },
+    /// Check a configuration file: print what is wrong and exit 64, or exit 0.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The device registry.
+    Devices {
+        #[command(subcommand)]
+        cmd: DevicesCmd,
+    },
+    /// The journal of received Signals.
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
+    },
+    /// Console users.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// The subscriber register.
+    Subscribers {
+        #[command(subcommand)]
+        cmd: SubscribersCmd,
+    },
+    /// The audit log (who did what).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// The directory: care providers, areas, patrols and routing rules.
+    Directory {
+        #[command(subcommand)]
+        cmd: DirectoryCmd,
+    },
+    /// Home-care patrols.
+    Patrols {
+        #[command(subcommand)]
+        cmd: PatrolsCmd,
+    },
+    /// Reports (with the server stopped; the console has them too).
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
+    /// Integrations (digital lock systems) and their tokens for `POST /api/locks/events`.
+    Integrations {
+        #[command(subcommand)]
+        cmd: IntegrationsCmd,
+    },
+    /// The terminal patrol client (the reference client of proto/patrol.md): shows
+    /// assignments and warnings as they arrive, and takes one command a line: `r ID`
+    /// received, `a ID` accept, `d ID REASON` decline, `h ID` arrived, `c ID OUTCOME NOTE`
+    /// complete, `q` quit. It reconnects by itself. The server's certificate is checked
+    /// against --ca, or with --insecure-dev pinned to the development certificate.
+    Patrol {
+        /// The server's patrol link, HOST:PORT (its `[patrol] listen_quic`).
+        #[arg(long)]
+        server: String,
+        /// This patrol's id in the directory.
+        #[arg(long)]
+        patrol: String,
+        /// File with the patrol's token (from `vakt patrols token`) alone, or with lines
+        /// `PATROL TOKEN` of which the one of --patrol is taken (as `demo-patrols.txt` of
+        /// `vakt serve --demo`); keep it readable by you only.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Trust server certificates signed by the CA certificates of this PEM file.
+        #[arg(long, conflicts_with = "insecure_dev")]
+        ca: Option<PathBuf>,
+        /// Development only: trust exactly the server's self-signed development certificate,
+        /// pinned by its SHA-256 fingerprint: --fingerprint, or else read from the
+        /// certificate in --data-dir.
+        #[arg(long)]
+        insecure_dev: bool,
+        /// With --insecure-dev: the fingerprint the server printed at start (hex, colons
+        /// optional).
+        #[arg(long, requires = "insecure_dev")]
+        fingerprint: Option<String>,
+        /// With --insecure-dev and no --fingerprint: the server's data directory, where its
+        /// development certificate is (never made here).
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ReportCmd {
+    /// The monthly arrival SLA report: per care provider and area the dispatches, median and
+    /// 90th percentile time from receipt to arrival, breaches (with Call ids), receipt
+    /// timeouts, declined, cancelled and open; and the month's answer-time figures. A
+    /// dispatch counts in the month it was offered, in local time. With the server stopped
+    /// (while it runs, use the console or GET /api/reports/sla?month=YYYY-MM).
+    Sla {
+        /// The month, YYYY-MM (e.g. 2026-11).
+        #[arg(long)]
+        month: String,
+        /// Output: `text` (a table, the default), `csv` (the per-provider-and-area rows
+        /// and a totals line, for a spreadsheet) or `json` (everything, as the API gives it).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Configuration file: its `data_dir` and `[http] time_zone` are used unless given
+        /// below.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory [default: the configuration's, vakt-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// IANA time zone the month is counted in [default: the configuration's,
+        /// Europe/Stockholm].
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
+}
+
+/// How `vakt report sla` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReportFormat {
+    Text,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum IntegrationsCmd {
+    /// Issue a new bearer token for an integration (with the server stopped), creating the
+    /// integration. The token is printed once on standard output and stored only as a
+    /// hash; an earlier token of the integration stops working.
+    Token {
+        /// The integration's name: 1 to 64 of a-z, 0-9, '_', '.', '-' (e.g. phoniro).
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// List the integrations that have a token (with the server stopped).
+    List {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove an integration; its token stops working (with the server stopped).
+    Revoke {
+        /// The integration's name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DirectoryCmd {
+    /// Replace the directory with four CSV files (UTF-8; with the server stopped). All four
+    /// are checked first, together; with any problem nothing is imported. Headers:
+    /// providers `id,name,phone`; areas `id,name,arrival_limit_mins`; patrols
+    /// `id,name,provider,areas,shifts,phone` (areas `a;b`, shifts `day 07:00-15:30;night
+    /// 21:30-07:00`); routes `provider,area,patrols` (`*` = any; patrols `p1;p2` in fallback
+    /// order).
+    Import {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// The care providers file.
+        #[arg(long)]
+        providers: PathBuf,
+        /// The areas file.
+        #[arg(long)]
+        areas: PathBuf,
+        /// The patrols file.
+        #[arg(long)]
+        patrols: PathBuf,
+        /// The routing rules file.
+        #[arg(long)]
+        routes: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PatrolsCmd {
+    /// Issue a new login token for a patrol of the directory (with the server stopped). The
+    /// token is printed once on standard output and stored only as a hash; an earlier token
+    /// of the patrol stops working.
+    Token {
+        /// The patrol id.
+        id: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DevicesCmd {
+    /// Import devices from CSV (with the server stopped). All rows are checked first; a file
+    /// with any bad row imports nothing. Header:
+    /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password
+    /// (files without the last two, or the last three, columns are accepted too).
+    Import {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum JournalCmd {
+    /// Print the journal as JSON lines (with the server stopped).
+    Export {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// Only Signals with an id greater than this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UsersCmd {
+    /// Add a user, or give an existing one a new password and role (with the server
+    /// stopped). The password is read from standard input (the first line; asked for twice,
+    /// without echo, on a terminal) and must be at least 10 characters (not counting spaces
+    /// before and after) of at least 5 different ones.
+    Add {
+        /// User name: 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'.
+        name: String,
+        /// What the user may do.
+        #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
+        role: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// List the users: name, role, created, disabled (with the server stopped).
+    List {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Disable a user: it can no longer log in and its sessions end (with the server
+    /// stopped; while it runs, an administrator does it in the console).
+    Disable {
+        /// User name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Enable a disabled user again (with the server stopped).
+    Enable {
+        /// User name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove a user; its sessions end (with the server stopped). The audit log keeps it.
+    Remove {
+        /// User name.
+        name: String,
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SubscribersCmd {
+    /// Import subscribers from CSV (UTF-8; with the server stopped). All rows are checked
+    /// first; a file with any bad row imports nothing. Header:
+    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language
+    Import {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCmd {
+    /// Print the audit log as JSON lines (with the server stopped).
+    Export {
+        /// Data directory.
+        #[arg(long, default_value = "vakt-data")]
+        data_dir: PathBuf,
+        /// Only entries with a sequence number greater than this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}

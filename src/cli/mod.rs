@@ -1,0 +1,150 @@
+//! The `vakt` command: its command line ([`Cli`]) and every sub-command's body, run by
+//! [`run`], which returns the process's exit code. `src/main.rs` only parses, sets up
+//! tracing and calls [`run`].
+//!
+//! - [`args`]: clap's types, the flags and the help texts.
+//! - `serve`: `vakt serve`: the configuration and ports, the runtime, the server's start and
+//!   its addresses, `--demo` (through [`crate::sim::serve_demo`]), SIGTERM and SIGINT.
+//! - `commands`: the other sub-commands' bodies: what they print and their exit codes.
+//! - [`offline`]: their work on a stopped server's data directory (imports, users, tokens,
+//!   exports, the SLA report) and what `vakt patrol` reads before it connects, as functions
+//!   that return a `Result` (the tests call them too). Re-exported here.
+//! - `term`: the console user's new password, read from the terminal without echo.
+//!
+//! Exit codes: 0 done; 1 failed (storage, a port in use, the server refused the patrol);
+//! [`EX_USAGE`] (64) a bad configuration, port, month, time zone, name, data directory or
+//! way to trust the server; [`EX_DATAERR`] (65) bad input data (an import file, a password,
+//! a token file, an unknown patrol, user or integration to change). A command line clap
+//! cannot parse exits 2 before [`run`].
+
+pub mod args;
+mod commands;
+pub mod offline;
+mod serve;
+mod term;
+
+use std::process::ExitCode;
+
+pub use args::Cli;
+pub use offline::{
+    CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, change_user,
+    dev_fingerprint, export_audit, export_journal, import_devices, import_directory,
+    import_subscribers, issue_integration_token, issue_patrol_token, list_integrations, list_users,
+    read_token_file, readable_by_others, revoke_integration, sla_report, validate_integration_name,
+};
+
+use args::{
+    AuditCmd, Cmd, DevicesCmd, DirectoryCmd, JournalCmd, PatrolsCmd, ReportCmd, SubscribersCmd,
+    UsersCmd,
+};
+
+/// Exit code for an invalid configuration or command line (EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+/// Exit code for invalid input data, e.g. a bad import file (EX_DATAERR).
+pub const EX_DATAERR: u8 = 65;
+
+/// Runs the sub-command of `cli` to its end; returns the exit code (see the module doc).
+/// Messages go to standard error, results (exports, tokens, reports) to standard output.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.cmd {
+        Cmd::CheckConfig { file } => commands::check_config(&file),
+        Cmd::Serve {
+            config,
+            data_dir,
+            demo,
+            dc09_port,
+            scaip_port,
+            http_port,
+            patrol_port,
+        } => {
+            let ports = crate::config::Ports {
+                dc09: dc09_port,
+                scaip: scaip_port,
+                http: http_port,
+                patrol: patrol_port,
+            };
+            serve::serve(config, data_dir, ports, demo)
+        }
+        Cmd::Devices {
+            cmd: DevicesCmd::Import { data_dir, file },
+        } => commands::import(&file, &data_dir, "devices", |f| {
+            import_devices(&data_dir, f)
+        }),
+        Cmd::Journal {
+            cmd: JournalCmd::Export { data_dir, after },
+        } => commands::export(&data_dir, |out| {
+            export_journal(&data_dir, after, out).map(|_| ())
+        }),
+        Cmd::Users {
+            cmd:
+                UsersCmd::Add {
+                    name,
+                    role,
+                    data_dir,
+                },
+        } => commands::add_user(&name, &role, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::List { data_dir },
+        } => commands::list_users(&data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::Disable { name, data_dir },
+        } => commands::change_user(&name, crate::store::UserChange::Disable, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::Enable { name, data_dir },
+        } => commands::change_user(&name, crate::store::UserChange::Enable, &data_dir),
+        Cmd::Users {
+            cmd: UsersCmd::Remove { name, data_dir },
+        } => commands::change_user(&name, crate::store::UserChange::Remove, &data_dir),
+        Cmd::Subscribers {
+            cmd: SubscribersCmd::Import { data_dir, file },
+        } => commands::import(&file, &data_dir, "subscribers", |f| {
+            import_subscribers(&data_dir, f, jiff::Timestamp::now())
+        }),
+        Cmd::Audit {
+            cmd: AuditCmd::Export { data_dir, after },
+        } => commands::export(&data_dir, |out| {
+            export_audit(&data_dir, after, out).map(|_| ())
+        }),
+        Cmd::Directory {
+            cmd:
+                DirectoryCmd::Import {
+                    data_dir,
+                    providers,
+                    areas,
+                    patrols,
+                    routes,
+                },
+        } => commands::import_directory(&data_dir, [&providers, &areas, &patrols, &routes]),
+        Cmd::Patrols {
+            cmd: PatrolsCmd::Token { id, data_dir },
+        } => commands::patrol_token(&id, &data_dir),
+        Cmd::Report {
+            cmd:
+                ReportCmd::Sla {
+                    month,
+                    format,
+                    config,
+                    data_dir,
+                    time_zone,
+                },
+        } => commands::report_sla(&month, format, config, data_dir, time_zone),
+        Cmd::Integrations { cmd } => commands::integrations(cmd),
+        Cmd::Patrol {
+            server,
+            patrol,
+            token_file,
+            ca,
+            insecure_dev,
+            fingerprint,
+            data_dir,
+        } => commands::patrol_client(commands::PatrolArgs {
+            server,
+            patrol,
+            token_file,
+            ca,
+            insecure_dev,
+            fingerprint,
+            data_dir,
+        }),
+    }
+}
