@@ -47,11 +47,11 @@ fn assignment() -> AssignmentMsg {
 }
 
 impl PatrolHub for FakeHub {
-    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), EventError> {
         match (patrol, token) {
             ("p1", "t1") => Ok(()),
-            ("p1", _) => Err(ErrorCode::BadToken),
-            _ => Err(ErrorCode::UnknownPatrol),
+            ("p1", _) => Err(ErrorCode::BadToken.into()),
+            _ => Err(ErrorCode::UnknownPatrol.into()),
         }
     }
     fn reserve_seqs(&self, _patrol: &str, count: u64) -> Option<u64> {
