@@ -271,3 +271,155 @@ impl DatagramHandler for Ingress {
         self.settle_frame(Transport::Udp, waiting).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalOptions;
+    use crate::registers::devices::{CSV_HEADER, Devices, Registry, parse_csv};
+    use crate::store::Store;
+    use crate::supervision::LastHeard;
+    use crate::telemetry::Metrics;
+    use vakt_proto::dc09::{self as codec, FrameSpec};
+
+    fn ingress(dir: &std::path::Path) -> (Arc<Ingress>, Store) {
+        let csv = format!(
+            "{CSV_HEADER}\n1234,,,,,anna,90,,,,,\n678,,,,,cecilia,90,,,pendant,luc678,pw\n"
+        );
+        let devices = parse_csv(csv.as_bytes()).unwrap();
+        let store = Store::open(dir).unwrap();
+        let metrics = Metrics::new();
+        let journal = Journal::start(
+            store.clone(),
+            JournalOptions {
+                max_batch: 64,
+                queue_capacity: 64,
+                dedup_window_secs: 600,
+                dedup_max_entries: 1000,
+            },
+            metrics.clone(),
+            jiff::Timestamp::now(),
+            None,
+        )
+        .unwrap();
+        let receiver = Receiver::new(
+            Devices::new(Registry::new(devices)),
+            Arc::new(LastHeard::new()),
+            metrics,
+            dc09::ReceiverOptions {
+                timestamp_past_secs: 40,
+                timestamp_future_secs: 20,
+            },
+        );
+        (Arc::new(Ingress::new(receiver, Arc::new(journal))), store)
+    }
+
+    fn frame(id: &str, seq: u16, data: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        codec::encode_frame(
+            &FrameSpec {
+                id,
+                seq,
+                receiver: None,
+                line: Some("0"),
+                account: "1234",
+                data: data.as_bytes(),
+                xdata: &[],
+                timestamp: None,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    fn ack(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let f = &raw[raw.iter().position(|&b| b == b'\n').unwrap()..];
+        codec::encode_ack(&codec::parse(f).unwrap(), &mut out);
+        out
+    }
+
+    fn peer() -> std::net::SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
+    /// The frames of one read: their answers in order, each journaled frame's after the
+    /// flush that holds it; once the journal is closed, the frames before it are answered
+    /// and the rest are not.
+    #[tokio::test]
+    async fn a_reads_frames_are_answered_in_order_after_the_flush_and_none_after_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ing, store) = ingress(dir.path());
+        let null = frame("NULL", 1, "");
+        let a = frame("ADM-CID", 2, "#1234|1131 01 015");
+        let b = frame("ADM-CID", 3, "#1234|1130 01 016");
+        let mut batch = FrameBatch::default();
+        for f in [&null, &a, &b] {
+            FrameHandler::frame(&*ing, f, Arrival::now(peer()), &mut batch);
+        }
+        let mut out = Vec::new();
+        ing.answers(batch, &mut out).await.unwrap();
+        assert_eq!(out, [ack(&null), ack(&a), ack(&b)].concat());
+        assert_eq!(store.journal_after(0, 10).unwrap().len(), 2, "both durable");
+
+        ing.journal.close().await;
+        let c = frame("ADM-CID", 4, "#1234|1131 01 017");
+        let mut batch = FrameBatch::default();
+        for f in [&null, &c, &null] {
+            FrameHandler::frame(&*ing, f, Arrival::now(peer()), &mut batch);
+        }
+        let mut out = Vec::new();
+        assert_eq!(ing.answers(batch, &mut out).await, Err(Unanswered::Closed));
+        assert_eq!(out, ack(&null), "only the frame before the refusal");
+        assert_eq!(store.journal_after(0, 10).unwrap().len(), 2);
+    }
+
+    /// A journal that cannot take a SCAIP alarm is vakt's fault: busy (snu 6), never a
+    /// format error, and nothing is "received".
+    #[tokio::test]
+    async fn a_scaip_request_the_journal_cannot_take_is_answered_busy() {
+        use crate::triage::{NullSink, Triage, TriageOptions};
+        use vakt_proto::scaip::{Mrs, parse_mrs, snu};
+        let dir = tempfile::tempdir().unwrap();
+        let (ing, store) = ingress(dir.path());
+        ing.journal.close().await;
+        let triage = Arc::new(Triage::new(
+            TriageOptions::default(),
+            Arc::new(NullSink),
+            crate::telemetry::CallMetrics::new(),
+            1,
+        ));
+        let scaip = scaip::Scaip::new(
+            ing,
+            triage,
+            Arc::new(scaip::Tracker::new(0)),
+            scaip::ScaipOptions {
+                max_body_bytes: 1300,
+                max_holds: 10,
+                session: jiff::SignedDuration::from_secs(3600),
+                voice_mre: 1,
+                voice_uri: None,
+                realm: "vakt".into(),
+                nonce_secs: 300,
+                max_in_flight: 10,
+            },
+            crate::telemetry::ScaipMetrics::new(),
+        );
+        let body = b"<mrq><ref>R1</ref><cid>678</cid><dty>0003</dty></mrq>";
+        let xml = crate::transport::sip::ScaipHandler::message(
+            &scaip,
+            crate::transport::sip::Request {
+                user: "luc678",
+                body,
+                transport: Transport::Udp,
+                peer: peer(),
+                now: jiff::Timestamp::now(),
+            },
+        )
+        .await;
+        let mrs: Mrs = parse_mrs(&xml).unwrap();
+        assert_eq!(mrs.snu, snu::BUSY);
+        assert_eq!(mrs.reference.as_deref(), Some("R1"));
+        assert!(store.journal_after(0, 10).unwrap().is_empty());
+    }
+}

@@ -73,7 +73,7 @@ pub(super) async fn start(
     let registry = Devices::new(Registry::new(store.devices()?));
     let tz = cfg.http.tz();
     let outbox = OutboxPart::start(&store, cfg.escalation.clone())?;
-    let work_orders = WorkOrdersPart::start(
+    let (work_orders, faults) = WorkOrdersPart::start(
         &store,
         &outbox.outbox,
         &registry,
@@ -83,10 +83,8 @@ pub(super) async fn start(
     .await?;
     // SCAIP learns which Call each of its alarms went into (for hold / voice answers).
     let scaip_tracker = Arc::new(Tracker::new(store.triage_cursor()?));
-    let observers: Arc<dyn SignalObserver> = Arc::new(crate::calls::Observers(vec![
-        work_orders.faults.clone(),
-        scaip_tracker.clone(),
-    ]));
+    let observers: Arc<dyn SignalObserver> =
+        Arc::new(crate::calls::Observers(vec![faults, scaip_tracker.clone()]));
     let calls = start_calls(&store, cfg.triage.triage_options(), observers).await?;
     // Open incidents back (their devices rejoin them in triage).
     let incidents = {
@@ -307,6 +305,7 @@ impl Parts {
         // 7. The journal's feed is closed now: triage what it handed over, write every Call.
         self.calls.close().await;
         // 8. The triage thread has stopped: the installers' queue drains and closes.
+        self.work_orders.drain.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.work_orders.installers).await;
         // 9. Deliveries in flight finish; the rest wait in the store for the next start.
         self.outbox.stop.cancel();
@@ -349,12 +348,13 @@ impl OutboxPart {
     }
 }
 
-/// Work orders from the device faults triage sees, and the installers' notifier.
+/// Work orders from the device faults triage sees, and the installers' notifier. `start`
+/// also gives the observer of triage that makes and updates the orders (the Calls own it).
 struct WorkOrdersPart {
     work_orders: Arc<WorkOrders>,
-    /// Observes triage: makes and updates work orders.
-    faults: Arc<dyn SignalObserver>,
+    /// The installers' notifier, and what tells it to drain its queue and end.
     installers: JoinHandle<()>,
+    drain: CancellationToken,
 }
 
 impl WorkOrdersPart {
@@ -364,7 +364,7 @@ impl WorkOrdersPart {
         registry: &Devices,
         opts: WorkOrderOptions,
         tz: jiff::tz::TimeZone,
-    ) -> Result<WorkOrdersPart, ServerError> {
+    ) -> Result<(WorkOrdersPart, Arc<dyn SignalObserver>), ServerError> {
         let work_orders = {
             let store = store.clone();
             Arc::new(
@@ -375,7 +375,8 @@ impl WorkOrdersPart {
             )
         };
         let (notify, notify_rx) = tokio::sync::mpsc::channel(INSTALLER_QUEUE);
-        let installers = tokio::spawn(tell_installers(outbox.clone(), notify_rx));
+        let drain = CancellationToken::new();
+        let installers = tokio::spawn(tell_installers(outbox.clone(), notify_rx, drain.clone()));
         // The installer hears of new orders and of faults gone (a repeat shows on the order)
         // off the triage thread: a storm of faults must not make triage wait for a flush per
         // notification (when the queue is full, triage waits).
@@ -395,11 +396,14 @@ impl WorkOrdersPart {
             registry.clone(),
             Some(sink),
         ));
-        Ok(WorkOrdersPart {
-            work_orders,
+        Ok((
+            WorkOrdersPart {
+                work_orders,
+                installers,
+                drain,
+            },
             faults,
-            installers,
-        })
+        ))
     }
 }
 
@@ -769,12 +773,24 @@ impl BackgroundPart {
 const INSTALLER_QUEUE: usize = 1024;
 
 /// Tells installers of work-order changes, in order, off the triage thread (durably,
-/// through the outbox).
+/// through the outbox). At `drain` (the triage thread has stopped) the queue takes nothing
+/// more; what is in it is told, then the task ends.
 async fn tell_installers(
     outbox: Outbox,
     mut rx: tokio::sync::mpsc::Receiver<crate::work_orders::Change>,
+    drain: CancellationToken,
 ) {
-    while let Some(c) = rx.recv().await {
+    loop {
+        let c = tokio::select! {
+            biased;
+            c = rx.recv() => c,
+            // The Calls keep the sender as long as they live: close the queue instead.
+            () = drain.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+        };
+        let Some(c) = c else { return };
         let r = match c.outbox_event() {
             Ok(ev) => outbox.enqueue_async(ev).await.map(|_| ()),
             Err(e) => Err(e),
