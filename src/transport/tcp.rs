@@ -99,13 +99,29 @@ pub async fn serve<H: FrameHandler>(
         let shutdown = shutdown.clone();
         async move {
             tracing::debug!("connected");
-            let reason = connection(stream, peer, &*handler, &metrics, &opts, &shutdown).await;
-            tracing::debug!(reason, "closed");
-            metrics.tcp_closed(reason);
-            metrics.tcp_open.decrement(1.0);
+            let mut open = Open {
+                metrics: &metrics,
+                reason: "shutdown",
+            };
+            open.reason = connection(stream, peer, &*handler, &metrics, &opts, &shutdown).await;
+            tracing::debug!(reason = open.reason, "closed");
         }
     })
     .await;
+}
+
+/// An open connection in the metrics: counted closed (with its reason) when dropped, also
+/// when its task is dropped at the grace deadline (reason `shutdown`).
+struct Open<'a> {
+    metrics: &'a Metrics,
+    reason: &'static str,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.metrics.tcp_closed(self.reason);
+        self.metrics.tcp_open.decrement(1.0);
+    }
 }
 
 /// Frames every complete frame in `data` and hands it to `handler`; returns how many bytes

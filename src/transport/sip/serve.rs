@@ -90,6 +90,8 @@ pub async fn serve_stream<H: ScaipHandler>(
         async move {
             let shutdown = ep.scope.shutdown.clone();
             ep.metrics.connections.increment(1.0);
+            // Also when the task is dropped at the grace deadline.
+            let _open = Open(&ep.metrics.connections);
             match tls {
                 None => connection(stream, peer, local, false, &ep, &shutdown).await,
                 Some(acceptor) => {
@@ -100,10 +102,18 @@ pub async fn serve_stream<H: ScaipHandler>(
                     }
                 }
             }
-            ep.metrics.connections.decrement(1.0);
         }
     })
     .await;
+}
+
+/// Decrements `gauge` when dropped.
+struct Open<'a>(&'a metrics::Gauge);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// One TCP or TLS connection: a reader that frames messages by Content-Length and a writer
