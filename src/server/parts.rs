@@ -178,38 +178,29 @@ pub(super) async fn start(
             &mut addrs,
         )?),
     };
-    let console = match listeners.http {
-        None => ConsolePart { http: None, stats },
-        Some(l) => {
-            addrs.http = l.local_addr().ok();
-            let state = crate::console::AppState::new(
-                store.clone(),
-                ready.clone(),
-                crate::console::Services {
-                    desk: dispatch.desk.clone(),
-                    supervision: supervision.supervision.clone(),
-                    incidents: incidents.clone(),
-                    outbox: outbox.outbox.clone(),
-                    work_orders: work_orders.work_orders.clone(),
-                },
-                registry.clone(),
-                stats_rx,
-                cfg.http.console_options(),
-                shutdown.clone(),
-            )?;
-            let scope = Scope::new(shutdown.clone());
-            accept_loops.spawn(http::serve(
-                l,
-                crate::console::router(state),
-                cfg.http.http_options(),
-                scope.clone(),
-            ));
-            ConsolePart {
-                http: Some(scope),
-                stats,
-            }
-        }
+    let services = crate::console::Services {
+        desk: dispatch.desk.clone(),
+        supervision: supervision.supervision.clone(),
+        incidents: incidents.clone(),
+        outbox: outbox.outbox.clone(),
+        work_orders: work_orders.work_orders.clone(),
     };
+    let console = ConsolePart::start(
+        listeners.http,
+        cfg.http.http_options(),
+        cfg.http.console_options(),
+        ConsoleState {
+            store: &store,
+            registry: &registry,
+            ready: &ready,
+            services,
+            stats_rx,
+            stats,
+        },
+        &accept_loops,
+        &shutdown,
+        &mut addrs,
+    )?;
     let background = BackgroundPart::start(
         &store,
         &work_orders.work_orders,
@@ -682,6 +673,18 @@ impl PatrolPart {
     }
 }
 
+/// What the console's API serves.
+struct ConsoleState<'a> {
+    store: &'a Store,
+    registry: &'a Devices,
+    /// Whether vakt accepts frames (`/ready`).
+    ready: &'a Arc<AtomicBool>,
+    services: crate::console::Services,
+    /// Today's answer figures, and the task that keeps them fresh.
+    stats_rx: tokio::sync::watch::Receiver<crate::calls::Stats>,
+    stats: JoinHandle<()>,
+}
+
 /// The console: its HTTP connections' scope, and today's answer figures.
 struct ConsolePart {
     http: Option<Scope>,
@@ -689,6 +692,51 @@ struct ConsolePart {
 }
 
 impl ConsolePart {
+    /// The console's API on `listener`, if there is one.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        listener: Option<tokio::net::TcpListener>,
+        http_opts: http::HttpOptions,
+        console_opts: crate::console::ConsoleOptions,
+        state: ConsoleState<'_>,
+        accept_loops: &TaskTracker,
+        shutdown: &CancellationToken,
+        addrs: &mut Addrs,
+    ) -> Result<ConsolePart, ServerError> {
+        let ConsoleState {
+            store,
+            registry,
+            ready,
+            services,
+            stats_rx,
+            stats,
+        } = state;
+        let Some(l) = listener else {
+            return Ok(ConsolePart { http: None, stats });
+        };
+        addrs.http = l.local_addr().ok();
+        let state = crate::console::AppState::new(
+            store.clone(),
+            ready.clone(),
+            services,
+            registry.clone(),
+            stats_rx,
+            console_opts,
+            shutdown.clone(),
+        )?;
+        let scope = Scope::new(shutdown.clone());
+        accept_loops.spawn(http::serve(
+            l,
+            crate::console::router(state),
+            http_opts,
+            scope.clone(),
+        ));
+        Ok(ConsolePart {
+            http: Some(scope),
+            stats,
+        })
+    }
+
     /// Today's answer figures, kept fresh until `shutdown`.
     fn stats(
         store: &Store,
