@@ -6,6 +6,11 @@
 //! `single`: one frame at a time (each waits for its own flush, as one device in
 //! request/response does). `batch64`: 64 frames in flight share group commits (many devices
 //! at once). Frames are distinct, so none is a retransmission.
+//!
+//! `read1` and `read64`: the same through the conductor the TCP transport calls
+//! (`ingest::Ingress` as its `FrameHandler`): the frames of one read (1 or 64) decided,
+//! journaled in one group commit and answered in order, with the per-read buffers the
+//! transport has; the difference to `single` and `batch64` is the conductor's share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vakt::ingest::dc09::{Decision, FrameCtx, Receiver, ReceiverOptions};
+use vakt::ingest::{FrameBatch, Ingress};
 use vakt::journal::{Commit, Journal, JournalOptions};
 use vakt::model::Transport;
 use vakt::registers::devices::Registry;
 use vakt::store::Store;
 use vakt::supervision::LastHeard;
 use vakt::telemetry::Metrics;
+use vakt::transport::Arrival;
+use vakt::transport::tcp::FrameHandler;
 use vakt_proto::crypto::Key;
 use vakt_proto::dc09::{self, FrameSpec, Pad};
 
@@ -26,7 +34,9 @@ const KEY256: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCC
 
 struct Setup {
     receiver: Receiver,
-    journal: Journal,
+    journal: Arc<Journal>,
+    /// The conductor over another receiver with the same registry, and the same journal.
+    ingress: Ingress,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +50,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     let store = Store::open(dir.path()).unwrap();
     store.upsert_devices(&devices).unwrap();
     let metrics = Metrics::new();
-    let journal = rt.block_on(async {
+    let journal = Arc::new(rt.block_on(async {
         Journal::start(
             store.clone(),
             JournalOptions {
@@ -54,21 +64,24 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             None,
         )
         .unwrap()
-    });
+    }));
     // The registered devices have last-heard times (an unknown account only a bounded list).
     let last_heard = Arc::new(LastHeard::new());
     last_heard.sync(devices.iter().map(|d| d.account.as_str()));
-    let receiver = Receiver::new(
-        vakt::registers::devices::Devices::new(Registry::new(devices)),
-        last_heard,
-        metrics,
-        ReceiverOptions {
-            timestamp_past_secs: 40,
-            timestamp_future_secs: 20,
-        },
-    );
+    let receiver = |devices: Vec<_>| {
+        Receiver::new(
+            vakt::registers::devices::Devices::new(Registry::new(devices)),
+            last_heard.clone(),
+            metrics.clone(),
+            ReceiverOptions {
+                timestamp_past_secs: 40,
+                timestamp_future_secs: 20,
+            },
+        )
+    };
     Setup {
-        receiver,
+        receiver: receiver(devices.clone()),
+        ingress: Ingress::new(receiver(devices), journal.clone()),
         journal,
         _dir: dir,
     }
@@ -137,6 +150,22 @@ async fn process(s: &Setup, raw: &[u8], ctx: &FrameCtx) -> Vec<u8> {
             }
         }
     }
+}
+
+/// One read of `frames` through the conductor: their answers, in order.
+async fn read(s: &Setup, frames: &[Vec<u8>], ctx: &FrameCtx) -> Vec<u8> {
+    let mut batch = FrameBatch::default();
+    for f in frames {
+        let at = Arrival {
+            peer: ctx.peer,
+            now: ctx.now,
+            started: Instant::now(),
+        };
+        s.ingress.frame(f, at, &mut batch);
+    }
+    let mut out = Vec::new();
+    s.ingress.answers(batch, &mut out).await.expect("answered");
+    out
 }
 
 fn bench(c: &mut Criterion) {
@@ -208,6 +237,20 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+        for n in [1, 64] {
+            g.bench_function(format!("read{n}_{name}"), |b| {
+                b.iter_custom(|iters| {
+                    let (frames, ctx) = frames(&mut counter, iters, encrypted, peer);
+                    rt.block_on(async {
+                        let t = Instant::now();
+                        for chunk in frames.chunks(n) {
+                            std::hint::black_box(read(&s, chunk, &ctx).await);
+                        }
+                        t.elapsed()
+                    })
+                })
+            });
+        }
         rt.block_on(s.journal.close());
     }
     g.finish();

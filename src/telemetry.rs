@@ -198,7 +198,7 @@ fn describe() {
     describe_counter!(
         "vakt_tcp_accept_errors_total",
         Unit::Count,
-        "Errors from accept (e.g. out of file descriptors)"
+        "Errors from accept (e.g. out of file descriptors), by listener (dc09_tcp, scaip_tcp, scaip_tls, http)"
     );
     describe_counter!(
         "vakt_connections_refused_total",
@@ -580,8 +580,6 @@ pub struct Metrics {
     pub tcp_open: Gauge,
     /// Accepted TCP connections.
     pub tcp_accepted: Counter,
-    /// Accept errors.
-    pub tcp_accept_errors: Counter,
     /// Dropped UDP datagrams.
     pub udp_dropped: Counter,
     /// Skipped bytes.
@@ -637,7 +635,6 @@ impl Metrics {
             commit_seconds: metrics::histogram!("vakt_journal_commit_seconds"),
             tcp_open: metrics::gauge!("vakt_tcp_connections_open"),
             tcp_accepted: metrics::counter!("vakt_tcp_connections_accepted_total"),
-            tcp_accept_errors: metrics::counter!("vakt_tcp_accept_errors_total"),
             udp_dropped: metrics::counter!("vakt_udp_dropped_total"),
             garbage_bytes: metrics::counter!("vakt_garbage_bytes_total"),
             dedup_evicted: metrics::counter!("vakt_dedup_evicted_total"),
@@ -872,6 +869,13 @@ impl Default for WorkOrderMetrics {
 pub fn patrol_sessions_open() -> Gauge {
     prometheus();
     metrics::gauge!("vakt_patrol_sessions_open")
+}
+
+/// The counter of accept errors of `listener` (one of the names in
+/// `vakt_tcp_accept_errors_total`).
+pub fn accept_errors(listener: &'static str) -> Counter {
+    prometheus();
+    metrics::counter!("vakt_tcp_accept_errors_total", "listener" => listener)
 }
 
 /// Handles of the dispatch metrics.

@@ -244,3 +244,45 @@ async fn http_connections_close_at_shutdown_within_the_grace_deadline() {
         "nobody listens any more"
     );
 }
+
+#[tokio::test]
+async fn a_patrol_session_ends_within_the_grace_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.shutdown_grace_secs = 1;
+    let srv = start_with(cfg).await;
+    let addr = srv.patrol_quic.unwrap();
+    let fp = vakt::transport::quic::parse_fingerprint(srv.patrol_fingerprint.as_deref().unwrap())
+        .unwrap();
+    let client =
+        vakt::transport::quic::client_config(&vakt::transport::quic::Trust::Pinned(fp)).unwrap();
+    // A path that carries the patrol's first datagram and nothing after (a phone that lost
+    // its network mid-handshake): vakt holds a session waiting for the handshake.
+    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(client);
+    let connecting = ep
+        .connect(relay.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let handshake =
+        tokio::spawn(
+            async move { tokio::time::timeout(Duration::from_secs(30), connecting).await },
+        );
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    relay.send_to(&buf[..n], addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    srv.stop().await.unwrap();
+    // The session is dropped at the 1 s deadline, not waited for on a clock of its own.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    handshake.abort();
+}

@@ -47,11 +47,13 @@ fn assignment() -> AssignmentMsg {
 }
 
 impl PatrolHub for FakeHub {
-    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), EventError> {
         match (patrol, token) {
             ("p1", "t1") => Ok(()),
-            ("p1", _) => Err(ErrorCode::BadToken),
-            _ => Err(ErrorCode::UnknownPatrol),
+            ("p1", _) => Err(ErrorCode::BadToken.into()),
+            // The tokens cannot be read (storage failed).
+            ("p-down", _) => Err(EventError::Unavailable),
+            _ => Err(ErrorCode::UnknownPatrol.into()),
         }
     }
     fn reserve_seqs(&self, _patrol: &str, count: u64) -> Option<u64> {
@@ -172,6 +174,25 @@ async fn an_unknown_patrol_is_told_so() {
         "{err:?}"
     );
     assert!(err.is_final());
+    srv.shutdown.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_login_that_cannot_be_checked_is_not_blamed_on_the_patrol() {
+    let srv = start().await;
+    let err = Session::connect(srv.addr, &srv.trust, "p-down", "t1")
+        .await
+        .unwrap_err();
+    // Not `bad_token` (final: the patrol would stop): closed, and it tries again.
+    assert!(
+        !matches!(err, ClientError::Refused { .. }) && !err.is_final(),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("internal error"),
+        "closed with its reason: {err}"
+    );
     srv.shutdown.cancel();
     srv.task.await.unwrap();
 }

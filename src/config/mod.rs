@@ -491,7 +491,7 @@ impl Default for TriageConfig {
 }
 
 impl ScaipConfig {
-    /// The SCAIP exchange's options.
+    /// The SCAIP exchange's options (the rules, Digest, the bound on requests in flight).
     pub fn scaip_options(&self) -> crate::ingest::scaip::ScaipOptions {
         crate::ingest::scaip::ScaipOptions {
             max_body_bytes: self.max_body_bytes,
@@ -501,20 +501,112 @@ impl ScaipConfig {
             ),
             voice_mre: self.voice_mre,
             voice_uri: (!self.voice_uri.is_empty()).then(|| self.voice_uri.clone()),
+            realm: self.realm.clone(),
+            nonce_secs: i64::try_from(self.nonce_secs).unwrap_or(300),
+            max_in_flight: self.max_in_flight,
         }
     }
 
     /// The SIP endpoint's options.
     pub fn sip_options(&self) -> crate::transport::sip::SipOptions {
         crate::transport::sip::SipOptions {
-            realm: self.realm.clone(),
             arc_uri: self.arc_uri.clone(),
-            nonce_secs: i64::try_from(self.nonce_secs).unwrap_or(300),
             rate_per_source: self.rate_per_source,
             rate_burst: self.rate_burst,
             max_connections: self.max_connections,
+            max_per_source: self.max_connections_per_source,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+impl Dc09Config {
+    /// The DC-09 frame rules' options.
+    pub fn receiver_options(&self) -> crate::ingest::dc09::ReceiverOptions {
+        crate::ingest::dc09::ReceiverOptions {
+            timestamp_past_secs: self.timestamp_past_secs,
+            timestamp_future_secs: self.timestamp_future_secs,
+        }
+    }
+
+    /// The DC-09 TCP listener's options.
+    pub fn tcp_options(&self) -> crate::transport::tcp::TcpOptions {
+        crate::transport::tcp::TcpOptions {
+            max_connections: self.max_connections,
+            max_per_source: self.max_connections_per_source,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            frame_timeout: Duration::from_secs(self.frame_timeout_secs),
+        }
+    }
+}
+
+impl Config {
+    /// The journal's options (group commit from `[journal]`, the dedup window from
+    /// `[dc09]`).
+    pub fn journal_options(&self) -> crate::journal::JournalOptions {
+        crate::journal::JournalOptions {
+            max_batch: self.journal.max_batch,
+            queue_capacity: self.journal.queue_capacity,
+            dedup_window_secs: self.dc09.dedup_window_secs,
+            dedup_max_entries: self.dc09.dedup_max_entries,
+        }
+    }
+
+    /// Where the patrol link's certificate comes from: the configured files, or the
+    /// development certificate in the data directory.
+    pub fn patrol_identity(&self) -> crate::transport::quic::IdentitySource {
+        use crate::transport::quic::IdentitySource;
+        match (&self.patrol.cert_file, &self.patrol.key_file) {
+            (Some(c), Some(k)) => IdentitySource::Files {
+                cert: c.clone(),
+                key: k.clone(),
+            },
+            _ => IdentitySource::Development {
+                dir: self.data_dir.clone(),
+                names: self.patrol.dev_cert_names.clone(),
+            },
+        }
+    }
+}
+
+impl TriageConfig {
+    /// Triage's options.
+    pub fn triage_options(&self) -> crate::triage::TriageOptions {
+        crate::triage::TriageOptions {
+            escalate_after: self.escalate_after,
+        }
+    }
+}
+
+impl PatrolConfig {
+    /// The patrol link's bounds.
+    pub fn link_options(&self) -> crate::dispatch::patrol_link::LinkOptions {
+        crate::dispatch::patrol_link::LinkOptions {
+            max_sessions: self.max_sessions,
+            max_sessions_per_source: self.max_sessions_per_source,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The HTTP listener's options.
+    pub fn http_options(&self) -> crate::transport::http::HttpOptions {
+        crate::transport::http::HttpOptions {
+            max_connections: self.max_connections,
+            max_per_source: self.max_connections_per_source,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+        }
+    }
+
+    /// The console's options.
+    pub fn console_options(&self) -> crate::console::ConsoleOptions {
+        crate::console::ConsoleOptions {
+            session_hours: self.session_hours,
+            secure_cookie: self.secure_cookie,
+            tz: self.tz(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            client_address_header: self.client_address_header,
+            public_origin: self.public_origin.clone(),
         }
     }
 }

@@ -125,6 +125,13 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    /// Storage failed: the server's fault (500), never the client's.
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::internal("storage failed", e)
+    }
+}
+
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> ApiError {
         match e {
@@ -616,10 +623,13 @@ pub async fn get_call(
 /// Maps a triage error; a Call triage does not know may be closed (410) or never was (404).
 pub(crate) fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
     if matches!(e, CallError::NotFound) {
-        if let Ok(Some(c)) = state.store.call(id) {
-            if c.state == crate::model::CallState::Closed {
+        match state.store.call(id) {
+            Ok(Some(c)) if c.state == crate::model::CallState::Closed => {
                 return CallError::Closed.into();
             }
+            Ok(_) => {}
+            // Not known to be missing: the store could not say (the server's fault).
+            Err(e) => return e.into(),
         }
     }
     e.into()
@@ -1159,5 +1169,23 @@ pub async fn signals(
         }
         Ok(Err(e)) => Err(ApiError::internal("reading the journal failed", e)),
         Err(e) => Err(ApiError::internal("reading the journal failed", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_failure_is_the_servers_fault() {
+        let e = ApiError::from(crate::store::StoreError::Corrupt {
+            tree: "calls",
+            detail: "test".into(),
+        });
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            e.body.error, "storage failed",
+            "no storage detail in the answer"
+        );
     }
 }

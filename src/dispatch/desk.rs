@@ -34,7 +34,7 @@ use crate::dispatch::patrol_link::{EventError, Link, PatrolHub};
 use crate::dispatch::routing;
 use crate::dispatch::service::{DispatchError, Dispatcher, Target};
 use crate::dispatch::sla::{ClockEvent, PatrolEvent, SlaOptions};
-use crate::dispatch::wire::{AssignmentMsg, CancelCause, ErrorCode, FromPatrol, ToPatrol};
+use crate::dispatch::wire::{AssignmentMsg, CancelCause, FromPatrol, ToPatrol};
 use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
 use crate::store::{Store, StoreError};
 use crate::telemetry::DispatchMetrics;
@@ -948,7 +948,7 @@ impl Desk {
 }
 
 impl PatrolHub for Desk {
-    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), EventError> {
         self.hub.authenticate(patrol, token)
     }
 

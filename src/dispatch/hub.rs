@@ -119,17 +119,18 @@ pub fn refusal_of(id: u64, e: &DispatchError) -> EventError {
 }
 
 impl PatrolHub for Hub {
-    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode> {
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), EventError> {
         if self.dispatcher.patrol_name(patrol).is_none() {
-            return Err(ErrorCode::UnknownPatrol);
+            return Err(ErrorCode::UnknownPatrol.into());
         }
         let hash = crate::store::token_hash(token);
         match self.store.patrol_token_matches(patrol, &hash) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(ErrorCode::BadToken),
+            Ok(false) => Err(ErrorCode::BadToken.into()),
+            // vakt's failure, not the patrol's token.
             Err(e) => {
                 tracing::error!(error = %e, "reading patrol tokens failed");
-                Err(ErrorCode::BadToken)
+                Err(EventError::Unavailable)
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The server side of the patrol link (`proto/patrol.md`): QUIC sessions of home-care
 //! patrols, independent of where dispatches are kept (a [`PatrolHub`]).
 //!
-//! One task per connection, a permit before each accept (at most `max_sessions`), one
+//! One task per connection (on the server's one accept loop: a permit before each accept, at
+//! most `max_sessions`, a share per source), one
 //! bidirectional stream per connection, `hello` within [`HELLO_TIMEOUT_SECS`], frames read
 //! into a buffer bounded by one frame, a bounded queue of pushes per session. A second login
 //! of the same patrol replaces the first (`error replaced`, close code 3).
@@ -17,11 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+use crate::transport::{
+    self,
+    accept::{AcceptOptions, Scope},
+};
 
 use crate::dispatch::wire::{
     self, AssignmentMsg, CLOSE_AUTH, CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_SHUTDOWN,
@@ -45,14 +50,15 @@ const READ_CHUNK: usize = 4096;
 /// Numbers of the server's `seq` reserved at a time for one patrol.
 pub const SEQ_BLOCK: u64 = 1024;
 
-/// Why a patrol's event got no `ack`.
+/// Why a patrol's login or event was not accepted, tagged by origin: the patrol's (refused,
+/// with a code that tells it why) or vakt's (storage failed: never blamed on the patrol).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventError {
     /// Refused for good: answered with an `error` of this code and message (the patrol does
-    /// not send it again).
+    /// not send it again; a refused login is fatal).
     Refused(ErrorCode, String),
-    /// It could not be made durable (storage failed): no answer; the connection is closed
-    /// (code 4) so the patrol sends it again after reconnecting.
+    /// It could not be checked or made durable (storage failed): no answer; the connection
+    /// is closed (code 4, "internal error") so the patrol sends it again after reconnecting.
     Unavailable,
 }
 
@@ -65,8 +71,9 @@ impl From<ErrorCode> for EventError {
 /// Where dispatches live, as the patrol link sees them.
 pub trait PatrolHub: Send + Sync + 'static {
     /// Checks the login: `Ok` if the token is this patrol's (constant time; the hub hashes
-    /// it), else [`ErrorCode::UnknownPatrol`] (no such patrol) or [`ErrorCode::BadToken`].
-    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), ErrorCode>;
+    /// it), else refused with [`ErrorCode::UnknownPatrol`] (no such patrol) or
+    /// [`ErrorCode::BadToken`], or [`EventError::Unavailable`] when the tokens cannot be read.
+    fn authenticate(&self, patrol: &str, token: &str) -> Result<(), EventError>;
     /// The patrol's open assignments, as they are now (sent after `welcome`, and again on
     /// every reconnect).
     fn open_assignments(&self, patrol: &str) -> Vec<AssignmentMsg>;
@@ -239,8 +246,9 @@ impl Link {
     }
 }
 
-/// Accepts patrol connections on `endpoint` until `shutdown`, at most `max_sessions` at once;
-/// returns when every session has ended.
+/// Accepts patrol connections on `endpoint` until `shutdown`, at most `max_sessions` at once
+/// (and as many from one source); returns when every session has ended, and closes the
+/// endpoint.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     hub: Arc<dyn PatrolHub>,
@@ -248,59 +256,58 @@ pub async fn serve(
     max_sessions: usize,
     shutdown: CancellationToken,
 ) {
-    let sources = crate::transport::limit::PerSource::new("patrol_quic", max_sessions);
-    serve_limited(endpoint, hub, link, max_sessions, sources, shutdown).await;
+    let scope = Scope::new(shutdown);
+    let opts = LinkOptions {
+        max_sessions,
+        max_sessions_per_source: max_sessions,
+    };
+    accept(endpoint.clone(), hub, link, opts, scope.clone()).await;
+    scope.tracker.close();
+    scope.tracker.wait().await;
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"shutdown");
 }
 
-/// [`serve`], with at most a source's share of `sources` at once from one source: a
-/// connection beyond it is refused at `Incoming`, before any handshake.
-pub async fn serve_limited(
+/// The bounds of the link (`[patrol]`).
+#[derive(Clone, Copy, Debug)]
+pub struct LinkOptions {
+    /// Sessions at once.
+    pub max_sessions: usize,
+    /// Sessions at once from one source; a connection beyond is refused at `Incoming`,
+    /// before any handshake.
+    pub max_sessions_per_source: usize,
+}
+
+/// Accepts patrol connections on `endpoint` (the one accept loop,
+/// [`crate::transport::accept`]) until `scope.shutdown`; each session runs on `scope`, so
+/// the server's grace deadline bounds it. The endpoint is the caller's to close once the
+/// sessions have ended.
+pub async fn accept(
     endpoint: quinn::Endpoint,
     hub: Arc<dyn PatrolHub>,
     link: Link,
-    max_sessions: usize,
-    sources: crate::transport::limit::PerSource,
-    shutdown: CancellationToken,
+    opts: LinkOptions,
+    scope: Scope,
 ) {
-    let permits = Arc::new(Semaphore::new(max_sessions.max(1)));
-    let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let incoming = tokio::select! {
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let peer = incoming.remote_address();
-        let Some(source) = sources.admit(peer.ip()) else {
-            incoming.refuse();
-            continue;
-        };
-        let span = tracing::info_span!("patrol_conn", %peer, patrol = tracing::field::Empty);
+    let accept = AcceptOptions {
+        name: "patrol_quic",
+        max_connections: opts.max_sessions,
+        max_per_source: opts.max_sessions_per_source,
+    };
+    // QUIC's accept does not fail (it ends when the endpoint closes): never counted.
+    let errors = crate::telemetry::accept_errors(accept.name);
+    let shutdown = scope.shutdown.clone();
+    transport::accept::serve(endpoint, accept, errors, scope, move |incoming, _peer| {
         let hub = hub.clone();
         let link = link.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(
-            async move {
-                let reason = connection(incoming, &hub, &link, &shutdown).await;
-                tracing::debug!(reason, "closed");
-                drop(source);
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
-    tracker.close();
-    tracker.wait().await;
-    endpoint.close(CLOSE_SHUTDOWN.into(), b"shutdown");
+        let span = tracing::info_span!("patrol", patrol = tracing::field::Empty);
+        async move {
+            let reason = connection(incoming, &hub, &link, &shutdown).await;
+            tracing::debug!(reason, "closed");
+        }
+        .instrument(span)
+    })
+    .await;
 }
 
 /// Runs a blocking hub call off the async threads.
@@ -512,18 +519,15 @@ async fn connection(
     };
     match login {
         Some(Ok(())) => {}
-        Some(Err(code)) => {
+        Some(Err(EventError::Refused(code, message))) => {
             tracing::info!(patrol = %patrol_id, code = code.as_str(), "refused login");
-            let message = match code {
-                ErrorCode::UnknownPatrol => "no patrol with this id",
-                _ => "the token does not match the patrol",
-            };
-            st.fatal(&conn, Some(hello_seq), code, message, CLOSE_AUTH)
+            st.fatal(&conn, Some(hello_seq), code, &message, CLOSE_AUTH)
                 .await;
             return code.as_str();
         }
-        // The hub panicked: nothing is known; the patrol reconnects with backoff.
-        None => {
+        // The tokens could not be read, or the hub panicked: not the patrol's fault; it
+        // reconnects with backoff.
+        Some(Err(EventError::Unavailable)) | None => {
             conn.close(CLOSE_SHUTDOWN.into(), INTERNAL_ERROR);
             return "hub_failed";
         }
@@ -696,6 +700,8 @@ async fn session(
 
 fn refusal(code: ErrorCode) -> &'static str {
     match code {
+        ErrorCode::UnknownPatrol => "no patrol with this id",
+        ErrorCode::BadToken => "the token does not match the patrol",
         ErrorCode::NotYours => "the dispatch is not assigned to this patrol",
         ErrorCode::Closed => "the dispatch is no longer open",
         ErrorCode::BadMessage => "the event is not allowed now",

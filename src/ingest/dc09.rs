@@ -467,6 +467,11 @@ impl Receiver {
         }
     }
 
+    /// A run of bytes too long to be a frame: NAK with receiver time (counted `too_long`).
+    pub fn oversized(&self, now: jiff::Timestamp) -> Decision {
+        self.nak(now, ProtoLabel::Invalid, "too_long")
+    }
+
     fn nak(&self, now: jiff::Timestamp, proto: ProtoLabel, reason: &'static str) -> Decision {
         self.metrics.nak(reason);
         let mut reply = Vec::with_capacity(48);

@@ -1,7 +1,8 @@
 //! SCAIP alarm sessions: what each authenticated `<mrq>` is answered (protocols.md §3.5,
-//! §3.10). The SIP transport ([`crate::transport::sip`]) authenticates the device, answers the
-//! SIP MESSAGE 200 OK at once, and hands the body here; the `<mrs>` this returns goes back to
-//! the device in a MESSAGE of its own.
+//! §3.10). The SIP transport ([`crate::transport::sip`]) asks [`Scaip`] (its
+//! [`ScaipHandler`]) to authenticate the device ([`super::digest`], against the registry),
+//! answers the SIP MESSAGE 200 OK at once, and hands the body here; the `<mrs>` this returns
+//! goes back to the device in a MESSAGE of its own.
 //!
 //! | request | journaled | answer |
 //! |---|---|---|
@@ -14,9 +15,11 @@
 //! | new alarm (level 0-2) | yes, then | `snu 4` until an operator takes its Call, then `snu 0` + `mre` |
 //! | anything else (faults, restores, tests, presence, `RE`, `IN`) | yes, then | `snu 0` (an `IN` of a held alarm gets the alarm's state) |
 //! | the same `cid` + `ref` again | no (the first is durable) | the current state of the same alarm |
-//! | journal queue full, or at `max_holds` | a new alarm at `max_holds` still is | `snu 6` (busy: the device also tries its next route) |
+//! | journal queue full or failed, `max_in_flight` requests waiting for it, or at `max_holds` | a new alarm at `max_holds` still is | `snu 6` (busy: the device also tries its next route) |
 //!
-//! No `snu 0` or `4` is sent for a message that is not durable in the journal. The state of an
+//! No `snu 0` or `4` is sent for a message that is not durable in the journal
+//! ([`super::Ingress::journal`]); a storage failure is vakt's fault, answered `snu 6`, never
+//! a format error. The state of an
 //! alarm is read from triage through [`Tracker`], which learns the Call each SCAIP Signal went
 //! into; `now` is a parameter everywhere.
 
@@ -27,9 +30,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::calls::SignalObserver;
-use crate::ingest::Ingress;
-use crate::journal::{Commit, DedupKey, SubmitError, dedup_key};
+use crate::ingest::digest::{Digest, Unauthenticated};
+use crate::ingest::{Ingress, NotDurable};
+use crate::journal::{DedupKey, dedup_key};
 use crate::model::{CallState, Flags, ScaipInfo, Signal, SignalEvent, Transport};
+use crate::transport::sip::ScaipHandler;
 use crate::triage::priority;
 use crate::triage::{Ingested, Triage};
 use vakt_proto::event::Qualifier;
@@ -63,6 +68,12 @@ pub struct ScaipOptions {
     pub voice_mre: u8,
     /// `tnu` (with `cre 62`), if the voice call goes somewhere else than the device's default.
     pub voice_uri: Option<String>,
+    /// Digest realm.
+    pub realm: String,
+    /// Nonce lifetime in seconds.
+    pub nonce_secs: i64,
+    /// Requests waiting for the journal at once; beyond, `snu 6` (busy).
+    pub max_in_flight: usize,
 }
 
 /// Learns, on the triage thread, which Call each SCAIP Signal opened or joined (or which rule
@@ -157,20 +168,7 @@ pub struct Answer {
     pub result: &'static str,
 }
 
-/// One authenticated SCAIP request.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    /// The SIP Digest user the device authenticated as.
-    pub user: &'a str,
-    /// The SIP body.
-    pub body: &'a [u8],
-    /// UDP, TCP or TLS.
-    pub transport: Transport,
-    /// The device's address.
-    pub peer: SocketAddr,
-    /// Arrival time.
-    pub now: Timestamp,
-}
+pub use crate::transport::sip::Request;
 
 /// The SCAIP rules between the SIP endpoint and the journal.
 pub struct Scaip {
@@ -181,6 +179,8 @@ pub struct Scaip {
     opts: ScaipOptions,
     sessions: Mutex<Sessions>,
     metrics: crate::telemetry::ScaipMetrics,
+    digest: Digest,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Scaip {
@@ -273,6 +273,8 @@ impl Scaip {
             desk: None,
             triage,
             tracker,
+            digest: Digest::new(opts.realm.clone(), opts.nonce_secs),
+            in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
             opts,
             sessions: Mutex::new(Sessions::default()),
             metrics,
@@ -288,7 +290,7 @@ impl Scaip {
 
     /// The device registry (SIP users and their passwords, and the devices).
     pub fn registry(&self) -> &crate::registers::devices::Devices {
-        self.ingress.receiver.registry()
+        self.ingress.receiver().registry()
     }
 
     /// The metric handles.
@@ -325,13 +327,13 @@ impl Scaip {
         // Only the device registered to this SIP user proves it can reach vakt: another
         // user's request naming its cid must not hide its silence.
         let supervision_secs = {
-            let registry = self.ingress.receiver.registry().current();
+            let registry = self.ingress.receiver().registry().current();
             registry
                 .scaip(&mrq.cid, req.user)
                 .map(|d| d.supervision_secs)
         };
         if supervision_secs.is_some() {
-            self.ingress.receiver.heard(&mrq.cid, req.now);
+            self.ingress.receiver().heard(&mrq.cid, req.now);
         }
         if mrq.mty == MessageType::Heartbeat {
             return Self::heartbeat(&mrq, supervision_secs.flatten());
@@ -406,7 +408,7 @@ impl Scaip {
 
     /// Builds the Signal and says whether it waits for an operator's voice call.
     fn signal(&self, m: &Mrq, req: &Request<'_>) -> (Signal, bool) {
-        let registry = self.ingress.receiver.registry().current();
+        let registry = self.ingress.receiver().registry().current();
         // The device is the registry's only if it authenticated with that device's user.
         let device = registry.scaip(&m.cid, req.user);
         // A cid that is another device's (another SIP user's, or a DC-09 account): this
@@ -512,23 +514,17 @@ impl Scaip {
             ]),
         };
         let reference = Some(m.reference.clone());
-        let rx = match self.ingress.journal.try_submit(signal, Some(dedup)) {
-            Ok(rx) => rx,
+        match self.ingress.journal(signal, Some(dedup)).await {
+            Ok(d) => Ok((d.id, d.fresh)),
             Err(e) => {
                 let reason = match e {
-                    SubmitError::Full => "journal_full",
-                    _ => "journal_failed",
+                    NotDurable::Full => "journal_full",
+                    NotDurable::Unavailable(_) | NotDurable::Failed => "journal_failed",
                 };
-                tracing::warn!(error = %e, "scaip request not journaled; answered busy");
+                if !matches!(e, NotDurable::Failed) {
+                    tracing::warn!(error = %e, "scaip request not journaled; answered busy");
+                }
                 self.metrics.busy(reason);
-                return Err(answer(reference, snu::BUSY, "busy"));
-            }
-        };
-        match rx.await.unwrap_or(Commit::Failed) {
-            Commit::Stored(id) => Ok((id, true)),
-            Commit::Duplicate(id) => Ok((id, false)),
-            Commit::Failed => {
-                self.metrics.busy("journal_failed");
                 Err(answer(reference, snu::BUSY, "busy"))
             }
         }
@@ -676,5 +672,47 @@ impl Scaip {
     pub fn tick(&self, now: Timestamp) {
         let mut g = self.lock();
         self.sweep(&mut g, now);
+    }
+}
+
+impl ScaipHandler for Scaip {
+    fn authenticate(
+        &self,
+        msg: &vakt_proto::sip::Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+    ) -> Result<String, String> {
+        let registry = self.registry().current();
+        match self.digest.authenticate(msg, method, uri, &registry) {
+            Ok(user) => Ok(user),
+            Err(why) => {
+                let stale = match why {
+                    Unauthenticated::Challenge => false,
+                    Unauthenticated::Refused { reason, stale } => {
+                        self.metrics.auth_failure(reason);
+                        tracing::info!(%peer, reason, "sip authentication refused");
+                        stale
+                    }
+                };
+                Err(self.digest.challenge(stale))
+            }
+        }
+    }
+
+    async fn message(&self, req: Request<'_>) -> Vec<u8> {
+        // Bounded: beyond `max_in_flight` requests waiting for the journal, busy.
+        let a = match self.in_flight.try_acquire() {
+            Ok(_permit) => self.answer(req).await,
+            Err(_) => {
+                self.metrics.busy("in_flight");
+                answer(scaip::sniff_ref(req.body), snu::BUSY, "busy")
+            }
+        };
+        self.metrics.message(req.transport, a.result);
+        tracing::debug!(snu = a.mrs.snu, result = a.result, "scaip answered");
+        let mut xml = Vec::with_capacity(128);
+        scaip::encode_mrs(&a.mrs, &mut xml);
+        xml
     }
 }

@@ -153,6 +153,46 @@ pub fn dev_identity(
     Ok((load_identity(&cert_path, &key_path)?, true))
 }
 
+/// Where a server's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A PEM certificate chain and key.
+    Files {
+        /// The chain.
+        cert: PathBuf,
+        /// The key.
+        key: PathBuf,
+    },
+    /// The development certificate kept in `dir` ([`dev_identity`]), made with `names`
+    /// when it is not there.
+    Development {
+        /// The data directory.
+        dir: PathBuf,
+        /// Extra DNS names or addresses.
+        names: Vec<String>,
+    },
+}
+
+impl IdentitySource {
+    /// Reads (or, for the development certificate, makes) the identity; a certificate made
+    /// now is logged with a warning.
+    pub fn load(&self) -> Result<Identity, QuicError> {
+        match self {
+            IdentitySource::Files { cert, key } => load_identity(cert, key),
+            IdentitySource::Development { dir, names } => {
+                let (id, made) = dev_identity(dir, names)?;
+                if made {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "made a self-signed development certificate for the patrol link; configure patrol.cert_file and key_file for patrols on real networks"
+                    );
+                }
+                Ok(id)
+            }
+        }
+    }
+}
+
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), QuicError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -1,29 +1,30 @@
-//! DC-09 over TCP: a permit before accept, a cap per source, one task per connection, a
-//! streaming LF..CR framer, pipelined frames answered in order, idle and frame deadlines.
+//! DC-09 over TCP: one task per connection (accepted by [`super::accept`]), a streaming
+//! LF..CR framer, pipelined frames answered in order, idle and frame deadlines.
+//!
+//! The frames of one read are handed to the [`FrameHandler`] (ingest's conductor), which
+//! decides each, journals those that must be, and gives back their answers in order once
+//! they may be sent: the frames of one read share a group commit. When it says a frame must
+//! go unanswered, the answers before it are written and the connection is closed, so the
+//! device retries or fails over.
 //!
 //! Deadlines: a connection that completes no frame for `idle_timeout` is closed (bytes that
 //! are not a frame do not keep it open), and a frame that has begun (its LF received) must be
 //! complete within `frame_timeout` (a byte a minute would otherwise hold the slot forever).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::time::Instant as Deadline;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
-use super::limit::PerSource;
-use crate::ingest::Ingress;
-use crate::ingest::dc09::{Decision, FrameCtx};
-use crate::journal::Commit;
-use crate::model::Transport;
-use crate::telemetry::{ProtoLabel, ResultLabel};
+use super::Arrival;
+use super::accept::{self, AcceptOptions, Scope};
+use crate::telemetry::Metrics;
 use vakt_proto::dc09::{self, Scan};
 
 /// Bytes asked of the socket per read.
@@ -42,125 +43,113 @@ pub struct TcpOptions {
     pub frame_timeout: Duration,
 }
 
-/// Accepts connections until `shutdown`; each connection task is tracked by `tracker`.
-pub async fn serve(
+/// A frame that must go unanswered: the connection is closed after the answers before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Its commit failed (storage): the device must retry or fail over.
+    Failed,
+    /// The journal has shut down: the frames before are answered, the rest are not read.
+    Closed,
+}
+
+/// What the layer above does with DC-09 frames over a stream.
+pub trait FrameHandler: Send + Sync + 'static {
+    /// The frames of one read, decided, in order.
+    type Batch: Default + Send;
+
+    /// Decides one complete LF..CR frame (synchronous: the read buffer is never held across
+    /// an await).
+    fn frame(&self, raw: &[u8], at: Arrival, batch: &mut Self::Batch);
+
+    /// A run of bytes too long to be a frame.
+    fn oversized(&self, at: Arrival, batch: &mut Self::Batch);
+
+    /// Appends the batch's answers to `out` in order, each once it may be sent (after the
+    /// flush that holds its frame, for a journaled one); an error when a frame must go
+    /// unanswered (`out` then holds the answers before it).
+    fn answers(
+        &self,
+        batch: Self::Batch,
+        out: &mut Vec<u8>,
+    ) -> impl Future<Output = Result<(), Unanswered>> + Send;
+}
+
+/// Accepts DC-09 connections until `scope.shutdown`; each connection's frames go to
+/// `handler`.
+pub async fn serve<H: FrameHandler>(
     listener: TcpListener,
-    ingress: Arc<Ingress>,
+    handler: Arc<H>,
     opts: TcpOptions,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    metrics: Metrics,
+    scope: Scope,
 ) {
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
-    let sources = PerSource::new("dc09_tcp", opts.max_per_source);
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        // The permit is taken before accept: at the limit, new devices wait in the backlog.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    ingress.receiver.metrics().tcp_accept_errors.increment(1);
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                    drop(permit);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {},
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        backoff = Duration::from_millis(10);
-        let Some(source) = sources.admit(peer.ip()) else {
-            // Reset, not closed: nothing of this connection lingers here.
-            let _ = stream.set_zero_linger();
-            continue;
-        };
+    let accept = AcceptOptions {
+        name: "dc09_tcp",
+        max_connections: opts.max_connections,
+        max_per_source: opts.max_per_source,
+    };
+    let errors = crate::telemetry::accept_errors(accept.name);
+    let shutdown = scope.shutdown.clone();
+    accept::serve(listener, accept, errors, scope, move |stream, peer| {
         let _ = stream.set_nodelay(true);
-        let m = ingress.receiver.metrics();
-        m.tcp_accepted.increment(1);
-        m.tcp_open.increment(1.0);
-        let span = tracing::info_span!("conn", transport = "tcp", %peer);
-        let ingress = ingress.clone();
+        metrics.tcp_accepted.increment(1);
+        metrics.tcp_open.increment(1.0);
+        let handler = handler.clone();
+        let metrics = metrics.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(
-            async move {
-                tracing::debug!("connected");
-                let reason = connection(stream, peer, &ingress, &opts, &shutdown).await;
-                tracing::debug!(reason, "closed");
-                let m = ingress.receiver.metrics();
-                m.tcp_closed(reason);
-                m.tcp_open.decrement(1.0);
-                drop(source);
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        async move {
+            tracing::debug!("connected");
+            let mut open = Open {
+                metrics: &metrics,
+                reason: "shutdown",
+            };
+            open.reason = connection(stream, peer, &*handler, &metrics, &opts, &shutdown).await;
+            tracing::debug!(reason = open.reason, "closed");
+        }
+    })
+    .await;
+}
+
+/// An open connection in the metrics: counted closed (with its reason) when dropped, also
+/// when its task is dropped at the grace deadline (reason `shutdown`).
+struct Open<'a> {
+    metrics: &'a Metrics,
+    reason: &'static str,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.metrics.tcp_closed(self.reason);
+        self.metrics.tcp_open.decrement(1.0);
     }
 }
 
-enum Pending {
-    Ready(Vec<u8>),
-    Wait {
-        rx: oneshot::Receiver<Commit>,
-        reply: Vec<u8>,
-        proto: ProtoLabel,
-        result: ResultLabel,
-        started: Instant,
-    },
-}
-
-/// Decides every complete frame in `data` (appending each decision and when its frame was
-/// complete to `steps`); returns how many bytes were consumed and how many complete frames
-/// they held. Synchronous, so the read buffer it borrows is never held across an await.
-fn decide_all(
+/// Frames every complete frame in `data` and hands it to `handler`; returns how many bytes
+/// were consumed and how many complete frames they held. Synchronous, so the read buffer it
+/// borrows is never held across an await.
+fn frame_all<H: FrameHandler>(
     data: &[u8],
     peer: SocketAddr,
-    ingress: &Ingress,
-    steps: &mut Vec<(Decision, Instant)>,
+    handler: &H,
+    metrics: &Metrics,
+    batch: &mut H::Batch,
 ) -> (usize, usize) {
-    let rx = &ingress.receiver;
-    let m = rx.metrics();
     let mut off = 0;
     let mut frames = 0;
     while off < data.len() {
         match dc09::scan(&data[off..]) {
             Scan::Incomplete => break,
             Scan::Skip(k) => {
-                m.garbage_bytes.increment(k as u64);
+                metrics.garbage_bytes.increment(k as u64);
                 off += k;
             }
             Scan::Oversized(k) => {
-                m.garbage_bytes.increment(k as u64);
+                metrics.garbage_bytes.increment(k as u64);
                 off += k;
-                let mut reply = Vec::new();
-                dc09::encode_nak(jiff::Timestamp::now(), &mut reply);
-                m.nak("too_long");
-                let nak = Decision::Answer {
-                    reply,
-                    proto: ProtoLabel::Invalid,
-                    result: ResultLabel::Nak,
-                };
-                steps.push((nak, Instant::now()));
+                handler.oversized(Arrival::now(peer), batch);
             }
             Scan::Frame { start, end } => {
-                let started = Instant::now();
-                let ctx = FrameCtx {
-                    transport: Transport::Tcp,
-                    peer,
-                    now: jiff::Timestamp::now(),
-                };
-                steps.push((rx.decide(&data[off + start..off + end], &ctx), started));
+                handler.frame(&data[off + start..off + end], Arrival::now(peer), batch);
                 off += end;
                 frames += 1;
             }
@@ -174,15 +163,14 @@ fn decide_all(
 /// Memory: bytes are read into a buffer on the poll's stack, and only a partial frame left
 /// at the end of a read is kept on the heap, so an idle connection (the normal state of a
 /// device between heartbeats) holds no read buffer at all.
-async fn connection(
+async fn connection<H: FrameHandler>(
     mut stream: TcpStream,
     peer: SocketAddr,
-    ingress: &Ingress,
+    handler: &H,
+    metrics: &Metrics,
     opts: &TcpOptions,
     shutdown: &CancellationToken,
 ) -> &'static str {
-    let rx = &ingress.receiver;
-    let m = rx.metrics();
     let idle = opts.idle_timeout;
     // A partial frame carried over to the next read (empty, and unallocated, between frames).
     let mut partial: Vec<u8> = Vec::new();
@@ -192,8 +180,7 @@ async fn connection(
     let mut frame_until: Option<Deadline> = None;
     loop {
         // Per read; dropped at the end of it, so nothing stays allocated while idle.
-        let mut steps: Vec<(Decision, Instant)> = Vec::new();
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut batch = H::Batch::default();
         let mut out: Vec<u8> = Vec::new();
         let until = frame_until.map_or(idle_until, |f| f.min(idle_until));
         let ready = tokio::select! {
@@ -224,12 +211,12 @@ async fn connection(
             };
             let got = &chunk[..n];
             let frames = if partial.is_empty() {
-                let (used, frames) = decide_all(got, peer, ingress, &mut steps);
+                let (used, frames) = frame_all(got, peer, handler, metrics, &mut batch);
                 partial.extend_from_slice(&got[used..]);
                 frames
             } else {
                 partial.extend_from_slice(got);
-                let (used, frames) = decide_all(&partial, peer, ingress, &mut steps);
+                let (used, frames) = frame_all(&partial, peer, handler, metrics, &mut batch);
                 partial.drain(..used);
                 frames
             };
@@ -245,74 +232,27 @@ async fn connection(
                 frame_until = Some(now + opts.frame_timeout);
             }
         }
-        // Journal submissions of one read share a group commit.
-        // If the journal is closed (shutting down), the frames before stay answered and the
-        // connection closes after them.
-        let mut journal_closed = false;
-        for (decision, started) in steps {
-            if journal_closed {
-                break;
-            }
-            match decision {
-                Decision::Answer {
-                    reply,
-                    proto,
-                    result,
-                } => {
-                    m.answered(Transport::Tcp, proto, result, started);
-                    pending.push(Pending::Ready(reply));
-                }
-                Decision::Journal {
-                    signal,
-                    dedup,
-                    reply,
-                    proto,
-                    result,
-                } => match ingress.journal.submit(*signal, dedup).await {
-                    Ok(crx) => pending.push(Pending::Wait {
-                        rx: crx,
-                        reply,
-                        proto,
-                        result,
-                        started,
-                    }),
-                    Err(_) => {
-                        m.frame(Transport::Tcp, proto, ResultLabel::Dropped);
-                        journal_closed = true;
-                    }
-                },
-            }
-        }
-        // Answer in order. A frame whose commit failed gets no ACK, and neither does any
+        // Answer in order. A frame that must go unanswered gets no ACK, and neither does any
         // later frame on this connection: close it so the device retries or fails over.
-        for p in pending.drain(..) {
-            match p {
-                Pending::Ready(r) => out.extend_from_slice(&r),
-                Pending::Wait {
-                    rx: crx,
-                    reply,
-                    proto,
-                    result,
-                    started,
-                } => {
-                    let commit = crx.await.unwrap_or(Commit::Failed);
-                    if rx.committed(Transport::Tcp, proto, result, commit) {
-                        m.ack_latency(Transport::Tcp, started.elapsed().as_secs_f64());
-                        out.extend_from_slice(&reply);
-                    } else {
-                        let _ = write(&mut stream, &out, idle).await;
-                        return "journal";
+        match handler.answers(batch, &mut out).await {
+            Ok(()) => {}
+            Err(Unanswered::Failed) => {
+                let _ = write(&mut stream, &out, idle).await;
+                return "journal";
+            }
+            Err(Unanswered::Closed) => {
+                if !out.is_empty() {
+                    if let Err(reason) = write(&mut stream, &out, idle).await {
+                        return reason;
                     }
                 }
+                return "journal";
             }
         }
         if !out.is_empty() {
             if let Err(reason) = write(&mut stream, &out, idle).await {
                 return reason;
             }
-        }
-        if journal_closed {
-            return "journal";
         }
     }
 }

@@ -7,37 +7,101 @@
 //! used (NAK, DUH) is answered within [`AnswerRate`]'s budget per source and in all; beyond,
 //! it is counted (`vakt_frames_ignored_total{reason="rate_limited"}`) and not answered.
 //! Frames of devices (ACK) are always answered.
+//!
+//! What a frame gets is the [`DatagramHandler`]'s business (ingest's conductor); it asks the
+//! listener's [`Gate`] for the two bounds above.
 
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::Arrival;
+use super::accept::Scope;
 use super::limit::AnswerRate;
-use crate::ingest::Ingress;
-use crate::ingest::dc09::{Decision, FrameCtx};
-use crate::journal::Commit;
 use crate::model::Transport;
-use crate::telemetry::{ProtoLabel, ResultLabel};
+use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
 use vakt_proto::dc09::{self, MAX_FRAME_BYTES, Scan};
 
-/// Receives datagrams until `shutdown`.
-pub async fn serve(
+/// A place among the frames waiting for the journal, given back when dropped.
+#[derive(Debug)]
+pub struct Place {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The listener's bounds, as one datagram's handler may use them.
+#[derive(Debug)]
+pub struct Gate<'a> {
+    rate: &'a mut AnswerRate,
+    in_flight: &'a Arc<Semaphore>,
+    peer: IpAddr,
+    now: Instant,
+}
+
+impl Gate<'_> {
+    /// True when a frame that cannot be used (NAK, DUH) may be answered to this source now
+    /// (the answer is counted against its budget).
+    pub fn answer_garbage(&mut self) -> bool {
+        self.rate.allow(self.peer, self.now)
+    }
+
+    /// A place among the frames waiting for the journal; `None` beyond the bound.
+    pub fn wait(&mut self) -> Option<Place> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Place { _permit: p })
+    }
+}
+
+/// What a datagram's frame gets.
+#[derive(Debug)]
+pub enum Reply<W> {
+    /// These bytes now (nothing when empty).
+    Now(Vec<u8>),
+    /// No answer.
+    None,
+    /// An answer once `waiting` settles ([`DatagramHandler::settle`]); the place is held
+    /// until it is sent.
+    Later {
+        /// What waits (for the journal).
+        waiting: W,
+        /// Its place among the frames waiting.
+        place: Place,
+    },
+}
+
+/// What the layer above does with DC-09 frames over UDP.
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// A frame waiting for its answer.
+    type Waiting: Send + 'static;
+
+    /// Decides one frame.
+    fn frame(&self, raw: &[u8], at: Arrival, gate: &mut Gate<'_>) -> Reply<Self::Waiting>;
+
+    /// The answer of a waiting frame once it may be sent; `None`: no answer.
+    fn settle(&self, waiting: Self::Waiting) -> impl Future<Output = Option<Vec<u8>>> + Send;
+}
+
+/// Receives datagrams until `scope.shutdown`; frames waiting for their answer (at most
+/// `max_in_flight`) run on `scope`.
+pub async fn serve<H: DatagramHandler>(
     socket: UdpSocket,
-    ingress: Arc<Ingress>,
+    handler: Arc<H>,
     max_in_flight: usize,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    metrics: Metrics,
+    scope: Scope,
 ) {
     let socket = Arc::new(socket);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     // Larger than any frame, so an oversized datagram is seen as such rather than cut.
     let mut buf = vec![0u8; MAX_FRAME_BYTES + 1024];
-    let m = ingress.receiver.metrics().clone();
+    let m = metrics;
     let mut garbage_answers = AnswerRate::new(Instant::now());
     loop {
         let (n, peer) = tokio::select! {
@@ -49,9 +113,9 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => return,
+            () = scope.shutdown.cancelled() => return,
         };
-        let started = Instant::now();
+        let at = Arrival::now(peer);
         let dgram = &buf[..n];
         let Some(frame) = first_frame(dgram) else {
             // Not even a frame: an answer would only serve to reflect traffic.
@@ -60,24 +124,15 @@ pub async fn serve(
             m.frame(Transport::Udp, ProtoLabel::Invalid, ResultLabel::Dropped);
             continue;
         };
-        let ctx = FrameCtx {
-            transport: Transport::Udp,
-            peer,
-            now: jiff::Timestamp::now(),
+        let mut gate = Gate {
+            rate: &mut garbage_answers,
+            in_flight: &in_flight,
+            peer: peer.ip(),
+            now: at.started,
         };
-        match ingress.receiver.decide(frame, &ctx) {
-            Decision::Answer {
-                reply,
-                proto,
-                result,
-            } => {
-                let garbage = matches!(result, ResultLabel::Nak | ResultLabel::Duh);
-                if garbage && !garbage_answers.allow(peer.ip(), started) {
-                    m.ignored("rate_limited");
-                    m.frame(Transport::Udp, proto, ResultLabel::Dropped);
-                    continue;
-                }
-                m.answered(Transport::Udp, proto, result, started);
+        match handler.frame(frame, at, &mut gate) {
+            Reply::None => {}
+            Reply::Now(reply) => {
                 if reply.is_empty() {
                     continue;
                 }
@@ -85,42 +140,18 @@ pub async fn serve(
                     tracing::debug!(error = %e, %peer, "udp send failed");
                 }
             }
-            Decision::Journal {
-                signal,
-                dedup,
-                reply,
-                proto,
-                result,
-            } => {
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    m.udp_dropped.increment(1);
-                    m.frame(Transport::Udp, proto, ResultLabel::Dropped);
-                    continue;
-                };
-                let crx = match ingress.journal.try_submit(*signal, dedup) {
-                    Ok(crx) => crx,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "udp frame not journaled");
-                        m.udp_dropped.increment(1);
-                        m.frame(Transport::Udp, proto, ResultLabel::Dropped);
-                        continue;
-                    }
-                };
+            Reply::Later { waiting, place } => {
                 let socket = socket.clone();
-                let ingress = ingress.clone();
+                let handler = handler.clone();
                 let span = tracing::debug_span!("dgram", transport = "udp", %peer);
-                tracker.spawn(
+                scope.spawn(
                     async move {
-                        let commit = crx.await.unwrap_or(Commit::Failed);
-                        let rx = &ingress.receiver;
-                        if rx.committed(Transport::Udp, proto, result, commit) {
-                            rx.metrics()
-                                .ack_latency(Transport::Udp, started.elapsed().as_secs_f64());
+                        if let Some(reply) = handler.settle(waiting).await {
                             if let Err(e) = socket.send_to(&reply, peer).await {
                                 tracing::debug!(error = %e, "udp send failed");
                             }
                         }
-                        drop(permit);
+                        drop(place);
                     }
                     .instrument(span),
                 );
