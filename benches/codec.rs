@@ -12,7 +12,7 @@ use vakt_proto::crypto::Key;
 use vakt_proto::dc09::{
     FrameSpec, Pad, Scan, encode_ack, encode_ack_encrypted, encode_frame_encrypted, parse, scan,
 };
-use vakt_proto::event::decode_payload;
+use vakt_proto::payload::decode_payload;
 use vakt_proto::{scaip, sip};
 
 /// protocols.md §1.10 #1 (PIMA, CID 407 restore).

@@ -7,7 +7,7 @@
 //! The flow on the receive side is [`scan`] (find one LF..CR frame in a byte stream),
 //! [`parse`] (check CRC and length, split the header; zero-copy), then
 //! [`Frame::content`] or [`Frame::decrypt`] (data, xdata, timestamp), then
-//! [`decode_payload`](super::event::decode_payload). The reply is built with
+//! [`decode_payload`](super::payload::decode_payload). The reply is built with
 //! [`encode_ack`], [`encode_ack_encrypted`], [`encode_duh`] or [`encode_nak`].
 //! `proto/dc09.md` documents the wire format and every tolerance.
 
@@ -1118,7 +1118,8 @@ fn encrypt_hex(key: &Key, pad: Pad<'_>, pipe: bool, rest: &[u8], out: &mut Vec<u
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::event::{Event, decode_payload};
+    use super::super::event::Event;
+    use super::super::payload::decode_payload;
     use super::*;
     use rand::SeedableRng;
 

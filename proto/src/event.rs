@@ -1,9 +1,8 @@
-//! The normalised alarm event shared by the ADM-CID and SIA-DCS payloads (protocols.md §2),
-//! the payload dispatcher [`decode_payload`] and the code name tables.
+//! The normalised alarm event shared by the ADM-CID and SIA-DCS payloads (protocols.md §2)
+//! and the code name tables. The payload decoders ([`super::contact_id`], [`super::sia_dcs`])
+//! build these; [`super::payload::decode_payload`] picks the decoder of a frame's token.
 
 use std::fmt;
-
-use super::dc09::Token;
 
 /// Most SIA-DCS events decoded from one frame; more is an error, not a truncation.
 pub const MAX_EVENTS: usize = 64;
@@ -119,32 +118,6 @@ impl PayloadError {
             PayloadError::TooManyEvents => "too_many_events",
             PayloadError::NoEvents => "no_events",
             PayloadError::Malformed(_) => "malformed",
-        }
-    }
-}
-
-/// Decodes the data block of a frame (`Content::data`) according to its token.
-///
-/// * `Null`: always `Ok` with no events, whatever the data (NULLs with data occur in the
-///   field, §1.8); the account is taken from a leading `#acct|` if present.
-/// * `AdmCid`: [`super::contact_id::decode`].
-/// * `SiaDcs`: [`super::sia_dcs::decode`].
-/// * anything else: [`PayloadError::UnsupportedToken`].
-///
-/// Unknown event codes are not errors: they decode, and [`name`] returns `None` for them.
-pub fn decode_payload(token: Token, data: &[u8]) -> Result<Payload, PayloadError> {
-    match token {
-        Token::Null => {
-            let account = split_account(data).ok().and_then(|(acct, _)| acct);
-            Ok(Payload {
-                account,
-                events: Vec::new(),
-            })
-        }
-        Token::AdmCid => super::contact_id::decode(data),
-        Token::SiaDcs => super::sia_dcs::decode(data),
-        Token::Ack | Token::Nak | Token::Duh | Token::Rsp | Token::Other => {
-            Err(PayloadError::UnsupportedToken)
         }
     }
 }
@@ -483,21 +456,6 @@ mod tests {
         for (i, (c, _)) in SIA_NAMES.iter().enumerate() {
             assert!(SIA_NAMES[i + 1..].iter().all(|(d, _)| d != c), "{c:?}");
         }
-    }
-
-    #[test]
-    fn null_and_unsupported() {
-        let p = decode_payload(Token::Null, b"").expect("null");
-        assert!(p.events.is_empty() && p.account.is_none());
-        let p = decode_payload(Token::Null, b"#0000|0000 00 000").expect("null with data");
-        assert!(p.events.is_empty());
-        assert_eq!(p.account.as_deref(), Some("0000"));
-        assert!(decode_payload(Token::Null, b"\xff\x00garbage]").is_ok());
-        assert_eq!(
-            decode_payload(Token::Ack, b""),
-            Err(PayloadError::UnsupportedToken)
-        );
-        assert_eq!(PayloadError::UnsupportedToken.as_str(), "unsupported_token");
     }
 
     #[test]

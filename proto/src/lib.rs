@@ -10,7 +10,7 @@
 //! decoder returns a typed error with a stable `as_str()` label instead.
 //!
 //! Receive path: [`dc09::scan`] → [`dc09::parse`] → [`dc09::Frame::content`] or
-//! [`dc09::Frame::decrypt`] → [`event::decode_payload`]; reply with
+//! [`dc09::Frame::decrypt`] → [`payload::decode_payload`]; reply with
 //! [`dc09::encode_ack`], [`dc09::encode_ack_encrypted`], [`dc09::encode_duh`] or
 //! [`dc09::encode_nak`]. The wire format as vakt implements it is in `dc09.md` (beside this crate);
 //! the test vectors are in `dc09/vectors.txt`.
@@ -29,6 +29,7 @@ pub mod crc;
 pub mod crypto;
 pub mod dc09;
 pub mod event;
+pub mod payload;
 pub mod scaip;
 pub mod sia_dcs;
 pub mod sip;

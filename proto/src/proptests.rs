@@ -10,7 +10,8 @@ use super::dc09::{
     CrcFormat, FrameSpec, MAX_FRAME_BYTES, Pad, Scan, Token, XData, encode_ack,
     encode_ack_encrypted_with, encode_duh, encode_frame, encode_frame_encrypted_with, parse, scan,
 };
-use super::event::{EventCode, Qualifier, decode_payload};
+use super::event::{EventCode, Qualifier};
+use super::payload::decode_payload;
 use super::sia_dcs;
 
 /// Valid frames to mutate: protocols.md §1.10 and a Lupusec-style binary-CRC frame.

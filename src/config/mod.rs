@@ -335,7 +335,7 @@ pub struct HttpConfig {
     pub public_origin: Option<String>,
 }
 
-pub use crate::console::guard::ClientAddressHeader;
+pub use crate::console::client::ClientAddressHeader;
 
 /// A list of addresses (`192.0.2.10`, `::1`) or networks (`10.0.0.0/8`, `fd00::/8`).
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {

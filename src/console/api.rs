@@ -10,15 +10,16 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::auth;
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::guard::ClientIp;
+use super::state::AppState;
 use crate::calls::{CallSummary, Stats};
 use crate::model::{AuditEntry, Call, Outcome, PhoneParty, Role, Subscriber};
 use crate::store::SessionRecord;
@@ -29,133 +30,6 @@ pub const COOKIE: &str = "vakt_session";
 
 /// Most rows one list request returns.
 pub const MAX_LIST: usize = 1000;
-
-/// An error answer: `{"error": "..."}` (and `owner` for a Call another operator owns).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, in words.
-    pub error: String,
-    /// The operator who owns the Call (409 on claim).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    /// The Call's open dispatch (409 on a second dispatch).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dispatch: Option<u64>,
-    /// Every problem of a refused import, by file and line.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-}
-
-/// An error with its status.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with a status and a reason.
-    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: ErrorBody {
-                error: error.into(),
-                owner: None,
-                dispatch: None,
-                problems: Vec::new(),
-            },
-            retry_after: None,
-        }
-    }
-
-    /// With the owner of a Call.
-    pub(crate) fn with_owner(mut self, owner: String) -> ApiError {
-        self.body.owner = Some(owner);
-        self
-    }
-
-    /// With the open dispatch of a Call.
-    pub(crate) fn with_dispatch(mut self, id: u64) -> ApiError {
-        self.body.dispatch = Some(id);
-        self
-    }
-
-    /// With the problems of an import.
-    pub(crate) fn with_problems(mut self, problems: Vec<String>) -> ApiError {
-        self.body.problems = problems;
-        self
-    }
-
-    pub(crate) fn bad_request(e: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, e)
-    }
-
-    pub(crate) fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
-    }
-
-    pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %e, "{what}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, Json(self.body)).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        r
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> ApiError {
-        ApiError::new(e.status(), e.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> ApiError {
-        ApiError::new(e.status(), e.body_text())
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    /// Storage failed: the server's fault (500), never the client's.
-    fn from(e: crate::store::StoreError) -> ApiError {
-        ApiError::internal("storage failed", e)
-    }
-}
-
-impl From<CallError> for ApiError {
-    fn from(e: CallError) -> ApiError {
-        match e {
-            CallError::NotFound => ApiError::not_found("call"),
-            CallError::OwnedBy(owner) => ApiError {
-                status: StatusCode::CONFLICT,
-                body: ErrorBody {
-                    error: format!("the call is taken by {owner}"),
-                    owner: Some(owner),
-                    dispatch: None,
-                    problems: Vec::new(),
-                },
-                retry_after: None,
-            },
-            CallError::NotOwner => {
-                ApiError::new(StatusCode::CONFLICT, "take the call before acting on it")
-            }
-            CallError::Closed => ApiError::new(StatusCode::GONE, "the call is closed"),
-            CallError::Invalid(why) => ApiError::bad_request(why),
-        }
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The logged-in user of a request (from the session cookie).
 #[derive(Clone, Debug)]

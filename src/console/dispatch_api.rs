@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use super::api::{ApiError, ApiResult, ErrorBody, Session, audit, flush_store};
+use super::api::{Session, audit, flush_store};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::state::AppState;
 use crate::dispatch::desk::{Choices, DeskError, DispatchView, PatrolBoard};
 use crate::dispatch::service::DispatchError;
 use crate::model::Role;

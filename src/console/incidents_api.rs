@@ -7,8 +7,9 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use super::api::{ApiError, ApiResult, ErrorBody, Session};
+use super::api::Session;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::state::AppState;
 use crate::model::Role;
 use crate::outbox::{DeliveryFilter, DeliveryState, DeliveryView};
 use crate::supervision::incidents::IncidentView;

@@ -17,8 +17,9 @@ use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
-use super::api::{ErrorBody, Session, session_by_hash, session_token};
+use super::api::{Session, session_by_hash, session_token};
+use super::error::ErrorBody;
+use super::state::AppState;
 use crate::calls::{CallSummary, LiveEvent, Stats};
 use crate::model::Role;
 
@@ -68,11 +69,11 @@ pub async fn live(
     State(state): State<AppState>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, super::api::ApiError> {
+) -> Result<Response, super::error::ApiError> {
     // The session first: without one, the answer is 401 whatever the request.
     let Some(token) = session_token(&headers, &state)? else {
         state.metrics.rejected("no_session");
-        return Err(super::api::ApiError::new(
+        return Err(super::error::ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
             "log in first",
         ));
@@ -84,12 +85,12 @@ pub async fn live(
     // browser sends the cookie and Origin with a WebSocket's opening request).
     if let Err(why) = super::guard::from_console(&headers, state.public_origin.as_deref()) {
         state.metrics.rejected("cross_origin");
-        return Err(super::api::ApiError::new(
+        return Err(super::error::ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             format!("the live feed is only for the console's own pages ({why})"),
         ));
     }
-    let ws = ws.map_err(|e| super::api::ApiError::new(e.status(), e.body_text()))?;
+    let ws = ws.map_err(|e| super::error::ApiError::new(e.status(), e.body_text()))?;
     Ok(ws
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| serve(socket, state, s, hash)))

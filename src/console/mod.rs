@@ -12,201 +12,35 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod dispatch_api;
+pub mod error;
 pub mod guard;
 pub mod incidents_api;
 pub mod live;
+pub mod state;
 pub mod users_api;
 pub mod work_orders_api;
 
+pub use state::{AppState, ConsoleOptions, Services};
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::{Semaphore, watch};
-use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-use crate::calls::{CallSummary, Calls, Stats};
-use crate::registers::devices::Devices;
-use crate::store::Store;
-use crate::telemetry::ConsoleMetrics;
 
 /// Largest import body (CSV) accepted.
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Largest body of any other request.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// Password checks running at once (argon2id is made to be slow and memory-hungry).
-const VERIFY_PERMITS: usize = 4;
-
-/// Of those, checks of throttled logins running at once (see [`auth::LoginThrottle`]): a
-/// flood of wrong passwords takes at most this share of the checks.
-const THROTTLED_VERIFY_PERMITS: usize = 1;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// True while vakt accepts frames (false while starting and shutting down).
-    pub ready: Arc<AtomicBool>,
-    /// Calls: triage, the live feed, durability.
-    pub calls: Arc<Calls>,
-    /// The device registry in use.
-    pub devices: Devices,
-    /// Today's answer figures, kept fresh by a background task.
-    pub stats: watch::Receiver<Stats>,
-    /// The centre's time zone.
-    pub tz: jiff::tz::TimeZone,
-    /// Failed logins: which are throttled, and for how long their answers are held.
-    pub throttle: Arc<auth::LoginThrottle>,
-    /// Bounds the password checks running at once.
-    pub verify_permits: Arc<Semaphore>,
-    /// Bounds the throttled logins' password checks running at once (taken before a
-    /// `verify_permits` permit).
-    pub throttled_permits: Arc<Semaphore>,
-    /// The key of failed logins' name references ([`auth::name_ref`]), made at start.
-    pub name_key: Arc<[u8; 32]>,
-    /// The client address of a request behind trusted proxies.
-    pub clients: Arc<guard::ClientAddresses>,
-    /// The console's origin behind a proxy that rewrites `Host` (`[http] public_origin`).
-    pub public_origin: Option<Arc<str>>,
-    /// Bumped after every change that may end sessions (logout, a user disabled, removed
-    /// or given another role), so the live feeds check theirs at once.
-    pub sessions_changed: Arc<watch::Sender<u64>>,
-    /// Session length.
-    pub session_hours: u32,
-    /// Whether the cookie is marked Secure.
-    pub secure_cookie: bool,
-    /// Console metrics.
-    pub metrics: ConsoleMetrics,
-    /// Cancelled at shutdown (closes the live feeds).
-    pub shutdown: CancellationToken,
-    /// Dispatch to patrols.
-    pub desk: Arc<crate::dispatch::desk::Desk>,
-    /// Heartbeat supervision (device status).
-    pub supervision: Arc<crate::supervision::round::Supervision>,
-    /// Telecom incidents.
-    pub incidents: Arc<crate::supervision::incidents::Incidents>,
-    /// The escalation outbox.
-    pub outbox: crate::outbox::Outbox,
-    /// Work orders for device faults.
-    pub work_orders: Arc<crate::work_orders::WorkOrders>,
-}
-
-/// The services behind the console besides the store.
-#[derive(Clone, Debug)]
-pub struct Services {
-    /// Dispatch to patrols (and the Calls behind it).
-    pub desk: Arc<crate::dispatch::desk::Desk>,
-    /// Heartbeat supervision.
-    pub supervision: Arc<crate::supervision::round::Supervision>,
-    /// Telecom incidents.
-    pub incidents: Arc<crate::supervision::incidents::Incidents>,
-    /// The escalation outbox.
-    pub outbox: crate::outbox::Outbox,
-    /// Work orders.
-    pub work_orders: Arc<crate::work_orders::WorkOrders>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
-}
-
-/// Settings of the console that come from the configuration.
-#[derive(Clone, Debug)]
-pub struct ConsoleOptions {
-    /// Session length in hours.
-    pub session_hours: u32,
-    /// Mark the cookie Secure.
-    pub secure_cookie: bool,
-    /// The centre's time zone.
-    pub tz: jiff::tz::TimeZone,
-    /// Reverse proxies whose client-address header is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// The header they name the client in.
-    pub client_address_header: crate::console::guard::ClientAddressHeader,
-    /// The console's public origin, if the proxy does not pass `Host` through.
-    pub public_origin: Option<String>,
-}
-
-impl AppState {
-    /// Builds the shared state.
-    pub fn new(
-        store: Store,
-        ready: Arc<AtomicBool>,
-        services: Services,
-        devices: Devices,
-        stats: watch::Receiver<Stats>,
-        opts: ConsoleOptions,
-        shutdown: CancellationToken,
-    ) -> Result<AppState, auth::AuthError> {
-        Ok(AppState {
-            store,
-            ready,
-            calls: services.desk.calls().clone(),
-            devices,
-            stats,
-            tz: opts.tz,
-            throttle: Arc::new(auth::LoginThrottle::new(auth::LoginLimits::default())),
-            verify_permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
-            throttled_permits: Arc::new(Semaphore::new(THROTTLED_VERIFY_PERMITS)),
-            name_key: Arc::new(rand::random()),
-            clients: Arc::new(guard::ClientAddresses::new(
-                opts.trusted_proxies,
-                opts.client_address_header,
-            )),
-            public_origin: opts.public_origin.map(Arc::from),
-            sessions_changed: Arc::new(watch::Sender::new(0)),
-            session_hours: opts.session_hours,
-            secure_cookie: opts.secure_cookie,
-            metrics: ConsoleMetrics::new(),
-            shutdown,
-            desk: services.desk,
-            supervision: services.supervision,
-            incidents: services.incidents,
-            outbox: services.outbox,
-            work_orders: services.work_orders,
-        })
-    }
-
-    /// Tells the live feeds that sessions may have ended (they check theirs).
-    pub fn sessions_changed(&self) {
-        self.sessions_changed
-            .send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Summaries of the open Calls, most urgent first.
-    pub fn open_summaries(&self) -> Vec<CallSummary> {
-        self.calls.open_summaries()
-    }
-
-    /// Computes today's figures now (off the async threads).
-    pub async fn compute_stats(&self) -> Result<Stats, crate::store::StoreError> {
-        let store = self.store.clone();
-        let tz = self.tz.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::calls::stats_today(&store, &tz, jiff::Timestamp::now())
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(crate::store::StoreError::Corrupt {
-                tree: "calls",
-                detail: format!("figures task failed: {e}"),
-            })
-        })
-    }
-}
 
 /// The OpenAPI document's frame; the paths come from the handlers.
 #[derive(OpenApi)]
@@ -331,7 +165,7 @@ pub fn router(state: AppState) -> Router {
     .route("/ready", get(ready))
     .route("/metrics", get(metrics))
     .fallback(|| async {
-        api::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
+        error::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
     })
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),

@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
-use super::api::{ApiError, ApiResult, ErrorBody, Session, audit};
+use super::api::{Session, audit};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::state::AppState;
 use crate::model::Role;
 use crate::store::{UserChange, UserChanged, UserRecord};
 

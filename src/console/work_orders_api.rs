@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use super::api::{ApiError, ApiResult, ErrorBody, Session, audit, call_error, flush_store};
+use super::api::{Session, audit, call_error, flush_store};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::state::AppState;
 use crate::model::{CallState, Role};
 use crate::triage::CallError;
 use crate::work_orders::{

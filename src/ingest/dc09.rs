@@ -37,7 +37,7 @@ use crate::registers::devices::{Dc09Device, Devices};
 use crate::supervision::LastHeard;
 use crate::telemetry::{Metrics, ProtoLabel, ResultLabel};
 use vakt_proto::dc09::{self, Frame, Token};
-use vakt_proto::event::decode_payload;
+use vakt_proto::payload::decode_payload;
 
 /// Where and when a frame arrived.
 #[derive(Clone, Copy, Debug)]

@@ -163,7 +163,7 @@ async fn simulator_speaks_dc09_and_stops_on_shutdown() {
     assert!(s.frames.iter().all(|f| !f.0.starts_with("7001")));
     // Every event decodes as Contact ID.
     for f in s.frames.iter().filter(|f| f.2 == Token::AdmCid) {
-        let p = vakt_proto::event::decode_payload(Token::AdmCid, &f.3).unwrap();
+        let p = vakt_proto::payload::decode_payload(Token::AdmCid, &f.3).unwrap();
         assert_eq!(p.events.len(), 1);
     }
 }
