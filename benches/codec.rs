@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench codec` (quick check: `cargo bench --bench codec -- --quick`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -12,6 +12,8 @@
 //! journaled in one group commit and answered in order, with the per-read buffers the
 //! transport has; the difference to `single` and `batch64` is the conductor's share.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -16,6 +16,9 @@
 //! Run: `cargo bench --bench supervision` (quick check: `cargo bench --bench supervision --
 //! --quick`). `VAKT_BENCH_DEVICES` changes the fleet size.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+#![allow(unsafe_code)] // the counting allocator that measures memory per device
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench triage` (quick check: `cargo bench --bench triage -- --quick`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::hint::black_box;
 use std::sync::Arc;
 use vakt::model::testing;

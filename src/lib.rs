@@ -4,39 +4,30 @@
 //! over IP. vakt stores every alarm durably before it answers the device, and puts it in front
 //! of an operator; dispatches home-care patrols and watches that they arrive in time.
 //!
-//! # Layout (the path of an alarm)
+//! # Layout
 //!
-//! - [`transport`]: TCP and UDP listeners, permits, LF..CR framing, answers in order.
-//! - [`codec`]: SIA DC-09 frames, CRC, AES, ADM-CID and SIA-DCS payloads. Sans-IO.
-//! - [`receiver`]: what each frame gets (ACK, NAK, DUH; journaled or not); builds the
-//!   normalised [`model::Signal`]. Takes `now` as a parameter.
-//! - [`journal`]: group commit through one committer; dedup window. No ACK before the flush.
-//! - [`store`]: the sled database (journal, registry, Calls, dispatches, users, audit, ...).
-//! - [`registry`]: the device registry in memory, CSV import.
-//! - [`subscribers`]: the subscriber register's CSV import and checks.
-//! - [`directory`]: care providers, areas, patrols and routing rules; their CSV import.
-//! - [`supervision`]: last-heard times, heartbeat deadlines of every device (a sharded timer
-//!   wheel) and the telecom-incident detector.
-//! - [`supervise`]: the supervision loop: silences and restorations journaled, incidents
-//!   opened and resolved.
-//! - [`incidents`]: telecom incidents (one in front of operators instead of a Call per device)
-//!   and their notifications.
-//! - [`outbox`]: the durable escalation outbox (signed webhooks, retried until acknowledged).
-//! - [`work_orders`]: device faults as work orders for the installer, with working-day
-//!   deadlines.
-//! - [`triage`]: the priority table, opening and merging Calls, the lock-free queue and claims.
-//! - [`calls`]: the Call service around triage (store writer, live feed, answer figures) and
-//!   the dispatch clocks ([`calls::sla`]).
-//! - [`dispatch`]: routing a Call to a patrol (provider, area, shift), the dispatcher and its
-//!   desk (operators, patrols, lock systems, clocks), the patrols' QUIC link.
-//! - [`report`]: the monthly arrival-SLA report.
-//! - [`patrol_client`]: `vakt patrol`, the terminal reference client of the patrol protocol.
-//! - [`console`]: HTTP: health, metrics, API.
+//! The folders read top-down as the alarm travels, in floors; a module imports only modules of
+//! lower floors, never its own floor or one above (`tests/tidy.rs` keeps it so). The device
+//! codecs are their own crate, `vakt_proto` (in `proto/`), below everything here.
+//!
+//! - [`cli`]: the sub-commands (`serve`, imports, users, exports, `patrol`); `main.rs` only
+//!   parses, sets up tracing and calls [`cli::run`].
+//! - [`sim`]: the other side of the wire: the demo's seed, its DC-09 fleet, SCAIP homes and
+//!   patrol apps, and the reference clients (`vakt patrol`, a SCAIP unit).
+//! - [`server`]: the parts built in order with their stops, graceful shutdown with a deadline.
+//! - [`config`]: the configuration; it builds each part's own options.
+//! - [`console`] and [`ingest`]: the two doors. The console is the operators' HTTP API, live
+//!   feed and page; ingest is what a device's message gets and the rule that it is durable
+//!   before the device is told so (DC-09 and SCAIP).
+//! - [`dispatch`], [`supervision`], [`work_orders`]: patrols and their clocks; heartbeats,
+//!   silences and telecom incidents; device faults for the installer.
+//! - [`calls`]: the Call service around triage (store writer, live feed, answer figures).
+//! - [`triage`], [`registers`], [`journal`], [`outbox`]: the priority table and the queue;
+//!   devices, subscribers and the directory; the group-committed journal; durable webhooks.
+//! - [`store`] and [`transport`]: the database (the only module that names sled); listeners,
+//!   permits, framing and writing, generic over what the floors above do with a frame.
 //! - [`telemetry`]: tracing setup and every metric, described in one place.
-//! - [`config`]: typed configuration with an embedded, documented default.
-//! - [`server`]: wiring, start and graceful shutdown.
-//! - [`cli`]: the sub-commands other than `serve`.
-//! - [`demo`]: `serve --demo`: the demo municipality's seed, device and patrol simulators.
+//! - [`model`]: the vocabulary (Signal, Call, Dispatch, Subscriber, ...).
 
 #![forbid(unsafe_code)]
 

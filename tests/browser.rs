@@ -26,6 +26,8 @@
 //! chromedriver the test says so and passes, unless `VAKT_REQUIRE_BROWSER` is set (as
 //! `.ci/run` does), when it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The `vakt` command line, run as a user would: exit codes, messages, import and export.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};

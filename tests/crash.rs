@@ -17,6 +17,8 @@
 //! exactly once (protocol SCAIP, account = `cid`, seq = `ref`), however often its `<mrq>` was
 //! sent again: after an error or a restart, and as the polls of a held alarm.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -534,8 +536,11 @@ fn sigkill_rounds(kills: usize) {
             scaip.push(rt.block_on(h).expect("SCAIP device task"));
         }
         if round == kills {
-            // SAFETY: sending a signal to our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::TERM,
+            )
+            .unwrap();
             let t = Instant::now();
             let status = child.wait().unwrap();
             assert!(status.success(), "graceful shutdown exits 0: {status}");

@@ -1,5 +1,7 @@
 //! The receiving core end to end: a real server on 127.0.0.1:0, real TCP and UDP bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! rules of `proto/patrol.md` §6 (the order of the answers, `completed` only after
 //! `arrived`), the login errors of §10 and the server's `seq` (§3) are checked here too.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -3,6 +3,8 @@
 //! console, are served; a slow HTTP header is cut, and an idle kept-alive connection closed.
 //! A second host is played by binding the client to 127.0.0.2 (Linux loopback takes 127/8).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::net::SocketAddr;

@@ -4,6 +4,8 @@
 //! acknowledged exactly once, in order per endpoint, signed, and none acknowledged is sent
 //! again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;

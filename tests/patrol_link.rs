@@ -1,6 +1,8 @@
 //! The patrol link over real QUIC on 127.0.0.1: login, open assignments, events and their
 //! answers, pushes, reconnect, replacement.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

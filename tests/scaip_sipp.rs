@@ -21,6 +21,8 @@
 //! Without `sipp` on PATH the tests say so and pass, unless `VAKT_REQUIRE_SIPP` is set (as
 //! `.ci/run` does), when they fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 //! that is taken, the message when one is, the data directory's permissions, and what
 //! `RUST_LOG=trace` may print.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};

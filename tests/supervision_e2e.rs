@@ -5,6 +5,8 @@
 //! is resolved when most devices report again and the stragglers get Calls; a low battery
 //! becomes a work order for the installer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::net::SocketAddr;

@@ -4,6 +4,8 @@
 //! makes a replacement, orders become late at the right moments, and everything survives a
 //! reopening of the store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::path::Path;
 use std::sync::Arc;
 use vakt::model::testing;

@@ -93,6 +93,10 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// A latency histogram in µs, 3 significant digits.
 #[must_use]
+#[allow(
+    clippy::expect_used,
+    reason = "the bounds are constants that hdrhistogram accepts"
+)]
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }

@@ -2,6 +2,8 @@
 //! `storm` and `idle` runs against it (no errors, frames answered), a `fleet` file that vakt's
 //! import parser accepts, and a short `console` run against a real vakt started in the test's
 //! process. A few seconds in all.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -27,7 +27,7 @@ use super::state::AppState;
 /// Longest error text the framework's rejections are read up to (they are short).
 const MAX_REJECTION_BYTES: usize = 4096;
 
-/// The client's address of a request (see [`ClientAddresses`]).
+/// The client's address of a request (see [`super::client::ClientAddresses`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 

@@ -3,7 +3,7 @@
 //!
 //! - this file: the public lifecycle: [`Listeners::bind`], [`start`] / [`start_with`] ->
 //!   [`Running`] (bound addresses, a `CancellationToken`, a join handle), [`Running::stop`].
-//! - [`parts`]: each part of the server built in order with its own options (built by
+//! - `parts`: each part of the server built in order with its own options (built by
 //!   [`crate::config`]), and the ordered list of their stops.
 
 use std::net::SocketAddr;

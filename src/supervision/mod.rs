@@ -14,7 +14,7 @@
 //! 90 s) is thus moved in the wheel about once a minute by the ticker, not at every
 //! heartbeat by the connection tasks, which only touch the index and the record.
 //! [`Supervisor::poll`] reports the devices whose deadline passed (each silence once) and
-//! the silent devices that were heard again. [`incidents::Detector`] decides whether silences are lone faults
+//! the silent devices that were heard again. [`detector::Detector`] decides whether silences are lone faults
 //! (individual technical Calls) or one telecom incident.
 //!
 //! Pure: every function takes `now`; nothing here reads a clock.

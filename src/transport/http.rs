@@ -3,7 +3,7 @@
 //!
 //! - At most `max_connections` at once: a permit is taken before accept, so beyond it new
 //!   clients wait in the kernel's backlog.
-//! - At most `max_per_source` from one source ([`PerSource`]); a connection beyond is reset.
+//! - At most `max_per_source` from one source ([`super::limit::PerSource`]); a connection beyond is reset.
 //! - A request's header must arrive within `header_read_timeout`, counted from the
 //!   connection's start or, on a kept-alive connection, from the end of the previous answer:
 //!   a slow header is cut, and a kept-alive connection idle that long is closed (hyper's

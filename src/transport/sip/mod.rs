@@ -9,7 +9,7 @@
 //!    answers over the flow a request came on, so the binding is not needed), a MESSAGE
 //!    whose body is not `application/scaip+xml` (or is encoded) `415`, other methods `405`.
 //! 2. The body goes to [`ScaipHandler::message`], and the `<mrs>` it returns goes back in a
-//!    MESSAGE of vakt's own over the same flow ([`outgoing`]): to the UDP source address,
+//!    MESSAGE of vakt's own over the same flow (`outgoing`): to the UDP source address,
 //!    or on the same TCP/TLS connection.
 //!
 //! Every response goes to the source address and port (or the connection) of its request,
@@ -17,12 +17,12 @@
 //! behind NAT.
 //!
 //! Bounds: a source (UDP address and port, or a connection) over its rate gets `503` with
-//! `Retry-After` ([`rate`]); connections are bounded ([`crate::transport::accept`]) and
+//! `Retry-After` (`rate`); connections are bounded ([`crate::transport::accept`]) and
 //! closed when idle; a UDP request retransmitted within 32 s gets the same response again
-//! without being handled twice ([`uas`]).
+//! without being handled twice (`uas`).
 //!
-//! Files: [`flow`] (how a message came and how to send on its flow), [`rate`], [`uas`],
-//! [`outgoing`] (vakt's MESSAGE transactions), [`serve`] (the listeners' loops).
+//! Files: `flow` (how a message came and how to send on its flow), `rate`, `uas`,
+//! `outgoing` (vakt's MESSAGE transactions), [`serve`] (the listeners' loops).
 
 use std::future::Future;
 use std::net::SocketAddr;
