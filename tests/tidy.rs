@@ -630,6 +630,51 @@ fn no_file_imports_in_a_circle() {
     }
 }
 
+/// The module arrows: each top-level module to the top-level modules its files name, and to
+/// the codec crate `vakt_proto` where they name it.
+fn module_graph(srcs: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
+    let top: BTreeSet<String> = srcs
+        .iter()
+        .filter_map(|s| s.module.first().cloned())
+        .collect();
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in srcs {
+        let Some(me) = s.module.first() else { continue };
+        let e = g.entry(me.clone()).or_default();
+        for p in paths(s) {
+            if let Some(other) = p.first()
+                && other != me
+                && top.contains(other)
+            {
+                e.insert(other.clone());
+            }
+        }
+        if s.code.contains("vakt_proto::") {
+            e.insert("vakt_proto".to_owned());
+        }
+    }
+    g
+}
+
+/// The module graph has no circle; `cargo test --test tidy module_graph -- --nocapture`
+/// prints it, floor by floor.
+#[test]
+fn the_module_graph_has_no_circle() {
+    let g = module_graph(&sources(&root().join("src")));
+    let c = circles(&g);
+    let lines: Vec<String> = c.iter().map(|c| c.join(" <-> ")).collect();
+    report("module import circles in src", &lines);
+    let layers = layer_of();
+    let mut mods: Vec<&String> = g.keys().collect();
+    mods.sort_by_key(|m| (layers.get(m.as_str()).copied().unwrap_or(usize::MAX), *m));
+    let arrows: usize = g.values().map(BTreeSet::len).sum();
+    println!("modules {}, arrows {arrows}, circles {}", g.len(), c.len());
+    for m in mods {
+        let to: Vec<&str> = g[m].iter().map(String::as_str).collect();
+        println!("{m} -> {}", to.join(", "));
+    }
+}
+
 #[test]
 fn sled_only_in_the_store() {
     report(
