@@ -19,8 +19,9 @@
 //! - [`console`] and [`ingest`]: the two doors. The console is the operators' HTTP API, live
 //!   feed and page; ingest is what a device's message gets and the rule that it is durable
 //!   before the device is told so (DC-09 and SCAIP).
-//! - [`dispatch`], [`supervision`], [`work_orders`]: patrols and their clocks; heartbeats,
-//!   silences and telecom incidents; device faults for the installer.
+//! - [`dispatch`], [`supervision`], [`work_orders`], [`voice`]: patrols and their clocks;
+//!   heartbeats, silences and telecom incidents; device faults for the installer; the
+//!   conversation with the person (calls in and out, the browser's leg, the recording).
 //! - [`calls`]: the Call service around triage (store writer, live feed, answer figures).
 //! - [`triage`], [`registers`], [`journal`], [`outbox`]: the priority table and the queue;
 //!   devices, subscribers and the directory; the group-committed journal; durable webhooks.
@@ -48,4 +49,5 @@ pub mod supervision;
 pub mod telemetry;
 pub mod transport;
 pub mod triage;
+pub mod voice;
 pub mod work_orders;
