@@ -655,6 +655,91 @@ pub enum TimelineEvent {
         /// Why, in words: what happened to the dispatch and who was tried.
         reason: String,
     },
+    /// A voice conversation (a call in or out) ended; the line is dated when it began
+    /// ringing.
+    Conversation(Conversation),
+}
+
+/// Which way a voice call went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallDirection {
+    /// The unit, or someone through the trunk, called vakt.
+    Inbound,
+    /// An operator called out (the unit back, the person's phone, a relative).
+    Outbound,
+}
+
+/// Who or what ended a voice conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationEnd {
+    /// The far end hung up (BYE), or cancelled before an answer.
+    Caller,
+    /// The operator hung up.
+    Operator,
+    /// The far end did not answer in time, or was busy or refused (calls out).
+    NoAnswer,
+    /// Media stopped (no RTP for the inactivity limit) or the session timer ran out.
+    Timeout,
+    /// The call could not be set up or carried on (network, no codec, vakt's failure).
+    Failure,
+    /// vakt stopped during the call; the line was written at the next start.
+    Restart,
+}
+
+impl ConversationEnd {
+    /// The stable name (`caller`, `operator`, `no_answer`, `timeout`, `failure`, `restart`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationEnd::Caller => "caller",
+            ConversationEnd::Operator => "operator",
+            ConversationEnd::NoAnswer => "no_answer",
+            ConversationEnd::Timeout => "timeout",
+            ConversationEnd::Failure => "failure",
+            ConversationEnd::Restart => "restart",
+        }
+    }
+}
+
+/// One voice conversation on a Call's timeline: who, how long it rang, how long they talked,
+/// who ended it, and where its recording is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Conversation {
+    /// The conversation's id, from 1.
+    pub id: u64,
+    /// In or out.
+    pub direction: CallDirection,
+    /// The far end in words (`unit 1234`, `+46701234567`, `Anna (daughter)`).
+    pub party: String,
+    /// The operator who answered (inbound) or called (outbound), if anyone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Seconds from the first ring to the answer, or to the end when nobody answered.
+    pub ring_secs: u32,
+    /// Seconds from the answer to the end; absent when nobody answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talk_secs: Option<u32>,
+    /// Who or what ended it.
+    pub ended_by: ConversationEnd,
+    /// The recording's file name in the recordings directory, when the conversation was
+    /// answered and recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+}
+
+impl Conversation {
+    /// Answered: an operator took it (inbound), or the far end picked up (outbound).
+    pub fn answered(&self) -> bool {
+        self.talk_secs.is_some()
+    }
+
+    /// An inbound call the caller gave up on before anyone answered.
+    pub fn abandoned(&self) -> bool {
+        self.direction == CallDirection::Inbound
+            && self.ended_by == ConversationEnd::Caller
+            && !self.answered()
+    }
 }
 
 /// A Call: one subscriber's (or one unknown device's) alarm situation, in front of operators

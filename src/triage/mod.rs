@@ -1041,6 +1041,57 @@ mod tests {
         s
     }
 
+    fn voice_call(id: u64, sub: &str, at: i64) -> Signal {
+        // The Signal says `new`; a voice call is a status whatever it says.
+        let mut s = sig(id, Some(sub), priority::CODE_VOICE_CALL, Qualifier::New, at);
+        s.protocol = priority::VOICE_PROTOCOL.into();
+        s.transport = Transport::Internal;
+        s
+    }
+
+    #[test]
+    fn a_voice_call_opens_a_personal_call_or_joins_the_open_one_without_counting_a_press() {
+        let (tr, _rec) = engine(2);
+        // A unit that only calls: a level 1 Call of its own.
+        let alone = opened(tr.ingest(&voice_call(1, "S-1", 0), Some("smoke_detector"), t(0)));
+        let c = tr.get(alone).unwrap();
+        assert_eq!(
+            (c.priority, c.kind.as_str(), c.alarm_count),
+            (Priority(1), priority::VOICE_CALL, 1)
+        );
+        // After a press: the call joins the press's Call, which stays a fall with one press
+        // (with escalate_after 2, a second press would have escalated it).
+        let press_call = opened(tr.ingest(&press(2, "S-2", "CID 103", 10), None, t(10)));
+        assert_eq!(
+            tr.ingest(&voice_call(3, "S-2", 12), None, t(12)),
+            Ingested::Merged {
+                call: press_call,
+                escalated: false
+            }
+        );
+        let c = tr.get(press_call).unwrap();
+        assert_eq!(
+            (c.priority, c.kind.as_str(), c.alarm_count),
+            (Priority(1), "Fall", 1)
+        );
+        assert_eq!(c.timeline.len(), 2);
+        // After a technical Call (low battery): the person on the line raises it to level 1.
+        let battery = opened(tr.ingest(&press(4, "S-3", "CID 302", 20), None, t(20)));
+        assert_eq!(tr.get(battery).unwrap().priority, Priority(3));
+        assert_eq!(
+            tr.ingest(&voice_call(5, "S-3", 21), None, t(21)),
+            Ingested::Merged {
+                call: battery,
+                escalated: true
+            }
+        );
+        let c = tr.get(battery).unwrap();
+        assert_eq!(
+            (c.priority, c.kind.as_str()),
+            (Priority(1), priority::VOICE_CALL)
+        );
+    }
+
     #[test]
     fn silent_devices_are_level_3_calls_unless_in_an_incident() {
         let (tr, _rec) = engine(3);

@@ -25,6 +25,12 @@
 //! *status* report ("still present") of levels 0-2 opens or merges like a new event but does
 //! not count as a press; of levels 3-4 it is the `status` rule.
 //!
+//! **Voice calls.** A call in that vakt journals itself ([`CODE_VOICE_CALL`], protocol
+//! [`VOICE_PROTOCOL`]) is a level 1 "Voice call" *status*: it opens a Call like a pendant
+//! press when the person has none open (a unit that only calls is a personal alarm), and
+//! otherwise joins the open Call without counting as a press (raising it to level 1 when
+//! it was less urgent). Its qualifier is always `status`, whatever the Signal says.
+//!
 //! **Flags.** A Signal from an unknown device, one that could not be decrypted, or one whose
 //! payload could not be read is never handled by rule: it is level 3 ("Unknown device",
 //! "Undecryptable device", "Unreadable alarm"), or more urgent when an event it carries is
@@ -324,6 +330,13 @@ pub const CODE_COMMUNICATION_RESTORED: &str = "VAKT communication_restored";
 pub const SUPERVISION_PROTOCOL: &str = "vakt-supervision";
 /// The kind of a silent device's Call.
 pub const COMMUNICATION_LOST: &str = "Communication lost";
+/// The code of the Signal vakt journals when a voice call comes in (protocol
+/// [`VOICE_PROTOCOL`]); always a status (see "Voice calls" above).
+pub const CODE_VOICE_CALL: &str = "VAKT voice_call";
+/// The `protocol` of Signals vakt makes itself from calls in.
+pub const VOICE_PROTOCOL: &str = "vakt-voice";
+/// The kind of a Call a voice call opened.
+pub const VOICE_CALL: &str = "Voice call";
 
 /// A parsed `SignalEvent::code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,6 +345,8 @@ enum Code {
     Sia([u8; 2]),
     /// A device missed its heartbeat deadline, or reports again.
     Silence,
+    /// A voice call came in.
+    Voice,
     /// A SCAIP `<mrq>`: device type, and status code (`None`: the alarm state).
     Scaip {
         dty: u16,
@@ -348,6 +363,9 @@ fn parse_code(s: &str) -> Code {
     }
     if s == SCAIP_RESET {
         return Code::ScaipReset;
+    }
+    if s == CODE_VOICE_CALL {
+        return Code::Voice;
     }
     if let Some(n) = s.strip_prefix("CID ") {
         if let Ok(n) = n.parse::<u16>() {
@@ -695,6 +713,8 @@ pub fn classify_event(ev: &SignalEvent, device_type: Option<&str>) -> Class {
             return qualify(cond, forced.unwrap_or(ev.qualifier));
         }
         Code::ScaipReset => (Ok(by_rule(rules::OTHER, DEVICE_RESET)), None),
+        // A person on the line: whatever the device, never refined into another kind.
+        Code::Voice => return qualify(k(1, VOICE_CALL), Qualifier::Status),
         Code::Silence => (Ok(k(3, COMMUNICATION_LOST)), None),
         Code::Other => (Err(false), None),
     };

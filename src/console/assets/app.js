@@ -1358,6 +1358,14 @@ function timelineItem(e) {
       head.append(el('span', { class: 'tl-what', text: 'Back in the queue: a patrol is still needed' }));
       text = e.reason;
       break;
+    case 'conversation': {
+      const w = conversationWords(e);
+      li.classList.add(`tl-conversation-${w.state}`);
+      head.append(el('span', { class: 'tl-what', text: w.what }));
+      if (e.party) head.append(el('span', { class: 'tl-party muted', text: ` · ${e.party}` }));
+      text = w.text;
+      break;
+    }
     case 'dispatch': {
       const w = dispatchStepWords(e);
       li.classList.add(`tl-dispatch-${String(e.step || '').replace(/[^a-z_]/g, '')}`);
@@ -1375,6 +1383,34 @@ function timelineItem(e) {
   if (text) body.append(el('div', { class: 'tl-text', text }));
   li.append(body);
   return li;
+}
+
+const CONVERSATION_ENDS = {
+  caller: 'the caller hung up',
+  operator: 'the operator hung up',
+  no_answer: 'no answer',
+  timeout: 'the line went silent',
+  failure: 'the call failed',
+  restart: 'vakt restarted during the call',
+};
+
+/** A voice conversation's timeline words: what happened, and the figures. */
+function conversationWords(e) {
+  const inbound = e.direction === 'inbound';
+  const answered = e.talk_secs !== undefined && e.talk_secs !== null;
+  const ended = CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?';
+  if (!answered) {
+    const what = inbound ? 'Voice call abandoned' : 'Call out not answered';
+    return { state: 'missed', what, text: `Rang ${fmtDuration(e.ring_secs || 0)}; ${ended}.` };
+  }
+  const who = e.operator ? ` by ${e.operator}` : '';
+  const what = inbound ? `Voice call answered${who}` : `Called out${who}`;
+  const rec = e.recording ? ' Recorded.' : '';
+  return {
+    state: 'answered',
+    what,
+    text: `Rang ${fmtDuration(e.ring_secs || 0)}, talked ${fmtDuration(e.talk_secs)}; ${ended}.${rec}`,
+  };
 }
 
 // ---- subscriber card
