@@ -655,8 +655,7 @@ pub enum TimelineEvent {
         /// Why, in words: what happened to the dispatch and who was tried.
         reason: String,
     },
-    /// A voice conversation (a call in or out) ended; the line is dated when it began
-    /// ringing.
+    /// A voice conversation (a call in or out) ended; the line is dated when it ended.
     Conversation(Conversation),
 }
 
@@ -739,6 +738,53 @@ impl Conversation {
         self.direction == CallDirection::Inbound
             && self.ended_by == ConversationEnd::Caller
             && !self.answered()
+    }
+}
+
+/// A voice conversation that has not ended yet, as the store keeps it so that one a restart
+/// cut short is still ended on its Call's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenConversation {
+    /// The conversation's id, from 1.
+    pub id: u64,
+    /// The Call it belongs to, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<u64>,
+    /// In or out.
+    pub direction: CallDirection,
+    /// The far end in words.
+    pub party: String,
+    /// When it began ringing.
+    pub rang_at: jiff::Timestamp,
+    /// When it was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<jiff::Timestamp>,
+    /// The operator who answered or called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The recording's file name, once recording began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+}
+
+impl OpenConversation {
+    /// The timeline's account of it, ended by `by` at `now` (times before the ring or the
+    /// answer count as 0).
+    pub fn ended(&self, by: ConversationEnd, now: jiff::Timestamp) -> Conversation {
+        let secs = |from: jiff::Timestamp, to: jiff::Timestamp| {
+            u32::try_from(to.duration_since(from).as_secs().max(0)).unwrap_or(u32::MAX)
+        };
+        let ring_end = self.answered_at.unwrap_or(now);
+        Conversation {
+            id: self.id,
+            direction: self.direction,
+            party: self.party.clone(),
+            operator: self.operator.clone(),
+            ring_secs: secs(self.rang_at, ring_end.max(self.rang_at)),
+            talk_secs: self.answered_at.map(|a| secs(a, now.max(a))),
+            ended_by: by,
+            recording: self.recording.clone(),
+        }
     }
 }
 
@@ -1237,5 +1283,55 @@ impl Incident {
     /// Still open.
     pub fn is_open(&self) -> bool {
         self.resolved_at.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn an_open_conversation_ends_with_its_ring_and_talk_time() {
+        let mut c = OpenConversation {
+            id: 3,
+            call: Some(9),
+            direction: CallDirection::Inbound,
+            party: "unit 1234".into(),
+            rang_at: at(0),
+            answered_at: None,
+            operator: None,
+            recording: None,
+        };
+        // The caller gave up after 25 s of ringing: abandoned.
+        let gone = c.ended(ConversationEnd::Caller, at(25));
+        assert_eq!((gone.ring_secs, gone.talk_secs), (25, None));
+        assert!(gone.abandoned() && !gone.answered());
+        // Answered after 12 s, talked 3 minutes; the operator hung up.
+        c.answered_at = Some(at(12));
+        c.operator = Some("op".into());
+        c.recording = Some("r.wav".into());
+        let done = c.ended(ConversationEnd::Operator, at(192));
+        assert_eq!((done.ring_secs, done.talk_secs), (12, Some(180)));
+        assert!(done.answered() && !done.abandoned());
+        assert_eq!(done.recording.as_deref(), Some("r.wav"));
+        // A clock that went back never gives negative or wrapped times.
+        let odd = c.ended(ConversationEnd::Restart, at(5));
+        assert_eq!((odd.ring_secs, odd.talk_secs), (12, Some(0)));
+        // On the timeline it is one line, tagged `conversation`, its fields beside `at`.
+        let line = TimelineEntry {
+            at: at(192),
+            user: None,
+            what: TimelineEvent::Conversation(done),
+        };
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["type"], "conversation");
+        assert_eq!(json["ended_by"], "operator");
+        assert_eq!(json["talk_secs"], 180);
+        let back: TimelineEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(back, line);
     }
 }

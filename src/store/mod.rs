@@ -3,7 +3,8 @@
 //! Trees: `journal` (one entry per group commit, see below), `devices` (registry key -> JSON
 //! [`Device`]), `last_heard` (account -> i64 ms since the epoch), and, each in its own
 //! submodule: `subscribers`, `users` and `sessions`, `audit`, `calls` (open and closed Calls,
-//! timeline lines, the triage cursor), `directory` (providers, areas, patrols, routes, patrol
+//! timeline lines, the triage cursor), `conversations` (voice calls not yet ended),
+//! `directory` (providers, areas, patrols, routes, patrol
 //! tokens), `dispatches`, `integrations` (lock-system tokens), `incidents`, `outbox`
 //! (escalation deliveries) and `work_orders`. Nothing outside this module
 //! names sled, so the engine can be replaced without touching the codec or the receiver.
@@ -23,6 +24,7 @@ use std::path::Path;
 
 mod audit;
 mod calls;
+mod conversations;
 mod directory;
 mod dispatches;
 mod incidents;
@@ -96,6 +98,7 @@ pub struct Store {
     sessions: sled::Tree,
     audit: sled::Tree,
     calls: sled::Tree,
+    conversations: sled::Tree,
     directory: sled::Tree,
     dispatches: sled::Tree,
     incidents: sled::Tree,
@@ -192,6 +195,7 @@ impl Store {
         let sessions = db.open_tree("sessions").map_err(open)?;
         let audit = db.open_tree("audit").map_err(open)?;
         let calls = db.open_tree("calls").map_err(open)?;
+        let conversations = db.open_tree("conversations").map_err(open)?;
         let directory = db.open_tree("directory").map_err(open)?;
         let dispatches = db.open_tree("dispatches").map_err(open)?;
         let incidents = db.open_tree("incidents").map_err(open)?;
@@ -210,6 +214,7 @@ impl Store {
             sessions,
             audit,
             calls,
+            conversations,
             directory,
             dispatches,
             incidents,

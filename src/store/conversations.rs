@@ -1,0 +1,102 @@
+//! Voice conversations that have not ended: `b"c"` + id (u64 big-endian) -> JSON of an
+//! [`OpenConversation`], written when it begins ringing and at its answer, removed when its
+//! line is on the Call's timeline. Ids are given out from `b"n"` (the last id, u64
+//! big-endian), so they are never reused, also after a restart. What is left at a start was
+//! cut short by the stop and is ended then.
+
+use super::{Store, StoreError};
+use crate::model::OpenConversation;
+
+const OPEN: u8 = b'c';
+const LAST_ID: &[u8] = b"n";
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: "conversations",
+        detail: e.to_string(),
+    }
+}
+
+impl Store {
+    /// A new conversation id (from 1, never given out before). Not durable until
+    /// [`Store::flush`].
+    pub fn next_conversation_id(&self) -> Result<u64, StoreError> {
+        let next = self.conversations.update_and_fetch(LAST_ID, |old| {
+            let last = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(last.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt("the last id is not 8 bytes"))
+    }
+
+    /// Writes an open conversation (new or changed). Not durable until [`Store::flush`].
+    pub fn save_open_conversation(&self, c: &OpenConversation) -> Result<(), StoreError> {
+        self.conversations.insert(
+            super::id_key(OPEN, c.id),
+            serde_json::to_vec(c).map_err(corrupt)?,
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an open conversation (its line is on the timeline). Not durable until
+    /// [`Store::flush`].
+    pub fn remove_open_conversation(&self, id: u64) -> Result<(), StoreError> {
+        self.conversations.remove(super::id_key(OPEN, id))?;
+        Ok(())
+    }
+
+    /// Every open conversation, oldest first.
+    pub fn open_conversations(&self) -> Result<Vec<OpenConversation>, StoreError> {
+        self.conversations
+            .scan_prefix([OPEN])
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v).map_err(corrupt)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CallDirection;
+
+    fn open(id: u64) -> OpenConversation {
+        OpenConversation {
+            id,
+            call: Some(7),
+            direction: CallDirection::Inbound,
+            party: "unit 1234".into(),
+            rang_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            answered_at: None,
+            operator: None,
+            recording: None,
+        }
+    }
+
+    #[test]
+    fn ids_go_on_across_a_restart_and_open_conversations_are_kept_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.next_conversation_id().unwrap(), 1);
+            assert_eq!(s.next_conversation_id().unwrap(), 2);
+            s.save_open_conversation(&open(1)).unwrap();
+            s.save_open_conversation(&open(2)).unwrap();
+            let mut answered = open(2);
+            answered.operator = Some("op".into());
+            s.save_open_conversation(&answered).unwrap();
+            s.remove_open_conversation(1).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.next_conversation_id().unwrap(), 3);
+        let left = s.open_conversations().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].id, left[0].operator.as_deref()), (2, Some("op")));
+    }
+}
