@@ -31,6 +31,7 @@ pub mod dc09;
 pub mod event;
 pub mod payload;
 pub mod scaip;
+pub mod sdp;
 pub mod sia_dcs;
 pub mod sip;
 
