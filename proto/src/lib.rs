@@ -30,6 +30,7 @@ pub mod crypto;
 pub mod dc09;
 pub mod event;
 pub mod payload;
+pub mod rtp;
 pub mod scaip;
 pub mod sdp;
 pub mod sia_dcs;
