@@ -841,7 +841,8 @@ fn write_attribute(s: &mut String, a: &Attribute) {
 /// a parser reject a type it does not understand), and `rtpmap`, `fmtp`, `ptime`,
 /// `maxptime` and the direction attributes must parse and not contradict themselves.
 ///
-/// O(n) in the body, at most [`MAX_SDP_BYTES`]; never panics.
+/// Bounded work: at most [`MAX_SDP_BYTES`] and [`MAX_LINES`] lines (a repeated `rtpmap` or
+/// `fmtp` is looked up among its section's), and never panics.
 pub fn parse(body: &[u8]) -> Result<Session, SdpError> {
     if body.len() > MAX_SDP_BYTES {
         return Err(SdpError::TooLarge);
@@ -1081,14 +1082,18 @@ fn parse_connection(value: &str) -> Result<Connection, SdpError> {
         return Err(SdpError::BadConnection);
     }
     let addr_type = AddrType::parse(at).ok_or(SdpError::BadConnection)?;
-    let (host, suffix) = addr.split_once('/').unwrap_or((addr, ""));
-    if !suffix.is_empty()
-        && !suffix
-            .split('/')
-            .all(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(SdpError::BadConnection);
-    }
+    let host = match addr.split_once('/') {
+        Some((host, suffix)) => {
+            let numbers = suffix
+                .split('/')
+                .all(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()));
+            if !numbers {
+                return Err(SdpError::BadConnection);
+            }
+            host
+        }
+        None => addr,
+    };
     let host = match host.parse::<IpAddr>() {
         Ok(ip) if AddrType::of(ip) == addr_type => Host::Ip(ip),
         Ok(_) => return Err(SdpError::BadConnection),
@@ -2331,6 +2336,14 @@ m=audio 5000/2 rtp/avp 0\t\nc=IN IP4 192.0.2.1/127\nb=TIAS:64000\na=PTIME:20.4\n
             ),
             (
                 with("m=audio 1 RTP/AVP 0\r\nc=IN IP4 1.2.3.4/x\r\n"),
+                SdpError::BadConnection,
+            ),
+            (
+                with("m=audio 1 RTP/AVP 0\r\nc=IN IP4 1.2.3.4/\r\n"),
+                SdpError::BadConnection,
+            ),
+            (
+                with("m=audio 1 RTP/AVP 0\r\nc=IN IP4 224.2.1.1/127//\r\n"),
                 SdpError::BadConnection,
             ),
             (
