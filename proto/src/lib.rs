@@ -19,6 +19,12 @@
 //! builds responses and requests and does Digest authentication; [`scaip`] parses the
 //! `<mrq>` body and encodes the `<mrs>` answer. Both are described in `scaip.md`.
 //!
+//! Voice calls (the conversation after an alarm): [`sdp`] parses session descriptions and
+//! does vakt's side of the offer/answer exchanges (G.711 with RFC 4733 telephone-events);
+//! [`rtp`] parses and writes RTP packets, sends DTMF as RFC 4733 events and keeps a
+//! receiver's loss and jitter figures. Described in `voice.md`, with offers of real devices
+//! and browsers in `voice/`.
+//!
 //! The patrol link's protocol (length-prefixed JSON over QUIC, `proto/patrol.md`) speaks vakt's
 //! own vocabulary and lives with the dispatch code (`vakt::dispatch::wire`).
 
@@ -30,10 +36,14 @@ pub mod crypto;
 pub mod dc09;
 pub mod event;
 pub mod payload;
+pub mod rtp;
 pub mod scaip;
+pub mod sdp;
 pub mod sia_dcs;
 pub mod sip;
 
+#[cfg(test)]
+mod media_proptests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
