@@ -19,6 +19,8 @@
 //! builds responses and requests and does Digest authentication; [`scaip`] parses the
 //! `<mrq>` body and encodes the `<mrs>` answer. Both are described in `scaip.md`.
 //!
+//! Voice calls carry G.711: [`g711`] decodes and encodes A-law and μ-law samples.
+//!
 //! The patrol link's protocol (length-prefixed JSON over QUIC, `proto/patrol.md`) speaks vakt's
 //! own vocabulary and lives with the dispatch code (`vakt::dispatch::wire`).
 
@@ -29,6 +31,7 @@ pub mod crc;
 pub mod crypto;
 pub mod dc09;
 pub mod event;
+pub mod g711;
 pub mod payload;
 pub mod scaip;
 pub mod sia_dcs;
