@@ -13,5 +13,6 @@
 //! and above the Calls, which a conversation joins.
 
 pub mod record;
+pub mod retention;
 pub mod tone;
 pub mod wav;
