@@ -133,6 +133,7 @@ pub fn init_tracing(json: bool) {
 
 fn describe() {
     describe_scaip();
+    describe_recording();
     describe_counter!(
         "vakt_frames_total",
         Unit::Count,
@@ -1093,6 +1094,83 @@ impl ScaipMetrics {
 impl Default for ScaipMetrics {
     fn default() -> Self {
         ScaipMetrics::new()
+    }
+}
+
+// ---- voice: recordings ----
+
+/// Label values of `vakt_recording_failures_total{reason}`.
+pub const RECORDING_FAILURES: [&str; 7] = [
+    "create",
+    "write",
+    "sync",
+    "queue_full",
+    "too_long",
+    "finish",
+    "delete",
+];
+
+fn describe_recording() {
+    describe_counter!(
+        "vakt_recording_bytes_total",
+        Unit::Bytes,
+        "Audio bytes written to conversations' recordings (WAV samples, both channels)"
+    );
+    describe_counter!(
+        "vakt_recording_failures_total",
+        Unit::Count,
+        "Recording failures, by reason (create: no file; write, sync: a write or fdatasync failed, the audio reads as silence; queue_full: a frame dropped, the writer behind; too_long: past the WAV size limit; finish: the last sync or the rename failed, repaired at the next start; delete: retention could not delete a file); the call goes on"
+    );
+    describe_counter!(
+        "vakt_recordings_deleted_total",
+        Unit::Count,
+        "Recordings deleted by retention (each one audit-logged)"
+    );
+    describe_gauge!(
+        "vakt_recordings_active",
+        Unit::Count,
+        "Recordings being written now"
+    );
+}
+
+/// Handles of the recordings' metrics.
+#[derive(Clone)]
+pub struct RecordingMetrics {
+    /// Audio bytes written.
+    pub bytes: Counter,
+    /// Recordings deleted by retention.
+    pub deleted: Counter,
+    /// Recordings being written.
+    pub active: Gauge,
+}
+
+impl std::fmt::Debug for RecordingMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordingMetrics")
+    }
+}
+
+impl RecordingMetrics {
+    /// Registers the handles (installing the recorder first if needed).
+    pub fn new() -> RecordingMetrics {
+        prometheus();
+        RecordingMetrics {
+            bytes: metrics::counter!("vakt_recording_bytes_total"),
+            deleted: metrics::counter!("vakt_recordings_deleted_total"),
+            active: metrics::gauge!("vakt_recordings_active"),
+        }
+    }
+
+    /// Counts a failure; `reason` is one of [`RECORDING_FAILURES`].
+    pub fn failure(&self, reason: &'static str) {
+        debug_assert!(RECORDING_FAILURES.contains(&reason));
+        metrics::counter!("vakt_recording_failures_total", "reason" => reason).increment(1);
+    }
+}
+
+impl Default for RecordingMetrics {
+    fn default() -> Self {
+        RecordingMetrics::new()
     }
 }
 

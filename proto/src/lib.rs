@@ -24,6 +24,7 @@
 //! [`rtp`] parses and writes RTP packets, sends DTMF as RFC 4733 events and keeps a
 //! receiver's loss and jitter figures. Described in `voice.md`, with offers of real devices
 //! and browsers in `voice/`.
+//! The audio itself is G.711: [`g711`] decodes and encodes A-law and μ-law samples.
 //!
 //! The patrol link's protocol (length-prefixed JSON over QUIC, `proto/patrol.md`) speaks vakt's
 //! own vocabulary and lives with the dispatch code (`vakt::dispatch::wire`).
@@ -35,6 +36,7 @@ pub mod crc;
 pub mod crypto;
 pub mod dc09;
 pub mod event;
+pub mod g711;
 pub mod payload;
 pub mod rtp;
 pub mod scaip;

@@ -11,3 +11,8 @@
 //! RFC 4733 events, G.711) are `vakt_proto`'s. This module holds the rest, on the floor of
 //! dispatch and supervision: below the console, which answers and controls calls through it,
 //! and above the Calls, which a conversation joins.
+
+pub mod record;
+pub mod retention;
+pub mod tone;
+pub mod wav;
