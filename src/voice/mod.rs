@@ -11,3 +11,5 @@
 //! RFC 4733 events, G.711) are `vakt_proto`'s. This module holds the rest, on the floor of
 //! dispatch and supervision: below the console, which answers and controls calls through it,
 //! and above the Calls, which a conversation joins.
+
+pub mod webrtc;
