@@ -134,6 +134,7 @@ pub fn init_tracing(json: bool) {
 fn describe() {
     describe_scaip();
     describe_recording();
+    describe_webrtc();
     describe_counter!(
         "vakt_frames_total",
         Unit::Count,
@@ -1171,6 +1172,194 @@ impl RecordingMetrics {
 impl Default for RecordingMetrics {
     fn default() -> Self {
         RecordingMetrics::new()
+// ---- WebRTC: the operators' legs in the browser (voice::webrtc) ----
+
+/// Label values of `vakt_webrtc_offers_total{result}`.
+pub const WEBRTC_OFFER_RESULTS: &[&str] = &[
+    "answered",
+    "no_g711",
+    "bad_offer",
+    "ports_exhausted",
+    "failed",
+];
+
+/// Label values of `vakt_webrtc_legs_ended_total{reason}`.
+pub const WEBRTC_END_REASONS: &[&str] = &[
+    "closed",
+    "connect_timeout",
+    "idle",
+    "ice_disconnected",
+    "failed",
+    "ended",
+    "internal",
+];
+
+fn describe_webrtc() {
+    describe_counter!(
+        "vakt_webrtc_offers_total",
+        Unit::Count,
+        "Browsers' SDP offers for an operator's leg, by result (answered, no_g711, bad_offer, ports_exhausted, failed)"
+    );
+    describe_gauge!(
+        "vakt_webrtc_legs_open",
+        Unit::Count,
+        "Operators' browser legs running now (each holds a UDP port of the range)"
+    );
+    describe_counter!(
+        "vakt_webrtc_legs_ended_total",
+        Unit::Count,
+        "Browser legs ended, by reason (closed, connect_timeout, idle, ice_disconnected, failed, ended: by vakt, internal)"
+    );
+    describe_counter!(
+        "vakt_webrtc_packets_total",
+        Unit::Count,
+        "RTP packets of the browser legs, by direction (in: from the browser, out: to it)"
+    );
+    describe_counter!(
+        "vakt_webrtc_packets_lost_total",
+        Unit::Count,
+        "RTP packets of the browser legs lost, by direction (in: gaps in the browser's sequence numbers, out: as the browser's receiver reports say)"
+    );
+    describe_histogram!(
+        "vakt_webrtc_jitter_seconds",
+        Unit::Seconds,
+        "Interarrival jitter of the browser legs (RFC 3550), sampled each second, by direction (in: measured by vakt, out: reported by the browser)"
+    );
+    describe_counter!(
+        "vakt_webrtc_frames_dropped_total",
+        Unit::Count,
+        "Audio frames of the browser legs dropped, by direction (in: the voice core was behind, out: the browser not connected yet or the leg behind)"
+    );
+    describe_counter!(
+        "vakt_webrtc_datagrams_dropped_total",
+        Unit::Count,
+        "Datagrams on the browser legs' ports dropped unread by str0m, by reason (garbage: not STUN, DTLS, RTP or RTCP; foreign: not from the negotiated browser)"
+    );
+}
+
+/// Handles of the WebRTC legs' metrics.
+#[derive(Clone)]
+pub struct WebRtcMetrics {
+    open: Gauge,
+    packets_in: Counter,
+    packets_out: Counter,
+    lost_in: Counter,
+    lost_out: Counter,
+    jitter_in: Histogram,
+    jitter_out: Histogram,
+    dropped_in: Counter,
+    dropped_out: Counter,
+    garbage: Counter,
+    foreign: Counter,
+}
+
+impl std::fmt::Debug for WebRtcMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebRtcMetrics")
+    }
+}
+
+impl WebRtcMetrics {
+    /// Registers the handles.
+    pub fn new() -> WebRtcMetrics {
+        prometheus();
+        let packets =
+            |d: &'static str| metrics::counter!("vakt_webrtc_packets_total", "direction" => d);
+        let lost =
+            |d: &'static str| metrics::counter!("vakt_webrtc_packets_lost_total", "direction" => d);
+        let jitter =
+            |d: &'static str| metrics::histogram!("vakt_webrtc_jitter_seconds", "direction" => d);
+        let dropped = |d: &'static str| metrics::counter!("vakt_webrtc_frames_dropped_total", "direction" => d);
+        let datagrams = |r: &'static str| metrics::counter!("vakt_webrtc_datagrams_dropped_total", "reason" => r);
+        WebRtcMetrics {
+            open: metrics::gauge!("vakt_webrtc_legs_open"),
+            packets_in: packets("in"),
+            packets_out: packets("out"),
+            lost_in: lost("in"),
+            lost_out: lost("out"),
+            jitter_in: jitter("in"),
+            jitter_out: jitter("out"),
+            dropped_in: dropped("in"),
+            dropped_out: dropped("out"),
+            garbage: datagrams("garbage"),
+            foreign: datagrams("foreign"),
+        }
+    }
+
+    /// Counts an offer; `result` is one of [`WEBRTC_OFFER_RESULTS`].
+    pub fn offer(&self, result: &'static str) {
+        debug_assert!(WEBRTC_OFFER_RESULTS.contains(&result));
+        metrics::counter!("vakt_webrtc_offers_total", "result" => result).increment(1);
+    }
+
+    /// A leg's task started.
+    pub fn leg_started(&self) {
+        self.open.increment(1.0);
+    }
+
+    /// A leg ended; `reason` is one of [`WEBRTC_END_REASONS`].
+    pub fn leg_ended(&self, reason: &'static str) {
+        debug_assert!(WEBRTC_END_REASONS.contains(&reason));
+        self.open.decrement(1.0);
+        metrics::counter!("vakt_webrtc_legs_ended_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts RTP packets from a browser.
+    pub fn packets_in(&self, n: u64) {
+        self.packets_in.increment(n);
+    }
+
+    /// Counts an RTP packet to a browser.
+    pub fn packet_out(&self) {
+        self.packets_out.increment(1);
+    }
+
+    /// Counts packets from a browser found missing.
+    pub fn lost_in(&self, n: u64) {
+        if n > 0 {
+            self.lost_in.increment(n);
+        }
+    }
+
+    /// Counts packets a browser reported lost since its last report.
+    pub fn lost_out(&self, n: u64) {
+        if n > 0 {
+            self.lost_out.increment(n);
+        }
+    }
+
+    /// Records the jitter of a browser's packets.
+    pub fn jitter_in(&self, jitter: std::time::Duration) {
+        self.jitter_in.record(jitter.as_secs_f64());
+    }
+
+    /// Records the jitter a browser reports for vakt's packets.
+    pub fn jitter_out(&self, jitter: std::time::Duration) {
+        self.jitter_out.record(jitter.as_secs_f64());
+    }
+
+    /// Counts a frame from a browser dropped (the voice core behind).
+    pub fn frame_dropped_in(&self) {
+        self.dropped_in.increment(1);
+    }
+
+    /// Counts a frame for a browser dropped.
+    pub fn frame_dropped_out(&self) {
+        self.dropped_out.increment(1);
+    }
+
+    /// Counts a datagram dropped before str0m; `reason` is `garbage` or `foreign`.
+    pub fn datagram_dropped(&self, reason: &'static str) {
+        match reason {
+            "garbage" => self.garbage.increment(1),
+            _ => self.foreign.increment(1),
+        }
+    }
+}
+
+impl Default for WebRtcMetrics {
+    fn default() -> Self {
+        WebRtcMetrics::new()
     }
 }
 

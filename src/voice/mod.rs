@@ -16,3 +16,4 @@ pub mod record;
 pub mod retention;
 pub mod tone;
 pub mod wav;
+pub mod webrtc;

@@ -1,0 +1,653 @@
+//! The operator's leg (`vakt::voice::webrtc`) against a browser played by a str0m peer (full
+//! ICE, the offerer, on 127.0.0.1) over real UDP: offer and answer, ICE, DTLS-SRTP, G.711
+//! frames both ways compared byte for byte, mute, the three ways a leg ends, the port range
+//! as the cap, a flood of garbage on the leg's port, and an offer without G.711.
+//!
+//! `latency_through_the_leg_is_measured` prints the leg's added latency (run it with
+//! `-- --nocapture`); it asserts only that every frame came through intact.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use vakt::voice::webrtc::{
+    BrowserLeg, G711, LegEnd, LegHandle, SendError, WebRtc, WebRtcError, WebRtcOptions,
+    crypto_provider,
+};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The most any wait in these tests takes before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Options on 127.0.0.1 with a range of `n` ports starting at a port free now.
+fn options(n: u16) -> WebRtcOptions {
+    let probe = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let first = probe.local_addr().unwrap().port().min(u16::MAX - n);
+    WebRtcOptions {
+        bind_addr: LOCALHOST,
+        port_min: first,
+        port_max: first + n - 1,
+        connect_timeout_secs: 5,
+        idle_timeout_secs: 5,
+        ..WebRtcOptions::default()
+    }
+}
+
+/// Frame `i` of a test: 160 bytes (20 ms of G.711) that say which frame they are.
+fn frame(i: u32) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..160u32).map(|k| (k * 7 + i * 13) as u8).collect();
+    f[..4].copy_from_slice(&i.to_be_bytes());
+    f
+}
+
+/// Which test frame a payload is, if it is one, intact.
+fn which(payload: &[u8]) -> Option<u32> {
+    let i = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
+    (payload == frame(i).as_slice()).then_some(i)
+}
+
+/// What the browser is told to do.
+enum Ctl {
+    /// Close the peer connection (DTLS close_notify), then stop.
+    Close,
+    /// Stop at once and drop the socket: a browser that vanished.
+    Vanish,
+}
+
+/// A browser: a str0m peer making the offer and, once answered, running on its own task.
+struct Browser {
+    rtc: Rtc,
+    socket: UdpSocket,
+    pending: SdpPendingOffer,
+    mid: Mid,
+}
+
+/// A running browser: frames to send, frames received (with the instant each datagram was
+/// read), control, and what it has seen.
+struct Running {
+    send: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    connected: watch::Receiver<bool>,
+    /// The leg closed the connection (close_notify) or ICE lost it.
+    closed: watch::Receiver<bool>,
+    /// The negotiated payload type, once connected.
+    pt: watch::Receiver<Option<u8>>,
+}
+
+impl Browser {
+    /// A browser offering `codecs` ("opus", "pcmu", "pcma", "g722"), in that order.
+    async fn offer(codecs: &[&str]) -> (Browser, String) {
+        let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut config = RtcConfig::new()
+            .set_crypto_provider(crypto_provider())
+            .clear_codecs();
+        for c in codecs {
+            config = match *c {
+                "opus" => config.enable_opus(true),
+                "pcmu" => config.enable_pcmu(true),
+                "pcma" => config.enable_pcma(true),
+                "g722" => config.enable_g722(true),
+                other => panic!("no codec {other}"),
+            };
+        }
+        let mut rtc = config.build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let sdp = offer.to_sdp_string();
+        (
+            Browser {
+                rtc,
+                socket,
+                pending,
+                mid,
+            },
+            sdp,
+        )
+    }
+
+    /// Takes the leg's answer and starts the browser's task.
+    fn accept(mut self, answer: &str) -> Running {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .unwrap();
+        let (send, send_rx) = mpsc::unbounded_channel();
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = watch::channel(false);
+        let (closed_tx, closed) = watch::channel(false);
+        let (pt_tx, pt) = watch::channel(None);
+        tokio::spawn(drive(
+            self.rtc,
+            self.socket,
+            self.mid,
+            send_rx,
+            frames_tx,
+            ctl_rx,
+            connected_tx,
+            closed_tx,
+            pt_tx,
+        ));
+        Running {
+            send,
+            frames,
+            ctl,
+            connected,
+            closed,
+            pt,
+        }
+    }
+}
+
+/// The browser's loop: the same contract as the leg's (one input, then drain to a timeout).
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    mid: Mid,
+    mut send: mpsc::UnboundedReceiver<Vec<u8>>,
+    frames: mpsc::UnboundedSender<(Vec<u8>, Instant)>,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    connected: watch::Sender<bool>,
+    closed: watch::Sender<bool>,
+    pt: watch::Sender<Option<u8>>,
+) {
+    let local = socket.local_addr().unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut time: u64 = 1000;
+    let mut closing = false;
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => {
+                        let p = rtc
+                            .writer(mid)
+                            .and_then(|w| w.payload_params().next().map(|p| *p.pt()));
+                        pt.send_replace(p);
+                        connected.send_replace(true);
+                    }
+                    Event::MediaData(d) => {
+                        let _ = frames.send((d.data.to_vec(), d.network_time));
+                    }
+                    Event::Closed
+                    | Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        closed.send_replace(true);
+                    }
+                    _ => {}
+                },
+                Err(_) => {
+                    closed.send_replace(true);
+                    return;
+                }
+            }
+        };
+        if closing || !rtc.is_alive() {
+            return;
+        }
+        if timeout <= Instant::now() {
+            let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let wake = timeout.min(Instant::now() + Duration::from_millis(100));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = r else { continue };
+                let now = Instant::now();
+                if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    let _ = rtc.handle_input(Input::Receive(now, receive));
+                }
+            }
+            Some(payload) = send.recv() => {
+                let Some(p) = *pt.borrow() else { continue };
+                let Some(writer) = rtc.writer(mid) else { continue };
+                let len = payload.len() as u64;
+                let at = MediaTime::new(time, Frequency::EIGHT_KHZ);
+                writer.write(p.into(), Instant::now(), at, payload).unwrap();
+                time += len;
+            }
+            c = ctl.recv() => match c {
+                Some(Ctl::Close) => {
+                    rtc.close().unwrap();
+                    closing = true;
+                }
+                Some(Ctl::Vanish) | None => return,
+            },
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+}
+
+/// Waits until `f` holds, polling, or fails the test after [`PATIENCE`].
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A browser offering `codecs`, answered by `webrtc` preferring `prefer`, both connected.
+async fn connect(webrtc: &WebRtc, codecs: &[&str], prefer: G711) -> (BrowserLeg, Running) {
+    let (browser, offer) = Browser::offer(codecs).await;
+    let answered = webrtc.answer(&offer, prefer).unwrap();
+    let running = browser.accept(&answered.sdp);
+    let leg = answered.leg;
+    let handle = leg.handle();
+    until("the leg to connect", || handle.stats().connected).await;
+    let connected = running.connected.clone();
+    until("the browser to connect", || *connected.borrow()).await;
+    (leg, running)
+}
+
+/// The next `n` frames from the leg, or fewer if the leg ends or [`PATIENCE`] runs out.
+async fn leg_frames(leg: &mut BrowserLeg, n: usize) -> Vec<vakt::voice::webrtc::BrowserFrame> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, leg.recv()).await {
+            Ok(Some(f)) => got.push(f),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The next `n` frames at the browser, or fewer if [`PATIENCE`] runs out.
+async fn browser_frames(b: &mut Running, n: usize) -> Vec<(Vec<u8>, Instant)> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, b.frames.recv()).await {
+            Ok(Some(f)) => got.push(f),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Sends frames `range` from the browser, one every `every`.
+async fn browser_sends(b: &Running, range: std::ops::Range<u32>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    for i in range {
+        tick.tick().await;
+        b.send.send(frame(i)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn frames_flow_both_ways_intact_in_the_other_legs_law() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (mut leg, mut browser) = connect(&webrtc, &["opus", "pcmu", "pcma"], G711::Pcma).await;
+    assert_eq!(leg.codec(), G711::Pcma);
+    assert_eq!(*browser.pt.borrow(), Some(8), "the browser sends PCMA");
+    let handle = leg.handle();
+
+    const N: u32 = 250;
+    let sender = browser.send.clone();
+    let up = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(4));
+        for i in 0..N {
+            tick.tick().await;
+            sender.send(frame(i)).unwrap();
+        }
+    });
+    let down_handle = handle.clone();
+    let down = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(4));
+        for i in 0..N {
+            tick.tick().await;
+            down_handle.send(frame(1_000_000 + i)).unwrap();
+        }
+    });
+    let from_browser = leg_frames(&mut leg, N as usize).await;
+    let at_browser = browser_frames(&mut browser, N as usize).await;
+    up.await.unwrap();
+    down.await.unwrap();
+
+    assert_eq!(from_browser.len(), N as usize);
+    for (i, f) in from_browser.iter().enumerate() {
+        assert_eq!(
+            which(&f.payload),
+            Some(i as u32),
+            "frame {i} from the browser"
+        );
+        assert!(!f.muted);
+    }
+    for pair in from_browser.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(pair[1].timestamp, pair[0].timestamp + 160);
+    }
+    assert_eq!(at_browser.len(), N as usize);
+    for (i, (payload, _)) in at_browser.iter().enumerate() {
+        assert_eq!(
+            which(payload),
+            Some(1_000_000 + i as u32),
+            "frame {i} to the browser"
+        );
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.packets_in, u64::from(N));
+    assert_eq!(stats.packets_out, u64::from(N));
+    assert_eq!(stats.lost_in, 0);
+    assert_eq!((stats.garbage, stats.foreign, stats.dropped_in), (0, 0, 0));
+    assert_eq!(handle.end_reason(), None);
+}
+
+#[tokio::test]
+async fn muted_the_operator_is_silence_with_the_same_timing() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (mut leg, browser) = connect(&webrtc, &["pcmu", "pcma"], G711::Pcmu).await;
+    let handle = leg.handle();
+    handle.set_muted(true);
+    browser_sends(&browser, 0..20, Duration::from_millis(2)).await;
+    let muted = leg_frames(&mut leg, 20).await;
+    handle.set_muted(false);
+    browser_sends(&browser, 20..40, Duration::from_millis(2)).await;
+    let spoken = leg_frames(&mut leg, 20).await;
+
+    assert_eq!(muted.len(), 20);
+    for f in &muted {
+        assert!(f.muted);
+        assert_eq!(f.payload.len(), 160);
+        assert!(f.payload.iter().all(|&b| b == G711::Pcmu.silence()));
+    }
+    assert_eq!(muted[19].timestamp, muted[0].timestamp + 19 * 160);
+    assert_eq!(spoken.len(), 20);
+    for (k, f) in spoken.iter().enumerate() {
+        assert!(!f.muted);
+        assert_eq!(which(&f.payload), Some(20 + k as u32));
+    }
+    assert_eq!(spoken[0].seq, muted[19].seq + 1);
+}
+
+#[tokio::test]
+async fn the_browser_closing_ends_the_leg_and_the_range_is_the_cap() {
+    let webrtc = WebRtc::new(options(1)).unwrap();
+    let (mut leg, browser) = connect(&webrtc, &["opus", "pcmu", "pcma"], G711::Pcmu).await;
+    let port = leg.local_addr().port();
+    let handle = leg.handle();
+
+    // The one port is taken: another browser is refused, typed, and holds nothing.
+    let (_, offer) = Browser::offer(&["pcmu"]).await;
+    match webrtc.answer(&offer, G711::Pcmu) {
+        Err(WebRtcError::PortsExhausted { first, last }) => assert_eq!((first, last), (port, port)),
+        other => panic!("expected PortsExhausted, got {other:?}"),
+    }
+
+    browser.ctl.send(Ctl::Close).unwrap();
+    let end = tokio::time::timeout(PATIENCE, handle.ended())
+        .await
+        .unwrap();
+    assert_eq!(end, LegEnd::Closed);
+    assert!(
+        tokio::time::timeout(PATIENCE, leg.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(handle.send(frame(0)), Err(SendError::Ended));
+    until("the port to come back", || webrtc.legs() == 0).await;
+
+    // The port is free again: the next browser gets it.
+    let (again, _b) = connect(&webrtc, &["pcma"], G711::Pcmu).await;
+    assert_eq!(again.local_addr().port(), port);
+    assert_eq!(again.codec(), G711::Pcma);
+}
+
+#[tokio::test]
+async fn a_browser_gone_silent_ends_the_leg() {
+    let webrtc = WebRtc::new(WebRtcOptions {
+        idle_timeout_secs: 1,
+        ..options(20)
+    })
+    .unwrap();
+    let (leg, browser) = connect(&webrtc, &["pcmu"], G711::Pcmu).await;
+    let handle = leg.handle();
+    browser.ctl.send(Ctl::Vanish).unwrap();
+    let end = tokio::time::timeout(PATIENCE, handle.ended())
+        .await
+        .unwrap();
+    assert_eq!(end, LegEnd::Idle);
+    until("the port to come back", || webrtc.legs() == 0).await;
+}
+
+#[tokio::test]
+async fn vakt_ending_the_leg_tells_the_browser() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (leg, browser) = connect(&webrtc, &["pcmu"], G711::Pcmu).await;
+    let handle = leg.handle();
+    handle.end();
+    let end = tokio::time::timeout(PATIENCE, handle.ended())
+        .await
+        .unwrap();
+    assert_eq!(end, LegEnd::Ended);
+    let closed = browser.closed.clone();
+    until("the browser to see the close", || *closed.borrow()).await;
+    until("the port to come back", || webrtc.legs() == 0).await;
+
+    // Dropping a leg ends it the same way.
+    let (leg, browser) = connect(&webrtc, &["pcmu"], G711::Pcmu).await;
+    let handle = leg.handle();
+    drop(leg);
+    let end = tokio::time::timeout(PATIENCE, handle.ended())
+        .await
+        .unwrap();
+    assert_eq!(end, LegEnd::Ended);
+    let closed = browser.closed.clone();
+    until("the browser to see the close", || *closed.borrow()).await;
+}
+
+#[tokio::test]
+async fn a_browser_that_never_connects_times_out() {
+    let webrtc = WebRtc::new(WebRtcOptions {
+        connect_timeout_secs: 1,
+        ..options(20)
+    })
+    .unwrap();
+    let (_browser, offer) = Browser::offer(&["pcmu"]).await;
+    let answered = webrtc.answer(&offer, G711::Pcmu).unwrap();
+    let handle = answered.leg.handle();
+    let end = tokio::time::timeout(PATIENCE, handle.ended())
+        .await
+        .unwrap();
+    assert_eq!(end, LegEnd::ConnectTimeout);
+    until("the port to come back", || webrtc.legs() == 0).await;
+}
+
+#[tokio::test]
+async fn an_offer_without_g711_is_refused_and_holds_no_port() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (_browser, offer) = Browser::offer(&["opus", "g722"]).await;
+    assert!(matches!(
+        webrtc.answer(&offer, G711::Pcmu),
+        Err(WebRtcError::NoG711)
+    ));
+    assert!(matches!(
+        webrtc.answer("not sdp", G711::Pcmu),
+        Err(WebRtcError::BadOffer(_))
+    ));
+    assert_eq!(webrtc.legs(), 0);
+}
+
+/// Datagram `k` of the flood: garbage of every shape the leg sorts (not a known kind, STUN
+/// with no valid integrity, DTLS records, RTP and RTCP with G.711 payload types), none from
+/// the browser's address.
+fn junk(k: u32) -> Vec<u8> {
+    let mut d = vec![0x5A; 20 + (k % 200) as usize];
+    match k % 6 {
+        0 => d[0] = 0x02 + (k % 17) as u8, // nothing
+        1 => {
+            // A STUN binding request header with a cookie and no valid integrity.
+            let body = (d.len() - 20) as u8 & !3;
+            d[..4].copy_from_slice(&[0x00, 0x01, 0x00, body]);
+            d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+        }
+        2 => d[0] = 22, // a DTLS handshake record
+        3 => {
+            d[0] = 0x80; // RTP, PCMU
+            d[1] = 0x00;
+        }
+        4 => {
+            d[0] = 0x80; // RTP, PCMA, marker
+            d[1] = 0x88;
+        }
+        _ => {
+            d[0] = 0x81; // RTCP receiver report
+            d[1] = 201;
+        }
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_on_the_port_does_not_disturb_the_leg() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (mut leg, browser) = connect(&webrtc, &["opus", "pcmu", "pcma"], G711::Pcmu).await;
+    let handle = leg.handle();
+    let target = leg.local_addr();
+
+    const FLOOD: u32 = 20_000;
+    let flood = tokio::spawn(async move {
+        let s = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        for k in 0..FLOOD {
+            s.send_to(&junk(k), target).await.unwrap();
+            if k % 500 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    // Frames during the flood may be lost in the socket's buffer; none may be changed.
+    let during = tokio::spawn({
+        let sender = browser.send.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            for i in 0..500 {
+                tick.tick().await;
+                sender.send(frame(i)).unwrap();
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let reader = async {
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(500), leg.recv()).await {
+            seen.push(f);
+        }
+    };
+    let (_, f, d) = tokio::join!(reader, flood, during);
+    f.unwrap();
+    d.unwrap();
+    for f in &seen {
+        assert!(
+            which(&f.payload).is_some_and(|i| i < 500),
+            "a frame not sent: {f:?}"
+        );
+    }
+
+    // After the flood every frame comes through.
+    let (_, after) = tokio::join!(
+        browser_sends(&browser, 500..600, Duration::from_millis(2)),
+        leg_frames(&mut leg, 100)
+    );
+    let indices: Vec<u32> = after.iter().map(|f| which(&f.payload).unwrap()).collect();
+    assert_eq!(indices, (500..600).collect::<Vec<_>>());
+
+    let stats = handle.stats();
+    assert!(stats.connected);
+    assert_eq!(handle.end_reason(), None);
+    assert!(stats.garbage > 0 && stats.foreign > 0, "{stats:?}");
+    assert!(
+        stats.garbage + stats.foreign <= u64::from(FLOOD),
+        "{stats:?}"
+    );
+    println!(
+        "flood of {FLOOD}: {} garbage, {} foreign counted; {} of 500 frames during it delivered",
+        stats.garbage,
+        stats.foreign,
+        seen.len()
+    );
+}
+
+/// The `q` quantile of `v` (sorted here).
+fn quantile(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_through_the_leg_is_measured() {
+    let webrtc = WebRtc::new(options(20)).unwrap();
+    let (mut leg, mut browser) = connect(&webrtc, &["opus", "pcmu", "pcma"], G711::Pcma).await;
+    let handle: LegHandle = leg.handle();
+
+    const N: u32 = 3000;
+    // The voice core's part, played here: each frame from the browser is sent back at once.
+    let sent_at: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let echo = tokio::spawn({
+        let sent_at = Arc::clone(&sent_at);
+        async move {
+            let mut ingress = Vec::with_capacity(N as usize);
+            while let Ok(Some(f)) = tokio::time::timeout(PATIENCE, leg.recv()).await {
+                let now = Instant::now();
+                ingress.push(now - f.received);
+                let i = which(&f.payload).expect("an intact frame");
+                sent_at.lock().unwrap().insert(i, Instant::now());
+                handle.send(f.payload.clone()).unwrap();
+                if i + 1 == N {
+                    break;
+                }
+            }
+            (ingress, leg)
+        }
+    });
+    browser_sends(&browser, 0..N, Duration::from_millis(1)).await;
+    let back = browser_frames(&mut browser, N as usize).await;
+    let (mut ingress, _leg) = echo.await.unwrap();
+
+    assert_eq!(back.len(), N as usize, "every frame came back");
+    let sent_at = sent_at.lock().unwrap();
+    let mut egress = Vec::with_capacity(N as usize);
+    for (k, (payload, read_at)) in back.iter().enumerate() {
+        let i = which(payload).expect("an intact frame");
+        assert_eq!(i, k as u32, "in order");
+        egress.push(*read_at - sent_at[&i]);
+    }
+    assert_eq!(ingress.len(), N as usize);
+    let (i50, i99, imax) = (
+        quantile(&mut ingress, 0.5),
+        quantile(&mut ingress, 0.99),
+        quantile(&mut ingress, 1.0),
+    );
+    let (e50, e99, emax) = (
+        quantile(&mut egress, 0.5),
+        quantile(&mut egress, 0.99),
+        quantile(&mut egress, 1.0),
+    );
+    println!(
+        "leg latency over {N} frames (1 ms apart), debug build unless --release:\n\
+         in  (datagram read -> frame to the voice core): p50 {i50:?} p99 {i99:?} max {imax:?}\n\
+         out (send() -> datagram read by the browser):   p50 {e50:?} p99 {e99:?} max {emax:?}"
+    );
+}
