@@ -21,8 +21,16 @@
 //! closed when idle; a UDP request retransmitted within 32 s gets the same response again
 //! without being handled twice (`uas`).
 //!
+//! Calls (`proto/sip-voice.md`): with [`Endpoint::with_calls`] the endpoint also takes
+//! INVITE dialogs, in (a unit or a trunk, admitted by the [`CallHandler`]) and out
+//! ([`Endpoint::dial`]), on the same listeners, flows, rate and transaction cache; the SDP
+//! they carry is the handler's, and no media passes here. Without a call handler INVITE
+//! gets `405` as before.
+//!
 //! Files: `flow` (how a message came and how to send on its flow), `rate`, `uas`,
-//! `outgoing` (vakt's MESSAGE transactions), [`serve`] (the listeners' loops).
+//! `outgoing` (vakt's MESSAGE transactions), [`serve`] (the listeners' loops); `call` (the
+//! calls' API), `dialog` (one dialog's state machine, sans-IO), `invite` (the dialogs'
+//! table and tasks).
 
 use std::future::Future;
 use std::net::SocketAddr;
