@@ -371,6 +371,14 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// `now + d`, or a year on when `d` is beyond what an `Instant` holds (a bound configured
+/// absurdly large must not panic).
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
 fn branch() -> String {
     format!("z9hG4bK{}", sip::random_token(16))
 }
@@ -425,7 +433,7 @@ impl Dialog {
             pending: None,
             bye_after_ack: false,
             timer: None,
-            ring_until: Some(now + opts.max_ring),
+            ring_until: Some(after(now, opts.max_ring)),
             call_until: None,
         };
         let mut out = Vec::new();
@@ -466,7 +474,7 @@ impl Dialog {
             pending: None,
             bye_after_ack: false,
             timer: None,
-            ring_until: Some(now + opts.max_ring),
+            ring_until: Some(after(now, opts.max_ring)),
             call_until: None,
             local,
         };
@@ -808,7 +816,7 @@ impl Dialog {
         if initial {
             self.phase = Phase::Confirmed;
             self.ring_until = None;
-            self.call_until = Some(now + self.opts.max_call);
+            self.call_until = Some(after(now, self.opts.max_call));
         }
         out.push(Out::Send(bytes));
     }
@@ -1240,7 +1248,7 @@ impl Dialog {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        self.local_cseq += 1;
+        self.local_cseq = self.local_cseq.saturating_add(1);
         let cseq = self.local_cseq;
         let branch = branch();
         let mut all = Self::routes_extra(&routes);
@@ -1302,7 +1310,12 @@ impl Dialog {
         }
         c.resend = None;
         if code < 200 {
-            if !c.cancelled {
+            if c.purpose != Purpose::Initial {
+                // A re-INVITE is answered by a machine: each provisional gives it another
+                // 64·T1, no more.
+                c.timeout = Some(now + TRANSACTION);
+            } else if !c.cancelled {
+                // A call out may ring (max_ring bounds it).
                 c.timeout = None;
             }
             let first = !c.provisional;
@@ -1449,7 +1462,7 @@ impl Dialog {
             Purpose::Initial => {
                 self.phase = Phase::Confirmed;
                 self.ring_until = None;
-                self.call_until = Some(now + self.opts.max_call);
+                self.call_until = Some(after(now, self.opts.max_call));
                 self.timer_from_response(msg, now);
                 self.event(
                     CallEvent::Answered {
@@ -1541,7 +1554,7 @@ impl Dialog {
         if matches!(kind, Kind::Info | Kind::Update) && self.requests.len() >= MAX_REQUESTS {
             return;
         }
-        self.local_cseq += 1;
+        self.local_cseq = self.local_cseq.saturating_add(1);
         let cseq = self.local_cseq;
         let branch = branch();
         let (uri, routes) = self.target();

@@ -198,7 +198,8 @@ impl Calls {
                     return Err(DialError::NoFlow);
                 }
                 let flow = seen.flow.upgrade().ok_or(DialError::NoFlow)?;
-                Ok((flow, seen.local))
+                let local = routed_local(seen.local, flow.peer());
+                Ok((flow, local))
             }
             DialVia::Udp(peer) => {
                 let udp = lock(&self.udp);

@@ -215,8 +215,9 @@ impl<H: ScaipHandler> Endpoint<H> {
         self
     }
 
-    /// Starts a call out; its events go to the call handler. Over [`DialVia::Tcp`] a
-    /// connection is opened for it (and read like an accepted one).
+    /// Starts a call out; its events go to the call handler under the returned handle's id
+    /// (the first as soon as a response comes: register the handle at once). Over
+    /// [`DialVia::Tcp`] a connection is opened for it (and read like an accepted one).
     pub async fn dial(self: &Arc<Self>, dial: Dial) -> Result<CallHandle, DialError> {
         let calls = self.calls.clone().ok_or(DialError::NoCalls)?;
         let (flow, local) = match &dial.via {

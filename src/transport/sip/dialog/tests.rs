@@ -913,3 +913,271 @@ fn a_refused_hold_is_reported_and_glare_is_retried() {
     let out = resp(&mut d, &answer_to(&info, 481, &[], b""), at);
     assert_eq!(events(&out), [CallEvent::Ended(End::Unreachable)]);
 }
+
+mod sequences {
+    //! Any sequence of messages, actions and time: no panic, well-formed output, one
+    //! `Ended` and nothing after it, and a deadline that always moves on (the driver never
+    //! spins).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const METHODS: &[&str] = &[
+        "INVITE", "ACK", "BYE", "CANCEL", "INFO", "UPDATE", "OPTIONS", "PRACK",
+    ];
+    const CODES: &[u16] = &[
+        100, 180, 183, 200, 202, 401, 407, 408, 481, 486, 487, 488, 491, 500, 603,
+    ];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Request {
+            method: usize,
+            cseq: u32,
+            our_tag: bool,
+            their_tag: bool,
+            body: bool,
+            timer: Option<u32>,
+        },
+        Response {
+            latest: bool,
+            to: prop::sample::Index,
+            code: usize,
+            timer: Option<u32>,
+            contact: bool,
+        },
+        Act(u8, u16),
+        Advance(u64),
+        Shutdown,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..METHODS.len(), 0u32..6, any::<bool>(), prop::bool::weighted(0.9), any::<bool>(), prop::option::of(1u32..4000))
+                .prop_map(|(method, cseq, our_tag, their_tag, body, timer)| Op::Request { method, cseq, our_tag, their_tag, body, timer }),
+            5 => (prop::bool::weighted(0.75), any::<prop::sample::Index>(), 0..CODES.len(), prop::option::of(1u32..4000), any::<bool>())
+                .prop_map(|(latest, to, code, timer, contact)| Op::Response { latest, to, code, timer, contact }),
+            3 => (0u8..7, 0u16..700).prop_map(|(a, c)| Op::Act(a, c)),
+            3 => (0u64..70_000).prop_map(Op::Advance),
+            1 => Just(Op::Shutdown),
+        ]
+    }
+
+    struct Run {
+        d: Dialog,
+        now: Instant,
+        sent: Vec<Vec<u8>>,
+        ended: usize,
+        reliable: bool,
+    }
+
+    impl Run {
+        fn take(&mut self, outs: Vec<Out>) {
+            let mut queue: std::collections::VecDeque<Out> = outs.into();
+            while let Some(o) = queue.pop_front() {
+                match o {
+                    Out::Send(b) | Out::Reply(b) => {
+                        let m = sip::parse(&b).expect("vakt's messages parse");
+                        if m.is_request() && m.method() != Some("ACK") {
+                            self.sent.push(b.clone());
+                        }
+                    }
+                    Out::Event(e) => {
+                        assert_eq!(self.ended, 0, "an event after Ended: {e:?}");
+                        if matches!(e, CallEvent::Ended(_)) {
+                            self.ended += 1;
+                        }
+                    }
+                    Out::Reoffer(_) => {
+                        let a = if self.now.elapsed().as_nanos() % 2 == 0 {
+                            Ok(ANSWER.to_vec())
+                        } else {
+                            Err(488)
+                        };
+                        queue.extend(self.d.reanswer(a, self.now));
+                    }
+                }
+            }
+        }
+
+        /// Runs every deadline up to `until`, checking each moves on.
+        fn advance(&mut self, until: Instant) {
+            let mut rounds = 0;
+            while let Some(t) = self.d.deadline() {
+                if t > until {
+                    break;
+                }
+                rounds += 1;
+                assert!(rounds < 10_000, "deadlines do not move on");
+                self.now = self.now.max(t);
+                let outs = self.d.on_timer(self.now);
+                self.take(outs);
+                let next = self.d.deadline();
+                assert!(
+                    next.is_none_or(|n| n > self.now),
+                    "deadline {next:?} not after {:?}",
+                    self.now
+                );
+            }
+            self.now = self.now.max(until);
+        }
+
+        fn step(&mut self, op: Op) {
+            match op {
+                Op::Request {
+                    method,
+                    cseq,
+                    our_tag,
+                    their_tag,
+                    body,
+                    timer,
+                } => {
+                    let method = METHODS[method];
+                    let mut extra = String::from(CONTACT);
+                    if let Some(t) = timer {
+                        extra.push_str(&format!("Supported: timer\r\nSession-Expires: {t}\r\n"));
+                    }
+                    let body: &[u8] = if body { OFFER } else { b"" };
+                    let mut raw =
+                        String::from_utf8(in_dialog(&self.d, method, cseq, &extra, body)).unwrap();
+                    if !our_tag {
+                        raw = raw.replace(&format!(";tag={}", self.d.local_tag()), "");
+                    }
+                    if !their_tag {
+                        raw = raw.replace("tag=unit1", "tag=other");
+                    }
+                    if method == "CANCEL" || (method == "INVITE" && !our_tag) {
+                        raw = raw.replace(
+                            &format!("branch=z9hG4bK{method}{cseq}"),
+                            "branch=z9hG4bKinv1",
+                        );
+                    }
+                    let m = sip::parse(raw.as_bytes()).unwrap();
+                    let outs = self.d.on_request(&m, raw.as_bytes(), peer(), self.now);
+                    self.take(outs);
+                }
+                Op::Response {
+                    latest,
+                    to,
+                    code,
+                    timer,
+                    contact,
+                } => {
+                    let Some(last) = self.sent.last() else {
+                        return;
+                    };
+                    let req = if latest {
+                        last.clone()
+                    } else {
+                        self.sent[to.index(self.sent.len())].clone()
+                    };
+                    let code = CODES[code];
+                    let mut extra: Vec<(&str, String)> = Vec::new();
+                    if let Some(t) = timer {
+                        extra.push(("Session-Expires", format!("{t};refresher=uac")));
+                    }
+                    if contact {
+                        extra.push(("Contact", "<sip:c@198.51.100.9>".into()));
+                    }
+                    if code == 401 {
+                        extra.push((
+                            "WWW-Authenticate",
+                            "Digest realm=\"r\", nonce=\"n\", qop=\"auth\"".into(),
+                        ));
+                    }
+                    if code == 407 {
+                        extra.push((
+                            "Proxy-Authenticate",
+                            "Digest realm=\"r\", nonce=\"n\", stale=true".into(),
+                        ));
+                    }
+                    let extra: Vec<(&str, &str)> =
+                        extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    let body: &[u8] = if code == 200 { OFFER } else { b"" };
+                    let raw = answer_to(&req, code, &extra, body);
+                    let m = sip::parse(&raw).unwrap();
+                    let outs = self.d.on_response(&m, self.now);
+                    self.take(outs);
+                }
+                Op::Act(a, code) => {
+                    let action = match a {
+                        0 => Action::Ring,
+                        1 => Action::EarlyMedia(ANSWER.to_vec()),
+                        2 => Action::Answer(ANSWER.to_vec()),
+                        3 => Action::Reject(code),
+                        4 => Action::HangUp,
+                        5 => Action::Info {
+                            content_type: "application/dtmf-relay".into(),
+                            body: b"Signal=1\r\n".to_vec(),
+                        },
+                        _ => Action::Reinvite(OFFER.to_vec()),
+                    };
+                    let outs = self.d.on_action(action, self.now);
+                    self.take(outs);
+                }
+                Op::Advance(ms) => {
+                    let until = self.now + Duration::from_millis(ms);
+                    self.advance(until);
+                }
+                Op::Shutdown => {
+                    let outs = self.d.shutdown(self.now);
+                    self.take(outs);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_sequence_keeps_the_dialog_sound(
+            uas in any::<bool>(),
+            reliable in any::<bool>(),
+            creds in any::<bool>(),
+            invite_extra in prop::sample::select(vec!["", "Supported: timer\r\nSession-Expires: 200\r\n", "Session-Expires: 95\r\nAllow: UPDATE\r\n"]),
+            answered in any::<bool>(),
+            idx in any::<prop::sample::Index>(),
+            ops in prop::collection::vec(op(), 0..40),
+        ) {
+            let t0 = Instant::now();
+            let (d, first) = if uas {
+                let raw = invite(invite_extra, OFFER);
+                let m = sip::parse(&raw).unwrap();
+                Dialog::uas(&m, &raw, peer(), "vakt1".into(), local(reliable), &opts(), t0)
+            } else {
+                Dialog::uac(outbound(creds), "out-p".into(), "vakt1".into(), local(reliable), &opts(), t0)
+            };
+            let mut run = Run { d, now: t0, sent: Vec::new(), ended: 0, reliable };
+            run.take(first);
+            if answered {
+                // Half the runs start from an answered call.
+                if uas {
+                    run.step(Op::Act(2, 0));
+                    run.step(Op::Request { method: 1, cseq: 1, our_tag: true, their_tag: true, body: false, timer: None });
+                } else {
+                    run.step(Op::Response { latest: true, to: idx, code: 3, timer: None, contact: true });
+                }
+            }
+            for op in ops {
+                if run.d.is_done() {
+                    break;
+                }
+                run.step(op);
+            }
+            // Left alone, every dialog ends and finishes within its bounds.
+            let _ = run.reliable;
+            let bound = run.now + opts().max_call + opts().max_ring + Duration::from_secs(3600);
+            run.advance(bound);
+            if !run.d.is_done() {
+                // A call in the middle of its session: hang up and let it finish.
+                let outs = run.d.on_action(Action::HangUp, run.now);
+                run.take(outs);
+                let later = run.now + Duration::from_secs(120);
+                run.advance(later);
+            }
+            prop_assert_eq!(run.ended, 1, "one Ended");
+            prop_assert!(run.d.is_done());
+        }
+    }
+}
