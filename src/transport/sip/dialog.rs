@@ -126,6 +126,7 @@ pub(super) fn reason(code: u16) -> &'static str {
         422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
@@ -362,6 +363,8 @@ pub(super) struct Dialog {
     timer: Option<SessionTimer>,
     ring_until: Option<Instant>,
     call_until: Option<Instant>,
+    /// The CSeq and Via branch of the call's INVITE (a call in).
+    initial: (u32, Option<String>),
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -435,6 +438,7 @@ impl Dialog {
             timer: None,
             ring_until: Some(after(now, opts.max_ring)),
             call_until: None,
+            initial: (cseq, invite.top_via_branch().map(str::to_owned)),
         };
         let mut out = Vec::new();
         d.provisional(100, &[], &mut out);
@@ -476,6 +480,7 @@ impl Dialog {
             timer: None,
             ring_until: Some(after(now, opts.max_ring)),
             call_until: None,
+            initial: (0, None),
             local,
         };
         let mut extra = o.headers;
@@ -1014,6 +1019,10 @@ impl Dialog {
             out.push(Out::Send(d.response(raw, source, code, extra, b"")));
         };
         if msg.to_tag().is_none() {
+            if self.initial == (cseq, msg.top_via_branch().map(str::to_owned)) {
+                // The call's INVITE again, late (its 2xx was ACKed): nothing to answer.
+                return;
+            }
             // Another INVITE of the same call, not a retransmission (a fork's copy, a loop).
             refuse_now(self, 482, &[], out);
             return;

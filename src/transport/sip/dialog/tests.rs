@@ -222,6 +222,15 @@ fn a_call_in_rings_is_answered_confirmed_and_hung_up_by_the_caller() {
     let ack = in_dialog(&d, "ACK", 1, "", b"");
     let out = req(&mut d, &ack, t1 + ms(2000));
     assert_eq!(events(&out), [CallEvent::Confirmed]);
+    // The INVITE once more, late: absorbed; another INVITE of the call: 482.
+    assert!(req(&mut d, &raw, t1 + ms(2100)).is_empty());
+    let other = String::from_utf8(raw.clone())
+        .unwrap()
+        .replace("z9hG4bKinv1", "z9hG4bKinv9");
+    assert_eq!(
+        whats(&req(&mut d, other.as_bytes(), t1 + ms(2100))),
+        ["482"]
+    );
     assert!(wire(&out).is_empty());
     // Nothing more is sent; only the bound on the call's length waits.
     assert_eq!(d.deadline(), Some(t1 + opts().max_call));
