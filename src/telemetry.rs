@@ -135,6 +135,7 @@ fn describe() {
     describe_scaip();
     describe_recording();
     describe_webrtc();
+    describe_sip_calls();
     describe_counter!(
         "vakt_frames_total",
         Unit::Count,
@@ -975,7 +976,7 @@ fn describe_scaip() {
     describe_counter!(
         "vakt_scaip_sip_requests_total",
         Unit::Count,
-        "SIP requests received on the SCAIP endpoint, by method (message, options, register, other) and answer class (2xx, 401, 4xx, 5xx)"
+        "SIP requests received on the SCAIP endpoint and answered at once, by method (message, options, register, invite, cancel, bye, info, update, other) and answer class (2xx, 401, 4xx, 5xx, dialog: handed to a call's dialog, which answers it)"
     );
     describe_counter!(
         "vakt_scaip_auth_failures_total",
@@ -1360,6 +1361,70 @@ impl WebRtcMetrics {
 impl Default for WebRtcMetrics {
     fn default() -> Self {
         WebRtcMetrics::new()
+fn describe_sip_calls() {
+    describe_gauge!(
+        "vakt_sip_dialogs_open",
+        Unit::Count,
+        "SIP INVITE dialogs on the endpoint (ringing, answered, or finishing their transactions), by direction (in, out)"
+    );
+    describe_counter!(
+        "vakt_sip_requests_refused_total",
+        Unit::Count,
+        "SIP call requests refused before any dialog, by reason (unauthenticated: 401; forbidden: 403; bad_request: 400; media_type: 415; extension: 420; interval: 422; full: 503 at max_dialogs; no_dialog: 481)"
+    );
+    describe_counter!(
+        "vakt_sip_calls_ended_total",
+        Unit::Count,
+        "SIP calls ended, by direction (in, out) and reason (cancelled, rejected, failed, hung_up, remote_hang_up, no_ack, session_expired, unreachable, ring_timeout, max_duration, shutdown)"
+    );
+}
+
+/// Metric handles of the SIP endpoint's calls (INVITE dialogs).
+#[derive(Clone)]
+pub struct SipCallMetrics {
+    dialogs_in: Gauge,
+    dialogs_out: Gauge,
+}
+
+impl std::fmt::Debug for SipCallMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SipCallMetrics")
+    }
+}
+
+impl SipCallMetrics {
+    /// Registers the handles.
+    pub fn new() -> SipCallMetrics {
+        prometheus();
+        SipCallMetrics {
+            dialogs_in: metrics::gauge!("vakt_sip_dialogs_open", "direction" => "in"),
+            dialogs_out: metrics::gauge!("vakt_sip_dialogs_open", "direction" => "out"),
+        }
+    }
+
+    /// A dialog opened (`delta` 1) or closed (-1); `direction` is `in` or `out`.
+    pub fn open(&self, direction: &'static str, delta: f64) {
+        match direction {
+            "in" => self.dialogs_in.increment(delta),
+            _ => self.dialogs_out.increment(delta),
+        }
+    }
+
+    /// Counts a call request refused before any dialog (`reason` as described).
+    pub fn refused(&self, reason: &'static str) {
+        metrics::counter!("vakt_sip_requests_refused_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts an ended call (`reason`: `End::as_str`).
+    pub fn ended(&self, direction: &'static str, reason: &'static str) {
+        metrics::counter!("vakt_sip_calls_ended_total", "direction" => direction, "reason" => reason)
+            .increment(1);
+    }
+}
+
+impl Default for SipCallMetrics {
+    fn default() -> Self {
+        SipCallMetrics::new()
     }
 }
 

@@ -791,25 +791,7 @@ pub struct OutRequest<'a> {
 /// From with tag, To, Call-ID, CSeq, `User-Agent: vakt`, Content-Type (when the body is not
 /// empty) and Content-Length.
 pub fn encode_request(r: &OutRequest<'_>, out: &mut Vec<u8>) {
-    push_clean(out, r.method);
-    out.push(b' ');
-    push_clean(out, r.uri);
-    out.extend_from_slice(b" SIP/2.0\r\n");
-    push_header(
-        out,
-        "Via",
-        &format!(
-            "SIP/2.0/{} {};branch={};rport",
-            r.via_transport, r.via_host, r.branch
-        ),
-    );
-    push_header(out, "Max-Forwards", "70");
-    push_header(out, "From", &format!("{};tag={}", r.from, r.from_tag));
-    push_header(out, "To", r.to);
-    push_header(out, "Call-ID", r.call_id);
-    push_header(out, "CSeq", &format!("{} {}", r.cseq, r.method));
-    push_header(out, "User-Agent", "vakt");
-    finish(out, r.content_type, r.body);
+    encode_request_with(r, &[], out);
 }
 
 /// Random alphanumeric token of `n` chars (tags, branches, Call-IDs).
@@ -917,11 +899,10 @@ fn quoted(s: &str, from: usize) -> Option<(Cow<'_, str>, usize)> {
     None
 }
 
-/// Parses an `Authorization:` (or `Proxy-Authorization:`) value: the `Digest` scheme,
-/// parameters in any order with case-insensitive names, values as tokens or quoted strings
-/// (with `\` escapes). Unknown parameters are ignored; a repeated one is
-/// [`AuthError::Malformed`]. `Basic ...` is [`AuthError::Basic`].
-pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthError> {
+/// The parameters of a `Digest` credentials or challenge value (`Basic` is
+/// [`AuthError::Basic`], another scheme [`AuthError::NotDigest`]): names and values in order,
+/// values as tokens or quoted strings (unescaped); a repeated name is [`AuthError::Malformed`].
+fn digest_params(value: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
     let v = trim_lws(value);
     let split = v.find([' ', '\t']).unwrap_or(v.len());
     let scheme = v.get(..split).unwrap_or_default();
@@ -989,6 +970,15 @@ pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthError> {
         }
         params.push((name, value));
     }
+    Ok(params)
+}
+
+/// Parses an `Authorization:` (or `Proxy-Authorization:`) value: the `Digest` scheme,
+/// parameters in any order with case-insensitive names, values as tokens or quoted strings
+/// (with `\` escapes). Unknown parameters are ignored; a repeated one is
+/// [`AuthError::Malformed`]. `Basic ...` is [`AuthError::Basic`].
+pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthError> {
+    let mut params = digest_params(value)?;
     let mut take = |name: &'static str| {
         params
             .iter()
@@ -1568,6 +1558,284 @@ pub fn check_nonce(secret: &[u8], nonce: &str, now_secs: i64, max_age_secs: i64)
     } else {
         NonceCheck::Stale
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// INVITE dialogs: the headers a call needs, vakt's requests with more headers, Digest as a
+// client
+// ---------------------------------------------------------------------------------------
+
+/// Most entries read from one list-valued header kind (Record-Route, Supported, Require,
+/// Allow ...) of a message.
+pub const MAX_LIST_ITEMS: usize = 32;
+
+/// The URI of a From/To/Contact/Route/P-Asserted-Identity value (`"name" <uri>;params`, or
+/// `uri;params`); `None` when it does not read as one, or is empty.
+#[must_use]
+pub fn header_uri(value: &str) -> Option<&str> {
+    let (uri, _) = name_addr(value)?;
+    (!uri.is_empty()).then_some(uri)
+}
+
+/// The caller's number in a URI: the user of a `sip:`/`sips:` URI (`+4670123` of
+/// `sip:+4670123@sbc;user=phone`), or the number of a `tel:` URI (`tel:+4670123;cpc=x`);
+/// `None` for other schemes, an empty number, or one with characters a number does not have
+/// (digits, `+`, `*`, `#`, `-`, `.`, `(`, `)`, letters of a SIP user and `_` are kept).
+#[must_use]
+pub fn uri_number(uri: &str) -> Option<&str> {
+    let uri = trim_lws(uri);
+    let (scheme, rest) = uri.split_once(':')?;
+    let number = if scheme.eq_ignore_ascii_case("tel") {
+        rest.split([';', '?']).next().unwrap_or_default()
+    } else {
+        uri_user(uri)?
+    };
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"+*#-.()_".contains(&b);
+    (!number.is_empty() && number.len() <= 64 && number.bytes().all(ok)).then_some(number)
+}
+
+impl<'a> Message<'a> {
+    /// The items of every header `name`, split at commas outside quotes and angle brackets,
+    /// trimmed, empty ones left out; at most [`MAX_LIST_ITEMS`]. For Supported, Require,
+    /// Allow, Record-Route, Route.
+    #[must_use]
+    pub fn list<'s>(&'s self, name: &'s str) -> Vec<&'s str> {
+        let mut out = Vec::new();
+        for v in self.headers_named(name) {
+            let mut rest = Some(v);
+            while let Some(r) = rest {
+                let (item, after) = split_top(r, b',');
+                let item = trim_lws(item);
+                if !item.is_empty() {
+                    if out.len() >= MAX_LIST_ITEMS {
+                        return out;
+                    }
+                    out.push(item);
+                }
+                rest = after;
+            }
+        }
+        out
+    }
+
+    /// True when a token list header (Supported, Require, Allow) names `token`
+    /// (case-insensitive).
+    #[must_use]
+    pub fn lists(&self, name: &str, token: &str) -> bool {
+        self.list(name)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// The To header's URI.
+    #[must_use]
+    pub fn to_uri(&self) -> Option<&str> {
+        header_uri(self.header("To")?)
+    }
+
+    /// The URI of the first `P-Asserted-Identity` (RFC 3325), the caller as a trunk vouches
+    /// for it.
+    #[must_use]
+    pub fn asserted_identity(&self) -> Option<&str> {
+        let first = *self.list("P-Asserted-Identity").first()?;
+        header_uri(first)
+    }
+
+    /// The header `name` as a number of seconds (`Expires`, `Min-SE`: digits, then
+    /// parameters that are ignored); `None` when absent or not a number below 2^31.
+    #[must_use]
+    pub fn seconds(&self, name: &str) -> Option<u32> {
+        delta_seconds(self.header(name)?)
+    }
+}
+
+/// `1*DIGIT` before any `;params`, below 2^31.
+fn delta_seconds(v: &str) -> Option<u32> {
+    let n = trim_lws(v.split(';').next().unwrap_or_default());
+    if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse::<u32>().ok().filter(|n| *n < 1 << 31)
+}
+
+/// Who refreshes a session (RFC 4028 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    /// The UAC of the request that set the interval.
+    Uac,
+    /// Its UAS.
+    Uas,
+}
+
+impl Refresher {
+    /// The parameter value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresher::Uac => "uac",
+            Refresher::Uas => "uas",
+        }
+    }
+}
+
+/// A `Session-Expires` value (RFC 4028 §4): the interval and who refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionExpires {
+    /// Seconds, 1 ..= 2^31 - 1.
+    pub secs: u32,
+    /// The `refresher` parameter, when present and `uac` or `uas`.
+    pub refresher: Option<Refresher>,
+}
+
+/// Parses a `Session-Expires` (compact `x`) value: `delta-seconds *(;param)`. A zero
+/// interval, or one that is not a number, is `None`; an unknown `refresher` is ignored.
+#[must_use]
+pub fn parse_session_expires(v: &str) -> Option<SessionExpires> {
+    let secs = delta_seconds(v).filter(|s| *s > 0)?;
+    let params = v.split_once(';').map_or("", |(_, p)| p);
+    let refresher = match param(params, "refresher") {
+        Some(r) if r.eq_ignore_ascii_case("uac") => Some(Refresher::Uac),
+        Some(r) if r.eq_ignore_ascii_case("uas") => Some(Refresher::Uas),
+        _ => None,
+    };
+    Some(SessionExpires { secs, refresher })
+}
+
+impl Message<'_> {
+    /// The request's `Session-Expires` (or compact `x`).
+    #[must_use]
+    pub fn session_expires(&self) -> Option<SessionExpires> {
+        self.header("Session-Expires")
+            .or_else(|| self.header("x"))
+            .and_then(parse_session_expires)
+    }
+}
+
+/// Builds a request like [`encode_request`], with `extra` headers (Route, Contact,
+/// Authorization, Supported ...) after `User-Agent`.
+pub fn encode_request_with(r: &OutRequest<'_>, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+    push_clean(out, r.method);
+    out.push(b' ');
+    push_clean(out, r.uri);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_header(
+        out,
+        "Via",
+        &format!(
+            "SIP/2.0/{} {};branch={};rport",
+            r.via_transport, r.via_host, r.branch
+        ),
+    );
+    push_header(out, "Max-Forwards", "70");
+    push_header(out, "From", &format!("{};tag={}", r.from, r.from_tag));
+    push_header(out, "To", r.to);
+    push_header(out, "Call-ID", r.call_id);
+    push_header(out, "CSeq", &format!("{} {}", r.cseq, r.method));
+    push_header(out, "User-Agent", "vakt");
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    finish(out, r.content_type, r.body);
+}
+
+/// A Digest challenge from a `WWW-Authenticate` or `Proxy-Authenticate` value, as vakt
+/// answers it as a client (calls out through a trunk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge<'a> {
+    /// `realm`.
+    pub realm: Cow<'a, str>,
+    /// `nonce`.
+    pub nonce: Cow<'a, str>,
+    /// `opaque`, returned as it came.
+    pub opaque: Option<Cow<'a, str>>,
+    /// The server offers `qop=auth` (vakt then answers with it; without it, RFC 2069).
+    pub qop_auth: bool,
+    /// `stale=true`: the credentials were right, the nonce old.
+    pub stale: bool,
+}
+
+/// Parses a `WWW-Authenticate`/`Proxy-Authenticate` value: scheme `Digest`, `realm` and
+/// `nonce` mandatory, `algorithm` absent or `MD5`, a `qop` list that offers `auth` (one that
+/// offers only `auth-int` is [`AuthError::Algorithm`]: vakt cannot answer it).
+pub fn parse_challenge(value: &str) -> Result<Challenge<'_>, AuthError> {
+    let mut params = digest_params(value)?;
+    let mut take = |name: &'static str| {
+        params
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|at| params.swap_remove(at).1)
+    };
+    let realm = take("realm").ok_or(AuthError::MissingParam("realm"))?;
+    let nonce = take("nonce").ok_or(AuthError::MissingParam("nonce"))?;
+    if take("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case("MD5")) {
+        return Err(AuthError::Algorithm);
+    }
+    let qop_auth = match take("qop") {
+        None => false,
+        Some(q) => {
+            if !q
+                .split(',')
+                .any(|o| trim_lws(o).eq_ignore_ascii_case("auth"))
+            {
+                return Err(AuthError::Algorithm);
+            }
+            true
+        }
+    };
+    let stale = take("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
+    Ok(Challenge {
+        realm,
+        nonce,
+        opaque: take("opaque"),
+        qop_auth,
+        stale,
+    })
+}
+
+/// The `Authorization`/`Proxy-Authorization` value answering `challenge` for a `method`
+/// request to `uri` as `user` with `password` (RFC 2617 §3.2.2, MD5; with `qop=auth`,
+/// `cnonce` and the nonce count `nc` are used, as [`verify`] checks them).
+#[must_use]
+pub fn authorization(
+    user: &str,
+    password: &str,
+    challenge: &Challenge<'_>,
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+    nc: u32,
+) -> String {
+    let ha1_hex = ha1(user, &challenge.realm, password);
+    let nc_hex = format!("{nc:08x}");
+    let (nc_s, cnonce_s, qop) = if challenge.qop_auth {
+        (Some(nc_hex.as_str()), Some(cnonce), Some("auth"))
+    } else {
+        (None, None, None)
+    };
+    let response = digest_response(&ha1_hex, &challenge.nonce, nc_s, cnonce_s, qop, method, uri);
+    let mut s = String::from("Digest username=\"");
+    push_quoted(&mut s, user);
+    s.push_str("\", realm=\"");
+    push_quoted(&mut s, &challenge.realm);
+    s.push_str("\", nonce=\"");
+    push_quoted(&mut s, &challenge.nonce);
+    s.push_str("\", uri=\"");
+    push_quoted(&mut s, uri);
+    s.push_str("\", response=\"");
+    s.push_str(&response);
+    s.push_str("\", algorithm=MD5");
+    if let (Some(nc), Some(cnonce)) = (nc_s, cnonce_s) {
+        s.push_str(", cnonce=\"");
+        push_quoted(&mut s, cnonce);
+        s.push_str("\", qop=auth, nc=");
+        s.push_str(nc);
+    }
+    if let Some(opaque) = &challenge.opaque {
+        s.push_str(", opaque=\"");
+        push_quoted(&mut s, opaque);
+        s.push('"');
+    }
+    s
 }
 
 #[cfg(test)]
@@ -2360,5 +2628,229 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(SipError::MissingHeader("Via").as_str(), "missing_header");
         assert_eq!(SipError::TooLarge.as_str(), "too_large");
         assert_eq!(AuthError::MissingParam("nonce").as_str(), "missing_param");
+    }
+}
+
+#[cfg(test)]
+mod invite_tests {
+    use super::*;
+
+    /// An INVITE as a trunk's session border controller sends it (RFC 3261 §24.2 shape).
+    const INVITE: &[u8] = b"INVITE sip:+46101234567@vakt.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP sbc.example:5060;branch=z9hG4bKsbc1;rport\r\n\
+Max-Forwards: 69\r\n\
+Record-Route: <sip:sbc.example;lr>, <sip:core.example;lr;ftag=x>\r\n\
+Record-Route: \"edge, outer\" <sip:edge.example;lr>\r\n\
+From: \"Anna\" <sip:+4670111222@sbc.example;user=phone>;tag=a1\r\n\
+To: <sip:+46101234567@vakt.example>\r\n\
+Call-ID: c1@sbc\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:sbc.example:5060>\r\n\
+P-Asserted-Identity: <tel:+4670333444;cpc=ordinary>, <sip:+4670333444@sbc.example>\r\n\
+Supported: 100rel, timer\r\n\
+k: replaces\r\n\
+Session-Expires: 1800;refresher=uac\r\n\
+Min-SE: 90\r\n\
+Allow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn invite_headers() {
+        let m = parse(INVITE).unwrap();
+        assert_eq!(
+            m.list("Record-Route"),
+            [
+                "<sip:sbc.example;lr>",
+                "<sip:core.example;lr;ftag=x>",
+                "\"edge, outer\" <sip:edge.example;lr>"
+            ]
+        );
+        assert!(m.lists("Supported", "timer") && m.lists("Supported", "REPLACES"));
+        assert!(!m.lists("Require", "timer"));
+        assert!(m.lists("Allow", "update"));
+        assert_eq!(m.to_uri(), Some("sip:+46101234567@vakt.example"));
+        assert_eq!(m.asserted_identity(), Some("tel:+4670333444;cpc=ordinary"));
+        assert_eq!(
+            m.asserted_identity().and_then(uri_number),
+            Some("+4670333444")
+        );
+        assert_eq!(m.from_uri().and_then(uri_number), Some("+4670111222"));
+        assert_eq!(
+            m.session_expires(),
+            Some(SessionExpires {
+                secs: 1800,
+                refresher: Some(Refresher::Uac)
+            })
+        );
+        assert_eq!(m.seconds("Min-SE"), Some(90));
+        assert_eq!(m.seconds("Expires"), None);
+        assert_eq!(m.body, b"v=0\n");
+    }
+
+    #[test]
+    fn session_expires_values() {
+        let se = |v| parse_session_expires(v);
+        assert_eq!(
+            se("90"),
+            Some(SessionExpires {
+                secs: 90,
+                refresher: None
+            })
+        );
+        assert_eq!(
+            se(" 600 ; refresher = UAS ").and_then(|s| s.refresher),
+            Some(Refresher::Uas)
+        );
+        assert_eq!(se("600;refresher=proxy").and_then(|s| s.refresher), None);
+        for bad in [
+            "",
+            "0",
+            "-5",
+            "x",
+            "99999999999",
+            "2147483648",
+            ";refresher=uac",
+        ] {
+            assert_eq!(se(bad), None, "{bad}");
+        }
+        // The compact form.
+        let m = parse(b"UPDATE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 2 UPDATE\r\nx: 120\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(m.session_expires().map(|s| s.secs), Some(120));
+    }
+
+    #[test]
+    fn numbers_of_uris() {
+        assert_eq!(uri_number("sip:luc678@vakt"), Some("luc678"));
+        assert_eq!(uri_number("tel:+46-70-111"), Some("+46-70-111"));
+        assert_eq!(uri_number("TEL:112;phone-context=x"), Some("112"));
+        assert_eq!(uri_number("sip:vakt.example"), None);
+        assert_eq!(uri_number("tel:"), None);
+        assert_eq!(uri_number("mailto:a@b"), None);
+        assert_eq!(uri_number("sip:a%0d@b"), None);
+        assert_eq!(header_uri("\"A <b>\" <sip:x@y>;tag=1"), Some("sip:x@y"));
+        assert_eq!(header_uri("<>"), None);
+    }
+
+    #[test]
+    fn lists_are_bounded() {
+        let many = vec!["a"; 100].join(", ");
+        let raw = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 2 OPTIONS\r\nSupported: {many}\r\nSupported: timer\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.list("Supported").len(), MAX_LIST_ITEMS);
+        assert!(m.list("Require").is_empty());
+    }
+
+    #[test]
+    fn client_digest_answers_a_challenge_as_the_server_verifies_it() {
+        // RFC 2617 §3.5's challenge, as vakt's own challenge() writes it (qop=auth).
+        let c = parse_challenge(
+            "Digest realm=\"testrealm@host.com\", qop=\"auth,auth-int\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"",
+        )
+        .unwrap();
+        assert!(c.qop_auth && !c.stale);
+        let v = authorization(
+            "Mufasa",
+            "Circle Of Life",
+            &c,
+            "GET",
+            "/dir/index.html",
+            "0a4f113b",
+            1,
+        );
+        // The RFC's own response for these values.
+        assert!(
+            v.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{v}"
+        );
+        let creds = parse_authorization(&v).unwrap();
+        assert_eq!(creds.nc.as_deref(), Some("00000001"));
+        assert_eq!(
+            creds.opaque.as_deref(),
+            Some("5ccc069c403ebaf9f0171e9517f40e41")
+        );
+        assert!(verify(
+            &creds,
+            "GET",
+            &ha1("Mufasa", "testrealm@host.com", "Circle Of Life")
+        ));
+        assert!(!verify(
+            &creds,
+            "GET",
+            &ha1("Mufasa", "testrealm@host.com", "wrong")
+        ));
+
+        // Without qop (RFC 2069), and stale.
+        let c = parse_challenge("digest nonce=\"n\\\"1\", realm=vakt, stale=TRUE, algorithm=md5")
+            .unwrap();
+        assert!(!c.qop_auth && c.stale && c.opaque.is_none());
+        assert_eq!(c.nonce, "n\"1");
+        let v = authorization("luc\"1", "pw", &c, "INVITE", "sip:arc@vakt", "cn", 7);
+        let creds = parse_authorization(&v).unwrap();
+        assert_eq!(creds.username, "luc\"1");
+        assert!(creds.qop.is_none() && creds.nc.is_none() && creds.cnonce.is_none());
+        assert!(verify(&creds, "INVITE", &ha1("luc\"1", "vakt", "pw")));
+        // vakt's own challenge reads back.
+        let ours = challenge("vakt", "abc", true);
+        let c = parse_challenge(&ours).unwrap();
+        assert!(c.qop_auth && c.stale && c.realm == "vakt" && c.nonce == "abc");
+    }
+
+    #[test]
+    fn challenges_vakt_cannot_answer() {
+        assert_eq!(parse_challenge("Basic realm=\"x\""), Err(AuthError::Basic));
+        assert_eq!(parse_challenge("Bearer x=1"), Err(AuthError::NotDigest));
+        assert_eq!(
+            parse_challenge("Digest realm=\"r\""),
+            Err(AuthError::MissingParam("nonce"))
+        );
+        assert_eq!(
+            parse_challenge("Digest realm=r, nonce=n, algorithm=SHA-256"),
+            Err(AuthError::Algorithm)
+        );
+        assert_eq!(
+            parse_challenge("Digest realm=r, nonce=n, qop=\"auth-int\""),
+            Err(AuthError::Algorithm)
+        );
+        assert_eq!(
+            parse_challenge("Digest realm=r, realm=s, nonce=n"),
+            Err(AuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn requests_with_more_headers() {
+        let mut out = Vec::new();
+        encode_request_with(
+            &OutRequest {
+                method: "BYE",
+                uri: "sip:luc@192.0.2.1:5060",
+                via_transport: "UDP",
+                via_host: "127.0.0.1:5060",
+                branch: "z9hG4bKb1",
+                from: "<sip:arc@vakt>",
+                from_tag: "v1",
+                to: "<sip:luc@vakt>;tag=d1",
+                call_id: "c1",
+                cseq: 3,
+                content_type: None,
+                body: b"",
+            },
+            &[
+                ("Route", "<sip:p1;lr>"),
+                ("Route", "<sip:p2;lr>"),
+                ("Reason", "SIP;cause=200\r\nX: injected"),
+            ],
+            &mut out,
+        );
+        let m = parse(&out).unwrap();
+        assert_eq!(m.list("Route"), ["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(m.to_tag(), Some("d1"));
+        assert_eq!(m.cseq(), (3, "BYE"));
+        assert!(m.header("X").is_none(), "no header injection");
     }
 }

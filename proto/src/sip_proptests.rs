@@ -6,8 +6,10 @@ use proptest::prelude::*;
 
 use super::scaip::{Mrs, encode_mrs, parse_mrq, parse_mrs, sniff_ref};
 use super::sip::{
-    MAX_MESSAGE_BYTES, OutRequest, Scan, StartLine, check_nonce, encode_request, encode_response,
-    encode_response_from, parse, parse_authorization, scan, stamp_via, uri_matches, verify,
+    MAX_LIST_ITEMS, MAX_MESSAGE_BYTES, OutRequest, Scan, StartLine, authorization, check_nonce,
+    encode_request, encode_request_with, encode_response, encode_response_from, ha1, header_uri,
+    parse, parse_authorization, parse_challenge, parse_session_expires, scan, stamp_via,
+    uri_matches, uri_number, verify,
 };
 
 /// Valid SIP messages to mutate.
@@ -16,6 +18,8 @@ const SIP_SEEDS: &[&[u8]] = &[
     b"MESSAGE sip:arc@vakt SIP/2.0\r\nv: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKa, SIP/2.0/UDP x;branch=z9hG4bKb\r\nf: \"A, B\" <sip:678@arc>;tag=1\r\nt: <sip:arc@vakt>\r\ni: abc\r\nCSeq: 5\r\n\tMESSAGE\r\nAuthorization: Digest username=\"678\", realm=\"vakt\", nonce=\"n\", uri=\"sip:arc@vakt\", response=\"0123456789abcdef0123456789abcdef\", qop=auth, nc=00000001, cnonce=\"c\"\r\nl: 0\r\n\r\n",
     b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:arc@vakt>;tag=2\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nWWW-Authenticate: Digest realm=\"vakt\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"\r\nContent-Length: 0\r\n\r\n",
     b"\r\n\r\n",
+    b"INVITE sip:+46101234567@vakt SIP/2.0\r\nVia: SIP/2.0/UDP sbc:5060;branch=z9hG4bKs1;rport\r\nRecord-Route: <sip:sbc;lr>, \"a,b\" <sip:c;lr>\r\nFrom: <sip:+4670111@sbc;user=phone>;tag=a1\r\nTo: <sip:+46101234567@vakt>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:sbc:5060>\r\nP-Asserted-Identity: <tel:+4670333;cpc=x>\r\nSupported: timer, 100rel\r\nRequire: timer\r\nSession-Expires: 1800;refresher=uac\r\nMin-SE: 90\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+    b"SIP/2.0 407 Proxy Authentication Required\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:arc@vakt>;tag=1\r\nTo: <sip:+4670@sbc>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nProxy-Authenticate: Digest realm=\"sbc\", nonce=\"abc\", opaque=\"o\", qop=\"auth,auth-int\", stale=FALSE\r\nContent-Length: 0\r\n\r\n",
 ];
 
 /// Valid SCAIP bodies to mutate.
@@ -120,6 +124,33 @@ fn exercise_message(raw: &[u8]) {
         );
         let _ = m.contact_uri();
     }
+    for name in ["Record-Route", "Supported", "Require", "Allow", "Via"] {
+        let items = m.list(name);
+        assert!(items.len() <= MAX_LIST_ITEMS);
+        assert!(items.iter().all(|i| !i.is_empty()));
+        for i in items {
+            let _ = header_uri(i);
+        }
+    }
+    let _ = (
+        m.to_uri(),
+        m.asserted_identity().and_then(uri_number),
+        m.from_uri().and_then(uri_number),
+        m.seconds("Min-SE"),
+        m.lists("Supported", "timer"),
+    );
+    if let Some(se) = m.session_expires() {
+        assert!(se.secs > 0 && se.secs < 1 << 31);
+    }
+    for h in ["WWW-Authenticate", "Proxy-Authenticate"] {
+        if let Some(v) = m.header(h)
+            && let Ok(c) = parse_challenge(v)
+        {
+            let a = authorization("u", "p", &c, "INVITE", "sip:a@b", "cn", 1);
+            let creds = parse_authorization(&a).expect("our answer parses");
+            assert!(verify(&creds, "INVITE", &ha1("u", &c.realm, "p")));
+        }
+    }
     let _ = parse_mrq(m.body);
     let _ = sniff_ref(m.body);
 }
@@ -137,6 +168,11 @@ fn exercise_xml(input: &[u8]) {
         encode_mrs(&m, &mut out);
         assert_eq!(parse_mrs(&out), Ok(m), "re-encoded mrs");
     }
+}
+
+/// `s` as the inside of a quoted-string.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn token() -> impl Strategy<Value = String> {
@@ -262,6 +298,61 @@ proptest! {
         prop_assert_eq!(m.top_via_branch(), Some(branch.as_str()));
         prop_assert_eq!(m.body, body.as_slice());
         prop_assert_eq!(m.content_type(), if body.is_empty() { None } else { *ct });
+    }
+
+    #[test]
+    fn invite_headers_never_panic(s in ".{0,300}") {
+        let _ = parse_challenge(&s);
+        let _ = parse_session_expires(&s);
+        let _ = uri_number(&s);
+        let _ = header_uri(&s);
+    }
+
+    #[test]
+    fn client_digest_round_trips(
+        user in "[ -~]{1,20}",
+        password in "[ -~]{0,20}",
+        realm in "[ -~]{1,20}",
+        nonce in "[ -~]{1,40}",
+        opaque in prop::option::of("[ -~]{0,20}"),
+        qop in any::<bool>(),
+        nc in 1u32..,
+        method in "[A-Z]{3,9}",
+    ) {
+        // vakt's client answer to a challenge (quoted values escaped) is what a server checks.
+        let mut ch = format!("Digest realm=\"{}\", nonce=\"{}\"", esc(&realm), esc(&nonce));
+        if let Some(o) = &opaque {
+            ch.push_str(&format!(", opaque=\"{}\"", esc(o)));
+        }
+        if qop {
+            ch.push_str(", qop=\"auth\"");
+        }
+        let c = parse_challenge(&ch).expect("challenge parses");
+        prop_assert_eq!(c.realm.as_ref(), realm.as_str());
+        prop_assert_eq!(c.nonce.as_ref(), nonce.as_str());
+        let a = authorization(&user, &password, &c, &method, "sip:arc@vakt", "cn0", nc);
+        let creds = parse_authorization(&a).expect("answer parses");
+        prop_assert_eq!(creds.username.as_ref(), user.as_str());
+        prop_assert_eq!(creds.opaque.as_deref(), opaque.as_deref());
+        prop_assert!(verify(&creds, &method, &ha1(&user, &realm, &password)));
+    }
+
+    #[test]
+    fn encode_request_with_round_trips(r in out_request(), route in "[a-z0-9.]{1,20}") {
+        let (method, uri, host, transport, branch, from_tag, call_id, cseq, body, ct) = &r;
+        let req = OutRequest {
+            method, uri, via_transport: transport, via_host: host, branch,
+            from: "<sip:arc@vakt>", from_tag, to: uri, call_id, cseq: *cseq,
+            content_type: *ct, body,
+        };
+        let r1 = format!("<sip:{route};lr>");
+        let mut out = Vec::new();
+        encode_request_with(&req, &[("Route", &r1), ("Route", "<sip:p2;lr>"), ("Supported", "timer")], &mut out);
+        prop_assert_eq!(scan(&out), Scan::Message { len: out.len() });
+        let m = parse(&out).expect("parse");
+        prop_assert_eq!(m.list("Route"), vec![r1.as_str(), "<sip:p2;lr>"]);
+        prop_assert!(m.lists("Supported", "timer"));
+        prop_assert_eq!(m.body, body.as_slice());
     }
 
     #[test]

@@ -51,6 +51,30 @@ impl Flow {
         matches!(self, Flow::Udp { .. })
     }
 
+    /// Someone besides the connection holds this stream's sender (a call, an answer being
+    /// made): the connection is in use even when nothing arrives on it.
+    pub(super) fn in_use(&self) -> bool {
+        match self {
+            Flow::Udp { .. } => false,
+            Flow::Stream { tx, .. } => tx.strong_count() > 1,
+        }
+    }
+
+    /// A reference that does not keep a connection open.
+    pub(super) fn downgrade(&self) -> FlowRef {
+        match self {
+            Flow::Udp { socket, peer } => FlowRef::Udp {
+                socket: socket.clone(),
+                peer: *peer,
+            },
+            Flow::Stream { tx, peer, tls } => FlowRef::Stream {
+                tx: tx.downgrade(),
+                peer: *peer,
+                tls: *tls,
+            },
+        }
+    }
+
     pub(super) async fn send(&self, bytes: Vec<u8>) -> bool {
         match self {
             Flow::Udp { socket, peer } => match socket.send_to(&bytes, peer).await {
@@ -61,6 +85,37 @@ impl Flow {
                 }
             },
             Flow::Stream { tx, .. } => tx.send(bytes).await.is_ok(),
+        }
+    }
+}
+
+/// A flow remembered without keeping its connection open.
+#[derive(Clone, Debug)]
+pub(super) enum FlowRef {
+    Udp {
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+    },
+    Stream {
+        tx: mpsc::WeakSender<Vec<u8>>,
+        peer: SocketAddr,
+        tls: bool,
+    },
+}
+
+impl FlowRef {
+    /// The flow, unless its connection has closed.
+    pub(super) fn upgrade(&self) -> Option<Flow> {
+        match self {
+            FlowRef::Udp { socket, peer } => Some(Flow::Udp {
+                socket: socket.clone(),
+                peer: *peer,
+            }),
+            FlowRef::Stream { tx, peer, tls } => Some(Flow::Stream {
+                tx: tx.upgrade()?,
+                peer: *peer,
+                tls: *tls,
+            }),
         }
     }
 }

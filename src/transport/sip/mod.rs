@@ -21,8 +21,16 @@
 //! closed when idle; a UDP request retransmitted within 32 s gets the same response again
 //! without being handled twice (`uas`).
 //!
+//! Calls (`proto/sip-voice.md`): with [`Endpoint::with_calls`] the endpoint also takes
+//! INVITE dialogs, in (a unit or a trunk, admitted by the [`CallHandler`]) and out
+//! ([`Endpoint::dial`]), on the same listeners, flows, rate and transaction cache; the SDP
+//! they carry is the handler's, and no media passes here. Without a call handler INVITE
+//! gets `405` as before.
+//!
 //! Files: `flow` (how a message came and how to send on its flow), `rate`, `uas`,
-//! `outgoing` (vakt's MESSAGE transactions), [`serve`] (the listeners' loops).
+//! `outgoing` (vakt's MESSAGE transactions), [`serve`] (the listeners' loops); `call` (the
+//! calls' API), `dialog` (one dialog's state machine, sans-IO), `invite` (the dialogs'
+//! table and tasks).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,16 +43,24 @@ use super::accept::Scope;
 use crate::model::Transport;
 use crate::telemetry::ScaipMetrics;
 use flow::Flow;
+use invite::{Calls, Routed};
 use outgoing::{OutTarget, Outgoing};
 use vakt_proto::scaip;
 use vakt_proto::sip::{self, Message, StartLine};
 
+mod call;
+mod dialog;
 mod flow;
+mod invite;
 mod outgoing;
 mod rate;
 pub mod serve;
 mod uas;
 
+pub use call::{
+    ActionError, Admission, CallEvent, CallHandle, CallHandler, CallId, Caller, Decision, Dial,
+    DialError, DialVia, End, IncomingCall, InviteOptions, Origin,
+};
 pub use serve::{serve_stream, serve_udp, tls_acceptor};
 
 /// RFC 3261 T1.
@@ -112,8 +128,10 @@ pub struct Endpoint<H> {
     opts: SipOptions,
     metrics: ScaipMetrics,
     outgoing: Outgoing,
-    uas: Mutex<uas::UasCache>,
+    uas: Arc<Mutex<uas::UasCache>>,
     rates: rate::UdpRates,
+    /// The calls (INVITE dialogs), once a handler takes them.
+    calls: Option<Arc<Calls>>,
     /// Where the answer tasks run.
     scope: Scope,
 }
@@ -131,6 +149,11 @@ fn method_label(m: &str) -> &'static str {
         "MESSAGE" => "message",
         "OPTIONS" => "options",
         "REGISTER" => "register",
+        "INVITE" => "invite",
+        "CANCEL" => "cancel",
+        "BYE" => "bye",
+        "INFO" => "info",
+        "UPDATE" => "update",
         _ => "other",
     }
 }
@@ -169,12 +192,53 @@ impl<H: ScaipHandler> Endpoint<H> {
                 metrics.clone(),
                 scope.shutdown.clone(),
             ),
-            uas: Mutex::new(uas::UasCache::default()),
+            uas: Arc::new(Mutex::new(uas::UasCache::default())),
             rates: rate::UdpRates::new(opts.rate_per_source, opts.rate_burst),
+            calls: None,
             opts,
             metrics,
             scope,
         }
+    }
+
+    /// Takes calls too (INVITE dialogs, `call`): `handler` admits and answers them, within
+    /// `opts`. Without it, INVITE is answered `405` as any method the endpoint does not
+    /// allow.
+    pub fn with_calls(mut self, handler: Arc<dyn CallHandler>, opts: InviteOptions) -> Self {
+        self.calls = Some(Arc::new(Calls::new(
+            handler,
+            opts,
+            &self.opts.arc_uri,
+            self.uas.clone(),
+            self.scope.clone(),
+        )));
+        self
+    }
+
+    /// Starts a call out; its events go to the call handler under the returned handle's id
+    /// (the first as soon as a response comes: register the handle at once). Over
+    /// [`DialVia::Tcp`] a connection is opened for it (and read like an accepted one).
+    pub async fn dial(self: &Arc<Self>, dial: Dial) -> Result<CallHandle, DialError> {
+        let calls = self.calls.clone().ok_or(DialError::NoCalls)?;
+        let (flow, local) = match &dial.via {
+            DialVia::Tcp(addr) => serve::connect(self, *addr).await?,
+            via => calls.flow_for(via)?,
+        };
+        calls.dial(dial, flow, local)
+    }
+
+    /// The methods the endpoint allows.
+    fn allow(&self) -> &'static str {
+        if self.calls.is_some() {
+            dialog::ALLOW_CALLS
+        } else {
+            ALLOW
+        }
+    }
+
+    /// True for a source whose requests the per-source rate does not count (a trunk).
+    fn unlimited(&self, peer: SocketAddr) -> bool {
+        self.calls.as_ref().is_some_and(|c| c.unlimited(peer))
     }
 
     /// Counts a request from `peer` over its source's rate; the `503` (with `Retry-After`)
@@ -210,21 +274,22 @@ impl<H: ScaipHandler> Endpoint<H> {
         };
         let (method, uri) = match msg.start {
             StartLine::Response { code, .. } => {
-                self.outgoing.response(&msg, code);
+                match &self.calls {
+                    Some(calls) if msg.cseq().1 != "MESSAGE" => calls.response(raw, &msg, flow),
+                    _ => self.outgoing.response(&msg, code),
+                }
                 return;
             }
             StartLine::Request { method, uri } => (method, uri),
         };
         if method == "ACK" {
+            if let Some(calls) = &self.calls {
+                calls.ack(raw, &msg, flow);
+            }
             return;
         }
         let now = Instant::now();
-        let cache_key = match flow {
-            Flow::Udp { .. } => msg
-                .top_via_branch()
-                .map(|b| format!("{b}\u{0}{method}\u{0}{}\u{0}{}", msg.call_id(), flow.peer())),
-            Flow::Stream { .. } => None,
-        };
+        let cache_key = uas::key(&msg, method, flow);
         if let Some(k) = &cache_key {
             let cached = self.uas().get(k, now);
             if let Some(resp) = cached {
@@ -248,12 +313,20 @@ impl<H: ScaipHandler> Endpoint<H> {
             );
             code
         };
+        let calls = self.calls.clone();
         let code = match method {
-            "OPTIONS" => respond(
-                200,
-                "OK",
-                &[("Allow", ALLOW), ("Accept", scaip::CONTENT_TYPE)],
-            ),
+            "OPTIONS" => {
+                let accept = if calls.is_some() {
+                    "application/scaip+xml, application/sdp"
+                } else {
+                    scaip::CONTENT_TYPE
+                };
+                let mut extra = vec![("Allow", self.allow()), ("Accept", accept)];
+                if calls.is_some() {
+                    extra.push(("Supported", dialog::SUPPORTED));
+                }
+                respond(200, "OK", &extra)
+            }
             "MESSAGE" | "REGISTER" => {
                 match self.handler.authenticate(&msg, method, uri, flow.peer()) {
                     Err(challenge) => respond(
@@ -273,6 +346,9 @@ impl<H: ScaipHandler> Endpoint<H> {
                             extra.push(("Contact", c));
                         }
                         tracing::debug!(user = %user, "sip register accepted");
+                        if let Some(c) = &calls {
+                            c.saw(&user, flow, local);
+                        }
                         respond(200, "OK", &extra)
                     }
                     Ok(user) => {
@@ -290,6 +366,9 @@ impl<H: ScaipHandler> Endpoint<H> {
                                 ],
                             )
                         } else {
+                            if let Some(c) = &calls {
+                                c.saw(&user, flow, local);
+                            }
                             let code = respond(200, "OK", &[]);
                             self.spawn_answer(&msg, uri, user, flow, local);
                             code
@@ -297,7 +376,36 @@ impl<H: ScaipHandler> Endpoint<H> {
                     }
                 }
             }
-            _ => respond(405, "Method Not Allowed", &[("Allow", ALLOW)]),
+            "INVITE" | "CANCEL" | "BYE" | "INFO" | "UPDATE" | "PRACK" if calls.is_some() => {
+                match calls
+                    .as_ref()
+                    .map(|c| c.request(raw, &msg, method, uri, flow, local))
+                {
+                    Some(Routed::Refuse(code, headers)) => {
+                        let mut extra: Vec<(&str, &str)> =
+                            headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                        if code == 405 {
+                            extra.push(("Allow", dialog::ALLOW_CALLS));
+                        }
+                        respond(code, dialog::reason(code), &extra)
+                    }
+                    _ => {
+                        self.metrics.sip_request(method_label(method), "dialog");
+                        return;
+                    }
+                }
+            }
+            _ if calls.is_some() && msg.to_tag().is_some() => {
+                // Another method in a call's dialog: the dialog answers (405), or 481.
+                match calls
+                    .as_ref()
+                    .map(|c| c.request(raw, &msg, method, uri, flow, local))
+                {
+                    Some(Routed::Refuse(code, _)) => respond(code, dialog::reason(code), &[]),
+                    _ => return,
+                }
+            }
+            _ => respond(405, "Method Not Allowed", &[("Allow", self.allow())]),
         };
         self.metrics
             .sip_request(method_label(method), answer_class(code));

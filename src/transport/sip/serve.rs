@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::flow::Flow;
 use super::rate::Bucket;
@@ -30,6 +31,9 @@ pub async fn serve_udp<H: ScaipHandler>(socket: UdpSocket, ep: Arc<Endpoint<H>>)
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let shutdown = ep.scope.shutdown.clone();
+    if let Some(calls) = &ep.calls {
+        calls.set_udp(socket.clone(), local);
+    }
     let mut buf = vec![0u8; sip::MAX_MESSAGE_BYTES + 1];
     loop {
         let (n, peer) = tokio::select! {
@@ -48,7 +52,7 @@ pub async fn serve_udp<H: ScaipHandler>(socket: UdpSocket, ep: Arc<Endpoint<H>>)
             continue;
         }
         let is_response = dgram.starts_with(b"SIP/2.0 ");
-        if !is_response && !ep.rates.allow(peer, Instant::now()) {
+        if !is_response && !ep.unlimited(peer) && !ep.rates.allow(peer, Instant::now()) {
             if let Some(out) = ep.over_rate(dgram, peer) {
                 let _ = socket.send_to(&out, peer).await;
             }
@@ -92,11 +96,14 @@ pub async fn serve_stream<H: ScaipHandler>(
             ep.metrics.connections.increment(1.0);
             // Also when the task is dropped at the grace deadline.
             let _open = Open(&ep.metrics.connections);
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
             match tls {
-                None => connection(stream, peer, local, false, &ep, &shutdown).await,
+                None => connection(stream, peer, local, false, (tx, rx), &ep, &shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(s, peer, local, true, &ep, &shutdown).await,
+                        Ok(Ok(s)) => {
+                            connection(s, peer, local, true, (tx, rx), &ep, &shutdown).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!("tls handshake timed out"),
                     }
@@ -116,13 +123,47 @@ impl Drop for Open<'_> {
     }
 }
 
+/// Connects over TCP to `addr` for a call out; the connection is then read and written like
+/// an accepted one (on the endpoint's scope, counted in its gauge). The flow and vakt's
+/// address on it.
+pub(super) async fn connect<H: ScaipHandler>(
+    ep: &Arc<Endpoint<H>>,
+    addr: SocketAddr,
+) -> std::io::Result<(Flow, SocketAddr)> {
+    let stream = tokio::time::timeout(HANDSHAKE, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr()?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let flow = Flow::Stream {
+        tx: tx.clone(),
+        peer: addr,
+        tls: false,
+    };
+    let ep2 = ep.clone();
+    let span = tracing::debug_span!("sip_tcp_out", peer = %addr);
+    ep.scope.spawn(
+        async move {
+            let shutdown = ep2.scope.shutdown.clone();
+            ep2.metrics.connections.increment(1.0);
+            let _open = Open(&ep2.metrics.connections);
+            connection(stream, addr, local, false, (tx, rx), &ep2, &shutdown).await;
+        }
+        .instrument(span),
+    );
+    Ok((flow, local))
+}
+
 /// One TCP or TLS connection: a reader that frames messages by Content-Length and a writer
-/// that sends responses and vakt's MESSAGEs in order.
+/// that sends responses and vakt's requests in order (`channel`: the writer's queue). It is
+/// closed when idle, unless a call holds it (its flow is in use).
 async fn connection<S, H>(
     stream: S,
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
+    channel: (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
     ep: &Arc<Endpoint<H>>,
     shutdown: &CancellationToken,
 ) where
@@ -130,7 +171,7 @@ async fn connection<S, H>(
     H: ScaipHandler,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let (tx, mut rx) = channel;
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
@@ -149,7 +190,10 @@ async fn connection<S, H>(
             match sip::scan(&buf) {
                 sip::Scan::Message { len } => {
                     let is_response = buf.starts_with(b"SIP/2.0 ");
-                    if !is_response && !bucket.take(rate, burst, Instant::now()) {
+                    if !is_response
+                        && !ep.unlimited(peer)
+                        && !bucket.take(rate, burst, Instant::now())
+                    {
                         if let Some(out) = ep.over_rate(&buf[..len], peer) {
                             flow.send(out).await;
                         }
@@ -172,16 +216,20 @@ async fn connection<S, H>(
             }
         }
         let mut chunk = [0u8; READ_CHUNK];
-        let n = tokio::select! {
-            r = tokio::time::timeout(ep.opts.idle_timeout, rd.read(&mut chunk)) => match r {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => n,
-                Err(_) => {
-                    tracing::debug!("sip connection idle; closing");
-                    break;
-                }
-            },
-            () = shutdown.cancelled() => break,
+        let n = loop {
+            tokio::select! {
+                r = tokio::time::timeout(ep.opts.idle_timeout, rd.read(&mut chunk)) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => break 'conn,
+                    Ok(Ok(n)) => break n,
+                    // A call on this connection may be silent for long: it stays open.
+                    Err(_) if flow.in_use() => {}
+                    Err(_) => {
+                        tracing::debug!("sip connection idle; closing");
+                        break 'conn;
+                    }
+                },
+                () = shutdown.cancelled() => break 'conn,
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
     }

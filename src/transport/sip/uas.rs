@@ -6,6 +6,19 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::TRANSACTION;
+use super::flow::Flow;
+use vakt_proto::sip::Message;
+
+/// The cache key of a request that came over UDP (its Via branch, method, Call-ID and
+/// source); `None` over TCP/TLS, or without a branch.
+pub(super) fn key(msg: &Message<'_>, method: &str, flow: &Flow) -> Option<String> {
+    match flow {
+        Flow::Udp { .. } => msg
+            .top_via_branch()
+            .map(|b| format!("{b}\u{0}{method}\u{0}{}\u{0}{}", msg.call_id(), flow.peer())),
+        Flow::Stream { .. } => None,
+    }
+}
 
 /// Responses kept for retransmitted UDP requests.
 const UAS_CACHE: usize = 50_000;
