@@ -1173,6 +1173,9 @@ impl RecordingMetrics {
 impl Default for RecordingMetrics {
     fn default() -> Self {
         RecordingMetrics::new()
+    }
+}
+
 // ---- WebRTC: the operators' legs in the browser (voice::webrtc) ----
 
 /// Label values of `vakt_webrtc_offers_total{result}`.
@@ -1361,6 +1364,9 @@ impl WebRtcMetrics {
 impl Default for WebRtcMetrics {
     fn default() -> Self {
         WebRtcMetrics::new()
+    }
+}
+
 fn describe_sip_calls() {
     describe_gauge!(
         "vakt_sip_dialogs_open",
