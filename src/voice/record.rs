@@ -29,12 +29,12 @@
 //! Each recording has its own writer thread (the number of calls is bounded by the SIP layer's
 //! cap) fed by a bounded queue ([`RecordingOptions::queue_frames`]): [`Recorder::frame`] (or
 //! a leg's [`Tap`]) never blocks, and a frame the writer has no room for is dropped (its
-//! place stays silent) and counted. The writer writes the samples every 100 ms and, every [`SYNC_EVERY`], the two
-//! sizes in the header, then `fdatasync`s: a kill -9 loses what was held back (under half a
-//! second), a power cut at most about a second, and both leave a playable file. A write that
-//! fails (the disk full) leaves a hole that reads as silence, is counted and reported
-//! ([`Recorder::status`], [`Finished`]), and the writer goes on; nothing here ends a call.
-
+//! place stays silent) and counted. The writer writes the samples every 100 ms and, every
+//! [`SYNC_EVERY`], the two sizes in the header, then `fdatasync`s: a kill -9 loses what was
+//! held back (under half a second), a power cut at most about a second, and both leave a
+//! playable file. A write that fails (the disk full) leaves a hole that reads as silence, is
+//! counted and reported ([`Recorder::status`], [`Finished`]), and the writer goes on; nothing
+//! here ends a call.
 //!
 //! # Use
 //!
