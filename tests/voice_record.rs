@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use vakt::telemetry::RecordingMetrics;
 use vakt::voice::record::{
-    self, Channel, Packet, RecordError, Recorder, RecordingId, RecordingOptions,
+    self, Channel, Packet, RecordError, Recorder, RecordingId, RecordingOptions, Tap,
 };
 use vakt::voice::tone::{self, ToneGen};
 use vakt::voice::wav;
@@ -36,7 +36,7 @@ fn window(from_ms: u64, to_ms: u64) -> Option<std::ops::Range<Duration>> {
 /// timestamp advancing together).
 #[allow(clippy::too_many_arguments)]
 fn send(
-    rec: &Recorder,
+    tap: &Tap,
     channel: Channel,
     law: Law,
     ssrc: u32,
@@ -54,7 +54,7 @@ fn send(
             payload: &payload,
             arrival: from + ms(u64::from(k) * 20),
         };
-        assert!(rec.frame(channel, &p));
+        assert!(tap.frame(channel, &p));
     }
 }
 
@@ -74,9 +74,10 @@ async fn a_conversation_is_one_two_channel_8khz_wav_with_each_side_on_its_channe
         .unwrap();
     assert!(opts.dir.join(id.part_name()).is_file());
     // The person: 440 Hz in A-law for two seconds. The operator: 1,000 Hz in μ-law from
-    // 0.5 s to 1.5 s, with timestamps that wrap around.
+    // 0.5 s to 1.5 s, with timestamps that wrap around, through the operator leg's tap.
+    let operator_leg = rec.tap();
     send(
-        &rec,
+        &rec.tap(),
         Channel::Person,
         Law::Alaw,
         0x1111,
@@ -86,7 +87,7 @@ async fn a_conversation_is_one_two_channel_8khz_wav_with_each_side_on_its_channe
         100,
     );
     send(
-        &rec,
+        &operator_leg,
         Channel::Operator,
         Law::Ulaw,
         0x2222,
@@ -95,7 +96,20 @@ async fn a_conversation_is_one_two_channel_8khz_wav_with_each_side_on_its_channe
         answered + ms(500),
         50,
     );
-    let done = rec.finish(answered + ms(2_000)).await.unwrap();
+    // The leg still holds its tap: the hang-up ends the recording all the same, and the tap
+    // takes nothing more.
+    let done = tokio::time::timeout(Duration::from_secs(10), rec.finish(answered + ms(2_000)))
+        .await
+        .expect("the hang-up ends the recording though a tap is held")
+        .unwrap();
+    let late = Packet {
+        law: Law::Ulaw,
+        ssrc: 0x2222,
+        timestamp: 0,
+        payload: &[0x80; 160],
+        arrival: answered + ms(2_000),
+    };
+    assert!(!operator_leg.frame(Channel::Operator, &late));
     assert_eq!(done.id, id);
     assert_eq!(done.file_name, "call-42_conv-1_20261206T210301Z.wav");
     assert_eq!(done.duration, Duration::from_secs(2));

@@ -27,20 +27,35 @@
 //! # Durability and failures
 //!
 //! Each recording has its own writer thread (the number of calls is bounded by the SIP layer's
-//! cap) fed by a bounded queue ([`RecordingOptions::queue_frames`]): [`Recorder::frame`] never
-//! blocks, and a frame the writer has no room for is dropped (its place stays silent) and
-//! counted. The writer writes the samples every 100 ms and, every [`SYNC_EVERY`], the two
-//! sizes in the header, then `fdatasync`s: a kill -9 loses what was held back (under half a
-//! second), a power cut at most about a second, and both leave a playable file. A write that
-//! fails (the disk full) leaves a hole that reads as silence, is counted and reported
-//! ([`Recorder::status`], [`Finished`]), and the writer goes on; nothing here ends a call.
+//! cap) fed by a bounded queue ([`RecordingOptions::queue_frames`]): [`Recorder::frame`] (or
+//! a leg's [`Tap`]) never blocks, and a frame the writer has no room for is dropped (its
+//! place stays silent) and counted. The writer writes the samples every 100 ms and, every
+//! [`SYNC_EVERY`], the two sizes in the header, then `fdatasync`s: a kill -9 loses what was
+//! held back (under half a second), a power cut at most about a second, and both leave a
+//! playable file. A write that fails (the disk full) leaves a hole that reads as silence, is
+//! counted and reported ([`Recorder::status`], [`Finished`]), and the writer goes on; nothing
+//! here ends a call.
+//!
+//! # Use
+//!
+//! At start, before any call: [`recover`] on [`RecordingOptions::dir`] (blocking), and the
+//! conversations it reports marked ended; `super::retention::run` as a task. At the answer:
+//! [`Recorder::start`] with the [`RecordingId`] (Call, conversation, the answer's
+//! timestamp) and the answer's `Instant`; an error is logged on the Call and the call goes
+//! on. Each leg's task gets a [`Tap`] and hands it every G.711 payload as a [`Packet`]:
+//! [`Channel::Person`] what came from the person, [`Channel::Operator`] what was sent to
+//! them (the operator's voice, the hold tone). At hang-up: [`Recorder::finish`] with the
+//! hang-up's `Instant`; the [`Finished`] (its `file_name`, duration, failures) goes on the
+//! Call's timeline. For playback: [`open_name`] with that file name (or [`open`] by Call and
+//! conversation, [`list`] for a Call's recordings), then stream [`Playback::len`] bytes of
+//! [`Playback::file`].
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -346,9 +361,29 @@ struct Shared {
     failures: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
     hangup: Mutex<Option<Instant>>,
+    /// Set at the hang-up (after `hangup`): the writer ends whoever still holds a [`Tap`].
+    ending: AtomicBool,
 }
 
 impl Shared {
+    /// The hang-up at `at` (the first one counts).
+    fn hang_up(&self, at: Instant) {
+        if let Ok(mut h) = self.hangup.lock() {
+            h.get_or_insert(at);
+        }
+        self.ending.store(true, Ordering::Release);
+    }
+
+    fn status(&self) -> RecordingStatus {
+        RecordingStatus {
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            bytes_durable: self.bytes_durable.load(Ordering::Relaxed),
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_failure: self.last_failure.lock().ok().and_then(|l| *l),
+        }
+    }
+
     fn fail(&self, metrics: &RecordingMetrics, failure: Failure) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         metrics.failure(failure.as_str());
@@ -368,20 +403,78 @@ struct Frame {
     payload: Vec<u8>,
 }
 
-/// The handle of one conversation's recording. Frames go in with [`Recorder::frame`] (never
-/// blocks); [`Recorder::finish`] at hang-up. Dropped without `finish`, the recording is
-/// finished at the moment its writer notices.
+/// The handle of one conversation's recording. Frames go in with [`Recorder::frame`], or
+/// through a [`Tap`] per leg (never blocking); [`Recorder::finish`] at hang-up. Dropped
+/// without `finish`, the recording is finished at the moment of the drop.
 pub struct Recorder {
     id: RecordingId,
-    tx: mpsc::SyncSender<Frame>,
-    shared: Arc<Shared>,
-    done: tokio::sync::oneshot::Receiver<Result<Finished, RecordError>>,
-    metrics: RecordingMetrics,
+    tap: Tap,
+    done: Option<tokio::sync::oneshot::Receiver<Result<Finished, RecordError>>>,
 }
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.tap.shared.hang_up(Instant::now());
+    }
+}
+
+/// Feeds one recording's frames (a clone for each leg's task); it does not keep the
+/// recording open: after the hang-up its frames are refused.
+#[derive(Clone)]
+pub struct Tap {
+    tx: mpsc::SyncSender<Frame>,
+    shared: Arc<Shared>,
+    metrics: RecordingMetrics,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
+impl Tap {
+    /// Hands a channel's frame to the writer; never blocks. Returns whether it was taken:
+    /// a frame the writer has no room for, an empty one or one of more than
+    /// [`MAX_FRAME_SAMPLES`] is dropped and counted (its place stays silent), and after the
+    /// hang-up none is taken.
+    pub fn frame(&self, channel: Channel, packet: &Packet<'_>) -> bool {
+        if self.shared.ending.load(Ordering::Acquire) {
+            return false;
+        }
+        if packet.payload.is_empty() || packet.payload.len() > MAX_FRAME_SAMPLES {
+            self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let frame = Frame {
+            channel,
+            law: packet.law,
+            ssrc: packet.ssrc,
+            timestamp: packet.timestamp,
+            arrival: packet.arrival,
+            payload: packet.payload.to_vec(),
+        };
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.fail(&self.metrics, Failure::QueueFull);
+                false
+            }
+            // The writer has ended: nothing to record into.
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// The recording's state now (as [`Recorder::status`]).
+    pub fn status(&self) -> RecordingStatus {
+        self.shared.status()
     }
 }
 
@@ -424,7 +517,8 @@ impl Recorder {
         metrics: &RecordingMetrics,
         wrap: WrapDisk,
     ) -> Result<Recorder, RecordError> {
-        let (tx, rx) = mpsc::sync_channel(options.queue_frames.max(1));
+        let queue = options.queue_frames.max(1);
+        let (tx, rx) = mpsc::sync_channel(queue);
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let shared = Arc::new(Shared::default());
@@ -447,7 +541,7 @@ impl Recorder {
                         return;
                     }
                 };
-                let _ = done_tx.send(writer.run(rx));
+                let _ = done_tx.send(writer.run(rx, queue));
             });
         if let Err(e) = spawned {
             shared.fail(metrics, Failure::Create);
@@ -456,10 +550,12 @@ impl Recorder {
         match created_rx.await {
             Ok(Ok(())) => Ok(Recorder {
                 id,
-                tx,
-                shared,
-                done,
-                metrics: metrics.clone(),
+                tap: Tap {
+                    tx,
+                    shared,
+                    metrics: metrics.clone(),
+                },
+                done: Some(done),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(RecordError::Writer("ended before the file was made".into())),
@@ -471,57 +567,35 @@ impl Recorder {
         self.id
     }
 
-    /// Hands a channel's frame to the writer; never blocks. Returns whether it was taken:
-    /// a frame the writer has no room for, an empty one or one of more than
-    /// [`MAX_FRAME_SAMPLES`] is dropped and counted (its place stays silent).
+    /// A handle that feeds this recording, for a leg's task.
+    pub fn tap(&self) -> Tap {
+        self.tap.clone()
+    }
+
+    /// Hands a channel's frame to the writer ([`Tap::frame`]); never blocks.
     pub fn frame(&self, channel: Channel, packet: &Packet<'_>) -> bool {
-        if packet.payload.is_empty() || packet.payload.len() > MAX_FRAME_SAMPLES {
-            self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        let frame = Frame {
-            channel,
-            law: packet.law,
-            ssrc: packet.ssrc,
-            timestamp: packet.timestamp,
-            arrival: packet.arrival,
-            payload: packet.payload.to_vec(),
-        };
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::TrySendError::Full(_)) => {
-                self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared.fail(&self.metrics, Failure::QueueFull);
-                false
-            }
-            // The writer has ended (it only does after `finish`): nothing to record into.
-            Err(mpsc::TrySendError::Disconnected(_)) => false,
-        }
+        self.tap.frame(channel, packet)
     }
 
     /// The recording's state now: bytes written and durable, drops and failures.
     pub fn status(&self) -> RecordingStatus {
-        RecordingStatus {
-            bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
-            bytes_durable: self.shared.bytes_durable.load(Ordering::Relaxed),
-            frames_dropped: self.shared.frames_dropped.load(Ordering::Relaxed),
-            failures: self.shared.failures.load(Ordering::Relaxed),
-            last_failure: self.shared.last_failure.lock().ok().and_then(|l| *l),
-        }
+        self.tap.shared.status()
     }
 
-    /// Ends the recording at `hangup`: what is queued and held back is written, silence up
-    /// to the hang-up, the header's sizes, `fdatasync`, and the file is renamed to its
-    /// finished name. Waits for the writer without blocking the runtime.
-    pub async fn finish(self, hangup: Instant) -> Result<Finished, RecordError> {
-        if let Ok(mut h) = self.shared.hangup.lock() {
-            *h = Some(hangup);
+    /// Ends the recording at `hangup`: the frames queued before it and the samples held
+    /// back are written, silence up to the hang-up, the header's sizes, `fdatasync`, and the
+    /// file is renamed to its finished name. Taps still held get no more frames in. Waits
+    /// for the writer without blocking the runtime.
+    pub async fn finish(mut self, hangup: Instant) -> Result<Finished, RecordError> {
+        self.tap.shared.hang_up(hangup);
+        let done = self.done.take();
+        drop(self);
+        match done {
+            Some(done) => done
+                .await
+                .map_err(|_| RecordError::Writer("ended without an answer".into()))?,
+            None => Err(RecordError::Writer("finished already".into())),
         }
-        let Recorder { tx, done, .. } = self;
-        // The writer finishes once it has taken every queued frame and sees the queue closed.
-        drop(tx);
-        done.await
-            .map_err(|_| RecordError::Writer("ended without an answer".into()))?
     }
 }
 
@@ -616,7 +690,7 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Frame>) -> Result<Finished, RecordError> {
+    fn run(mut self, rx: mpsc::Receiver<Frame>, queue: usize) -> Result<Finished, RecordError> {
         let mut next_write = Instant::now() + TICK;
         let mut next_sync = Instant::now() + SYNC_EVERY;
         loop {
@@ -624,6 +698,17 @@ impl Writer {
                 Ok(frame) => self.push(&frame),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if self.shared.ending.load(Ordering::Acquire) {
+                // What was queued before the hang-up (at most a queue's worth, whatever a
+                // tap still sends).
+                for _ in 0..queue {
+                    match rx.try_recv() {
+                        Ok(frame) => self.push(&frame),
+                        Err(_) => break,
+                    }
+                }
+                break;
             }
             let now = Instant::now();
             if now >= next_write {
