@@ -16,6 +16,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1276,4 +1278,76 @@ async fn sipp_callee_challenges_vakts_call_with_digest() {
         Some(("vakt".to_owned(), SipPassword::new("trunk-secret"))),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the whole server: the switchboard
+// ---------------------------------------------------------------------------------------
+
+/// A unit that calls and gives up before anyone answers: the call is journaled, opens the
+/// person's Call as a voice call, rings there, and its line on the timeline says it was
+/// abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_units_call_opens_its_persons_call_and_an_abandoned_call_stays_on_it() {
+    let Some(sipp) = sipp_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    common::add_user(
+        dir.path(),
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let srv = common::start_with(common::test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let mut op = common::Client::login(http, common::ADMIN.0, common::ADMIN.1).await;
+    let traces = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["-s", "arc", "-au", USER, "-ap", PASSWORD, "-p", "0"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([srv.scaip_udp.unwrap().to_string()])
+        .collect();
+    let unit = Sipp::start(&sipp, traces.path(), "unit_cancel", &args);
+    unit.succeeds().await;
+
+    // Anna's Call, opened by the call alone, with the abandoned call on its timeline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (call, line) = loop {
+        let open = op.get("/api/calls?state=open").await;
+        assert_eq!(open.status, 200, "{}", open.body);
+        let calls: Vec<serde_json::Value> = serde_json::from_value(open.json()).unwrap();
+        let found = calls.iter().find(|c| c["subscriber"] == "anna").cloned();
+        if let Some(c) = found {
+            let id = c["id"].as_u64().unwrap();
+            let full = op.get(&format!("/api/calls/{id}")).await;
+            assert_eq!(full.status, 200, "{}", full.body);
+            let full = full.json();
+            let line = full["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == "conversation")
+                .cloned();
+            if let Some(line) = line {
+                break (full, line);
+            }
+        }
+        assert!(Instant::now() < deadline, "no call with its conversation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(call["kind"], "Voice call", "{call}");
+    assert_eq!(call["priority"], 1, "{call}");
+    assert_eq!(call["state"], "queued", "{call}");
+    assert_eq!(line["direction"], "inbound", "{line}");
+    assert_eq!(line["party"], "unit 678", "{line}");
+    assert_eq!(line["ended_by"], "caller", "{line}");
+    assert!(line.get("talk_secs").is_none(), "{line}");
+    // The Signal that opened it is the voice call's.
+    let signal = &call["timeline"][0];
+    assert_eq!(signal["code"], "VAKT voice_call", "{signal}");
+    srv.stop().await.unwrap();
 }

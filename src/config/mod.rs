@@ -55,6 +55,8 @@ pub struct Config {
     pub patrol: PatrolConfig,
     /// SCAIP (SS 91100) over SIP.
     pub scaip: ScaipConfig,
+    /// Voice calls on the SIP endpoint.
+    pub voice: VoiceConfig,
     /// Heartbeat deadlines of devices.
     pub supervision: crate::supervision::SupervisionOptions,
     /// When silences become one telecom incident.
@@ -88,6 +90,91 @@ pub struct PatrolConfig {
     pub receipt_timeout_secs: u64,
     /// Minutes after receipt at which the console and the patrol are warned.
     pub warn_at_mins: Vec<u32>,
+}
+
+/// `[voice]`: voice calls (SIP INVITE) on the SCAIP endpoint's listeners.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    /// Take calls at all; without, an INVITE is answered `405`.
+    pub enabled: bool,
+    /// Calls at once (in and out, ringing or answered); beyond, `503`.
+    pub max_calls: usize,
+    /// A call in nobody answers rings this long, then ends (`480`); a call out is cancelled.
+    pub max_ring_secs: u64,
+    /// An answered call is hung up after this (a bound on forgotten calls).
+    pub max_call_secs: u64,
+    /// The trunks (the telecom operator's session border controllers), each
+    /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
+    /// taken without Digest, the caller known by number.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// One trunk of `[voice]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Its name.
+    pub name: String,
+    /// The addresses its requests come from.
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        VoiceConfig {
+            enabled: true,
+            max_calls: 200,
+            max_ring_secs: 600,
+            max_call_secs: 4 * 3600,
+            trunks: Vec::new(),
+        }
+    }
+}
+
+impl VoiceConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if !(1..=10_000).contains(&self.max_calls) {
+            errs.push("voice.max_calls must be 1..=10000".into());
+        }
+        if !(10..=3600).contains(&self.max_ring_secs) {
+            errs.push("voice.max_ring_secs must be 10..=3600".into());
+        }
+        if !(60..=86_400).contains(&self.max_call_secs) {
+            errs.push("voice.max_call_secs must be 60..=86400".into());
+        }
+        for t in &self.trunks {
+            if t.name.trim().is_empty() || t.sources.is_empty() {
+                errs.push("each [[voice.trunks]] needs a name and at least one source".into());
+            }
+        }
+        errs
+    }
+
+    /// The SIP endpoint's bounds for calls.
+    pub fn invite_options(&self) -> crate::transport::sip::InviteOptions {
+        crate::transport::sip::InviteOptions {
+            max_dialogs: self.max_calls,
+            max_ring: Duration::from_secs(self.max_ring_secs),
+            max_call: Duration::from_secs(self.max_call_secs),
+            ..Default::default()
+        }
+    }
+
+    /// The switchboard's options.
+    pub fn switchboard_options(&self) -> crate::voice::switchboard::SwitchboardOptions {
+        crate::voice::switchboard::SwitchboardOptions {
+            trunks: self
+                .trunks
+                .iter()
+                .map(|t| crate::voice::switchboard::Trunk {
+                    name: t.name.clone(),
+                    sources: t.sources.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `[scaip]`: the SCAIP (SS 91100) endpoint: XML alarms in SIP MESSAGE requests.
@@ -399,6 +486,7 @@ impl Default for Config {
             triage: TriageConfig::default(),
             patrol: PatrolConfig::default(),
             scaip: ScaipConfig::default(),
+            voice: VoiceConfig::default(),
             supervision: Default::default(),
             incidents: Default::default(),
             work_orders: Default::default(),
@@ -769,6 +857,7 @@ impl Config {
             errs.push("at least one device listener must be set (dc09 or scaip)".into());
         }
         errs.extend(sc.problems());
+        errs.extend(self.voice.problems());
         let j = &self.journal;
         if !(1..=65_536).contains(&j.max_batch) {
             errs.push("journal.max_batch must be 1..=65536".into());

@@ -65,6 +65,9 @@ pub enum ServerError {
     /// The escalation outbox could not start.
     #[error("escalation outbox: {0}")]
     Outbox(#[from] crate::outbox::OutboxError),
+    /// The voice switchboard could not end the conversations the last stop cut short.
+    #[error("voice: {0}")]
+    Voice(#[from] crate::voice::switchboard::SwitchboardError),
     /// Work orders could not be loaded.
     #[error("work orders: {0}")]
     WorkOrders(#[from] crate::work_orders::WorkOrderError),

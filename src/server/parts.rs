@@ -47,6 +47,7 @@ use crate::transport::quic::IdentitySource;
 use crate::transport::sip::{self, SipOptions};
 use crate::transport::{http, tcp, udp};
 use crate::triage::TriageOptions;
+use crate::voice::switchboard::{Authenticator, LateObserver, Switchboard};
 use crate::work_orders::{WorkOrderOptions, WorkOrders};
 
 /// The bound addresses of a started server.
@@ -83,8 +84,13 @@ pub(super) async fn start(
     .await?;
     // SCAIP learns which Call each of its alarms went into (for hold / voice answers).
     let scaip_tracker = Arc::new(Tracker::new(store.triage_cursor()?));
-    let observers: Arc<dyn SignalObserver> =
-        Arc::new(crate::calls::Observers(vec![faults, scaip_tracker.clone()]));
+    // The switchboard learns which Call each voice call went into.
+    let voice_observer = Arc::new(LateObserver::default());
+    let observers: Arc<dyn SignalObserver> = Arc::new(crate::calls::Observers(vec![
+        faults,
+        scaip_tracker.clone(),
+        voice_observer.clone(),
+    ]));
     let calls = start_calls(&store, cfg.triage.triage_options(), observers).await?;
     // Open incidents back (their devices rejoin them in triage).
     let incidents = {
@@ -136,6 +142,22 @@ pub(super) async fn start(
         )
         .with_desk(dispatch.desk.clone()),
     );
+    let switchboard = if cfg.voice.enabled {
+        let s = Switchboard::new(
+            cfg.voice.switchboard_options(),
+            registry.clone(),
+            store.clone(),
+            journal.clone(),
+            calls.clone(),
+            Arc::new(ScaipDigest(scaip.clone())),
+        );
+        let recovering = s.clone();
+        tokio::task::spawn_blocking(move || recovering.recover(jiff::Timestamp::now())).await??;
+        voice_observer.set(&s);
+        Some(s)
+    } else {
+        None
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let (stats_rx, stats) = ConsolePart::stats(&store, &tz, &calls, shutdown.clone())?;
 
@@ -158,6 +180,12 @@ pub(super) async fn start(
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => None,
             },
+            calls: switchboard.clone().map(|s| {
+                (
+                    Arc::new(s) as Arc<dyn sip::CallHandler>,
+                    cfg.voice.invite_options(),
+                )
+            }),
         },
         &ingress,
         &scaip,
@@ -554,6 +582,23 @@ struct DeviceOptions {
     sip: SipOptions,
     /// SCAIP TLS's certificate chain and key.
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Voice calls on the SIP endpoint: their handler and bounds (`[voice]`).
+    calls: Option<(Arc<dyn sip::CallHandler>, sip::InviteOptions)>,
+}
+
+/// The SCAIP devices' SIP Digest (ingest's), for the switchboard's calls.
+struct ScaipDigest(Arc<Scaip>);
+
+impl Authenticator for ScaipDigest {
+    fn authenticate(
+        &self,
+        msg: &vakt_proto::sip::Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+    ) -> Result<String, String> {
+        sip::ScaipHandler::authenticate(&*self.0, msg, method, uri, peer)
+    }
 }
 
 /// DC-09 over TCP and UDP, SCAIP over UDP, TCP and TLS: their connections, datagrams and
@@ -606,12 +651,16 @@ impl DevicesPart {
                 scope.clone(),
             ));
         }
-        let ep = Arc::new(sip::Endpoint::new(
+        let mut ep = sip::Endpoint::new(
             scaip.clone(),
             opts.sip,
             scaip.metrics().clone(),
             scope.clone(),
-        ));
+        );
+        if let Some((handler, invite)) = opts.calls {
+            ep = ep.with_calls(handler, invite);
+        }
+        let ep = Arc::new(ep);
         if let Some(s) = l.scaip_udp {
             accept_loops.spawn(sip::serve_udp(s, ep.clone()));
         }

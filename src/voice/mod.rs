@@ -14,6 +14,7 @@
 
 pub mod record;
 pub mod retention;
+pub mod switchboard;
 pub mod tone;
 pub mod wav;
 pub mod webrtc;

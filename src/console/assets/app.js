@@ -1400,7 +1400,8 @@ function conversationWords(e) {
   const answered = e.talk_secs !== undefined && e.talk_secs !== null;
   const ended = CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?';
   if (!answered) {
-    const what = inbound ? 'Voice call abandoned' : 'Call out not answered';
+    const missed = { caller: 'Voice call abandoned', operator: 'Voice call refused', no_answer: 'Voice call not answered' };
+    const what = inbound ? (missed[e.ended_by] || 'Voice call ended before an answer') : 'Call out not answered';
     return { state: 'missed', what, text: `Rang ${fmtDuration(e.ring_secs || 0)}; ${ended}.` };
   }
   const who = e.operator ? ` by ${e.operator}` : '';

@@ -1,0 +1,770 @@
+//! The switchboard: every voice call vakt carries, from the first ring to its line on the
+//! Call's timeline.
+//!
+//! A call in reaches it through the SIP endpoint ([`CallHandler`]):
+//!
+//! 1. **Who calls.** An alarm unit that authenticates with SIP Digest with its registry
+//!    credentials (the same check as its SCAIP messages, through an [`Authenticator`]), or a
+//!    configured trunk by its source address, the caller then known by number. Anyone else
+//!    is challenged or refused (`401`/`403`) and nothing else happens.
+//! 2. **Which person.** A unit's device in the registry (by its SIP user, and by the From
+//!    user when several units share credentials); a trunk caller by the subscriber whose
+//!    phone number it is ([`same_number`]). An unknown number is still a person calling the
+//!    centre: it gets a Call of its own, named by the number.
+//! 3. **Which Call.** The switchboard journals a voice-call Signal
+//!    ([`crate::triage::priority::CODE_VOICE_CALL`]) like any alarm, so the call is durable
+//!    before anyone is told and triage puts it where it belongs: into the person's open Call,
+//!    or a new level 1 Call (a unit that only calls is a personal alarm). Triage tells the
+//!    switchboard the Call ([`SignalObserver::ingested`]); the conversation, kept in the store
+//!    from its first ring ([`OpenConversation`]), joins it.
+//! 4. **Ringing.** The caller hears `180 Ringing` at once; the console shows the conversation
+//!    ringing on its Call ([`Switchboard::live`], [`VoiceEvent`]).
+//! 5. **The end.** Whoever ends it (the caller hangs up or cancels, vakt, a timer), its line
+//!    goes on the Call's timeline ([`TimelineEvent::Conversation`]): a caller who gave up
+//!    before anyone answered is an abandoned call there, and the Call stays in the queue for
+//!    a call back. The open conversation is then removed from the store; one a stop cut short
+//!    is ended at the next start ([`Switchboard::recover`], `restart`).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::calls::{Calls, SignalObserver};
+use crate::journal::{Commit, Journal};
+use crate::model::{
+    CallDirection, ConversationEnd, Device, Flags, OpenConversation, Signal, SignalEvent,
+    Subscriber, TimelineEvent, Transport,
+};
+use crate::registers::devices::Devices;
+use crate::store::{Store, StoreError};
+use crate::transport::sip::{
+    Admission, CallEvent, CallHandle, CallHandler, CallId, Decision, End, IncomingCall, Origin,
+};
+use crate::triage::Ingested;
+use crate::triage::priority::{CODE_VOICE_CALL, VOICE_PROTOCOL};
+use vakt_proto::event::Qualifier;
+use vakt_proto::sip::Message;
+
+/// Journal ids whose Call triage named before the switchboard heard the id back from the
+/// journal (the two race); the oldest are forgotten beyond this.
+const EARLY_KEPT: usize = 1024;
+/// Conversation events a slow console may fall behind by before it reloads.
+const EVENTS: usize = 256;
+
+/// The Digest check of the devices' SIP credentials, shared with SCAIP's messages (the
+/// server hands in ingest's).
+pub trait Authenticator: Send + Sync + 'static {
+    /// The SIP user that `msg` (a `method` request to `uri` from `peer`) authenticated as,
+    /// or the `WWW-Authenticate` challenge to answer `401` with.
+    fn authenticate(
+        &self,
+        msg: &Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+    ) -> Result<String, String>;
+}
+
+/// A trunk: the telecom operator's session border controller, carrying calls from GSM and
+/// PSTN alarm units and from people's phones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trunk {
+    /// Its name (in logs and on the timeline).
+    pub name: String,
+    /// The addresses its requests come from; nobody else is taken for it.
+    pub sources: Vec<IpAddr>,
+}
+
+/// The switchboard's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwitchboardOptions {
+    /// The trunks.
+    pub trunks: Vec<Trunk>,
+}
+
+/// Where a conversation is, as the console shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    /// Ringing: nobody has answered yet.
+    Ringing,
+    /// An operator is talking with the person.
+    Answered,
+}
+
+/// A conversation going on now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LiveConversation {
+    /// The conversation's id.
+    pub id: u64,
+    /// Its Call, once triage has placed it.
+    pub call: Option<u64>,
+    /// In or out.
+    pub direction: CallDirection,
+    /// The far end in words.
+    pub party: String,
+    /// The subscriber, when known.
+    pub subscriber: Option<String>,
+    /// Ringing or answered.
+    pub state: LiveState,
+    /// When it began ringing.
+    pub rang_at: Timestamp,
+    /// When it was answered.
+    pub answered_at: Option<Timestamp>,
+    /// The operator on it.
+    pub operator: Option<String>,
+}
+
+/// A change the consoles hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoiceEvent {
+    /// A conversation began, joined its Call, or changed state.
+    Changed(LiveConversation),
+    /// A conversation ended (its line is on the Call's timeline).
+    Ended {
+        /// The conversation.
+        id: u64,
+        /// Its Call, if it had one.
+        call: Option<u64>,
+    },
+}
+
+/// Why the switchboard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchboardError {
+    /// Reading or writing the open conversations failed: vakt's storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One conversation on the switchboard.
+struct Live {
+    open: OpenConversation,
+    subscriber: Option<String>,
+    handle: CallHandle,
+    state: LiveState,
+    /// Ended before triage named its Call: its line waits for the Call.
+    ended: Option<(ConversationEnd, Timestamp)>,
+}
+
+impl Live {
+    fn view(&self) -> LiveConversation {
+        LiveConversation {
+            id: self.open.id,
+            call: self.open.call,
+            direction: self.open.direction,
+            party: self.open.party.clone(),
+            subscriber: self.subscriber.clone(),
+            state: self.state,
+            rang_at: self.open.rang_at,
+            answered_at: self.open.answered_at,
+            operator: self.open.operator.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Board {
+    by_sip: HashMap<CallId, Live>,
+    /// Conversation id to its SIP call.
+    by_conv: HashMap<u64, CallId>,
+    /// Journal ids of voice Signals not yet triaged, to their conversation.
+    pending: HashMap<u64, u64>,
+    /// Journal ids triaged before their commit came back, with their Call.
+    early: VecDeque<(u64, u64)>,
+}
+
+/// The switchboard's state (shared by its clones).
+pub struct Inner {
+    opts: SwitchboardOptions,
+    devices: Devices,
+    store: Store,
+    journal: Arc<Journal>,
+    calls: Arc<Calls>,
+    auth: Arc<dyn Authenticator>,
+    board: Mutex<Board>,
+    events: broadcast::Sender<VoiceEvent>,
+}
+
+/// The voice calls vakt carries (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct Switchboard {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Switchboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switchboard").finish_non_exhaustive()
+    }
+}
+
+/// Whether two phone numbers are the same line: their last 8 digits agree (so `+46 70-123
+/// 45 67`, `0046701234567` and `070-1234567` are one number; Swedish and Norwegian
+/// subscriber numbers have at least 8 digits). Fewer than 8 digits on either side never
+/// match.
+pub fn same_number(a: &str, b: &str) -> bool {
+    fn tail(s: &str) -> Option<Vec<u8>> {
+        let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).collect();
+        let n = digits.len();
+        (n >= 8).then(|| digits[n - 8..].to_vec())
+    }
+    matches!((tail(a), tail(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// How a SIP call's end reads on the timeline.
+pub fn end_of(end: End) -> ConversationEnd {
+    match end {
+        End::Cancelled | End::RemoteHangUp => ConversationEnd::Caller,
+        End::HungUp => ConversationEnd::Operator,
+        End::RingTimeout => ConversationEnd::NoAnswer,
+        End::Failed(408 | 480 | 486 | 487 | 600 | 603) => ConversationEnd::NoAnswer,
+        End::Rejected(_) | End::Failed(_) | End::NoAck => ConversationEnd::Failure,
+        End::SessionExpired | End::Unreachable | End::MaxDuration => ConversationEnd::Timeout,
+        End::Shutdown => ConversationEnd::Restart,
+    }
+}
+
+impl Switchboard {
+    /// A switchboard over the registry, the store, the journal and the Calls. Run
+    /// [`Switchboard::recover`] before the SIP endpoint takes calls, and register the
+    /// switchboard as an observer of triage.
+    pub fn new(
+        opts: SwitchboardOptions,
+        devices: Devices,
+        store: Store,
+        journal: Arc<Journal>,
+        calls: Arc<Calls>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Switchboard {
+        let (events, _) = broadcast::channel(EVENTS);
+        Switchboard {
+            inner: Arc::new(Inner {
+                opts,
+                devices,
+                store,
+                journal,
+                calls,
+                auth,
+                board: Mutex::new(Board::default()),
+                events,
+            }),
+        }
+    }
+
+    fn board(&self) -> MutexGuard<'_, Board> {
+        self.inner
+            .board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the conversations a stop cut short (found open in the store) on their Calls'
+    /// timelines, `restart`, dated `now`. Blocking; run it at start, before calls come.
+    pub fn recover(&self, now: Timestamp) -> Result<usize, SwitchboardError> {
+        let open = self.inner.store.open_conversations()?;
+        let n = open.len();
+        for c in open {
+            let line = c.ended(ConversationEnd::Restart, now);
+            if let Some(call) = c.call
+                && let Err(e) =
+                    self.inner
+                        .calls
+                        .record(call, None, TimelineEvent::Conversation(line), now)
+            {
+                tracing::warn!(call, conversation = c.id, error = %e, "a conversation cut short by the stop could not be put on its call");
+            }
+            self.inner.store.remove_open_conversation(c.id)?;
+        }
+        if n > 0 {
+            self.inner.store.flush()?;
+            tracing::info!(
+                conversations = n,
+                "conversations cut short by the stop ended"
+            );
+        }
+        Ok(n)
+    }
+
+    /// The conversations going on now, oldest first.
+    pub fn live(&self) -> Vec<LiveConversation> {
+        let mut v: Vec<LiveConversation> = self.board().by_sip.values().map(Live::view).collect();
+        v.sort_by_key(|c| (c.rang_at, c.id));
+        v
+    }
+
+    /// Hangs up conversation `conv` for `user`: refuses it while it rings (`480`), ends it
+    /// once answered (BYE). Its line goes on the Call when the SIP call has ended. `false`
+    /// when no such conversation goes on.
+    pub fn hang_up(&self, conv: u64, user: &str) -> bool {
+        let handle = {
+            let b = self.board();
+            b.by_conv
+                .get(&conv)
+                .and_then(|sip| b.by_sip.get(sip))
+                .map(|l| l.handle.clone())
+        };
+        let Some(handle) = handle else { return false };
+        tracing::info!(conversation = conv, user, "operator hangs up");
+        // An ended call's handle refuses: it is already on its way to the timeline.
+        let _ = handle.hang_up();
+        true
+    }
+
+    /// The changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<VoiceEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn tell(&self, e: VoiceEvent) {
+        // Nobody listening is fine.
+        let _ = self.inner.events.send(e);
+    }
+
+    /// The trunk `peer` belongs to.
+    fn trunk_of(&self, peer: SocketAddr) -> Option<&Trunk> {
+        let ip = peer.ip().to_canonical();
+        self.inner
+            .opts
+            .trunks
+            .iter()
+            .find(|t| t.sources.iter().any(|s| s.to_canonical() == ip))
+    }
+
+    /// Who an admitted caller is: the account to journal under, its subscriber and device
+    /// type, and the far end in words.
+    fn identify(&self, call: &IncomingCall) -> Identity {
+        let from_user = vakt_proto::sip::uri_user(&call.caller.from_uri).map(str::to_owned);
+        match &call.caller.origin {
+            Origin::Device { user } => {
+                let registry = self.inner.devices.current();
+                let mut units = registry
+                    .iter()
+                    .filter(|d| d.sip_user.as_deref() == Some(user.as_str()));
+                let first = units.next();
+                let device = match (first, units.next()) {
+                    (Some(d), None) => Some(d.clone()),
+                    // Shared credentials: the unit names itself in From (its `cid`).
+                    (Some(_), Some(_)) => registry
+                        .iter()
+                        .find(|d| {
+                            d.sip_user.as_deref() == Some(user.as_str())
+                                && from_user
+                                    .as_deref()
+                                    .is_some_and(|f| d.account.eq_ignore_ascii_case(f))
+                        })
+                        .cloned(),
+                    (None, _) => None,
+                };
+                match device {
+                    Some(d) => Identity::of_device(&d),
+                    None => Identity {
+                        account: from_user
+                            .unwrap_or_else(|| user.clone())
+                            .to_ascii_uppercase(),
+                        subscriber: None,
+                        device_type: None,
+                        party: format!("unit {user}"),
+                        lookup_number: None,
+                    },
+                }
+            }
+            Origin::Trunk { name } => {
+                let number = call.caller.number.clone();
+                Identity {
+                    account: number.clone().unwrap_or_else(|| format!("trunk {name}")),
+                    subscriber: None,
+                    device_type: None,
+                    party: number
+                        .clone()
+                        .unwrap_or_else(|| "an unknown number".to_owned()),
+                    lookup_number: number,
+                }
+            }
+        }
+    }
+
+    /// The subscriber whose phone (or one of whose devices' subscribers) `number` is.
+    fn subscriber_by_number(&self, number: &str) -> Option<Subscriber> {
+        match self.inner.store.subscribers() {
+            Ok(subs) => subs.into_iter().find(|s| same_number(&s.phone, number)),
+            Err(e) => {
+                tracing::warn!(error = %e, "subscribers could not be read to name a caller");
+                None
+            }
+        }
+    }
+
+    /// Journals the call's Signal and, once triage has placed it, joins the conversation to
+    /// its Call.
+    async fn journal(self, conv: u64, mut id: Identity, at: Timestamp, peer: SocketAddr) {
+        if let Some(number) = id.lookup_number.take() {
+            let me = self.clone();
+            let found = tokio::task::spawn_blocking(move || me.subscriber_by_number(&number))
+                .await
+                .ok()
+                .flatten();
+            if let Some(s) = found {
+                id.party = format!("{} ({})", s.name, id.party);
+                id.subscriber = Some(s.id.clone());
+                // Journal under one of the person's devices, so the Call is theirs.
+                let registry = self.inner.devices.current();
+                if let Some(d) = registry
+                    .iter()
+                    .find(|d| d.subscriber.as_deref() == Some(s.id.as_str()))
+                {
+                    id.account = d.account.clone();
+                    id.device_type = d.device_type.clone();
+                }
+                self.update(conv, |l| {
+                    l.subscriber = Some(s.id.clone());
+                    l.open.party = id.party.clone();
+                });
+            }
+        }
+        let signal = voice_signal(&id, at, peer);
+        let committed = match self.inner.journal.submit(signal, None).await {
+            Ok(rx) => rx.await.ok(),
+            Err(e) => {
+                tracing::error!(conversation = conv, error = %e, "the voice call's signal could not be journaled");
+                None
+            }
+        };
+        let Some(Commit::Stored(jid) | Commit::Duplicate(jid)) = committed else {
+            tracing::error!(
+                conversation = conv,
+                "the voice call's signal was not journaled: it rings without a call"
+            );
+            return;
+        };
+        let call = {
+            let mut b = self.board();
+            match b.early.iter().position(|(j, _)| *j == jid) {
+                Some(i) => b.early.remove(i).map(|(_, c)| c),
+                None => {
+                    b.pending.insert(jid, conv);
+                    None
+                }
+            }
+        };
+        if let Some(call) = call {
+            self.joined(conv, call);
+        }
+    }
+
+    /// Conversation `conv` belongs to Call `call`.
+    fn joined(&self, conv: u64, call: u64) {
+        let (view, open, ended) = {
+            let mut b = self.board();
+            let Some(sip) = b.by_conv.get(&conv).copied() else {
+                return;
+            };
+            let Some(live) = b.by_sip.get_mut(&sip) else {
+                return;
+            };
+            live.open.call = Some(call);
+            (live.view(), live.open.clone(), live.ended)
+        };
+        if let Err(e) = self.inner.store.save_open_conversation(&open) {
+            tracing::warn!(conversation = conv, error = %e, "the conversation's call could not be stored");
+        }
+        self.tell(VoiceEvent::Changed(view));
+        if let Some((by, at)) = ended {
+            self.finish_conversation(conv, by, at);
+        }
+    }
+
+    fn update(&self, conv: u64, f: impl FnOnce(&mut Live)) {
+        let view = {
+            let mut b = self.board();
+            let Some(sip) = b.by_conv.get(&conv).copied() else {
+                return;
+            };
+            let Some(live) = b.by_sip.get_mut(&sip) else {
+                return;
+            };
+            f(live);
+            live.view()
+        };
+        self.tell(VoiceEvent::Changed(view));
+    }
+
+    /// The SIP call `sip` ended `by`: its line goes on its Call (now, or once triage has
+    /// named the Call).
+    fn ended(&self, sip: CallId, by: ConversationEnd, now: Timestamp) {
+        let conv = {
+            let mut b = self.board();
+            let Some(live) = b.by_sip.get_mut(&sip) else {
+                return;
+            };
+            if live.open.call.is_none() {
+                live.ended = Some((by, now));
+                return;
+            }
+            live.open.id
+        };
+        self.finish_conversation(conv, by, now);
+    }
+
+    fn finish_conversation(&self, conv: u64, by: ConversationEnd, now: Timestamp) {
+        let live = {
+            let mut b = self.board();
+            let Some(sip) = b.by_conv.remove(&conv) else {
+                return;
+            };
+            b.by_sip.remove(&sip)
+        };
+        let Some(live) = live else { return };
+        let line = live.open.ended(by, now);
+        let call = live.open.call;
+        if let Some(call) = call
+            && let Err(e) = self.inner.calls.record(
+                call,
+                live.open.operator.as_deref(),
+                TimelineEvent::Conversation(line),
+                now,
+            )
+        {
+            tracing::warn!(call, conversation = conv, error = %e, "the conversation's line could not be put on its call");
+        }
+        let store = self.inner.store.clone();
+        let calls = self.inner.calls.clone();
+        // The line is durable before the open conversation is forgotten.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = calls.flush_blocking() {
+                tracing::warn!(conversation = conv, error = %e, "the conversation's line could not be flushed");
+                return;
+            }
+            let done = store
+                .remove_open_conversation(conv)
+                .and_then(|()| store.flush());
+            if let Err(e) = done {
+                tracing::warn!(conversation = conv, error = %e, "the ended conversation could not be removed from the store");
+            }
+        });
+        tracing::info!(conversation = conv, call = ?call, ended_by = by.as_str(), "conversation ended");
+        self.tell(VoiceEvent::Ended { id: conv, call });
+    }
+}
+
+/// Who a caller is, as the switchboard journals them.
+struct Identity {
+    account: String,
+    subscriber: Option<String>,
+    device_type: Option<String>,
+    party: String,
+    /// A trunk caller's number, to look the subscriber up by.
+    lookup_number: Option<String>,
+}
+
+impl Identity {
+    fn of_device(d: &Device) -> Identity {
+        Identity {
+            account: d.account.clone(),
+            subscriber: d.subscriber.clone(),
+            device_type: d.device_type.clone(),
+            party: format!("unit {}", d.account),
+            lookup_number: None,
+        }
+    }
+}
+
+/// The Signal a call in is journaled as (see [`CODE_VOICE_CALL`]).
+fn voice_signal(id: &Identity, at: Timestamp, peer: SocketAddr) -> Signal {
+    Signal {
+        id: 0,
+        received_at: at,
+        transport: Transport::Internal,
+        peer: if peer.ip().is_unspecified() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            peer
+        },
+        protocol: VOICE_PROTOCOL.to_owned(),
+        encrypted: false,
+        account: id.account.clone(),
+        line: None,
+        receiver: None,
+        seq: "0000".to_owned(),
+        flags: Flags::default(),
+        subscriber: id.subscriber.clone(),
+        device_type: id.device_type.clone(),
+        transmitted_at: None,
+        event_time: Some(at),
+        events: vec![SignalEvent {
+            code: CODE_VOICE_CALL.to_owned(),
+            name: Some("Voice call".to_owned()),
+            qualifier: Qualifier::Status,
+            zone: None,
+            group: None,
+            user: None,
+            text: Some(format!("voice call from {}", id.party)),
+            time: None,
+        }],
+        xdata: Vec::new(),
+        raw: Vec::new(),
+        scaip: None,
+    }
+}
+
+impl CallHandler for Switchboard {
+    fn admit(&self, invite: &Message<'_>, uri: &str, peer: SocketAddr) -> Admission {
+        if let Some(t) = self.trunk_of(peer) {
+            return Admission::Trunk {
+                name: t.name.clone(),
+            };
+        }
+        match self.inner.auth.authenticate(invite, "INVITE", uri, peer) {
+            Ok(user) => Admission::Device { user },
+            Err(challenge) => Admission::Challenge(challenge),
+        }
+    }
+
+    fn incoming(&self, call: IncomingCall, handle: CallHandle) -> Decision {
+        let id = self.identify(&call);
+        let conv = match self.inner.store.next_conversation_id() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no conversation id: the call is refused");
+                return Decision::Reject(503);
+            }
+        };
+        let open = OpenConversation {
+            id: conv,
+            call: None,
+            direction: CallDirection::Inbound,
+            party: id.party.clone(),
+            rang_at: call.now,
+            answered_at: None,
+            operator: None,
+            recording: None,
+        };
+        if let Err(e) = self.inner.store.save_open_conversation(&open) {
+            tracing::error!(error = %e, "the conversation could not be stored: the call is refused");
+            return Decision::Reject(503);
+        }
+        let live = Live {
+            open,
+            subscriber: id.subscriber.clone(),
+            handle,
+            state: LiveState::Ringing,
+            ended: None,
+        };
+        let view = live.view();
+        {
+            let mut b = self.board();
+            b.by_conv.insert(conv, call.id);
+            b.by_sip.insert(call.id, live);
+        }
+        tracing::info!(conversation = conv, sip = %call.id, party = %id.party, "voice call ringing");
+        self.tell(VoiceEvent::Changed(view));
+        tokio::spawn(self.clone().journal(conv, id, call.now, call.peer));
+        Decision::Ring
+    }
+
+    fn reoffer(&self, _id: CallId, _offer: &[u8]) -> Result<Vec<u8>, u16> {
+        // A new offer comes only in an answered call; none is answered here yet.
+        Err(488)
+    }
+
+    fn event(&self, id: CallId, event: CallEvent) {
+        if let CallEvent::Ended(end) = event {
+            self.ended(id, end_of(end), Timestamp::now());
+        }
+    }
+
+    fn unlimited_source(&self, peer: SocketAddr) -> bool {
+        self.trunk_of(peer).is_some()
+    }
+}
+
+impl SignalObserver for Switchboard {
+    fn signal(&self, _signal: &Signal, _now: Timestamp) {}
+
+    fn ingested(&self, signal: &Signal, outcome: Ingested) {
+        if signal.protocol != VOICE_PROTOCOL {
+            return;
+        }
+        let call = match outcome {
+            Ingested::Opened(c) | Ingested::Restored(c) | Ingested::Merged { call: c, .. } => c,
+            Ingested::Rule(_) => return,
+        };
+        let conv = {
+            let mut b = self.board();
+            match b.pending.remove(&signal.id) {
+                Some(conv) => Some(conv),
+                None => {
+                    b.early.push_back((signal.id, call));
+                    while b.early.len() > EARLY_KEPT {
+                        b.early.pop_front();
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(conv) = conv {
+            self.joined(conv, call);
+        }
+    }
+}
+
+/// The switchboard as an observer of triage, set once the switchboard exists (triage's
+/// observers are made before the journal the switchboard journals into). It holds the
+/// switchboard weakly: the switchboard holds the Calls, whose observer this is.
+#[derive(Debug, Default)]
+pub struct LateObserver(std::sync::OnceLock<std::sync::Weak<Inner>>);
+
+impl LateObserver {
+    /// From now on, triage's outcomes go to `switchboard`.
+    pub fn set(&self, switchboard: &Switchboard) {
+        // Set once at start; a second set would be a wiring mistake and is ignored.
+        let _ = self.0.set(Arc::downgrade(&switchboard.inner));
+    }
+}
+
+impl SignalObserver for LateObserver {
+    fn signal(&self, _signal: &Signal, _now: Timestamp) {}
+
+    fn ingested(&self, signal: &Signal, outcome: Ingested) {
+        if let Some(inner) = self.0.get().and_then(std::sync::Weak::upgrade) {
+            Switchboard { inner }.ingested(signal, outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_the_same_line_by_their_last_8_digits() {
+        assert!(same_number("+46 70-123 45 67", "070-1234567"));
+        assert!(same_number("0046701234567", "+46701234567"));
+        assert!(same_number("tel:+4791234567", "91234567"));
+        assert!(!same_number("+46701234567", "+46701234568"));
+        // Too short to tell: never a match (an extension, a short code).
+        assert!(!same_number("1234567", "1234567"));
+        assert!(!same_number("", ""));
+    }
+
+    #[test]
+    fn a_sip_end_reads_as_who_ended_the_conversation() {
+        assert_eq!(end_of(End::Cancelled), ConversationEnd::Caller);
+        assert_eq!(end_of(End::RemoteHangUp), ConversationEnd::Caller);
+        assert_eq!(end_of(End::HungUp), ConversationEnd::Operator);
+        assert_eq!(end_of(End::RingTimeout), ConversationEnd::NoAnswer);
+        assert_eq!(end_of(End::Failed(486)), ConversationEnd::NoAnswer);
+        assert_eq!(end_of(End::Failed(503)), ConversationEnd::Failure);
+        assert_eq!(end_of(End::SessionExpired), ConversationEnd::Timeout);
+        assert_eq!(end_of(End::Shutdown), ConversationEnd::Restart);
+    }
+}
