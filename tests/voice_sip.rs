@@ -1351,3 +1351,58 @@ async fn a_units_call_opens_its_persons_call_and_an_abandoned_call_stays_on_it()
     assert_eq!(signal["code"], "VAKT voice_call", "{signal}");
     srv.stop().await.unwrap();
 }
+
+/// A call ringing when vakt stops: after the restart its Call is there with the call's line,
+/// ended by the stop, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ringing_at_a_stop_is_ended_on_its_call_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    common::add_user(
+        dir.path(),
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let srv = common::start_with(common::test_config(dir.path())).await;
+    let udp = srv.scaip_udp.unwrap();
+    let mut p = Peer::udp(udp).await;
+    let uri = format!("sip:arc@{udp}");
+    call_in(&mut p, &uri, "ring-at-stop", OFFER).await;
+    let ringing = p.recv_final_or_request().await;
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    // Ringing on Anna's Call before the stop.
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let open = op.get("/api/calls?state=open").await;
+        let calls: Vec<serde_json::Value> = serde_json::from_value(open.json()).unwrap();
+        if let Some(c) = calls.iter().find(|c| c["subscriber"] == "anna") {
+            break c["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    srv.stop().await.unwrap();
+
+    let srv = common::start_with(common::test_config(dir.path())).await;
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let call = op.get(&format!("/api/calls/{id}")).await;
+    assert_eq!(call.status, 200, "{}", call.body);
+    let call = call.json();
+    let lines: Vec<&serde_json::Value> = call["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "conversation")
+        .collect();
+    assert_eq!(lines.len(), 1, "{call}");
+    assert_eq!(lines[0]["ended_by"], "restart", "{call}");
+    assert!(lines[0].get("talk_secs").is_none(), "{call}");
+    assert_eq!(call["state"], "queued", "{call}");
+    srv.stop().await.unwrap();
+}

@@ -275,6 +275,20 @@ impl Switchboard {
         let n = open.len();
         for c in open {
             let line = c.ended(ConversationEnd::Restart, now);
+            // The stop may have put the line on the Call already and not yet forgotten the
+            // conversation: never twice.
+            let on_call = c
+                .call
+                .and_then(|id| self.inner.store.call(id).ok().flatten());
+            let already = on_call.is_some_and(|call| {
+                call.timeline
+                    .iter()
+                    .any(|e| matches!(&e.what, TimelineEvent::Conversation(v) if v.id == c.id))
+            });
+            if already {
+                self.inner.store.remove_open_conversation(c.id)?;
+                continue;
+            }
             if let Some(call) = c.call
                 && let Err(e) =
                     self.inner
