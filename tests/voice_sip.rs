@@ -1406,3 +1406,84 @@ async fn a_call_ringing_at_a_stop_is_ended_on_its_call_after_the_restart() {
     assert_eq!(call["state"], "queued", "{call}");
     srv.stop().await.unwrap();
 }
+
+/// The console sees a call ringing on its Call, and an operator may refuse it: the unit
+/// hears 480, the Call keeps the call's line (refused by the operator) and the audit log
+/// the operator's act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_sees_a_ringing_call_and_an_operator_may_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    common::add_user(
+        dir.path(),
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let srv = common::start_with(common::test_config(dir.path())).await;
+    let udp = srv.scaip_udp.unwrap();
+    let mut p = Peer::udp(udp).await;
+    let uri = format!("sip:arc@{udp}");
+    call_in(&mut p, &uri, "refused", OFFER).await;
+    let ringing = p.recv_final_or_request().await;
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conv = loop {
+        let v = op.get("/api/voice").await;
+        assert_eq!(v.status, 200, "{}", v.body);
+        let v = v.json();
+        if let Some(c) = v.as_array().unwrap().iter().find(|c| !c["call"].is_null()) {
+            break c.clone();
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(conv["state"], "ringing", "{conv}");
+    assert_eq!(conv["direction"], "inbound", "{conv}");
+    assert_eq!(conv["subscriber"], "anna", "{conv}");
+    let (id, call) = (conv["id"].as_u64().unwrap(), conv["call"].as_u64().unwrap());
+
+    let r = op
+        .send("POST", &format!("/api/voice/{id}/hangup"), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let refused = p.recv_final_or_request().await;
+    assert_eq!(status(&refused), Some(480), "{refused}");
+    // No longer going on; a second hang-up finds nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let c = op.get(&format!("/api/calls/{call}")).await.json();
+        if let Some(l) = c["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "conversation")
+        {
+            break l.clone();
+        }
+        assert!(Instant::now() < deadline, "{c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["ended_by"], "operator", "{line}");
+    assert_eq!(line["id"].as_u64(), Some(id), "{line}");
+    let again = op
+        .send("POST", &format!("/api/voice/{id}/hangup"), None)
+        .await;
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert!(
+        op.get("/api/voice")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let audit = op.get("/api/audit").await.json().to_string();
+    assert!(audit.contains("call.voice_hangup"), "{audit}");
+    srv.stop().await.unwrap();
+}

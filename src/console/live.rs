@@ -22,6 +22,7 @@ use super::error::ErrorBody;
 use super::state::AppState;
 use crate::calls::{CallSummary, LiveEvent, Stats};
 use crate::model::Role;
+use crate::voice::switchboard::{LiveConversation, VoiceEvent};
 
 /// How often the figures are sent even when nothing changed.
 const STATS_EVERY: Duration = Duration::from_secs(10);
@@ -38,6 +39,7 @@ enum Out<'a> {
     Snapshot {
         calls: &'a [CallSummary],
         stats: &'a Stats,
+        voice: &'a [LiveConversation],
     },
     Call {
         call: &'a CallSummary,
@@ -55,11 +57,19 @@ enum Out<'a> {
     Incident {
         incident: &'a crate::supervision::incidents::IncidentView,
     },
+    Voice {
+        conversation: &'a LiveConversation,
+    },
+    VoiceEnded {
+        id: u64,
+        call: Option<u64>,
+    },
 }
 
-/// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats) on connect and
-/// after falling behind, `call` (a Call opened or changed), `closed` (id), `stats` (every 10 s
-/// and after changes).
+/// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats, voice calls going
+/// on) on connect and after falling behind, `call` (a Call opened or changed), `closed` (id),
+/// `stats` (every 10 s and after changes), `voice` (a voice call rings, joins its Call or is
+/// answered), `voice_ended` (id, call).
 #[utoipa::path(get, path = "/api/live", tag = "calls",
     responses((status = 101, description = "WebSocket: the live queue"),
         (status = 400, description = "Not a WebSocket request", body = ErrorBody),
@@ -118,11 +128,13 @@ async fn send(socket: &mut WebSocket, msg: &Out<'_>) -> bool {
 async fn snapshot(socket: &mut WebSocket, state: &AppState) -> bool {
     let calls = state.open_summaries();
     let stats = state.stats.borrow().clone();
+    let voice = state.voice.as_ref().map(|v| v.live()).unwrap_or_default();
     send(
         socket,
         &Out::Snapshot {
             calls: &calls,
             stats: &stats,
+            voice: &voice,
         },
     )
     .await
@@ -143,6 +155,7 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
     // Subscribe before the snapshot, so nothing between the two is missed (a change seen
     // twice is harmless: the console keeps the newest).
     let mut feed = state.calls.live.subscribe();
+    let mut voice = state.voice.as_ref().map(|v| v.subscribe());
     let mut stats = state.stats.clone();
     stats.mark_unchanged();
     let mut sessions = state.sessions_changed.subscribe();
@@ -178,6 +191,24 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
                     snapshot(&mut socket, &state).await
                 }
                 Err(RecvError::Closed) => false,
+            },
+            ev = async {
+                match voice.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match ev {
+                Ok(VoiceEvent::Changed(c)) => {
+                    send(&mut socket, &Out::Voice { conversation: &c }).await
+                }
+                Ok(VoiceEvent::Ended { id, call }) => {
+                    send(&mut socket, &Out::VoiceEnded { id, call }).await
+                }
+                Err(RecvError::Lagged(_)) => snapshot(&mut socket, &state).await,
+                Err(RecvError::Closed) => {
+                    voice = None;
+                    true
+                }
             },
             r = stats.changed() => {
                 if r.is_err() {

@@ -20,6 +20,7 @@ pub mod incidents_api;
 pub mod live;
 pub mod state;
 pub mod users_api;
+pub mod voice_api;
 pub mod work_orders_api;
 
 pub use state::{AppState, ConsoleOptions, Services};
@@ -62,6 +63,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
         (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
         (name = "supervision", description = "Silent devices, telecom incidents, the escalation outbox"),
         (name = "work_orders", description = "Work orders for device faults"),
+        (name = "voice", description = "Voice calls: ringing and answered conversations"),
         (name = "users", description = "Console users (administrators)"),
     ),
     modifiers(&SecuritySchemes)
@@ -127,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(work_orders_api::cancel_work_order))
         .routes(routes!(work_orders_api::report_fault))
         .routes(routes!(live::live))
+        .routes(routes!(voice_api::list_voice))
+        .routes(routes!(voice_api::hang_up))
         .routes(routes!(users_api::list_users))
         .routes(routes!(users_api::disable_user))
         .routes(routes!(users_api::enable_user))

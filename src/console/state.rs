@@ -70,6 +70,8 @@ pub struct AppState {
     pub outbox: crate::outbox::Outbox,
     /// Work orders for device faults.
     pub work_orders: Arc<crate::work_orders::WorkOrders>,
+    /// Voice calls (absent when `[voice]` is off).
+    pub voice: Option<crate::voice::switchboard::Switchboard>,
 }
 
 /// The services behind the console besides the store.
@@ -85,6 +87,8 @@ pub struct Services {
     pub outbox: crate::outbox::Outbox,
     /// Work orders.
     pub work_orders: Arc<crate::work_orders::WorkOrders>,
+    /// Voice calls (absent when `[voice]` is off).
+    pub voice: Option<crate::voice::switchboard::Switchboard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -147,6 +151,7 @@ impl AppState {
             incidents: services.incidents,
             outbox: services.outbox,
             work_orders: services.work_orders,
+            voice: services.voice,
         })
     }
 

@@ -212,6 +212,7 @@ pub(super) async fn start(
         incidents: incidents.clone(),
         outbox: outbox.outbox.clone(),
         work_orders: work_orders.work_orders.clone(),
+        voice: switchboard.clone(),
     };
     let console = ConsolePart::start(
         listeners.http,

@@ -163,6 +163,7 @@ const MAX_LIST_ROWS = 1000; // rows drawn in one table (incident devices, work o
 const S = {
   me: null, // {username, role}
   calls: new Map(), // id -> CallSummary (open Calls only)
+  voice: new Map(), // conversation id -> LiveConversation (voice calls going on)
   stats: null,
   view: 'login', // 'login' | 'queue' | 'call' | 'patrols' | 'directory' | 'report' | 'audit'
   currentId: null, // id of the Call in the Call view
@@ -736,6 +737,7 @@ function onLiveMessage(msg) {
     case 'snapshot':
       S.wsAttempts = 0; // backoff resets only once the feed really works
       applySnapshot(msg.calls || []);
+      applyVoiceSnapshot(msg.voice || []);
       if (msg.stats) setStats(msg.stats);
       setConnection(true);
       // Dispatch and incident messages may have been missed while the feed was down.
@@ -760,11 +762,86 @@ function onLiveMessage(msg) {
     case 'closed':
       applyClosed(msg.id);
       break;
+    case 'voice':
+      if (msg.conversation) applyVoice(msg.conversation);
+      break;
+    case 'voice_ended':
+      applyVoiceEnded(msg.id);
+      break;
     case 'stats':
       if (msg.stats) setStats(msg.stats);
       break;
     default:
       break;
+  }
+}
+
+// ---- voice calls
+
+function applyVoiceSnapshot(list) {
+  S.voice = new Map(list.map((v) => [v.id, v]));
+  renderQueue();
+  renderVoice();
+}
+
+function applyVoice(v) {
+  const before = S.voice.get(v.id);
+  S.voice.set(v.id, v);
+  // A person calling in: the operators hear it like an alarm the first time it rings.
+  if (!before && v.state === 'ringing' && v.direction === 'inbound') beep(1);
+  renderQueue();
+  renderVoice();
+}
+
+function applyVoiceEnded(id) {
+  S.voice.delete(id);
+  renderQueue();
+  renderVoice();
+  if (S.currentId !== null && S.view === 'call') refreshCall();
+}
+
+/** The voice calls of Call `id`, oldest first. */
+function voiceOf(id) {
+  return [...S.voice.values()].filter((v) => v.call === id).sort((a, b) => a.id - b.id);
+}
+
+/** The queue's mark for a Call with a voice call: ringing (and for how long) or talking. */
+function voiceBadge(c) {
+  const vs = voiceOf(c.id);
+  const ringing = vs.find((v) => v.state === 'ringing');
+  if (ringing) {
+    return el('span', { class: 'tag tag-voice-ringing', title: `Voice call from ${ringing.party}`, dataset: { rang: ringing.rang_at }, text: `☎ ringing ${fmtDuration(ageSecs(ringing.rang_at))}` });
+  }
+  if (vs.length) return el('span', { class: 'tag tag-voice', title: `On the line with ${vs[0].party}`, text: '☎ on the line' });
+  return null;
+}
+
+/** The Call view's voice strip: each voice call going on, with its hang-up. */
+function renderVoice() {
+  const strip = $('call-voice');
+  if (!strip) return;
+  clear(strip);
+  const vs = S.currentId === null ? [] : voiceOf(S.currentId);
+  show(strip, vs.length > 0);
+  for (const v of vs) {
+    const ringing = v.state === 'ringing';
+    const what = ringing ? `Voice call ringing from ${v.party}` : `On the line with ${v.party}`;
+    const since = ringing ? v.rang_at : v.answered_at;
+    const hang = el('button', { type: 'button', class: 'secondary', text: ringing ? 'Refuse' : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
+    strip.append(el('div', { class: `voice-line voice-${v.state}`, dataset: { conversation: String(v.id) } },
+      el('span', { class: 'voice-what', text: what }), ' ',
+      el('span', { class: 'voice-since muted', dataset: { since }, text: fmtDuration(ageSecs(since)) }), ' ',
+      hang));
+  }
+}
+
+async function hangUpVoice(id, button) {
+  button.disabled = true;
+  try {
+    await api('POST', `/api/voice/${id}/hangup`);
+  } catch (e) {
+    reportError('Hanging up', e);
+    button.disabled = false;
   }
 }
 
@@ -953,7 +1030,8 @@ function queueRow(c, now) {
   el('td', { class: 'col-age' }, el('span', { class: ageClass(c), dataset: { opened: c.opened_at, state: c.state }, text: fmtDuration(ageSecs(c.opened_at)) })),
   el('td', { class: 'col-subscriber' }, subscriberLabel(c)),
   el('td', { class: 'col-kind' }, el('span', { text: c.kind || '-' }),
-    c.restored ? el('span', { class: 'tag tag-restored', text: 'restored' }) : null),
+    c.restored ? el('span', { class: 'tag tag-restored', text: 'restored' }) : null,
+    voiceBadge(c)),
   el('td', { class: 'col-presses' }, el('span', { class: c.alarm_count > 1 ? 'presses multi' : 'presses', text: c.alarm_count > 1 ? `×${c.alarm_count}` : String(c.alarm_count ?? 1) })),
   el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: STATE_LABELS[c.state] || c.state })),
   el('td', { class: 'col-owner' + (mine ? ' owner-me' : ''), text: owner }),
@@ -1007,6 +1085,12 @@ function tick() {
       const row = document.querySelector(`#queue-body tr[data-call-id="${id}"]`);
       if (row) row.classList.remove('flash');
     }
+  }
+  for (const span of document.querySelectorAll('.tag-voice-ringing[data-rang]')) {
+    span.textContent = `☎ ringing ${fmtDuration(ageSecs(span.dataset.rang))}`;
+  }
+  for (const span of document.querySelectorAll('#call-voice .voice-since[data-since]')) {
+    span.textContent = fmtDuration(ageSecs(span.dataset.since));
   }
   if (S.current && S.view === 'call') renderCallAge();
   tickDispatches();
@@ -1211,6 +1295,7 @@ function setCurrent(call) {
   if (call.id !== S.currentId) return;
   S.current = call;
   renderCallHeader(call);
+  renderVoice();
   renderOwnership(call);
   renderDispatchPanel(call); // first: the timeline's words use the dispatches it notes
   renderTimeline(call.timeline || []);
