@@ -104,6 +104,8 @@ pub struct VoiceConfig {
     pub max_ring_secs: u64,
     /// An answered call is hung up after this (a bound on forgotten calls).
     pub max_call_secs: u64,
+    /// Days a conversation's recording is kept (by its start), then deleted by vakt.
+    pub recording_retention_days: u32,
     /// The trunks (the telecom operator's session border controllers), each
     /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
     /// taken without Digest, the caller known by number.
@@ -127,6 +129,7 @@ impl Default for VoiceConfig {
             max_calls: 200,
             max_ring_secs: 600,
             max_call_secs: 4 * 3600,
+            recording_retention_days: crate::voice::record::DEFAULT_RETENTION_DAYS,
             trunks: Vec::new(),
         }
     }
@@ -144,6 +147,9 @@ impl VoiceConfig {
         if !(60..=86_400).contains(&self.max_call_secs) {
             errs.push("voice.max_call_secs must be 60..=86400".into());
         }
+        if !(1..=3650).contains(&self.recording_retention_days) {
+            errs.push("voice.recording_retention_days must be 1..=3650".into());
+        }
         for t in &self.trunks {
             if t.name.trim().is_empty() || t.sources.is_empty() {
                 errs.push("each [[voice.trunks]] needs a name and at least one source".into());
@@ -159,6 +165,17 @@ impl VoiceConfig {
             max_ring: Duration::from_secs(self.max_ring_secs),
             max_call: Duration::from_secs(self.max_call_secs),
             ..Default::default()
+        }
+    }
+
+    /// Where the recordings go (`recordings/` in `data_dir`) and how long they are kept.
+    pub fn recording_options(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> crate::voice::record::RecordingOptions {
+        crate::voice::record::RecordingOptions {
+            retention_days: self.recording_retention_days,
+            ..crate::voice::record::RecordingOptions::in_data_dir(data_dir)
         }
     }
 

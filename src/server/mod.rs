@@ -68,6 +68,9 @@ pub enum ServerError {
     /// The voice switchboard could not end the conversations the last stop cut short.
     #[error("voice: {0}")]
     Voice(#[from] crate::voice::switchboard::SwitchboardError),
+    /// The recordings a crash left could not be read.
+    #[error("recordings: {0}")]
+    Recordings(#[from] crate::voice::record::RecordError),
     /// Work orders could not be loaded.
     #[error("work orders: {0}")]
     WorkOrders(#[from] crate::work_orders::WorkOrderError),

@@ -47,6 +47,7 @@ use crate::transport::quic::IdentitySource;
 use crate::transport::sip::{self, SipOptions};
 use crate::transport::{http, tcp, udp};
 use crate::triage::TriageOptions;
+use crate::voice::record::RecordingOptions;
 use crate::voice::switchboard::{Authenticator, LateObserver, Switchboard};
 use crate::work_orders::{WorkOrderOptions, WorkOrders};
 
@@ -151,8 +152,15 @@ pub(super) async fn start(
             calls.clone(),
             Arc::new(ScaipDigest(scaip.clone())),
         );
+        // The recordings a crash left are repaired first, so the conversations they belong
+        // to are ended with what was recorded.
+        let dir = cfg.voice.recording_options(&cfg.data_dir).dir;
         let recovering = s.clone();
-        tokio::task::spawn_blocking(move || recovering.recover(jiff::Timestamp::now())).await??;
+        tokio::task::spawn_blocking(move || {
+            let recordings = crate::voice::record::recover(&dir)?;
+            Ok::<_, ServerError>(recovering.recover(jiff::Timestamp::now(), &recordings)?)
+        })
+        .await??;
         voice_observer.set(&s);
         Some(s)
     } else {
@@ -231,6 +239,9 @@ pub(super) async fn start(
         &mut addrs,
     )?;
     let background = BackgroundPart::start(
+        switchboard
+            .is_some()
+            .then(|| cfg.voice.recording_options(&cfg.data_dir)),
         &store,
         &work_orders.work_orders,
         &supervision.last_heard,
@@ -333,6 +344,9 @@ impl Parts {
         // 10. The timers.
         let _ = self.background.periodic.await;
         let _ = self.background.upkeep.await;
+        if let Some(r) = self.background.retention {
+            let _ = r.await;
+        }
         let _ = self.console.stats.await;
         // 11. Last-heard times, and the store's last flush.
         persist_last_heard(&self.store, &self.last_heard).await;
@@ -817,12 +831,15 @@ impl ConsolePart {
 struct BackgroundPart {
     upkeep: JoinHandle<u64>,
     periodic: JoinHandle<()>,
+    /// The recordings' retention (with voice calls on).
+    retention: Option<JoinHandle<u64>>,
 }
 
 impl BackgroundPart {
     /// Every `every`: SCAIP holds whose device went quiet, work orders' metrics, last-heard
     /// persistence, expired sessions.
     fn start(
+        recordings: Option<RecordingOptions>,
         store: &Store,
         work_orders: &Arc<WorkOrders>,
         last_heard: &Arc<LastHeard>,
@@ -835,6 +852,15 @@ impl BackgroundPart {
             crate::telemetry::UPKEEP_EVERY,
             shutdown.clone(),
         ));
+        // Recordings past their retention deleted at start and hourly, each one audited.
+        let retention = recordings.map(|r| {
+            tokio::spawn(crate::voice::retention::run(
+                store.clone(),
+                r.dir.clone(),
+                r.retention(),
+                shutdown.clone(),
+            ))
+        });
         let store = store.clone();
         let work_orders = work_orders.clone();
         let last_heard = last_heard.clone();
@@ -863,7 +889,11 @@ impl BackgroundPart {
                 }
             }
         });
-        BackgroundPart { upkeep, periodic }
+        BackgroundPart {
+            upkeep,
+            periodic,
+            retention,
+        }
     }
 }
 

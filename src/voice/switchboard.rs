@@ -269,12 +269,30 @@ impl Switchboard {
     }
 
     /// Ends the conversations a stop cut short (found open in the store) on their Calls'
-    /// timelines, `restart`, dated `now`. Blocking; run it at start, before calls come.
-    pub fn recover(&self, now: Timestamp) -> Result<usize, SwitchboardError> {
+    /// timelines, `restart`: an answered one with what its recording holds (from
+    /// `recordings`, those [`crate::voice::record::recover`] repaired), its talk time the
+    /// recording's length; otherwise dated `now`. Blocking; run it at start, before calls
+    /// come.
+    pub fn recover(
+        &self,
+        now: Timestamp,
+        recordings: &[crate::voice::record::Recovered],
+    ) -> Result<usize, SwitchboardError> {
         let open = self.inner.store.open_conversations()?;
         let n = open.len();
-        for c in open {
-            let line = c.ended(ConversationEnd::Restart, now);
+        for mut c in open {
+            let recorded = recordings.iter().find(|r| r.id.conversation() == c.id);
+            let end = match (recorded, c.answered_at) {
+                (Some(r), Some(answered)) => {
+                    c.recording = Some(r.file_name.clone());
+                    jiff::SignedDuration::try_from(r.duration)
+                        .ok()
+                        .and_then(|d| answered.checked_add(d).ok())
+                        .unwrap_or(now)
+                }
+                _ => now,
+            };
+            let line = c.ended(ConversationEnd::Restart, end);
             // The stop may have put the line on the Call already and not yet forgotten the
             // conversation: never twice.
             let on_call = c
