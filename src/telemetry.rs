@@ -135,6 +135,7 @@ fn describe() {
     describe_scaip();
     describe_recording();
     describe_webrtc();
+    describe_media();
     describe_sip_calls();
     describe_counter!(
         "vakt_frames_total",
@@ -1364,6 +1365,177 @@ impl WebRtcMetrics {
 impl Default for WebRtcMetrics {
     fn default() -> Self {
         WebRtcMetrics::new()
+    }
+}
+
+// ---- RTP: the SIP legs' media and the relay (voice::media) ----
+
+/// Label values of `vakt_rtp_packets_dropped_total{reason}`.
+pub const RTP_DROP_REASONS: &[&str] = &[
+    "malformed",
+    "rtcp",
+    "stranger",
+    "payload_type",
+    "send_failed",
+];
+
+/// Label values of `vakt_rtp_legs_ended_total{reason}`.
+pub const RTP_END_REASONS: &[&str] = &["ended", "inactive", "operator_ended", "socket"];
+
+fn describe_media() {
+    describe_gauge!(
+        "vakt_rtp_legs_open",
+        Unit::Count,
+        "SIP legs' RTP ports in use (each an even port for RTP and the next for RTCP)"
+    );
+    describe_counter!(
+        "vakt_rtp_legs_ended_total",
+        Unit::Count,
+        "Relays of SIP legs ended, by reason (ended: by vakt, the call hung up; inactive: no RTP from the unit; operator_ended: the operator's side went; socket)"
+    );
+    describe_counter!(
+        "vakt_rtp_packets_total",
+        Unit::Count,
+        "RTP packets of the SIP legs, by direction (in: the units' audio taken; out: vakt's stream to them, events included)"
+    );
+    describe_counter!(
+        "vakt_rtp_packets_dropped_total",
+        Unit::Count,
+        "Datagrams on the SIP legs' RTP ports dropped, by reason (malformed: not RTP; rtcp: RTCP on the RTP port, ignored; stranger: not the latched source; payload_type: not negotiated), and packets to the units not sent (send_failed)"
+    );
+    describe_counter!(
+        "vakt_rtp_packets_lost_total",
+        Unit::Count,
+        "RTP packets from the units lost (RFC 3550 A.3)"
+    );
+    describe_histogram!(
+        "vakt_rtp_jitter_seconds",
+        Unit::Seconds,
+        "Interarrival jitter of the units' RTP (RFC 3550 A.8), sampled each second per leg"
+    );
+    describe_counter!(
+        "vakt_rtp_relatches_total",
+        Unit::Count,
+        "Times a SIP leg's RTP latched on a new source after the old one fell silent (a unit's NAT rebinding)"
+    );
+    describe_counter!(
+        "vakt_rtp_dtmf_events_total",
+        Unit::Count,
+        "DTMF tones sent to units as RFC 4733 events"
+    );
+    describe_counter!(
+        "vakt_relay_frames_dropped_total",
+        Unit::Count,
+        "The persons' audio frames the operator's side refused (behind, or too long for it)"
+    );
+}
+
+/// Handles of the SIP legs' RTP and relay metrics.
+#[derive(Clone)]
+pub struct MediaMetrics {
+    open: Gauge,
+    packets_in: Counter,
+    packets_out: Counter,
+    lost: Counter,
+    jitter: Histogram,
+    relatches: Counter,
+    dtmf: Counter,
+    frames_dropped: Counter,
+}
+
+impl std::fmt::Debug for MediaMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaMetrics")
+    }
+}
+
+impl MediaMetrics {
+    /// Registers the handles.
+    pub fn new() -> MediaMetrics {
+        prometheus();
+        let packets =
+            |d: &'static str| metrics::counter!("vakt_rtp_packets_total", "direction" => d);
+        MediaMetrics {
+            open: metrics::gauge!("vakt_rtp_legs_open"),
+            packets_in: packets("in"),
+            packets_out: packets("out"),
+            lost: metrics::counter!("vakt_rtp_packets_lost_total"),
+            jitter: metrics::histogram!("vakt_rtp_jitter_seconds"),
+            relatches: metrics::counter!("vakt_rtp_relatches_total"),
+            dtmf: metrics::counter!("vakt_rtp_dtmf_events_total"),
+            frames_dropped: metrics::counter!("vakt_relay_frames_dropped_total"),
+        }
+    }
+
+    /// A leg took its ports.
+    pub fn leg_started(&self) {
+        self.open.increment(1.0);
+    }
+
+    /// A leg gave its ports back.
+    pub fn leg_closed(&self) {
+        self.open.decrement(1.0);
+    }
+
+    /// A relay ended; `reason` is one of [`RTP_END_REASONS`].
+    pub fn relay_ended(&self, reason: &'static str) {
+        debug_assert!(RTP_END_REASONS.contains(&reason));
+        metrics::counter!("vakt_rtp_legs_ended_total", "reason" => reason).increment(1);
+    }
+
+    /// Counts packets taken from units and sent to them.
+    pub fn packets(&self, r#in: u64, out: u64) {
+        if r#in > 0 {
+            self.packets_in.increment(r#in);
+        }
+        if out > 0 {
+            self.packets_out.increment(out);
+        }
+    }
+
+    /// Counts `n` datagrams dropped; `reason` is one of [`RTP_DROP_REASONS`].
+    pub fn dropped(&self, reason: &'static str, n: u64) {
+        debug_assert!(RTP_DROP_REASONS.contains(&reason));
+        if n > 0 {
+            metrics::counter!("vakt_rtp_packets_dropped_total", "reason" => reason).increment(n);
+        }
+    }
+
+    /// Counts packets from units found lost.
+    pub fn lost(&self, n: u64) {
+        if n > 0 {
+            self.lost.increment(n);
+        }
+    }
+
+    /// Records a unit's jitter.
+    pub fn jitter(&self, jitter: std::time::Duration) {
+        self.jitter.record(jitter.as_secs_f64());
+    }
+
+    /// Counts legs latched on a new source.
+    pub fn relatched(&self, n: u64) {
+        if n > 0 {
+            self.relatches.increment(n);
+        }
+    }
+
+    /// Counts a DTMF tone sent.
+    pub fn dtmf_sent(&self) {
+        self.dtmf.increment(1);
+    }
+
+    /// Counts frames the operator's side refused.
+    pub fn frames_dropped(&self, n: u64) {
+        if n > 0 {
+            self.frames_dropped.increment(n);
+        }
+    }
+}
+
+impl Default for MediaMetrics {
+    fn default() -> Self {
+        MediaMetrics::new()
     }
 }
 
