@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
@@ -997,4 +999,103 @@ async fn chromium_talks_through_the_leg() {
     );
     assert_eq!(end, LegEnd::Closed);
     c.close().await.unwrap();
+}
+
+/// The whole path of a call answered in the browser, through the real server: SIPp is the
+/// alarm unit (Digest, ringing, the answer, ACK, its BYE), a str0m peer is the operator's
+/// browser answering through the API; the Call is taken by the operator, the unit got the
+/// `200 OK`, the conversation's line names the operator, its talk time and its recording,
+/// and the recording holds the browser's audio on the operator's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() {
+    let Some(sipp) = common::sipp::sipp_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,pw-678\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    common::add_user(
+        dir.path(),
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let mut cfg = common::test_config(dir.path());
+    cfg.voice.webrtc = options(8);
+    let srv = common::start_with(cfg).await;
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let traces = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["-s", "arc", "-au", "luc678", "-ap", "pw-678", "-p", "0"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([srv.scaip_udp.unwrap().to_string()])
+        .collect();
+    let unit = common::sipp::Sipp::start(&sipp, traces.path(), "unit_call", &args);
+
+    // Ringing on Anna's Call.
+    let deadline = Instant::now() + PATIENCE;
+    let (conv, call) = loop {
+        let v = op.get("/api/voice").await.json();
+        if let Some(c) = v.as_array().unwrap().iter().find(|c| !c["call"].is_null()) {
+            break (c["id"].as_u64().unwrap(), c["call"].as_u64().unwrap());
+        }
+        assert!(Instant::now() < deadline, "no ringing call: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The operator answers from the browser.
+    let (browser, offer) = Browser::offer(&["opus", "pcmu", "pcma"]).await;
+    let r = op
+        .post(
+            &format!("/api/voice/{conv}/answer"),
+            serde_json::json!({ "sdp": offer }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let running = browser.accept(r.json()["sdp"].as_str().unwrap());
+    let connected = running.connected.clone();
+    until("the browser to connect", || *connected.borrow()).await;
+    let talking = tokio::spawn({
+        let send = running.send.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for i in 0..20 {
+                tick.tick().await;
+                if send.send(frame(i)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // The unit got its 200 OK, talked, and hung up.
+    unit.succeeds().await;
+    talking.await.unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    let (full, line) = loop {
+        let c = op.get(&format!("/api/calls/{call}")).await.json();
+        if let Some(l) = c["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "conversation")
+            .cloned()
+        {
+            break (c, l);
+        }
+        assert!(Instant::now() < deadline, "no line: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(full["owner"], common::ADMIN.0, "{full}");
+    assert_eq!(line["operator"], common::ADMIN.0, "{line}");
+    assert_eq!(line["ended_by"], "caller", "{line}");
+    assert!(line["talk_secs"].is_u64(), "{line}");
+    let name = line["recording"].as_str().expect("a recording").to_owned();
+    let wav = std::fs::read(dir.path().join("recordings").join(&name)).unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert!(wav.len() > 44, "an empty recording");
+    srv.stop().await.unwrap();
 }

@@ -106,6 +106,10 @@ pub struct VoiceConfig {
     pub max_call_secs: u64,
     /// Days a conversation's recording is kept (by its start), then deleted by vakt.
     pub recording_retention_days: u32,
+    /// The units' RTP: where it listens, the port range (the cap on calls with media).
+    pub rtp: crate::voice::media::MediaOptions,
+    /// The operators' browser legs (WebRTC): where they listen, the port range.
+    pub webrtc: crate::voice::webrtc::WebRtcOptions,
     /// The trunks (the telecom operator's session border controllers), each
     /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
     /// taken without Digest, the caller known by number.
@@ -130,6 +134,8 @@ impl Default for VoiceConfig {
             max_ring_secs: 600,
             max_call_secs: 4 * 3600,
             recording_retention_days: crate::voice::record::DEFAULT_RETENTION_DAYS,
+            rtp: Default::default(),
+            webrtc: Default::default(),
             trunks: Vec::new(),
         }
     }
@@ -146,6 +152,12 @@ impl VoiceConfig {
         }
         if !(60..=86_400).contains(&self.max_call_secs) {
             errs.push("voice.max_call_secs must be 60..=86400".into());
+        }
+        if let Err(e) = self.rtp.validate() {
+            errs.push(format!("voice.rtp: {e}"));
+        }
+        if let Err(e) = self.webrtc.validate() {
+            errs.push(format!("voice.webrtc: {e}"));
         }
         if !(1..=3650).contains(&self.recording_retention_days) {
             errs.push("voice.recording_retention_days must be 1..=3650".into());

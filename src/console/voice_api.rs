@@ -67,3 +67,182 @@ pub async fn hang_up(
     )?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /api/voice/{id}/answer` body: the browser's WebRTC offer.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    /// The offer's SDP (`pc.createOffer()`, audio with PCMU or PCMA).
+    pub sdp: String,
+}
+
+/// The SDP answer for the browser.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AnswerResponse {
+    /// `pc.setRemoteDescription({type: "answer", sdp})`.
+    pub sdp: String,
+}
+
+fn voice_error(e: crate::voice::switchboard::VoiceError) -> ApiError {
+    use crate::voice::switchboard::VoiceError as V;
+    let status = match &e {
+        V::NotFound => StatusCode::NOT_FOUND,
+        V::NotRinging | V::NoCall => StatusCode::CONFLICT,
+        V::Browser(_) => StatusCode::BAD_REQUEST,
+        V::Media(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Answer a ringing voice call from the browser: the operator takes its Call (if nobody
+/// has), vakt answers the browser's offer and the unit, and the conversation is recorded.
+#[utoipa::path(post, path = "/api/voice/{id}/answer", tag = "voice",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = AnswerRequest,
+    responses((status = 200, body = AnswerResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not ringing, or the Call is another operator's", body = ErrorBody),
+        (status = 503, description = "No media for the call now", body = ErrorBody)))]
+pub async fn answer(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<AnswerRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<AnswerResponse>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let sb = switchboard(&state)?.clone();
+    let conv = sb
+        .live()
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such voice call going on"))?;
+    let call = conv
+        .call
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the voice call has no call yet"))?;
+    // Answering the call is taking its Call.
+    let taken = state.calls.triage.get(call);
+    if let Some(c) = &taken {
+        match (&c.owner, c.state) {
+            (Some(owner), crate::model::CallState::Claimed) if owner != &s.user => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("the call is taken by {owner}"),
+                ));
+            }
+            (_, crate::model::CallState::Queued) => {
+                let claimed = state
+                    .calls
+                    .triage
+                    .claim(call, &s.user, jiff::Timestamp::now())
+                    .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+                audit(
+                    &state,
+                    &s,
+                    "call.claim",
+                    Some(call),
+                    claimed.subscriber.as_deref(),
+                    "voice".into(),
+                )?;
+                state
+                    .calls
+                    .flush()
+                    .await
+                    .map_err(|e| ApiError::internal("saving the change failed", e))?;
+            }
+            _ => {}
+        }
+    }
+    let sdp = sb
+        .answer(id, &s.user, &req.sdp)
+        .await
+        .map_err(voice_error)?;
+    audit(
+        &state,
+        &s,
+        "call.voice_answer",
+        Some(call),
+        None,
+        format!("conversation {id}"),
+    )?;
+    Ok(Json(AnswerResponse { sdp }))
+}
+
+/// `POST /api/voice/{id}/mute`, `/hold` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    /// On or off.
+    pub on: bool,
+}
+
+/// Mute the operator (the person hears silence) or unmute.
+#[utoipa::path(post, path = "/api/voice/{id}/mute", tag = "voice",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = Toggle,
+    responses((status = 204, description = "Done"), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not answered", body = ErrorBody)))]
+pub async fn mute(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<Toggle>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    s.require(Role::Operator, &state)?;
+    let Json(t) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    switchboard(&state)?
+        .set_muted(id, t.on)
+        .map_err(voice_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Hold (the person hears the hold tone, the operator nothing of the person) or resume.
+#[utoipa::path(post, path = "/api/voice/{id}/hold", tag = "voice",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = Toggle,
+    responses((status = 204, description = "Done"), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not answered", body = ErrorBody)))]
+pub async fn hold(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<Toggle>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    s.require(Role::Operator, &state)?;
+    let Json(t) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    switchboard(&state)?
+        .set_held(id, t.on)
+        .map_err(voice_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/voice/{id}/dtmf` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DtmfRequest {
+    /// The SCAIP command's key: `0` clear down, `1` volume down, `3` volume up, `4` duplex,
+    /// `7` simplex microphone, `8` simplex speaker, `9` output control.
+    pub key: String,
+}
+
+/// Send a SCAIP DTMF command to the unit.
+#[utoipa::path(post, path = "/api/voice/{id}/dtmf", tag = "voice",
+    params(("id" = u64, Path, description = "Conversation id")), request_body = DtmfRequest,
+    responses((status = 204, description = "Sent"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not answered", body = ErrorBody)))]
+pub async fn dtmf(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+    body: Result<Json<DtmfRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let key = match req.key.as_str() {
+        k @ ("0" | "1" | "3" | "4" | "7" | "8" | "9") => k.chars().next().unwrap_or('0'),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "key {other:?}: one of 0, 1, 3, 4, 7, 8, 9"
+            )));
+        }
+    };
+    switchboard(&state)?.dtmf(id, key).map_err(voice_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -68,6 +68,12 @@ pub enum ServerError {
     /// The voice switchboard could not end the conversations the last stop cut short.
     #[error("voice: {0}")]
     Voice(#[from] crate::voice::switchboard::SwitchboardError),
+    /// The units' RTP could not be set up (its options).
+    #[error("voice rtp: {0}")]
+    Media(#[from] crate::voice::media::MediaError),
+    /// The browsers' legs could not be set up (their options).
+    #[error("voice webrtc: {0}")]
+    WebRtc(#[from] crate::voice::webrtc::WebRtcError),
     /// The recordings a crash left could not be read.
     #[error("recordings: {0}")]
     Recordings(#[from] crate::voice::record::RecordError),

@@ -47,8 +47,10 @@ use crate::transport::quic::IdentitySource;
 use crate::transport::sip::{self, SipOptions};
 use crate::transport::{http, tcp, udp};
 use crate::triage::TriageOptions;
+use crate::voice::media::Media;
 use crate::voice::record::RecordingOptions;
-use crate::voice::switchboard::{Authenticator, LateObserver, Switchboard};
+use crate::voice::switchboard::{Authenticator, CallMedia, LateObserver, Switchboard};
+use crate::voice::webrtc::WebRtc;
 use crate::work_orders::{WorkOrderOptions, WorkOrders};
 
 /// The bound addresses of a started server.
@@ -151,6 +153,11 @@ pub(super) async fn start(
             journal.clone(),
             calls.clone(),
             Arc::new(ScaipDigest(scaip.clone())),
+            CallMedia {
+                media: Arc::new(Media::new(cfg.voice.rtp.clone())?),
+                webrtc: Arc::new(WebRtc::new(cfg.voice.webrtc.clone())?),
+                recordings: cfg.voice.recording_options(&cfg.data_dir),
+            },
         );
         // The recordings a crash left are repaired first, so the conversations they belong
         // to are ended with what was recorded.

@@ -18,8 +18,15 @@
 //!    switchboard the Call ([`SignalObserver::ingested`]); the conversation, kept in the store
 //!    from its first ring ([`OpenConversation`]), joins it.
 //! 4. **Ringing.** The caller hears `180 Ringing` at once; the console shows the conversation
-//!    ringing on its Call ([`Switchboard::live`], [`VoiceEvent`]).
-//! 5. **The end.** Whoever ends it (the caller hangs up or cancels, vakt, a timer), its line
+//!    ringing on its Call ([`Switchboard::live`], [`VoiceEvent`]). The call's media is set
+//!    up then (an RTP port, the relay), so a call vakt cannot carry is refused before it
+//!    rings (`488` no G.711, `503` no port).
+//! 5. **The answer.** An operator answers from the browser ([`Switchboard::answer`]): vakt
+//!    answers the browser's WebRTC offer in the unit's G.711 law, joins that leg to the
+//!    relay, starts the recording and answers the unit (`200 OK`). Mute, hold and the SCAIP
+//!    DTMF commands act on the relay; the call ends by BYE either way, or when the unit's
+//!    RTP stops or the browser goes.
+//! 6. **The end.** Whoever ends it (the caller hangs up or cancels, vakt, a timer), its line
 //!    goes on the Call's timeline ([`TimelineEvent::Conversation`]): a caller who gave up
 //!    before anyone answered is an abandoned call there, and the Call stays in the queue for
 //!    a call back. The open conversation is then removed from the store; one a stop cut short
@@ -41,17 +48,25 @@ use crate::model::{
 };
 use crate::registers::devices::Devices;
 use crate::store::{Store, StoreError};
+use crate::telemetry::RecordingMetrics;
 use crate::transport::sip::{
     Admission, CallEvent, CallHandle, CallHandler, CallId, Decision, End, IncomingCall, Origin,
 };
 use crate::triage::Ingested;
 use crate::triage::priority::{CODE_VOICE_CALL, VOICE_PROTOCOL};
+use crate::voice::media::{EarlyMedia, Media, MediaError, Relay, RelayEnd, SipLeg};
+use crate::voice::record::{Recorder, RecordingId, RecordingOptions};
+use crate::voice::webrtc::{BrowserLeg, G711, WebRtc, WebRtcError};
 use vakt_proto::event::Qualifier;
+use vakt_proto::g711::Law;
+use vakt_proto::sdp::{Direction, LocalSession};
 use vakt_proto::sip::Message;
 
 /// Journal ids whose Call triage named before the switchboard heard the id back from the
 /// journal (the two race); the oldest are forgotten beyond this.
 const EARLY_KEPT: usize = 1024;
+/// How long each SCAIP DTMF command's tone lasts (protocols.md §3.7: 100-500 ms).
+const DTMF_TONE_MS: u32 = 200;
 /// Conversation events a slow console may fall behind by before it reloads.
 const EVENTS: usize = 256;
 
@@ -133,6 +148,27 @@ pub enum VoiceEvent {
     },
 }
 
+/// Why an operator's action on a voice call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VoiceError {
+    /// No such conversation goes on (it ended, or never was): the operator's view is old.
+    #[error("no such voice call going on")]
+    NotFound,
+    /// It is already answered, or it is not a call in: the operator's view is old.
+    #[error("the voice call is not ringing")]
+    NotRinging,
+    /// Triage has not placed it on a Call yet; try again in a moment.
+    #[error("the voice call has no call yet")]
+    NoCall,
+    /// The browser's offer cannot be answered (no G.711, not a WebRTC offer): the browser's.
+    #[error("the browser's offer: {0}")]
+    Browser(#[source] WebRtcError),
+    /// vakt cannot carry the call now (no port for the browser's leg, the call's media
+    /// ended): vakt's.
+    #[error("the call's media: {0}")]
+    Media(String),
+}
+
 /// Why the switchboard could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchboardError {
@@ -149,6 +185,17 @@ struct Live {
     state: LiveState,
     /// Ended before triage named its Call: its line waits for the Call.
     ended: Option<(ConversationEnd, Timestamp)>,
+    /// The call's media: the unit's RTP and the relay to the operator.
+    relay: Relay<BrowserLeg>,
+    /// The unit's G.711 law (the browser is asked for the same).
+    law: Law,
+    /// vakt's SDP answer to the unit's offer, sent again in the `200 OK`.
+    sip_answer: Vec<u8>,
+    /// The recording, from the answer.
+    recorder: Option<Recorder>,
+    /// What ended the call when the media saw it first (the unit's RTP stopped, the
+    /// browser went).
+    media_end: Option<ConversationEnd>,
 }
 
 impl Live {
@@ -186,8 +233,23 @@ pub struct Inner {
     journal: Arc<Journal>,
     calls: Arc<Calls>,
     auth: Arc<dyn Authenticator>,
+    media: Arc<Media>,
+    webrtc: Arc<WebRtc>,
+    recordings: RecordingOptions,
+    recording_metrics: RecordingMetrics,
     board: Mutex<Board>,
     events: broadcast::Sender<VoiceEvent>,
+}
+
+/// The media a switchboard carries calls with.
+#[derive(Debug)]
+pub struct CallMedia {
+    /// The units' RTP legs.
+    pub media: Arc<Media>,
+    /// The operators' browser legs.
+    pub webrtc: Arc<WebRtc>,
+    /// Where the recordings go.
+    pub recordings: RecordingOptions,
 }
 
 /// The voice calls vakt carries (see the module doc). Cheap to clone.
@@ -245,6 +307,7 @@ impl Switchboard {
         journal: Arc<Journal>,
         calls: Arc<Calls>,
         auth: Arc<dyn Authenticator>,
+        media: CallMedia,
     ) -> Switchboard {
         let (events, _) = broadcast::channel(EVENTS);
         Switchboard {
@@ -255,6 +318,10 @@ impl Switchboard {
                 journal,
                 calls,
                 auth,
+                media: media.media,
+                webrtc: media.webrtc,
+                recordings: media.recordings,
+                recording_metrics: RecordingMetrics::new(),
                 board: Mutex::new(Board::default()),
                 events,
             }),
@@ -350,6 +417,191 @@ impl Switchboard {
         // An ended call's handle refuses: it is already on its way to the timeline.
         let _ = handle.hang_up();
         true
+    }
+
+    /// An operator (`user`, who has taken the Call) answers ringing conversation `conv` from
+    /// the browser: vakt answers the browser's WebRTC offer (asking for the unit's G.711
+    /// law), joins its leg to the call's relay, starts the recording and answers the unit
+    /// (`200 OK`). Returns the SDP answer for the browser.
+    pub async fn answer(&self, conv: u64, user: &str, offer: &str) -> Result<String, VoiceError> {
+        let (relay, law, sip_answer, handle, call) = {
+            let b = self.board();
+            let live = b
+                .by_conv
+                .get(&conv)
+                .and_then(|sip| b.by_sip.get(sip))
+                .ok_or(VoiceError::NotFound)?;
+            if live.state != LiveState::Ringing || live.open.direction != CallDirection::Inbound {
+                return Err(VoiceError::NotRinging);
+            }
+            let call = live.open.call.ok_or(VoiceError::NoCall)?;
+            (
+                live.relay.clone(),
+                live.law,
+                live.sip_answer.clone(),
+                live.handle.clone(),
+                call,
+            )
+        };
+        let prefer = match law {
+            Law::Alaw => G711::Pcma,
+            Law::Ulaw => G711::Pcmu,
+        };
+        let browser = self
+            .inner
+            .webrtc
+            .answer(offer, prefer)
+            .map_err(|e| match e {
+                WebRtcError::NoG711 | WebRtcError::BadOffer(_) => VoiceError::Browser(e),
+                other => VoiceError::Media(other.to_string()),
+            })?;
+        relay
+            .attach(browser.leg)
+            .map_err(|e| VoiceError::Media(e.to_string()))?;
+        let now = Timestamp::now();
+        let started = std::time::Instant::now();
+        // A recording that cannot start is logged and counted; the call goes on.
+        let recorder = match Recorder::start(
+            &self.inner.recordings,
+            RecordingId::new(call, conv, now),
+            started,
+            &self.inner.recording_metrics,
+        )
+        .await
+        {
+            Ok(r) => {
+                if relay.record(r.tap()).is_err() {
+                    tracing::warn!(
+                        conversation = conv,
+                        "the relay ended before its recording began"
+                    );
+                }
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(conversation = conv, error = %e, "the conversation is not recorded");
+                None
+            }
+        };
+        if handle.answer(sip_answer).is_err() {
+            relay.end();
+            return Err(VoiceError::NotFound);
+        }
+        let (view, open) = {
+            let mut b = self.board();
+            let Some(live) = b
+                .by_conv
+                .get(&conv)
+                .copied()
+                .and_then(|sip| b.by_sip.get_mut(&sip))
+            else {
+                return Err(VoiceError::NotFound);
+            };
+            live.state = LiveState::Answered;
+            live.open.answered_at = Some(now);
+            live.open.operator = Some(user.to_owned());
+            live.open.recording = recorder.as_ref().map(|r| r.id().file_name());
+            live.recorder = recorder;
+            (live.view(), live.open.clone())
+        };
+        let store = self.inner.store.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            store.save_open_conversation(&open)?;
+            store.flush()
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(
+                conversation = conv,
+                "the answered conversation could not be stored"
+            );
+        }
+        tracing::info!(conversation = conv, call, user, "voice call answered");
+        self.tell(VoiceEvent::Changed(view));
+        Ok(browser.sdp)
+    }
+
+    /// Mutes (or unmutes) the operator on conversation `conv`: the person hears silence.
+    pub fn set_muted(&self, conv: u64, muted: bool) -> Result<(), VoiceError> {
+        self.with_relay(conv, |r| {
+            r.set_muted(muted)
+                .map_err(|e| VoiceError::Media(e.to_string()))
+        })
+    }
+
+    /// Puts conversation `conv` on hold (the person hears the hold tone, the operator
+    /// nothing of the person) or takes it off.
+    pub fn set_held(&self, conv: u64, held: bool) -> Result<(), VoiceError> {
+        self.with_relay(conv, |r| {
+            r.set_held(held)
+                .map_err(|e| VoiceError::Media(e.to_string()))
+        })
+    }
+
+    /// Sends a SCAIP DTMF command (`0` clear down, `1`/`3` volume, `4` duplex, `7`/`8`
+    /// simplex, `9` output) to the unit on conversation `conv`: an RFC 4733 event, or SIP
+    /// INFO when the unit takes no events.
+    pub fn dtmf(&self, conv: u64, key: char) -> Result<(), VoiceError> {
+        let handle = {
+            let b = self.board();
+            b.by_conv
+                .get(&conv)
+                .and_then(|sip| b.by_sip.get(sip))
+                .map(|l| l.handle.clone())
+        };
+        self.with_relay(conv, |r| match r.dtmf(key, DTMF_TONE_MS) {
+            Ok(()) => Ok(()),
+            Err(crate::voice::media::DtmfError::NoTelephoneEvent) => {
+                let body = format!("Signal={key}\r\nDuration={DTMF_TONE_MS}\r\n");
+                handle
+                    .as_ref()
+                    .ok_or(VoiceError::NotFound)?
+                    .info("application/dtmf-relay", body.into_bytes())
+                    .map_err(|e| VoiceError::Media(e.to_string()))
+            }
+            Err(e) => Err(VoiceError::Media(e.to_string())),
+        })
+    }
+
+    fn with_relay(
+        &self,
+        conv: u64,
+        f: impl FnOnce(&Relay<BrowserLeg>) -> Result<(), VoiceError>,
+    ) -> Result<(), VoiceError> {
+        let relay = {
+            let b = self.board();
+            let live = b
+                .by_conv
+                .get(&conv)
+                .and_then(|sip| b.by_sip.get(sip))
+                .ok_or(VoiceError::NotFound)?;
+            if live.state != LiveState::Answered {
+                return Err(VoiceError::NotRinging);
+            }
+            live.relay.clone()
+        };
+        f(&relay)
+    }
+
+    /// Watches a call's media: when the unit's RTP stops or the browser goes, the call is
+    /// hung up (the SIP end then puts its line on the Call).
+    async fn watch_media(self, sip: CallId, relay: Relay<BrowserLeg>) {
+        let why = relay.ended().await;
+        let by = match why {
+            RelayEnd::Ended => return,
+            RelayEnd::Inactive | RelayEnd::Socket => ConversationEnd::Timeout,
+            RelayEnd::OperatorEnded => ConversationEnd::Operator,
+        };
+        let handle = {
+            let mut b = self.board();
+            let Some(live) = b.by_sip.get_mut(&sip) else {
+                return;
+            };
+            live.media_end = Some(by);
+            live.handle.clone()
+        };
+        tracing::info!(sip = %sip, reason = why.as_str(), "the call's media ended: hanging up");
+        let _ = handle.hang_up();
     }
 
     /// The changes from now on.
@@ -538,12 +790,15 @@ impl Switchboard {
             let Some(live) = b.by_sip.get_mut(&sip) else {
                 return;
             };
+            let by = live.media_end.unwrap_or(by);
+            live.relay.end();
             if live.open.call.is_none() {
                 live.ended = Some((by, now));
                 return;
             }
-            live.open.id
+            (live.open.id, by)
         };
+        let (conv, by) = conv;
         self.finish_conversation(conv, by, now);
     }
 
@@ -555,7 +810,29 @@ impl Switchboard {
             };
             b.by_sip.remove(&sip)
         };
-        let Some(live) = live else { return };
+        let Some(mut live) = live else { return };
+        live.relay.end();
+        if let Some(recorder) = live.recorder.take() {
+            // The recording is finished first, so the line names the file as it is.
+            let me = self.clone();
+            let hangup = std::time::Instant::now();
+            tokio::spawn(async move {
+                match recorder.finish(hangup).await {
+                    Ok(f) => live.open.recording = Some(f.file_name),
+                    Err(e) => {
+                        tracing::warn!(conversation = conv, error = %e, "the recording could not be finished")
+                    }
+                }
+                me.put_line(live, by, now);
+            });
+            return;
+        }
+        self.put_line(live, by, now);
+    }
+
+    /// Puts an ended conversation's line on its Call, then forgets it in the store.
+    fn put_line(&self, live: Live, by: ConversationEnd, now: Timestamp) {
+        let conv = live.open.id;
         let line = live.open.ended(by, now);
         let call = live.open.call;
         if let Some(call) = call
@@ -585,6 +862,32 @@ impl Switchboard {
         });
         tracing::info!(conversation = conv, call = ?call, ended_by = by.as_str(), "conversation ended");
         self.tell(VoiceEvent::Ended { id: conv, call });
+    }
+}
+
+/// The address the call's INVITE reached, for vakt's SDP when the RTP socket listens on every
+/// address: the Request-URI's host when it is an address, else the caller's own when it is
+/// this host (loopback); otherwise unknown (`0.0.0.0`; set `[voice] rtp_public_addr`).
+fn reached_ip(call: &IncomingCall) -> IpAddr {
+    let host = call
+        .dialled
+        .split_once('@')
+        .map_or(call.dialled.as_str(), |(_, h)| h)
+        .trim_start_matches("sip:")
+        .split([';', '>'])
+        .next()
+        .unwrap_or("");
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map_or_else(
+            || host.rsplit_once(':').map_or(host, |(h, _)| h),
+            |(h, _)| h,
+        );
+    match host.parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => ip,
+        _ if call.peer.ip().is_loopback() => call.peer.ip(),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
@@ -662,11 +965,46 @@ impl CallHandler for Switchboard {
     }
 
     fn incoming(&self, call: IncomingCall, handle: CallHandle) -> Decision {
+        // The media first: a call vakt cannot carry is refused before anything is kept.
+        let Ok(offer) = vakt_proto::sdp::parse(&call.offer) else {
+            tracing::info!(sip = %call.id, "a call without a usable SDP offer is refused");
+            return Decision::Reject(488);
+        };
+        let port = match self.inner.media.bind() {
+            Ok(p) => p,
+            Err(MediaError::PortsExhausted { .. }) => return Decision::Reject(503),
+            Err(e) => {
+                tracing::error!(error = %e, "no RTP port for a call");
+                return Decision::Reject(500);
+            }
+        };
+        let mut session = LocalSession::new(port.local_media(reached_ip(&call)), call.id.0, 1);
+        let answer = match session.answer(&offer, Direction::SendRecv) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(sip = %call.id, reason = e.as_str(), "a call vakt cannot answer is refused");
+                return Decision::Reject(488);
+            }
+        };
+        let relay = match SipLeg::new(port, answer.negotiated)
+            .and_then(|leg| Relay::<BrowserLeg>::start(leg, EarlyMedia::Ringback))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the call's media could not start");
+                return Decision::Reject(500);
+            }
+        };
+        let law = match answer.negotiated.codec {
+            vakt_proto::sdp::Codec::Pcma => Law::Alaw,
+            vakt_proto::sdp::Codec::Pcmu => Law::Ulaw,
+        };
         let id = self.identify(&call);
         let conv = match self.inner.store.next_conversation_id() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "no conversation id: the call is refused");
+                relay.end();
                 return Decision::Reject(503);
             }
         };
@@ -682,6 +1020,7 @@ impl CallHandler for Switchboard {
         };
         if let Err(e) = self.inner.store.save_open_conversation(&open) {
             tracing::error!(error = %e, "the conversation could not be stored: the call is refused");
+            relay.end();
             return Decision::Reject(503);
         }
         let live = Live {
@@ -690,6 +1029,11 @@ impl CallHandler for Switchboard {
             handle,
             state: LiveState::Ringing,
             ended: None,
+            relay: relay.clone(),
+            law,
+            sip_answer: answer.sdp.clone(),
+            recorder: None,
+            media_end: None,
         };
         let view = live.view();
         {
@@ -700,12 +1044,31 @@ impl CallHandler for Switchboard {
         tracing::info!(conversation = conv, sip = %call.id, party = %id.party, "voice call ringing");
         self.tell(VoiceEvent::Changed(view));
         tokio::spawn(self.clone().journal(conv, id, call.now, call.peer));
+        tokio::spawn(self.clone().watch_media(call.id, relay));
+        // `180 Ringing`: the unit plays its ringing tone until an operator answers (the relay
+        // sends ringback too, for a unit that listens before the answer).
         Decision::Ring
     }
 
-    fn reoffer(&self, _id: CallId, _offer: &[u8]) -> Result<Vec<u8>, u16> {
-        // A new offer comes only in an answered call; none is answered here yet.
-        Err(488)
+    fn reoffer(&self, id: CallId, offer: &[u8]) -> Result<Vec<u8>, u16> {
+        // The unit's hold or resume (or a session refresh): answered from the same local
+        // media, and the relay follows the new direction.
+        let offer = vakt_proto::sdp::parse(offer).map_err(|_| 488u16)?;
+        let relay = {
+            let b = self.board();
+            b.by_sip.get(&id).map(|l| l.relay.clone()).ok_or(481u16)?
+        };
+        let local = vakt_proto::sdp::LocalMedia {
+            address: relay.local_addr().ip(),
+            port: relay.local_addr().port(),
+            rtcp_mux: true,
+        };
+        let mut session = LocalSession::new(local, id.0, 2);
+        let answer = session
+            .answer(&offer, Direction::SendRecv)
+            .map_err(|_| 488u16)?;
+        relay.update(answer.negotiated).map_err(|_| 488u16)?;
+        Ok(answer.sdp)
     }
 
     fn event(&self, id: CallId, event: CallEvent) {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.patrol.listen_quic = Some("127.0.0.1:0".parse().unwrap());
     cfg.scaip.listen_udp = Some("127.0.0.1:0".parse().unwrap());
     cfg.scaip.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
+    // Voice calls' media on this host only.
+    cfg.voice.rtp.bind_addr = std::net::Ipv4Addr::LOCALHOST.into();
     cfg.shutdown_grace_secs = 5;
     cfg
 }
