@@ -1023,6 +1023,12 @@ async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() 
         vakt::model::Role::Admin,
         common::ADMIN.1,
     );
+    common::add_user(
+        dir.path(),
+        "olle",
+        vakt::model::Role::Operator,
+        "olle-password-1",
+    );
     let mut cfg = common::test_config(dir.path());
     cfg.voice.webrtc = options(8);
     let srv = common::start_with(cfg).await;
@@ -1097,5 +1103,18 @@ async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() 
     let wav = std::fs::read(dir.path().join("recordings").join(&name)).unwrap();
     assert_eq!(&wav[..4], b"RIFF");
     assert!(wav.len() > 44, "an empty recording");
+    // A supervisor plays it (audited); an operator may not.
+    let got = op
+        .get(&format!("/api/calls/{call}/recordings/{conv}"))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let audit = op.get("/api/audit").await.json().to_string();
+    assert!(audit.contains("recording.play"), "{audit}");
+    assert!(audit.contains("call.voice_answer"), "{audit}");
+    let mut olle = common::Client::login(srv.http.unwrap(), "olle", "olle-password-1").await;
+    let refused = olle
+        .get(&format!("/api/calls/{call}/recordings/{conv}?download=1"))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
     srv.stop().await.unwrap();
 }

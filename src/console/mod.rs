@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(voice_api::mute))
         .routes(routes!(voice_api::hold))
         .routes(routes!(voice_api::dtmf))
+        .routes(routes!(voice_api::recording))
         .routes(routes!(users_api::list_users))
         .routes(routes!(users_api::disable_user))
         .routes(routes!(users_api::enable_user))

@@ -246,3 +246,76 @@ pub async fn dtmf(
     switchboard(&state)?.dtmf(id, key).map_err(voice_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/calls/{id}/recordings/{conversation}` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecordingQuery {
+    /// `1`: as a download (an attachment) rather than to play in the page.
+    pub download: Option<u8>,
+}
+
+/// A conversation's recording (WAV, 8 kHz, two channels: the person, the operator), for
+/// supervisors only; every playback and download is in the audit log.
+#[utoipa::path(get, path = "/api/calls/{id}/recordings/{conversation}", tag = "voice",
+    params(("id" = u64, Path, description = "Call id"),
+        ("conversation" = u64, Path, description = "Conversation id"), RecordingQuery),
+    responses((status = 200, description = "audio/wav", content_type = "audio/wav"),
+        (status = 403, description = "Not a supervisor", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn recording(
+    State(state): State<AppState>,
+    s: Session,
+    Path((id, conversation)): Path<(u64, u64)>,
+    q: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    s.require(Role::Supervisor, &state)?;
+    let axum::extract::Query(q) = q?;
+    let download = q.download == Some(1);
+    let dir = state
+        .voice
+        .as_ref()
+        .map(crate::voice::switchboard::Switchboard::recordings_dir)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "voice calls are off"))?;
+    let playback =
+        tokio::task::spawn_blocking(move || crate::voice::record::open(&dir, id, conversation))
+            .await
+            .map_err(|e| ApiError::internal("opening the recording failed", e))?
+            .map_err(|e| match e {
+                crate::voice::record::RecordError::NotFound { .. }
+                | crate::voice::record::RecordError::NotARecording => {
+                    ApiError::new(StatusCode::NOT_FOUND, "no such recording")
+                }
+                other => ApiError::internal("opening the recording failed", other),
+            })?;
+    audit(
+        &state,
+        &s,
+        if download {
+            "recording.download"
+        } else {
+            "recording.play"
+        },
+        Some(id),
+        None,
+        format!("conversation {conversation}"),
+    )?;
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::from_std(playback.file).take(playback.len);
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let disposition = if download {
+        format!("attachment; filename=\"{}\"", playback.file_name)
+    } else {
+        "inline".to_owned()
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (axum::http::header::CONTENT_LENGTH, playback.len.to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}

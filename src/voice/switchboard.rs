@@ -604,6 +604,11 @@ impl Switchboard {
         let _ = handle.hang_up();
     }
 
+    /// The recordings' folder.
+    pub fn recordings_dir(&self) -> std::path::PathBuf {
+        self.inner.recordings.dir.clone()
+    }
+
     /// The changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<VoiceEvent> {
         self.inner.events.subscribe()

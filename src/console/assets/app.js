@@ -795,6 +795,7 @@ function applyVoice(v) {
 
 function applyVoiceEnded(id) {
   S.voice.delete(id);
+  endPhone(id);
   renderQueue();
   renderVoice();
   if (S.currentId !== null && S.view === 'call') refreshCall();
@@ -816,7 +817,7 @@ function voiceBadge(c) {
   return null;
 }
 
-/** The Call view's voice strip: each voice call going on, with its hang-up. */
+/** The Call view's voice strip: each voice call going on, with its controls. */
 function renderVoice() {
   const strip = $('call-voice');
   if (!strip) return;
@@ -825,23 +826,125 @@ function renderVoice() {
   show(strip, vs.length > 0);
   for (const v of vs) {
     const ringing = v.state === 'ringing';
-    const what = ringing ? `Voice call ringing from ${v.party}` : `On the line with ${v.party}`;
+    const mine = S.phone && S.phone.id === v.id;
+    const what = ringing ? `Voice call ringing from ${v.party}` : `On the line with ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}`;
     const since = ringing ? v.rang_at : v.answered_at;
-    const hang = el('button', { type: 'button', class: 'secondary', text: ringing ? 'Refuse' : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
-    strip.append(el('div', { class: `voice-line voice-${v.state}`, dataset: { conversation: String(v.id) } },
+    const line = el('div', { class: `voice-line voice-${v.state}${mine ? ' voice-mine' : ''}`, dataset: { conversation: String(v.id) } },
       el('span', { class: 'voice-what', text: what }), ' ',
-      el('span', { class: 'voice-since muted', dataset: { since }, text: fmtDuration(ageSecs(since)) }), ' ',
-      hang));
+      el('span', { class: 'voice-since muted', dataset: { since }, text: fmtDuration(ageSecs(since)) }), ' ');
+    const buttons = el('span', { class: 'voice-buttons' });
+    if (ringing) {
+      const answer = el('button', { type: 'button', class: 'voice-answer', title: 'Answer (A)', text: 'Answer', on: { click: () => answerVoice(v, answer) } });
+      buttons.append(answer);
+    }
+    if (mine) {
+      const p = S.phone;
+      buttons.append(
+        el('button', { type: 'button', class: 'secondary voice-mute', title: 'Mute (M)', text: p.muted ? 'Unmute' : 'Mute', on: { click: () => toggleVoice('mute') } }),
+        el('button', { type: 'button', class: 'secondary voice-hold', title: 'Hold (H)', text: p.held ? 'Resume' : 'Hold', on: { click: () => toggleVoice('hold') } }));
+      for (const [key, label] of DTMF_COMMANDS) {
+        buttons.append(el('button', { type: 'button', class: 'secondary voice-dtmf', title: `Send DTMF ${key} to the unit`, text: label, on: { click: () => sendDtmf(v.id, key) } }));
+      }
+    }
+    const hang = el('button', { type: 'button', class: 'secondary voice-hangup', title: 'Hang up (X)', text: ringing ? 'Refuse' : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
+    buttons.append(hang);
+    line.append(buttons);
+    strip.append(line);
+  }
+}
+
+/** The SCAIP DTMF commands an operator sends (protocols.md §3.7). */
+const DTMF_COMMANDS = [['0', 'Clear down'], ['1', 'Volume −'], ['3', 'Volume +'], ['4', 'Duplex']];
+
+/** Waits until the peer connection has gathered its host candidates (at most `ms`). */
+function iceGathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { pc.removeEventListener('icegatheringstatechange', check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    pc.addEventListener('icegatheringstatechange', check);
+    setTimeout(done, ms);
+  });
+}
+
+/** Answers voice call `v` with the operator's headset: vakt ends the peer connection itself. */
+async function answerVoice(v, button) {
+  if (S.phone) {
+    message('Hang up the call you are on first.', 'warn');
+    return;
+  }
+  button.disabled = true;
+  let pc = null;
+  let stream = null;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    pc = new RTCPeerConnection();
+    for (const t of stream.getAudioTracks()) pc.addTrack(t, stream);
+    pc.addEventListener('track', (ev) => {
+      const audio = $('voice-audio');
+      audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      audio.play().catch(() => {});
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'failed' && S.phone && S.phone.pc === pc) {
+        message('The call\'s audio was lost.', 'error');
+      }
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, 2000);
+    const { data } = await api('POST', `/api/voice/${v.id}/answer`, { sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+    S.phone = { id: v.id, pc, stream, muted: false, held: false };
+    renderVoice();
+  } catch (e) {
+    if (pc) pc.close();
+    if (stream) for (const t of stream.getTracks()) t.stop();
+    reportError('Answering', e);
+    button.disabled = false;
+  }
+}
+
+/** The headset is put down: the peer connection and the microphone are released. */
+function endPhone(id) {
+  const p = S.phone;
+  if (!p || (id !== undefined && p.id !== id)) return;
+  S.phone = null;
+  p.pc.close();
+  for (const t of p.stream.getTracks()) t.stop();
+  const audio = $('voice-audio');
+  if (audio) audio.srcObject = null;
+}
+
+async function toggleVoice(what) {
+  const p = S.phone;
+  if (!p) return;
+  const on = what === 'mute' ? !p.muted : !p.held;
+  try {
+    await api('POST', `/api/voice/${p.id}/${what}`, { on });
+    if (what === 'mute') p.muted = on;
+    else p.held = on;
+    renderVoice();
+  } catch (e) {
+    reportError(what === 'mute' ? 'Muting' : 'Holding', e);
+  }
+}
+
+async function sendDtmf(id, key) {
+  try {
+    await api('POST', `/api/voice/${id}/dtmf`, { key });
+  } catch (e) {
+    reportError('Sending the command', e);
   }
 }
 
 async function hangUpVoice(id, button) {
-  button.disabled = true;
+  if (button) button.disabled = true;
+  endPhone(id);
   try {
     await api('POST', `/api/voice/${id}/hangup`);
   } catch (e) {
     reportError('Hanging up', e);
-    button.disabled = false;
+    if (button) button.disabled = false;
   }
 }
 
@@ -1402,6 +1505,7 @@ function timelineItem(e) {
   const head = el('div', { class: 'tl-head' });
   const by = e.user ? el('span', { class: 'tl-user', text: e.user }) : null;
   let text = null;
+  let extra = null;
   switch (e.type) {
     case 'signal': {
       const restore = e.qualifier === 'restore';
@@ -1449,6 +1553,15 @@ function timelineItem(e) {
       head.append(el('span', { class: 'tl-what', text: w.what }));
       if (e.party) head.append(el('span', { class: 'tl-party muted', text: ` · ${e.party}` }));
       text = w.text;
+      // Supervisors play the recording here (each playback audited); operators cannot.
+      if (e.recording && isSupervisor() && S.currentId !== null) {
+        const url = `/api/calls/${S.currentId}/recordings/${e.id}`;
+        const play = el('button', { type: 'button', class: 'secondary tl-play', text: 'Play recording', on: { click: () => {
+          play.replaceWith(el('audio', { controls: true, autoplay: true, preload: 'none', src: url }));
+        } } });
+        extra = el('div', { class: 'tl-recording' }, play, ' ',
+          el('a', { href: `${url}?download=1`, text: 'Download' }));
+      }
       break;
     }
     case 'dispatch': {
@@ -1466,6 +1579,7 @@ function timelineItem(e) {
   if (by) head.append(' ', el('span', { class: 'muted', text: 'by' }), ' ', by);
   body.append(head);
   if (text) body.append(el('div', { class: 'tl-text', text }));
+  if (extra) body.append(extra);
   li.append(body);
   return li;
 }
@@ -4374,6 +4488,32 @@ function toggleHelp(visible) {
   if (!$('help').hidden) $('help-close').focus();
 }
 
+/** The voice keys in the Call view: A answer, M mute, H hold, X hang up. */
+function voiceKey(e) {
+  const vs = S.currentId === null ? [] : voiceOf(S.currentId);
+  const k = e.key.toLowerCase();
+  if (k === 'a') {
+    const ringing = vs.find((v) => v.state === 'ringing');
+    const b = ringing && document.querySelector(`#call-voice [data-conversation="${ringing.id}"] .voice-answer`);
+    if (!b || b.disabled) return false;
+    e.preventDefault();
+    answerVoice(ringing, b);
+    return true;
+  }
+  if (!S.phone || !vs.some((v) => v.id === S.phone.id)) return false;
+  if (k === 'm' || k === 'h') {
+    e.preventDefault();
+    toggleVoice(k === 'm' ? 'mute' : 'hold');
+    return true;
+  }
+  if (k === 'x') {
+    e.preventDefault();
+    hangUpVoice(S.phone.id, null);
+    return true;
+  }
+  return false;
+}
+
 function onKeyDown(e) {
   unlockAudio();
   if (!S.me || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -4406,6 +4546,7 @@ function onKeyDown(e) {
     return;
   }
   const mine = S.view === 'call' && isMine(S.current);
+  if (S.view === 'call' && voiceKey(e)) return;
   switch (e.key) {
     case 'n':
     case 'N':
