@@ -196,6 +196,8 @@ struct Live {
     /// What ended the call when the media saw it first (the unit's RTP stopped, the
     /// browser went).
     media_end: Option<ConversationEnd>,
+    /// An operator's answer is under way (two operators never answer one call).
+    answering: bool,
 }
 
 impl Live {
@@ -425,16 +427,21 @@ impl Switchboard {
     /// (`200 OK`). Returns the SDP answer for the browser.
     pub async fn answer(&self, conv: u64, user: &str, offer: &str) -> Result<String, VoiceError> {
         let (relay, law, sip_answer, handle, call) = {
-            let b = self.board();
+            let mut b = self.board();
             let live = b
                 .by_conv
                 .get(&conv)
-                .and_then(|sip| b.by_sip.get(sip))
+                .copied()
+                .and_then(|sip| b.by_sip.get_mut(&sip))
                 .ok_or(VoiceError::NotFound)?;
-            if live.state != LiveState::Ringing || live.open.direction != CallDirection::Inbound {
+            if live.state != LiveState::Ringing
+                || live.open.direction != CallDirection::Inbound
+                || live.answering
+            {
                 return Err(VoiceError::NotRinging);
             }
             let call = live.open.call.ok_or(VoiceError::NoCall)?;
+            live.answering = true;
             (
                 live.relay.clone(),
                 live.law,
@@ -447,17 +454,28 @@ impl Switchboard {
             Law::Alaw => G711::Pcma,
             Law::Ulaw => G711::Pcmu,
         };
-        let browser = self
+        let joined = self
             .inner
             .webrtc
             .answer(offer, prefer)
             .map_err(|e| match e {
                 WebRtcError::NoG711 | WebRtcError::BadOffer(_) => VoiceError::Browser(e),
                 other => VoiceError::Media(other.to_string()),
-            })?;
-        relay
-            .attach(browser.leg)
-            .map_err(|e| VoiceError::Media(e.to_string()))?;
+            })
+            .and_then(|browser| {
+                relay
+                    .attach(browser.leg)
+                    .map(|()| browser.sdp)
+                    .map_err(|e| VoiceError::Media(e.to_string()))
+            });
+        let browser_sdp = match joined {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                // Another try (or another operator) may answer.
+                self.update(conv, |l| l.answering = false);
+                return Err(e);
+            }
+        };
         let now = Timestamp::now();
         let started = std::time::Instant::now();
         // A recording that cannot start is logged and counted; the call goes on.
@@ -518,7 +536,7 @@ impl Switchboard {
         }
         tracing::info!(conversation = conv, call, user, "voice call answered");
         self.tell(VoiceEvent::Changed(view));
-        Ok(browser.sdp)
+        Ok(browser_sdp)
     }
 
     /// Mutes (or unmutes) the operator on conversation `conv`: the person hears silence.
@@ -1039,6 +1057,7 @@ impl CallHandler for Switchboard {
             sip_answer: answer.sdp.clone(),
             recorder: None,
             media_end: None,
+            answering: false,
         };
         let view = live.view();
         {
