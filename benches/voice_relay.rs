@@ -13,6 +13,13 @@
 //!
 //! Each step lasts 1 s of warm-up and `VAKT_RELAY_SECS` (5) of measure; the recordings go to
 //! a temporary folder that is deleted after each step.
+//!
+//! Measured on a 2-core x86-64 machine (the peers in the same process, on the same cores):
+//! no loss either way and no recording frame dropped up to 500 calls; at 550–600 the
+//! process used the two cores (~195 %) and the peers could no longer send 50 packets a
+//! second. The relay's added latency: p50 9–12 µs, p99 50–230 µs (the median of the calls'
+//! p99; the worst call's 0.2–2.4 ms as the cores filled). CPU per call: 0.24–0.33 % of a
+//! core, of which the relay about 0.14 % and the recording's writer about 0.10 %.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
