@@ -50,6 +50,8 @@ const PURE: &[&str] = &[
     "work_orders/calendar.rs",
     "work_orders/faults.rs",
     "model/",
+    "voice/media/inbound.rs",
+    "voice/media/outbound.rs",
 ];
 
 /// Clock readings.

@@ -119,8 +119,11 @@ pub struct MediaOptions {
     /// Without it, a concrete `bind_addr`, else the address the call's INVITE reached.
     pub public_addr: Option<IpAddr>,
     /// The first port of the range (RTP on its even ports, RTCP on the odd ones above them).
+    /// The default range, 16384–18383, lies below Linux's ephemeral ports (32768–60999),
+    /// where the system's own outgoing sockets would take ports of it.
     pub port_min: u16,
-    /// The last port of the range (inclusive). Its pairs are the cap on calls with media.
+    /// The last port of the range (inclusive). Its pairs are the cap on calls with media
+    /// (the default's 1,000 match the SIP endpoint's `max_dialogs`).
     pub port_max: u16,
     /// A call whose unit sends no RTP for this many seconds (while the session is
     /// `sendrecv`) has ended: its relay ends with [`RelayEnd::Inactive`].
@@ -135,8 +138,8 @@ impl Default for MediaOptions {
         MediaOptions {
             bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             public_addr: None,
-            port_min: 40_000,
-            port_max: 40_999,
+            port_min: 16_384,
+            port_max: 18_383,
             inactivity_secs: 30,
             relatch_after_ms: 2_000,
         }

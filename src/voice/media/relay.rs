@@ -349,10 +349,12 @@ impl<O: OperatorLeg> Relay<O> {
     /// A re-INVITE's new agreement (hold or resume by the unit, new payload types, a new
     /// address).
     pub fn update(&self, negotiated: Negotiated) -> Result<(), RelayError> {
+        let takes_events = negotiated.dtmf_payload_type.is_some();
+        self.command(Command::Update(negotiated))?;
         self.shared
             .takes_events
-            .store(negotiated.dtmf_payload_type.is_some(), Ordering::Release);
-        self.command(Command::Update(negotiated))
+            .store(takes_events, Ordering::Release);
+        Ok(())
     }
 
     /// Feeds a recording from now on: channel 1 what comes from the unit, channel 2 what is
