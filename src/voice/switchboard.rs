@@ -890,7 +890,7 @@ impl Switchboard {
 
 /// The address the call's INVITE reached, for vakt's SDP when the RTP socket listens on every
 /// address: the Request-URI's host when it is an address, else the caller's own when it is
-/// this host (loopback); otherwise unknown (`0.0.0.0`; set `[voice] rtp_public_addr`).
+/// this host (loopback); otherwise unknown (`0.0.0.0`; set `[voice.rtp] public_addr`).
 fn reached_ip(call: &IncomingCall) -> IpAddr {
     let host = call
         .dialled
