@@ -1152,6 +1152,23 @@ async fn sipp_callee_challenges_vakts_call_with_digest() {
 // Through the whole server: the switchboard
 // ---------------------------------------------------------------------------------------
 
+/// The real server on `dir` with unit 678 (Anna's, SIP user [`USER`]) and the test
+/// administrator.
+async fn voice_server(dir: &std::path::Path) -> vakt::server::Running {
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir, csv.as_bytes()).unwrap();
+    common::add_user(
+        dir,
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    common::start_with(common::test_config(dir)).await
+}
+
 /// A unit that calls and gives up before anyone answers: the call is journaled, opens the
 /// person's Call as a voice call, rings there, and its line on the timeline says it was
 /// abandoned.
@@ -1159,18 +1176,7 @@ async fn sipp_callee_challenges_vakts_call_with_digest() {
 async fn a_units_call_opens_its_persons_call_and_an_abandoned_call_stays_on_it() {
     let Some(sipp) = sipp_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let csv = format!(
-        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
-        vakt::registers::devices::CSV_HEADER
-    );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
-    common::add_user(
-        dir.path(),
-        common::ADMIN.0,
-        vakt::model::Role::Admin,
-        common::ADMIN.1,
-    );
-    let srv = common::start_with(common::test_config(dir.path())).await;
+    let srv = voice_server(dir.path()).await;
     let http = srv.http.unwrap();
     let mut op = common::Client::login(http, common::ADMIN.0, common::ADMIN.1).await;
     let traces = tempfile::tempdir().unwrap();
@@ -1225,18 +1231,7 @@ async fn a_units_call_opens_its_persons_call_and_an_abandoned_call_stays_on_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_ringing_at_a_stop_is_ended_on_its_call_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = format!(
-        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
-        vakt::registers::devices::CSV_HEADER
-    );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
-    common::add_user(
-        dir.path(),
-        common::ADMIN.0,
-        vakt::model::Role::Admin,
-        common::ADMIN.1,
-    );
-    let srv = common::start_with(common::test_config(dir.path())).await;
+    let srv = voice_server(dir.path()).await;
     let udp = srv.scaip_udp.unwrap();
     let mut p = Peer::udp(udp).await;
     let uri = format!("sip:arc@{udp}");
@@ -1281,18 +1276,7 @@ async fn a_call_ringing_at_a_stop_is_ended_on_its_call_after_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_sees_a_ringing_call_and_an_operator_may_refuse_it() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = format!(
-        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
-        vakt::registers::devices::CSV_HEADER
-    );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
-    common::add_user(
-        dir.path(),
-        common::ADMIN.0,
-        vakt::model::Role::Admin,
-        common::ADMIN.1,
-    );
-    let srv = common::start_with(common::test_config(dir.path())).await;
+    let srv = voice_server(dir.path()).await;
     let udp = srv.scaip_udp.unwrap();
     let mut p = Peer::udp(udp).await;
     let uri = format!("sip:arc@{udp}");

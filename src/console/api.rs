@@ -510,7 +510,7 @@ pub(crate) fn call_error(state: &AppState, id: u64, e: CallError) -> ApiError {
 }
 
 /// An operator's action on a Call: done by triage, audited, and durable before the answer.
-fn act(
+pub(crate) fn act(
     state: &AppState,
     s: &Session,
     id: u64,

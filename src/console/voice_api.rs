@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::api::{Session, audit};
+use super::api::{Session, act, audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::Role;
@@ -109,7 +109,7 @@ pub async fn answer(
     body: Result<Json<AnswerRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<AnswerResponse>> {
     s.require(Role::Operator, &state)?;
-    let Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Json(req) = body?;
     let sb = switchboard(&state)?.clone();
     let conv = sb
         .live()
@@ -130,19 +130,10 @@ pub async fn answer(
                 ));
             }
             (_, crate::model::CallState::Queued) => {
-                let claimed = state
-                    .calls
-                    .triage
-                    .claim(call, &s.user, jiff::Timestamp::now())
-                    .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
-                audit(
-                    &state,
-                    &s,
-                    "call.claim",
-                    Some(call),
-                    claimed.subscriber.as_deref(),
-                    "voice".into(),
-                )?;
+                // The console's own take: the same refusals, audit entry and flush.
+                act(&state, &s, call, "call.claim", "voice".into(), |t, now| {
+                    t.claim(call, &s.user, now)
+                })?;
                 state
                     .calls
                     .flush()
@@ -186,12 +177,7 @@ pub async fn mute(
     Path(id): Path<u64>,
     body: Result<Json<Toggle>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    s.require(Role::Operator, &state)?;
-    let Json(t) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    switchboard(&state)?
-        .set_muted(id, t.on)
-        .map_err(voice_error)?;
-    Ok(StatusCode::NO_CONTENT)
+    toggle(&state, &s, body, |sb, on| sb.set_muted(id, on))
 }
 
 /// Hold (the person hears the hold tone, the operator nothing of the person) or resume.
@@ -205,11 +191,19 @@ pub async fn hold(
     Path(id): Path<u64>,
     body: Result<Json<Toggle>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    s.require(Role::Operator, &state)?;
-    let Json(t) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    switchboard(&state)?
-        .set_held(id, t.on)
-        .map_err(voice_error)?;
+    toggle(&state, &s, body, |sb, on| sb.set_held(id, on))
+}
+
+/// Mute and hold: an operator's on/off on a conversation's relay.
+fn toggle(
+    state: &AppState,
+    s: &Session,
+    body: Result<Json<Toggle>, axum::extract::rejection::JsonRejection>,
+    f: impl FnOnce(&Switchboard, bool) -> Result<(), crate::voice::switchboard::VoiceError>,
+) -> ApiResult<StatusCode> {
+    s.require(Role::Operator, state)?;
+    let Json(t) = body?;
+    f(switchboard(state)?, t.on).map_err(voice_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -234,7 +228,7 @@ pub async fn dtmf(
     body: Result<Json<DtmfRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<StatusCode> {
     s.require(Role::Operator, &state)?;
-    let Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Json(req) = body?;
     let key = match req.key.as_str() {
         k @ ("0" | "1" | "3" | "4" | "7" | "8" | "9") => k.chars().next().unwrap_or('0'),
         other => {
