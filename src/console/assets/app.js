@@ -937,14 +937,23 @@ async function sendDtmf(id, key) {
   }
 }
 
+/**
+ * Hangs up (or refuses) voice call `id`: vakt is told first, so it ends the call as this
+ * operator's hang-up; the headset is put down after. Closing the peer connection first would
+ * end the call from vakt's side before the request arrived, and the request would find no call.
+ */
 async function hangUpVoice(id, button) {
   if (button) button.disabled = true;
-  endPhone(id);
   try {
     await api('POST', `/api/voice/${id}/hangup`);
   } catch (e) {
-    reportError('Hanging up', e);
-    if (button) button.disabled = false;
+    // The call ended meanwhile (the person hung up): nothing is left to hang up.
+    if (!(e instanceof ApiError && e.status === 404)) {
+      reportError('Hanging up', e);
+      if (button) button.disabled = false;
+    }
+  } finally {
+    endPhone(id);
   }
 }
 
