@@ -17,39 +17,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use common::chromium::run_js;
+use common::webrtc::{Browser, Ctl, LOCALHOST, Running, options};
+use std::net::{IpAddr, Ipv4Addr};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
 use vakt::voice::webrtc::{
     BrowserLeg, G711, LegEnd, LegHandle, SendError, WebRtc, WebRtcError, WebRtcOptions,
-    crypto_provider,
 };
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The most any wait in these tests takes before it fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Options on 127.0.0.1 with a range of `n` ports starting at a port free now.
-fn options(n: u16) -> WebRtcOptions {
-    let probe = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
-    let first = probe.local_addr().unwrap().port().min(u16::MAX - n);
-    WebRtcOptions {
-        bind_addr: LOCALHOST,
-        port_min: first,
-        port_max: first + n - 1,
-        connect_timeout_secs: 5,
-        idle_timeout_secs: 5,
-        ..WebRtcOptions::default()
-    }
-}
 
 /// Frame `i` of a test: 160 bytes (20 ms of G.711) that say which frame they are.
 fn frame(i: u32) -> Vec<u8> {
@@ -62,190 +42,6 @@ fn frame(i: u32) -> Vec<u8> {
 fn which(payload: &[u8]) -> Option<u32> {
     let i = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
     (payload == frame(i).as_slice()).then_some(i)
-}
-
-/// What the browser is told to do.
-enum Ctl {
-    /// Close the peer connection (DTLS close_notify), then stop.
-    Close,
-    /// Stop at once and drop the socket: a browser that vanished.
-    Vanish,
-}
-
-/// A browser: a str0m peer making the offer and, once answered, running on its own task.
-struct Browser {
-    rtc: Rtc,
-    socket: UdpSocket,
-    pending: SdpPendingOffer,
-    mid: Mid,
-}
-
-/// A running browser: frames to send, frames received (with the instant each datagram was
-/// read), control, and what it has seen.
-struct Running {
-    send: mpsc::UnboundedSender<Vec<u8>>,
-    frames: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-    connected: watch::Receiver<bool>,
-    /// The leg closed the connection (close_notify) or ICE lost it.
-    closed: watch::Receiver<bool>,
-    /// The negotiated payload type, once connected.
-    pt: watch::Receiver<Option<u8>>,
-}
-
-impl Browser {
-    /// A browser offering `codecs` ("opus", "pcmu", "pcma", "g722"), in that order.
-    async fn offer(codecs: &[&str]) -> (Browser, String) {
-        let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
-        let local = socket.local_addr().unwrap();
-        let mut config = RtcConfig::new()
-            .set_crypto_provider(crypto_provider())
-            .clear_codecs();
-        for c in codecs {
-            config = match *c {
-                "opus" => config.enable_opus(true),
-                "pcmu" => config.enable_pcmu(true),
-                "pcma" => config.enable_pcma(true),
-                "g722" => config.enable_g722(true),
-                other => panic!("no codec {other}"),
-            };
-        }
-        let mut rtc = config.build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        let sdp = offer.to_sdp_string();
-        (
-            Browser {
-                rtc,
-                socket,
-                pending,
-                mid,
-            },
-            sdp,
-        )
-    }
-
-    /// Takes the leg's answer and starts the browser's task.
-    fn accept(mut self, answer: &str) -> Running {
-        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
-        self.rtc
-            .sdp_api()
-            .accept_answer(self.pending, answer)
-            .unwrap();
-        let (send, send_rx) = mpsc::unbounded_channel();
-        let (frames_tx, frames) = mpsc::unbounded_channel();
-        let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        let (connected_tx, connected) = watch::channel(false);
-        let (closed_tx, closed) = watch::channel(false);
-        let (pt_tx, pt) = watch::channel(None);
-        tokio::spawn(drive(
-            self.rtc,
-            self.socket,
-            self.mid,
-            send_rx,
-            frames_tx,
-            ctl_rx,
-            connected_tx,
-            closed_tx,
-            pt_tx,
-        ));
-        Running {
-            send,
-            frames,
-            ctl,
-            connected,
-            closed,
-            pt,
-        }
-    }
-}
-
-/// The browser's loop: the same contract as the leg's (one input, then drain to a timeout).
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    mid: Mid,
-    mut send: mpsc::UnboundedReceiver<Vec<u8>>,
-    frames: mpsc::UnboundedSender<(Vec<u8>, Instant)>,
-    mut ctl: mpsc::UnboundedReceiver<Ctl>,
-    connected: watch::Sender<bool>,
-    closed: watch::Sender<bool>,
-    pt: watch::Sender<Option<u8>>,
-) {
-    let local = socket.local_addr().unwrap();
-    let mut buf = vec![0u8; 2048];
-    let mut time: u64 = 1000;
-    let mut closing = false;
-    loop {
-        let timeout = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(e)) => match e {
-                    Event::Connected => {
-                        let p = rtc
-                            .writer(mid)
-                            .and_then(|w| w.payload_params().next().map(|p| *p.pt()));
-                        pt.send_replace(p);
-                        connected.send_replace(true);
-                    }
-                    Event::MediaData(d) => {
-                        let _ = frames.send((d.data.to_vec(), d.network_time));
-                    }
-                    Event::Closed
-                    | Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        closed.send_replace(true);
-                    }
-                    _ => {}
-                },
-                Err(_) => {
-                    closed.send_replace(true);
-                    return;
-                }
-            }
-        };
-        if closing || !rtc.is_alive() {
-            return;
-        }
-        if timeout <= Instant::now() {
-            let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-            tokio::task::yield_now().await;
-            continue;
-        }
-        let wake = timeout.min(Instant::now() + Duration::from_millis(100));
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { continue };
-                let now = Instant::now();
-                if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
-                    let _ = rtc.handle_input(Input::Receive(now, receive));
-                }
-            }
-            Some(payload) = send.recv() => {
-                let Some(p) = *pt.borrow() else { continue };
-                let Some(writer) = rtc.writer(mid) else { continue };
-                let len = payload.len() as u64;
-                let at = MediaTime::new(time, Frequency::EIGHT_KHZ);
-                writer.write(p.into(), Instant::now(), at, payload).unwrap();
-                time += len;
-            }
-            c = ctl.recv() => match c {
-                Some(Ctl::Close) => {
-                    rtc.close().unwrap();
-                    closing = true;
-                }
-                Some(Ctl::Vanish) | None => return,
-            },
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-            }
-        }
-    }
 }
 
 /// Waits until `f` holds, polling, or fails the test after [`PATIENCE`].
@@ -727,84 +523,6 @@ async fn latency_through_the_leg_is_measured() {
 
 // ---- A real browser ----
 
-/// chromedriver, stopped when dropped.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn chromedriver() -> Option<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("VAKT_CHROMEDRIVER") {
-        return Some(p.into());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("chromedriver"))
-        .find(|p| p.is_file())
-}
-
-/// Headless Chromium over chromedriver; `None` (the test is skipped) without chromedriver,
-/// unless `VAKT_REQUIRE_BROWSER` is set.
-async fn chromium() -> Option<(Driver, fantoccini::Client)> {
-    let Some(bin) = chromedriver() else {
-        assert!(
-            std::env::var_os("VAKT_REQUIRE_BROWSER").is_none(),
-            "chromedriver not found (install Debian's chromium and chromium-driver)"
-        );
-        eprintln!("SKIPPED: chromedriver not found; install chromium and chromium-driver");
-        return None;
-    };
-    let port = std::net::TcpListener::bind((LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let driver = Driver(
-        Command::new(bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let mut chrome = serde_json::json!({
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--autoplay-policy=no-user-gesture-required",
-                 // The leg listens on 127.0.0.1 in this test.
-                 "--allow-loopback-in-peer-connection"]
-    });
-    if let Some(b) = std::env::var_os("VAKT_CHROMIUM") {
-        chrome["binary"] = serde_json::json!(b.to_string_lossy());
-    } else if std::path::Path::new("/usr/bin/chromium").exists() {
-        chrome["binary"] = serde_json::json!("/usr/bin/chromium");
-    }
-    let mut caps = serde_json::Map::new();
-    caps.insert("goog:chromeOptions".into(), chrome);
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match fantoccini::ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&webdriver)
-            .await
-        {
-            Ok(c) => return Some((driver, c)),
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "chromedriver: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// G.711 A-law to linear (ITU-T G.711), for the test's own ears.
 fn alaw_to_linear(a: u8) -> i16 {
     let a = a ^ 0x55;
@@ -872,26 +590,15 @@ fn the_tests_a_law_codec_round_trips() {
     }
 }
 
-/// Runs `js` in the page (an async function body; `arguments[0]` is `arg`) and returns what
-/// it resolves to.
-async fn run_js(c: &fantoccini::Client, js: &str, arg: serde_json::Value) -> serde_json::Value {
-    let script = format!(
-        "const done = arguments[arguments.length - 1]; const arg = arguments[0];\n\
-         (async () => {{ {js} }})().then(done, e => done('ERROR ' + e));"
-    );
-    let v = c
-        .execute_async(&script, vec![arg])
-        .await
-        .expect("script runs");
-    if let Some(s) = v.as_str() {
-        assert!(!s.starts_with("ERROR"), "{s}");
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_talks_through_the_leg() {
-    let Some((_driver, c)) = chromium().await else {
+    let args = [
+        "--autoplay-policy=no-user-gesture-required",
+        // The leg listens on 127.0.0.1 in this test.
+        "--allow-loopback-in-peer-connection",
+    ]
+    .map(String::from);
+    let Some((_driver, c)) = common::chromium::launch(&args).await else {
         return;
     };
     let webrtc = WebRtc::new(options(20)).unwrap();

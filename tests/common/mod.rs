@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod sipp;
+pub mod unit;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -168,6 +171,27 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, dechunk(&body))
 }
 
+/// Undoes chunked transfer coding (a body cut short keeps what came whole).
+fn dechunk_bytes(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let len = std::str::from_utf8(&rest[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
+        let Some(n) = len.filter(|&n| n > 0) else {
+            return out;
+        };
+        let Some(chunk) = rest.get(eol + 2..eol + 2 + n) else {
+            return out;
+        };
+        out.extend_from_slice(chunk);
+        rest = rest.get(eol + 4 + n..).unwrap_or_default();
+    }
+}
+
 /// Undoes chunked transfer coding if the body looks chunked.
 fn dechunk(body: &str) -> String {
     let mut out = String::new();
@@ -229,6 +253,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as it came (a recording's WAV), de-chunked.
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -327,8 +353,12 @@ impl Client {
             .await
             .expect("http answer within 20 s")
             .unwrap();
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let split = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(buf.len());
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let raw = buf.get(split + 4..).unwrap_or_default();
         let mut lines = head.split("\r\n");
         let status = lines
             .next()
@@ -347,10 +377,20 @@ impl Client {
                 }
             }
         }
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        let bytes = if chunked {
+            dechunk_bytes(raw)
+        } else {
+            raw.to_vec()
+        };
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         Answer {
             status,
             headers,
-            body: dechunk(body),
+            body,
+            bytes,
         }
     }
 }
