@@ -17,7 +17,18 @@
 //! exactly once (protocol SCAIP, account = `cid`, seq = `ref`), however often its `<mrq>` was
 //! sent again: after an error or a restart, and as the polls of a held alarm.
 
+//!
+//! A kill -9 during an answered voice call
+//! (`a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_recording`): a unit
+//! (played in the test, 440 Hz) calls, an operator answers through the API with a str0m peer
+//! as the browser (1,000 Hz), audio flows for a few seconds, SIGKILL. After the restart on the
+//! same data directory the Call is there, its timeline shows the conversation ended by the
+//! restart, and the recording a supervisor plays holds the audio up to the kill (at most the
+//! last second lost) with both tones on their channels.
+
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -52,6 +63,8 @@ impl Lcg {
 #[derive(Clone, Copy, Debug)]
 struct Addrs {
     dc09: SocketAddr,
+    /// The console, when configured.
+    http: Option<SocketAddr>,
     scaip_udp: SocketAddr,
     scaip_tcp: SocketAddr,
 }
@@ -96,6 +109,7 @@ fn start(config: &Path) -> (Child, Addrs) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let mut scaip = None;
+    let mut http = None;
     let dc09 = loop {
         let line = lines
             .next()
@@ -106,6 +120,7 @@ fn start(config: &Path) -> (Child, Addrs) {
             let udp = logged_addr(&line, "scaip_udp").expect("SCAIP UDP address");
             let tcp = logged_addr(&line, "scaip_tcp").expect("SCAIP TCP address");
             scaip = Some((udp, tcp));
+            http = logged_addr(&line, "http");
         }
         if let Some(a) = line.strip_prefix("vakt: DC-09 TCP on ") {
             break a.trim().parse().expect("address");
@@ -118,6 +133,7 @@ fn start(config: &Path) -> (Child, Addrs) {
         child,
         Addrs {
             dc09,
+            http,
             scaip_udp,
             scaip_tcp,
         },
@@ -752,4 +768,220 @@ fn sigkill_rounds(kills: usize) {
         unexpected.len(),
         across.len()
     );
+}
+
+/// The longest one wait of the voice crash test may take (a loaded 2-core machine).
+const VOICE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `f` every 100 ms until it gives a value, failing after [`VOICE_PATIENCE`].
+async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + VOICE_PATIENCE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {VOICE_PATIENCE:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How the 0.5 s blocks of `samples` (8 kHz) divide: dominated by `expected`, by `other`,
+/// and all blocks that are not silence.
+fn tone_blocks(samples: &[i16], expected: f64, other: f64) -> (usize, usize, usize) {
+    let (mut hit, mut wrong, mut sound) = (0, 0, 0);
+    for b in samples.chunks_exact(4_000) {
+        let levels = vakt::voice::tone::analyse(b, 8_000, &[expected, other]);
+        if levels.rms < vakt::voice::tone::SILENCE_RMS {
+            continue;
+        }
+        sound += 1;
+        match levels.dominant() {
+            Some(hz) if hz == expected => hit += 1,
+            Some(_) => wrong += 1,
+            None => {}
+        }
+    }
+    (hit, wrong, sound)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_recording() {
+    use common::unit::Unit;
+    use vakt_proto::g711::Law;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let webrtc = common::webrtc::options(8);
+    std::fs::write(
+        dir.path().join("vakt.toml"),
+        format!(
+            "data_dir = {:?}\n[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"127.0.0.1:0\"\n[patrol]\nlisten_quic = \"\"\n[scaip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\n[voice.rtp]\nbind_addr = \"127.0.0.1\"\n[voice.webrtc]\nbind_addr = \"127.0.0.1\"\nport_min = {}\nport_max = {}\n",
+            data.display().to_string(),
+            webrtc.port_min,
+            webrtc.port_max,
+        ),
+    )
+    .unwrap();
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,pw-678\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(&data, csv.as_bytes()).expect("import devices");
+    common::add_user(
+        &data,
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let config = dir.path().join("vakt.toml");
+    let (mut child, addrs) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || start(&config))
+            .await
+            .unwrap()
+    };
+    let http = addrs.http.expect("the console's address");
+    let mut admin = common::Client::login(http, common::ADMIN.0, common::ADMIN.1).await;
+
+    // The unit calls and the operator answers in "the browser".
+    let mut unit = Unit::call(addrs.scaip_udp, "luc678", "pw-678", 440.0).await;
+    let (conv, call) = poll("the ringing call", || {
+        let mut admin = admin.clone();
+        async move {
+            let v = admin.get("/api/voice").await.json();
+            let c = v.as_array()?.iter().find(|c| !c["call"].is_null())?.clone();
+            Some((c["id"].as_u64()?, c["call"].as_u64()?))
+        }
+    })
+    .await;
+    let (browser, offer) = common::webrtc::Browser::offer(&["opus", "pcmu", "pcma"]).await;
+    let r = admin
+        .post(
+            &format!("/api/voice/{conv}/answer"),
+            serde_json::json!({ "sdp": offer }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let running = browser.accept(r.json()["sdp"].as_str().unwrap());
+    unit.answered(VOICE_PATIENCE).await;
+    let answered = Instant::now();
+    let law = unit.law().expect("vakt's answer names a law");
+    let mut pt = running.pt.clone();
+    let pt = poll("the browser to connect", || {
+        let pt = *pt.borrow_and_update();
+        async move { pt }
+    })
+    .await;
+    let browser_law = Law::from_payload_type(pt).expect("G.711 to the browser");
+    let talking = tokio::spawn({
+        let send = running.send.clone();
+        async move {
+            let mut tone = vakt::voice::tone::ToneGen::new(1_000.0, -10.0);
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                if send.send(tone.frame(browser_law)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    // Four seconds of the operator's voice at the unit, then SIGKILL.
+    poll("four seconds of audio at the unit", || async {
+        (unit.samples_since(answered, law).len() >= 4 * 8_000).then_some(())
+    })
+    .await;
+    let at_unit = unit.samples_since(answered + Duration::from_secs(1), law);
+    let (hit, _, sound) = tone_blocks(&at_unit, 1_000.0, 440.0);
+    assert!(
+        hit >= 4 && hit == sound,
+        "the unit hears the operator before the kill"
+    );
+    child.kill().expect("SIGKILL");
+    let talked = answered.elapsed();
+    child.wait().unwrap();
+    unit.silence();
+    talking.abort();
+    drop(running);
+
+    // The restart on the same data directory.
+    let (mut child, addrs) = tokio::task::spawn_blocking(move || start(&config))
+        .await
+        .unwrap();
+    let http = addrs.http.expect("the console's address");
+    let mut admin = common::Client::login(http, common::ADMIN.0, common::ADMIN.1).await;
+    let got = admin.get(&format!("/api/calls/{call}")).await;
+    assert_eq!(got.status, 200, "the Call is there: {}", got.body);
+    let full = got.json();
+    let lines: Vec<&serde_json::Value> = full["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "conversation")
+        .collect();
+    assert_eq!(lines.len(), 1, "one conversation line: {full}");
+    let line = lines[0];
+    assert_eq!(line["ended_by"], "restart", "{line}");
+    assert_eq!(line["operator"], common::ADMIN.0, "{line}");
+    assert!(line["recording"].is_string(), "{line}");
+    let live = admin.get("/api/voice").await.json();
+    assert_eq!(
+        live,
+        serde_json::json!([]),
+        "no call going on after the restart"
+    );
+
+    // The recording, played by a supervisor: the talk up to the kill, at most the last
+    // second lost, the person's 440 Hz and the operator's 1,000 Hz on their channels.
+    let a = admin
+        .get(&format!("/api/calls/{call}/recordings/{conv}"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let rec = vakt::voice::wav::parse(&a.bytes).expect("a playable WAV");
+    assert_eq!((rec.sample_rate, rec.channels), (8_000, 2));
+    let secs = rec.duration().as_secs_f64();
+    let talk = talked.as_secs_f64();
+    eprintln!("talked {talk:.2} s before the kill, {secs:.2} s recorded; the line: {line}");
+    assert!(
+        secs >= talk - 1.0 && secs <= talk + 1.0,
+        "{secs:.2} s recorded of {talk:.2} s talked"
+    );
+    let talk_secs = line["talk_secs"].as_u64().expect("talk time on the line");
+    assert!(
+        (talk_secs as f64 - secs).abs() <= 1.0,
+        "the line's talk time is the recording's: {line}"
+    );
+    let (p_hit, p_wrong, p_sound) = tone_blocks(&rec.channel(0), 440.0, 1_000.0);
+    let (o_hit, o_wrong, o_sound) = tone_blocks(&rec.channel(1)[8_000..], 1_000.0, 440.0);
+    eprintln!(
+        "recording: person {p_hit}/{p_sound} blocks 440 Hz, operator {o_hit}/{o_sound} 1,000 Hz"
+    );
+    assert!(
+        p_sound >= 5 && p_hit == p_sound && p_wrong == 0,
+        "the person's channel"
+    );
+    assert!(
+        o_sound >= 4 && o_hit == o_sound && o_wrong == 0,
+        "the operator's channel"
+    );
+    let audit = admin.get("/api/audit").await.json().to_string();
+    assert!(
+        audit.contains("recording.play"),
+        "playback audited: {audit}"
+    );
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success(), "graceful shutdown exits 0");
 }
