@@ -394,3 +394,27 @@ impl Client {
         }
     }
 }
+
+/// How the half-second blocks of `samples` (8 kHz) divide, by frequency (Goertzel): those
+/// where `expected` carries at least a quarter of the block's power and ten times the
+/// amplitude of `other`; those where `other` does so over `expected`; and all blocks that are
+/// not silence. A block part silent (a gap, the start or the end of a talk) still counts for
+/// its tone; a block where both tones mix, or some other sound, counts for neither.
+pub fn tone_blocks(samples: &[i16], expected: f64, other: f64) -> (usize, usize, usize) {
+    let (mut hit, mut wrong, mut sound) = (0, 0, 0);
+    for b in samples.chunks_exact(4_000) {
+        let levels = vakt::voice::tone::analyse(b, 8_000, &[expected, other]);
+        if levels.rms < vakt::voice::tone::SILENCE_RMS {
+            continue;
+        }
+        sound += 1;
+        let (e, o) = (levels.levels[0].1, levels.levels[1].1);
+        let strong = |a: f64| a * a / 2.0 >= 0.25 * levels.rms * levels.rms;
+        if e > 10.0 * o && strong(e) {
+            hit += 1;
+        } else if o > 10.0 * e && strong(o) {
+            wrong += 1;
+        }
+    }
+    (hit, wrong, sound)
+}
