@@ -30,14 +30,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use vakt::dispatch::wire::{FromPatrol, ToPatrol, VisitOutcome};
 use vakt::model::{ArrivalMethod, Role};
 use vakt::sim::patrol_client::Session;
@@ -50,34 +48,9 @@ const PATROL: &str = "centrum-1";
 /// The next patrol of the route.
 const PATROL_2: &str = "centrum-2";
 
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn chromedriver() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VAKT_CHROMEDRIVER") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("chromedriver"))
-        .find(|p| p.is_file())
-}
-
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-fn artifact_dir() -> PathBuf {
-    std::env::var_os("VAKT_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
 fn subscribers_csv() -> String {
@@ -128,7 +101,7 @@ async fn text_of(c: &fantoccini::Client, css: &str) -> Option<String> {
 }
 
 fn screenshot(name: &str, png: &[u8]) {
-    let dir_out = artifact_dir();
+    let dir_out = common::chromium::artifact_dir();
     std::fs::create_dir_all(&dir_out).unwrap();
     let path = dir_out.join(name);
     std::fs::write(&path, png).unwrap();
@@ -204,53 +177,10 @@ async fn setup(receipt_timeout_secs: u64) -> Setup {
     }
 }
 
-/// chromedriver and a headless Chromium; `None` (the test is skipped) without chromedriver,
-/// unless `VAKT_REQUIRE_BROWSER` is set.
-async fn browser() -> Option<(Driver, fantoccini::Client)> {
-    let Some(driver_bin) = chromedriver() else {
-        assert!(
-            std::env::var_os("VAKT_REQUIRE_BROWSER").is_none(),
-            "chromedriver not found (install Debian's chromium and chromium-driver)"
-        );
-        eprintln!("SKIPPED: chromedriver not found; install chromium and chromium-driver");
-        return None;
-    };
-    let port = free_port();
-    let driver = Driver(
-        Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let mut caps = serde_json::Map::new();
-    let mut chrome = serde_json::json!({
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,800", "--lang=sv-SE"]
-    });
-    if let Some(bin) = std::env::var_os("VAKT_CHROMIUM") {
-        chrome["binary"] = serde_json::json!(bin.to_string_lossy());
-    } else if std::path::Path::new("/usr/bin/chromium").exists() {
-        chrome["binary"] = serde_json::json!("/usr/bin/chromium");
-    }
-    caps.insert("goog:chromeOptions".into(), chrome);
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let c = wait_for("chromedriver", Duration::from_secs(30), || {
-        let caps = caps.clone();
-        let connector = connector.clone();
-        let webdriver = webdriver.clone();
-        async move {
-            ClientBuilder::new(connector)
-                .capabilities(caps)
-                .connect(&webdriver)
-                .await
-                .ok()
-        }
-    })
-    .await;
-    Some((driver, c))
+/// Headless Chromium in Swedish; `None` (the test is skipped) without chromedriver, unless
+/// `VAKT_REQUIRE_BROWSER` is set.
+async fn browser() -> Option<(common::chromium::Driver, fantoccini::Client)> {
+    common::chromium::launch(&["--lang=sv-SE".to_owned()]).await
 }
 
 /// Logs in through the form and waits for the live feed.
