@@ -56,6 +56,7 @@
 //! never connects, so the receipt timeout and the passing on of its dispatches can be seen.
 
 mod dc09_fleet;
+pub mod demo_call;
 pub mod luc;
 mod pace;
 pub mod patrol_client;
@@ -75,7 +76,7 @@ use dc09_fleet::simulate_dc09;
 use scaip_homes::{SCAIP_SEED_SALT, simulate_scaip};
 
 pub use patrols::{OFFLINE_PATROL, PatrolSimOptions, simulate_patrols};
-pub use scaip_homes::ScaipSimOptions;
+pub use scaip_homes::{ScaipSimOptions, alarm_and_call};
 pub use seed::{
     DemoError, DemoUsers, OPERATOR_USER, PATROL_LOGINS_FILE, PatrolLogin, SUBSCRIBERS_CSV,
     SUPERVISOR_USER, load_patrol_logins, save_patrol_logins, seed,
