@@ -156,8 +156,11 @@ fn band_energy(samples: &[i16]) -> f64 {
 fn dominant(samples: &[i16]) -> u32 {
     (3..=34u32)
         .max_by(|a, b| {
-            goertzel(samples, 8000, f64::from(*a) * 100.0)
-                .total_cmp(&goertzel(samples, 8000, f64::from(*b) * 100.0))
+            goertzel(samples, 8000, f64::from(*a) * 100.0).total_cmp(&goertzel(
+                samples,
+                8000,
+                f64::from(*b) * 100.0,
+            ))
         })
         .unwrap()
 }
@@ -253,7 +256,10 @@ async fn a_demo_home_calls_back_and_the_operator_hears_the_person_speak() {
         per_sample(band_energy(&speech), speech.len()),
         per_sample(band_energy(silence), silence.len()).max(1e-9),
     );
-    assert!(es > 1e4 * eq, "band energy {es:.3e} against silence {eq:.3e}");
+    assert!(
+        es > 1e4 * eq,
+        "band energy {es:.3e} against silence {eq:.3e}"
+    );
     // Not a tone: the strongest frequency moves with the voice (many of them over the phrase),
     // and no one of them holds most of the speech.
     let doms: Vec<u32> = speech.chunks_exact(2 * FRAME).map(dominant).collect();

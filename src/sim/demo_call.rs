@@ -205,9 +205,7 @@ impl Speaker {
             law,
             samples,
             lead: n(opts.speak_after),
-            cycle: len
-                .saturating_add(n(opts.pause))
-                .max(FRAME_SAMPLES as u64),
+            cycle: len.saturating_add(n(opts.pause)).max(FRAME_SAMPLES as u64),
             at: 0,
             buf: Vec::with_capacity(FRAME_SAMPLES),
         }
@@ -577,8 +575,14 @@ impl Dialog {
                 let Some((len, _)) = got else {
                     if now >= ring_until {
                         return Ok(Invited::Ended(
-                            self.cancel(cseq, &branch, provisional, TRANSACTION, CallEnd::NotAnswered)
-                                .await,
+                            self.cancel(
+                                cseq,
+                                &branch,
+                                provisional,
+                                TRANSACTION,
+                                CallEnd::NotAnswered,
+                            )
+                            .await,
                         ));
                     }
                     if now >= sent + TRANSACTION {
@@ -634,7 +638,9 @@ impl Dialog {
                                     1,
                                 )
                             })
-                            .ok_or_else(|| CallError::Protocol(format!("{code} without a usable challenge")))?;
+                            .ok_or_else(|| {
+                                CallError::Protocol(format!("{code} without a usable challenge"))
+                            })?;
                         if give == "Proxy-Authorization" {
                             return Err(CallError::Protocol("a proxy challenge".into()));
                         }
@@ -773,7 +779,10 @@ impl Dialog {
         };
         let method = match msg.start {
             StartLine::Response { code, .. } => {
-                if (200..300).contains(&code) && msg.cseq().1 == "INVITE" && msg.call_id() == self.call_id {
+                if (200..300).contains(&code)
+                    && msg.cseq().1 == "INVITE"
+                    && msg.call_id() == self.call_id
+                {
                     if let Some(ack) = &self.ack {
                         self.send(ack).await;
                     }
