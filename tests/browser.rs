@@ -33,9 +33,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fantoccini::Locator;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
-use fantoccini::Locator;
 use vakt::dispatch::wire::{FromPatrol, ToPatrol, VisitOutcome};
 use vakt::model::{ArrivalMethod, Role};
 use vakt::sim::patrol_client::Session;

@@ -21,15 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::chromium::run_js;
-use common::webrtc::{Browser, Ctl, LOCALHOST, Running, options};
+use common::webrtc::{Browser, Ctl, LOCALHOST, PATIENCE, Running, options, until};
 use std::net::{IpAddr, Ipv4Addr};
 use tokio::net::UdpSocket;
 use vakt::voice::webrtc::{
     BrowserLeg, G711, LegEnd, LegHandle, SendError, WebRtc, WebRtcError, WebRtcOptions,
 };
-
-/// The most any wait in these tests takes before it fails.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Frame `i` of a test: 160 bytes (20 ms of G.711) that say which frame they are.
 fn frame(i: u32) -> Vec<u8> {
@@ -42,15 +39,6 @@ fn frame(i: u32) -> Vec<u8> {
 fn which(payload: &[u8]) -> Option<u32> {
     let i = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
     (payload == frame(i).as_slice()).then_some(i)
-}
-
-/// Waits until `f` holds, polling, or fails the test after [`PATIENCE`].
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A browser offering `codecs`, answered by `webrtc` preferring `prefer`, both connected.

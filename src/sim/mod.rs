@@ -4,7 +4,8 @@
 //! - `seed`: [`seed()`], the demo users and the patrols' logins ([`PATROL_LOGINS_FILE`]); the
 //!   demo people's names, as the simulators tell what happens.
 //! - `dc09_fleet`: the DC-09 devices ([`simulate`]).
-//! - `scaip_homes`: the SCAIP alarm units ([`simulate`], [`ScaipSimOptions`]).
+//! - `scaip_homes`: the SCAIP alarm units ([`simulate`], [`ScaipSimOptions`],
+//!   [`alarm_and_call`]); [`demo_call`]: a unit's voice call back to vakt.
 //! - `patrols`: the home-care patrols ([`simulate_patrols`]).
 //! - `pace`: what the simulators share: random intervals within bounds, pauses that shutdown
 //!   cuts short, the reconnect backoff.
@@ -43,8 +44,9 @@
 //! (exponential) intervals, a story: now and then a low battery in the pendant (status
 //! 0016), else an alarm from the pendant (device type 0003) or the fall detector (0005). An
 //! alarm sends the same `<mrq>` again every 5-10 s while vakt holds it (`snu 4`) and stops
-//! when vakt answers `snu 0` (an operator took the Call: the unit would now place its voice
-//! call, which vakt does not carry); unanswered for 30 minutes it gives up with a reset
+//! when vakt answers `snu 0` (an operator took the Call); with `mre` 1 or more the unit then
+//! calls vakt ([`demo_call`]: SIP INVITE with Digest, G.711) and, answered, the person says a
+//! Swedish phrase (`src/sim/demo_call/phrase-sv.wav`) until someone hangs up; unanswered for 30 minutes it gives up with a reset
 //! (`mty=RE`). After an answered alarm the visiting patrol sometimes presses presence on the
 //! unit (status 0088) a few minutes later and checks out (0111) after that; vakt marks the
 //! patrol's dispatch, if one is open, arrived and completed from them.
@@ -56,6 +58,7 @@
 //! never connects, so the receipt timeout and the passing on of its dispatches can be seen.
 
 mod dc09_fleet;
+pub mod demo_call;
 pub mod luc;
 mod pace;
 pub mod patrol_client;
@@ -75,7 +78,7 @@ use dc09_fleet::simulate_dc09;
 use scaip_homes::{SCAIP_SEED_SALT, simulate_scaip};
 
 pub use patrols::{OFFLINE_PATROL, PatrolSimOptions, simulate_patrols};
-pub use scaip_homes::ScaipSimOptions;
+pub use scaip_homes::{ScaipSimOptions, alarm_and_call};
 pub use seed::{
     DemoError, DemoUsers, OPERATOR_USER, PATROL_LOGINS_FILE, PatrolLogin, SUBSCRIBERS_CSV,
     SUPERVISOR_USER, load_patrol_logins, save_patrol_logins, seed,

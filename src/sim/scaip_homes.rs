@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use super::pace::{
 };
 use super::seed::{demo_devices, demo_people, owner};
 use crate::model::SipPassword;
+use crate::sim::demo_call::{self, CallEnd, CallReport, Unit, UnitCallOptions};
 use crate::sim::luc::{Luc, LucError};
 use vakt_proto::scaip::Mrs;
 
@@ -52,6 +53,9 @@ pub struct ScaipSimOptions {
     pub presence_after: RangeInclusive<Duration>,
     /// From the presence button to the check-out (status 0111; default 1-4 min).
     pub check_out_after: RangeInclusive<Duration>,
+    /// After an answered alarm (`snu 0` with `mre` 1 or more) the home calls vakt and the
+    /// person speaks ([`demo_call`], one call per home at a time); `None`: it does not call.
+    pub voice_call: Option<UnitCallOptions>,
 }
 
 impl Default for ScaipSimOptions {
@@ -66,6 +70,7 @@ impl Default for ScaipSimOptions {
             presence_percent: 50,
             presence_after: Duration::from_secs(180)..=Duration::from_secs(480),
             check_out_after: Duration::from_secs(60)..=Duration::from_secs(240),
+            voice_call: Some(UnitCallOptions::default()),
         }
     }
 }
@@ -210,6 +215,7 @@ pub(super) async fn simulate_scaip(
             backoff: BACKOFF_MIN,
             not_before: None,
             visits: Vec::new(),
+            call: None,
             home,
         };
         tasks.spawn(sim.run(rx, shutdown.clone()));
@@ -217,6 +223,40 @@ pub(super) async fn simulate_scaip(
     scaip_schedule(&senders, &opts.scaip, rng, shutdown).await;
     drop(senders);
     while tasks.join_next().await.is_some() {}
+}
+
+/// One alarm of one SCAIP alarm unit, played as the demo's homes play it: the alarm polled
+/// while vakt holds it (`snu 4`), and on `snu 0` with `mre` the unit's voice call, to its
+/// end. Returns the call's report (`None`: no call was placed, or it failed). For tests and
+/// tools that drive a unit of their own registry; `opts.voice_call` as the demo's homes.
+pub async fn alarm_and_call(
+    unit: Unit,
+    opts: ScaipSimOptions,
+    shutdown: &CancellationToken,
+) -> Option<CallReport> {
+    let mut sim = HomeSim {
+        home: ScaipHome {
+            heartbeat: opts.heartbeat_interval,
+            cid: unit.cid.clone(),
+            name: format!("unit {}", unit.cid),
+            pronoun: "their",
+            password: SipPassword::new(unit.password),
+            user: unit.user,
+        },
+        server: unit.server,
+        opts,
+        rng: SmallRng::seed_from_u64(rand::random()),
+        luc: None,
+        ref_prefix: rand::random::<u32>() >> 8,
+        next_ref: 0,
+        hbi: None,
+        backoff: BACKOFF_MIN,
+        not_before: None,
+        visits: Vec::new(),
+        call: None,
+    };
+    sim.alarm(false, shutdown).await;
+    sim.call.take()?.await.ok().flatten()
 }
 
 /// Hands a story to a random home at exponential intervals, until `shutdown`.
@@ -293,6 +333,8 @@ struct HomeSim {
     not_before: Option<Instant>,
     /// Presses waiting: when, which.
     visits: Vec<(Instant, Visit)>,
+    /// The unit's voice call, while it goes on (one at a time); it ends with the demo.
+    call: Option<JoinHandle<Option<CallReport>>>,
 }
 
 /// What a home does next.
@@ -303,7 +345,16 @@ enum HomeJob {
 }
 
 impl HomeSim {
-    async fn run(mut self, mut rx: mpsc::Receiver<HomeStory>, shutdown: CancellationToken) {
+    /// The home's life until `shutdown` (or vakt refuses it); its call, if one goes on, is
+    /// awaited (it hangs up at the shutdown).
+    async fn run(mut self, rx: mpsc::Receiver<HomeStory>, shutdown: CancellationToken) {
+        self.live(rx, &shutdown).await;
+        if let Some(call) = self.call.take() {
+            let _ = call.await;
+        }
+    }
+
+    async fn live(&mut self, mut rx: mpsc::Receiver<HomeStory>, shutdown: &CancellationToken) {
         let first = self.home.heartbeat.min(Duration::from_secs(5));
         let first_ms = u64::try_from(first.as_millis()).unwrap_or(5000).max(1);
         let mut next_beat =
@@ -332,7 +383,7 @@ impl HomeSim {
                         next_beat = Instant::now() + self.beat_interval().mul_f64(jitter);
                         f
                     }
-                    HomeJob::Story(HomeStory::Alarm { fall }) => self.alarm(fall, &shutdown).await,
+                    HomeJob::Story(HomeStory::Alarm { fall }) => self.alarm(fall, shutdown).await,
                     HomeJob::Story(HomeStory::BatteryLow) => self.battery_low().await,
                     HomeJob::Visit(v) => self.visit(v).await,
                 }
@@ -458,8 +509,9 @@ impl HomeSim {
     }
 
     /// An alarm: the same `<mrq>` every 5-10 s while vakt holds it (`snu 4`), done on
-    /// `snu 0` (an operator took the Call: the unit would now place its voice call, which
-    /// vakt does not carry), a reset (`mty=RE`) after [`ScaipSimOptions::give_up_after`].
+    /// `snu 0` (an operator took the Call; with `mre` 1 or more the unit then places its
+    /// voice call, [`HomeSim::place_call`]), a reset (`mty=RE`) after
+    /// [`ScaipSimOptions::give_up_after`].
     async fn alarm(&mut self, fall: bool, shutdown: &CancellationToken) -> Flow {
         let reference = self.new_ref();
         let dty = if fall { DTY_FALL } else { DTY_PENDANT };
@@ -484,13 +536,15 @@ impl HomeSim {
                     }
                     let secs = started.elapsed().as_secs();
                     match mrs.mre.filter(|m| *m > 0) {
-                        Some(mre) => tracing::info!(
-                            cid = %cid,
-                            reference = %reference,
-                            mre,
-                            "demo: an operator took {name}'s alarm after {secs} s; the alarm \
-                             unit would now place its voice call"
-                        ),
+                        Some(mre) => {
+                            tracing::info!(
+                                cid = %cid,
+                                reference = %reference,
+                                mre,
+                                "demo: an operator took {name}'s alarm after {secs} s"
+                            );
+                            self.place_call(shutdown);
+                        }
                         None => tracing::info!(
                             cid = %cid,
                             reference = %reference,
@@ -549,6 +603,78 @@ impl HomeSim {
                 Flow::Go
             }
         }
+    }
+
+    /// The unit calls vakt back after an answered alarm (protocols.md §3.7: within 60 s of
+    /// the `snu 0`, here at once) and the person speaks once an operator answers
+    /// ([`demo_call::call`]); on its own task, so heartbeats go on during the call. One call
+    /// at a time: a home already on the phone does not call again.
+    fn place_call(&mut self, shutdown: &CancellationToken) {
+        let (name, cid) = (self.home.name.clone(), self.home.cid.clone());
+        let Some(opts) = self.opts.voice_call.clone() else {
+            tracing::info!(cid = %cid, "demo: {name}'s alarm unit does not call (the demo's calls are off)");
+            return;
+        };
+        if self.call.as_ref().is_some_and(|c| !c.is_finished()) {
+            tracing::info!(cid = %cid, "demo: {name}'s alarm unit is already on the phone with vakt");
+            return;
+        }
+        let unit = Unit {
+            server: self.server,
+            cid: cid.clone(),
+            user: self.home.user.clone(),
+            password: self.home.password.expose().to_owned(),
+        };
+        let her = match self.home.pronoun {
+            "her" => "her",
+            "his" => "him",
+            _ => "them",
+        };
+        let shutdown = shutdown.clone();
+        self.call = Some(tokio::spawn(async move {
+            tracing::info!(
+                cid = %cid,
+                "demo: {name}'s alarm unit calls vakt: answer the voice call on the Call to hear {her}"
+            );
+            let r = demo_call::call(&unit, &opts, &shutdown).await;
+            let report = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(cid = %cid, error = %e, "demo: {name}'s call failed");
+                    return None;
+                }
+            };
+            let secs = report.talk.as_secs();
+            match report.end {
+                CallEnd::ArcHungUp if report.law.is_some() => tracing::info!(
+                    cid = %cid, heard = report.frames_heard,
+                    "demo: vakt hung up on {name} after {secs} s"
+                ),
+                CallEnd::ArcHungUp => {}
+                CallEnd::ClearDown => tracing::info!(
+                    cid = %cid,
+                    "demo: {name}'s alarm unit cleared down (DTMF 0) after {secs} s"
+                ),
+                CallEnd::MaxDuration => tracing::info!(
+                    cid = %cid,
+                    "demo: {name}'s alarm unit hung up after {secs} s, its longest call"
+                ),
+                CallEnd::NotAnswered => tracing::info!(
+                    cid = %cid,
+                    "demo: nobody answered {name}'s call within {} s; the alarm unit gave up",
+                    opts.ring_for.as_secs()
+                ),
+                CallEnd::Refused(code) => tracing::info!(
+                    cid = %cid,
+                    code,
+                    "demo: vakt refused {name}'s call (SIP {code})"
+                ),
+                CallEnd::Shutdown => {
+                    tracing::debug!(cid = %cid, "demo: {name}'s call ended with the demo")
+                }
+            }
+            Some(report)
+        }));
     }
 
     /// The pendant's battery runs low (status 0016): answered `snu 0` once durable.

@@ -114,7 +114,8 @@ impl Demo {
         }
         match running.scaip_udp.map(loopback) {
             Some(a) => eprintln!(
-                "vakt: demo SCAIP homes send alarms to {a} (SIP over UDP) every few minutes"
+                "vakt: demo SCAIP homes send alarms to {a} (SIP over UDP) every few minutes, \
+                 and call back once you take their Call: answer to hear the person"
             ),
             None => eprintln!("vakt: SCAIP UDP is off, so the demo's SCAIP homes stay silent"),
         }

@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 use vakt::voice::webrtc::{WebRtcOptions, crypto_provider};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The most [`until`] waits before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Options on 127.0.0.1 with a range of `n` ports starting at a port free now.
 pub fn options(n: u16) -> WebRtcOptions {
@@ -210,5 +212,14 @@ async fn drive(
                 let _ = rtc.handle_input(Input::Timeout(Instant::now()));
             }
         }
+    }
+}
+
+/// Waits until `f` holds, polling, or fails the test after [`PATIENCE`].
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

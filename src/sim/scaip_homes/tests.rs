@@ -207,6 +207,8 @@ fn fast_scaip() -> ScaipSimOptions {
         presence_percent: 100,
         presence_after: ms(5)..=ms(20),
         check_out_after: ms(5)..=ms(20),
+        // The fake ARC carries no calls.
+        voice_call: None,
     }
 }
 
