@@ -112,6 +112,38 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
+/// The server's own counts of what it dropped or found lost, summed over their labels (the
+/// process's Prometheus registry, as `/metrics` renders it): RTP and relay frames dropped,
+/// browser frames and datagrams dropped, recording failures (a frame the writer dropped
+/// among them), and the loss vakt's receivers counted on the units' and the browsers' legs.
+const DROP_COUNTERS: [&str; 7] = [
+    "vakt_rtp_packets_dropped_total",
+    "vakt_relay_frames_dropped_total",
+    "vakt_webrtc_frames_dropped_total",
+    "vakt_webrtc_datagrams_dropped_total",
+    "vakt_recording_failures_total",
+    "vakt_rtp_packets_lost_total",
+    "vakt_webrtc_packets_lost_total",
+];
+
+fn drop_counts() -> [f64; 7] {
+    let text = vakt::telemetry::prometheus().render();
+    let mut out = [0.0; 7];
+    for line in text.lines() {
+        for (i, name) in DROP_COUNTERS.iter().enumerate() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if rest.starts_with([' ', '{']) {
+                if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                    out[i] += v;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The units' SIP endpoint: it only calls out, so it refuses whatever comes in.
 struct Units {
     events: Mutex<HashMap<CallId, Vec<CallEvent>>>,
@@ -224,6 +256,8 @@ struct Step {
     cpu_other: f64,
     recordings: usize,
     recording_bytes: u64,
+    /// [`DROP_COUNTERS`] over the step (set-up, measure, hang-up).
+    drops: [f64; 7],
     load: String,
 }
 
@@ -277,6 +311,7 @@ fn run_step(calls: usize, secs: u64) -> Step {
         .thread_name("players")
         .build()
         .unwrap();
+    let drops0 = drop_counts();
     let srv = server_rt.block_on(common::start_with(cfg));
     let (http, scaip) = (srv.http.unwrap(), srv.scaip_udp.unwrap());
     let shared = Arc::new(Shared::new());
@@ -475,6 +510,8 @@ fn run_step(calls: usize, secs: u64) -> Step {
     });
     drop(endpoint);
     server_rt.block_on(srv.stop()).unwrap();
+    let drops1 = drop_counts();
+    let drops: [f64; 7] = std::array::from_fn(|i| drops1[i] - drops0[i]);
     let (mut recordings, mut recording_bytes) = (0, 0);
     for f in std::fs::read_dir(dir.path().join("recordings"))
         .unwrap()
@@ -522,6 +559,7 @@ fn run_step(calls: usize, secs: u64) -> Step {
         cpu_other: used("other"),
         recordings,
         recording_bytes,
+        drops,
         load: load_now,
     }
 }
@@ -542,14 +580,14 @@ fn main() {
         });
     let secs = env_or("VAKT_CALLS_SECS", if benching { 10 } else { 2 });
     println!(
-        "calls | pps/call unit,browser | loss unit→browser % | loss browser→unit % | unit→browser p50/p99 ms | browser→unit p50/p99 ms | server CPU % (of which recording) | server CPU per call % | players CPU % | other % | recordings (MB) | wrong/changed, out of order | set-up s | load 1/5/15"
+        "calls | pps/call unit,browser | loss unit→browser % | loss browser→unit % | unit→browser p50/p99 ms | browser→unit p50/p99 ms | server CPU % (of which recording) | server CPU per call % | players CPU % | other % | recordings (MB) | wrong/changed, out of order | vakt dropped rtp,relay,webrtc frames,datagrams,rec; lost rtp,webrtc | set-up s | load 1/5/15"
     );
     for &calls in &steps {
         let s = run_step(calls, secs);
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
         let server = s.cpu_server + s.cpu_recording;
         println!(
-            "{:5} | {:5.1},{:5.1} | {:19.3} | {:19.3} | {:>6.2} / {:<6.2} | {:>6.2} / {:<6.2} | {:>6.1} ({:5.1}) | {:21.3} | {:13.1} | {:7.1} | {:4} ({:6.1}) | {}, {} | {:8.1} | {}   ({:.1} s)",
+            "{:5} | {:5.1},{:5.1} | {:19.3} | {:19.3} | {:>6.2} / {:<6.2} | {:>6.2} / {:<6.2} | {:>6.1} ({:5.1}) | {:21.3} | {:13.1} | {:7.1} | {:4} ({:6.1}) | {}, {} | {} | {:8.1} | {}   ({:.1} s)",
             s.calls,
             s.rate.0,
             s.rate.1,
@@ -568,6 +606,7 @@ fn main() {
             s.recording_bytes as f64 / 1e6,
             s.crossed_or_changed,
             s.out_of_order,
+            s.drops.map(|d| d.to_string()).join(","),
             s.setup_secs,
             s.load,
             s.secs,
