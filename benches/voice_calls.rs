@@ -443,9 +443,14 @@ fn run_step(calls: usize, secs: u64) -> Step {
         let mut browsers = JoinSet::new();
         let mut unit_tasks = Vec::with_capacity(calls);
         let mut browser_tasks = Vec::with_capacity(calls);
+        let run = |(k, browser, answer): (usize, Browser, String)| {
+            browser
+                .run(&answer, k as u32, shared.clone(), stop.clone())
+                .unwrap()
+        };
         for k in 0..calls {
             let conv = ringing[&format!("p{k}")];
-            let (b_shared, b_stop, mut op) = (shared.clone(), stop.clone(), op.clone());
+            let mut op = op.clone();
             browsers.spawn(async move {
                 let (browser, offer) = Browser::offer().await.unwrap();
                 let r = op
@@ -456,14 +461,14 @@ fn run_step(calls: usize, secs: u64) -> Step {
                     .await;
                 assert_eq!(r.status, 200, "answering call {k}: {}", r.body);
                 let answer = r.json()["sdp"].as_str().unwrap().to_owned();
-                browser.run(&answer, k as u32, b_shared, b_stop).unwrap()
+                (k, browser, answer)
             });
             while browsers.len() >= SETUP_AT_ONCE {
-                browser_tasks.push(browsers.join_next().await.unwrap().unwrap());
+                browser_tasks.push(run(browsers.join_next().await.unwrap().unwrap()));
             }
         }
         while let Some(b) = browsers.join_next().await {
-            browser_tasks.push(b.unwrap());
+            browser_tasks.push(run(b.unwrap()));
         }
         // Each unit got its 200 OK: its media starts.
         for (k, (h, socket)) in handles.iter().zip(media).enumerate() {

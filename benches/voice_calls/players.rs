@@ -365,11 +365,11 @@ async fn drive(
                         );
                     }
                     Event::Closed
-                    | Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        if !closed {
-                            closed = true;
-                            shared.closed.fetch_add(1, Ordering::Relaxed);
-                        }
+                    | Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                        if !closed =>
+                    {
+                        closed = true;
+                        shared.closed.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
                 },
