@@ -117,21 +117,6 @@ async fn patrol_says(s: &mut Session, ev: FromPatrol) {
     );
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// One browser at a time: two Chromiums at once on a small CI machine would make the 1 s
 /// ACK-to-queue measure meaningless.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -773,25 +773,6 @@ fn sigkill_rounds(kills: usize) {
 /// The longest one wait of the voice crash test may take (a loaded 2-core machine).
 const VOICE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Polls `f` every 100 ms until it gives a value, failing after [`VOICE_PATIENCE`].
-async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + VOICE_PATIENCE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {VOICE_PATIENCE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_recording() {
     use common::unit::Unit;
@@ -833,7 +814,7 @@ async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_reco
 
     // The unit calls and the operator answers in "the browser".
     let mut unit = Unit::call(addrs.scaip_udp, "luc678", "pw-678", 440.0).await;
-    let (conv, call) = poll("the ringing call", || {
+    let (conv, call) = common::wait_for("the ringing call", VOICE_PATIENCE, || {
         let mut admin = admin.clone();
         async move {
             let v = admin.get("/api/voice").await.json();
@@ -842,20 +823,12 @@ async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_reco
         }
     })
     .await;
-    let (browser, offer) = common::webrtc::Browser::offer(&["opus", "pcmu", "pcma"]).await;
-    let r = admin
-        .post(
-            &format!("/api/voice/{conv}/answer"),
-            serde_json::json!({ "sdp": offer }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let running = browser.accept(r.json()["sdp"].as_str().unwrap());
+    let running = common::webrtc::answer(&mut admin, conv, &["opus", "pcmu", "pcma"]).await;
     unit.answered(VOICE_PATIENCE).await;
     let answered = Instant::now();
     let law = unit.law().expect("vakt's answer names a law");
     let mut pt = running.pt.clone();
-    let pt = poll("the browser to connect", || {
+    let pt = common::wait_for("the browser to connect", VOICE_PATIENCE, || {
         let pt = *pt.borrow_and_update();
         async move { pt }
     })
@@ -877,9 +850,11 @@ async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_reco
 
     // Three seconds of the operator's voice at the unit, then SIGKILL.
     let talking_from = Instant::now();
-    poll("three seconds of the operator at the unit", || async {
-        (unit.samples_since(talking_from, law).len() >= 3 * 8_000).then_some(())
-    })
+    common::wait_for(
+        "three seconds of the operator at the unit",
+        VOICE_PATIENCE,
+        || async { (unit.samples_since(talking_from, law).len() >= 3 * 8_000).then_some(()) },
+    )
     .await;
     let at_unit = unit.samples_since(talking_from, law);
     let (hit, wrong, sound) = common::tone_blocks(&at_unit, 1_000.0, 440.0);

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::webrtc::{Browser, PATIENCE, until};
+use common::webrtc::{PATIENCE, until};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use vakt::sim::demo_call::{CallEnd, CallReport, Unit, UnitCallOptions, phrase};
@@ -183,15 +183,7 @@ async fn a_demo_home_calls_back_and_the_operator_hears_the_person_speak() {
     let (call, conv) = take_the_call_and_see_it_ring(&mut op).await;
 
     // The operator answers from the browser (which offers A-law, as the unit's call is).
-    let (browser, offer) = Browser::offer(&["opus", "pcma", "pcmu"]).await;
-    let r = op
-        .post(
-            &format!("/api/voice/{conv}/answer"),
-            serde_json::json!({ "sdp": offer }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let mut browser = browser.accept(r.json()["sdp"].as_str().unwrap());
+    let mut browser = common::webrtc::answer(&mut op, conv, &["opus", "pcma", "pcmu"]).await;
     let connected = browser.connected.clone();
     until("the browser to connect", || *connected.borrow()).await;
     let law = match *browser.pt.borrow() {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::chromium::{launch, run_js, screenshot};
 use common::unit::Unit;
+use common::wait_for;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client as Browser, Locator};
 use vakt::model::Role;
@@ -63,22 +64,6 @@ fn tone_wav(rate: u32, hz: f64, secs: u32) -> Vec<u8> {
     w
 }
 
-/// Polls `f` every 100 ms until it gives a value, failing after [`PATIENCE`].
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// True once the element `css` is on the page and shown.
 async fn shown(c: &Browser, css: &str) -> bool {
     match c.find(Locator::Css(css)).await {
@@ -104,7 +89,7 @@ async fn login(c: &Browser, (name, password): (&str, &str)) {
         .click()
         .await
         .unwrap();
-    wait_for("the live feed", || async {
+    wait_for("the live feed", PATIENCE, || async {
         let el = c.find(Locator::Css("#connection-status")).await.ok()?;
         (el.attr("data-state").await.ok()?? == "open").then_some(())
     })
@@ -188,7 +173,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
 
     // The unit calls: the Call rings in the queue.
     let mut unit = Unit::call(srv.scaip_udp.unwrap(), UNIT.0, UNIT.1, PERSON_HZ).await;
-    let (conv, call) = wait_for("the ringing call in the API", || {
+    let (conv, call) = wait_for("the ringing call in the API", PATIENCE, || {
         let mut admin = admin.clone();
         async move {
             let v = admin.get("/api/voice").await.json();
@@ -198,7 +183,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
     })
     .await;
     let row = format!("#queue-body tr.call-row[data-call-id=\"{call}\"]");
-    wait_for("the ringing mark in the queue", || async {
+    wait_for("the ringing mark in the queue", PATIENCE, || async {
         shown(&c, &format!("{row} .tag-voice-ringing"))
             .await
             .then_some(())
@@ -213,7 +198,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
 
     // The console's own Answer button.
     let answer = format!("#call-voice [data-conversation=\"{conv}\"] .voice-answer");
-    wait_for("the Answer button", || async {
+    wait_for("the Answer button", PATIENCE, || async {
         shown(&c, &answer).await.then_some(())
     })
     .await;
@@ -228,7 +213,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
     let law = unit.law().expect("vakt's answer names a G.711 law");
 
     // The browser hears the person's 440 Hz.
-    let heard = wait_for("440 Hz in the browser", || async {
+    let heard = wait_for("440 Hz in the browser", PATIENCE, || async {
         let v = run_js(&c, LISTEN_JS, serde_json::Value::Null).await;
         let peak = v["peak_hz"].as_f64()?;
         ((peak - PERSON_HZ).abs() < 15.0 && v["state"] == "connected").then_some(v)
@@ -245,7 +230,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
     // The unit hears the operator's 1,000 Hz: four seconds of it from the moment the page's
     // peer connection carried audio.
     let connected = Instant::now();
-    wait_for("four seconds of audio at the unit", || async {
+    wait_for("four seconds of audio at the unit", PATIENCE, || async {
         let n = unit.samples_since(connected, law).len();
         (n >= 4 * 8_000).then_some(())
     })
@@ -269,21 +254,25 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
     let talked = answered.elapsed();
 
     // The conversation's line on the Call's timeline, in the page and in the API.
-    let text = wait_for("the conversation on the page's timeline", || async {
-        let el = c
-            .find(Locator::Css("#timeline li[data-type=\"conversation\"]"))
-            .await
-            .ok()?;
-        let t = el.text().await.ok()?;
-        t.contains("answered").then_some(t)
-    })
+    let text = wait_for(
+        "the conversation on the page's timeline",
+        PATIENCE,
+        || async {
+            let el = c
+                .find(Locator::Css("#timeline li[data-type=\"conversation\"]"))
+                .await
+                .ok()?;
+            let t = el.text().await.ok()?;
+            t.contains("answered").then_some(t)
+        },
+    )
     .await;
     assert!(text.contains(&format!("by {}", OPERATOR.0)), "{text}");
     assert!(!shown(&c, "#call-voice .voice-line").await, "no call left");
     screenshot(&c, "console-voice-timeline.png").await;
     // The hang-up went through the API (audited as the operator's), and the page shows no
     // error about it.
-    let audit = wait_for("the hang-up in the audit log", || {
+    let audit = wait_for("the hang-up in the audit log", PATIENCE, || {
         let mut admin = admin.clone();
         async move {
             let a = admin.get("/api/audit").await.json();
@@ -323,7 +312,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
 
     // The recording, as a supervisor plays it: the person's 440 Hz on channel 1, the
     // operator's 1,000 Hz on channel 2.
-    let wav = wait_for("the recording", || {
+    let wav = wait_for("the recording", PATIENCE, || {
         let mut admin = admin.clone();
         async move {
             let a = admin

@@ -748,15 +748,7 @@ async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() 
     };
 
     // The operator answers from the browser.
-    let (browser, offer) = Browser::offer(&["opus", "pcmu", "pcma"]).await;
-    let r = op
-        .post(
-            &format!("/api/voice/{conv}/answer"),
-            serde_json::json!({ "sdp": offer }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let running = browser.accept(r.json()["sdp"].as_str().unwrap());
+    let running = common::webrtc::answer(&mut op, conv, &["opus", "pcmu", "pcma"]).await;
     let connected = running.connected.clone();
     until("the browser to connect", || *connected.borrow()).await;
     let talking = tokio::spawn({

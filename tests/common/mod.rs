@@ -418,3 +418,22 @@ pub fn tone_blocks(samples: &[i16], expected: f64, other: f64) -> (usize, usize,
     }
     (hit, wrong, sound)
 }
+
+/// Polls `f` every 50 ms until it gives a value, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {timeout:?} for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

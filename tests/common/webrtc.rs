@@ -223,3 +223,17 @@ pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The operator `op` answers conversation `conv` through the console's API from a browser
+/// offering `codecs`; the browser, running (not yet connected).
+pub async fn answer(op: &mut super::Client, conv: u64, codecs: &[&str]) -> Running {
+    let (browser, offer) = Browser::offer(codecs).await;
+    let r = op
+        .post(
+            &format!("/api/voice/{conv}/answer"),
+            serde_json::json!({ "sdp": offer }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    browser.accept(r.json()["sdp"].as_str().unwrap())
+}
