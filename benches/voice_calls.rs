@@ -77,9 +77,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "voice_calls/players.rs"]
 mod players;
 
+use cpu::cpu_by;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -114,34 +117,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// CPU seconds used so far by this process's threads, by group: the server's (`vakt*`), the
-/// players' (`players`), the rest (`/proc/self/task/*/schedstat`: the scheduler's own
-/// nanoseconds on a CPU, which also counts threads woken between clock ticks).
-fn cpu_by_group() -> HashMap<&'static str, f64> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let dir = t.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let ns: f64 = std::fs::read_to_string(dir.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
-        let name = name.trim();
-        let group = if name.starts_with("vakt-rec") {
-            "recording"
-        } else if name.starts_with("vakt") {
-            "server"
-        } else if name.starts_with("players") {
-            "players"
-        } else {
-            "other"
-        };
-        *out.entry(group).or_insert(0.0) += ns / 1e9;
+/// The group of a thread of this process: the server's (`vakt*`, its recording writers
+/// apart), the players', the rest.
+fn group(name: &str) -> &'static str {
+    if name.starts_with("vakt-rec") {
+        "recording"
+    } else if name.starts_with("vakt") {
+        "server"
+    } else if name.starts_with("players") {
+        "players"
+    } else {
+        "other"
     }
-    out
 }
 
 /// The machine's load averages, as `uptime` gives them.
@@ -505,13 +492,13 @@ fn run_step(calls: usize, secs: u64) -> Step {
         shared.to_browser.sent_all.load(Ordering::Relaxed),
         shared.to_unit.sent_all.load(Ordering::Relaxed),
     );
-    let c0 = cpu_by_group();
+    let c0 = cpu_by(group);
     let drops0 = drop_counts();
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(secs));
     shared.measuring.store(false, Ordering::Relaxed);
-    let c1 = cpu_by_group();
+    let c1 = cpu_by(group);
     let elapsed = t0.elapsed().as_secs_f64();
     let sent1 = (
         shared.to_browser.sent_all.load(Ordering::Relaxed),

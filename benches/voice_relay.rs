@@ -23,10 +23,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../tests/voice_media/peers.rs"]
 mod peers;
 
-use std::collections::HashMap;
+use cpu::cpu_by;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,31 +55,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// CPU seconds used so far by this process's threads, by the first word of their name
-/// (`/proc/self/task/*/schedstat`: the scheduler's own nanoseconds on a CPU; `stat`'s
-/// utime and stime are sampled at the clock tick and miss threads that a timer wakes
-/// between ticks, as the recordings' writers and the relays are).
-fn cpu_by_thread() -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let dir = t.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let ns: f64 = std::fs::read_to_string(dir.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
-        let group = match name.trim() {
-            n if n.starts_with("relay") => "relay",
-            n if n.starts_with("vakt-rec") => "recording",
-            n if n.starts_with("peers") => "peers",
-            _ => "other",
-        };
-        *out.entry(group.to_string()).or_insert(0.0) += ns / 1e9;
+/// The group of a thread of this process, by the first word of its name.
+fn group(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("relay") => "relay",
+        n if n.starts_with("vakt-rec") => "recording",
+        n if n.starts_with("peers") => "peers",
+        _ => "other",
     }
-    out
 }
 
 /// Nanoseconds since `epoch`, written in a payload's first 8 bytes by the sender.
@@ -333,7 +318,7 @@ fn run_step(calls: usize, secs: u64, first_port: u16) -> Step {
 
     // Warm up, then measure.
     std::thread::sleep(Duration::from_secs(1));
-    let c0 = cpu_by_thread();
+    let c0 = cpu_by(group);
     let sent0 = (
         counts.unit_sent.load(Ordering::Relaxed),
         counts.operator_sent.load(Ordering::Relaxed),
@@ -345,7 +330,7 @@ fn run_step(calls: usize, secs: u64, first_port: u16) -> Step {
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let c1 = cpu_by_thread();
+    let c1 = cpu_by(group);
     let elapsed = t0.elapsed().as_secs_f64();
     // Stop sending, let what is in flight land, then count.
     stop.store(true, Ordering::Relaxed);
