@@ -114,6 +114,10 @@ pub struct VoiceConfig {
     /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
     /// taken without Digest, the caller known by number.
     pub trunks: Vec<TrunkConfig>,
+    /// Minutes a unit that asks to be called back (SCAIP `cha=1`) is told to answer calls
+    /// from the centre by itself (`cre`, 1..=60); 0: call-backs are not offered and the unit
+    /// calls the centre as usual.
+    pub callback_window_mins: u8,
 }
 
 /// One trunk of `[voice]`.
@@ -124,6 +128,26 @@ pub struct TrunkConfig {
     pub name: String,
     /// The addresses its requests come from.
     pub sources: Vec<std::net::IpAddr>,
+    /// Where vakt sends calls out to phone numbers (`host:port`); without it the trunk
+    /// only carries calls in. The first trunk with one carries every call out.
+    #[serde(default, deserialize_with = "opt_addr")]
+    pub outbound: Option<SocketAddr>,
+    /// How calls out reach `outbound`: `udp` (from the SCAIP UDP listener) or `tcp`.
+    #[serde(default = "default_trunk_transport")]
+    pub transport: crate::voice::dial::TrunkTransport,
+    /// The centre's number, the From and `P-Asserted-Identity` of calls out.
+    #[serde(default)]
+    pub from_number: String,
+    /// Digest user name the trunk knows vakt by (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Digest password (with `user`). Never logged.
+    #[serde(default)]
+    pub password: Option<crate::model::SipPassword>,
+}
+
+fn default_trunk_transport() -> crate::voice::dial::TrunkTransport {
+    crate::voice::dial::TrunkTransport::Udp
 }
 
 impl Default for VoiceConfig {
@@ -137,6 +161,7 @@ impl Default for VoiceConfig {
             rtp: Default::default(),
             webrtc: Default::default(),
             trunks: Vec::new(),
+            callback_window_mins: 10,
         }
     }
 }
@@ -166,6 +191,23 @@ impl VoiceConfig {
             if t.name.trim().is_empty() || t.sources.is_empty() {
                 errs.push("each [[voice.trunks]] needs a name and at least one source".into());
             }
+            if t.outbound.is_some()
+                && crate::voice::dial::dialable(&t.from_number).is_none()
+            {
+                errs.push(format!(
+                    "voice.trunks {:?}: an outbound trunk needs from_number (the centre's number)",
+                    t.name
+                ));
+            }
+            if t.user.is_some() != t.password.is_some() {
+                errs.push(format!(
+                    "voice.trunks {:?}: user and password go together",
+                    t.name
+                ));
+            }
+        }
+        if self.callback_window_mins > crate::voice::dial::MAX_WINDOW_MINS {
+            errs.push("voice.callback_window_mins must be 0..=60".into());
         }
         errs
     }
@@ -188,6 +230,29 @@ impl VoiceConfig {
         crate::voice::record::RecordingOptions {
             retention_days: self.recording_retention_days,
             ..crate::voice::record::RecordingOptions::in_data_dir(data_dir)
+        }
+    }
+
+    /// The calls out: from `arc_uri` to units, through the first trunk with an outbound
+    /// address to numbers; `units` is what ingest learns of the units.
+    pub fn dial_options(
+        &self,
+        arc_uri: &str,
+        units: std::sync::Arc<crate::voice::dial::Units>,
+    ) -> crate::voice::dial::DialOptions {
+        let trunk = self.trunks.iter().find_map(|t| {
+            Some(crate::voice::dial::OutboundTrunk {
+                name: t.name.clone(),
+                address: t.outbound?,
+                transport: t.transport,
+                from_number: crate::voice::dial::dialable(&t.from_number)?,
+                credentials: t.user.clone().zip(t.password.clone()),
+            })
+        });
+        crate::voice::dial::DialOptions {
+            arc_uri: arc_uri.to_owned(),
+            trunk,
+            units,
         }
     }
 
