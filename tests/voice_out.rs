@@ -397,8 +397,53 @@ async fn a_busy_phone_ends_as_busy_and_only_the_holder_may_call() {
     srv.stop().await.unwrap();
 }
 
+/// The value of header `name` in SIP message `msg`.
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(h, _)| h.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// A response `code` to request `req` from the unit, tagged.
+fn response(req: &str, code: u16, reason: &str) -> String {
+    let to = header(req, "To");
+    let to = if to.contains("tag=") {
+        to.to_owned()
+    } else {
+        format!("{to};tag=unit1")
+    };
+    format!(
+        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(req, "Via"),
+        header(req, "From"),
+        header(req, "Call-ID"),
+        header(req, "CSeq"),
+    )
+}
+
+/// The next request `method` the unit receives (vakt's other requests are answered 200).
+async fn next_request(luc: &mut Luc, method: &str) -> String {
+    loop {
+        let raw = tokio::time::timeout(PATIENCE, luc.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {method} at the unit"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if text.starts_with(&format!("{method} ")) {
+            return text;
+        }
+        if !text.starts_with("SIP/2.0") && !text.starts_with("ACK ") {
+            luc.send(response(&text, 200, "OK").as_bytes()).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_trunk_a_number_is_refused_with_the_reason() {
+async fn without_a_trunk_a_number_is_refused_and_a_ringing_unit_is_heard_ringing() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
     let srv = start_with(test_config(dir.path())).await;
@@ -417,5 +462,60 @@ async fn without_a_trunk_a_number_is_refused_with_the_reason() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("no trunk"), "{}", r.body);
     assert_eq!(op.get("/api/voice").await.json(), json!([]));
+
+    // Call back a unit that never asked for it: no window, it rings (180) and nobody
+    // answers; the browser hears vakt's ringing tone meanwhile.
+    let (browser, offer) = Browser::offer(&["pcma"]).await;
+    let r = op
+        .post(
+            "/api/voice/dial",
+            json!({ "call": call, "target": "unit", "offer": offer }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.json();
+    assert!(d["auto_answer_until"].is_null(), "{d}");
+    let conv = d["conversation"].as_u64().unwrap();
+    let mut running = browser.accept(d["sdp"].as_str().unwrap());
+    let invite = next_request(&mut luc, "INVITE").await;
+    assert!(invite.starts_with("INVITE sip:luc678@"), "{invite}");
+    assert!(invite.contains("m=audio "), "{invite}");
+    luc.send(response(&invite, 180, "Ringing").as_bytes())
+        .await
+        .unwrap();
+    let v = live_until(&mut op, conv, |c| c["state"] == "ringing").await;
+    assert_eq!(v["direction"], "outbound");
+    // The tone's first second (1 s on, 4 s off), by frequency.
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while heard.len() < 8 * 400 {
+        let (frame, _) = tokio::time::timeout_at(deadline, running.frames.recv())
+            .await
+            .expect("ringback frames")
+            .unwrap();
+        let mut pcm = Vec::new();
+        vakt_proto::g711::Law::Alaw.decode_into(&frame, &mut pcm);
+        if vakt::voice::tone::rms(&pcm) > 100.0 {
+            heard.extend(pcm);
+        }
+    }
+    let levels = vakt::voice::tone::analyse(&heard, 8000, &[425.0, 440.0, 1000.0]);
+    assert_eq!(levels.dominant(), Some(425.0), "{levels:?}");
+
+    // The operator gives up: CANCEL to the unit, and the line says who ended it.
+    let h = op
+        .send("POST", &format!("/api/voice/{conv}/hangup"), None)
+        .await;
+    assert_eq!(h.status, 204, "{}", h.body);
+    let cancel = next_request(&mut luc, "CANCEL").await;
+    luc.send(response(&cancel, 200, "OK").as_bytes()).await.unwrap();
+    luc.send(response(&invite, 487, "Request Terminated").as_bytes())
+        .await
+        .unwrap();
+    let line = line_of(&mut op, call, conv).await;
+    assert_eq!(line["direction"], "outbound");
+    assert_eq!(line["party"], "unit 678");
+    assert_eq!(line["ended_by"], "operator");
+    assert!(line["talk_secs"].is_null(), "{line}");
     srv.stop().await.unwrap();
 }
