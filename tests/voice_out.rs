@@ -17,9 +17,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
 #[path = "common/browser_peer.rs"]
 mod browser_peer;
+mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -221,10 +221,13 @@ async fn a_unit_that_asked_for_a_call_back_is_called_over_its_own_flow() {
     let mut admin = Client::login(srv.http.unwrap(), ADMIN.0, ADMIN.1).await;
     let audit = admin.get("/api/audit?limit=100").await.json();
     assert!(
-        audit.as_array().unwrap().iter().any(|e| e["action"]
-            == "call.voice_dial"
-            && e["call"].as_u64() == Some(call)
-            && e["user"] == OPERATOR.0),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "call.voice_dial"
+                && e["call"].as_u64() == Some(call)
+                && e["user"] == OPERATOR.0),
         "{audit}"
     );
     srv.stop().await.unwrap();
@@ -437,7 +440,9 @@ async fn next_request(luc: &mut Luc, method: &str) -> String {
             return text;
         }
         if !text.starts_with("SIP/2.0") && !text.starts_with("ACK ") {
-            luc.send(response(&text, 200, "OK").as_bytes()).await.unwrap();
+            luc.send(response(&text, 200, "OK").as_bytes())
+                .await
+                .unwrap();
         }
     }
 }
@@ -508,7 +513,9 @@ async fn without_a_trunk_a_number_is_refused_and_a_ringing_unit_is_heard_ringing
         .await;
     assert_eq!(h.status, 204, "{}", h.body);
     let cancel = next_request(&mut luc, "CANCEL").await;
-    luc.send(response(&cancel, 200, "OK").as_bytes()).await.unwrap();
+    luc.send(response(&cancel, 200, "OK").as_bytes())
+        .await
+        .unwrap();
     luc.send(response(&invite, 487, "Request Terminated").as_bytes())
         .await
         .unwrap();

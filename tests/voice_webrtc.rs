@@ -14,9 +14,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
 #[path = "common/browser_peer.rs"]
 mod browser_peer;
+mod common;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,7 +29,6 @@ use tokio::net::UdpSocket;
 use vakt::voice::webrtc::{
     BrowserLeg, G711, LegEnd, LegHandle, SendError, WebRtc, WebRtcError, WebRtcOptions,
 };
-
 
 /// Options on 127.0.0.1 with a range of `n` ports starting at a port free now.
 fn options(n: u16) -> WebRtcOptions {

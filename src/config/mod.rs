@@ -191,9 +191,7 @@ impl VoiceConfig {
             if t.name.trim().is_empty() || t.sources.is_empty() {
                 errs.push("each [[voice.trunks]] needs a name and at least one source".into());
             }
-            if t.outbound.is_some()
-                && crate::voice::dial::dialable(&t.from_number).is_none()
-            {
+            if t.outbound.is_some() && crate::voice::dial::dialable(&t.from_number).is_none() {
                 errs.push(format!(
                     "voice.trunks {:?}: an outbound trunk needs from_number (the centre's number)",
                     t.name
@@ -1031,6 +1029,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbound_trunk_needs_the_centres_number_and_keeps_its_password_out_of_logs() {
+        let with = |extra: &str| {
+            Config::from_toml(&format!(
+                "[[voice.trunks]]\nname = \"sbc\"\nsources = [\"192.0.2.10\"]\n{extra}"
+            ))
+        };
+        // In only: no outbound, nothing to dial with.
+        let c = with("").expect("a trunk for calls in");
+        let units = std::sync::Arc::new(crate::voice::dial::Units::default());
+        assert!(
+            c.voice
+                .dial_options("sip:arc@vakt", units.clone())
+                .trunk
+                .is_none()
+        );
+        assert!(with("outbound = \"192.0.2.10:5060\"\n").is_err());
+        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\nuser = \"vakt\"\n").is_err());
+        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\ntransport = \"sctp\"\n").is_err());
+        let c = with("outbound = \"192.0.2.10:5060\"\ntransport = \"tcp\"\nfrom_number = \"+46 31 123 456\"\nuser = \"vakt\"\npassword = \"trunk-secret-42\"\n")
+            .expect("an outbound trunk");
+        let t = c
+            .voice
+            .dial_options("sip:arc@vakt", units)
+            .trunk
+            .expect("the trunk");
+        assert_eq!(t.address, "192.0.2.10:5060".parse().unwrap());
+        assert_eq!(t.transport, crate::voice::dial::TrunkTransport::Tcp);
+        assert_eq!(t.from_number, "+4631123456");
+        assert!(!format!("{t:?}").contains("trunk-secret-42"));
+        assert!(!format!("{:?}", c.voice).contains("trunk-secret-42"));
+        assert!(Config::from_toml("[voice]\ncallback_window_mins = 61\n").is_err());
+    }
 
     #[test]
     fn embedded_default_equals_code_default() {

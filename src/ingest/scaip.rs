@@ -293,7 +293,11 @@ impl Scaip {
     /// asks to be called back (`cha=1`) `cre` with a window of `window_mins` minutes
     /// (protocols.md §3.7; `0`: call-backs are not offered and the unit calls as usual),
     /// remembered in `units` for the operator's call back.
-    pub fn with_callbacks(mut self, units: Arc<crate::voice::dial::Units>, window_mins: u8) -> Scaip {
+    pub fn with_callbacks(
+        mut self,
+        units: Arc<crate::voice::dial::Units>,
+        window_mins: u8,
+    ) -> Scaip {
         self.callbacks = Some((units, window_mins));
         self
     }
@@ -396,7 +400,14 @@ impl Scaip {
         match mrq.mty {
             MessageType::Message => {
                 let callback = mrq.cha == Some(1);
-                let s = self.open(key.clone(), id, subscriber, voice, (callback, account), req.now);
+                let s = self.open(
+                    key.clone(),
+                    id,
+                    subscriber,
+                    voice,
+                    (callback, account),
+                    req.now,
+                );
                 self.state(&key, &s, req.now)
             }
             MessageType::Reset => {

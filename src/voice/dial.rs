@@ -111,7 +111,9 @@ impl Units {
             return;
         }
         let until = now
-            .checked_add(SignedDuration::from_mins(i64::from(mins.min(MAX_WINDOW_MINS))))
+            .checked_add(SignedDuration::from_mins(i64::from(
+                mins.min(MAX_WINDOW_MINS),
+            )))
             .unwrap_or(now);
         self.entry(account, now, |r| {
             r.auto_answer_until = Some(r.auto_answer_until.map_or(until, |u| u.max(until)));
@@ -450,11 +452,7 @@ impl Switchboard {
 
     /// Whether numbers can be dialled (a trunk with an outbound address is configured).
     pub fn has_trunk(&self) -> bool {
-        self.inner
-            .out
-            .opts
-            .get()
-            .is_some_and(|o| o.trunk.is_some())
+        self.inner.out.opts.get().is_some_and(|o| o.trunk.is_some())
     }
 
     /// The ways to call out from `call` (its unit, the person's phone, each contact's) at
@@ -521,9 +519,8 @@ impl Switchboard {
                 });
             }
             Target::Person => {
-                let s = subscriber.ok_or_else(|| {
-                    DialFailure::NotDialable("the Call has no subscriber".into())
-                })?;
+                let s = subscriber
+                    .ok_or_else(|| DialFailure::NotDialable("the Call has no subscriber".into()))?;
                 (format!("{} (own phone)", s.name), s.phone.as_str())
             }
             Target::Contact(i) => {
@@ -863,7 +860,10 @@ mod tests {
 
     #[test]
     fn numbers_are_dialled_as_a_plus_and_digits() {
-        assert_eq!(dialable("+46 70-123 45 67").as_deref(), Some("+46701234567"));
+        assert_eq!(
+            dialable("+46 70-123 45 67").as_deref(),
+            Some("+46701234567")
+        );
         assert_eq!(dialable("070-123 45 67").as_deref(), Some("0701234567"));
         assert_eq!(dialable(" 112 ").as_deref(), Some("112"));
         assert_eq!(dialable(""), None);
@@ -874,8 +874,14 @@ mod tests {
     #[test]
     fn uri_parts() {
         assert_eq!(uri_host("sip:arc@vakt"), "vakt");
-        assert_eq!(uri_host("sip:arc@192.0.2.1:5060;transport=tcp"), "192.0.2.1:5060");
-        assert_eq!(sip_user_of("sip:+46701234567@192.0.2.1:5060"), "+46701234567");
+        assert_eq!(
+            uri_host("sip:arc@192.0.2.1:5060;transport=tcp"),
+            "192.0.2.1:5060"
+        );
+        assert_eq!(
+            sip_user_of("sip:+46701234567@192.0.2.1:5060"),
+            "+46701234567"
+        );
     }
 
     #[test]
