@@ -691,7 +691,7 @@ impl DevicesPart {
         }
         let ep = Arc::new(ep);
         if let Some(sb) = &opts.dialer {
-            sb.set_dialer(Arc::new(ep.clone()));
+            sb.set_dialer(Arc::new(Arc::downgrade(&ep)));
         }
         if let Some(s) = l.scaip_udp {
             accept_loops.spawn(sip::serve_udp(s, ep.clone()));

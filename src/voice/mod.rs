@@ -14,6 +14,7 @@
 
 pub mod dial;
 pub mod media;
+pub mod outbound;
 pub mod record;
 pub mod retention;
 pub mod switchboard;

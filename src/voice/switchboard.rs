@@ -199,7 +199,7 @@ pub(super) struct Live {
     /// An operator's answer is under way (two operators never answer one call).
     pub(super) answering: bool,
     /// A call out's own state (vakt's offer, the ringback to the browser): `dial`.
-    pub(super) out: Option<crate::voice::dial::Outgoing>,
+    pub(super) out: Option<crate::voice::outbound::Outgoing>,
 }
 
 impl Live {
@@ -244,7 +244,7 @@ pub struct Inner {
     board: Mutex<Board>,
     events: broadcast::Sender<VoiceEvent>,
     /// Calls out: the SIP endpoint to dial with, the trunk, the units' windows (`dial`).
-    pub(super) out: crate::voice::dial::Outbound,
+    pub(super) out: crate::voice::outbound::Outbound,
 }
 
 /// The media a switchboard carries calls with.
@@ -332,7 +332,7 @@ impl Switchboard {
                 recording_metrics: RecordingMetrics::new(),
                 board: Mutex::new(Board::default()),
                 events,
-                out: crate::voice::dial::Outbound::default(),
+                out: crate::voice::outbound::Outbound::default(),
             }),
         }
     }
