@@ -1,5 +1,6 @@
 //! Calls out: an operator calls the unit back, or the person's own phone, or a relative,
-//! from the Call they hold (issue 15 item 4; `proto/sip-voice.md` "Calls out").
+//! from the Call they hold (issue 15 item 4; `proto/sip-voice.md` §7). The settings and the
+//! state the switchboard keeps for them are in `outbound.rs`, below both.
 //!
 //! 1. **Where.** [`Target::Unit`] rings the Call's alarm unit at its SIP user over the unit's
 //!    own flow (where its last authenticated SCAIP message, REGISTER or INVITE came from, so
@@ -26,7 +27,7 @@
 //!
 //! The dialog's events may come before [`Switchboard::dial`] has the call's handle (a callee
 //! that refuses at once): while a dial is under way, events of calls the switchboard does
-//! not know are kept (at most [`EARLY_EVENTS`]; the state types are in `outbound.rs`) and played once the call is on the board.
+//! not know are kept (at most [`EARLY_EVENTS`]) and played once the call is on the board.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
