@@ -239,8 +239,8 @@ fn trunk(port: u16, credentials: bool) -> vakt::config::TrunkConfig {
     ))
     .unwrap();
     if credentials {
-        t.user = Some("vakt".into());
-        t.password = Some(vakt::model::SipPassword::new("trunk-secret"));
+        t.outbound_user = Some("vakt".into());
+        t.outbound_password = Some(vakt::model::SipPassword::new("trunk-secret"));
     }
     t
 }

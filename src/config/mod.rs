@@ -138,12 +138,13 @@ pub struct TrunkConfig {
     /// The centre's number, the From and `P-Asserted-Identity` of calls out.
     #[serde(default)]
     pub from_number: String,
-    /// Digest user name the trunk knows vakt by (with `password`).
+    /// The Digest user name vakt answers the trunk's challenge to its calls out with (with
+    /// `outbound_password`).
     #[serde(default)]
-    pub user: Option<String>,
-    /// Digest password (with `user`). Never logged.
+    pub outbound_user: Option<String>,
+    /// The Digest password of `outbound_user`. Never logged.
     #[serde(default)]
-    pub password: Option<crate::model::SipPassword>,
+    pub outbound_password: Option<crate::model::SipPassword>,
 }
 
 fn default_trunk_transport() -> crate::voice::dial::TrunkTransport {
@@ -197,9 +198,9 @@ impl VoiceConfig {
                     t.name
                 ));
             }
-            if t.user.is_some() != t.password.is_some() {
+            if t.outbound_user.is_some() != t.outbound_password.is_some() {
                 errs.push(format!(
-                    "voice.trunks {:?}: user and password go together",
+                    "voice.trunks {:?}: outbound_user and outbound_password go together",
                     t.name
                 ));
             }
@@ -244,7 +245,7 @@ impl VoiceConfig {
                 address: t.outbound?,
                 transport: t.transport,
                 from_number: crate::voice::dial::dialable(&t.from_number)?,
-                credentials: t.user.clone().zip(t.password.clone()),
+                credentials: t.outbound_user.clone().zip(t.outbound_password.clone()),
             })
         });
         crate::voice::dial::DialOptions {
@@ -1047,9 +1048,9 @@ mod tests {
                 .is_none()
         );
         assert!(with("outbound = \"192.0.2.10:5060\"\n").is_err());
-        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\nuser = \"vakt\"\n").is_err());
+        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\noutbound_user = \"vakt\"\n").is_err());
         assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\ntransport = \"sctp\"\n").is_err());
-        let c = with("outbound = \"192.0.2.10:5060\"\ntransport = \"tcp\"\nfrom_number = \"+46 31 123 456\"\nuser = \"vakt\"\npassword = \"trunk-secret-42\"\n")
+        let c = with("outbound = \"192.0.2.10:5060\"\ntransport = \"tcp\"\nfrom_number = \"+46 31 123 456\"\noutbound_user = \"vakt\"\noutbound_password = \"trunk-secret-42\"\n")
             .expect("an outbound trunk");
         let t = c
             .voice
