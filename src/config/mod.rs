@@ -114,6 +114,10 @@ pub struct VoiceConfig {
     /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
     /// taken without Digest, the caller known by number.
     pub trunks: Vec<TrunkConfig>,
+    /// Minutes a unit that asks to be called back (SCAIP `cha=1`) is told to answer calls
+    /// from the centre by itself (`cre`, 1..=60); 0: call-backs are not offered and the unit
+    /// calls the centre as usual.
+    pub callback_window_mins: u8,
 }
 
 /// One trunk of `[voice]`.
@@ -124,6 +128,27 @@ pub struct TrunkConfig {
     pub name: String,
     /// The addresses its requests come from.
     pub sources: Vec<std::net::IpAddr>,
+    /// Where vakt sends calls out to phone numbers (`host:port`); without it the trunk
+    /// only carries calls in. The first trunk with one carries every call out.
+    #[serde(default, deserialize_with = "opt_addr")]
+    pub outbound: Option<SocketAddr>,
+    /// How calls out reach `outbound`: `udp` (from the SCAIP UDP listener) or `tcp`.
+    #[serde(default = "default_trunk_transport")]
+    pub transport: crate::voice::dial::TrunkTransport,
+    /// The centre's number, the From and `P-Asserted-Identity` of calls out.
+    #[serde(default)]
+    pub from_number: String,
+    /// The Digest user name vakt answers the trunk's challenge to its calls out with (with
+    /// `outbound_password`).
+    #[serde(default)]
+    pub outbound_user: Option<String>,
+    /// The Digest password of `outbound_user`. Never logged.
+    #[serde(default)]
+    pub outbound_password: Option<crate::model::SipPassword>,
+}
+
+fn default_trunk_transport() -> crate::voice::dial::TrunkTransport {
+    crate::voice::dial::TrunkTransport::Udp
 }
 
 impl Default for VoiceConfig {
@@ -137,6 +162,7 @@ impl Default for VoiceConfig {
             rtp: Default::default(),
             webrtc: Default::default(),
             trunks: Vec::new(),
+            callback_window_mins: 10,
         }
     }
 }
@@ -166,6 +192,21 @@ impl VoiceConfig {
             if t.name.trim().is_empty() || t.sources.is_empty() {
                 errs.push("each [[voice.trunks]] needs a name and at least one source".into());
             }
+            if t.outbound.is_some() && crate::voice::dial::dialable(&t.from_number).is_none() {
+                errs.push(format!(
+                    "voice.trunks {:?}: an outbound trunk needs from_number (the centre's number)",
+                    t.name
+                ));
+            }
+            if t.outbound_user.is_some() != t.outbound_password.is_some() {
+                errs.push(format!(
+                    "voice.trunks {:?}: outbound_user and outbound_password go together",
+                    t.name
+                ));
+            }
+        }
+        if self.callback_window_mins > crate::voice::dial::MAX_WINDOW_MINS {
+            errs.push("voice.callback_window_mins must be 0..=60".into());
         }
         errs
     }
@@ -188,6 +229,29 @@ impl VoiceConfig {
         crate::voice::record::RecordingOptions {
             retention_days: self.recording_retention_days,
             ..crate::voice::record::RecordingOptions::in_data_dir(data_dir)
+        }
+    }
+
+    /// The calls out: from `arc_uri` to units, through the first trunk with an outbound
+    /// address to numbers; `units` is what ingest learns of the units.
+    pub fn dial_options(
+        &self,
+        arc_uri: &str,
+        units: std::sync::Arc<crate::voice::dial::Units>,
+    ) -> crate::voice::dial::DialOptions {
+        let trunk = self.trunks.iter().find_map(|t| {
+            Some(crate::voice::dial::OutboundTrunk {
+                name: t.name.clone(),
+                address: t.outbound?,
+                transport: t.transport,
+                from_number: crate::voice::dial::dialable(&t.from_number)?,
+                credentials: t.outbound_user.clone().zip(t.outbound_password.clone()),
+            })
+        });
+        crate::voice::dial::DialOptions {
+            arc_uri: arc_uri.to_owned(),
+            trunk,
+            units,
         }
     }
 
@@ -966,6 +1030,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbound_trunk_needs_the_centres_number_and_keeps_its_password_out_of_logs() {
+        let with = |extra: &str| {
+            Config::from_toml(&format!(
+                "[[voice.trunks]]\nname = \"sbc\"\nsources = [\"192.0.2.10\"]\n{extra}"
+            ))
+        };
+        // In only: no outbound, nothing to dial with.
+        let c = with("").expect("a trunk for calls in");
+        let units = std::sync::Arc::new(crate::voice::dial::Units::default());
+        assert!(
+            c.voice
+                .dial_options("sip:arc@vakt", units.clone())
+                .trunk
+                .is_none()
+        );
+        assert!(with("outbound = \"192.0.2.10:5060\"\n").is_err());
+        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\noutbound_user = \"vakt\"\n").is_err());
+        assert!(with("outbound = \"192.0.2.10:5060\"\nfrom_number = \"+46 31 123 456\"\ntransport = \"sctp\"\n").is_err());
+        let c = with("outbound = \"192.0.2.10:5060\"\ntransport = \"tcp\"\nfrom_number = \"+46 31 123 456\"\noutbound_user = \"vakt\"\noutbound_password = \"trunk-secret-42\"\n")
+            .expect("an outbound trunk");
+        let t = c
+            .voice
+            .dial_options("sip:arc@vakt", units)
+            .trunk
+            .expect("the trunk");
+        assert_eq!(t.address, "192.0.2.10:5060".parse().unwrap());
+        assert_eq!(t.transport, crate::voice::dial::TrunkTransport::Tcp);
+        assert_eq!(t.from_number, "+4631123456");
+        assert!(!format!("{t:?}").contains("trunk-secret-42"));
+        assert!(!format!("{:?}", c.voice).contains("trunk-secret-42"));
+        assert!(Config::from_toml("[voice]\ncallback_window_mins = 61\n").is_err());
+    }
 
     #[test]
     fn embedded_default_equals_code_default() {

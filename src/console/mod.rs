@@ -136,6 +136,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(voice_api::hold))
         .routes(routes!(voice_api::dtmf))
         .routes(routes!(voice_api::recording))
+        .routes(routes!(voice_api::dial))
+        .routes(routes!(voice_api::dial_targets))
         .routes(routes!(users_api::list_users))
         .routes(routes!(users_api::disable_user))
         .routes(routes!(users_api::enable_user))

@@ -1,6 +1,7 @@
-//! The voice part of the API: the voice calls going on (ringing, answered) and an
-//! operator's hang-up. The live feed (`GET /api/live`) carries the same conversations as
-//! they change.
+//! The voice part of the API: the voice calls going on (ringing, answered), an operator's
+//! answer, controls and hang-up, calls out from a Call (`/api/voice/dial`), and the
+//! recordings. The live feed (`GET /api/live`) carries the same conversations as they
+//! change.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,6 +11,7 @@ use super::api::{Session, act, audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::Role;
+use crate::voice::dial::{DialFailure, DialRequest, DialTargets, Target};
 use crate::voice::switchboard::{LiveConversation, Switchboard};
 
 fn switchboard(state: &AppState) -> ApiResult<&Switchboard> {
@@ -156,6 +158,172 @@ pub async fn answer(
         format!("conversation {id}"),
     )?;
     Ok(Json(AnswerResponse { sdp }))
+}
+
+/// The Call `id` as `s` holds it: only the operator who has taken a Call calls out from it
+/// (`409` otherwise, with who has it).
+fn held_call(state: &AppState, s: &Session, id: u64) -> ApiResult<crate::model::Call> {
+    let call = state
+        .calls
+        .triage
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    match (&call.owner, call.state) {
+        (Some(owner), crate::model::CallState::Claimed) if owner == &s.user => Ok(call),
+        (Some(owner), crate::model::CallState::Claimed) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the call is taken by {owner}: only they may call out from it"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "take the call first: only the operator who holds it may call out from it",
+        )),
+    }
+}
+
+/// The Call's subscriber from the register (its phone and contacts are dialled).
+async fn subscriber_of(
+    state: &AppState,
+    call: &crate::model::Call,
+) -> ApiResult<Option<crate::model::Subscriber>> {
+    let Some(id) = call.subscriber.clone() else {
+        return Ok(None);
+    };
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.subscriber(&id))
+        .await
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))
+}
+
+/// Whom the operator may call from a Call they hold: its unit (with its call-back window),
+/// the person's phone and each contact's (only with a trunk). Audited, as it shows the
+/// numbers.
+#[utoipa::path(get, path = "/api/calls/{id}/dial", tag = "voice",
+    params(("id" = u64, Path, description = "Call id")),
+    responses((status = 200, body = DialTargets), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The Call is not held by this operator", body = ErrorBody)))]
+pub async fn dial_targets(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<DialTargets>> {
+    s.require(Role::Operator, &state)?;
+    let sb = switchboard(&state)?.clone();
+    let call = held_call(&state, &s, id)?;
+    let subscriber = subscriber_of(&state, &call).await?;
+    let targets = sb.targets(&call, subscriber.as_ref(), jiff::Timestamp::now());
+    audit(
+        &state,
+        &s,
+        "call.dial_targets",
+        Some(id),
+        call.subscriber.as_deref(),
+        String::new(),
+    )?;
+    Ok(Json(targets))
+}
+
+/// `POST /api/voice/dial` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DialBody {
+    /// The Call to call from (the operator holds it).
+    pub call: u64,
+    /// `"unit"` (call back the alarm unit), `"person"` (the person's own phone) or
+    /// `{"contact": i}` (the subscriber's contact `i`, from 0).
+    pub target: Target,
+    /// The browser's WebRTC offer (`pc.createOffer()`, audio with PCMU or PCMA).
+    pub offer: String,
+}
+
+/// A call out that rings.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DialResponse {
+    /// The conversation (the live feed's `voice` events follow it: ringing, answered, ended).
+    pub conversation: u64,
+    /// The SDP answer for the browser: `pc.setRemoteDescription({type: "answer", sdp})`.
+    pub sdp: String,
+    /// Who is called, in words.
+    pub party: String,
+    /// A unit in its call-back window answers by itself until then; absent: it rings and
+    /// someone at home must answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_answer_until: Option<jiff::Timestamp>,
+}
+
+fn dial_error(e: DialFailure) -> ApiError {
+    let status = match &e {
+        DialFailure::NoTrunk | DialFailure::NotDialable(_) | DialFailure::NoFlow => {
+            StatusCode::CONFLICT
+        }
+        DialFailure::Browser(_) => StatusCode::BAD_REQUEST,
+        DialFailure::Off | DialFailure::Full | DialFailure::Media(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        DialFailure::Connect(_) => StatusCode::BAD_GATEWAY,
+        DialFailure::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Call out from a Call the operator holds: the unit back (over its own SIP flow; it
+/// answers by itself within its call-back window), or the person's or a relative's phone
+/// through the trunk. The browser's offer is answered at once and hears ringing; the
+/// conversation then goes like an answered call in (recorded, mute, hold, DTMF, hang up) and
+/// ends as a line on the Call's timeline (busy, declined and not answered as such).
+#[utoipa::path(post, path = "/api/voice/dial", tag = "voice", request_body = DialBody,
+    responses((status = 200, body = DialResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not this operator's Call, no trunk for a number, nothing to dial, or the unit not reachable", body = ErrorBody),
+        (status = 502, description = "The trunk could not be reached", body = ErrorBody),
+        (status = 503, description = "No calls out now (too many calls, no media)", body = ErrorBody)))]
+pub async fn dial(
+    State(state): State<AppState>,
+    s: Session,
+    body: Result<Json<DialBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<DialResponse>> {
+    s.require(Role::Operator, &state)?;
+    let Json(req) = body?;
+    let sb = switchboard(&state)?.clone();
+    let call = held_call(&state, &s, req.call)?;
+    let subscriber = subscriber_of(&state, &call).await?;
+    let target = match req.target {
+        Target::Unit => "unit".to_owned(),
+        Target::Person => "person".to_owned(),
+        Target::Contact(i) => format!("contact {i}"),
+    };
+    let dialled = sb
+        .dial(DialRequest {
+            call: &call,
+            subscriber: subscriber.as_ref(),
+            target: req.target,
+            user: &s.user,
+            offer: &req.offer,
+            now: jiff::Timestamp::now(),
+        })
+        .await;
+    // Tried or not, who called whom from which Call is in the audit log.
+    let detail = match &dialled {
+        Ok(d) => format!("{target}: conversation {}", d.conversation),
+        Err(e) => format!("{target}: not started ({e})"),
+    };
+    audit(
+        &state,
+        &s,
+        "call.voice_dial",
+        Some(call.id),
+        call.subscriber.as_deref(),
+        detail,
+    )?;
+    let d = dialled.map_err(dial_error)?;
+    Ok(Json(DialResponse {
+        conversation: d.conversation,
+        sdp: d.sdp,
+        party: d.party,
+        auto_answer_until: d.auto_answer_until,
+    }))
 }
 
 /// `POST /api/voice/{id}/mute`, `/hold` body.

@@ -150,6 +150,10 @@ struct Session {
     last_seen: Timestamp,
     /// The device gave up (`mty=RE`).
     reset: bool,
+    /// The device asked to be called back (`cha=1`) rather than to call.
+    callback: bool,
+    /// The registry's account of the device (a device the registry knows for its SIP user).
+    account: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +185,9 @@ pub struct Scaip {
     metrics: crate::telemetry::ScaipMetrics,
     digest: Digest,
     in_flight: tokio::sync::Semaphore,
+    /// Call-backs: where the units are and until when they auto-answer, and the window
+    /// granted (`cre`, minutes; 0: none).
+    callbacks: Option<(Arc<crate::voice::dial::Units>, u8)>,
 }
 
 impl std::fmt::Debug for Scaip {
@@ -278,7 +285,21 @@ impl Scaip {
             opts,
             sessions: Mutex::new(Sessions::default()),
             metrics,
+            callbacks: None,
         }
+    }
+
+    /// Also tells `units` where each registered unit sends from, and answers a unit that
+    /// asks to be called back (`cha=1`) `cre` with a window of `window_mins` minutes
+    /// (protocols.md §3.7; `0`: call-backs are not offered and the unit calls as usual),
+    /// remembered in `units` for the operator's call back.
+    pub fn with_callbacks(
+        mut self,
+        units: Arc<crate::voice::dial::Units>,
+        window_mins: u8,
+    ) -> Scaip {
+        self.callbacks = Some((units, window_mins));
+        self
     }
 
     /// Also marks dispatches arrived and completed from the presence button (status 0088)
@@ -326,14 +347,16 @@ impl Scaip {
         };
         // Only the device registered to this SIP user proves it can reach vakt: another
         // user's request naming its cid must not hide its silence.
-        let supervision_secs = {
+        let (supervision_secs, account) = {
             let registry = self.ingress.receiver().registry().current();
-            registry
-                .scaip(&mrq.cid, req.user)
-                .map(|d| d.supervision_secs)
+            let d = registry.scaip(&mrq.cid, req.user);
+            (d.map(|d| d.supervision_secs), d.map(|d| d.account.clone()))
         };
         if supervision_secs.is_some() {
             self.ingress.receiver().heard(&mrq.cid, req.now);
+        }
+        if let (Some((units, _)), Some(account)) = (&self.callbacks, &account) {
+            units.heard(account, req.peer, req.now);
         }
         if mrq.mty == MessageType::Heartbeat {
             return Self::heartbeat(&mrq, supervision_secs.flatten());
@@ -376,7 +399,15 @@ impl Scaip {
         }
         match mrq.mty {
             MessageType::Message => {
-                let s = self.open(key.clone(), id, subscriber, voice, req.now);
+                let callback = mrq.cha == Some(1);
+                let s = self.open(
+                    key.clone(),
+                    id,
+                    subscriber,
+                    voice,
+                    (callback, account),
+                    req.now,
+                );
                 self.state(&key, &s, req.now)
             }
             MessageType::Reset => {
@@ -545,6 +576,7 @@ impl Scaip {
         signal: u64,
         subscriber: Option<String>,
         voice: bool,
+        (callback, account): (bool, Option<String>),
         now: Timestamp,
     ) -> Session {
         let mut g = self.lock();
@@ -556,6 +588,8 @@ impl Scaip {
             holding: false,
             last_seen: now,
             reset: false,
+            callback,
+            account,
         });
         s.last_seen = now;
         s.clone()
@@ -599,7 +633,7 @@ impl Scaip {
                 Some(CallState::Queued) => true,
                 Some(CallState::Claimed) => {
                     self.set_holding(key, false, now);
-                    return self.voice(reference);
+                    return self.voice(reference, s, now);
                 }
                 Some(CallState::Closed) | None => false,
             };
@@ -611,10 +645,22 @@ impl Scaip {
         }
     }
 
-    fn voice(&self, reference: Option<String>) -> Answer {
-        let (cre, tnu) = match &self.opts.voice_uri {
-            Some(u) => (Some("62".to_owned()), Some(u.clone())),
-            None => (None, None),
+    /// `snu 0` with `mre`: call the centre (its receiver, or `tnu` with `cre 62`), or, to a
+    /// registered unit that asked to be called back, `cre` with the call-back window, which
+    /// `units` then remembers (each answer of it moves the window on).
+    fn voice(&self, reference: Option<String>, s: &Session, now: Timestamp) -> Answer {
+        let callback = match (&self.callbacks, &s.account) {
+            (Some((units, mins)), Some(account)) if s.callback => {
+                crate::voice::dial::cre_window(*mins).inspect(|_| {
+                    units.granted(account, *mins, now);
+                })
+            }
+            _ => None,
+        };
+        let (cre, tnu) = match (callback, &self.opts.voice_uri) {
+            (Some(cre), _) => (Some(cre), None),
+            (None, Some(u)) => (Some("62".to_owned()), Some(u.clone())),
+            (None, None) => (None, None),
         };
         Answer {
             mrs: Mrs {

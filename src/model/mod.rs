@@ -679,6 +679,10 @@ pub enum ConversationEnd {
     Operator,
     /// The far end did not answer in time, or was busy or refused (calls out).
     NoAnswer,
+    /// A call out: the far end was busy (`486`, `600`).
+    Busy,
+    /// A call out: the far end declined it (`603`).
+    Declined,
     /// Media stopped (no RTP for the inactivity limit) or the session timer ran out.
     Timeout,
     /// The call could not be set up or carried on (network, no codec, vakt's failure).
@@ -688,12 +692,15 @@ pub enum ConversationEnd {
 }
 
 impl ConversationEnd {
-    /// The stable name (`caller`, `operator`, `no_answer`, `timeout`, `failure`, `restart`).
+    /// The stable name (`caller`, `operator`, `no_answer`, `busy`, `declined`, `timeout`,
+    /// `failure`, `restart`).
     pub fn as_str(self) -> &'static str {
         match self {
             ConversationEnd::Caller => "caller",
             ConversationEnd::Operator => "operator",
             ConversationEnd::NoAnswer => "no_answer",
+            ConversationEnd::Busy => "busy",
+            ConversationEnd::Declined => "declined",
             ConversationEnd::Timeout => "timeout",
             ConversationEnd::Failure => "failure",
             ConversationEnd::Restart => "restart",

@@ -135,6 +135,8 @@ pub(super) async fn start(
     let supervising = supervision.run(journal.clone(), shutdown.clone());
     let dispatch =
         DispatchPart::start(&store, &calls, tz.clone(), cfg.patrol.sla(), &shutdown).await?;
+    // Where the SCAIP units are and until when they auto-answer, for calls out.
+    let units = Arc::new(crate::voice::dial::Units::default());
     let scaip = Arc::new(
         Scaip::new(
             ingress.clone(),
@@ -143,7 +145,8 @@ pub(super) async fn start(
             cfg.scaip.scaip_options(),
             ScaipMetrics::new(),
         )
-        .with_desk(dispatch.desk.clone()),
+        .with_desk(dispatch.desk.clone())
+        .with_callbacks(units.clone(), cfg.voice.callback_window_mins),
     );
     let switchboard = if cfg.voice.enabled {
         let s = Switchboard::new(
@@ -169,6 +172,7 @@ pub(super) async fn start(
         })
         .await??;
         voice_observer.set(&s);
+        s.set_dialing(cfg.voice.dial_options(&cfg.scaip.arc_uri, units));
         Some(s)
     } else {
         None
@@ -201,6 +205,7 @@ pub(super) async fn start(
                     cfg.voice.invite_options(),
                 )
             }),
+            dialer: switchboard.clone(),
         },
         &ingress,
         &scaip,
@@ -606,6 +611,8 @@ struct DeviceOptions {
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Voice calls on the SIP endpoint: their handler and bounds (`[voice]`).
     calls: Option<(Arc<dyn sip::CallHandler>, sip::InviteOptions)>,
+    /// The switchboard that calls out through the endpoint.
+    dialer: Option<Switchboard>,
 }
 
 /// The SCAIP devices' SIP Digest (ingest's), for the switchboard's calls.
@@ -683,6 +690,9 @@ impl DevicesPart {
             ep = ep.with_calls(handler, invite);
         }
         let ep = Arc::new(ep);
+        if let Some(sb) = &opts.dialer {
+            sb.set_dialer(Arc::new(Arc::downgrade(&ep)));
+        }
         if let Some(s) = l.scaip_udp {
             accept_loops.spawn(sip::serve_udp(s, ep.clone()));
         }

@@ -12,7 +12,9 @@
 //! dispatch and supervision: below the console, which answers and controls calls through it,
 //! and above the Calls, which a conversation joins.
 
+pub mod dial;
 pub mod media;
+pub mod outbound;
 pub mod record;
 pub mod retention;
 pub mod switchboard;

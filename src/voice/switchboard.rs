@@ -178,30 +178,32 @@ pub enum SwitchboardError {
 }
 
 /// One conversation on the switchboard.
-struct Live {
-    open: OpenConversation,
-    subscriber: Option<String>,
-    handle: CallHandle,
-    state: LiveState,
+pub(super) struct Live {
+    pub(super) open: OpenConversation,
+    pub(super) subscriber: Option<String>,
+    pub(super) handle: CallHandle,
+    pub(super) state: LiveState,
     /// Ended before triage named its Call: its line waits for the Call.
-    ended: Option<(ConversationEnd, Timestamp)>,
+    pub(super) ended: Option<(ConversationEnd, Timestamp)>,
     /// The call's media: the unit's RTP and the relay to the operator.
-    relay: Relay<BrowserLeg>,
+    pub(super) relay: Relay<BrowserLeg>,
     /// The unit's G.711 law (the browser is asked for the same).
-    law: Law,
+    pub(super) law: Law,
     /// vakt's SDP answer to the unit's offer, sent again in the `200 OK`.
-    sip_answer: Vec<u8>,
+    pub(super) sip_answer: Vec<u8>,
     /// The recording, from the answer.
-    recorder: Option<Recorder>,
+    pub(super) recorder: Option<Recorder>,
     /// What ended the call when the media saw it first (the unit's RTP stopped, the
     /// browser went).
-    media_end: Option<ConversationEnd>,
+    pub(super) media_end: Option<ConversationEnd>,
     /// An operator's answer is under way (two operators never answer one call).
-    answering: bool,
+    pub(super) answering: bool,
+    /// A call out's own state (vakt's offer, the ringback to the browser): `dial`.
+    pub(super) out: Option<crate::voice::outbound::Outgoing>,
 }
 
 impl Live {
-    fn view(&self) -> LiveConversation {
+    pub(super) fn view(&self) -> LiveConversation {
         LiveConversation {
             id: self.open.id,
             call: self.open.call,
@@ -217,10 +219,10 @@ impl Live {
 }
 
 #[derive(Default)]
-struct Board {
-    by_sip: HashMap<CallId, Live>,
+pub(super) struct Board {
+    pub(super) by_sip: HashMap<CallId, Live>,
     /// Conversation id to its SIP call.
-    by_conv: HashMap<u64, CallId>,
+    pub(super) by_conv: HashMap<u64, CallId>,
     /// Journal ids of voice Signals not yet triaged, to their conversation.
     pending: HashMap<u64, u64>,
     /// Journal ids triaged before their commit came back, with their Call.
@@ -230,17 +232,19 @@ struct Board {
 /// The switchboard's state (shared by its clones).
 pub struct Inner {
     opts: SwitchboardOptions,
-    devices: Devices,
-    store: Store,
+    pub(super) devices: Devices,
+    pub(super) store: Store,
     journal: Arc<Journal>,
     calls: Arc<Calls>,
     auth: Arc<dyn Authenticator>,
-    media: Arc<Media>,
-    webrtc: Arc<WebRtc>,
+    pub(super) media: Arc<Media>,
+    pub(super) webrtc: Arc<WebRtc>,
     recordings: RecordingOptions,
     recording_metrics: RecordingMetrics,
     board: Mutex<Board>,
     events: broadcast::Sender<VoiceEvent>,
+    /// Calls out: the SIP endpoint to dial with, the trunk, the units' windows (`dial`).
+    pub(super) out: crate::voice::outbound::Outbound,
 }
 
 /// The media a switchboard carries calls with.
@@ -257,7 +261,7 @@ pub struct CallMedia {
 /// The voice calls vakt carries (see the module doc). Cheap to clone.
 #[derive(Clone)]
 pub struct Switchboard {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -291,7 +295,9 @@ pub fn end_of(end: End) -> ConversationEnd {
         End::Cancelled | End::RemoteHangUp => ConversationEnd::Caller,
         End::HungUp => ConversationEnd::Operator,
         End::RingTimeout => ConversationEnd::NoAnswer,
-        End::Failed(408 | 480 | 486 | 487 | 600 | 603) => ConversationEnd::NoAnswer,
+        End::Failed(486 | 600) => ConversationEnd::Busy,
+        End::Failed(603) => ConversationEnd::Declined,
+        End::Failed(408 | 480 | 487) => ConversationEnd::NoAnswer,
         End::Rejected(_) | End::Failed(_) | End::NoAck => ConversationEnd::Failure,
         End::SessionExpired | End::Unreachable | End::MaxDuration => ConversationEnd::Timeout,
         End::Shutdown => ConversationEnd::Restart,
@@ -326,11 +332,12 @@ impl Switchboard {
                 recording_metrics: RecordingMetrics::new(),
                 board: Mutex::new(Board::default()),
                 events,
+                out: crate::voice::outbound::Outbound::default(),
             }),
         }
     }
 
-    fn board(&self) -> MutexGuard<'_, Board> {
+    pub(super) fn board(&self) -> MutexGuard<'_, Board> {
         self.inner
             .board
             .lock()
@@ -477,9 +484,27 @@ impl Switchboard {
             }
         };
         let now = Timestamp::now();
+        let recorder = self.start_recording(call, conv, &relay, now).await;
+        if handle.answer(sip_answer).is_err() {
+            relay.end();
+            return Err(VoiceError::NotFound);
+        }
+        self.mark_answered(conv, user, now, recorder).await?;
+        tracing::info!(conversation = conv, call, user, "voice call answered");
+        Ok(browser_sdp)
+    }
+
+    /// Starts the recording of conversation `conv` (of Call `call`) on `relay`, from `now`. A
+    /// recording that cannot start is logged and counted; the call goes on without it.
+    pub(super) async fn start_recording(
+        &self,
+        call: u64,
+        conv: u64,
+        relay: &Relay<BrowserLeg>,
+        now: Timestamp,
+    ) -> Option<Recorder> {
         let started = std::time::Instant::now();
-        // A recording that cannot start is logged and counted; the call goes on.
-        let recorder = match Recorder::start(
+        match Recorder::start(
             &self.inner.recordings,
             RecordingId::new(call, conv, now),
             started,
@@ -500,11 +525,18 @@ impl Switchboard {
                 tracing::error!(conversation = conv, error = %e, "the conversation is not recorded");
                 None
             }
-        };
-        if handle.answer(sip_answer).is_err() {
-            relay.end();
-            return Err(VoiceError::NotFound);
         }
+    }
+
+    /// Conversation `conv` was answered at `now`, `user` on it, recorded by `recorder`: the
+    /// board, the store (so a restart ends it with its recording) and the consoles hear it.
+    pub(super) async fn mark_answered(
+        &self,
+        conv: u64,
+        user: &str,
+        now: Timestamp,
+        recorder: Option<Recorder>,
+    ) -> Result<(), VoiceError> {
         let (view, open) = {
             let mut b = self.board();
             let Some(live) = b
@@ -534,9 +566,8 @@ impl Switchboard {
                 "the answered conversation could not be stored"
             );
         }
-        tracing::info!(conversation = conv, call, user, "voice call answered");
         self.tell(VoiceEvent::Changed(view));
-        Ok(browser_sdp)
+        Ok(())
     }
 
     /// Mutes (or unmutes) the operator on conversation `conv`: the person hears silence.
@@ -603,7 +634,7 @@ impl Switchboard {
 
     /// Watches a call's media: when the unit's RTP stops or the browser goes, the call is
     /// hung up (the SIP end then puts its line on the Call).
-    async fn watch_media(self, sip: CallId, relay: Relay<BrowserLeg>) {
+    pub(super) async fn watch_media(self, sip: CallId, relay: Relay<BrowserLeg>) {
         let why = relay.ended().await;
         let by = match why {
             RelayEnd::Ended => return,
@@ -632,7 +663,7 @@ impl Switchboard {
         self.inner.events.subscribe()
     }
 
-    fn tell(&self, e: VoiceEvent) {
+    pub(super) fn tell(&self, e: VoiceEvent) {
         // Nobody listening is fine.
         let _ = self.inner.events.send(e);
     }
@@ -807,7 +838,7 @@ impl Switchboard {
 
     /// The SIP call `sip` ended `by`: its line goes on its Call (now, or once triage has
     /// named the Call).
-    fn ended(&self, sip: CallId, by: ConversationEnd, now: Timestamp) {
+    pub(super) fn ended(&self, sip: CallId, by: ConversationEnd, now: Timestamp) {
         let conv = {
             let mut b = self.board();
             let Some(live) = b.by_sip.get_mut(&sip) else {
@@ -1058,6 +1089,7 @@ impl CallHandler for Switchboard {
             recorder: None,
             media_end: None,
             answering: false,
+            out: None,
         };
         let view = live.view();
         {
@@ -1096,6 +1128,10 @@ impl CallHandler for Switchboard {
     }
 
     fn event(&self, id: CallId, event: CallEvent) {
+        // A call out's progress and answer (and events that came before its dial returned).
+        let Some(event) = self.dial_event(id, event) else {
+            return;
+        };
         if let CallEvent::Ended(end) = event {
             self.ended(id, end_of(end), Timestamp::now());
         }
@@ -1181,7 +1217,11 @@ mod tests {
         assert_eq!(end_of(End::RemoteHangUp), ConversationEnd::Caller);
         assert_eq!(end_of(End::HungUp), ConversationEnd::Operator);
         assert_eq!(end_of(End::RingTimeout), ConversationEnd::NoAnswer);
-        assert_eq!(end_of(End::Failed(486)), ConversationEnd::NoAnswer);
+        assert_eq!(end_of(End::Failed(486)), ConversationEnd::Busy);
+        assert_eq!(end_of(End::Failed(600)), ConversationEnd::Busy);
+        assert_eq!(end_of(End::Failed(603)), ConversationEnd::Declined);
+        assert_eq!(end_of(End::Failed(480)), ConversationEnd::NoAnswer);
+        assert_eq!(end_of(End::Failed(408)), ConversationEnd::NoAnswer);
         assert_eq!(end_of(End::Failed(503)), ConversationEnd::Failure);
         assert_eq!(end_of(End::SessionExpired), ConversationEnd::Timeout);
         assert_eq!(end_of(End::Shutdown), ConversationEnd::Restart);

@@ -164,6 +164,8 @@ const S = {
   me: null, // {username, role}
   calls: new Map(), // id -> CallSummary (open Calls only)
   voice: new Map(), // conversation id -> LiveConversation (voice calls going on)
+  voiceEnded: new Set(), // conversations ended lately (a call out may end before its dial returns)
+  dial: null, // {key: 'call:owner', trunk, targets} of the Call in view, when it is mine
   stats: null,
   view: 'login', // 'login' | 'queue' | 'call' | 'patrols' | 'directory' | 'report' | 'audit'
   currentId: null, // id of the Call in the Call view
@@ -795,6 +797,8 @@ function applyVoice(v) {
 
 function applyVoiceEnded(id) {
   S.voice.delete(id);
+  S.voiceEnded.add(id);
+  if (S.voiceEnded.size > 50) S.voiceEnded.delete(S.voiceEnded.values().next().value);
   endPhone(id);
   renderQueue();
   renderVoice();
@@ -809,7 +813,10 @@ function voiceOf(id) {
 /** The queue's mark for a Call with a voice call: ringing (and for how long) or talking. */
 function voiceBadge(c) {
   const vs = voiceOf(c.id);
-  const ringing = vs.find((v) => v.state === 'ringing');
+  const ringing = vs.find((v) => v.state === 'ringing' && v.direction === 'inbound');
+  if (vs.some((v) => v.state === 'ringing' && v.direction === 'outbound') && !ringing) {
+    return el('span', { class: 'tag tag-voice', title: 'Calling out', text: '☎ calling' });
+  }
   if (ringing) {
     return el('span', { class: 'tag tag-voice-ringing', title: `Voice call from ${ringing.party}`, dataset: { rang: ringing.rang_at }, text: `☎ ringing ${fmtDuration(ageSecs(ringing.rang_at))}` });
   }
@@ -826,18 +833,21 @@ function renderVoice() {
   show(strip, vs.length > 0);
   for (const v of vs) {
     const ringing = v.state === 'ringing';
+    const out = v.direction === 'outbound';
     const mine = S.phone && S.phone.id === v.id;
-    const what = ringing ? `Voice call ringing from ${v.party}` : `On the line with ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}`;
+    const what = ringing
+      ? (out ? `Calling ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}…` : `Voice call ringing from ${v.party}`)
+      : `On the line with ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}`;
     const since = ringing ? v.rang_at : v.answered_at;
     const line = el('div', { class: `voice-line voice-${v.state}${mine ? ' voice-mine' : ''}`, dataset: { conversation: String(v.id) } },
       el('span', { class: 'voice-what', text: what }), ' ',
       el('span', { class: 'voice-since muted', dataset: { since }, text: fmtDuration(ageSecs(since)) }), ' ');
     const buttons = el('span', { class: 'voice-buttons' });
-    if (ringing) {
+    if (ringing && !out) {
       const answer = el('button', { type: 'button', class: 'voice-answer', title: 'Answer (A)', text: 'Answer', on: { click: () => answerVoice(v, answer) } });
       buttons.append(answer);
     }
-    if (mine) {
+    if (mine && !ringing) {
       const p = S.phone;
       buttons.append(
         el('button', { type: 'button', class: 'secondary voice-mute', title: 'Mute (M)', text: p.muted ? 'Unmute' : 'Mute', on: { click: () => toggleVoice('mute') } }),
@@ -846,7 +856,7 @@ function renderVoice() {
         buttons.append(el('button', { type: 'button', class: 'secondary voice-dtmf', title: `Send DTMF ${key} to the unit`, text: label, on: { click: () => sendDtmf(v.id, key) } }));
       }
     }
-    const hang = el('button', { type: 'button', class: 'secondary voice-hangup', title: 'Hang up (X)', text: ringing ? 'Refuse' : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
+    const hang = el('button', { type: 'button', class: 'secondary voice-hangup', title: 'Hang up (X)', text: ringing ? (out ? 'Cancel' : 'Refuse') : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
     buttons.append(hang);
     line.append(buttons);
     strip.append(line);
@@ -867,18 +877,14 @@ function iceGathered(pc, ms) {
   });
 }
 
-/** Answers voice call `v` with the operator's headset: vakt ends the peer connection itself. */
-async function answerVoice(v, button) {
-  if (S.phone) {
-    message('Hang up the call you are on first.', 'warn');
-    return;
-  }
-  button.disabled = true;
-  let pc = null;
-  let stream = null;
+/**
+ * The operator's headset: the microphone and a peer connection with its offer made (vakt ends
+ * the peer connection itself; the answer comes from the API).
+ */
+async function openHeadset() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const pc = new RTCPeerConnection();
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-    pc = new RTCPeerConnection();
     for (const t of stream.getAudioTracks()) pc.addTrack(t, stream);
     pc.addEventListener('track', (ev) => {
       const audio = $('voice-audio');
@@ -892,6 +898,25 @@ async function answerVoice(v, button) {
     });
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, 2000);
+  } catch (e) {
+    pc.close();
+    for (const t of stream.getTracks()) t.stop();
+    throw e;
+  }
+  return { pc, stream };
+}
+
+/** Answers voice call `v` with the operator's headset: vakt ends the peer connection itself. */
+async function answerVoice(v, button) {
+  if (S.phone) {
+    message('Hang up the call you are on first.', 'warn');
+    return;
+  }
+  button.disabled = true;
+  let pc = null;
+  let stream = null;
+  try {
+    ({ pc, stream } = await openHeadset());
     const { data } = await api('POST', `/api/voice/${v.id}/answer`, { sdp: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
     S.phone = { id: v.id, pc, stream, muted: false, held: false };
@@ -955,6 +980,105 @@ async function hangUpVoice(id, button) {
   } finally {
     endPhone(id);
   }
+}
+
+// ---- calls out
+
+/** Whom the operator may call from the Call in view: loaded once per Call and holder (audited). */
+async function loadDialTargets(call) {
+  const key = isMine(call) ? `${call.id}:${call.owner}` : null;
+  if (!key) {
+    S.dial = null;
+    renderDial();
+    return;
+  }
+  if (S.dial && S.dial.key === key) {
+    renderDial();
+    return;
+  }
+  S.dial = { key, call: call.id, trunk: false, targets: [] };
+  try {
+    const { data } = await api('GET', `/api/calls/${call.id}/dial`);
+    if (S.dial && S.dial.key === key) Object.assign(S.dial, data);
+  } catch (e) {
+    // Voice off (404) or the Call changed hands meanwhile: nothing to offer.
+    if (S.dial && S.dial.key === key) S.dial.targets = [];
+  }
+  renderDial();
+}
+
+/** The key of each way to call out: B calls the unit back, 1-9 the phones in order. */
+function dialKeys(targets) {
+  let n = 0;
+  return targets.map((d) => (d.target === 'unit' ? 'B' : (++n <= 9 ? String(n) : null)));
+}
+
+function renderDial() {
+  const panel = $('dial-panel');
+  if (!panel) return;
+  const list = $('dial-list');
+  clear(list);
+  const d = S.dial;
+  const visible = !!d && d.call === S.currentId && (d.targets.length > 0 || !d.trunk);
+  show(panel, visible && !!S.current && isMine(S.current));
+  if (!visible) return;
+  const keys = dialKeys(d.targets);
+  d.targets.forEach((t, i) => {
+    const key = keys[i];
+    const unit = t.target === 'unit';
+    const label = unit ? 'Call back the unit' : `Call ${t.label}`;
+    const b = el('button', { type: 'button', class: unit ? 'dial-unit' : 'secondary dial-phone', title: `${label}${key ? ` (${key})` : ''}`, on: { click: () => dialOut(t, b) } },
+      label, key ? ' ' : null, key ? el('kbd', { text: key }) : null);
+    const why = unit
+      ? (t.auto_answer_until ? `answers by itself until ${fmtTime(t.auto_answer_until)} (its call-back window)` : 'rings the unit: someone at home must answer')
+      : t.number;
+    list.append(el('li', { class: 'dial-target' }, b, ' ', el('span', { class: 'muted dial-why', text: why })));
+  });
+  if (!d.trunk) list.append(el('li', { class: 'muted dial-no-trunk', text: 'No trunk is configured: phones cannot be called from vakt.' }));
+}
+
+/** Calls `t` from the Call in view with the operator's headset; the browser hears ringing. */
+async function dialOut(t, button) {
+  if (S.phone) {
+    message('Hang up the call you are on first.', 'warn');
+    return;
+  }
+  if (button) button.disabled = true;
+  let pc = null;
+  let stream = null;
+  try {
+    ({ pc, stream } = await openHeadset());
+    const { data } = await api('POST', '/api/voice/dial', { call: S.currentId, target: t.target, offer: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+    S.phone = { id: data.conversation, pc, stream, muted: false, held: false };
+    if (t.target === 'unit') {
+      message(data.auto_answer_until
+        ? `Calling the unit: it answers by itself (call-back window until ${fmtTime(data.auto_answer_until)}).`
+        : 'Calling the unit: it is outside its call-back window, so it rings and someone at home must answer.', 'info');
+    }
+    // A call out refused at once may have ended before the answer came back.
+    if (S.voiceEnded.has(data.conversation)) endPhone(data.conversation);
+    renderVoice();
+  } catch (e) {
+    if (pc) pc.close();
+    if (stream) for (const tr of stream.getTracks()) tr.stop();
+    reportError('Calling', e);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** B, 1-9 in the Call view: call out (on your call). */
+function dialKey(e) {
+  const d = S.dial;
+  if (!d || d.call !== S.currentId || !isMine(S.current)) return false;
+  const keys = dialKeys(d.targets);
+  const i = keys.indexOf(e.key.toUpperCase());
+  if (i < 0) return false;
+  e.preventDefault();
+  const b = $('dial-list').querySelectorAll('button')[i];
+  dialOut(d.targets[i], b || null);
+  return true;
 }
 
 function applySnapshot(calls) {
@@ -1413,6 +1537,7 @@ function setCurrent(call) {
   renderTimeline(call.timeline || []);
   renderPatrolHint();
   loadSubscriber(call);
+  loadDialTargets(call);
 }
 
 /** Header from the queue's summary while the full Call loads. */
@@ -1597,6 +1722,8 @@ const CONVERSATION_ENDS = {
   caller: 'the caller hung up',
   operator: 'the operator hung up',
   no_answer: 'no answer',
+  busy: 'busy',
+  declined: 'declined',
   timeout: 'the line went silent',
   failure: 'the call failed',
   restart: 'vakt restarted during the call',
@@ -1609,7 +1736,8 @@ function conversationWords(e) {
   const ended = CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?';
   if (!answered) {
     const missed = { caller: 'Voice call abandoned', operator: 'Voice call refused', no_answer: 'Voice call not answered' };
-    const what = inbound ? (missed[e.ended_by] || 'Voice call ended before an answer') : 'Call out not answered';
+    const outs = { busy: 'Called out: busy', declined: 'Called out: declined', operator: 'Call out cancelled' };
+    const what = inbound ? (missed[e.ended_by] || 'Voice call ended before an answer') : (outs[e.ended_by] || 'Call out not answered');
     return { state: 'missed', what, text: `Rang ${fmtDuration(e.ring_secs || 0)}; ${ended}.` };
   }
   const who = e.operator ? ` by ${e.operator}` : '';
@@ -4555,7 +4683,7 @@ function onKeyDown(e) {
     return;
   }
   const mine = S.view === 'call' && isMine(S.current);
-  if (S.view === 'call' && voiceKey(e)) return;
+  if (S.view === 'call' && (voiceKey(e) || dialKey(e))) return;
   switch (e.key) {
     case 'n':
     case 'N':
