@@ -13,6 +13,7 @@
 //! and above the Calls, which a conversation joins.
 
 pub mod media;
+pub mod ports;
 pub mod record;
 pub mod retention;
 pub mod switchboard;
