@@ -957,7 +957,8 @@ pub struct AuditEntry {
     /// What: `subscriber.view`, `subscriber.edit`, `subscriber.import`, `device.import`,
     /// `call.claim`, `call.release`, `call.note`, `call.phone`, `call.close`, `call.view`,
     /// `session.login`, `session.logout`, `session.login_failed`, `user.add`, `user.update`,
-    /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`.
+    /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`,
+    /// `device.phone_learned`, `subscriber.phone_learned`.
     pub action: String,
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
