@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod devices;
 pub mod directory;
+pub mod learn;
 pub mod numbers;
 pub mod subscribers;
 

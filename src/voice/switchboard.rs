@@ -1052,7 +1052,7 @@ async fn learn_numbers(
         }
         let (s, d) = (store.clone(), devices.clone());
         let done = tokio::task::spawn_blocking(move || {
-            numbers::learn(&s, &d, &l.device, &l.number, l.how, Timestamp::now())
+            crate::registers::learn::learn(&s, &d, &l.device, &l.number, l.how, Timestamp::now())
         })
         .await;
         match done {
