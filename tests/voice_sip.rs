@@ -13,6 +13,10 @@
 //!   call out (with and without a Digest challenge). Without `sipp` on PATH these say so and
 //!   pass, unless `VAKT_REQUIRE_SIPP` is set. With `VAKT_ARTIFACTS` set, SIPp's traces are
 //!   kept in its `sipp/` folder.
+//! - the whole server: a unit's call opening its person's Call, a call ringing at a stop, the
+//!   console refusing a call; a trunk with Digest (challenge, wrong credentials, its
+//!   credentials from another address) naming its caller by number; the registers learning
+//!   a unit's number (from its call, from its SCAIP `crd`) and naming its trunk calls by it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -1631,5 +1635,63 @@ async fn a_units_number_is_learned_and_names_its_trunk_calls() {
     assert_eq!(status(&ringing), Some(180), "{ringing}");
     let conv = live_conversation(&mut op, |c| c["party"] == "unit 678 (+46705556677)").await;
     assert_eq!(conv["subscriber"], "anna", "{conv}");
+    srv.stop().await.unwrap();
+}
+
+/// A SCAIP unit's message naming a GSM voice path (`crd`) teaches the registry the unit's
+/// number and, where the person's phone is empty, the subscriber register too; both are
+/// vakt's changes in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaip_units_voice_path_teaches_the_registers_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = trunk_server(dir.path(), false, "").await;
+    let udp = srv.scaip_udp.unwrap();
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let mut unit = Peer::udp(udp).await;
+    let uri = format!("sip:arc@{udp}");
+    let body = "<mrq><ref>C1</ref><cid>678</cid><dty>1</dty><crd>sip:</crd><crd>gsm:+46-70-555-66-77</crd></mrq>";
+    let message = |p: &Peer, cseq: u32, auth: &str| {
+        request(
+            p,
+            "MESSAGE",
+            &uri,
+            "m1",
+            cseq,
+            &format!("m{cseq}"),
+            None,
+            auth,
+            body,
+        )
+        .replace("application/sdp", "application/scaip+xml")
+    };
+    unit.send(&message(&unit, 1, "")).await;
+    let challenge = unit.recv().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    let auth = authorize(&challenge, "MESSAGE", &uri);
+    unit.send(&message(&unit, 2, &auth)).await;
+    let ok = unit.recv().await;
+    assert_eq!(status(&ok), Some(200), "{ok}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let a = op.get("/api/audit").await.json();
+        let s = a.to_string();
+        if s.contains("device.phone_learned") && s.contains("subscriber.phone_learned") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for e in audit.as_array().unwrap() {
+        if e["action"].as_str().unwrap().ends_with("phone_learned") {
+            assert_eq!(e["user"], "vakt", "{e}");
+            assert!(
+                e["detail"].as_str().unwrap().contains("+46705556677"),
+                "{e}"
+            );
+        }
+    }
+    let anna = op.get("/api/subscribers/anna").await;
+    assert_eq!(anna.json()["phone"], "+46705556677", "{}", anna.body);
     srv.stop().await.unwrap();
 }
