@@ -107,6 +107,7 @@ fn devices(n: usize) -> Vec<Device> {
             device_type: Some("carephone".to_string()),
             sip_user: None,
             sip_password: None,
+            phone: None,
         })
         .collect()
 }

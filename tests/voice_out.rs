@@ -13,6 +13,9 @@
 //!   an operator who does not hold the Call, or a Call nobody holds, is refused 409; without
 //!   a trunk only the unit is offered and a number is refused.
 //!
+//! - `a_gsm_unit_is_called_back_by_its_number_through_the_trunk`: a unit with a phone number
+//!   and no SIP account (its alarm came over DC-09) is called back at its number via the trunk.
+//!
 //! Without `sipp` on PATH the tests say so and pass, unless `VAKT_REQUIRE_SIPP` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -34,7 +37,8 @@ const OTHER: (&str, &str) = ("pia", "pia-password-1");
 /// cid 678 is unit luc678, Anna's pendant.
 fn prepare(dir: &Path) {
     let devices = format!(
-        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n",
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n\
+         679,,,,,anna,3600,Telia,Norr,fall_detector,,,+46 70-999 88 77\n",
         vakt::registers::devices::CSV_HEADER
     );
     vakt::cli::import_devices(dir, devices.as_bytes()).unwrap();
@@ -522,5 +526,77 @@ async fn without_a_trunk_a_number_is_refused_and_a_ringing_unit_is_heard_ringing
     assert_eq!(line["party"], "unit 678");
     assert_eq!(line["ended_by"], "operator");
     assert!(line["talk_secs"].is_null(), "{line}");
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gsm_unit_is_called_back_by_its_number_through_the_trunk() {
+    let Some(sipp) = common::sipp::sipp_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let port = free_port();
+    let mut cfg = test_config(dir.path());
+    cfg.voice.trunks = vec![trunk(port, false)];
+    let srv = start_with(cfg).await;
+    let mut op = Client::login(srv.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+
+    // Anna's fall detector (679) has no SIP account, only its number: its alarm comes over
+    // DC-09.
+    let frame = common::plain("SIA-DCS", 1, "679", "#679|Nri1/FA002");
+    let ack = common::tcp_roundtrip(srv.dc09_tcp.unwrap(), &frame).await;
+    assert!(String::from_utf8_lossy(&ack).contains("ACK"), "{ack:?}");
+    let deadline = Instant::now() + PATIENCE;
+    let call = loop {
+        let calls = op.get("/api/calls?state=open").await.json();
+        if let Some(c) = calls.as_array().unwrap().first() {
+            break c["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let a = op
+        .send("POST", &format!("/api/calls/{call}/claim"), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // "Call back" is offered, at the unit's number.
+    let t = op.get(&format!("/api/calls/{call}/dial")).await.json();
+    let unit = &t["targets"].as_array().unwrap()[0];
+    assert_eq!(unit["target"], "unit", "{t}");
+    assert_eq!(unit["number"], "+46709998877", "{t}");
+
+    let traces = tempfile::tempdir().unwrap();
+    let callee = common::sipp::Sipp::start(
+        &sipp,
+        traces.path(),
+        "callee",
+        &sipp_args(port, &srv.scaip_udp.unwrap().to_string()),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (browser, offer) = Browser::offer(&["pcma"]).await;
+    let r = op
+        .post(
+            "/api/voice/dial",
+            json!({ "call": call, "target": "unit", "offer": offer }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.json();
+    assert_eq!(d["party"], "unit 679 +46709998877");
+    let conv = d["conversation"].as_u64().unwrap();
+    let running = browser.accept(d["sdp"].as_str().unwrap());
+    let connected = running.connected.clone();
+    until("the browser to connect", || *connected.borrow()).await;
+    live_until(&mut op, conv, |c| c["state"] == "answered").await;
+    let h = op
+        .send("POST", &format!("/api/voice/{conv}/hangup"), None)
+        .await;
+    assert_eq!(h.status, 204, "{}", h.body);
+    callee.succeeds().await;
+    let line = line_of(&mut op, call, conv).await;
+    assert_eq!(line["direction"], "outbound");
+    assert_eq!(line["party"], "unit 679 +46709998877");
     srv.stop().await.unwrap();
 }

@@ -13,6 +13,10 @@
 //!   call out (with and without a Digest challenge). Without `sipp` on PATH these say so and
 //!   pass, unless `VAKT_REQUIRE_SIPP` is set. With `VAKT_ARTIFACTS` set, SIPp's traces are
 //!   kept in its `sipp/` folder.
+//! - the whole server: a unit's call opening its person's Call, a call ringing at a stop, the
+//!   console refusing a call; a trunk with Digest (challenge, wrong credentials, its
+//!   credentials from another address) naming its caller by number; the registers learning
+//!   a unit's number (from its call, from its SCAIP `crd`) and naming its trunk calls by it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -1337,5 +1341,362 @@ async fn the_console_sees_a_ringing_call_and_an_operator_may_refuse_it() {
     );
     let audit = op.get("/api/audit").await.json().to_string();
     assert!(audit.contains("call.voice_hangup"), "{audit}");
+    srv.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Trunks through the whole server
+// ---------------------------------------------------------------------------------------
+
+/// The trunk's address in these tests (another loopback address than the units').
+const TRUNK_IP: &str = "127.0.0.2";
+const TRUNK_USER: &str = "sbc-trunk";
+const TRUNK_PASSWORD: &str = "trunk-secret-41";
+
+/// The server of [`voice_server`] with a trunk at [`TRUNK_IP`] (with Digest when `digest`),
+/// and Anna in the subscriber register with `phone`.
+async fn trunk_server(dir: &std::path::Path, digest: bool, phone: &str) -> vakt::server::Running {
+    let csv = format!(
+        "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
+        vakt::registers::devices::CSV_HEADER
+    );
+    vakt::cli::import_devices(dir, csv.as_bytes()).unwrap();
+    let subs = format!(
+        "{}\nanna,Anna Berg,19400312-1234,Storgatan 1,903 26,Umeå,Norr,{phone},Hemtjänst Norr,1,,,,,,,,,,,,,,,,sv,\n",
+        vakt::registers::subscribers::CSV_HEADER
+    );
+    vakt::cli::import_subscribers(dir, subs.as_bytes(), jiff::Timestamp::now()).unwrap();
+    common::add_user(
+        dir,
+        common::ADMIN.0,
+        vakt::model::Role::Admin,
+        common::ADMIN.1,
+    );
+    let mut cfg = common::test_config(dir);
+    cfg.voice.trunks = vec![vakt::config::TrunkConfig {
+        name: "sbc".into(),
+        sources: vec![TRUNK_IP.parse().unwrap()],
+        sip_user: digest.then(|| TRUNK_USER.to_owned()),
+        sip_password: digest.then(|| SipPassword::new(TRUNK_PASSWORD)),
+        outbound: None,
+        transport: vakt::voice::dial::TrunkTransport::Udp,
+        from_number: String::new(),
+        outbound_user: None,
+        outbound_password: None,
+    }];
+    common::start_with(cfg).await
+}
+
+/// A UDP peer at `ip` (a loopback address) towards `to`.
+async fn peer_at(ip: &str, to: SocketAddr) -> Peer {
+    Peer::Udp(UdpSocket::bind((ip, 0)).await.unwrap(), to)
+}
+
+/// A trunk's INVITE for `number` at `p`: From `from`, with `extra` headers.
+fn trunk_invite(p: &Peer, uri: &str, call_id: &str, cseq: u32, from: &str, extra: &str) -> String {
+    request(
+        p,
+        "INVITE",
+        uri,
+        call_id,
+        cseq,
+        &format!("{call_id}{cseq}"),
+        None,
+        extra,
+        OFFER,
+    )
+    .replace(&format!("<sip:{USER}@127.0.0.1>"), from)
+}
+
+/// The ACK of a final response `r` to the INVITE `call_id`/`cseq`.
+async fn ack(p: &mut Peer, uri: &str, call_id: &str, cseq: u32, r: &str) {
+    let a = request(
+        p,
+        "ACK",
+        uri,
+        call_id,
+        cseq,
+        &format!("{call_id}{cseq}"),
+        to_tag(r).as_deref(),
+        "",
+        "",
+    );
+    p.send(&a).await;
+}
+
+/// The first live conversation on `op`'s console that satisfies `f`.
+async fn live_conversation(
+    op: &mut common::Client,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = op.get("/api/voice").await;
+        assert_eq!(v.status, 200, "{}", v.body);
+        let v = v.json();
+        if let Some(c) = v.as_array().unwrap().iter().find(|c| f(c)) {
+            return c.clone();
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A trunk with credentials is challenged and must answer with them; its caller is named by
+/// the asserted number (a `tel:` URI with separators, read as `+46...`) and matched to the
+/// subscriber with that phone. Wrong credentials get 403 after the challenge, and the
+/// trunk's credentials from another address get 403 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_with_digest_is_challenged_and_its_caller_named_by_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = trunk_server(dir.path(), true, "070-111 22 33").await;
+    let udp = srv.scaip_udp.unwrap();
+    let uri = format!("sip:+46101234567@{udp}");
+    let from = "<sip:anonymous@sbc.example>";
+    let pai = "P-Asserted-Identity: <tel:+46-70-111-22-33>\r\n";
+
+    // Challenged, then admitted with the trunk's credentials.
+    let mut trunk = peer_at(TRUNK_IP, udp).await;
+    trunk
+        .send(&trunk_invite(&trunk, &uri, "tr1", 1, from, pai))
+        .await;
+    let challenge = trunk.recv_final_or_request().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    ack(&mut trunk, &uri, "tr1", 1, &challenge).await;
+    let ch = wire::parse_challenge(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
+    let auth = format!(
+        "{pai}Authorization: {}\r\n",
+        wire::authorization(TRUNK_USER, TRUNK_PASSWORD, &ch, "INVITE", &uri, "c0ffee", 1)
+    );
+    trunk
+        .send(&trunk_invite(&trunk, &uri, "tr1", 2, from, &auth))
+        .await;
+    let ringing = trunk.recv_final_or_request().await;
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let conv = live_conversation(&mut op, |c| c["subscriber"] == "anna").await;
+    assert_eq!(conv["party"], "Anna Berg (+46701112233)", "{conv}");
+
+    // The same trunk with a wrong password: 403 after the challenge, nothing rings.
+    let mut wrong = peer_at(TRUNK_IP, udp).await;
+    wrong
+        .send(&trunk_invite(&wrong, &uri, "tr2", 1, from, pai))
+        .await;
+    let challenge = wrong.recv_final_or_request().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    ack(&mut wrong, &uri, "tr2", 1, &challenge).await;
+    let ch = wire::parse_challenge(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
+    let bad = format!(
+        "Authorization: {}\r\n",
+        wire::authorization(
+            TRUNK_USER,
+            "not-the-password",
+            &ch,
+            "INVITE",
+            &uri,
+            "c0ffee",
+            1
+        )
+    );
+    wrong
+        .send(&trunk_invite(&wrong, &uri, "tr2", 2, from, &bad))
+        .await;
+    let refused = wrong.recv_final_or_request().await;
+    assert_eq!(status(&refused), Some(403), "{refused}");
+    ack(&mut wrong, &uri, "tr2", 2, &refused).await;
+
+    // The right credentials from an address that is not the trunk's: 403.
+    let mut elsewhere = peer_at("127.0.0.3", udp).await;
+    elsewhere
+        .send(&trunk_invite(&elsewhere, &uri, "tr3", 1, from, pai))
+        .await;
+    let challenge = elsewhere.recv_final_or_request().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    ack(&mut elsewhere, &uri, "tr3", 1, &challenge).await;
+    let ch = wire::parse_challenge(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
+    let auth = format!(
+        "Authorization: {}\r\n",
+        wire::authorization(TRUNK_USER, TRUNK_PASSWORD, &ch, "INVITE", &uri, "c0ffee", 1)
+    );
+    elsewhere
+        .send(&trunk_invite(&elsewhere, &uri, "tr3", 2, from, &auth))
+        .await;
+    let refused = elsewhere.recv_final_or_request().await;
+    assert_eq!(status(&refused), Some(403), "{refused}");
+    ack(&mut elsewhere, &uri, "tr3", 2, &refused).await;
+
+    // Only the admitted call rings.
+    let live = op.get("/api/voice").await.json();
+    assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
+    // The password is nowhere in what vakt wrote.
+    srv.stop().await.unwrap();
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes
+                .windows(TRUNK_PASSWORD.len())
+                .any(|w| w == TRUNK_PASSWORD.as_bytes()),
+            "the trunk's password is in {}",
+            entry.display()
+        );
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A unit's call asserting its number teaches the registry the unit's number (the subscriber
+/// keeps the phone someone entered); a trunk call from that number, which is no subscriber's
+/// phone, is then the unit's, on its person's Call. Both learnings are vakt's in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_units_number_is_learned_and_names_its_trunk_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = trunk_server(dir.path(), false, "08-123 456 78").await;
+    let udp = srv.scaip_udp.unwrap();
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+
+    // The unit calls (Digest) asserting its GSM number, then gives up.
+    let mut unit = Peer::udp(udp).await;
+    let uri = format!("sip:arc@{udp}");
+    let inv = request(&unit, "INVITE", &uri, "u1", 1, "u1", None, "", OFFER);
+    unit.send(&inv).await;
+    let challenge = unit.recv().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    ack(&mut unit, &uri, "u1", 1, &challenge).await;
+    let auth = format!(
+        "P-Asserted-Identity: <tel:+46-70-555-66-77>\r\n{}",
+        authorize(&challenge, "INVITE", &uri)
+    );
+    unit.send(&request(
+        &unit, "INVITE", &uri, "u1", 2, "u2", None, &auth, OFFER,
+    ))
+    .await;
+    let ringing = unit.recv_final_or_request().await;
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    let first = live_conversation(&mut op, |c| c["party"] == "unit 678").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let a = op.get("/api/audit").await.json();
+        if a.to_string().contains("device.phone_learned") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let learned = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "device.phone_learned")
+        .unwrap();
+    assert_eq!(learned["user"], "vakt", "{learned}");
+    assert_eq!(learned["subscriber"], "anna", "{learned}");
+    assert!(
+        learned["detail"].as_str().unwrap().contains("+46705556677"),
+        "{learned}"
+    );
+    assert!(
+        !audit.to_string().contains("subscriber.phone_learned"),
+        "{audit}"
+    );
+    let hung = op
+        .send("POST", &format!("/api/voice/{}/hangup", first["id"]), None)
+        .await;
+    assert_eq!(hung.status, 204, "{}", hung.body);
+    let refused = unit.recv_final_or_request().await;
+    assert_eq!(status(&refused), Some(480), "{refused}");
+    ack(&mut unit, &uri, "u1", 2, &refused).await;
+
+    // The subscriber kept the phone someone entered.
+    let anna = op.get("/api/subscribers/anna").await;
+    assert_eq!(anna.status, 200, "{}", anna.body);
+    assert_eq!(anna.json()["phone"], "08-123 456 78", "{}", anna.body);
+
+    // The trunk brings a call from the unit's number (in a sip: URI): the unit's.
+    let mut trunk = peer_at(TRUNK_IP, udp).await;
+    let turi = format!("sip:+46101234567@{udp}");
+    trunk
+        .send(&trunk_invite(
+            &trunk,
+            &turi,
+            "t1",
+            1,
+            "<sip:+46705556677@sbc.example;user=phone>",
+            "",
+        ))
+        .await;
+    let ringing = trunk.recv_final_or_request().await;
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    let conv = live_conversation(&mut op, |c| c["party"] == "unit 678 (+46705556677)").await;
+    assert_eq!(conv["subscriber"], "anna", "{conv}");
+    srv.stop().await.unwrap();
+}
+
+/// A SCAIP unit's message naming a GSM voice path (`crd`) teaches the registry the unit's
+/// number and, where the person's phone is empty, the subscriber register too; both are
+/// vakt's changes in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaip_units_voice_path_teaches_the_registers_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = trunk_server(dir.path(), false, "").await;
+    let udp = srv.scaip_udp.unwrap();
+    let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let mut unit = Peer::udp(udp).await;
+    let uri = format!("sip:arc@{udp}");
+    let body = "<mrq><ref>C1</ref><cid>678</cid><dty>1</dty><crd>sip:</crd><crd>gsm:+46-70-555-66-77</crd></mrq>";
+    let message = |p: &Peer, cseq: u32, auth: &str| {
+        request(
+            p,
+            "MESSAGE",
+            &uri,
+            "m1",
+            cseq,
+            &format!("m{cseq}"),
+            None,
+            auth,
+            body,
+        )
+        .replace("application/sdp", "application/scaip+xml")
+    };
+    unit.send(&message(&unit, 1, "")).await;
+    let challenge = unit.recv().await;
+    assert_eq!(status(&challenge), Some(401), "{challenge}");
+    let auth = authorize(&challenge, "MESSAGE", &uri);
+    unit.send(&message(&unit, 2, &auth)).await;
+    let ok = unit.recv().await;
+    assert_eq!(status(&ok), Some(200), "{ok}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let a = op.get("/api/audit").await.json();
+        let s = a.to_string();
+        if s.contains("device.phone_learned") && s.contains("subscriber.phone_learned") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for e in audit.as_array().unwrap() {
+        if e["action"].as_str().unwrap().ends_with("phone_learned") {
+            assert_eq!(e["user"], "vakt", "{e}");
+            assert!(
+                e["detail"].as_str().unwrap().contains("+46705556677"),
+                "{e}"
+            );
+        }
+    }
+    let anna = op.get("/api/subscribers/anna").await;
+    assert_eq!(anna.json()["phone"], "+46705556677", "{}", anna.body);
     srv.stop().await.unwrap();
 }

@@ -47,6 +47,7 @@ fn device(account: &str) -> Device {
         device_type: Some("carephone".into()),
         sip_user: None,
         sip_password: None,
+        phone: None,
     }
 }
 

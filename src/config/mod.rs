@@ -111,8 +111,9 @@ pub struct VoiceConfig {
     /// The operators' browser legs (WebRTC): where they listen, the port range.
     pub webrtc: crate::voice::webrtc::WebRtcOptions,
     /// The trunks (the telecom operator's session border controllers), each
-    /// `{ name = "...", sources = ["192.0.2.10", ...] }`: calls from these addresses are
-    /// taken without Digest, the caller known by number.
+    /// `{ name = "...", sources = ["192.0.2.10", ...] }`, optionally with `sip_user` and
+    /// `sip_password`: calls from these addresses are taken (after a Digest challenge when
+    /// it has credentials), the caller known by number.
     pub trunks: Vec<TrunkConfig>,
     /// Minutes a unit that asks to be called back (SCAIP `cha=1`) is told to answer calls
     /// from the centre by itself (`cre`, 1..=60); 0: call-backs are not offered and the unit
@@ -128,6 +129,13 @@ pub struct TrunkConfig {
     pub name: String,
     /// The addresses its requests come from.
     pub sources: Vec<std::net::IpAddr>,
+    /// With `sip_password`: its calls are challenged (SIP Digest, `[scaip] realm`) and must
+    /// answer as this user.
+    #[serde(default)]
+    pub sip_user: Option<String>,
+    /// The Digest password (never logged: its `Debug` is redacted).
+    #[serde(default)]
+    pub sip_password: Option<crate::model::SipPassword>,
     /// Where vakt sends calls out to phone numbers (`host:port`); without it the trunk
     /// only carries calls in. The first trunk with one carries every call out.
     #[serde(default, deserialize_with = "opt_addr")]
@@ -191,6 +199,25 @@ impl VoiceConfig {
         for t in &self.trunks {
             if t.name.trim().is_empty() || t.sources.is_empty() {
                 errs.push("each [[voice.trunks]] needs a name and at least one source".into());
+            }
+            match (&t.sip_user, &t.sip_password) {
+                (None, None) => {}
+                (Some(u), Some(p)) => {
+                    let user_ok = !u.is_empty()
+                        && u.len() <= 64
+                        && u.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+                    if !user_ok || p.expose().is_empty() || p.expose().len() > 128 {
+                        errs.push(format!(
+                            "voice.trunks {:?}: sip_user must be 1 to 64 printable characters without quotes, sip_password 1 to 128 bytes",
+                            t.name
+                        ));
+                    }
+                }
+                _ => errs.push(format!(
+                    "voice.trunks {:?}: sip_user and sip_password go together",
+                    t.name
+                )),
             }
             if t.outbound.is_some() && crate::voice::dial::dialable(&t.from_number).is_none() {
                 errs.push(format!(
@@ -264,6 +291,12 @@ impl VoiceConfig {
                 .map(|t| crate::voice::switchboard::Trunk {
                     name: t.name.clone(),
                     sources: t.sources.clone(),
+                    credentials: t.sip_user.clone().zip(t.sip_password.clone()).map(
+                        |(user, password)| crate::voice::switchboard::TrunkCredentials {
+                            user,
+                            password,
+                        },
+                    ),
                 })
                 .collect(),
         }

@@ -1,4 +1,4 @@
-//! The open-file budget: the connection caps of a configuration checked against the
+//! The open-file budget: the connection caps (and the voice calls) of a configuration checked against the
 //! process's open-file limit (`RLIMIT_NOFILE`) at start, and lowered with a warning when they
 //! cannot all be met (one host's connections must never take the files the store, the
 //! console or another listener needs).
@@ -9,6 +9,10 @@ use super::Config;
 /// files), the UDP and QUIC sockets, the listeners, the outbox's connections, standard
 /// streams, the runtime's own.
 pub const RESERVED_FILES: u64 = 256;
+
+/// Files a voice call may hold (`voice.max_calls` of them): the unit's RTP and RTCP sockets,
+/// the browser's WebRTC socket and the recording's file.
+pub const FILES_PER_CALL: u64 = 4;
 
 /// Fewer files than this per stream listener, and vakt refuses to start.
 pub const MIN_FILES_PER_LISTENER: u64 = 64;
@@ -35,8 +39,9 @@ pub fn open_files_limit() -> Option<u64> {
 }
 
 /// Lowers the connection caps of `cfg` so that every stream listener's connections, and
-/// [`RESERVED_FILES`] more, fit in `limit` open files. HTTP keeps its cap, up to a quarter of
-/// what is left after the reserve; DC-09 TCP and SCAIP (TCP and TLS, each with
+/// [`RESERVED_FILES`] more, fit in `limit` open files, and with them the voice calls'
+/// ([`FILES_PER_CALL`] each). HTTP keeps its cap, up to a quarter of what is left after the
+/// reserve, and so do the voice calls; DC-09 TCP and SCAIP (TCP and TLS, each with
 /// `scaip.max_connections`) share the rest in proportion to their caps. A per-source cap
 /// above its listener's cap is lowered to it. Returns one line per value changed (for a
 /// warning); refuses a limit that leaves fewer than [`MIN_FILES_PER_LISTENER`] a listener.
@@ -60,7 +65,13 @@ pub fn fit_open_files(cfg: &mut Config, limit: u64) -> Result<Vec<String>, TooFe
         0
     };
     let scaip = as_u64(cfg.scaip.max_connections).saturating_mul(scaip_n);
-    if http.saturating_add(dc09).saturating_add(scaip) > budget {
+    let voice = if cfg.voice.enabled {
+        as_u64(cfg.voice.max_calls).saturating_mul(FILES_PER_CALL)
+    } else {
+        0
+    };
+    let wanted = http.saturating_add(dc09).saturating_add(scaip);
+    if wanted.saturating_add(voice) > budget {
         if budget < MIN_FILES_PER_LISTENER * listeners {
             return Err(TooFewFiles {
                 limit,
@@ -69,7 +80,8 @@ pub fn fit_open_files(cfg: &mut Config, limit: u64) -> Result<Vec<String>, TooFe
             });
         }
         let new_http = http.min(budget / 4);
-        let rest = budget - new_http;
+        let new_calls = (voice.min(budget / 4) / FILES_PER_CALL).max(1);
+        let rest = budget - new_http - (new_calls * FILES_PER_CALL).min(budget / 4);
         let devices = dc09 + scaip;
         let (new_dc09, new_scaip) = if devices <= rest {
             (dc09, scaip)
@@ -101,6 +113,9 @@ pub fn fit_open_files(cfg: &mut Config, limit: u64) -> Result<Vec<String>, TooFe
                 &mut cfg.dc09.max_connections,
                 new_dc09,
             );
+        }
+        if cfg.voice.enabled {
+            lower("voice.max_calls", &mut cfg.voice.max_calls, new_calls);
         }
         // Each SCAIP stream listener (TCP, TLS) has `scaip.max_connections`.
         if let Some(each) = new_scaip.checked_div(scaip_n) {
@@ -194,6 +209,52 @@ mod tests {
         assert!(c.scaip.max_connections >= 1 && c.dc09.max_connections >= 1);
         assert!(c.http.max_connections_per_source <= c.http.max_connections);
         assert!(c.scaip.max_connections_per_source <= c.scaip.max_connections);
+    }
+
+    #[test]
+    fn the_voice_calls_files_count_and_their_cap_is_lowered_beside_the_others() {
+        // Enough for the connections alone, not with 2,000 calls of 4 files each.
+        let mut c = cfg();
+        c.dc09.max_connections = 1_000;
+        c.scaip.max_connections = 1_000;
+        c.http.max_connections = 1_000;
+        c.voice.max_calls = 2_000;
+        let changed = fit_open_files(&mut c, 8_000).unwrap();
+        let budget = 8_000 - RESERVED_FILES;
+        assert_eq!(
+            c.voice.max_calls as u64,
+            budget / 4 / FILES_PER_CALL,
+            "{changed:?}"
+        );
+        assert!(
+            changed.iter().any(
+                |l| l == &format!("voice.max_calls lowered from 2000 to {}", c.voice.max_calls)
+            ),
+            "{changed:?}"
+        );
+        let files = (c.dc09.max_connections + c.scaip.max_connections + c.http.max_connections)
+            as u64
+            + c.voice.max_calls as u64 * FILES_PER_CALL;
+        assert!(files <= budget, "{files}");
+        // The connections kept their caps: they fit beside the calls.
+        assert_eq!(c.dc09.max_connections, 1_000);
+        // Voice off: its calls take nothing, and its cap is left alone.
+        let mut c = cfg();
+        c.dc09.max_connections = 1_000;
+        c.scaip.max_connections = 1_000;
+        c.http.max_connections = 1_000;
+        c.voice.max_calls = 2_000;
+        c.voice.enabled = false;
+        assert_eq!(fit_open_files(&mut c, 8_000).unwrap(), Vec::<String>::new());
+        assert_eq!(c.voice.max_calls, 2_000);
+        // The default 200 calls fit this machine's 20,000 files with the lowered connections.
+        let mut c = cfg();
+        fit_open_files(&mut c, 20_000).unwrap();
+        assert_eq!(c.voice.max_calls, 200);
+        let files = (c.dc09.max_connections + c.scaip.max_connections + c.http.max_connections)
+            as u64
+            + 200 * FILES_PER_CALL;
+        assert!(files <= 20_000 - RESERVED_FILES, "{files}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::model::SipPassword;
 use crate::registers::devices::Registry;
 use vakt_proto::sip::{self, AuthError, Message, NonceCheck};
 
@@ -71,6 +72,18 @@ impl Digest {
         uri: &str,
         registry: &Registry,
     ) -> Result<String, Unauthenticated> {
+        self.authenticate_with(msg, method, uri, |user| registry.sip_password(user))
+    }
+
+    /// As [`Digest::authenticate`], with the passwords from `password_of` (a user name to
+    /// its password; `None`: unknown user): a trunk's one user, say.
+    pub fn authenticate_with<'p>(
+        &self,
+        msg: &Message<'_>,
+        method: &str,
+        uri: &str,
+        password_of: impl FnOnce(&str) -> Option<&'p SipPassword>,
+    ) -> Result<String, Unauthenticated> {
         let Some(value) = msg.header("Authorization") else {
             return Err(Unauthenticated::Challenge);
         };
@@ -99,7 +112,7 @@ impl Digest {
         if fresh == NonceCheck::Invalid {
             return refused("bad_nonce", false);
         }
-        let Some(password) = registry.sip_password(&creds.username) else {
+        let Some(password) = password_of(&creds.username) else {
             return refused("unknown_user", false);
         };
         let ha1 = sip::ha1(&creds.username, &self.realm, password.expose());

@@ -319,6 +319,36 @@ impl Scaip {
         &self.metrics
     }
 
+    /// Checks a trunk's Digest credentials on a `method` request to `uri` from `peer`: in
+    /// the devices' realm, with their nonces, against the trunk's one `user` and `password`.
+    /// Without credentials (or with a stale nonce) the trunk is challenged; any other
+    /// failure is counted and refused.
+    pub fn authenticate_trunk(
+        &self,
+        msg: &vakt_proto::sip::Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+        user: &str,
+        password: &crate::model::SipPassword,
+    ) -> crate::voice::switchboard::TrunkCheck {
+        use crate::voice::switchboard::TrunkCheck;
+        let found = |u: &str| (u == user).then_some(password);
+        match self.digest.authenticate_with(msg, method, uri, found) {
+            Ok(_) => TrunkCheck::Passed,
+            Err(Unauthenticated::Challenge) => TrunkCheck::Challenge(self.digest.challenge(false)),
+            Err(Unauthenticated::Refused { reason, stale }) => {
+                self.metrics.auth_failure(reason);
+                tracing::info!(%peer, reason, "a trunk's sip authentication refused");
+                if stale {
+                    TrunkCheck::Challenge(self.digest.challenge(true))
+                } else {
+                    TrunkCheck::Refused
+                }
+            }
+        }
+    }
+
     /// Alarms held now.
     pub fn holds(&self) -> usize {
         self.lock().holds

@@ -386,6 +386,10 @@ pub struct Device {
     /// logged or shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_password: Option<SipPassword>,
+    /// The unit's own phone number (its SIM or line), as entered or as vakt learned it from
+    /// the unit (`registers::numbers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 /// A device's SIP Digest password. Its `Debug` never shows it.
@@ -426,6 +430,7 @@ impl fmt::Debug for Device {
             .field("device_type", &self.device_type)
             .field("sip_user", &self.sip_user)
             .field("sip_password", &self.sip_password.as_ref().map(|_| "set"))
+            .field("phone", &self.phone)
             .finish()
     }
 }
@@ -959,7 +964,8 @@ pub struct AuditEntry {
     /// What: `subscriber.view`, `subscriber.edit`, `subscriber.import`, `device.import`,
     /// `call.claim`, `call.release`, `call.note`, `call.phone`, `call.close`, `call.view`,
     /// `session.login`, `session.logout`, `session.login_failed`, `user.add`, `user.update`,
-    /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`.
+    /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`,
+    /// `device.phone_learned`, `subscriber.phone_learned`.
     pub action: String,
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

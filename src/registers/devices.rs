@@ -16,7 +16,12 @@ use vakt_proto::crypto::Key;
 
 /// The CSV header `vakt devices import` expects. `sip_user` and `sip_password` are the SIP
 /// Digest credentials of a SCAIP device, whose `account` is its SCAIP controller id (`cid`).
-pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password";
+/// `phone` is the unit's own number (optional: a row may leave it out); where it is empty vakt
+/// may learn it from the unit (`registers::numbers`).
+pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password,phone";
+
+/// The header before `phone` was added; files with it are still accepted.
+pub const CSV_HEADER_V3: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password";
 
 /// The header before the SIP credentials were added; files with it are still accepted.
 pub const CSV_HEADER_V2: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type";
@@ -57,8 +62,9 @@ impl ImportFile for DevicesCsv {
 pub type ImportError = crate::registers::csv::ImportError<DevicesCsv>;
 
 /// The headers a devices file may have, the current one first.
-const HEADERS: [Header; 3] = [
-    Header::new(CSV_HEADER),
+const HEADERS: [Header; 4] = [
+    Header::new(CSV_HEADER).optional_tail(1),
+    Header::new(CSV_HEADER_V3),
     Header::new(CSV_HEADER_V2),
     Header::new(CSV_HEADER_V1),
 ];
@@ -143,6 +149,20 @@ impl Registry {
     /// The SIP Digest password of `user`, if a SCAIP device has it.
     pub fn sip_password(&self, user: &str) -> Option<&SipPassword> {
         self.sip.get(user)
+    }
+
+    /// The unit whose phone is `number` ([`crate::registers::numbers::same_line`]); `None`
+    /// when none is, or when units of different subscribers have it.
+    pub fn by_phone(&self, number: &str) -> Option<&Device> {
+        let mut found = self.by_key.values().filter(|d| {
+            d.phone
+                .as_deref()
+                .is_some_and(|p| crate::registers::numbers::same_line(p, number))
+        });
+        let first = found.next()?;
+        found
+            .all(|d| d.subscriber == first.subscriber)
+            .then_some(first)
     }
 
     /// Number of devices.
@@ -397,6 +417,12 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
             ));
         }
     };
+    let phone = match opt(cell(12)) {
+        None => None,
+        Some(p) => Some(crate::registers::numbers::normalise(&p).ok_or_else(|| {
+            format!("phone {p:?} must be a phone number of 8 to 15 digits (an optional + first)")
+        })?),
+    };
     Ok(Device {
         account,
         line,
@@ -410,6 +436,7 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Device, String> {
         device_type,
         sip_user,
         sip_password: sip_password.map(SipPassword::new),
+        phone,
     })
 }
 
@@ -478,6 +505,22 @@ mod tests {
             err.contains("line 4: account 1234 line (any) receiver (any) already given on line 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_units_phone_is_read_in_one_form_and_may_be_left_out() {
+        let csv = format!(
+            "{CSV_HEADER}\n678,,,,,S-1,,,,pendant,luc678,pw,+46 70-123 45 67\n679,,,,,S-2,,,,pendant,luc679,pw\n680,,,,,S-3,,,,pendant,luc680,pw,\n"
+        );
+        let d = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(d[0].phone.as_deref(), Some("+46701234567"));
+        assert_eq!(d[1].phone, None);
+        assert_eq!(d[2].phone, None);
+        let old = format!("{CSV_HEADER_V3}\n678,,,,,S-1,,,,pendant,luc678,pw\n");
+        assert_eq!(parse_csv(old.as_bytes()).unwrap()[0].phone, None);
+        let bad = format!("{CSV_HEADER}\n678,,,,,S-1,,,,pendant,luc678,pw,reception\n");
+        let err = parse_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("line 2: phone \"reception\""), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub mod csv;
 pub mod devices;
 pub mod directory;
+pub mod learn;
+pub mod numbers;
 pub mod subscribers;
 
 pub use self::csv::{ImportError, ImportFile, Problem};

@@ -628,6 +628,24 @@ impl Authenticator for ScaipDigest {
     ) -> Result<String, String> {
         sip::ScaipHandler::authenticate(&*self.0, msg, method, uri, peer)
     }
+
+    fn authenticate_trunk(
+        &self,
+        msg: &vakt_proto::sip::Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+        credentials: &crate::voice::switchboard::TrunkCredentials,
+    ) -> crate::voice::switchboard::TrunkCheck {
+        self.0.authenticate_trunk(
+            msg,
+            method,
+            uri,
+            peer,
+            &credentials.user,
+            &credentials.password,
+        )
+    }
 }
 
 /// DC-09 over TCP and UDP, SCAIP over UDP, TCP and TLS: their connections, datagrams and

@@ -348,6 +348,34 @@ impl Store {
         Ok(new)
     }
 
+    /// Sets the phone of the device stored under `key` ([`device_key`]) to `phone` where it
+    /// has none, atomically: a device written at the same moment (an import) is never
+    /// overwritten. True when it was set; false when it has a phone or is not stored.
+    pub fn fill_device_phone(&self, key: &str, phone: &str) -> Result<bool, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            tree: "devices",
+            detail: e.to_string(),
+        };
+        loop {
+            let Some(old) = self.devices.get(key.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut d: Device = serde_json::from_slice(&old).map_err(corrupt)?;
+            if d.phone.as_deref().is_some_and(|p| !p.is_empty()) {
+                return Ok(false);
+            }
+            d.phone = Some(phone.to_owned());
+            let new = serde_json::to_vec(&d).map_err(corrupt)?;
+            if self
+                .devices
+                .compare_and_swap(key.as_bytes(), Some(old), Some(new))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
     // ---- last heard ----
 
     /// Writes last-heard times (ms since the epoch) in one batch and flushes (only the times

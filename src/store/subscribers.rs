@@ -47,6 +47,30 @@ impl Store {
             .collect()
     }
 
+    /// Sets subscriber `id`'s phone to `phone` where it is empty, atomically: an edit saved
+    /// at the same moment is never overwritten. True when it was set; false when the
+    /// subscriber has a phone or is not stored.
+    pub fn fill_subscriber_phone(&self, id: &str, phone: &str) -> Result<bool, StoreError> {
+        loop {
+            let Some(old) = self.subscribers.get(id.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut s: Subscriber = serde_json::from_slice(&old).map_err(corrupt)?;
+            if !s.phone.trim().is_empty() {
+                return Ok(false);
+            }
+            s.phone = phone.to_owned();
+            let new = serde_json::to_vec(&s).map_err(corrupt)?;
+            if self
+                .subscribers
+                .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Number of subscribers.
     pub fn subscriber_count(&self) -> Result<usize, StoreError> {
         Ok(self.subscribers.len())

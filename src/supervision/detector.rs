@@ -716,6 +716,7 @@ mod tests {
                         device_type: None,
                         sip_user: None,
                         sip_password: None,
+                        phone: None,
                     });
                 }
             }

@@ -305,27 +305,37 @@ impl Switchboard {
                     .ok_or_else(|| {
                         DialFailure::NotDialable("the Call's unit is not in the registry".into())
                     })?;
-                let user = device.sip_user.clone().ok_or_else(|| {
-                    DialFailure::NotDialable(
-                        "the unit has no SIP account in the registry: vakt cannot call it".into(),
-                    )
-                })?;
-                let reach = opts.units.reach(&device.account);
-                return Ok(Route {
-                    uri: format!("sip:{user}@{}", uri_host(&opts.arc_uri)),
-                    from: opts.arc_uri.clone(),
-                    via: DialVia::Device(user),
-                    credentials: None,
-                    headers: Vec::new(),
-                    party: format!("unit {}", device.account),
-                    peer: reach.and_then(|r| r.peer).map(|p| p.ip()),
-                    auto_answer_until: opts.units.auto_answers(&device.account, now),
-                });
+                match device.sip_user.clone() {
+                    Some(user) => {
+                        let reach = opts.units.reach(&device.account);
+                        return Ok(Route {
+                            uri: format!("sip:{user}@{}", uri_host(&opts.arc_uri)),
+                            from: opts.arc_uri.clone(),
+                            via: DialVia::Device(user),
+                            credentials: None,
+                            headers: Vec::new(),
+                            party: format!("unit {}", device.account),
+                            peer: reach.and_then(|r| r.peer).map(|p| p.ip()),
+                            auto_answer_until: opts.units.auto_answers(&device.account, now),
+                        });
+                    }
+                    // A GSM or PSTN unit: its number, through the trunk.
+                    None => {
+                        let phone = device.phone.clone().ok_or_else(|| {
+                            DialFailure::NotDialable(
+                                "the unit has neither a SIP account nor a phone number in the \
+                                 registry: vakt cannot call it"
+                                    .into(),
+                            )
+                        })?;
+                        (format!("unit {}", device.account), phone)
+                    }
+                }
             }
             Target::Person => {
                 let s = subscriber
                     .ok_or_else(|| DialFailure::NotDialable("the Call has no subscriber".into()))?;
-                (format!("{} (own phone)", s.name), s.phone.as_str())
+                (format!("{} (own phone)", s.name), s.phone.clone())
             }
             Target::Contact(i) => {
                 let c = subscriber
@@ -336,10 +346,10 @@ impl Switchboard {
                 } else {
                     format!("{} ({})", c.name, c.relation)
                 };
-                (who, c.phone.as_str())
+                (who, c.phone.clone())
             }
         };
-        let number = dialable(number)
+        let number = dialable(&number)
             .ok_or_else(|| DialFailure::NotDialable("no phone number in the register".into()))?;
         let trunk = opts.trunk.as_ref().ok_or(DialFailure::NoTrunk)?;
         let host = trunk.address.to_string();

@@ -15,6 +15,7 @@
 pub mod dial;
 pub mod media;
 pub mod outbound;
+pub mod ports;
 pub mod record;
 pub mod retention;
 pub mod switchboard;

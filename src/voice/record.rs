@@ -29,7 +29,8 @@
 //! Each recording has its own writer thread (the number of calls is bounded by the SIP layer's
 //! cap) fed by a bounded queue ([`RecordingOptions::queue_frames`]): [`Recorder::frame`] (or
 //! a leg's [`Tap`]) never blocks, and a frame the writer has no room for is dropped (its
-//! place stays silent) and counted. The writer writes the samples every 100 ms and, every
+//! place stays silent) and counted. The writer wakes every 100 ms (not per frame: the frames
+//! wait in the queue), takes what is queued, writes the samples due and, every
 //! [`SYNC_EVERY`], the two sizes in the header, then `fdatasync`s: a kill -9 loses what was
 //! held back (under half a second), a power cut at most about a second, and both leave a
 //! playable file. A write that fails (the disk full) leaves a hole that reads as silence, is
@@ -363,6 +364,8 @@ struct Shared {
     hangup: Mutex<Option<Instant>>,
     /// Set at the hang-up (after `hangup`): the writer ends whoever still holds a [`Tap`].
     ending: AtomicBool,
+    /// The writer's thread, woken at the hang-up (otherwise it wakes on its tick).
+    writer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Shared {
@@ -372,6 +375,9 @@ impl Shared {
             h.get_or_insert(at);
         }
         self.ending.store(true, Ordering::Release);
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
     }
 
     fn status(&self) -> RecordingStatus {
@@ -530,6 +536,7 @@ impl Recorder {
             // It decodes and writes: a small stack, as there is one per conversation.
             .stack_size(256 * 1024)
             .spawn(move || {
+                let _ = thread_shared.writer.set(std::thread::current());
                 let writer = match create(&dir, &id) {
                     Ok(file) => {
                         let _ = created_tx.send(Ok(()));
@@ -694,27 +701,32 @@ impl Writer {
         let mut next_write = Instant::now() + TICK;
         let mut next_sync = Instant::now() + SYNC_EVERY;
         loop {
-            match rx.recv_timeout(TICK) {
-                Ok(frame) => self.push(&frame),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            // The frames wait in the queue until the tick (or the hang-up): the writer wakes
+            // ten times a second, not once per frame.
+            let ending = self.shared.ending.load(Ordering::Acquire);
+            let now = Instant::now();
+            if !ending && now < next_write {
+                std::thread::park_timeout(next_write - now);
+                continue;
             }
-            if self.shared.ending.load(Ordering::Acquire) {
-                // What was queued before the hang-up (at most a queue's worth, whatever a
-                // tap still sends).
-                for _ in 0..queue {
-                    match rx.try_recv() {
-                        Ok(frame) => self.push(&frame),
-                        Err(_) => break,
+            // What is queued (at most a queue's worth, whatever a tap still sends).
+            let mut gone = false;
+            for _ in 0..queue {
+                match rx.try_recv() {
+                    Ok(frame) => self.push(&frame),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        gone = true;
+                        break;
                     }
                 }
+            }
+            if ending || gone {
                 break;
             }
             let now = Instant::now();
-            if now >= next_write {
-                self.advance(self.mixer.due(now));
-                next_write = now + TICK;
-            }
+            self.advance(self.mixer.due(now));
+            next_write = now + TICK;
             if now >= next_sync {
                 self.sync();
                 next_sync = now + SYNC_EVERY;

@@ -38,15 +38,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::calls::{Calls, SignalObserver};
 use crate::journal::{Commit, Journal};
 use crate::model::{
     CallDirection, ConversationEnd, Device, Flags, OpenConversation, Signal, SignalEvent,
-    Subscriber, TimelineEvent, Transport,
+    SipPassword, Subscriber, TimelineEvent, Transport,
 };
 use crate::registers::devices::Devices;
+use crate::registers::numbers;
 use crate::store::{Store, StoreError};
 use crate::telemetry::RecordingMetrics;
 use crate::transport::sip::{
@@ -69,6 +70,10 @@ const EARLY_KEPT: usize = 1024;
 const DTMF_TONE_MS: u32 = 200;
 /// Conversation events a slow console may fall behind by before it reloads.
 const EVENTS: usize = 256;
+/// Numbers waiting for the registers; beyond, one is dropped (the unit shows it again).
+const LEARN_QUEUE: usize = 64;
+/// (unit, number) pairs the learner has looked at; forgotten all at once beyond this.
+const LEARN_SEEN: usize = 10_000;
 
 /// The Digest check of the devices' SIP credentials, shared with SCAIP's messages (the
 /// server hands in ingest's).
@@ -82,6 +87,39 @@ pub trait Authenticator: Send + Sync + 'static {
         uri: &str,
         peer: SocketAddr,
     ) -> Result<String, String>;
+
+    /// Checks a trunk's Digest `credentials` on `msg` (a `method` request to `uri` from
+    /// `peer`, one of the trunk's sources), in the same realm and with the same nonces as
+    /// the units'.
+    fn authenticate_trunk(
+        &self,
+        msg: &Message<'_>,
+        method: &str,
+        uri: &str,
+        peer: SocketAddr,
+        credentials: &TrunkCredentials,
+    ) -> TrunkCheck;
+}
+
+/// The outcome of a trunk's Digest check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrunkCheck {
+    /// The trunk's credentials.
+    Passed,
+    /// No credentials yet, or a stale nonce: `401` with this `WWW-Authenticate` value.
+    Challenge(String),
+    /// Wrong credentials (user, realm, response, a replay): `403`.
+    Refused,
+}
+
+/// The Digest credentials a trunk answers vakt's challenge with. `Debug` never shows the
+/// password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkCredentials {
+    /// The Digest user name.
+    pub user: String,
+    /// The password.
+    pub password: SipPassword,
 }
 
 /// A trunk: the telecom operator's session border controller, carrying calls from GSM and
@@ -92,6 +130,9 @@ pub struct Trunk {
     pub name: String,
     /// The addresses its requests come from; nobody else is taken for it.
     pub sources: Vec<IpAddr>,
+    /// With these, a call from its sources is challenged (`401`) and must answer with them
+    /// (`403` otherwise); without, its sources are enough.
+    pub credentials: Option<TrunkCredentials>,
 }
 
 /// The switchboard's settings.
@@ -245,6 +286,15 @@ pub struct Inner {
     events: broadcast::Sender<VoiceEvent>,
     /// Calls out: the SIP endpoint to dial with, the trunk, the units' windows (`dial`).
     pub(super) out: crate::voice::outbound::Outbound,
+    /// Numbers for the registers to learn ([`learn_numbers`]).
+    learner: mpsc::Sender<Learn>,
+}
+
+/// A number a unit showed, for the registers to learn where they lack it.
+struct Learn {
+    device: Device,
+    number: String,
+    how: &'static str,
 }
 
 /// The media a switchboard carries calls with.
@@ -276,18 +326,7 @@ impl std::fmt::Debug for Switchboard {
     }
 }
 
-/// Whether two phone numbers are the same line: their last 8 digits agree (so `+46 70-123
-/// 45 67`, `0046701234567` and `070-1234567` are one number; Swedish and Norwegian
-/// subscriber numbers have at least 8 digits). Fewer than 8 digits on either side never
-/// match.
-pub fn same_number(a: &str, b: &str) -> bool {
-    fn tail(s: &str) -> Option<Vec<u8>> {
-        let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).collect();
-        let n = digits.len();
-        (n >= 8).then(|| digits[n - 8..].to_vec())
-    }
-    matches!((tail(a), tail(b)), (Some(x), Some(y)) if x == y)
-}
+pub use crate::registers::numbers::same_line as same_number;
 
 /// How a SIP call's end reads on the timeline.
 pub fn end_of(end: End) -> ConversationEnd {
@@ -318,8 +357,18 @@ impl Switchboard {
         media: CallMedia,
     ) -> Switchboard {
         let (events, _) = broadcast::channel(EVENTS);
+        let (learner, learning) = mpsc::channel(LEARN_QUEUE);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(learn_numbers(
+                learning,
+                store.clone(),
+                devices.clone(),
+                calls.clone(),
+            ));
+        }
         Switchboard {
             inner: Arc::new(Inner {
+                learner,
                 opts,
                 devices,
                 store,
@@ -678,6 +727,47 @@ impl Switchboard {
             .find(|t| t.sources.iter().any(|s| s.to_canonical() == ip))
     }
 
+    /// Asks the registers to learn `number` for unit `device` where they lack it (see
+    /// [`crate::registers::numbers`]).
+    fn learn(&self, device: &Device, number: String, how: &'static str) {
+        let l = Learn {
+            device: device.clone(),
+            number,
+            how,
+        };
+        if self.inner.learner.try_send(l).is_err() {
+            tracing::debug!("the registers' learner is busy: a number is left for next time");
+        }
+    }
+
+    /// A SCAIP unit's message names its voice paths (`crd`): a `gsm:`/`tel:` one is the
+    /// unit's number.
+    fn learn_from_signal(&self, signal: &Signal) {
+        let Some(info) = &signal.scaip else { return };
+        let Some(number) = numbers::of_voice_paths(&info.crd).into_iter().next() else {
+            return;
+        };
+        let registry = self.inner.devices.current();
+        if let Some(d) = registry.scaip(&signal.account, &info.sip_user) {
+            self.learn(d, number, "its SCAIP voice path (crd)");
+        }
+    }
+
+    /// The trunk whose Digest user `invite`'s credentials name (a unit's SIP user of the
+    /// same name is the unit's).
+    fn trunk_named_by(&self, invite: &Message<'_>) -> Option<&Trunk> {
+        let creds = vakt_proto::sip::parse_authorization(invite.header("Authorization")?).ok()?;
+        let user = creds.username.as_ref();
+        if self.inner.devices.current().sip_password(user).is_some() {
+            return None;
+        }
+        self.inner
+            .opts
+            .trunks
+            .iter()
+            .find(|t| t.credentials.as_ref().is_some_and(|c| c.user == user))
+    }
+
     /// Who an admitted caller is: the account to journal under, its subscriber and device
     /// type, and the far end in words.
     fn identify(&self, call: &IncomingCall) -> Identity {
@@ -704,7 +794,12 @@ impl Switchboard {
                     (None, _) => None,
                 };
                 match device {
-                    Some(d) => Identity::of_device(&d),
+                    Some(d) => {
+                        if let Some(n) = caller_number(call) {
+                            self.learn(&d, n, "its SIP call's number");
+                        }
+                        Identity::of_device(&d)
+                    }
                     None => Identity {
                         account: from_user
                             .unwrap_or_else(|| user.clone())
@@ -717,7 +812,7 @@ impl Switchboard {
                 }
             }
             Origin::Trunk { name } => {
-                let number = call.caller.number.clone();
+                let number = caller_number(call);
                 Identity {
                     account: number.clone().unwrap_or_else(|| format!("trunk {name}")),
                     subscriber: None,
@@ -747,7 +842,8 @@ impl Switchboard {
     async fn journal(self, conv: u64, mut id: Identity, at: Timestamp, peer: SocketAddr) {
         if let Some(number) = id.lookup_number.take() {
             let me = self.clone();
-            let found = tokio::task::spawn_blocking(move || me.subscriber_by_number(&number))
+            let n = number.clone();
+            let found = tokio::task::spawn_blocking(move || me.subscriber_by_number(&n))
                 .await
                 .ok()
                 .flatten();
@@ -765,6 +861,19 @@ impl Switchboard {
                 }
                 self.update(conv, |l| {
                     l.subscriber = Some(s.id.clone());
+                    l.open.party = id.party.clone();
+                });
+            } else if let Some(d) = self.inner.devices.current().by_phone(&number) {
+                // No person's phone, but a unit's (as it told it, or as entered): the unit
+                // calls, and its subscriber's register learns the number if it lacks one.
+                let party = format!("unit {} ({})", d.account, id.party);
+                id = Identity {
+                    party,
+                    ..Identity::of_device(d)
+                };
+                self.learn(d, number, "a trunk call from the unit's number");
+                self.update(conv, |l| {
+                    l.subscriber = id.subscriber.clone();
                     l.open.party = id.party.clone();
                 });
             }
@@ -945,6 +1054,56 @@ fn reached_ip(call: &IncomingCall) -> IpAddr {
     }
 }
 
+/// The caller's number as vakt keeps it ([`numbers::normalise`]): the one the SIP layer read
+/// (`P-Asserted-Identity`, else From), else From's when that one is no number (a trunk's
+/// `anonymous` assertion).
+fn caller_number(call: &IncomingCall) -> Option<String> {
+    call.caller
+        .number
+        .as_deref()
+        .and_then(numbers::normalise)
+        .or_else(|| numbers::normalise(&call.caller.from_uri))
+}
+
+/// Learns the numbers the switchboard hands it, one at a time, off the calls' path.
+async fn learn_numbers(
+    mut rx: mpsc::Receiver<Learn>,
+    store: Store,
+    devices: Devices,
+    calls: Arc<Calls>,
+) {
+    let mut seen = std::collections::HashSet::new();
+    while let Some(l) = rx.recv().await {
+        let key = (l.device.account.clone(), l.number.clone());
+        if seen.len() >= LEARN_SEEN {
+            seen.clear();
+        }
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let (s, d) = (store.clone(), devices.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            crate::registers::learn::learn(&s, &d, &l.device, &l.number, l.how, Timestamp::now())
+        })
+        .await;
+        match done {
+            Ok(Ok(learned)) => {
+                if learned.subscriber {
+                    calls.subscribers_changed();
+                }
+            }
+            Ok(Err(e)) => {
+                seen.remove(&key);
+                tracing::warn!(error = %e, "a learned phone number could not be stored");
+            }
+            Err(e) => {
+                seen.remove(&key);
+                tracing::warn!(error = %e, "learning a phone number failed");
+            }
+        }
+    }
+}
+
 /// Who a caller is, as the switchboard journals them.
 struct Identity {
     account: String,
@@ -1008,9 +1167,30 @@ fn voice_signal(id: &Identity, at: Timestamp, peer: SocketAddr) -> Signal {
 impl CallHandler for Switchboard {
     fn admit(&self, invite: &Message<'_>, uri: &str, peer: SocketAddr) -> Admission {
         if let Some(t) = self.trunk_of(peer) {
-            return Admission::Trunk {
-                name: t.name.clone(),
+            let Some(credentials) = &t.credentials else {
+                return Admission::Trunk {
+                    name: t.name.clone(),
+                };
             };
+            return match self.inner.auth.authenticate_trunk(
+                invite,
+                "INVITE",
+                uri,
+                peer,
+                credentials,
+            ) {
+                TrunkCheck::Passed => Admission::Trunk {
+                    name: t.name.clone(),
+                },
+                TrunkCheck::Challenge(c) => Admission::Challenge(c),
+                TrunkCheck::Refused => Admission::Forbidden,
+            };
+        }
+        if let Some(t) = self.trunk_named_by(invite) {
+            // A trunk's credentials from an address that is not the trunk's: never taken
+            // for a unit, never challenged again.
+            tracing::warn!(%peer, trunk = %t.name, "a trunk's credentials from another address: refused");
+            return Admission::Forbidden;
         }
         match self.inner.auth.authenticate(invite, "INVITE", uri, peer) {
             Ok(user) => Admission::Device { user },
@@ -1147,6 +1327,7 @@ impl SignalObserver for Switchboard {
 
     fn ingested(&self, signal: &Signal, outcome: Ingested) {
         if signal.protocol != VOICE_PROTOCOL {
+            self.learn_from_signal(signal);
             return;
         }
         let call = match outcome {
@@ -1199,17 +1380,6 @@ impl SignalObserver for LateObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_are_the_same_line_by_their_last_8_digits() {
-        assert!(same_number("+46 70-123 45 67", "070-1234567"));
-        assert!(same_number("0046701234567", "+46701234567"));
-        assert!(same_number("tel:+4791234567", "91234567"));
-        assert!(!same_number("+46701234567", "+46701234568"));
-        // Too short to tell: never a match (an extension, a short code).
-        assert!(!same_number("1234567", "1234567"));
-        assert!(!same_number("", ""));
-    }
 
     #[test]
     fn a_sip_end_reads_as_who_ended_the_conversation() {

@@ -124,6 +124,7 @@ mod tests {
             device_type: None,
             sip_user: None,
             sip_password: None,
+            phone: None,
         }]));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();

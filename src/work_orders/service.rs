@@ -712,6 +712,7 @@ mod tests {
             device_type: Some("carephone".into()),
             sip_user: None,
             sip_password: None,
+            phone: None,
         }
     }
 

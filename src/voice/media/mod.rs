@@ -98,6 +98,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::telemetry::MediaMetrics;
+use crate::voice::ports::PortError;
 
 pub use inbound::{DropCounts, Dropped};
 pub use operator::{OperatorFrame, OperatorLeg, OperatorSendError, law_of};
@@ -151,7 +152,7 @@ impl MediaOptions {
     /// public address that is one, non-zero times.
     pub fn validate(&self) -> Result<(), MediaError> {
         let bad = |why: &str| Err(MediaError::Options(why.to_string()));
-        if ports::pairs(self.port_min, self.port_max).is_none() {
+        if crate::voice::ports::pairs(self.port_min, self.port_max).is_none() {
             return bad(
                 "port_min..=port_max must hold an even port and the odd one above it (port_min at least 1)",
             );
@@ -192,7 +193,7 @@ pub enum MediaError {
 #[derive(Debug)]
 pub struct Media {
     options: MediaOptions,
-    pool: Arc<ports::PortPool>,
+    pool: Arc<crate::voice::ports::PortPool>,
     metrics: MediaMetrics,
 }
 
@@ -201,7 +202,13 @@ impl Media {
     pub fn new(options: MediaOptions) -> Result<Media, MediaError> {
         options.validate()?;
         Ok(Media {
-            pool: ports::PortPool::new(options.port_min, options.port_max)?,
+            pool: crate::voice::ports::PortPool::pairs(options.port_min, options.port_max)
+                .ok_or_else(|| {
+                    MediaError::Options(format!(
+                        "the RTP port range {}..={} holds no even port with its odd neighbour",
+                        options.port_min, options.port_max
+                    ))
+                })?,
             options,
             metrics: MediaMetrics::new(),
         })
@@ -224,7 +231,15 @@ impl Media {
 
     /// Binds a leg's RTP and RTCP sockets on a free pair of the range, before the answer.
     pub fn bind(&self) -> Result<RtpPort, MediaError> {
-        let (rtp, rtcp, lease) = self.pool.bind(self.options.bind_addr)?;
+        let (rtp, rtcp, lease) =
+            self.pool
+                .bind_pair(self.options.bind_addr)
+                .map_err(|e| match e {
+                    PortError::Exhausted { first, last } => {
+                        MediaError::PortsExhausted { first, last }
+                    }
+                    PortError::Bind(e) => MediaError::Bind(e),
+                })?;
         let local = rtp.local_addr().map_err(MediaError::Bind)?;
         let advertised = self.options.public_addr.or_else(|| {
             (!self.options.bind_addr.is_unspecified()).then_some(self.options.bind_addr)

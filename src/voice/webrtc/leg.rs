@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::negotiate::Negotiated;
-use super::ports::PortLease;
 use super::{BrowserFrame, G711, LegEnd, Shared};
+use crate::voice::ports::PortLease;
 
 /// The largest datagram read (str0m's own limit is 2000 bytes).
 const MAX_DATAGRAM: usize = 2048;

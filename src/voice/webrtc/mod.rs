@@ -81,7 +81,6 @@
 mod crypto;
 mod leg;
 mod negotiate;
-mod ports;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,8 +172,8 @@ impl Default for WebRtcOptions {
     fn default() -> Self {
         WebRtcOptions {
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port_min: 41_000,
-            port_max: 41_199,
+            port_min: 18_384,
+            port_max: 18_583,
             public_addr: None,
             connect_timeout_secs: 20,
             idle_timeout_secs: 15,
@@ -353,7 +352,7 @@ impl Shared {
 /// by the console's signalling.
 pub struct WebRtc {
     opts: WebRtcOptions,
-    ports: Arc<ports::PortPool>,
+    ports: Arc<crate::voice::ports::PortPool>,
     crypto: Arc<CryptoProvider>,
     metrics: WebRtcMetrics,
 }
@@ -386,7 +385,13 @@ impl WebRtc {
     pub fn new(opts: WebRtcOptions) -> Result<WebRtc, WebRtcError> {
         opts.validate()?;
         Ok(WebRtc {
-            ports: ports::PortPool::new(opts.port_min, opts.port_max),
+            ports: crate::voice::ports::PortPool::singles(opts.port_min, opts.port_max)
+                .ok_or_else(|| {
+                    WebRtcError::Options(format!(
+                        "the port range {}..={} is empty",
+                        opts.port_min, opts.port_max
+                    ))
+                })?,
             opts,
             crypto: crypto_provider(),
             metrics: WebRtcMetrics::new(),
@@ -416,7 +421,15 @@ impl WebRtc {
     fn try_answer(&self, offer: &str, prefer: G711) -> Result<Answered, WebRtcError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| WebRtcError::Internal("no tokio runtime".to_string()))?;
-        let (socket, lease) = self.ports.bind(self.opts.bind_addr)?;
+        let (socket, lease) = self
+            .ports
+            .bind_one(self.opts.bind_addr)
+            .map_err(|e| match e {
+                crate::voice::ports::PortError::Exhausted { first, last } => {
+                    WebRtcError::PortsExhausted { first, last }
+                }
+                crate::voice::ports::PortError::Bind(e) => WebRtcError::Bind(e),
+            })?;
         let port = socket.local_addr().map_err(WebRtcError::Bind)?.port();
         let mut candidates = Vec::with_capacity(2);
         if !self.opts.bind_addr.is_unspecified() {
