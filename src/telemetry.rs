@@ -134,6 +134,7 @@ pub fn init_tracing(json: bool) {
 fn describe() {
     describe_scaip();
     describe_recording();
+    describe_voice_calls();
     describe_webrtc();
     describe_media();
     describe_sip_calls();
@@ -1097,6 +1098,89 @@ impl ScaipMetrics {
 impl Default for ScaipMetrics {
     fn default() -> Self {
         ScaipMetrics::new()
+    }
+}
+
+// ---- voice: the switchboard's conversations ----
+
+fn describe_voice_calls() {
+    describe_gauge!(
+        "vakt_voice_calls",
+        Unit::Count,
+        "Voice conversations going on now, by state (ringing: nobody has answered yet; answered: an operator is on the line)"
+    );
+    describe_counter!(
+        "vakt_voice_calls_answered_total",
+        Unit::Count,
+        "Voice conversations answered, by direction (inbound: an operator answered; outbound: the far end answered)"
+    );
+    describe_counter!(
+        "vakt_voice_calls_ended_total",
+        Unit::Count,
+        "Voice conversations ended, by direction and by who ended them (caller, operator, no_answer, busy, declined, timeout, failure, restart)"
+    );
+    describe_counter!(
+        "vakt_voice_calls_abandoned_total",
+        Unit::Count,
+        "Inbound voice calls the caller gave up before an operator answered (left on the Call for a call back)"
+    );
+    describe_histogram!(
+        "vakt_voice_ring_seconds",
+        Unit::Seconds,
+        "Time from the first ring to the answer of answered voice conversations, by direction"
+    );
+}
+
+/// Handles of the switchboard's metrics (the conversations, not their media).
+#[derive(Clone)]
+pub struct VoiceCallMetrics {
+    ringing: Gauge,
+    answered: Gauge,
+}
+
+impl std::fmt::Debug for VoiceCallMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VoiceCallMetrics")
+    }
+}
+
+impl VoiceCallMetrics {
+    /// Registers the handles (installing the recorder first if needed).
+    pub fn new() -> VoiceCallMetrics {
+        prometheus();
+        VoiceCallMetrics {
+            ringing: metrics::gauge!("vakt_voice_calls", "state" => "ringing"),
+            answered: metrics::gauge!("vakt_voice_calls", "state" => "answered"),
+        }
+    }
+
+    /// The conversations going on now: `ringing` and `answered`.
+    pub fn going_on(&self, ringing: usize, answered: usize) {
+        self.ringing.set(ringing as f64);
+        self.answered.set(answered as f64);
+    }
+
+    /// A conversation in `direction` (`inbound`, `outbound`) was answered after ringing
+    /// `ring_secs`.
+    pub fn answered(&self, direction: &'static str, ring_secs: f64) {
+        metrics::counter!("vakt_voice_calls_answered_total", "direction" => direction).increment(1);
+        metrics::histogram!("vakt_voice_ring_seconds", "direction" => direction).record(ring_secs);
+    }
+
+    /// A conversation in `direction` ended `by` (a [`crate::model::ConversationEnd`]'s
+    /// name); `abandoned` when an inbound caller gave up before an answer.
+    pub fn ended(&self, direction: &'static str, by: &'static str, abandoned: bool) {
+        metrics::counter!("vakt_voice_calls_ended_total", "direction" => direction, "by" => by)
+            .increment(1);
+        if abandoned {
+            metrics::counter!("vakt_voice_calls_abandoned_total").increment(1);
+        }
+    }
+}
+
+impl Default for VoiceCallMetrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

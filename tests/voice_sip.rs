@@ -1227,6 +1227,16 @@ async fn a_units_call_opens_its_persons_call_and_an_abandoned_call_stays_on_it()
     // The Signal that opened it is the voice call's.
     let signal = &call["timeline"][0];
     assert_eq!(signal["code"], "VAKT voice_call", "{signal}");
+    // The figures count it abandoned, and nothing is left ringing.
+    assert!(common::metric(http, "vakt_voice_calls_abandoned_total").await >= 1.0);
+    assert!(
+        common::metric(
+            http,
+            "vakt_voice_calls_ended_total{direction=\"inbound\",by=\"caller\"}"
+        )
+        .await
+            >= 1.0
+    );
     srv.stop().await.unwrap();
 }
 

@@ -786,6 +786,18 @@ async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() 
     assert_eq!(line["operator"], common::ADMIN.0, "{line}");
     assert_eq!(line["ended_by"], "caller", "{line}");
     assert!(line["talk_secs"].is_u64(), "{line}");
+    let http = srv.http.unwrap();
+    assert!(
+        common::metric(
+            http,
+            "vakt_voice_calls_answered_total{direction=\"inbound\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        common::metric(http, "vakt_voice_ring_seconds_count{direction=\"inbound\"}").await >= 1.0
+    );
     let name = line["recording"].as_str().expect("a recording").to_owned();
     let wav = std::fs::read(dir.path().join("recordings").join(&name)).unwrap();
     assert_eq!(&wav[..4], b"RIFF");

@@ -49,7 +49,7 @@ use crate::model::{
 use crate::registers::devices::Devices;
 use crate::registers::numbers;
 use crate::store::{Store, StoreError};
-use crate::telemetry::RecordingMetrics;
+use crate::telemetry::{RecordingMetrics, VoiceCallMetrics};
 use crate::transport::sip::{
     Admission, CallEvent, CallHandle, CallHandler, CallId, Decision, End, IncomingCall, Origin,
 };
@@ -282,6 +282,7 @@ pub struct Inner {
     pub(super) webrtc: Arc<WebRtc>,
     recordings: RecordingOptions,
     recording_metrics: RecordingMetrics,
+    call_metrics: VoiceCallMetrics,
     board: Mutex<Board>,
     events: broadcast::Sender<VoiceEvent>,
     /// Calls out: the SIP endpoint to dial with, the trunk, the units' windows (`dial`).
@@ -327,6 +328,14 @@ impl std::fmt::Debug for Switchboard {
 }
 
 pub use crate::registers::numbers::same_line as same_number;
+
+/// A direction's name in the metrics.
+fn direction_name(d: CallDirection) -> &'static str {
+    match d {
+        CallDirection::Inbound => "inbound",
+        CallDirection::Outbound => "outbound",
+    }
+}
 
 /// How a SIP call's end reads on the timeline.
 pub fn end_of(end: End) -> ConversationEnd {
@@ -379,6 +388,7 @@ impl Switchboard {
                 webrtc: media.webrtc,
                 recordings: media.recordings,
                 recording_metrics: RecordingMetrics::new(),
+                call_metrics: VoiceCallMetrics::new(),
                 board: Mutex::new(Board::default()),
                 events,
                 out: crate::voice::outbound::Outbound::default(),
@@ -598,6 +608,10 @@ impl Switchboard {
             };
             live.state = LiveState::Answered;
             live.open.answered_at = Some(now);
+            let rang = now.duration_since(live.open.rang_at).as_secs_f64().max(0.0);
+            self.inner
+                .call_metrics
+                .answered(direction_name(live.open.direction), rang);
             live.open.operator = Some(user.to_owned());
             live.open.recording = recorder.as_ref().map(|r| r.id().file_name());
             live.recorder = recorder;
@@ -713,6 +727,16 @@ impl Switchboard {
     }
 
     pub(super) fn tell(&self, e: VoiceEvent) {
+        let (ringing, answered) = {
+            let b = self.board();
+            let answered = b
+                .by_sip
+                .values()
+                .filter(|l| l.state == LiveState::Answered)
+                .count();
+            (b.by_sip.len() - answered, answered)
+        };
+        self.inner.call_metrics.going_on(ringing, answered);
         // Nobody listening is fine.
         let _ = self.inner.events.send(e);
     }
@@ -996,6 +1020,12 @@ impl Switchboard {
     /// Puts an ended conversation's line on its Call, then forgets it in the store.
     fn put_line(&self, live: Live, by: ConversationEnd, now: Timestamp) {
         let conv = live.open.id;
+        let abandoned = live.open.direction == CallDirection::Inbound
+            && live.open.answered_at.is_none()
+            && by == ConversationEnd::Caller;
+        self.inner
+            .call_metrics
+            .ended(direction_name(live.open.direction), by.as_str(), abandoned);
         let line = live.open.ended(by, now);
         let call = live.open.call;
         if let Some(call) = call

@@ -437,3 +437,19 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The value of the Prometheus series `series` (its name and labels as written, e.g.
+/// `vakt_x_total{reason="a"}`) in the server's `/metrics` at `http`; 0 when absent.
+pub async fn metric(http: SocketAddr, series: &str) -> f64 {
+    let (_, text) = http_get(http, "/metrics").await;
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .next()
+        .unwrap_or(0.0)
+}
