@@ -39,39 +39,33 @@
 //! out of order, what vakt itself counted dropped or lost in the window ([`DROP_COUNTERS`]),
 //! the set-up time, the load average when the window closed.
 //!
-//! Measured on a 2-core x86-64 machine shared with other builds (load average 7–14 through
-//! every run, the bench under `nice`, so the process got about 1.5 of the two cores):
-//! `VAKT_CALLS=50,100,150,200,250,300,400 VAKT_CALLS_SECS=10 nice cargo bench --bench
-//! voice_calls` (and `VAKT_CALLS=10 VAKT_CALLS_SECS=5` for the first row):
+//! Measured on a quiet 2-core x86-64 machine (load average under 2.6), the players on the
+//! same two cores: `VAKT_CALLS=50,100,200,300,400,500,600 VAKT_CALLS_SECS=10 cargo bench
+//! --bench voice_calls`:
 //!
-//! | calls | loss each way | unit→browser p50 / p99 | browser→unit p50 / p99 | server CPU per call (recording) | players | load |
-//! |---|---|---|---|---|---|---|
-//! | 10 | 0 % | 0.10 / 0.30 ms | 0.14 / 0.31 ms | 0.85 % of a core (0.31 %) | 5.5 % | 9.2 |
-//! | 50 | 0 % | 0.21 / 0.77 ms | 0.19 / 0.71 ms | 0.62 % (0.18 %) | 20 % | 7.0 |
-//! | 100 | 0 % | 0.39 / 2.7 ms | 0.36 / 2.6 ms | 0.57 % (0.19 %) | 35 % | 6.9 |
-//! | 150 | 0 % | 0.63 / 4.6 ms | 0.62 / 4.5 ms | 0.55 % (0.20 %) | 41 % | 7.5 |
-//! | 200 | 0 % | 1.3 / 43 ms | 1.2 / 42 ms | 0.48 % (0.18 %) | 49 % | 9.8 |
-//! | 250 | 0 % | 1.0 / 35 ms | 1.0 / 35 ms | 0.41 % (0.15 %) | 51 % | 10.6 |
-//! | 300 | 0 % | 26 / 126 ms | 25 / 126 ms | 0.33 % (0.12 %), server 100 % | 53 % | 11.7 |
-//! | 400 | 0 % (the players sent 44 pkt/s) | 60 / 256 ms | 59 / 252 ms | 0.24 %, server 97 % | 57 % | 14.3 |
+//! | calls | players' packets/s per call | loss each way | unit→browser p50 / p99 | browser→unit p50 / p99 | server CPU per call (recording) | server | players |
+//! |---|---|---|---|---|---|---|---|
+//! | 50 | 50.0 | 0 % | 0.13 / 0.45 ms | 0.14 / 0.46 ms | 0.42 % of a core (0.06 %) | 21 % | 18 % |
+//! | 100 | 50.0 | 0 % | 0.16 / 0.69 ms | 0.17 / 0.71 ms | 0.31 % (0.05 %) | 31 % | 25 % |
+//! | 200 | 50.0 | 0 % | 0.36 / 1.38 ms | 0.36 / 1.41 ms | 0.28 % (0.04 %) | 56 % | 41 % |
+//! | 300 | 50.1 | 0 % | 0.63 / 3.39 ms | 0.64 / 3.29 ms | 0.27 % (0.04 %) | 81 % | 59 % |
+//! | 400 | 50.1 | 0 % | 1.47 / 14.3 ms | 1.46 / 13.8 ms | 0.26 % (0.04 %) | 104 % | 77 % |
+//! | 500 | 48.5 | 0 % | 11.5 / 44.5 ms | 11.0 / 44.0 ms | 0.23 % (0.04 %) | 114 % | 81 % |
+//! | 600 | 34.6 | 0 % | 45 / 144 ms | 45 / 144 ms | 0.19 % | 116 % | 79 % |
 //!
 //! - No frame was lost either way at any step, none reached another call or changed, vakt
-//!   counted no drop in the windows, and every conversation left its recording. Earlier
-//!   runs under heavier load (10–12) stopped at 200–250 calls, the players no longer
-//!   sending 45 packets a second, also without loss.
-//! - The server's CPU per call with both legs is 0.5–0.6 % of a core while it has the cores
-//!   it asks for (the relay and recording alone, `voice_relay`, take 0.24–0.27 %: the
-//!   browser leg's DTLS-SRTP and the calls' bookkeeping are the rest); 0.85 % at 10 calls,
-//!   where the fixed costs show. The falling figure beyond 250 is the server starved
-//!   (about one core of the machine's two was left to it): more packets per wake-up.
-//! - The players take 0.25–0.35 % of a core per call, a third of the process's CPU.
-//! - Capacity: 250 calls with loss 0 and p99 under 50 ms on this shared machine; 300–400
-//!   still without loss but with the latency of threads waiting for a core. The latency up
-//!   to 150 calls (p50 under 0.7 ms, p99 under 5 ms), and 0.1 / 0.3 ms at 10 calls, is the
-//!   whole path's: loopback, vakt, and the players' own scheduling. The 300–400 calls
-//!   were carried on about 1.5 cores only because a busy server handles more packets per
-//!   wake-up; the latency is what that costs. The final figure wants a run on a quiet
-//!   machine (the same command).
+//!   counted no drop, and every conversation left its recording.
+//! - The loss never reached 1 %: the machine's two cores ran out first, shared by the server
+//!   and the players (which take about 0.2-0.35 % of a core per call themselves). From 500
+//!   calls the players could no longer send 50 packets a second (48.5, then 34.6 at 600,
+//!   where the run stops), and the latency is threads waiting for a core.
+//! - So this machine carries 400 calls with both legs relayed and recorded, with no loss
+//!   and a p99 of 14 ms through the whole path, and 500 with no loss and a p99 of 45 ms.
+//! - The server's CPU per call is 0.26-0.31 % of a core from 100 to 400 calls, and 0.42 %
+//!   at 50, where its fixed costs show. The relay and recording alone (`voice_relay`) take
+//!   0.15-0.19 %; the rest is the browser leg's SRTP and the calls' bookkeeping.
+//! - The latency is the whole path's: loopback, vakt and the players' own scheduling. It is
+//!   an upper bound of what vakt adds; `voice_relay` times the relay alone (p50 3-5 µs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
