@@ -15,9 +15,12 @@ use std::ops::RangeInclusive;
 use anyhow::Context as _;
 use vakt_proto::crypto::Key;
 
-/// vakt's devices header, with the SIP credentials of SCAIP devices
-/// (`vakt::registers::devices::CSV_HEADER`).
-pub const DEVICES_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password";
+/// vakt's devices header, with the SIP credentials of SCAIP devices and the unit's own
+/// phone number (`vakt::registers::devices::CSV_HEADER`).
+pub const DEVICES_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password,phone";
+
+/// vakt's devices header before the unit's phone number (`CSV_HEADER_V3`).
+pub const DEVICES_HEADER_V3: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password";
 
 /// vakt's devices header before the SIP credentials (`CSV_HEADER_V2`); `console-setup`
 /// writes it.
@@ -66,11 +69,15 @@ pub fn read_devices(input: impl Read) -> anyhow::Result<Vec<DeviceRow>> {
         .collect::<Vec<_>>()
         .join(",");
     let header = header.trim_start_matches('\u{feff}');
-    let Some(columns) = [DEVICES_HEADER, DEVICES_HEADER_V2, DEVICES_HEADER_V1]
-        .into_iter()
-        .find(|h| *h == header)
-        .map(|h| h.split(',').count())
-    else {
+    let Some(columns) = [
+        DEVICES_HEADER,
+        DEVICES_HEADER_V3,
+        DEVICES_HEADER_V2,
+        DEVICES_HEADER_V1,
+    ]
+    .into_iter()
+    .find(|h| *h == header)
+    .map(|h| h.split(',').count()) else {
         anyhow::bail!("line 1: the header must be vakt's `{DEVICES_HEADER}` or an older one");
     };
     let mut rows = Vec::new();
@@ -128,6 +135,7 @@ mod tests {
     fn headers_and_limits_are_vakts() {
         use vakt::registers::{devices, subscribers};
         assert_eq!(DEVICES_HEADER, devices::CSV_HEADER);
+        assert_eq!(DEVICES_HEADER_V3, devices::CSV_HEADER_V3);
         assert_eq!(DEVICES_HEADER_V2, devices::CSV_HEADER_V2);
         assert_eq!(DEVICES_HEADER_V1, devices::CSV_HEADER_V1);
         assert_eq!(SUBSCRIBERS_HEADER, subscribers::CSV_HEADER);
@@ -160,11 +168,12 @@ mod tests {
             }),
             format!(
                 "\u{feff}{DEVICES_HEADER}\n\
-                 12ab,a1,c,000102030405060708090a0b0c0d0e0f,HEX,S-1,,,,pendant,,\n\
-                 , , , , , , , , , , ,\n \
-                 3456 , , 7 ,ABCDEFGHIJKLMNOP,ascii,,,,,,,\n\
-                 678,,,,,S-3,,,,,luc678,s3cret\n"
+                 12ab,a1,c,000102030405060708090a0b0c0d0e0f,HEX,S-1,,,,pendant,,,\n\
+                 , , , , , , , , , , , ,\n \
+                 3456 , , 7 ,ABCDEFGHIJKLMNOP,ascii,,,,,,,,\n\
+                 678,,,,,S-3,,,,,luc678,s3cret,+46701234567\n"
             ),
+            format!("{DEVICES_HEADER_V3}\n678,,,,,S-3,,,,,luc678,s3cret\n"),
             format!("{DEVICES_HEADER_V2}\n1234,,,,,S-1,90,Telia,Norr,carephone\n"),
         ];
         for text in &files {
