@@ -900,3 +900,90 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
     assert_eq!(a.status, 201, "{}", a.body);
     r.stop().await.unwrap();
 }
+
+/// The same person's next Call shows the first and the patrol on its way; a second patrol to
+/// the home is refused until the operator confirms it, and the confirmation is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_persons_next_call_shows_the_patrol_on_its_way_and_a_second_needs_a_confirmation()
+{
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let r = start_with(config(dir.path(), 60)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+
+    // Åsa falls; c1 is sent and the Call closed "patrol needed" while c1 is on its way.
+    let first = alarm_from(&r, &mut op, 1, "1234").await;
+    let d1 = claim_and_dispatch(&mut op, first, "c1").await;
+    let a = op
+        .post(
+            &format!("/api/calls/{first}/close"),
+            json!({"outcome": "patrol_needed"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // She presses again: a new Call, in its context.
+    let second = alarm_from(&r, &mut op, 2, "1234").await;
+    assert_ne!(second, first);
+    let v = op.get(&format!("/api/calls/{second}")).await.json();
+    let recent = v["context"]["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{v}");
+    assert_eq!(recent[0]["id"], first);
+    assert_eq!(recent[0]["outcome"], "patrol_needed");
+    assert_eq!(recent[0]["patrols"], json!(["c1"]));
+    let live = v["context"]["live_dispatches"].as_array().unwrap();
+    assert_eq!(live.len(), 1, "{v}");
+    assert_eq!(live[0]["id"], d1);
+    assert_eq!(live[0]["patrol"], "c1");
+    // The first Call shows no patrol of another Call (its own is among its dispatches).
+    let v1 = op.get(&format!("/api/calls/{first}")).await.json();
+    assert!(
+        v1["context"]["live_dispatches"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{v1}"
+    );
+    assert_eq!(v1["context"]["recent"][0]["id"], second);
+
+    // A second patrol waits for a confirmation.
+    let a = op
+        .post(&format!("/api/calls/{second}/claim"), json!({}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = op
+        .post(
+            &format!("/api/calls/{second}/dispatch"),
+            json!({ "patrol": "c2" }),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(a.json()["confirm"], true, "{}", a.body);
+    assert_eq!(a.json()["dispatch"], d1, "{}", a.body);
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("c1"),
+        "{}",
+        a.body
+    );
+    let a = op
+        .post(
+            &format!("/api/calls/{second}/dispatch"),
+            json!({ "patrol": "c2", "second": true }),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let mut admin = Client::login(r.http.unwrap(), ADMIN.0, ADMIN.1).await;
+    let audit = admin.get("/api/audit").await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "call.dispatch"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("second patrol"))),
+        "{audit}"
+    );
+    r.stop().await.unwrap();
+}

@@ -376,6 +376,7 @@ async fn login_failed(
             owner: None,
             dispatch: None,
             problems: Vec::new(),
+            confirm: false,
         },
         retry_after: Some(secs),
     }
@@ -455,6 +456,106 @@ pub struct CallView {
     pub subscriber_name: Option<String>,
     /// The Call's dispatches to patrols, oldest first.
     pub dispatches: Vec<crate::dispatch::desk::DispatchView>,
+    /// The person's other Calls and the patrols on their way to the home.
+    pub context: PersonContext,
+}
+
+/// How far back a Call shows the person's other Calls.
+const RECENT_DAYS: i64 = 14;
+/// At most this many of them.
+const RECENT_MAX: usize = 10;
+
+/// What the operator should know of the person beyond this Call: every Call is in its
+/// context (the same person's alarms, a patrol already on its way).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct PersonContext {
+    /// The person's other Calls opened in the last 14 days, newest first (at most 10).
+    pub recent: Vec<RecentCall>,
+    /// Patrols on their way to the person's home, or there, for other Calls (oldest first).
+    pub live_dispatches: Vec<crate::dispatch::desk::DispatchView>,
+}
+
+/// One of the person's other Calls, in brief.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentCall {
+    /// The Call's id.
+    pub id: u64,
+    /// What it was about.
+    pub kind: String,
+    /// Its priority.
+    #[schema(value_type = Object)]
+    pub priority: crate::model::Priority,
+    /// Open, taken or closed.
+    #[schema(value_type = Object)]
+    pub state: crate::model::CallState,
+    /// When it opened.
+    #[schema(value_type = String)]
+    pub opened_at: jiff::Timestamp,
+    /// When it was closed, if it was.
+    #[schema(value_type = Option<String>)]
+    pub closed_at: Option<jiff::Timestamp>,
+    /// How it was closed.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<crate::model::Outcome>,
+    /// The patrols sent on it (ids), oldest first.
+    pub patrols: Vec<String>,
+}
+
+/// The person's other Calls and the patrols on their way to the home (empty for a Call
+/// with no subscriber). Reading failures leave it partial and are logged.
+fn context_of(state: &AppState, call: &Call, now: jiff::Timestamp) -> PersonContext {
+    let Some(subscriber) = call.subscriber.as_deref() else {
+        return PersonContext::default();
+    };
+    let since = now
+        .checked_sub(jiff::SignedDuration::from_hours(24 * RECENT_DAYS))
+        .unwrap_or(jiff::Timestamp::MIN);
+    let mut others: Vec<Call> = match state.store.calls_opened_since(since) {
+        Ok(cs) => cs
+            .into_iter()
+            .filter(|c| c.id != call.id && c.subscriber.as_deref() == Some(subscriber))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, call = call.id, "reading the person's other calls failed");
+            Vec::new()
+        }
+    };
+    // Open Calls as triage has them now (the store's copies may lag a moment, or not be
+    // written yet).
+    others.retain(|c| c.state == crate::model::CallState::Closed);
+    others.extend(state.calls.triage.open_calls().into_iter().filter(|c| {
+        c.id != call.id && c.subscriber.as_deref() == Some(subscriber) && c.opened_at >= since
+    }));
+    others.sort_unstable_by(|a, b| b.opened_at.cmp(&a.opened_at).then(b.id.cmp(&a.id)));
+    others.truncate(RECENT_MAX);
+    let recent = others
+        .into_iter()
+        .map(|c| RecentCall {
+            patrols: state
+                .store
+                .dispatches_of_call(c.id)
+                .map(|ds| ds.into_iter().map(|d| d.patrol).collect())
+                .unwrap_or_default(),
+            id: c.id,
+            kind: c.kind,
+            priority: c.priority,
+            state: c.state,
+            opened_at: c.opened_at,
+            closed_at: c.closed_at,
+            outcome: c.outcome,
+        })
+        .collect();
+    let live_dispatches = state
+        .desk
+        .live_to_home(subscriber, call.id)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, call = call.id, "reading the home's live dispatches failed");
+            Vec::new()
+        });
+    PersonContext {
+        recent,
+        live_dispatches,
+    }
 }
 
 fn view(state: &AppState, call: Call) -> CallView {
@@ -466,10 +567,12 @@ fn view(state: &AppState, call: Call) -> CallView {
             Vec::new()
         }
     };
+    let context = context_of(state, &call, jiff::Timestamp::now());
     CallView {
         call,
         subscriber_name,
         dispatches,
+        context,
     }
 }
 

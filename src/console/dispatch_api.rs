@@ -34,6 +34,11 @@ fn desk_error(e: DeskError) -> ApiError {
         )
         .with_owner(owner),
         DeskError::NoneOnShift => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        DeskError::HomeHasPatrol { dispatch, .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+                .with_dispatch(dispatch)
+                .needing_confirmation()
+        }
         DeskError::Dispatch(DispatchError::UnknownPatrol(p)) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no patrol {p} in the directory"),
@@ -87,6 +92,10 @@ pub struct DispatchRequest {
     /// The patrol; absent: the suggested one.
     #[serde(default)]
     pub patrol: Option<String>,
+    /// The operator confirms a second patrol to a home that has one on its way for another
+    /// Call (without it that is refused 409 with `confirm: true`).
+    #[serde(default)]
+    pub second: bool,
 }
 
 /// Dispatch the Call (which the operator has taken) to a patrol: the suggested one, or the
@@ -96,7 +105,7 @@ pub struct DispatchRequest {
     params(("id" = u64, Path, description = "Call id")), request_body = DispatchRequest,
     responses((status = 201, body = DispatchView),
         (status = 404, description = "No such open Call, or no such patrol", body = ErrorBody),
-        (status = 409, description = "Not the operator's Call, or already dispatched", body = ErrorBody),
+        (status = 409, description = "Not the operator's Call, or already dispatched, or the home has a patrol on its way for another Call (`confirm`: send again with `second`)", body = ErrorBody),
         (status = 422, description = "No patrol named and none of the route on shift", body = ErrorBody)))]
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -113,7 +122,7 @@ pub async fn dispatch(
         .filter(|p| !p.is_empty());
     let v = state
         .desk
-        .dispatch(id, patrol, &s.user, jiff::Timestamp::now())
+        .dispatch_to(id, patrol, &s.user, req.second, jiff::Timestamp::now())
         .map_err(desk_error)?;
     audit(
         &state,
@@ -121,7 +130,16 @@ pub async fn dispatch(
         "call.dispatch",
         Some(id),
         None,
-        format!("dispatch {} to {}", v.dispatch.id, v.dispatch.patrol),
+        format!(
+            "dispatch {} to {}{}",
+            v.dispatch.id,
+            v.dispatch.patrol,
+            if req.second {
+                " (a second patrol to the home, confirmed)"
+            } else {
+                ""
+            }
+        ),
     )?;
     durable(&state).await?;
     Ok((StatusCode::CREATED, Json(v)))

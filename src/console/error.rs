@@ -24,6 +24,10 @@ pub struct ErrorBody {
     /// Every problem of a refused import, by file and line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The request is refused only until the operator confirms it (409 on a second patrol to
+    /// a home that has one on its way: send it again with `second: true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 /// An error with its status.
@@ -44,6 +48,7 @@ impl ApiError {
                 owner: None,
                 dispatch: None,
                 problems: Vec::new(),
+                confirm: false,
             },
             retry_after: None,
         }
@@ -58,6 +63,12 @@ impl ApiError {
     /// With the open dispatch of a Call.
     pub(crate) fn with_dispatch(mut self, id: u64) -> ApiError {
         self.body.dispatch = Some(id);
+        self
+    }
+
+    /// Refused until the operator confirms it.
+    pub(crate) fn needing_confirmation(mut self) -> ApiError {
+        self.body.confirm = true;
         self
     }
 
@@ -123,6 +134,7 @@ impl From<CallError> for ApiError {
                     owner: Some(owner),
                     dispatch: None,
                     problems: Vec::new(),
+                    confirm: false,
                 },
                 retry_after: None,
             },

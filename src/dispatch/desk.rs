@@ -56,6 +56,19 @@ pub enum DeskError {
     /// No patrol given, and none of the route is on shift.
     #[error("no patrol of this call's route is on shift now: pick one")]
     NoneOnShift,
+    /// A patrol is already on its way to (or at) the person's home for another Call: a
+    /// second one is sent only when the operator confirms it.
+    #[error(
+        "patrol {patrol} is already on its way to this home (call {call}): confirm to send another"
+    )]
+    HomeHasPatrol {
+        /// That dispatch.
+        dispatch: u64,
+        /// Its patrol.
+        patrol: String,
+        /// Its Call.
+        call: u64,
+    },
     /// Refused by the dispatcher.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
@@ -250,6 +263,29 @@ impl Desk {
         }
     }
 
+    /// The dispatches of Calls other than `except` whose patrol is on its way to
+    /// `subscriber`'s home or there (offered, received, accepted, arrived), oldest first.
+    pub fn live_to_home(
+        &self,
+        subscriber: &str,
+        except: u64,
+    ) -> Result<Vec<DispatchView>, DeskError> {
+        let live = self.store.dispatches_where(|d| {
+            d.call != except && (d.is_open() || d.state == DispatchState::Arrived)
+        })?;
+        let mut out = Vec::new();
+        for d in live {
+            let same = self
+                .call(d.call)?
+                .is_some_and(|c| c.subscriber.as_deref() == Some(subscriber));
+            if same {
+                out.push(self.view(&d));
+            }
+        }
+        out.sort_by_key(|v| v.dispatch.offered_at);
+        Ok(out)
+    }
+
     /// Where a Call is routed: its subscriber's care provider and area.
     fn target_for(&self, call: &Call) -> Result<Target, StoreError> {
         let sub = match &call.subscriber {
@@ -387,6 +423,20 @@ impl Desk {
         operator: &str,
         now: Timestamp,
     ) -> Result<DispatchView, DeskError> {
+        self.dispatch_to(call_id, patrol, operator, false, now)
+    }
+
+    /// [`Desk::dispatch`], sending a second patrol to a home that has one on its way for
+    /// another Call only when `second` (the operator confirmed it); otherwise that is refused
+    /// ([`DeskError::HomeHasPatrol`]).
+    pub fn dispatch_to(
+        &self,
+        call_id: u64,
+        patrol: Option<&str>,
+        operator: &str,
+        second: bool,
+        now: Timestamp,
+    ) -> Result<DispatchView, DeskError> {
         let call = self
             .calls
             .triage
@@ -397,6 +447,16 @@ impl Desk {
             return Err(DeskError::NotOwner {
                 call: call_id,
                 owner: call.owner.unwrap_or_default(),
+            });
+        }
+        if !second
+            && let Some(subscriber) = &call.subscriber
+            && let Some(live) = self.live_to_home(subscriber, call_id)?.into_iter().next()
+        {
+            return Err(DeskError::HomeHasPatrol {
+                dispatch: live.dispatch.id,
+                patrol: live.dispatch.patrol,
+                call: live.dispatch.call,
             });
         }
         let t = self.target_for(&call)?;
@@ -988,6 +1048,11 @@ mod tests {
     use crate::model::{ArrivalMethod, CallState};
 
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
+        setup_calls(&[7])
+    }
+
+    /// The desk with Calls `ids` of subscriber S-1, each taken by olle.
+    fn setup_calls(ids: &[u64]) -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
         let (dir, store) = norr_store();
         let subs = crate::registers::subscribers::parse_csv(
             format!(
@@ -998,15 +1063,18 @@ mod tests {
         )
         .unwrap();
         store.upsert_subscribers(&subs).unwrap();
-        let call: Call = serde_json::from_value(serde_json::json!({
-            "id": 7, "priority": 1, "state": "claimed", "owner": "olle",
+        let call = |id: u64| -> Call {
+            serde_json::from_value(serde_json::json!({
+            "id": id, "priority": 1, "state": "claimed", "owner": "olle",
             "opened_at": "2026-12-15T10:59:00Z", "alarm_count": 1, "subscriber": "S-1",
             "account": "1234", "kind": "Fall", "restored": false,
             "answered_at": "2026-12-15T10:59:30Z", "closed_at": null, "outcome": null,
             "timeline": []
-        }))
-        .unwrap();
-        store.save_calls(&[call], None).unwrap();
+            }))
+            .unwrap()
+        };
+        let all: Vec<Call> = ids.iter().map(|&id| call(id)).collect();
+        store.save_calls(&all, None).unwrap();
         let calls = Arc::new(
             Calls::start(
                 store.clone(),
@@ -1062,6 +1130,34 @@ mod tests {
         assert_eq!(v.patrol_name, "Norr 1");
         assert_eq!(v.address.as_deref(), Some("Storgatan 4, 123 45 Vaktby"));
         assert_eq!(v.receipt_deadline, Some(at(2, 0)));
+    }
+
+    #[test]
+    fn a_second_patrol_to_a_home_with_one_on_its_way_needs_a_confirmation() {
+        // Two Calls of the same person, both taken by olle.
+        let (_dir, _store, _calls, desk) = setup_calls(&[7, 9]);
+        let first = desk.dispatch(7, Some("n1"), "olle", at(0, 0)).unwrap();
+        let live = desk.live_to_home("S-1", 9).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].dispatch.id, first.dispatch.id);
+        assert!(desk.live_to_home("S-1", 7).unwrap().is_empty());
+        match desk.dispatch(9, Some("n2"), "olle", at(1, 0)) {
+            Err(DeskError::HomeHasPatrol {
+                dispatch,
+                patrol,
+                call,
+            }) => {
+                assert_eq!(
+                    (dispatch, patrol.as_str(), call),
+                    (first.dispatch.id, "n1", 7)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let v = desk
+            .dispatch_to(9, Some("n2"), "olle", true, at(1, 0))
+            .unwrap();
+        assert_eq!(v.dispatch.patrol, "n2");
     }
 
     #[test]
