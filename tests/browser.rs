@@ -1552,3 +1552,126 @@ async fn telecom_incident_and_work_orders_in_the_console() {
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }
+
+/// The same person's second alarm shows the first Call and the patrol on its way, and a
+/// second patrol to the home is sent only with a second press that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    let srv = &s.srv;
+    let mut api = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+
+    // Åsa's first alarm: taken, a patrol sent, the Call closed "patrol needed".
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let first = wait_for("the first Call", Duration::from_secs(10), || async {
+        let calls = api.clone().get("/api/calls?state=open").await.json();
+        calls.as_array()?.first()?["id"].as_u64()
+    })
+    .await;
+    let r = api
+        .post(&format!("/api/calls/{first}/claim"), serde_json::json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api
+        .post(
+            &format!("/api/calls/{first}/dispatch"),
+            serde_json::json!({ "patrol": PATROL }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api
+        .post(
+            &format!("/api/calls/{first}/close"),
+            serde_json::json!({ "outcome": "patrol_needed" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // She presses again: the operator takes the new Call in the console.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let row = wait_for(
+        "the second Call in the queue",
+        Duration::from_secs(10),
+        || async { c.find(Locator::Css("#queue-body tr.call-row")).await.ok() },
+    )
+    .await;
+    row.find(Locator::Css(".take"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let live = wait_for("the patrol on its way", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#context-live").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(
+        live.contains("Centrum 1") && live.contains(&format!("#{first}")),
+        "context: {live}"
+    );
+    let recent = text_of(&c, "#context-recent").await.unwrap();
+    assert!(recent.contains(&format!("#{first}")), "recent: {recent}");
+    screenshot("console-call-context.png", &c.screenshot().await.unwrap());
+
+    // D: the dialog says a patrol is on its way; the first press is refused with the
+    // reason, the second sends the other patrol.
+    press(&c, 'd').await;
+    let home = wait_for("the dialog's warning", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#dispatch-home").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(home.contains("Centrum 1"), "dialog: {home}");
+    let other = wait_for("the other patrol", Duration::from_secs(10), || async {
+        c.find(Locator::Css(&format!(
+            "#dispatch-choices input[value=\"{PATROL_2}\"]"
+        )))
+        .await
+        .ok()
+    })
+    .await;
+    other.click().await.unwrap();
+    c.find(Locator::Css("#dispatch-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = wait_for("the refusal", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#dispatch-error").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(refused.contains("already on its way"), "refusal: {refused}");
+    let button = text_of(&c, "#dispatch-submit").await.unwrap();
+    assert_eq!(button, "Send a second patrol");
+    c.find(Locator::Css("#dispatch-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the second dispatch", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#dispatch-list").await?;
+        t.contains("Centrum 2").then_some(())
+    })
+    .await;
+}

@@ -1534,6 +1534,7 @@ function setCurrent(call) {
   renderVoice();
   renderOwnership(call);
   renderDispatchPanel(call); // first: the timeline's words use the dispatches it notes
+  renderContext(call);
   renderTimeline(call.timeline || []);
   renderPatrolHint();
   loadSubscriber(call);
@@ -2283,6 +2284,38 @@ function openDispatchOf(call) {
   return dispatchesOf(call).find((d) => OPEN_DISPATCH.has(d.state)) || null;
 }
 
+/** In words: the patrols on their way to this home for other Calls (empty: none). */
+function homeLiveWords(call) {
+  const live = (call.context && call.context.live_dispatches) || [];
+  return live.map((d) => {
+    const who = d.patrol_name || d.patrol;
+    const what = d.state === 'arrived' ? 'is at the home' : 'is on its way to the home';
+    return `${who} ${what} for call #${d.call} (dispatched ${fmtTime(d.offered_at)}).`;
+  }).join(' ');
+}
+
+/** The person's other Calls lately and the patrols on their way: every Call in its context. */
+function renderContext(call) {
+  const ctx = call.context || { recent: [], live_dispatches: [] };
+  const recent = ctx.recent || [];
+  const live = homeLiveWords(call);
+  show($('call-context'), recent.length > 0 || !!live);
+  const liveEl = $('context-live');
+  liveEl.textContent = live;
+  show(liveEl, !!live);
+  const ul = $('context-recent');
+  clear(ul);
+  for (const r of recent) {
+    const state = r.state === 'closed'
+      ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : 'closed')
+      : (r.state === 'claimed' ? 'open, taken' : 'open, waiting');
+    const patrols = (r.patrols || []).length ? ` · patrol ${r.patrols.join(', ')}` : '';
+    const a = el('button', { type: 'button', class: 'link', text: `#${r.id}`, on: { click: () => openCall(r.id) } });
+    ul.append(el('li', { class: `context-call${r.state === 'closed' ? '' : ' context-open'}` },
+      a, ` ${fmtTime(r.opened_at)} ${r.kind} — ${state}${patrols}`));
+  }
+}
+
 function renderDispatchPanel(call) {
   const list = dispatchesOf(call);
   const mine = isMine(call);
@@ -2498,6 +2531,10 @@ async function openDispatchDialog() {
   }
   const id = call.id;
   S.dispatchChoices = null;
+  S.dispatchSecond = false;
+  const home = homeLiveWords(call);
+  $('dispatch-home').textContent = home ? `${home} Send another only if this is a new need.` : '';
+  show($('dispatch-home'), !!home);
   $('dispatch-dialog-call').textContent = `· call ${id}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
   $('dispatch-route').textContent = 'Loading the patrols…';
   clear($('dispatch-choices'));
@@ -2646,6 +2683,7 @@ async function submitDispatch(ev) {
   if (S.dispatchBusy || !c || c.call !== id) return;
   const p = selectedChoice();
   const body = p ? { patrol: p.id } : {};
+  if (S.dispatchSecond) body.second = true;
   S.dispatchBusy = true;
   $('dispatch-submit').disabled = true;
   show($('dispatch-error'), false);
@@ -2657,7 +2695,14 @@ async function submitDispatch(ev) {
     renderDispatchBadge(serverNow());
     if (S.current && S.current.id === id) renderDispatchPanel(S.current);
   } catch (e) {
-    if (e.status === 409 && e.body && e.body.dispatch !== undefined && e.body.dispatch !== null) {
+    if (e.status === 409 && e.body && e.body.confirm) {
+      // A patrol is on its way to this home for another Call: a second one only when the
+      // operator says so, with a second press.
+      S.dispatchSecond = true;
+      showDispatchError(`${e.message}.`);
+      S.dispatchBusy = false;
+      $('dispatch-submit').textContent = 'Send a second patrol';
+    } else if (e.status === 409 && e.body && e.body.dispatch !== undefined && e.body.dispatch !== null) {
       closeDispatchDialog();
       message(`This call already has an open dispatch (#${e.body.dispatch}): ${e.message}`, 'warn');
     } else if (e.status === 422) {
