@@ -1612,6 +1612,12 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
         || async { c.find(Locator::Css("#queue-body tr.call-row")).await.ok() },
     )
     .await;
+    // The header shows the longest wait beside the median while it waits.
+    wait_for("the longest wait", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#stat-longest").await?;
+        (t != "-").then_some(())
+    })
+    .await;
     row.find(Locator::Css(".take"))
         .await
         .unwrap()
@@ -1627,6 +1633,11 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
         live.contains("Centrum 1") && live.contains(&format!("#{first}")),
         "context: {live}"
     );
+    wait_for("no wait once taken", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#stat-longest").await?;
+        (t == "-").then_some(())
+    })
+    .await;
     let recent = text_of(&c, "#context-recent").await.unwrap();
     assert!(recent.contains(&format!("#{first}")), "recent: {recent}");
     screenshot("console-call-context.png", &c.screenshot().await.unwrap());

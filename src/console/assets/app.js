@@ -1240,6 +1240,7 @@ function renderQueue() {
   clear(body);
   body.append(frag);
   renderQueueCount(calls);
+  renderLongestWait();
 }
 
 function queueRow(c, now) {
@@ -1306,9 +1307,27 @@ function renderTitle() {
   document.title = `${alert}${incident}${n ? `(${n}) ` : ''}vakt`;
 }
 
+/**
+ * The header's longest wait, next to the median: the oldest Call nobody has taken, red past
+ * a minute (the answer target), so a growing queue shows while the day's median is still good.
+ */
+function renderLongestWait() {
+  const node = $('stat-longest');
+  const waiting = sortedCalls().filter((c) => c.state === 'queued');
+  if (waiting.length === 0) {
+    node.textContent = '-';
+    node.dataset.met = 'none';
+    return;
+  }
+  const secs = Math.max(...waiting.map((c) => ageSecs(c.opened_at)));
+  node.textContent = fmtDuration(secs);
+  node.dataset.met = secs > 60 ? 'no' : 'yes';
+}
+
 /** Every second: ages in the queue and in the Call view; flashes that ended. */
 function tick() {
   if (!S.me) return;
+  renderLongestWait();
   for (const span of document.querySelectorAll('#queue-body .age[data-opened]')) {
     const c = { opened_at: span.dataset.opened, state: span.dataset.state };
     span.textContent = fmtDuration(ageSecs(c.opened_at));
