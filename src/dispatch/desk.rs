@@ -270,9 +270,12 @@ impl Desk {
         subscriber: &str,
         except: u64,
     ) -> Result<Vec<DispatchView>, DeskError> {
-        let live = self.store.dispatches_where(|d| {
-            d.call != except && (d.is_open() || d.state == DispatchState::Arrived)
-        })?;
+        // The dispatcher's live dispatches (in memory, bounded by what is under way).
+        let live = self
+            .dispatcher
+            .live_all()
+            .into_iter()
+            .filter(|d| d.call != except && (d.is_open() || d.state == DispatchState::Arrived));
         let mut out = Vec::new();
         for d in live {
             let same = self
