@@ -153,6 +153,9 @@ async fn roles_limit_what_a_user_may_do() {
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
     let who = op.get("/api/session").await.json();
     assert_eq!(who["role"], "operator");
+    // The console rings by the centre's settings (the defaults here).
+    assert_eq!(who["alerting"]["ring_max_level"], 2);
+    assert_eq!(who["alerting"]["ring_repeat_secs"], 10);
     let a = op
         .send(
             "POST",

@@ -19,6 +19,10 @@
 //!   device's page; a low battery over DC-09 becomes a work order, which a supervisor cancels
 //!   with a reason (the replacement is shown) and starts; "report fault" on the Call makes
 //!   another; five devices report again, the incident is resolved and the sixth gets a Call.
+//! - A control room's alerting: after a reload without a click the console says the sound
+//!   is off; a waiting personal alarm rings again and again (once the sound is on) until it is
+//!   taken; a minute after the patrol's receipt the arrival warning is a banner line on
+//!   another page, taken down when the patrol arrives.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
@@ -131,6 +135,14 @@ struct Setup {
 }
 
 async fn setup(receipt_timeout_secs: u64) -> Setup {
+    setup_with(receipt_timeout_secs, |_| {}).await
+}
+
+/// [`setup`] with some configuration changed first.
+async fn setup_with(
+    receipt_timeout_secs: u64,
+    change: impl FnOnce(&mut vakt::config::Config),
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
@@ -143,6 +155,7 @@ async fn setup(receipt_timeout_secs: u64) -> Setup {
     let mut cfg = test_config(dir.path());
     cfg.patrol.listen_quic = Some("127.0.0.1:0".parse().unwrap());
     cfg.patrol.receipt_timeout_secs = receipt_timeout_secs;
+    change(&mut cfg);
     let srv = start_with(cfg).await;
     let http = srv.http.unwrap();
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
@@ -1683,6 +1696,175 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     wait_for("the second dispatch", Duration::from_secs(10), || async {
         let t = text_of(&c, "#dispatch-list").await?;
         t.contains("Centrum 2").then_some(())
+    })
+    .await;
+}
+
+/// The console's `S.rings`: rings actually played (not while the browser keeps sound off).
+async fn rings(c: &fantoccini::Client) -> u64 {
+    common::chromium::run_js(c, "return S.rings;", serde_json::json!(null))
+        .await
+        .as_u64()
+        .expect("a count")
+}
+
+async fn has_class(c: &fantoccini::Client, css: &str, class: &str) -> bool {
+    let Ok(e) = c.find(Locator::Css(css)).await else {
+        return false;
+    };
+    let cls = e.attr("class").await.ok().flatten().unwrap_or_default();
+    cls.split_whitespace().any(|k| k == class)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late_arrival() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    // The ring repeats every 2 s; the arrival warning comes a minute after receipt.
+    let s = setup_with(120, |cfg| {
+        cfg.http.ring_repeat_secs = 2;
+        cfg.patrol.warn_at_mins = vec![1];
+    })
+    .await;
+    let http = s.http;
+    let srv = &s.srv;
+
+    // A reload (a restarted browser) comes back logged in, without a click on the page:
+    // the browser keeps the sound off, and the console says so.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    wait_for("the sound-off banner", Duration::from_secs(15), || async {
+        let e = c.find(Locator::Css("#sound-off")).await.ok()?;
+        e.is_displayed().await.ok()?.then_some(())
+    })
+    .await;
+
+    // A personal alarm waits: the pill rings (pulses), but nothing is heard yet.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
+    })
+    .await;
+    wait_for("the ringing pill", Duration::from_secs(10), || async {
+        has_class(&c, "#queue-count", "ringing").await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        rings(&c).await,
+        0,
+        "no ring is heard while the sound is off"
+    );
+    screenshot("console-sound-off.png", &c.screenshot().await.unwrap());
+
+    // A click on the banner turns the sound on; the ring repeats while the Call waits.
+    click(&c, "#sound-off").await;
+    wait_for("the banner gone", Duration::from_secs(10), || async {
+        let e = c.find(Locator::Css("#sound-off")).await.ok()?;
+        (!e.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    wait_for("the ring, repeated", Duration::from_secs(15), || async {
+        (rings(&c).await >= 3).then_some(())
+    })
+    .await;
+
+    // Taken: the ringing stops.
+    row.find(Locator::Css(".take"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the ring stopped", Duration::from_secs(10), || async {
+        (!has_class(&c, "#queue-count", "ringing").await).then_some(())
+    })
+    .await;
+    let after = rings(&c).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(rings(&c).await, after, "no ring once the Call is taken");
+
+    // A patrol confirms receipt; a minute later the arrival warning is a banner line.
+    let mut api = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let call = wait_for("the Call", Duration::from_secs(10), || async {
+        let calls = api.clone().get("/api/calls?state=open").await.json();
+        calls.as_array()?.first()?["id"].as_u64()
+    })
+    .await;
+    let mut patrol = patrol_app(&s, PATROL).await;
+    // The console took the Call for the same user: dispatch it in their name.
+    let r = api
+        .post(
+            &format!("/api/calls/{call}/dispatch"),
+            serde_json::json!({ "patrol": PATROL }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let a = match patrol.next_push(Duration::from_secs(10)).await.unwrap() {
+        Some(ToPatrol::Assignment(a)) => a,
+        other => panic!("expected the assignment, got {other:?}"),
+    };
+    let seq = patrol.next_seq();
+    patrol_says(
+        &mut patrol,
+        FromPatrol::Received {
+            seq,
+            dispatch: a.dispatch,
+            at: jiff::Timestamp::now(),
+        },
+    )
+    .await;
+    // Elsewhere in the console: the warning shows on every page.
+    click(&c, "#tab-patrols").await;
+    // The patrol's app pings while it waits, as a real one does (the link closes an idle one).
+    let start = Instant::now();
+    let warning = loop {
+        if let Some(t) = text_of(&c, "#dispatch-alerts .dalert-warning").await {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no arrival warning within 90 s of receipt"
+        );
+        patrol.ping().await.expect("the patrol link is up");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        warning.contains("ARRIVAL")
+            && warning.contains("Centrum 1")
+            && warning.contains("29 min left of 30"),
+        "warning: {warning}"
+    );
+    screenshot(
+        "console-arrival-warning.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    // The patrol arrives: the warning is taken down.
+    let seq = patrol.next_seq();
+    patrol_says(
+        &mut patrol,
+        FromPatrol::Arrived {
+            seq,
+            dispatch: a.dispatch,
+            at: jiff::Timestamp::now(),
+            method: ArrivalMethod::App,
+            code: None,
+        },
+    )
+    .await;
+    wait_for("the warning gone", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#dispatch-alerts .dalert-warning"))
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
 }

@@ -546,6 +546,11 @@ pub struct HttpConfig {
     /// header through (`https://larm.example.se`); `None`: the `Host` header.
     #[serde(deserialize_with = "opt_origin")]
     pub public_origin: Option<String>,
+    /// Waiting Calls at this level or more urgent (0 is the most urgent) make the console
+    /// ring, again and again, until someone takes them.
+    pub ring_max_level: u8,
+    /// The ring repeats this often while such a Call waits.
+    pub ring_repeat_secs: u32,
 }
 
 pub use crate::console::client::ClientAddressHeader;
@@ -691,6 +696,8 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             client_address_header: ClientAddressHeader::XForwardedFor,
             public_origin: None,
+            ring_max_level: 2,
+            ring_repeat_secs: 10,
         }
     }
 }
@@ -821,6 +828,10 @@ impl HttpConfig {
             trusted_proxies: self.trusted_proxies.clone(),
             client_address_header: self.client_address_header,
             public_origin: self.public_origin.clone(),
+            alerting: crate::console::Alerting {
+                ring_max_level: self.ring_max_level,
+                ring_repeat_secs: self.ring_repeat_secs,
+            },
         }
     }
 }
@@ -1010,6 +1021,12 @@ impl Config {
         if !(1..=24 * 7).contains(&h.session_hours) {
             errs.push("http.session_hours must be 1..=168".into());
         }
+        if h.ring_max_level > 4 {
+            errs.push("http.ring_max_level must be 0..=4 (a priority level)".into());
+        }
+        if !(2..=300).contains(&h.ring_repeat_secs) {
+            errs.push("http.ring_repeat_secs must be 2..=300".into());
+        }
         if jiff::tz::TimeZone::get(&h.time_zone).is_err() {
             errs.push(format!(
                 "http.time_zone {:?} is not a known IANA time zone (e.g. Europe/Stockholm)",
@@ -1163,6 +1180,20 @@ mod tests {
         assert!(cfg.dc09.listen_tcp.is_some());
         let err = Config::from_toml("[dc09]\nlisten_tcp = \"localhost\"\n").unwrap_err();
         assert!(err.to_string().contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn the_ring_is_a_priority_level_and_a_sane_repeat() {
+        let cfg = Config::from_toml("[http]\nring_max_level = 1\nring_repeat_secs = 5\n").unwrap();
+        assert_eq!((cfg.http.ring_max_level, cfg.http.ring_repeat_secs), (1, 5));
+        for bad in [
+            "ring_max_level = 5",
+            "ring_repeat_secs = 1",
+            "ring_repeat_secs = 301",
+        ] {
+            let e = Config::from_toml(&format!("[http]\n{bad}\n")).unwrap_err();
+            assert!(format!("{e:#}").contains("http.ring_"), "{bad}: {e:#}");
+        }
     }
 
     #[test]

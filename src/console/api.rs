@@ -217,6 +217,8 @@ pub struct WhoAmI {
     pub username: String,
     /// Role.
     pub role: Role,
+    /// How the console rings for waiting Calls.
+    pub alerting: super::Alerting,
 }
 
 /// Log in: sets the session cookie. The right password of an active user always logs in;
@@ -326,6 +328,7 @@ pub async fn login(
         Json(WhoAmI {
             username: user.name,
             role: user.role,
+            alerting: state.alerting,
         }),
     ))
 }
@@ -385,10 +388,11 @@ async fn login_failed(
 /// Who is logged in.
 #[utoipa::path(get, path = "/api/session", tag = "session",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
-pub async fn whoami(s: Session) -> Json<WhoAmI> {
+pub async fn whoami(State(state): State<AppState>, s: Session) -> Json<WhoAmI> {
     Json(WhoAmI {
         username: s.user,
         role: s.role,
+        alerting: state.alerting,
     })
 }
 

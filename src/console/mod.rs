@@ -23,7 +23,7 @@ pub mod users_api;
 pub mod voice_api;
 pub mod work_orders_api;
 
-pub use state::{AppState, ConsoleOptions, Services};
+pub use state::{Alerting, AppState, ConsoleOptions, Services};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

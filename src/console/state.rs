@@ -56,6 +56,8 @@ pub struct AppState {
     pub session_hours: u32,
     /// Whether the cookie is marked Secure.
     pub secure_cookie: bool,
+    /// How the console rings.
+    pub alerting: Alerting,
     /// Console metrics.
     pub metrics: ConsoleMetrics,
     /// Cancelled at shutdown (closes the live feeds).
@@ -112,6 +114,17 @@ pub struct ConsoleOptions {
     pub client_address_header: ClientAddressHeader,
     /// The console's public origin, if the proxy does not pass `Host` through.
     pub public_origin: Option<String>,
+    /// How the console rings.
+    pub alerting: Alerting,
+}
+
+/// How the console rings for waiting Calls (`[http] ring_max_level`, `ring_repeat_secs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Alerting {
+    /// Waiting Calls at this level or more urgent ring until someone takes them.
+    pub ring_max_level: u8,
+    /// The ring repeats this often (seconds) while such a Call waits.
+    pub ring_repeat_secs: u32,
 }
 
 impl AppState {
@@ -144,6 +157,7 @@ impl AppState {
             sessions_changed: Arc::new(watch::Sender::new(0)),
             session_hours: opts.session_hours,
             secure_cookie: opts.secure_cookie,
+            alerting: opts.alerting,
             metrics: ConsoleMetrics::new(),
             shutdown,
             desk: services.desk,

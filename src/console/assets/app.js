@@ -12,7 +12,8 @@
  *   6. Live feed      WebSocket /api/live: snapshot / call / closed / stats / dispatch / incident,
  *                     reconnect with backoff, a watchdog (stats arrive every 10 s, silence
  *                     means stale), the "connection lost" banner.
- *   7. Alerts         WebAudio beep and row flash for new (or newly escalated) level 0-1 Calls.
+ *   7. Alerts         WebAudio beep and row flash for new (or newly escalated) urgent Calls; the
+ *                     ring that repeats while they wait; the "sound is off" banner.
  *   8. Queue          sorting, rendering #queue-body, Take / Take next, the 1 s age ticker.
  *   9. Stats          the header figures against their targets.
  *  10. Call view      open / refresh a Call, header, timeline, subscriber card, actions
@@ -202,6 +203,8 @@ const S = {
   phonesLoading: false,
   phonesLoaded: false, // patrol phones asked for once per login (the dispatch panel shows them)
   waitingCount: 0,
+  ringNext: 0, // epoch ms of the next ring while an urgent Call waits (0: not ringing)
+  rings: 0, // rings played since the page loaded (the ring is heard, not only scheduled)
   dispatchChoices: null, // GET /api/calls/{id}/patrols while the dialog is open
   dispatchBusy: false,
   cancelFor: null, // dispatch id whose cancel form is open
@@ -592,6 +595,11 @@ async function logout() {
 /** Shows the app for a logged-in user. */
 function startApp(me) {
   S.me = { username: String(me.username || ''), role: String(me.role || 'operator') };
+  const al = me.alerting || {};
+  S.alerting = {
+    ringMaxLevel: Number.isInteger(al.ring_max_level) ? al.ring_max_level : 2,
+    ringRepeatMs: 1000 * (Number.isInteger(al.ring_repeat_secs) ? al.ring_repeat_secs : 10),
+  };
   show($('login-view'), false);
   show($('message'), false); // e.g. "Logged out." of the previous user
   const who = $('whoami');
@@ -619,6 +627,7 @@ function startApp(me) {
   clearInterval(S.supervisionTimer);
   S.supervisionTimer = setInterval(() => { if (S.me) loadSupervision(); }, SUPERVISION_POLL_MS);
   connectLive();
+  renderSoundState();
 }
 
 // ---------------------------------------------------------------- 6. Live feed
@@ -1132,7 +1141,7 @@ function openOwnCallAfterLogin() {
 
 /** A new Call at level 0-1, or a waiting Call that escalated into level 0-1. */
 function isAlertWorthy(c, prev) {
-  if (c.priority > 1) return false;
+  if (c.priority > Math.max(1, ringMaxLevel())) return false;
   if (!prev) return c.state === 'queued' || !isMine(c);
   return c.priority < prev.priority && c.state === 'queued';
 }
@@ -1143,7 +1152,7 @@ function pickMoreUrgent(a, b) {
 
 function raiseAlert(c) {
   S.flashUntil.set(c.id, Date.now() + FLASH_MS);
-  beep(c.priority);
+  ringNow(c.priority);
   const pill = $('queue-count');
   pill.classList.remove('flash');
   void pill.offsetWidth; // restart the animation
@@ -1157,24 +1166,87 @@ function unlockAudio() {
       const Ctx = window.AudioContext || window.webkitAudioContext;
       if (!Ctx) return;
       S.audio = new Ctx();
+      S.audio.addEventListener('statechange', renderSoundState);
     }
-    if (S.audio.state === 'suspended') S.audio.resume().catch(() => {});
+    if (S.audio.state === 'suspended') S.audio.resume().then(renderSoundState, () => {});
   } catch (e) {
-    // No audio: the flash still shows.
+    // No audio: the flash still shows, and the banner says the sound is off.
   }
 }
 
-/** A short beep: three tones for life-safety, two for a personal alarm. */
-function beep(priority) {
-  playTones(priority === 0 ? [988, 740, 988] : [880, 660], 'square', 0.16, 0.15);
+/**
+ * "Sound is off": a browser plays nothing before the user's first click or key on the page
+ * (after a reload, a restart of the machine), and an alarm nobody hears is an alarm missed.
+ * The banner stays on every page until the sound plays.
+ */
+function renderSoundState() {
+  const ctx = S.audio;
+  const off = !!S.me && (!ctx || ctx.state !== 'running');
+  const node = $('sound-off');
+  if (!node) return;
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  const text = Ctx ? 'Sound is off: click here to turn it on'
+    : 'This browser plays no sound: alarms only flash. Use another browser.';
+  if (node.textContent !== text) node.textContent = text;
+  if (node.hidden === off) show(node, off);
 }
 
-/** Plays tones one after the other, each `secs` long (a new incident: four calm sine tones). */
+/** The most urgent level that rings (`[http] ring_max_level`). */
+function ringMaxLevel() {
+  return S.alerting ? S.alerting.ringMaxLevel : 2;
+}
+
+/** The waiting Calls that make the console ring, most urgent first. */
+function ringingCalls() {
+  const max = ringMaxLevel();
+  return sortedCalls().filter((c) => c.state === 'queued' && c.priority <= max);
+}
+
+/** Rings once now for a Call of `priority`; the repeat follows `ringRepeatMs` later. */
+function ringNow(priority) {
+  if (beep(priority)) S.rings += 1;
+  S.ringNext = Date.now() + (S.alerting ? S.alerting.ringRepeatMs : 10000);
+}
+
+/**
+ * Every second: while a Call of a ringing level waits, ring again every `ringRepeatMs`,
+ * for the most urgent one; the queue pill pulses meanwhile. Taking the Call stops it.
+ */
+function ringTick(nowMs) {
+  const calls = ringingCalls();
+  const on = calls.length > 0;
+  const pill = $('queue-count');
+  if (pill.classList.contains('ringing') !== on) pill.classList.toggle('ringing', on);
+  if (!on) {
+    S.ringNext = 0;
+    return;
+  }
+  if (S.ringNext === 0 || nowMs >= S.ringNext) ringNow(calls[0].priority);
+}
+
+/**
+ * A short beep: three tones for life-safety, two for a personal alarm, a lower pair for a
+ * care alarm; true if it was played (false while the browser keeps the sound off).
+ */
+function beep(priority) {
+  const tones = priority === 0 ? [988, 740, 988] : (priority === 1 ? [880, 660] : [660, 523]);
+  return playTones(tones, 'square', 0.16, 0.15);
+}
+
+/** The arrival warning: a rising pair, unlike the ring of a new Call. */
+function warnTone() {
+  return playTones([587, 784], 'triangle', 0.22, 0.18);
+}
+
+/**
+ * Plays tones one after the other, each `secs` long (a new incident: four calm sine tones);
+ * true if they were played.
+ */
 function playTones(tones, type, secs, volume) {
   try {
     unlockAudio();
     const ctx = S.audio;
-    if (!ctx || ctx.state !== 'running') return;
+    if (!ctx || ctx.state !== 'running') return false;
     let t = ctx.currentTime + 0.02;
     for (const f of tones) {
       const osc = ctx.createOscillator();
@@ -1189,8 +1261,10 @@ function playTones(tones, type, secs, volume) {
       osc.stop(t + secs + 0.02);
       t += secs + 0.04;
     }
+    return true;
   } catch (e) {
-    // Audio blocked or unavailable: ignore silently.
+    // Audio blocked or unavailable: the banner says the sound is off.
+    return false;
   }
 }
 
@@ -1328,6 +1402,8 @@ function renderLongestWait() {
 function tick() {
   if (!S.me) return;
   renderLongestWait();
+  ringTick(Date.now());
+  renderSoundState();
   for (const span of document.querySelectorAll('#queue-body .age[data-opened]')) {
     const c = { opened_at: span.dataset.opened, state: span.dataset.state };
     span.textContent = fmtDuration(ageSecs(c.opened_at));
@@ -2181,9 +2257,16 @@ async function loadLiveDispatches() {
 function onDispatchMessage(d, step) {
   const kept = noteDispatch(d);
   if (step === 'breached') {
+    dropWarnings(kept.id);
     if (addAlert('breach', kept)) beep(0);
   } else if (step === 'receipt_timeout') {
     if (addAlert('receipt', kept)) beep(1);
+  } else if (step === 'warning') {
+    // A later mark replaces the earlier one: one line per patrol, with the time left now.
+    dropWarnings(kept.id);
+    if (addAlert('warning', kept, minutesLeft(kept))) warnTone();
+  } else if (!OPEN_DISPATCH.has(kept.state)) {
+    dropWarnings(kept.id); // arrived, completed, cancelled: no longer late
   }
   renderAlerts();
   renderDispatchBadge(serverNow());
@@ -2196,12 +2279,29 @@ function onDispatchMessage(d, step) {
 
 // ---- alerts (every page)
 
-/** Adds a banner line unless it is up or was acknowledged; true if new. */
-function addAlert(kind, d) {
-  const key = `${kind}:${d.id}`;
+/**
+ * Adds a banner line unless it is up or was acknowledged; true if new. `mark` tells lines of
+ * one dispatch apart (the arrival warnings: each mark is its own line and sound).
+ */
+function addAlert(kind, d, mark) {
+  const key = mark === undefined ? `${kind}:${d.id}` : `${kind}:${d.id}:${mark}`;
   if (S.alerts.has(key) || S.dismissed.has(key)) return false;
   S.alerts.set(key, { key, kind, id: d.id, call: d.call, since: Date.now(), settled: false });
   return true;
+}
+
+/** Takes down the arrival warnings of a dispatch (it arrived, ended, or a newer mark came). */
+function dropWarnings(id) {
+  for (const [key, a] of S.alerts) {
+    if (a.kind === 'warning' && a.id === id) S.alerts.delete(key);
+  }
+}
+
+/** Whole minutes until the arrival deadline (rounded up; 0 once it passed). */
+function minutesLeft(d) {
+  const dl = deadlineOf(d);
+  if (!Number.isFinite(dl)) return 0;
+  return Math.max(0, Math.ceil((dl - serverNow()) / 60000));
 }
 
 function dismissAlert(key) {
@@ -2221,8 +2321,9 @@ function nextDispatchAfter(d) {
 
 function renderAlerts() {
   const box = $('dispatch-alerts');
+  const rank = { breach: 0, receipt: 1, warning: 2 };
   const list = Array.from(S.alerts.values()).sort((a, b) =>
-    (a.kind === b.kind ? 0 : (a.kind === 'breach' ? -1 : 1)) || (a.since - b.since));
+    ((rank[a.kind] ?? 3) - (rank[b.kind] ?? 3)) || (a.since - b.since));
   const focusKey = document.activeElement && box.contains(document.activeElement)
     ? document.activeElement.dataset.focusKey : null;
   clear(box);
@@ -2255,6 +2356,11 @@ function alertLine(a) {
     } else {
       text = `${who} has not arrived at ${where}: the ${d.limit_mins || '?'}-minute limit passed${Number.isFinite(dl) ? ` at ${fmtTimeMs(dl)}` : ''}.`;
     }
+  } else if (a.kind === 'warning') {
+    tag = 'ARRIVAL';
+    const dl = deadlineOf(d);
+    const left = minutesLeft(d);
+    text = `${who} has not arrived at ${where}: ${left} min left of ${d.limit_mins || '?'}${Number.isFinite(dl) ? `, until ${fmtTimeMs(dl)}` : ''}. Call the patrol if it is not on its way.`;
   } else {
     tag = 'NO RECEIPT';
     const next = nextDispatchAfter(d);
@@ -4911,6 +5017,7 @@ function wire() {
   });
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('pointerdown', unlockAudio);
+  $('sound-off').addEventListener('click', unlockAudio);
   // The sticky header grows with its banners (incidents, alerts): what is scrolled to (a
   // focused field, a work order) must land below it, not behind it.
   const top = $('top');
