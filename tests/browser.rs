@@ -1586,11 +1586,7 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     )
     .await;
     assert_eq!(token_of(&reply), "ACK");
-    let first = wait_for("the first Call", Duration::from_secs(10), || async {
-        let calls = api.clone().get("/api/calls?state=open").await.json();
-        calls.as_array()?.first()?["id"].as_u64()
-    })
-    .await;
+    let first = first_open_call(&api, Duration::from_secs(10)).await;
     let r = api
         .post(&format!("/api/calls/{first}/claim"), serde_json::json!({}))
         .await;
@@ -1793,11 +1789,7 @@ async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late
 
     // A patrol confirms receipt; a minute later the arrival warning is a banner line.
     let mut api = Client::login(http, OPERATOR.0, OPERATOR.1).await;
-    let call = wait_for("the Call", Duration::from_secs(10), || async {
-        let calls = api.clone().get("/api/calls?state=open").await.json();
-        calls.as_array()?.first()?["id"].as_u64()
-    })
-    .await;
+    let call = first_open_call(&api, Duration::from_secs(10)).await;
     let mut patrol = patrol_app(&s, PATROL).await;
     // The console took the Call for the same user: dispatch it in their name.
     let r = api

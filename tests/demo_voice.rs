@@ -89,15 +89,7 @@ fn home(
 /// Waits for the alarm's Call, takes it (vakt then answers the unit `snu 0`, `mre 1`), and
 /// waits for the unit's call ringing on it: (Call, conversation).
 async fn take_the_call_and_see_it_ring(op: &mut common::Client) -> (u64, u64) {
-    let deadline = Instant::now() + PATIENCE;
-    let call = loop {
-        let calls = op.get("/api/calls?state=open").await.json();
-        if let Some(c) = calls.as_array().unwrap().first() {
-            break c["id"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no Call for the alarm");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let call = common::first_open_call(op, PATIENCE).await;
     let a = op
         .send("POST", &format!("/api/calls/{call}/claim"), None)
         .await;

@@ -80,19 +80,7 @@ async fn alarm_call(r: &vakt::server::Running, c: &mut Client) -> u64 {
     )
     .await;
     assert!(String::from_utf8_lossy(&reply).contains("\"ACK\""));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let calls = c.get("/api/calls?state=open").await.json();
-        if let Some(id) = calls
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|c| c["id"].as_u64())
-        {
-            return id;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no Call appeared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first_open_call(c, Duration::from_secs(10)).await
 }
 
 /// The dispatch steps of the Call's timeline, as `step` or `step:detail`.

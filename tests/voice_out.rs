@@ -69,15 +69,7 @@ fn alarm(reference: &str, extra: &str) -> String {
 async fn taken_call(luc: &mut Luc, op: &mut Client, extra: &str) -> u64 {
     let mrs = luc.mrq(&alarm("501", extra)).await.unwrap().mrs.unwrap();
     assert_eq!(mrs.snu, 4);
-    let deadline = Instant::now() + PATIENCE;
-    let id = loop {
-        let calls = op.get("/api/calls?state=open").await.json();
-        if let Some(c) = calls.as_array().unwrap().first() {
-            break c["id"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no call");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let id = common::first_open_call(op, PATIENCE).await;
     let a = op
         .send("POST", &format!("/api/calls/{id}/claim"), None)
         .await;
@@ -335,15 +327,7 @@ async fn a_busy_phone_ends_as_busy_and_only_the_holder_may_call() {
     // Nobody holds the Call yet: nobody may call from it.
     let mrs = luc.mrq(&alarm("501", "")).await.unwrap().mrs.unwrap();
     assert_eq!(mrs.snu, 4);
-    let deadline = Instant::now() + PATIENCE;
-    let call = loop {
-        let calls = op.get("/api/calls?state=open").await.json();
-        if let Some(c) = calls.as_array().unwrap().first() {
-            break c["id"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no call");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let call = common::first_open_call(&op, PATIENCE).await;
     let body = json!({ "call": call, "target": "person", "offer": offer });
     let r = other.post("/api/voice/dial", body.clone()).await;
     assert_eq!(r.status, 409, "{}", r.body);
@@ -547,15 +531,7 @@ async fn a_gsm_unit_is_called_back_by_its_number_through_the_trunk() {
     let frame = common::plain("SIA-DCS", 1, "679", "#679|Nri1/FA002");
     let ack = common::tcp_roundtrip(srv.dc09_tcp.unwrap(), &frame).await;
     assert!(String::from_utf8_lossy(&ack).contains("ACK"), "{ack:?}");
-    let deadline = Instant::now() + PATIENCE;
-    let call = loop {
-        let calls = op.get("/api/calls?state=open").await.json();
-        if let Some(c) = calls.as_array().unwrap().first() {
-            break c["id"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no call");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let call = common::first_open_call(&op, PATIENCE).await;
     let a = op
         .send("POST", &format!("/api/calls/{call}/claim"), None)
         .await;

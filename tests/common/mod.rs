@@ -438,6 +438,15 @@ where
     }
 }
 
+/// The most urgent open Call's id, once there is one (polled as [`wait_for`] does).
+pub async fn first_open_call(c: &Client, timeout: std::time::Duration) -> u64 {
+    wait_for("an open Call", timeout, || async {
+        let calls = c.clone().get("/api/calls?state=open").await.json();
+        calls.as_array()?.first()?["id"].as_u64()
+    })
+    .await
+}
+
 /// The value of the Prometheus series `series` (its name and labels as written, e.g.
 /// `vakt_x_total{reason="a"}`) in the server's `/metrics` at `http`; 0 when absent.
 pub async fn metric(http: SocketAddr, series: &str) -> f64 {
