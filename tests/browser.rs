@@ -1648,7 +1648,10 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     })
     .await;
     let recent = text_of(&c, "#context-recent").await.unwrap();
-    assert!(recent.contains(&format!("#{first}")), "recent: {recent}");
+    assert!(
+        recent.contains(&format!("#{first}")) && recent.contains("patrol Centrum 1"),
+        "recent: {recent}"
+    );
     screenshot("console-call-context.png", &c.screenshot().await.unwrap());
 
     // D: the dialog says a patrol is on its way; the first press is refused with the

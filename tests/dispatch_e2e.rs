@@ -919,6 +919,7 @@ async fn the_same_persons_next_call_shows_the_patrol_on_its_way_and_a_second_nee
     assert_eq!(recent[0]["id"], first);
     assert_eq!(recent[0]["outcome"], "patrol_needed");
     assert_eq!(recent[0]["patrols"], json!(["c1"]));
+    assert_eq!(recent[0]["patrol_names"], json!(["Centrum 1"]));
     let live = v["context"]["live_dispatches"].as_array().unwrap();
     assert_eq!(live.len(), 1, "{v}");
     assert_eq!(live[0]["id"], d1);

@@ -503,6 +503,8 @@ pub struct RecentCall {
     pub outcome: Option<crate::model::Outcome>,
     /// The patrols sent on it (ids), oldest first.
     pub patrols: Vec<String>,
+    /// Their names from the directory (the id where it has none), in the same order.
+    pub patrol_names: Vec<String>,
 }
 
 /// The person's other Calls and the patrols on their way to the home (empty for a Call
@@ -534,19 +536,23 @@ fn context_of(state: &AppState, call: &Call, now: jiff::Timestamp) -> PersonCont
     others.truncate(RECENT_MAX);
     let recent = others
         .into_iter()
-        .map(|c| RecentCall {
-            patrols: state
+        .map(|c| {
+            let patrols: Vec<String> = state
                 .store
                 .dispatches_of_call(c.id)
                 .map(|ds| ds.into_iter().map(|d| d.patrol).collect())
-                .unwrap_or_default(),
-            id: c.id,
-            kind: c.kind,
-            priority: c.priority,
-            state: c.state,
-            opened_at: c.opened_at,
-            closed_at: c.closed_at,
-            outcome: c.outcome,
+                .unwrap_or_default();
+            RecentCall {
+                patrol_names: patrols.iter().map(|p| state.desk.patrol_name(p)).collect(),
+                patrols,
+                id: c.id,
+                kind: c.kind,
+                priority: c.priority,
+                state: c.state,
+                opened_at: c.opened_at,
+                closed_at: c.closed_at,
+                outcome: c.outcome,
+            }
         })
         .collect();
     let live_dispatches = state

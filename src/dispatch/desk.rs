@@ -903,7 +903,7 @@ impl Desk {
     }
 
     /// A patrol's name from the directory, or its id.
-    fn patrol_name(&self, patrol: &str) -> String {
+    pub fn patrol_name(&self, patrol: &str) -> String {
         self.dispatcher
             .patrol_name(patrol)
             .unwrap_or_else(|| patrol.to_owned())

@@ -2434,7 +2434,8 @@ function renderContext(call) {
     const state = r.state === 'closed'
       ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : 'closed')
       : (r.state === 'claimed' ? 'open, taken' : 'open, waiting');
-    const patrols = (r.patrols || []).length ? ` · patrol ${r.patrols.join(', ')}` : '';
+    const names = (r.patrol_names || []).length ? r.patrol_names : (r.patrols || []);
+    const patrols = names.length ? ` · patrol ${names.join(', ')}` : '';
     const a = el('button', { type: 'button', class: 'link', text: `#${r.id}`, on: { click: () => openCall(r.id) } });
     ul.append(el('li', { class: `context-call${r.state === 'closed' ? '' : ' context-open'}` },
       a, ` ${fmtTime(r.opened_at)} ${r.kind} — ${state}${patrols}`));
