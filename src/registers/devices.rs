@@ -17,7 +17,8 @@ use vakt_proto::crypto::Key;
 /// The CSV header `vakt devices import` expects. `sip_user` and `sip_password` are the SIP
 /// Digest credentials of a SCAIP device, whose `account` is its SCAIP controller id (`cid`).
 /// `phone` is the unit's own number (optional: a row may leave it out); where it is empty vakt
-/// may learn it from the unit (`registers::numbers`).
+/// may learn it from the unit (`registers::numbers`), and a later import with it empty keeps
+/// the number the device has.
 pub const CSV_HEADER: &str = "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password,phone";
 
 /// The header before `phone` was added; files with it are still accepted.

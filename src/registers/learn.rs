@@ -169,6 +169,46 @@ mod tests {
     }
 
     #[test]
+    fn a_learned_number_survives_a_reimport_without_one() {
+        let (_dir, store, reg) = setup("");
+        let now: Timestamp = "2025-03-01T10:00:00Z".parse().unwrap();
+        learn(
+            &store,
+            &reg,
+            &unit(&reg, "678"),
+            "+46701234567",
+            "test",
+            now,
+        )
+        .unwrap();
+        let phone_of = |store: &Store| {
+            store
+                .devices()
+                .unwrap()
+                .into_iter()
+                .find(|d| d.account == "678")
+                .unwrap()
+                .phone
+        };
+        // The same file again (its phone cells empty): the number stays.
+        let csv = format!(
+            "{}\n678,,,,,S-1,,,,pendant,luc678,pw\n",
+            crate::registers::devices::CSV_HEADER
+        );
+        let again = crate::registers::devices::parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(store.upsert_devices(&again).unwrap(), 0);
+        assert_eq!(phone_of(&store).as_deref(), Some("+46701234567"));
+        // A file that names another number replaces it.
+        let csv = format!(
+            "{}\n678,,,,,S-1,,,,pendant,luc678,pw,+46708888888\n",
+            crate::registers::devices::CSV_HEADER
+        );
+        let other = crate::registers::devices::parse_csv(csv.as_bytes()).unwrap();
+        store.upsert_devices(&other).unwrap();
+        assert_eq!(phone_of(&store).as_deref(), Some("+46708888888"));
+    }
+
+    #[test]
     fn a_number_someone_entered_is_never_overwritten() {
         let (_dir, store, reg) = setup("08-123 456 78");
         let now: Timestamp = "2025-03-01T10:00:00Z".parse().unwrap();

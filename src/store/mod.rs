@@ -328,15 +328,33 @@ impl Store {
     }
 
     /// Inserts or replaces devices in one atomic batch, then flushes. Returns how many of
-    /// them were new.
+    /// them were new. A device given without a phone keeps the one it has (learned from the
+    /// unit or imported before); a phone given replaces it.
     pub fn upsert_devices(&self, devices: &[Device]) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut new = 0;
         for d in devices {
             let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
-            if !self.devices.contains_key(k.as_bytes())? {
+            let old = self.devices.get(k.as_bytes())?;
+            if old.is_none() {
                 new += 1;
             }
+            // A row without a phone keeps the number the unit gave (learned, or imported
+            // before): an empty cell means "not known here", not "remove it".
+            let kept;
+            let d = match (&d.phone, old) {
+                (None, Some(old)) => match serde_json::from_slice::<Device>(&old) {
+                    Ok(Device { phone: Some(p), .. }) => {
+                        kept = Device {
+                            phone: Some(p),
+                            ..d.clone()
+                        };
+                        &kept
+                    }
+                    _ => d,
+                },
+                _ => d,
+            };
             let v = serde_json::to_vec(d).map_err(|e| StoreError::Corrupt {
                 tree: "devices",
                 detail: e.to_string(),
