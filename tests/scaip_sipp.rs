@@ -26,10 +26,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::sipp::{Sipp, sipp_binary};
 use common::*;
 use serde_json::Value;
 use vakt::model::Role;
@@ -48,23 +48,6 @@ fn devices_csv() -> String {
         "{}\n{CID},,,,,anna,3600,,,pendant,{SIP_USER},{SIP_PASSWORD}\n",
         vakt::registers::devices::CSV_HEADER
     )
-}
-
-/// `sipp` on PATH, or `None` (the caller skips) unless `VAKT_REQUIRE_SIPP` is set.
-fn sipp_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("VAKT_REQUIRE_SIPP").is_none(),
-            "sipp not found on PATH (install Debian's sip-tester)"
-        );
-        eprintln!("SKIPPED: sipp not found on PATH; install Debian's sip-tester");
-    }
-    found
 }
 
 /// A server with the SCAIP device, the test administrator and an operator.
@@ -97,175 +80,61 @@ impl Transport {
     }
 }
 
-/// A running SIPp device and where its traces go.
-struct Sipp {
-    name: String,
-    child: Option<Child>,
-    started: Instant,
-    errors: PathBuf,
-    logs: PathBuf,
-    messages: PathBuf,
-    screen: PathBuf,
+/// Starts the device: `proto/scaip/{scenario}.xml` against `target`, one call, traces in
+/// `dir`; vakt's `<mrs>` MESSAGEs, which belong to no call of the device (a Call-ID of their
+/// own), go to the out-of-call scenario `proto/scaip/{ooc}.xml`.
+#[allow(clippy::too_many_arguments)]
+fn start_device(
+    sipp: &Path,
+    dir: &Path,
+    scenario: &str,
+    ooc: &str,
+    transport: Transport,
+    target: SocketAddr,
+    keys: &[(&str, &str)],
+    extra: &[&str],
+) -> Sipp {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/scaip");
+    let mut args: Vec<String> = vec![
+        "-oocsf".into(),
+        folder.join(format!("{ooc}.xml")).display().to_string(),
+        "-t".into(),
+        transport.sipp_mode().into(),
+    ];
+    for a in [
+        "-s",
+        CID,
+        "-au",
+        SIP_USER,
+        "-ap",
+        SIP_PASSWORD,
+        "-timeout",
+        "60s",
+    ] {
+        args.push(a.into());
+    }
+    for (k, v) in keys {
+        args.extend(["-key".into(), (*k).to_owned(), (*v).to_owned()]);
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push(target.to_string());
+    Sipp::start_file(
+        sipp,
+        dir,
+        &format!("{scenario}-{}", transport.sipp_mode()),
+        &folder.join(format!("{scenario}.xml")),
+        &args,
+        SIPP_BOUND,
+    )
 }
 
-impl Sipp {
-    /// Starts `proto/scaip/{scenario}.xml` against `target`, one call, traces in `dir`;
-    /// vakt's `<mrs>` MESSAGEs, which belong to no call of the device (a Call-ID of their own),
-    /// go to the out-of-call scenario `proto/scaip/{ooc}.xml`.
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        sipp: &Path,
-        dir: &Path,
-        scenario: &str,
-        ooc: &str,
-        transport: Transport,
-        target: SocketAddr,
-        keys: &[(&str, &str)],
-        extra: &[&str],
-    ) -> Sipp {
-        let name = format!("{scenario}-{}", transport.sipp_mode());
-        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/scaip");
-        let file = folder.join(format!("{scenario}.xml"));
-        let ooc = folder.join(format!("{ooc}.xml"));
-        let trace = |what: &str| dir.join(format!("{name}_{what}.log"));
-        let (errors, logs, messages, screen) = (
-            trace("errors"),
-            trace("logs"),
-            trace("messages"),
-            trace("screen"),
-        );
-        let mut cmd = Command::new(sipp);
-        cmd.current_dir(dir)
-            .arg("-sf")
-            .arg(&file)
-            .arg("-oocsf")
-            .arg(&ooc)
-            .args(["-t", transport.sipp_mode(), "-i", "127.0.0.1", "-m", "1"])
-            .args(["-s", CID, "-au", SIP_USER, "-ap", SIP_PASSWORD])
-            .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(&errors)
-            .arg("-trace_logs")
-            .arg("-log_file")
-            .arg(&logs)
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(&messages);
-        for (k, v) in keys {
-            cmd.args(["-key", k, v]);
-        }
-        cmd.args(extra);
-        cmd.arg(target.to_string())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&screen).expect("screen file"))
-            .stderr(Stdio::inherit());
-        let child = cmd.spawn().expect("sipp starts");
-        Sipp {
-            name,
-            child: Some(child),
-            started: Instant::now(),
-            errors,
-            logs,
-            messages,
-            screen,
-        }
-    }
-
-    /// The scenario's `<log>` lines so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.logs).unwrap_or_default()
-    }
-
-    /// How many `<mrs>` with `snu 4` the device has had so far.
-    fn holds(&self) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.starts_with("mrs ") && l.contains(" snu=4 "))
-            .count()
-    }
-
-    /// Everything SIPp wrote about the run, for assertion messages.
-    fn report(&self, status: Option<ExitStatus>) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        let messages = read(&self.messages);
-        let tail: String = {
-            let chars: Vec<char> = messages.chars().collect();
-            chars[chars.len().saturating_sub(6000)..].iter().collect()
-        };
-        let screen = read(&self.screen);
-        let screen_tail: String = screen
-            .lines()
-            .rev()
-            .take(25)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        format!(
-            "sipp {} after {:?}: exit {status:?}\n--- errors ({}):\n{}\n--- logs:\n{}\n--- end of messages ({}):\n{tail}\n--- end of screen:\n{screen_tail}",
-            self.name,
-            self.started.elapsed(),
-            self.errors.display(),
-            read(&self.errors),
-            self.log(),
-            self.messages.display(),
-        )
-    }
-
-    /// Has SIPp exited? (`Some(status)` once it has.)
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("sipp wait"))
-    }
-
-    /// Waits (bounded) for SIPp to exit and asserts it succeeded (exit status 0).
-    async fn succeeds(mut self) -> String {
-        let status = loop {
-            if let Some(status) = self.exited() {
-                break status;
-            }
-            if self.started.elapsed() > SIPP_BOUND {
-                self.kill();
-                self.keep_traces();
-                panic!("sipp never ended\n{}", self.report(None));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        self.child = None;
-        self.keep_traces();
-        assert!(status.success(), "{}", self.report(Some(status)));
-        self.log()
-    }
-
-    /// Copies the traces to `$VAKT_ARTIFACTS/sipp/` when that is set.
-    fn keep_traces(&self) {
-        let Some(dir) = std::env::var_os("VAKT_ARTIFACTS") else {
-            return;
-        };
-        let dir = PathBuf::from(dir).join("sipp");
-        std::fs::create_dir_all(&dir).expect("artifact directory");
-        for p in [&self.errors, &self.logs, &self.messages, &self.screen] {
-            if let Some(name) = p.file_name() {
-                let _ = std::fs::copy(p, dir.join(name));
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// How many `<mrs>` with `snu 4` the device has had so far.
+fn holds(device: &Sipp) -> usize {
+    device
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("mrs ") && l.contains(" snu=4 "))
+        .count()
 }
 
 /// The journaled Signals of the test device whose raw `<mrq>` carries `ref`.
@@ -294,7 +163,7 @@ async fn alarm_hold_then_voice(transport: Transport) {
     let srv = server(dir.path()).await;
     let http = srv.http.unwrap();
     let reference = "1243";
-    let mut device = Sipp::start(
+    let mut device = start_device(
         &sipp,
         dir.path(),
         "alarm_hold_voice",
@@ -317,7 +186,7 @@ async fn alarm_hold_then_voice(transport: Transport) {
             );
         }
         let calls = open_calls(&mut op).await;
-        if device.holds() >= 3 && !calls.is_empty() {
+        if holds(&device) >= 3 && !calls.is_empty() {
             assert_eq!(calls.len(), 1, "one alarm, one Call: {calls:?}");
             break calls[0].clone();
         }
@@ -333,7 +202,7 @@ async fn alarm_hold_then_voice(transport: Transport) {
         sigs.len(),
         1,
         "exactly one Signal for cid {CID} ref {reference} after {} polls: {sigs:?}\n{}",
-        device.holds(),
+        holds(&device),
         device.report(None)
     );
     assert_eq!(sigs[0]["subscriber"], "anna", "{:?}", sigs[0]);
@@ -345,7 +214,7 @@ async fn alarm_hold_then_voice(transport: Transport) {
         .send("POST", &format!("/api/calls/{id}/claim"), None)
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let holds = device.holds();
+    let holds = holds(&device);
     let log = device.succeeds().await;
     let last = log
         .lines()
@@ -378,7 +247,7 @@ async fn heartbeat_gets_snu_0_and_hbi_and_journals_nothing() {
     let Some(sipp) = sipp_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let device = Sipp::start(
+    let device = start_device(
         &sipp,
         dir.path(),
         "heartbeat",
@@ -401,7 +270,7 @@ async fn battery_low_gets_snu_0_and_is_retransmitted_over_udp_until_answered() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     // -nr: SIPp hands vakt's retransmission to the scenario instead of swallowing it.
-    let device = Sipp::start(
+    let device = start_device(
         &sipp,
         dir.path(),
         "battery_low_udp_retransmit",
@@ -423,7 +292,7 @@ async fn malformed_body_gets_snu_2() {
     let Some(sipp) = sipp_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let device = Sipp::start(
+    let device = start_device(
         &sipp,
         dir.path(),
         "malformed",
@@ -443,7 +312,7 @@ async fn mrq_without_cid_gets_snu_7() {
     let Some(sipp) = sipp_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
-    let device = Sipp::start(
+    let device = start_device(
         &sipp,
         dir.path(),
         "missing_cid",
@@ -465,7 +334,7 @@ async fn wrong_password_is_challenged_again_and_journals_nothing() {
     let srv = server(dir.path()).await;
     let http = srv.http.unwrap();
     for transport in [Transport::Udp, Transport::Tcp] {
-        let device = Sipp::start(
+        let device = start_device(
             &sipp,
             dir.path(),
             "wrong_password",

@@ -26,6 +26,8 @@ pub struct Sipp {
     name: String,
     child: Option<Child>,
     started: Instant,
+    /// It must have ended by then (its own `-timeout` is shorter).
+    bound: Duration,
     dir: PathBuf,
 }
 
@@ -35,13 +37,32 @@ impl Sipp {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(format!("{scenario}.xml"));
-        let trace = |what: &str| dir.join(format!("{scenario}_{what}.log"));
+        let mut all: Vec<String> = ["-t", "u1", "-timeout", "30s"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        all.extend(args.iter().cloned());
+        Sipp::start_file(sipp, dir, scenario, &file, &all, Duration::from_secs(45))
+    }
+
+    /// Runs the scenario `file` once from 127.0.0.1, its traces in `dir` named after `name`,
+    /// with `args` (the transport, `-timeout`, keys, the target...); it must end within
+    /// `bound`.
+    pub fn start_file(
+        sipp: &Path,
+        dir: &Path,
+        name: &str,
+        file: &Path,
+        args: &[String],
+        bound: Duration,
+    ) -> Sipp {
+        let trace = |what: &str| dir.join(format!("{name}_{what}.log"));
         let child = Command::new(sipp)
             .current_dir(dir)
             .arg("-sf")
-            .arg(&file)
-            .args(["-t", "u1", "-i", "127.0.0.1", "-m", "1"])
-            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .arg(file)
+            .args(["-i", "127.0.0.1", "-m", "1"])
+            .args(["-timeout_error", "-nostdin"])
             .arg("-trace_err")
             .arg("-error_file")
             .arg(trace("errors"))
@@ -58,43 +79,57 @@ impl Sipp {
             .spawn()
             .expect("sipp starts");
         Sipp {
-            name: scenario.into(),
+            name: name.into(),
             child: Some(child),
             started: Instant::now(),
+            bound,
             dir: dir.to_path_buf(),
         }
     }
 
-    fn report(&self, status: Option<ExitStatus>) -> String {
-        let read = |what: &str| {
-            std::fs::read_to_string(self.dir.join(format!("{}_{what}.log", self.name)))
-                .unwrap_or_default()
+    fn read(&self, what: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}_{what}.log", self.name)))
+            .unwrap_or_default()
+    }
+
+    /// The scenario's `<log>` lines so far.
+    pub fn log(&self) -> String {
+        self.read("logs")
+    }
+
+    /// Everything SIPp wrote about the run, for assertion messages.
+    pub fn report(&self, status: Option<ExitStatus>) -> String {
+        let messages = self.read("messages");
+        let tail: String = {
+            let chars: Vec<char> = messages.chars().collect();
+            chars[chars.len().saturating_sub(6000)..].iter().collect()
         };
-        let messages = read("messages");
-        let tail: String = messages
-            .chars()
-            .rev()
-            .take(6000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let screen = self.read("screen");
+        let lines: Vec<&str> = screen.lines().collect();
+        let screen_tail = lines[lines.len().saturating_sub(25)..].join("\n");
         format!(
-            "sipp {} after {:?}: exit {status:?}\n--- errors:\n{}\n--- logs:\n{}\n--- end of messages:\n{tail}",
+            "sipp {} after {:?}: exit {status:?}\n--- errors:\n{}\n--- logs:\n{}\n--- end of messages:\n{tail}\n--- end of screen:\n{screen_tail}",
             self.name,
             self.started.elapsed(),
-            read("errors"),
-            read("logs"),
+            self.read("errors"),
+            self.log(),
         )
     }
 
-    /// Waits (at most 45 s) for SIPp to end and asserts it succeeded.
-    pub async fn succeeds(mut self) {
+    /// Has SIPp exited? (`Some(status)` once it has.)
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("sipp wait"))
+    }
+
+    /// Waits (bounded) for SIPp to end, asserts it succeeded and returns its `<log>` lines.
+    pub async fn succeeds(mut self) -> String {
         let status = loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(s) = self.exited() {
                 break s;
             }
-            if self.started.elapsed() > Duration::from_secs(45) {
+            if self.started.elapsed() > self.bound {
                 self.kill();
                 self.keep();
                 panic!("sipp never ended\n{}", self.report(None));
@@ -104,6 +139,7 @@ impl Sipp {
         self.child = None;
         self.keep();
         assert!(status.success(), "{}", self.report(Some(status)));
+        self.log()
     }
 
     /// Copies the traces to `$VAKT_ARTIFACTS/sipp/`.
