@@ -60,19 +60,20 @@ impl Store {
         if c.state != CallState::Closed {
             return Ok(());
         }
-        let newest = c
-            .timeline
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, e)| Review::of_closing(c, e, ch.first_line.saturating_add(i as u32)));
+        let newest =
+            c.timeline.iter().enumerate().rev().find_map(|(i, e)| {
+                Review::of_closing(c, e, ch.first_line.saturating_add(i as u32))
+            });
         let Some(review) = newest else {
             return Ok(());
         };
         if self.review(c.id)?.is_some_and(|r| r.line == review.line) {
             return Ok(());
         }
-        batch.insert(&key(REVIEW, c.id), serde_json::to_vec(&review).map_err(corrupt)?);
+        batch.insert(
+            &key(REVIEW, c.id),
+            serde_json::to_vec(&review).map_err(corrupt)?,
+        );
         batch.insert(&key(PENDING, c.id), &[] as &[u8]);
         Ok(())
     }
