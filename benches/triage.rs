@@ -14,6 +14,7 @@ use vakt::model::testing;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vakt::model::{Outcome, Signal, SignalEvent};
 use vakt::telemetry::CallMetrics;
+use vakt::triage::closing::Closing;
 use vakt::triage::{NullSink, Triage, TriageOptions};
 use vakt_proto::event::Qualifier;
 
@@ -57,8 +58,13 @@ fn bench(c: &mut Criterion) {
             id += 1;
             black_box(t.ingest(&alarm(id, "S-1"), None, now));
             let call = t.next("olle", now).expect("a call waits");
-            t.close(call.id, "olle", Outcome::NoAction, "", now)
-                .expect("owner closes");
+            t.close(
+                call.id,
+                "olle",
+                &Closing::new(Outcome::AccidentalPress, "pressed by mistake"),
+                now,
+            )
+            .expect("owner closes");
         })
     });
 

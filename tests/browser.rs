@@ -23,6 +23,10 @@
 //!   is off; a waiting personal alarm rings again and again (once the sound is on) until it is
 //!   taken; a minute after the patrol's receipt the arrival warning is a banner line on
 //!   another page, taken down when the patrol arrives.
+//! - A smoke alarm: "no answer" logged from the Call, "help not needed" refused with the
+//!   closing rule's reason in the close form, closed "fire brigade"; a pendant press closed
+//!   "accidental press" is on the supervisor's Review page, reopened there with a reason
+//!   (the share reviewed shown).
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
@@ -1862,4 +1866,194 @@ async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late
             .then_some(())
     })
     .await;
+}
+
+/// The text of the timeline, once it has a line containing `what`.
+async fn timeline_with(c: &fantoccini::Client, what: &str) -> String {
+    wait_for(what, Duration::from_secs(10), || async {
+        let t = text_of(c, "#timeline").await?;
+        t.contains(what).then_some(t)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_alarm_closed_help_not_needed_is_refused_and_a_supervisor_reviews_closings() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    let srv = &s.srv;
+    let mut api = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+
+    // A smoke detector's alarm; the operator takes it in the console.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1111 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let row = wait_for(
+        "the smoke alarm in the queue",
+        Duration::from_secs(10),
+        || async { c.find(Locator::Css("#queue-body tr.call-row")).await.ok() },
+    )
+    .await;
+    row.find(Locator::Css(".take"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let smoke = wait_for("the Call view", Duration::from_secs(10), || async {
+        let id = c
+            .find(Locator::Css("#call-view"))
+            .await
+            .ok()?
+            .attr("data-call-id")
+            .await
+            .ok()??;
+        id.parse::<u64>().ok()
+    })
+    .await;
+
+    // Nobody answers the person's phone: the "no answer" button beside the phone log.
+    click_shown(&c, "#phone-no-answer").await;
+    timeline_with(&c, "no answer").await;
+
+    // "Help not needed": refused, and the server's reason is shown in the close form.
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("help_not_needed")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#close-note"))
+        .await
+        .unwrap()
+        .send_keys("Brödrosten, hon vädrar")
+        .await
+        .unwrap();
+    assert!(
+        !shown(&c, "#close-override-box").await,
+        "an operator has no override"
+    );
+    click(&c, "#close-submit").await;
+    let refusal = wait_for("the refusal", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#close-error")).await.ok()?;
+        if !el.is_displayed().await.ok()? {
+            return None;
+        }
+        el.text().await.ok()
+    })
+    .await;
+    assert!(
+        refusal.contains("is a life-safety alarm: dispatch a patrol or call 112"),
+        "refusal: {refusal}"
+    );
+    screenshot("console-close-refused.png", &c.screenshot().await.unwrap());
+    let call = api.get(&format!("/api/calls/{smoke}")).await.json();
+    assert_eq!(call["state"], "claimed", "still open: {call}");
+
+    // The fire brigade closes it (not for review).
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("fire_brigade_called")
+        .await
+        .unwrap();
+    click(&c, "#close-submit").await;
+    wait_for(
+        "the smoke alarm closed",
+        Duration::from_secs(10),
+        || async {
+            let call = api.clone().get(&format!("/api/calls/{smoke}")).await.json();
+            (call["state"] == "closed").then_some(())
+        },
+    )
+    .await;
+
+    // A pendant press closed "accidental press" goes on the review list.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let press_id = wait_for("the press's Call", Duration::from_secs(10), || async {
+        let calls = api.clone().get("/api/calls?state=open").await.json();
+        calls.as_array()?.first()?["id"].as_u64()
+    })
+    .await;
+    let r = api
+        .post(
+            &format!("/api/calls/{press_id}/claim"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api
+        .post(
+            &format!("/api/calls/{press_id}/close"),
+            serde_json::json!({"outcome": "accidental_press", "note": "Kom åt knappen i duschen"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // An operator has no Review page; a supervisor (here the administrator) does.
+    assert!(!shown(&c, "#tab-reviews").await);
+    click(&c, "#logout").await;
+    login(&c, ADMIN).await;
+    click_shown(&c, "#tab-reviews").await;
+    let item = format!(".review-item[data-call=\"{press_id}\"]");
+    let text = wait_for("the closing to review", Duration::from_secs(10), || async {
+        text_of(&c, &item).await
+    })
+    .await;
+    assert!(
+        text.contains("Accidental press") && text.contains("Kom åt knappen i duschen"),
+        "review: {text}"
+    );
+    assert!(
+        !shown(&c, &format!(".review-item[data-call=\"{smoke}\"]")).await,
+        "the fire brigade closing is not for review"
+    );
+    let summary = text_of(&c, "#reviews-summary").await.unwrap();
+    assert!(summary.contains("0 of 1 reviewed"), "summary: {summary}");
+    screenshot("console-review.png", &c.screenshot().await.unwrap());
+
+    // Reopen without a reason: said in the item; with one, the Call is back in the queue.
+    click(&c, &format!("{item} .review-reopen")).await;
+    let err = wait_for("the missing reason", Duration::from_secs(10), || async {
+        let t = text_of(&c, &format!("{item} .form-error")).await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert_eq!(err, "Write why the call is reopened.");
+    c.find(Locator::Css(&format!("{item} .review-reason")))
+        .await
+        .unwrap()
+        .send_keys("Ring henne och hör hur det är")
+        .await
+        .unwrap();
+    click(&c, &format!("{item} .review-reopen")).await;
+    wait_for(
+        "the list and the share",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#reviews-summary").await?;
+            t.contains("1 of 1 reviewed (100 %)").then_some(())
+        },
+    )
+    .await;
+    assert!(!shown(&c, &item).await);
+    let call = api.get(&format!("/api/calls/{press_id}")).await.json();
+    assert_eq!(call["state"], "queued", "{call}");
+    let last = call["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "reopened");
+    assert_eq!(last["user"], ADMIN.0);
 }

@@ -431,6 +431,17 @@ impl Calls {
         reason: &str,
         now: jiff::Timestamp,
     ) -> Result<Option<Call>, CallsError> {
+        self.reopen_by(id, None, reason, now)
+    }
+
+    /// [`Calls::reopen`] by `user` (a supervisor's review), named on the `Reopened` line.
+    pub fn reopen_by(
+        &self,
+        id: u64,
+        user: Option<&str>,
+        reason: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Call>, CallsError> {
         if self.triage.get(id).is_some() {
             return Ok(None);
         }
@@ -447,7 +458,7 @@ impl Calls {
             return Ok(None);
         }
         self.sink.reopening(id, call.timeline.len());
-        let reopened = self.triage.reopen(call, reason, now);
+        let reopened = self.triage.reopen_by(call, user, reason, now);
         if reopened.is_some() {
             tracing::info!(call = id, "closed call back in the queue");
         }

@@ -21,9 +21,10 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::guard::ClientIp;
 use super::state::AppState;
 use crate::calls::{CallSummary, Stats};
-use crate::model::{AuditEntry, Call, Outcome, PhoneParty, Role, Subscriber};
+use crate::model::{AuditEntry, Call, Outcome, PhoneParty, Role, Subscriber, TimelineEvent};
 use crate::store::SessionRecord;
 use crate::triage::CallError;
+use crate::triage::closing::Closing;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "vakt_session";
@@ -746,6 +747,10 @@ pub async fn note(
 pub struct PhoneRequest {
     /// Whom: `person`, `relative` or `emergency` (112).
     pub to: PhoneParty,
+    /// Whether they answered: `false` when nobody did (for the person, it counts in the
+    /// closing rule: the person could not be reached). Absent: answered.
+    #[serde(default)]
+    pub answered: Option<bool>,
     /// What was said or agreed.
     #[serde(default)]
     pub note: String,
@@ -765,9 +770,12 @@ pub async fn phone(
     body: Result<Json<PhoneRequest>, JsonRejection>,
 ) -> ApiResult<Json<CallView>> {
     let Json(req) = body?;
-    let to = req.to.as_str().to_owned();
+    let mut to = req.to.as_str().to_owned();
+    if req.answered == Some(false) {
+        to.push_str(" no_answer");
+    }
     let call = act(&state, &s, id, "call.phone", to, |t, now| {
-        t.phone(id, &s.user, req.to, &req.note, now)
+        t.phone(id, &s.user, req.to, req.answered, &req.note, now)
     })?;
     durable(&state, call).await
 }
@@ -776,20 +784,32 @@ pub async fn phone(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
-    /// `no_action`, `handled_by_phone`, `ambulance_called` or `patrol_needed`.
+    /// `help_not_needed`, `relative_goes`, `patrol_needed` (a patrol was sent),
+    /// `ambulance_called`, `fire_brigade_called`, `accidental_press` or `technical`
+    /// (`handled_by_phone` reads as `help_not_needed`; `no_action` is refused).
     pub outcome: Outcome,
-    /// Closing note.
+    /// Closing note: the reason, required for an outcome without a patrol or an emergency
+    /// service (at most 4000 characters).
     #[serde(default)]
     pub note: String,
+    /// A supervisor closes against the closing rule: why (operators are refused, 403).
+    #[serde(default)]
+    pub override_reason: Option<String>,
 }
 
-/// Close the Call with an outcome.
+/// Close the Call with an outcome, as the closing rule allows (`triage::closing`). A Call
+/// closed without a dispatch and without an emergency service goes on the review list.
 #[utoipa::path(post, path = "/api/calls/{id}/close", tag = "calls",
     params(("id" = u64, Path, description = "Call id")), request_body = CloseRequest,
     responses((status = 200, body = CallView), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Not the operator's Call", body = ErrorBody),
-        (status = 410, description = "The Call is closed", body = ErrorBody)))]
+        (status = 403, description = "An override by an operator", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not the operator's Call, or the closing rule refuses \
+            it (life-safety or the person not reached, without a dispatch or 112)",
+            body = ErrorBody),
+        (status = 410, description = "The Call is closed", body = ErrorBody),
+        (status = 422, description = "A reason is missing, or the outcome is not offered",
+            body = ErrorBody)))]
 pub async fn close(
     State(state): State<AppState>,
     s: Session,
@@ -797,10 +817,36 @@ pub async fn close(
     body: Result<Json<CloseRequest>, JsonRejection>,
 ) -> ApiResult<Json<CallView>> {
     let Json(req) = body?;
+    let closing = Closing {
+        outcome: req.outcome,
+        note: &req.note,
+        override_reason: req.override_reason.as_deref(),
+        may_override: s.role >= Role::Supervisor,
+    };
     let detail = req.outcome.as_str().to_owned();
     let call = act(&state, &s, id, "call.close", detail, |t, now| {
-        t.close(id, &s.user, req.outcome, &req.note, now)
+        t.close(id, &s.user, &closing, now)
+    })
+    .inspect_err(|e| {
+        if e.status == StatusCode::FORBIDDEN && req.override_reason.is_some() {
+            state.metrics.rejected("forbidden");
+        }
     })?;
+    if let Some(TimelineEvent::Closed {
+        override_reason: Some(why),
+        overrode,
+        ..
+    }) = call.timeline.last().map(|e| &e.what)
+    {
+        audit(
+            &state,
+            &s,
+            "call.close_override",
+            Some(id),
+            call.subscriber.as_deref(),
+            format!("{}: {why} (the rule: {overrode})", req.outcome.as_str()),
+        )?;
+    }
     durable(&state, call).await
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::triage::CallError;
+use crate::triage::closing::RefusalKind;
 
 /// An error answer: `{"error": "..."}` (and `owner` for a Call another operator owns).
 #[derive(Debug, Serialize, ToSchema)]
@@ -143,6 +144,14 @@ impl From<CallError> for ApiError {
             }
             CallError::Closed => ApiError::new(StatusCode::GONE, "the call is closed"),
             CallError::Invalid(why) => ApiError::bad_request(why),
+            CallError::Refused(r) => {
+                let status = match r.kind() {
+                    RefusalKind::Missing => StatusCode::UNPROCESSABLE_ENTITY,
+                    RefusalKind::Conflict => StatusCode::CONFLICT,
+                    RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, r.to_string())
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`guard`]: the client address behind trusted proxies, the refusal of cross-origin
 //!   state changes, `Cache-Control` and JSON for every API answer.
 //! - [`users_api`]: console users for administrators.
+//! - [`review_api`]: the supervisors' review of Calls closed without a dispatch.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod guard;
 pub mod incidents_api;
 pub mod live;
+pub mod review_api;
 pub mod state;
 pub mod users_api;
 pub mod voice_api;
@@ -65,6 +67,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
         (name = "work_orders", description = "Work orders for device faults"),
         (name = "voice", description = "Voice calls: ringing and answered conversations"),
         (name = "users", description = "Console users (administrators)"),
+        (name = "reviews", description = "Calls closed without a dispatch, for supervisors to review"),
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -143,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(users_api::enable_user))
         .routes(routes!(users_api::set_role))
         .routes(routes!(users_api::remove_user))
+        .routes(routes!(review_api::list_reviews))
+        .routes(routes!(review_api::accept))
+        .routes(routes!(review_api::reopen))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.

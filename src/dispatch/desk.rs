@@ -1391,8 +1391,7 @@ mod tests {
             .close(
                 7,
                 "olle",
-                crate::model::Outcome::PatrolNeeded,
-                "",
+                &crate::triage::closing::Closing::new(crate::model::Outcome::PatrolNeeded, ""),
                 at(0, 30),
             )
             .unwrap();
@@ -1459,7 +1458,12 @@ mod tests {
         // The operator closes the Call; the dispatch lives on.
         calls
             .triage
-            .close(7, "olle", crate::model::Outcome::PatrolNeeded, "", at(1, 0))
+            .close(
+                7,
+                "olle",
+                &crate::triage::closing::Closing::new(crate::model::Outcome::PatrolNeeded, ""),
+                at(1, 0),
+            )
             .unwrap();
         calls.flush_blocking().unwrap();
         // vakt restarts (the desk is made anew from the store) after both warnings passed.

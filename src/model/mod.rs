@@ -10,6 +10,7 @@ use vakt_proto::crypto::Key;
 use vakt_proto::event::Qualifier;
 
 pub mod directory;
+pub mod review;
 pub mod testing;
 pub mod work_order;
 
@@ -520,29 +521,71 @@ pub enum CallState {
     Closed,
 }
 
-/// How a Call was closed.
+/// How a Call was closed. Each has a stable wire name ([`Outcome::as_str`]); what each
+/// allows is the closing rule's (`triage::closing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Nothing needed (a false alarm, a test press).
-    NoAction,
-    /// Settled on the phone.
-    HandledByPhone,
+    /// Spoke with the person: help is not needed (stored Calls' `handled_by_phone` reads as
+    /// this).
+    #[serde(alias = "handled_by_phone")]
+    HelpNotNeeded,
+    /// A relative (or another contact) goes to the person.
+    RelativeGoes,
+    /// A home-care patrol was sent (a dispatch of the Call).
+    PatrolNeeded,
     /// The operator called 112 for an ambulance.
     AmbulanceCalled,
-    /// A home-care patrol must go there (dispatch).
-    PatrolNeeded,
+    /// The operator called 112 for the fire brigade.
+    FireBrigadeCalled,
+    /// The alarm was pressed by mistake.
+    AccidentalPress,
+    /// A technical matter (a fault, a work order for the installer).
+    Technical,
+    /// "No action needed": no longer offered; kept so that Calls closed with it still read.
+    NoAction,
 }
 
 impl Outcome {
-    /// The stable name (`no_action`, ...).
+    /// The outcomes an operator may choose, in the order the console offers them.
+    pub const OFFERED: [Outcome; 7] = [
+        Outcome::HelpNotNeeded,
+        Outcome::RelativeGoes,
+        Outcome::PatrolNeeded,
+        Outcome::AmbulanceCalled,
+        Outcome::FireBrigadeCalled,
+        Outcome::AccidentalPress,
+        Outcome::Technical,
+    ];
+
+    /// The stable name (`help_not_needed`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::NoAction => "no_action",
-            Outcome::HandledByPhone => "handled_by_phone",
-            Outcome::AmbulanceCalled => "ambulance_called",
+            Outcome::HelpNotNeeded => "help_not_needed",
+            Outcome::RelativeGoes => "relative_goes",
             Outcome::PatrolNeeded => "patrol_needed",
+            Outcome::AmbulanceCalled => "ambulance_called",
+            Outcome::FireBrigadeCalled => "fire_brigade_called",
+            Outcome::AccidentalPress => "accidental_press",
+            Outcome::Technical => "technical",
+            Outcome::NoAction => "no_action",
         }
+    }
+
+    /// An emergency service (112) was called: ambulance or fire brigade.
+    pub fn emergency_service(self) -> bool {
+        matches!(self, Outcome::AmbulanceCalled | Outcome::FireBrigadeCalled)
+    }
+
+    /// Someone trained is sent: a patrol or an emergency service. Every other outcome needs a
+    /// written reason.
+    pub fn sends_help(self) -> bool {
+        self == Outcome::PatrolNeeded || self.emergency_service()
+    }
+
+    /// An operator may choose it (every outcome but the old `no_action`).
+    pub fn offered(self) -> bool {
+        self != Outcome::NoAction
     }
 }
 
@@ -626,6 +669,10 @@ pub enum TimelineEvent {
     PhoneCall {
         /// To whom.
         to: PhoneParty,
+        /// Whether they answered: `false` when nobody did (absent: not said, as before the
+        /// field existed; counts as answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered: Option<bool>,
         /// What was said or agreed.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
@@ -650,9 +697,21 @@ pub enum TimelineEvent {
     Closed {
         /// With what outcome.
         outcome: Outcome,
-        /// Closing note.
+        /// Closing note: the reason, for an outcome that sends no patrol and no emergency
+        /// service.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
+        /// A supervisor closed it against the closing rule: why (the rule's refusal is in
+        /// `overrode`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        override_reason: Option<String>,
+        /// What the closing rule would have refused, when overridden.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        overrode: String,
+        /// Closed without a dispatch and without an emergency service: it goes on the
+        /// supervisors' review list.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        review: bool,
     },
     /// A closed Call came back to the queue (at the head of its level): its dispatch ended
     /// without a visit and no patrol of the route was left to take it.

@@ -118,6 +118,8 @@ impl Store {
                 let v = serde_json::to_vec(line).map_err(corrupt)?;
                 batch.insert(&line_key(c.id, index), v);
             }
+            // A closing for review is stored with it (`reviews`).
+            self.review_of_change(&mut batch, ch)?;
             let v = serde_json::to_vec(&HeadRef(c)).map_err(corrupt)?;
             if c.state == CallState::Closed {
                 batch.insert(&key(CLOSED, c.id), v);

@@ -3,7 +3,7 @@
 //! Trees: `journal` (one entry per group commit, see below), `devices` (registry key -> JSON
 //! [`Device`]), `last_heard` (account -> i64 ms since the epoch), and, each in its own
 //! submodule: `subscribers`, `users` and `sessions`, `audit`, `calls` (open and closed Calls,
-//! timeline lines, the triage cursor), `conversations` (voice calls not yet ended),
+//! timeline lines, the triage cursor, the reviews of closings), `conversations` (voice calls not yet ended),
 //! `directory` (providers, areas, patrols, routes, patrol
 //! tokens), `dispatches`, `integrations` (lock-system tokens), `incidents`, `outbox`
 //! (escalation deliveries) and `work_orders`. Nothing outside this module
@@ -30,12 +30,14 @@ mod dispatches;
 mod incidents;
 mod integrations;
 mod outbox;
+mod reviews;
 mod subscribers;
 mod users;
 mod work_orders;
 
 pub use calls::CallChange;
 pub use outbox::OutboxRecord;
+pub use reviews::Decided;
 pub use users::{SessionRecord, UserChange, UserChanged, UserRecord};
 pub use work_orders::FaultSeen;
 

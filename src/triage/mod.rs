@@ -38,6 +38,7 @@
 //! changes of one Call arrive in order. Triage reads no clock: every time is a parameter or
 //! a Signal's `received_at`.
 
+pub mod closing;
 pub mod priority;
 pub mod queue;
 
@@ -133,6 +134,9 @@ pub enum CallError {
     /// The request is not valid (the text says why).
     #[error("{0}")]
     Invalid(String),
+    /// The closing rule refused the closing ([`closing`]).
+    #[error(transparent)]
+    Refused(#[from] closing::Refusal),
 }
 
 /// The open Call of one subscriber, or of one account without a subscriber.
@@ -366,7 +370,7 @@ impl Triage {
     }
 
     /// Takes a device's waiting "communication lost" Call out of the queue into an incident:
-    /// closed by vakt (outcome `no_action`) with a line naming the incident, if nobody has
+    /// closed by vakt (outcome `technical`) with a line naming the incident, if nobody has
     /// claimed it and it is about nothing else (a Call with presses or other kinds stays).
     /// Returns the Call's id if it was taken.
     pub fn withdraw_into_incident(
@@ -390,16 +394,19 @@ impl Triage {
         }
         g.call.state = CallState::Closed;
         g.call.closed_at = Some(now);
-        g.call.outcome = Some(Outcome::NoAction);
+        g.call.outcome = Some(Outcome::Technical);
         g.call.timeline.push(entry(
             now,
             None,
             TimelineEvent::Closed {
-                outcome: Outcome::NoAction,
+                outcome: Outcome::Technical,
                 note: note.to_owned(),
+                override_reason: None,
+                overrode: String::new(),
+                review: false,
             },
         ));
-        self.metrics.closed(Outcome::NoAction);
+        self.metrics.closed(Outcome::Technical);
         self.sink.changed(&g.call);
         let id = g.call.id;
         drop(g);
@@ -431,7 +438,18 @@ impl Triage {
     /// `reason` at `now`. `call` is the closed Call as stored (its whole timeline). Returns the
     /// reopened Call, or `None` when a Call with that id is open already (nothing changes).
     /// New Signals of its subscriber merge into it unless another Call of theirs is open.
-    pub fn reopen(&self, mut call: Call, reason: &str, now: Timestamp) -> Option<Call> {
+    pub fn reopen(&self, call: Call, reason: &str, now: Timestamp) -> Option<Call> {
+        self.reopen_by(call, None, reason, now)
+    }
+
+    /// [`Triage::reopen`] by `user` (a supervisor on review), named on the `Reopened` line.
+    pub fn reopen_by(
+        &self,
+        mut call: Call,
+        user: Option<&str>,
+        reason: &str,
+        now: Timestamp,
+    ) -> Option<Call> {
         let id = call.id;
         let key = Key::new(call.subscriber.as_deref(), &call.account);
         // The lock order of `ingest`: keys, then the open set, then a Call's lock.
@@ -448,7 +466,7 @@ impl Triage {
         call.outcome = None;
         call.timeline.push(entry(
             now,
-            None,
+            user,
             TimelineEvent::Reopened {
                 reason: reason.to_owned(),
             },
@@ -763,43 +781,57 @@ impl Triage {
         self.owner_change(id, user, now, TimelineEvent::Note { text })
     }
 
-    /// The owner records a phone call (note trimmed; at most [`MAX_TEXT_CHARS`] characters).
+    /// The owner records a phone call (note trimmed; at most [`MAX_TEXT_CHARS`] characters),
+    /// and whether it was answered (`Some(false)`: nobody answered).
     pub fn phone(
         &self,
         id: u64,
         user: &str,
         to: PhoneParty,
+        answered: Option<bool>,
         note: &str,
         now: Timestamp,
     ) -> Result<Call, CallError> {
         let note = trimmed(note, 0, "a note")?;
-        self.owner_change(id, user, now, TimelineEvent::PhoneCall { to, note })
+        self.owner_change(
+            id,
+            user,
+            now,
+            TimelineEvent::PhoneCall { to, answered, note },
+        )
     }
 
-    /// The owner closes the Call (note trimmed; at most [`MAX_TEXT_CHARS`] characters). It
-    /// leaves the open set: [`Triage::get`] no longer finds it, and the next Signal of its
-    /// subscriber opens a new Call.
+    /// The owner closes the Call, as the closing rule allows ([`closing::decide`], under the
+    /// Call's lock; the note and an override's reason trimmed, at most [`MAX_TEXT_CHARS`]
+    /// characters). It leaves the open set: [`Triage::get`] no longer finds it, and the next
+    /// Signal of its subscriber opens a new Call.
     pub fn close(
         &self,
         id: u64,
         user: &str,
-        outcome: Outcome,
-        note: &str,
+        req: &closing::Closing<'_>,
         now: Timestamp,
     ) -> Result<Call, CallError> {
-        let note = trimmed(note, 0, "a closing note")?;
+        let note = trimmed(req.note, 0, "a closing note")?;
+        let override_reason = req
+            .override_reason
+            .map(|r| trimmed(r, 0, "an override's reason"))
+            .transpose()?;
+        let req = closing::Closing {
+            note: &note,
+            override_reason: override_reason.as_deref(),
+            ..*req
+        };
+        let outcome = req.outcome;
         let slot = self.slot(id).ok_or(CallError::NotFound)?;
         let mut g = lock(slot.value());
         let owner = self.check_owner(&slot, &mut g, user, now)?;
+        let line = closing::decide(&g.call, user, &req, now)?;
         self.queue.close(&slot, owner).map_err(owner_error)?;
         g.call.state = CallState::Closed;
         g.call.closed_at = Some(now);
         g.call.outcome = Some(outcome);
-        g.call.timeline.push(entry(
-            now,
-            Some(user),
-            TimelineEvent::Closed { outcome, note },
-        ));
+        g.call.timeline.push(line);
         self.metrics.closed(outcome);
         self.sink.changed(&g.call);
         let call = g.call.clone();
@@ -1478,19 +1510,24 @@ mod tests {
         let (tr, rec) = engine(3);
         let id = opened(tr.ingest(&press(1, "S-1", "CID 101", 0), None, t(0)));
         assert_eq!(
-            tr.close(id, "ola", Outcome::NoAction, "", t(1)),
+            tr.close(id, "ola", &press_by_mistake(), t(1)),
             Err(CallError::NotOwner)
         );
         tr.claim(id, "ola", t(2)).unwrap();
         let c = tr
-            .close(id, "ola", Outcome::HandledByPhone, "  all well  ", t(3))
+            .close(
+                id,
+                "ola",
+                &closing::Closing::new(Outcome::HelpNotNeeded, "  all well  "),
+                t(3),
+            )
             .unwrap();
         assert_eq!(
             (c.state, c.closed_at, c.outcome, c.owner.as_deref()),
             (
                 CallState::Closed,
                 Some(t(3)),
-                Some(Outcome::HandledByPhone),
+                Some(Outcome::HelpNotNeeded),
                 Some("ola")
             )
         );
@@ -1507,7 +1544,7 @@ mod tests {
         assert_ne!(id, id2);
         // Restore after close: a rule, no Call.
         tr.claim(id2, "ola", t(6)).unwrap();
-        tr.close(id2, "ola", Outcome::NoAction, "", t(7)).unwrap();
+        tr.close(id2, "ola", &press_by_mistake(), t(7)).unwrap();
         let r = tr.ingest(
             &sig(3, Some("S-1"), "CID 101", Qualifier::Restore, 8),
             None,
@@ -1567,7 +1604,9 @@ mod tests {
             TimelineEvent::Note { text } if text == "Talade med Åsa"
         ));
         assert_eq!(c.timeline.last().unwrap().user.as_deref(), Some("ola"));
-        let c = tr.phone(id, "ola", PhoneParty::Relative, "", t(4)).unwrap();
+        let c = tr
+            .phone(id, "ola", PhoneParty::Relative, None, "", t(4))
+            .unwrap();
         assert!(matches!(
             c.timeline.last().unwrap().what,
             TimelineEvent::PhoneCall {
@@ -1576,7 +1615,12 @@ mod tests {
             }
         ));
         assert!(matches!(
-            tr.close(id, "ola", Outcome::PatrolNeeded, &long, t(5)),
+            tr.close(
+                id,
+                "ola",
+                &closing::Closing::new(Outcome::PatrolNeeded, &long),
+                t(5)
+            ),
             Err(CallError::Invalid(_))
         ));
         assert_eq!(tr.get(id).unwrap().state, CallState::Claimed);
@@ -1703,7 +1747,14 @@ mod tests {
         tr.note(id, "ola", "n", t(4)).unwrap();
         tr.release(id, "ola", t(5)).unwrap();
         tr.next("ola", t(6)).unwrap();
-        tr.close(id, "ola", Outcome::NoAction, "", t(7)).unwrap();
+        // Raised to level 0 by the presses: it closes with an emergency service.
+        tr.close(
+            id,
+            "ola",
+            &closing::Closing::new(Outcome::AmbulanceCalled, ""),
+            t(7),
+        )
+        .unwrap();
         let seen: Vec<(usize, CallState, u8)> = rec
             .take()
             .iter()
@@ -1742,13 +1793,40 @@ mod tests {
         assert_eq!(tr.open_call_with_signal(Some("S-2"), "1234", n), None);
     }
 
-    /// Opens a pendant Call for `sub` at `at`, claims and closes it "patrol needed"; returns
-    /// the closed Call as the store holds it.
+    /// A closing "accidental press", with its reason.
+    fn press_by_mistake() -> closing::Closing<'static> {
+        closing::Closing::new(Outcome::AccidentalPress, "pressed by mistake")
+    }
+
+    /// A closing "fire brigade called" (allowed for any Call).
+    fn fire_brigade() -> closing::Closing<'static> {
+        closing::Closing::new(Outcome::FireBrigadeCalled, "")
+    }
+
+    /// The line of a patrol offered the Call.
+    fn offered() -> TimelineEvent {
+        TimelineEvent::Dispatch {
+            dispatch: 1,
+            patrol: "p1".into(),
+            patrol_name: "Centrum 1".into(),
+            step: crate::model::DispatchStep::Offered,
+            detail: String::new(),
+        }
+    }
+
+    /// Opens a pendant Call for `sub` at `at`, claims it, dispatches a patrol and closes it
+    /// "patrol needed"; returns the closed Call as the store holds it.
     fn closed_call(tr: &Triage, sid: u64, sub: &str, at: i64) -> Call {
         let id = opened(tr.ingest(&press(sid, sub, "CID 101", at), None, t(at)));
         tr.claim(id, "ola", t(at + 1)).unwrap();
-        tr.close(id, "ola", Outcome::PatrolNeeded, "", t(at + 2))
-            .unwrap()
+        tr.record(id, Some("ola"), offered(), t(at + 1)).unwrap();
+        tr.close(
+            id,
+            "ola",
+            &closing::Closing::new(Outcome::PatrolNeeded, ""),
+            t(at + 2),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -1811,8 +1889,13 @@ mod tests {
             }
         );
         // Closed again, it leaves the open set; a new press opens a new Call.
-        tr.close(id, "ola", Outcome::PatrolNeeded, "", t(104))
-            .unwrap();
+        tr.close(
+            id,
+            "ola",
+            &closing::Closing::new(Outcome::PatrolNeeded, ""),
+            t(104),
+        )
+        .unwrap();
         assert!(tr.get(id).is_none());
         assert_ne!(
             opened(tr.ingest(&press(10, "S-1", "CID 101", 105), None, t(105))),
@@ -1896,8 +1979,7 @@ mod tests {
                                 if (k >> 20) % 4 == 0 {
                                     tr.release(c.id, &user, t(1001)).unwrap();
                                 } else {
-                                    tr.close(c.id, &user, Outcome::NoAction, "", t(1002))
-                                        .unwrap();
+                                    tr.close(c.id, &user, &fire_brigade(), t(1002)).unwrap();
                                     closed.push(c.id);
                                 }
                             }
@@ -1949,8 +2031,13 @@ mod tests {
                     for _ in 0..20_000 {
                         if let Some(c) = tr.next(&user, t(600)) {
                             assert_eq!(c.owner.as_deref(), Some(user.as_str()));
-                            tr.close(c.id, &user, Outcome::PatrolNeeded, "", t(601))
-                                .unwrap();
+                            tr.close(
+                                c.id,
+                                &user,
+                                &closing::Closing::new(Outcome::PatrolNeeded, ""),
+                                t(601),
+                            )
+                            .unwrap();
                             taken.push(c.id);
                         } else if taken.len() as u64 == CALLS {
                             break;

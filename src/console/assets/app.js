@@ -49,12 +49,20 @@ const PRIORITIES = {
   4: { label: 'Rule', cls: 'p4' },
 };
 
+/** Closing outcomes (model::Outcome), in the order offered; `no_action` only reads. */
 const OUTCOMES = {
-  no_action: 'No action needed',
-  handled_by_phone: 'Handled by phone',
-  ambulance_called: 'Ambulance called (112)',
-  patrol_needed: 'Patrol needed',
+  help_not_needed: 'Spoke with the person: help not needed',
+  relative_goes: 'A relative goes',
+  patrol_needed: 'Patrol sent',
+  ambulance_called: 'Ambulance (112)',
+  fire_brigade_called: 'Fire brigade (112)',
+  accidental_press: 'Accidental press',
+  technical: 'Technical (fault, work order)',
+  no_action: 'No action needed (old outcome)',
 };
+
+/** Outcomes that send someone: every other one needs a written reason. */
+const SENDS_HELP = new Set(['patrol_needed', 'ambulance_called', 'fire_brigade_called']);
 
 const PHONE_PARTIES = {
   person: 'Phoned the person',
@@ -143,6 +151,7 @@ const EVENT_LABELS = {
 /** The pages; exactly one is shown (section `${name}-view`). */
 const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'workorders', 'device',
   'directory', 'report', 'audit', 'outbox', 'users'];
+VIEWS.push('reviews'); // supervisors: Calls closed without a patrol or 112
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
 const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
@@ -613,6 +622,7 @@ function startApp(me) {
   show($('tab-directory'), isSupervisor());
   show($('tab-report'), isSupervisor());
   show($('tab-outbox'), isSupervisor());
+  show($('tab-reviews'), isSupervisor());
   show($('tab-users'), isAdmin());
   const st = $('connection-status');
   st.dataset.state = 'closed';
@@ -1587,7 +1597,7 @@ function openCall(id, call) {
     $('close-note').value = '';
     $('close-outcome').value = '';
     $('fault-note').value = '';
-    renderPatrolHint();
+    resetCloseForm();
     renderCallHeaderFromSummary(S.calls.get(id));
   }
   window.scrollTo(0, 0);
@@ -1765,16 +1775,20 @@ function timelineItem(e) {
       text = e.text;
       break;
     case 'phone_call':
-      head.append(el('span', { class: `tl-what${e.to === 'emergency' ? ' tl-emergency' : ''}`, text: PHONE_PARTIES[e.to] || `Phoned ${e.to}` }));
+      head.append(el('span', { class: `tl-what${e.to === 'emergency' ? ' tl-emergency' : ''}${e.answered === false ? ' tl-no-answer' : ''}`,
+        text: (PHONE_PARTIES[e.to] || `Phoned ${e.to}`) + (e.answered === false ? ': no answer' : '') }));
       text = e.note;
       break;
     case 'closed':
       head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
-      text = e.note;
+      if (e.override_reason) head.append(el('span', { class: 'tl-override', text: ' · closing rule overridden' }));
+      if (e.review) head.append(el('span', { class: 'tl-party muted', text: ' · for review' }));
+      text = e.override_reason ? `${e.note ? e.note + ' — ' : ''}Override: ${e.override_reason} (the rule: ${e.overrode})` : e.note;
       break;
     case 'reopened':
-      // A closed Call whose dispatch ended without a visit, with nobody left to take it.
-      head.append(el('span', { class: 'tl-what', text: 'Back in the queue: a patrol is still needed' }));
+      // A supervisor's review (the line names them), or a closed Call whose dispatch ended
+      // without a visit, with nobody left to take it.
+      head.append(el('span', { class: 'tl-what', text: e.user ? 'Reopened on review' : 'Back in the queue: a patrol is still needed' }));
       text = e.reason;
       break;
     case 'conversation': {
@@ -2022,6 +2036,16 @@ async function logPhone(to, button) {
   }
 }
 
+/** The operator phoned the person and nobody answered (the closing rule then needs a patrol or 112). */
+async function logPhoneNoAnswer() {
+  const noteBox = $('phone-note');
+  const body = { to: 'person', answered: false, note: noteBox.value.trim() };
+  if (await callAction('Logging the phone call', 'phone', body, $('phone-no-answer'))) {
+    noteBox.value = '';
+    message('No answer from the person: logged. The call now closes only with a patrol or 112.', 'warn');
+  }
+}
+
 async function releaseCall() {
   if (!isMine(S.current)) return;
   const id = S.currentId;
@@ -2030,21 +2054,76 @@ async function releaseCall() {
   }
 }
 
+/** Closes the current Call; a refusal of the closing rule stays in the form until changed. */
 async function closeCall() {
   const sel = $('close-outcome');
   const outcome = sel.value;
-  if (!OUTCOMES[outcome]) {
-    message('Choose an outcome before closing.', 'warn');
+  if (!OUTCOMES[outcome] || outcome === 'no_action') {
+    closeError('Choose an outcome before closing.');
     sel.focus();
     return;
   }
-  const id = S.currentId;
-  if (await callAction('Closing', 'close', { outcome, note: $('close-note').value.trim() }, $('close-submit'))) {
-    $('close-note').value = '';
-    sel.value = '';
-    renderPatrolHint();
-    message(`Call ${id} closed: ${OUTCOMES[outcome]}. Press Esc for the queue.`, 'ok');
+  const note = $('close-note').value.trim();
+  if (!SENDS_HELP.has(outcome) && !note) {
+    closeError('Write why neither a patrol nor an emergency service is needed.');
+    $('close-note').focus();
+    return;
   }
+  const body = { outcome, note };
+  if (isSupervisor() && $('close-override').checked) {
+    body.override_reason = $('close-override-reason').value.trim();
+  }
+  const id = S.currentId;
+  if (id === null || !isMine(S.current)) {
+    message('You do not own this call.', 'warn');
+    return;
+  }
+  const button = $('close-submit');
+  button.disabled = true;
+  try {
+    const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/close`, body);
+    if (data && data.id === S.currentId) setCurrent(data);
+    resetCloseForm();
+    message(`Call ${id} closed: ${OUTCOMES[outcome]}. Press Esc for the queue.`, 'ok');
+  } catch (e) {
+    // 409/422/403 from the closing rule: its words, where the operator looks.
+    if ([403, 409, 422].includes(e.status)) closeError(e.message);
+    else if (e.status === 410) closeError('The call is already closed.');
+    else reportError('Closing failed', e);
+  } finally {
+    button.disabled = false;
+    if (S.currentId === id) refreshCall();
+  }
+}
+
+function closeError(text) {
+  const box = $('close-error');
+  box.textContent = text || '';
+  show(box, !!text);
+  // The refusal is what counts now: an older toast would cover it.
+  if (text) show($('message'), false);
+}
+
+/** Clears the close form (another Call, or this one closed). */
+function resetCloseForm() {
+  $('close-note').value = '';
+  $('close-outcome').value = '';
+  $('close-override').checked = false;
+  $('close-override-reason').value = '';
+  closeError('');
+  renderPatrolHint();
+}
+
+/** The reason box says when it is required; supervisors see the override. */
+function renderCloseReason() {
+  const outcome = $('close-outcome').value;
+  const needs = !!outcome && !SENDS_HELP.has(outcome);
+  $('close-note').placeholder = needs
+    ? 'Reason (required): why neither a patrol nor 112 is needed'
+    : 'Closing note';
+  $('close-note').classList.toggle('required', needs);
+  show($('close-override-box'), isSupervisor());
+  show($('close-override-reason'), isSupervisor() && $('close-override').checked);
 }
 
 function renderPatrolHint() {
@@ -2061,6 +2140,7 @@ function renderPatrolHint() {
     hint.classList.toggle('danger', chosen);
   }
   if (open) hint.classList.remove('danger');
+  renderCloseReason();
 }
 
 // ---------------------------------------------------------------- 11. Dispatch
@@ -4303,6 +4383,99 @@ function renderAudit() {
   body.append(frag);
 }
 
+// ---- review (supervisors): Calls closed without a patrol or 112
+
+PAGE_POLLS.reviews = [() => loadReviews(), 30000];
+
+function showReviews() {
+  if (!isSupervisor()) return;
+  leaveCall();
+  showView('reviews');
+  renderReviews();
+  loadReviews();
+  blurHidden();
+}
+
+async function loadReviews() {
+  if (!isSupervisor()) return;
+  try {
+    const { data } = await api('GET', '/api/reviews');
+    S.reviews = { data, at: serverNow(), failed: false };
+    pageError('reviews-error', '');
+  } catch (e) {
+    S.reviews = Object.assign({}, S.reviews, { failed: true });
+    pageError('reviews-error', `The review list could not be loaded: ${e.message}.`);
+  }
+  renderReviews();
+}
+
+function renderReviews() {
+  const r = S.reviews && S.reviews.data;
+  const badge = $('reviews-badge');
+  const pending = r ? r.pending.length : 0;
+  badge.textContent = String(pending);
+  show(badge, pending > 0);
+  if (S.view !== 'reviews') return;
+  const box = $('reviews-list');
+  clear(box);
+  if (!r) {
+    box.append(el('p', { class: 'muted', text: 'Loading…' }));
+    return;
+  }
+  const pct = r.reviewed_pct === null || r.reviewed_pct === undefined ? '–' : `${Math.round(r.reviewed_pct)} %`;
+  $('reviews-summary').textContent = `${pending} waiting · last ${r.window_days} days: ${r.reviewed} of ${r.closed_for_review} reviewed (${pct})`;
+  $('reviews-updated').textContent = S.reviews.at ? `updated ${fmtTime(new Date(S.reviews.at).toISOString())}` : '';
+  if (pending === 0) {
+    box.append(el('p', { class: 'muted empty-board', text: 'Nothing to review.' }));
+    return;
+  }
+  for (const v of r.pending) box.append(reviewItem(v));
+}
+
+function reviewItem(v) {
+  const reason = el('input', { type: 'text', class: 'review-reason', maxlength: '2000', placeholder: 'Why reopen (required) or a note to accept' });
+  const accept = el('button', { type: 'button', class: 'review-accept', text: 'Accept' });
+  const reopen = el('button', { type: 'button', class: 'review-reopen danger-outline', text: 'Reopen' });
+  const err = el('p', { class: 'form-error', role: 'alert', hidden: true });
+  const decide = async (verdict, button) => {
+    const note = reason.value.trim();
+    if (verdict === 'reopen' && !note) {
+      err.textContent = 'Write why the call is reopened.';
+      show(err, true);
+      reason.focus();
+      return;
+    }
+    accept.disabled = true;
+    reopen.disabled = true;
+    try {
+      await api('POST', `/api/reviews/${encodeURIComponent(v.call)}/${verdict}`, { note });
+      message(verdict === 'accept' ? `Call ${v.call}: closing accepted.` : `Call ${v.call} is back in the queue.`, 'ok');
+      await loadReviews();
+    } catch (e) {
+      err.textContent = e.message;
+      show(err, true);
+    } finally {
+      if (button.isConnected) { accept.disabled = false; reopen.disabled = false; }
+    }
+  };
+  accept.addEventListener('click', () => decide('accept', accept));
+  reopen.addEventListener('click', () => decide('reopen', reopen));
+  const who = v.subscriber_name || v.subscriber || 'unknown person';
+  const pr = PRIORITIES[v.priority] || { label: String(v.priority), cls: '' };
+  return el('div', { class: 'review-item', 'data-call': String(v.call) },
+    el('div', { class: 'review-head' },
+      el('span', { class: `badge small ${pr.cls}`, text: pr.label }),
+      el('button', { type: 'button', class: 'link-like call-link', text: `Call ${v.call}`, on: { click: () => openCall(v.call) } }),
+      el('span', { text: ` ${v.kind} · ${who}` })),
+    el('p', {},
+      el('strong', { text: OUTCOMES[v.outcome] || v.outcome }),
+      ` — closed ${fmtFull(v.closed_at)} by ${v.closed_by || 'vakt'}`),
+    v.reason ? el('p', { class: 'review-why', text: `Reason: ${v.reason}` }) : null,
+    v.override_reason ? el('p', { class: 'review-why tl-override', text: `Supervisor's override: ${v.override_reason}` }) : null,
+    el('div', { class: 'action-row' }, reason, accept, reopen),
+    err);
+}
+
 // ---- users (admins)
 
 const ROLES = ['operator', 'supervisor', 'admin'];
@@ -4948,6 +5121,12 @@ function wire() {
   $('release').addEventListener('click', releaseCall);
   $('close-submit').addEventListener('click', closeCall);
   $('close-outcome').addEventListener('change', renderPatrolHint);
+  $('close-outcome').addEventListener('change', () => closeError(''));
+  $('close-override').addEventListener('change', renderCloseReason);
+  $('phone-no-answer').addEventListener('click', logPhoneNoAnswer);
+  $('tab-reviews').addEventListener('click', showReviews);
+  $('reviews-back').addEventListener('click', showQueue);
+  $('reviews-refresh').addEventListener('click', loadReviews);
   $('audit-link').addEventListener('click', showAudit);
   $('tab-users').addEventListener('click', showUsers);
   $('users-back').addEventListener('click', showQueue);
