@@ -833,8 +833,11 @@ async fn receipt_timeout_alert_on_every_page_and_the_operator_cancels() {
     })
     .await;
     assert_eq!(chosen, PATROL);
-    let warning = text_of(&c, "#dispatch-warning").await.unwrap();
-    assert!(warning.contains("not connected"), "warning: {warning}");
+    // The warning is beside the patrol it concerns.
+    let warning = text_of(&c, "#dispatch-choices label.choice.suggested .choice-warn")
+        .await
+        .unwrap();
+    assert!(warning.contains("Not connected"), "warning: {warning}");
     click(&c, "#dispatch-submit").await;
     wait_for("the offered dispatch", Duration::from_secs(10), || {
         text_of(
@@ -1702,7 +1705,6 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     })
     .await;
 }
-
 /// The console's `S.rings`: rings actually played (not while the browser keeps sound off).
 async fn rings(c: &fantoccini::Client) -> u64 {
     common::chromium::run_js(c, "return S.rings;", serde_json::json!(null))
@@ -2056,4 +2058,153 @@ async fn a_smoke_alarm_closed_help_not_needed_is_refused_and_a_supervisor_review
     let last = call["timeline"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "reopened");
     assert_eq!(last["user"], ADMIN.0);
+}
+
+/// The dialog lists the patrols on shift first, each with its warning beside it, and folds
+/// the rest; it shows what the patrol will get; the operator's instruction reaches the
+/// patrol's app and the timeline, and the health notes stay home without the person's
+/// consent.
+#[tokio::test]
+async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reaches_the_patrol() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    // A third patrol of the route, off shift now (its shift starts in six hours, local time).
+    let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
+    let local = jiff::Timestamp::now().to_zoned(tz);
+    let from = local.checked_add(jiff::SignedDuration::from_hours(6)).unwrap();
+    let to = from.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let later = format!("later {}-{}", from.strftime("%H:%M"), to.strftime("%H:%M"));
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let r = admin
+        .post(
+            "/api/directory/import",
+            serde_json::json!({
+                "providers": "id,name,phone\nhemtjanst-centrum,Hemtjänst Centrum,0980-319 250\n",
+                "areas": "id,name,arrival_limit_mins\ncentrum,Centrum,30\n",
+                "patrols": format!("id,name,provider,areas,shifts,phone\n\
+                    centrum-1,Centrum 1,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 50\n\
+                    centrum-2,Centrum 2,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 51\n\
+                    centrum-3,Centrum 3,hemtjanst-centrum,centrum,{later},070-174 06 52\n"),
+                "routes": "provider,area,patrols\nhemtjanst-centrum,centrum,centrum-1;centrum-2;centrum-3\n",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Centrum 2's app is on; Centrum 1's is not.
+    let mut patrol_2 = patrol_app(&s, PATROL_2).await;
+
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let reply = tcp_roundtrip(
+        s.srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    click_shown(&c, "#dispatch-open").await;
+    wait_for("the patrols", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#dispatch-choices input:checked"))
+            .await
+            .ok()
+    })
+    .await;
+
+    // On shift, above the fold: Centrum 1 (suggested, with its warning beside it) and
+    // Centrum 2 (no warning); Centrum 3 folded away, off shift.
+    let above = |id: &str| format!("#dispatch-choices > label.choice[data-patrol-id=\"{id}\"]");
+    let warn_1 = text_of(&c, &format!("{} .choice-warn", above(PATROL)))
+        .await
+        .expect("Centrum 1 above the fold with a warning");
+    assert!(warn_1.contains("Not connected"), "{warn_1}");
+    assert!(c.find(Locator::Css(&above(PATROL_2))).await.is_ok());
+    assert!(
+        c.find(Locator::Css(&format!("{} .choice-warn", above(PATROL_2))))
+            .await
+            .is_err(),
+        "Centrum 2 is on shift and connected: no warning"
+    );
+    let folded = "#dispatch-more label.choice[data-patrol-id=\"centrum-3\"]";
+    assert!(c.find(Locator::Css(folded)).await.is_ok(), "Centrum 3 folded");
+    assert!(
+        !c.find(Locator::Css("#dispatch-more"))
+            .await
+            .unwrap()
+            .prop("open")
+            .await
+            .unwrap()
+            .is_some_and(|o| o == "true"),
+        "the fold is closed"
+    );
+    assert!(
+        !c.find(Locator::Css(folded))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "folded: not shown"
+    );
+    // The rows come in that order: on shift, then the fold.
+    let order: Vec<String> = c
+        .execute(
+            "return [...document.querySelectorAll('#dispatch-choices label.choice')].map(l => l.dataset.patrolId)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, [PATROL, PATROL_2, "centrum-3"]);
+    click(&c, "#dispatch-more > summary").await;
+    let warn_3 = text_of(&c, &format!("{folded} .choice-warn")).await.unwrap();
+    assert!(warn_3.contains("Off shift"), "{warn_3}");
+
+    // What the patrol gets: the alarm, the access, the health notes withheld.
+    let sends = text_of(&c, "#dispatch-sends").await.unwrap();
+    assert!(sends.contains("4711#"), "{sends}");
+    assert!(sends.contains("Hund i hallen"), "{sends}");
+    assert!(sends.contains("Nyckelskåp Centrum, krok 14"), "{sends}");
+    assert!(sends.contains("Withheld"), "{sends}");
+    assert!(!sends.contains("Diabetes"), "no consent: {sends}");
+
+    // The operator picks Centrum 2 and writes an instruction; the preview follows it.
+    click(&c, &format!("{} input", above(PATROL_2))).await;
+    let instruction = "Dottern Karin öppnar. Ta med blodsockermätaren.";
+    c.find(Locator::Css("#dispatch-instruction"))
+        .await
+        .unwrap()
+        .send_keys(instruction)
+        .await
+        .unwrap();
+    let shown = text_of(&c, "#dispatch-sends .sends-instruction").await.unwrap();
+    assert_eq!(shown, instruction);
+    screenshot("console-dispatch-dialog.png", &c.screenshot().await.unwrap());
+    click(&c, "#dispatch-submit").await;
+
+    // The patrol's app gets it with the instruction, and no health notes.
+    let a = loop {
+        match patrol_2.next_push(Duration::from_secs(10)).await.unwrap() {
+            Some(ToPatrol::Assignment(a)) => break a,
+            Some(_) => continue,
+            None => panic!("no assignment at the patrol"),
+        }
+    };
+    assert_eq!(a.instruction, instruction);
+    assert!(a.health_notes.is_empty() && a.health_notes_withheld);
+    assert_eq!(a.access.door_code.expose(), "4711#");
+    // The timeline says what the operator told the patrol.
+    wait_for("the instruction on the timeline", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#timeline").await?;
+        t.contains(&format!("Instruction: {instruction}")).then_some(())
+    })
+    .await;
+    patrol_2.close().await;
 }

@@ -1112,7 +1112,7 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
     let (code, out, err) = patrol(&token_file, &["--insecure-dev", "--data-dir", data_s]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains(&fingerprint), "{err}");
-    assert!(out.contains("connected; open dispatches []"), "{out}");
+    assert!(out.contains("connected; no open assignment"), "{out}");
     assert!(!out.contains(token.trim()) && !err.contains(token.trim()));
     // The fingerprint as the server printed it.
     let (code, out, err) = patrol(
@@ -1134,12 +1134,12 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
     .unwrap();
     let (code, out, err) = patrol(&logins, &["--insecure-dev", "--fingerprint", &fingerprint]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("connected; open dispatches []"), "{out}");
+    assert!(out.contains("connected; no open assignment"), "{out}");
     // The development certificate file as the CA file: verified the normal way.
     let ca = data.join("patrol-dev-cert.pem");
     let (code, out, err) = patrol(&token_file, &["--ca", ca.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("connected; open dispatches []"), "{out}");
+    assert!(out.contains("connected; no open assignment"), "{out}");
     // A bad token is refused, and the client does not retry it.
     let (code, _, err) = patrol(
         &bad_file,

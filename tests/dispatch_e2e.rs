@@ -976,3 +976,121 @@ async fn the_same_persons_next_call_shows_the_patrol_on_its_way_and_a_second_nee
     );
     r.stop().await.unwrap();
 }
+
+/// The assignment `s` holds for `call` (from the connect, or pushed after it; bounded: 5 s).
+async fn assignment_of(
+    s: &mut Session,
+    open: Vec<vakt::dispatch::wire::AssignmentMsg>,
+    call: u64,
+) -> vakt::dispatch::wire::AssignmentMsg {
+    if let Some(a) = open.into_iter().find(|a| a.call == call) {
+        return a;
+    }
+    match s.next_push(Duration::from_secs(5)).await.unwrap() {
+        Some(ToPatrol::Assignment(a)) if a.call == call => *a,
+        other => panic!("no assignment for call {call}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_operators_instruction_reaches_the_patrol_and_health_notes_only_with_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token1, token2) = prepare(dir.path());
+    {
+        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let mut s = store.subscriber("anna").unwrap().unwrap();
+        s.health_notes = "Diabetes typ 2, insulin. Waran.".into();
+        assert!(!s.health_to_patrol, "the import's default: no consent");
+        store.upsert_subscribers(&[s]).unwrap();
+        store.flush().unwrap();
+    }
+    let r = start_with(config(dir.path(), 120)).await;
+    let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    let a = op.post(&format!("/api/calls/{id}/claim"), json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // The dialog's preview: access, and the notes withheld.
+    let ch = op.get(&format!("/api/calls/{id}/patrols")).await.json();
+    assert_eq!(ch["sends"]["access"]["door_code"], "4711#");
+    assert_eq!(ch["sends"]["access"]["entry_notes"], "Hund i hallen");
+    assert_eq!(ch["sends"]["health_notes"], "");
+    assert_eq!(ch["sends"]["health_notes_withheld"], true);
+
+    // Too long an instruction is refused, and nothing is dispatched.
+    let long = "x".repeat(1001);
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c1", "instruction": long}),
+        )
+        .await;
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(a.body.contains("1000"), "{}", a.body);
+
+    let instruction = "Dottern Karin öppnar. Ta med blodsockermätaren.";
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c1", "instruction": format!("  {instruction} ")}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["instruction"], instruction);
+    let call = wait_call(&mut op, id, |c| !steps(c).is_empty()).await;
+    assert_eq!(
+        steps(&call)[0],
+        format!("offered:instruction: {instruction}")
+    );
+
+    // c1 gets it over the real link: the instruction, the access, no health notes.
+    let (mut s1, _, open) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token1)
+        .await
+        .unwrap();
+    let a1 = assignment_of(&mut s1, open, id).await;
+    assert_eq!(a1.instruction, instruction);
+    assert_eq!(a1.access.door_code.expose(), "4711#");
+    assert_eq!(a1.access.key_location, "Nyckelskåp Centrum, krok 14");
+    assert!(a1.health_notes.is_empty(), "no consent: no notes");
+    assert!(a1.health_notes_withheld);
+
+    // A supervisor records the person's consent on the card.
+    let mut admin = Client::login(r.http.unwrap(), ADMIN.0, ADMIN.1).await;
+    let mut card = admin.get("/api/subscribers/anna").await.json();
+    assert_eq!(card["health_to_patrol"], false);
+    card["health_to_patrol"] = json!(true);
+    let sub: vakt::model::Subscriber = serde_json::from_value(card).unwrap();
+    let a = admin
+        .send(
+            "PUT",
+            "/api/subscribers/anna",
+            Some(("application/json", serde_json::to_string(&sub).unwrap())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["health_to_patrol"], true);
+
+    // c1 declines: c2 gets the dispatch with the same instruction, and now the notes.
+    let seq = s1.next_seq();
+    ack(
+        &mut s1,
+        FromPatrol::Declined {
+            seq,
+            dispatch: a1.dispatch,
+            at: jiff::Timestamp::now(),
+            reason: "Busy".into(),
+        },
+    )
+    .await;
+    let (mut s2, _, open) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c2", &token2)
+        .await
+        .unwrap();
+    let a2 = assignment_of(&mut s2, open, id).await;
+    assert_ne!(a2.dispatch, a1.dispatch);
+    assert_eq!(a2.instruction, instruction);
+    assert_eq!(a2.health_notes.expose(), "Diabetes typ 2, insulin. Waran.");
+    assert!(!a2.health_notes_withheld);
+    s1.close().await;
+    s2.close().await;
+    r.stop().await.unwrap();
+}

@@ -66,7 +66,7 @@ async fn dispatch_over_quic_received_reconnect_arrived_completed() {
     let now = jiff::Timestamp::now();
     let suggested = dispatcher.candidates(&target, now);
     assert_eq!(suggested[0].patrol, "n1");
-    let disp = dispatcher.dispatch(&target, "n1", "olle", now).unwrap();
+    let disp = dispatcher.dispatch(&target, "n1", "olle", "", now).unwrap();
 
     let (id, _) = quic::dev_identity(dir.path(), &[]).unwrap();
     let endpoint = quinn::Endpoint::server(
@@ -315,7 +315,7 @@ async fn completed_before_arrived_is_refused_and_the_table_of_answers_holds() {
     let f = Fixture::start().await;
     let disp = f
         .dispatcher
-        .dispatch(&target(), "n1", "olle", jiff::Timestamp::now())
+        .dispatch(&target(), "n1", "olle", "", jiff::Timestamp::now())
         .unwrap();
     let (mut s, _, _) = f.login().await;
     let seq = s.next_seq();
@@ -383,7 +383,7 @@ async fn a_resent_step_of_an_ended_dispatch_is_acknowledged_before_closed_is_con
     let f = Fixture::start().await;
     let disp = f
         .dispatcher
-        .dispatch(&target(), "n1", "olle", jiff::Timestamp::now())
+        .dispatch(&target(), "n1", "olle", "", jiff::Timestamp::now())
         .unwrap();
     let (mut s, _, _) = f.login().await;
     let received = FromPatrol::Received {
@@ -413,7 +413,7 @@ async fn a_resent_step_of_an_ended_dispatch_is_acknowledged_before_closed_is_con
     // A step that was never applied to an ended dispatch is `closed`.
     let other = f
         .dispatcher
-        .dispatch(&target(), "n1", "olle", jiff::Timestamp::now())
+        .dispatch(&target(), "n1", "olle", "", jiff::Timestamp::now())
         .unwrap();
     f.dispatcher
         .cancel(other.id, "the son is there", jiff::Timestamp::now())
@@ -462,7 +462,7 @@ async fn an_unknown_patrol_and_a_wrong_token_get_their_own_codes() {
 async fn the_servers_seq_never_goes_back_across_connections_and_restarts() {
     let f = Fixture::start().await;
     f.dispatcher
-        .dispatch(&target(), "n1", "olle", jiff::Timestamp::now())
+        .dispatch(&target(), "n1", "olle", "", jiff::Timestamp::now())
         .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {

@@ -45,6 +45,9 @@ fn assignment() -> AssignmentMsg {
         receipt_deadline: None,
         received_at: None,
         deadline: None,
+        instruction: "Daughter opens the door".into(),
+        health_notes: Default::default(),
+        health_notes_withheld: true,
     }
 }
 

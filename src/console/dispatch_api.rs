@@ -19,6 +19,9 @@ use crate::model::Role;
 /// Longest reason for a cancellation.
 const MAX_REASON_CHARS: usize = 500;
 
+/// Longest instruction to the patrol, in characters.
+pub const MAX_INSTRUCTION_CHARS: usize = 1000;
+
 fn desk_error(e: DeskError) -> ApiError {
     match e {
         DeskError::NoCall(_) => ApiError::new(
@@ -82,6 +85,17 @@ pub async fn call_patrols(
         .desk
         .choices(id, jiff::Timestamp::now())
         .map_err(desk_error)?;
+    if let Some(gets) = &c.sends {
+        // The answer shows the person's access and (with consent) health notes.
+        audit(
+            &state,
+            &s,
+            "subscriber.view",
+            Some(id),
+            Some(&gets.subscriber),
+            "what the patrol gets (dispatch dialog)".into(),
+        )?;
+    }
     Ok(Json(c))
 }
 
@@ -96,6 +110,11 @@ pub struct DispatchRequest {
     /// Call (without it that is refused 409 with `confirm: true`).
     #[serde(default)]
     pub second: bool,
+    /// The operator's instruction to the patrol (at most 1000 characters; trimmed; absent
+    /// or empty: none). It goes in the assignment, stays with the dispatch when it is passed
+    /// to another patrol, and is on the Call's timeline.
+    #[serde(default)]
+    pub instruction: String,
 }
 
 /// Dispatch the Call (which the operator has taken) to a patrol: the suggested one, or the
@@ -106,7 +125,7 @@ pub struct DispatchRequest {
     responses((status = 201, body = DispatchView),
         (status = 404, description = "No such open Call, or no such patrol", body = ErrorBody),
         (status = 409, description = "Not the operator's Call, or already dispatched, or the home has a patrol on its way for another Call (`confirm`: send again with `second`)", body = ErrorBody),
-        (status = 422, description = "No patrol named and none of the route on shift", body = ErrorBody)))]
+        (status = 422, description = "No patrol named and none of the route on shift, or an instruction over 1000 characters", body = ErrorBody)))]
 pub async fn dispatch(
     State(state): State<AppState>,
     s: Session,
@@ -115,6 +134,13 @@ pub async fn dispatch(
 ) -> ApiResult<(StatusCode, Json<DispatchView>)> {
     s.require(Role::Operator, &state)?;
     let Json(req) = body?;
+    let instruction = req.instruction.trim();
+    if instruction.chars().count() > MAX_INSTRUCTION_CHARS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the instruction is longer than {MAX_INSTRUCTION_CHARS} characters"),
+        ));
+    }
     let patrol = req
         .patrol
         .as_deref()
@@ -122,7 +148,14 @@ pub async fn dispatch(
         .filter(|p| !p.is_empty());
     let v = state
         .desk
-        .dispatch_to(id, patrol, &s.user, req.second, jiff::Timestamp::now())
+        .dispatch_to(
+            id,
+            patrol,
+            &s.user,
+            req.second,
+            instruction,
+            jiff::Timestamp::now(),
+        )
         .map_err(desk_error)?;
     audit(
         &state,
@@ -131,13 +164,18 @@ pub async fn dispatch(
         Some(id),
         None,
         format!(
-            "dispatch {} to {}{}",
+            "dispatch {} to {}{}{}",
             v.dispatch.id,
             v.dispatch.patrol,
             if req.second {
                 " (a second patrol to the home, confirmed)"
             } else {
                 ""
+            },
+            if instruction.is_empty() {
+                ""
+            } else {
+                ", with an instruction"
             }
         ),
     )?;

@@ -128,6 +128,9 @@ pub struct Choices {
     /// Routed patrols in route order (on shift first), then every other patrol (on shift
     /// first).
     pub patrols: Vec<PatrolChoice>,
+    /// What the patrol will get besides the operator's instruction (`null`: no subscriber
+    /// known).
+    pub sends: Option<hub::PatrolGets>,
 }
 
 /// A patrol on the board.
@@ -178,6 +181,15 @@ pub struct Desk {
 impl std::fmt::Debug for Desk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Desk").finish_non_exhaustive()
+    }
+}
+
+/// The words of an operator's dispatch line about its instruction (empty without one).
+fn instruction_words(d: &Dispatch) -> String {
+    if d.instruction.is_empty() {
+        String::new()
+    } else {
+        format!("instruction: {}", d.instruction)
     }
 }
 
@@ -389,6 +401,7 @@ impl Desk {
             area: t.area,
             suggested,
             patrols,
+            sends: self.hub.patrol_gets(&call),
         })
     }
 
@@ -426,18 +439,20 @@ impl Desk {
         operator: &str,
         now: Timestamp,
     ) -> Result<DispatchView, DeskError> {
-        self.dispatch_to(call_id, patrol, operator, false, now)
+        self.dispatch_to(call_id, patrol, operator, false, "", now)
     }
 
     /// [`Desk::dispatch`], sending a second patrol to a home that has one on its way for
     /// another Call only when `second` (the operator confirmed it); otherwise that is refused
-    /// ([`DeskError::HomeHasPatrol`]).
+    /// ([`DeskError::HomeHasPatrol`]). `instruction` (may be empty) is the operator's word to
+    /// the patrol: kept on the dispatch, on the timeline's line and in the assignment.
     pub fn dispatch_to(
         &self,
         call_id: u64,
         patrol: Option<&str>,
         operator: &str,
         second: bool,
+        instruction: &str,
         now: Timestamp,
     ) -> Result<DispatchView, DeskError> {
         let call = self
@@ -473,13 +488,15 @@ impl Desk {
                 .map(|c| c.patrol)
                 .ok_or(DeskError::NoneOnShift)?,
         };
-        let d = self.dispatcher.dispatch(&t, &patrol, operator, now)?;
+        let d = self
+            .dispatcher
+            .dispatch(&t, &patrol, operator, instruction, now)?;
         self.metrics.offered("operator");
         self.after(
             &d,
             DispatchStep::Offered,
             Some(operator),
-            String::new(),
+            instruction_words(&d),
             now,
         )?;
         Ok(self.view(&d))
@@ -624,7 +641,11 @@ impl Desk {
         patrol: &str,
         now: Timestamp,
     ) -> Result<Option<Dispatch>, DeskError> {
-        match self.dispatcher.dispatch(t, patrol, &ended.operator, now) {
+        // The operator's instruction goes with it.
+        match self
+            .dispatcher
+            .dispatch(t, patrol, &ended.operator, &ended.instruction, now)
+        {
             Ok(d) => {
                 self.metrics.offered("fallback");
                 self.after(
@@ -1158,7 +1179,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let v = desk
-            .dispatch_to(9, Some("n2"), "olle", true, at(1, 0))
+            .dispatch_to(9, Some("n2"), "olle", true, "", at(1, 0))
             .unwrap();
         assert_eq!(v.dispatch.patrol, "n2");
     }
@@ -1340,6 +1361,74 @@ mod tests {
             calls.triage.get(7).unwrap().timeline.pop().unwrap().at,
             at(10, 20)
         );
+    }
+
+    #[test]
+    fn the_instruction_and_consented_health_notes_reach_every_patrol_the_dispatch_goes_to() {
+        let (_dir, store, calls, desk) = setup();
+        let mut s = store.subscriber("S-1").unwrap().unwrap();
+        s.health_notes = "Diabetes, insulin".into();
+        store.upsert_subscribers(std::slice::from_ref(&s)).unwrap();
+        // Without consent: withheld, and the dialog says so too.
+        let gets = desk.choices(7, at(0, 0)).unwrap().sends.unwrap();
+        assert_eq!(gets.reason, "Fall");
+        assert_eq!(gets.access.door_code, "4711#");
+        assert_eq!(gets.access.key_location, "Nyckelskåp");
+        assert!(gets.health_notes.is_empty() && gets.health_notes_withheld);
+        let first = desk
+            .dispatch_to(7, Some("n2"), "olle", false, "Daughter opens", at(0, 0))
+            .unwrap();
+        assert_eq!(first.dispatch.instruction, "Daughter opens");
+        assert_eq!(
+            steps(&calls)[0],
+            (DispatchStep::Offered, "instruction: Daughter opens".into())
+        );
+        let a = desk.assignment(&first.dispatch);
+        assert_eq!(a.instruction, "Daughter opens");
+        assert_eq!(a.access.door_code.expose(), "4711#");
+        assert!(a.health_notes.is_empty() && a.health_notes_withheld);
+        // The person consents: the next assignment carries the notes.
+        s.health_to_patrol = true;
+        store.upsert_subscribers(std::slice::from_ref(&s)).unwrap();
+        let gets = desk.choices(7, at(0, 1)).unwrap().sends.unwrap();
+        assert_eq!(gets.health_notes, "Diabetes, insulin");
+        assert!(!gets.health_notes_withheld);
+        // n2 does not confirm receipt: n1 gets it, with the instruction.
+        assert_eq!(desk.tick(at(2, 0)).unwrap(), 1);
+        let live = desk.dispatcher().live_for_call(7);
+        assert_eq!(live[0].patrol, "n1");
+        assert_eq!(live[0].instruction, "Daughter opens");
+        let a = desk.assignment(&live[0]);
+        assert_eq!(a.instruction, "Daughter opens");
+        assert_eq!(
+            (a.health_notes.expose(), a.health_notes_withheld),
+            ("Diabetes, insulin", false)
+        );
+        // It is stored with the dispatch.
+        let stored = store.dispatch(live[0].id).unwrap().unwrap();
+        assert_eq!(stored.instruction, "Daughter opens");
+    }
+
+    #[test]
+    fn a_declined_dispatch_passes_to_the_next_patrol_with_its_instruction() {
+        let (_dir, _store, _calls, desk) = setup();
+        let first = desk
+            .dispatch_to(7, Some("n1"), "olle", false, "Bring the lift key", at(0, 0))
+            .unwrap();
+        desk.patrol_event(
+            "n1",
+            first.dispatch.id,
+            PatrolEvent::Declined {
+                reason: "flat tyre".into(),
+            },
+            at(0, 30),
+        )
+        .unwrap();
+        let live = desk.dispatcher().live_for_call(7);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].patrol, "n2");
+        assert_eq!(live[0].instruction, "Bring the lift key");
+        assert_eq!(desk.assignment(&live[0]).instruction, "Bring the lift key");
     }
 
     #[test]

@@ -8,9 +8,28 @@ use std::sync::Arc;
 use crate::dispatch::patrol_link::{EventError, PatrolHub};
 use crate::dispatch::service::{DispatchError, Dispatcher};
 use crate::dispatch::sla::PatrolEvent;
-use crate::dispatch::wire::{AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, SubscriberInfo};
-use crate::model::{Dispatch, Priority};
+use crate::dispatch::wire::{
+    AccessInfo, AssignmentMsg, ErrorCode, FromPatrol, Secret, SubscriberInfo, health_for_patrol,
+};
+use crate::model::{Access, Call, Dispatch, Priority};
 use crate::store::Store;
+
+/// What a patrol sent to a Call gets besides the person's name and address, as the dispatch
+/// dialog shows it before the operator sends it: the same rules as the `assignment`
+/// ([`health_for_patrol`]: health notes only with the person's consent).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct PatrolGets {
+    /// The subscriber (id) whose card this is from.
+    pub subscriber: String,
+    /// The kind of alarm, in words.
+    pub reason: String,
+    /// The health notes sent (`""`: none, or withheld).
+    pub health_notes: String,
+    /// The person has not consented to their health notes going to patrols: none are sent.
+    pub health_notes_withheld: bool,
+    /// How to get in (keys, where kept, digital lock, door code, entry notes).
+    pub access: Access,
+}
 
 /// The hub over the dispatcher and the store.
 pub struct Hub {
@@ -37,6 +56,10 @@ impl Hub {
             .as_ref()
             .and_then(|c| c.subscriber.as_deref())
             .and_then(|s| self.store.subscriber(s).ok().flatten());
+        // No subscriber known (an unknown device): nothing to send, nothing withheld.
+        let (health_notes, health_notes_withheld) = subscriber
+            .as_ref()
+            .map_or((Secret::default(), false), health_for_patrol);
         AssignmentMsg {
             seq: 0,
             dispatch: d.id,
@@ -71,7 +94,28 @@ impl Hub {
                 .flatten(),
             received_at: d.received_at,
             deadline: d.deadline(),
+            instruction: d.instruction.clone(),
+            health_notes,
+            health_notes_withheld,
         }
+    }
+
+    /// What a patrol sent to `call` would get (see [`PatrolGets`]); `None` when the Call has
+    /// no known subscriber or the register cannot be read.
+    pub fn patrol_gets(&self, call: &Call) -> Option<PatrolGets> {
+        let s = self
+            .store
+            .subscriber(call.subscriber.as_deref()?)
+            .ok()
+            .flatten()?;
+        let (notes, withheld) = health_for_patrol(&s);
+        Some(PatrolGets {
+            subscriber: s.id.clone(),
+            reason: call.kind.clone(),
+            health_notes: notes.expose().to_owned(),
+            health_notes_withheld: withheld,
+            access: s.access,
+        })
     }
 }
 

@@ -469,6 +469,7 @@ mod tests {
             breached: arrived_after.is_some_and(|s| s >= 30 * 60),
             note: String::new(),
             operator: "olle".into(),
+            instruction: String::new(),
         }
     }
 

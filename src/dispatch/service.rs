@@ -177,6 +177,7 @@ impl Dispatcher {
         t: &Target,
         patrol: &str,
         operator: &str,
+        instruction: &str,
         now: Timestamp,
     ) -> Result<Dispatch, DispatchError> {
         let dir = self
@@ -198,18 +199,30 @@ impl Dispatcher {
             *n += 1;
             id
         };
-        let d = sla::new_dispatch(id, t.call, patrol, &provider, &area, limit, operator, now);
+        let d = sla::new_dispatch(
+            id,
+            t.call,
+            patrol,
+            &provider,
+            &area,
+            limit,
+            operator,
+            instruction,
+            now,
+        );
         self.store.save_dispatches(std::slice::from_ref(&d))?;
         open.insert(id, (d.clone(), t.clone()));
         Ok(d)
     }
 
-    /// The operator dispatches the Call to `patrol`.
+    /// The operator dispatches the Call to `patrol`, with an `instruction` for the patrol
+    /// (may be empty).
     pub fn dispatch(
         &self,
         t: &Target,
         patrol: &str,
         operator: &str,
+        instruction: &str,
         now: Timestamp,
     ) -> Result<Dispatch, DispatchError> {
         let mut open = lock(&self.open);
@@ -219,7 +232,7 @@ impl Dispatcher {
                 dispatch: d.id,
             });
         }
-        self.offer(&mut open, t, patrol, operator, now)
+        self.offer(&mut open, t, patrol, operator, instruction, now)
     }
 
     /// A patrol's event on one of its dispatches; the dispatch after it.
@@ -427,7 +440,15 @@ impl Dispatcher {
             for ev in events {
                 let passed_to = match (&fallback, ev) {
                     (Some(p), ClockEvent::ReceiptTimeout) => {
-                        Some(self.offer(&mut open, &t, p, &next.operator, now)?)
+                        // The operator's instruction goes with it.
+                        Some(self.offer(
+                            &mut open,
+                            &t,
+                            p,
+                            &next.operator,
+                            &next.instruction,
+                            now,
+                        )?)
                     }
                     _ => None,
                 };
@@ -529,11 +550,13 @@ pub(crate) mod tests {
         let (_dir, _store, disp) = setup();
         let c = disp.candidates(&target(), at(0, 0));
         assert_eq!(c[0].patrol, "n1");
-        let d = disp.dispatch(&target(), "n1", "olle", at(0, 0)).unwrap();
+        let d = disp
+            .dispatch(&target(), "n1", "olle", "", at(0, 0))
+            .unwrap();
         assert_eq!(d.area, "norr");
         assert_eq!(d.limit_mins, 30);
         assert!(matches!(
-            disp.dispatch(&target(), "n2", "olle", at(0, 1)),
+            disp.dispatch(&target(), "n2", "olle", "", at(0, 1)),
             Err(DispatchError::AlreadyDispatched { .. })
         ));
         assert!(matches!(
@@ -579,7 +602,9 @@ pub(crate) mod tests {
     #[test]
     fn a_patrol_clock_behind_never_counts_before_the_offer() {
         let (_dir, _store, disp) = setup();
-        let d = disp.dispatch(&target(), "n1", "olle", at(0, 0)).unwrap();
+        let d = disp
+            .dispatch(&target(), "n1", "olle", "", at(0, 0))
+            .unwrap();
         let early = disp
             .patrol_event("n1", d.id, PatrolEvent::Accepted, at(-3, 0))
             .unwrap();
@@ -602,7 +627,9 @@ pub(crate) mod tests {
     #[test]
     fn no_receipt_passes_to_the_next_patrol() {
         let (_dir, _store, disp) = setup();
-        let d = disp.dispatch(&target(), "n1", "olle", at(0, 0)).unwrap();
+        let d = disp
+            .dispatch(&target(), "n1", "olle", "", at(0, 0))
+            .unwrap();
         assert!(disp.tick(at(1, 59)).unwrap().is_empty());
         let ch = disp.tick(at(2, 0)).unwrap();
         assert_eq!(ch.len(), 1);
@@ -623,7 +650,9 @@ pub(crate) mod tests {
     #[test]
     fn clocks_resume_after_a_restart_and_breach() {
         let (dir, store, disp) = setup();
-        let d = disp.dispatch(&target(), "n1", "olle", at(0, 0)).unwrap();
+        let d = disp
+            .dispatch(&target(), "n1", "olle", "", at(0, 0))
+            .unwrap();
         disp.patrol_event("n1", d.id, PatrolEvent::Received, at(0, 10))
             .unwrap();
         disp.tick(at(20, 10)).unwrap();

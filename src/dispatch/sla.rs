@@ -158,7 +158,7 @@ fn state_name(state: &DispatchState) -> &'static str {
 }
 
 /// A new dispatch, `Offered` at `now` (the receipt clock starts). `limit_mins` is the area's
-/// arrival limit.
+/// arrival limit; `instruction` the operator's words to the patrol (may be empty).
 #[allow(clippy::too_many_arguments)] // the fields of a Dispatch; a builder would add nothing
 pub fn new_dispatch(
     id: u64,
@@ -168,6 +168,7 @@ pub fn new_dispatch(
     area: &str,
     limit_mins: u32,
     operator: &str,
+    instruction: &str,
     now: Timestamp,
 ) -> Dispatch {
     Dispatch {
@@ -188,6 +189,7 @@ pub fn new_dispatch(
         breached: false,
         note: String::new(),
         operator: operator.to_owned(),
+        instruction: instruction.to_owned(),
     }
 }
 
@@ -407,7 +409,7 @@ mod tests {
     }
 
     fn offered(limit: u32) -> Dispatch {
-        new_dispatch(1, 7, "p1", "hemtj", "norr", limit, "ola", t(0))
+        new_dispatch(1, 7, "p1", "hemtj", "norr", limit, "ola", "", t(0))
     }
 
     /// Offered at 0, received at 0.

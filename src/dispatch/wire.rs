@@ -75,7 +75,8 @@ pub const CLOSE_IDLE: u32 = 5;
 // Secrets
 // ---------------------------------------------------------------------------------------
 
-/// A string that must not reach logs: the patrol's token, a door code, a receipt code.
+/// A string that must not reach logs: the patrol's token, a door code, a receipt code, the
+/// health notes of an assignment.
 /// On the wire it is a plain JSON string; `Debug` prints `<redacted>` (or `<empty>`).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -261,6 +262,30 @@ pub struct AssignmentMsg {
     /// `received_at + limit_mins`; `null` until received.
     #[serde(with = "wire_time_opt")]
     pub deadline: Option<Timestamp>,
+    /// The operator's instruction for this visit (`""`: none). Missing from an older
+    /// server: `""`.
+    #[serde(default)]
+    pub instruction: String,
+    /// The subscriber's health notes that matter for the visit, sent only with their
+    /// consent (`""`: none, or withheld). Personal data: `Debug` does not print it. Missing
+    /// from an older server: `""`.
+    #[serde(default)]
+    pub health_notes: Secret,
+    /// The subscriber has not consented to their health notes going to patrols, so none are
+    /// sent (ask the alarm centre). Missing from an older server: `false`.
+    #[serde(default)]
+    pub health_notes_withheld: bool,
+}
+
+/// The health notes an assignment carries for `s`, and whether they were withheld: the
+/// notes only when the person consented ([`Subscriber::health_to_patrol`]); without consent
+/// none, withheld (whether or not there are any, so the patrol learns nothing of them).
+pub fn health_for_patrol(s: &Subscriber) -> (Secret, bool) {
+    if s.health_to_patrol {
+        (Secret::new(s.health_notes.clone()), false)
+    } else {
+        (Secret::default(), true)
+    }
 }
 
 /// Why a dispatch was withdrawn from the patrol (`cancelled`), for the app to act on.
@@ -1227,6 +1252,79 @@ mod tests {
     }
 
     #[test]
+    fn instruction_and_health_notes_travel_and_an_older_assignment_without_them_still_reads() {
+        let read = |json: &str| match decode::<ToPatrol>(&frame(json)) {
+            Ok(Decoded::Message(ToPatrol::Assignment(a), _)) => a,
+            other => panic!("{other:?}"),
+        };
+        let json = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/patrol/to_patrol/assignment.json"),
+        )
+        .unwrap();
+        let full: Value = serde_json::from_str(&json).unwrap();
+        // The example carries all three, and they come back as they were sent.
+        let a = read(&full.to_string());
+        assert!(!a.instruction.is_empty(), "the example has an instruction");
+        assert!(!a.health_notes.is_empty() && !a.health_notes_withheld);
+        let mut again = Vec::new();
+        encode(&ToPatrol::Assignment(a.clone()), &mut again).unwrap();
+        assert_eq!(
+            read(std::str::from_utf8(&again[HEADER_BYTES..]).unwrap()),
+            a
+        );
+        // An older server's assignment has none of them: no instruction, no notes, nothing
+        // said to be withheld.
+        let mut old = full.clone();
+        for k in ["instruction", "health_notes", "health_notes_withheld"] {
+            assert!(old.as_object_mut().unwrap().remove(k).is_some(), "{k}");
+        }
+        let a_old = read(&old.to_string());
+        assert_eq!(a_old.instruction, "");
+        assert!(a_old.health_notes.is_empty() && !a_old.health_notes_withheld);
+        assert_eq!(a_old.subscriber, a.subscriber);
+        // Withheld: the member says so and the notes are empty.
+        let mut withheld = full.clone();
+        withheld["health_notes"] = Value::from("");
+        withheld["health_notes_withheld"] = Value::from(true);
+        let w = read(&withheld.to_string());
+        assert!(w.health_notes.is_empty() && w.health_notes_withheld);
+        // An older client reads a newer assignment: members it does not know are ignored
+        // (here: a client that knows only the fields of the first version of the message).
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct FirstVersion {
+            dispatch: u64,
+            call: u64,
+            reason: String,
+            access: AccessInfo,
+        }
+        let first: FirstVersion = serde_json::from_value(full).unwrap();
+        assert_eq!((first.dispatch, first.call), (a.dispatch, a.call));
+        // The notes are personal data: not in Debug output.
+        let notes = a.health_notes.expose().to_owned();
+        assert!(!format!("{a:?}").contains(&notes));
+    }
+
+    #[test]
+    fn health_notes_go_to_the_patrol_only_with_consent() {
+        let mut s = Subscriber {
+            health_notes: "Diabetes; pacemaker".into(),
+            ..Subscriber::default()
+        };
+        let (notes, withheld) = health_for_patrol(&s);
+        assert!(notes.is_empty() && withheld, "no consent: withheld");
+        s.health_to_patrol = true;
+        let (notes, withheld) = health_for_patrol(&s);
+        assert_eq!((notes.expose(), withheld), ("Diabetes; pacemaker", false));
+        // No notes and no consent: still withheld (the patrol learns nothing of whether
+        // there are notes); no notes with consent: nothing, nothing withheld.
+        s.health_notes.clear();
+        assert_eq!(health_for_patrol(&s), (Secret::default(), false));
+        s.health_to_patrol = false;
+        assert_eq!(health_for_patrol(&s), (Secret::default(), true));
+    }
+
+    #[test]
     fn secrets_never_reach_debug_or_error_text() {
         let hello = FromPatrol::Hello {
             seq: 1,
@@ -1345,6 +1443,7 @@ mod tests {
                 ts(),
                 proptest::option::of(ts()),
             ),
+            (text(), text(), any::<bool>()),
         )
             .prop_map(
                 |(
@@ -1352,6 +1451,7 @@ mod tests {
                     (name, address, postcode, city, phone),
                     (keys, key_location, digital_lock_id, door_code, entry_notes),
                     (reason, priority, limit_mins, offered_at, received_at),
+                    (instruction, health_notes, health_notes_withheld),
                 )| AssignmentMsg {
                     seq,
                     dispatch,
@@ -1378,6 +1478,9 @@ mod tests {
                     receipt_deadline: received_at.is_none().then_some(offered_at),
                     received_at,
                     deadline: received_at,
+                    instruction,
+                    health_notes: Secret::new(health_notes),
+                    health_notes_withheld,
                 },
             )
     }

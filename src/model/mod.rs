@@ -949,6 +949,10 @@ pub struct Subscriber {
     pub access: Access,
     /// Health information that matters in an alarm.
     pub health_notes: String,
+    /// The person consented to their health notes going to the patrol in an assignment
+    /// (without it the assignment says they were withheld). Missing: no consent.
+    #[serde(default)]
+    pub health_to_patrol: bool,
     /// Care plan notes.
     pub care_plan_notes: String,
     /// Contacts, in the order to call them.
@@ -1242,6 +1246,10 @@ pub struct Dispatch {
     pub note: String,
     /// The operator who dispatched it.
     pub operator: String,
+    /// The operator's instruction to the patrol (e.g. "the daughter opens the door"); goes
+    /// with the dispatch when it is passed to another patrol. Missing: none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instruction: String,
 }
 
 impl Dispatch {

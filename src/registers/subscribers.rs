@@ -10,7 +10,11 @@ use crate::model::{Access, Contact, Subscriber};
 use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
-pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits";
+pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol";
+
+/// The header of files written before `health_to_patrol` (still read: the column is then
+/// `false`, no consent, for everyone).
+const CSV_HEADER_V2: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits";
 
 /// The header of files written before `needs_extra_visits` (still read: the column is then
 /// `false` for everyone).
@@ -18,7 +22,7 @@ const CSV_HEADER_V1: &str = "id,name,personal_number,address,postcode,city,area,
 
 /// Number of columns in [`CSV_HEADER`].
 #[cfg(test)]
-const COLUMNS: usize = 27;
+const COLUMNS: usize = 28;
 
 /// Contacts a CSV row holds.
 const CSV_CONTACTS: usize = 3;
@@ -52,9 +56,10 @@ impl ImportFile for SubscribersCsv {
 pub type ImportError = crate::registers::csv::ImportError<SubscribersCsv>;
 
 /// The headers a subscribers file may have, the current one first. A row under the current
-/// header may leave out its last cell (an older row without it means "no").
-const HEADERS: [Header; 2] = [
-    Header::new(CSV_HEADER).optional_tail(1),
+/// header may leave out its last two cells (an older row without them means "no").
+const HEADERS: [Header; 3] = [
+    Header::new(CSV_HEADER).optional_tail(2),
+    Header::new(CSV_HEADER_V2).optional_tail(1),
     Header::new(CSV_HEADER_V1),
 ];
 
@@ -254,7 +259,8 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<Subscriber>, ImportError> {
     )
 }
 
-/// One row, its cells counted already (an older row has no `needs_extra_visits`).
+/// One row, its cells counted already (an older row has no `needs_extra_visits` or
+/// `health_to_patrol`).
 fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
     let cell = |i: usize| rec.get(i).unwrap_or("").to_string();
     // The cell is not shown: with a column out of place it could be the door code.
@@ -296,6 +302,11 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
             "" | "0" | "no" | "false" | "nej" => false,
             "1" | "yes" | "true" | "ja" => true,
             _ => return Err("needs_extra_visits must be yes or no (or empty for no)".into()),
+        },
+        health_to_patrol: match rec.get(27).unwrap_or("").to_lowercase().as_str() {
+            "" | "0" | "no" | "false" | "nej" => false,
+            "1" | "yes" | "true" | "ja" => true,
+            _ => return Err("health_to_patrol must be yes or no (or empty for no)".into()),
         },
     };
     normalize(&mut s);
@@ -343,6 +354,7 @@ pub fn to_csv(subs: &[Subscriber]) -> Result<String, ImportError> {
         }
         row.push(&s.language);
         row.push(if s.needs_extra_visits { "yes" } else { "" });
+        row.push(if s.health_to_patrol { "yes" } else { "" });
         w.write_record(&row).map_err(|e| io(e.into()))?;
     }
     let bytes = w
@@ -367,17 +379,34 @@ mod tests {
     }
 
     #[test]
-    fn header_has_27_columns_and_the_old_26_still_read() {
+    fn header_has_28_columns_and_the_older_ones_still_read() {
         assert_eq!(CSV_HEADER.split(',').count(), COLUMNS);
-        assert_eq!(CSV_HEADER_V1.split(',').count(), COLUMNS - 1);
+        assert_eq!(CSV_HEADER_V2.split(',').count(), COLUMNS - 1);
+        assert_eq!(CSV_HEADER_V1.split(',').count(), COLUMNS - 2);
         let old = format!("{CSV_HEADER_V1}\n{GOOD_ROW}\n");
         let subs = parse_csv(old.as_bytes()).unwrap();
         assert!(!subs[0].needs_extra_visits);
+        assert!(!subs[0].health_to_patrol, "no column: no consent");
+        let v2 = format!("{CSV_HEADER_V2}\n{GOOD_ROW},yes\n");
+        let subs = parse_csv(v2.as_bytes()).unwrap();
+        assert!(subs[0].needs_extra_visits);
+        assert!(!subs[0].health_to_patrol);
         let new = format!("{CSV_HEADER}\n{GOOD_ROW},yes\n");
         assert!(parse_csv(new.as_bytes()).unwrap()[0].needs_extra_visits);
+        let consent = format!("{CSV_HEADER}\n{GOOD_ROW},,ja\n");
+        let s = &parse_csv(consent.as_bytes()).unwrap()[0];
+        assert!(s.health_to_patrol && !s.needs_extra_visits);
         let bad = format!("{CSV_HEADER}\n{GOOD_ROW},maybe\n");
         let err = parse_csv(bad.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("needs_extra_visits"), "{err}");
+        let bad = format!("{CSV_HEADER}\n{GOOD_ROW},,perhaps\n");
+        let err = parse_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("health_to_patrol"), "{err}");
+        // Written and read back, the consent stays.
+        let mut s = s.clone();
+        s.id = "S-2".into();
+        let back = parse_csv(to_csv(&[s]).unwrap().as_bytes()).unwrap();
+        assert!(back[0].health_to_patrol);
     }
 
     #[test]
@@ -450,7 +479,7 @@ mod tests {
             err.contains("line 6: id S-1001 already given on line 2"),
             "{err}"
         );
-        assert!(err.contains("line 7: expected 27 cells, found 4"), "{err}");
+        assert!(err.contains("line 7: expected 28 cells, found 4"), "{err}");
         assert!(err.contains("line 8: contact1 has no name"), "{err}");
         assert!(err.contains("language \"x\""), "{err}");
         assert!(!err.contains("9911"), "door code echoed: {err}");

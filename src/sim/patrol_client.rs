@@ -4,11 +4,15 @@
 //! answers, pushes), usable from tests. [`run`] is the terminal program: it prints
 //! assignments and warnings, reads commands from stdin, keeps an outbox of unanswered events
 //! and reconnects with backoff. The door code is printed for the patrol, never logged.
+//! It prints times of day in the machine's time zone (`17:44`) and names assignments by
+//! their number (the dispatch id, which the commands take), never by the protocol's `seq`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use rand::Rng;
 use tokio::sync::mpsc;
 
@@ -16,7 +20,7 @@ use crate::dispatch::wire::{
     self, AssignmentMsg, CLOSE_NORMAL, ClientInfo, Decoded, ErrorCode, FromPatrol, HEADER_BYTES,
     MAX_MESSAGE_BYTES, RECONNECT_MAX_SECS, RECONNECT_MIN_SECS, Secret, ToPatrol, VisitOutcome,
 };
-use crate::model::ArrivalMethod;
+use crate::model::{ArrivalMethod, DispatchState};
 use crate::transport::quic::{self, Trust};
 
 /// How long to wait for the handshake, `welcome` and the open assignments, or an answer.
@@ -491,59 +495,135 @@ fn with_seq(ev: FromPatrol, n: u64) -> FromPatrol {
     }
 }
 
-/// One readable line about a server message (for the terminal; includes the door code).
-pub fn describe(m: &ToPatrol) -> String {
+/// A moment as the patrol reads it: the local time of day in `tz` (`17:44`).
+pub fn local_time(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%H:%M").to_string()
+}
+
+/// What a server message says, for the terminal: times of day in `tz` (the machine's zone
+/// in `vakt patrol`), assignments by their number (`assignment 41`, the dispatch id: the
+/// number the operator and the commands use), never the protocol's `seq`. An assignment is
+/// shown whole: the person, the operator's instruction, the health notes (or that the person
+/// withheld them), and the access block with the door code (printed for the patrol on its
+/// own terminal; never logged).
+pub fn describe(m: &ToPatrol, tz: &TimeZone) -> String {
     match m {
-        ToPatrol::Assignment(a) => {
-            let deadline = a
-                .deadline
-                .map(|d| format!(", arrive before {d}"))
-                .unwrap_or_default();
-            format!(
-                "ASSIGNMENT {} ({:?}): call {}, {} (priority {}, {} min{deadline})\n  \
-                 {}, {}, {} {}, phone {}\n  access: keys {} ({}), digital lock {}, door code {}, {}",
-                a.dispatch,
-                a.state,
-                a.call,
-                a.reason,
-                a.priority.0,
-                a.limit_mins,
-                a.subscriber.name,
-                a.subscriber.address,
-                a.subscriber.postcode,
-                a.subscriber.city,
-                a.subscriber.phone,
-                a.access.keys,
-                a.access.key_location,
-                or_none(&a.access.digital_lock_id),
-                or_none(a.access.door_code.expose()),
-                a.access.entry_notes,
-            )
-        }
+        ToPatrol::Assignment(a) => describe_assignment(a, tz),
         ToPatrol::SlaWarning {
             dispatch,
             minutes_left,
             deadline,
             ..
-        } => format!("WARNING {dispatch}: {minutes_left} min left (deadline {deadline})"),
+        } => format!(
+            "WARNING assignment {dispatch}: {minutes_left} min left, arrive before {}",
+            local_time(*deadline, tz)
+        ),
         ToPatrol::Cancelled {
             dispatch, reason, ..
-        } => format!("CANCELLED {dispatch}: {reason}"),
-        ToPatrol::Ack { seq } => format!("ok ({seq})"),
-        ToPatrol::Error {
-            seq, code, message, ..
-        } => format!(
-            "refused ({}): {} {message}",
-            seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            code.as_str()
-        ),
-        ToPatrol::Welcome { open, .. } => format!("connected; open dispatches {open:?}"),
+        } => format!("CANCELLED assignment {dispatch}: {reason} (no longer yours)"),
+        ToPatrol::Ack { .. } => "ok".to_string(),
+        ToPatrol::Error { code, message, .. } => {
+            format!("refused ({}): {message}", code.as_str())
+        }
+        ToPatrol::Welcome { open, .. } => connected(open),
         ToPatrol::Pong { .. } => "pong".to_string(),
     }
 }
 
+/// The line on (re)connecting: the patrol's open assignments by number.
+fn connected(open: &[u64]) -> String {
+    if open.is_empty() {
+        "connected; no open assignment".to_string()
+    } else {
+        let list: Vec<String> = open.iter().map(u64::to_string).collect();
+        format!("connected; open assignments {}", list.join(", "))
+    }
+}
+
+/// What the server answered to one of the patrol's events, by the assignment it concerns.
+pub fn answered(ev: &FromPatrol, answer: &ToPatrol, tz: &TimeZone) -> String {
+    let what = match ev.dispatch() {
+        Some(d) => format!("assignment {d}: {}", ev.kind()),
+        None => ev.kind().to_string(),
+    };
+    format!("{what}: {}", describe(answer, tz))
+}
+
+fn describe_assignment(a: &AssignmentMsg, tz: &TimeZone) -> String {
+    let state = match a.state {
+        DispatchState::Offered => "new",
+        DispatchState::Received => "received",
+        DispatchState::Accepted => "accepted",
+        DispatchState::Arrived => "arrived",
+        _ => "ended",
+    };
+    let mut lines = vec![format!(
+        "ASSIGNMENT {} ({state}): {}, priority {}; alarm call {}",
+        a.dispatch, a.reason, a.priority.0, a.call
+    )];
+    let clock = match (a.receipt_deadline, a.deadline) {
+        (_, Some(d)) => format!(
+            "arrive before {} ({} min from receipt at {})",
+            local_time(d, tz),
+            a.limit_mins,
+            a.received_at
+                .map_or_else(|| "?".into(), |r| local_time(r, tz)),
+        ),
+        (Some(r), None) => format!(
+            "confirm receipt before {} (`r {}`); then {} min to arrive",
+            local_time(r, tz),
+            a.dispatch,
+            a.limit_mins
+        ),
+        (None, None) => format!(
+            "sent at {}; {} min to arrive from receipt",
+            local_time(a.offered_at, tz),
+            a.limit_mins
+        ),
+    };
+    lines.push(format!("  {clock}"));
+    let p = &a.subscriber;
+    let place = [p.address.as_str(), &format!("{} {}", p.postcode, p.city)]
+        .iter()
+        .map(|x| x.trim().to_owned())
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    lines.push(format!(
+        "  {}, {}, phone {}",
+        p.name,
+        or_none(&place),
+        or_none(&p.phone)
+    ));
+    lines.push(format!("  instruction: {}", or_none(&a.instruction)));
+    let health = if a.health_notes_withheld {
+        "withheld (the person has not consented; ask the alarm centre if the visit needs them)"
+    } else {
+        or_none(a.health_notes.expose())
+    };
+    lines.push(format!("  health notes: {health}"));
+    let x = &a.access;
+    let keys = if x.keys == 0 {
+        "no keys".to_string()
+    } else {
+        format!(
+            "{} key{} at {}",
+            x.keys,
+            if x.keys == 1 { "" } else { "s" },
+            or_none(&x.key_location)
+        )
+    };
+    lines.push(format!(
+        "  access: {keys}; digital lock {}; door code {}",
+        or_none(&x.digital_lock_id),
+        or_none(x.door_code.expose()),
+    ));
+    lines.push(format!("  entry: {}", or_none(&x.entry_notes)));
+    lines.join("\n")
+}
+
 fn or_none(s: &str) -> &str {
-    if s.is_empty() { "none" } else { s }
+    if s.trim().is_empty() { "none" } else { s }
 }
 
 /// Reads stdin lines on a thread (the runtime has no async stdin) into a channel.
@@ -583,6 +663,7 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     let mut next_seq = 1u64;
     let mut outbox: Vec<FromPatrol> = Vec::new();
     let mut backoff = RECONNECT_MIN_SECS;
+    let tz = TimeZone::system();
     println!("{HELP}");
     loop {
         let attempt = Session::open(
@@ -610,11 +691,11 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
             }
         };
         backoff = RECONNECT_MIN_SECS;
-        println!("connected; open dispatches {:?}", welcome.open);
+        println!("{}", connected(&welcome.open));
         for a in &assignments {
-            println!("{}", describe(&ToPatrol::Assignment(Box::new(a.clone()))));
+            println!("{}", describe_assignment(a, &tz));
         }
-        match session_loop(&mut s, &mut lines, &mut outbox).await {
+        match session_loop(&mut s, &mut lines, &mut outbox, &tz).await {
             Ok(true) => {
                 s.close().await;
                 return Ok(());
@@ -633,10 +714,11 @@ async fn session_loop(
     s: &mut Session,
     lines: &mut mpsc::Receiver<String>,
     outbox: &mut Vec<FromPatrol>,
+    tz: &TimeZone,
 ) -> Result<bool, ClientError> {
     for ev in outbox.clone() {
         let answer = s.send_event(&ev).await?;
-        println!("{} {}: {}", ev.kind(), ev.seq(), describe(&answer));
+        println!("{}", answered(&ev, &answer, tz));
         outbox.retain(|e| e.seq() != ev.seq());
     }
     let mut ping = tokio::time::interval(Duration::from_secs(u64::from(wire::PING_INTERVAL_SECS)));
@@ -652,7 +734,7 @@ async fn session_loop(
                         let ev = with_seq(ev, s.next_seq());
                         outbox.push(ev.clone());
                         let answer = s.send_event(&ev).await?;
-                        println!("{} {}: {}", ev.kind(), ev.seq(), describe(&answer));
+                        println!("{}", answered(&ev, &answer, tz));
                         outbox.retain(|e| e.seq() != ev.seq());
                     }
                     Err(e) => println!("{e}"),
@@ -664,7 +746,7 @@ async fn session_loop(
                     Some(ToPatrol::Error { code, message, fatal: true, .. }) => {
                         return Err(ClientError::Refused { code, message });
                     }
-                    Some(m) => println!("{}", describe(&m)),
+                    Some(m) => println!("{}", describe(&m, tz)),
                     None => {
                         s.conn.close(wire::CLOSE_IDLE.into(), b"idle");
                         return Ok(false);
@@ -709,5 +791,74 @@ mod tests {
             ev,
             FromPatrol::Completed { outcome: VisitOutcome::Helped, ref note, .. } if note == "up from the floor"
         ));
+    }
+
+    fn example(name: &str) -> ToPatrol {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("proto/patrol/to_patrol")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_terminal_shows_local_times_assignment_numbers_and_what_the_patrol_needs() {
+        let stockholm = TimeZone::get("Europe/Stockholm").unwrap();
+        // Received at 17:42:13Z, deadline 18:12:13Z: 18:42 and 19:12 in Stockholm in November.
+        let got = describe(&example("assignment-received.json"), &stockholm);
+        assert_eq!(
+            got,
+            "ASSIGNMENT 41 (received): Fall, priority 1; alarm call 1187\n  \
+             arrive before 19:12 (30 min from receipt at 18:42)\n  \
+             Åsa Öberg, Storgatan 14 lgh 1102, 991 31 Vaktby, phone 0980-319 200\n  \
+             instruction: Dottern Karin väntar i porten. Ta med blodsockermätaren.\n  \
+             health notes: Diabetes typ 2 (insulin). Tar Waran: blöder lätt.\n  \
+             access: 2 keys at Nyckelskåp Hemtjänst Centrum, krok 13; digital lock PL-3301; door code 1402#\n  \
+             entry: Hiss till 4 tr. Ring på, hör dåligt."
+        );
+        assert!(!got.contains("seq") && !got.contains('Z'), "{got}");
+        // Another zone, another clock; the offered one asks for receipt first.
+        let new_york = TimeZone::get("America/New_York").unwrap();
+        let got = describe(&example("assignment.json"), &new_york);
+        assert!(
+            got.contains("confirm receipt before 12:44 (`r 41`); then 30 min to arrive"),
+            "{got}"
+        );
+        assert!(got.starts_with("ASSIGNMENT 41 (new): "), "{got}");
+        // Withheld health notes and no access data say so.
+        let got = describe(&example("assignment-no_access_data.json"), &stockholm);
+        assert!(got.contains("instruction: none"), "{got}");
+        assert!(
+            got.contains("health notes: withheld (the person has not consented"),
+            "{got}"
+        );
+        assert!(
+            got.contains("access: no keys; digital lock none; door code none"),
+            "{got}"
+        );
+        // Warnings and cancellations by assignment number, in local time.
+        assert_eq!(
+            describe(&example("sla_warning.json"), &stockholm),
+            "WARNING assignment 41: 10 min left, arrive before 19:12"
+        );
+        let got = describe(&example("cancelled.json"), &stockholm);
+        assert!(got.starts_with("CANCELLED assignment 42: "), "{got}");
+        // An event's answer names the assignment, not the protocol numbers of either message.
+        let ev = FromPatrol::Received {
+            seq: 3,
+            dispatch: 17,
+            at: Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(
+            answered(&ev, &ToPatrol::Ack { seq: 3 }, &stockholm),
+            "assignment 17: received: ok"
+        );
+        let refused = example("error-closed.json");
+        let got = answered(&ev, &refused, &stockholm);
+        assert!(
+            got.starts_with("assignment 17: received: refused (closed): "),
+            "{got}"
+        );
+        assert_eq!(connected(&[41, 42]), "connected; open assignments 41, 42");
+        assert_eq!(connected(&[]), "connected; no open assignment");
     }
 }

@@ -155,6 +155,7 @@ mod tests {
             breached: false,
             note: String::new(),
             operator: "olle".into(),
+            instruction: String::new(),
         }
     }
 

@@ -1907,6 +1907,13 @@ function renderUnknownDevice(call) {
     el('p', { class: 'muted', text: 'Look at the signals in the timeline and check the device registry.' }));
 }
 
+/** Whether the person's health notes go to the patrol with an assignment (their consent). */
+function healthConsentNode(sub) {
+  return sub.health_to_patrol
+    ? el('p', { class: 'health-consent yes', text: 'Shared with the patrol in an assignment (the person consented).' })
+    : el('p', { class: 'health-consent no muted', text: 'Not shared with patrols: no consent recorded.' });
+}
+
 function renderSubscriber(sub) {
   const card = $('subscriber-card');
   clear(card);
@@ -1946,7 +1953,8 @@ function renderSubscriber(sub) {
       el('dt', { text: 'Entry notes' }), el('dd', { class: 'entry-notes pre', text: orDash(access.entry_notes) })));
 
   const health = el('section', { class: 'notes-block health' },
-    el('h3', { text: 'Health' }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }));
+    el('h3', { text: 'Health' }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }),
+    healthConsentNode(sub));
   const plan = el('section', { class: 'notes-block' },
     el('h3', { text: 'Care plan' }), el('p', { class: 'pre care-plan-notes', text: orDash(sub.care_plan_notes) }));
 
@@ -2679,7 +2687,11 @@ function dispatchStepWords(e) {
   const detail = e.detail || '';
   switch (e.step) {
     case 'offered':
-      return { what: e.user ? `Dispatched to ${name}` : `Offered to ${name} (next in the route)` };
+      // The operator's instruction to the patrol, when there was one.
+      return {
+        what: e.user ? `Dispatched to ${name}` : `Offered to ${name} (next in the route)`,
+        text: detail.startsWith('instruction: ') ? `Instruction: ${detail.slice('instruction: '.length)}` : '',
+      };
     case 'received':
       return { what: `${name} confirmed receipt` };
     case 'accepted':
@@ -2745,7 +2757,7 @@ async function openDispatchDialog() {
   $('dispatch-route').textContent = 'Loading the patrols…';
   clear($('dispatch-choices'));
   show($('dispatch-error'), false);
-  show($('dispatch-warning'), false);
+  resetDispatchSends();
   $('dispatch-submit').disabled = true;
   $('dispatch-submit').textContent = 'Dispatch';
   show($('dispatch-dialog'), true);
@@ -2806,17 +2818,32 @@ function renderDispatchChoices() {
   }
   const box = $('dispatch-choices');
   clear(box);
-  const routed = patrols.filter((p) => p.routed);
-  const others = patrols.filter((p) => !p.routed);
+  // On shift first (the route's in its order, then the others); the rest folded.
+  const onShift = patrols.filter((p) => p.on_shift);
+  const offShift = patrols.filter((p) => !p.on_shift);
+  const routed = onShift.filter((p) => p.routed);
+  const others = onShift.filter((p) => !p.routed);
   let i = 0;
   if (routed.length) {
-    box.append(el('h3', { text: 'The route, in order' }));
+    box.append(el('h3', { text: 'On shift: the route, in order' }));
     for (const p of routed) box.append(choiceNode(p, i++, c.suggested));
   }
   if (others.length) {
-    box.append(el('h3', { text: routed.length ? 'Other patrols' : 'Patrols (none is routed for this subscriber)' }));
+    box.append(el('h3', { text: routed.length ? 'On shift: other patrols' : 'On shift (none is routed for this subscriber)' }));
     for (const p of others) box.append(choiceNode(p, i++, c.suggested));
   }
+  if (patrols.length && !onShift.length) {
+    box.append(el('p', { class: 'warning-text', text: 'No patrol is on shift now.' }));
+  }
+  if (offShift.length) {
+    const more = el('details', { class: 'dispatch-more', id: 'dispatch-more' },
+      el('summary', { text: `Off shift (${offShift.length})` }));
+    for (const p of offShift) more.append(choiceNode(p, i++, c.suggested));
+    // Nobody on shift: the fold is all there is, so it is open.
+    more.open = !onShift.length;
+    box.append(more);
+  }
+  renderDispatchSends(c.sends);
   if (!patrols.length) {
     box.append(el('p', { class: 'warning-text', text: 'The directory has no patrols. Phone the care provider and write it in a note.' }));
   }
@@ -2839,8 +2866,9 @@ function choiceNode(p, i, suggested) {
     n ? `${n} open assignment${n === 1 ? '' : 's'}` : 'no open assignment',
     p.phone || null,
   ].filter(Boolean);
+  const warning = choiceWarning(p);
   return el('label', {
-    class: `choice${p.on_shift ? ' on-shift' : ' off-shift'}${p.routed ? ' routed' : ''}${p.id === suggested ? ' suggested' : ''}`,
+    class: `choice${p.on_shift ? ' on-shift' : ' off-shift'}${p.routed ? ' routed' : ''}${p.id === suggested ? ' suggested' : ''}${warning ? ' has-warning' : ''}`,
     for: id,
     dataset: { patrolId: p.id },
   },
@@ -2851,7 +2879,58 @@ function choiceNode(p, i, suggested) {
       el('span', { class: 'choice-name', text: p.name || p.id }),
       p.id === suggested ? el('span', { class: 'tag tag-suggested', text: 'suggested' }) : null,
       el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: shiftText(p) })),
-    el('span', { class: 'choice-facts muted', text: facts.join(' · ') })));
+    el('span', { class: 'choice-facts muted', text: facts.join(' · ') }),
+    warning ? el('span', { class: 'choice-warn', role: 'note', text: warning }) : null));
+}
+
+/** What the operator should know about sending this patrol (off shift, offline, busy, not
+ * routed), shown beside it; '' when nothing. */
+function choiceWarning(p) {
+  const words = [];
+  if (!p.on_shift) words.push('Off shift now.');
+  if (!p.connected) words.push(`Not connected: the assignment waits until it logs in${p.phone ? `; phone ${p.phone}` : ''}.`);
+  const n = Number(p.open_assignments) || 0;
+  if (n) words.push(`Busy: ${n} open assignment${n === 1 ? '' : 's'}.`);
+  if (!p.routed) words.push('Not in this subscriber\'s route.');
+  return words.join(' ');
+}
+
+function resetDispatchSends() {
+  $('dispatch-instruction').value = '';
+  clear($('dispatch-sends-facts'));
+  show($('dispatch-sends'), false);
+}
+
+/** What the patrol will get with the assignment: the server's preview (reason, health notes
+ * as consent allows, access) and the instruction as typed. */
+function renderDispatchSends(sends) {
+  const dl = $('dispatch-sends-facts');
+  clear(dl);
+  if (!sends) {
+    show($('dispatch-sends'), false);
+    return;
+  }
+  const a = sends.access || {};
+  const keys = Number(a.keys) || 0;
+  const row = (label, value, cls) => [el('dt', { text: label }), el('dd', { class: cls || '', text: value })];
+  const typed = $('dispatch-instruction').value.trim();
+  dl.append(
+    ...row('Alarm', orDash(sends.reason), 'sends-reason'),
+    ...row('Instruction', typed || 'none', 'sends-instruction'),
+    ...(sends.health_notes_withheld
+      ? row('Health notes', 'Withheld: the person has not consented to share them with patrols.', 'sends-health withheld')
+      : row('Health notes', sends.health_notes || 'none', 'sends-health pre')),
+    ...row('Keys', keys ? `${keys} key${keys === 1 ? '' : 's'}, kept at ${orDash(a.key_location)}` : 'No keys held', 'sends-keys'),
+    ...row('Digital lock', orDash(a.digital_lock_id), 'sends-lock mono'),
+    ...row('Door code', orDash(a.door_code), 'sends-door-code'),
+    ...row('Entry notes', orDash(a.entry_notes), 'sends-entry pre'));
+  show($('dispatch-sends'), true);
+}
+
+function onDispatchInstruction() {
+  const c = S.dispatchChoices;
+  const dd = $('dispatch-sends-facts').querySelector('.sends-instruction');
+  if (c && dd) dd.textContent = $('dispatch-instruction').value.trim() || 'none';
 }
 
 function selectedChoice() {
@@ -2861,25 +2940,15 @@ function selectedChoice() {
   return (c.patrols || []).find((p) => p.id === sel.value) || null;
 }
 
-/** What the operator should know about the patrol picked (off shift, offline, busy). */
+/** The button names the patrol picked (its warnings are beside it in the list). */
 function updateDispatchWarning() {
   const p = selectedChoice();
-  const warn = $('dispatch-warning');
   const submit = $('dispatch-submit');
   if (!p) {
     submit.textContent = 'Dispatch';
-    show(warn, false);
     return;
   }
   submit.textContent = `Dispatch ${p.name || p.id}`;
-  const words = [];
-  if (!p.on_shift) words.push(`${p.name} is off shift now.`);
-  if (!p.connected) words.push(`${p.name} is not connected: the assignment waits until it logs in${p.phone ? `; phone ${p.phone}` : ''}.`);
-  const n = Number(p.open_assignments) || 0;
-  if (n) words.push(`It already has ${n} open assignment${n === 1 ? '' : 's'}.`);
-  if (!p.routed) words.push('It is not in this subscriber\'s route.');
-  warn.textContent = words.join(' ');
-  show(warn, words.length > 0);
 }
 
 async function submitDispatch(ev) {
@@ -2890,6 +2959,8 @@ async function submitDispatch(ev) {
   const p = selectedChoice();
   const body = p ? { patrol: p.id } : {};
   if (S.dispatchSecond) body.second = true;
+  const instruction = $('dispatch-instruction').value.trim();
+  if (instruction) body.instruction = instruction;
   S.dispatchBusy = true;
   $('dispatch-submit').disabled = true;
   show($('dispatch-error'), false);
@@ -4828,6 +4899,7 @@ const EDIT_FIELDS = [
   ['access.door_code', 'Door code'],
   ['access.entry_notes', 'Entry notes', 'textarea'],
   ['health_notes', 'Health notes', 'textarea'],
+  ['health_to_patrol', 'The person consents to their health notes going to the patrol with an assignment', 'checkbox'],
   ['care_plan_notes', 'Care plan notes', 'textarea'],
   ['needs_extra_visits', 'Needs extra visits while the alarm cannot be trusted (a telecom outage): first on the care provider\'s list', 'checkbox'],
 ];
@@ -4895,6 +4967,7 @@ function editorValue() {
     id: src.id,
     name: '', personal_number: '', address: '', postcode: '', city: '', area: '', phone: '',
     care_provider: '', health_notes: '', care_plan_notes: '', language: '', needs_extra_visits: false,
+    health_to_patrol: false,
     access: { keys: 0, key_location: '', digital_lock_id: '', door_code: '', entry_notes: '' },
     contacts: [],
   };
@@ -5176,6 +5249,7 @@ function wire() {
   $('dispatch-form').addEventListener('submit', submitDispatch);
   $('dispatch-cancel-dialog').addEventListener('click', closeDispatchDialog);
   $('dispatch-dialog').addEventListener('click', (e) => { if (e.target === $('dispatch-dialog')) closeDispatchDialog(); });
+  $('dispatch-instruction').addEventListener('input', onDispatchInstruction);
   $('dispatch-choices').addEventListener('keydown', (e) => {
     // Enter on a patrol dispatches it (a radio button does not submit a form by itself).
     if (e.key === 'Enter' && e.target.matches('input[type="radio"]')) {

@@ -103,7 +103,13 @@ async fn demo_patrols_scenario() {
         area: "Norr".into(),
     };
     let d1 = dispatcher
-        .dispatch(&centrum, "centrum-dag", "operator", jiff::Timestamp::now())
+        .dispatch(
+            &centrum,
+            "centrum-dag",
+            "operator",
+            "",
+            jiff::Timestamp::now(),
+        )
         .unwrap();
 
     let (id, _) = quic::dev_identity(dir.path(), &[]).unwrap();
@@ -150,7 +156,7 @@ async fn demo_patrols_scenario() {
 
     // A dispatch while the patrol is connected, pushed as the server does.
     let d2 = dispatcher
-        .dispatch(&norr, "norr-dag", "operator", jiff::Timestamp::now())
+        .dispatch(&norr, "norr-dag", "operator", "", jiff::Timestamp::now())
         .unwrap();
     assert!(link.push(
         "norr-dag",
