@@ -217,6 +217,9 @@ pub struct WhoAmI {
     pub username: String,
     /// Role.
     pub role: Role,
+    /// When the session ends (RFC 3339, UTC): the console warns before it does.
+    #[schema(value_type = String)]
+    pub expires_at: jiff::Timestamp,
 }
 
 /// Log in: sets the session cookie. The right password of an active user always logs in;
@@ -326,6 +329,7 @@ pub async fn login(
         Json(WhoAmI {
             username: user.name,
             role: user.role,
+            expires_at,
         }),
     ))
 }
@@ -389,28 +393,23 @@ pub async fn whoami(s: Session) -> Json<WhoAmI> {
     Json(WhoAmI {
         username: s.user,
         role: s.role,
+        expires_at: s.expires_at,
     })
 }
 
-/// Log out: ends the session (and its live feed) and clears the cookie.
+/// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with
+/// the list) while this is the user's last session and they own Calls: `POST /api/logout`
+/// says what to do with them.
 #[utoipa::path(delete, path = "/api/session", tag = "session",
-    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody)))]
+    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
+        (status = 409, description = "One owns Calls", body = super::handover_api::LogoutRefused)))]
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,
     headers: HeaderMap,
     jar: CookieJar,
-) -> ApiResult<(StatusCode, CookieJar)> {
-    if let Some(token) = session_token(&headers, &state)? {
-        state
-            .store
-            .delete_session(&crate::store::token_hash(&token))
-            .map_err(|e| ApiError::internal("ending the session failed", e))?;
-        state.sessions_changed();
-    }
-    audit(&state, &s, "session.logout", None, None, String::new())?;
-    let gone = Cookie::build((COOKIE, "")).path("/").build();
-    Ok((StatusCode::NO_CONTENT, jar.remove(gone)))
+) -> ApiResult<Response> {
+    super::handover_api::end_session(state, s, headers, jar, Default::default()).await
 }
 
 // ---- calls ----
@@ -558,7 +557,7 @@ fn context_of(state: &AppState, call: &Call, now: jiff::Timestamp) -> PersonCont
     }
 }
 
-fn view(state: &AppState, call: Call) -> CallView {
+pub(crate) fn view(state: &AppState, call: Call) -> CallView {
     let subscriber_name = state.calls.subscriber_name(&call);
     let dispatches = match state.store.dispatches_of_call(call.id) {
         Ok(ds) => ds.iter().map(|d| state.desk.view(d)).collect(),
@@ -636,7 +635,7 @@ pub(crate) fn act(
 }
 
 /// Makes an operator's change durable (Call and audit entry) before answering.
-async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
+pub(crate) async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
     state
         .calls
         .flush()

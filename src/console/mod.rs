@@ -16,6 +16,7 @@ pub mod client;
 pub mod dispatch_api;
 pub mod error;
 pub mod guard;
+pub mod handover_api;
 pub mod incidents_api;
 pub mod live;
 pub mod state;
@@ -143,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(users_api::enable_user))
         .routes(routes!(users_api::set_role))
         .routes(routes!(users_api::remove_user))
+        .routes(routes!(handover_api::logout))
+        .routes(routes!(handover_api::operators_online))
+        .routes(routes!(handover_api::reassign))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.
