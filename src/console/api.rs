@@ -381,6 +381,7 @@ async fn login_failed(
             dispatch: None,
             problems: Vec::new(),
             confirm: false,
+            calls: Vec::new(),
         },
         retry_after: Some(secs),
     }
@@ -402,7 +403,7 @@ pub async fn whoami(s: Session) -> Json<WhoAmI> {
 /// says what to do with them.
 #[utoipa::path(delete, path = "/api/session", tag = "session",
     responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
-        (status = 409, description = "One owns Calls", body = super::handover_api::LogoutRefused)))]
+        (status = 409, description = "One owns Calls (listed in `calls`)", body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,

@@ -1,7 +1,7 @@
 //! The end of a shift: what becomes of the Calls an operator owns when they log out, when
 //! their session ends, or when a supervisor moves them.
 //!
-//! - `POST /api/logout` (and `DELETE /api/session`) refuses (409, with the owned Calls) to end
+//! - `POST /api/logout` (and `DELETE /api/session`) refuses (409, the owned Calls in `calls`) to end
 //!   the last session of an operator who owns Calls, unless it says what to do with them:
 //!   release them all to the queue, or hand them to an operator who is logged in, with a
 //!   note that goes on each Call's timeline (`call.handover` in the audit).
@@ -58,15 +58,6 @@ pub struct LogoutRequest {
     /// timeline.
     #[serde(default)]
     pub note: Option<String>,
-}
-
-/// 409 on a logout while one owns Calls.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LogoutRefused {
-    /// What to do, in words.
-    pub error: String,
-    /// The Calls one owns, most urgent first.
-    pub calls: Vec<CallSummary>,
 }
 
 /// An operator who is logged in.
@@ -137,7 +128,7 @@ fn owned_summaries(state: &AppState, user: &str) -> Vec<CallSummary> {
     responses((status = 204, description = "Logged out; owned Calls released or handed over"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, description = "One owns Calls and said nothing of them (the body lists \
-            them), or the receiver is not logged in or disabled", body = LogoutRefused)))]
+            them in `calls`), or the receiver is not logged in or disabled", body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,
@@ -174,14 +165,7 @@ pub(crate) async fn end_session(
                     if n == 1 { "it" } else { "them" },
                     if n == 1 { "it" } else { "them" },
                 );
-                return Ok((
-                    StatusCode::CONFLICT,
-                    Json(LogoutRefused {
-                        error,
-                        calls: owned,
-                    }),
-                )
-                    .into_response());
+                return Err(conflict(error).with_calls(owned));
             }
         }
         Some(OwnedCalls::Release) => {
