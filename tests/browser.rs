@@ -1712,7 +1712,6 @@ async fn rings(c: &fantoccini::Client) -> u64 {
         .as_u64()
         .expect("a count")
 }
-
 async fn has_class(c: &fantoccini::Client, css: &str, class: &str) -> bool {
     let Ok(e) = c.find(Locator::Css(css)).await else {
         return false;
@@ -2207,4 +2206,142 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
     })
     .await;
     patrol_2.close().await;
+}
+
+/// Handover at logout: the operator who owns a Call logs out; the dialog lists it and hands
+/// it, with a note, to an operator who is logged in; the receiver finds it in "my calls",
+/// jumps to it with J and reads the note on its timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_at_logout_reaches_the_receivers_my_calls() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    // The receiver is logged in (here the administrator, who takes Calls too).
+    let mut receiver = Client::login(http, ADMIN.0, ADMIN.1).await;
+
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let reply = tcp_roundtrip(
+        s.srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
+    })
+    .await;
+    let id: u64 = row
+        .attr("data-call-id")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    row.find(Locator::Css(".take"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the Call taken", Duration::from_secs(10), || async {
+        let v = c.find(Locator::Css("#call-view")).await.ok()?;
+        (v.attr("data-state").await.ok()?? == "claimed").then_some(())
+    })
+    .await;
+    // Back in the queue: "my calls" lists it.
+    press(&c, '\u{e00c}').await; // Escape
+    wait_for("my calls", Duration::from_secs(10), || async {
+        c.find(Locator::Css(&format!(
+            "#my-calls-list li[data-call-id='{id}']"
+        )))
+        .await
+        .ok()
+    })
+    .await;
+
+    // Log out: the dialog lists the Call and offers the logged-in operators.
+    click(&c, "#logout").await;
+    click_shown(&c, "#logout-hand-over").await;
+    let listed = text_of(&c, "#logout-calls").await.unwrap();
+    assert!(
+        listed.contains(&format!("#{id}")) && listed.contains("Åsa Öberg"),
+        "{listed}"
+    );
+    let select = wait_for("the receiver offered", Duration::from_secs(10), || async {
+        let s = c.find(Locator::Css("#logout-to")).await.ok()?;
+        s.find(Locator::Css(&format!("option[value='{}']", ADMIN.0)))
+            .await
+            .ok()?;
+        Some(s)
+    })
+    .await;
+    // Without a note it says so and nothing happens.
+    select.select_by_value(ADMIN.0).await.unwrap();
+    click(&c, "#logout-submit").await;
+    let err = wait_for("the note asked for", Duration::from_secs(5), || async {
+        let t = text_of(&c, "#logout-error").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(err.contains("note"), "{err}");
+    c.find(Locator::Css("#logout-note"))
+        .await
+        .unwrap()
+        .send_keys("Väntar på att dottern ringer tillbaka")
+        .await
+        .unwrap();
+    screenshot(
+        "console-logout-handover.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#logout-submit").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#login-username"))
+        .await
+        .expect("logged out");
+
+    // The server agrees: the receiver owns it.
+    let call = receiver.get(&format!("/api/calls/{id}")).await.json();
+    assert_eq!(call["owner"], ADMIN.0, "{call}");
+
+    // The receiver logs in: "my calls" has it; J opens it; the note is on its timeline.
+    login(&c, ADMIN).await;
+    let mine = wait_for(
+        "the receiver's my calls",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#my-calls-list").await?;
+            t.contains(&format!("#{id}")).then_some(t)
+        },
+    )
+    .await;
+    assert!(mine.contains("Åsa Öberg"), "{mine}");
+    screenshot("console-my-calls.png", &c.screenshot().await.unwrap());
+    press(&c, 'j').await;
+    let line = wait_for("the handover line", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#timeline li[data-type='handed_over']").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(
+        line.contains(&format!("Handed over to {}", ADMIN.0))
+            && line.contains(OPERATOR.0)
+            && line.contains("Väntar på att dottern ringer tillbaka"),
+        "{line}"
+    );
+    let v = c.find(Locator::Css("#call-view")).await.unwrap();
+    assert_eq!(
+        v.attr("data-call-id").await.unwrap().as_deref(),
+        Some(id.to_string().as_str())
+    );
+    screenshot(
+        "console-handed-over-call.png",
+        &c.screenshot().await.unwrap(),
+    );
+    c.close().await.unwrap();
 }

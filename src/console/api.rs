@@ -220,6 +220,9 @@ pub struct WhoAmI {
     pub role: Role,
     /// How the console rings for waiting Calls.
     pub alerting: super::Alerting,
+    /// When the session ends (RFC 3339, UTC): the console warns before it does.
+    #[schema(value_type = String)]
+    pub expires_at: jiff::Timestamp,
 }
 
 /// Log in: sets the session cookie. The right password of an active user always logs in;
@@ -330,6 +333,7 @@ pub async fn login(
             username: user.name,
             role: user.role,
             alerting: state.alerting,
+            expires_at,
         }),
     ))
 }
@@ -381,6 +385,7 @@ async fn login_failed(
             dispatch: None,
             problems: Vec::new(),
             confirm: false,
+            calls: Vec::new(),
         },
         retry_after: Some(secs),
     }
@@ -394,28 +399,23 @@ pub async fn whoami(State(state): State<AppState>, s: Session) -> Json<WhoAmI> {
         username: s.user,
         role: s.role,
         alerting: state.alerting,
+        expires_at: s.expires_at,
     })
 }
 
-/// Log out: ends the session (and its live feed) and clears the cookie.
+/// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with
+/// the list) while this is the user's last session and they own Calls: `POST /api/logout`
+/// says what to do with them.
 #[utoipa::path(delete, path = "/api/session", tag = "session",
-    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody)))]
+    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
+        (status = 409, description = "One owns Calls (listed in `calls`)", body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     s: Session,
     headers: HeaderMap,
     jar: CookieJar,
-) -> ApiResult<(StatusCode, CookieJar)> {
-    if let Some(token) = session_token(&headers, &state)? {
-        state
-            .store
-            .delete_session(&crate::store::token_hash(&token))
-            .map_err(|e| ApiError::internal("ending the session failed", e))?;
-        state.sessions_changed();
-    }
-    audit(&state, &s, "session.logout", None, None, String::new())?;
-    let gone = Cookie::build((COOKIE, "")).path("/").build();
-    Ok((StatusCode::NO_CONTENT, jar.remove(gone)))
+) -> ApiResult<Response> {
+    super::handover_api::end_session(state, s, headers, jar, Default::default()).await
 }
 
 // ---- calls ----
@@ -569,7 +569,7 @@ fn context_of(state: &AppState, call: &Call, now: jiff::Timestamp) -> PersonCont
     }
 }
 
-fn view(state: &AppState, call: Call) -> CallView {
+pub(crate) fn view(state: &AppState, call: Call) -> CallView {
     let subscriber_name = state.calls.subscriber_name(&call);
     let dispatches = match state.store.dispatches_of_call(call.id) {
         Ok(ds) => ds.iter().map(|d| state.desk.view(d)).collect(),
@@ -647,7 +647,7 @@ pub(crate) fn act(
 }
 
 /// Makes an operator's change durable (Call and audit entry) before answering.
-async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
+pub(crate) async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
     state
         .calls
         .flush()

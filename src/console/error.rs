@@ -29,6 +29,9 @@ pub struct ErrorBody {
     /// a home that has one on its way: send it again with `second: true`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// The Calls one owns (409 on a logout that says nothing of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<crate::calls::CallSummary>,
 }
 
 /// An error with its status.
@@ -50,6 +53,7 @@ impl ApiError {
                 dispatch: None,
                 problems: Vec::new(),
                 confirm: false,
+                calls: Vec::new(),
             },
             retry_after: None,
         }
@@ -70,6 +74,12 @@ impl ApiError {
     /// Refused until the operator confirms it.
     pub(crate) fn needing_confirmation(mut self) -> ApiError {
         self.body.confirm = true;
+        self
+    }
+
+    /// With the Calls one owns.
+    pub(crate) fn with_calls(mut self, calls: Vec<crate::calls::CallSummary>) -> ApiError {
+        self.body.calls = calls;
         self
     }
 
@@ -136,6 +146,7 @@ impl From<CallError> for ApiError {
                     dispatch: None,
                     problems: Vec::new(),
                     confirm: false,
+                    calls: Vec::new(),
                 },
                 retry_after: None,
             },

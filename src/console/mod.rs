@@ -17,6 +17,7 @@ pub mod client;
 pub mod dispatch_api;
 pub mod error;
 pub mod guard;
+pub mod handover_api;
 pub mod incidents_api;
 pub mod live;
 pub mod review_api;
@@ -149,6 +150,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(review_api::list_reviews))
         .routes(routes!(review_api::accept))
         .routes(routes!(review_api::reopen))
+        .routes(routes!(handover_api::logout))
+        .routes(routes!(handover_api::operators_online))
+        .routes(routes!(handover_api::reassign))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.

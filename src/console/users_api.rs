@@ -84,6 +84,27 @@ async fn change(
     };
     // Its sessions are gone from the store: its live feeds end now.
     state.sessions_changed();
+    // The Calls a disabled or removed user owned go back to the queue now.
+    let reason = match what {
+        UserChange::Disable => Some(crate::model::ReturnReason::Disabled),
+        UserChange::Remove => Some(crate::model::ReturnReason::Removed),
+        UserChange::Enable | UserChange::Role(_) => None,
+    };
+    if let Some(reason) = reason {
+        let (store, calls, who) = (state.store.clone(), state.calls.clone(), name.to_owned());
+        let now = jiff::Timestamp::now();
+        tokio::task::spawn_blocking(move || {
+            super::handover_api::give_back_all(&store, &calls, &who, reason, now)
+        })
+        .await
+        .map_err(|e| ApiError::internal("returning the user's calls failed", e))?
+        .map_err(|e| ApiError::internal("returning the user's calls failed", e))?;
+        state
+            .calls
+            .flush()
+            .await
+            .map_err(|e| ApiError::internal("saving the change failed", e))?;
+    }
     let (action, detail) = match what {
         UserChange::Disable => ("user.disable", format!("user {name}")),
         UserChange::Enable => ("user.enable", format!("user {name}")),

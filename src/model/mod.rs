@@ -721,6 +721,49 @@ pub enum TimelineEvent {
     },
     /// A voice conversation (a call in or out) ended; the line is dated when it ended.
     Conversation(Conversation),
+    /// The Call went from one operator to another: handed over by its owner (at logout),
+    /// taken over or reassigned by a supervisor (the line's `user` says who did it).
+    HandedOver {
+        /// The owner before.
+        from: String,
+        /// The owner after.
+        to: String,
+        /// What the next owner needs to know.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    /// vakt put the Call back in the queue (at the head of its level, keeping its age)
+    /// because its owner can no longer act on it.
+    Returned {
+        /// The owner it was taken from.
+        owner: String,
+        /// Why.
+        reason: ReturnReason,
+    },
+}
+
+/// Why vakt put an owned Call back in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnReason {
+    /// The owner's session ended (it expired, or a change of the user ended it) and they
+    /// have no other.
+    SessionEnded,
+    /// An administrator disabled the owner.
+    Disabled,
+    /// An administrator removed the owner.
+    Removed,
+}
+
+impl ReturnReason {
+    /// The stable name (`session_ended`, `disabled`, `removed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReturnReason::SessionEnded => "session_ended",
+            ReturnReason::Disabled => "disabled",
+            ReturnReason::Removed => "removed",
+        }
+    }
 }
 
 /// Which way a voice call went.

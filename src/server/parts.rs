@@ -261,6 +261,13 @@ pub(super) async fn start(
         Duration::from_secs(cfg.journal.last_heard_persist_secs),
         &shutdown,
     );
+    // The owned Calls of operators whose session ended go back to the queue.
+    let handover = tokio::spawn(return_orphaned_calls(
+        store.clone(),
+        calls.clone(),
+        Duration::from_secs(cfg.journal.last_heard_persist_secs),
+        shutdown.clone(),
+    ));
 
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -284,6 +291,7 @@ pub(super) async fn start(
         patrols,
         dispatch,
         calls,
+        handover,
         work_orders,
         outbox,
         background,
@@ -305,6 +313,8 @@ pub(super) struct Parts {
     patrols: Option<PatrolPart>,
     dispatch: DispatchPart,
     calls: Arc<Calls>,
+    /// The sweep that returns the Calls of ended sessions (it writes to the Calls).
+    handover: JoinHandle<()>,
     work_orders: WorkOrdersPart,
     outbox: OutboxPart,
     background: BackgroundPart,
@@ -345,6 +355,7 @@ impl Parts {
             p.stop(until()).await;
         }
         let _ = self.dispatch.ticker.await;
+        let _ = self.handover.await;
         // 7. The journal's feed is closed now: triage what it handed over, write every Call.
         self.calls.close().await;
         // 8. The triage thread has stopped: the installers' queue drains and closes.
@@ -928,6 +939,45 @@ impl BackgroundPart {
             upkeep,
             periodic,
             retention,
+        }
+    }
+}
+
+/// Every `every`: the Calls owned by operators who are no longer logged in (their session
+/// expired or ended, they were disabled) go back to the queue
+/// ([`crate::console::handover_api::sweep`]), durably.
+async fn return_orphaned_calls(
+    store: Store,
+    calls: Arc<crate::calls::Calls>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (s, c) = (store.clone(), calls.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let back = crate::console::handover_api::sweep(&s, &c, jiff::Timestamp::now())
+                .map_err(|e| e.to_string())?;
+            if !back.is_empty() {
+                c.flush_blocking().map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(back.len())
+        })
+        .await;
+        match r {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(calls = n, "owned calls of ended sessions back in the queue")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "returning the calls of ended sessions failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "returning the calls of ended sessions failed"),
         }
     }
 }

@@ -221,6 +221,24 @@ impl Store {
         self.remove_sessions_where(|s| s.user == user)
     }
 
+    /// The users with a session valid at `now` (`expires_at > now`), each with how many
+    /// such sessions they have.
+    pub fn session_users(
+        &self,
+        now: Timestamp,
+    ) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
+        let mut users = std::collections::BTreeMap::new();
+        for item in self.sessions.iter() {
+            let (_, v) = item?;
+            if let Ok(s) = serde_json::from_slice::<SessionRecord>(&v)
+                && s.expires_at > now
+            {
+                *users.entry(s.user).or_insert(0) += 1;
+            }
+        }
+        Ok(users)
+    }
+
     /// Removes every session that has expired at `now` (`expires_at <= now`), and any that
     /// cannot be decoded. Returns how many were removed.
     pub fn purge_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
@@ -427,6 +445,17 @@ mod tests {
         assert_eq!(store.session(&a).unwrap(), None);
 
         store.put_session(&a, &session("anna", 1_000)).unwrap();
+        let online = store.session_users(ts(999)).unwrap();
+        assert_eq!(
+            online.into_iter().collect::<Vec<_>>(),
+            [("anna".to_owned(), 2), ("bertil".to_owned(), 1)]
+        );
+        let online = store.session_users(ts(1_000)).unwrap();
+        assert_eq!(
+            online.get("anna"),
+            Some(&1),
+            "expires_at <= now: not counted"
+        );
         assert_eq!(store.purge_sessions(ts(999)).unwrap(), 0);
         assert_eq!(
             store.purge_sessions(ts(2_000)).unwrap(),

@@ -49,7 +49,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use jiff::Timestamp;
 
 use crate::model::{
-    Call, CallState, Outcome, PhoneParty, Priority, Signal, TimelineEntry, TimelineEvent,
+    Call, CallState, Outcome, PhoneParty, Priority, ReturnReason, Signal, TimelineEntry,
+    TimelineEvent,
 };
 use crate::telemetry::CallMetrics;
 use priority::{Action, Class, rules};
@@ -304,7 +305,10 @@ fn reopened_waiting(call: &Call) -> bool {
         .rev()
         .find_map(|e| match e.what {
             TimelineEvent::Reopened { .. } => Some(true),
-            TimelineEvent::Claimed | TimelineEvent::Released => Some(false),
+            TimelineEvent::Claimed
+            | TimelineEvent::Released
+            | TimelineEvent::HandedOver { .. }
+            | TimelineEvent::Returned { .. } => Some(false),
             _ => None,
         })
         .unwrap_or(false)
@@ -773,6 +777,142 @@ impl Triage {
         self.sink.changed(&g.call);
         self.gauges();
         Ok(g.call.clone())
+    }
+
+    /// The owner `from` hands the Call to `to` (at the end of a shift), with a note for them
+    /// (trimmed; 1 to [`MAX_TEXT_CHARS`] characters): `to` owns it at once, and a
+    /// `HandedOver` line by `from` says so. Whether `to` may receive it (logged in, an
+    /// operator) is the caller's to check.
+    pub fn hand_over(
+        &self,
+        id: u64,
+        from: &str,
+        to: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        let note = trimmed(note, 1, "a handover note")?;
+        self.transfer(id, Some(from), to, from, note, now)
+    }
+
+    /// A supervisor `by` gives a Call someone owns to `to`, whoever owns it: to themselves
+    /// (take over) or to another operator, with a note (trimmed; at most [`MAX_TEXT_CHARS`]
+    /// characters). A `HandedOver` line by `by` names the owner before and after. `NotOwner`
+    /// when nobody owns it (it waits in the queue: claim it instead).
+    pub fn reassign(
+        &self,
+        id: u64,
+        by: &str,
+        to: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        let note = trimmed(note, 0, "a note")?;
+        self.transfer(id, None, to, by, note, now)
+    }
+
+    fn transfer(
+        &self,
+        id: u64,
+        from: Option<&str>,
+        to: &str,
+        by: &str,
+        note: String,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        let slot = self.slot(id).ok_or(CallError::NotFound)?;
+        let to_id = self.owner_id(to)?;
+        let mut g = lock(slot.value());
+        let from_id = match from {
+            Some(f) => Some(self.check_owner(&slot, &mut g, f, now)?),
+            None => None,
+        };
+        // Every move of a claimed Call's word happens under its lock: this is current.
+        let w = slot.word();
+        if w.state() == State::Claimed && w.owner() == Some(to_id) {
+            return Err(CallError::Invalid(format!("the call is {to}'s already")));
+        }
+        let before = self
+            .queue
+            .transfer(&slot, from_id, to_id)
+            .map_err(owner_error)?;
+        let from_name = g
+            .call
+            .owner
+            .clone()
+            .unwrap_or_else(|| self.owner_name(before));
+        g.call.state = CallState::Claimed;
+        g.call.owner = Some(to.to_owned());
+        g.call.timeline.push(entry(
+            now,
+            Some(by),
+            TimelineEvent::HandedOver {
+                from: from_name,
+                to: to.to_owned(),
+                note,
+            },
+        ));
+        self.sink.changed(&g.call);
+        Ok(g.call.clone())
+    }
+
+    /// vakt puts `owner`'s Call back in the queue because they can no longer act on it (their
+    /// session ended, they were disabled): like a release, to the head lane of its level
+    /// keeping `opened_at`, with a `Returned` line saying why. `NotOwner` when `owner` does
+    /// not own it (any more).
+    pub fn give_back(
+        &self,
+        id: u64,
+        owner: &str,
+        reason: ReturnReason,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        let slot = self.slot(id).ok_or(CallError::NotFound)?;
+        let mut g = lock(slot.value());
+        let owner_id = read(&self.owners)
+            .ids
+            .get(owner)
+            .copied()
+            .ok_or(CallError::NotOwner)?;
+        self.queue
+            .release(&slot, owner_id, g.call.priority)
+            .map_err(owner_error)?;
+        g.call.state = CallState::Queued;
+        g.call.owner = None;
+        g.call.timeline.push(entry(
+            now,
+            None,
+            TimelineEvent::Returned {
+                owner: owner.to_owned(),
+                reason,
+            },
+        ));
+        self.sink.changed(&g.call);
+        self.gauges();
+        Ok(g.call.clone())
+    }
+
+    /// The open Calls `user` owns, most urgent first.
+    pub fn owned_by(&self, user: &str) -> Vec<Call> {
+        self.open_calls()
+            .into_iter()
+            .filter(|c| c.state == CallState::Claimed && c.owner.as_deref() == Some(user))
+            .collect()
+    }
+
+    /// The owners of open Calls, with how many each owns.
+    pub fn owners(&self) -> std::collections::BTreeMap<String, usize> {
+        let slots: Vec<Arc<CallSlot>> = read(&self.open).values().cloned().collect();
+        let mut m = std::collections::BTreeMap::new();
+        for s in slots {
+            let g = lock(s.value());
+            if g.call.state == CallState::Claimed
+                && let Some(o) = &g.call.owner
+            {
+                *m.entry(o.clone()).or_insert(0) += 1;
+            }
+        }
+        m
     }
 
     /// The owner writes a note (trimmed; 1 to [`MAX_TEXT_CHARS`] characters).
@@ -2062,5 +2202,159 @@ mod tests {
             "each reopened Call taken by exactly one operator"
         );
         assert_eq!(tr.depth().iter().sum::<usize>(), 0);
+    }
+
+    #[test]
+    fn an_owner_hands_a_call_over_with_a_note_and_the_receiver_owns_it() {
+        let (tr, _) = engine(3);
+        let id = opened(tr.ingest(&press(1, "S-1", "CID 101", 0), None, t(0)));
+        let other = opened(tr.ingest(&press(2, "S-2", "CID 101", 1), None, t(1)));
+        assert_eq!(tr.next("ola", t(10)).unwrap().id, id);
+        // Only the owner hands over, only with a note, only to someone else.
+        assert_eq!(
+            tr.hand_over(id, "åsa", "bo", "x", t(20)),
+            Err(CallError::NotOwner)
+        );
+        assert!(matches!(
+            tr.hand_over(id, "ola", "åsa", "  ", t(20)),
+            Err(CallError::Invalid(_))
+        ));
+        assert!(matches!(
+            tr.hand_over(id, "ola", "ola", "x", t(20)),
+            Err(CallError::Invalid(_))
+        ));
+        assert_eq!(
+            tr.hand_over(other, "ola", "åsa", "x", t(20)),
+            Err(CallError::NotOwner),
+            "a waiting Call is nobody's to hand over"
+        );
+        let c = tr
+            .hand_over(
+                id,
+                "ola",
+                "åsa",
+                " Väntar på att dottern ringer tillbaka ",
+                t(30),
+            )
+            .unwrap();
+        assert_eq!(
+            (c.state, c.owner.as_deref()),
+            (CallState::Claimed, Some("åsa"))
+        );
+        assert_eq!(
+            c.answered_at,
+            Some(t(10)),
+            "answered once, by the first claim"
+        );
+        let last = c.timeline.last().unwrap();
+        assert_eq!((last.at, last.user.as_deref()), (t(30), Some("ola")));
+        assert_eq!(
+            last.what,
+            TimelineEvent::HandedOver {
+                from: "ola".into(),
+                to: "åsa".into(),
+                note: "Väntar på att dottern ringer tillbaka".into(),
+            }
+        );
+        // The receiver acts on it, the giver no longer can; nothing went back in the queue.
+        assert_eq!(tr.note(id, "ola", "x", t(31)), Err(CallError::NotOwner));
+        assert!(tr.note(id, "åsa", "Ringde dottern", t(32)).is_ok());
+        assert_eq!(tr.depth(), [0, 1, 0, 0, 0]);
+        assert_eq!(
+            tr.claim(id, "bo", t(33)),
+            Err(CallError::OwnedBy("åsa".into()))
+        );
+        let mine: Vec<u64> = tr.owned_by("åsa").iter().map(|c| c.id).collect();
+        assert_eq!(mine, [id]);
+        assert!(tr.owned_by("ola").is_empty());
+        assert_eq!(
+            tr.owners().into_iter().collect::<Vec<_>>(),
+            [("åsa".into(), 1)]
+        );
+        assert!(tr.close(id, "åsa", Outcome::NoAction, "", t(40)).is_ok());
+        assert!(tr.owners().is_empty());
+    }
+
+    #[test]
+    fn a_supervisor_takes_over_or_reassigns_any_owned_call() {
+        let (tr, _) = engine(3);
+        let id = opened(tr.ingest(&press(1, "S-1", "CID 101", 0), None, t(0)));
+        let waiting = opened(tr.ingest(&press(2, "S-2", "CID 101", 1), None, t(1)));
+        tr.claim(id, "ola", t(5)).unwrap();
+        // Take over: to oneself, the note may be empty.
+        let c = tr.reassign(id, "sara", "sara", "", t(10)).unwrap();
+        assert_eq!(c.owner.as_deref(), Some("sara"));
+        assert_eq!(c.timeline.last().unwrap().user.as_deref(), Some("sara"));
+        assert_eq!(
+            c.timeline.last().unwrap().what,
+            TimelineEvent::HandedOver {
+                from: "ola".into(),
+                to: "sara".into(),
+                note: String::new()
+            }
+        );
+        // Reassign to another operator.
+        let c = tr.reassign(id, "sara", "bo", "Bo tar det", t(20)).unwrap();
+        assert_eq!(c.owner.as_deref(), Some("bo"));
+        assert!(matches!(
+            &c.timeline.last().unwrap().what,
+            TimelineEvent::HandedOver { from, to, .. } if from == "sara" && to == "bo"
+        ));
+        assert!(matches!(
+            tr.reassign(id, "sara", "bo", "", t(21)),
+            Err(CallError::Invalid(_))
+        ));
+        assert_eq!(tr.release(id, "ola", t(22)), Err(CallError::NotOwner));
+        // A waiting Call is claimed, not reassigned; a closed one is gone.
+        assert_eq!(
+            tr.reassign(waiting, "sara", "bo", "", t(23)),
+            Err(CallError::NotOwner)
+        );
+        assert_eq!(tr.depth(), [0, 1, 0, 0, 0]);
+        tr.close(id, "bo", Outcome::NoAction, "", t(30)).unwrap();
+        assert_eq!(
+            tr.reassign(id, "sara", "sara", "", t(31)),
+            Err(CallError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_call_given_back_waits_at_the_head_of_its_level_with_its_age() {
+        let (tr, _) = engine(3);
+        let old = opened(tr.ingest(&press(1, "S-1", "CID 101", 0), None, t(0)));
+        let newer = opened(tr.ingest(&press(2, "S-2", "CID 101", 10), None, t(10)));
+        assert_eq!(tr.next("ola", t(20)).unwrap().id, old);
+        assert_eq!(
+            tr.give_back(old, "åsa", ReturnReason::SessionEnded, t(30)),
+            Err(CallError::NotOwner)
+        );
+        let c = tr
+            .give_back(old, "ola", ReturnReason::SessionEnded, t(30))
+            .unwrap();
+        assert_eq!(
+            (c.state, c.owner.as_deref(), c.opened_at),
+            (CallState::Queued, None, t(0))
+        );
+        let last = c.timeline.last().unwrap();
+        assert_eq!((last.at, last.user.as_deref()), (t(30), None));
+        assert_eq!(
+            last.what,
+            TimelineEvent::Returned {
+                owner: "ola".into(),
+                reason: ReturnReason::SessionEnded
+            }
+        );
+        assert_eq!(
+            tr.give_back(old, "ola", ReturnReason::SessionEnded, t(31)),
+            Err(CallError::NotOwner),
+            "once"
+        );
+        assert_eq!(tr.depth(), [0, 2, 0, 0, 0]);
+        assert_eq!(
+            tr.next("bo", t(40)).unwrap().id,
+            old,
+            "before the newer Call"
+        );
+        assert_eq!(tr.next("bo", t(41)).unwrap().id, newer);
     }
 }

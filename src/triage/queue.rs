@@ -402,6 +402,30 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Gives a claimed slot to another owner, `to`: only from `from` when it is given (an
+    /// owner handing over), from whoever owns it otherwise (a supervisor reassigning).
+    /// Returns the owner before. The slot stays out of the lanes.
+    pub fn transfer(
+        &self,
+        slot: &Arc<Slot<T>>,
+        from: Option<u32>,
+        to: u32,
+    ) -> Result<u32, OwnerError> {
+        let mut cur = slot.word();
+        loop {
+            match (cur.state(), cur.owner()) {
+                (State::Closed, _) => return Err(OwnerError::Closed),
+                (State::Claimed, Some(o)) if from.is_none_or(|f| f == o) => {
+                    match slot.cas(cur, cur.with_state(State::Claimed, to)) {
+                        Ok(()) => return Ok(o),
+                        Err(actual) => cur = actual,
+                    }
+                }
+                _ => return Err(OwnerError::NotOwner),
+            }
+        }
+    }
+
     /// The owner closes a claimed slot; no change is possible after.
     pub fn close(&self, slot: &Arc<Slot<T>>, owner: u32) -> Result<(), OwnerError> {
         let cur = slot.word();
@@ -484,6 +508,30 @@ mod tests {
         assert_eq!(*q.pop(9).unwrap().value(), "a");
         assert!(q.pop(9).is_none());
         assert_eq!(q.depths(), [0; LEVELS]);
+    }
+
+    #[test]
+    fn transfer_moves_a_claim_between_owners_only() {
+        let q: Queue<u32> = Queue::new();
+        let s = Slot::new(1);
+        assert_eq!(q.transfer(&s, None, 2), Err(OwnerError::NotOwner), "idle");
+        q.enqueue(&s, Priority(1));
+        assert_eq!(q.transfer(&s, None, 2), Err(OwnerError::NotOwner), "queued");
+        q.claim(&s, 1).unwrap();
+        assert_eq!(q.transfer(&s, Some(3), 2), Err(OwnerError::NotOwner));
+        assert_eq!(q.transfer(&s, Some(1), 2), Ok(1));
+        assert_eq!(
+            (s.word().state(), s.word().owner()),
+            (State::Claimed, Some(2))
+        );
+        assert_eq!(q.depth(Priority(1)), 0);
+        // From whoever owns it.
+        assert_eq!(q.transfer(&s, None, 4), Ok(2));
+        assert_eq!(q.release(&s, 2, Priority(1)), Err(OwnerError::NotOwner));
+        q.release(&s, 4, Priority(1)).unwrap();
+        assert_eq!(q.pop(5).map(|p| Arc::ptr_eq(&p, &s)), Some(true));
+        q.close(&s, 5).unwrap();
+        assert_eq!(q.transfer(&s, None, 2), Err(OwnerError::Closed));
     }
 
     #[test]

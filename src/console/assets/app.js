@@ -475,6 +475,8 @@ async function boot() {
 function showLogin(reason) {
   const wasLoggedIn = S.view !== 'login';
   S.me = null;
+  show($('session-banner'), false);
+  show($('my-calls'), false);
   S.view = 'login';
   stopLive();
   S.calls.clear();
@@ -593,12 +595,261 @@ async function onLoginSubmit(ev) {
 
 async function logout() {
   try {
-    await api('DELETE', '/api/session');
+    await api('POST', '/api/logout', {});
   } catch (e) {
+    // Owned Calls: say what becomes of them first (the session goes on meanwhile).
+    if (e instanceof ApiError && e.status === 409 && e.body && Array.isArray(e.body.calls)) {
+      openLogoutDialog(e.body.calls);
+      return;
+    }
     // Logged out either way: the screen goes back to the login form.
   }
   showLogin('');
   message('Logged out.', 'info');
+}
+
+// ---- Handover: the Calls one owns at logout, "my calls", supervisors' take over and reassign
+
+/** Minutes before the session ends from which an operator who owns calls is warned. */
+const SESSION_WARN_MINS = 10;
+
+/** Why vakt put a call back in the queue, in words. */
+const RETURN_REASONS = {
+  session_ended: (who) => `The session of ${who} ended`,
+  disabled: (who) => `${who} was disabled`,
+  removed: (who) => `${who} was removed`,
+};
+
+/** The open calls I own, most urgent first. */
+function myCalls() {
+  return sortedCalls().filter((c) => isMine(c));
+}
+
+/** Fills `select` with the logged-in operators other than me (and me first with `withMe`). */
+async function fillOperators(select, withMe) {
+  clear(select);
+  select.append(el('option', { value: '', text: 'Loading…', disabled: true, selected: true }));
+  let online = [];
+  try {
+    const { data } = await api('GET', '/api/operators/online');
+    online = Array.isArray(data) ? data : [];
+  } catch (e) {
+    reportError('Loading who is logged in failed', e);
+  }
+  clear(select);
+  const others = online.filter((o) => S.me && o.username !== S.me.username);
+  if (withMe && S.me) select.append(el('option', { value: S.me.username, text: 'Myself (take over)' }));
+  else select.append(el('option', { value: '', text: others.length ? 'Choose an operator…' : 'Nobody else is logged in', disabled: true, selected: true }));
+  for (const o of others) {
+    const owns = o.owned ? `, owns ${o.owned}` : '';
+    select.append(el('option', { value: o.username, text: `${o.username} (${o.role}${owns})` }));
+  }
+}
+
+function callLine(c) {
+  return el('li', { dataset: { callId: String(c.id) } }, priorityBadge(c.priority, 'small'), ' ',
+    el('span', { class: 'mono', text: `#${c.id}` }), ' ', subscriberLabel(c), ' · ',
+    el('span', { text: c.kind || '-' }));
+}
+
+/** The logout dialog: the calls I own, release them or hand them over with a note. */
+function openLogoutDialog(calls) {
+  const list = $('logout-calls');
+  clear(list);
+  for (const c of calls) list.append(callLine(c));
+  $('logout-dialog-title').textContent = calls.length === 1 ? 'You own 1 call' : `You own ${calls.length} calls`;
+  $('logout-release').checked = true;
+  $('logout-note').value = '';
+  show($('logout-error'), false);
+  fillOperators($('logout-to'), false);
+  show($('logout-dialog'), true);
+  $('logout-release').focus();
+}
+
+function closeLogoutDialog() {
+  show($('logout-dialog'), false);
+}
+
+function formError(id, text) {
+  const p = $(id);
+  p.textContent = text;
+  show(p, !!text);
+}
+
+async function submitLogout(e) {
+  e.preventDefault();
+  const handOver = $('logout-hand-over').checked;
+  const to = $('logout-to').value;
+  const note = $('logout-note').value.trim();
+  if (handOver && !to) {
+    formError('logout-error', 'Choose the operator who takes them.');
+    $('logout-to').focus();
+    return;
+  }
+  if (handOver && !note) {
+    formError('logout-error', 'Write a note for them: what is going on, what is left to do.');
+    $('logout-note').focus();
+    return;
+  }
+  const body = handOver ? { calls: 'hand_over', to, note } : { calls: 'release' };
+  $('logout-submit').disabled = true;
+  try {
+    await api('POST', '/api/logout', body);
+    closeLogoutDialog();
+    showLogin('');
+    message(handOver ? `Logged out. Your calls went to ${to}.` : 'Logged out. Your calls are back in the queue.', 'info');
+  } catch (ex) {
+    if (ex instanceof ApiError && ex.status === 401) {
+      closeLogoutDialog();
+      return;
+    }
+    formError('logout-error', ex.message);
+    if (ex.body && Array.isArray(ex.body.calls)) {
+      clear($('logout-calls'));
+      for (const c of ex.body.calls) $('logout-calls').append(callLine(c));
+    }
+    if (handOver) fillOperators($('logout-to'), false);
+  } finally {
+    $('logout-submit').disabled = false;
+  }
+}
+
+/** "My calls" above the queue: the calls I own, kept current by the live feed. */
+function renderMyCalls() {
+  const box = $('my-calls');
+  if (!S.me) {
+    show(box, false);
+    return;
+  }
+  const mine = myCalls();
+  show(box, mine.length > 0);
+  $('my-calls-count').textContent = `(${mine.length})`;
+  const list = $('my-calls-list');
+  clear(list);
+  for (const c of mine) {
+    const li = callLine(c);
+    li.classList.add('my-call');
+    li.tabIndex = 0;
+    li.addEventListener('click', () => openCall(c.id));
+    li.addEventListener('keydown', (e) => { if (e.key === 'Enter') openCall(c.id); });
+    list.append(li);
+  }
+}
+
+/** J: opens the next of my calls after the one shown (round). */
+function jumpToMyCall() {
+  const mine = myCalls();
+  if (mine.length === 0) {
+    message('You own no call.', 'info');
+    return;
+  }
+  const i = mine.findIndex((c) => c.id === S.currentId);
+  openCall(mine[(i + 1) % mine.length].id);
+}
+
+/** A banner while the session is about to end and I own calls (they would go back). */
+function renderSessionWarning() {
+  const banner = $('session-banner');
+  const ends = S.me && S.me.expiresAt ? parseTs(S.me.expiresAt) : NaN;
+  const n = S.me ? myCalls().length : 0;
+  const left = (ends - serverNow()) / 1000;
+  const warn = Number.isFinite(ends) && n > 0 && left <= SESSION_WARN_MINS * 60;
+  show(banner, warn);
+  if (warn) {
+    banner.textContent = `Your session ends at ${fmtTime(S.me.expiresAt)}, in ${fmtDuration(left)}, `
+      + `and you own ${n === 1 ? 'a call' : `${n} calls`}: log out and hand ${n === 1 ? 'it' : 'them'} over, `
+      + `or ${n === 1 ? 'it goes' : 'they go'} back to the queue.`;
+  }
+}
+
+/** Supervisors: take over or reassign a call another operator owns (queue row, call view). */
+function superviseButtons(c) {
+  if (!isSupervisor() || c.state !== 'claimed' || isMine(c)) return null;
+  return el('span', { class: 'supervise-actions' },
+    el('button', { type: 'button', class: 'take-over secondary', text: 'Take over', on: { click: (e) => { e.stopPropagation(); takeOver(c.id); } } }),
+    el('button', { type: 'button', class: 'reassign secondary', text: 'Reassign…', on: { click: (e) => { e.stopPropagation(); openReassignDialog(c.id); } } }));
+}
+
+function renderSuperviseOwnership(c) {
+  show($('call-supervise'), !!superviseButtons(c));
+}
+
+async function reassignCall(id, to, note) {
+  const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/reassign`, { to, note });
+  if (data && data.id === S.currentId) setCurrent(data);
+  return data;
+}
+
+async function takeOver(id) {
+  if (!S.me) return;
+  try {
+    const data = await reassignCall(id, S.me.username, '');
+    openCall(id, data);
+    message(`You took over call ${id}.`, 'ok');
+  } catch (e) {
+    reportError(`Taking over call ${id} failed`, e);
+  }
+}
+
+function openReassignDialog(id) {
+  S.reassignId = id;
+  $('reassign-call').textContent = `call ${id}`;
+  $('reassign-note').value = '';
+  formError('reassign-error', '');
+  fillOperators($('reassign-to'), true);
+  show($('reassign-dialog'), true);
+  $('reassign-to').focus();
+}
+
+function closeReassignDialog() {
+  show($('reassign-dialog'), false);
+  S.reassignId = null;
+}
+
+async function submitReassign(e) {
+  e.preventDefault();
+  const id = S.reassignId;
+  const to = $('reassign-to').value;
+  if (id === null || id === undefined || !to) {
+    formError('reassign-error', 'Choose who takes the call.');
+    return;
+  }
+  $('reassign-submit').disabled = true;
+  try {
+    await reassignCall(id, to, $('reassign-note').value.trim());
+    closeReassignDialog();
+    message(S.me && to === S.me.username ? `You took over call ${id}.` : `Call ${id} went to ${to}.`, 'ok');
+    if (S.currentId === id) refreshCall();
+  } catch (ex) {
+    formError('reassign-error', ex.message);
+  } finally {
+    $('reassign-submit').disabled = false;
+  }
+}
+
+/** While a handover dialog is open it takes the keys: Esc closes it. True if it took this one. */
+function handoverDialogKey(e) {
+  const open = !$('logout-dialog').hidden ? closeLogoutDialog : (!$('reassign-dialog').hidden ? closeReassignDialog : null);
+  if (!open) return false;
+  if (e.key === 'Escape') {
+    e.preventDefault();
+    open();
+  }
+  return true;
+}
+
+function wireHandover() {
+  $('logout-form').addEventListener('submit', submitLogout);
+  $('logout-cancel').addEventListener('click', closeLogoutDialog);
+  $('logout-to').addEventListener('change', () => { $('logout-hand-over').checked = true; });
+  $('logout-note').addEventListener('input', () => {
+    $('logout-hand-over').checked = true;
+    formError('logout-error', '');
+  });
+  $('reassign-form').addEventListener('submit', submitReassign);
+  $('reassign-cancel').addEventListener('click', closeReassignDialog);
+  $('call-take-over').addEventListener('click', () => { if (S.currentId !== null) takeOver(S.currentId); });
+  $('call-reassign').addEventListener('click', () => { if (S.currentId !== null) openReassignDialog(S.currentId); });
 }
 
 /** Shows the app for a logged-in user. */
@@ -609,6 +860,7 @@ function startApp(me) {
     ringMaxLevel: Number.isInteger(al.ring_max_level) ? al.ring_max_level : 2,
     ringRepeatMs: 1000 * (Number.isInteger(al.ring_repeat_secs) ? al.ring_repeat_secs : 10),
   };
+  S.me.expiresAt = me.expires_at || null;
   show($('login-view'), false);
   show($('message'), false); // e.g. "Logged out." of the previous user
   const who = $('whoami');
@@ -1325,6 +1577,7 @@ function renderQueue() {
   body.append(frag);
   renderQueueCount(calls);
   renderLongestWait();
+  renderMyCalls();
 }
 
 function queueRow(c, now) {
@@ -1356,7 +1609,7 @@ function queueRow(c, now) {
   el('td', { class: 'col-presses' }, el('span', { class: c.alarm_count > 1 ? 'presses multi' : 'presses', text: c.alarm_count > 1 ? `×${c.alarm_count}` : String(c.alarm_count ?? 1) })),
   el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: STATE_LABELS[c.state] || c.state })),
   el('td', { class: 'col-owner' + (mine ? ' owner-me' : ''), text: owner }),
-  el('td', { class: 'col-action' }, action));
+  el('td', { class: 'col-action' }, action, superviseButtons(c)));
   const until = S.flashUntil.get(c.id);
   if (until && until > now) {
     tr.classList.add('flash');
@@ -1414,6 +1667,7 @@ function tick() {
   renderLongestWait();
   ringTick(Date.now());
   renderSoundState();
+  renderSessionWarning();
   for (const span of document.querySelectorAll('#queue-body .age[data-opened]')) {
     const c = { opened_at: span.dataset.opened, state: span.dataset.state };
     span.textContent = fmtDuration(ageSecs(c.opened_at));
@@ -1701,6 +1955,7 @@ function renderCallAge() {
 
 /** Who owns it, and the actions when it is mine. */
 function renderOwnership(c) {
+  renderSuperviseOwnership(c);
   const mine = isMine(c);
   show($('call-actions'), mine);
   const box = $('call-ownership');
@@ -1785,6 +2040,19 @@ function timelineItem(e) {
       if (e.review) head.append(el('span', { class: 'tl-party muted', text: ' · for review' }));
       text = e.override_reason ? `${e.note ? e.note + ' — ' : ''}Override: ${e.override_reason} (the rule: ${e.overrode})` : e.note;
       break;
+    case 'handed_over': {
+      let what = `Reassigned from ${e.from} to ${e.to}`;
+      if (e.user === e.from) what = `Handed over to ${e.to}`;
+      else if (e.user === e.to) what = `Taken over from ${e.from}`;
+      head.append(el('span', { class: 'tl-what', text: what }));
+      text = e.note;
+      break;
+    }
+    case 'returned': {
+      const why = RETURN_REASONS[e.reason] ? RETURN_REASONS[e.reason](e.owner) : `${e.owner}: ${e.reason}`;
+      head.append(el('span', { class: 'tl-what', text: `${why}: back in the queue` }));
+      break;
+    }
     case 'reopened':
       // A supervisor's review (the line names them), or a closed Call whose dispatch ended
       // without a visit, with nobody left to take it.
@@ -5071,6 +5339,7 @@ function voiceKey(e) {
 function onKeyDown(e) {
   unlockAudio();
   if (!S.me || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (handoverDialogKey(e)) return;
   if (!$('dispatch-dialog').hidden && e.key === 'Escape') {
     e.preventDefault();
     closeDispatchDialog();
@@ -5135,6 +5404,11 @@ function onKeyDown(e) {
         openDispatchDialog();
       }
       break;
+    case 'j':
+    case 'J':
+      e.preventDefault();
+      jumpToMyCall();
+      break;
     case 'p':
     case 'P':
       e.preventDefault();
@@ -5176,6 +5450,7 @@ function onKeyDown(e) {
 function wire() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('logout').addEventListener('click', logout);
+  wireHandover();
   $('take-next').addEventListener('click', takeNext);
   $('queue-count').addEventListener('click', showQueue);
   $('call-back').addEventListener('click', showQueue);
