@@ -63,6 +63,8 @@ pub struct Config {
     pub incidents: crate::supervision::detector::DetectorOptions,
     /// Work orders for device faults.
     pub work_orders: crate::work_orders::WorkOrderOptions,
+    /// Response plans: the centre's defaults.
+    pub plans: crate::model::plan::PlanOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
 }
@@ -616,6 +618,7 @@ impl Default for Config {
             supervision: Default::default(),
             incidents: Default::default(),
             work_orders: Default::default(),
+            plans: Default::default(),
             escalation: Vec::new(),
         }
     }
@@ -821,6 +824,7 @@ impl HttpConfig {
             trusted_proxies: self.trusted_proxies.clone(),
             client_address_header: self.client_address_header,
             public_origin: self.public_origin.clone(),
+            plans: Default::default(),
         }
     }
 }

@@ -636,7 +636,7 @@ pub(crate) fn act(
 }
 
 /// Makes an operator's change durable (Call and audit entry) before answering.
-async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
+pub(crate) async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
     state
         .calls
         .flush()

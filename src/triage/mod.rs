@@ -776,6 +776,18 @@ impl Triage {
         self.owner_change(id, user, now, TimelineEvent::PhoneCall { to, note })
     }
 
+    /// The owner adds a line of their own to the Call's timeline (a step of its response
+    /// plan, a relative called): refused unless `user` owns the open Call.
+    pub fn owner_line(
+        &self,
+        id: u64,
+        user: &str,
+        what: TimelineEvent,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        self.owner_change(id, user, now, what)
+    }
+
     /// The owner closes the Call (note trimmed; at most [`MAX_TEXT_CHARS`] characters). It
     /// leaves the open set: [`Triage::get`] no longer finds it, and the next Signal of its
     /// subscriber opens a new Call.
