@@ -126,7 +126,7 @@ mod tests {
     fn every_save_is_a_new_version_and_the_old_ones_stay_readable() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let t = |s| jiff::Timestamp::constant(1_700_000_000 + s, 0);
+        let t = |s: i64| jiff::Timestamp::constant(1_700_000_000 + s, 0);
         assert_eq!(store.plan("S-1").unwrap(), None);
         let v1 = store.save_plan("S-1", "sara", t(1), &plan("one")).unwrap();
         let v2 = store.save_plan("S-1", "nils", t(2), &plan("two")).unwrap();
