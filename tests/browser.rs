@@ -1719,7 +1719,6 @@ async fn has_class(c: &fantoccini::Client, css: &str, class: &str) -> bool {
     let cls = e.attr("class").await.ok().flatten().unwrap_or_default();
     cls.split_whitespace().any(|k| k == class)
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late_arrival() {
     let _one = BROWSER.lock().await;
@@ -2344,4 +2343,183 @@ async fn a_handover_at_logout_reaches_the_receivers_my_calls() {
         &c.screenshot().await.unwrap(),
     );
     c.close().await.unwrap();
+}
+
+/// The attribute `attr` of the first element matching `css`, once there is one.
+async fn attr_of(c: &fantoccini::Client, css: &str, attr: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.attr(attr).await.ok()?
+}
+
+/// A response plan: a supervisor writes the person's fall steps on the subscriber card
+/// (from the centre's default: one step removed, one moved up); on her fall alarm the
+/// operator sees the plan at the top of the Call, calls the relatives in order (the first
+/// does not answer, the second does), skips a step with a reason and ticks one done; the
+/// timeline shows each, by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fall_call_is_worked_through_the_persons_response_plan() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    let srv = &s.srv;
+    // A second relative for Åsa, after Karin.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let mut sub = admin.get("/api/subscribers/anna").await.json();
+    sub.as_object_mut().unwrap().remove("devices");
+    sub["contacts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "Björn Öberg", "relation": "son", "phone": "070-333 44 55"}));
+    let a = admin
+        .send(
+            "PUT",
+            "/api/subscribers/anna",
+            Some(("application/json", sub.to_string())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // Åsa's fall detector (CID 103).
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1103 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+
+    // The supervisor opens the waiting Call (without taking it) and edits the plan.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, ADMIN).await;
+    let row = wait_for("the fall Call", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
+    })
+    .await;
+    row.click().await.unwrap();
+    let shown = wait_for("the centre's plan", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#call-plan-version").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(shown.contains("centre's default"), "{shown}");
+    click_shown(&c, "#plan-edit").await;
+    click_shown(&c, "fieldset[data-kind=\"fall\"] .pk-own").await;
+    let fall = "fieldset[data-kind=\"fall\"] .plan-step-edit";
+    // The centre's fall steps: talk, patrol, 112, relatives. Remove 112, move relatives up.
+    click(&c, &format!("{fall}:nth-child(3) .ps-remove")).await;
+    click(&c, &format!("{fall}:nth-child(3) button[title=\"Move up\"]")).await;
+    c.find(Locator::Css("#plan-instructions"))
+        .await
+        .unwrap()
+        .send_keys("Hard of hearing: speak loudly")
+        .await
+        .unwrap();
+    click(&c, "#plan-save").await;
+    wait_for("version 1 on the card", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#plan-summary-version").await?;
+        t.starts_with("Version 1").then_some(())
+    })
+    .await;
+    let fall_summary = text_of(&c, "#plan-summary dd[data-kind=\"fall\"]")
+        .await
+        .unwrap();
+    assert_eq!(
+        fall_summary,
+        "Talk to the person → Call the relatives, in order → Send the patrol"
+    );
+
+    // The operator takes the Call: the plan for a fall is at the top.
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    wait_for("the plan's steps", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#call-plan-version").await?;
+        t.starts_with("Version 1").then_some(())
+    })
+    .await;
+    // (Section titles are in capitals by the style sheet.)
+    assert_eq!(
+        text_of(&c, "#call-plan-title").await.unwrap().to_lowercase(),
+        "response plan: fall"
+    );
+    let body = text_of(&c, "#call-plan-body").await.unwrap();
+    assert!(body.contains("Hard of hearing: speak loudly"), "{body}");
+    let actions = c
+        .find_all(Locator::Css("#call-plan .plan-step"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for a in actions {
+        got.push(a.attr("data-action").await.unwrap().unwrap());
+    }
+    assert_eq!(got, ["talk_to_person", "call_relatives", "send_patrol"]);
+
+    // Åsa does not answer: the first step is skipped with a reason.
+    click_shown(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
+    c.find(Locator::Css(".plan-step[data-index=\"0\"] .plan-skip-reason"))
+        .await
+        .unwrap()
+        .send_keys("No answer on the unit")
+        .await
+        .unwrap();
+    click(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
+    wait_for("the step skipped", Duration::from_secs(10), || async {
+        let st = attr_of(&c, ".plan-step[data-index=\"0\"]", "data-state").await?;
+        (st == "skipped").then_some(())
+    })
+    .await;
+    // Karin does not answer, Björn does.
+    for (i, result) in [(0, "no_answer"), (1, "answered")] {
+        let css = format!(".plan-relative[data-index=\"{i}\"]");
+        click_shown(&c, &format!("{css} button[data-result=\"{result}\"]")).await;
+        wait_for(result, Duration::from_secs(10), || async {
+            let r = attr_of(&c, &css, "data-result").await?;
+            (r == result).then_some(())
+        })
+        .await;
+    }
+    click_shown(&c, ".plan-step[data-index=\"1\"] .plan-done").await;
+    wait_for("the relatives step done", Duration::from_secs(10), || async {
+        let st = attr_of(&c, ".plan-step[data-index=\"1\"]", "data-state").await?;
+        (st == "done").then_some(())
+    })
+    .await;
+    let results = text_of(&c, ".plan-relative[data-index=\"0\"]").await.unwrap();
+    assert!(results.contains("no answer"), "{results}");
+
+    // The timeline has each, by name, with who did it.
+    let lines = wait_for("the plan's lines", Duration::from_secs(10), || async {
+        let items = c
+            .find_all(Locator::Css(
+                "#timeline li[data-type=\"plan_step\"], #timeline li[data-type=\"relative_call\"]",
+            ))
+            .await
+            .ok()?;
+        let mut out = Vec::new();
+        for i in items {
+            out.push(i.text().await.ok()?);
+        }
+        (out.len() == 4).then_some(out)
+    })
+    .await;
+    assert!(
+        lines[0].contains("Plan step skipped: 1. Talk to the person")
+            && lines[0].contains("No answer on the unit"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("Called Karin Öberg (dotter): no answer"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains("Called Björn Öberg (son): answered"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].contains("Plan step done: 2. Call the relatives") && lines[3].contains("olle"),
+        "{lines:?}"
+    );
+    screenshot("console-call-plan.png", &c.screenshot().await.unwrap());
 }

@@ -63,6 +63,8 @@ pub struct Config {
     pub incidents: crate::supervision::detector::DetectorOptions,
     /// Work orders for device faults.
     pub work_orders: crate::work_orders::WorkOrderOptions,
+    /// Response plans: the centre's defaults.
+    pub plans: crate::model::plan::PlanOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
 }
@@ -621,6 +623,7 @@ impl Default for Config {
             supervision: Default::default(),
             incidents: Default::default(),
             work_orders: Default::default(),
+            plans: Default::default(),
             escalation: Vec::new(),
         }
     }
@@ -832,6 +835,7 @@ impl HttpConfig {
                 ring_max_level: self.ring_max_level,
                 ring_repeat_secs: self.ring_repeat_secs,
             },
+            plans: Default::default(),
         }
     }
 }

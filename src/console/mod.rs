@@ -21,6 +21,7 @@ pub mod handover_api;
 pub mod incidents_api;
 pub mod live;
 pub mod review_api;
+pub mod plans_api;
 pub mod state;
 pub mod users_api;
 pub mod voice_api;
@@ -69,6 +70,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
         (name = "voice", description = "Voice calls: ringing and answered conversations"),
         (name = "users", description = "Console users (administrators)"),
         (name = "reviews", description = "Calls closed without a dispatch, for supervisors to review"),
+        (name = "plans", description = "Response plans per subscriber, and on a Call"),
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -133,6 +135,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(work_orders_api::cancel_work_order))
         .routes(routes!(work_orders_api::report_fault))
         .routes(routes!(live::live))
+        .routes(routes!(plans_api::get_plan, plans_api::put_plan))
+        .routes(routes!(plans_api::get_plan_version))
+        .routes(routes!(plans_api::call_plan))
+        .routes(routes!(plans_api::tick_step))
+        .routes(routes!(plans_api::relative_call))
         .routes(routes!(voice_api::list_voice))
         .routes(routes!(voice_api::hang_up))
         .routes(routes!(voice_api::answer))

@@ -74,6 +74,8 @@ pub struct AppState {
     pub work_orders: Arc<crate::work_orders::WorkOrders>,
     /// Voice calls (absent when `[voice]` is off).
     pub voice: Option<crate::voice::switchboard::Switchboard>,
+    /// Response plans: the centre's defaults (`[plans]`).
+    pub plans: crate::model::plan::PlanOptions,
 }
 
 /// The services behind the console besides the store.
@@ -114,6 +116,8 @@ pub struct ConsoleOptions {
     pub client_address_header: ClientAddressHeader,
     /// The console's public origin, if the proxy does not pass `Host` through.
     pub public_origin: Option<String>,
+    /// Response plans: the centre's defaults (`[plans]`).
+    pub plans: crate::model::plan::PlanOptions,
     /// How the console rings.
     pub alerting: Alerting,
 }
@@ -166,6 +170,7 @@ impl AppState {
             outbox: services.outbox,
             work_orders: services.work_orders,
             voice: services.voice,
+            plans: opts.plans,
         })
     }
 

@@ -11,6 +11,7 @@ use vakt_proto::event::Qualifier;
 
 pub mod directory;
 pub mod review;
+pub mod plan;
 pub mod testing;
 pub mod work_order;
 
@@ -721,6 +722,39 @@ pub enum TimelineEvent {
     },
     /// A voice conversation (a call in or out) ended; the line is dated when it ended.
     Conversation(Conversation),
+    /// The operator ticked a step of the response plan (done, or skipped with a reason).
+    PlanStep {
+        /// The plan version the Call is handled under (0: the centre's default plan).
+        plan_version: u32,
+        /// The kind of alarm the steps are for.
+        kind: plan::PlanKind,
+        /// The step's index in the plan's steps for that kind.
+        step: u32,
+        /// What the step asks.
+        action: plan::StepAction,
+        /// Done or skipped.
+        result: plan::StepResult,
+        /// Why it was skipped (or a note).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+    /// The operator called a relative (one of the subscriber's contacts).
+    RelativeCall {
+        /// The plan version the Call is handled under (0: the centre's default plan).
+        plan_version: u32,
+        /// The contact's position in the subscriber's contacts.
+        contact: u32,
+        /// The contact's name.
+        name: String,
+        /// The contact's relation (daughter, neighbour).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        relation: String,
+        /// Whether they answered.
+        result: plan::RelativeResult,
+        /// What was said or agreed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
     /// The Call went from one operator to another: handed over by its owner (at logout),
     /// taken over or reassigned by a supervisor (the line's `user` says who did it).
     HandedOver {

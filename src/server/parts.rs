@@ -237,7 +237,10 @@ pub(super) async fn start(
     let console = ConsolePart::start(
         listeners.http,
         cfg.http.http_options(),
-        cfg.http.console_options(),
+        crate::console::ConsoleOptions {
+            plans: cfg.plans.clone(),
+            ..cfg.http.console_options()
+        },
         ConsoleState {
             store: &store,
             registry: &registry,

@@ -6,7 +6,7 @@
 //! timeline lines, the triage cursor, the reviews of closings), `conversations` (voice calls not yet ended),
 //! `directory` (providers, areas, patrols, routes, patrol
 //! tokens), `dispatches`, `integrations` (lock-system tokens), `incidents`, `outbox`
-//! (escalation deliveries) and `work_orders`. Nothing outside this module
+//! (escalation deliveries), `work_orders` and `plans` (response plans, every version). Nothing outside this module
 //! names sled, so the engine can be replaced without touching the codec or the receiver.
 //!
 //! # Journal format
@@ -31,6 +31,7 @@ mod incidents;
 mod integrations;
 mod outbox;
 mod reviews;
+mod plans;
 mod subscribers;
 mod users;
 mod work_orders;
@@ -107,6 +108,7 @@ pub struct Store {
     integrations: sled::Tree,
     outbox: sled::Tree,
     work_orders: sled::Tree,
+    plans: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -204,6 +206,7 @@ impl Store {
         let integrations = db.open_tree("integrations").map_err(open)?;
         let outbox = db.open_tree("outbox").map_err(open)?;
         let work_orders = db.open_tree("work_orders").map_err(open)?;
+        let plans = db.open_tree("plans").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -223,6 +226,7 @@ impl Store {
             integrations,
             outbox,
             work_orders,
+            plans,
         })
     }
 

@@ -941,6 +941,18 @@ impl Triage {
         )
     }
 
+    /// The owner adds a line of their own to the Call's timeline (a step of its response
+    /// plan, a relative called): refused unless `user` owns the open Call.
+    pub fn owner_line(
+        &self,
+        id: u64,
+        user: &str,
+        what: TimelineEvent,
+        now: Timestamp,
+    ) -> Result<Call, CallError> {
+        self.owner_change(id, user, now, what)
+    }
+
     /// The owner closes the Call, as the closing rule allows ([`closing::decide`], under the
     /// Call's lock; the note and an override's reason trimmed, at most [`MAX_TEXT_CHARS`]
     /// characters). It leaves the open set: [`Triage::get`] no longer finds it, and the next

@@ -77,6 +77,7 @@
 
 use std::borrow::Cow;
 
+use crate::model::plan::PlanKind;
 use crate::model::{Flags, Priority, Signal, SignalEvent};
 use vakt_proto::event::{Qualifier, sia_qualifier};
 
@@ -808,6 +809,31 @@ pub fn classify(signal: &Signal, device_type: Option<&str>) -> Class {
     }
 }
 
+/// The kind of alarm a response plan has steps for ([`PlanKind`]), from a Call's kind in
+/// words (as [`classify`] names it; a flag's words in brackets, as in "Fire (unknown
+/// device)", are ignored) and its level: fire, heat, gas and carbon monoxide are `fire`; a
+/// fall or man down `fall`; a pendant, medical, epilepsy, panic, duress, help needed, a
+/// voice call or a generic alarm `personal`; a door sensor or wandering `wandering`; no
+/// activity, fail to report in, latch-key supervision, bed, mat and bath sensors and an
+/// occupancy report `inactivity`; every other kind of level 3 (a fault, a silent device, an
+/// unknown device) `technical`; the rest `other`.
+pub fn plan_kind(kind: &str, level: Priority) -> PlanKind {
+    let base = kind.split(" (").next().unwrap_or(kind);
+    match base {
+        FIRE | HEAT | GAS | CO => PlanKind::Fire,
+        FALL | MAN_DOWN => PlanKind::Fall,
+        PERSONAL | MEDICAL | EPILEPSY | PANIC | DURESS | HELP | ALARM | VOICE_CALL => {
+            PlanKind::Personal
+        }
+        DOOR | WANDERING => PlanKind::Wandering,
+        NO_ACTIVITY | FAIL_TO_REPORT | LATCH_KEY | BED | MAT | BATH | OCCUPANCY => {
+            PlanKind::Inactivity
+        }
+        _ if level == Priority::TECHNICAL => PlanKind::Technical,
+        _ => PlanKind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,6 +855,48 @@ mod tests {
     }
 
     const OPEN: Action = Action::OpenCall;
+
+    #[test]
+    fn a_calls_kind_picks_the_steps_of_its_kind_of_alarm_in_a_plan() {
+        // Codes as devices send them, through the classification, to the plan's kind.
+        let kind_of = |code: &str, dt: Option<&str>| {
+            let c = classify_event(&ev(code, Qualifier::New), dt);
+            plan_kind(&c.kind, c.level)
+        };
+        for (code, dt, want) in [
+            ("CID 111", None, PlanKind::Fire),
+            ("CID 151", None, PlanKind::Fire),
+            ("CID 101", Some("smoke_detector"), PlanKind::Fire),
+            ("CID 101", Some("fall_detector"), PlanKind::Fall),
+            ("CID 103", None, PlanKind::Fall),
+            ("CID 101", None, PlanKind::Personal),
+            ("CID 100", None, PlanKind::Personal),
+            ("SIA PA", None, PlanKind::Personal),
+            ("CID 140", Some("door_sensor"), PlanKind::Wandering),
+            ("CID 641", None, PlanKind::Inactivity),
+            ("CID 102", None, PlanKind::Inactivity),
+            ("CID 301", None, PlanKind::Technical),
+            ("CID 154", None, PlanKind::Other),
+            ("CID 130", None, PlanKind::Other),
+        ] {
+            assert_eq!(kind_of(code, dt), want, "{code} {dt:?}");
+        }
+        // The flag's words in brackets do not hide the kind; a silent device is technical.
+        assert_eq!(
+            plan_kind("Fire (unknown device)", Priority::LIFE_SAFETY),
+            PlanKind::Fire
+        );
+        assert_eq!(
+            plan_kind(COMMUNICATION_LOST, Priority::TECHNICAL),
+            PlanKind::Technical
+        );
+        assert_eq!(
+            plan_kind(UNKNOWN_DEVICE, Priority::TECHNICAL),
+            PlanKind::Technical
+        );
+        assert_eq!(plan_kind(VOICE_CALL, Priority(1)), PlanKind::Personal);
+        assert_eq!(plan_kind(UNKNOWN_ALARM, Priority(1)), PlanKind::Other);
+    }
 
     #[test]
     fn life_safety_level_0() {

@@ -1853,6 +1853,7 @@ function openCall(id, call) {
     $('fault-note').value = '';
     resetCloseForm();
     renderCallHeaderFromSummary(S.calls.get(id));
+    renderCallPlan(); // hides the last Call's plan until this one's is read
   }
   window.scrollTo(0, 0);
   blurHidden();
@@ -1898,6 +1899,7 @@ function setCurrent(call) {
   renderPatrolHint();
   loadSubscriber(call);
   loadDialTargets(call);
+  loadCallPlan(call);
 }
 
 /** Header from the queue's summary while the full Call loads. */
@@ -2085,6 +2087,13 @@ function timelineItem(e) {
       text = w.text;
       break;
     }
+    case 'plan_step':
+    case 'relative_call': {
+      const w = planTimelineHead(e);
+      head.append(el('span', { class: 'tl-what', text: w.what }));
+      text = w.text;
+      break;
+    }
     default:
       head.append(el('span', { class: 'tl-what', text: String(e.type) }));
   }
@@ -2263,6 +2272,374 @@ function renderSubscriber(sub) {
   }
 
   card.append(head, facts, accessBox, health, contacts, plan, devices);
+  appendPlanSummary(card, sub);
+}
+
+// ---- the response plan: on the Call (steps, relatives), on the card, the editor
+
+const PLAN_KINDS = {
+  fall: 'Fall',
+  personal: 'Personal alarm (pendant, medical)',
+  fire: 'Smoke / fire',
+  wandering: 'Door / wandering (dementia)',
+  inactivity: 'Inactivity',
+  technical: 'Technical fault',
+  other: 'Other alarms',
+};
+const PLAN_ACTIONS = {
+  talk_to_person: 'Talk to the person',
+  call_relatives: 'Call the relatives, in order',
+  send_patrol: 'Send the patrol',
+  call_emergency: 'Call 112',
+  call_fire_brigade: 'Call the fire brigade',
+};
+const RELATIVE_RESULTS = { answered: 'answered', no_answer: 'no answer', busy: 'busy' };
+
+/** How many plan lines the Call's timeline has: a change means the plan's marks changed. */
+function planLineCount(call) {
+  return (call.timeline || []).filter((e) => e.type === 'plan_step' || e.type === 'relative_call').length;
+}
+
+/** GET /api/calls/{id}/plan when the Call or its plan lines changed; else draws it again. */
+async function loadCallPlan(call) {
+  const key = `${call.id}:${planLineCount(call)}`;
+  if (S.planKey === key && S.callPlan && S.callPlan.call === call.id) {
+    renderCallPlan();
+    return;
+  }
+  S.planKey = key;
+  if (!S.callPlan || S.callPlan.call !== call.id) {
+    S.callPlan = null;
+    renderCallPlan();
+  }
+  try {
+    const { data } = await api('GET', `/api/calls/${encodeURIComponent(call.id)}/plan`);
+    if (S.currentId !== call.id || !data) return;
+    S.callPlan = data;
+    renderCallPlan();
+  } catch (e) {
+    if (S.currentId !== call.id) return;
+    S.planKey = null; // try again on the next refresh
+    const body = $('call-plan-body');
+    clear(body);
+    body.append(el('p', { class: 'warning-text', text: `The response plan could not be loaded: ${e.message}` }));
+    show($('call-plan'), true);
+  }
+}
+
+function planMarkText(m) {
+  const who = m.user ? ` by ${m.user}` : '';
+  if (m.result === 'skipped') return `Skipped${who} ${fmtTime(m.at)}: ${m.reason}`;
+  return `Done${who} ${fmtTime(m.at)}${m.reason ? `: ${m.reason}` : ''}`;
+}
+
+function planSourceText(p) {
+  if (p.source === 'centre') {
+    return p.version ? `The plan (version ${p.version}) has no steps for this alarm: the centre's default plan` : "No plan for this person: the centre's default plan";
+  }
+  if (p.source === 'subscriber_other') return `Version ${p.version}, its steps for other alarms`;
+  return `Version ${p.version}`;
+}
+
+/** The plan for the Call's alarm, at the top of the Call view. */
+function renderCallPlan() {
+  const box = $('call-plan');
+  const body = $('call-plan-body');
+  const p = S.callPlan;
+  clear(body);
+  if (!p || p.call !== S.currentId) {
+    show(box, false);
+    return;
+  }
+  show(box, true);
+  box.dataset.kind = p.kind;
+  box.dataset.version = String(p.version);
+  const mine = isMine(S.current);
+  $('call-plan-title').textContent = `Response plan: ${PLAN_KINDS[p.kind] || p.kind}`;
+  body.append(el('p', { class: 'plan-source muted', id: 'call-plan-version' }, planSourceText(p),
+    p.relatives_first ? el('span', { class: 'tag plan-relatives-first', text: 'Relatives first' }) : null));
+  if (p.version && p.current_version !== p.version) {
+    body.append(el('p', { class: 'hint active', text: `The plan was edited during this call: version ${p.current_version} is current; this call follows version ${p.version}.` }));
+  }
+  if (p.instructions) body.append(el('p', { class: 'pre plan-instructions', text: p.instructions }));
+  if (p.kind_instructions) body.append(el('p', { class: 'pre plan-kind-instructions', text: p.kind_instructions }));
+  const ol = el('ol', { class: 'plan-steps' });
+  for (const s of p.steps) ol.append(planStepItem(p, s, mine));
+  body.append(ol);
+}
+
+function planStepItem(p, s, mine) {
+  const state = s.mark ? s.mark.result : 'open';
+  const li = el('li', { class: `plan-step plan-${state}`, dataset: { index: String(s.index), action: s.action, state } });
+  const head = el('div', { class: 'plan-step-head' },
+    el('span', { class: 'plan-step-action', text: PLAN_ACTIONS[s.action] || s.action }));
+  if (s.mark) head.append(' ', el('span', { class: 'plan-mark', text: planMarkText(s.mark) }));
+  li.append(head);
+  if (s.instructions) li.append(el('div', { class: 'plan-step-text pre', text: s.instructions }));
+  if (s.action === 'call_relatives') li.append(planRelatives(p, mine));
+  if (mine) {
+    const reason = el('input', { type: 'text', class: 'plan-skip-reason', maxlength: 500, placeholder: 'Why it is skipped', 'aria-label': 'Why it is skipped', hidden: true });
+    const done = el('button', { type: 'button', class: 'small plan-done', text: 'Done', on: { click: () => tickPlanStep(s.index, 'done', '', done) } });
+    const skip = el('button', { type: 'button', class: 'small secondary plan-skip', text: 'Skip…', on: { click: () => {
+      if (reason.hidden) {
+        reason.hidden = false;
+        skip.textContent = 'Skip';
+        reason.focus();
+        return;
+      }
+      if (!reason.value.trim()) {
+        message('Say why the step is skipped.', 'warn');
+        reason.focus();
+        return;
+      }
+      tickPlanStep(s.index, 'skipped', reason.value, skip);
+    } } });
+    reason.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); skip.click(); } });
+    li.append(el('div', { class: 'action-row plan-step-buttons' }, done, skip, reason));
+  }
+  return li;
+}
+
+/** The relatives in order, each with the calls made and (for the owner) the result buttons. */
+function planRelatives(p, mine) {
+  const ul = el('ul', { class: 'plan-relatives' });
+  if (p.relatives.length === 0) {
+    ul.append(el('li', { class: 'muted', text: 'No contacts registered.' }));
+    return ul;
+  }
+  for (const r of p.relatives) {
+    const last = r.attempts.length ? r.attempts[r.attempts.length - 1] : null;
+    const li = el('li', { class: `plan-relative${last ? ` rel-${last.result}` : ''}`, dataset: { index: String(r.index), result: last ? last.result : '' } },
+      el('span', { class: 'contact-name', text: r.name || '-' }),
+      el('span', { class: 'contact-relation', text: r.relation ? ` (${r.relation})` : '' }),
+      ' ', telLink(r.phone));
+    if (r.attempts.length) {
+      li.append(el('span', { class: 'plan-relative-results', text: ` · ${r.attempts.map((a) => `${RELATIVE_RESULTS[a.result] || a.result} ${fmtTime(a.at)}`).join(', ')}` }));
+    }
+    if (mine) {
+      const row = el('span', { class: 'plan-relative-buttons' });
+      for (const [result, label] of [['answered', 'Answered'], ['no_answer', 'No answer'], ['busy', 'Busy']]) {
+        const b = el('button', { type: 'button', class: `small rel-${result}`, dataset: { result }, text: label,
+          on: { click: () => logRelativeCall(r.index, result, b) } });
+        row.append(b);
+      }
+      li.append(' ', row);
+    }
+    ul.append(li);
+  }
+  return ul;
+}
+
+async function tickPlanStep(index, result, reason, button) {
+  await callAction(result === 'done' ? 'Ticking the step' : 'Skipping the step', `plan/steps/${index}`, { result, reason }, button);
+}
+
+async function logRelativeCall(contact, result, button) {
+  await callAction('Recording the call', 'relative-call', { contact, result }, button);
+}
+
+/** The plan's lines in the timeline. */
+function planTimelineHead(e) {
+  if (e.type === 'plan_step') {
+    const what = e.result === 'skipped' ? 'Plan step skipped' : 'Plan step done';
+    return { what: `${what}: ${e.step + 1}. ${PLAN_ACTIONS[e.action] || e.action}`, text: e.reason };
+  }
+  const who = `${e.name}${e.relation ? ` (${e.relation})` : ''}`;
+  return { what: `Called ${who}: ${RELATIVE_RESULTS[e.result] || e.result}`, text: e.note };
+}
+
+/** The plan on the subscriber's card: the version, each kind's steps; edit and versions. */
+async function appendPlanSummary(card, sub) {
+  const box = el('section', { class: 'plan-summary', id: 'plan-summary' },
+    el('h3', { text: 'Response plan' }), el('p', { class: 'muted', text: 'Loading…' }));
+  card.append(box);
+  try {
+    const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(sub.id)}/plan`);
+    if (!box.isConnected) return;
+    S.subscriberPlan = data;
+    renderPlanSummary(box, data);
+  } catch (e) {
+    if (!box.isConnected) return;
+    clear(box);
+    box.append(el('h3', { text: 'Response plan' }), el('p', { class: 'warning-text', text: `The plan could not be loaded: ${e.message}` }));
+  }
+}
+
+function planKindsList(plan, data) {
+  const dl = el('dl', { class: 'plan-kinds' });
+  for (const kind of Object.keys(PLAN_KINDS)) {
+    const own = plan && plan.kinds.find((k) => k.kind === kind);
+    const other = plan && plan.kinds.find((k) => k.kind === 'other');
+    const k = own || other || data.centre_default.find((d) => d.kind === kind);
+    if (!k) continue;
+    const from = own ? '' : (other ? ' (other alarms)' : " (centre's default)");
+    dl.append(el('dt', { text: PLAN_KINDS[kind] }),
+      el('dd', { dataset: { kind }, text: `${k.steps.map((s) => PLAN_ACTIONS[s.action] || s.action).join(' → ')}${from}` }));
+  }
+  return dl;
+}
+
+function renderPlanSummary(box, data) {
+  clear(box);
+  const cur = data.current;
+  const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: 'Response plan' }),
+    el('span', { class: 'muted', id: 'plan-summary-version', text: cur ? `Version ${cur.version}, ${cur.saved_by} ${fmtFull(cur.saved_at)}` : "No plan: the centre's default applies" }));
+  if (isSupervisor()) {
+    head.append(el('button', { type: 'button', id: 'plan-edit', class: 'secondary small', text: 'Edit plan', on: { click: () => openPlanEditor(data) } }));
+  }
+  box.append(head);
+  if (cur && cur.plan.instructions) box.append(el('p', { class: 'pre', text: cur.plan.instructions }));
+  const first = cur && cur.plan.relatives_first !== null && cur.plan.relatives_first !== undefined ? cur.plan.relatives_first : data.relatives_first_default;
+  if (first) box.append(el('p', {}, el('span', { class: 'tag plan-relatives-first', text: 'Relatives first' })));
+  box.append(planKindsList(cur && cur.plan, data));
+  if (data.versions.length > 1) {
+    const list = el('ul', { class: 'plan-versions' });
+    const shown = el('div', { class: 'plan-version-shown' });
+    for (const v of data.versions) {
+      const b = el('button', { type: 'button', class: 'link', text: `Version ${v.version}`, on: { click: async () => {
+        try {
+          const { data: old } = await api('GET', `/api/subscribers/${encodeURIComponent(data.subscriber)}/plan/versions/${v.version}`);
+          clear(shown);
+          shown.append(el('p', { class: 'muted', text: `Version ${old.version}, ${old.saved_by} ${fmtFull(old.saved_at)}` }),
+            old.plan.instructions ? el('p', { class: 'pre', text: old.plan.instructions }) : null,
+            planKindsList(old.plan, data));
+        } catch (e) {
+          reportError('Loading the version failed', e);
+        }
+      } } });
+      list.append(el('li', {}, b, el('span', { class: 'muted', text: ` ${v.saved_by} ${fmtFull(v.saved_at)}` })));
+    }
+    box.append(el('details', { class: 'plan-history' }, el('summary', { text: `Versions (${data.versions.length})` }), list, shown));
+  }
+}
+
+// The editor: a dialog made on first use.
+
+function planDialog() {
+  let d = $('plan-dialog');
+  if (d) return d;
+  d = el('div', { id: 'plan-dialog', class: 'overlay', hidden: true },
+    el('form', { id: 'plan-form', class: 'dialog', novalidate: true },
+      el('h2', {}, 'Response plan ', el('span', { id: 'plan-dialog-who', class: 'muted' })),
+      el('div', { class: 'field' }, el('label', { for: 'plan-first', text: 'Relatives before the patrol' }),
+        el('select', { id: 'plan-first' })),
+      el('div', { class: 'field' }, el('label', { for: 'plan-instructions', text: 'Instructions for every alarm of this person' }),
+        el('textarea', { id: 'plan-instructions', rows: 2, maxlength: 2000 })),
+      el('p', { class: 'muted hint', text: 'Per kind of alarm: the steps in order. A kind without its own steps follows "Other alarms" when it has steps, else the centre\'s default.' }),
+      el('div', { id: 'plan-kinds-edit' }),
+      el('p', { id: 'plan-error', class: 'form-error', role: 'alert', hidden: true }),
+      el('div', { class: 'action-row dialog-buttons' },
+        el('button', { type: 'submit', id: 'plan-save', class: 'primary', text: 'Save as a new version' }),
+        el('button', { type: 'button', id: 'plan-cancel', text: 'Cancel', on: { click: closePlanEditor } }))));
+  document.body.append(d);
+  $('plan-form').addEventListener('submit', savePlanEditor);
+  // The console's shortcuts stay out of the editor; Esc closes it.
+  d.addEventListener('keydown', (e) => {
+    e.stopPropagation();
+    if (e.key === 'Escape') closePlanEditor();
+  });
+  return d;
+}
+
+function planStepRow(step) {
+  const row = el('div', { class: 'plan-step-edit' });
+  const sel = el('select', { class: 'ps-action', 'aria-label': 'Step' });
+  for (const [v, label] of Object.entries(PLAN_ACTIONS)) sel.append(el('option', { value: v, text: label }));
+  sel.value = step.action;
+  const text = el('input', { type: 'text', class: 'ps-text', maxlength: 500, placeholder: 'Instructions', 'aria-label': 'Instructions' });
+  text.value = step.instructions || '';
+  row.append(sel, text,
+    el('button', { type: 'button', class: 'small', title: 'Move up', text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
+    el('button', { type: 'button', class: 'small', title: 'Move down', text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
+    el('button', { type: 'button', class: 'small danger-outline ps-remove', title: 'Remove', text: 'Remove', on: { click: () => row.remove() } }));
+  return row;
+}
+
+function planKindEditor(kind, own, fallback) {
+  const k = own || fallback;
+  const on = el('input', { type: 'checkbox', class: 'pk-own' });
+  on.checked = !!own;
+  const steps = el('div', { class: 'pk-steps' });
+  for (const s of k.steps) steps.append(planStepRow(s));
+  const text = el('textarea', { class: 'pk-text', rows: 1, maxlength: 500, placeholder: 'Instructions for this kind', 'aria-label': 'Instructions for this kind' });
+  text.value = k.instructions || '';
+  const inner = el('div', { class: 'pk-inner', hidden: !own }, text, steps,
+    el('button', { type: 'button', class: 'small pk-add', text: 'Add step', on: { click: () => steps.append(planStepRow({ action: 'talk_to_person', instructions: '' })) } }));
+  on.addEventListener('change', () => { inner.hidden = !on.checked; });
+  return el('fieldset', { class: 'plan-kind-edit', dataset: { kind } },
+    el('legend', {}, el('label', { class: 'check-label' }, on, ` ${PLAN_KINDS[kind]}: own steps`)),
+    inner);
+}
+
+function openPlanEditor(data) {
+  if (!isSupervisor()) return;
+  const d = planDialog();
+  S.planEditing = data.subscriber;
+  const plan = data.current ? data.current.plan : { relatives_first: null, instructions: '', kinds: [] };
+  $('plan-dialog-who').textContent = `${S.subscriber && S.subscriber.id === data.subscriber ? S.subscriber.name : data.subscriber}${data.current ? ` · now version ${data.current.version}` : ''}`;
+  const first = $('plan-first');
+  clear(first);
+  first.append(el('option', { value: '', text: `The centre's default (${data.relatives_first_default ? 'yes' : 'no'})` }),
+    el('option', { value: 'true', text: 'Yes: call relatives before sending the patrol' }),
+    el('option', { value: 'false', text: 'No' }));
+  first.value = plan.relatives_first === null || plan.relatives_first === undefined ? '' : String(plan.relatives_first);
+  $('plan-instructions').value = plan.instructions || '';
+  const kinds = $('plan-kinds-edit');
+  clear(kinds);
+  for (const kind of Object.keys(PLAN_KINDS)) {
+    kinds.append(planKindEditor(kind, plan.kinds.find((k) => k.kind === kind), data.centre_default.find((k) => k.kind === kind)));
+  }
+  show($('plan-error'), false);
+  show(d, true);
+  $('plan-instructions').focus();
+}
+
+function closePlanEditor() {
+  const d = $('plan-dialog');
+  if (d) show(d, false);
+  S.planEditing = null;
+}
+
+/** The plan as the form says (model::plan::ResponsePlan). */
+function planEditorValue() {
+  const v = $('plan-first').value;
+  const plan = { relatives_first: v === '' ? null : v === 'true', instructions: $('plan-instructions').value.trim(), kinds: [] };
+  for (const fs of $('plan-kinds-edit').querySelectorAll('.plan-kind-edit')) {
+    if (!fs.querySelector('.pk-own').checked) continue;
+    const steps = [...fs.querySelectorAll('.plan-step-edit')].map((row) => ({
+      action: row.querySelector('.ps-action').value,
+      instructions: row.querySelector('.ps-text').value.trim(),
+    }));
+    plan.kinds.push({ kind: fs.dataset.kind, instructions: fs.querySelector('.pk-text').value.trim(), steps });
+  }
+  return plan;
+}
+
+async function savePlanEditor(ev) {
+  ev.preventDefault();
+  const id = S.planEditing;
+  if (!id) return;
+  const err = $('plan-error');
+  $('plan-save').disabled = true;
+  try {
+    const { data } = await api('PUT', `/api/subscribers/${encodeURIComponent(id)}/plan`, planEditorValue());
+    closePlanEditor();
+    S.subscriberPlan = data;
+    const box = $('plan-summary');
+    if (box && data) renderPlanSummary(box, data);
+    message(`Response plan saved: version ${data.current.version}.`, 'ok');
+    if (S.current && S.current.subscriber === id) {
+      S.planKey = null;
+      loadCallPlan(S.current);
+    }
+  } catch (e) {
+    if (e.status !== 401) {
+      err.textContent = e.status === 403 ? 'You may not edit response plans.' : `Saving failed: ${e.message}`;
+      show(err, true);
+    }
+  } finally {
+    $('plan-save').disabled = false;
+  }
 }
 
 // ---- actions on my Call
