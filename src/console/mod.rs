@@ -9,6 +9,8 @@
 //! - [`guard`]: the client address behind trusted proxies, the refusal of cross-origin
 //!   state changes, `Cache-Control` and JSON for every API answer.
 //! - [`users_api`]: console users for administrators.
+//! - [`registers_api`]: the subscriber and device lists and their search, the choices of an
+//!   edit.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod guard;
 pub mod incidents_api;
 pub mod live;
+pub mod registers_api;
 pub mod state;
 pub mod users_api;
 pub mod voice_api;
@@ -103,7 +106,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api::note))
         .routes(routes!(api::phone))
         .routes(routes!(api::close))
-        .routes(routes!(api::list_subscribers))
+        .routes(routes!(registers_api::list_subscribers))
+        .routes(routes!(registers_api::list_devices))
+        .routes(routes!(registers_api::choices))
         .routes(routes!(api::get_subscriber, api::put_subscriber))
         .routes(routes!(api::stats_today))
         .routes(routes!(api::audit_log))

@@ -40,6 +40,10 @@ pub const MAX_QUERY_CHARS: usize = 100;
 /// Fewest digits a query needs to match a personal number (a birth date `YYMMDD`).
 pub const PN_MIN_DIGITS: usize = 6;
 
+/// Fewest digits of a query that could be part of a personal number (its last four), so that
+/// the query is not written down.
+pub const PN_SHOWN_DIGITS: usize = 4;
+
 /// Fewest digits a query needs to match part of a phone number.
 pub const PHONE_MIN_DIGITS: usize = 4;
 
@@ -103,9 +107,10 @@ impl Query {
     }
 
     /// Whether the query could be (part of) a personal number: it has at least
-    /// [`PN_MIN_DIGITS`] digits. Such a query is not written to the audit log.
+    /// [`PN_SHOWN_DIGITS`] digits (a birth date, or the last four). Such a query is not
+    /// written to the audit log.
     pub fn could_be_personal_number(&self) -> bool {
-        digits(&self.raw).len() >= PN_MIN_DIGITS
+        digits(&self.raw).len() >= PN_SHOWN_DIGITS
     }
 
     /// Whether every word is found in one of `fields` (folded here).
@@ -528,7 +533,8 @@ mod tests {
     fn a_query_that_could_be_a_personal_number_is_known() {
         assert!(Query::parse("380512").could_be_personal_number());
         assert!(Query::parse("070-111 22 33").could_be_personal_number());
+        assert!(Query::parse("9802").could_be_personal_number(), "the last four");
         assert!(!Query::parse("Åsa 12").could_be_personal_number());
-        assert!(!Query::parse("7021").could_be_personal_number());
+        assert!(!Query::parse("Storgatan 114").could_be_personal_number());
     }
 }
