@@ -329,25 +329,9 @@ pub(crate) fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
     Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).with_problems(problems))
 }
 
-/// The warnings of an import of subscribers: each one whose provider or area is not in the
-/// directory, by id (the import goes ahead: the directory may be loaded after the
-/// subscribers; routing falls back to the rules for any provider or area). At most
-/// [`MAX_WARNINGS`], then a count.
+/// The warnings of an import of subscribers (see
+/// [`crate::registers::directory::import_warnings`]), at most [`MAX_WARNINGS`].
 pub(crate) fn import_warnings(state: &AppState, subs: &[Subscriber]) -> Vec<String> {
     let d = state.desk.dispatcher().directory();
-    let mut out = Vec::new();
-    let mut more = 0usize;
-    for s in subs {
-        for p in subscriber_problems(&d, &s.care_provider, &s.area) {
-            if out.len() < MAX_WARNINGS {
-                out.push(format!("subscriber {}: {p}", s.id));
-            } else {
-                more += 1;
-            }
-        }
-    }
-    if more > 0 {
-        out.push(format!("and {more} more"));
-    }
-    out
+    crate::registers::directory::import_warnings(&d, subs, MAX_WARNINGS)
 }

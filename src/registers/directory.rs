@@ -29,7 +29,7 @@
 //!
 //! # How a subscriber finds its provider and area
 //!
-//! A subscriber's `care_provider` and `area` are free text today, and hold names
+//! A subscriber's `care_provider` and `area` are text, and usually hold names
 //! ("Hemtjänst Norr", "Söder") that are not valid ids. So the directory is matched to them
 //! **by id, then by name**: [`Directory::provider_for`] and [`Directory::area_for`] take the
 //! entry whose id is exactly the text, else the one whose name equals it ignoring case. Names
@@ -37,6 +37,13 @@
 //! carry either; routing resolves both the same way. The demo directory
 //! (`config/demo-directory/`, [`DEMO_PROVIDERS`] ...) uses ids like `hemtjanst-norr` and the
 //! names the demo subscribers carry.
+//!
+//! An edit of a subscriber (`PUT /api/subscribers/{id}`) must name a provider and an area the
+//! directory offers ([`subscriber_problems`]: the providers, the areas patrols serve), or leave
+//! them empty; the console offers them as selects. While the directory has no providers (no
+//! areas), any text is accepted. An import of subscribers is not refused for them: it warns,
+//! by subscriber ([`import_warnings`]), since the directory may be loaded after the
+//! subscribers.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -695,6 +702,28 @@ pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Ve
                 listed(areas.iter().map(|a| a.name.as_str()))
             )),
         }
+    }
+    out
+}
+
+/// The warnings of an import of subscribers: one per subscriber's provider or area not in
+/// the directory ([`subscriber_problems`]), by id, at most `max`, then a count. An import
+/// warns rather than refuses: the directory may be loaded after the subscribers, and routing
+/// falls back to the rules for any provider or area meanwhile.
+pub fn import_warnings(d: &Directory, subs: &[crate::model::Subscriber], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for s in subs {
+        for p in subscriber_problems(d, &s.care_provider, &s.area) {
+            if out.len() < max {
+                out.push(format!("subscriber {}: {p}", s.id));
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if more > 0 {
+        out.push(format!("and {more} more"));
     }
     out
 }
