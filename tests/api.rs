@@ -171,7 +171,11 @@ async fn roles_limit_what_a_user_may_do() {
         .await;
     assert_eq!(a.status, 403);
     assert_eq!(op.get("/api/audit").await.status, 403);
-    assert_eq!(op.get("/api/subscribers?q=a").await.status, 200, "operators search");
+    assert_eq!(
+        op.get("/api/subscribers?q=a").await.status,
+        200,
+        "operators search"
+    );
 
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let a = sup

@@ -1747,14 +1747,18 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
     // By personal number, another form.
     q.clear().await.unwrap();
     q.send_keys("380512-9802").await.unwrap();
-    wait_for("found by personal number", Duration::from_secs(10), || async {
-        let t = text_of(&c, "#reg-summary").await?;
-        let row = c
-            .find(Locator::Css("#reg-body tr[data-subscriber=\"anna\"]"))
-            .await
-            .ok()?;
-        t.contains("1 of 1").then_some(row)
-    })
+    wait_for(
+        "found by personal number",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#reg-summary").await?;
+            let row = c
+                .find(Locator::Css("#reg-body tr[data-subscriber=\"anna\"]"))
+                .await
+                .ok()?;
+            t.contains("1 of 1").then_some(row)
+        },
+    )
     .await;
     screenshot("console-registers.png", &c.screenshot().await.unwrap());
 
@@ -1773,7 +1777,11 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
         text_of(&c, "#reg-card .care-provider").await.unwrap(),
         "Hemtjänst Centrum"
     );
-    assert!(c.find(Locator::Css("#call-view:not([hidden])")).await.is_err());
+    assert!(
+        c.find(Locator::Css("#call-view:not([hidden])"))
+            .await
+            .is_err()
+    );
 
     // Edit: a wrong phone is refused with one message, its field marked.
     click_shown(&c, "#reg-subscriber-edit").await;
@@ -1800,6 +1808,10 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
             .await
             .is_ok()
     );
+    screenshot(
+        "console-subscriber-edit-refused.png",
+        &c.screenshot().await.unwrap(),
+    );
     phone.clear().await.unwrap();
     phone.send_keys("070-111 22 33").await.unwrap();
     // The provider from the directory's select.
@@ -1807,11 +1819,7 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
         .find(Locator::Css("select#edit-care_provider"))
         .await
         .expect("the care provider is a select of the directory");
-    let options = select
-        .find_all(Locator::Css("option"))
-        .await
-        .unwrap()
-        .len();
+    let options = select.find_all(Locator::Css("option")).await.unwrap().len();
     assert_eq!(options, 3, "not set, and the two providers");
     select.select_by_value("Humana Centrum").await.unwrap();
     assert!(
@@ -1819,13 +1827,20 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
         "the area too"
     );
     click(&c, "#edit-save").await;
-    wait_for("the card with the new provider", Duration::from_secs(10), || async {
-        let t = text_of(&c, "#reg-card .care-provider").await?;
-        (t == "Humana Centrum").then_some(())
-    })
+    wait_for(
+        "the card with the new provider",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#reg-card .care-provider").await?;
+            (t == "Humana Centrum").then_some(())
+        },
+    )
     .await;
     assert!(c.find(Locator::Css("#edit-dialog[hidden]")).await.is_ok());
-    screenshot("console-subscriber-page.png", &c.screenshot().await.unwrap());
+    screenshot(
+        "console-subscriber-page.png",
+        &c.screenshot().await.unwrap(),
+    );
 
     // An edit from another console: the card shown loads again by itself.
     let mut card = admin.get("/api/subscribers/anna").await.json();

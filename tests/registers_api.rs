@@ -69,9 +69,7 @@ async fn import(http: std::net::SocketAddr, csv: String) -> Value {
 
 /// The ids a subscriber search finds.
 async fn found(c: &mut Client, q: &str) -> Vec<String> {
-    let a = c
-        .get(&format!("/api/subscribers?q={}", encode(q)))
-        .await;
+    let a = c.get(&format!("/api/subscribers?q={}", encode(q))).await;
     assert_eq!(a.status, 200, "{q}: {}", a.body);
     let v = a.json();
     let ids: Vec<String> = v["subscribers"]
@@ -201,7 +199,10 @@ async fn the_lists_are_paged_and_bounded() {
         .await
         .json();
     assert_eq!(p["total"], 25);
-    assert_eq!((p["offset"].as_u64(), p["limit"].as_u64()), (Some(20), Some(10)));
+    assert_eq!(
+        (p["offset"].as_u64(), p["limit"].as_u64()),
+        (Some(20), Some(10))
+    );
     let ids: Vec<&str> = p["subscribers"]
         .as_array()
         .unwrap()
@@ -210,7 +211,10 @@ async fn the_lists_are_paged_and_bounded() {
         .collect();
     assert_eq!(ids, ["p20", "p21", "p22", "p23", "p24"]);
     let p = op.get("/api/subscribers").await.json();
-    assert_eq!((p["total"].as_u64(), p["limit"].as_u64()), (Some(25), Some(50)));
+    assert_eq!(
+        (p["total"].as_u64(), p["limit"].as_u64()),
+        (Some(25), Some(50))
+    );
     let p = op.get("/api/subscribers?offset=100").await.json();
     assert_eq!(p["total"], 25);
     assert!(p["subscribers"].as_array().unwrap().is_empty());
@@ -227,7 +231,11 @@ async fn the_lists_are_paged_and_bounded() {
     let long = "a".repeat(101);
     let a = op.get(&format!("/api/subscribers?q={long}")).await;
     assert_eq!(a.status, 400);
-    assert!(a.json()["error"].as_str().unwrap().contains("100"), "{}", a.body);
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("100"),
+        "{}",
+        a.body
+    );
     assert_eq!(op.get("/api/subscribers?limit=200").await.status, 200);
     srv.stop().await.unwrap();
 }
@@ -267,8 +275,10 @@ async fn devices_are_found_by_account_subscriber_type_and_phone() {
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let log = sup.get("/api/audit?limit=100").await.json();
     assert!(
-        log.as_array().unwrap().iter().any(|e| e["action"] == "device.search"
-            && e["detail"] == "\"bertil\": 1 found"),
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "device.search" && e["detail"] == "\"bertil\": 1 found"),
         "{log}"
     );
     srv.stop().await.unwrap();
@@ -330,7 +340,12 @@ async fn an_edit_must_name_a_provider_and_area_of_the_directory() {
         problems[2].starts_with("area \"Sentrum\" is not an area in the directory; choose one of: Centrum, Norr, Söder, Väster"),
         "{problems:?}"
     );
-    assert!(e["error"].as_str().unwrap().starts_with("3 fields to correct"));
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 fields to correct")
+    );
 
     // From the directory (by name or by id): saved.
     card["name"] = json!("Åsa Öberg");
@@ -346,9 +361,9 @@ async fn an_edit_must_name_a_provider_and_area_of_the_directory() {
     let w = done["warnings"].as_array().unwrap();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
-        w[0].as_str()
-            .unwrap()
-            .starts_with("subscriber rene: care_provider \"Attendo Sydost\" is not a care provider"),
+        w[0].as_str().unwrap().starts_with(
+            "subscriber rene: care_provider \"Attendo Sydost\" is not a care provider"
+        ),
         "{w:?}"
     );
     srv.stop().await.unwrap();
@@ -379,11 +394,7 @@ async fn operators_search_and_read_but_only_supervisors_edit() {
     let http = srv.http.unwrap();
     import(http, subscribers_csv()).await;
     let mut anon = Client::new(http);
-    for path in [
-        "/api/subscribers",
-        "/api/devices",
-        "/api/registers/choices",
-    ] {
+    for path in ["/api/subscribers", "/api/devices", "/api/registers/choices"] {
         assert_eq!(anon.get(path).await.status, 401, "{path}");
     }
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
@@ -397,7 +408,10 @@ async fn operators_search_and_read_but_only_supervisors_edit() {
     // The list masks for supervisors too.
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let a = sup.get("/api/subscribers?q=bertil").await;
-    assert_eq!(a.json()["subscribers"][0]["personal_number"], "19300101-****");
+    assert_eq!(
+        a.json()["subscribers"][0]["personal_number"],
+        "19300101-****"
+    );
     srv.stop().await.unwrap();
 }
 
@@ -465,5 +479,28 @@ async fn an_edit_tells_every_console_to_load_the_card_again() {
         next_subscriber(&mut ws).await,
         json!({"type": "subscriber", "id": null})
     );
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), false).await;
+    let doc = Client::new(srv.http.unwrap())
+        .get("/api/openapi.json")
+        .await
+        .json();
+    for path in ["/api/subscribers", "/api/devices", "/api/registers/choices"] {
+        assert!(doc["paths"][path]["get"].is_object(), "GET {path}");
+    }
+    let params: Vec<&str> = doc["paths"]["/api/subscribers"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["q", "offset", "limit"]);
+    assert!(doc["paths"]["/api/subscribers/{id}"]["put"]["responses"]["422"].is_object());
+    assert!(doc["components"]["schemas"]["SubscriberPage"].is_object());
     srv.stop().await.unwrap();
 }

@@ -161,8 +161,11 @@ pub fn import_subscribers_warning(
         detail: format!("command line: {} subscribers ({new} new)", subs.len()),
     })?;
     store.flush()?;
-    let warnings =
-        crate::registers::directory::import_warnings(&store.directory()?, &subs, MAX_IMPORT_WARNINGS);
+    let warnings = crate::registers::directory::import_warnings(
+        &store.directory()?,
+        &subs,
+        MAX_IMPORT_WARNINGS,
+    );
     Ok((
         ImportSummary {
             total: subs.len(),

@@ -252,11 +252,7 @@ pub async fn list_devices(
                 receiver: d.receiver.clone(),
                 device_type: d.device_type.clone(),
                 subscriber: d.subscriber.clone(),
-                subscriber_name: d
-                    .subscriber
-                    .as_deref()
-                    .and_then(name_of)
-                    .map(str::to_owned),
+                subscriber_name: d.subscriber.as_deref().and_then(name_of).map(str::to_owned),
                 phone: d.phone.clone(),
                 area: d.area.clone(),
                 telecom_operator: d.telecom_operator.clone(),

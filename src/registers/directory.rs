@@ -710,7 +710,11 @@ pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Ve
 /// the directory ([`subscriber_problems`]), by id, at most `max`, then a count. An import
 /// warns rather than refuses: the directory may be loaded after the subscribers, and routing
 /// falls back to the rules for any provider or area meanwhile.
-pub fn import_warnings(d: &Directory, subs: &[crate::model::Subscriber], max: usize) -> Vec<String> {
+pub fn import_warnings(
+    d: &Directory,
+    subs: &[crate::model::Subscriber],
+    max: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut more = 0usize;
     for s in subs {
@@ -1030,15 +1034,21 @@ mod tests {
         let e = subscriber_problems(&d, "Hemtjanst Nora", "norr");
         assert_eq!(
             e,
-            ["care_provider \"Hemtjanst Nora\" is not a care provider in the directory; \
-              choose one of: Hemtjänst Norr, Kommunens nattpatrull"]
+            [
+                "care_provider \"Hemtjanst Nora\" is not a care provider in the directory; \
+              choose one of: Hemtjänst Norr, Kommunens nattpatrull"
+            ]
         );
         let e = subscriber_problems(&d, "hn", "Söder");
         assert_eq!(
             e,
             ["area \"Söder\" is not an area in the directory; choose one of: Fjällbyn, Norr"]
         );
-        assert_eq!(subscriber_problems(&d, "x", "y").len(), 2, "one message per field");
+        assert_eq!(
+            subscriber_problems(&d, "x", "y").len(),
+            2,
+            "one message per field"
+        );
 
         // An area no patrol serves is not offered while others are.
         let mut d2 = d.clone();
@@ -1050,7 +1060,10 @@ mod tests {
         let names: Vec<&str> = area_choices(&d2).iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["Fjällbyn", "Norr"]);
         let e = subscriber_problems(&d2, "", "ode");
-        assert!(e[0].starts_with("area \"ode\" is served by no patrol"), "{e:?}");
+        assert!(
+            e[0].starts_with("area \"ode\" is served by no patrol"),
+            "{e:?}"
+        );
 
         // An empty directory: free text.
         assert!(subscriber_problems(&Directory::default(), "Anything", "Anywhere").is_empty());

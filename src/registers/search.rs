@@ -178,7 +178,11 @@ impl Query {
         if d.phone.as_deref().is_some_and(|p| self.phone(p)) {
             return true;
         }
-        let kind = d.device_type.as_deref().unwrap_or_default().replace('_', " ");
+        let kind = d
+            .device_type
+            .as_deref()
+            .unwrap_or_default()
+            .replace('_', " ");
         self.words_in([
             d.account.as_str(),
             d.device_type.as_deref().unwrap_or_default(),
@@ -402,7 +406,15 @@ mod tests {
         for q in ["Åsa", "åsa", "ASA", "asa oberg", "öberg åsa", "Oberg"] {
             assert_eq!(find(&subs, &devs, q), ["anna"], "{q}");
         }
-        for q in ["rene", "René", "RENÉ", "lovas", "Løvås", "tromso", "kyrkbacken"] {
+        for q in [
+            "rene",
+            "René",
+            "RENÉ",
+            "lovas",
+            "Løvås",
+            "tromso",
+            "kyrkbacken",
+        ] {
             assert_eq!(find(&subs, &devs, q), ["rene"], "{q}");
         }
         // Every word must be found, in some field.
@@ -533,7 +545,10 @@ mod tests {
     fn a_query_that_could_be_a_personal_number_is_known() {
         assert!(Query::parse("380512").could_be_personal_number());
         assert!(Query::parse("070-111 22 33").could_be_personal_number());
-        assert!(Query::parse("9802").could_be_personal_number(), "the last four");
+        assert!(
+            Query::parse("9802").could_be_personal_number(),
+            "the last four"
+        );
         assert!(!Query::parse("Åsa 12").could_be_personal_number());
         assert!(!Query::parse("Storgatan 114").could_be_personal_number());
     }

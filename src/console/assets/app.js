@@ -4773,6 +4773,7 @@ function showEditProblems(problems) {
   if (problems.length === 1) err.textContent = problems[0];
   else if (problems.length > 1) err.append(el('ul', { class: 'problems' }, ...problems.map((p) => el('li', { text: p }))));
   show(err, problems.length > 0);
+  let first = null;
   for (const p of problems) {
     const field = String(p).split(/[\s:']/)[0];
     const input = [...$('edit-fields').querySelectorAll('[data-path]')]
@@ -4780,8 +4781,10 @@ function showEditProblems(problems) {
     if (input) {
       input.setAttribute('aria-invalid', 'true');
       input.closest('.field').classList.add('field-invalid');
+      first = first || input;
     }
   }
+  if (first) first.focus(); // the first wrong field, in view
 }
 
 function wireRegisters() {
