@@ -1733,7 +1733,6 @@ async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late
     .await;
     let http = s.http;
     let srv = &s.srv;
-
     // A reload (a restarted browser) comes back logged in, without a click on the page:
     // the browser keeps the sound off, and the console says so.
     c.goto(&format!("http://{http}/")).await.unwrap();
@@ -2522,4 +2521,201 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
         "{lines:?}"
     );
     screenshot("console-call-plan.png", &c.screenshot().await.unwrap());
+}
+
+/// The registers without a Call: a supervisor searches the subscriber list (personal numbers
+/// masked), opens a card, edits it (a wrong phone is refused with the one message, next to
+/// its field), chooses another care provider from the directory's select, and sees the card
+/// change; an edit made elsewhere reloads the card shown; the device list finds by account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup(120).await;
+    let http = s.http;
+    // A second care provider for the centre (same patrols), so the select has a choice.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let r = admin
+        .post(
+            "/api/directory/import",
+            serde_json::json!({
+                "providers": "id,name,phone\nhemtjanst-centrum,Hemtjänst Centrum,0980-319 250\nhumana-centrum,Humana Centrum,0980-319 254\n",
+                "areas": "id,name,arrival_limit_mins\ncentrum,Centrum,30\n",
+                "patrols": "id,name,provider,areas,shifts,phone\n\
+                    centrum-1,Centrum 1,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 50\n\
+                    centrum-2,Centrum 2,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 51\n",
+                "routes": "provider,area,patrols\n*,centrum,centrum-1;centrum-2\n",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, ADMIN).await;
+    press(&c, 'g').await;
+    let q = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#reg-q"))
+        .await
+        .unwrap();
+    // Everyone at first; then a search by name without the accents.
+    wait_for("the subscriber list", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#reg-body tr[data-subscriber=\"anna\"]"))
+            .await
+            .ok()
+    })
+    .await;
+    q.send_keys("asa oberg").await.unwrap();
+    wait_for("the search's answer", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#reg-summary").await?;
+        t.contains("1 of 1").then_some(())
+    })
+    .await;
+    let row_text = text_of(&c, "#reg-body tr[data-subscriber=\"anna\"]")
+        .await
+        .unwrap();
+    assert!(row_text.contains("Åsa Öberg"), "{row_text}");
+    assert!(row_text.contains("19380512-****"), "{row_text}");
+    assert!(!row_text.contains("9802"), "masked in the list: {row_text}");
+    // By personal number, another form.
+    q.clear().await.unwrap();
+    q.send_keys("380512-9802").await.unwrap();
+    wait_for(
+        "found by personal number",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#reg-summary").await?;
+            let row = c
+                .find(Locator::Css("#reg-body tr[data-subscriber=\"anna\"]"))
+                .await
+                .ok()?;
+            t.contains("1 of 1").then_some(row)
+        },
+    )
+    .await;
+    screenshot("console-registers.png", &c.screenshot().await.unwrap());
+
+    // The card, without a Call: the whole personal number, the door code.
+    click(&c, "#reg-body tr[data-subscriber=\"anna\"]").await;
+    wait_for("the subscriber page", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#reg-card .subscriber-name").await?;
+        (t == "Åsa Öberg").then_some(())
+    })
+    .await;
+    assert_eq!(
+        text_of(&c, "#reg-card .personal-number").await.unwrap(),
+        "19380512-9802"
+    );
+    assert_eq!(
+        text_of(&c, "#reg-card .care-provider").await.unwrap(),
+        "Hemtjänst Centrum"
+    );
+    assert!(
+        c.find(Locator::Css("#call-view:not([hidden])"))
+            .await
+            .is_err()
+    );
+
+    // Edit: a wrong phone is refused with one message, its field marked.
+    click_shown(&c, "#reg-subscriber-edit").await;
+    let phone = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#edit-phone"))
+        .await
+        .unwrap();
+    phone.clear().await.unwrap();
+    phone.send_keys("070-abc").await.unwrap();
+    click(&c, "#edit-save").await;
+    let err = wait_for("the refusal", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#edit-error").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(
+        err.starts_with("phone \"070-abc\" must be digits"),
+        "one message naming the field: {err}"
+    );
+    assert!(
+        c.find(Locator::Css(".field-invalid #edit-phone"))
+            .await
+            .is_ok()
+    );
+    screenshot(
+        "console-subscriber-edit-refused.png",
+        &c.screenshot().await.unwrap(),
+    );
+    phone.clear().await.unwrap();
+    phone.send_keys("070-111 22 33").await.unwrap();
+    // The provider from the directory's select.
+    let select = c
+        .find(Locator::Css("select#edit-care_provider"))
+        .await
+        .expect("the care provider is a select of the directory");
+    let options = select.find_all(Locator::Css("option")).await.unwrap().len();
+    assert_eq!(options, 3, "not set, and the two providers");
+    select.select_by_value("Humana Centrum").await.unwrap();
+    assert!(
+        c.find(Locator::Css("select#edit-area")).await.is_ok(),
+        "the area too"
+    );
+    click(&c, "#edit-save").await;
+    wait_for(
+        "the card with the new provider",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#reg-card .care-provider").await?;
+            (t == "Humana Centrum").then_some(())
+        },
+    )
+    .await;
+    assert!(c.find(Locator::Css("#edit-dialog[hidden]")).await.is_ok());
+    screenshot(
+        "console-subscriber-page.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    // An edit from another console: the card shown loads again by itself.
+    let mut card = admin.get("/api/subscribers/anna").await.json();
+    card["care_provider"] = serde_json::json!("hemtjanst-centrum");
+    card["access"]["entry_notes"] = serde_json::json!("Ring på två gånger");
+    let r = admin
+        .send(
+            "PUT",
+            "/api/subscribers/anna",
+            Some(("application/json", card.to_string())),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("the card reloaded", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#reg-card .entry-notes").await?;
+        (t == "Ring på två gånger").then_some(())
+    })
+    .await;
+    assert_eq!(
+        text_of(&c, "#reg-card .care-provider").await.unwrap(),
+        "hemtjanst-centrum"
+    );
+
+    // The device list: back to the registers, devices, by account.
+    press(&c, '\u{e00c}').await; // Escape
+    click_shown(&c, "#reg-kind-devices").await;
+    let q = c.find(Locator::Css("#reg-q")).await.unwrap();
+    q.clear().await.unwrap();
+    q.send_keys("1234").await.unwrap();
+    let t = wait_for("the device found", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#reg-body tr[data-account=\"1234\"]").await?;
+        text_of(&c, "#reg-summary")
+            .await?
+            .contains("1 of 1")
+            .then_some(t)
+    })
+    .await;
+    assert!(t.contains("Åsa Öberg"), "{t}");
+
+    c.close().await.unwrap();
+    s.srv.stop().await.unwrap();
 }

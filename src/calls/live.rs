@@ -142,4 +142,7 @@ pub enum LiveEvent {
     Dispatch(Arc<DispatchView>, crate::model::DispatchStep),
     /// A telecom incident opened, changed or was resolved.
     Incident(Arc<IncidentView>),
+    /// A subscriber's register entry changed (its id), or, with `None`, the register was
+    /// imported: the consoles load the cards they show again.
+    Subscriber(Option<Arc<str>>),
 }

@@ -386,6 +386,13 @@ impl Calls {
         }
     }
 
+    /// After a change of the subscriber `id` (or, with `None`, of many: an import): forgets
+    /// the cached names and tells the consoles, which load the cards they show again.
+    pub fn subscriber_changed(&self, id: Option<&str>) {
+        self.subscribers_changed();
+        let _ = self.live.send(LiveEvent::Subscriber(id.map(Arc::from)));
+    }
+
     /// Adds a line to a Call's timeline that no operator made on their own Call (a dispatch
     /// step): through triage while the Call is open (the consoles see it), else straight to
     /// the end of the closed Call's stored timeline, after every change sent before it.

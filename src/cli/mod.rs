@@ -98,7 +98,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Subscribers {
             cmd: SubscribersCmd::Import { data_dir, file },
         } => commands::import(&file, &data_dir, "subscribers", |f| {
-            import_subscribers(&data_dir, f, jiff::Timestamp::now())
+            let (summary, warnings) =
+                offline::import_subscribers_warning(&data_dir, f, jiff::Timestamp::now())?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(summary)
         }),
         Cmd::Audit {
             cmd: AuditCmd::Export { data_dir, after },

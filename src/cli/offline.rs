@@ -133,6 +133,20 @@ pub fn import_subscribers(
     csv: impl std::io::Read,
     now: Timestamp,
 ) -> Result<ImportSummary, CliError> {
+    import_subscribers_warning(data_dir, csv, now).map(|(s, _)| s)
+}
+
+/// Most warnings [`import_subscribers_warning`] returns (the rest are counted).
+pub const MAX_IMPORT_WARNINGS: usize = 100;
+
+/// [`import_subscribers`], and the warnings of the file's rows: each subscriber whose care
+/// provider or area is not in the directory of `data_dir` (imported all the same; see
+/// [`crate::registers::directory::import_warnings`]).
+pub fn import_subscribers_warning(
+    data_dir: &Path,
+    csv: impl std::io::Read,
+    now: Timestamp,
+) -> Result<(ImportSummary, Vec<String>), CliError> {
     let subs = subscribers::parse_csv(csv)?;
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(data_dir)?;
@@ -147,10 +161,18 @@ pub fn import_subscribers(
         detail: format!("command line: {} subscribers ({new} new)", subs.len()),
     })?;
     store.flush()?;
-    Ok(ImportSummary {
-        total: subs.len(),
-        new,
-    })
+    let warnings = crate::registers::directory::import_warnings(
+        &store.directory()?,
+        &subs,
+        MAX_IMPORT_WARNINGS,
+    );
+    Ok((
+        ImportSummary {
+            total: subs.len(),
+            new,
+        },
+        warnings,
+    ))
 }
 
 /// What [`add_user`] did.

@@ -932,69 +932,15 @@ pub async fn get_subscriber(
     Ok(Json(card(&state, sub)))
 }
 
-/// Query of `GET /api/subscribers`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct SubscribersQuery {
-    /// Text to look for in the id, name, address or area (any case); all when absent.
-    pub q: Option<String>,
-}
-
-/// A line of the subscriber list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SubscriberLine {
-    /// Id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Street address.
-    pub address: String,
-    /// City.
-    pub city: String,
-    /// Area.
-    pub area: String,
-}
-
-/// Search the subscriber register (at most 200 lines).
-#[utoipa::path(get, path = "/api/subscribers", tag = "subscribers", params(SubscribersQuery),
-    responses((status = 200, body = [SubscriberLine]), (status = 403, body = ErrorBody)))]
-pub async fn list_subscribers(
-    State(state): State<AppState>,
-    s: Session,
-    q: Result<Query<SubscribersQuery>, QueryRejection>,
-) -> ApiResult<Json<Vec<SubscriberLine>>> {
-    s.require(Role::Supervisor, &state)?;
-    let Query(q) = q?;
-    let needle = q.q.unwrap_or_default().trim().to_lowercase();
-    let all = state
-        .store
-        .subscribers()
-        .map_err(|e| ApiError::internal("reading subscribers failed", e))?;
-    let lines = all
-        .into_iter()
-        .filter(|x| {
-            needle.is_empty()
-                || [&x.id, &x.name, &x.address, &x.area]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(&needle))
-        })
-        .take(200)
-        .map(|x| SubscriberLine {
-            id: x.id,
-            name: x.name,
-            address: x.address,
-            city: x.city,
-            area: x.area,
-        })
-        .collect();
-    Ok(Json(lines))
-}
-
-/// Edit a subscriber (supervisor).
+/// Edit a subscriber (supervisor). Every field is checked, and the care provider and area
+/// against the directory (see [`super::registers_api`]); the consoles showing the card load
+/// it again.
 #[utoipa::path(put, path = "/api/subscribers/{id}", tag = "subscribers",
     params(("id" = String, Path, description = "Subscriber id")), request_body = Subscriber,
-    responses((status = 200, body = SubscriberCard), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = SubscriberCard),
+        (status = 400, description = "The id in the body differs from the path's", body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 422, description = "A field is wrong, or the care provider or area is not in the directory: one message per problem in `problems`, each naming its field (and the choices)", body = ErrorBody)))]
 pub async fn put_subscriber(
     State(state): State<AppState>,
     s: Session,
@@ -1009,7 +955,7 @@ pub async fn put_subscriber(
             "the id in the body differs from the one in the path",
         ));
     }
-    crate::registers::subscribers::validate(&sub).map_err(ApiError::bad_request)?;
+    super::registers_api::check_edit(&state, &sub)?;
     let existed = state
         .store
         .subscriber(&id)
@@ -1019,7 +965,6 @@ pub async fn put_subscriber(
         .store
         .upsert_subscribers(std::slice::from_ref(&sub))
         .map_err(|e| ApiError::internal("saving the subscriber failed", e))?;
-    state.calls.subscribers_changed();
     audit(
         &state,
         &s,
@@ -1029,6 +974,7 @@ pub async fn put_subscriber(
         if existed { "updated" } else { "created" }.into(),
     )?;
     flush_store(&state).await?;
+    state.calls.subscriber_changed(Some(&id));
     Ok(Json(card(&state, sub)))
 }
 
@@ -1046,9 +992,14 @@ pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {
 pub struct Imported {
     /// Rows imported (all of the file).
     pub imported: usize,
+    /// Rows imported with something to correct (subscribers whose care provider or area is
+    /// not in the directory, by id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// Import the subscriber register from CSV (admin). All rows or none.
+/// Import the subscriber register from CSV (admin). All rows or none. A care provider or
+/// area not in the directory does not refuse a row: the answer's `warnings` name each.
 #[utoipa::path(post, path = "/api/subscribers/import", tag = "subscribers",
     request_body(content = String, content_type = "text/csv",
         description = "CSV with the header in README (subscribers)"),
@@ -1068,7 +1019,7 @@ pub async fn import_subscribers(
         .store
         .upsert_subscribers(&subs)
         .map_err(|e| ApiError::internal("saving subscribers failed", e))?;
-    state.calls.subscribers_changed();
+    let warnings = super::registers_api::import_warnings(&state, &subs);
     audit(
         &state,
         &s,
@@ -1078,7 +1029,11 @@ pub async fn import_subscribers(
         format!("{n} subscribers"),
     )?;
     flush_store(&state).await?;
-    Ok(Json(Imported { imported: n }))
+    state.calls.subscriber_changed(None);
+    Ok(Json(Imported {
+        imported: n,
+        warnings,
+    }))
 }
 
 /// Import devices from CSV (admin). All rows or none; takes effect for the next frame.
@@ -1116,7 +1071,10 @@ pub async fn import_devices(
         .map_err(|e| ApiError::internal("updating supervision failed", e))?;
     audit(&state, &s, "device.import", None, None, format!("{n} rows"))?;
     flush_store(&state).await?;
-    Ok(Json(Imported { imported: n }))
+    Ok(Json(Imported {
+        imported: n,
+        warnings: Vec::new(),
+    }))
 }
 
 // ---- figures and audit ----

@@ -64,12 +64,16 @@ enum Out<'a> {
         id: u64,
         call: Option<u64>,
     },
+    Subscriber {
+        id: Option<&'a str>,
+    },
 }
 
 /// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats, voice calls going
 /// on) on connect and after falling behind, `call` (a Call opened or changed), `closed` (id),
 /// `stats` (every 10 s and after changes), `voice` (a voice call rings, joins its Call or is
-/// answered), `voice_ended` (id, call).
+/// answered), `voice_ended` (id, call), `subscriber` (id: a subscriber was edited, or null
+/// after an import; cards shown of it load again).
 #[utoipa::path(get, path = "/api/live", tag = "calls",
     responses((status = 101, description = "WebSocket: the live queue"),
         (status = 400, description = "Not a WebSocket request", body = ErrorBody),
@@ -185,6 +189,9 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
                 }
                 Ok(LiveEvent::Incident(i)) => {
                     send(&mut socket, &Out::Incident { incident: &i }).await
+                }
+                Ok(LiveEvent::Subscriber(id)) => {
+                    send(&mut socket, &Out::Subscriber { id: id.as_deref() }).await
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!(user = %s.user, missed = n, "live feed behind; sending a snapshot");

@@ -10,6 +10,8 @@
 //!   state changes, `Cache-Control` and JSON for every API answer.
 //! - [`users_api`]: console users for administrators.
 //! - [`review_api`]: the supervisors' review of Calls closed without a dispatch.
+//! - [`registers_api`]: the subscriber and device lists and their search, the choices of an
+//!   edit.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod incidents_api;
 pub mod live;
 pub mod review_api;
 pub mod plans_api;
+pub mod registers_api;
 pub mod state;
 pub mod users_api;
 pub mod voice_api;
@@ -109,7 +112,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api::note))
         .routes(routes!(api::phone))
         .routes(routes!(api::close))
-        .routes(routes!(api::list_subscribers))
+        .routes(routes!(registers_api::list_subscribers))
+        .routes(routes!(registers_api::list_devices))
+        .routes(routes!(registers_api::choices))
         .routes(routes!(api::get_subscriber, api::put_subscriber))
         .routes(routes!(api::stats_today))
         .routes(routes!(api::audit_log))

@@ -29,7 +29,7 @@
 //!
 //! # How a subscriber finds its provider and area
 //!
-//! A subscriber's `care_provider` and `area` are free text today, and hold names
+//! A subscriber's `care_provider` and `area` are text, and usually hold names
 //! ("Hemtjänst Norr", "Söder") that are not valid ids. So the directory is matched to them
 //! **by id, then by name**: [`Directory::provider_for`] and [`Directory::area_for`] take the
 //! entry whose id is exactly the text, else the one whose name equals it ignoring case. Names
@@ -37,6 +37,13 @@
 //! carry either; routing resolves both the same way. The demo directory
 //! (`config/demo-directory/`, [`DEMO_PROVIDERS`] ...) uses ids like `hemtjanst-norr` and the
 //! names the demo subscribers carry.
+//!
+//! An edit of a subscriber (`PUT /api/subscribers/{id}`) must name a provider and an area the
+//! directory offers ([`subscriber_problems`]: the providers, the areas patrols serve), or leave
+//! them empty; the console offers them as selects. While the directory has no providers (no
+//! areas), any text is accepted. An import of subscribers is not refused for them: it warns,
+//! by subscriber ([`import_warnings`]), since the directory may be loaded after the
+//! subscribers.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -620,6 +627,111 @@ fn parse_routes(
     check.done(items)
 }
 
+// ---- a subscriber's provider and area, against the directory
+
+/// Most choices a message names; the rest are counted.
+const MAX_CHOICES_SHOWN: usize = 30;
+
+/// The care providers a subscriber may be given: every provider of the directory, by name.
+pub fn provider_choices(d: &Directory) -> Vec<&Provider> {
+    let mut v: Vec<&Provider> = d.providers.iter().collect();
+    v.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    v
+}
+
+/// The areas a subscriber may be given: those some patrol serves (so a Call from there has
+/// a patrol to offer), by name; every area of the directory when no patrol names any.
+pub fn area_choices(d: &Directory) -> Vec<&Area> {
+    let served: HashSet<&str> = d
+        .patrols
+        .iter()
+        .flat_map(|p| p.areas.iter().map(String::as_str))
+        .collect();
+    let mut v: Vec<&Area> = d
+        .areas
+        .iter()
+        .filter(|a| served.is_empty() || served.contains(a.id.as_str()))
+        .collect();
+    v.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    v
+}
+
+/// The choices as a message lists them: names, at most [`MAX_CHOICES_SHOWN`].
+fn listed<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = names.len();
+    let shown: Vec<&str> = names.take(MAX_CHOICES_SHOWN).collect();
+    let more = n.saturating_sub(shown.len());
+    let mut out = shown.join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
+    }
+    out
+}
+
+/// A subscriber's `care_provider` and `area` against the directory, so that routing finds
+/// them: one message for each that names nothing the directory offers ([`provider_choices`],
+/// [`area_choices`], matched by id or by name ignoring case, as routing matches them),
+/// naming the field, the value and the choices. An empty value is "not set" and passes
+/// (routing then uses the rules for any provider or area). While the directory has no
+/// providers (no areas), any provider (area) passes as free text.
+pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let providers = provider_choices(d);
+    if !care_provider.trim().is_empty()
+        && !providers.is_empty()
+        && d.provider_for(care_provider).is_none()
+    {
+        out.push(format!(
+            "care_provider {} is not a care provider in the directory; choose one of: {}",
+            shown(care_provider),
+            listed(providers.iter().map(|p| p.name.as_str()))
+        ));
+    }
+    let areas = area_choices(d);
+    if !area.trim().is_empty() && !areas.is_empty() {
+        match d.area_for(area) {
+            Some(a) if areas.iter().any(|c| c.id == a.id) => {}
+            found => out.push(format!(
+                "area {} {}; choose one of: {}",
+                shown(area),
+                if found.is_some() {
+                    "is served by no patrol in the directory"
+                } else {
+                    "is not an area in the directory"
+                },
+                listed(areas.iter().map(|a| a.name.as_str()))
+            )),
+        }
+    }
+    out
+}
+
+/// The warnings of an import of subscribers: one per subscriber's provider or area not in
+/// the directory ([`subscriber_problems`]), by id, at most `max`, then a count. An import
+/// warns rather than refuses: the directory may be loaded after the subscribers, and routing
+/// falls back to the rules for any provider or area meanwhile.
+pub fn import_warnings(
+    d: &Directory,
+    subs: &[crate::model::Subscriber],
+    max: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for s in subs {
+        for p in subscriber_problems(d, &s.care_provider, &s.area) {
+            if out.len() < max {
+                out.push(format!("subscriber {}: {p}", s.id));
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if more > 0 {
+        out.push(format!("and {more} more"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,5 +1022,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_subscribers_provider_and_area_must_be_in_the_directory() {
+        let d = parse(PROVIDERS, AREAS, PATROLS, ROUTES).unwrap();
+        // By id or by name in any case; empty is "not set".
+        for (p, a) in [("hn", "norr"), ("hemtjänst norr", "FJÄLLBYN"), ("", "")] {
+            assert!(subscriber_problems(&d, p, a).is_empty(), "{p} {a}");
+        }
+        let e = subscriber_problems(&d, "Hemtjanst Nora", "norr");
+        assert_eq!(
+            e,
+            [
+                "care_provider \"Hemtjanst Nora\" is not a care provider in the directory; \
+              choose one of: Hemtjänst Norr, Kommunens nattpatrull"
+            ]
+        );
+        let e = subscriber_problems(&d, "hn", "Söder");
+        assert_eq!(
+            e,
+            ["area \"Söder\" is not an area in the directory; choose one of: Fjällbyn, Norr"]
+        );
+        assert_eq!(
+            subscriber_problems(&d, "x", "y").len(),
+            2,
+            "one message per field"
+        );
+
+        // An area no patrol serves is not offered while others are.
+        let mut d2 = d.clone();
+        d2.areas.push(Area {
+            id: "ode".into(),
+            name: "Ödemark".into(),
+            arrival_limit_mins: 60,
+        });
+        let names: Vec<&str> = area_choices(&d2).iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["Fjällbyn", "Norr"]);
+        let e = subscriber_problems(&d2, "", "ode");
+        assert!(
+            e[0].starts_with("area \"ode\" is served by no patrol"),
+            "{e:?}"
+        );
+
+        // An empty directory: free text.
+        assert!(subscriber_problems(&Directory::default(), "Anything", "Anywhere").is_empty());
     }
 }

@@ -147,9 +147,20 @@ pub fn normalize(s: &mut Subscriber) {
 }
 
 /// Checks a subscriber (as imported, or as sent by `PUT /api/subscribers/{id}`). Returns
-/// every problem, separated by `; `. Door codes, personal numbers and notes are never
-/// quoted in the message.
+/// every problem, separated by `; ` (see [`problems`]).
 pub fn validate(s: &Subscriber) -> Result<(), String> {
+    let errs = problems(s);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.join("; "))
+    }
+}
+
+/// Every problem of a subscriber, one message each, each naming its field first (`name is
+/// empty`, `contact2 has no name` ...). Door codes, personal numbers and notes are never
+/// quoted in a message.
+pub fn problems(s: &Subscriber) -> Vec<String> {
     let mut errs = Vec::new();
     if !valid_id(&s.id) {
         errs.push(format!(
@@ -207,7 +218,7 @@ pub fn validate(s: &Subscriber) -> Result<(), String> {
     }
     if s.contacts.len() > MAX_CONTACTS {
         errs.push(format!(
-            "{} contacts given, at most {MAX_CONTACTS}",
+            "contacts: {} given, at most {MAX_CONTACTS}",
             s.contacts.len()
         ));
     }
@@ -237,11 +248,7 @@ pub fn validate(s: &Subscriber) -> Result<(), String> {
             shown(&s.language)
         ));
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs.join("; "))
-    }
+    errs
 }
 
 /// Parses and checks a subscribers CSV (UTF-8, header [`CSV_HEADER`], a byte-order mark

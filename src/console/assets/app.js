@@ -29,7 +29,9 @@
  *                     the outbox; each page reloads itself while shown (PAGE_POLLS).
  *  14. Supervisor     audit log, directory (and its import for admins), SLA report,
  *                     subscriber editor (PUT /api/subscribers/{id}); users (admins: disable,
- *                     enable, role, remove).
+ *                     enable, role, remove). Registers: the subscriber and device lists with
+ *                     their search, a subscriber's page without a Call (the same card and
+ *                     editor), cards loaded again when the live feed says a subscriber changed.
  *  15. Keyboard       shortcuts n t c r d p i w Esc ?, never while typing in a field.
  *  16. Wiring         event listeners, start.
  *
@@ -150,7 +152,7 @@ const EVENT_LABELS = {
 
 /** The pages; exactly one is shown (section `${name}-view`). */
 const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'workorders', 'device',
-  'directory', 'report', 'audit', 'outbox', 'users'];
+  'directory', 'report', 'audit', 'outbox', 'users', 'registers', 'subscriber'];
 VIEWS.push('reviews'); // supervisors: Calls closed without a patrol or 112
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
@@ -182,6 +184,7 @@ const S = {
   current: null, // the full Call shown
   subscriberId: null, // subscriber whose card is shown
   subscriber: null, // the SubscriberCard shown
+  editing: null, // the SubscriberCard the editor was opened on
   refreshing: false,
   refreshAgain: false,
   ws: null,
@@ -242,6 +245,7 @@ const S = {
   supervisionSoon: null,
   wo: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null },
   dev: { account: null, data: null, at: 0, failed: false, back: null },
+  reg: newRegState(), // the Registers page and a subscriber's page
   outbox: null,
   outboxAt: 0,
   outboxFailed: false,
@@ -534,6 +538,11 @@ function showLogin(reason) {
   S.supervisionMissing = false;
   S.wo = { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null };
   S.dev = { account: null, data: null, at: 0, failed: false, back: null };
+  clearTimeout(S.reg.timer);
+  S.reg = newRegState();
+  $('reg-q').value = '';
+  clear($('reg-body'));
+  clear($('reg-card'));
   S.outbox = null;
   S.outboxAt = 0;
   for (const id of ['incidents-content', 'incident-content', 'workorders-list', 'device-content', 'outbox-content']) clear($(id));
@@ -1040,6 +1049,9 @@ function onLiveMessage(msg) {
       break;
     case 'voice_ended':
       applyVoiceEnded(msg.id);
+      break;
+    case 'subscriber':
+      onSubscriberChanged(msg.id === undefined ? null : msg.id);
       break;
     case 'stats':
       if (msg.stats) setStats(msg.stats);
@@ -1798,7 +1810,7 @@ function showQueue() {
 function showView(name) {
   S.view = name;
   for (const v of VIEWS) show($(`${v}-view`), v === name);
-  const tabOf = { call: 'queue', incident: 'incidents', device: S.dev.back ? S.dev.back.view : '' };
+  const tabOf = { call: 'queue', incident: 'incidents', device: S.dev.back ? S.dev.back.view : '', subscriber: 'registers' };
   let tab = tabOf[name] !== undefined ? tabOf[name] : name;
   if (tab === 'call') tab = 'queue';
   if (tab === 'incident') tab = 'incidents';
@@ -2191,8 +2203,9 @@ function healthConsentNode(sub) {
     : el('p', { class: 'health-consent no muted', text: 'Not shared with patrols: no consent recorded.' });
 }
 
-function renderSubscriber(sub) {
-  const card = $('subscriber-card');
+/** Draws a subscriber's card into `into` (the Call view's card when not given). */
+function renderSubscriber(sub, into) {
+  const card = into || $('subscriber-card');
   clear(card);
   card.className = 'card';
   const access = sub.access || {};
@@ -4897,6 +4910,8 @@ function deviceBack() {
   else if (b.view === 'incidents') showIncidents();
   else if (b.view === 'workorders') showWorkOrders();
   else if (b.view === 'patrols') showPatrols();
+  else if (b.view === 'registers') showRegisters();
+  else if (b.view === 'subscriber' && S.reg.cardId) openSubscriberPage(S.reg.cardId);
   else showQueue();
 }
 
@@ -5526,6 +5541,265 @@ function renderReport(r) {
       r.totals ? el('tfoot', {}, row(r.totals, true)) : null)));
 }
 
+// ---- registers: the subscriber and device lists, a subscriber's page without a Call
+
+const REG_PAGE = 50; // lines per page of a register list
+const REG_TYPE_DELAY_MS = 350; // typing pauses this long before it searches (each search is audited)
+
+function newRegState() {
+  return {
+    kind: 'subscribers', // 'subscribers' | 'devices'
+    offset: 0,
+    page: null, // the SubscriberPage or DevicePage shown
+    pageKind: null,
+    q: '', // the query of the page shown
+    seq: 0, // the newest search sent; older answers are dropped
+    timer: null,
+    cardId: null, // the subscriber of the subscriber page
+    card: null, // its SubscriberCard
+  };
+}
+
+function showRegisters() {
+  if (!S.me) return;
+  leaveCall();
+  showView('registers');
+  renderRegKind();
+  if (S.reg.page) renderRegisters();
+  else searchRegisters();
+  window.scrollTo(0, 0);
+  blurHidden();
+  $('reg-q').focus();
+}
+
+function setRegKind(kind) {
+  if (S.reg.kind === kind) return;
+  S.reg.kind = kind;
+  S.reg.offset = 0;
+  renderRegKind();
+  searchRegisters();
+}
+
+function renderRegKind() {
+  for (const b of document.querySelectorAll('#registers-view .reg-kind')) {
+    const on = b.dataset.kind === S.reg.kind;
+    b.classList.toggle('active', on);
+    b.setAttribute('aria-pressed', String(on));
+  }
+  $('reg-q').placeholder = S.reg.kind === 'devices'
+    ? 'Account, subscriber, device type or phone'
+    : 'Name, personal number, address, account or phone';
+}
+
+/** Searches once typing pauses. */
+function regTyped() {
+  clearTimeout(S.reg.timer);
+  S.reg.timer = setTimeout(() => {
+    S.reg.offset = 0;
+    searchRegisters();
+  }, REG_TYPE_DELAY_MS);
+}
+
+/** GET /api/subscribers or /api/devices with the box's query and the page's offset. */
+async function searchRegisters() {
+  clearTimeout(S.reg.timer);
+  const kind = S.reg.kind;
+  const q = $('reg-q').value.trim();
+  const seq = ++S.reg.seq;
+  const params = new URLSearchParams({ q, offset: String(S.reg.offset), limit: String(REG_PAGE) });
+  try {
+    const { data } = await api('GET', `/api/${kind}?${params}`);
+    if (seq !== S.reg.seq) return;
+    pageError('reg-error', '');
+    S.reg.page = data;
+    S.reg.pageKind = kind;
+    S.reg.q = q;
+    if (S.view === 'registers') renderRegisters();
+  } catch (e) {
+    if (seq !== S.reg.seq || e.status === 401) return;
+    pageError('reg-error', `The search failed: ${e.message}`);
+  }
+}
+
+function renderRegisters() {
+  const p = S.reg.page;
+  const head = $('reg-head');
+  const body = $('reg-body');
+  clear(head);
+  clear(body);
+  if (!p) return;
+  const subs = S.reg.pageKind === 'subscribers';
+  const rows = (subs ? p.subscribers : p.devices) || [];
+  const cols = subs
+    ? ['Name', 'Personal number', 'Address', 'Area', 'Phone', 'Care provider', 'Devices']
+    : ['Account', 'Type', 'Subscriber', 'Phone', 'Area', 'Telecom'];
+  head.append(el('tr', {}, ...cols.map((h) => el('th', { text: h }))));
+  for (const r of rows) {
+    if (subs) {
+      const open = () => openSubscriberPage(r.id);
+      body.append(el('tr', {
+        class: 'reg-row clickable', tabindex: 0, title: `Open the card of ${r.name || r.id}`,
+        dataset: { subscriber: r.id },
+        on: { click: open, keydown: (e) => { if (e.key === 'Enter') { e.preventDefault(); open(); } } },
+      },
+      el('td', {}, el('span', { class: 'strong reg-name', text: r.name || r.id }), ' ', el('span', { class: 'mono muted', text: r.id })),
+      el('td', { class: 'mono', title: 'The card shows the whole number', text: orDash(r.personal_number) }),
+      el('td', { text: [r.address, [r.postcode, r.city].filter(Boolean).join(' ')].filter(Boolean).join(', ') || '-' }),
+      el('td', { text: orDash(r.area) }),
+      el('td', { class: 'mono', text: orDash(r.phone) }),
+      el('td', { text: orDash(r.care_provider) }),
+      el('td', {}, ...((r.accounts || []).length ? r.accounts.flatMap((a) => [deviceLink(a), ' ']) : [el('span', { class: 'muted', text: '-' })]))));
+    } else {
+      body.append(el('tr', { class: 'reg-row', dataset: { account: r.account } },
+        el('td', {}, deviceLink(r.account)),
+        el('td', { text: orDash(r.device_type) }),
+        el('td', {}, r.subscriber
+          ? el('button', { type: 'button', class: 'link-like reg-subscriber', text: r.subscriber_name || r.subscriber, title: 'Open the card', on: { click: () => openSubscriberPage(r.subscriber) } })
+          : el('span', { class: 'muted', text: 'No subscriber' })),
+        el('td', { class: 'mono', text: orDash(r.phone) }),
+        el('td', { text: orDash(r.area) }),
+        el('td', { text: orDash(r.telecom_operator) })));
+    }
+  }
+  if (rows.length === 0) {
+    body.append(el('tr', {}, el('td', { colspan: cols.length, class: 'muted', text: S.reg.q ? `Nothing found for “${S.reg.q}”.` : 'The register is empty.' })));
+  }
+  const what = subs ? 'subscribers' : 'devices';
+  $('reg-summary').textContent = rows.length
+    ? `${p.offset + 1}–${p.offset + rows.length} of ${p.total} ${what}`
+    : `0 of ${p.total} ${what}`;
+  $('reg-prev').disabled = p.offset === 0;
+  $('reg-next').disabled = p.offset + rows.length >= p.total;
+}
+
+function regPage(step) {
+  const p = S.reg.page;
+  if (!p) return;
+  S.reg.offset = Math.max(0, p.offset + step * p.limit);
+  searchRegisters();
+}
+
+/** A subscriber's page: the same card (and editor) as in a Call, without one. */
+function openSubscriberPage(id) {
+  if (!S.me || !id) return;
+  leaveCall();
+  S.reg.cardId = String(id);
+  S.reg.card = null;
+  showView('subscriber');
+  const card = $('reg-card');
+  clear(card);
+  card.className = 'card';
+  card.append(el('p', { class: 'muted', text: 'Loading subscriber…' }));
+  window.scrollTo(0, 0);
+  blurHidden();
+  loadSubscriberPage();
+}
+
+/** GET /api/subscribers/{id} for the subscriber page (audited, so only when it opens or changes). */
+async function loadSubscriberPage() {
+  const id = S.reg.cardId;
+  if (!id) return;
+  try {
+    const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(id)}`);
+    if (S.view !== 'subscriber' || S.reg.cardId !== id) return;
+    S.reg.card = data;
+    renderRegCard(data);
+  } catch (e) {
+    if (S.view !== 'subscriber' || S.reg.cardId !== id || e.status === 401) return;
+    const card = $('reg-card');
+    clear(card);
+    card.className = 'card card-warning';
+    card.append(el('p', { class: 'warning-text', text: e.status === 404
+      ? `Subscriber ${id} is not in the registry.`
+      : `The subscriber card could not be loaded: ${e.message}` }));
+  }
+}
+
+/** The subscriber page's card: the Call view's card, its Edit button under an id of its own. */
+function renderRegCard(sub) {
+  const card = $('reg-card');
+  renderSubscriber(sub, card);
+  const edit = card.querySelector('#subscriber-edit');
+  if (edit) edit.id = 'reg-subscriber-edit';
+}
+
+/** The live feed says subscriber `id` changed (null: an import, any may have): the cards shown load again. */
+function onSubscriberChanged(id) {
+  if (S.view === 'subscriber' && S.reg.cardId && (id === null || id === S.reg.cardId)) loadSubscriberPage();
+  if (S.current && S.subscriberId && (id === null || id === S.subscriberId)) {
+    S.subscriberId = null; // the card loads once per subscriber; this asks again
+    loadSubscriber(S.current);
+  }
+}
+
+/** What the editor offers for care provider and area (empty lists: free text). */
+async function loadEditChoices() {
+  try {
+    const { data } = await api('GET', '/api/registers/choices');
+    return { care_providers: data.care_providers || [], areas: data.areas || [] };
+  } catch (e) {
+    return { care_providers: [], areas: [] };
+  }
+}
+
+/** A select of the directory's choices for `path`; a value the directory does not know stays, marked. */
+function directorySelect(id, path, value, list) {
+  const current = value === undefined || value === null ? '' : String(value).trim();
+  const lc = current.toLowerCase();
+  const match = list.find((c) => c.id === current || c.name.toLowerCase() === lc);
+  const select = el('select', { id, dataset: { path } });
+  select.append(el('option', { value: '', text: '— not set —' }));
+  if (current && !match) {
+    select.append(el('option', { value: current, class: 'not-in-directory', text: `${current} (not in the directory: choose another)` }));
+  }
+  for (const c of list) select.append(el('option', { value: c.name, text: c.name }));
+  select.value = match ? match.name : current;
+  return select;
+}
+
+/** The editor's problems, one line each; the field a problem names is marked. */
+function showEditProblems(problems) {
+  const err = $('edit-error');
+  clear(err);
+  for (const f of $('edit-form').querySelectorAll('.field-invalid')) {
+    f.classList.remove('field-invalid');
+    const input = f.querySelector('[data-path]');
+    if (input) input.removeAttribute('aria-invalid');
+  }
+  if (problems.length === 1) err.textContent = problems[0];
+  else if (problems.length > 1) err.append(el('ul', { class: 'problems' }, ...problems.map((p) => el('li', { text: p }))));
+  show(err, problems.length > 0);
+  let first = null;
+  for (const p of problems) {
+    const field = String(p).split(/[\s:']/)[0];
+    const input = [...$('edit-fields').querySelectorAll('[data-path]')]
+      .find((i) => i.dataset.path.split('.').pop() === field);
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.closest('.field').classList.add('field-invalid');
+      first = first || input;
+    }
+  }
+  if (first) first.focus(); // the first wrong field, in view
+}
+
+function wireRegisters() {
+  $('tab-registers').addEventListener('click', showRegisters);
+  $('registers-back').addEventListener('click', showQueue);
+  $('subscriber-back').addEventListener('click', showRegisters);
+  for (const b of document.querySelectorAll('#registers-view .reg-kind')) {
+    b.addEventListener('click', () => setRegKind(b.dataset.kind));
+  }
+  $('reg-q').addEventListener('input', regTyped);
+  $('reg-search-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    S.reg.offset = 0;
+    searchRegisters();
+  });
+  $('reg-prev').addEventListener('click', () => regPage(-1));
+  $('reg-next').addEventListener('click', () => regPage(1));
+}
+
 // ---- subscriber editor
 
 const EDIT_FIELDS = [
@@ -5553,9 +5827,13 @@ function getPath(obj, path) {
   return path.split('.').reduce((o, k) => (o && o[k] !== undefined && o[k] !== null ? o[k] : undefined), obj);
 }
 
-function openEditor() {
-  if (!isSupervisor() || !S.subscriber) return;
-  const sub = S.subscriber;
+async function openEditor() {
+  // The card of the subscriber's page, or of the Call in view.
+  const sub = S.view === 'subscriber' ? S.reg.card : S.subscriber;
+  if (!isSupervisor() || !sub) return;
+  const choices = await loadEditChoices();
+  if ((S.view === 'subscriber' ? S.reg.card : S.subscriber) !== sub) return; // the card changed meanwhile
+  S.editing = sub;
   $('edit-id').textContent = sub.id;
   const fields = $('edit-fields');
   clear(fields);
@@ -5563,6 +5841,11 @@ function openEditor() {
     const id = `edit-${path.replace('.', '-')}`;
     const value = getPath(sub, path);
     let input;
+    const list = path === 'care_provider' ? choices.care_providers : path === 'area' ? choices.areas : null;
+    if (list && list.length) {
+      fields.append(el('div', { class: 'field field-select' }, el('label', { for: id, text: label }), directorySelect(id, path, value, list)));
+      continue;
+    }
     if (kind === 'textarea') {
       input = el('textarea', { id, rows: 2, dataset: { path } });
       input.value = value === undefined ? '' : String(value);
@@ -5580,7 +5863,7 @@ function openEditor() {
   const contacts = $('edit-contacts');
   clear(contacts);
   for (const c of sub.contacts || []) contacts.append(contactRow(c));
-  show($('edit-error'), false);
+  showEditProblems([]);
   show($('edit-dialog'), true);
   $('edit-name').focus();
 }
@@ -5600,6 +5883,7 @@ function contactRow(c) {
 }
 
 function closeEditor() {
+  S.editing = null;
   show($('edit-dialog'), false);
   clear($('edit-fields'));
   clear($('edit-contacts'));
@@ -5607,7 +5891,7 @@ function closeEditor() {
 
 /** Builds a model::Subscriber from the form (keeps the id; devices are not part of it). */
 function editorValue() {
-  const src = S.subscriber || {};
+  const src = S.editing || {};
   const sub = {
     id: src.id,
     name: '', personal_number: '', address: '', postcode: '', city: '', area: '', phone: '',
@@ -5645,13 +5929,11 @@ function editorValue() {
 
 async function saveEditor(ev) {
   ev.preventDefault();
-  const err = $('edit-error');
   let sub;
   try {
     sub = editorValue();
   } catch (e) {
-    err.textContent = e.message;
-    show(err, true);
+    showEditProblems([e.message]);
     return;
   }
   $('edit-save').disabled = true;
@@ -5662,11 +5944,17 @@ async function saveEditor(ev) {
       S.subscriber = data;
       renderSubscriber(data);
     }
+    if (data && S.view === 'subscriber' && data.id === S.reg.cardId) {
+      S.reg.card = data;
+      renderRegCard(data);
+    }
     message(`Subscriber ${sub.id} saved.`, 'ok');
   } catch (e) {
-    if (e.status !== 401) {
-      err.textContent = e.status === 403 ? 'You may not edit subscribers.' : `Saving failed: ${e.message}`;
-      show(err, true);
+    if (e.status === 422) {
+      const problems = e.body && Array.isArray(e.body.problems) && e.body.problems.length ? e.body.problems : [e.message];
+      showEditProblems(problems);
+    } else if (e.status !== 401) {
+      showEditProblems([e.status === 403 ? 'You may not edit subscribers.' : `Saving failed: ${e.message}`]);
     }
   } finally {
     $('edit-save').disabled = false;
@@ -5801,8 +6089,16 @@ function onKeyDown(e) {
       e.preventDefault();
       showWorkOrders();
       break;
+    case 'g':
+    case 'G':
+      e.preventDefault();
+      showRegisters();
+      break;
     case 'Escape':
-      if (S.view === 'incident') {
+      if (S.view === 'subscriber') {
+        e.preventDefault();
+        showRegisters();
+      } else if (S.view === 'incident') {
         e.preventDefault();
         showIncidents();
       } else if (S.view === 'device') {
@@ -5859,6 +6155,7 @@ function wire() {
   $('tab-queue').addEventListener('click', showQueue);
   $('tab-patrols').addEventListener('click', showPatrols);
   $('tab-directory').addEventListener('click', showDirectory);
+  wireRegisters();
   $('tab-report').addEventListener('click', showReport);
   $('patrols-back').addEventListener('click', showQueue);
   $('directory-back').addEventListener('click', showQueue);
