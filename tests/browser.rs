@@ -168,14 +168,14 @@ async fn browser() -> Option<(common::chromium::Driver, fantoccini::Client)> {
     common::chromium::launch(&["--lang=sv-SE".to_owned()]).await
 }
 
-/// Logs in through the form and waits for the live feed.
+/// Logs in through the form (once it is shown: the page loads its texts first) and waits
+/// for the live feed.
 async fn login(c: &fantoccini::Client, (name, password): (&str, &str)) {
-    let user = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("#login-username"))
-        .await
-        .expect("login form");
+    let user = wait_for("the login form", Duration::from_secs(15), || async {
+        let el = c.find(Locator::Css("#login-username")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(el)
+    })
+    .await;
     user.clear().await.unwrap();
     user.send_keys(name).await.unwrap();
     c.find(Locator::Css("#login-password"))

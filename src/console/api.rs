@@ -217,6 +217,33 @@ pub struct WhoAmI {
     pub username: String,
     /// Role.
     pub role: Role,
+    /// The language the console is in for this user: the user's own choice, else the
+    /// centre's.
+    pub language: crate::model::ConsoleLanguage,
+    /// The centre's language (`[http] language`): a person who speaks another needs an
+    /// interpreter.
+    pub centre_language: crate::model::ConsoleLanguage,
+    /// The centre's time zone (IANA name, `[http] time_zone`): the console shows every time
+    /// in it.
+    pub time_zone: String,
+}
+
+impl WhoAmI {
+    /// Who `name` is, with the language it chose (`None`: the centre's).
+    pub fn of(
+        state: &AppState,
+        name: String,
+        role: Role,
+        language: Option<crate::model::ConsoleLanguage>,
+    ) -> WhoAmI {
+        WhoAmI {
+            username: name,
+            role,
+            language: language.unwrap_or(state.language),
+            centre_language: state.language,
+            time_zone: state.tz.iana_name().unwrap_or("UTC").to_owned(),
+        }
+    }
 }
 
 /// Log in: sets the session cookie. The right password of an active user always logs in;
@@ -323,10 +350,7 @@ pub async fn login(
         .build();
     Ok((
         jar.add(cookie),
-        Json(WhoAmI {
-            username: user.name,
-            role: user.role,
-        }),
+        Json(WhoAmI::of(&state, user.name, user.role, user.language)),
     ))
 }
 
@@ -385,11 +409,13 @@ async fn login_failed(
 /// Who is logged in.
 #[utoipa::path(get, path = "/api/session", tag = "session",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
-pub async fn whoami(s: Session) -> Json<WhoAmI> {
-    Json(WhoAmI {
-        username: s.user,
-        role: s.role,
-    })
+pub async fn whoami(State(state): State<AppState>, s: Session) -> ApiResult<Json<WhoAmI>> {
+    let language = state
+        .store
+        .user(&s.user)
+        .map_err(|e| ApiError::internal("reading the user failed", e))?
+        .and_then(|u| u.language);
+    Ok(Json(WhoAmI::of(&state, s.user, s.role, language)))
 }
 
 /// Log out: ends the session (and its live feed) and clears the cookie.

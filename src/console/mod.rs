@@ -9,6 +9,7 @@
 //! - [`guard`]: the client address behind trusted proxies, the refusal of cross-origin
 //!   state changes, `Cache-Control` and JSON for every API answer.
 //! - [`users_api`]: console users for administrators.
+//! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod dispatch_api;
 pub mod error;
 pub mod guard;
+pub mod i18n;
 pub mod incidents_api;
 pub mod live;
 pub mod state;
@@ -95,6 +97,7 @@ impl utoipa::Modify for SecuritySchemes {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::login, api::whoami, api::logout))
+        .routes(routes!(i18n::set_language))
         .routes(routes!(api::list_calls))
         .routes(routes!(api::take_next))
         .routes(routes!(api::get_call))
@@ -172,6 +175,7 @@ pub fn router(state: AppState) -> Router {
     .route("/", get(index))
     .route("/assets/app.js", get(app_js))
     .route("/assets/app.css", get(app_css))
+    .route("/assets/i18n/{file}", get(i18n::serve_catalogue))
     .route("/live", get(|| async { "live\n" }))
     .route("/ready", get(ready))
     .route("/metrics", get(metrics))
@@ -298,8 +302,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-async fn index() -> Response {
-    let mut r = asset("text/html; charset=utf-8", INDEX_HTML);
+async fn index(State(s): State<AppState>) -> Response {
+    let mut r = asset("text/html; charset=utf-8", i18n::index_html(s.language));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

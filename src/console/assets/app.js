@@ -313,25 +313,27 @@ function ageSecs(openedAt, until) {
   return (end - start) / 1000;
 }
 
-/** Local time HH:MM:SS, with the date in front when not today. */
+/** The centre's time HH:MM:SS, with the date in front when not today (in the centre's zone). */
 function fmtTime(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const hms = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
-  const today = new Date();
-  if (d.toDateString() === today.toDateString()) return hms;
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hms}`;
+  const p = zoneParts(t);
+  if (p.date === zoneParts(serverNow()).date) return p.hms;
+  return `${p.date} ${p.hms}`;
 }
 
-/** Full local date and time, for tooltips. */
+/** Full date and time in the centre's zone, for tooltips. */
 function fmtFull(ts) {
   const t = parseTs(ts);
-  return Number.isFinite(t) ? new Date(t).toLocaleString('sv-SE') : String(ts);
+  if (!Number.isFinite(t)) return String(ts);
+  const p = zoneParts(t);
+  return `${p.weekday} ${p.date} ${p.hms}`;
 }
 
 function priorityInfo(p) {
-  return PRIORITIES[p] || { label: `Level ${p}`, cls: 'p4' };
+  const info = PRIORITIES[p];
+  if (!info) return { label: t('priority.level', { level: p }), cls: 'p4' };
+  return { label: tOr(`priority.${p}`, info.label), cls: info.cls };
 }
 
 function priorityBadge(p, extraClass) {
@@ -339,7 +341,7 @@ function priorityBadge(p, extraClass) {
   return el('span', {
     class: `badge ${info.cls}${extraClass ? ' ' + extraClass : ''}`,
     text: info.label,
-    title: `Priority level ${p}`,
+    title: t('priority.title', { level: p }),
   });
 }
 
@@ -380,6 +382,241 @@ function isMine(call) {
   return !!call && !!S.me && call.state === 'claimed' && call.owner === S.me.username;
 }
 
+// ---- languages and the centre's time (every text through t(), every time through zoneParts)
+
+/**
+ * The message catalogue of the user's language (GET /assets/i18n/{sv,nb,en}.json: keys by
+ * meaning, `{name}` placeholders, plural forms as `key.one` / `key.other`), English as the
+ * fallback; the centre's time zone and language (from GET /api/session).
+ */
+const I18N = {
+  lang: 'en',
+  messages: {},
+  fallback: {},
+  cache: new Map(), // language -> catalogue
+  tz: 'Europe/Stockholm',
+  centre: 'sv',
+  plural: null,
+  formats: new Map(), // key -> Intl.DateTimeFormat in the centre's zone
+  names: null, // Intl.DisplayNames of languages, in the user's language
+};
+
+/** Locales for numbers, dates and names of the console's languages. */
+const LOCALES = { sv: 'sv-SE', nb: 'nb-NO', en: 'en-GB' };
+
+/** Whether the catalogue has `key` (in the user's language or in English). */
+function tHas(key) {
+  return Object.prototype.hasOwnProperty.call(I18N.messages, key) ||
+    Object.prototype.hasOwnProperty.call(I18N.fallback, key);
+}
+
+/**
+ * The text of `key` in the user's language (English where that lacks it, the key itself
+ * when neither has it), its `{name}` placeholders filled from `params`.
+ */
+function t(key, params) {
+  let s = I18N.messages[key];
+  if (typeof s !== 'string') s = I18N.fallback[key];
+  if (typeof s !== 'string') return key;
+  if (!params) return s;
+  return s.replace(/\{(\w+)\}/g, (m, k) => (Object.prototype.hasOwnProperty.call(params, k) ? String(params[k]) : m));
+}
+
+/** The plural form of `key` for the count `n` (`{n}` is filled in with `n`). */
+function tn(key, n, params) {
+  const form = I18N.plural ? I18N.plural.select(n) : (n === 1 ? 'one' : 'other');
+  return t(form === 'one' ? `${key}.one` : `${key}.other`, Object.assign({ n }, params));
+}
+
+/** `t(key)` if the catalogue has the key, else `fallback`. */
+function tOr(key, fallback) {
+  return tHas(key) ? t(key) : fallback;
+}
+
+async function fetchCatalogue(lang) {
+  if (I18N.cache.has(lang)) return I18N.cache.get(lang);
+  const res = await fetch(`/assets/i18n/${encodeURIComponent(lang)}.json`, { credentials: 'same-origin' });
+  if (!res.ok) throw new Error(`catalogue ${lang}: ${res.status}`);
+  const data = await res.json();
+  I18N.cache.set(lang, data);
+  return data;
+}
+
+/**
+ * Puts the console in `lang` (sv, nb, en): loads its catalogue, sets `<html lang>`, and
+ * translates the page's static text. A catalogue that cannot be loaded leaves English.
+ */
+async function useLanguage(lang) {
+  const want = LOCALES[lang] ? lang : 'en';
+  try {
+    I18N.fallback = await fetchCatalogue('en');
+    I18N.messages = want === 'en' ? I18N.fallback : await fetchCatalogue(want);
+    I18N.lang = want;
+  } catch (e) {
+    I18N.messages = I18N.fallback || {};
+    I18N.lang = 'en';
+  }
+  document.documentElement.lang = I18N.lang;
+  I18N.plural = new Intl.PluralRules(LOCALES[I18N.lang]);
+  I18N.formats.clear();
+  I18N.names = null;
+  translatePage(document);
+  const pick = $('language-select');
+  if (pick) pick.value = I18N.lang;
+}
+
+/**
+ * The static text of the page in the user's language: `data-i18n` (the text),
+ * `data-i18n-title`, `data-i18n-placeholder`, `data-i18n-aria-label`.
+ */
+function translatePage(root) {
+  for (const n of root.querySelectorAll('[data-i18n]')) n.textContent = t(n.dataset.i18n);
+  for (const n of root.querySelectorAll('[data-i18n-title]')) n.title = t(n.dataset.i18nTitle);
+  for (const n of root.querySelectorAll('[data-i18n-placeholder]')) n.placeholder = t(n.dataset.i18nPlaceholder);
+  for (const n of root.querySelectorAll('[data-i18n-aria-label]')) n.setAttribute('aria-label', t(n.dataset.i18nAriaLabel));
+}
+
+/** The centre's zone and language, from who is logged in. */
+function useCentre(me) {
+  const tz = String(me.time_zone || '');
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    I18N.tz = tz;
+  } catch (e) {
+    I18N.tz = 'UTC';
+  }
+  I18N.centre = String(me.centre_language || 'sv');
+  I18N.formats.clear();
+}
+
+/** A cached Intl.DateTimeFormat in the centre's zone. */
+function zoneFormat(key, opts) {
+  let f = I18N.formats.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(LOCALES[I18N.lang] || 'en-GB', Object.assign({ timeZone: I18N.tz }, opts));
+    I18N.formats.set(key, f);
+  }
+  return f;
+}
+
+/**
+ * The calendar and clock of the instant `ms` in the centre's time zone (whatever the
+ * browser's): {date: 'YYYY-MM-DD', ym: 'YYYY-MM', hm: 'HH:MM', hms: 'HH:MM:SS', weekday}.
+ * Every time the console shows goes through here.
+ */
+function zoneParts(ms) {
+  const p = {};
+  for (const x of zoneFormat('parts', {
+    year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+  }).formatToParts(new Date(ms))) p[x.type] = x.value;
+  const date = `${p.year}-${p.month}-${p.day}`;
+  const hm = `${p.hour}:${p.minute}`;
+  return {
+    date, ym: `${p.year}-${p.month}`, hm, hms: `${hm}:${p.second}`,
+    weekday: zoneFormat('weekday', { weekday: 'short' }).format(new Date(ms)),
+  };
+}
+
+/** The name of a person's language (`bs` -> "bosniska"), in the user's language. */
+function languageName(code) {
+  const c = String(code || '').trim();
+  if (!c) return '';
+  try {
+    if (!I18N.names) I18N.names = new Intl.DisplayNames([LOCALES[I18N.lang] || 'en-GB'], { type: 'language' });
+    return I18N.names.of(c) || c;
+  } catch (e) {
+    return c;
+  }
+}
+
+/** Whether a person who speaks `code` needs an interpreter at this centre. */
+function needsInterpreter(code) {
+  const norwegian = (x) => (x === 'no' || x === 'nn' ? 'nb' : x);
+  const base = norwegian(String(code || '').trim().toLowerCase().split(/[-_]/)[0]);
+  return !!base && base !== norwegian(I18N.centre);
+}
+
+/** A person's language by name, with the interpreter cue when it is not the centre's. */
+function languageNode(code) {
+  if (!String(code || '').trim()) return el('strong', { text: '-' });
+  return el('span', { class: 'person-language' },
+    el('strong', { text: languageName(code), title: String(code) }),
+    needsInterpreter(code) ? el('span', { class: 'tag tag-interpreter', text: t('person.interpreter') }) : null);
+}
+
+/** Triage's kind of alarm ("Fall") in words of the user's language. */
+function kindWords(kind) {
+  if (!kind) return '-';
+  const slug = String(kind).toLowerCase().replace(/[^a-z0-9]/g, '_').replace(/^_+|_+$/g, '');
+  return tOr(`kind.${slug}`, String(kind));
+}
+
+/**
+ * An event code in words of the user's language: "CID 101", "SIA MA", "SCAIP 0005/0016"
+ * (device type and status); else the server's English `name`, else the code.
+ */
+function codeWords(code, name) {
+  const c = String(code || '');
+  let m = /^CID (\d{1,3})$/.exec(c);
+  if (m && tHas(`cid.${Number(m[1])}`)) return t(`cid.${Number(m[1])}`);
+  m = /^SIA ([A-Z]{2})$/.exec(c);
+  if (m && tHas(`sia.${m[1]}`)) return t(`sia.${m[1]}`);
+  m = /^SCAIP (\d{4,5})(?:\/(\d{4,5}))?$/.exec(c);
+  if (m) {
+    const dty = Number(m[1]);
+    const dev = (dty >= 900 && dty <= 999) ? 'scaip.device.900' : `scaip.device.${dty}`;
+    const st = m[2] === undefined ? null : `scaip.status.${Number(m[2])}`;
+    if (tHas(dev) && st && tHas(st)) return t('scaip.device_status', { device: t(dev), status: t(st) });
+    if (tHas(dev) && (st || dty > 1)) return t(dev);
+  }
+  return name ? String(name) : c;
+}
+
+/** A device type (`fall_detector`) in words. */
+function deviceTypeWords(type) {
+  return type ? tOr(`device.${type}`, String(type)) : '-';
+}
+
+/** A role in words. */
+function roleWords(role) {
+  return tOr(`role.${role}`, String(role || ''));
+}
+
+/** An audit action (`call.claim`) in words. */
+function auditWords(action) {
+  return tOr(`audit.${action}`, String(action || '-'));
+}
+
+/** Changes the user's own language: stored on the server, then the page's texts again. */
+async function changeLanguage(lang) {
+  try {
+    const { data } = await api('PUT', '/api/me/language', { language: lang });
+    await useLanguage(data.language);
+    rerenderTexts();
+  } catch (e) {
+    reportError(t('lang.change_failed'), e);
+    const pick = $('language-select');
+    if (pick) pick.value = I18N.lang;
+  }
+}
+
+/** Draws again what is on screen, in the new language, keeping the state (queue, Call, page). */
+function rerenderTexts() {
+  if (!S.me) return;
+  renderWho();
+  renderQueue();
+  renderStats();
+  renderAlerts();
+  renderIncidentBanner();
+  renderSupervision();
+  if (S.view === 'call' && S.currentId !== null) refreshCall();
+  else if (S.view === 'audit') renderAudit();
+  else if (S.view === 'users') renderUsers();
+  else if (S.view === 'patrols') renderBoard();
+  else reloadPage();
+}
+
 // ---------------------------------------------------------------- 4. API
 
 class ApiError extends Error {
@@ -404,7 +641,7 @@ async function api(method, path, body) {
   try {
     res = await fetch(path, opts);
   } catch (e) {
-    throw new ApiError(0, 'The server cannot be reached (network error).', null);
+    throw new ApiError(0, t('api.unreachable'), null);
   }
   noteClockSkew(res.headers.get('Date'));
   const raw = await res.text().catch(() => '');
@@ -417,7 +654,7 @@ async function api(method, path, body) {
     }
   }
   if (res.status === 401 && path !== '/api/session') {
-    showLogin('Your session has ended. Please log in again.');
+    showLogin(t('login.session_ended'));
   }
   if (!res.ok) {
     const reason = (data && data.error) || raw.trim().slice(0, 200) || res.statusText || 'error';
@@ -446,14 +683,21 @@ function reportError(what, e) {
 /** Asks who we are: the app if logged in, the login form on 401. */
 async function boot() {
   clearTimeout(S.bootTimer);
+  // The page's language (the centre's) loads while the server is asked who we are.
+  const pageLanguage = I18N.cache.has(document.documentElement.lang) ? null : useLanguage(document.documentElement.lang);
   try {
     const { data } = await api('GET', '/api/session');
+    await pageLanguage;
+    useCentre(data);
+    await useLanguage(data.language);
     startApp(data);
   } catch (e) {
+    await pageLanguage;
     if (e instanceof ApiError && e.status === 401) {
       showLogin('');
     } else {
-      showLogin('The server cannot be reached. Trying again…');
+      // Without the server there may be no catalogue either.
+      showLogin(tOr('login.unreachable', 'The server cannot be reached. Trying again…'));
       S.bootTimer = setTimeout(boot, 5000);
     }
   }
@@ -532,11 +776,11 @@ function showLogin(reason) {
   closeEditor();
   show($('help'), false);
   for (const id of [...VIEWS.map((v) => `${v}-view`), 'stats', 'whoami', 'logout', 'tabs',
-    'help-button', 'connection-status', 'conn-banner', 'queue-count', 'supervision-badges']) {
+    'help-button', 'connection-status', 'conn-banner', 'queue-count', 'supervision-badges', 'language-select']) {
     show($(id), false);
   }
   show($('login-view'), true);
-  document.title = 'vakt - log in';
+  document.title = t('login.title');
   const err = $('login-error');
   err.textContent = reason || '';
   show(err, !!reason);
@@ -552,7 +796,7 @@ async function onLoginSubmit(ev) {
   const password = $('login-password').value;
   const err = $('login-error');
   if (!username || !password) {
-    err.textContent = 'Enter your username and password.';
+    err.textContent = t('login.enter_both');
     show(err, true);
     return;
   }
@@ -562,14 +806,16 @@ async function onLoginSubmit(ev) {
     const { data } = await api('POST', '/api/session', { username, password });
     $('login-password').value = '';
     show(err, false);
+    useCentre(data);
+    await useLanguage(data.language);
     startApp(data);
   } catch (e) {
     let text;
-    if (e.status === 401) text = 'Wrong username or password.';
-    else if (e.status === 429) text = 'Wrong username or password. After many failed attempts each answer comes more slowly.';
-    else if (e.status === 403) text = 'Refused: open the console from its own address.';
+    if (e.status === 401) text = t('login.wrong');
+    else if (e.status === 429) text = t('login.throttled');
+    else if (e.status === 403) text = t('login.cross_site');
     else if (e.status === 0) text = e.message;
-    else text = `Login failed: ${e.message}`;
+    else text = t('login.failed', { reason: e.message });
     err.textContent = text;
     show(err, true);
     $('login-password').value = '';
@@ -586,7 +832,15 @@ async function logout() {
     // Logged out either way: the screen goes back to the login form.
   }
   showLogin('');
-  message('Logged out.', 'info');
+  message(t('login.logged_out'), 'info');
+}
+
+/** The header's user: name and role in words. */
+function renderWho() {
+  const who = $('whoami');
+  clear(who);
+  who.append(el('span', { class: 'who-name', text: S.me.username }),
+    el('span', { class: 'who-role', text: roleWords(S.me.role) }));
 }
 
 /** Shows the app for a logged-in user. */
@@ -594,11 +848,8 @@ function startApp(me) {
   S.me = { username: String(me.username || ''), role: String(me.role || 'operator') };
   show($('login-view'), false);
   show($('message'), false); // e.g. "Logged out." of the previous user
-  const who = $('whoami');
-  clear(who);
-  who.append(el('span', { class: 'who-name', text: S.me.username }),
-    el('span', { class: 'who-role', text: S.me.role }));
-  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs']) {
+  renderWho();
+  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs', 'language-select']) {
     show($(id), true);
   }
   show($('audit-link'), isSupervisor());
@@ -608,7 +859,7 @@ function startApp(me) {
   show($('tab-users'), isAdmin());
   const st = $('connection-status');
   st.dataset.state = 'closed';
-  st.textContent = 'Connecting…';
+  st.textContent = t('conn.connecting');
   showQueue();
   renderQueue();
   renderStats();
@@ -707,7 +958,7 @@ async function checkSessionThenReconnect() {
     await api('GET', '/api/session');
   } catch (e) {
     if (e.status === 401) {
-      showLogin('Your session has ended. Please log in again.');
+      showLogin(t('login.session_ended'));
       return;
     }
   }
@@ -728,7 +979,7 @@ function scheduleReconnect() {
 function setConnection(open) {
   const st = $('connection-status');
   st.dataset.state = open ? 'open' : 'closed';
-  st.textContent = open ? 'Live' : 'Reconnecting…';
+  st.textContent = open ? t('conn.live') : t('conn.reconnecting');
   st.title = open ? 'Receiving live updates' : 'No live updates: the screen may be out of date';
   show($('conn-banner'), !open && !!S.me);
   document.body.classList.toggle('stale', !open);
@@ -1216,7 +1467,7 @@ function subscriberLabel(c) {
   if (c.subscriber_name) return el('span', { class: 'sub-name', text: c.subscriber_name });
   if (c.subscriber) return el('span', { class: 'sub-name', text: c.subscriber });
   return el('span', { class: 'sub-unknown' },
-    el('span', { class: 'tag tag-unknown', text: 'Unknown device' }), ' ',
+    el('span', { class: 'tag tag-unknown', text: t('queue.unknown_device') }), ' ',
     el('span', { class: 'mono', text: c.account || '?' }));
 }
 
@@ -1235,7 +1486,7 @@ function renderQueue() {
   const frag = document.createDocumentFragment();
   for (const c of calls) frag.append(queueRow(c, now));
   if (calls.length === 0) {
-    frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: 'No open calls.' })));
+    frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: t('queue.empty') })));
   }
   clear(body);
   body.append(frag);
@@ -1245,14 +1496,14 @@ function renderQueue() {
 
 function queueRow(c, now) {
   const mine = isMine(c);
-  const owner = c.owner ? (mine ? 'You' : c.owner) : '';
+  const owner = c.owner ? (mine ? t('queue.you') : c.owner) : '';
   let action;
   if (c.state === 'queued') {
-    action = el('button', { type: 'button', class: 'take', text: 'Take', on: { click: (e) => { e.stopPropagation(); takeCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'take', text: t('queue.take'), on: { click: (e) => { e.stopPropagation(); takeCall(c.id); } } });
   } else if (mine) {
-    action = el('button', { type: 'button', class: 'open', text: 'Open', on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'open', text: t('queue.open'), on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
   } else {
-    action = el('button', { type: 'button', class: 'view secondary', text: 'View', on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'view secondary', text: t('queue.view'), on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
   }
   const tr = el('tr', {
     class: `call-row ${priorityInfo(c.priority).cls}-row state-${c.state}${mine ? ' mine' : ''}`,
@@ -1266,11 +1517,11 @@ function queueRow(c, now) {
   el('td', { class: 'col-priority' }, priorityBadge(c.priority)),
   el('td', { class: 'col-age' }, el('span', { class: ageClass(c), dataset: { opened: c.opened_at, state: c.state }, text: fmtDuration(ageSecs(c.opened_at)) })),
   el('td', { class: 'col-subscriber' }, subscriberLabel(c)),
-  el('td', { class: 'col-kind' }, el('span', { text: c.kind || '-' }),
-    c.restored ? el('span', { class: 'tag tag-restored', text: 'restored' }) : null,
+  el('td', { class: 'col-kind' }, el('span', { text: kindWords(c.kind) }),
+    c.restored ? el('span', { class: 'tag tag-restored', text: t('queue.restored') }) : null,
     voiceBadge(c)),
   el('td', { class: 'col-presses' }, el('span', { class: c.alarm_count > 1 ? 'presses multi' : 'presses', text: c.alarm_count > 1 ? `×${c.alarm_count}` : String(c.alarm_count ?? 1) })),
-  el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: STATE_LABELS[c.state] || c.state })),
+  el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: tOr(`state.${c.state}`, c.state) })),
   el('td', { class: 'col-owner' + (mine ? ' owner-me' : ''), text: owner }),
   el('td', { class: 'col-action' }, action));
   const until = S.flashUntil.get(c.id);
@@ -1288,12 +1539,12 @@ function queueRow(c, now) {
 function renderQueueCount(calls) {
   const waiting = calls.filter((c) => c.state === 'queued');
   const urgent = waiting.filter((c) => c.priority <= 1).length;
-  const text = waiting.length === 0 ? 'No call waiting'
-    : `${waiting.length} waiting${urgent ? ` · ${urgent} urgent` : ''}`;
+  const text = waiting.length === 0 ? t('queue.none_waiting')
+    : `${tn('queue.waiting', waiting.length)}${urgent ? ` · ${tn('queue.urgent', urgent)}` : ''}`;
   $('queue-count-text').textContent = text;
   $('queue-count').classList.toggle('urgent', urgent > 0);
   $('queue-count').classList.toggle('has-waiting', waiting.length > 0);
-  $('queue-summary').textContent = `${calls.length} open, ${waiting.length} waiting`;
+  $('queue-summary').textContent = t('queue.summary', { open: calls.length, waiting: waiting.length });
   S.waitingCount = waiting.length;
   renderTitle();
 }
@@ -1303,7 +1554,7 @@ function renderTitle() {
   if (!S.me) return;
   const n = S.waitingCount || 0;
   const alert = Array.from(S.alerts.values()).some((a) => a.kind === 'breach') ? '⚠ ' : '';
-  const incident = openIncidents().length ? 'INCIDENT · ' : '';
+  const incident = openIncidents().length ? `${t('queue.title_incident')} · ` : '';
   document.title = `${alert}${incident}${n ? `(${n}) ` : ''}vakt`;
 }
 
@@ -1418,7 +1669,7 @@ function fmtPct(x) {
 function renderStat(id, value, target) {
   const node = $(id);
   const targetNode = $(`${id}-target`);
-  if (targetNode && Number.isFinite(Number(target))) targetNode.textContent = `target ${fmtPct(target)}`;
+  if (targetNode && Number.isFinite(Number(target))) targetNode.textContent = t('stats.target', { pct: fmtPct(target) });
   if (value === null || value === undefined) {
     node.textContent = '-';
     node.dataset.met = 'none';
@@ -1435,7 +1686,7 @@ function renderStats() {
   $('stat-median').textContent = med === null || med === undefined ? '-' : fmtDuration(med);
   renderStat('stat-60', s.within_60s_pct, s.target_60s_pct ?? 97.5);
   renderStat('stat-180', s.within_180s_pct, s.target_180s_pct ?? 99);
-  $('stats').title = s.date ? `Figures for ${s.date}: ${orDash(s.answered)} answered` : '';
+  $('stats').title = s.date ? t('stats.figures_for', { date: s.date, answered: orDash(s.answered) }) : '';
 }
 
 // ---------------------------------------------------------------- 10. Call view
@@ -1570,7 +1821,7 @@ function renderCallHeaderFromSummary(c) {
   const pri = $('call-priority');
   pri.className = 'badge big';
   pri.textContent = '…';
-  $('call-kind').textContent = 'Loading…';
+  $('call-kind').textContent = t('call.loading');
   $('call-age').textContent = '';
   $('call-presses').textContent = '';
   $('call-state').textContent = '';
@@ -1578,7 +1829,7 @@ function renderCallHeaderFromSummary(c) {
   show($('call-actions'), false);
   show($('call-ownership'), false);
   show($('dispatch-open'), false);
-  $('call-id').textContent = `Call ${S.currentId}`;
+  $('call-id').textContent = t('call.label', { id: S.currentId });
 }
 
 function renderCallHeader(c) {
@@ -1586,19 +1837,19 @@ function renderCallHeader(c) {
   const info = priorityInfo(c.priority);
   pri.className = `badge big ${info.cls}`;
   pri.textContent = info.label;
-  pri.title = `Priority level ${c.priority}`;
-  $('call-kind').textContent = c.kind || '-';
+  pri.title = t('priority.title', { level: c.priority });
+  $('call-kind').textContent = kindWords(c.kind);
   const presses = $('call-presses');
   presses.textContent = String(c.alarm_count ?? 1);
   presses.className = c.alarm_count > 1 ? 'presses multi' : 'presses';
   show($('call-restored'), !!c.restored);
   const st = $('call-state');
   st.className = `call-state state-${c.state}`;
-  let stText = STATE_LABELS[c.state] || c.state;
-  if (c.state === 'claimed' && c.owner) stText = isMine(c) ? 'Taken by you' : `Taken by ${c.owner}`;
-  if (c.state === 'closed') stText = `Closed${c.outcome ? ': ' + (OUTCOMES[c.outcome] || c.outcome) : ''}`;
+  let stText = tOr(`state.${c.state}`, c.state);
+  if (c.state === 'claimed' && c.owner) stText = isMine(c) ? t('call.taken_by_you') : t('call.taken_by', { owner: c.owner });
+  if (c.state === 'closed') stText = c.outcome ? t('call.closed_outcome', { outcome: OUTCOMES[c.outcome] || c.outcome }) : t('state.closed');
   st.textContent = stText;
-  $('call-id').textContent = `Call ${c.id} · opened ${fmtTime(c.opened_at)}`;
+  $('call-id').textContent = t('call.label_opened', { id: c.id, time: fmtTime(c.opened_at) });
   $('call-view').dataset.priority = String(c.priority);
   $('call-view').dataset.state = c.state;
   renderCallAge();
@@ -1610,7 +1861,7 @@ function renderCallAge() {
   const age = $('call-age');
   age.textContent = fmtDuration(ageSecs(c.opened_at, c.state === 'closed' ? c.closed_at : null));
   age.className = ageClass(c);
-  if (c.answered_at) age.title = `Answered after ${fmtDuration(ageSecs(c.opened_at, c.answered_at))}`;
+  if (c.answered_at) age.title = t('call.answered_after', { duration: fmtDuration(ageSecs(c.opened_at, c.answered_at)) });
 }
 
 /** Who owns it, and the actions when it is mine. */
@@ -1627,14 +1878,14 @@ function renderOwnership(c) {
   show(box, true);
   box.className = `ownership state-${c.state}`;
   if (c.state === 'queued') {
-    text.textContent = 'This call is waiting. Take it to write notes and close it.';
+    text.textContent = t('call.waiting_take_it');
     show(take, true);
   } else if (c.state === 'claimed') {
-    text.textContent = `${c.owner || 'Another operator'} is handling this call. You can read it only.`;
+    text.textContent = t('call.handled_by', { owner: c.owner || t('call.another_operator') });
     show(take, false);
   } else {
-    const outcome = c.outcome ? OUTCOMES[c.outcome] || c.outcome : 'closed';
-    text.textContent = `Closed ${c.closed_at ? fmtTime(c.closed_at) : ''} by ${c.owner || '?'}: ${outcome}.`;
+    const outcome = c.outcome ? OUTCOMES[c.outcome] || c.outcome : t('call.closed_word');
+    text.textContent = t('call.closed_by', { time: c.closed_at ? fmtTime(c.closed_at) : '', owner: c.owner || '?', outcome });
     show(take, false);
   }
 }
@@ -1644,7 +1895,7 @@ function renderTimeline(entries) {
   const wasAtBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   clear(list);
   if (entries.length === 0) {
-    list.append(el('li', { class: 'muted', dataset: { type: 'none' }, text: 'Nothing yet.' }));
+    list.append(el('li', { class: 'muted', dataset: { type: 'none' }, text: t('tl.nothing') }));
     return;
   }
   for (const e of entries) list.append(timelineItem(e));
@@ -1663,29 +1914,30 @@ function timelineItem(e) {
   switch (e.type) {
     case 'signal': {
       const restore = e.qualifier === 'restore';
-      appendAll(head, el('span', { class: 'tl-what', text: restore ? 'Restore signal' : (e.qualifier === 'status' ? 'Status signal' : 'Signal') }),
+      const words = codeWords(e.code, e.description);
+      appendAll(head, el('span', { class: 'tl-what', text: restore ? t('tl.signal_restore') : (e.qualifier === 'status' ? t('tl.signal_status') : t('tl.signal')) }),
         ' ', el('span', { class: 'mono', text: e.code || '' }),
-        e.description ? el('span', { class: 'tl-desc', text: ` ${e.description}` }) : null,
-        e.zone !== undefined && e.zone !== null ? el('span', { class: 'tl-zone', text: ` · zone ${e.zone}` }) : null,
-        e.account ? el('span', { class: 'tl-account muted', text: ` · account ${e.account}` }) : null);
+        words && words !== e.code ? el('span', { class: 'tl-desc', text: ` ${words}`, title: e.description || null }) : null,
+        e.zone !== undefined && e.zone !== null ? el('span', { class: 'tl-zone', text: ` · ${t('tl.zone', { zone: e.zone })}` }) : null,
+        e.account ? el('span', { class: 'tl-account muted', text: ` · ${t('tl.account', { account: e.account })}` }) : null);
       break;
     }
     case 'escalated':
-      appendAll(head, el('span', { class: 'tl-what', text: 'Escalated' }), ' ',
+      appendAll(head, el('span', { class: 'tl-what', text: t('tl.escalated') }), ' ',
         priorityBadge(e.from, 'small'), ' → ', priorityBadge(e.to, 'small'),
-        e.reason ? el('span', { class: 'tl-desc', text: ` (${ESCALATION_REASONS[e.reason] || e.reason})` }) : null);
+        e.reason ? el('span', { class: 'tl-desc', text: ` (${tOr(`escalation.${e.reason}`, ESCALATION_REASONS[e.reason] || e.reason)})` }) : null);
       break;
     case 'restored':
-      head.append(el('span', { class: 'tl-what', text: 'Restored: the condition is over (the call stays open)' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.restored') }));
       break;
     case 'claimed':
-      head.append(el('span', { class: 'tl-what', text: 'Taken' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.claimed') }));
       break;
     case 'released':
-      head.append(el('span', { class: 'tl-what', text: 'Released to the queue' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.released') }));
       break;
     case 'note':
-      head.append(el('span', { class: 'tl-what', text: 'Note' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.note') }));
       text = e.text;
       break;
     case 'phone_call':
@@ -1693,12 +1945,12 @@ function timelineItem(e) {
       text = e.note;
       break;
     case 'closed':
-      head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.closed', { outcome: OUTCOMES[e.outcome] || e.outcome || '?' }) }));
       text = e.note;
       break;
     case 'reopened':
       // A closed Call whose dispatch ended without a visit, with nobody left to take it.
-      head.append(el('span', { class: 'tl-what', text: 'Back in the queue: a patrol is still needed' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.reopened') }));
       text = e.reason;
       break;
     case 'conversation': {
@@ -1710,11 +1962,11 @@ function timelineItem(e) {
       // Supervisors play the recording here (each playback audited); operators cannot.
       if (e.recording && isSupervisor() && S.currentId !== null) {
         const url = `/api/calls/${S.currentId}/recordings/${e.id}`;
-        const play = el('button', { type: 'button', class: 'secondary tl-play', text: 'Play recording', on: { click: () => {
+        const play = el('button', { type: 'button', class: 'secondary tl-play', text: t('tl.play_recording'), on: { click: () => {
           play.replaceWith(el('audio', { controls: true, autoplay: true, preload: 'none', src: url }));
         } } });
         extra = el('div', { class: 'tl-recording' }, play, ' ',
-          el('a', { href: `${url}?download=1`, text: 'Download' }));
+          el('a', { href: `${url}?download=1`, text: t('tl.download') }));
       }
       break;
     }
@@ -1730,7 +1982,7 @@ function timelineItem(e) {
     default:
       head.append(el('span', { class: 'tl-what', text: String(e.type) }));
   }
-  if (by) head.append(' ', el('span', { class: 'muted', text: 'by' }), ' ', by);
+  if (by) head.append(' ', el('span', { class: 'muted', text: t('tl.by') }), ' ', by);
   body.append(head);
   if (text) body.append(el('div', { class: 'tl-text', text }));
   if (extra) body.append(extra);
@@ -1753,20 +2005,21 @@ const CONVERSATION_ENDS = {
 function conversationWords(e) {
   const inbound = e.direction === 'inbound';
   const answered = e.talk_secs !== undefined && e.talk_secs !== null;
-  const ended = CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?';
+  const ended = tOr(`voice.end.${e.ended_by}`, CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?');
   if (!answered) {
-    const missed = { caller: 'Voice call abandoned', operator: 'Voice call refused', no_answer: 'Voice call not answered' };
-    const outs = { busy: 'Called out: busy', declined: 'Called out: declined', operator: 'Call out cancelled' };
-    const what = inbound ? (missed[e.ended_by] || 'Voice call ended before an answer') : (outs[e.ended_by] || 'Call out not answered');
-    return { state: 'missed', what, text: `Rang ${fmtDuration(e.ring_secs || 0)}; ${ended}.` };
+    const missed = { caller: 'voice.abandoned', operator: 'voice.refused', no_answer: 'voice.not_answered' };
+    const outs = { busy: 'voice.out_busy', declined: 'voice.out_declined', operator: 'voice.out_cancelled' };
+    const what = t(inbound ? (missed[e.ended_by] || 'voice.ended_unanswered') : (outs[e.ended_by] || 'voice.out_not_answered'));
+    return { state: 'missed', what, text: t('voice.rang', { ring: fmtDuration(e.ring_secs || 0), ended }) };
   }
-  const who = e.operator ? ` by ${e.operator}` : '';
-  const what = inbound ? `Voice call answered${who}` : `Called out${who}`;
-  const rec = e.recording ? ' Recorded.' : '';
+  const what = inbound
+    ? (e.operator ? t('voice.answered_by', { operator: e.operator }) : t('voice.answered'))
+    : (e.operator ? t('voice.called_out_by', { operator: e.operator }) : t('voice.called_out'));
+  const rec = e.recording ? ` ${t('voice.recorded')}` : '';
   return {
     state: 'answered',
     what,
-    text: `Rang ${fmtDuration(e.ring_secs || 0)}, talked ${fmtDuration(e.talk_secs)}; ${ended}.${rec}`,
+    text: t('voice.rang_talked', { ring: fmtDuration(e.ring_secs || 0), talk: fmtDuration(e.talk_secs), ended }) + rec,
   };
 }
 
@@ -1827,43 +2080,43 @@ function renderSubscriber(sub) {
     el('div', {},
       el('h2', { class: 'subscriber-name', text: sub.name || sub.id }),
       el('div', { class: 'card-sub' },
-        el('span', { class: 'mono personal-number', title: 'Personal number', text: orDash(sub.personal_number) }),
-        el('span', { class: 'language', title: 'Language to speak' }, 'Language: ', el('strong', { text: orDash(sub.language) })),
-        el('span', { class: 'mono muted', title: 'Subscriber id', text: sub.id }),
-        sub.needs_extra_visits ? el('span', { class: 'tag tag-extra', title: 'Gets extra visits while the alarm cannot be trusted (a telecom outage)', text: 'Extra visits in an outage' }) : null)),
-    isSupervisor() ? el('button', { type: 'button', id: 'subscriber-edit', class: 'secondary', text: 'Edit', on: { click: openEditor } }) : null);
+        el('span', { class: 'mono personal-number', title: t('card.personal_number'), text: orDash(sub.personal_number) }),
+        el('span', { class: 'language', title: t('person.language_title') }, `${t('person.language')}: `, languageNode(sub.language)),
+        el('span', { class: 'mono muted', title: t('card.subscriber_id'), text: sub.id }),
+        sub.needs_extra_visits ? el('span', { class: 'tag tag-extra', title: t('card.extra_visits_title'), text: t('card.extra_visits') }) : null)),
+    isSupervisor() ? el('button', { type: 'button', id: 'subscriber-edit', class: 'secondary', text: t('card.edit'), on: { click: openEditor } }) : null);
 
   const facts = el('div', { class: 'card-top' },
     el('div', { class: 'address' },
-      el('div', { class: 'fact-label', text: 'Address' }),
+      el('div', { class: 'fact-label', text: t('card.address') }),
       el('div', { class: 'street', text: orDash(sub.address) }),
       el('div', { class: 'postcode-city', text: [sub.postcode, sub.city].filter(Boolean).join(' ') || '-' }),
-      el('div', { class: 'area' }, el('span', { class: 'muted', text: 'Area ' }), el('span', { text: orDash(sub.area) }))),
+      el('div', { class: 'area' }, el('span', { class: 'muted', text: `${t('card.area')} ` }), el('span', { text: orDash(sub.area) }))),
     el('div', { class: 'reach' },
-      el('div', { class: 'fact-label', text: 'Phone' }),
+      el('div', { class: 'fact-label', text: t('card.phone') }),
       el('div', { class: 'phone' }, telLink(sub.phone, 'tel big-tel')),
-      el('div', { class: 'fact-label', text: 'Care provider' }),
+      el('div', { class: 'fact-label', text: t('card.care_provider') }),
       el('div', { class: 'care-provider', text: orDash(sub.care_provider) })));
 
   const keys = Number(access.keys) || 0;
   const accessBox = el('section', { class: 'access' },
-    el('h3', { text: 'Access to the home' }),
+    el('h3', { text: t('card.access') }),
     el('dl', { class: 'facts access-facts' },
-      el('dt', { text: 'Door code' }), el('dd', { class: 'door-code', text: orDash(access.door_code) }),
-      el('dt', { text: 'Keys' }), el('dd', { class: keys ? 'keys' : 'keys none', text: keys ? `${keys} key${keys === 1 ? '' : 's'}` : 'No keys held' }),
-      el('dt', { text: 'Keys kept at' }), el('dd', { class: 'key-location', text: orDash(access.key_location) }),
-      el('dt', { text: 'Digital lock' }), el('dd', { class: 'digital-lock mono', text: orDash(access.digital_lock_id) }),
-      el('dt', { text: 'Entry notes' }), el('dd', { class: 'entry-notes pre', text: orDash(access.entry_notes) })));
+      el('dt', { text: t('card.door_code') }), el('dd', { class: 'door-code', text: orDash(access.door_code) }),
+      el('dt', { text: t('card.keys') }), el('dd', { class: keys ? 'keys' : 'keys none', text: keys ? tn('card.key_count', keys) : t('card.no_keys') }),
+      el('dt', { text: t('card.key_location') }), el('dd', { class: 'key-location', text: orDash(access.key_location) }),
+      el('dt', { text: t('card.digital_lock') }), el('dd', { class: 'digital-lock mono', text: orDash(access.digital_lock_id) }),
+      el('dt', { text: t('card.entry_notes') }), el('dd', { class: 'entry-notes pre', text: orDash(access.entry_notes) })));
 
   const health = el('section', { class: 'notes-block health' },
-    el('h3', { text: 'Health' }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }));
+    el('h3', { text: t('card.health') }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }));
   const plan = el('section', { class: 'notes-block' },
-    el('h3', { text: 'Care plan' }), el('p', { class: 'pre care-plan-notes', text: orDash(sub.care_plan_notes) }));
+    el('h3', { text: t('card.care_plan') }), el('p', { class: 'pre care-plan-notes', text: orDash(sub.care_plan_notes) }));
 
-  const contacts = el('section', { class: 'contacts' }, el('h3', { text: 'Contacts (call in this order)' }));
+  const contacts = el('section', { class: 'contacts' }, el('h3', { text: t('card.contacts') }));
   const list = sub.contacts || [];
   if (list.length === 0) {
-    contacts.append(el('p', { class: 'muted', text: 'No contacts registered.' }));
+    contacts.append(el('p', { class: 'muted', text: t('card.no_contacts') }));
   } else {
     const ol = el('ol', { class: 'contact-list' });
     for (const c of list) {
@@ -1875,24 +2128,24 @@ function renderSubscriber(sub) {
     contacts.append(ol);
   }
 
-  const devices = el('section', { class: 'devices' }, el('h3', { text: 'Devices' }));
+  const devices = el('section', { class: 'devices' }, el('h3', { text: t('card.devices') }));
   const devs = sub.devices || [];
   if (devs.length === 0) {
-    devices.append(el('p', { class: 'muted', text: 'No devices linked.' }));
+    devices.append(el('p', { class: 'muted', text: t('card.no_devices') }));
   } else {
     const tbody = el('tbody');
     for (const d of devs) {
       tbody.append(el('tr', {},
         el('td', {}, deviceLink(d.account)),
-        el('td', { text: d.device_type || '-' }),
+        el('td', { text: deviceTypeWords(d.device_type), title: d.device_type || null }),
         el('td', { text: [d.line && `L${d.line}`, d.receiver && `R${d.receiver}`].filter(Boolean).join(' ') || '-' }),
         el('td', { text: orDash(d.area) }),
         el('td', { text: orDash(d.telecom_operator) }),
         el('td', { text: d.supervision_secs ? fmtDuration(d.supervision_secs) : '-' })));
     }
-    devices.append(el('p', { class: 'muted hint', text: 'An account opens the device page: last heard, next deadline, path, faults.' }),
+    devices.append(el('p', { class: 'muted hint', text: t('card.devices_hint') }),
       el('table', { class: 'device-table' },
-      el('thead', {}, el('tr', {}, ...['Account', 'Type', 'Line / receiver', 'Area', 'Telecom', 'Supervision'].map((h) => el('th', { text: h })))),
+      el('thead', {}, el('tr', {}, ...['account', 'type', 'line', 'area', 'telecom', 'supervision'].map((h) => el('th', { text: t(`card.dev.${h}`) })))),
       tbody));
   }
 
@@ -2956,23 +3209,21 @@ function fmtSpan(secs) {
   return rh ? `${d} d ${rh} h` : `${d} d`;
 }
 
-/** Local HH:MM, with the date in front when not today. */
+/** The centre's HH:MM, with the date in front when not today (in the centre's zone). */
 function fmtHM(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-  if (d.toDateString() === new Date(serverNow()).toDateString()) return hm;
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+  const p = zoneParts(t);
+  if (p.date === zoneParts(serverNow()).date) return p.hm;
+  return `${p.date} ${p.hm}`;
 }
 
-/** Local date and HH:MM (deadlines days away). */
+/** The centre's date and HH:MM (deadlines days away). */
 function fmtDay(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const wd = d.toLocaleDateString('sv-SE', { weekday: 'short' });
-  return `${wd} ${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  const p = zoneParts(t);
+  return `${p.weekday} ${p.date} ${p.hm}`;
 }
 
 /** A time element (local time, full date in the tooltip). */
@@ -4412,8 +4663,7 @@ function importResult(kind, text, problems) {
 // ---- SLA report (supervisors)
 
 function thisMonth() {
-  const d = new Date(serverNow());
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}`;
+  return zoneParts(serverNow()).ym;
 }
 
 async function showReport() {
@@ -4822,6 +5072,7 @@ function onKeyDown(e) {
 
 function wire() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  $('language-select').addEventListener('change', (e) => changeLanguage(e.target.value));
   $('logout').addEventListener('click', logout);
   $('take-next').addEventListener('click', takeNext);
   $('queue-count').addEventListener('click', showQueue);
