@@ -610,7 +610,10 @@ function rerenderTexts() {
   renderAlerts();
   renderIncidentBanner();
   renderSupervision();
-  if (S.view === 'call' && S.currentId !== null) refreshCall();
+  if (S.view === 'call' && S.currentId !== null) {
+    if (S.subscriber) renderSubscriber(S.subscriber);
+    refreshCall();
+  }
   else if (S.view === 'audit') renderAudit();
   else if (S.view === 'users') renderUsers();
   else if (S.view === 'patrols') renderBoard();
