@@ -3077,7 +3077,7 @@ function renderBoard() {
   renderBoardUpdated();
   if (S.board === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the patrols…' }));
+    box.append(el('p', { class: 'muted', text: t('board.loading') }));
     return;
   }
   const now = serverNow();
@@ -3095,8 +3095,9 @@ function renderBoard() {
   const connected = rows.filter((r) => r.p.connected).length;
   const out = rows.reduce((n, r) => n + r.asg.length, 0);
   const breached = rows.reduce((n, r) => n + r.asg.filter((d) => isBreachedNow(d, now)).length, 0);
-  $('patrols-summary').textContent = `${rows.length} patrols · ${onShift} on shift · ${connected} connected · ` +
-    `${out} assignment${out === 1 ? '' : 's'} out${breached ? ` · ${breached} BREACHED` : ''}`;
+  $('patrols-summary').textContent = [tn('board.patrols', rows.length), t('board.on_shift_n', { n: onShift }),
+    t('board.connected_n', { n: connected }), tn('board.out', out),
+    breached ? t('board.breached_n', { n: breached }) : null].filter(Boolean).join(' · ');
   $('patrols-summary').classList.toggle('bad', breached > 0);
 
   const focusKey = document.activeElement && box.contains(document.activeElement)
@@ -3104,7 +3105,7 @@ function renderBoard() {
   const frag = document.createDocumentFragment();
   for (const r of rows) frag.append(patrolCard(r.p, r.asg, r.worst));
   if (rows.length === 0) {
-    frag.append(el('p', { class: 'empty-board', text: 'No patrols in the directory. A supervisor imports them on the Directory page.' }));
+    frag.append(el('p', { class: 'empty-board', text: t('board.empty') }));
   }
   clear(box);
   box.append(frag);
@@ -3122,7 +3123,7 @@ function renderBoardUpdated() {
     return;
   }
   const old = serverNow() - S.boardAt > 2 * BOARD_POLL_MS + 5000;
-  const text = `updated ${fmtTimeMs(S.boardAt)}${old ? ' (out of date)' : ''}`;
+  const text = `${t('page.updated', { time: fmtTimeMs(S.boardAt) })}${old ? ` ${t('page.out_of_date')}` : ''}`;
   if (node.textContent !== text) node.textContent = text;
   node.classList.toggle('stale-text', old);
 }
@@ -3136,14 +3137,14 @@ function patrolCard(p, asg, worst) {
   el('header', { class: 'patrol-head' },
     connDot(p.connected),
     el('h2', { class: 'patrol-name', text: p.name || p.id }),
-    el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: p.on_shift ? (p.shift || 'on shift') : 'off shift', title: p.shift || '' })),
+    el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: p.on_shift ? (p.shift || t('board.on_shift')) : t('board.off_shift'), title: p.shift || '' })),
   el('div', { class: 'patrol-meta' },
     el('span', { class: 'patrol-provider', text: p.provider_name || p.provider || '-' }),
-    el('span', { class: 'patrol-areas', text: areas ? `Areas: ${areas}` : 'No area' }),
+    el('span', { class: 'patrol-areas', text: areas ? t('board.areas', { areas }) : t('board.no_area') }),
     telLink(p.phone)),
-  el('div', { class: `patrol-link ${p.connected ? 'on' : 'off'}`, text: p.connected ? 'Connected' : 'Not connected' }));
+  el('div', { class: `patrol-link ${p.connected ? 'on' : 'off'}`, text: p.connected ? t('board.connected') : t('board.not_connected') }));
   if (asg.length === 0) {
-    card.append(el('p', { class: 'muted no-assignment', text: 'No open assignment' }));
+    card.append(el('p', { class: 'muted no-assignment', text: t('board.no_assignment') }));
   } else {
     const ol = el('ol', { class: 'assignments' });
     for (const d of asg) ol.append(assignmentItem(d));
@@ -3157,10 +3158,10 @@ function assignmentItem(d) {
   return el('li', { class: `assignment asg-${d.state}`, dataset: { dispatchId: String(d.id), state: d.state, call: String(d.call) } },
     clockNode(d, 'compact'),
     el('div', { class: 'asg-body' },
-      el('div', { class: 'asg-line' }, pri, el('span', { class: 'asg-name', text: d.subscriber_name || `Call ${d.call}` }),
-        el('span', { class: `dstate dstate-${d.state}`, text: DISPATCH_STATES[d.state] || d.state })),
-      el('div', { class: 'asg-addr', text: d.address || 'no address' })),
-    el('button', { type: 'button', class: 'small secondary asg-open', text: `Call ${d.call}`, title: `Open call ${d.call}`, dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
+      el('div', { class: 'asg-line' }, pri, el('span', { class: 'asg-name', text: d.subscriber_name || t('call.label', { id: d.call }) }),
+        el('span', { class: `dstate dstate-${d.state}`, text: tOr(`dispatch.state.${d.state}`, DISPATCH_STATES[d.state] || d.state) })),
+      el('div', { class: 'asg-addr', text: d.address || t('board.no_address') })),
+    el('button', { type: 'button', class: 'small secondary asg-open', text: t('call.label', { id: d.call }), title: t('board.open_call', { id: d.call }), dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
 }
 
 // ---------------------------------------------------------------- 13. Supervision
@@ -3373,15 +3374,18 @@ function incidentSince(i) {
 }
 
 function incidentKind(i) {
-  return INCIDENT_KINDS[i.kind] || { tag: 'INCIDENT', label: String(i.kind || 'group'), word: 'group' };
+  const k = INCIDENT_KINDS[i.kind];
+  if (!k) return { tag: t('incident.tag'), label: String(i.kind || 'group'), word: 'group' };
+  return Object.assign({}, k, { tag: tOr(`incident.kind.${i.kind}.tag`, k.tag), label: tOr(`incident.kind.${i.kind}`, k.label) });
 }
 
 /** "Telia, 25 of 100 devices silent since 02:14". */
 function incidentLine(i) {
   const n = silentCount(i);
   const pop = Number(i.population);
-  const of = Number.isFinite(pop) && pop > 0 ? ` of ${pop}` : '';
-  return `${i.key}, ${n}${of} device${n === 1 && !of ? '' : 's'} silent since ${fmtHM(incidentSince(i))}`;
+  const since = fmtHM(incidentSince(i));
+  if (Number.isFinite(pop) && pop > 0) return t('incident.line_of', { key: i.key, n, pop, since });
+  return tn('incident.line', n, { key: i.key, since });
 }
 
 /**
@@ -3498,19 +3502,19 @@ function renderIncidentBanner() {
       el('span', { class: 'iline-words' },
         el('strong', { class: 'iline-tag', text: `${k.tag}:` }), ' ',
         el('span', { class: 'iline-text', text: incidentLine(i) })),
-      el('button', { type: 'button', class: 'small iline-open', text: 'Open incident', dataset: { focusKey: `inc-${i.id}` }, on: { click: () => openIncident(i.id) } }));
+      el('button', { type: 'button', class: 'small iline-open', text: t('incident.open'), dataset: { focusKey: `inc-${i.id}` }, on: { click: () => openIncident(i.id) } }));
     if (until && until <= now) S.incidentFlash.delete(i.id);
     box.append(line);
   }
   if (list.length > 3) {
-    box.append(el('div', { class: 'iline-more' }, `${list.length - 3} more open incidents. `,
-      el('button', { type: 'button', class: 'small', text: 'All incidents', on: { click: showIncidents } })));
+    box.append(el('div', { class: 'iline-more' }, `${t('incident.more', { n: list.length - 3 })} `,
+      el('button', { type: 'button', class: 'small', text: t('incident.all'), on: { click: showIncidents } })));
   }
   if (!list.length && S.incidentsFailed) {
     box.append(el('div', { class: 'iline unknown' },
       el('span', { class: 'iline-words' },
-        el('strong', { class: 'iline-tag', text: 'INCIDENTS UNKNOWN:' }), ' ',
-        el('span', { class: 'iline-text', text: 'the open incidents could not be loaded. Trying again.' }))));
+        el('strong', { class: 'iline-tag', text: t('incident.unknown_tag') }), ' ',
+        el('span', { class: 'iline-text', text: t('incident.unknown') }))));
   }
   if (focusKey) {
     const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
@@ -3518,7 +3522,7 @@ function renderIncidentBanner() {
   }
   document.body.classList.toggle('has-incident', list.length > 0);
   const badge = $('incidents-badge');
-  badge.textContent = list.length ? `${list.length} open` : '';
+  badge.textContent = list.length ? t('sup.wo_open', { n: list.length }) : '';
   badge.className = `tab-badge${list.length ? ' incident' : ''}`;
   show(badge, list.length > 0);
   renderTitle();
@@ -3562,7 +3566,7 @@ function renderIncidents() {
   const box = $('incidents-content');
   if (S.incidentList === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the incidents…' }));
+    box.append(el('p', { class: 'muted', text: t('incidents.loading') }));
     return;
   }
   const ids = new Set(S.incidentList);
@@ -3570,9 +3574,9 @@ function renderIncidents() {
   const all = Array.from(ids).map((id) => S.incidents.get(id)).filter(Boolean);
   const open = all.filter(isOpenIncident).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
   const past = all.filter((i) => !isOpenIncident(i)).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
-  $('incidents-summary').textContent = `${open.length} open · ${past.length} past`;
+  $('incidents-summary').textContent = t('incidents.summary', { open: open.length, past: past.length });
   $('incidents-summary').classList.toggle('bad', open.length > 0);
-  const heads = ['#', 'Kind', 'Operator / area', 'State', 'Silent', 'Began', 'Opened', 'Resolved', 'Notifications'];
+  const heads = ['#', ...['kind', 'key', 'state', 'silent', 'began', 'opened', 'resolved', 'notifications'].map((h) => t(`incidents.col.${h}`))];
   const row = (i) => {
     const k = incidentKind(i);
     const n = silentCount(i);
@@ -3585,12 +3589,12 @@ function renderIncidents() {
     el('td', { class: 'mono', text: String(i.id) }),
     el('td', { text: k.label }),
     el('td', { class: 'strong', text: i.key }),
-    el('td', {}, isOpenIncident(i) ? el('span', { class: 'istate open', text: 'OPEN' }) : el('span', { class: 'istate resolved', text: 'Resolved' })),
-    el('td', { class: 'num', text: `${n} of ${orDash(i.population)}` }),
+    el('td', {}, isOpenIncident(i) ? el('span', { class: 'istate open', text: t('incidents.open_tag') }) : el('span', { class: 'istate resolved', text: t('incidents.resolved') })),
+    el('td', { class: 'num', text: t('incidents.n_of', { n, of: orDash(i.population) }) }),
     el('td', {}, timeNode(incidentSince(i))),
     el('td', {}, timeNode(i.opened_at)),
-    el('td', {}, i.resolved_at ? timeNode(i.resolved_at) : el('span', { class: 'bad-text' }, 'open for ', tickerNode('for', i.opened_at, 'open-for'))),
-    el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? `${notes.length - failing} of ${notes.length} delivered` : 'none') }));
+    el('td', {}, i.resolved_at ? timeNode(i.resolved_at) : el('span', { class: 'bad-text' }, `${t('incidents.open_for')} `, tickerNode('for', i.opened_at, 'open-for'))),
+    el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? t('incidents.delivered', { n: notes.length - failing, of: notes.length }) : t('incidents.none')) }));
   };
   const section = (title, list, empty) => el('section', { class: 'dir-section' },
     el('h2', { text: `${title} (${list.length})` }),
@@ -3599,11 +3603,11 @@ function renderIncidents() {
       if (!list.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: heads.length, class: 'muted', text: empty })));
       return el('table', { class: 'data-table incidents-table' }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody);
     })(),
-    list.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: `The ${MAX_LIST_ROWS} newest of ${list.length} are shown.` }) : null);
+    list.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: t('page.newest_shown', { max: MAX_LIST_ROWS, n: list.length }) }) : null);
   const focusId = document.activeElement && box.contains(document.activeElement) ? document.activeElement.dataset.incidentId : null;
   clear(box);
-  box.append(section('Open', open, 'No open incident: every telecom operator and area reports normally.'),
-    section('Past', past, 'No past incidents.'));
+  box.append(section(t('incidents.open_section'), open, t('incidents.none_open')),
+    section(t('incidents.past_section'), past, t('incidents.none_past')));
   if (focusId) {
     const again = box.querySelector(`tr[data-incident-id="${focusId}"]`);
     if (again) again.focus();
@@ -3843,27 +3847,27 @@ function renderSupervision() {
   show(box, !!S.me && !S.supervisionMissing);
   const old = S.supervisionFailed || !S.supervisionAt || serverNow() - S.supervisionAt > 2 * SUPERVISION_POLL_MS + 5000;
   const num = (v) => (old || v === undefined || v === null ? '?' : String(v));
-  const since = S.supervisionAt ? ` Last updated ${fmtTimeMs(S.supervisionAt)}.` : '';
+  const since = S.supervisionAt ? ` ${t('sup.last_updated', { time: fmtTimeMs(S.supervisionAt) })}` : '';
   const silent = Number(s.silent) || 0;
   const b = $('badge-silent');
-  $('badge-silent-text').textContent = `${num(s.silent)} silent`;
+  $('badge-silent-text').textContent = t('sup.silent', { n: num(s.silent) });
   b.dataset.level = old ? 'stale' : (silent ? 'warn' : 'ok');
   b.title = old
-    ? `The supervision figures could not be updated.${since}`
-    : `${s.supervised ?? '?'} devices supervised; ${silent} missed their check-in now.${since} Click: the incidents.`;
+    ? `${t('sup.stale')}${since}`
+    : `${t('sup.figures', { supervised: s.supervised ?? '?', silent })}${since} ${t('sup.click')}`;
   const wo = $('workorders-badge');
   const open = Number(s.work_orders_open) || 0;
   const overdue = Number(s.work_orders_overdue) || 0;
   let text = '';
-  if (old && S.supervisionAt) text = '? open';
-  else if (!old && open) text = `${open} open${overdue ? ` · ${overdue} overdue` : ''}`;
+  if (old && S.supervisionAt) text = t('sup.wo_open', { n: '?' });
+  else if (!old && open) text = `${t('sup.wo_open', { n: open })}${overdue ? ` · ${t('sup.wo_overdue', { n: overdue })}` : ''}`;
   wo.textContent = text;
   wo.className = `tab-badge${old ? ' stale' : (overdue ? ' bad-steady' : '')}`;
-  wo.title = old ? 'Not up to date' : `${open} open work orders, ${overdue} overdue`;
+  wo.title = old ? t('sup.not_up_to_date') : t('sup.wo_title', { open, overdue });
   show(wo, !!text);
   const ob = $('outbox-badge');
   const pending = Number(s.outbox_pending) || 0;
-  ob.textContent = !old && pending ? `${pending} pending` : '';
+  ob.textContent = !old && pending ? t('sup.pending', { n: pending }) : '';
   ob.className = 'tab-badge warn';
   show(ob, isSupervisor() && !old && pending > 0);
 }
@@ -4433,7 +4437,7 @@ function renderAudit() {
   clear(body);
   const rows = S.audit.slice().sort((a, b) => (b.seq || 0) - (a.seq || 0));
   if (rows.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: 'No entries.' })));
+    body.append(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: t('audit.none') })));
     return;
   }
   const frag = document.createDocumentFragment();
@@ -4442,7 +4446,7 @@ function renderAudit() {
       el('td', { class: 'mono muted', text: orDash(a.seq) }),
       el('td', { class: 'mono', title: fmtFull(a.at), text: fmtTime(a.at) }),
       el('td', { text: orDash(a.user) }),
-      el('td', { class: 'mono', text: orDash(a.action) }),
+      el('td', { class: 'audit-action', title: orDash(a.action), text: auditWords(a.action) }),
       el('td', { class: 'mono', text: a.call === undefined || a.call === null ? '' : String(a.call) }),
       el('td', { class: 'mono', text: a.subscriber || '' }),
       el('td', { text: a.detail || '' })));
@@ -4480,27 +4484,27 @@ function renderUsers() {
   const body = $('users-body');
   clear(body);
   if (S.users.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No users.' })));
+    body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: t('users.none') })));
     return;
   }
   const frag = document.createDocumentFragment();
   for (const u of S.users) {
     const name = String(u.name || '');
-    const role = el('select', { class: 'user-role', 'aria-label': `Role of ${name}`, dataset: { user: name } },
-      ...ROLES.map((r) => el('option', { value: r, selected: r === u.role, text: r })));
+    const role = el('select', { class: 'user-role', 'aria-label': t('users.role_of', { name }), dataset: { user: name } },
+      ...ROLES.map((r) => el('option', { value: r, selected: r === u.role, text: roleWords(r) })));
     role.addEventListener('change', () => changeUser(name, 'role', { role: role.value }));
     const toggle = u.disabled
-      ? el('button', { type: 'button', class: 'user-enable', dataset: { user: name }, text: 'Enable' })
-      : el('button', { type: 'button', class: 'user-disable', dataset: { user: name }, text: 'Disable' });
+      ? el('button', { type: 'button', class: 'user-enable', dataset: { user: name }, text: t('users.enable') })
+      : el('button', { type: 'button', class: 'user-disable', dataset: { user: name }, text: t('users.disable') });
     toggle.addEventListener('click', () => changeUser(name, u.disabled ? 'enable' : 'disable'));
-    const remove = el('button', { type: 'button', class: 'user-remove', dataset: { user: name }, text: 'Remove' });
+    const remove = el('button', { type: 'button', class: 'user-remove', dataset: { user: name }, text: t('users.remove') });
     remove.addEventListener('click', () => {
-      if (window.confirm(`Remove user ${name}? Its sessions end at once.`)) changeUser(name, 'remove');
+      if (window.confirm(t('users.remove_confirm', { name }))) changeUser(name, 'remove');
     });
     frag.append(el('tr', { class: u.disabled ? 'user-row disabled' : 'user-row', dataset: { user: name } },
       el('td', { class: 'mono', text: name }),
       el('td', {}, role),
-      el('td', { class: 'user-status', text: u.disabled ? 'Disabled' : 'Active' }),
+      el('td', { class: 'user-status', text: u.disabled ? t('users.disabled') : t('users.active') }),
       el('td', { class: 'mono', title: fmtFull(u.created_at), text: fmtTime(u.created_at) }),
       el('td', {}, el('div', { class: 'action-row' }, toggle, remove))));
   }
