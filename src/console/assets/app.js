@@ -3961,7 +3961,7 @@ function renderWorkOrders() {
   const box = $('workorders-list');
   if (S.wo.list === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the work orders…' }));
+    box.append(el('p', { class: 'muted', text: t('wo.loading') }));
     return;
   }
   const now = serverNow();
@@ -3974,15 +3974,15 @@ function renderWorkOrders() {
     return (parseTs(b.created_at) - parseTs(a.created_at)) || (b.id - a.id);
   });
   const late = list.filter((o) => woLateness(o, now)).length;
-  $('workorders-summary').textContent = `${list.length} shown${late ? ` · ${late} overdue` : ''}`;
+  $('workorders-summary').textContent = `${t('wo.shown', { n: list.length })}${late ? ` · ${t('sup.wo_overdue', { n: late })}` : ''}`;
   $('workorders-summary').classList.toggle('bad', late > 0);
   keepInputs(box, () => {
     clear(box);
     for (const o of list.slice(0, MAX_LIST_ROWS)) box.append(woCard(o, now));
     if (!list.length) {
-      box.append(el('p', { class: 'empty-board', text: f.overdue ? 'No overdue work orders.' : 'No work orders here.' }));
+      box.append(el('p', { class: 'empty-board', text: f.overdue ? t('wo.none_overdue') : t('wo.none') }));
     }
-    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${list.length} are shown.` }));
+    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: t('page.first_shown', { max: MAX_LIST_ROWS, n: list.length }) }));
   });
   if (S.wo.replacedFrom !== null) {
     const r = S.wo.list.find((o) => o.replaces === S.wo.replacedFrom);
@@ -4012,7 +4012,7 @@ function deadlineNode(label, ts, doneAt, doneWord, late, now) {
     el('span', { class: 'fact-label', text: label }), ' ', timeNode(ts, fmtDay, 'wo-when'));
   if (doneAt) {
     const onTime = parseTs(doneAt) <= parseTs(ts);
-    node.append(el('span', { class: onTime ? 'ok-text wo-due' : 'bad-text wo-due', text: ` · ${doneWord} ${fmtDay(doneAt)}${onTime ? '' : ' (late)'}` }));
+    node.append(el('span', { class: onTime ? 'ok-text wo-due' : 'bad-text wo-due', text: ` · ${doneWord} ${fmtDay(doneAt)}${onTime ? '' : ` ${t('wo.late_paren')}`}` }));
   } else if (ts) {
     const w = dueWords(ts, now);
     node.append(el('span', { class: w.late ? 'wo-due overdue' : 'wo-due muted', text: ` · ${w.text}` }));
@@ -4030,21 +4030,21 @@ function woCard(o, now) {
   });
   card.append(el('header', { class: 'wo-head' },
     el('span', { class: 'mono wo-id', text: `#${o.id}` }),
-    el('span', { class: 'wo-fault', text: FAULTS[o.fault] || o.fault }),
-    el('span', { class: `wo-state wo-state-${o.state}`, text: WO_STATES[o.state] || o.state }),
-    lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? 'OVERDUE: not done' : 'OVERDUE: not started' }) : null,
-    o.restored_at ? el('span', { class: 'tag tag-restored', title: `The device reported it back to normal at ${fmtFull(o.restored_at)}; the order stays open until the installer has checked it.`, text: 'device reports normal' }) : null,
-    el('span', { class: 'wo-installer', title: 'Installer' }, el('span', { class: 'muted', text: 'Installer ' }), el('strong', { text: o.installer || '-' }))));
+    el('span', { class: 'wo-fault', text: tOr(`wo.fault.${o.fault}`, FAULTS[o.fault] || o.fault) }),
+    el('span', { class: `wo-state wo-state-${o.state}`, text: tOr(`wo.state.${o.state}`, WO_STATES[o.state] || o.state) }),
+    lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? t('wo.overdue_not_done') : t('wo.overdue_not_started') }) : null,
+    o.restored_at ? el('span', { class: 'tag tag-restored', title: t('wo.restored_title', { time: fmtFull(o.restored_at) }), text: t('wo.restored') }) : null,
+    el('span', { class: 'wo-installer', title: t('wo.installer') }, el('span', { class: 'muted', text: `${t('wo.installer')} ` }), el('strong', { text: o.installer || '-' }))));
   const facts = el('div', { class: 'wo-facts' },
-    el('div', {}, el('span', { class: 'fact-label', text: 'Device' }), ' ', deviceLink(o.account),
-      o.device_type ? el('span', { class: 'muted', text: ` ${o.device_type}` }) : null),
-    el('div', {}, el('span', { class: 'fact-label', text: 'Subscriber' }), ' ',
-      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || 'none' })),
-    el('div', {}, el('span', { class: 'fact-label', text: 'Made' }), ' ', timeNode(o.created_at, fmtDay),
-      o.call !== undefined && o.call !== null ? el('span', {}, ' from ', callLink(o.call)) : null),
-    deadlineNode('Start by', o.start_by, o.started_at, 'started', lateness === 'not_started', now),
-    deadlineNode('Done by', o.done_by, o.done_at, 'done', lateness === 'not_done', now),
-    (o.repeats || o.restores) ? el('div', { class: 'muted' }, `Fault reported again ${o.repeats || 0}×, back to normal ${o.restores || 0}×`) : null);
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.device') }), ' ', deviceLink(o.account),
+      o.device_type ? el('span', { class: 'muted', title: o.device_type, text: ` ${deviceTypeWords(o.device_type)}` }) : null),
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.subscriber') }), ' ',
+      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || t('incidents.none') })),
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.made') }), ' ', timeNode(o.created_at, fmtDay),
+      o.call !== undefined && o.call !== null ? el('span', {}, ` ${t('wo.from')} `, callLink(o.call)) : null),
+    deadlineNode(t('wo.start_by'), o.start_by, o.started_at, t('wo.started_word'), lateness === 'not_started', now),
+    deadlineNode(t('wo.done_by'), o.done_by, o.done_at, t('wo.done_word'), lateness === 'not_done', now),
+    (o.repeats || o.restores) ? el('div', { class: 'muted' }, t('wo.repeats', { repeats: o.repeats || 0, restores: o.restores || 0 })) : null);
   card.append(facts);
   if (o.state === 'cancelled') {
     card.append(el('div', { class: 'wo-cancelled' },
@@ -4055,7 +4055,7 @@ function woCard(o, now) {
   const tl = Array.isArray(o.timeline) ? o.timeline : [];
   card.append(el('button', {
     type: 'button', class: 'small secondary wo-toggle', 'aria-expanded': expanded ? 'true' : 'false',
-    text: expanded ? 'Hide timeline' : `Timeline (${tl.length})${open && isSupervisor() ? ' and actions' : ''}`,
+    text: expanded ? t('wo.hide_timeline') : (open && isSupervisor() ? t('wo.timeline_actions', { n: tl.length }) : t('wo.timeline', { n: tl.length })),
     dataset: { focusKey: `wo-toggle-${o.id}` },
     on: { click: () => toggleWorkOrder(o.id) },
   }));
