@@ -1281,3 +1281,105 @@ async fn the_openapi_document_is_complete_and_every_ref_resolves() {
     }
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_user_reads_the_console_in_their_language_and_the_centres_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_http(
+        dir.path(),
+        "[http]\nlanguage = \"nb\"\ntime_zone = \"Europe/Oslo\"\n",
+    );
+    let srv = server_with(dir.path(), cfg).await;
+    let http = srv.http.unwrap();
+
+    // The page's language is the centre's until a user logs in.
+    let (status, page) = http_get(http, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html lang=\"nb\">"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    // The catalogues are served; a language the console does not have is not.
+    let mut anon = Client::new(http);
+    let sv = anon.get("/assets/i18n/sv.json").await;
+    assert_eq!(sv.status, 200);
+    assert_eq!(sv.json()["queue.take"], "Ta emot");
+    assert_eq!(
+        anon.get("/assets/i18n/nb.json").await.json()["kind.personal_alarm"],
+        "Trygghetsalarm"
+    );
+    assert_eq!(anon.get("/assets/i18n/fi.json").await.status, 404);
+
+    // A user who has not chosen reads the centre's language; whoami gives the zone.
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let who = op.get("/api/session").await.json();
+    assert_eq!(who["language"], "nb");
+    assert_eq!(who["centre_language"], "nb");
+    assert_eq!(who["time_zone"], "Europe/Oslo");
+
+    // The user changes their own: kept, audited, the session stays.
+    let a = op
+        .send(
+            "PUT",
+            "/api/me/language",
+            Some(("application/json", r#"{"language":"sv"}"#.into())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["language"], "sv");
+    assert_eq!(a.json()["centre_language"], "nb");
+    assert_eq!(op.get("/api/session").await.json()["language"], "sv");
+    let again = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    drop(again);
+    // Another user still has the centre's.
+    let mut op2 = Client::login(http, OPERATOR2.0, OPERATOR2.1).await;
+    assert_eq!(op2.get("/api/session").await.json()["language"], "nb");
+    // The login answer carries it too.
+    let mut fresh = Client::new(http);
+    let login = fresh
+        .post(
+            "/api/session",
+            serde_json::json!({"username": OPERATOR.0, "password": OPERATOR.1}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert_eq!(login.json()["language"], "sv");
+
+    // A language the console does not have is refused; null goes back to the centre's.
+    let bad = op
+        .send(
+            "PUT",
+            "/api/me/language",
+            Some(("application/json", r#"{"language":"fi"}"#.into())),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(op.get("/api/session").await.json()["language"], "sv");
+    let back = op
+        .send(
+            "PUT",
+            "/api/me/language",
+            Some(("application/json", r#"{"language":null}"#.into())),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(op.get("/api/session").await.json()["language"], "nb");
+
+    let changes: Vec<Value> = audit_entries(http)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "user.language")
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.iter().all(|e| e["user"] == OPERATOR.0));
+    let details: Vec<&str> = changes
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.contains(&"centre's -> sv") && details.contains(&"sv -> centre's"),
+        "{details:?}"
+    );
+    srv.stop().await.unwrap();
+}

@@ -185,14 +185,14 @@ async fn browser() -> Option<(common::chromium::Driver, fantoccini::Client)> {
     common::chromium::launch(&["--lang=sv-SE".to_owned()]).await
 }
 
-/// Logs in through the form and waits for the live feed.
+/// Logs in through the form (once it is shown: the page loads its texts first) and waits
+/// for the live feed.
 async fn login(c: &fantoccini::Client, (name, password): (&str, &str)) {
-    let user = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("#login-username"))
-        .await
-        .expect("login form");
+    let user = wait_for("the login form", Duration::from_secs(15), || async {
+        let el = c.find(Locator::Css("#login-username")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(el)
+    })
+    .await;
     user.clear().await.unwrap();
     user.send_keys(name).await.unwrap();
     c.find(Locator::Css("#login-password"))
@@ -1743,7 +1743,6 @@ async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late
         e.is_displayed().await.ok()?.then_some(())
     })
     .await;
-
     // A personal alarm waits: the pill rings (pulses), but nothing is heard yet.
     let reply = tcp_roundtrip(
         srv.dc09_tcp.unwrap(),
@@ -2718,4 +2717,193 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
 
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
+}
+
+/// The console in Swedish (the centre's language), every time in the centre's zone while the
+/// browser's differs: header, queue and card texts, a code in words, `<html lang="sv">`, the
+/// person's language by name with the interpreter cue; then the user switches to Norwegian
+/// without losing the Call on screen.
+#[tokio::test]
+async fn a_swedish_operator_reads_the_console_in_swedish_in_the_centres_time() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    // The centre's zone: Stockholm, unless the browser's clock reads the same there now.
+    c.goto("about:blank").await.unwrap();
+    let browser_offset = c
+        .execute("return new Date().getTimezoneOffset()", vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let stockholm = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
+    let stockholm_offset = -i64::from(stockholm.to_offset(now).seconds() / 60);
+    let zone = if browser_offset == stockholm_offset {
+        "Asia/Tokyo"
+    } else {
+        "Europe/Stockholm"
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
+    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
+    let mut cfg = test_config(dir.path());
+    cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    cfg.http.time_zone = zone.into();
+    let srv = start_with(cfg).await;
+    let http = srv.http.unwrap();
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    // Åsa speaks Bosnian.
+    let csv = subscribers_csv().replace(",sv\n", ",bs\n");
+    let a = admin
+        .send("POST", "/api/subscribers/import", Some(("text/csv", csv)))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let lang = c
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "sv");
+    assert_eq!(text_of(&c, "#logout").await.as_deref(), Some("Logga ut"));
+    // (The page shows some labels in capitals.)
+    let label = text_of(&c, "#stats .stat-label").await.unwrap();
+    assert_eq!(label.to_lowercase(), "larm i dag");
+    assert_eq!(text_of(&c, "#tab-queue").await.as_deref(), Some("Kö"));
+
+    // A personal alarm (CID 101) waits in the queue.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
+        let row = c.find(Locator::Css("#queue-body tr.call-row")).await.ok()?;
+        Some(row)
+    })
+    .await;
+    let row_text = row.text().await.unwrap().to_lowercase();
+    for words in ["trygghetslarm", "väntar", "ta emot"] {
+        assert!(row_text.contains(words), "{words:?} in {row_text:?}");
+    }
+    let kind = text_of(&c, "#queue-body .col-kind").await.unwrap();
+    assert!(kind.starts_with("Trygghetslarm"), "{kind}");
+    let count = text_of(&c, "#queue-count-text").await.unwrap();
+    assert!(count.contains("väntar"), "{count}");
+
+    // Taken: the card and the timeline in Swedish, the code in words, the time the
+    // centre's.
+    click(&c, "#queue-body tr.call-row button.take").await;
+    let signal = wait_for("the signal line", Duration::from_secs(10), || async {
+        let li = c
+            .find(Locator::Css("#timeline li[data-type=signal]"))
+            .await
+            .ok()?;
+        li.text().await.ok().filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(
+        signal.contains("CID 101") && signal.contains("Trygghetslarm"),
+        "{signal}"
+    );
+    assert!(!signal.contains("Personal Emergency"), "{signal}");
+    let shown = text_of(&c, "#timeline li[data-type=signal] .tl-time")
+        .await
+        .unwrap();
+    let at: String = c
+        .find(Locator::Css("#timeline li[data-type=signal] .tl-time"))
+        .await
+        .unwrap()
+        .attr("datetime")
+        .await
+        .unwrap()
+        .unwrap();
+    let at: jiff::Timestamp = at.parse().unwrap();
+    let centre = at
+        .to_zoned(jiff::tz::TimeZone::get(zone).unwrap())
+        .strftime("%H:%M:%S")
+        .to_string();
+    let browsers: String = c
+        .execute(
+            "const d = new Date(arguments[0]); return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':')",
+            vec![serde_json::json!(at.as_millisecond())],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(shown, centre, "the centre's time ({zone})");
+    assert_ne!(shown, browsers, "the browser's own zone differs");
+    let card = text_of(&c, "#subscriber-card")
+        .await
+        .unwrap()
+        .to_lowercase();
+    for words in [
+        "portkod",
+        "kontaktpersoner",
+        "hemtjänst",
+        "bosniska",
+        "tolk",
+    ] {
+        assert!(card.contains(words), "{words:?} in the card:\n{card}");
+    }
+    let state = text_of(&c, "#call-state").await.unwrap();
+    assert_eq!(state, "Mottaget av dig");
+    let png = c.screenshot().await.unwrap();
+    screenshot("console-swedish.png", &png);
+
+    // Norwegian, chosen in the header: the Call stays on screen, its texts change.
+    c.find(Locator::Css("#language-select"))
+        .await
+        .unwrap()
+        .select_by_value("nb")
+        .await
+        .unwrap();
+    wait_for("Norwegian", Duration::from_secs(10), || async {
+        (text_of(&c, "#logout").await? == "Logg ut").then_some(())
+    })
+    .await;
+    let lang = c
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "nb");
+    let signal = wait_for(
+        "the signal line in Norwegian",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#timeline li[data-type=signal]").await?;
+            t.contains("Trygghetsalarm").then_some(t)
+        },
+    )
+    .await;
+    assert!(signal.contains("CID 101"), "{signal}");
+    assert!(
+        c.find(Locator::Css("#call-view"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    let card = text_of(&c, "#subscriber-card")
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        card.contains("hjemmetjeneste") && card.contains("bosnisk"),
+        "{card}"
+    );
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    assert_eq!(op.get("/api/session").await.json()["language"], "nb");
+    let png = c.screenshot().await.unwrap();
+    screenshot("console-norwegian.png", &png);
+    srv.stop().await.unwrap();
 }

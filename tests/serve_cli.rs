@@ -248,3 +248,30 @@ fn the_data_directory_is_private_and_sled_logs_nothing_it_stores() {
         }
     }
 }
+
+#[test]
+fn an_unknown_time_zone_or_language_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for (key, bad) in [("time_zone", "Europe/Gothenburg"), ("language", "fi")] {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(
+            &cfg,
+            format!("[http]\nlisten = \"127.0.0.1:0\"\n{key} = \"{bad}\"\n"),
+        )
+        .unwrap();
+        let (code, err) = run(
+            &[
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data-dir",
+                data,
+            ],
+            &[],
+        );
+        assert_ne!(code, 0, "{key} = {bad:?} started:\n{err}");
+        assert!(err.contains(key) && err.contains(bad), "{err}");
+    }
+}

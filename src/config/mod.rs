@@ -536,8 +536,12 @@ pub struct HttpConfig {
     pub session_hours: u32,
     /// Mark the session cookie `Secure` (set when a TLS proxy is in front of vakt).
     pub secure_cookie: bool,
-    /// The centre's time zone (IANA name): "today" in the answer figures is local.
+    /// The centre's time zone (IANA name): "today" in the answer figures is local, and the
+    /// console shows every time in it.
     pub time_zone: String,
+    /// The console's language for users who have not chosen one, and the centre's
+    /// language (a person who speaks another gets an interpreter cue).
+    pub language: crate::model::ConsoleLanguage,
     /// Reverse proxies (addresses or networks) whose client-address header is believed;
     /// empty: the header is ignored and the client is the connection's peer.
     #[serde(deserialize_with = "networks")]
@@ -696,6 +700,7 @@ impl Default for HttpConfig {
             session_hours: 12,
             secure_cookie: false,
             time_zone: "Europe/Stockholm".into(),
+            language: crate::model::ConsoleLanguage::Sv,
             trusted_proxies: Vec::new(),
             client_address_header: ClientAddressHeader::XForwardedFor,
             public_origin: None,
@@ -828,6 +833,7 @@ impl HttpConfig {
             session_hours: self.session_hours,
             secure_cookie: self.secure_cookie,
             tz: self.tz(),
+            language: self.language,
             trusted_proxies: self.trusted_proxies.clone(),
             client_address_header: self.client_address_header,
             public_origin: self.public_origin.clone(),
@@ -1123,6 +1129,25 @@ mod tests {
     fn embedded_default_equals_code_default() {
         let parsed = Config::from_toml(DEFAULT_TOML).expect("config/vakt.toml parses");
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_console_language_and_time_zone_default_to_the_centres_and_are_checked() {
+        let d = Config::default();
+        assert_eq!(d.http.language, crate::model::ConsoleLanguage::Sv);
+        assert_eq!(d.http.time_zone, "Europe/Stockholm");
+        assert_eq!(d.http.console_options().language, d.http.language);
+        let nb = Config::from_toml("[http]\nlanguage = \"nb\"\ntime_zone = \"Europe/Oslo\"\n")
+            .expect("nb parses");
+        assert_eq!(nb.http.language, crate::model::ConsoleLanguage::Nb);
+        assert!(nb.validate().is_ok());
+        // A language the console does not have is refused when read.
+        assert!(Config::from_toml("[http]\nlanguage = \"fi\"\n").is_err());
+        // An unknown zone is refused at start, naming the key.
+        let err = Config::from_toml("[http]\ntime_zone = \"Europe/Gothenburg\"\n")
+            .expect_err("an unknown zone is refused")
+            .to_string();
+        assert!(err.contains("http.time_zone"), "{err}");
     }
 
     #[test]

@@ -223,6 +223,37 @@ pub struct WhoAmI {
     /// When the session ends (RFC 3339, UTC): the console warns before it does.
     #[schema(value_type = String)]
     pub expires_at: jiff::Timestamp,
+    /// The language the console is in for this user: the user's own choice, else the
+    /// centre's.
+    pub language: crate::model::ConsoleLanguage,
+    /// The centre's language (`[http] language`): a person who speaks another needs an
+    /// interpreter.
+    pub centre_language: crate::model::ConsoleLanguage,
+    /// The centre's time zone (IANA name, `[http] time_zone`): the console shows every time
+    /// in it.
+    pub time_zone: String,
+}
+
+impl WhoAmI {
+    /// Who `name` is, with the language it chose (`None`: the centre's), in a session
+    /// that ends at `expires_at`.
+    pub fn of(
+        state: &AppState,
+        name: String,
+        role: Role,
+        language: Option<crate::model::ConsoleLanguage>,
+        expires_at: jiff::Timestamp,
+    ) -> WhoAmI {
+        WhoAmI {
+            username: name,
+            role,
+            alerting: state.alerting,
+            expires_at,
+            language: language.unwrap_or(state.language),
+            centre_language: state.language,
+            time_zone: state.tz.iana_name().unwrap_or("UTC").to_owned(),
+        }
+    }
 }
 
 /// Log in: sets the session cookie. The right password of an active user always logs in;
@@ -329,12 +360,7 @@ pub async fn login(
         .build();
     Ok((
         jar.add(cookie),
-        Json(WhoAmI {
-            username: user.name,
-            role: user.role,
-            alerting: state.alerting,
-            expires_at,
-        }),
+        Json(WhoAmI::of(&state, user.name, user.role, user.language, expires_at)),
     ))
 }
 
@@ -394,13 +420,13 @@ async fn login_failed(
 /// Who is logged in.
 #[utoipa::path(get, path = "/api/session", tag = "session",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
-pub async fn whoami(State(state): State<AppState>, s: Session) -> Json<WhoAmI> {
-    Json(WhoAmI {
-        username: s.user,
-        role: s.role,
-        alerting: state.alerting,
-        expires_at: s.expires_at,
-    })
+pub async fn whoami(State(state): State<AppState>, s: Session) -> ApiResult<Json<WhoAmI>> {
+    let language = state
+        .store
+        .user(&s.user)
+        .map_err(|e| ApiError::internal("reading the user failed", e))?
+        .and_then(|u| u.language);
+    Ok(Json(WhoAmI::of(&state, s.user, s.role, language, s.expires_at)))
 }
 
 /// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with

@@ -12,6 +12,7 @@
 //! - [`review_api`]: the supervisors' review of Calls closed without a dispatch.
 //! - [`registers_api`]: the subscriber and device lists and their search, the choices of an
 //!   edit.
+//! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
 
 pub mod api;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod dispatch_api;
 pub mod error;
 pub mod guard;
 pub mod handover_api;
+pub mod i18n;
 pub mod incidents_api;
 pub mod live;
 pub mod review_api;
@@ -104,6 +106,7 @@ impl utoipa::Modify for SecuritySchemes {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::login, api::whoami, api::logout))
+        .routes(routes!(i18n::set_language))
         .routes(routes!(api::list_calls))
         .routes(routes!(api::take_next))
         .routes(routes!(api::get_call))
@@ -194,6 +197,7 @@ pub fn router(state: AppState) -> Router {
     .route("/", get(index))
     .route("/assets/app.js", get(app_js))
     .route("/assets/app.css", get(app_css))
+    .route("/assets/i18n/{file}", get(i18n::serve_catalogue))
     .route("/live", get(|| async { "live\n" }))
     .route("/ready", get(ready))
     .route("/metrics", get(metrics))
@@ -320,8 +324,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-async fn index() -> Response {
-    let mut r = asset("text/html; charset=utf-8", INDEX_HTML);
+async fn index(State(s): State<AppState>) -> Response {
+    let mut r = asset("text/html; charset=utf-8", i18n::index_html(s.language));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub stats: watch::Receiver<Stats>,
     /// The centre's time zone.
     pub tz: jiff::tz::TimeZone,
+    /// The centre's language: the console's for users who have not chosen one.
+    pub language: crate::model::ConsoleLanguage,
     /// Failed logins: which are throttled, and for how long their answers are held.
     pub throttle: Arc<auth::LoginThrottle>,
     /// Bounds the password checks running at once.
@@ -110,6 +112,8 @@ pub struct ConsoleOptions {
     pub secure_cookie: bool,
     /// The centre's time zone.
     pub tz: jiff::tz::TimeZone,
+    /// The console's language for users who have not chosen one.
+    pub language: crate::model::ConsoleLanguage,
     /// Reverse proxies whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The header they name the client in.
@@ -149,6 +153,7 @@ impl AppState {
             devices,
             stats,
             tz: opts.tz,
+            language: opts.language,
             throttle: Arc::new(auth::LoginThrottle::new(auth::LoginLimits::default())),
             verify_permits: Arc::new(Semaphore::new(VERIFY_PERMITS)),
             throttled_permits: Arc::new(Semaphore::new(THROTTLED_VERIFY_PERMITS)),

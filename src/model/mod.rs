@@ -1042,6 +1042,40 @@ pub struct Subscriber {
     pub needs_extra_visits: bool,
 }
 
+/// The languages of the console: Swedish, Norwegian (bokmål), English. Each user reads the
+/// console in one; `[http] language` is the default.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleLanguage {
+    /// Swedish (`sv`).
+    #[default]
+    Sv,
+    /// Norwegian bokmål (`nb`).
+    Nb,
+    /// English (`en`).
+    En,
+}
+
+impl ConsoleLanguage {
+    /// Every language the console has, in the order the console offers them.
+    pub const ALL: [ConsoleLanguage; 3] = [
+        ConsoleLanguage::Sv,
+        ConsoleLanguage::Nb,
+        ConsoleLanguage::En,
+    ];
+
+    /// The BCP 47 tag (`sv`, `nb`, `en`): `<html lang>` and the catalogue's file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleLanguage::Sv => "sv",
+            ConsoleLanguage::Nb => "nb",
+            ConsoleLanguage::En => "en",
+        }
+    }
+}
+
 /// What a user may do. Each role may do everything the one before may.
 #[derive(
     Clone,

@@ -133,6 +133,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
             password_hash: crate::console::auth::hash_password(pw)?,
             created_at: now,
             disabled: false,
+            language: None,
         })
     })
     .collect::<Result<Vec<_>, DemoError>>()?;

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::model::Role;
+use crate::model::{ConsoleLanguage, Role};
 
 /// A console user.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub struct UserRecord {
     /// A disabled user cannot log in and has no sessions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// The language the user reads the console in; `None`: the centre's (`[http] language`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<ConsoleLanguage>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for UserRecord {
             .field("role", &self.role)
             .field("created_at", &self.created_at)
             .field("disabled", &self.disabled)
+            .field("language", &self.language)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +125,7 @@ impl Store {
             password_hash: password_hash.to_string(),
             created_at: old.as_ref().map_or(now, |o| o.created_at),
             disabled: old.as_ref().is_some_and(|o| o.disabled),
+            language: old.as_ref().and_then(|o| o.language),
         };
         if old.is_some() {
             self.delete_sessions_of(name)?;
@@ -175,6 +180,38 @@ impl Store {
             before: old,
             after: (change != UserChange::Remove).then_some(new),
         })
+    }
+
+    /// Sets the language `name` reads the console in (`None`: the centre's), keeping
+    /// everything else of the user and its sessions. Compare-and-swap, so a change of role
+    /// or of the password at the same moment is not lost. Flushes. Returns the language
+    /// before (`Some(None)`: the centre's), or `None` when there is no such user.
+    pub fn set_user_language(
+        &self,
+        name: &str,
+        language: Option<ConsoleLanguage>,
+    ) -> Result<Option<Option<ConsoleLanguage>>, StoreError> {
+        loop {
+            let Some(raw) = self.users.get(name.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut u: UserRecord =
+                serde_json::from_slice(&raw).map_err(|e| corrupt("users", e))?;
+            let before = u.language;
+            if before == language {
+                return Ok(Some(before));
+            }
+            u.language = language;
+            let v = serde_json::to_vec(&u).map_err(|e| corrupt("users", e))?;
+            if self
+                .users
+                .compare_and_swap(name.as_bytes(), Some(raw), Some(v))?
+                .is_ok()
+            {
+                self.flush()?;
+                return Ok(Some(before));
+            }
+        }
     }
 
     /// Every user, sorted by name.
@@ -281,6 +318,7 @@ mod tests {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
             created_at: ts(1_700_000_000),
             disabled: false,
+            language: None,
         }
     }
 
@@ -419,6 +457,47 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.user_count().unwrap(), 1, "durable");
+    }
+
+    #[test]
+    fn a_users_language_is_set_keeping_the_user_and_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let u = user("ann", Role::Operator);
+        store.put_user(&u).unwrap();
+        store
+            .put_session(&[7; 32], &session("ann", 1_800_000_000))
+            .unwrap();
+        assert_eq!(
+            store
+                .set_user_language("ann", Some(ConsoleLanguage::Nb))
+                .unwrap(),
+            Some(None)
+        );
+        let after = store.user("ann").unwrap().unwrap();
+        assert_eq!(after.language, Some(ConsoleLanguage::Nb));
+        assert_eq!(
+            (after.role, &after.password_hash),
+            (u.role, &u.password_hash)
+        );
+        assert!(
+            store.session(&[7; 32]).unwrap().is_some(),
+            "the session stays"
+        );
+        // A new password keeps the language.
+        store
+            .set_user("ann", Role::Operator, "$argon2id$other", ts(1_800_000_000))
+            .unwrap();
+        assert_eq!(
+            store.user("ann").unwrap().unwrap().language,
+            Some(ConsoleLanguage::Nb)
+        );
+        assert_eq!(
+            store.set_user_language("ann", None).unwrap(),
+            Some(Some(ConsoleLanguage::Nb))
+        );
+        assert_eq!(store.user("ann").unwrap().unwrap().language, None);
+        assert_eq!(store.set_user_language("nobody", None).unwrap(), None);
     }
 
     #[test]

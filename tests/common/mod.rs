@@ -60,6 +60,8 @@ pub fn test_config(dir: &Path) -> Config {
     // Voice calls' media on this host only.
     cfg.voice.rtp.bind_addr = std::net::Ipv4Addr::LOCALHOST.into();
     cfg.shutdown_grace_secs = 5;
+    // The console in English, which the tests read (a test of the languages sets its own).
+    cfg.http.language = vakt::model::ConsoleLanguage::En;
     cfg
 }
 
@@ -242,6 +244,7 @@ pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str)
             password_hash: vakt::console::auth::hash_password(password).expect("hash"),
             created_at: jiff::Timestamp::now(),
             disabled: false,
+            language: None,
         })
         .expect("user stored");
     store.flush().expect("flush");

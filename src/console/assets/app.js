@@ -329,25 +329,27 @@ function ageSecs(openedAt, until) {
   return (end - start) / 1000;
 }
 
-/** Local time HH:MM:SS, with the date in front when not today. */
+/** The centre's time HH:MM:SS, with the date in front when not today (in the centre's zone). */
 function fmtTime(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const hms = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
-  const today = new Date();
-  if (d.toDateString() === today.toDateString()) return hms;
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hms}`;
+  const p = zoneParts(t);
+  if (p.date === zoneParts(serverNow()).date) return p.hms;
+  return `${p.date} ${p.hms}`;
 }
 
-/** Full local date and time, for tooltips. */
+/** Full date and time in the centre's zone, for tooltips. */
 function fmtFull(ts) {
   const t = parseTs(ts);
-  return Number.isFinite(t) ? new Date(t).toLocaleString('sv-SE') : String(ts);
+  if (!Number.isFinite(t)) return String(ts);
+  const p = zoneParts(t);
+  return `${p.weekday} ${p.date} ${p.hms}`;
 }
 
 function priorityInfo(p) {
-  return PRIORITIES[p] || { label: `Level ${p}`, cls: 'p4' };
+  const info = PRIORITIES[p];
+  if (!info) return { label: t('priority.level', { level: p }), cls: 'p4' };
+  return { label: tOr(`priority.${p}`, info.label), cls: info.cls };
 }
 
 function priorityBadge(p, extraClass) {
@@ -355,7 +357,7 @@ function priorityBadge(p, extraClass) {
   return el('span', {
     class: `badge ${info.cls}${extraClass ? ' ' + extraClass : ''}`,
     text: info.label,
-    title: `Priority level ${p}`,
+    title: t('priority.title', { level: p }),
   });
 }
 
@@ -396,6 +398,244 @@ function isMine(call) {
   return !!call && !!S.me && call.state === 'claimed' && call.owner === S.me.username;
 }
 
+// ---- languages and the centre's time (every text through t(), every time through zoneParts)
+
+/**
+ * The message catalogue of the user's language (GET /assets/i18n/{sv,nb,en}.json: keys by
+ * meaning, `{name}` placeholders, plural forms as `key.one` / `key.other`), English as the
+ * fallback; the centre's time zone and language (from GET /api/session).
+ */
+const I18N = {
+  lang: 'en',
+  messages: {},
+  fallback: {},
+  cache: new Map(), // language -> catalogue
+  tz: 'Europe/Stockholm',
+  centre: 'sv',
+  plural: null,
+  formats: new Map(), // key -> Intl.DateTimeFormat in the centre's zone
+  names: null, // Intl.DisplayNames of languages, in the user's language
+};
+
+/** Locales for numbers, dates and names of the console's languages. */
+const LOCALES = { sv: 'sv-SE', nb: 'nb-NO', en: 'en-GB' };
+
+/** Whether the catalogue has `key` (in the user's language or in English). */
+function tHas(key) {
+  return Object.prototype.hasOwnProperty.call(I18N.messages, key) ||
+    Object.prototype.hasOwnProperty.call(I18N.fallback, key);
+}
+
+/**
+ * The text of `key` in the user's language (English where that lacks it, the key itself
+ * when neither has it), its `{name}` placeholders filled from `params`.
+ */
+function t(key, params) {
+  let s = I18N.messages[key];
+  if (typeof s !== 'string') s = I18N.fallback[key];
+  if (typeof s !== 'string') return key;
+  if (!params) return s;
+  return s.replace(/\{(\w+)\}/g, (m, k) => (Object.prototype.hasOwnProperty.call(params, k) ? String(params[k]) : m));
+}
+
+/** The plural form of `key` for the count `n` (`{n}` is filled in with `n`). */
+function tn(key, n, params) {
+  const form = I18N.plural ? I18N.plural.select(n) : (n === 1 ? 'one' : 'other');
+  return t(form === 'one' ? `${key}.one` : `${key}.other`, Object.assign({ n }, params));
+}
+
+/** `t(key)` if the catalogue has the key, else `fallback`. */
+function tOr(key, fallback) {
+  return tHas(key) ? t(key) : fallback;
+}
+
+async function fetchCatalogue(lang) {
+  if (I18N.cache.has(lang)) return I18N.cache.get(lang);
+  const res = await fetch(`/assets/i18n/${encodeURIComponent(lang)}.json`, { credentials: 'same-origin' });
+  if (!res.ok) throw new Error(`catalogue ${lang}: ${res.status}`);
+  const data = await res.json();
+  I18N.cache.set(lang, data);
+  return data;
+}
+
+/**
+ * Puts the console in `lang` (sv, nb, en): loads its catalogue, sets `<html lang>`, and
+ * translates the page's static text. A catalogue that cannot be loaded leaves English.
+ */
+async function useLanguage(lang) {
+  const want = LOCALES[lang] ? lang : 'en';
+  try {
+    I18N.fallback = await fetchCatalogue('en');
+    I18N.messages = want === 'en' ? I18N.fallback : await fetchCatalogue(want);
+    I18N.lang = want;
+  } catch (e) {
+    I18N.messages = I18N.fallback || {};
+    I18N.lang = 'en';
+  }
+  document.documentElement.lang = I18N.lang;
+  I18N.plural = new Intl.PluralRules(LOCALES[I18N.lang]);
+  I18N.formats.clear();
+  I18N.names = null;
+  translatePage(document);
+  const pick = $('language-select');
+  if (pick) pick.value = I18N.lang;
+}
+
+/**
+ * The static text of the page in the user's language: `data-i18n` (the text),
+ * `data-i18n-title`, `data-i18n-placeholder`, `data-i18n-aria-label`.
+ */
+function translatePage(root) {
+  for (const n of root.querySelectorAll('[data-i18n]')) n.textContent = t(n.dataset.i18n);
+  for (const n of root.querySelectorAll('[data-i18n-title]')) n.title = t(n.dataset.i18nTitle);
+  for (const n of root.querySelectorAll('[data-i18n-placeholder]')) n.placeholder = t(n.dataset.i18nPlaceholder);
+  for (const n of root.querySelectorAll('[data-i18n-aria-label]')) n.setAttribute('aria-label', t(n.dataset.i18nAriaLabel));
+}
+
+/** The centre's zone and language, from who is logged in. */
+function useCentre(me) {
+  const tz = String(me.time_zone || '');
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    I18N.tz = tz;
+  } catch (e) {
+    I18N.tz = 'UTC';
+  }
+  I18N.centre = String(me.centre_language || 'sv');
+  I18N.formats.clear();
+}
+
+/** A cached Intl.DateTimeFormat in the centre's zone. */
+function zoneFormat(key, opts) {
+  let f = I18N.formats.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(LOCALES[I18N.lang] || 'en-GB', Object.assign({ timeZone: I18N.tz }, opts));
+    I18N.formats.set(key, f);
+  }
+  return f;
+}
+
+/**
+ * The calendar and clock of the instant `ms` in the centre's time zone (whatever the
+ * browser's): {date: 'YYYY-MM-DD', ym: 'YYYY-MM', hm: 'HH:MM', hms: 'HH:MM:SS', weekday}.
+ * Every time the console shows goes through here.
+ */
+function zoneParts(ms) {
+  const p = {};
+  for (const x of zoneFormat('parts', {
+    year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+  }).formatToParts(new Date(ms))) p[x.type] = x.value;
+  const date = `${p.year}-${p.month}-${p.day}`;
+  const hm = `${p.hour}:${p.minute}`;
+  return {
+    date, ym: `${p.year}-${p.month}`, hm, hms: `${hm}:${p.second}`,
+    weekday: zoneFormat('weekday', { weekday: 'short' }).format(new Date(ms)),
+  };
+}
+
+/** The name of a person's language (`bs` -> "bosniska"), in the user's language. */
+function languageName(code) {
+  const c = String(code || '').trim();
+  if (!c) return '';
+  try {
+    if (!I18N.names) I18N.names = new Intl.DisplayNames([LOCALES[I18N.lang] || 'en-GB'], { type: 'language' });
+    return I18N.names.of(c) || c;
+  } catch (e) {
+    return c;
+  }
+}
+
+/** Whether a person who speaks `code` needs an interpreter at this centre. */
+function needsInterpreter(code) {
+  const norwegian = (x) => (x === 'no' || x === 'nn' ? 'nb' : x);
+  const base = norwegian(String(code || '').trim().toLowerCase().split(/[-_]/)[0]);
+  return !!base && base !== norwegian(I18N.centre);
+}
+
+/** A person's language by name, with the interpreter cue when it is not the centre's. */
+function languageNode(code) {
+  if (!String(code || '').trim()) return el('strong', { text: '-' });
+  return el('span', { class: 'person-language' },
+    el('strong', { text: languageName(code), title: String(code) }),
+    needsInterpreter(code) ? el('span', { class: 'tag tag-interpreter', text: t('person.interpreter') }) : null);
+}
+
+/** Triage's kind of alarm ("Fall") in words of the user's language. */
+function kindWords(kind) {
+  if (!kind) return '-';
+  const slug = String(kind).toLowerCase().replace(/[^a-z0-9]/g, '_').replace(/^_+|_+$/g, '');
+  return tOr(`kind.${slug}`, String(kind));
+}
+
+/**
+ * An event code in words of the user's language: "CID 101", "SIA MA", "SCAIP 0005/0016"
+ * (device type and status); else the server's English `name`, else the code.
+ */
+function codeWords(code, name) {
+  const c = String(code || '');
+  let m = /^CID (\d{1,3})$/.exec(c);
+  if (m && tHas(`cid.${Number(m[1])}`)) return t(`cid.${Number(m[1])}`);
+  m = /^SIA ([A-Z]{2})$/.exec(c);
+  if (m && tHas(`sia.${m[1]}`)) return t(`sia.${m[1]}`);
+  m = /^SCAIP (\d{4,5})(?:\/(\d{4,5}))?$/.exec(c);
+  if (m) {
+    const dty = Number(m[1]);
+    const dev = (dty >= 900 && dty <= 999) ? 'scaip.device.900' : `scaip.device.${dty}`;
+    const st = m[2] === undefined ? null : `scaip.status.${Number(m[2])}`;
+    if (tHas(dev) && st && tHas(st)) return t('scaip.device_status', { device: t(dev), status: t(st) });
+    if (tHas(dev) && (st || dty > 1)) return t(dev);
+  }
+  return name ? String(name) : c;
+}
+
+/** A device type (`fall_detector`) in words. */
+function deviceTypeWords(type) {
+  return type ? tOr(`device.${type}`, String(type)) : '-';
+}
+
+/** A role in words. */
+function roleWords(role) {
+  return tOr(`role.${role}`, String(role || ''));
+}
+
+/** An audit action (`call.claim`) in words. */
+function auditWords(action) {
+  return tOr(`audit.${action}`, String(action || '-'));
+}
+
+/** Changes the user's own language: stored on the server, then the page's texts again. */
+async function changeLanguage(lang) {
+  try {
+    const { data } = await api('PUT', '/api/me/language', { language: lang });
+    await useLanguage(data.language);
+    rerenderTexts();
+  } catch (e) {
+    reportError(t('lang.change_failed'), e);
+    const pick = $('language-select');
+    if (pick) pick.value = I18N.lang;
+  }
+}
+
+/** Draws again what is on screen, in the new language, keeping the state (queue, Call, page). */
+function rerenderTexts() {
+  if (!S.me) return;
+  renderWho();
+  renderQueue();
+  renderStats();
+  renderAlerts();
+  renderIncidentBanner();
+  renderSupervision();
+  if (S.view === 'call' && S.currentId !== null) {
+    if (S.subscriber) renderSubscriber(S.subscriber);
+    refreshCall();
+  }
+  else if (S.view === 'audit') renderAudit();
+  else if (S.view === 'users') renderUsers();
+  else if (S.view === 'patrols') renderBoard();
+  else reloadPage();
+}
+
 // ---------------------------------------------------------------- 4. API
 
 class ApiError extends Error {
@@ -420,7 +660,7 @@ async function api(method, path, body) {
   try {
     res = await fetch(path, opts);
   } catch (e) {
-    throw new ApiError(0, 'The server cannot be reached (network error).', null);
+    throw new ApiError(0, t('api.unreachable'), null);
   }
   noteClockSkew(res.headers.get('Date'));
   const raw = await res.text().catch(() => '');
@@ -433,7 +673,7 @@ async function api(method, path, body) {
     }
   }
   if (res.status === 401 && path !== '/api/session') {
-    showLogin('Your session has ended. Please log in again.');
+    showLogin(t('login.session_ended'));
   }
   if (!res.ok) {
     const reason = (data && data.error) || raw.trim().slice(0, 200) || res.statusText || 'error';
@@ -462,14 +702,21 @@ function reportError(what, e) {
 /** Asks who we are: the app if logged in, the login form on 401. */
 async function boot() {
   clearTimeout(S.bootTimer);
+  // The page's language (the centre's) loads while the server is asked who we are.
+  const pageLanguage = I18N.cache.has(document.documentElement.lang) ? null : useLanguage(document.documentElement.lang);
   try {
     const { data } = await api('GET', '/api/session');
+    await pageLanguage;
+    useCentre(data);
+    await useLanguage(data.language);
     startApp(data);
   } catch (e) {
+    await pageLanguage;
     if (e instanceof ApiError && e.status === 401) {
       showLogin('');
     } else {
-      showLogin('The server cannot be reached. Trying again…');
+      // Without the server there may be no catalogue either.
+      showLogin(tOr('login.unreachable', 'The server cannot be reached. Trying again…'));
       S.bootTimer = setTimeout(boot, 5000);
     }
   }
@@ -555,11 +802,11 @@ function showLogin(reason) {
   closeEditor();
   show($('help'), false);
   for (const id of [...VIEWS.map((v) => `${v}-view`), 'stats', 'whoami', 'logout', 'tabs',
-    'help-button', 'connection-status', 'conn-banner', 'queue-count', 'supervision-badges']) {
+    'help-button', 'connection-status', 'conn-banner', 'queue-count', 'supervision-badges', 'language-select']) {
     show($(id), false);
   }
   show($('login-view'), true);
-  document.title = 'vakt - log in';
+  document.title = t('login.title');
   const err = $('login-error');
   err.textContent = reason || '';
   show(err, !!reason);
@@ -575,7 +822,7 @@ async function onLoginSubmit(ev) {
   const password = $('login-password').value;
   const err = $('login-error');
   if (!username || !password) {
-    err.textContent = 'Enter your username and password.';
+    err.textContent = t('login.enter_both');
     show(err, true);
     return;
   }
@@ -585,14 +832,16 @@ async function onLoginSubmit(ev) {
     const { data } = await api('POST', '/api/session', { username, password });
     $('login-password').value = '';
     show(err, false);
+    useCentre(data);
+    await useLanguage(data.language);
     startApp(data);
   } catch (e) {
     let text;
-    if (e.status === 401) text = 'Wrong username or password.';
-    else if (e.status === 429) text = 'Wrong username or password. After many failed attempts each answer comes more slowly.';
-    else if (e.status === 403) text = 'Refused: open the console from its own address.';
+    if (e.status === 401) text = t('login.wrong');
+    else if (e.status === 429) text = t('login.throttled');
+    else if (e.status === 403) text = t('login.cross_site');
     else if (e.status === 0) text = e.message;
-    else text = `Login failed: ${e.message}`;
+    else text = t('login.failed', { reason: e.message });
     err.textContent = text;
     show(err, true);
     $('login-password').value = '';
@@ -614,7 +863,15 @@ async function logout() {
     // Logged out either way: the screen goes back to the login form.
   }
   showLogin('');
-  message('Logged out.', 'info');
+  message(t('login.logged_out'), 'info');
+}
+
+/** The header's user: name and role in words. */
+function renderWho() {
+  const who = $('whoami');
+  clear(who);
+  who.append(el('span', { class: 'who-name', text: S.me.username }),
+    el('span', { class: 'who-role', text: roleWords(S.me.role) }));
 }
 
 // ---- Handover: the Calls one owns at logout, "my calls", supervisors' take over and reassign
@@ -872,11 +1129,8 @@ function startApp(me) {
   S.me.expiresAt = me.expires_at || null;
   show($('login-view'), false);
   show($('message'), false); // e.g. "Logged out." of the previous user
-  const who = $('whoami');
-  clear(who);
-  who.append(el('span', { class: 'who-name', text: S.me.username }),
-    el('span', { class: 'who-role', text: S.me.role }));
-  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs']) {
+  renderWho();
+  for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs', 'language-select']) {
     show($(id), true);
   }
   show($('audit-link'), isSupervisor());
@@ -887,7 +1141,7 @@ function startApp(me) {
   show($('tab-users'), isAdmin());
   const st = $('connection-status');
   st.dataset.state = 'closed';
-  st.textContent = 'Connecting…';
+  st.textContent = t('conn.connecting');
   showQueue();
   renderQueue();
   renderStats();
@@ -987,7 +1241,7 @@ async function checkSessionThenReconnect() {
     await api('GET', '/api/session');
   } catch (e) {
     if (e.status === 401) {
-      showLogin('Your session has ended. Please log in again.');
+      showLogin(t('login.session_ended'));
       return;
     }
   }
@@ -1008,7 +1262,7 @@ function scheduleReconnect() {
 function setConnection(open) {
   const st = $('connection-status');
   st.dataset.state = open ? 'open' : 'closed';
-  st.textContent = open ? 'Live' : 'Reconnecting…';
+  st.textContent = open ? t('conn.live') : t('conn.reconnecting');
   st.title = open ? 'Receiving live updates' : 'No live updates: the screen may be out of date';
   show($('conn-banner'), !open && !!S.me);
   document.body.classList.toggle('stale', !open);
@@ -1564,7 +1818,7 @@ function subscriberLabel(c) {
   if (c.subscriber_name) return el('span', { class: 'sub-name', text: c.subscriber_name });
   if (c.subscriber) return el('span', { class: 'sub-name', text: c.subscriber });
   return el('span', { class: 'sub-unknown' },
-    el('span', { class: 'tag tag-unknown', text: 'Unknown device' }), ' ',
+    el('span', { class: 'tag tag-unknown', text: t('queue.unknown_device') }), ' ',
     el('span', { class: 'mono', text: c.account || '?' }));
 }
 
@@ -1583,7 +1837,7 @@ function renderQueue() {
   const frag = document.createDocumentFragment();
   for (const c of calls) frag.append(queueRow(c, now));
   if (calls.length === 0) {
-    frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: 'No open calls.' })));
+    frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: t('queue.empty') })));
   }
   clear(body);
   body.append(frag);
@@ -1594,14 +1848,14 @@ function renderQueue() {
 
 function queueRow(c, now) {
   const mine = isMine(c);
-  const owner = c.owner ? (mine ? 'You' : c.owner) : '';
+  const owner = c.owner ? (mine ? t('queue.you') : c.owner) : '';
   let action;
   if (c.state === 'queued') {
-    action = el('button', { type: 'button', class: 'take', text: 'Take', on: { click: (e) => { e.stopPropagation(); takeCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'take', text: t('queue.take'), on: { click: (e) => { e.stopPropagation(); takeCall(c.id); } } });
   } else if (mine) {
-    action = el('button', { type: 'button', class: 'open', text: 'Open', on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'open', text: t('queue.open'), on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
   } else {
-    action = el('button', { type: 'button', class: 'view secondary', text: 'View', on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
+    action = el('button', { type: 'button', class: 'view secondary', text: t('queue.view'), on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
   }
   const tr = el('tr', {
     class: `call-row ${priorityInfo(c.priority).cls}-row state-${c.state}${mine ? ' mine' : ''}`,
@@ -1615,11 +1869,11 @@ function queueRow(c, now) {
   el('td', { class: 'col-priority' }, priorityBadge(c.priority)),
   el('td', { class: 'col-age' }, el('span', { class: ageClass(c), dataset: { opened: c.opened_at, state: c.state }, text: fmtDuration(ageSecs(c.opened_at)) })),
   el('td', { class: 'col-subscriber' }, subscriberLabel(c)),
-  el('td', { class: 'col-kind' }, el('span', { text: c.kind || '-' }),
-    c.restored ? el('span', { class: 'tag tag-restored', text: 'restored' }) : null,
+  el('td', { class: 'col-kind' }, el('span', { text: kindWords(c.kind) }),
+    c.restored ? el('span', { class: 'tag tag-restored', text: t('queue.restored') }) : null,
     voiceBadge(c)),
   el('td', { class: 'col-presses' }, el('span', { class: c.alarm_count > 1 ? 'presses multi' : 'presses', text: c.alarm_count > 1 ? `×${c.alarm_count}` : String(c.alarm_count ?? 1) })),
-  el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: STATE_LABELS[c.state] || c.state })),
+  el('td', { class: 'col-state' }, el('span', { class: `state state-${c.state}`, text: tOr(`state.${c.state}`, c.state) })),
   el('td', { class: 'col-owner' + (mine ? ' owner-me' : ''), text: owner }),
   el('td', { class: 'col-action' }, action, superviseButtons(c)));
   const until = S.flashUntil.get(c.id);
@@ -1637,12 +1891,12 @@ function queueRow(c, now) {
 function renderQueueCount(calls) {
   const waiting = calls.filter((c) => c.state === 'queued');
   const urgent = waiting.filter((c) => c.priority <= 1).length;
-  const text = waiting.length === 0 ? 'No call waiting'
-    : `${waiting.length} waiting${urgent ? ` · ${urgent} urgent` : ''}`;
+  const text = waiting.length === 0 ? t('queue.none_waiting')
+    : `${tn('queue.waiting', waiting.length)}${urgent ? ` · ${tn('queue.urgent', urgent)}` : ''}`;
   $('queue-count-text').textContent = text;
   $('queue-count').classList.toggle('urgent', urgent > 0);
   $('queue-count').classList.toggle('has-waiting', waiting.length > 0);
-  $('queue-summary').textContent = `${calls.length} open, ${waiting.length} waiting`;
+  $('queue-summary').textContent = t('queue.summary', { open: calls.length, waiting: waiting.length });
   S.waitingCount = waiting.length;
   renderTitle();
 }
@@ -1652,7 +1906,7 @@ function renderTitle() {
   if (!S.me) return;
   const n = S.waitingCount || 0;
   const alert = Array.from(S.alerts.values()).some((a) => a.kind === 'breach') ? '⚠ ' : '';
-  const incident = openIncidents().length ? 'INCIDENT · ' : '';
+  const incident = openIncidents().length ? `${t('queue.title_incident')} · ` : '';
   document.title = `${alert}${incident}${n ? `(${n}) ` : ''}vakt`;
 }
 
@@ -1770,7 +2024,7 @@ function fmtPct(x) {
 function renderStat(id, value, target) {
   const node = $(id);
   const targetNode = $(`${id}-target`);
-  if (targetNode && Number.isFinite(Number(target))) targetNode.textContent = `target ${fmtPct(target)}`;
+  if (targetNode && Number.isFinite(Number(target))) targetNode.textContent = t('stats.target', { pct: fmtPct(target) });
   if (value === null || value === undefined) {
     node.textContent = '-';
     node.dataset.met = 'none';
@@ -1787,7 +2041,7 @@ function renderStats() {
   $('stat-median').textContent = med === null || med === undefined ? '-' : fmtDuration(med);
   renderStat('stat-60', s.within_60s_pct, s.target_60s_pct ?? 97.5);
   renderStat('stat-180', s.within_180s_pct, s.target_180s_pct ?? 99);
-  $('stats').title = s.date ? `Figures for ${s.date}: ${orDash(s.answered)} answered` : '';
+  $('stats').title = s.date ? t('stats.figures_for', { date: s.date, answered: orDash(s.answered) }) : '';
 }
 
 // ---------------------------------------------------------------- 10. Call view
@@ -1924,7 +2178,7 @@ function renderCallHeaderFromSummary(c) {
   const pri = $('call-priority');
   pri.className = 'badge big';
   pri.textContent = '…';
-  $('call-kind').textContent = 'Loading…';
+  $('call-kind').textContent = t('call.loading');
   $('call-age').textContent = '';
   $('call-presses').textContent = '';
   $('call-state').textContent = '';
@@ -1932,7 +2186,7 @@ function renderCallHeaderFromSummary(c) {
   show($('call-actions'), false);
   show($('call-ownership'), false);
   show($('dispatch-open'), false);
-  $('call-id').textContent = `Call ${S.currentId}`;
+  $('call-id').textContent = t('call.label', { id: S.currentId });
 }
 
 function renderCallHeader(c) {
@@ -1940,19 +2194,19 @@ function renderCallHeader(c) {
   const info = priorityInfo(c.priority);
   pri.className = `badge big ${info.cls}`;
   pri.textContent = info.label;
-  pri.title = `Priority level ${c.priority}`;
-  $('call-kind').textContent = c.kind || '-';
+  pri.title = t('priority.title', { level: c.priority });
+  $('call-kind').textContent = kindWords(c.kind);
   const presses = $('call-presses');
   presses.textContent = String(c.alarm_count ?? 1);
   presses.className = c.alarm_count > 1 ? 'presses multi' : 'presses';
   show($('call-restored'), !!c.restored);
   const st = $('call-state');
   st.className = `call-state state-${c.state}`;
-  let stText = STATE_LABELS[c.state] || c.state;
-  if (c.state === 'claimed' && c.owner) stText = isMine(c) ? 'Taken by you' : `Taken by ${c.owner}`;
-  if (c.state === 'closed') stText = `Closed${c.outcome ? ': ' + (OUTCOMES[c.outcome] || c.outcome) : ''}`;
+  let stText = tOr(`state.${c.state}`, c.state);
+  if (c.state === 'claimed' && c.owner) stText = isMine(c) ? t('call.taken_by_you') : t('call.taken_by', { owner: c.owner });
+  if (c.state === 'closed') stText = c.outcome ? t('call.closed_outcome', { outcome: OUTCOMES[c.outcome] || c.outcome }) : t('state.closed');
   st.textContent = stText;
-  $('call-id').textContent = `Call ${c.id} · opened ${fmtTime(c.opened_at)}`;
+  $('call-id').textContent = t('call.label_opened', { id: c.id, time: fmtTime(c.opened_at) });
   $('call-view').dataset.priority = String(c.priority);
   $('call-view').dataset.state = c.state;
   renderCallAge();
@@ -1964,7 +2218,7 @@ function renderCallAge() {
   const age = $('call-age');
   age.textContent = fmtDuration(ageSecs(c.opened_at, c.state === 'closed' ? c.closed_at : null));
   age.className = ageClass(c);
-  if (c.answered_at) age.title = `Answered after ${fmtDuration(ageSecs(c.opened_at, c.answered_at))}`;
+  if (c.answered_at) age.title = t('call.answered_after', { duration: fmtDuration(ageSecs(c.opened_at, c.answered_at)) });
 }
 
 /** Who owns it, and the actions when it is mine. */
@@ -1982,14 +2236,14 @@ function renderOwnership(c) {
   show(box, true);
   box.className = `ownership state-${c.state}`;
   if (c.state === 'queued') {
-    text.textContent = 'This call is waiting. Take it to write notes and close it.';
+    text.textContent = t('call.waiting_take_it');
     show(take, true);
   } else if (c.state === 'claimed') {
-    text.textContent = `${c.owner || 'Another operator'} is handling this call. You can read it only.`;
+    text.textContent = t('call.handled_by', { owner: c.owner || t('call.another_operator') });
     show(take, false);
   } else {
-    const outcome = c.outcome ? OUTCOMES[c.outcome] || c.outcome : 'closed';
-    text.textContent = `Closed ${c.closed_at ? fmtTime(c.closed_at) : ''} by ${c.owner || '?'}: ${outcome}.`;
+    const outcome = c.outcome ? OUTCOMES[c.outcome] || c.outcome : t('call.closed_word');
+    text.textContent = t('call.closed_by', { time: c.closed_at ? fmtTime(c.closed_at) : '', owner: c.owner || '?', outcome });
     show(take, false);
   }
 }
@@ -1999,7 +2253,7 @@ function renderTimeline(entries) {
   const wasAtBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   clear(list);
   if (entries.length === 0) {
-    list.append(el('li', { class: 'muted', dataset: { type: 'none' }, text: 'Nothing yet.' }));
+    list.append(el('li', { class: 'muted', dataset: { type: 'none' }, text: t('tl.nothing') }));
     return;
   }
   for (const e of entries) list.append(timelineItem(e));
@@ -2018,29 +2272,30 @@ function timelineItem(e) {
   switch (e.type) {
     case 'signal': {
       const restore = e.qualifier === 'restore';
-      appendAll(head, el('span', { class: 'tl-what', text: restore ? 'Restore signal' : (e.qualifier === 'status' ? 'Status signal' : 'Signal') }),
+      const words = codeWords(e.code, e.description);
+      appendAll(head, el('span', { class: 'tl-what', text: restore ? t('tl.signal_restore') : (e.qualifier === 'status' ? t('tl.signal_status') : t('tl.signal')) }),
         ' ', el('span', { class: 'mono', text: e.code || '' }),
-        e.description ? el('span', { class: 'tl-desc', text: ` ${e.description}` }) : null,
-        e.zone !== undefined && e.zone !== null ? el('span', { class: 'tl-zone', text: ` · zone ${e.zone}` }) : null,
-        e.account ? el('span', { class: 'tl-account muted', text: ` · account ${e.account}` }) : null);
+        words && words !== e.code ? el('span', { class: 'tl-desc', text: ` ${words}`, title: e.description || null }) : null,
+        e.zone !== undefined && e.zone !== null ? el('span', { class: 'tl-zone', text: ` · ${t('tl.zone', { zone: e.zone })}` }) : null,
+        e.account ? el('span', { class: 'tl-account muted', text: ` · ${t('tl.account', { account: e.account })}` }) : null);
       break;
     }
     case 'escalated':
-      appendAll(head, el('span', { class: 'tl-what', text: 'Escalated' }), ' ',
+      appendAll(head, el('span', { class: 'tl-what', text: t('tl.escalated') }), ' ',
         priorityBadge(e.from, 'small'), ' → ', priorityBadge(e.to, 'small'),
-        e.reason ? el('span', { class: 'tl-desc', text: ` (${ESCALATION_REASONS[e.reason] || e.reason})` }) : null);
+        e.reason ? el('span', { class: 'tl-desc', text: ` (${tOr(`escalation.${e.reason}`, ESCALATION_REASONS[e.reason] || e.reason)})` }) : null);
       break;
     case 'restored':
-      head.append(el('span', { class: 'tl-what', text: 'Restored: the condition is over (the call stays open)' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.restored') }));
       break;
     case 'claimed':
-      head.append(el('span', { class: 'tl-what', text: 'Taken' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.claimed') }));
       break;
     case 'released':
-      head.append(el('span', { class: 'tl-what', text: 'Released to the queue' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.released') }));
       break;
     case 'note':
-      head.append(el('span', { class: 'tl-what', text: 'Note' }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.note') }));
       text = e.text;
       break;
     case 'phone_call':
@@ -2049,7 +2304,7 @@ function timelineItem(e) {
       text = e.note;
       break;
     case 'closed':
-      head.append(el('span', { class: 'tl-what', text: `Closed: ${OUTCOMES[e.outcome] || e.outcome || '?'}` }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.closed', { outcome: OUTCOMES[e.outcome] || e.outcome || '?' }) }));
       if (e.override_reason) head.append(el('span', { class: 'tl-override', text: ' · closing rule overridden' }));
       if (e.review) head.append(el('span', { class: 'tl-party muted', text: ' · for review' }));
       text = e.override_reason ? `${e.note ? e.note + ' — ' : ''}Override: ${e.override_reason} (the rule: ${e.overrode})` : e.note;
@@ -2070,7 +2325,7 @@ function timelineItem(e) {
     case 'reopened':
       // A supervisor's review (the line names them), or a closed Call whose dispatch ended
       // without a visit, with nobody left to take it.
-      head.append(el('span', { class: 'tl-what', text: e.user ? 'Reopened on review' : 'Back in the queue: a patrol is still needed' }));
+      head.append(el('span', { class: 'tl-what', text: e.user ? 'Reopened on review' : t('tl.reopened') }));
       text = e.reason;
       break;
     case 'conversation': {
@@ -2082,11 +2337,11 @@ function timelineItem(e) {
       // Supervisors play the recording here (each playback audited); operators cannot.
       if (e.recording && isSupervisor() && S.currentId !== null) {
         const url = `/api/calls/${S.currentId}/recordings/${e.id}`;
-        const play = el('button', { type: 'button', class: 'secondary tl-play', text: 'Play recording', on: { click: () => {
+        const play = el('button', { type: 'button', class: 'secondary tl-play', text: t('tl.play_recording'), on: { click: () => {
           play.replaceWith(el('audio', { controls: true, autoplay: true, preload: 'none', src: url }));
         } } });
         extra = el('div', { class: 'tl-recording' }, play, ' ',
-          el('a', { href: `${url}?download=1`, text: 'Download' }));
+          el('a', { href: `${url}?download=1`, text: t('tl.download') }));
       }
       break;
     }
@@ -2109,7 +2364,7 @@ function timelineItem(e) {
     default:
       head.append(el('span', { class: 'tl-what', text: String(e.type) }));
   }
-  if (by) head.append(' ', el('span', { class: 'muted', text: 'by' }), ' ', by);
+  if (by) head.append(' ', el('span', { class: 'muted', text: t('tl.by') }), ' ', by);
   body.append(head);
   if (text) body.append(el('div', { class: 'tl-text', text }));
   if (extra) body.append(extra);
@@ -2132,20 +2387,21 @@ const CONVERSATION_ENDS = {
 function conversationWords(e) {
   const inbound = e.direction === 'inbound';
   const answered = e.talk_secs !== undefined && e.talk_secs !== null;
-  const ended = CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?';
+  const ended = tOr(`voice.end.${e.ended_by}`, CONVERSATION_ENDS[e.ended_by] || e.ended_by || '?');
   if (!answered) {
-    const missed = { caller: 'Voice call abandoned', operator: 'Voice call refused', no_answer: 'Voice call not answered' };
-    const outs = { busy: 'Called out: busy', declined: 'Called out: declined', operator: 'Call out cancelled' };
-    const what = inbound ? (missed[e.ended_by] || 'Voice call ended before an answer') : (outs[e.ended_by] || 'Call out not answered');
-    return { state: 'missed', what, text: `Rang ${fmtDuration(e.ring_secs || 0)}; ${ended}.` };
+    const missed = { caller: 'voice.abandoned', operator: 'voice.refused', no_answer: 'voice.not_answered' };
+    const outs = { busy: 'voice.out_busy', declined: 'voice.out_declined', operator: 'voice.out_cancelled' };
+    const what = t(inbound ? (missed[e.ended_by] || 'voice.ended_unanswered') : (outs[e.ended_by] || 'voice.out_not_answered'));
+    return { state: 'missed', what, text: t('voice.rang', { ring: fmtDuration(e.ring_secs || 0), ended }) };
   }
-  const who = e.operator ? ` by ${e.operator}` : '';
-  const what = inbound ? `Voice call answered${who}` : `Called out${who}`;
-  const rec = e.recording ? ' Recorded.' : '';
+  const what = inbound
+    ? (e.operator ? t('voice.answered_by', { operator: e.operator }) : t('voice.answered'))
+    : (e.operator ? t('voice.called_out_by', { operator: e.operator }) : t('voice.called_out'));
+  const rec = e.recording ? ` ${t('voice.recorded')}` : '';
   return {
     state: 'answered',
     what,
-    text: `Rang ${fmtDuration(e.ring_secs || 0)}, talked ${fmtDuration(e.talk_secs)}; ${ended}.${rec}`,
+    text: t('voice.rang_talked', { ring: fmtDuration(e.ring_secs || 0), talk: fmtDuration(e.talk_secs), ended }) + rec,
   };
 }
 
@@ -2214,44 +2470,44 @@ function renderSubscriber(sub, into) {
     el('div', {},
       el('h2', { class: 'subscriber-name', text: sub.name || sub.id }),
       el('div', { class: 'card-sub' },
-        el('span', { class: 'mono personal-number', title: 'Personal number', text: orDash(sub.personal_number) }),
-        el('span', { class: 'language', title: 'Language to speak' }, 'Language: ', el('strong', { text: orDash(sub.language) })),
-        el('span', { class: 'mono muted', title: 'Subscriber id', text: sub.id }),
-        sub.needs_extra_visits ? el('span', { class: 'tag tag-extra', title: 'Gets extra visits while the alarm cannot be trusted (a telecom outage)', text: 'Extra visits in an outage' }) : null)),
-    isSupervisor() ? el('button', { type: 'button', id: 'subscriber-edit', class: 'secondary', text: 'Edit', on: { click: openEditor } }) : null);
+        el('span', { class: 'mono personal-number', title: t('card.personal_number'), text: orDash(sub.personal_number) }),
+        el('span', { class: 'language', title: t('person.language_title') }, `${t('person.language')}: `, languageNode(sub.language)),
+        el('span', { class: 'mono muted', title: t('card.subscriber_id'), text: sub.id }),
+        sub.needs_extra_visits ? el('span', { class: 'tag tag-extra', title: t('card.extra_visits_title'), text: t('card.extra_visits') }) : null)),
+    isSupervisor() ? el('button', { type: 'button', id: 'subscriber-edit', class: 'secondary', text: t('card.edit'), on: { click: openEditor } }) : null);
 
   const facts = el('div', { class: 'card-top' },
     el('div', { class: 'address' },
-      el('div', { class: 'fact-label', text: 'Address' }),
+      el('div', { class: 'fact-label', text: t('card.address') }),
       el('div', { class: 'street', text: orDash(sub.address) }),
       el('div', { class: 'postcode-city', text: [sub.postcode, sub.city].filter(Boolean).join(' ') || '-' }),
-      el('div', { class: 'area' }, el('span', { class: 'muted', text: 'Area ' }), el('span', { text: orDash(sub.area) }))),
+      el('div', { class: 'area' }, el('span', { class: 'muted', text: `${t('card.area')} ` }), el('span', { text: orDash(sub.area) }))),
     el('div', { class: 'reach' },
-      el('div', { class: 'fact-label', text: 'Phone' }),
+      el('div', { class: 'fact-label', text: t('card.phone') }),
       el('div', { class: 'phone' }, telLink(sub.phone, 'tel big-tel')),
-      el('div', { class: 'fact-label', text: 'Care provider' }),
+      el('div', { class: 'fact-label', text: t('card.care_provider') }),
       el('div', { class: 'care-provider', text: orDash(sub.care_provider) })));
 
   const keys = Number(access.keys) || 0;
   const accessBox = el('section', { class: 'access' },
-    el('h3', { text: 'Access to the home' }),
+    el('h3', { text: t('card.access') }),
     el('dl', { class: 'facts access-facts' },
-      el('dt', { text: 'Door code' }), el('dd', { class: 'door-code', text: orDash(access.door_code) }),
-      el('dt', { text: 'Keys' }), el('dd', { class: keys ? 'keys' : 'keys none', text: keys ? `${keys} key${keys === 1 ? '' : 's'}` : 'No keys held' }),
-      el('dt', { text: 'Keys kept at' }), el('dd', { class: 'key-location', text: orDash(access.key_location) }),
-      el('dt', { text: 'Digital lock' }), el('dd', { class: 'digital-lock mono', text: orDash(access.digital_lock_id) }),
-      el('dt', { text: 'Entry notes' }), el('dd', { class: 'entry-notes pre', text: orDash(access.entry_notes) })));
+      el('dt', { text: t('card.door_code') }), el('dd', { class: 'door-code', text: orDash(access.door_code) }),
+      el('dt', { text: t('card.keys') }), el('dd', { class: keys ? 'keys' : 'keys none', text: keys ? tn('card.key_count', keys) : t('card.no_keys') }),
+      el('dt', { text: t('card.key_location') }), el('dd', { class: 'key-location', text: orDash(access.key_location) }),
+      el('dt', { text: t('card.digital_lock') }), el('dd', { class: 'digital-lock mono', text: orDash(access.digital_lock_id) }),
+      el('dt', { text: t('card.entry_notes') }), el('dd', { class: 'entry-notes pre', text: orDash(access.entry_notes) })));
 
   const health = el('section', { class: 'notes-block health' },
-    el('h3', { text: 'Health' }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }),
+    el('h3', { text: t('card.health') }), el('p', { class: 'pre health-notes', text: orDash(sub.health_notes) }),
     healthConsentNode(sub));
   const plan = el('section', { class: 'notes-block' },
-    el('h3', { text: 'Care plan' }), el('p', { class: 'pre care-plan-notes', text: orDash(sub.care_plan_notes) }));
+    el('h3', { text: t('card.care_plan') }), el('p', { class: 'pre care-plan-notes', text: orDash(sub.care_plan_notes) }));
 
-  const contacts = el('section', { class: 'contacts' }, el('h3', { text: 'Contacts (call in this order)' }));
+  const contacts = el('section', { class: 'contacts' }, el('h3', { text: t('card.contacts') }));
   const list = sub.contacts || [];
   if (list.length === 0) {
-    contacts.append(el('p', { class: 'muted', text: 'No contacts registered.' }));
+    contacts.append(el('p', { class: 'muted', text: t('card.no_contacts') }));
   } else {
     const ol = el('ol', { class: 'contact-list' });
     for (const c of list) {
@@ -2263,24 +2519,24 @@ function renderSubscriber(sub, into) {
     contacts.append(ol);
   }
 
-  const devices = el('section', { class: 'devices' }, el('h3', { text: 'Devices' }));
+  const devices = el('section', { class: 'devices' }, el('h3', { text: t('card.devices') }));
   const devs = sub.devices || [];
   if (devs.length === 0) {
-    devices.append(el('p', { class: 'muted', text: 'No devices linked.' }));
+    devices.append(el('p', { class: 'muted', text: t('card.no_devices') }));
   } else {
     const tbody = el('tbody');
     for (const d of devs) {
       tbody.append(el('tr', {},
         el('td', {}, deviceLink(d.account)),
-        el('td', { text: d.device_type || '-' }),
+        el('td', { text: deviceTypeWords(d.device_type), title: d.device_type || null }),
         el('td', { text: [d.line && `L${d.line}`, d.receiver && `R${d.receiver}`].filter(Boolean).join(' ') || '-' }),
         el('td', { text: orDash(d.area) }),
         el('td', { text: orDash(d.telecom_operator) }),
         el('td', { text: d.supervision_secs ? fmtDuration(d.supervision_secs) : '-' })));
     }
-    devices.append(el('p', { class: 'muted hint', text: 'An account opens the device page: last heard, next deadline, path, faults.' }),
+    devices.append(el('p', { class: 'muted hint', text: t('card.devices_hint') }),
       el('table', { class: 'device-table' },
-      el('thead', {}, el('tr', {}, ...['Account', 'Type', 'Line / receiver', 'Area', 'Telecom', 'Supervision'].map((h) => el('th', { text: h })))),
+      el('thead', {}, el('tr', {}, ...['account', 'type', 'line', 'area', 'telecom', 'supervision'].map((h) => el('th', { text: t(`card.dev.${h}`) })))),
       tbody));
   }
 
@@ -3737,7 +3993,7 @@ function renderBoard() {
   renderBoardUpdated();
   if (S.board === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the patrols…' }));
+    box.append(el('p', { class: 'muted', text: t('board.loading') }));
     return;
   }
   const now = serverNow();
@@ -3755,8 +4011,9 @@ function renderBoard() {
   const connected = rows.filter((r) => r.p.connected).length;
   const out = rows.reduce((n, r) => n + r.asg.length, 0);
   const breached = rows.reduce((n, r) => n + r.asg.filter((d) => isBreachedNow(d, now)).length, 0);
-  $('patrols-summary').textContent = `${rows.length} patrols · ${onShift} on shift · ${connected} connected · ` +
-    `${out} assignment${out === 1 ? '' : 's'} out${breached ? ` · ${breached} BREACHED` : ''}`;
+  $('patrols-summary').textContent = [tn('board.patrols', rows.length), t('board.on_shift_n', { n: onShift }),
+    t('board.connected_n', { n: connected }), tn('board.out', out),
+    breached ? t('board.breached_n', { n: breached }) : null].filter(Boolean).join(' · ');
   $('patrols-summary').classList.toggle('bad', breached > 0);
 
   const focusKey = document.activeElement && box.contains(document.activeElement)
@@ -3764,7 +4021,7 @@ function renderBoard() {
   const frag = document.createDocumentFragment();
   for (const r of rows) frag.append(patrolCard(r.p, r.asg, r.worst));
   if (rows.length === 0) {
-    frag.append(el('p', { class: 'empty-board', text: 'No patrols in the directory. A supervisor imports them on the Directory page.' }));
+    frag.append(el('p', { class: 'empty-board', text: t('board.empty') }));
   }
   clear(box);
   box.append(frag);
@@ -3782,7 +4039,7 @@ function renderBoardUpdated() {
     return;
   }
   const old = serverNow() - S.boardAt > 2 * BOARD_POLL_MS + 5000;
-  const text = `updated ${fmtTimeMs(S.boardAt)}${old ? ' (out of date)' : ''}`;
+  const text = `${t('page.updated', { time: fmtTimeMs(S.boardAt) })}${old ? ` ${t('page.out_of_date')}` : ''}`;
   if (node.textContent !== text) node.textContent = text;
   node.classList.toggle('stale-text', old);
 }
@@ -3796,14 +4053,14 @@ function patrolCard(p, asg, worst) {
   el('header', { class: 'patrol-head' },
     connDot(p.connected),
     el('h2', { class: 'patrol-name', text: p.name || p.id }),
-    el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: p.on_shift ? (p.shift || 'on shift') : 'off shift', title: p.shift || '' })),
+    el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: p.on_shift ? (p.shift || t('board.on_shift')) : t('board.off_shift'), title: p.shift || '' })),
   el('div', { class: 'patrol-meta' },
     el('span', { class: 'patrol-provider', text: p.provider_name || p.provider || '-' }),
-    el('span', { class: 'patrol-areas', text: areas ? `Areas: ${areas}` : 'No area' }),
+    el('span', { class: 'patrol-areas', text: areas ? t('board.areas', { areas }) : t('board.no_area') }),
     telLink(p.phone)),
-  el('div', { class: `patrol-link ${p.connected ? 'on' : 'off'}`, text: p.connected ? 'Connected' : 'Not connected' }));
+  el('div', { class: `patrol-link ${p.connected ? 'on' : 'off'}`, text: p.connected ? t('board.connected') : t('board.not_connected') }));
   if (asg.length === 0) {
-    card.append(el('p', { class: 'muted no-assignment', text: 'No open assignment' }));
+    card.append(el('p', { class: 'muted no-assignment', text: t('board.no_assignment') }));
   } else {
     const ol = el('ol', { class: 'assignments' });
     for (const d of asg) ol.append(assignmentItem(d));
@@ -3817,10 +4074,10 @@ function assignmentItem(d) {
   return el('li', { class: `assignment asg-${d.state}`, dataset: { dispatchId: String(d.id), state: d.state, call: String(d.call) } },
     clockNode(d, 'compact'),
     el('div', { class: 'asg-body' },
-      el('div', { class: 'asg-line' }, pri, el('span', { class: 'asg-name', text: d.subscriber_name || `Call ${d.call}` }),
-        el('span', { class: `dstate dstate-${d.state}`, text: DISPATCH_STATES[d.state] || d.state })),
-      el('div', { class: 'asg-addr', text: d.address || 'no address' })),
-    el('button', { type: 'button', class: 'small secondary asg-open', text: `Call ${d.call}`, title: `Open call ${d.call}`, dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
+      el('div', { class: 'asg-line' }, pri, el('span', { class: 'asg-name', text: d.subscriber_name || t('call.label', { id: d.call }) }),
+        el('span', { class: `dstate dstate-${d.state}`, text: tOr(`dispatch.state.${d.state}`, DISPATCH_STATES[d.state] || d.state) })),
+      el('div', { class: 'asg-addr', text: d.address || t('board.no_address') })),
+    el('button', { type: 'button', class: 'small secondary asg-open', text: t('call.label', { id: d.call }), title: t('board.open_call', { id: d.call }), dataset: { focusKey: `call-${d.id}` }, on: { click: () => openCall(d.call) } }));
 }
 
 // ---------------------------------------------------------------- 13. Supervision
@@ -3872,23 +4129,21 @@ function fmtSpan(secs) {
   return rh ? `${d} d ${rh} h` : `${d} d`;
 }
 
-/** Local HH:MM, with the date in front when not today. */
+/** The centre's HH:MM, with the date in front when not today (in the centre's zone). */
 function fmtHM(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-  if (d.toDateString() === new Date(serverNow()).toDateString()) return hm;
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+  const p = zoneParts(t);
+  if (p.date === zoneParts(serverNow()).date) return p.hm;
+  return `${p.date} ${p.hm}`;
 }
 
-/** Local date and HH:MM (deadlines days away). */
+/** The centre's date and HH:MM (deadlines days away). */
 function fmtDay(ts) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return '?';
-  const d = new Date(t);
-  const wd = d.toLocaleDateString('sv-SE', { weekday: 'short' });
-  return `${wd} ${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  const p = zoneParts(t);
+  return `${p.weekday} ${p.date} ${p.hm}`;
 }
 
 /** A time element (local time, full date in the tooltip). */
@@ -4035,15 +4290,18 @@ function incidentSince(i) {
 }
 
 function incidentKind(i) {
-  return INCIDENT_KINDS[i.kind] || { tag: 'INCIDENT', label: String(i.kind || 'group'), word: 'group' };
+  const k = INCIDENT_KINDS[i.kind];
+  if (!k) return { tag: t('incident.tag'), label: String(i.kind || 'group'), word: 'group' };
+  return Object.assign({}, k, { tag: tOr(`incident.kind.${i.kind}.tag`, k.tag), label: tOr(`incident.kind.${i.kind}`, k.label) });
 }
 
 /** "Telia, 25 of 100 devices silent since 02:14". */
 function incidentLine(i) {
   const n = silentCount(i);
   const pop = Number(i.population);
-  const of = Number.isFinite(pop) && pop > 0 ? ` of ${pop}` : '';
-  return `${i.key}, ${n}${of} device${n === 1 && !of ? '' : 's'} silent since ${fmtHM(incidentSince(i))}`;
+  const since = fmtHM(incidentSince(i));
+  if (Number.isFinite(pop) && pop > 0) return t('incident.line_of', { key: i.key, n, pop, since });
+  return tn('incident.line', n, { key: i.key, since });
 }
 
 /**
@@ -4160,19 +4418,19 @@ function renderIncidentBanner() {
       el('span', { class: 'iline-words' },
         el('strong', { class: 'iline-tag', text: `${k.tag}:` }), ' ',
         el('span', { class: 'iline-text', text: incidentLine(i) })),
-      el('button', { type: 'button', class: 'small iline-open', text: 'Open incident', dataset: { focusKey: `inc-${i.id}` }, on: { click: () => openIncident(i.id) } }));
+      el('button', { type: 'button', class: 'small iline-open', text: t('incident.open'), dataset: { focusKey: `inc-${i.id}` }, on: { click: () => openIncident(i.id) } }));
     if (until && until <= now) S.incidentFlash.delete(i.id);
     box.append(line);
   }
   if (list.length > 3) {
-    box.append(el('div', { class: 'iline-more' }, `${list.length - 3} more open incidents. `,
-      el('button', { type: 'button', class: 'small', text: 'All incidents', on: { click: showIncidents } })));
+    box.append(el('div', { class: 'iline-more' }, `${t('incident.more', { n: list.length - 3 })} `,
+      el('button', { type: 'button', class: 'small', text: t('incident.all'), on: { click: showIncidents } })));
   }
   if (!list.length && S.incidentsFailed) {
     box.append(el('div', { class: 'iline unknown' },
       el('span', { class: 'iline-words' },
-        el('strong', { class: 'iline-tag', text: 'INCIDENTS UNKNOWN:' }), ' ',
-        el('span', { class: 'iline-text', text: 'the open incidents could not be loaded. Trying again.' }))));
+        el('strong', { class: 'iline-tag', text: t('incident.unknown_tag') }), ' ',
+        el('span', { class: 'iline-text', text: t('incident.unknown') }))));
   }
   if (focusKey) {
     const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
@@ -4180,7 +4438,7 @@ function renderIncidentBanner() {
   }
   document.body.classList.toggle('has-incident', list.length > 0);
   const badge = $('incidents-badge');
-  badge.textContent = list.length ? `${list.length} open` : '';
+  badge.textContent = list.length ? t('sup.wo_open', { n: list.length }) : '';
   badge.className = `tab-badge${list.length ? ' incident' : ''}`;
   show(badge, list.length > 0);
   renderTitle();
@@ -4224,7 +4482,7 @@ function renderIncidents() {
   const box = $('incidents-content');
   if (S.incidentList === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the incidents…' }));
+    box.append(el('p', { class: 'muted', text: t('incidents.loading') }));
     return;
   }
   const ids = new Set(S.incidentList);
@@ -4232,9 +4490,9 @@ function renderIncidents() {
   const all = Array.from(ids).map((id) => S.incidents.get(id)).filter(Boolean);
   const open = all.filter(isOpenIncident).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
   const past = all.filter((i) => !isOpenIncident(i)).sort((a, b) => parseTs(b.opened_at) - parseTs(a.opened_at));
-  $('incidents-summary').textContent = `${open.length} open · ${past.length} past`;
+  $('incidents-summary').textContent = t('incidents.summary', { open: open.length, past: past.length });
   $('incidents-summary').classList.toggle('bad', open.length > 0);
-  const heads = ['#', 'Kind', 'Operator / area', 'State', 'Silent', 'Began', 'Opened', 'Resolved', 'Notifications'];
+  const heads = ['#', ...['kind', 'key', 'state', 'silent', 'began', 'opened', 'resolved', 'notifications'].map((h) => t(`incidents.col.${h}`))];
   const row = (i) => {
     const k = incidentKind(i);
     const n = silentCount(i);
@@ -4247,12 +4505,12 @@ function renderIncidents() {
     el('td', { class: 'mono', text: String(i.id) }),
     el('td', { text: k.label }),
     el('td', { class: 'strong', text: i.key }),
-    el('td', {}, isOpenIncident(i) ? el('span', { class: 'istate open', text: 'OPEN' }) : el('span', { class: 'istate resolved', text: 'Resolved' })),
-    el('td', { class: 'num', text: `${n} of ${orDash(i.population)}` }),
+    el('td', {}, isOpenIncident(i) ? el('span', { class: 'istate open', text: t('incidents.open_tag') }) : el('span', { class: 'istate resolved', text: t('incidents.resolved') })),
+    el('td', { class: 'num', text: t('incidents.n_of', { n, of: orDash(i.population) }) }),
     el('td', {}, timeNode(incidentSince(i))),
     el('td', {}, timeNode(i.opened_at)),
-    el('td', {}, i.resolved_at ? timeNode(i.resolved_at) : el('span', { class: 'bad-text' }, 'open for ', tickerNode('for', i.opened_at, 'open-for'))),
-    el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? `${notes.length - failing} of ${notes.length} delivered` : 'none') }));
+    el('td', {}, i.resolved_at ? timeNode(i.resolved_at) : el('span', { class: 'bad-text' }, `${t('incidents.open_for')} `, tickerNode('for', i.opened_at, 'open-for'))),
+    el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? t('incidents.delivered', { n: notes.length - failing, of: notes.length }) : t('incidents.none')) }));
   };
   const section = (title, list, empty) => el('section', { class: 'dir-section' },
     el('h2', { text: `${title} (${list.length})` }),
@@ -4261,11 +4519,11 @@ function renderIncidents() {
       if (!list.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: heads.length, class: 'muted', text: empty })));
       return el('table', { class: 'data-table incidents-table' }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody);
     })(),
-    list.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: `The ${MAX_LIST_ROWS} newest of ${list.length} are shown.` }) : null);
+    list.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: t('page.newest_shown', { max: MAX_LIST_ROWS, n: list.length }) }) : null);
   const focusId = document.activeElement && box.contains(document.activeElement) ? document.activeElement.dataset.incidentId : null;
   clear(box);
-  box.append(section('Open', open, 'No open incident: every telecom operator and area reports normally.'),
-    section('Past', past, 'No past incidents.'));
+  box.append(section(t('incidents.open_section'), open, t('incidents.none_open')),
+    section(t('incidents.past_section'), past, t('incidents.none_past')));
   if (focusId) {
     const again = box.querySelector(`tr[data-incident-id="${focusId}"]`);
     if (again) again.focus();
@@ -4505,27 +4763,27 @@ function renderSupervision() {
   show(box, !!S.me && !S.supervisionMissing);
   const old = S.supervisionFailed || !S.supervisionAt || serverNow() - S.supervisionAt > 2 * SUPERVISION_POLL_MS + 5000;
   const num = (v) => (old || v === undefined || v === null ? '?' : String(v));
-  const since = S.supervisionAt ? ` Last updated ${fmtTimeMs(S.supervisionAt)}.` : '';
+  const since = S.supervisionAt ? ` ${t('sup.last_updated', { time: fmtTimeMs(S.supervisionAt) })}` : '';
   const silent = Number(s.silent) || 0;
   const b = $('badge-silent');
-  $('badge-silent-text').textContent = `${num(s.silent)} silent`;
+  $('badge-silent-text').textContent = t('sup.silent', { n: num(s.silent) });
   b.dataset.level = old ? 'stale' : (silent ? 'warn' : 'ok');
   b.title = old
-    ? `The supervision figures could not be updated.${since}`
-    : `${s.supervised ?? '?'} devices supervised; ${silent} missed their check-in now.${since} Click: the incidents.`;
+    ? `${t('sup.stale')}${since}`
+    : `${t('sup.figures', { supervised: s.supervised ?? '?', silent })}${since} ${t('sup.click')}`;
   const wo = $('workorders-badge');
   const open = Number(s.work_orders_open) || 0;
   const overdue = Number(s.work_orders_overdue) || 0;
   let text = '';
-  if (old && S.supervisionAt) text = '? open';
-  else if (!old && open) text = `${open} open${overdue ? ` · ${overdue} overdue` : ''}`;
+  if (old && S.supervisionAt) text = t('sup.wo_open', { n: '?' });
+  else if (!old && open) text = `${t('sup.wo_open', { n: open })}${overdue ? ` · ${t('sup.wo_overdue', { n: overdue })}` : ''}`;
   wo.textContent = text;
   wo.className = `tab-badge${old ? ' stale' : (overdue ? ' bad-steady' : '')}`;
-  wo.title = old ? 'Not up to date' : `${open} open work orders, ${overdue} overdue`;
+  wo.title = old ? t('sup.not_up_to_date') : t('sup.wo_title', { open, overdue });
   show(wo, !!text);
   const ob = $('outbox-badge');
   const pending = Number(s.outbox_pending) || 0;
-  ob.textContent = !old && pending ? `${pending} pending` : '';
+  ob.textContent = !old && pending ? t('sup.pending', { n: pending }) : '';
   ob.className = 'tab-badge warn';
   show(ob, isSupervisor() && !old && pending > 0);
 }
@@ -4619,7 +4877,7 @@ function renderWorkOrders() {
   const box = $('workorders-list');
   if (S.wo.list === null) {
     clear(box);
-    box.append(el('p', { class: 'muted', text: 'Loading the work orders…' }));
+    box.append(el('p', { class: 'muted', text: t('wo.loading') }));
     return;
   }
   const now = serverNow();
@@ -4632,15 +4890,15 @@ function renderWorkOrders() {
     return (parseTs(b.created_at) - parseTs(a.created_at)) || (b.id - a.id);
   });
   const late = list.filter((o) => woLateness(o, now)).length;
-  $('workorders-summary').textContent = `${list.length} shown${late ? ` · ${late} overdue` : ''}`;
+  $('workorders-summary').textContent = `${t('wo.shown', { n: list.length })}${late ? ` · ${t('sup.wo_overdue', { n: late })}` : ''}`;
   $('workorders-summary').classList.toggle('bad', late > 0);
   keepInputs(box, () => {
     clear(box);
     for (const o of list.slice(0, MAX_LIST_ROWS)) box.append(woCard(o, now));
     if (!list.length) {
-      box.append(el('p', { class: 'empty-board', text: f.overdue ? 'No overdue work orders.' : 'No work orders here.' }));
+      box.append(el('p', { class: 'empty-board', text: f.overdue ? t('wo.none_overdue') : t('wo.none') }));
     }
-    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${list.length} are shown.` }));
+    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: t('page.first_shown', { max: MAX_LIST_ROWS, n: list.length }) }));
   });
   if (S.wo.replacedFrom !== null) {
     const r = S.wo.list.find((o) => o.replaces === S.wo.replacedFrom);
@@ -4670,7 +4928,7 @@ function deadlineNode(label, ts, doneAt, doneWord, late, now) {
     el('span', { class: 'fact-label', text: label }), ' ', timeNode(ts, fmtDay, 'wo-when'));
   if (doneAt) {
     const onTime = parseTs(doneAt) <= parseTs(ts);
-    node.append(el('span', { class: onTime ? 'ok-text wo-due' : 'bad-text wo-due', text: ` · ${doneWord} ${fmtDay(doneAt)}${onTime ? '' : ' (late)'}` }));
+    node.append(el('span', { class: onTime ? 'ok-text wo-due' : 'bad-text wo-due', text: ` · ${doneWord} ${fmtDay(doneAt)}${onTime ? '' : ` ${t('wo.late_paren')}`}` }));
   } else if (ts) {
     const w = dueWords(ts, now);
     node.append(el('span', { class: w.late ? 'wo-due overdue' : 'wo-due muted', text: ` · ${w.text}` }));
@@ -4688,21 +4946,21 @@ function woCard(o, now) {
   });
   card.append(el('header', { class: 'wo-head' },
     el('span', { class: 'mono wo-id', text: `#${o.id}` }),
-    el('span', { class: 'wo-fault', text: FAULTS[o.fault] || o.fault }),
-    el('span', { class: `wo-state wo-state-${o.state}`, text: WO_STATES[o.state] || o.state }),
-    lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? 'OVERDUE: not done' : 'OVERDUE: not started' }) : null,
-    o.restored_at ? el('span', { class: 'tag tag-restored', title: `The device reported it back to normal at ${fmtFull(o.restored_at)}; the order stays open until the installer has checked it.`, text: 'device reports normal' }) : null,
-    el('span', { class: 'wo-installer', title: 'Installer' }, el('span', { class: 'muted', text: 'Installer ' }), el('strong', { text: o.installer || '-' }))));
+    el('span', { class: 'wo-fault', text: tOr(`wo.fault.${o.fault}`, FAULTS[o.fault] || o.fault) }),
+    el('span', { class: `wo-state wo-state-${o.state}`, text: tOr(`wo.state.${o.state}`, WO_STATES[o.state] || o.state) }),
+    lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? t('wo.overdue_not_done') : t('wo.overdue_not_started') }) : null,
+    o.restored_at ? el('span', { class: 'tag tag-restored', title: t('wo.restored_title', { time: fmtFull(o.restored_at) }), text: t('wo.restored') }) : null,
+    el('span', { class: 'wo-installer', title: t('wo.installer') }, el('span', { class: 'muted', text: `${t('wo.installer')} ` }), el('strong', { text: o.installer || '-' }))));
   const facts = el('div', { class: 'wo-facts' },
-    el('div', {}, el('span', { class: 'fact-label', text: 'Device' }), ' ', deviceLink(o.account),
-      o.device_type ? el('span', { class: 'muted', text: ` ${o.device_type}` }) : null),
-    el('div', {}, el('span', { class: 'fact-label', text: 'Subscriber' }), ' ',
-      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || 'none' })),
-    el('div', {}, el('span', { class: 'fact-label', text: 'Made' }), ' ', timeNode(o.created_at, fmtDay),
-      o.call !== undefined && o.call !== null ? el('span', {}, ' from ', callLink(o.call)) : null),
-    deadlineNode('Start by', o.start_by, o.started_at, 'started', lateness === 'not_started', now),
-    deadlineNode('Done by', o.done_by, o.done_at, 'done', lateness === 'not_done', now),
-    (o.repeats || o.restores) ? el('div', { class: 'muted' }, `Fault reported again ${o.repeats || 0}×, back to normal ${o.restores || 0}×`) : null);
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.device') }), ' ', deviceLink(o.account),
+      o.device_type ? el('span', { class: 'muted', title: o.device_type, text: ` ${deviceTypeWords(o.device_type)}` }) : null),
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.subscriber') }), ' ',
+      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || t('incidents.none') })),
+    el('div', {}, el('span', { class: 'fact-label', text: t('wo.made') }), ' ', timeNode(o.created_at, fmtDay),
+      o.call !== undefined && o.call !== null ? el('span', {}, ` ${t('wo.from')} `, callLink(o.call)) : null),
+    deadlineNode(t('wo.start_by'), o.start_by, o.started_at, t('wo.started_word'), lateness === 'not_started', now),
+    deadlineNode(t('wo.done_by'), o.done_by, o.done_at, t('wo.done_word'), lateness === 'not_done', now),
+    (o.repeats || o.restores) ? el('div', { class: 'muted' }, t('wo.repeats', { repeats: o.repeats || 0, restores: o.restores || 0 })) : null);
   card.append(facts);
   if (o.state === 'cancelled') {
     card.append(el('div', { class: 'wo-cancelled' },
@@ -4713,7 +4971,7 @@ function woCard(o, now) {
   const tl = Array.isArray(o.timeline) ? o.timeline : [];
   card.append(el('button', {
     type: 'button', class: 'small secondary wo-toggle', 'aria-expanded': expanded ? 'true' : 'false',
-    text: expanded ? 'Hide timeline' : `Timeline (${tl.length})${open && isSupervisor() ? ' and actions' : ''}`,
+    text: expanded ? t('wo.hide_timeline') : (open && isSupervisor() ? t('wo.timeline_actions', { n: tl.length }) : t('wo.timeline', { n: tl.length })),
     dataset: { focusKey: `wo-toggle-${o.id}` },
     on: { click: () => toggleWorkOrder(o.id) },
   }));
@@ -5097,7 +5355,7 @@ function renderAudit() {
   clear(body);
   const rows = S.audit.slice().sort((a, b) => (b.seq || 0) - (a.seq || 0));
   if (rows.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: 'No entries.' })));
+    body.append(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: t('audit.none') })));
     return;
   }
   const frag = document.createDocumentFragment();
@@ -5106,7 +5364,7 @@ function renderAudit() {
       el('td', { class: 'mono muted', text: orDash(a.seq) }),
       el('td', { class: 'mono', title: fmtFull(a.at), text: fmtTime(a.at) }),
       el('td', { text: orDash(a.user) }),
-      el('td', { class: 'mono', text: orDash(a.action) }),
+      el('td', { class: 'audit-action', title: orDash(a.action), text: auditWords(a.action) }),
       el('td', { class: 'mono', text: a.call === undefined || a.call === null ? '' : String(a.call) }),
       el('td', { class: 'mono', text: a.subscriber || '' }),
       el('td', { text: a.detail || '' })));
@@ -5237,27 +5495,27 @@ function renderUsers() {
   const body = $('users-body');
   clear(body);
   if (S.users.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No users.' })));
+    body.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: t('users.none') })));
     return;
   }
   const frag = document.createDocumentFragment();
   for (const u of S.users) {
     const name = String(u.name || '');
-    const role = el('select', { class: 'user-role', 'aria-label': `Role of ${name}`, dataset: { user: name } },
-      ...ROLES.map((r) => el('option', { value: r, selected: r === u.role, text: r })));
+    const role = el('select', { class: 'user-role', 'aria-label': t('users.role_of', { name }), dataset: { user: name } },
+      ...ROLES.map((r) => el('option', { value: r, selected: r === u.role, text: roleWords(r) })));
     role.addEventListener('change', () => changeUser(name, 'role', { role: role.value }));
     const toggle = u.disabled
-      ? el('button', { type: 'button', class: 'user-enable', dataset: { user: name }, text: 'Enable' })
-      : el('button', { type: 'button', class: 'user-disable', dataset: { user: name }, text: 'Disable' });
+      ? el('button', { type: 'button', class: 'user-enable', dataset: { user: name }, text: t('users.enable') })
+      : el('button', { type: 'button', class: 'user-disable', dataset: { user: name }, text: t('users.disable') });
     toggle.addEventListener('click', () => changeUser(name, u.disabled ? 'enable' : 'disable'));
-    const remove = el('button', { type: 'button', class: 'user-remove', dataset: { user: name }, text: 'Remove' });
+    const remove = el('button', { type: 'button', class: 'user-remove', dataset: { user: name }, text: t('users.remove') });
     remove.addEventListener('click', () => {
-      if (window.confirm(`Remove user ${name}? Its sessions end at once.`)) changeUser(name, 'remove');
+      if (window.confirm(t('users.remove_confirm', { name }))) changeUser(name, 'remove');
     });
     frag.append(el('tr', { class: u.disabled ? 'user-row disabled' : 'user-row', dataset: { user: name } },
       el('td', { class: 'mono', text: name }),
       el('td', {}, role),
-      el('td', { class: 'user-status', text: u.disabled ? 'Disabled' : 'Active' }),
+      el('td', { class: 'user-status', text: u.disabled ? t('users.disabled') : t('users.active') }),
       el('td', { class: 'mono', title: fmtFull(u.created_at), text: fmtTime(u.created_at) }),
       el('td', {}, el('div', { class: 'action-row' }, toggle, remove))));
   }
@@ -5423,8 +5681,7 @@ function importResult(kind, text, problems) {
 // ---- SLA report (supervisors)
 
 function thisMonth() {
-  const d = new Date(serverNow());
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}`;
+  return zoneParts(serverNow()).ym;
 }
 
 async function showReport() {
@@ -6122,6 +6379,7 @@ function onKeyDown(e) {
 
 function wire() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  $('language-select').addEventListener('change', (e) => changeLanguage(e.target.value));
   $('logout').addEventListener('click', logout);
   wireHandover();
   $('take-next').addEventListener('click', takeNext);
