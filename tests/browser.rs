@@ -2071,8 +2071,12 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
     // A third patrol of the route, off shift now (its shift starts in six hours, local time).
     let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
     let local = jiff::Timestamp::now().to_zoned(tz);
-    let from = local.checked_add(jiff::SignedDuration::from_hours(6)).unwrap();
-    let to = from.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let from = local
+        .checked_add(jiff::SignedDuration::from_hours(6))
+        .unwrap();
+    let to = from
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
     let later = format!("later {}-{}", from.strftime("%H:%M"), to.strftime("%H:%M"));
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
     let r = admin
@@ -2125,7 +2129,10 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         "Centrum 2 is on shift and connected: no warning"
     );
     let folded = "#dispatch-more label.choice[data-patrol-id=\"centrum-3\"]";
-    assert!(c.find(Locator::Css(folded)).await.is_ok(), "Centrum 3 folded");
+    assert!(
+        c.find(Locator::Css(folded)).await.is_ok(),
+        "Centrum 3 folded"
+    );
     assert!(
         !c.find(Locator::Css("#dispatch-more"))
             .await
@@ -2160,7 +2167,9 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         .collect();
     assert_eq!(order, [PATROL, PATROL_2, "centrum-3"]);
     click(&c, "#dispatch-more > summary").await;
-    let warn_3 = text_of(&c, &format!("{folded} .choice-warn")).await.unwrap();
+    let warn_3 = text_of(&c, &format!("{folded} .choice-warn"))
+        .await
+        .unwrap();
     assert!(warn_3.contains("Off shift"), "{warn_3}");
 
     // What the patrol gets: the alarm, the access, the health notes withheld.
@@ -2180,9 +2189,14 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         .send_keys(instruction)
         .await
         .unwrap();
-    let shown = text_of(&c, "#dispatch-sends .sends-instruction").await.unwrap();
+    let shown = text_of(&c, "#dispatch-sends .sends-instruction")
+        .await
+        .unwrap();
     assert_eq!(shown, instruction);
-    screenshot("console-dispatch-dialog.png", &c.screenshot().await.unwrap());
+    screenshot(
+        "console-dispatch-dialog.png",
+        &c.screenshot().await.unwrap(),
+    );
     click(&c, "#dispatch-submit").await;
 
     // The patrol's app gets it with the instruction, and no health notes.
@@ -2197,10 +2211,15 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
     assert!(a.health_notes.is_empty() && a.health_notes_withheld);
     assert_eq!(a.access.door_code.expose(), "4711#");
     // The timeline says what the operator told the patrol.
-    wait_for("the instruction on the timeline", Duration::from_secs(10), || async {
-        let t = text_of(&c, "#timeline").await?;
-        t.contains(&format!("Instruction: {instruction}")).then_some(())
-    })
+    wait_for(
+        "the instruction on the timeline",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#timeline").await?;
+            t.contains(&format!("Instruction: {instruction}"))
+                .then_some(())
+        },
+    )
     .await;
     patrol_2.close().await;
 }
@@ -2345,7 +2364,12 @@ async fn a_handover_at_logout_reaches_the_receivers_my_calls() {
 
 /// The attribute `attr` of the first element matching `css`, once there is one.
 async fn attr_of(c: &fantoccini::Client, css: &str, attr: &str) -> Option<String> {
-    c.find(Locator::Css(css)).await.ok()?.attr(attr).await.ok()?
+    c.find(Locator::Css(css))
+        .await
+        .ok()?
+        .attr(attr)
+        .await
+        .ok()?
 }
 
 /// A response plan: a supervisor writes the person's fall steps on the subscriber card
@@ -2366,10 +2390,9 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
     let mut sub = admin.get("/api/subscribers/anna").await.json();
     sub.as_object_mut().unwrap().remove("devices");
-    sub["contacts"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "Björn Öberg", "relation": "son", "phone": "070-333 44 55"}));
+    sub["contacts"].as_array_mut().unwrap().push(
+        serde_json::json!({"name": "Björn Öberg", "relation": "son", "phone": "070-333 44 55"}),
+    );
     let a = admin
         .send(
             "PUT",
@@ -2406,7 +2429,11 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     let fall = "fieldset[data-kind=\"fall\"] .plan-step-edit";
     // The centre's fall steps: talk, patrol, 112, relatives. Remove 112, move relatives up.
     click(&c, &format!("{fall}:nth-child(3) .ps-remove")).await;
-    click(&c, &format!("{fall}:nth-child(3) button[title=\"Move up\"]")).await;
+    click(
+        &c,
+        &format!("{fall}:nth-child(3) button[title=\"Move up\"]"),
+    )
+    .await;
     c.find(Locator::Css("#plan-instructions"))
         .await
         .unwrap()
@@ -2439,7 +2466,10 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     .await;
     // (Section titles are in capitals by the style sheet.)
     assert_eq!(
-        text_of(&c, "#call-plan-title").await.unwrap().to_lowercase(),
+        text_of(&c, "#call-plan-title")
+            .await
+            .unwrap()
+            .to_lowercase(),
         "response plan: fall"
     );
     let body = text_of(&c, "#call-plan-body").await.unwrap();
@@ -2456,12 +2486,14 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
 
     // Åsa does not answer: the first step is skipped with a reason.
     click_shown(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
-    c.find(Locator::Css(".plan-step[data-index=\"0\"] .plan-skip-reason"))
-        .await
-        .unwrap()
-        .send_keys("No answer on the unit")
-        .await
-        .unwrap();
+    c.find(Locator::Css(
+        ".plan-step[data-index=\"0\"] .plan-skip-reason",
+    ))
+    .await
+    .unwrap()
+    .send_keys("No answer on the unit")
+    .await
+    .unwrap();
     click(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
     wait_for("the step skipped", Duration::from_secs(10), || async {
         let st = attr_of(&c, ".plan-step[data-index=\"0\"]", "data-state").await?;
@@ -2479,12 +2511,18 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
         .await;
     }
     click_shown(&c, ".plan-step[data-index=\"1\"] .plan-done").await;
-    wait_for("the relatives step done", Duration::from_secs(10), || async {
-        let st = attr_of(&c, ".plan-step[data-index=\"1\"]", "data-state").await?;
-        (st == "done").then_some(())
-    })
+    wait_for(
+        "the relatives step done",
+        Duration::from_secs(10),
+        || async {
+            let st = attr_of(&c, ".plan-step[data-index=\"1\"]", "data-state").await?;
+            (st == "done").then_some(())
+        },
+    )
     .await;
-    let results = text_of(&c, ".plan-relative[data-index=\"0\"]").await.unwrap();
+    let results = text_of(&c, ".plan-relative[data-index=\"0\"]")
+        .await
+        .unwrap();
     assert!(results.contains("no answer"), "{results}");
 
     // The timeline has each, by name, with who did it.

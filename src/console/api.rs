@@ -360,7 +360,13 @@ pub async fn login(
         .build();
     Ok((
         jar.add(cookie),
-        Json(WhoAmI::of(&state, user.name, user.role, user.language, expires_at)),
+        Json(WhoAmI::of(
+            &state,
+            user.name,
+            user.role,
+            user.language,
+            expires_at,
+        )),
     ))
 }
 
@@ -426,7 +432,13 @@ pub async fn whoami(State(state): State<AppState>, s: Session) -> ApiResult<Json
         .user(&s.user)
         .map_err(|e| ApiError::internal("reading the user failed", e))?
         .and_then(|u| u.language);
-    Ok(Json(WhoAmI::of(&state, s.user, s.role, language, s.expires_at)))
+    Ok(Json(WhoAmI::of(
+        &state,
+        s.user,
+        s.role,
+        language,
+        s.expires_at,
+    )))
 }
 
 /// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with

@@ -414,6 +414,7 @@ mod tests {
                 password_hash: String::new(),
                 created_at: at(0),
                 disabled: false,
+                language: None,
             })
             .unwrap();
     }

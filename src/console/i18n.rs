@@ -114,7 +114,13 @@ pub async fn set_language(
             format!("{} -> {}", word(before), word(req.language)),
         )?;
     }
-    Ok(Json(WhoAmI::of(&state, s.user, s.role, req.language)))
+    Ok(Json(WhoAmI::of(
+        &state,
+        s.user,
+        s.role,
+        req.language,
+        s.expires_at,
+    )))
 }
 
 #[cfg(test)]

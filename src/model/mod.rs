@@ -10,8 +10,8 @@ use vakt_proto::crypto::Key;
 use vakt_proto::event::Qualifier;
 
 pub mod directory;
-pub mod review;
 pub mod plan;
+pub mod review;
 pub mod testing;
 pub mod work_order;
 

@@ -2283,7 +2283,15 @@ mod tests {
             tr.owners().into_iter().collect::<Vec<_>>(),
             [("åsa".into(), 1)]
         );
-        assert!(tr.close(id, "åsa", Outcome::NoAction, "", t(40)).is_ok());
+        assert!(
+            tr.close(
+                id,
+                "åsa",
+                &closing::Closing::new(Outcome::AccidentalPress, "pressed by mistake"),
+                t(40),
+            )
+            .is_ok()
+        );
         assert!(tr.owners().is_empty());
     }
 
@@ -2323,7 +2331,13 @@ mod tests {
             Err(CallError::NotOwner)
         );
         assert_eq!(tr.depth(), [0, 1, 0, 0, 0]);
-        tr.close(id, "bo", Outcome::NoAction, "", t(30)).unwrap();
+        tr.close(
+            id,
+            "bo",
+            &closing::Closing::new(Outcome::AccidentalPress, "pressed by mistake"),
+            t(30),
+        )
+        .unwrap();
         assert_eq!(
             tr.reassign(id, "sara", "sara", "", t(31)),
             Err(CallError::NotFound)
