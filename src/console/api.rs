@@ -409,7 +409,7 @@ async fn login_failed(
     let secs = hold.as_secs().max(1);
     ApiError {
         status: StatusCode::TOO_MANY_REQUESTS,
-        body: ErrorBody {
+        body: Box::new(ErrorBody {
             error: format!(
                 "{wrong}; too many failed attempts: each further wrong one is answered more slowly (this one after {secs} s)"
             ),
@@ -418,7 +418,7 @@ async fn login_failed(
             problems: Vec::new(),
             confirm: false,
             calls: Vec::new(),
-        },
+        }),
         retry_after: Some(secs),
     }
 }

@@ -38,7 +38,8 @@ pub struct ErrorBody {
 #[derive(Debug)]
 pub struct ApiError {
     pub(crate) status: StatusCode,
-    pub(crate) body: ErrorBody,
+    /// Boxed: an `ApiResult` stays small however many fields an answer may carry.
+    pub(crate) body: Box<ErrorBody>,
     pub(crate) retry_after: Option<u64>,
 }
 
@@ -47,14 +48,14 @@ impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 error: error.into(),
                 owner: None,
                 dispatch: None,
                 problems: Vec::new(),
                 confirm: false,
                 calls: Vec::new(),
-            },
+            }),
             retry_after: None,
         }
     }
@@ -105,7 +106,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(self.body)).into_response();
+        let mut r = (self.status, Json(*self.body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -140,14 +141,14 @@ impl From<CallError> for ApiError {
             CallError::NotFound => ApiError::not_found("call"),
             CallError::OwnedBy(owner) => ApiError {
                 status: StatusCode::CONFLICT,
-                body: ErrorBody {
+                body: Box::new(ErrorBody {
                     error: format!("the call is taken by {owner}"),
                     owner: Some(owner),
                     dispatch: None,
                     problems: Vec::new(),
                     confirm: false,
                     calls: Vec::new(),
-                },
+                }),
                 retry_after: None,
             },
             CallError::NotOwner => {
