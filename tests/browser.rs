@@ -1689,7 +1689,12 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
 
 /// The attribute `attr` of the first element matching `css`, once there is one.
 async fn attr_of(c: &fantoccini::Client, css: &str, attr: &str) -> Option<String> {
-    c.find(Locator::Css(css)).await.ok()?.attr(attr).await.ok()?
+    c.find(Locator::Css(css))
+        .await
+        .ok()?
+        .attr(attr)
+        .await
+        .ok()?
 }
 
 /// A response plan: a supervisor writes the person's fall steps on the subscriber card
@@ -1710,10 +1715,9 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
     let mut sub = admin.get("/api/subscribers/anna").await.json();
     sub.as_object_mut().unwrap().remove("devices");
-    sub["contacts"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "Björn Öberg", "relation": "son", "phone": "070-333 44 55"}));
+    sub["contacts"].as_array_mut().unwrap().push(
+        serde_json::json!({"name": "Björn Öberg", "relation": "son", "phone": "070-333 44 55"}),
+    );
     let a = admin
         .send(
             "PUT",
@@ -1750,7 +1754,11 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     let fall = "fieldset[data-kind=\"fall\"] .plan-step-edit";
     // The centre's fall steps: talk, patrol, 112, relatives. Remove 112, move relatives up.
     click(&c, &format!("{fall}:nth-child(3) .ps-remove")).await;
-    click(&c, &format!("{fall}:nth-child(3) button[title=\"Move up\"]")).await;
+    click(
+        &c,
+        &format!("{fall}:nth-child(3) button[title=\"Move up\"]"),
+    )
+    .await;
     c.find(Locator::Css("#plan-instructions"))
         .await
         .unwrap()
@@ -1783,7 +1791,10 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     .await;
     // (Section titles are in capitals by the style sheet.)
     assert_eq!(
-        text_of(&c, "#call-plan-title").await.unwrap().to_lowercase(),
+        text_of(&c, "#call-plan-title")
+            .await
+            .unwrap()
+            .to_lowercase(),
         "response plan: fall"
     );
     let body = text_of(&c, "#call-plan-body").await.unwrap();
@@ -1800,12 +1811,14 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
 
     // Åsa does not answer: the first step is skipped with a reason.
     click_shown(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
-    c.find(Locator::Css(".plan-step[data-index=\"0\"] .plan-skip-reason"))
-        .await
-        .unwrap()
-        .send_keys("No answer on the unit")
-        .await
-        .unwrap();
+    c.find(Locator::Css(
+        ".plan-step[data-index=\"0\"] .plan-skip-reason",
+    ))
+    .await
+    .unwrap()
+    .send_keys("No answer on the unit")
+    .await
+    .unwrap();
     click(&c, ".plan-step[data-index=\"0\"] .plan-skip").await;
     wait_for("the step skipped", Duration::from_secs(10), || async {
         let st = attr_of(&c, ".plan-step[data-index=\"0\"]", "data-state").await?;
@@ -1823,12 +1836,18 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
         .await;
     }
     click_shown(&c, ".plan-step[data-index=\"1\"] .plan-done").await;
-    wait_for("the relatives step done", Duration::from_secs(10), || async {
-        let st = attr_of(&c, ".plan-step[data-index=\"1\"]", "data-state").await?;
-        (st == "done").then_some(())
-    })
+    wait_for(
+        "the relatives step done",
+        Duration::from_secs(10),
+        || async {
+            let st = attr_of(&c, ".plan-step[data-index=\"1\"]", "data-state").await?;
+            (st == "done").then_some(())
+        },
+    )
     .await;
-    let results = text_of(&c, ".plan-relative[data-index=\"0\"]").await.unwrap();
+    let results = text_of(&c, ".plan-relative[data-index=\"0\"]")
+        .await
+        .unwrap();
     assert!(results.contains("no answer"), "{results}");
 
     // The timeline has each, by name, with who did it.

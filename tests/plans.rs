@@ -74,7 +74,13 @@ async fn audited(sup: &mut Client, action: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|e| e["action"] == action)
-        .map(|e| format!("{} {}", e["user"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["user"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -98,7 +104,12 @@ async fn a_supervisor_saves_versions_operators_only_read_and_invalid_plans_are_4
     let a = put(&mut op, "/api/subscribers/anna/plan", fall_plan("x")).await;
     assert_eq!(a.status, 403, "{}", a.body);
 
-    let a = put(&mut sup, "/api/subscribers/anna/plan", fall_plan("  Hard of hearing ")).await;
+    let a = put(
+        &mut sup,
+        "/api/subscribers/anna/plan",
+        fall_plan("  Hard of hearing "),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let v = a.json();
     assert_eq!(v["current"]["version"], 1);
@@ -152,7 +163,10 @@ async fn a_supervisor_saves_versions_operators_only_read_and_invalid_plans_are_4
     let a = put(&mut sup, "/api/subscribers/nobody/plan", fall_plan("")).await;
     assert_eq!(a.status, 404, "{}", a.body);
     let p = op.get("/api/subscribers/anna/plan").await.json();
-    assert_eq!(p["current"]["version"], 2, "the refused plans were not saved");
+    assert_eq!(
+        p["current"]["version"], 2,
+        "the refused plans were not saved"
+    );
 
     assert_eq!(
         audited(&mut sup, "plan.edit").await,
@@ -220,7 +234,12 @@ async fn the_owner_works_a_fall_call_through_its_plan_and_the_timeline_keeps_it(
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
     let mut other = Client::login(http, OTHER.0, OTHER.1).await;
-    let a = put(&mut sup, "/api/subscribers/anna/plan", fall_plan("Hard of hearing")).await;
+    let a = put(
+        &mut sup,
+        "/api/subscribers/anna/plan",
+        fall_plan("Hard of hearing"),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     let id = fall_call(&r, &mut op).await;
@@ -228,7 +247,12 @@ async fn the_owner_works_a_fall_call_through_its_plan_and_the_timeline_keeps_it(
     assert_eq!(p.status, 200, "{}", p.body);
     let p = p.json();
     assert_eq!(
-        (&p["kind"], &p["source"], &p["version"], &p["current_version"]),
+        (
+            &p["kind"],
+            &p["source"],
+            &p["version"],
+            &p["current_version"]
+        ),
         (&json!("fall"), &json!("subscriber"), &json!(1), &json!(1))
     );
     assert_eq!(p["instructions"], "Hard of hearing");
@@ -267,7 +291,10 @@ async fn the_owner_works_a_fall_call_through_its_plan_and_the_timeline_keeps_it(
     assert_eq!(a.status, 422, "{}", a.body);
     assert_eq!(a.json()["error"], "a skipped step needs a reason");
     let a = op
-        .post(&tick(0), json!({"result": "skipped", "reason": "no answer on the unit"}))
+        .post(
+            &tick(0),
+            json!({"result": "skipped", "reason": "no answer on the unit"}),
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     // Karin does not answer, Björn does.
@@ -308,7 +335,10 @@ async fn the_owner_works_a_fall_call_through_its_plan_and_the_timeline_keeps_it(
         ]
     );
     let p = op.get(&format!("/api/calls/{id}/plan")).await.json();
-    assert_eq!((&p["version"], &p["current_version"]), (&json!(1), &json!(2)));
+    assert_eq!(
+        (&p["version"], &p["current_version"]),
+        (&json!(1), &json!(2))
+    );
     assert_eq!(p["instructions"], "Hard of hearing", "version 1's text");
     assert_eq!(p["steps"][0]["mark"]["result"], "skipped");
     assert_eq!(p["steps"][0]["mark"]["reason"], "no answer on the unit");

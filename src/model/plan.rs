@@ -618,7 +618,9 @@ pub fn call_plan(
         version,
         current_version,
         relatives_first,
-        instructions: plan.map(|p| p.plan.instructions.clone()).unwrap_or_default(),
+        instructions: plan
+            .map(|p| p.plan.instructions.clone())
+            .unwrap_or_default(),
         kind_instructions: chosen.instructions,
         steps,
         relatives,

@@ -44,7 +44,9 @@ impl Store {
         loop {
             let last = self.plan(subscriber)?.map_or(0, |p| p.version);
             let version = PlanVersion {
-                version: last.checked_add(1).ok_or_else(|| corrupt("too many versions"))?,
+                version: last
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt("too many versions"))?,
                 saved_by: user.to_owned(),
                 saved_at: at,
                 plan: plan.clone(),

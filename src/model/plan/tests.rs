@@ -223,7 +223,10 @@ fn a_calls_plan_shows_the_latest_tick_of_each_step_and_every_relative_called() {
         saved_at: t(-100),
         plan: ResponsePlan {
             instructions: "Hard of hearing".into(),
-            kinds: vec![kind(PlanKind::Fall, &[TalkToPerson, CallRelatives, SendPatrol])],
+            kinds: vec![kind(
+                PlanKind::Fall,
+                &[TalkToPerson, CallRelatives, SendPatrol],
+            )],
             ..ResponsePlan::default()
         },
     };
@@ -293,7 +296,10 @@ fn a_calls_plan_shows_the_latest_tick_of_each_step_and_every_relative_called() {
         .collect();
     assert_eq!(
         attempts,
-        [vec![RelativeResult::NoAnswer], vec![RelativeResult::Answered]]
+        [
+            vec![RelativeResult::NoAnswer],
+            vec![RelativeResult::Answered]
+        ]
     );
     assert_eq!(p.relatives[1].attempts[0].user.as_deref(), Some("ola"));
 }
