@@ -805,6 +805,7 @@ fn report_sla_counts_dispatches_in_the_local_month_and_names_breached_calls() {
             breached: arrive_secs >= 1800,
             note: String::new(),
             operator: "olle".into(),
+            instruction: String::new(),
         }
     };
     {
