@@ -249,7 +249,9 @@ mod tests {
             Decided::NoReview
         );
         // The same closing written again (a retried batch) does not undo the decision.
-        store.save_calls(&[reviewed.clone()], None).unwrap();
+        store
+            .save_calls(std::slice::from_ref(&reviewed), None)
+            .unwrap();
         assert!(store.pending_reviews().unwrap().is_empty());
         // Reopened and closed again for review: a new review of the new closing.
         let mut again = reviewed;

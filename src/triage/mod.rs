@@ -34,6 +34,10 @@
 //!   merges unless the subscriber has another open Call meanwhile. After a restart a Call
 //!   whose last queue move was the reopening goes to the head lane again.
 //!
+//! - A Call closes only as the closing rule allows ([`closing`]: life-safety Calls and a
+//!   person not reached need a dispatch or an emergency service, or a supervisor's
+//!   override; a reason when nobody is sent), checked under the Call's lock.
+//!
 //! Every change of a Call is reported to the [`CallSink`] with the Call's lock held, so the
 //! changes of one Call arrive in order. Triage reads no clock: every time is a parameter or
 //! a Signal's `received_at`.
