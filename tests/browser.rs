@@ -1705,8 +1705,12 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
     // A third patrol of the route, off shift now (its shift starts in six hours, local time).
     let tz = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
     let local = jiff::Timestamp::now().to_zoned(tz);
-    let from = local.checked_add(jiff::SignedDuration::from_hours(6)).unwrap();
-    let to = from.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let from = local
+        .checked_add(jiff::SignedDuration::from_hours(6))
+        .unwrap();
+    let to = from
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
     let later = format!("later {}-{}", from.strftime("%H:%M"), to.strftime("%H:%M"));
     let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
     let r = admin
@@ -1759,7 +1763,10 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         "Centrum 2 is on shift and connected: no warning"
     );
     let folded = "#dispatch-more label.choice[data-patrol-id=\"centrum-3\"]";
-    assert!(c.find(Locator::Css(folded)).await.is_ok(), "Centrum 3 folded");
+    assert!(
+        c.find(Locator::Css(folded)).await.is_ok(),
+        "Centrum 3 folded"
+    );
     assert!(
         !c.find(Locator::Css("#dispatch-more"))
             .await
@@ -1794,7 +1801,9 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         .collect();
     assert_eq!(order, [PATROL, PATROL_2, "centrum-3"]);
     click(&c, "#dispatch-more > summary").await;
-    let warn_3 = text_of(&c, &format!("{folded} .choice-warn")).await.unwrap();
+    let warn_3 = text_of(&c, &format!("{folded} .choice-warn"))
+        .await
+        .unwrap();
     assert!(warn_3.contains("Off shift"), "{warn_3}");
 
     // What the patrol gets: the alarm, the access, the health notes withheld.
@@ -1814,9 +1823,14 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         .send_keys(instruction)
         .await
         .unwrap();
-    let shown = text_of(&c, "#dispatch-sends .sends-instruction").await.unwrap();
+    let shown = text_of(&c, "#dispatch-sends .sends-instruction")
+        .await
+        .unwrap();
     assert_eq!(shown, instruction);
-    screenshot("console-dispatch-dialog.png", &c.screenshot().await.unwrap());
+    screenshot(
+        "console-dispatch-dialog.png",
+        &c.screenshot().await.unwrap(),
+    );
     click(&c, "#dispatch-submit").await;
 
     // The patrol's app gets it with the instruction, and no health notes.
@@ -1831,10 +1845,15 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
     assert!(a.health_notes.is_empty() && a.health_notes_withheld);
     assert_eq!(a.access.door_code.expose(), "4711#");
     // The timeline says what the operator told the patrol.
-    wait_for("the instruction on the timeline", Duration::from_secs(10), || async {
-        let t = text_of(&c, "#timeline").await?;
-        t.contains(&format!("Instruction: {instruction}")).then_some(())
-    })
+    wait_for(
+        "the instruction on the timeline",
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(&c, "#timeline").await?;
+            t.contains(&format!("Instruction: {instruction}"))
+                .then_some(())
+        },
+    )
     .await;
     patrol_2.close().await;
 }
