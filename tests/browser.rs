@@ -2134,13 +2134,13 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
         "Centrum 3 folded"
     );
     assert!(
-        !c.find(Locator::Css("#dispatch-more"))
+        c.find(Locator::Css("#dispatch-more"))
             .await
             .unwrap()
             .prop("open")
             .await
             .unwrap()
-            .is_some_and(|o| o == "true"),
+            .is_none_or(|o| o != "true"),
         "the fold is closed"
     );
     assert!(
