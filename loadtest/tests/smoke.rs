@@ -211,6 +211,7 @@ fn console_sees_every_alarm_as_a_call() {
                 password_hash: vakt::console::auth::hash_password(password).expect("hash"),
                 created_at: jiff::Timestamp::now(),
                 disabled: false,
+                language: None,
             })
             .expect("user stored");
         store.flush().expect("flush");

@@ -243,6 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn the_page_is_in_the_centres_language() {
+        for l in ConsoleLanguage::ALL {
+            let page = index_html(l);
+            assert!(
+                page.contains(&format!("<html lang=\"{}\">", l.as_str())),
+                "{}",
+                l.as_str()
+            );
+            assert_eq!(page.matches("<html lang=").count(), 1);
+        }
+    }
+
+    #[test]
     fn the_words_an_operator_expects() {
         let sv = parsed(ConsoleLanguage::Sv);
         let nb = parsed(ConsoleLanguage::Nb);

@@ -558,7 +558,7 @@ function languageNode(code) {
   if (!String(code || '').trim()) return el('strong', { text: '-' });
   return el('span', { class: 'person-language' },
     el('strong', { text: languageName(code), title: String(code) }),
-    needsInterpreter(code) ? el('span', { class: 'tag tag-interpreter', text: t('person.interpreter') }) : null);
+    needsInterpreter(code) ? el('span', { class: 'tag tag-interpreter', title: t('person.interpreter_title', { language: languageName(code) }), text: t('person.interpreter') }) : null);
 }
 
 /** Triage's kind of alarm ("Fall") in words of the user's language. */
