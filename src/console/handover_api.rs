@@ -156,7 +156,6 @@ pub(crate) async fn end_session(
             let sessions = online(&state, now)?.get(&s.user).copied().unwrap_or(0);
             // Logged in elsewhere too: the Calls stay theirs there.
             if !owned.is_empty() && sessions <= 1 {
-                state.metrics.rejected("owned_calls");
                 let n = owned.len();
                 let error = format!(
                     "you own {n} call{}: release {} to the queue or hand {} over to an \
@@ -284,6 +283,9 @@ pub async fn reassign(
     let Json(req) = body?;
     let now = Timestamp::now();
     let to = req.to.trim();
+    if to.is_empty() {
+        return Err(ApiError::bad_request("name who takes the call"));
+    }
     let take_over = to == s.user;
     if !take_over {
         check_receiver(&state, to, now)?;
