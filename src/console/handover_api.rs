@@ -140,6 +140,21 @@ pub async fn logout(
     end_session(state, s, headers, jar, req).await
 }
 
+/// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with
+/// the list) while this is the user's last session and they own Calls: `POST /api/logout`
+/// says what to do with them.
+#[utoipa::path(delete, path = "/api/session", tag = "session",
+    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
+        (status = 409, description = "One owns Calls (listed in `calls`)", body = ErrorBody)))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    s: Session,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> ApiResult<Response> {
+    end_session(state, s, headers, jar, LogoutRequest::default()).await
+}
+
 /// Ends the request's session: first the owned Calls as `req` says (refused with the list
 /// when it says nothing and this is the user's last session), then the session.
 pub(crate) async fn end_session(
