@@ -2279,6 +2279,25 @@ async fn a_handover_at_logout_reaches_the_receivers_my_calls() {
     })
     .await;
 
+    // A session about to end while one owns a Call: a banner says so (the session's end
+    // moved five minutes ahead on the page, as the server would have said it).
+    c.execute(
+        "S.me.expiresAt = new Date(Date.now() + 5 * 60 * 1000).toISOString(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let banner = wait_for("the session banner", Duration::from_secs(5), || async {
+        let b = c.find(Locator::Css("#session-banner")).await.ok()?;
+        b.is_displayed().await.ok()?.then_some(())?;
+        b.text().await.ok()
+    })
+    .await;
+    assert!(
+        banner.contains("Your session ends") && banner.contains("you own a call"),
+        "{banner}"
+    );
+
     // Log out: the dialog lists the Call and offers the logged-in operators.
     click(&c, "#logout").await;
     click_shown(&c, "#logout-hand-over").await;

@@ -278,6 +278,8 @@ async fn a_supervisor_takes_over_and_reassigns_and_an_operator_cannot() {
     );
     let a = siv.post(&path, json!({"to": OPERATOR2.0})).await;
     assert_eq!(a.status, 400, "already hers: {}", a.body);
+    let a = siv.post(&path, json!({"to": " "})).await;
+    assert_eq!(a.status, 400, "nobody named: {}", a.body);
     let taken = audit(&mut siv, "call.take_over").await;
     assert_eq!(taken.len(), 1, "{taken:?}");
     assert_eq!(

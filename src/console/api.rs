@@ -441,21 +441,6 @@ pub async fn whoami(State(state): State<AppState>, s: Session) -> ApiResult<Json
     )))
 }
 
-/// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with
-/// the list) while this is the user's last session and they own Calls: `POST /api/logout`
-/// says what to do with them.
-#[utoipa::path(delete, path = "/api/session", tag = "session",
-    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
-        (status = 409, description = "One owns Calls (listed in `calls`)", body = ErrorBody)))]
-pub async fn logout(
-    State(state): State<AppState>,
-    s: Session,
-    headers: HeaderMap,
-    jar: CookieJar,
-) -> ApiResult<Response> {
-    super::handover_api::end_session(state, s, headers, jar, Default::default()).await
-}
-
 // ---- calls ----
 
 /// Query of `GET /api/calls`.

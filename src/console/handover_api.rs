@@ -140,6 +140,21 @@ pub async fn logout(
     end_session(state, s, headers, jar, req).await
 }
 
+/// Log out: ends the session (and its live feed) and clears the cookie. Refused (409, with
+/// the list) while this is the user's last session and they own Calls: `POST /api/logout`
+/// says what to do with them.
+#[utoipa::path(delete, path = "/api/session", tag = "session",
+    responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody),
+        (status = 409, description = "One owns Calls (listed in `calls`)", body = ErrorBody)))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    s: Session,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> ApiResult<Response> {
+    end_session(state, s, headers, jar, LogoutRequest::default()).await
+}
+
 /// Ends the request's session: first the owned Calls as `req` says (refused with the list
 /// when it says nothing and this is the user's last session), then the session.
 pub(crate) async fn end_session(
@@ -156,7 +171,6 @@ pub(crate) async fn end_session(
             let sessions = online(&state, now)?.get(&s.user).copied().unwrap_or(0);
             // Logged in elsewhere too: the Calls stay theirs there.
             if !owned.is_empty() && sessions <= 1 {
-                state.metrics.rejected("owned_calls");
                 let n = owned.len();
                 let error = format!(
                     "you own {n} call{}: release {} to the queue or hand {} over to an \
@@ -284,6 +298,9 @@ pub async fn reassign(
     let Json(req) = body?;
     let now = Timestamp::now();
     let to = req.to.trim();
+    if to.is_empty() {
+        return Err(ApiError::bad_request("name who takes the call"));
+    }
     let take_over = to == s.user;
     if !take_over {
         check_receiver(&state, to, now)?;

@@ -105,7 +105,11 @@ impl utoipa::Modify for SecuritySchemes {
 /// The routes and the OpenAPI document generated from them.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(api::login, api::whoami, api::logout))
+        .routes(routes!(
+            api::login,
+            api::whoami,
+            handover_api::delete_session
+        ))
         .routes(routes!(i18n::set_language))
         .routes(routes!(api::list_calls))
         .routes(routes!(api::take_next))
