@@ -978,7 +978,7 @@ pub async fn put_subscriber(
             "the id in the body differs from the one in the path",
         ));
     }
-    super::registers_api::check_edit(&state, &sub)?;
+    check_edit(&state, &sub)?;
     let existed = state
         .store
         .subscriber(&id)
@@ -999,6 +999,32 @@ pub async fn put_subscriber(
     flush_store(&state).await?;
     state.calls.subscriber_changed(Some(&id));
     Ok(Json(card(&state, sub)))
+}
+
+/// Most warnings an import's answer lists (the rest are counted).
+const MAX_WARNINGS: usize = 100;
+
+/// Checks an edited subscriber: its fields ([`crate::registers::subscribers::problems`]) and
+/// its provider and area against the directory
+/// ([`crate::registers::directory::subscriber_problems`]). Refused 422 with every problem in
+/// `problems`, one message each naming its field; `error` is the one problem, or says how
+/// many there are and lists them.
+fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
+    let mut problems = crate::registers::subscribers::problems(sub);
+    {
+        let d = state.desk.dispatcher().directory();
+        problems.extend(crate::registers::directory::subscriber_problems(
+            &d,
+            &sub.care_provider,
+            &sub.area,
+        ));
+    }
+    let error = match problems.as_slice() {
+        [] => return Ok(()),
+        [one] => one.clone(),
+        all => format!("{} fields to correct: {}", all.len(), all.join("; ")),
+    };
+    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).with_problems(problems))
 }
 
 pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {
@@ -1042,7 +1068,10 @@ pub async fn import_subscribers(
         .store
         .upsert_subscribers(&subs)
         .map_err(|e| ApiError::internal("saving subscribers failed", e))?;
-    let warnings = super::registers_api::import_warnings(&state, &subs);
+    let warnings = {
+        let d = state.desk.dispatcher().directory();
+        crate::registers::directory::import_warnings(&d, &subs, MAX_WARNINGS)
+    };
     audit(
         &state,
         &s,

@@ -1,7 +1,8 @@
 //! The registers in the console: the subscriber and device lists with their search
 //! (`GET /api/subscribers?q=`, `GET /api/devices?q=`; the search itself is
 //! [`crate::registers::search`]), the choices an edit of a subscriber has
-//! (`GET /api/registers/choices`), and the directory check of an edit.
+//! (`GET /api/registers/choices`). The edit itself, checked against the directory, is
+//! `PUT /api/subscribers/{id}` in [`super::api`].
 //!
 //! - **Who.** Operators search both lists (they find the person a relative phones about) and
 //!   open cards; supervisors edit (`PUT /api/subscribers/{id}`, in [`super::api`]).
@@ -18,19 +19,15 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::api::{Session, audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
-use crate::model::{Role, Subscriber};
-use crate::registers::directory::{area_choices, provider_choices, subscriber_problems};
+use crate::model::Role;
+use crate::registers::directory::{area_choices, provider_choices};
 use crate::registers::search::{self, Query as SearchQuery};
-
-/// Most warnings an import's answer lists (the rest are counted).
-const MAX_WARNINGS: usize = 100;
 
 /// Query of `GET /api/subscribers` and `GET /api/devices`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -305,29 +302,4 @@ pub async fn choices(State(state): State<AppState>, s: Session) -> ApiResult<Jso
             .map(|a| choice(&a.id, &a.name))
             .collect(),
     }))
-}
-
-/// Checks an edited subscriber: its fields ([`crate::registers::subscribers::problems`]) and
-/// its provider and area against the directory. Refused 422 with every problem in
-/// `problems`, one message each naming its field; `error` is the one problem, or says how
-/// many there are and lists them.
-pub(crate) fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
-    let mut problems = crate::registers::subscribers::problems(sub);
-    {
-        let d = state.desk.dispatcher().directory();
-        problems.extend(subscriber_problems(&d, &sub.care_provider, &sub.area));
-    }
-    let error = match problems.as_slice() {
-        [] => return Ok(()),
-        [one] => one.clone(),
-        all => format!("{} fields to correct: {}", all.len(), all.join("; ")),
-    };
-    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).with_problems(problems))
-}
-
-/// The warnings of an import of subscribers (see
-/// [`crate::registers::directory::import_warnings`]), at most [`MAX_WARNINGS`].
-pub(crate) fn import_warnings(state: &AppState, subs: &[Subscriber]) -> Vec<String> {
-    let d = state.desk.dispatcher().directory();
-    crate::registers::directory::import_warnings(&d, subs, MAX_WARNINGS)
 }

@@ -635,7 +635,7 @@ const MAX_CHOICES_SHOWN: usize = 30;
 /// The care providers a subscriber may be given: every provider of the directory, by name.
 pub fn provider_choices(d: &Directory) -> Vec<&Provider> {
     let mut v: Vec<&Provider> = d.providers.iter().collect();
-    v.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    v.sort_by_key(|a| a.name.to_lowercase());
     v
 }
 
@@ -652,7 +652,7 @@ pub fn area_choices(d: &Directory) -> Vec<&Area> {
         .iter()
         .filter(|a| served.is_empty() || served.contains(a.id.as_str()))
         .collect();
-    v.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    v.sort_by_key(|a| a.name.to_lowercase());
     v
 }
 

@@ -6164,7 +6164,7 @@ function editorValue() {
       v = input.checked;
     } else if (input.type === 'number') {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new Error('Keys must be a whole number, 0 or more.');
+      if (!Number.isInteger(n) || n < 0) throw new Error('keys must be a whole number, 0 or more');
       v = n;
     } else {
       v = v.trim();
@@ -6180,7 +6180,7 @@ function editorValue() {
     };
     if (c.name || c.relation || c.phone) sub.contacts.push(c);
   }
-  if (!sub.name) throw new Error('The name must not be empty.');
+  if (!sub.name) throw new Error('name is empty');
   return sub;
 }
 
