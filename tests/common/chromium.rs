@@ -4,15 +4,21 @@
 //! Without chromedriver a test says so and passes, unless `VAKT_REQUIRE_BROWSER` is set (as
 //! `.ci/run` does). `VAKT_CHROMEDRIVER` and `VAKT_CHROMIUM` name other binaries.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// chromedriver, stopped when dropped.
+/// chromedriver in a process group of its own, with the Chromium it starts; the whole group
+/// is killed when dropped. Killing chromedriver alone would leave its Chromium (a browser
+/// and a dozen renderers) running after every test, each taking CPU from the rest of the
+/// suite.
 pub struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -46,6 +52,7 @@ pub async fn launch(args: &[String]) -> Option<(Driver, fantoccini::Client)> {
         .port();
     let driver = Driver(
         Command::new(bin)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
