@@ -3961,8 +3961,9 @@ async function loadBoard() {
     if (S.view === 'patrols') renderBoard();
   } catch (e) {
     if (e.status !== 401 && S.view === 'patrols') {
-      $('patrols-error').textContent = `The patrols could not be loaded: ${e.message}.` +
-        (S.boardAt ? ` What is shown is from ${fmtTimeMs(S.boardAt)}.` : '');
+      $('patrols-error').textContent = S.boardAt
+        ? t('board.load_failed_shown', { error: e.message, time: fmtTimeMs(S.boardAt) })
+        : t('board.load_failed', { error: e.message });
       show($('patrols-error'), true);
       renderBoardUpdated();
     }
@@ -4114,19 +4115,19 @@ async function single(key, fn) {
 function fmtSpan(secs) {
   if (!Number.isFinite(secs)) return '-';
   const s = Math.max(0, Math.round(secs));
-  if (s < 120) return `${s} s`;
-  if (s < 600 && s % 60) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 120) return t('span.s', { s });
+  if (s < 600 && s % 60) return t('span.min_s', { m: Math.floor(s / 60), s: s % 60 });
   const m = Math.round(s / 60);
-  if (m < 90) return `${m} min`;
+  if (m < 90) return t('span.min', { m });
   const h = Math.floor(s / 3600);
   if (h < 48) {
     const r = Math.round((s - h * 3600) / 60);
-    return r ? `${h} h ${r} min` : `${h} h`;
+    return r ? t('span.h_min', { h, m: r }) : t('span.h', { h });
   }
   const hours = Math.round(s / 3600);
   const d = Math.floor(hours / 24);
   const rh = hours % 24;
-  return rh ? `${d} d ${rh} h` : `${d} d`;
+  return rh ? t('span.d_h', { d, h: rh }) : t('span.d', { d });
 }
 
 /** The centre's HH:MM, with the date in front when not today (in the centre's zone). */
@@ -4169,15 +4170,15 @@ function paintTicker(node, now) {
   if (Number.isFinite(t)) {
     const secs = (now - t) / 1000;
     if (node.dataset.tick === 'ago') {
-      text = `${fmtDuration(secs)} ago`;
+      text = t('ticker.ago', { time: fmtDuration(secs) });
     } else if (node.dataset.tick === 'for') {
       text = fmtDuration(secs);
     } else if (node.dataset.tick === 'next' && secs > -1) {
-      text = 'due now';
+      text = t('ticker.due_now');
     } else if (secs < 0) {
-      text = `in ${fmtDuration(-secs)}`;
+      text = t('ticker.in', { time: fmtDuration(-secs) });
     } else {
-      text = `passed ${fmtDuration(secs)} ago`;
+      text = t('ticker.passed', { time: fmtDuration(secs) });
       late = true;
     }
   }
@@ -4190,7 +4191,7 @@ function dueWords(ts, now) {
   const t = parseTs(ts);
   if (!Number.isFinite(t)) return { text: '', late: false };
   const secs = (t - now) / 1000;
-  return secs > 0 ? { text: `in ${fmtSpan(secs)}`, late: false } : { text: `OVERDUE by ${fmtSpan(-secs)}`, late: true };
+  return secs > 0 ? { text: t('due.in', { span: fmtSpan(secs) }), late: false } : { text: t('due.overdue', { span: fmtSpan(-secs) }), late: true };
 }
 
 /** "updated hh:mm:ss", red and "(out of date)" when the last reload is more than 2 polls old. */
@@ -4198,12 +4199,12 @@ function renderUpdated(id, at, pollMs, failed) {
   const node = $(id);
   if (!node) return;
   if (!at) {
-    node.textContent = failed ? 'not loaded' : '';
+    node.textContent = failed ? t('page.not_loaded') : '';
     node.classList.toggle('stale-text', !!failed);
     return;
   }
   const old = failed || serverNow() - at > 2 * pollMs + 5000;
-  const text = `updated ${fmtTimeMs(at)}${old ? ' (out of date)' : ''}`;
+  const text = `${t('page.updated', { time: fmtTimeMs(at) })}${old ? ` ${t('page.out_of_date')}` : ''}`;
   if (node.textContent !== text) node.textContent = text;
   node.classList.toggle('stale-text', old);
 }
@@ -4220,7 +4221,7 @@ function deviceLink(account, text) {
   if (!account) return el('span', { class: 'muted', text: '-' });
   return el('button', {
     type: 'button', class: 'link-like mono device-link', text: text || account,
-    title: `Device ${account}: last heard, deadline, path, faults`,
+    title: t('device.link_title', { account }),
     dataset: { account },
     on: { click: (e) => { e.stopPropagation(); openDevice(account); } },
   });
@@ -4228,7 +4229,7 @@ function deviceLink(account, text) {
 
 function callLink(id) {
   return el('button', {
-    type: 'button', class: 'link-like call-link', text: `Call ${id}`, dataset: { call: String(id) },
+    type: 'button', class: 'link-like call-link', text: t('call.label', { id }), dataset: { call: String(id) },
     on: { click: (e) => { e.stopPropagation(); openCall(id); } },
   });
 }
@@ -4237,7 +4238,7 @@ function incidentLink(id) {
   const i = S.incidents.get(id);
   return el('button', {
     type: 'button', class: 'link-like incident-link', dataset: { incidentId: String(id) },
-    text: i ? `Incident ${id}: ${i.key}${isOpenIncident(i) ? ' (open)' : ''}` : `Incident ${id}`,
+    text: i ? t(isOpenIncident(i) ? 'incident.link_open' : 'incident.link', { id, key: i.key }) : t('incident.label', { id }),
     on: { click: (e) => { e.stopPropagation(); openIncident(id); } },
   });
 }
@@ -4291,7 +4292,7 @@ function incidentSince(i) {
 
 function incidentKind(i) {
   const k = INCIDENT_KINDS[i.kind];
-  if (!k) return { tag: t('incident.tag'), label: String(i.kind || 'group'), word: 'group' };
+  if (!k) return { tag: t('incident.tag'), label: i.kind ? String(i.kind) : t('incident.kind.group'), word: 'group' };
   return Object.assign({}, k, { tag: tOr(`incident.kind.${i.kind}.tag`, k.tag), label: tOr(`incident.kind.${i.kind}`, k.label) });
 }
 
@@ -4373,7 +4374,7 @@ function onIncidentMessage(i) {
     if (!S.incidentsFirst || fresh) incidentOpened(kept);
   } else if (wasOpen && !isOpenIncident(kept)) {
     const still = silentCount(kept);
-    message(`Incident resolved: ${kept.key}. ${still ? `${still} device${still === 1 ? ' is' : 's are'} still silent: each gets its own call.` : 'Every device reports again.'}`, 'ok');
+    message(still ? tn('incident.resolved_still', still, { key: kept.key }) : t('incident.resolved_all', { key: kept.key }), 'ok');
   }
   scheduleIncidentRender();
   scheduleSupervision();
@@ -4470,8 +4471,9 @@ async function loadIncidents() {
     } catch (e) {
       if (e.status === 401) return;
       S.incidentListFailed = true;
-      pageError('incidents-error', `The incidents could not be loaded: ${e.message}.` +
-        (S.incidentListAt ? ` What is shown is from ${fmtTimeMs(S.incidentListAt)}.` : ''));
+      pageError('incidents-error', S.incidentListAt
+        ? t('incidents.load_failed_shown', { error: e.message, time: fmtTimeMs(S.incidentListAt) })
+        : t('incidents.load_failed', { error: e.message }));
       if (S.view === 'incidents') renderIncidents();
     }
   });
@@ -4513,7 +4515,7 @@ function renderIncidents() {
     el('td', { class: failing ? 'warn-cell' : '', text: notes === null ? '' : (notes.length ? t('incidents.delivered', { n: notes.length - failing, of: notes.length }) : t('incidents.none')) }));
   };
   const section = (title, list, empty) => el('section', { class: 'dir-section' },
-    el('h2', { text: `${title} (${list.length})` }),
+    el('h2', { text: t('page.section_count', { title, n: list.length }) }),
     (() => {
       const tbody = el('tbody', {}, ...list.slice(0, MAX_LIST_ROWS).map(row));
       if (!list.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: heads.length, class: 'muted', text: empty })));
@@ -4562,8 +4564,9 @@ async function loadIncident() {
     } catch (e) {
       if (e.status === 401 || S.incidentId !== id) return;
       S.incidentFailed = true;
-      pageError('incident-error', e.status === 404 ? `There is no incident ${id}.`
-        : `Incident ${id} could not be loaded: ${e.message}.${S.incidentAt ? ` What is shown is from ${fmtTimeMs(S.incidentAt)}.` : ''}`);
+      pageError('incident-error', e.status === 404 ? t('incident.no_such', { id })
+        : (S.incidentAt ? t('incident.load_failed_shown', { id, error: e.message, time: fmtTimeMs(S.incidentAt) })
+          : t('incident.load_failed', { id, error: e.message })));
       renderIncident();
     }
   });
@@ -4585,17 +4588,17 @@ function renderIncident() {
   const title = $('incident-title');
   const st = $('incident-state');
   if (!i) {
-    title.textContent = `Incident ${S.incidentId}`;
+    title.textContent = t('incident.label', { id: S.incidentId });
     st.textContent = '';
     st.className = 'istate';
     clear(box);
-    if (!S.incidentFailed) box.append(el('p', { class: 'muted', text: 'Loading the incident…' }));
+    if (!S.incidentFailed) box.append(el('p', { class: 'muted', text: t('incident.loading') }));
     return;
   }
   const k = incidentKind(i);
   const open = isOpenIncident(i);
-  title.textContent = `Incident ${i.id}: ${i.key}`;
-  st.textContent = open ? 'OPEN' : 'Resolved';
+  title.textContent = t('incident.link', { id: i.id, key: i.key });
+  st.textContent = open ? t('incidents.open_tag') : t('incidents.resolved');
   st.className = `istate ${open ? 'open' : 'resolved'}`;
   $('incident-view').dataset.state = open ? 'open' : 'resolved';
   const devs = (i.devices || []).slice().sort(compareIncidentDevices);
@@ -4607,39 +4610,37 @@ function renderIncident() {
     el('div', { class: 'incident-big' },
       el('div', { class: 'incident-count' },
         el('span', { class: 'incident-n', text: String(n) }),
-        el('span', { class: 'incident-of', text: ` of ${orDash(i.population)} devices silent` })),
+        el('span', { class: 'incident-of', text: ` ${t('incident.of_silent', { pop: orDash(i.population) })}` })),
       el('div', { class: 'incident-sub' },
-        el('span', { class: 'strong', text: `${k.label}: ${i.key}` }),
-        restored ? el('span', { class: 'ok-text', text: ` · ${restored} report again` }) : null,
-        extra ? el('span', { class: 'bad-text', text: ` · ${extra} need extra visits` }) : null)),
+        el('span', { class: 'strong', text: t('incident.kind_key', { kind: k.label, key: i.key }) }),
+        restored ? el('span', { class: 'ok-text', text: ` · ${t('incident.report_again', { n: restored })}` }) : null,
+        extra ? el('span', { class: 'bad-text', text: ` · ${t('incident.need_extra', { n: extra })}` }) : null)),
     factList([
-      ['Silent since', timeNode(incidentSince(i))],
-      ['Declared', timeNode(i.opened_at)],
-      open ? ['Open for', tickerNode('for', i.opened_at)] : ['Resolved', timeNode(i.resolved_at)],
-      !open ? ['Lasted', fmtDuration(ageSecs(i.opened_at, i.resolved_at))] : null,
-      ['Devices of the group', `${orDash(i.population)} reporting when it was declared`],
+      [t('incident.silent_since'), timeNode(incidentSince(i))],
+      [t('incident.declared'), timeNode(i.opened_at)],
+      open ? [t('incident.open_for'), tickerNode('for', i.opened_at)] : [t('incidents.resolved'), timeNode(i.resolved_at)],
+      !open ? [t('incident.lasted'), fmtDuration(ageSecs(i.opened_at, i.resolved_at))] : null,
+      [t('incident.group_devices'), t('incident.group_reporting', { n: orDash(i.population) })],
     ], 'incident-facts'),
-    el('p', { class: 'muted', text: open
-      ? 'The alarms of these people may not get through. Their care providers have their lists (extra visits first); the telecom operator is told. The incident is resolved when most devices report again; the ones still silent then get a call each.'
-      : 'Resolved: most devices report again. Devices still silent then got a call each (see the Call column).' }));
+    el('p', { class: 'muted', text: open ? t('incident.explain_open') : t('incident.explain_resolved') }));
 
   const rows = devs.slice(0, MAX_LIST_ROWS).map((d) => [
-    d.needs_extra_visits ? el('span', { class: 'tag tag-extra', text: 'Extra visits' }) : el('span', { class: 'muted', text: '' }),
-    el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || 'Unknown subscriber' }),
+    d.needs_extra_visits ? el('span', { class: 'tag tag-extra', text: t('incident.extra_visits') }) : el('span', { class: 'muted', text: '' }),
+    el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || t('incident.unknown_subscriber') }),
     orDash(d.care_provider),
     deviceLink(d.account),
     timeNode(d.silent_since),
-    d.restored_at ? el('span', { class: 'ok-text' }, 'reports again ', timeNode(d.restored_at)) : el('span', { class: 'bad-text', text: 'silent' }),
+    d.restored_at ? el('span', { class: 'ok-text' }, `${t('incident.reports_again')} `, timeNode(d.restored_at)) : el('span', { class: 'bad-text', text: t('incident.silent') }),
     d.call !== undefined && d.call !== null ? callLink(d.call) : el('span', { class: 'muted', text: '' }),
   ]);
   const devices = el('section', { class: 'dir-section incident-devices' },
-    el('h2', { text: `Affected subscribers (${devs.length})` }),
-    el('p', { class: 'muted', text: 'People who need extra visits first, then those still silent, longest first.' }),
-    simpleTable('incident-devices-table', ['Needs', 'Subscriber', 'Care provider', 'Device', 'Silent since', 'Now', 'Call'], rows,
-      'No devices.', (x) => ({ class: `idev${devs[x].restored_at ? ' restored' : ' silent'}${devs[x].needs_extra_visits ? ' extra' : ''}`, dataset: { account: devs[x].account } })),
-    devs.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${devs.length} are shown.` }) : null);
+    el('h2', { text: t('incident.affected', { n: devs.length }) }),
+    el('p', { class: 'muted', text: t('incident.affected_order') }),
+    simpleTable('incident-devices-table', [t('incident.col.needs'), t('wo.subscriber'), t('card.care_provider'), t('wo.device'), t('incident.silent_since'), t('incident.col.now'), t('incident.col.call')], rows,
+      t('incident.no_devices'), (x) => ({ class: `idev${devs[x].restored_at ? ' restored' : ' silent'}${devs[x].needs_extra_visits ? ' extra' : ''}`, dataset: { account: devs[x].account } })),
+    devs.length > MAX_LIST_ROWS ? el('p', { class: 'muted', text: t('page.first_shown', { max: MAX_LIST_ROWS, n: devs.length }) }) : null);
 
-  const history = el('section', { class: 'dir-section incident-history' }, el('h2', { text: 'History' }));
+  const history = el('section', { class: 'dir-section incident-history' }, el('h2', { text: t('incident.history') }));
   const hist = Array.isArray(i.history) ? i.history : [];
   const ol = el('ol', { class: 'timeline plain-timeline' });
   for (const h of hist) {
@@ -4647,13 +4648,13 @@ function renderIncident() {
       el('time', { class: 'tl-time', datetime: h.at, title: fmtFull(h.at), text: fmtTime(h.at) }),
       el('div', { class: 'tl-body' }, el('span', { text: h.what }))));
   }
-  if (!hist.length) ol.append(el('li', { class: 'tl muted', text: 'Nothing yet.' }));
+  if (!hist.length) ol.append(el('li', { class: 'tl muted', text: t('tl.nothing') }));
   history.append(ol);
 
   const notes = Array.isArray(i.notifications) ? i.notifications : null;
   const notifications = el('section', { class: 'dir-section incident-notifications' },
-    el('h2', { text: `Notifications sent (${notes ? notes.length : '…'})` }),
-    notes === null ? el('p', { class: 'muted', text: 'Loading…' }) : deliveriesTable(notes, 'No notifications: no escalation endpoint is configured for this operator or these care providers.'));
+    el('h2', { text: t('incident.notifications', { n: notes ? notes.length : '…' }) }),
+    notes === null ? el('p', { class: 'muted', text: t('call.loading') }) : deliveriesTable(notes, t('incident.no_notifications')));
 
   clear(box);
   box.append(head, devices, notifications, history);
@@ -4662,24 +4663,24 @@ function renderIncident() {
 // ---- deliveries (an incident's notifications, the outbox page)
 
 function deliveryState(d) {
-  return el('span', { class: `dstate delivery-${d.state}`, text: DELIVERY_STATES[d.state] || d.state });
+  return el('span', { class: `dstate delivery-${d.state}`, text: tOr(`delivery.state.${d.state}`, DELIVERY_STATES[d.state] || d.state) });
 }
 
 function deliveriesTable(list, empty) {
   const sorted = list.slice().sort((a, b) => (parseTs(a.created_at) - parseTs(b.created_at)) || (a.id - b.id));
   const rows = sorted.slice(0, MAX_LIST_ROWS).map((d) => [
-    el('span', {}, el('span', { class: 'strong', text: EVENT_LABELS[d.event] || d.event }), el('br'), el('span', { class: 'mono muted small-text', text: d.event })),
-    el('span', {}, el('span', { text: d.recipient || '-' }), el('br'), el('span', { class: 'muted small-text', text: `${RECIPIENT_KINDS[d.recipient_kind] || d.recipient_kind || ''} · ${d.endpoint}` })),
+    el('span', {}, el('span', { class: 'strong', text: tOr(`delivery.event.${d.event}`, EVENT_LABELS[d.event] || d.event) }), el('br'), el('span', { class: 'mono muted small-text', text: d.event })),
+    el('span', {}, el('span', { text: d.recipient || '-' }), el('br'), el('span', { class: 'muted small-text', text: `${tOr(`delivery.recipient.${d.recipient_kind}`, RECIPIENT_KINDS[d.recipient_kind] || d.recipient_kind || '')} · ${d.endpoint}` })),
     deliveryState(d),
     String(d.attempts ?? 0),
-    d.delivered_at ? timeNode(d.delivered_at) : (d.next_attempt_at ? el('span', {}, 'next ', timeNode(d.next_attempt_at), ' ', tickerNode('next', d.next_attempt_at, 'small-text')) : el('span', { class: 'muted', text: 'waiting its turn' })),
+    d.delivered_at ? timeNode(d.delivered_at) : (d.next_attempt_at ? el('span', {}, `${t('delivery.next')} `, timeNode(d.next_attempt_at), ' ', tickerNode('next', d.next_attempt_at, 'small-text')) : el('span', { class: 'muted', text: t('delivery.waiting_turn') })),
     d.last_error ? el('span', { class: 'error-text', text: d.last_error }) : el('span', { class: 'muted', text: '' }),
     el('span', {}, timeNode(d.created_at), el('span', { class: 'mono muted small-text', text: ` #${d.id}` })),
   ]);
-  const table = simpleTable('deliveries-table', ['Event', 'To', 'State', 'Attempts', 'Delivered / next attempt', 'Last error', 'Queued'], rows, empty,
+  const table = simpleTable('deliveries-table', ['event', 'to', 'state', 'attempts', 'delivered', 'last_error', 'queued'].map((h) => t(`delivery.col.${h}`)), rows, empty,
     (x) => ({ class: `delivery delivery-row-${sorted[x].state}`, dataset: { deliveryId: String(sorted[x].id), state: sorted[x].state } }));
   return list.length > MAX_LIST_ROWS
-    ? el('div', {}, table, el('p', { class: 'muted', text: `The first ${MAX_LIST_ROWS} of ${list.length} are shown.` }))
+    ? el('div', {}, table, el('p', { class: 'muted', text: t('page.first_shown', { max: MAX_LIST_ROWS, n: list.length }) }))
     : table;
 }
 
@@ -4706,7 +4707,7 @@ async function loadOutbox() {
     } catch (e) {
       if (e.status === 401) return;
       S.outboxFailed = true;
-      pageError('outbox-error', `The outbox could not be loaded: ${e.message}`);
+      pageError('outbox-error', t('outbox.load_failed', { error: e.message }));
       if (S.view === 'outbox') renderOutbox();
     }
   });
@@ -4717,14 +4718,14 @@ function renderOutbox() {
   const box = $('outbox-content');
   clear(box);
   if (S.outbox === null) {
-    box.append(el('p', { class: 'muted', text: 'Loading the outbox…' }));
+    box.append(el('p', { class: 'muted', text: t('outbox.loading') }));
     return;
   }
   const failing = S.outbox.filter((d) => d.state === 'failing').length;
   const pending = S.outbox.filter((d) => d.state === 'pending').length;
-  $('outbox-summary').textContent = `${S.outbox.length} shown · ${pending} pending · ${failing} failing`;
+  $('outbox-summary').textContent = t('outbox.summary', { n: S.outbox.length, pending, failing });
   $('outbox-summary').classList.toggle('bad', failing > 0);
-  box.append(deliveriesTable(S.outbox, 'No notifications.'));
+  box.append(deliveriesTable(S.outbox, t('outbox.none')));
 }
 
 // ---- header badges (GET /api/supervision every 30 s)
@@ -4829,8 +4830,9 @@ async function loadWorkOrders() {
     } catch (e) {
       if (e.status === 401) return;
       S.wo.failed = true;
-      pageError('workorders-error', `The work orders could not be loaded: ${e.message}.` +
-        (S.wo.at ? ` What is shown is from ${fmtTimeMs(S.wo.at)}.` : ''));
+      pageError('workorders-error', S.wo.at
+        ? t('wo.load_failed_shown', { error: e.message, time: fmtTimeMs(S.wo.at) })
+        : t('wo.load_failed', { error: e.message }));
       if (S.view === 'workorders') renderWorkOrders();
     }
   });
@@ -4964,10 +4966,10 @@ function woCard(o, now) {
   card.append(facts);
   if (o.state === 'cancelled') {
     card.append(el('div', { class: 'wo-cancelled' },
-      el('span', { text: `Cancelled ${o.cancelled_at ? fmtDay(o.cancelled_at) : ''}: ${o.cancel_reason || 'no reason given'}.` }), ' ',
-      o.replaced_by ? el('span', {}, 'Replaced by ', woLink(o.replaced_by), '.') : null));
+      el('span', { text: t('wo.cancelled_line', { time: o.cancelled_at ? fmtDay(o.cancelled_at) : '', reason: o.cancel_reason || t('wo.no_reason') }) }), ' ',
+      o.replaced_by ? el('span', {}, ...withLink(t('wo.replaced_by', { order: '\u0000' }), woLink(o.replaced_by))) : null));
   }
-  if (o.replaces) card.append(el('div', { class: 'muted wo-replaces' }, 'Replaces the cancelled ', woLink(o.replaces), '.'));
+  if (o.replaces) card.append(el('div', { class: 'muted wo-replaces' }, ...withLink(t('wo.replaces', { order: '\u0000' }), woLink(o.replaces))));
   const tl = Array.isArray(o.timeline) ? o.timeline : [];
   card.append(el('button', {
     type: 'button', class: 'small secondary wo-toggle', 'aria-expanded': expanded ? 'true' : 'false',
@@ -4979,9 +4981,19 @@ function woCard(o, now) {
   return card;
 }
 
+/**
+ * A sentence with a node in it: `text` holds NUL where `node` goes (a placeholder filled
+ * with '\u0000'), so the sentence keeps its word order in every language.
+ */
+function withLink(text, node) {
+  const i = text.indexOf('\u0000');
+  if (i < 0) return [text, ' ', node];
+  return [text.slice(0, i), node, text.slice(i + 1)].filter((x) => x !== '');
+}
+
 function woLink(id) {
   return el('button', {
-    type: 'button', class: 'link-like wo-link', text: `work order #${id}`, dataset: { wo: String(id) },
+    type: 'button', class: 'link-like wo-link', text: t('wo.link', { id }), dataset: { wo: String(id) },
     on: { click: (e) => { e.stopPropagation(); focusWorkOrder(id); } },
   });
 }
@@ -5015,38 +5027,38 @@ function woDetail(o, tl, open) {
   const box = el('div', { class: 'wo-detail' });
   const ol = el('ol', { class: 'timeline plain-timeline wo-timeline' });
   for (const e of tl) {
-    const what = WO_EVENTS[e.kind] || e.kind;
+    const what = tOr(`wo.event.${e.kind}`, WO_EVENTS[e.kind] || e.kind);
     ol.append(el('li', { class: `tl wo-ev wo-ev-${String(e.kind).replace(/[^a-z_]/g, '')}`, dataset: { kind: e.kind } },
       el('time', { class: 'tl-time', datetime: e.at, title: fmtFull(e.at), text: fmtTime(e.at) }),
       el('div', { class: 'tl-body' },
         el('div', { class: 'tl-head' }, el('span', { class: 'tl-what', text: what }),
-          e.signal ? el('span', { class: 'muted', text: ` · signal #${e.signal}` }) : null,
-          e.user ? el('span', {}, ' ', el('span', { class: 'muted', text: 'by' }), ' ', el('span', { class: 'tl-user', text: e.user })) : null),
+          e.signal ? el('span', { class: 'muted', text: ` · ${t('wo.signal', { id: e.signal })}` }) : null,
+          e.user ? el('span', {}, ' ', el('span', { class: 'muted', text: t('tl.by') }), ' ', el('span', { class: 'tl-user', text: e.user })) : null),
         e.text ? el('div', { class: 'tl-text', text: e.text }) : null)));
   }
-  if (!tl.length) ol.append(el('li', { class: 'tl muted', text: 'Nothing yet.' }));
+  if (!tl.length) ol.append(el('li', { class: 'tl muted', text: t('tl.nothing') }));
   box.append(ol);
   if (open && isSupervisor()) {
     const k = (f) => `wo-${o.id}-${f}`;
-    const doneNote = el('input', { type: 'text', class: 'wo-done-note', id: k('done'), maxlength: 2000, placeholder: 'What was done (optional)', dataset: { keep: k('done') } });
-    const reason = el('input', { type: 'text', class: 'wo-cancel-reason', id: k('cancel'), maxlength: 500, placeholder: 'Why cancel (required); a new order replaces it', dataset: { keep: k('cancel') } });
+    const doneNote = el('input', { type: 'text', class: 'wo-done-note', id: k('done'), maxlength: 2000, placeholder: t('wo.done_placeholder'), dataset: { keep: k('done') } });
+    const reason = el('input', { type: 'text', class: 'wo-cancel-reason', id: k('cancel'), maxlength: 500, placeholder: t('wo.cancel_placeholder'), dataset: { keep: k('cancel') } });
     const actions = el('div', { class: 'wo-actions' });
     if (o.state === 'new') {
       actions.append(el('div', { class: 'action-row' },
-        el('button', { type: 'button', class: 'primary wo-start', text: 'Mark started', dataset: { focusKey: k('start-b') }, on: { click: (e) => woAction(o, 'start', '', e.currentTarget) } })));
+        el('button', { type: 'button', class: 'primary wo-start', text: t('wo.mark_started'), dataset: { focusKey: k('start-b') }, on: { click: (e) => woAction(o, 'start', '', e.currentTarget) } })));
     }
-    const doneBtn = el('button', { type: 'button', class: 'wo-done', text: 'Mark done', dataset: { focusKey: k('done-b') } });
+    const doneBtn = el('button', { type: 'button', class: 'wo-done', text: t('wo.mark_done'), dataset: { focusKey: k('done-b') } });
     doneBtn.addEventListener('click', () => woAction(o, 'done', doneNote.value.trim(), doneBtn, doneNote));
     doneNote.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); doneBtn.click(); } });
-    const cancelBtn = el('button', { type: 'button', class: 'danger-outline wo-cancel', text: 'Cancel and replace', dataset: { focusKey: k('cancel-b') } });
+    const cancelBtn = el('button', { type: 'button', class: 'danger-outline wo-cancel', text: t('wo.cancel_replace'), dataset: { focusKey: k('cancel-b') } });
     cancelBtn.addEventListener('click', () => woAction(o, 'cancel', reason.value.trim(), cancelBtn, reason));
     reason.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); cancelBtn.click(); } });
     actions.append(
-      el('div', { class: 'wo-action' }, el('label', { for: k('done'), text: 'Done' }), el('div', { class: 'inline-form' }, doneNote, doneBtn)),
-      el('div', { class: 'wo-action' }, el('label', { for: k('cancel'), text: 'Cancel' }), el('div', { class: 'inline-form' }, reason, cancelBtn)));
+      el('div', { class: 'wo-action' }, el('label', { for: k('done'), text: t('wo.state.done') }), el('div', { class: 'inline-form' }, doneNote, doneBtn)),
+      el('div', { class: 'wo-action' }, el('label', { for: k('cancel'), text: t('wo.cancel_label') }), el('div', { class: 'inline-form' }, reason, cancelBtn)));
     box.append(actions);
   } else if (open) {
-    box.append(el('p', { class: 'muted', text: 'A supervisor marks it started, done or cancelled.' }));
+    box.append(el('p', { class: 'muted', text: t('wo.supervisor_marks') }));
   }
   return box;
 }
@@ -5066,7 +5078,7 @@ function replacementOf(data) {
 /** POST /api/work_orders/{id}/start|done|cancel. */
 async function woAction(o, action, text, button, input) {
   if (action === 'cancel' && !text) {
-    message('Write why the order is cancelled: the installer is told, and a new order replaces it.', 'warn');
+    message(t('wo.cancel_needs_reason'), 'warn');
     if (input) input.focus();
     return;
   }
@@ -5079,9 +5091,9 @@ async function woAction(o, action, text, button, input) {
     const { data } = await api('POST', `/api/work_orders/${encodeURIComponent(o.id)}/${action}`, body);
     if (input) input.value = '';
     const newId = replacementOf(data);
-    if (action === 'start') message(`Work order #${o.id} is started.`, 'ok');
-    else if (action === 'done') message(`Work order #${o.id} is done.`, 'ok');
-    else message(`Work order #${o.id} is cancelled${newId ? `; the new work order #${newId} replaces it` : ''}.`, 'ok');
+    if (action === 'start') message(t('wo.is_started', { id: o.id }), 'ok');
+    else if (action === 'done') message(t('wo.is_done', { id: o.id }), 'ok');
+    else message(newId ? t('wo.is_cancelled_replaced', { id: o.id, new: newId }) : t('wo.is_cancelled', { id: o.id }), 'ok');
     if (action === 'cancel') {
       // Show the replacement: open, its timeline unfolded (found by `replaces` if not named).
       S.wo.replacedFrom = o.id;
@@ -5094,8 +5106,8 @@ async function woAction(o, action, text, button, input) {
       $('wo-overdue').checked = false;
     }
   } catch (e) {
-    if (e.status === 409 || e.status === 422) message(`Work order #${o.id}: ${e.message}`, 'warn');
-    else reportError(`Work order #${o.id}`, e);
+    if (e.status === 409 || e.status === 422) message(t('wo.refused', { id: o.id, error: e.message }), 'warn');
+    else reportError(t('wo.label', { id: o.id }), e);
   } finally {
     if (button) button.disabled = false;
     loadWorkOrders();
@@ -5109,12 +5121,12 @@ async function reportFault() {
   const id = S.currentId;
   const box = $('fault-note');
   if (id === null || !isMine(S.current)) {
-    message('Take the call first: its owner reports the fault.', 'warn');
+    message(t('fault.take_first'), 'warn');
     return;
   }
   const note = box.value.trim();
   if (!note) {
-    message('Write what is wrong with the device: the installer reads it.', 'warn');
+    message(t('fault.write_what'), 'warn');
     box.focus();
     return;
   }
@@ -5125,13 +5137,13 @@ async function reportFault() {
     box.value = '';
     const o = data && (data.order || data);
     message(o && o.id !== undefined
-      ? `Fault reported: work order #${o.id}${o.installer ? ` for ${o.installer}` : ''} (Work orders, W).`
-      : 'Fault reported: a work order for the installer.', 'ok');
+      ? (o.installer ? t('fault.reported_for', { id: o.id, installer: o.installer }) : t('fault.reported_id', { id: o.id }))
+      : t('fault.reported'), 'ok');
     scheduleSupervision();
   } catch (e) {
-    if (e.status === 409) message(`Reporting the fault failed: you no longer own this call (${e.message}).`, 'error');
-    else if (e.status === 410) message('Reporting the fault failed: the call is already closed.', 'error');
-    else reportError('Reporting the fault failed', e);
+    if (e.status === 409) message(t('fault.failed_not_owner', { error: e.message }), 'error');
+    else if (e.status === 410) message(t('fault.failed_closed'), 'error');
+    else reportError(t('fault.failed'), e);
   } finally {
     button.disabled = false;
     if (S.currentId === id) refreshCall();
@@ -5189,8 +5201,9 @@ async function loadDevice() {
       if (e.status === 401 || S.dev.account !== account) return;
       S.dev.failed = true;
       pageError('device-error', e.status === 404
-        ? `Device ${account} is not in the registry.`
-        : `Device ${account} could not be loaded: ${e.message}.${S.dev.at ? ` What is shown is from ${fmtTimeMs(S.dev.at)}.` : ''}`);
+        ? t('device.not_registered', { account })
+        : (S.dev.at ? t('device.load_failed_shown', { account, error: e.message, time: fmtTimeMs(S.dev.at) })
+          : t('device.load_failed', { account, error: e.message })));
       if (S.view === 'device') renderDevice();
     }
   });
@@ -5199,7 +5212,7 @@ async function loadDevice() {
 /** "20 s", "25 h (90000 s)". */
 function secsWords(v) {
   const n = Number(v);
-  return n < 120 ? `${n} s` : `${fmtSpan(n)} (${n} s)`;
+  return n < 120 ? t('span.s', { s: n }) : t('device.secs_words', { span: fmtSpan(n), s: n });
 }
 
 const TRANSPORTS = { tcp: 'DC-09 over TCP', udp: 'DC-09 over UDP', internal: 'made by vakt', quic: 'QUIC' };
@@ -5210,16 +5223,16 @@ function renderDevice() {
   const d = S.dev.data;
   clear(box);
   if (!d) {
-    if (!S.dev.failed) box.append(el('p', { class: 'muted', text: 'Loading the device…' }));
+    if (!S.dev.failed) box.append(el('p', { class: 'muted', text: t('device.loading') }));
     return;
   }
   const now = serverNow();
   const silent = !!d.silent_since;
   let status;
-  if (!d.supervised) status = el('div', { class: 'dev-status off', text: 'Not supervised: vakt does not expect check-ins from this device.' });
-  else if (silent) status = el('div', { class: 'dev-status silent' }, 'SILENT since ', timeNode(d.silent_since), ' (', tickerNode('ago', d.silent_since), ')');
-  else if (!d.last_heard) status = el('div', { class: 'dev-status waiting', text: 'Supervised: not heard from since vakt started; the first deadline counts from then.' });
-  else status = el('div', { class: 'dev-status ok', text: 'Reporting normally' });
+  if (!d.supervised) status = el('div', { class: 'dev-status off', text: t('device.not_supervised') });
+  else if (silent) status = el('div', { class: 'dev-status silent' }, `${t('device.silent_since')} `, timeNode(d.silent_since), ' (', tickerNode('ago', d.silent_since), ')');
+  else if (!d.last_heard) status = el('div', { class: 'dev-status waiting', text: t('device.not_heard') });
+  else status = el('div', { class: 'dev-status ok', text: t('device.reporting') });
 
   let deadline = '-';
   if (d.supervised && d.next_deadline) {
@@ -5228,54 +5241,54 @@ function renderDevice() {
       el('span', { class: 'countdown' }, '(', tickerNode('until', d.next_deadline, 'big-ticker'), ')'));
     if (Number.isFinite(dl) && dl <= now && !silent) deadline.classList.add('late');
   } else if (silent) {
-    deadline = el('span', { class: 'bad-text', text: 'passed: waiting for the device to report again' });
+    deadline = el('span', { class: 'bad-text', text: t('device.deadline_passed') });
   }
 
   const head = el('section', { class: 'card device-card' },
     el('div', { class: 'card-head' },
       el('div', {},
-        el('h2', { class: 'subscriber-name' }, el('span', { class: 'mono', text: d.account }), d.device_type ? el('span', { class: 'muted dev-type', text: ` ${d.device_type}` }) : null),
+        el('h2', { class: 'subscriber-name' }, el('span', { class: 'mono', text: d.account }), d.device_type ? el('span', { class: 'muted dev-type', title: d.device_type, text: ` ${deviceTypeWords(d.device_type)}` }) : null),
         el('div', { class: 'card-sub' },
-          el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || 'No subscriber' }),
+          el('span', { class: 'strong', text: d.subscriber_name || d.subscriber || t('device.no_subscriber') }),
           d.subscriber && d.subscriber_name ? el('span', { class: 'mono muted', text: d.subscriber }) : null,
-          el('span', {}, el('span', { class: 'muted', text: 'Telecom ' }), el('span', { text: orDash(d.telecom_operator) })),
-          el('span', {}, el('span', { class: 'muted', text: 'Area ' }), el('span', { text: orDash(d.area) }))))),
+          el('span', {}, el('span', { class: 'muted', text: `${t('card.dev.telecom')} ` }), el('span', { text: orDash(d.telecom_operator) })),
+          el('span', {}, el('span', { class: 'muted', text: `${t('card.area')} ` }), el('span', { text: orDash(d.area) }))))),
     status,
     factList([
-      ['Last heard', d.last_heard ? el('span', {}, timeNode(d.last_heard), ' (', tickerNode('ago', d.last_heard), ')') : 'never since vakt started'],
-      ['Check-in interval', d.interval_secs ? secsWords(d.interval_secs) : '-'],
-      ['Grace', d.grace_secs !== undefined && d.grace_secs !== null ? `${secsWords(d.grace_secs)} after the interval` : '-'],
-      ['Next deadline', deadline],
-      ['Silent since', silent ? timeNode(d.silent_since) : 'not silent', silent ? 'bad-text' : ''],
+      [t('device.last_heard'), d.last_heard ? el('span', {}, timeNode(d.last_heard), ' (', tickerNode('ago', d.last_heard), ')') : t('device.never_heard')],
+      [t('device.interval'), d.interval_secs ? secsWords(d.interval_secs) : '-'],
+      [t('device.grace'), d.grace_secs !== undefined && d.grace_secs !== null ? t('device.grace_after', { span: secsWords(d.grace_secs) }) : '-'],
+      [t('device.next_deadline'), deadline],
+      [t('incident.silent_since'), silent ? timeNode(d.silent_since) : t('device.not_silent'), silent ? 'bad-text' : ''],
     ], 'device-facts'));
 
   const p = d.last_signal;
-  const path = el('section', { class: 'card device-path' }, el('h3', { text: 'Last path (the last frame received)' }),
+  const path = el('section', { class: 'card device-path' }, el('h3', { text: t('device.path') }),
     p ? factList([
-      ['Received', el('span', {}, timeNode(p.received_at), ' (', tickerNode('ago', p.received_at), ')')],
-      ['Transport', TRANSPORTS[p.transport] || orDash(p.transport)],
-      ['Peer', el('span', { class: 'mono', text: orDash(p.peer) })],
-      ['Protocol', el('span', { class: 'mono', text: orDash(p.protocol) })],
-      ['Signal', `#${p.id}`],
-    ]) : el('p', { class: 'muted', text: 'Nothing received from this device yet.' }));
+      [t('device.received'), el('span', {}, timeNode(p.received_at), ' (', tickerNode('ago', p.received_at), ')')],
+      [t('device.transport'), tOr(`device.transport.${p.transport}`, TRANSPORTS[p.transport] || orDash(p.transport))],
+      [t('device.peer'), el('span', { class: 'mono', text: orDash(p.peer) })],
+      [t('device.protocol'), el('span', { class: 'mono', text: orDash(p.protocol) })],
+      [t('tl.signal'), `#${p.id}`],
+    ]) : el('p', { class: 'muted', text: t('device.nothing_received') }));
 
   const orders = Array.isArray(d.work_orders) ? d.work_orders : [];
-  const faults = el('section', { class: 'card device-faults' }, el('h3', { text: 'Open call, incident, open work orders' }),
+  const faults = el('section', { class: 'card device-faults' }, el('h3', { text: t('device.open_things') }),
     factList([
-      ['Open call', d.open_call !== undefined && d.open_call !== null ? callLink(d.open_call) : 'none'],
-      ['Incident', d.incident !== undefined && d.incident !== null ? incidentLink(d.incident) : 'none'],
+      [t('device.open_call'), d.open_call !== undefined && d.open_call !== null ? callLink(d.open_call) : t('incidents.none')],
+      [t('incident.title'), d.incident !== undefined && d.incident !== null ? incidentLink(d.incident) : t('incidents.none')],
     ]));
   if (orders.length) {
     const ul = el('ul', { class: 'dev-orders' });
     for (const o of orders) {
       const late = woLateness(o, now);
       ul.append(el('li', { class: late ? 'late' : '', dataset: { wo: String(o.id) } },
-        woLink(o.id), ` ${FAULTS[o.fault] || o.fault} · ${WO_STATES[o.state] || o.state} · ${o.installer || ''} `,
-        late ? el('span', { class: 'wo-late', text: late === 'not_done' ? 'OVERDUE: not done' : 'OVERDUE: not started' }) : null));
+        woLink(o.id), ` ${tOr(`wo.fault.${o.fault}`, FAULTS[o.fault] || o.fault)} · ${tOr(`wo.state.${o.state}`, WO_STATES[o.state] || o.state)} · ${o.installer || ''} `,
+        late ? el('span', { class: 'wo-late', text: late === 'not_done' ? t('wo.overdue_not_done') : t('wo.overdue_not_started') }) : null));
     }
-    faults.append(el('h3', { text: `Open work orders (${orders.length})` }), ul);
+    faults.append(el('h3', { text: t('device.open_orders', { n: orders.length }) }), ul);
   } else {
-    faults.append(el('p', { class: 'muted', text: 'No open work order.' }));
+    faults.append(el('p', { class: 'muted', text: t('device.no_open_order') }));
   }
   box.append(head, el('div', { class: 'device-cols' }, path, faults));
 }
@@ -5343,10 +5356,11 @@ async function loadAudit(newer) {
       S.audit = rows;
     }
     renderAudit();
-    $('audit-info').textContent = `${S.audit.length} entries shown, newest first` +
-      (rows.length >= AUDIT_LIMIT ? ` (more: press "Load newer")` : '');
+    $('audit-info').textContent = rows.length >= AUDIT_LIMIT
+      ? t('audit_page.shown_more', { n: S.audit.length })
+      : t('audit_page.shown', { n: S.audit.length });
   } catch (e) {
-    reportError('Loading the audit log failed', e);
+    reportError(t('audit_page.load_failed'), e);
   }
 }
 
@@ -5393,7 +5407,7 @@ async function loadReviews() {
     pageError('reviews-error', '');
   } catch (e) {
     S.reviews = Object.assign({}, S.reviews, { failed: true });
-    pageError('reviews-error', `The review list could not be loaded: ${e.message}.`);
+    pageError('reviews-error', t('reviews.load_failed', { error: e.message }));
   }
   renderReviews();
 }
@@ -5408,28 +5422,28 @@ function renderReviews() {
   const box = $('reviews-list');
   clear(box);
   if (!r) {
-    box.append(el('p', { class: 'muted', text: 'Loading…' }));
+    box.append(el('p', { class: 'muted', text: t('call.loading') }));
     return;
   }
   const pct = r.reviewed_pct === null || r.reviewed_pct === undefined ? '–' : `${Math.round(r.reviewed_pct)} %`;
-  $('reviews-summary').textContent = `${pending} waiting · last ${r.window_days} days: ${r.reviewed} of ${r.closed_for_review} reviewed (${pct})`;
-  $('reviews-updated').textContent = S.reviews.at ? `updated ${fmtTime(new Date(S.reviews.at).toISOString())}` : '';
+  $('reviews-summary').textContent = t('reviews.summary', { pending, days: r.window_days, reviewed: r.reviewed, of: r.closed_for_review, pct });
+  $('reviews-updated').textContent = S.reviews.at ? t('page.updated', { time: fmtTime(new Date(S.reviews.at).toISOString()) }) : '';
   if (pending === 0) {
-    box.append(el('p', { class: 'muted empty-board', text: 'Nothing to review.' }));
+    box.append(el('p', { class: 'muted empty-board', text: t('reviews.none') }));
     return;
   }
   for (const v of r.pending) box.append(reviewItem(v));
 }
 
 function reviewItem(v) {
-  const reason = el('input', { type: 'text', class: 'review-reason', maxlength: '2000', placeholder: 'Why reopen (required) or a note to accept' });
-  const accept = el('button', { type: 'button', class: 'review-accept', text: 'Accept' });
-  const reopen = el('button', { type: 'button', class: 'review-reopen danger-outline', text: 'Reopen' });
+  const reason = el('input', { type: 'text', class: 'review-reason', maxlength: '2000', placeholder: t('reviews.reason_placeholder') });
+  const accept = el('button', { type: 'button', class: 'review-accept', text: t('reviews.accept') });
+  const reopen = el('button', { type: 'button', class: 'review-reopen danger-outline', text: t('reviews.reopen') });
   const err = el('p', { class: 'form-error', role: 'alert', hidden: true });
   const decide = async (verdict, button) => {
     const note = reason.value.trim();
     if (verdict === 'reopen' && !note) {
-      err.textContent = 'Write why the call is reopened.';
+      err.textContent = t('reviews.reopen_needs_reason');
       show(err, true);
       reason.focus();
       return;
@@ -5438,7 +5452,7 @@ function reviewItem(v) {
     reopen.disabled = true;
     try {
       await api('POST', `/api/reviews/${encodeURIComponent(v.call)}/${verdict}`, { note });
-      message(verdict === 'accept' ? `Call ${v.call}: closing accepted.` : `Call ${v.call} is back in the queue.`, 'ok');
+      message(verdict === 'accept' ? t('reviews.accepted', { id: v.call }) : t('reviews.reopened', { id: v.call }), 'ok');
       await loadReviews();
     } catch (e) {
       err.textContent = e.message;
