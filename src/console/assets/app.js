@@ -5463,18 +5463,18 @@ function reviewItem(v) {
   };
   accept.addEventListener('click', () => decide('accept', accept));
   reopen.addEventListener('click', () => decide('reopen', reopen));
-  const who = v.subscriber_name || v.subscriber || 'unknown person';
+  const who = v.subscriber_name || v.subscriber || t('reviews.unknown_person');
   const pr = PRIORITIES[v.priority] || { label: String(v.priority), cls: '' };
   return el('div', { class: 'review-item', 'data-call': String(v.call) },
     el('div', { class: 'review-head' },
       el('span', { class: `badge small ${pr.cls}`, text: pr.label }),
-      el('button', { type: 'button', class: 'link-like call-link', text: `Call ${v.call}`, on: { click: () => openCall(v.call) } }),
-      el('span', { text: ` ${v.kind} · ${who}` })),
+      el('button', { type: 'button', class: 'link-like call-link', text: t('call.label', { id: v.call }), on: { click: () => openCall(v.call) } }),
+      el('span', { title: v.kind || '', text: ` ${kindWords(v.kind)} · ${who}` })),
     el('p', {},
       el('strong', { text: OUTCOMES[v.outcome] || v.outcome }),
-      ` — closed ${fmtFull(v.closed_at)} by ${v.closed_by || 'vakt'}`),
-    v.reason ? el('p', { class: 'review-why', text: `Reason: ${v.reason}` }) : null,
-    v.override_reason ? el('p', { class: 'review-why tl-override', text: `Supervisor's override: ${v.override_reason}` }) : null,
+      ` — ${t('reviews.closed_by', { time: fmtFull(v.closed_at), who: v.closed_by || 'vakt' })}`),
+    v.reason ? el('p', { class: 'review-why', text: t('reviews.reason', { reason: v.reason }) }) : null,
+    v.override_reason ? el('p', { class: 'review-why tl-override', text: t('reviews.override', { reason: v.override_reason }) }) : null,
     el('div', { class: 'action-row' }, reason, accept, reopen),
     err);
 }
@@ -5500,7 +5500,7 @@ async function loadUsers() {
     renderUsers();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
-    err.textContent = `Loading the users failed: ${e.message}`;
+    err.textContent = t('users.load_failed', { error: e.message });
     show(err, true);
   }
 }
@@ -5544,11 +5544,10 @@ async function changeUser(name, action, body) {
     if (action === 'remove') await api('DELETE', path);
     else await api('POST', `${path}/${action}`, body);
     show(err, false);
-    const done = { disable: 'disabled', enable: 'enabled', role: 'given another role', remove: 'removed' }[action];
-    message(`User ${name} ${done}.`, 'info');
+    message(t(`users.done.${action}`, { name }), 'info');
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
-    err.textContent = `Changing user ${name} failed: ${e.message}`;
+    err.textContent = t('users.change_failed', { name, error: e.message });
     show(err, true);
   }
   if (S.view === 'users') await loadUsers();
@@ -5574,7 +5573,7 @@ async function loadDirectory() {
     renderDirectory();
   } catch (e) {
     if (e.status !== 401) {
-      $('directory-error').textContent = `The directory could not be loaded: ${e.message}`;
+      $('directory-error').textContent = t('dir.load_failed', { error: e.message });
       show($('directory-error'), true);
     }
   }
@@ -5589,7 +5588,7 @@ function hhmm(t) {
 function fmtShift(s) {
   const start = hhmm(s.start);
   const end = hhmm(s.end);
-  return `${s.name || ''} ${start}-${end}${end <= start ? ' (to the next day)' : ''}`.trim();
+  return `${s.name || ''} ${start}-${end}${end <= start ? ` ${t('dir.next_day')}` : ''}`.trim();
 }
 
 /** A titled table; cells are nodes or text. */
@@ -5598,7 +5597,7 @@ function dirTable(title, cls, heads, rows, empty) {
   for (const r of rows) tbody.append(el('tr', {}, ...r.map((c) => el('td', {}, c === null || c === undefined ? '' : c))));
   if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: empty })));
   return el('section', { class: `dir-section ${cls}` },
-    el('h2', { text: `${title} (${rows.length})` }),
+    el('h2', { text: t('page.section_count', { title, n: rows.length }) }),
     el('table', { class: 'data-table' }, el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody));
 }
 
@@ -5607,35 +5606,35 @@ function renderDirectory() {
   clear(box);
   const d = S.directory;
   if (!d) {
-    box.append(el('p', { class: 'muted', text: 'Loading the directory…' }));
+    box.append(el('p', { class: 'muted', text: t('dir.loading') }));
     return;
   }
   const providers = d.providers || [];
   const areas = d.areas || [];
   const patrols = d.patrols || [];
   const routes = d.routes || [];
-  $('directory-summary').textContent = `${providers.length} providers · ${areas.length} areas · ${patrols.length} patrols · ${routes.length} routes`;
+  $('directory-summary').textContent = t('dir.summary', { providers: providers.length, areas: areas.length, patrols: patrols.length, routes: routes.length });
   const providerName = new Map(providers.map((p) => [p.id, p.name]));
   const areaName = new Map(areas.map((a) => [a.id, a.name]));
   const patrolName = new Map(patrols.map((p) => [p.id, p.name]));
-  const named = (map, id) => (id === '*' ? 'any' : (map.get(id) ? `${map.get(id)} (${id})` : id));
+  const named = (map, id) => (id === '*' ? t('dir.any') : (map.get(id) ? `${map.get(id)} (${id})` : id));
   box.append(
-    dirTable('Care providers', 'dir-providers', ['Id', 'Name', 'Phone'],
+    dirTable(t('dir.providers'), 'dir-providers', [t('dir.col.id'), t('dir.col.name'), t('card.phone')],
       providers.map((p) => [el('span', { class: 'mono', text: p.id }), p.name, telLink(p.phone)]),
-      'No providers. Import the directory.'),
-    dirTable('Areas', 'dir-areas', ['Id', 'Name', 'Arrival limit'],
+      t('dir.no_providers')),
+    dirTable(t('dir.areas'), 'dir-areas', [t('dir.col.id'), t('dir.col.name'), t('dir.col.arrival_limit')],
       areas.map((a) => [el('span', { class: 'mono', text: a.id }), a.name,
-        el('span', { class: a.arrival_limit_mins === 30 ? '' : 'strong', text: `${a.arrival_limit_mins} min` })]),
-      'No areas.'),
-    dirTable('Patrols', 'dir-patrols', ['Id', 'Name', 'Provider', 'Areas', 'Shifts (local time)', 'Phone'],
+        el('span', { class: a.arrival_limit_mins === 30 ? '' : 'strong', text: t('span.min', { m: a.arrival_limit_mins }) })]),
+      t('dir.no_areas')),
+    dirTable(t('nav.patrols'), 'dir-patrols', [t('dir.col.id'), t('dir.col.name'), t('dir.col.provider'), t('dir.areas'), t('dir.col.shifts'), t('card.phone')],
       patrols.map((p) => [el('span', { class: 'mono', text: p.id }), p.name, named(providerName, p.provider),
         (p.areas || []).map((a) => areaName.get(a) || a).join(', '),
-        (p.shifts || []).map(fmtShift).join('; ') || 'no shift', telLink(p.phone)]),
-      'No patrols.'),
-    dirTable('Routes: patrols in fallback order', 'dir-routes', ['Provider', 'Area', 'Patrols'],
+        (p.shifts || []).map(fmtShift).join('; ') || t('dir.no_shift'), telLink(p.phone)]),
+      t('dir.no_patrols')),
+    dirTable(t('dir.routes'), 'dir-routes', [t('dir.col.provider'), t('card.area'), t('nav.patrols')],
       routes.map((r) => [named(providerName, r.provider), named(areaName, r.area),
-        el('ol', { class: 'route-order' }, ...(r.patrols || []).map((id) => el('li', { text: patrolName.get(id) ? `${patrolName.get(id)} (${id})` : `${id} (unknown patrol)` })))]),
-      'No routes.'));
+        el('ol', { class: 'route-order' }, ...(r.patrols || []).map((id) => el('li', { text: patrolName.get(id) ? `${patrolName.get(id)} (${id})` : t('dir.unknown_patrol', { id }) })))]),
+      t('dir.no_routes')));
 }
 
 async function submitImport(ev) {
@@ -5648,7 +5647,7 @@ async function submitImport(ev) {
     if (!f) missing.push(k);
   }
   if (missing.length) {
-    importResult('error', `Choose all four files (missing: ${missing.join(', ')}). The directory is imported whole or not at all.`);
+    importResult('error', t('import.choose_all', { missing: missing.map((k) => t(`import.file.${k}`)).join(', ') }));
     return;
   }
   const button = $('import-submit');
@@ -5658,9 +5657,9 @@ async function submitImport(ev) {
     const { data } = await api('POST', '/api/directory/import', body);
     const counts = data && typeof data === 'object'
       ? Object.entries(data).filter(([k, v]) => typeof v === 'number' && !(k === 'tokens_removed' && v === 0))
-        .map(([k, v]) => `${v} ${k === 'tokens_removed' ? 'patrol tokens removed (their patrols are gone)' : k}`).join(', ')
+        .map(([k, v]) => (tHas(`import.count.${k}`) ? t(`import.count.${k}`, { n: v }) : `${v} ${k}`)).join(', ')
       : '';
-    importResult('ok', `Imported${counts ? `: ${counts}` : ''}. The tables above show the new directory.`);
+    importResult('ok', counts ? t('import.done_counts', { counts }) : t('import.done'));
     for (const k of kinds) $(`import-${k}`).value = '';
     await loadDirectory();
   } catch (e) {
@@ -5668,9 +5667,9 @@ async function submitImport(ev) {
     if (e.status === 422 && e.body && Array.isArray(e.body.problems)) {
       importResult('error', `${e.message}:`, e.body.problems);
     } else if (e.status === 403) {
-      importResult('error', 'Only an administrator may import the directory.');
+      importResult('error', t('import.admin_only'));
     } else {
-      importResult('error', `Nothing was imported: ${e.message}`);
+      importResult('error', t('import.failed', { error: e.message }));
     }
   } finally {
     button.disabled = false;
@@ -5685,7 +5684,7 @@ function importResult(kind, text, problems) {
   if (problems && problems.length) {
     const ul = el('ul', { class: 'problems' });
     for (const p of problems.slice(0, 200)) ul.append(el('li', { class: 'mono', text: String(p) }));
-    if (problems.length > 200) ul.append(el('li', { text: `… and ${problems.length - 200} more` }));
+    if (problems.length > 200) ul.append(el('li', { text: t('import.more_problems', { n: problems.length - 200 }) }));
     box.append(ul);
   }
   show(box, true);
@@ -5724,7 +5723,7 @@ async function loadReport() {
   updateReportLink();
   const box = $('report-content');
   clear(box);
-  box.append(el('p', { class: 'muted', text: `Loading ${month}…` }));
+  box.append(el('p', { class: 'muted', text: t('report.loading', { month }) }));
   try {
     const { data } = await api('GET', `/api/reports/sla?month=${encodeURIComponent(month)}`);
     if (reportMonth() !== month) return;
@@ -5734,7 +5733,7 @@ async function loadReport() {
   } catch (e) {
     if (e.status === 401 || reportMonth() !== month) return;
     clear(box);
-    $('report-error').textContent = `The report for ${month} could not be made: ${e.message}`;
+    $('report-error').textContent = t('report.failed', { month, error: e.message });
     show($('report-error'), true);
   }
 }
@@ -5754,34 +5753,34 @@ function renderReport(r) {
   const box = $('report-content');
   clear(box);
   if (!r || typeof r !== 'object') {
-    box.append(el('p', { class: 'muted', text: 'No report.' }));
+    box.append(el('p', { class: 'muted', text: t('report.none') }));
     return;
   }
   const a = r.answer || {};
   const met = (v, t) => (v === null || v === undefined ? '' : (Number(v) >= Number(t) ? 'met' : 'missed'));
   box.append(el('p', { class: 'report-head' },
-    el('strong', { text: `Month ${r.month}` }),
-    ` · ${r.time_zone || 'local time'} · made ${fmtTime(r.generated_at)}. A dispatch counts in the month it was offered; open dispatches and waiting calls are judged as of now.`));
+    el('strong', { text: t('report.month', { month: r.month }) }),
+    ` · ${t('report.made', { zone: r.time_zone || t('report.local_time'), time: fmtTime(r.generated_at) })}`));
 
   box.append(el('section', { class: 'report-answer' },
-    el('h2', { text: 'Answering the alarms' }),
+    el('h2', { text: t('report.answering') }),
     el('div', { class: 'report-stats' },
-      reportStat('Calls', String(a.calls ?? '-')),
-      reportStat('Answered', String(a.answered ?? '-')),
-      reportStat('Median answer', a.median_answer_secs === null || a.median_answer_secs === undefined ? '-' : fmtDuration(a.median_answer_secs)),
-      reportStat(`Within 60 s (target ${fmtPct(a.target_60s_pct ?? 97.5)})`, fmtPct(a.within_60s_pct), met(a.within_60s_pct, a.target_60s_pct ?? 97.5)),
-      reportStat(`Within 180 s (target ${fmtPct(a.target_180s_pct ?? 99)})`, fmtPct(a.within_180s_pct), met(a.within_180s_pct, a.target_180s_pct ?? 99)))));
+      reportStat(t('report.calls'), String(a.calls ?? '-')),
+      reportStat(t('report.answered'), String(a.answered ?? '-')),
+      reportStat(t('stats.median_answer'), a.median_answer_secs === null || a.median_answer_secs === undefined ? '-' : fmtDuration(a.median_answer_secs)),
+      reportStat(t('report.within_60', { pct: fmtPct(a.target_60s_pct ?? 97.5) }), fmtPct(a.within_60s_pct), met(a.within_60s_pct, a.target_60s_pct ?? 97.5)),
+      reportStat(t('report.within_180', { pct: fmtPct(a.target_180s_pct ?? 99) }), fmtPct(a.within_180s_pct), met(a.within_180s_pct, a.target_180s_pct ?? 99)))));
 
-  const heads = ['Provider', 'Area', 'Dispatches', 'Arrived', 'Median receipt → arrival', '90th percentile',
-    'Breaches', 'Receipt timeouts', 'Declined', 'Cancelled', 'Open'];
+  const heads = ['provider', 'area', 'dispatches', 'arrived', 'median', 'p90',
+    'breaches', 'receipt_timeouts', 'declined', 'cancelled', 'open'].map((h) => t(`report.col.${h}`));
   const row = (x, total) => {
     const breaches = el('td', { class: `num${x.breaches ? ' bad-cell' : ''}` }, String(x.breaches ?? 0));
     if (!total && Array.isArray(x.breached) && x.breached.length) {
       const list = el('div', { class: 'breach-calls' });
       for (const b of x.breached) {
         list.append(el('button', {
-          type: 'button', class: 'link-like', text: `Call ${b.call}`,
-          title: `Dispatch #${b.dispatch} to ${b.patrol}: open the call`,
+          type: 'button', class: 'link-like', text: t('call.label', { id: b.call }),
+          title: t('report.breach_title', { dispatch: b.dispatch, patrol: b.patrol }),
           dataset: { call: String(b.call) },
           on: { click: () => openCall(b.call) },
         }));
@@ -5789,8 +5788,8 @@ function renderReport(r) {
       breaches.append(list);
     }
     return el('tr', { class: total ? 'totals' : '' },
-      el('td', { text: total ? 'All providers' : (x.provider_name || x.provider) }),
-      el('td', { text: total ? 'All areas' : (x.area_name || x.area) }),
+      el('td', { text: total ? t('report.all_providers') : (x.provider_name || x.provider) }),
+      el('td', { text: total ? t('report.all_areas') : (x.area_name || x.area) }),
       el('td', { class: 'num', text: String(x.dispatches ?? 0) }),
       el('td', { class: 'num', text: String(x.arrived ?? 0) }),
       el('td', { class: 'num', text: fmtSecsOrDash(x.median_arrival_secs) }),
@@ -5803,9 +5802,9 @@ function renderReport(r) {
   };
   const rows = Array.isArray(r.rows) ? r.rows : [];
   const tbody = el('tbody', {}, ...rows.map((x) => row(x, false)));
-  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: 'No dispatches in this month.' })));
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: t('report.no_dispatches') })));
   box.append(el('section', { class: 'report-dispatch' },
-    el('h2', { text: 'Patrols: arrival within the limit' }),
+    el('h2', { text: t('report.patrols') }),
     el('table', { class: 'data-table report-table' },
       el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))),
       tbody,
@@ -5858,8 +5857,8 @@ function renderRegKind() {
     b.setAttribute('aria-pressed', String(on));
   }
   $('reg-q').placeholder = S.reg.kind === 'devices'
-    ? 'Account, subscriber, device type or phone'
-    : 'Name, personal number, address, account or phone';
+    ? t('registers.search.devices_placeholder')
+    : t('registers.search.placeholder');
 }
 
 /** Searches once typing pauses. */
@@ -5888,7 +5887,7 @@ async function searchRegisters() {
     if (S.view === 'registers') renderRegisters();
   } catch (e) {
     if (seq !== S.reg.seq || e.status === 401) return;
-    pageError('reg-error', `The search failed: ${e.message}`);
+    pageError('reg-error', t('registers.search.failed', { error: e.message }));
   }
 }
 
@@ -5902,19 +5901,19 @@ function renderRegisters() {
   const subs = S.reg.pageKind === 'subscribers';
   const rows = (subs ? p.subscribers : p.devices) || [];
   const cols = subs
-    ? ['Name', 'Personal number', 'Address', 'Area', 'Phone', 'Care provider', 'Devices']
-    : ['Account', 'Type', 'Subscriber', 'Phone', 'Area', 'Telecom'];
+    ? [t('dir.col.name'), t('card.personal_number'), t('card.address'), t('card.area'), t('card.phone'), t('card.care_provider'), t('card.devices')]
+    : [t('card.dev.account'), t('card.dev.type'), t('wo.subscriber'), t('card.phone'), t('card.area'), t('card.dev.telecom')];
   head.append(el('tr', {}, ...cols.map((h) => el('th', { text: h }))));
   for (const r of rows) {
     if (subs) {
       const open = () => openSubscriberPage(r.id);
       body.append(el('tr', {
-        class: 'reg-row clickable', tabindex: 0, title: `Open the card of ${r.name || r.id}`,
+        class: 'reg-row clickable', tabindex: 0, title: t('registers.open_card_of', { name: r.name || r.id }),
         dataset: { subscriber: r.id },
         on: { click: open, keydown: (e) => { if (e.key === 'Enter') { e.preventDefault(); open(); } } },
       },
       el('td', {}, el('span', { class: 'strong reg-name', text: r.name || r.id }), ' ', el('span', { class: 'mono muted', text: r.id })),
-      el('td', { class: 'mono', title: 'The card shows the whole number', text: orDash(r.personal_number) }),
+      el('td', { class: 'mono', title: t('registers.whole_number_title'), text: orDash(r.personal_number) }),
       el('td', { text: [r.address, [r.postcode, r.city].filter(Boolean).join(' ')].filter(Boolean).join(', ') || '-' }),
       el('td', { text: orDash(r.area) }),
       el('td', { class: 'mono', text: orDash(r.phone) }),
@@ -5923,22 +5922,22 @@ function renderRegisters() {
     } else {
       body.append(el('tr', { class: 'reg-row', dataset: { account: r.account } },
         el('td', {}, deviceLink(r.account)),
-        el('td', { text: orDash(r.device_type) }),
+        el('td', { title: r.device_type || '', text: deviceTypeWords(r.device_type) }),
         el('td', {}, r.subscriber
-          ? el('button', { type: 'button', class: 'link-like reg-subscriber', text: r.subscriber_name || r.subscriber, title: 'Open the card', on: { click: () => openSubscriberPage(r.subscriber) } })
-          : el('span', { class: 'muted', text: 'No subscriber' })),
+          ? el('button', { type: 'button', class: 'link-like reg-subscriber', text: r.subscriber_name || r.subscriber, title: t('registers.open_card'), on: { click: () => openSubscriberPage(r.subscriber) } })
+          : el('span', { class: 'muted', text: t('device.no_subscriber') })),
         el('td', { class: 'mono', text: orDash(r.phone) }),
         el('td', { text: orDash(r.area) }),
         el('td', { text: orDash(r.telecom_operator) })));
     }
   }
   if (rows.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: cols.length, class: 'muted', text: S.reg.q ? `Nothing found for “${S.reg.q}”.` : 'The register is empty.' })));
+    body.append(el('tr', {}, el('td', { colspan: cols.length, class: 'muted', text: S.reg.q ? t('registers.nothing_found', { q: S.reg.q }) : t('registers.empty') })));
   }
   const what = subs ? 'subscribers' : 'devices';
   $('reg-summary').textContent = rows.length
-    ? `${p.offset + 1}–${p.offset + rows.length} of ${p.total} ${what}`
-    : `0 of ${p.total} ${what}`;
+    ? tn(`registers.range.${what}`, p.total, { from: p.offset + 1, to: p.offset + rows.length })
+    : tn(`registers.none_of.${what}`, p.total);
   $('reg-prev').disabled = p.offset === 0;
   $('reg-next').disabled = p.offset + rows.length >= p.total;
 }
@@ -5960,7 +5959,7 @@ function openSubscriberPage(id) {
   const card = $('reg-card');
   clear(card);
   card.className = 'card';
-  card.append(el('p', { class: 'muted', text: 'Loading subscriber…' }));
+  card.append(el('p', { class: 'muted', text: t('registers.card_loading') }));
   window.scrollTo(0, 0);
   blurHidden();
   loadSubscriberPage();
@@ -5981,8 +5980,8 @@ async function loadSubscriberPage() {
     clear(card);
     card.className = 'card card-warning';
     card.append(el('p', { class: 'warning-text', text: e.status === 404
-      ? `Subscriber ${id} is not in the registry.`
-      : `The subscriber card could not be loaded: ${e.message}` }));
+      ? t('registers.not_registered', { id })
+      : t('registers.card_failed', { error: e.message }) }));
   }
 }
 
@@ -6019,16 +6018,20 @@ function directorySelect(id, path, value, list) {
   const lc = current.toLowerCase();
   const match = list.find((c) => c.id === current || c.name.toLowerCase() === lc);
   const select = el('select', { id, dataset: { path } });
-  select.append(el('option', { value: '', text: '— not set —' }));
+  select.append(el('option', { value: '', text: t('editor.not_set') }));
   if (current && !match) {
-    select.append(el('option', { value: current, class: 'not-in-directory', text: `${current} (not in the directory: choose another)` }));
+    select.append(el('option', { value: current, class: 'not-in-directory', text: t('editor.not_in_directory', { value: current }) }));
   }
   for (const c of list) select.append(el('option', { value: c.name, text: c.name }));
   select.value = match ? match.name : current;
   return select;
 }
 
-/** The editor's problems, one line each; the field a problem names is marked. */
+/**
+ * The editor's problems, one line each; the field a problem names is marked. A problem is
+ * the server's text (it starts with the field's name) or `{text, field}` (the page's own,
+ * in the user's language).
+ */
 function showEditProblems(problems) {
   const err = $('edit-error');
   clear(err);
@@ -6037,12 +6040,13 @@ function showEditProblems(problems) {
     const input = f.querySelector('[data-path]');
     if (input) input.removeAttribute('aria-invalid');
   }
-  if (problems.length === 1) err.textContent = problems[0];
-  else if (problems.length > 1) err.append(el('ul', { class: 'problems' }, ...problems.map((p) => el('li', { text: p }))));
+  const textOf = (p) => (p && typeof p === 'object' ? String(p.text) : String(p));
+  if (problems.length === 1) err.textContent = textOf(problems[0]);
+  else if (problems.length > 1) err.append(el('ul', { class: 'problems' }, ...problems.map((p) => el('li', { text: textOf(p) }))));
   show(err, problems.length > 0);
   let first = null;
   for (const p of problems) {
-    const field = String(p).split(/[\s:']/)[0];
+    const field = p && typeof p === 'object' ? p.field : String(p).split(/[\s:']/)[0];
     const input = [...$('edit-fields').querySelectorAll('[data-path]')]
       .find((i) => i.dataset.path.split('.').pop() === field);
     if (input) {
@@ -6108,8 +6112,9 @@ async function openEditor() {
   $('edit-id').textContent = sub.id;
   const fields = $('edit-fields');
   clear(fields);
-  for (const [path, label, kind] of EDIT_FIELDS) {
+  for (const [path, englishLabel, kind] of EDIT_FIELDS) {
     const id = `edit-${path.replace('.', '-')}`;
+    const label = tOr(`editor.field.${path}`, englishLabel);
     const value = getPath(sub, path);
     let input;
     const list = path === 'care_provider' ? choices.care_providers : path === 'area' ? choices.areas : null;
@@ -6146,10 +6151,10 @@ function contactRow(c) {
     i.value = v || '';
     return i;
   };
-  row.append(mk('c-name', 'Name', c.name), mk('c-relation', 'Relation', c.relation), mk('c-phone', 'Phone', c.phone),
-    el('button', { type: 'button', class: 'small', title: 'Move up', text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
-    el('button', { type: 'button', class: 'small', title: 'Move down', text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
-    el('button', { type: 'button', class: 'small danger-outline', title: 'Remove', text: 'Remove', on: { click: () => row.remove() } }));
+  row.append(mk('c-name', t('dir.col.name'), c.name), mk('c-relation', t('editor.contact.relation'), c.relation), mk('c-phone', t('card.phone'), c.phone),
+    el('button', { type: 'button', class: 'small', title: t('editor.contact.up'), text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
+    el('button', { type: 'button', class: 'small', title: t('editor.contact.down'), text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
+    el('button', { type: 'button', class: 'small danger-outline', title: t('users.remove'), text: t('users.remove'), on: { click: () => row.remove() } }));
   return row;
 }
 
@@ -6178,7 +6183,7 @@ function editorValue() {
       v = input.checked;
     } else if (input.type === 'number') {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new Error('keys must be a whole number, 0 or more');
+      if (!Number.isInteger(n) || n < 0) throw Object.assign(new Error(t('editor.keys_whole')), { field: 'keys' });
       v = n;
     } else {
       v = v.trim();
@@ -6194,7 +6199,7 @@ function editorValue() {
     };
     if (c.name || c.relation || c.phone) sub.contacts.push(c);
   }
-  if (!sub.name) throw new Error('name is empty');
+  if (!sub.name) throw Object.assign(new Error(t('editor.name_empty')), { field: 'name' });
   return sub;
 }
 
@@ -6204,7 +6209,7 @@ async function saveEditor(ev) {
   try {
     sub = editorValue();
   } catch (e) {
-    showEditProblems([e.message]);
+    showEditProblems([e.field ? { text: e.message, field: e.field } : e.message]);
     return;
   }
   $('edit-save').disabled = true;
@@ -6219,13 +6224,13 @@ async function saveEditor(ev) {
       S.reg.card = data;
       renderRegCard(data);
     }
-    message(`Subscriber ${sub.id} saved.`, 'ok');
+    message(t('editor.saved', { id: sub.id }), 'ok');
   } catch (e) {
     if (e.status === 422) {
       const problems = e.body && Array.isArray(e.body.problems) && e.body.problems.length ? e.body.problems : [e.message];
       showEditProblems(problems);
     } else if (e.status !== 401) {
-      showEditProblems([e.status === 403 ? 'You may not edit subscribers.' : `Saving failed: ${e.message}`]);
+      showEditProblems([e.status === 403 ? t('editor.forbidden') : t('editor.save_failed', { error: e.message })]);
     }
   } finally {
     $('edit-save').disabled = false;
