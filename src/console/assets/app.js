@@ -4164,11 +4164,11 @@ function tickerNode(kind, at, cls) {
 }
 
 function paintTicker(node, now) {
-  const t = parseTs(node.dataset.at);
+  const at = parseTs(node.dataset.at);
   let text = '-';
   let late = false;
-  if (Number.isFinite(t)) {
-    const secs = (now - t) / 1000;
+  if (Number.isFinite(at)) {
+    const secs = (now - at) / 1000;
     if (node.dataset.tick === 'ago') {
       text = t('ticker.ago', { time: fmtDuration(secs) });
     } else if (node.dataset.tick === 'for') {
@@ -4188,9 +4188,9 @@ function paintTicker(node, now) {
 
 /** A deadline in words ("in 2 d 4 h" / "OVERDUE by 4 h"), redrawn with its page. */
 function dueWords(ts, now) {
-  const t = parseTs(ts);
-  if (!Number.isFinite(t)) return { text: '', late: false };
-  const secs = (t - now) / 1000;
+  const at = parseTs(ts);
+  if (!Number.isFinite(at)) return { text: '', late: false };
+  const secs = (at - now) / 1000;
   return secs > 0 ? { text: t('due.in', { span: fmtSpan(secs) }), late: false } : { text: t('due.overdue', { span: fmtSpan(-secs) }), late: true };
 }
 
