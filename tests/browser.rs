@@ -2964,3 +2964,251 @@ async fn a_swedish_operator_reads_the_console_in_swedish_in_the_centres_time() {
     screenshot("console-norwegian.png", &png);
     srv.stop().await.unwrap();
 }
+
+/// The text of the first element matching `css` (as shown, in lower case: some headings are
+/// in capitals), once it contains `words` (in any case).
+async fn shows(c: &fantoccini::Client, css: &str, words: &str) -> String {
+    wait_for(
+        &format!("{words:?} in {css}"),
+        Duration::from_secs(10),
+        || async {
+            let t = text_of(c, css).await?.to_lowercase();
+            t.contains(&words.to_lowercase()).then_some(t)
+        },
+    )
+    .await
+}
+
+/// The supervisor's side of the console in Swedish: the registers (search, the subscriber
+/// page, the editor refusing an empty name with its field marked), a device's page, a work
+/// order with its timeline and actions, the outbox, the directory with its import, the SLA
+/// report, the review list, the audit log and the users; none of their English shows. Then
+/// a Norwegian spot check of the registers and the directory.
+#[tokio::test]
+async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedish() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup_with(120, |cfg| {
+        cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    })
+    .await;
+    let dc09 = s.srv.dc09_tcp.unwrap();
+    // A low battery (Contact ID 302) from Åsa's carephone: a work order for the installer.
+    let reply = tcp_roundtrip(dc09, &plain("ADM-CID", 1, "1234", "#1234|1302 01 001")).await;
+    assert_eq!(token_of(&reply), "ACK");
+
+    c.goto(&format!("http://{}/", s.http)).await.unwrap();
+    login(&c, ADMIN).await;
+    let lang = c
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "sv");
+    // What each page shows, to look for English in at the end.
+    let mut seen = Vec::new();
+
+    // The registers: the list, a search that finds nothing, the subscriber page.
+    press(&c, 'g').await;
+    let summary = shows(&c, "#reg-summary", "larmtagare").await;
+    assert_eq!(summary, "1–1 av 1 larmtagare");
+    // (Headers are in capitals on the page.)
+    let head = text_of(&c, "#reg-head").await.unwrap().to_lowercase();
+    assert!(
+        head.contains("personnummer") && head.contains("hemtjänst"),
+        "{head}"
+    );
+    let q = c.find(Locator::Css("#reg-q")).await.unwrap();
+    assert_eq!(
+        q.attr("placeholder").await.unwrap().as_deref(),
+        Some("Namn, personnummer, adress, konto eller telefon")
+    );
+    assert_eq!(text_of(&c, "#reg-search").await.as_deref(), Some("Sök"));
+    q.send_keys("zzzz").await.unwrap();
+    shows(&c, "#reg-body", "Inga träffar för ”zzzz”.").await;
+    assert_eq!(
+        text_of(&c, "#reg-summary").await.as_deref(),
+        Some("0 av 0 larmtagare")
+    );
+    seen.push(text_of(&c, "#registers-view").await.unwrap());
+    q.clear().await.unwrap();
+    q.send_keys("asa").await.unwrap();
+    shows(&c, "#reg-summary", "1–1 av 1").await;
+    click(&c, "#reg-body tr[data-subscriber=\"anna\"]").await;
+    shows(&c, "#reg-card .subscriber-name", "Åsa Öberg").await;
+    assert_eq!(
+        text_of(&c, "#subscriber-view h1").await.as_deref(),
+        Some("Larmtagare")
+    );
+    // (The card itself is the Call view's, read by the tests of the Call.)
+    seen.push(text_of(&c, "#subscriber-view .toolbar").await.unwrap());
+
+    // The editor: Swedish labels; an empty name refused in Swedish, its field marked.
+    click_shown(&c, "#reg-subscriber-edit").await;
+    let name = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#edit-name"))
+        .await
+        .unwrap();
+    let dialog = text_of(&c, "#edit-dialog").await.unwrap().to_lowercase();
+    for words in [
+        "Ändra larmtagare",
+        "Personnummer",
+        "Portkod",
+        "Kontakter (i den ordning de ska ringas)",
+        "Lägg till kontakt",
+        "Spara",
+    ] {
+        assert!(
+            dialog.contains(&words.to_lowercase()),
+            "{words:?} in the editor:\n{dialog}"
+        );
+    }
+    name.clear().await.unwrap();
+    click(&c, "#edit-save").await;
+    assert_eq!(
+        shows(&c, "#edit-error", "namn").await,
+        "namnet är tomt",
+        "the page's own problem in Swedish"
+    );
+    assert!(
+        c.find(Locator::Css(".field-invalid #edit-name"))
+            .await
+            .is_ok(),
+        "the field it names is marked"
+    );
+    screenshot(
+        "console-swedish-subscriber-editor.png",
+        &c.screenshot().await.unwrap(),
+    );
+    seen.push(text_of(&c, "#edit-dialog").await.unwrap());
+    click(&c, "#edit-cancel").await;
+
+    // The device list and a device's page.
+    press(&c, 'g').await;
+    click_shown(&c, "#reg-kind-devices").await;
+    shows(&c, "#reg-summary", "enheter").await;
+    seen.push(text_of(&c, "#registers-view").await.unwrap());
+    click(&c, "#reg-body .device-link[data-account=\"1234\"]").await;
+    let device = shows(&c, "#device-content", "Senast hörd").await;
+    for words in ["Kontrollintervall", "Senaste väg", "Öppna arbetsordrar (1)"] {
+        assert!(
+            device.contains(&words.to_lowercase()),
+            "{words:?} on the device page:\n{device}"
+        );
+    }
+    seen.push(text_of(&c, "#device-view").await.unwrap());
+
+    // The work order: its deadlines in words, its timeline and a supervisor's actions.
+    click(&c, "#tab-workorders").await;
+    let card = "#workorders-list .wo[data-wo-id=\"1\"]";
+    shows(&c, card, "Lågt batteri").await;
+    click(&c, &format!("{card} .wo-toggle")).await;
+    let order = shows(&c, card, "Order skapad").await;
+    for words in ["om ", "Markera påbörjad", "Avbryt och ersätt"] {
+        assert!(
+            order.contains(&words.to_lowercase()),
+            "{words:?} in the work order:\n{order}"
+        );
+    }
+    seen.push(text_of(&c, "#workorders-view").await.unwrap());
+
+    // The outbox, the directory with its import, the report, the review list, the audit
+    // log, the users.
+    click(&c, "#tab-outbox").await;
+    shows(&c, "#outbox-summary", "visas").await;
+    shows(&c, "#outbox-view", "Meddelanden till teleoperatörer").await;
+    seen.push(text_of(&c, "#outbox-view").await.unwrap());
+    click(&c, "#tab-directory").await;
+    let directory = shows(&c, "#directory-content", "Hemtjänstgrupper").await;
+    assert!(
+        directory.contains("rutter: patruller i reservordning"),
+        "{directory}"
+    );
+    shows(&c, "#import-form", "Importera och ersätt katalogen").await;
+    seen.push(text_of(&c, "#directory-view").await.unwrap());
+    click(&c, "#tab-report").await;
+    let report = shows(&c, "#report-content", "Svar på larmen").await;
+    assert!(
+        report.contains("patruller: framme inom tidsgränsen"),
+        "{report}"
+    );
+    seen.push(text_of(&c, "#report-view").await.unwrap());
+    click(&c, "#tab-reviews").await;
+    shows(&c, "#reviews-list", "Inget att granska.").await;
+    seen.push(text_of(&c, "#reviews-view").await.unwrap());
+    click(&c, "#audit-link").await;
+    shows(&c, "#audit-info", "poster visas, senaste först").await;
+    // (Not the entries' details: the server writes those.)
+    seen.push(text_of(&c, "#audit-view .toolbar").await.unwrap());
+    seen.push(text_of(&c, "#audit-view thead").await.unwrap());
+    click(&c, "#tab-users").await;
+    shows(&c, "#users-view", "på servern.").await;
+    seen.push(text_of(&c, "#users-view").await.unwrap());
+    screenshot(
+        "console-swedish-supervisor-pages.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    let seen = seen.join("\n").to_lowercase();
+    for english in [
+        "Loading",
+        "Nothing found",
+        "subscribers",
+        "Personal number",
+        "Search",
+        "Previous",
+        "Edit subscriber",
+        "Add contact",
+        "name is empty",
+        "Last heard",
+        "Check-in interval",
+        "Open work orders",
+        "Order made",
+        "Mark started",
+        "Cancel and replace",
+        "Notifications to the telecom",
+        "pending",
+        "Care providers",
+        "fallback order",
+        "Import the directory",
+        "Answering the alarms",
+        "arrival within the limit",
+        "Nothing to review",
+        "Calls closed without",
+        "entries shown",
+        "on the server",
+        "Refresh",
+    ] {
+        assert!(
+            !seen.contains(&english.to_lowercase()),
+            "{english:?} shows in Swedish:\n{seen}"
+        );
+    }
+
+    // Norwegian, chosen in the header: the registers and the directory.
+    c.find(Locator::Css("#language-select"))
+        .await
+        .unwrap()
+        .select_by_value("nb")
+        .await
+        .unwrap();
+    wait_for("Norwegian", Duration::from_secs(10), || async {
+        (text_of(&c, "#logout").await? == "Logg ut").then_some(())
+    })
+    .await;
+    click(&c, "#tab-registers").await;
+    click_shown(&c, "#reg-kind-subscribers").await;
+    let summary = shows(&c, "#reg-summary", "brukere").await;
+    assert_eq!(summary, "1–1 av 1 brukere");
+    assert_eq!(text_of(&c, "#reg-search").await.as_deref(), Some("Søk"));
+    click(&c, "#tab-directory").await;
+    shows(&c, "#directory-content", "Hjemmetjenester").await;
+    screenshot(
+        "console-norwegian-directory.png",
+        &c.screenshot().await.unwrap(),
+    );
+    s.srv.stop().await.unwrap();
+}
