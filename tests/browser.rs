@@ -3188,7 +3188,11 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         );
     }
 
-    // Norwegian, chosen in the header: the registers and the directory.
+    // Norwegian, chosen in the header on the registers page: the list is drawn again in
+    // Norwegian; then the directory.
+    click(&c, "#tab-registers").await;
+    click_shown(&c, "#reg-kind-subscribers").await;
+    shows(&c, "#reg-summary", "1–1 av 1 larmtagare").await;
     c.find(Locator::Css("#language-select"))
         .await
         .unwrap()
@@ -3199,8 +3203,6 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         (text_of(&c, "#logout").await? == "Logg ut").then_some(())
     })
     .await;
-    click(&c, "#tab-registers").await;
-    click_shown(&c, "#reg-kind-subscribers").await;
     let summary = shows(&c, "#reg-summary", "brukere").await;
     assert_eq!(summary, "1–1 av 1 brukere");
     assert_eq!(text_of(&c, "#reg-search").await.as_deref(), Some("Søk"));

@@ -633,6 +633,10 @@ function rerenderTexts() {
   else if (S.view === 'audit') renderAudit();
   else if (S.view === 'users') renderUsers();
   else if (S.view === 'patrols') renderBoard();
+  else if (S.view === 'registers') { renderRegKind(); renderRegisters(); }
+  else if (S.view === 'subscriber' && S.reg.card) renderRegCard(S.reg.card);
+  else if (S.view === 'directory') renderDirectory();
+  else if (S.view === 'report' && S.report) renderReport(S.report);
   else reloadPage();
 }
 
