@@ -3057,7 +3057,7 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         "Ändra larmtagare",
         "Personnummer",
         "Portkod",
-        "Kontakter (i den ordning de ska ringas)",
+        "Kontaktpersoner (i den ordning de ska ringas)",
         "Lägg till kontakt",
         "Spara",
     ] {
