@@ -27,6 +27,10 @@
 //!   closing rule's reason in the close form, closed "fire brigade"; a pendant press closed
 //!   "accidental press" is on the supervisor's Review page, reopened there with a reason
 //!   (the share reviewed shown).
+//! - A supervisor's pages in Swedish: the registers (a search, the subscriber page, the
+//!   editor refusing an empty name), a device, a work order, the outbox, the directory, the
+//!   SLA report, the review list, the audit log and the users, with none of their English;
+//!   the registers redrawn in Norwegian when the language changes.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
