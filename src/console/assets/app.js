@@ -4961,7 +4961,7 @@ function woCard(o, now) {
     el('div', {}, el('span', { class: 'fact-label', text: t('wo.device') }), ' ', deviceLink(o.account),
       o.device_type ? el('span', { class: 'muted', title: o.device_type, text: ` ${deviceTypeWords(o.device_type)}` }) : null),
     el('div', {}, el('span', { class: 'fact-label', text: t('wo.subscriber') }), ' ',
-      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || t('incidents.none') })),
+      el('span', { class: 'strong', text: o.subscriber_name || o.subscriber || t('wo.no_subscriber') })),
     el('div', {}, el('span', { class: 'fact-label', text: t('wo.made') }), ' ', timeNode(o.created_at, fmtDay),
       o.call !== undefined && o.call !== null ? el('span', {}, ` ${t('wo.from')} `, callLink(o.call)) : null),
     deadlineNode(t('wo.start_by'), o.start_by, o.started_at, t('wo.started_word'), lateness === 'not_started', now),
@@ -5279,8 +5279,8 @@ function renderDevice() {
   const orders = Array.isArray(d.work_orders) ? d.work_orders : [];
   const faults = el('section', { class: 'card device-faults' }, el('h3', { text: t('device.open_things') }),
     factList([
-      [t('device.open_call'), d.open_call !== undefined && d.open_call !== null ? callLink(d.open_call) : t('incidents.none')],
-      [t('incident.title'), d.incident !== undefined && d.incident !== null ? incidentLink(d.incident) : t('incidents.none')],
+      [t('device.open_call'), d.open_call !== undefined && d.open_call !== null ? callLink(d.open_call) : t('device.no_open_call')],
+      [t('incident.title'), d.incident !== undefined && d.incident !== null ? incidentLink(d.incident) : t('device.no_incident')],
     ]));
   if (orders.length) {
     const ul = el('ul', { class: 'dev-orders' });
