@@ -3131,6 +3131,11 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         directory.contains("rutter: patruller i reservordning"),
         "{directory}"
     );
+    assert_eq!(
+        text_of(&c, "#directory-summary").await.as_deref(),
+        Some("1 hemtjänstgrupp · 1 område · 2 patruller · 1 rutt"),
+        "counts in the singular and the plural"
+    );
     shows(&c, "#import-form", "Importera och ersätt katalogen").await;
     seen.push(text_of(&c, "#directory-view").await.unwrap());
     click(&c, "#tab-report").await;

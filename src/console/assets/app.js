@@ -5361,8 +5361,8 @@ async function loadAudit(newer) {
     }
     renderAudit();
     $('audit-info').textContent = rows.length >= AUDIT_LIMIT
-      ? t('audit_page.shown_more', { n: S.audit.length })
-      : t('audit_page.shown', { n: S.audit.length });
+      ? tn('audit_page.shown_more', S.audit.length)
+      : tn('audit_page.shown', S.audit.length);
   } catch (e) {
     reportError(t('audit_page.load_failed'), e);
   }
@@ -5617,7 +5617,8 @@ function renderDirectory() {
   const areas = d.areas || [];
   const patrols = d.patrols || [];
   const routes = d.routes || [];
-  $('directory-summary').textContent = t('dir.summary', { providers: providers.length, areas: areas.length, patrols: patrols.length, routes: routes.length });
+  $('directory-summary').textContent = [tn('dir.count.providers', providers.length), tn('dir.count.areas', areas.length),
+    tn('dir.count.patrols', patrols.length), tn('dir.count.routes', routes.length)].join(' · ');
   const providerName = new Map(providers.map((p) => [p.id, p.name]));
   const areaName = new Map(areas.map((a) => [a.id, a.name]));
   const patrolName = new Map(patrols.map((p) => [p.id, p.name]));
@@ -5661,7 +5662,7 @@ async function submitImport(ev) {
     const { data } = await api('POST', '/api/directory/import', body);
     const counts = data && typeof data === 'object'
       ? Object.entries(data).filter(([k, v]) => typeof v === 'number' && !(k === 'tokens_removed' && v === 0))
-        .map(([k, v]) => (tHas(`import.count.${k}`) ? t(`import.count.${k}`, { n: v }) : `${v} ${k}`)).join(', ')
+        .map(([k, v]) => (tHas(`dir.count.${k}.other`) ? tn(`dir.count.${k}`, v) : `${v} ${k}`)).join(', ')
       : '';
     importResult('ok', counts ? t('import.done_counts', { counts }) : t('import.done'));
     for (const k of kinds) $(`import-${k}`).value = '';
