@@ -4617,8 +4617,8 @@ function renderIncident() {
         el('span', { class: 'incident-of', text: ` ${t('incident.of_silent', { pop: orDash(i.population) })}` })),
       el('div', { class: 'incident-sub' },
         el('span', { class: 'strong', text: t('incident.kind_key', { kind: k.label, key: i.key }) }),
-        restored ? el('span', { class: 'ok-text', text: ` · ${t('incident.report_again', { n: restored })}` }) : null,
-        extra ? el('span', { class: 'bad-text', text: ` · ${t('incident.need_extra', { n: extra })}` }) : null)),
+        restored ? el('span', { class: 'ok-text', text: ` · ${tn('incident.report_again', restored)}` }) : null,
+        extra ? el('span', { class: 'bad-text', text: ` · ${tn('incident.need_extra', extra)}` }) : null)),
     factList([
       [t('incident.silent_since'), timeNode(incidentSince(i))],
       [t('incident.declared'), timeNode(i.opened_at)],
