@@ -28,7 +28,8 @@
 //!   "accidental press" is on the supervisor's Review page, reopened there with a reason
 //!   (the share reviewed shown).
 //! - A supervisor's pages in Swedish: the registers (a search, the subscriber page, the
-//!   editor refusing an empty name), a device, a work order, the outbox, the directory, the
+//!   editor refusing an empty name), a device, a work order, the incidents, the outbox, the
+//!   directory, the
 //!   SLA report, the review list, the audit log and the users, with none of their English;
 //!   the registers redrawn in Norwegian when the language changes.
 //!
@@ -2985,7 +2986,8 @@ async fn shows(c: &fantoccini::Client, css: &str, words: &str) -> String {
 
 /// The supervisor's side of the console in Swedish: the registers (search, the subscriber
 /// page, the editor refusing an empty name with its field marked), a device's page, a work
-/// order with its timeline and actions, the outbox, the directory with its import, the SLA
+/// order with its timeline and actions, the incidents (none open; one that does not exist),
+/// the outbox, the directory with its import, the SLA
 /// report, the review list, the audit log and the users; none of their English shows. Then
 /// a Norwegian spot check of the registers and the directory.
 #[tokio::test]
@@ -3118,6 +3120,21 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         );
     }
     seen.push(text_of(&c, "#workorders-view").await.unwrap());
+
+    // The incidents: none open, and one that does not exist.
+    click(&c, "#tab-incidents").await;
+    shows(&c, "#incidents-content", "Ingen öppen störning").await;
+    shows(&c, "#incidents-content", "Öppna (0)").await;
+    seen.push(text_of(&c, "#incidents-view").await.unwrap());
+    c.execute("openIncident(99)", vec![]).await.unwrap();
+    assert_eq!(
+        shows(&c, "#incident-error", "störning").await,
+        "det finns ingen störning 99."
+    );
+    assert_eq!(
+        text_of(&c, "#incident-title").await.as_deref(),
+        Some("Störning 99")
+    );
 
     // The outbox, the directory with its import, the report, the review list, the audit
     // log, the users.
