@@ -29,9 +29,8 @@
 //!   (the share reviewed shown).
 //! - A supervisor's pages in Swedish: the registers (a search, the subscriber page, the
 //!   editor refusing an empty name), a device, a work order, the incidents, the outbox, the
-//!   directory, the
-//!   SLA report, the review list, the audit log and the users, with none of their English;
-//!   the registers redrawn in Norwegian when the language changes.
+//!   directory, the SLA report, the review list, the audit log and the users, with none of
+//!   their English; the registers redrawn in Norwegian when the language changes.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
