@@ -242,6 +242,48 @@ mod tests {
         );
     }
 
+    /// Every code the server gives a refusal has its words in every language, and the ones
+    /// written in the sources are all listed in `CODES`.
+    #[test]
+    fn every_refusal_code_has_words_in_every_language() {
+        use crate::console::error::CODES;
+        use crate::triage::closing::Refusal;
+        let mut given: BTreeSet<String> = BTreeSet::new();
+        for file in [
+            "api.rs",
+            "dispatch_api.rs",
+            "error.rs",
+            "handover_api.rs",
+            "review_api.rs",
+        ] {
+            let text = source(&format!("src/console/{file}"));
+            given.extend(literals_after(&text, ".coded("));
+        }
+        let refusals = [
+            Refusal::NotOffered("no_action"),
+            Refusal::OverrideNotAllowed,
+            Refusal::OverrideReasonMissing,
+            Refusal::ReasonMissing,
+            Refusal::NoDispatch,
+            Refusal::LifeSafety {
+                kind: "Fire".into(),
+            },
+            Refusal::Unreachable,
+        ];
+        given.extend(refusals.iter().map(|r| r.code().to_owned()));
+        assert!(given.len() > 20, "only {} codes found", given.len());
+        for code in &given {
+            assert!(CODES.contains(&code.as_str()), "{code} is not in CODES");
+        }
+        for l in ConsoleLanguage::ALL {
+            let words = parsed(l);
+            for code in CODES {
+                let key = format!("error.{code}");
+                assert!(words.contains_key(&key), "{} lacks {key}", l.as_str());
+            }
+        }
+    }
+
     #[test]
     fn the_page_is_in_the_centres_language() {
         for l in ConsoleLanguage::ALL {
