@@ -77,7 +77,7 @@ fn subscriber_plan(state: &AppState, id: &str) -> ApiResult<SubscriberPlan> {
         versions: lines,
         centre_default: PlanKind::ALL
             .iter()
-            .map(|k| plan::centre_default(*k))
+            .map(|k| plan::centre_default(*k, state.language))
             .collect(),
         relatives_first_default: state.plans.relatives_first,
     })
@@ -226,6 +226,7 @@ fn plan_of(state: &AppState, call: &Call) -> ApiResult<CallPlan> {
         current,
         &contacts,
         state.plans.relatives_first,
+        state.language,
     ))
 }
 
