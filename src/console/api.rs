@@ -1005,7 +1005,8 @@ const MAX_WARNINGS: usize = 100;
 /// its provider and area against the directory
 /// ([`crate::registers::directory::subscriber_problems`]). Refused 422 with every problem in
 /// `problems`, one message each naming its field; `error` is the one problem, or says how
-/// many there are and lists them.
+/// many there are and lists them; `details` has each problem's field, code and values, in
+/// the same order, for the console to word and mark.
 fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
     let mut problems = crate::registers::subscribers::problems(sub);
     {
@@ -1016,12 +1017,15 @@ fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
             &sub.area,
         ));
     }
-    let error = match problems.as_slice() {
+    let texts: Vec<String> = problems.iter().map(|p| p.text.clone()).collect();
+    let error = match texts.as_slice() {
         [] => return Ok(()),
         [one] => one.clone(),
         all => format!("{} fields to correct: {}", all.len(), all.join("; ")),
     };
-    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).with_problems(problems))
+    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error)
+        .with_problems(texts)
+        .with_details(&problems))
 }
 
 pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {

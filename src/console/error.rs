@@ -73,6 +73,10 @@ pub struct ErrorBody {
     /// Every problem of a refused import, by file and line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Each of `problems` as its field, stable code (`subscriber.phone`) and values, in the
+    /// same order (422 on a subscriber edit): the console words them in the user's language.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ProblemDetail>,
     /// The request is refused only until the operator confirms it (409 on a second patrol to
     /// a home that has one on its way: send it again with `second: true`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -80,6 +84,19 @@ pub struct ErrorBody {
     /// The Calls one owns (409 on a logout that says nothing of them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<crate::calls::CallSummary>,
+}
+
+/// One problem of a record, for the console to word (see [`crate::registers::problem`]).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetail {
+    /// The field it concerns (`phone`, `contact2_phone`).
+    pub field: String,
+    /// Its stable name (`subscriber.phone`).
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    /// The values its words name.
+    #[schema(value_type = Object)]
+    pub params: BTreeMap<&'static str, String>,
 }
 
 /// An error with its status.
@@ -103,6 +120,7 @@ impl ApiError {
                 owner: None,
                 dispatch: None,
                 problems: Vec::new(),
+                details: Vec::new(),
                 confirm: false,
                 calls: Vec::new(),
             }),
@@ -144,6 +162,22 @@ impl ApiError {
     /// With the Calls one owns.
     pub(crate) fn with_calls(mut self, calls: Vec<crate::calls::CallSummary>) -> ApiError {
         self.body.calls = calls;
+        self
+    }
+
+    /// With the field, code and values of each problem (after [`ApiError::with_problems`]).
+    pub(crate) fn with_details(
+        mut self,
+        problems: &[crate::registers::problem::FieldProblem],
+    ) -> ApiError {
+        self.body.details = problems
+            .iter()
+            .map(|p| ProblemDetail {
+                field: p.field.clone(),
+                code: p.code,
+                params: p.params.iter().cloned().collect(),
+            })
+            .collect();
         self
     }
 
