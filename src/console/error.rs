@@ -43,6 +43,7 @@ pub const CODES: &[&str] = &[
     "handover.not_logged_in",
     "handover.not_owned",
     "handover.owned_at_logout",
+    "plan.changed",
     "review.already_accepted",
     "review.already_reopened",
     "review.reason_missing",
