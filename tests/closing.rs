@@ -113,6 +113,13 @@ async fn a_smoke_alarm_closes_only_with_help_sent_or_a_supervisors_override() {
             e.contains("is a life-safety alarm: dispatch a patrol or call 112"),
             "{e}"
         );
+        // The refusal's stable name and the kind, for the console to word it.
+        let v = a.json();
+        assert_eq!(v["code"], "closing.life_safety", "{v}");
+        assert!(
+            v["params"]["kind"].as_str().is_some_and(|k| !k.is_empty()),
+            "{v}"
+        );
     }
     // "Patrol sent" without a dispatch, and the old "no action": refused.
     let a = close(&mut op, id, json!({"outcome": "patrol_needed"})).await;

@@ -314,6 +314,23 @@ async fn the_owner_works_a_fall_call_through_its_plan_and_the_timeline_keeps_it(
     assert_eq!(a.status, 200, "{}", a.body);
     let a = op.post(&tick(1), json!({"result": "done"})).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    // A page that shows another version or another step, or a contact list that changed
+    // under it: 409, nothing recorded.
+    for stale in [
+        json!({"result": "done", "plan_version": 2}),
+        json!({"result": "done", "plan_version": 1, "action": "call_emergency"}),
+    ] {
+        let a = op.post(&tick(2), stale).await;
+        assert_eq!(a.status, 409, "{}", a.body);
+        assert_eq!(a.json()["code"], "plan.changed");
+    }
+    let a = op
+        .post(
+            &relative,
+            json!({"contact": 1, "name": "Karin Öberg", "result": "busy"}),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.body);
     // Out of range: 422 with one message.
     let a = op.post(&tick(3), json!({"result": "done"})).await;
     assert_eq!(a.status, 422, "{}", a.body);

@@ -335,6 +335,26 @@ async fn an_edit_must_name_a_provider_and_area_of_the_directory() {
         .collect();
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert_eq!(problems[0], "name is empty");
+    // The same, each with its field, code and values, for the console to word.
+    let details: Vec<(&str, &str)> = e["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["field"].as_str().unwrap(), d["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("name", "subscriber.name_empty"),
+            ("care_provider", "directory.unknown_provider"),
+            ("area", "directory.unknown_area")
+        ]
+    );
+    assert_eq!(e["details"][2]["params"]["value"], "\"Sentrum\"");
+    assert_eq!(
+        e["details"][2]["params"]["choices"],
+        "Centrum, Norr, Söder, Väster"
+    );
     assert!(problems[1].starts_with("care_provider "), "{problems:?}");
     assert!(
         problems[2].starts_with("area \"Sentrum\" is not an area in the directory; choose one of: Centrum, Norr, Söder, Väster"),

@@ -53,7 +53,9 @@ impl Session {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("this needs the {} role", role.as_str()),
-            ))
+            )
+            .coded("role_needed")
+            .param("role", role.as_str()))
         }
     }
 }
@@ -90,7 +92,7 @@ pub fn session_token(headers: &HeaderMap, state: &AppState) -> ApiResult<Option<
 pub fn session_by_hash(hash: &[u8; 32], state: &AppState) -> ApiResult<Session> {
     let no_session = || {
         state.metrics.rejected("no_session");
-        ApiError::new(StatusCode::UNAUTHORIZED, "log in first")
+        ApiError::new(StatusCode::UNAUTHORIZED, "log in first").coded("session.login_first")
     };
     let rec = state
         .store
@@ -125,7 +127,8 @@ pub fn session_of(headers: &HeaderMap, state: &AppState) -> ApiResult<Session> {
         Some(token) => session_by_hash(&crate::store::token_hash(&token), state),
         None => {
             state.metrics.rejected("no_session");
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in first"))
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in first")
+                .coded("session.login_first"))
         }
     }
 }
@@ -407,20 +410,14 @@ async fn login_failed(
         () = state.shutdown.cancelled() => {}
     }
     let secs = hold.as_secs().max(1);
-    ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        body: Box::new(ErrorBody {
-            error: format!(
-                "{wrong}; too many failed attempts: each further wrong one is answered more slowly (this one after {secs} s)"
-            ),
-            owner: None,
-            dispatch: None,
-            problems: Vec::new(),
-            confirm: false,
-            calls: Vec::new(),
-        }),
-        retry_after: Some(secs),
-    }
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{wrong}; too many failed attempts: each further wrong one is answered more slowly (this one after {secs} s)"
+        ),
+    );
+    e.retry_after = Some(secs);
+    e
 }
 
 /// Who is logged in.
@@ -1008,7 +1005,8 @@ const MAX_WARNINGS: usize = 100;
 /// its provider and area against the directory
 /// ([`crate::registers::directory::subscriber_problems`]). Refused 422 with every problem in
 /// `problems`, one message each naming its field; `error` is the one problem, or says how
-/// many there are and lists them.
+/// many there are and lists them; `details` has each problem's field, code and values, in
+/// the same order, for the console to word and mark.
 fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
     let mut problems = crate::registers::subscribers::problems(sub);
     {
@@ -1019,12 +1017,15 @@ fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
             &sub.area,
         ));
     }
-    let error = match problems.as_slice() {
+    let texts: Vec<String> = problems.iter().map(|p| p.text.clone()).collect();
+    let error = match texts.as_slice() {
         [] => return Ok(()),
         [one] => one.clone(),
         all => format!("{} fields to correct: {}", all.len(), all.join("; ")),
     };
-    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).with_problems(problems))
+    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error)
+        .with_problems(texts)
+        .with_details(&problems))
 }
 
 pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {

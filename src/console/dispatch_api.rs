@@ -27,29 +27,46 @@ fn desk_error(e: DeskError) -> ApiError {
         DeskError::NoCall(_) => ApiError::new(
             StatusCode::NOT_FOUND,
             "no such open call (a closed call cannot be dispatched)",
-        ),
+        )
+        .coded("dispatch.no_open_call"),
         DeskError::NotOwner { owner, .. } if owner.is_empty() => {
             ApiError::new(StatusCode::CONFLICT, "take the call before dispatching")
+                .coded("call.not_owner")
         }
         DeskError::NotOwner { owner, .. } => ApiError::new(
             StatusCode::CONFLICT,
             format!("the call is taken by {owner}"),
         )
+        .coded("call.owned_by")
+        .param("owner", &owner)
         .with_owner(owner),
-        DeskError::NoneOnShift => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        DeskError::HomeHasPatrol { dispatch, .. } => {
+        DeskError::NoneOnShift => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            .coded("dispatch.none_on_shift"),
+        DeskError::HomeHasPatrol {
+            dispatch,
+            ref patrol,
+            call,
+        } => {
+            let patrol = patrol.clone();
             ApiError::new(StatusCode::CONFLICT, e.to_string())
+                .coded("dispatch.home_has_patrol")
+                .param("patrol", patrol)
+                .param("call", call)
                 .with_dispatch(dispatch)
                 .needing_confirmation()
         }
         DeskError::Dispatch(DispatchError::UnknownPatrol(p)) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no patrol {p} in the directory"),
-        ),
+        )
+        .coded("dispatch.unknown_patrol")
+        .param("patrol", p),
         DeskError::Dispatch(DispatchError::AlreadyDispatched { dispatch, .. }) => ApiError::new(
             StatusCode::CONFLICT,
             format!("the call already has dispatch {dispatch} open: cancel it first"),
         )
+        .coded("dispatch.already_open")
+        .param("dispatch", dispatch)
         .with_dispatch(dispatch),
         DeskError::Dispatch(DispatchError::NotFound(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "no such open dispatch")
@@ -139,7 +156,9 @@ pub async fn dispatch(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("the instruction is longer than {MAX_INSTRUCTION_CHARS} characters"),
-        ));
+        )
+        .coded("dispatch.instruction_too_long")
+        .param("max", MAX_INSTRUCTION_CHARS));
     }
     let patrol = req
         .patrol

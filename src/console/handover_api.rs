@@ -105,11 +105,17 @@ fn check_receiver(state: &AppState, to: &str, now: Timestamp) -> ApiResult<()> {
         .user(to)
         .map_err(|e| ApiError::internal("reading the user failed", e))?;
     match user {
-        None => Err(conflict(format!("there is no user {to}"))),
-        Some(u) if u.disabled => Err(conflict(format!("{to} is disabled"))),
+        None => Err(conflict(format!("there is no user {to}"))
+            .coded("handover.no_user")
+            .param("user", to)),
+        Some(u) if u.disabled => Err(conflict(format!("{to} is disabled"))
+            .coded("handover.disabled")
+            .param("user", to)),
         Some(_) if !online(state, now)?.contains_key(to) => Err(conflict(format!(
             "{to} is not logged in: hand over only to an operator who is"
-        ))),
+        ))
+        .coded("handover.not_logged_in")
+        .param("user", to)),
         Some(_) => Ok(()),
     }
 }
@@ -179,7 +185,10 @@ pub(crate) async fn end_session(
                     if n == 1 { "it" } else { "them" },
                     if n == 1 { "it" } else { "them" },
                 );
-                return Err(conflict(error).with_calls(owned));
+                return Err(conflict(error)
+                    .coded("handover.owned_at_logout")
+                    .param("n", n)
+                    .with_calls(owned));
             }
         }
         Some(OwnedCalls::Release) => {
@@ -312,9 +321,10 @@ pub async fn reassign(
         .owner
         .filter(|_| current.state == CallState::Claimed)
     else {
-        return Err(conflict(
-            "nobody owns the call: it waits in the queue, take it from there",
-        ));
+        return Err(
+            conflict("nobody owns the call: it waits in the queue, take it from there")
+                .coded("handover.not_owned"),
+        );
     };
     let call = state
         .calls

@@ -242,6 +242,108 @@ mod tests {
         );
     }
 
+    /// Every code the server gives a refusal has its words in every language, and the ones
+    /// written in the sources are all listed in `CODES`.
+    #[test]
+    fn every_refusal_code_has_words_in_every_language() {
+        use crate::console::error::CODES;
+        use crate::triage::closing::Refusal;
+        let mut given: BTreeSet<String> = BTreeSet::new();
+        for file in [
+            "api.rs",
+            "dispatch_api.rs",
+            "error.rs",
+            "handover_api.rs",
+            "plans_api.rs",
+            "review_api.rs",
+        ] {
+            let text = source(&format!("src/console/{file}"));
+            given.extend(literals_after(&text, ".coded("));
+        }
+        let refusals = [
+            Refusal::NotOffered("no_action"),
+            Refusal::OverrideNotAllowed,
+            Refusal::OverrideReasonMissing,
+            Refusal::ReasonMissing,
+            Refusal::NoDispatch,
+            Refusal::LifeSafety {
+                kind: "Fire".into(),
+            },
+            Refusal::Unreachable,
+        ];
+        given.extend(refusals.iter().map(|r| r.code().to_owned()));
+        assert!(given.len() > 20, "only {} codes found", given.len());
+        for code in &given {
+            assert!(CODES.contains(&code.as_str()), "{code} is not in CODES");
+        }
+        for l in ConsoleLanguage::ALL {
+            let words = parsed(l);
+            for code in CODES {
+                let key = format!("error.{code}");
+                assert!(words.contains_key(&key), "{} lacks {key}", l.as_str());
+            }
+            // The problems of a subscriber edit, and the fields they name.
+            for code in crate::registers::problem::CODES {
+                let key = format!("problem.{code}");
+                assert!(words.contains_key(&key), "{} lacks {key}", l.as_str());
+            }
+        }
+    }
+
+    /// Every problem a subscriber can have is coded, its field named in words where its text
+    /// names it.
+    #[test]
+    fn every_subscriber_problem_is_coded_with_its_field_in_words() {
+        use crate::model::{Contact, Subscriber};
+        let long = "x".repeat(5000);
+        let mut s = Subscriber {
+            id: "bad id".into(),
+            personal_number: "12".into(),
+            phone: "abc".into(),
+            language: "??".into(),
+            address: long.clone(),
+            health_notes: long.clone(),
+            ..Subscriber::default()
+        };
+        s.contacts = vec![
+            Contact {
+                name: String::new(),
+                relation: String::new(),
+                phone: "abc".into(),
+            },
+            Contact {
+                name: long,
+                relation: String::new(),
+                phone: String::new(),
+            },
+        ];
+        let problems = crate::registers::subscribers::problems(&s);
+        let codes: BTreeSet<&str> = problems.iter().map(|p| p.code).collect();
+        for code in [
+            "subscriber.id",
+            "subscriber.name_empty",
+            "subscriber.personal_number",
+            "subscriber.phone",
+            "subscriber.too_long",
+            "subscriber.contact_no_name",
+            "subscriber.contact_phone",
+            "subscriber.contact_no_phone",
+            "subscriber.contact_too_long",
+            "subscriber.language",
+        ] {
+            assert!(codes.contains(code), "{code} not given: {codes:?}");
+        }
+        let sv = parsed(ConsoleLanguage::Sv);
+        for p in &problems {
+            let words = &sv[&format!("problem.{}", p.code)];
+            let named: BTreeSet<String> = p.params.iter().map(|(k, _)| (*k).to_owned()).collect();
+            assert_eq!(placeholders(words), named, "{}", p.code);
+            if let Some((_, field)) = p.params.iter().find(|(k, _)| *k == "field") {
+                assert!(sv.contains_key(&format!("field.{field}")), "field.{field}");
+            }
+        }
+    }
+
     #[test]
     fn the_page_is_in_the_centres_language() {
         for l in ConsoleLanguage::ALL {

@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::plan::{
     self, CallPlan, KindPlan, MAX_REASON_CHARS, MAX_VERSIONS_LISTED, PlanKind, PlanVersion,
-    RelativeResult, ResponsePlan, StepResult,
+    RelativeResult, ResponsePlan, StepAction, StepResult,
 };
 use crate::model::{Call, CallState, Role, TimelineEvent};
 use crate::triage::CallError;
@@ -25,6 +25,15 @@ use crate::triage::priority::plan_kind;
 
 fn unprocessable(why: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why)
+}
+
+/// The plan or the contacts changed since the operator's page showed them (409).
+fn plan_changed() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "the plan or the contacts changed since they were shown: look at them again",
+    )
+    .coded("plan.changed")
 }
 
 fn storage(e: crate::store::StoreError) -> ApiError {
@@ -77,7 +86,7 @@ fn subscriber_plan(state: &AppState, id: &str) -> ApiResult<SubscriberPlan> {
         versions: lines,
         centre_default: PlanKind::ALL
             .iter()
-            .map(|k| plan::centre_default(*k))
+            .map(|k| plan::centre_default(*k, state.language))
             .collect(),
         relatives_first_default: state.plans.relatives_first,
     })
@@ -226,6 +235,7 @@ fn plan_of(state: &AppState, call: &Call) -> ApiResult<CallPlan> {
         current,
         &contacts,
         state.plans.relatives_first,
+        state.language,
     ))
 }
 
@@ -286,6 +296,14 @@ pub struct StepRequest {
     /// Why it was skipped (required then, at most 500 characters), or a note.
     #[serde(default)]
     pub reason: String,
+    /// The plan version the operator sees (the console sends it): refused 409 when the
+    /// Call's plan is another by now, so a step is never ticked on a plan nobody saw.
+    #[serde(default)]
+    pub plan_version: Option<u32>,
+    /// The step's action as the operator sees it (the console sends it): refused 409 when
+    /// step `i` is another.
+    #[serde(default)]
+    pub action: Option<StepAction>,
 }
 
 /// Tick step `i` of the Call's plan, done or skipped with a reason (the Call's owner only;
@@ -319,6 +337,11 @@ pub async fn tick_step(
             p.steps.len()
         )));
     };
+    if req.plan_version.is_some_and(|v| v != p.version)
+        || req.action.is_some_and(|a| a != step.action)
+    {
+        return Err(plan_changed());
+    }
     let result = match req.result {
         StepResult::Done => "done",
         StepResult::Skipped => "skipped",
@@ -354,6 +377,10 @@ pub async fn tick_step(
 pub struct RelativeCallRequest {
     /// The contact's position in the subscriber's contacts (from 0).
     pub contact: u32,
+    /// The contact's name as the operator sees it (the console sends it): refused 409 when
+    /// the contact at that position is someone else by now.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `answered`, `no_answer` or `busy`.
     pub result: RelativeResult,
     /// What was said or agreed (at most 500 characters).
@@ -388,6 +415,13 @@ pub async fn relative_call(
             format!("the subscriber has {} contacts", p.relatives.len())
         }));
     };
+    if req
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim() != contact.name)
+    {
+        return Err(plan_changed());
+    }
     let detail = format!("{} ({})", req.result.as_str(), req.contact);
     let what = TimelineEvent::RelativeCall {
         plan_version: p.version,

@@ -160,12 +160,19 @@ async fn decide(
         Decided::Already(r) => {
             let (verdict, by) = r
                 .decision
-                .map(|d| (d.verdict.as_str(), d.by))
-                .unwrap_or(("decided", String::new()));
+                .map(|d| (Some(d.verdict), d.by))
+                .unwrap_or((None, String::new()));
+            let (words, code) = match verdict {
+                Some(ReviewVerdict::Reopened) => ("reopened", "review.already_reopened"),
+                Some(ReviewVerdict::Accepted) => ("accepted", "review.already_accepted"),
+                None => ("decided", "review.already_accepted"),
+            };
             Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("this closing was already reviewed: {verdict} by {by}"),
-            ))
+                format!("this closing was already reviewed: {words} by {by}"),
+            )
+            .coded(code)
+            .param("by", by))
         }
     }
 }
@@ -177,7 +184,8 @@ fn note_of(req: DecisionRequest, required: bool) -> ApiResult<String> {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "write why the call is reopened",
-        ));
+        )
+        .coded("review.reason_missing"));
     }
     if note.chars().count() > MAX_NOTE_CHARS {
         return Err(ApiError::new(

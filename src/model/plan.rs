@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Call, Contact, TimelineEvent};
+use super::{Call, ConsoleLanguage, Contact, TimelineEvent};
 
 /// Most steps for one kind of alarm.
 pub const MAX_STEPS: usize = 10;
@@ -236,116 +236,226 @@ fn step(action: StepAction, instructions: &str) -> PlanStep {
 }
 
 /// The centre's built-in plan for `kind`, used for a subscriber without a plan and for the
-/// kinds a plan leaves out (README, "Response plans").
-pub fn centre_default(kind: PlanKind) -> KindPlan {
+/// kinds a plan leaves out (README, "Response plans"), its instructions in the centre's
+/// `language` (they are the centre's words, like a plan a supervisor writes, and a plan
+/// started from the default keeps them).
+pub fn centre_default(kind: PlanKind, language: ConsoleLanguage) -> KindPlan {
     use StepAction::*;
-    let (steps, instructions) = match kind {
-        PlanKind::Fire => (
-            vec![
-                step(
-                    CallFireBrigade,
-                    "Call the fire brigade at once; do not wait to reach the person.",
-                ),
-                step(
-                    TalkToPerson,
-                    "Tell the person to leave the home if they can, and to close the door.",
-                ),
-                step(SendPatrol, "The patrol goes whatever the person says."),
-                step(CallRelatives, "Tell the first relative who answers."),
+    let actions: &[StepAction] = match kind {
+        PlanKind::Fire => &[CallFireBrigade, TalkToPerson, SendPatrol, CallRelatives],
+        PlanKind::Fall => &[TalkToPerson, SendPatrol, CallEmergency, CallRelatives],
+        PlanKind::Personal => &[TalkToPerson, SendPatrol, CallEmergency, CallRelatives],
+        PlanKind::Wandering => &[TalkToPerson, CallRelatives, SendPatrol, CallEmergency],
+        PlanKind::Inactivity => &[TalkToPerson, SendPatrol, CallRelatives],
+        PlanKind::Technical => &[TalkToPerson, CallRelatives, SendPatrol],
+        PlanKind::Other => &[TalkToPerson, SendPatrol, CallRelatives],
+    };
+    let (texts, instructions) = default_texts(kind, language);
+    KindPlan {
+        kind,
+        steps: actions
+            .iter()
+            .zip(texts)
+            .map(|(a, t)| step(*a, t))
+            .collect(),
+        instructions: instructions.to_owned(),
+    }
+}
+
+/// The words of the centre's default plan for `kind`: one per step of [`centre_default`],
+/// and the kind's instructions.
+fn default_texts(
+    kind: PlanKind,
+    language: ConsoleLanguage,
+) -> (&'static [&'static str], &'static str) {
+    use ConsoleLanguage::{En, Nb, Sv};
+    match (kind, language) {
+        (PlanKind::Fire, En) => (
+            &[
+                "Call the fire brigade at once; do not wait to reach the person.",
+                "Tell the person to leave the home if they can, and to close the door.",
+                "The patrol goes whatever the person says.",
+                "Tell the first relative who answers.",
             ],
             "A smoke alarm is never closed without the fire brigade or a patrol.",
         ),
-        PlanKind::Fall => (
-            vec![
-                step(
-                    TalkToPerson,
-                    "Ask if they are hurt and whether they can get up. Do not ask them to get \
-                     up alone.",
-                ),
-                step(
-                    SendPatrol,
-                    "Send the patrol if they cannot get up, are hurt or do not answer.",
-                ),
-                step(
-                    CallEmergency,
-                    "Call 112 for a head injury, unconsciousness, or pain in the hip or neck.",
-                ),
-                step(CallRelatives, "Tell the relatives what happened."),
+        (PlanKind::Fire, Sv) => (
+            &[
+                "Ring räddningstjänsten direkt; vänta inte på att nå personen.",
+                "Be personen lämna bostaden om hen kan, och stänga dörren efter sig.",
+                "Patrullen åker oavsett vad personen säger.",
+                "Berätta för den första anhöriga som svarar.",
+            ],
+            "Ett brandlarm avslutas aldrig utan räddningstjänst eller patrull.",
+        ),
+        (PlanKind::Fire, Nb) => (
+            &[
+                "Ring brannvesenet (110) med en gang; ikke vent på å nå personen.",
+                "Be personen gå ut av boligen om hen kan, og lukke døren etter seg.",
+                "Patruljen drar uansett hva personen sier.",
+                "Si fra til den første pårørende som svarer.",
+            ],
+            "En brannalarm avsluttes aldri uten brannvesen eller patrulje.",
+        ),
+        (PlanKind::Fall, En) => (
+            &[
+                "Ask if they are hurt and whether they can get up. Do not ask them to get up \
+                 alone.",
+                "Send the patrol if they cannot get up, are hurt or do not answer.",
+                "Call 112 for a head injury, unconsciousness, or pain in the hip or neck.",
+                "Tell the relatives what happened.",
             ],
             "",
         ),
-        PlanKind::Personal => (
-            vec![
-                step(TalkToPerson, "Ask what has happened and what they need."),
-                step(
-                    SendPatrol,
-                    "Send the patrol if help is needed or they do not answer.",
-                ),
-                step(
-                    CallEmergency,
-                    "Call 112 for chest pain, breathing trouble or signs of a stroke.",
-                ),
-                step(CallRelatives, "If the person wants it."),
+        (PlanKind::Fall, Sv) => (
+            &[
+                "Fråga om hen har skadat sig och om hen kan resa sig. Be hen inte resa sig \
+                 ensam.",
+                "Skicka patrullen om hen inte kan resa sig, är skadad eller inte svarar.",
+                "Ring 112 vid huvudskada, medvetslöshet eller smärta i höft eller nacke.",
+                "Berätta för de anhöriga vad som hänt.",
             ],
             "",
         ),
-        PlanKind::Wandering => (
-            vec![
-                step(TalkToPerson, "Call the person's phone."),
-                step(
-                    CallRelatives,
-                    "Ask whether they know where the person is or are with them.",
-                ),
-                step(
-                    SendPatrol,
-                    "Send the patrol to the home if nobody knows where the person is.",
-                ),
-                step(
-                    CallEmergency,
-                    "Call 112 (police) if the person is missing outside.",
-                ),
+        (PlanKind::Fall, Nb) => (
+            &[
+                "Spør om hen har skadet seg og om hen kan reise seg. Ikke be hen reise seg \
+                 alene.",
+                "Send patruljen om hen ikke kan reise seg, er skadet eller ikke svarer.",
+                "Ring 113 ved hodeskade, bevisstløshet eller smerter i hofte eller nakke.",
+                "Fortell de pårørende hva som har skjedd.",
             ],
             "",
         ),
-        PlanKind::Inactivity => (
-            vec![
-                step(TalkToPerson, "Ask whether all is well."),
-                step(SendPatrol, "Send the patrol if they do not answer."),
-                step(CallRelatives, "Tell the relatives if a patrol went."),
+        (PlanKind::Personal, En) => (
+            &[
+                "Ask what has happened and what they need.",
+                "Send the patrol if help is needed or they do not answer.",
+                "Call 112 for chest pain, breathing trouble or signs of a stroke.",
+                "If the person wants it.",
             ],
             "",
         ),
-        PlanKind::Technical => (
-            vec![
-                step(
-                    TalkToPerson,
-                    "Check that the person is well and tell them the alarm may not work.",
-                ),
-                step(CallRelatives, "If the person cannot be reached."),
-                step(
-                    SendPatrol,
-                    "If the person cannot be reached and the alarm stays down.",
-                ),
-            ],
-            "A work order is made for the fault; the person needs extra visits while the \
-             alarm does not work.",
-        ),
-        PlanKind::Other => (
-            vec![
-                step(TalkToPerson, "Ask what has happened."),
-                step(
-                    SendPatrol,
-                    "Send the patrol if help is needed or they do not answer.",
-                ),
-                step(CallRelatives, "If the person wants it."),
+        (PlanKind::Personal, Sv) => (
+            &[
+                "Fråga vad som har hänt och vad hen behöver.",
+                "Skicka patrullen om hjälp behövs eller hen inte svarar.",
+                "Ring 112 vid bröstsmärta, andningssvårigheter eller tecken på stroke.",
+                "Om personen vill det.",
             ],
             "",
         ),
-    };
-    KindPlan {
-        kind,
-        steps,
-        instructions: instructions.to_owned(),
+        (PlanKind::Personal, Nb) => (
+            &[
+                "Spør hva som har skjedd og hva hen trenger.",
+                "Send patruljen om det trengs hjelp eller hen ikke svarer.",
+                "Ring 113 ved brystsmerter, pustevansker eller tegn på hjerneslag.",
+                "Om personen ønsker det.",
+            ],
+            "",
+        ),
+        (PlanKind::Wandering, En) => (
+            &[
+                "Call the person's phone.",
+                "Ask whether they know where the person is or are with them.",
+                "Send the patrol to the home if nobody knows where the person is.",
+                "Call 112 (police) if the person is missing outside.",
+            ],
+            "",
+        ),
+        (PlanKind::Wandering, Sv) => (
+            &[
+                "Ring personens telefon.",
+                "Fråga om de vet var personen är eller är hos hen.",
+                "Skicka patrullen till bostaden om ingen vet var personen är.",
+                "Ring 112 (polis) om personen saknas utomhus.",
+            ],
+            "",
+        ),
+        (PlanKind::Wandering, Nb) => (
+            &[
+                "Ring personens telefon.",
+                "Spør om de vet hvor personen er eller er sammen med hen.",
+                "Send patruljen til boligen om ingen vet hvor personen er.",
+                "Ring 112 (politi) om personen er savnet utendørs.",
+            ],
+            "",
+        ),
+        (PlanKind::Inactivity, En) => (
+            &[
+                "Ask whether all is well.",
+                "Send the patrol if they do not answer.",
+                "Tell the relatives if a patrol went.",
+            ],
+            "",
+        ),
+        (PlanKind::Inactivity, Sv) => (
+            &[
+                "Fråga om allt är väl.",
+                "Skicka patrullen om hen inte svarar.",
+                "Berätta för de anhöriga om en patrull åkte.",
+            ],
+            "",
+        ),
+        (PlanKind::Inactivity, Nb) => (
+            &[
+                "Spør om alt er vel.",
+                "Send patruljen om hen ikke svarer.",
+                "Si fra til de pårørende om en patrulje dro.",
+            ],
+            "",
+        ),
+        (PlanKind::Technical, En) => (
+            &[
+                "Check that the person is well and tell them the alarm may not work.",
+                "If the person cannot be reached.",
+                "If the person cannot be reached and the alarm stays down.",
+            ],
+            "A work order is made for the fault; the person needs extra visits while the alarm \
+             does not work.",
+        ),
+        (PlanKind::Technical, Sv) => (
+            &[
+                "Kontrollera att personen mår bra och berätta att larmet kanske inte fungerar.",
+                "Om personen inte går att nå.",
+                "Om personen inte går att nå och larmet fortfarande är ur funktion.",
+            ],
+            "En arbetsorder skapas för felet; personen behöver extra tillsyn så länge larmet \
+             inte fungerar.",
+        ),
+        (PlanKind::Technical, Nb) => (
+            &[
+                "Sjekk at personen har det bra og si at alarmen kanskje ikke virker.",
+                "Om personen ikke kan nås.",
+                "Om personen ikke kan nås og alarmen fortsatt er ute av drift.",
+            ],
+            "En arbeidsordre opprettes for feilen; personen trenger ekstra tilsyn så lenge \
+             alarmen ikke virker.",
+        ),
+        (PlanKind::Other, En) => (
+            &[
+                "Ask what has happened.",
+                "Send the patrol if help is needed or they do not answer.",
+                "If the person wants it.",
+            ],
+            "",
+        ),
+        (PlanKind::Other, Sv) => (
+            &[
+                "Fråga vad som har hänt.",
+                "Skicka patrullen om hjälp behövs eller hen inte svarar.",
+                "Om personen vill det.",
+            ],
+            "",
+        ),
+        (PlanKind::Other, Nb) => (
+            &[
+                "Spør hva som har skjedd.",
+                "Send patruljen om det trengs hjelp eller hen ikke svarer.",
+                "Om personen ønsker det.",
+            ],
+            "",
+        ),
     }
 }
 
@@ -367,13 +477,14 @@ pub fn select(
     plan: Option<&ResponsePlan>,
     kind: PlanKind,
     relatives_first_default: bool,
+    language: ConsoleLanguage,
 ) -> (KindPlan, PlanSource, bool) {
     let own = plan.and_then(|p| p.kinds.iter().find(|k| k.kind == kind));
     let other = plan.and_then(|p| p.kinds.iter().find(|k| k.kind == PlanKind::Other));
     let (mut chosen, source) = match (own, other) {
         (Some(k), _) => (k.clone(), PlanSource::Subscriber),
         (None, Some(k)) => (k.clone(), PlanSource::SubscriberOther),
-        (None, None) => (centre_default(kind), PlanSource::Centre),
+        (None, None) => (centre_default(kind, language), PlanSource::Centre),
     };
     let relatives_first = plan
         .and_then(|p| p.relatives_first)
@@ -539,9 +650,14 @@ pub fn call_plan(
     current_version: u32,
     contacts: &[Contact],
     relatives_first_default: bool,
+    language: ConsoleLanguage,
 ) -> CallPlan {
-    let (chosen, source, relatives_first) =
-        select(plan.map(|p| &p.plan), kind, relatives_first_default);
+    let (chosen, source, relatives_first) = select(
+        plan.map(|p| &p.plan),
+        kind,
+        relatives_first_default,
+        language,
+    );
     let version = plan.map_or(0, |p| p.version);
     let mut steps: Vec<CallPlanStep> = chosen
         .steps

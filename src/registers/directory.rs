@@ -54,6 +54,7 @@ use jiff::civil::Time;
 
 use crate::model::{Area, Patrol, Provider, RouteRule, Shift};
 use crate::registers::csv::{Header, ImportFile, no_rows, read_rows};
+use crate::registers::problem::FieldProblem;
 use crate::registers::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phone};
 
 /// Header of the providers file.
@@ -674,33 +675,49 @@ fn listed<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
 /// naming the field, the value and the choices. An empty value is "not set" and passes
 /// (routing then uses the rules for any provider or area). While the directory has no
 /// providers (no areas), any provider (area) passes as free text.
-pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Vec<String> {
+pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Vec<FieldProblem> {
     let mut out = Vec::new();
     let providers = provider_choices(d);
     if !care_provider.trim().is_empty()
         && !providers.is_empty()
         && d.provider_for(care_provider).is_none()
     {
-        out.push(format!(
-            "care_provider {} is not a care provider in the directory; choose one of: {}",
-            shown(care_provider),
-            listed(providers.iter().map(|p| p.name.as_str()))
-        ));
+        let choices = listed(providers.iter().map(|p| p.name.as_str()));
+        out.push(
+            FieldProblem::new(
+                "care_provider",
+                "directory.unknown_provider",
+                format!(
+                    "care_provider {} is not a care provider in the directory; choose one of: {choices}",
+                    shown(care_provider),
+                ),
+            )
+            .param("value", shown(care_provider))
+            .param("choices", choices),
+        );
     }
     let areas = area_choices(d);
     if !area.trim().is_empty() && !areas.is_empty() {
-        match d.area_for(area) {
-            Some(a) if areas.iter().any(|c| c.id == a.id) => {}
-            found => out.push(format!(
-                "area {} {}; choose one of: {}",
-                shown(area),
-                if found.is_some() {
-                    "is served by no patrol in the directory"
-                } else {
-                    "is not an area in the directory"
-                },
-                listed(areas.iter().map(|a| a.name.as_str()))
-            )),
+        let found = d.area_for(area);
+        if !found.is_some_and(|a| areas.iter().any(|c| c.id == a.id)) {
+            let choices = listed(areas.iter().map(|a| a.name.as_str()));
+            let (code, why) = if found.is_some() {
+                (
+                    "directory.area_unserved",
+                    "is served by no patrol in the directory",
+                )
+            } else {
+                ("directory.unknown_area", "is not an area in the directory")
+            };
+            out.push(
+                FieldProblem::new(
+                    "area",
+                    code,
+                    format!("area {} {why}; choose one of: {choices}", shown(area)),
+                )
+                .param("value", shown(area))
+                .param("choices", choices),
+            );
         }
     }
     out
@@ -1033,13 +1050,31 @@ mod tests {
         }
         let e = subscriber_problems(&d, "Hemtjanst Nora", "norr");
         assert_eq!(
+            (e[0].field.as_str(), e[0].code),
+            ("care_provider", "directory.unknown_provider")
+        );
+        assert_eq!(
+            e[0].params,
+            [
+                ("value", "\"Hemtjanst Nora\"".to_owned()),
+                (
+                    "choices",
+                    "Hemtjänst Norr, Kommunens nattpatrull".to_owned()
+                )
+            ]
+        );
+        let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
             e,
             [
                 "care_provider \"Hemtjanst Nora\" is not a care provider in the directory; \
               choose one of: Hemtjänst Norr, Kommunens nattpatrull"
             ]
         );
-        let e = subscriber_problems(&d, "hn", "Söder");
+        let e: Vec<String> = subscriber_problems(&d, "hn", "Söder")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             e,
             ["area \"Söder\" is not an area in the directory; choose one of: Fjällbyn, Norr"]
@@ -1061,9 +1096,10 @@ mod tests {
         assert_eq!(names, ["Fjällbyn", "Norr"]);
         let e = subscriber_problems(&d2, "", "ode");
         assert!(
-            e[0].starts_with("area \"ode\" is served by no patrol"),
+            e[0].text.starts_with("area \"ode\" is served by no patrol"),
             "{e:?}"
         );
+        assert_eq!(e[0].code, "directory.area_unserved");
 
         // An empty directory: free text.
         assert!(subscriber_problems(&Directory::default(), "Anything", "Anywhere").is_empty());

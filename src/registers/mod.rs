@@ -7,6 +7,7 @@ pub mod devices;
 pub mod directory;
 pub mod learn;
 pub mod numbers;
+pub mod problem;
 pub mod search;
 pub mod subscribers;
 

@@ -8,6 +8,7 @@ use std::io::Read;
 
 use crate::model::{Access, Contact, Subscriber};
 use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
+use crate::registers::problem::FieldProblem;
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
 pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol";
@@ -153,38 +154,71 @@ pub fn validate(s: &Subscriber) -> Result<(), String> {
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(errs.join("; "))
+        Err(errs
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 
-/// Every problem of a subscriber, one message each, each naming its field first (`name is
-/// empty`, `contact2 has no name` ...). Door codes, personal numbers and notes are never
-/// quoted in a message.
-pub fn problems(s: &Subscriber) -> Vec<String> {
+/// Every problem of a subscriber, one each, each naming its field first (`name is empty`,
+/// `contact2 has no name` ...). Door codes, personal numbers and notes are never quoted in a
+/// message.
+pub fn problems(s: &Subscriber) -> Vec<FieldProblem> {
     let mut errs = Vec::new();
     if !valid_id(&s.id) {
-        errs.push(format!(
-            "id {} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' or '-'",
-            shown(&s.id)
-        ));
+        errs.push(
+            FieldProblem::new(
+                "id",
+                "subscriber.id",
+                format!(
+                    "id {} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' or '-'",
+                    shown(&s.id)
+                ),
+            )
+            .param("value", shown(&s.id)),
+        );
     }
     if s.name.trim().is_empty() {
-        errs.push("name is empty".to_string());
+        errs.push(FieldProblem::new(
+            "name",
+            "subscriber.name_empty",
+            "name is empty",
+        ));
     }
     if s.personal_number.is_empty() {
-        errs.push("personal_number is empty".to_string());
-    } else if !valid_personal_number(&s.personal_number) {
-        errs.push(format!(
-            "personal_number must be 10 to 13 characters of digits, '-' or '+' (such as \
-             YYYYMMDD-NNNN or 11 digits); the one given has {} characters",
-            s.personal_number.chars().count()
+        errs.push(FieldProblem::new(
+            "personal_number",
+            "subscriber.personal_number_empty",
+            "personal_number is empty",
         ));
+    } else if !valid_personal_number(&s.personal_number) {
+        let len = s.personal_number.chars().count();
+        errs.push(
+            FieldProblem::new(
+                "personal_number",
+                "subscriber.personal_number",
+                format!(
+                    "personal_number must be 10 to 13 characters of digits, '-' or '+' (such as \
+                     YYYYMMDD-NNNN or 11 digits); the one given has {len} characters"
+                ),
+            )
+            .param("len", len),
+        );
     }
     if !s.phone.is_empty() && !valid_phone(&s.phone) {
-        errs.push(format!(
-            "phone {} must be digits, spaces, '+' and '-' (at most 32)",
-            shown(&s.phone)
-        ));
+        errs.push(
+            FieldProblem::new(
+                "phone",
+                "subscriber.phone",
+                format!(
+                    "phone {} must be digits, spaces, '+' and '-' (at most 32)",
+                    shown(&s.phone)
+                ),
+            )
+            .param("value", shown(&s.phone)),
+        );
     }
     let short = [
         ("name", &s.name),
@@ -197,56 +231,105 @@ pub fn problems(s: &Subscriber) -> Vec<String> {
         ("digital_lock_id", &s.access.digital_lock_id),
         ("door_code", &s.access.door_code),
     ];
-    for (field, v) in short {
-        if v.chars().count() > MAX_SHORT_CHARS {
-            errs.push(format!(
-                "{field} is longer than {MAX_SHORT_CHARS} characters"
-            ));
-        }
-    }
     let notes = [
         ("entry_notes", &s.access.entry_notes),
         ("health_notes", &s.health_notes),
         ("care_plan_notes", &s.care_plan_notes),
     ];
-    for (field, v) in notes {
-        if v.chars().count() > MAX_NOTE_CHARS {
-            errs.push(format!(
-                "{field} is longer than {MAX_NOTE_CHARS} characters"
-            ));
+    let limits = short
+        .iter()
+        .map(|(f, v)| (*f, *v, MAX_SHORT_CHARS))
+        .chain(notes.iter().map(|(f, v)| (*f, *v, MAX_NOTE_CHARS)));
+    for (field, v, max) in limits {
+        if v.chars().count() > max {
+            errs.push(
+                FieldProblem::new(
+                    field,
+                    "subscriber.too_long",
+                    format!("{field} is longer than {max} characters"),
+                )
+                .param("field", field)
+                .param("max", max),
+            );
         }
     }
     if s.contacts.len() > MAX_CONTACTS {
-        errs.push(format!(
-            "contacts: {} given, at most {MAX_CONTACTS}",
-            s.contacts.len()
-        ));
+        errs.push(
+            FieldProblem::new(
+                "contacts",
+                "subscriber.contacts_too_many",
+                format!(
+                    "contacts: {} given, at most {MAX_CONTACTS}",
+                    s.contacts.len()
+                ),
+            )
+            .param("given", s.contacts.len())
+            .param("max", MAX_CONTACTS),
+        );
     }
     for (i, c) in s.contacts.iter().enumerate() {
         let n = i + 1;
         if c.name.trim().is_empty() {
-            errs.push(format!("contact{n} has no name"));
+            errs.push(
+                FieldProblem::new(
+                    format!("contact{n}_name"),
+                    "subscriber.contact_no_name",
+                    format!("contact{n} has no name"),
+                )
+                .param("n", n),
+            );
         } else if c.phone.is_empty() {
-            errs.push(format!("contact{n} ({}) has no phone", shown(&c.name)));
+            errs.push(
+                FieldProblem::new(
+                    format!("contact{n}_phone"),
+                    "subscriber.contact_no_phone",
+                    format!("contact{n} ({}) has no phone", shown(&c.name)),
+                )
+                .param("n", n)
+                .param("name", shown(&c.name)),
+            );
         }
         if !c.phone.is_empty() && !valid_phone(&c.phone) {
-            errs.push(format!(
-                "contact{n}_phone {} must be digits, spaces, '+' and '-' (at most 32)",
-                shown(&c.phone)
-            ));
+            errs.push(
+                FieldProblem::new(
+                    format!("contact{n}_phone"),
+                    "subscriber.contact_phone",
+                    format!(
+                        "contact{n}_phone {} must be digits, spaces, '+' and '-' (at most 32)",
+                        shown(&c.phone)
+                    ),
+                )
+                .param("n", n)
+                .param("value", shown(&c.phone)),
+            );
         }
         if c.name.chars().count() > MAX_SHORT_CHARS || c.relation.chars().count() > MAX_SHORT_CHARS
         {
-            errs.push(format!(
-                "contact{n}'s name or relation is longer than {MAX_SHORT_CHARS} characters"
-            ));
+            errs.push(
+                FieldProblem::new(
+                    format!("contact{n}_name"),
+                    "subscriber.contact_too_long",
+                    format!(
+                        "contact{n}'s name or relation is longer than {MAX_SHORT_CHARS} characters"
+                    ),
+                )
+                .param("n", n)
+                .param("max", MAX_SHORT_CHARS),
+            );
         }
     }
     if !valid_language(&s.language) {
-        errs.push(format!(
-            "language {} must be a language code such as sv, fi or nb",
-            shown(&s.language)
-        ));
+        errs.push(
+            FieldProblem::new(
+                "language",
+                "subscriber.language",
+                format!(
+                    "language {} must be a language code such as sv, fi or nb",
+                    shown(&s.language)
+                ),
+            )
+            .param("value", shown(&s.language)),
+        );
     }
     errs
 }

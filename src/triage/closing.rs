@@ -114,6 +114,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Its stable name (the console's catalogue words it as `error.{code}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotOffered(_) => "closing.not_offered",
+            Refusal::OverrideNotAllowed => "closing.override_not_allowed",
+            Refusal::OverrideReasonMissing => "closing.override_reason_missing",
+            Refusal::ReasonMissing => "closing.reason_missing",
+            Refusal::NoDispatch => "closing.no_dispatch",
+            Refusal::LifeSafety { .. } => "closing.life_safety",
+            Refusal::Unreachable => "closing.unreachable",
+        }
+    }
+
     /// How it is answered.
     pub fn kind(&self) -> RefusalKind {
         match self {

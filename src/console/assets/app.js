@@ -680,10 +680,27 @@ async function api(method, path, body) {
     showLogin(t('login.session_ended'));
   }
   if (!res.ok) {
-    const reason = (data && data.error) || raw.trim().slice(0, 200) || res.statusText || 'error';
+    const reason = errorWords(data) || (data && data.error) || raw.trim().slice(0, 200) || res.statusText || 'error';
     throw new ApiError(res.status, reason, data);
   }
   return { status: res.status, data, headers: res.headers };
+}
+
+/**
+ * A refusal in the user's language: the catalogue's `error.{code}` with the answer's `params`
+ * (a kind of alarm and a role in words); null when the answer has no code the catalogue knows,
+ * so that the server's English `error` is shown.
+ */
+function errorWords(data) {
+  const code = data && typeof data.code === 'string' ? data.code : '';
+  if (!code || !tHas(`error.${code}`)) return null;
+  const params = {};
+  for (const [k, v] of Object.entries((data && data.params) || {})) {
+    if (k === 'kind') params[k] = kindWords(v);
+    else if (k === 'role') params[k] = roleWords(v).toLocaleLowerCase(LOCALES[I18N.lang] || 'en');
+    else params[k] = String(v);
+  }
+  return t(`error.${code}`, params);
 }
 
 /** Keeps the difference between the server's clock and this PC's (only when it matters). */

@@ -71,12 +71,12 @@ fn a_kind_takes_its_own_steps_then_the_plans_other_steps_then_the_centres() {
         ],
         ..ResponsePlan::default()
     };
-    let (k, source, _) = select(Some(&plan), PlanKind::Fall, false);
+    let (k, source, _) = select(Some(&plan), PlanKind::Fall, false, ConsoleLanguage::En);
     assert_eq!(
         (actions(&k), source),
         (vec![SendPatrol, TalkToPerson], PlanSource::Subscriber)
     );
-    let (k, source, _) = select(Some(&plan), PlanKind::Wandering, false);
+    let (k, source, _) = select(Some(&plan), PlanKind::Wandering, false, ConsoleLanguage::En);
     assert_eq!(
         (actions(&k), source),
         (vec![CallRelatives], PlanSource::SubscriberOther)
@@ -85,27 +85,30 @@ fn a_kind_takes_its_own_steps_then_the_plans_other_steps_then_the_centres() {
         kinds: vec![kind(PlanKind::Fall, &[SendPatrol])],
         ..ResponsePlan::default()
     };
-    let (k, source, _) = select(Some(&only_fall), PlanKind::Fire, false);
+    let (k, source, _) = select(Some(&only_fall), PlanKind::Fire, false, ConsoleLanguage::En);
     assert_eq!(source, PlanSource::Centre);
-    assert_eq!(k, centre_default(PlanKind::Fire));
+    assert_eq!(k, centre_default(PlanKind::Fire, ConsoleLanguage::En));
     assert_eq!(k.steps[0].action, CallFireBrigade, "the fire brigade first");
-    let (k, source, _) = select(None, PlanKind::Fall, false);
+    let (k, source, _) = select(None, PlanKind::Fall, false, ConsoleLanguage::En);
     assert_eq!(
         (k, source),
-        (centre_default(PlanKind::Fall), PlanSource::Centre)
+        (
+            centre_default(PlanKind::Fall, ConsoleLanguage::En),
+            PlanSource::Centre
+        )
     );
 }
 
 #[test]
 fn relatives_first_moves_the_relatives_before_the_patrol_but_never_in_a_fire() {
     // The centre's fall plan: talk, patrol, 112, relatives.
-    let (k, _, first) = select(None, PlanKind::Fall, true);
+    let (k, _, first) = select(None, PlanKind::Fall, true, ConsoleLanguage::En);
     assert!(first);
     assert_eq!(
         actions(&k),
         [TalkToPerson, CallRelatives, SendPatrol, CallEmergency]
     );
-    let (k, _, first) = select(None, PlanKind::Fall, false);
+    let (k, _, first) = select(None, PlanKind::Fall, false, ConsoleLanguage::En);
     assert!(!first);
     assert_eq!(
         actions(&k),
@@ -120,35 +123,60 @@ fn relatives_first_moves_the_relatives_before_the_patrol_but_never_in_a_fire() {
         )],
         ..ResponsePlan::default()
     };
-    let (k, _, first) = select(Some(&plan), PlanKind::Personal, true);
+    let (k, _, first) = select(Some(&plan), PlanKind::Personal, true, ConsoleLanguage::En);
     assert_eq!(
         (actions(&k), first),
         (vec![SendPatrol, TalkToPerson, CallRelatives], false)
     );
     plan.relatives_first = Some(true);
-    let (k, _, first) = select(Some(&plan), PlanKind::Personal, false);
+    let (k, _, first) = select(Some(&plan), PlanKind::Personal, false, ConsoleLanguage::En);
     assert_eq!(
         (actions(&k), first),
         (vec![CallRelatives, SendPatrol, TalkToPerson], true)
     );
     // A fire keeps its order.
-    let (k, _, _) = select(None, PlanKind::Fire, true);
-    assert_eq!(k, centre_default(PlanKind::Fire));
+    let (k, _, _) = select(None, PlanKind::Fire, true, ConsoleLanguage::En);
+    assert_eq!(k, centre_default(PlanKind::Fire, ConsoleLanguage::En));
 }
 
 #[test]
-fn every_centre_default_is_a_valid_plan() {
-    let plan = ResponsePlan {
-        relatives_first: None,
-        instructions: String::new(),
-        kinds: PlanKind::ALL.iter().map(|k| centre_default(*k)).collect(),
-    };
-    assert_eq!(validate(&plan), Ok(()));
-    for k in PlanKind::ALL {
-        let d = centre_default(k);
-        assert_eq!(d.kind, k);
-        assert!(d.steps.iter().any(|s| s.action == TalkToPerson), "{k:?}");
+fn every_centre_default_is_a_valid_plan_in_every_language() {
+    for language in ConsoleLanguage::ALL {
+        let plan = ResponsePlan {
+            relatives_first: None,
+            instructions: String::new(),
+            kinds: PlanKind::ALL
+                .iter()
+                .map(|k| centre_default(*k, language))
+                .collect(),
+        };
+        assert_eq!(validate(&plan), Ok(()), "{language:?}");
+        for k in PlanKind::ALL {
+            let d = centre_default(k, language);
+            let en = centre_default(k, ConsoleLanguage::En);
+            assert_eq!(d.kind, k);
+            assert!(d.steps.iter().any(|s| s.action == TalkToPerson), "{k:?}");
+            // The same steps in every language, each with its words.
+            assert_eq!(actions(&d), actions(&en), "{k:?} {language:?}");
+            for (s, e) in d.steps.iter().zip(&en.steps) {
+                assert!(!s.instructions.trim().is_empty(), "{k:?} {language:?}");
+                if language != ConsoleLanguage::En {
+                    assert_ne!(
+                        s.instructions, e.instructions,
+                        "{k:?} {language:?}: not translated"
+                    );
+                }
+            }
+            assert_eq!(d.instructions.is_empty(), en.instructions.is_empty());
+        }
     }
+    // A Swedish centre's fall plan speaks Swedish.
+    let fall = centre_default(PlanKind::Fall, ConsoleLanguage::Sv);
+    assert!(
+        fall.steps[0]
+            .instructions
+            .starts_with("Fråga om hen har skadat sig")
+    );
 }
 
 #[test]
@@ -270,7 +298,15 @@ fn a_calls_plan_shows_the_latest_tick_of_each_step_and_every_relative_called() {
         line(62, rel(1, "Someone else", RelativeResult::Busy)),
     ]);
     assert_eq!(recorded_version(&c), Some(3));
-    let p = call_plan(&c, PlanKind::Fall, Some(&v), 4, &contacts(), false);
+    let p = call_plan(
+        &c,
+        PlanKind::Fall,
+        Some(&v),
+        4,
+        &contacts(),
+        false,
+        ConsoleLanguage::En,
+    );
     assert_eq!(
         (p.call, p.version, p.current_version, p.source),
         (7, 3, 4, PlanSource::Subscriber)
@@ -313,7 +349,7 @@ fn a_call_without_plan_lines_has_no_recorded_version_and_the_centres_plan_is_ver
         },
     )]);
     assert_eq!(recorded_version(&c), None);
-    let p = call_plan(&c, PlanKind::Fire, None, 0, &[], false);
+    let p = call_plan(&c, PlanKind::Fire, None, 0, &[], false, ConsoleLanguage::En);
     assert_eq!((p.version, p.source), (0, PlanSource::Centre));
     assert_eq!(p.steps[0].action, CallFireBrigade);
     assert!(p.relatives.is_empty());
