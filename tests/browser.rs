@@ -2695,9 +2695,9 @@ async fn the_registers_search_open_a_card_without_a_call_and_edit_the_provider()
         (!t.is_empty()).then_some(t)
     })
     .await;
-    assert!(
-        err.starts_with("phone \"070-abc\" must be digits"),
-        "one message naming the field: {err}"
+    assert_eq!(
+        err, "Phone \"070-abc\" may hold only digits, spaces, + and - (at most 32).",
+        "one message naming the field"
     );
     assert!(
         c.find(Locator::Css(".field-invalid #edit-phone"))
@@ -3073,9 +3073,10 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
     }
     name.clear().await.unwrap();
     click(&c, "#edit-save").await;
+    shows(&c, "#edit-error", "namnet").await;
     assert_eq!(
-        shows(&c, "#edit-error", "namn").await,
-        "namnet är tomt",
+        text_of(&c, "#edit-error").await.as_deref(),
+        Some("Namnet saknas."),
         "the page's own problem in Swedish"
     );
     assert!(
@@ -3083,6 +3084,55 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
             .await
             .is_ok(),
         "the field it names is marked"
+    );
+    // The server's refusal, worded from its codes: a wrong phone and a new contact without
+    // one (the second contact), both marked.
+    name.send_keys("Åsa Öberg").await.unwrap();
+    let phone = c.find(Locator::Css("#edit-phone")).await.unwrap();
+    phone.clear().await.unwrap();
+    phone.send_keys("070-abc").await.unwrap();
+    click(&c, "#edit-add-contact").await;
+    c.find(Locator::Css(
+        "#edit-contacts .contact-edit:last-child .c-name",
+    ))
+    .await
+    .unwrap()
+    .send_keys("Dan")
+    .await
+    .unwrap();
+    click(&c, "#edit-save").await;
+    let problems = wait_for(
+        "the refusal's two lines",
+        Duration::from_secs(10),
+        || async {
+            let lines = c.find_all(Locator::Css("#edit-error li")).await.ok()?;
+            let mut texts = Vec::new();
+            for l in lines {
+                texts.push(l.text().await.ok()?);
+            }
+            (texts.len() == 2).then_some(texts)
+        },
+    )
+    .await;
+    assert_eq!(
+        problems,
+        [
+            "Telefonnumret \"070-abc\" får bara innehålla siffror, mellanslag, + och - (högst 32).",
+            "Kontaktperson 2 (\"Dan\") saknar telefonnummer.",
+        ]
+    );
+    assert!(
+        c.find(Locator::Css(".field-invalid #edit-phone"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        c.find(Locator::Css(
+            "#edit-contacts .contact-edit:last-child.field-invalid .c-phone[aria-invalid]"
+        ))
+        .await
+        .is_ok(),
+        "the new contact's phone is marked"
     );
     screenshot(
         "console-swedish-subscriber-editor.png",
@@ -3188,6 +3238,8 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
         "Edit subscriber",
         "Add contact",
         "name is empty",
+        "may hold only digits",
+        "has no phone",
         "Last heard",
         "Check-in interval",
         "Open work orders",

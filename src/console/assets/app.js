@@ -6050,18 +6050,49 @@ function directorySelect(id, path, value, list) {
 }
 
 /**
+ * A refused edit's problems in the user's language: each of the answer's `details` (field,
+ * stable code, values) as the catalogue's `problem.{code}`, a field it names in words
+ * (`field.{name}`); the server's English line where a problem has no detail the catalogue
+ * knows.
+ */
+function editProblems(body, fallback) {
+  const texts = body && Array.isArray(body.problems) && body.problems.length ? body.problems : [fallback];
+  const details = body && Array.isArray(body.details) ? body.details : [];
+  return texts.map((text, i) => {
+    const d = details[i];
+    if (!d || typeof d.code !== 'string' || !tHas(`problem.${d.code}`)) return text;
+    const params = {};
+    for (const [k, v] of Object.entries(d.params || {})) params[k] = k === 'field' ? tOr(`field.${v}`, String(v)) : String(v);
+    return { text: t(`problem.${d.code}`, params), field: String(d.field || '') };
+  });
+}
+
+/**
+ * The input a problem's field names: an editor field by the last part of its path, or a
+ * contact's box (`contact2_phone`: the second contact that is not left empty, as sent).
+ */
+function editInputOf(field) {
+  const input = [...$('edit-fields').querySelectorAll('[data-path]')]
+    .find((i) => i.dataset.path.split('.').pop() === field);
+  if (input) return input;
+  const m = /^contact(\d+)_(name|relation|phone)$/.exec(String(field || ''));
+  if (!m) return null;
+  const rows = [...$('edit-contacts').querySelectorAll('.contact-edit')]
+    .filter((r) => [...r.querySelectorAll('input')].some((i) => i.value.trim()));
+  const row = rows[Number(m[1]) - 1];
+  return row ? row.querySelector(`.c-${m[2]}`) : null;
+}
+
+/**
  * The editor's problems, one line each; the field a problem names is marked. A problem is
- * the server's text (it starts with the field's name) or `{text, field}` (the page's own,
- * in the user's language).
+ * the server's text (it starts with the field's name) or `{text, field}` (worded in the
+ * user's language).
  */
 function showEditProblems(problems) {
   const err = $('edit-error');
   clear(err);
-  for (const f of $('edit-form').querySelectorAll('.field-invalid')) {
-    f.classList.remove('field-invalid');
-    const input = f.querySelector('[data-path]');
-    if (input) input.removeAttribute('aria-invalid');
-  }
+  for (const f of $('edit-form').querySelectorAll('.field-invalid')) f.classList.remove('field-invalid');
+  for (const i of $('edit-form').querySelectorAll('[aria-invalid]')) i.removeAttribute('aria-invalid');
   const textOf = (p) => (p && typeof p === 'object' ? String(p.text) : String(p));
   if (problems.length === 1) err.textContent = textOf(problems[0]);
   else if (problems.length > 1) err.append(el('ul', { class: 'problems' }, ...problems.map((p) => el('li', { text: textOf(p) }))));
@@ -6069,11 +6100,11 @@ function showEditProblems(problems) {
   let first = null;
   for (const p of problems) {
     const field = p && typeof p === 'object' ? p.field : String(p).split(/[\s:']/)[0];
-    const input = [...$('edit-fields').querySelectorAll('[data-path]')]
-      .find((i) => i.dataset.path.split('.').pop() === field);
+    const input = editInputOf(field);
     if (input) {
       input.setAttribute('aria-invalid', 'true');
-      input.closest('.field').classList.add('field-invalid');
+      const box = input.closest('.field') || input.closest('.contact-edit');
+      if (box) box.classList.add('field-invalid');
       first = first || input;
     }
   }
@@ -6221,7 +6252,7 @@ function editorValue() {
     };
     if (c.name || c.relation || c.phone) sub.contacts.push(c);
   }
-  if (!sub.name) throw Object.assign(new Error(t('editor.name_empty')), { field: 'name' });
+  if (!sub.name) throw Object.assign(new Error(t('problem.subscriber.name_empty')), { field: 'name' });
   return sub;
 }
 
@@ -6249,8 +6280,7 @@ async function saveEditor(ev) {
     message(t('editor.saved', { id: sub.id }), 'ok');
   } catch (e) {
     if (e.status === 422) {
-      const problems = e.body && Array.isArray(e.body.problems) && e.body.problems.length ? e.body.problems : [e.message];
-      showEditProblems(problems);
+      showEditProblems(editProblems(e.body, e.message));
     } else if (e.status !== 401) {
       showEditProblems([e.status === 403 ? t('editor.forbidden') : t('editor.save_failed', { error: e.message })]);
     }
