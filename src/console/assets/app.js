@@ -377,7 +377,7 @@ function orDash(v) {
 /** A tel: link (only digits, +, * and # go into the href). */
 function telLink(phone, cls) {
   const p = String(phone || '').trim();
-  if (!p) return el('span', { class: 'muted', text: 'no phone' });
+  if (!p) return el('span', { class: 'muted', text: t('card.no_phone') });
   const href = 'tel:' + p.replace(/[^0-9+*#]/g, '');
   return el('a', { href, class: cls || 'tel', text: p });
 }
@@ -2826,7 +2826,7 @@ function planDialog() {
       el('p', { id: 'plan-error', class: 'form-error', role: 'alert', hidden: true }),
       el('div', { class: 'action-row dialog-buttons' },
         el('button', { type: 'submit', id: 'plan-save', class: 'primary', 'data-i18n': 'plan.editor.save', text: t('plan.editor.save') }),
-        el('button', { type: 'button', id: 'plan-cancel', 'data-i18n': 'plan.editor.cancel', text: t('plan.editor.cancel'), on: { click: closePlanEditor } }))));
+        el('button', { type: 'button', id: 'plan-cancel', 'data-i18n': 'dialog.cancel', text: t('dialog.cancel'), on: { click: closePlanEditor } }))));
   document.body.append(d);
   $('plan-form').addEventListener('submit', savePlanEditor);
   // The console's shortcuts stay out of the editor; Esc closes it.
@@ -3186,46 +3186,46 @@ function dispatchClock(d, now) {
       if (Number.isFinite(rd)) {
         const left = (rd - now) / 1000;
         if (left > 0) {
-          return { kind: 'receipt', label: 'Receipt due in', value: fmtClock(Math.ceil(left)),
-            title: `The patrol must confirm receipt by ${fmtTimeMs(rd)}; after that vakt passes it to the next patrol of the route.` };
+          return { kind: 'receipt', label: t('dispatch.clock.receipt_due_in'), value: fmtClock(Math.ceil(left)),
+            title: t('dispatch.clock.receipt_due_title', { time: fmtTimeMs(rd) }) };
         }
-        return { kind: 'receipt-overdue', label: 'No receipt', value: `+${fmtClock(-left)}`,
-          title: `Receipt was due at ${fmtTimeMs(rd)}: vakt is passing it on.` };
+        return { kind: 'receipt-overdue', label: t('dispatch.clock.no_receipt'), value: `+${fmtClock(-left)}`,
+          title: t('dispatch.clock.receipt_overdue_title', { time: fmtTimeMs(rd) }) };
       }
-      return { kind: 'receipt', label: 'Waiting for receipt', value: fmtClock((now - parseTs(d.offered_at)) / 1000),
-        title: `Offered at ${fmtTime(d.offered_at)}` };
+      return { kind: 'receipt', label: t('dispatch.state.offered'), value: fmtClock((now - parseTs(d.offered_at)) / 1000),
+        title: t('dispatch.clock.offered_at', { time: fmtTime(d.offered_at) }) };
     }
     case 'received':
     case 'accepted': {
       const dl = deadlineOf(d);
-      if (!Number.isFinite(dl)) return { kind: 'arrival', label: 'Arrival clock running', value: '--:--' };
+      if (!Number.isFinite(dl)) return { kind: 'arrival', label: t('dispatch.clock.arrival_running'), value: '--:--' };
       const left = (dl - now) / 1000;
       if (d.breached || left <= 0) {
-        return { kind: 'breached', label: 'BREACHED', value: `+${fmtClock(Math.max(0, -left))}`,
-          title: `The ${d.limit_mins}-minute arrival limit passed at ${fmtTimeMs(dl)}. The patrol has not arrived.` };
+        return { kind: 'breached', label: t('dispatch.breached'), value: `+${fmtClock(Math.max(0, -left))}`,
+          title: t('dispatch.clock.breached_title', { limit: d.limit_mins, time: fmtTimeMs(dl) }) };
       }
       const warned = Array.isArray(d.warned_at_mins) && d.warned_at_mins.length > 0;
-      return { kind: warned ? 'warn' : 'arrival', label: 'Arrival due in', value: fmtClock(Math.ceil(left)),
-        title: `Must arrive by ${fmtTimeMs(dl)} (${d.limit_mins} min from receipt at ${fmtTime(d.received_at)})` };
+      return { kind: warned ? 'warn' : 'arrival', label: t('dispatch.clock.arrival_due_in'), value: fmtClock(Math.ceil(left)),
+        title: t('dispatch.clock.arrival_due_title', { time: fmtTimeMs(dl), limit: d.limit_mins, received: fmtTime(d.received_at) }) };
     }
     case 'arrived': {
       const took = tookSecs(d);
-      return { kind: d.breached ? 'late' : 'arrived', label: 'Arrived', value: fmtTime(d.arrived_at),
-        extra: took === null ? '' : `${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+      return { kind: d.breached ? 'late' : 'arrived', label: t('dispatch.state.arrived'), value: fmtTime(d.arrived_at),
+        extra: took === null ? '' : t(d.breached ? 'dispatch.clock.after_receipt_late' : 'dispatch.clock.after_receipt', { took: fmtClock(took) }) };
     }
     case 'completed': {
       const took = tookSecs(d);
-      return { kind: d.breached ? 'late' : 'done', label: 'Completed', value: fmtTime(d.ended_at),
-        extra: took === null ? '' : `arrived ${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+      return { kind: d.breached ? 'late' : 'done', label: t('dispatch.state.completed'), value: fmtTime(d.ended_at),
+        extra: took === null ? '' : t(d.breached ? 'dispatch.clock.arrived_after_late' : 'dispatch.clock.arrived_after', { took: fmtClock(took) }) };
     }
     case 'cancelled':
-      return { kind: 'ended', label: 'Cancelled', value: fmtTime(d.ended_at) };
+      return { kind: 'ended', label: t('dispatch.state.cancelled'), value: fmtTime(d.ended_at) };
     case 'declined':
-      return { kind: 'ended', label: 'Declined', value: fmtTime(d.ended_at) };
+      return { kind: 'ended', label: t('dispatch.state.declined'), value: fmtTime(d.ended_at) };
     case 'receipt_timeout': {
       const next = nextDispatchAfter(d);
-      return { kind: 'ended', label: 'No receipt', value: fmtTime(d.ended_at),
-        extra: next ? `passed to ${next.patrol_name || next.patrol}` : '' };
+      return { kind: 'ended', label: t('dispatch.clock.no_receipt'), value: fmtTime(d.ended_at),
+        extra: next ? t('dispatch.clock.passed_to', { patrol: next.patrol_name || next.patrol }) : '' };
     }
     default:
       return { kind: 'ended', label: String(d.state), value: '' };
@@ -3372,8 +3372,8 @@ function renderAlerts() {
   show(box, list.length > 0);
   for (const a of list.slice(0, 3)) box.append(alertLine(a));
   if (list.length > 3) {
-    box.append(el('div', { class: 'dalert-more' }, `${list.length - 3} more alerts. `,
-      el('button', { type: 'button', class: 'small', text: 'Patrols board', on: { click: showPatrols } })));
+    box.append(el('div', { class: 'dalert-more' }, `${tn('dispatch.alert.more', list.length - 3)} `,
+      el('button', { type: 'button', class: 'small', text: t('dispatch.alert.board'), on: { click: showPatrols } })));
   }
   if (focusKey) {
     const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
@@ -3384,45 +3384,49 @@ function renderAlerts() {
 
 function alertLine(a) {
   const d = S.known.get(a.id) || { id: a.id, call: a.call };
-  const who = d.patrol_name || d.patrol || 'The patrol';
-  const where = [d.subscriber_name, d.address].filter(Boolean).join(', ') || `call ${d.call}`;
+  const who = d.patrol_name || d.patrol || t('dispatch.alert.the_patrol');
+  const where = [d.subscriber_name, d.address].filter(Boolean).join(', ') || t('handover.call_n', { id: d.call });
+  const limit = d.limit_mins || '?';
   let tag;
   let text;
   if (a.kind === 'breach') {
-    tag = 'BREACHED';
+    tag = t('dispatch.breached');
     const dl = deadlineOf(d);
     if (d.arrived_at) {
-      text = `${who} arrived late at ${where}: ${fmtTime(d.arrived_at)}, ${fmtClock(tookSecs(d))} after receipt (limit ${d.limit_mins} min).`;
+      text = t('dispatch.alert.arrived_late', { who, where, time: fmtTime(d.arrived_at), took: fmtClock(tookSecs(d)), limit: d.limit_mins });
     } else if (d.state === 'cancelled') {
-      text = `${who} to ${where}: the arrival limit passed; the dispatch was cancelled since.`;
+      text = t('dispatch.alert.breached_cancelled', { who, where });
+    } else if (Number.isFinite(dl)) {
+      text = t('dispatch.alert.breached_at', { who, where, limit, time: fmtTimeMs(dl) });
     } else {
-      text = `${who} has not arrived at ${where}: the ${d.limit_mins || '?'}-minute limit passed${Number.isFinite(dl) ? ` at ${fmtTimeMs(dl)}` : ''}.`;
+      text = t('dispatch.alert.breached', { who, where, limit });
     }
   } else if (a.kind === 'warning') {
-    tag = 'ARRIVAL';
+    tag = t('dispatch.alert.tag_arrival');
     const dl = deadlineOf(d);
     const left = minutesLeft(d);
-    text = `${who} has not arrived at ${where}: ${left} min left of ${d.limit_mins || '?'}${Number.isFinite(dl) ? `, until ${fmtTimeMs(dl)}` : ''}. Call the patrol if it is not on its way.`;
+    text = Number.isFinite(dl)
+      ? t('dispatch.alert.warning_until', { who, where, left, limit, time: fmtTimeMs(dl) })
+      : t('dispatch.alert.warning', { who, where, left, limit });
   } else {
-    tag = 'NO RECEIPT';
+    tag = t('dispatch.alert.tag_no_receipt');
     const next = nextDispatchAfter(d);
-    let then;
-    if (next) then = `passed to ${next.patrol_name || next.patrol}.`;
-    else if (!a.settled) then = 'passing it on to the next patrol…';
+    if (next) text = t('dispatch.alert.receipt_passed', { who, where, patrol: next.patrol_name || next.patrol });
+    else if (!a.settled) text = t('dispatch.alert.receipt_passing', { who, where });
     else {
       // The server's words: who was tried and why nobody is left.
-      then = d.note ? `${d.note}.` : 'not passed on.';
+      const why = d.note ? `${d.note}.` : t('dispatch.alert.not_passed_on');
       const call = S.calls.get(d.call);
-      if (call && call.state === 'queued') then += ` Call ${d.call} is back in the queue: take it and dispatch again.`;
-      else then += ' Dispatch one by hand.';
+      text = call && call.state === 'queued'
+        ? t('dispatch.alert.receipt_requeued', { who, where, why, call: d.call })
+        : t('dispatch.alert.receipt_by_hand', { who, where, why });
     }
-    text = `${who} did not confirm receipt for ${where} in time: ${then}`;
   }
   return el('div', { class: `dalert dalert-${a.kind}`, dataset: { dispatchId: String(a.id), call: String(d.call) } },
     el('strong', { class: 'dalert-tag', text: tag }),
     el('span', { class: 'dalert-text', text }),
-    el('button', { type: 'button', class: 'small dalert-open', text: `Open call ${d.call}`, dataset: { focusKey: `open-${a.key}` }, on: { click: () => openCall(d.call) } }),
-    el('button', { type: 'button', class: 'small dalert-ok', text: 'OK', title: 'Acknowledge: hide this alert', dataset: { focusKey: `ok-${a.key}` }, on: { click: () => dismissAlert(a.key) } }));
+    el('button', { type: 'button', class: 'small dalert-open', text: t('board.open_call', { id: d.call }), dataset: { focusKey: `open-${a.key}` }, on: { click: () => openCall(d.call) } }),
+    el('button', { type: 'button', class: 'small dalert-ok', text: t('dispatch.alert.ok'), title: t('dispatch.alert.ok_title'), dataset: { focusKey: `ok-${a.key}` }, on: { click: () => dismissAlert(a.key) } }));
 }
 
 /** The patrols tab's badge: how many patrols are out, how many are late. */
@@ -3431,9 +3435,9 @@ function renderDispatchBadge(now) {
   const breached = live.filter((d) => isBreachedNow(d, now)).length;
   const overdue = live.filter((d) => isReceiptOverdue(d, now)).length;
   const badge = $('patrols-badge');
-  let text = live.length ? `${live.length} out` : '';
-  if (breached) text += ` · ${breached} breached`;
-  if (overdue) text += ` · ${overdue} no receipt`;
+  let text = live.length ? t('dispatch.badge.out', { n: live.length }) : '';
+  if (breached) text += ` · ${t('dispatch.badge.breached', { n: breached })}`;
+  if (overdue) text += ` · ${t('dispatch.badge.no_receipt', { n: overdue })}`;
   const cls = `tab-badge${breached ? ' bad' : (overdue ? ' warn' : '')}`;
   if (badge.textContent !== text) badge.textContent = text;
   if (badge.className !== cls) badge.className = cls;
@@ -3456,8 +3460,8 @@ function homeLiveWords(call) {
   const live = (call.context && call.context.live_dispatches) || [];
   return live.map((d) => {
     const who = d.patrol_name || d.patrol;
-    const what = d.state === 'arrived' ? 'is at the home' : 'is on its way to the home';
-    return `${who} ${what} for call #${d.call} (dispatched ${fmtTime(d.offered_at)}).`;
+    const params = { who, call: d.call, time: fmtTime(d.offered_at) };
+    return d.state === 'arrived' ? t('context.live_at_home', params) : t('context.live_on_way', params);
   }).join(' ');
 }
 
@@ -3474,13 +3478,13 @@ function renderContext(call) {
   clear(ul);
   for (const r of recent) {
     const state = r.state === 'closed'
-      ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : 'closed')
-      : (r.state === 'claimed' ? 'open, taken' : 'open, waiting');
+      ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : t('call.closed_word'))
+      : (r.state === 'claimed' ? t('context.open_taken') : t('context.open_waiting'));
     const names = (r.patrol_names || []).length ? r.patrol_names : (r.patrols || []);
-    const patrols = names.length ? ` · patrol ${names.join(', ')}` : '';
+    const patrols = names.length ? ` · ${t('context.patrol', { names: names.join(', ') })}` : '';
     const a = el('button', { type: 'button', class: 'link', text: `#${r.id}`, on: { click: () => openCall(r.id) } });
     ul.append(el('li', { class: `context-call${r.state === 'closed' ? '' : ' context-open'}` },
-      a, ` ${fmtTime(r.opened_at)} ${r.kind} — ${state}${patrols}`));
+      a, ` ${t('context.line', { time: fmtTime(r.opened_at), kind: kindWords(r.kind), state })}${patrols}`));
   }
 }
 
@@ -3491,9 +3495,9 @@ function renderDispatchPanel(call) {
   show($('dispatch-open'), mine && !!call.subscriber && !open);
   let h = '';
   if (list.length === 0) {
-    if (!call.subscriber) h = 'Unknown device: there is no subscriber to send a patrol to.';
-    else if (mine) h = 'No patrol dispatched yet.';
-    else h = call.state === 'closed' ? 'No patrol was dispatched.' : 'No patrol dispatched.';
+    if (!call.subscriber) h = t('dispatch.unknown_device');
+    else if (mine) h = t('dispatch.none_yet');
+    else h = call.state === 'closed' ? t('dispatch.none_was') : t('dispatch.none');
   }
   const hint = $('dispatch-hint');
   hint.textContent = h;
@@ -3512,21 +3516,29 @@ function renderDispatchPanel(call) {
 
 /** Facts of a dispatch in one line. */
 function dispatchFacts(d) {
-  const parts = [`Dispatched ${fmtTime(d.offered_at)}${d.operator ? ` by ${d.operator}` : ''}`];
-  if (d.received_at) parts.push(`received ${fmtTime(d.received_at)}`);
-  if (d.accepted_at) parts.push(`accepted ${fmtTime(d.accepted_at)}`);
-  if (d.arrived_at) parts.push(`arrived ${fmtTime(d.arrived_at)}${d.arrival_method ? ` (${ARRIVAL_METHODS[d.arrival_method] || d.arrival_method})` : ''}`);
-  if (d.limit_mins) parts.push(`limit ${d.limit_mins} min`);
+  const offered = fmtTime(d.offered_at);
+  const parts = [d.operator ? t('dispatch.facts.dispatched_by', { time: offered, operator: d.operator }) : t('dispatch.facts.dispatched', { time: offered })];
+  if (d.received_at) parts.push(t('dispatch.facts.received', { time: fmtTime(d.received_at) }));
+  if (d.accepted_at) parts.push(t('dispatch.facts.accepted', { time: fmtTime(d.accepted_at) }));
+  if (d.arrived_at) {
+    const time = fmtTime(d.arrived_at);
+    parts.push(d.arrival_method
+      ? t('dispatch.facts.arrived_by', { time, method: ARRIVAL_METHODS[d.arrival_method] || d.arrival_method })
+      : t('dispatch.facts.arrived', { time }));
+  }
+  if (d.limit_mins) parts.push(t('dispatch.facts.limit', { n: d.limit_mins }));
   return parts.join(' · ');
 }
 
 function dispatchNote(d) {
   if (!d.note) return '';
-  if (d.state === 'declined') return `Reason: ${d.note}`;
-  if (d.state === 'cancelled') return `Reason: ${d.note}`;
+  if (d.state === 'declined') return t('dispatch.note.reason', { reason: d.note });
+  if (d.state === 'cancelled') return t('dispatch.note.reason', { reason: d.note });
   if (d.state === 'completed') {
     const [outcome, ...rest] = String(d.note).split(': ');
-    return VISIT_OUTCOMES[outcome] ? `Visit: ${VISIT_OUTCOMES[outcome]}${rest.length ? ` — ${rest.join(': ')}` : ''}` : `Visit: ${d.note}`;
+    if (!VISIT_OUTCOMES[outcome]) return t('dispatch.note.visit', { visit: d.note });
+    const visit = VISIT_OUTCOMES[outcome];
+    return rest.length ? t('dispatch.note.visit_note', { visit, note: rest.join(': ') }) : t('dispatch.note.visit', { visit });
   }
   return d.note;
 }
@@ -3547,7 +3559,7 @@ function dispatchItem(d, cancelForm) {
   if (note) li.append(el('div', { class: 'tl-text dispatch-note', text: note }));
   if (open) {
     li.append(cancelForm || el('div', { class: 'action-row cancel-row' },
-      el('button', { type: 'button', class: 'small danger-outline dispatch-cancel', text: 'Cancel dispatch…', on: { click: () => openCancelForm(d, li) } })));
+      el('button', { type: 'button', class: 'small danger-outline dispatch-cancel', text: t('dispatch.cancel.open'), on: { click: () => openCancelForm(d, li) } })));
   }
   if (!phone && d.patrol) loadPatrolPhones();
   return li;
@@ -3574,11 +3586,11 @@ async function loadPatrolPhones() {
 function openCancelForm(d, li) {
   S.cancelFor = d.id;
   const id = `cancel-reason-${d.id}`;
-  const input = el('input', { type: 'text', id, class: 'cancel-reason', maxlength: 500, placeholder: 'e.g. the person is fine, the ambulance took over' });
-  const submit = el('button', { type: 'submit', class: 'danger-outline cancel-submit', text: 'Cancel the dispatch' });
-  const keep = el('button', { type: 'button', class: 'secondary', text: 'Keep it', on: { click: closeCancelForm } });
+  const input = el('input', { type: 'text', id, class: 'cancel-reason', maxlength: 500, placeholder: t('dispatch.cancel.placeholder') });
+  const submit = el('button', { type: 'submit', class: 'danger-outline cancel-submit', text: t('dispatch.cancel.submit') });
+  const keep = el('button', { type: 'button', class: 'secondary', text: t('dispatch.cancel.keep'), on: { click: closeCancelForm } });
   const form = el('form', { class: 'cancel-form', novalidate: true, dataset: { dispatchId: String(d.id) } },
-    el('label', { for: id, text: `Why cancel the dispatch to ${d.patrol_name || d.patrol}?` }),
+    el('label', { for: id, text: t('dispatch.cancel.why', { patrol: d.patrol_name || d.patrol }) }),
     input,
     el('div', { class: 'action-row' }, submit, keep));
   form.addEventListener('submit', (e) => {
@@ -3608,7 +3620,7 @@ function closeCancelForm() {
 async function cancelDispatch(d, input, buttons) {
   const reason = input.value.trim();
   if (!reason) {
-    message('Write why the dispatch is cancelled (the patrol is told).', 'warn');
+    message(t('dispatch.cancel.reason_required'), 'warn');
     input.focus();
     return;
   }
@@ -3618,10 +3630,10 @@ async function cancelDispatch(d, input, buttons) {
     const { data } = await api('POST', `/api/dispatches/${encodeURIComponent(d.id)}/cancel`, { reason });
     noteDispatch(data);
     S.cancelFor = null;
-    message(`The dispatch to ${name} is cancelled; the patrol is told.`, 'ok');
+    message(t('dispatch.cancel.done', { patrol: name }), 'ok');
   } catch (e) {
-    if (e.status === 409 || e.status === 410) message(`The dispatch to ${name} cannot be cancelled: ${e.message}`, 'warn');
-    else reportError('Cancelling the dispatch failed', e);
+    if (e.status === 409 || e.status === 410) message(t('dispatch.cancel.refused', { patrol: name, reason: e.message }), 'warn');
+    else reportError(t('dispatch.cancel.failed'), e);
   } finally {
     for (const b of buttons) b.disabled = false;
     renderDispatchBadge(serverNow());
@@ -3637,39 +3649,42 @@ async function cancelDispatch(d, input, buttons) {
  * the line does not name it), `text` (a reason, shown under the line like a note).
  */
 function dispatchStepWords(e) {
-  const name = e.patrol_name || e.patrol || 'the patrol';
+  const name = e.patrol_name || e.patrol || t('dispatch.tl.the_patrol');
   const detail = e.detail || '';
   switch (e.step) {
     case 'offered':
       // The operator's instruction to the patrol, when there was one.
       return {
-        what: e.user ? `Dispatched to ${name}` : `Offered to ${name} (next in the route)`,
-        text: detail.startsWith('instruction: ') ? `Instruction: ${detail.slice('instruction: '.length)}` : '',
+        what: e.user ? t('dispatch.tl.dispatched', { patrol: name }) : t('dispatch.tl.offered', { patrol: name }),
+        text: detail.startsWith('instruction: ') ? t('dispatch.tl.instruction', { text: detail.slice('instruction: '.length) }) : '',
       };
     case 'received':
-      return { what: `${name} confirmed receipt` };
+      return { what: t('dispatch.tl.received', { patrol: name }) };
     case 'accepted':
-      return { what: `${name} accepted` };
+      return { what: t('dispatch.tl.accepted', { patrol: name }) };
     case 'declined':
-      return { what: `${name} declined`, text: detail };
+      return { what: t('dispatch.tl.declined', { patrol: name }), text: detail };
     case 'arrived':
-      return { what: `Arrived (${ARRIVAL_METHODS[detail] || detail || 'app'})`, who: name };
+      return { what: t('dispatch.tl.arrived', { method: ARRIVAL_METHODS[detail] || detail || ARRIVAL_METHODS.app }), who: name };
     case 'completed': {
       const [outcome, ...rest] = detail.split(': ');
       const note = rest.join(': ');
-      return { what: `Completed: ${VISIT_OUTCOMES[outcome] || outcome || 'done'}${note ? ` — ${note}` : ''}`, who: name };
+      const visit = VISIT_OUTCOMES[outcome] || outcome || t('dispatch.tl.done');
+      return { what: note ? t('dispatch.tl.completed_note', { visit, note }) : t('dispatch.tl.completed', { visit }), who: name };
     }
     case 'cancelled':
-      return { what: `Dispatch to ${name} cancelled`, text: detail };
+      return { what: t('dispatch.tl.cancelled', { patrol: name }), text: detail };
     case 'receipt_timeout':
       // The server names where it went: "passed to NAME", or that no one was left.
-      return { what: `No receipt from ${name} in ${receiptWait(e)}${detail ? `: ${detail}` : ''}` };
+      return { what: detail
+        ? t('dispatch.tl.no_receipt_detail', { patrol: name, wait: receiptWait(e), detail })
+        : t('dispatch.tl.no_receipt', { patrol: name, wait: receiptWait(e) }) };
     case 'warning':
-      return { what: `Warning: ${detail || 'the arrival limit is near'}`, who: name };
+      return { what: t('dispatch.tl.warning', { detail: detail || t('dispatch.tl.limit_near') }), who: name };
     case 'breached':
-      return { what: 'BREACHED: arrival limit passed', who: name };
+      return { what: t('dispatch.tl.breached'), who: name };
     default:
-      return { what: `Dispatch: ${e.step}${detail ? ` (${detail})` : ''}`, who: name };
+      return { what: detail ? t('dispatch.tl.other_detail', { step: e.step, detail }) : t('dispatch.tl.other', { step: e.step }), who: name };
   }
 }
 
@@ -3677,10 +3692,10 @@ function dispatchStepWords(e) {
 function receiptWait(e) {
   const d = S.known.get(e.dispatch);
   const secs = d ? (parseTs(e.at) - parseTs(d.offered_at)) / 1000 : NaN;
-  if (!Number.isFinite(secs) || secs < 0) return 'time';
-  if (secs < 90) return `${Math.round(secs)} s`;
+  if (!Number.isFinite(secs) || secs < 0) return t('dispatch.tl.wait_time');
+  if (secs < 90) return t('dispatch.tl.secs', { n: Math.round(secs) });
   const mins = Math.round(secs / 60);
-  return Math.abs(secs - mins * 60) < 10 ? `${mins} min` : fmtDuration(secs);
+  return Math.abs(secs - mins * 60) < 10 ? t('dispatch.tl.mins', { n: mins }) : fmtDuration(secs);
 }
 
 // ---- the "dispatch a patrol" dialog
@@ -3689,31 +3704,31 @@ async function openDispatchDialog() {
   const call = S.current;
   if (S.view !== 'call' || !call) return;
   if (!isMine(call)) {
-    message('Take the call first: its owner dispatches the patrol.', 'warn');
+    message(t('dispatch.take_first'), 'warn');
     return;
   }
   const open = openDispatchOf(call);
   if (open) {
-    message(`${open.patrol_name || open.patrol} is already dispatched to this call. Cancel that dispatch to send another patrol.`, 'warn');
+    message(t('dispatch.already', { patrol: open.patrol_name || open.patrol }), 'warn');
     return;
   }
   if (!call.subscriber) {
-    message('Unknown device: there is no subscriber to send a patrol to.', 'warn');
+    message(t('dispatch.unknown_device'), 'warn');
     return;
   }
   const id = call.id;
   S.dispatchChoices = null;
   S.dispatchSecond = false;
   const home = homeLiveWords(call);
-  $('dispatch-home').textContent = home ? `${home} Send another only if this is a new need.` : '';
+  $('dispatch-home').textContent = home ? t('dispatch.dialog.home', { live: home }) : '';
   show($('dispatch-home'), !!home);
-  $('dispatch-dialog-call').textContent = `· call ${id}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
-  $('dispatch-route').textContent = 'Loading the patrols…';
+  $('dispatch-dialog-call').textContent = `· ${t('handover.call_n', { id })}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
+  $('dispatch-route').textContent = t('board.loading');
   clear($('dispatch-choices'));
   show($('dispatch-error'), false);
   resetDispatchSends();
   $('dispatch-submit').disabled = true;
-  $('dispatch-submit').textContent = 'Dispatch';
+  $('dispatch-submit').textContent = t('dispatch.dialog.submit');
   show($('dispatch-dialog'), true);
   $('dispatch-cancel-dialog').focus();
   try {
@@ -3724,7 +3739,7 @@ async function openDispatchDialog() {
   } catch (e) {
     if (S.currentId !== id || $('dispatch-dialog').hidden) return;
     $('dispatch-route').textContent = '';
-    if (e.status !== 401) showDispatchError(`The patrols could not be loaded: ${e.message}`);
+    if (e.status !== 401) showDispatchError(t('dispatch.dialog.load_failed', { reason: e.message }));
   }
 }
 
@@ -3750,14 +3765,14 @@ function connDot(connected) {
   return el('span', {
     class: `conn-dot ${connected ? 'on' : 'off'}`,
     role: 'img',
-    title: connected ? 'Connected to vakt' : 'Not connected',
-    'aria-label': connected ? 'connected' : 'not connected',
+    title: connected ? t('dispatch.dialog.connected_title') : t('board.not_connected'),
+    'aria-label': connected ? t('dispatch.dialog.connected') : t('dispatch.dialog.not_connected'),
   });
 }
 
 function shiftText(p) {
-  if (p.on_shift) return p.shift ? `on shift: ${p.shift}` : 'on shift';
-  return 'off shift';
+  if (p.on_shift) return p.shift ? t('dispatch.dialog.on_shift_named', { shift: p.shift }) : t('board.on_shift');
+  return t('board.off_shift');
 }
 
 function renderDispatchChoices() {
@@ -3766,9 +3781,9 @@ function renderDispatchChoices() {
   for (const p of patrols) if (p.phone) S.patrolPhones.set(p.id, p.phone);
   const route = $('dispatch-route');
   clear(route);
-  route.append('Route for ', el('strong', { text: c.provider || '?' }), ' in ', el('strong', { text: c.area || '?' }), '. ');
+  appendAll(route, ...nodeText('dispatch.dialog.route', { provider: el('strong', { text: c.provider || '?' }), area: el('strong', { text: c.area || '?' }) }), ' ');
   if (!c.suggested && patrols.length) {
-    route.append(el('span', { class: 'warning-text', text: 'No patrol of the route is on shift now: pick one yourself.' }));
+    route.append(el('span', { class: 'warning-text', text: t('dispatch.dialog.route_none_on_shift') }));
   }
   const box = $('dispatch-choices');
   clear(box);
@@ -3779,19 +3794,19 @@ function renderDispatchChoices() {
   const others = onShift.filter((p) => !p.routed);
   let i = 0;
   if (routed.length) {
-    box.append(el('h3', { text: 'On shift: the route, in order' }));
+    box.append(el('h3', { text: t('dispatch.dialog.on_shift_route') }));
     for (const p of routed) box.append(choiceNode(p, i++, c.suggested));
   }
   if (others.length) {
-    box.append(el('h3', { text: routed.length ? 'On shift: other patrols' : 'On shift (none is routed for this subscriber)' }));
+    box.append(el('h3', { text: routed.length ? t('dispatch.dialog.on_shift_others') : t('dispatch.dialog.on_shift_unrouted') }));
     for (const p of others) box.append(choiceNode(p, i++, c.suggested));
   }
   if (patrols.length && !onShift.length) {
-    box.append(el('p', { class: 'warning-text', text: 'No patrol is on shift now.' }));
+    box.append(el('p', { class: 'warning-text', text: t('dispatch.dialog.none_on_shift') }));
   }
   if (offShift.length) {
     const more = el('details', { class: 'dispatch-more', id: 'dispatch-more' },
-      el('summary', { text: `Off shift (${offShift.length})` }));
+      el('summary', { text: t('dispatch.dialog.off_shift_n', { n: offShift.length }) }));
     for (const p of offShift) more.append(choiceNode(p, i++, c.suggested));
     // Nobody on shift: the fold is all there is, so it is open.
     more.open = !onShift.length;
@@ -3799,7 +3814,7 @@ function renderDispatchChoices() {
   }
   renderDispatchSends(c.sends);
   if (!patrols.length) {
-    box.append(el('p', { class: 'warning-text', text: 'The directory has no patrols. Phone the care provider and write it in a note.' }));
+    box.append(el('p', { class: 'warning-text', text: t('dispatch.dialog.no_patrols') }));
   }
   $('dispatch-submit').disabled = patrols.length === 0;
   updateDispatchWarning();
@@ -3814,10 +3829,10 @@ function choiceNode(p, i, suggested) {
   input.addEventListener('change', updateDispatchWarning);
   const n = Number(p.open_assignments) || 0;
   const facts = [
-    p.routed && Number.isInteger(p.rank) ? `${p.rank + 1}. in the route` : null,
+    p.routed && Number.isInteger(p.rank) ? t('dispatch.dialog.rank', { n: p.rank + 1 }) : null,
     p.routed ? null : p.provider,
-    p.connected ? 'connected' : 'not connected',
-    n ? `${n} open assignment${n === 1 ? '' : 's'}` : 'no open assignment',
+    p.connected ? t('dispatch.dialog.connected') : t('dispatch.dialog.not_connected'),
+    n ? tn('dispatch.dialog.open_assignments', n) : t('dispatch.dialog.no_open_assignment'),
     p.phone || null,
   ].filter(Boolean);
   const warning = choiceWarning(p);
@@ -3831,7 +3846,7 @@ function choiceNode(p, i, suggested) {
     el('span', { class: 'choice-line' },
       connDot(p.connected),
       el('span', { class: 'choice-name', text: p.name || p.id }),
-      p.id === suggested ? el('span', { class: 'tag tag-suggested', text: 'suggested' }) : null,
+      p.id === suggested ? el('span', { class: 'tag tag-suggested', text: t('dispatch.dialog.suggested') }) : null,
       el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: shiftText(p) })),
     el('span', { class: 'choice-facts muted', text: facts.join(' · ') }),
     warning ? el('span', { class: 'choice-warn', role: 'note', text: warning }) : null));
@@ -3841,11 +3856,11 @@ function choiceNode(p, i, suggested) {
  * routed), shown beside it; '' when nothing. */
 function choiceWarning(p) {
   const words = [];
-  if (!p.on_shift) words.push('Off shift now.');
-  if (!p.connected) words.push(`Not connected: the assignment waits until it logs in${p.phone ? `; phone ${p.phone}` : ''}.`);
+  if (!p.on_shift) words.push(t('dispatch.warn.off_shift'));
+  if (!p.connected) words.push(p.phone ? t('dispatch.warn.not_connected_phone', { phone: p.phone }) : t('dispatch.warn.not_connected'));
   const n = Number(p.open_assignments) || 0;
-  if (n) words.push(`Busy: ${n} open assignment${n === 1 ? '' : 's'}.`);
-  if (!p.routed) words.push('Not in this subscriber\'s route.');
+  if (n) words.push(tn('dispatch.warn.busy', n));
+  if (!p.routed) words.push(t('dispatch.warn.not_routed'));
   return words.join(' ');
 }
 
@@ -3869,22 +3884,22 @@ function renderDispatchSends(sends) {
   const row = (label, value, cls) => [el('dt', { text: label }), el('dd', { class: cls || '', text: value })];
   const typed = $('dispatch-instruction').value.trim();
   dl.append(
-    ...row('Alarm', orDash(sends.reason), 'sends-reason'),
-    ...row('Instruction', typed || 'none', 'sends-instruction'),
+    ...row(t('dispatch.sends.alarm'), orDash(sends.reason), 'sends-reason'),
+    ...row(t('dispatch.sends.instruction'), typed || t('dispatch.sends.none'), 'sends-instruction'),
     ...(sends.health_notes_withheld
-      ? row('Health notes', 'Withheld: the person has not consented to share them with patrols.', 'sends-health withheld')
-      : row('Health notes', sends.health_notes || 'none', 'sends-health pre')),
-    ...row('Keys', keys ? `${keys} key${keys === 1 ? '' : 's'}, kept at ${orDash(a.key_location)}` : 'No keys held', 'sends-keys'),
-    ...row('Digital lock', orDash(a.digital_lock_id), 'sends-lock mono'),
-    ...row('Door code', orDash(a.door_code), 'sends-door-code'),
-    ...row('Entry notes', orDash(a.entry_notes), 'sends-entry pre'));
+      ? row(t('dispatch.sends.health'), t('dispatch.sends.health_withheld'), 'sends-health withheld')
+      : row(t('dispatch.sends.health'), sends.health_notes || t('dispatch.sends.none'), 'sends-health pre')),
+    ...row(t('card.keys'), keys ? tn('dispatch.sends.keys', keys, { location: orDash(a.key_location) }) : t('card.no_keys'), 'sends-keys'),
+    ...row(t('card.digital_lock'), orDash(a.digital_lock_id), 'sends-lock mono'),
+    ...row(t('card.door_code'), orDash(a.door_code), 'sends-door-code'),
+    ...row(t('card.entry_notes'), orDash(a.entry_notes), 'sends-entry pre'));
   show($('dispatch-sends'), true);
 }
 
 function onDispatchInstruction() {
   const c = S.dispatchChoices;
   const dd = $('dispatch-sends-facts').querySelector('.sends-instruction');
-  if (c && dd) dd.textContent = $('dispatch-instruction').value.trim() || 'none';
+  if (c && dd) dd.textContent = $('dispatch-instruction').value.trim() || t('dispatch.sends.none');
 }
 
 function selectedChoice() {
@@ -3899,10 +3914,10 @@ function updateDispatchWarning() {
   const p = selectedChoice();
   const submit = $('dispatch-submit');
   if (!p) {
-    submit.textContent = 'Dispatch';
+    submit.textContent = t('dispatch.dialog.submit');
     return;
   }
-  submit.textContent = `Dispatch ${p.name || p.id}`;
+  submit.textContent = t('dispatch.dialog.submit_to', { patrol: p.name || p.id });
 }
 
 async function submitDispatch(ev) {
@@ -3922,7 +3937,7 @@ async function submitDispatch(ev) {
     const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/dispatch`, body);
     const d = noteDispatch(data) || {};
     closeDispatchDialog();
-    message(`Dispatched to ${d.patrol_name || d.patrol || (p && p.name)}: waiting for the patrol to confirm receipt.`, 'ok');
+    message(t('dispatch.dialog.sent', { patrol: d.patrol_name || d.patrol || (p && p.name) }), 'ok');
     renderDispatchBadge(serverNow());
     if (S.current && S.current.id === id) renderDispatchPanel(S.current);
   } catch (e) {
@@ -3932,18 +3947,18 @@ async function submitDispatch(ev) {
       S.dispatchSecond = true;
       showDispatchError(`${e.message}.`);
       S.dispatchBusy = false;
-      $('dispatch-submit').textContent = 'Send a second patrol';
+      $('dispatch-submit').textContent = t('dispatch.dialog.second');
     } else if (e.status === 409 && e.body && e.body.dispatch !== undefined && e.body.dispatch !== null) {
       closeDispatchDialog();
-      message(`This call already has an open dispatch (#${e.body.dispatch}): ${e.message}`, 'warn');
+      message(t('dispatch.dialog.already_open', { id: e.body.dispatch, reason: e.message }), 'warn');
     } else if (e.status === 422) {
-      showDispatchError(`${e.message}. No patrol is on shift for this route: pick one from the list.`);
+      showDispatchError(t('dispatch.dialog.no_route_on_shift', { reason: e.message }));
       const first = $('dispatch-choices').querySelector('input');
       if (first) first.focus();
     } else if (e.status === 404) {
-      showDispatchError(`Not dispatched: ${e.message}.`);
+      showDispatchError(t('dispatch.dialog.not_dispatched', { reason: `${e.message}.` }));
     } else if (e.status !== 401) {
-      showDispatchError(`Not dispatched: ${e.message}`);
+      showDispatchError(t('dispatch.dialog.not_dispatched', { reason: e.message }));
     }
   } finally {
     S.dispatchBusy = false;
