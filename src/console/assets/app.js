@@ -3884,7 +3884,7 @@ function renderDispatchSends(sends) {
   const row = (label, value, cls) => [el('dt', { text: label }), el('dd', { class: cls || '', text: value })];
   const typed = $('dispatch-instruction').value.trim();
   dl.append(
-    ...row(t('dispatch.sends.alarm'), orDash(sends.reason), 'sends-reason'),
+    ...row(t('dispatch.sends.alarm'), kindWords(sends.reason), 'sends-reason'),
     ...row(t('dispatch.sends.instruction'), typed || t('dispatch.sends.none'), 'sends-instruction'),
     ...(sends.health_notes_withheld
       ? row(t('dispatch.sends.health'), t('dispatch.sends.health_withheld'), 'sends-health withheld')
