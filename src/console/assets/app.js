@@ -1975,7 +1975,7 @@ async function takeNext() {
   try {
     const { status, data } = await api('POST', '/api/calls/next');
     if (status === 204 || !data) {
-      message(t('queue.none_waiting_msg'), 'info');
+      message(`${t('queue.none_waiting')}.`, 'info');
     } else {
       openCall(data.id, data);
     }
