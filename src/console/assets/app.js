@@ -2770,7 +2770,7 @@ function planKindsList(plan, data) {
     if (!k) continue;
     const steps = k.steps.map((s) => PLAN_ACTIONS[s.action] || s.action).join(' → ');
     dl.append(el('dt', { text: PLAN_KINDS[kind] }),
-      el('dd', { dataset: { kind }, text: own ? steps : t(other ? 'plan.steps_from_other' : 'plan.steps_from_centre', { steps }) }));
+      el('dd', { dataset: { kind }, text: own ? steps : (other ? t('plan.steps_from_other', { steps }) : t('plan.steps_from_centre', { steps })) }));
   }
   return dl;
 }
@@ -3211,12 +3211,12 @@ function dispatchClock(d, now) {
     case 'arrived': {
       const took = tookSecs(d);
       return { kind: d.breached ? 'late' : 'arrived', label: t('dispatch.state.arrived'), value: fmtTime(d.arrived_at),
-        extra: took === null ? '' : t(d.breached ? 'dispatch.clock.after_receipt_late' : 'dispatch.clock.after_receipt', { took: fmtClock(took) }) };
+        extra: took === null ? '' : (d.breached ? t('dispatch.clock.after_receipt_late', { took: fmtClock(took) }) : t('dispatch.clock.after_receipt', { took: fmtClock(took) })) };
     }
     case 'completed': {
       const took = tookSecs(d);
       return { kind: d.breached ? 'late' : 'done', label: t('dispatch.state.completed'), value: fmtTime(d.ended_at),
-        extra: took === null ? '' : t(d.breached ? 'dispatch.clock.arrived_after_late' : 'dispatch.clock.arrived_after', { took: fmtClock(took) }) };
+        extra: took === null ? '' : (d.breached ? t('dispatch.clock.arrived_after_late', { took: fmtClock(took) }) : t('dispatch.clock.arrived_after', { took: fmtClock(took) })) };
     }
     case 'cancelled':
       return { kind: 'ended', label: t('dispatch.state.cancelled'), value: fmtTime(d.ended_at) };
