@@ -2964,3 +2964,262 @@ async fn a_swedish_operator_reads_the_console_in_swedish_in_the_centres_time() {
     screenshot("console-norwegian.png", &png);
     srv.stop().await.unwrap();
 }
+
+/// The Call view, the dispatch dialog and the dialogs in Swedish (the centre's language):
+/// a smoke alarm's response plan, "no answer" logged, a close without a reason refused in
+/// the form's words, a patrol dispatched with an instruction (the route, the warning beside
+/// the patrol, what the patrol gets, the clocks and the timeline's lines), the keyboard help
+/// and the logout dialog with an owned Call; no English sentence of these parts shows. Then a
+/// Norwegian spot check of the same Call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swedish_operator_works_a_call_and_dispatches_in_swedish() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup_with(120, |cfg| {
+        cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    })
+    .await;
+    let http = s.http;
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+
+    // A smoke alarm; taken from the queue.
+    let reply = tcp_roundtrip(
+        s.srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1111 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+
+    // The plan for this alarm at the top, its steps to tick.
+    let plan = wait_for("the plan", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#call-plan-title").await?.to_lowercase();
+        t.starts_with("åtgärdsplan:").then_some(t)
+    })
+    .await;
+    assert!(plan.contains("rök / brand"), "{plan}");
+    assert_eq!(
+        text_of(&c, "#call-plan .plan-done").await.as_deref(),
+        Some("Klart")
+    );
+    assert_eq!(
+        text_of(&c, "#dispatch-hint").await.as_deref(),
+        Some("Ingen patrull skickad än.")
+    );
+
+    // Nobody answers: logged, in words.
+    click_shown(&c, "#phone-no-answer").await;
+    timeline_with(&c, "Ringde personen: inget svar").await;
+
+    // "Help not needed" without a reason: the form says what is missing.
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("help_not_needed")
+        .await
+        .unwrap();
+    let placeholder = attr_of(&c, "#close-note", "placeholder").await.unwrap();
+    assert!(placeholder.starts_with("Orsak (krävs)"), "{placeholder}");
+    click(&c, "#close-submit").await;
+    let refusal = wait_for("the refusal", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#close-error")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(())?;
+        el.text().await.ok()
+    })
+    .await;
+    assert_eq!(
+        refusal,
+        "Skriv varför varken patrull eller räddningstjänst behövs."
+    );
+
+    // The dispatch dialog: the route, the warning beside the suggested patrol (its app is
+    // off), what the patrol gets; an instruction typed. (The button is at the top of the
+    // page, which the close form scrolled away from.)
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    click_shown(&c, "#dispatch-open").await;
+    wait_for("the patrols", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#dispatch-choices input:checked"))
+            .await
+            .ok()
+    })
+    .await;
+    // (Titles are shown in capitals: they are compared in lower case.)
+    let title = text_of(&c, "#dispatch-dialog-title")
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(title.starts_with("skicka en patrull"), "{title}");
+    let route = text_of(&c, "#dispatch-route").await.unwrap();
+    assert!(route.starts_with("Rutt för Hemtjänst Centrum i"), "{route}");
+    let warn = text_of(
+        &c,
+        "#dispatch-choices label.choice[data-patrol-id=\"centrum-1\"] .choice-warn",
+    )
+    .await
+    .unwrap();
+    assert!(warn.starts_with("Inte ansluten"), "{warn}");
+    c.find(Locator::Css("#dispatch-instruction"))
+        .await
+        .unwrap()
+        .send_keys("Ta med brandfilten")
+        .await
+        .unwrap();
+    let sends = text_of(&c, "#dispatch-sends").await.unwrap().to_lowercase();
+    for words in [
+        "patrullen får",
+        "instruktion",
+        "ta med brandfilten",
+        "portkod",
+        "larm\nbrand",
+    ] {
+        assert!(sends.contains(words), "{words:?} in {sends:?}");
+    }
+    assert_eq!(
+        text_of(&c, "#dispatch-submit").await.as_deref(),
+        Some("Skicka Centrum 1")
+    );
+    let dialog: String = c
+        .execute(
+            "return document.getElementById('dispatch-dialog').innerText",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    screenshot(
+        "console-swedish-dispatch.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#dispatch-submit").await;
+
+    // Dispatched: the panel's state and clock, the timeline's lines with the instruction.
+    let state = wait_for("the dispatch", Duration::from_secs(10), || async {
+        text_of(&c, "#dispatch-list .dstate").await
+    })
+    .await;
+    assert_eq!(state.to_lowercase(), "väntar på kvittens");
+    let clock = text_of(&c, "#dispatch-list .dclock-label").await.unwrap();
+    assert_eq!(clock.to_lowercase(), "kvittens senast om");
+    let facts = text_of(&c, "#dispatch-list .dispatch-facts").await.unwrap();
+    assert!(facts.starts_with("Skickad "), "{facts}");
+    timeline_with(&c, "Skickad till Centrum 1").await;
+    timeline_with(&c, "Instruktion: Ta med brandfilten").await;
+
+    // The keyboard help.
+    click_shown(&c, "#help-button").await;
+    let help = wait_for("the help", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#help")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(())?;
+        el.text().await.ok()
+    })
+    .await
+    .to_lowercase();
+    assert!(
+        help.contains("kortkommandon") && help.contains("skicka en patrull (på ditt larm)"),
+        "{help}"
+    );
+    click(&c, "#help-close").await;
+
+    // No English sentence of these parts anywhere on the Call, the dialog or the help.
+    let view: String = c
+        .execute(
+            "return document.getElementById('call-view').innerText",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    screenshot("console-swedish-call.png", &c.screenshot().await.unwrap());
+    let all = format!("{view}\n{dialog}\n{help}").to_lowercase();
+    for english in [
+        "Response plan",
+        "Talk to the person",
+        "Phoned the person",
+        "no answer",
+        "Log a phone call",
+        "Called the person",
+        "No answer from the person",
+        "Close the call",
+        "Choose an outcome",
+        "Spoke with the person",
+        "Release to queue",
+        "Patrol needed",
+        "Dispatch a patrol",
+        "Route for",
+        "Not connected",
+        "The patrol gets",
+        "Instruction to the patrol",
+        "Health notes",
+        "Waiting for receipt",
+        "Receipt due in",
+        "Dispatched",
+        "Timeline",
+        "This person lately",
+        "Keyboard shortcuts",
+        "Take the next",
+    ] {
+        let english = english.to_lowercase();
+        assert!(!all.contains(&english), "{english:?} shows:\n{all}");
+    }
+
+    // Logging out with the Call: the dialog asks what becomes of it.
+    click(&c, "#logout").await;
+    let title = wait_for("the logout dialog", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#logout-dialog")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(())?;
+        text_of(&c, "#logout-dialog-title").await
+    })
+    .await;
+    assert_eq!(title.to_lowercase(), "du har 1 larm");
+    let logout = text_of(&c, "#logout-dialog").await.unwrap().to_lowercase();
+    assert!(
+        logout.contains("släpp till kön (de behåller sin ålder)")
+            && logout.contains("lämna över till"),
+        "{logout}"
+    );
+    assert!(
+        !logout.contains("you own") && !logout.contains("release"),
+        "{logout}"
+    );
+    screenshot("console-swedish-logout.png", &c.screenshot().await.unwrap());
+    click(&c, "#logout-cancel").await;
+
+    // Norwegian: the same Call in the user's new language.
+    c.find(Locator::Css("#language-select"))
+        .await
+        .unwrap()
+        .select_by_value("nb")
+        .await
+        .unwrap();
+    wait_for("Norwegian", Duration::from_secs(10), || async {
+        (text_of(&c, "#close-submit").await? == "Avslutt alarm").then_some(())
+    })
+    .await;
+    let plan = wait_for("the plan in Norwegian", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#call-plan-title").await?.to_lowercase();
+        t.starts_with("responsplan:").then_some(t)
+    })
+    .await;
+    assert!(plan.contains("røyk / brann"), "{plan}");
+    wait_for(
+        "the dispatch in Norwegian",
+        Duration::from_secs(10),
+        || async {
+            (text_of(&c, "#dispatch-list .dstate").await?.to_lowercase() == "venter på kvittering")
+                .then_some(())
+        },
+    )
+    .await;
+    timeline_with(&c, "Ringte personen: ikke svar").await;
+    screenshot("console-norwegian-call.png", &c.screenshot().await.unwrap());
+
+    c.close().await.unwrap();
+    s.srv.stop().await.unwrap();
+}
