@@ -3223,3 +3223,375 @@ async fn a_swedish_operator_works_a_call_and_dispatches_in_swedish() {
     c.close().await.unwrap();
     s.srv.stop().await.unwrap();
 }
+
+/// The console's catalogue of `language`, as the page loads it.
+fn catalogue(language: &str) -> std::collections::BTreeMap<String, String> {
+    let text = match language {
+        "sv" => include_str!("../src/console/assets/i18n/sv.json"),
+        "en" => include_str!("../src/console/assets/i18n/en.json"),
+        _ => panic!("no catalogue {language}"),
+    };
+    serde_json::from_str(text).unwrap()
+}
+
+/// The English sentences of the catalogue (texts of eleven characters or more, with a
+/// space, without placeholders, that Swedish says otherwise) shown anywhere on the page
+/// now: in a Swedish console, none should be.
+async fn english_shown(
+    c: &fantoccini::Client,
+    en: &std::collections::BTreeMap<String, String>,
+    sv: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let page = c
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    en.iter()
+        .filter(|(k, text)| {
+            text.chars().count() > 10
+                && text.contains(' ')
+                && !text.contains('{')
+                && sv.get(*k) != Some(*text)
+                && page.contains(text.as_str())
+        })
+        .map(|(k, text)| format!("{k}: {text}"))
+        .collect()
+}
+
+/// The check of issue 16, in Swedish, in one shift: a fall Call worked through the person's
+/// response plan (the relative called and answering, the patrol sent with an instruction that
+/// reaches the patrol's app), the same person's second alarm showing the first Call and the
+/// patrol on its way (closed: a press by mistake), a smoke alarm that may not be closed
+/// "help not needed", handed over at logout to the supervisor, who finds the person in the
+/// subscriber list. No English sentence
+/// of the catalogue shows on any of its screens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swedish_shift_from_the_fall_to_the_handover() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let (en, sv) = (catalogue("en"), catalogue("sv"));
+    let s = setup_with(120, |cfg| {
+        cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+        cfg.plans.relatives_first = true;
+    })
+    .await;
+    let http = s.http;
+    let srv = &s.srv;
+    let mut patrol = patrol_app(&s, PATROL).await;
+    // The supervisor (here the administrator) is logged in and will take over the shift.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let no_english = |what: &'static str, found: Vec<String>| {
+        assert!(found.is_empty(), "English on the {what}: {found:#?}");
+    };
+
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, OPERATOR).await;
+    let lang = c
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "sv");
+
+    // 1. Åsa's fall detector (CID 103): the operator takes it; the plan is at the top.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 1, "1234", "#1234|1103 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    let fall: u64 = wait_for("the fall Call", Duration::from_secs(10), || async {
+        let v = c.find(Locator::Css("#call-view")).await.ok()?;
+        (v.attr("data-state").await.ok()?? == "claimed").then_some(())?;
+        v.attr("data-call-id").await.ok()??.parse().ok()
+    })
+    .await;
+    wait_for("the plan's steps", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#call-plan .plan-step")).await.ok()
+    })
+    .await;
+    let title = text_of(&c, "#call-plan-title")
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        title.contains("åtgärdsplan") && title.contains("fall"),
+        "{title}"
+    );
+    // The centre's plan, relatives first, in the centre's words.
+    let steps: Vec<String> = c
+        .execute(
+            "return [...document.querySelectorAll('#call-plan .plan-step')].map(s => s.dataset.action)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "talk_to_person",
+            "call_relatives",
+            "send_patrol",
+            "call_emergency"
+        ]
+    );
+    let body = text_of(&c, "#call-plan-body").await.unwrap();
+    assert!(body.contains("Fråga om hen har skadat sig"), "{body}");
+    // Åsa answers on the unit: she cannot get up. Talking is done; Karin answers and is told.
+    click_shown(&c, ".plan-step[data-action=\"talk_to_person\"] .plan-done").await;
+    click_shown(
+        &c,
+        ".plan-relative[data-index=\"0\"] button[data-result=\"answered\"]",
+    )
+    .await;
+    wait_for("Karin answered", Duration::from_secs(10), || async {
+        let r = attr_of(&c, ".plan-relative[data-index=\"0\"]", "data-result").await?;
+        (r == "answered").then_some(())
+    })
+    .await;
+    click_shown(&c, ".plan-step[data-action=\"call_relatives\"] .plan-done").await;
+    let relative = timeline_with(&c, "Karin Öberg").await;
+    assert!(relative.contains("Karin Öberg (dotter)"), "{relative}");
+    no_english("fall Call", english_shown(&c, &en, &sv).await);
+
+    // The patrol, with an instruction: the dialog in Swedish, the instruction at the patrol.
+    click_shown(&c, "#dispatch-open").await;
+    wait_for("the patrols", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#dispatch-choices input:checked"))
+            .await
+            .ok()
+    })
+    .await;
+    let instruction =
+        "Åsa har fallit i badrummet och kan inte resa sig. Dottern Karin kommer om en timme.";
+    c.find(Locator::Css("#dispatch-instruction"))
+        .await
+        .unwrap()
+        .send_keys(instruction)
+        .await
+        .unwrap();
+    no_english("dispatch dialog", english_shown(&c, &en, &sv).await);
+    screenshot(
+        "console-sv-dispatch-dialog.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#dispatch-submit").await;
+    let a = loop {
+        match patrol.next_push(Duration::from_secs(10)).await.unwrap() {
+            Some(ToPatrol::Assignment(a)) => break a,
+            Some(_) => continue,
+            None => panic!("no assignment at the patrol"),
+        }
+    };
+    assert_eq!(a.instruction, instruction);
+    timeline_with(&c, instruction).await;
+    click_shown(&c, ".plan-step[data-action=\"send_patrol\"] .plan-done").await;
+    wait_for("the patrol step done", Duration::from_secs(10), || async {
+        let st = attr_of(&c, ".plan-step[data-action=\"send_patrol\"]", "data-state").await?;
+        (st == "done").then_some(())
+    })
+    .await;
+    screenshot("console-sv-fall-call.png", &c.screenshot().await.unwrap());
+    // Closed "patrol sent": the patrol's clock runs on.
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("patrol_needed")
+        .await
+        .unwrap();
+    click(&c, "#close-submit").await;
+    wait_for("the fall Call closed", Duration::from_secs(10), || async {
+        let call = admin
+            .clone()
+            .get(&format!("/api/calls/{fall}"))
+            .await
+            .json();
+        (call["state"] == "closed").then_some(())
+    })
+    .await;
+
+    // 2. Åsa presses her pendant: the new Call shows the first and the patrol on its way.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    press(&c, '\u{e00c}').await; // Escape: to the queue
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    let second: u64 = wait_for("the second Call", Duration::from_secs(10), || async {
+        let v = c.find(Locator::Css("#call-view")).await.ok()?;
+        let id: u64 = v.attr("data-call-id").await.ok()??.parse().ok()?;
+        (id != fall && v.attr("data-state").await.ok()?? == "claimed").then_some(id)
+    })
+    .await;
+    let live = wait_for("the patrol on its way", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#context-live").await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(
+        live.contains("Centrum 1") && live.contains(&format!("#{fall}")),
+        "{live}"
+    );
+    let recent = text_of(&c, "#context-recent").await.unwrap();
+    assert!(recent.contains(&format!("#{fall}")), "{recent}");
+    no_english("second Call", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-second-call.png", &c.screenshot().await.unwrap());
+    // She pressed by mistake, the patrol is on its way anyway: closed with the reason.
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("accidental_press")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#close-note"))
+        .await
+        .unwrap()
+        .send_keys("Tryckte av misstag, patrullen är redan på väg")
+        .await
+        .unwrap();
+    click(&c, "#close-submit").await;
+    wait_for(
+        "the second Call closed",
+        Duration::from_secs(10),
+        || async {
+            let call = admin
+                .clone()
+                .get(&format!("/api/calls/{second}"))
+                .await
+                .json();
+            (call["state"] == "closed").then_some(())
+        },
+    )
+    .await;
+
+    // 3. Her smoke detector (CID 111): "help not needed" is refused, in Swedish.
+    let reply = tcp_roundtrip(
+        srv.dc09_tcp.unwrap(),
+        &plain("ADM-CID", 3, "1234", "#1234|1111 01 001"),
+    )
+    .await;
+    assert_eq!(token_of(&reply), "ACK");
+    press(&c, '\u{e00c}').await;
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    let smoke: u64 = wait_for("the smoke Call", Duration::from_secs(10), || async {
+        let v = c.find(Locator::Css("#call-view")).await.ok()?;
+        let id: u64 = v.attr("data-call-id").await.ok()??.parse().ok()?;
+        (id > second && v.attr("data-state").await.ok()?? == "claimed").then_some(id)
+    })
+    .await;
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("help_not_needed")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#close-note"))
+        .await
+        .unwrap()
+        .send_keys("Brödrosten, hon vädrar")
+        .await
+        .unwrap();
+    click(&c, "#close-submit").await;
+    let refusal = wait_for("the refusal", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#close-error")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(())?;
+        el.text().await.ok().filter(|t| !t.is_empty())
+    })
+    .await;
+    let words = sv["error.closing.life_safety"]
+        .split_once("{kind}")
+        .unwrap()
+        .1
+        .trim()
+        .to_owned();
+    assert!(refusal.contains(&words), "{refusal}");
+    assert!(!refusal.contains("life-safety"), "{refusal}");
+    no_english("refused closing", english_shown(&c, &en, &sv).await);
+    screenshot(
+        "console-sv-close-refused.png",
+        &c.screenshot().await.unwrap(),
+    );
+    let call = admin.get(&format!("/api/calls/{smoke}")).await.json();
+    assert_eq!(call["state"], "claimed", "still open: {call}");
+
+    // 4. The shift ends: the smoke alarm is handed to the supervisor with a note.
+    click(&c, "#logout").await;
+    click_shown(&c, "#logout-hand-over").await;
+    let listed = text_of(&c, "#logout-calls").await.unwrap();
+    assert!(
+        listed.contains(&format!("#{smoke}")) && !listed.contains(&format!("#{second}")),
+        "{listed}"
+    );
+    let select = wait_for(
+        "the supervisor offered",
+        Duration::from_secs(10),
+        || async {
+            let s = c.find(Locator::Css("#logout-to")).await.ok()?;
+            s.find(Locator::Css(&format!("option[value='{}']", ADMIN.0)))
+                .await
+                .ok()?;
+            Some(s)
+        },
+    )
+    .await;
+    select.select_by_value(ADMIN.0).await.unwrap();
+    c.find(Locator::Css("#logout-note"))
+        .await
+        .unwrap()
+        .send_keys("Brandlarmet: räddningstjänsten är inte larmad än, ring dem")
+        .await
+        .unwrap();
+    no_english("logout dialog", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-handover.png", &c.screenshot().await.unwrap());
+    click(&c, "#logout-submit").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#login-username"))
+        .await
+        .expect("logged out");
+    let call = admin.get(&format!("/api/calls/{smoke}")).await.json();
+    assert_eq!(call["owner"], ADMIN.0, "{call}");
+
+    // 5. The supervisor: the Calls are in "my calls"; the subscriber list finds Åsa.
+    login(&c, ADMIN).await;
+    let mine = wait_for("my calls", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#my-calls-list").await?;
+        t.contains(&format!("#{smoke}")).then_some(t)
+    })
+    .await;
+    assert!(mine.contains("Åsa Öberg"), "{mine}");
+    no_english("queue", english_shown(&c, &en, &sv).await);
+    press(&c, 'g').await;
+    let q = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#reg-q"))
+        .await
+        .unwrap();
+    q.send_keys("öberg").await.unwrap();
+    let row = wait_for("Åsa found", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#reg-summary").await?;
+        let row = text_of(&c, "#reg-body tr[data-subscriber=\"anna\"]").await?;
+        t.contains('1').then_some(row)
+    })
+    .await;
+    assert!(
+        row.contains("Åsa Öberg") && row.contains("19380512-****"),
+        "{row}"
+    );
+    no_english("subscriber list", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-registers.png", &c.screenshot().await.unwrap());
+    patrol.close().await;
+}

@@ -2689,7 +2689,7 @@ function planStepItem(p, s, mine) {
   if (s.action === 'call_relatives') li.append(planRelatives(p, mine));
   if (mine) {
     const reason = el('input', { type: 'text', class: 'plan-skip-reason', maxlength: 500, placeholder: t('plan.skip_reason'), 'aria-label': t('plan.skip_reason'), hidden: true });
-    const done = el('button', { type: 'button', class: 'small plan-done', text: t('plan.done'), on: { click: () => tickPlanStep(s.index, 'done', '', done) } });
+    const done = el('button', { type: 'button', class: 'small plan-done', text: t('plan.done'), on: { click: () => tickPlanStep(p, s, 'done', '', done) } });
     const skip = el('button', { type: 'button', class: 'small secondary plan-skip', text: t('plan.skip_more'), on: { click: () => {
       if (reason.hidden) {
         reason.hidden = false;
@@ -2702,7 +2702,7 @@ function planStepItem(p, s, mine) {
         reason.focus();
         return;
       }
-      tickPlanStep(s.index, 'skipped', reason.value, skip);
+      tickPlanStep(p, s, 'skipped', reason.value, skip);
     } } });
     reason.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); skip.click(); } });
     li.append(el('div', { class: 'action-row plan-step-buttons' }, done, skip, reason));
@@ -2730,7 +2730,7 @@ function planRelatives(p, mine) {
       const row = el('span', { class: 'plan-relative-buttons' });
       for (const [result, label] of [['answered', t('plan.relative.button.answered')], ['no_answer', t('plan.relative.button.no_answer')], ['busy', t('plan.relative.button.busy')]]) {
         const b = el('button', { type: 'button', class: `small rel-${result}`, dataset: { result }, text: label,
-          on: { click: () => logRelativeCall(r.index, result, b) } });
+          on: { click: () => logRelativeCall(r, result, b) } });
         row.append(b);
       }
       li.append(' ', row);
@@ -2740,12 +2740,18 @@ function planRelatives(p, mine) {
   return ul;
 }
 
-async function tickPlanStep(index, result, reason, button) {
-  await callAction(result === 'done' ? t('action.tick_step') : t('action.skip_step'), `plan/steps/${index}`, { result, reason }, button);
+/**
+ * Ticks step `s` of plan `p` as shown: the server refuses (409 `plan.changed`) when the Call's
+ * plan is another by now, and the plan shown is loaded again.
+ */
+async function tickPlanStep(p, s, result, reason, button) {
+  await callAction(result === 'done' ? t('action.tick_step') : t('action.skip_step'), `plan/steps/${s.index}`,
+    { result, reason, plan_version: p.version, action: s.action }, button);
 }
 
-async function logRelativeCall(contact, result, button) {
-  await callAction(t('action.record_relative'), 'relative-call', { contact, result }, button);
+/** Records a call to relative `r` as shown (refused when the contacts changed meanwhile). */
+async function logRelativeCall(r, result, button) {
+  await callAction(t('action.record_relative'), 'relative-call', { contact: r.index, name: r.name, result }, button);
 }
 
 /** The plan's lines in the timeline. */
@@ -2971,7 +2977,11 @@ async function callAction(what, path, body, button) {
     if (data && data.id === S.currentId) setCurrent(data);
     return true;
   } catch (e) {
-    if (e.status === 409) message(t('action.failed_not_owner', { what, reason: e.message }), 'error');
+    if (e.status === 409 && e.body && e.body.code === 'plan.changed') {
+      S.planKey = null; // the refresh below loads the plan as it is now
+      message(e.message, 'warn');
+    }
+    else if (e.status === 409) message(t('action.failed_not_owner', { what, reason: e.message }), 'error');
     else if (e.status === 410) message(t('action.failed_closed', { what }), 'error');
     else reportError(t('action.failed', { what }), e);
     return false;
