@@ -831,6 +831,7 @@ mod tests {
                 id: 1,
                 direction,
                 party: "unit 1234".into(),
+                to_relative: None,
                 operator: talk_secs.map(|_| "op".to_string()),
                 ring_secs,
                 talk_secs,

@@ -859,6 +859,10 @@ pub struct Conversation {
     pub direction: CallDirection,
     /// The far end in words (`unit 1234`, `+46701234567`, `Anna (daughter)`).
     pub party: String,
+    /// Whether the far end is a relative (`Some(false)`: the unit or the person's own phone);
+    /// absent on conversations stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_relative: Option<bool>,
     /// The operator who answered (inbound) or called (outbound), if anyone did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
@@ -902,6 +906,9 @@ pub struct OpenConversation {
     pub direction: CallDirection,
     /// The far end in words.
     pub party: String,
+    /// Whether the far end is a relative (see [`Conversation::to_relative`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_relative: Option<bool>,
     /// When it began ringing.
     pub rang_at: jiff::Timestamp,
     /// When it was answered.
@@ -927,6 +934,7 @@ impl OpenConversation {
             id: self.id,
             direction: self.direction,
             party: self.party.clone(),
+            to_relative: self.to_relative,
             operator: self.operator.clone(),
             ring_secs: secs(self.rang_at, ring_end.max(self.rang_at)),
             talk_secs: self.answered_at.map(|a| secs(a, now.max(a))),
@@ -1492,6 +1500,7 @@ mod tests {
             call: Some(9),
             direction: CallDirection::Inbound,
             party: "unit 1234".into(),
+            to_relative: None,
             rang_at: at(0),
             answered_at: None,
             operator: None,

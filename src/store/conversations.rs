@@ -71,6 +71,7 @@ mod tests {
             call: Some(7),
             direction: CallDirection::Inbound,
             party: "unit 1234".into(),
+            to_relative: None,
             rang_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
             answered_at: None,
             operator: None,

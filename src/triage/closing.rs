@@ -179,11 +179,17 @@ pub fn unreachable(call: &Call) -> bool {
     unreached
 }
 
-/// A conversation with the unit or the person (not with a relative).
+/// A conversation with the unit or the person (not with a relative): as recorded, or for a
+/// conversation stored before that was kept, read from its direction and party.
 fn with_person(c: &crate::model::Conversation) -> bool {
-    c.direction == CallDirection::Inbound
-        || c.party.starts_with("unit ")
-        || c.party.contains(" (own phone)")
+    match c.to_relative {
+        Some(relative) => !relative,
+        None => {
+            c.direction == CallDirection::Inbound
+                || c.party.starts_with("unit ")
+                || c.party.contains(" (own phone)")
+        }
+    }
 }
 
 /// The rule: the `Closed` line `user` may write at `now` for `req`, or why not.
@@ -293,6 +299,7 @@ mod tests {
             id: 1,
             direction,
             party: party.into(),
+            to_relative: None,
             operator: Some("ola".into()),
             ring_secs: 30,
             talk_secs: (end == ConversationEnd::Operator).then_some(40),
@@ -542,6 +549,21 @@ mod tests {
             ),
         );
         assert!(!unreachable(&c));
+        // What vakt recorded of the far end decides, not the words: a relative whose name
+        // reads like the person's own phone does not count, the unit does.
+        let recorded = |to_relative, end| {
+            let TimelineEvent::Conversation(mut conv) =
+                conversation(CallDirection::Outbound, "Karin (own phone)", end)
+            else {
+                unreachable!()
+            };
+            conv.to_relative = Some(to_relative);
+            TimelineEvent::Conversation(conv)
+        };
+        push(&mut c, 5, recorded(true, ConversationEnd::NoAnswer));
+        assert!(!unreachable(&c), "a relative who did not answer");
+        push(&mut c, 6, recorded(false, ConversationEnd::NoAnswer));
+        assert!(unreachable(&c), "the person who did not answer");
     }
 
     #[test]

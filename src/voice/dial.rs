@@ -417,6 +417,7 @@ impl Switchboard {
             call: Some(req.call.id),
             direction: CallDirection::Outbound,
             party: route.party.clone(),
+            to_relative: Some(matches!(req.target, Target::Contact(_))),
             rang_at: req.now,
             answered_at: None,
             operator: Some(req.user.to_owned()),

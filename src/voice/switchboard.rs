@@ -1277,6 +1277,7 @@ impl CallHandler for Switchboard {
             call: None,
             direction: CallDirection::Inbound,
             party: id.party.clone(),
+            to_relative: Some(false),
             rang_at: call.now,
             answered_at: None,
             operator: None,

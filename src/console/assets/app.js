@@ -43,52 +43,55 @@
 
 // ---------------------------------------------------------------- 1. Constants
 
+/*
+ * The tables of labels below read the catalogue when a label is used (a getter per key): the
+ * catalogue loads after this script runs, so a text fixed here would stay English.
+ */
+
 const PRIORITIES = {
-  0: { label: 'Life-safety', cls: 'p0' },
-  1: { label: 'Personal alarm', cls: 'p1' },
-  2: { label: 'Care', cls: 'p2' },
-  3: { label: 'Technical', cls: 'p3' },
-  4: { label: 'Rule', cls: 'p4' },
+  0: { get label() { return t('priority.0'); }, cls: 'p0' },
+  1: { get label() { return t('priority.1'); }, cls: 'p1' },
+  2: { get label() { return t('priority.2'); }, cls: 'p2' },
+  3: { get label() { return t('priority.3'); }, cls: 'p3' },
+  4: { get label() { return t('priority.4'); }, cls: 'p4' },
 };
 
 /** Closing outcomes (model::Outcome), in the order offered; `no_action` only reads. */
 const OUTCOMES = {
-  help_not_needed: 'Spoke with the person: help not needed',
-  relative_goes: 'A relative goes',
-  patrol_needed: 'Patrol sent',
-  ambulance_called: 'Ambulance (112)',
-  fire_brigade_called: 'Fire brigade (112)',
-  accidental_press: 'Accidental press',
-  technical: 'Technical (fault, work order)',
-  no_action: 'No action needed (old outcome)',
+  get help_not_needed() { return t('close.outcome.help_not_needed'); },
+  get relative_goes() { return t('close.outcome.relative_goes'); },
+  get patrol_needed() { return t('close.outcome.patrol_needed'); },
+  get ambulance_called() { return t('close.outcome.ambulance_called'); },
+  get fire_brigade_called() { return t('close.outcome.fire_brigade_called'); },
+  get accidental_press() { return t('close.outcome.accidental_press'); },
+  get technical() { return t('close.outcome.technical'); },
+  get no_action() { return t('close.outcome.no_action'); },
 };
 
 /** Outcomes that send someone: every other one needs a written reason. */
 const SENDS_HELP = new Set(['patrol_needed', 'ambulance_called', 'fire_brigade_called']);
 
 const PHONE_PARTIES = {
-  person: 'Phoned the person',
-  relative: 'Phoned a relative',
-  emergency: 'Phoned 112 (emergency)',
+  get person() { return t('phone.party.person'); },
+  get relative() { return t('phone.party.relative'); },
+  get emergency() { return t('phone.party.emergency'); },
 };
 
-const STATE_LABELS = { queued: 'Waiting', claimed: 'Taken', closed: 'Closed' };
-
 const ESCALATION_REASONS = {
-  repeated_presses: 'repeated presses',
-  more_urgent_signal: 'more urgent signal',
+  get repeated_presses() { return t('escalation.repeated_presses'); },
+  get more_urgent_signal() { return t('escalation.more_urgent_signal'); },
 };
 
 /** Dispatch states in words (model::DispatchState). */
 const DISPATCH_STATES = {
-  offered: 'Waiting for receipt',
-  received: 'Received',
-  accepted: 'Accepted, on the way',
-  declined: 'Declined',
-  receipt_timeout: 'No receipt in time',
-  arrived: 'Arrived',
-  completed: 'Completed',
-  cancelled: 'Cancelled',
+  get offered() { return t('dispatch.state.offered'); },
+  get received() { return t('dispatch.state.received'); },
+  get accepted() { return t('dispatch.state.accepted'); },
+  get declined() { return t('dispatch.state.declined'); },
+  get receipt_timeout() { return t('dispatch.state.receipt_timeout'); },
+  get arrived() { return t('dispatch.state.arrived'); },
+  get completed() { return t('dispatch.state.completed'); },
+  get cancelled() { return t('dispatch.state.cancelled'); },
 };
 
 /** Still out: the patrol has it (the Call cannot get another one meanwhile). */
@@ -96,15 +99,20 @@ const OPEN_DISPATCH = new Set(['offered', 'received', 'accepted']);
 /** On the patrols board: open, or arrived and not yet completed. */
 const LIVE_DISPATCH = new Set(['offered', 'received', 'accepted', 'arrived']);
 
-const ARRIVAL_METHODS = { app: 'app', lock: 'digital lock', receipt_code: 'receipt code', presence: 'presence button at the home' };
+const ARRIVAL_METHODS = {
+  get app() { return t('dispatch.arrival.app'); },
+  get lock() { return t('dispatch.arrival.lock'); },
+  get receipt_code() { return t('dispatch.arrival.receipt_code'); },
+  get presence() { return t('dispatch.arrival.presence'); },
+};
 
 const VISIT_OUTCOMES = {
-  helped: 'helped',
-  no_action: 'no action needed',
-  ambulance_called: 'ambulance called',
-  not_home: 'nobody home',
-  no_access: 'could not get in',
-  other: 'other',
+  get helped() { return t('dispatch.visit.helped'); },
+  get no_action() { return t('dispatch.visit.no_action'); },
+  get ambulance_called() { return t('dispatch.visit.ambulance_called'); },
+  get not_home() { return t('dispatch.visit.not_home'); },
+  get no_access() { return t('dispatch.visit.no_access'); },
+  get other() { return t('dispatch.visit.other'); },
 };
 
 /** Telecom incidents (model::IncidentKind). */
@@ -369,7 +377,7 @@ function orDash(v) {
 /** A tel: link (only digits, +, * and # go into the href). */
 function telLink(phone, cls) {
   const p = String(phone || '').trim();
-  if (!p) return el('span', { class: 'muted', text: 'no phone' });
+  if (!p) return el('span', { class: 'muted', text: t('card.no_phone') });
   const href = 'tel:' + p.replace(/[^0-9+*#]/g, '');
   return el('a', { href, class: cls || 'tel', text: p });
 }
@@ -737,7 +745,7 @@ async function boot() {
       showLogin('');
     } else {
       // Without the server there may be no catalogue either.
-      showLogin(tOr('login.unreachable', 'The server cannot be reached. Trying again…'));
+      showLogin(t('login.unreachable'));
       S.bootTimer = setTimeout(boot, 5000);
     }
   }
@@ -902,9 +910,9 @@ const SESSION_WARN_MINS = 10;
 
 /** Why vakt put a call back in the queue, in words. */
 const RETURN_REASONS = {
-  session_ended: (who) => `The session of ${who} ended`,
-  disabled: (who) => `${who} was disabled`,
-  removed: (who) => `${who} was removed`,
+  session_ended: (who) => t('handover.returned.session_ended', { who }),
+  disabled: (who) => t('handover.returned.disabled', { who }),
+  removed: (who) => t('handover.returned.removed', { who }),
 };
 
 /** The open calls I own, most urgent first. */
@@ -915,28 +923,30 @@ function myCalls() {
 /** Fills `select` with the logged-in operators other than me (and me first with `withMe`). */
 async function fillOperators(select, withMe) {
   clear(select);
-  select.append(el('option', { value: '', text: 'Loading…', disabled: true, selected: true }));
+  select.append(el('option', { value: '', text: t('call.loading'), disabled: true, selected: true }));
   let online = [];
   try {
     const { data } = await api('GET', '/api/operators/online');
     online = Array.isArray(data) ? data : [];
   } catch (e) {
-    reportError('Loading who is logged in failed', e);
+    reportError(t('handover.operators_failed'), e);
   }
   clear(select);
   const others = online.filter((o) => S.me && o.username !== S.me.username);
-  if (withMe && S.me) select.append(el('option', { value: S.me.username, text: 'Myself (take over)' }));
-  else select.append(el('option', { value: '', text: others.length ? 'Choose an operator…' : 'Nobody else is logged in', disabled: true, selected: true }));
+  if (withMe && S.me) select.append(el('option', { value: S.me.username, text: t('handover.myself') }));
+  else select.append(el('option', { value: '', text: others.length ? t('handover.choose_operator') : t('handover.nobody_online'), disabled: true, selected: true }));
   for (const o of others) {
-    const owns = o.owned ? `, owns ${o.owned}` : '';
-    select.append(el('option', { value: o.username, text: `${o.username} (${o.role}${owns})` }));
+    const text = o.owned
+      ? t('handover.operator_owns', { user: o.username, role: roleWords(o.role), n: o.owned })
+      : t('handover.operator', { user: o.username, role: roleWords(o.role) });
+    select.append(el('option', { value: o.username, text }));
   }
 }
 
 function callLine(c) {
   return el('li', { dataset: { callId: String(c.id) } }, priorityBadge(c.priority, 'small'), ' ',
     el('span', { class: 'mono', text: `#${c.id}` }), ' ', subscriberLabel(c), ' · ',
-    el('span', { text: c.kind || '-' }));
+    el('span', { text: kindWords(c.kind) }));
 }
 
 /** The logout dialog: the calls I own, release them or hand them over with a note. */
@@ -944,7 +954,7 @@ function openLogoutDialog(calls) {
   const list = $('logout-calls');
   clear(list);
   for (const c of calls) list.append(callLine(c));
-  $('logout-dialog-title').textContent = calls.length === 1 ? 'You own 1 call' : `You own ${calls.length} calls`;
+  $('logout-dialog-title').textContent = tn('handover.you_own', calls.length);
   $('logout-release').checked = true;
   $('logout-note').value = '';
   show($('logout-error'), false);
@@ -969,12 +979,12 @@ async function submitLogout(e) {
   const to = $('logout-to').value;
   const note = $('logout-note').value.trim();
   if (handOver && !to) {
-    formError('logout-error', 'Choose the operator who takes them.');
+    formError('logout-error', t('handover.choose_who_takes_them'));
     $('logout-to').focus();
     return;
   }
   if (handOver && !note) {
-    formError('logout-error', 'Write a note for them: what is going on, what is left to do.');
+    formError('logout-error', t('handover.write_note'));
     $('logout-note').focus();
     return;
   }
@@ -984,7 +994,7 @@ async function submitLogout(e) {
     await api('POST', '/api/logout', body);
     closeLogoutDialog();
     showLogin('');
-    message(handOver ? `Logged out. Your calls went to ${to}.` : 'Logged out. Your calls are back in the queue.', 'info');
+    message(handOver ? t('handover.logged_out_to', { to }) : t('handover.logged_out_released'), 'info');
   } catch (ex) {
     if (ex instanceof ApiError && ex.status === 401) {
       closeLogoutDialog();
@@ -1027,7 +1037,7 @@ function renderMyCalls() {
 function jumpToMyCall() {
   const mine = myCalls();
   if (mine.length === 0) {
-    message('You own no call.', 'info');
+    message(t('handover.own_none'), 'info');
     return;
   }
   const i = mine.findIndex((c) => c.id === S.currentId);
@@ -1043,9 +1053,7 @@ function renderSessionWarning() {
   const warn = Number.isFinite(ends) && n > 0 && left <= SESSION_WARN_MINS * 60;
   show(banner, warn);
   if (warn) {
-    banner.textContent = `Your session ends at ${fmtTime(S.me.expiresAt)}, in ${fmtDuration(left)}, `
-      + `and you own ${n === 1 ? 'a call' : `${n} calls`}: log out and hand ${n === 1 ? 'it' : 'them'} over, `
-      + `or ${n === 1 ? 'it goes' : 'they go'} back to the queue.`;
+    banner.textContent = tn('handover.session_ends', n, { time: fmtTime(S.me.expiresAt), left: fmtDuration(left) });
   }
 }
 
@@ -1053,8 +1061,8 @@ function renderSessionWarning() {
 function superviseButtons(c) {
   if (!isSupervisor() || c.state !== 'claimed' || isMine(c)) return null;
   return el('span', { class: 'supervise-actions' },
-    el('button', { type: 'button', class: 'take-over secondary', text: 'Take over', on: { click: (e) => { e.stopPropagation(); takeOver(c.id); } } }),
-    el('button', { type: 'button', class: 'reassign secondary', text: 'Reassign…', on: { click: (e) => { e.stopPropagation(); openReassignDialog(c.id); } } }));
+    el('button', { type: 'button', class: 'take-over secondary', text: t('handover.take_over'), on: { click: (e) => { e.stopPropagation(); takeOver(c.id); } } }),
+    el('button', { type: 'button', class: 'reassign secondary', text: t('handover.reassign_more'), on: { click: (e) => { e.stopPropagation(); openReassignDialog(c.id); } } }));
 }
 
 function renderSuperviseOwnership(c) {
@@ -1072,15 +1080,15 @@ async function takeOver(id) {
   try {
     const data = await reassignCall(id, S.me.username, '');
     openCall(id, data);
-    message(`You took over call ${id}.`, 'ok');
+    message(t('handover.took_over', { id }), 'ok');
   } catch (e) {
-    reportError(`Taking over call ${id} failed`, e);
+    reportError(t('handover.take_over_failed', { id }), e);
   }
 }
 
 function openReassignDialog(id) {
   S.reassignId = id;
-  $('reassign-call').textContent = `call ${id}`;
+  $('reassign-call').textContent = t('handover.call_n', { id });
   $('reassign-note').value = '';
   formError('reassign-error', '');
   fillOperators($('reassign-to'), true);
@@ -1098,14 +1106,14 @@ async function submitReassign(e) {
   const id = S.reassignId;
   const to = $('reassign-to').value;
   if (id === null || id === undefined || !to) {
-    formError('reassign-error', 'Choose who takes the call.');
+    formError('reassign-error', t('handover.choose_who_takes_call'));
     return;
   }
   $('reassign-submit').disabled = true;
   try {
     await reassignCall(id, to, $('reassign-note').value.trim());
     closeReassignDialog();
-    message(S.me && to === S.me.username ? `You took over call ${id}.` : `Call ${id} went to ${to}.`, 'ok');
+    message(S.me && to === S.me.username ? t('handover.took_over', { id }) : t('handover.call_went_to', { id, to }), 'ok');
     if (S.currentId === id) refreshCall();
   } catch (ex) {
     formError('reassign-error', ex.message);
@@ -1284,7 +1292,7 @@ function setConnection(open) {
   const st = $('connection-status');
   st.dataset.state = open ? 'open' : 'closed';
   st.textContent = open ? t('conn.live') : t('conn.reconnecting');
-  st.title = open ? 'Receiving live updates' : 'No live updates: the screen may be out of date';
+  st.title = open ? t('conn.live_title') : t('conn.stale_title');
   show($('conn-banner'), !open && !!S.me);
   document.body.classList.toggle('stale', !open);
 }
@@ -1373,12 +1381,12 @@ function voiceBadge(c) {
   const vs = voiceOf(c.id);
   const ringing = vs.find((v) => v.state === 'ringing' && v.direction === 'inbound');
   if (vs.some((v) => v.state === 'ringing' && v.direction === 'outbound') && !ringing) {
-    return el('span', { class: 'tag tag-voice', title: 'Calling out', text: '☎ calling' });
+    return el('span', { class: 'tag tag-voice', title: t('voice.badge.calling_title'), text: t('voice.badge.calling') });
   }
   if (ringing) {
-    return el('span', { class: 'tag tag-voice-ringing', title: `Voice call from ${ringing.party}`, dataset: { rang: ringing.rang_at }, text: `☎ ringing ${fmtDuration(ageSecs(ringing.rang_at))}` });
+    return el('span', { class: 'tag tag-voice-ringing', title: t('voice.badge.ringing_title', { party: ringing.party }), dataset: { rang: ringing.rang_at }, text: t('voice.badge.ringing', { duration: fmtDuration(ageSecs(ringing.rang_at)) }) });
   }
-  if (vs.length) return el('span', { class: 'tag tag-voice', title: `On the line with ${vs[0].party}`, text: '☎ on the line' });
+  if (vs.length) return el('span', { class: 'tag tag-voice', title: t('voice.on_line', { party: vs[0].party }), text: t('voice.badge.on_line') });
   return null;
 }
 
@@ -1393,36 +1401,38 @@ function renderVoice() {
     const ringing = v.state === 'ringing';
     const out = v.direction === 'outbound';
     const mine = S.phone && S.phone.id === v.id;
+    const by = v.operator && !mine;
     const what = ringing
-      ? (out ? `Calling ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}…` : `Voice call ringing from ${v.party}`)
-      : `On the line with ${v.party}${v.operator && !mine ? ` (${v.operator})` : ''}`;
+      ? (out ? (by ? t('voice.calling_by', { party: v.party, operator: v.operator }) : t('voice.calling', { party: v.party })) : t('voice.ringing_from', { party: v.party }))
+      : (by ? t('voice.on_line_by', { party: v.party, operator: v.operator }) : t('voice.on_line', { party: v.party }));
     const since = ringing ? v.rang_at : v.answered_at;
     const line = el('div', { class: `voice-line voice-${v.state}${mine ? ' voice-mine' : ''}`, dataset: { conversation: String(v.id) } },
       el('span', { class: 'voice-what', text: what }), ' ',
       el('span', { class: 'voice-since muted', dataset: { since }, text: fmtDuration(ageSecs(since)) }), ' ');
     const buttons = el('span', { class: 'voice-buttons' });
     if (ringing && !out) {
-      const answer = el('button', { type: 'button', class: 'voice-answer', title: 'Answer (A)', text: 'Answer', on: { click: () => answerVoice(v, answer) } });
+      const answer = el('button', { type: 'button', class: 'voice-answer', title: t('voice.answer_title'), text: t('voice.answer'), on: { click: () => answerVoice(v, answer) } });
       buttons.append(answer);
     }
     if (mine && !ringing) {
       const p = S.phone;
       buttons.append(
-        el('button', { type: 'button', class: 'secondary voice-mute', title: 'Mute (M)', text: p.muted ? 'Unmute' : 'Mute', on: { click: () => toggleVoice('mute') } }),
-        el('button', { type: 'button', class: 'secondary voice-hold', title: 'Hold (H)', text: p.held ? 'Resume' : 'Hold', on: { click: () => toggleVoice('hold') } }));
+        el('button', { type: 'button', class: 'secondary voice-mute', title: t('voice.mute_title'), text: p.muted ? t('voice.unmute') : t('voice.mute'), on: { click: () => toggleVoice('mute') } }),
+        el('button', { type: 'button', class: 'secondary voice-hold', title: t('voice.hold_title'), text: p.held ? t('voice.resume') : t('voice.hold'), on: { click: () => toggleVoice('hold') } }));
       for (const [key, label] of DTMF_COMMANDS) {
-        buttons.append(el('button', { type: 'button', class: 'secondary voice-dtmf', title: `Send DTMF ${key} to the unit`, text: label, on: { click: () => sendDtmf(v.id, key) } }));
+        buttons.append(el('button', { type: 'button', class: 'secondary voice-dtmf', title: t('voice.dtmf_title', { key }), text: label(), on: { click: () => sendDtmf(v.id, key) } }));
       }
     }
-    const hang = el('button', { type: 'button', class: 'secondary voice-hangup', title: 'Hang up (X)', text: ringing ? (out ? 'Cancel' : 'Refuse') : 'Hang up', on: { click: () => hangUpVoice(v.id, hang) } });
+    const hang = el('button', { type: 'button', class: 'secondary voice-hangup', title: t('voice.hang_up_title'), text: ringing ? (out ? t('voice.cancel') : t('voice.refuse')) : t('voice.hang_up'), on: { click: () => hangUpVoice(v.id, hang) } });
     buttons.append(hang);
     line.append(buttons);
     strip.append(line);
   }
 }
 
-/** The SCAIP DTMF commands an operator sends (protocols.md §3.7). */
-const DTMF_COMMANDS = [['0', 'Clear down'], ['1', 'Volume −'], ['3', 'Volume +'], ['4', 'Duplex']];
+/** The SCAIP DTMF commands an operator sends (protocols.md §3.7): key and its label. */
+const DTMF_COMMANDS = [['0', () => t('voice.dtmf.clear_down')], ['1', () => t('voice.dtmf.volume_down')],
+  ['3', () => t('voice.dtmf.volume_up')], ['4', () => t('voice.dtmf.duplex')]];
 
 /** Waits until the peer connection has gathered its host candidates (at most `ms`). */
 function iceGathered(pc, ms) {
@@ -1451,7 +1461,7 @@ async function openHeadset() {
     });
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'failed' && S.phone && S.phone.pc === pc) {
-        message('The call\'s audio was lost.', 'error');
+        message(t('voice.audio_lost'), 'error');
       }
     });
     await pc.setLocalDescription(await pc.createOffer());
@@ -1467,7 +1477,7 @@ async function openHeadset() {
 /** Answers voice call `v` with the operator's headset: vakt ends the peer connection itself. */
 async function answerVoice(v, button) {
   if (S.phone) {
-    message('Hang up the call you are on first.', 'warn');
+    message(t('voice.hang_up_first'), 'warn');
     return;
   }
   button.disabled = true;
@@ -1482,7 +1492,7 @@ async function answerVoice(v, button) {
   } catch (e) {
     if (pc) pc.close();
     if (stream) for (const t of stream.getTracks()) t.stop();
-    reportError('Answering', e);
+    reportError(t('voice.answering'), e);
     button.disabled = false;
   }
 }
@@ -1508,7 +1518,7 @@ async function toggleVoice(what) {
     else p.held = on;
     renderVoice();
   } catch (e) {
-    reportError(what === 'mute' ? 'Muting' : 'Holding', e);
+    reportError(what === 'mute' ? t('voice.muting') : t('voice.holding'), e);
   }
 }
 
@@ -1516,7 +1526,7 @@ async function sendDtmf(id, key) {
   try {
     await api('POST', `/api/voice/${id}/dtmf`, { key });
   } catch (e) {
-    reportError('Sending the command', e);
+    reportError(t('voice.sending_command'), e);
   }
 }
 
@@ -1532,7 +1542,7 @@ async function hangUpVoice(id, button) {
   } catch (e) {
     // The call ended meanwhile (the person hung up): nothing is left to hang up.
     if (!(e instanceof ApiError && e.status === 404)) {
-      reportError('Hanging up', e);
+      reportError(t('voice.hanging_up'), e);
       if (button) button.disabled = false;
     }
   } finally {
@@ -1581,24 +1591,24 @@ function renderDial() {
   show(panel, visible && !!S.current && isMine(S.current));
   if (!visible) return;
   const keys = dialKeys(d.targets);
-  d.targets.forEach((t, i) => {
+  d.targets.forEach((target, i) => {
     const key = keys[i];
-    const unit = t.target === 'unit';
-    const label = unit ? 'Call back the unit' : `Call ${t.label}`;
-    const b = el('button', { type: 'button', class: unit ? 'dial-unit' : 'secondary dial-phone', title: `${label}${key ? ` (${key})` : ''}`, on: { click: () => dialOut(t, b) } },
+    const unit = target.target === 'unit';
+    const label = unit ? t('dial.unit') : t('dial.call', { label: target.label });
+    const b = el('button', { type: 'button', class: unit ? 'dial-unit' : 'secondary dial-phone', title: `${label}${key ? ` (${key})` : ''}`, on: { click: () => dialOut(target, b) } },
       label, key ? ' ' : null, key ? el('kbd', { text: key }) : null);
     const why = unit
-      ? (t.auto_answer_until ? `answers by itself until ${fmtTime(t.auto_answer_until)} (its call-back window)` : 'rings the unit: someone at home must answer')
-      : t.number;
+      ? (target.auto_answer_until ? t('dial.unit_answers_until', { time: fmtTime(target.auto_answer_until) }) : t('dial.unit_rings'))
+      : target.number;
     list.append(el('li', { class: 'dial-target' }, b, ' ', el('span', { class: 'muted dial-why', text: why })));
   });
-  if (!d.trunk) list.append(el('li', { class: 'muted dial-no-trunk', text: 'No trunk is configured: phones cannot be called from vakt.' }));
+  if (!d.trunk) list.append(el('li', { class: 'muted dial-no-trunk', text: t('dial.no_trunk') }));
 }
 
 /** Calls `t` from the Call in view with the operator's headset; the browser hears ringing. */
-async function dialOut(t, button) {
+async function dialOut(target, button) {
   if (S.phone) {
-    message('Hang up the call you are on first.', 'warn');
+    message(t('voice.hang_up_first'), 'warn');
     return;
   }
   if (button) button.disabled = true;
@@ -1606,13 +1616,13 @@ async function dialOut(t, button) {
   let stream = null;
   try {
     ({ pc, stream } = await openHeadset());
-    const { data } = await api('POST', '/api/voice/dial', { call: S.currentId, target: t.target, offer: pc.localDescription.sdp });
+    const { data } = await api('POST', '/api/voice/dial', { call: S.currentId, target: target.target, offer: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
     S.phone = { id: data.conversation, pc, stream, muted: false, held: false };
-    if (t.target === 'unit') {
+    if (target.target === 'unit') {
       message(data.auto_answer_until
-        ? `Calling the unit: it answers by itself (call-back window until ${fmtTime(data.auto_answer_until)}).`
-        : 'Calling the unit: it is outside its call-back window, so it rings and someone at home must answer.', 'info');
+        ? t('dial.calling_unit_answers', { time: fmtTime(data.auto_answer_until) })
+        : t('dial.calling_unit_rings'), 'info');
     }
     // A call out refused at once may have ended before the answer came back.
     if (S.voiceEnded.has(data.conversation)) endPhone(data.conversation);
@@ -1620,7 +1630,7 @@ async function dialOut(t, button) {
   } catch (e) {
     if (pc) pc.close();
     if (stream) for (const tr of stream.getTracks()) tr.stop();
-    reportError('Calling', e);
+    reportError(t('dial.calling'), e);
   } finally {
     if (button) button.disabled = false;
   }
@@ -1734,8 +1744,8 @@ function renderSoundState() {
   const node = $('sound-off');
   if (!node) return;
   const Ctx = window.AudioContext || window.webkitAudioContext;
-  const text = Ctx ? 'Sound is off: click here to turn it on'
-    : 'This browser plays no sound: alarms only flash. Use another browser.';
+  const text = Ctx ? t('sound.off')
+    : t('sound.unsupported');
   if (node.textContent !== text) node.textContent = text;
   if (node.hidden === off) show(node, off);
 }
@@ -1969,7 +1979,7 @@ function tick() {
     }
   }
   for (const span of document.querySelectorAll('.tag-voice-ringing[data-rang]')) {
-    span.textContent = `☎ ringing ${fmtDuration(ageSecs(span.dataset.rang))}`;
+    span.textContent = t('voice.badge.ringing', { duration: fmtDuration(ageSecs(span.dataset.rang)) });
   }
   for (const span of document.querySelectorAll('#call-voice .voice-since[data-since]')) {
     span.textContent = fmtDuration(ageSecs(span.dataset.since));
@@ -1986,12 +1996,12 @@ async function takeNext() {
   try {
     const { status, data } = await api('POST', '/api/calls/next');
     if (status === 204 || !data) {
-      message('No call waiting.', 'info');
+      message(`${t('queue.none_waiting')}.`, 'info');
     } else {
       openCall(data.id, data);
     }
   } catch (e) {
-    reportError('Take next failed', e);
+    reportError(t('queue.take_next_failed'), e);
   } finally {
     S.busy = false;
     $('take-next').disabled = false;
@@ -2007,13 +2017,13 @@ async function takeCall(id) {
   } catch (e) {
     if (e.status === 409) {
       const owner = e.body && e.body.owner;
-      message(owner ? `Call ${id} is already taken by ${owner}.` : `Call ${id} is already taken.`, 'warn');
+      message(owner ? t('queue.already_taken_by', { id, owner }) : t('queue.already_taken', { id }), 'warn');
     } else if (e.status === 410) {
-      message(`Call ${id} is already closed.`, 'warn');
+      message(t('queue.already_closed', { id }), 'warn');
     } else if (e.status === 404) {
-      message(`Call ${id} no longer exists.`, 'warn');
+      message(t('queue.gone', { id }), 'warn');
     } else {
-      reportError(`Taking call ${id} failed`, e);
+      reportError(t('queue.take_failed', { id }), e);
     }
   } finally {
     S.busy = false;
@@ -2132,7 +2142,7 @@ function openCall(id, call) {
     show($('dispatch-open'), false);
     show($('dispatch-hint'), false);
     clear($('subscriber-card'));
-    $('subscriber-card').append(el('p', { class: 'muted', text: 'Loading…' }));
+    $('subscriber-card').append(el('p', { class: 'muted', text: t('call.loading') }));
     $('note-text').value = '';
     $('phone-note').value = '';
     $('close-note').value = '';
@@ -2162,8 +2172,8 @@ async function refreshCall() {
     if (S.currentId === id && data) setCurrent(data);
   } catch (e) {
     if (S.currentId === id) {
-      if (e.status === 404) message(`Call ${id} was not found.`, 'warn');
-      else reportError(`Loading call ${id} failed`, e);
+      if (e.status === 404) message(t('call.not_found', { id }), 'warn');
+      else reportError(t('call.load_failed', { id }), e);
     }
   } finally {
     S.refreshing = false;
@@ -2321,32 +2331,39 @@ function timelineItem(e) {
       break;
     case 'phone_call':
       head.append(el('span', { class: `tl-what${e.to === 'emergency' ? ' tl-emergency' : ''}${e.answered === false ? ' tl-no-answer' : ''}`,
-        text: (PHONE_PARTIES[e.to] || `Phoned ${e.to}`) + (e.answered === false ? ': no answer' : '') }));
+        text: e.answered === false
+          ? t('tl.phoned_no_answer', { to: PHONE_PARTIES[e.to] || t('tl.phoned', { to: e.to }) })
+          : (PHONE_PARTIES[e.to] || t('tl.phoned', { to: e.to })) }));
       text = e.note;
       break;
     case 'closed':
       head.append(el('span', { class: 'tl-what', text: t('tl.closed', { outcome: OUTCOMES[e.outcome] || e.outcome || '?' }) }));
-      if (e.override_reason) head.append(el('span', { class: 'tl-override', text: ' · closing rule overridden' }));
-      if (e.review) head.append(el('span', { class: 'tl-party muted', text: ' · for review' }));
-      text = e.override_reason ? `${e.note ? e.note + ' — ' : ''}Override: ${e.override_reason} (the rule: ${e.overrode})` : e.note;
+      if (e.override_reason) head.append(el('span', { class: 'tl-override', text: ` · ${t('tl.overridden')}` }));
+      if (e.review) head.append(el('span', { class: 'tl-party muted', text: ` · ${t('tl.for_review')}` }));
+      if (e.override_reason) {
+        const override = t('tl.override', { reason: e.override_reason, rule: e.overrode });
+        text = e.note ? `${e.note} — ${override}` : override;
+      } else {
+        text = e.note;
+      }
       break;
     case 'handed_over': {
-      let what = `Reassigned from ${e.from} to ${e.to}`;
-      if (e.user === e.from) what = `Handed over to ${e.to}`;
-      else if (e.user === e.to) what = `Taken over from ${e.from}`;
+      let what = t('tl.reassigned', { from: e.from, to: e.to });
+      if (e.user === e.from) what = t('tl.handed_over', { to: e.to });
+      else if (e.user === e.to) what = t('tl.taken_over', { from: e.from });
       head.append(el('span', { class: 'tl-what', text: what }));
       text = e.note;
       break;
     }
     case 'returned': {
       const why = RETURN_REASONS[e.reason] ? RETURN_REASONS[e.reason](e.owner) : `${e.owner}: ${e.reason}`;
-      head.append(el('span', { class: 'tl-what', text: `${why}: back in the queue` }));
+      head.append(el('span', { class: 'tl-what', text: t('tl.returned', { why }) }));
       break;
     }
     case 'reopened':
       // A supervisor's review (the line names them), or a closed Call whose dispatch ended
       // without a visit, with nobody left to take it.
-      head.append(el('span', { class: 'tl-what', text: e.user ? 'Reopened on review' : t('tl.reopened') }));
+      head.append(el('span', { class: 'tl-what', text: e.user ? t('tl.reopened_review') : t('tl.reopened') }));
       text = e.reason;
       break;
     case 'conversation': {
@@ -2394,14 +2411,14 @@ function timelineItem(e) {
 }
 
 const CONVERSATION_ENDS = {
-  caller: 'the caller hung up',
-  operator: 'the operator hung up',
-  no_answer: 'no answer',
-  busy: 'busy',
-  declined: 'declined',
-  timeout: 'the line went silent',
-  failure: 'the call failed',
-  restart: 'vakt restarted during the call',
+  get caller() { return t('voice.end.caller'); },
+  get operator() { return t('voice.end.operator'); },
+  get no_answer() { return t('voice.end.no_answer'); },
+  get busy() { return t('voice.end.busy'); },
+  get declined() { return t('voice.end.declined'); },
+  get timeout() { return t('voice.end.timeout'); },
+  get failure() { return t('voice.end.failure'); },
+  get restart() { return t('voice.end.restart'); },
 };
 
 /** A voice conversation's timeline words: what happened, and the figures. */
@@ -2441,7 +2458,7 @@ async function loadSubscriber(call) {
   S.subscriberId = call.subscriber;
   S.subscriber = null;
   clear(card);
-  card.append(el('p', { class: 'muted', text: 'Loading subscriber…' }));
+  card.append(el('p', { class: 'muted', text: t('card.loading') }));
   const callId = call.id;
   try {
     const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(call.subscriber)}`);
@@ -2455,8 +2472,8 @@ async function loadSubscriber(call) {
     card.className = 'card card-warning';
     card.append(el('h2', { class: 'subscriber-name', text: call.subscriber_name || call.subscriber }),
       el('p', { class: 'warning-text', text: e.status === 404
-        ? `Subscriber ${call.subscriber} is not in the registry. Check the account ${call.account}.`
-        : `The subscriber card could not be loaded: ${e.message}` }));
+        ? t('card.not_registered', { id: call.subscriber, account: call.account })
+        : t('card.load_failed', { reason: e.message }) }));
   }
 }
 
@@ -2465,19 +2482,19 @@ function renderUnknownDevice(call) {
   clear(card);
   card.className = 'card card-warning';
   card.append(
-    el('h2', { class: 'subscriber-name unknown', text: 'Unknown device' }),
-    el('p', { class: 'warning-text', text: 'No subscriber is registered for this device. Nobody is known: there is no address, access or contact to show.' }),
+    el('h2', { class: 'subscriber-name unknown', text: t('queue.unknown_device') }),
+    el('p', { class: 'warning-text', text: t('unknown.nobody') }),
     el('dl', { class: 'facts' },
-      el('dt', { text: 'Account' }), el('dd', { class: 'mono big-value', text: call.account || '?' }),
-      el('dt', { text: 'Device page' }), el('dd', {}, call.account ? deviceLink(call.account, 'last heard, path, faults') : '-')),
-    el('p', { class: 'muted', text: 'Look at the signals in the timeline and check the device registry.' }));
+      el('dt', { text: t('card.dev.account') }), el('dd', { class: 'mono big-value', text: call.account || '?' }),
+      el('dt', { text: t('unknown.device_page') }), el('dd', {}, call.account ? deviceLink(call.account, t('unknown.device_page_title')) : '-')),
+    el('p', { class: 'muted', text: t('unknown.look') }));
 }
 
 /** Whether the person's health notes go to the patrol with an assignment (their consent). */
 function healthConsentNode(sub) {
   return sub.health_to_patrol
-    ? el('p', { class: 'health-consent yes', text: 'Shared with the patrol in an assignment (the person consented).' })
-    : el('p', { class: 'health-consent no muted', text: 'Not shared with patrols: no consent recorded.' });
+    ? el('p', { class: 'health-consent yes', text: t('card.health_shared') })
+    : el('p', { class: 'health-consent no muted', text: t('card.health_not_shared') });
 }
 
 /** Draws a subscriber's card into `into` (the Call view's card when not given). */
@@ -2568,22 +2585,26 @@ function renderSubscriber(sub, into) {
 // ---- the response plan: on the Call (steps, relatives), on the card, the editor
 
 const PLAN_KINDS = {
-  fall: 'Fall',
-  personal: 'Personal alarm (pendant, medical)',
-  fire: 'Smoke / fire',
-  wandering: 'Door / wandering (dementia)',
-  inactivity: 'Inactivity',
-  technical: 'Technical fault',
-  other: 'Other alarms',
+  get fall() { return t('plan.kind.fall'); },
+  get personal() { return t('plan.kind.personal'); },
+  get fire() { return t('plan.kind.fire'); },
+  get wandering() { return t('plan.kind.wandering'); },
+  get inactivity() { return t('plan.kind.inactivity'); },
+  get technical() { return t('plan.kind.technical'); },
+  get other() { return t('plan.kind.other'); },
 };
 const PLAN_ACTIONS = {
-  talk_to_person: 'Talk to the person',
-  call_relatives: 'Call the relatives, in order',
-  send_patrol: 'Send the patrol',
-  call_emergency: 'Call 112',
-  call_fire_brigade: 'Call the fire brigade',
+  get talk_to_person() { return t('plan.action.talk_to_person'); },
+  get call_relatives() { return t('plan.action.call_relatives'); },
+  get send_patrol() { return t('plan.action.send_patrol'); },
+  get call_emergency() { return t('plan.action.call_emergency'); },
+  get call_fire_brigade() { return t('plan.action.call_fire_brigade'); },
 };
-const RELATIVE_RESULTS = { answered: 'answered', no_answer: 'no answer', busy: 'busy' };
+const RELATIVE_RESULTS = {
+  get answered() { return t('plan.relative.answered'); },
+  get no_answer() { return t('plan.relative.no_answer'); },
+  get busy() { return t('plan.relative.busy'); },
+};
 
 /** How many plan lines the Call's timeline has: a change means the plan's marks changed. */
 function planLineCount(call) {
@@ -2612,23 +2633,26 @@ async function loadCallPlan(call) {
     S.planKey = null; // try again on the next refresh
     const body = $('call-plan-body');
     clear(body);
-    body.append(el('p', { class: 'warning-text', text: `The response plan could not be loaded: ${e.message}` }));
+    body.append(el('p', { class: 'warning-text', text: t('plan.call_load_failed', { reason: e.message }) }));
     show($('call-plan'), true);
   }
 }
 
 function planMarkText(m) {
-  const who = m.user ? ` by ${m.user}` : '';
-  if (m.result === 'skipped') return `Skipped${who} ${fmtTime(m.at)}: ${m.reason}`;
-  return `Done${who} ${fmtTime(m.at)}${m.reason ? `: ${m.reason}` : ''}`;
+  const time = fmtTime(m.at);
+  if (m.result === 'skipped') {
+    return m.user ? t('plan.mark.skipped_by', { user: m.user, time, reason: m.reason }) : t('plan.mark.skipped', { time, reason: m.reason });
+  }
+  const done = m.user ? t('plan.mark.done_by', { user: m.user, time }) : t('plan.mark.done', { time });
+  return m.reason ? `${done}: ${m.reason}` : done;
 }
 
 function planSourceText(p) {
   if (p.source === 'centre') {
-    return p.version ? `The plan (version ${p.version}) has no steps for this alarm: the centre's default plan` : "No plan for this person: the centre's default plan";
+    return p.version ? t('plan.source.no_steps', { version: p.version }) : t('plan.source.none');
   }
-  if (p.source === 'subscriber_other') return `Version ${p.version}, its steps for other alarms`;
-  return `Version ${p.version}`;
+  if (p.source === 'subscriber_other') return t('plan.source.other', { version: p.version });
+  return t('plan.version', { version: p.version });
 }
 
 /** The plan for the Call's alarm, at the top of the Call view. */
@@ -2645,11 +2669,11 @@ function renderCallPlan() {
   box.dataset.kind = p.kind;
   box.dataset.version = String(p.version);
   const mine = isMine(S.current);
-  $('call-plan-title').textContent = `Response plan: ${PLAN_KINDS[p.kind] || p.kind}`;
+  $('call-plan-title').textContent = t('plan.title_kind', { kind: PLAN_KINDS[p.kind] || p.kind });
   body.append(el('p', { class: 'plan-source muted', id: 'call-plan-version' }, planSourceText(p),
-    p.relatives_first ? el('span', { class: 'tag plan-relatives-first', text: 'Relatives first' }) : null));
+    p.relatives_first ? el('span', { class: 'tag plan-relatives-first', text: t('plan.relatives_first') }) : null));
   if (p.version && p.current_version !== p.version) {
-    body.append(el('p', { class: 'hint active', text: `The plan was edited during this call: version ${p.current_version} is current; this call follows version ${p.version}.` }));
+    body.append(el('p', { class: 'hint active', text: t('plan.edited_during', { current: p.current_version, version: p.version }) }));
   }
   if (p.instructions) body.append(el('p', { class: 'pre plan-instructions', text: p.instructions }));
   if (p.kind_instructions) body.append(el('p', { class: 'pre plan-kind-instructions', text: p.kind_instructions }));
@@ -2668,21 +2692,21 @@ function planStepItem(p, s, mine) {
   if (s.instructions) li.append(el('div', { class: 'plan-step-text pre', text: s.instructions }));
   if (s.action === 'call_relatives') li.append(planRelatives(p, mine));
   if (mine) {
-    const reason = el('input', { type: 'text', class: 'plan-skip-reason', maxlength: 500, placeholder: 'Why it is skipped', 'aria-label': 'Why it is skipped', hidden: true });
-    const done = el('button', { type: 'button', class: 'small plan-done', text: 'Done', on: { click: () => tickPlanStep(s.index, 'done', '', done) } });
-    const skip = el('button', { type: 'button', class: 'small secondary plan-skip', text: 'Skip…', on: { click: () => {
+    const reason = el('input', { type: 'text', class: 'plan-skip-reason', maxlength: 500, placeholder: t('plan.skip_reason'), 'aria-label': t('plan.skip_reason'), hidden: true });
+    const done = el('button', { type: 'button', class: 'small plan-done', text: t('plan.done'), on: { click: () => tickPlanStep(p, s, 'done', '', done) } });
+    const skip = el('button', { type: 'button', class: 'small secondary plan-skip', text: t('plan.skip_more'), on: { click: () => {
       if (reason.hidden) {
         reason.hidden = false;
-        skip.textContent = 'Skip';
+        skip.textContent = t('plan.skip');
         reason.focus();
         return;
       }
       if (!reason.value.trim()) {
-        message('Say why the step is skipped.', 'warn');
+        message(t('plan.skip_say_why'), 'warn');
         reason.focus();
         return;
       }
-      tickPlanStep(s.index, 'skipped', reason.value, skip);
+      tickPlanStep(p, s, 'skipped', reason.value, skip);
     } } });
     reason.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); skip.click(); } });
     li.append(el('div', { class: 'action-row plan-step-buttons' }, done, skip, reason));
@@ -2694,7 +2718,7 @@ function planStepItem(p, s, mine) {
 function planRelatives(p, mine) {
   const ul = el('ul', { class: 'plan-relatives' });
   if (p.relatives.length === 0) {
-    ul.append(el('li', { class: 'muted', text: 'No contacts registered.' }));
+    ul.append(el('li', { class: 'muted', text: t('card.no_contacts') }));
     return ul;
   }
   for (const r of p.relatives) {
@@ -2708,9 +2732,9 @@ function planRelatives(p, mine) {
     }
     if (mine) {
       const row = el('span', { class: 'plan-relative-buttons' });
-      for (const [result, label] of [['answered', 'Answered'], ['no_answer', 'No answer'], ['busy', 'Busy']]) {
+      for (const [result, label] of [['answered', t('plan.relative.button.answered')], ['no_answer', t('plan.relative.button.no_answer')], ['busy', t('plan.relative.button.busy')]]) {
         const b = el('button', { type: 'button', class: `small rel-${result}`, dataset: { result }, text: label,
-          on: { click: () => logRelativeCall(r.index, result, b) } });
+          on: { click: () => logRelativeCall(r, result, b) } });
         row.append(b);
       }
       li.append(' ', row);
@@ -2720,28 +2744,37 @@ function planRelatives(p, mine) {
   return ul;
 }
 
-async function tickPlanStep(index, result, reason, button) {
-  await callAction(result === 'done' ? 'Ticking the step' : 'Skipping the step', `plan/steps/${index}`, { result, reason }, button);
+/**
+ * Ticks step `s` of plan `p` as shown: the server refuses (409 `plan.changed`) when the Call's
+ * plan is another by now, and the plan shown is loaded again.
+ */
+async function tickPlanStep(p, s, result, reason, button) {
+  await callAction(result === 'done' ? t('action.tick_step') : t('action.skip_step'), `plan/steps/${s.index}`,
+    { result, reason, plan_version: p.version, action: s.action }, button);
 }
 
-async function logRelativeCall(contact, result, button) {
-  await callAction('Recording the call', 'relative-call', { contact, result }, button);
+/** Records a call to relative `r` as shown (refused when the contacts changed meanwhile). */
+async function logRelativeCall(r, result, button) {
+  await callAction(t('action.record_relative'), 'relative-call', { contact: r.index, name: r.name, result }, button);
 }
 
 /** The plan's lines in the timeline. */
 function planTimelineHead(e) {
   if (e.type === 'plan_step') {
-    const what = e.result === 'skipped' ? 'Plan step skipped' : 'Plan step done';
-    return { what: `${what}: ${e.step + 1}. ${PLAN_ACTIONS[e.action] || e.action}`, text: e.reason };
+    const params = { n: e.step + 1, action: PLAN_ACTIONS[e.action] || e.action };
+    return { what: e.result === 'skipped' ? t('plan.tl.skipped', params) : t('plan.tl.done', params), text: e.reason };
   }
-  const who = `${e.name}${e.relation ? ` (${e.relation})` : ''}`;
-  return { what: `Called ${who}: ${RELATIVE_RESULTS[e.result] || e.result}`, text: e.note };
+  const result = RELATIVE_RESULTS[e.result] || e.result;
+  return {
+    what: e.relation ? t('plan.tl.called_relation', { name: e.name, relation: e.relation, result }) : t('plan.tl.called', { name: e.name, result }),
+    text: e.note,
+  };
 }
 
 /** The plan on the subscriber's card: the version, each kind's steps; edit and versions. */
 async function appendPlanSummary(card, sub) {
   const box = el('section', { class: 'plan-summary', id: 'plan-summary' },
-    el('h3', { text: 'Response plan' }), el('p', { class: 'muted', text: 'Loading…' }));
+    el('h3', { text: t('plan.title') }), el('p', { class: 'muted', text: t('call.loading') }));
   card.append(box);
   try {
     const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(sub.id)}/plan`);
@@ -2751,7 +2784,7 @@ async function appendPlanSummary(card, sub) {
   } catch (e) {
     if (!box.isConnected) return;
     clear(box);
-    box.append(el('h3', { text: 'Response plan' }), el('p', { class: 'warning-text', text: `The plan could not be loaded: ${e.message}` }));
+    box.append(el('h3', { text: t('plan.title') }), el('p', { class: 'warning-text', text: t('plan.load_failed', { reason: e.message }) }));
   }
 }
 
@@ -2762,9 +2795,9 @@ function planKindsList(plan, data) {
     const other = plan && plan.kinds.find((k) => k.kind === 'other');
     const k = own || other || data.centre_default.find((d) => d.kind === kind);
     if (!k) continue;
-    const from = own ? '' : (other ? ' (other alarms)' : " (centre's default)");
+    const steps = k.steps.map((s) => PLAN_ACTIONS[s.action] || s.action).join(' → ');
     dl.append(el('dt', { text: PLAN_KINDS[kind] }),
-      el('dd', { dataset: { kind }, text: `${k.steps.map((s) => PLAN_ACTIONS[s.action] || s.action).join(' → ')}${from}` }));
+      el('dd', { dataset: { kind }, text: own ? steps : (other ? t('plan.steps_from_other', { steps }) : t('plan.steps_from_centre', { steps })) }));
   }
   return dl;
 }
@@ -2772,34 +2805,34 @@ function planKindsList(plan, data) {
 function renderPlanSummary(box, data) {
   clear(box);
   const cur = data.current;
-  const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: 'Response plan' }),
-    el('span', { class: 'muted', id: 'plan-summary-version', text: cur ? `Version ${cur.version}, ${cur.saved_by} ${fmtFull(cur.saved_at)}` : "No plan: the centre's default applies" }));
+  const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: t('plan.title') }),
+    el('span', { class: 'muted', id: 'plan-summary-version', text: cur ? t('plan.version_saved', { version: cur.version, user: cur.saved_by, time: fmtFull(cur.saved_at) }) : t('plan.none_default') }));
   if (isSupervisor()) {
-    head.append(el('button', { type: 'button', id: 'plan-edit', class: 'secondary small', text: 'Edit plan', on: { click: () => openPlanEditor(data) } }));
+    head.append(el('button', { type: 'button', id: 'plan-edit', class: 'secondary small', text: t('plan.edit'), on: { click: () => openPlanEditor(data) } }));
   }
   box.append(head);
   if (cur && cur.plan.instructions) box.append(el('p', { class: 'pre', text: cur.plan.instructions }));
   const first = cur && cur.plan.relatives_first !== null && cur.plan.relatives_first !== undefined ? cur.plan.relatives_first : data.relatives_first_default;
-  if (first) box.append(el('p', {}, el('span', { class: 'tag plan-relatives-first', text: 'Relatives first' })));
+  if (first) box.append(el('p', {}, el('span', { class: 'tag plan-relatives-first', text: t('plan.relatives_first') })));
   box.append(planKindsList(cur && cur.plan, data));
   if (data.versions.length > 1) {
     const list = el('ul', { class: 'plan-versions' });
     const shown = el('div', { class: 'plan-version-shown' });
     for (const v of data.versions) {
-      const b = el('button', { type: 'button', class: 'link', text: `Version ${v.version}`, on: { click: async () => {
+      const b = el('button', { type: 'button', class: 'link', text: t('plan.version', { version: v.version }), on: { click: async () => {
         try {
           const { data: old } = await api('GET', `/api/subscribers/${encodeURIComponent(data.subscriber)}/plan/versions/${v.version}`);
           clear(shown);
-          shown.append(el('p', { class: 'muted', text: `Version ${old.version}, ${old.saved_by} ${fmtFull(old.saved_at)}` }),
+          shown.append(el('p', { class: 'muted', text: t('plan.version_saved', { version: old.version, user: old.saved_by, time: fmtFull(old.saved_at) }) }),
             old.plan.instructions ? el('p', { class: 'pre', text: old.plan.instructions }) : null,
             planKindsList(old.plan, data));
         } catch (e) {
-          reportError('Loading the version failed', e);
+          reportError(t('plan.version_load_failed'), e);
         }
       } } });
       list.append(el('li', {}, b, el('span', { class: 'muted', text: ` ${v.saved_by} ${fmtFull(v.saved_at)}` })));
     }
-    box.append(el('details', { class: 'plan-history' }, el('summary', { text: `Versions (${data.versions.length})` }), list, shown));
+    box.append(el('details', { class: 'plan-history' }, el('summary', { text: t('plan.versions', { n: data.versions.length }) }), list, shown));
   }
 }
 
@@ -2810,17 +2843,17 @@ function planDialog() {
   if (d) return d;
   d = el('div', { id: 'plan-dialog', class: 'overlay', hidden: true },
     el('form', { id: 'plan-form', class: 'dialog', novalidate: true },
-      el('h2', {}, 'Response plan ', el('span', { id: 'plan-dialog-who', class: 'muted' })),
-      el('div', { class: 'field' }, el('label', { for: 'plan-first', text: 'Relatives before the patrol' }),
+      el('h2', {}, el('span', { 'data-i18n': 'plan.title', text: t('plan.title') }), ' ', el('span', { id: 'plan-dialog-who', class: 'muted' })),
+      el('div', { class: 'field' }, el('label', { for: 'plan-first', 'data-i18n': 'plan.editor.relatives_first', text: t('plan.editor.relatives_first') }),
         el('select', { id: 'plan-first' })),
-      el('div', { class: 'field' }, el('label', { for: 'plan-instructions', text: 'Instructions for every alarm of this person' }),
+      el('div', { class: 'field' }, el('label', { for: 'plan-instructions', 'data-i18n': 'plan.editor.instructions', text: t('plan.editor.instructions') }),
         el('textarea', { id: 'plan-instructions', rows: 2, maxlength: 2000 })),
-      el('p', { class: 'muted hint', text: 'Per kind of alarm: the steps in order. A kind without its own steps follows "Other alarms" when it has steps, else the centre\'s default.' }),
+      el('p', { class: 'muted hint', 'data-i18n': 'plan.editor.help', text: t('plan.editor.help') }),
       el('div', { id: 'plan-kinds-edit' }),
       el('p', { id: 'plan-error', class: 'form-error', role: 'alert', hidden: true }),
       el('div', { class: 'action-row dialog-buttons' },
-        el('button', { type: 'submit', id: 'plan-save', class: 'primary', text: 'Save as a new version' }),
-        el('button', { type: 'button', id: 'plan-cancel', text: 'Cancel', on: { click: closePlanEditor } }))));
+        el('button', { type: 'submit', id: 'plan-save', class: 'primary', 'data-i18n': 'plan.editor.save', text: t('plan.editor.save') }),
+        el('button', { type: 'button', id: 'plan-cancel', 'data-i18n': 'dialog.cancel', text: t('dialog.cancel'), on: { click: closePlanEditor } }))));
   document.body.append(d);
   $('plan-form').addEventListener('submit', savePlanEditor);
   // The console's shortcuts stay out of the editor; Esc closes it.
@@ -2833,15 +2866,15 @@ function planDialog() {
 
 function planStepRow(step) {
   const row = el('div', { class: 'plan-step-edit' });
-  const sel = el('select', { class: 'ps-action', 'aria-label': 'Step' });
+  const sel = el('select', { class: 'ps-action', 'aria-label': t('plan.editor.step') });
   for (const [v, label] of Object.entries(PLAN_ACTIONS)) sel.append(el('option', { value: v, text: label }));
   sel.value = step.action;
-  const text = el('input', { type: 'text', class: 'ps-text', maxlength: 500, placeholder: 'Instructions', 'aria-label': 'Instructions' });
+  const text = el('input', { type: 'text', class: 'ps-text', maxlength: 500, placeholder: t('plan.editor.step_instructions'), 'aria-label': t('plan.editor.step_instructions') });
   text.value = step.instructions || '';
   row.append(sel, text,
-    el('button', { type: 'button', class: 'small', title: 'Move up', text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
-    el('button', { type: 'button', class: 'small', title: 'Move down', text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
-    el('button', { type: 'button', class: 'small danger-outline ps-remove', title: 'Remove', text: 'Remove', on: { click: () => row.remove() } }));
+    el('button', { type: 'button', class: 'small', title: t('plan.editor.move_up'), text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
+    el('button', { type: 'button', class: 'small', title: t('plan.editor.move_down'), text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
+    el('button', { type: 'button', class: 'small danger-outline ps-remove', title: t('plan.editor.remove'), text: t('plan.editor.remove'), on: { click: () => row.remove() } }));
   return row;
 }
 
@@ -2851,13 +2884,13 @@ function planKindEditor(kind, own, fallback) {
   on.checked = !!own;
   const steps = el('div', { class: 'pk-steps' });
   for (const s of k.steps) steps.append(planStepRow(s));
-  const text = el('textarea', { class: 'pk-text', rows: 1, maxlength: 500, placeholder: 'Instructions for this kind', 'aria-label': 'Instructions for this kind' });
+  const text = el('textarea', { class: 'pk-text', rows: 1, maxlength: 500, placeholder: t('plan.editor.kind_instructions'), 'aria-label': t('plan.editor.kind_instructions') });
   text.value = k.instructions || '';
   const inner = el('div', { class: 'pk-inner', hidden: !own }, text, steps,
-    el('button', { type: 'button', class: 'small pk-add', text: 'Add step', on: { click: () => steps.append(planStepRow({ action: 'talk_to_person', instructions: '' })) } }));
+    el('button', { type: 'button', class: 'small pk-add', text: t('plan.editor.add_step'), on: { click: () => steps.append(planStepRow({ action: 'talk_to_person', instructions: '' })) } }));
   on.addEventListener('change', () => { inner.hidden = !on.checked; });
   return el('fieldset', { class: 'plan-kind-edit', dataset: { kind } },
-    el('legend', {}, el('label', { class: 'check-label' }, on, ` ${PLAN_KINDS[kind]}: own steps`)),
+    el('legend', {}, el('label', { class: 'check-label' }, on, ` ${t('plan.editor.own_steps', { kind: PLAN_KINDS[kind] })}`)),
     inner);
 }
 
@@ -2866,12 +2899,13 @@ function openPlanEditor(data) {
   const d = planDialog();
   S.planEditing = data.subscriber;
   const plan = data.current ? data.current.plan : { relatives_first: null, instructions: '', kinds: [] };
-  $('plan-dialog-who').textContent = `${S.subscriber && S.subscriber.id === data.subscriber ? S.subscriber.name : data.subscriber}${data.current ? ` · now version ${data.current.version}` : ''}`;
+  const who = S.subscriber && S.subscriber.id === data.subscriber ? S.subscriber.name : data.subscriber;
+  $('plan-dialog-who').textContent = data.current ? t('plan.editor.who_version', { who, version: data.current.version }) : who;
   const first = $('plan-first');
   clear(first);
-  first.append(el('option', { value: '', text: `The centre's default (${data.relatives_first_default ? 'yes' : 'no'})` }),
-    el('option', { value: 'true', text: 'Yes: call relatives before sending the patrol' }),
-    el('option', { value: 'false', text: 'No' }));
+  first.append(el('option', { value: '', text: data.relatives_first_default ? t('plan.editor.first_default_yes') : t('plan.editor.first_default_no') }),
+    el('option', { value: 'true', text: t('plan.editor.first_yes') }),
+    el('option', { value: 'false', text: t('plan.editor.first_no') }));
   first.value = plan.relatives_first === null || plan.relatives_first === undefined ? '' : String(plan.relatives_first);
   $('plan-instructions').value = plan.instructions || '';
   const kinds = $('plan-kinds-edit');
@@ -2917,14 +2951,14 @@ async function savePlanEditor(ev) {
     S.subscriberPlan = data;
     const box = $('plan-summary');
     if (box && data) renderPlanSummary(box, data);
-    message(`Response plan saved: version ${data.current.version}.`, 'ok');
+    message(t('plan.saved', { version: data.current.version }), 'ok');
     if (S.current && S.current.subscriber === id) {
       S.planKey = null;
       loadCallPlan(S.current);
     }
   } catch (e) {
     if (e.status !== 401) {
-      err.textContent = e.status === 403 ? 'You may not edit response plans.' : `Saving failed: ${e.message}`;
+      err.textContent = e.status === 403 ? t('plan.editor.forbidden') : t('plan.editor.save_failed', { reason: e.message });
       show(err, true);
     }
   } finally {
@@ -2938,7 +2972,7 @@ async function savePlanEditor(ev) {
 async function callAction(what, path, body, button) {
   const id = S.currentId;
   if (id === null || !isMine(S.current)) {
-    message('You do not own this call.', 'warn');
+    message(t('action.not_owner'), 'warn');
     return false;
   }
   if (button) button.disabled = true;
@@ -2947,9 +2981,13 @@ async function callAction(what, path, body, button) {
     if (data && data.id === S.currentId) setCurrent(data);
     return true;
   } catch (e) {
-    if (e.status === 409) message(`${what} failed: you no longer own this call (${e.message}).`, 'error');
-    else if (e.status === 410) message(`${what} failed: the call is already closed.`, 'error');
-    else reportError(`${what} failed`, e);
+    if (e.status === 409 && e.body && e.body.code === 'plan.changed') {
+      S.planKey = null; // the refresh below loads the plan as it is now
+      message(e.message, 'warn');
+    }
+    else if (e.status === 409) message(t('action.failed_not_owner', { what, reason: e.message }), 'error');
+    else if (e.status === 410) message(t('action.failed_closed', { what }), 'error');
+    else reportError(t('action.failed', { what }), e);
     return false;
   } finally {
     if (button) button.disabled = false;
@@ -2961,21 +2999,21 @@ async function saveNote() {
   const box = $('note-text');
   const text = box.value.trim();
   if (!text) {
-    message('Write the note first.', 'warn');
+    message(t('action.note_empty'), 'warn');
     box.focus();
     return;
   }
-  if (await callAction('Saving the note', 'notes', { text }, $('note-save'))) {
+  if (await callAction(t('action.save_note'), 'notes', { text }, $('note-save'))) {
     box.value = '';
-    message('Note saved.', 'ok');
+    message(t('action.note_saved'), 'ok');
   }
 }
 
 async function logPhone(to, button) {
   const noteBox = $('phone-note');
-  if (await callAction('Logging the phone call', 'phone', { to, note: noteBox.value.trim() }, button)) {
+  if (await callAction(t('action.log_phone'), 'phone', { to, note: noteBox.value.trim() }, button)) {
     noteBox.value = '';
-    message(`${PHONE_PARTIES[to] || 'Phone call'}: logged.`, 'ok');
+    message(t('action.phone_logged', { what: PHONE_PARTIES[to] || t('action.phone_call') }), 'ok');
   }
 }
 
@@ -2983,17 +3021,17 @@ async function logPhone(to, button) {
 async function logPhoneNoAnswer() {
   const noteBox = $('phone-note');
   const body = { to: 'person', answered: false, note: noteBox.value.trim() };
-  if (await callAction('Logging the phone call', 'phone', body, $('phone-no-answer'))) {
+  if (await callAction(t('action.log_phone'), 'phone', body, $('phone-no-answer'))) {
     noteBox.value = '';
-    message('No answer from the person: logged. The call now closes only with a patrol or 112.', 'warn');
+    message(t('action.no_answer_logged'), 'warn');
   }
 }
 
 async function releaseCall() {
   if (!isMine(S.current)) return;
   const id = S.currentId;
-  if (await callAction('Releasing', 'release', undefined, $('release'))) {
-    message(`Call ${id} is back in the queue.`, 'ok');
+  if (await callAction(t('action.release'), 'release', undefined, $('release'))) {
+    message(t('action.released', { id }), 'ok');
   }
 }
 
@@ -3002,13 +3040,13 @@ async function closeCall() {
   const sel = $('close-outcome');
   const outcome = sel.value;
   if (!OUTCOMES[outcome] || outcome === 'no_action') {
-    closeError('Choose an outcome before closing.');
+    closeError(t('close.choose_outcome'));
     sel.focus();
     return;
   }
   const note = $('close-note').value.trim();
   if (!SENDS_HELP.has(outcome) && !note) {
-    closeError('Write why neither a patrol nor an emergency service is needed.');
+    closeError(t('close.reason_required'));
     $('close-note').focus();
     return;
   }
@@ -3018,7 +3056,7 @@ async function closeCall() {
   }
   const id = S.currentId;
   if (id === null || !isMine(S.current)) {
-    message('You do not own this call.', 'warn');
+    message(t('action.not_owner'), 'warn');
     return;
   }
   const button = $('close-submit');
@@ -3027,12 +3065,12 @@ async function closeCall() {
     const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/close`, body);
     if (data && data.id === S.currentId) setCurrent(data);
     resetCloseForm();
-    message(`Call ${id} closed: ${OUTCOMES[outcome]}. Press Esc for the queue.`, 'ok');
+    message(t('close.closed', { id, outcome: OUTCOMES[outcome] }), 'ok');
   } catch (e) {
     // 409/422/403 from the closing rule: its words, where the operator looks.
     if ([403, 409, 422].includes(e.status)) closeError(e.message);
-    else if (e.status === 410) closeError('The call is already closed.');
-    else reportError('Closing failed', e);
+    else if (e.status === 410) closeError(t('close.already_closed'));
+    else reportError(t('close.failed'), e);
   } finally {
     button.disabled = false;
     if (S.currentId === id) refreshCall();
@@ -3062,11 +3100,24 @@ function renderCloseReason() {
   const outcome = $('close-outcome').value;
   const needs = !!outcome && !SENDS_HELP.has(outcome);
   $('close-note').placeholder = needs
-    ? 'Reason (required): why neither a patrol nor 112 is needed'
-    : 'Closing note';
+    ? t('close.reason_placeholder')
+    : t('close.note_placeholder');
   $('close-note').classList.toggle('required', needs);
   show($('close-override-box'), isSupervisor());
   show($('close-override-reason'), isSupervisor() && $('close-override').checked);
+}
+
+/**
+ * The text of `key` as nodes: each `{name}` placeholder whose param is a DOM node (a <kbd>)
+ * becomes that node, the other params are filled in as t() does.
+ */
+function nodeText(key, params) {
+  const texts = {};
+  for (const [k, v] of Object.entries(params)) if (!(v instanceof Node)) texts[k] = v;
+  return t(key, texts).split(/(\{\w+\})/).map((part) => {
+    const m = /^\{(\w+)\}$/.exec(part);
+    return m && params[m[1]] instanceof Node ? params[m[1]] : part;
+  }).filter((part) => part !== '');
 }
 
 function renderPatrolHint() {
@@ -3076,10 +3127,9 @@ function renderPatrolHint() {
   const open = S.current ? openDispatchOf(S.current) : null;
   clear(hint);
   if (open) {
-    hint.append(`Patrol needed: ${open.patrol_name || open.patrol} is dispatched. Its clock keeps running after the call is closed.`);
+    hint.append(t('close.patrol_hint_dispatched', { patrol: open.patrol_name || open.patrol }));
   } else {
-    hint.append('Patrol needed: dispatch the patrol first ', el('kbd', { text: 'D' }),
-      '. Its clock keeps running after the call is closed.');
+    appendAll(hint, ...nodeText('close.patrol_hint', { key: el('kbd', { text: 'D' }) }));
     hint.classList.toggle('danger', chosen);
   }
   if (open) hint.classList.remove('danger');
@@ -3167,46 +3217,46 @@ function dispatchClock(d, now) {
       if (Number.isFinite(rd)) {
         const left = (rd - now) / 1000;
         if (left > 0) {
-          return { kind: 'receipt', label: 'Receipt due in', value: fmtClock(Math.ceil(left)),
-            title: `The patrol must confirm receipt by ${fmtTimeMs(rd)}; after that vakt passes it to the next patrol of the route.` };
+          return { kind: 'receipt', label: t('dispatch.clock.receipt_due_in'), value: fmtClock(Math.ceil(left)),
+            title: t('dispatch.clock.receipt_due_title', { time: fmtTimeMs(rd) }) };
         }
-        return { kind: 'receipt-overdue', label: 'No receipt', value: `+${fmtClock(-left)}`,
-          title: `Receipt was due at ${fmtTimeMs(rd)}: vakt is passing it on.` };
+        return { kind: 'receipt-overdue', label: t('dispatch.clock.no_receipt'), value: `+${fmtClock(-left)}`,
+          title: t('dispatch.clock.receipt_overdue_title', { time: fmtTimeMs(rd) }) };
       }
-      return { kind: 'receipt', label: 'Waiting for receipt', value: fmtClock((now - parseTs(d.offered_at)) / 1000),
-        title: `Offered at ${fmtTime(d.offered_at)}` };
+      return { kind: 'receipt', label: t('dispatch.state.offered'), value: fmtClock((now - parseTs(d.offered_at)) / 1000),
+        title: t('dispatch.clock.offered_at', { time: fmtTime(d.offered_at) }) };
     }
     case 'received':
     case 'accepted': {
       const dl = deadlineOf(d);
-      if (!Number.isFinite(dl)) return { kind: 'arrival', label: 'Arrival clock running', value: '--:--' };
+      if (!Number.isFinite(dl)) return { kind: 'arrival', label: t('dispatch.clock.arrival_running'), value: '--:--' };
       const left = (dl - now) / 1000;
       if (d.breached || left <= 0) {
-        return { kind: 'breached', label: 'BREACHED', value: `+${fmtClock(Math.max(0, -left))}`,
-          title: `The ${d.limit_mins}-minute arrival limit passed at ${fmtTimeMs(dl)}. The patrol has not arrived.` };
+        return { kind: 'breached', label: t('dispatch.breached'), value: `+${fmtClock(Math.max(0, -left))}`,
+          title: t('dispatch.clock.breached_title', { limit: d.limit_mins, time: fmtTimeMs(dl) }) };
       }
       const warned = Array.isArray(d.warned_at_mins) && d.warned_at_mins.length > 0;
-      return { kind: warned ? 'warn' : 'arrival', label: 'Arrival due in', value: fmtClock(Math.ceil(left)),
-        title: `Must arrive by ${fmtTimeMs(dl)} (${d.limit_mins} min from receipt at ${fmtTime(d.received_at)})` };
+      return { kind: warned ? 'warn' : 'arrival', label: t('dispatch.clock.arrival_due_in'), value: fmtClock(Math.ceil(left)),
+        title: t('dispatch.clock.arrival_due_title', { time: fmtTimeMs(dl), limit: d.limit_mins, received: fmtTime(d.received_at) }) };
     }
     case 'arrived': {
       const took = tookSecs(d);
-      return { kind: d.breached ? 'late' : 'arrived', label: 'Arrived', value: fmtTime(d.arrived_at),
-        extra: took === null ? '' : `${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+      return { kind: d.breached ? 'late' : 'arrived', label: t('dispatch.state.arrived'), value: fmtTime(d.arrived_at),
+        extra: took === null ? '' : (d.breached ? t('dispatch.clock.after_receipt_late', { took: fmtClock(took) }) : t('dispatch.clock.after_receipt', { took: fmtClock(took) })) };
     }
     case 'completed': {
       const took = tookSecs(d);
-      return { kind: d.breached ? 'late' : 'done', label: 'Completed', value: fmtTime(d.ended_at),
-        extra: took === null ? '' : `arrived ${fmtClock(took)} after receipt${d.breached ? ': LATE' : ''}` };
+      return { kind: d.breached ? 'late' : 'done', label: t('dispatch.state.completed'), value: fmtTime(d.ended_at),
+        extra: took === null ? '' : (d.breached ? t('dispatch.clock.arrived_after_late', { took: fmtClock(took) }) : t('dispatch.clock.arrived_after', { took: fmtClock(took) })) };
     }
     case 'cancelled':
-      return { kind: 'ended', label: 'Cancelled', value: fmtTime(d.ended_at) };
+      return { kind: 'ended', label: t('dispatch.state.cancelled'), value: fmtTime(d.ended_at) };
     case 'declined':
-      return { kind: 'ended', label: 'Declined', value: fmtTime(d.ended_at) };
+      return { kind: 'ended', label: t('dispatch.state.declined'), value: fmtTime(d.ended_at) };
     case 'receipt_timeout': {
       const next = nextDispatchAfter(d);
-      return { kind: 'ended', label: 'No receipt', value: fmtTime(d.ended_at),
-        extra: next ? `passed to ${next.patrol_name || next.patrol}` : '' };
+      return { kind: 'ended', label: t('dispatch.clock.no_receipt'), value: fmtTime(d.ended_at),
+        extra: next ? t('dispatch.clock.passed_to', { patrol: next.patrol_name || next.patrol }) : '' };
     }
     default:
       return { kind: 'ended', label: String(d.state), value: '' };
@@ -3353,8 +3403,8 @@ function renderAlerts() {
   show(box, list.length > 0);
   for (const a of list.slice(0, 3)) box.append(alertLine(a));
   if (list.length > 3) {
-    box.append(el('div', { class: 'dalert-more' }, `${list.length - 3} more alerts. `,
-      el('button', { type: 'button', class: 'small', text: 'Patrols board', on: { click: showPatrols } })));
+    box.append(el('div', { class: 'dalert-more' }, `${tn('dispatch.alert.more', list.length - 3)} `,
+      el('button', { type: 'button', class: 'small', text: t('dispatch.alert.board'), on: { click: showPatrols } })));
   }
   if (focusKey) {
     const again = box.querySelector(`[data-focus-key="${focusKey}"]`);
@@ -3365,45 +3415,49 @@ function renderAlerts() {
 
 function alertLine(a) {
   const d = S.known.get(a.id) || { id: a.id, call: a.call };
-  const who = d.patrol_name || d.patrol || 'The patrol';
-  const where = [d.subscriber_name, d.address].filter(Boolean).join(', ') || `call ${d.call}`;
+  const who = d.patrol_name || d.patrol || t('dispatch.alert.the_patrol');
+  const where = [d.subscriber_name, d.address].filter(Boolean).join(', ') || t('handover.call_n', { id: d.call });
+  const limit = d.limit_mins || '?';
   let tag;
   let text;
   if (a.kind === 'breach') {
-    tag = 'BREACHED';
+    tag = t('dispatch.breached');
     const dl = deadlineOf(d);
     if (d.arrived_at) {
-      text = `${who} arrived late at ${where}: ${fmtTime(d.arrived_at)}, ${fmtClock(tookSecs(d))} after receipt (limit ${d.limit_mins} min).`;
+      text = t('dispatch.alert.arrived_late', { who, where, time: fmtTime(d.arrived_at), took: fmtClock(tookSecs(d)), limit: d.limit_mins });
     } else if (d.state === 'cancelled') {
-      text = `${who} to ${where}: the arrival limit passed; the dispatch was cancelled since.`;
+      text = t('dispatch.alert.breached_cancelled', { who, where });
+    } else if (Number.isFinite(dl)) {
+      text = t('dispatch.alert.breached_at', { who, where, limit, time: fmtTimeMs(dl) });
     } else {
-      text = `${who} has not arrived at ${where}: the ${d.limit_mins || '?'}-minute limit passed${Number.isFinite(dl) ? ` at ${fmtTimeMs(dl)}` : ''}.`;
+      text = t('dispatch.alert.breached', { who, where, limit });
     }
   } else if (a.kind === 'warning') {
-    tag = 'ARRIVAL';
+    tag = t('dispatch.alert.tag_arrival');
     const dl = deadlineOf(d);
     const left = minutesLeft(d);
-    text = `${who} has not arrived at ${where}: ${left} min left of ${d.limit_mins || '?'}${Number.isFinite(dl) ? `, until ${fmtTimeMs(dl)}` : ''}. Call the patrol if it is not on its way.`;
+    text = Number.isFinite(dl)
+      ? t('dispatch.alert.warning_until', { who, where, left, limit, time: fmtTimeMs(dl) })
+      : t('dispatch.alert.warning', { who, where, left, limit });
   } else {
-    tag = 'NO RECEIPT';
+    tag = t('dispatch.alert.tag_no_receipt');
     const next = nextDispatchAfter(d);
-    let then;
-    if (next) then = `passed to ${next.patrol_name || next.patrol}.`;
-    else if (!a.settled) then = 'passing it on to the next patrol…';
+    if (next) text = t('dispatch.alert.receipt_passed', { who, where, patrol: next.patrol_name || next.patrol });
+    else if (!a.settled) text = t('dispatch.alert.receipt_passing', { who, where });
     else {
       // The server's words: who was tried and why nobody is left.
-      then = d.note ? `${d.note}.` : 'not passed on.';
+      const why = d.note ? `${d.note}.` : t('dispatch.alert.not_passed_on');
       const call = S.calls.get(d.call);
-      if (call && call.state === 'queued') then += ` Call ${d.call} is back in the queue: take it and dispatch again.`;
-      else then += ' Dispatch one by hand.';
+      text = call && call.state === 'queued'
+        ? t('dispatch.alert.receipt_requeued', { who, where, why, call: d.call })
+        : t('dispatch.alert.receipt_by_hand', { who, where, why });
     }
-    text = `${who} did not confirm receipt for ${where} in time: ${then}`;
   }
   return el('div', { class: `dalert dalert-${a.kind}`, dataset: { dispatchId: String(a.id), call: String(d.call) } },
     el('strong', { class: 'dalert-tag', text: tag }),
     el('span', { class: 'dalert-text', text }),
-    el('button', { type: 'button', class: 'small dalert-open', text: `Open call ${d.call}`, dataset: { focusKey: `open-${a.key}` }, on: { click: () => openCall(d.call) } }),
-    el('button', { type: 'button', class: 'small dalert-ok', text: 'OK', title: 'Acknowledge: hide this alert', dataset: { focusKey: `ok-${a.key}` }, on: { click: () => dismissAlert(a.key) } }));
+    el('button', { type: 'button', class: 'small dalert-open', text: t('board.open_call', { id: d.call }), dataset: { focusKey: `open-${a.key}` }, on: { click: () => openCall(d.call) } }),
+    el('button', { type: 'button', class: 'small dalert-ok', text: t('dispatch.alert.ok'), title: t('dispatch.alert.ok_title'), dataset: { focusKey: `ok-${a.key}` }, on: { click: () => dismissAlert(a.key) } }));
 }
 
 /** The patrols tab's badge: how many patrols are out, how many are late. */
@@ -3412,9 +3466,9 @@ function renderDispatchBadge(now) {
   const breached = live.filter((d) => isBreachedNow(d, now)).length;
   const overdue = live.filter((d) => isReceiptOverdue(d, now)).length;
   const badge = $('patrols-badge');
-  let text = live.length ? `${live.length} out` : '';
-  if (breached) text += ` · ${breached} breached`;
-  if (overdue) text += ` · ${overdue} no receipt`;
+  let text = live.length ? t('dispatch.badge.out', { n: live.length }) : '';
+  if (breached) text += ` · ${t('dispatch.badge.breached', { n: breached })}`;
+  if (overdue) text += ` · ${t('dispatch.badge.no_receipt', { n: overdue })}`;
   const cls = `tab-badge${breached ? ' bad' : (overdue ? ' warn' : '')}`;
   if (badge.textContent !== text) badge.textContent = text;
   if (badge.className !== cls) badge.className = cls;
@@ -3437,8 +3491,8 @@ function homeLiveWords(call) {
   const live = (call.context && call.context.live_dispatches) || [];
   return live.map((d) => {
     const who = d.patrol_name || d.patrol;
-    const what = d.state === 'arrived' ? 'is at the home' : 'is on its way to the home';
-    return `${who} ${what} for call #${d.call} (dispatched ${fmtTime(d.offered_at)}).`;
+    const params = { who, call: d.call, time: fmtTime(d.offered_at) };
+    return d.state === 'arrived' ? t('context.live_at_home', params) : t('context.live_on_way', params);
   }).join(' ');
 }
 
@@ -3455,13 +3509,13 @@ function renderContext(call) {
   clear(ul);
   for (const r of recent) {
     const state = r.state === 'closed'
-      ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : 'closed')
-      : (r.state === 'claimed' ? 'open, taken' : 'open, waiting');
+      ? (r.outcome ? OUTCOMES[r.outcome] || r.outcome : t('call.closed_word'))
+      : (r.state === 'claimed' ? t('context.open_taken') : t('context.open_waiting'));
     const names = (r.patrol_names || []).length ? r.patrol_names : (r.patrols || []);
-    const patrols = names.length ? ` · patrol ${names.join(', ')}` : '';
+    const patrols = names.length ? ` · ${t('context.patrol', { names: names.join(', ') })}` : '';
     const a = el('button', { type: 'button', class: 'link', text: `#${r.id}`, on: { click: () => openCall(r.id) } });
     ul.append(el('li', { class: `context-call${r.state === 'closed' ? '' : ' context-open'}` },
-      a, ` ${fmtTime(r.opened_at)} ${r.kind} — ${state}${patrols}`));
+      a, ` ${t('context.line', { time: fmtTime(r.opened_at), kind: kindWords(r.kind), state })}${patrols}`));
   }
 }
 
@@ -3472,9 +3526,9 @@ function renderDispatchPanel(call) {
   show($('dispatch-open'), mine && !!call.subscriber && !open);
   let h = '';
   if (list.length === 0) {
-    if (!call.subscriber) h = 'Unknown device: there is no subscriber to send a patrol to.';
-    else if (mine) h = 'No patrol dispatched yet.';
-    else h = call.state === 'closed' ? 'No patrol was dispatched.' : 'No patrol dispatched.';
+    if (!call.subscriber) h = t('dispatch.unknown_device');
+    else if (mine) h = t('dispatch.none_yet');
+    else h = call.state === 'closed' ? t('dispatch.none_was') : t('dispatch.none');
   }
   const hint = $('dispatch-hint');
   hint.textContent = h;
@@ -3493,21 +3547,29 @@ function renderDispatchPanel(call) {
 
 /** Facts of a dispatch in one line. */
 function dispatchFacts(d) {
-  const parts = [`Dispatched ${fmtTime(d.offered_at)}${d.operator ? ` by ${d.operator}` : ''}`];
-  if (d.received_at) parts.push(`received ${fmtTime(d.received_at)}`);
-  if (d.accepted_at) parts.push(`accepted ${fmtTime(d.accepted_at)}`);
-  if (d.arrived_at) parts.push(`arrived ${fmtTime(d.arrived_at)}${d.arrival_method ? ` (${ARRIVAL_METHODS[d.arrival_method] || d.arrival_method})` : ''}`);
-  if (d.limit_mins) parts.push(`limit ${d.limit_mins} min`);
+  const offered = fmtTime(d.offered_at);
+  const parts = [d.operator ? t('dispatch.facts.dispatched_by', { time: offered, operator: d.operator }) : t('dispatch.facts.dispatched', { time: offered })];
+  if (d.received_at) parts.push(t('dispatch.facts.received', { time: fmtTime(d.received_at) }));
+  if (d.accepted_at) parts.push(t('dispatch.facts.accepted', { time: fmtTime(d.accepted_at) }));
+  if (d.arrived_at) {
+    const time = fmtTime(d.arrived_at);
+    parts.push(d.arrival_method
+      ? t('dispatch.facts.arrived_by', { time, method: ARRIVAL_METHODS[d.arrival_method] || d.arrival_method })
+      : t('dispatch.facts.arrived', { time }));
+  }
+  if (d.limit_mins) parts.push(t('dispatch.facts.limit', { n: d.limit_mins }));
   return parts.join(' · ');
 }
 
 function dispatchNote(d) {
   if (!d.note) return '';
-  if (d.state === 'declined') return `Reason: ${d.note}`;
-  if (d.state === 'cancelled') return `Reason: ${d.note}`;
+  if (d.state === 'declined') return t('dispatch.note.reason', { reason: d.note });
+  if (d.state === 'cancelled') return t('dispatch.note.reason', { reason: d.note });
   if (d.state === 'completed') {
     const [outcome, ...rest] = String(d.note).split(': ');
-    return VISIT_OUTCOMES[outcome] ? `Visit: ${VISIT_OUTCOMES[outcome]}${rest.length ? ` — ${rest.join(': ')}` : ''}` : `Visit: ${d.note}`;
+    if (!VISIT_OUTCOMES[outcome]) return t('dispatch.note.visit', { visit: d.note });
+    const visit = VISIT_OUTCOMES[outcome];
+    return rest.length ? t('dispatch.note.visit_note', { visit, note: rest.join(': ') }) : t('dispatch.note.visit', { visit });
   }
   return d.note;
 }
@@ -3528,7 +3590,7 @@ function dispatchItem(d, cancelForm) {
   if (note) li.append(el('div', { class: 'tl-text dispatch-note', text: note }));
   if (open) {
     li.append(cancelForm || el('div', { class: 'action-row cancel-row' },
-      el('button', { type: 'button', class: 'small danger-outline dispatch-cancel', text: 'Cancel dispatch…', on: { click: () => openCancelForm(d, li) } })));
+      el('button', { type: 'button', class: 'small danger-outline dispatch-cancel', text: t('dispatch.cancel.open'), on: { click: () => openCancelForm(d, li) } })));
   }
   if (!phone && d.patrol) loadPatrolPhones();
   return li;
@@ -3555,11 +3617,11 @@ async function loadPatrolPhones() {
 function openCancelForm(d, li) {
   S.cancelFor = d.id;
   const id = `cancel-reason-${d.id}`;
-  const input = el('input', { type: 'text', id, class: 'cancel-reason', maxlength: 500, placeholder: 'e.g. the person is fine, the ambulance took over' });
-  const submit = el('button', { type: 'submit', class: 'danger-outline cancel-submit', text: 'Cancel the dispatch' });
-  const keep = el('button', { type: 'button', class: 'secondary', text: 'Keep it', on: { click: closeCancelForm } });
+  const input = el('input', { type: 'text', id, class: 'cancel-reason', maxlength: 500, placeholder: t('dispatch.cancel.placeholder') });
+  const submit = el('button', { type: 'submit', class: 'danger-outline cancel-submit', text: t('dispatch.cancel.submit') });
+  const keep = el('button', { type: 'button', class: 'secondary', text: t('dispatch.cancel.keep'), on: { click: closeCancelForm } });
   const form = el('form', { class: 'cancel-form', novalidate: true, dataset: { dispatchId: String(d.id) } },
-    el('label', { for: id, text: `Why cancel the dispatch to ${d.patrol_name || d.patrol}?` }),
+    el('label', { for: id, text: t('dispatch.cancel.why', { patrol: d.patrol_name || d.patrol }) }),
     input,
     el('div', { class: 'action-row' }, submit, keep));
   form.addEventListener('submit', (e) => {
@@ -3589,7 +3651,7 @@ function closeCancelForm() {
 async function cancelDispatch(d, input, buttons) {
   const reason = input.value.trim();
   if (!reason) {
-    message('Write why the dispatch is cancelled (the patrol is told).', 'warn');
+    message(t('dispatch.cancel.reason_required'), 'warn');
     input.focus();
     return;
   }
@@ -3599,10 +3661,10 @@ async function cancelDispatch(d, input, buttons) {
     const { data } = await api('POST', `/api/dispatches/${encodeURIComponent(d.id)}/cancel`, { reason });
     noteDispatch(data);
     S.cancelFor = null;
-    message(`The dispatch to ${name} is cancelled; the patrol is told.`, 'ok');
+    message(t('dispatch.cancel.done', { patrol: name }), 'ok');
   } catch (e) {
-    if (e.status === 409 || e.status === 410) message(`The dispatch to ${name} cannot be cancelled: ${e.message}`, 'warn');
-    else reportError('Cancelling the dispatch failed', e);
+    if (e.status === 409 || e.status === 410) message(t('dispatch.cancel.refused', { patrol: name, reason: e.message }), 'warn');
+    else reportError(t('dispatch.cancel.failed'), e);
   } finally {
     for (const b of buttons) b.disabled = false;
     renderDispatchBadge(serverNow());
@@ -3618,39 +3680,42 @@ async function cancelDispatch(d, input, buttons) {
  * the line does not name it), `text` (a reason, shown under the line like a note).
  */
 function dispatchStepWords(e) {
-  const name = e.patrol_name || e.patrol || 'the patrol';
+  const name = e.patrol_name || e.patrol || t('dispatch.tl.the_patrol');
   const detail = e.detail || '';
   switch (e.step) {
     case 'offered':
       // The operator's instruction to the patrol, when there was one.
       return {
-        what: e.user ? `Dispatched to ${name}` : `Offered to ${name} (next in the route)`,
-        text: detail.startsWith('instruction: ') ? `Instruction: ${detail.slice('instruction: '.length)}` : '',
+        what: e.user ? t('dispatch.tl.dispatched', { patrol: name }) : t('dispatch.tl.offered', { patrol: name }),
+        text: detail.startsWith('instruction: ') ? t('dispatch.tl.instruction', { text: detail.slice('instruction: '.length) }) : '',
       };
     case 'received':
-      return { what: `${name} confirmed receipt` };
+      return { what: t('dispatch.tl.received', { patrol: name }) };
     case 'accepted':
-      return { what: `${name} accepted` };
+      return { what: t('dispatch.tl.accepted', { patrol: name }) };
     case 'declined':
-      return { what: `${name} declined`, text: detail };
+      return { what: t('dispatch.tl.declined', { patrol: name }), text: detail };
     case 'arrived':
-      return { what: `Arrived (${ARRIVAL_METHODS[detail] || detail || 'app'})`, who: name };
+      return { what: t('dispatch.tl.arrived', { method: ARRIVAL_METHODS[detail] || detail || ARRIVAL_METHODS.app }), who: name };
     case 'completed': {
       const [outcome, ...rest] = detail.split(': ');
       const note = rest.join(': ');
-      return { what: `Completed: ${VISIT_OUTCOMES[outcome] || outcome || 'done'}${note ? ` — ${note}` : ''}`, who: name };
+      const visit = VISIT_OUTCOMES[outcome] || outcome || t('dispatch.tl.done');
+      return { what: note ? t('dispatch.tl.completed_note', { visit, note }) : t('dispatch.tl.completed', { visit }), who: name };
     }
     case 'cancelled':
-      return { what: `Dispatch to ${name} cancelled`, text: detail };
+      return { what: t('dispatch.tl.cancelled', { patrol: name }), text: detail };
     case 'receipt_timeout':
       // The server names where it went: "passed to NAME", or that no one was left.
-      return { what: `No receipt from ${name} in ${receiptWait(e)}${detail ? `: ${detail}` : ''}` };
+      return { what: detail
+        ? t('dispatch.tl.no_receipt_detail', { patrol: name, wait: receiptWait(e), detail })
+        : t('dispatch.tl.no_receipt', { patrol: name, wait: receiptWait(e) }) };
     case 'warning':
-      return { what: `Warning: ${detail || 'the arrival limit is near'}`, who: name };
+      return { what: t('dispatch.tl.warning', { detail: detail || t('dispatch.tl.limit_near') }), who: name };
     case 'breached':
-      return { what: 'BREACHED: arrival limit passed', who: name };
+      return { what: t('dispatch.tl.breached'), who: name };
     default:
-      return { what: `Dispatch: ${e.step}${detail ? ` (${detail})` : ''}`, who: name };
+      return { what: detail ? t('dispatch.tl.other_detail', { step: e.step, detail }) : t('dispatch.tl.other', { step: e.step }), who: name };
   }
 }
 
@@ -3658,10 +3723,10 @@ function dispatchStepWords(e) {
 function receiptWait(e) {
   const d = S.known.get(e.dispatch);
   const secs = d ? (parseTs(e.at) - parseTs(d.offered_at)) / 1000 : NaN;
-  if (!Number.isFinite(secs) || secs < 0) return 'time';
-  if (secs < 90) return `${Math.round(secs)} s`;
+  if (!Number.isFinite(secs) || secs < 0) return t('dispatch.tl.wait_time');
+  if (secs < 90) return t('dispatch.tl.secs', { n: Math.round(secs) });
   const mins = Math.round(secs / 60);
-  return Math.abs(secs - mins * 60) < 10 ? `${mins} min` : fmtDuration(secs);
+  return Math.abs(secs - mins * 60) < 10 ? t('dispatch.tl.mins', { n: mins }) : fmtDuration(secs);
 }
 
 // ---- the "dispatch a patrol" dialog
@@ -3670,31 +3735,31 @@ async function openDispatchDialog() {
   const call = S.current;
   if (S.view !== 'call' || !call) return;
   if (!isMine(call)) {
-    message('Take the call first: its owner dispatches the patrol.', 'warn');
+    message(t('dispatch.take_first'), 'warn');
     return;
   }
   const open = openDispatchOf(call);
   if (open) {
-    message(`${open.patrol_name || open.patrol} is already dispatched to this call. Cancel that dispatch to send another patrol.`, 'warn');
+    message(t('dispatch.already', { patrol: open.patrol_name || open.patrol }), 'warn');
     return;
   }
   if (!call.subscriber) {
-    message('Unknown device: there is no subscriber to send a patrol to.', 'warn');
+    message(t('dispatch.unknown_device'), 'warn');
     return;
   }
   const id = call.id;
   S.dispatchChoices = null;
   S.dispatchSecond = false;
   const home = homeLiveWords(call);
-  $('dispatch-home').textContent = home ? `${home} Send another only if this is a new need.` : '';
+  $('dispatch-home').textContent = home ? t('dispatch.dialog.home', { live: home }) : '';
   show($('dispatch-home'), !!home);
-  $('dispatch-dialog-call').textContent = `· call ${id}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
-  $('dispatch-route').textContent = 'Loading the patrols…';
+  $('dispatch-dialog-call').textContent = `· ${t('handover.call_n', { id })}${call.subscriber_name ? ` · ${call.subscriber_name}` : ''}`;
+  $('dispatch-route').textContent = t('board.loading');
   clear($('dispatch-choices'));
   show($('dispatch-error'), false);
   resetDispatchSends();
   $('dispatch-submit').disabled = true;
-  $('dispatch-submit').textContent = 'Dispatch';
+  $('dispatch-submit').textContent = t('dispatch.dialog.submit');
   show($('dispatch-dialog'), true);
   $('dispatch-cancel-dialog').focus();
   try {
@@ -3705,7 +3770,7 @@ async function openDispatchDialog() {
   } catch (e) {
     if (S.currentId !== id || $('dispatch-dialog').hidden) return;
     $('dispatch-route').textContent = '';
-    if (e.status !== 401) showDispatchError(`The patrols could not be loaded: ${e.message}`);
+    if (e.status !== 401) showDispatchError(t('dispatch.dialog.load_failed', { reason: e.message }));
   }
 }
 
@@ -3731,14 +3796,14 @@ function connDot(connected) {
   return el('span', {
     class: `conn-dot ${connected ? 'on' : 'off'}`,
     role: 'img',
-    title: connected ? 'Connected to vakt' : 'Not connected',
-    'aria-label': connected ? 'connected' : 'not connected',
+    title: connected ? t('dispatch.dialog.connected_title') : t('board.not_connected'),
+    'aria-label': connected ? t('dispatch.dialog.connected') : t('dispatch.dialog.not_connected'),
   });
 }
 
 function shiftText(p) {
-  if (p.on_shift) return p.shift ? `on shift: ${p.shift}` : 'on shift';
-  return 'off shift';
+  if (p.on_shift) return p.shift ? t('dispatch.dialog.on_shift_named', { shift: p.shift }) : t('board.on_shift');
+  return t('board.off_shift');
 }
 
 function renderDispatchChoices() {
@@ -3747,9 +3812,9 @@ function renderDispatchChoices() {
   for (const p of patrols) if (p.phone) S.patrolPhones.set(p.id, p.phone);
   const route = $('dispatch-route');
   clear(route);
-  route.append('Route for ', el('strong', { text: c.provider || '?' }), ' in ', el('strong', { text: c.area || '?' }), '. ');
+  appendAll(route, ...nodeText('dispatch.dialog.route', { provider: el('strong', { text: c.provider || '?' }), area: el('strong', { text: c.area || '?' }) }), ' ');
   if (!c.suggested && patrols.length) {
-    route.append(el('span', { class: 'warning-text', text: 'No patrol of the route is on shift now: pick one yourself.' }));
+    route.append(el('span', { class: 'warning-text', text: t('dispatch.dialog.route_none_on_shift') }));
   }
   const box = $('dispatch-choices');
   clear(box);
@@ -3760,19 +3825,19 @@ function renderDispatchChoices() {
   const others = onShift.filter((p) => !p.routed);
   let i = 0;
   if (routed.length) {
-    box.append(el('h3', { text: 'On shift: the route, in order' }));
+    box.append(el('h3', { text: t('dispatch.dialog.on_shift_route') }));
     for (const p of routed) box.append(choiceNode(p, i++, c.suggested));
   }
   if (others.length) {
-    box.append(el('h3', { text: routed.length ? 'On shift: other patrols' : 'On shift (none is routed for this subscriber)' }));
+    box.append(el('h3', { text: routed.length ? t('dispatch.dialog.on_shift_others') : t('dispatch.dialog.on_shift_unrouted') }));
     for (const p of others) box.append(choiceNode(p, i++, c.suggested));
   }
   if (patrols.length && !onShift.length) {
-    box.append(el('p', { class: 'warning-text', text: 'No patrol is on shift now.' }));
+    box.append(el('p', { class: 'warning-text', text: t('dispatch.dialog.none_on_shift') }));
   }
   if (offShift.length) {
     const more = el('details', { class: 'dispatch-more', id: 'dispatch-more' },
-      el('summary', { text: `Off shift (${offShift.length})` }));
+      el('summary', { text: t('dispatch.dialog.off_shift_n', { n: offShift.length }) }));
     for (const p of offShift) more.append(choiceNode(p, i++, c.suggested));
     // Nobody on shift: the fold is all there is, so it is open.
     more.open = !onShift.length;
@@ -3780,7 +3845,7 @@ function renderDispatchChoices() {
   }
   renderDispatchSends(c.sends);
   if (!patrols.length) {
-    box.append(el('p', { class: 'warning-text', text: 'The directory has no patrols. Phone the care provider and write it in a note.' }));
+    box.append(el('p', { class: 'warning-text', text: t('dispatch.dialog.no_patrols') }));
   }
   $('dispatch-submit').disabled = patrols.length === 0;
   updateDispatchWarning();
@@ -3795,10 +3860,10 @@ function choiceNode(p, i, suggested) {
   input.addEventListener('change', updateDispatchWarning);
   const n = Number(p.open_assignments) || 0;
   const facts = [
-    p.routed && Number.isInteger(p.rank) ? `${p.rank + 1}. in the route` : null,
+    p.routed && Number.isInteger(p.rank) ? t('dispatch.dialog.rank', { n: p.rank + 1 }) : null,
     p.routed ? null : p.provider,
-    p.connected ? 'connected' : 'not connected',
-    n ? `${n} open assignment${n === 1 ? '' : 's'}` : 'no open assignment',
+    p.connected ? t('dispatch.dialog.connected') : t('dispatch.dialog.not_connected'),
+    n ? tn('dispatch.dialog.open_assignments', n) : t('dispatch.dialog.no_open_assignment'),
     p.phone || null,
   ].filter(Boolean);
   const warning = choiceWarning(p);
@@ -3812,7 +3877,7 @@ function choiceNode(p, i, suggested) {
     el('span', { class: 'choice-line' },
       connDot(p.connected),
       el('span', { class: 'choice-name', text: p.name || p.id }),
-      p.id === suggested ? el('span', { class: 'tag tag-suggested', text: 'suggested' }) : null,
+      p.id === suggested ? el('span', { class: 'tag tag-suggested', text: t('dispatch.dialog.suggested') }) : null,
       el('span', { class: `shift ${p.on_shift ? 'on' : 'off'}`, text: shiftText(p) })),
     el('span', { class: 'choice-facts muted', text: facts.join(' · ') }),
     warning ? el('span', { class: 'choice-warn', role: 'note', text: warning }) : null));
@@ -3822,11 +3887,11 @@ function choiceNode(p, i, suggested) {
  * routed), shown beside it; '' when nothing. */
 function choiceWarning(p) {
   const words = [];
-  if (!p.on_shift) words.push('Off shift now.');
-  if (!p.connected) words.push(`Not connected: the assignment waits until it logs in${p.phone ? `; phone ${p.phone}` : ''}.`);
+  if (!p.on_shift) words.push(t('dispatch.warn.off_shift'));
+  if (!p.connected) words.push(p.phone ? t('dispatch.warn.not_connected_phone', { phone: p.phone }) : t('dispatch.warn.not_connected'));
   const n = Number(p.open_assignments) || 0;
-  if (n) words.push(`Busy: ${n} open assignment${n === 1 ? '' : 's'}.`);
-  if (!p.routed) words.push('Not in this subscriber\'s route.');
+  if (n) words.push(tn('dispatch.warn.busy', n));
+  if (!p.routed) words.push(t('dispatch.warn.not_routed'));
   return words.join(' ');
 }
 
@@ -3850,22 +3915,22 @@ function renderDispatchSends(sends) {
   const row = (label, value, cls) => [el('dt', { text: label }), el('dd', { class: cls || '', text: value })];
   const typed = $('dispatch-instruction').value.trim();
   dl.append(
-    ...row('Alarm', orDash(sends.reason), 'sends-reason'),
-    ...row('Instruction', typed || 'none', 'sends-instruction'),
+    ...row(t('dispatch.sends.alarm'), kindWords(sends.reason), 'sends-reason'),
+    ...row(t('dispatch.sends.instruction'), typed || t('dispatch.sends.none'), 'sends-instruction'),
     ...(sends.health_notes_withheld
-      ? row('Health notes', 'Withheld: the person has not consented to share them with patrols.', 'sends-health withheld')
-      : row('Health notes', sends.health_notes || 'none', 'sends-health pre')),
-    ...row('Keys', keys ? `${keys} key${keys === 1 ? '' : 's'}, kept at ${orDash(a.key_location)}` : 'No keys held', 'sends-keys'),
-    ...row('Digital lock', orDash(a.digital_lock_id), 'sends-lock mono'),
-    ...row('Door code', orDash(a.door_code), 'sends-door-code'),
-    ...row('Entry notes', orDash(a.entry_notes), 'sends-entry pre'));
+      ? row(t('dispatch.sends.health'), t('dispatch.sends.health_withheld'), 'sends-health withheld')
+      : row(t('dispatch.sends.health'), sends.health_notes || t('dispatch.sends.none'), 'sends-health pre')),
+    ...row(t('card.keys'), keys ? tn('dispatch.sends.keys', keys, { location: orDash(a.key_location) }) : t('card.no_keys'), 'sends-keys'),
+    ...row(t('card.digital_lock'), orDash(a.digital_lock_id), 'sends-lock mono'),
+    ...row(t('card.door_code'), orDash(a.door_code), 'sends-door-code'),
+    ...row(t('card.entry_notes'), orDash(a.entry_notes), 'sends-entry pre'));
   show($('dispatch-sends'), true);
 }
 
 function onDispatchInstruction() {
   const c = S.dispatchChoices;
   const dd = $('dispatch-sends-facts').querySelector('.sends-instruction');
-  if (c && dd) dd.textContent = $('dispatch-instruction').value.trim() || 'none';
+  if (c && dd) dd.textContent = $('dispatch-instruction').value.trim() || t('dispatch.sends.none');
 }
 
 function selectedChoice() {
@@ -3880,10 +3945,10 @@ function updateDispatchWarning() {
   const p = selectedChoice();
   const submit = $('dispatch-submit');
   if (!p) {
-    submit.textContent = 'Dispatch';
+    submit.textContent = t('dispatch.dialog.submit');
     return;
   }
-  submit.textContent = `Dispatch ${p.name || p.id}`;
+  submit.textContent = t('dispatch.dialog.submit_to', { patrol: p.name || p.id });
 }
 
 async function submitDispatch(ev) {
@@ -3903,7 +3968,7 @@ async function submitDispatch(ev) {
     const { data } = await api('POST', `/api/calls/${encodeURIComponent(id)}/dispatch`, body);
     const d = noteDispatch(data) || {};
     closeDispatchDialog();
-    message(`Dispatched to ${d.patrol_name || d.patrol || (p && p.name)}: waiting for the patrol to confirm receipt.`, 'ok');
+    message(t('dispatch.dialog.sent', { patrol: d.patrol_name || d.patrol || (p && p.name) }), 'ok');
     renderDispatchBadge(serverNow());
     if (S.current && S.current.id === id) renderDispatchPanel(S.current);
   } catch (e) {
@@ -3913,18 +3978,18 @@ async function submitDispatch(ev) {
       S.dispatchSecond = true;
       showDispatchError(`${e.message}.`);
       S.dispatchBusy = false;
-      $('dispatch-submit').textContent = 'Send a second patrol';
+      $('dispatch-submit').textContent = t('dispatch.dialog.second');
     } else if (e.status === 409 && e.body && e.body.dispatch !== undefined && e.body.dispatch !== null) {
       closeDispatchDialog();
-      message(`This call already has an open dispatch (#${e.body.dispatch}): ${e.message}`, 'warn');
+      message(t('dispatch.dialog.already_open', { id: e.body.dispatch, reason: e.message }), 'warn');
     } else if (e.status === 422) {
-      showDispatchError(`${e.message}. No patrol is on shift for this route: pick one from the list.`);
+      showDispatchError(t('dispatch.dialog.no_route_on_shift', { reason: e.message }));
       const first = $('dispatch-choices').querySelector('input');
       if (first) first.focus();
     } else if (e.status === 404) {
-      showDispatchError(`Not dispatched: ${e.message}.`);
+      showDispatchError(t('dispatch.dialog.not_dispatched', { reason: `${e.message}.` }));
     } else if (e.status !== 401) {
-      showDispatchError(`Not dispatched: ${e.message}`);
+      showDispatchError(t('dispatch.dialog.not_dispatched', { reason: e.message }));
     }
   } finally {
     S.dispatchBusy = false;
