@@ -5529,7 +5529,7 @@ function reviewItem(v) {
   const decide = async (verdict, button) => {
     const note = reason.value.trim();
     if (verdict === 'reopen' && !note) {
-      err.textContent = t('reviews.reopen_needs_reason');
+      err.textContent = t('error.review.reason_missing');
       show(err, true);
       reason.focus();
       return;
@@ -6046,7 +6046,7 @@ function openSubscriberPage(id) {
   const card = $('reg-card');
   clear(card);
   card.className = 'card';
-  card.append(el('p', { class: 'muted', text: t('registers.card_loading') }));
+  card.append(el('p', { class: 'muted', text: t('card.loading') }));
   window.scrollTo(0, 0);
   blurHidden();
   loadSubscriberPage();
@@ -6195,25 +6195,26 @@ function wireRegisters() {
 
 // ---- subscriber editor
 
+/** The editor's fields: path in model::Subscriber, the catalogue key of its label, kind. */
 const EDIT_FIELDS = [
-  ['name', 'Name'],
-  ['personal_number', 'Personal number'],
-  ['address', 'Address'],
-  ['postcode', 'Postcode'],
-  ['city', 'City'],
-  ['area', 'Area'],
-  ['phone', 'Phone'],
-  ['language', 'Language (e.g. sv, fi, ar)'],
-  ['care_provider', 'Care provider'],
-  ['access.keys', 'Keys held (number)', 'number'],
-  ['access.key_location', 'Keys kept at'],
-  ['access.digital_lock_id', 'Digital lock id'],
-  ['access.door_code', 'Door code'],
-  ['access.entry_notes', 'Entry notes', 'textarea'],
-  ['health_notes', 'Health notes', 'textarea'],
-  ['health_to_patrol', 'The person consents to their health notes going to the patrol with an assignment', 'checkbox'],
-  ['care_plan_notes', 'Care plan notes', 'textarea'],
-  ['needs_extra_visits', 'Needs extra visits while the alarm cannot be trusted (a telecom outage): first on the care provider\'s list', 'checkbox'],
+  ['name', 'field.name'],
+  ['personal_number', 'card.personal_number'],
+  ['address', 'card.address'],
+  ['postcode', 'field.postcode'],
+  ['city', 'field.city'],
+  ['area', 'card.area'],
+  ['phone', 'card.phone'],
+  ['language', 'editor.field.language'],
+  ['care_provider', 'card.care_provider'],
+  ['access.keys', 'editor.field.access.keys', 'number'],
+  ['access.key_location', 'card.key_location'],
+  ['access.digital_lock_id', 'field.digital_lock_id'],
+  ['access.door_code', 'card.door_code'],
+  ['access.entry_notes', 'card.entry_notes', 'textarea'],
+  ['health_notes', 'field.health_notes', 'textarea'],
+  ['health_to_patrol', 'editor.field.health_to_patrol', 'checkbox'],
+  ['care_plan_notes', 'field.care_plan_notes', 'textarea'],
+  ['needs_extra_visits', 'editor.field.needs_extra_visits', 'checkbox'],
 ];
 
 function getPath(obj, path) {
@@ -6230,9 +6231,9 @@ async function openEditor() {
   $('edit-id').textContent = sub.id;
   const fields = $('edit-fields');
   clear(fields);
-  for (const [path, englishLabel, kind] of EDIT_FIELDS) {
+  for (const [path, labelKey, kind] of EDIT_FIELDS) {
     const id = `edit-${path.replace('.', '-')}`;
-    const label = tOr(`editor.field.${path}`, englishLabel);
+    const label = t(labelKey);
     const value = getPath(sub, path);
     let input;
     const list = path === 'care_provider' ? choices.care_providers : path === 'area' ? choices.areas : null;
@@ -6270,8 +6271,8 @@ function contactRow(c) {
     return i;
   };
   row.append(mk('c-name', t('dir.col.name'), c.name), mk('c-relation', t('editor.contact.relation'), c.relation), mk('c-phone', t('card.phone'), c.phone),
-    el('button', { type: 'button', class: 'small', title: t('editor.contact.up'), text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
-    el('button', { type: 'button', class: 'small', title: t('editor.contact.down'), text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
+    el('button', { type: 'button', class: 'small', title: t('plan.editor.move_up'), text: '↑', on: { click: () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); } } }),
+    el('button', { type: 'button', class: 'small', title: t('plan.editor.move_down'), text: '↓', on: { click: () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); } } }),
     el('button', { type: 'button', class: 'small danger-outline', title: t('users.remove'), text: t('users.remove'), on: { click: () => row.remove() } }));
   return row;
 }
