@@ -117,45 +117,58 @@ const VISIT_OUTCOMES = {
 
 /** Telecom incidents (model::IncidentKind). */
 const INCIDENT_KINDS = {
-  telecom_operator: { tag: 'TELECOM INCIDENT', label: 'Telecom operator' },
-  area: { tag: 'AREA INCIDENT', label: 'Area' },
+  telecom_operator: { get tag() { return t('incident.kind.telecom_operator.tag'); }, get label() { return t('incident.kind.telecom_operator'); } },
+  area: { get tag() { return t('incident.kind.area.tag'); }, get label() { return t('incident.kind.area'); } },
 };
 
 /** Device faults (work_orders::FaultKind). */
 const FAULTS = {
-  low_battery: 'Low battery',
-  mains_loss: 'Mains power lost',
-  tamper: 'Tamper',
-  device_failure: 'Device failure',
-  reported: 'Fault reported from a call',
+  get low_battery() { return t('wo.fault.low_battery'); },
+  get mains_loss() { return t('wo.fault.mains_loss'); },
+  get tamper() { return t('wo.fault.tamper'); },
+  get device_failure() { return t('wo.fault.device_failure'); },
+  get reported() { return t('wo.fault.reported'); },
 };
 
-const WO_STATES = { new: 'New', started: 'Started', done: 'Done', cancelled: 'Cancelled' };
+const WO_STATES = {
+  get new() { return t('wo.state.new'); },
+  get started() { return t('wo.state.started'); },
+  get done() { return t('wo.state.done'); },
+  get cancelled() { return t('wo.state.cancelled'); },
+};
 
 /** A work order's timeline (work_orders::OrderEventKind). */
 const WO_EVENTS = {
-  created: 'Order made',
-  fault_repeated: 'The device reported the fault again',
-  restored: 'The device reports it back to normal (the order stays open)',
-  note: 'Reported again',
-  started: 'Started',
-  done: 'Done',
-  cancelled: 'Cancelled',
+  get created() { return t('wo.event.created'); },
+  get fault_repeated() { return t('wo.event.fault_repeated'); },
+  get restored() { return t('wo.event.restored'); },
+  get note() { return t('wo.event.note'); },
+  get started() { return t('wo.event.started'); },
+  get done() { return t('wo.event.done'); },
+  get cancelled() { return t('wo.event.cancelled'); },
 };
 
 /** Outbox deliveries (outbox::DeliveryState). */
-const DELIVERY_STATES = { pending: 'Pending', failing: 'Failing, retrying', delivered: 'Delivered' };
-const RECIPIENT_KINDS = { telecom: 'Telecom operator', care_provider: 'Care provider', installer: 'Installer' };
+const DELIVERY_STATES = {
+  get pending() { return t('delivery.state.pending'); },
+  get failing() { return t('delivery.state.failing'); },
+  get delivered() { return t('delivery.state.delivered'); },
+};
+const RECIPIENT_KINDS = {
+  get telecom() { return t('delivery.recipient.telecom'); },
+  get care_provider() { return t('delivery.recipient.care_provider'); },
+  get installer() { return t('delivery.recipient.installer'); },
+};
 const EVENT_LABELS = {
-  'incident.opened': 'Incident opened',
-  'incident.extra_visits': 'Extra-visit list',
-  'incident.resolved': 'Incident resolved',
-  'work_order.created': 'Work order',
-  'work_order.attached': 'Fault again',
-  'work_order.restored': 'Back to normal',
-  'work_order.started': 'Started',
-  'work_order.done': 'Done',
-  'work_order.cancelled': 'Cancelled',
+  get 'incident.opened'() { return t('delivery.event.incident.opened'); },
+  get 'incident.extra_visits'() { return t('delivery.event.incident.extra_visits'); },
+  get 'incident.resolved'() { return t('delivery.event.incident.resolved'); },
+  get 'work_order.created'() { return t('delivery.event.work_order.created'); },
+  get 'work_order.attached'() { return t('delivery.event.work_order.attached'); },
+  get 'work_order.restored'() { return t('delivery.event.work_order.restored'); },
+  get 'work_order.started'() { return t('delivery.event.work_order.started'); },
+  get 'work_order.done'() { return t('delivery.event.work_order.done'); },
+  get 'work_order.cancelled'() { return t('delivery.event.work_order.cancelled'); },
 };
 
 /** The pages; exactly one is shown (section `${name}-view`). */
@@ -4379,7 +4392,7 @@ function incidentSince(i) {
 function incidentKind(i) {
   const k = INCIDENT_KINDS[i.kind];
   if (!k) return { tag: t('incident.tag'), label: i.kind ? String(i.kind) : t('incident.kind.group'), word: 'group' };
-  return Object.assign({}, k, { tag: tOr(`incident.kind.${i.kind}.tag`, k.tag), label: tOr(`incident.kind.${i.kind}`, k.label) });
+  return { tag: k.tag, label: k.label };
 }
 
 /** "Telia, 25 of 100 devices silent since 02:14". */
@@ -4749,14 +4762,14 @@ function renderIncident() {
 // ---- deliveries (an incident's notifications, the outbox page)
 
 function deliveryState(d) {
-  return el('span', { class: `dstate delivery-${d.state}`, text: tOr(`delivery.state.${d.state}`, DELIVERY_STATES[d.state] || d.state) });
+  return el('span', { class: `dstate delivery-${d.state}`, text: DELIVERY_STATES[d.state] || d.state });
 }
 
 function deliveriesTable(list, empty) {
   const sorted = list.slice().sort((a, b) => (parseTs(a.created_at) - parseTs(b.created_at)) || (a.id - b.id));
   const rows = sorted.slice(0, MAX_LIST_ROWS).map((d) => [
-    el('span', {}, el('span', { class: 'strong', text: tOr(`delivery.event.${d.event}`, EVENT_LABELS[d.event] || d.event) }), el('br'), el('span', { class: 'mono muted small-text', text: d.event })),
-    el('span', {}, el('span', { text: d.recipient || '-' }), el('br'), el('span', { class: 'muted small-text', text: `${tOr(`delivery.recipient.${d.recipient_kind}`, RECIPIENT_KINDS[d.recipient_kind] || d.recipient_kind || '')} · ${d.endpoint}` })),
+    el('span', {}, el('span', { class: 'strong', text: EVENT_LABELS[d.event] || d.event }), el('br'), el('span', { class: 'mono muted small-text', text: d.event })),
+    el('span', {}, el('span', { text: d.recipient || '-' }), el('br'), el('span', { class: 'muted small-text', text: `${RECIPIENT_KINDS[d.recipient_kind] || d.recipient_kind || ''} · ${d.endpoint}` })),
     deliveryState(d),
     String(d.attempts ?? 0),
     d.delivered_at ? timeNode(d.delivered_at) : (d.next_attempt_at ? el('span', {}, `${t('delivery.next')} `, timeNode(d.next_attempt_at), ' ', tickerNode('next', d.next_attempt_at, 'small-text')) : el('span', { class: 'muted', text: t('delivery.waiting_turn') })),
@@ -5034,8 +5047,8 @@ function woCard(o, now) {
   });
   card.append(el('header', { class: 'wo-head' },
     el('span', { class: 'mono wo-id', text: `#${o.id}` }),
-    el('span', { class: 'wo-fault', text: tOr(`wo.fault.${o.fault}`, FAULTS[o.fault] || o.fault) }),
-    el('span', { class: `wo-state wo-state-${o.state}`, text: tOr(`wo.state.${o.state}`, WO_STATES[o.state] || o.state) }),
+    el('span', { class: 'wo-fault', text: FAULTS[o.fault] || o.fault }),
+    el('span', { class: `wo-state wo-state-${o.state}`, text: WO_STATES[o.state] || o.state }),
     lateness ? el('span', { class: 'wo-late', text: lateness === 'not_done' ? t('wo.overdue_not_done') : t('wo.overdue_not_started') }) : null,
     o.restored_at ? el('span', { class: 'tag tag-restored', title: t('wo.restored_title', { time: fmtFull(o.restored_at) }), text: t('wo.restored') }) : null,
     el('span', { class: 'wo-installer', title: t('wo.installer') }, el('span', { class: 'muted', text: `${t('wo.installer')} ` }), el('strong', { text: o.installer || '-' }))));
@@ -5113,7 +5126,7 @@ function woDetail(o, tl, open) {
   const box = el('div', { class: 'wo-detail' });
   const ol = el('ol', { class: 'timeline plain-timeline wo-timeline' });
   for (const e of tl) {
-    const what = tOr(`wo.event.${e.kind}`, WO_EVENTS[e.kind] || e.kind);
+    const what = WO_EVENTS[e.kind] || e.kind;
     ol.append(el('li', { class: `tl wo-ev wo-ev-${String(e.kind).replace(/[^a-z_]/g, '')}`, dataset: { kind: e.kind } },
       el('time', { class: 'tl-time', datetime: e.at, title: fmtFull(e.at), text: fmtTime(e.at) }),
       el('div', { class: 'tl-body' },
@@ -5301,7 +5314,13 @@ function secsWords(v) {
   return n < 120 ? t('span.s', { s: n }) : t('device.secs_words', { span: fmtSpan(n), s: n });
 }
 
-const TRANSPORTS = { tcp: 'DC-09 over TCP', udp: 'DC-09 over UDP', internal: 'made by vakt', quic: 'QUIC' };
+/** How a frame came (model::Transport). */
+const TRANSPORTS = {
+  get tcp() { return t('device.transport.tcp'); },
+  get udp() { return t('device.transport.udp'); },
+  get internal() { return t('device.transport.internal'); },
+  get quic() { return t('device.transport.quic'); },
+};
 
 function renderDevice() {
   renderUpdated('device-updated', S.dev.at, PAGE_POLLS.device[1], S.dev.failed);
@@ -5352,7 +5371,7 @@ function renderDevice() {
   const path = el('section', { class: 'card device-path' }, el('h3', { text: t('device.path') }),
     p ? factList([
       [t('device.received'), el('span', {}, timeNode(p.received_at), ' (', tickerNode('ago', p.received_at), ')')],
-      [t('device.transport'), tOr(`device.transport.${p.transport}`, TRANSPORTS[p.transport] || orDash(p.transport))],
+      [t('device.transport'), TRANSPORTS[p.transport] || orDash(p.transport)],
       [t('device.peer'), el('span', { class: 'mono', text: orDash(p.peer) })],
       [t('device.protocol'), el('span', { class: 'mono', text: orDash(p.protocol) })],
       [t('tl.signal'), `#${p.id}`],
@@ -5369,7 +5388,7 @@ function renderDevice() {
     for (const o of orders) {
       const late = woLateness(o, now);
       ul.append(el('li', { class: late ? 'late' : '', dataset: { wo: String(o.id) } },
-        woLink(o.id), ` ${tOr(`wo.fault.${o.fault}`, FAULTS[o.fault] || o.fault)} · ${tOr(`wo.state.${o.state}`, WO_STATES[o.state] || o.state)} · ${o.installer || ''} `,
+        woLink(o.id), ` ${FAULTS[o.fault] || o.fault} · ${WO_STATES[o.state] || o.state} · ${o.installer || ''} `,
         late ? el('span', { class: 'wo-late', text: late === 'not_done' ? t('wo.overdue_not_done') : t('wo.overdue_not_started') }) : null));
     }
     faults.append(el('h3', { text: t('device.open_orders', { n: orders.length }) }), ul);
