@@ -344,6 +344,54 @@ mod tests {
         }
     }
 
+    /// No words in index.html outside the catalogue: every line that shows text (an element's
+    /// text, a title, a placeholder, an aria-label) carries a `data-i18n…` attribute, except
+    /// the name of the product, the languages' own names and the texts the script replaces
+    /// before they are shown.
+    #[test]
+    fn the_pages_static_text_is_all_in_the_catalogue() {
+        let html = source("src/console/assets/index.html");
+        // The product's name and the languages' own names, as whole texts.
+        let names = ["vakt", "Svenska", "Norsk (bokmål)", "English"];
+        // Elements whose text the script writes before they are shown.
+        let replaced = [
+            "id=\"queue-count-text\"",
+            "id=\"badge-silent-text\"",
+            "id=\"patrol-hint\"",
+        ];
+        let mut bare = Vec::new();
+        for (n, line) in html.lines().enumerate() {
+            if line.contains("data-i18n") || replaced.iter().any(|a| line.contains(a)) {
+                continue;
+            }
+            let line = names
+                .iter()
+                .fold(line.to_owned(), |l, a| l.replace(&format!(">{a}<"), "><"));
+            let words = |t: &str| t.chars().filter(char::is_ascii_alphabetic).count() >= 3;
+            let text = line
+                .split('>')
+                .skip(1)
+                .filter_map(|s| s.split('<').next())
+                .any(|t| !t.contains('{') && words(t));
+            let attribute = ["title=\"", "placeholder=\"", "aria-label=\""]
+                .iter()
+                .any(|a| {
+                    line.split(a)
+                        .skip(1)
+                        .filter_map(|s| s.split('"').next())
+                        .any(words)
+                });
+            if text || attribute {
+                bare.push(format!("{}: {}", n + 1, line.trim()));
+            }
+        }
+        assert!(
+            bare.is_empty(),
+            "words outside the catalogue:\n{}",
+            bare.join("\n")
+        );
+    }
+
     #[test]
     fn the_page_is_in_the_centres_language() {
         for l in ConsoleLanguage::ALL {
