@@ -144,34 +144,48 @@ impl Store {
         let _one = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(old) = self.user(name)? else {
-            return Ok(UserChanged::NoSuchUser);
-        };
-        let mut new = old.clone();
-        match change {
-            UserChange::Disable => new.disabled = true,
-            UserChange::Enable => new.disabled = false,
-            UserChange::Role(r) => new.role = r,
-            UserChange::Remove => {}
-        }
-        let active_admin = |u: &UserRecord| u.role == Role::Admin && !u.disabled;
-        let stays_admin = change != UserChange::Remove && active_admin(&new);
-        if active_admin(&old) && !stays_admin {
-            let others = self
-                .users()?
-                .iter()
-                .filter(|u| u.name != old.name && active_admin(u))
-                .count();
-            if others == 0 {
-                return Ok(UserChanged::LastAdmin);
+        // Compare-and-swap against the record read, so a change of the user's language made
+        // at the same moment (`set_user_language`, which does not take the lock) is not lost.
+        let (old, new) = loop {
+            let Some(raw) = self.users.get(name.as_bytes())? else {
+                return Ok(UserChanged::NoSuchUser);
+            };
+            let old: UserRecord = serde_json::from_slice(&raw).map_err(|e| corrupt("users", e))?;
+            let mut new = old.clone();
+            match change {
+                UserChange::Disable => new.disabled = true,
+                UserChange::Enable => new.disabled = false,
+                UserChange::Role(r) => new.role = r,
+                UserChange::Remove => {}
             }
-        }
-        if change == UserChange::Remove {
-            self.users.remove(name.as_bytes())?;
-        } else if new != old {
-            let v = serde_json::to_vec(&new).map_err(|e| corrupt("users", e))?;
-            self.users.insert(name.as_bytes(), v)?;
-        }
+            let active_admin = |u: &UserRecord| u.role == Role::Admin && !u.disabled;
+            let stays_admin = change != UserChange::Remove && active_admin(&new);
+            if active_admin(&old) && !stays_admin {
+                let others = self
+                    .users()?
+                    .iter()
+                    .filter(|u| u.name != old.name && active_admin(u))
+                    .count();
+                if others == 0 {
+                    return Ok(UserChanged::LastAdmin);
+                }
+            }
+            let swapped = if change == UserChange::Remove {
+                self.users
+                    .compare_and_swap(name.as_bytes(), Some(raw), None::<&[u8]>)?
+                    .is_ok()
+            } else if new != old {
+                let v = serde_json::to_vec(&new).map_err(|e| corrupt("users", e))?;
+                self.users
+                    .compare_and_swap(name.as_bytes(), Some(raw), Some(v))?
+                    .is_ok()
+            } else {
+                true
+            };
+            if swapped {
+                break (old, new);
+            }
+        };
         if (change != UserChange::Enable && new != old) || change == UserChange::Remove {
             self.delete_sessions_of(name)?;
         }
@@ -329,6 +343,52 @@ mod tests {
             created_at: ts(1_700_000_000),
             expires_at: ts(expires),
         }
+    }
+
+    /// An administrator's changes and the user's own choice of language at the same moments:
+    /// neither is lost.
+    #[test]
+    fn a_change_of_role_does_not_lose_a_language_chosen_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_user(&user("admin", Role::Admin)).unwrap();
+        store.put_user(&user("anna", Role::Operator)).unwrap();
+        // Each round both change at once; after it, both changes must be there.
+        const ROUNDS: usize = 200;
+        let start = std::sync::Barrier::new(3);
+        let end = std::sync::Barrier::new(3);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..ROUNDS {
+                    let role = [Role::Supervisor, Role::Operator][i % 2];
+                    start.wait();
+                    store.change_user("anna", UserChange::Role(role)).unwrap();
+                    end.wait();
+                }
+            });
+            scope.spawn(|| {
+                for i in 0..ROUNDS {
+                    let l = [ConsoleLanguage::Sv, ConsoleLanguage::Nb][i % 2];
+                    start.wait();
+                    store.set_user_language("anna", Some(l)).unwrap();
+                    end.wait();
+                }
+            });
+            let mut lost = Vec::new();
+            for i in 0..ROUNDS {
+                start.wait();
+                end.wait();
+                let anna = store.user("anna").unwrap().unwrap();
+                let want = (
+                    [Role::Supervisor, Role::Operator][i % 2],
+                    Some([ConsoleLanguage::Sv, ConsoleLanguage::Nb][i % 2]),
+                );
+                if (anna.role, anna.language) != want {
+                    lost.push(format!("round {i}: {:?}", (anna.role, anna.language)));
+                }
+            }
+            assert!(lost.is_empty(), "changes lost: {lost:?}");
+        });
     }
 
     #[test]
