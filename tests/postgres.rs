@@ -78,12 +78,21 @@ async fn migrations_are_applied_once_by_two_starters() {
     }
     applied.sort();
     let versions: Vec<i32> = all.iter().map(|m| m.version).collect();
-    assert_eq!(applied, versions, "each migration applied by exactly one starter");
+    assert_eq!(
+        applied, versions,
+        "each migration applied by exactly one starter"
+    );
 
     let mut c = connect(&url).await;
-    assert_eq!(migrate::apply(&mut c, &all).await.unwrap(), Vec::<i32>::new());
+    assert_eq!(
+        migrate::apply(&mut c, &all).await.unwrap(),
+        Vec::<i32>::new()
+    );
     let rows = c
-        .query("SELECT version, name FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap();
     let recorded: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -97,7 +106,10 @@ async fn migrations_are_applied_once_by_two_starters() {
         .get(0);
     assert_eq!(x, 2);
     let lease = lease::state(&c).await.unwrap();
-    assert_eq!((lease.holder, lease.epoch, lease.remaining), (None, 0, None));
+    assert_eq!(
+        (lease.holder, lease.epoch, lease.remaining),
+        (None, 0, None)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +129,10 @@ async fn a_newer_or_changed_schema_is_refused() {
     assert_eq!(migrate::apply(&mut c, &all).await.unwrap(), vec![2, 3]);
     let known = MIGRATIONS.len() as i32;
     match migrate::migrate(&mut c).await {
-        Err(PgError::SchemaNewer { database: 3, known: k }) if k == known => {}
+        Err(PgError::SchemaNewer {
+            database: 3,
+            known: k,
+        }) if k == known => {}
         other => panic!("a newer schema must be refused: {other:?}"),
     }
     let e = migrate::migrate(&mut c).await.unwrap_err().to_string();
@@ -149,7 +164,11 @@ async fn the_lease_has_one_holder_and_a_new_epoch_on_every_take_over() {
     assert_eq!(held.epoch, 1);
     assert!(held.remaining > Duration::ZERO && held.remaining <= TTL);
     assert_eq!(lease::acquire(&b, "b", TTL).await.unwrap(), None);
-    assert_eq!(lease::acquire(&a, "a", TTL).await.unwrap(), None, "not twice");
+    assert_eq!(
+        lease::acquire(&a, "a", TTL).await.unwrap(),
+        None,
+        "not twice"
+    );
     let renewed = lease::renew(&a, &held, TTL).await.unwrap();
     assert_eq!(renewed.epoch, 1);
     let state = lease::state(&b).await.unwrap();
@@ -167,7 +186,10 @@ async fn the_lease_has_one_holder_and_a_new_epoch_on_every_take_over() {
         lease::renew(&a, &held, TTL).await,
         Err(PgError::LeaseLost { epoch: 1 })
     ));
-    assert!(!lease::release(&a, &held).await.unwrap(), "not a's to release");
+    assert!(
+        !lease::release(&a, &held).await.unwrap(),
+        "not a's to release"
+    );
     assert_eq!(lease::acquire(&a, "a", TTL).await.unwrap(), None);
 
     // Released: taken at once, under a new epoch.
@@ -244,12 +266,9 @@ async fn a_write_fenced_by_a_stale_epoch_fails() {
         (a, r)
     });
     inside.await.unwrap();
-    let renewed = tokio::time::timeout(
-        Duration::from_secs(10),
-        lease::renew(&a_lease, &held, TTL),
-    )
-    .await
-    .expect("a renewal does not wait for a write in flight");
+    let renewed = tokio::time::timeout(Duration::from_secs(10), lease::renew(&a_lease, &held, TTL))
+        .await
+        .expect("a renewal does not wait for a write in flight");
     assert_eq!(renewed.unwrap().epoch, held.epoch);
     until_expired(&b_lease).await;
     let mut take_over = tokio::spawn(async move {
@@ -293,10 +312,16 @@ async fn a_commit_returns_once_the_synchronous_standby_has_it() {
     migrate::migrate(&mut p).await.unwrap();
     let s = connect(&pg.standby().url()).await;
     insert(&p, 1).await;
-    assert_eq!(journal_ids(&s).await, vec![1], "on the standby when the commit returns");
+    assert_eq!(
+        journal_ids(&s).await,
+        vec![1],
+        "on the standby when the commit returns"
+    );
 
     // While the standby does not apply, a commit does not return.
-    s.execute("SELECT pg_wal_replay_pause()", &[]).await.unwrap();
+    s.execute("SELECT pg_wal_replay_pause()", &[])
+        .await
+        .unwrap();
     let mut commit = tokio::spawn(async move {
         insert(&p, 2).await;
         p
@@ -322,7 +347,9 @@ async fn a_commit_returns_once_the_synchronous_standby_has_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_rows_survive_a_kill9_of_the_primary_and_a_promotion() {
-    let Some(mut pg) = Postgres::pair("on") else { return };
+    let Some(mut pg) = Postgres::pair("on") else {
+        return;
+    };
     let mut p = connect(&pg.primary.url()).await;
     migrate::migrate(&mut p).await.unwrap();
     let held = lease::acquire(&p, "a", Duration::from_secs(1))
@@ -333,7 +360,10 @@ async fn committed_rows_survive_a_kill9_of_the_primary_and_a_promotion() {
         fenced_insert(&mut p, held.epoch, id).await.unwrap();
     }
     pg.primary.kill9();
-    assert!(p.execute("SELECT 1", &[]).await.is_err(), "the primary is gone");
+    assert!(
+        p.execute("SELECT 1", &[]).await.is_err(),
+        "the primary is gone"
+    );
 
     pg.standby().promote();
     let mut s = connect(&pg.standby().url()).await;

@@ -104,7 +104,17 @@ impl Env {
     /// One value from `sql` on the server at `port` (psql, as the test's superuser).
     fn query(&self, port: u16, sql: &str) -> Option<String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", USER, "-d", "postgres"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+            ])
             .arg("-p")
             .arg(port.to_string())
             .arg("-c")
@@ -324,15 +334,14 @@ impl Node {
                 if ready.success() {
                     return node;
                 }
-                assert!(
-                    start.elapsed() < READY,
-                    "{name} not ready: {}",
-                    node.log()
-                );
+                assert!(start.elapsed() < READY, "{name} not ready: {}", node.log());
                 std::thread::sleep(Duration::from_millis(50));
             }
             let log = node.log();
-            assert!(log.contains("could not bind"), "{name} did not start: {log}");
+            assert!(
+                log.contains("could not bind"),
+                "{name} did not start: {log}"
+            );
         }
         panic!("{name}: no free port");
     }
@@ -352,24 +361,50 @@ impl Node {
         format!("postgresql://{USER}@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Kills the server and every backend of it with SIGKILL at once, as when its machine
-    /// dies, and waits for them.
+    /// Kills the server and every process of it with SIGKILL, as when its machine dies, and
+    /// waits for the postmaster. Its children (backends, WAL sender and writer) are each a
+    /// process group of their own (PostgreSQL calls `setsid` in every child), so they are
+    /// found by their parent while the stopped postmaster forks no more.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let group = rustix::process::Pid::from_child(&child);
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            let _ = child.wait();
+        use rustix::process::{Signal, kill_process, kill_process_group};
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let postmaster = self.postmaster();
+        if let Some(pm) = postmaster {
+            let _ = kill_process(pm, Signal::STOP);
         }
+        let children = postmaster.map(children_of).unwrap_or_default();
+        if let Some(pm) = postmaster {
+            let _ = kill_process(pm, Signal::KILL);
+        }
+        for c in children {
+            let _ = kill_process(c, Signal::KILL);
+        }
+        let _ = kill_process_group(rustix::process::Pid::from_child(&child), Signal::KILL);
+        let _ = child.wait();
     }
 
     /// Promotes a standby to primary (`pg_ctl promote`) and waits until it takes writes.
     pub fn promote(&self) {
         self.env.run(
             "pg_ctl",
-            &["promote", "-w", "-t", "60", "-D", self.data.to_str().unwrap()],
+            &[
+                "promote",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                self.data.to_str().unwrap(),
+            ],
         );
         let start = Instant::now();
-        while self.env.query(self.port, "SELECT pg_is_in_recovery()").as_deref() != Some("f") {
+        while self
+            .env
+            .query(self.port, "SELECT pg_is_in_recovery()")
+            .as_deref()
+            != Some("f")
+        {
             assert!(start.elapsed() < READY, "{} not promoted", self.name);
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -384,24 +419,21 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            self.remove_shared_memory();
-            return;
-        };
-        // Immediate shutdown: the postmaster ends its backends and frees its shared memory.
-        if let Some(pid) = self.postmaster() {
+        // Immediate shutdown: the postmaster ends its children and frees its shared memory.
+        let postmaster = self.postmaster();
+        if let (Some(pid), Some(child)) = (postmaster, self.child.as_mut()) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
                 if !matches!(child.try_wait(), Ok(None)) {
+                    self.child = None;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let group = rustix::process::Pid::from_child(&child);
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        let _ = child.wait();
+        // Still there (or never asked): killed, children too.
+        self.kill9();
         self.remove_shared_memory();
     }
 }
@@ -424,6 +456,28 @@ impl Node {
                 .status();
         }
     }
+}
+
+/// The processes whose parent is `parent` (from `/proc`).
+fn children_of(parent: rustix::process::Pid) -> Vec<rustix::process::Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid: i32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent.as_raw_nonzero().get()).then(|| rustix::process::Pid::from_raw(pid))?
+    })
+    .collect()
 }
 
 /// A client on `url`, its connection driven by a task of its own.

@@ -80,7 +80,11 @@ fn lease(row: &Row) -> Result<Lease, PgError> {
 
 /// Takes the lease for `holder` for `ttl` if it is expired or released; `None` while another
 /// (or this node, under an earlier epoch) holds it.
-pub async fn acquire(client: &Client, holder: &str, ttl: Duration) -> Result<Option<Lease>, PgError> {
+pub async fn acquire(
+    client: &Client,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, PgError> {
     let row = client.query_opt(ACQUIRE, &[&holder, &millis(ttl)]).await?;
     let taken = row.as_ref().map(lease).transpose()?;
     if let Some(l) = &taken {
@@ -92,7 +96,10 @@ pub async fn acquire(client: &Client, holder: &str, ttl: Duration) -> Result<Opt
 /// Extends `lease` to `ttl` from now; [`PgError::LeaseLost`] when it has expired (even if
 /// nobody took it since) or was taken.
 pub async fn renew(client: &Client, lease: &Lease, ttl: Duration) -> Result<Lease, PgError> {
-    match client.query_opt(RENEW, &[&lease.epoch, &millis(ttl)]).await? {
+    match client
+        .query_opt(RENEW, &[&lease.epoch, &millis(ttl)])
+        .await?
+    {
         Some(row) => self::lease(&row),
         None => Err(PgError::LeaseLost { epoch: lease.epoch }),
     }

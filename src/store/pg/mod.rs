@@ -38,9 +38,7 @@ pub enum PgError {
     },
     /// A migration recorded in the database differs from the one of the same version in this
     /// binary (edited after it was applied, or another program's).
-    #[error(
-        "migration {version} in the database ({recorded}) differs from this vakt's ({ours})"
-    )]
+    #[error("migration {version} in the database ({recorded}) differs from this vakt's ({ours})")]
     MigrationChanged {
         /// The version.
         version: i32,
@@ -70,12 +68,7 @@ pub enum PgError {
 /// source; the server's words (severity, SQLSTATE, message) are what an operator needs.
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!(
-            "{} {}: {}",
-            db.severity(),
-            db.code().code(),
-            db.message()
-        ),
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
         None => match std::error::Error::source(e) {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
