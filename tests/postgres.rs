@@ -4,13 +4,15 @@
 //!
 //! Skipped with a note where PostgreSQL is missing, unless `VAKT_REQUIRE_POSTGRES` is set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::postgres::{Postgres, connect};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 use vakt::store::pg::PgError;
 use vakt::store::pg::lease::{self, Lease};
 use vakt::store::pg::migrate::{self, MIGRATIONS, Migration};
@@ -384,4 +386,125 @@ async fn committed_rows_survive_a_kill9_of_the_primary_and_a_promotion() {
     ));
     let ids: BTreeSet<i64> = journal_ids(&s).await.into_iter().collect();
     assert_eq!(ids.len(), 51);
+}
+
+const INSERT_BATCH: &str = "INSERT INTO journal (id, dedup_key, received_at, payload)
+    SELECT id, k, now(), p FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS t(id, k, p)";
+
+/// One case of the measurement: `batch` rows per transaction, fenced or not.
+struct Case {
+    batch: usize,
+    fenced: bool,
+    hist: hdrhistogram::Histogram<u64>,
+    busy: Duration,
+    rows: usize,
+}
+
+/// Commits `txs` transactions of `case.batch` journal rows, one committer as the journal has,
+/// timing each from its begin to its commit's answer.
+async fn run_case(
+    c: &mut Client,
+    stmt: &Statement,
+    case: &mut Case,
+    epoch: i64,
+    next: &mut i64,
+    txs: usize,
+) {
+    for _ in 0..txs {
+        let ids: Vec<i64> = (*next..*next + case.batch as i64).collect();
+        *next += case.batch as i64;
+        let keys: Vec<Vec<u8>> = ids.iter().map(|i| i.to_be_bytes().to_vec()).collect();
+        let payloads: Vec<Vec<u8>> = ids.iter().map(|&i| payload(i)).collect();
+        let t = std::time::Instant::now();
+        if case.fenced {
+            let stmt = stmt.clone();
+            lease::fenced(c, epoch, |tx| {
+                Box::pin(async move {
+                    tx.execute(&stmt, &[&ids, &keys, &payloads]).await?;
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap();
+        } else {
+            let tx = c.transaction().await.unwrap();
+            tx.execute(stmt, &[&ids, &keys, &payloads]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let took = t.elapsed();
+        case.hist.record(took.as_micros() as u64).unwrap();
+        case.busy += took;
+        case.rows += case.batch;
+    }
+}
+
+/// The six cases (batches of 1, 10 and 100 rows; plain and fenced) in rounds, interleaved so
+/// that the disk's slow and quick spells fall on all of them alike, for about 15 s; prints
+/// p50 and p99 of the commit and rows a second of committing.
+async fn measure_all(url: &str, what: &str, session: &str) {
+    let mut c = connect(url).await;
+    migrate::migrate(&mut c).await.unwrap();
+    c.batch_execute("TRUNCATE journal CASCADE").await.unwrap();
+    c.batch_execute(session).await.unwrap();
+    let stmt = c.prepare(INSERT_BATCH).await.unwrap();
+    let held = lease::acquire(&c, what, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut cases: Vec<Case> = [1, 10, 100]
+        .into_iter()
+        .flat_map(|batch| [false, true].map(|fenced| (batch, fenced)))
+        .map(|(batch, fenced)| Case {
+            batch,
+            fenced,
+            hist: hdrhistogram::Histogram::new(3).unwrap(),
+            busy: Duration::ZERO,
+            rows: 0,
+        })
+        .collect();
+    let mut next = 1;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        for case in &mut cases {
+            let txs = 200 / case.batch.min(40);
+            run_case(&mut c, &stmt, case, held.epoch, &mut next, txs).await;
+        }
+    }
+    for case in &cases {
+        println!(
+            "{what:<28} batch {:>3} {:<6} {:>5} tx  p50 {:>6.2} ms  p99 {:>6.2} ms  {:>7.0} rows/s",
+            case.batch,
+            if case.fenced { "fenced" } else { "plain" },
+            case.hist.len(),
+            case.hist.value_at_quantile(0.5) as f64 / 1000.0,
+            case.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            case.rows as f64 / case.busy.as_secs_f64()
+        );
+    }
+    assert!(lease::release(&c, &held).await.unwrap());
+}
+
+/// The commit latency of journal-sized rows (about 300 bytes) on one node and on a primary
+/// with a synchronous standby, printed (`-- --ignored --nocapture`), never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn commit_latency() {
+    assert!(
+        (280..=320).contains(&payload(1).len()),
+        "{}",
+        payload(1).len()
+    );
+    let Some(single) = Postgres::single() else {
+        return;
+    };
+    let url = single.primary.url();
+    measure_all(&url, "one node, fsync", "SET synchronous_commit = on").await;
+    drop(single);
+    let Some(pair) = Postgres::pair("on") else {
+        return;
+    };
+    let url = pair.primary.url();
+    measure_all(&url, "sync standby, on", "SET synchronous_commit = on").await;
+    let apply = "SET synchronous_commit = remote_apply";
+    measure_all(&url, "sync standby, remote_apply", apply).await;
 }
