@@ -348,6 +348,42 @@ async fn a_commit_returns_once_the_synchronous_standby_has_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cut_off_by_the_primarys_death_is_unknown_not_failed() {
+    let Some(mut pg) = Postgres::pair("remote_apply") else {
+        return;
+    };
+    let mut p = connect(&pg.primary.url()).await;
+    migrate::migrate(&mut p).await.unwrap();
+    let held = lease::acquire(&p, "a", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let s = connect(&pg.standby().url()).await;
+    s.execute("SELECT pg_wal_replay_pause()", &[])
+        .await
+        .unwrap();
+    let mut commit = tokio::spawn(async move { fenced_insert(&mut p, held.epoch, 1).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut commit)
+            .await
+            .is_err(),
+        "the commit waits for the standby"
+    );
+    pg.primary.kill9();
+    match commit.await.unwrap() {
+        Err(PgError::CommitUnknown(_)) => {}
+        other => panic!("a commit without an answer must be unknown: {other:?}"),
+    }
+    // Unknown indeed: the standby had the commit, and has the row once promoted.
+    s.execute("SELECT pg_wal_replay_resume()", &[])
+        .await
+        .unwrap();
+    pg.standby().promote();
+    let s = connect(&pg.standby().url()).await;
+    assert_eq!(journal_ids(&s).await, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_rows_survive_a_kill9_of_the_primary_and_a_promotion() {
     let Some(mut pg) = Postgres::pair("on") else {
         return;

@@ -6,7 +6,9 @@
 //! while it has not passed; [`release`] gives it up. Every question of time is answered by
 //! the database's `now()`, never the host's clock, so nodes whose clocks disagree still agree
 //! on who holds it. The expiry (`ttl`) is a parameter of each call, and how often to renew is
-//! the caller's loop's.
+//! the caller's loop's. The clock is the current primary's: after a failover of the database
+//! it is another machine's, and a skew between the two lengthens or shortens the lease in
+//! force by as much (keep them synchronised); the fence does not depend on it.
 //!
 //! [`fenced`] runs a leader's writes in a transaction that first locks the lease row
 //! (`FOR KEY SHARE`) and checks that its epoch is still ours, so a node that lost the lease
@@ -30,7 +32,10 @@ use super::PgError;
 pub struct Lease {
     /// The fencing epoch: one more than the lease's epoch before this take-over.
     pub epoch: i64,
-    /// How long it was valid for, by the database's clock, when taken or last renewed.
+    /// How long it was valid for, by the database's clock, when taken or last renewed. A node
+    /// that counts it down on its own monotonic clock should count from before it sent the
+    /// request (the database's `now()` was no earlier), so that it steps down no later than
+    /// the database thinks; the fence keeps the writes safe either way.
     pub remaining: Duration,
 }
 
@@ -135,9 +140,10 @@ pub type Work<'t, T> = Pin<Box<dyn Future<Output = Result<T, PgError>> + Send + 
 ///
 /// [`PgError::CommitUnknown`] says the commit was sent and no verdict came back (the
 /// connection broke, or the server ended it while waiting for its standby): its writes may
-/// be committed or not, and must not be acknowledged. Do not put a timeout or a cancellation
-/// around this call: PostgreSQL answers a cancelled wait for the synchronous standby with a
-/// warning and a commit on the primary alone.
+/// be committed or not, and must not be acknowledged. Put no timeout around this call (one
+/// that fires leaves the outcome as unknown, without saying so) and no cancellation on the
+/// session (`statement_timeout`, `pg_cancel_backend`): PostgreSQL answers a cancelled wait
+/// for the synchronous standby with a warning and a commit on the primary alone.
 pub async fn fenced<T, F>(client: &mut Client, epoch: i64, work: F) -> Result<T, PgError>
 where
     F: for<'t> FnOnce(&'t Transaction<'t>) -> Work<'t, T>,
