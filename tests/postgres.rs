@@ -345,6 +345,7 @@ async fn a_commit_returns_once_the_synchronous_standby_has_it() {
         .query(&pg.primary, "SHOW synchronous_commit")
         .unwrap_or_default();
     assert_eq!(mode, "remote_apply");
+    assert_eq!(pg.query(&pg.primary, "SHOW fsync").as_deref(), Some("on"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

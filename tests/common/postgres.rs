@@ -71,17 +71,20 @@ impl Env {
         Some(Env { bin, user })
     }
 
-    /// `program` of the server's binaries, run as the server's user.
+    /// `program` of the server's binaries, run as the server's user (in `/`, a directory it
+    /// can enter wherever the tests run).
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        match &self.user {
+        let mut c = match &self.user {
             Some(user) => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", user, "--"]).arg(path);
                 c
             }
             None => Command::new(path),
-        }
+        };
+        c.current_dir("/");
+        c
     }
 
     /// Runs `program` to its end; panics with its output when it fails.
@@ -195,10 +198,14 @@ impl Postgres {
 
     fn start(synchronous: Option<&str>) -> Option<Postgres> {
         let env = Env::find()?;
-        let dir = tempfile::Builder::new()
-            .prefix("vakt-pg")
-            .tempdir()
-            .unwrap();
+        // The server's user must reach it: under /tmp, not a `TMPDIR` of root's.
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("vakt-pg");
+        let dir = match env.user {
+            Some(_) => builder.tempdir_in("/tmp"),
+            None => builder.tempdir(),
+        }
+        .unwrap();
         if let Some(user) = &env.user {
             let (uid, gid) = user_ids(user).unwrap();
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
