@@ -30,6 +30,7 @@ mod dispatches;
 mod incidents;
 mod integrations;
 mod outbox;
+pub mod pg;
 mod plans;
 mod reviews;
 mod subscribers;

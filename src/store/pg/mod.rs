@@ -1,0 +1,77 @@
+//! PostgreSQL, the replicated store: the ground it stands on.
+//!
+//! - [`migrate`]: the schema, versioned SQL files embedded in the binary and applied at start,
+//!   each once, under an advisory lock (several nodes may start at once); a database whose
+//!   schema is newer than the binary is refused.
+//! - [`lease`]: the leader lease row with its fencing epoch, and [`lease::fenced`], the
+//!   transaction that commits only while the epoch it was given is still the lease's.
+//!
+//! The database's clock decides every question of time here (`now()` in the statements), so
+//! nodes whose clocks disagree still agree on who holds the lease.
+//!
+//! Connections are `tokio-postgres` clients; plain TCP for now (a TLS connector comes with
+//! the configuration of the backend).
+
+pub mod lease;
+pub mod migrate;
+
+/// What can go wrong on PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// A statement, a connection or a commit failed.
+    #[error("postgres: {}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// A commit was sent but its answer never came (the connection broke): the transaction
+    /// may or may not be committed. What it wrote must not be acknowledged to anyone.
+    #[error("postgres: the outcome of a commit is unknown: {}", describe(.0))]
+    CommitUnknown(tokio_postgres::Error),
+    /// The database's schema is newer than this binary knows: an older binary must not write
+    /// to it.
+    #[error(
+        "the database's schema is at version {database}, newer than this vakt knows ({known}); run a newer vakt"
+    )]
+    SchemaNewer {
+        /// The newest version recorded in the database.
+        database: i32,
+        /// The newest version this binary carries.
+        known: i32,
+    },
+    /// A migration recorded in the database differs from the one of the same version in this
+    /// binary (edited after it was applied, or another program's).
+    #[error("migration {version} in the database ({recorded}) differs from this vakt's ({ours})")]
+    MigrationChanged {
+        /// The version.
+        version: i32,
+        /// Name and checksum recorded in the database.
+        recorded: String,
+        /// Name and checksum in this binary.
+        ours: String,
+    },
+    /// The lease is held by a later epoch than ours: this node is no longer the leader, and
+    /// nothing was written.
+    #[error("fenced: the lease is at epoch {current}, ours was {ours}")]
+    Fenced {
+        /// The epoch this node held.
+        ours: i64,
+        /// The lease's epoch now.
+        current: i64,
+    },
+    /// A renewal found the lease expired or taken: this node is no longer the leader.
+    #[error("the lease of epoch {epoch} is lost (expired or taken)")]
+    LeaseLost {
+        /// The epoch that was held.
+        epoch: i64,
+    },
+}
+
+/// tokio-postgres displays a server's error as "db error" and keeps the message in the
+/// source; the server's words (severity, SQLSTATE, message) are what an operator needs.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
