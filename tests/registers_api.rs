@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use vakt::model::Role;
 use vakt::registers::directory::{DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES};
@@ -435,32 +432,6 @@ async fn operators_search_and_read_but_only_supervisors_edit() {
     srv.stop().await.unwrap();
 }
 
-async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("a message within 10 s")
-        .expect("open")
-        .expect("ok");
-    serde_json::from_str::<Value>(m.to_text().unwrap()).unwrap()
-}
-
-/// The next `subscriber` message of the feed (others skipped).
-async fn next_subscriber<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    for _ in 0..50 {
-        let m = next_json(ws).await;
-        if m["type"] == "subscriber" {
-            return m;
-        }
-    }
-    panic!("no subscriber message");
-}
-
 #[tokio::test]
 async fn an_edit_tells_every_console_to_load_the_card_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -468,27 +439,15 @@ async fn an_edit_tells_every_console_to_load_the_card_again() {
     let http = srv.http.unwrap();
     import(http, subscribers_csv()).await;
     let op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{http}/api/live"),
-    )
-    .unwrap();
-    req.headers_mut().insert(
-        "cookie",
-        format!("vakt_session={}", op.cookie.clone().unwrap())
-            .parse()
-            .unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connects");
-    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let mut live = common::Live::connect(&op).await;
+    assert_eq!(live.next().await["type"], "snapshot");
 
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let mut card = sup.get("/api/subscribers/bertil").await.json();
     card["care_provider"] = json!("Hemtjänst Centrum");
     assert_eq!(put(&mut sup, &card).await.status, 200);
     assert_eq!(
-        next_subscriber(&mut ws).await,
+        live.next_of("subscriber").await,
         json!({"type": "subscriber", "id": "bertil"})
     );
     // A refused edit says nothing; an import says "any".
@@ -496,7 +455,7 @@ async fn an_edit_tells_every_console_to_load_the_card_again() {
     assert_eq!(put(&mut sup, &card).await.status, 422);
     import(http, subscribers_csv()).await;
     assert_eq!(
-        next_subscriber(&mut ws).await,
+        live.next_of("subscriber").await,
         json!({"type": "subscriber", "id": null})
     );
     srv.stop().await.unwrap();

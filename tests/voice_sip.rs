@@ -1662,6 +1662,7 @@ async fn a_scaip_units_voice_path_teaches_the_registers_its_number() {
     let srv = trunk_server(dir.path(), false, "").await;
     let udp = srv.scaip_udp.unwrap();
     let mut op = common::Client::login(srv.http.unwrap(), common::ADMIN.0, common::ADMIN.1).await;
+    let mut live = common::Live::connect(&op).await;
     let mut unit = Peer::udp(udp).await;
     let uri = format!("sip:arc@{udp}");
     let body = "<mrq><ref>C1</ref><cid>678</cid><dty>1</dty><crd>sip:</crd><crd>gsm:+46-70-555-66-77</crd></mrq>";
@@ -1708,5 +1709,10 @@ async fn a_scaip_units_voice_path_teaches_the_registers_its_number() {
     }
     let anna = op.get("/api/subscribers/anna").await;
     assert_eq!(anna.json()["phone"], "+46705556677", "{}", anna.body);
+    // The consoles showing her card are told to load it again.
+    assert_eq!(
+        live.next_of("subscriber").await,
+        serde_json::json!({"type": "subscriber", "id": "anna"})
+    );
     srv.stop().await.unwrap();
 }

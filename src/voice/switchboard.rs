@@ -1112,6 +1112,7 @@ async fn learn_numbers(
             continue;
         }
         let (s, d) = (store.clone(), devices.clone());
+        let subscriber = l.device.subscriber.clone();
         let done = tokio::task::spawn_blocking(move || {
             crate::registers::learn::learn(&s, &d, &l.device, &l.number, l.how, Timestamp::now())
         })
@@ -1119,7 +1120,8 @@ async fn learn_numbers(
         match done {
             Ok(Ok(learned)) => {
                 if learned.subscriber {
-                    calls.subscribers_changed();
+                    // The consoles showing the card load it again, with the number.
+                    calls.subscriber_changed(subscriber.as_deref());
                 }
             }
             Ok(Err(e)) => {

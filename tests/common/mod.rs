@@ -466,3 +466,53 @@ pub async fn metric(http: SocketAddr, series: &str) -> f64 {
         .next()
         .unwrap_or(0.0)
 }
+
+/// The console's live feed (`/api/live`) as a logged-in client's page reads it.
+pub struct Live {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Live {
+    /// Connects with `client`'s session cookie.
+    pub async fn connect(client: &Client) -> Live {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/api/live", client.addr),
+            )
+            .unwrap();
+        req.headers_mut().insert(
+            "cookie",
+            format!("vakt_session={}", client.cookie.clone().unwrap())
+                .parse()
+                .unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("the live feed connects");
+        Live { ws }
+    }
+
+    /// The next message, within 10 s.
+    pub async fn next(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), self.ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("open")
+            .expect("ok");
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    }
+
+    /// The next message of `kind` (`"subscriber"`, `"call"`...), others skipped (at most 200).
+    pub async fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            let m = self.next().await;
+            if m["type"] == kind {
+                return m;
+            }
+        }
+        panic!("no {kind} message");
+    }
+}
