@@ -465,6 +465,68 @@ fn after_a_kill9_of_the_primary_and_a_promotion_every_committed_batch_is_there_o
     );
 }
 
+/// A commit cut off by the primary's death while it waited for the standby is answered
+/// Failed (never ACKed); once the standby is promoted with the commit, the device's
+/// retransmission is a Duplicate of that record, not a second one, and triage gets the
+/// Signal once.
+#[test]
+fn a_commit_whose_outcome_was_unknown_and_that_landed_is_a_duplicate_after_the_failover() {
+    let Some(mut pg) = Postgres::pair("remote_apply") else {
+        return;
+    };
+    let url = both(&mut pg);
+    let rt = runtime();
+    let (feed, mut triage) = tokio::sync::mpsc::channel(16);
+    let journal = Journal::start(
+        PgJournal::open(&url).unwrap(),
+        options(),
+        Metrics::new(),
+        at(0),
+        Some(feed),
+    )
+    .unwrap();
+    assert_eq!(submit(&journal, 1, 1), Commit::Stored(1));
+    assert_eq!(ids_of(&triage.blocking_recv().unwrap()), [1]);
+
+    let standby = rt.block_on(connect(&pg.standby().url()));
+    rt.block_on(standby.execute("SELECT pg_wal_replay_pause()", &[]))
+        .unwrap();
+    let mut cut = journal.try_submit(sig(2, 2), Some(key(2))).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cut.try_recv().is_err(), "the commit waits for the standby");
+    pg.primary.kill9();
+    assert_eq!(cut.blocking_recv().unwrap(), Commit::Failed);
+    rt.block_on(standby.execute("SELECT pg_wal_replay_resume()", &[]))
+        .unwrap();
+    drop(standby);
+    pg.standby().promote();
+
+    let started = Instant::now();
+    let again = loop {
+        match submit(&journal, 2, 3) {
+            Commit::Failed => {
+                assert!(started.elapsed() < Duration::from_secs(60), "no answer");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            c => break c,
+        }
+    };
+    assert_eq!(again, Commit::Duplicate(2), "the record that landed");
+    assert_eq!(submit(&journal, 3, 4), Commit::Stored(3));
+    close(journal);
+    let mut fed = Vec::new();
+    while let Ok(batch) = triage.try_recv() {
+        fed.extend(ids_of(&batch));
+    }
+    assert_eq!(fed, [2, 3], "triage gets each Signal once");
+    let j = JournalStore::from(PgJournal::open(&pg.standby().url()).unwrap());
+    assert_eq!(seqs(&j.after(0, 10).unwrap()), ["0001", "0002", "0003"]);
+}
+
+fn ids_of(signals: &[Signal]) -> Vec<u64> {
+    signals.iter().map(|s| s.id).collect()
+}
+
 // ---- the measurement ----
 
 /// One case: `batch` records per commit.
