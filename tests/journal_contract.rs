@@ -603,25 +603,31 @@ fn commit_through_the_interface() {
     let dir = sled();
     let on_sled = measure("sled", &dir.open(), secs);
     drop(dir);
+    let rt = runtime();
+    // A journal fenced by a lease of ten minutes on the cluster of `url`.
+    let fenced = |url: &str| {
+        let journal = PgJournal::open(url).unwrap();
+        let c = rt.block_on(connect(url));
+        let held = rt
+            .block_on(lease::acquire(&c, "m", Duration::from_secs(600)))
+            .unwrap()
+            .unwrap();
+        journal.set_epoch(Some(held.epoch));
+        JournalStore::from(journal)
+    };
     let Some(single) = Pg::single() else { return };
     let one = measure("postgres, one node", &single.open(), secs);
+    let one_fenced = measure("postgres, one, fenced", &fenced(&single.url), secs);
     drop(single);
     let Some(pair) = Postgres::pair("on") else {
         return;
     };
-    let rt = runtime();
-    let journal = PgJournal::open(&pair.primary.url()).unwrap();
-    let c = rt.block_on(connect(&pair.primary.url()));
-    let held = rt
-        .block_on(lease::acquire(&c, "m", Duration::from_secs(600)))
-        .unwrap()
-        .unwrap();
-    journal.set_epoch(Some(held.epoch));
-    let sync = measure("postgres, sync standby", &JournalStore::from(journal), secs);
+    let sync = measure("postgres, sync, fenced", &fenced(&pair.primary.url()), secs);
     for (i, batch) in [1, 10, 100].iter().enumerate() {
         println!(
-            "batch {batch:>3}: sled / one node {:.1}x, sled / sync standby {:.1}x (records/s)",
+            "batch {batch:>3}: records/s of sled / PostgreSQL: one node {:.1}, one node fenced {:.1}, sync standby fenced {:.1}",
             on_sled[i] / one[i],
+            on_sled[i] / one_fenced[i],
             on_sled[i] / sync[i]
         );
     }
