@@ -332,6 +332,64 @@ fn a_commit_fenced_by_a_stale_epoch_fails() {
     );
 }
 
+/// A fenced commit in flight (here waiting for its standby) holds the lease: the take-over
+/// waits for it, so the commit either lands before the new epoch or is refused after it.
+#[test]
+fn a_take_over_waits_for_the_fenced_commit_in_flight() {
+    let Some(mut pg) = Postgres::pair("remote_apply") else {
+        return;
+    };
+    let rt = runtime();
+    let url = pg.primary.url();
+    let journal = PgJournal::open(&url).unwrap();
+    let lease_client = rt.block_on(connect(&url));
+    let held = rt
+        .block_on(lease::acquire(
+            &lease_client,
+            "a",
+            Duration::from_millis(300),
+        ))
+        .unwrap()
+        .unwrap();
+    journal.set_epoch(Some(held.epoch));
+    let j = JournalStore::from(journal);
+    let standby = rt.block_on(connect(&pg.standby().url()));
+    rt.block_on(standby.execute("SELECT pg_wal_replay_pause()", &[]))
+        .unwrap();
+    let writer = {
+        let j = j.clone();
+        std::thread::spawn(move || j.commit(1, &recs(1..3)))
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!writer.is_finished(), "the commit waits for the standby");
+    // The lease has expired by the database's clock; the take-over still waits (for the
+    // lease row, not for the standby: its own commit is made not to wait for it).
+    let state = rt.block_on(lease::state(&lease_client)).unwrap();
+    assert_eq!(state.remaining, None);
+    rt.block_on(lease_client.batch_execute("SET synchronous_commit = local"))
+        .unwrap();
+    let mut take_over = rt.spawn(async move {
+        let r = lease::acquire(&lease_client, "b", Duration::from_secs(30)).await;
+        (lease_client, r)
+    });
+    let waited = rt
+        .block_on(async { tokio::time::timeout(Duration::from_millis(500), &mut take_over).await });
+    assert!(
+        waited.is_err(),
+        "a take-over must wait for the commit of the epoch it ends"
+    );
+    rt.block_on(standby.execute("SELECT pg_wal_replay_resume()", &[]))
+        .unwrap();
+    writer.join().unwrap().unwrap();
+    let (_, taken) = rt.block_on(take_over).unwrap();
+    assert_eq!(taken.unwrap().unwrap().epoch, held.epoch + 1);
+    assert!(matches!(
+        j.commit(3, &recs(3..4)),
+        Err(StoreError::Postgres(PgError::Fenced { .. }))
+    ));
+    assert_eq!(ids(&j.after(0, 10).unwrap()), [1, 2]);
+}
+
 #[test]
 fn a_committed_batch_is_on_the_synchronous_standby() {
     let Some(mut pg) = Postgres::pair("remote_apply") else {
