@@ -16,6 +16,10 @@
 //! [`PgError::CommitUnknown`]: the journal does not acknowledge it, and learns afterwards from
 //! [`PgJournal::next_id`] and [`PgJournal::after`] whether it landed.
 //!
+//! The dedup window is read back from the journal's own `dedup_key` and `received_at` at start
+//! ([`PgJournal::recent`]), as on sled; the `dedup_window` table of migration 0001 is left
+//! unused, so there is no second table that could disagree with the journal.
+//!
 //! The journal's committer is a plain OS thread, and the readers run in blocking tasks, as
 //! with sled. So [`PgJournal`] owns a small current-thread tokio runtime and drives its
 //! clients with that runtime's `block_on` on the caller's thread: the committer thread does
