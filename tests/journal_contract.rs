@@ -432,12 +432,14 @@ fn after_a_kill9_of_the_primary_and_a_promotion_every_committed_batch_is_there_o
         return;
     };
     let url = both(&mut pg);
+    // Room for every batch, so the committer never waits for triage here.
+    let (feed, mut triage) = tokio::sync::mpsc::channel(1024);
     let journal = Journal::start(
         PgJournal::open(&url).unwrap(),
         options(),
         Metrics::new(),
         at(0),
-        None,
+        Some(feed),
     )
     .unwrap();
     let journal = std::sync::Arc::new(journal);
@@ -509,6 +511,11 @@ fn after_a_kill9_of_the_primary_and_a_promotion_every_committed_batch_is_there_o
     }
     assert_eq!(ids(&all), (1..=all.len() as u64).collect::<Vec<_>>());
     assert_eq!(db_ids(&rt, &promoted).len(), all.len());
+    let mut fed = Vec::new();
+    while let Ok(batch) = triage.try_recv() {
+        fed.extend(ids_of(&batch));
+    }
+    assert_eq!(fed, ids(&all), "triage gets every record once, in order");
     let duplicates = answered
         .values()
         .filter(|c| matches!(c, Commit::Duplicate(_)))
