@@ -424,8 +424,8 @@ fn both(pg: &mut Postgres) -> String {
 /// Devices send distinct alarms through the journal's committer, each retried until it is
 /// answered; the primary is killed with SIGKILL under load and the standby promoted. Every
 /// alarm answered Stored or Duplicate is in the journal under that id, and every alarm is
-/// there exactly once (the answers Failed in between, a commit whose outcome was unknown
-/// among them, left no second copy).
+/// there exactly once (the answers Failed in between left no second copy, a commit whose
+/// outcome was unknown included, when the kill cut one off), and triage got each once.
 #[test]
 fn after_a_kill9_of_the_primary_and_a_promotion_every_committed_batch_is_there_once() {
     let Some(mut pg) = Postgres::pair("on") else {
