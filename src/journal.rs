@@ -6,6 +6,14 @@
 //! keeps the dedup window (key -> journal id) in memory and rebuilds it from the journal's
 //! recent records at start, so the window survives a restart without a second tree that could
 //! disagree with the journal after a crash.
+//!
+//! Where the records go is [`JournalStore`]'s: sled on one machine, or PostgreSQL with a
+//! synchronous standby. A commit that fails is answered [`Commit::Failed`] (no ACK; the device
+//! retries), and so is one whose outcome is unknown (the database's connection broke during
+//! its commit). After any failure the committer reads the next id from the store again before
+//! it numbers more records, and where the failed batch landed after all (an unknown commit
+//! that did commit) it takes it as committed: its dedup keys come back, so a retransmission is
+//! a [`Commit::Duplicate`] of the journaled record, and triage gets its Signals once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -16,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::Signal;
-use crate::store::{JournalRecord, Store, StoreError, encode_record};
+use crate::store::{JournalRecord, JournalStore, NewRecord, StoreError, encode_record};
 use crate::telemetry::Metrics;
 
 /// A 128-bit retransmission key.
@@ -77,7 +85,7 @@ pub enum SubmitError {
 /// A Signal on its way to the committer, already encoded by the submitting task so that the
 /// one committer thread only checks dedup, concatenates and writes.
 struct Entry {
-    record: Vec<u8>,
+    record: NewRecord,
     signal: Signal,
     dedup: Option<DedupKey>,
     reply: oneshot::Sender<Commit>,
@@ -99,10 +107,14 @@ fn entry(
         dedup: dedup.map(hex::encode),
     };
     record.signal.id = 0;
-    let bytes = encode_record(&record)?;
+    let json = encode_record(&record)?;
     Ok((
         Entry {
-            record: bytes,
+            record: NewRecord {
+                json,
+                received_at: record.signal.received_at,
+                dedup,
+            },
             signal: record.signal,
             dedup,
             reply,
@@ -142,32 +154,27 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Starts the committer on its own thread. `now` is the current time, used once to decide
-    /// which journal records are still inside the dedup window.
+    /// Starts the committer on its own thread, over the journal's storage (a [`crate::store::Store`]
+    /// for sled, or a [`JournalStore`]). `now` is the current time, used once to decide which
+    /// journal records are still inside the dedup window.
     pub fn start(
-        store: Store,
+        store: impl Into<JournalStore>,
         opts: JournalOptions,
         metrics: Metrics,
         now: jiff::Timestamp,
         feed: Option<Feed>,
     ) -> Result<Journal, JournalError> {
-        let next_id = store.next_journal_id()?;
+        let store = store.into();
+        let next_id = store.next_id()?;
         let window = jiff::SignedDuration::from_secs(opts.dedup_window_secs as i64);
         let mut dedup = Dedup::new(window, opts.dedup_max_entries);
-        let since = now - window;
-        let mut recovered = Vec::new();
-        store.journal_rev(|r| {
-            if r.signal.received_at < since {
-                return false;
-            }
+        // Newest first, as many as the table holds; inserted oldest first, so the eviction
+        // order matches the order of arrival.
+        let recent = store.recent(now - window, opts.dedup_max_entries)?;
+        for r in recent.iter().rev() {
             if let Some(k) = r.dedup.as_deref().and_then(parse_key) {
-                recovered.push((r.signal.received_at, k, r.signal.id));
+                dedup.insert(k, r.signal.id, r.signal.received_at);
             }
-            true
-        })?;
-        // Oldest first, so the eviction order matches the order of arrival.
-        for (at, k, id) in recovered.into_iter().rev() {
-            dedup.insert(k, id, at);
         }
         tracing::info!(next_id, dedup_entries = dedup.map.len(), "journal opened");
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
@@ -179,6 +186,8 @@ impl Journal {
             max_batch: opts.max_batch,
             metrics,
             feed,
+            resync: false,
+            unsure: None,
         };
         let thread = std::thread::Builder::new()
             .name("vakt-journal".into())
@@ -300,20 +309,32 @@ impl Dedup {
 }
 
 struct Committer {
-    store: Store,
+    store: JournalStore,
     rx: mpsc::Receiver<Msg>,
     next_id: u64,
     dedup: Dedup,
     max_batch: usize,
     metrics: Metrics,
     feed: Option<Feed>,
+    /// A commit failed: read the next id from the store before numbering more records.
+    resync: bool,
+    /// The last failed batch, until the store says whether it landed after all.
+    unsure: Option<Unsure>,
+}
+
+/// A batch answered [`Commit::Failed`] that may be in the journal anyway (a commit whose
+/// outcome was unknown).
+struct Unsure {
+    first_id: u64,
+    signals: Vec<Signal>,
+    keys: Vec<Option<DedupKey>>,
 }
 
 /// One group commit being gathered.
 #[derive(Default)]
 struct Batch {
     /// Encoded records, ids `first_id..`.
-    records: Vec<Vec<u8>>,
+    records: Vec<NewRecord>,
     /// The same Signals decoded, for triage once they are durable.
     signals: Vec<Signal>,
     /// Every answer owed after the flush (records and duplicates).
@@ -328,6 +349,9 @@ impl Committer {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
+            if self.resync {
+                self.resync();
+            }
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -350,7 +374,7 @@ impl Committer {
                 let _ = e.reply.send(Commit::Failed);
             }
         }
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = self.store.commit(self.next_id, &[]) {
             tracing::error!(error = %e, "final journal flush failed");
         }
         tracing::info!(next_id = self.next_id, "journal closed");
@@ -380,14 +404,15 @@ impl Committer {
             return;
         }
         let started = Instant::now();
-        let result = if batch.records.is_empty() {
-            // Only duplicates: their originals were made durable by an earlier flush, but a
-            // flush that failed may have left them only in memory, so flush again.
-            self.store.flush()
+        // With no records (only duplicates), the commit makes sure that what earlier commits
+        // reported is durable. While the next id is not known again after a failure, nothing
+        // is written (the ids staged may be taken).
+        let result = if self.resync {
+            Err(None)
         } else {
             self.store
-                .append_journal(self.next_id, &batch.records)
-                .and_then(|()| self.store.flush())
+                .commit(self.next_id, &batch.records)
+                .map_err(Some)
         };
         match result {
             Ok(()) => {
@@ -416,19 +441,105 @@ impl Committer {
                 self.forward(batch);
             }
             Err(e) => {
-                tracing::error!(error = %e, frames = batch.replies.len(), "journal commit failed; no ACK sent");
+                match e {
+                    Some(e) => {
+                        tracing::error!(error = %e, frames = batch.replies.len(), "journal commit failed; no ACK sent")
+                    }
+                    None => {
+                        tracing::error!(
+                            frames = batch.replies.len(),
+                            "journal unavailable; no ACK sent"
+                        )
+                    }
+                }
                 self.metrics.journal_errors.increment(1);
-                // The ids of this batch were not taken: the next commit reuses them, so
-                // forget the dedup entries that point at them.
+                // The ids of this batch count as not taken: forget the dedup entries that
+                // point at them, and ask the store for the next id before the next commit.
                 let failed = self.next_id..self.next_id + batch.records.len() as u64;
                 self.dedup.forget_ids(failed);
                 for (tx, _) in batch.replies.drain(..) {
                     let _ = tx.send(Commit::Failed);
                 }
+                if !batch.records.is_empty() && self.unsure.is_none() {
+                    self.unsure = Some(Unsure {
+                        first_id: self.next_id,
+                        signals: std::mem::take(&mut batch.signals),
+                        keys: batch.records.iter().map(|r| r.dedup).collect(),
+                    });
+                }
+                self.resync = true;
             }
         }
         batch.records.clear();
         batch.signals.clear();
+    }
+
+    /// After a failed commit: the next id from the store, and whether the failed batch is in
+    /// the journal after all (its records at its ids, same Signals, same keys). Stays due
+    /// while the store does not answer.
+    fn resync(&mut self) {
+        let next = match self.store.next_id() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "journal store unavailable");
+                return;
+            }
+        };
+        if let Some(u) = self.unsure.take() {
+            let len = u.signals.len();
+            if next >= u.first_id + len as u64 {
+                match self.store.after(u.first_id - 1, len) {
+                    Ok(found) => self.landed(u, &found),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "journal store unavailable");
+                        self.unsure = Some(u);
+                        return;
+                    }
+                }
+            }
+        }
+        if next != self.next_id {
+            tracing::warn!(
+                was = self.next_id,
+                next,
+                "the journal's next id moved after a failed commit"
+            );
+        }
+        self.next_id = next;
+        self.resync = false;
+    }
+
+    /// Takes a batch that was answered Failed as committed when `found` holds it.
+    fn landed(&mut self, u: Unsure, found: &[JournalRecord]) {
+        let same = found.len() == u.signals.len()
+            && found
+                .iter()
+                .zip(&u.signals)
+                .zip(&u.keys)
+                .all(|((r, s), k)| {
+                    r.signal.received_at == s.received_at
+                        && r.signal.raw == s.raw
+                        && r.dedup.as_deref().and_then(parse_key) == *k
+                });
+        if !same {
+            return;
+        }
+        tracing::warn!(
+            first_id = u.first_id,
+            records = found.len(),
+            "a commit whose outcome was unknown is in the journal; retransmissions will be ACKed as duplicates"
+        );
+        for (r, k) in found.iter().zip(&u.keys) {
+            if let Some(k) = k {
+                self.dedup.insert(*k, r.signal.id, r.signal.received_at);
+            }
+        }
+        if let Some(feed) = &self.feed {
+            let signals = found.iter().map(|r| r.signal.clone()).collect();
+            if feed.blocking_send(signals).is_err() {
+                self.feed = None;
+            }
+        }
     }
 
     /// Hands the Signals of a durable commit to triage (ids assigned here). Waits while

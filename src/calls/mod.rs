@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::model::{Call, CallDirection, CallState, Signal, TimelineEntry, TimelineEvent};
-use crate::store::{CallChange, Store, StoreError};
+use crate::store::{CallChange, JournalStore, Store, StoreError};
 use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
 
@@ -256,6 +256,20 @@ impl Calls {
         now: jiff::Timestamp,
         observer: Option<Arc<dyn SignalObserver>>,
     ) -> Result<Calls, CallsError> {
+        let journal = JournalStore::from(store.clone());
+        Calls::start_on(store, &journal, opts, metrics, now, observer)
+    }
+
+    /// [`Calls::start_observed`] replaying the Signals from `journal` (the journal's storage,
+    /// which need not be `store`'s).
+    pub fn start_on(
+        store: Store,
+        journal: &JournalStore,
+        opts: crate::triage::TriageOptions,
+        metrics: CallMetrics,
+        now: jiff::Timestamp,
+        observer: Option<Arc<dyn SignalObserver>>,
+    ) -> Result<Calls, CallsError> {
         let (wtx, wrx) = std_mpsc::channel();
         let writer_thread = {
             let store = store.clone();
@@ -284,7 +298,7 @@ impl Calls {
         let mut cursor = store.triage_cursor()?;
         let mut replayed = 0usize;
         loop {
-            let records = store.journal_after(cursor, REPLAY_CHUNK)?;
+            let records = journal.after(cursor, REPLAY_CHUNK)?;
             let Some(last) = records.last().map(|r| r.signal.id) else {
                 break;
             };

@@ -36,7 +36,7 @@ use crate::ingest::scaip::{Scaip, Tracker};
 use crate::journal::Journal;
 use crate::outbox::{EscalationConfig, Outbox};
 use crate::registers::devices::{Devices, Registry};
-use crate::store::{Store, StoreError};
+use crate::store::{JournalStore, Store, StoreError};
 use crate::supervision::detector::{Detector, DetectorOptions};
 use crate::supervision::incidents::Incidents;
 use crate::supervision::round::Supervision;
@@ -94,7 +94,15 @@ pub(super) async fn start(
         scaip_tracker.clone(),
         voice_observer.clone(),
     ]));
-    let calls = start_calls(&store, cfg.triage.triage_options(), observers).await?;
+    // The journal's storage, for the committer and triage's reader (the sled store for now).
+    let journal_store = JournalStore::from(store.clone());
+    let calls = start_calls(
+        &store,
+        &journal_store,
+        cfg.triage.triage_options(),
+        observers,
+    )
+    .await?;
     // Open incidents back (their devices rejoin them in triage).
     let incidents = {
         let (store, calls, outbox) = (store.clone(), calls.clone(), outbox.outbox.clone());
@@ -113,7 +121,7 @@ pub(super) async fn start(
     )
     .await?;
     let journal = Arc::new(Journal::start(
-        store.clone(),
+        journal_store,
         cfg.journal_options(),
         metrics.clone(),
         jiff::Timestamp::now(),
@@ -471,14 +479,16 @@ impl WorkOrdersPart {
 /// triaged now, before any new frame is accepted.
 async fn start_calls(
     store: &Store,
+    journal: &JournalStore,
     opts: TriageOptions,
     observers: Arc<dyn SignalObserver>,
 ) -> Result<Arc<Calls>, ServerError> {
-    let store = store.clone();
+    let (store, journal) = (store.clone(), journal.clone());
     Ok(Arc::new(
         tokio::task::spawn_blocking(move || {
-            Calls::start_observed(
+            Calls::start_on(
                 store,
+                &journal,
                 opts,
                 CallMetrics::new(),
                 jiff::Timestamp::now(),

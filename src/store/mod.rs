@@ -29,6 +29,7 @@ mod directory;
 mod dispatches;
 mod incidents;
 mod integrations;
+pub mod journal;
 mod outbox;
 pub mod pg;
 mod plans;
@@ -38,6 +39,7 @@ mod users;
 mod work_orders;
 
 pub use calls::CallChange;
+pub use journal::{JournalStore, NewRecord};
 pub use outbox::OutboxRecord;
 pub use reviews::Decided;
 pub use users::{SessionRecord, UserChange, UserChanged, UserRecord};
@@ -61,6 +63,18 @@ pub enum StoreError {
     /// A read, write or flush failed.
     #[error("storage: {0}")]
     Engine(#[from] sled::Error),
+    /// A journal commit whose first id is not the next one: refused, nothing written (two
+    /// writers, or a bug).
+    #[error("journal commit at id {first_id} refused: the next id is {next}")]
+    JournalGap {
+        /// The first id of the refused commit.
+        first_id: u64,
+        /// The id the journal expected.
+        next: u64,
+    },
+    /// PostgreSQL failed (or a commit's outcome is unknown: never acknowledged).
+    #[error(transparent)]
+    Postgres(#[from] pg::PgError),
     /// A stored record could not be decoded.
     #[error("corrupt record in {tree}: {detail}")]
     Corrupt {
@@ -259,17 +273,36 @@ impl Store {
     ///
     /// [`flush`]: Store::flush
     pub fn append_journal(&self, first_id: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
-        let len = records.iter().map(|r| 4 + r.len()).sum::<usize>();
-        let mut plain = Vec::with_capacity(len);
-        for r in records {
-            plain.extend_from_slice(&(r.len() as u32).to_be_bytes());
-            plain.extend_from_slice(r);
+        let records: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        self.journal
+            .insert(first_id.to_be_bytes(), pack_entry(&records))?;
+        Ok(())
+    }
+
+    /// [`append_journal`](Store::append_journal) where no entry starts at `first_id` yet;
+    /// [`StoreError::JournalGap`] (nothing written) where one does.
+    pub(crate) fn insert_journal_new(
+        &self,
+        first_id: u64,
+        records: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let swapped = self.journal.compare_and_swap(
+            first_id.to_be_bytes(),
+            None::<&[u8]>,
+            Some(pack_entry(records)),
+        )?;
+        match swapped {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::JournalGap {
+                first_id,
+                next: self.next_journal_id()?,
+            }),
         }
-        let packed = lz4_flex::compress_prepend_size(&plain);
-        let mut v = Vec::with_capacity(1 + packed.len());
-        v.push(JOURNAL_FORMAT);
-        v.extend_from_slice(&packed);
-        self.journal.insert(first_id.to_be_bytes(), v)?;
+    }
+
+    /// Removes the journal entry that starts at `first_id` (one that was never made durable).
+    pub(crate) fn remove_journal_entry(&self, first_id: u64) -> Result<(), StoreError> {
+        self.journal.remove(first_id.to_be_bytes())?;
         Ok(())
     }
 
@@ -492,6 +525,21 @@ fn max_id(tree: &sled::Tree, prefix: u8) -> Result<u64, StoreError> {
         Some(item) => Ok(id_at_end(&item?.0).unwrap_or(0)),
         None => Ok(0),
     }
+}
+
+/// One journal entry: the version byte and the LZ4 block of the length-prefixed records.
+fn pack_entry(records: &[&[u8]]) -> Vec<u8> {
+    let len = records.iter().map(|r| 4 + r.len()).sum::<usize>();
+    let mut plain = Vec::with_capacity(len);
+    for r in records {
+        plain.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        plain.extend_from_slice(r);
+    }
+    let packed = lz4_flex::compress_prepend_size(&plain);
+    let mut v = Vec::with_capacity(1 + packed.len());
+    v.push(JOURNAL_FORMAT);
+    v.extend_from_slice(&packed);
+    v
 }
 
 fn id_of(k: &[u8]) -> Result<u64, StoreError> {

@@ -165,7 +165,7 @@ where
 
 /// A commit's error: a plain `ERROR` from the server is a verdict (rolled back); anything else
 /// (the connection gone, `FATAL` or `PANIC` while waiting for the standby) leaves it unknown.
-fn commit_error(e: tokio_postgres::Error) -> PgError {
+pub(super) fn commit_error(e: tokio_postgres::Error) -> PgError {
     match e.as_db_error().and_then(|db| db.parsed_severity()) {
         Some(Severity::Error) => PgError::Db(e),
         _ => PgError::CommitUnknown(e),

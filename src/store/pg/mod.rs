@@ -3,6 +3,7 @@
 //! - [`migrate`]: the schema, versioned SQL files embedded in the binary and applied at start,
 //!   each once, under an advisory lock (several nodes may start at once); a database whose
 //!   schema is newer than the binary is refused.
+//! - [`journal`]: the journal's records, behind [`crate::store::JournalStore`].
 //! - [`lease`]: the leader lease row with its fencing epoch, and [`lease::fenced`], the
 //!   transaction that commits only while the epoch it was given is still the lease's.
 //!
@@ -12,6 +13,7 @@
 //! Connections are `tokio-postgres` clients; plain TCP for now (a TLS connector comes with
 //! the configuration of the backend).
 
+pub mod journal;
 pub mod lease;
 pub mod migrate;
 
@@ -56,6 +58,12 @@ pub enum PgError {
         /// The lease's epoch now.
         current: i64,
     },
+    /// The journal's own runtime (which drives its connections) could not be built.
+    #[error("cannot start the runtime of the database's connections: {0}")]
+    Runtime(std::io::Error),
+    /// The journal's connections were shut down.
+    #[error("postgres: the journal's connections are closed")]
+    Closed,
     /// A renewal found the lease expired or taken: this node is no longer the leader.
     #[error("the lease of epoch {epoch} is lost (expired or taken)")]
     LeaseLost {
