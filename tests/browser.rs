@@ -129,6 +129,42 @@ async fn patrol_says(s: &mut Session, ev: FromPatrol) {
     );
 }
 
+/// Åsa's unit (account 1234) sends the Contact ID event `event` ("1101 01 001") in DC-09
+/// frame `seq`; vakt ACKs it.
+async fn asa_alarm(srv: &vakt::server::Running, seq: u16, event: &str) {
+    let frame = plain("ADM-CID", seq, "1234", &format!("#1234|{event}"));
+    let reply = tcp_roundtrip(srv.dc09_tcp.unwrap(), &frame).await;
+    assert_eq!(token_of(&reply), "ACK");
+}
+
+/// Chooses `outcome` in the close box, writes `note` (when not empty) and closes.
+async fn close_in_console(c: &fantoccini::Client, outcome: &str, note: &str) {
+    c.find(Locator::Css("#close-outcome"))
+        .await
+        .unwrap()
+        .select_by_value(outcome)
+        .await
+        .unwrap();
+    if !note.is_empty() {
+        c.find(Locator::Css("#close-note"))
+            .await
+            .unwrap()
+            .send_keys(note)
+            .await
+            .unwrap();
+    }
+    click(c, "#close-submit").await;
+}
+
+/// Waits until the server has Call `id` closed.
+async fn closed_on_the_server(api: &Client, id: u64) {
+    wait_for("the Call closed", Duration::from_secs(10), || async {
+        let call = api.clone().get(&format!("/api/calls/{id}")).await.json();
+        (call["state"] == "closed").then_some(())
+    })
+    .await;
+}
+
 /// One browser at a time: two Chromiums at once on a small CI machine would make the 1 s
 /// ACK-to-queue measure meaningless.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -282,12 +318,7 @@ async fn operator_dispatches_a_patrol_and_follows_its_clock() {
     login(&c, OPERATOR).await;
 
     // An alarm over DC-09 appears in the queue.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1101 01 001").await;
     let acked = Instant::now();
     let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
         c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
@@ -820,12 +851,7 @@ async fn receipt_timeout_alert_on_every_page_and_the_operator_cancels() {
     c.goto(&format!("http://{}/", s.http)).await.unwrap();
     login(&c, OPERATOR).await;
 
-    let reply = tcp_roundtrip(
-        s.srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&s.srv, 1, "1101 01 001").await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
     click_shown(&c, "#dispatch-open").await;
     let chosen = wait_for("the suggested patrol", Duration::from_secs(10), || async {
@@ -999,12 +1025,7 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_queue() {
     let s = setup(10).await;
     c.goto(&format!("http://{}/", s.http)).await.unwrap();
     login(&c, OPERATOR).await;
-    let reply = tcp_roundtrip(
-        s.srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&s.srv, 1, "1101 01 001").await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
     click_shown(&c, "#dispatch-open").await;
     click_shown(&c, "#dispatch-submit").await;
@@ -1591,12 +1612,7 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     let mut api = Client::login(http, OPERATOR.0, OPERATOR.1).await;
 
     // Åsa's first alarm: taken, a patrol sent, the Call closed "patrol needed".
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1101 01 001").await;
     let first = first_open_call(&api, Duration::from_secs(10)).await;
     let r = api
         .post(&format!("/api/calls/{first}/claim"), serde_json::json!({}))
@@ -1620,12 +1636,7 @@ async fn the_same_persons_second_call_shows_the_first_and_its_patrol() {
     // She presses again: the operator takes the new Call in the console.
     c.goto(&format!("http://{http}/")).await.unwrap();
     login(&c, OPERATOR).await;
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 2, "1101 01 001").await;
     let row = wait_for(
         "the second Call in the queue",
         Duration::from_secs(10),
@@ -1748,12 +1759,7 @@ async fn the_console_rings_until_an_urgent_call_is_taken_and_warns_before_a_late
     })
     .await;
     // A personal alarm waits: the pill rings (pulses), but nothing is heard yet.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1101 01 001").await;
     let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
         c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
     })
@@ -1893,12 +1899,7 @@ async fn a_smoke_alarm_closed_help_not_needed_is_refused_and_a_supervisor_review
     // A smoke detector's alarm; the operator takes it in the console.
     c.goto(&format!("http://{http}/")).await.unwrap();
     login(&c, OPERATOR).await;
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1111 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1111 01 001").await;
     let row = wait_for(
         "the smoke alarm in the queue",
         Duration::from_secs(10),
@@ -1980,12 +1981,7 @@ async fn a_smoke_alarm_closed_help_not_needed_is_refused_and_a_supervisor_review
     .await;
 
     // A pendant press closed "accidental press" goes on the review list.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 2, "1101 01 001").await;
     let press_id = wait_for("the press's Call", Duration::from_secs(10), || async {
         let calls = api.clone().get("/api/calls?state=open").await.json();
         calls.as_array()?.first()?["id"].as_u64()
@@ -2103,12 +2099,7 @@ async fn dispatch_dialog_on_shift_first_warnings_beside_and_the_instruction_reac
 
     c.goto(&format!("http://{http}/")).await.unwrap();
     login(&c, OPERATOR).await;
-    let reply = tcp_roundtrip(
-        s.srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&s.srv, 1, "1101 01 001").await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
     click_shown(&c, "#dispatch-open").await;
     wait_for("the patrols", Duration::from_secs(10), || async {
@@ -2244,12 +2235,7 @@ async fn a_handover_at_logout_reaches_the_receivers_my_calls() {
 
     c.goto(&format!("http://{http}/")).await.unwrap();
     login(&c, OPERATOR).await;
-    let reply = tcp_roundtrip(
-        s.srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&s.srv, 1, "1101 01 001").await;
     let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
         c.find(Locator::Css("#queue-body tr.call-row")).await.ok()
     })
@@ -2426,12 +2412,7 @@ async fn a_fall_call_is_worked_through_the_persons_response_plan() {
     assert_eq!(a.status, 200, "{}", a.body);
 
     // Åsa's fall detector (CID 103).
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1103 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1103 01 001").await;
 
     // The supervisor opens the waiting Call (without taking it) and edits the plan.
     c.goto(&format!("http://{http}/")).await.unwrap();
@@ -2838,12 +2819,7 @@ async fn a_swedish_operator_reads_the_console_in_swedish_in_the_centres_time() {
     assert_eq!(text_of(&c, "#tab-queue").await.as_deref(), Some("Kö"));
 
     // A personal alarm (CID 101) waits in the queue.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&srv, 1, "1101 01 001").await;
     let row = wait_for("the Call in the queue", Duration::from_secs(10), || async {
         let row = c.find(Locator::Css("#queue-body tr.call-row")).await.ok()?;
         Some(row)
@@ -2990,12 +2966,7 @@ async fn a_swedish_operator_works_a_call_and_dispatches_in_swedish() {
     login(&c, OPERATOR).await;
 
     // A smoke alarm; taken from the queue.
-    let reply = tcp_roundtrip(
-        s.srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1111 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(&s.srv, 1, "1111 01 001").await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
 
     // The plan for this alarm at the top, its steps to tick.
@@ -3302,12 +3273,7 @@ async fn a_swedish_shift_from_the_fall_to_the_handover() {
     assert_eq!(lang, "sv");
 
     // 1. Åsa's fall detector (CID 103): the operator takes it; the plan is at the top.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 1, "1234", "#1234|1103 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 1, "1103 01 001").await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
     let fall: u64 = wait_for("the fall Call", Duration::from_secs(10), || async {
         let v = c.find(Locator::Css("#call-view")).await.ok()?;
@@ -3407,30 +3373,11 @@ async fn a_swedish_shift_from_the_fall_to_the_handover() {
     .await;
     screenshot("console-sv-fall-call.png", &c.screenshot().await.unwrap());
     // Closed "patrol sent": the patrol's clock runs on.
-    c.find(Locator::Css("#close-outcome"))
-        .await
-        .unwrap()
-        .select_by_value("patrol_needed")
-        .await
-        .unwrap();
-    click(&c, "#close-submit").await;
-    wait_for("the fall Call closed", Duration::from_secs(10), || async {
-        let call = admin
-            .clone()
-            .get(&format!("/api/calls/{fall}"))
-            .await
-            .json();
-        (call["state"] == "closed").then_some(())
-    })
-    .await;
+    close_in_console(&c, "patrol_needed", "").await;
+    closed_on_the_server(&admin, fall).await;
 
     // 2. Åsa presses her pendant: the new Call shows the first and the patrol on its way.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 2, "1234", "#1234|1101 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 2, "1101 01 001").await;
     press(&c, '\u{e00c}').await; // Escape: to the queue
     click_shown(&c, "#queue-body tr.call-row .take").await;
     let second: u64 = wait_for("the second Call", Duration::from_secs(10), || async {
@@ -3453,40 +3400,16 @@ async fn a_swedish_shift_from_the_fall_to_the_handover() {
     no_english("second Call", english_shown(&c, &en, &sv).await);
     screenshot("console-sv-second-call.png", &c.screenshot().await.unwrap());
     // She pressed by mistake, the patrol is on its way anyway: closed with the reason.
-    c.find(Locator::Css("#close-outcome"))
-        .await
-        .unwrap()
-        .select_by_value("accidental_press")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#close-note"))
-        .await
-        .unwrap()
-        .send_keys("Tryckte av misstag, patrullen är redan på väg")
-        .await
-        .unwrap();
-    click(&c, "#close-submit").await;
-    wait_for(
-        "the second Call closed",
-        Duration::from_secs(10),
-        || async {
-            let call = admin
-                .clone()
-                .get(&format!("/api/calls/{second}"))
-                .await
-                .json();
-            (call["state"] == "closed").then_some(())
-        },
+    close_in_console(
+        &c,
+        "accidental_press",
+        "Tryckte av misstag, patrullen är redan på väg",
     )
     .await;
+    closed_on_the_server(&admin, second).await;
 
     // 3. Her smoke detector (CID 111): "help not needed" is refused, in Swedish.
-    let reply = tcp_roundtrip(
-        srv.dc09_tcp.unwrap(),
-        &plain("ADM-CID", 3, "1234", "#1234|1111 01 001"),
-    )
-    .await;
-    assert_eq!(token_of(&reply), "ACK");
+    asa_alarm(srv, 3, "1111 01 001").await;
     press(&c, '\u{e00c}').await;
     click_shown(&c, "#queue-body tr.call-row .take").await;
     let smoke: u64 = wait_for("the smoke Call", Duration::from_secs(10), || async {
@@ -3495,19 +3418,7 @@ async fn a_swedish_shift_from_the_fall_to_the_handover() {
         (id > second && v.attr("data-state").await.ok()?? == "claimed").then_some(id)
     })
     .await;
-    c.find(Locator::Css("#close-outcome"))
-        .await
-        .unwrap()
-        .select_by_value("help_not_needed")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#close-note"))
-        .await
-        .unwrap()
-        .send_keys("Brödrosten, hon vädrar")
-        .await
-        .unwrap();
-    click(&c, "#close-submit").await;
+    close_in_console(&c, "help_not_needed", "Brödrosten, hon vädrar").await;
     let refusal = wait_for("the refusal", Duration::from_secs(10), || async {
         let el = c.find(Locator::Css("#close-error")).await.ok()?;
         el.is_displayed().await.ok()?.then_some(())?;
