@@ -355,20 +355,7 @@ pub async fn tick_step(
         result: req.result,
         reason,
     };
-    let call = state
-        .calls
-        .triage
-        .owner_line(id, &s.user, what, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
-    audit(
-        &state,
-        &s,
-        "call.plan_step",
-        Some(id),
-        call.subscriber.as_deref(),
-        detail,
-    )?;
-    durable(&state, call).await
+    owner_line(&state, &s, id, what, "call.plan_step", detail).await
 }
 
 /// `POST /api/calls/{id}/relative-call` body.
@@ -431,18 +418,31 @@ pub async fn relative_call(
         result: req.result,
         note,
     };
+    owner_line(&state, &s, id, what, "call.relative_call", detail).await
+}
+
+/// Writes the owner's plan line `what` on Call `id`, audits it as `action` and answers the
+/// Call once it is durable.
+async fn owner_line(
+    state: &AppState,
+    s: &Session,
+    id: u64,
+    what: TimelineEvent,
+    action: &str,
+    detail: String,
+) -> ApiResult<Json<CallView>> {
     let call = state
         .calls
         .triage
         .owner_line(id, &s.user, what, jiff::Timestamp::now())
-        .map_err(|e| call_error(&state, id, e))?;
+        .map_err(|e| call_error(state, id, e))?;
     audit(
-        &state,
-        &s,
-        "call.relative_call",
+        state,
+        s,
+        action,
         Some(id),
         call.subscriber.as_deref(),
         detail,
     )?;
-    durable(&state, call).await
+    durable(state, call).await
 }
