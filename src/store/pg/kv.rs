@@ -276,13 +276,18 @@ impl PgKv {
                 epoch: AtomicI64::new(0),
             }),
         };
-        // The schema first, so that a wrong URL or a newer schema fails here.
+        // The schema first, so that a wrong URL or a newer schema fails here; on a
+        // connection of its own, as a worker's prepares its statements on the `kv` table,
+        // which a new database has only after the migration.
         kv.run(|w| {
-            w.with(|conn| {
-                Box::pin(async move {
-                    migrate::migrate(&mut conn.client).await?;
-                    Ok(())
-                })
+            let config = w.config.clone();
+            w.rt.block_on(async move {
+                let (mut client, connection) = config.connect(NoTls).await?;
+                let driver = tokio::spawn(connection);
+                let migrated = migrate::migrate(&mut client).await;
+                drop(client);
+                let _ = driver.await;
+                migrated.map(|_| ())
             })
         })?;
         Ok(kv)
@@ -480,40 +485,23 @@ impl PgKv {
             w.with(|c| {
                 Box::pin(async move {
                     let tx = c.client.transaction().await?;
-                    if ours != 0 {
-                        let current: i64 = tx.query_typed_one(FENCE, &[]).await?.try_get(0)?;
-                        if current != ours {
-                            return Err(PgError::Fenced { ours, current });
+                    // Ended here on every path: a transaction dropped open only queues its
+                    // rollback, and this worker's runtime sends it when its next job comes,
+                    // holding the tree's lock (and the lease row's) until then.
+                    match checked_writes(&tx, tree, ours, &reads, writes).await {
+                        Ok(true) => {
+                            tx.commit().await.map_err(lease::commit_error)?;
+                            Ok(true)
+                        }
+                        Ok(false) => {
+                            tx.rollback().await?;
+                            Ok(false)
+                        }
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
                         }
                     }
-                    tx.query_typed(TREE_LOCK, &[(&tree, Type::TEXT)]).await?;
-                    for (k, expected) in &reads {
-                        let row = tx
-                            .query_typed_opt(LOCK_ROW, &[(&tree, Type::TEXT), (k, Type::BYTEA)])
-                            .await?;
-                        let found = row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?;
-                        if found.as_deref() != expected.as_deref() {
-                            return Ok(false);
-                        }
-                    }
-                    let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-                    for (k, v) in writes {
-                        match v {
-                            Some(v) => {
-                                keys.push(k);
-                                values.push(v);
-                            }
-                            None => gone.push(k),
-                        }
-                    }
-                    if !keys.is_empty() {
-                        tx.execute(UPSERT, &[&tree, &keys, &values]).await?;
-                    }
-                    if !gone.is_empty() {
-                        tx.execute(DELETE, &[&tree, &gone]).await?;
-                    }
-                    tx.commit().await.map_err(lease::commit_error)?;
-                    Ok(true)
                 })
             })
         })
@@ -592,6 +580,50 @@ impl PgKv {
             })
         })
     }
+}
+
+/// A transaction's commit up to the `COMMIT`: the fence, the tree's lock, the check that what
+/// it read is unchanged (false when not), and its writes.
+async fn checked_writes(
+    tx: &tokio_postgres::Transaction<'_>,
+    tree: &'static str,
+    ours: i64,
+    reads: &BTreeMap<Vec<u8>, Option<Value>>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<bool, PgError> {
+    if ours != 0 {
+        let current: i64 = tx.query_typed_one(FENCE, &[]).await?.try_get(0)?;
+        if current != ours {
+            return Err(PgError::Fenced { ours, current });
+        }
+    }
+    tx.query_typed(TREE_LOCK, &[(&tree, Type::TEXT)]).await?;
+    for (k, expected) in reads {
+        let row = tx
+            .query_typed_opt(LOCK_ROW, &[(&tree, Type::TEXT), (k, Type::BYTEA)])
+            .await?;
+        let found = row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?;
+        if found.as_deref() != expected.as_deref() {
+            return Ok(false);
+        }
+    }
+    let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in writes {
+        match v {
+            Some(v) => {
+                keys.push(k);
+                values.push(v);
+            }
+            None => gone.push(k),
+        }
+    }
+    if !keys.is_empty() {
+        tx.execute(UPSERT, &[&tree, &keys, &values]).await?;
+    }
+    if !gone.is_empty() {
+        tx.execute(DELETE, &[&tree, &gone]).await?;
+    }
+    Ok(true)
 }
 
 impl PgKv {
