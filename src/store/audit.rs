@@ -99,6 +99,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::on_each_backend;
 
     fn entry(user: &str, action: &str) -> AuditEntry {
         AuditEntry {
@@ -112,10 +113,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sequence_starts_at_one_and_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend!(
+    fn sequence_starts_at_one_and_pages(b) {
+        let store = b.open();
         assert!(store.audit_after(0, 10).unwrap().is_empty());
         for i in 1..=5 {
             let mut e = entry("åsa", "call.claim");
@@ -135,14 +135,14 @@ mod tests {
         assert!(store.audit_after(u64::MAX, 10).unwrap().is_empty());
         assert!(store.audit_after(0, 0).unwrap().is_empty());
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(store.audit(entry("bo", "session.login")).unwrap(), 6);
     }
+    );
 
-    #[test]
-    fn concurrent_auditors_never_collide() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend!(
+    fn concurrent_auditors_never_collide(b) {
+        let store = b.open();
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let store = store.clone();
@@ -161,4 +161,5 @@ mod tests {
         assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
         assert_eq!(store.audit_after(0, 1000).unwrap().len(), 400);
     }
+    );
 }

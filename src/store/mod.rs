@@ -36,6 +36,8 @@ pub mod pg;
 mod plans;
 mod reviews;
 mod subscribers;
+#[cfg(test)]
+mod testing;
 mod users;
 mod work_orders;
 
