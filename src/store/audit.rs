@@ -113,7 +113,7 @@ mod tests {
         }
     }
 
-    on_each_backend!(
+    on_each_backend! {
     fn sequence_starts_at_one_and_pages(b) {
         let store = b.open();
         assert!(store.audit_after(0, 10).unwrap().is_empty());
@@ -138,9 +138,9 @@ mod tests {
         let store = b.open();
         assert_eq!(store.audit(entry("bo", "session.login")).unwrap(), 6);
     }
-    );
+    }
 
-    on_each_backend!(
+    on_each_backend! {
     fn concurrent_auditors_never_collide(b) {
         let store = b.open();
         let threads: Vec<_> = (0..8)
@@ -161,5 +161,5 @@ mod tests {
         assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
         assert_eq!(store.audit_after(0, 1000).unwrap().len(), 400);
     }
-    );
+    }
 }

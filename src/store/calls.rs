@@ -284,6 +284,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::{Outcome, Priority, TimelineEntry, TimelineEvent};
+    use crate::store::testing::on_each_backend;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -320,21 +321,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn empty_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn empty_store(b) {
+        let store = b.open();
         assert_eq!(store.triage_cursor().unwrap(), 0);
         assert_eq!(store.max_call_id().unwrap(), 0);
         assert!(store.open_calls().unwrap().is_empty());
         assert_eq!(store.call(1).unwrap(), None);
         assert!(store.calls_opened_since(ts(0)).unwrap().is_empty());
     }
+    }
 
-    #[test]
-    fn a_reopened_call_is_open_again_and_no_longer_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn a_reopened_call_is_open_again_and_no_longer_closed(b) {
+        let store = b.open();
         store
             .save_calls(&[call(5, 1000, CallState::Closed)], Some(3))
             .unwrap();
@@ -367,11 +367,11 @@ mod tests {
         assert_eq!(store.max_call_id().unwrap(), 5);
         assert_eq!(store.triage_cursor().unwrap(), 3);
     }
+    }
 
-    #[test]
-    fn save_moves_closed_calls_and_keeps_the_cursor() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn save_moves_closed_calls_and_keeps_the_cursor(b) {
+        let store = b.open();
         store
             .save_calls(
                 &[
@@ -435,18 +435,18 @@ mod tests {
         );
 
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(
             store.open_calls().unwrap().len(),
             1,
             "durable across reopen"
         );
     }
+    }
 
-    #[test]
-    fn opened_since_takes_open_and_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn opened_since_takes_open_and_closed(b) {
+        let store = b.open();
         let day = 86_400;
         let mut calls = Vec::new();
         for id in 1..=20u64 {
@@ -469,6 +469,7 @@ mod tests {
         assert_eq!(store.calls_opened_since(ts(0)).unwrap().len(), 20);
         assert!(store.calls_opened_since(ts(100 * day)).unwrap().is_empty());
     }
+    }
 
     #[test]
     fn head_is_the_call_without_its_timeline() {
@@ -489,10 +490,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn changes_append_timeline_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn changes_append_timeline_lines(b) {
+        let store = b.open();
         let mut c: Call = serde_json::from_value(serde_json::json!({
             "id": 3, "priority": 1, "state": "queued", "owner": null,
             "opened_at": "2026-11-23T10:00:00Z", "alarm_count": 1, "subscriber": null,
@@ -561,5 +561,6 @@ mod tests {
             .unwrap();
         assert_eq!(today.len(), 1);
         assert!(today[0].timeline.is_empty());
+    }
     }
 }

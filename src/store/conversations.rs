@@ -64,6 +64,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::CallDirection;
+    use crate::store::testing::on_each_backend;
 
     fn open(id: u64) -> OpenConversation {
         OpenConversation {
@@ -79,11 +80,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ids_go_on_across_a_restart_and_open_conversations_are_kept_until_removed() {
-        let dir = tempfile::tempdir().unwrap();
+    on_each_backend! {
+    fn ids_go_on_across_a_restart_and_open_conversations_are_kept_until_removed(b) {
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = b.open();
             assert_eq!(s.next_conversation_id().unwrap(), 1);
             assert_eq!(s.next_conversation_id().unwrap(), 2);
             s.save_open_conversation(&open(1)).unwrap();
@@ -94,10 +94,11 @@ mod tests {
             s.remove_open_conversation(1).unwrap();
             s.flush().unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = b.open();
         assert_eq!(s.next_conversation_id().unwrap(), 3);
         let left = s.open_conversations().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].id, left[0].operator.as_deref()), (2, Some("op")));
+    }
     }
 }

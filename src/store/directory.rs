@@ -148,6 +148,7 @@ mod tests {
     use crate::registers::directory::{
         DEMO_AREAS, DEMO_PATROLS, DEMO_PROVIDERS, DEMO_ROUTES, parse_all,
     };
+    use crate::store::testing::on_each_backend;
 
     fn demo() -> Directory {
         parse_all(
@@ -159,10 +160,9 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn save_and_read_back_survives_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn save_and_read_back_survives_a_reopen(b) {
+        let store = b.open();
         assert!(store.directory().unwrap().is_empty());
         let d = demo();
         assert_eq!(store.save_directory(&d).unwrap(), 0);
@@ -170,16 +170,16 @@ mod tests {
         assert_eq!(store.patrol("natt-1").unwrap().as_ref(), d.patrol("natt-1"));
         assert_eq!(store.patrol("nobody").unwrap(), None);
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         let back = store.directory().unwrap();
         assert_eq!(back, d);
         assert_eq!(back.routes[5].provider, "*", "rules keep their order");
     }
+    }
 
-    #[test]
-    fn saving_replaces_the_whole_directory_and_more_than_ten_rules_keep_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn saving_replaces_the_whole_directory_and_more_than_ten_rules_keep_order(b) {
+        let store = b.open();
         store.save_directory(&demo()).unwrap();
         let mut small = demo();
         small.providers.truncate(1);
@@ -196,11 +196,11 @@ mod tests {
         let back = store.directory().unwrap();
         assert_eq!(back, small, "nothing of the first directory is left");
     }
+    }
 
-    #[test]
-    fn patrol_tokens_match_only_their_hash_and_go_with_their_patrol() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn patrol_tokens_match_only_their_hash_and_go_with_their_patrol(b) {
+        let store = b.open();
         let d = demo();
         store.save_directory(&d).unwrap();
         let (token, hash) = crate::store::new_token();
@@ -243,8 +243,9 @@ mod tests {
         assert!(!store.patrol_token_matches("natt-1", &hash2).unwrap());
         assert!(store.patrol_token_matches("norr-dag", &hash).unwrap());
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert!(store.patrol_token_matches("norr-dag", &hash).unwrap());
+    }
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::DispatchState;
+    use crate::store::testing::on_each_backend;
 
     fn d(id: u64, offered: i64, state: DispatchState) -> Dispatch {
         Dispatch {
@@ -159,10 +160,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dispatches_round_trip_and_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn dispatches_round_trip_and_filter(b) {
+        let store = b.open();
         assert_eq!(store.max_dispatch_id().unwrap(), 0);
         store
             .save_dispatches(&[
@@ -209,5 +209,6 @@ mod tests {
             4,
             "the index is not a dispatch"
         );
+    }
     }
 }

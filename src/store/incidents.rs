@@ -59,6 +59,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::{IncidentDevice, IncidentKind};
+    use crate::store::testing::on_each_backend;
 
     fn inc(id: u64, open: bool) -> Incident {
         let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
@@ -80,10 +81,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn incidents_round_trip_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn incidents_round_trip_newest_first(b) {
+        let store = b.open();
         assert_eq!(store.max_incident_id().unwrap(), 0);
         store.save_incident(&inc(1, false)).unwrap();
         store.save_incident(&inc(2, true)).unwrap();
@@ -105,5 +105,6 @@ mod tests {
             .collect();
         assert_eq!(open, [2]);
         assert_eq!(store.incidents(false, 2).unwrap().len(), 2);
+    }
     }
 }

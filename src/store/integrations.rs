@@ -95,13 +95,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::testing::on_each_backend;
     use crate::store::{new_token, token_hash};
 
-    #[test]
-    fn tokens_find_their_integration_until_replaced_or_revoked() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn tokens_find_their_integration_until_replaced_or_revoked(b) {
+        let store = b.open();
         assert!(store.integrations().unwrap().is_empty());
         let (token, hash) = new_token();
         assert_eq!(store.integration_for_token(&hash).unwrap(), None);
@@ -128,7 +127,7 @@ mod tests {
 
         // Survives a reopen; revoking removes both entries.
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(
             store.integration_for_token(&carebee).unwrap(),
             Some("carebee".into())
@@ -142,5 +141,6 @@ mod tests {
             2,
             "no stale entries left"
         );
+    }
     }
 }

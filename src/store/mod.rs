@@ -708,6 +708,9 @@ mod tests {
         }
     }
 
+    // sled only: the entry format of the journal tree (group commits packed into one LZ4
+    // entry) is sled's; on PostgreSQL the journal is a table of its own (pg::journal), whose
+    // contract tests/journal_contract.rs runs on both.
     #[test]
     fn journal_batches_read_back_by_id() {
         let dir = tempfile::tempdir().unwrap();

@@ -264,6 +264,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::on_each_backend;
 
     fn rec(id: u64, endpoint: &str, subject: &str) -> OutboxRecord {
         OutboxRecord {
@@ -283,10 +284,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pending_index_follows_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn pending_index_follows_deliveries(b) {
+        let store = b.open();
         assert_eq!(store.outbox_max_id().unwrap(), 0);
         assert_eq!(store.outbox_next_pending("a").unwrap(), None);
         store
@@ -347,9 +347,10 @@ mod tests {
         assert_eq!(store.outbox_prune_bodies(later, 10).unwrap(), 0);
 
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(store.outbox_max_id().unwrap(), 3);
         assert_eq!(store.outbox_next_pending("a").unwrap().unwrap().id, 3);
+    }
     }
 
     #[test]

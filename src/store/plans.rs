@@ -108,6 +108,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::plan::{KindPlan, PlanKind, PlanStep, StepAction};
+    use crate::store::testing::on_each_backend;
 
     fn plan(text: &str) -> ResponsePlan {
         ResponsePlan {
@@ -124,10 +125,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_save_is_a_new_version_and_the_old_ones_stay_readable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn every_save_is_a_new_version_and_the_old_ones_stay_readable(b) {
+        let store = b.open();
         let t = |s: i64| jiff::Timestamp::constant(1_700_000_000 + s, 0);
         assert_eq!(store.plan("S-1").unwrap(), None);
         let v1 = store.save_plan("S-1", "sara", t(1), &plan("one")).unwrap();
@@ -146,8 +146,9 @@ mod tests {
         assert_eq!(v1.saved_by, "sara");
         assert_eq!(v2.plan.instructions, "two");
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(store.plan("S-1").unwrap(), Some(v2), "durable");
         assert_eq!(store.plan("S-10").unwrap(), Some(other));
+    }
     }
 }

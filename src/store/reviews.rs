@@ -153,6 +153,7 @@ mod tests {
     use super::*;
     use crate::model::review::ReviewVerdict;
     use crate::model::{Call, Outcome, Priority, TimelineEntry, TimelineEvent};
+    use crate::store::testing::on_each_backend;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -201,10 +202,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_closing_for_review_is_pending_until_decided_once_and_a_rewrite_keeps_the_decision() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn a_closing_for_review_is_pending_until_decided_once_and_a_rewrite_keeps_the_decision(b) {
+        let store = b.open();
         // One closed for review, one closed without (dispatched), one open.
         let reviewed = call(1, 0, CallState::Closed, vec![closing(60, true)]);
         store
@@ -275,5 +275,6 @@ mod tests {
         assert_eq!(store.call(1).unwrap().unwrap().timeline.len(), 2);
         assert_eq!(store.open_calls().unwrap().len(), 1);
         assert_eq!(store.max_call_id().unwrap(), 3);
+    }
     }
 }

@@ -81,6 +81,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::{Access, Contact};
+    use crate::store::testing::on_each_backend;
 
     fn sub(id: &str, name: &str) -> Subscriber {
         Subscriber {
@@ -104,10 +105,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn upsert_get_list_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn upsert_get_list_count(b) {
+        let store = b.open();
         assert_eq!(store.subscriber_count().unwrap(), 0);
         assert_eq!(store.subscriber("S-1").unwrap(), None);
         let n = store
@@ -130,5 +130,6 @@ mod tests {
         );
         assert_eq!(all[0].name, "Bo Ekström");
         assert_eq!(store.upsert_subscribers(&[]).unwrap(), 0);
+    }
     }
 }

@@ -320,6 +320,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::on_each_backend;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -345,12 +346,11 @@ mod tests {
         }
     }
 
+    on_each_backend! {
     /// An administrator's changes and the user's own choice of language at the same moments:
     /// neither is lost.
-    #[test]
-    fn a_change_of_role_does_not_lose_a_language_chosen_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    fn a_change_of_role_does_not_lose_a_language_chosen_meanwhile(b) {
+        let store = b.open();
         store.put_user(&user("admin", Role::Admin)).unwrap();
         store.put_user(&user("anna", Role::Operator)).unwrap();
         // Each round both change at once; after it, both changes must be there.
@@ -390,11 +390,11 @@ mod tests {
             assert!(lost.is_empty(), "changes lost: {lost:?}");
         });
     }
+    }
 
-    #[test]
-    fn users_round_trip_and_replace() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn users_round_trip_and_replace(b) {
+        let store = b.open();
         assert_eq!(store.user_count().unwrap(), 0);
         assert_eq!(store.user("anna").unwrap(), None);
         store.put_user(&user("anna", Role::Operator)).unwrap();
@@ -413,14 +413,14 @@ mod tests {
             [("anna", Role::Supervisor), ("bertil", Role::Admin)]
         );
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(store.user_count().unwrap(), 2, "users are durable");
     }
+    }
 
-    #[test]
-    fn set_user_creates_then_replaces_and_ends_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn set_user_creates_then_replaces_and_ends_sessions(b) {
+        let store = b.open();
         assert_eq!(
             store
                 .set_user("anna", Role::Operator, "h1", ts(10))
@@ -443,11 +443,11 @@ mod tests {
             "old role's session ended"
         );
     }
+    }
 
-    #[test]
-    fn users_are_disabled_enabled_given_a_role_and_removed_keeping_an_admin() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn users_are_disabled_enabled_given_a_role_and_removed_keeping_an_admin(b) {
+        let store = b.open();
         store.put_user(&user("anna", Role::Admin)).unwrap();
         store.put_user(&user("bertil", Role::Operator)).unwrap();
         let sessions = |store: &Store| {
@@ -515,14 +515,14 @@ mod tests {
             UserChanged::NoSuchUser
         );
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
         assert_eq!(store.user_count().unwrap(), 1, "durable");
     }
+    }
 
-    #[test]
-    fn a_users_language_is_set_keeping_the_user_and_its_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn a_users_language_is_set_keeping_the_user_and_its_sessions(b) {
+        let store = b.open();
         let u = user("ann", Role::Operator);
         store.put_user(&u).unwrap();
         store
@@ -559,6 +559,7 @@ mod tests {
         assert_eq!(store.user("ann").unwrap().unwrap().language, None);
         assert_eq!(store.set_user_language("nobody", None).unwrap(), None);
     }
+    }
 
     #[test]
     fn user_debug_hides_the_hash() {
@@ -568,10 +569,9 @@ mod tests {
         assert!(!d.contains("argon2"), "{d}");
     }
 
-    #[test]
-    fn sessions_put_get_delete_and_purge() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn sessions_put_get_delete_and_purge(b) {
+        let store = b.open();
         let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         store.put_session(&a, &session("anna", 1_000)).unwrap();
         store.put_session(&b, &session("anna", 2_000)).unwrap();
@@ -607,5 +607,6 @@ mod tests {
         assert_eq!(store.delete_sessions_of("anna").unwrap(), 1);
         assert_eq!(store.session(&a).unwrap(), None);
         assert!(store.session(&c).unwrap().is_some());
+    }
     }
 }

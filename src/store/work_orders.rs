@@ -186,6 +186,7 @@ mod tests {
 
     use super::*;
     use crate::model::WorkOrderState;
+    use crate::store::testing::on_each_backend;
 
     fn o(id: u64, account: &str, state: WorkOrderState) -> WorkOrder {
         let t = Timestamp::from_second(1_780_000_000).unwrap();
@@ -214,10 +215,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn orders_round_trip_and_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    on_each_backend! {
+    fn orders_round_trip_and_indexes(b) {
+        let store = b.open();
         assert_eq!(store.max_work_order_id().unwrap(), 0);
         assert_eq!(
             store
@@ -290,5 +290,6 @@ mod tests {
             3,
             "indexes are not orders"
         );
+    }
     }
 }
