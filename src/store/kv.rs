@@ -527,4 +527,229 @@ mod tests {
             vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]
         );
     }
+
+    use crate::store::testing::on_each_backend;
+
+    /// Every key of [`fill`], sorted: more than three pages of PostgreSQL's scan (`PAGE`), and
+    /// keys under prefixes that end in 0xff.
+    fn keys() -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = (0..700u16)
+            .map(|i| [&[1u8][..], &i.to_be_bytes()].concat())
+            .collect();
+        for i in 0..40u8 {
+            keys.push(vec![0xff, i]);
+            keys.push(vec![0xff, 0xff, i]);
+            keys.push(vec![1, 0xff, 0xff, i]);
+        }
+        keys.push(vec![0xff]);
+        keys.push(vec![0xff, 0xff]);
+        keys.push(vec![0xff, 0xff, 0xff]);
+        keys.push(vec![0]);
+        keys.sort();
+        keys
+    }
+
+    fn fill(tree: &Tree) {
+        let mut batch = Batch::default();
+        for k in keys() {
+            batch.insert(&k, [&b"v"[..], &k].concat());
+        }
+        tree.apply_batch(batch).unwrap();
+    }
+
+    fn key_list(it: impl Iterator<Item = Result<(Value, Value), StoreError>>) -> Vec<Vec<u8>> {
+        it.map(|r| {
+            let (k, v) = r.unwrap();
+            assert_eq!(&v[..], [&b"v"[..], &k].concat(), "each key's own value");
+            k.to_vec()
+        })
+        .collect()
+    }
+
+    /// `it` read from both ends, `front` items from the front for every `back` from the
+    /// back, until they meet: the front's part ascending, the back's descending, together
+    /// every item once.
+    fn from_both_ends(mut it: Iter, front: usize, back: usize) -> Vec<Vec<u8>> {
+        let (mut low, mut high) = (Vec::new(), Vec::new());
+        'outer: loop {
+            for _ in 0..front {
+                match it.next() {
+                    Some(r) => low.push(r.unwrap().0.to_vec()),
+                    None => break 'outer,
+                }
+            }
+            for _ in 0..back {
+                match it.next_back() {
+                    Some(r) => high.push(r.unwrap().0.to_vec()),
+                    None => break 'outer,
+                }
+            }
+        }
+        assert!(it.next().is_none() && it.next_back().is_none(), "met");
+        high.reverse();
+        low.extend(high);
+        low
+    }
+
+    on_each_backend! {
+    fn scans_read_every_key_once_forward_backward_and_from_both_ends(b) {
+        let store = b.open();
+        let tree = store.engine.tree("kv_test").unwrap();
+        fill(&tree);
+        let all = keys();
+        assert!(all.len() > 3 * crate::store::pg::kv::PAGE as usize);
+        assert_eq!(tree.len().unwrap(), all.len());
+        assert_eq!(key_list(tree.iter()), all, "forward");
+        let mut back = key_list(tree.iter().rev());
+        back.reverse();
+        assert_eq!(back, all, "backward");
+        for (front, back) in [(1, 1), (3, 1), (1, 3), (100, 1), (1, 300), (257, 255)] {
+            assert_eq!(from_both_ends(tree.iter(), front, back), all, "{front}:{back}");
+        }
+        assert_eq!(tree.last().unwrap().unwrap().0.to_vec(), vec![0xff, 0xff, 0xff]);
+
+        // Ranges, bounds included and excluded, across pages.
+        let (a, z) = (vec![1, 0, 10], vec![1, 2, 100]);
+        let inside = |lo: Bound<&Vec<u8>>, hi: Bound<&Vec<u8>>| -> Vec<Vec<u8>> {
+            all.iter().filter(|k| RangeBounds::<Vec<u8>>::contains(&(lo, hi), *k)).cloned().collect()
+        };
+        let want = inside(Bound::Included(&a), Bound::Excluded(&z));
+        assert!(want.len() > 2 * crate::store::pg::kv::PAGE as usize);
+        assert_eq!(key_list(tree.range(a.clone()..z.clone())), want);
+        assert_eq!(from_both_ends(tree.range(a.clone()..z.clone()), 2, 1), want);
+        let want = inside(Bound::Excluded(&a), Bound::Included(&z));
+        let range = (Bound::Excluded(a.clone()), Bound::Included(z.clone()));
+        let mut back = key_list(tree.range::<Vec<u8>, _>(range.clone()).rev());
+        back.reverse();
+        assert_eq!(back, want);
+        assert_eq!(from_both_ends(tree.range::<Vec<u8>, _>(range), 1, 2), want);
+        assert_eq!(key_list(tree.range(z.clone()..a.clone())), Vec::<Vec<u8>>::new());
+
+        // Prefixes, those ending in 0xff too.
+        for prefix in [&[1u8][..], &[1, 0xff], &[1, 0xff, 0xff], &[0xff], &[0xff, 0xff], &[0xff, 0xff, 0xff], &[0], &[2]] {
+            let want: Vec<Vec<u8>> = all.iter().filter(|k| k.starts_with(prefix)).cloned().collect();
+            assert_eq!(key_list(tree.scan_prefix(prefix)), want, "{prefix:?}");
+            let mut back = key_list(tree.scan_prefix(prefix).rev());
+            back.reverse();
+            assert_eq!(back, want, "{prefix:?} backward");
+            assert_eq!(from_both_ends(tree.scan_prefix(prefix), 5, 3), want, "{prefix:?} both ends");
+        }
+    }
+    }
+
+    on_each_backend! {
+    fn compare_and_swap_lets_one_writer_win_each_race(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        let trees = [
+            store.engine.tree("kv_test").unwrap(),
+            other.engine.tree("kv_test").unwrap(),
+        ];
+        // Eight writers insert the same absent key: one wins, the others see its value.
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let tree = &trees[usize::from(t % 2)];
+                    s.spawn(move || {
+                        match tree.compare_and_swap("k", None::<&[u8]>, Some([t])).unwrap() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                assert!(e.current.is_some(), "lost to a value");
+                                false
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        let winner = won.iter().position(|w| *w).unwrap() as u8;
+        assert_eq!(trees[1].get("k").unwrap().unwrap().to_vec(), vec![winner]);
+
+        // A counter counted up by compare-and-swap from eight threads: every swap that
+        // succeeded took a value nobody else took, and none is lost.
+        let counter = |v: Option<&[u8]>| v.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+        let mut taken: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let tree = &trees[t % 2];
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        let mut old = tree.get("n").unwrap();
+                        while mine.len() < 25 {
+                            let next = counter(old.as_deref()) + 1;
+                            match tree.compare_and_swap("n", old.as_ref(), Some(next.to_be_bytes())).unwrap() {
+                                Ok(()) => {
+                                    mine.push(next);
+                                    old = Some(Value::from(next.to_be_bytes().to_vec()));
+                                }
+                                Err(e) => old = e.current,
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        taken.sort_unstable();
+        assert_eq!(taken, (1..=200).collect::<Vec<_>>());
+        assert_eq!(counter(trees[0].get("n").unwrap().as_deref()), 200);
+
+        // Removing where the value is as expected, and only then.
+        let now = trees[0].get("k").unwrap();
+        assert!(trees[0].compare_and_swap("k", Some([99u8]), None::<&[u8]>).unwrap().is_err());
+        trees[1].compare_and_swap("k", now.as_ref(), None::<&[u8]>).unwrap().unwrap();
+        assert_eq!(trees[0].get("k").unwrap(), None);
+        trees[0].compare_and_swap("k", None::<&[u8]>, None::<&[u8]>).unwrap().unwrap();
+    }
+    }
+
+    on_each_backend! {
+    fn updates_from_many_threads_give_every_value_once(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        let trees = [
+            store.engine.tree("kv_test").unwrap(),
+            other.engine.tree("kv_test").unwrap(),
+        ];
+        let plus_one = |v: Option<&[u8]>| {
+            let n = v.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+            Some((n + 1).to_be_bytes())
+        };
+        let read = |v: Option<Value>| u64::from_be_bytes(v.unwrap().as_ref().try_into().unwrap());
+        let mut got: Vec<(u64, u64)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let tree = &trees[t % 2];
+                    s.spawn(move || {
+                        (0..25)
+                            .map(|_| {
+                                let before = tree.fetch_and_update("n", plus_one).unwrap();
+                                let before = before.map_or(0, |v| read(Some(v)));
+                                let after = read(tree.update_and_fetch("m", plus_one).unwrap());
+                                (before, after)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut before: Vec<u64> = got.iter().map(|g| g.0).collect();
+        got.sort_unstable_by_key(|g| g.1);
+        before.sort_unstable();
+        assert_eq!(before, (0..200).collect::<Vec<_>>(), "fetch_and_update: the values before");
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            (1..=200).collect::<Vec<_>>(),
+            "update_and_fetch: the values after"
+        );
+        assert_eq!(read(trees[0].get("n").unwrap()), 200);
+        // `None` removes.
+        assert_eq!(trees[1].update_and_fetch("m", |_| None::<Vec<u8>>).unwrap(), None);
+        assert_eq!(trees[0].get("m").unwrap(), None);
+    }
+    }
 }

@@ -127,6 +127,15 @@ impl Backend {
         }
     }
 
+    /// A second handle on the same data while `first` is open: on sled a clone of it (sled
+    /// allows one opener), on PostgreSQL another node's store on the same database.
+    pub(crate) fn second(&self, first: &Store) -> Store {
+        match self {
+            Backend::Sled(_) => first.clone(),
+            Backend::Postgres { url, .. } => Store::open_postgres(url).unwrap(),
+        }
+    }
+
     /// The database's URL, on PostgreSQL.
     pub(crate) fn url(&self) -> Option<&str> {
         match self {
