@@ -101,4 +101,27 @@ mod tests {
         assert_eq!((left[0].id, left[0].operator.as_deref()), (2, Some("op")));
     }
     }
+
+    on_each_backend! {
+    fn conversation_ids_taken_from_many_threads_are_unique(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        let mut ids: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let st = if t % 2 == 0 { &store } else { &other };
+                    s.spawn(move || {
+                        (0..25)
+                            .map(|_| st.next_conversation_id().unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+        assert_eq!(other.next_conversation_id().unwrap(), 201);
+    }
+    }
 }

@@ -211,4 +211,30 @@ mod tests {
         );
     }
     }
+
+    on_each_backend! {
+    fn patrol_seqs_reserved_from_many_threads_never_overlap(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        let mut firsts: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let st = if t % 2 == 0 { &store } else { &other };
+                    s.spawn(move || {
+                        (0..20)
+                            .map(|_| st.reserve_patrol_seqs("natt-1", 3).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        firsts.sort_unstable();
+        // 160 reservations of three numbers each: [1, 4), [4, 7), ... with no gap or overlap.
+        assert_eq!(firsts, (0..160).map(|i| 1 + 3 * i).collect::<Vec<_>>());
+        assert_eq!(store.reserve_patrol_seqs("natt-1", 1).unwrap(), 481);
+        assert_eq!(store.reserve_patrol_seqs("natt-2", 1).unwrap(), 1, "per patrol");
+        assert_eq!(store.max_dispatch_id().unwrap(), 0, "seqs are not dispatches");
+    }
+    }
 }

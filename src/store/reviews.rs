@@ -277,4 +277,49 @@ mod tests {
         assert_eq!(store.max_call_id().unwrap(), 3);
     }
     }
+
+    on_each_backend! {
+    fn two_supervisors_deciding_at_once_make_one_decision(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        for id in 1..=10 {
+            store
+                .save_calls(&[call(id, 0, CallState::Closed, vec![closing(60, true)])], None)
+                .unwrap();
+            let start = std::sync::Barrier::new(2);
+            let verdicts = [ReviewVerdict::Accepted, ReviewVerdict::Reopened];
+            let results: Vec<Decided> = std::thread::scope(|s| {
+                let handles: Vec<_> = [&store, &other]
+                    .into_iter()
+                    .zip(verdicts)
+                    .map(|(st, v)| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            st.decide_review(id, decision(v, 100)).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let made: Vec<&Review> = results
+                .iter()
+                .filter_map(|r| match r {
+                    Decided::Made(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(made.len(), 1, "call {id}: {results:?}");
+            let winner = made[0].decision.as_ref().unwrap().verdict;
+            for r in &results {
+                if let Decided::Already(r) = r {
+                    assert_eq!(r.decision.as_ref().unwrap().verdict, winner, "call {id}");
+                }
+            }
+            let stored = other.review(id).unwrap().unwrap();
+            assert_eq!(stored.decision.unwrap().verdict, winner);
+        }
+        assert!(store.pending_reviews().unwrap().is_empty());
+    }
+    }
 }

@@ -609,4 +609,52 @@ mod tests {
         assert!(store.session(&c).unwrap().is_some());
     }
     }
+
+    on_each_backend! {
+    /// Changes of one user from two handles (two nodes on PostgreSQL) at once: each
+    /// compare-and-swap that loses reads again, so after every round both changes are there.
+    fn changes_of_one_user_from_two_handles_lose_nothing(b) {
+        let store = b.open();
+        let other = b.second(&store);
+        store.put_user(&user("admin", Role::Admin)).unwrap();
+        store.put_user(&user("anna", Role::Operator)).unwrap();
+        const ROUNDS: usize = 100;
+        let start = std::sync::Barrier::new(3);
+        let end = std::sync::Barrier::new(3);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..ROUNDS {
+                    let change = [UserChange::Disable, UserChange::Enable][i % 2];
+                    start.wait();
+                    let r = store.change_user("anna", change).unwrap();
+                    assert!(matches!(r, UserChanged::Done { .. }), "{r:?}");
+                    end.wait();
+                }
+            });
+            scope.spawn(|| {
+                for i in 0..ROUNDS {
+                    let l = [ConsoleLanguage::Nb, ConsoleLanguage::Sv][i % 2];
+                    start.wait();
+                    assert!(other.set_user_language("anna", Some(l)).unwrap().is_some());
+                    end.wait();
+                }
+            });
+            let mut lost = Vec::new();
+            for i in 0..ROUNDS {
+                start.wait();
+                end.wait();
+                let anna = other.user("anna").unwrap().unwrap();
+                let want = (
+                    i % 2 == 0,
+                    Some([ConsoleLanguage::Nb, ConsoleLanguage::Sv][i % 2]),
+                    Role::Operator,
+                );
+                if (anna.disabled, anna.language, anna.role) != want {
+                    lost.push(format!("round {i}: {anna:?}"));
+                }
+            }
+            assert!(lost.is_empty(), "changes lost: {lost:?}");
+        });
+    }
+    }
 }
