@@ -781,4 +781,123 @@ mod tests {
         packed.extend(lz4_flex::compress_prepend_size(&[0, 0, 0, 2, b'{', b'}']));
         assert_eq!(split(&unpack(&packed).unwrap()).unwrap(), vec![&b"{}"[..]]);
     }
+
+    /// A store fenced at epoch N whose lease another node took: every kind of write fails
+    /// with the fence and writes nothing, reads still answer, and the new leader writes.
+    /// PostgreSQL only: on sled there is one node and nothing to fence.
+    #[test]
+    fn a_store_whose_lease_was_taken_writes_nothing_and_still_reads() {
+        use crate::model::plan::ResponsePlan;
+        use crate::model::{AuditEntry, Role, Subscriber};
+        use pg::{PgError, lease};
+
+        let Some(b) = testing::Backend::postgres() else {
+            return;
+        };
+        let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let entry = || AuditEntry {
+            seq: 0,
+            at: at(0),
+            user: "admin".into(),
+            action: "call.note".into(),
+            call: None,
+            subscriber: None,
+            detail: String::new(),
+        };
+        let user = |name: &str, role| UserRecord {
+            name: name.into(),
+            role,
+            password_hash: "h".into(),
+            created_at: at(0),
+            disabled: false,
+            language: None,
+        };
+        let store = b.open();
+        store.put_user(&user("admin", Role::Admin)).unwrap();
+        store.put_user(&user("anna", Role::Operator)).unwrap();
+        store.put_user(&user("bert", Role::Operator)).unwrap();
+        let session = SessionRecord {
+            user: "anna".into(),
+            role: Role::Operator,
+            created_at: at(0),
+            expires_at: at(3600),
+        };
+        store.put_session(&[1; 32], &session).unwrap();
+
+        let rt = testing::runtime();
+        let client = rt.block_on(testing::connect(b.url().unwrap()));
+        let ttl = std::time::Duration::from_millis(200);
+        let held = rt
+            .block_on(lease::acquire(&client, "a", ttl))
+            .unwrap()
+            .unwrap();
+        store.set_epoch(Some(held.epoch));
+        assert_eq!(store.audit(entry()).unwrap(), 1, "the holder writes");
+        let taken = loop {
+            let long = std::time::Duration::from_secs(60);
+            if let Some(l) = rt.block_on(lease::acquire(&client, "b", long)).unwrap() {
+                break l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+
+        let fenced = |what: &str, r: Result<(), StoreError>| match r {
+            Err(StoreError::Postgres(PgError::Fenced { ours, current })) => {
+                assert_eq!((ours, current), (held.epoch, taken.epoch), "{what}")
+            }
+            other => panic!("{what}: not fenced: {other:?}"),
+        };
+        let plan = ResponsePlan::default();
+        let sub = Subscriber {
+            id: "S-1".into(),
+            ..Subscriber::default()
+        };
+        let record = JournalRecord {
+            signal: crate::model::testing::signal(),
+            dedup: None,
+        };
+        let new = NewRecord {
+            json: encode_record(&record).unwrap(),
+            received_at: at(0),
+            dedup: None,
+        };
+        // One write of each kind the engine has.
+        fenced("insert", store.put_user(&user("cecilia", Role::Operator)));
+        fenced("remove", store.delete_session(&[1; 32]));
+        fenced("batch", store.upsert_subscribers(&[sub]).map(drop));
+        fenced("batch", store.save_last_heard(&[("1234".into(), 5)]));
+        let disable = store.change_user("anna", UserChange::Disable);
+        fenced("compare-and-swap", disable.map(drop));
+        let remove = store.change_user("bert", UserChange::Remove);
+        fenced("compare-and-swap, removing", remove.map(drop));
+        let save = store.save_plan("S-1", "admin", at(1), &plan);
+        fenced("compare-and-swap, inserting", save.map(drop));
+        let lang = store.set_user_language("anna", Some(crate::model::ConsoleLanguage::Nb));
+        fenced("compare-and-swap", lang.map(drop));
+        let seqs = store.reserve_patrol_seqs("natt-1", 3);
+        fenced("fetch_and_update", seqs.map(drop));
+        fenced("update_and_fetch", store.next_conversation_id().map(drop));
+        fenced("transaction", store.audit(entry()).map(drop));
+        fenced("journal", store.journal_store().commit(1, &[new]));
+
+        // Nothing written; the fenced store still reads.
+        let anna = store.user("anna").unwrap().unwrap();
+        assert_eq!((anna.disabled, anna.language), (false, None));
+        assert!(store.user("bert").unwrap().is_some());
+        assert_eq!(store.user("cecilia").unwrap(), None);
+        assert_eq!(store.session(&[1; 32]).unwrap(), Some(session));
+        assert_eq!(store.subscriber_count().unwrap(), 0);
+        assert!(store.last_heard().unwrap().is_empty());
+        assert_eq!(store.plan("S-1").unwrap(), None);
+        assert_eq!(store.audit_after(0, 10).unwrap().len(), 1);
+        assert_eq!(store.journal_store().next_id().unwrap(), 1);
+
+        // The new leader's counters go on from where the old leader left them.
+        let leader = b.second(&store);
+        leader.set_epoch(Some(taken.epoch));
+        assert_eq!(leader.reserve_patrol_seqs("natt-1", 1).unwrap(), 1);
+        assert_eq!(leader.next_conversation_id().unwrap(), 1);
+        assert_eq!(leader.audit(entry()).unwrap(), 2);
+        fenced("after the take-over", store.audit(entry()).map(drop));
+    }
 }

@@ -25,7 +25,7 @@ use super::Store;
 #[path = "../../tests/common/postgres.rs"]
 mod postgres;
 
-pub(crate) use postgres::Postgres;
+pub(crate) use postgres::{Postgres, connect};
 
 /// At most this many tests use the server at once: each store holds up to five connections
 /// (four workers and the journal's writer), and the fixture's server allows 40.
