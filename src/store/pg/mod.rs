@@ -14,6 +14,7 @@
 //! the configuration of the backend).
 
 pub mod journal;
+pub mod leader;
 pub mod lease;
 pub mod migrate;
 
