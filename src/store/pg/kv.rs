@@ -277,12 +277,17 @@ impl PgKv {
             }),
         };
         // The schema first, so that a wrong URL or a newer schema fails here.
+        // On a connection of its own: the workers' connections prepare statements on the
+        // tables the migrations create.
         kv.run(|w| {
-            w.with(|conn| {
-                Box::pin(async move {
-                    migrate::migrate(&mut conn.client).await?;
-                    Ok(())
-                })
+            let config = w.config.clone();
+            w.rt.block_on(async move {
+                let (mut client, connection) = config.connect(NoTls).await?;
+                let driver = tokio::spawn(connection);
+                let migrated = migrate::migrate(&mut client).await;
+                drop(client);
+                let _ = driver.await;
+                migrated.map(|_| ())
             })
         })?;
         Ok(kv)
