@@ -243,7 +243,9 @@ impl DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DatabaseUrl").field(&self.redacted()).finish()
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
     }
 }
 
@@ -1348,14 +1350,20 @@ mod tests {
         assert!(e.contains("store.url is required"), "{e}");
         let e = err(&format!("[store]\nurl = \"{url}\"\n"));
         assert!(e.contains("store.backend is \"sled\""), "{e}");
-        let e = err("[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1/vakt?colour=blue\"\n");
+        let e = err(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1/vakt?colour=blue\"\n",
+        );
         assert!(e.contains("store.url is not a PostgreSQL URL"), "{e}");
-        let e = err("[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1:notaport/vakt\"\n");
+        let e =
+            err("[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1:notaport/vakt\"\n");
         assert!(e.contains("store.url"), "{e}");
         let e = err("[store]\nbackend = \"mysql\"\n");
         assert!(e.contains("mysql"), "{e}");
         let e = err("[store]\nlease_ttl_ms = 2000\nlease_renew_ms = 1000\n");
-        assert!(e.contains("store.lease_renew_ms (1000) must be below half"), "{e}");
+        assert!(
+            e.contains("store.lease_renew_ms (1000) must be below half"),
+            "{e}"
+        );
         let e = err("[store]\nlease_ttl_ms = 500\nlease_renew_ms = 100\n");
         assert!(e.contains("store.lease_ttl_ms must be"), "{e}");
         let e = err("[store]\nlease_renew_ms = 0\n");
@@ -1370,7 +1378,9 @@ mod tests {
     fn the_database_password_is_never_shown() {
         let secret = "s3cret-Pa55";
         for url in [
-            format!("postgresql://vakt:{secret}@db1:5432,db2:5432/vakt?target_session_attrs=read-write"),
+            format!(
+                "postgresql://vakt:{secret}@db1:5432,db2:5432/vakt?target_session_attrs=read-write"
+            ),
             format!("postgresql://vakt@db1/vakt?password={secret}"),
             format!("host=db1,db2 user=vakt password={secret} dbname=vakt"),
         ] {
@@ -1380,7 +1390,12 @@ mod tests {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
             let u = c.store.url.as_ref().unwrap();
             assert_eq!(u.expose(), url, "connects with the password");
-            for shown in [format!("{c:?}"), format!("{:?}", c.store), format!("{u:?}"), u.redacted()] {
+            for shown in [
+                format!("{c:?}"),
+                format!("{:?}", c.store),
+                format!("{u:?}"),
+                u.redacted(),
+            ] {
                 assert!(!shown.contains(secret), "{shown}");
                 assert!(shown.contains("db1"), "{shown}");
                 assert!(shown.contains("password hidden"), "{shown}");
@@ -1391,9 +1406,11 @@ mod tests {
         assert_eq!(u.redacted(), "vakt@db1:5432,db2:5433/vakt");
         let bad = format!("postgresql://vakt:{secret}@db1:nope/vakt");
         assert!(!format!("{:?}", DatabaseUrl::new(bad.clone())).contains(secret));
-        let e = Config::from_toml(&format!("[store]\nbackend = \"postgres\"\nurl = \"{bad}\"\n"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml(&format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{bad}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("store.url") && !e.contains(secret), "{e}");
     }
 

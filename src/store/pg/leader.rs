@@ -343,7 +343,9 @@ impl Looper {
             };
             match wake {
                 Wake::Due => {}
-                Wake::Expired => return self.lose(lease.epoch, "renewals failed until the lease ran out"),
+                Wake::Expired => {
+                    return self.lose(lease.epoch, "renewals failed until the lease ran out");
+                }
                 Wake::Stop => return self.lose(lease.epoch, "stopped without releasing the lease"),
                 Wake::Release(reply) => {
                     self.lose(lease.epoch, "releasing the lease");
@@ -481,7 +483,10 @@ mod tests {
     #[test]
     fn options_renew_at_least_twice_a_lease() {
         let d = LeaderOptions::default();
-        assert_eq!((d.ttl(), d.renew()), (Duration::from_secs(5), Duration::from_secs(1)));
+        assert_eq!(
+            (d.ttl(), d.renew()),
+            (Duration::from_secs(5), Duration::from_secs(1))
+        );
         let ms = Duration::from_millis;
         assert!(LeaderOptions::new(ms(1000), ms(200)).is_ok());
         assert!(LeaderOptions::new(ms(1000), ms(499)).is_ok());
