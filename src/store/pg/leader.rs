@@ -418,13 +418,11 @@ impl Looper {
         }
     }
 
-    /// A request failed: the connection is dropped unless the server itself answered with an
-    /// error, and the first failure of a run is logged.
+    /// A request failed: the connection is dropped (a server that answers with an error may
+    /// be one that is no longer the primary: `target_session_attrs` finds the one that is on
+    /// the next connection), and the first failure of a run is logged.
     fn failed(&mut self, e: &PgError, doing: &str) {
-        let answered = matches!(e, PgError::Db(db) if db.as_db_error().is_some());
-        if !answered {
-            self.client = None;
-        }
+        self.client = None;
         if !self.failing {
             self.failing = true;
             tracing::warn!(node = %self.node, error = %e, "{doing} failed; retrying every renew period");
