@@ -5,7 +5,7 @@
 //! entry); an entry and the counter are written in one transaction, so concurrent writers
 //! never get the same number and an entry is visible before a later number is given out.
 
-use sled::transaction::ConflictableTransactionError;
+use super::kv::TxError;
 
 use super::{Store, StoreError};
 use crate::model::AuditEntry;
@@ -31,23 +31,20 @@ impl Store {
         // Normally the counter says where to go on; the last key is a floor should the
         // counter ever be missing.
         let floor = self.last_audit_seq()?;
-        let result = self.audit.transaction(|tx| {
+
+        self.audit.transaction(|tx| {
             let counter = match tx.get(COUNTER)? {
-                Some(v) => seq_of(&v).ok_or(ConflictableTransactionError::Abort(
+                Some(v) => seq_of(&v).ok_or(TxError::Abort(
                     "the sequence counter is not 8 bytes".to_string(),
                 ))?,
                 None => 0,
             };
             let seq = counter.max(floor) + 1;
             let v = serde_json::to_vec(&AuditEntry { seq, ..e.clone() })
-                .map_err(|err| ConflictableTransactionError::Abort(err.to_string()))?;
-            tx.insert(COUNTER, &seq.to_be_bytes())?;
-            tx.insert(&seq.to_be_bytes(), v)?;
+                .map_err(|err| TxError::Abort(err.to_string()))?;
+            tx.insert(COUNTER, seq.to_be_bytes())?;
+            tx.insert(seq.to_be_bytes(), v)?;
             Ok(seq)
-        });
-        result.map_err(|err| match err {
-            sled::transaction::TransactionError::Abort(detail) => corrupt(detail),
-            sled::transaction::TransactionError::Storage(e) => StoreError::Engine(e),
         })
     }
 

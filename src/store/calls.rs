@@ -110,28 +110,28 @@ impl Store {
         changes: &[CallChange],
         cursor: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for ch in changes {
             let c = &ch.call;
             for (i, line) in c.timeline.iter().enumerate() {
                 let index = ch.first_line.saturating_add(i as u32);
                 let v = serde_json::to_vec(line).map_err(corrupt)?;
-                batch.insert(&line_key(c.id, index), v);
+                batch.insert(line_key(c.id, index), v);
             }
             // A closing for review is stored with it (`reviews`).
             self.review_of_change(&mut batch, ch)?;
             let v = serde_json::to_vec(&HeadRef(c)).map_err(corrupt)?;
             if c.state == CallState::Closed {
-                batch.insert(&key(CLOSED, c.id), v);
-                batch.remove(&key(OPEN, c.id));
+                batch.insert(key(CLOSED, c.id), v);
+                batch.remove(key(OPEN, c.id));
             } else {
-                batch.insert(&key(OPEN, c.id), v);
+                batch.insert(key(OPEN, c.id), v);
                 // A closed Call that came back to the queue is open again.
-                batch.remove(&key(CLOSED, c.id));
+                batch.remove(key(CLOSED, c.id));
             }
         }
         if let Some(id) = cursor {
-            batch.insert(CURSOR, &id.to_be_bytes());
+            batch.insert(CURSOR, id.to_be_bytes());
         }
         self.calls.apply_batch(batch)?;
         Ok(())
@@ -160,10 +160,10 @@ impl Store {
             }
             None => 0,
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for (i, line) in lines.iter().enumerate() {
             let v = serde_json::to_vec(line).map_err(corrupt)?;
-            batch.insert(&line_key(id, next.saturating_add(i as u32)), v);
+            batch.insert(line_key(id, next.saturating_add(i as u32)), v);
         }
         self.calls.apply_batch(batch)?;
         Ok(())

@@ -50,7 +50,7 @@ impl Store {
     /// longer in the directory are removed in the same batch (a patrol added again later
     /// needs a new token). Returns how many tokens were removed.
     pub fn save_directory(&self, dir: &Directory) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for prefix in [PROVIDER, AREA, PATROL, ROUTE] {
             for item in self.directory.scan_prefix(prefix) {
                 batch.remove(item?.0);

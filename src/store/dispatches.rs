@@ -36,13 +36,13 @@ impl Store {
     /// Writes dispatches (new or changed) in one atomic batch. Not durable until
     /// [`Store::flush`].
     pub fn save_dispatches(&self, ds: &[Dispatch]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for d in ds {
             batch.insert(
-                &super::id_key(DISPATCH, d.id),
+                super::id_key(DISPATCH, d.id),
                 serde_json::to_vec(d).map_err(corrupt)?,
             );
-            batch.insert(&call_key(d.call, d.id), &[]);
+            batch.insert(call_key(d.call, d.id), []);
         }
         self.dispatches.apply_batch(batch)?;
         Ok(())

@@ -38,7 +38,7 @@ impl Store {
         name: &str,
         token_hash: &[u8; 32],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         if let Some(old) = self.integrations.get(key(NAME, name.as_bytes()))? {
             batch.remove(key(HASH, &old));
         }
@@ -84,7 +84,7 @@ impl Store {
         let Some(old) = self.integrations.get(key(NAME, name.as_bytes()))? else {
             return Ok(false);
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         batch.remove(key(NAME, name.as_bytes()));
         batch.remove(key(HASH, &old));
         self.integrations.apply_batch(batch)?;
@@ -137,6 +137,10 @@ mod tests {
         assert!(!store.revoke_integration("phoniro").unwrap());
         assert_eq!(store.integration_for_token(&hash2).unwrap(), None);
         assert_eq!(store.integrations().unwrap(), ["carebee"]);
-        assert_eq!(store.integrations.len(), 2, "no stale entries left");
+        assert_eq!(
+            store.integrations.len().unwrap(),
+            2,
+            "no stale entries left"
+        );
     }
 }

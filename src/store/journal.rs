@@ -45,14 +45,14 @@ pub struct NewRecord {
 #[derive(Clone, Debug)]
 pub enum JournalStore {
     /// The sled database (the default; one machine).
-    Sled(SledJournal),
+    Sled(Box<SledJournal>),
     /// PostgreSQL with a synchronous standby (several nodes, one leader).
     Postgres(PgJournal),
 }
 
 impl From<Store> for JournalStore {
     fn from(store: Store) -> JournalStore {
-        JournalStore::Sled(SledJournal::new(store))
+        store.journal_store()
     }
 }
 
@@ -128,7 +128,7 @@ pub struct SledJournal {
 }
 
 impl SledJournal {
-    fn new(store: Store) -> SledJournal {
+    pub(super) fn new(store: Store) -> SledJournal {
         SledJournal {
             store,
             next: Arc::new(AtomicU64::new(0)),

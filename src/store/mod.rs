@@ -30,6 +30,7 @@ mod dispatches;
 mod incidents;
 mod integrations;
 pub mod journal;
+mod kv;
 mod outbox;
 pub mod pg;
 mod plans;
@@ -102,28 +103,29 @@ pub struct JournalRecord {
     pub dedup: Option<String>,
 }
 
-/// The database.
+/// The database: sled's trees in a data directory, or the same trees and the journal on
+/// PostgreSQL ([`Store::open_postgres`]).
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    /// sled's log file, opened by us only to make its flush a full barrier (see [`Store::flush`]).
-    log: std::sync::Arc<std::fs::File>,
-    journal: sled::Tree,
-    devices: sled::Tree,
-    last_heard: sled::Tree,
-    subscribers: sled::Tree,
-    users: sled::Tree,
-    sessions: sled::Tree,
-    audit: sled::Tree,
-    calls: sled::Tree,
-    conversations: sled::Tree,
-    directory: sled::Tree,
-    dispatches: sled::Tree,
-    incidents: sled::Tree,
-    integrations: sled::Tree,
-    outbox: sled::Tree,
-    work_orders: sled::Tree,
-    plans: sled::Tree,
+    engine: kv::Engine,
+    /// The journal's own tables, on PostgreSQL.
+    pg_journal: Option<pg::journal::PgJournal>,
+    journal: kv::Tree,
+    devices: kv::Tree,
+    last_heard: kv::Tree,
+    subscribers: kv::Tree,
+    users: kv::Tree,
+    sessions: kv::Tree,
+    audit: kv::Tree,
+    calls: kv::Tree,
+    conversations: kv::Tree,
+    directory: kv::Tree,
+    dispatches: kv::Tree,
+    incidents: kv::Tree,
+    integrations: kv::Tree,
+    outbox: kv::Tree,
+    work_orders: kv::Tree,
+    plans: kv::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -206,61 +208,90 @@ impl Store {
                 Err(e) => return Err(open(e)),
             }
         };
-        let journal = db.open_tree("journal").map_err(open)?;
-        let devices = db.open_tree("devices").map_err(open)?;
-        let last_heard = db.open_tree("last_heard").map_err(open)?;
-        let subscribers = db.open_tree("subscribers").map_err(open)?;
-        let users = db.open_tree("users").map_err(open)?;
-        let sessions = db.open_tree("sessions").map_err(open)?;
-        let audit = db.open_tree("audit").map_err(open)?;
-        let calls = db.open_tree("calls").map_err(open)?;
-        let conversations = db.open_tree("conversations").map_err(open)?;
-        let directory = db.open_tree("directory").map_err(open)?;
-        let dispatches = db.open_tree("dispatches").map_err(open)?;
-        let incidents = db.open_tree("incidents").map_err(open)?;
-        let integrations = db.open_tree("integrations").map_err(open)?;
-        let outbox = db.open_tree("outbox").map_err(open)?;
-        let work_orders = db.open_tree("work_orders").map_err(open)?;
-        let plans = db.open_tree("plans").map_err(open)?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
-        Ok(Store {
+        let engine = kv::Engine::Sled {
             db,
             log: std::sync::Arc::new(log),
-            journal,
-            devices,
-            last_heard,
-            subscribers,
-            users,
-            sessions,
-            audit,
-            calls,
-            conversations,
-            directory,
-            dispatches,
-            incidents,
-            integrations,
-            outbox,
-            work_orders,
-            plans,
+        };
+        Store::on(engine, None).map_err(|e| match e {
+            StoreError::Engine(e) => open(e),
+            e => e,
         })
     }
 
-    /// Makes everything written so far durable.
-    ///
-    /// sled 0.34's flush writes its log and waits with `sync_file_range` on Linux, which puts
-    /// the bytes on the way to the disk (enough to survive a killed process) but neither flushes
-    /// the drive's write cache nor the file's size. An `fdatasync` of the same file then makes
-    /// the commit survive a power loss as well.
+    /// Opens the store on PostgreSQL at `url` (a `postgresql://` URL or `key=value` string;
+    /// with several hosts and `target_session_attrs=read-write` it finds the primary), brings
+    /// the schema up to date, and returns it unfenced ([`Store::set_epoch`]).
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let kv = pg::kv::PgKv::open(url)?;
+        let journal = pg::journal::PgJournal::open(url)?;
+        Store::on(kv::Engine::Pg(kv), Some(journal))
+    }
+
+    fn on(
+        engine: kv::Engine,
+        pg_journal: Option<pg::journal::PgJournal>,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            journal: engine.tree("journal")?,
+            devices: engine.tree("devices")?,
+            last_heard: engine.tree("last_heard")?,
+            subscribers: engine.tree("subscribers")?,
+            users: engine.tree("users")?,
+            sessions: engine.tree("sessions")?,
+            audit: engine.tree("audit")?,
+            calls: engine.tree("calls")?,
+            conversations: engine.tree("conversations")?,
+            directory: engine.tree("directory")?,
+            dispatches: engine.tree("dispatches")?,
+            incidents: engine.tree("incidents")?,
+            integrations: engine.tree("integrations")?,
+            outbox: engine.tree("outbox")?,
+            work_orders: engine.tree("work_orders")?,
+            plans: engine.tree("plans")?,
+            engine,
+            pg_journal,
+        })
+    }
+
+    /// Fences every later write (the journal's commits included) by the lease's `epoch`:
+    /// once another node holds a later one, nothing this store writes is committed. `None`:
+    /// unfenced (a single node). Nothing to fence on sled.
+    pub fn set_epoch(&self, epoch: Option<i64>) {
+        if let kv::Engine::Pg(kv) = &self.engine {
+            kv.set_epoch(epoch);
+        }
+        if let Some(j) = &self.pg_journal {
+            j.set_epoch(epoch);
+        }
+    }
+
+    /// Whether the store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, kv::Engine::Pg(_))
+    }
+
+    /// The journal of this store, for the committer and the readers.
+    pub fn journal_store(&self) -> JournalStore {
+        match &self.pg_journal {
+            Some(pg) => JournalStore::from(pg.clone()),
+            None => JournalStore::Sled(Box::new(journal::SledJournal::new(self.clone()))),
+        }
+    }
+
+    /// Makes everything written so far durable: on sled, a flush and an `fdatasync` of its
+    /// log; on PostgreSQL every write was committed before it returned.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.log.sync_data().map_err(sled::Error::Io)?;
-        Ok(())
+        self.engine.flush()
     }
 
     // ---- journal ----
 
     /// The id the next journaled Signal gets (one past the last).
     pub fn next_journal_id(&self) -> Result<u64, StoreError> {
+        if let kv::Engine::Pg(kv) = &self.engine {
+            return kv.journal_next();
+        }
         Ok(match self.journal.last()? {
             Some((k, v)) => id_of(&k)? + split(&unpack(&v)?)?.len() as u64,
             None => 1,
@@ -312,6 +343,13 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<JournalRecord>, StoreError> {
+        if let kv::Engine::Pg(kv) = &self.engine {
+            return kv
+                .journal_after(after, limit)?
+                .into_iter()
+                .map(|(id, payload)| decode_record(id, &payload))
+                .collect();
+        }
         let start = after.saturating_add(1);
         // The entry holding `start` begins at or before it.
         let from = match self.journal.range(..=start.to_be_bytes()).next_back() {
@@ -339,6 +377,21 @@ impl Store {
 
     /// Visits records from the newest backwards until `f` returns false.
     pub fn journal_rev(&self, mut f: impl FnMut(JournalRecord) -> bool) -> Result<(), StoreError> {
+        if let kv::Engine::Pg(kv) = &self.engine {
+            let mut before = u64::MAX;
+            loop {
+                let page = kv.journal_before(before, 512)?;
+                let Some((last, _)) = page.last() else {
+                    return Ok(());
+                };
+                before = *last;
+                for (id, payload) in page {
+                    if !f(decode_record(id, &payload)?) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         for item in self.journal.iter().rev() {
             let (k, v) = item?;
             let first = id_of(&k)?;
@@ -371,7 +424,7 @@ impl Store {
     /// them were new. A device given without a phone keeps the one it has (learned from the
     /// unit or imported before); a phone given replaces it.
     pub fn upsert_devices(&self, devices: &[Device]) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         let mut new = 0;
         for d in devices {
             let k = device_key(&d.account, d.line.as_deref(), d.receiver.as_deref());
@@ -439,9 +492,9 @@ impl Store {
     /// Writes last-heard times (ms since the epoch) in one batch and flushes (only the times
     /// that changed are given: the others are already there).
     pub fn save_last_heard(&self, entries: &[(String, i64)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         for (acct, ms) in entries {
-            batch.insert(acct.as_bytes(), &ms.to_be_bytes());
+            batch.insert(acct.as_bytes(), ms.to_be_bytes());
         }
         self.last_heard.apply_batch(batch)?;
         self.flush()?;
@@ -456,7 +509,7 @@ impl Store {
         mut keep: impl FnMut(&str, i64) -> bool,
     ) -> Result<usize, StoreError> {
         const CHUNK: usize = 10_000;
-        let mut gone = sled::Batch::default();
+        let mut gone = kv::Batch::default();
         let (mut pending, mut removed) = (0, 0);
         for item in self.last_heard.iter() {
             let (k, v) = item?;
@@ -520,7 +573,7 @@ fn id_at_end(k: &[u8]) -> Option<u64> {
 }
 
 /// The highest id of the records under `prefix` in `tree` (0 if none).
-fn max_id(tree: &sled::Tree, prefix: u8) -> Result<u64, StoreError> {
+fn max_id(tree: &kv::Tree, prefix: u8) -> Result<u64, StoreError> {
     match tree.scan_prefix([prefix]).next_back() {
         Some(item) => Ok(id_at_end(&item?.0).unwrap_or(0)),
         None => Ok(0),

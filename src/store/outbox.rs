@@ -108,14 +108,14 @@ impl Store {
     /// Adds new deliveries (each with its body) in one atomic batch. Not durable until
     /// [`Store::flush`].
     pub fn outbox_add(&self, deliveries: &[(OutboxRecord, Vec<u8>)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for (r, body) in deliveries {
-            batch.insert(&key(RECORD, r.id), serde_json::to_vec(r).map_err(corrupt)?);
-            batch.insert(&key(BODY, r.id), body.as_slice());
+            batch.insert(key(RECORD, r.id), serde_json::to_vec(r).map_err(corrupt)?);
+            batch.insert(key(BODY, r.id), body.as_slice());
             if r.delivered_at.is_none() {
-                batch.insert(named_key(PENDING, &r.endpoint, r.id), &[]);
+                batch.insert(named_key(PENDING, &r.endpoint, r.id), []);
             }
-            batch.insert(named_key(SUBJECT, &r.subject, r.id), &[]);
+            batch.insert(named_key(SUBJECT, &r.subject, r.id), []);
         }
         self.outbox.apply_batch(batch)?;
         Ok(())
@@ -125,11 +125,11 @@ impl Store {
     /// leaves the pending index in the same atomic batch. Not durable until
     /// [`Store::flush`].
     pub fn outbox_save(&self, r: &OutboxRecord) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(&key(RECORD, r.id), serde_json::to_vec(r).map_err(corrupt)?);
+        let mut batch = super::kv::Batch::default();
+        batch.insert(key(RECORD, r.id), serde_json::to_vec(r).map_err(corrupt)?);
         if let Some(at) = r.delivered_at {
             batch.remove(named_key(PENDING, &r.endpoint, r.id));
-            batch.insert(&retained_key(at, r.id), &[]);
+            batch.insert(retained_key(at, r.id), []);
         }
         self.outbox.apply_batch(batch)?;
         Ok(())
@@ -246,11 +246,11 @@ impl Store {
     /// durable until [`Store::flush`].
     pub fn outbox_prune_bodies(&self, before: Timestamp, max: usize) -> Result<usize, StoreError> {
         let end = retained_key(before, 0);
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         let mut n = 0;
         for item in self.outbox.range(&[RETAINED][..]..&end[..]).take(max) {
             let (k, _) = item?;
-            batch.remove(&key(BODY, tail_id(&k)?));
+            batch.remove(key(BODY, tail_id(&k)?));
             batch.remove(k);
             n += 1;
         }

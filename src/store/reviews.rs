@@ -9,8 +9,8 @@
 //! retried batch does, never brings a decided review back). A decision is one transaction:
 //! the review gets it and leaves the pending list, once.
 
+use super::kv::TxError;
 use jiff::{SignedDuration, Timestamp};
-use sled::transaction::ConflictableTransactionError;
 
 use super::{CallChange, Store, StoreError, id_key as key};
 use crate::model::CallState;
@@ -53,7 +53,7 @@ impl Store {
     /// line marked for review that is not stored yet.
     pub(super) fn review_of_change(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut super::kv::Batch,
         ch: &CallChange,
     ) -> Result<(), StoreError> {
         let c = &ch.call;
@@ -71,10 +71,10 @@ impl Store {
             return Ok(());
         }
         batch.insert(
-            &key(REVIEW, c.id),
+            key(REVIEW, c.id),
             serde_json::to_vec(&review).map_err(corrupt)?,
         );
-        batch.insert(&key(PENDING, c.id), &[] as &[u8]);
+        batch.insert(key(PENDING, c.id), &[] as &[u8]);
         Ok(())
     }
 
@@ -130,25 +130,20 @@ impl Store {
     /// Records a supervisor's decision on Call `id`'s review, once. Not durable until
     /// [`Store::flush`].
     pub fn decide_review(&self, id: u64, decision: ReviewDecision) -> Result<Decided, StoreError> {
-        let result = self.calls.transaction(|tx| {
+        self.calls.transaction(|tx| {
             let Some(v) = tx.get(key(REVIEW, id))? else {
                 return Ok(Decided::NoReview);
             };
-            let mut r: Review = serde_json::from_slice(&v)
-                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            let mut r: Review =
+                serde_json::from_slice(&v).map_err(|e| TxError::Abort(e.to_string()))?;
             if r.decision.is_some() {
                 return Ok(Decided::Already(r));
             }
             r.decision = Some(decision.clone());
-            let v = serde_json::to_vec(&r)
-                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-            tx.insert(&key(REVIEW, id), v)?;
-            tx.remove(&key(PENDING, id))?;
+            let v = serde_json::to_vec(&r).map_err(|e| TxError::Abort(e.to_string()))?;
+            tx.insert(key(REVIEW, id), v)?;
+            tx.remove(key(PENDING, id))?;
             Ok(Decided::Made(r))
-        });
-        result.map_err(|err| match err {
-            sled::transaction::TransactionError::Abort(detail) => corrupt(detail),
-            sled::transaction::TransactionError::Storage(e) => StoreError::Engine(e),
         })
     }
 }

@@ -15,7 +15,7 @@ impl Store {
     /// Returns how many of them were new (the rest replaced existing ones), as
     /// [`Store::upsert_devices`] does.
     pub fn upsert_subscribers(&self, subs: &[Subscriber]) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         let mut new = 0;
         for s in subs {
             if !self.subscribers.contains_key(s.id.as_bytes())? {
@@ -73,7 +73,7 @@ impl Store {
 
     /// Number of subscribers.
     pub fn subscriber_count(&self) -> Result<usize, StoreError> {
-        Ok(self.subscribers.len())
+        self.subscribers.len()
     }
 }
 

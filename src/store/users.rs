@@ -241,7 +241,7 @@ impl Store {
 
     /// Number of users.
     pub fn user_count(&self) -> Result<usize, StoreError> {
-        Ok(self.users.len())
+        self.users.len()
     }
 
     /// Stores a session under the hash of its token. Not durable until [`Store::flush`] (a

@@ -80,18 +80,18 @@ impl Store {
         orders: &[WorkOrder],
         seen: Option<FaultSeen<'_>>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for o in orders {
-            batch.insert(&key(ORDER, o.id), serde_json::to_vec(o).map_err(corrupt)?);
-            batch.insert(account_key(&o.account, o.id), &[]);
+            batch.insert(key(ORDER, o.id), serde_json::to_vec(o).map_err(corrupt)?);
+            batch.insert(account_key(&o.account, o.id), []);
             if o.state.is_open() {
-                batch.insert(&key(OPEN, o.id), &[]);
+                batch.insert(key(OPEN, o.id), []);
             } else {
-                batch.remove(&key(OPEN, o.id));
+                batch.remove(key(OPEN, o.id));
             }
         }
         if let Some(s) = seen {
-            batch.insert(seen_key(s.account, s.fault), &s.signal.to_be_bytes());
+            batch.insert(seen_key(s.account, s.fault), s.signal.to_be_bytes());
         }
         self.work_orders.apply_batch(batch)?;
         Ok(())

@@ -40,11 +40,18 @@ impl Migration {
 }
 
 /// vakt's migrations, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "journal_dedup_lease",
-    sql: include_str!("migrations/0001_journal_dedup_lease.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "journal_dedup_lease",
+        sql: include_str!("migrations/0001_journal_dedup_lease.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "kv",
+        sql: include_str!("migrations/0002_kv.sql"),
+    },
+];
 
 /// The key of the advisory lock taken by each migration's transaction ("vaktmigr").
 pub const LOCK_KEY: i64 = i64::from_be_bytes(*b"vaktmigr");

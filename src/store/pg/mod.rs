@@ -4,6 +4,8 @@
 //!   each once, under an advisory lock (several nodes may start at once); a database whose
 //!   schema is newer than the binary is refused.
 //! - [`journal`]: the journal's records, behind [`crate::store::JournalStore`].
+//! - [`kv`]: every other record of the store, the trees of [`crate::store::kv`] as rows of one
+//!   table, written on worker threads of its own, fenced like the journal.
 //! - [`lease`]: the leader lease row with its fencing epoch, and [`lease::fenced`], the
 //!   transaction that commits only while the epoch it was given is still the lease's.
 //!
@@ -14,6 +16,7 @@
 //! the configuration of the backend).
 
 pub mod journal;
+pub mod kv;
 pub mod leader;
 pub mod lease;
 pub mod migrate;

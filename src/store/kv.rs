@@ -1,0 +1,530 @@
+//! The engine under the store's domain operations: ordered trees of byte keys and byte values,
+//! on sled or on PostgreSQL ([`PgKv`]).
+//!
+//! Every domain module of the store (Calls, users, the directory, the outbox...) keeps its
+//! records in one or more named [`Tree`]s, with keys built so that they sort as the module
+//! needs (ids big-endian, prefixes). A [`Tree`] offers what those modules use, with sled's
+//! meaning: point reads and writes, ordered scans in both directions, atomic batches,
+//! compare-and-swap, and small read-modify-write transactions. On sled it is a `sled::Tree`;
+//! on PostgreSQL it is the rows of one `tree` in the `kv` table (migration 0002), so the same
+//! domain code, with the same tests, runs on both, and a node that opens the database finds
+//! every record the last leader wrote. Nothing of this module leaves the store.
+//!
+//! Durability differs, and is the backend's: on sled a write is in memory until
+//! [`Engine::flush`] (one `fdatasync` of sled's log for everything written before it); on
+//! PostgreSQL every write is its own committed transaction, on the primary and its
+//! synchronous standby, before it returns, and fenced by the lease's epoch when one is set, so
+//! that a node that lost the lease writes nothing. A key-value table rather than a table per
+//! record kind: the records stay in the JSON the embedded store has always kept (one codec,
+//! one set of tests), and a schema of columns can grow under the domain operations later
+//! without any caller noticing.
+
+use std::ops::{Bound, Deref, RangeBounds};
+use std::sync::Arc;
+
+use super::StoreError;
+use super::pg::kv::{PgKv, PgTxRead};
+
+/// A value (or key) read from a tree: sled's own buffer, or bytes from PostgreSQL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Value(Inner);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Inner {
+    Sled(sled::IVec),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Inner::Sled(v) => v,
+            Inner::Owned(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value(Inner::Owned(v))
+    }
+}
+
+impl From<sled::IVec> for Value {
+    fn from(v: sled::IVec) -> Value {
+        Value(Inner::Sled(v))
+    }
+}
+
+/// The database under a store: sled's, or a PostgreSQL connection pool.
+#[derive(Clone)]
+pub(crate) enum Engine {
+    /// sled, with its log file opened by us to make a flush a full barrier.
+    Sled {
+        /// The database.
+        db: sled::Db,
+        /// sled's log file ([`Engine::flush`]).
+        log: Arc<std::fs::File>,
+    },
+    /// PostgreSQL.
+    Pg(PgKv),
+}
+
+impl Engine {
+    /// The tree called `name` (created on first write).
+    pub(crate) fn tree(&self, name: &'static str) -> Result<Tree, StoreError> {
+        Ok(match self {
+            Engine::Sled { db, .. } => Tree::Sled(db.open_tree(name)?),
+            Engine::Pg(kv) => Tree::Pg {
+                kv: kv.clone(),
+                name,
+            },
+        })
+    }
+
+    /// Makes everything written so far durable. sled 0.34's flush writes its log and waits
+    /// with `sync_file_range` on Linux, which puts the bytes on the way to the disk (enough
+    /// to survive a killed process) but neither flushes the drive's write cache nor the file's
+    /// size; an `fdatasync` of the same file then makes the writes survive a power loss too.
+    /// On PostgreSQL every write was committed before it returned: nothing to do.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Engine::Sled { db, log } => {
+                db.flush()?;
+                log.sync_data().map_err(sled::Error::Io)?;
+                Ok(())
+            }
+            Engine::Pg(_) => Ok(()),
+        }
+    }
+}
+
+/// A batch of writes to one tree, applied atomically by [`Tree::apply_batch`]; a later write
+/// to a key replaces an earlier one in the same batch.
+#[derive(Default, Debug)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops
+            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.ops.push((key.as_ref().to_vec(), None));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The writes, the last one of each key only, in key order.
+    pub(crate) fn into_final(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let map: std::collections::BTreeMap<_, _> = self.ops.into_iter().collect();
+        map.into_iter().collect()
+    }
+}
+
+/// A compare-and-swap that found another value than the one expected.
+#[derive(Debug)]
+pub struct CasFailed {
+    /// The value found.
+    pub current: Option<Value>,
+}
+
+/// Why a transaction's closure stopped.
+#[derive(Debug)]
+pub enum TxError {
+    /// The closure gave up: the transaction writes nothing and its caller gets
+    /// [`StoreError::Corrupt`] with this text.
+    Abort(String),
+    /// A read or write of the transaction failed, or (sled) conflicted and is retried.
+    Sled(sled::transaction::UnabortableTransactionError),
+    /// A read failed.
+    Store(StoreError),
+}
+
+impl From<sled::transaction::UnabortableTransactionError> for TxError {
+    fn from(e: sled::transaction::UnabortableTransactionError) -> TxError {
+        TxError::Sled(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> TxError {
+        TxError::Store(e)
+    }
+}
+
+/// The reads and writes of one transaction ([`Tree::transaction`]).
+pub enum Tx<'a> {
+    /// sled's own transaction.
+    Sled(&'a sled::transaction::TransactionalTree),
+    /// PostgreSQL: reads go to the database and are remembered, writes wait for the commit,
+    /// which checks that nothing read has changed since (and otherwise runs the closure again).
+    Pg(&'a mut PgTxRead),
+}
+
+impl Tx<'_> {
+    /// The value of `key`, as the transaction sees it.
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Value>, TxError> {
+        match self {
+            Tx::Sled(t) => Ok(t.get(key)?.map(Value::from)),
+            Tx::Pg(t) => Ok(t.get(key.as_ref())?),
+        }
+    }
+
+    /// Sets `key` to `value` when the transaction commits.
+    pub fn insert(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), TxError> {
+        match self {
+            Tx::Sled(t) => {
+                t.insert(key.as_ref(), value.as_ref())?;
+            }
+            Tx::Pg(t) => t.write(key.as_ref(), Some(value.as_ref())),
+        }
+        Ok(())
+    }
+
+    /// Removes `key` when the transaction commits.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<(), TxError> {
+        match self {
+            Tx::Sled(t) => {
+                t.remove(key.as_ref())?;
+            }
+            Tx::Pg(t) => t.write(key.as_ref(), None),
+        }
+        Ok(())
+    }
+}
+
+/// One tree of a store.
+#[derive(Clone)]
+pub enum Tree {
+    /// A sled tree.
+    Sled(sled::Tree),
+    /// The rows of tree `name` in PostgreSQL's `kv` table.
+    Pg {
+        /// The connections.
+        kv: PgKv,
+        /// The tree's name.
+        name: &'static str,
+    },
+}
+
+/// A bound of a scan, owned.
+pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+fn owned_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(range: &R) -> Bounds {
+    let own = |b: Bound<&K>| match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (own(range.start_bound()), own(range.end_bound()))
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: there is none,
+/// the prefix is all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Tree {
+    /// The value of `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Value>, StoreError> {
+        match self {
+            Tree::Sled(t) => Ok(t.get(key)?.map(Value::from)),
+            Tree::Pg { kv, name } => kv.get(name, key.as_ref()),
+        }
+    }
+
+    /// Whether `key` is there.
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        match self {
+            Tree::Sled(t) => {
+                t.insert(key.as_ref(), value.as_ref())?;
+                Ok(())
+            }
+            Tree::Pg { kv, name } => kv.write(
+                name,
+                vec![(key.as_ref().to_vec(), Some(value.as_ref().to_vec()))],
+            ),
+        }
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        match self {
+            Tree::Sled(t) => {
+                t.remove(key.as_ref())?;
+                Ok(())
+            }
+            Tree::Pg { kv, name } => kv.write(name, vec![(key.as_ref().to_vec(), None)]),
+        }
+    }
+
+    /// Applies every write of `batch` at once, or none.
+    pub fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tree::Sled(t) => {
+                let mut b = sled::Batch::default();
+                for (k, v) in batch.ops {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                t.apply_batch(b)?;
+                Ok(())
+            }
+            Tree::Pg { kv, name } => kv.write(name, batch.into_final()),
+        }
+    }
+
+    /// Sets `key` to `new` (`None`: removes it) only if its value is `old` (`None`: absent).
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        old: Option<impl AsRef<[u8]>>,
+        new: Option<impl AsRef<[u8]>>,
+    ) -> Result<Result<(), CasFailed>, StoreError> {
+        match self {
+            Tree::Sled(t) => Ok(t
+                .compare_and_swap(
+                    key.as_ref(),
+                    old.as_ref().map(|v| v.as_ref()),
+                    new.as_ref().map(|v| v.as_ref()),
+                )?
+                .map_err(|e| CasFailed {
+                    current: e.current.map(Value::from),
+                })),
+            Tree::Pg { kv, name } => kv.compare_and_swap(
+                name,
+                key.as_ref(),
+                old.as_ref().map(|v| v.as_ref()),
+                new.as_ref().map(|v| v.as_ref()),
+            ),
+        }
+    }
+
+    /// Replaces the value of `key` by `f` of it (`None` removes), atomically (retried on a
+    /// concurrent write); returns the new value.
+    pub fn update_and_fetch<V: AsRef<[u8]>>(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<V>,
+    ) -> Result<Option<Value>, StoreError> {
+        if let Tree::Sled(t) = self {
+            return Ok(t
+                .update_and_fetch(key, |old| f(old).map(|v| v.as_ref().to_vec()))?
+                .map(Value::from));
+        }
+        self.update(key.as_ref(), &mut f).map(|(_, new)| new)
+    }
+
+    /// As [`Tree::update_and_fetch`], returning the value before.
+    pub fn fetch_and_update<V: AsRef<[u8]>>(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<V>,
+    ) -> Result<Option<Value>, StoreError> {
+        if let Tree::Sled(t) = self {
+            return Ok(t
+                .fetch_and_update(key, |old| f(old).map(|v| v.as_ref().to_vec()))?
+                .map(Value::from));
+        }
+        self.update(key.as_ref(), &mut f).map(|(old, _)| old)
+    }
+
+    /// The compare-and-swap loop of the updates on PostgreSQL.
+    fn update<V: AsRef<[u8]>>(
+        &self,
+        key: &[u8],
+        f: &mut impl FnMut(Option<&[u8]>) -> Option<V>,
+    ) -> Result<(Option<Value>, Option<Value>), StoreError> {
+        let mut old = self.get(key)?;
+        loop {
+            let new = f(old.as_deref()).map(|v| Value::from(v.as_ref().to_vec()));
+            match self.compare_and_swap(key, old.as_ref(), new.as_ref())? {
+                Ok(()) => return Ok((old, new)),
+                Err(e) => old = e.current,
+            }
+        }
+    }
+
+    /// Runs `f` as one transaction over this tree: its reads see one state, and its writes
+    /// happen together if and only if nothing it read changed meanwhile (otherwise it runs
+    /// again). [`TxError::Abort`] gives up, writing nothing.
+    pub fn transaction<R>(
+        &self,
+        f: impl Fn(&mut Tx<'_>) -> Result<R, TxError>,
+    ) -> Result<R, StoreError> {
+        match self {
+            Tree::Sled(t) => {
+                use sled::transaction::{ConflictableTransactionError as C, TransactionError};
+                let result = t.transaction(|tx| {
+                    f(&mut Tx::Sled(tx)).map_err(|e| match e {
+                        TxError::Abort(s) => C::Abort(Aborted::Text(s)),
+                        TxError::Sled(e) => e.into(),
+                        TxError::Store(e) => C::Abort(Aborted::Store(e.to_string())),
+                    })
+                });
+                result.map_err(|e| match e {
+                    TransactionError::Abort(Aborted::Text(detail)) => StoreError::Corrupt {
+                        tree: "transaction",
+                        detail,
+                    },
+                    TransactionError::Abort(Aborted::Store(detail)) => StoreError::Corrupt {
+                        tree: "transaction",
+                        detail,
+                    },
+                    TransactionError::Storage(e) => StoreError::Engine(e),
+                })
+            }
+            Tree::Pg { kv, name } => kv.transaction(name, |read| f(&mut Tx::Pg(read))),
+        }
+    }
+
+    /// Every entry, in key order (reversible).
+    pub fn iter(&self) -> Iter {
+        self.range::<&[u8], _>(..)
+    }
+
+    /// The entries in `range`, in key order (reversible).
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        match self {
+            Tree::Sled(t) => Iter::Sled(t.range(range)),
+            Tree::Pg { kv, name } => Iter::Pg(kv.scan(name, owned_bounds(&range))),
+        }
+    }
+
+    /// The entries whose key starts with `prefix`, in key order (reversible).
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        match self {
+            Tree::Sled(t) => Iter::Sled(t.scan_prefix(prefix)),
+            Tree::Pg { kv, name } => {
+                let start = Bound::Included(prefix.as_ref().to_vec());
+                let end = match prefix_end(prefix.as_ref()) {
+                    Some(end) => Bound::Excluded(end),
+                    None => Bound::Unbounded,
+                };
+                Iter::Pg(kv.scan(name, (start, end)))
+            }
+        }
+    }
+
+    /// The entry with the greatest key.
+    pub fn last(&self) -> Result<Option<(Value, Value)>, StoreError> {
+        self.iter().next_back().transpose()
+    }
+
+    /// How many entries the tree holds (reads them all on sled).
+    pub fn len(&self) -> Result<usize, StoreError> {
+        match self {
+            Tree::Sled(t) => Ok(t.len()),
+            Tree::Pg { kv, name } => kv.len(name),
+        }
+    }
+}
+
+/// What a sled transaction's closure gave up with.
+#[derive(Debug)]
+enum Aborted {
+    Text(String),
+    Store(String),
+}
+
+/// The entries of a scan, read from either end.
+pub enum Iter {
+    /// sled's iterator.
+    Sled(sled::Iter),
+    /// Pages read from PostgreSQL as they are needed.
+    Pg(super::pg::kv::PgIter),
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Value, Value), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Sled(it) => it
+                .next()
+                .map(|r| r.map(|(k, v)| (k.into(), v.into())).map_err(Into::into)),
+            Iter::Pg(it) => it.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Sled(it) => it
+                .next_back()
+                .map(|r| r.map(|(k, v)| (k.into(), v.into())).map_err(Into::into)),
+            Iter::Pg(it) => it.next_back(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"a"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_write_of_each_key() {
+        let mut b = Batch::default();
+        b.insert("b", "1");
+        b.insert("a", "1");
+        b.remove("b");
+        b.insert("a", "2");
+        assert_eq!(
+            b.into_final(),
+            vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]
+        );
+    }
+}
