@@ -13,9 +13,11 @@
 //! earlier, so the node steps down no later than the database thinks its lease expired, and a
 //! standby cannot take over while this node still acts as leader. Every request of a leader is
 //! bounded by that moment: a renewal that hangs (packets dropped) does not keep the node
-//! leading. A take-over ([`lease::acquire`]) is never cut short: its `UPDATE` could commit
-//! after we stopped waiting, leaving the lease taken by nobody who knows it; a dead peer ends
-//! it through TCP keepalives (below).
+//! leading. Cutting a renewal short is safe: it only extends our own epoch, and the deadline
+//! moves only on a renewal that answered. A take-over ([`lease::acquire`]) is never cut
+//! short: its `UPDATE` could commit after we stopped waiting, leaving the lease taken by
+//! nobody who knows it; a dead peer ends it through TCP keepalives (below), and a take-over
+//! whose answer was lost that way leaves a lease that runs out unused within a ttl.
 //!
 //! [`Leadership::release`], at a graceful shutdown, first steps down ([`Role::Lost`]), then
 //! gives the lease up so that a standby takes it at its next poll, without waiting for the
@@ -418,13 +420,11 @@ impl Looper {
         }
     }
 
-    /// A request failed: the connection is dropped unless the server itself answered with an
-    /// error, and the first failure of a run is logged.
+    /// A request failed: the connection is dropped (a server that answers with an error may
+    /// be one that is no longer the primary: `target_session_attrs` finds the one that is on
+    /// the next connection), and the first failure of a run is logged.
     fn failed(&mut self, e: &PgError, doing: &str) {
-        let answered = matches!(e, PgError::Db(db) if db.as_db_error().is_some());
-        if !answered {
-            self.client = None;
-        }
+        self.client = None;
         if !self.failing {
             self.failing = true;
             tracing::warn!(node = %self.node, error = %e, "{doing} failed; retrying every renew period");
