@@ -39,7 +39,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::super::StoreError;
-use super::super::kv::{Bounds, CasFailed, TxError, Value};
+use super::super::kv::value::{Bounds, CasFailed, TxError, Value};
 use super::{PgError, lease, migrate};
 
 /// Worker threads, each with one connection: enough that a slow scan does not hold up the
