@@ -93,6 +93,11 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: ReportCmd,
     },
+    /// The redundant set-up on PostgreSQL: the leader lease, the schema, the replication.
+    Cluster {
+        #[command(subcommand)]
+        cmd: super::cluster::ClusterCmd,
+    },
     /// Integrations (digital lock systems) and their tokens for `POST /api/locks/events`.
     Integrations {
         #[command(subcommand)]

@@ -9,6 +9,8 @@
 //! - [`offline`]: their work on a stopped server's data directory (imports, users, tokens,
 //!   exports, the SLA report) and what `vakt patrol` reads before it connects, as functions
 //!   that return a `Result` (the tests call them too). Re-exported here.
+//! - `cluster`: `vakt cluster status`, the lease, schema and replication as the database has
+//!   them.
 //! - `term`: the console user's new password, read from the terminal without echo.
 //!
 //! Exit codes: 0 done; 1 failed (storage, a port in use, the server refused the patrol);
@@ -18,6 +20,7 @@
 //! cannot parse exits 2 before [`run`].
 
 pub mod args;
+mod cluster;
 mod commands;
 pub mod offline;
 mod serve;
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
         } => commands::report_sla(&month, format, config, data_dir, time_zone),
         Cmd::Integrations { cmd } => commands::integrations(cmd),
+        Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Patrol {
             server,
             patrol,

@@ -11,7 +11,7 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use super::EX_USAGE;
 use super::commands::report;
-use crate::config::{Config, Ports};
+use crate::config::{Config, Ports, StoreBackend};
 use crate::server::ServerError;
 use crate::sim::serve_demo::Demo;
 
@@ -58,6 +58,14 @@ pub(super) fn serve(
 
 fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     raise_fd_limit();
+    if cfg.store.backend == StoreBackend::Postgres {
+        if demo {
+            anyhow::bail!(
+                "--demo runs on the embedded store only; start it without [store] backend = \"postgres\""
+            );
+        }
+        return run_node(cfg);
+    }
     let demo = if demo {
         Some(Demo::prepare(&cfg.data_dir)?)
     } else {
@@ -70,24 +78,7 @@ fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let running = crate::server::start(cfg).await?;
-        if let Some(a) = running.dc09_tcp {
-            eprintln!("vakt: DC-09 TCP on {a}");
-        }
-        if let Some(a) = running.dc09_udp {
-            eprintln!("vakt: DC-09 UDP on {a}");
-        }
-        if let Some(a) = running.http {
-            eprintln!("vakt: operator console on http://{a}/ (API: /api/openapi.json; /live /ready /metrics)");
-        }
-        if let Some(a) = running.patrol_quic {
-            match &running.patrol_fingerprint {
-                Some(fp) => eprintln!(
-                    "vakt: patrol link (QUIC) on {a}; certificate SHA-256 fingerprint {fp} \
-                     (for `vakt patrol --insecure-dev --fingerprint`)"
-                ),
-                None => eprintln!("vakt: patrol link (QUIC) on {a}"),
-            }
-        }
+        print_addresses(&running);
         if let Some(demo) = &demo {
             demo.start(&running);
         }
@@ -99,6 +90,62 @@ fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
         running.done.await.context("server task")??;
         anyhow::Ok(())
     })
+}
+
+/// One node of a cluster on PostgreSQL ([`crate::server::node`]): a standby until it leads.
+/// A lost lease ends it with an error (exit 1), for its supervisor to start it again as a
+/// standby.
+fn run_node(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vakt")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        if let Some(a) = cfg.http.listen {
+            eprintln!(
+                "vakt: node {} on standby (HTTP on {a}: /ready answers 503 until it leads)",
+                cfg.store.node
+            );
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            token.cancel();
+        });
+        let node = cfg.store.node.clone();
+        let end = crate::server::node::run(cfg, stop, |running| {
+            eprintln!("vakt: node {node} leads");
+            print_addresses(running);
+        })
+        .await?;
+        tracing::info!(?end, "stopped");
+        anyhow::Ok(())
+    })
+}
+
+fn print_addresses(running: &crate::server::Running) {
+    if let Some(a) = running.dc09_tcp {
+        eprintln!("vakt: DC-09 TCP on {a}");
+    }
+    if let Some(a) = running.dc09_udp {
+        eprintln!("vakt: DC-09 UDP on {a}");
+    }
+    if let Some(a) = running.http {
+        eprintln!(
+            "vakt: operator console on http://{a}/ (API: /api/openapi.json; /live /ready /metrics)"
+        );
+    }
+    if let Some(a) = running.patrol_quic {
+        match &running.patrol_fingerprint {
+            Some(fp) => eprintln!(
+                "vakt: patrol link (QUIC) on {a}; certificate SHA-256 fingerprint {fp} \
+                 (for `vakt patrol --insecure-dev --fingerprint`)"
+            ),
+            None => eprintln!("vakt: patrol link (QUIC) on {a}"),
+        }
+    }
 }
 
 /// What to do about a listener whose address another program has (`what` as in

@@ -67,6 +67,193 @@ pub struct Config {
     pub plans: crate::model::plan::PlanOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
+    /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the storage backend, and for PostgreSQL the database and the leader lease.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled` (embedded, in `data_dir`; one node) or `postgres` (several nodes on one
+    /// replicated database, one of them the leader).
+    pub backend: StoreBackend,
+    /// With `postgres`: the database, as a `postgresql://` URL; list every host of the
+    /// cluster and ask for the primary:
+    /// `postgresql://vakt@db1:5432,db2:5432,db3:5432/vakt?target_session_attrs=read-write`.
+    /// It may hold a password: it is never logged, and its `Debug` hides the password.
+    #[serde(deserialize_with = "opt_database_url")]
+    pub url: Option<DatabaseUrl>,
+    /// This node's name in the leader lease (what `vakt cluster status` shows as the
+    /// holder); the host name by default. Unique per node.
+    pub node: String,
+    /// The leader lease lasts this long from its last renewal (ms): a standby takes over at
+    /// most this long after the leader stopped renewing, plus one renew period.
+    pub lease_ttl_ms: u64,
+    /// The leader renews its lease, and a standby polls, this often (ms); below half of
+    /// `lease_ttl_ms`.
+    pub lease_renew_ms: u64,
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// sled, embedded in `data_dir`: one node, the default.
+    Sled,
+    /// PostgreSQL at `[store] url`, shared by several nodes.
+    Postgres,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let lease = crate::store::pg::leader::LeaderOptions::default();
+        StoreConfig {
+            backend: StoreBackend::Sled,
+            url: None,
+            node: host_name(),
+            lease_ttl_ms: u64::try_from(lease.ttl().as_millis()).unwrap_or(5000),
+            lease_renew_ms: u64::try_from(lease.renew().as_millis()).unwrap_or(1000),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The leader lease's times.
+    pub fn leader_options(&self) -> Result<crate::store::pg::leader::LeaderOptions, String> {
+        crate::store::pg::leader::LeaderOptions::new(
+            Duration::from_millis(self.lease_ttl_ms),
+            Duration::from_millis(self.lease_renew_ms),
+        )
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        match (&self.url, self.backend) {
+            (None, StoreBackend::Postgres) => errs.push(
+                "store.url is required with backend = \"postgres\" (e.g. \
+                 postgresql://vakt@db1:5432,db2:5432/vakt?target_session_attrs=read-write)"
+                    .into(),
+            ),
+            (Some(_), StoreBackend::Sled) => errs.push(
+                "store.url is set but store.backend is \"sled\": set backend = \"postgres\" \
+                 to run on the database, or remove the url"
+                    .into(),
+            ),
+            (Some(url), StoreBackend::Postgres) => {
+                if let Err(e) = url.parse() {
+                    errs.push(format!("store.url is not a PostgreSQL URL: {e}"));
+                }
+            }
+            (None, StoreBackend::Sled) => {}
+        }
+        let node = self.node.trim();
+        if node.is_empty() || node.len() > 64 || node.chars().any(char::is_control) {
+            errs.push("store.node must be 1 to 64 characters without control characters".into());
+        }
+        if !(1000..=60_000).contains(&self.lease_ttl_ms) {
+            errs.push("store.lease_ttl_ms must be 1000..=60000".into());
+        }
+        if !(100..=30_000).contains(&self.lease_renew_ms) {
+            errs.push("store.lease_renew_ms must be 100..=30000".into());
+        } else if self.lease_renew_ms * 2 >= self.lease_ttl_ms {
+            errs.push(format!(
+                "store.lease_renew_ms ({}) must be below half of store.lease_ttl_ms ({}), so \
+                 that one failed renewal does not cost the lease",
+                self.lease_renew_ms, self.lease_ttl_ms
+            ));
+        }
+        errs
+    }
+}
+
+/// The host name, as the kernel has it (`gethostname(2)` on Linux reads the same); `vakt`
+/// when it cannot be read. Read from `/proc` rather than through a crate: it is one file.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| {
+            let name = std::fs::read_to_string(p).ok()?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| name.to_owned())
+        })
+        .unwrap_or_else(|| "vakt".to_owned())
+}
+
+/// A PostgreSQL connection URL (or `key=value` string). It may hold a password, so it has
+/// no `Display`, and its `Debug` ([`DatabaseUrl::redacted`]) shows user, hosts and database
+/// only; [`DatabaseUrl::expose`] gives the text to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, password and all: for connecting, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL parsed, as tokio-postgres connects with it.
+    pub fn parse(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        self.0.parse()
+    }
+
+    /// `user@host:port,host:port/database`, and whether a password is given: safe to show.
+    pub fn redacted(&self) -> String {
+        let Ok(c) = self.parse() else {
+            return "(not a PostgreSQL URL)".to_owned();
+        };
+        let ports = c.get_ports();
+        let hosts: Vec<String> = c
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let host = match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                // One port for all hosts, one each, or the default.
+                match ports.get(i).or(ports.first()) {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }
+            })
+            .collect();
+        let mut s = String::new();
+        if let Some(u) = c.get_user() {
+            s.push_str(u);
+            s.push('@');
+        }
+        s.push_str(&hosts.join(","));
+        if let Some(db) = c.get_dbname() {
+            s.push('/');
+            s.push_str(db);
+        }
+        if c.get_password().is_some() {
+            s.push_str(" (password hidden)");
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+/// A database URL, or "" for none.
+fn opt_database_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DatabaseUrl>, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    Ok((!t.is_empty()).then(|| DatabaseUrl::new(t)))
 }
 
 /// `[patrol]`: the patrols' QUIC link and the dispatch clocks.
@@ -629,6 +816,7 @@ impl Default for Config {
             work_orders: Default::default(),
             plans: Default::default(),
             escalation: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -1074,6 +1262,7 @@ impl Config {
         }
         errs.extend(self.work_orders.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
+        errs.extend(self.store.problems());
         if errs.is_empty() {
             Ok(())
         } else {
@@ -1123,6 +1312,106 @@ mod tests {
         assert!(!format!("{t:?}").contains("trunk-secret-42"));
         assert!(!format!("{:?}", c.voice).contains("trunk-secret-42"));
         assert!(Config::from_toml("[voice]\ncallback_window_mins = 61\n").is_err());
+    }
+
+    #[test]
+    fn the_store_is_sled_by_default_and_postgres_needs_a_url() {
+        let d = Config::default();
+        assert_eq!(d.store.backend, StoreBackend::Sled);
+        assert_eq!(d.store.url, None);
+        assert_eq!((d.store.lease_ttl_ms, d.store.lease_renew_ms), (5000, 1000));
+        assert!(!d.store.node.is_empty(), "the host name");
+        assert_eq!(
+            d.store.leader_options().unwrap(),
+            crate::store::pg::leader::LeaderOptions::default()
+        );
+
+        let url = "postgresql://vakt@db1:5432,db2:5433/vakt?target_session_attrs=read-write";
+        let c = Config::from_toml(&format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nnode = \"vakt-a\"\n\
+             lease_ttl_ms = 3000\nlease_renew_ms = 500\n"
+        ))
+        .expect("a postgres store");
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        assert_eq!(c.store.url.as_ref().map(DatabaseUrl::expose), Some(url));
+        assert_eq!(c.store.node, "vakt-a");
+        let lease = c.store.leader_options().unwrap();
+        assert_eq!(
+            (lease.ttl(), lease.renew()),
+            (Duration::from_millis(3000), Duration::from_millis(500))
+        );
+        let parsed = c.store.url.as_ref().unwrap().parse().unwrap();
+        assert_eq!(parsed.get_hosts().len(), 2);
+
+        let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
+        let e = err("[store]\nbackend = \"postgres\"\n");
+        assert!(e.contains("store.url is required"), "{e}");
+        let e = err("[store]\nbackend = \"postgres\"\nurl = \"\"\n");
+        assert!(e.contains("store.url is required"), "{e}");
+        let e = err(&format!("[store]\nurl = \"{url}\"\n"));
+        assert!(e.contains("store.backend is \"sled\""), "{e}");
+        let e = err(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1/vakt?colour=blue\"\n",
+        );
+        assert!(e.contains("store.url is not a PostgreSQL URL"), "{e}");
+        let e =
+            err("[store]\nbackend = \"postgres\"\nurl = \"postgresql://vakt@db1:notaport/vakt\"\n");
+        assert!(e.contains("store.url"), "{e}");
+        let e = err("[store]\nbackend = \"mysql\"\n");
+        assert!(e.contains("mysql"), "{e}");
+        let e = err("[store]\nlease_ttl_ms = 2000\nlease_renew_ms = 1000\n");
+        assert!(
+            e.contains("store.lease_renew_ms (1000) must be below half"),
+            "{e}"
+        );
+        let e = err("[store]\nlease_ttl_ms = 500\nlease_renew_ms = 100\n");
+        assert!(e.contains("store.lease_ttl_ms must be"), "{e}");
+        let e = err("[store]\nlease_renew_ms = 0\n");
+        assert!(e.contains("store.lease_renew_ms must be"), "{e}");
+        let e = err("[store]\nnode = \"\"\n");
+        assert!(e.contains("store.node"), "{e}");
+        let e = err("[store]\nhost = \"db1\"\n");
+        assert!(e.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn the_database_password_is_never_shown() {
+        let secret = "s3cret-Pa55";
+        for url in [
+            format!(
+                "postgresql://vakt:{secret}@db1:5432,db2:5432/vakt?target_session_attrs=read-write"
+            ),
+            format!("postgresql://vakt@db1/vakt?password={secret}"),
+            format!("host=db1,db2 user=vakt password={secret} dbname=vakt"),
+        ] {
+            let c = Config::from_toml(&format!(
+                "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+            ))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let u = c.store.url.as_ref().unwrap();
+            assert_eq!(u.expose(), url, "connects with the password");
+            for shown in [
+                format!("{c:?}"),
+                format!("{:?}", c.store),
+                format!("{u:?}"),
+                u.redacted(),
+            ] {
+                assert!(!shown.contains(secret), "{shown}");
+                assert!(shown.contains("db1"), "{shown}");
+                assert!(shown.contains("password hidden"), "{shown}");
+            }
+        }
+        // Without a password nothing is said of one; an unparsable URL is not echoed.
+        let u = DatabaseUrl::new("postgresql://vakt@db1:5432,db2:5433/vakt");
+        assert_eq!(u.redacted(), "vakt@db1:5432,db2:5433/vakt");
+        let bad = format!("postgresql://vakt:{secret}@db1:nope/vakt");
+        assert!(!format!("{:?}", DatabaseUrl::new(bad.clone())).contains(secret));
+        let e = Config::from_toml(&format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{bad}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store.url") && !e.contains(secret), "{e}");
     }
 
     #[test]

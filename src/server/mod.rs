@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::store::StoreError;
 
+pub mod node;
 mod parts;
 
 /// Why the server could not start or stop cleanly.
@@ -83,6 +84,20 @@ pub enum ServerError {
     /// Incidents could not be loaded.
     #[error("incidents: {0}")]
     Incidents(#[from] crate::supervision::incidents::IncidentError),
+    /// `[store] backend = "postgres"` without a `url`.
+    #[error("store: backend = \"postgres\" needs a url")]
+    NoDatabase,
+    /// The leader lease's times are wrong.
+    #[error("store: {0}")]
+    LeaseOptions(String),
+    /// This node held the leader lease under `epoch` and lost it: it stopped serving.
+    #[error(
+        "the leader lease (epoch {epoch}) was lost: this node stopped serving so that another may lead"
+    )]
+    LeaseLost {
+        /// The epoch held.
+        epoch: i64,
+    },
     /// The open-file limit is too low for the listeners.
     #[error(transparent)]
     OpenFiles(#[from] crate::config::TooFewFiles),
@@ -245,7 +260,25 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
 }
 
 /// Starts serving on listeners that are already bound.
-pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
+pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, ServerError> {
+    start_inner(cfg, listeners, None).await
+}
+
+/// Starts serving as the leader of a cluster under the lease's `epoch`: the store, on
+/// PostgreSQL, fences every write by it ([`node`]).
+pub async fn start_leading(
+    cfg: Config,
+    listeners: Listeners,
+    epoch: i64,
+) -> Result<Running, ServerError> {
+    start_inner(cfg, listeners, Some(epoch)).await
+}
+
+async fn start_inner(
+    mut cfg: Config,
+    listeners: Listeners,
+    epoch: Option<i64>,
+) -> Result<Running, ServerError> {
     // Every connection is a file: the caps must fit the process's open-file limit.
     if let Some(limit) = crate::config::open_files_limit() {
         for line in crate::config::fit_open_files(&mut cfg, limit)? {
@@ -256,7 +289,7 @@ pub async fn start_with(mut cfg: Config, listeners: Listeners) -> Result<Running
         }
     }
     let shutdown = CancellationToken::new();
-    let (parts, addrs) = parts::start(&cfg, listeners, shutdown.clone()).await?;
+    let (parts, addrs) = parts::start(&cfg, listeners, shutdown.clone(), epoch).await?;
     let grace = cfg.shutdown_grace();
     let token = shutdown.clone();
     let done = tokio::spawn(async move {

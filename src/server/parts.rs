@@ -16,7 +16,6 @@
 //! times; flush the store.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Listeners, ServerError};
 use crate::calls::{Calls, SignalObserver};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::dispatch::desk::Desk;
 use crate::dispatch::patrol_link::{self, Link, LinkOptions};
 use crate::ingest::Ingress;
@@ -71,8 +70,9 @@ pub(super) async fn start(
     cfg: &Config,
     listeners: Listeners,
     shutdown: CancellationToken,
+    epoch: Option<i64>,
 ) -> Result<(Parts, Addrs), ServerError> {
-    let store = open_store(&cfg.data_dir, cfg.journal.cache_capacity_bytes).await?;
+    let store = open_store(cfg, epoch).await?;
     let metrics = Metrics::new();
     let registry = Devices::new(Registry::new(store.devices()?));
     let tz = cfg.http.tz();
@@ -94,8 +94,8 @@ pub(super) async fn start(
         scaip_tracker.clone(),
         voice_observer.clone(),
     ]));
-    // The journal's storage, for the committer and triage's reader (the sled store for now).
-    let journal_store = JournalStore::from(store.clone());
+    // The journal's storage, for the committer and triage's reader.
+    let journal_store = store.journal_store();
     let calls = start_calls(
         &store,
         &journal_store,
@@ -120,13 +120,23 @@ pub(super) async fn start(
         incidents.clone(),
     )
     .await?;
-    let journal = Arc::new(Journal::start(
-        journal_store,
-        cfg.journal_options(),
-        metrics.clone(),
-        jiff::Timestamp::now(),
-        Some(feed),
-    )?);
+    // Off the runtime: the journal's backend blocks its thread (PostgreSQL's journal drives
+    // its connections with a runtime of its own) while it reads the next id and the window.
+    let journal = {
+        let (opts, metrics) = (cfg.journal_options(), metrics.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                Journal::start(
+                    journal_store,
+                    opts,
+                    metrics,
+                    jiff::Timestamp::now(),
+                    Some(feed),
+                )
+            })
+            .await??,
+        )
+    };
     tracing::info!(
         devices = registry.current().len(),
         next_signal_id = store.next_journal_id()?,
@@ -391,15 +401,32 @@ impl Parts {
     }
 }
 
-/// Creates the data directory (0700) and opens the store with a page cache of
-/// `cache_bytes`.
-async fn open_store(dir: &Path, cache_bytes: u64) -> Result<Store, ServerError> {
-    crate::store::create_private_dir(dir).map_err(|source| ServerError::DataDir {
-        path: dir.to_owned(),
+/// Creates the data directory (0700) and opens the store: sled in it with the configured
+/// page cache, or PostgreSQL fenced by the lease's `epoch`.
+async fn open_store(cfg: &Config, epoch: Option<i64>) -> Result<Store, ServerError> {
+    // The data directory holds the recordings on every backend, and sled's files on sled.
+    let dir = cfg.data_dir.clone();
+    crate::store::create_private_dir(&dir).map_err(|source| ServerError::DataDir {
+        path: dir.clone(),
         source,
     })?;
-    let dir = dir.to_owned();
-    Ok(tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_bytes)).await??)
+    match (cfg.store.backend, &cfg.store.url) {
+        (StoreBackend::Sled, _) => {
+            let cache_bytes = cfg.journal.cache_capacity_bytes;
+            Ok(
+                tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_bytes))
+                    .await??,
+            )
+        }
+        (StoreBackend::Postgres, Some(url)) => {
+            let url = url.clone();
+            let store =
+                tokio::task::spawn_blocking(move || Store::open_postgres(url.expose())).await??;
+            store.set_epoch(epoch);
+            Ok(store)
+        }
+        (StoreBackend::Postgres, None) => Err(ServerError::NoDatabase),
+    }
 }
 
 /// The escalation outbox; it outlives everything that writes to it: stopped last.

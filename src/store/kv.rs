@@ -19,55 +19,14 @@
 //! one set of tests), and a schema of columns can grow under the domain operations later
 //! without any caller noticing.
 
-use std::ops::{Bound, Deref, RangeBounds};
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use super::StoreError;
 use super::pg::kv::{PgKv, PgTxRead};
 
-/// A value (or key) read from a tree: sled's own buffer, or bytes from PostgreSQL.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Value(Inner);
-
-#[derive(Clone, PartialEq, Eq)]
-enum Inner {
-    Sled(sled::IVec),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Value {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Inner::Sled(v) => v,
-            Inner::Owned(v) => v,
-        }
-    }
-}
-
-impl AsRef<[u8]> for Value {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} bytes", self.len())
-    }
-}
-
-impl From<Vec<u8>> for Value {
-    fn from(v: Vec<u8>) -> Value {
-        Value(Inner::Owned(v))
-    }
-}
-
-impl From<sled::IVec> for Value {
-    fn from(v: sled::IVec) -> Value {
-        Value(Inner::Sled(v))
-    }
-}
+pub(crate) mod value;
+pub use value::{Bounds, CasFailed, TxError, Value};
 
 /// The database under a store: sled's, or a PostgreSQL connection pool.
 #[derive(Clone)]
@@ -143,37 +102,6 @@ impl Batch {
     }
 }
 
-/// A compare-and-swap that found another value than the one expected.
-#[derive(Debug)]
-pub struct CasFailed {
-    /// The value found.
-    pub current: Option<Value>,
-}
-
-/// Why a transaction's closure stopped.
-#[derive(Debug)]
-pub enum TxError {
-    /// The closure gave up: the transaction writes nothing and its caller gets
-    /// [`StoreError::Corrupt`] with this text.
-    Abort(String),
-    /// A read or write of the transaction failed, or (sled) conflicted and is retried.
-    Sled(sled::transaction::UnabortableTransactionError),
-    /// A read failed.
-    Store(StoreError),
-}
-
-impl From<sled::transaction::UnabortableTransactionError> for TxError {
-    fn from(e: sled::transaction::UnabortableTransactionError) -> TxError {
-        TxError::Sled(e)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> TxError {
-        TxError::Store(e)
-    }
-}
-
 /// The reads and writes of one transaction ([`Tree::transaction`]).
 pub enum Tx<'a> {
     /// sled's own transaction.
@@ -232,9 +160,6 @@ pub enum Tree {
         name: &'static str,
     },
 }
-
-/// A bound of a scan, owned.
-pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 fn owned_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(range: &R) -> Bounds {
     let own = |b: Bound<&K>| match b {

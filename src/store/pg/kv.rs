@@ -39,7 +39,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::super::StoreError;
-use super::super::kv::{Bounds, CasFailed, TxError, Value};
+use super::super::kv::value::{Bounds, CasFailed, TxError, Value};
 use super::{PgError, lease, migrate};
 
 /// Worker threads, each with one connection: enough that a slow scan does not hold up the
@@ -276,9 +276,9 @@ impl PgKv {
                 epoch: AtomicI64::new(0),
             }),
         };
-        // The schema first, so that a wrong URL or a newer schema fails here; on a
-        // connection of its own, as a worker's prepares its statements on the `kv` table,
-        // which a new database has only after the migration.
+        // The schema first, so that a wrong URL or a newer schema fails here.
+        // On a connection of its own: the workers' connections prepare statements on the
+        // tables the migrations create.
         kv.run(|w| {
             let config = w.config.clone();
             w.rt.block_on(async move {

@@ -17,6 +17,7 @@
 
 pub mod journal;
 pub mod kv;
+pub mod leader;
 pub mod lease;
 pub mod migrate;
 

@@ -1,0 +1,216 @@
+//! Two vakt nodes on one PostgreSQL, as `vakt serve` runs them with `[store] backend =
+//! "postgres"`: one leads and serves, the other stands by (its `/ready` answers 503 and it
+//! listens for no device); a kill -9 of the leader hands over to the standby, which then
+//! answers the devices and knows every alarm the leader acknowledged.
+//!
+//! The take-over time (from the kill to the first acknowledgement by the new leader) is
+//! printed, not asserted: it is measured here with the default lease (5 s, renewed every 1 s).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use common::{http_get, metric, plain, token_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vakt");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A vakt node as a child process, with what it printed.
+struct VaktNode {
+    child: Child,
+    dc09: SocketAddr,
+    http: SocketAddr,
+    out: Arc<Mutex<String>>,
+}
+
+impl VaktNode {
+    fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
+        let (dc09, http) = (free_port(), free_port());
+        let data = dir.join(name);
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = {data:?}\n\
+                 [dc09]\nlisten_tcp = \"127.0.0.1:{dc09}\"\nlisten_udp = \"127.0.0.1:0\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n[patrol]\nlisten_quic = \"127.0.0.1:0\"\n\
+                 [scaip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\n\
+                 [store]\nbackend = \"postgres\"\nurl = \"{url}\"\nnode = \"{name}\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let seen = out.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        VaktNode {
+            child,
+            dc09: format!("127.0.0.1:{dc09}").parse().unwrap(),
+            http: format!("127.0.0.1:{http}").parse().unwrap(),
+            out,
+        }
+    }
+
+    fn printed(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until it printed `what`.
+    fn wait_for(&self, what: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.printed().contains(what) {
+            assert!(
+                start.elapsed() < timeout,
+                "no {what:?} within {timeout:?}:\n{}",
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for VaktNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one alarm and returns the answer's token (`ACK` when it was made durable).
+async fn alarm(addr: SocketAddr, seq: u16, account: &str) -> std::io::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))??;
+    s.write_all(&plain(
+        "SIA-DCS",
+        seq,
+        account,
+        &format!("#{account}|Nri1/FA002"),
+    ))
+    .await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), common::read_reply(&mut s))
+        .await
+        .map_err(|_| std::io::Error::other("no answer"))?;
+    Ok(token_of(&reply))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked_alarm() {
+    let Some(pg) = Postgres::single() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.primary.url();
+
+    let mut a = VaktNode::start(dir.path(), &url, "a");
+    a.wait_for("vakt ready", Duration::from_secs(60));
+    assert!(a.printed().contains("node a leads"), "{}", a.printed());
+    let b = VaktNode::start(dir.path(), &url, "b");
+    b.wait_for("on standby", Duration::from_secs(60));
+
+    // The standby: 503 on /ready naming the leader, and no device listener.
+    let (status, body) = http_get(b.http, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = http_get(b.http, "/live").await;
+    assert_eq!(status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(b.dc09).await.is_err(),
+        "a standby refuses devices, so they turn to their backup path"
+    );
+    let (status, body) = http_get(a.http, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let body = common::wait_for(
+        "the standby to name the leader",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = http_get(b.http, "/ready").await;
+            body.contains("the leader is a").then_some(body)
+        },
+    )
+    .await;
+    assert!(body.starts_with("standby"), "{body}");
+
+    // Alarms from two homes, each acknowledged by the leader.
+    for seq in 1..=10u16 {
+        let account = if seq % 2 == 0 { "7001" } else { "7002" };
+        assert_eq!(alarm(a.dc09, seq, account).await.unwrap(), "ACK");
+    }
+    let open_before = metric(a.http, "vakt_calls_open").await;
+    assert_eq!(open_before, 2.0, "one Call per home");
+
+    // The leader's machine dies.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    let taken_over = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the standby did not take over:\n{}",
+            b.printed()
+        );
+        if let Ok(token) = alarm(b.dc09, 11, "7003").await {
+            assert_eq!(token, "ACK");
+            break killed.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "take-over: {} ms from kill -9 of the leader to the first ACK by the new leader",
+        taken_over.as_millis()
+    );
+    b.wait_for("node b leads", Duration::from_secs(10));
+    let (status, body) = http_get(b.http, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every alarm the old leader acknowledged is in the new leader's Calls: the two homes'
+    // Calls came back open, and the third home's is new.
+    assert_eq!(metric(b.http, "vakt_calls_open").await, 3.0);
+    let journaled = pg
+        .query(&pg.primary, "SELECT count(*) FROM journal")
+        .unwrap();
+    assert_eq!(journaled.trim(), "11", "ten acknowledged by a, one by b");
+    // The journal's ids stayed consecutive across the two leaders.
+    let max = pg
+        .query(&pg.primary, "SELECT max(id) FROM journal")
+        .unwrap();
+    assert_eq!(max.trim(), "11");
+    // The new leader's writes are fenced by a later epoch.
+    let epoch = pg
+        .query(&pg.primary, "SELECT epoch, holder FROM leader_lease")
+        .unwrap();
+    assert_eq!(epoch.trim(), "2|b");
+    assert!(
+        tokio::net::TcpStream::connect(a.http).await.is_err(),
+        "the old leader is gone"
+    );
+}
