@@ -27,7 +27,7 @@ fn subscribers_csv() -> String {
 }
 
 async fn server(dir: &std::path::Path) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, OPERATOR2.0, Role::Operator, OPERATOR2.1);
@@ -605,7 +605,7 @@ fn config_with_http(dir: &std::path::Path, toml: &str) -> vakt::config::Config {
 }
 
 async fn server_with(dir: &std::path::Path, cfg: vakt::config::Config) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, OPERATOR2.0, Role::Operator, OPERATOR2.1);
@@ -971,7 +971,7 @@ async fn the_live_feed_ends_when_its_session_expires() {
     let now = jiff::Timestamp::now();
     let expires_at = now + jiff::SignedDuration::from_secs(8);
     {
-        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path()).unwrap();
         store
             .put_session(
                 &hash,
@@ -1162,8 +1162,12 @@ async fn api_answers_are_not_stored_and_every_rejection_is_json() {
 #[tokio::test]
 async fn the_lock_route_takes_the_bearer_scheme_in_any_case() {
     let dir = tempfile::tempdir().unwrap();
-    let token =
-        vakt::cli::issue_integration_token(dir.path(), "phoniro", jiff::Timestamp::now()).unwrap();
+    let token = vakt::cli::issue_integration_token(
+        common::store_at(dir.path()),
+        "phoniro",
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     let srv = server(dir.path()).await;
     let http = srv.http.unwrap();
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {

@@ -85,14 +85,14 @@ fn save_directory(dir: &std::path::Path) {
         "provider,area,patrols\nhemtjanst-centrum,centrum,centrum-1;centrum-2\n".as_bytes(),
     )
     .expect("test directory parses");
-    let store = vakt::store::Store::open(dir).expect("store opens");
+    let store = common::open_store(dir).expect("store opens");
     store.save_directory(&d).expect("directory saved");
     store.flush().expect("flush");
 }
 
 /// Issues a patrol token (as `vakt patrols token` does) and returns it.
 fn patrol_token(dir: &std::path::Path, patrol: &str) -> String {
-    let store = vakt::store::Store::open(dir).expect("store opens");
+    let store = common::open_store(dir).expect("store opens");
     let (token, hash) = vakt::store::new_token();
     store.set_patrol_token(patrol, &hash).expect("token stored");
     store.flush().expect("flush");
@@ -188,7 +188,7 @@ async fn setup_with(
     change: impl FnOnce(&mut vakt::config::Config),
 ) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
     save_directory(dir.path());
@@ -1225,7 +1225,11 @@ async fn acknowledging_receiver() -> std::net::SocketAddr {
 /// stay failing and are retried).
 async fn incident_setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), incident_devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(
+        common::store_at(dir.path()),
+        incident_devices_csv().as_bytes(),
+    )
+    .unwrap();
     add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
     save_directory(dir.path());
@@ -2789,7 +2793,7 @@ async fn a_swedish_operator_reads_the_console_in_swedish_in_the_centres_time() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
     let mut cfg = test_config(dir.path());

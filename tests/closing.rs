@@ -17,7 +17,7 @@ const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
 const SUPERVISOR: (&str, &str) = ("siv", "siv-password-3");
 
 async fn server(dir: &std::path::Path) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
     start_with(test_config(dir)).await

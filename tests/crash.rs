@@ -468,7 +468,8 @@ fn sigkill_rounds(kills: usize) {
         ),
     )
     .unwrap();
-    vakt::cli::import_devices(&data, scaip_devices_csv().as_bytes()).expect("import devices");
+    vakt::cli::import_devices(common::store_at(&data), scaip_devices_csv().as_bytes())
+        .expect("import devices");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -621,7 +622,7 @@ fn sigkill_rounds(kills: usize) {
             .entry(p.account.unwrap().to_owned())
             .or_default() += 1;
     }
-    let store = vakt::store::Store::open(&data).expect("store opens after the server stopped");
+    let store = common::open_store(&data).expect("store opens after the server stopped");
     let scaip_cids: HashSet<String> = (0..SCAIP_DEVICES).map(scaip_cid).collect();
     let (scaip_calls, calls): (Vec<_>, Vec<_>) = store
         .open_calls()
@@ -795,7 +796,7 @@ async fn a_sigkill_during_an_answered_call_leaves_the_call_its_line_and_the_reco
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,pw-678\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(&data, csv.as_bytes()).expect("import devices");
+    vakt::cli::import_devices(common::store_at(&data), csv.as_bytes()).expect("import devices");
     common::add_user(
         &data,
         common::ADMIN.0,

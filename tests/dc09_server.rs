@@ -446,7 +446,7 @@ async fn oversized_frame_is_refused_without_harming_others() {
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.dc09.idle_timeout_secs = 1;
     let srv = start_with(cfg).await;
@@ -463,7 +463,7 @@ async fn idle_connections_are_closed() {
 #[tokio::test]
 async fn connection_limit_holds_new_devices_until_a_slot_frees() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.dc09.max_connections = 1;
     let srv = start_with(cfg).await;
@@ -551,7 +551,7 @@ async fn graceful_shutdown_answers_in_flight_frames_then_refuses() {
     assert!(TcpStream::connect(tcp).await.is_err());
     // Everything ACKed is on disk.
     let mut out = Vec::new();
-    vakt::cli::export_journal(dir.path(), 0, &mut out).unwrap();
+    vakt::cli::export_journal(common::store_at(dir.path()), 0, &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
 
@@ -666,7 +666,7 @@ async fn a_scaip_device_cannot_be_spoofed_over_dc09() {
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,s3cret-678\n1234,,,,,bertil,90,Telia,Norr,carephone,,\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), csv.as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
     let srv = start_with(test_config(dir.path())).await;
     let tcp = srv.dc09_tcp.unwrap();
@@ -707,7 +707,7 @@ async fn unknown_accounts_stay_bounded_and_are_never_persisted() {
     let dir = tempfile::tempdir().unwrap();
     // What an older vakt left behind: last-heard times of accounts nobody registered.
     {
-        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path()).unwrap();
         let junk: Vec<(String, i64)> = (0..1000)
             .map(|i| (format!("DEAD{i:04}"), 1_700_000_000_000))
             .collect();
@@ -761,7 +761,7 @@ async fn unknown_accounts_stay_bounded_and_are_never_persisted() {
     );
     srv.stop().await.unwrap();
     let registered = ["1234", "5678", "9ABC", "1929", "4321"];
-    let stored = vakt::store::Store::open(dir.path())
+    let stored = common::open_store(dir.path())
         .unwrap()
         .last_heard()
         .unwrap();
@@ -776,7 +776,7 @@ async fn unknown_accounts_stay_bounded_and_are_never_persisted() {
     // A restart loads only registered devices and keeps their times.
     let srv = start_with(test_config(dir.path())).await;
     srv.stop().await.unwrap();
-    let again = vakt::store::Store::open(dir.path())
+    let again = common::open_store(dir.path())
         .unwrap()
         .last_heard()
         .unwrap();
@@ -863,7 +863,7 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn one_source_over_its_cap_is_refused_while_another_connects() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.dc09.max_connections_per_source = 3;
     let srv = start_with(cfg).await;
@@ -922,7 +922,7 @@ async fn one_source_over_its_cap_is_refused_while_another_connects() {
 #[tokio::test]
 async fn a_slow_frame_is_cut_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.dc09.frame_timeout_secs = 1;
     cfg.dc09.idle_timeout_secs = 2;

@@ -39,7 +39,7 @@ async fn server(dir: &std::path::Path) -> (vakt::server::Running, common::Client
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,pw-678\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir, csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), csv.as_bytes()).unwrap();
     common::add_user(
         dir,
         common::ADMIN.0,

@@ -43,10 +43,10 @@ fn directory() -> vakt::registers::directory::Directory {
 
 /// Devices, subscribers, users, the directory and patrol tokens; returns the tokens.
 fn prepare(dir: &std::path::Path) -> (String, String) {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
-    let store = vakt::store::Store::open(dir).unwrap();
+    let store = common::open_store(dir).unwrap();
     store
         .upsert_subscribers(
             &vakt::registers::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap(),
@@ -397,7 +397,7 @@ async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_cou
     let (token, _) = prepare(dir.path());
     let (lock_token, lock_hash) = vakt::store::new_token();
     {
-        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path()).unwrap();
         store.set_integration_token("phoniro", &lock_hash).unwrap();
     }
     let r = start_with(config(dir.path(), 120)).await;
@@ -740,12 +740,12 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
     let (token1, token2) = prepare(dir.path());
     // A second person of Centrum with a carephone (account 2468), and a second operator.
     vakt::cli::import_devices(
-        dir.path(),
+        common::store_at(dir.path()),
         format!("{}2468,,,,,bo,90,Telia,Centrum\n", devices_csv()).as_bytes(),
     )
     .unwrap();
     {
-        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path()).unwrap();
         let bo = format!(
             "{}\nbo,Bo Berg,19400101-9806,Kyrkvägen 2,123 45,Vaktby,Centrum,070-333 44 55,Hemtjänst Centrum,0,,,,,,,,,,,,,,,,sv\n",
             vakt::registers::subscribers::CSV_HEADER
@@ -997,7 +997,7 @@ async fn the_operators_instruction_reaches_the_patrol_and_health_notes_only_with
     let dir = tempfile::tempdir().unwrap();
     let (token1, token2) = prepare(dir.path());
     {
-        let store = vakt::store::Store::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path()).unwrap();
         let mut s = store.subscriber("anna").unwrap().unwrap();
         s.health_notes = "Diabetes typ 2, insulin. Waran.".into();
         assert!(!s.health_to_patrol, "the import's default: no consent");

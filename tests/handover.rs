@@ -20,7 +20,7 @@ const OPERATOR3: (&str, &str) = ("uno", "uno-password-33");
 const SUPERVISOR: (&str, &str) = ("siv", "siv-password-3");
 
 async fn server(dir: &std::path::Path, sweep_secs: u64) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, OPERATOR2.0, Role::Operator, OPERATOR2.1);

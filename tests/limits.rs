@@ -62,7 +62,7 @@ async fn refused_metric(http: SocketAddr, listener: &str) -> String {
 #[tokio::test]
 async fn http_source_over_its_cap_is_refused_while_the_console_serves_others() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
     let mut cfg = test_config(dir.path());
     cfg.http.max_connections_per_source = 4;
@@ -95,7 +95,7 @@ async fn http_source_over_its_cap_is_refused_while_the_console_serves_others() {
 #[tokio::test]
 async fn a_slow_http_header_is_cut_and_an_idle_kept_alive_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
     let mut cfg = test_config(dir.path());
     cfg.http.header_read_timeout_secs = 1;
@@ -138,7 +138,7 @@ async fn a_slow_http_header_is_cut_and_an_idle_kept_alive_connection_closed() {
 #[tokio::test]
 async fn scaip_tcp_source_over_its_cap_is_refused_while_another_connects() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.scaip.max_connections_per_source = 2;
     let srv = start_with(cfg).await;
@@ -175,7 +175,7 @@ async fn scaip_tcp_source_over_its_cap_is_refused_while_another_connects() {
 #[tokio::test]
 async fn patrol_source_over_its_cap_is_refused_at_incoming_while_another_connects() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.patrol.max_sessions_per_source = 2;
     let srv = start_with(cfg).await;
@@ -218,7 +218,7 @@ async fn patrol_source_over_its_cap_is_refused_at_incoming_while_another_connect
 #[tokio::test]
 async fn http_connections_close_at_shutdown_within_the_grace_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.http.header_read_timeout_secs = 600;
     cfg.shutdown_grace_secs = 2;
@@ -250,7 +250,7 @@ async fn http_connections_close_at_shutdown_within_the_grace_deadline() {
 #[tokio::test]
 async fn a_patrol_session_ends_within_the_grace_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     let mut cfg = test_config(dir.path());
     cfg.shutdown_grace_secs = 1;
     let srv = start_with(cfg).await;

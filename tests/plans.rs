@@ -29,12 +29,12 @@ fn subscribers_csv() -> String {
 }
 
 async fn server(dir: &std::path::Path) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, OTHER.0, Role::Operator, OTHER.1);
-    let store = vakt::store::Store::open(dir).unwrap();
+    let store = common::open_store(dir).unwrap();
     store
         .upsert_subscribers(
             &vakt::registers::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap(),

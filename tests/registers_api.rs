@@ -37,10 +37,10 @@ fn devices_csv() -> String {
 
 /// A server with the devices, the users and, when `directory`, the demo directory.
 async fn server(dir: &std::path::Path, directory: bool) -> vakt::server::Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes()).unwrap();
     if directory {
         vakt::cli::import_directory(
-            dir,
+            common::store_at(dir),
             DEMO_PROVIDERS.as_bytes(),
             DEMO_AREAS.as_bytes(),
             DEMO_PATROLS.as_bytes(),

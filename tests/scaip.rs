@@ -27,7 +27,8 @@ fn devices_csv() -> String {
 }
 
 fn prepare(dir: &Path) {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).expect("import devices");
+    vakt::cli::import_devices(common::store_at(dir), devices_csv().as_bytes())
+        .expect("import devices");
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
 }

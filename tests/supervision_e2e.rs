@@ -136,9 +136,9 @@ fn lost_calls(calls: &Value) -> Vec<String> {
 #[tokio::test]
 async fn silent_devices_become_a_call_or_one_incident_notified_and_resolved() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     vakt::cli::import_subscribers(
-        dir.path(),
+        common::store_at(dir.path()),
         subscribers_csv().as_bytes(),
         jiff::Timestamp::now(),
     )
@@ -303,7 +303,7 @@ async fn silent_devices_become_a_call_or_one_incident_notified_and_resolved() {
 #[tokio::test]
 async fn a_notification_waits_across_a_vakt_restart_and_is_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
-    vakt::cli::import_devices(dir.path(), devices_csv().as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), devices_csv().as_bytes()).unwrap();
     add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
     // The installer's endpoint is down at first: a port nobody listens on (yet).
     let port = {

@@ -159,7 +159,7 @@ async fn an_operator_answers_in_the_console_and_both_hear_each_other() {
         UNIT.0,
         UNIT.1
     );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), csv.as_bytes()).unwrap();
     common::add_user(dir.path(), common::ADMIN.0, Role::Admin, common::ADMIN.1);
     common::add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
     let mut cfg = common::test_config(dir.path());

@@ -41,12 +41,17 @@ fn prepare(dir: &Path) {
          679,,,,,anna,3600,Telia,Norr,fall_detector,,,+46 70-999 88 77\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir, devices.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), devices.as_bytes()).unwrap();
     let subscribers = format!(
         "{}\nanna,Anna Berg,19400101-1234,Storgatan 1,12345,Vaktby,Norr,+46 70-111 22 33,Hemtjänst Norr,1,Key cabinet,,,,,,Karin Berg,daughter,070-444 55 66,,,,,,,sv,false\n",
         vakt::registers::subscribers::CSV_HEADER
     );
-    vakt::cli::import_subscribers(dir, subscribers.as_bytes(), jiff::Timestamp::now()).unwrap();
+    vakt::cli::import_subscribers(
+        common::store_at(dir),
+        subscribers.as_bytes(),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     add_user(dir, ADMIN.0, Role::Admin, ADMIN.1);
     add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
     add_user(dir, OTHER.0, Role::Operator, OTHER.1);

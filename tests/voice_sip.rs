@@ -1163,7 +1163,7 @@ async fn voice_server(dir: &std::path::Path) -> vakt::server::Running {
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir, csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), csv.as_bytes()).unwrap();
     common::add_user(
         dir,
         common::ADMIN.0,
@@ -1370,12 +1370,17 @@ async fn trunk_server(dir: &std::path::Path, digest: bool, phone: &str) -> vakt:
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,{USER},{PASSWORD}\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir, csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir), csv.as_bytes()).unwrap();
     let subs = format!(
         "{}\nanna,Anna Berg,19400312-1234,Storgatan 1,903 26,Umeå,Norr,{phone},Hemtjänst Norr,1,,,,,,,,,,,,,,,,sv,\n",
         vakt::registers::subscribers::CSV_HEADER
     );
-    vakt::cli::import_subscribers(dir, subs.as_bytes(), jiff::Timestamp::now()).unwrap();
+    vakt::cli::import_subscribers(
+        common::store_at(dir),
+        subs.as_bytes(),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     common::add_user(
         dir,
         common::ADMIN.0,

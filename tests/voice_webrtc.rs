@@ -711,7 +711,7 @@ async fn an_operator_answers_a_units_call_from_the_browser_and_it_is_recorded() 
         "{}\n678,,,,,anna,3600,Telia,Norr,pendant,luc678,pw-678\n",
         vakt::registers::devices::CSV_HEADER
     );
-    vakt::cli::import_devices(dir.path(), csv.as_bytes()).unwrap();
+    vakt::cli::import_devices(common::store_at(dir.path()), csv.as_bytes()).unwrap();
     common::add_user(
         dir.path(),
         common::ADMIN.0,

@@ -22,6 +22,7 @@
 pub mod args;
 mod cluster;
 mod commands;
+mod error;
 pub mod offline;
 mod serve;
 pub mod store_at;

@@ -12,10 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::offline::CliError;
+use super::error::CliError;
 use crate::config::{Config, DatabaseUrl, StoreBackend};
 use crate::store::pg::PgError;
-use crate::store::pg::lease::{self, Lease};
+use crate::store::pg::lease;
 use crate::store::{Store, StoreError};
 
 /// The holder name of the lease a writing command takes.
@@ -115,7 +115,7 @@ impl StoreAt {
                 // The schema first: the lease's table is one of its tables.
                 let store = Store::open_postgres(url.expose())?;
                 let lease = CliLease::take(url)?;
-                store.set_epoch(Some(lease.lease.epoch));
+                store.set_epoch(Some(lease.epoch));
                 Ok(Writing {
                     store,
                     _lease: Some(lease),
@@ -139,36 +139,75 @@ impl std::ops::Deref for Writing {
     }
 }
 
-/// The leader lease held by a command.
+/// The leader lease held by a command: a thread of its own (with its runtime and connection,
+/// so that a command may be run from anywhere, an async task included) holds it until the
+/// value is dropped, then releases it.
 struct CliLease {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    lease: Lease,
+    epoch: i64,
+    /// Dropped to release.
+    release: Option<std::sync::mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
 }
 
 impl CliLease {
     fn take(url: &DatabaseUrl) -> Result<CliLease, CliError> {
         let config = url.parse().map_err(PgError::Db).map_err(StoreError::from)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (client, lease) = rt.block_on(async {
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(PgError::Db)?;
-            tokio::spawn(connection);
-            match lease::acquire(&client, CLI_HOLDER, CLI_LEASE).await? {
-                Some(lease) => Ok((client, lease)),
-                None => {
-                    let state = lease::state(&client).await?;
-                    Err(CliError::Leading(
-                        state.holder.unwrap_or_else(|| "another node".into()),
-                    ))
-                }
-            }
-        })?;
-        Ok(CliLease { rt, client, lease })
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel::<Result<i64, CliError>>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::Builder::new()
+            .name("vakt-cli-lease".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = taken_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let taken = async {
+                        let (client, connection) = config
+                            .connect(tokio_postgres::NoTls)
+                            .await
+                            .map_err(PgError::Db)?;
+                        tokio::spawn(connection);
+                        match lease::acquire(&client, CLI_HOLDER, CLI_LEASE).await? {
+                            Some(lease) => Ok((client, lease)),
+                            None => {
+                                let state = lease::state(&client).await?;
+                                Err(CliError::Leading(
+                                    state.holder.unwrap_or_else(|| "another node".into()),
+                                ))
+                            }
+                        }
+                    }
+                    .await;
+                    let (client, lease) = match taken {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = taken_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = taken_tx.send(Ok(lease.epoch));
+                    // Until the command is done (the sender dropped).
+                    let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+                    if let Err(e) = lease::release(&client, &lease).await {
+                        tracing::warn!(error = %e, "the command's lease could not be released; it expires by itself");
+                    }
+                });
+            })?;
+        let epoch = taken_rx
+            .recv()
+            .map_err(|_| CliError::Store(PgError::Closed.into()))??;
+        Ok(CliLease {
+            epoch,
+            release: Some(release),
+            holder: Some(holder),
+        })
     }
 }
 
@@ -180,9 +219,9 @@ impl From<PgError> for CliError {
 
 impl Drop for CliLease {
     fn drop(&mut self) {
-        let (client, lease) = (&self.client, &self.lease);
-        if let Err(e) = self.rt.block_on(lease::release(client, lease)) {
-            tracing::warn!(error = %e, "the command's lease could not be released; it expires by itself");
+        drop(self.release.take());
+        if let Some(h) = self.holder.take() {
+            let _ = h.join();
         }
     }
 }

@@ -225,8 +225,11 @@ impl Store {
     /// with several hosts and `target_session_attrs=read-write` it finds the primary), brings
     /// the schema up to date, and returns it unfenced ([`Store::set_epoch`]).
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        // The schema is brought up to date by the workers' first job; the journal connects
+        // on its first use, on the committer's thread: so this may be called anywhere, an
+        // async task included.
         let kv = pg::kv::PgKv::open(url)?;
-        let journal = pg::journal::PgJournal::open(url)?;
+        let journal = pg::journal::PgJournal::unconnected(url)?;
         Store::on(kv::Engine::Pg(kv), Some(journal))
     }
 

@@ -46,7 +46,53 @@ pub fn key192() -> Key {
     Key::from_ascii(KEY192_ASCII).unwrap()
 }
 
-/// A configuration listening on loopback port 0 everywhere, data in `dir`.
+/// Whether the servers of the tests run on PostgreSQL (`VAKT_TEST_STORE=postgres`, as
+/// `.ci/run` runs the server's tests a second time) instead of sled in their temp dir.
+pub fn on_postgres() -> bool {
+    std::env::var("VAKT_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// The databases of the test's data directories, on the test binary's shared server; kept
+/// until the binary ends (the server goes with them).
+static DATABASES: std::sync::Mutex<
+    std::collections::BTreeMap<std::path::PathBuf, postgres::Database>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// On PostgreSQL, the URL of the database that stands for the data directory `dir` (made on
+/// first use); `None` on sled.
+pub fn database_of(dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let shared = postgres::shared().expect("VAKT_TEST_STORE=postgres needs PostgreSQL");
+    let mut dbs = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    Some(
+        dbs.entry(dir.to_path_buf())
+            .or_insert_with(|| shared.database())
+            .url
+            .clone(),
+    )
+}
+
+/// Where the offline commands find the store of the test's data directory `dir`.
+pub fn store_at(dir: impl AsRef<Path>) -> vakt::cli::store_at::StoreAt {
+    use vakt::cli::store_at::StoreAt;
+    match database_of(dir.as_ref()) {
+        Some(url) => StoreAt::Postgres(vakt::config::DatabaseUrl::new(url)),
+        None => StoreAt::Dir(dir.as_ref().to_path_buf()),
+    }
+}
+
+/// The store of the test's data directory `dir` (its database on PostgreSQL).
+pub fn open_store(dir: impl AsRef<Path>) -> Result<vakt::store::Store, vakt::store::StoreError> {
+    match database_of(dir.as_ref()) {
+        Some(url) => vakt::store::Store::open_postgres(&url),
+        None => vakt::store::Store::open(dir.as_ref()),
+    }
+}
+
+/// A configuration listening on loopback port 0 everywhere, data in `dir` (and the store in
+/// its database, on PostgreSQL).
 pub fn test_config(dir: &Path) -> Config {
     let mut cfg = Config {
         data_dir: dir.to_path_buf(),
@@ -63,12 +109,17 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.shutdown_grace_secs = 5;
     // The console in English, which the tests read (a test of the languages sets its own).
     cfg.http.language = vakt::model::ConsoleLanguage::En;
+    if let Some(url) = database_of(dir) {
+        cfg.store.backend = vakt::config::StoreBackend::Postgres;
+        cfg.store.url = Some(vakt::config::DatabaseUrl::new(url));
+    }
     cfg
 }
 
 /// Imports the test registry and the test administrator into `dir` and starts a server on it.
 pub async fn start(dir: &Path) -> Running {
-    vakt::cli::import_devices(dir, devices_csv().as_bytes()).expect("import test devices");
+    vakt::cli::import_devices(store_at(dir), devices_csv().as_bytes())
+        .expect("import test devices");
     add_user(dir, ADMIN.0, vakt::model::Role::Admin, ADMIN.1);
     start_with(test_config(dir)).await
 }
@@ -237,7 +288,7 @@ pub const ADMIN: (&str, &str) = ("test-admin", "test-admin-password");
 
 /// Adds a user directly in the store of a stopped server.
 pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str) {
-    let store = vakt::store::Store::open(dir).expect("store opens");
+    let store = open_store(dir).expect("store opens");
     store
         .put_user(&vakt::store::UserRecord {
             name: name.into(),

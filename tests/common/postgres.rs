@@ -221,7 +221,7 @@ impl Postgres {
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = ''\n\
              fsync = on\n\
-             max_connections = 40\n\
+             max_connections = 200\n\
              shared_buffers = 32MB\n\
              dynamic_shared_memory_type = mmap\n\
              wal_level = replica\n\
@@ -496,4 +496,96 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
         let _ = connection.await;
     });
     client
+}
+
+/// One server shared by the tests of a test binary ([`shared`]), each with a database of its
+/// own ([`Shared::database`]).
+///
+/// The server lives as long as the test binary: the tests share it through a `OnceLock`, so
+/// nothing drops it, and a small shell process started with it (in a process group of its
+/// own, so a Ctrl-C does not end it first) waits for the end of a pipe the binary holds open,
+/// which comes however the binary ends; then it stops the server (`SIGQUIT`, PostgreSQL's
+/// immediate shutdown) and removes its temp dir.
+pub struct Shared {
+    /// The server.
+    pub pg: Postgres,
+    _reaper: (Child, std::process::ChildStdin),
+}
+
+static SHARED: std::sync::OnceLock<Option<Shared>> = std::sync::OnceLock::new();
+static DATABASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The test binary's shared server; `None` without PostgreSQL (outside CI).
+pub fn shared() -> Option<&'static Shared> {
+    SHARED
+        .get_or_init(|| {
+            let pg = Postgres::single()?;
+            let data = pg.query(&pg.primary, "SHOW data_directory").unwrap();
+            let dir = Path::new(&data).parent().unwrap();
+            let script = format!(
+                "cat >/dev/null
+                pm=$(head -n 1 '{data}/postmaster.pid' 2>/dev/null) && kill -QUIT \"$pm\"
+                i=0
+                while [ -e '{data}/postmaster.pid' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+                [ -n \"$pm\" ] && kill -KILL \"$pm\" 2>/dev/null
+                rm -rf '{}'",
+                dir.display()
+            );
+            let mut reaper = Command::new("sh");
+            reaper
+                .args(["-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            let mut child = reaper.spawn().unwrap();
+            let stdin = child.stdin.take().unwrap();
+            Some(Shared {
+                pg,
+                _reaper: (child, stdin),
+            })
+        })
+        .as_ref()
+}
+
+/// A database of its own on the shared server, dropped (forced) with this value.
+pub struct Database {
+    server: &'static Shared,
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl Shared {
+    /// A new, empty database.
+    pub fn database(&'static self) -> Database {
+        let name = format!(
+            "t{}",
+            DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let created = self
+            .pg
+            .query(&self.pg.primary, &format!("CREATE DATABASE {name}"));
+        assert!(created.is_some(), "CREATE DATABASE {name} failed");
+        let url = format!(
+            "postgresql://{USER}@127.0.0.1:{}/{name}",
+            self.pg.primary.port()
+        );
+        Database {
+            server: self,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // The stores of the test may still be closing their connections: forced.
+        let _ = self.server.pg.query(
+            &self.server.pg.primary,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
 }

@@ -131,25 +131,10 @@ fn id_from_db(id: i64) -> Result<u64, StoreError> {
 
 impl PgJournal {
     /// Connects to `url` (a `postgresql://` URL or `key=value` string), brings the schema up
-    /// to date ([`migrate::migrate`]) and returns the journal, unfenced.
+    /// to date ([`migrate::migrate`]) and returns the journal, unfenced. Blocks its thread:
+    /// not on an async task ([`PgJournal::unconnected`] is for there).
     pub fn open(url: &str) -> Result<PgJournal, StoreError> {
-        let mut config: Config = url.parse().map_err(PgError::Db)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(PgError::Runtime)?;
-        let journal = PgJournal {
-            inner: Arc::new(Inner {
-                rt: Some(rt),
-                config,
-                writer: Mutex::new(None),
-                reader: Mutex::new(None),
-                epoch: AtomicI64::new(0),
-            }),
-        };
+        let journal = PgJournal::unconnected(url)?;
         // The schema first (on a connection of its own: the journal's prepare statements on
         // its tables), then the writer's connection, so that a wrong URL fails here.
         if let Some(rt) = &journal.inner.rt {
@@ -164,6 +149,29 @@ impl PgJournal {
         }
         journal.with(&journal.inner.writer, |_| Box::pin(async { Ok(()) }))?;
         Ok(journal)
+    }
+
+    /// The journal on `url` without connecting yet (each connection is opened on its first
+    /// use, by the committer's thread or a reader's): for a caller that may be on an async
+    /// task and has brought the schema up to date itself ([`crate::store::Store::open_postgres`]).
+    pub fn unconnected(url: &str) -> Result<PgJournal, StoreError> {
+        let mut config: Config = url.parse().map_err(PgError::Db)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PgError::Runtime)?;
+        Ok(PgJournal {
+            inner: Arc::new(Inner {
+                rt: Some(rt),
+                config,
+                writer: Mutex::new(None),
+                reader: Mutex::new(None),
+                epoch: AtomicI64::new(0),
+            }),
+        })
     }
 
     /// Fences every later commit by the lease's `epoch` (`None`: unfenced, a single node).
