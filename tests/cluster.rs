@@ -3,6 +3,9 @@
 //! listens for no device); a kill -9 of the leader hands over to the standby, which then
 //! answers the devices and knows every alarm the leader acknowledged.
 //!
+//! Set-up commands (`vakt users add --config`) work on the database before the nodes start,
+//! and refuse to write while a node leads; an operator's session outlives the take-over.
+//!
 //! The take-over time (from the kill to the first acknowledgement by the new leader) is
 //! printed, not asserted: it is measured here with the default lease (5 s, renewed every 1 s).
 
@@ -39,11 +42,38 @@ struct VaktNode {
     out: Arc<Mutex<String>>,
 }
 
+/// Runs a `vakt` sub-command with `input` on its standard input; (exit code, stderr, stdout).
+fn vakt(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that refuses early may not read its input.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+const ADMIN: (&str, &str) = ("cluster-admin", "cluster-admin-password");
+
 impl VaktNode {
-    fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
+    /// The configuration file of node `name` (written once; its ports kept in it).
+    fn config(dir: &Path, url: &str, name: &str) -> std::path::PathBuf {
+        let cfg = dir.join(format!("{name}.toml"));
+        if cfg.exists() {
+            return cfg;
+        }
         let (dc09, http) = (free_port(), free_port());
         let data = dir.join(name);
-        let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
@@ -55,6 +85,23 @@ impl VaktNode {
             ),
         )
         .unwrap();
+        cfg
+    }
+
+    fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
+        let cfg = VaktNode::config(dir, url, name);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let port_of = |section: &str, key: &str| -> u16 {
+            let at = text.find(section).unwrap();
+            let line = text[at..].lines().find(|l| l.starts_with(key)).unwrap();
+            line.rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('"')
+                .parse()
+                .unwrap()
+        };
+        let (dc09, http) = (port_of("[dc09]", "listen_tcp"), port_of("[http]", "listen"));
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&cfg)
@@ -132,6 +179,17 @@ async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked
     let dir = tempfile::tempdir().unwrap();
     let url = pg.primary.url();
 
+    // Set-up before the nodes start, on the database, as with a data directory.
+    let a_cfg = VaktNode::config(dir.path(), &url, "a");
+    let a_cfg = a_cfg.to_str().unwrap();
+    let (code, err, _) = vakt(
+        &[
+            "users", "add", ADMIN.0, "--role", "admin", "--config", a_cfg,
+        ],
+        &format!("{}\n", ADMIN.1),
+    );
+    assert_eq!(code, 0, "{err}");
+
     let mut a = VaktNode::start(dir.path(), &url, "a");
     a.wait_for("vakt ready", Duration::from_secs(60));
     assert!(a.printed().contains("node a leads"), "{}", a.printed());
@@ -159,6 +217,22 @@ async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked
     )
     .await;
     assert!(body.starts_with("standby"), "{body}");
+
+    // A command that writes refuses while a node leads; one that reads works beside it.
+    let (code, err, _) = vakt(
+        &[
+            "users", "add", "late", "--role", "operator", "--config", a_cfg,
+        ],
+        "another-password-1\n",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("node (a) leads"), "{err}");
+    let (code, err, out) = vakt(&["users", "list", "--config", a_cfg], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(ADMIN.0) && !out.contains("late"), "{out}");
+
+    // An operator logged in on the leader.
+    let mut console = common::Client::login(a.http, ADMIN.0, ADMIN.1).await;
 
     // Alarms from two homes, each acknowledged by the leader.
     for seq in 1..=10u16 {
@@ -195,6 +269,25 @@ async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked
     // Every alarm the old leader acknowledged is in the new leader's Calls: the two homes'
     // Calls came back open, and the third home's is new.
     assert_eq!(metric(b.http, "vakt_calls_open").await, 3.0);
+    // The operator's session holds on the new leader (sessions are in the database): the
+    // console, sent to b's address, sees the three homes' Calls without logging in again.
+    console.addr = b.http;
+    let calls = console.get("/api/calls?state=open").await;
+    assert_eq!(calls.status, 200, "{}", calls.body);
+    let accounts: std::collections::BTreeSet<String> = calls
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["account"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        accounts,
+        ["7001", "7002", "7003"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
     let journaled = pg
         .query(&pg.primary, "SELECT count(*) FROM journal")
         .unwrap();
@@ -204,11 +297,12 @@ async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked
         .query(&pg.primary, "SELECT max(id) FROM journal")
         .unwrap();
     assert_eq!(max.trim(), "11");
-    // The new leader's writes are fenced by a later epoch.
+    // The new leader's writes are fenced by a later epoch (1 was the set-up command's, 2
+    // a's).
     let epoch = pg
         .query(&pg.primary, "SELECT epoch, holder FROM leader_lease")
         .unwrap();
-    assert_eq!(epoch.trim(), "2|b");
+    assert_eq!(epoch.trim(), "3|b");
     assert!(
         tokio::net::TcpStream::connect(a.http).await.is_err(),
         "the old leader is gone"

@@ -184,23 +184,23 @@ pub(crate) enum IntegrationsCmd {
     Token {
         /// The integration's name: 1 to 64 of a-z, 0-9, '_', '.', '-' (e.g. phoniro).
         name: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// List the integrations that have a token (with the server stopped).
     List {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// Remove an integration; its token stops working (with the server stopped).
     Revoke {
         /// The integration's name.
         name: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
 }
 
@@ -213,9 +213,9 @@ pub(crate) enum DirectoryCmd {
     /// 21:30-07:00`); routes `provider,area,patrols` (`*` = any; patrols `p1;p2` in fallback
     /// order).
     Import {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
         /// The care providers file.
         #[arg(long)]
         providers: PathBuf,
@@ -239,9 +239,9 @@ pub(crate) enum PatrolsCmd {
     Token {
         /// The patrol id.
         id: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
 }
 
@@ -252,9 +252,9 @@ pub(crate) enum DevicesCmd {
     /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password
     /// (files without the last two, or the last three, columns are accepted too).
     Import {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
         /// The CSV file.
         file: PathBuf,
     },
@@ -264,9 +264,9 @@ pub(crate) enum DevicesCmd {
 pub(crate) enum JournalCmd {
     /// Print the journal as JSON lines (with the server stopped).
     Export {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
         /// Only Signals with an id greater than this.
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -285,40 +285,40 @@ pub(crate) enum UsersCmd {
         /// What the user may do.
         #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
         role: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// List the users: name, role, created, disabled (with the server stopped).
     List {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// Disable a user: it can no longer log in and its sessions end (with the server
     /// stopped; while it runs, an administrator does it in the console).
     Disable {
         /// User name.
         name: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// Enable a disabled user again (with the server stopped).
     Enable {
         /// User name.
         name: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
     /// Remove a user; its sessions end (with the server stopped). The audit log keeps it.
     Remove {
         /// User name.
         name: String,
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
     },
 }
 
@@ -328,9 +328,9 @@ pub(crate) enum SubscribersCmd {
     /// first; a file with any bad row imports nothing. Header:
     /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language
     Import {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
         /// The CSV file.
         file: PathBuf,
     },
@@ -340,11 +340,32 @@ pub(crate) enum SubscribersCmd {
 pub(crate) enum AuditCmd {
     /// Print the audit log as JSON lines (with the server stopped).
     Export {
-        /// Data directory.
-        #[arg(long, default_value = "vakt-data")]
-        data_dir: PathBuf,
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
         /// Only entries with a sequence number greater than this.
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+}
+
+/// Where an offline command's store is: `--data-dir DIR` (sled), or `--config FILE` whose
+/// `[store]` is PostgreSQL (a configuration on sled gives its `data_dir`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct StoreArgs {
+    /// Data directory [default: the configuration's, or vakt-data].
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Configuration file: with `[store] backend = "postgres"` the command works on that
+    /// database (a command that writes takes the leader lease, so it refuses while a node
+    /// leads).
+    #[arg(long, short)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store these arguments name.
+    pub(crate) fn at(&self) -> Result<super::store_at::StoreAt, String> {
+        super::store_at::StoreAt::from_args(self.data_dir.as_deref(), self.config.as_deref())
+    }
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::args::{IntegrationsCmd, ReportFormat};
+use super::store_at::StoreAt;
 use super::{CliError, EX_DATAERR, EX_USAGE, ImportSummary};
 use crate::config::Config;
 use crate::store::StoreError;
@@ -30,11 +31,11 @@ pub(super) fn check_config(file: &Path) -> ExitCode {
 /// `vakt journal export` and `vakt audit export`: JSON lines on standard output; exit 64
 /// without the data directory.
 pub(super) fn export(
-    data_dir: &Path,
+    data_dir: &StoreAt,
     write: impl FnOnce(std::io::BufWriter<std::io::StdoutLock<'static>>) -> Result<(), CliError>,
 ) -> ExitCode {
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     let out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -42,14 +43,14 @@ pub(super) fn export(
 }
 
 /// `vakt users list`: one user a line; `no users in DIR` on standard error for none.
-pub(super) fn list_users(data_dir: &Path) -> ExitCode {
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+pub(super) fn list_users(data_dir: &StoreAt) -> ExitCode {
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     match super::list_users(data_dir, std::io::stdout().lock()) {
         Ok(0) => {
-            eprintln!("no users in {}", data_dir.display());
+            eprintln!("no users in {}", data_dir);
             ExitCode::SUCCESS
         }
         Ok(_) => ExitCode::SUCCESS,
@@ -75,7 +76,13 @@ pub(super) fn report_sla(
         },
         None => Config::embedded(),
     };
-    let data_dir = data_dir.unwrap_or(cfg.data_dir);
+    let data_dir = match StoreAt::from_args(data_dir.as_deref(), config.as_deref()) {
+        Ok(at) => at,
+        Err(e) => {
+            eprintln!("vakt: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let zone = time_zone.unwrap_or(cfg.http.time_zone);
     let tz = match jiff::tz::TimeZone::get(&zone) {
         Ok(tz) => tz,
@@ -88,8 +95,8 @@ pub(super) fn report_sla(
         eprintln!("vakt: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     let r = match super::sla_report(&data_dir, month, &tz, jiff::Timestamp::now()) {
@@ -129,7 +136,13 @@ pub(super) fn integrations(cmd: IntegrationsCmd) -> ExitCode {
     let data_dir = match &cmd {
         IntegrationsCmd::Token { data_dir, .. }
         | IntegrationsCmd::List { data_dir }
-        | IntegrationsCmd::Revoke { data_dir, .. } => data_dir.clone(),
+        | IntegrationsCmd::Revoke { data_dir, .. } => match data_dir.at() {
+            Ok(at) => at,
+            Err(e) => {
+                eprintln!("vakt: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
     };
     if let IntegrationsCmd::Token { name, .. } = &cmd {
         if let Err(e) = super::validate_integration_name(name) {
@@ -137,8 +150,8 @@ pub(super) fn integrations(cmd: IntegrationsCmd) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     }
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     let now = jiff::Timestamp::now();
@@ -160,7 +173,7 @@ pub(super) fn integrations(cmd: IntegrationsCmd) -> ExitCode {
         IntegrationsCmd::List { .. } => {
             match super::list_integrations(&data_dir, std::io::stdout().lock()) {
                 Ok(0) => {
-                    eprintln!("no integrations in {}", data_dir.display());
+                    eprintln!("no integrations in {}", data_dir);
                     ExitCode::SUCCESS
                 }
                 Ok(_) => ExitCode::SUCCESS,
@@ -288,7 +301,7 @@ pub(super) fn patrol_client(a: PatrolArgs) -> ExitCode {
 
 /// `vakt directory import`: the four files (providers, areas, patrols, routes), all or
 /// nothing; exit 65 with every problem (by file and line) for bad files.
-pub(super) fn import_directory(data_dir: &Path, files: [&PathBuf; 4]) -> ExitCode {
+pub(super) fn import_directory(data_dir: &StoreAt, files: [&PathBuf; 4]) -> ExitCode {
     use crate::registers::directory::{ImportError, Table};
     let path_of = |t: Table| match t {
         Table::Providers => files[0],
@@ -315,11 +328,7 @@ pub(super) fn import_directory(data_dir: &Path, files: [&PathBuf; 4]) -> ExitCod
             println!(
                 "imported the directory into {}: {} providers, {} areas, {} patrols, {} \
                  routing rules",
-                data_dir.display(),
-                s.providers,
-                s.areas,
-                s.patrols,
-                s.routes
+                data_dir, s.providers, s.areas, s.patrols, s.routes
             );
             if s.tokens_removed > 0 {
                 println!(
@@ -353,9 +362,9 @@ pub(super) fn import_directory(data_dir: &Path, files: [&PathBuf; 4]) -> ExitCod
 }
 
 /// `vakt patrols token ID`: prints a new token once on stdout; exit 65 for an unknown patrol.
-pub(super) fn patrol_token(id: &str, data_dir: &Path) -> ExitCode {
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+pub(super) fn patrol_token(id: &str, data_dir: &StoreAt) -> ExitCode {
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     match super::issue_patrol_token(data_dir, id, jiff::Timestamp::now()) {
@@ -376,7 +385,7 @@ pub(super) fn patrol_token(id: &str, data_dir: &Path) -> ExitCode {
 }
 
 /// `vakt users add`: checks the name, reads the password, stores the user.
-pub(super) fn add_user(name: &str, role: &str, data_dir: &Path) -> ExitCode {
+pub(super) fn add_user(name: &str, role: &str, data_dir: &StoreAt) -> ExitCode {
     use crate::console::auth::{self, AuthError};
     let role: crate::model::Role = match role.parse() {
         Ok(r) => r,
@@ -399,11 +408,7 @@ pub(super) fn add_user(name: &str, role: &str, data_dir: &Path) -> ExitCode {
     let now = jiff::Timestamp::now();
     match super::add_user(data_dir, name, role, &password, now) {
         Ok(super::UserChange::Added) => {
-            println!(
-                "added user {name} ({}) to {}",
-                role.as_str(),
-                data_dir.display()
-            );
+            println!("added user {name} ({}) to {}", role.as_str(), data_dir);
             ExitCode::SUCCESS
         }
         Ok(super::UserChange::Replaced { previous_role }) => {
@@ -435,10 +440,10 @@ pub(super) fn add_user(name: &str, role: &str, data_dir: &Path) -> ExitCode {
 pub(super) fn change_user(
     name: &str,
     change: crate::store::UserChange,
-    data_dir: &Path,
+    data_dir: &StoreAt,
 ) -> ExitCode {
-    if !data_dir.is_dir() {
-        eprintln!("{}: no such data directory", data_dir.display());
+    if !data_dir.exists() {
+        eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
     match super::change_user(data_dir, name, change, jiff::Timestamp::now()) {
@@ -475,7 +480,7 @@ pub(super) fn report(r: anyhow::Result<()>) -> ExitCode {
 /// or has bad rows (their reasons, by line number, on stderr).
 pub(super) fn import(
     file: &Path,
-    data_dir: &Path,
+    data_dir: &StoreAt,
     what: &str,
     run: impl FnOnce(std::io::BufReader<std::fs::File>) -> Result<ImportSummary, CliError>,
 ) -> ExitCode {
@@ -493,7 +498,7 @@ pub(super) fn import(
                 s.total,
                 s.new,
                 s.total - s.new,
-                data_dir.display()
+                data_dir
             );
             ExitCode::SUCCESS
         }

@@ -24,6 +24,7 @@ mod cluster;
 mod commands;
 pub mod offline;
 mod serve;
+pub mod store_at;
 mod term;
 
 use std::process::ExitCode;
@@ -45,6 +46,19 @@ use args::{
 pub const EX_USAGE: u8 = 64;
 /// Exit code for invalid input data, e.g. a bad import file (EX_DATAERR).
 pub const EX_DATAERR: u8 = 65;
+
+/// The store of a command's `--data-dir` / `--config`, or exit 64 saying what is wrong.
+macro_rules! store_at {
+    ($args:expr) => {
+        match $args.at() {
+            Ok(at) => at,
+            Err(e) => {
+                eprintln!("vakt: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+    };
+}
 
 /// Runs the sub-command of `cli` to its end; returns the exit code (see the module doc).
 /// Messages go to standard error, results (exports, tokens, reports) to standard output.
@@ -70,14 +84,18 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Cmd::Devices {
             cmd: DevicesCmd::Import { data_dir, file },
-        } => commands::import(&file, &data_dir, "devices", |f| {
-            import_devices(&data_dir, f)
-        }),
+        } => {
+            let at = store_at!(data_dir);
+            commands::import(&file, &at, "devices", |f| import_devices(&at, f))
+        }
+
         Cmd::Journal {
             cmd: JournalCmd::Export { data_dir, after },
-        } => commands::export(&data_dir, |out| {
-            export_journal(&data_dir, after, out).map(|_| ())
-        }),
+        } => {
+            let at = store_at!(data_dir);
+            commands::export(&at, |out| export_journal(&at, after, out).map(|_| ()))
+        }
+
         Cmd::Users {
             cmd:
                 UsersCmd::Add {
@@ -85,34 +103,60 @@ pub fn run(cli: Cli) -> ExitCode {
                     role,
                     data_dir,
                 },
-        } => commands::add_user(&name, &role, &data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::add_user(&name, &role, &at)
+        }
+
         Cmd::Users {
             cmd: UsersCmd::List { data_dir },
-        } => commands::list_users(&data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::list_users(&at)
+        }
+
         Cmd::Users {
             cmd: UsersCmd::Disable { name, data_dir },
-        } => commands::change_user(&name, crate::store::UserChange::Disable, &data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::change_user(&name, crate::store::UserChange::Disable, &at)
+        }
+
         Cmd::Users {
             cmd: UsersCmd::Enable { name, data_dir },
-        } => commands::change_user(&name, crate::store::UserChange::Enable, &data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::change_user(&name, crate::store::UserChange::Enable, &at)
+        }
+
         Cmd::Users {
             cmd: UsersCmd::Remove { name, data_dir },
-        } => commands::change_user(&name, crate::store::UserChange::Remove, &data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::change_user(&name, crate::store::UserChange::Remove, &at)
+        }
+
         Cmd::Subscribers {
             cmd: SubscribersCmd::Import { data_dir, file },
-        } => commands::import(&file, &data_dir, "subscribers", |f| {
-            let (summary, warnings) =
-                offline::import_subscribers_warning(&data_dir, f, jiff::Timestamp::now())?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            Ok(summary)
-        }),
+        } => {
+            let at = store_at!(data_dir);
+            commands::import(&file, &at, "subscribers", |f| {
+                let (summary, warnings) =
+                    offline::import_subscribers_warning(&at, f, jiff::Timestamp::now())?;
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                Ok(summary)
+            })
+        }
+
         Cmd::Audit {
             cmd: AuditCmd::Export { data_dir, after },
-        } => commands::export(&data_dir, |out| {
-            export_audit(&data_dir, after, out).map(|_| ())
-        }),
+        } => {
+            let at = store_at!(data_dir);
+            commands::export(&at, |out| export_audit(&at, after, out).map(|_| ()))
+        }
+
         Cmd::Directory {
             cmd:
                 DirectoryCmd::Import {
@@ -122,10 +166,17 @@ pub fn run(cli: Cli) -> ExitCode {
                     patrols,
                     routes,
                 },
-        } => commands::import_directory(&data_dir, [&providers, &areas, &patrols, &routes]),
+        } => {
+            let at = store_at!(data_dir);
+            commands::import_directory(&at, [&providers, &areas, &patrols, &routes])
+        }
+
         Cmd::Patrols {
             cmd: PatrolsCmd::Token { id, data_dir },
-        } => commands::patrol_token(&id, &data_dir),
+        } => {
+            let at = store_at!(data_dir);
+            commands::patrol_token(&id, &at)
+        }
         Cmd::Report {
             cmd:
                 ReportCmd::Sla {

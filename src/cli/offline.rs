@@ -1,7 +1,8 @@
 //! Sub-commands that work on a stopped server's data directory: device, subscriber and
 //! directory import, users, patrol and integration tokens, journal and audit export, the
-//! monthly SLA report. (sled locks the directory, so they refuse to run beside a live
-//! server.) Also what `vakt patrol` reads before it connects: its token file and the
+//! monthly SLA report, on a data directory or on a cluster's database ([`StoreAt`]). (sled
+//! locks the directory, and on PostgreSQL a writing command takes the leader lease, so they
+//! refuse to write beside a live server.) Also what `vakt patrol` reads before it connects: its token file and the
 //! development certificate it pins.
 
 use std::io::Write;
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
+use super::store_at::StoreAt;
 use crate::console::auth::{self, AuthError, Password};
 use crate::dispatch::report::{self, ReportError, SlaReport};
 use crate::dispatch::wire::Secret;
@@ -16,7 +18,7 @@ use crate::model::{AuditEntry, Role};
 use crate::registers::devices::{self, ImportError};
 use crate::registers::directory;
 use crate::registers::subscribers;
-use crate::store::{Store, StoreError, UserChanged};
+use crate::store::{StoreError, UserChanged};
 use crate::transport::quic::{self, QuicError};
 
 /// The user name audit entries written by these sub-commands carry.
@@ -81,6 +83,12 @@ pub enum CliError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A vakt node holds the leader lease of the database: a command that writes refuses,
+    /// as it refuses beside a running server on a data directory.
+    #[error(
+        "a vakt node ({0}) leads on this database: stop every node first, or make the change in the console"
+    )]
+    Leading(String),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -96,10 +104,12 @@ pub struct ImportSummary {
 }
 
 /// Imports a devices CSV into the registry of `data_dir`. All or nothing.
-pub fn import_devices(data_dir: &Path, csv: impl std::io::Read) -> Result<ImportSummary, CliError> {
+pub fn import_devices(
+    data_dir: impl Into<StoreAt>,
+    csv: impl std::io::Read,
+) -> Result<ImportSummary, CliError> {
     let devices = devices::parse_csv(csv)?;
-    std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let new = store.upsert_devices(&devices)?;
     Ok(ImportSummary {
         total: devices.len(),
@@ -108,8 +118,12 @@ pub fn import_devices(data_dir: &Path, csv: impl std::io::Read) -> Result<Import
 }
 
 /// Writes the journal (Signals with id > `after`) as JSON lines.
-pub fn export_journal(data_dir: &Path, after: u64, mut out: impl Write) -> Result<u64, CliError> {
-    let store = Store::open(data_dir)?;
+pub fn export_journal(
+    data_dir: impl Into<StoreAt>,
+    after: u64,
+    mut out: impl Write,
+) -> Result<u64, CliError> {
+    let store = data_dir.into().open()?;
     let mut next = after;
     let mut n = 0;
     loop {
@@ -129,7 +143,7 @@ pub fn export_journal(data_dir: &Path, after: u64, mut out: impl Write) -> Resul
 /// Imports a subscribers CSV (see [`subscribers::CSV_HEADER`]) into `data_dir`. All or
 /// nothing. Writes a `subscriber.import` audit entry at `now`.
 pub fn import_subscribers(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     csv: impl std::io::Read,
     now: Timestamp,
 ) -> Result<ImportSummary, CliError> {
@@ -143,13 +157,12 @@ pub const MAX_IMPORT_WARNINGS: usize = 100;
 /// provider or area is not in the directory of `data_dir` (imported all the same; see
 /// [`crate::registers::directory::import_warnings`]).
 pub fn import_subscribers_warning(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     csv: impl std::io::Read,
     now: Timestamp,
 ) -> Result<(ImportSummary, Vec<String>), CliError> {
     let subs = subscribers::parse_csv(csv)?;
-    std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let new = store.upsert_subscribers(&subs)?;
     store.audit(AuditEntry {
         seq: 0,
@@ -192,7 +205,7 @@ pub enum UserChange {
 /// [`auth::MIN_PASSWORD_CHARS`] characters; it is stored as an argon2id hash. Writes a
 /// `user.add` or `user.update` audit entry at `now`.
 pub fn add_user(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     name: &str,
     role: Role,
     password: &Password,
@@ -201,8 +214,7 @@ pub fn add_user(
     auth::validate_username(name)?;
     auth::validate_new_password(password.expose())?;
     let phc = auth::hash_password(password.expose())?;
-    std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let previous = store.set_user(name, role, &phc, now)?;
     store.audit(AuditEntry {
         seq: 0,
@@ -229,12 +241,12 @@ pub fn add_user(
 /// [`Store::change_user`]: its sessions end; the last enabled administrator stays). Writes a
 /// `user.disable`, `user.enable` or `user.remove` audit entry at `now`.
 pub fn change_user(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     name: &str,
     change: crate::store::UserChange,
     now: Timestamp,
 ) -> Result<(), CliError> {
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let before = match store.change_user(name, change)? {
         UserChanged::Done { before, .. } => before,
         UserChanged::NoSuchUser => return Err(CliError::UnknownUser(name.to_string())),
@@ -271,8 +283,8 @@ pub fn change_user(
 
 /// Writes the users of `data_dir`, one a line: name, role, creation time and `disabled`
 /// for a disabled user (never the password hash). Returns how many.
-pub fn list_users(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
-    let store = Store::open(data_dir)?;
+pub fn list_users(data_dir: impl Into<StoreAt>, mut out: impl Write) -> Result<usize, CliError> {
+    let store = data_dir.into().open()?;
     let users = store.users()?;
     for u in &users {
         writeln!(
@@ -290,8 +302,12 @@ pub fn list_users(data_dir: &Path, mut out: impl Write) -> Result<usize, CliErro
 
 /// Writes the audit log (entries with a sequence number greater than `after`) as JSON lines.
 /// Returns how many.
-pub fn export_audit(data_dir: &Path, after: u64, mut out: impl Write) -> Result<u64, CliError> {
-    let store = Store::open(data_dir)?;
+pub fn export_audit(
+    data_dir: impl Into<StoreAt>,
+    after: u64,
+    mut out: impl Write,
+) -> Result<u64, CliError> {
+    let store = data_dir.into().open()?;
     let mut next = after;
     let mut n = 0;
     loop {
@@ -327,7 +343,7 @@ pub struct DirectorySummary {
 /// or nothing: every file is checked first, and with any problem nothing changes (not even
 /// a data directory is made). Writes a `directory.import` audit entry at `now`.
 pub fn import_directory(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     providers: impl std::io::Read,
     areas: impl std::io::Read,
     patrols: impl std::io::Read,
@@ -335,8 +351,7 @@ pub fn import_directory(
     now: Timestamp,
 ) -> Result<DirectorySummary, CliError> {
     let dir = directory::parse_all(providers, areas, patrols, routes)?;
-    std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let tokens_removed = store.save_directory(&dir)?;
     let summary = DirectorySummary {
         providers: dir.providers.len(),
@@ -366,11 +381,11 @@ pub fn import_directory(
 /// earlier one, and returns it: the caller shows it once. Only its SHA-256 is stored. Writes
 /// a `patrol.token` audit entry at `now` (without the token).
 pub fn issue_patrol_token(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     patrol_id: &str,
     now: Timestamp,
 ) -> Result<String, CliError> {
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     if store.patrol(patrol_id)?.is_none() {
         return Err(CliError::UnknownPatrol(patrol_id.to_string()));
     }
@@ -413,12 +428,12 @@ pub fn validate_integration_name(name: &str) -> Result<(), CliError> {
 /// once. Only its SHA-256 is stored. Writes an `integration.token` audit entry at `now`
 /// (without the token).
 pub fn issue_integration_token(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     name: &str,
     now: Timestamp,
 ) -> Result<String, CliError> {
     validate_integration_name(name)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open_writing()?;
     let (token, hash) = crate::store::new_token();
     store.set_integration_token(name, &hash)?;
     store.audit(AuditEntry {
@@ -435,8 +450,11 @@ pub fn issue_integration_token(
 }
 
 /// Writes the names of the integrations with a token, one a line. Returns how many.
-pub fn list_integrations(data_dir: &Path, mut out: impl Write) -> Result<usize, CliError> {
-    let store = Store::open(data_dir)?;
+pub fn list_integrations(
+    data_dir: impl Into<StoreAt>,
+    mut out: impl Write,
+) -> Result<usize, CliError> {
+    let store = data_dir.into().open()?;
     let names = store.integrations()?;
     for n in &names {
         writeln!(out, "{n}")?;
@@ -447,8 +465,12 @@ pub fn list_integrations(data_dir: &Path, mut out: impl Write) -> Result<usize, 
 
 /// Removes the integration `name` and its token. Writes an `integration.revoke` audit entry
 /// at `now`.
-pub fn revoke_integration(data_dir: &Path, name: &str, now: Timestamp) -> Result<(), CliError> {
-    let store = Store::open(data_dir)?;
+pub fn revoke_integration(
+    data_dir: impl Into<StoreAt>,
+    name: &str,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let store = data_dir.into().open_writing()?;
     if !store.revoke_integration(name)? {
         return Err(CliError::UnknownIntegration(name.to_string()));
     }
@@ -468,13 +490,13 @@ pub fn revoke_integration(data_dir: &Path, name: &str, now: Timestamp) -> Result
 /// The SLA report of `month` (`YYYY-MM`, in `tz`) from `data_dir`, judged at `now`. The
 /// month is checked before the store is opened.
 pub fn sla_report(
-    data_dir: &Path,
+    data_dir: impl Into<StoreAt>,
     month: &str,
     tz: &jiff::tz::TimeZone,
     now: Timestamp,
 ) -> Result<SlaReport, CliError> {
     report::month_bounds(month, tz)?;
-    let store = Store::open(data_dir)?;
+    let store = data_dir.into().open()?;
     Ok(report::sla_report(&store, month, tz, now)?)
 }
 
