@@ -37,6 +37,12 @@ const ARRIVAL_BUCKETS: &[f64] = &[
     60.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2100.0, 2700.0, 3600.0,
 ];
 
+/// Buckets for a take-over in seconds (the lease taken to the server ready): 100 ms to 1 min
+/// (the budget from a leader's death to devices served again is 10 s).
+const TAKEOVER_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 20.0, 60.0,
+];
+
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
@@ -49,6 +55,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full("vakt_dispatch_arrival_seconds".into()),
                     ARRIVAL_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("vakt_takeover_seconds".into()),
+                    TAKEOVER_BUCKETS,
                 )
             })
             .and_then(|b| {
@@ -132,6 +144,7 @@ pub fn init_tracing(json: bool) {
 }
 
 fn describe() {
+    describe_cluster();
     describe_scaip();
     describe_recording();
     describe_voice_calls();
@@ -1687,6 +1700,92 @@ impl SipCallMetrics {
 impl Default for SipCallMetrics {
     fn default() -> Self {
         SipCallMetrics::new()
+    }
+}
+
+fn describe_cluster() {
+    describe_gauge!(
+        "vakt_lease_held",
+        Unit::Count,
+        "1 while this node holds the leader lease (leads), 0 on a standby or after the lease was lost"
+    );
+    describe_gauge!(
+        "vakt_lease_epoch",
+        Unit::Count,
+        "The leader lease's fencing epoch: the one this node holds, or on a standby the latest it read"
+    );
+    describe_counter!(
+        "vakt_lease_renewals_failed_total",
+        Unit::Count,
+        "Renewals of the leader lease that failed or did not answer in time (the lease is lost when they fail until it runs out)"
+    );
+    describe_counter!(
+        "vakt_takeovers_total",
+        Unit::Count,
+        "Times this node took the leader lease"
+    );
+    describe_histogram!(
+        "vakt_takeover_seconds",
+        Unit::Seconds,
+        "From the leader lease taken to the server ready (listeners bound, open state loaded)"
+    );
+    describe_gauge!(
+        "vakt_db_synchronous_standbys",
+        Unit::Count,
+        "Standbys the database's primary waits for (pg_stat_replication sync_state sync or quorum), as the leader last read them"
+    );
+    describe_gauge!(
+        "vakt_db_durability_degraded",
+        Unit::Count,
+        "1 while a commit is not known to reach a synchronous standby (none connected, synchronous_commit below on or remote_write, or the check failed), 0 while it does"
+    );
+}
+
+/// Handles of the cluster's metrics: the leader lease, take-overs and the database's
+/// durability. Gauges and counters of a process, whichever role it has.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// 1 while this node leads.
+    pub lease_held: Gauge,
+    /// The lease's epoch held or last read.
+    pub lease_epoch: Gauge,
+    /// Renewals that failed.
+    pub renewals_failed: Counter,
+    /// Leases taken by this node.
+    pub takeovers: Counter,
+    /// Lease taken to server ready.
+    pub takeover_seconds: Histogram,
+    /// Synchronous standbys seen by the leader.
+    pub synchronous_standbys: Gauge,
+    /// 1 while commits are not known to be on a synchronous standby.
+    pub durability_degraded: Gauge,
+}
+
+impl std::fmt::Debug for ClusterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterMetrics")
+    }
+}
+
+impl ClusterMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> ClusterMetrics {
+        prometheus();
+        ClusterMetrics {
+            lease_held: metrics::gauge!("vakt_lease_held"),
+            lease_epoch: metrics::gauge!("vakt_lease_epoch"),
+            renewals_failed: metrics::counter!("vakt_lease_renewals_failed_total"),
+            takeovers: metrics::counter!("vakt_takeovers_total"),
+            takeover_seconds: metrics::histogram!("vakt_takeover_seconds"),
+            synchronous_standbys: metrics::gauge!("vakt_db_synchronous_standbys"),
+            durability_degraded: metrics::gauge!("vakt_db_durability_degraded"),
+        }
+    }
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics::new()
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`review_api`]: the supervisors' review of Calls closed without a dispatch.
 //! - [`registers_api`]: the subscriber and device lists and their search, the choices of an
 //!   edit.
+//! - [`ready`]: `/ready`, what the node is (single, leader with its durability, standby).
 //! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod i18n;
 pub mod incidents_api;
 pub mod live;
 pub mod plans_api;
+pub mod ready;
 pub mod registers_api;
 pub mod review_api;
 pub mod state;
@@ -35,7 +37,6 @@ pub mod work_orders_api;
 pub use state::{Alerting, AppState, ConsoleOptions, Services};
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -203,7 +204,7 @@ pub fn router(state: AppState) -> Router {
     .route("/assets/app.css", get(app_css))
     .route("/assets/i18n/{file}", get(i18n::serve_catalogue))
     .route("/live", get(|| async { "live\n" }))
-    .route("/ready", get(ready))
+    .route("/ready", get(ready::ready))
     .route("/metrics", get(metrics))
     .fallback(|| async {
         error::ApiError::new(StatusCode::NOT_FOUND, "no such route").into_response()
@@ -349,14 +350,6 @@ async fn app_js() -> Response {
 
 async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
-}
-
-async fn ready(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
 }
 
 async fn metrics() -> Response {

@@ -28,6 +28,9 @@ pub struct AppState {
     pub store: Store,
     /// True while vakt accepts frames (false while starting and shutting down).
     pub ready: Arc<AtomicBool>,
+    /// On the leader of a cluster: its epoch and the database's durability, for `/ready`
+    /// (`None`: a single node on sled).
+    pub cluster: Option<watch::Receiver<super::ready::Leading>>,
     /// Calls: triage, the live feed, durability.
     pub calls: Arc<Calls>,
     /// The device registry in use.
@@ -149,6 +152,7 @@ impl AppState {
         Ok(AppState {
             store,
             ready,
+            cluster: None,
             calls: services.desk.calls().clone(),
             devices,
             stats,

@@ -264,20 +264,21 @@ pub async fn start_with(cfg: Config, listeners: Listeners) -> Result<Running, Se
     start_inner(cfg, listeners, None).await
 }
 
-/// Starts serving as the leader of a cluster under the lease's `epoch`: the store, on
-/// PostgreSQL, fences every write by it ([`node`]).
+/// Starts serving as the leader of a cluster under the lease's epoch (in `leading`): the
+/// store, on PostgreSQL, fences every write by it; `/ready` says what `leading` says
+/// ([`node`]).
 pub async fn start_leading(
     cfg: Config,
     listeners: Listeners,
-    epoch: i64,
+    leading: tokio::sync::watch::Receiver<crate::console::ready::Leading>,
 ) -> Result<Running, ServerError> {
-    start_inner(cfg, listeners, Some(epoch)).await
+    start_inner(cfg, listeners, Some(leading)).await
 }
 
 async fn start_inner(
     mut cfg: Config,
     listeners: Listeners,
-    epoch: Option<i64>,
+    leading: Option<tokio::sync::watch::Receiver<crate::console::ready::Leading>>,
 ) -> Result<Running, ServerError> {
     // Every connection is a file: the caps must fit the process's open-file limit.
     if let Some(limit) = crate::config::open_files_limit() {
@@ -289,7 +290,7 @@ async fn start_inner(
         }
     }
     let shutdown = CancellationToken::new();
-    let (parts, addrs) = parts::start(&cfg, listeners, shutdown.clone(), epoch).await?;
+    let (parts, addrs) = parts::start(&cfg, listeners, shutdown.clone(), leading).await?;
     let grace = cfg.shutdown_grace();
     let token = shutdown.clone();
     let done = tokio::spawn(async move {

@@ -70,8 +70,9 @@ pub(super) async fn start(
     cfg: &Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    epoch: Option<i64>,
+    leading: Option<tokio::sync::watch::Receiver<crate::console::ready::Leading>>,
 ) -> Result<(Parts, Addrs), ServerError> {
+    let epoch = leading.as_ref().map(|l| l.borrow().epoch);
     let store = open_store(cfg, epoch).await?;
     let metrics = Metrics::new();
     let registry = Devices::new(Registry::new(store.devices()?));
@@ -263,6 +264,7 @@ pub(super) async fn start(
             store: &store,
             registry: &registry,
             ready: &ready,
+            leading,
             services,
             stats_rx,
             stats,
@@ -829,6 +831,8 @@ struct ConsoleState<'a> {
     registry: &'a Devices,
     /// Whether vakt accepts frames (`/ready`).
     ready: &'a Arc<AtomicBool>,
+    /// On a cluster's leader, what `/ready` says of it.
+    leading: Option<tokio::sync::watch::Receiver<crate::console::ready::Leading>>,
     services: crate::console::Services,
     /// Today's answer figures, and the task that keeps them fresh.
     stats_rx: tokio::sync::watch::Receiver<crate::calls::Stats>,
@@ -857,6 +861,7 @@ impl ConsolePart {
             store,
             registry,
             ready,
+            leading,
             services,
             stats_rx,
             stats,
@@ -865,7 +870,7 @@ impl ConsolePart {
             return Ok(ConsolePart { http: None, stats });
         };
         addrs.http = l.local_addr().ok();
-        let state = crate::console::AppState::new(
+        let mut state = crate::console::AppState::new(
             store.clone(),
             ready.clone(),
             services,
@@ -874,6 +879,7 @@ impl ConsolePart {
             console_opts,
             shutdown.clone(),
         )?;
+        state.cluster = leading;
         let scope = Scope::new(shutdown.clone());
         accept_loops.spawn(http::serve(
             l,

@@ -46,6 +46,9 @@
 //! `target_session_attrs=read-write`, a reconnection after a failover of the database finds
 //! the new primary. The schema must be in place (the store applies it at start,
 //! [`super::migrate`]). The URL is never logged; it may hold a password.
+//!
+//! The loop records the lease's metrics ([`ClusterMetrics`]): held or not, the epoch, the
+//! renewals that failed, the take-overs.
 
 use std::time::Duration;
 
@@ -55,6 +58,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::PgError;
 use super::lease::{self, Lease};
+use crate::telemetry::ClusterMetrics;
 
 /// What this node is, for the lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +189,7 @@ impl Leadership {
             ctl: ctl_rx,
             client: None,
             failing: false,
+            metrics: ClusterMetrics::new(),
         };
         std::thread::Builder::new()
             .name("vakt-leader".into())
@@ -249,6 +254,7 @@ struct Looper {
     client: Option<Client>,
     /// Requests have been failing since the last success (logged once, at the first).
     failing: bool,
+    metrics: ClusterMetrics,
 }
 
 /// What ended a wait of the leader.
@@ -324,13 +330,18 @@ impl Looper {
         let client = open(&mut self.client, &self.config).await?;
         match lease::acquire(client, &self.node, self.options.ttl).await {
             Ok(Some(lease)) => Ok(Ok(lease)),
-            Ok(None) => Ok(Err(lease::state(client).await?.holder)),
+            Ok(None) => {
+                let state = lease::state(client).await?;
+                self.metrics.lease_epoch.set(state.epoch as f64);
+                Ok(Err(state.holder))
+            }
             Err(e) => Err(e),
         }
     }
 
     /// Leads under `lease` until it is lost, released or the loop stopped.
     async fn lead(&mut self, mut lease: Lease, mut deadline: Instant) {
+        self.metrics.takeovers.increment(1);
         self.set(Role::Leader { epoch: lease.epoch });
         let mut next = Instant::now() + self.options.renew;
         loop {
@@ -367,6 +378,7 @@ impl Looper {
                 None => {
                     // Whatever the renewal did, its connection is of no more use.
                     self.client = None;
+                    self.metrics.renewals_failed.increment(1);
                     return self.lose(lease.epoch, "renewals failed until the lease ran out");
                 }
                 Some(Ok(renewed)) => {
@@ -375,9 +387,13 @@ impl Looper {
                     lease = renewed;
                 }
                 Some(Err(PgError::LeaseLost { epoch })) => {
+                    self.metrics.renewals_failed.increment(1);
                     return self.lose(epoch, "the lease expired or was taken");
                 }
-                Some(Err(e)) => self.failed(&e, "renewing the lease"),
+                Some(Err(e)) => {
+                    self.metrics.renewals_failed.increment(1);
+                    self.failed(&e, "renewing the lease");
+                }
             }
         }
     }
@@ -437,6 +453,13 @@ impl Looper {
     }
 
     fn set(&self, role: Role) {
+        match &role {
+            Role::Leader { epoch } => {
+                self.metrics.lease_epoch.set(*epoch as f64);
+                self.metrics.lease_held.set(1.0);
+            }
+            Role::Standby { .. } | Role::Lost { .. } => self.metrics.lease_held.set(0.0),
+        }
         self.role.send_if_modified(|r| {
             if *r == role {
                 return false;
