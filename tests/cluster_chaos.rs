@@ -173,19 +173,18 @@ impl Nodes {
         for (i, s) in self.slots.iter_mut().enumerate() {
             if let Some(c) = s.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    // Why, in its own words: its last error.
+                    // Why, in its own words: its last error, else its last line.
                     let tag = format!("[{}#{}] ", s.name, s.incarnation);
-                    let why = s
-                        .out
-                        .lock()
-                        .unwrap()
-                        .lines()
-                        .filter(|l| {
-                            l.starts_with(&tag) && (l.contains("ERROR") || l.contains("Error:"))
-                        })
-                        .last()
+                    let out = s.out.lock().unwrap();
+                    let own: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
+                    let why = own
+                        .iter()
+                        .rev()
+                        .find(|l| l.to_lowercase().contains("error"))
+                        .or(own.last())
                         .map(|l| l[tag.len()..].to_owned())
                         .unwrap_or_default();
+                    drop(out);
                     self.exits
                         .push((now, i, s.incarnation, format!("{status}; {why}")));
                     s.child = None;
@@ -594,9 +593,10 @@ async fn run(cluster: Arc<Mutex<Patroni>>) {
     );
     let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
     times.sort();
-    for k in &kills {
+    for (n, k) in kills.iter().enumerate() {
         let next = times.iter().find(|&&t| t > k.at).copied();
-        let window_end = k.at + RECOVERY;
+        // Until the next kill, or the end.
+        let window_end = kills.get(n + 1).map_or(last, |k| k.at);
         let longest = times
             .windows(2)
             .filter(|w| w[1] > k.at && w[0] < window_end)
