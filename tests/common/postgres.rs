@@ -132,7 +132,7 @@ impl Env {
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
-fn newest_bin_dir() -> Option<PathBuf> {
+pub fn newest_bin_dir() -> Option<PathBuf> {
     std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
@@ -145,7 +145,7 @@ fn newest_bin_dir() -> Option<PathBuf> {
 }
 
 /// The unprivileged user the servers run as when the tests run as root.
-fn server_user() -> String {
+pub fn server_user() -> String {
     if let Some(u) = std::env::var_os("VAKT_POSTGRES_USER") {
         return u.to_string_lossy().into_owned();
     }
@@ -164,7 +164,7 @@ fn server_user() -> String {
 }
 
 /// The uid and gid of `user`.
-fn user_ids(user: &str) -> Option<(u32, u32)> {
+pub fn user_ids(user: &str) -> Option<(u32, u32)> {
     let id = |flag: &str| -> Option<u32> {
         let out = Command::new("id").arg(flag).arg(user).output().ok()?;
         if !out.status.success() {
@@ -466,7 +466,7 @@ impl Node {
 }
 
 /// The processes whose parent is `parent` (from `/proc`).
-fn children_of(parent: rustix::process::Pid) -> Vec<rustix::process::Pid> {
+pub fn children_of(parent: rustix::process::Pid) -> Vec<rustix::process::Pid> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
