@@ -21,7 +21,6 @@ pub(crate) enum StoreCmd {
     /// into an empty PostgreSQL database, then verify the copy (counts and digests on both
     /// sides). Refused while a vakt runs on DIR, when the database already holds a store
     /// (drop it and create it again to start over), or when DIR is not a data directory.
-    /// The source is only read.
     Migrate {
         /// What the store is on now.
         #[arg(long, value_enum)]
@@ -31,7 +30,12 @@ pub(crate) enum StoreCmd {
         /// The target database, `postgresql://user:password@host:port/database` (a
         /// `key=value` string works too). From the environment, the password stays out of
         /// the process list.
-        #[arg(long, env = "VAKT_STORE_URL", hide_env_values = true, value_name = "URL")]
+        #[arg(
+            long,
+            env = "VAKT_STORE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         to: String,
     },
 }
@@ -91,7 +95,7 @@ fn migrate(dir: &Path, url: &DatabaseUrl) -> ExitCode {
     });
     match result {
         Ok(summary) => {
-            println!("{:<16} {:>12}", "tree", "records");
+            println!("{:<16} {:>12}", "tree", "entries");
             for (tree, n) in &summary.trees {
                 println!("{tree:<16} {n:>12}");
             }
@@ -121,7 +125,7 @@ fn migrate(dir: &Path, url: &DatabaseUrl) -> ExitCode {
 
 fn print_progress(p: &Progress) {
     match p {
-        Progress::Tree { tree, copied } => eprintln!("  {tree}: {copied} records"),
+        Progress::Tree { tree, copied } => eprintln!("  {tree}: {copied} entries"),
         Progress::Journal { copied, total } => eprintln!("  journal: {copied} of {total} records"),
         Progress::Verifying { step } => eprintln!("  verifying {step}"),
     }
@@ -135,7 +139,10 @@ impl Cleaner {
         let password = url
             .parse()
             .ok()
-            .and_then(|c| c.get_password().map(|p| String::from_utf8_lossy(p).into_owned()))
+            .and_then(|c| {
+                c.get_password()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+            })
             .filter(|p| !p.is_empty());
         Cleaner(password)
     }

@@ -35,7 +35,9 @@ use tokio_postgres::NoTls;
 
 use super::journal::NewRecord;
 use super::pg::{PgError, lease};
-use super::{JournalRecord, JournalStore, Store, StoreError, id_of, is_lock_held, kv, split, unpack};
+use super::{
+    JournalRecord, JournalStore, Store, StoreError, id_of, is_lock_held, kv, split, unpack,
+};
 
 /// Entries (or journal records) written per batch, at most.
 pub const PAGE_ENTRIES: usize = 1000;
@@ -195,6 +197,7 @@ pub fn migrate(
     let target = Store::open_postgres(url)?;
     let mut lease = Held::take(url)?;
     let result = (|| {
+        // Again under the lease: nothing wrote in between.
         lease.target_is_empty()?;
         target.set_epoch(Some(lease.lease.epoch));
         let copied = copy(&source, &target, &mut lease, &mut progress)
@@ -258,7 +261,7 @@ struct Held {
 }
 
 impl Held {
-    /// Takes the lease, or says who holds it.
+    /// Refuses a target that holds a store, then takes the lease, or says who holds it.
     fn take(url: &str) -> Result<Held, CopyError> {
         let config: tokio_postgres::Config = url.parse()?;
         let database = config.get_dbname().unwrap_or("postgres").to_owned();
@@ -275,6 +278,8 @@ impl Held {
             });
             Ok::<_, CopyError>(client)
         })?;
+        // Refused before the lease is touched: a refusal changes nothing.
+        empty(&rt, &client, &database)?;
         let asked = Instant::now();
         let taken = rt.block_on(lease::acquire(&client, LEASE_HOLDER, LEASE_TTL))?;
         let Some(lease) = taken else {
@@ -295,19 +300,7 @@ impl Held {
 
     /// Refuses a target that holds any record.
     fn target_is_empty(&self) -> Result<(), CopyError> {
-        let row = self.rt.block_on(self.client.query_one(
-            "SELECT (SELECT count(*) FROM kv), (SELECT count(*) FROM journal)",
-            &[],
-        ))?;
-        let (kv_rows, journal_rows): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        if kv_rows > 0 || journal_rows > 0 {
-            return Err(CopyError::TargetNotEmpty {
-                kv_rows,
-                journal_rows,
-                database: self.database.clone(),
-            });
-        }
-        Ok(())
+        empty(&self.rt, &self.client, &self.database)
     }
 
     /// Renews the lease when it is due.
@@ -329,6 +322,27 @@ impl Held {
             tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
         }
     }
+}
+
+/// Refuses a target that holds any record.
+fn empty(
+    rt: &tokio::runtime::Runtime,
+    client: &tokio_postgres::Client,
+    database: &str,
+) -> Result<(), CopyError> {
+    let row = rt.block_on(client.query_one(
+        "SELECT (SELECT count(*) FROM kv), (SELECT count(*) FROM journal)",
+        &[],
+    ))?;
+    let (kv_rows, journal_rows): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if kv_rows > 0 || journal_rows > 0 {
+        return Err(CopyError::TargetNotEmpty {
+            kv_rows,
+            journal_rows,
+            database: database.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Copies every tree, then the journal.
@@ -506,7 +520,11 @@ fn verify(
                 "tree {name}: {} entries on sled, {} on PostgreSQL{}",
                 a.0,
                 b.0,
-                if a.0 == b.0 { ", their digests differ" } else { "" }
+                if a.0 == b.0 {
+                    ", their digests differ"
+                } else {
+                    ""
+                }
             )));
         }
         summary.trees.push((name, a.0));
@@ -561,5 +579,29 @@ mod tests {
             };
             assert_eq!(&t.name()[..], name.as_bytes());
         }
+    }
+
+    /// A sled database of another program (a tree vakt does not know, or sled's default tree,
+    /// holding data) is not taken for a data directory; an empty directory is left as it was.
+    #[test]
+    fn a_foreign_sled_database_is_not_a_data_directory() {
+        for tree in ["inventory", SLED_DEFAULT] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let db = sled::open(dir.path()).unwrap();
+                db.open_tree(tree).unwrap().insert("k", "v").unwrap();
+                db.flush().unwrap();
+            }
+            match open_source(dir.path()) {
+                Err(CopyError::NotADataDirectory { why, .. }) => {
+                    assert!(why.contains(tree), "{why}")
+                }
+                other => panic!("{tree}: {:?}", other.map(|_| ())),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = open_source(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("no sled database"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
