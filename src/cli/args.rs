@@ -98,6 +98,11 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: super::cluster::ClusterCmd,
     },
+    /// The store: moving a single node's data directory to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        cmd: super::store_migrate::StoreCmd,
+    },
     /// Integrations (digital lock systems) and their tokens for `POST /api/locks/events`.
     Integrations {
         #[command(subcommand)]

@@ -11,6 +11,8 @@
 //!   that return a `Result` (the tests call them too). Re-exported here.
 //! - `cluster`: `vakt cluster status`, the lease, schema and replication as the database has
 //!   them.
+//! - `store_migrate`: `vakt store migrate`, a single node's data directory moved to
+//!   PostgreSQL, with its progress and summary.
 //! - `term`: the console user's new password, read from the terminal without echo.
 //!
 //! Exit codes: 0 done; 1 failed (storage, a port in use, the server refused the patrol);
@@ -26,6 +28,7 @@ mod error;
 pub mod offline;
 mod serve;
 pub mod store_at;
+mod store_migrate;
 mod term;
 
 use std::process::ExitCode;
@@ -190,6 +193,7 @@ pub fn run(cli: Cli) -> ExitCode {
         } => commands::report_sla(&month, format, config, data_dir, time_zone),
         Cmd::Integrations { cmd } => commands::integrations(cmd),
         Cmd::Cluster { cmd } => cluster::run(cmd),
+        Cmd::Store { cmd } => store_migrate::run(cmd),
         Cmd::Patrol {
             server,
             patrol,

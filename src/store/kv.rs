@@ -71,6 +71,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every tree of a sled database by name, sled's own default tree among them, for a copy
+    /// of the whole database (`vakt store migrate`, [`super::copy`]): the trees the store
+    /// opens and any other a database may hold. `None` on PostgreSQL, whose trees are only
+    /// the rows of `kv`.
+    pub(crate) fn sled_trees(&self) -> Result<Option<Vec<(String, Tree)>>, StoreError> {
+        let Engine::Sled { db, .. } = self else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for name in db.tree_names() {
+            let tree = Tree::Sled(db.open_tree(&name)?);
+            out.push((String::from_utf8_lossy(&name).into_owned(), tree));
+        }
+        Ok(Some(out))
+    }
+}
+
 /// A batch of writes to one tree, applied atomically by [`Tree::apply_batch`]; a later write
 /// to a key replaces an earlier one in the same batch.
 #[derive(Default, Debug)]

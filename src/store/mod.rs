@@ -25,6 +25,7 @@ use std::path::Path;
 mod audit;
 mod calls;
 mod conversations;
+pub mod copy;
 mod directory;
 mod dispatches;
 mod incidents;
