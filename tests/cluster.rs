@@ -308,3 +308,32 @@ async fn a_standby_takes_over_after_a_kill_9_of_the_leader_and_knows_every_acked
         "the old leader is gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_database_does_not_answer_waits_on_standby_instead_of_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: as while the database's cluster starts or fails over.
+    let url = format!("postgresql://vakt@127.0.0.1:{}/vakt", free_port());
+    let mut n = VaktNode::start(dir.path(), &url, "a");
+    n.wait_for("on standby", Duration::from_secs(30));
+    n.wait_for("the database is not ready", Duration::from_secs(30));
+    let (status, body) = http_get(n.http, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    // Still there a few tries later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(n.child.try_wait().unwrap().is_none(), "{}", n.printed());
+    assert!(
+        tokio::net::TcpStream::connect(n.dc09).await.is_err(),
+        "no device listener without the lease"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&n.child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = n.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "a stop asked for ends it cleanly: {status:?}"
+    );
+}

@@ -102,12 +102,6 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        if let Some(a) = cfg.http.listen {
-            eprintln!(
-                "vakt: node {} on standby (HTTP on {a}: /ready answers 503 until it leads)",
-                cfg.store.node
-            );
-        }
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
@@ -115,10 +109,21 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
             token.cancel();
         });
         let node = cfg.store.node.clone();
-        let end = crate::server::node::run(cfg, stop, |running| {
-            eprintln!("vakt: node {node} leads");
-            print_addresses(running);
-        })
+        let standby_node = node.clone();
+        let end = crate::server::node::run(
+            cfg,
+            stop,
+            |http| match http {
+                Some(a) => eprintln!(
+                    "vakt: node {standby_node} on standby (HTTP on {a}: /ready answers 503 until it leads)"
+                ),
+                None => eprintln!("vakt: node {standby_node} on standby"),
+            },
+            |running| {
+                eprintln!("vakt: node {node} leads");
+                print_addresses(running);
+            },
+        )
         .await?;
         tracing::info!(?end, "stopped");
         anyhow::Ok(())

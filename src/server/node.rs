@@ -2,8 +2,11 @@
 //! holds the leader lease, then the whole server under the lease's epoch, until it is stopped
 //! or loses the lease.
 //!
-//! **At start** a node brings the database's schema up to date (the migrations take a lock, so
-//! nodes may start at once).
+//! **At start** a node opens its standby listener, then brings the database's schema up to
+//! date (the migrations take a lock, so nodes may start at once). A database that does not
+//! answer, or has no primary yet (its own failover under way), is waited for, a try a
+//! second, rather than ending the process: a supervisor that restarts a failing unit only so
+//! often would otherwise give up on it. A newer or changed schema ends it.
 //!
 //! **A standby** runs the lease loop ([`Leadership`]) and only its HTTP listener, which
 //! answers `/live` (200: the process is up), `/ready` (503: not the leader; a load balancer
@@ -58,6 +61,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Listeners, Running, ServerError};
 use crate::config::Config;
 use crate::console::ready::{Durability, Leading, Readiness, wants_json};
+use crate::store::StoreError;
+use crate::store::pg::PgError;
 use crate::store::pg::leader::{Leadership, Role};
 use crate::telemetry::ClusterMetrics;
 
@@ -79,11 +84,13 @@ pub enum NodeEnd {
     },
 }
 
-/// Runs this node until `stop` is cancelled or the lease is lost; `started` is told of the
-/// server once it leads. The configuration's store must be PostgreSQL.
+/// Runs this node until `stop` is cancelled or the lease is lost; `standing_by` is told the
+/// standby's HTTP address once it answers there, and `started` of the server once it leads.
+/// The configuration's store must be PostgreSQL.
 pub async fn run(
     cfg: Config,
     stop: CancellationToken,
+    standing_by: impl FnOnce(Option<SocketAddr>),
     started: impl FnOnce(&Running),
 ) -> Result<NodeEnd, ServerError> {
     let Some(url) = cfg.store.url.clone() else {
@@ -93,35 +100,97 @@ pub async fn run(
         .store
         .leader_options()
         .map_err(ServerError::LeaseOptions)?;
-    // The schema first (every node at once is fine: the migrations take a lock), so that
-    // the lease's table is there and a wrong URL or a newer schema fails here.
-    {
+    // The standby's listener first, so that a load balancer sees this node at once (503
+    // until it leads) while it waits for the database.
+    let standby_stop = CancellationToken::new();
+    let (standby_role, standby_role_rx) = watch::channel(Role::Standby { holder: None });
+    let standby = match cfg.http.listen {
+        Some(addr) => {
+            let listener = super::bind_tcp(addr, cfg.dc09.listen_backlog).map_err(|error| {
+                ServerError::Bind {
+                    what: "HTTP",
+                    addr,
+                    error,
+                }
+            })?;
+            let local = listener.local_addr().map_err(|error| ServerError::Bind {
+                what: "HTTP",
+                addr,
+                error,
+            })?;
+            let task = tokio::spawn(serve_standby(
+                listener,
+                local,
+                StandbyState {
+                    role: standby_role_rx,
+                    node: cfg.store.node.clone(),
+                },
+                standby_stop.clone(),
+            ));
+            standing_by(Some(local));
+            Some(task)
+        }
+        None => {
+            standing_by(None);
+            None
+        }
+    };
+    // The schema (every node at once is fine: the migrations take a lock), so that the
+    // lease's table is there. A database that does not answer yet, or has no primary yet
+    // (a failover of the database under way, the cluster starting), is waited for; a newer
+    // or changed schema is an error.
+    let mut waited = 0u32;
+    loop {
         let url = url.clone();
-        drop(
-            tokio::task::spawn_blocking(move || crate::store::Store::open_postgres(url.expose()))
-                .await??,
-        );
+        match tokio::task::spawn_blocking(move || crate::store::Store::open_postgres(url.expose()))
+            .await?
+        {
+            Ok(store) => {
+                drop(store);
+                break;
+            }
+            Err(
+                e @ StoreError::Postgres(
+                    PgError::SchemaNewer { .. } | PgError::MigrationChanged { .. },
+                ),
+            ) => return Err(e.into()),
+            Err(e) => {
+                if waited % 10 == 0 {
+                    tracing::warn!(error = %e, "the database is not ready; trying again every second");
+                }
+                waited += 1;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                standby_stop.cancel();
+                if let Some(task) = standby {
+                    task.await??;
+                }
+                return Ok(NodeEnd::StoppedAsStandby);
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
     let leadership = Leadership::start(url.expose(), &cfg.store.node, options)
         .map_err(|e| ServerError::Store(e.into()))?;
     let mut role = leadership.role();
+    // The standby's answers follow the lease loop's role.
+    {
+        let mut role = role.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = role.borrow_and_update().clone();
+                if standby_role.send(now).is_err() || role.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let metrics = ClusterMetrics::new();
     tracing::info!(node = %cfg.store.node, "standby: waiting for the leader lease");
 
     let epoch = {
-        let standby_stop = CancellationToken::new();
-        let standby = match cfg.http.listen {
-            Some(addr) => Some(tokio::spawn(serve_standby(
-                addr,
-                cfg.dc09.listen_backlog,
-                StandbyState {
-                    role: role.clone(),
-                    node: cfg.store.node.clone(),
-                },
-                standby_stop.clone(),
-            ))),
-            None => None,
-        };
         let epoch = loop {
             if let Some(epoch) = role.borrow_and_update().leading() {
                 break Some((epoch, Instant::now()));
@@ -329,16 +398,11 @@ struct StandbyState {
 
 /// The standby's HTTP listener until `stop`.
 async fn serve_standby(
+    listener: tokio::net::TcpListener,
     addr: SocketAddr,
-    backlog: u32,
     state: StandbyState,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
-    let listener = super::bind_tcp(addr, backlog).map_err(|error| ServerError::Bind {
-        what: "HTTP",
-        addr,
-        error,
-    })?;
     let app = Router::new()
         .route("/live", get(|| async { "live (standby)\n" }))
         .route("/ready", get(standby_ready))
