@@ -3,6 +3,9 @@
 //! listens for no device); a kill -9 of the leader hands over to the standby, which then
 //! answers the devices and knows every alarm the leader acknowledged.
 //!
+//! A patrol dispatched by the old leader reconnects to the new one and finds its open
+//! assignment; its arrival reaches the operator there.
+//!
 //! Set-up commands (`vakt users add --config`) work on the database before the nodes start,
 //! and refuse to write while a node leads; an operator's session outlives the take-over.
 //!
@@ -86,6 +89,21 @@ impl VaktNode {
         )
         .unwrap();
         cfg
+    }
+
+    /// Gives node `name` a fixed QUIC port and the cluster's patrol certificate (the nodes
+    /// of a cluster share it, so a patrol pins one fingerprint); returns the port.
+    fn patrol_link(dir: &Path, url: &str, name: &str, cert: &Path, key: &Path) -> u16 {
+        let cfg = VaktNode::config(dir, url, name);
+        let port = free_port();
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[patrol]\nlisten_quic = \"127.0.0.1:0\"\n",
+            &format!(
+                "[patrol]\nlisten_quic = \"127.0.0.1:{port}\"\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+            ),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        port
     }
 
     fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
@@ -336,4 +354,188 @@ async fn a_node_whose_database_does_not_answer_waits_on_standby_instead_of_exiti
         status.success(),
         "a stop asked for ends it cleanly: {status:?}"
     );
+}
+
+/// The operator's Call and the patrol's assignment outlive the leader: dispatched on `a`, the
+/// patrol reconnects to `b` after a kill -9 of `a` and finds its open assignment there, and
+/// its arrival reaches the operator through `b`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patrol_finds_its_open_assignment_on_the_new_leader() {
+    use serde_json::json;
+    use vakt::dispatch::wire::{FromPatrol, ToPatrol};
+    use vakt::sim::patrol_client::Session;
+    use vakt::transport::quic::{self, Trust};
+
+    let Some(pg) = Postgres::single() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.primary.url();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("patrol.pem"), dir.path().join("patrol.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let pa = VaktNode::patrol_link(dir.path(), &url, "a", &cert, &key);
+    let pb = VaktNode::patrol_link(dir.path(), &url, "b", &cert, &key);
+    let cfg = VaktNode::config(dir.path(), &url, "a");
+    let cfg = cfg.to_str().unwrap();
+
+    // The registers, a user and the patrol's token, on the database.
+    let file = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let devices = file("devices.csv", common::devices_csv());
+    let subscribers = file(
+        "subscribers.csv",
+        format!(
+            "{}\nanna,Åsa Öberg,19380512-9802,Storgatan 4,123 45,Vaktby,Centrum,070-111 22 33,Hemtjänst Centrum,2,Nyckelskåp,,4711#,,,,Karin Öberg,dotter,070-222 33 44,,,,,,,sv\n",
+            vakt::registers::subscribers::CSV_HEADER
+        ),
+    );
+    let providers = file(
+        "providers.csv",
+        "id,name,phone\nhc,Hemtjänst Centrum,08-1\n".into(),
+    );
+    let areas = file(
+        "areas.csv",
+        "id,name,arrival_limit_mins\ncentrum,Centrum,30\n".into(),
+    );
+    let patrols = file(
+        "patrols.csv",
+        "id,name,provider,areas,shifts,phone\nc1,Centrum 1,hc,centrum,day 00:00-12:00;evening 12:00-00:00,070-1\n".into(),
+    );
+    let routes = file(
+        "routes.csv",
+        "provider,area,patrols\nhc,centrum,c1\n".into(),
+    );
+    for args in [
+        vec!["devices", "import", "--config", cfg, &devices],
+        vec![
+            "directory",
+            "import",
+            "--config",
+            cfg,
+            "--providers",
+            &providers,
+            "--areas",
+            &areas,
+            "--patrols",
+            &patrols,
+            "--routes",
+            &routes,
+        ],
+        vec!["subscribers", "import", "--config", cfg, &subscribers],
+    ] {
+        let (code, err, _) = vakt(&args, "");
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let (code, err, _) = vakt(
+        &[
+            "users", "add", ADMIN.0, "--role", "operator", "--config", cfg,
+        ],
+        &format!("{}\n", ADMIN.1),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err, token) = vakt(&["patrols", "token", "c1", "--config", cfg], "");
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+
+    let mut a = VaktNode::start(dir.path(), &url, "a");
+    a.wait_for("vakt ready", Duration::from_secs(60));
+    let b = VaktNode::start(dir.path(), &url, "b");
+    b.wait_for("on standby", Duration::from_secs(60));
+    let fp = a
+        .printed()
+        .lines()
+        .find_map(|l| {
+            l.split("fingerprint ")
+                .nth(1)
+                .map(|f| f.split(' ').next().unwrap().to_owned())
+        })
+        .expect("the patrol link's fingerprint is printed");
+    let trust = Trust::Pinned(quic::parse_fingerprint(&fp).unwrap());
+
+    // An alarm, taken and dispatched on a; the patrol receives it there.
+    assert_eq!(alarm(a.dc09, 1, "1234").await.unwrap(), "ACK");
+    let mut op = common::Client::login(a.http, ADMIN.0, ADMIN.1).await;
+    let id = common::first_open_call(&op, Duration::from_secs(10)).await;
+    assert_eq!(
+        op.post(&format!("/api/calls/{id}/claim"), json!({}))
+            .await
+            .status,
+        200
+    );
+    let d = op
+        .post(&format!("/api/calls/{id}/dispatch"), json!({}))
+        .await;
+    assert_eq!(d.status, 201, "{}", d.body);
+    let did = d.json()["id"].as_u64().unwrap();
+    let addr_a = format!("127.0.0.1:{pa}").parse().unwrap();
+    let (mut s, welcome, _) = Session::connect(addr_a, &trust, "c1", &token)
+        .await
+        .unwrap();
+    assert_eq!(welcome.open, vec![did]);
+    let seq = s.next_seq();
+    let ev = FromPatrol::Received {
+        seq,
+        dispatch: did,
+        at: jiff::Timestamp::now(),
+    };
+    assert!(matches!(
+        s.send_event(&ev).await.unwrap(),
+        ToPatrol::Ack { .. }
+    ));
+
+    // a dies; the patrol's app reconnects (to the address that now leads) until it is in.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(s);
+    let killed = Instant::now();
+    let addr_b = format!("127.0.0.1:{pb}").parse().unwrap();
+    let (mut s, welcome, assignments) = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "{}",
+            b.printed()
+        );
+        if let Ok(session) = Session::connect(addr_b, &trust, "c1", &token).await {
+            break session;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "patrol back: {} ms from kill -9 of the leader to the patrol's session on the new leader",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(
+        welcome.open,
+        vec![did],
+        "the open assignment is known to the new leader"
+    );
+    assert_eq!(assignments[0].subscriber.name, "Åsa Öberg");
+    let seq = s.next_seq();
+    let ev = FromPatrol::Arrived {
+        seq,
+        dispatch: did,
+        at: jiff::Timestamp::now(),
+        method: vakt::model::ArrivalMethod::App,
+        code: None,
+    };
+    assert!(matches!(
+        s.send_event(&ev).await.unwrap(),
+        ToPatrol::Ack { .. }
+    ));
+
+    // The operator's console, now on b with the same session, sees the arrival.
+    op.addr = b.http;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = op.get(&format!("/api/calls/{id}")).await;
+        assert_eq!(call.status, 200, "{}", call.body);
+        if call.json()["dispatches"][0]["state"] == "arrived" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", call.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
