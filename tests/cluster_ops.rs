@@ -12,120 +12,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::node::{VaktNode, alarm};
 use common::postgres::Postgres;
-use common::{http_get, metric, plain, token_of};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vakt");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A vakt node as a child process, with what it printed.
-struct VaktNode {
-    child: Child,
-    dc09: SocketAddr,
-    http: SocketAddr,
-    out: Arc<Mutex<String>>,
-}
-
-impl VaktNode {
-    fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
-        let (dc09, http) = (free_port(), free_port());
-        let data = dir.join(name);
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "data_dir = {data:?}\n\
-                 [dc09]\nlisten_tcp = \"127.0.0.1:{dc09}\"\nlisten_udp = \"127.0.0.1:0\"\n\
-                 [http]\nlisten = \"127.0.0.1:{http}\"\n[patrol]\nlisten_quic = \"127.0.0.1:0\"\n\
-                 [scaip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\n\
-                 [store]\nbackend = \"postgres\"\nurl = \"{url}\"\nnode = \"{name}\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(String::new()));
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let seen = out.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut s = seen.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        VaktNode {
-            child,
-            dc09: format!("127.0.0.1:{dc09}").parse().unwrap(),
-            http: format!("127.0.0.1:{http}").parse().unwrap(),
-            out,
-        }
-    }
-
-    fn printed(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until it printed `what`.
-    fn wait_for(&self, what: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.printed().contains(what) {
-            assert!(
-                start.elapsed() < timeout,
-                "no {what:?} within {timeout:?}:\n{}",
-                self.printed()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for VaktNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends one alarm and returns the answer's token (`ACK` when it was made durable).
-async fn alarm(addr: SocketAddr, seq: u16, account: &str) -> std::io::Result<String> {
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::other("connect timed out"))??;
-    s.write_all(&plain(
-        "SIA-DCS",
-        seq,
-        account,
-        &format!("#{account}|Nri1/FA002"),
-    ))
-    .await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), common::read_reply(&mut s))
-        .await
-        .map_err(|_| std::io::Error::other("no answer"))?;
-    Ok(token_of(&reply))
-}
+use common::{http_get, metric};
 
 /// `/ready` as JSON, asked for by `Accept` (`by_accept`) or by `?format=json`.
 async fn ready_json(http: SocketAddr, by_accept: bool) -> (u16, serde_json::Value) {

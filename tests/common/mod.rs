@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod node;
 pub mod patroni;
 pub mod postgres;
 pub mod sipp;
