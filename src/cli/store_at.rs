@@ -169,11 +169,7 @@ impl CliLease {
                 };
                 rt.block_on(async move {
                     let taken = async {
-                        let (client, connection) = config
-                            .connect(tokio_postgres::NoTls)
-                            .await
-                            .map_err(PgError::Db)?;
-                        tokio::spawn(connection);
+                        let client = crate::store::pg::connect(&config, "command's lease").await?;
                         match lease::acquire(&client, CLI_HOLDER, CLI_LEASE).await? {
                             Some(lease) => Ok((client, lease)),
                             None => {

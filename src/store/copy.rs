@@ -31,7 +31,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
-use tokio_postgres::NoTls;
 
 use super::journal::NewRecord;
 use super::pg::{PgError, lease};
@@ -269,15 +268,7 @@ impl Held {
             .enable_all()
             .build()
             .map_err(PgError::Runtime)?;
-        let client = rt.block_on(async {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %PgError::Db(e), "the migration's connection ended");
-                }
-            });
-            Ok::<_, CopyError>(client)
-        })?;
+        let client = rt.block_on(super::pg::connect(&config, "store migrate"))?;
         // Refused before the lease is touched: a refusal changes nothing.
         empty(&rt, &client, &database)?;
         let asked = Instant::now();

@@ -344,17 +344,13 @@ impl Tree {
                 use sled::transaction::{ConflictableTransactionError as C, TransactionError};
                 let result = t.transaction(|tx| {
                     f(&mut Tx::Sled(tx)).map_err(|e| match e {
-                        TxError::Abort(s) => C::Abort(Aborted::Text(s)),
+                        TxError::Abort(s) => C::Abort(s),
                         TxError::Sled(e) => e.into(),
-                        TxError::Store(e) => C::Abort(Aborted::Store(e.to_string())),
+                        TxError::Store(e) => C::Abort(e.to_string()),
                     })
                 });
                 result.map_err(|e| match e {
-                    TransactionError::Abort(Aborted::Text(detail)) => StoreError::Corrupt {
-                        tree: "transaction",
-                        detail,
-                    },
-                    TransactionError::Abort(Aborted::Store(detail)) => StoreError::Corrupt {
+                    TransactionError::Abort(detail) => StoreError::Corrupt {
                         tree: "transaction",
                         detail,
                     },
@@ -405,13 +401,6 @@ impl Tree {
             Tree::Pg { kv, name } => kv.len(name),
         }
     }
-}
-
-/// What a sled transaction's closure gave up with.
-#[derive(Debug)]
-enum Aborted {
-    Text(String),
-    Store(String),
 }
 
 /// The entries of a scan, read from either end.

@@ -37,12 +37,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
 use super::super::{JournalRecord, NewRecord, StoreError, decode_record};
 use super::{PgError, lease, migrate};
 
-const NEXT: &str = "SELECT coalesce(max(id), 0) + 1 FROM journal";
+pub(super) const NEXT: &str = "SELECT coalesce(max(id), 0) + 1 FROM journal";
 
 const INSERT: &str = "INSERT INTO journal (id, dedup_key, received_at, payload)
     SELECT $1::bigint + t.n - 1, t.k, 'epoch'::timestamptz + t.us * interval '1 microsecond', t.p
@@ -60,7 +60,7 @@ const INSERT_FENCED: &str = "INSERT INTO journal (id, dedup_key, received_at, pa
 
 const EPOCH: &str = "SELECT epoch FROM leader_lease WHERE id";
 
-const AFTER: &str = "SELECT id, payload FROM journal WHERE id > $1 ORDER BY id LIMIT $2";
+pub(super) const AFTER: &str = "SELECT id, payload FROM journal WHERE id > $1 ORDER BY id LIMIT $2";
 
 const RECENT: &str = "SELECT id, payload FROM journal
     WHERE received_at >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'
@@ -122,7 +122,7 @@ fn id_to_db(id: u64) -> Result<i64, StoreError> {
     })
 }
 
-fn id_from_db(id: i64) -> Result<u64, StoreError> {
+pub(super) fn id_from_db(id: i64) -> Result<u64, StoreError> {
     u64::try_from(id).map_err(|_| StoreError::Corrupt {
         tree: "journal",
         detail: format!("negative id {id}"),
@@ -138,14 +138,7 @@ impl PgJournal {
         // The schema first (on a connection of its own: the journal's prepare statements on
         // its tables), then the writer's connection, so that a wrong URL fails here.
         if let Some(rt) = &journal.inner.rt {
-            rt.block_on(async {
-                let (mut client, connection) = journal.inner.config.connect(NoTls).await?;
-                let driver = tokio::spawn(connection);
-                let migrated = migrate::migrate(&mut client).await;
-                drop(client);
-                let _ = driver.await;
-                migrated.map(|_| ())
-            })?;
+            rt.block_on(migrate::migrate_config(&journal.inner.config))?;
         }
         journal.with(&journal.inner.writer, |_| Box::pin(async { Ok(()) }))?;
         Ok(journal)
@@ -313,12 +306,7 @@ fn decode_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<JournalRecord>, Store
 /// Opens a connection (its driver a task on the journal's runtime) and prepares the
 /// statements.
 async fn connect(config: &Config) -> Result<Conn, PgError> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %PgError::Db(e), "journal's database connection ended");
-        }
-    });
+    let client = super::connect(config, "journal").await?;
     Ok(Conn {
         next: client.prepare(NEXT).await?,
         insert: client.prepare(INSERT).await?,

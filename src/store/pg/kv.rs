@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
 use super::super::StoreError;
 use super::super::kv::value::{Bounds, CasFailed, TxError, Value};
@@ -165,12 +165,7 @@ struct Conn {
 }
 
 async fn connect(config: &Config) -> Result<Conn, PgError> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %PgError::Db(e), "store's database connection ended");
-        }
-    });
+    let client = super::connect(config, "store").await?;
     Ok(Conn {
         get: client.prepare(GET).await?,
         write: client.prepare(WRITE).await?,
@@ -281,14 +276,7 @@ impl PgKv {
         // tables the migrations create.
         kv.run(|w| {
             let config = w.config.clone();
-            w.rt.block_on(async move {
-                let (mut client, connection) = config.connect(NoTls).await?;
-                let driver = tokio::spawn(connection);
-                let migrated = migrate::migrate(&mut client).await;
-                drop(client);
-                let _ = driver.await;
-                migrated.map(|_| ())
-            })
+            w.rt.block_on(async move { migrate::migrate_config(&config).await.map(|_| ()) })
         })?;
         Ok(kv)
     }
@@ -634,12 +622,12 @@ impl PgKv {
         let next = self.run(|w| {
             w.with(|c| {
                 Box::pin(async move {
-                    let row = c.client.query_typed_one(JOURNAL_NEXT, &[]).await?;
+                    let row = c.client.query_typed_one(super::journal::NEXT, &[]).await?;
                     Ok(row.try_get::<_, i64>(0)?)
                 })
             })
         })?;
-        journal_id(next)
+        super::journal::id_from_db(next)
     }
 
     /// Up to `limit` journal records (id, payload) after `after`, ascending.
@@ -648,7 +636,7 @@ impl PgKv {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.journal_page(JOURNAL_AFTER, after, limit)
+        self.journal_page(super::journal::AFTER, after, limit)
     }
 
     /// Up to `limit` journal records (id, payload) before `before`, descending.
@@ -682,22 +670,13 @@ impl PgKv {
             })
         })?;
         rows.into_iter()
-            .map(|(id, p)| Ok((journal_id(id)?, p)))
+            .map(|(id, p)| Ok((super::journal::id_from_db(id)?, p)))
             .collect()
     }
 }
 
-const JOURNAL_NEXT: &str = "SELECT coalesce(max(id), 0) + 1 FROM journal";
-const JOURNAL_AFTER: &str = "SELECT id, payload FROM journal WHERE id > $1 ORDER BY id LIMIT $2";
 const JOURNAL_BEFORE: &str =
     "SELECT id, payload FROM journal WHERE id < $1 ORDER BY id DESC LIMIT $2";
-
-fn journal_id(id: i64) -> Result<u64, StoreError> {
-    u64::try_from(id).map_err(|_| StoreError::Corrupt {
-        tree: "journal",
-        detail: format!("negative id {id}"),
-    })
-}
 
 /// A transaction's reads and held writes on PostgreSQL.
 pub struct PgTxRead {

@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use super::PgError;
 use super::lease::{self, Lease};
@@ -486,15 +486,7 @@ async fn open<'c>(slot: &'c mut Option<Client>, config: &Config) -> Result<&'c C
     }
     let client = match slot.take() {
         Some(c) => c,
-        None => {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %PgError::Db(e), "leader's database connection ended");
-                }
-            });
-            client
-        }
+        None => super::connect(config, "leader").await?,
     };
     Ok(slot.insert(client))
 }

@@ -63,6 +63,13 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )";
 
+/// [`migrate`] on a connection of its own, closed after: for the openers whose own
+/// connections prepare statements on the tables the migrations create.
+pub async fn migrate_config(config: &tokio_postgres::Config) -> Result<Vec<i32>, PgError> {
+    let mut client = super::connect(config, "migrations").await?;
+    migrate(&mut client).await
+}
+
 /// Brings the database to vakt's newest schema ([`MIGRATIONS`]); returns the versions this
 /// call applied (empty when another node or an earlier start applied them).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, PgError> {

@@ -76,6 +76,22 @@ pub enum PgError {
     },
 }
 
+/// Opens a connection and runs its driver as a task on the current runtime; when the driver
+/// ends with an error it is logged at debug level with `what` (the caller sees the broken
+/// connection on its next statement, `Client::is_closed`).
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    what: &'static str,
+) -> Result<tokio_postgres::Client, PgError> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %PgError::Db(e), what, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// tokio-postgres displays a server's error as "db error" and keeps the message in the
 /// source; the server's words (severity, SQLSTATE, message) are what an operator needs.
 fn describe(e: &tokio_postgres::Error) -> String {
