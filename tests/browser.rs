@@ -3319,6 +3319,16 @@ async fn a_swedish_shift_from_the_fall_to_the_handover() {
             "call_emergency"
         ]
     );
+    // The card below lists the fall steps in the same order, relatives first.
+    let card = wait_for("the card's plan", Duration::from_secs(10), || async {
+        text_of(&c, "#plan-summary dd[data-kind=\"fall\"]").await
+    })
+    .await;
+    assert_eq!(
+        card,
+        "Tala med personen → Ring anhöriga, i ordning → Skicka patrull → Ring 112 \
+         (larmcentralens standard)"
+    );
     let body = text_of(&c, "#call-plan-body").await.unwrap();
     assert!(body.contains("Fråga om hen har skadat sig"), "{body}");
     // Åsa answers on the unit: she cannot get up. Talking is done; Karin answers and is told.

@@ -118,11 +118,28 @@ async fn a_supervisor_saves_versions_operators_only_read_and_invalid_plans_are_4
 
     let mut second = fall_plan("Hard of hearing; dog in the hall");
     second["relatives_first"] = json!(true);
+    second["kinds"][0]["steps"] = json!([
+        {"action": "talk_to_person"},
+        {"action": "send_patrol"},
+        {"action": "call_relatives"}
+    ]);
     let a = put(&mut sup, "/api/subscribers/anna/plan", second).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let v = a.json();
     assert_eq!(v["current"]["version"], 2);
     assert_eq!(v["current"]["plan"]["relatives_first"], true);
+    // The card lists the steps as a Call gets them: the relatives before the patrol, as
+    // the plan asks, though written after it; kinds the plan leaves out are the centre's.
+    let fall = &v["in_force"][0];
+    assert_eq!(fall["kind"], "fall");
+    assert_eq!(fall["source"], "subscriber");
+    assert_eq!(
+        fall["steps"],
+        json!(["talk_to_person", "call_relatives", "send_patrol"])
+    );
+    assert_eq!(v["in_force"].as_array().unwrap().len(), 7);
+    assert_eq!(v["in_force"][2]["kind"], "fire");
+    assert_eq!(v["in_force"][2]["source"], "centre");
     let versions: Vec<u64> = v["versions"]
         .as_array()
         .unwrap()
@@ -137,6 +154,10 @@ async fn a_supervisor_saves_versions_operators_only_read_and_invalid_plans_are_4
     let old = old.json();
     assert_eq!(old["plan"]["instructions"], "Hard of hearing");
     assert_eq!(old["plan"]["relatives_first"], Value::Null);
+    assert_eq!(
+        old["in_force"][0]["steps"],
+        json!(["talk_to_person", "call_relatives", "send_patrol"])
+    );
     assert_eq!(
         op.get("/api/subscribers/anna/plan/versions/3").await.status,
         404

@@ -16,8 +16,8 @@ use super::api::{CallView, Session, audit, call_error, durable};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::plan::{
-    self, CallPlan, KindPlan, MAX_REASON_CHARS, MAX_VERSIONS_LISTED, PlanKind, PlanVersion,
-    RelativeResult, ResponsePlan, StepAction, StepResult,
+    self, CallPlan, KindInForce, KindPlan, MAX_REASON_CHARS, MAX_VERSIONS_LISTED, PlanKind,
+    PlanVersion, RelativeResult, ResponsePlan, StepAction, StepResult,
 };
 use crate::model::{Call, CallState, Role, TimelineEvent};
 use crate::triage::CallError;
@@ -65,6 +65,19 @@ pub struct SubscriberPlan {
     pub centre_default: Vec<KindPlan>,
     /// The centre's default for "relatives first" (`[plans] relatives_first`).
     pub relatives_first_default: bool,
+    /// Per kind of alarm, the steps a Call gets under the current version (or the centre's
+    /// default), in the order it gets them: relatives first applied.
+    pub in_force: Vec<KindInForce>,
+}
+
+/// One saved version of a plan, with the steps it puts in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanVersionView {
+    /// The version.
+    #[serde(flatten)]
+    pub version: PlanVersion,
+    /// Per kind of alarm, the steps a Call got under this version, in order.
+    pub in_force: Vec<KindInForce>,
 }
 
 fn subscriber_plan(state: &AppState, id: &str) -> ApiResult<SubscriberPlan> {
@@ -80,15 +93,22 @@ fn subscriber_plan(state: &AppState, id: &str) -> ApiResult<SubscriberPlan> {
             saved_at: v.saved_at,
         })
         .collect();
+    let current = versions.into_iter().next();
+    let in_force = plan::in_force(
+        current.as_ref().map(|v| &v.plan),
+        state.plans.relatives_first,
+        state.language,
+    );
     Ok(SubscriberPlan {
         subscriber: id.to_owned(),
-        current: versions.into_iter().next(),
+        current,
         versions: lines,
         centre_default: PlanKind::ALL
             .iter()
             .map(|k| plan::centre_default(*k, state.language))
             .collect(),
         relatives_first_default: state.plans.relatives_first,
+        in_force,
     })
 }
 
@@ -126,13 +146,13 @@ pub async fn get_plan(
 #[utoipa::path(get, path = "/api/subscribers/{id}/plan/versions/{n}", tag = "plans",
     params(("id" = String, Path, description = "Subscriber id"),
         ("n" = u32, Path, description = "Version number")),
-    responses((status = 200, body = PlanVersion), (status = 403, body = ErrorBody),
+    responses((status = 200, body = PlanVersionView), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn get_plan_version(
     State(state): State<AppState>,
     s: Session,
     Path((id, n)): Path<(String, u32)>,
-) -> ApiResult<Json<PlanVersion>> {
+) -> ApiResult<Json<PlanVersionView>> {
     s.require(Role::Operator, &state)?;
     let v = state
         .store
@@ -147,7 +167,11 @@ pub async fn get_plan_version(
         Some(&id),
         format!("version {n}"),
     )?;
-    Ok(Json(v))
+    let in_force = plan::in_force(Some(&v.plan), state.plans.relatives_first, state.language);
+    Ok(Json(PlanVersionView {
+        version: v,
+        in_force,
+    }))
 }
 
 /// Save a subscriber's response plan as a new version (supervisor; audited `plan.edit`).

@@ -495,6 +495,38 @@ pub fn select(
     (chosen, source, relatives_first)
 }
 
+/// The steps in force for one kind of alarm: what a Call of that kind gets now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct KindInForce {
+    /// Which kind.
+    pub kind: PlanKind,
+    /// Where the steps come from.
+    pub source: PlanSource,
+    /// The steps' actions, in the order a Call gets them (relatives first applied).
+    pub steps: Vec<StepAction>,
+}
+
+/// For every kind of alarm, the steps a Call of that kind would get under `plan` (the
+/// subscriber's, or none): what the subscriber's card shows, so that it reads in the order
+/// the operator will work.
+pub fn in_force(
+    plan: Option<&ResponsePlan>,
+    relatives_first_default: bool,
+    language: ConsoleLanguage,
+) -> Vec<KindInForce> {
+    PlanKind::ALL
+        .iter()
+        .map(|&kind| {
+            let (chosen, source, _) = select(plan, kind, relatives_first_default, language);
+            KindInForce {
+                kind,
+                source,
+                steps: chosen.steps.iter().map(|s| s.action).collect(),
+            }
+        })
+        .collect()
+}
+
 /// Moves every "call relatives" step that comes after the first "send the patrol" step to
 /// just before it, keeping the order of the rest.
 fn relatives_before_patrol(steps: &mut Vec<PlanStep>) {

@@ -2801,16 +2801,15 @@ async function appendPlanSummary(card, sub) {
   }
 }
 
-function planKindsList(plan, data) {
+/** The steps in force per kind (the server's `in_force`: in the order a Call gets them,
+ * relatives first applied), with where they come from. */
+function planKindsList(inForce) {
   const dl = el('dl', { class: 'plan-kinds' });
-  for (const kind of Object.keys(PLAN_KINDS)) {
-    const own = plan && plan.kinds.find((k) => k.kind === kind);
-    const other = plan && plan.kinds.find((k) => k.kind === 'other');
-    const k = own || other || data.centre_default.find((d) => d.kind === kind);
-    if (!k) continue;
-    const steps = k.steps.map((s) => PLAN_ACTIONS[s.action] || s.action).join(' → ');
-    dl.append(el('dt', { text: PLAN_KINDS[kind] }),
-      el('dd', { dataset: { kind }, text: own ? steps : (other ? t('plan.steps_from_other', { steps }) : t('plan.steps_from_centre', { steps })) }));
+  for (const k of inForce || []) {
+    const steps = k.steps.map((a) => PLAN_ACTIONS[a] || a).join(' → ');
+    const text = k.source === 'subscriber' ? steps
+      : (k.source === 'subscriber_other' ? t('plan.steps_from_other', { steps }) : t('plan.steps_from_centre', { steps }));
+    dl.append(el('dt', { text: PLAN_KINDS[k.kind] || k.kind }), el('dd', { dataset: { kind: k.kind }, text }));
   }
   return dl;
 }
@@ -2827,7 +2826,7 @@ function renderPlanSummary(box, data) {
   if (cur && cur.plan.instructions) box.append(el('p', { class: 'pre', text: cur.plan.instructions }));
   const first = cur && cur.plan.relatives_first !== null && cur.plan.relatives_first !== undefined ? cur.plan.relatives_first : data.relatives_first_default;
   if (first) box.append(el('p', {}, el('span', { class: 'tag plan-relatives-first', text: t('plan.relatives_first') })));
-  box.append(planKindsList(cur && cur.plan, data));
+  box.append(planKindsList(data.in_force));
   if (data.versions.length > 1) {
     const list = el('ul', { class: 'plan-versions' });
     const shown = el('div', { class: 'plan-version-shown' });
@@ -2838,7 +2837,7 @@ function renderPlanSummary(box, data) {
           clear(shown);
           shown.append(el('p', { class: 'muted', text: t('plan.version_saved', { version: old.version, user: old.saved_by, time: fmtFull(old.saved_at) }) }),
             old.plan.instructions ? el('p', { class: 'pre', text: old.plan.instructions }) : null,
-            planKindsList(old.plan, data));
+            planKindsList(old.in_force));
         } catch (e) {
           reportError(t('plan.version_load_failed'), e);
         }

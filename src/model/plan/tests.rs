@@ -140,6 +140,46 @@ fn relatives_first_moves_the_relatives_before_the_patrol_but_never_in_a_fire() {
 }
 
 #[test]
+fn the_steps_in_force_are_those_a_call_gets_for_every_kind() {
+    // A plan with fall steps only, relatives first by the centre's default: the card lists
+    // every kind in the order a Call of that kind is worked.
+    let plan = ResponsePlan {
+        kinds: vec![kind(
+            PlanKind::Fall,
+            &[TalkToPerson, SendPatrol, CallRelatives],
+        )],
+        ..ResponsePlan::default()
+    };
+    let all = in_force(Some(&plan), true, ConsoleLanguage::Sv);
+    assert_eq!(all.len(), PlanKind::ALL.len());
+    for k in &all {
+        let (chosen, source, _) = select(Some(&plan), k.kind, true, ConsoleLanguage::Sv);
+        assert_eq!((k.steps.clone(), k.source), (actions(&chosen), source));
+    }
+    let fall = &all[0];
+    assert_eq!(
+        (fall.kind, fall.source, fall.steps.clone()),
+        (
+            PlanKind::Fall,
+            PlanSource::Subscriber,
+            vec![TalkToPerson, CallRelatives, SendPatrol]
+        )
+    );
+    let fire = all.iter().find(|k| k.kind == PlanKind::Fire).unwrap();
+    assert_eq!(fire.source, PlanSource::Centre);
+    assert_eq!(
+        fire.steps,
+        actions(&centre_default(PlanKind::Fire, ConsoleLanguage::Sv))
+    );
+    // Without the plan, every kind is the centre's.
+    assert!(
+        in_force(None, false, ConsoleLanguage::En)
+            .iter()
+            .all(|k| k.source == PlanSource::Centre)
+    );
+}
+
+#[test]
 fn every_centre_default_is_a_valid_plan_in_every_language() {
     for language in ConsoleLanguage::ALL {
         let plan = ResponsePlan {
