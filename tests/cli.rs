@@ -1177,3 +1177,15 @@ fn patrol_client_pins_the_dev_certificate_logs_in_and_a_bad_token_is_final() {
     sigterm(&server);
     assert!(server.wait().unwrap().success());
 }
+
+#[test]
+fn each_imports_help_shows_the_header_vakt_writes() {
+    for (what, header) in [
+        ("devices", vakt::registers::devices::CSV_HEADER),
+        ("subscribers", vakt::registers::subscribers::CSV_HEADER),
+    ] {
+        let (code, out, err) = vakt(&[what, "import", "--help"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(header), "{what} import --help:\n{out}");
+    }
+}

@@ -254,8 +254,8 @@ pub(crate) enum PatrolsCmd {
 pub(crate) enum DevicesCmd {
     /// Import devices from CSV (with the server stopped). All rows are checked first; a file
     /// with any bad row imports nothing. Header:
-    /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password
-    /// (files without the last two, or the last three, columns are accepted too).
+    /// account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area,device_type,sip_user,sip_password,phone
+    /// (files without the last one, the last three or the last four columns are accepted too).
     Import {
         /// The store: a data directory, or the database of a configuration.
         #[command(flatten)]
@@ -331,7 +331,9 @@ pub(crate) enum UsersCmd {
 pub(crate) enum SubscribersCmd {
     /// Import subscribers from CSV (UTF-8; with the server stopped). All rows are checked
     /// first; a file with any bad row imports nothing. Header:
-    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language
+    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol
+    /// (needs_extra_visits and health_to_patrol are yes or no, empty meaning no; files
+    /// without the last one, or the last two, columns are accepted too).
     Import {
         /// The store: a data directory, or the database of a configuration.
         #[command(flatten)]

@@ -97,6 +97,22 @@ fn demo_files_parse_and_fit_together() {
 }
 
 #[test]
+fn most_demo_people_let_the_patrol_read_their_health_notes() {
+    // The consent of seed 001's form: most gave it, a few did not, so the demo shows both
+    // what a patrol gets and that notes are withheld without it.
+    let subs = subscribers();
+    let consented = subs.iter().filter(|s| s.health_to_patrol).count();
+    assert!(
+        consented * 4 >= subs.len() * 3,
+        "{consented} of {}",
+        subs.len()
+    );
+    assert!(consented < subs.len());
+    let first = subs.iter().find(|s| s.id == "S-1001").unwrap();
+    assert!(first.health_to_patrol && !first.health_notes.is_empty());
+}
+
+#[test]
 fn pronouns_come_from_the_personal_number() {
     assert_eq!(pronoun("19380412-9827"), "her");
     assert_eq!(pronoun("19310903-9812"), "his");
