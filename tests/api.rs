@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -568,6 +569,105 @@ async fn open_calls_survive_a_restart_with_their_times() {
         .max()
         .unwrap();
     assert!(calls.iter().any(|c| c["id"].as_u64().unwrap() > max_before));
+    srv.stop().await.unwrap();
+}
+
+/// Eight operators take the same waiting Call at the same moment: exactly one gets it, the
+/// others are told who did, and the store holds one owner and one claim, across a restart
+/// (run on sled and, in CI, on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_raced_by_eight_operators_is_claimed_once_and_stays_so() {
+    const RACERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<(String, String)> = (0..RACERS)
+        .map(|i| (format!("racer{i}"), format!("racer-password-{i}")))
+        .collect();
+    for (name, password) in &names {
+        add_user(dir.path(), name, Role::Operator, password);
+    }
+    let srv = server(dir.path()).await;
+    let http = srv.http.unwrap();
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    alarm(srv.dc09_tcp.unwrap(), 1, "1234", "1101 01 001").await;
+    let id = wait_calls(&mut sup, |c| c.len() == 1).await[0]["id"]
+        .as_u64()
+        .unwrap();
+    let mut racers = Vec::new();
+    for (name, password) in &names {
+        racers.push((name.clone(), Client::login(http, name, password).await));
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = racers
+        .into_iter()
+        .map(|(name, mut c)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let a = c
+                    .send("POST", &format!("/api/calls/{id}/claim"), None)
+                    .await;
+                (
+                    name,
+                    a.status,
+                    a.json()["owner"].as_str().map(str::to_owned),
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let won: Vec<&String> = answers
+        .iter()
+        .filter(|(_, status, _)| *status == 200)
+        .map(|(name, _, _)| name)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    let winner = won[0].clone();
+    for (name, status, owner) in &answers {
+        assert!(*status == 200 || *status == 409, "{name}: {status}");
+        assert_eq!(
+            owner.as_deref(),
+            Some(winner.as_str()),
+            "{name}: {answers:?}"
+        );
+    }
+    let claims = |call: &Value| {
+        call["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "claimed")
+            .count()
+    };
+    let call = sup.get(&format!("/api/calls/{id}")).await.json();
+    assert_eq!(
+        (call["owner"].as_str(), claims(&call)),
+        (Some(winner.as_str()), 1)
+    );
+    srv.stop().await.unwrap();
+
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let call = sup.get(&format!("/api/calls/{id}")).await.json();
+    assert_eq!(
+        (
+            call["owner"].as_str(),
+            call["state"].as_str(),
+            claims(&call)
+        ),
+        (Some(winner.as_str()), Some("claimed"), 1),
+        "{call}"
+    );
+    let claimed: Vec<Value> = audit_entries(http)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "call.claim" && e["call"] == id)
+        .collect();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0]["user"], winner.as_str());
     srv.stop().await.unwrap();
 }
 

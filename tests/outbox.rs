@@ -2,9 +2,12 @@
 //! attempts (500, a dropped connection, no answer), is stopped and started again on the same
 //! port, while the outbox itself is restarted on a reopened store: every delivery is
 //! acknowledged exactly once, in order per endpoint, signed, and none acknowledged is sent
-//! again.
+//! again. On sled, and on PostgreSQL when `VAKT_TEST_STORE=postgres` (as CI runs it a second
+//! time), the reopened store being another node's on the same database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod common;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -253,7 +256,7 @@ fn endpoints(addr: SocketAddr) -> Vec<EscalationConfig> {
 }
 
 fn start(dir: &Path, addr: SocketAddr) -> (Outbox, Store) {
-    let store = Store::open(dir).unwrap();
+    let store = common::open_store(dir).unwrap();
     let outbox = Outbox::start_with(
         store.clone(),
         endpoints(addr),
