@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use vakt_proto::crypto::Key;
 use vakt_proto::event::Qualifier;
 
+pub mod calendar;
 pub mod directory;
+pub mod order;
 pub mod plan;
 pub mod review;
 pub mod testing;

@@ -6,19 +6,19 @@
 //! (so a day of a daylight-saving change is 23 or 25 hours long, and "end of day" is always
 //! local midnight).
 
-use std::collections::BTreeSet;
-
-use jiff::civil::{Date, Weekday};
+use jiff::Timestamp;
+use jiff::ToSpan;
+use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan};
+
+pub use crate::model::calendar::{WorkingDays, swedish_holidays_2026_2027};
 
 use super::WorkOrderOptions;
 
-/// Working days and deadlines.
+/// Working days and the two deadlines of a work order.
 #[derive(Clone, Debug)]
 pub struct Calendar {
-    holidays: BTreeSet<Date>,
-    tz: TimeZone,
+    days: WorkingDays,
     start_working_days: u32,
     finish_days: u32,
 }
@@ -27,57 +27,40 @@ impl Calendar {
     /// The calendar of the options in time zone `tz`.
     pub fn new(opts: &WorkOrderOptions, tz: TimeZone) -> Calendar {
         Calendar {
-            holidays: opts.holidays.iter().copied().collect(),
-            tz,
+            days: WorkingDays::new(opts.holidays.iter().copied(), tz),
             start_working_days: opts.start_working_days,
             finish_days: opts.finish_days,
         }
     }
 
+    /// The working days it counts in (shared with the subscribers' orders).
+    pub fn working_days(&self) -> &WorkingDays {
+        &self.days
+    }
+
     /// The time zone.
     pub fn tz(&self) -> &TimeZone {
-        &self.tz
+        self.days.tz()
     }
 
     /// Monday to Friday and not a holiday.
     pub fn is_working_day(&self, d: Date) -> bool {
-        !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) && !self.holidays.contains(&d)
+        self.days.is_working_day(d)
     }
 
     /// The `n`th working day after `day` (`day` itself never counts; `n = 0` is `day`).
     pub fn working_day_after(&self, day: Date, n: u32) -> Date {
-        // Every week has five weekdays, of which holidays take at most their number, so
-        // this many days always hold `n` working days: a bound, not a guess.
-        let bound = (u64::from(n) + self.holidays.len() as u64 + 1) * 7 / 5 + 7;
-        let mut d = day;
-        let mut left = n;
-        for _ in 0..bound {
-            if left == 0 {
-                break;
-            }
-            d = match d.tomorrow() {
-                Ok(t) => t,
-                // The end of the calendar (year 9999): nothing later exists.
-                Err(_) => return d,
-            };
-            if self.is_working_day(d) {
-                left -= 1;
-            }
-        }
-        d
+        self.days.working_day_after(day, n)
     }
 
     /// The local calendar day of an instant.
     pub fn day_of(&self, t: Timestamp) -> Date {
-        t.to_zoned(self.tz.clone()).date()
+        self.days.day_of(t)
     }
 
     /// The first instant of the local day after `d` (the end of `d`).
     pub fn end_of_day(&self, d: Date) -> Timestamp {
-        d.tomorrow()
-            .and_then(|next| next.to_zoned(self.tz.clone()))
-            .map(|z| z.timestamp())
-            .unwrap_or(Timestamp::MAX)
+        self.days.end_of_day(d)
     }
 
     /// When an order made at `created` must have been started: the end of the
@@ -97,7 +80,7 @@ impl Calendar {
     /// and long holidays could otherwise cause).
     pub fn done_by(&self, created: Timestamp) -> Timestamp {
         let done = created
-            .to_zoned(self.tz.clone())
+            .to_zoned(self.tz().clone())
             .checked_add(i64::from(self.finish_days).days())
             .map(|z| z.timestamp())
             .unwrap_or(Timestamp::MAX);
@@ -112,56 +95,13 @@ impl Calendar {
     /// Whether any holiday is configured in `year` (a list that does not cover the year
     /// silently counts its holidays as working days).
     pub fn covers(&self, year: i16) -> bool {
-        self.holidays.iter().any(|d| d.year() == year)
+        self.days.covers(year)
     }
-}
-
-/// The default holidays: the Swedish public holidays ("allmänna helgdagar", lag 1989:253) of
-/// 2026 and 2027, and the eves that are not working days in practice (midsummer eve,
-/// Christmas eve, New Year's eve). Days that fall on a weekend are listed too.
-pub fn swedish_holidays_2026_2027() -> Vec<Date> {
-    use jiff::civil::date;
-    vec![
-        // 2026
-        date(2026, 1, 1),   // nyårsdagen
-        date(2026, 1, 6),   // trettondedag jul
-        date(2026, 4, 3),   // långfredagen
-        date(2026, 4, 5),   // påskdagen
-        date(2026, 4, 6),   // annandag påsk
-        date(2026, 5, 1),   // första maj
-        date(2026, 5, 14),  // Kristi himmelsfärdsdag
-        date(2026, 5, 24),  // pingstdagen
-        date(2026, 6, 6),   // Sveriges nationaldag
-        date(2026, 6, 19),  // midsommarafton
-        date(2026, 6, 20),  // midsommardagen
-        date(2026, 10, 31), // alla helgons dag
-        date(2026, 12, 24), // julafton
-        date(2026, 12, 25), // juldagen
-        date(2026, 12, 26), // annandag jul
-        date(2026, 12, 31), // nyårsafton
-        // 2027
-        date(2027, 1, 1),   // nyårsdagen
-        date(2027, 1, 6),   // trettondedag jul
-        date(2027, 3, 26),  // långfredagen
-        date(2027, 3, 28),  // påskdagen
-        date(2027, 3, 29),  // annandag påsk
-        date(2027, 5, 1),   // första maj
-        date(2027, 5, 6),   // Kristi himmelsfärdsdag
-        date(2027, 5, 16),  // pingstdagen
-        date(2027, 6, 6),   // Sveriges nationaldag
-        date(2027, 6, 25),  // midsommarafton
-        date(2027, 6, 26),  // midsommardagen
-        date(2027, 11, 6),  // alla helgons dag
-        date(2027, 12, 24), // julafton
-        date(2027, 12, 25), // juldagen
-        date(2027, 12, 26), // annandag jul
-        date(2027, 12, 31), // nyårsafton
-    ]
 }
 
 #[cfg(test)]
 mod tests {
-    use jiff::civil::date;
+    use jiff::civil::{Weekday, date};
 
     use super::*;
 
