@@ -694,7 +694,7 @@ fn directory_import_refuses_while_the_server_holds_the_data_dir() {
 }
 
 #[test]
-fn report_sla_of_an_empty_data_dir_has_zeros_and_bad_input_exits_64() {
+fn month_reports_of_an_empty_data_dir_have_zeros_and_bad_input_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -774,6 +774,42 @@ fn report_sla_of_an_empty_data_dir_has_zeros_and_bad_input_exits_64() {
     assert_eq!(v["rows"].as_array().map(Vec::len), Some(0));
     assert_eq!(v["answer"]["calls"], 0);
     assert_eq!(v["answer"]["target_60s_pct"], 97.5);
+
+    // The month's visits, the same way: none yet, in each format; a bad month is 64.
+    let visits = |extra: &[&str]| {
+        let mut args = vec![
+            "report",
+            "visits",
+            "--month",
+            "2026-11",
+            "--data-dir",
+            data_s,
+        ];
+        args.extend_from_slice(extra);
+        vakt(&args)
+    };
+    let (code, out, err) = visits(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Alarm visits 2026-11 (Europe/Stockholm)\n\nNo visits.\n"
+    );
+    let (code, out, err) = visits(&["--format", "csv", "--provider", "hemtjanst-norr"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{}\n", vakt::dispatch::visits::CSV_HEADER));
+    let (code, out, err) = visits(&["--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["visits"], serde_json::json!([]));
+    let (code, _, err) = vakt(&[
+        "report",
+        "visits",
+        "--month",
+        "2026-13",
+        "--data-dir",
+        data_s,
+    ]);
+    assert_eq!(code, 64, "{err}");
 }
 
 #[test]

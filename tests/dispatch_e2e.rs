@@ -504,6 +504,75 @@ async fn a_lock_opening_by_the_patrol_marks_the_arrival_and_the_month_report_cou
         admin.get("/api/reports/sla?month=2026-13").await.status,
         400
     );
+
+    // The visit ends: the month's visits (for the provider's time report) have it, with its
+    // arrival by the lock, the outcome and the person; reading them is audited.
+    let seq = s.next_seq();
+    ack(
+        &mut s,
+        FromPatrol::Completed {
+            seq,
+            dispatch: did,
+            at: jiff::Timestamp::now(),
+            outcome: VisitOutcome::Helped,
+            note: "Hjälpte Åsa upp, kaffe".into(),
+        },
+    )
+    .await;
+    wait_call(&mut op, id, |c| steps(c).len() >= 4).await;
+    assert_eq!(op.get("/api/reports/visits").await.status, 403);
+    let v = admin
+        .get(&format!("/api/reports/visits?month={month}&provider=hc"))
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    let v = v.json();
+    assert_eq!(v["providers"][0]["visits"], 1, "{v}");
+    let visit = &v["visits"][0];
+    assert_eq!(visit["dispatch"], did);
+    assert_eq!(visit["call"], id);
+    assert_eq!(visit["arrival_method"], "lock");
+    assert_eq!(visit["outcome"], "helped");
+    assert_eq!(visit["note"], "Hjälpte Åsa upp, kaffe");
+    assert_eq!(visit["subscriber_name"], "Åsa Öberg");
+    assert_eq!(visit["patrol"], "c1");
+    assert!(visit["minutes"].as_u64().unwrap() >= 1);
+    let other = admin
+        .get(&format!("/api/reports/visits?month={month}&provider=norr"))
+        .await
+        .json();
+    assert_eq!(other["visits"], json!([]));
+    let csv = admin
+        .get(&format!("/api/reports/visits?month={month}&format=csv"))
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert_eq!(
+        csv.header("content-disposition").unwrap(),
+        format!("attachment; filename=\"vakt-visits-{month}.csv\"")
+    );
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], vakt::dispatch::visits::CSV_HEADER);
+    assert!(
+        lines[1].ends_with(",lock,helped,\"Hjälpte Åsa upp, kaffe\""),
+        "{}",
+        csv.body
+    );
+    assert_eq!(
+        admin
+            .get("/api/reports/visits?month=2026-11&format=xml")
+            .await
+            .status,
+        400
+    );
+    let audit = admin.get("/api/audit?limit=1000").await.json();
+    let read: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "report.visits")
+        .collect();
+    assert_eq!(read.len(), 3, "{read:?}");
+    assert_eq!(read[0]["detail"], format!("{month} hc: 1 visits"));
     s.close().await;
     r.stop().await.unwrap();
 }

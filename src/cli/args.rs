@@ -171,9 +171,37 @@ pub(crate) enum ReportCmd {
         #[arg(long)]
         time_zone: Option<String>,
     },
+    /// The month's alarm visits, for the care providers' time reports and compensation:
+    /// every dispatch the patrol completed after arriving, with its arrival and departure
+    /// (local time), minutes on site (rounded up), how the arrival was confirmed, the
+    /// patrol and the person visited; per provider the visits and minutes. A visit counts
+    /// in the month the patrol arrived. With the server stopped (while it runs, use GET
+    /// /api/reports/visits?month=YYYY-MM&provider=ID).
+    Visits {
+        /// The month, YYYY-MM (e.g. 2026-11).
+        #[arg(long)]
+        month: String,
+        /// Only this care provider's visits (its directory id).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Output: `text` (the default), `csv` (a line per visit) or `json`.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Configuration file: its `data_dir` and `[http] time_zone` are used unless given
+        /// below.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory [default: the configuration's, vakt-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// IANA time zone the month is counted in [default: the configuration's,
+        /// Europe/Stockholm].
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
 }
 
-/// How `vakt report sla` prints.
+/// How `vakt report sla` and `vakt report visits` print.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReportFormat {
     Text,

@@ -58,8 +58,21 @@ pub(super) fn list_users(data_dir: &StoreAt) -> ExitCode {
     }
 }
 
-/// `vakt report sla`: exit 64 for a bad month, time zone, configuration or data directory.
-pub(super) fn report_sla(
+/// Which monthly report.
+pub(super) enum MonthReport {
+    /// `vakt report sla`.
+    Sla,
+    /// `vakt report visits`, of one provider or all.
+    Visits {
+        /// The provider.
+        provider: Option<String>,
+    },
+}
+
+/// `vakt report sla` and `vakt report visits`: exit 64 for a bad month, time zone,
+/// configuration or data directory.
+pub(super) fn report_month(
+    which: MonthReport,
     month: &str,
     format: ReportFormat,
     config: Option<PathBuf>,
@@ -99,21 +112,43 @@ pub(super) fn report_sla(
         eprintln!("{}: no such data directory", data_dir);
         return ExitCode::from(EX_USAGE);
     }
-    let r = match super::sla_report(&data_dir, month, &tz, jiff::Timestamp::now()) {
+    let (made, path) = match &which {
+        MonthReport::Sla => (
+            super::sla_report(&data_dir, month, &tz, jiff::Timestamp::now()).map(|r| {
+                (
+                    crate::dispatch::report::to_text(&r),
+                    crate::dispatch::report::to_csv(&r),
+                    serde_json::to_string_pretty(&r),
+                )
+            }),
+            "sla",
+        ),
+        MonthReport::Visits { provider } => (
+            super::visits_report(&data_dir, month, &tz, provider.as_deref()).map(|r| {
+                (
+                    crate::dispatch::visits::to_text(&r, &tz),
+                    crate::dispatch::visits::to_csv(&r, &tz),
+                    serde_json::to_string_pretty(&r),
+                )
+            }),
+            "visits",
+        ),
+    };
+    let (text, csv, json) = match made {
         Ok(r) => r,
         Err(e @ CliError::Store(StoreError::Open { .. })) => {
             eprintln!(
                 "vakt: {e}\nvakt: while the server runs, the report is in the console \
-                 (GET /api/reports/sla?month={month})"
+                 (GET /api/reports/{path}?month={month})"
             );
             return ExitCode::FAILURE;
         }
         Err(e) => return report(Err(e.into())),
     };
     let text = match format {
-        ReportFormat::Text => crate::dispatch::report::to_text(&r),
-        ReportFormat::Csv => crate::dispatch::report::to_csv(&r),
-        ReportFormat::Json => match serde_json::to_string_pretty(&r) {
+        ReportFormat::Text => text,
+        ReportFormat::Csv => csv,
+        ReportFormat::Json => match json {
             Ok(mut j) => {
                 j.push('\n');
                 j

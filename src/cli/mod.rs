@@ -39,6 +39,7 @@ pub use offline::{
     dev_fingerprint, export_audit, export_journal, import_devices, import_directory,
     import_subscribers, issue_integration_token, issue_patrol_token, list_integrations, list_users,
     read_token_file, readable_by_others, revoke_integration, sla_report, validate_integration_name,
+    visits_report,
 };
 
 use args::{
@@ -190,7 +191,32 @@ pub fn run(cli: Cli) -> ExitCode {
                     data_dir,
                     time_zone,
                 },
-        } => commands::report_sla(&month, format, config, data_dir, time_zone),
+        } => commands::report_month(
+            commands::MonthReport::Sla,
+            &month,
+            format,
+            config,
+            data_dir,
+            time_zone,
+        ),
+        Cmd::Report {
+            cmd:
+                ReportCmd::Visits {
+                    month,
+                    provider,
+                    format,
+                    config,
+                    data_dir,
+                    time_zone,
+                },
+        } => commands::report_month(
+            commands::MonthReport::Visits { provider },
+            &month,
+            format,
+            config,
+            data_dir,
+            time_zone,
+        ),
         Cmd::Integrations { cmd } => commands::integrations(cmd),
         Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Store { cmd } => store_migrate::run(cmd),

@@ -431,6 +431,21 @@ pub fn sla_report(
     Ok(report::sla_report(&store, month, tz, now)?)
 }
 
+/// The alarm visits of `month` (`YYYY-MM`, in `tz`) from `data_dir`, of one provider or
+/// all. The month is checked before the store is opened.
+pub fn visits_report(
+    data_dir: impl Into<StoreAt>,
+    month: &str,
+    tz: &jiff::tz::TimeZone,
+    provider: Option<&str>,
+) -> Result<crate::dispatch::visits::VisitsReport, CliError> {
+    report::month_bounds(month, tz)?;
+    let store = data_dir.into().open()?;
+    Ok(crate::dispatch::visits::visits_report(
+        &store, month, tz, provider,
+    )?)
+}
+
 /// Largest token file read (a token file holds one token, or a line per patrol).
 const MAX_TOKEN_FILE_BYTES: u64 = 256 * 1024;
 

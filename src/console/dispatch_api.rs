@@ -588,17 +588,119 @@ pub async fn sla_report(
         e => ApiError::internal("making the report failed", e),
     })?;
     if csv {
-        let name = format!("attachment; filename=\"vakt-sla-{}.csv\"", report.month);
-        let mut r = crate::dispatch::report::to_csv(&report).into_response();
-        let h = r.headers_mut();
-        h.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
-            h.insert(axum::http::header::CONTENT_DISPOSITION, v);
-        }
-        Ok(r)
+        let name = format!("vakt-sla-{}.csv", report.month);
+        Ok(csv_attachment(
+            crate::dispatch::report::to_csv(&report),
+            &name,
+        ))
+    } else {
+        Ok(Json(report).into_response())
+    }
+}
+
+/// A CSV file to download: `text/csv` named `name`.
+fn csv_attachment(body: String, name: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+/// `GET /api/reports/visits` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VisitsQuery {
+    /// The month, `YYYY-MM` (default: this month in the centre's time zone).
+    pub month: Option<String>,
+    /// Only this care provider's visits (its directory id; default: every provider's).
+    pub provider: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// The alarm visits of a month (supervisors), per care provider, each with its confirmed
+/// arrival and departure, how the arrival was confirmed, the patrol and the person visited:
+/// the basis of a provider's time report and compensation. Audited `report.visits` (it names
+/// the people visited).
+#[utoipa::path(get, path = "/api/reports/visits", tag = "dispatch", params(VisitsQuery),
+    responses((status = 200, body = crate::dispatch::visits::VisitsReport),
+        (status = 200, description = "With format=csv", content_type = "text/csv", body = String),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn visits_report(
+    State(state): State<AppState>,
+    s: Session,
+    q: Result<Query<VisitsQuery>, QueryRejection>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    s.require(Role::Supervisor, &state)?;
+    let Query(q) = q?;
+    let now = jiff::Timestamp::now();
+    let month = q
+        .month
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| now.to_zoned(state.tz.clone()).strftime("%Y-%m").to_string());
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
+    };
+    let provider = q
+        .provider
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    if provider.as_ref().is_some_and(|p| p.chars().count() > 64) {
+        return Err(ApiError::bad_request(
+            "provider: an id of at most 64 characters",
+        ));
+    }
+    let store = state.store.clone();
+    let tz = state.tz.clone();
+    let (m, p) = (month.trim().to_owned(), provider.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        crate::dispatch::visits::visits_report(&store, &m, &tz, p.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::internal("making the report failed", e))?
+    .map_err(|e| match e {
+        crate::dispatch::report::ReportError::BadMonth(_) => ApiError::bad_request(e.to_string()),
+        e => ApiError::internal("making the report failed", e),
+    })?;
+    audit(
+        &state,
+        &s,
+        "report.visits",
+        None,
+        None,
+        format!(
+            "{} {}: {} visits",
+            report.month,
+            provider.as_deref().unwrap_or("every provider"),
+            report.visits.len()
+        ),
+    )?;
+    if csv {
+        // The provider's id as typed may hold anything: only its plain characters name the file.
+        let name = match &report.provider {
+            Some(p) => {
+                let p: String = p
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                format!("vakt-visits-{}-{p}.csv", report.month)
+            }
+            None => format!("vakt-visits-{}.csv", report.month),
+        };
+        Ok(csv_attachment(
+            crate::dispatch::visits::to_csv(&report, &state.tz),
+            &name,
+        ))
     } else {
         Ok(Json(report).into_response())
     }

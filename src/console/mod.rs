@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dispatch_api::directory))
         .routes(routes!(dispatch_api::lock_events))
         .routes(routes!(dispatch_api::sla_report))
+        .routes(routes!(dispatch_api::visits_report))
         .routes(routes!(incidents_api::list_incidents))
         .routes(routes!(incidents_api::get_incident))
         .routes(routes!(incidents_api::get_device))

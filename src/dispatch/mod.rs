@@ -12,6 +12,8 @@
 //! - [`hub`]: the patrol link's view of vakt: tokens, assignments with the subscriber's card,
 //!   patrol events applied by the dispatcher and made durable before they are acknowledged.
 //! - [`patrol_link`]: the patrols' QUIC sessions (`proto/patrol.md`), behind a [`patrol_link::PatrolHub`].
+//! - [`report`]: the monthly SLA report; [`visits`]: the month's alarm visits per provider,
+//!   with arrival and departure, for the providers' time reports and compensation.
 
 pub mod desk;
 pub mod hub;
@@ -20,6 +22,7 @@ pub mod report;
 pub mod routing;
 pub mod service;
 pub mod sla;
+pub mod visits;
 pub mod wire;
 
 pub use routing::{Candidate, Fallback, PassedOver, fallback, on_shift, route, suggest};

@@ -372,6 +372,16 @@ pub enum VisitOutcome {
 }
 
 impl VisitOutcome {
+    /// Every outcome.
+    pub const ALL: [VisitOutcome; 6] = [
+        VisitOutcome::Helped,
+        VisitOutcome::NoAction,
+        VisitOutcome::AmbulanceCalled,
+        VisitOutcome::NotHome,
+        VisitOutcome::NoAccess,
+        VisitOutcome::Other,
+    ];
+
     /// The wire name (`helped`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -858,14 +868,7 @@ mod tests {
 
     #[test]
     fn visit_outcome_names_are_the_wire_names() {
-        for o in [
-            VisitOutcome::Helped,
-            VisitOutcome::NoAction,
-            VisitOutcome::AmbulanceCalled,
-            VisitOutcome::NotHome,
-            VisitOutcome::NoAccess,
-            VisitOutcome::Other,
-        ] {
+        for o in VisitOutcome::ALL {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
     }
