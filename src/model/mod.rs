@@ -12,6 +12,7 @@ use vakt_proto::event::Qualifier;
 pub mod calendar;
 pub mod directory;
 pub mod keys;
+pub mod life;
 pub mod order;
 pub mod plan;
 pub mod review;

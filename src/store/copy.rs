@@ -165,7 +165,7 @@ pub struct Summary {
 }
 
 /// The store's trees but the journal, by the names the store opens them under.
-fn trees(s: &Store) -> [(&'static str, &kv::Tree); 15] {
+fn trees(s: &Store) -> [(&'static str, &kv::Tree); 16] {
     [
         ("devices", &s.devices),
         ("last_heard", &s.last_heard),
@@ -182,6 +182,7 @@ fn trees(s: &Store) -> [(&'static str, &kv::Tree); 15] {
         ("outbox", &s.outbox),
         ("work_orders", &s.work_orders),
         ("plans", &s.plans),
+        ("life", &s.life),
     ]
 }
 

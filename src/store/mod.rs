@@ -6,7 +6,8 @@
 //! timeline lines, the triage cursor, the reviews of closings), `conversations` (voice calls not yet ended),
 //! `directory` (providers, areas, patrols, routes, patrol
 //! tokens), `dispatches`, `integrations` (lock-system tokens), `incidents`, `outbox`
-//! (escalation deliveries), `work_orders` and `plans` (response plans, every version). Nothing outside this module
+//! (escalation deliveries), `work_orders`, `plans` (response plans, every version) and `life`
+//! (the subscribers' orders, key receipts and life with the alarm). Nothing outside this module
 //! names sled, so the engine can be replaced without touching the codec or the receiver.
 //!
 //! # Journal format
@@ -32,6 +33,7 @@ mod incidents;
 mod integrations;
 pub mod journal;
 mod kv;
+mod life;
 mod outbox;
 pub mod pg;
 mod plans;
@@ -44,6 +46,7 @@ mod work_orders;
 
 pub use calls::CallChange;
 pub use journal::{JournalStore, NewRecord};
+pub use life::Stored;
 pub use outbox::OutboxRecord;
 pub use reviews::Decided;
 pub use users::{SessionRecord, UserChange, UserChanged, UserRecord};
@@ -129,6 +132,7 @@ pub struct Store {
     outbox: kv::Tree,
     work_orders: kv::Tree,
     plans: kv::Tree,
+    life: kv::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -255,6 +259,7 @@ impl Store {
             outbox: engine.tree("outbox")?,
             work_orders: engine.tree("work_orders")?,
             plans: engine.tree("plans")?,
+            life: engine.tree("life")?,
             engine,
             pg_journal,
         })
