@@ -532,15 +532,19 @@ impl Outbox {
         for ep in &targets {
             ep.pending.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = shared.store.outbox_add(&batch) {
-            for ep in &targets {
-                ep.pending.fetch_sub(1, Ordering::Relaxed);
+        let flushed = match shared.store.outbox_add(&batch) {
+            Ok(()) => Ok(()),
+            // Written, not known to be durable: as written below.
+            Err(e @ StoreError::Sync(_)) => Err(e),
+            Err(e) => {
+                for ep in &targets {
+                    ep.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        // Written: the ids are taken and the tasks will find them, even if the flush fails.
+        };
+        // Written: the ids are taken and the tasks will find them, even if the sync failed.
         *next = first + batch.len() as u64;
-        let flushed = shared.store.flush();
         drop(next);
         let ids: Vec<u64> = batch.iter().map(|(r, _)| r.id).collect();
         for ep in &targets {
@@ -793,12 +797,7 @@ async fn deliver_loop(
             loop {
                 let store = shared.store.clone();
                 let r = rec.clone();
-                match blocking(move || {
-                    store.outbox_save(&r)?;
-                    store.flush()
-                })
-                .await
-                {
+                match blocking(move || store.outbox_save(&r)).await {
                     Ok(()) => break,
                     Err(e) => {
                         tries += 1;
@@ -892,13 +891,7 @@ async fn prune_loop(shared: Arc<Shared>, stop: CancellationToken) {
             .unwrap_or(Timestamp::UNIX_EPOCH);
         loop {
             let store = shared.store.clone();
-            match blocking(move || {
-                let n = store.outbox_prune_bodies(before, PRUNE_BATCH)?;
-                store.flush()?;
-                Ok(n)
-            })
-            .await
-            {
+            match blocking(move || store.outbox_prune_bodies(before, PRUNE_BATCH)).await {
                 Ok(n) if n == PRUNE_BATCH => continue,
                 Ok(n) => {
                     if n > 0 {

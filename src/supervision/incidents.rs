@@ -528,7 +528,6 @@ impl Incidents {
 
     fn save(&self, i: &Incident) -> Result<(), IncidentError> {
         self.store.save_incident(i)?;
-        self.store.flush()?;
         Ok(())
     }
 
