@@ -383,31 +383,27 @@ pub async fn login(
     state.throttle.succeeded(&name, client, now);
     let (token, hash) = crate::store::new_token();
     let expires_at = now + jiff::SignedDuration::from_hours(i64::from(state.session_hours));
-    state
-        .store
-        .put_session(
-            &hash,
-            &SessionRecord {
-                user: user.name.clone(),
-                role: user.role,
-                created_at: now,
-                expires_at,
-            },
-        )
-        .map_err(|e| ApiError::internal("storing the session failed", e))?;
     let session = Session {
         user: user.name.clone(),
         role: user.role,
         expires_at,
     };
-    audit(
+    let record = SessionRecord {
+        user: user.name.clone(),
+        role: user.role,
+        created_at: now,
+        expires_at,
+    };
+    // The session and its audit entry: one sync.
+    with_audit(
         &state,
         &session,
         "session.login",
         None,
-        None,
-        format!("from {client}"),
-    )?;
+        move |st| st.put_session(&hash, &record),
+        move |()| format!("from {client}"),
+    )
+    .await?;
     state.metrics.login("ok");
     tracing::info!(user = %user.name, role = user.role.as_str(), client = %client, "console login");
     let cookie = Cookie::build((COOKIE, token))

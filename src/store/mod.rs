@@ -727,6 +727,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::on_each_backend;
 
     #[test]
     fn tokens() {
@@ -1080,15 +1081,23 @@ mod tests {
         copied
     }
 
-    /// What a write wrote is in sled's files on disk when it returns, not only in the
-    /// process: a copy of the data directory taken right after it (the store still open,
-    /// sled's own flush a second away) opens with the write in it.
-    #[test]
-    fn a_write_is_on_disk_when_it_returns() {
+    // What a write wrote survives a crash once it returns: on sled it is in the files on
+    // disk, not only in the process (a copy of the data directory taken right after it, the
+    // store still open and sled's own flush a second away, opens with the write in it); on
+    // PostgreSQL it is committed (another node reads it).
+    on_each_backend! {
+    fn a_write_survives_a_crash_once_it_returns(b) {
         use crate::model::{AuditEntry, Role, Subscriber};
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = b.open();
+        let after_crash = || match b {
+            testing::Backend::Sled(dir) => {
+                let copied = copy_on_disk(dir.path());
+                let copy = Store::open(copied.path()).unwrap();
+                (Some(copied), copy)
+            }
+            testing::Backend::Postgres(_) => (None, b.second(&store)),
+        };
         let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let session = SessionRecord {
             user: "anna".into(),
@@ -1105,16 +1114,11 @@ mod tests {
             subscriber: Some("S-1".into()),
             detail: String::new(),
         };
-        let reopened = |what: &str| {
-            let copied = copy_on_disk(dir.path());
-            let copy = Store::open(copied.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
-            (copied, copy)
-        };
 
         store.put_session(&[1; 32], &session).unwrap();
-        let (_d, copy) = reopened("a session");
-        assert_eq!(copy.session(&[1; 32]).unwrap(), Some(session), "a session");
-        drop(copy);
+        let (_dir, seen) = after_crash();
+        assert_eq!(seen.session(&[1; 32]).unwrap(), Some(session), "a session");
+        drop(seen);
 
         let sub = Subscriber {
             id: "S-1".into(),
@@ -1126,15 +1130,16 @@ mod tests {
                 s.audit(entry.clone())
             })
             .unwrap();
-        let (_d, copy) = reopened("a change and its audit entry");
-        assert!(copy.subscriber("S-1").unwrap().is_some(), "the change");
-        assert_eq!(copy.audit_latest(5).unwrap().len(), 1, "its audit entry");
-        drop(copy);
+        let (_dir, seen) = after_crash();
+        assert!(seen.subscriber("S-1").unwrap().is_some(), "a change");
+        assert_eq!(seen.audit_latest(5).unwrap().len(), 1, "and its audit entry");
+        drop(seen);
 
         let dispatch = dispatches::tests::d(1, 0, crate::model::DispatchState::Offered);
         store.save_dispatches(&[dispatch]).unwrap();
-        let (_d, copy) = reopened("a dispatch");
-        assert!(copy.dispatch(1).unwrap().is_some(), "a dispatch");
+        let (_dir, seen) = after_crash();
+        assert!(seen.dispatch(1).unwrap().is_some(), "a dispatch");
+    }
     }
 
     /// A store fenced at epoch N whose lease another node took: every kind of write fails
