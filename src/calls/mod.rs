@@ -932,6 +932,62 @@ mod tests {
         assert!(apart.is_empty());
     }
 
+    /// The writer makes a burst of changes and an audit entry durable with one sync (or two
+    /// when the burst straddles a gathering), not one per Call, before a flush returns.
+    #[test]
+    fn the_writer_makes_a_burst_of_changes_durable_with_one_sync() {
+        use crate::model::SignalEvent;
+        use vakt_proto::event::Qualifier;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Calls::start(
+            store.clone(),
+            crate::triage::TriageOptions { escalate_after: 3 },
+            CallMetrics::new(),
+            ts(0),
+        )
+        .unwrap();
+        calls.flush_blocking().unwrap();
+        let (before, _) = store.syncs();
+        for id in 1..=50u64 {
+            let press = Signal {
+                id,
+                account: format!("A{id}"),
+                subscriber: Some(format!("S-{id}")),
+                events: vec![SignalEvent {
+                    name: Some("medical".into()),
+                    ..crate::model::testing::event("MA", Qualifier::New)
+                }],
+                ..crate::model::testing::signal()
+            };
+            calls.triage.ingest(&press, None, ts(id as i64));
+        }
+        calls
+            .audit(AuditEntry {
+                seq: 0,
+                at: ts(60),
+                user: "ola".into(),
+                action: "call.claim".into(),
+                call: Some(1),
+                subscriber: None,
+                detail: String::new(),
+            })
+            .unwrap();
+        calls.flush_blocking().unwrap();
+        let (started, done) = store.syncs();
+        assert_eq!(started, done);
+        assert!(
+            (1..=2).contains(&(done - before)),
+            "{} syncs for 50 Calls and an audit entry",
+            done - before
+        );
+        assert_eq!(store.open_calls().unwrap().len(), 50, "every Call stored");
+        assert_eq!(store.audit_latest(5).unwrap().len(), 1, "and the entry");
+        // Nothing pending: a flush costs no sync.
+        calls.flush_blocking().unwrap();
+        assert_eq!(store.syncs().1, done);
+    }
+
     #[test]
     fn stats_without_calls_have_no_shares() {
         let s = stats_of(&[], "2027-01-15".into(), ts(0));

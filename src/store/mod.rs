@@ -309,6 +309,13 @@ impl Store {
         self.engine.sync()
     }
 
+    /// How many syncs the store has started and finished (none on PostgreSQL), for the
+    /// tests of the callers that batch their writes.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> (u64, u64) {
+        self.engine.syncs()
+    }
+
     /// Runs `f`, several domain writes of one action (a change and its audit entry, an
     /// import's rows), on a handle whose writes leave the sync to the end, then makes them
     /// all durable with one sync: returns `f`'s answer once every write it made is durable.
@@ -902,7 +909,15 @@ mod tests {
             dedup: None,
         };
         let journal = s.journal_store();
-        synced(s, "journal commit", || journal.commit(2, &[new]).unwrap());
+        let (started, done) = s.syncs();
+        synced(s, "journal commit", || {
+            journal.commit(2, &[new.clone(), new.clone(), new]).unwrap()
+        });
+        assert_eq!(
+            s.syncs(),
+            (started + 1, done + 1),
+            "one sync per group commit"
+        );
         synced(s, "upsert_devices", || s.upsert_devices(&devices).unwrap());
         let key = device_key("678", None, None);
         synced(s, "fill_device_phone", || {
