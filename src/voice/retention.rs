@@ -121,9 +121,8 @@ pub fn audit_entry(deleted: &Deleted, at: Timestamp) -> AuditEntry {
     }
 }
 
-/// One sweep at `now`, each deletion audit-logged through [`Store::audit`] and flushed,
-/// counted in the metrics; the entries durable with one sync. Blocking. Returns what was
-/// deleted.
+/// One sweep at `now`, each deletion audit-logged through [`Store::audit`] and counted in
+/// the metrics, the entries durable with one sync. Blocking. Returns what was deleted.
 pub fn sweep_and_audit(
     store: &Store,
     dir: &Path,
