@@ -1083,7 +1083,6 @@ async fn the_live_feed_ends_when_its_session_expires() {
                 },
             )
             .unwrap();
-        store.flush().unwrap();
     }
     let srv = server(dir.path()).await;
     let http = srv.http.unwrap();

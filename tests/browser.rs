@@ -87,7 +87,6 @@ fn save_directory(dir: &std::path::Path) {
     .expect("test directory parses");
     let store = common::open_store(dir).expect("store opens");
     store.save_directory(&d).expect("directory saved");
-    store.flush().expect("flush");
 }
 
 /// Issues a patrol token (as `vakt patrols token` does) and returns it.
@@ -95,7 +94,6 @@ fn patrol_token(dir: &std::path::Path, patrol: &str) -> String {
     let store = common::open_store(dir).expect("store opens");
     let (token, hash) = vakt::store::new_token();
     store.set_patrol_token(patrol, &hash).expect("token stored");
-    store.flush().expect("flush");
     token
 }
 

@@ -57,7 +57,6 @@ fn prepare(dir: &std::path::Path) -> (String, String) {
     let (t2, h2) = vakt::store::new_token();
     store.set_patrol_token("c1", &h1).unwrap();
     store.set_patrol_token("c2", &h2).unwrap();
-    store.flush().unwrap();
     (t1, t2)
 }
 
@@ -822,7 +821,6 @@ async fn a_closed_call_whose_dispatch_fails_comes_back_to_the_head_of_the_queue(
         store
             .upsert_subscribers(&vakt::registers::subscribers::parse_csv(bo.as_bytes()).unwrap())
             .unwrap();
-        store.flush().unwrap();
     }
     add_user(dir.path(), "petra", Role::Operator, "petra-password-1");
     let r = start_with(config(dir.path(), 10)).await;
@@ -1071,7 +1069,6 @@ async fn the_operators_instruction_reaches_the_patrol_and_health_notes_only_with
         s.health_notes = "Diabetes typ 2, insulin. Waran.".into();
         assert!(!s.health_to_patrol, "the import's default: no consent");
         store.upsert_subscribers(&[s]).unwrap();
-        store.flush().unwrap();
     }
     let r = start_with(config(dir.path(), 120)).await;
     let mut op = Client::login(r.http.unwrap(), OPERATOR.0, OPERATOR.1).await;

@@ -40,7 +40,6 @@ async fn server(dir: &std::path::Path) -> vakt::server::Running {
             &vakt::registers::subscribers::parse_csv(subscribers_csv().as_bytes()).unwrap(),
         )
         .unwrap();
-    store.flush().unwrap();
     drop(store);
     start_with(test_config(dir)).await
 }

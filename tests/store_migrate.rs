@@ -279,7 +279,6 @@ fn fill(dir: &Path) {
     store
         .save_plan(&subscribers[0].id, "admin", at(400), &plan)
         .unwrap();
-    store.flush().unwrap();
 }
 
 /// Runs `vakt` with `args`; its exit code, standard output and standard error.

@@ -214,7 +214,6 @@ fn console_sees_every_alarm_as_a_call() {
                 language: None,
             })
             .expect("user stored");
-        store.flush().expect("flush");
     }
     let mut cfg = vakt::config::Config {
         data_dir: dir.path().to_path_buf(),

@@ -19,7 +19,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::model::{Call, CallDirection, CallState, Signal, TimelineEntry, TimelineEvent};
+use crate::model::{
+    AuditEntry, Call, CallDirection, CallState, Signal, TimelineEntry, TimelineEvent,
+};
 use crate::store::{CallChange, JournalStore, Store, StoreError};
 use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
@@ -99,6 +101,8 @@ enum WriterMsg {
     Cursor(u64),
     /// Lines for the end of a closed Call's timeline.
     Append(u64, Box<TimelineEntry>),
+    /// An audit entry, written with the changes it goes with.
+    Audit(Box<AuditEntry>),
     Flush(oneshot::Sender<Result<(), ()>>),
     /// Write what is pending and stop (shutdown).
     Stop,
@@ -355,9 +359,9 @@ impl Calls {
                         .iter()
                         .map(|s| triage.ingest(s, s.device_type.as_deref(), now))
                         .collect();
-                    // Before the cursor: what the observer writes is in the store before a
-                    // cursor past its Signal can be (one flush covers both), so a crash
-                    // never skips it.
+                    // Before the cursor: what the observer writes is durable (each write of
+                    // the store is when it returns) before a cursor past its Signal can be,
+                    // so a crash never skips it.
                     if let Some(o) = &observer {
                         for (s, outcome) in batch.iter().zip(outcomes) {
                             o.ingested(s, outcome);
@@ -486,8 +490,17 @@ impl Calls {
         Ok(reopened)
     }
 
-    /// Waits until every Call change made so far is durable (after an operator's action,
-    /// before answering them).
+    /// Queues an audit entry for the writer, which writes it with the Call changes sent
+    /// before it, in the same sync: an operator's action and its entry cost one sync, and
+    /// [`Calls::flush`] waits for both. Written within the writer's gathering time anyway.
+    pub fn audit(&self, entry: AuditEntry) -> Result<(), CallsError> {
+        self.writer
+            .send(WriterMsg::Audit(Box::new(entry)))
+            .map_err(|_| CallsError::Stopped)
+    }
+
+    /// Waits until every Call change and audit entry sent so far is durable (after an
+    /// operator's action, before answering them).
     pub async fn flush(&self) -> Result<(), CallsError> {
         let (tx, rx) = oneshot::channel();
         self.writer
@@ -542,13 +555,15 @@ impl Drop for Calls {
 
 /// The writer thread: gathers every change waiting, merges the changes of each Call (the
 /// newest head, the new timeline lines in order), writes them with the cursor in one atomic
-/// batch, and flushes to disk when someone waits.
+/// batch, durable when the store returns (one sync per gathering).
 fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics) {
     let mut pending: HashMap<u64, CallChange> = HashMap::new();
     let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
     // Lines for closed Calls, in the order they came, written after the changes.
     let mut appends: Vec<(u64, TimelineEntry)> = Vec::new();
+    // Audit entries, in the order they came, written last.
+    let mut audits: Vec<AuditEntry> = Vec::new();
     let mut stop = false;
     // Between `Ingesting` and `Cursor`: triage is half-way through a journal batch.
     let mut inside = false;
@@ -580,6 +595,7 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
                     }
                     WriterMsg::Flush(w) => waiters.push(w),
                     WriterMsg::Append(id, line) => appends.push((id, *line)),
+                    WriterMsg::Audit(e) => audits.push(*e),
                 }
             }
             let now = Instant::now();
@@ -612,18 +628,30 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         merged.sort_unstable_by_key(|c| c.call.id);
         // After the changes kept apart, so each Call's newest head is written last.
         batch.extend(merged);
-        let mut result = if batch.is_empty() && cursor.is_none() {
+        // One durable store operation, one sync, for the whole gathering (a waiter's earlier
+        // changes were made durable by the write that took them).
+        let nothing = batch.is_empty() && cursor.is_none() && appends.is_empty();
+        let result = if nothing && audits.is_empty() {
             Ok(())
         } else {
-            store.save_call_changes(&batch, cursor)
+            store.together(|s| {
+                if !batch.is_empty() || cursor.is_some() {
+                    s.save_call_changes(&batch, cursor)?;
+                }
+                // After the changes: a Call closed in this batch has its closing line
+                // stored first.
+                append_lines(s, &mut appends)?;
+                // Each entry once: the written ones leave the queue, a failure keeps the rest.
+                let mut done = 0;
+                let written = audits.iter().try_for_each(|e| {
+                    s.audit(e.clone())?;
+                    done += 1;
+                    Ok(())
+                });
+                audits.drain(..done);
+                written
+            })
         };
-        // After the changes: a Call closed in this batch has its closing line stored first.
-        if result.is_ok() && !appends.is_empty() {
-            result = append_lines(&store, &mut appends);
-        }
-        if result.is_ok() && !waiters.is_empty() {
-            result = store.flush();
-        }
         if let Err(e) = &result {
             metrics.errors.increment(1);
             tracing::error!(error = %e, calls = batch.len(), "writing Calls failed; retrying with the next change");
@@ -902,6 +930,62 @@ mod tests {
         assert_eq!(merged.call.timeline, vec![line(1), line(2), line(3)]);
         assert_eq!(merged.call.alarm_count, 2, "the newest head wins");
         assert!(apart.is_empty());
+    }
+
+    /// The writer makes a burst of changes and an audit entry durable with one sync (or two
+    /// when the burst straddles a gathering), not one per Call, before a flush returns.
+    #[test]
+    fn the_writer_makes_a_burst_of_changes_durable_with_one_sync() {
+        use crate::model::SignalEvent;
+        use vakt_proto::event::Qualifier;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let calls = Calls::start(
+            store.clone(),
+            crate::triage::TriageOptions { escalate_after: 3 },
+            CallMetrics::new(),
+            ts(0),
+        )
+        .unwrap();
+        calls.flush_blocking().unwrap();
+        let (before, _) = store.syncs();
+        for id in 1..=50u64 {
+            let press = Signal {
+                id,
+                account: format!("A{id}"),
+                subscriber: Some(format!("S-{id}")),
+                events: vec![SignalEvent {
+                    name: Some("medical".into()),
+                    ..crate::model::testing::event("MA", Qualifier::New)
+                }],
+                ..crate::model::testing::signal()
+            };
+            calls.triage.ingest(&press, None, ts(id as i64));
+        }
+        calls
+            .audit(AuditEntry {
+                seq: 0,
+                at: ts(60),
+                user: "ola".into(),
+                action: "call.claim".into(),
+                call: Some(1),
+                subscriber: None,
+                detail: String::new(),
+            })
+            .unwrap();
+        calls.flush_blocking().unwrap();
+        let (started, done) = store.syncs();
+        assert_eq!(started, done);
+        assert!(
+            (1..=2).contains(&(done - before)),
+            "{} syncs for 50 Calls and an audit entry",
+            done - before
+        );
+        assert_eq!(store.open_calls().unwrap().len(), 50, "every Call stored");
+        assert_eq!(store.audit_latest(5).unwrap().len(), 1, "and the entry");
+        // Nothing pending: a flush costs no sync.
+        calls.flush_blocking().unwrap();
+        assert_eq!(store.syncs().1, done);
     }
 
     #[test]

@@ -94,17 +94,20 @@ pub fn import_subscribers_warning(
 ) -> Result<(ImportSummary, Vec<String>), CliError> {
     let subs = subscribers::parse_csv(csv)?;
     let store = data_dir.into().open_writing()?;
-    let new = store.upsert_subscribers(&subs)?;
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: "subscriber.import".to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!("command line: {} subscribers ({new} new)", subs.len()),
+    // The rows and their audit entry, durable with one sync.
+    let new = store.together(|s| {
+        let new = s.upsert_subscribers(&subs)?;
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "subscriber.import".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: {} subscribers ({new} new)", subs.len()),
+        })?;
+        Ok(new)
     })?;
-    store.flush()?;
     let warnings = crate::registers::directory::import_warnings(
         &store.directory()?,
         &subs,
@@ -146,22 +149,24 @@ pub fn add_user(
     auth::validate_new_password(password.expose())?;
     let phc = auth::hash_password(password.expose())?;
     let store = data_dir.into().open_writing()?;
-    let previous = store.set_user(name, role, &phc, now)?;
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: if previous.is_some() {
-            "user.update"
-        } else {
-            "user.add"
-        }
-        .to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!("command line: user {name}, role {}", role.as_str()),
+    let previous = store.together(|s| {
+        let previous = s.set_user(name, role, &phc, now)?;
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: if previous.is_some() {
+                "user.update"
+            } else {
+                "user.add"
+            }
+            .to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: user {name}, role {}", role.as_str()),
+        })?;
+        Ok(previous)
     })?;
-    store.flush()?;
     Ok(match previous {
         None => UserChange::Added,
         Some(previous_role) => UserChange::Replaced { previous_role },
@@ -178,11 +183,34 @@ pub fn change_user(
     now: Timestamp,
 ) -> Result<(), CliError> {
     let store = data_dir.into().open_writing()?;
-    let before = match store.change_user(name, change)? {
-        UserChanged::Done { before, .. } => before,
-        UserChanged::NoSuchUser => return Err(CliError::UnknownUser(name.to_string())),
-        UserChanged::LastAdmin => return Err(CliError::LastAdmin(name.to_string())),
-    };
+    // The change and its audit entry, durable with one sync.
+    store
+        .together(|s| {
+            let before = match s.change_user(name, change)? {
+                UserChanged::Done { before, .. } => before,
+                other => return Ok(other),
+            };
+            s.audit(change_entry(name, change, &before, now))?;
+            Ok(UserChanged::Done {
+                before,
+                after: None,
+            })
+        })
+        .map_err(CliError::from)
+        .and_then(|changed| match changed {
+            UserChanged::Done { .. } => Ok(()),
+            UserChanged::NoSuchUser => Err(CliError::UnknownUser(name.to_string())),
+            UserChanged::LastAdmin => Err(CliError::LastAdmin(name.to_string())),
+        })
+}
+
+/// The audit entry of a user change made on the command line.
+fn change_entry(
+    name: &str,
+    change: crate::store::UserChange,
+    before: &crate::store::UserRecord,
+    now: Timestamp,
+) -> AuditEntry {
     let (action, detail) = match change {
         crate::store::UserChange::Disable => ("user.disable", format!("command line: user {name}")),
         crate::store::UserChange::Enable => ("user.enable", format!("command line: user {name}")),
@@ -199,7 +227,7 @@ pub fn change_user(
             format!("command line: user {name}, role {}", before.role.as_str()),
         ),
     };
-    store.audit(AuditEntry {
+    AuditEntry {
         seq: 0,
         at: now,
         user: CLI_USER.to_string(),
@@ -207,9 +235,7 @@ pub fn change_user(
         call: None,
         subscriber: None,
         detail,
-    })?;
-    store.flush()?;
-    Ok(())
+    }
 }
 
 /// Writes the users of `data_dir`, one a line: name, role, creation time and `disabled`
@@ -283,28 +309,30 @@ pub fn import_directory(
 ) -> Result<DirectorySummary, CliError> {
     let dir = directory::parse_all(providers, areas, patrols, routes)?;
     let store = data_dir.into().open_writing()?;
-    let tokens_removed = store.save_directory(&dir)?;
-    let summary = DirectorySummary {
-        providers: dir.providers.len(),
-        areas: dir.areas.len(),
-        patrols: dir.patrols.len(),
-        routes: dir.routes.len(),
-        tokens_removed,
-    };
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: "directory.import".to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!(
-            "command line: {} providers, {} areas, {} patrols, {} routing rules; {} patrol \
-             tokens removed",
-            summary.providers, summary.areas, summary.patrols, summary.routes, tokens_removed
-        ),
+    let summary = store.together(|s| {
+        let tokens_removed = s.save_directory(&dir)?;
+        let summary = DirectorySummary {
+            providers: dir.providers.len(),
+            areas: dir.areas.len(),
+            patrols: dir.patrols.len(),
+            routes: dir.routes.len(),
+            tokens_removed,
+        };
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "directory.import".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!(
+                "command line: {} providers, {} areas, {} patrols, {} routing rules; {} \
+                 patrol tokens removed",
+                summary.providers, summary.areas, summary.patrols, summary.routes, tokens_removed
+            ),
+        })?;
+        Ok(summary)
     })?;
-    store.flush()?;
     Ok(summary)
 }
 
@@ -321,17 +349,18 @@ pub fn issue_patrol_token(
         return Err(CliError::UnknownPatrol(patrol_id.to_string()));
     }
     let (token, hash) = crate::store::new_token();
-    store.set_patrol_token(patrol_id, &hash)?;
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: "patrol.token".to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!("command line: new token for patrol {patrol_id}"),
+    store.together(|s| {
+        s.set_patrol_token(patrol_id, &hash)?;
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "patrol.token".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: new token for patrol {patrol_id}"),
+        })
     })?;
-    store.flush()?;
     Ok(token)
 }
 
@@ -366,17 +395,18 @@ pub fn issue_integration_token(
     validate_integration_name(name)?;
     let store = data_dir.into().open_writing()?;
     let (token, hash) = crate::store::new_token();
-    store.set_integration_token(name, &hash)?;
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: "integration.token".to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!("command line: new token for integration {name}"),
+    store.together(|s| {
+        s.set_integration_token(name, &hash)?;
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "integration.token".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: new token for integration {name}"),
+        })
     })?;
-    store.flush()?;
     Ok(token)
 }
 
@@ -402,19 +432,24 @@ pub fn revoke_integration(
     now: Timestamp,
 ) -> Result<(), CliError> {
     let store = data_dir.into().open_writing()?;
-    if !store.revoke_integration(name)? {
+    let revoked = store.together(|s| {
+        if !s.revoke_integration(name)? {
+            return Ok(false);
+        }
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "integration.revoke".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: revoked integration {name}"),
+        })?;
+        Ok(true)
+    })?;
+    if !revoked {
         return Err(CliError::UnknownIntegration(name.to_string()));
     }
-    store.audit(AuditEntry {
-        seq: 0,
-        at: now,
-        user: CLI_USER.to_string(),
-        action: "integration.revoke".to_string(),
-        call: None,
-        subscriber: None,
-        detail: format!("command line: revoked integration {name}"),
-    })?;
-    store.flush()?;
     Ok(())
 }
 

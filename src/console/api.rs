@@ -171,8 +171,8 @@ impl axum::extract::FromRequest<AppState> for CsvBody {
     }
 }
 
-/// Writes an audit entry; a failure to audit fails the request (personal data must not be
-/// shown or changed without a trace).
+/// Writes an audit entry, durable when it returns; a failure to audit fails the request
+/// (personal data must not be shown or changed without a trace).
 pub(crate) fn audit(
     state: &AppState,
     s: &Session,
@@ -183,16 +183,71 @@ pub(crate) fn audit(
 ) -> ApiResult<()> {
     state
         .store
-        .audit(AuditEntry {
-            seq: 0,
-            at: jiff::Timestamp::now(),
-            user: s.user.clone(),
-            action: action.to_owned(),
-            call,
-            subscriber: subscriber.map(str::to_owned),
-            detail,
-        })
+        .audit(audit_entry(s, action, call, subscriber, detail))
         .map(|_| ())
+        .map_err(|e| ApiError::internal("writing the audit log failed", e))
+}
+
+/// The audit entry of `s`'s action now.
+pub(crate) fn audit_entry(
+    s: &Session,
+    action: &str,
+    call: Option<u64>,
+    subscriber: Option<&str>,
+    detail: String,
+) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: jiff::Timestamp::now(),
+        user: s.user.clone(),
+        action: action.to_owned(),
+        call,
+        subscriber: subscriber.map(str::to_owned),
+        detail,
+    }
+}
+
+/// Makes a change with `write` and audits it (`detail` made from what `write` answered) in
+/// one durable store operation, one sync, on a blocking thread; the change's answer once
+/// both are durable.
+pub(crate) async fn with_audit<T: Send + 'static>(
+    state: &AppState,
+    s: &Session,
+    action: &'static str,
+    subscriber: Option<String>,
+    write: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    detail: impl FnOnce(&T) -> String + Send + 'static,
+) -> ApiResult<T> {
+    let store = state.store.clone();
+    let mut entry = audit_entry(s, action, None, subscriber.as_deref(), String::new());
+    tokio::task::spawn_blocking(move || {
+        store.together(|st| {
+            let t = write(st)?;
+            entry.detail = detail(&t);
+            st.audit(entry)?;
+            Ok(t)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("saving failed", e))?
+    .map_err(|e| ApiError::internal("saving failed", e))
+}
+
+/// Hands an audit entry to the Call writer, which writes it with the Call changes made
+/// before it, in one sync: for an action on Calls whose handler then waits for
+/// [`Calls::flush`](crate::calls::Calls::flush) (or [`durable`]) before answering, which
+/// fails the request if the entry could not be written.
+pub(crate) fn queue_audit(
+    state: &AppState,
+    s: &Session,
+    action: &str,
+    call: Option<u64>,
+    subscriber: Option<&str>,
+    detail: String,
+) -> ApiResult<()> {
+    state
+        .calls
+        .audit(audit_entry(s, action, call, subscriber, detail))
         .map_err(|e| ApiError::internal("writing the audit log failed", e))
 }
 
@@ -328,31 +383,27 @@ pub async fn login(
     state.throttle.succeeded(&name, client, now);
     let (token, hash) = crate::store::new_token();
     let expires_at = now + jiff::SignedDuration::from_hours(i64::from(state.session_hours));
-    state
-        .store
-        .put_session(
-            &hash,
-            &SessionRecord {
-                user: user.name.clone(),
-                role: user.role,
-                created_at: now,
-                expires_at,
-            },
-        )
-        .map_err(|e| ApiError::internal("storing the session failed", e))?;
     let session = Session {
         user: user.name.clone(),
         role: user.role,
         expires_at,
     };
-    audit(
+    let record = SessionRecord {
+        user: user.name.clone(),
+        role: user.role,
+        created_at: now,
+        expires_at,
+    };
+    // The session and its audit entry: one sync.
+    with_audit(
         &state,
         &session,
         "session.login",
         None,
-        None,
-        format!("from {client}"),
-    )?;
+        move |st| st.put_session(&hash, &record),
+        move |()| format!("from {client}"),
+    )
+    .await?;
     state.metrics.login("ok");
     tracing::info!(user = %user.name, role = user.role.as_str(), client = %client, "console login");
     let cookie = Cookie::build((COOKIE, token))
@@ -655,7 +706,7 @@ pub(crate) fn act(
     s.require(Role::Operator, state)?;
     let call =
         f(&state.calls.triage, jiff::Timestamp::now()).map_err(|e| call_error(state, id, e))?;
-    audit(
+    queue_audit(
         state,
         s,
         action,
@@ -666,7 +717,7 @@ pub(crate) fn act(
     Ok(call)
 }
 
-/// Makes an operator's change durable (Call and audit entry) before answering.
+/// Makes an operator's change durable (Call and audit entry, one sync) before answering.
 pub(crate) async fn durable(state: &AppState, call: Call) -> ApiResult<Json<CallView>> {
     state
         .calls
@@ -685,7 +736,7 @@ pub async fn take_next(State(state): State<AppState>, s: Session) -> ApiResult<R
     match state.calls.triage.next(&s.user, jiff::Timestamp::now()) {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
         Some(call) => {
-            audit(
+            queue_audit(
                 &state,
                 &s,
                 "call.claim",
@@ -858,7 +909,7 @@ pub async fn close(
         ..
     }) = call.timeline.last().map(|e| &e.what)
     {
-        audit(
+        queue_audit(
             &state,
             &s,
             "call.close_override",
@@ -976,24 +1027,16 @@ pub async fn put_subscriber(
         ));
     }
     check_edit(&state, &sub)?;
-    let existed = state
-        .store
-        .subscriber(&id)
-        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
-        .is_some();
-    state
-        .store
-        .upsert_subscribers(std::slice::from_ref(&sub))
-        .map_err(|e| ApiError::internal("saving the subscriber failed", e))?;
-    audit(
+    let saved = sub.clone();
+    with_audit(
         &state,
         &s,
         "subscriber.edit",
-        None,
-        Some(&id),
-        if existed { "updated" } else { "created" }.into(),
-    )?;
-    flush_store(&state).await?;
+        Some(id.clone()),
+        move |st| st.upsert_subscribers(std::slice::from_ref(&saved)),
+        |new| if *new == 0 { "updated" } else { "created" }.into(),
+    )
+    .await?;
     state.calls.subscriber_changed(Some(&id));
     Ok(Json(card(&state, sub)))
 }
@@ -1028,15 +1071,6 @@ fn check_edit(state: &AppState, sub: &Subscriber) -> ApiResult<()> {
         .with_details(&problems))
 }
 
-pub(crate) async fn flush_store(state: &AppState) -> ApiResult<()> {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiError::internal("saving failed", e)),
-        Err(e) => Err(ApiError::internal("saving failed", e)),
-    }
-}
-
 /// The answer to an import.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Imported {
@@ -1065,23 +1099,20 @@ pub async fn import_subscribers(
     s.require(Role::Admin, &state)?;
     let subs = crate::registers::subscribers::parse_csv(body.as_bytes())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let n = state
-        .store
-        .upsert_subscribers(&subs)
-        .map_err(|e| ApiError::internal("saving subscribers failed", e))?;
     let warnings = {
         let d = state.desk.dispatcher().directory();
         crate::registers::directory::import_warnings(&d, &subs, MAX_WARNINGS)
     };
-    audit(
+    // The rows and their audit entry: one sync.
+    let n = with_audit(
         &state,
         &s,
         "subscriber.import",
         None,
-        None,
-        format!("{n} subscribers"),
-    )?;
-    flush_store(&state).await?;
+        move |st| st.upsert_subscribers(&subs),
+        |n| format!("{n} subscribers"),
+    )
+    .await?;
     state.calls.subscriber_changed(None);
     Ok(Json(Imported {
         imported: n,
@@ -1105,15 +1136,20 @@ pub async fn import_devices(
     s.require(Role::Admin, &state)?;
     let devices = crate::registers::devices::parse_csv(body.as_bytes())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let store = state.store.clone();
-    let all = tokio::task::spawn_blocking(move || {
-        store.upsert_devices(&devices)?;
-        store.devices()
-    })
-    .await
-    .map_err(|e| ApiError::internal("saving devices failed", e))?
-    .map_err(|e| ApiError::internal("saving devices failed", e))?;
     let n = body.lines().count().saturating_sub(1);
+    // The rows and their audit entry: one sync.
+    let all = with_audit(
+        &state,
+        &s,
+        "device.import",
+        None,
+        move |st| {
+            st.upsert_devices(&devices)?;
+            st.devices()
+        },
+        move |_| format!("{n} rows"),
+    )
+    .await?;
     state
         .devices
         .replace(crate::registers::devices::Registry::new(all.clone()));
@@ -1122,8 +1158,6 @@ pub async fn import_devices(
     tokio::task::spawn_blocking(move || sup.sync(&all, |_| None, jiff::Timestamp::now()))
         .await
         .map_err(|e| ApiError::internal("updating supervision failed", e))?;
-    audit(&state, &s, "device.import", None, None, format!("{n} rows"))?;
-    flush_store(&state).await?;
     Ok(Json(Imported {
         imported: n,
         warnings: Vec::new(),

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{Session, audit, flush_store};
+use super::api::{Session, audit, queue_audit, with_audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::dispatch::desk::{Choices, DeskError, DispatchView, PatrolBoard};
@@ -78,7 +78,8 @@ fn desk_error(e: DeskError) -> ApiError {
     }
 }
 
-/// Makes a dispatch change durable (dispatch, timeline line, audit entry) before answering.
+/// Makes a dispatch change durable (the dispatch was when it was written; its timeline line
+/// and audit entry, in one sync of the Call writer) before answering.
 async fn durable(state: &AppState) -> ApiResult<()> {
     state
         .desk
@@ -176,7 +177,7 @@ pub async fn dispatch(
             jiff::Timestamp::now(),
         )
         .map_err(desk_error)?;
-    audit(
+    queue_audit(
         &state,
         &s,
         "call.dispatch",
@@ -233,7 +234,7 @@ pub async fn cancel(
         .desk
         .cancel(id, reason, &s.user, jiff::Timestamp::now())
         .map_err(desk_error)?;
-    audit(
+    queue_audit(
         &state,
         &s,
         "dispatch.cancel",
@@ -402,27 +403,32 @@ pub async fn import_directory(
         routes: dir.routes.len(),
         tokens_removed: 0,
     };
-    let store = state.store.clone();
-    let removed = tokio::task::spawn_blocking(move || store.save_directory(&dir))
-        .await
-        .map_err(|e| ApiError::internal("saving the directory failed", e))?
-        .map_err(|e| ApiError::internal("saving the directory failed", e))?;
-    state
-        .desk
-        .reload_directory()
-        .map_err(|e| ApiError::internal("loading the directory failed", e))?;
-    audit(
+    // The directory and its audit entry: one sync.
+    let counts = (
+        summary.providers,
+        summary.areas,
+        summary.patrols,
+        summary.routes,
+    );
+    let removed = with_audit(
         &state,
         &s,
         "directory.import",
         None,
-        None,
-        format!(
-            "{} providers, {} areas, {} patrols, {} routes, {removed} tokens removed",
-            summary.providers, summary.areas, summary.patrols, summary.routes
-        ),
-    )?;
-    flush_store(&state).await?;
+        move |st| st.save_directory(&dir),
+        move |removed| {
+            let (providers, areas, patrols, routes) = counts;
+            format!(
+                "{providers} providers, {areas} areas, {patrols} patrols, {routes} routes, \
+                 {removed} tokens removed"
+            )
+        },
+    )
+    .await?;
+    state
+        .desk
+        .reload_directory()
+        .map_err(|e| ApiError::internal("loading the directory failed", e))?;
     Ok(Json(DirectoryImported {
         tokens_removed: removed,
         ..summary

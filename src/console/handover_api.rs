@@ -24,9 +24,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{
-    COOKIE, CallView, Session, audit, call_error, durable, flush_store, session_token,
-};
+use super::api::{COOKIE, CallView, Session, call_error, durable, queue_audit, session_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::calls::{CallSummary, Calls};
@@ -194,7 +192,7 @@ pub(crate) async fn end_session(
         Some(OwnedCalls::Release) => {
             for c in &owned {
                 match state.calls.triage.release(c.id, &s.user, now) {
-                    Ok(call) => audit(
+                    Ok(call) => queue_audit(
                         &state,
                         &s,
                         "call.release",
@@ -229,7 +227,7 @@ pub(crate) async fn end_session(
             check_receiver(&state, to, now)?;
             for c in &owned {
                 match state.calls.triage.hand_over(c.id, &s.user, to, note, now) {
-                    Ok(call) => audit(
+                    Ok(call) => queue_audit(
                         &state,
                         &s,
                         "call.handover",
@@ -249,13 +247,13 @@ pub(crate) async fn end_session(
             .map_err(|e| ApiError::internal("ending the session failed", e))?;
         state.sessions_changed();
     }
-    audit(&state, &s, "session.logout", None, None, String::new())?;
+    // With the Calls released or handed over: one sync.
+    queue_audit(&state, &s, "session.logout", None, None, String::new())?;
     state
         .calls
         .flush()
         .await
         .map_err(|e| ApiError::internal("saving the change failed", e))?;
-    flush_store(&state).await?;
     let gone = Cookie::build((COOKIE, "")).path("/").build();
     Ok((StatusCode::NO_CONTENT, jar.remove(gone)).into_response())
 }
@@ -336,7 +334,7 @@ pub async fn reassign(
     } else {
         ("call.reassign", format!("from {before} to {to}"))
     };
-    audit(
+    queue_audit(
         &state,
         &s,
         action,
@@ -348,7 +346,8 @@ pub async fn reassign(
 }
 
 /// Puts every Call `owner` owns back in the queue (`reason`), each with an audit entry by
-/// `vakt`. Returns the Calls put back.
+/// `vakt` (durable together, one sync). Returns the Calls put back; the caller makes their
+/// changes durable ([`Calls::flush`]).
 pub fn give_back_all(
     store: &Store,
     calls: &Calls,
@@ -356,30 +355,32 @@ pub fn give_back_all(
     reason: ReturnReason,
     now: Timestamp,
 ) -> Result<Vec<Call>, StoreError> {
-    let mut back = Vec::new();
-    for c in calls.triage.owned_by(owner) {
-        // Moved meanwhile (handed over, closed): not theirs any more.
-        let Ok(call) = calls.triage.give_back(c.id, owner, reason, now) else {
-            continue;
-        };
-        store.audit(AuditEntry {
-            seq: 0,
-            at: now,
-            user: "vakt".into(),
-            action: "call.return".into(),
-            call: Some(call.id),
-            subscriber: call.subscriber.clone(),
-            detail: format!("owner {owner}: {}", reason.as_str()),
-        })?;
-        tracing::info!(
-            call = call.id,
-            owner,
-            reason = reason.as_str(),
-            "call back in the queue"
-        );
-        back.push(call);
-    }
-    Ok(back)
+    store.together(|store| {
+        let mut back = Vec::new();
+        for c in calls.triage.owned_by(owner) {
+            // Moved meanwhile (handed over, closed): not theirs any more.
+            let Ok(call) = calls.triage.give_back(c.id, owner, reason, now) else {
+                continue;
+            };
+            store.audit(AuditEntry {
+                seq: 0,
+                at: now,
+                user: "vakt".into(),
+                action: "call.return".into(),
+                call: Some(call.id),
+                subscriber: call.subscriber.clone(),
+                detail: format!("owner {owner}: {}", reason.as_str()),
+            })?;
+            tracing::info!(
+                call = call.id,
+                owner,
+                reason = reason.as_str(),
+                "call back in the queue"
+            );
+            back.push(call);
+        }
+        Ok(back)
+    })
 }
 
 /// The sweep: every owner of open Calls who is not logged in at `now` (no session valid then:

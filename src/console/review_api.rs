@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{Session, audit, flush_store};
+use super::api::{Session, audit, queue_audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::Role;
@@ -222,7 +222,6 @@ pub async fn accept(
         review.subscriber.as_deref(),
         note,
     )?;
-    flush_store(&state).await?;
     Ok(Json(view(&state, review)))
 }
 
@@ -259,7 +258,7 @@ pub async fn reopen(
         // dispatch's end could have): it is in front of the operators either way.
         tracing::info!(call, "reviewed call was open already");
     }
-    audit(
+    queue_audit(
         &state,
         &s,
         "call.review_reopen",
@@ -272,6 +271,5 @@ pub async fn reopen(
         .flush()
         .await
         .map_err(|e| ApiError::internal("saving the change failed", e))?;
-    flush_store(&state).await?;
     Ok(Json(view(&state, review)))
 }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{Session, audit};
+use super::api::Session;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::Role;
@@ -99,11 +99,6 @@ async fn change(
         .await
         .map_err(|e| ApiError::internal("returning the user's calls failed", e))?
         .map_err(|e| ApiError::internal("returning the user's calls failed", e))?;
-        state
-            .calls
-            .flush()
-            .await
-            .map_err(|e| ApiError::internal("saving the change failed", e))?;
     }
     let (action, detail) = match what {
         UserChange::Disable => ("user.disable", format!("user {name}")),
@@ -121,8 +116,13 @@ async fn change(
             format!("user {name}, role {}", before.role.as_str()),
         ),
     };
-    audit(state, s, action, None, None, detail)?;
-    super::api::flush_store(state).await?;
+    // With the Calls given back: one sync of the Call writer.
+    super::api::queue_audit(state, s, action, None, None, detail)?;
+    state
+        .calls
+        .flush()
+        .await
+        .map_err(|e| ApiError::internal("saving the change failed", e))?;
     tracing::info!(user = %s.user, target = %name, action, "console user changed");
     Ok(after.as_ref().map(UserView::from))
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{Session, audit, call_error, flush_store};
+use super::api::{Session, audit, call_error, queue_audit};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::{CallState, Role};
@@ -132,7 +132,7 @@ pub async fn get_work_order(
     ))
 }
 
-/// Audits a change of an order and makes it durable.
+/// Audits a change of an order (itself durable when it was written), durably.
 async fn audited(state: &AppState, s: &Session, action: &str, c: &Change) -> ApiResult<()> {
     let o = &c.order;
     audit(
@@ -142,8 +142,7 @@ async fn audited(state: &AppState, s: &Session, action: &str, c: &Change) -> Api
         o.call,
         o.subscriber.as_deref(),
         format!("work order {} ({}, {})", o.id, o.fault.as_str(), o.account),
-    )?;
-    flush_store(state).await
+    )
 }
 
 /// The installer has started the order (supervisors record it for them).
@@ -253,7 +252,6 @@ pub async fn cancel_work_order(
             cancelled.order.cancel_reason.as_deref().unwrap_or("")
         ),
     )?;
-    flush_store(&state).await?;
     tell_installer(&state, &cancelled).await;
     tell_installer(&state, &replacement).await;
     Ok(Json(CancelledOrder {
@@ -325,7 +323,7 @@ pub async fn report_fault(
         )
     })
     .await?;
-    audit(
+    queue_audit(
         &state,
         &s,
         "work_order.report",
@@ -346,7 +344,8 @@ pub async fn report_fault(
         // The order stands; the Call changed hands or closed meanwhile.
         tracing::warn!(call = id, error = ?e, "the fault report's note on the Call failed");
     }
-    // The Call writer's flush is a full store flush: the order, the audit entry and the note.
+    // The order was durable when written; the audit entry and the note in one sync of the
+    // Call writer.
     state
         .calls
         .flush()

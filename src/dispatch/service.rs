@@ -6,8 +6,9 @@
 //! passed over and why when nobody was left. `now` is a parameter everywhere; the times live
 //! in the dispatches, so the clocks resume after a restart.
 //!
-//! Every change is written to the store before the method returns; the caller flushes
-//! before it answers a person or a patrol.
+//! Every change is written to the store, durably, before the method returns; the caller
+//! makes its timeline line durable (the Call writer's flush) before it answers a person or a
+//! patrol.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};

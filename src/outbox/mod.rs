@@ -2,13 +2,13 @@
 //! delivered to their webhooks durably, in order, until acknowledged.
 //!
 //! [`Outbox::enqueue`] picks the configured endpoints ([`EscalationConfig`]) whose kind and
-//! `matches` select the event's [`Recipient`], writes one delivery per endpoint to the store
-//! and flushes before it returns: an event enqueued is never lost. Each endpoint has one
+//! `matches` select the event's [`Recipient`], writes one delivery per endpoint to the store,
+//! durable before it returns: an event enqueued is never lost. Each endpoint has one
 //! task that delivers its deliveries one at a time, oldest first, so an incident's
 //! `incident.resolved` never overtakes its `incident.opened`. An attempt that does not get a
 //! 2xx answer (another status, a broken connection, no answer within the attempt's time) is
 //! retried after an exponential backoff with jitter (1 s doubling to 5 min, for ever), and
-//! the endpoint's later deliveries wait behind it. A 2xx is recorded and flushed at once and
+//! the endpoint's later deliveries wait behind it. A 2xx is recorded durably at once and
 //! the delivery is never sent again. After a restart the pending deliveries resume.
 //!
 //! # What a receiver gets
@@ -20,7 +20,7 @@
 //! - `X-Vakt-Delivery: <id>`: the same at every attempt of one delivery. A receiver keeps
 //!   the ids it has acknowledged and acknowledges a repeat without acting on it again: vakt
 //!   sends a delivery again only if it could not record the acknowledgement (a crash or a
-//!   storage failure between the answer and the flush);
+//!   storage failure between the answer and the record of it);
 //! - `X-Vakt-Signature: sha256=<hex>`: HMAC-SHA256 of the exact body bytes with the
 //!   endpoint's secret. The receiver computes it over the raw body and compares in constant
 //!   time ([`verify_signature`] does it).
@@ -305,7 +305,7 @@ struct Shared {
     endpoints: Vec<Endpoint>,
     /// Pending deliveries of endpoints no longer configured (kept, not sent).
     orphaned: u64,
-    /// The next delivery id; held while a batch of deliveries is written and flushed, so ids
+    /// The next delivery id; held while a batch of deliveries is written durably, so ids
     /// reach the store in order.
     next_id: Mutex<u64>,
     metrics: OutboxMetrics,
@@ -466,10 +466,10 @@ impl Outbox {
         })
     }
 
-    /// Writes one delivery of `event` for every endpoint that its recipient selects, flushes
-    /// them, and wakes those endpoints' tasks. Returns the delivery ids (none if no endpoint
-    /// is configured for the recipient: logged and counted). Blocks for the flush (a few
-    /// milliseconds): from async code prefer `spawn_blocking` when the flush must not hold up
+    /// Writes one delivery of `event` for every endpoint that its recipient selects, durably,
+    /// and wakes those endpoints' tasks. Returns the delivery ids (none if no endpoint is
+    /// configured for the recipient: logged and counted). Blocks for the store's sync (a few
+    /// milliseconds): from async code prefer `spawn_blocking` when the sync must not hold up
     /// the runtime.
     pub fn enqueue(&self, event: OutboxEvent) -> Result<Vec<u64>, OutboxError> {
         let shared = &self.inner.shared;
@@ -532,15 +532,19 @@ impl Outbox {
         for ep in &targets {
             ep.pending.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = shared.store.outbox_add(&batch) {
-            for ep in &targets {
-                ep.pending.fetch_sub(1, Ordering::Relaxed);
+        let flushed = match shared.store.outbox_add(&batch) {
+            Ok(()) => Ok(()),
+            // Written, not known to be durable: as written below.
+            Err(e @ StoreError::Sync(_)) => Err(e),
+            Err(e) => {
+                for ep in &targets {
+                    ep.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        // Written: the ids are taken and the tasks will find them, even if the flush fails.
+        };
+        // Written: the ids are taken and the tasks will find them, even if the sync failed.
         *next = first + batch.len() as u64;
-        let flushed = shared.store.flush();
         drop(next);
         let ids: Vec<u64> = batch.iter().map(|(r, _)| r.id).collect();
         for ep in &targets {
@@ -562,7 +566,7 @@ impl Outbox {
     }
 
     /// [`Outbox::enqueue`] on the blocking pool, for async callers that must not wait for
-    /// the flush on a runtime thread.
+    /// the store's sync on a runtime thread.
     pub async fn enqueue_async(&self, event: OutboxEvent) -> Result<Vec<u64>, OutboxError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.enqueue(event))
@@ -793,12 +797,7 @@ async fn deliver_loop(
             loop {
                 let store = shared.store.clone();
                 let r = rec.clone();
-                match blocking(move || {
-                    store.outbox_save(&r)?;
-                    store.flush()
-                })
-                .await
-                {
+                match blocking(move || store.outbox_save(&r)).await {
                     Ok(()) => break,
                     Err(e) => {
                         tries += 1;
@@ -892,13 +891,7 @@ async fn prune_loop(shared: Arc<Shared>, stop: CancellationToken) {
             .unwrap_or(Timestamp::UNIX_EPOCH);
         loop {
             let store = shared.store.clone();
-            match blocking(move || {
-                let n = store.outbox_prune_bodies(before, PRUNE_BATCH)?;
-                store.flush()?;
-                Ok(n)
-            })
-            .await
-            {
+            match blocking(move || store.outbox_prune_bodies(before, PRUNE_BATCH)).await {
                 Ok(n) if n == PRUNE_BATCH => continue,
                 Ok(n) => {
                     if n > 0 {

@@ -20,8 +20,21 @@ pub struct Learned {
 /// Records `number` (as [`normalise`] gives it) as the phone of `device` and of its
 /// subscriber, on each only where it has none (atomically: a number entered at the same
 /// moment is kept), each change audit-logged as one by `vakt` with `how` it was learned.
-/// The registry in use is reloaded when the device took the number. Blocking.
+/// The registry in use is reloaded when the device took the number. The changes and their
+/// entries are durable when it returns, with one sync. Blocking.
 pub fn learn(
+    store: &Store,
+    devices: &Devices,
+    device: &Device,
+    number: &str,
+    how: &str,
+    now: Timestamp,
+) -> Result<Learned, StoreError> {
+    store.together(|store| learn_in(store, devices, device, number, how, now))
+}
+
+/// [`learn`]'s writes, on a store that syncs after them.
+fn learn_in(
     store: &Store,
     devices: &Devices,
     device: &Device,
@@ -62,7 +75,6 @@ pub fn learn(
         ))?;
     }
     if learned != Learned::default() {
-        store.flush()?;
         tracing::info!(
             unit = %device.account,
             device = learned.device,

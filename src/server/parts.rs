@@ -13,7 +13,7 @@
 //! journal (commit what is queued, flush); let HTTP requests finish; end the patrol sessions
 //! and stop the dispatch ticker; triage what the journal handed over and write every Call;
 //! let the installers' notifier and the outbox finish; stop the timers; persist last-heard
-//! times; flush the store.
+//! times (every other write was durable when it returned).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -394,10 +394,8 @@ impl Parts {
             let _ = r.await;
         }
         let _ = self.console.stats.await;
-        // 11. Last-heard times, and the store's last flush.
+        // 11. Last-heard times (every other write was durable when it returned).
         persist_last_heard(&self.store, &self.last_heard).await;
-        let s = self.store.clone();
-        tokio::task::spawn_blocking(move || s.flush()).await??;
         tracing::info!("shut down");
         Ok(())
     }
@@ -475,8 +473,8 @@ impl WorkOrdersPart {
         let drain = CancellationToken::new();
         let installers = tokio::spawn(tell_installers(outbox.clone(), notify_rx, drain.clone()));
         // The installer hears of new orders and of faults gone (a repeat shows on the order)
-        // off the triage thread: a storm of faults must not make triage wait for a flush per
-        // notification (when the queue is full, triage waits).
+        // off the triage thread: a storm of faults must not make triage wait for the outbox's
+        // sync per notification (when the queue is full, triage waits).
         let sink: crate::work_orders::ChangeSink =
             Arc::new(move |changes: &[crate::work_orders::Change]| {
                 for c in changes {

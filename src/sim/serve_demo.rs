@@ -70,7 +70,6 @@ impl Demo {
         let store = Store::open(data_dir)?;
         let login_text = match seed(&store, jiff::Timestamp::now())? {
             Some(users) => {
-                store.flush()?;
                 save_patrol_logins(data_dir, &users.patrols)
                     .map_err(io("writing", &data_dir.join(PATROL_LOGINS_FILE)))?;
                 let text = format!(

@@ -26,13 +26,13 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 
 impl Store {
     /// Appends an entry and returns its sequence number (from 1, one more than the last).
-    /// The entry's own `seq` is ignored. Not durable until [`Store::flush`].
+    /// The entry's own `seq` is ignored. Durable when it returns.
     pub fn audit(&self, e: AuditEntry) -> Result<u64, StoreError> {
         // Normally the counter says where to go on; the last key is a floor should the
         // counter ever be missing.
         let floor = self.last_audit_seq()?;
 
-        self.audit.transaction(|tx| {
+        let seq = self.audit.transaction(|tx| {
             let counter = match tx.get(COUNTER)? {
                 Some(v) => seq_of(&v).ok_or(TxError::Abort(
                     "the sequence counter is not 8 bytes".to_string(),
@@ -45,7 +45,9 @@ impl Store {
             tx.insert(COUNTER, seq.to_be_bytes())?;
             tx.insert(seq.to_be_bytes(), v)?;
             Ok(seq)
-        })
+        })?;
+        self.sync()?;
+        Ok(seq)
     }
 
     /// Up to `limit` entries with a sequence number greater than `after`, oldest first.

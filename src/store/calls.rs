@@ -103,8 +103,8 @@ impl Store {
     /// Saves changes of Calls and, if given, the triage cursor in ONE atomic batch. A Call
     /// whose state is `Closed` is written to the closed Calls and removed from the open ones;
     /// any other is written to the open ones and removed from the closed ones (a reopened
-    /// Call). Each change's timeline lines are written under
-    /// their index. Not durable until [`Store::flush`].
+    /// Call). Each change's timeline lines are written under their index. Durable when it
+    /// returns.
     pub fn save_call_changes(
         &self,
         changes: &[CallChange],
@@ -134,12 +134,13 @@ impl Store {
             batch.insert(CURSOR, id.to_be_bytes());
         }
         self.calls.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// Appends lines to the end of a Call's stored timeline (dispatch steps of a closed
     /// Call). Only the Call writer calls it, after writing what it had pending, so no other
-    /// write races for the same indices. Not durable until [`Store::flush`].
+    /// write races for the same indices. Durable when it returns; the writer puts it with
+    /// the changes it writes in one [`Store::together`].
     pub fn append_timeline(
         &self,
         id: u64,
@@ -166,7 +167,7 @@ impl Store {
             batch.insert(line_key(id, next.saturating_add(i as u32)), v);
         }
         self.calls.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// A Call's head with its timeline read from its lines.
@@ -281,7 +282,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{Outcome, Priority, TimelineEntry, TimelineEvent};
     use crate::store::testing::on_each_backend;
@@ -290,7 +291,7 @@ mod tests {
         Timestamp::from_second(s).unwrap()
     }
 
-    fn call(id: u64, opened: i64, state: CallState) -> Call {
+    pub(crate) fn call(id: u64, opened: i64, state: CallState) -> Call {
         Call {
             id,
             priority: Priority::PERSONAL,

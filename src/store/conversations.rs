@@ -18,8 +18,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// A new conversation id (from 1, never given out before). Not durable until
-    /// [`Store::flush`].
+    /// A new conversation id (from 1, never given out before), durable when it returns.
     pub fn next_conversation_id(&self) -> Result<u64, StoreError> {
         let next = self.conversations.update_and_fetch(LAST_ID, |old| {
             let last = old
@@ -27,25 +26,25 @@ impl Store {
                 .map_or(0, u64::from_be_bytes);
             Some(last.saturating_add(1).to_be_bytes().to_vec())
         })?;
+        self.sync()?;
         next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
             .map(u64::from_be_bytes)
             .ok_or_else(|| corrupt("the last id is not 8 bytes"))
     }
 
-    /// Writes an open conversation (new or changed). Not durable until [`Store::flush`].
+    /// Writes an open conversation (new or changed), durable when it returns.
     pub fn save_open_conversation(&self, c: &OpenConversation) -> Result<(), StoreError> {
         self.conversations.insert(
             super::id_key(OPEN, c.id),
             serde_json::to_vec(c).map_err(corrupt)?,
         )?;
-        Ok(())
+        self.sync()
     }
 
-    /// Forgets an open conversation (its line is on the timeline). Not durable until
-    /// [`Store::flush`].
+    /// Forgets an open conversation (its line is on the timeline), durable when it returns.
     pub fn remove_open_conversation(&self, id: u64) -> Result<(), StoreError> {
         self.conversations.remove(super::id_key(OPEN, id))?;
-        Ok(())
+        self.sync()
     }
 
     /// Every open conversation, oldest first.
@@ -61,12 +60,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::CallDirection;
     use crate::store::testing::on_each_backend;
 
-    fn open(id: u64) -> OpenConversation {
+    pub(crate) fn open(id: u64) -> OpenConversation {
         OpenConversation {
             id,
             call: Some(7),
@@ -92,7 +91,6 @@ mod tests {
             answered.operator = Some("op".into());
             s.save_open_conversation(&answered).unwrap();
             s.remove_open_conversation(1).unwrap();
-            s.flush().unwrap();
         }
         let s = b.open();
         assert_eq!(s.next_conversation_id().unwrap(), 3);

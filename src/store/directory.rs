@@ -46,7 +46,7 @@ fn equal_hashes(a: &[u8], b: &[u8; 32]) -> bool {
 }
 
 impl Store {
-    /// Replaces the whole directory in one atomic batch, then flushes. Tokens of patrols no
+    /// Replaces the whole directory in one atomic batch, durable when it returns. Tokens of patrols no
     /// longer in the directory are removed in the same batch (a patrol added again later
     /// needs a new token). Returns how many tokens were removed.
     pub fn save_directory(&self, dir: &Directory) -> Result<usize, StoreError> {
@@ -83,7 +83,7 @@ impl Store {
             batch.insert(key(ROUTE, &i.to_be_bytes()), v);
         }
         self.directory.apply_batch(batch)?;
-        self.flush()?;
+        self.sync()?;
         Ok(dropped)
     }
 
@@ -116,7 +116,8 @@ impl Store {
             .transpose()
     }
 
-    /// Stores the SHA-256 of a patrol's new token (replacing any earlier one), then flushes.
+    /// Stores the SHA-256 of a patrol's new token (replacing any earlier one), durable when it
+    /// returns.
     /// The caller checks that the patrol exists ([`Store::patrol`]).
     pub fn set_patrol_token(
         &self,
@@ -125,7 +126,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.directory
             .insert(key(TOKEN, patrol_id.as_bytes()), &token_hash[..])?;
-        self.flush()
+        self.sync()
     }
 
     /// Whether `token_hash` is the stored hash of the patrol's token (compared in constant

@@ -2,8 +2,9 @@
 //! `b"k"` + call id + dispatch id (both u64 big-endian) -> nothing, for a Call's dispatches.
 //! Also `b"s"` + patrol id -> the first number (u64 big-endian) of the patrol link's own
 //! `seq` towards that patrol not yet reserved ([`Store::reserve_patrol_seqs`]).
-//! Every change of a dispatch is written whole (a dispatch is small) and flushed by the caller before the
-//! patrol or the operator is answered, so its clocks survive a restart with their times.
+//! Every change of a dispatch is written whole (a dispatch is small) and durable when the write
+//! returns, before the patrol or the operator is answered, so its clocks survive a restart with
+//! their times.
 
 use jiff::Timestamp;
 
@@ -33,8 +34,7 @@ fn decode(v: &[u8]) -> Result<Dispatch, StoreError> {
 }
 
 impl Store {
-    /// Writes dispatches (new or changed) in one atomic batch. Not durable until
-    /// [`Store::flush`].
+    /// Writes dispatches (new or changed) in one atomic batch, durable when it returns.
     pub fn save_dispatches(&self, ds: &[Dispatch]) -> Result<(), StoreError> {
         let mut batch = super::kv::Batch::default();
         for d in ds {
@@ -45,7 +45,7 @@ impl Store {
             batch.insert(call_key(d.call, d.id), []);
         }
         self.dispatches.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// One dispatch.
@@ -107,8 +107,8 @@ impl Store {
 
     /// Reserves `count` numbers of the patrol link's own `seq` towards `patrol`: returns the
     /// first of `[first, first + count)`, all above every number reserved for the patrol
-    /// before (numbers start at 1). Not durable until [`Store::flush`]: flush before using
-    /// them.
+    /// before (numbers start at 1). Durable when it returns, so a number is never given
+    /// out twice, restarts included.
     pub fn reserve_patrol_seqs(&self, patrol: &str, count: u64) -> Result<u64, StoreError> {
         let mut key = Vec::with_capacity(1 + patrol.len());
         key.push(SEQ);
@@ -122,6 +122,7 @@ impl Store {
         let old = self.dispatches.fetch_and_update(&key, |v| {
             Some(read(v).saturating_add(count).to_be_bytes().to_vec())
         })?;
+        self.sync()?;
         Ok(read(old.as_deref()))
     }
 
@@ -132,12 +133,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::DispatchState;
     use crate::store::testing::on_each_backend;
 
-    fn d(id: u64, offered: i64, state: DispatchState) -> Dispatch {
+    pub(crate) fn d(id: u64, offered: i64, state: DispatchState) -> Dispatch {
         Dispatch {
             id,
             call: 7,

@@ -1,6 +1,6 @@
 //! Telecom incidents: `b"i"` + id (u64 big-endian) -> JSON of an [`Incident`]. An incident is
-//! written whole at every change (it holds at most the devices of one operator or area) and
-//! flushed by the caller before anyone is told.
+//! written whole at every change (it holds at most the devices of one operator or area),
+//! durable when the write returns, before anyone is told.
 
 use super::{Store, StoreError};
 use crate::model::Incident;
@@ -15,13 +15,13 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// Writes an incident (new or changed). Not durable until [`Store::flush`].
+    /// Writes an incident (new or changed), durable when it returns.
     pub fn save_incident(&self, i: &Incident) -> Result<(), StoreError> {
         self.incidents.insert(
             super::id_key(INCIDENT, i.id),
             serde_json::to_vec(i).map_err(corrupt)?,
         )?;
-        Ok(())
+        self.sync()
     }
 
     /// One incident.
@@ -56,12 +56,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{IncidentDevice, IncidentKind};
     use crate::store::testing::on_each_backend;
 
-    fn inc(id: u64, open: bool) -> Incident {
+    pub(crate) fn inc(id: u64, open: bool) -> Incident {
         let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         Incident {
             id,

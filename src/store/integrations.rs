@@ -32,7 +32,7 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
 
 impl Store {
     /// Stores the SHA-256 of an integration's new token under `name`, replacing (and so
-    /// revoking) any earlier token of that integration, then flushes.
+    /// revoking) any earlier token of that integration, durable when it returns.
     pub fn set_integration_token(
         &self,
         name: &str,
@@ -45,7 +45,7 @@ impl Store {
         batch.insert(key(NAME, name.as_bytes()), &token_hash[..]);
         batch.insert(key(HASH, token_hash), name.as_bytes());
         self.integrations.apply_batch(batch)?;
-        self.flush()
+        self.sync()
     }
 
     /// The integration whose token has this SHA-256, if any.
@@ -78,7 +78,7 @@ impl Store {
             .collect()
     }
 
-    /// Removes an integration and its token (which stops working at once), then flushes.
+    /// Removes an integration and its token (which stops working at once), durably.
     /// Returns whether it existed.
     pub fn revoke_integration(&self, name: &str) -> Result<bool, StoreError> {
         let Some(old) = self.integrations.get(key(NAME, name.as_bytes()))? else {
@@ -88,7 +88,7 @@ impl Store {
         batch.remove(key(NAME, name.as_bytes()));
         batch.remove(key(HASH, &old));
         self.integrations.apply_batch(batch)?;
-        self.flush()?;
+        self.sync()?;
         Ok(true)
     }
 }

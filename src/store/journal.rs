@@ -5,8 +5,8 @@
 //! [`JournalStore::next_id`] says which id the next commit takes, [`JournalStore::after`]
 //! reads the records after an id (bounded; triage's reader) and [`JournalStore::recent`] the
 //! newest records back to a time (bounded; the dedup window at start). "Durable" is the
-//! backend's: for sled, the append and then the flush with its `fdatasync`
-//! ([`Store::flush`]); for PostgreSQL, one transaction committed on the primary and, as the
+//! backend's: for sled, the append and then one sync (sled's flush and an `fdatasync` of its
+//! log, shared with the store's other writers that sync at the same moment); for PostgreSQL, one transaction committed on the primary and, as the
 //! cluster's `synchronous_standby_names` asks, on the synchronous standby, fenced by the
 //! lease's epoch when one is set ([`PgJournal`]).
 //!
@@ -118,7 +118,7 @@ impl JournalStore {
 }
 
 /// The journal in the sled store: one entry per group commit ([`Store::append_journal`]),
-/// made durable by [`Store::flush`].
+/// made durable by one sync of the store per commit.
 #[derive(Clone, Debug)]
 pub struct SledJournal {
     store: Store,
@@ -143,7 +143,7 @@ impl SledJournal {
 
     fn commit(&self, first_id: u64, records: &[NewRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
-            return self.store.flush();
+            return self.store.sync();
         }
         let next = match self.next.load(Ordering::Acquire) {
             0 => self.next_id()?,
@@ -154,7 +154,7 @@ impl SledJournal {
         }
         let json: Vec<&[u8]> = records.iter().map(|r| r.json.as_slice()).collect();
         self.store.insert_journal_new(first_id, &json)?;
-        match self.store.flush() {
+        match self.store.sync() {
             Ok(()) => {
                 self.next
                     .store(first_id + records.len() as u64, Ordering::Release);

@@ -9,8 +9,9 @@
 //! - `l` + subscriber -> JSON of the subscriber's [`Life`].
 //! - `n` + `o` / `r` -> the last order / receipt id given out.
 //!
-//! Each write is one atomic batch (or compare-and-swap) and durable when it returns.
+//! Each write is one atomic batch, compare-and-swap or transaction, durable when it returns.
 
+use super::kv::TxError;
 use super::{Store, StoreError};
 use crate::model::keys::Receipt;
 use crate::model::life::Life;
@@ -81,36 +82,44 @@ impl Store {
     }
 
     /// Stores a new order made by `make` from its id, once: an order whose care-system id
-    /// arrived before is not stored again ([`Stored::Known`]). Durable when it returns.
+    /// arrived before is not stored again ([`Stored::Known`]). The order, its indexes and
+    /// its care-system id are written in one transaction, so a crash never leaves an id
+    /// without its order. Durable when it returns.
     pub fn add_order(&self, make: impl FnOnce(u64) -> Order) -> Result<Stored, StoreError> {
         let id = self.next_life_id(ORDER)?;
         let order = make(id);
-        if let Some(ext) = &order.external_id {
-            let claimed = self.life.compare_and_swap(
-                prefixed(EXTERNAL, ext),
-                None as Option<&[u8]>,
-                Some(id.to_be_bytes().to_vec()),
-            )?;
-            if let Err(cas) = claimed {
-                let known = cas
-                    .current
-                    .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        let Some(ext) = order.external_id.clone() else {
+            self.save_order(&order)?;
+            return Ok(Stored::New(order));
+        };
+        let ext_key = prefixed(EXTERNAL, &ext);
+        let value = serde_json::to_vec(&order).map_err(corrupt)?;
+        let known = self.life.transaction(|tx| {
+            if let Some(v) = tx.get(&ext_key)? {
+                let known = <[u8; 8]>::try_from(v.as_ref())
                     .map(u64::from_be_bytes)
-                    .ok_or_else(|| corrupt("a care-system id without its order"))?;
-                // The first arrival may still be writing its order: wait for it, bounded.
-                for _ in 0..100 {
-                    if let Some(o) = self.order(known)? {
-                        return Ok(Stored::Known(o));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                return Err(corrupt(format!(
+                    .map_err(|_| TxError::Abort("a care-system id is not 8 bytes".into()))?;
+                return Ok(Some(known));
+            }
+            tx.insert(&ext_key, id.to_be_bytes())?;
+            tx.insert(key(ORDER, id), &value)?;
+            tx.insert(subscriber_key(&order.subscriber, ORDER, id), [])?;
+            if order.is_open() {
+                tx.insert(key(OPEN_ORDER, id), [])?;
+            }
+            Ok(None)
+        })?;
+        match known {
+            Some(known) => self.order(known)?.map(Stored::Known).ok_or_else(|| {
+                corrupt(format!(
                     "order {known} of a known care-system id is missing"
-                )));
+                ))
+            }),
+            None => {
+                self.sync()?;
+                Ok(Stored::New(order))
             }
         }
-        self.save_order(&order)?;
-        Ok(Stored::New(order))
     }
 
     /// Writes an order (new or changed). Durable when it returns.
@@ -124,7 +133,7 @@ impl Store {
             batch.remove(key(OPEN_ORDER, o.id));
         }
         self.life.apply_batch(batch)?;
-        self.flush()
+        self.sync()
     }
 
     /// One order.
@@ -181,7 +190,7 @@ impl Store {
             batch.remove(key(PENDING, r.id));
         }
         self.life.apply_batch(batch)?;
-        self.flush()
+        self.sync()
     }
 
     /// One receipt.
@@ -251,7 +260,7 @@ impl Store {
                 .compare_and_swap(&k, old.as_deref(), Some(bytes))
                 .map_err(E::from)?;
             if swapped.is_ok() {
-                self.flush().map_err(E::from)?;
+                self.sync().map_err(E::from)?;
                 return Ok(after);
             }
         }

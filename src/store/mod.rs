@@ -10,6 +10,15 @@
 //! (the subscribers' orders, key receipts and life with the alarm). Nothing outside this module
 //! names sled, so the engine can be replaced without touching the codec or the receiver.
 //!
+//! # Durability
+//!
+//! Every public write returns `Ok` only once what it wrote is durable: on sled, after a sync
+//! (sled's flush and an `fdatasync` of its log) that started after the write, shared with the
+//! writers that sync at the same moment (`kv::Syncer`: N at once cost about two syncs);
+//! on PostgreSQL, once its transaction is committed. No caller relies on a global flush.
+//! Where one action writes several things (a change and its audit entry, an import's rows,
+//! the Call writer's gathering), [`Store::together`] makes them durable with one sync.
+//!
 //! # Journal format
 //!
 //! Each group commit is one entry: key = the id of its first record (u64 big-endian), value =
@@ -67,9 +76,13 @@ pub enum StoreError {
         /// The engine's error.
         source: sled::Error,
     },
-    /// A read, write or flush failed.
+    /// A read or write failed.
     #[error("storage: {0}")]
     Engine(#[from] sled::Error),
+    /// The write was made, but the sync that makes it durable failed: it is in the store
+    /// and may or may not survive a crash (never acknowledge it as durable).
+    #[error("storage: written, but the sync to disk failed: {0}")]
+    Sync(std::io::Error),
     /// A journal commit whose first id is not the next one: refused, nothing written (two
     /// writers, or a bug).
     #[error("journal commit at id {first_id} refused: the next id is {next}")]
@@ -133,6 +146,8 @@ pub struct Store {
     work_orders: kv::Tree,
     plans: kv::Tree,
     life: kv::Tree,
+    /// Inside [`Store::together`]: the writes of this handle leave the sync to its end.
+    deferred: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -196,8 +211,8 @@ impl Store {
         create_private_dir(dir).map_err(|e| open(sled::Error::Io(e)))?;
         let config = sled::Config::new()
             .path(dir)
-            // vakt flushes explicitly at every group commit; the background flush is only a
-            // backstop for the registry and last-heard trees.
+            // Every write of the store is synced before it returns (`Store::sync`); the
+            // background flush only writes out what a failed operation left in memory.
             .flush_every_ms(Some(1000))
             .cache_capacity(cache_bytes);
         // sled releases its file lock only when its background threads have stopped, a
@@ -216,10 +231,7 @@ impl Store {
             }
         };
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
-        let engine = kv::Engine::Sled {
-            db,
-            log: std::sync::Arc::new(log),
-        };
+        let engine = kv::Engine::sled(db, log);
         Store::on(engine, None).map_err(|e| match e {
             StoreError::Engine(e) => open(e),
             e => e,
@@ -262,6 +274,7 @@ impl Store {
             life: engine.tree("life")?,
             engine,
             pg_journal,
+            deferred: false,
         })
     }
 
@@ -290,10 +303,43 @@ impl Store {
         }
     }
 
-    /// Makes everything written so far durable: on sled, a flush and an `fdatasync` of its
-    /// log; on PostgreSQL every write was committed before it returned.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.engine.flush()
+    /// Makes what this handle wrote durable before a domain operation returns: on sled, a
+    /// sync that started after the write (sled's flush and an `fdatasync` of its log, shared
+    /// with the callers that sync at the same time); on PostgreSQL every write was committed
+    /// before it returned. Inside [`Store::together`], left to its end.
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.deferred {
+            return Ok(());
+        }
+        self.engine.sync()
+    }
+
+    /// How many syncs the store has started and finished (none on PostgreSQL), for the
+    /// tests of the callers that batch their writes.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> (u64, u64) {
+        self.engine.syncs()
+    }
+
+    /// Runs `f`, several domain writes of one action (a change and its audit entry, an
+    /// import's rows), on a handle whose writes leave the sync to the end, then makes them
+    /// all durable with one sync: returns `f`'s answer once every write it made is durable.
+    /// The writes are not one transaction: each is as atomic as it is alone, and on an error
+    /// those made before it stay (as they would have without `together`), durable or not.
+    pub fn together<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.deferred {
+            return f(self);
+        }
+        let inner = Store {
+            deferred: true,
+            ..self.clone()
+        };
+        let out = f(&inner)?;
+        self.engine.sync()?;
+        Ok(out)
     }
 
     // ---- journal ----
@@ -311,18 +357,18 @@ impl Store {
 
     /// Appends one group commit: `first_id` and the records (each the JSON of a
     /// [`JournalRecord`] without its id, as made by [`encode_record`]) in id order, in one
-    /// atomic insert. Not durable until [`flush`].
-    ///
-    /// [`flush`]: Store::flush
+    /// atomic insert, durable when it returns. The journal's committer goes through
+    /// [`JournalStore::commit`], which checks the ids.
     pub fn append_journal(&self, first_id: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
         let records: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
         self.journal
             .insert(first_id.to_be_bytes(), pack_entry(&records))?;
-        Ok(())
+        self.sync()
     }
 
     /// [`append_journal`](Store::append_journal) where no entry starts at `first_id` yet;
-    /// [`StoreError::JournalGap`] (nothing written) where one does.
+    /// [`StoreError::JournalGap`] (nothing written) where one does. Not synced: the
+    /// journal's commit syncs, and takes the entry back if the sync fails.
     pub(crate) fn insert_journal_new(
         &self,
         first_id: u64,
@@ -431,7 +477,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Inserts or replaces devices in one atomic batch, then flushes. Returns how many of
+    /// Inserts or replaces devices in one atomic batch, durable when it returns. Returns how many of
     /// them were new. A device given without a phone keeps the one it has (learned from the
     /// unit or imported before); a phone given replaces it.
     pub fn upsert_devices(&self, devices: &[Device]) -> Result<usize, StoreError> {
@@ -466,7 +512,7 @@ impl Store {
             batch.insert(k.as_bytes(), v);
         }
         self.devices.apply_batch(batch)?;
-        self.flush()?;
+        self.sync()?;
         Ok(new)
     }
 
@@ -493,6 +539,7 @@ impl Store {
                 .compare_and_swap(key.as_bytes(), Some(old), Some(new))?
                 .is_ok()
             {
+                self.sync()?;
                 return Ok(true);
             }
         }
@@ -500,15 +547,15 @@ impl Store {
 
     // ---- last heard ----
 
-    /// Writes last-heard times (ms since the epoch) in one batch and flushes (only the times
-    /// that changed are given: the others are already there).
+    /// Writes last-heard times (ms since the epoch) in one batch, durable when it returns
+    /// (only the times that changed are given: the others are already there).
     pub fn save_last_heard(&self, entries: &[(String, i64)]) -> Result<(), StoreError> {
         let mut batch = kv::Batch::default();
         for (acct, ms) in entries {
             batch.insert(acct.as_bytes(), ms.to_be_bytes());
         }
         self.last_heard.apply_batch(batch)?;
-        self.flush()?;
+        self.sync()?;
         Ok(())
     }
 
@@ -544,7 +591,7 @@ impl Store {
             removed += pending;
         }
         if removed > 0 {
-            self.flush()?;
+            self.sync()?;
         }
         Ok(removed)
     }
@@ -692,6 +739,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::on_each_backend;
 
     #[test]
     fn tokens() {
@@ -789,6 +837,329 @@ mod tests {
         let mut packed = vec![JOURNAL_FORMAT];
         packed.extend(lz4_flex::compress_prepend_size(&[0, 0, 0, 2, b'{', b'}']));
         assert_eq!(split(&unpack(&packed).unwrap()).unwrap(), vec![&b"{}"[..]]);
+    }
+
+    /// Runs `op` and checks that a sync of the store started after it began and ended
+    /// before it returned: what it wrote is durable when it returns (sled; on PostgreSQL
+    /// every write is committed before it returns and there is nothing to count).
+    fn synced<T>(store: &Store, what: &str, op: impl FnOnce() -> T) -> T {
+        let (started, _) = store.engine.syncs();
+        let out = op();
+        let (_, done) = store.engine.syncs();
+        assert!(
+            done > started,
+            "{what}: returned without a sync after its write"
+        );
+        out
+    }
+
+    /// Every kind of write of the store returns only once a sync that started after it has
+    /// ended; [`Store::together`] makes several writes durable with one sync.
+    #[test]
+    fn every_write_is_synced_before_it_returns() {
+        use crate::model::plan::ResponsePlan;
+        use crate::model::review::{ReviewDecision, ReviewVerdict};
+        use crate::model::{
+            AuditEntry, CallState, DispatchState, FaultKind, Role, Subscriber, WorkOrderState,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let entry = || AuditEntry {
+            seq: 0,
+            at: at(0),
+            user: "admin".into(),
+            action: "call.note".into(),
+            call: None,
+            subscriber: None,
+            detail: String::new(),
+        };
+        let user = |name: &str| UserRecord {
+            name: name.into(),
+            role: Role::Admin,
+            password_hash: "h".into(),
+            created_at: at(0),
+            disabled: false,
+            language: None,
+        };
+        let session = |user: &str| SessionRecord {
+            user: user.into(),
+            role: Role::Admin,
+            created_at: at(0),
+            expires_at: at(10),
+        };
+        let csv = format!(
+            "{}\n678,,,,,S-1,,,,pendant,luc678,pw\n",
+            crate::registers::devices::CSV_HEADER
+        );
+        let devices = crate::registers::devices::parse_csv(csv.as_bytes()).unwrap();
+        let sub = Subscriber {
+            id: "S-1".into(),
+            ..Subscriber::default()
+        };
+        let s = &store;
+
+        // The journal (its committer's own path included), the registry, last heard.
+        synced(s, "append_journal", || {
+            s.append_journal(1, &[b"{}".to_vec()]).unwrap()
+        });
+        let record = JournalRecord {
+            signal: crate::model::testing::signal(),
+            dedup: None,
+        };
+        let new = NewRecord {
+            json: encode_record(&record).unwrap(),
+            received_at: at(0),
+            dedup: None,
+        };
+        let journal = s.journal_store();
+        let (started, done) = s.syncs();
+        synced(s, "journal commit", || {
+            journal.commit(2, &[new.clone(), new.clone(), new]).unwrap()
+        });
+        assert_eq!(
+            s.syncs(),
+            (started + 1, done + 1),
+            "one sync per group commit"
+        );
+        synced(s, "upsert_devices", || s.upsert_devices(&devices).unwrap());
+        let key = device_key("678", None, None);
+        synced(s, "fill_device_phone", || {
+            assert!(s.fill_device_phone(&key, "+4670").unwrap())
+        });
+        synced(s, "save_last_heard", || {
+            s.save_last_heard(&[("678".into(), 5), ("999".into(), 6)])
+                .unwrap()
+        });
+        synced(s, "load_last_heard", || {
+            assert_eq!(s.load_last_heard(|a, _| a == "678").unwrap(), 1)
+        });
+        // Subscribers, users and sessions, the audit log.
+        synced(s, "upsert_subscribers", || {
+            s.upsert_subscribers(&[sub]).unwrap()
+        });
+        synced(s, "fill_subscriber_phone", || {
+            assert!(s.fill_subscriber_phone("S-1", "+4670").unwrap())
+        });
+        synced(s, "put_user", || s.put_user(&user("admin")).unwrap());
+        synced(s, "set_user", || {
+            s.set_user("bert", Role::Operator, "h", at(0)).unwrap()
+        });
+        synced(s, "set_user_language", || {
+            s.set_user_language("bert", Some(crate::model::ConsoleLanguage::Nb))
+                .unwrap()
+        });
+        synced(s, "put_session", || {
+            s.put_session(&[1; 32], &session("bert")).unwrap()
+        });
+        synced(s, "put_session", || {
+            s.put_session(&[2; 32], &session("admin")).unwrap()
+        });
+        synced(s, "put_session", || {
+            s.put_session(&[3; 32], &session("admin")).unwrap()
+        });
+        synced(s, "change_user", || {
+            s.change_user("bert", UserChange::Disable).unwrap()
+        });
+        synced(s, "delete_session", || s.delete_session(&[2; 32]).unwrap());
+        synced(s, "delete_sessions_of", || {
+            s.delete_sessions_of("nobody").unwrap()
+        });
+        synced(s, "purge_sessions", || {
+            assert_eq!(s.purge_sessions(at(20)).unwrap(), 1)
+        });
+        synced(s, "audit", || s.audit(entry()).unwrap());
+        // Calls, reviews, conversations.
+        let closed = reviews::tests::call(
+            1,
+            0,
+            CallState::Closed,
+            vec![reviews::tests::closing(60, true)],
+        );
+        synced(s, "save_calls", || {
+            s.save_calls(&[closed], Some(2)).unwrap()
+        });
+        let change = CallChange {
+            call: calls::tests::call(2, 0, CallState::Queued),
+            first_line: 0,
+        };
+        synced(s, "save_call_changes", || {
+            s.save_call_changes(&[change], None).unwrap()
+        });
+        synced(s, "append_timeline", || s.append_timeline(1, &[]).unwrap());
+        let decision = ReviewDecision {
+            verdict: ReviewVerdict::Accepted,
+            by: "sara".into(),
+            at: at(100),
+            note: String::new(),
+        };
+        synced(s, "decide_review", || {
+            assert!(matches!(
+                s.decide_review(1, decision).unwrap(),
+                Decided::Made(_)
+            ))
+        });
+        synced(s, "next_conversation_id", || {
+            s.next_conversation_id().unwrap()
+        });
+        let conversation = conversations::tests::open(1);
+        synced(s, "save_open_conversation", || {
+            s.save_open_conversation(&conversation).unwrap()
+        });
+        synced(s, "remove_open_conversation", || {
+            s.remove_open_conversation(1).unwrap()
+        });
+        // The directory, dispatches, incidents, integrations, the outbox, work orders, plans.
+        let directory = crate::model::Directory::default();
+        synced(s, "save_directory", || {
+            s.save_directory(&directory).unwrap()
+        });
+        synced(s, "set_patrol_token", || {
+            s.set_patrol_token("natt-1", &[7; 32]).unwrap()
+        });
+        let dispatch = dispatches::tests::d(1, 0, DispatchState::Offered);
+        synced(s, "save_dispatches", || {
+            s.save_dispatches(&[dispatch]).unwrap()
+        });
+        synced(s, "reserve_patrol_seqs", || {
+            s.reserve_patrol_seqs("natt-1", 3).unwrap()
+        });
+        synced(s, "save_incident", || {
+            s.save_incident(&incidents::tests::inc(1, true)).unwrap()
+        });
+        synced(s, "set_integration_token", || {
+            s.set_integration_token("lock", &[8; 32]).unwrap()
+        });
+        synced(s, "revoke_integration", || {
+            assert!(s.revoke_integration("lock").unwrap())
+        });
+        let delivery = outbox::tests::rec(1, "telia", "incident-1");
+        synced(s, "outbox_add", || {
+            s.outbox_add(&[(delivery.clone(), b"{}".to_vec())]).unwrap()
+        });
+        let delivered = OutboxRecord {
+            delivered_at: Some(at(1)),
+            ..delivery
+        };
+        synced(s, "outbox_save", || s.outbox_save(&delivered).unwrap());
+        synced(s, "outbox_prune_bodies", || {
+            assert_eq!(s.outbox_prune_bodies(at(2), 10).unwrap(), 1)
+        });
+        let order = work_orders::tests::o(1, "678", WorkOrderState::New);
+        let seen = FaultSeen {
+            account: "678",
+            fault: FaultKind::LowBattery,
+            signal: 7,
+        };
+        synced(s, "save_work_orders", || {
+            s.save_work_orders(&[order], Some(seen)).unwrap()
+        });
+        let plan = ResponsePlan::default();
+        synced(s, "save_plan", || {
+            s.save_plan("S-1", "admin", at(1), &plan).unwrap()
+        });
+
+        // Several writes of one action: one sync, after the last of them.
+        let (started, done) = store.engine.syncs();
+        assert_eq!(started, done, "no sync runs");
+        let seq = store
+            .together(|s| {
+                s.upsert_subscribers(&[Subscriber {
+                    id: "S-2".into(),
+                    ..Subscriber::default()
+                }])?;
+                assert_eq!(s.engine.syncs(), (started, done), "not synced inside");
+                s.audit(entry())
+            })
+            .unwrap();
+        assert_eq!(seq, 2);
+        assert_eq!(
+            store.engine.syncs(),
+            (started + 1, done + 1),
+            "one sync for both"
+        );
+    }
+
+    /// Copies a data directory as it is on disk now, while its store is open: what a crash
+    /// of the process would leave.
+    fn copy_on_disk(from: &Path) -> tempfile::TempDir {
+        fn copy(from: &Path, to: &Path) {
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let to = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    std::fs::create_dir_all(&to).unwrap();
+                    copy(&entry.path(), &to);
+                } else {
+                    std::fs::copy(entry.path(), to).unwrap();
+                }
+            }
+        }
+        let copied = tempfile::tempdir().unwrap();
+        copy(from, copied.path());
+        copied
+    }
+
+    // What a write wrote survives a crash once it returns: on sled it is in the files on
+    // disk, not only in the process (a copy of the data directory taken right after it, the
+    // store still open and sled's own flush a second away, opens with the write in it); on
+    // PostgreSQL it is committed (another node reads it).
+    on_each_backend! {
+    fn a_write_survives_a_crash_once_it_returns(b) {
+        use crate::model::{AuditEntry, Role, Subscriber};
+
+        let store = b.open();
+        let after_crash = || match b {
+            testing::Backend::Sled(dir) => {
+                let copied = copy_on_disk(dir.path());
+                let copy = Store::open(copied.path()).unwrap();
+                (Some(copied), copy)
+            }
+            testing::Backend::Postgres(_) => (None, b.second(&store)),
+        };
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let session = SessionRecord {
+            user: "anna".into(),
+            role: Role::Operator,
+            created_at: at,
+            expires_at: at,
+        };
+        let entry = AuditEntry {
+            seq: 0,
+            at,
+            user: "admin".into(),
+            action: "subscriber.edit".into(),
+            call: None,
+            subscriber: Some("S-1".into()),
+            detail: String::new(),
+        };
+
+        store.put_session(&[1; 32], &session).unwrap();
+        let (_dir, seen) = after_crash();
+        assert_eq!(seen.session(&[1; 32]).unwrap(), Some(session), "a session");
+        drop(seen);
+
+        let sub = Subscriber {
+            id: "S-1".into(),
+            ..Subscriber::default()
+        };
+        store
+            .together(|s| {
+                s.upsert_subscribers(&[sub])?;
+                s.audit(entry.clone())
+            })
+            .unwrap();
+        let (_dir, seen) = after_crash();
+        assert!(seen.subscriber("S-1").unwrap().is_some(), "a change");
+        assert_eq!(seen.audit_latest(5).unwrap().len(), 1, "and its audit entry");
+        drop(seen);
+
+        let dispatch = dispatches::tests::d(1, 0, crate::model::DispatchState::Offered);
+        store.save_dispatches(&[dispatch]).unwrap();
+        let (_dir, seen) = after_crash();
+        assert!(seen.dispatch(1).unwrap().is_some(), "a dispatch");
+    }
     }
 
     /// A store fenced at epoch N whose lease another node took: every kind of write fails

@@ -14,7 +14,7 @@
 //!   deliveries whose body is still kept, oldest first.
 //!
 //! Endpoint names and subjects contain no NUL byte (checked by the outbox). Writes are atomic
-//! batches and not durable until [`Store::flush`].
+//! batches, durable when they return.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -105,8 +105,7 @@ fn decode(v: &[u8]) -> Result<OutboxRecord, StoreError> {
 }
 
 impl Store {
-    /// Adds new deliveries (each with its body) in one atomic batch. Not durable until
-    /// [`Store::flush`].
+    /// Adds new deliveries (each with its body) in one atomic batch, durable when it returns.
     pub fn outbox_add(&self, deliveries: &[(OutboxRecord, Vec<u8>)]) -> Result<(), StoreError> {
         let mut batch = super::kv::Batch::default();
         for (r, body) in deliveries {
@@ -118,12 +117,11 @@ impl Store {
             batch.insert(named_key(SUBJECT, &r.subject, r.id), []);
         }
         self.outbox.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// Writes a delivery's new state (after an attempt). A delivery with `delivered_at`
-    /// leaves the pending index in the same atomic batch. Not durable until
-    /// [`Store::flush`].
+    /// leaves the pending index in the same atomic batch. Durable when it returns.
     pub fn outbox_save(&self, r: &OutboxRecord) -> Result<(), StoreError> {
         let mut batch = super::kv::Batch::default();
         batch.insert(key(RECORD, r.id), serde_json::to_vec(r).map_err(corrupt)?);
@@ -132,7 +130,7 @@ impl Store {
             batch.insert(retained_key(at, r.id), []);
         }
         self.outbox.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// One delivery.
@@ -242,8 +240,8 @@ impl Store {
     }
 
     /// Removes the bodies (they hold personal data) of at most `max` deliveries acknowledged
-    /// before `before`, oldest first; the records stay. Returns how many were removed. Not
-    /// durable until [`Store::flush`].
+    /// before `before`, oldest first; the records stay. Returns how many were removed,
+    /// durably.
     pub fn outbox_prune_bodies(&self, before: Timestamp, max: usize) -> Result<usize, StoreError> {
         let end = retained_key(before, 0);
         let mut batch = super::kv::Batch::default();
@@ -256,17 +254,18 @@ impl Store {
         }
         if n > 0 {
             self.outbox.apply_batch(batch)?;
+            self.sync()?;
         }
         Ok(n)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::testing::on_each_backend;
 
-    fn rec(id: u64, endpoint: &str, subject: &str) -> OutboxRecord {
+    pub(crate) fn rec(id: u64, endpoint: &str, subject: &str) -> OutboxRecord {
         OutboxRecord {
             id,
             endpoint: endpoint.into(),

@@ -32,8 +32,8 @@ fn decode(v: &[u8]) -> Result<PlanVersion, StoreError> {
 }
 
 impl Store {
-    /// Saves `plan` as the next version of `subscriber`'s plan, by `user` at `at`, and
-    /// flushes. Returns the version saved.
+    /// Saves `plan` as the next version of `subscriber`'s plan, by `user` at `at`,
+    /// durably. Returns the version saved.
     pub fn save_plan(
         &self,
         subscriber: &str,
@@ -58,7 +58,7 @@ impl Store {
                 .compare_and_swap(k, None as Option<&[u8]>, Some(v))?
                 .is_ok()
             {
-                self.flush()?;
+                self.sync()?;
                 return Ok(version);
             }
         }

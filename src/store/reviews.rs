@@ -127,10 +127,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a supervisor's decision on Call `id`'s review, once. Not durable until
-    /// [`Store::flush`].
+    /// Records a supervisor's decision on Call `id`'s review, once, durably.
     pub fn decide_review(&self, id: u64, decision: ReviewDecision) -> Result<Decided, StoreError> {
-        self.calls.transaction(|tx| {
+        let decided = self.calls.transaction(|tx| {
             let Some(v) = tx.get(key(REVIEW, id))? else {
                 return Ok(Decided::NoReview);
             };
@@ -144,12 +143,16 @@ impl Store {
             tx.insert(key(REVIEW, id), v)?;
             tx.remove(key(PENDING, id))?;
             Ok(Decided::Made(r))
-        })
+        })?;
+        if matches!(decided, Decided::Made(_)) {
+            self.sync()?;
+        }
+        Ok(decided)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::review::ReviewVerdict;
     use crate::model::{Call, Outcome, Priority, TimelineEntry, TimelineEvent};
@@ -159,7 +162,7 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
-    fn closing(at: i64, review: bool) -> TimelineEntry {
+    pub(crate) fn closing(at: i64, review: bool) -> TimelineEntry {
         TimelineEntry {
             at: ts(at),
             user: Some("ola".into()),
@@ -173,7 +176,12 @@ mod tests {
         }
     }
 
-    fn call(id: u64, opened: i64, state: CallState, timeline: Vec<TimelineEntry>) -> Call {
+    pub(crate) fn call(
+        id: u64,
+        opened: i64,
+        state: CallState,
+        timeline: Vec<TimelineEntry>,
+    ) -> Call {
         Call {
             id,
             priority: Priority::PERSONAL,

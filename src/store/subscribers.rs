@@ -11,7 +11,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// Inserts or replaces subscribers in one atomic batch (all or nothing), then flushes.
+    /// Inserts or replaces subscribers in one atomic batch (all or nothing), durably.
     /// Returns how many of them were new (the rest replaced existing ones), as
     /// [`Store::upsert_devices`] does.
     pub fn upsert_subscribers(&self, subs: &[Subscriber]) -> Result<usize, StoreError> {
@@ -24,7 +24,7 @@ impl Store {
             batch.insert(s.id.as_bytes(), serde_json::to_vec(s).map_err(corrupt)?);
         }
         self.subscribers.apply_batch(batch)?;
-        self.flush()?;
+        self.sync()?;
         Ok(new)
     }
 
@@ -66,6 +66,7 @@ impl Store {
                 .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
                 .is_ok()
             {
+                self.sync()?;
                 return Ok(true);
             }
         }

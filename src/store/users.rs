@@ -92,11 +92,11 @@ fn corrupt(tree: &'static str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// Inserts or replaces a user, then flushes.
+    /// Inserts or replaces a user, durably.
     pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
         let v = serde_json::to_vec(u).map_err(|e| corrupt("users", e))?;
         self.users.insert(u.name.as_bytes(), v)?;
-        self.flush()
+        self.sync()
     }
 
     /// The user called `name`, if any.
@@ -109,7 +109,7 @@ impl Store {
 
     /// Creates the user `name` (created at `now`), or gives an existing one this password
     /// hash and role (keeping its creation time and whether it is disabled) and ends its
-    /// sessions, which carry the old role. Flushes. Returns the previous role, or `None`
+    /// sessions, which carry the old role, durably (one sync). Returns the previous role, or `None`
     /// for a new user.
     pub fn set_user(
         &self,
@@ -127,17 +127,19 @@ impl Store {
             disabled: old.as_ref().is_some_and(|o| o.disabled),
             language: old.as_ref().and_then(|o| o.language),
         };
-        if old.is_some() {
-            self.delete_sessions_of(name)?;
-        }
-        self.put_user(&u)?;
+        self.together(|s| {
+            if old.is_some() {
+                s.delete_sessions_of(name)?;
+            }
+            s.put_user(&u)
+        })?;
         Ok(old.map(|o| o.role))
     }
 
     /// Disables, enables, removes a user or gives it another role (see [`UserChange`]).
     /// Every change but enabling ends the user's sessions (a new role too: sessions carry
     /// the role they were made with). Refused when it would leave no enabled
-    /// administrator. Flushes.
+    /// administrator. Durable when it returns.
     pub fn change_user(&self, name: &str, change: UserChange) -> Result<UserChanged, StoreError> {
         // One change at a time, so two cannot each leave the other's administrator last.
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -187,9 +189,9 @@ impl Store {
             }
         };
         if (change != UserChange::Enable && new != old) || change == UserChange::Remove {
-            self.delete_sessions_of(name)?;
+            self.remove_sessions_where(|s| s.user == name)?;
         }
-        self.flush()?;
+        self.sync()?;
         Ok(UserChanged::Done {
             before: old,
             after: (change != UserChange::Remove).then_some(new),
@@ -198,7 +200,7 @@ impl Store {
 
     /// Sets the language `name` reads the console in (`None`: the centre's), keeping
     /// everything else of the user and its sessions. Compare-and-swap, so a change of role
-    /// or of the password at the same moment is not lost. Flushes. Returns the language
+    /// or of the password at the same moment is not lost. Durable when it returns. Returns the language
     /// before (`Some(None)`: the centre's), or `None` when there is no such user.
     pub fn set_user_language(
         &self,
@@ -222,7 +224,7 @@ impl Store {
                 .compare_and_swap(name.as_bytes(), Some(raw), Some(v))?
                 .is_ok()
             {
-                self.flush()?;
+                self.sync()?;
                 return Ok(Some(before));
             }
         }
@@ -244,12 +246,11 @@ impl Store {
         self.users.len()
     }
 
-    /// Stores a session under the hash of its token. Not durable until [`Store::flush`] (a
-    /// session lost in a crash only means logging in again).
+    /// Stores a session under the hash of its token, durably.
     pub fn put_session(&self, token_hash: &[u8; 32], s: &SessionRecord) -> Result<(), StoreError> {
         let v = serde_json::to_vec(s).map_err(|e| corrupt("sessions", e))?;
         self.sessions.insert(token_hash, v)?;
-        Ok(())
+        self.sync()
     }
 
     /// The session stored under `token_hash`, if any (expired or not: the caller compares
@@ -261,15 +262,19 @@ impl Store {
             .transpose()
     }
 
-    /// Removes a session (logout). Removing one that does not exist is not an error.
+    /// Removes a session (logout), durably. Removing one that does not exist is not an
+    /// error.
     pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
         self.sessions.remove(token_hash)?;
-        Ok(())
+        self.sync()
     }
 
-    /// Removes every session of `user` (after a password or role change). Returns how many.
+    /// Removes every session of `user` (after a password or role change), durably. Returns
+    /// how many.
     pub fn delete_sessions_of(&self, user: &str) -> Result<usize, StoreError> {
-        self.remove_sessions_where(|s| s.user == user)
+        let n = self.remove_sessions_where(|s| s.user == user)?;
+        self.sync()?;
+        Ok(n)
     }
 
     /// The users with a session valid at `now` (`expires_at > now`), each with how many
@@ -291,11 +296,16 @@ impl Store {
     }
 
     /// Removes every session that has expired at `now` (`expires_at <= now`), and any that
-    /// cannot be decoded. Returns how many were removed.
+    /// cannot be decoded, durably. Returns how many were removed.
     pub fn purge_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.remove_sessions_where(|s| s.expires_at <= now)
+        let n = self.remove_sessions_where(|s| s.expires_at <= now)?;
+        if n > 0 {
+            self.sync()?;
+        }
+        Ok(n)
     }
 
+    /// Removes the sessions `doomed` names; not synced (the callers sync).
     fn remove_sessions_where(
         &self,
         doomed: impl Fn(&SessionRecord) -> bool,

@@ -8,9 +8,7 @@
 //!   Signal of that device and fault already taken into an order, so a Signal triaged again
 //!   after a crash (the journal is replayed from the triage cursor) is not counted twice.
 //!
-//! A change (orders and marks) is one atomic batch. Not durable until [`Store::flush`]; the
-//! service's callers flush (the API before answering; the triage path with the Calls writer's
-//! flush, which covers everything written before it, as sled has one log).
+//! A change (orders and marks) is one atomic batch, durable when it returns.
 
 use super::{Store, StoreError};
 use crate::model::{FaultKind, WorkOrder};
@@ -73,8 +71,8 @@ pub struct FaultSeen<'a> {
 }
 
 impl Store {
-    /// Writes orders (new or changed) and the Signals they took, in one atomic batch. Not
-    /// durable until [`Store::flush`].
+    /// Writes orders (new or changed) and the Signals they took, in one atomic batch,
+    /// durably.
     pub fn save_work_orders(
         &self,
         orders: &[WorkOrder],
@@ -94,7 +92,7 @@ impl Store {
             batch.insert(seen_key(s.account, s.fault), s.signal.to_be_bytes());
         }
         self.work_orders.apply_batch(batch)?;
-        Ok(())
+        self.sync()
     }
 
     /// One order.
@@ -181,14 +179,14 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use jiff::Timestamp;
 
     use super::*;
     use crate::model::WorkOrderState;
     use crate::store::testing::on_each_backend;
 
-    fn o(id: u64, account: &str, state: WorkOrderState) -> WorkOrder {
+    pub(crate) fn o(id: u64, account: &str, state: WorkOrderState) -> WorkOrder {
         let t = Timestamp::from_second(1_780_000_000).unwrap();
         WorkOrder {
             id,

@@ -174,7 +174,7 @@ impl Supervision {
         &self.supervisor
     }
 
-    /// One round at `now` (blocking: incidents are written and flushed). Returns the Signals
+    /// One round at `now` (blocking: incidents are written durably). Returns the Signals
     /// to journal, in order.
     pub fn round(&self, now: Timestamp) -> Round {
         let poll = self.supervisor.poll(now);

@@ -121,8 +121,8 @@ pub fn audit_entry(deleted: &Deleted, at: Timestamp) -> AuditEntry {
     }
 }
 
-/// One sweep at `now`, each deletion audit-logged through [`Store::audit`] and flushed,
-/// counted in the metrics. Blocking. Returns what was deleted.
+/// One sweep at `now`, each deletion audit-logged through [`Store::audit`] and counted in
+/// the metrics, the entries durable with one sync. Blocking. Returns what was deleted.
 pub fn sweep_and_audit(
     store: &Store,
     dir: &Path,
@@ -131,20 +131,23 @@ pub fn sweep_and_audit(
     metrics: &RecordingMetrics,
 ) -> Result<Vec<Deleted>, RecordError> {
     let swept = sweep(dir, now, retention)?;
-    for d in &swept.deleted {
-        metrics.deleted.increment(1);
-        if let Err(e) = store.audit(audit_entry(d, now)) {
-            tracing::error!(call = d.id.call(), error = %e, "audit-logging a recording's deletion");
+    let audited = store.together(|store| {
+        for d in &swept.deleted {
+            metrics.deleted.increment(1);
+            if let Err(e) = store.audit(audit_entry(d, now)) {
+                tracing::error!(call = d.id.call(), error = %e, "audit-logging a recording's deletion");
+            }
         }
+        Ok(())
+    });
+    if let Err(e) = audited {
+        tracing::error!(error = %e, "making the audit log durable after recordings' deletions");
     }
     for f in &swept.failed {
         metrics.failure("delete");
         tracing::warn!(file = %f.file_name, error = %f.error, "retention could not delete a recording");
     }
     if !swept.deleted.is_empty() {
-        if let Err(e) = store.flush() {
-            tracing::error!(error = %e, "flushing the audit log after recordings' deletions");
-        }
         tracing::info!(
             deleted = swept.deleted.len(),
             "recordings past their retention deleted"

@@ -453,7 +453,6 @@ impl Switchboard {
             self.inner.store.remove_open_conversation(c.id)?;
         }
         if n > 0 {
-            self.inner.store.flush()?;
             tracing::info!(
                 conversations = n,
                 "conversations cut short by the stop ended"
@@ -618,11 +617,7 @@ impl Switchboard {
             (live.view(), live.open.clone())
         };
         let store = self.inner.store.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            store.save_open_conversation(&open)?;
-            store.flush()
-        })
-        .await;
+        let saved = tokio::task::spawn_blocking(move || store.save_open_conversation(&open)).await;
         if !matches!(saved, Ok(Ok(()))) {
             tracing::warn!(
                 conversation = conv,
@@ -1046,10 +1041,7 @@ impl Switchboard {
                 tracing::warn!(conversation = conv, error = %e, "the conversation's line could not be flushed");
                 return;
             }
-            let done = store
-                .remove_open_conversation(conv)
-                .and_then(|()| store.flush());
-            if let Err(e) = done {
+            if let Err(e) = store.remove_open_conversation(conv) {
                 tracing::warn!(conversation = conv, error = %e, "the ended conversation could not be removed from the store");
             }
         });

@@ -3,15 +3,13 @@
 //! The open orders (new and started) are kept in memory as well, indexed by device and fault
 //! kind: one open order per device and fault kind. A change is written to the store (one
 //! atomic batch) before memory changes, under one short lock, so the two never disagree and
-//! two changes of one order never interleave. Methods block on storage (microseconds; no
-//! flush): call them from the triage thread or through `spawn_blocking`.
+//! two changes of one order never interleave. Methods block on storage (a write and its sync):
+//! call them from the triage thread or through `spawn_blocking`.
 //!
-//! Durability: nothing here flushes. The API flushes before answering. On the triage path
-//! the order is written before the Calls writer writes the triage cursor past its Signal,
-//! and a flush makes everything written before it durable (sled has one log), so the order is
-//! durable no later than the cursor; if vakt stops in between, the Signal is triaged again
-//! and the per-device, per-fault mark of the Signals already taken keeps it from being
-//! counted twice.
+//! Durability: a change is durable when the store returns it, before the API answers and, on
+//! the triage path, before the Calls writer writes the triage cursor past its Signal; if vakt
+//! stops in between, the Signal is triaged again and the per-device, per-fault mark of the
+//! Signals already taken keeps it from being counted twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -301,7 +301,6 @@ pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str)
             language: None,
         })
         .expect("user stored");
-    store.flush().expect("flush");
 }
 
 /// An HTTP answer.

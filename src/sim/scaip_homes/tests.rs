@@ -316,7 +316,6 @@ async fn scaip_homes_reach_the_real_server_of_a_seeded_directory() {
     {
         let store = Store::open(dir.path()).unwrap();
         seed(&store, jiff::Timestamp::now()).unwrap().unwrap();
-        store.flush().unwrap();
     }
     let mut cfg = crate::config::Config {
         data_dir: dir.path().to_path_buf(),
