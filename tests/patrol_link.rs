@@ -48,6 +48,7 @@ fn assignment() -> AssignmentMsg {
         instruction: "Daughter opens the door".into(),
         health_notes: Default::default(),
         health_notes_withheld: true,
+        provider_keys: "2 door keys".into(),
     }
 }
 

@@ -55,6 +55,17 @@ fn desk_error(e: DeskError) -> ApiError {
                 .with_dispatch(dispatch)
                 .needing_confirmation()
         }
+        DeskError::NoAccess {
+            ref patrol,
+            ref provider,
+        } => {
+            let (patrol, provider) = (patrol.clone(), provider.clone());
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+                .coded("dispatch.no_access")
+                .param("patrol", patrol)
+                .param("provider", provider)
+                .needing_confirmation()
+        }
         DeskError::Dispatch(DispatchError::UnknownPatrol(p)) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no patrol {p} in the directory"),
@@ -128,6 +139,11 @@ pub struct DispatchRequest {
     /// Call (without it that is refused 409 with `confirm: true`).
     #[serde(default)]
     pub second: bool,
+    /// The operator confirms sending a patrol whose provider holds no key and has no lock
+    /// access to the home (without it that is refused 409 `dispatch.no_access` with
+    /// `confirm: true`). The Call's timeline says it was confirmed.
+    #[serde(default)]
+    pub no_access: bool,
     /// The operator's instruction to the patrol (at most 1000 characters; trimmed; absent
     /// or empty: none). It goes in the assignment, stays with the dispatch when it is passed
     /// to another patrol, and is on the Call's timeline.
@@ -142,7 +158,7 @@ pub struct DispatchRequest {
     params(("id" = u64, Path, description = "Call id")), request_body = DispatchRequest,
     responses((status = 201, body = DispatchView),
         (status = 404, description = "No such open Call, or no such patrol", body = ErrorBody),
-        (status = 409, description = "Not the operator's Call, or already dispatched, or the home has a patrol on its way for another Call (`confirm`: send again with `second`)", body = ErrorBody),
+        (status = 409, description = "Not the operator's Call, or already dispatched, or the home has a patrol on its way for another Call (`confirm`: send again with `second`), or the patrol's provider has no key and no lock access to the home (`dispatch.no_access`, `confirm`: send again with `no_access`)", body = ErrorBody),
         (status = 422, description = "No patrol named and none of the route on shift, or an instruction over 1000 characters", body = ErrorBody)))]
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -173,10 +189,17 @@ pub async fn dispatch(
             patrol,
             &s.user,
             req.second,
+            req.no_access,
             instruction,
             jiff::Timestamp::now(),
         )
         .map_err(desk_error)?;
+    let without_access = req.no_access
+        && state
+            .desk
+            .access_of(id, &v.dispatch.patrol)
+            .map_err(desk_error)?
+            .is_some_and(|a| a.none());
     queue_audit(
         &state,
         &s,
@@ -184,11 +207,16 @@ pub async fn dispatch(
         Some(id),
         None,
         format!(
-            "dispatch {} to {}{}{}",
+            "dispatch {} to {}{}{}{}",
             v.dispatch.id,
             v.dispatch.patrol,
             if req.second {
                 " (a second patrol to the home, confirmed)"
+            } else {
+                ""
+            },
+            if without_access {
+                " (no key and no lock access, confirmed)"
             } else {
                 ""
             },

@@ -254,6 +254,7 @@ mod tests {
             "dispatch_api.rs",
             "error.rs",
             "handover_api.rs",
+            "keys_api.rs",
             "plans_api.rs",
             "review_api.rs",
         ] {

@@ -13,6 +13,7 @@
 //! - [`registers_api`]: the subscriber and device lists and their search, the choices of an
 //!   edit.
 //! - [`ready`]: `/ready`, what the node is (single, leader with its durability, standby).
+//! - [`keys_api`]: a subscriber's keys in custody and the receipts that move them.
 //! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod handover_api;
 pub mod i18n;
 pub mod incidents_api;
+pub mod keys_api;
 pub mod live;
 pub mod plans_api;
 pub mod ready;
@@ -174,6 +176,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(handover_api::logout))
         .routes(routes!(handover_api::operators_online))
         .routes(routes!(handover_api::reassign))
+        .routes(routes!(keys_api::get_keys))
+        .routes(routes!(keys_api::write_receipt))
+        .routes(routes!(keys_api::sign_receipt))
+        .routes(routes!(keys_api::void_receipt))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.

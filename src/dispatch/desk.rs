@@ -20,6 +20,25 @@
 //! level ([`Calls::reopen`]). `now` is a parameter of everything here except the patrol
 //! link's entry point, which reads the clock (and never lets a patrol's time be in the
 //! future).
+//!
+//! # Who can get in ([`patrol_access`])
+//!
+//! Each patrol the operator may pick is shown with what its provider has to get into the
+//! home, and the assignment carries it in words (`provider_keys`):
+//!
+//! - **Keys**: what the provider holds by the subscriber's signed key receipts
+//!   ([`crate::model::keys::Custody`]). A subscriber with no signed receipt yet (registered
+//!   before vakt kept receipts) has the register's `keys` count as door keys of their own care
+//!   provider; the first signed receipt makes the receipts the whole truth.
+//! - **Lock access**: the home has a digital lock (`digital_lock_id`) and the patrol's
+//!   provider is the subscriber's care provider. The lock system (seed 000) connects a
+//!   customer's lock to the provider the decision is given to ("utföraren förlorar tillgång
+//!   till kund ... när inget pågående beslut är fördelat"), and the lock events that mark
+//!   arrivals ([`Desk::lock_opened`]) carry no provider, so no other provider's patrol is
+//!   counted as able to open it.
+//!
+//! A patrol whose provider has neither is sent only when the operator confirms it
+//! ([`DeskError::NoAccess`]); the confirmation is on the Call's timeline.
 
 use std::sync::Arc;
 
@@ -35,6 +54,8 @@ use crate::dispatch::routing;
 use crate::dispatch::service::{DispatchError, Dispatcher, Target};
 use crate::dispatch::sla::{ClockEvent, PatrolEvent, SlaOptions};
 use crate::dispatch::wire::{AssignmentMsg, CancelCause, FromPatrol, ToPatrol};
+use crate::model::keys::{Custody, PatrolAccess, Receipt, ReceiptState};
+use crate::model::order::{KeyCount, KeyKind};
 use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
 use crate::store::{Store, StoreError};
 use crate::telemetry::DispatchMetrics;
@@ -69,6 +90,17 @@ pub enum DeskError {
         /// Its Call.
         call: u64,
     },
+    /// The patrol's provider holds no key and has no lock access to the home: it is sent
+    /// only when the operator confirms it.
+    #[error(
+        "patrol {patrol}'s provider {provider} has no key and no lock access to this home: confirm to send it"
+    )]
+    NoAccess {
+        /// The patrol.
+        patrol: String,
+        /// Its provider (the directory's id).
+        provider: String,
+    },
     /// Refused by the dispatcher.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
@@ -81,6 +113,61 @@ pub enum DeskError {
 }
 
 pub use crate::calls::DispatchView;
+
+/// A home and what decides who can get in: the subscriber, their care provider's id in
+/// the directory, their key receipts.
+#[derive(Clone, Debug)]
+pub struct HomeAccess {
+    /// The subscriber.
+    pub subscriber: crate::model::Subscriber,
+    /// Their care provider (the directory's id), if the directory has it.
+    pub home_provider: Option<String>,
+    /// Their key receipts.
+    pub receipts: Vec<Receipt>,
+}
+
+impl HomeAccess {
+    /// What a patrol of `provider` has ([`patrol_access`]).
+    pub fn for_provider(&self, provider: &str) -> PatrolAccess {
+        patrol_access(
+            &self.subscriber,
+            self.home_provider.as_deref(),
+            &self.receipts,
+            provider,
+        )
+    }
+}
+
+/// What a patrol of `provider` has to get into `sub`'s home (see the module doc):
+/// `home_provider` is the directory's id of the subscriber's care provider, `receipts` the
+/// subscriber's key receipts.
+pub fn patrol_access(
+    sub: &crate::model::Subscriber,
+    home_provider: Option<&str>,
+    receipts: &[Receipt],
+    provider: &str,
+) -> PatrolAccess {
+    let theirs = home_provider == Some(provider);
+    let lock = theirs && !sub.access.digital_lock_id.trim().is_empty();
+    let signed = receipts
+        .iter()
+        .any(|r| matches!(r.state, ReceiptState::Signed { .. }));
+    if signed {
+        return Custody::from_receipts(receipts).access_for(provider, lock);
+    }
+    let register = u8::try_from(sub.access.keys).unwrap_or(u8::MAX);
+    PatrolAccess {
+        keys: if theirs && register > 0 {
+            vec![KeyCount {
+                kind: KeyKind::Door,
+                count: register,
+            }]
+        } else {
+            Vec::new()
+        },
+        digital_lock: lock,
+    }
+}
 
 /// A patrol as it is now: who, whether on shift, whether its app is connected.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -114,6 +201,11 @@ pub struct PatrolChoice {
     pub routed: bool,
     /// Its place in the route (0 = first), for routed patrols.
     pub rank: Option<usize>,
+    /// What its provider has to get into the home (`null`: no subscriber known).
+    pub access: Option<PatrolAccess>,
+    /// Its provider holds no key and has no lock access: sending it needs the operator's
+    /// confirmation.
+    pub no_access: bool,
 }
 
 /// The patrols for a Call: the route's first, the suggestion, the others after.
@@ -384,15 +476,19 @@ impl Desk {
             .collect();
         others.sort();
         order.extend(others.into_iter().map(|(_, id)| (id, false, None)));
+        let home = self.hub.home_access(&call)?;
         let patrols = order
             .into_iter()
             .filter_map(|(id, routed, rank)| {
                 let p = dir.patrol(&id)?;
+                let access = home.as_ref().map(|h| h.for_provider(&p.provider));
                 Some(PatrolChoice {
                     patrol: self.patrol_now(p, now),
                     open_assignments: self.dispatcher.live_for(&p.id).len(),
                     routed,
                     rank,
+                    no_access: access.as_ref().is_some_and(PatrolAccess::none),
+                    access,
                 })
             })
             .collect();
@@ -403,6 +499,32 @@ impl Desk {
             patrols,
             sends: self.hub.patrol_gets(&call),
         })
+    }
+
+    /// What `patrol`'s provider has to get into the home of Call `call_id`'s subscriber
+    /// (`None`: no subscriber known, or no such patrol).
+    pub fn access_of(&self, call_id: u64, patrol: &str) -> Result<Option<PatrolAccess>, DeskError> {
+        let call = self.call(call_id)?.ok_or(DeskError::NoCall(call_id))?;
+        self.access_for_call(&call, patrol)
+    }
+
+    fn access_for_call(
+        &self,
+        call: &Call,
+        patrol: &str,
+    ) -> Result<Option<PatrolAccess>, DeskError> {
+        let Some(provider) = self
+            .dispatcher
+            .directory()
+            .patrol(patrol)
+            .map(|p| p.provider.clone())
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .hub
+            .home_access(call)?
+            .map(|h| h.for_provider(&provider)))
     }
 
     /// Every patrol of the directory with its live dispatches.
@@ -439,19 +561,24 @@ impl Desk {
         operator: &str,
         now: Timestamp,
     ) -> Result<DispatchView, DeskError> {
-        self.dispatch_to(call_id, patrol, operator, false, "", now)
+        self.dispatch_to(call_id, patrol, operator, false, false, "", now)
     }
 
     /// [`Desk::dispatch`], sending a second patrol to a home that has one on its way for
     /// another Call only when `second` (the operator confirmed it); otherwise that is refused
-    /// ([`DeskError::HomeHasPatrol`]). `instruction` (may be empty) is the operator's word to
-    /// the patrol: kept on the dispatch, on the timeline's line and in the assignment.
+    /// ([`DeskError::HomeHasPatrol`]); and a patrol whose provider has no key and no lock
+    /// access to the home only when `no_access` (the operator confirmed that too; otherwise
+    /// [`DeskError::NoAccess`]), which the timeline's line says. `instruction` (may be empty)
+    /// is the operator's word to the patrol: kept on the dispatch, on the timeline's line and
+    /// in the assignment.
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch_to(
         &self,
         call_id: u64,
         patrol: Option<&str>,
         operator: &str,
         second: bool,
+        no_access: bool,
         instruction: &str,
         now: Timestamp,
     ) -> Result<DispatchView, DeskError> {
@@ -488,17 +615,32 @@ impl Desk {
                 .map(|c| c.patrol)
                 .ok_or(DeskError::NoneOnShift)?,
         };
+        let without_access = self
+            .access_for_call(&call, &patrol)?
+            .is_some_and(|a| a.none());
+        if without_access && !no_access {
+            let provider = self
+                .dispatcher
+                .directory()
+                .patrol(&patrol)
+                .map(|p| p.provider.clone())
+                .unwrap_or_default();
+            return Err(DeskError::NoAccess { patrol, provider });
+        }
         let d = self
             .dispatcher
             .dispatch(&t, &patrol, operator, instruction, now)?;
         self.metrics.offered("operator");
-        self.after(
-            &d,
-            DispatchStep::Offered,
-            Some(operator),
-            instruction_words(&d),
-            now,
-        )?;
+        let mut words = instruction_words(&d);
+        if without_access {
+            let confirmed = "no key and no lock access: sent as the operator confirmed";
+            words = if words.is_empty() {
+                confirmed.to_owned()
+            } else {
+                format!("{words}; {confirmed}")
+            };
+        }
+        self.after(&d, DispatchStep::Offered, Some(operator), words, now)?;
         Ok(self.view(&d))
     }
 
@@ -1179,7 +1321,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let v = desk
-            .dispatch_to(9, Some("n2"), "olle", true, "", at(1, 0))
+            .dispatch_to(9, Some("n2"), "olle", true, false, "", at(1, 0))
             .unwrap();
         assert_eq!(v.dispatch.patrol, "n2");
     }
@@ -1376,7 +1518,15 @@ mod tests {
         assert_eq!(gets.access.key_location, "Nyckelskåp");
         assert!(gets.health_notes.is_empty() && gets.health_notes_withheld);
         let first = desk
-            .dispatch_to(7, Some("n2"), "olle", false, "Daughter opens", at(0, 0))
+            .dispatch_to(
+                7,
+                Some("n2"),
+                "olle",
+                false,
+                false,
+                "Daughter opens",
+                at(0, 0),
+            )
             .unwrap();
         assert_eq!(first.dispatch.instruction, "Daughter opens");
         assert_eq!(
@@ -1413,7 +1563,15 @@ mod tests {
     fn a_declined_dispatch_passes_to_the_next_patrol_with_its_instruction() {
         let (_dir, _store, _calls, desk) = setup();
         let first = desk
-            .dispatch_to(7, Some("n1"), "olle", false, "Bring the lift key", at(0, 0))
+            .dispatch_to(
+                7,
+                Some("n1"),
+                "olle",
+                false,
+                false,
+                "Bring the lift key",
+                at(0, 0),
+            )
             .unwrap();
         desk.patrol_event(
             "n1",

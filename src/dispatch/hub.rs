@@ -60,6 +60,21 @@ impl Hub {
         let (health_notes, health_notes_withheld) = subscriber
             .as_ref()
             .map_or((Secret::default(), false), health_for_patrol);
+        let provider_keys = call
+            .as_ref()
+            .and_then(|c| self.home_access(c).ok().flatten())
+            .and_then(|home| {
+                let provider = self
+                    .dispatcher
+                    .directory()
+                    .patrol(&d.patrol)?
+                    .provider
+                    .clone();
+                Some(crate::dispatch::wire::keys_line(
+                    &home.for_provider(&provider),
+                ))
+            })
+            .unwrap_or_default();
         AssignmentMsg {
             seq: 0,
             dispatch: d.id,
@@ -97,7 +112,33 @@ impl Hub {
             instruction: d.instruction.clone(),
             health_notes,
             health_notes_withheld,
+            provider_keys,
         }
+    }
+
+    /// The home of `call`'s subscriber and what decides who can get in (`None`: no
+    /// subscriber known).
+    pub fn home_access(
+        &self,
+        call: &Call,
+    ) -> Result<Option<crate::dispatch::desk::HomeAccess>, crate::store::StoreError> {
+        let Some(id) = call.subscriber.as_deref() else {
+            return Ok(None);
+        };
+        let Some(subscriber) = self.store.subscriber(id)? else {
+            return Ok(None);
+        };
+        let receipts = self.store.receipts_of(id)?;
+        let home_provider = self
+            .dispatcher
+            .directory()
+            .provider_for(&subscriber.care_provider)
+            .map(|p| p.id.clone());
+        Ok(Some(crate::dispatch::desk::HomeAccess {
+            subscriber,
+            home_provider,
+            receipts,
+        }))
     }
 
     /// What a patrol sent to `call` would get (see [`PatrolGets`]); `None` when the Call has

@@ -30,6 +30,8 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::model::keys::PatrolAccess;
+use crate::model::order::{KeyCount, KeyKind};
 use crate::model::{Access, ArrivalMethod, DispatchState, Priority, Subscriber};
 
 /// The ALPN protocol id a patrol client and vakt agree on in the TLS handshake.
@@ -275,6 +277,44 @@ pub struct AssignmentMsg {
     /// sent (ask the alarm centre). Missing from an older server: `false`.
     #[serde(default)]
     pub health_notes_withheld: bool,
+    /// What the patrol's provider has to get in, in words: the keys it holds by the signed
+    /// receipts ("2 door keys, access tag"), and the home's digital lock when the provider has
+    /// access to it ("no key: the lock"), or "no key and no lock access" ([`keys_line`]).
+    /// `""` (and absent on the wire) when no subscriber is known; missing from an older
+    /// server: `""`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider_keys: String,
+}
+
+/// One kind of key in words, with its count ("2 door keys", "access tag" for one).
+fn key_words(k: &KeyCount) -> String {
+    let (one, many) = match k.kind {
+        KeyKind::Door => ("door key", "door keys"),
+        KeyKind::SevenLever => ("seven-lever key", "seven-lever keys"),
+        KeyKind::Entrance => ("entrance key", "entrance keys"),
+        KeyKind::AccessTag => ("access tag", "access tags"),
+        KeyKind::KeyBox => ("key box", "key boxes"),
+        KeyKind::DigitalLock => ("digital lock key", "digital lock keys"),
+        KeyKind::Other => ("other key", "other keys"),
+    };
+    if k.count == 1 {
+        one.to_owned()
+    } else {
+        format!("{} {many}", k.count)
+    }
+}
+
+/// What a patrol's provider has to get into the home, as the assignment's `provider_keys`
+/// says it: "2 door keys, access tag", "2 door keys, access tag; the lock", "no key: the
+/// lock" or "no key and no lock access".
+pub fn keys_line(a: &PatrolAccess) -> String {
+    let keys = a.keys.iter().map(key_words).collect::<Vec<_>>().join(", ");
+    match (keys.is_empty(), a.digital_lock) {
+        (true, true) => "no key: the lock".to_owned(),
+        (true, false) => "no key and no lock access".to_owned(),
+        (false, true) => format!("{keys}; the lock"),
+        (false, false) => keys,
+    }
 }
 
 /// The health notes an assignment carries for `s`, and whether they were withheld: the
@@ -1446,7 +1486,7 @@ mod tests {
                 ts(),
                 proptest::option::of(ts()),
             ),
-            (text(), text(), any::<bool>()),
+            (text(), text(), any::<bool>(), text()),
         )
             .prop_map(
                 |(
@@ -1454,7 +1494,7 @@ mod tests {
                     (name, address, postcode, city, phone),
                     (keys, key_location, digital_lock_id, door_code, entry_notes),
                     (reason, priority, limit_mins, offered_at, received_at),
-                    (instruction, health_notes, health_notes_withheld),
+                    (instruction, health_notes, health_notes_withheld, provider_keys),
                 )| AssignmentMsg {
                     seq,
                     dispatch,
@@ -1484,6 +1524,7 @@ mod tests {
                     instruction,
                     health_notes: Secret::new(health_notes),
                     health_notes_withheld,
+                    provider_keys,
                 },
             )
     }

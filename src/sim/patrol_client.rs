@@ -619,6 +619,9 @@ fn describe_assignment(a: &AssignmentMsg, tz: &TimeZone) -> String {
         or_none(x.door_code.expose()),
     ));
     lines.push(format!("  entry: {}", or_none(&x.entry_notes)));
+    if !a.provider_keys.is_empty() {
+        lines.push(format!("  your provider has: {}", a.provider_keys));
+    }
     lines.join("\n")
 }
 
@@ -813,7 +816,8 @@ mod tests {
              instruction: Dottern Karin väntar i porten. Ta med blodsockermätaren.\n  \
              health notes: Diabetes typ 2 (insulin). Tar Waran: blöder lätt.\n  \
              access: 2 keys at Nyckelskåp Hemtjänst Centrum, krok 13; digital lock PL-3301; door code 1402#\n  \
-             entry: Hiss till 4 tr. Ring på, hör dåligt."
+             entry: Hiss till 4 tr. Ring på, hör dåligt.\n  \
+             your provider has: 2 door keys; the lock"
         );
         assert!(!got.contains("seq") && !got.contains('Z'), "{got}");
         // Another zone, another clock; the offered one asks for receipt first.
@@ -833,6 +837,10 @@ mod tests {
         );
         assert!(
             got.contains("access: no keys; digital lock none; door code none"),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("your provider has: no key and no lock access"),
             "{got}"
         );
         // Warnings and cancellations by assignment number, in local time.
