@@ -1160,3 +1160,165 @@ async fn the_operators_instruction_reaches_the_patrol_and_health_notes_only_with
     s2.close().await;
     r.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_assignment_says_what_the_patrols_provider_holds_and_one_with_nothing_needs_a_confirmation()
+ {
+    const SUPERVISOR: (&str, &str) = ("siv", "siv-password-3");
+    let dir = tempfile::tempdir().unwrap();
+    let (token1, _) = prepare(dir.path());
+    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+    let token_h1 = {
+        // A second provider with a patrol of its own (not routed to Centrum's people).
+        let store = common::open_store(dir.path()).unwrap();
+        let d = vakt::registers::directory::parse_all(
+            "id,name,phone\nhc,Hemtjänst Centrum,08-1\nhh,Humana Centrum,08-2\n".as_bytes(),
+            "id,name,arrival_limit_mins\ncentrum,Centrum,30\n".as_bytes(),
+            "id,name,provider,areas,shifts,phone\n\
+             c1,Centrum 1,hc,centrum,day 00:00-12:00;evening 12:00-00:00,070-1\n\
+             c2,Centrum 2,hc,centrum,day 00:00-12:00;evening 12:00-00:00,070-2\n\
+             h1,Humana 1,hh,centrum,day 00:00-12:00;evening 12:00-00:00,070-3\n"
+                .as_bytes(),
+            "provider,area,patrols\nhc,centrum,c1;c2\n".as_bytes(),
+        )
+        .unwrap();
+        store.save_directory(&d).unwrap();
+        let (t, h) = vakt::store::new_token();
+        store.set_patrol_token("h1", &h).unwrap();
+        t
+    };
+    let r = start_with(config(dir.path(), 120)).await;
+    let http = r.http.unwrap();
+    // The keys as signed: the installer took 2 door keys and the access tag in, and handed
+    // them to Hemtjänst Centrum.
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let items = json!([{"kind": "door", "count": 2}, {"kind": "access_tag", "count": 1}]);
+    for (from, to) in [
+        (
+            json!({"holder": "subscriber"}),
+            json!({"holder": "installer", "name": "Erik"}),
+        ),
+        (
+            json!({"holder": "installer", "name": "Erik"}),
+            json!({"holder": "provider", "id": "hc"}),
+        ),
+    ] {
+        let a = sup
+            .post(
+                "/api/subscribers/anna/receipts",
+                json!({"from": from, "to": to, "items": items, "reason": "installation"}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        let rid = a.json()["id"].as_u64().unwrap();
+        let a = sup
+            .post(
+                &format!("/api/receipts/{rid}/sign"),
+                json!({"handed_by": "Erik Lund", "received_by": "Maria Berg"}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let id = alarm_call(&r, &mut op).await;
+    let a = op.post(&format!("/api/calls/{id}/claim"), json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The dialog's choices: what each patrol's provider has.
+    let ch = op.get(&format!("/api/calls/{id}/patrols")).await.json();
+    let choice = |p: &str| {
+        ch["patrols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(choice("c1")["no_access"], false);
+    assert_eq!(choice("c1")["access"]["digital_lock"], true);
+    assert_eq!(choice("c1")["access"]["keys"], items);
+    assert_eq!(choice("h1")["no_access"], true);
+    assert_eq!(choice("h1")["access"]["keys"], json!([]));
+
+    // Humana has neither: refused until the operator confirms, and nothing is dispatched.
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "h1"}),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    let e = a.json();
+    assert_eq!(e["code"], "dispatch.no_access");
+    assert_eq!(e["confirm"], true);
+    assert_eq!(e["params"]["patrol"], "h1");
+    let a = op.get(&format!("/api/dispatches?call={id}")).await;
+    assert_eq!(a.json().as_array().unwrap().len(), 0, "{}", a.body);
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "h1", "no_access": true}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let first = a.json()["id"].as_u64().unwrap();
+    let call = wait_call(&mut op, id, |c| !steps(c).is_empty()).await;
+    assert_eq!(
+        steps(&call)[0],
+        "offered:no key and no lock access: sent as the operator confirmed"
+    );
+    // h1's assignment over the real link says so.
+    let (mut sh, _, open) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "h1", &token_h1)
+        .await
+        .unwrap();
+    let ah = assignment_of(&mut sh, open, id).await;
+    assert_eq!(ah.provider_keys, "no key and no lock access");
+
+    // Withdrawn; c1 of Hemtjänst Centrum goes, with its keys and the lock, no question asked.
+    let a = op
+        .post(
+            &format!("/api/dispatches/{first}/cancel"),
+            json!({"reason": "Centrum har nyckeln"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = op
+        .post(
+            &format!("/api/calls/{id}/dispatch"),
+            json!({"patrol": "c1"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let (mut s1, _, open) = Session::connect(r.patrol_quic.unwrap(), &trust(&r), "c1", &token1)
+        .await
+        .unwrap();
+    let a1 = assignment_of(&mut s1, open, id).await;
+    assert_eq!(a1.provider_keys, "2 door keys, access tag; the lock");
+
+    // The confirmation is audited with the dispatch.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let audit = admin.get("/api/audit?limit=1000").await.json();
+    let dispatches: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "call.dispatch")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        dispatches
+            .iter()
+            .any(|d| d.contains("to h1") && d.contains("(no key and no lock access, confirmed)")),
+        "{dispatches:?}"
+    );
+    assert!(
+        dispatches
+            .iter()
+            .any(|d| d.contains("to c1") && !d.contains("no key")),
+        "{dispatches:?}"
+    );
+    sh.close().await;
+    s1.close().await;
+    r.stop().await.unwrap();
+}

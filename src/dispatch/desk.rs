@@ -1211,6 +1211,7 @@ impl PatrolHub for Desk {
 mod tests {
     use super::*;
     use crate::dispatch::service::tests::{at, norr_store};
+    use crate::model::keys::Holder;
     use crate::model::{ArrivalMethod, CallState};
 
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {
@@ -1324,6 +1325,178 @@ mod tests {
             .dispatch_to(9, Some("n2"), "olle", true, false, "", at(1, 0))
             .unwrap();
         assert_eq!(v.dispatch.patrol, "n2");
+    }
+
+    fn receipt(id: u64, from: Holder, to: Holder, door: u8, signed: bool) -> Receipt {
+        Receipt {
+            id,
+            subscriber: "S-1".into(),
+            from,
+            to,
+            items: vec![KeyCount {
+                kind: KeyKind::Door,
+                count: door,
+            }],
+            reason: crate::model::keys::HandoverReason::Installation,
+            order: None,
+            written_at: at(0, 0),
+            written_by: "siv".into(),
+            state: if signed {
+                ReceiptState::Signed {
+                    at: at(0, i64::try_from(id).unwrap()),
+                    handed_by: "Erik".into(),
+                    received_by: "Maria".into(),
+                    recorded_by: "siv".into(),
+                }
+            } else {
+                ReceiptState::Pending
+            },
+        }
+    }
+
+    fn hn() -> Holder {
+        Holder::Provider { id: "hn".into() }
+    }
+
+    fn erik() -> Holder {
+        Holder::Installer {
+            name: "Erik".into(),
+        }
+    }
+
+    #[test]
+    fn who_can_get_in_keys_by_receipts_else_the_register_and_the_lock_for_the_own_provider() {
+        let mut sub = crate::model::Subscriber {
+            id: "S-1".into(),
+            ..Default::default()
+        };
+        sub.access.keys = 2;
+        sub.access.digital_lock_id = "PL-3301".into();
+        let door = |n: u8| {
+            vec![KeyCount {
+                kind: KeyKind::Door,
+                count: n,
+            }]
+        };
+        // No receipt yet: the register's keys are the own provider's door keys, and the lock
+        // is theirs; another provider has neither.
+        let a = patrol_access(&sub, Some("hn"), &[], "hn");
+        assert_eq!((a.keys.clone(), a.digital_lock), (door(2), true));
+        let other = patrol_access(&sub, Some("hn"), &[], "hs");
+        assert!(other.none(), "{other:?}");
+        // A pending receipt changes nothing.
+        let pending = [receipt(1, Holder::Subscriber, erik(), 3, false)];
+        assert_eq!(
+            patrol_access(&sub, Some("hn"), &pending, "hn").keys,
+            door(2)
+        );
+        // Once a receipt is signed the receipts are the whole truth: the installer has the
+        // keys, the provider only its lock access.
+        let taken = [receipt(1, Holder::Subscriber, erik(), 3, true)];
+        let a = patrol_access(&sub, Some("hn"), &taken, "hn");
+        assert!(a.keys.is_empty() && a.digital_lock && !a.none(), "{a:?}");
+        // Without a lock: nothing.
+        sub.access.digital_lock_id = " ".into();
+        assert!(patrol_access(&sub, Some("hn"), &taken, "hn").none());
+        // Handed on to the provider: its keys, whichever provider the register names.
+        let handed = [
+            receipt(1, Holder::Subscriber, erik(), 3, true),
+            receipt(2, erik(), Holder::Provider { id: "hs".into() }, 2, true),
+        ];
+        let a = patrol_access(&sub, Some("hn"), &handed, "hs");
+        assert_eq!((a.keys.clone(), a.digital_lock), (door(2), false));
+        assert!(patrol_access(&sub, Some("hn"), &handed, "hn").none());
+        // A subscriber whose provider the directory does not have: nobody's lock.
+        sub.access.digital_lock_id = "PL-3301".into();
+        assert!(patrol_access(&sub, None, &taken, "hn").none());
+    }
+
+    #[test]
+    fn a_patrol_whose_provider_has_no_key_and_no_lock_access_needs_a_confirmation() {
+        let (_dir, store, calls, desk) = setup();
+        // The choices say what each patrol's provider has: the register's keys, the lock.
+        let c = desk.choices(7, at(0, 0)).unwrap();
+        let n1 = c.patrols.iter().find(|p| p.patrol.id == "n1").unwrap();
+        let a = n1.access.clone().unwrap();
+        assert!(
+            !n1.no_access && a.digital_lock && a.keys[0].count == 2,
+            "{n1:?}"
+        );
+        // The person has no lock and the installer took the keys in (signed): Hemtjänst
+        // Norr has nothing.
+        let mut sub = store.subscriber("S-1").unwrap().unwrap();
+        sub.access.digital_lock_id.clear();
+        store.upsert_subscribers(&[sub]).unwrap();
+        store
+            .add_receipt(|id| receipt(id, Holder::Subscriber, erik(), 2, true))
+            .unwrap();
+        let c = desk.choices(7, at(0, 0)).unwrap();
+        assert!(c.patrols.iter().all(|p| p.no_access), "{c:?}");
+        assert_eq!(
+            desk.access_of(7, "n1").unwrap().map(|a| a.none()),
+            Some(true)
+        );
+        match desk.dispatch(7, Some("n1"), "olle", at(0, 0)) {
+            Err(DeskError::NoAccess { patrol, provider }) => {
+                assert_eq!((patrol.as_str(), provider.as_str()), ("n1", "hn"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The suggested patrol (none named) is checked too.
+        assert!(matches!(
+            desk.dispatch(7, None, "olle", at(0, 0)),
+            Err(DeskError::NoAccess { .. })
+        ));
+        assert!(desk.dispatcher().live_for_call(7).is_empty());
+        // Confirmed: sent, and the timeline's line says so.
+        let v = desk
+            .dispatch_to(7, Some("n1"), "olle", false, true, "", at(0, 0))
+            .unwrap();
+        assert_eq!(v.dispatch.patrol, "n1");
+        desk.flush_blocking().unwrap();
+        let l = lines(&calls, &store);
+        assert!(
+            l.iter().any(|l| l.contains("offered")
+                && l.contains("no key and no lock access: sent as the operator confirmed")),
+            "{l:?}"
+        );
+        // The assignment carries it in words.
+        let d = desk.dispatcher().live_for_call(7)[0].clone();
+        assert_eq!(
+            desk.assignment(&d).provider_keys,
+            "no key and no lock access"
+        );
+    }
+
+    #[test]
+    fn the_assignment_says_what_the_patrols_provider_holds() {
+        let (_dir, store, _calls, desk) = setup();
+        let v = desk.dispatch(7, Some("n1"), "olle", at(0, 0)).unwrap();
+        let d = store.dispatch(v.dispatch.id).unwrap().unwrap();
+        // The register's 2 keys and the lock.
+        assert_eq!(desk.assignment(&d).provider_keys, "2 door keys; the lock");
+        let tag = KeyCount {
+            kind: KeyKind::AccessTag,
+            count: 1,
+        };
+        store
+            .add_receipt(|id| {
+                let mut r = receipt(id, Holder::Subscriber, erik(), 2, true);
+                r.items.push(tag);
+                r
+            })
+            .unwrap();
+        store
+            .add_receipt(|id| {
+                let mut r = receipt(id, erik(), hn(), 1, true);
+                r.items.push(tag);
+                r
+            })
+            .unwrap();
+        assert_eq!(
+            desk.assignment(&d).provider_keys,
+            "door key, access tag; the lock"
+        );
     }
 
     #[test]
