@@ -718,6 +718,7 @@ function errorWords(data) {
   const params = {};
   for (const [k, v] of Object.entries((data && data.params) || {})) {
     if (k === 'kind') params[k] = kindWords(v);
+    else if (k === 'key_kind') params[k] = keyKindWords(v).toLocaleLowerCase(LOCALES[I18N.lang] || 'en');
     else if (k === 'role') params[k] = roleWords(v).toLocaleLowerCase(LOCALES[I18N.lang] || 'en');
     else params[k] = String(v);
   }
@@ -2592,6 +2593,7 @@ function renderSubscriber(sub, into) {
   }
 
   card.append(head, facts, accessBox, health, contacts, plan, devices);
+  appendKeysPanel(card, sub);
   appendPlanSummary(card, sub);
 }
 
@@ -2975,6 +2977,279 @@ async function savePlanEditor(ev) {
     }
   } finally {
     $('plan-save').disabled = false;
+  }
+}
+
+// ---- keys in custody: the subscriber's keys panel, the receipts, the supervisors' forms
+
+const KEY_KINDS = ['door', 'seven_lever', 'entrance', 'access_tag', 'key_box', 'digital_lock', 'other'];
+const HANDOVER_REASONS = ['installation', 'provider_change', 'end', 'other'];
+
+function keyKindWords(kind) {
+  return tHas(`keys.kind.${kind}`) ? t(`keys.kind.${kind}`) : String(kind);
+}
+
+/** "Dörrnycklar 2, Aptusbricka 1" (the paper form's words, then the count). */
+function keyCountsWords(keys) {
+  return (keys || []).map((k) => `${keyKindWords(k.kind)} ${k.count}`).join(', ');
+}
+
+/** A holder in words; providers by the names `names` (id -> name) gives. */
+function holderWords(h, names) {
+  if (!h) return '?';
+  if (h.holder === 'subscriber') return t('keys.holder.subscriber');
+  if (h.holder === 'cabinet') return t('keys.holder.cabinet');
+  if (h.holder === 'installer') return t('keys.holder.installer', { name: h.name });
+  if (h.holder === 'provider') return (names && names.get(h.id)) || h.id;
+  return String(h.holder);
+}
+
+function receiptStateWords(r, names) {
+  const s = r.state || {};
+  if (s.state === 'signed') return t('keys.state.signed', { time: fmtFull(s.at), handed_by: s.handed_by, received_by: s.received_by });
+  if (s.state === 'voided') return t('keys.state.voided', { time: fmtFull(s.at), by: s.by, reason: s.reason });
+  return t('keys.state.pending');
+}
+
+/** The Keys panel of a subscriber's card (the Call view's and the subscriber page's). */
+async function appendKeysPanel(card, sub) {
+  const box = el('section', { class: 'keys-panel', id: 'keys-panel', dataset: { subscriber: sub.id } },
+    el('h3', { text: t('keys.title') }), el('p', { class: 'muted', text: t('keys.loading') }));
+  // Right after the access facts: where an operator looks for the keys.
+  const access = card.querySelector('section.access');
+  if (access) access.after(box);
+  else card.append(box);
+  await loadKeysPanel(box, sub.id);
+}
+
+async function loadKeysPanel(box, id) {
+  try {
+    const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(id)}/keys`);
+    if (!box.isConnected) return;
+    renderKeysPanel(box, data);
+  } catch (e) {
+    if (!box.isConnected) return;
+    clear(box);
+    box.append(el('h3', { text: t('keys.title') }), el('p', { class: 'warning-text', text: t('keys.load_failed', { reason: e.message }) }));
+  }
+}
+
+function renderKeysPanel(box, data) {
+  clear(box);
+  const names = new Map((data.providers || []).map((p) => [p.id, p.name]));
+  S.keysView = { data, names };
+  const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: t('keys.title') }));
+  if (isSupervisor()) {
+    head.append(el('button', { type: 'button', id: 'keys-new', class: 'secondary small', text: t('keys.new'), on: { click: () => openReceiptForm(data.subscriber) } }));
+  }
+  box.append(head);
+  const held = data.holdings || [];
+  if (!held.length) {
+    box.append(el('p', { class: 'keys-held none muted', text: t('keys.none_held') }));
+  } else {
+    const dl = el('dl', { class: 'facts keys-held' });
+    for (const h of held) {
+      dl.append(el('dt', { text: holderWords(h, names) }), el('dd', { class: 'keys-line', dataset: { holder: h.holder, id: h.id || h.name || '' }, text: keyCountsWords(h.keys) }));
+    }
+    box.append(el('div', { class: 'fact-label', text: t('keys.held_by') }), dl);
+  }
+  const receipts = data.receipts || [];
+  const list = el('ol', { class: 'receipt-list' });
+  for (const r of receipts) {
+    const li = el('li', { class: `receipt ${r.pending ? 'pending' : (r.state && r.state.state) || ''}`, dataset: { receipt: r.id } },
+      el('span', { class: 'receipt-who', text: t('keys.receipt_line', { from: holderWords(r.from, names), to: holderWords(r.to, names) }) }), ' ',
+      el('span', { class: 'receipt-items', text: keyCountsWords(r.items) }), ' ',
+      el('span', { class: 'muted', text: `· ${tHas(`keys.reason.${r.reason}`) ? t(`keys.reason.${r.reason}`) : r.reason} · ${fmtFull(r.written_at)}` }),
+      el('div', { class: `receipt-state${r.pending ? ' warning-text' : ' muted'}`, text: receiptStateWords(r, names) }));
+    if (r.pending && isSupervisor()) {
+      li.append(el('div', { class: 'action-row' },
+        el('button', { type: 'button', class: 'primary small receipt-sign', text: t('keys.sign'), on: { click: () => openSignForm(r) } }),
+        el('button', { type: 'button', class: 'small danger-outline receipt-void', text: t('keys.void'), on: { click: () => openVoidForm(r) } })));
+    }
+    list.append(li);
+  }
+  box.append(el('details', { class: 'receipts', open: receipts.some((r) => r.pending) },
+    el('summary', { text: `${t('keys.receipts')} (${receipts.length})` }),
+    receipts.length ? list : el('p', { class: 'muted', text: t('keys.no_receipts') })));
+}
+
+function reloadKeysPanel() {
+  const box = $('keys-panel');
+  if (box && box.dataset.subscriber) loadKeysPanel(box, box.dataset.subscriber);
+}
+
+// The three forms share one dialog, made on first use.
+
+function keysDialog() {
+  let d = $('keys-dialog');
+  if (d) return d;
+  d = el('div', { id: 'keys-dialog', class: 'overlay', hidden: true },
+    el('form', { id: 'keys-form', class: 'dialog', novalidate: true },
+      el('h2', { id: 'keys-dialog-title' }),
+      el('p', { id: 'keys-dialog-what', class: 'muted' }),
+      el('div', { id: 'keys-dialog-fields' }),
+      el('p', { id: 'keys-error', class: 'form-error', role: 'alert', hidden: true }),
+      el('div', { class: 'action-row dialog-buttons' },
+        el('button', { type: 'submit', id: 'keys-submit', class: 'primary' }),
+        el('button', { type: 'button', id: 'keys-cancel', 'data-i18n': 'dialog.cancel', text: t('dialog.cancel'), on: { click: closeKeysDialog } }))));
+  document.body.append(d);
+  $('keys-form').addEventListener('submit', submitKeysForm);
+  d.addEventListener('keydown', (e) => {
+    e.stopPropagation();
+    if (e.key === 'Escape') closeKeysDialog();
+  });
+  return d;
+}
+
+function closeKeysDialog() {
+  const d = $('keys-dialog');
+  if (d) show(d, false);
+  S.keysForm = null;
+}
+
+function openKeysDialog(form, title, what, submit, fields) {
+  const d = keysDialog();
+  S.keysForm = form;
+  $('keys-dialog-title').textContent = title;
+  $('keys-dialog-what').textContent = what || '';
+  show($('keys-dialog-what'), !!what);
+  const box = $('keys-dialog-fields');
+  clear(box);
+  appendAll(box, ...fields);
+  $('keys-submit').textContent = submit;
+  $('keys-submit').disabled = false;
+  show($('keys-error'), false);
+  show(d, true);
+  const first = box.querySelector('select, input, textarea');
+  if (first) first.focus();
+}
+
+function field(id, label, input) {
+  input.id = id;
+  return el('div', { class: 'field' }, el('label', { for: id, text: label }), input);
+}
+
+/** A holder picker: who, and the installer's name or the provider. */
+function holderPicker(prefix, label, providers) {
+  const kind = el('select', {});
+  for (const k of ['installer', 'provider', 'cabinet', 'subscriber']) {
+    kind.append(el('option', { value: k, text: k === 'installer' ? t('keys.form.installer_name') : (k === 'provider' ? t('keys.form.provider') : t(`keys.holder.${k}`)) }));
+  }
+  const name = el('input', { type: 'text', maxlength: 100, autocomplete: 'off' });
+  const prov = el('select', {});
+  for (const p of providers) prov.append(el('option', { value: p.id, text: p.name }));
+  const nameField = field(`${prefix}-name`, t('keys.form.installer_name'), name);
+  const provField = field(`${prefix}-provider`, t('keys.form.provider'), prov);
+  const sync = () => {
+    nameField.hidden = kind.value !== 'installer';
+    provField.hidden = kind.value !== 'provider';
+  };
+  kind.addEventListener('change', sync);
+  const fs = el('fieldset', { class: 'holder-pick', id: `${prefix}-holder` }, el('legend', { text: label }),
+    field(`${prefix}-kind`, label, kind), nameField, provField);
+  fs.value = () => {
+    if (kind.value === 'installer') return { holder: 'installer', name: name.value.trim() };
+    if (kind.value === 'provider') return { holder: 'provider', id: prov.value };
+    return { holder: kind.value };
+  };
+  fs.set = (k, v) => {
+    kind.value = k;
+    if (k === 'installer') name.value = v || '';
+    if (k === 'provider' && v) prov.value = v;
+    sync();
+  };
+  sync();
+  return fs;
+}
+
+async function openReceiptForm(subscriber) {
+  if (!isSupervisor()) return;
+  let providers = [];
+  try {
+    const { data } = await api('GET', '/api/registers/choices');
+    providers = (data && data.care_providers) || [];
+  } catch (e) {
+    reportError(t('keys.failed', { reason: '' }), e);
+    return;
+  }
+  const from = holderPicker('kr-from', t('keys.form.from'), providers);
+  const to = holderPicker('kr-to', t('keys.form.to'), providers);
+  // The usual first handover: from the installer to the subscriber's home care.
+  const sub = S.subscriber && S.subscriber.id === subscriber ? S.subscriber : null;
+  const own = sub && providers.find((p) => p.name === sub.care_provider || p.id === sub.care_provider);
+  from.set('installer', '');
+  to.set('provider', own ? own.id : null);
+  const counts = el('fieldset', { class: 'key-counts', id: 'kr-counts' }, el('legend', { text: t('keys.form.count') }));
+  for (const k of KEY_KINDS) {
+    counts.append(field(`kr-count-${k}`, keyKindWords(k), el('input', { type: 'number', min: 0, max: 20, step: 1, value: '', class: 'key-count', inputmode: 'numeric', dataset: { kind: k } })));
+  }
+  const reason = el('select', {});
+  for (const r of HANDOVER_REASONS) reason.append(el('option', { value: r, text: t(`keys.reason.${r}`) }));
+  openKeysDialog({ kind: 'write', subscriber, from, to, counts, reason }, t('keys.form.title'), sub ? sub.name : subscriber, t('keys.form.submit'),
+    [from, to, counts, field('kr-reason', t('keys.form.reason'), reason)]);
+}
+
+function openSignForm(r) {
+  if (!isSupervisor()) return;
+  const names = S.keysView ? S.keysView.names : null;
+  const handed = el('input', { type: 'text', maxlength: 100, autocomplete: 'off' });
+  const received = el('input', { type: 'text', maxlength: 100, autocomplete: 'off' });
+  openKeysDialog({ kind: 'sign', receipt: r, handed, received }, `${t('keys.form.title')} · ${t('keys.sign.title')}`,
+    `${t('keys.receipt_line', { from: holderWords(r.from, names), to: holderWords(r.to, names) })}: ${keyCountsWords(r.items)}`,
+    t('keys.sign.submit'),
+    [el('p', { class: 'muted hint', text: t('keys.sign.hint') }),
+      field('ks-handed-by', t('keys.sign.handed_by'), handed),
+      field('ks-received-by', t('keys.sign.received_by'), received)]);
+}
+
+function openVoidForm(r) {
+  if (!isSupervisor()) return;
+  const names = S.keysView ? S.keysView.names : null;
+  const reason = el('input', { type: 'text', maxlength: 500, autocomplete: 'off' });
+  openKeysDialog({ kind: 'void', receipt: r, reason }, t('keys.void.title'),
+    `${t('keys.receipt_line', { from: holderWords(r.from, names), to: holderWords(r.to, names) })}: ${keyCountsWords(r.items)}`,
+    t('keys.void.submit'), [field('kv-reason', t('keys.void.reason'), reason)]);
+}
+
+async function submitKeysForm(ev) {
+  ev.preventDefault();
+  const f = S.keysForm;
+  if (!f) return;
+  const err = $('keys-error');
+  const fail = (text) => {
+    err.textContent = text;
+    show(err, true);
+  };
+  let path;
+  let body;
+  if (f.kind === 'write') {
+    const items = [...f.counts.querySelectorAll('input.key-count')]
+      .map((i) => ({ kind: i.dataset.kind, count: Number(i.value) || 0 }))
+      .filter((k) => k.count > 0);
+    if (!items.length) {
+      fail(t('keys.form.no_items'));
+      return;
+    }
+    path = `/api/subscribers/${encodeURIComponent(f.subscriber)}/receipts`;
+    body = { from: f.from.value(), to: f.to.value(), items, reason: f.reason.value };
+  } else if (f.kind === 'sign') {
+    path = `/api/receipts/${f.receipt.id}/sign`;
+    body = { handed_by: f.handed.value.trim(), received_by: f.received.value.trim() };
+  } else {
+    path = `/api/receipts/${f.receipt.id}/void`;
+    body = { reason: f.reason.value.trim() };
+  }
+  $('keys-submit').disabled = true;
+  try {
+    const { data } = await api('POST', path, body);
+    closeKeysDialog();
+    const done = f.kind === 'write' ? 'keys.form.written' : (f.kind === 'sign' ? 'keys.sign.done' : 'keys.void.done');
+    message(t(done, { id: data.id }), 'ok');
+    reloadKeysPanel();
+  } catch (e) {
+    if (e.status !== 401) fail(t('keys.failed', { reason: e.message }));
+  } finally {
+    $('keys-submit').disabled = false;
   }
 }
 
@@ -3762,6 +4037,7 @@ async function openDispatchDialog() {
   const id = call.id;
   S.dispatchChoices = null;
   S.dispatchSecond = false;
+  S.dispatchNoAccess = null;
   const home = homeLiveWords(call);
   $('dispatch-home').textContent = home ? t('dispatch.dialog.home', { live: home }) : '';
   show($('dispatch-home'), !!home);
@@ -3877,6 +4153,7 @@ function choiceNode(p, i, suggested) {
     p.connected ? t('dispatch.dialog.connected') : t('dispatch.dialog.not_connected'),
     n ? tn('dispatch.dialog.open_assignments', n) : t('dispatch.dialog.no_open_assignment'),
     p.phone || null,
+    accessWords(p.access),
   ].filter(Boolean);
   const warning = choiceWarning(p);
   return el('label', {
@@ -3895,10 +4172,19 @@ function choiceNode(p, i, suggested) {
     warning ? el('span', { class: 'choice-warn', role: 'note', text: warning }) : null));
 }
 
-/** What the operator should know about sending this patrol (off shift, offline, busy, not
- * routed), shown beside it; '' when nothing. */
+/** What the patrol's provider has to get in ("Its provider has: Door keys 2, lock access");
+ * null when it has nothing (the warning says so) or no subscriber is known. */
+function accessWords(a) {
+  if (!a) return null;
+  const what = [keyCountsWords(a.keys), a.digital_lock ? t('dispatch.dialog.lock_access') : ''].filter(Boolean).join(', ');
+  return what ? t('dispatch.dialog.has', { what }) : null;
+}
+
+/** What the operator should know about sending this patrol (no key and no lock access, off
+ * shift, offline, busy, not routed), shown beside it; '' when nothing. */
 function choiceWarning(p) {
   const words = [];
+  if (p.no_access) words.push(t('dispatch.warn.no_access'));
   if (!p.on_shift) words.push(t('dispatch.warn.off_shift'));
   if (!p.connected) words.push(p.phone ? t('dispatch.warn.not_connected_phone', { phone: p.phone }) : t('dispatch.warn.not_connected'));
   const n = Number(p.open_assignments) || 0;
@@ -3960,7 +4246,12 @@ function updateDispatchWarning() {
     submit.textContent = t('dispatch.dialog.submit');
     return;
   }
-  submit.textContent = t('dispatch.dialog.submit_to', { patrol: p.name || p.id });
+  // A confirmation of "no key" is for the patrol it was asked for only.
+  if (S.dispatchNoAccess && S.dispatchNoAccess !== p.id) {
+    S.dispatchNoAccess = null;
+    show($('dispatch-error'), false);
+  }
+  submit.textContent = S.dispatchNoAccess ? t('dispatch.dialog.no_access_confirm') : t('dispatch.dialog.submit_to', { patrol: p.name || p.id });
 }
 
 async function submitDispatch(ev) {
@@ -3971,6 +4262,7 @@ async function submitDispatch(ev) {
   const p = selectedChoice();
   const body = p ? { patrol: p.id } : {};
   if (S.dispatchSecond) body.second = true;
+  if (S.dispatchNoAccess && (!p || S.dispatchNoAccess === p.id)) body.no_access = true;
   const instruction = $('dispatch-instruction').value.trim();
   if (instruction) body.instruction = instruction;
   S.dispatchBusy = true;
@@ -3984,7 +4276,14 @@ async function submitDispatch(ev) {
     renderDispatchBadge(serverNow());
     if (S.current && S.current.id === id) renderDispatchPanel(S.current);
   } catch (e) {
-    if (e.status === 409 && e.body && e.body.confirm) {
+    if (e.status === 409 && e.body && e.body.confirm && e.body.code === 'dispatch.no_access') {
+      // The patrol's provider has no key and no lock access: sent only when the operator
+      // says so, with a second press.
+      S.dispatchNoAccess = p ? p.id : String((e.body.params && e.body.params.patrol) || '');
+      showDispatchError(e.message);
+      S.dispatchBusy = false;
+      $('dispatch-submit').textContent = t('dispatch.dialog.no_access_confirm');
+    } else if (e.status === 409 && e.body && e.body.confirm) {
       // A patrol is on its way to this home for another Call: a second one only when the
       // operator says so, with a second press.
       S.dispatchSecond = true;
