@@ -3860,3 +3860,243 @@ async fn a_swedish_supervisor_reads_the_registers_and_supervisor_pages_in_swedis
     );
     s.srv.stop().await.unwrap();
 }
+
+/// Fills the input `css` with `text` (cleared first).
+async fn fill(c: &fantoccini::Client, css: &str, text: &str) {
+    let input = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+/// Keys in custody, in Swedish (issue 18): the installer has taken Åsa's keys in; the
+/// supervisor writes the handover to Hemtjänst Centrum on her page, as on the paper form
+/// ("Överlämnande av nycklar från larminstallatör till hemtjänsten"), and signs it with both
+/// names. Then the operator's dispatch dialog says what each patrol's provider has: Centrum 1
+/// the keys and the lock, Humana 1 (another provider) no key and no lock access, in its row;
+/// sending Humana asks for a confirmation, and the operator picks Centrum 1 instead, whose
+/// assignment says what it holds. No English sentence of the catalogue on these screens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nycklar_kvitteras_och_operatoren_varnas_for_en_patrull_utan_nyckel() {
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let (en, sv) = (catalogue("en"), catalogue("sv"));
+    let s = setup_with(120, |cfg| {
+        cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    })
+    .await;
+    let http = s.http;
+    let no_english = |what: &'static str, found: Vec<String>| {
+        assert!(found.is_empty(), "English on the {what}: {found:#?}");
+    };
+    // A second provider with a patrol on shift, not on Centrum's route.
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let r = admin
+        .post(
+            "/api/directory/import",
+            serde_json::json!({
+                "providers": "id,name,phone\nhemtjanst-centrum,Hemtjänst Centrum,0980-319 250\nhumana-centrum,Humana Centrum,0980-319 254\n",
+                "areas": "id,name,arrival_limit_mins\ncentrum,Centrum,30\n",
+                "patrols": "id,name,provider,areas,shifts,phone\n\
+                    centrum-1,Centrum 1,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 50\n\
+                    centrum-2,Centrum 2,hemtjanst-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 51\n\
+                    humana-1,Humana 1,humana-centrum,centrum,day 07:00-19:00;night 19:00-07:00,070-174 06 52\n",
+                "routes": "provider,area,patrols\nhemtjanst-centrum,centrum,centrum-1;centrum-2\n",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // At the installation visit the installer took in two door keys and the Aptus tag
+    // (signed on the consent form: "Mottagit antal nycklar").
+    let a = admin
+        .post(
+            "/api/subscribers/anna/receipts",
+            serde_json::json!({"from": {"holder": "subscriber"},
+                "to": {"holder": "installer", "name": "Erik Lund"},
+                "items": [{"kind": "door", "count": 2}, {"kind": "access_tag", "count": 1}],
+                "reason": "installation"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let taken = a.json()["id"].as_u64().unwrap();
+    let a = admin
+        .post(
+            &format!("/api/receipts/{taken}/sign"),
+            serde_json::json!({"handed_by": "Karin Öberg", "received_by": "Erik Lund"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut patrol = patrol_app(&s, PATROL).await;
+
+    // 1. The supervisor (here the administrator) on Åsa's page: the installer has the keys.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, ADMIN).await;
+    press(&c, 'g').await;
+    click_shown(&c, "#reg-body tr[data-subscriber=\"anna\"]").await;
+    let held = shows(&c, "#reg-card .keys-panel .keys-held", "erik lund").await;
+    assert!(
+        held.contains("larminstallatör erik lund") && held.contains("dörrnycklar 2"),
+        "{held}"
+    );
+    // The handover to home care, as on the form: from the installer, to Hemtjänst Centrum,
+    // "Antal nycklar: Dörrnycklar 2 ... Övrigt", the Aptus tag.
+    click_shown(&c, "#reg-card .keys-panel .keys-new").await;
+    let title = shows(&c, "#keys-dialog-title", "överlämnande av nycklar").await;
+    assert_eq!(title, "överlämnande av nycklar");
+    let form = text_of(&c, "#keys-form").await.unwrap();
+    for words in [
+        "Antal nycklar",
+        "Dörrnycklar",
+        "Sjutillhållarlås",
+        "Portnyckel",
+        "Aptusbricka",
+        "Övrigt",
+    ] {
+        assert!(form.contains(words), "{words} in {form}");
+    }
+    fill(&c, "#kr-from-name", "Erik Lund").await;
+    let to = c.find(Locator::Css("#kr-to-provider")).await.unwrap();
+    to.select_by_value("hemtjanst-centrum").await.unwrap();
+    fill(&c, "#kr-count-door", "2").await;
+    fill(&c, "#kr-count-access_tag", "1").await;
+    no_english("new receipt form", english_shown(&c, &en, &sv).await);
+    screenshot(
+        "console-sv-keys-receipt.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#keys-submit").await;
+    // Pending until signed: the installer still holds the keys.
+    let pending = shows(
+        &c,
+        "#reg-card .keys-panel .receipt.pending",
+        "väntar på underskrift",
+    )
+    .await;
+    assert!(
+        pending.contains("larminstallatör erik lund → hemtjänst centrum"),
+        "{pending}"
+    );
+    // "Underskrift": both names, as signed on paper.
+    click_shown(&c, "#reg-card .keys-panel .receipt.pending .receipt-sign").await;
+    fill(&c, "#ks-handed-by", "Erik Lund").await;
+    fill(&c, "#ks-received-by", "Maria Berg").await;
+    let what = text_of(&c, "#keys-dialog-what").await.unwrap();
+    assert!(what.contains("Dörrnycklar 2, Aptusbricka 1"), "{what}");
+    no_english("signing", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-keys-sign.png", &c.screenshot().await.unwrap());
+    click(&c, "#keys-submit").await;
+    let held = shows(&c, "#reg-card .keys-panel .keys-held", "hemtjänst centrum").await;
+    assert!(
+        held.contains("dörrnycklar 2, aptusbricka 1") && !held.contains("erik"),
+        "{held}"
+    );
+    let signed = shows(
+        &c,
+        "#reg-card .keys-panel .receipt.signed",
+        "mottaget av maria berg",
+    )
+    .await;
+    assert!(signed.contains("överlämnat av erik lund"), "{signed}");
+    no_english("keys panel", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-keys-signed.png", &c.screenshot().await.unwrap());
+    // On the server: signed by name, recorded by the supervisor, audited.
+    let k = admin.get("/api/subscribers/anna/keys").await.json();
+    assert_eq!(k["receipts"][0]["state"]["received_by"], "Maria Berg");
+    assert_eq!(k["receipts"][0]["state"]["recorded_by"], ADMIN.0);
+    click(&c, "#logout").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#login-username"))
+        .await
+        .expect("logged out");
+
+    // 2. The operator: Åsa falls; her card shows who has the keys.
+    login(&c, OPERATOR).await;
+    asa_alarm(&s.srv, 1, "1103 01 001").await;
+    click_shown(&c, "#queue-body tr.call-row .take").await;
+    let card = shows(
+        &c,
+        "#subscriber-card .keys-panel .keys-held",
+        "hemtjänst centrum",
+    )
+    .await;
+    assert!(card.contains("dörrnycklar 2"), "{card}");
+    // The dispatch dialog: each patrol's row says what its provider has, or warns.
+    click_shown(&c, "#dispatch-open").await;
+    let humana = "#dispatch-choices label[data-patrol-id=\"humana-1\"]";
+    let warn = shows(&c, &format!("{humana} .choice-warn"), "ingen nyckel").await;
+    assert!(
+        warn.contains("ingen nyckel och ingen låsbehörighet"),
+        "{warn}"
+    );
+    let centrum = shows(
+        &c,
+        "#dispatch-choices label[data-patrol-id=\"centrum-1\"]",
+        "utföraren har",
+    )
+    .await;
+    assert!(
+        centrum.contains("utföraren har: dörrnycklar 2, aptusbricka 1, låsbehörighet")
+            && !centrum.contains("ingen nyckel"),
+        "{centrum}"
+    );
+    // Humana picked: sending it asks for the confirmation, in Swedish.
+    click(&c, &format!("{humana} input")).await;
+    click(&c, "#dispatch-submit").await;
+    let refusal = wait_for("the warning", Duration::from_secs(10), || async {
+        let el = c.find(Locator::Css("#dispatch-error")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(())?;
+        el.text().await.ok().filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(
+        refusal.contains("ingen nyckel och ingen låsbehörighet till det här hemmet"),
+        "{refusal}"
+    );
+    assert_eq!(
+        text_of(&c, "#dispatch-submit").await.unwrap(),
+        sv["dispatch.dialog.no_access_confirm"]
+    );
+    no_english("dispatch warning", english_shown(&c, &en, &sv).await);
+    screenshot(
+        "console-sv-dispatch-no-key.png",
+        &c.screenshot().await.unwrap(),
+    );
+    let d = admin.get("/api/dispatches").await.json();
+    assert!(d.as_array().unwrap().is_empty(), "nothing sent yet: {d}");
+    // The operator picks Centrum 1 instead: no question; the confirmation does not carry over.
+    click(
+        &c,
+        "#dispatch-choices label[data-patrol-id=\"centrum-1\"] input",
+    )
+    .await;
+    assert!(
+        text_of(&c, "#dispatch-submit")
+            .await
+            .unwrap()
+            .contains("Centrum 1"),
+    );
+    click(&c, "#dispatch-submit").await;
+    let a = loop {
+        match patrol.next_push(Duration::from_secs(10)).await.unwrap() {
+            Some(ToPatrol::Assignment(a)) => break a,
+            Some(_) => continue,
+            None => panic!("no assignment at the patrol"),
+        }
+    };
+    assert_eq!(a.provider_keys, "2 door keys, access tag; the lock");
+    let line = timeline_with(&c, "Centrum 1").await;
+    assert!(!line.contains("no key"), "{line}");
+    screenshot(
+        "console-sv-dispatched-with-keys.png",
+        &c.screenshot().await.unwrap(),
+    );
+    patrol.close().await;
+    s.srv.stop().await.unwrap();
+}

@@ -3013,12 +3013,13 @@ function receiptStateWords(r, names) {
 
 /** The Keys panel of a subscriber's card (the Call view's and the subscriber page's). */
 async function appendKeysPanel(card, sub) {
-  const box = el('section', { class: 'keys-panel', id: 'keys-panel', dataset: { subscriber: sub.id } },
+  const box = el('section', { class: 'keys-panel', dataset: { subscriber: sub.id } },
     el('h3', { text: t('keys.title') }), el('p', { class: 'muted', text: t('keys.loading') }));
   // Right after the access facts: where an operator looks for the keys.
   const access = card.querySelector('section.access');
   if (access) access.after(box);
   else card.append(box);
+  box.subscriber = sub;
   await loadKeysPanel(box, sub.id);
 }
 
@@ -3040,7 +3041,7 @@ function renderKeysPanel(box, data) {
   S.keysView = { data, names };
   const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: t('keys.title') }));
   if (isSupervisor()) {
-    head.append(el('button', { type: 'button', id: 'keys-new', class: 'secondary small', text: t('keys.new'), on: { click: () => openReceiptForm(data.subscriber) } }));
+    head.append(el('button', { type: 'button', class: 'secondary small keys-new', text: t('keys.new'), on: { click: () => openReceiptForm(data.subscriber, box.subscriber) } }));
   }
   box.append(head);
   const held = data.holdings || [];
@@ -3068,14 +3069,17 @@ function renderKeysPanel(box, data) {
     }
     list.append(li);
   }
-  box.append(el('details', { class: 'receipts', open: receipts.some((r) => r.pending) },
+  // Open while a receipt waits for signatures, or when there are only a few.
+  box.append(el('details', { class: 'receipts', open: receipts.length <= 3 || receipts.some((r) => r.pending) },
     el('summary', { text: `${t('keys.receipts')} (${receipts.length})` }),
     receipts.length ? list : el('p', { class: 'muted', text: t('keys.no_receipts') })));
 }
 
-function reloadKeysPanel() {
-  const box = $('keys-panel');
-  if (box && box.dataset.subscriber) loadKeysPanel(box, box.dataset.subscriber);
+/** Loads every Keys panel shown again (the Call view's card and the subscriber page's). */
+function reloadKeysPanels() {
+  for (const box of document.querySelectorAll('.keys-panel')) {
+    if (box.dataset.subscriber) loadKeysPanel(box, box.dataset.subscriber);
+  }
 }
 
 // The three forms share one dialog, made on first use.
@@ -3162,7 +3166,7 @@ function holderPicker(prefix, label, providers) {
   return fs;
 }
 
-async function openReceiptForm(subscriber) {
+async function openReceiptForm(subscriber, sub) {
   if (!isSupervisor()) return;
   let providers = [];
   try {
@@ -3175,7 +3179,6 @@ async function openReceiptForm(subscriber) {
   const from = holderPicker('kr-from', t('keys.form.from'), providers);
   const to = holderPicker('kr-to', t('keys.form.to'), providers);
   // The usual first handover: from the installer to the subscriber's home care.
-  const sub = S.subscriber && S.subscriber.id === subscriber ? S.subscriber : null;
   const own = sub && providers.find((p) => p.name === sub.care_provider || p.id === sub.care_provider);
   from.set('installer', '');
   to.set('provider', own ? own.id : null);
@@ -3245,7 +3248,7 @@ async function submitKeysForm(ev) {
     closeKeysDialog();
     const done = f.kind === 'write' ? 'keys.form.written' : (f.kind === 'sign' ? 'keys.sign.done' : 'keys.void.done');
     message(t(done, { id: data.id }), 'ok');
-    reloadKeysPanel();
+    reloadKeysPanels();
   } catch (e) {
     if (e.status !== 401) fail(t('keys.failed', { reason: e.message }));
   } finally {
