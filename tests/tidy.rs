@@ -41,6 +41,7 @@ const LAYERS: &[&[&str]] = &[
 /// a clock.
 const PURE: &[&str] = &[
     "triage/",
+    "dispatch/access.rs",
     "dispatch/routing.rs",
     "dispatch/sla.rs",
     "dispatch/report.rs",

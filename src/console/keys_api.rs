@@ -2,7 +2,7 @@
 //! receipts that moved them, and the supervisors' receipts (written pending, signed by name
 //! as on the paper forms of seed 001, or voided with a reason). See [`crate::model::keys`].
 //!
-//! Signing is done under one lock of the node ([`SIGNING`]): custody is read from the
+//! Signing is done under one lock of the node (`SIGNING`): custody is read from the
 //! signed receipts, the receipt is checked against it and saved, and only then may another
 //! signature be checked, so two receipts signed at once that together hand more than the
 //! giver holds cannot both move keys (the second is refused 409 `keys.short`). Only the
@@ -199,7 +199,7 @@ pub async fn get_keys(
         format!("{} receipts", receipts.len()),
     )?;
     let mut receipts: Vec<ReceiptView> = receipts.into_iter().map(ReceiptView::from).collect();
-    receipts.sort_by(|a, b| b.receipt.id.cmp(&a.receipt.id));
+    receipts.sort_by_key(|r| std::cmp::Reverse(r.receipt.id));
     Ok(Json(KeysView {
         subscriber: id,
         holdings,

@@ -21,24 +21,10 @@
 //! link's entry point, which reads the clock (and never lets a patrol's time be in the
 //! future).
 //!
-//! # Who can get in ([`patrol_access`])
-//!
 //! Each patrol the operator may pick is shown with what its provider has to get into the
-//! home, and the assignment carries it in words (`provider_keys`):
-//!
-//! - **Keys**: what the provider holds by the subscriber's signed key receipts
-//!   ([`crate::model::keys::Custody`]). A subscriber with no signed receipt yet (registered
-//!   before vakt kept receipts) has the register's `keys` count as door keys of their own care
-//!   provider; the first signed receipt makes the receipts the whole truth.
-//! - **Lock access**: the home has a digital lock (`digital_lock_id`) and the patrol's
-//!   provider is the subscriber's care provider. The lock system (seed 000) connects a
-//!   customer's lock to the provider the decision is given to ("utföraren förlorar tillgång
-//!   till kund ... när inget pågående beslut är fördelat"), and the lock events that mark
-//!   arrivals ([`Desk::lock_opened`]) carry no provider, so no other provider's patrol is
-//!   counted as able to open it.
-//!
-//! A patrol whose provider has neither is sent only when the operator confirms it
-//! ([`DeskError::NoAccess`]); the confirmation is on the Call's timeline.
+//! home ([`crate::dispatch::access`]); one whose provider has no key and no lock access is
+//! sent only when the operator confirms it ([`DeskError::NoAccess`]), which the Call's
+//! timeline says.
 
 use std::sync::Arc;
 
@@ -54,8 +40,7 @@ use crate::dispatch::routing;
 use crate::dispatch::service::{DispatchError, Dispatcher, Target};
 use crate::dispatch::sla::{ClockEvent, PatrolEvent, SlaOptions};
 use crate::dispatch::wire::{AssignmentMsg, CancelCause, FromPatrol, ToPatrol};
-use crate::model::keys::{Custody, PatrolAccess, Receipt, ReceiptState};
-use crate::model::order::{KeyCount, KeyKind};
+use crate::model::keys::PatrolAccess;
 use crate::model::{Call, CallState, Dispatch, DispatchState, DispatchStep, TimelineEvent};
 use crate::store::{Store, StoreError};
 use crate::telemetry::DispatchMetrics;
@@ -113,61 +98,6 @@ pub enum DeskError {
 }
 
 pub use crate::calls::DispatchView;
-
-/// A home and what decides who can get in: the subscriber, their care provider's id in
-/// the directory, their key receipts.
-#[derive(Clone, Debug)]
-pub struct HomeAccess {
-    /// The subscriber.
-    pub subscriber: crate::model::Subscriber,
-    /// Their care provider (the directory's id), if the directory has it.
-    pub home_provider: Option<String>,
-    /// Their key receipts.
-    pub receipts: Vec<Receipt>,
-}
-
-impl HomeAccess {
-    /// What a patrol of `provider` has ([`patrol_access`]).
-    pub fn for_provider(&self, provider: &str) -> PatrolAccess {
-        patrol_access(
-            &self.subscriber,
-            self.home_provider.as_deref(),
-            &self.receipts,
-            provider,
-        )
-    }
-}
-
-/// What a patrol of `provider` has to get into `sub`'s home (see the module doc):
-/// `home_provider` is the directory's id of the subscriber's care provider, `receipts` the
-/// subscriber's key receipts.
-pub fn patrol_access(
-    sub: &crate::model::Subscriber,
-    home_provider: Option<&str>,
-    receipts: &[Receipt],
-    provider: &str,
-) -> PatrolAccess {
-    let theirs = home_provider == Some(provider);
-    let lock = theirs && !sub.access.digital_lock_id.trim().is_empty();
-    let signed = receipts
-        .iter()
-        .any(|r| matches!(r.state, ReceiptState::Signed { .. }));
-    if signed {
-        return Custody::from_receipts(receipts).access_for(provider, lock);
-    }
-    let register = u8::try_from(sub.access.keys).unwrap_or(u8::MAX);
-    PatrolAccess {
-        keys: if theirs && register > 0 {
-            vec![KeyCount {
-                kind: KeyKind::Door,
-                count: register,
-            }]
-        } else {
-            Vec::new()
-        },
-        digital_lock: lock,
-    }
-}
 
 /// A patrol as it is now: who, whether on shift, whether its app is connected.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -1210,8 +1140,10 @@ impl PatrolHub for Desk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::access::patrol_access;
     use crate::dispatch::service::tests::{at, norr_store};
-    use crate::model::keys::Holder;
+    use crate::model::keys::{Holder, Receipt, ReceiptState};
+    use crate::model::order::{KeyCount, KeyKind};
     use crate::model::{ArrivalMethod, CallState};
 
     fn setup() -> (tempfile::TempDir, Store, Arc<Calls>, Desk) {

@@ -121,7 +121,7 @@ impl Hub {
     pub fn home_access(
         &self,
         call: &Call,
-    ) -> Result<Option<crate::dispatch::desk::HomeAccess>, crate::store::StoreError> {
+    ) -> Result<Option<crate::dispatch::access::HomeAccess>, crate::store::StoreError> {
         let Some(id) = call.subscriber.as_deref() else {
             return Ok(None);
         };
@@ -134,7 +134,7 @@ impl Hub {
             .directory()
             .provider_for(&subscriber.care_provider)
             .map(|p| p.id.clone());
-        Ok(Some(crate::dispatch::desk::HomeAccess {
+        Ok(Some(crate::dispatch::access::HomeAccess {
             subscriber,
             home_provider,
             receipts,

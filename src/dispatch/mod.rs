@@ -12,9 +12,12 @@
 //! - [`hub`]: the patrol link's view of vakt: tokens, assignments with the subscriber's card,
 //!   patrol events applied by the dispatcher and made durable before they are acknowledged.
 //! - [`patrol_link`]: the patrols' QUIC sessions (`proto/patrol.md`), behind a [`patrol_link::PatrolHub`].
+//! - [`access`]: who can get into a home: the keys a patrol's provider holds by the signed
+//!   receipts, and its lock access. Pure.
 //! - [`report`]: the monthly SLA report; [`visits`]: the month's alarm visits per provider,
 //!   with arrival and departure, for the providers' time reports and compensation.
 
+pub mod access;
 pub mod desk;
 pub mod hub;
 pub mod patrol_link;
