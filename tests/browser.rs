@@ -4056,7 +4056,9 @@ async fn nycklar_kvitteras_och_operatoren_varnas_for_en_patrull_utan_nyckel() {
     })
     .await;
     assert!(
-        refusal.contains("ingen nyckel och ingen låsbehörighet till det här hemmet"),
+        refusal.starts_with(
+            "Humana 1: Humana Centrum har ingen nyckel och ingen låsbehörighet till det här hemmet"
+        ),
         "{refusal}"
     );
     assert_eq!(

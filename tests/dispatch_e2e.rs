@@ -1253,6 +1253,8 @@ async fn the_assignment_says_what_the_patrols_provider_holds_and_one_with_nothin
     assert_eq!(e["code"], "dispatch.no_access");
     assert_eq!(e["confirm"], true);
     assert_eq!(e["params"]["patrol"], "h1");
+    assert_eq!(e["params"]["name"], "Humana 1");
+    assert_eq!(e["params"]["provider"], "Humana Centrum");
     let a = op.get(&format!("/api/dispatches?call={id}")).await;
     assert_eq!(a.json().as_array().unwrap().len(), 0, "{}", a.body);
     let a = op

@@ -57,12 +57,14 @@ fn desk_error(e: DeskError) -> ApiError {
         }
         DeskError::NoAccess {
             ref patrol,
+            ref name,
             ref provider,
         } => {
-            let (patrol, provider) = (patrol.clone(), provider.clone());
+            let (patrol, name, provider) = (patrol.clone(), name.clone(), provider.clone());
             ApiError::new(StatusCode::CONFLICT, e.to_string())
                 .coded("dispatch.no_access")
                 .param("patrol", patrol)
+                .param("name", name)
                 .param("provider", provider)
                 .needing_confirmation()
         }

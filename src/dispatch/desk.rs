@@ -78,12 +78,14 @@ pub enum DeskError {
     /// The patrol's provider holds no key and has no lock access to the home: it is sent
     /// only when the operator confirms it.
     #[error(
-        "patrol {patrol}'s provider {provider} has no key and no lock access to this home: confirm to send it"
+        "patrol {name} ({patrol}): its provider {provider} has no key and no lock access to this home: confirm to send it"
     )]
     NoAccess {
         /// The patrol.
         patrol: String,
-        /// Its provider (the directory's id).
+        /// Its name.
+        name: String,
+        /// Its provider's name.
         provider: String,
     },
     /// Refused by the dispatcher.
@@ -549,13 +551,21 @@ impl Desk {
             .access_for_call(&call, &patrol)?
             .is_some_and(|a| a.none());
         if without_access && !no_access {
-            let provider = self
-                .dispatcher
-                .directory()
-                .patrol(&patrol)
-                .map(|p| p.provider.clone())
-                .unwrap_or_default();
-            return Err(DeskError::NoAccess { patrol, provider });
+            let provider = {
+                let dir = self.dispatcher.directory();
+                dir.patrol(&patrol)
+                    .map(|p| {
+                        dir.provider(&p.provider)
+                            .map_or_else(|| p.provider.clone(), |x| x.name.clone())
+                    })
+                    .unwrap_or_default()
+            };
+            let name = self.patrol_name(&patrol);
+            return Err(DeskError::NoAccess {
+                patrol,
+                name,
+                provider,
+            });
         }
         let d = self
             .dispatcher
@@ -1369,8 +1379,15 @@ mod tests {
             Some(true)
         );
         match desk.dispatch(7, Some("n1"), "olle", at(0, 0)) {
-            Err(DeskError::NoAccess { patrol, provider }) => {
-                assert_eq!((patrol.as_str(), provider.as_str()), ("n1", "hn"));
+            Err(DeskError::NoAccess {
+                patrol,
+                name,
+                provider,
+            }) => {
+                assert_eq!(
+                    (patrol.as_str(), name.as_str(), provider.as_str()),
+                    ("n1", "Norr 1", "Hemtjänst Norr")
+                );
             }
             other => panic!("{other:?}"),
         }
