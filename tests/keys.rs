@@ -346,6 +346,7 @@ async fn operators_see_the_keys_but_do_not_write_sign_or_void() {
     let http = srv.http.unwrap();
     let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
     let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let mut live = Live::connect(&op).await;
     let a = write(
         &mut sup,
         installer("Erik"),
@@ -355,6 +356,11 @@ async fn operators_see_the_keys_but_do_not_write_sign_or_void() {
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
     let id = a.json()["id"].as_u64().unwrap();
+    // The operator's console showing Åsa's card is told to load it again.
+    assert_eq!(
+        live.next_of("subscriber").await,
+        json!({"type": "subscriber", "id": "anna"})
+    );
 
     let a = write(
         &mut op,
@@ -490,5 +496,34 @@ async fn two_signatures_at_once_that_hand_more_than_is_held_cannot_both_stand() 
             .await;
         assert_eq!(a.status, 200, "{}", a.body);
     }
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let mut op = Client::login(srv.http.unwrap(), OPERATOR.0, OPERATOR.1).await;
+    let doc = op.get("/api/openapi.json").await.json();
+    for (path, method) in [
+        ("/api/subscribers/{id}/keys", "get"),
+        ("/api/subscribers/{id}/receipts", "post"),
+        ("/api/receipts/{id}/sign", "post"),
+        ("/api/receipts/{id}/void", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    assert!(doc["paths"]["/api/receipts/{id}/sign"]["post"]["responses"]["409"].is_object());
+    for schema in [
+        "KeysView",
+        "ReceiptView",
+        "NewReceipt",
+        "SignRequest",
+        "Holder",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    let dispatch = &doc["components"]["schemas"]["DispatchRequest"]["properties"];
+    assert!(dispatch["no_access"].is_object(), "{dispatch}");
     srv.stop().await.unwrap();
 }

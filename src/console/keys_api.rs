@@ -7,7 +7,8 @@
 //! signature be checked, so two receipts signed at once that together hand more than the
 //! giver holds cannot both move keys (the second is refused 409 `keys.short`). Only the
 //! leader serves the API, so one node's lock is enough. Every change and the audit entry
-//! are durable together before the answer.
+//! are durable together before the answer; then the consoles showing the subscriber's card
+//! are told (live `subscriber`) and load it again.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -318,6 +319,8 @@ pub async fn write_receipt(
         },
     )
     .await?;
+    // The consoles showing the card load it again (the Keys panel with it).
+    state.calls.subscriber_changed(Some(&r.subscriber));
     Ok((StatusCode::CREATED, Json(r.into())))
 }
 
@@ -396,6 +399,7 @@ pub async fn sign_receipt(
     })
     .await?;
     // The care system is told of the signed handover here (care::events::key_handover_signed).
+    state.calls.subscriber_changed(Some(&r.subscriber));
     Ok(Json(r.into()))
 }
 
@@ -452,5 +456,6 @@ pub async fn void_receipt(
         Ok(r)
     })
     .await?;
+    state.calls.subscriber_changed(Some(&r.subscriber));
     Ok(Json(r.into()))
 }

@@ -3248,7 +3248,9 @@ async function submitKeysForm(ev) {
     closeKeysDialog();
     const done = f.kind === 'write' ? 'keys.form.written' : (f.kind === 'sign' ? 'keys.sign.done' : 'keys.void.done');
     message(t(done, { id: data.id }), 'ok');
-    reloadKeysPanels();
+    // The live feed's `subscriber` loads the card again (with its Keys panel); without it,
+    // the panels are loaded here.
+    if ($('connection-status').dataset.state !== 'open') reloadKeysPanels();
   } catch (e) {
     if (e.status !== 401) fail(t('keys.failed', { reason: e.message }));
   } finally {
