@@ -49,14 +49,14 @@
 //!   granted is on its Call's timeline, and no Call was granted to two consoles within one
 //!   claim period;
 //! - no dispatch or webhook delivered twice: no Call has more dispatches than the consoles
-//!   asked for (a dispatch asked for again after an unanswered request is refused as already
-//!   made), every dispatch a console was answered is on its Call, no Call reached the patrol
+//!   asked for (a console whose request got no answer looks at the Call before it asks
+//!   again), every dispatch a console was answered is on its Call, no Call reached the patrol
 //!   under more dispatch ids than were asked for, no assignment of a visit the patrol had
 //!   completed came again; every webhook delivery is signed, and no event (its body but the
 //!   delivery id and time) came under two `X-Vakt-Delivery` keys.
 //!
-//! **Printed, not asserted**, a line per kill: the gap in ACKs (from the kill to the next ACK,
-//! and the longest pause between two ACKs after it), the time until a new leader's `/ready`
+//! **Printed, not asserted**, a line per kill: the gap in ACKs (from the kill to the first ACK
+//! of a frame sent after it, and the longest pause between two ACKs after it), the time until a new leader's `/ready`
 //! answered 200, until the first console request sent after the kill was answered (and the
 //! first change so sent succeeded), until the live feed was connected again, and until the
 //! patrol's session was established again with its open assignments; the assignments the
@@ -1175,19 +1175,20 @@ async fn run(cluster: Arc<Mutex<Patroni>>) {
         let pause = rand::rng().random_range(3000..8000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let leader_now = leader(&nodes).await.expect("a leader before each kill");
-        let at = Instant::now();
-        let detail = match what {
+        let (at, detail) = match what {
             Kill::VaktLeader => {
+                let at = Instant::now();
                 nodes.lock().unwrap().slots[leader_now.0].kill(None);
-                format!("vakt node {}", ["a", "b"][leader_now.0])
+                (at, format!("vakt node {}", ["a", "b"][leader_now.0]))
             }
             Kill::PostgresPrimary => {
                 let c = cluster.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut c = c.lock().unwrap();
                     let p = c.primary().expect("a PostgreSQL primary before the kill");
+                    let at = Instant::now();
                     c.kill_machine(p);
-                    format!("PostgreSQL primary {}", c.machines[p].name)
+                    (at, format!("PostgreSQL primary {}", c.machines[p].name))
                 })
                 .await
                 .unwrap()
