@@ -56,15 +56,15 @@
 //!   delivery id and time) came under two `X-Vakt-Delivery` keys.
 //!
 //! **Printed, not asserted**, a line per kill: the gap in ACKs (from the kill to the first ACK
-//! of a frame sent after it, and the longest pause between two ACKs after it), the time until a new leader's `/ready`
-//! answered 200, until the first console request sent after the kill was answered (and the
-//! first change so sent succeeded), until the live feed was connected again, and until the
-//! patrol's session was established again with its open assignments; the assignments the
-//! patrol got again with its new session (the same dispatch id, recognised as the same); and
-//! the webhook keys the receiver had acknowledged before the kill that were sent again after
-//! it (the known window between the receiver's 2xx and the outbox's durable mark). Then the
-//! totals: Calls, claims, conflicts, dispatches and why some were refused, the patrol's
-//! sessions and visits, webhook deliveries and repeated keys.
+//! of a frame sent after it, and the longest pause between two ACKs until the next kill), the
+//! time until a new leader's `/ready` answered 200, until the first console request sent after
+//! the kill was answered (and the first change so sent succeeded), until the live feed was
+//! connected again, and until the patrol's session was established again with its open
+//! assignments; the assignments the patrol got again with its new session (the same dispatch
+//! id, recognised as the same); and the webhook keys the receiver had acknowledged before the
+//! kill that were sent again after it (the known window between the receiver's 2xx and the
+//! outbox's durable mark). Then the totals: Calls, claims, conflicts, dispatches and why some
+//! were refused, the patrol's sessions and visits, webhook deliveries and repeated keys.
 //!
 //! `#[ignore]`d: it needs etcd, Patroni and PostgreSQL and takes about two minutes;
 //! `.ci/run` runs it in its stress stage (with `VAKT_REQUIRE_PATRONI=1`) under a timeout, and
@@ -1368,7 +1368,8 @@ async fn run(cluster: Arc<Mutex<Patroni>>) {
         let longest = times
             .windows(2)
             .filter(|w| w[1] > k.at && w[0] < window_end)
-            .map(|w| w[1] - w[0].max(k.at))
+            // A pause that runs into the next kill's window counts there from that kill.
+            .map(|w| w[1].min(window_end) - w[0].max(k.at))
             .max()
             .unwrap_or_default();
         let ready_again = probes
