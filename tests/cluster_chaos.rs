@@ -58,7 +58,7 @@
 //! **Printed, not asserted**, a line per kill: the gap in ACKs (from the kill to the first ACK
 //! of a frame sent after it, and the longest pause between two ACKs until the next kill), the
 //! time until a new leader's `/ready` answered 200, until the first console request sent after
-//! the kill was answered (and the first change so sent succeeded), until the live feed was
+//! the kill was served (no 5xx; and the first change so sent succeeded), until the live feed was
 //! connected again, and until the patrol's session was established again with its open
 //! assignments; the assignments the patrol got again with its new session (the same dispatch
 //! id, recognised as the same); and the webhook keys the receiver had acknowledged before the
