@@ -61,9 +61,9 @@
 //! the kill was served (no 5xx; and the first change so sent succeeded), until the live feed was
 //! connected again, and until the patrol's session was established again with its open
 //! assignments; the assignments the patrol got again with its new session (the same dispatch
-//! id, recognised as the same); and the webhook keys the receiver had acknowledged before the
-//! kill that were sent again after it (the known window between the receiver's 2xx and the
-//! outbox's durable mark). Then the totals: Calls, claims, conflicts, dispatches and why some
+//! id, recognised as the same); and the webhook keys the receiver had acknowledged that were
+//! sent again after the kill (the known window between the receiver's 2xx and the outbox's
+//! durable mark, which a kill, or a leader's lease lost in the database's failover, may cut). Then the totals: Calls, claims, conflicts, dispatches and why some
 //! were refused, the patrol's sessions and visits, webhook deliveries and repeated keys.
 //!
 //! `#[ignore]`d: it needs etcd, Patroni and PostgreSQL and takes about two minutes;
@@ -1399,10 +1399,11 @@ async fn run(cluster: Arc<Mutex<Patroni>>) {
             .min();
         let live = desk.live.iter().find(|t| within(t)).copied();
         let patrol = beat.sessions.iter().find(|t| within(t)).copied();
-        // Keys the receiver had acknowledged before the kill, sent again after it.
+        // Keys the receiver had acknowledged (before the kill, or after it by a leader that
+        // lost its lease before its mark) sent again after the kill.
         let resent: BTreeSet<&str> = hooks
             .iter()
-            .filter(|h| within(&h.at) && first_hook[h.delivery.as_str()] < k.at)
+            .filter(|h| within(&h.at) && first_hook[h.delivery.as_str()] < h.at)
             .map(|h| h.delivery.as_str())
             .collect();
         let kept = |t: Option<Instant>| match (t, k.what) {
