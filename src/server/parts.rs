@@ -795,7 +795,7 @@ impl PatrolPart {
         let fp = crate::transport::quic::fingerprint_hex(&identity.fingerprint);
         let server_config = crate::transport::quic::server_config(&identity)?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            crate::transport::quic::endpoint_config(&identity),
             Some(server_config),
             socket,
             Arc::new(quinn::TokioRuntime),
