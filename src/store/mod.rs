@@ -1060,6 +1060,34 @@ mod tests {
             s.save_plan("S-1", "admin", at(1), &plan).unwrap()
         });
 
+        // The life tree: orders, key receipts, lives.
+        synced(s, "add_order", || {
+            s.add_order(|id| life::tests::order(id, "S-1", Some("ext-1")))
+                .unwrap()
+        });
+        synced(s, "add_order without a care-system id", || {
+            s.add_order(|id| life::tests::order(id, "S-1", None))
+                .unwrap()
+        });
+        let order = s.order(1).unwrap().unwrap();
+        synced(s, "save_order", || s.save_order(&order).unwrap());
+        synced(s, "add_receipt", || {
+            s.add_receipt(|id| life::tests::receipt(id, "S-1")).unwrap()
+        });
+        let receipt = s.receipt(1).unwrap().unwrap();
+        synced(s, "save_receipt", || s.save_receipt(&receipt).unwrap());
+        synced(s, "update_life", || {
+            s.update_life::<StoreError>("S-1", |_| {
+                Ok(crate::model::life::Life::ordered(
+                    "S-1",
+                    None,
+                    at(0),
+                    "sara",
+                ))
+            })
+            .unwrap()
+        });
+
         // Several writes of one action: one sync, after the last of them.
         let (started, done) = store.engine.syncs();
         assert_eq!(started, done, "no sync runs");
