@@ -183,6 +183,14 @@ pub async fn complete_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    if o.kind == crate::model::order::OrderKind::End {
+        // The ended alarm's devices are no longer supervised.
+        let devices: Vec<crate::model::Device> = state.devices.current().iter().cloned().collect();
+        let sup = state.supervision.supervisor().clone();
+        tokio::task::spawn_blocking(move || sup.sync(&devices, |_| None, now))
+            .await
+            .map_err(|e| ApiError::internal("updating supervision failed", e))?;
+    }
     Ok(Json(OrderView {
         lateness: o.lateness(now),
         order: o,
