@@ -519,4 +519,60 @@ async fn the_whole_life_of_one_subscriber() {
     assert_eq!(started["order"]["external_id"], "procapita-4711");
     assert_eq!(started["provider"], "hc");
     srv.stop().await.unwrap();
+
+    // 11. With the server stopped: the billing from the command line's report, and the key
+    //     handover between the providers signed (as the receipts' API does it), told once.
+    let rows = vakt::cli::billing_report(store_at(dir.path()), &month, "Vaktby kommun").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].provider, "hs");
+    let store = open_store(dir.path()).unwrap();
+    let mut receipt = store.pending_receipts().unwrap().pop().unwrap();
+    let mut custody = Custody::from_receipts(&store.receipts_of("anna").unwrap());
+    receipt
+        .sign(
+            &mut custody,
+            jiff::Timestamp::now(),
+            "Hanna",
+            "Sven",
+            SUPERVISOR.0,
+        )
+        .unwrap();
+    store.save_receipt(&receipt).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let outbox = vakt::outbox::Outbox::start(
+        store.clone(),
+        config(dir.path(), care_system).escalation,
+        stop.clone(),
+    )
+    .unwrap();
+    let ids = vakt::care::events::key_handover_signed(&outbox, "Vaktby kommun", &receipt).unwrap();
+    assert_eq!(ids.len(), 1);
+    let hit = wait_for("the key handover", Duration::from_secs(20), || {
+        let hits = hits.clone();
+        async move {
+            hits.lock()
+                .unwrap()
+                .iter()
+                .find(|h| h.event == "care.key_handover_signed")
+                .cloned()
+        }
+    })
+    .await;
+    assert_eq!(hit.body["subject"], format!("receipt/{}", receipt.id));
+    assert_eq!(hit.body["data"]["handed_by"], "Hanna");
+    assert_eq!(
+        hit.body["data"]["to"],
+        json!({"holder": "provider", "id": "hs"})
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.event == "care.key_handover_signed")
+            .count(),
+        1
+    );
+    stop.cancel();
+    outbox.stopped().await;
 }

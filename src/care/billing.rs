@@ -118,6 +118,28 @@ pub fn to_csv(rows: &[Row]) -> String {
     out
 }
 
+/// The rows as a plain table for a terminal (tab-separated, a header first).
+pub fn to_text(rows: &[Row]) -> String {
+    let mut out =
+        String::from("month\tmunicipality\tprovider\tsubscriber\tname\tinstalled_on\tended_on\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            r.month,
+            r.municipality,
+            r.provider,
+            r.subscriber,
+            r.name,
+            r.installed_on,
+            r.ended_on
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    out.push_str(&format!("{} subscribers\n", rows.len()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use jiff::civil::date;

@@ -639,23 +639,26 @@ impl Care {
     pub fn on_tick(&self, now: Timestamp) -> Result<Tick, CareError> {
         let today = self.days.day_of(now);
         let mut tick = Tick::default();
+        let open = self.store.open_orders()?;
+        // The subscribers with a provider change whose day has come and that is not done.
+        let due_changes: std::collections::HashSet<&str> = open
+            .iter()
+            .filter(|o| {
+                o.kind == OrderKind::ProviderChange && o.effective.is_some_and(|d| d <= today)
+            })
+            .map(|o| o.subscriber.as_str())
+            .collect();
         for l in self.store.lives()? {
             if l.status == LifeStatus::Ended || l.providers.is_empty() {
                 continue;
             }
             let due = provider_on(&l.providers, today);
             let card = self.store.subscriber(&l.subscriber)?;
-            let open_change = || -> Result<bool, CareError> {
-                Ok(self.store.orders_of(&l.subscriber)?.iter().any(|o| {
-                    o.kind == OrderKind::ProviderChange
-                        && o.is_open()
-                        && o.effective.is_some_and(|d| d <= today)
-                }))
-            };
-            if card.is_some_and(|c| Some(c.care_provider.as_str()) != due) || open_change()? {
-                if self.apply_providers(&l.subscriber, now)? {
-                    tick.providers_applied.push(l.subscriber.clone());
-                }
+            let moved = card.is_some_and(|c| Some(c.care_provider.as_str()) != due);
+            if (moved || due_changes.contains(l.subscriber.as_str()))
+                && self.apply_providers(&l.subscriber, now)?
+            {
+                tick.providers_applied.push(l.subscriber.clone());
             }
         }
         self.installing().retain(|_, (_, ends)| *ends > now);
@@ -988,12 +991,7 @@ impl Care {
     /// The municipality a subscriber is billed to and whose care system hears of them: the
     /// placing municipality of their latest new alarm, or the centre's.
     pub fn municipality_of(&self, subscriber: &str) -> Result<String, CareError> {
-        Ok(self
-            .store
-            .orders_of(subscriber)?
-            .into_iter()
-            .find(|o| o.kind == OrderKind::NewAlarm)
-            .and_then(|o| o.placed_by)
+        Ok(placed_by(&self.store, subscriber)?
             .unwrap_or_else(|| self.opts.care.municipality.clone()))
     }
 
@@ -1002,25 +1000,7 @@ impl Care {
         &self,
         month: crate::model::order::Month,
     ) -> Result<Vec<billing::Row>, CareError> {
-        let mut placed = HashMap::new();
-        let mut names = HashMap::new();
-        let lives = self.store.lives()?;
-        for l in &lives {
-            if l.installed_on.is_none() {
-                continue;
-            }
-            placed.insert(l.subscriber.clone(), self.municipality_of(&l.subscriber)?);
-            if let Some(c) = self.store.subscriber(&l.subscriber)? {
-                names.insert(l.subscriber.clone(), c.name);
-            }
-        }
-        Ok(billing::rows(
-            &lives,
-            month,
-            &placed,
-            &names,
-            self.municipality(),
-        ))
+        billing_of(&self.store, month, self.municipality())
     }
 
     /// Sends what the care system must hear (a failure is logged: the change stands).
@@ -1078,6 +1058,41 @@ impl Care {
             .map_err(|e| invalid("outbox", e.to_string()))?;
         Ok(true)
     }
+}
+
+/// The placing municipality of a subscriber's latest new alarm, if another than the centre's.
+fn placed_by(store: &Store, subscriber: &str) -> Result<Option<String>, CareError> {
+    Ok(store
+        .orders_of(subscriber)?
+        .into_iter()
+        .find(|o| o.kind == OrderKind::NewAlarm)
+        .and_then(|o| o.placed_by))
+}
+
+/// The billing rows of `month` from the store; `home` is the centre's municipality.
+pub fn billing_of(
+    store: &Store,
+    month: crate::model::order::Month,
+    home: &str,
+) -> Result<Vec<billing::Row>, CareError> {
+    let mut placed = HashMap::new();
+    let mut names = HashMap::new();
+    let lives = store.lives()?;
+    for l in &lives {
+        if !l
+            .installed_on
+            .is_some_and(|d| crate::model::order::billed(d, l.ended_on, month))
+        {
+            continue;
+        }
+        if let Some(m) = placed_by(store, &l.subscriber)? {
+            placed.insert(l.subscriber.clone(), m);
+        }
+        if let Some(c) = store.subscriber(&l.subscriber)? {
+            names.insert(l.subscriber.clone(), c.name);
+        }
+    }
+    Ok(billing::rows(&lives, month, &placed, &names, home))
 }
 
 /// Writes the order's health notes and directions on the card and checks it as an edit of
