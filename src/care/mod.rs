@@ -412,12 +412,12 @@ impl Care {
                                 from.clone_into(to);
                             }
                         }
-                        card_checked(&mut s, &new)?;
+                        card_checked(&self.store, &mut s, &new)?;
                         new_card = Some(s);
                     }
                     (Some(c), None) => {
                         let mut s = c.clone();
-                        card_checked(&mut s, &new)?;
+                        card_checked(&self.store, &mut s, &new)?;
                         new_card = Some(s);
                     }
                 }
@@ -445,8 +445,19 @@ impl Care {
                 }
                 if kind == OrderKind::Change {
                     let mut s = c.clone();
-                    card_checked(&mut s, &new)?;
+                    card_checked(&self.store, &mut s, &new)?;
                     new_card = Some(s);
+                }
+                if kind == OrderKind::ProviderChange {
+                    let provider = new.new_provider.as_deref().unwrap_or("");
+                    let problems = crate::registers::directory::subscriber_problems(
+                        &self.store.directory()?,
+                        provider,
+                        "",
+                    );
+                    if let Some(p) = problems.first() {
+                        return Err(invalid("new_provider", p.text.clone()));
+                    }
                 }
                 if kind == OrderKind::ProviderChange
                     && new
@@ -1096,8 +1107,8 @@ pub fn billing_of(
 }
 
 /// Writes the order's health notes and directions on the card and checks it as an edit of
-/// the register is.
-fn card_checked(s: &mut Subscriber, new: &NewOrder) -> Result<(), CareError> {
+/// the register is: every field, and the care provider and area against the directory.
+fn card_checked(store: &Store, s: &mut Subscriber, new: &NewOrder) -> Result<(), CareError> {
     if !new.health_notes.is_empty() {
         new.health_notes.clone_into(&mut s.health_notes);
     }
@@ -1105,5 +1116,20 @@ fn card_checked(s: &mut Subscriber, new: &NewOrder) -> Result<(), CareError> {
         new.directions.clone_into(&mut s.access.entry_notes);
     }
     crate::registers::subscribers::normalize(s);
-    crate::registers::subscribers::validate(s).map_err(|p| invalid("person", p))
+    let mut problems = crate::registers::subscribers::problems(s);
+    problems.extend(crate::registers::directory::subscriber_problems(
+        &store.directory()?,
+        &s.care_provider,
+        &s.area,
+    ));
+    match problems.as_slice() {
+        [] => Ok(()),
+        all => Err(invalid(
+            "person",
+            all.iter()
+                .map(|p| p.text.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
 }

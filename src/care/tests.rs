@@ -499,3 +499,47 @@ fn orders_by_hand_and_the_overdue_count() {
         Err(CareError::Order(_))
     ));
 }
+
+#[test]
+fn the_card_and_the_new_provider_are_checked_against_the_directory() {
+    let f = fixture();
+    let d = crate::registers::directory::parse_all(
+        "id,name,phone\nhemtjanst-norr,Hemtjänst Norr,08-1\n".as_bytes(),
+        "id,name,arrival_limit_mins\nnorr,Norr,30\n".as_bytes(),
+        "id,name,provider,areas,shifts,phone\nn1,Norr 1,hemtjanst-norr,norr,day 07:00-19:00;night 19:00-07:00,070-1\n"
+            .as_bytes(),
+        "provider,area,patrols\nhemtjanst-norr,norr,n1\n".as_bytes(),
+    )
+    .unwrap();
+    f.care.store().save_directory(&d).unwrap();
+    let mut elsewhere = new_alarm("ext-1");
+    if let Some(p) = &mut elsewhere.person {
+        p.care_provider = "hemtjanst-ost".into();
+    }
+    match f
+        .care
+        .receive_order(elsewhere, "care-system", at("2026-12-01T09:00"))
+    {
+        Err(CareError::Invalid { field, problem }) => {
+            assert_eq!(field, "person");
+            assert!(problem.contains("care_provider"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    active(&f);
+    let change = NewOrder {
+        kind: Some(OrderKind::ProviderChange),
+        subscriber: "S-1001".into(),
+        decided_on: Some(date(2026, 12, 3)),
+        effective: Some(date(2026, 12, 7)),
+        new_provider: Some("hemtjanst-ost".into()),
+        ..NewOrder::default()
+    };
+    assert!(matches!(
+        f.care.receive_order(change, "sara", at("2026-12-03T09:00")),
+        Err(CareError::Invalid {
+            field: "new_provider",
+            ..
+        })
+    ));
+}

@@ -139,6 +139,10 @@ pub async fn enter_order(
     let user = s.user.clone();
     let now = jiff::Timestamp::now();
     let r = blocking(&state, move |c| c.receive_order(new, &user, now)).await?;
+    if r.new {
+        // The card may have changed: the consoles showing it load it again.
+        state.calls.subscriber_changed(Some(&r.order.subscriber));
+    }
     audit(
         &state,
         &s,
@@ -432,6 +436,9 @@ pub async fn care_system_order(
     let now = jiff::Timestamp::now();
     let by2 = by.clone();
     let r = blocking(&state, move |c| c.receive_order(new, &by2, now)).await?;
+    if r.new {
+        state.calls.subscriber_changed(Some(&r.order.subscriber));
+    }
     state
         .store
         .audit(crate::model::AuditEntry {
