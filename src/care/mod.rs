@@ -381,14 +381,18 @@ impl Care {
         let mut new_card: Option<Subscriber> = None;
         match kind {
             OrderKind::NewAlarm => {
+                // One life per subscriber id: an ended life keeps the months it was billed,
+                // so a new alarm after an end needs a new id.
                 if let Some(l) = &life {
-                    if l.status != LifeStatus::Ended {
-                        return Err(CareError::Status {
-                            subscriber: sub_id,
-                            status: l.status,
-                            what: "a new alarm is ordered only when none is",
-                        });
-                    }
+                    return Err(CareError::Status {
+                        subscriber: sub_id,
+                        status: l.status,
+                        what: if l.status == LifeStatus::Ended {
+                            "an ended alarm keeps its billing: a new alarm needs a new subscriber id"
+                        } else {
+                            "a new alarm is ordered only when none is"
+                        },
+                    });
                 }
                 match (&card, &new.person) {
                     (None, None) => return Err(CareError::UnknownSubscriber(sub_id)),
@@ -504,7 +508,15 @@ impl Care {
                         provider,
                     });
                 let what = format!("new alarm ordered (order {})", order.id);
-                self.store.update_life(&sub_id, |_| {
+                self.store.update_life(&sub_id, |old| {
+                    if let Some(old) = old {
+                        // Another order made the life since the check above.
+                        return Err(CareError::Status {
+                            subscriber: sub_id.clone(),
+                            status: old.status,
+                            what: "a new alarm is ordered only when none is",
+                        });
+                    }
                     let mut l = Life::ordered(&sub_id, provider.clone(), now, entered_by);
                     l.note(now, entered_by, what.clone());
                     Ok::<_, CareError>(l)

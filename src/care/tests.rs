@@ -436,6 +436,15 @@ fn the_end_takes_the_device_out_of_the_registry_and_an_ended_alarm_takes_no_end(
             .receive_order(end, "care-system", at("2027-01-05T09:00")),
         Err(CareError::Status { .. })
     ));
+    // The ended life keeps its months: no new alarm on the same id.
+    assert!(matches!(
+        f.care
+            .receive_order(new_alarm("ext-9"), "care-system", at("2027-01-05T09:00")),
+        Err(CareError::Status {
+            status: LifeStatus::Ended,
+            ..
+        })
+    ));
     // Billed from December to January.
     let m = |s: &str| s.parse::<crate::model::order::Month>().unwrap();
     assert!(f.care.billing(m("2026-11")).unwrap().is_empty());
