@@ -154,8 +154,9 @@ pub fn health_change_received(
     )
 }
 
-/// `care.key_handover_signed`: a key receipt is signed (the receipts API calls this after it
-/// stored the signature). A receipt not signed is refused, and sends nothing.
+/// `care.key_handover_signed`: a key receipt is signed (called after the signature is
+/// stored; [`super::Care::receipt_signed`] finds the municipality and calls it). A receipt
+/// not signed is refused, and sends nothing.
 pub fn key_handover_signed(
     outbox: &Outbox,
     municipality: &str,

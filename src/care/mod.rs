@@ -782,15 +782,23 @@ impl Care {
             .ok_or_else(|| CareError::NoLife(subscriber.to_owned()))
     }
 
-    /// The subscriber's keys changed (a receipt was signed): an ordered alarm waiting only
-    /// for keys becomes active. True when it did.
-    pub fn keys_changed(
+    /// A key receipt was signed and stored (the receipts' API calls this): the care system is
+    /// told (`care.key_handover_signed`, to the subscriber's municipality) and an ordered alarm
+    /// waiting only for these keys becomes active. True when it did. A failure to queue the
+    /// event is logged: the signature stands.
+    pub fn receipt_signed(
         &self,
-        subscriber: &str,
+        receipt: &Receipt,
         by: &str,
         now: Timestamp,
     ) -> Result<bool, CareError> {
-        self.try_activate(subscriber, by, now)
+        if let Some(outbox) = &self.outbox {
+            let m = self.municipality_of(&receipt.subscriber)?;
+            if let Err(e) = events::key_handover_signed(outbox, &m, receipt) {
+                tracing::error!(receipt = receipt.id, error = %e, "the care system's key handover event was not queued");
+            }
+        }
+        self.try_activate(&receipt.subscriber, by, now)
     }
 
     /// The open new-alarm order of a subscriber and the keys it requires.

@@ -285,7 +285,7 @@ fn the_alarm_is_active_when_test_consent_and_keys_are_in_and_not_before() {
         }]
     );
     // The keys in, after midnight local time: installed on the 3rd.
-    handed(
+    let r = handed(
         &f.care,
         Holder::Subscriber,
         installer(),
@@ -294,7 +294,7 @@ fn the_alarm_is_active_when_test_consent_and_keys_are_in_and_not_before() {
     );
     assert!(
         f.care
-            .keys_changed("S-1001", "sara", at("2026-12-03T00:10"))
+            .receipt_signed(&r, "sara", at("2026-12-03T00:10"))
             .unwrap()
     );
     let v = f.care.life("S-1001", at("2026-12-03T00:11")).unwrap();
