@@ -516,6 +516,23 @@ impl Store {
         Ok(new)
     }
 
+    /// Removes the devices stored under `keys` ([`device_key`]) from the registry in one
+    /// batch, durable when it returns (a subscriber's alarm has ended: its Signals are an
+    /// unknown device's again). Returns how many were there.
+    pub fn remove_devices(&self, keys: &[String]) -> Result<usize, StoreError> {
+        let mut batch = kv::Batch::default();
+        let mut there = 0;
+        for k in keys {
+            if self.devices.get(k.as_bytes())?.is_some() {
+                there += 1;
+            }
+            batch.remove(k.as_bytes());
+        }
+        self.devices.apply_batch(batch)?;
+        self.sync()?;
+        Ok(there)
+    }
+
     /// Sets the phone of the device stored under `key` ([`device_key`]) to `phone` where it
     /// has none, atomically: a device written at the same moment (an import) is never
     /// overwritten. True when it was set; false when it has a phone or is not stored.
