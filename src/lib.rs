@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calls;
+pub mod care;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -406,6 +406,11 @@ fn describe() {
         Unit::Count,
         "Open work orders late (not started in 3 working days, or not done in 10 days)"
     );
+    describe_gauge!(
+        "vakt_orders_open",
+        Unit::Count,
+        "Subscribers' orders open (new alarm, change, provider change, end, lock), by lateness (in_time, overdue, return_due)"
+    );
     describe_counter!(
         "vakt_work_orders_total",
         Unit::Count,
@@ -874,6 +879,45 @@ impl WorkOrderMetrics {
     /// Counts a work order created, by its fault kind's stable name.
     pub fn created(&self, fault: &'static str) {
         metrics::counter!("vakt_work_orders_total", "fault" => fault).increment(1);
+    }
+}
+
+/// Handles of the subscribers' order metrics.
+#[derive(Clone)]
+pub struct OrderMetrics {
+    in_time: Gauge,
+    overdue: Gauge,
+    return_due: Gauge,
+}
+
+impl std::fmt::Debug for OrderMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderMetrics")
+    }
+}
+
+impl OrderMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> OrderMetrics {
+        prometheus();
+        OrderMetrics {
+            in_time: metrics::gauge!("vakt_orders_open", "lateness" => "in_time"),
+            overdue: metrics::gauge!("vakt_orders_open", "lateness" => "overdue"),
+            return_due: metrics::gauge!("vakt_orders_open", "lateness" => "return_due"),
+        }
+    }
+
+    /// Sets the open orders: in time, overdue, and due to go back to the case officer.
+    pub fn set_open(&self, in_time: usize, overdue: usize, return_due: usize) {
+        self.in_time.set(in_time as f64);
+        self.overdue.set(overdue as f64);
+        self.return_due.set(return_due as f64);
+    }
+}
+
+impl Default for OrderMetrics {
+    fn default() -> Self {
+        OrderMetrics::new()
     }
 }
 

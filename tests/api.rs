@@ -412,13 +412,21 @@ async fn alarm_becomes_a_call_that_is_claimed_noted_and_closed() {
             "audit lacks {action}: {log:?}"
         );
     }
+    // The recorder is the process's, and the other tests of this file open, merge and
+    // answer Calls at the same time: each of this test's counts is there, maybe with theirs.
     let (_, metrics) = http_get(http, "/metrics").await;
     for m in [
-        "vakt_calls_opened_total{level=\"1\"} 1",
-        "vakt_alarms_merged_total 1",
-        "vakt_call_answer_seconds_count 1",
+        "vakt_calls_opened_total{level=\"1\"}",
+        "vakt_alarms_merged_total",
+        "vakt_call_answer_seconds_count",
     ] {
-        assert!(metrics.contains(m), "{m} not in metrics");
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(m)?.trim().parse::<f64>().ok());
+        assert!(
+            value.is_some_and(|v| v >= 1.0),
+            "{m}: {value:?} in the metrics"
+        );
     }
     srv.stop().await.unwrap();
 }

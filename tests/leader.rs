@@ -2,7 +2,8 @@
 //! (tests/common/postgres.rs): one leader and a standby naming it, a release handed over at
 //! once, a leader that stops renewing taken over after its ttl with the next epoch, a lease
 //! taken from under a leader, a leader whose database dies stepping down within its ttl, a
-//! leader riding through a promotion with several hosts in its URL.
+//! leader riding through a promotion with several hosts in its URL, a lease taken after a long
+//! wait renewed at once and kept.
 //!
 //! Short leases (1 s, renewed every 200 ms) keep the tests quick; where a test shows that
 //! something did not wait for the lease to expire, the lease is 10 s. Every wait is bounded.
@@ -232,6 +233,46 @@ async fn a_leader_whose_lease_is_taken_turns_lost_at_its_next_renewal() {
     let state = lease::state(&c).await.unwrap();
     assert_eq!((state.holder.as_deref(), state.epoch), (Some("node-x"), 2));
     assert!(state.remaining.is_some(), "node-x's lease was not released");
+}
+
+/// A take-over that waited for the lease row (here a row lock; in production a database
+/// failing over) gets back a lease with little left: the node renews it at once and leads on,
+/// instead of losing it a fraction of a second later and restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_after_a_long_wait_is_renewed_at_once_and_kept() {
+    let Some(pg) = Postgres::single() else { return };
+    let url = pg.primary.url();
+    migrated(&url).await;
+
+    // The row locked: the node's take-over waits behind it.
+    let mut c = connect(&url).await;
+    let tx = c.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM leader_lease WHERE id FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let a = Leadership::start(&url, "node-a", short()).unwrap();
+    let history = History::record(a.role());
+    // Most of the lease the take-over will get runs out while it waits.
+    tokio::time::sleep(TTL - RENEW / 2).await;
+    tx.commit().await.unwrap();
+    let mut a_role = a.role();
+    until(&mut a_role, Role::Leader { epoch: 1 }).await;
+    // Held across several lease times: the first renewal came in time.
+    tokio::time::sleep(TTL * 3).await;
+    assert_eq!(
+        history.roles().last(),
+        Some(&Role::Leader { epoch: 1 }),
+        "{:?}",
+        history.roles()
+    );
+    assert!(
+        !history.roles().contains(&Role::Lost { epoch: 1 }),
+        "{:?}",
+        history.roles()
+    );
+    let state = lease::state(&c).await.unwrap();
+    assert_eq!((state.holder.as_deref(), state.epoch), (Some("node-a"), 1));
+    assert!(a.release().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::webhook::{Hook, SECRET, receiver, serve_hooks};
 use common::*;
 use serde_json::Value;
 use tokio::net::UdpSocket;
 use vakt::model::Role;
 
 const OPERATOR: (&str, &str) = ("olle", "olle-password-1");
-const SECRET: &str = "a-webhook-secret-of-32-characters!!";
 
 /// 30 Telia devices in Norr (the first five belong to subscribers of Hemtjänst Norr), one
 /// Tele2 device; every one with the shortest interval (20 s).
@@ -46,55 +46,6 @@ fn subscribers_csv() -> String {
         ));
     }
     s
-}
-
-/// One webhook delivery as received.
-#[derive(Clone, Debug)]
-struct Hook {
-    path: String,
-    event: String,
-    delivery: String,
-    signature_ok: bool,
-    body: Value,
-}
-
-/// A webhook receiver on 127.0.0.1:0 that acknowledges everything.
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Hook>>>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let got: Arc<Mutex<Vec<Hook>>> = Arc::default();
-    let addr = serve_hooks(l, got.clone());
-    (addr, got)
-}
-
-/// Serves the receiver on `l`, recording into `got`.
-fn serve_hooks(l: tokio::net::TcpListener, got: Arc<Mutex<Vec<Hook>>>) -> SocketAddr {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, Uri};
-    let g = got.clone();
-    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-        let g = g.clone();
-        async move {
-            let h = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let sig = h(vakt::outbox::SIGNATURE_HEADER);
-            g.lock().unwrap().push(Hook {
-                path: uri.path().to_string(),
-                event: h(vakt::outbox::EVENT_HEADER),
-                delivery: h(vakt::outbox::DELIVERY_HEADER),
-                signature_ok: vakt::outbox::verify_signature(SECRET.as_bytes(), &body, &sig),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            });
-            "ok"
-        }
-    });
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    addr
 }
 
 /// Sends a NULL link test from each account over UDP (answers are not awaited).

@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     &["config"],
     &["console", "ingest"],
-    &["dispatch", "supervision", "work_orders", "voice"],
+    &["dispatch", "supervision", "work_orders", "voice", "care"],
     &["calls"],
     &["triage", "registers", "journal", "outbox"],
     &["store", "transport"],

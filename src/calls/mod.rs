@@ -118,6 +118,8 @@ struct Sink {
     /// How many timeline lines of each open Call have gone to the writer.
     sent: std::sync::Mutex<HashMap<u64, usize>>,
     names: Arc<std::sync::Mutex<Names>>,
+    /// Where each Call that closes goes (the care system's journal note), if anywhere.
+    closed: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Call>>,
 }
 
 /// A subscriber's name, from the cache or the register.
@@ -166,6 +168,11 @@ impl CallSink for Sink {
         };
         if let Ok(w) = self.writer.lock() {
             let _ = w.send(WriterMsg::Call(Box::new(change)));
+        }
+        if call.state == CallState::Closed {
+            if let Some(tx) = self.closed.get() {
+                let _ = tx.send(call.clone());
+            }
         }
         // With no console listening there is nothing to build (a console that connects
         // later starts from a snapshot).
@@ -295,6 +302,7 @@ impl Calls {
             stats_dirty: stats_dirty.clone(),
             sent: std::sync::Mutex::new(open.iter().map(|c| (c.id, c.timeline.len())).collect()),
             names: names.clone(),
+            closed: std::sync::OnceLock::new(),
         });
         let next_id = store.max_call_id()? + 1;
         let triage = Arc::new(Triage::new(opts, sink.clone(), metrics, next_id));
@@ -337,6 +345,13 @@ impl Calls {
             sink,
             closed_lines: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Sends every Call that closes from now on to `to` (once; a second receiver is refused
+    /// and false is returned). The sender never waits: what is done with a closed Call is
+    /// done off the triage path.
+    pub fn on_closed(&self, to: tokio::sync::mpsc::UnboundedSender<Call>) -> bool {
+        self.sink.closed.set(to).is_ok()
     }
 
     /// Starts the thread that triages committed Signals as the journal hands them over.

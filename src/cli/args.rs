@@ -199,6 +199,30 @@ pub(crate) enum ReportCmd {
         #[arg(long)]
         time_zone: Option<String>,
     },
+    /// The month's billing (seed 001 1.2.10, 4.8): one row per subscriber billed, from the
+    /// month of installation to the month of ending inclusive, with the paying municipality
+    /// (`[care] municipality`, or the placing one), the provider of the month's last day
+    /// billed, the subscriber, installed_on and ended_on. With the server stopped (while it
+    /// runs, use GET /api/reports/billing?month=YYYY-MM).
+    Billing {
+        /// The month, YYYY-MM (e.g. 2026-11).
+        #[arg(long)]
+        month: String,
+        /// Output: `text` (the default), `csv` (`;`-separated with a UTF-8 BOM, for a
+        /// spreadsheet) or `json`.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Configuration file: its `data_dir` and `[care] municipality` are used unless given
+        /// below.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory [default: the configuration's, vakt-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// IANA time zone [default: the configuration's, Europe/Stockholm].
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
 }
 
 /// How `vakt report sla` and `vakt report visits` print.

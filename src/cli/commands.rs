@@ -67,6 +67,8 @@ pub(super) enum MonthReport {
         /// The provider.
         provider: Option<String>,
     },
+    /// `vakt report billing`.
+    Billing,
 }
 
 /// `vakt report sla` and `vakt report visits`: exit 64 for a bad month, time zone,
@@ -132,6 +134,16 @@ pub(super) fn report_month(
                 )
             }),
             "visits",
+        ),
+        MonthReport::Billing => (
+            super::billing_report(&data_dir, month, &cfg.care.municipality).map(|r| {
+                (
+                    crate::care::billing::to_text(&r),
+                    crate::care::billing::to_csv(&r),
+                    serde_json::to_string_pretty(&r),
+                )
+            }),
+            "billing",
         ),
     };
     let (text, csv, json) = match made {

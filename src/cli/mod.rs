@@ -35,8 +35,8 @@ use std::process::ExitCode;
 
 pub use args::Cli;
 pub use offline::{
-    CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, change_user,
-    dev_fingerprint, export_audit, export_journal, import_devices, import_directory,
+    CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, billing_report,
+    change_user, dev_fingerprint, export_audit, export_journal, import_devices, import_directory,
     import_subscribers, issue_integration_token, issue_patrol_token, list_integrations, list_users,
     read_token_file, readable_by_others, revoke_integration, sla_report, validate_integration_name,
     visits_report,
@@ -211,6 +211,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
         } => commands::report_month(
             commands::MonthReport::Visits { provider },
+            &month,
+            format,
+            config,
+            data_dir,
+            time_zone,
+        ),
+        Cmd::Report {
+            cmd:
+                ReportCmd::Billing {
+                    month,
+                    format,
+                    config,
+                    data_dir,
+                    time_zone,
+                },
+        } => commands::report_month(
+            commands::MonthReport::Billing,
             &month,
             format,
             config,

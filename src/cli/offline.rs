@@ -481,6 +481,22 @@ pub fn visits_report(
     )?)
 }
 
+/// The billing rows of `month` (`YYYY-MM`) from `data_dir`; `home` is the centre's
+/// municipality. The month is checked before the store is opened.
+pub fn billing_report(
+    data_dir: impl Into<StoreAt>,
+    month: &str,
+    home: &str,
+) -> Result<Vec<crate::care::billing::Row>, CliError> {
+    let bad = || CliError::Report(report::ReportError::BadMonth(month.to_owned()));
+    let m: crate::model::order::Month = month.parse().map_err(|_| bad())?;
+    let store = data_dir.into().open()?;
+    crate::care::billing_of(&store, m, home).map_err(|e| match e {
+        crate::care::CareError::Store(e) => CliError::Store(e),
+        _ => bad(),
+    })
+}
+
 /// Largest token file read (a token file holds one token, or a line per patrol).
 const MAX_TOKEN_FILE_BYTES: u64 = 256 * 1024;
 

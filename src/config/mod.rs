@@ -65,6 +65,10 @@ pub struct Config {
     pub work_orders: crate::work_orders::WorkOrderOptions,
     /// Response plans: the centre's defaults.
     pub plans: crate::model::plan::PlanOptions,
+    /// Subscribers' orders: deadlines and the installation window.
+    pub orders: crate::care::OrdersConfig,
+    /// The centre's municipality (billing, the care system's events).
+    pub care: crate::care::CareConfig,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -815,6 +819,8 @@ impl Default for Config {
             incidents: Default::default(),
             work_orders: Default::default(),
             plans: Default::default(),
+            orders: Default::default(),
+            care: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
         }
@@ -1261,6 +1267,8 @@ impl Config {
             errs.extend(e.lines().map(str::to_owned));
         }
         errs.extend(self.work_orders.problems());
+        errs.extend(self.orders.problems());
+        errs.extend(self.care.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

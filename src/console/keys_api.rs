@@ -371,9 +371,10 @@ pub async fn sign_receipt(
             .map_err(|e| ApiError::internal("reading the receipts failed", e))?;
         let mut custody = Custody::from_receipts(&all);
         let before = r.clone();
+        let now = jiff::Timestamp::now();
         r.sign(
             &mut custody,
-            jiff::Timestamp::now(),
+            now,
             &req.handed_by,
             &req.received_by,
             &user,
@@ -395,10 +396,15 @@ pub async fn sign_receipt(
                 Ok(())
             })
             .map_err(|e| ApiError::internal("saving the receipt failed", e))?;
+        // The care system is told of the signed handover here
+        // (care::events::key_handover_signed), and an ordered alarm that waited only for
+        // these keys becomes active. A failure is logged: the signature stands.
+        if let Err(e) = st.care.receipt_signed(&r, &user, now) {
+            tracing::error!(receipt = r.id, error = %e, "telling the care system of the signed receipt failed");
+        }
         Ok(r)
     })
     .await?;
-    // The care system is told of the signed handover here (care::events::key_handover_signed).
     state.calls.subscriber_changed(Some(&r.subscriber));
     Ok(Json(r.into()))
 }

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod care_api;
 pub mod client;
 pub mod dispatch_api;
 pub mod error;
@@ -75,6 +76,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
         (name = "dispatch", description = "Home-care patrols: dispatch, the board, the directory"),
         (name = "supervision", description = "Silent devices, telecom incidents, the escalation outbox"),
         (name = "work_orders", description = "Work orders for device faults"),
+        (name = "care", description = "Subscribers' lives: orders, installation, billing, the care system"),
         (name = "voice", description = "Voice calls: ringing and answered conversations"),
         (name = "users", description = "Console users (administrators)"),
         (name = "reviews", description = "Calls closed without a dispatch, for supervisors to review"),
@@ -150,6 +152,16 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(work_orders_api::done_work_order))
         .routes(routes!(work_orders_api::cancel_work_order))
         .routes(routes!(work_orders_api::report_fault))
+        .routes(routes!(care_api::list_orders, care_api::enter_order))
+        .routes(routes!(care_api::get_order))
+        .routes(routes!(care_api::complete_order))
+        .routes(routes!(care_api::send_back_order))
+        .routes(routes!(care_api::cancel_order))
+        .routes(routes!(care_api::get_life))
+        .routes(routes!(care_api::open_installation))
+        .routes(routes!(care_api::record_consent))
+        .routes(routes!(care_api::care_system_order))
+        .routes(routes!(care_api::billing_report))
         .routes(routes!(live::live))
         .routes(routes!(plans_api::get_plan, plans_api::put_plan))
         .routes(routes!(plans_api::get_plan_version))

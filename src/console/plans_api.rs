@@ -196,22 +196,17 @@ pub async fn put_plan(
     known_subscriber(&state, &id)?;
     plan::normalize(&mut p);
     plan::validate(&p).map_err(unprocessable)?;
-    let store = state.store.clone();
     let (sub, user) = (id.clone(), s.user.clone());
-    let saved = tokio::task::spawn_blocking(move || {
-        store.save_plan(&sub, &user, jiff::Timestamp::now(), &p)
-    })
-    .await
-    .map_err(|e| ApiError::internal("saving the plan failed", e))?
-    .map_err(|e| ApiError::internal("saving the plan failed", e))?;
-    audit(
+    // The version and its audit entry: one sync.
+    let saved = super::api::with_audit(
         &state,
         &s,
         "plan.edit",
-        None,
-        Some(&id),
-        format!("version {}", saved.version),
-    )?;
+        Some(id.clone()),
+        move |st| st.save_plan(&sub, &user, jiff::Timestamp::now(), &p),
+        |saved| format!("version {}", saved.version),
+    )
+    .await?;
     tracing::info!(subscriber = %id, version = saved.version, "response plan saved");
     Ok(Json(subscriber_plan(&state, &id)?))
 }

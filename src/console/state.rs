@@ -79,6 +79,8 @@ pub struct AppState {
     pub work_orders: Arc<crate::work_orders::WorkOrders>,
     /// Voice calls (absent when `[voice]` is off).
     pub voice: Option<crate::voice::switchboard::Switchboard>,
+    /// The subscribers' lives: orders, installations, billing.
+    pub care: Arc<crate::care::Care>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
 }
@@ -98,6 +100,8 @@ pub struct Services {
     pub work_orders: Arc<crate::work_orders::WorkOrders>,
     /// Voice calls (absent when `[voice]` is off).
     pub voice: Option<crate::voice::switchboard::Switchboard>,
+    /// The subscribers' lives.
+    pub care: Arc<crate::care::Care>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -179,6 +183,7 @@ impl AppState {
             outbox: services.outbox,
             work_orders: services.work_orders,
             voice: services.voice,
+            care: services.care,
             plans: opts.plans,
         })
     }

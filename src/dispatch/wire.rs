@@ -41,8 +41,8 @@ pub const ALPN: &[u8] = b"vakt-patrol/1";
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Bytes of the length prefix of every frame.
 pub const HEADER_BYTES: usize = 4;
-/// The patrol sends an application `ping` this often (seconds); also the QUIC keep-alive
-/// interval.
+/// The patrol sends an application `ping` this often (seconds); QUIC's own keep-alive is
+/// more frequent (`transport::quic::KEEP_ALIVE`).
 pub const PING_INTERVAL_SECS: u32 = 15;
 /// A connection on which nothing arrived for this long (seconds) is dead: the QUIC idle
 /// timeout, and the application's limit on both sides.

@@ -218,6 +218,38 @@ pub struct NewOrder {
     /// Anything else the case officer says.
     #[serde(default)]
     pub note: String,
+    /// A new alarm's person, for the register: the card is made (or updated) from it
+    /// when the order arrives. Checked as an edit of the register is.
+    #[serde(default)]
+    pub person: Option<Person>,
+}
+
+/// The person of a new-alarm order: the fields of the subscriber register's card that the
+/// care system knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Person {
+    /// Full name.
+    pub name: String,
+    /// Personal identity number (never logged).
+    pub personal_number: String,
+    /// Street address.
+    pub address: String,
+    /// Postal code.
+    pub postcode: String,
+    /// City or locality.
+    pub city: String,
+    /// Area (district) for routing.
+    pub area: String,
+    /// The person's phone.
+    pub phone: String,
+    /// The home-care provider from the start (the directory's id).
+    pub care_provider: String,
+    /// The language to speak.
+    pub language: String,
+    /// The municipality that placed the person here, when it is not the centre's own
+    /// (seed 000: it is billed on its own rows).
+    pub placed_by: Option<String>,
 }
 
 /// What is wrong with an order that arrives: the field and the problem, in words.
@@ -252,6 +284,27 @@ impl NewOrder {
         }
         if let Some(p) = &mut self.new_provider {
             *p = p.trim().to_owned();
+        }
+        if let Some(p) = &mut self.person {
+            for f in [
+                &mut p.name,
+                &mut p.personal_number,
+                &mut p.address,
+                &mut p.postcode,
+                &mut p.city,
+                &mut p.area,
+                &mut p.phone,
+                &mut p.care_provider,
+                &mut p.language,
+            ] {
+                *f = f.trim().to_owned();
+            }
+            if let Some(m) = &mut p.placed_by {
+                *m = m.trim().to_owned();
+            }
+            if p.placed_by.as_deref() == Some("") {
+                p.placed_by = None;
+            }
         }
     }
 
@@ -325,6 +378,20 @@ impl NewOrder {
         }
         if self.acute && kind != OrderKind::NewAlarm {
             return Err(problem("acute", "only a new alarm is acute"));
+        }
+        if let Some(p) = &self.person {
+            if kind != OrderKind::NewAlarm {
+                return Err(problem(
+                    "person",
+                    "only a new alarm brings the person's card",
+                ));
+            }
+            if p.placed_by.as_deref().is_some_and(|m| chars(m) > 100) {
+                return Err(problem(
+                    "person",
+                    "a municipality of at most 100 characters",
+                ));
+            }
         }
         Ok(kind)
     }
@@ -400,6 +467,10 @@ pub struct Order {
     pub return_by: Option<Timestamp>,
     /// Where it stands.
     pub state: OrderState,
+    /// The municipality that placed the person, when not the centre's own (from the new
+    /// alarm's person card; billed on its own rows).
+    #[serde(default)]
+    pub placed_by: Option<String>,
 }
 
 /// When an order must be done, and when it goes back if it is not.
@@ -533,6 +604,7 @@ impl Order {
             due: d.due,
             return_by: d.return_by,
             state: OrderState::Open,
+            placed_by: new.person.and_then(|p| p.placed_by),
         }
     }
 

@@ -14,6 +14,9 @@ pub enum RecipientKind {
     CareProvider,
     /// An installer or supplier of devices (given work orders).
     Installer,
+    /// The municipality's care system (told of executions started and ended, health
+    /// changes received, key handovers signed and alarms handled), by municipality.
+    CareSystem,
 }
 
 impl RecipientKind {
@@ -23,6 +26,7 @@ impl RecipientKind {
             RecipientKind::Telecom => "telecom",
             RecipientKind::CareProvider => "care_provider",
             RecipientKind::Installer => "installer",
+            RecipientKind::CareSystem => "care_system",
         }
     }
 }
@@ -89,7 +93,8 @@ pub struct EscalationConfig {
     /// console. The store keeps the pending deliveries under it: renaming an endpoint leaves
     /// them behind until the old name is configured again.
     pub name: String,
-    /// Which recipients it is for: `telecom`, `care_provider` or `installer`.
+    /// Which recipients it is for: `telecom`, `care_provider`, `installer` or
+    /// `care_system` (matched by municipality).
     pub kind: RecipientKind,
     /// Where events are POSTed: an `http` or `https` URL (no user name or password in it;
     /// the body is signed instead). Redirects are not followed. Plain `http` sends personal

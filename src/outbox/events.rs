@@ -57,6 +57,14 @@ impl Recipient {
         }
     }
 
+    /// The care system of a municipality, by the municipality's name.
+    pub fn care_system(municipality: impl Into<String>) -> Recipient {
+        Recipient {
+            kind: RecipientKind::CareSystem,
+            key: municipality.into(),
+        }
+    }
+
     /// An installer, by name.
     pub fn installer(name: impl Into<String>) -> Recipient {
         Recipient {

@@ -81,6 +81,9 @@ pub enum ServerError {
     /// Work orders could not be loaded.
     #[error("work orders: {0}")]
     WorkOrders(#[from] crate::work_orders::WorkOrderError),
+    /// The care service (orders, lives) could not start.
+    #[error("care: {0}")]
+    Care(#[from] crate::care::CareError),
     /// Incidents could not be loaded.
     #[error("incidents: {0}")]
     Incidents(#[from] crate::supervision::incidents::IncidentError),

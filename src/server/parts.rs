@@ -86,12 +86,14 @@ pub(super) async fn start(
         tz.clone(),
     )
     .await?;
+    let care = CarePart::open(&store, &outbox.outbox, &registry, cfg, tz.clone()).await?;
     // SCAIP learns which Call each of its alarms went into (for hold / voice answers).
     let scaip_tracker = Arc::new(Tracker::new(store.triage_cursor()?));
     // The switchboard learns which Call each voice call went into.
     let voice_observer = Arc::new(LateObserver::default());
     let observers: Arc<dyn SignalObserver> = Arc::new(crate::calls::Observers(vec![
         faults,
+        Arc::new(crate::care::observer::TestAlarmObserver::new(care.clone())),
         scaip_tracker.clone(),
         voice_observer.clone(),
     ]));
@@ -104,6 +106,7 @@ pub(super) async fn start(
         observers,
     )
     .await?;
+    let care = CarePart::run(care, &calls, &shutdown);
     // Open incidents back (their devices rejoin them in triage).
     let incidents = {
         let (store, calls, outbox) = (store.clone(), calls.clone(), outbox.outbox.clone());
@@ -252,6 +255,7 @@ pub(super) async fn start(
         outbox: outbox.outbox.clone(),
         work_orders: work_orders.work_orders.clone(),
         voice: switchboard.clone(),
+        care: care.care.clone(),
     };
     let console = ConsolePart::start(
         listeners.http,
@@ -316,6 +320,7 @@ pub(super) async fn start(
         calls,
         handover,
         work_orders,
+        care,
         outbox,
         background,
         last_heard: supervision.last_heard,
@@ -339,6 +344,7 @@ pub(super) struct Parts {
     /// The sweep that returns the Calls of ended sessions (it writes to the Calls).
     handover: JoinHandle<()>,
     work_orders: WorkOrdersPart,
+    care: CarePart,
     outbox: OutboxPart,
     background: BackgroundPart,
     last_heard: Arc<LastHeard>,
@@ -384,6 +390,9 @@ impl Parts {
         // 8. The triage thread has stopped: the installers' queue drains and closes.
         self.work_orders.drain.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.work_orders.installers).await;
+        //    The care system's notes of the Calls closed so far are queued, and its tick stops.
+        self.care.drain.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.care.task).await;
         // 9. Deliveries in flight finish; the rest wait in the store for the next start.
         self.outbox.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.outbox.outbox.stopped()).await;
@@ -499,6 +508,95 @@ impl WorkOrdersPart {
             },
             faults,
         ))
+    }
+}
+
+/// How often the care service's tick runs (provider changes on their day, order gauges).
+const CARE_TICK: Duration = Duration::from_secs(60);
+
+/// The subscribers' lives: orders, installations, provider changes on their day, and the
+/// care system's notes of closed Calls (off the triage path).
+struct CarePart {
+    care: Arc<crate::care::Care>,
+    /// The tick and the closed Calls' notes, and what tells it to drain and end.
+    task: JoinHandle<()>,
+    drain: CancellationToken,
+}
+
+impl CarePart {
+    async fn open(
+        store: &Store,
+        outbox: &Outbox,
+        registry: &Devices,
+        cfg: &Config,
+        tz: jiff::tz::TimeZone,
+    ) -> Result<Arc<crate::care::Care>, ServerError> {
+        let days = crate::model::calendar::WorkingDays::new(cfg.work_orders.holidays.clone(), tz);
+        let opts = crate::care::CareOptions {
+            orders: cfg.orders.clone(),
+            care: cfg.care.clone(),
+        };
+        let (store, outbox, registry) = (store.clone(), outbox.clone(), registry.clone());
+        Ok(Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::care::Care::open(store, registry, Some(outbox), days, opts)
+            })
+            .await??,
+        ))
+    }
+
+    /// The tick every minute, and each Call that closes handed to the care service.
+    fn run(care: Arc<crate::care::Care>, calls: &Calls, shutdown: &CancellationToken) -> CarePart {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        calls.on_closed(tx);
+        let drain = CancellationToken::new();
+        let task = tokio::spawn(care_loop(care.clone(), rx, shutdown.clone(), drain.clone()));
+        CarePart { care, task, drain }
+    }
+}
+
+async fn care_loop(
+    care: Arc<crate::care::Care>,
+    mut closed: tokio::sync::mpsc::UnboundedReceiver<crate::model::Call>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(CARE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let closed_call = |call: crate::model::Call| {
+        let care = care.clone();
+        async move {
+            let id = call.id;
+            match tokio::task::spawn_blocking(move || care.call_closed(&call)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued")
+                }
+                Err(e) => {
+                    tracing::error!(call = id, error = %e, "the care system's note task failed")
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = drain.cancelled() => break,
+            Some(call) = closed.recv() => closed_call(call).await,
+            _ = tick.tick(), if !shutdown.is_cancelled() => {
+                let c = care.clone();
+                match tokio::task::spawn_blocking(move || c.on_tick(jiff::Timestamp::now())).await {
+                    Ok(Ok(t)) if !t.providers_applied.is_empty() => {
+                        tracing::info!(subscribers = t.providers_applied.len(), "provider changes in effect");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the care tick failed"),
+                    Err(e) => tracing::error!(error = %e, "the care tick task failed"),
+                }
+            }
+        }
+    }
+    while let Ok(call) = closed.try_recv() {
+        closed_call(call).await;
     }
 }
 
@@ -795,7 +893,7 @@ impl PatrolPart {
         let fp = crate::transport::quic::fingerprint_hex(&identity.fingerprint);
         let server_config = crate::transport::quic::server_config(&identity)?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            crate::transport::quic::endpoint_config(&identity),
             Some(server_config),
             socket,
             Arc::new(quinn::TokioRuntime),

@@ -516,6 +516,23 @@ impl Store {
         Ok(new)
     }
 
+    /// Removes the devices stored under `keys` ([`device_key`]) from the registry in one
+    /// batch, durable when it returns (a subscriber's alarm has ended: its Signals are an
+    /// unknown device's again). Returns how many were there.
+    pub fn remove_devices(&self, keys: &[String]) -> Result<usize, StoreError> {
+        let mut batch = kv::Batch::default();
+        let mut there = 0;
+        for k in keys {
+            if self.devices.get(k.as_bytes())?.is_some() {
+                there += 1;
+            }
+            batch.remove(k.as_bytes());
+        }
+        self.devices.apply_batch(batch)?;
+        self.sync()?;
+        Ok(there)
+    }
+
     /// Sets the phone of the device stored under `key` ([`device_key`]) to `phone` where it
     /// has none, atomically: a device written at the same moment (an import) is never
     /// overwritten. True when it was set; false when it has a phone or is not stored.
@@ -1058,6 +1075,34 @@ mod tests {
         let plan = ResponsePlan::default();
         synced(s, "save_plan", || {
             s.save_plan("S-1", "admin", at(1), &plan).unwrap()
+        });
+
+        // The life tree: orders, key receipts, lives.
+        synced(s, "add_order", || {
+            s.add_order(|id| life::tests::order(id, "S-1", Some("ext-1")))
+                .unwrap()
+        });
+        synced(s, "add_order without a care-system id", || {
+            s.add_order(|id| life::tests::order(id, "S-1", None))
+                .unwrap()
+        });
+        let order = s.order(1).unwrap().unwrap();
+        synced(s, "save_order", || s.save_order(&order).unwrap());
+        synced(s, "add_receipt", || {
+            s.add_receipt(|id| life::tests::receipt(id, "S-1")).unwrap()
+        });
+        let receipt = s.receipt(1).unwrap().unwrap();
+        synced(s, "save_receipt", || s.save_receipt(&receipt).unwrap());
+        synced(s, "update_life", || {
+            s.update_life::<StoreError>("S-1", |_| {
+                Ok(crate::model::life::Life::ordered(
+                    "S-1",
+                    None,
+                    at(0),
+                    "sara",
+                ))
+            })
+            .unwrap()
         });
 
         // Several writes of one action: one sync, after the last of them.

@@ -22,7 +22,14 @@ pub const ALPN: &[u8] = b"vakt-patrol/1";
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// QUIC keep-alive interval, well inside the idle timeout and typical mobile NAT timeouts.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// It also bounds how long a patrol takes to notice that the node it talked to died: its
+/// next PING reaches the node that took over, which answers with a stateless reset
+/// ([`endpoint_config`]). 5 s keeps a take-over (about 5 s) plus that within the 10 s a
+/// patrol may be away; a PING is a few dozen bytes.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// What the stateless-reset key is derived under (with the identity's private key).
+const RESET_KEY_LABEL: &[u8] = b"vakt patrol link: stateless reset key, v1";
 
 /// File names of the development certificate in the data directory.
 pub const DEV_CERT_FILE: &str = "patrol-dev-cert.pem";
@@ -243,6 +250,36 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, QuicError> {
     Ok(cfg)
 }
 
+/// The patrol link's endpoint, its stateless-reset key derived from the identity's private
+/// key. Every node of a cluster serves the same certificate (the patrols pin it or its CA),
+/// so every node derives the same key. A node that takes over from a dead leader then
+/// answers a packet of the dead leader's connection (a patrol's next PING, through the moved
+/// address) with a stateless reset the patrol accepts: the patrol knows at once that its
+/// connection is gone and reconnects, instead of waiting out the idle timeout (60 s) on a
+/// reset it would have to ignore. The key is an HMAC under a fixed label, so it reveals
+/// nothing of the private key.
+pub fn endpoint_config(id: &Identity) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let derived = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, id.key.secret_der()),
+        RESET_KEY_LABEL,
+    );
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac::Key::new(
+        hmac::HMAC_SHA256,
+        derived.as_ref(),
+    )));
+    // A node answers only packets whose connection id it could have made (quinn's ids carry
+    // a keyed check): the ids are keyed alike on every node, so the node that took over
+    // recognises the dead leader's ids as ones to reset.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&derived.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 /// How a client checks the server.
 #[derive(Clone, Debug)]
 pub enum Trust {
@@ -432,6 +469,92 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back, br#"{"type":"ping","seq":1}"#);
+    }
+
+    /// The address patrols reach (a moving address, as keepalived's): forwards the client's
+    /// datagrams to the node in `to` and the node's back, on one socket each way.
+    async fn moving_address(
+        to: tokio::sync::watch::Receiver<std::net::SocketAddr>,
+    ) -> std::net::SocketAddr {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let client = Arc::new(std::sync::Mutex::new(None));
+        let (f, b, c) = (front.clone(), back.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = f.recv_from(&mut buf).await {
+                *c.lock().unwrap() = Some(from);
+                let node = *to.borrow();
+                let _ = b.send_to(&buf[..n], node).await;
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, _)) = back.recv_from(&mut buf).await {
+                let to = *client.lock().unwrap();
+                if let Some(to) = to {
+                    let _ = front.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        addr
+    }
+
+    fn node(config: quinn::EndpointConfig, id: &Identity) -> quinn::Endpoint {
+        quinn::Endpoint::new(
+            config,
+            Some(server_config(id).unwrap()),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap()
+    }
+
+    /// A patrol connected to a node that dies without a word (the moving address now leads
+    /// to the other node, and the first sends nothing) hears a stateless reset from the node
+    /// that serves the address with the same identity, at its next packet. A node with a key
+    /// of its own could not reset it: the patrol would wait out the idle timeout.
+    #[tokio::test]
+    async fn a_node_serving_the_same_identity_resets_a_dead_nodes_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, _) = dev_identity(dir.path(), &[]).unwrap();
+        for same_key in [true, false] {
+            let config = |id: &Identity| {
+                if same_key {
+                    endpoint_config(id)
+                } else {
+                    quinn::EndpointConfig::default()
+                }
+            };
+            let a = node(config(&id), &id);
+            let b = node(config(&id), &id);
+            let (lead, to) = tokio::sync::watch::channel(a.local_addr().unwrap());
+            let addr = moving_address(to).await;
+            let accepted = tokio::spawn({
+                let a = a.clone();
+                async move { a.accept().await.unwrap().await.unwrap() }
+            });
+            let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            client
+                .set_default_client_config(client_config(&Trust::Pinned(id.fingerprint)).unwrap());
+            let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+            let _held = accepted.await.unwrap();
+            // Node a dies; the address moves to node b.
+            lead.send(b.local_addr().unwrap()).unwrap();
+            // The patrol's next packet (a keep-alive within KEEP_ALIVE) reaches b.
+            let ended = tokio::time::timeout(KEEP_ALIVE * 2, conn.closed()).await;
+            if same_key {
+                assert!(
+                    matches!(ended, Ok(quinn::ConnectionError::Reset)),
+                    "{ended:?}"
+                );
+            } else {
+                assert!(ended.is_err(), "a foreign reset was accepted: {ended:?}");
+            }
+            b.close(0u32.into(), b"done");
+            a.close(0u32.into(), b"done");
+        }
     }
 
     #[tokio::test]

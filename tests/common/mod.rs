@@ -9,6 +9,7 @@ pub mod patroni;
 pub mod postgres;
 pub mod sipp;
 pub mod unit;
+pub mod webhook;
 pub mod webrtc;
 
 use std::net::SocketAddr;
@@ -377,7 +378,32 @@ impl Client {
     }
 
     pub async fn send(&mut self, method: &str, path: &str, body: Option<(&str, String)>) -> Answer {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        self.try_send(method, path, body, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// As [`Client::send`], with the error of a refused connection or of no whole answer
+    /// `within` (as a console sees a node that is down).
+    pub async fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        within: Duration,
+    ) -> std::io::Result<Answer> {
+        tokio::time::timeout(within, self.exchange(method, path, body))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> std::io::Result<Answer> {
+        let mut s = TcpStream::connect(self.addr).await?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
@@ -403,12 +429,9 @@ impl Client {
         };
         req.push_str("\r\n");
         req.push_str(&body);
-        s.write_all(req.as_bytes()).await.unwrap();
+        s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
-            .await
-            .expect("http answer within 20 s")
-            .unwrap();
+        s.read_to_end(&mut buf).await?;
         let split = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -442,12 +465,12 @@ impl Client {
             raw.to_vec()
         };
         let body = String::from_utf8_lossy(&bytes).into_owned();
-        Answer {
+        Ok(Answer {
             status,
             headers,
             body,
             bytes,
-        }
+        })
     }
 }
 
@@ -529,6 +552,16 @@ pub struct Live {
 impl Live {
     /// Connects with `client`'s session cookie.
     pub async fn connect(client: &Client) -> Live {
+        Live::try_connect(client)
+            .await
+            .expect("the live feed connects")
+    }
+
+    /// Connects with `client`'s session cookie; the error of a node that is down or does
+    /// not serve the feed (a standby's 503).
+    pub async fn try_connect(
+        client: &Client,
+    ) -> Result<Live, tokio_tungstenite::tungstenite::Error> {
         let mut req =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
                 format!("ws://{}/api/live", client.addr),
@@ -540,10 +573,14 @@ impl Live {
                 .parse()
                 .unwrap(),
         );
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("the live feed connects");
-        Live { ws }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Live { ws })
+    }
+
+    /// Reads the feed until it ends (its node went away, or it closed it).
+    pub async fn until_ended(mut self) {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = self.ws.next().await {}
     }
 
     /// The next message, within 10 s.

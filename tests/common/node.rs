@@ -1,6 +1,6 @@
 //! `vakt serve` nodes of a cluster as child processes (a configuration each, on one
-//! PostgreSQL), the `vakt` command, and an alarm sent to a node: what tests/cluster.rs and
-//! tests/cluster_ops.rs share.
+//! PostgreSQL), the `vakt` command, and an alarm sent to a node: what tests/cluster.rs,
+//! tests/cluster_ops.rs and tests/cluster_chaos.rs share.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -93,20 +93,20 @@ impl VaktNode {
         port
     }
 
-    pub fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
-        let cfg = VaktNode::config(dir, url, name);
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        let port_of = |section: &str, key: &str| -> u16 {
+    /// The DC-09 TCP and the HTTP address of the node configured in `cfg`.
+    pub fn addresses(cfg: &Path) -> (SocketAddr, SocketAddr) {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        let addr_of = |section: &str, key: &str| -> SocketAddr {
             let at = text.find(section).unwrap();
             let line = text[at..].lines().find(|l| l.starts_with(key)).unwrap();
-            line.rsplit(':')
-                .next()
-                .unwrap()
-                .trim_end_matches('"')
-                .parse()
-                .unwrap()
+            line.split('"').nth(1).unwrap().parse().unwrap()
         };
-        let (dc09, http) = (port_of("[dc09]", "listen_tcp"), port_of("[http]", "listen"));
+        (addr_of("[dc09]", "listen_tcp"), addr_of("[http]", "listen"))
+    }
+
+    pub fn start(dir: &Path, url: &str, name: &str) -> VaktNode {
+        let cfg = VaktNode::config(dir, url, name);
+        let (dc09, http) = VaktNode::addresses(&cfg);
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&cfg)
@@ -128,8 +128,8 @@ impl VaktNode {
         });
         VaktNode {
             child,
-            dc09: format!("127.0.0.1:{dc09}").parse().unwrap(),
-            http: format!("127.0.0.1:{http}").parse().unwrap(),
+            dc09,
+            http,
             out,
         }
     }

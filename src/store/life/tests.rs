@@ -19,7 +19,7 @@ fn days() -> WorkingDays {
     )
 }
 
-fn order(id: u64, subscriber: &str, external: Option<&str>) -> Order {
+pub(crate) fn order(id: u64, subscriber: &str, external: Option<&str>) -> Order {
     let new = NewOrder {
         external_id: external.map(str::to_owned),
         kind: Some(OrderKind::NewAlarm),
@@ -42,7 +42,7 @@ fn order(id: u64, subscriber: &str, external: Option<&str>) -> Order {
     )
 }
 
-fn receipt(id: u64, subscriber: &str) -> Receipt {
+pub(crate) fn receipt(id: u64, subscriber: &str) -> Receipt {
     Receipt {
         id,
         subscriber: subscriber.into(),

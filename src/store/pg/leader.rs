@@ -292,7 +292,7 @@ impl Looper {
             match self.poll().await {
                 Ok(Ok(lease)) => {
                     self.succeeded();
-                    let deadline = sent + lease.remaining;
+                    let (lease, deadline) = self.lease_to_lead(lease, sent).await;
                     if deadline <= Instant::now() {
                         // Taken after a long wait for the row: already over by our clock.
                         tracing::warn!(
@@ -321,6 +321,44 @@ impl Looper {
                     self.set(Role::Standby { holder });
                 }
                 Err(e) => self.failed(&e, "reading the lease"),
+            }
+        }
+    }
+
+    /// The lease just taken (its request sent at `sent`) with its local deadline, renewed at
+    /// once if so little of it is left that the first renewal would come too late: a
+    /// take-over that waited for the lease row (a database failing over, a row lock) gets
+    /// back a lease that runs out soon after, by the database's clock counted from when the
+    /// request was sent. Leading on it would lose it again within a fraction of a second and
+    /// restart the node; one renewal at once, bounded by what is left, gives a whole lease.
+    async fn lease_to_lead(&mut self, lease: Lease, sent: Instant) -> (Lease, Instant) {
+        let deadline = sent + lease.remaining;
+        if deadline.saturating_duration_since(Instant::now()) >= self.options.renew * 2 {
+            return (lease, deadline);
+        }
+        let again = Instant::now();
+        let renewed = tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => None,
+            r = self.renew(&lease) => Some(r),
+        };
+        match renewed {
+            Some(Ok(renewed)) => {
+                tracing::info!(
+                    node = %self.node,
+                    epoch = renewed.epoch,
+                    "the lease was taken after a long wait and renewed at once"
+                );
+                (renewed, again + renewed.remaining)
+            }
+            Some(Err(e)) => {
+                self.failed(&e, "renewing a lease just taken");
+                (lease, deadline)
+            }
+            None => {
+                // Its connection is of no more use; the deadline has passed.
+                self.client = None;
+                (lease, deadline)
             }
         }
     }
