@@ -198,6 +198,14 @@ pub trait SignalObserver: Send + Sync {
     /// One Signal; `now` is when triage took it in.
     fn signal(&self, signal: &Signal, now: jiff::Timestamp);
 
+    /// [`SignalObserver::signal`] with the store handle of the triage batch
+    /// ([`Store::together`]): an observer that writes should write through it, so that the
+    /// batch's writes cost one sync, made before the batch's cursor moves. By default the
+    /// observer's own writes (each durable when it returns).
+    fn signal_in(&self, signal: &Signal, now: jiff::Timestamp, _batch: &Store) {
+        self.signal(signal, now);
+    }
+
     /// What triage did with the Signal (the Call it opened or joined, or the rule). Called
     /// right before [`SignalObserver::signal`].
     fn ingested(&self, _signal: &Signal, _outcome: crate::triage::Ingested) {}
@@ -210,6 +218,12 @@ impl SignalObserver for Observers {
     fn signal(&self, signal: &Signal, now: jiff::Timestamp) {
         for o in &self.0 {
             o.signal(signal, now);
+        }
+    }
+
+    fn signal_in(&self, signal: &Signal, now: jiff::Timestamp, batch: &Store) {
+        for o in &self.0 {
+            o.signal_in(signal, now, batch);
         }
     }
 
@@ -315,12 +329,18 @@ impl Calls {
                 break;
             };
             let _ = wtx.send(WriterMsg::Ingesting);
-            for r in &records {
-                let outcome = triage.ingest(&r.signal, r.signal.device_type.as_deref(), now);
-                if let Some(o) = &observer {
-                    o.ingested(&r.signal, outcome);
-                    o.signal(&r.signal, now);
-                }
+            let outcomes: Vec<_> = records
+                .iter()
+                .map(|r| triage.ingest(&r.signal, r.signal.device_type.as_deref(), now))
+                .collect();
+            if let Some(o) = &observer {
+                observe(
+                    o.as_ref(),
+                    &store,
+                    records.iter().map(|r| &r.signal),
+                    outcomes,
+                    now,
+                )?;
             }
             replayed += records.len();
             cursor = last;
@@ -361,6 +381,7 @@ impl Calls {
         let triage = self.triage.clone();
         let writer = self.writer.clone();
         let observer = self.observer.clone();
+        let store = self.store.clone();
         let h = std::thread::Builder::new()
             .name("vakt-triage".into())
             .spawn(move || {
@@ -374,13 +395,13 @@ impl Calls {
                         .iter()
                         .map(|s| triage.ingest(s, s.device_type.as_deref(), now))
                         .collect();
-                    // Before the cursor: what the observer writes is durable (each write of
-                    // the store is when it returns) before a cursor past its Signal can be,
-                    // so a crash never skips it.
+                    // Before the cursor: what the observers write is durable (one sync for
+                    // the batch) before a cursor past its Signal can be, so a crash never
+                    // skips it. Should the sync fail, the cursor waits for the next batch's.
                     if let Some(o) = &observer {
-                        for (s, outcome) in batch.iter().zip(outcomes) {
-                            o.ingested(s, outcome);
-                            o.signal(s, now);
+                        if let Err(e) = observe(o.as_ref(), &store, batch.iter(), outcomes, now) {
+                            tracing::error!(error = %e, signals = batch.len(), "making the observers' writes durable failed; the triage cursor waits");
+                            continue;
                         }
                     }
                     if let Some(last) = batch.last() {
@@ -566,6 +587,24 @@ impl Drop for Calls {
             t.take();
         }
     }
+}
+
+/// Tells the observers of a triaged batch, their writes made durable together with one
+/// sync (a burst of fault Signals costs one sync, not one each).
+fn observe<'a>(
+    o: &dyn SignalObserver,
+    store: &Store,
+    batch: impl Iterator<Item = &'a Signal>,
+    outcomes: Vec<crate::triage::Ingested>,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    store.together(|s| {
+        for (signal, outcome) in batch.zip(outcomes) {
+            o.ingested(signal, outcome);
+            o.signal_in(signal, now, s);
+        }
+        Ok(())
+    })
 }
 
 /// The writer thread: gathers every change waiting, merges the changes of each Call (the
@@ -945,6 +984,79 @@ mod tests {
         assert_eq!(merged.call.timeline, vec![line(1), line(2), line(3)]);
         assert_eq!(merged.call.alarm_count, 2, "the newest head wins");
         assert!(apart.is_empty());
+    }
+
+    /// An observer that writes an audit entry for each Signal, through the batch's handle
+    /// when it is given one.
+    struct Writes;
+
+    impl SignalObserver for Writes {
+        fn signal(&self, signal: &Signal, now: jiff::Timestamp) {
+            Writes::write(&Writes::own(), signal, now);
+        }
+
+        fn signal_in(&self, signal: &Signal, now: jiff::Timestamp, batch: &Store) {
+            Writes::write(batch, signal, now);
+        }
+    }
+
+    thread_local! {
+        static OWN: std::cell::RefCell<Option<Store>> = const { std::cell::RefCell::new(None) };
+    }
+
+    impl Writes {
+        fn own() -> Store {
+            OWN.with(|o| o.borrow().clone().unwrap())
+        }
+
+        fn write(store: &Store, signal: &Signal, now: jiff::Timestamp) {
+            store
+                .audit(AuditEntry {
+                    seq: 0,
+                    at: now,
+                    user: "vakt".into(),
+                    action: "test.observed".into(),
+                    call: None,
+                    subscriber: None,
+                    detail: signal.id.to_string(),
+                })
+                .unwrap();
+        }
+    }
+
+    /// A triaged batch's observers write with one sync for the whole batch, made before its
+    /// cursor can move; told one by one they would cost a sync each (a storm of fault
+    /// Signals would hold triage back by as many syncs).
+    #[test]
+    fn a_batchs_observer_writes_cost_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        OWN.with(|o| *o.borrow_mut() = Some(store.clone()));
+        let batch: Vec<Signal> = (1..=30u64)
+            .map(|id| Signal {
+                id,
+                ..crate::model::testing::signal()
+            })
+            .collect();
+        let outcomes = || vec![crate::triage::Ingested::Rule("test"); batch.len()];
+        let (before, _) = store.syncs();
+        observe(&Writes, &store, batch.iter(), outcomes(), ts(1)).unwrap();
+        let (started, done) = store.syncs();
+        assert_eq!(
+            (started, done - before),
+            (done, 1),
+            "one sync for the batch"
+        );
+        assert_eq!(
+            store.audit_latest(100).unwrap().len(),
+            30,
+            "every write made"
+        );
+        // Told one by one, as before: a sync each.
+        for s in &batch {
+            Writes.signal(s, ts(2));
+        }
+        assert_eq!(store.syncs().1 - done, 30);
     }
 
     /// The writer makes a burst of changes and an audit entry durable with one sync (or two

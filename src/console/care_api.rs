@@ -381,28 +381,6 @@ pub async fn record_consent(
     Ok(Json(life))
 }
 
-/// The integration a request's `Authorization: Bearer TOKEN` belongs to.
-fn integration_of(headers: &axum::http::HeaderMap, state: &AppState) -> ApiResult<String> {
-    let unauthorized = || {
-        state.metrics.rejected("no_session");
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "send the integration's token: Authorization: Bearer TOKEN (vakt integrations token NAME)",
-        )
-    };
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::auth::bearer_token)
-        .ok_or_else(unauthorized)?;
-    let hash = crate::store::token_hash(token);
-    state
-        .store
-        .integration_for_token(&hash)
-        .map_err(|e| ApiError::internal("reading the integration failed", e))?
-        .ok_or_else(unauthorized)
-}
-
 /// The municipality's care system sends an order (authenticated by the integration's bearer
 /// token, not a session). Idempotent by the care system's `external_id` (required here): the
 /// same order again answers 200 with the stored one; a new one 201. Audited `care.order` as
@@ -420,7 +398,7 @@ pub async fn care_system_order(
     headers: axum::http::HeaderMap,
     body: Result<Json<NewOrder>, JsonRejection>,
 ) -> ApiResult<axum::response::Response> {
-    let integration = integration_of(&headers, &state)?;
+    let integration = super::dispatch_api::integration_of(&headers, &state)?;
     let Json(new) = body?;
     if new
         .external_id
@@ -487,11 +465,7 @@ pub async fn billing_report(
         Some(m) => m.parse().map_err(ApiError::bad_request)?,
         None => Month::of(now.to_zoned(state.tz.clone()).date()),
     };
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(f) => return Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
-    };
+    let csv = super::dispatch_api::wants_csv(q.format.as_deref())?;
     let rows = blocking(&state, move |c| c.billing(month)).await?;
     audit(
         &state,
@@ -502,18 +476,10 @@ pub async fn billing_report(
         format!("{month}: {} subscribers", rows.len()),
     )?;
     if csv {
-        let mut r = crate::care::billing::to_csv(&rows).into_response();
-        let h = r.headers_mut();
-        h.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
-            "attachment; filename=\"vakt-billing-{month}.csv\""
-        )) {
-            h.insert(axum::http::header::CONTENT_DISPOSITION, v);
-        }
-        Ok(r)
+        Ok(super::dispatch_api::csv_attachment(
+            crate::care::billing::to_csv(&rows),
+            &format!("vakt-billing-{month}.csv"),
+        ))
     } else {
         Ok(Json(rows).into_response())
     }

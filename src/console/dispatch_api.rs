@@ -498,8 +498,12 @@ pub struct LockResults {
     pub results: Vec<crate::dispatch::desk::LockOutcome>,
 }
 
-/// The integration a request's `Authorization: Bearer TOKEN` belongs to.
-fn integration_of(headers: &axum::http::HeaderMap, state: &AppState) -> ApiResult<String> {
+/// The integration a request's `Authorization: Bearer TOKEN` belongs to (the lock systems,
+/// the care system).
+pub(super) fn integration_of(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> ApiResult<String> {
     let unauthorized = || {
         state.metrics.rejected("no_session");
         ApiError::new(
@@ -603,15 +607,8 @@ pub async fn sla_report(
     s.require(Role::Supervisor, &state)?;
     let Query(q) = q?;
     let now = jiff::Timestamp::now();
-    let month = q
-        .month
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| now.to_zoned(state.tz.clone()).strftime("%Y-%m").to_string());
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(f) => return Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
-    };
+    let month = month_or_this(q.month, &state, now);
+    let csv = wants_csv(q.format.as_deref())?;
     let store = state.store.clone();
     let tz = state.tz.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -634,8 +631,25 @@ pub async fn sla_report(
     }
 }
 
+/// A report's `format`: `json` (the default) or `csv`; anything else is 400.
+pub(super) fn wants_csv(format: Option<&str>) -> ApiResult<bool> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(f) => Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
+    }
+}
+
+/// A report's month as asked (`YYYY-MM`, checked by the report), or this month in the
+/// centre's time zone.
+fn month_or_this(month: Option<String>, state: &AppState, now: jiff::Timestamp) -> String {
+    month
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| now.to_zoned(state.tz.clone()).strftime("%Y-%m").to_string())
+}
+
 /// A CSV file to download: `text/csv` named `name`.
-fn csv_attachment(body: String, name: &str) -> axum::response::Response {
+pub(super) fn csv_attachment(body: String, name: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut r = body.into_response();
     let h = r.headers_mut();
@@ -678,15 +692,8 @@ pub async fn visits_report(
     s.require(Role::Supervisor, &state)?;
     let Query(q) = q?;
     let now = jiff::Timestamp::now();
-    let month = q
-        .month
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| now.to_zoned(state.tz.clone()).strftime("%Y-%m").to_string());
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(f) => return Err(ApiError::bad_request(format!("format {f:?}: json or csv"))),
-    };
+    let month = month_or_this(q.month, &state, now);
+    let csv = wants_csv(q.format.as_deref())?;
     let provider = q
         .provider
         .map(|p| p.trim().to_owned())

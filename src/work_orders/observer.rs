@@ -11,6 +11,7 @@ use super::{Change, WorkOrders, fault_of};
 use crate::calls::SignalObserver;
 use crate::model::{Signal, norm_hex};
 use crate::registers::devices::Devices;
+use crate::store::Store;
 
 /// Where the changes go (called on the triage thread, in journal order).
 pub type ChangeSink = Arc<dyn Fn(&[Change]) + Send + Sync>;
@@ -41,6 +42,22 @@ impl FaultObserver {
 
 impl SignalObserver for FaultObserver {
     fn signal(&self, signal: &Signal, now: Timestamp) {
+        self.observe(signal, now, None);
+    }
+
+    fn signal_in(&self, signal: &Signal, now: Timestamp, batch: &Store) {
+        self.observe(signal, now, Some(batch));
+    }
+}
+
+impl FaultObserver {
+    /// The work orders of one Signal, written through `batch` (the triage batch's store
+    /// handle) when given. The changes may then reach the sink before the batch's sync;
+    /// what leaves vakt because of them (the installer's webhook) is first written to the
+    /// outbox, and that write is durable only with everything written before it (on sled
+    /// one log, synced in write order; on PostgreSQL every write committed when it returns),
+    /// the work order included.
+    fn observe(&self, signal: &Signal, now: Timestamp, batch: Option<&Store>) {
         // Almost every Signal has no fault: no registry lookup, no storage. A Signal that is
         // not its device's (unknown, or unauthenticated: it names a registered device it did
         // not prove to be) must not open or touch that device's work orders.
@@ -58,7 +75,11 @@ impl SignalObserver for FaultObserver {
             tracing::debug!(signal = signal.id, %account, "fault from an unregistered device: no work order");
             return;
         };
-        match self.orders.on_signal(signal, device, None, now) {
+        let changed = match batch {
+            Some(store) => self.orders.on_signal_in(store, signal, device, None, now),
+            None => self.orders.on_signal(signal, device, None, now),
+        };
+        match changed {
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
                 if let Some(sink) = &self.sink {
@@ -102,9 +123,10 @@ mod tests {
     fn registered_devices_faults_reach_the_sink() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_second(1_780_000_000).unwrap();
+        let orders_store = Store::open(dir.path()).unwrap();
         let orders = Arc::new(
             WorkOrders::open(
-                Store::open(dir.path()).unwrap(),
+                orders_store.clone(),
                 &WorkOrderOptions::default(),
                 TimeZone::UTC,
                 now,
@@ -163,5 +185,20 @@ mod tests {
         let open = orders.open_of("12AB");
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].subscriber.as_deref(), Some("anna"));
+
+        // On the triage path, a batch's fault Signals are written through the batch's handle:
+        // twenty repeats, one sync (each would cost one alone).
+        let store = orders_store.clone();
+        let (before, _) = store.syncs();
+        store
+            .together(|batch| {
+                for id in 10..30 {
+                    obs.signal_in(&signal(id, "12AB", "CID 302"), now, batch);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.syncs().1 - before, 1);
+        assert_eq!(seen.lock().unwrap().len(), 22, "every repeat attached");
     }
 }

@@ -258,7 +258,18 @@ impl WorkOrders {
         orders: &[WorkOrder],
         seen: Option<FaultSeen<'_>>,
     ) -> Result<(), WorkOrderError> {
-        self.store.save_work_orders(orders, seen)?;
+        self.commit_in(&self.store, open, orders, seen)
+    }
+
+    /// [`Self::commit`] through `store` (a handle of [`Store::together`]: the triage batch's).
+    fn commit_in(
+        &self,
+        store: &Store,
+        open: &mut Open,
+        orders: &[WorkOrder],
+        seen: Option<FaultSeen<'_>>,
+    ) -> Result<(), WorkOrderError> {
+        store.save_work_orders(orders, seen)?;
         for o in orders {
             open.put(o);
         }
@@ -276,6 +287,20 @@ impl WorkOrders {
     /// (almost all of them: no storage is touched then).
     pub fn on_signal(
         &self,
+        signal: &Signal,
+        device: &Device,
+        installer: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<Change>, WorkOrderError> {
+        self.on_signal_in(&self.store, signal, device, installer, now)
+    }
+
+    /// [`Self::on_signal`], writing through `store`: the triage thread gives the handle of
+    /// its batch ([`Store::together`]), so a burst of fault Signals costs one sync a batch,
+    /// not one each, and triage does not fall behind in a storm of them.
+    pub fn on_signal_in(
+        &self,
+        store: &Store,
         signal: &Signal,
         device: &Device,
         installer: Option<&str>,
@@ -300,7 +325,7 @@ impl WorkOrders {
         let mut open = lock(&self.open);
         let mut changes = Vec::new();
         for (fault, restore) in faults {
-            if signal.id != 0 && self.store.work_order_fault_seen(account, fault)? >= signal.id {
+            if signal.id != 0 && store.work_order_fault_seen(account, fault)? >= signal.id {
                 tracing::debug!(
                     signal = signal.id,
                     account,
@@ -366,7 +391,7 @@ impl WorkOrders {
                 // A restore with no open order: nothing to do (triage's restore rule).
                 (None, true) => continue,
             };
-            self.commit(&mut open, std::slice::from_ref(&change.order), seen)?;
+            self.commit_in(store, &mut open, std::slice::from_ref(&change.order), seen)?;
             self.after(&open, &change, now);
             changes.push(change);
         }
