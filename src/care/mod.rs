@@ -623,6 +623,38 @@ impl Care {
     /// Makes the card's provider the one of today for `subscriber` (on the history when it
     /// changes) and completes the provider changes whose day has come. True when the
     /// provider changed.
+    /// The register's card of these subscribers now names these providers (an edit or an
+    /// import by `by`): each one with a life whose provider of today is another gets a
+    /// provider period from today, on its history, so the tick keeps the card as edited
+    /// instead of putting the life's provider back. Returns the subscribers changed.
+    pub fn providers_edited(
+        &self,
+        cards: &[(&str, &str)],
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Vec<String>, CareError> {
+        let today = self.days.day_of(now);
+        let mut changed = Vec::new();
+        for &(subscriber, provider) in cards {
+            let Some(life) = self.store.life(subscriber)? else {
+                continue;
+            };
+            if life.status == LifeStatus::Ended
+                || provider.is_empty()
+                || provider_on(&life.providers, today) == Some(provider)
+            {
+                continue;
+            }
+            self.store.update_life(subscriber, |l| {
+                let mut l = l.ok_or_else(|| CareError::NoLife(subscriber.to_owned()))?;
+                l.change_provider(provider, today, now, by);
+                Ok::<_, CareError>(l)
+            })?;
+            changed.push(subscriber.to_owned());
+        }
+        Ok(changed)
+    }
+
     fn apply_providers(&self, subscriber: &str, now: Timestamp) -> Result<bool, CareError> {
         let today = self.days.day_of(now);
         let Some(life) = self.store.life(subscriber)? else {

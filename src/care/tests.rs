@@ -370,6 +370,59 @@ fn a_provider_change_takes_effect_on_its_date_with_a_pending_key_receipt() {
 }
 
 #[test]
+fn a_provider_edited_on_the_card_stays_and_is_on_the_life() {
+    let f = fixture();
+    active(&f);
+    let edit = |provider: &str| {
+        let mut card = f.care.store().subscriber("S-1001").unwrap().unwrap();
+        card.care_provider = provider.into();
+        f.care.store().upsert_subscribers(&[card]).unwrap();
+    };
+    let card_provider = || {
+        f.care
+            .store()
+            .subscriber("S-1001")
+            .unwrap()
+            .unwrap()
+            .care_provider
+    };
+    // Edited without telling the life: the tick puts the life's provider back.
+    edit("hemtjanst-syd");
+    f.care.on_tick(at("2026-12-08T10:00")).unwrap();
+    assert_eq!(card_provider(), "hemtjanst-norr");
+    // Told, as the register's edit and import do: the edit stays, from today on.
+    edit("hemtjanst-syd");
+    let now = at("2026-12-08T10:05");
+    let changed = f
+        .care
+        .providers_edited(&[("S-1001", "hemtjanst-syd"), ("S-9999", "x")], "sara", now)
+        .unwrap();
+    assert_eq!(changed, ["S-1001"]);
+    assert!(
+        f.care
+            .on_tick(at("2026-12-08T10:06"))
+            .unwrap()
+            .providers_applied
+            .is_empty()
+    );
+    assert_eq!(card_provider(), "hemtjanst-syd");
+    let life = f.care.store().life("S-1001").unwrap().unwrap();
+    let last = life.providers.last().unwrap();
+    assert_eq!(
+        (last.provider.as_str(), last.from),
+        ("hemtjanst-syd", date(2026, 12, 8))
+    );
+    assert_eq!(life.history.last().unwrap().by, "sara");
+    // The same provider again changes nothing.
+    assert!(
+        f.care
+            .providers_edited(&[("S-1001", "hemtjanst-syd")], "sara", now)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn a_change_updates_the_card_at_once_and_is_done() {
     let f = fixture();
     active(&f);

@@ -1037,8 +1037,21 @@ pub async fn put_subscriber(
         |new| if *new == 0 { "updated" } else { "created" }.into(),
     )
     .await?;
+    provider_edited(&state, &s, &[(&sub.id, &sub.care_provider)])?;
     state.calls.subscriber_changed(Some(&id));
     Ok(Json(card(&state, sub)))
+}
+
+/// A card's provider as edited or imported is the subscriber's from today on: their life (if
+/// an order made one) gets the period, so the care tick does not put the old one back.
+fn provider_edited(state: &AppState, s: &Session, cards: &[(&str, &str)]) -> ApiResult<()> {
+    state
+        .care
+        .providers_edited(cards, &s.user, jiff::Timestamp::now())
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::internal("recording the provider on the subscriber's life failed", e)
+        })
 }
 
 /// Most warnings an import's answer lists (the rest are counted).
@@ -1103,6 +1116,10 @@ pub async fn import_subscribers(
         let d = state.desk.dispatcher().directory();
         crate::registers::directory::import_warnings(&d, &subs, MAX_WARNINGS)
     };
+    let providers: Vec<(String, String)> = subs
+        .iter()
+        .map(|sub| (sub.id.clone(), sub.care_provider.clone()))
+        .collect();
     // The rows and their audit entry: one sync.
     let n = with_audit(
         &state,
@@ -1113,6 +1130,17 @@ pub async fn import_subscribers(
         |n| format!("{n} subscribers"),
     )
     .await?;
+    let st = state.clone();
+    let user = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let cards: Vec<(&str, &str)> = providers
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.as_str()))
+            .collect();
+        provider_edited(&st, &user, &cards)
+    })
+    .await
+    .map_err(|e| ApiError::internal("recording the providers failed", e))??;
     state.calls.subscriber_changed(None);
     Ok(Json(Imported {
         imported: n,
