@@ -21,7 +21,9 @@
 //!   new-alarm order is done and the care system is told ([`events`]).
 //! - **The end** ([`Care::complete_order`] of an end order): the life ends on the day, the
 //!   subscriber's devices leave the registry (their later Signals are an unknown device's
-//!   again), the order is done and the care system told. Keys come back by receipts.
+//!   again), the order is done and the care system told. Keys come back by receipts: the
+//!   end order proposes them (home care and the key cabinet to the installer, then, as that
+//!   is signed, the installer to the person), pending until signed.
 //! - **Billing** ([`billing`]): per month, one row per subscriber billed that month.
 //!
 //! Every method takes `now`; methods that touch the store block (call them from the blocking
@@ -557,11 +559,12 @@ impl Care {
                 self.provider_change(&order, card.as_ref(), entered_by, now)?;
             }
             OrderKind::End => {
-                self.store.update_life(&sub_id, |l| {
+                let life = self.store.update_life(&sub_id, |l| {
                     let mut l = l.ok_or_else(|| CareError::NoLife(sub_id.clone()))?;
                     l.end_ordered(now, entered_by)?;
                     Ok::<_, CareError>(l)
                 })?;
+                self.propose_returns(&life, Some(order.id), entered_by, now)?;
             }
             OrderKind::LockInstall | OrderKind::LockRemoval => {}
         }
@@ -618,6 +621,73 @@ impl Care {
             state: ReceiptState::Pending,
         })?;
         Ok(())
+    }
+
+    /// An end is ordered: the keys come back (seed 001 4.4, 4.5). For every holder but the
+    /// person, a pending receipt of what it holds: home care and the key cabinet to the
+    /// installer, the installer to the person. Without a known installer (none named at the
+    /// installation nor on a receipt) home care hands back to the person directly. A holder
+    /// that already has a pending return gets no second one, and an installer waiting for a
+    /// pending return to them hands back once it is in (one receipt for all). The receipts
+    /// stand until signed, as any other; the history says what was proposed.
+    fn propose_returns(
+        &self,
+        life: &Life,
+        order: Option<u64>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Receipt>, CareError> {
+        let sub = &life.subscriber;
+        let receipts = self.store.receipts_of(sub)?;
+        let custody = Custody::from_receipts(&receipts);
+        let installer = installer_of(life, &receipts);
+        let mut pending: Vec<(Holder, Holder)> = receipts
+            .iter()
+            .filter(|r| r.state == ReceiptState::Pending && r.reason == HandoverReason::End)
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect();
+        // Home care and the cabinet first, so that an installer still waiting for keys is
+        // seen below and returns them all to the person on one receipt.
+        let mut holdings = custody.holdings();
+        holdings.sort_by_key(|h| matches!(h.holder, Holder::Installer { .. }));
+        let mut written = Vec::new();
+        for Holding { holder, keys } in holdings {
+            if keys.is_empty()
+                || holder == Holder::Subscriber
+                || pending
+                    .iter()
+                    .any(|(from, to)| *from == holder || *to == holder)
+            {
+                continue;
+            }
+            let to = match (&holder, &installer) {
+                (Holder::Installer { .. }, _) | (_, None) => Holder::Subscriber,
+                (_, Some(name)) => Holder::Installer { name: name.clone() },
+            };
+            let r = self.store.add_receipt(|id| Receipt {
+                id,
+                subscriber: sub.clone(),
+                from: holder.clone(),
+                to: to.clone(),
+                items: keys,
+                reason: HandoverReason::End,
+                order,
+                written_at: now,
+                written_by: by.to_owned(),
+                state: ReceiptState::Pending,
+            })?;
+            pending.push((holder, to));
+            written.push(r);
+        }
+        if !written.is_empty() {
+            let what = written
+                .iter()
+                .map(|r| format!("receipt {} ({} to {})", r.id, r.from, r.to))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.note(sub, now, by, format!("keys to come back: {what}"))?;
+        }
+        Ok(written)
     }
 
     /// Makes the card's provider the one of today for `subscriber` (on the history when it
@@ -828,6 +898,14 @@ impl Care {
             let m = self.municipality_of(&receipt.subscriber)?;
             if let Err(e) = events::key_handover_signed(outbox, &m, receipt) {
                 tracing::error!(receipt = receipt.id, error = %e, "the care system's key handover event was not queued");
+            }
+        }
+        // Keys back from home care at the end: the installer's return to the person next.
+        if receipt.reason == HandoverReason::End && matches!(receipt.to, Holder::Installer { .. }) {
+            if let Some(life) = self.store.life(&receipt.subscriber)? {
+                if matches!(life.status, LifeStatus::Ending | LifeStatus::Ended) {
+                    self.propose_returns(&life, receipt.order, by, now)?;
+                }
             }
         }
         self.try_activate(&receipt.subscriber, by, now)
@@ -1121,6 +1199,25 @@ impl Care {
             .map_err(|e| invalid("outbox", e.to_string()))?;
         Ok(true)
     }
+}
+
+/// The installer who does the pick-up: the one named at the installation, else the last one
+/// who signed keys in.
+fn installer_of(life: &Life, receipts: &[Receipt]) -> Option<String> {
+    life.installation
+        .as_ref()
+        .map(|i| i.installer.clone())
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| {
+            receipts
+                .iter()
+                .rev()
+                .filter(|r| matches!(r.state, ReceiptState::Signed { .. }))
+                .find_map(|r| match &r.to {
+                    Holder::Installer { name } if !name.trim().is_empty() => Some(name.clone()),
+                    _ => None,
+                })
+        })
 }
 
 /// The placing municipality of a subscriber's latest new alarm, if another than the centre's.

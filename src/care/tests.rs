@@ -605,3 +605,85 @@ fn the_card_and_the_new_provider_are_checked_against_the_directory() {
         })
     ));
 }
+
+#[test]
+fn the_end_proposes_the_keys_back_through_the_installer_to_the_person() {
+    let f = fixture();
+    active(&f);
+    // One key went to the key cabinet too.
+    handed(
+        &f.care,
+        provider("hemtjanst-norr"),
+        Holder::Cabinet,
+        1,
+        at("2026-12-03T08:00"),
+    );
+    let end = NewOrder {
+        kind: Some(OrderKind::End),
+        subscriber: "S-1001".into(),
+        decided_on: Some(date(2026, 12, 10)),
+        ..NewOrder::default()
+    };
+    let got = f
+        .care
+        .receive_order(end, "care-system", at("2026-12-10T09:00"))
+        .unwrap();
+    let pending = |care: &Care| -> Vec<Receipt> {
+        care.store()
+            .receipts_of("S-1001")
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.state == ReceiptState::Pending)
+            .collect()
+    };
+    let first = pending(&f.care);
+    assert_eq!(first.len(), 2, "{first:?}");
+    for r in &first {
+        assert_eq!(r.to, installer(), "home care and the cabinet hand to Ivar");
+        assert_eq!(r.reason, HandoverReason::End);
+        assert_eq!(r.order, Some(got.order.id));
+    }
+    let from: Vec<(&Holder, u8)> = first.iter().map(|r| (&r.from, r.items[0].count)).collect();
+    assert!(from.contains(&(&provider("hemtjanst-norr"), 1)));
+    assert!(from.contains(&(&Holder::Cabinet, 1)));
+    let life = f.care.store().life("S-1001").unwrap().unwrap();
+    assert!(
+        life.history
+            .iter()
+            .any(|e| e.what.starts_with("keys to come back")),
+        "{:?}",
+        life.history
+    );
+    // Signing home care's return proposes Ivar's return to the person, once, for what
+    // he then holds.
+    for (i, mut r) in first.into_iter().enumerate() {
+        let mut custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+        let now = at("2026-12-11T10:00") + jiff::SignedDuration::from_mins(i as i64);
+        r.sign(&mut custody, now, "Ivar", "Berit", "sara").unwrap();
+        f.care.store().save_receipt(&r).unwrap();
+        f.care.receipt_signed(&r, "sara", now).unwrap();
+    }
+    let back = pending(&f.care);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].from, installer());
+    assert_eq!(back[0].to, Holder::Subscriber);
+    assert_eq!(
+        back[0].items,
+        vec![KeyCount {
+            kind: KeyKind::Door,
+            count: 2
+        }]
+    );
+    // Once signed, nobody but the person holds a key.
+    let mut r = back.into_iter().next().unwrap();
+    let mut custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+    r.sign(&mut custody, at("2026-12-12T10:00"), "Åsa", "Ivar", "sara")
+        .unwrap();
+    f.care.store().save_receipt(&r).unwrap();
+    f.care
+        .receipt_signed(&r, "sara", at("2026-12-12T10:00"))
+        .unwrap();
+    assert!(pending(&f.care).is_empty());
+    let custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+    assert!(custody.holdings().iter().all(|h| h.keys.is_empty()));
+}
