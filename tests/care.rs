@@ -597,3 +597,98 @@ async fn sign(sup: &mut Client, id: u64, handed_by: &str, received_by: &str) {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+/// A closing whose note a crash lost (the Call closed and its mark written, the note never
+/// queued) is handed to the care system at the next start, once; a start after that sends
+/// nothing again.
+#[tokio::test]
+async fn a_closing_a_crash_left_without_its_note_is_handed_on_at_the_next_start_once() {
+    use vakt::model::{Call, CallState, Outcome, Priority, TimelineEntry, TimelineEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let now = jiff::Timestamp::now();
+    {
+        let store = open_store(dir.path()).unwrap();
+        store
+            .upsert_subscribers(&[vakt::model::Subscriber {
+                id: "anna".into(),
+                name: "Åsa Öberg".into(),
+                personal_number: "19380512-9802".into(),
+                ..vakt::model::Subscriber::default()
+            }])
+            .unwrap();
+        store
+            .update_life("anna", |_| {
+                Ok::<_, vakt::store::StoreError>(vakt::model::life::Life::ordered(
+                    "anna", None, now, "sara",
+                ))
+            })
+            .unwrap();
+        let closing = TimelineEntry {
+            at: now,
+            user: Some(OPERATOR.0.into()),
+            what: TimelineEvent::Closed {
+                outcome: Outcome::AccidentalPress,
+                note: "pressed by mistake".into(),
+                override_reason: None,
+                overrode: String::new(),
+                review: false,
+            },
+        };
+        let call = Call {
+            id: 7,
+            priority: Priority::PERSONAL,
+            state: CallState::Closed,
+            owner: Some(OPERATOR.0.into()),
+            opened_at: now,
+            alarm_count: 1,
+            subscriber: Some("anna".into()),
+            account: "1234".into(),
+            kind: "Personal alarm".into(),
+            restored: false,
+            answered_at: Some(now),
+            closed_at: Some(now),
+            outcome: Some(Outcome::AccidentalPress),
+            timeline: vec![closing],
+            last_signal_id: 1,
+        };
+        // What the Call writer leaves when the process dies right after the closing.
+        store.save_calls(&[call], None).unwrap();
+        assert_eq!(store.closings_owed().unwrap(), vec![7]);
+    }
+    let (care_system, hits) = receiver().await;
+    let notes = |hits: &Arc<Mutex<Vec<Hit>>>| {
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.event == "care.alarm_handled")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let srv = start_with(config(dir.path(), care_system)).await;
+    let got = wait_for(
+        "the note of the closed call",
+        Duration::from_secs(20),
+        || {
+            let hits = hits.clone();
+            async move { notes(&hits).into_iter().next() }
+        },
+    )
+    .await;
+    assert_eq!(got.body["subject"], "call/7");
+    assert_eq!(got.body["data"]["note"]["outcome"], "accidental_press");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(notes(&hits).len(), 1);
+    srv.stop().await.unwrap();
+    assert!(
+        open_store(dir.path())
+            .unwrap()
+            .closings_owed()
+            .unwrap()
+            .is_empty()
+    );
+    // Started again: the mark is gone, nothing goes twice.
+    let srv = start_with(config(dir.path(), care_system)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    srv.stop().await.unwrap();
+    assert_eq!(notes(&hits).len(), 1);
+}

@@ -1177,6 +1177,40 @@ impl Care {
         }
     }
 
+    /// Call `id`'s closing, if it is still to be handed on (the store's mark): the handled
+    /// alarm's journal note queued ([`Care::call_closed`]), then the mark taken. True when a
+    /// note was queued. A failure keeps the mark for the next try; a crash between the queue
+    /// and the mark sends the note again at the next start (at least once: the care system
+    /// knows a note by its subject, `call/{id}`).
+    pub fn hand_on_closing(&self, id: u64) -> Result<bool, CareError> {
+        if !self.store.closing_owed(id)? {
+            return Ok(false);
+        }
+        let sent = match self.store.call(id)? {
+            Some(call) => self.call_closed(&call)?,
+            None => false,
+        };
+        self.store.closing_handed_on(id)?;
+        Ok(sent)
+    }
+
+    /// Every closing still to be handed on (after a crash, a failed queue, or closings made
+    /// while no one listened), oldest Call first. Returns the notes queued; a failure of one
+    /// is logged and left for the next time.
+    pub fn hand_on_owed(&self) -> Result<usize, CareError> {
+        let mut sent = 0;
+        for id in self.store.closings_owed()? {
+            match self.hand_on_closing(id) {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued; tried again in a minute");
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     /// A closed Call: a subscriber's handled alarm as a journal note for the care system.
     /// Calls of no subscriber, or of one whose alarm never came through an order, are not
     /// sent.

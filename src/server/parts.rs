@@ -557,20 +557,21 @@ impl CarePart {
 
 async fn care_loop(
     care: Arc<crate::care::Care>,
-    mut closed: tokio::sync::mpsc::UnboundedReceiver<crate::model::Call>,
+    mut closed: tokio::sync::mpsc::UnboundedReceiver<u64>,
     shutdown: CancellationToken,
     drain: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(CARE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let closed_call = |call: crate::model::Call| {
+    // One at a time, in this task: a closing found both on the channel and among the owed
+    // ones is handed on once (the second finds no mark).
+    let closed_call = |id: u64| {
         let care = care.clone();
         async move {
-            let id = call.id;
-            match tokio::task::spawn_blocking(move || care.call_closed(&call)).await {
+            match tokio::task::spawn_blocking(move || care.hand_on_closing(id)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued")
+                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued; tried again in a minute")
                 }
                 Err(e) => {
                     tracing::error!(call = id, error = %e, "the care system's note task failed")
@@ -581,8 +582,18 @@ async fn care_loop(
     loop {
         tokio::select! {
             _ = drain.cancelled() => break,
-            Some(call) = closed.recv() => closed_call(call).await,
+            Some(id) = closed.recv() => closed_call(id).await,
+            // The first tick is at once: the closings a crash left owed go first.
             _ = tick.tick(), if !shutdown.is_cancelled() => {
+                let c = care.clone();
+                match tokio::task::spawn_blocking(move || c.hand_on_owed()).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(notes = n, "closings owed handed to the care system");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the closings owed could not be read"),
+                    Err(e) => tracing::error!(error = %e, "the closings task failed"),
+                }
                 let c = care.clone();
                 match tokio::task::spawn_blocking(move || c.on_tick(jiff::Timestamp::now())).await {
                     Ok(Ok(t)) if !t.providers_applied.is_empty() => {
@@ -595,8 +606,8 @@ async fn care_loop(
             }
         }
     }
-    while let Ok(call) = closed.try_recv() {
-        closed_call(call).await;
+    while let Ok(id) = closed.try_recv() {
+        closed_call(id).await;
     }
 }
 

@@ -34,6 +34,7 @@ use std::path::Path;
 
 mod audit;
 mod calls;
+mod closings;
 mod conversations;
 pub mod copy;
 mod directory;
