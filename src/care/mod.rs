@@ -6,7 +6,7 @@
 //!   orders' holidays, the centre's zone), stored once per care-system id. A new alarm
 //!   may carry the person's card ([`crate::model::order::Person`]), checked as an edit of the
 //!   register is: it makes or updates the card and the subscriber's [`Life`] (ordered, with
-//!   the first provider). A change (health notes, directions) updates the card at once, on
+//!   the first provider; a life that ended starts over, its ended period kept for billing). A change (health notes, directions) updates the card at once, on
 //!   the life's history with who and when, and is done. A provider change is recorded on the
 //!   life by its date and makes a pending key receipt from the old provider to the new one
 //!   for the keys the old one holds. An end order marks the life ending.
@@ -383,17 +383,13 @@ impl Care {
         let mut new_card: Option<Subscriber> = None;
         match kind {
             OrderKind::NewAlarm => {
-                // One life per subscriber id: an ended life keeps the months it was billed,
-                // so a new alarm after an end needs a new id.
-                if let Some(l) = &life {
+                // One life per subscriber id: a new alarm after an end starts it over (the
+                // ended period kept for billing); while one is ordered or runs, refused.
+                if let Some(l) = life.as_ref().filter(|l| l.status != LifeStatus::Ended) {
                     return Err(CareError::Status {
                         subscriber: sub_id,
                         status: l.status,
-                        what: if l.status == LifeStatus::Ended {
-                            "an ended alarm keeps its billing: a new alarm needs a new subscriber id"
-                        } else {
-                            "a new alarm is ordered only when none is"
-                        },
+                        what: "a new alarm is ordered only when none is",
                     });
                 }
                 match (&card, &new.person) {
@@ -511,15 +507,21 @@ impl Care {
                     });
                 let what = format!("new alarm ordered (order {})", order.id);
                 self.store.update_life(&sub_id, |old| {
-                    if let Some(old) = old {
-                        // Another order made the life since the check above.
-                        return Err(CareError::Status {
-                            subscriber: sub_id.clone(),
-                            status: old.status,
-                            what: "a new alarm is ordered only when none is",
-                        });
-                    }
-                    let mut l = Life::ordered(&sub_id, provider.clone(), now, entered_by);
+                    let mut l = match old {
+                        None => Life::ordered(&sub_id, provider.clone(), now, entered_by),
+                        Some(mut l) => {
+                            // Another order made the life since the check above if it is
+                            // not ended.
+                            l.reorder(provider.clone(), now, entered_by).map_err(|_| {
+                                CareError::Status {
+                                    subscriber: sub_id.clone(),
+                                    status: l.status,
+                                    what: "a new alarm is ordered only when none is",
+                                }
+                            })?;
+                            l
+                        }
+                    };
                     l.note(now, entered_by, what.clone());
                     Ok::<_, CareError>(l)
                 })?;
@@ -1274,8 +1276,9 @@ pub fn billing_of(
     let lives = store.lives()?;
     for l in &lives {
         if !l
-            .installed_on
-            .is_some_and(|d| crate::model::order::billed(d, l.ended_on, month))
+            .periods()
+            .iter()
+            .any(|(from, to, _)| crate::model::order::billed(*from, *to, month))
         {
             continue;
         }
