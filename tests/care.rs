@@ -113,13 +113,22 @@ fn directory() -> vakt::registers::directory::Directory {
 
 fn config(dir: &std::path::Path, care_system: SocketAddr) -> vakt::config::Config {
     let mut cfg = test_config(dir);
-    cfg.escalation = vec![EscalationConfig {
-        name: "journal".into(),
-        kind: RecipientKind::CareSystem,
-        url: format!("http://{care_system}/events"),
-        secret: WebhookSecret::new("a secret of the care system"),
-        matches: vec!["Vaktby kommun".into()],
-    }];
+    cfg.escalation = vec![
+        EscalationConfig {
+            name: "journal".into(),
+            kind: RecipientKind::CareSystem,
+            url: format!("http://{care_system}/events"),
+            secret: WebhookSecret::new("a secret of the care system"),
+            matches: vec!["Vaktby kommun".into()],
+        },
+        EscalationConfig {
+            name: "installer".into(),
+            kind: RecipientKind::Installer,
+            url: format!("http://{care_system}/installer"),
+            secret: WebhookSecret::new("a secret of the installer"),
+            matches: vec!["Ivar Installatör".into()],
+        },
+    ];
     cfg
 }
 
@@ -512,6 +521,7 @@ async fn the_whole_life_of_one_subscriber() {
             format!("receipt/{to_installer}"),
         ),
         ("care.key_handover_signed", format!("receipt/{to_anna}")),
+        ("care.pickup_ordered", format!("order/{end_id}")),
     ];
     let got = wait_for("the care system's events", Duration::from_secs(20), || {
         let hits = hits.clone();
@@ -543,7 +553,12 @@ async fn the_whole_life_of_one_subscriber() {
         if !subject.is_empty() {
             assert_eq!(of[0].body["subject"], *subject, "{event}");
         }
-        assert_eq!(of[0].body["recipient"]["kind"], "care_system");
+        let to = if *event == "care.pickup_ordered" {
+            "installer"
+        } else {
+            "care_system"
+        };
+        assert_eq!(of[0].body["recipient"]["kind"], to, "{event}");
     }
     let mut deliveries: Vec<u64> = got.iter().map(|h| h.delivery).collect();
     deliveries.sort_unstable();
@@ -579,6 +594,20 @@ async fn the_whole_life_of_one_subscriber() {
         .body["data"];
     assert_eq!(signed["handed_by"], "Hanna");
     assert_eq!(signed["to"], json!({"holder": "provider", "id": "hs"}));
+    // The installer's pick-up: where, the device, and the keys to collect from home care.
+    let pickup = &got
+        .iter()
+        .find(|h| h.event == "care.pickup_ordered")
+        .unwrap()
+        .body;
+    assert_eq!(pickup["recipient"]["key"], "Ivar Installatör");
+    assert_eq!(pickup["data"]["address"], "Storgatan 4");
+    assert_eq!(pickup["data"]["devices"], json!(["1234"]));
+    assert_eq!(pickup["data"]["keys"][0]["receipt"], to_installer);
+    assert_eq!(
+        pickup["data"]["keys"][0]["from"],
+        json!({"holder": "provider", "id": "hs"})
+    );
     srv.stop().await.unwrap();
 
     // 11. With the server stopped: the billing from the command line's report.

@@ -19,6 +19,8 @@
 //!   ([`Care::record_consent`]) and the keys the order requires (signed receipts from the
 //!   person) are all in, the life is active at once with `installed_on` the local day, the
 //!   new-alarm order is done and the care system is told ([`events`]).
+//! - **The end ordered**: the life is ending, the keys' return receipts are proposed and the
+//!   installer is told to pick up (`care.pickup_ordered`, [`events`]).
 //! - **The end** ([`Care::complete_order`] of an end order): the life ends on the day, the
 //!   subscriber's devices leave the registry (their later Signals are an unknown device's
 //!   again), the order is done and the care system told. Keys come back by receipts: the
@@ -268,6 +270,8 @@ enum Tell {
     Started(Life, Order),
     Ended(Life, Order),
     HealthChange(Order),
+    /// To the installer: the pick-up of an ended alarm, with the key returns proposed.
+    PickUp(Order, Option<String>, Vec<Receipt>),
 }
 
 /// The care service.
@@ -566,7 +570,13 @@ impl Care {
                     l.end_ordered(now, entered_by)?;
                     Ok::<_, CareError>(l)
                 })?;
-                self.propose_returns(&life, Some(order.id), entered_by, now)?;
+                let returns = self.propose_returns(&life, Some(order.id), entered_by, now)?;
+                let receipts = self.store.receipts_of(&sub_id)?;
+                tell.push(Tell::PickUp(
+                    order.clone(),
+                    installer_of(&life, &receipts),
+                    returns,
+                ));
             }
             OrderKind::LockInstall | OrderKind::LockRemoval => {}
         }
@@ -1172,6 +1182,30 @@ impl Care {
                     .and_then(|m| {
                         events::health_change_received(outbox, &m, order).map_err(|e| e.to_string())
                     }),
+                Tell::PickUp(order, installer, returns) => {
+                    let accounts: Vec<String> = self
+                        .devices
+                        .current()
+                        .iter()
+                        .filter(|d| d.subscriber.as_deref() == Some(order.subscriber.as_str()))
+                        .map(|d| d.account.clone())
+                        .collect();
+                    self.store
+                        .subscriber(&order.subscriber)
+                        .map_err(|e| e.to_string())
+                        .and_then(|card| {
+                            let card = card.unwrap_or_default();
+                            events::pickup_ordered(
+                                outbox,
+                                installer.as_deref().unwrap_or(""),
+                                order,
+                                &card,
+                                &accounts,
+                                returns,
+                            )
+                            .map_err(|e| e.to_string())
+                        })
+                }
             };
             if let Err(e) = r {
                 tracing::error!(error = %e, "the care system's event was not queued");
