@@ -3304,7 +3304,8 @@ function orderClosedWords(o) {
   const st = orderStateOf(o);
   const words = tHas(`orders.state.${st}`) ? t(`orders.state.${st}`) : st;
   if (st === 'open') return words;
-  return t('orders.closed_line', { state: words, time: fmtFull(s.at), by: s.by || '?', reason: s.reason || '-' });
+  if (!s.reason) return t('orders.closed_done', { state: words, time: fmtFull(s.at), by: s.by || '?' });
+  return t('orders.closed_line', { state: words, time: fmtFull(s.at), by: s.by || '?', reason: s.reason });
 }
 
 /** The directory's providers and areas (GET /api/registers/choices), kept a minute. */
@@ -3733,7 +3734,7 @@ async function loadLifePanel(box, id) {
     clear(box);
     const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: t('life.title') }));
     if (e.status === 404) {
-      head.append(el('button', { type: 'button', class: 'secondary small life-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
+      head.append(el('button', { type: 'button', class: 'secondary small life-new-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
       box.append(head, el('p', { class: 'muted life-none', text: t('life.none') }));
     } else {
       box.append(head, el('p', { class: 'warning-text', text: t('life.load_failed', { reason: e.message }) }));
@@ -3760,7 +3761,7 @@ function renderLifePanel(box, data) {
     buttons.append(el('button', { type: 'button', class: 'secondary small life-install', text: t('life.install.open'), on: { click: () => openInstallForm(id, sub) } }));
     if (!life.consent) buttons.append(el('button', { type: 'button', class: 'secondary small life-consent', text: t('life.consent.record'), on: { click: () => openConsentForm(id, sub) } }));
   }
-  buttons.append(el('button', { type: 'button', class: 'secondary small life-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
+  buttons.append(el('button', { type: 'button', class: 'secondary small life-new-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
   head.append(buttons);
   box.append(head);
   const missing = data.missing || [];
@@ -3806,7 +3807,7 @@ function renderLifePanel(box, data) {
       el('span', { class: open ? '' : 'muted', text: ` · ${open ? t('orders.state.open') : orderClosedWords(o)}` }),
       late ? el('span', { class: 'bad-text', text: ` · ${orderLatenessWords(late)}` }) : null));
   }
-  box.append(el('details', { class: 'life-orders-box', open: orders.some((o) => orderStateOf(o) === 'open') },
+  box.append(el('details', { class: 'life-orders-box', open: orders.length <= 3 || orders.some((o) => orderStateOf(o) === 'open') },
     el('summary', { text: `${t('life.orders')} (${orders.length})` }),
     orders.length ? ol : el('p', { class: 'muted', text: t('life.no_orders') })));
   const history = life.history || [];
