@@ -31,6 +31,9 @@
 //!   editor refusing an empty name), a device, a work order, the incidents, the outbox, the
 //!   directory, the SLA report, the review list, the audit log and the users, with none of
 //!   their English; the registers redrawn in Norwegian when the language changes.
+//! - A subscriber's life in Swedish: a new alarm entered by hand beside an overdue order
+//!   (marked and counted, in the navigation too), the installation window with the unit's
+//!   DC-09 test alarm, the consent, the key signed in: active on the card, and billed.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
@@ -4211,10 +4214,21 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
     let badge = shows(&c, "#orders-badge", "försenade").await;
     assert_eq!(badge, "1 öppna · 1 försenade");
     click_shown(&c, "#tab-orders").await;
-    let late = shows(&c, "#orders-list .order[data-lateness=\"overdue\"]", "bertil").await;
-    assert!(late.contains("nytt larm") && late.contains("försenad"), "{late}");
+    let late = shows(
+        &c,
+        "#orders-list .order[data-lateness=\"overdue\"]",
+        "bertil",
+    )
+    .await;
     assert!(
-        text_of(&c, "#orders-summary").await.unwrap().contains("1 försenade"),
+        late.contains("nytt larm") && late.contains("försenad"),
+        "{late}"
+    );
+    assert!(
+        text_of(&c, "#orders-summary")
+            .await
+            .unwrap()
+            .contains("1 försenade"),
         "the page counts it"
     );
 
@@ -4233,10 +4247,7 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
     fill(&c, "#of-person-phone", "070-333 44 55").await;
     choose(&c, "#of-person-care_provider", "hemtjanst-centrum").await;
     no_english("order form", english_shown(&c, &en, &sv).await);
-    screenshot(
-        "console-sv-orders-form.png",
-        &c.screenshot().await.unwrap(),
-    );
+    screenshot("console-sv-orders-form.png", &c.screenshot().await.unwrap());
     click(&c, "#care-submit").await;
     let erik = "#orders-list .order .subscriber-link[data-subscriber=\"erik\"]";
     shows(&c, erik, "erik").await;
@@ -4267,25 +4278,51 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
     fill(&c, "#li-installer", "Erik Lund").await;
     click(&c, "#care-submit").await;
     let waiting = shows(&c, "#reg-card .life-panel", "väntar på provlarm").await;
-    assert!(waiting.contains("enhet 7777, installatör erik lund"), "{waiting}");
-    screenshot("console-sv-life-ordered.png", &c.screenshot().await.unwrap());
+    assert!(
+        waiting.contains("enhet 7777, installatör erik lund"),
+        "{waiting}"
+    );
+    c.execute(
+        "document.querySelector('#reg-card .life-panel').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(
+        "console-sv-life-ordered.png",
+        &c.screenshot().await.unwrap(),
+    );
     // The installer presses: a DC-09 test report from Erik's unit, in the window.
     let frame = plain("ADM-CID", 1, "7777", "#7777|1602 00 000");
     let reply = tcp_roundtrip(s.dc09_tcp.unwrap(), &frame).await;
     assert_eq!(token_of(&reply), "ACK");
     let seen = shows(&c, "#reg-card .life-panel .life-test", "mottaget").await;
     assert!(!seen.contains("väntar"), "{seen}");
-    shows(&c, "#reg-card .life-panel .life-missing", "samtycke, dörrnycklar").await;
+    shows(
+        &c,
+        "#reg-card .life-panel .life-missing",
+        "samtycke, dörrnycklar",
+    )
+    .await;
 
     // 4. The consent, as on the form; then the key from Erik to the installer, signed.
     click_shown(&c, "#reg-card .life-panel .life-consent").await;
     let form = shows(&c, "#care-form", "endast ske när jag i en nödsituation").await;
-    assert!(form.contains("biståndshandläggaren till larmcentralen"), "{form}");
+    assert!(
+        form.contains("biståndshandläggaren till larmcentralen"),
+        "{form}"
+    );
     no_english("consent form", english_shown(&c, &en, &sv).await);
-    screenshot("console-sv-life-consent.png", &c.screenshot().await.unwrap());
+    screenshot(
+        "console-sv-life-consent.png",
+        &c.screenshot().await.unwrap(),
+    );
     click(&c, "#care-submit").await;
     let consent = shows(&c, "#reg-card .life-panel .life-consent-line", "erik ek").await;
-    assert!(consent.contains(&format!("registrerat av {}", SUPERVISOR.0)), "{consent}");
+    assert!(
+        consent.contains(&format!("registrerat av {}", SUPERVISOR.0)),
+        "{consent}"
+    );
     click_shown(&c, "#reg-card .keys-panel .keys-new").await;
     choose(&c, "#kr-from-kind", "subscriber").await;
     choose(&c, "#kr-to-kind", "installer").await;
@@ -4311,6 +4348,12 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
     let order = shows(&c, "#reg-card .life-panel .life-order", "slutförd").await;
     assert!(order.contains("nytt larm"), "{order}");
     no_english("life panel", english_shown(&c, &en, &sv).await);
+    c.execute(
+        "document.querySelector('#reg-card .life-panel').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
     screenshot("console-sv-life-active.png", &c.screenshot().await.unwrap());
     let l = admin.get("/api/subscribers/erik/life").await.json();
     assert_eq!(l["life"]["status"], "active", "{l}");
@@ -4325,7 +4368,12 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
 
     // 6. The month's billing: Erik under Hemtjänst Centrum, with the CSV to download.
     click_shown(&c, "#tab-billing").await;
-    let row = shows(&c, "#billing-content tr.billing-row[data-subscriber=\"erik\"]", "erik ek").await;
+    let row = shows(
+        &c,
+        "#billing-content tr.billing-row[data-subscriber=\"erik\"]",
+        "erik ek",
+    )
+    .await;
     let today = jiff::Zoned::now()
         .with_time_zone(vakt::config::Config::default().http.tz())
         .date()
