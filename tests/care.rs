@@ -721,3 +721,78 @@ async fn a_closing_a_crash_left_without_its_note_is_handed_on_at_the_next_start_
     srv.stop().await.unwrap();
     assert_eq!(notes(&hits).len(), 1);
 }
+
+/// The header's figures count the open orders for a supervisor, as the work orders are: one
+/// received three weeks ago is overdue (a week), not yet due back (a month); an operator does
+/// not get them.
+#[tokio::test]
+async fn the_open_and_overdue_orders_are_counted_for_a_supervisor() {
+    use vakt::model::order::{NewOrder, OrderKind, Person};
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(store_at(dir.path()), devices_csv().as_bytes()).unwrap();
+    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
+    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+    let cfg = test_config(dir.path());
+    let order = |subscriber: &str, name: &str, pnr: &str, decided: jiff::civil::Date| NewOrder {
+        kind: Some(OrderKind::NewAlarm),
+        subscriber: subscriber.into(),
+        decided_on: Some(decided),
+        person: Some(Person {
+            name: name.into(),
+            personal_number: pnr.into(),
+            care_provider: "hc".into(),
+            ..Person::default()
+        }),
+        ..NewOrder::default()
+    };
+    {
+        let store = open_store(dir.path()).unwrap();
+        store.save_directory(&directory()).unwrap();
+        let devices = vakt::registers::devices::Devices::new(
+            vakt::registers::devices::Registry::new(store.devices().unwrap()),
+        );
+        let days = vakt::model::calendar::WorkingDays::new(Vec::new(), cfg.http.tz());
+        let care = vakt::care::Care::open(store, devices, None, days, Default::default()).unwrap();
+        let received = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(21 * 24);
+        let decided = received.to_zoned(cfg.http.tz()).date();
+        care.receive_order(
+            order("bertil", "Bertil Holm", "19361120-4565", decided),
+            SUPERVISOR.0,
+            received,
+        )
+        .unwrap();
+    }
+    let srv = start_with(cfg.clone()).await;
+    let http = srv.http.unwrap();
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let f = sup.get("/api/supervision").await.json();
+    assert_eq!(
+        (
+            &f["orders_open"],
+            &f["orders_overdue"],
+            &f["orders_return_due"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
+        "{f}"
+    );
+    // One entered now is in time.
+    let today = jiff::Timestamp::now().to_zoned(cfg.http.tz()).date();
+    let a = sup
+        .post(
+            "/api/orders",
+            serde_json::to_value(order("erik", "Erik Ek", "19400311-1236", today)).unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let f = sup.get("/api/supervision").await.json();
+    assert_eq!(
+        (&f["orders_open"], &f["orders_overdue"]),
+        (&json!(2), &json!(1)),
+        "{f}"
+    );
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let f = op.get("/api/supervision").await.json();
+    assert!(f.get("orders_open").is_none(), "{f}");
+    assert!(f.get("work_orders_open").is_some(), "{f}");
+    srv.stop().await.unwrap();
+}

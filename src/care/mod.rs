@@ -285,7 +285,12 @@ pub struct Care {
     /// The devices with an open installation window: account → subscriber (the triage path
     /// looks here first, so a Signal of any other device costs one map lookup).
     installing: Mutex<HashMap<String, (String, Timestamp)>>,
+    /// Told of each subscriber whose life changed by itself ([`Care::on_change`]).
+    changed: std::sync::OnceLock<ChangeHook>,
 }
+
+/// What [`Care::on_change`] calls.
+type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Care {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,7 +331,22 @@ impl Care {
             opts,
             metrics: OrderMetrics::new(),
             installing: Mutex::new(installing),
+            changed: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on `hook` hears of each subscriber whose life changed by itself, not by a
+    /// request: the test alarm taken (and the alarm active), a provider period in effect on
+    /// its day. The server tells the consoles, which load that card again. Set once at
+    /// start; a second call is ignored.
+    pub fn on_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.changed.set(Box::new(hook));
+    }
+
+    fn tell_changed(&self, subscriber: &str) {
+        if let Some(hook) = self.changed.get() {
+            hook(subscriber);
+        }
     }
 
     /// The store.
@@ -795,6 +815,7 @@ impl Care {
             if (moved || due_changes.contains(l.subscriber.as_str()))
                 && self.apply_providers(&l.subscriber, now)?
             {
+                self.tell_changed(&l.subscriber);
                 tick.providers_applied.push(l.subscriber.clone());
             }
         }
@@ -872,6 +893,7 @@ impl Care {
         if taken {
             self.installing().remove(&account);
             self.try_activate(&sub, SYSTEM, now)?;
+            self.tell_changed(&sub);
         }
         Ok(taken)
     }

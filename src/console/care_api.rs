@@ -187,6 +187,7 @@ pub async fn complete_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     if o.kind == crate::model::order::OrderKind::End {
         // The ended alarm's devices are no longer supervised.
         let devices: Vec<crate::model::Device> = state.devices.current().iter().cloned().collect();
@@ -226,6 +227,7 @@ pub async fn send_back_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     Ok(Json(OrderView {
         lateness: o.lateness(now),
         order: o,
@@ -257,6 +259,7 @@ pub async fn cancel_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     Ok(Json(OrderView {
         lateness: o.lateness(now),
         order: o,
@@ -334,6 +337,7 @@ pub async fn open_installation(
         Some(&id),
         format!("device {account}"),
     )?;
+    state.calls.subscriber_changed(Some(&id));
     Ok(Json(life))
 }
 
@@ -378,6 +382,7 @@ pub async fn record_consent(
         Some(&id),
         format!("{:?}", life.status).to_lowercase(),
     )?;
+    state.calls.subscriber_changed(Some(&id));
     Ok(Json(life))
 }
 

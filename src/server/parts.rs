@@ -549,6 +549,11 @@ impl CarePart {
     fn run(care: Arc<crate::care::Care>, calls: &Calls, shutdown: &CancellationToken) -> CarePart {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         calls.on_closed(tx);
+        // A test alarm taken, a provider in effect: the consoles showing the card load it.
+        let live = calls.live.clone();
+        care.on_change(move |s| {
+            let _ = live.send(crate::calls::LiveEvent::Subscriber(Some(Arc::from(s))));
+        });
         let drain = CancellationToken::new();
         let task = tokio::spawn(care_loop(care.clone(), rx, shutdown.clone(), drain.clone()));
         CarePart { care, task, drain }
