@@ -85,7 +85,7 @@ impl Store {
             };
             let line =
                 index_of(&v).ok_or_else(|| TxError::Abort("the mark is not 4 bytes".into()))?;
-            tx.insert(key(HANDED, id), line.to_be_bytes().to_vec())?;
+            tx.insert(key(HANDED, id), line.to_be_bytes())?;
             tx.remove(key(OWED, id))?;
             Ok(true)
         })?;
