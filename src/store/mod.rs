@@ -900,6 +900,7 @@ mod tests {
             created_at: at(0),
             disabled: false,
             language: None,
+            tenant: None,
         };
         let session = |user: &str| SessionRecord {
             user: user.into(),
@@ -1237,6 +1238,7 @@ mod tests {
             created_at: at(0),
             disabled: false,
             language: None,
+            tenant: None,
         };
         let store = b.open();
         store.put_user(&user("admin", Role::Admin)).unwrap();
