@@ -1,8 +1,8 @@
 //! Municipalities and care providers as tenants, against the real server on 127.0.0.1:0: a
 //! municipality's staff and a care provider's staff read only their own people (the register's
-//! search, a card by id, the billing and visits reports), never another's (not even that it
-//! exists), and nothing of the centre's work (the queue, users, edits); the centre's staff see
-//! everyone.
+//! search, a card by id, their open Calls and a Call by id, its dispatches, the billing and
+//! visits reports), never another's (not even that it exists), and nothing of the centre's
+//! work (taking Calls, users, edits, the audit log); the centre's staff see everyone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -97,6 +97,27 @@ async fn each_tenant_reads_only_its_own_people() {
                 })
                 .unwrap();
         }
+        // Anna's and Cia's alarms open, Bo's closed.
+        let call = |id: u64, who: &str, state: &str| -> vakt::model::Call {
+            serde_json::from_value(json!({
+                "id": id, "priority": 1, "state": state, "owner": null,
+                "opened_at": now, "alarm_count": 1, "subscriber": who,
+                "account": "1234", "kind": "Fall", "restored": false,
+                "answered_at": null, "closed_at": null, "outcome": null,
+                "timeline": []
+            }))
+            .unwrap()
+        };
+        store
+            .save_calls(
+                &[
+                    call(1, "anna", "queued"),
+                    call(2, "cia", "queued"),
+                    call(3, "bo", "closed"),
+                ],
+                None,
+            )
+            .unwrap();
     }
     let srv = start_with(test_config(dir.path())).await;
     let http = srv.http.unwrap();
@@ -111,10 +132,10 @@ async fn each_tenant_reads_only_its_own_people() {
     assert_eq!(card["access"]["door_code"], "4711#");
 
     // Each tenant: its own people in the register, by id, and nobody else's.
-    for ((user, password), own, other) in [
-        (VAKTBY, &["anna", "bo"][..], "cia"),
-        (NORDBY, &["cia"][..], "anna"),
-        (CENTRUM, &["anna", "cia"][..], "bo"),
+    for ((user, password), own, other, open_calls, other_call) in [
+        (VAKTBY, &["anna", "bo"][..], "cia", &[1][..], 2),
+        (NORDBY, &["cia"][..], "anna", &[2][..], 1),
+        (CENTRUM, &["anna", "cia"][..], "bo", &[1, 2][..], 3),
     ] {
         let mut c = Client::login(http, user, password).await;
         assert_eq!(ids(&c.get("/api/subscribers").await.json()), own, "{user}");
@@ -135,8 +156,33 @@ async fn each_tenant_reads_only_its_own_people() {
         }
         let a = c.get(&format!("/api/subscribers/{other}")).await;
         assert_eq!(a.status, 404, "{user} reaches {other}: {}", a.body);
+        // Their people's open Calls; a Call of theirs by id (closed ones too), audited; not
+        // another's, nor its dispatches.
+        let mut calls: Vec<u64> = c
+            .get("/api/calls")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect();
+        calls.sort_unstable();
+        assert_eq!(calls, open_calls, "{user}: open calls");
+        for id in open_calls {
+            assert_eq!(c.get(&format!("/api/calls/{id}")).await.status, 200);
+        }
+        let a = c.get(&format!("/api/calls/{other_call}")).await;
+        assert_eq!(
+            a.status, 404,
+            "{user} reaches call {other_call}: {}",
+            a.body
+        );
+        let d = c.get(&format!("/api/dispatches?call={other_call}")).await;
+        assert_eq!(d.status, 200);
+        assert_eq!(d.json(), json!([]));
         // The centre's work is not theirs.
-        for path in ["/api/calls", "/api/users", "/api/audit", "/api/orders"] {
+        for path in ["/api/users", "/api/audit", "/api/orders", "/api/patrols"] {
             assert_eq!(c.get(path).await.status, 403, "{user} {path}");
         }
         let a = c.post("/api/calls/1/claim", json!({})).await;
@@ -161,6 +207,9 @@ async fn each_tenant_reads_only_its_own_people() {
 
     // The provider's staff cannot ask for another provider's visits.
     let mut c = Client::login(http, CENTRUM.0, CENTRUM.1).await;
+    // Bo is Vaktby's (his closed Call too), not Centrum's.
+    let mut vaktby = Client::login(http, VAKTBY.0, VAKTBY.1).await;
+    assert_eq!(vaktby.get("/api/calls/3").await.status, 200);
     let v = c
         .get(&format!("/api/reports/visits?month={month}&provider=hs"))
         .await
@@ -199,6 +248,28 @@ async fn each_tenant_reads_only_its_own_people() {
         .filter(|e| e["user"] == NORDBY.0 && e["action"] == "subscriber.view")
         .count();
     assert_eq!(viewed_by_nordby, 1);
+    let calls_viewed: Vec<(String, u64)> = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "call.view")
+        .map(|e| {
+            (
+                e["user"].as_str().unwrap().to_owned(),
+                e["call"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        calls_viewed.contains(&(NORDBY.0.to_owned(), 2)),
+        "{calls_viewed:?}"
+    );
+    assert!(
+        calls_viewed.contains(&(VAKTBY.0.to_owned(), 3)),
+        "{calls_viewed:?}"
+    );
+    assert!(!calls_viewed.iter().any(|(_, id)| *id == 1 && false));
     srv.stop().await.unwrap();
 }
 

@@ -534,7 +534,8 @@ pub async fn list_calls(
     s: Session,
     q: Result<Query<CallsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<CallSummary>>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
     match q.state.as_deref() {
         None | Some("open") => {}
@@ -544,7 +545,50 @@ pub async fn list_calls(
             )));
         }
     }
-    Ok(Json(state.open_summaries()))
+    let mut open = state.open_summaries();
+    if !scope.is_all() {
+        // A tenant's staff: the open Calls of their own people (a few: one look each).
+        let mut theirs = std::collections::HashMap::new();
+        let mut keep = Vec::with_capacity(open.len());
+        for c in open {
+            let seen = match c.subscriber.as_deref() {
+                Some(id) => match theirs.get(id) {
+                    Some(&b) => b,
+                    None => {
+                        let b = sees_subscriber(&state, &scope, Some(id))?;
+                        theirs.insert(id.to_owned(), b);
+                        b
+                    }
+                },
+                None => false,
+            };
+            if seen {
+                keep.push(c);
+            }
+        }
+        open = keep;
+    }
+    Ok(Json(open))
+}
+
+/// Whether `scope` holds the person `subscriber` (a Call of no known person is the centre's
+/// alone).
+pub(crate) fn sees_subscriber(
+    state: &AppState,
+    scope: &crate::model::Scope,
+    subscriber: Option<&str>,
+) -> ApiResult<bool> {
+    if scope.is_all() {
+        return Ok(true);
+    }
+    let Some(id) = subscriber else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .subscriber(id)
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        .is_some_and(|s| scope.sees(&s, state.care.municipality())))
 }
 
 /// A Call with its timeline, and the subscriber's name.
@@ -693,7 +737,8 @@ pub async fn get_call(
     s: Session,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let call = match state.calls.triage.get(id) {
         Some(c) => c,
         None => state
@@ -702,6 +747,21 @@ pub async fn get_call(
             .map_err(|e| ApiError::internal("reading the call failed", e))?
             .ok_or_else(|| ApiError::not_found("call"))?,
     };
+    if !scope.is_all() {
+        // Another tenant's Call is not there for this user; theirs is a view of the
+        // person's record, audited.
+        if !sees_subscriber(&state, &scope, call.subscriber.as_deref())? {
+            return Err(ApiError::not_found("call"));
+        }
+        audit(
+            &state,
+            &s,
+            "call.view",
+            Some(call.id),
+            call.subscriber.as_deref(),
+            String::new(),
+        )?;
+    }
     Ok(Json(view(&state, call)))
 }
 

@@ -295,9 +295,10 @@ pub async fn list_dispatches(
     s: Session,
     q: Result<Query<DispatchesQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<DispatchView>>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
-    let ds = match (q.call, q.open) {
+    let mut ds = match (q.call, q.open) {
         (Some(call), open) => {
             let all = state
                 .store
@@ -318,6 +319,26 @@ pub async fn list_dispatches(
             ));
         }
     };
+    if !scope.is_all() {
+        // A tenant's staff: the dispatches to their own people, and a provider's staff
+        // also their own patrols'.
+        let mut keep = Vec::with_capacity(ds.len());
+        for d in ds {
+            let own_patrol = matches!(&scope, crate::model::Scope::Provider(p) if d.provider == *p);
+            let person = match state.calls.triage.get(d.call) {
+                Some(c) => c.subscriber,
+                None => state
+                    .store
+                    .call(d.call)
+                    .map_err(|e| ApiError::internal("reading the call failed", e))?
+                    .and_then(|c| c.subscriber),
+            };
+            if own_patrol || super::api::sees_subscriber(&state, &scope, person.as_deref())? {
+                keep.push(d);
+            }
+        }
+        ds = keep;
+    }
     Ok(Json(ds.iter().map(|d| state.desk.view(d)).collect()))
 }
 
