@@ -185,7 +185,7 @@ async fn below_the_floor_and_calls_waiting_too_long_warn_and_clear() {
     assert_eq!(
         call_in[0],
         json!({"name": "Karin Berg", "phone": "070-174 07 01", "role": "larmoperatör",
-            "note": "Lives 10 minutes away; days and evenings"})
+            "note": "Bor 10 minuter bort; dag och kväll"})
     );
     // An operator sees the figures, not the list.
     let o = staffing(&mut ola).await;
