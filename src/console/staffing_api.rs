@@ -232,3 +232,41 @@ pub async fn staffing(State(state): State<AppState>, s: Session) -> ApiResult<Js
         call_in: Some(staff),
     }))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn figures(below_floor: bool, waiting_over: usize) -> Assessment {
+        Assessment {
+            figures: Staffing {
+                below_floor,
+                waiting_over,
+                ..Staffing::default()
+            },
+            ..Assessment::default()
+        }
+    }
+
+    #[test]
+    fn each_warning_starts_once_and_ends_once() {
+        let mut w = Warnings::default();
+        w.log(&figures(false, 0), at(0));
+        assert_eq!((w.below_floor, w.overloaded), (None, None));
+        w.log(&figures(true, 0), at(1));
+        w.log(&figures(true, 2), at(2));
+        // Still going: the start stays the first one.
+        w.log(&figures(true, 3), at(3));
+        assert_eq!((w.below_floor, w.overloaded), (Some(at(1)), Some(at(2))));
+        w.log(&figures(false, 3), at(4));
+        assert_eq!((w.below_floor, w.overloaded), (None, Some(at(2))));
+        w.log(&figures(false, 0), at(5));
+        assert_eq!((w.below_floor, w.overloaded), (None, None));
+        assert_eq!(lasted(at(2), at(5)), 3);
+    }
+}
