@@ -151,6 +151,7 @@ fn describe() {
     describe_webrtc();
     describe_media();
     describe_sip_calls();
+    describe_staffing();
     describe_counter!(
         "vakt_frames_total",
         Unit::Count,
@@ -539,6 +540,71 @@ impl ConsoleMetrics {
 impl Default for ConsoleMetrics {
     fn default() -> Self {
         ConsoleMetrics::new()
+    }
+}
+
+fn describe_staffing() {
+    describe_gauge!(
+        "vakt_operators_active",
+        Unit::Count,
+        "Operators on duty: logged in, a console beating and used (supervisors while they work Calls)"
+    );
+    describe_gauge!(
+        "vakt_staffing_below_floor",
+        Unit::Count,
+        "1 while fewer operators are on duty than [staffing] min_operators, 0 otherwise"
+    );
+    describe_gauge!(
+        "vakt_queue_oldest_wait_seconds",
+        Unit::Seconds,
+        "How long the oldest Call nobody has taken has waited (0 when none waits)"
+    );
+    describe_gauge!(
+        "vakt_queue_waiting_over_limit",
+        Unit::Count,
+        "Calls nobody has taken that have waited longer than [staffing] queue_wait_warn_secs"
+    );
+}
+
+/// Handles of the staffing metrics (the floor of operators on duty, the queue's wait).
+#[derive(Clone)]
+pub struct StaffingMetrics {
+    active: Gauge,
+    below_floor: Gauge,
+    oldest_wait: Gauge,
+    over_limit: Gauge,
+}
+
+impl std::fmt::Debug for StaffingMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaffingMetrics")
+    }
+}
+
+impl StaffingMetrics {
+    /// Registers every handle (installing the recorder first if needed).
+    pub fn new() -> StaffingMetrics {
+        prometheus();
+        StaffingMetrics {
+            active: metrics::gauge!("vakt_operators_active"),
+            below_floor: metrics::gauge!("vakt_staffing_below_floor"),
+            oldest_wait: metrics::gauge!("vakt_queue_oldest_wait_seconds"),
+            over_limit: metrics::gauge!("vakt_queue_waiting_over_limit"),
+        }
+    }
+
+    /// Sets the figures of one assessment.
+    pub fn set(&self, on_duty: usize, below_floor: bool, oldest_wait_secs: u64, over: usize) {
+        self.active.set(on_duty as f64);
+        self.below_floor.set(if below_floor { 1.0 } else { 0.0 });
+        self.oldest_wait.set(oldest_wait_secs as f64);
+        self.over_limit.set(over as f64);
+    }
+}
+
+impl Default for StaffingMetrics {
+    fn default() -> Self {
+        StaffingMetrics::new()
     }
 }
 

@@ -4400,3 +4400,80 @@ async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
     screenshot("console-sv-billing.png", &c.screenshot().await.unwrap());
     s.stop().await.unwrap();
 }
+
+/// Too few operators on duty: the banner on the page, a supervisor's "call in more
+/// operators" with the staff list and its phone numbers; an operator's console comes and the
+/// banner goes by itself.
+#[tokio::test]
+async fn too_few_operators_the_banner_shows_whom_to_call_in_and_clears_by_itself() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let s = setup_with(120, |cfg| cfg.staffing.min_operators = 1).await;
+    let mut admin = Client::login(s.http, ADMIN.0, ADMIN.1).await;
+    let d = "config/demo-directory";
+    let file = |f: &str| {
+        std::fs::read_to_string(format!("{}/{d}/{f}.csv", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let a = admin
+        .post(
+            "/api/directory/import",
+            serde_json::json!({"providers": file("providers"), "areas": file("areas"),
+                "patrols": file("patrols"), "routes": file("routes"), "staff": file("staff")}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // An administrator alone, not taking Calls: nobody on duty.
+    c.goto(&format!("http://{}/", s.http)).await.unwrap();
+    login(&c, ADMIN).await;
+    let banner = wait_for("the staffing banner", Duration::from_secs(15), || async {
+        let t = text_of(&c, "#staffing-banner").await?;
+        t.contains("Too few operators on duty: 0 of at least 1")
+            .then_some(t)
+    })
+    .await;
+    assert!(banner.contains("Call in more operators"), "{banner}");
+    click_shown(&c, "#staffing-call-in").await;
+    let list = wait_for("the staff to call in", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#staffing-call-in-list").await?;
+        t.contains("Karin Berg").then_some(t)
+    })
+    .await;
+    assert!(
+        list.contains("larmoperatör") && list.contains("Tar även natt"),
+        "{list}"
+    );
+    let tel = c
+        .find(Locator::Css("#staffing-call-in-list a.tel"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tel, "tel:0701740701");
+    let who = text_of(&c, "#staffing-detail").await.unwrap();
+    assert!(
+        who.contains(&format!("{} (not taking alarms)", ADMIN.0)),
+        "{who}"
+    );
+    screenshot(
+        "console-staffing-call-in.png",
+        &c.screenshot().await.unwrap(),
+    );
+
+    // An operator's console comes and beats: the floor is met and the banner goes.
+    let olle = Client::login(s.http, OPERATOR.0, OPERATOR.1).await;
+    let mut console = Live::connect(&olle).await;
+    console
+        .send(serde_json::json!({"type": "presence", "idle_secs": 0}))
+        .await;
+    wait_for("the banner gone", Duration::from_secs(15), || async {
+        let el = c.find(Locator::Css("#staffing-banner")).await.ok()?;
+        (!el.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    drop(console);
+    s.srv.stop().await.unwrap();
+}

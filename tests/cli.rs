@@ -1224,3 +1224,48 @@ fn each_imports_help_shows_the_header_vakt_writes() {
         assert!(out.contains(header), "{what} import --help:\n{out}");
     }
 }
+
+#[test]
+fn the_staff_list_imports_all_or_nothing_and_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/demo-directory/staff.csv"
+    );
+    let (code, out, err) = vakt(&["directory", "staff", "--data-dir", data_s, demo]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5 people"), "{out}");
+
+    // A bad row: exit 65, by line, and the list imported before stays.
+    let bad = dir.path().join("staff.csv");
+    std::fs::write(
+        &bad,
+        "name,phone,role,note\nPer Holm,070 12,,\nLena Ek,,,\n",
+    )
+    .unwrap();
+    let (code, _, err) = vakt(&[
+        "directory",
+        "staff",
+        "--data-dir",
+        data_s,
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("line 3: phone is empty"), "{err}");
+    let store = vakt::store::Store::open(&data).unwrap();
+    let staff = store.staff().unwrap();
+    assert_eq!(staff.len(), 5);
+    assert_eq!(
+        (staff[0].name.as_str(), staff[0].phone.as_str()),
+        ("Karin Berg", "070-174 07 01")
+    );
+    let audit = store.audit_latest(10).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "directory.import" && e.detail.contains("5 people")),
+        "{audit:?}"
+    );
+}

@@ -53,6 +53,7 @@ const PURE: &[&str] = &[
     "model/",
     "voice/media/inbound.rs",
     "voice/media/outbound.rs",
+    "console/staffing.rs",
 ];
 
 /// Clock readings.

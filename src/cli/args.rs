@@ -286,6 +286,17 @@ pub(crate) enum DirectoryCmd {
         #[arg(long)]
         routes: PathBuf,
     },
+    /// Replace the centre's staff list: whom a supervisor calls in when too few operators are
+    /// on duty or Calls wait too long (with the server stopped; the console's directory
+    /// import takes it too). UTF-8 CSV with the header `name,phone,role,note`, the first to
+    /// call first; all rows or none.
+    Staff {
+        /// The store: a data directory, or the database of a configuration.
+        #[command(flatten)]
+        data_dir: StoreArgs,
+        /// The staff file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -532,6 +532,29 @@ pub(super) fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `vakt directory staff FILE`: the staff list, all or nothing; exit 65 with every problem
+/// (by line) for a bad file.
+pub(super) fn import_staff(data_dir: &StoreAt, file: &Path) -> ExitCode {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    match super::import_staff(data_dir, f, jiff::Timestamp::now()) {
+        Ok(n) => {
+            println!("imported the staff list into {data_dir}: {n} people");
+            ExitCode::SUCCESS
+        }
+        Err(e @ CliError::Staff(_)) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(EX_DATAERR)
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
 /// Runs an all-or-nothing CSV import and reports it: exit 65 for a file that cannot be read
 /// or has bad rows (their reasons, by line number, on stderr).
 pub(super) fn import(

@@ -20,6 +20,9 @@ pub enum CliError {
     /// The directory files are invalid; nothing was imported.
     #[error(transparent)]
     Directory(#[from] directory::ImportError),
+    /// The staff file is invalid; nothing was imported.
+    #[error(transparent)]
+    Staff(#[from] crate::registers::staff::ImportError),
     /// No patrol with this id is in the directory.
     #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
     UnknownPatrol(String),

@@ -37,9 +37,9 @@ pub use args::Cli;
 pub use offline::{
     CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, add_user_in,
     billing_report, change_user, dev_fingerprint, export_audit, export_journal, import_devices,
-    import_directory, import_subscribers, issue_integration_token, issue_patrol_token,
-    list_integrations, list_users, read_token_file, readable_by_others, revoke_integration,
-    sla_report, validate_integration_name, visits_report,
+    import_directory, import_staff, import_subscribers, issue_integration_token,
+    issue_patrol_token, list_integrations, list_users, read_token_file, readable_by_others,
+    revoke_integration, sla_report, validate_integration_name, visits_report,
 };
 
 use args::{
@@ -175,6 +175,12 @@ pub fn run(cli: Cli) -> ExitCode {
         } => {
             let at = store_at!(data_dir);
             commands::import_directory(&at, [&providers, &areas, &patrols, &routes])
+        }
+        Cmd::Directory {
+            cmd: DirectoryCmd::Staff { data_dir, file },
+        } => {
+            let at = store_at!(data_dir);
+            commands::import_staff(&at, &file)
         }
 
         Cmd::Patrols {

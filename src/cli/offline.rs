@@ -383,6 +383,31 @@ pub fn import_directory(
     Ok(summary)
 }
 
+/// Replaces the staff list of `data_dir` with the file (see [`crate::registers::staff`]); all
+/// rows or none. Writes a `directory.import` audit entry at `now`. Returns how many people
+/// the list holds.
+pub fn import_staff(
+    data_dir: impl Into<StoreAt>,
+    csv: impl std::io::Read,
+    now: Timestamp,
+) -> Result<usize, CliError> {
+    let staff = crate::registers::staff::parse_staff(csv)?;
+    let store = data_dir.into().open_writing()?;
+    store.together(|s| {
+        s.save_staff(&staff)?;
+        s.audit(AuditEntry {
+            seq: 0,
+            at: now,
+            user: CLI_USER.to_string(),
+            action: "directory.import".to_string(),
+            call: None,
+            subscriber: None,
+            detail: format!("command line: {} people in the staff list", staff.len()),
+        })
+    })?;
+    Ok(staff.len())
+}
+
 /// Issues a new token for the patrol `patrol_id` of `data_dir`'s directory, replacing any
 /// earlier one, and returns it: the caller shows it once. Only its SHA-256 is stored. Writes
 /// a `patrol.token` audit entry at `now` (without the token).

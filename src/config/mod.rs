@@ -73,6 +73,8 @@ pub struct Config {
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
     pub store: StoreConfig,
+    /// The floor of operators on duty and the longest wait before the consoles warn.
+    pub staffing: crate::console::staffing::StaffingOptions,
 }
 
 /// `[store]`: the storage backend, and for PostgreSQL the database and the leader lease.
@@ -823,6 +825,7 @@ impl Default for Config {
             care: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
+            staffing: Default::default(),
         }
     }
 }
@@ -1036,6 +1039,7 @@ impl HttpConfig {
                 ring_repeat_secs: self.ring_repeat_secs,
             },
             plans: Default::default(),
+            staffing: Default::default(),
         }
     }
 }
@@ -1269,6 +1273,7 @@ impl Config {
         errs.extend(self.work_orders.problems());
         errs.extend(self.orders.problems());
         errs.extend(self.care.problems());
+        errs.extend(self.staffing.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

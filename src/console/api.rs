@@ -270,9 +270,14 @@ pub(crate) fn queue_audit(
     subscriber: Option<&str>,
     detail: String,
 ) -> ApiResult<()> {
+    let entry = audit_entry(s, action, call, subscriber, detail);
+    // Taking a Call is working Calls (a supervisor counts on duty: `staffing`).
+    if matches!(action, "call.claim" | "call.take_over") {
+        state.presence.took_call(&s.user, entry.at);
+    }
     state
         .calls
-        .audit(audit_entry(s, action, call, subscriber, detail))
+        .audit(entry)
         .map_err(|e| ApiError::internal("writing the audit log failed", e))
 }
 

@@ -397,6 +397,10 @@ pub struct DirectoryImport {
     pub patrols: String,
     /// routes.csv
     pub routes: String,
+    /// staff.csv (optional: the centre's staff list to call in; left out, the list stays as
+    /// it is).
+    #[serde(default)]
+    pub staff: Option<String>,
 }
 
 impl std::fmt::Debug for DirectoryImport {
@@ -418,6 +422,9 @@ pub struct DirectoryImported {
     pub routes: usize,
     /// Patrol tokens removed because their patrol is gone.
     pub tokens_removed: usize,
+    /// People in the staff list (when staff.csv was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staff: Option<usize>,
 }
 
 /// Replace the directory (admin): the four files are checked together, all or nothing.
@@ -433,6 +440,32 @@ pub async fn import_directory(
 ) -> ApiResult<Json<DirectoryImported>> {
     s.require(Role::Admin, &state)?;
     let Json(req) = body?;
+    // The staff list (optional) is checked with the four files: nothing of either is
+    // imported with a problem in any.
+    let staff = match req
+        .staff
+        .as_deref()
+        .map(|t| crate::registers::staff::parse_staff(t.as_bytes()))
+    {
+        None => None,
+        Some(Ok(list)) => Some(list),
+        Some(Err(e)) => {
+            let problems = match e {
+                crate::registers::staff::ImportError::Invalid(p) => {
+                    p.iter().map(|p| format!("staff {p}")).collect()
+                }
+                e => vec![format!("staff: {e}")],
+            };
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{} problem(s) in the staff file, nothing imported",
+                    problems.len()
+                ),
+            )
+            .with_problems(problems));
+        }
+    };
     let dir = crate::registers::directory::parse_all(
         req.providers.as_bytes(),
         req.areas.as_bytes(),
@@ -453,8 +486,10 @@ pub async fn import_directory(
         patrols: dir.patrols.len(),
         routes: dir.routes.len(),
         tokens_removed: 0,
+        staff: staff.as_ref().map(Vec::len),
     };
-    // The directory and its audit entry: one sync.
+    // The directory (and the staff list) and its audit entry: one sync.
+    let summary_staff = summary.staff;
     let counts = (
         summary.providers,
         summary.areas,
@@ -466,12 +501,18 @@ pub async fn import_directory(
         &s,
         "directory.import",
         None,
-        move |st| st.save_directory(&dir),
+        move |st| {
+            if let Some(staff) = &staff {
+                st.save_staff(staff)?;
+            }
+            st.save_directory(&dir)
+        },
         move |removed| {
             let (providers, areas, patrols, routes) = counts;
+            let staff = summary_staff.map_or(String::new(), |n| format!(", {n} staff"));
             format!(
                 "{providers} providers, {areas} areas, {patrols} patrols, {routes} routes, \
-                 {removed} tokens removed"
+                 {removed} tokens removed{staff}"
             )
         },
     )

@@ -284,6 +284,8 @@ pub struct SupervisionFigures {
     /// Of those, new alarms due to go back to the case officer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orders_return_due: Option<usize>,
+    /// The staffing floor and the queue's wait (`GET /api/staffing` has the names).
+    pub staffing: super::staffing::Staffing,
 }
 
 /// Devices supervised and silent, open incidents, the outbox, work orders; for a
@@ -324,6 +326,7 @@ pub async fn figures(
         orders_open: orders.map(|o| o.0),
         orders_overdue: orders.map(|o| o.1),
         orders_return_due: orders.map(|o| o.2),
+        staffing: state.staffing.borrow().clone(),
     }))
 }
 

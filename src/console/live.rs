@@ -3,6 +3,11 @@
 //! the feed (more than [`crate::calls::LIVE_CAPACITY`] changes) gets a fresh snapshot instead
 //! of a gap. The server sends; what the client sends is ignored (pings are answered).
 //!
+//! The console beats over it: every 30 s the page sends `{"type":"presence","idle_secs":N}`,
+//! N being the seconds since its last key, mouse or touch input; with the feed's opening and
+//! closing that is what the staffing floor counts ([`super::staffing`]). The staffing figures
+//! come as `staffing` after the snapshot and at each change.
+//!
 //! The feed ends at once when its session does: at logout, when the user is disabled,
 //! removed or given another role (the console signals each on `sessions_changed`, and the
 //! feed checks its session again), and at the session's expiry.
@@ -67,13 +72,37 @@ enum Out<'a> {
     Subscriber {
         id: Option<&'a str>,
     },
+    Staffing {
+        staffing: &'a super::staffing::Staffing,
+    },
+}
+
+/// A message from the console (anything else is ignored).
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum In {
+    /// The heartbeat: seconds since the page's last key, mouse or touch input.
+    Presence { idle_secs: u64 },
+}
+
+/// The console's presence while its feed is open: opened at the start, closed at the drop.
+struct Here {
+    presence: std::sync::Arc<super::staffing::Presence>,
+    user: String,
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        self.presence.closed(&self.user, jiff::Timestamp::now());
+    }
 }
 
 /// The live queue (WebSocket). Messages are JSON: `snapshot` (calls, stats, voice calls going
 /// on) on connect and after falling behind, `call` (a Call opened or changed), `closed` (id),
 /// `stats` (every 10 s and after changes), `voice` (a voice call rings, joins its Call or is
 /// answered), `voice_ended` (id, call), `subscriber` (id: a subscriber was edited, or null
-/// after an import; cards shown of it load again).
+/// after an import; cards shown of it load again), `staffing` (the staffing figures, after the
+/// snapshot and at each change). The console sends `presence` (idle_secs) every 30 s.
 #[utoipa::path(get, path = "/api/live", tag = "calls",
     responses((status = 101, description = "WebSocket: the live queue"),
         (status = 400, description = "Not a WebSocket request", body = ErrorBody),
@@ -155,6 +184,12 @@ impl Drop for Open {
 async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32]) {
     state.metrics.ws_sessions.increment(1.0);
     let _open = Open(state.metrics.clone());
+    state.presence.opened(&s.user, jiff::Timestamp::now());
+    let _here = Here {
+        presence: state.presence.clone(),
+        user: s.user.clone(),
+    };
+    let mut staffing = state.staffing.subscribe();
     tracing::debug!(user = %s.user, "live feed opened");
     // Subscribe before the snapshot, so nothing between the two is missed (a change seen
     // twice is harmless: the console keeps the newest).
@@ -173,6 +208,10 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
         return;
     }
     if !snapshot(&mut socket, &state).await {
+        return;
+    }
+    let st = staffing.borrow_and_update().clone();
+    if !send(&mut socket, &Out::Staffing { staffing: &st }).await {
         return;
     }
     let mut stats_tick = tokio::time::interval(STATS_EVERY);
@@ -229,11 +268,25 @@ async fn serve(mut socket: WebSocket, state: AppState, s: Session, hash: [u8; 32
                 let st = state.stats.borrow().clone();
                 send(&mut socket, &Out::Stats { stats: &st }).await
             }
+            r = staffing.changed() => {
+                if r.is_err() {
+                    false
+                } else {
+                    let st = staffing.borrow_and_update().clone();
+                    send(&mut socket, &Out::Staffing { staffing: &st }).await
+                }
+            }
             r = sessions.changed() => r.is_ok() && still_valid(&hash, &state),
             () = &mut expiry => false,
             _ = session_tick.tick() => still_valid(&hash, &state),
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => false,
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(In::Presence { idle_secs }) = serde_json::from_str::<In>(&t) {
+                        state.presence.beat(&s.user, jiff::Timestamp::now(), idle_secs);
+                    }
+                    true
+                }
                 Some(Ok(_)) => true,
             },
             () = state.shutdown.cancelled() => false,

@@ -32,6 +32,8 @@ pub mod plans_api;
 pub mod ready;
 pub mod registers_api;
 pub mod review_api;
+pub mod staffing;
+pub mod staffing_api;
 pub mod state;
 pub mod users_api;
 pub mod voice_api;
@@ -192,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(keys_api::write_receipt))
         .routes(routes!(keys_api::sign_receipt))
         .routes(routes!(keys_api::void_receipt))
+        .routes(routes!(staffing_api::staffing))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(
             // Only the imports take big bodies.

@@ -83,6 +83,13 @@ pub struct AppState {
     pub care: Arc<crate::care::Care>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
+    /// What the consoles say of their users (heartbeats, input, Calls taken).
+    pub presence: Arc<super::staffing::Presence>,
+    /// The staffing figures, kept by [`super::staffing_api::watch`]; the live feeds send
+    /// each change.
+    pub staffing: Arc<watch::Sender<super::staffing::Staffing>>,
+    /// The floor and the longest wait (`[staffing]`).
+    pub staffing_opts: super::staffing::StaffingOptions,
 }
 
 /// The services behind the console besides the store.
@@ -131,6 +138,8 @@ pub struct ConsoleOptions {
     pub plans: crate::model::plan::PlanOptions,
     /// How the console rings.
     pub alerting: Alerting,
+    /// The floor and the longest wait (`[staffing]`).
+    pub staffing: super::staffing::StaffingOptions,
 }
 
 /// How the console rings for waiting Calls (`[http] ring_max_level`, `ring_repeat_secs`).
@@ -185,6 +194,9 @@ impl AppState {
             voice: services.voice,
             care: services.care,
             plans: opts.plans,
+            presence: Arc::default(),
+            staffing: Arc::new(watch::Sender::new(super::staffing::Staffing::default())),
+            staffing_opts: opts.staffing,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod life;
 pub mod order;
 pub mod plan;
 pub mod review;
+pub mod staff;
 pub mod testing;
 pub mod work_order;
 

@@ -9,6 +9,7 @@ pub mod learn;
 pub mod numbers;
 pub mod problem;
 pub mod search;
+pub mod staff;
 pub mod subscribers;
 
 pub use self::csv::{ImportError, ImportFile, Problem};

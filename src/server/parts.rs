@@ -262,6 +262,7 @@ pub(super) async fn start(
         cfg.http.http_options(),
         crate::console::ConsoleOptions {
             plans: cfg.plans.clone(),
+            staffing: cfg.staffing,
             ..cfg.http.console_options()
         },
         ConsoleState {
@@ -992,6 +993,8 @@ impl ConsolePart {
             shutdown.clone(),
         )?;
         state.cluster = leading;
+        // The staffing figures, until shutdown (with the accept loops: it ends at the token).
+        accept_loops.spawn(crate::console::staffing_api::watch(state.clone()));
         let scope = Scope::new(shutdown.clone());
         accept_loops.spawn(http::serve(
             l,

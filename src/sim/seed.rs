@@ -71,6 +71,9 @@ pub enum DemoError {
     /// The embedded demo directory does not import (a bug in the demo data).
     #[error("demo directory: {0}")]
     Directory(#[from] crate::registers::directory::ImportError),
+    /// The embedded demo staff list does not import (a bug in the demo data).
+    #[error("demo staff: {0}")]
+    Staff(#[from] crate::registers::staff::ImportError),
     /// Reading or writing the store failed.
     #[error("seeding the demo: {0}")]
     Store(#[from] StoreError),
@@ -81,7 +84,7 @@ pub enum DemoError {
 
 /// Seeds the demo municipality into an empty data directory: the subscribers of
 /// [`SUBSCRIBERS_CSV`], the devices of [`crate::registers::devices::DEMO_CSV`], the demo directory
-/// (`config/demo-directory/`) with a new token for each of its patrols, and the users
+/// (`config/demo-directory/`, its staff list too) with a new token for each of its patrols, and the users
 /// [`OPERATOR_USER`] and [`SUPERVISOR_USER`] with random passwords (`now` is their creation
 /// time). Returns the users with their passwords and the patrols' logins (keep those with
 /// [`save_patrol_logins`]), or `None` (nothing written) when the directory already holds any
@@ -105,6 +108,8 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
         crate::registers::directory::DEMO_PATROLS.as_bytes(),
         crate::registers::directory::DEMO_ROUTES.as_bytes(),
     )?;
+    let staff =
+        crate::registers::staff::parse_staff(crate::registers::staff::DEMO_STAFF.as_bytes())?;
     let mut hashes = Vec::with_capacity(directory.patrols.len());
     let mut patrols = Vec::with_capacity(directory.patrols.len());
     for p in &directory.patrols {
@@ -141,6 +146,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
     store.upsert_subscribers(&subscribers)?;
     store.upsert_devices(&devices)?;
     store.save_directory(&directory)?;
+    store.save_staff(&staff)?;
     for (id, hash) in &hashes {
         store.set_patrol_token(id, hash)?;
     }

@@ -8,12 +8,15 @@
 //! - `r/` + the rule's index (u32 big-endian, so the tree keeps the file order) ->
 //!   [`RouteRule`]
 //! - `k/` + patrol id -> the SHA-256 of the patrol's token (32 raw bytes, never the token)
+//! - `s/` + the person's index (u32 big-endian: the file's order) -> [`StaffMember`], the
+//!   centre's staff list ([`Store::save_staff`] replaces it whole)
 //!
 //! [`Store::save_directory`] replaces the first four in one atomic batch; tokens are kept for
 //! patrols that are still in the directory and removed for the others, in the same batch.
 
 use super::{Store, StoreError};
 use crate::model::Directory;
+use crate::model::staff::StaffMember;
 use crate::model::{Area, Patrol, Provider, RouteRule};
 
 const PROVIDER: &[u8] = b"p/";
@@ -21,6 +24,7 @@ const AREA: &[u8] = b"a/";
 const PATROL: &[u8] = b"t/";
 const ROUTE: &[u8] = b"r/";
 const TOKEN: &[u8] = b"k/";
+const STAFF: &[u8] = b"s/";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -96,6 +100,26 @@ impl Store {
             patrols: self.scan::<Patrol>(PATROL)?,
             routes: self.scan::<RouteRule>(ROUTE)?,
         })
+    }
+
+    /// Replaces the centre's staff list in one atomic batch, durable when it returns.
+    pub fn save_staff(&self, staff: &[StaffMember]) -> Result<(), StoreError> {
+        let mut batch = super::kv::Batch::default();
+        for item in self.directory.scan_prefix(STAFF) {
+            batch.remove(item?.0);
+        }
+        for (i, m) in staff.iter().enumerate() {
+            let i = u32::try_from(i).map_err(|_| corrupt("more than 2^32 people"))?;
+            let v = serde_json::to_vec(m).map_err(corrupt)?;
+            batch.insert(key(STAFF, &i.to_be_bytes()), v);
+        }
+        self.directory.apply_batch(batch)?;
+        self.sync()
+    }
+
+    /// The centre's staff list, in its file's order (empty if none was imported).
+    pub fn staff(&self) -> Result<Vec<StaffMember>, StoreError> {
+        self.scan::<StaffMember>(STAFF)
     }
 
     fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
@@ -257,5 +281,26 @@ mod tests {
         let mut b = a;
         b[0] = 0;
         assert!(!equal_hashes(&b, &a));
+    }
+
+    on_each_backend! {
+    fn the_staff_list_is_replaced_whole_and_apart_from_the_directory(b) {
+        let store = b.open();
+        assert!(store.staff().unwrap().is_empty());
+        let staff =
+            crate::registers::staff::parse_staff(crate::registers::staff::DEMO_STAFF.as_bytes())
+                .unwrap();
+        store.save_directory(&demo()).unwrap();
+        store.save_staff(&staff).unwrap();
+        assert_eq!(store.staff().unwrap(), staff, "in the file's order");
+        assert_eq!(store.directory().unwrap(), demo(), "not part of the directory");
+        // A new directory keeps the list; a new list replaces it whole.
+        store.save_directory(&demo()).unwrap();
+        assert_eq!(store.staff().unwrap(), staff);
+        store.save_staff(&staff[..1]).unwrap();
+        assert_eq!(store.staff().unwrap(), staff[..1]);
+        drop(store);
+        assert_eq!(b.open().staff().unwrap(), staff[..1], "durable");
+    }
     }
 }

@@ -589,6 +589,17 @@ impl Live {
         Ok(Live { ws })
     }
 
+    /// Sends `msg` to the server as the page does (a text message of JSON).
+    pub async fn send(&mut self, msg: serde_json::Value) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                msg.to_string(),
+            ))
+            .await
+            .expect("sent on the live feed");
+    }
+
     /// Reads the feed until it ends (its node went away, or it closed it).
     pub async fn until_ended(mut self) {
         use futures_util::StreamExt;

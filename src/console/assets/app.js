@@ -265,6 +265,11 @@ const S = {
   supervisionMissing: false,
   supervisionTimer: null,
   supervisionSoon: null,
+  staffing: null, // the staffing figures (live feed `staffing`, GET /api/supervision)
+  staffingDetail: null, // GET /api/staffing (supervisors: who is on duty, whom to call in)
+  staffingDetailAt: 0,
+  staffingOpen: false, // the supervisor opened "call in more operators"
+  lastInput: Date.now(), // the last key, mouse or touch input (the heartbeat's idle time)
   wo: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null },
   orders: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, soon: null }, // GET /api/orders
   careChoices: null, // the providers' names for the orders and lives
@@ -780,6 +785,9 @@ function showLogin(reason) {
   const wasLoggedIn = S.view !== 'login';
   S.me = null;
   show($('session-banner'), false);
+  S.staffing = null;
+  S.staffingDetail = null;
+  renderStaffing();
   show($('my-calls'), false);
   S.view = 'login';
   stopLive();
@@ -1380,6 +1388,9 @@ function onLiveMessage(msg) {
       break;
     case 'stats':
       if (msg.stats) setStats(msg.stats);
+      break;
+    case 'staffing':
+      if (msg.staffing) setStaffing(msg.staffing);
       break;
     default:
       break;
@@ -5793,6 +5804,7 @@ async function loadSupervision() {
       const { data } = await api('GET', '/api/supervision');
       S.supervision = data || {};
       S.supervisionAt = serverNow();
+      if (S.supervision.staffing) setStaffing(S.supervision.staffing);
       S.supervisionFailed = false;
       // The server counts more open incidents than we show: a message was missed.
       const n = Number(S.supervision.incidents_open);
@@ -6733,6 +6745,9 @@ async function submitImport(ev) {
   button.disabled = true;
   try {
     for (const k of kinds) body[k] = await $(`import-${k}`).files[0].text();
+    // The staff list is optional: left out, the one imported before stays.
+    const staffFile = $('import-staff').files[0];
+    if (staffFile) body.staff = await staffFile.text();
     const { data } = await api('POST', '/api/directory/import', body);
     const counts = data && typeof data === 'object'
       ? Object.entries(data).filter(([k, v]) => typeof v === 'number' && !(k === 'tokens_removed' && v === 0))
@@ -6740,6 +6755,7 @@ async function submitImport(ev) {
       : '';
     importResult('ok', counts ? t('import.done_counts', { counts }) : t('import.done'));
     for (const k of kinds) $(`import-${k}`).value = '';
+    $('import-staff').value = '';
     await loadDirectory();
   } catch (e) {
     if (e.status === 401) return;
@@ -7627,6 +7643,117 @@ function wire() {
   padTop();
   setInterval(tick, 1000);
 }
+
+// ---------------------------------------------------------------- staffing floor and overload
+
+const PRESENCE_BEAT_MS = 30000; // the heartbeat over the live feed ([staffing] console_timeout_secs counts it)
+const STAFFING_DETAIL_MS = 10000; // a supervisor's list of whom to call in is asked again after this
+
+/** A key, mouse or touch input: someone uses this console. */
+function noteInput() {
+  S.lastInput = Date.now();
+}
+
+/** The heartbeat: the console is here, and how long it has had no input. */
+function sendPresence() {
+  if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return;
+  const idle = Math.max(0, Math.floor((Date.now() - S.lastInput) / 1000));
+  try {
+    S.ws.send(JSON.stringify({ type: 'presence', idle_secs: idle }));
+  } catch (e) {
+    // Closing: the reconnect opens a new feed, which counts as a beat.
+  }
+}
+
+function staffingWarned(f) {
+  return !!f && (!!f.below_floor || Number(f.waiting_over) > 0);
+}
+
+function setStaffing(f) {
+  S.staffing = f;
+  if (isSupervisor() && staffingWarned(f) && Date.now() - S.staffingDetailAt > STAFFING_DETAIL_MS) {
+    loadStaffingDetail();
+  }
+  renderStaffing();
+}
+
+async function loadStaffingDetail() {
+  S.staffingDetailAt = Date.now();
+  await single('staffing', async () => {
+    try {
+      const { data } = await api('GET', '/api/staffing');
+      S.staffingDetail = data || null;
+    } catch (e) {
+      if (e.status === 401) return;
+      S.staffingDetail = null;
+    }
+    renderStaffing();
+  });
+}
+
+function renderStaffing() {
+  const box = $('staffing-banner');
+  const f = S.me ? S.staffing : null;
+  const focused = document.activeElement && box.contains(document.activeElement);
+  clear(box);
+  const warned = staffingWarned(f);
+  show(box, warned);
+  if (!warned) {
+    S.staffingOpen = false;
+    return;
+  }
+  const lines = [];
+  if (f.below_floor) {
+    lines.push(el('div', { class: 'sline' },
+      el('span', { class: 'sline-words', text: t('staffing.below_floor', { n: f.on_duty, min: f.min_operators }) })));
+  }
+  const over = Number(f.waiting_over) || 0;
+  if (over > 0) {
+    lines.push(el('div', { class: 'sline' },
+      el('span', { class: 'sline-words', text: tn('staffing.overload', over, { wait: fmtDuration(f.oldest_wait_secs), limit: fmtDuration(f.queue_wait_warn_secs) }) })));
+  }
+  if (isSupervisor() && lines.length) {
+    const button = el('button', { type: 'button', class: 'small', id: 'staffing-call-in', 'aria-expanded': S.staffingOpen ? 'true' : 'false',
+      text: t(S.staffingOpen ? 'staffing.hide' : 'staffing.call_in'),
+      on: { click: () => { S.staffingOpen = !S.staffingOpen; if (S.staffingOpen) loadStaffingDetail(); renderStaffing(); } } });
+    lines[0].append(button);
+  }
+  for (const l of lines) box.append(l);
+  if (isSupervisor() && S.staffingOpen) box.append(staffingDetail());
+  if (focused && $('staffing-call-in')) $('staffing-call-in').focus();
+}
+
+/** Who is on duty, who is logged in but away, and whom to call in (supervisors). */
+function staffingDetail() {
+  const d = S.staffingDetail;
+  const box = el('div', { class: 'staffing-detail', id: 'staffing-detail' });
+  if (!d) {
+    box.append(el('p', { class: 'muted', text: t('staffing.loading') }));
+    return box;
+  }
+  const names = (list) => (list && list.length ? list.join(', ') : t('staffing.nobody'));
+  box.append(el('p', {}, el('strong', { text: `${t('staffing.on_duty')}: ` }), names(d.on_duty_users)));
+  const away = (d.away_users || []).map((a) => `${a.username} (${t(`staffing.away.${a.why}`)})`);
+  if (away.length) box.append(el('p', {}, el('strong', { text: `${t('staffing.away')}: ` }), away.join(', ')));
+  const staff = d.call_in || [];
+  if (!staff.length) {
+    box.append(el('p', { class: 'muted', text: t('staffing.no_list') }));
+    return box;
+  }
+  box.append(el('table', { id: 'staffing-call-in-list' },
+    el('thead', {}, el('tr', {},
+      el('th', { text: t('staffing.col.name') }), el('th', { text: t('staffing.col.role') }),
+      el('th', { text: t('staffing.col.phone') }), el('th', { text: t('staffing.col.note') }))),
+    el('tbody', {}, ...staff.map((m) => el('tr', {},
+      el('td', { text: m.name }), el('td', { text: orDash(m.role) }),
+      el('td', {}, telLink(m.phone)), el('td', { text: orDash(m.note) }))))));
+  return box;
+}
+
+for (const ev of ['keydown', 'pointerdown', 'pointermove', 'wheel', 'touchstart']) {
+  document.addEventListener(ev, noteInput, { capture: true, passive: true });
+}
+setInterval(sendPresence, PRESENCE_BEAT_MS);
 
 document.addEventListener('DOMContentLoaded', () => {
   wire();

@@ -188,6 +188,12 @@ fn seed_saves_the_directory_and_a_token_per_patrol_and_the_logins_survive() {
     )
     .unwrap();
     assert_eq!(store.directory().unwrap(), expected);
+    assert_eq!(
+        store.staff().unwrap(),
+        crate::registers::staff::parse_staff(crate::registers::staff::DEMO_STAFF.as_bytes())
+            .unwrap(),
+        "the staff list to call in"
+    );
     let ids: Vec<&str> = users.patrols.iter().map(|l| l.patrol.as_str()).collect();
     let want: Vec<&str> = expected.patrols.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, want, "a login for every patrol, in id order");
