@@ -126,6 +126,10 @@ pub struct Life {
     pub installation: Option<Installation>,
     /// What happened, oldest first (at most [`MAX_HISTORY`]).
     pub history: Vec<LifeEvent>,
+    /// When retention anonymised it (its subscriber is then a pseudonym,
+    /// [`super::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymised: Option<Timestamp>,
 }
 
 /// Why a life cannot change as asked.
@@ -166,6 +170,7 @@ impl Life {
             consent: None,
             installation: None,
             history: Vec::new(),
+            anonymised: None,
         };
         l.note(at, by, "alarm ordered");
         l

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod life;
 pub mod order;
 pub mod plan;
+pub mod retention;
 pub mod review;
 pub mod testing;
 pub mod work_order;
