@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["sim"],
     &["server"],
     &["config"],
-    &["console", "ingest"],
+    &["console", "ingest", "retention"],
     &["dispatch", "supervision", "work_orders", "voice", "care"],
     &["calls"],
     &["triage", "registers", "journal", "outbox"],

@@ -69,6 +69,8 @@ pub struct Config {
     pub orders: crate::care::OrdersConfig,
     /// The centre's municipality (billing, the care system's events).
     pub care: crate::care::CareConfig,
+    /// How long a subscriber's personal data is kept after the end.
+    pub retention: crate::retention::RetentionConfig,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -821,6 +823,7 @@ impl Default for Config {
             plans: Default::default(),
             orders: Default::default(),
             care: Default::default(),
+            retention: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
         }
@@ -1074,6 +1077,19 @@ pub struct ListenerOff {
 }
 
 impl Config {
+    /// Retention's options: the days after the end, the centre's zone, and the recordings'
+    /// folder in `data_dir`.
+    pub fn retention_options(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> crate::retention::RetentionOptions {
+        crate::retention::RetentionOptions {
+            days_after_end: self.retention.subscriber_days_after_end,
+            tz: self.http.tz(),
+            recordings: self.voice.recording_options(data_dir).dir,
+        }
+    }
+
     /// Moves each listener of a protocol in `ports` to that port, keeping its address (port
     /// 0: a free port, printed at start). A listener turned off stays off; a port for a
     /// protocol with no listener on is refused.
@@ -1269,6 +1285,7 @@ impl Config {
         errs.extend(self.work_orders.problems());
         errs.extend(self.orders.problems());
         errs.extend(self.care.problems());
+        errs.extend(self.retention.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

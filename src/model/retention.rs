@@ -269,6 +269,22 @@ pub fn anonymise_line(what: &mut TimelineEvent) {
     }
 }
 
+/// The review of a Call of the person, anonymised: `pseudonym` for the subscriber, the
+/// operator's reason, an override's reason and the supervisor's note blanked; the outcome,
+/// the times, who closed and who decided stay.
+pub fn anonymise_review(r: &mut super::review::Review, pseudonym: &str) {
+    if r.subscriber.is_some() {
+        r.subscriber = Some(pseudonym.to_owned());
+    }
+    r.reason = REMOVED.into();
+    if let Some(o) = &mut r.override_reason {
+        *o = REMOVED.into();
+    }
+    if let Some(d) = &mut r.decision {
+        d.note = REMOVED.into();
+    }
+}
+
 /// An order of the person, anonymised: `pseudonym` for the subscriber, no care-system id
 /// (it names the person's case there), no health notes, directions or note. The kind, the
 /// days, the deadlines, the keys counted, the new provider and the placing municipality stay

@@ -608,6 +608,33 @@ impl Outbox {
             .map(DeliveryView::from))
     }
 
+    /// Withdraws an undelivered delivery (retention of the subscriber it is about): it is
+    /// never sent, its body is removed and its record stays with `why`
+    /// ([`Store::outbox_withdraw`]). Whether it was withdrawn now (false: delivered, or
+    /// withdrawn before).
+    pub fn withdraw(&self, id: u64, why: &str) -> Result<bool, OutboxError> {
+        let shared = &self.inner.shared;
+        let Some(rec) = shared.store.outbox_record(id)? else {
+            return Ok(false);
+        };
+        if !shared.store.outbox_withdraw(id, why)? {
+            return Ok(false);
+        }
+        if let Some(ep) = shared
+            .endpoints
+            .iter()
+            .find(|e| e.config.name == rec.endpoint)
+        {
+            let _ = ep
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        shared.publish();
+        Ok(true)
+    }
+
     /// Deliveries not yet acknowledged (gauge `vakt_outbox_pending`).
     pub fn pending(&self) -> u64 {
         self.inner.shared.pending()

@@ -281,6 +281,11 @@ pub(super) async fn start(
         switchboard
             .is_some()
             .then(|| cfg.voice.recording_options(&cfg.data_dir)),
+        Arc::new(crate::retention::Retention::new(
+            store.clone(),
+            Some(outbox.outbox.clone()),
+            cfg.retention_options(&cfg.data_dir),
+        )),
         &store,
         &work_orders.work_orders,
         &supervision.last_heard,
@@ -402,6 +407,7 @@ impl Parts {
         if let Some(r) = self.background.retention {
             let _ = r.await;
         }
+        let _ = self.background.subscribers_retention.await;
         let _ = self.console.stats.await;
         // 11. Last-heard times (every other write was durable when it returned).
         persist_last_heard(&self.store, &self.last_heard).await;
@@ -1021,6 +1027,8 @@ struct BackgroundPart {
     periodic: JoinHandle<()>,
     /// The recordings' retention (with voice calls on).
     retention: Option<JoinHandle<u64>>,
+    /// The retention of subscribers' data after the end.
+    subscribers_retention: JoinHandle<u64>,
 }
 
 impl BackgroundPart {
@@ -1028,6 +1036,7 @@ impl BackgroundPart {
     /// persistence, expired sessions.
     fn start(
         recordings: Option<RecordingOptions>,
+        subscribers: Arc<crate::retention::Retention>,
         store: &Store,
         work_orders: &Arc<WorkOrders>,
         last_heard: &Arc<LastHeard>,
@@ -1049,6 +1058,10 @@ impl BackgroundPart {
                 shutdown.clone(),
             ))
         });
+        // Subscribers' data deleted and anonymised the configured time after their end, at
+        // start and hourly, on the blocking pool.
+        let subscribers_retention =
+            tokio::spawn(crate::retention::run(subscribers, shutdown.clone()));
         let store = store.clone();
         let work_orders = work_orders.clone();
         let last_heard = last_heard.clone();
@@ -1081,6 +1094,7 @@ impl BackgroundPart {
             upkeep,
             periodic,
             retention,
+            subscribers_retention,
         }
     }
 }

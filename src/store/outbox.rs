@@ -234,6 +234,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Withdraws an undelivered delivery: it leaves its endpoint's pending list and its body
+    /// (the event, with the personal data) is removed; the record stays, with `why` as its
+    /// last error and no next attempt. A delivered one is left as it is. Whether it was
+    /// withdrawn now. Durable.
+    pub fn outbox_withdraw(&self, id: u64, why: &str) -> Result<bool, StoreError> {
+        let Some(mut r) = self.outbox_record(id)? else {
+            return Ok(false);
+        };
+        if r.delivered_at.is_some()
+            || !self
+                .outbox
+                .contains_key(named_key(PENDING, &r.endpoint, id))?
+        {
+            return Ok(false);
+        }
+        r.next_attempt_at = None;
+        r.last_error = Some(why.to_owned());
+        let mut batch = super::kv::Batch::default();
+        batch.remove(named_key(PENDING, &r.endpoint, id));
+        batch.remove(key(BODY, id));
+        batch.insert(key(RECORD, id), serde_json::to_vec(&r).map_err(corrupt)?);
+        self.outbox.apply_batch(batch)?;
+        self.sync()?;
+        Ok(true)
+    }
+
     /// The highest delivery id stored (0 if none).
     pub fn outbox_max_id(&self) -> Result<u64, StoreError> {
         super::max_id(&self.outbox, RECORD)

@@ -131,7 +131,11 @@ fn a_pseudonym_is_random_hex_and_recognised() {
 
 #[test]
 fn scrub_takes_the_persons_words_out_whatever_their_case() {
-    let words = vec!["Åsa Öberg".to_owned(), "070-123 45 67".to_owned(), "Bo".to_owned()];
+    let words = vec![
+        "Åsa Öberg".to_owned(),
+        "070-123 45 67".to_owned(),
+        "Bo".to_owned(),
+    ];
     assert_eq!(
         scrub("consent by åsa öberg, call 070-123 45 67 (Bo)", &words),
         "consent by …, call … (Bo)"
@@ -141,7 +145,7 @@ fn scrub_takes_the_persons_words_out_whatever_their_case() {
 #[test]
 fn a_call_keeps_its_figures_and_loses_the_persons_words() {
     use crate::model::{
-        CallState, Conversation, ConversationEnd, CallDirection, Outcome, PhoneParty, Priority,
+        CallDirection, CallState, Conversation, ConversationEnd, Outcome, PhoneParty, Priority,
         TimelineEntry,
     };
     let at = ts_local(&tz(), 2026, 2, 1, 10, 0);

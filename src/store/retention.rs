@@ -1,0 +1,234 @@
+//! What retention of a subscriber's data ([`crate::model::retention`]) writes, over several
+//! trees, each step atomic and durable when it returns and each safe to repeat, so a sweep
+//! cut short is finished by the next:
+//!
+//! 1. [`Store::begin_retention`]: the subscriber's pseudonym, chosen once, in tree `life`
+//!    under `a` + subscriber (the only place the two are together, removed at the end);
+//! 2. each closed Call of the subscriber rewritten whole with its review
+//!    ([`Store::rewrite_closed_call`], one batch): once it names the pseudonym, it is done;
+//! 3. the life, its orders and key receipts moved to the pseudonym in one transaction
+//!    ([`Store::move_life`]);
+//! 4. the card and the response plans deleted ([`Store::delete_subscriber`],
+//!    [`Store::delete_plans`]);
+//! 5. [`Store::end_retention`]: the pseudonym forgotten.
+//!
+//! The undelivered care-system events about the subscriber are withdrawn through
+//! [`Store::outbox_withdraw`] (their bodies hold the personal number).
+
+use super::kv::TxError;
+use super::{Store, StoreError, id_key};
+use crate::model::keys::Receipt;
+use crate::model::life::Life;
+use crate::model::order::Order;
+use crate::model::review::Review;
+use crate::model::{Call, CallState};
+
+/// `a` + subscriber -> the pseudonym (UTF-8), while the subscriber's retention is under way.
+const UNDER_WAY: u8 = b'a';
+
+fn corrupt(tree: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    }
+}
+
+fn prefixed(prefix: u8, s: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(s.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(s.as_bytes());
+    k
+}
+
+/// The life tree's keys of a subscriber (see `store::life`).
+fn by_subscriber(subscriber: &str, what: u8, id: u64) -> Vec<u8> {
+    let mut k = prefixed(b's', subscriber);
+    k.push(0);
+    k.push(what);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A Call's timeline line key (see `store::calls`).
+fn line_key(id: u64, index: u32) -> [u8; 13] {
+    let mut k = [b't'; 13];
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// The subscriber's pseudonym for retention: the one chosen before if a retention of
+    /// theirs is under way, otherwise `fresh`, stored (durable) before it is returned.
+    pub fn begin_retention(&self, subscriber: &str, fresh: &str) -> Result<String, StoreError> {
+        let k = prefixed(UNDER_WAY, subscriber);
+        loop {
+            if let Some(v) = self.life.get(&k)? {
+                return String::from_utf8(v.to_vec()).map_err(|e| corrupt("life", e));
+            }
+            let swapped =
+                self.life
+                    .compare_and_swap(&k, None::<&[u8]>, Some(fresh.as_bytes().to_vec()))?;
+            if swapped.is_ok() {
+                self.sync()?;
+                return Ok(fresh.to_owned());
+            }
+        }
+    }
+
+    /// The retentions under way (cut short): subscriber and pseudonym.
+    pub fn retentions_under_way(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.life.scan_prefix([UNDER_WAY]) {
+            let (k, v) = item?;
+            let sub = std::str::from_utf8(&k[1..]).map_err(|e| corrupt("life", e))?;
+            let pseudonym = std::str::from_utf8(&v).map_err(|e| corrupt("life", e))?;
+            out.push((sub.to_owned(), pseudonym.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets the subscriber's pseudonym (their retention is done). Durable.
+    pub fn end_retention(&self, subscriber: &str) -> Result<(), StoreError> {
+        self.life.remove(prefixed(UNDER_WAY, subscriber))?;
+        self.sync()
+    }
+
+    /// Every Call's head (without its timeline), open and closed, in id order: for a sweep
+    /// that looks for one person's Calls.
+    pub fn call_heads(&self) -> Result<Vec<Call>, StoreError> {
+        let mut out = Vec::new();
+        for prefix in [b'o', b'c'] {
+            for item in self.calls.scan_prefix([prefix]) {
+                let (k, v) = item?;
+                if k.len() != 9 {
+                    // `cursor` also starts with `c`.
+                    continue;
+                }
+                out.push(serde_json::from_slice(&v).map_err(|e| corrupt("calls", e))?);
+            }
+        }
+        out.sort_unstable_by_key(|c: &Call| c.id);
+        Ok(out)
+    }
+
+    /// Rewrites a closed Call whole (its head and every timeline line under its index) and,
+    /// if given, its review, in one atomic batch. Refused for a Call that is not closed, or
+    /// that is no longer closed in the store (the Call writer owns open Calls). Durable.
+    pub fn rewrite_closed_call(
+        &self,
+        call: &Call,
+        review: Option<&Review>,
+    ) -> Result<(), StoreError> {
+        if call.state != CallState::Closed || !self.calls.contains_key(id_key(b'c', call.id))? {
+            return Err(corrupt(
+                "calls",
+                format!("Call {} is not closed: not rewritten", call.id),
+            ));
+        }
+        let mut batch = super::kv::Batch::default();
+        for (i, line) in call.timeline.iter().enumerate() {
+            let index = u32::try_from(i).map_err(|e| corrupt("calls", e))?;
+            let v = serde_json::to_vec(line).map_err(|e| corrupt("calls", e))?;
+            batch.insert(line_key(call.id, index), v);
+        }
+        let head = Call {
+            timeline: Vec::new(),
+            ..call.clone()
+        };
+        let v = serde_json::to_vec(&head).map_err(|e| corrupt("calls", e))?;
+        batch.insert(id_key(b'c', call.id), v);
+        if let Some(r) = review {
+            let v = serde_json::to_vec(r).map_err(|e| corrupt("calls", e))?;
+            batch.insert(id_key(b'r', r.call), v);
+        }
+        self.calls.apply_batch(batch)?;
+        self.sync()
+    }
+
+    /// Moves `subscriber`'s life, orders and key receipts to `life.subscriber` (their
+    /// pseudonym) as given, in one transaction: the new records and indexes written, the old
+    /// ones and the orders' care-system ids removed. Refused (nothing written) when the
+    /// stored life is no longer `before` (it changed meanwhile). Durable.
+    pub fn move_life(
+        &self,
+        subscriber: &str,
+        before: &Life,
+        life: &Life,
+        orders: &[Order],
+        old_external: &[String],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
+        let old_key = prefixed(b'l', subscriber);
+        let expected = serde_json::to_vec(before).map_err(|e| corrupt("life", e))?;
+        let new_life = serde_json::to_vec(life).map_err(|e| corrupt("life", e))?;
+        let to = life.subscriber.as_str();
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for o in orders {
+            let v = serde_json::to_vec(o).map_err(|e| corrupt("life", e))?;
+            writes.push((id_key(b'o', o.id).to_vec(), Some(v)));
+            writes.push((by_subscriber(subscriber, b'o', o.id), None));
+            writes.push((by_subscriber(to, b'o', o.id), Some(Vec::new())));
+        }
+        for ext in old_external {
+            writes.push((prefixed(b'x', ext), None));
+        }
+        for r in receipts {
+            let v = serde_json::to_vec(r).map_err(|e| corrupt("life", e))?;
+            writes.push((id_key(b'r', r.id).to_vec(), Some(v)));
+            writes.push((by_subscriber(subscriber, b'r', r.id), None));
+            writes.push((by_subscriber(to, b'r', r.id), Some(Vec::new())));
+        }
+        writes.push((old_key.clone(), None));
+        writes.push((prefixed(b'l', to), Some(new_life)));
+        self.life.transaction(|tx| {
+            let now = tx.get(&old_key)?;
+            if now.as_deref() != Some(expected.as_slice()) {
+                return Err(TxError::Abort(
+                    "the life changed during its retention".into(),
+                ));
+            }
+            for (k, v) in &writes {
+                match v {
+                    Some(v) => tx.insert(k, v)?,
+                    None => tx.remove(k)?,
+                }
+            }
+            Ok(())
+        })?;
+        self.sync()
+    }
+
+    /// Deletes subscriber `id`'s card from the register. Whether there was one. Durable.
+    pub fn delete_subscriber(&self, id: &str) -> Result<bool, StoreError> {
+        let had = self.subscribers.contains_key(id.as_bytes())?;
+        if had {
+            self.subscribers.remove(id.as_bytes())?;
+            self.sync()?;
+        }
+        Ok(had)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::on_each_backend;
+
+    on_each_backend! {
+    fn a_retention_keeps_its_pseudonym_until_it_ends(b) {
+        let store = b.open();
+        assert_eq!(store.begin_retention("S-1", "anon-1").unwrap(), "anon-1");
+        // Begun again after a crash: the same pseudonym, never a second one.
+        assert_eq!(store.begin_retention("S-1", "anon-2").unwrap(), "anon-1");
+        assert_eq!(
+            store.retentions_under_way().unwrap(),
+            [("S-1".to_owned(), "anon-1".to_owned())]
+        );
+        store.end_retention("S-1").unwrap();
+        assert!(store.retentions_under_way().unwrap().is_empty());
+        // The life tree's other keys are not taken for retentions.
+        assert!(store.lives().unwrap().is_empty());
+    }
+    }
+}
