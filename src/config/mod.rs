@@ -1446,6 +1446,25 @@ mod tests {
     }
 
     #[test]
+    fn retention_after_the_end_is_a_year_by_default_and_bounded() {
+        let d = Config::default();
+        assert_eq!(d.retention.subscriber_days_after_end, 365);
+        let opts = d.retention_options(std::path::Path::new("/data"));
+        assert_eq!(opts.days_after_end, 365);
+        assert_eq!(opts.recordings, std::path::Path::new("/data/recordings"));
+        for (days, ok) in [(30, false), (31, true), (3650, true), (3651, false)] {
+            let v = Config::from_toml(&format!(
+                "[retention]\nsubscriber_days_after_end = {days}\n"
+            ));
+            assert_eq!(v.is_ok(), ok, "{days}: {v:?}");
+            if let Err(e) = v {
+                assert!(e.to_string().contains("subscriber_days_after_end"), "{e}");
+            }
+        }
+        assert!(Config::from_toml("[retention]\ndays = 3\n").is_err(), "unknown key");
+    }
+
+    #[test]
     fn the_console_language_and_time_zone_default_to_the_centres_and_are_checked() {
         let d = Config::default();
         assert_eq!(d.http.language, crate::model::ConsoleLanguage::Sv);
