@@ -1461,7 +1461,10 @@ mod tests {
                 assert!(e.to_string().contains("subscriber_days_after_end"), "{e}");
             }
         }
-        assert!(Config::from_toml("[retention]\ndays = 3\n").is_err(), "unknown key");
+        assert!(
+            Config::from_toml("[retention]\ndays = 3\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -199,6 +199,45 @@ impl Store {
         self.sync()
     }
 
+    /// The trees (by name) in which `needle` appears in a key or a value as stored now: a
+    /// check that a person's words are gone after their retention. The journal is not
+    /// searched (its entries are compressed; its Signals carry the device's account, the
+    /// frame and the subscriber's id, never a name). Reads every record: slow on a large
+    /// store. (On sled a removed value may stay in the log files until sled rewrites their
+    /// segment; on PostgreSQL a dead row until it is vacuumed.)
+    pub fn trees_holding(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
+        let found = |v: &[u8]| !needle.is_empty() && v.windows(needle.len()).any(|w| w == needle);
+        let trees = [
+            ("devices", &self.devices),
+            ("last_heard", &self.last_heard),
+            ("subscribers", &self.subscribers),
+            ("users", &self.users),
+            ("sessions", &self.sessions),
+            ("audit", &self.audit),
+            ("calls", &self.calls),
+            ("conversations", &self.conversations),
+            ("directory", &self.directory),
+            ("dispatches", &self.dispatches),
+            ("incidents", &self.incidents),
+            ("integrations", &self.integrations),
+            ("outbox", &self.outbox),
+            ("work_orders", &self.work_orders),
+            ("plans", &self.plans),
+            ("life", &self.life),
+        ];
+        let mut out = Vec::new();
+        for (name, tree) in trees {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                if found(&k) || found(&v) {
+                    out.push(name);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes subscriber `id`'s card from the register. Whether there was one. Durable.
     pub fn delete_subscriber(&self, id: &str) -> Result<bool, StoreError> {
         let had = self.subscribers.contains_key(id.as_bytes())?;
