@@ -674,3 +674,68 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     let resent = order(&store, "S-9999", OrderKind::NewAlarm, "PC-1");
     assert_ne!(resent.id, new.id);
 }
+
+/// `vakt retention run`, on a data directory (sled) with the server stopped: `--dry-run`
+/// lists who is due and who is held and why, and changes nothing; without it the due are
+/// done; run again, nothing more. The clock is the machine's: Åsa's alarm ended in 2020.
+#[test]
+fn the_command_lists_who_is_due_and_held_and_then_does_it() {
+    const BIN: &str = env!("CARGO_BIN_EXE_vakt");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    {
+        let store = Store::open(&dir).unwrap();
+        store.upsert_subscribers(&[card("S-1001", NAME)]).unwrap();
+        save_life(
+            &store,
+            &life(
+                "S-1001",
+                LifeStatus::Ended,
+                Some(date(2020, 3, 1)),
+                RELATIVE,
+            ),
+        );
+        store
+            .upsert_subscribers(&[other_card("S-1002", "Bo Ek", 2)])
+            .unwrap();
+        save_life(
+            &store,
+            &life("S-1002", LifeStatus::Ended, Some(date(2020, 3, 1)), "Bo Ek"),
+        );
+        keys(&store, "S-1002", true, "Bo Ek");
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["retention", "run", "--data-dir"])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dry = run(&["--dry-run"]);
+    assert_eq!(
+        dry,
+        "due\tS-1001\n\
+         held\tS-1002\tthe key cabinet still holds 2 key(s)\n\
+         0 done, 1 due, 1 held, 0 ended and waiting, 0 anonymised before (dry run: nothing changed)\n"
+    );
+    assert_eq!(run(&["--dry-run"]), dry, "a dry run changes nothing");
+    let done = run(&[]);
+    assert!(
+        done.starts_with("done\tS-1001\t0 Call(s), 0 recording(s), 0 order(s), 0 receipt(s), 0 event(s) withdrawn, card deleted\n"),
+        "{done}"
+    );
+    assert!(
+        done.ends_with("1 done, 0 due, 1 held, 0 ended and waiting, 0 anonymised before\n"),
+        "{done}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(json["done"], serde_json::json!([]));
+    assert_eq!(json["survey"]["done_before"], 1);
+    assert_eq!(json["survey"]["due"][0]["held"][0]["held_by"], "keys_out");
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.subscriber("S-1001").unwrap(), None);
+    assert!(store.subscriber("S-1002").unwrap().is_some());
+}
