@@ -1034,6 +1034,7 @@ struct BackgroundPart {
 impl BackgroundPart {
     /// Every `every`: SCAIP holds whose device went quiet, work orders' metrics, last-heard
     /// persistence, expired sessions.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         recordings: Option<RecordingOptions>,
         subscribers: Arc<crate::retention::Retention>,

@@ -251,8 +251,68 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::model::CallState;
+    use crate::model::life::{Life, LifeStatus};
+    use crate::store::calls::tests::call;
+    use crate::store::outbox::tests::rec;
     use crate::store::testing::on_each_backend;
+
+    on_each_backend! {
+    fn only_a_closed_call_is_rewritten_and_a_life_moves_only_as_it_was(b) {
+        let store = b.open();
+        let open = call(1, 100, CallState::Claimed);
+        let mut closed = call(2, 100, CallState::Closed);
+        store.save_calls(&[open.clone(), closed.clone()], None).unwrap();
+        // The Call writer owns open Calls: never rewritten here.
+        assert!(store.rewrite_closed_call(&open, None).is_err());
+        closed.subscriber = Some("anon-1".into());
+        store.rewrite_closed_call(&closed, None).unwrap();
+        assert_eq!(store.call(2).unwrap().unwrap(), closed);
+        assert_eq!(store.call(1).unwrap().unwrap(), open);
+        assert_eq!(store.call_heads().unwrap().len(), 2);
+
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        let mut life = Life::ordered("S-1", None, t, "t");
+        life.status = LifeStatus::Ended;
+        store
+            .update_life::<crate::store::StoreError>("S-1", |_| Ok(life.clone()))
+            .unwrap();
+        let mut moved = life.clone();
+        moved.subscriber = "anon-1".into();
+        // Changed since it was read: nothing moves.
+        let mut stale = life.clone();
+        stale.note(t, "t", "something else");
+        assert!(store.move_life("S-1", &stale, &moved, &[], &[], &[]).is_err());
+        assert_eq!(store.life("S-1").unwrap(), Some(life.clone()));
+        store.move_life("S-1", &life, &moved, &[], &[], &[]).unwrap();
+        assert_eq!(store.life("S-1").unwrap(), None);
+        assert_eq!(store.life("anon-1").unwrap(), Some(moved));
+    }
+    }
+
+    on_each_backend! {
+    fn an_undelivered_delivery_is_withdrawn_once_and_a_delivered_one_never(b) {
+        let store = b.open();
+        let mut delivered = rec(2, "care", "call/7");
+        delivered.delivered_at = Some(jiff::Timestamp::UNIX_EPOCH);
+        store
+            .outbox_add(&[
+                (rec(1, "care", "call/7"), b"pnr".to_vec()),
+                (delivered, b"pnr".to_vec()),
+            ])
+            .unwrap();
+        assert!(store.outbox_withdraw(1, "withdrawn: retention").unwrap());
+        assert!(!store.outbox_withdraw(1, "withdrawn: retention").unwrap());
+        assert!(!store.outbox_withdraw(2, "withdrawn: retention").unwrap());
+        assert!(!store.outbox_withdraw(3, "withdrawn: retention").unwrap());
+        assert_eq!(store.outbox_next_pending("care").unwrap(), None);
+        assert_eq!(store.outbox_body(1).unwrap(), None);
+        assert_eq!(store.outbox_body(2).unwrap(), Some(b"pnr".to_vec()));
+        let r = store.outbox_record(1).unwrap().unwrap();
+        assert_eq!(r.last_error.as_deref(), Some("withdrawn: retention"));
+        assert_eq!(store.outbox_of_subject("call/7", 10).unwrap().len(), 2);
+    }
+    }
 
     on_each_backend! {
     fn a_retention_keeps_its_pseudonym_until_it_ends(b) {
