@@ -275,6 +275,11 @@ impl Retention {
 
     /// Who is due at `now`, and who is held and why. Blocking.
     pub fn survey(&self, now: Timestamp) -> Result<Survey, RetentionError> {
+        Ok(self.survey_open(now)?.0)
+    }
+
+    /// The survey, with what the store holds open when anyone is due (read once for all).
+    fn survey_open(&self, now: Timestamp) -> Result<(Survey, Option<Open>), RetentionError> {
         let mut out = Survey::default();
         let under_way = self.store.retentions_under_way()?;
         let lives = self.store.lives()?;
@@ -295,7 +300,7 @@ impl Retention {
             }
         }
         if due.is_empty() {
-            return Ok(out);
+            return Ok((out, None));
         }
         let open = self.open()?;
         for (subscriber, resumed, life) in due {
@@ -314,13 +319,13 @@ impl Retention {
             });
         }
         out.due.sort_by(|a, b| a.subscriber.cmp(&b.subscriber));
-        Ok(out)
+        Ok((out, Some(open)))
     }
 
     /// Deletes and anonymises the data of every subscriber due at `now` and not held.
     /// Blocking. A subscriber that fails is reported and left for the next sweep.
     pub fn sweep(&self, now: Timestamp) -> Result<Report, RetentionError> {
-        let survey = match self.survey(now) {
+        let (survey, open) = match self.survey_open(now) {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.failures.increment(1);
@@ -331,7 +336,16 @@ impl Retention {
         self.metrics.held.set(held as f64);
         let mut report = Report::default();
         for d in survey.due.iter().filter(|d| d.held.is_empty()) {
-            match self.one(&d.subscriber, now) {
+            // Their closed Calls, as the survey read them (an open one would have held them).
+            let calls: Vec<u64> = open
+                .as_ref()
+                .and_then(|o| o.calls.get(&d.subscriber))
+                .into_iter()
+                .flatten()
+                .filter(|c| c.state == CallState::Closed)
+                .map(|c| c.id)
+                .collect();
+            match self.one(&d.subscriber, &calls, now) {
                 Ok(done) => {
                     self.metrics.subscribers.increment(1);
                     tracing::info!(
@@ -413,7 +427,7 @@ impl Retention {
     }
 
     /// One subscriber's retention, from wherever an earlier one stopped.
-    fn one(&self, subscriber: &str, now: Timestamp) -> Result<Done, RetentionError> {
+    fn one(&self, subscriber: &str, calls: &[u64], now: Timestamp) -> Result<Done, RetentionError> {
         let store = &self.store;
         let pseudonym = store.begin_retention(subscriber, &rule::pseudonym(rand::random()))?;
         let mut done = Done {
@@ -426,15 +440,13 @@ impl Retention {
         let words = personal_words(card.as_ref(), life.as_ref(), &receipts);
 
         // 2. The closed Calls still naming them.
-        let heads: Vec<Call> = store
-            .call_heads()?
-            .into_iter()
-            .filter(|c| c.state == CallState::Closed && c.subscriber.as_deref() == Some(subscriber))
-            .collect();
-        for head in heads {
-            let Some(mut call) = store.call(head.id)? else {
+        for &id in calls {
+            let Some(mut call) = store.call(id)? else {
                 continue;
             };
+            if call.state != CallState::Closed || call.subscriber.as_deref() != Some(subscriber) {
+                continue;
+            }
             let ids = BTreeSet::from([call.id]);
             let swept = crate::voice::retention::delete_of_calls(&self.opts.recordings, &ids)
                 .map_err(|e| RetentionError::Recordings(e.to_string()))?;
