@@ -15,7 +15,7 @@
 //!    dispatches' free text blanked (a visit's outcome kept), its undelivered care-system
 //!    events withdrawn, then the Call and its review rewritten with the pseudonym and without
 //!    the person's words (`retention.call`); the closed work orders of their devices the
-//!    same way;
+//!    same way, and their place in resolved telecom incidents;
 //! 3. the undelivered care-system events of their orders and key receipts withdrawn
 //!    (`retention.delivery`: the body holds the personal number; delivered ones are left,
 //!    their bodies go by the outbox's own pruning);
@@ -152,6 +152,8 @@ pub struct Done {
     pub receipts: usize,
     /// Work orders of their devices anonymised.
     pub work_orders: usize,
+    /// Telecom incidents their devices were in, anonymised.
+    pub incidents: usize,
     /// Whether a card was deleted.
     pub card: bool,
     /// Response plan versions deleted.
@@ -184,6 +186,13 @@ impl std::fmt::Debug for Retention {
     }
 }
 
+/// The records of one subscriber a sweep found.
+struct Theirs<'a> {
+    calls: &'a [u64],
+    work_orders: &'a [u64],
+    incidents: &'a [u64],
+}
+
 /// What the store holds open, gathered once per survey.
 struct Open {
     calls: BTreeMap<String, Vec<Call>>,
@@ -192,6 +201,8 @@ struct Open {
     conversations: BTreeMap<u64, Vec<u64>>,
     /// Per subscriber, their devices' work orders: id and whether it is open.
     work_orders: BTreeMap<String, Vec<(u64, bool)>>,
+    /// Per subscriber, the telecom incidents with their devices: id and whether it is open.
+    incidents: BTreeMap<String, Vec<(u64, bool)>>,
 }
 
 impl Retention {
@@ -242,12 +253,27 @@ impl Retention {
                     .push((o.id, o.state.is_open()));
             }
         }
+        let mut incidents: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+        for i in self.store.incidents(false, usize::MAX)? {
+            let subs: BTreeSet<&String> = i
+                .devices
+                .iter()
+                .filter_map(|d| d.subscriber.as_ref())
+                .collect();
+            for s in subs {
+                incidents
+                    .entry(s.clone())
+                    .or_default()
+                    .push((i.id, i.is_open()));
+            }
+        }
         Ok(Open {
             calls,
             dispatches,
             reviews,
             conversations,
             work_orders,
+            incidents,
         })
     }
 
@@ -276,6 +302,11 @@ impl Retention {
         for &(id, open) in open.work_orders.get(subscriber).into_iter().flatten() {
             if open {
                 out.push(Hold::OpenWorkOrder { work_order: id });
+            }
+        }
+        for &(id, open) in open.incidents.get(subscriber).into_iter().flatten() {
+            if open {
+                out.push(Hold::OpenIncident { incident: id });
             }
         }
         let receipts = self.store.receipts_of(subscriber)?;
@@ -368,14 +399,17 @@ impl Retention {
                 .filter(|c| c.state == CallState::Closed)
                 .map(|c| c.id)
                 .collect();
-            let work_orders: Vec<u64> = open
-                .as_ref()
-                .and_then(|o| o.work_orders.get(&d.subscriber))
-                .into_iter()
-                .flatten()
-                .map(|&(id, _)| id)
-                .collect();
-            match self.one(&d.subscriber, &calls, &work_orders, now) {
+            let of = |m: Option<&Vec<(u64, bool)>>| -> Vec<u64> {
+                m.into_iter().flatten().map(|&(id, _)| id).collect()
+            };
+            let work_orders = of(open.as_ref().and_then(|o| o.work_orders.get(&d.subscriber)));
+            let incidents = of(open.as_ref().and_then(|o| o.incidents.get(&d.subscriber)));
+            let theirs = Theirs {
+                calls: &calls,
+                work_orders: &work_orders,
+                incidents: &incidents,
+            };
+            match self.one(&d.subscriber, &theirs, now) {
                 Ok(done) => {
                     self.metrics.subscribers.increment(1);
                     tracing::info!(
@@ -460,8 +494,7 @@ impl Retention {
     fn one(
         &self,
         subscriber: &str,
-        calls: &[u64],
-        work_orders: &[u64],
+        theirs: &Theirs<'_>,
         now: Timestamp,
     ) -> Result<Done, RetentionError> {
         let store = &self.store;
@@ -476,7 +509,7 @@ impl Retention {
         let words = personal_words(card.as_ref(), life.as_ref(), &receipts);
 
         // 2. The closed Calls still naming them.
-        for &id in calls {
+        for &id in theirs.calls {
             let Some(mut call) = store.call(id)? else {
                 continue;
             };
@@ -532,7 +565,7 @@ impl Retention {
 
         // The work orders of their devices (closed: an open one holds them).
         let mut changed = Vec::new();
-        for &id in work_orders {
+        for &id in theirs.work_orders {
             if let Some(mut o) = store.work_order(id)? {
                 if !o.state.is_open() && o.subscriber.as_deref() == Some(subscriber) {
                     rule::anonymise_work_order(&mut o, &pseudonym);
@@ -544,6 +577,15 @@ impl Retention {
             store.save_work_orders(&changed, None)?;
         }
         done.work_orders = changed.len();
+        // Their place in resolved telecom incidents (an open one holds them).
+        for &id in theirs.incidents {
+            if let Some(mut i) = store.incident(id)? {
+                if !i.is_open() && rule::anonymise_incident(&mut i, subscriber, &pseudonym) {
+                    store.save_incident(&i)?;
+                    done.incidents += 1;
+                }
+            }
+        }
 
         // 3 and 4. The life, its orders and receipts.
         if let Some(before) = life {
@@ -579,11 +621,12 @@ impl Retention {
             None,
             Some(subscriber),
             format!(
-                "card and response plans deleted; alarm life, {} order(s), {} receipt(s), {} Call(s), {} work order(s) anonymised; {} recording(s) deleted; {} undelivered event(s) withdrawn",
+                "card and response plans deleted; alarm life, {} order(s), {} receipt(s), {} Call(s), {} work order(s), {} incident(s) anonymised; {} recording(s) deleted; {} undelivered event(s) withdrawn",
                 done.orders,
                 done.receipts,
                 done.calls,
                 done.work_orders,
+                done.incidents,
                 done.recordings,
                 done.withdrawn
             ),

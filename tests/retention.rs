@@ -29,7 +29,7 @@ use vakt::model::{
     Dispatch, DispatchState, Outcome, PhoneParty, Priority, Subscriber, TimelineEntry,
     TimelineEvent,
 };
-use vakt::model::{FaultKind, WorkOrder, WorkOrderState};
+use vakt::model::{FaultKind, Incident, IncidentDevice, IncidentKind, WorkOrder, WorkOrderState};
 use vakt::retention::{Retention, RetentionOptions};
 use vakt::store::{OutboxRecord, Store};
 
@@ -393,6 +393,31 @@ fn work_order(id: u64, subscriber: &str, state: WorkOrderState, note: &str) -> W
     }
 }
 
+/// A resolved telecom incident with a device of each of `subscribers`.
+fn incident(subscribers: &[&str]) -> Incident {
+    let t = at(date(2025, 10, 1), 2, 0);
+    Incident {
+        id: 1,
+        kind: IncidentKind::TelecomOperator,
+        key: "telia".into(),
+        opened_at: t,
+        resolved_at: Some(t + jiff::SignedDuration::from_hours(2)),
+        population: 40,
+        devices: subscribers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| IncidentDevice {
+                account: format!("12{i}"),
+                subscriber: Some((*s).into()),
+                telecom_operator: Some("telia".into()),
+                silent_since: t,
+                restored_at: Some(t + jiff::SignedDuration::from_hours(2)),
+            })
+            .collect(),
+        history: Vec::new(),
+    }
+}
+
 /// Every stored record that still holds one of the person's words, by tree.
 fn traces(store: &Store) -> Vec<(&'static str, Vec<&'static str>)> {
     [
@@ -453,6 +478,7 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     let other_recording = recordings.join("call-2_conv-4_20251103T130400Z.wav");
     std::fs::write(&other_recording, b"RIFF").unwrap();
     let delivery = undelivered(&store);
+    store.save_incident(&incident(&[asa, "S-1003"])).unwrap();
     store
         .save_work_orders(
             &[work_order(
@@ -579,10 +605,17 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
             d.orders,
             d.receipts,
             d.work_orders,
+            d.incidents,
             d.card,
             d.plans
         ),
-        (1, 1, 1, 1, 2, 2, 1, true, 1)
+        (1, 1, 1, 1, 2, 2, 1, 1, true, 1)
+    );
+    let inc = store.incident(1).unwrap().unwrap();
+    assert_eq!(
+        inc.devices[1].subscriber.as_deref(),
+        Some("S-1003"),
+        "Cilla's stays"
     );
     let wo = store.work_order(1).unwrap().unwrap();
     assert_eq!(
@@ -652,7 +685,7 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
     assert_eq!(store.trees_holding(asa.as_bytes()).unwrap(), ["audit"]);
     assert_eq!(
         store.trees_holding(p.as_bytes()).unwrap(),
-        ["calls", "work_orders", "life"]
+        ["calls", "incidents", "work_orders", "life"]
     );
 
     // The event never delivered is withdrawn: never sent, its body gone, its record kept.

@@ -11,13 +11,15 @@
 //! ([`Hold`]): an order not done, a Call not closed, a dispatch still waiting for its patrol,
 //! keys not back from an installer, the cabinet or a provider, a key receipt not signed, a
 //! closing waiting for a supervisor's review, a voice conversation not ended, a work order
-//! for one of their devices not done. Those are
+//! for one of their devices not done, a telecom incident with one of their devices not
+//! resolved. Those are
 //! reported; the subscriber is due at the first sweep after they are settled.
 //!
 //! # What the records become
 //!
 //! The card is deleted. What must stay countable (the life, its orders and key receipts, the
-//! Calls, their dispatches and reviews, the work orders of their devices) stays with the subscriber id replaced by a
+//! Calls, their dispatches and reviews, the work orders of their devices, their place in
+//! telecom incidents) stays with the subscriber id replaced by a
 //! [`pseudonym`] that is random (nothing in it comes from the person or the id) and the same
 //! everywhere for that subscriber, so a billing row and a visit of the same person still
 //! agree. Their free text, where people write about the person, is blanked
@@ -100,6 +102,11 @@ pub enum Hold {
         /// The work order.
         work_order: u64,
     },
+    /// A telecom incident that counts one of the person's devices, not resolved.
+    OpenIncident {
+        /// The incident.
+        incident: u64,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -120,6 +127,9 @@ impl std::fmt::Display for Hold {
             }
             Hold::OpenWorkOrder { work_order } => {
                 write!(f, "work order {work_order} is not done")
+            }
+            Hold::OpenIncident { incident } => {
+                write!(f, "telecom incident {incident} is not resolved")
             }
         }
     }
@@ -310,6 +320,18 @@ pub fn anonymise_work_order(o: &mut super::WorkOrder, pseudonym: &str) {
             e.text = None;
         }
     }
+}
+
+/// A telecom incident, with `subscriber`'s devices in it under `pseudonym`. Whether any was.
+pub fn anonymise_incident(i: &mut super::Incident, subscriber: &str, pseudonym: &str) -> bool {
+    let mut any = false;
+    for d in &mut i.devices {
+        if d.subscriber.as_deref() == Some(subscriber) {
+            d.subscriber = Some(pseudonym.to_owned());
+            any = true;
+        }
+    }
+    any
 }
 
 /// An order of the person, anonymised: `pseudonym` for the subscriber, no care-system id
