@@ -469,21 +469,23 @@ impl Retention {
             if r.delivered_at.is_some() {
                 continue;
             }
-            self.audit(
-                "retention.delivery",
-                now,
-                None,
-                None,
-                format!(
-                    "delivery {} ({}, {subject}) to {}",
-                    r.id, r.event, r.endpoint
-                ),
-            )?;
+            // Withdrawn first and then logged: one delivered meanwhile is neither. (A crash
+            // between the two leaves the record's `last_error` saying it was withdrawn.)
             let withdrawn = match &self.outbox {
                 Some(o) => o.withdraw(r.id, why)?,
                 None => self.store.outbox_withdraw(r.id, why)?,
             };
             if withdrawn {
+                self.audit(
+                    "retention.delivery",
+                    now,
+                    None,
+                    None,
+                    format!(
+                        "delivery {} ({}, {subject}) to {}",
+                        r.id, r.event, r.endpoint
+                    ),
+                )?;
                 n += 1;
             }
         }

@@ -239,25 +239,29 @@ impl Store {
     /// last error and no next attempt. A delivered one is left as it is. Whether it was
     /// withdrawn now. Durable.
     pub fn outbox_withdraw(&self, id: u64, why: &str) -> Result<bool, StoreError> {
-        let Some(mut r) = self.outbox_record(id)? else {
-            return Ok(false);
-        };
-        if r.delivered_at.is_some()
-            || !self
-                .outbox
-                .contains_key(named_key(PENDING, &r.endpoint, id))?
-        {
-            return Ok(false);
+        // One transaction: a delivery acknowledged at the same moment is never withdrawn
+        // (nor its acknowledgement overwritten).
+        let withdrawn = self.outbox.transaction(|tx| {
+            let Some(v) = tx.get(key(RECORD, id))? else {
+                return Ok(false);
+            };
+            let mut r = decode(&v).map_err(super::kv::TxError::Store)?;
+            let pending = named_key(PENDING, &r.endpoint, id);
+            if r.delivered_at.is_some() || tx.get(&pending)?.is_none() {
+                return Ok(false);
+            }
+            r.next_attempt_at = None;
+            r.last_error = Some(why.to_owned());
+            let v = serde_json::to_vec(&r).map_err(|e| super::kv::TxError::Store(corrupt(e)))?;
+            tx.remove(&pending)?;
+            tx.remove(key(BODY, id))?;
+            tx.insert(key(RECORD, id), v)?;
+            Ok(true)
+        })?;
+        if withdrawn {
+            self.sync()?;
         }
-        r.next_attempt_at = None;
-        r.last_error = Some(why.to_owned());
-        let mut batch = super::kv::Batch::default();
-        batch.remove(named_key(PENDING, &r.endpoint, id));
-        batch.remove(key(BODY, id));
-        batch.insert(key(RECORD, id), serde_json::to_vec(&r).map_err(corrupt)?);
-        self.outbox.apply_batch(batch)?;
-        self.sync()?;
-        Ok(true)
+        Ok(withdrawn)
     }
 
     /// The highest delivery id stored (0 if none).
