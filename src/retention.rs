@@ -430,9 +430,16 @@ impl Retention {
                 }
             }
         }
+        // The held are there at every sweep until settled: one line, the reasons at debug.
         for d in survey.due.iter().filter(|d| !d.held.is_empty()) {
             let why: Vec<String> = d.held.iter().map(ToString::to_string).collect();
-            tracing::info!(subscriber = %d.subscriber, held = %why.join("; "), "a subscriber due for retention is held");
+            tracing::debug!(subscriber = %d.subscriber, held = %why.join("; "), "a subscriber due for retention is held");
+        }
+        if held > 0 {
+            tracing::info!(
+                held,
+                "subscribers due for retention are held by what is still open about them (`vakt retention run --dry-run` says what)"
+            );
         }
         report.survey = survey;
         Ok(report)
