@@ -5,7 +5,8 @@
 //! [`Retention::survey`] says, at `now`, who is due and who is held and why (the rule is
 //! [`crate::model::retention`]); [`Retention::sweep`] does it; [`run`] sweeps at start and
 //! then hourly, on the blocking pool, beside intake (nothing here takes a lock of the alarm
-//! path). `vakt retention run [--dry-run]` is the same sweep from the command line.
+//! path). `vakt retention run [--dry-run]` is the same sweep from the command line, and
+//! `GET /api/retention` the survey for supervisors.
 //!
 //! For each subscriber due, in this order, each step atomic, durable and safe to repeat, so
 //! a sweep cut short (a crash, a storage error) is finished by the next one
@@ -112,7 +113,7 @@ pub enum RetentionError {
 }
 
 /// A subscriber due, or held.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Due {
     /// The subscriber.
     pub subscriber: String,
@@ -123,7 +124,7 @@ pub struct Due {
 }
 
 /// Who is due and who is held, at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Survey {
     /// Due (held or not), by subscriber.
     pub due: Vec<Due>,
@@ -438,7 +439,7 @@ impl Retention {
         if held > 0 {
             tracing::info!(
                 held,
-                "subscribers due for retention are held by what is still open about them (`vakt retention run --dry-run` says what)"
+                "subscribers due for retention are held by what is still open about them (`GET /api/retention` says what)"
             );
         }
         report.survey = survey;

@@ -13,6 +13,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use jiff::tz::TimeZone;
@@ -843,4 +845,80 @@ fn the_command_lists_who_is_due_and_held_and_then_does_it() {
     let store = Store::open(&dir).unwrap();
     assert_eq!(store.subscriber("S-1001").unwrap(), None);
     assert!(store.subscriber("S-1002").unwrap().is_some());
+}
+
+/// The running server sweeps at start by itself: Åsa, whose alarm ended in 2020, is done at
+/// once; Bo, whose keys the cabinet still has, is held. `GET /api/retention` shows a
+/// supervisor who is held and why (audited `retention.view`), and is refused to an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sweeps_by_itself_and_shows_supervisors_who_is_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let store = common::open_store(dir).unwrap();
+        store.upsert_subscribers(&[card("S-1001", NAME)]).unwrap();
+        save_life(
+            &store,
+            &life(
+                "S-1001",
+                LifeStatus::Ended,
+                Some(date(2020, 3, 1)),
+                RELATIVE,
+            ),
+        );
+        store
+            .upsert_subscribers(&[other_card("S-1002", "Bo Ek", 2)])
+            .unwrap();
+        save_life(
+            &store,
+            &life("S-1002", LifeStatus::Ended, Some(date(2020, 3, 1)), "Bo Ek"),
+        );
+        keys(&store, "S-1002", true, "Bo Ek");
+    }
+    common::add_user(
+        dir,
+        "sara",
+        vakt::model::Role::Supervisor,
+        "sara-password-1",
+    );
+    common::add_user(dir, "olle", vakt::model::Role::Operator, "olle-password-1");
+    let srv = common::start_with(common::test_config(dir)).await;
+    let http = srv.http.unwrap();
+    let mut sup = common::Client::login(http, "sara", "sara-password-1").await;
+    let survey = common::wait_for("the sweep at start", Duration::from_secs(20), || {
+        let mut c = sup.clone();
+        async move {
+            let a = c.get("/api/retention").await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            let v = a.json();
+            (v["done_before"] == 1).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(
+        survey["due"],
+        serde_json::json!([{
+            "subscriber": "S-1002",
+            "resumed": false,
+            "held": [{"held_by": "keys_out", "holder": "the key cabinet", "count": 2}]
+        }])
+    );
+    let card = sup.get("/api/subscribers/S-1001").await;
+    assert_eq!(card.status, 404, "Åsa's card is gone");
+    assert_eq!(sup.get("/api/subscribers/S-1002").await.status, 200);
+    let mut op = common::Client::login(http, "olle", "olle-password-1").await;
+    assert_eq!(op.get("/api/retention").await.status, 403);
+    let audit = sup.get("/api/audit?limit=200").await.json();
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["user"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("retention.view", "sara")), "{actions:?}");
+    assert!(
+        actions.contains(&("retention.subscriber", "vakt")),
+        "{actions:?}"
+    );
+    srv.stop().await.unwrap();
 }

@@ -57,7 +57,7 @@ pub const REMOVED: &str = "";
 pub const PSEUDONYM_PREFIX: &str = "anon-";
 
 /// Something still open about the person that keeps their data.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "held_by", rename_all = "snake_case")]
 pub enum Hold {
     /// An order not done yet.

@@ -248,6 +248,11 @@ pub(super) async fn start(
             &mut addrs,
         )?),
     };
+    let retention = Arc::new(crate::retention::Retention::new(
+        store.clone(),
+        Some(outbox.outbox.clone()),
+        cfg.retention_options(&cfg.data_dir),
+    ));
     let services = crate::console::Services {
         desk: dispatch.desk.clone(),
         supervision: supervision.supervision.clone(),
@@ -256,6 +261,7 @@ pub(super) async fn start(
         work_orders: work_orders.work_orders.clone(),
         voice: switchboard.clone(),
         care: care.care.clone(),
+        retention: retention.clone(),
     };
     let console = ConsolePart::start(
         listeners.http,
@@ -281,11 +287,7 @@ pub(super) async fn start(
         switchboard
             .is_some()
             .then(|| cfg.voice.recording_options(&cfg.data_dir)),
-        Arc::new(crate::retention::Retention::new(
-            store.clone(),
-            Some(outbox.outbox.clone()),
-            cfg.retention_options(&cfg.data_dir),
-        )),
+        retention.clone(),
         &store,
         &work_orders.work_orders,
         &supervision.last_heard,
