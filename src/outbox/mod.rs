@@ -1080,7 +1080,16 @@ mod tests {
         assert_eq!(eps[1].pending, 2);
         assert_eq!(eps[0].origin, "http://127.0.0.1:9");
 
-        // A restart with one endpoint fewer still counts its deliveries as pending.
+        // A withdrawn delivery (retention of the subscriber it is about) is pending no more,
+        // once.
+        assert!(outbox.withdraw(2, "withdrawn: retention").unwrap());
+        assert!(!outbox.withdraw(2, "withdrawn: retention").unwrap());
+        assert_eq!(outbox.pending(), 2);
+        assert_eq!(outbox.endpoints()[1].pending, 1);
+        assert_eq!(store.outbox_body(2).unwrap(), None);
+
+        // A restart with one endpoint fewer still counts its deliveries as pending (not the
+        // withdrawn one).
         drop(outbox);
         let stop = CancellationToken::new();
         stop.cancel();
@@ -1091,7 +1100,7 @@ mod tests {
             stop,
         )
         .unwrap();
-        assert_eq!(outbox.pending(), 3);
+        assert_eq!(outbox.pending(), 2);
         assert_eq!(outbox.endpoints()[0].pending, 1);
         assert_eq!(
             outbox.enqueue(ev(RecipientKind::Telecom, "TELIA")).unwrap(),
