@@ -31,6 +31,9 @@
 //!   editor refusing an empty name), a device, a work order, the incidents, the outbox, the
 //!   directory, the SLA report, the review list, the audit log and the users, with none of
 //!   their English; the registers redrawn in Norwegian when the language changes.
+//! - A subscriber's life in Swedish: a new alarm entered by hand beside an overdue order
+//!   (marked and counted, in the navigation too), the installation window with the unit's
+//!   DC-09 test alarm, the consent, the key signed in: active on the card, and billed.
 //!
 //! Screenshots are saved as test artifacts (`VAKT_ARTIFACTS`).
 //!
@@ -4109,4 +4112,291 @@ async fn nycklar_kvitteras_och_operatoren_varnas_for_en_patrull_utan_nyckel() {
     );
     patrol.close().await;
     s.srv.stop().await.unwrap();
+}
+
+/// Chooses `value` in the select `css`, once it is there.
+async fn choose(c: &fantoccini::Client, css: &str, value: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("{css} {value}: {e}"));
+}
+
+/// A subscriber's life in the Swedish console (issue 18, seed 001): a supervisor enters a
+/// new-alarm order by hand (Erik's card with it), sees it on the orders page beside an order
+/// received three weeks ago, which is marked and counted overdue (in the navigation too);
+/// on Erik's card opens the installation window for his device, whose DC-09 test alarm is
+/// seen; records the consent ("Samtycke") and signs the keys in; the alarm is active on the
+/// card, the order done. The month's billing has Erik under his provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn en_beställning_blir_ett_aktivt_larm_och_faktureras() {
+    use jiff::ToSpan;
+    use vakt::model::order::{KeyCount, KeyKind, NewOrder, OrderKind, Person};
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let (en, sv) = (catalogue("en"), catalogue("sv"));
+    let no_english = |what: &'static str, found: Vec<String>| {
+        assert!(found.is_empty(), "English on the {what}: {found:#?}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Erik's device (7777) beside the test registry.
+    let devices = format!("{}7777,,,,,erik,90,Telia,Centrum\n", devices_csv());
+    vakt::cli::import_devices(common::store_at(dir.path()), devices.as_bytes()).unwrap();
+    add_user(dir.path(), ADMIN.0, Role::Admin, ADMIN.1);
+    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+    save_directory(dir.path());
+    let mut cfg = test_config(dir.path());
+    cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    // Bertil's order arrived three weeks ago and nobody has installed it: overdue (a week),
+    // not yet due back to the case officer (a month).
+    {
+        let store = common::open_store(dir.path()).unwrap();
+        let devices = vakt::registers::devices::Devices::new(
+            vakt::registers::devices::Registry::new(store.devices().unwrap()),
+        );
+        let days = vakt::model::calendar::WorkingDays::new(Vec::new(), cfg.http.tz());
+        let care = vakt::care::Care::open(
+            store,
+            devices,
+            None,
+            days,
+            vakt::care::CareOptions::default(),
+        )
+        .unwrap();
+        let received = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(21 * 24);
+        let decided = received.to_zoned(cfg.http.tz()).date() - 2.days();
+        let r = care
+            .receive_order(
+                NewOrder {
+                    kind: Some(OrderKind::NewAlarm),
+                    subscriber: "bertil".into(),
+                    decided_on: Some(decided),
+                    keys_required: vec![KeyCount {
+                        kind: KeyKind::Door,
+                        count: 1,
+                    }],
+                    person: Some(Person {
+                        name: "Bertil Holm".into(),
+                        personal_number: "19361120-4565".into(),
+                        address: "Kyrkvägen 2".into(),
+                        care_provider: "hemtjanst-centrum".into(),
+                        ..Person::default()
+                    }),
+                    ..NewOrder::default()
+                },
+                SUPERVISOR.0,
+                received,
+            )
+            .unwrap();
+        assert!(r.new);
+    }
+    let s = start_with(cfg).await;
+    let http = s.http.unwrap();
+    let mut admin = Client::login(http, ADMIN.0, ADMIN.1).await;
+    let a = admin
+        .send(
+            "POST",
+            "/api/subscribers/import",
+            Some(("text/csv", subscribers_csv())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // 1. The orders page: Bertil's order overdue, counted on the page and in the navigation.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    login(&c, SUPERVISOR).await;
+    let badge = shows(&c, "#orders-badge", "försenade").await;
+    assert_eq!(badge, "1 öppna · 1 försenade");
+    click_shown(&c, "#tab-orders").await;
+    let late = shows(
+        &c,
+        "#orders-list .order[data-lateness=\"overdue\"]",
+        "bertil",
+    )
+    .await;
+    assert!(
+        late.contains("nytt larm") && late.contains("försenad"),
+        "{late}"
+    );
+    assert!(
+        text_of(&c, "#orders-summary")
+            .await
+            .unwrap()
+            .contains("1 försenade"),
+        "the page counts it"
+    );
+
+    // 2. Erik's new alarm by hand, with his card and one door key required.
+    click(&c, "#orders-new").await;
+    shows(&c, "#care-dialog-title", "registrera en beställning").await;
+    fill(&c, "#of-subscriber", "erik").await;
+    fill(&c, "#of-health", "Hjärtsvikt, går med rollator").await;
+    fill(&c, "#of-directions", "Portkod 1234, andra våningen").await;
+    fill(&c, "#of-count-door", "1").await;
+    fill(&c, "#of-person-name", "Erik Ek").await;
+    fill(&c, "#of-person-personal_number", "19400311-1236").await;
+    fill(&c, "#of-person-address", "Storgatan 9").await;
+    fill(&c, "#of-person-city", "Vaktby").await;
+    fill(&c, "#of-person-area", "Centrum").await;
+    fill(&c, "#of-person-phone", "070-333 44 55").await;
+    choose(&c, "#of-person-care_provider", "hemtjanst-centrum").await;
+    no_english("order form", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-orders-form.png", &c.screenshot().await.unwrap());
+    click(&c, "#care-submit").await;
+    let erik = "#orders-list .order .subscriber-link[data-subscriber=\"erik\"]";
+    shows(&c, erik, "erik").await;
+    let summary = shows(&c, "#orders-summary", "2 öppna").await;
+    assert!(summary.contains("1 försenade"), "{summary}");
+    shows(&c, "#orders-badge", "2 öppna · 1 försenade").await;
+    // The overdue one's detail: its actions, in words.
+    click(
+        &c,
+        "#orders-list .order[data-lateness=\"overdue\"] .order-toggle",
+    )
+    .await;
+    let detail = shows(&c, "#orders-list .order-detail", "skicka tillbaka").await;
+    assert!(detail.contains("dörrnycklar 1"), "{detail}");
+    no_english("orders page", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-orders.png", &c.screenshot().await.unwrap());
+
+    // 3. Erik's card: ordered, what is missing; the installation window for his device.
+    click(&c, erik).await;
+    let life = shows(&c, "#reg-card .life-panel", "beställt").await;
+    assert!(
+        life.contains("saknas innan larmet är aktivt: provlarm, samtycke, dörrnycklar 0 av 1"),
+        "{life}"
+    );
+    click_shown(&c, "#reg-card .life-panel .life-install").await;
+    // Erik has two devices in the registry: the new unit is the one installed.
+    choose(&c, "#li-account", "7777").await;
+    fill(&c, "#li-installer", "Erik Lund").await;
+    click(&c, "#care-submit").await;
+    let waiting = shows(&c, "#reg-card .life-panel", "väntar på provlarm").await;
+    assert!(
+        waiting.contains("enhet 7777, installatör erik lund"),
+        "{waiting}"
+    );
+    c.execute(
+        "document.querySelector('#reg-card .life-panel').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(
+        "console-sv-life-ordered.png",
+        &c.screenshot().await.unwrap(),
+    );
+    // The installer presses: a DC-09 test report from Erik's unit, in the window.
+    let frame = plain("ADM-CID", 1, "7777", "#7777|1602 00 000");
+    let reply = tcp_roundtrip(s.dc09_tcp.unwrap(), &frame).await;
+    assert_eq!(token_of(&reply), "ACK");
+    let seen = shows(&c, "#reg-card .life-panel .life-test", "mottaget").await;
+    assert!(!seen.contains("väntar"), "{seen}");
+    shows(
+        &c,
+        "#reg-card .life-panel .life-missing",
+        "samtycke, dörrnycklar",
+    )
+    .await;
+
+    // 4. The consent, as on the form; then the key from Erik to the installer, signed.
+    click_shown(&c, "#reg-card .life-panel .life-consent").await;
+    let form = shows(&c, "#care-form", "endast ske när jag i en nödsituation").await;
+    assert!(
+        form.contains("biståndshandläggaren till larmcentralen"),
+        "{form}"
+    );
+    no_english("consent form", english_shown(&c, &en, &sv).await);
+    screenshot(
+        "console-sv-life-consent.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#care-submit").await;
+    let consent = shows(&c, "#reg-card .life-panel .life-consent-line", "erik ek").await;
+    assert!(
+        consent.contains(&format!("registrerat av {}", SUPERVISOR.0)),
+        "{consent}"
+    );
+    click_shown(&c, "#reg-card .keys-panel .keys-new").await;
+    choose(&c, "#kr-from-kind", "subscriber").await;
+    choose(&c, "#kr-to-kind", "installer").await;
+    fill(&c, "#kr-to-name", "Erik Lund").await;
+    fill(&c, "#kr-count-door", "1").await;
+    click(&c, "#keys-submit").await;
+    click_shown(&c, "#reg-card .keys-panel .receipt.pending .receipt-sign").await;
+    fill(&c, "#ks-handed-by", "Erik Ek").await;
+    fill(&c, "#ks-received-by", "Erik Lund").await;
+    click(&c, "#keys-submit").await;
+
+    // 5. Active: nothing missing, in service today, the order done.
+    let status = shows(&c, "#reg-card .life-panel .life-status", "aktivt").await;
+    assert_eq!(status, "aktivt");
+    assert!(
+        c.find(Locator::Css("#reg-card .life-panel .life-missing"))
+            .await
+            .is_err(),
+        "nothing is missing"
+    );
+    let panel = shows(&c, "#reg-card .life-panel", "i drift sedan").await;
+    assert!(panel.contains("hemtjänst centrum"), "{panel}");
+    let order = shows(&c, "#reg-card .life-panel .life-order", "slutförd").await;
+    assert!(order.contains("nytt larm"), "{order}");
+    no_english("life panel", english_shown(&c, &en, &sv).await);
+    c.execute(
+        "document.querySelector('#reg-card .life-panel').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot("console-sv-life-active.png", &c.screenshot().await.unwrap());
+    let l = admin.get("/api/subscribers/erik/life").await.json();
+    assert_eq!(l["life"]["status"], "active", "{l}");
+    assert_eq!(l["life"]["consent"]["recorded_by"], SUPERVISOR.0);
+    // Only Bertil's order is still open.
+    click(&c, "#tab-orders").await;
+    wait_for("Erik's order gone", Duration::from_secs(10), || async {
+        let t = text_of(&c, "#orders-summary").await?;
+        t.starts_with("1 öppna").then_some(())
+    })
+    .await;
+
+    // 6. The month's billing: Erik under Hemtjänst Centrum, with the CSV to download.
+    click_shown(&c, "#tab-billing").await;
+    let row = shows(
+        &c,
+        "#billing-content tr.billing-row[data-subscriber=\"erik\"]",
+        "erik ek",
+    )
+    .await;
+    let today = jiff::Zoned::now()
+        .with_time_zone(vakt::config::Config::default().http.tz())
+        .date()
+        .to_string();
+    assert!(row.contains(&today), "{row}");
+    let group = text_of(&c, "#billing-content tr.billing-group")
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        group.contains("hemtjänst centrum") && group.ends_with(": 1"),
+        "{group}"
+    );
+    let csv = c
+        .find(Locator::Css("#billing-csv"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(csv.ends_with("&format=csv"), "{csv}");
+    no_english("billing page", english_shown(&c, &en, &sv).await);
+    screenshot("console-sv-billing.png", &c.screenshot().await.unwrap());
+    s.stop().await.unwrap();
 }

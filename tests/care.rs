@@ -113,13 +113,22 @@ fn directory() -> vakt::registers::directory::Directory {
 
 fn config(dir: &std::path::Path, care_system: SocketAddr) -> vakt::config::Config {
     let mut cfg = test_config(dir);
-    cfg.escalation = vec![EscalationConfig {
-        name: "journal".into(),
-        kind: RecipientKind::CareSystem,
-        url: format!("http://{care_system}/events"),
-        secret: WebhookSecret::new("a secret of the care system"),
-        matches: vec!["Vaktby kommun".into()],
-    }];
+    cfg.escalation = vec![
+        EscalationConfig {
+            name: "journal".into(),
+            kind: RecipientKind::CareSystem,
+            url: format!("http://{care_system}/events"),
+            secret: WebhookSecret::new("a secret of the care system"),
+            matches: vec!["Vaktby kommun".into()],
+        },
+        EscalationConfig {
+            name: "installer".into(),
+            kind: RecipientKind::Installer,
+            url: format!("http://{care_system}/installer"),
+            secret: WebhookSecret::new("a secret of the installer"),
+            matches: vec!["Ivar Installatör".into()],
+        },
+    ];
     cfg
 }
 
@@ -367,6 +376,8 @@ async fn the_whole_life_of_one_subscriber() {
     );
     assert_eq!(pending[0]["to"], json!({"holder": "provider", "id": "hs"}));
     assert_eq!(pending[0]["reason"], "provider_change");
+    let handover = pending[0]["id"].as_u64().unwrap();
+    sign(&mut sup, handover, "Hanna", "Sven").await;
 
     // 7. The end: ordered, refused twice, completed; the device leaves the registry.
     let end = json!({"external_id": "procapita-4714", "kind": "end", "subscriber": "anna",
@@ -391,6 +402,44 @@ async fn the_whole_life_of_one_subscriber() {
     let life = sup.get("/api/subscribers/anna/life").await.json();
     assert_eq!(life["life"]["status"], "ended");
     assert_eq!(life["life"]["ended_on"], today.to_string());
+    // The keys come back as the end order proposed: home care to the installer, then the
+    // installer to the person.
+    let pending_end = |life: &Value| -> Vec<Value> {
+        life["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"]["state"] == "pending" && r["reason"] == "end")
+            .cloned()
+            .collect()
+    };
+    let back = pending_end(&life);
+    assert_eq!(back.len(), 1, "{life}");
+    assert_eq!(back[0]["from"], json!({"holder": "provider", "id": "hs"}));
+    assert_eq!(
+        back[0]["to"],
+        json!({"holder": "installer", "name": "Ivar Installatör"})
+    );
+    assert_eq!(back[0]["order"], end_id);
+    let to_installer = back[0]["id"].as_u64().unwrap();
+    sign(&mut sup, to_installer, "Sven", "Ivar Installatör").await;
+    let life = sup.get("/api/subscribers/anna/life").await.json();
+    let back = pending_end(&life);
+    assert_eq!(back.len(), 1, "{life}");
+    assert_eq!(
+        back[0]["from"],
+        json!({"holder": "installer", "name": "Ivar Installatör"})
+    );
+    assert_eq!(back[0]["to"], json!({"holder": "subscriber"}));
+    let to_anna = back[0]["id"].as_u64().unwrap();
+    sign(&mut sup, to_anna, "Ivar Installatör", "Åsa Öberg").await;
+    let life = sup.get("/api/subscribers/anna/life").await.json();
+    assert!(pending_end(&life).is_empty(), "{life}");
+    assert_eq!(
+        life["keys"],
+        json!([]),
+        "every key back with the person: {life}"
+    );
     let devices = sup.get("/api/devices?q=1234").await.json();
     assert!(
         !devices.to_string().contains("\"1234\""),
@@ -466,6 +515,13 @@ async fn the_whole_life_of_one_subscriber() {
         ("care.health_change_received", String::new()),
         ("care.alarm_handled", format!("call/{call}")),
         ("care.execution_ended", format!("order/{end_id}")),
+        ("care.key_handover_signed", format!("receipt/{handover}")),
+        (
+            "care.key_handover_signed",
+            format!("receipt/{to_installer}"),
+        ),
+        ("care.key_handover_signed", format!("receipt/{to_anna}")),
+        ("care.pickup_ordered", format!("order/{end_id}")),
     ];
     let got = wait_for("the care system's events", Duration::from_secs(20), || {
         let hits = hits.clone();
@@ -474,7 +530,11 @@ async fn the_whole_life_of_one_subscriber() {
             let h = hits.lock().unwrap().clone();
             wanted
                 .iter()
-                .all(|(e, _)| h.iter().any(|x| x.event == *e))
+                .all(|(e, subject)| {
+                    h.iter().any(|x| {
+                        x.event == *e && (subject.is_empty() || x.body["subject"] == *subject)
+                    })
+                })
                 .then_some(h)
         }
     })
@@ -484,12 +544,20 @@ async fn the_whole_life_of_one_subscriber() {
     let got_late = hits.lock().unwrap().clone();
     assert_eq!(got_late.len(), got.len(), "{got_late:?}");
     for (event, subject) in &wanted {
-        let of: Vec<&Hit> = got.iter().filter(|h| h.event == *event).collect();
+        let of: Vec<&Hit> = got
+            .iter()
+            .filter(|h| h.event == *event && (subject.is_empty() || h.body["subject"] == *subject))
+            .collect();
         assert_eq!(of.len(), 1, "{event}: {of:?}");
         if !subject.is_empty() {
             assert_eq!(of[0].body["subject"], *subject, "{event}");
         }
-        assert_eq!(of[0].body["recipient"]["kind"], "care_system");
+        let to = if *event == "care.pickup_ordered" {
+            "installer"
+        } else {
+            "care_system"
+        };
+        assert_eq!(of[0].body["recipient"]["kind"], to, "{event}");
     }
     let mut deliveries: Vec<u64> = got.iter().map(|h| h.delivery).collect();
     deliveries.sort_unstable();
@@ -518,61 +586,212 @@ async fn the_whole_life_of_one_subscriber() {
     assert_eq!(started["installed_on"], today.to_string());
     assert_eq!(started["order"]["external_id"], "procapita-4711");
     assert_eq!(started["provider"], "hc");
+    let signed = &got
+        .iter()
+        .find(|h| h.body["subject"] == format!("receipt/{handover}"))
+        .unwrap()
+        .body["data"];
+    assert_eq!(signed["handed_by"], "Hanna");
+    assert_eq!(signed["to"], json!({"holder": "provider", "id": "hs"}));
+    // The installer's pick-up: where, the device, and the keys to collect from home care.
+    let pickup = &got
+        .iter()
+        .find(|h| h.event == "care.pickup_ordered")
+        .unwrap()
+        .body;
+    assert_eq!(pickup["recipient"]["key"], "Ivar Installatör");
+    assert_eq!(pickup["data"]["address"], "Storgatan 4");
+    assert_eq!(pickup["data"]["devices"], json!(["1234"]));
+    assert_eq!(pickup["data"]["keys"][0]["receipt"], to_installer);
+    assert_eq!(
+        pickup["data"]["keys"][0]["from"],
+        json!({"holder": "provider", "id": "hs"})
+    );
     srv.stop().await.unwrap();
 
-    // 11. With the server stopped: the billing from the command line's report, and the key
-    //     handover between the providers signed (as the receipts' API does it), told once.
+    // 11. With the server stopped: the billing from the command line's report.
     let rows = vakt::cli::billing_report(store_at(dir.path()), &month, "Vaktby kommun").unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].provider, "hs");
-    let store = open_store(dir.path()).unwrap();
-    let mut receipt = store.pending_receipts().unwrap().pop().unwrap();
-    let mut custody = Custody::from_receipts(&store.receipts_of("anna").unwrap());
-    receipt
-        .sign(
-            &mut custody,
-            jiff::Timestamp::now(),
-            "Hanna",
-            "Sven",
-            SUPERVISOR.0,
+}
+
+/// Signs a pending key receipt through the receipts' API, as a supervisor does.
+async fn sign(sup: &mut Client, id: u64, handed_by: &str, received_by: &str) {
+    let a = sup
+        .post(
+            &format!("/api/receipts/{id}/sign"),
+            json!({"handed_by": handed_by, "received_by": received_by}),
         )
-        .unwrap();
-    store.save_receipt(&receipt).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let outbox = vakt::outbox::Outbox::start(
-        store.clone(),
-        config(dir.path(), care_system).escalation,
-        stop.clone(),
-    )
-    .unwrap();
-    let ids = vakt::care::events::key_handover_signed(&outbox, "Vaktby kommun", &receipt).unwrap();
-    assert_eq!(ids.len(), 1);
-    let hit = wait_for("the key handover", Duration::from_secs(20), || {
-        let hits = hits.clone();
-        async move {
-            hits.lock()
-                .unwrap()
-                .iter()
-                .find(|h| h.event == "care.key_handover_signed")
-                .cloned()
-        }
-    })
-    .await;
-    assert_eq!(hit.body["subject"], format!("receipt/{}", receipt.id));
-    assert_eq!(hit.body["data"]["handed_by"], "Hanna");
-    assert_eq!(
-        hit.body["data"]["to"],
-        json!({"holder": "provider", "id": "hs"})
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+/// A closing whose note a crash lost (the Call closed and its mark written, the note never
+/// queued) is handed to the care system at the next start, once; a start after that sends
+/// nothing again.
+#[tokio::test]
+async fn a_closing_a_crash_left_without_its_note_is_handed_on_at_the_next_start_once() {
+    use vakt::model::{Call, CallState, Outcome, Priority, TimelineEntry, TimelineEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let now = jiff::Timestamp::now();
+    {
+        let store = open_store(dir.path()).unwrap();
+        store
+            .upsert_subscribers(&[vakt::model::Subscriber {
+                id: "anna".into(),
+                name: "Åsa Öberg".into(),
+                personal_number: "19380512-9802".into(),
+                ..vakt::model::Subscriber::default()
+            }])
+            .unwrap();
+        store
+            .update_life("anna", |_| {
+                Ok::<_, vakt::store::StoreError>(vakt::model::life::Life::ordered(
+                    "anna", None, now, "sara",
+                ))
+            })
+            .unwrap();
+        let closing = TimelineEntry {
+            at: now,
+            user: Some(OPERATOR.0.into()),
+            what: TimelineEvent::Closed {
+                outcome: Outcome::AccidentalPress,
+                note: "pressed by mistake".into(),
+                override_reason: None,
+                overrode: String::new(),
+                review: false,
+            },
+        };
+        let call = Call {
+            id: 7,
+            priority: Priority::PERSONAL,
+            state: CallState::Closed,
+            owner: Some(OPERATOR.0.into()),
+            opened_at: now,
+            alarm_count: 1,
+            subscriber: Some("anna".into()),
+            account: "1234".into(),
+            kind: "Personal alarm".into(),
+            restored: false,
+            answered_at: Some(now),
+            closed_at: Some(now),
+            outcome: Some(Outcome::AccidentalPress),
+            timeline: vec![closing],
+            last_signal_id: 1,
+        };
+        // What the Call writer leaves when the process dies right after the closing.
+        store.save_calls(&[call], None).unwrap();
+        assert_eq!(store.closings_owed().unwrap(), vec![7]);
+    }
+    let (care_system, hits) = receiver().await;
+    let notes = |hits: &Arc<Mutex<Vec<Hit>>>| {
         hits.lock()
             .unwrap()
             .iter()
-            .filter(|h| h.event == "care.key_handover_signed")
-            .count(),
-        1
+            .filter(|h| h.event == "care.alarm_handled")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let srv = start_with(config(dir.path(), care_system)).await;
+    let got = wait_for(
+        "the note of the closed call",
+        Duration::from_secs(20),
+        || {
+            let hits = hits.clone();
+            async move { notes(&hits).into_iter().next() }
+        },
+    )
+    .await;
+    assert_eq!(got.body["subject"], "call/7");
+    assert_eq!(got.body["data"]["note"]["outcome"], "accidental_press");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(notes(&hits).len(), 1);
+    srv.stop().await.unwrap();
+    assert!(
+        open_store(dir.path())
+            .unwrap()
+            .closings_owed()
+            .unwrap()
+            .is_empty()
     );
-    stop.cancel();
-    outbox.stopped().await;
+    // Started again: the mark is gone, nothing goes twice.
+    let srv = start_with(config(dir.path(), care_system)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    srv.stop().await.unwrap();
+    assert_eq!(notes(&hits).len(), 1);
+}
+
+/// The header's figures count the open orders for a supervisor, as the work orders are: one
+/// received three weeks ago is overdue (a week), not yet due back (a month); an operator does
+/// not get them.
+#[tokio::test]
+async fn the_open_and_overdue_orders_are_counted_for_a_supervisor() {
+    use vakt::model::order::{NewOrder, OrderKind, Person};
+    let dir = tempfile::tempdir().unwrap();
+    vakt::cli::import_devices(store_at(dir.path()), devices_csv().as_bytes()).unwrap();
+    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
+    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+    let cfg = test_config(dir.path());
+    let order = |subscriber: &str, name: &str, pnr: &str, decided: jiff::civil::Date| NewOrder {
+        kind: Some(OrderKind::NewAlarm),
+        subscriber: subscriber.into(),
+        decided_on: Some(decided),
+        person: Some(Person {
+            name: name.into(),
+            personal_number: pnr.into(),
+            care_provider: "hc".into(),
+            ..Person::default()
+        }),
+        ..NewOrder::default()
+    };
+    {
+        let store = open_store(dir.path()).unwrap();
+        store.save_directory(&directory()).unwrap();
+        let devices = vakt::registers::devices::Devices::new(
+            vakt::registers::devices::Registry::new(store.devices().unwrap()),
+        );
+        let days = vakt::model::calendar::WorkingDays::new(Vec::new(), cfg.http.tz());
+        let care = vakt::care::Care::open(store, devices, None, days, Default::default()).unwrap();
+        let received = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(21 * 24);
+        let decided = received.to_zoned(cfg.http.tz()).date();
+        care.receive_order(
+            order("bertil", "Bertil Holm", "19361120-4565", decided),
+            SUPERVISOR.0,
+            received,
+        )
+        .unwrap();
+    }
+    let srv = start_with(cfg.clone()).await;
+    let http = srv.http.unwrap();
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let f = sup.get("/api/supervision").await.json();
+    assert_eq!(
+        (
+            &f["orders_open"],
+            &f["orders_overdue"],
+            &f["orders_return_due"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
+        "{f}"
+    );
+    // One entered now is in time.
+    let today = jiff::Timestamp::now().to_zoned(cfg.http.tz()).date();
+    let a = sup
+        .post(
+            "/api/orders",
+            serde_json::to_value(order("erik", "Erik Ek", "19400311-1236", today)).unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let f = sup.get("/api/supervision").await.json();
+    assert_eq!(
+        (&f["orders_open"], &f["orders_overdue"]),
+        (&json!(2), &json!(1)),
+        "{f}"
+    );
+    let mut op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let f = op.get("/api/supervision").await.json();
+    assert!(f.get("orders_open").is_none(), "{f}");
+    assert!(f.get("work_orders_open").is_some(), "{f}");
+    srv.stop().await.unwrap();
 }

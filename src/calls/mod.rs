@@ -118,9 +118,11 @@ struct Sink {
     /// How many timeline lines of each open Call have gone to the writer.
     sent: std::sync::Mutex<HashMap<u64, usize>>,
     names: Arc<std::sync::Mutex<Names>>,
-    /// Where each Call that closes goes (the care system's journal note), if anywhere.
-    closed: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Call>>,
 }
+
+/// Where the id of each Call whose closing is durable goes (the care system's journal note),
+/// if anywhere; the writer sends it after the write that holds the closing and its mark.
+type ClosedTo = Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<u64>>>;
 
 /// A subscriber's name, from the cache or the register.
 fn name_of(names: &std::sync::Mutex<Names>, store: &Store, subscriber: &str) -> Option<String> {
@@ -168,11 +170,6 @@ impl CallSink for Sink {
         };
         if let Ok(w) = self.writer.lock() {
             let _ = w.send(WriterMsg::Call(Box::new(change)));
-        }
-        if call.state == CallState::Closed {
-            if let Some(tx) = self.closed.get() {
-                let _ = tx.send(call.clone());
-            }
         }
         // With no console listening there is nothing to build (a console that connects
         // later starts from a snapshot).
@@ -249,6 +246,8 @@ pub struct Calls {
     triage_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     observer: Option<Arc<dyn SignalObserver>>,
     sink: Arc<Sink>,
+    /// Where closings are told.
+    closed: ClosedTo,
     /// Held while a line goes to the end of a closed Call's stored timeline, and while a
     /// closed Call is read back to be reopened: a reopened Call never misses a line, and no
     /// line is written under an index the reopened Call uses.
@@ -296,12 +295,14 @@ impl Calls {
         observer: Option<Arc<dyn SignalObserver>>,
     ) -> Result<Calls, CallsError> {
         let (wtx, wrx) = std_mpsc::channel();
+        let closed: ClosedTo = Arc::default();
         let writer_thread = {
             let store = store.clone();
             let metrics = metrics.clone();
+            let closed = closed.clone();
             std::thread::Builder::new()
                 .name("vakt-calls".into())
-                .spawn(move || writer(store, wrx, metrics))
+                .spawn(move || writer(store, wrx, metrics, closed))
                 .map_err(CallsError::Thread)?
         };
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
@@ -316,7 +317,6 @@ impl Calls {
             stats_dirty: stats_dirty.clone(),
             sent: std::sync::Mutex::new(open.iter().map(|c| (c.id, c.timeline.len())).collect()),
             names: names.clone(),
-            closed: std::sync::OnceLock::new(),
         });
         let next_id = store.max_call_id()? + 1;
         let triage = Arc::new(Triage::new(opts, sink.clone(), metrics, next_id));
@@ -363,15 +363,19 @@ impl Calls {
             triage_thread: std::sync::Mutex::new(None),
             observer,
             sink,
+            closed,
             closed_lines: std::sync::Mutex::new(()),
         })
     }
 
-    /// Sends every Call that closes from now on to `to` (once; a second receiver is refused
-    /// and false is returned). The sender never waits: what is done with a closed Call is
-    /// done off the triage path.
-    pub fn on_closed(&self, to: tokio::sync::mpsc::UnboundedSender<Call>) -> bool {
-        self.sink.closed.set(to).is_ok()
+    /// Sends the id of every Call whose closing is durable from now on to `to` (once; a
+    /// second receiver is refused and false is returned), after the write that holds the
+    /// closing. The closing is also marked in the store until the receiver says it is handed
+    /// on ([`Store::closing_handed_on`]), so a closing sent to no one, or lost in a crash
+    /// before it was handled, is still found ([`Store::closings_owed`]). The writer never
+    /// waits: what is done with a closed Call is done off the triage path.
+    pub fn on_closed(&self, to: tokio::sync::mpsc::UnboundedSender<u64>) -> bool {
+        self.closed.set(to).is_ok()
     }
 
     /// Starts the thread that triages committed Signals as the journal hands them over.
@@ -610,7 +614,7 @@ fn observe<'a>(
 /// The writer thread: gathers every change waiting, merges the changes of each Call (the
 /// newest head, the new timeline lines in order), writes them with the cursor in one atomic
 /// batch, durable when the store returns (one sync per gathering).
-fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics) {
+fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics, closed: ClosedTo) {
     let mut pending: HashMap<u64, CallChange> = HashMap::new();
     let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
@@ -706,6 +710,13 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
                 written
             })
         };
+        if result.is_ok() {
+            if let Some(tx) = closed.get() {
+                for ch in batch.iter().filter(|ch| closes(ch)) {
+                    let _ = tx.send(ch.call.id);
+                }
+            }
+        }
         if let Err(e) = &result {
             metrics.errors.increment(1);
             tracing::error!(error = %e, calls = batch.len(), "writing Calls failed; retrying with the next change");
@@ -717,6 +728,16 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics)
         }
     }
     tracing::debug!("call writer stopped");
+}
+
+/// Whether a change closes its Call (a `Closed` line among its new lines).
+fn closes(ch: &CallChange) -> bool {
+    ch.call.state == CallState::Closed
+        && ch
+            .call
+            .timeline
+            .iter()
+            .any(|e| matches!(e.what, TimelineEvent::Closed { .. }))
 }
 
 /// Writes lines at the end of closed Calls' timelines, each run of one Call's lines

@@ -53,23 +53,26 @@ pub fn rows(
     let mut out: Vec<Row> = lives
         .iter()
         .filter_map(|l| {
-            let installed = l.installed_on?;
-            if !billed(installed, l.ended_on, month) {
-                return None;
-            }
+            // The latest period billed in the month (an alarm ordered again may end and
+            // start in one month: billed once).
+            let (installed, ended, providers) = l
+                .periods()
+                .into_iter()
+                .rev()
+                .find(|(installed, ended, _)| billed(*installed, *ended, month))?;
             let last = last_day(month)?;
-            let day = l.ended_on.map_or(last, |e| e.min(last));
+            let day = ended.map_or(last, |e| e.min(last));
             Some(Row {
                 month: month.to_string(),
                 municipality: placed
                     .get(&l.subscriber)
                     .cloned()
                     .unwrap_or_else(|| home.to_owned()),
-                provider: provider_on(&l.providers, day).unwrap_or("").to_owned(),
+                provider: provider_on(providers, day).unwrap_or("").to_owned(),
                 subscriber: l.subscriber.clone(),
                 name: names.get(&l.subscriber).cloned().unwrap_or_default(),
                 installed_on: installed,
-                ended_on: l.ended_on,
+                ended_on: ended,
             })
         })
         .collect();

@@ -12,7 +12,15 @@
 //!
 //! Each is queued once, at the change that makes it (the life's or order's state moves once;
 //! a Call closes once per closing), and the outbox delivers each delivery until a 2xx, with
-//! the same `X-Vakt-Delivery` id at every attempt for the receiver to deduplicate on.
+//! the same `X-Vakt-Delivery` id at every attempt for the receiver to deduplicate on. A
+//! closing is marked in the store with the Call, so a crash before its note was queued sends
+//! it at the next start; a crash between the queueing and the mark's removal sends it twice
+//! (at least once: the subject `call/<id>` names it).
+//!
+//! One more goes to the installer (`[[escalation]] kind = "installer"`, matched by the
+//! installer's name, the one of the installation): `care.pickup_ordered` (subject
+//! `order/<id>`) when an end order arrives (seed 001 4.3, 4.4): pick up the devices by the
+//! order's due time, where, whom to call, and the keys to collect on which receipts.
 //!
 //! # The handled alarm as FHIR R4
 //!
@@ -52,6 +60,8 @@ pub const HEALTH_CHANGE_RECEIVED: &str = "care.health_change_received";
 pub const KEY_HANDOVER_SIGNED: &str = "care.key_handover_signed";
 /// Event: an alarm of the subscriber was handled (a journal note).
 pub const ALARM_HANDLED: &str = "care.alarm_handled";
+/// Event, to the installer: an end was ordered; the devices and keys are to be picked up.
+pub const PICKUP_ORDERED: &str = "care.pickup_ordered";
 
 /// Sweden's OID for the personal identity number (personnummer).
 pub const PERSONNUMMER_OID: &str = "urn:oid:1.2.752.129.2.1.3.1";
@@ -306,4 +316,37 @@ pub fn alarm_handled(
         format!("call/{}", call.id),
         &json!({"note": note, "communication": fhir}),
     )
+}
+
+/// `care.pickup_ordered`, to `installer` (empty when none is known: an endpoint without
+/// `matches` still takes it): the end order, the pick-up's deadline, the person's address and
+/// phone, the devices, and the keys to collect on the pending receipts.
+pub fn pickup_ordered(
+    outbox: &Outbox,
+    installer: &str,
+    order: &Order,
+    card: &Subscriber,
+    accounts: &[String],
+    returns: &[Receipt],
+) -> Result<Vec<u64>, OutboxError> {
+    outbox.enqueue(OutboxEvent::new(
+        PICKUP_ORDERED,
+        Recipient::installer(installer),
+        format!("order/{}", order.id),
+        &json!({
+            "order": order_ref(order),
+            "pick_up_by": order.due,
+            "effective": order.effective,
+            "subscriber": card.id,
+            "name": card.name,
+            "address": card.address,
+            "postcode": card.postcode,
+            "city": card.city,
+            "phone": card.phone,
+            "devices": accounts,
+            "keys": returns.iter().map(|r| json!({
+                "receipt": r.id, "from": r.from, "to": r.to, "items": r.items,
+            })).collect::<Vec<_>>(),
+        }),
+    )?)
 }

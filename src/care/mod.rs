@@ -6,7 +6,7 @@
 //!   orders' holidays, the centre's zone), stored once per care-system id. A new alarm
 //!   may carry the person's card ([`crate::model::order::Person`]), checked as an edit of the
 //!   register is: it makes or updates the card and the subscriber's [`Life`] (ordered, with
-//!   the first provider). A change (health notes, directions) updates the card at once, on
+//!   the first provider; a life that ended starts over, its ended period kept for billing). A change (health notes, directions) updates the card at once, on
 //!   the life's history with who and when, and is done. A provider change is recorded on the
 //!   life by its date and makes a pending key receipt from the old provider to the new one
 //!   for the keys the old one holds. An end order marks the life ending.
@@ -19,9 +19,13 @@
 //!   ([`Care::record_consent`]) and the keys the order requires (signed receipts from the
 //!   person) are all in, the life is active at once with `installed_on` the local day, the
 //!   new-alarm order is done and the care system is told ([`events`]).
+//! - **The end ordered**: the life is ending, the keys' return receipts are proposed and the
+//!   installer is told to pick up (`care.pickup_ordered`, [`events`]).
 //! - **The end** ([`Care::complete_order`] of an end order): the life ends on the day, the
 //!   subscriber's devices leave the registry (their later Signals are an unknown device's
-//!   again), the order is done and the care system told. Keys come back by receipts.
+//!   again), the order is done and the care system told. Keys come back by receipts: the
+//!   end order proposes them (home care and the key cabinet to the installer, then, as that
+//!   is signed, the installer to the person), pending until signed.
 //! - **Billing** ([`billing`]): per month, one row per subscriber billed that month.
 //!
 //! Every method takes `now`; methods that touch the store block (call them from the blocking
@@ -266,6 +270,8 @@ enum Tell {
     Started(Life, Order),
     Ended(Life, Order),
     HealthChange(Order),
+    /// To the installer: the pick-up of an ended alarm, with the key returns proposed.
+    PickUp(Order, Option<String>, Vec<Receipt>),
 }
 
 /// The care service.
@@ -279,7 +285,12 @@ pub struct Care {
     /// The devices with an open installation window: account → subscriber (the triage path
     /// looks here first, so a Signal of any other device costs one map lookup).
     installing: Mutex<HashMap<String, (String, Timestamp)>>,
+    /// Told of each subscriber whose life changed by itself ([`Care::on_change`]).
+    changed: std::sync::OnceLock<ChangeHook>,
 }
+
+/// What [`Care::on_change`] calls.
+type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Care {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -320,7 +331,22 @@ impl Care {
             opts,
             metrics: OrderMetrics::new(),
             installing: Mutex::new(installing),
+            changed: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on `hook` hears of each subscriber whose life changed by itself, not by a
+    /// request: the test alarm taken (and the alarm active), a provider period in effect on
+    /// its day. The server tells the consoles, which load that card again. Set once at
+    /// start; a second call is ignored.
+    pub fn on_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.changed.set(Box::new(hook));
+    }
+
+    fn tell_changed(&self, subscriber: &str) {
+        if let Some(hook) = self.changed.get() {
+            hook(subscriber);
+        }
     }
 
     /// The store.
@@ -381,17 +407,13 @@ impl Care {
         let mut new_card: Option<Subscriber> = None;
         match kind {
             OrderKind::NewAlarm => {
-                // One life per subscriber id: an ended life keeps the months it was billed,
-                // so a new alarm after an end needs a new id.
-                if let Some(l) = &life {
+                // One life per subscriber id: a new alarm after an end starts it over (the
+                // ended period kept for billing); while one is ordered or runs, refused.
+                if let Some(l) = life.as_ref().filter(|l| l.status != LifeStatus::Ended) {
                     return Err(CareError::Status {
                         subscriber: sub_id,
                         status: l.status,
-                        what: if l.status == LifeStatus::Ended {
-                            "an ended alarm keeps its billing: a new alarm needs a new subscriber id"
-                        } else {
-                            "a new alarm is ordered only when none is"
-                        },
+                        what: "a new alarm is ordered only when none is",
                     });
                 }
                 match (&card, &new.person) {
@@ -509,15 +531,21 @@ impl Care {
                     });
                 let what = format!("new alarm ordered (order {})", order.id);
                 self.store.update_life(&sub_id, |old| {
-                    if let Some(old) = old {
-                        // Another order made the life since the check above.
-                        return Err(CareError::Status {
-                            subscriber: sub_id.clone(),
-                            status: old.status,
-                            what: "a new alarm is ordered only when none is",
-                        });
-                    }
-                    let mut l = Life::ordered(&sub_id, provider.clone(), now, entered_by);
+                    let mut l = match old {
+                        None => Life::ordered(&sub_id, provider.clone(), now, entered_by),
+                        Some(mut l) => {
+                            // Another order made the life since the check above if it is
+                            // not ended.
+                            l.reorder(provider.clone(), now, entered_by).map_err(|_| {
+                                CareError::Status {
+                                    subscriber: sub_id.clone(),
+                                    status: l.status,
+                                    what: "a new alarm is ordered only when none is",
+                                }
+                            })?;
+                            l
+                        }
+                    };
                     l.note(now, entered_by, what.clone());
                     Ok::<_, CareError>(l)
                 })?;
@@ -557,11 +585,18 @@ impl Care {
                 self.provider_change(&order, card.as_ref(), entered_by, now)?;
             }
             OrderKind::End => {
-                self.store.update_life(&sub_id, |l| {
+                let life = self.store.update_life(&sub_id, |l| {
                     let mut l = l.ok_or_else(|| CareError::NoLife(sub_id.clone()))?;
                     l.end_ordered(now, entered_by)?;
                     Ok::<_, CareError>(l)
                 })?;
+                let returns = self.propose_returns(&life, Some(order.id), entered_by, now)?;
+                let receipts = self.store.receipts_of(&sub_id)?;
+                tell.push(Tell::PickUp(
+                    order.clone(),
+                    installer_of(&life, &receipts),
+                    returns,
+                ));
             }
             OrderKind::LockInstall | OrderKind::LockRemoval => {}
         }
@@ -618,6 +653,73 @@ impl Care {
             state: ReceiptState::Pending,
         })?;
         Ok(())
+    }
+
+    /// An end is ordered: the keys come back (seed 001 4.4, 4.5). For every holder but the
+    /// person, a pending receipt of what it holds: home care and the key cabinet to the
+    /// installer, the installer to the person. Without a known installer (none named at the
+    /// installation nor on a receipt) home care hands back to the person directly. A holder
+    /// that already has a pending return gets no second one, and an installer waiting for a
+    /// pending return to them hands back once it is in (one receipt for all). The receipts
+    /// stand until signed, as any other; the history says what was proposed.
+    fn propose_returns(
+        &self,
+        life: &Life,
+        order: Option<u64>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Receipt>, CareError> {
+        let sub = &life.subscriber;
+        let receipts = self.store.receipts_of(sub)?;
+        let custody = Custody::from_receipts(&receipts);
+        let installer = installer_of(life, &receipts);
+        let mut pending: Vec<(Holder, Holder)> = receipts
+            .iter()
+            .filter(|r| r.state == ReceiptState::Pending && r.reason == HandoverReason::End)
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect();
+        // Home care and the cabinet first, so that an installer still waiting for keys is
+        // seen below and returns them all to the person on one receipt.
+        let mut holdings = custody.holdings();
+        holdings.sort_by_key(|h| matches!(h.holder, Holder::Installer { .. }));
+        let mut written = Vec::new();
+        for Holding { holder, keys } in holdings {
+            if keys.is_empty()
+                || holder == Holder::Subscriber
+                || pending
+                    .iter()
+                    .any(|(from, to)| *from == holder || *to == holder)
+            {
+                continue;
+            }
+            let to = match (&holder, &installer) {
+                (Holder::Installer { .. }, _) | (_, None) => Holder::Subscriber,
+                (_, Some(name)) => Holder::Installer { name: name.clone() },
+            };
+            let r = self.store.add_receipt(|id| Receipt {
+                id,
+                subscriber: sub.clone(),
+                from: holder.clone(),
+                to: to.clone(),
+                items: keys,
+                reason: HandoverReason::End,
+                order,
+                written_at: now,
+                written_by: by.to_owned(),
+                state: ReceiptState::Pending,
+            })?;
+            pending.push((holder, to));
+            written.push(r);
+        }
+        if !written.is_empty() {
+            let what = written
+                .iter()
+                .map(|r| format!("receipt {} ({} to {})", r.id, r.from, r.to))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.note(sub, now, by, format!("keys to come back: {what}"))?;
+        }
+        Ok(written)
     }
 
     /// Makes the card's provider the one of today for `subscriber` (on the history when it
@@ -713,6 +815,7 @@ impl Care {
             if (moved || due_changes.contains(l.subscriber.as_str()))
                 && self.apply_providers(&l.subscriber, now)?
             {
+                self.tell_changed(&l.subscriber);
                 tick.providers_applied.push(l.subscriber.clone());
             }
         }
@@ -790,6 +893,7 @@ impl Care {
         if taken {
             self.installing().remove(&account);
             self.try_activate(&sub, SYSTEM, now)?;
+            self.tell_changed(&sub);
         }
         Ok(taken)
     }
@@ -828,6 +932,14 @@ impl Care {
             let m = self.municipality_of(&receipt.subscriber)?;
             if let Err(e) = events::key_handover_signed(outbox, &m, receipt) {
                 tracing::error!(receipt = receipt.id, error = %e, "the care system's key handover event was not queued");
+            }
+        }
+        // Keys back from home care at the end: the installer's return to the person next.
+        if receipt.reason == HandoverReason::End && matches!(receipt.to, Holder::Installer { .. }) {
+            if let Some(life) = self.store.life(&receipt.subscriber)? {
+                if matches!(life.status, LifeStatus::Ending | LifeStatus::Ended) {
+                    self.propose_returns(&life, receipt.order, by, now)?;
+                }
             }
         }
         self.try_activate(&receipt.subscriber, by, now)
@@ -1052,10 +1164,18 @@ impl Care {
     }
 
     /// The municipality a subscriber is billed to and whose care system hears of them: the
-    /// placing municipality of their latest new alarm, or the centre's.
+    /// card's, else the placing municipality of their latest new alarm, else the centre's.
     pub fn municipality_of(&self, subscriber: &str) -> Result<String, CareError> {
-        Ok(placed_by(&self.store, subscriber)?
-            .unwrap_or_else(|| self.opts.care.municipality.clone()))
+        let card = self
+            .store
+            .subscriber(subscriber)?
+            .map(|c| c.municipality)
+            .filter(|m| !m.is_empty());
+        Ok(match card {
+            Some(m) => m,
+            None => placed_by(&self.store, subscriber)?
+                .unwrap_or_else(|| self.opts.care.municipality.clone()),
+        })
     }
 
     /// The billing rows of `month`.
@@ -1092,11 +1212,69 @@ impl Care {
                     .and_then(|m| {
                         events::health_change_received(outbox, &m, order).map_err(|e| e.to_string())
                     }),
+                Tell::PickUp(order, installer, returns) => {
+                    let accounts: Vec<String> = self
+                        .devices
+                        .current()
+                        .iter()
+                        .filter(|d| d.subscriber.as_deref() == Some(order.subscriber.as_str()))
+                        .map(|d| d.account.clone())
+                        .collect();
+                    self.store
+                        .subscriber(&order.subscriber)
+                        .map_err(|e| e.to_string())
+                        .and_then(|card| {
+                            let card = card.unwrap_or_default();
+                            events::pickup_ordered(
+                                outbox,
+                                installer.as_deref().unwrap_or(""),
+                                order,
+                                &card,
+                                &accounts,
+                                returns,
+                            )
+                            .map_err(|e| e.to_string())
+                        })
+                }
             };
             if let Err(e) = r {
                 tracing::error!(error = %e, "the care system's event was not queued");
             }
         }
+    }
+
+    /// Call `id`'s closing, if it is still to be handed on (the store's mark): the handled
+    /// alarm's journal note queued ([`Care::call_closed`]), then the mark taken. True when a
+    /// note was queued. A failure keeps the mark for the next try; a crash between the queue
+    /// and the mark sends the note again at the next start (at least once: the care system
+    /// knows a note by its subject, `call/{id}`).
+    pub fn hand_on_closing(&self, id: u64) -> Result<bool, CareError> {
+        if !self.store.closing_owed(id)? {
+            return Ok(false);
+        }
+        let sent = match self.store.call(id)? {
+            Some(call) => self.call_closed(&call)?,
+            None => false,
+        };
+        self.store.closing_handed_on(id)?;
+        Ok(sent)
+    }
+
+    /// Every closing still to be handed on (after a crash, a failed queue, or closings made
+    /// while no one listened), oldest Call first. Returns the notes queued; a failure of one
+    /// is logged and left for the next time.
+    pub fn hand_on_owed(&self) -> Result<usize, CareError> {
+        let mut sent = 0;
+        for id in self.store.closings_owed()? {
+            match self.hand_on_closing(id) {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued; tried again in a minute");
+                }
+            }
+        }
+        Ok(sent)
     }
 
     /// A closed Call: a subscriber's handled alarm as a journal note for the care system.
@@ -1123,6 +1301,25 @@ impl Care {
     }
 }
 
+/// The installer who does the pick-up: the one named at the installation, else the last one
+/// who signed keys in.
+fn installer_of(life: &Life, receipts: &[Receipt]) -> Option<String> {
+    life.installation
+        .as_ref()
+        .map(|i| i.installer.clone())
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| {
+            receipts
+                .iter()
+                .rev()
+                .filter(|r| matches!(r.state, ReceiptState::Signed { .. }))
+                .find_map(|r| match &r.to {
+                    Holder::Installer { name } if !name.trim().is_empty() => Some(name.clone()),
+                    _ => None,
+                })
+        })
+}
+
 /// The placing municipality of a subscriber's latest new alarm, if another than the centre's.
 fn placed_by(store: &Store, subscriber: &str) -> Result<Option<String>, CareError> {
     Ok(store
@@ -1143,24 +1340,40 @@ pub fn billing_of(
     let lives = store.lives()?;
     for l in &lives {
         if !l
-            .installed_on
-            .is_some_and(|d| crate::model::order::billed(d, l.ended_on, month))
+            .periods()
+            .iter()
+            .any(|(from, to, _)| crate::model::order::billed(*from, *to, month))
         {
             continue;
         }
-        if let Some(m) = placed_by(store, &l.subscriber)? {
+        let card = store.subscriber(&l.subscriber)?;
+        // The card's municipality, else the placing one of the latest new alarm.
+        let m = match card.as_ref().map(|c| c.municipality.as_str()) {
+            Some(m) if !m.is_empty() => Some(m.to_owned()),
+            _ => placed_by(store, &l.subscriber)?,
+        };
+        if let Some(m) = m {
             placed.insert(l.subscriber.clone(), m);
         }
-        if let Some(c) = store.subscriber(&l.subscriber)? {
+        if let Some(c) = card {
             names.insert(l.subscriber.clone(), c.name);
         }
     }
     Ok(billing::rows(&lives, month, &placed, &names, home))
 }
 
-/// Writes the order's health notes and directions on the card and checks it as an edit of
-/// the register is: every field, and the care provider and area against the directory.
+/// Writes the order's health notes and directions (and the placing municipality, whose
+/// person it is) on the card and checks it as an edit of the register is: every field, and
+/// the care provider and area against the directory.
 fn card_checked(store: &Store, s: &mut Subscriber, new: &NewOrder) -> Result<(), CareError> {
+    if let Some(m) = new
+        .person
+        .as_ref()
+        .and_then(|p| p.placed_by.as_deref())
+        .filter(|m| !m.trim().is_empty())
+    {
+        m.clone_into(&mut s.municipality);
+    }
     if !new.health_notes.is_empty() {
         new.health_notes.clone_into(&mut s.health_notes);
     }

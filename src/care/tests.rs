@@ -489,15 +489,6 @@ fn the_end_takes_the_device_out_of_the_registry_and_an_ended_alarm_takes_no_end(
             .receive_order(end, "care-system", at("2027-01-05T09:00")),
         Err(CareError::Status { .. })
     ));
-    // The ended life keeps its months: no new alarm on the same id.
-    assert!(matches!(
-        f.care
-            .receive_order(new_alarm("ext-9"), "care-system", at("2027-01-05T09:00")),
-        Err(CareError::Status {
-            status: LifeStatus::Ended,
-            ..
-        })
-    ));
     // Billed from December to January.
     let m = |s: &str| s.parse::<crate::model::order::Month>().unwrap();
     assert!(f.care.billing(m("2026-11")).unwrap().is_empty());
@@ -507,6 +498,65 @@ fn the_end_takes_the_device_out_of_the_registry_and_an_ended_alarm_takes_no_end(
     assert_eq!(dec[0].municipality, "Vaktby kommun");
     assert_eq!(f.care.billing(m("2027-01")).unwrap().len(), 1);
     assert!(f.care.billing(m("2027-02")).unwrap().is_empty());
+
+    // Ordered again in March under the same id: the life starts over, the ended period
+    // kept; billed again from the new installation's month, and the old months stay.
+    f.care
+        .store()
+        .upsert_devices(&[device("12AB", "S-1001")])
+        .unwrap();
+    f.devices
+        .replace(Registry::new(f.care.store().devices().unwrap()));
+    let again = f
+        .care
+        .receive_order(new_alarm("ext-9"), "care-system", at("2027-03-01T09:00"))
+        .unwrap();
+    assert!(again.new);
+    let life = f.care.store().life("S-1001").unwrap().unwrap();
+    assert_eq!(life.status, LifeStatus::Ordered);
+    assert_eq!((life.installed_on, life.ended_on), (None, None));
+    assert!(life.consent.is_none() && life.installation.is_none());
+    assert_eq!(life.past.len(), 1);
+    assert_eq!(
+        (life.past[0].installed_on, life.past[0].ended_on),
+        (date(2026, 12, 2), date(2027, 1, 4))
+    );
+    assert!(
+        life.history
+            .iter()
+            .any(|e| e.what == "alarm ended on 2027-01-04")
+    );
+    assert!(
+        f.care
+            .receive_order(new_alarm("ext-10"), "care-system", at("2027-03-01T09:05"))
+            .is_err(),
+        "one alarm at a time"
+    );
+    f.care
+        .open_installation("S-1001", "12ab", "Ivar", None, at("2027-03-03T10:05"))
+        .unwrap();
+    assert!(
+        f.care
+            .on_signal("12AB", 70, at("2027-03-03T10:10"), at("2027-03-03T10:10"))
+            .unwrap()
+    );
+    let life = f
+        .care
+        .record_consent(
+            "S-1001",
+            date(2027, 3, 3),
+            "Åsa Öberg",
+            "sara",
+            at("2027-03-03T10:20"),
+        )
+        .unwrap();
+    assert_eq!(life.status, LifeStatus::Active, "{:?}", life.history);
+    assert_eq!(life.installed_on, Some(date(2027, 3, 3)));
+    assert_eq!(f.care.billing(m("2026-12")).unwrap().len(), 1);
+    assert!(f.care.billing(m("2027-02")).unwrap().is_empty());
+    let march = f.care.billing(m("2027-03")).unwrap();
+    assert_eq!(march.len(), 1);
+    assert_eq!(march[0].installed_on, date(2027, 3, 3));
 }
 
 #[test]
@@ -604,4 +654,86 @@ fn the_card_and_the_new_provider_are_checked_against_the_directory() {
             ..
         })
     ));
+}
+
+#[test]
+fn the_end_proposes_the_keys_back_through_the_installer_to_the_person() {
+    let f = fixture();
+    active(&f);
+    // One key went to the key cabinet too.
+    handed(
+        &f.care,
+        provider("hemtjanst-norr"),
+        Holder::Cabinet,
+        1,
+        at("2026-12-03T08:00"),
+    );
+    let end = NewOrder {
+        kind: Some(OrderKind::End),
+        subscriber: "S-1001".into(),
+        decided_on: Some(date(2026, 12, 10)),
+        ..NewOrder::default()
+    };
+    let got = f
+        .care
+        .receive_order(end, "care-system", at("2026-12-10T09:00"))
+        .unwrap();
+    let pending = |care: &Care| -> Vec<Receipt> {
+        care.store()
+            .receipts_of("S-1001")
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.state == ReceiptState::Pending)
+            .collect()
+    };
+    let first = pending(&f.care);
+    assert_eq!(first.len(), 2, "{first:?}");
+    for r in &first {
+        assert_eq!(r.to, installer(), "home care and the cabinet hand to Ivar");
+        assert_eq!(r.reason, HandoverReason::End);
+        assert_eq!(r.order, Some(got.order.id));
+    }
+    let from: Vec<(&Holder, u8)> = first.iter().map(|r| (&r.from, r.items[0].count)).collect();
+    assert!(from.contains(&(&provider("hemtjanst-norr"), 1)));
+    assert!(from.contains(&(&Holder::Cabinet, 1)));
+    let life = f.care.store().life("S-1001").unwrap().unwrap();
+    assert!(
+        life.history
+            .iter()
+            .any(|e| e.what.starts_with("keys to come back")),
+        "{:?}",
+        life.history
+    );
+    // Signing home care's return proposes Ivar's return to the person, once, for what
+    // he then holds.
+    for (i, mut r) in first.into_iter().enumerate() {
+        let mut custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+        let now = at("2026-12-11T10:00") + jiff::SignedDuration::from_mins(i as i64);
+        r.sign(&mut custody, now, "Ivar", "Berit", "sara").unwrap();
+        f.care.store().save_receipt(&r).unwrap();
+        f.care.receipt_signed(&r, "sara", now).unwrap();
+    }
+    let back = pending(&f.care);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].from, installer());
+    assert_eq!(back[0].to, Holder::Subscriber);
+    assert_eq!(
+        back[0].items,
+        vec![KeyCount {
+            kind: KeyKind::Door,
+            count: 2
+        }]
+    );
+    // Once signed, nobody but the person holds a key.
+    let mut r = back.into_iter().next().unwrap();
+    let mut custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+    r.sign(&mut custody, at("2026-12-12T10:00"), "Åsa", "Ivar", "sara")
+        .unwrap();
+    f.care.store().save_receipt(&r).unwrap();
+    f.care
+        .receipt_signed(&r, "sara", at("2026-12-12T10:00"))
+        .unwrap();
+    assert!(pending(&f.care).is_empty());
+    let custody = Custody::from_receipts(&f.care.store().receipts_of("S-1001").unwrap());
+    assert!(custody.holdings().iter().all(|h| h.keys.is_empty()));
 }

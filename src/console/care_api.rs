@@ -187,6 +187,7 @@ pub async fn complete_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     if o.kind == crate::model::order::OrderKind::End {
         // The ended alarm's devices are no longer supervised.
         let devices: Vec<crate::model::Device> = state.devices.current().iter().cloned().collect();
@@ -226,6 +227,7 @@ pub async fn send_back_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     Ok(Json(OrderView {
         lateness: o.lateness(now),
         order: o,
@@ -257,6 +259,7 @@ pub async fn cancel_order(
         Some(&o.subscriber),
         order_words(&o),
     )?;
+    state.calls.subscriber_changed(Some(&o.subscriber));
     Ok(Json(OrderView {
         lateness: o.lateness(now),
         order: o,
@@ -334,6 +337,7 @@ pub async fn open_installation(
         Some(&id),
         format!("device {account}"),
     )?;
+    state.calls.subscriber_changed(Some(&id));
     Ok(Json(life))
 }
 
@@ -378,6 +382,7 @@ pub async fn record_consent(
         Some(&id),
         format!("{:?}", life.status).to_lowercase(),
     )?;
+    state.calls.subscriber_changed(Some(&id));
     Ok(Json(life))
 }
 
@@ -486,7 +491,8 @@ pub async fn billing_report(
     s: Session,
     q: Result<Query<BillingQuery>, QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
-    s.require(Role::Supervisor, &state)?;
+    s.require_or_tenant(Role::Supervisor, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
     let now = jiff::Timestamp::now();
     let month: Month = match q.month.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
@@ -494,7 +500,13 @@ pub async fn billing_report(
         None => Month::of(now.to_zoned(state.tz.clone()).date()),
     };
     let csv = super::dispatch_api::wants_csv(q.format.as_deref())?;
-    let rows = blocking(&state, move |c| c.billing(month)).await?;
+    let mut rows = blocking(&state, move |c| c.billing(month)).await?;
+    // A tenant's staff: the rows their municipality pays, or of their provider.
+    rows.retain(|r| match &scope {
+        crate::model::Scope::All => true,
+        crate::model::Scope::Municipality(m) => r.municipality.to_lowercase() == m.to_lowercase(),
+        crate::model::Scope::Provider(p) => r.provider == *p,
+    });
     audit(
         &state,
         &s,

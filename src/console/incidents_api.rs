@@ -11,6 +11,7 @@ use super::api::Session;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
 use crate::model::Role;
+use crate::model::order::Lateness;
 use crate::outbox::{DeliveryFilter, DeliveryState, DeliveryView};
 use crate::supervision::incidents::IncidentView;
 
@@ -274,9 +275,19 @@ pub struct SupervisionFigures {
     pub work_orders_open: usize,
     /// Of those, late.
     pub work_orders_overdue: usize,
+    /// The subscribers' orders still open (supervisors only: absent for an operator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders_open: Option<usize>,
+    /// Of those, past their due time (a new alarm due back to the case officer included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders_overdue: Option<usize>,
+    /// Of those, new alarms due to go back to the case officer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders_return_due: Option<usize>,
 }
 
-/// Devices supervised and silent, open incidents, the outbox, work orders.
+/// Devices supervised and silent, open incidents, the outbox, work orders; for a
+/// supervisor, the subscribers' open orders and how many are late.
 #[utoipa::path(get, path = "/api/supervision", tag = "supervision",
     responses((status = 200, body = SupervisionFigures)))]
 pub async fn figures(
@@ -285,7 +296,23 @@ pub async fn figures(
 ) -> ApiResult<Json<SupervisionFigures>> {
     s.require(Role::Operator, &state)?;
     let sup = state.supervision.supervisor();
-    let counts = state.work_orders.counts(jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let counts = state.work_orders.counts(now);
+    let orders = if s.role >= Role::Supervisor {
+        let care = state.care.clone();
+        let open = tokio::task::spawn_blocking(move || care.open_orders(now))
+            .await
+            .map_err(|e| ApiError::internal("counting the orders failed", e))?
+            .map_err(|e| ApiError::internal("counting the orders failed", e))?;
+        let late = |l: &[Lateness]| open.iter().filter(|o| l.contains(&o.lateness)).count();
+        Some((
+            open.len(),
+            late(&[Lateness::Overdue, Lateness::ReturnDue]),
+            late(&[Lateness::ReturnDue]),
+        ))
+    } else {
+        None
+    };
     Ok(Json(SupervisionFigures {
         supervised: sup.supervised(),
         silent: sup.silent(),
@@ -294,6 +321,9 @@ pub async fn figures(
         outbox_failing: state.outbox.failing(),
         work_orders_open: counts.open,
         work_orders_overdue: counts.overdue,
+        orders_open: orders.map(|o| o.0),
+        orders_overdue: orders.map(|o| o.1),
+        orders_return_due: orders.map(|o| o.2),
     }))
 }
 

@@ -730,13 +730,11 @@ impl Desk {
         {
             Ok(d) => {
                 self.metrics.offered("fallback");
-                self.after(
+                let detail = self.warned(
                     &d,
-                    DispatchStep::Offered,
-                    None,
                     format!("after dispatch {} to {}", ended.id, ended.patrol),
-                    now,
                 )?;
+                self.after(&d, DispatchStep::Offered, None, detail, now)?;
                 Ok(Some(d))
             }
             // An operator dispatched it again meanwhile: theirs stands.
@@ -905,13 +903,11 @@ impl Desk {
                     match &ch.passed_to {
                         Some(p) => {
                             self.metrics.offered("fallback");
-                            self.after(
+                            let detail = self.warned(
                                 p,
-                                DispatchStep::Offered,
-                                None,
                                 format!("after dispatch {} to {} was not received", d.id, d.patrol),
-                                now,
                             )?;
+                            self.after(p, DispatchStep::Offered, None, detail, now)?;
                         }
                         None => {
                             self.back_to_queue(d, "was not received in time", &d.note, now)?;
@@ -922,6 +918,24 @@ impl Desk {
             }
         }
         Ok(n)
+    }
+
+    /// The line of an offer that passed on by itself (a decline, a receipt not confirmed in
+    /// time): nobody confirmed it, so when the new patrol's provider holds no key and has no
+    /// lock access to the home, the line says so for the operator, who must see how the
+    /// patrol gets in (the route's patrols are normally all of one provider, so preferring
+    /// another patrol would seldom help).
+    fn warned(&self, d: &Dispatch, detail: String) -> Result<String, DeskError> {
+        let Some(call) = self.call(d.call)? else {
+            return Ok(detail);
+        };
+        match self.access_for_call(&call, &d.patrol)? {
+            Some(a) if a.none() => Ok(format!(
+                "{detail}; no key and no lock access: check how {} gets in",
+                self.patrol_name(&d.patrol)
+            )),
+            _ => Ok(detail),
+        }
     }
 
     /// The next moment [`Desk::tick`] may have something to do.
@@ -1414,6 +1428,85 @@ mod tests {
         assert_eq!(
             desk.assignment(&d).provider_keys,
             "no key and no lock access"
+        );
+    }
+
+    #[test]
+    fn a_dispatch_passed_on_by_itself_to_a_patrol_without_access_says_so_on_its_line() {
+        let (_dir, store, calls, desk) = setup_calls(&[7, 8, 9]);
+        let offered = |call: u64| -> String {
+            calls
+                .triage
+                .get(call)
+                .unwrap()
+                .timeline
+                .iter()
+                .rev()
+                .find_map(|l| match &l.what {
+                    TimelineEvent::Dispatch {
+                        step: DispatchStep::Offered,
+                        detail,
+                        ..
+                    } => Some(detail.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let decline = |patrol: &str, id: u64, at: Timestamp| {
+            desk.patrol_event(
+                patrol,
+                id,
+                PatrolEvent::Declined {
+                    reason: String::new(),
+                },
+                at,
+            )
+            .unwrap();
+        };
+        // No lock, the keys with the installer: Hemtjänst Norr (both patrols) has nothing.
+        let mut sub = store.subscriber("S-1").unwrap().unwrap();
+        sub.access.digital_lock_id.clear();
+        store.upsert_subscribers(&[sub]).unwrap();
+        store
+            .add_receipt(|id| receipt(id, Holder::Subscriber, erik(), 2, true))
+            .unwrap();
+        // Declined: passed to n2 by itself, and its line warns.
+        let first = desk
+            .dispatch_to(7, Some("n1"), "olle", false, true, "", at(0, 0))
+            .unwrap();
+        decline("n1", first.dispatch.id, at(0, 30));
+        assert_eq!(desk.dispatcher().live_for_call(7)[0].patrol, "n2");
+        assert_eq!(
+            offered(7),
+            format!(
+                "after dispatch {} to n1; no key and no lock access: check how Norr 2 gets in",
+                first.dispatch.id
+            )
+        );
+        // Not received in time: the same.
+        let late = desk
+            .dispatch_to(8, Some("n1"), "olle", true, true, "", at(0, 0))
+            .unwrap();
+        assert!(desk.tick(at(2, 0)).unwrap() >= 1);
+        assert_eq!(desk.dispatcher().live_for_call(8)[0].patrol, "n2");
+        assert_eq!(
+            offered(8),
+            format!(
+                "after dispatch {} to n1 was not received; no key and no lock access: check how Norr 2 gets in",
+                late.dispatch.id
+            )
+        );
+        // A key handed to Hemtjänst Norr: a pass-on says nothing more.
+        store
+            .add_receipt(|id| receipt(id, erik(), hn(), 1, true))
+            .unwrap();
+        let keyed = desk
+            .dispatch_to(9, Some("n1"), "olle", true, false, "", at(3, 0))
+            .unwrap();
+        decline("n1", keyed.dispatch.id, at(3, 30));
+        assert_eq!(
+            offered(9),
+            format!("after dispatch {} to n1", keyed.dispatch.id)
         );
     }
 

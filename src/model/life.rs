@@ -126,10 +126,28 @@ pub struct Life {
     pub installation: Option<Installation>,
     /// What happened, oldest first (at most [`MAX_HISTORY`]).
     pub history: Vec<LifeEvent>,
+    /// Earlier periods with the alarm (it ended and was ordered again), oldest first; billed
+    /// as the current one is (at most [`MAX_PAST`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past: Vec<Period>,
     /// When retention anonymised it (its subscriber is then a pseudonym,
     /// [`super::retention`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymised: Option<Timestamp>,
+}
+
+/// At most this many earlier periods are kept on a life (the oldest goes first).
+pub const MAX_PAST: usize = 20;
+
+/// An earlier period with the alarm: installed, ended, and its providers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Period {
+    /// The first day in service.
+    pub installed_on: Date,
+    /// The last day.
+    pub ended_on: Date,
+    /// The providers of the period, each from its first day.
+    pub providers: Vec<ProviderPeriod>,
 }
 
 /// Why a life cannot change as asked.
@@ -170,10 +188,57 @@ impl Life {
             consent: None,
             installation: None,
             history: Vec::new(),
+            past: Vec::new(),
             anonymised: None,
         };
         l.note(at, by, "alarm ordered");
         l
+    }
+
+    /// An ended alarm ordered again (a new alarm for the same subscriber): the ended period
+    /// is kept for billing ([`Life::periods`]) and the life starts over as ordered, with a
+    /// new installation, consent and keys to come; the history goes on.
+    pub fn reorder(
+        &mut self,
+        provider: Option<ProviderPeriod>,
+        at: Timestamp,
+        by: &str,
+    ) -> Result<(), LifeError> {
+        if self.status != LifeStatus::Ended {
+            return Err(LifeError::Status(self.status));
+        }
+        if let (Some(installed_on), Some(ended_on)) = (self.installed_on, self.ended_on) {
+            if self.past.len() >= MAX_PAST {
+                self.past.remove(0);
+            }
+            self.past.push(Period {
+                installed_on,
+                ended_on,
+                providers: std::mem::take(&mut self.providers),
+            });
+        }
+        self.status = LifeStatus::Ordered;
+        self.installed_on = None;
+        self.ended_on = None;
+        self.providers = provider.into_iter().collect();
+        self.consent = None;
+        self.installation = None;
+        self.note(at, by, "alarm ordered again");
+        Ok(())
+    }
+
+    /// Every period with the alarm in service, oldest first: the earlier ones, then the
+    /// current one once installed (without an end while it runs).
+    pub fn periods(&self) -> Vec<(Date, Option<Date>, &[ProviderPeriod])> {
+        let mut out: Vec<(Date, Option<Date>, &[ProviderPeriod])> = self
+            .past
+            .iter()
+            .map(|p| (p.installed_on, Some(p.ended_on), p.providers.as_slice()))
+            .collect();
+        if let Some(installed) = self.installed_on {
+            out.push((installed, self.ended_on, self.providers.as_slice()));
+        }
+        out
     }
 
     /// Adds a history line (the oldest goes past [`MAX_HISTORY`]).

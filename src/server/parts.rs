@@ -557,6 +557,11 @@ impl CarePart {
     fn run(care: Arc<crate::care::Care>, calls: &Calls, shutdown: &CancellationToken) -> CarePart {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         calls.on_closed(tx);
+        // A test alarm taken, a provider in effect: the consoles showing the card load it.
+        let live = calls.live.clone();
+        care.on_change(move |s| {
+            let _ = live.send(crate::calls::LiveEvent::Subscriber(Some(Arc::from(s))));
+        });
         let drain = CancellationToken::new();
         let task = tokio::spawn(care_loop(care.clone(), rx, shutdown.clone(), drain.clone()));
         CarePart { care, task, drain }
@@ -565,20 +570,21 @@ impl CarePart {
 
 async fn care_loop(
     care: Arc<crate::care::Care>,
-    mut closed: tokio::sync::mpsc::UnboundedReceiver<crate::model::Call>,
+    mut closed: tokio::sync::mpsc::UnboundedReceiver<u64>,
     shutdown: CancellationToken,
     drain: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(CARE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let closed_call = |call: crate::model::Call| {
+    // One at a time, in this task: a closing found both on the channel and among the owed
+    // ones is handed on once (the second finds no mark).
+    let closed_call = |id: u64| {
         let care = care.clone();
         async move {
-            let id = call.id;
-            match tokio::task::spawn_blocking(move || care.call_closed(&call)).await {
+            match tokio::task::spawn_blocking(move || care.hand_on_closing(id)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued")
+                    tracing::error!(call = id, error = %e, "the care system's note of a closed call was not queued; tried again in a minute")
                 }
                 Err(e) => {
                     tracing::error!(call = id, error = %e, "the care system's note task failed")
@@ -589,8 +595,18 @@ async fn care_loop(
     loop {
         tokio::select! {
             _ = drain.cancelled() => break,
-            Some(call) = closed.recv() => closed_call(call).await,
+            Some(id) = closed.recv() => closed_call(id).await,
+            // The first tick is at once: the closings a crash left owed go first.
             _ = tick.tick(), if !shutdown.is_cancelled() => {
+                let c = care.clone();
+                match tokio::task::spawn_blocking(move || c.hand_on_owed()).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(notes = n, "closings owed handed to the care system");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the closings owed could not be read"),
+                    Err(e) => tracing::error!(error = %e, "the closings task failed"),
+                }
                 let c = care.clone();
                 match tokio::task::spawn_blocking(move || c.on_tick(jiff::Timestamp::now())).await {
                     Ok(Ok(t)) if !t.providers_applied.is_empty() => {
@@ -603,8 +619,8 @@ async fn care_loop(
             }
         }
     }
-    while let Ok(call) = closed.try_recv() {
-        closed_call(call).await;
+    while let Ok(id) = closed.try_recv() {
+        closed_call(id).await;
     }
 }
 

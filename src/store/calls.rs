@@ -120,6 +120,8 @@ impl Store {
             }
             // A closing for review is stored with it (`reviews`).
             self.review_of_change(&mut batch, ch)?;
+            // A closing is marked to be handed on (`closings`), in the same batch.
+            self.closing_of_change(&mut batch, ch)?;
             let v = serde_json::to_vec(&HeadRef(c)).map_err(corrupt)?;
             if c.state == CallState::Closed {
                 batch.insert(key(CLOSED, c.id), v);

@@ -175,6 +175,7 @@ const EVENT_LABELS = {
 const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'workorders', 'device',
   'directory', 'report', 'audit', 'outbox', 'users', 'registers', 'subscriber'];
 VIEWS.push('reviews'); // supervisors: Calls closed without a patrol or 112
+VIEWS.push('orders', 'billing'); // supervisors: the subscribers' orders, the month's billing
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
 const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
@@ -265,6 +266,9 @@ const S = {
   supervisionTimer: null,
   supervisionSoon: null,
   wo: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, replacedFrom: null },
+  orders: { list: null, at: 0, failed: false, expanded: new Set(), focus: null, soon: null }, // GET /api/orders
+  careChoices: null, // the providers' names for the orders and lives
+  careForm: null, // the order / installation / consent form open
   dev: { account: null, data: null, at: 0, failed: false, back: null },
   reg: newRegState(), // the Registers page and a subscriber's page
   outbox: null,
@@ -409,6 +413,12 @@ function message(text, kind) {
 
 function isSupervisor() {
   return !!S.me && (S.me.role === 'supervisor' || S.me.role === 'admin');
+}
+
+/** A care provider's or a municipality's staff: they read their own people's cards and
+ *  reports, and take no part in the centre's work (no queue, no live feed). */
+function isTenant() {
+  return !!S.me && (S.me.role === 'provider' || S.me.role === 'municipality');
 }
 
 function isAdmin() {
@@ -1179,9 +1189,22 @@ function startApp(me) {
   show($('audit-link'), isSupervisor());
   show($('tab-directory'), isSupervisor());
   show($('tab-report'), isSupervisor());
+  show($('tab-orders'), isSupervisor());
+  show($('tab-billing'), isSupervisor());
   show($('tab-outbox'), isSupervisor());
   show($('tab-reviews'), isSupervisor());
   show($('tab-users'), isAdmin());
+  for (const id of ['tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) show($(id), !isTenant());
+  if (isTenant()) {
+    // Their people's register and the month's billing; nothing of the centre's work.
+    for (const id of ['stats', 'connection-status', 'queue-count', 'tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) {
+      show($(id), false);
+    }
+    show($('tab-billing'), true);
+    showRegisters();
+    renderSoundState();
+    return;
+  }
   const st = $('connection-status');
   st.dataset.state = 'closed';
   st.textContent = t('conn.connecting');
@@ -1349,6 +1372,11 @@ function onLiveMessage(msg) {
       break;
     case 'subscriber':
       onSubscriberChanged(msg.id === undefined ? null : msg.id);
+      // An order or a life changed with it: the orders page and its count.
+      if (isSupervisor()) {
+        scheduleOrdersReload();
+        scheduleSupervision();
+      }
       break;
     case 'stats':
       if (msg.stats) setStats(msg.stats);
@@ -2594,6 +2622,7 @@ function renderSubscriber(sub, into) {
 
   card.append(head, facts, accessBox, health, contacts, plan, devices);
   appendKeysPanel(card, sub);
+  appendLifePanel(card, sub);
   appendPlanSummary(card, sub);
 }
 
@@ -3256,6 +3285,632 @@ async function submitKeysForm(ev) {
   } finally {
     $('keys-submit').disabled = false;
   }
+}
+
+// ---- a subscriber's life (supervisors): orders, the life on the card, installation, consent, billing
+
+const ORDER_KINDS = ['new_alarm', 'change', 'provider_change', 'end', 'lock_install', 'lock_removal'];
+/** Done by hand; a new alarm is done by its installation and a provider change on its date. */
+const ORDERS_BY_HAND = new Set(['change', 'end', 'lock_install', 'lock_removal']);
+const LIFE_STATUSES = ['ordered', 'active', 'ending', 'ended'];
+const CHOICES_FRESH_MS = 60000; // the providers' names are asked again after this
+
+function orderKindWords(kind) {
+  return tHas(`orders.kind.${kind}`) ? t(`orders.kind.${kind}`) : String(kind);
+}
+
+function orderStateOf(o) {
+  return (o.state && o.state.state) || 'open';
+}
+
+/** Late now, by the clock: 'return_due' (back to the case officer), 'overdue', or null. */
+function orderLateness(o, now) {
+  if (orderStateOf(o) !== 'open') return null;
+  if (o.return_by && now >= parseTs(o.return_by)) return 'return_due';
+  if (now >= parseTs(o.due)) return 'overdue';
+  return null;
+}
+
+function orderLatenessWords(l) {
+  return l === 'return_due' ? t('orders.return_due') : t('orders.overdue');
+}
+
+/** "Slutförd 2026-03-02 10:15 av siv", "Makulerad … : reason". */
+function orderClosedWords(o) {
+  const s = o.state || {};
+  const st = orderStateOf(o);
+  const words = tHas(`orders.state.${st}`) ? t(`orders.state.${st}`) : st;
+  if (st === 'open') return words;
+  if (!s.reason) return t('orders.closed_done', { state: words, time: fmtFull(s.at), by: s.by || '?' });
+  return t('orders.closed_line', { state: words, time: fmtFull(s.at), by: s.by || '?', reason: s.reason });
+}
+
+/** The directory's providers and areas (GET /api/registers/choices), kept a minute. */
+async function careChoices() {
+  if (S.careChoices && serverNow() - S.careChoices.at < CHOICES_FRESH_MS) return S.careChoices;
+  try {
+    const { data } = await api('GET', '/api/registers/choices');
+    const providers = (data && data.care_providers) || [];
+    S.careChoices = { at: serverNow(), providers, areas: (data && data.areas) || [], names: new Map(providers.map((p) => [p.id, p.name])) };
+  } catch (e) {
+    if (!S.careChoices) S.careChoices = { at: 0, providers: [], areas: [], names: new Map() };
+  }
+  return S.careChoices;
+}
+
+function providerName(id) {
+  return (S.careChoices && S.careChoices.names.get(id)) || id || '-';
+}
+
+/** A subscriber id as a link to their page. */
+function subscriberLink(id) {
+  return el('button', {
+    type: 'button', class: 'link-like subscriber-link', text: id, dataset: { subscriber: String(id) },
+    title: t('orders.open_card'),
+    on: { click: (e) => { e.stopPropagation(); openSubscriberPage(id); } },
+  });
+}
+
+// The orders page.
+
+function showOrders(opts) {
+  if (!isSupervisor()) return;
+  leaveCall();
+  if (opts && opts.focus !== undefined) {
+    S.orders.focus = opts.focus;
+    S.orders.expanded.add(opts.focus);
+  }
+  showView('orders');
+  renderOrders();
+  loadOrders();
+  blurHidden();
+}
+
+async function loadOrders() {
+  await single('orders', async () => {
+    try {
+      await careChoices();
+      const { data } = await api('GET', '/api/orders');
+      S.orders.list = Array.isArray(data) ? data : [];
+      S.orders.at = serverNow();
+      S.orders.failed = false;
+      pageError('orders-error', '');
+    } catch (e) {
+      if (e.status === 401) return;
+      S.orders.failed = true;
+      pageError('orders-error', t('orders.load_failed', { error: e.message }));
+    }
+    if (S.view === 'orders') renderOrders();
+  });
+}
+
+/** After a live change of a subscriber (an order, a life): the orders page once, soon. */
+function scheduleOrdersReload() {
+  if (S.orders.soon) return;
+  S.orders.soon = setTimeout(() => {
+    S.orders.soon = null;
+    if (S.me && S.view === 'orders') loadOrders();
+  }, 500);
+}
+
+function renderOrders() {
+  renderUpdated('orders-updated', S.orders.at, PAGE_POLLS.orders[1], S.orders.failed);
+  const box = $('orders-list');
+  if (S.orders.list === null) {
+    clear(box);
+    box.append(el('p', { class: 'muted', text: t('orders.loading') }));
+    return;
+  }
+  const now = serverNow();
+  // Oldest first, as the server gives them.
+  const list = S.orders.list.slice().sort((a, b) => (parseTs(a.received_at) - parseTs(b.received_at)) || (a.id - b.id));
+  const late = list.filter((o) => orderLateness(o, now)).length;
+  const back = list.filter((o) => orderLateness(o, now) === 'return_due').length;
+  $('orders-summary').textContent = [t('orders.shown', { n: list.length }),
+    late ? t('sup.orders_overdue', { n: late }) : '', back ? t('orders.return_due_count', { n: back }) : '']
+    .filter(Boolean).join(' · ');
+  $('orders-summary').classList.toggle('bad', late > 0);
+  keepInputs(box, () => {
+    clear(box);
+    for (const o of list.slice(0, MAX_LIST_ROWS)) box.append(orderCard(o, now));
+    if (!list.length) box.append(el('p', { class: 'empty-board', text: t('orders.none') }));
+    if (list.length > MAX_LIST_ROWS) box.append(el('p', { class: 'muted', text: t('page.first_shown', { max: MAX_LIST_ROWS, n: list.length }) }));
+  });
+  if (S.orders.focus !== null) {
+    const card = box.querySelector(`.order[data-order-id="${S.orders.focus}"]`);
+    if (card) {
+      card.scrollIntoView({ block: 'center' });
+      card.classList.add('focused');
+      S.orders.focus = null;
+    }
+  }
+}
+
+function orderCard(o, now) {
+  const lateness = orderLateness(o, now);
+  const expanded = S.orders.expanded.has(o.id);
+  const card = el('article', {
+    class: `wo order${lateness ? ' is-late' : ''}${expanded ? ' expanded' : ''}`,
+    dataset: { orderId: String(o.id), kind: o.kind, lateness: lateness || '' },
+  });
+  card.append(el('header', { class: 'wo-head' },
+    el('span', { class: 'mono wo-id', text: `#${o.id}` }),
+    el('span', { class: 'wo-fault order-kind', text: orderKindWords(o.kind) }),
+    o.acute ? el('span', { class: 'tag tag-acute', text: t('orders.acute') }) : null,
+    lateness ? el('span', { class: `wo-late order-late late-${lateness}`, text: orderLatenessWords(lateness) }) : null,
+    el('span', { class: 'wo-installer' }, el('span', { class: 'muted', text: `${t('orders.subscriber')} ` }), subscriberLink(o.subscriber))));
+  card.append(el('div', { class: 'wo-facts' },
+    el('div', {}, el('span', { class: 'fact-label', text: t('orders.decided_on') }), ' ', el('span', { class: 'order-decided', text: o.decided_on || '-' })),
+    el('div', {}, el('span', { class: 'fact-label', text: t('orders.received') }), ' ', timeNode(o.received_at, fmtDay),
+      el('span', { class: 'muted', text: ` · ${t('orders.entered_by', { by: o.entered_by })}` })),
+    o.effective ? el('div', {}, el('span', { class: 'fact-label', text: t('orders.effective') }), ' ', el('span', { text: o.effective })) : null,
+    deadlineNode(t('orders.due'), o.due, null, '', !!lateness, now),
+    o.return_by ? deadlineNode(t('orders.return_by'), o.return_by, null, '', lateness === 'return_due', now) : null));
+  card.append(el('button', {
+    type: 'button', class: 'small secondary wo-toggle order-toggle', 'aria-expanded': expanded ? 'true' : 'false',
+    text: expanded ? t('orders.hide') : t('orders.details'),
+    dataset: { focusKey: `order-toggle-${o.id}` },
+    on: { click: () => { if (S.orders.expanded.has(o.id)) S.orders.expanded.delete(o.id); else S.orders.expanded.add(o.id); renderOrders(); } },
+  }));
+  if (expanded) card.append(orderDetail(o));
+  return card;
+}
+
+function orderDetail(o) {
+  const box = el('div', { class: 'wo-detail order-detail' });
+  box.append(factList([
+    [t('orders.health_notes'), o.health_notes ? el('span', { class: 'pre', text: o.health_notes }) : null],
+    [t('orders.directions'), o.directions ? el('span', { class: 'pre', text: o.directions }) : null],
+    [t('orders.keys_required'), (o.keys_required || []).length ? keyCountsWords(o.keys_required) : t('orders.no_keys')],
+    o.new_provider ? [t('orders.new_provider'), providerName(o.new_provider)] : null,
+    o.placed_by ? [t('orders.placed_by'), o.placed_by] : null,
+    [t('orders.note'), o.note || null],
+    o.external_id ? [t('orders.external_id'), el('span', { class: 'mono', text: o.external_id })] : null,
+  ], 'order-facts'));
+  if (orderStateOf(o) !== 'open') {
+    box.append(el('p', { class: 'muted order-closed', text: orderClosedWords(o) }));
+    return box;
+  }
+  const k = (f) => `order-${o.id}-${f}`;
+  const actions = el('div', { class: 'wo-actions' });
+  if (ORDERS_BY_HAND.has(o.kind)) {
+    actions.append(el('div', { class: 'action-row' },
+      el('button', { type: 'button', class: 'primary order-complete', text: t('orders.complete'), dataset: { focusKey: k('complete') },
+        on: { click: (e) => orderAction(o, 'complete', '', e.currentTarget) } })));
+  } else {
+    actions.append(el('p', { class: 'muted', text: o.kind === 'new_alarm' ? t('orders.done_by_installation') : t('orders.done_on_date') }));
+  }
+  for (const [action, label, placeholder, cls] of [
+    ['send_back', t('orders.send_back_label'), t('orders.send_back_placeholder'), ''],
+    ['cancel', t('orders.cancel_label'), t('orders.cancel_placeholder'), 'danger-outline'],
+  ]) {
+    const input = el('input', { type: 'text', class: `order-${action}-reason`, id: k(action), maxlength: 500, placeholder, dataset: { keep: k(action) } });
+    const button = el('button', { type: 'button', class: `${cls} order-${action}`, text: t(`orders.${action}`), dataset: { focusKey: k(`${action}-b`) } });
+    button.addEventListener('click', () => orderAction(o, action, input.value.trim(), button, input));
+    input.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); button.click(); } });
+    actions.append(el('div', { class: 'wo-action' }, el('label', { for: k(action), text: label }), el('div', { class: 'inline-form' }, input, button)));
+  }
+  box.append(actions);
+  return box;
+}
+
+/** POST /api/orders/{id}/complete|send_back|cancel (the last two with a reason). */
+async function orderAction(o, action, reason, button, input) {
+  if (action !== 'complete' && !reason) {
+    message(t('orders.needs_reason'), 'warn');
+    if (input) input.focus();
+    return;
+  }
+  if (button) button.disabled = true;
+  try {
+    await api('POST', `/api/orders/${encodeURIComponent(o.id)}/${action}`, action === 'complete' ? undefined : { reason });
+    if (input) input.value = '';
+    message(t(`orders.is_${action}`, { id: o.id }), 'ok');
+  } catch (e) {
+    if (e.status === 409 || e.status === 422 || e.status === 404) message(t('orders.refused', { id: o.id, error: e.message }), 'warn');
+    else reportError(t('orders.label', { id: o.id }), e);
+  } finally {
+    if (button) button.disabled = false;
+    loadOrders();
+    scheduleSupervision();
+  }
+}
+
+// The forms (an order by hand, an installation, the consent) share one dialog, made on first use.
+
+function careDialog() {
+  let d = $('care-dialog');
+  if (d) return d;
+  d = el('div', { id: 'care-dialog', class: 'overlay', hidden: true },
+    el('form', { id: 'care-form', class: 'dialog', novalidate: true },
+      el('h2', { id: 'care-dialog-title' }),
+      el('p', { id: 'care-dialog-what', class: 'muted' }),
+      el('div', { id: 'care-dialog-fields' }),
+      el('p', { id: 'care-error', class: 'form-error', role: 'alert', hidden: true }),
+      el('div', { class: 'action-row dialog-buttons' },
+        el('button', { type: 'submit', id: 'care-submit', class: 'primary' }),
+        el('button', { type: 'button', id: 'care-cancel', text: t('dialog.cancel'), on: { click: closeCareDialog } }))));
+  document.body.append(d);
+  $('care-form').addEventListener('submit', submitCareForm);
+  d.addEventListener('keydown', (e) => {
+    e.stopPropagation();
+    if (e.key === 'Escape') closeCareDialog();
+  });
+  return d;
+}
+
+function closeCareDialog() {
+  const d = $('care-dialog');
+  if (d) show(d, false);
+  S.careForm = null;
+}
+
+function openCareDialog(form, title, what, submit, fields) {
+  const d = careDialog();
+  S.careForm = form;
+  $('care-dialog-title').textContent = title;
+  $('care-dialog-what').textContent = what || '';
+  show($('care-dialog-what'), !!what);
+  const box = $('care-dialog-fields');
+  clear(box);
+  appendAll(box, ...fields);
+  $('care-submit').textContent = submit;
+  $('care-submit').disabled = false;
+  $('care-cancel').textContent = t('dialog.cancel');
+  show($('care-error'), false);
+  show(d, true);
+  const first = box.querySelector('select, input, textarea');
+  if (first) first.focus();
+}
+
+function providerSelect(providers, empty) {
+  const s = el('select', {});
+  if (empty) s.append(el('option', { value: '', text: empty }));
+  for (const p of providers) s.append(el('option', { value: p.id, text: p.name }));
+  return s;
+}
+
+const PERSON_FIELDS = [['name', 100], ['personal_number', 13], ['address', 100], ['postcode', 10], ['city', 60],
+  ['area', 60], ['phone', 30], ['language', 10], ['placed_by', 100]];
+
+async function openOrderForm(subscriber) {
+  if (!isSupervisor()) return;
+  const choices = await careChoices();
+  const kind = el('select', {});
+  for (const k of ORDER_KINDS) kind.append(el('option', { value: k, text: orderKindWords(k) }));
+  const sub = el('input', { type: 'text', maxlength: 64, autocomplete: 'off', value: subscriber || '' });
+  const decided = el('input', { type: 'date', value: zoneParts(serverNow()).date });
+  const acute = el('input', { type: 'checkbox', id: 'of-acute' });
+  const effective = el('input', { type: 'date' });
+  const newProvider = providerSelect(choices.providers, t('orders.form.choose'));
+  const text = (max) => el('textarea', { rows: 2, maxlength: max });
+  const health = text(4000);
+  const directions = text(4000);
+  const note = text(4000);
+  const counts = el('fieldset', { class: 'key-counts', id: 'of-counts' }, el('legend', { text: t('orders.keys_required') }));
+  for (const k of KEY_KINDS) {
+    counts.append(field(`of-count-${k}`, keyKindWords(k), el('input', { type: 'number', min: 0, max: 20, step: 1, value: '', class: 'key-count', inputmode: 'numeric', dataset: { kind: k } })));
+  }
+  const person = {};
+  const personBox = el('fieldset', { class: 'order-person', id: 'of-person' }, el('legend', { text: t('orders.form.person') }));
+  for (const [f, max] of PERSON_FIELDS) {
+    person[f] = el('input', { type: 'text', maxlength: max, autocomplete: 'off' });
+    personBox.append(field(`of-person-${f}`, t(`orders.person.${f}`), person[f]));
+  }
+  person.care_provider = providerSelect(choices.providers, t('orders.form.choose'));
+  personBox.append(field('of-person-care_provider', t('orders.person.care_provider'), person.care_provider));
+  const acuteField = el('div', { class: 'field' }, el('label', { class: 'check-label', for: 'of-acute' }, acute, ' ', t('orders.form.acute')));
+  const effField = field('of-effective', t('orders.effective'), effective);
+  const provField = field('of-new-provider', t('orders.new_provider'), newProvider);
+  const sync = () => {
+    const k = kind.value;
+    personBox.hidden = k !== 'new_alarm';
+    acuteField.hidden = k !== 'new_alarm';
+    effField.hidden = k !== 'provider_change' && k !== 'end';
+    provField.hidden = k !== 'provider_change';
+  };
+  kind.addEventListener('change', sync);
+  sync();
+  openCareDialog({ kind: 'order', order: { kind, sub, decided, acute, effective, newProvider, health, directions, note, counts, person } },
+    t('orders.form.title'), t('orders.form.what'), t('orders.form.submit'),
+    [field('of-kind', t('orders.form.kind'), kind), field('of-subscriber', t('orders.subscriber'), sub),
+      field('of-decided', t('orders.decided_on'), decided), acuteField, effField, provField,
+      field('of-health', t('orders.health_notes'), health), field('of-directions', t('orders.directions'), directions),
+      counts, field('of-note', t('orders.note'), note), personBox]);
+}
+
+function orderBody(f) {
+  const k = f.kind.value;
+  const body = {
+    kind: k,
+    subscriber: f.sub.value.trim(),
+    decided_on: f.decided.value || null,
+    acute: k === 'new_alarm' && f.acute.checked,
+    health_notes: f.health.value,
+    directions: f.directions.value,
+    note: f.note.value,
+    keys_required: [...f.counts.querySelectorAll('input.key-count')]
+      .map((i) => ({ kind: i.dataset.kind, count: Number(i.value) || 0 }))
+      .filter((x) => x.count > 0),
+  };
+  if (k === 'provider_change' || k === 'end') body.effective = f.effective.value || null;
+  if (k === 'provider_change') body.new_provider = f.newProvider.value || null;
+  if (k === 'new_alarm' && Object.keys(f.person).some((p) => f.person[p].value.trim())) {
+    body.person = {};
+    for (const p of Object.keys(f.person)) body.person[p] = f.person[p].value.trim();
+    if (!body.person.placed_by) body.person.placed_by = null;
+  }
+  return body;
+}
+
+async function openInstallForm(id, sub) {
+  if (!isSupervisor()) return;
+  const devs = (sub && sub.devices) || [];
+  const account = el('select', {});
+  for (const d of devs) account.append(el('option', { value: d.account, text: `${d.account}${d.device_type ? ` · ${deviceTypeWords(d.device_type)}` : ''}` }));
+  const installer = el('input', { type: 'text', maxlength: 100, autocomplete: 'off' });
+  const mins = el('input', { type: 'number', min: 1, max: 1440, step: 1, inputmode: 'numeric', placeholder: t('life.install.default_window') });
+  openCareDialog({ kind: 'install', subscriber: id, account, installer, mins }, t('life.install.title'), (sub && sub.name) || id, t('life.install.submit'),
+    [el('p', { class: 'muted hint', text: t('life.install.hint') }),
+      devs.length ? field('li-account', t('life.install.device'), account) : el('p', { class: 'warning-text', text: t('life.install.no_devices') }),
+      field('li-installer', t('life.install.installer'), installer),
+      field('li-window', t('life.install.window_mins'), mins)]);
+}
+
+function openConsentForm(id, sub) {
+  if (!isSupervisor()) return;
+  const signedOn = el('input', { type: 'date', value: zoneParts(serverNow()).date });
+  const signedBy = el('input', { type: 'text', maxlength: 100, autocomplete: 'off', value: (sub && sub.name) || '' });
+  openCareDialog({ kind: 'consent', subscriber: id, signedOn, signedBy }, t('life.consent.title'), (sub && sub.name) || id, t('life.consent.submit'),
+    [el('blockquote', { class: 'consent-text' },
+      el('p', { text: t('life.consent.text_keys') }), el('p', { text: t('life.consent.text_health') })),
+    field('lc-signed-on', t('life.consent.signed_on'), signedOn),
+    field('lc-signed-by', t('life.consent.signed_by'), signedBy)]);
+}
+
+async function submitCareForm(ev) {
+  ev.preventDefault();
+  const f = S.careForm;
+  if (!f) return;
+  const err = $('care-error');
+  let path;
+  let body;
+  let done;
+  if (f.kind === 'order') {
+    path = '/api/orders';
+    body = orderBody(f.order);
+    done = 'orders.form.entered';
+  } else if (f.kind === 'install') {
+    path = `/api/subscribers/${encodeURIComponent(f.subscriber)}/installation`;
+    body = { account: f.account.value, installer: f.installer.value.trim() };
+    if (f.mins.value) body.window_mins = Number(f.mins.value);
+    done = 'life.install.done';
+  } else {
+    path = `/api/subscribers/${encodeURIComponent(f.subscriber)}/consent`;
+    body = { signed_on: f.signedOn.value, signed_by: f.signedBy.value.trim() };
+    done = 'life.consent.done';
+  }
+  $('care-submit').disabled = true;
+  try {
+    const { status, data } = await api('POST', path, body);
+    closeCareDialog();
+    if (f.kind === 'order') {
+      message(status === 201 ? t(done, { id: data.id }) : t('orders.form.known', { id: data.id }), 'ok');
+      S.orders.focus = data.id;
+      S.orders.expanded.add(data.id);
+      if (S.view === 'orders') loadOrders();
+      scheduleSupervision();
+    } else {
+      message(t(done), 'ok');
+    }
+    // The live feed's `subscriber` loads the cards again; without it, here.
+    if ($('connection-status').dataset.state !== 'open') reloadLifePanels();
+  } catch (e) {
+    if (e.status !== 401) {
+      err.textContent = t('care.refused', { reason: e.message });
+      show(err, true);
+    }
+  } finally {
+    $('care-submit').disabled = false;
+  }
+}
+
+// The life on the subscriber's card.
+
+function lifeStatusWords(s) {
+  return LIFE_STATUSES.includes(s) ? t(`life.status.${s}`) : String(s);
+}
+
+function missingWords(m) {
+  if (m.missing === 'test_alarm') return t('life.missing.test_alarm');
+  if (m.missing === 'consent') return t('life.missing.consent');
+  if (m.missing === 'keys') return t('life.missing.keys', { kind: keyKindWords(m.kind), have: m.have, need: m.need });
+  return String(m.missing);
+}
+
+/** The life panel of a subscriber's card (supervisors: GET /api/subscribers/{id}/life). */
+async function appendLifePanel(card, sub) {
+  if (!isSupervisor()) return;
+  const box = el('section', { class: 'life-panel', dataset: { subscriber: sub.id } },
+    el('h3', { text: t('life.title') }), el('p', { class: 'muted', text: t('life.loading') }));
+  const top = card.querySelector('.card-top');
+  if (top) top.after(box);
+  else card.append(box);
+  box.subscriber = sub;
+  await loadLifePanel(box, sub.id);
+}
+
+async function loadLifePanel(box, id) {
+  try {
+    await careChoices();
+    const { data } = await api('GET', `/api/subscribers/${encodeURIComponent(id)}/life`);
+    if (!box.isConnected) return;
+    renderLifePanel(box, data);
+  } catch (e) {
+    if (!box.isConnected) return;
+    clear(box);
+    const head = el('div', { class: 'plan-summary-head' }, el('h3', { text: t('life.title') }));
+    if (e.status === 404) {
+      head.append(el('button', { type: 'button', class: 'secondary small life-new-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
+      box.append(head, el('p', { class: 'muted life-none', text: t('life.none') }));
+    } else {
+      box.append(head, el('p', { class: 'warning-text', text: t('life.load_failed', { reason: e.message }) }));
+    }
+  }
+}
+
+function reloadLifePanels() {
+  for (const box of document.querySelectorAll('.life-panel')) {
+    if (box.dataset.subscriber) loadLifePanel(box, box.dataset.subscriber);
+  }
+}
+
+function renderLifePanel(box, data) {
+  clear(box);
+  const life = data.life || {};
+  const sub = box.subscriber;
+  const id = life.subscriber || box.dataset.subscriber;
+  box.dataset.status = life.status || '';
+  const head = el('div', { class: 'plan-summary-head' },
+    el('h3', {}, t('life.title'), ' ', el('span', { class: `life-status life-status-${life.status}`, text: lifeStatusWords(life.status) })));
+  const buttons = el('div', { class: 'action-row' });
+  if (life.status === 'ordered') {
+    buttons.append(el('button', { type: 'button', class: 'secondary small life-install', text: t('life.install.open'), on: { click: () => openInstallForm(id, sub) } }));
+    if (!life.consent) buttons.append(el('button', { type: 'button', class: 'secondary small life-consent', text: t('life.consent.record'), on: { click: () => openConsentForm(id, sub) } }));
+  }
+  buttons.append(el('button', { type: 'button', class: 'secondary small life-new-order', text: t('orders.new'), on: { click: () => openOrderForm(id) } }));
+  head.append(buttons);
+  box.append(head);
+  const missing = data.missing || [];
+  if (missing.length) {
+    box.append(el('p', { class: 'life-missing warning-text', text: t('life.missing', { what: missing.map(missingWords).join(', ') }) }));
+  }
+  const inst = life.installation;
+  let test = null;
+  if (inst) {
+    if (inst.test) test = el('span', { class: 'ok-text life-test', text: t('life.test_seen', { time: fmtFull(inst.test.at) }) });
+    else if (serverNow() < parseTs(inst.window_ends)) test = el('span', { class: 'life-test warning-text', text: t('life.test_waiting') });
+    else test = el('span', { class: 'life-test bad-text', text: t('life.window_closed') });
+  }
+  const c = life.consent;
+  box.append(factList([
+    [t('life.provider_now'), data.provider_now ? providerName(data.provider_now) : null],
+    life.installed_on ? [t('life.installed_on'), life.installed_on] : null,
+    life.ended_on ? [t('life.ended_on'), life.ended_on] : null,
+    [t('life.installation'), inst
+      ? el('span', { class: 'life-installation' }, t('life.installation_line', { account: inst.account, installer: inst.installer, opened: fmtFull(inst.opened_at), ends: fmtFull(inst.window_ends) }))
+      : t('life.no_installation')],
+    inst ? [t('life.test'), test] : null,
+    [t('life.consent'), c
+      ? el('span', { class: 'life-consent-line' }, t('life.consent_line', { signed_on: c.signed_on, signed_by: c.signed_by, recorded_by: c.recorded_by, time: fmtFull(c.recorded_at) }))
+      : el('span', { class: 'life-consent-line muted', text: t('life.no_consent') })],
+  ], 'life-facts'));
+  const providers = el('ol', { class: 'life-providers' });
+  for (const p of life.providers || []) {
+    providers.append(el('li', { dataset: { provider: p.provider } }, t('life.provider_from', { from: p.from, provider: providerName(p.provider) })));
+  }
+  box.append(el('div', { class: 'fact-label', text: t('life.providers') }), providers);
+  const orders = data.orders || [];
+  const now = serverNow();
+  const ol = el('ol', { class: 'life-orders' });
+  for (const o of orders) {
+    const late = orderLateness(o, now);
+    const open = orderStateOf(o) === 'open';
+    ol.append(el('li', { class: `life-order${late ? ' late' : ''}`, dataset: { orderId: String(o.id), state: orderStateOf(o) } },
+      open
+        ? el('button', { type: 'button', class: 'link-like', text: `#${o.id} ${orderKindWords(o.kind)}`, on: { click: () => showOrders({ focus: o.id }) } })
+        : el('span', { text: `#${o.id} ${orderKindWords(o.kind)}` }),
+      el('span', { class: 'muted', text: ` · ${t('orders.decided_on')} ${o.decided_on}` }),
+      el('span', { class: open ? '' : 'muted', text: ` · ${open ? t('orders.state.open') : orderClosedWords(o)}` }),
+      late ? el('span', { class: 'bad-text', text: ` · ${orderLatenessWords(late)}` }) : null));
+  }
+  box.append(el('details', { class: 'life-orders-box', open: orders.length <= 3 || orders.some((o) => orderStateOf(o) === 'open') },
+    el('summary', { text: `${t('life.orders')} (${orders.length})` }),
+    orders.length ? ol : el('p', { class: 'muted', text: t('life.no_orders') })));
+  const history = life.history || [];
+  const hl = el('ol', { class: 'timeline plain-timeline life-history' });
+  for (const e of history.slice().reverse()) {
+    hl.append(el('li', { class: 'tl' },
+      el('time', { class: 'tl-time', datetime: e.at, title: fmtFull(e.at), text: fmtHM(e.at) }),
+      el('div', { class: 'tl-body' },
+        el('div', { class: 'tl-head' }, el('span', { class: 'tl-what', text: e.what }), ' ',
+          el('span', { class: 'muted', text: t('tl.by') }), ' ', el('span', { class: 'tl-user', text: e.by })))));
+  }
+  box.append(el('details', { class: 'life-history-box', open: history.length <= 6 },
+    el('summary', { text: `${t('life.history')} (${history.length})` }),
+    history.length ? hl : el('p', { class: 'muted', text: t('tl.nothing') })));
+}
+
+// Billing (supervisors): a month's rows per municipality and provider, and its CSV.
+
+function showBilling() {
+  if (!isSupervisor()) return;
+  leaveCall();
+  showView('billing');
+  const m = $('billing-month');
+  if (!m.value) m.value = thisMonth();
+  updateBillingLink();
+  blurHidden();
+  loadBilling();
+}
+
+function billingMonth() {
+  const v = $('billing-month').value;
+  return /^\d{4}-\d\d$/.test(v) ? v : thisMonth();
+}
+
+function updateBillingLink() {
+  $('billing-csv').href = `/api/reports/billing?month=${encodeURIComponent(billingMonth())}&format=csv`;
+  $('billing-csv').setAttribute('download', `vakt-billing-${billingMonth()}.csv`);
+}
+
+async function loadBilling() {
+  const month = billingMonth();
+  updateBillingLink();
+  const box = $('billing-content');
+  clear(box);
+  box.append(el('p', { class: 'muted', text: t('report.loading', { month }) }));
+  try {
+    await careChoices();
+    const { data } = await api('GET', `/api/reports/billing?month=${encodeURIComponent(month)}`);
+    if (billingMonth() !== month) return;
+    pageError('billing-error', '');
+    renderBilling(Array.isArray(data) ? data : [], month);
+  } catch (e) {
+    if (e.status === 401 || billingMonth() !== month) return;
+    clear(box);
+    pageError('billing-error', t('billing.failed', { month, error: e.message }));
+  }
+}
+
+function renderBilling(rows, month) {
+  const box = $('billing-content');
+  clear(box);
+  box.append(el('p', { class: 'report-head' }, el('strong', { text: t('report.month', { month }) }), ` · ${tn('billing.subscribers', rows.length)}`));
+  const groups = new Map();
+  for (const r of rows) {
+    const key = `${r.municipality}\u0000${r.provider}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(r);
+  }
+  const keys = [...groups.keys()].sort();
+  const heads = ['subscriber', 'name', 'installed_on', 'ended_on'].map((h) => el('th', { text: t(`billing.col.${h}`) }));
+  const tbody = el('tbody');
+  for (const key of keys) {
+    const list = groups.get(key).sort((a, b) => String(a.subscriber).localeCompare(String(b.subscriber)));
+    const [municipality, provider] = key.split('\u0000');
+    tbody.append(el('tr', { class: 'billing-group', dataset: { municipality, provider } },
+      el('th', { colspan: 4, scope: 'rowgroup', text: t('billing.group', { municipality, provider: providerName(provider), n: list.length }) })));
+    for (const r of list) {
+      tbody.append(el('tr', { class: 'billing-row', dataset: { subscriber: r.subscriber } },
+        el('td', {}, subscriberLink(r.subscriber)),
+        el('td', { text: orDash(r.name) }),
+        el('td', { text: r.installed_on || '-' }),
+        el('td', { text: r.ended_on || '-' })));
+    }
+  }
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: t('billing.none') })));
+  box.append(el('table', { class: 'data-table report-table billing-table' }, el('thead', {}, el('tr', {}, ...heads)), tbody));
 }
 
 // ---- actions on my Call
@@ -5184,6 +5839,19 @@ function renderSupervision() {
   wo.className = `tab-badge${old ? ' stale' : (overdue ? ' bad-steady' : '')}`;
   wo.title = old ? t('sup.not_up_to_date') : t('sup.wo_title', { open, overdue });
   show(wo, !!text);
+  // The subscribers' orders (supervisors), counted as the work orders are.
+  const ordb = $('orders-badge');
+  const oOpen = Number(s.orders_open) || 0;
+  const oLate = Number(s.orders_overdue) || 0;
+  let otext = '';
+  if (isSupervisor() && s.orders_open !== undefined) {
+    if (old && S.supervisionAt) otext = t('sup.orders_open', { n: '?' });
+    else if (!old && oOpen) otext = `${t('sup.orders_open', { n: oOpen })}${oLate ? ` · ${t('sup.orders_overdue', { n: oLate })}` : ''}`;
+  }
+  ordb.textContent = otext;
+  ordb.className = `tab-badge${old ? ' stale' : (oLate ? ' bad-steady' : '')}`;
+  ordb.title = old ? t('sup.not_up_to_date') : t('sup.orders_title', { open: oOpen, overdue: oLate, back: Number(s.orders_return_due) || 0 });
+  show(ordb, !!otext);
   const ob = $('outbox-badge');
   const pending = Number(s.outbox_pending) || 0;
   ob.textContent = !old && pending ? t('sup.pending', { n: pending }) : '';
@@ -5709,6 +6377,7 @@ function tickSupervision() {
   if (S.view === 'incidents') renderUpdated('incidents-updated', S.incidentListAt, PAGE_POLLS.incidents[1], S.incidentListFailed);
   if (S.view === 'incident') renderUpdated('incident-updated', S.incidentAt, PAGE_POLLS.incident[1], S.incidentFailed);
   if (S.view === 'workorders') renderUpdated('workorders-updated', S.wo.at, PAGE_POLLS.workorders[1], S.wo.failed);
+  if (S.view === 'orders') renderUpdated('orders-updated', S.orders.at, PAGE_POLLS.orders[1], S.orders.failed);
   if (S.view === 'device') renderUpdated('device-updated', S.dev.at, PAGE_POLLS.device[1], S.dev.failed);
   if (S.view === 'outbox') renderUpdated('outbox-updated', S.outboxAt, PAGE_POLLS.outbox[1], S.outboxFailed);
   // The banner's flash ends; the badges turn to "?" once too old.
@@ -5723,6 +6392,7 @@ const PAGE_POLLS = {
   incidents: [() => loadIncidents(), 30000],
   incident: [() => loadIncident(), 10000],
   workorders: [() => loadWorkOrders(), 30000],
+  orders: [() => loadOrders(), 30000],
   device: [() => loadDevice(), 10000],
   outbox: [() => loadOutbox(), 15000],
 };
@@ -6528,6 +7198,7 @@ const EDIT_FIELDS = [
   ['phone', 'card.phone'],
   ['language', 'editor.field.language'],
   ['care_provider', 'card.care_provider'],
+  ['municipality', 'editor.field.municipality'],
   ['access.keys', 'editor.field.access.keys', 'number'],
   ['access.key_location', 'card.key_location'],
   ['access.digital_lock_id', 'field.digital_lock_id'],
@@ -6613,7 +7284,7 @@ function editorValue() {
     id: src.id,
     name: '', personal_number: '', address: '', postcode: '', city: '', area: '', phone: '',
     care_provider: '', health_notes: '', care_plan_notes: '', language: '', needs_extra_visits: false,
-    health_to_patrol: false,
+    health_to_patrol: false, municipality: '',
     access: { keys: 0, key_location: '', digital_lock_id: '', door_code: '', entry_notes: '' },
     contacts: [],
   };
@@ -6749,6 +7420,8 @@ function onKeyDown(e) {
     }
     return;
   }
+  // A tenant's staff have no part in the centre's work: none of its shortcuts.
+  if (isTenant()) return;
   const mine = S.view === 'call' && isMine(S.current);
   if (S.view === 'call' && (voiceKey(e) || dialKey(e))) return;
   switch (e.key) {
@@ -6881,6 +7554,14 @@ function wire() {
   $('tab-incidents').addEventListener('click', showIncidents);
   $('tab-workorders').addEventListener('click', () => showWorkOrders());
   $('tab-outbox').addEventListener('click', showOutbox);
+  $('tab-orders').addEventListener('click', () => showOrders());
+  $('orders-back').addEventListener('click', showQueue);
+  $('orders-refresh').addEventListener('click', loadOrders);
+  $('orders-new').addEventListener('click', () => openOrderForm(''));
+  $('tab-billing').addEventListener('click', showBilling);
+  $('billing-back').addEventListener('click', showQueue);
+  $('billing-load').addEventListener('click', loadBilling);
+  $('billing-month').addEventListener('change', loadBilling);
   $('badge-silent').addEventListener('click', showIncidents);
   $('incidents-back').addEventListener('click', showQueue);
   $('incidents-refresh').addEventListener('click', loadIncidents);
