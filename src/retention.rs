@@ -619,6 +619,11 @@ impl Retention {
             }
             let mut after = before.clone();
             rule::anonymise_life(&mut after, &pseudonym, &words, now);
+            after.municipality = card
+                .as_ref()
+                .map(|c| c.municipality.trim())
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned);
             store.move_life(subscriber, &before, &after, &orders, &external, &receipts)?;
             done.orders = orders.len();
             done.receipts = receipts.len();

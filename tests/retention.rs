@@ -61,6 +61,8 @@ fn card(id: &str, name: &str) -> Subscriber {
         area: "centrum".into(),
         phone: PHONE.into(),
         care_provider: "hc".into(),
+        // Placed here by another municipality, which pays.
+        municipality: "Nordby kommun".into(),
         health_notes: HEALTH.into(),
         contacts: vec![Contact {
             name: RELATIVE.into(),
@@ -704,6 +706,10 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
         .iter()
         .find(|r| r.subscriber == p)
         .expect("her billing row");
+    assert_eq!(
+        row.municipality, "Nordby kommun",
+        "still billed to who pays"
+    );
     assert_eq!(
         (row.name.as_str(), row.ended_on),
         ("", Some(date(2025, 11, 20)))

@@ -38,8 +38,8 @@ pub use offline::{
     CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, add_user_in,
     billing_report, change_user, dev_fingerprint, export_audit, export_journal, import_devices,
     import_directory, import_subscribers, issue_integration_token, issue_patrol_token,
-    list_integrations, list_users, read_token_file, readable_by_others, retention_run, revoke_integration,
-    sla_report, validate_integration_name, visits_report,
+    list_integrations, list_users, read_token_file, readable_by_others, retention_run,
+    revoke_integration, sla_report, validate_integration_name, visits_report,
 };
 
 use args::{

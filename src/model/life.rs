@@ -134,6 +134,10 @@ pub struct Life {
     /// [`super::retention`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymised: Option<Timestamp>,
+    /// On an anonymised life, the municipality its card named (the card is deleted; billing
+    /// and a municipality's own visits still go by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub municipality: Option<String>,
 }
 
 /// At most this many earlier periods are kept on a life (the oldest goes first).
@@ -190,6 +194,7 @@ impl Life {
             history: Vec::new(),
             past: Vec::new(),
             anonymised: None,
+            municipality: None,
         };
         l.note(at, by, "alarm ordered");
         l
