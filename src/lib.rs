@@ -43,6 +43,7 @@ pub mod journal;
 pub mod model;
 pub mod outbox;
 pub mod registers;
+pub mod retention;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -147,6 +147,7 @@ fn describe() {
     describe_cluster();
     describe_scaip();
     describe_recording();
+    describe_retention();
     describe_voice_calls();
     describe_webrtc();
     describe_media();
@@ -1381,6 +1382,69 @@ impl RecordingMetrics {
 impl Default for RecordingMetrics {
     fn default() -> Self {
         RecordingMetrics::new()
+    }
+}
+
+// ---- retention of subscribers' data (retention) ----
+
+fn describe_retention() {
+    describe_counter!(
+        "vakt_retention_subscribers_total",
+        Unit::Count,
+        "Subscribers whose card retention deleted and whose alarm life, orders, receipts and Calls it anonymised after the configured time after the end (each audit-logged)"
+    );
+    describe_counter!(
+        "vakt_retention_calls_total",
+        Unit::Count,
+        "Calls anonymised by retention (the person's words out, a pseudonym for the subscriber)"
+    );
+    describe_gauge!(
+        "vakt_retention_held",
+        Unit::Count,
+        "Subscribers due for retention but held by an order, a Call, a dispatch, keys, a receipt, a review or a conversation still open, at the last sweep"
+    );
+    describe_counter!(
+        "vakt_retention_failures_total",
+        Unit::Count,
+        "Retention sweeps, or one subscriber's retention, that failed (tried again at the next sweep)"
+    );
+}
+
+/// Handles of the retention of subscribers' data after the end.
+#[derive(Clone)]
+pub struct RetentionMetrics {
+    /// Subscribers whose card was deleted and records anonymised.
+    pub subscribers: Counter,
+    /// Calls anonymised.
+    pub calls: Counter,
+    /// Subscribers due but held by something still open, at the last sweep.
+    pub held: Gauge,
+    /// Sweeps that failed.
+    pub failures: Counter,
+}
+
+impl std::fmt::Debug for RetentionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetentionMetrics")
+    }
+}
+
+impl RetentionMetrics {
+    /// Registers the handles (installing the recorder first if needed).
+    pub fn new() -> RetentionMetrics {
+        prometheus();
+        RetentionMetrics {
+            subscribers: metrics::counter!("vakt_retention_subscribers_total"),
+            calls: metrics::counter!("vakt_retention_calls_total"),
+            held: metrics::gauge!("vakt_retention_held"),
+            failures: metrics::counter!("vakt_retention_failures_total"),
+        }
+    }
+}
+
+impl Default for RetentionMetrics {
+    fn default() -> Self {
+        RetentionMetrics::new()
     }
 }
 

@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     &["config"],
     &["console", "ingest"],
+    &["retention"],
     &["dispatch", "supervision", "work_orders", "voice", "care"],
     &["calls"],
     &["triage", "registers", "journal", "outbox"],

@@ -1347,10 +1347,14 @@ pub fn billing_of(
             continue;
         }
         let card = store.subscriber(&l.subscriber)?;
-        // The card's municipality, else the placing one of the latest new alarm.
+        // The card's municipality (kept on the life when retention deleted the card), else
+        // the placing one of the latest new alarm.
         let m = match card.as_ref().map(|c| c.municipality.as_str()) {
             Some(m) if !m.is_empty() => Some(m.to_owned()),
-            _ => placed_by(store, &l.subscriber)?,
+            _ => match &l.municipality {
+                Some(m) => Some(m.clone()),
+                None => placed_by(store, &l.subscriber)?,
+            },
         };
         if let Some(m) = m {
             placed.insert(l.subscriber.clone(), m);

@@ -93,6 +93,12 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: ReportCmd,
     },
+    /// Retention of subscribers' personal data after their alarm has ended (the server runs
+    /// it hourly by itself).
+    Retention {
+        #[command(subcommand)]
+        cmd: RetentionCmd,
+    },
     /// The redundant set-up on PostgreSQL: the leader lease, the schema, the replication.
     Cluster {
         #[command(subcommand)]
@@ -222,6 +228,28 @@ pub(crate) enum ReportCmd {
         /// IANA time zone [default: the configuration's, Europe/Stockholm].
         #[arg(long)]
         time_zone: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RetentionCmd {
+    /// Delete the cards and anonymise the Calls, lives, orders and receipts of the
+    /// subscribers whose alarm ended more than `[retention] subscriber_days_after_end` days
+    /// ago and about whom nothing is still open, each step audit-logged; list the
+    /// subscribers due and those held, with why. With the server stopped.
+    Run {
+        /// Only list who is due and who is held; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file: its `data_dir` (or PostgreSQL), `[retention]` and time zone.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory [default: the configuration's, vakt-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 

@@ -177,6 +177,70 @@ pub(super) fn report_month(
     )
 }
 
+/// `vakt retention run [--dry-run]`: who is due and who is held (and, without `--dry-run`,
+/// what was done); exit 64 for a bad configuration or data directory, 1 when a subscriber's
+/// retention failed (the rest is done).
+pub(super) fn retention_run(
+    dry_run: bool,
+    json: bool,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> ExitCode {
+    let cfg = match &config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => Config::embedded(),
+    };
+    let at = match StoreAt::from_args(data_dir.as_deref(), config.as_deref()) {
+        Ok(at) => at,
+        Err(e) => {
+            eprintln!("vakt: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if !at.exists() {
+        eprintln!("{at}: no such data directory");
+        return ExitCode::from(EX_USAGE);
+    }
+    let dir = data_dir.unwrap_or_else(|| cfg.data_dir.clone());
+    let opts = cfg.retention_options(&dir);
+    let ran = super::retention_run(&at, opts, dry_run, jiff::Timestamp::now());
+    let r = match ran {
+        Ok(r) => r,
+        Err(e @ CliError::Store(StoreError::Open { .. })) => {
+            eprintln!("vakt: {e}\nvakt: the server runs retention hourly by itself");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return report(Err(e.into())),
+    };
+    let text = if json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(mut j) => {
+                j.push('\n');
+                j
+            }
+            Err(e) => return report(Err(e.into())),
+        }
+    } else {
+        crate::retention::to_text(&r, dry_run)
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the report");
+    if written.is_ok() && !r.failed.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    report(written)
+}
+
 /// `vakt integrations token|list|revoke`: exit 64 for a bad name or data directory, 65 to
 /// revoke an unknown integration.
 pub(super) fn integrations(cmd: IntegrationsCmd) -> ExitCode {

@@ -43,6 +43,9 @@ pub enum CliError {
     /// An integration name other than 1 to 64 of a-z, 0-9, '_', '.', '-'.
     #[error("bad integration name {0}: use 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'")]
     BadIntegrationName(String),
+    /// Retention of subscribers' data failed.
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
     /// The report's month is bad (or the report failed in storage).
     #[error(transparent)]
     Report(#[from] ReportError),

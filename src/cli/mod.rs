@@ -39,12 +39,12 @@ pub use offline::{
     billing_report, change_user, dev_fingerprint, export_audit, export_journal, import_devices,
     import_directory, import_staff, import_subscribers, issue_integration_token,
     issue_patrol_token, list_integrations, list_users, read_token_file, readable_by_others,
-    revoke_integration, sla_report, validate_integration_name, visits_report,
+    retention_run, revoke_integration, sla_report, validate_integration_name, visits_report,
 };
 
 use args::{
-    AuditCmd, Cmd, DevicesCmd, DirectoryCmd, JournalCmd, PatrolsCmd, ReportCmd, SubscribersCmd,
-    UsersCmd,
+    AuditCmd, Cmd, DevicesCmd, DirectoryCmd, JournalCmd, PatrolsCmd, ReportCmd, RetentionCmd,
+    SubscribersCmd, UsersCmd,
 };
 
 /// Exit code for an invalid configuration or command line (EX_USAGE).
@@ -241,6 +241,15 @@ pub fn run(cli: Cli) -> ExitCode {
             data_dir,
             time_zone,
         ),
+        Cmd::Retention {
+            cmd:
+                RetentionCmd::Run {
+                    dry_run,
+                    json,
+                    config,
+                    data_dir,
+                },
+        } => commands::retention_run(dry_run, json, config, data_dir),
         Cmd::Integrations { cmd } => commands::integrations(cmd),
         Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Store { cmd } => store_migrate::run(cmd),

@@ -569,6 +569,27 @@ pub fn billing_report(
     })
 }
 
+/// Retention at `now` on the store at `at`: with `dry_run` only the survey (the store
+/// opened to read), otherwise the sweep (opened to write).
+pub fn retention_run(
+    at: &StoreAt,
+    opts: crate::retention::RetentionOptions,
+    dry_run: bool,
+    now: jiff::Timestamp,
+) -> Result<crate::retention::Report, CliError> {
+    if dry_run {
+        let store = at.open()?;
+        let survey = crate::retention::Retention::new(store, None, opts).survey(now)?;
+        return Ok(crate::retention::Report {
+            survey,
+            ..Default::default()
+        });
+    }
+    let writing = at.open_writing()?;
+    let r = crate::retention::Retention::new(writing.store.clone(), None, opts).sweep(now)?;
+    Ok(r)
+}
+
 /// Largest token file read (a token file holds one token, or a line per patrol).
 const MAX_TOKEN_FILE_BYTES: u64 = 256 * 1024;
 

@@ -69,6 +69,8 @@ pub struct Config {
     pub orders: crate::care::OrdersConfig,
     /// The centre's municipality (billing, the care system's events).
     pub care: crate::care::CareConfig,
+    /// How long a subscriber's personal data is kept after the end.
+    pub retention: crate::retention::RetentionConfig,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -823,6 +825,7 @@ impl Default for Config {
             plans: Default::default(),
             orders: Default::default(),
             care: Default::default(),
+            retention: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
             staffing: Default::default(),
@@ -1078,6 +1081,19 @@ pub struct ListenerOff {
 }
 
 impl Config {
+    /// Retention's options: the days after the end, the centre's zone, and the recordings'
+    /// folder in `data_dir`.
+    pub fn retention_options(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> crate::retention::RetentionOptions {
+        crate::retention::RetentionOptions {
+            days_after_end: self.retention.subscriber_days_after_end,
+            tz: self.http.tz(),
+            recordings: self.voice.recording_options(data_dir).dir,
+        }
+    }
+
     /// Moves each listener of a protocol in `ports` to that port, keeping its address (port
     /// 0: a free port, printed at start). A listener turned off stays off; a port for a
     /// protocol with no listener on is refused.
@@ -1274,6 +1290,7 @@ impl Config {
         errs.extend(self.orders.problems());
         errs.extend(self.care.problems());
         errs.extend(self.staffing.problems());
+        errs.extend(self.retention.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {
@@ -1431,6 +1448,28 @@ mod tests {
     fn embedded_default_equals_code_default() {
         let parsed = Config::from_toml(DEFAULT_TOML).expect("config/vakt.toml parses");
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn retention_after_the_end_is_a_year_by_default_and_bounded() {
+        let d = Config::default();
+        assert_eq!(d.retention.subscriber_days_after_end, 365);
+        let opts = d.retention_options(std::path::Path::new("/data"));
+        assert_eq!(opts.days_after_end, 365);
+        assert_eq!(opts.recordings, std::path::Path::new("/data/recordings"));
+        for (days, ok) in [(30, false), (31, true), (3650, true), (3651, false)] {
+            let v = Config::from_toml(&format!(
+                "[retention]\nsubscriber_days_after_end = {days}\n"
+            ));
+            assert_eq!(v.is_ok(), ok, "{days}: {v:?}");
+            if let Err(e) = v {
+                assert!(e.to_string().contains("subscriber_days_after_end"), "{e}");
+            }
+        }
+        assert!(
+            Config::from_toml("[retention]\ndays = 3\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -441,6 +441,34 @@ pub async fn care_system_order(
     Ok(received(r, now))
 }
 
+/// Retention of subscribers' data after the end, now (supervisors): who is due at the next
+/// sweep, who is held and by what, how many have ended and wait, and how many were
+/// anonymised before. Audited `retention.view`.
+#[utoipa::path(get, path = "/api/retention", tag = "care",
+    responses((status = 200, body = crate::retention::Survey), (status = 403, body = ErrorBody)))]
+pub async fn retention_survey(
+    State(state): State<AppState>,
+    s: Session,
+) -> ApiResult<Json<crate::retention::Survey>> {
+    s.require(Role::Supervisor, &state)?;
+    let retention = state.retention.clone();
+    let now = jiff::Timestamp::now();
+    let survey = match tokio::task::spawn_blocking(move || retention.survey(now)).await {
+        Ok(r) => r.map_err(|e| ApiError::internal("the retention survey failed", e))?,
+        Err(e) => return Err(ApiError::internal("the retention task failed", e)),
+    };
+    let held = survey.due.iter().filter(|d| !d.held.is_empty()).count();
+    audit(
+        &state,
+        &s,
+        "retention.view",
+        None,
+        None,
+        format!("{} due, {held} held", survey.due.len() - held),
+    )?;
+    Ok(Json(survey))
+}
+
 /// `GET /api/reports/billing` query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

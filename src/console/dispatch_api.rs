@@ -778,7 +778,16 @@ pub async fn visits_report(
         let mut r = crate::dispatch::visits::visits_report(&store, &m, &tz, p.as_deref())?;
         if let crate::model::Scope::Municipality(_) = &scope {
             // A municipality's staff: the visits to their own people.
-            let subs = store.subscribers()?;
+            let mut subs = store.subscribers()?;
+            // Those whose card retention deleted, by the municipality kept on their life.
+            subs.extend(store.lives()?.into_iter().filter_map(|l| {
+                l.anonymised?;
+                Some(crate::model::Subscriber {
+                    id: l.subscriber,
+                    municipality: l.municipality.unwrap_or_default(),
+                    ..crate::model::Subscriber::default()
+                })
+            }));
             let theirs: std::collections::HashSet<&str> = subs
                 .iter()
                 .filter(|x| scope.sees(x, &home))

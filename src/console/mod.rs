@@ -164,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(care_api::record_consent))
         .routes(routes!(care_api::care_system_order))
         .routes(routes!(care_api::billing_report))
+        .routes(routes!(care_api::retention_survey))
         .routes(routes!(live::live))
         .routes(routes!(plans_api::get_plan, plans_api::put_plan))
         .routes(routes!(plans_api::get_plan_version))

@@ -81,6 +81,8 @@ pub struct AppState {
     pub voice: Option<crate::voice::switchboard::Switchboard>,
     /// The subscribers' lives: orders, installations, billing.
     pub care: Arc<crate::care::Care>,
+    /// Retention of subscribers' data after the end.
+    pub retention: Arc<crate::retention::Retention>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
     /// What the consoles say of their users (heartbeats, input, Calls taken).
@@ -109,6 +111,8 @@ pub struct Services {
     pub voice: Option<crate::voice::switchboard::Switchboard>,
     /// The subscribers' lives.
     pub care: Arc<crate::care::Care>,
+    /// Retention of subscribers' data after the end.
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -193,6 +197,7 @@ impl AppState {
             work_orders: services.work_orders,
             voice: services.voice,
             care: services.care,
+            retention: services.retention,
             plans: opts.plans,
             presence: Arc::default(),
             staffing: Arc::new(watch::Sender::new(super::staffing::Staffing::default())),

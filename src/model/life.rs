@@ -130,6 +130,14 @@ pub struct Life {
     /// as the current one is (at most [`MAX_PAST`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub past: Vec<Period>,
+    /// When retention anonymised it (its subscriber is then a pseudonym,
+    /// [`super::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymised: Option<Timestamp>,
+    /// On an anonymised life, the municipality its card named (the card is deleted; billing
+    /// and a municipality's own visits still go by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub municipality: Option<String>,
 }
 
 /// At most this many earlier periods are kept on a life (the oldest goes first).
@@ -185,6 +193,8 @@ impl Life {
             installation: None,
             history: Vec::new(),
             past: Vec::new(),
+            anonymised: None,
+            municipality: None,
         };
         l.note(at, by, "alarm ordered");
         l

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod life;
 pub mod order;
 pub mod plan;
+pub mod retention;
 pub mod review;
 pub mod staff;
 pub mod testing;
@@ -1226,7 +1227,8 @@ pub struct AuditEntry {
     /// `call.claim`, `call.release`, `call.note`, `call.phone`, `call.close`, `call.view`,
     /// `session.login`, `session.logout`, `session.login_failed`, `user.add`, `user.update`,
     /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`,
-    /// `device.phone_learned`, `subscriber.phone_learned`.
+    /// `device.phone_learned`, `subscriber.phone_learned`, `retention.call`,
+    /// `retention.delivery`, `retention.subscriber`, `retention.view`.
     pub action: String,
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

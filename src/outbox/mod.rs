@@ -608,6 +608,33 @@ impl Outbox {
             .map(DeliveryView::from))
     }
 
+    /// Withdraws an undelivered delivery (retention of the subscriber it is about): it is
+    /// never sent, its body is removed and its record stays with `why`
+    /// ([`Store::outbox_withdraw`]). Whether it was withdrawn now (false: delivered, or
+    /// withdrawn before).
+    pub fn withdraw(&self, id: u64, why: &str) -> Result<bool, OutboxError> {
+        let shared = &self.inner.shared;
+        let Some(rec) = shared.store.outbox_record(id)? else {
+            return Ok(false);
+        };
+        if !shared.store.outbox_withdraw(id, why)? {
+            return Ok(false);
+        }
+        if let Some(ep) = shared
+            .endpoints
+            .iter()
+            .find(|e| e.config.name == rec.endpoint)
+        {
+            let _ = ep
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        shared.publish();
+        Ok(true)
+    }
+
     /// Deliveries not yet acknowledged (gauge `vakt_outbox_pending`).
     pub fn pending(&self) -> u64 {
         self.inner.shared.pending()
@@ -1053,7 +1080,16 @@ mod tests {
         assert_eq!(eps[1].pending, 2);
         assert_eq!(eps[0].origin, "http://127.0.0.1:9");
 
-        // A restart with one endpoint fewer still counts its deliveries as pending.
+        // A withdrawn delivery (retention of the subscriber it is about) is pending no more,
+        // once.
+        assert!(outbox.withdraw(2, "withdrawn: retention").unwrap());
+        assert!(!outbox.withdraw(2, "withdrawn: retention").unwrap());
+        assert_eq!(outbox.pending(), 2);
+        assert_eq!(outbox.endpoints()[1].pending, 1);
+        assert_eq!(store.outbox_body(2).unwrap(), None);
+
+        // A restart with one endpoint fewer still counts its deliveries as pending (not the
+        // withdrawn one).
         drop(outbox);
         let stop = CancellationToken::new();
         stop.cancel();
@@ -1064,7 +1100,7 @@ mod tests {
             stop,
         )
         .unwrap();
-        assert_eq!(outbox.pending(), 3);
+        assert_eq!(outbox.pending(), 2);
         assert_eq!(outbox.endpoints()[0].pending, 1);
         assert_eq!(
             outbox.enqueue(ev(RecipientKind::Telecom, "TELIA")).unwrap(),

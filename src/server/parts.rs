@@ -248,6 +248,11 @@ pub(super) async fn start(
             &mut addrs,
         )?),
     };
+    let retention = Arc::new(crate::retention::Retention::new(
+        store.clone(),
+        Some(outbox.outbox.clone()),
+        cfg.retention_options(&cfg.data_dir),
+    ));
     let services = crate::console::Services {
         desk: dispatch.desk.clone(),
         supervision: supervision.supervision.clone(),
@@ -256,6 +261,7 @@ pub(super) async fn start(
         work_orders: work_orders.work_orders.clone(),
         voice: switchboard.clone(),
         care: care.care.clone(),
+        retention: retention.clone(),
     };
     let console = ConsolePart::start(
         listeners.http,
@@ -282,6 +288,7 @@ pub(super) async fn start(
         switchboard
             .is_some()
             .then(|| cfg.voice.recording_options(&cfg.data_dir)),
+        retention.clone(),
         &store,
         &work_orders.work_orders,
         &supervision.last_heard,
@@ -403,6 +410,7 @@ impl Parts {
         if let Some(r) = self.background.retention {
             let _ = r.await;
         }
+        let _ = self.background.subscribers_retention.await;
         let _ = self.console.stats.await;
         // 11. Last-heard times (every other write was durable when it returned).
         persist_last_heard(&self.store, &self.last_heard).await;
@@ -1040,13 +1048,17 @@ struct BackgroundPart {
     periodic: JoinHandle<()>,
     /// The recordings' retention (with voice calls on).
     retention: Option<JoinHandle<u64>>,
+    /// The retention of subscribers' data after the end.
+    subscribers_retention: JoinHandle<u64>,
 }
 
 impl BackgroundPart {
     /// Every `every`: SCAIP holds whose device went quiet, work orders' metrics, last-heard
     /// persistence, expired sessions.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         recordings: Option<RecordingOptions>,
+        subscribers: Arc<crate::retention::Retention>,
         store: &Store,
         work_orders: &Arc<WorkOrders>,
         last_heard: &Arc<LastHeard>,
@@ -1068,6 +1080,10 @@ impl BackgroundPart {
                 shutdown.clone(),
             ))
         });
+        // Subscribers' data deleted and anonymised the configured time after their end, at
+        // start and hourly, on the blocking pool.
+        let subscribers_retention =
+            tokio::spawn(crate::retention::run(subscribers, shutdown.clone()));
         let store = store.clone();
         let work_orders = work_orders.clone();
         let last_heard = last_heard.clone();
@@ -1100,6 +1116,7 @@ impl BackgroundPart {
             upkeep,
             periodic,
             retention,
+            subscribers_retention,
         }
     }
 }

@@ -47,6 +47,7 @@ mod life;
 mod outbox;
 pub mod pg;
 mod plans;
+mod retention;
 mod reviews;
 mod subscribers;
 #[cfg(test)]

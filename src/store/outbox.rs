@@ -234,6 +234,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Withdraws an undelivered delivery: it leaves its endpoint's pending list and its body
+    /// (the event, with the personal data) is removed; the record stays, with `why` as its
+    /// last error and no next attempt. A delivered one is left as it is. Whether it was
+    /// withdrawn now. Durable.
+    pub fn outbox_withdraw(&self, id: u64, why: &str) -> Result<bool, StoreError> {
+        // One transaction: a delivery acknowledged at the same moment is never withdrawn
+        // (nor its acknowledgement overwritten).
+        let withdrawn = self.outbox.transaction(|tx| {
+            let Some(v) = tx.get(key(RECORD, id))? else {
+                return Ok(false);
+            };
+            let mut r = decode(&v).map_err(super::kv::TxError::Store)?;
+            let pending = named_key(PENDING, &r.endpoint, id);
+            if r.delivered_at.is_some() || tx.get(&pending)?.is_none() {
+                return Ok(false);
+            }
+            r.next_attempt_at = None;
+            r.last_error = Some(why.to_owned());
+            let v = serde_json::to_vec(&r).map_err(|e| super::kv::TxError::Store(corrupt(e)))?;
+            tx.remove(&pending)?;
+            tx.remove(key(BODY, id))?;
+            tx.insert(key(RECORD, id), v)?;
+            Ok(true)
+        })?;
+        if withdrawn {
+            self.sync()?;
+        }
+        Ok(withdrawn)
+    }
+
     /// The highest delivery id stored (0 if none).
     pub fn outbox_max_id(&self) -> Result<u64, StoreError> {
         super::max_id(&self.outbox, RECORD)

@@ -86,6 +86,23 @@ impl Store {
             .transpose()
     }
 
+    /// Deletes every version of `subscriber`'s plan (retention of their data). How many
+    /// there were. Durable.
+    pub fn delete_plans(&self, subscriber: &str) -> Result<usize, StoreError> {
+        let mut batch = super::kv::Batch::default();
+        let mut n = 0;
+        for item in self.plans.scan_prefix(prefix(subscriber)) {
+            let (k, _) = item?;
+            batch.remove(k);
+            n += 1;
+        }
+        if n > 0 {
+            self.plans.apply_batch(batch)?;
+            self.sync()?;
+        }
+        Ok(n)
+    }
+
     /// The newest `limit` versions of `subscriber`'s plan, newest first.
     pub fn plan_versions(
         &self,

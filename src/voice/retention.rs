@@ -102,6 +102,46 @@ pub fn sweep(dir: &Path, now: Timestamp, retention: Duration) -> Result<Sweep, R
     Ok(out)
 }
 
+/// Deletes the recordings in `dir` of the Calls `calls` (finished or being written, any
+/// age): the recordings of a subscriber whose data retention removes
+/// ([`crate::retention`]). Returns what it deleted. Blocking.
+pub fn delete_of_calls(
+    dir: &Path,
+    calls: &std::collections::BTreeSet<u64>,
+) -> Result<Sweep, RecordError> {
+    let mut out = Sweep::default();
+    if calls.is_empty() {
+        return Ok(out);
+    }
+    for (name, id, _) in entries(dir)? {
+        if !calls.contains(&id.call()) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let bytes = std::fs::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => out.deleted.push(Deleted {
+                id,
+                file_name: name,
+                bytes,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => out.failed.push(NotDeleted {
+                file_name: name,
+                error: e.to_string(),
+            }),
+        }
+    }
+    if !out.deleted.is_empty() {
+        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, "syncing the recordings' folder after deletions");
+        }
+    }
+    Ok(out)
+}
+
 /// The audit entry of a deletion at `at`: action `recording.delete`, user `vakt`, the Call,
 /// and in the detail the conversation, its start and the file's size (no personal data).
 pub fn audit_entry(deleted: &Deleted, at: Timestamp) -> AuditEntry {
