@@ -83,6 +83,8 @@ pub struct AppState {
     pub care: Arc<crate::care::Care>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
+    /// The access log's review (`[access_review]`).
+    pub access_review: crate::model::access_review::AccessReviewOptions,
 }
 
 /// The services behind the console besides the store.
@@ -131,6 +133,8 @@ pub struct ConsoleOptions {
     pub plans: crate::model::plan::PlanOptions,
     /// How the console rings.
     pub alerting: Alerting,
+    /// The access log's review (`[access_review]`).
+    pub access_review: crate::model::access_review::AccessReviewOptions,
 }
 
 /// How the console rings for waiting Calls (`[http] ring_max_level`, `ring_repeat_secs`).
@@ -185,6 +189,7 @@ impl AppState {
             voice: services.voice,
             care: services.care,
             plans: opts.plans,
+            access_review: opts.access_review,
         })
     }
 
