@@ -165,7 +165,9 @@ pub async fn review(
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_PAGE}"
+        )));
     }
     let f = filter_of(&state, q.subscriber, q.user, q.call, q.action, q.from, q.to)?;
     let before = q.before;
@@ -173,10 +175,12 @@ pub async fn review(
     let opts = state.access_review.clone();
     let now = Timestamp::now();
     let filter = f.clone();
-    let page = tokio::task::spawn_blocking(move || review_page(&store, &filter, before, limit, &opts, now))
-        .await
-        .map_err(|e| ApiError::internal("the review task failed", e))?
-        .map_err(store_error)?;
+    let page = tokio::task::spawn_blocking(move || {
+        review_page(&store, &filter, before, limit, &opts, now)
+    })
+    .await
+    .map_err(|e| ApiError::internal("the review task failed", e))?
+    .map_err(store_error)?;
     if let Some(person) = &f.subscriber {
         audit(
             &state,
@@ -407,7 +411,15 @@ pub async fn extract(
     let now = Timestamp::now();
     let today = now.to_zoned(state.tz.clone()).date();
     let to_day = nonempty(q.to.clone()).unwrap_or_else(|| today.to_string());
-    let mut f = filter_of(&state, Some(id.clone()), None, None, None, q.from.clone(), Some(to_day.clone()))?;
+    let mut f = filter_of(
+        &state,
+        Some(id.clone()),
+        None,
+        None,
+        None,
+        q.from.clone(),
+        Some(to_day.clone()),
+    )?;
     f.subscriber = Some(id.clone());
     let store = state.store.clone();
     let filter = f.clone();
@@ -435,7 +447,9 @@ pub async fn extract(
         return Err(ApiError::not_found("subscriber"));
     }
     let language = q.language.unwrap_or_else(|| {
-        let own = subscriber.as_ref().map(|s| s.language.trim().to_lowercase());
+        let own = subscriber
+            .as_ref()
+            .map(|s| s.language.trim().to_lowercase());
         ConsoleLanguage::ALL
             .into_iter()
             .find(|l| own.as_deref() == Some(l.as_str()))
@@ -485,7 +499,10 @@ pub async fn extract(
             .map(|e| e.at.to_zoned(state.tz.clone()).date().to_string())
             .unwrap_or_else(|| to_day.clone()),
     };
-    let name = subscriber.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    let name = subscriber
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     audit(
         &state,
         &s,
@@ -501,7 +518,13 @@ pub async fn extract(
     )?;
     let safe_id: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let file = format!("vakt-accesses-{safe_id}-{from_day}-{to_day}");
     let head = Head {
@@ -510,7 +533,10 @@ pub async fn extract(
         id: &id,
         from: &from_day,
         to: &to_day,
-        made: &now.to_zoned(state.tz.clone()).strftime("%Y-%m-%d %H:%M").to_string(),
+        made: &now
+            .to_zoned(state.tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string(),
     };
     if html {
         Ok(attachment(
@@ -619,7 +645,10 @@ fn to_html(l: ConsoleLanguage, h: &Head<'_>, lines: &[Line]) -> String {
     } else {
         out.push_str("<table>\n<thead><tr>");
         for c in ["time", "user", "role", "action", "call"] {
-            out.push_str(&format!("<th>{}</th>", w(&format!("audit_extract.col.{c}"))));
+            out.push_str(&format!(
+                "<th>{}</th>",
+                w(&format!("audit_extract.col.{c}"))
+            ));
         }
         out.push_str("</tr></thead>\n<tbody>\n");
         for x in lines {

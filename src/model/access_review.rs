@@ -85,9 +85,7 @@ impl AccessReviewOptions {
 }
 
 /// Why an access is worth a second look.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
     /// One of many people's records the user opened in a short time.
@@ -194,7 +192,9 @@ pub fn flags(
             if let (Some(theirs), Some(users)) = (theirs, users)
                 && theirs != users
             {
-                out.entry(e.seq).or_default().insert(Flag::OutsideMunicipality);
+                out.entry(e.seq)
+                    .or_default()
+                    .insert(Flag::OutsideMunicipality);
             }
         }
     }
@@ -365,15 +365,29 @@ mod tests {
             entry(3, 151, "anna", "subscriber.view", Some("S-1")), // 31 min after
             entry(4, 69, "anna", "subscriber.keys_view", Some("S-1")), // 31 min before
             entry(5, 400, "anna", "subscriber.view", Some("S-2")), // S-2's open Call
-            from_call,                                              // made from a Call
+            from_call,                                             // made from a Call
             entry(7, 110, "anna", "subscriber.view", Some("S-3")), // S-1's Call is not S-3's
             entry(8, 110, "anna", "order.view", Some("S-3")),      // not the card
             entry(9, 110, "vakt", "subscriber.view", Some("S-3")), // the server
         ];
-        let f = flags(&page, &[], &calls, None, &AccessReviewOptions::default(), at(600));
+        let f = flags(
+            &page,
+            &[],
+            &calls,
+            None,
+            &AccessReviewOptions::default(),
+            at(600),
+        );
         assert_eq!(flagged(&f, Flag::OutsideCall), [3, 4, 7]);
         // Without S-2's Call, the view of minute 400 is outside any.
-        let f = flags(&page, &[], &calls[..1], None, &AccessReviewOptions::default(), at(600));
+        let f = flags(
+            &page,
+            &[],
+            &calls[..1],
+            None,
+            &AccessReviewOptions::default(),
+            at(600),
+        );
         assert_eq!(flagged(&f, Flag::OutsideCall), [3, 4, 5, 7]);
     }
 

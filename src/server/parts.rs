@@ -78,7 +78,10 @@ pub(super) async fn start(
     let indexing = store.clone();
     let indexed = tokio::task::spawn_blocking(move || indexing.index_audit_log()).await??;
     if indexed > 0 {
-        tracing::info!(entries = indexed, "audit log indexed by person, user and Call");
+        tracing::info!(
+            entries = indexed,
+            "audit log indexed by person, user and Call"
+        );
     }
     let metrics = Metrics::new();
     let registry = Devices::new(Registry::new(store.devices()?));
