@@ -8,9 +8,10 @@
 //!
 //! # Indexes
 //!
-//! Beside each entry, in the same transaction, the same JSON under up to three index keys:
-//! `p` + the person's (subscriber's) id, `u` + the user, `c` + the Call (each name as a u16
-//! big-endian length and its bytes, a Call as its u64; then the entry's sequence number). So
+//! Beside each entry, in the same transaction, up to three empty index keys: `p` + the
+//! person's (subscriber's) id, `u` + the user, `c` + the Call (each name as a u16 big-endian
+//! length and its bytes, a Call as its u64; then the entry's sequence number, by which the
+//! entry is read: a copy under each key would cost the log four times its size). So
 //! one person's, one user's or one Call's entries are one range scan, newest first, however
 //! long the log is: the review's filters and the extract for one person never read the rest
 //! of the log. An entry that names a Call but no person is indexed (and stored) under the
@@ -190,7 +191,7 @@ impl Store {
             tx.insert(COUNTER, seq.to_be_bytes())?;
             tx.insert(seq.to_be_bytes(), &v)?;
             for k in index_keys(&e, seq) {
-                tx.insert(k, &v)?;
+                tx.insert(k, [])?;
             }
             let indexed = tx.get(INDEXED)?.as_deref().and_then(seq_of).unwrap_or(0);
             if indexed >= last {
@@ -225,11 +226,15 @@ impl Store {
                 if e.subscriber.is_none()
                     && let Some(call) = e.call
                 {
+                    // Stored with the Call's person, as a new entry is.
                     e.subscriber = self.call_head(call)?.and_then(|c| c.subscriber);
+                    if e.subscriber.is_some() {
+                        let v = serde_json::to_vec(&e).map_err(corrupt)?;
+                        batch.insert(e.seq.to_be_bytes(), v);
+                    }
                 }
-                let v = serde_json::to_vec(&e).map_err(corrupt)?;
                 for k in index_keys(&e, e.seq) {
-                    batch.insert(k, &v);
+                    batch.insert(k, []);
                 }
                 done += 1;
             }
@@ -295,6 +300,14 @@ impl Store {
                 None => seq_of(&k),
             };
             let Some(seq) = seq else { continue };
+            let v = match &prefix {
+                // An index key: the entry under its number.
+                Some(_) => match self.audit.get(seq.to_be_bytes())? {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None => v,
+            };
             let mut e: AuditEntry = serde_json::from_slice(&v).map_err(corrupt)?;
             e.seq = seq;
             page.read += 1;
