@@ -113,6 +113,7 @@ fn fill(dir: &Path) {
         created_at: at(10_000),
         disabled: name == "old",
         language: None,
+        tenant: None,
     };
     store.put_user(&user("admin", Role::Admin)).unwrap();
     store.put_user(&user("anna", Role::Operator)).unwrap();

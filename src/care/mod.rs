@@ -1164,10 +1164,18 @@ impl Care {
     }
 
     /// The municipality a subscriber is billed to and whose care system hears of them: the
-    /// placing municipality of their latest new alarm, or the centre's.
+    /// card's, else the placing municipality of their latest new alarm, else the centre's.
     pub fn municipality_of(&self, subscriber: &str) -> Result<String, CareError> {
-        Ok(placed_by(&self.store, subscriber)?
-            .unwrap_or_else(|| self.opts.care.municipality.clone()))
+        let card = self
+            .store
+            .subscriber(subscriber)?
+            .map(|c| c.municipality)
+            .filter(|m| !m.is_empty());
+        Ok(match card {
+            Some(m) => m,
+            None => placed_by(&self.store, subscriber)?
+                .unwrap_or_else(|| self.opts.care.municipality.clone()),
+        })
     }
 
     /// The billing rows of `month`.
@@ -1338,19 +1346,34 @@ pub fn billing_of(
         {
             continue;
         }
-        if let Some(m) = placed_by(store, &l.subscriber)? {
+        let card = store.subscriber(&l.subscriber)?;
+        // The card's municipality, else the placing one of the latest new alarm.
+        let m = match card.as_ref().map(|c| c.municipality.as_str()) {
+            Some(m) if !m.is_empty() => Some(m.to_owned()),
+            _ => placed_by(store, &l.subscriber)?,
+        };
+        if let Some(m) = m {
             placed.insert(l.subscriber.clone(), m);
         }
-        if let Some(c) = store.subscriber(&l.subscriber)? {
+        if let Some(c) = card {
             names.insert(l.subscriber.clone(), c.name);
         }
     }
     Ok(billing::rows(&lives, month, &placed, &names, home))
 }
 
-/// Writes the order's health notes and directions on the card and checks it as an edit of
-/// the register is: every field, and the care provider and area against the directory.
+/// Writes the order's health notes and directions (and the placing municipality, whose
+/// person it is) on the card and checks it as an edit of the register is: every field, and
+/// the care provider and area against the directory.
 fn card_checked(store: &Store, s: &mut Subscriber, new: &NewOrder) -> Result<(), CareError> {
+    if let Some(m) = new
+        .person
+        .as_ref()
+        .and_then(|p| p.placed_by.as_deref())
+        .filter(|m| !m.trim().is_empty())
+    {
+        m.clone_into(&mut s.municipality);
+    }
     if !new.health_notes.is_empty() {
         new.health_notes.clone_into(&mut s.health_notes);
     }

@@ -339,9 +339,15 @@ pub(crate) enum UsersCmd {
     Add {
         /// User name: 1 to 64 of a-z (lower case), 0-9, '_', '.', '-'.
         name: String,
-        /// What the user may do.
-        #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
+        /// What the user may do: the centre's staff (operator, supervisor, admin) see every
+        /// subscriber; a care provider's staff (provider) or a municipality's (municipality)
+        /// read only their own people's, named by --tenant.
+        #[arg(long, value_parser = ["operator", "supervisor", "admin", "provider", "municipality"])]
         role: String,
+        /// The provider's id (the directory's) or the municipality's name, for the provider
+        /// and municipality roles.
+        #[arg(long)]
+        tenant: Option<String>,
         /// The store: a data directory, or the database of a configuration.
         #[command(flatten)]
         data_dir: StoreArgs,
@@ -383,9 +389,10 @@ pub(crate) enum UsersCmd {
 pub(crate) enum SubscribersCmd {
     /// Import subscribers from CSV (UTF-8; with the server stopped). All rows are checked
     /// first; a file with any bad row imports nothing. Header:
-    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol
-    /// (needs_extra_visits and health_to_patrol are yes or no, empty meaning no; files
-    /// without the last one, or the last two, columns are accepted too).
+    /// id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol,municipality
+    /// (needs_extra_visits and health_to_patrol are yes or no, empty meaning no; municipality
+    /// is the person's municipality, empty meaning the centre's; files without the last
+    /// one, two or three columns are accepted too).
     Import {
         /// The store: a data directory, or the database of a configuration.
         #[command(flatten)]

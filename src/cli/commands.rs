@@ -432,7 +432,12 @@ pub(super) fn patrol_token(id: &str, data_dir: &StoreAt) -> ExitCode {
 }
 
 /// `vakt users add`: checks the name, reads the password, stores the user.
-pub(super) fn add_user(name: &str, role: &str, data_dir: &StoreAt) -> ExitCode {
+pub(super) fn add_user(
+    name: &str,
+    role: &str,
+    tenant: Option<&str>,
+    data_dir: &StoreAt,
+) -> ExitCode {
     use crate::console::auth::{self, AuthError};
     let role: crate::model::Role = match role.parse() {
         Ok(r) => r,
@@ -445,6 +450,10 @@ pub(super) fn add_user(name: &str, role: &str, data_dir: &StoreAt) -> ExitCode {
         eprintln!("vakt: {e}");
         return ExitCode::from(EX_USAGE);
     }
+    if let Err(e) = super::offline::tenant_for(role, tenant) {
+        eprintln!("vakt: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     let password = match super::term::read_password(name) {
         Ok(p) => p,
         Err(e) => {
@@ -453,7 +462,7 @@ pub(super) fn add_user(name: &str, role: &str, data_dir: &StoreAt) -> ExitCode {
         }
     };
     let now = jiff::Timestamp::now();
-    match super::add_user(data_dir, name, role, &password, now) {
+    match super::add_user_in(data_dir, name, role, tenant, &password, now) {
         Ok(super::UserChange::Added) => {
             println!("added user {name} ({}) to {}", role.as_str(), data_dir);
             ExitCode::SUCCESS

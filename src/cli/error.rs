@@ -23,6 +23,9 @@ pub enum CliError {
     /// No patrol with this id is in the directory.
     #[error("no patrol {0:?} in the directory (import it with `vakt directory import`)")]
     UnknownPatrol(String),
+    /// A user's role and tenant do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// No console user has this name.
     #[error("no user {0:?} (see `vakt users list`)")]
     UnknownUser(String),

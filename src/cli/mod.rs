@@ -35,11 +35,11 @@ use std::process::ExitCode;
 
 pub use args::Cli;
 pub use offline::{
-    CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, billing_report,
-    change_user, dev_fingerprint, export_audit, export_journal, import_devices, import_directory,
-    import_subscribers, issue_integration_token, issue_patrol_token, list_integrations, list_users,
-    read_token_file, readable_by_others, revoke_integration, sla_report, validate_integration_name,
-    visits_report,
+    CLI_USER, CliError, DirectorySummary, ImportSummary, UserChange, add_user, add_user_in,
+    billing_report, change_user, dev_fingerprint, export_audit, export_journal, import_devices,
+    import_directory, import_subscribers, issue_integration_token, issue_patrol_token,
+    list_integrations, list_users, read_token_file, readable_by_others, revoke_integration,
+    sla_report, validate_integration_name, visits_report,
 };
 
 use args::{
@@ -106,11 +106,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 UsersCmd::Add {
                     name,
                     role,
+                    tenant,
                     data_dir,
                 },
         } => {
             let at = store_at!(data_dir);
-            commands::add_user(&name, &role, &at)
+            commands::add_user(&name, &role, tenant.as_deref(), &at)
         }
 
         Cmd::Users {

@@ -145,12 +145,52 @@ pub fn add_user(
     password: &Password,
     now: Timestamp,
 ) -> Result<UserChange, CliError> {
+    add_user_in(data_dir, name, role, None, password, now)
+}
+
+/// The tenant a user of `role` is given (trimmed), or why it does not go with the role: a
+/// `provider` user needs the directory's provider id, a `municipality` user the
+/// municipality's name, and the centre's roles take none.
+pub fn tenant_for(role: Role, tenant: Option<&str>) -> Result<Option<&str>, CliError> {
+    let tenant = tenant.map(str::trim).filter(|t| !t.is_empty());
+    match (role.is_tenant(), tenant) {
+        (true, None) => Err(CliError::Usage(format!(
+            "a {} user needs --tenant (the {})",
+            role.as_str(),
+            if role == Role::Provider {
+                "directory's provider id"
+            } else {
+                "municipality's name"
+            }
+        ))),
+        (false, Some(_)) => Err(CliError::Usage(format!(
+            "a {} user sees the whole centre: no --tenant",
+            role.as_str()
+        ))),
+        (_, Some(t)) if t.chars().count() > 100 => {
+            Err(CliError::Usage("a tenant of at most 100 characters".into()))
+        }
+        (_, t) => Ok(t),
+    }
+}
+
+/// [`add_user`] with the user's tenant: a `provider` user needs the directory's provider
+/// id, a `municipality` user the municipality's name; the other roles take none.
+pub fn add_user_in(
+    data_dir: impl Into<StoreAt>,
+    name: &str,
+    role: Role,
+    tenant: Option<&str>,
+    password: &Password,
+    now: Timestamp,
+) -> Result<UserChange, CliError> {
+    let tenant = tenant_for(role, tenant)?;
     auth::validate_username(name)?;
     auth::validate_new_password(password.expose())?;
     let phc = auth::hash_password(password.expose())?;
     let store = data_dir.into().open_writing()?;
     let previous = store.together(|s| {
-        let previous = s.set_user(name, role, &phc, now)?;
+        let previous = s.set_user_in(name, role, tenant, &phc, now)?;
         s.audit(AuditEntry {
             seq: 0,
             at: now,
@@ -163,7 +203,10 @@ pub fn add_user(
             .to_string(),
             call: None,
             subscriber: None,
-            detail: format!("command line: user {name}, role {}", role.as_str()),
+            detail: match tenant {
+                Some(t) => format!("command line: user {name}, role {} of {t}", role.as_str()),
+                None => format!("command line: user {name}, role {}", role.as_str()),
+            },
         })?;
         Ok(previous)
     })?;
@@ -246,11 +289,15 @@ pub fn list_users(data_dir: impl Into<StoreAt>, mut out: impl Write) -> Result<u
     for u in &users {
         writeln!(
             out,
-            "{:<24} {:<10} {}{}",
+            "{:<24} {:<12} {}{}{}",
             u.name,
             u.role.as_str(),
             u.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            if u.disabled { "  disabled" } else { "" }
+            if u.disabled { "  disabled" } else { "" },
+            u.tenant
+                .as_deref()
+                .map(|t| format!("  of {t}"))
+                .unwrap_or_default()
         )?;
     }
     out.flush()?;

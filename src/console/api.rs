@@ -39,11 +39,35 @@ pub struct Session {
     pub user: String,
     /// The user's current role.
     pub role: Role,
+    /// The tenant of a `provider` or `municipality` user.
+    pub tenant: Option<String>,
     /// When the session ends.
     pub expires_at: jiff::Timestamp,
 }
 
 impl Session {
+    /// Whose people the user sees; a tenant's role without a tenant sees no one (refused,
+    /// 403).
+    pub fn scope(&self, state: &AppState) -> ApiResult<crate::model::Scope> {
+        crate::model::Scope::of(self.role, self.tenant.as_deref()).ok_or_else(|| {
+            state.metrics.rejected("forbidden");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this user has no municipality or provider to see",
+            )
+        })
+    }
+
+    /// Refuses (403) unless the user has at least `role`, or is a tenant's staff (who then
+    /// see only their scope: the handler filters by [`Session::scope`]).
+    pub fn require_or_tenant(&self, role: Role, state: &AppState) -> ApiResult<()> {
+        if self.role.is_tenant() {
+            self.scope(state).map(|_| ())
+        } else {
+            self.require(role, state)
+        }
+    }
+
     /// Refuses (403) unless the user has at least `role`.
     pub fn require(&self, role: Role, state: &AppState) -> ApiResult<()> {
         if self.role >= role {
@@ -115,6 +139,7 @@ pub fn session_by_hash(hash: &[u8; 32], state: &AppState) -> ApiResult<Session> 
         Some(u) if !u.disabled => Ok(Session {
             user: u.name,
             role: u.role,
+            tenant: u.tenant,
             expires_at: rec.expires_at,
         }),
         _ => Err(no_session()),
@@ -386,6 +411,7 @@ pub async fn login(
     let session = Session {
         user: user.name.clone(),
         role: user.role,
+        tenant: user.tenant.clone(),
         expires_at,
     };
     let record = SessionRecord {
@@ -508,7 +534,8 @@ pub async fn list_calls(
     s: Session,
     q: Result<Query<CallsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<CallSummary>>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
     match q.state.as_deref() {
         None | Some("open") => {}
@@ -518,7 +545,50 @@ pub async fn list_calls(
             )));
         }
     }
-    Ok(Json(state.open_summaries()))
+    let mut open = state.open_summaries();
+    if !scope.is_all() {
+        // A tenant's staff: the open Calls of their own people (a few: one look each).
+        let mut theirs = std::collections::HashMap::new();
+        let mut keep = Vec::with_capacity(open.len());
+        for c in open {
+            let seen = match c.subscriber.as_deref() {
+                Some(id) => match theirs.get(id) {
+                    Some(&b) => b,
+                    None => {
+                        let b = sees_subscriber(&state, &scope, Some(id))?;
+                        theirs.insert(id.to_owned(), b);
+                        b
+                    }
+                },
+                None => false,
+            };
+            if seen {
+                keep.push(c);
+            }
+        }
+        open = keep;
+    }
+    Ok(Json(open))
+}
+
+/// Whether `scope` holds the person `subscriber` (a Call of no known person is the centre's
+/// alone).
+pub(crate) fn sees_subscriber(
+    state: &AppState,
+    scope: &crate::model::Scope,
+    subscriber: Option<&str>,
+) -> ApiResult<bool> {
+    if scope.is_all() {
+        return Ok(true);
+    }
+    let Some(id) = subscriber else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .subscriber(id)
+        .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        .is_some_and(|s| scope.sees(&s, state.care.municipality())))
 }
 
 /// A Call with its timeline, and the subscriber's name.
@@ -667,7 +737,8 @@ pub async fn get_call(
     s: Session,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<CallView>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let call = match state.calls.triage.get(id) {
         Some(c) => c,
         None => state
@@ -676,6 +747,21 @@ pub async fn get_call(
             .map_err(|e| ApiError::internal("reading the call failed", e))?
             .ok_or_else(|| ApiError::not_found("call"))?,
     };
+    if !scope.is_all() {
+        // Another tenant's Call is not there for this user; theirs is a view of the
+        // person's record, audited.
+        if !sees_subscriber(&state, &scope, call.subscriber.as_deref())? {
+            return Err(ApiError::not_found("call"));
+        }
+        audit(
+            &state,
+            &s,
+            "call.view",
+            Some(call.id),
+            call.subscriber.as_deref(),
+            String::new(),
+        )?;
+    }
     Ok(Json(view(&state, call)))
 }
 
@@ -986,12 +1072,19 @@ pub async fn get_subscriber(
     s: Session,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SubscriberCard>> {
-    s.require(Role::Operator, &state)?;
-    let sub = state
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
+    let mut sub = state
         .store
         .subscriber(&id)
         .map_err(|e| ApiError::internal("reading the subscriber failed", e))?
+        // Another tenant's person is not there for this user (not even that it exists).
+        .filter(|sub| scope.sees(sub, state.care.municipality()))
         .ok_or_else(|| ApiError::not_found("subscriber"))?;
+    if !scope.is_all() {
+        // The door code is for the patrol's assignment, not for reading at a desk.
+        sub.access.door_code.clear();
+    }
     audit(
         &state,
         &s,

@@ -463,7 +463,8 @@ pub async fn billing_report(
     s: Session,
     q: Result<Query<BillingQuery>, QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
-    s.require(Role::Supervisor, &state)?;
+    s.require_or_tenant(Role::Supervisor, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
     let now = jiff::Timestamp::now();
     let month: Month = match q.month.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
@@ -471,7 +472,13 @@ pub async fn billing_report(
         None => Month::of(now.to_zoned(state.tz.clone()).date()),
     };
     let csv = super::dispatch_api::wants_csv(q.format.as_deref())?;
-    let rows = blocking(&state, move |c| c.billing(month)).await?;
+    let mut rows = blocking(&state, move |c| c.billing(month)).await?;
+    // A tenant's staff: the rows their municipality pays, or of their provider.
+    rows.retain(|r| match &scope {
+        crate::model::Scope::All => true,
+        crate::model::Scope::Municipality(m) => r.municipality.to_lowercase() == m.to_lowercase(),
+        crate::model::Scope::Provider(p) => r.provider == *p,
+    });
     audit(
         &state,
         &s,

@@ -295,9 +295,10 @@ pub async fn list_dispatches(
     s: Session,
     q: Result<Query<DispatchesQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<DispatchView>>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
-    let ds = match (q.call, q.open) {
+    let mut ds = match (q.call, q.open) {
         (Some(call), open) => {
             let all = state
                 .store
@@ -318,6 +319,26 @@ pub async fn list_dispatches(
             ));
         }
     };
+    if !scope.is_all() {
+        // A tenant's staff: the dispatches to their own people, and a provider's staff
+        // also their own patrols'.
+        let mut keep = Vec::with_capacity(ds.len());
+        for d in ds {
+            let own_patrol = matches!(&scope, crate::model::Scope::Provider(p) if d.provider == *p);
+            let person = match state.calls.triage.get(d.call) {
+                Some(c) => c.subscriber,
+                None => state
+                    .store
+                    .call(d.call)
+                    .map_err(|e| ApiError::internal("reading the call failed", e))?
+                    .and_then(|c| c.subscriber),
+            };
+            if own_patrol || super::api::sees_subscriber(&state, &scope, person.as_deref())? {
+                keep.push(d);
+            }
+        }
+        ds = keep;
+    }
     Ok(Json(ds.iter().map(|d| state.desk.view(d)).collect()))
 }
 
@@ -689,15 +710,20 @@ pub async fn visits_report(
     q: Result<Query<VisitsQuery>, QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    s.require(Role::Supervisor, &state)?;
+    s.require_or_tenant(Role::Supervisor, &state)?;
+    let scope = s.scope(&state)?;
     let Query(q) = q?;
     let now = jiff::Timestamp::now();
     let month = month_or_this(q.month, &state, now);
     let csv = wants_csv(q.format.as_deref())?;
-    let provider = q
-        .provider
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty());
+    let provider = match &scope {
+        // A provider's staff see their own visits, whatever they ask for.
+        crate::model::Scope::Provider(p) => Some(p.clone()),
+        _ => q
+            .provider
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty()),
+    };
     if provider.as_ref().is_some_and(|p| p.chars().count() > 64) {
         return Err(ApiError::bad_request(
             "provider: an id of at most 64 characters",
@@ -706,8 +732,20 @@ pub async fn visits_report(
     let store = state.store.clone();
     let tz = state.tz.clone();
     let (m, p) = (month.trim().to_owned(), provider.clone());
+    let home = state.care.municipality().to_owned();
     let report = tokio::task::spawn_blocking(move || {
-        crate::dispatch::visits::visits_report(&store, &m, &tz, p.as_deref())
+        let mut r = crate::dispatch::visits::visits_report(&store, &m, &tz, p.as_deref())?;
+        if let crate::model::Scope::Municipality(_) = &scope {
+            // A municipality's staff: the visits to their own people.
+            let subs = store.subscribers()?;
+            let theirs: std::collections::HashSet<&str> = subs
+                .iter()
+                .filter(|x| scope.sees(x, &home))
+                .map(|x| x.id.as_str())
+                .collect();
+            r.retain_subscribers(|id| theirs.contains(id));
+        }
+        Ok::<_, crate::dispatch::report::ReportError>(r)
     })
     .await
     .map_err(|e| ApiError::internal("making the report failed", e))?

@@ -443,6 +443,7 @@ mod tests {
                 created_at: at(0),
                 disabled: false,
                 language: None,
+                tenant: None,
             })
             .unwrap();
     }

@@ -168,13 +168,17 @@ pub async fn list_subscribers(
     s: Session,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<SubscriberPage>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
+    let home = state.care.municipality().to_owned();
     let Query(q) = q?;
     let (text, query, offset, limit) = read_query(q)?;
     let store = state.store.clone();
     let registry = state.devices.current();
     let page = tokio::task::spawn_blocking(move || {
-        let subs = store.subscribers()?;
+        let mut subs = store.subscribers()?;
+        // A tenant's staff search their own people only.
+        subs.retain(|x| scope.sees(x, &home));
         let p = search::subscribers(&subs, registry.iter(), &query, offset, limit);
         let lines = p
             .items
@@ -227,13 +231,17 @@ pub async fn list_devices(
     s: Session,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<DevicePage>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
+    let home = state.care.municipality().to_owned();
     let Query(q) = q?;
     let (text, query, offset, limit) = read_query(q)?;
     let store = state.store.clone();
     let registry = state.devices.current();
     let page = tokio::task::spawn_blocking(move || {
-        let subs = store.subscribers()?;
+        let mut subs = store.subscribers()?;
+        // A tenant's staff search their own people only.
+        subs.retain(|x| scope.sees(x, &home));
         let names: std::collections::HashMap<&str, &str> = subs
             .iter()
             .map(|x| (x.id.as_str(), x.name.as_str()))

@@ -25,6 +25,9 @@ pub struct UserView {
     pub name: String,
     /// What the user may do.
     pub role: Role,
+    /// The provider's id or the municipality's name of a `provider` or `municipality` user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// A disabled user cannot log in.
     pub disabled: bool,
     /// When the user was made.
@@ -37,6 +40,7 @@ impl From<&UserRecord> for UserView {
         UserView {
             name: u.name.clone(),
             role: u.role,
+            tenant: u.tenant.clone(),
             disabled: u.disabled,
             created_at: u.created_at,
         }
@@ -163,7 +167,8 @@ pub async fn enable_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
-    /// `operator`, `supervisor` or `admin`.
+    /// `operator`, `supervisor` or `admin` (a provider's or a municipality's user is made
+    /// with its tenant: `vakt users add --role ... --tenant ...`).
     pub role: Role,
 }
 
@@ -181,6 +186,13 @@ pub async fn set_role(
 ) -> ApiResult<Json<UserView>> {
     s.require(Role::Admin, &state)?;
     let Json(req) = body?;
+    if req.role.is_tenant() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a provider's or a municipality's user needs its tenant: make it with `vakt users \
+             add --role ... --tenant ...`",
+        ));
+    }
     changed(change(&state, &s, &name, UserChange::Role(req.role)).await?)
 }
 

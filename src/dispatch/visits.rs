@@ -174,24 +174,37 @@ pub fn visits_of(
         })
         .collect();
     visits.sort_by_key(|v| (v.arrived_at, v.dispatch));
+    let providers = per_provider(&visits);
+    (providers, visits)
+}
+
+/// The visits counted per provider, by the provider's name.
+fn per_provider(visits: &[Visit]) -> Vec<ProviderVisits> {
     let mut per: BTreeMap<(&str, &str), (usize, u64)> = BTreeMap::new();
-    for v in &visits {
+    for v in visits {
         let e = per
             .entry((v.provider_name.as_str(), v.provider.as_str()))
             .or_default();
         e.0 += 1;
         e.1 += v.minutes;
     }
-    let providers = per
-        .into_iter()
+    per.into_iter()
         .map(|((name, id), (visits, minutes))| ProviderVisits {
             provider: id.to_owned(),
             provider_name: name.to_owned(),
             visits,
             minutes,
         })
-        .collect();
-    (providers, visits)
+        .collect()
+}
+
+impl VisitsReport {
+    /// Keeps only the visits of the subscribers `keep` holds (a municipality's own), the
+    /// providers' figures counted again from them.
+    pub fn retain_subscribers(&mut self, keep: impl Fn(&str) -> bool) {
+        self.visits.retain(|v| keep(&v.subscriber));
+        self.providers = per_provider(&self.visits);
+    }
 }
 
 /// The visits of `month` (`YYYY-MM`, counted in `tz`), of one provider or all, as the store

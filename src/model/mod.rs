@@ -1053,6 +1053,10 @@ pub struct Subscriber {
     /// provider's list of an incident puts these people first.
     #[serde(default)]
     pub needs_extra_visits: bool,
+    /// The municipality the person belongs to (the data controller, who pays): empty for the
+    /// centre's own (`[care] municipality`). A municipality's staff see only theirs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub municipality: String,
 }
 
 /// The languages of the console: Swedish, Norwegian (bokmål), English. Each user reads the
@@ -1089,7 +1093,11 @@ impl ConsoleLanguage {
     }
 }
 
-/// What a user may do. Each role may do everything the one before may.
+/// What a user may do. From `operator` on, each role may do everything the one before may;
+/// the two roles before it are a tenant's staff, who read (never handle) only their own
+/// people: `provider` (a care provider's staff: the subscribers of their provider) and
+/// `municipality` (a municipality's staff: the subscribers of their municipality). Both
+/// come with the user's tenant ([`Scope`]); every check of `operator` or more refuses them.
 #[derive(
     Clone,
     Copy,
@@ -1105,6 +1113,10 @@ impl ConsoleLanguage {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A care provider's staff: read their provider's subscribers, Calls and reports.
+    Provider,
+    /// A municipality's staff: read their municipality's subscribers, Calls and reports.
+    Municipality,
     /// Takes and handles Calls; reads subscriber cards.
     Operator,
     /// Also edits subscribers and reads the audit log.
@@ -1117,6 +1129,8 @@ impl Role {
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Provider => "provider",
+            Role::Municipality => "municipality",
             Role::Operator => "operator",
             Role::Supervisor => "supervisor",
             Role::Admin => "admin",
@@ -1128,13 +1142,73 @@ impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         match s {
+            "provider" => Ok(Role::Provider),
+            "municipality" => Ok(Role::Municipality),
             "operator" => Ok(Role::Operator),
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             _ => Err(format!(
-                "unknown role `{s}` (operator, supervisor or admin)"
+                "unknown role `{s}` (provider, municipality, operator, supervisor or admin)"
             )),
         }
+    }
+}
+
+impl Role {
+    /// A tenant's staff (`provider`, `municipality`): they need a tenant and see only its
+    /// people.
+    pub fn is_tenant(self) -> bool {
+        self < Role::Operator
+    }
+}
+
+/// Whose people a user sees: the centre's staff all; a municipality's staff the subscribers
+/// whose municipality is theirs (an empty one on the card is the centre's `home`); a care
+/// provider's staff the subscribers whose care provider is theirs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "scope", content = "of", rename_all = "lowercase")]
+pub enum Scope {
+    /// Everyone (the ARC's operators, supervisors and administrators).
+    All,
+    /// One municipality's people, by its name.
+    Municipality(String),
+    /// One care provider's people, by the directory's provider id.
+    Provider(String),
+}
+
+impl Scope {
+    /// The scope of a user with `role` and `tenant`; `None` for a tenant's role without a
+    /// tenant (such a user sees nothing).
+    pub fn of(role: Role, tenant: Option<&str>) -> Option<Scope> {
+        let tenant = tenant.map(str::trim).filter(|t| !t.is_empty());
+        match (role, tenant) {
+            (Role::Provider, Some(t)) => Some(Scope::Provider(t.to_owned())),
+            (Role::Municipality, Some(t)) => Some(Scope::Municipality(t.to_owned())),
+            (Role::Provider | Role::Municipality, None) => None,
+            _ => Some(Scope::All),
+        }
+    }
+
+    /// Whether the scope holds `s`; `home` is the centre's municipality (`[care]
+    /// municipality`), which a card without one belongs to. Names compare without case.
+    pub fn sees(&self, s: &Subscriber, home: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Municipality(m) => {
+                let theirs = if s.municipality.trim().is_empty() {
+                    home
+                } else {
+                    s.municipality.trim()
+                };
+                theirs.to_lowercase() == m.trim().to_lowercase()
+            }
+            Scope::Provider(p) => s.care_provider.trim() == p.trim(),
+        }
+    }
+
+    /// Whether it is the whole centre.
+    pub fn is_all(&self) -> bool {
+        matches!(self, Scope::All)
     }
 }
 

@@ -11,7 +11,11 @@ use crate::registers::csv::{Header, ImportFile, read_all_or_nothing};
 use crate::registers::problem::FieldProblem;
 
 /// The CSV header `vakt subscribers import` expects (one line, in this order).
-pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol";
+pub const CSV_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol,municipality";
+
+/// The header of files written before `municipality` (still read: the card then belongs to
+/// the centre's municipality).
+const CSV_HEADER_V3: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol";
 
 /// The header of files written before `health_to_patrol` (still read: the column is then
 /// `false`, no consent, for everyone).
@@ -23,7 +27,7 @@ const CSV_HEADER_V1: &str = "id,name,personal_number,address,postcode,city,area,
 
 /// Number of columns in [`CSV_HEADER`].
 #[cfg(test)]
-const COLUMNS: usize = 28;
+const COLUMNS: usize = 29;
 
 /// Contacts a CSV row holds.
 const CSV_CONTACTS: usize = 3;
@@ -57,9 +61,11 @@ impl ImportFile for SubscribersCsv {
 pub type ImportError = crate::registers::csv::ImportError<SubscribersCsv>;
 
 /// The headers a subscribers file may have, the current one first. A row under the current
-/// header may leave out its last two cells (an older row without them means "no").
-const HEADERS: [Header; 3] = [
-    Header::new(CSV_HEADER).optional_tail(2),
+/// header may leave out its last three cells (an older row without them means "no", and the
+/// centre's municipality).
+const HEADERS: [Header; 4] = [
+    Header::new(CSV_HEADER).optional_tail(3),
+    Header::new(CSV_HEADER_V3).optional_tail(2),
     Header::new(CSV_HEADER_V2).optional_tail(1),
     Header::new(CSV_HEADER_V1),
 ];
@@ -132,6 +138,7 @@ pub fn normalize(s: &mut Subscriber) {
         &mut s.health_notes,
         &mut s.care_plan_notes,
         &mut s.language,
+        &mut s.municipality,
     ] {
         trim(t);
     }
@@ -227,6 +234,7 @@ pub fn problems(s: &Subscriber) -> Vec<FieldProblem> {
         ("city", &s.city),
         ("area", &s.area),
         ("care_provider", &s.care_provider),
+        ("municipality", &s.municipality),
         ("key_location", &s.access.key_location),
         ("digital_lock_id", &s.access.digital_lock_id),
         ("door_code", &s.access.door_code),
@@ -398,6 +406,7 @@ fn parse_row(rec: &csv::StringRecord) -> Result<Subscriber, String> {
             "1" | "yes" | "true" | "ja" => true,
             _ => return Err("health_to_patrol must be yes or no (or empty for no)".into()),
         },
+        municipality: cell(28),
     };
     normalize(&mut s);
     validate(&s)?;
@@ -445,6 +454,7 @@ pub fn to_csv(subs: &[Subscriber]) -> Result<String, ImportError> {
         row.push(&s.language);
         row.push(if s.needs_extra_visits { "yes" } else { "" });
         row.push(if s.health_to_patrol { "yes" } else { "" });
+        row.push(&s.municipality);
         w.write_record(&row).map_err(|e| io(e.into()))?;
     }
     let bytes = w
@@ -469,10 +479,19 @@ mod tests {
     }
 
     #[test]
-    fn header_has_28_columns_and_the_older_ones_still_read() {
+    fn header_has_29_columns_and_the_older_ones_still_read() {
         assert_eq!(CSV_HEADER.split(',').count(), COLUMNS);
-        assert_eq!(CSV_HEADER_V2.split(',').count(), COLUMNS - 1);
-        assert_eq!(CSV_HEADER_V1.split(',').count(), COLUMNS - 2);
+        assert_eq!(CSV_HEADER_V3.split(',').count(), COLUMNS - 1);
+        assert_eq!(CSV_HEADER_V2.split(',').count(), COLUMNS - 2);
+        assert_eq!(CSV_HEADER_V1.split(',').count(), COLUMNS - 3);
+        let v3 = format!("{CSV_HEADER_V3}\n{GOOD_ROW},,yes\n");
+        let subs = parse_csv(v3.as_bytes()).unwrap();
+        assert!(subs[0].health_to_patrol && subs[0].municipality.is_empty());
+        let placed = format!("{CSV_HEADER}\n{GOOD_ROW},,, Nordby kommun \n");
+        let subs = parse_csv(placed.as_bytes()).unwrap();
+        assert_eq!(subs[0].municipality, "Nordby kommun");
+        let back = parse_csv(to_csv(&subs).unwrap().as_bytes()).unwrap();
+        assert_eq!(back[0].municipality, "Nordby kommun");
         let old = format!("{CSV_HEADER_V1}\n{GOOD_ROW}\n");
         let subs = parse_csv(old.as_bytes()).unwrap();
         assert!(!subs[0].needs_extra_visits);
@@ -569,7 +588,7 @@ mod tests {
             err.contains("line 6: id S-1001 already given on line 2"),
             "{err}"
         );
-        assert!(err.contains("line 7: expected 28 cells, found 4"), "{err}");
+        assert!(err.contains("line 7: expected 29 cells, found 4"), "{err}");
         assert!(err.contains("line 8: contact1 has no name"), "{err}");
         assert!(err.contains("language \"x\""), "{err}");
         assert!(!err.contains("9911"), "door code echoed: {err}");

@@ -134,6 +134,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
             created_at: now,
             disabled: false,
             language: None,
+            tenant: None,
         })
     })
     .collect::<Result<Vec<_>, DemoError>>()?;

@@ -901,6 +901,7 @@ mod tests {
             created_at: at(0),
             disabled: false,
             language: None,
+            tenant: None,
         };
         let session = |user: &str| SessionRecord {
             user: user.into(),
@@ -1238,6 +1239,7 @@ mod tests {
             created_at: at(0),
             disabled: false,
             language: None,
+            tenant: None,
         };
         let store = b.open();
         store.put_user(&user("admin", Role::Admin)).unwrap();

@@ -27,6 +27,10 @@ pub struct UserRecord {
     /// The language the user reads the console in; `None`: the centre's (`[http] language`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<ConsoleLanguage>,
+    /// The tenant of a `provider` or `municipality` user: the provider's id or the
+    /// municipality's name, whose people they see ([`crate::model::Scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for UserRecord {
             .field("created_at", &self.created_at)
             .field("disabled", &self.disabled)
             .field("language", &self.language)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +123,18 @@ impl Store {
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<Role>, StoreError> {
+        self.set_user_in(name, role, None, password_hash, now)
+    }
+
+    /// [`Store::set_user`] with the user's tenant (a `provider` or `municipality` user's).
+    pub fn set_user_in(
+        &self,
+        name: &str,
+        role: Role,
+        tenant: Option<&str>,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<Role>, StoreError> {
         let old = self.user(name)?;
         let u = UserRecord {
             name: name.to_string(),
@@ -126,6 +143,7 @@ impl Store {
             created_at: old.as_ref().map_or(now, |o| o.created_at),
             disabled: old.as_ref().is_some_and(|o| o.disabled),
             language: old.as_ref().and_then(|o| o.language),
+            tenant: tenant.map(str::to_owned),
         };
         self.together(|s| {
             if old.is_some() {
@@ -157,7 +175,13 @@ impl Store {
             match change {
                 UserChange::Disable => new.disabled = true,
                 UserChange::Enable => new.disabled = false,
-                UserChange::Role(r) => new.role = r,
+                UserChange::Role(r) => {
+                    new.role = r;
+                    // The centre's roles see everyone: a tenant no longer applies.
+                    if !r.is_tenant() {
+                        new.tenant = None;
+                    }
+                }
                 UserChange::Remove => {}
             }
             let active_admin = |u: &UserRecord| u.role == Role::Admin && !u.disabled;
@@ -344,6 +368,7 @@ mod tests {
             created_at: ts(1_700_000_000),
             disabled: false,
             language: None,
+            tenant: None,
         }
     }
 

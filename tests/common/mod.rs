@@ -291,6 +291,17 @@ pub const ADMIN: (&str, &str) = ("test-admin", "test-admin-password");
 
 /// Adds a user directly in the store of a stopped server.
 pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str) {
+    add_user_of(dir, name, role, None, password);
+}
+
+/// Stores a console user with a tenant (a `provider` or `municipality` user's).
+pub fn add_user_of(
+    dir: &Path,
+    name: &str,
+    role: vakt::model::Role,
+    tenant: Option<&str>,
+    password: &str,
+) {
     let store = open_store(dir).expect("store opens");
     store
         .put_user(&vakt::store::UserRecord {
@@ -300,6 +311,7 @@ pub fn add_user(dir: &Path, name: &str, role: vakt::model::Role, password: &str)
             created_at: jiff::Timestamp::now(),
             disabled: false,
             language: None,
+            tenant: tenant.map(str::to_owned),
         })
         .expect("user stored");
 }

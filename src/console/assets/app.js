@@ -416,6 +416,12 @@ function isSupervisor() {
   return !!S.me && (S.me.role === 'supervisor' || S.me.role === 'admin');
 }
 
+/** A care provider's or a municipality's staff: they read their own people's cards and
+ *  reports, and take no part in the centre's work (no queue, no live feed). */
+function isTenant() {
+  return !!S.me && (S.me.role === 'provider' || S.me.role === 'municipality');
+}
+
 function isAdmin() {
   return !!S.me && S.me.role === 'admin';
 }
@@ -1189,6 +1195,17 @@ function startApp(me) {
   show($('tab-outbox'), isSupervisor());
   show($('tab-reviews'), isSupervisor());
   show($('tab-users'), isAdmin());
+  for (const id of ['tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) show($(id), !isTenant());
+  if (isTenant()) {
+    // Their people's register and the month's billing; nothing of the centre's work.
+    for (const id of ['stats', 'connection-status', 'queue-count', 'tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) {
+      show($(id), false);
+    }
+    show($('tab-billing'), true);
+    showRegisters();
+    renderSoundState();
+    return;
+  }
   const st = $('connection-status');
   st.dataset.state = 'closed';
   st.textContent = t('conn.connecting');
@@ -7246,6 +7263,7 @@ const EDIT_FIELDS = [
   ['phone', 'card.phone'],
   ['language', 'editor.field.language'],
   ['care_provider', 'card.care_provider'],
+  ['municipality', 'editor.field.municipality'],
   ['access.keys', 'editor.field.access.keys', 'number'],
   ['access.key_location', 'card.key_location'],
   ['access.digital_lock_id', 'field.digital_lock_id'],
@@ -7331,7 +7349,7 @@ function editorValue() {
     id: src.id,
     name: '', personal_number: '', address: '', postcode: '', city: '', area: '', phone: '',
     care_provider: '', health_notes: '', care_plan_notes: '', language: '', needs_extra_visits: false,
-    health_to_patrol: false,
+    health_to_patrol: false, municipality: '',
     access: { keys: 0, key_location: '', digital_lock_id: '', door_code: '', entry_notes: '' },
     contacts: [],
   };
@@ -7467,6 +7485,8 @@ function onKeyDown(e) {
     }
     return;
   }
+  // A tenant's staff have no part in the centre's work: none of its shortcuts.
+  if (isTenant()) return;
   const mine = S.view === 'call' && isMine(S.current);
   if (S.view === 'call' && (voiceKey(e) || dialKey(e))) return;
   switch (e.key) {
