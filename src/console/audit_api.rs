@@ -161,8 +161,26 @@ pub async fn review(
     s: Session,
     q: Result<Query<ReviewQuery>, QueryRejection>,
 ) -> ApiResult<Json<ReviewPage>> {
-    s.require(Role::Supervisor, &state)?;
+    let scope = reviewer_scope(&s, &state)?;
     let Query(q) = q?;
+    if !scope.is_all() {
+        // A municipality's staff review one of their own people at a time (an access
+        // request, a complaint): the log has no index by municipality.
+        let Some(person) = q
+            .subscriber
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "a municipality's review names the person (subscriber)",
+            ));
+        };
+        if !super::api::sees_subscriber(&state, &scope, Some(person))? {
+            return Err(ApiError::not_found("subscriber"));
+        }
+    }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
@@ -175,8 +193,9 @@ pub async fn review(
     let opts = state.access_review.clone();
     let now = Timestamp::now();
     let filter = f.clone();
+    let home = state.care.municipality().to_owned();
     let page = tokio::task::spawn_blocking(move || {
-        review_page(&store, &filter, before, limit, &opts, now)
+        review_page(&store, &filter, before, limit, &opts, &home, now)
     })
     .await
     .map_err(|e| ApiError::internal("the review task failed", e))?
@@ -194,6 +213,23 @@ pub async fn review(
     Ok(Json(page))
 }
 
+/// Who may review the access log: the centre's supervisors (everyone's) and a
+/// municipality's staff (their own people's); a care provider's staff may not (the
+/// municipality is the data controller).
+fn reviewer_scope(s: &Session, state: &AppState) -> ApiResult<crate::model::Scope> {
+    s.require_or_tenant(Role::Supervisor, state)?;
+    let scope = s.scope(state)?;
+    if let crate::model::Scope::Provider(_) = scope {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "the access log is reviewed by the centre's supervisors and the municipality's staff",
+        )
+        .coded("role_needed")
+        .param("role", Role::Supervisor.as_str()));
+    }
+    Ok(scope)
+}
+
 /// A page of the review with its flags, names and roles.
 fn review_page(
     store: &Store,
@@ -201,18 +237,42 @@ fn review_page(
     before: Option<u64>,
     limit: usize,
     opts: &access_review::AccessReviewOptions,
+    home: &str,
     now: Timestamp,
 ) -> Result<ReviewPage, StoreError> {
     let found = store.audit_search(f, before, limit, BUDGET)?;
     let context = burst_context(store, &found.entries, opts)?;
     let calls = calls_of_card_views(store, &found.entries, opts)?;
-    // No municipalities yet: every user is the centre's (the rule takes them once known).
-    let flags = access_review::flags(&found.entries, &context, &calls, None, opts, now);
-    let roles: HashMap<String, Role> = store
-        .users()?
+    let users = store.users()?;
+    let roles: HashMap<String, Role> = users.iter().map(|u| (u.name.clone(), u.role)).collect();
+    // Who belongs where: a municipality's staff user to theirs (the centre's staff to none:
+    // they see all), each person on the page to the card's (or the centre's).
+    let user_municipality: HashMap<String, String> = users
         .into_iter()
-        .map(|u| (u.name, u.role))
+        .filter(|u| u.role == Role::Municipality)
+        .filter_map(|u| Some((u.name, u.tenant?)))
         .collect();
+    let mut person_municipality: HashMap<String, String> = HashMap::new();
+    for e in &found.entries {
+        if let Some(p) = &e.subscriber
+            && !person_municipality.contains_key(p)
+            && let Some(card) = store.subscriber(p)?
+        {
+            let m = if card.municipality.is_empty() {
+                home.to_owned()
+            } else {
+                card.municipality
+            };
+            person_municipality.insert(p.clone(), m);
+        }
+    }
+    let municipality_of = |p: &str| person_municipality.get(p).map(|m| m.to_lowercase());
+    let of_user = |u: &str| user_municipality.get(u).map(|m| m.to_lowercase());
+    let tenancy = access_review::Tenancy {
+        municipality_of: &municipality_of,
+        user_municipality: &of_user,
+    };
+    let flags = access_review::flags(&found.entries, &context, &calls, Some(&tenancy), opts, now);
     let mut names: HashMap<String, Option<String>> = HashMap::new();
     let mut entries = Vec::with_capacity(found.entries.len());
     for e in found.entries {
@@ -401,7 +461,10 @@ pub async fn extract(
     Path(id): Path<String>,
     q: Result<Query<ExtractQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    s.require(Role::Supervisor, &state)?;
+    let scope = reviewer_scope(&s, &state)?;
+    if !super::api::sees_subscriber(&state, &scope, Some(&id))? {
+        return Err(ApiError::not_found("subscriber"));
+    }
     let Query(q) = q?;
     let html = match q.format.as_deref() {
         None | Some("csv") => false,

@@ -27,11 +27,12 @@
 //! in an index, until the times are a slack below its from date.
 //!
 //! Measured on one million entries (`million_entries_stay_quick`: sled, a debug build on two
-//! shared cores, 2,000 users, 50,000 people): written with their indexes in 423 s (0.4 ms an
-//! entry, syncs left out), 2.1 GB on disk with the indexes; one person's 100 entries read in
-//! 16 ms (100 entries read, nothing else); a day of the whole log by date (86,400 entries,
-//! pages of 1,000) in 1.5 s; the newest 100 before a date in 61 ms (3,700 read: the slack
-//! hour); the backfill of the whole log in 184 s, once.
+//! shared cores, 2,000 users, 50,000 people): written with their indexes in 393 s (0.4 ms an
+//! entry, syncs left out), 1.1 GB on disk with the indexes (2.1 GB when each index key held a
+//! copy of the entry); one person's 100 entries read in 17 ms (100 entries read, nothing
+//! else); a day of the whole log by date (86,400 entries, pages of 1,000) in 2.6 s; the
+//! newest 100 before a date in 80 ms (3,700 read: the slack hour); the backfill of the whole
+//! log in 66 s, once.
 
 use jiff::{SignedDuration, Timestamp};
 
