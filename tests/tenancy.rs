@@ -216,6 +216,36 @@ async fn each_tenant_reads_only_its_own_people() {
         .json();
     assert_eq!(v["provider"], "hc");
 
+    // The access log: a municipality's staff review and extract their own people's, one
+    // person at a time; a provider's staff not at all.
+    let mut vaktby = Client::login(http, VAKTBY.0, VAKTBY.1).await;
+    let a = vaktby.get("/api/audit/review?subscriber=anna").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["subscriber"] == "anna"),
+        "{}",
+        a.body
+    );
+    assert_eq!(vaktby.get("/api/audit/review").await.status, 422);
+    assert_eq!(
+        vaktby.get("/api/audit/review?subscriber=cia").await.status,
+        404
+    );
+    assert_eq!(
+        vaktby.get("/api/subscribers/anna/accesses").await.status,
+        200
+    );
+    assert_eq!(
+        vaktby.get("/api/subscribers/cia/accesses").await.status,
+        404
+    );
+    assert_eq!(c.get("/api/audit/review?subscriber=anna").await.status, 403);
+    assert_eq!(c.get("/api/subscribers/anna/accesses").await.status, 403);
+
     // A municipality's user without a municipality sees no one.
     let mut lost = Client::login(http, "lost", "lost-password-1").await;
     assert_eq!(lost.get("/api/subscribers").await.status, 403);

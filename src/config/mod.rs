@@ -71,6 +71,8 @@ pub struct Config {
     pub care: crate::care::CareConfig,
     /// How long a subscriber's personal data is kept after the end.
     pub retention: crate::retention::RetentionConfig,
+    /// The access log's review: the flags' thresholds, the centre's name on extracts.
+    pub access_review: crate::model::access_review::AccessReviewOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -826,6 +828,7 @@ impl Default for Config {
             orders: Default::default(),
             care: Default::default(),
             retention: Default::default(),
+            access_review: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
             staffing: Default::default(),
@@ -1043,6 +1046,7 @@ impl HttpConfig {
             },
             plans: Default::default(),
             staffing: Default::default(),
+            access_review: Default::default(),
         }
     }
 }
@@ -1291,6 +1295,7 @@ impl Config {
         errs.extend(self.care.problems());
         errs.extend(self.staffing.problems());
         errs.extend(self.retention.problems());
+        errs.extend(self.access_review.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

@@ -17,6 +17,7 @@
 //! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
 
 pub mod api;
+pub mod audit_api;
 pub mod auth;
 pub mod care_api;
 pub mod client;
@@ -132,6 +133,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api::get_subscriber, api::put_subscriber))
         .routes(routes!(api::stats_today))
         .routes(routes!(api::audit_log))
+        .routes(routes!(audit_api::review))
+        .routes(routes!(audit_api::extract))
         .routes(routes!(api::signals))
         .routes(routes!(dispatch_api::call_patrols))
         .routes(routes!(dispatch_api::dispatch))

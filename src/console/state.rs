@@ -92,6 +92,8 @@ pub struct AppState {
     pub staffing: Arc<watch::Sender<super::staffing::Staffing>>,
     /// The floor and the longest wait (`[staffing]`).
     pub staffing_opts: super::staffing::StaffingOptions,
+    /// The access log's review (`[access_review]`).
+    pub access_review: crate::model::access_review::AccessReviewOptions,
 }
 
 /// The services behind the console besides the store.
@@ -144,6 +146,8 @@ pub struct ConsoleOptions {
     pub alerting: Alerting,
     /// The floor and the longest wait (`[staffing]`).
     pub staffing: super::staffing::StaffingOptions,
+    /// The access log's review (`[access_review]`).
+    pub access_review: crate::model::access_review::AccessReviewOptions,
 }
 
 /// How the console rings for waiting Calls (`[http] ring_max_level`, `ring_repeat_secs`).
@@ -202,6 +206,7 @@ impl AppState {
             presence: Arc::default(),
             staffing: Arc::new(watch::Sender::new(super::staffing::Staffing::default())),
             staffing_opts: opts.staffing,
+            access_review: opts.access_review,
         })
     }
 

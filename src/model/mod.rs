@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vakt_proto::crypto::Key;
 use vakt_proto::event::Qualifier;
 
+pub mod access_review;
 pub mod calendar;
 pub mod directory;
 pub mod keys;
@@ -1233,7 +1234,8 @@ pub struct AuditEntry {
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<u64>,
-    /// The subscriber concerned, if any.
+    /// The subscriber concerned, if any (for an entry about a Call that names no one, the
+    /// store fills in the Call's subscriber).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<String>,
     /// More (an outcome, a count); never a secret or health text.

@@ -74,6 +74,15 @@ pub(super) async fn start(
 ) -> Result<(Parts, Addrs), ServerError> {
     let epoch = leading.as_ref().map(|l| l.borrow().epoch);
     let store = open_store(cfg, epoch).await?;
+    // The audit entries written before the log had its indexes (a no-op once done).
+    let indexing = store.clone();
+    let indexed = tokio::task::spawn_blocking(move || indexing.index_audit_log()).await??;
+    if indexed > 0 {
+        tracing::info!(
+            entries = indexed,
+            "audit log indexed by person, user and Call"
+        );
+    }
     let metrics = Metrics::new();
     let registry = Devices::new(Registry::new(store.devices()?));
     let tz = cfg.http.tz();
@@ -269,6 +278,7 @@ pub(super) async fn start(
         crate::console::ConsoleOptions {
             plans: cfg.plans.clone(),
             staffing: cfg.staffing,
+            access_review: cfg.access_review.clone(),
             ..cfg.http.console_options()
         },
         ConsoleState {

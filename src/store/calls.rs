@@ -219,6 +219,18 @@ impl Store {
         head.map(|c| self.with_timeline(c)).transpose()
     }
 
+    /// The Call with this id, open or closed, WITHOUT its timeline.
+    pub fn call_head(&self, id: u64) -> Result<Option<Call>, StoreError> {
+        match self.calls.get(key(OPEN, id))? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => self
+                .calls
+                .get(key(CLOSED, id))?
+                .map(|v| decode(&v))
+                .transpose(),
+        }
+    }
+
     /// Every Call, open or closed, opened at or after `since`, by id, WITHOUT its timeline
     /// (for the day's figures). Closed Calls are read from the newest backwards, and the scan
     /// stops once they are well before `since`.

@@ -55,6 +55,7 @@ mod testing;
 mod users;
 mod work_orders;
 
+pub use audit::{AuditFilter, AuditPage};
 pub use calls::CallChange;
 pub use journal::{JournalStore, NewRecord};
 pub use life::Stored;

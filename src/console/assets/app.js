@@ -219,7 +219,8 @@ const S = {
   flashUntil: new Map(), // id -> epoch ms until which the row flashes
   clockSkewMs: 0, // server time minus local time (from the HTTP Date header)
   busy: false, // a take / take-next is in flight
-  audit: [],
+  audit: [], // the access log's review: [ReviewEntry], newest first
+  auditNext: null, // `before` of the review's next page (null: no more)
   users: [], // [UserView] on the users page (admins)
   audio: null,
   messageTimer: null,
@@ -6432,46 +6433,110 @@ async function showAudit() {
   await loadAudit(false);
 }
 
-/** Loads the audit log (`newer`: only entries after the newest shown). */
-async function loadAudit(newer) {
-  const maxSeq = S.audit.reduce((m, a) => Math.max(m, a.seq || 0), 0);
-  const q = newer && maxSeq ? `?after=${maxSeq}&limit=${AUDIT_LIMIT}` : `?limit=${AUDIT_LIMIT}`;
+/** The review's filter as the form holds it (empty fields left out). */
+function auditFilter() {
+  const f = {};
+  for (const [k, id] of [['subscriber', 'audit-f-subscriber'], ['user', 'audit-f-user'], ['call', 'audit-f-call'],
+    ['action', 'audit-f-action'], ['from', 'audit-f-from'], ['to', 'audit-f-to']]) {
+    const v = $(id).value.trim();
+    if (v) f[k] = v;
+  }
+  return f;
+}
+
+/** Loads the access log's review (`older`: the page after the last shown). */
+async function loadAudit(older) {
+  const f = auditFilter();
+  const q = new URLSearchParams(f);
+  q.set('limit', String(AUDIT_LIMIT));
+  if (older) {
+    if (S.auditNext === null || S.auditNext === undefined) return;
+    q.set('before', String(S.auditNext));
+  }
   try {
-    const { data } = await api('GET', `/api/audit${q}`);
-    const rows = Array.isArray(data) ? data : [];
-    if (newer) {
+    const { data } = await api('GET', `/api/audit/review?${q}`);
+    const rows = data && Array.isArray(data.entries) ? data.entries : [];
+    if (older) {
       const seen = new Set(S.audit.map((a) => a.seq));
       S.audit = S.audit.concat(rows.filter((a) => !seen.has(a.seq)));
     } else {
       S.audit = rows;
     }
+    S.auditNext = data ? data.next_before : null;
     renderAudit();
-    $('audit-info').textContent = rows.length >= AUDIT_LIMIT
-      ? tn('audit_page.shown_more', S.audit.length)
-      : tn('audit_page.shown', S.audit.length);
+    const more = S.auditNext !== null && S.auditNext !== undefined;
+    $('audit-older').disabled = !more;
+    const flagged = S.audit.filter((a) => (a.flags || []).length > 0).length;
+    $('audit-info').textContent = (more
+      ? tn('audit_review.shown_more', S.audit.length)
+      : tn('audit_page.shown', S.audit.length))
+      + (flagged ? ` · ${tn('audit_review.flagged', flagged)}` : '');
+    renderAuditExtract(f);
   } catch (e) {
     reportError(t('audit_page.load_failed'), e);
   }
 }
 
+/** The extract links for the person the review is filtered by. */
+function renderAuditExtract(f) {
+  show($('audit-extract'), !!f.subscriber);
+  if (!f.subscriber) return;
+  const base = `/api/subscribers/${encodeURIComponent(f.subscriber)}/accesses`;
+  const q = (format) => {
+    const p = new URLSearchParams({ format });
+    if (f.from) p.set('from', f.from);
+    if (f.to) p.set('to', f.to);
+    return `${base}?${p}`;
+  };
+  $('audit-extract-csv').href = q('csv');
+  $('audit-extract-html').href = q('html');
+}
+
+/** Filters the review by a value of a row (a click on a user, a person, a Call). */
+function auditFilterBy(id, value) {
+  $(id).value = String(value);
+  loadAudit(false);
+}
+
 function renderAudit() {
   const body = $('audit-body');
   clear(body);
-  const rows = S.audit.slice().sort((a, b) => (b.seq || 0) - (a.seq || 0));
+  const onlyFlagged = $('audit-f-flagged').checked;
+  const rows = S.audit.slice()
+    .filter((a) => !onlyFlagged || (a.flags || []).length > 0)
+    .sort((a, b) => (b.seq || 0) - (a.seq || 0));
+  const actions = $('audit-actions');
+  clear(actions);
+  for (const a of [...new Set(S.audit.map((x) => x.action))].sort()) {
+    actions.append(el('option', { value: a, label: auditWords(a) }));
+  }
   if (rows.length === 0) {
-    body.append(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: t('audit.none') })));
+    body.append(el('tr', {}, el('td', { colspan: 8, class: 'muted', text: t('audit.none') })));
     return;
   }
   const frag = document.createDocumentFragment();
   for (const a of rows) {
-    frag.append(el('tr', { class: `audit-row action-${String(a.action || '').replace(/[^a-z_.]/g, '').replace('.', '-')}` },
+    const flags = a.flags || [];
+    const who = el('button', {
+      type: 'button', class: 'link-like', text: orDash(a.user), title: a.role ? roleWords(a.role) : null,
+      on: { click: () => auditFilterBy('audit-f-user', a.user) },
+    });
+    const call = a.call === undefined || a.call === null ? '' : el('button', {
+      type: 'button', class: 'link mono', text: `#${a.call}`, title: t('audit_review.open_call'),
+      on: { click: () => openCall(a.call) },
+    });
+    const person = a.subscriber
+      ? el('span', {}, subscriberLink(a.subscriber), a.subscriber_name ? ` ${a.subscriber_name}` : '')
+      : '';
+    frag.append(el('tr', { class: `audit-row action-${String(a.action || '').replace(/[^a-z_.]/g, '').replace('.', '-')}${flags.length ? ' flagged' : ''}` },
       el('td', { class: 'mono muted', text: orDash(a.seq) }),
       el('td', { class: 'mono', title: fmtFull(a.at), text: fmtTime(a.at) }),
-      el('td', { text: orDash(a.user) }),
+      el('td', {}, who, a.role ? el('span', { class: 'muted', text: ` ${roleWords(a.role)}` }) : ''),
       el('td', { class: 'audit-action', title: orDash(a.action), text: auditWords(a.action) }),
-      el('td', { class: 'mono', text: a.call === undefined || a.call === null ? '' : String(a.call) }),
-      el('td', { class: 'mono', text: a.subscriber || '' }),
-      el('td', { text: a.detail || '' })));
+      el('td', {}, call),
+      el('td', {}, person),
+      el('td', { text: a.detail || '' }),
+      el('td', { class: 'audit-flags' }, ...flags.map((x) => el('span', { class: `flag flag-${x}`, text: t(`audit_review.flag.${x}`) })))));
   }
   body.append(frag);
 }
@@ -7621,7 +7686,13 @@ function wire() {
     }
   });
   $('audit-refresh').addEventListener('click', () => loadAudit(false));
-  $('audit-newer').addEventListener('click', () => loadAudit(true));
+  $('audit-older').addEventListener('click', () => loadAudit(true));
+  $('audit-filters').addEventListener('submit', (e) => { e.preventDefault(); loadAudit(false); });
+  $('audit-clear').addEventListener('click', () => {
+    $('audit-filters').reset();
+    loadAudit(false);
+  });
+  $('audit-f-flagged').addEventListener('change', renderAudit);
   $('help-button').addEventListener('click', () => toggleHelp());
   $('help-close').addEventListener('click', () => toggleHelp(false));
   $('help').addEventListener('click', (e) => { if (e.target === $('help')) toggleHelp(false); });
