@@ -929,3 +929,108 @@ async fn the_server_sweeps_by_itself_and_shows_supervisors_who_is_held() {
     );
     srv.stop().await.unwrap();
 }
+
+/// What a sweep costs at the size of a municipality's register (sled, on this machine):
+/// 5,000 lives, 50 of them ended long ago, 20,000 closed Calls. The hourly survey with nobody
+/// due, the survey with the 50, their sweep, and the next sweep (nothing to do).
+/// `cargo test --test retention -- --ignored --nocapture a_sweep_at_the_size`.
+#[test]
+#[ignore = "a measurement: prints the figures"]
+fn a_sweep_at_the_size_of_a_register_takes() {
+    use std::time::Instant;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+    const LIVES: usize = 5_000;
+    const ENDED: usize = 50;
+    const CALLS_EACH: u64 = 4;
+    let cards: Vec<Subscriber> = (0..LIVES)
+        .map(|i| {
+            let mut c = other_card(&format!("S-{i}"), &format!("Person {i}"), (i % 10) as u8);
+            c.personal_number = format!("1940{:02}{:02}-{:04}", 1 + i % 12, 1 + i % 28, i);
+            c
+        })
+        .collect();
+    store.upsert_subscribers(&cards).unwrap();
+    store
+        .together(|s| {
+            for i in 0..LIVES {
+                let id = format!("S-{i}");
+                let ended = i < ENDED;
+                let l = life(
+                    &id,
+                    if ended {
+                        LifeStatus::Ended
+                    } else {
+                        LifeStatus::Active
+                    },
+                    ended.then(|| date(2020, 3, 1)),
+                    "Signer",
+                );
+                s.update_life::<vakt::store::StoreError>(&id, |_| Ok(l.clone()))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let t0 = at(date(2024, 5, 3), 14, 0);
+    let calls: Vec<Call> = (0..LIVES as u64 * CALLS_EACH)
+        .map(|n| Call {
+            id: n + 1,
+            priority: Priority(1),
+            state: CallState::Closed,
+            owner: Some("olle".into()),
+            opened_at: t0 + jiff::SignedDuration::from_mins(n as i64),
+            alarm_count: 1,
+            subscriber: Some(format!("S-{}", n % LIVES as u64)),
+            account: "1234".into(),
+            kind: "Fall".into(),
+            restored: false,
+            answered_at: Some(t0),
+            closed_at: Some(t0 + jiff::SignedDuration::from_mins(n as i64 + 20)),
+            outcome: Some(Outcome::AccidentalPress),
+            timeline: vec![TimelineEntry {
+                at: t0,
+                user: Some("olle".into()),
+                what: TimelineEvent::Note {
+                    text: "Pressed by mistake".into(),
+                },
+            }],
+            last_signal_id: n + 1,
+        })
+        .collect();
+    for chunk in calls.chunks(2_000) {
+        store.save_calls(chunk, None).unwrap();
+    }
+    let retention = Retention::new(
+        store.clone(),
+        None,
+        RetentionOptions {
+            days_after_end: 365,
+            tz: tz(),
+            recordings: tmp.path().join("recordings"),
+        },
+    );
+    let timed = |what: &str, f: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        let n = f();
+        println!("{what}: {:?} ({n})", t.elapsed());
+        n
+    };
+    let early = at(date(2020, 6, 1), 3, 0);
+    let now = at(date(2026, 12, 7), 3, 0);
+    let n = timed("survey, nobody due", &|| {
+        retention.survey(early).unwrap().due.len()
+    });
+    assert_eq!(n, 0);
+    let n = timed("survey, 50 due", &|| {
+        retention.survey(now).unwrap().due.len()
+    });
+    assert_eq!(n, ENDED);
+    let n = timed("sweep of the 50", &|| {
+        retention.sweep(now).unwrap().done.len()
+    });
+    assert_eq!(n, ENDED);
+    let n = timed("the next sweep", &|| {
+        retention.sweep(now).unwrap().done.len()
+    });
+    assert_eq!(n, 0);
+}
