@@ -163,11 +163,7 @@ pub fn sla_report(
     let all: Vec<&Dispatch> = dispatches.iter().collect();
     let totals = row_of(ALL, ALL, ALL, ALL, &all, now);
 
-    let calls: Vec<_> = store
-        .calls_opened_since(from)?
-        .into_iter()
-        .filter(|c| c.opened_at < to)
-        .collect();
+    let calls = store.calls_opened_between(from, to)?;
     let answer = stats_of(&calls, month.to_string(), now);
 
     Ok(SlaReport {
