@@ -69,6 +69,8 @@ pub struct Config {
     pub orders: crate::care::OrdersConfig,
     /// The centre's municipality (billing, the care system's events).
     pub care: crate::care::CareConfig,
+    /// What the statistics judge by (frequent callers).
+    pub stats: crate::dispatch::stats::StatsOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -821,6 +823,7 @@ impl Default for Config {
             plans: Default::default(),
             orders: Default::default(),
             care: Default::default(),
+            stats: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
         }
@@ -1036,6 +1039,7 @@ impl HttpConfig {
                 ring_repeat_secs: self.ring_repeat_secs,
             },
             plans: Default::default(),
+            stats: Default::default(),
         }
     }
 }
@@ -1269,6 +1273,7 @@ impl Config {
         errs.extend(self.work_orders.problems());
         errs.extend(self.orders.problems());
         errs.extend(self.care.problems());
+        errs.extend(self.stats.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

@@ -83,6 +83,8 @@ pub struct AppState {
     pub care: Arc<crate::care::Care>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
+    /// What the statistics judge by (`[stats]`).
+    pub stats_options: crate::dispatch::stats::StatsOptions,
 }
 
 /// The services behind the console besides the store.
@@ -129,6 +131,8 @@ pub struct ConsoleOptions {
     pub public_origin: Option<String>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
+    /// What the statistics judge by (`[stats]`).
+    pub stats: crate::dispatch::stats::StatsOptions,
     /// How the console rings.
     pub alerting: Alerting,
 }
@@ -185,6 +189,7 @@ impl AppState {
             voice: services.voice,
             care: services.care,
             plans: opts.plans,
+            stats_options: opts.stats,
         })
     }
 

@@ -181,7 +181,7 @@ pub fn sla_report(
 /// Whether a dispatch breached its arrival limit as of `now`: marked so by the clocks, or
 /// (should the mark be missing, e.g. a report made while the server was stopped) arrived at
 /// or after the deadline, or still open at or after it.
-fn is_breach(d: &Dispatch, now: Timestamp) -> bool {
+pub(crate) fn is_breach(d: &Dispatch, now: Timestamp) -> bool {
     if d.breached {
         return true;
     }
@@ -241,7 +241,7 @@ fn row_of(
 
 /// The `pct`th percentile (1..=100) of sorted values by the nearest-rank method: the
 /// smallest value with at least `pct` % of the values at or below it.
-fn nearest_rank(sorted: &[u64], pct: usize) -> Option<u64> {
+pub(crate) fn nearest_rank(sorted: &[u64], pct: usize) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }

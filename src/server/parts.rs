@@ -262,6 +262,7 @@ pub(super) async fn start(
         cfg.http.http_options(),
         crate::console::ConsoleOptions {
             plans: cfg.plans.clone(),
+            stats: cfg.stats.clone(),
             ..cfg.http.console_options()
         },
         ConsoleState {
