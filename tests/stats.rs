@@ -150,13 +150,69 @@ fn fixture(store: &vakt::store::Store) {
     store
         .save_calls(
             &[
-                call(1, Some("bo"), "Fall", "2025-03-14 12:00", 10, "olle", PatrolNeeded),
-                call(2, Some("anna"), "Fall", "2025-03-17 08:10", 20, "olle", PatrolNeeded),
-                call(3, Some("anna"), "Fall", "2025-03-17 08:40", 50, "olle", HelpNotNeeded),
-                call(4, Some("anna"), "Medical", "2025-03-18 09:05", 90, "stina", AccidentalPress),
-                call(5, Some("bo"), "Fall", "2025-03-19 10:00", 200, "stina", PatrolNeeded),
-                call(6, Some("cia"), "Fire", "2025-03-20 22:30", 5, "olle", FireBrigadeCalled),
-                call(7, None, "Unknown device", "2025-03-22 03:00", 40, "olle", Technical),
+                call(
+                    1,
+                    Some("bo"),
+                    "Fall",
+                    "2025-03-14 12:00",
+                    10,
+                    "olle",
+                    PatrolNeeded,
+                ),
+                call(
+                    2,
+                    Some("anna"),
+                    "Fall",
+                    "2025-03-17 08:10",
+                    20,
+                    "olle",
+                    PatrolNeeded,
+                ),
+                call(
+                    3,
+                    Some("anna"),
+                    "Fall",
+                    "2025-03-17 08:40",
+                    50,
+                    "olle",
+                    HelpNotNeeded,
+                ),
+                call(
+                    4,
+                    Some("anna"),
+                    "Medical",
+                    "2025-03-18 09:05",
+                    90,
+                    "stina",
+                    AccidentalPress,
+                ),
+                call(
+                    5,
+                    Some("bo"),
+                    "Fall",
+                    "2025-03-19 10:00",
+                    200,
+                    "stina",
+                    PatrolNeeded,
+                ),
+                call(
+                    6,
+                    Some("cia"),
+                    "Fire",
+                    "2025-03-20 22:30",
+                    5,
+                    "olle",
+                    FireBrigadeCalled,
+                ),
+                call(
+                    7,
+                    None,
+                    "Unknown device",
+                    "2025-03-22 03:00",
+                    40,
+                    "olle",
+                    Technical,
+                ),
             ],
             None,
         )
@@ -232,7 +288,12 @@ async fn both(c: &mut Client, query: &str) -> Value {
         ("arrival", "breaches", "/arrival/breaches", false),
         ("work_orders", "opened", "/technical/opened", false),
         ("work_orders", "done", "/technical/done", false),
-        ("devices", "silent_now", "/technical/silent_devices_now", false),
+        (
+            "devices",
+            "silent_now",
+            "/technical/silent_devices_now",
+            false,
+        ),
     ] {
         assert_eq!(
             get(section, key).as_deref(),
@@ -251,10 +312,23 @@ async fn both(c: &mut Client, query: &str) -> Value {
     let heat_total: u64 = csv
         .body
         .split("\r\n")
-        .filter(|l| ["mon;", "tue;", "wed;", "thu;", "fri;", "sat;", "sun;"].iter().any(|d| l.starts_with(d)))
-        .flat_map(|l| l.split(';').skip(1).map(|n| n.parse::<u64>().unwrap()).collect::<Vec<_>>())
+        .filter(|l| {
+            ["mon;", "tue;", "wed;", "thu;", "fri;", "sat;", "sun;"]
+                .iter()
+                .any(|d| l.starts_with(d))
+        })
+        .flat_map(|l| {
+            l.split(';')
+                .skip(1)
+                .map(|n| n.parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
         .sum();
-    assert_eq!(heat_total, j["calls"]["total"].as_u64().unwrap(), "heat map");
+    assert_eq!(
+        heat_total,
+        j["calls"]["total"].as_u64().unwrap(),
+        "heat map"
+    );
     let breaches = csv
         .body
         .lines()
@@ -274,7 +348,12 @@ fn kinds(j: &Value) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["count"].as_u64().unwrap()))
+        .map(|k| {
+            (
+                k["key"].as_str().unwrap().to_owned(),
+                k["count"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -343,15 +422,28 @@ async fn each_user_reads_the_statistics_of_their_own_people() {
     assert_eq!(all["frequent_callers"]["callers"][0]["subscriber"], "anna");
     assert_eq!(all["frequent_callers"]["callers"][0]["calls"], 3);
     assert_eq!(all["technical"]["opened"], 2);
-    let ops = all["operators"].as_array().expect("the supervisor's own figures");
+    let ops = all["operators"]
+        .as_array()
+        .expect("the supervisor's own figures");
     assert_eq!(ops.len(), 2);
-    assert_eq!((ops[0]["operator"].as_str(), ops[0]["answered"].as_u64()), (Some("olle"), Some(4)));
+    assert_eq!(
+        (ops[0]["operator"].as_str(), ops[0]["answered"].as_u64()),
+        (Some("olle"), Some(4))
+    );
     assert_eq!(ops[1]["closed"], 2);
     for chart in ["kinds", "outcomes", "answer", "heat"] {
         let svg = all["charts"][chart].as_str().unwrap();
-        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{chart}");
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{chart}"
+        );
     }
-    assert!(all["charts"]["kinds"].as_str().unwrap().contains("Alarms by kind"));
+    assert!(
+        all["charts"]["kinds"]
+            .as_str()
+            .unwrap()
+            .contains("Alarms by kind")
+    );
     assert_eq!(all["choices"]["municipalities"][0], "Vaktby kommun");
     assert_eq!(all["choices"]["municipalities"][1], "Nordby kommun");
 
@@ -366,15 +458,16 @@ async fn each_user_reads_the_statistics_of_their_own_people() {
 
     // Nordby's staff: Bo's Call 5 and Cia's 6, Bo's late patrol; whatever they ask for.
     let mut nordby = Client::login(http, NORDBY.0, NORDBY.1).await;
-    for query in [week.clone(), format!("{week}&scope=all"), format!("{week}&scope=provider:hs")] {
+    for query in [
+        week.clone(),
+        format!("{week}&scope=all"),
+        format!("{week}&scope=provider:hs"),
+    ] {
         let n = both(&mut nordby, &query).await;
         assert_eq!(n["scope"]["scope"], "municipality", "{query}");
         assert_eq!(n["scope"]["of"], "Nordby kommun");
         assert_eq!(n["calls"]["total"], 2);
-        assert_eq!(
-            kinds(&n),
-            [("Fall".to_owned(), 1), ("Fire".to_owned(), 1)]
-        );
+        assert_eq!(kinds(&n), [("Fall".to_owned(), 1), ("Fire".to_owned(), 1)]);
         assert!(close(&n["answer"]["median_answer_secs"], 102.5));
         assert!(close(&n["answer"]["within_60s_pct"], 50.0));
         assert_eq!(n["arrival"]["dispatches"], 1);
@@ -382,16 +475,28 @@ async fn each_user_reads_the_statistics_of_their_own_people() {
         assert_eq!(n["technical"]["opened"], 1);
         assert_eq!(n["technical"]["by_fault"][1]["key"], "mains_loss");
         assert_eq!(n["technical"]["by_fault"][1]["count"], 1);
-        assert!(n["frequent_callers"]["callers"].as_array().unwrap().is_empty());
+        assert!(
+            n["frequent_callers"]["callers"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
         assert!(n.get("operators").is_none(), "never the operators' figures");
         assert!(n.get("choices").is_none());
         let body = serde_json::to_string(&n).unwrap();
-        assert!(!body.contains("Åsa") && !body.contains("anna"), "nothing of Anna");
+        assert!(
+            !body.contains("Åsa") && !body.contains("anna"),
+            "nothing of Anna"
+        );
     }
 
     // Centrum's staff: Anna's Calls 2, 3, 4 and Cia's 6; Anna's patrol in time.
     let mut centrum = Client::login(http, CENTRUM.0, CENTRUM.1).await;
-    let p = both(&mut centrum, &format!("{week}&scope=municipality:Nordby%20kommun")).await;
+    let p = both(
+        &mut centrum,
+        &format!("{week}&scope=municipality:Nordby%20kommun"),
+    )
+    .await;
     assert_eq!(p["scope"]["scope"], "provider");
     assert_eq!(p["scope"]["of"], "hc");
     assert_eq!(p["calls"]["total"], 4);

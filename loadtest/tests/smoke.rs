@@ -212,6 +212,7 @@ fn console_sees_every_alarm_as_a_call() {
                 created_at: jiff::Timestamp::now(),
                 disabled: false,
                 language: None,
+                tenant: None,
             })
             .expect("user stored");
     }

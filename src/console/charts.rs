@@ -114,8 +114,8 @@ pub fn distribution(
     targets: &[Target],
     empty: &str,
 ) -> String {
-    let height = 260;
-    let (left, top, bottom) = (40u32, 70u32, 220u32);
+    let height = 280;
+    let (left, top, bottom) = (40u32, 90u32, 240u32);
     let n = u32::try_from(bars.len().max(1)).unwrap_or(1);
     let slot = (WIDTH - left - 16) / n;
     let max = bars.iter().map(|b| b.1).max().unwrap_or(0);
@@ -137,11 +137,9 @@ pub fn distribution(
     }
     for (i, (label, count)) in bars.iter().enumerate() {
         let x = left + slot * u32::try_from(i).unwrap_or(0);
-        let h = if max == 0 {
-            0
-        } else {
-            ((bottom - top) as usize * count / max) as u32
-        };
+        let h = ((bottom - top) as usize * count)
+            .checked_div(max)
+            .map_or(0, |h| u32::try_from(h).unwrap_or(0));
         let _ = write!(
             out,
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" fill=\"{BAR}\"/>\
@@ -164,15 +162,18 @@ pub fn distribution(
             Some(false) => MISSED,
             None => MUTED,
         };
-        let y = 36 + 16 * u32::try_from(i).unwrap_or(0);
+        // The line from above the bars to the axis, its words in the legend at the top.
+        let y = 38 + 16 * u32::try_from(i).unwrap_or(0);
         let _ = write!(
             out,
             "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{bottom}\" stroke=\"{colour}\" \
              stroke-width=\"2\" stroke-dasharray=\"5 3\"/>\
-             <text x=\"{}\" y=\"{y}\" fill=\"{colour}\" text-anchor=\"{}\">{}</text>",
-            y + 4,
-            if x > WIDTH / 2 { x - 4 } else { x + 4 },
-            if x > WIDTH / 2 { "end" } else { "start" },
+             <line x1=\"8\" y1=\"{}\" x2=\"28\" y2=\"{}\" stroke=\"{colour}\" \
+             stroke-width=\"2\" stroke-dasharray=\"5 3\"/>\
+             <text x=\"34\" y=\"{y}\" fill=\"{colour}\">{}</text>",
+            top - 14,
+            y - 4,
+            y - 4,
             escape(&t.label),
         );
     }
@@ -291,7 +292,11 @@ mod tests {
     fn the_distribution_draws_its_targets() {
         let svg = distribution(
             "Svarstider",
-            &[("≤ 60 s".into(), 3), ("≤ 180 s".into(), 1), ("> 180 s".into(), 0)],
+            &[
+                ("≤ 60 s".into(), 3),
+                ("≤ 180 s".into(), 1),
+                ("> 180 s".into(), 0),
+            ],
             &[
                 Target {
                     after: 0,
@@ -311,7 +316,10 @@ mod tests {
         assert!(svg.contains(&format!("stroke=\"{MET}\"")));
         assert!(svg.contains(">60 s: 75,0 % (mål 97,5 %)</text>"));
         // The tallest bar is 150 high, the next a third of it.
-        assert!(svg.contains("height=\"150\"") && svg.contains("height=\"50\""), "{svg}");
+        assert!(
+            svg.contains("height=\"150\"") && svg.contains("height=\"50\""),
+            "{svg}"
+        );
     }
 
     #[test]

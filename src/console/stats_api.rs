@@ -96,8 +96,7 @@ fn parse_scope(s: Option<&str>) -> ApiResult<Scope> {
     let s = s.map(str::trim).unwrap_or("");
     let named = |v: &str, f: fn(String) -> Scope| -> ApiResult<Scope> {
         let v = v.trim();
-        if v.is_empty() || v.chars().count() > MAX_SCOPE_CHARS || v.chars().any(char::is_control)
-        {
+        if v.is_empty() || v.chars().count() > MAX_SCOPE_CHARS || v.chars().any(char::is_control) {
             return Err(ApiError::bad_request(format!(
                 "scope: a name or id of 1 to {MAX_SCOPE_CHARS} characters"
             )));
@@ -131,13 +130,11 @@ fn words(language: ConsoleLanguage) -> impl Fn(&str) -> String {
     static PARSED: OnceLock<[HashMap<String, String>; 3]> = OnceLock::new();
     let all = PARSED.get_or_init(|| {
         ConsoleLanguage::ALL.map(|l| {
-            serde_json::from_str::<HashMap<String, serde_json::Value>>(
-                super::i18n::catalogue(l),
-            )
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-            .collect()
+            serde_json::from_str::<HashMap<String, serde_json::Value>>(super::i18n::catalogue(l))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+                .collect()
         })
     });
     let pick = |l: ConsoleLanguage| {

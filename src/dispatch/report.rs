@@ -661,18 +661,20 @@ mod tests {
     #[test]
     fn a_dispatch_counts_in_the_local_month_it_was_offered() {
         let (_dir, store) = store();
+        // Numbered in the order they were offered, as the dispatcher numbers them (the
+        // store finds a period's first dispatch by its id).
         store
             .save_dispatches(&[
-                // 23:30 on 30 November in Stockholm (22:30 UTC): November.
-                dispatch(1, "p", "a", "2026-11-30T22:30:00Z", Some(100)),
-                // 00:30 on 1 December in Stockholm, still 30 November in UTC: December.
-                dispatch(2, "p", "a", "2026-11-30T23:30:00Z", Some(200)),
+                // 23:59:59 on 31 October in Stockholm: October.
+                dispatch(1, "p", "a", "2026-10-31T22:59:59Z", Some(400)),
+                // Exactly local midnight of 1 November: November.
+                dispatch(2, "p", "a", "2026-10-31T23:00:00Z", Some(500)),
                 // 00:30 on 1 November in Stockholm, 31 October in UTC: November.
                 dispatch(3, "p", "a", "2026-10-31T23:30:00Z", Some(300)),
-                // 23:59:59 on 31 October in Stockholm: October.
-                dispatch(4, "p", "a", "2026-10-31T22:59:59Z", Some(400)),
-                // Exactly local midnight of 1 November: November.
-                dispatch(5, "p", "a", "2026-10-31T23:00:00Z", Some(500)),
+                // 23:30 on 30 November in Stockholm (22:30 UTC): November.
+                dispatch(4, "p", "a", "2026-11-30T22:30:00Z", Some(100)),
+                // 00:30 on 1 December in Stockholm, still 30 November in UTC: December.
+                dispatch(5, "p", "a", "2026-11-30T23:30:00Z", Some(200)),
             ])
             .unwrap();
         let now = at("2027-01-10T00:00:00Z");
@@ -700,7 +702,7 @@ mod tests {
                 .median_arrival_secs,
             Some(400)
         );
-        // In UTC the same dispatches fall differently: 1 and 2 in November, 3, 4, 5 in October.
+        // In UTC the same dispatches fall differently: 4 and 5 in November, 1, 2, 3 in October.
         assert_eq!(count("2026-11", &TimeZone::UTC), 2);
         assert_eq!(count("2026-10", &TimeZone::UTC), 3);
         assert_eq!(count("2026-12", &tz), 1);

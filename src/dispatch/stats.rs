@@ -942,14 +942,22 @@ pub fn to_csv(s: &Statistics, tz: &TimeZone) -> String {
         "median_secs",
         opt_decimal(a.median_answer_secs),
     ));
-    line(&row("answer", "within_60s_pct", opt_decimal(a.within_60s_pct)));
+    line(&row(
+        "answer",
+        "within_60s_pct",
+        opt_decimal(a.within_60s_pct),
+    ));
     line(&row(
         "answer",
         "within_180s_pct",
         opt_decimal(a.within_180s_pct),
     ));
     line(&row("answer", "target_60s_pct", decimal(a.target_60s_pct)));
-    line(&row("answer", "target_180s_pct", decimal(a.target_180s_pct)));
+    line(&row(
+        "answer",
+        "target_180s_pct",
+        decimal(a.target_180s_pct),
+    ));
     for b in &s.answer_buckets {
         let key = match b.upto_secs {
             Some(e) => format!("upto_{e}s"),
@@ -977,7 +985,11 @@ pub fn to_csv(s: &Statistics, tz: &TimeZone) -> String {
     line(&row("work_orders", "done", t.done.to_string()));
     line(&row("work_orders", "cancelled", t.cancelled.to_string()));
     line(&row("work_orders", "open", t.open.to_string()));
-    line(&row("work_orders", "overdue_now", t.overdue_now.to_string()));
+    line(&row(
+        "work_orders",
+        "overdue_now",
+        t.overdue_now.to_string(),
+    ));
     line(&row(
         "devices",
         "silent_now",
@@ -1003,7 +1015,11 @@ pub fn to_csv(s: &Statistics, tz: &TimeZone) -> String {
     }
     line(&[]);
 
-    let local = |t: Timestamp| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string();
+    let local = |t: Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()
+    };
     line(
         &[
             "breach",

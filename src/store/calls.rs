@@ -268,10 +268,7 @@ impl Store {
             |v| decode(v).map(|c| c.opened_at),
         )?;
         let stop = to.checked_add(SCAN_SLACK).unwrap_or(Timestamp::MAX);
-        for item in self
-            .calls
-            .range(key(CLOSED, start)..=key(CLOSED, u64::MAX))
-        {
+        for item in self.calls.range(key(CLOSED, start)..=key(CLOSED, u64::MAX)) {
             let (k, v) = item?;
             if id_of(&k, CLOSED).is_none() {
                 continue;

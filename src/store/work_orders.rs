@@ -176,7 +176,10 @@ impl Store {
         )?;
         let stop = to.checked_add(slack).unwrap_or(jiff::Timestamp::MAX);
         let mut out = Vec::new();
-        for item in self.work_orders.range(key(ORDER, start)..=key(ORDER, u64::MAX)) {
+        for item in self
+            .work_orders
+            .range(key(ORDER, start)..=key(ORDER, u64::MAX))
+        {
             let (_, v) = item?;
             let o = decode(&v)?;
             if o.created_at >= stop {

@@ -162,38 +162,166 @@ fn records() -> Records {
     two_presses.alarm_count = 3;
     let calls = vec![
         // Before the week: only its dispatch (offered in the week) counts.
-        call(8, Some("anna"), "Fall", "2026-11-22 23:59:00", Some(30), Some("olle"), Some(PatrolNeeded)),
-        call(1, Some("anna"), "Fall", "2026-11-23 08:10:00", Some(20), Some("olle"), Some(PatrolNeeded)),
+        call(
+            8,
+            Some("anna"),
+            "Fall",
+            "2026-11-22 23:59:00",
+            Some(30),
+            Some("olle"),
+            Some(PatrolNeeded),
+        ),
+        call(
+            1,
+            Some("anna"),
+            "Fall",
+            "2026-11-23 08:10:00",
+            Some(20),
+            Some("olle"),
+            Some(PatrolNeeded),
+        ),
         two_presses,
-        call(3, Some("anna"), "Medical", "2026-11-24 09:05:00", Some(90), Some("stina"), Some(AccidentalPress)),
-        call(4, Some("bo"), "Fall", "2026-11-25 10:00:00", Some(200), Some("stina"), Some(PatrolNeeded)),
-        call(5, Some("cia"), "Fire", "2026-11-26 22:30:00", Some(5), Some("olle"), Some(FireBrigadeCalled)),
-        call(6, None, "Unknown device", "2026-11-28 03:00:00", Some(40), Some("olle"), Some(Technical)),
+        call(
+            3,
+            Some("anna"),
+            "Medical",
+            "2026-11-24 09:05:00",
+            Some(90),
+            Some("stina"),
+            Some(AccidentalPress),
+        ),
+        call(
+            4,
+            Some("bo"),
+            "Fall",
+            "2026-11-25 10:00:00",
+            Some(200),
+            Some("stina"),
+            Some(PatrolNeeded),
+        ),
+        call(
+            5,
+            Some("cia"),
+            "Fire",
+            "2026-11-26 22:30:00",
+            Some(5),
+            Some("olle"),
+            Some(FireBrigadeCalled),
+        ),
+        call(
+            6,
+            None,
+            "Unknown device",
+            "2026-11-28 03:00:00",
+            Some(40),
+            Some("olle"),
+            Some(Technical),
+        ),
         // Waiting 100 s at `now`: misses 60 s, not yet 180 s.
-        call(7, Some("anna"), "Fall", "2026-11-29 23:50:00", None, None, None),
+        call(
+            7,
+            Some("anna"),
+            "Fall",
+            "2026-11-29 23:50:00",
+            None,
+            None,
+            None,
+        ),
         // After the week.
-        call(9, Some("anna"), "Fall", "2026-11-30 00:00:00", None, None, None),
+        call(
+            9,
+            Some("anna"),
+            "Fall",
+            "2026-11-30 00:00:00",
+            None,
+            None,
+            None,
+        ),
     ];
-    let mut late = dispatch(2, 4, "s1", "syd", "2026-11-25 10:04:00", Some(40), DispatchState::Completed);
+    let mut late = dispatch(
+        2,
+        4,
+        "s1",
+        "syd",
+        "2026-11-25 10:04:00",
+        Some(40),
+        DispatchState::Completed,
+    );
     late.breached = true;
-    let mut cancelled = dispatch(3, 2, "c1", "centrum", "2026-11-23 08:42:00", None, DispatchState::Cancelled);
+    let mut cancelled = dispatch(
+        3,
+        2,
+        "c1",
+        "centrum",
+        "2026-11-23 08:42:00",
+        None,
+        DispatchState::Cancelled,
+    );
     cancelled.breached = true;
     cancelled.ended_at = Some(local("2026-11-23 09:27:00"));
     let dispatches = vec![
         // Of Call 8, opened the evening before the week.
-        dispatch(4, 8, "c1", "centrum", "2026-11-23 00:05:00", Some(10), DispatchState::Completed),
-        dispatch(1, 1, "c1", "centrum", "2026-11-23 08:11:00", Some(25), DispatchState::Completed),
+        dispatch(
+            4,
+            8,
+            "c1",
+            "centrum",
+            "2026-11-23 00:05:00",
+            Some(10),
+            DispatchState::Completed,
+        ),
+        dispatch(
+            1,
+            1,
+            "c1",
+            "centrum",
+            "2026-11-23 08:11:00",
+            Some(25),
+            DispatchState::Completed,
+        ),
         late,
         cancelled,
         // Before the week.
-        dispatch(5, 8, "c1", "centrum", "2026-11-22 23:00:00", Some(10), DispatchState::Completed),
+        dispatch(
+            5,
+            8,
+            "c1",
+            "centrum",
+            "2026-11-22 23:00:00",
+            Some(10),
+            DispatchState::Completed,
+        ),
     ];
-    let overdue_old = order(4, Some("cia"), FaultKind::DeviceFailure, WorkOrderState::Started, "2026-11-10 12:00:00");
-    let overdue_new = order(2, Some("bo"), FaultKind::MainsLoss, WorkOrderState::New, "2026-11-25 12:00:00");
+    let overdue_old = order(
+        4,
+        Some("cia"),
+        FaultKind::DeviceFailure,
+        WorkOrderState::Started,
+        "2026-11-10 12:00:00",
+    );
+    let overdue_new = order(
+        2,
+        Some("bo"),
+        FaultKind::MainsLoss,
+        WorkOrderState::New,
+        "2026-11-25 12:00:00",
+    );
     let work_orders = vec![
-        order(1, Some("anna"), FaultKind::LowBattery, WorkOrderState::Done, "2026-11-24 12:00:00"),
+        order(
+            1,
+            Some("anna"),
+            FaultKind::LowBattery,
+            WorkOrderState::Done,
+            "2026-11-24 12:00:00",
+        ),
         overdue_new.clone(),
-        order(3, None, FaultKind::Tamper, WorkOrderState::Cancelled, "2026-11-27 12:00:00"),
+        order(
+            3,
+            None,
+            FaultKind::Tamper,
+            WorkOrderState::Cancelled,
+            "2026-11-27 12:00:00",
+        ),
     ];
     let silent = [("1234", Some("anna")), ("5555", Some("bo")), ("9999", None)]
         .into_iter()
@@ -274,7 +402,12 @@ fn the_centre_sees_every_figure_of_the_week() {
     assert_eq!((c.total, c.closed, c.open, c.alarms), (7, 6, 1, 9));
     assert_eq!(
         counts(&c.by_kind),
-        [("Fall", 4), ("Fire", 1), ("Medical", 1), ("Unknown device", 1)]
+        [
+            ("Fall", 4),
+            ("Fire", 1),
+            ("Medical", 1),
+            ("Unknown device", 1)
+        ]
     );
     assert_eq!(
         counts(&c.by_outcome),
@@ -292,7 +425,11 @@ fn the_centre_sees_every_figure_of_the_week() {
     assert_eq!((a.calls, a.answered), (7, 6));
     assert_eq!(a.date, "2026-W48");
     assert!(close(a.median_answer_secs, 45.0));
-    assert!(close(a.within_60s_pct, 400.0 / 7.0), "{:?}", a.within_60s_pct);
+    assert!(
+        close(a.within_60s_pct, 400.0 / 7.0),
+        "{:?}",
+        a.within_60s_pct
+    );
     assert!(close(a.within_180s_pct, 500.0 / 6.0));
     assert_eq!((a.target_60s_pct, a.target_180s_pct), (97.5, 99.0));
     // ≤10 ≤20 ≤30 ≤60 ≤120 ≤180 ≤300 longer
@@ -310,7 +447,16 @@ fn the_centre_sees_every_figure_of_the_week() {
     let b: Vec<_> = r
         .breached
         .iter()
-        .map(|b| (b.call, b.dispatch, b.patrol.as_str(), b.arrived, b.minutes, b.limit_mins))
+        .map(|b| {
+            (
+                b.call,
+                b.dispatch,
+                b.patrol.as_str(),
+                b.arrived,
+                b.minutes,
+                b.limit_mins,
+            )
+        })
         .collect();
     assert_eq!(b, [(2, 3, "c1", false, 45, 30), (4, 2, "s1", true, 40, 30)]);
     let areas: Vec<_> = r
@@ -327,11 +473,21 @@ fn the_centre_sees_every_figure_of_the_week() {
             )
         })
         .collect();
-    assert_eq!(areas, [("Centrum", 30, 3, 2, 2, 1), ("Syd", 30, 1, 1, 0, 1)]);
+    assert_eq!(
+        areas,
+        [("Centrum", 30, 3, 2, 2, 1), ("Syd", 30, 1, 1, 0, 1)]
+    );
 
     // Monday 08 (Calls 1, 2), Tuesday 09, Wednesday 10, Thursday 22, Saturday 03, Sunday 23.
     let mut expected = vec![vec![0usize; 24]; 7];
-    for (day, hour, n) in [(0, 8, 2), (1, 9, 1), (2, 10, 1), (3, 22, 1), (5, 3, 1), (6, 23, 1)] {
+    for (day, hour, n) in [
+        (0, 8, 2),
+        (1, 9, 1),
+        (2, 10, 1),
+        (3, 22, 1),
+        (5, 3, 1),
+        (6, 23, 1),
+    ] {
         expected[day][hour] = n;
     }
     assert_eq!(s.heat, expected);
@@ -362,7 +518,14 @@ fn the_centre_sees_every_figure_of_the_week() {
         ]
     );
     assert_eq!(
-        (t.opened, t.done, t.cancelled, t.open, t.overdue_now, t.silent_devices_now),
+        (
+            t.opened,
+            t.done,
+            t.cancelled,
+            t.open,
+            t.overdue_now,
+            t.silent_devices_now
+        ),
         (3, 1, 1, 1, 2, 3)
     );
 
@@ -372,7 +535,14 @@ fn the_centre_sees_every_figure_of_the_week() {
         .as_ref()
         .unwrap()
         .iter()
-        .map(|o| (o.operator.as_str(), o.answered, o.median_answer_secs, o.closed))
+        .map(|o| {
+            (
+                o.operator.as_str(),
+                o.answered,
+                o.median_answer_secs,
+                o.closed,
+            )
+        })
         .collect();
     assert_eq!(
         ops,
@@ -397,7 +567,10 @@ fn a_municipality_sees_its_own_people_only() {
     assert_eq!(buckets(&s.answer_buckets), [1, 0, 0, 0, 0, 0, 1, 0]);
     // Bo's late patrol only.
     let r = &s.arrival;
-    assert_eq!((r.dispatches, r.arrived, r.within_limit, r.breaches), (1, 1, 0, 1));
+    assert_eq!(
+        (r.dispatches, r.arrived, r.within_limit, r.breaches),
+        (1, 1, 0, 1)
+    );
     assert!(close(r.within_limit_pct, 0.0));
     assert_eq!((r.median_secs, r.p90_secs), (Some(2400), Some(2400)));
     assert_eq!(r.breached[0].dispatch, 2);
@@ -406,7 +579,14 @@ fn a_municipality_sees_its_own_people_only() {
     assert!(s.frequent_callers.callers.is_empty());
     let t = &s.technical;
     assert_eq!(
-        (t.opened, t.done, t.cancelled, t.open, t.overdue_now, t.silent_devices_now),
+        (
+            t.opened,
+            t.done,
+            t.cancelled,
+            t.open,
+            t.overdue_now,
+            t.silent_devices_now
+        ),
         (1, 0, 0, 1, 2, 1)
     );
     // Never the operators' figures outside the whole centre.
@@ -434,12 +614,21 @@ fn a_care_provider_sees_its_own_people_only() {
     assert!(close(s.answer.within_180s_pct, 100.0));
     // Dispatches 4, 1 (in time) and 3 (breached).
     let r = &s.arrival;
-    assert_eq!((r.dispatches, r.arrived, r.within_limit, r.breaches), (3, 2, 2, 1));
+    assert_eq!(
+        (r.dispatches, r.arrived, r.within_limit, r.breaches),
+        (3, 2, 2, 1)
+    );
     assert!(close(r.within_limit_pct, 200.0 / 3.0));
     assert_eq!((r.median_secs, r.p90_secs), (Some(600), Some(1500)));
     let t = &s.technical;
     assert_eq!(
-        (t.opened, t.done, t.open, t.overdue_now, t.silent_devices_now),
+        (
+            t.opened,
+            t.done,
+            t.open,
+            t.overdue_now,
+            t.silent_devices_now
+        ),
         (1, 1, 0, 1, 1)
     );
     assert_eq!(s.operators, None);
@@ -505,12 +694,18 @@ fn periods_are_local_days() {
     assert_eq!(w.to, "2026-11-29T23:00:00Z".parse::<Timestamp>().unwrap());
     // 2026 has a 53rd week, 2027 none.
     let w53 = p(Some("2026-W53"), None, None).unwrap();
-    assert_eq!((w53.first.to_string(), w53.last.to_string()), ("2026-12-28".into(), "2027-01-03".into()));
+    assert_eq!(
+        (w53.first.to_string(), w53.last.to_string()),
+        ("2026-12-28".into(), "2027-01-03".into())
+    );
     assert!(p(Some("2027-W53"), None, None).is_err());
     assert!(p(Some("2026-W1"), None, None).is_err());
     // March: 31 days, one of them 23 hours long.
     let m = p(Some("2026-03"), None, None).unwrap();
-    assert_eq!((m.kind, m.first.to_string(), m.last.to_string()), (PeriodKind::Month, "2026-03-01".into(), "2026-03-31".into()));
+    assert_eq!(
+        (m.kind, m.first.to_string(), m.last.to_string()),
+        (PeriodKind::Month, "2026-03-01".into(), "2026-03-31".into())
+    );
     assert_eq!(m.from, "2026-02-28T23:00:00Z".parse::<Timestamp>().unwrap());
     assert_eq!(m.to, "2026-03-31T22:00:00Z".parse::<Timestamp>().unwrap());
     let d = p(Some("2026-11-24"), None, None).unwrap();
@@ -521,14 +716,34 @@ fn periods_are_local_days() {
     assert_eq!(p(Some(" "), Some(""), None).unwrap().label, "2026-11");
     // Custom, both days included, at most 366 days.
     let c = p(None, Some("2026-01-01"), Some("2026-12-31")).unwrap();
-    assert_eq!((c.kind, c.label.as_str()), (PeriodKind::Custom, "2026-01-01..2026-12-31"));
-    assert!(p(None, Some("2024-01-01"), Some("2024-12-31")).is_ok(), "366 days");
-    assert!(p(None, Some("2026-01-01"), Some("2027-01-01")).is_ok(), "366 days");
-    assert!(p(None, Some("2026-01-01"), Some("2027-01-02")).is_err(), "367 days");
+    assert_eq!(
+        (c.kind, c.label.as_str()),
+        (PeriodKind::Custom, "2026-01-01..2026-12-31")
+    );
+    assert!(
+        p(None, Some("2024-01-01"), Some("2024-12-31")).is_ok(),
+        "366 days"
+    );
+    assert!(
+        p(None, Some("2026-01-01"), Some("2027-01-01")).is_ok(),
+        "366 days"
+    );
+    assert!(
+        p(None, Some("2026-01-01"), Some("2027-01-02")).is_err(),
+        "367 days"
+    );
     assert!(p(None, Some("2026-02-02"), Some("2026-02-01")).is_err());
     assert!(p(None, Some("2026-02-02"), None).is_err());
     assert!(p(Some("2026-11"), Some("2026-02-02"), Some("2026-02-03")).is_err());
-    for wrong in ["2026", "2026-13", "2026-11-31", "26-11-01", "2026-1-01", "2026-W00", "week"] {
+    for wrong in [
+        "2026",
+        "2026-13",
+        "2026-11-31",
+        "26-11-01",
+        "2026-1-01",
+        "2026-W00",
+        "week",
+    ] {
         assert!(p(Some(wrong), None, None).is_err(), "{wrong}");
     }
 }
