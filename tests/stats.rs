@@ -551,5 +551,26 @@ async fn each_user_reads_the_statistics_of_their_own_people() {
             .any(|(u, d)| u == NORDBY.0 && d == "2025-W12 of municipality Nordby kommun: 2 Calls"),
         "{read:?}"
     );
+
+    // The API's document describes it.
+    let doc = Client::new(http).get("/api/openapi.json").await.json();
+    let get = &doc["paths"]["/api/stats"]["get"];
+    let params: Vec<&str> = get["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["scope", "period", "from", "to", "format"]);
+    assert!(get["responses"]["400"].is_object());
+    for schema in [
+        "StatsView",
+        "Statistics",
+        "Period",
+        "ArrivalBreach",
+        "Charts",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
     srv.stop().await.unwrap();
 }

@@ -367,6 +367,9 @@ pub(super) mod tests {
         assert!(store.open_calls().unwrap().is_empty());
         assert_eq!(store.call(1).unwrap(), None);
         assert!(store.calls_opened_since(ts(0)).unwrap().is_empty());
+        assert!(store.calls_opened_between(ts(0), ts(1_000_000)).unwrap().is_empty());
+        assert!(store.dispatches_offered_between(ts(0), ts(1_000_000)).unwrap().is_empty());
+        assert!(store.work_orders_created_between(ts(0), ts(1_000_000)).unwrap().is_empty());
     }
     }
 
