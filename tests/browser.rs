@@ -257,13 +257,23 @@ async fn login(c: &fantoccini::Client, (name, password): (&str, &str)) {
 
 async fn click(c: &fantoccini::Client, css: &str) {
     // The live feed redraws parts of the page: an element found may be replaced before the
-    // click reaches it (a stale element). Find it again, a bounded number of times.
+    // click reaches it (a stale element). Find it again, a bounded number of times. An
+    // element in view but under the page's sticky top (its banners grow it) is brought to
+    // the middle of the window first, as a user would scroll it there.
     let mut last = String::new();
     for _ in 0..50 {
         match c.find(Locator::Css(css)).await {
             Ok(el) => match el.click().await {
                 Ok(_) => return,
-                Err(e) => last = format!("click: {e}"),
+                Err(e) => {
+                    last = format!("click: {e}");
+                    if last.contains("intercepted") {
+                        let arg = serde_json::to_value(&el).unwrap();
+                        let _ = c
+                            .execute("arguments[0].scrollIntoView({block: 'center'});", vec![arg])
+                            .await;
+                    }
+                }
             },
             Err(e) => last = e.to_string(),
         }
@@ -4476,4 +4486,285 @@ async fn too_few_operators_the_banner_shows_whom_to_call_in_and_clears_by_itself
     .await;
     drop(console);
     s.srv.stop().await.unwrap();
+}
+
+/// The check of issue 19 in Swedish: Nordby's staff log in and see their statistics page
+/// (this month's figures of their own people only, the charts drawn by the server, no scope
+/// to choose and no operators' figures); the register lists only theirs, and another
+/// municipality's subscriber opened by id is "not in the register".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nordbys_personal_ser_sin_statistik_och_bara_sina_egna() {
+    use vakt::model::{Call, CallState, Dispatch, DispatchState, Outcome, Priority, Subscriber};
+    const NORDBY: (&str, &str) = ("nordby", "nordby-password-1");
+    let _one = BROWSER.lock().await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let (en, sv) = (catalogue("en"), catalogue("sv"));
+    let dir = tempfile::tempdir().unwrap();
+    add_user_of(
+        dir.path(),
+        NORDBY.0,
+        Role::Municipality,
+        Some("Nordby kommun"),
+        NORDBY.1,
+    );
+    let mut cfg = test_config(dir.path());
+    cfg.http.language = vakt::model::ConsoleLanguage::Sv;
+    let tz = cfg.http.tz();
+    // This month's first days, in the centre's time.
+    let first = jiff::Zoned::now()
+        .with_time_zone(tz.clone())
+        .date()
+        .first_of_month();
+    let at = |day: i8, hour: i8, minute: i8| {
+        first
+            .with()
+            .day(day)
+            .build()
+            .unwrap()
+            .at(hour, minute, 0, 0)
+            .to_zoned(tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    let person = |id: &str, name: &str, municipality: &str| Subscriber {
+        id: id.into(),
+        name: name.into(),
+        personal_number: "19380512-9802".into(),
+        care_provider: "hemtjanst-centrum".into(),
+        municipality: municipality.into(),
+        ..Subscriber::default()
+    };
+    let call =
+        |id: u64, who: &str, kind: &str, opened: jiff::Timestamp, answer: i64, outcome| Call {
+            id,
+            priority: Priority::PERSONAL,
+            state: CallState::Closed,
+            owner: Some("olle".into()),
+            opened_at: opened,
+            alarm_count: 1,
+            subscriber: Some(who.into()),
+            account: "1234".into(),
+            kind: kind.into(),
+            restored: false,
+            answered_at: Some(opened + jiff::SignedDuration::from_secs(answer)),
+            closed_at: Some(opened + jiff::SignedDuration::from_mins(20)),
+            outcome: Some(outcome),
+            timeline: Vec::new(),
+            last_signal_id: 0,
+        };
+    let dispatch = |id: u64, call: u64, offered: jiff::Timestamp, arrived: i64| Dispatch {
+        id,
+        call,
+        patrol: PATROL.into(),
+        provider: "hemtjanst-centrum".into(),
+        area: "centrum".into(),
+        state: DispatchState::Completed,
+        offered_at: offered,
+        received_at: Some(offered + jiff::SignedDuration::from_mins(1)),
+        accepted_at: Some(offered + jiff::SignedDuration::from_mins(1)),
+        arrived_at: Some(offered + jiff::SignedDuration::from_mins(arrived)),
+        arrival_method: Some(ArrivalMethod::App),
+        ended_at: Some(offered + jiff::SignedDuration::from_mins(arrived + 15)),
+        limit_mins: 30,
+        warned_at_mins: Vec::new(),
+        breached: arrived > 31,
+        note: String::new(),
+        operator: "olle".into(),
+        instruction: String::new(),
+    };
+    {
+        let store = common::open_store(dir.path()).unwrap();
+        store
+            .upsert_subscribers(&[
+                // The centre's own municipality's (Vaktby): not Nordby's to see.
+                person("anna", "Åsa Öberg", ""),
+                person("cia", "Cia Ek", "Nordby kommun"),
+                person("dan", "Dan Lind", "Nordby kommun"),
+            ])
+            .unwrap();
+        store
+            .save_calls(
+                &[
+                    call(1, "anna", "Fall", at(1, 7, 30), 15, Outcome::HelpNotNeeded),
+                    call(2, "cia", "Fall", at(1, 8, 10), 20, Outcome::PatrolNeeded),
+                    call(3, "cia", "Fall", at(1, 8, 40), 50, Outcome::HelpNotNeeded),
+                    call(4, "dan", "Medical", at(2, 9, 5), 90, Outcome::PatrolNeeded),
+                    call(
+                        5,
+                        "cia",
+                        "Fire",
+                        at(3, 22, 30),
+                        5,
+                        Outcome::FireBrigadeCalled,
+                    ),
+                ],
+                None,
+            )
+            .unwrap();
+        store
+            .save_dispatches(&[
+                dispatch(1, 2, at(1, 8, 11), 25),
+                dispatch(2, 4, at(2, 9, 8), 40),
+            ])
+            .unwrap();
+    }
+    let s = start_with(cfg).await;
+    let http = s.http.unwrap();
+
+    // Nordby's staff log in: the register and the statistics, nothing of the centre's work.
+    c.goto(&format!("http://{http}/")).await.unwrap();
+    let user = wait_for("the login form", Duration::from_secs(15), || async {
+        let el = c.find(Locator::Css("#login-username")).await.ok()?;
+        el.is_displayed().await.ok()?.then_some(el)
+    })
+    .await;
+    user.send_keys(NORDBY.0).await.unwrap();
+    fill(&c, "#login-password", NORDBY.1).await;
+    click(&c, "#login-submit").await;
+    click_shown(&c, "#tab-statistics").await;
+    let head = shows(&c, "#statistics-head", "kommun: nordby kommun").await;
+    assert!(
+        head.contains(&format!("{:04}-{:02}", first.year(), first.month())),
+        "{head}"
+    );
+    assert!(
+        !c.find(Locator::Css("#tab-queue"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "no queue for a municipality's staff"
+    );
+    assert!(
+        !c.find(Locator::Css("#statistics-scope"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "their own people: nothing to choose"
+    );
+
+    // Cia's and Dan's four Calls, not Anna's; answered in 20, 50, 90 and 5 s; Dan's patrol
+    // 40 minutes after the dispatch, a breach.
+    let values = |section: &'static str| {
+        let c = c.clone();
+        async move {
+            let mut out = Vec::new();
+            for v in c
+                .find_all(Locator::Css(&format!("#{section} .report-stat-value")))
+                .await
+                .unwrap()
+            {
+                out.push(v.text().await.unwrap());
+            }
+            out
+        }
+    };
+    assert_eq!(values("statistics-calls").await, ["4", "4", "0"]);
+    let answer = values("statistics-answer").await;
+    assert_eq!(
+        answer[..2],
+        ["4".to_owned(), "0:35".to_owned()],
+        "{answer:?}"
+    );
+    assert_eq!(answer[2], "75 %", "within 60 s: 3 of 4");
+    let arrival = values("statistics-arrival").await;
+    assert_eq!(arrival[0], "2");
+    assert_eq!(arrival[5], "1", "{arrival:?}");
+    let breach = shows(&c, "#statistics-arrival tr.stats-breach", "40").await;
+    assert!(breach.starts_with("larm 4 "), "{breach}");
+    assert!(
+        c.find(Locator::Css("#statistics-operators")).await.is_err(),
+        "never the operators' figures"
+    );
+    // The four charts, drawn by the server and shown.
+    let charts = c
+        .execute(
+            "return [...document.querySelectorAll('#statistics-content img.stats-chart')]
+                .map((i) => [i.id, i.complete && i.naturalWidth > 0, i.alt])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        charts,
+        serde_json::json!([
+            ["statistics-chart-kinds", true, "Larm per typ"],
+            [
+                "statistics-chart-outcomes",
+                true,
+                "Avslutade larm per utfall"
+            ],
+            ["statistics-chart-answer", true, "Svarstider"],
+            ["statistics-chart-heat", true, "Larm per veckodag och timme"]
+        ])
+    );
+    let svg = c
+        .execute(
+            "return decodeURIComponent(document.getElementById('statistics-chart-kinds').src.split(',')[1])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let svg = svg.as_str().unwrap();
+    assert!(
+        svg.contains(">Fall</text>") && svg.contains(">Medicinskt larm</text>"),
+        "{svg}"
+    );
+    assert!(!svg.contains("Åsa"));
+    let english = english_shown(&c, &en, &sv).await;
+    assert!(
+        english.is_empty(),
+        "English on the statistics page: {english:#?}"
+    );
+    // The whole page in one picture: a tall window for it.
+    let (width, height) = c.get_window_size().await.unwrap();
+    let (width, height) = (
+        u32::try_from(width).unwrap(),
+        u32::try_from(height).unwrap(),
+    );
+    c.set_window_size(width, 2600).await.unwrap();
+    screenshot(
+        "console-sv-stats-municipality.png",
+        &c.screenshot().await.unwrap(),
+    );
+    c.set_window_size(width, height).await.unwrap();
+
+    // The register: Cia and Dan, not Anna.
+    click_shown(&c, "#tab-registers").await;
+    shows(&c, "#reg-summary", "1–2 av 2 larmtagare").await;
+    let rows: Vec<String> = {
+        let mut v = Vec::new();
+        for r in c
+            .find_all(Locator::Css("#reg-body tr[data-subscriber]"))
+            .await
+            .unwrap()
+        {
+            v.push(r.attr("data-subscriber").await.unwrap().unwrap());
+        }
+        v
+    };
+    assert_eq!(rows, ["cia", "dan"]);
+    // Their own card opens; Anna's, by id, is not there for them.
+    c.execute(
+        "openSubscriberPage(arguments[0])",
+        vec![serde_json::json!("cia")],
+    )
+    .await
+    .unwrap();
+    shows(&c, "#reg-card .subscriber-name", "Cia Ek").await;
+    c.execute(
+        "openSubscriberPage(arguments[0])",
+        vec![serde_json::json!("anna")],
+    )
+    .await
+    .unwrap();
+    let not_there = sv["registers.not_registered"].replace("{id}", "anna");
+    let card = shows(&c, "#reg-card", &not_there).await;
+    assert!(!card.contains("åsa"), "{card}");
+    s.stop().await.unwrap();
 }

@@ -46,6 +46,7 @@ const PURE: &[&str] = &[
     "dispatch/routing.rs",
     "dispatch/sla.rs",
     "dispatch/report.rs",
+    "dispatch/stats.rs",
     "supervision/wheel.rs",
     "supervision/detector.rs",
     "ingest/dc09.rs",

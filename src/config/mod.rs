@@ -73,6 +73,8 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     /// The access log's review: the flags' thresholds, the centre's name on extracts.
     pub access_review: crate::model::access_review::AccessReviewOptions,
+    /// What the statistics judge by (frequent callers).
+    pub stats: crate::dispatch::stats::StatsOptions,
     /// Webhooks told of incidents and work orders (`[[escalation]]`, any number).
     pub escalation: Vec<crate::outbox::EscalationConfig>,
     /// Where the state is kept: sled in `data_dir`, or PostgreSQL shared by several nodes.
@@ -829,6 +831,7 @@ impl Default for Config {
             care: Default::default(),
             retention: Default::default(),
             access_review: Default::default(),
+            stats: Default::default(),
             escalation: Vec::new(),
             store: StoreConfig::default(),
             staffing: Default::default(),
@@ -1047,6 +1050,7 @@ impl HttpConfig {
             plans: Default::default(),
             staffing: Default::default(),
             access_review: Default::default(),
+            stats: Default::default(),
         }
     }
 }
@@ -1296,6 +1300,7 @@ impl Config {
         errs.extend(self.staffing.problems());
         errs.extend(self.retention.problems());
         errs.extend(self.access_review.problems());
+        errs.extend(self.stats.problems());
         errs.extend(crate::outbox::validate_escalations(&self.escalation));
         errs.extend(self.store.problems());
         if errs.is_empty() {

@@ -15,11 +15,14 @@
 //! - [`ready`]: `/ready`, what the node is (single, leader with its durability, standby).
 //! - [`keys_api`]: a subscriber's keys in custody and the receipts that move them.
 //! - [`i18n`]: the message catalogue (Swedish, Norwegian, English) and each user's language.
+//! - [`stats_api`]: the statistics of a period for the centre, a municipality or a provider,
+//!   with [`charts`] drawn in SVG.
 
 pub mod api;
 pub mod audit_api;
 pub mod auth;
 pub mod care_api;
+pub mod charts;
 pub mod client;
 pub mod dispatch_api;
 pub mod error;
@@ -36,6 +39,7 @@ pub mod review_api;
 pub mod staffing;
 pub mod staffing_api;
 pub mod state;
+pub mod stats_api;
 pub mod users_api;
 pub mod voice_api;
 pub mod work_orders_api;
@@ -84,6 +88,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
         (name = "users", description = "Console users (administrators)"),
         (name = "reviews", description = "Calls closed without a dispatch, for supervisors to review"),
         (name = "plans", description = "Response plans per subscriber, and on a Call"),
+        (name = "reports", description = "Statistics of the centre, a municipality or a care provider"),
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -168,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(care_api::care_system_order))
         .routes(routes!(care_api::billing_report))
         .routes(routes!(care_api::retention_survey))
+        .routes(routes!(stats_api::statistics))
         .routes(routes!(live::live))
         .routes(routes!(plans_api::get_plan, plans_api::put_plan))
         .routes(routes!(plans_api::get_plan_version))

@@ -94,6 +94,8 @@ pub struct AppState {
     pub staffing_opts: super::staffing::StaffingOptions,
     /// The access log's review (`[access_review]`).
     pub access_review: crate::model::access_review::AccessReviewOptions,
+    /// What the statistics judge by (`[stats]`).
+    pub stats_options: crate::dispatch::stats::StatsOptions,
 }
 
 /// The services behind the console besides the store.
@@ -142,6 +144,8 @@ pub struct ConsoleOptions {
     pub public_origin: Option<String>,
     /// Response plans: the centre's defaults (`[plans]`).
     pub plans: crate::model::plan::PlanOptions,
+    /// What the statistics judge by (`[stats]`).
+    pub stats: crate::dispatch::stats::StatsOptions,
     /// How the console rings.
     pub alerting: Alerting,
     /// The floor and the longest wait (`[staffing]`).
@@ -207,6 +211,7 @@ impl AppState {
             staffing: Arc::new(watch::Sender::new(super::staffing::Staffing::default())),
             staffing_opts: opts.staffing,
             access_review: opts.access_review,
+            stats_options: opts.stats,
         })
     }
 

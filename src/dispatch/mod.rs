@@ -16,6 +16,9 @@
 //!   receipts, and its lock access. Pure.
 //! - [`report`]: the monthly SLA report; [`visits`]: the month's alarm visits per provider,
 //!   with arrival and departure, for the providers' time reports and compensation.
+//! - [`stats`]: the statistics of a municipality, a care provider or the centre over a day,
+//!   a week, a month or any dates: alarms, answer and arrival times against their targets,
+//!   the weekday by hour, frequent callers, faults; pure, with the store's read beside it.
 
 pub mod access;
 pub mod desk;
@@ -25,6 +28,7 @@ pub mod report;
 pub mod routing;
 pub mod service;
 pub mod sla;
+pub mod stats;
 pub mod visits;
 pub mod wire;
 

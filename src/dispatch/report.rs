@@ -163,11 +163,7 @@ pub fn sla_report(
     let all: Vec<&Dispatch> = dispatches.iter().collect();
     let totals = row_of(ALL, ALL, ALL, ALL, &all, now);
 
-    let calls: Vec<_> = store
-        .calls_opened_since(from)?
-        .into_iter()
-        .filter(|c| c.opened_at < to)
-        .collect();
+    let calls = store.calls_opened_between(from, to)?;
     let answer = stats_of(&calls, month.to_string(), now);
 
     Ok(SlaReport {
@@ -185,7 +181,7 @@ pub fn sla_report(
 /// Whether a dispatch breached its arrival limit as of `now`: marked so by the clocks, or
 /// (should the mark be missing, e.g. a report made while the server was stopped) arrived at
 /// or after the deadline, or still open at or after it.
-fn is_breach(d: &Dispatch, now: Timestamp) -> bool {
+pub(crate) fn is_breach(d: &Dispatch, now: Timestamp) -> bool {
     if d.breached {
         return true;
     }
@@ -245,7 +241,7 @@ fn row_of(
 
 /// The `pct`th percentile (1..=100) of sorted values by the nearest-rank method: the
 /// smallest value with at least `pct` % of the values at or below it.
-fn nearest_rank(sorted: &[u64], pct: usize) -> Option<u64> {
+pub(crate) fn nearest_rank(sorted: &[u64], pct: usize) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -665,18 +661,20 @@ mod tests {
     #[test]
     fn a_dispatch_counts_in_the_local_month_it_was_offered() {
         let (_dir, store) = store();
+        // Numbered in the order they were offered, as the dispatcher numbers them (the
+        // store finds a period's first dispatch by its id).
         store
             .save_dispatches(&[
-                // 23:30 on 30 November in Stockholm (22:30 UTC): November.
-                dispatch(1, "p", "a", "2026-11-30T22:30:00Z", Some(100)),
-                // 00:30 on 1 December in Stockholm, still 30 November in UTC: December.
-                dispatch(2, "p", "a", "2026-11-30T23:30:00Z", Some(200)),
+                // 23:59:59 on 31 October in Stockholm: October.
+                dispatch(1, "p", "a", "2026-10-31T22:59:59Z", Some(400)),
+                // Exactly local midnight of 1 November: November.
+                dispatch(2, "p", "a", "2026-10-31T23:00:00Z", Some(500)),
                 // 00:30 on 1 November in Stockholm, 31 October in UTC: November.
                 dispatch(3, "p", "a", "2026-10-31T23:30:00Z", Some(300)),
-                // 23:59:59 on 31 October in Stockholm: October.
-                dispatch(4, "p", "a", "2026-10-31T22:59:59Z", Some(400)),
-                // Exactly local midnight of 1 November: November.
-                dispatch(5, "p", "a", "2026-10-31T23:00:00Z", Some(500)),
+                // 23:30 on 30 November in Stockholm (22:30 UTC): November.
+                dispatch(4, "p", "a", "2026-11-30T22:30:00Z", Some(100)),
+                // 00:30 on 1 December in Stockholm, still 30 November in UTC: December.
+                dispatch(5, "p", "a", "2026-11-30T23:30:00Z", Some(200)),
             ])
             .unwrap();
         let now = at("2027-01-10T00:00:00Z");
@@ -704,7 +702,7 @@ mod tests {
                 .median_arrival_secs,
             Some(400)
         );
-        // In UTC the same dispatches fall differently: 1 and 2 in November, 3, 4, 5 in October.
+        // In UTC the same dispatches fall differently: 4 and 5 in November, 1, 2, 3 in October.
         assert_eq!(count("2026-11", &TimeZone::UTC), 2);
         assert_eq!(count("2026-10", &TimeZone::UTC), 3);
         assert_eq!(count("2026-12", &tz), 1);

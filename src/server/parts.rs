@@ -279,6 +279,7 @@ pub(super) async fn start(
             plans: cfg.plans.clone(),
             staffing: cfg.staffing,
             access_review: cfg.access_review.clone(),
+            stats: cfg.stats.clone(),
             ..cfg.http.console_options()
         },
         ConsoleState {

@@ -15,6 +15,10 @@ const DISPATCH: u8 = b'd';
 const BY_CALL: u8 = b'k';
 const SEQ: u8 = b's';
 
+/// How much a dispatch's offering may run behind a dispatch with a lower id (a clock step)
+/// and still be found by [`Store::dispatches_offered_between`].
+const SCAN_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
 fn call_key(call: u64, id: u64) -> [u8; 17] {
     let mut k = [BY_CALL; 17];
     k[1..9].copy_from_slice(&call.to_be_bytes());
@@ -96,13 +100,37 @@ impl Store {
         self.dispatches_where(Dispatch::is_open)
     }
 
-    /// The dispatches offered in `[from, to)` (for the monthly report).
+    /// The dispatches offered in `[from, to)`, by id (for the reports and the statistics).
+    /// Found by a bisection over the ids (a dispatch's id and offering grow together, up to
+    /// [`SCAN_SLACK`] of disorder) and read from there on: a period costs its own
+    /// dispatches, not the whole history.
     pub fn dispatches_offered_between(
         &self,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Dispatch>, StoreError> {
-        self.dispatches_where(|d| d.offered_at >= from && d.offered_at < to)
+        let start = super::first_id_from(
+            &self.dispatches,
+            DISPATCH,
+            from.checked_sub(SCAN_SLACK).unwrap_or(Timestamp::MIN),
+            |v| decode(v).map(|d| d.offered_at),
+        )?;
+        let stop = to.checked_add(SCAN_SLACK).unwrap_or(Timestamp::MAX);
+        let mut out = Vec::new();
+        for item in self
+            .dispatches
+            .range(super::id_key(DISPATCH, start)..=super::id_key(DISPATCH, u64::MAX))
+        {
+            let (_, v) = item?;
+            let d = decode(&v)?;
+            if d.offered_at >= stop {
+                break;
+            }
+            if d.offered_at >= from && d.offered_at < to {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     /// Reserves `count` numbers of the patrol link's own `seq` towards `patrol`: returns the
@@ -210,6 +238,41 @@ pub(super) mod tests {
             4,
             "the index is not a dispatch"
         );
+    }
+    }
+
+    on_each_backend! {
+    fn offered_between_reads_the_period_only(b) {
+        let store = b.open();
+        let hour = 3600;
+        // 300 dispatches an hour apart; 200 was offered ten minutes before 199.
+        let ds: Vec<Dispatch> = (1..=300u64)
+            .map(|id| {
+                let at = if id == 200 { 199 * hour - 600 } else { id as i64 * hour };
+                d(id, at, DispatchState::Completed)
+            })
+            .collect();
+        store.save_dispatches(&ds).unwrap();
+        store.reserve_patrol_seqs("norr-kvall-1", 1).unwrap();
+        let ids = |from: i64, to: i64| -> Vec<u64> {
+            store
+                .dispatches_offered_between(
+                    Timestamp::from_second(from).unwrap(),
+                    Timestamp::from_second(to).unwrap(),
+                )
+                .unwrap()
+                .iter()
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(ids(10 * hour, 13 * hour), [10, 11, 12]);
+        assert_eq!(ids(0, hour + 1), [1]);
+        assert_eq!(ids(299 * hour, 400 * hour), [299, 300]);
+        assert!(ids(301 * hour, 400 * hour).is_empty());
+        assert!(ids(0, hour).is_empty());
+        assert_eq!(ids(0, 1000 * hour).len(), 300);
+        assert_eq!(ids(199 * hour - 900, 199 * hour), [200]);
+        assert_eq!(ids(199 * hour - 900, 199 * hour + 1), [199, 200]);
     }
     }
 

@@ -658,6 +658,57 @@ fn max_id(tree: &kv::Tree, prefix: u8) -> Result<u64, StoreError> {
     }
 }
 
+/// The first record kept by id under `prefix` at or after `id` (other keys under the prefix,
+/// such as the Calls' `cursor`, skipped): its id and value.
+fn record_at_or_after(
+    tree: &kv::Tree,
+    prefix: u8,
+    id: u64,
+) -> Result<Option<(u64, kv::Value)>, StoreError> {
+    for item in tree.range(id_key(prefix, id)..=id_key(prefix, u64::MAX)) {
+        let (k, v) = item?;
+        if k.len() == 9 {
+            if let Some(id) = id_at_end(&k) {
+                return Ok(Some((id, v)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The smallest id under `prefix` from which the records' times (as `time_of` reads them
+/// from a value) are at or after `t`, for records whose times grow with their ids (a caller
+/// that allows for some disorder asks for an earlier `t`): a bisection over the ids, a few
+/// ordered reads of one record each, so a period long ago is found without reading the
+/// history after it.
+fn first_id_from(
+    tree: &kv::Tree,
+    prefix: u8,
+    t: jiff::Timestamp,
+    time_of: impl Fn(&[u8]) -> Result<jiff::Timestamp, StoreError>,
+) -> Result<u64, StoreError> {
+    let mut hi = 0;
+    for item in tree
+        .range(id_key(prefix, 0)..=id_key(prefix, u64::MAX))
+        .rev()
+    {
+        let (k, _) = item?;
+        if k.len() == 9 {
+            hi = id_at_end(&k).unwrap_or(0).saturating_add(1);
+            break;
+        }
+    }
+    let mut lo = 0;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match record_at_or_after(tree, prefix, mid)? {
+            Some((id, v)) if time_of(&v)? < t => lo = id.saturating_add(1),
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
 /// One journal entry: the version byte and the LZ4 block of the length-prefixed records.
 fn pack_entry(records: &[&[u8]]) -> Vec<u8> {
     let len = records.iter().map(|r| 4 + r.len()).sum::<usize>();

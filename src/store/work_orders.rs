@@ -159,6 +159,39 @@ impl Store {
         Ok(out)
     }
 
+    /// The orders made in `[from, to)`, by id (for the statistics of a period): found by a
+    /// bisection over the ids (an order's id and making grow together) and read from there
+    /// on, not the whole history.
+    pub fn work_orders_created_between(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+    ) -> Result<Vec<WorkOrder>, StoreError> {
+        let slack = jiff::SignedDuration::from_hours(1);
+        let start = super::first_id_from(
+            &self.work_orders,
+            ORDER,
+            from.checked_sub(slack).unwrap_or(jiff::Timestamp::MIN),
+            |v| decode(v).map(|o| o.created_at),
+        )?;
+        let stop = to.checked_add(slack).unwrap_or(jiff::Timestamp::MAX);
+        let mut out = Vec::new();
+        for item in self
+            .work_orders
+            .range(key(ORDER, start)..=key(ORDER, u64::MAX))
+        {
+            let (_, v) = item?;
+            let o = decode(&v)?;
+            if o.created_at >= stop {
+                break;
+            }
+            if o.created_at >= from && o.created_at < to {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
     /// The highest order id stored (0 if none).
     pub fn max_work_order_id(&self) -> Result<u64, StoreError> {
         super::max_id(&self.work_orders, ORDER)
@@ -211,6 +244,35 @@ pub(super) mod tests {
             restored_at: None,
             timeline: Vec::new(),
         }
+    }
+
+    on_each_backend! {
+    fn created_between_reads_the_period_only(b) {
+        let store = b.open();
+        let t0 = Timestamp::from_second(1_780_000_000).unwrap();
+        let day = jiff::SignedDuration::from_hours(24);
+        let orders: Vec<WorkOrder> = (1..=40u64)
+            .map(|id| {
+                let mut w = o(id, &format!("acc{}", id % 3), WorkOrderState::New);
+                w.created_at = t0 + day * (id as i32);
+                w
+            })
+            .collect();
+        store.save_work_orders(&orders, None).unwrap();
+        let ids = |from: i32, to: i32| -> Vec<u64> {
+            store
+                .work_orders_created_between(t0 + day * from, t0 + day * to)
+                .unwrap()
+                .iter()
+                .map(|w| w.id)
+                .collect()
+        };
+        assert_eq!(ids(5, 8), [5, 6, 7]);
+        assert_eq!(ids(0, 2), [1]);
+        assert_eq!(ids(39, 50), [39, 40]);
+        assert!(ids(41, 50).is_empty());
+        assert_eq!(ids(0, 100).len(), 40);
+    }
     }
 
     on_each_backend! {

@@ -176,6 +176,7 @@ const VIEWS = ['login', 'queue', 'call', 'patrols', 'incidents', 'incident', 'wo
   'directory', 'report', 'audit', 'outbox', 'users', 'registers', 'subscriber'];
 VIEWS.push('reviews'); // supervisors: Calls closed without a patrol or 112
 VIEWS.push('orders', 'billing'); // supervisors: the subscribers' orders, the month's billing
+VIEWS.push('statistics'); // supervisors, and a municipality's or provider's staff: the figures of a period
 
 const BOARD_POLL_MS = 15000; // the patrols board asks again (connected or not) this often
 const RECEIPT_PASS_GRACE_MS = 4000; // after a receipt timeout, the next offer follows within this
@@ -1200,6 +1201,7 @@ function startApp(me) {
   show($('tab-report'), isSupervisor());
   show($('tab-orders'), isSupervisor());
   show($('tab-billing'), isSupervisor());
+  show($('tab-statistics'), isSupervisor() || isTenant());
   show($('tab-outbox'), isSupervisor());
   show($('tab-reviews'), isSupervisor());
   show($('tab-users'), isAdmin());
@@ -3462,10 +3464,23 @@ function orderCard(o, now) {
     type: 'button', class: 'small secondary wo-toggle order-toggle', 'aria-expanded': expanded ? 'true' : 'false',
     text: expanded ? t('orders.hide') : t('orders.details'),
     dataset: { focusKey: `order-toggle-${o.id}` },
-    on: { click: () => { if (S.orders.expanded.has(o.id)) S.orders.expanded.delete(o.id); else S.orders.expanded.add(o.id); renderOrders(); } },
+    on: { click: (e) => toggleOrder(o, card, e.currentTarget) },
   }));
   if (expanded) card.append(orderDetail(o));
   return card;
+}
+
+/** Opens or closes one order's detail in place (the list is not drawn again, so the button
+ *  clicked stays and nothing else on the page moves). */
+function toggleOrder(o, card, button) {
+  const open = !S.orders.expanded.has(o.id);
+  if (open) S.orders.expanded.add(o.id); else S.orders.expanded.delete(o.id);
+  card.classList.toggle('expanded', open);
+  button.setAttribute('aria-expanded', open ? 'true' : 'false');
+  button.textContent = open ? t('orders.hide') : t('orders.details');
+  const detail = card.querySelector('.order-detail');
+  if (open && !detail) card.append(orderDetail(o));
+  if (!open && detail) detail.remove();
 }
 
 function orderDetail(o) {
@@ -3856,7 +3871,7 @@ function renderLifePanel(box, data) {
 // Billing (supervisors): a month's rows per municipality and provider, and its CSV.
 
 function showBilling() {
-  if (!isSupervisor()) return;
+  if (!isSupervisor() && !isTenant()) return;
   leaveCall();
   showView('billing');
   const m = $('billing-month');
@@ -3923,6 +3938,238 @@ function renderBilling(rows, month) {
   }
   if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: t('billing.none') })));
   box.append(el('table', { class: 'data-table report-table billing-table' }, el('thead', {}, el('tr', {}, ...heads)), tbody));
+}
+
+// ---- statistics (supervisors; a municipality's or a care provider's staff: their own)
+
+/** The ISO week (`2026-W48`) of a date `YYYY-MM-DD`. */
+function isoWeek(date) {
+  const [y, m, d] = String(date).split('-').map(Number);
+  const day = new Date(Date.UTC(y, m - 1, d));
+  day.setUTCDate(day.getUTCDate() - ((day.getUTCDay() + 6) % 7) + 3); // the week's Thursday
+  const year = day.getUTCFullYear();
+  const jan4 = new Date(Date.UTC(year, 0, 4));
+  const week = 1 + Math.round(((day - jan4) / 86400000 - 3 + ((jan4.getUTCDay() + 6) % 7)) / 7);
+  return `${year}-W${pad2(week)}`;
+}
+
+function showStatistics() {
+  if (!isSupervisor() && !isTenant()) return;
+  leaveCall();
+  showView('statistics');
+  const today = zoneParts(serverNow()).date;
+  const init = (id, v) => { if (!$(id).value) $(id).value = v; };
+  init('statistics-day', today);
+  init('statistics-week', isoWeek(today));
+  init('statistics-month', thisMonth());
+  init('statistics-from', `${thisMonth()}-01`);
+  init('statistics-to', today);
+  // A tenant's staff see their own people: nothing to choose, no queue to go back to.
+  for (const id of ['statistics-back', 'statistics-scope', 'statistics-scope-label']) show($(id), !isTenant());
+  statisticsInputs();
+  blurHidden();
+  loadStatistics();
+}
+
+/** Shows the inputs of the kind of period chosen. */
+function statisticsInputs() {
+  const kind = $('statistics-kind').value;
+  for (const k of ['day', 'week', 'month']) show($(`statistics-${k}`), kind === k);
+  show($('statistics-custom'), kind === 'custom');
+}
+
+/** The period and scope chosen, as the query of `GET /api/stats`. */
+function statisticsQuery() {
+  const kind = $('statistics-kind').value;
+  const q = new URLSearchParams();
+  if (kind === 'custom') {
+    q.set('from', $('statistics-from').value);
+    q.set('to', $('statistics-to').value);
+  } else {
+    q.set('period', $(`statistics-${kind}`).value);
+  }
+  const scope = $('statistics-scope').value;
+  if (!isTenant() && scope) q.set('scope', scope);
+  return q.toString();
+}
+
+/** The period chosen in words (`2026-W48`, `2026-11-01 – 2026-11-15`). */
+function statisticsPeriodWords() {
+  const kind = $('statistics-kind').value;
+  if (kind === 'custom') return `${$('statistics-from').value} – ${$('statistics-to').value}`;
+  return $(`statistics-${kind}`).value;
+}
+
+async function loadStatistics() {
+  const query = statisticsQuery();
+  const period = statisticsPeriodWords();
+  S.statsQuery = query;
+  $('statistics-csv').href = `/api/stats?${query}&format=csv`;
+  $('statistics-csv').setAttribute('download', `vakt-stats-${period.replace(/[^0-9A-Za-z-]+/g, '_')}.csv`);
+  const box = $('statistics-content');
+  clear(box);
+  box.append(el('p', { class: 'muted', text: t('stats.loading', { period }) }));
+  try {
+    await careChoices();
+    const { data } = await api('GET', `/api/stats?${query}`);
+    if (S.statsQuery !== query) return;
+    pageError('statistics-error', '');
+    if (data && data.choices) statisticsChoices(data.choices);
+    renderStatistics(data);
+  } catch (e) {
+    if (e.status === 401 || S.statsQuery !== query) return;
+    clear(box);
+    pageError('statistics-error', t('stats.failed', { period, error: e.message }));
+  }
+}
+
+/** The scopes the centre's staff may choose: the whole centre, each municipality, each
+ *  provider (the choice kept). */
+function statisticsChoices(choices) {
+  const sel = $('statistics-scope');
+  const keep = sel.value;
+  clear(sel);
+  sel.append(el('option', { value: 'all', text: t('stats.scope.all') }));
+  for (const m of choices.municipalities || []) {
+    sel.append(el('option', { value: `municipality:${m}`, text: t('stats.scope.municipality', { name: m }) }));
+  }
+  for (const p of choices.providers || []) {
+    sel.append(el('option', { value: `provider:${p.id}`, text: t('stats.scope.provider', { name: p.name || p.id }) }));
+  }
+  sel.value = keep && [...sel.options].some((o) => o.value === keep) ? keep : 'all';
+}
+
+function statisticsScopeWords(scope) {
+  if (!scope || scope.scope === 'all') return t('stats.scope.all');
+  if (scope.scope === 'municipality') return t('stats.scope.municipality', { name: scope.of });
+  return t('stats.scope.provider', { name: providerName(scope.of) });
+}
+
+/** A chart drawn by the server (SVG), as an image. */
+function statisticsChart(svg, name, title) {
+  return el('img', {
+    class: 'stats-chart', id: `statistics-chart-${name}`, alt: title, title,
+    src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(String(svg || ''))}`,
+  });
+}
+
+function statisticsTable(cls, heads, rows, none) {
+  const tbody = el('tbody', {}, ...rows);
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: heads.length, class: 'muted', text: none })));
+  return el('table', { class: `data-table report-table ${cls}` },
+    el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))), tbody);
+}
+
+function renderStatistics(d) {
+  const box = $('statistics-content');
+  clear(box);
+  if (!d || typeof d !== 'object') {
+    box.append(el('p', { class: 'muted', text: t('report.none') }));
+    return;
+  }
+  const num = (v) => (v === null || v === undefined ? '-' : String(v));
+  const met = (v, goal) => (v === null || v === undefined ? '' : (Number(v) >= Number(goal) ? 'met' : 'missed'));
+  const c = d.calls || {};
+  const a = d.answer || {};
+  const r = d.arrival || {};
+  const tech = d.technical || {};
+  const charts = d.charts || {};
+  box.append(el('p', { class: 'report-head', id: 'statistics-head' },
+    el('strong', { text: t('stats.head', { scope: statisticsScopeWords(d.scope), period: d.period ? d.period.label : '' }) }),
+    ` · ${t('stats.made', { zone: (d.period && d.period.time_zone) || t('report.local_time'), time: fmtTime(d.generated_at) })}`));
+
+  box.append(el('section', { class: 'stats-section', id: 'statistics-calls' },
+    el('h2', { text: t('stats.section.calls') }),
+    el('div', { class: 'report-stats' },
+      reportStat(t('stats.calls.total'), num(c.total)),
+      reportStat(t('stats.calls.alarms'), num(c.alarms)),
+      reportStat(t('stats.calls.open'), num(c.open))),
+    el('div', { class: 'stats-charts' },
+      statisticsChart(charts.kinds, 'kinds', t('stats.chart.kinds')),
+      statisticsChart(charts.outcomes, 'outcomes', t('stats.chart.outcomes')))));
+
+  const g60 = a.target_60s_pct ?? 97.5;
+  const g180 = a.target_180s_pct ?? 99;
+  box.append(el('section', { class: 'stats-section', id: 'statistics-answer' },
+    el('h2', { text: t('stats.section.answer') }),
+    el('div', { class: 'report-stats' },
+      reportStat(t('stats.answer.answered'), num(a.answered)),
+      reportStat(t('stats.answer.median'), a.median_answer_secs === null || a.median_answer_secs === undefined ? '-' : fmtDuration(a.median_answer_secs)),
+      reportStat(t('stats.answer.within_60', { pct: fmtPct(g60) }), fmtPct(a.within_60s_pct), met(a.within_60s_pct, g60)),
+      reportStat(t('stats.answer.within_180', { pct: fmtPct(g180) }), fmtPct(a.within_180s_pct), met(a.within_180s_pct, g180))),
+    el('div', { class: 'stats-charts' }, statisticsChart(charts.answer, 'answer', t('stats.chart.answer')))));
+
+  const callRef = (id) => (isTenant()
+    ? el('span', { text: t('call.label', { id }) })
+    : el('button', { type: 'button', class: 'link-like', text: t('call.label', { id }), dataset: { call: String(id) }, on: { click: () => openCall(id) } }));
+  const areaRows = (r.areas || []).map((x) => el('tr', { class: 'stats-area', dataset: { area: x.area } },
+    el('td', { text: x.area_name || x.area }),
+    el('td', { class: 'num', text: num(x.limit_mins) }),
+    el('td', { class: 'num', text: num(x.dispatches) }),
+    el('td', { class: 'num', text: num(x.arrived) }),
+    el('td', { class: 'num', text: num(x.within_limit) }),
+    el('td', { class: `num${x.breaches ? ' bad-cell' : ''}`, text: num(x.breaches) })));
+  const breachRows = (r.breached || []).map((b) => el('tr', { class: 'stats-breach', dataset: { dispatch: String(b.dispatch) } },
+    el('td', {}, callRef(b.call)),
+    el('td', { text: b.patrol }),
+    el('td', { text: b.area }),
+    el('td', { text: fmtTime(b.offered_at) }),
+    el('td', { class: 'num', text: num(b.limit_mins) }),
+    el('td', { class: 'num bad-cell', text: b.arrived ? String(b.minutes) : t('stats.not_arrived', { minutes: b.minutes }) })));
+  box.append(el('section', { class: 'stats-section', id: 'statistics-arrival' },
+    el('h2', { text: t('stats.section.arrival') }),
+    el('div', { class: 'report-stats' },
+      reportStat(t('stats.arrival.dispatches'), num(r.dispatches)),
+      reportStat(t('stats.arrival.arrived'), num(r.arrived)),
+      reportStat(t('stats.arrival.within'), `${num(r.within_limit)} (${fmtPct(r.within_limit_pct)})`),
+      reportStat(t('stats.arrival.median'), fmtSecsOrDash(r.median_secs)),
+      reportStat(t('stats.arrival.p90'), fmtSecsOrDash(r.p90_secs)),
+      reportStat(t('stats.arrival.breaches'), num(r.breaches), r.breaches ? 'missed' : '')),
+    statisticsTable('stats-areas',
+      ['area', 'limit', 'dispatches', 'arrived', 'within', 'breaches'].map((h) => t(`stats.col.${h}`)),
+      areaRows, t('report.no_dispatches')),
+    statisticsTable('stats-breaches',
+      ['call', 'patrol', 'area', 'dispatched', 'limit', 'minutes'].map((h) => t(`stats.col.${h}`)),
+      breachRows, t('stats.no_breaches'))));
+
+  box.append(el('section', { class: 'stats-section', id: 'statistics-heat' },
+    el('h2', { text: t('stats.section.heat') }),
+    el('div', { class: 'stats-charts' }, statisticsChart(charts.heat, 'heat', t('stats.chart.heat')))));
+
+  const fc = d.frequent_callers || {};
+  const callerRows = (fc.callers || []).map((f) => el('tr', { class: 'stats-frequent', dataset: { subscriber: f.subscriber } },
+    el('td', {}, subscriberLink(f.subscriber), ` ${orDash(f.name)}`),
+    el('td', { text: f.month }),
+    el('td', { class: 'num', text: num(f.calls) })));
+  box.append(el('section', { class: 'stats-section', id: 'statistics-frequent' },
+    el('h2', { text: t('stats.section.frequent') }),
+    el('p', { class: 'muted', text: t('stats.frequent.intro', { n: num(fc.threshold) }) }),
+    statisticsTable('stats-callers', ['person', 'month', 'alarms'].map((h) => t(`stats.col.${h}`)),
+      callerRows, t('stats.frequent.none'))));
+
+  const faults = (tech.by_fault || []).map((f) => reportStat(tOr(`wo.fault.${f.key}`, f.key), num(f.count)));
+  box.append(el('section', { class: 'stats-section', id: 'statistics-technical' },
+    el('h2', { text: t('stats.section.technical') }),
+    el('div', { class: 'report-stats' },
+      reportStat(t('stats.tech.opened'), num(tech.opened)),
+      reportStat(t('stats.tech.done'), num(tech.done)),
+      reportStat(t('stats.tech.cancelled'), num(tech.cancelled)),
+      reportStat(t('stats.tech.open'), num(tech.open)),
+      reportStat(t('stats.tech.overdue'), num(tech.overdue_now), tech.overdue_now ? 'missed' : ''),
+      reportStat(t('stats.tech.silent'), num(tech.silent_devices_now), tech.silent_devices_now ? 'missed' : '')),
+    el('div', { class: 'report-stats stats-faults' }, ...faults)));
+
+  if (Array.isArray(d.operators)) {
+    const opRows = d.operators.map((o) => el('tr', { class: 'stats-operator', dataset: { operator: o.operator } },
+      el('td', { text: o.operator }),
+      el('td', { class: 'num', text: num(o.answered) }),
+      el('td', { class: 'num', text: o.median_answer_secs === null || o.median_answer_secs === undefined ? '-' : fmtDuration(o.median_answer_secs) }),
+      el('td', { class: 'num', text: num(o.closed) })));
+    box.append(el('section', { class: 'stats-section', id: 'statistics-operators' },
+      el('h2', { text: t('stats.section.operators') }),
+      statisticsTable('stats-operators', ['operator', 'answered', 'median', 'closed'].map((h) => t(`stats.col.${h}`)),
+        opRows, t('stats.chart.none'))));
+  }
 }
 
 // ---- actions on my Call
@@ -7642,6 +7889,10 @@ function wire() {
   $('tab-billing').addEventListener('click', showBilling);
   $('billing-back').addEventListener('click', showQueue);
   $('billing-load').addEventListener('click', loadBilling);
+  $('tab-statistics').addEventListener('click', showStatistics);
+  $('statistics-back').addEventListener('click', showQueue);
+  $('statistics-load').addEventListener('click', loadStatistics);
+  $('statistics-kind').addEventListener('change', statisticsInputs);
   $('billing-month').addEventListener('change', loadBilling);
   $('badge-silent').addEventListener('click', showIncidents);
   $('incidents-back').addEventListener('click', showQueue);
