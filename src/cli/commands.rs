@@ -71,6 +71,26 @@ pub(super) enum MonthReport {
     Billing,
 }
 
+/// The configuration (`--config`, else the embedded one) and the store it or `--data-dir`
+/// names; exit 64, with the reason on stderr, when either is wrong.
+fn config_and_store(
+    config: Option<&std::path::Path>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(Config, StoreAt), ExitCode> {
+    let cfg = match config {
+        Some(path) => Config::load(path).map_err(|e| {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(EX_USAGE)
+        })?,
+        None => Config::embedded(),
+    };
+    let at = StoreAt::from_args(data_dir, config).map_err(|e| {
+        eprintln!("vakt: {e}");
+        ExitCode::from(EX_USAGE)
+    })?;
+    Ok((cfg, at))
+}
+
 /// `vakt report sla` and `vakt report visits`: exit 64 for a bad month, time zone,
 /// configuration or data directory.
 pub(super) fn report_month(
@@ -81,22 +101,9 @@ pub(super) fn report_month(
     data_dir: Option<PathBuf>,
     time_zone: Option<String>,
 ) -> ExitCode {
-    let cfg = match &config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::from(EX_USAGE);
-            }
-        },
-        None => Config::embedded(),
-    };
-    let data_dir = match StoreAt::from_args(data_dir.as_deref(), config.as_deref()) {
-        Ok(at) => at,
-        Err(e) => {
-            eprintln!("vakt: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
+    let (cfg, data_dir) = match config_and_store(config.as_deref(), data_dir.as_deref()) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let zone = time_zone.unwrap_or(cfg.http.time_zone);
     let tz = match jiff::tz::TimeZone::get(&zone) {
@@ -186,22 +193,9 @@ pub(super) fn retention_run(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let cfg = match &config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::from(EX_USAGE);
-            }
-        },
-        None => Config::embedded(),
-    };
-    let at = match StoreAt::from_args(data_dir.as_deref(), config.as_deref()) {
-        Ok(at) => at,
-        Err(e) => {
-            eprintln!("vakt: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
+    let (cfg, at) = match config_and_store(config.as_deref(), data_dir.as_deref()) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     if !at.exists() {
         eprintln!("{at}: no such data directory");

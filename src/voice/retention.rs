@@ -64,15 +64,26 @@ pub fn sweep(dir: &Path, now: Timestamp, retention: Duration) -> Result<Sweep, R
             .ok()
             .and_then(|age| now.checked_sub(age).ok())
     };
-    let mut out = Sweep::default();
     // A retention too long to subtract from `now` keeps everything.
     let Some(before) = cutoff(retention) else {
-        return Ok(out);
+        return Ok(Sweep::default());
     };
     let part_before = cutoff(retention.max(PART_MIN_AGE)).unwrap_or(before);
+    delete_where(dir, |id, part| {
+        id.started() < if part { part_before } else { before }
+    })
+}
+
+/// Deletes the recordings in `dir` that `doomed` picks (given the id and whether the file is
+/// a part still being written), and syncs the folder after any deletion. A file gone
+/// meanwhile is no failure.
+fn delete_where(
+    dir: &Path,
+    doomed: impl Fn(&RecordingId, bool) -> bool,
+) -> Result<Sweep, RecordError> {
+    let mut out = Sweep::default();
     for (name, id, part) in entries(dir)? {
-        let limit = if part { part_before } else { before };
-        if id.started() >= limit {
+        if !doomed(&id, part) {
             continue;
         }
         let path = dir.join(&name);
@@ -109,37 +120,10 @@ pub fn delete_of_calls(
     dir: &Path,
     calls: &std::collections::BTreeSet<u64>,
 ) -> Result<Sweep, RecordError> {
-    let mut out = Sweep::default();
     if calls.is_empty() {
-        return Ok(out);
+        return Ok(Sweep::default());
     }
-    for (name, id, _) in entries(dir)? {
-        if !calls.contains(&id.call()) {
-            continue;
-        }
-        let path = dir.join(&name);
-        let bytes = std::fs::symlink_metadata(&path)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        match std::fs::remove_file(&path) {
-            Ok(()) => out.deleted.push(Deleted {
-                id,
-                file_name: name,
-                bytes,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => out.failed.push(NotDeleted {
-                file_name: name,
-                error: e.to_string(),
-            }),
-        }
-    }
-    if !out.deleted.is_empty() {
-        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-            tracing::warn!(error = %e, "syncing the recordings' folder after deletions");
-        }
-    }
-    Ok(out)
+    delete_where(dir, |id, _| calls.contains(&id.call()))
 }
 
 /// The audit entry of a deletion at `at`: action `recording.delete`, user `vakt`, the Call,
