@@ -132,7 +132,13 @@ pub fn away(p: &Person, now: Timestamp, opts: &StaffingOptions) -> Option<Away> 
         return Some(Away::NoConsole);
     }
     if p.owns == 0 && !within(p.seen.input_at, now, opts.idle_away_secs) {
-        return Some(Away::Idle);
+        // With every console closed (the last beat was the closing, still within the
+        // timeout) the truer reason is that none is open.
+        return Some(if p.seen.consoles == 0 {
+            Away::NoConsole
+        } else {
+            Away::Idle
+        });
     }
     if p.role > Role::Operator
         && p.owns == 0
@@ -329,6 +335,27 @@ mod tests {
         p.beat("ola", at(1000), 900);
         assert_eq!(p.of("ola").beat_at, Some(at(1260)));
         assert_eq!(p.of("ola").input_at, Some(at(1255)));
+    }
+
+    #[test]
+    fn a_closed_console_is_why_even_when_the_idle_time_runs_out_first() {
+        let o = StaffingOptions {
+            console_timeout_secs: 3,
+            idle_away_secs: 3,
+            ..StaffingOptions::default()
+        };
+        let p = Presence::default();
+        p.opened("asa", at(0));
+        p.beat("asa", at(2), 2);
+        p.closed("asa", at(2));
+        let asa = || person("asa", Role::Operator, &p, 0);
+        // Her last input (at 0) is more than 3 s old before the closing's beat (at 2) is.
+        assert_eq!(away(&asa(), at(4), &o), Some(Away::NoConsole));
+        // With the console still open, the same is idleness.
+        p.opened("bo", at(0));
+        p.beat("bo", at(2), 2);
+        let bo = person("bo", Role::Operator, &p, 0);
+        assert_eq!(away(&bo, at(4), &o), Some(Away::Idle));
     }
 
     #[test]
