@@ -35,6 +35,25 @@ fn person(id: &str, name: &str, provider: &str, municipality: &str) -> Subscribe
     s
 }
 
+/// A device with nothing but what a test sets.
+fn device_template() -> vakt::model::Device {
+    vakt::model::Device {
+        account: String::new(),
+        line: None,
+        receiver: None,
+        key: None,
+        key_format: None,
+        subscriber: None,
+        supervision_secs: None,
+        telecom_operator: None,
+        area: None,
+        device_type: None,
+        sip_user: None,
+        sip_password: None,
+        phone: None,
+    }
+}
+
 fn ids(page: &Value) -> Vec<String> {
     let mut v: Vec<String> = page["subscribers"]
         .as_array()
@@ -97,6 +116,20 @@ async fn each_tenant_reads_only_its_own_people() {
                 })
                 .unwrap();
         }
+        store
+            .upsert_devices(&[
+                vakt::model::Device {
+                    account: "1234".into(),
+                    subscriber: Some("anna".into()),
+                    ..device_template()
+                },
+                vakt::model::Device {
+                    account: "5678".into(),
+                    subscriber: Some("cia".into()),
+                    ..device_template()
+                },
+            ])
+            .unwrap();
         // Anna's and Cia's alarms open, Bo's closed.
         let call = |id: u64, who: &str, state: &str| -> vakt::model::Call {
             serde_json::from_value(json!({
@@ -128,6 +161,8 @@ async fn each_tenant_reads_only_its_own_people() {
         ids(&op.get("/api/subscribers").await.json()),
         ["anna", "bo", "cia"]
     );
+    let all = op.get("/api/devices").await.json();
+    assert_eq!(all["total"], 2, "{all}");
     let card = op.get("/api/subscribers/cia").await.json();
     assert_eq!(card["access"]["door_code"], "4711#");
 
@@ -156,6 +191,17 @@ async fn each_tenant_reads_only_its_own_people() {
         }
         let a = c.get(&format!("/api/subscribers/{other}")).await;
         assert_eq!(a.status, 404, "{user} reaches {other}: {}", a.body);
+        // Their people's devices only.
+        let devices: Vec<String> = c.get("/api/devices").await.json()["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["subscriber"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert!(
+            !devices.is_empty() && devices.iter().all(|s| own.contains(&s.as_str())),
+            "{user}: devices of {devices:?}"
+        );
         // Their people's open Calls; a Call of theirs by id (closed ones too), audited; not
         // another's, nor its dispatches.
         let mut calls: Vec<u64> = c

@@ -247,7 +247,17 @@ pub async fn list_devices(
             .map(|x| (x.id.as_str(), x.name.as_str()))
             .collect();
         let name_of = |id: &str| names.get(id).copied();
-        let p = search::devices(registry.iter(), name_of, &query, offset, limit);
+        // A tenant's staff: their own people's devices only (`names` holds just those).
+        let theirs: Vec<&crate::model::Device> = registry
+            .iter()
+            .filter(|d| {
+                scope.is_all()
+                    || d.subscriber
+                        .as_deref()
+                        .is_some_and(|s| names.contains_key(s))
+            })
+            .collect();
+        let p = search::devices(theirs, name_of, &query, offset, limit);
         let lines = p
             .items
             .iter()
