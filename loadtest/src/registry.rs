@@ -31,7 +31,7 @@ pub const DEVICES_HEADER_V1: &str =
     "account,line,receiver,key,key_format,subscriber,supervision_secs,telecom_operator,area";
 
 /// vakt's subscribers header (`vakt::registers::subscribers::CSV_HEADER`).
-pub const SUBSCRIBERS_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol";
+pub const SUBSCRIBERS_HEADER: &str = "id,name,personal_number,address,postcode,city,area,phone,care_provider,keys,key_location,digital_lock_id,door_code,entry_notes,health_notes,care_plan_notes,contact1_name,contact1_relation,contact1_phone,contact2_name,contact2_relation,contact2_phone,contact3_name,contact3_relation,contact3_phone,language,needs_extra_visits,health_to_patrol,municipality";
 
 /// The supervision intervals vakt accepts (`vakt::registers::devices::SUPERVISION_SECS`).
 pub const SUPERVISION_SECS: RangeInclusive<u32> = 20..=90_000;
