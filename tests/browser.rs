@@ -4609,6 +4609,25 @@ async fn nordbys_personal_ser_sin_statistik_och_bara_sina_egna() {
                 dispatch(2, 4, at(2, 9, 8), 40),
             ])
             .unwrap();
+        // Anna's alarm and Dan's.
+        let device = |account: &str, who: &str| vakt::model::Device {
+            account: account.into(),
+            line: None,
+            receiver: None,
+            key: None,
+            key_format: None,
+            subscriber: Some(who.into()),
+            supervision_secs: None,
+            telecom_operator: None,
+            area: None,
+            device_type: None,
+            sip_user: None,
+            sip_password: None,
+            phone: None,
+        };
+        store
+            .upsert_devices(&[device("1234", "anna"), device("5678", "dan")])
+            .unwrap();
     }
     let s = start_with(cfg).await;
     let http = s.http.unwrap();
@@ -4630,13 +4649,13 @@ async fn nordbys_personal_ser_sin_statistik_och_bara_sina_egna() {
         "{head}"
     );
     assert!(
-        !c.find(Locator::Css("#tab-queue"))
+        !c.find(Locator::Css("#tab-patrols"))
             .await
             .unwrap()
             .is_displayed()
             .await
             .unwrap(),
-        "no queue for a municipality's staff"
+        "not the centre's patrols"
     );
     assert!(
         !c.find(Locator::Css("#statistics-scope"))
@@ -4733,6 +4752,52 @@ async fn nordbys_personal_ser_sin_statistik_och_bara_sina_egna() {
         &c.screenshot().await.unwrap(),
     );
     c.set_window_size(width, height).await.unwrap();
+
+    // Their people's open alarms, live: Anna presses, then Dan. Dan's Call comes at once,
+    // Anna's never; nothing to take, and his row opens his card.
+    click_shown(&c, "#tab-queue").await;
+    let dc09 = s.dc09_tcp.unwrap();
+    for (seq, account) in [(1, "1234"), (2, "5678")] {
+        let frame = plain("ADM-CID", seq, account, &format!("#{account}|1101 01 001"));
+        assert_eq!(token_of(&tcp_roundtrip(dc09, &frame).await), "ACK");
+    }
+    let queue = shows(&c, "#queue-body", "dan lind").await;
+    assert!(!queue.contains("åsa"), "{queue}");
+    assert_eq!(
+        c.find_all(Locator::Css("#queue-body tr.call-row"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        c.find(Locator::Css("#queue-body button.take"))
+            .await
+            .is_err(),
+        "nothing to take"
+    );
+    assert!(
+        !c.find(Locator::Css("#take-next"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "no next to take"
+    );
+    screenshot(
+        "console-sv-queue-municipality.png",
+        &c.screenshot().await.unwrap(),
+    );
+    click(&c, "#queue-body tr.call-row button.view").await;
+    shows(&c, "#reg-card .subscriber-name", "Dan Lind").await;
+
+    // The month's SLA report, of Nordby's people: their five Calls, Dan's breach.
+    click_shown(&c, "#tab-report").await;
+    shows(&c, "#report-content .report-head", "kommun: nordby kommun").await;
+    let figures = values("report-content").await;
+    assert_eq!(figures[0], "5", "{figures:?}");
+    shows(&c, "#report-content", "larm 4").await;
 
     // The register: Cia and Dan, not Anna.
     click_shown(&c, "#tab-registers").await;

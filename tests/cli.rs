@@ -896,6 +896,38 @@ fn report_sla_counts_dispatches_in_the_local_month_and_names_breached_calls() {
         "Europe/Stockholm",
     ]);
     assert!(out.contains(",*,*,*,*,2,2,"), "{out}");
+
+    // One care provider's, or one municipality's (the dispatches' Calls name nobody, so
+    // none are a municipality's); not both at once.
+    let out = csv(&["--data-dir", data_s, "--provider", "hemtjanst-norr"]);
+    assert!(out.contains(",*,*,*,*,2,2,"), "{out}");
+    let out = csv(&["--data-dir", data_s, "--provider", "hemtjanst-syd"]);
+    assert!(out.contains(",*,*,*,*,0,0,"), "{out}");
+    let (code, out, err) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--data-dir",
+        data_s,
+        "--municipality",
+        "Nordby kommun",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("municipality Nordby kommun"), "{out}");
+    let (code, _, err) = vakt(&[
+        "report",
+        "sla",
+        "--month",
+        "2026-11",
+        "--data-dir",
+        data_s,
+        "--municipality",
+        "Nordby kommun",
+        "--provider",
+        "hemtjanst-norr",
+    ]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

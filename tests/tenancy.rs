@@ -65,33 +65,34 @@ fn ids(page: &Value) -> Vec<String> {
     v
 }
 
-#[tokio::test]
-async fn each_tenant_reads_only_its_own_people() {
-    let dir = tempfile::tempdir().unwrap();
-    add_user(dir.path(), OPERATOR.0, Role::Operator, OPERATOR.1);
-    add_user(dir.path(), SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
+/// The centre: its staff, the tenants' users, Anna (the centre's own municipality, Centrum's),
+/// Bo (Vaktby's, another provider's), Cia (Nordby's, Centrum's), Anna's device 1234 and
+/// Cia's 5678; Anna's and Cia's Calls 1 and 2 open, Bo's 3 closed. Returns the month.
+fn centre(dir: &std::path::Path) -> String {
+    add_user(dir, OPERATOR.0, Role::Operator, OPERATOR.1);
+    add_user(dir, SUPERVISOR.0, Role::Supervisor, SUPERVISOR.1);
     add_user_of(
-        dir.path(),
+        dir,
         VAKTBY.0,
         Role::Municipality,
         Some("Vaktby kommun"),
         VAKTBY.1,
     );
     add_user_of(
-        dir.path(),
+        dir,
         NORDBY.0,
         Role::Municipality,
         Some("Nordby kommun"),
         NORDBY.1,
     );
-    add_user_of(dir.path(), CENTRUM.0, Role::Provider, Some("hc"), CENTRUM.1);
-    add_user(dir.path(), "lost", Role::Municipality, "lost-password-1");
+    add_user_of(dir, CENTRUM.0, Role::Provider, Some("hc"), CENTRUM.1);
+    add_user(dir, "lost", Role::Municipality, "lost-password-1");
     let tz = jiff::tz::TimeZone::get(&vakt::config::Config::default().http.time_zone).unwrap();
     let now = jiff::Timestamp::now();
     let today = now.to_zoned(tz).date();
     let month = format!("{:04}-{:02}", today.year(), today.month());
     {
-        let store = open_store(dir.path()).unwrap();
+        let store = open_store(dir).unwrap();
         store
             .upsert_subscribers(&[
                 // Vaktby's own (no municipality on the card: the centre's), Centrum's.
@@ -152,6 +153,13 @@ async fn each_tenant_reads_only_its_own_people() {
             )
             .unwrap();
     }
+    month
+}
+
+#[tokio::test]
+async fn each_tenant_reads_only_its_own_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let month = centre(dir.path());
     let srv = start_with(test_config(dir.path())).await;
     let http = srv.http.unwrap();
 
@@ -249,7 +257,37 @@ async fn each_tenant_reads_only_its_own_people() {
         // Visits: their own (none this month), never a 403.
         let a = c.get(&format!("/api/reports/visits?month={month}")).await;
         assert_eq!(a.status, 200, "{user}: {}", a.body);
+        // The SLA report: their own people's Calls (one each), whatever scope they ask.
+        let a = c
+            .get(&format!("/api/reports/sla?month={month}&scope=all"))
+            .await;
+        assert_eq!(a.status, 200, "{user}: {}", a.body);
+        assert_eq!(a.json()["answer"]["calls"], own.len(), "{user}: {}", a.body);
+        assert_ne!(a.json()["scope"]["scope"], "all", "{user}");
     }
+
+    // The centre's supervisor: the report of one municipality, as a file named for it.
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let a = sup
+        .get(&format!(
+            "/api/reports/sla?month={month}&scope=municipality:Nordby%20kommun"
+        ))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["answer"]["calls"], 1, "{}", a.body);
+    let a = sup
+        .get(&format!(
+            "/api/reports/sla?month={month}&scope=municipality:Nordby%20kommun&format=csv"
+        ))
+        .await;
+    assert!(
+        a.header("content-disposition")
+            .is_some_and(|d| d.contains(&format!("vakt-sla-{month}-nordby-kommun.csv"))),
+        "{:?}",
+        a.header("content-disposition")
+    );
+    let a = sup.get(&format!("/api/reports/sla?month={month}")).await;
+    assert_eq!(a.json()["answer"]["calls"], 3, "{}", a.body);
 
     // The provider's staff cannot ask for another provider's visits.
     let mut c = Client::login(http, CENTRUM.0, CENTRUM.1).await;
@@ -351,6 +389,186 @@ async fn each_tenant_reads_only_its_own_people() {
         "{calls_viewed:?}"
     );
     srv.stop().await.unwrap();
+}
+
+/// The open Calls' ids of a `snapshot` message, sorted.
+fn snapshot_ids(m: &Value) -> Vec<u64> {
+    assert_eq!(m["type"], "snapshot", "{m}");
+    let mut v: Vec<u64> = m["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The messages of a feed up to and with the next of `kind` (`alive` left out).
+async fn until(live: &mut Live, kind: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let m = live.next().await;
+        if m["type"] == "alive" {
+            continue;
+        }
+        let last = m["type"] == kind;
+        seen.push(m);
+        if last {
+            return seen;
+        }
+    }
+    panic!("no {kind} message in {seen:?}");
+}
+
+#[tokio::test]
+async fn each_tenant_follows_its_own_people_live() {
+    let dir = tempfile::tempdir().unwrap();
+    centre(dir.path());
+    let srv = start_with(test_config(dir.path())).await;
+    let http = srv.http.unwrap();
+    let tcp = srv.dc09_tcp.unwrap();
+
+    // The centre's feed: every open Call and the figures.
+    let op = Client::login(http, OPERATOR.0, OPERATOR.1).await;
+    let mut centre_feed = Live::connect(&op).await;
+    let m = centre_feed.next().await;
+    assert_eq!(snapshot_ids(&m), [1, 2]);
+    assert!(m.get("stats").is_some(), "{m}");
+
+    // Each tenant's: their people's open Calls, no figures, no staffing.
+    let mut feeds = Vec::new();
+    for ((user, password), open) in [
+        (VAKTBY, &[1][..]),
+        (NORDBY, &[2][..]),
+        (CENTRUM, &[1, 2][..]),
+    ] {
+        let c = Client::login(http, user, password).await;
+        let mut live = Live::connect(&c).await;
+        let m = live.next().await;
+        assert_eq!(snapshot_ids(&m), open, "{user}: {m}");
+        assert!(m.get("stats").is_none(), "{user}: {m}");
+        feeds.push(live);
+    }
+    let [vaktby, nordby, centrum] = &mut feeds[..] else {
+        unreachable!()
+    };
+
+    // Anna presses again: Vaktby and Centrum are told, Nordby is not.
+    let frame = plain("ADM-CID", 1, "1234", "#1234|1101 01 001");
+    assert_eq!(token_of(&tcp_roundtrip(tcp, &frame).await), "ACK");
+    let m = centre_feed.next_of("call").await;
+    assert_eq!(m["call"]["id"], 1, "{m}");
+    for live in [&mut *vaktby, &mut *centrum] {
+        let m = until(live, "call").await;
+        assert_eq!(m.last().unwrap()["call"]["id"], 1, "{m:?}");
+        assert!(m.iter().all(|m| m["type"] == "call"), "{m:?}");
+    }
+    // Then Cia: Nordby and Centrum.
+    let frame = plain("ADM-CID", 2, "5678", "#5678|1101 01 001");
+    assert_eq!(token_of(&tcp_roundtrip(tcp, &frame).await), "ACK");
+    for live in [&mut *nordby, &mut *centrum] {
+        let m = until(live, "call").await;
+        assert_eq!(m.len(), 1, "nothing before Cia's Call: {m:?}");
+        assert_eq!(m[0]["call"]["id"], 2, "{m:?}");
+    }
+
+    // Cia moves to Vaktby: Nordby's feed loses her Call and reloads her card (now a 404);
+    // Vaktby's gains it. Vaktby was told nothing of her Call before.
+    let mut sup = Client::login(http, SUPERVISOR.0, SUPERVISOR.1).await;
+    let mut card = sup.get("/api/subscribers/cia").await.json();
+    card["municipality"] = json!("Vaktby kommun");
+    let a = sup
+        .send(
+            "PUT",
+            "/api/subscribers/cia",
+            Some(("application/json", card.to_string())),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = until(nordby, "subscriber").await;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(snapshot_ids(&m[0]), Vec::<u64>::new());
+    assert_eq!(m[1]["id"], "cia");
+    let m = until(vaktby, "subscriber").await;
+    assert_eq!(m.len(), 2, "no Call of Cia's before the move: {m:?}");
+    assert_eq!(snapshot_ids(&m[0]), [1, 2]);
+    assert_eq!(m[1]["id"], "cia");
+    let m = until(centrum, "subscriber").await;
+    assert_eq!(snapshot_ids(&m[0]), [1, 2]);
+
+    // Their consoles do not count towards the staffing floor.
+    let staffing = sup.get("/api/staffing").await;
+    assert_eq!(staffing.status, 200, "{}", staffing.body);
+    let v = staffing.json();
+    assert_eq!(v["on_duty_users"], json!([OPERATOR.0]), "{v}");
+    let away: Vec<&str> = v["away_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(away, [SUPERVISOR.0], "{v}");
+
+    // Both devices' batteries run low: a work order each. Nordby (no longer Cia's) sees
+    // neither; Vaktby both; and not another's by id.
+    for (seq, account) in [(3, "1234"), (4, "5678")] {
+        let frame = plain("ADM-CID", seq, account, &format!("#{account}|1302 01 001"));
+        assert_eq!(token_of(&tcp_roundtrip(tcp, &frame).await), "ACK");
+    }
+    let orders = wait_for(
+        "two work orders",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut sup = sup.clone();
+            async move {
+                let v = sup.get("/api/work_orders").await.json();
+                (v.as_array().unwrap().len() == 2).then_some(v)
+            }
+        },
+    )
+    .await;
+    let id_of = |account: &str| {
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["account"] == account)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let (annas, cias) = (id_of("1234"), id_of("5678"));
+    let mut nordby = Client::login(http, NORDBY.0, NORDBY.1).await;
+    assert_eq!(nordby.get("/api/work_orders").await.json(), json!([]));
+    assert_eq!(
+        nordby.get(&format!("/api/work_orders/{cias}")).await.status,
+        404
+    );
+    let mut vaktby = Client::login(http, VAKTBY.0, VAKTBY.1).await;
+    assert_eq!(
+        vaktby
+            .get("/api/work_orders")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut centrum = Client::login(http, CENTRUM.0, CENTRUM.1).await;
+    assert_eq!(
+        centrum
+            .get(&format!("/api/work_orders/{annas}"))
+            .await
+            .status,
+        200
+    );
+    // Reading is all: the installer's work is the centre's.
+    let a = centrum
+        .post(&format!("/api/work_orders/{annas}/start"), json!({}))
+        .await;
+    assert_eq!(a.status, 403, "{}", a.body);
 }
 
 #[test]

@@ -390,6 +390,16 @@ fn lists_filter_by_state_device_and_lateness() {
         }),
         [5, 4]
     );
+    // A municipality's people: their orders only, the limit counted among them.
+    let within = |people: &[&str], limit| Filter {
+        subscribers: Some(people.iter().map(|p| (*p).to_owned()).collect()),
+        state: StateFilter::All,
+        limit,
+        ..Filter::default()
+    };
+    assert_eq!(ids(within(&["sub-1234", "sub-5678"], 10)), [3, 2, 1]);
+    assert_eq!(ids(within(&["sub-1234", "sub-5678"], 1)), [3]);
+    assert_eq!(ids(within(&[], 10)), Vec::<u64>::new());
     assert_eq!(wo.open_of("1234").len(), 2);
     assert_eq!(wo.open_of("9ABC")[0].replaces, Some(4));
 }

@@ -161,6 +161,13 @@ pub(crate) enum ReportCmd {
         /// The month, YYYY-MM (e.g. 2026-11).
         #[arg(long)]
         month: String,
+        /// Only this municipality's people: the dispatches to them and their Calls.
+        #[arg(long, conflicts_with = "provider")]
+        municipality: Option<String>,
+        /// Only this care provider (its directory id): the dispatches to its patrols and its
+        /// people's Calls.
+        #[arg(long)]
+        provider: Option<String>,
         /// Output: `text` (a table, the default), `csv` (the per-provider-and-area rows
         /// and a totals line, for a spreadsheet) or `json` (everything, as the API gives it).
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]

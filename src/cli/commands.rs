@@ -60,8 +60,11 @@ pub(super) fn list_users(data_dir: &StoreAt) -> ExitCode {
 
 /// Which monthly report.
 pub(super) enum MonthReport {
-    /// `vakt report sla`.
-    Sla,
+    /// `vakt report sla`, of the whole centre, a municipality or a care provider.
+    Sla {
+        /// Whose.
+        scope: crate::model::Scope,
+    },
     /// `vakt report visits`, of one provider or all.
     Visits {
         /// The provider.
@@ -122,8 +125,16 @@ pub(super) fn report_month(
         return ExitCode::from(EX_USAGE);
     }
     let (made, path) = match &which {
-        MonthReport::Sla => (
-            super::sla_report(&data_dir, month, &tz, jiff::Timestamp::now()).map(|r| {
+        MonthReport::Sla { scope } => (
+            super::sla_report(
+                &data_dir,
+                month,
+                &tz,
+                jiff::Timestamp::now(),
+                scope,
+                &cfg.care.municipality,
+            )
+            .map(|r| {
                 (
                     crate::dispatch::report::to_text(&r),
                     crate::dispatch::report::to_csv(&r),

@@ -193,13 +193,21 @@ pub fn run(cli: Cli) -> ExitCode {
             cmd:
                 ReportCmd::Sla {
                     month,
+                    municipality,
+                    provider,
                     format,
                     config,
                     data_dir,
                     time_zone,
                 },
         } => commands::report_month(
-            commands::MonthReport::Sla,
+            commands::MonthReport::Sla {
+                scope: match (municipality, provider) {
+                    (Some(m), _) => crate::model::Scope::Municipality(m),
+                    (None, Some(p)) => crate::model::Scope::Provider(p),
+                    (None, None) => crate::model::Scope::All,
+                },
+            },
             &month,
             format,
             config,

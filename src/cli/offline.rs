@@ -525,17 +525,20 @@ pub fn revoke_integration(
     Ok(())
 }
 
-/// The SLA report of `month` (`YYYY-MM`, in `tz`) from `data_dir`, judged at `now`. The
-/// month is checked before the store is opened.
+/// The SLA report of `month` (`YYYY-MM`, in `tz`) for `scope` from `data_dir`, judged at
+/// `now` (`home`: the centre's own municipality). The month is checked before the store is
+/// opened.
 pub fn sla_report(
     data_dir: impl Into<StoreAt>,
     month: &str,
     tz: &jiff::tz::TimeZone,
     now: Timestamp,
+    scope: &crate::model::Scope,
+    home: &str,
 ) -> Result<SlaReport, CliError> {
     report::month_bounds(month, tz)?;
     let store = data_dir.into().open()?;
-    Ok(report::sla_report(&store, month, tz, now)?)
+    Ok(report::sla_report_of(&store, month, tz, now, scope, home)?)
 }
 
 /// The alarm visits of `month` (`YYYY-MM`, in `tz`) from `data_dir`, of one provider or

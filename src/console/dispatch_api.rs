@@ -649,13 +649,17 @@ pub async fn lock_events(
 pub struct ReportQuery {
     /// The month, `YYYY-MM` (default: this month in the centre's time zone).
     pub month: Option<String>,
+    /// Whose (the centre's supervisors; a municipality's or provider's user always gets
+    /// their own): `all` (the default), `municipality:NAME` or `provider:ID`.
+    pub scope: Option<String>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
 
-/// The arrival-SLA report of a month (supervisors): per care provider and area, dispatches,
-/// median and 90th percentile from receipt to arrival, breaches with their Calls, receipt
-/// timeouts; and the month's answer-time figures.
+/// The arrival-SLA report of a month (supervisors, and a municipality's or care provider's
+/// staff for their own): per care provider and area, dispatches, median and 90th percentile
+/// from receipt to arrival, breaches with their Calls, receipt timeouts; and the month's
+/// answer-time figures. Of the whole centre, one municipality's people or one provider's.
 #[utoipa::path(get, path = "/api/reports/sla", tag = "dispatch", params(ReportQuery),
     responses((status = 200, body = crate::dispatch::report::SlaReport),
         (status = 200, description = "With format=csv", content_type = "text/csv", body = String),
@@ -666,15 +670,21 @@ pub async fn sla_report(
     q: Result<Query<ReportQuery>, QueryRejection>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    s.require(Role::Supervisor, &state)?;
+    s.require_or_tenant(Role::Supervisor, &state)?;
     let Query(q) = q?;
+    let scope = if s.role.is_tenant() {
+        s.scope(&state)?
+    } else {
+        super::stats_api::parse_scope(q.scope.as_deref())?
+    };
     let now = jiff::Timestamp::now();
     let month = month_or_this(q.month, &state, now);
     let csv = wants_csv(q.format.as_deref())?;
     let store = state.store.clone();
     let tz = state.tz.clone();
+    let home = state.care.municipality().to_owned();
     let report = tokio::task::spawn_blocking(move || {
-        crate::dispatch::report::sla_report(&store, month.trim(), &tz, now)
+        crate::dispatch::report::sla_report_of(&store, month.trim(), &tz, now, &scope, &home)
     })
     .await
     .map_err(|e| ApiError::internal("making the report failed", e))?
@@ -683,7 +693,12 @@ pub async fn sla_report(
         e => ApiError::internal("making the report failed", e),
     })?;
     if csv {
-        let name = format!("vakt-sla-{}.csv", report.month);
+        let name = match &report.scope {
+            crate::model::Scope::All => format!("vakt-sla-{}.csv", report.month),
+            crate::model::Scope::Municipality(w) | crate::model::Scope::Provider(w) => {
+                format!("vakt-sla-{}-{}.csv", report.month, slug(w))
+            }
+        };
         Ok(csv_attachment(
             crate::dispatch::report::to_csv(&report),
             &name,
@@ -691,6 +706,28 @@ pub async fn sla_report(
     } else {
         Ok(Json(report).into_response())
     }
+}
+
+/// A name as a file name's part: letters and digits kept (å, ä, ö as a, a, o), the rest `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().to_lowercase().chars() {
+        let c = match c {
+            'å' | 'ä' | 'á' | 'à' => 'a',
+            'ö' | 'ø' | 'ó' => 'o',
+            'æ' => 'a',
+            'é' | 'è' => 'e',
+            'ü' => 'u',
+            c => c,
+        };
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-').to_owned();
+    if out.is_empty() { "scope".into() } else { out }
 }
 
 /// A report's `format`: `json` (the default) or `csv`; anything else is 400.

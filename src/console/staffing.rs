@@ -197,7 +197,8 @@ pub fn assess(
 ) -> Assessment {
     let mut on_duty = Vec::new();
     let mut off = Vec::new();
-    for p in people {
+    // A municipality's or provider's staff take no Calls: never counted, never called in.
+    for p in people.iter().filter(|p| !p.role.is_tenant()) {
         match away(p, now, opts) {
             None => on_duty.push(p.user.clone()),
             Some(why) => off.push((p.user.clone(), why)),
@@ -399,10 +400,13 @@ mod tests {
         p.opened("ola", at(0));
         p.opened("asa", at(0));
         p.opened("sara", at(0));
+        // A municipality's staff with the console open is neither on duty nor away.
+        p.opened("nordby", at(0));
         let people = [
             person("ola", Role::Operator, &p, 0),
             person("asa", Role::Operator, &p, 0),
             person("sara", Role::Supervisor, &p, 0),
+            person("nordby", Role::Municipality, &p, 0),
         ];
         let a = assess(&people, &[], at(30), &o);
         assert_eq!(a.on_duty, ["asa", "ola"]);

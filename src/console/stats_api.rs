@@ -92,7 +92,7 @@ pub struct StatsView {
 }
 
 /// `all`, `municipality:NAME` or `provider:ID`.
-fn parse_scope(s: Option<&str>) -> ApiResult<Scope> {
+pub(super) fn parse_scope(s: Option<&str>) -> ApiResult<Scope> {
     let s = s.map(str::trim).unwrap_or("");
     let named = |v: &str, f: fn(String) -> Scope| -> ApiResult<Scope> {
         let v = v.trim();

@@ -85,7 +85,31 @@ pub struct WorkOrdersQuery {
     pub limit: Option<usize>,
 }
 
-/// Work orders, newest first, each with whether it is late now.
+/// The ids of the subscribers `scope` holds (`None`: the whole centre's).
+async fn people_of(
+    state: &AppState,
+    scope: crate::model::Scope,
+) -> ApiResult<Option<std::collections::HashSet<String>>> {
+    if scope.is_all() {
+        return Ok(None);
+    }
+    let store = state.store.clone();
+    let home = state.care.municipality().to_owned();
+    let people = tokio::task::spawn_blocking(move || store.subscribers())
+        .await
+        .map_err(|e| ApiError::internal("reading the register failed", e))?
+        .map_err(|e| ApiError::internal("reading the register failed", e))?;
+    Ok(Some(
+        people
+            .into_iter()
+            .filter(|p| scope.sees(p, &home))
+            .map(|p| p.id)
+            .collect(),
+    ))
+}
+
+/// Work orders, newest first, each with whether it is late now. A municipality's or care
+/// provider's staff get their own people's.
 #[utoipa::path(get, path = "/api/work_orders", tag = "work_orders", params(WorkOrdersQuery),
     responses((status = 200, body = Vec<WorkOrderView>), (status = 400, body = ErrorBody)))]
 pub async fn list_work_orders(
@@ -93,9 +117,11 @@ pub async fn list_work_orders(
     s: Session,
     q: Result<Query<WorkOrdersQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<WorkOrderView>>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let subscribers = people_of(&state, s.scope(&state)?).await?;
     let Query(q) = q?;
     let filter = Filter {
+        subscribers,
         state: q.state.unwrap_or_default(),
         overdue: q.overdue.unwrap_or(false),
         account: q
@@ -112,7 +138,8 @@ pub async fn list_work_orders(
     )))
 }
 
-/// One work order with its timeline.
+/// One work order with its timeline (a municipality's or provider's staff: of their own
+/// people; another's is a 404).
 #[utoipa::path(get, path = "/api/work_orders/{id}", tag = "work_orders",
     params(("id" = u64, Path, description = "Work order id")),
     responses((status = 200, body = WorkOrderView), (status = 404, body = ErrorBody)))]
@@ -121,10 +148,14 @@ pub async fn get_work_order(
     s: Session,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<WorkOrderView>> {
-    s.require(Role::Operator, &state)?;
+    s.require_or_tenant(Role::Operator, &state)?;
+    let scope = s.scope(&state)?;
     let o = blocking(&state, move |wo| wo.get(id))
         .await?
         .ok_or_else(|| ApiError::not_found("work order"))?;
+    if !super::api::sees_subscriber(&state, &scope, o.subscriber.as_deref())? {
+        return Err(ApiError::not_found("work order"));
+    }
     Ok(Json(
         named(&state, vec![o.view(jiff::Timestamp::now())])
             .pop()

@@ -4,6 +4,10 @@
 //! timed out, were declined, cancelled or are still open; beside it the month's answer-time
 //! figures of the console against the telecare targets.
 //!
+//! It is made for the whole centre, one municipality or one care provider ([`Scope`]): a
+//! municipality's report holds the dispatches to its people and their Calls; a care
+//! provider's the dispatches to its patrols and its people's Calls.
+//!
 //! A dispatch belongs to the month, in the centre's time zone, in which it was offered. A
 //! Call belongs to the month in which it was opened. `now` is a parameter (no clock is read):
 //! it decides whether a dispatch still waiting has run out of time, and whether a Call not
@@ -15,7 +19,7 @@ use jiff::{Timestamp, ToSpan, civil::Date, tz::TimeZone};
 use serde::Serialize;
 
 use crate::calls::{Stats, stats_of};
-use crate::model::{Dispatch, DispatchState};
+use crate::model::{Call, Dispatch, DispatchState, Scope};
 use crate::store::{Store, StoreError};
 
 /// Why a report could not be made.
@@ -34,6 +38,8 @@ pub enum ReportError {
 pub struct SlaReport {
     /// The month, `YYYY-MM`.
     pub month: String,
+    /// Whose: the whole centre, a municipality or a care provider.
+    pub scope: Scope,
     /// The time zone the month is counted in (IANA name; empty if the zone has none).
     pub time_zone: String,
     /// The month's first instant (local midnight of its first day).
@@ -126,15 +132,74 @@ pub fn month_bounds(month: &str, tz: &TimeZone) -> Result<(Timestamp, Timestamp)
     Ok((start(first)?, start(next)?))
 }
 
-/// The SLA report of `month` (`YYYY-MM`, counted in `tz`) as the store has it at `now`.
+/// The SLA report of `month` (`YYYY-MM`, counted in `tz`) for the whole centre, as the store
+/// has it at `now`.
 pub fn sla_report(
     store: &Store,
     month: &str,
     tz: &TimeZone,
     now: Timestamp,
 ) -> Result<SlaReport, ReportError> {
+    sla_report_of(store, month, tz, now, &Scope::All, "")
+}
+
+/// The SLA report of `month` for `scope` (`home`: the centre's own municipality, which a card
+/// without one belongs to).
+pub fn sla_report_of(
+    store: &Store,
+    month: &str,
+    tz: &TimeZone,
+    now: Timestamp,
+    scope: &Scope,
+    home: &str,
+) -> Result<SlaReport, ReportError> {
     let (from, to) = month_bounds(month, tz)?;
-    let dispatches = store.dispatches_offered_between(from, to)?;
+    let mut dispatches = store.dispatches_offered_between(from, to)?;
+    let mut calls = store.calls_opened_between(from, to)?;
+    if !scope.is_all() {
+        // Whose each person is, read once per person.
+        let mut theirs: BTreeMap<String, bool> = BTreeMap::new();
+        let mut sees = |subscriber: Option<&String>| -> Result<bool, StoreError> {
+            let Some(id) = subscriber else {
+                return Ok(false);
+            };
+            if let Some(&v) = theirs.get(id) {
+                return Ok(v);
+            }
+            let v = store.subscriber(id)?.is_some_and(|s| scope.sees(&s, home));
+            theirs.insert(id.clone(), v);
+            Ok(v)
+        };
+        let mut kept = Vec::with_capacity(calls.len());
+        for c in calls {
+            if sees(c.subscriber.as_ref())? {
+                kept.push(c);
+            }
+        }
+        calls = kept;
+        // A dispatch's Call may be of an earlier month.
+        let mut person_of: BTreeMap<u64, Option<String>> =
+            calls.iter().map(|c| (c.id, c.subscriber.clone())).collect();
+        let mut kept = Vec::with_capacity(dispatches.len());
+        for d in dispatches {
+            let keep = match scope {
+                Scope::Provider(p) => d.provider == *p,
+                _ => {
+                    let person = match person_of.entry(d.call) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(store.call(d.call)?.and_then(|c: Call| c.subscriber))
+                        }
+                    };
+                    sees(person.as_ref())?
+                }
+            };
+            if keep {
+                kept.push(d);
+            }
+        }
+        dispatches = kept;
+    }
     let dir = store.directory()?;
 
     let mut groups: BTreeMap<(&str, &str), Vec<&Dispatch>> = BTreeMap::new();
@@ -163,11 +228,11 @@ pub fn sla_report(
     let all: Vec<&Dispatch> = dispatches.iter().collect();
     let totals = row_of(ALL, ALL, ALL, ALL, &all, now);
 
-    let calls = store.calls_opened_between(from, to)?;
     let answer = stats_of(&calls, month.to_string(), now);
 
     Ok(SlaReport {
         month: month.to_string(),
+        scope: scope.clone(),
         time_zone: tz.iana_name().unwrap_or_default().to_string(),
         from,
         to,
@@ -318,12 +383,17 @@ pub fn to_text(r: &SlaReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Arrival SLA {} ({})",
+        "Arrival SLA {} ({}){}",
         r.month,
         if r.time_zone.is_empty() {
             "local time"
         } else {
             &r.time_zone
+        },
+        match &r.scope {
+            Scope::All => String::new(),
+            Scope::Municipality(m) => format!(", municipality {m}"),
+            Scope::Provider(p) => format!(", care provider {p}"),
         }
     );
     let _ = writeln!(s);
@@ -769,5 +839,109 @@ mod tests {
         assert!((within - 200.0 / 3.0).abs() < 1e-9, "{within}");
         assert_eq!(r.answer.within_180s_pct, Some(100.0));
         assert_eq!(r.answer.target_60s_pct, 97.5);
+    }
+
+    #[test]
+    fn a_municipality_or_provider_gets_its_own_people_and_patrols() {
+        use crate::model::{Call, CallState, Priority, Subscriber};
+        let (_dir, store) = store();
+        let person = |id: &str, provider: &str, municipality: &str| Subscriber {
+            id: id.into(),
+            name: id.into(),
+            care_provider: provider.into(),
+            municipality: municipality.into(),
+            ..Subscriber::default()
+        };
+        store
+            .upsert_subscribers(&[
+                person("anna", "hc", ""),
+                person("bo", "hs", "Vaktby kommun"),
+                person("cia", "hc", "Nordby kommun"),
+            ])
+            .unwrap();
+        let call = |id: u64, opened: &str, who: &str| {
+            let opened_at = at(opened);
+            Call {
+                id,
+                priority: Priority::PERSONAL,
+                state: CallState::Closed,
+                owner: None,
+                opened_at,
+                alarm_count: 1,
+                subscriber: Some(who.into()),
+                account: "1234".into(),
+                kind: "Personal alarm".into(),
+                restored: false,
+                answered_at: Some(opened_at + 30.seconds()),
+                closed_at: Some(opened_at + 600.seconds()),
+                outcome: None,
+                timeline: Vec::new(),
+                last_signal_id: 0,
+            }
+        };
+        // Cia's Call 103 of October has its dispatch in November.
+        store
+            .save_calls(
+                &[
+                    call(101, "2026-11-03T07:59:00Z", "anna"),
+                    call(102, "2026-11-04T07:59:00Z", "bo"),
+                    call(103, "2026-10-31T22:00:00Z", "cia"),
+                    call(104, "2026-11-06T07:59:00Z", "cia"),
+                ],
+                None,
+            )
+            .unwrap();
+        // Dispatch n is of Call 100 + n; Bo's went to Centrum's patrol ("hc").
+        store
+            .save_dispatches(&[
+                dispatch(1, "hc", "norr", "2026-11-03T08:00:00Z", Some(600)),
+                dispatch(2, "hc", "norr", "2026-11-04T08:00:00Z", Some(2000)),
+                dispatch(3, "hc", "norr", "2026-11-05T08:00:00Z", Some(900)),
+                dispatch(4, "hs", "norr", "2026-11-06T08:00:00Z", Some(1200)),
+            ])
+            .unwrap();
+        let now = at("2026-12-01T00:00:00Z");
+        let of = |scope: Scope| {
+            let r = sla_report_of(
+                &store,
+                "2026-11",
+                &stockholm(),
+                now,
+                &scope,
+                "Vaktby kommun",
+            )
+            .unwrap();
+            let mut dispatches: Vec<u64> = r
+                .rows
+                .iter()
+                .flat_map(|row| row.breached.iter().map(|b| b.dispatch))
+                .collect();
+            dispatches.sort_unstable();
+            (r, dispatches)
+        };
+        // The centre: everything.
+        let (r, breached) = of(Scope::All);
+        assert_eq!((r.totals.dispatches, r.answer.calls), (4, 3));
+        assert_eq!(breached, [2]);
+        // Vaktby: Anna (no municipality on her card: the centre's) and Bo.
+        let (r, breached) = of(Scope::Municipality("vaktby kommun".into()));
+        assert_eq!(r.scope, Scope::Municipality("vaktby kommun".into()));
+        assert_eq!((r.totals.dispatches, r.answer.calls), (2, 2));
+        assert_eq!(r.totals.median_arrival_secs, Some(600));
+        assert_eq!(breached, [2]);
+        // Nordby: Cia's two dispatches (one of an October Call), one November Call.
+        let (r, breached) = of(Scope::Municipality("Nordby kommun".into()));
+        assert_eq!((r.totals.dispatches, r.answer.calls), (2, 1));
+        assert!(breached.is_empty());
+        let providers: Vec<&str> = r.rows.iter().map(|x| x.provider.as_str()).collect();
+        assert_eq!(providers, ["hc", "hs"]);
+        // Centrum: its patrols' dispatches (Bo's too); its people's Calls (Anna's, Cia's).
+        let (r, breached) = of(Scope::Provider("hc".into()));
+        assert_eq!((r.totals.dispatches, r.answer.calls), (3, 2));
+        assert_eq!(breached, [2]);
+        assert!(to_text(&r).contains("care provider hc"), "{}", to_text(&r));
+        // A municipality with nobody: nothing.
+        let (r, _) = of(Scope::Municipality("Söderby kommun".into()));
+        assert_eq!((r.totals.dispatches, r.answer.calls), (0, 0));
     }
 }

@@ -1,5 +1,5 @@
 //! The demo municipality of Vaktby: [`seed`] fills an empty data directory with its
-//! subscribers, devices, directory, patrol tokens and two console users; the demo patrols'
+//! subscribers, devices, directory, patrol tokens and three console users; the demo patrols'
 //! logins kept in the data directory ([`PATROL_LOGINS_FILE`]); and the demo people's names
 //! and pronouns, with which the simulators tell what happens.
 
@@ -23,6 +23,13 @@ pub const OPERATOR_USER: &str = "operator";
 /// Name of the seeded supervisor user.
 pub const SUPERVISOR_USER: &str = "supervisor";
 
+/// Name of the seeded municipality user: Vaktby's own staff, who follow its people.
+pub const MUNICIPALITY_USER: &str = "kommun";
+
+/// The demo's municipality, as the embedded configuration's `[care] municipality` names it
+/// (the demo subscribers name none, so they are its).
+pub const DEMO_MUNICIPALITY: &str = "Vaktby kommun";
+
 /// The console users [`seed`] made, each as (name, password), and the demo patrols' logins.
 /// The passwords and tokens are random and stored only as hashes: show the passwords once
 /// and keep the logins with [`save_patrol_logins`] (the `Debug` output leaves the secrets
@@ -33,6 +40,9 @@ pub struct DemoUsers {
     pub operator: (String, String),
     /// The `supervisor` user (role supervisor): also edits subscribers, reads the audit log.
     pub supervisor: (String, String),
+    /// The `kommun` user (role municipality, of [`DEMO_MUNICIPALITY`]): the municipality's
+    /// view of its people, their open alarms, work orders, statistics and reports.
+    pub municipality: (String, String),
     /// A login for every patrol of the demo directory (also [`super::OFFLINE_PATROL`], so that
     /// `vakt patrol` can play it by hand), in patrol id order.
     pub patrols: Vec<PatrolLogin>,
@@ -44,6 +54,7 @@ impl fmt::Debug for DemoUsers {
         f.debug_struct("DemoUsers")
             .field("operator", &self.operator.0)
             .field("supervisor", &self.supervisor.0)
+            .field("municipality", &self.municipality.0)
             .field("patrols", &self.patrols.len())
             .finish_non_exhaustive()
     }
@@ -85,7 +96,8 @@ pub enum DemoError {
 /// Seeds the demo municipality into an empty data directory: the subscribers of
 /// [`SUBSCRIBERS_CSV`], the devices of [`crate::registers::devices::DEMO_CSV`], the demo directory
 /// (`config/demo-directory/`, its staff list too) with a new token for each of its patrols, and the users
-/// [`OPERATOR_USER`] and [`SUPERVISOR_USER`] with random passwords (`now` is their creation
+/// [`OPERATOR_USER`], [`SUPERVISOR_USER`] and [`MUNICIPALITY_USER`] with random passwords
+/// (`now` is their creation
 /// time). Returns the users with their passwords and the patrols' logins (keep those with
 /// [`save_patrol_logins`]), or `None` (nothing written) when the directory already holds any
 /// device, subscriber or user.
@@ -124,14 +136,20 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
     let users = DemoUsers {
         operator: (OPERATOR_USER.to_owned(), password(&mut rng)),
         supervisor: (SUPERVISOR_USER.to_owned(), password(&mut rng)),
+        municipality: (MUNICIPALITY_USER.to_owned(), password(&mut rng)),
         patrols,
     };
     let records = [
-        (&users.operator, Role::Operator),
-        (&users.supervisor, Role::Supervisor),
+        (&users.operator, Role::Operator, None),
+        (&users.supervisor, Role::Supervisor, None),
+        (
+            &users.municipality,
+            Role::Municipality,
+            Some(DEMO_MUNICIPALITY.to_owned()),
+        ),
     ]
     .into_iter()
-    .map(|((name, pw), role)| {
+    .map(|((name, pw), role, tenant)| {
         Ok(UserRecord {
             name: name.clone(),
             role,
@@ -139,7 +157,7 @@ pub fn seed(store: &Store, now: jiff::Timestamp) -> Result<Option<DemoUsers>, De
             created_at: now,
             disabled: false,
             language: None,
-            tenant: None,
+            tenant,
         })
     })
     .collect::<Result<Vec<_>, DemoError>>()?;

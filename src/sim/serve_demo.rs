@@ -76,11 +76,15 @@ impl Demo {
                     "vakt: demo municipality loaded. Log in to the console as\n\
                      vakt:   {} / {}   (operator)\n\
                      vakt:   {} / {}   (supervisor)\n\
+                     vakt:   {} / {}   ({}'s staff: its people, their alarms and reports)\n\
                      vakt: (also in {}; make an admin with `vakt users add NAME --role admin`)",
                     users.operator.0,
                     users.operator.1,
                     users.supervisor.0,
                     users.supervisor.1,
+                    users.municipality.0,
+                    users.municipality.1,
+                    super::seed::DEMO_MUNICIPALITY,
                     file.display()
                 );
                 write_private(&file, &text).map_err(io("writing", &file))?;

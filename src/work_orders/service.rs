@@ -86,6 +86,9 @@ pub struct Filter {
     pub overdue: bool,
     /// Only this device's orders.
     pub account: Option<String>,
+    /// Only the orders of these subscribers (a municipality's or provider's people); an
+    /// order of no subscriber is the centre's.
+    pub subscribers: Option<std::collections::HashSet<String>>,
     /// At most this many (capped at [`MAX_LIST`]).
     pub limit: usize,
 }
@@ -96,6 +99,7 @@ impl Default for Filter {
             state: StateFilter::Open,
             overdue: false,
             account: None,
+            subscribers: None,
             limit: MAX_LIST,
         }
     }
@@ -623,6 +627,9 @@ impl WorkOrders {
             f.state.accepts(o.state)
                 && (!f.overdue || o.lateness(now).is_some())
                 && f.account.as_deref().is_none_or(|a| o.account == a)
+                && f.subscribers
+                    .as_ref()
+                    .is_none_or(|within| o.subscriber.as_ref().is_some_and(|s| within.contains(s)))
         };
         if f.state.open_only() || f.overdue {
             let open = lock(&self.open);

@@ -422,8 +422,9 @@ function isSupervisor() {
   return !!S.me && (S.me.role === 'supervisor' || S.me.role === 'admin');
 }
 
-/** A care provider's or a municipality's staff: they read their own people's cards and
- *  reports, and take no part in the centre's work (no queue, no live feed). */
+/** A care provider's or a municipality's staff: they read their own people's cards, open
+ *  alarms (live, without taking them), work orders and reports, and take no part in the
+ *  centre's work. */
 function isTenant() {
   return !!S.me && (S.me.role === 'provider' || S.me.role === 'municipality');
 }
@@ -1196,23 +1197,28 @@ function startApp(me) {
   for (const id of ['stats', 'whoami', 'logout', 'help-button', 'connection-status', 'queue-count', 'tabs', 'language-select']) {
     show($(id), true);
   }
+  // A tenant's console takes no Calls and has no shortcuts: no "take next", no key hints.
+  document.body.classList.toggle('tenant', isTenant());
   show($('audit-link'), isSupervisor());
   show($('tab-directory'), isSupervisor());
-  show($('tab-report'), isSupervisor());
+  show($('tab-report'), isSupervisor() || isTenant());
   show($('tab-orders'), isSupervisor());
   show($('tab-billing'), isSupervisor());
   show($('tab-statistics'), isSupervisor() || isTenant());
   show($('tab-outbox'), isSupervisor());
   show($('tab-reviews'), isSupervisor());
   show($('tab-users'), isAdmin());
-  for (const id of ['tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) show($(id), !isTenant());
+  for (const id of ['tab-patrols', 'tab-incidents']) show($(id), !isTenant());
   if (isTenant()) {
-    // Their people's register and the month's billing; nothing of the centre's work.
-    for (const id of ['stats', 'connection-status', 'queue-count', 'tab-queue', 'tab-patrols', 'tab-incidents', 'tab-workorders']) {
-      show($(id), false);
-    }
+    // Their people's register, open alarms, work orders and reports; not the centre's
+    // figures, patrols or incidents.
+    for (const id of ['stats', 'tab-patrols', 'tab-incidents']) show($(id), false);
     show($('tab-billing'), true);
+    const ts = $('connection-status');
+    ts.dataset.state = 'closed';
+    ts.textContent = t('conn.connecting');
     showRegisters();
+    connectLive();
     renderSoundState();
     return;
   }
@@ -1353,8 +1359,9 @@ function onLiveMessage(msg) {
       applyVoiceSnapshot(msg.voice || []);
       if (msg.stats) setStats(msg.stats);
       setConnection(true);
-      // Dispatch and incident messages may have been missed while the feed was down.
-      if (!S.firstLiveDispatches) {
+      // Dispatch and incident messages may have been missed while the feed was down (a
+      // tenant's feed carries neither).
+      if (!S.firstLiveDispatches && !isTenant()) {
         loadLiveDispatches();
         loadOpenIncidents();
         loadSupervision();
@@ -1756,6 +1763,7 @@ function openOwnCallAfterLogin() {
 
 /** A new Call at level 0-1, or a waiting Call that escalated into level 0-1. */
 function isAlertWorthy(c, prev) {
+  if (isTenant()) return false;
   if (c.priority > Math.max(1, ringMaxLevel())) return false;
   if (!prev) return c.state === 'queued' || !isMine(c);
   return c.priority < prev.priority && c.state === 'queued';
@@ -1813,6 +1821,8 @@ function ringMaxLevel() {
 
 /** The waiting Calls that make the console ring, most urgent first. */
 function ringingCalls() {
+  // A municipality's or provider's desk follows the alarms; the centre's operators answer.
+  if (isTenant()) return [];
   const max = ringMaxLevel();
   return sortedCalls().filter((c) => c.state === 'queued' && c.priority <= max);
 }
@@ -1936,8 +1946,12 @@ function renderQueue() {
 function queueRow(c, now) {
   const mine = isMine(c);
   const owner = c.owner ? (mine ? t('queue.you') : c.owner) : '';
+  // A tenant's staff follow their people's alarms and open the person's card.
+  const open = isTenant() ? () => openSubscriberPage(c.subscriber) : () => openCall(c.id);
   let action;
-  if (c.state === 'queued') {
+  if (isTenant()) {
+    action = c.subscriber ? el('button', { type: 'button', class: 'view secondary', text: t('queue.card'), on: { click: (e) => { e.stopPropagation(); open(); } } }) : null;
+  } else if (c.state === 'queued') {
     action = el('button', { type: 'button', class: 'take', text: t('queue.take'), on: { click: (e) => { e.stopPropagation(); takeCall(c.id); } } });
   } else if (mine) {
     action = el('button', { type: 'button', class: 'open', text: t('queue.open'), on: { click: (e) => { e.stopPropagation(); openCall(c.id); } } });
@@ -1949,8 +1963,8 @@ function queueRow(c, now) {
     tabindex: 0,
     dataset: { callId: String(c.id), priority: String(c.priority), state: c.state },
     on: {
-      click: () => openCall(c.id),
-      keydown: (e) => { if (e.key === 'Enter' && e.target === e.currentTarget) openCall(c.id); },
+      click: open,
+      keydown: (e) => { if (e.key === 'Enter' && e.target === e.currentTarget) open(); },
     },
   },
   el('td', { class: 'col-priority' }, priorityBadge(c.priority)),
@@ -5535,6 +5549,8 @@ function pageError(id, text) {
 /** An account as a link to its device page. */
 function deviceLink(account, text) {
   if (!account) return el('span', { class: 'muted', text: '-' });
+  // The device page is the centre's.
+  if (isTenant()) return el('span', { class: 'mono', text: text || account });
   return el('button', {
     type: 'button', class: 'link-like mono device-link', text: text || account,
     title: t('device.link_title', { account }),
@@ -5544,6 +5560,7 @@ function deviceLink(account, text) {
 }
 
 function callLink(id) {
+  if (isTenant()) return el('span', { class: 'call-ref', text: t('call.label', { id }) });
   return el('button', {
     type: 'button', class: 'link-like call-link', text: t('call.label', { id }), dataset: { call: String(id) },
     on: { click: (e) => { e.stopPropagation(); openCall(id); } },
@@ -7105,7 +7122,7 @@ function thisMonth() {
 }
 
 async function showReport() {
-  if (!isSupervisor()) return;
+  if (!isSupervisor() && !isTenant()) return;
   leaveCall();
   showView('report');
   const m = $('report-month');
@@ -7122,7 +7139,9 @@ function reportMonth() {
 
 function updateReportLink() {
   $('report-csv').href = `/api/reports/sla?month=${encodeURIComponent(reportMonth())}&format=csv`;
-  $('report-csv').setAttribute('download', `vakt-sla-${reportMonth()}.csv`);
+  // The server names a municipality's or provider's file for them.
+  if (isTenant()) $('report-csv').setAttribute('download', '');
+  else $('report-csv').setAttribute('download', `vakt-sla-${reportMonth()}.csv`);
 }
 
 async function loadReport() {
@@ -7167,6 +7186,7 @@ function renderReport(r) {
   const met = (v, t) => (v === null || v === undefined ? '' : (Number(v) >= Number(t) ? 'met' : 'missed'));
   box.append(el('p', { class: 'report-head' },
     el('strong', { text: t('report.month', { month: r.month }) }),
+    r.scope && r.scope.scope !== 'all' ? el('span', { class: 'report-scope', text: ` · ${statisticsScopeWords(r.scope)}` }) : null,
     ` · ${t('report.made', { zone: r.time_zone || t('report.local_time'), time: fmtTime(r.generated_at) })}`));
 
   box.append(el('section', { class: 'report-answer' },
@@ -7185,12 +7205,14 @@ function renderReport(r) {
     if (!total && Array.isArray(x.breached) && x.breached.length) {
       const list = el('div', { class: 'breach-calls' });
       for (const b of x.breached) {
-        list.append(el('button', {
-          type: 'button', class: 'link-like', text: t('call.label', { id: b.call }),
-          title: t('report.breach_title', { dispatch: b.dispatch, patrol: b.patrol }),
-          dataset: { call: String(b.call) },
-          on: { click: () => openCall(b.call) },
-        }));
+        const title = t('report.breach_title', { dispatch: b.dispatch, patrol: b.patrol });
+        list.append(isTenant()
+          ? el('span', { class: 'call-ref', title, text: t('call.label', { id: b.call }) })
+          : el('button', {
+            type: 'button', class: 'link-like', text: t('call.label', { id: b.call }), title,
+            dataset: { call: String(b.call) },
+            on: { click: () => openCall(b.call) },
+          }));
       }
       breaches.append(list);
     }

@@ -133,7 +133,8 @@ fn passwords_are_random_and_long_enough() {
     assert!(a.chars().count() >= crate::console::auth::MIN_PASSWORD_CHARS);
     let users = DemoUsers {
         operator: ("operator".into(), a.clone()),
-        supervisor: ("supervisor".into(), b),
+        supervisor: ("supervisor".into(), b.clone()),
+        municipality: ("kommun".into(), b),
         patrols: vec![PatrolLogin {
             patrol: "norr-dag".into(),
             token: Secret::new("t0ps3cret"),
@@ -153,9 +154,10 @@ fn seed_fills_an_empty_directory_once() {
     assert_eq!(users.operator.0, "operator");
     assert_eq!(users.supervisor.0, "supervisor");
     assert_ne!(users.operator.1, users.supervisor.1);
+    assert_ne!(users.supervisor.1, users.municipality.1);
     assert_eq!(store.subscriber_count().unwrap(), subscribers().len());
     assert_eq!(store.devices().unwrap().len(), devices().len());
-    assert_eq!(store.user_count().unwrap(), 2);
+    assert_eq!(store.user_count().unwrap(), 3);
     let op = store.user("operator").unwrap().unwrap();
     assert_eq!(op.role, Role::Operator);
     assert_eq!(op.created_at, now);
@@ -165,11 +167,19 @@ fn seed_fills_an_empty_directory_once() {
     ));
     let sup = store.user("supervisor").unwrap().unwrap();
     assert_eq!(sup.role, Role::Supervisor);
+    let kommun = store.user("kommun").unwrap().unwrap();
+    assert_eq!(kommun.role, Role::Municipality);
+    assert_eq!(kommun.tenant.as_deref(), Some(DEMO_MUNICIPALITY));
+    assert_eq!(
+        crate::config::Config::embedded().care.municipality,
+        DEMO_MUNICIPALITY,
+        "the demo's people are the embedded configuration's municipality's"
+    );
     assert!(
         seed(&store, now).unwrap().is_none(),
         "second seed does nothing"
     );
-    assert_eq!(store.user_count().unwrap(), 2);
+    assert_eq!(store.user_count().unwrap(), 3);
 }
 
 #[test]
