@@ -300,7 +300,7 @@ pub(crate) enum IntegrationsCmd {
 pub(crate) enum DirectoryCmd {
     /// Replace the directory with four CSV files (UTF-8; with the server stopped). All four
     /// are checked first, together; with any problem nothing is imported. Headers:
-    /// providers `id,name,phone`; areas `id,name,arrival_limit_mins`; patrols
+    /// providers `id,name,phone`; areas `id,name,arrival_limit_mins[,municipality]`; patrols
     /// `id,name,provider,areas,shifts,phone` (areas `a;b`, shifts `day 07:00-15:30;night
     /// 21:30-07:00`); routes `provider,area,patrols` (`*` = any; patrols `p1;p2` in fallback
     /// order).

@@ -85,8 +85,10 @@ pub fn import_subscribers(
 pub const MAX_IMPORT_WARNINGS: usize = 100;
 
 /// [`import_subscribers`], and the warnings of the file's rows: each subscriber whose care
-/// provider or area is not in the directory of `data_dir` (imported all the same; see
-/// [`crate::registers::directory::import_warnings`]).
+/// provider or area is not in the directory of `data_dir`, or whose area lies in another
+/// municipality (imported all the same; see
+/// [`crate::registers::directory::import_warnings`]). The centre's own municipality is not
+/// known here, so a card naming none is not compared with its area's.
 pub fn import_subscribers_warning(
     data_dir: impl Into<StoreAt>,
     csv: impl std::io::Read,
@@ -112,6 +114,7 @@ pub fn import_subscribers_warning(
         &store.directory()?,
         &subs,
         MAX_IMPORT_WARNINGS,
+        "",
     );
     Ok((
         ImportSummary {

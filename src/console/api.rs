@@ -1212,7 +1212,12 @@ pub async fn import_subscribers(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let warnings = {
         let d = state.desk.dispatcher().directory();
-        crate::registers::directory::import_warnings(&d, &subs, MAX_WARNINGS)
+        crate::registers::directory::import_warnings(
+            &d,
+            &subs,
+            MAX_WARNINGS,
+            state.care.municipality(),
+        )
     };
     let providers: Vec<(String, String)> = subs
         .iter()

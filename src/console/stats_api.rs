@@ -72,7 +72,8 @@ pub struct ProviderChoice {
 /// The scopes the centre's staff may choose.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScopeChoices {
-    /// The municipalities of the register (the centre's own first).
+    /// The municipalities of the register and of the directory's areas (the centre's own
+    /// first).
     pub municipalities: Vec<String>,
     /// The directory's care providers, by name.
     pub providers: Vec<ProviderChoice>,
@@ -367,6 +368,13 @@ pub async fn statistics(
             .subscribers
             .values()
             .map(|s| s.municipality.trim())
+            .chain(
+                records
+                    .directory
+                    .areas
+                    .iter()
+                    .map(|a| a.municipality.trim()),
+            )
             .filter(|m| !m.is_empty() && !m.eq_ignore_ascii_case(&home))
             .map(str::to_owned)
             .collect();

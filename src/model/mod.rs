@@ -1266,6 +1266,9 @@ pub struct Area {
     /// Minutes from the patrol's receipt of an assignment to its arrival (default 30; outer
     /// areas may have more).
     pub arrival_limit_mins: u32,
+    /// The municipality the area lies in (empty: the centre's own, `[care] municipality`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub municipality: String,
 }
 
 /// A working period of a patrol in local time. `end` before `start` crosses midnight

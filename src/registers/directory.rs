@@ -10,8 +10,10 @@
 //! is reported (by file and line number) and a set with any problem imports nothing.
 //!
 //! - providers ([`PROVIDERS_HEADER`]): `id,name,phone`.
-//! - areas ([`AREAS_HEADER`]): `id,name,arrival_limit_mins`; an empty limit means
-//!   [`DEFAULT_ARRIVAL_LIMIT_MINS`], otherwise 1 to 240 minutes.
+//! - areas ([`AREAS_HEADER`]): `id,name,arrival_limit_mins,municipality`; an empty limit
+//!   means [`DEFAULT_ARRIVAL_LIMIT_MINS`], otherwise 1 to 240 minutes. `municipality` is the
+//!   one the area lies in (empty, or the column left out as in [`AREAS_HEADER_V1`]: the
+//!   centre's own); a subscriber of another municipality placed in it is warned of at import.
 //! - patrols ([`PATROLS_HEADER`]): `id,name,provider,areas,shifts,phone`. `areas` is the
 //!   `;`-separated ids of the areas the patrol covers (never `*`: a patrol names its areas).
 //!   `shifts` is `;`-separated `NAME HH:MM-HH:MM` in local time, e.g.
@@ -61,7 +63,10 @@ use crate::registers::subscribers::{MAX_SHORT_CHARS, shown, valid_id, valid_phon
 pub const PROVIDERS_HEADER: &str = "id,name,phone";
 
 /// Header of the areas file.
-pub const AREAS_HEADER: &str = "id,name,arrival_limit_mins";
+pub const AREAS_HEADER: &str = "id,name,arrival_limit_mins,municipality";
+
+/// The areas file's header before areas had a municipality (still read).
+pub const AREAS_HEADER_V1: &str = "id,name,arrival_limit_mins";
 
 /// Header of the patrols file.
 pub const PATROLS_HEADER: &str = "id,name,provider,areas,shifts,phone";
@@ -121,6 +126,17 @@ impl Table {
             Table::Areas => AREAS_HEADER,
             Table::Patrols => PATROLS_HEADER,
             Table::Routes => ROUTES_HEADER,
+        }
+    }
+
+    /// The headers a file of this table may have (the current one first).
+    fn headers(self) -> Vec<Header> {
+        match self {
+            Table::Areas => vec![
+                Header::new(AREAS_HEADER).optional_tail(1),
+                Header::new(AREAS_HEADER_V1),
+            ],
+            t => vec![Header::new(t.header())],
         }
     }
 
@@ -222,16 +238,10 @@ fn read_table(
 ) -> Result<Option<Rows>, ImportError> {
     let before = problems.len();
     let mut rows = Vec::new();
-    let read = read_rows(
-        input,
-        table,
-        &[Header::new(table.header())],
-        problems,
-        |rec, line| {
-            rows.push((line, rec));
-            Ok(())
-        },
-    );
+    let read = read_rows(input, table, &table.headers(), problems, |rec, line| {
+        rows.push((line, rec));
+        Ok(())
+    });
     match read {
         Ok(()) => {}
         Err(ImportError::Header(p)) => {
@@ -476,10 +486,18 @@ fn parse_areas(
     let mut items = Vec::new();
     for (line, rec) in rows {
         let cell = |i| rec.get(i).unwrap_or("");
-        let (id, name, limit) = (cell(0), cell(1), cell(2));
+        let (id, name, limit, municipality) = (cell(0), cell(1), cell(2), cell(3));
         let mut errs = Vec::new();
         check.id(*line, id, &mut errs);
         check.name(*line, name, true, &mut errs);
+        if municipality.chars().count() > MAX_SHORT_CHARS
+            || municipality.chars().any(char::is_control)
+        {
+            errs.push(format!(
+                "municipality {}: at most {MAX_SHORT_CHARS} characters, no control characters",
+                shown(municipality)
+            ));
+        }
         let limit = match limit {
             "" => DEFAULT_ARRIVAL_LIMIT_MINS,
             l => match l.parse::<u32>() {
@@ -501,6 +519,7 @@ fn parse_areas(
                 id: id.to_string(),
                 name: name.to_string(),
                 arrival_limit_mins: limit,
+                municipality: municipality.to_string(),
             });
         }
     }
@@ -723,19 +742,58 @@ pub fn subscriber_problems(d: &Directory, care_provider: &str, area: &str) -> Ve
     out
 }
 
+/// A subscriber placed in an area that lies in another municipality than theirs (`home`:
+/// the centre's own, of a card that names none; empty when not known); nothing while the
+/// area names no municipality, is not in the directory, or the subscriber's is not known.
+pub fn area_elsewhere(
+    d: &Directory,
+    s: &crate::model::Subscriber,
+    home: &str,
+) -> Option<FieldProblem> {
+    let area = d.area_for(&s.area)?;
+    if area.municipality.trim().is_empty() {
+        return None;
+    }
+    let theirs = if s.municipality.trim().is_empty() {
+        home.trim()
+    } else {
+        s.municipality.trim()
+    };
+    let lies_in = area.municipality.trim();
+    (!theirs.is_empty() && lies_in.to_lowercase() != theirs.to_lowercase()).then(|| {
+        FieldProblem::new(
+            "area",
+            "directory.area_elsewhere",
+            format!(
+                "area {} lies in {lies_in}, but the subscriber is {theirs}'s",
+                shown(&area.name)
+            ),
+        )
+        .param("value", shown(&area.name))
+        .param("lies_in", lies_in)
+        .param("municipality", theirs)
+    })
+}
+
 /// The warnings of an import of subscribers: one per subscriber's provider or area not in
-/// the directory ([`subscriber_problems`]), by id, at most `max`, then a count. An import
+/// the directory ([`subscriber_problems`]), or area in another municipality
+/// ([`area_elsewhere`]), by id, at most `max`, then a count. An import
 /// warns rather than refuses: the directory may be loaded after the subscribers, and routing
 /// falls back to the rules for any provider or area meanwhile.
 pub fn import_warnings(
     d: &Directory,
     subs: &[crate::model::Subscriber],
     max: usize,
+    home: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let mut more = 0usize;
     for s in subs {
-        for p in subscriber_problems(d, &s.care_provider, &s.area) {
+        let elsewhere = area_elsewhere(d, s, home);
+        for p in subscriber_problems(d, &s.care_provider, &s.area)
+            .into_iter()
+            .chain(elsewhere)
+        {
             if out.len() < max {
                 out.push(format!("subscriber {}: {p}", s.id));
             } else {
@@ -1091,6 +1149,7 @@ mod tests {
             id: "ode".into(),
             name: "Ödemark".into(),
             arrival_limit_mins: 60,
+            municipality: String::new(),
         });
         let names: Vec<&str> = area_choices(&d2).iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["Fjällbyn", "Norr"]);
@@ -1103,5 +1162,56 @@ mod tests {
 
         // An empty directory: free text.
         assert!(subscriber_problems(&Directory::default(), "Anything", "Anywhere").is_empty());
+    }
+
+    #[test]
+    fn an_area_lies_in_a_municipality_and_a_subscriber_of_another_is_warned_of() {
+        let areas = "id,name,arrival_limit_mins,municipality\n\
+            norr,Norr,,\n\
+            fjall,Fjällbyn,45,Nordby kommun\n";
+        let d = parse(PROVIDERS, areas, PATROLS, ROUTES).unwrap();
+        assert_eq!(d.area("norr").unwrap().municipality, "");
+        assert_eq!(d.area("fjall").unwrap().municipality, "Nordby kommun");
+        // The older header still reads, every area the centre's own.
+        let d1 = parse(PROVIDERS, AREAS, PATROLS, ROUTES).unwrap();
+        assert!(d1.areas.iter().all(|a| a.municipality.is_empty()));
+        // A municipality's name is checked like any short text.
+        let bad = format!(
+            "id,name,arrival_limit_mins,municipality\nnorr,Norr,,{}\nfjall,Fjällbyn,45,\n",
+            "x".repeat(MAX_SHORT_CHARS + 1)
+        );
+        let e = problems(PROVIDERS, &bad, PATROLS, ROUTES);
+        assert!(
+            e.iter()
+                .any(|p| p.starts_with("areas line 2: municipality")),
+            "{e:?}"
+        );
+
+        let sub = |id: &str, area: &str, municipality: &str| crate::model::Subscriber {
+            id: id.into(),
+            area: area.into(),
+            municipality: municipality.into(),
+            ..crate::model::Subscriber::default()
+        };
+        let subs = [
+            // Nordby's, in Nordby's area: fine.
+            sub("a", "Fjällbyn", "nordby kommun"),
+            // The centre's own (Vaktby), in Nordby's area: warned.
+            sub("b", "fjall", ""),
+            // Vaktby's, in an area of the centre's own: fine.
+            sub("c", "Norr", "Vaktby kommun"),
+            // Another's, in an area of no municipality named: not judged.
+            sub("d", "Norr", "Söderby kommun"),
+        ];
+        assert_eq!(
+            import_warnings(&d, &subs, 10, "Vaktby kommun"),
+            [
+                "subscriber b: area \"Fjällbyn\" lies in Nordby kommun, but the subscriber is Vaktby kommun's"
+            ]
+        );
+        // Without the centre's own known, a card naming none is not judged.
+        assert!(import_warnings(&d, &subs, 10, "").is_empty());
+        let p = area_elsewhere(&d, &subs[1], "Vaktby kommun").unwrap();
+        assert_eq!(p.code, "directory.area_elsewhere");
     }
 }

@@ -22,6 +22,7 @@ pub struct FieldProblem {
 /// Every code a [`FieldProblem`] may carry (the console's catalogue words each; a test checks it).
 pub const CODES: &[&str] = &[
     "directory.area_unserved",
+    "directory.area_elsewhere",
     "directory.unknown_area",
     "directory.unknown_provider",
     "subscriber.contact_no_name",

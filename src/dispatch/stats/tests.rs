@@ -344,11 +344,13 @@ fn records() -> Records {
                     id: "centrum".into(),
                     name: "Centrum".into(),
                     arrival_limit_mins: 30,
+                    municipality: String::new(),
                 },
                 Area {
                     id: "syd".into(),
                     name: "Syd".into(),
                     arrival_limit_mins: 30,
+                    municipality: String::new(),
                 },
             ],
             ..Directory::default()
