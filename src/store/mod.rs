@@ -49,6 +49,7 @@ pub mod pg;
 mod plans;
 mod retention;
 mod reviews;
+pub mod segments;
 mod subscribers;
 #[cfg(test)]
 mod testing;

@@ -1,0 +1,289 @@
+use super::*;
+
+/// The payload of record `id` (its length varies with the id).
+fn payload(id: u64) -> Vec<u8> {
+    let n = (id % 7) as usize * 11 + 3;
+    (0..n).map(|i| (id as u8).wrapping_add(i as u8)).collect()
+}
+
+fn dedup(id: u64) -> Option<[u8; 16]> {
+    (id % 3 != 0).then(|| {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&id.to_le_bytes());
+        k
+    })
+}
+
+/// Appends a commit of ids `first..first + n`.
+fn commit(log: &mut SegmentLog, first: u64, n: u64) {
+    let payloads: Vec<Vec<u8>> = (first..first + n).map(payload).collect();
+    let entries: Vec<Entry<'_>> = (first..first + n)
+        .zip(&payloads)
+        .map(|(id, p)| Entry {
+            received_ms: 1_800_000_000_000 + id as i64,
+            dedup: dedup(id),
+            payload: p,
+        })
+        .collect();
+    log.append(first, &entries).unwrap();
+}
+
+/// Checks that `records` are ids `from..from + n` as [`commit`] wrote them.
+fn check(records: &[LogRecord], from: u64, n: u64) {
+    let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (from..from + n).collect::<Vec<_>>());
+    for r in records {
+        assert_eq!(r.payload, payload(r.id), "id {}", r.id);
+        assert_eq!(r.dedup, dedup(r.id), "id {}", r.id);
+        assert_eq!(r.received_ms, 1_800_000_000_000 + r.id as i64);
+    }
+}
+
+fn small() -> LogOptions {
+    LogOptions { segment_bytes: 600 }
+}
+
+#[test]
+fn commits_read_back_by_id_across_segments_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, rec) = SegmentLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec, Recovered::default());
+    assert_eq!(log.next_id(), 1);
+    assert!(log.after(0, 10).unwrap().is_empty());
+    let mut next = 1;
+    for n in [1, 5, 3, 8, 2, 1, 13, 4] {
+        commit(&mut log, next, n);
+        next += n;
+    }
+    assert_eq!(log.next_id(), next);
+    assert!(log.segment_ids().len() > 2, "{:?}", log.segment_ids());
+    assert_eq!(log.segment_ids()[0], 1);
+    check(&log.after(0, 1000).unwrap(), 1, next - 1);
+    check(&log.after(6, 4).unwrap(), 7, 4);
+    check(&log.after(next - 2, 100).unwrap(), next - 1, 1);
+    assert!(log.after(next - 1, 100).unwrap().is_empty());
+    // Every starting point, within a commit and at a segment's edge.
+    for after in 0..next {
+        check(
+            &log.after(after, 3).unwrap(),
+            after + 1,
+            3.min(next - 1 - after),
+        );
+    }
+    drop(log);
+    let (mut log, rec) = SegmentLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.cut_bytes, 0);
+    assert_eq!(log.next_id(), next);
+    check(&log.after(0, 1000).unwrap(), 1, next - 1);
+    commit(&mut log, next, 2);
+    check(&log.after(next - 1, 10).unwrap(), next, 2);
+    // A reader of its own sees what was appended.
+    let mut reader = SegmentLog::open_read(dir.path(), small()).unwrap();
+    check(&reader.after(0, 1000).unwrap(), 1, next + 1);
+}
+
+#[test]
+fn a_commit_out_of_order_or_too_large_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+    commit(&mut log, 1, 3);
+    let p = [1u8; 4];
+    let e = [Entry {
+        received_ms: 0,
+        dedup: None,
+        payload: &p,
+    }];
+    assert!(matches!(
+        log.append(3, &e),
+        Err(LogError::Gap {
+            first_id: 3,
+            next: 4
+        })
+    ));
+    assert!(matches!(log.append(5, &e), Err(LogError::Gap { .. })));
+    let big = vec![0u8; MAX_PAYLOAD_BYTES + 1];
+    let e = [Entry {
+        received_ms: 0,
+        dedup: None,
+        payload: &big,
+    }];
+    assert!(matches!(log.append(4, &e), Err(LogError::TooLarge(_))));
+    // Nothing of them was written: the next commit follows on.
+    log.append(4, &[]).unwrap();
+    assert_eq!(log.next_id(), 4);
+    commit(&mut log, 4, 1);
+    check(&log.after(0, 10).unwrap(), 1, 4);
+}
+
+/// The log of `commits` (ids from 1), each commit's end offset in the newest segment.
+fn written(dir: &Path, commits: &[u64]) -> (Vec<u64>, PathBuf) {
+    let (mut log, _) = SegmentLog::open(dir, LogOptions::default()).unwrap();
+    let mut ends = Vec::new();
+    let mut next = 1;
+    for &n in commits {
+        commit(&mut log, next, n);
+        next += n;
+        ends.push(log.active_len);
+    }
+    let path = dir.join(segment_name(1));
+    (ends, path)
+}
+
+#[test]
+fn a_torn_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ends, path) = written(dir.path(), &[2, 3, 4]);
+    let whole = std::fs::read(&path).unwrap();
+    let synced = ends[1];
+    assert_eq!(whole.len() as u64, ends[2]);
+    for cut in synced..ends[2] {
+        std::fs::write(&path, &whole[..cut as usize]).unwrap();
+        let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(rec.cut_bytes, cut - synced, "cut at {cut}");
+        assert_eq!(log.next_id(), 6, "cut at {cut}");
+        check(&log.after(0, 100).unwrap(), 1, 5);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), synced);
+        // It goes on from there, and the next start finds it whole.
+        commit(&mut log, 6, 4);
+        drop(log);
+        let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(rec.cut_bytes, 0);
+        check(&log.after(0, 100).unwrap(), 1, 9);
+    }
+}
+
+#[test]
+fn a_damaged_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ends, path) = written(dir.path(), &[2, 3, 4]);
+    let whole = std::fs::read(&path).unwrap();
+    let synced = ends[1] as usize;
+    for at in synced..whole.len() {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut bad = whole.clone();
+            bad[at] ^= flip;
+            std::fs::write(&path, &bad).unwrap();
+            let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+            assert_eq!(
+                rec.cut_bytes,
+                (whole.len() - synced) as u64,
+                "byte {at} ^ {flip:#x}"
+            );
+            assert_eq!(log.next_id(), 6, "byte {at} ^ {flip:#x}");
+            check(&log.after(0, 100).unwrap(), 1, 5);
+        }
+    }
+}
+
+#[test]
+fn damage_before_a_whole_commit_is_reported_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ends, path) = written(dir.path(), &[2, 3, 4]);
+    let whole = std::fs::read(&path).unwrap();
+    // A byte of the middle commit's body: the last commit after it is whole.
+    let mut bad = whole.clone();
+    bad[ends[0] as usize + HEADER_BYTES + 3] ^= 0x10;
+    std::fs::write(&path, &bad).unwrap();
+    let e = SegmentLog::open(dir.path(), LogOptions::default()).unwrap_err();
+    assert!(matches!(e, LogError::Corrupt { .. }), "{e}");
+    // Nothing was cut.
+    assert_eq!(std::fs::read(&path).unwrap(), bad);
+}
+
+#[test]
+fn damage_in_an_older_segment_is_reported_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), small()).unwrap();
+    let mut next = 1;
+    while log.segment_ids().len() < 3 {
+        commit(&mut log, next, 3);
+        next += 3;
+    }
+    drop(log);
+    let first = dir.path().join(segment_name(1));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[HEADER_BYTES + 1] ^= 0x04;
+    std::fs::write(&first, &bytes).unwrap();
+    // The start reads only the newest segment.
+    let (mut log, rec) = SegmentLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.cut_bytes, 0);
+    assert_eq!(log.next_id(), next);
+    assert!(matches!(log.after(0, 10), Err(LogError::Corrupt { .. })));
+    // The records of the whole segments still read.
+    let second = log.segment_ids()[1];
+    check(&log.after(second - 1, 3).unwrap(), second, 3);
+}
+
+#[test]
+fn an_empty_newest_segment_continues_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), small()).unwrap();
+    let mut next = 1;
+    while log.segment_ids().len() < 2 {
+        commit(&mut log, next, 3);
+        next += 3;
+    }
+    drop(log);
+    // A crash after the new segment's name was synced, before its first commit.
+    std::fs::write(dir.path().join(segment_name(next)), b"").unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), small()).unwrap();
+    assert_eq!(log.next_id(), next);
+    commit(&mut log, next, 2);
+    check(&log.after(0, 1000).unwrap(), 1, next + 1);
+}
+
+#[test]
+fn names_that_are_not_segments_are_left_alone() {
+    assert_eq!(segment_id("00000000000000000001.seg"), Some(1));
+    assert_eq!(segment_id(&segment_name(u64::MAX)), Some(u64::MAX));
+    for bad in [
+        "1.seg",
+        "0000000000000000000a.seg",
+        "00000000000000000001.log",
+        "",
+    ] {
+        assert_eq!(segment_id(bad), None, "{bad}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Reading a segment never panics, whatever its bytes: a whole commit, or the reason not.
+    #[test]
+    fn any_bytes_read_as_commits_or_damage(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let mut r = bytes.as_slice();
+        for _ in 0..64 {
+            match read_commit(&mut r) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let _ = later_whole_commit(&bytes, 0);
+    }
+
+    /// Any commit reads back as it was written.
+    #[test]
+    fn commits_round_trip(
+        first in 1u64..u64::MAX / 2,
+        records in proptest::collection::vec(
+            (proptest::prelude::any::<i64>(), proptest::option::of(proptest::prelude::any::<[u8; 16]>()),
+             proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+            1..8),
+    ) {
+        let entries: Vec<Entry<'_>> = records
+            .iter()
+            .map(|(ms, k, p)| Entry { received_ms: *ms, dedup: *k, payload: p })
+            .collect();
+        let bytes = encode_commit(first, &entries).unwrap();
+        let (head, back) = read_commit(&mut bytes.as_slice()).unwrap().unwrap();
+        proptest::prop_assert_eq!(head.first_id, first);
+        proptest::prop_assert_eq!(back.len(), records.len());
+        for (i, (r, (ms, k, p))) in back.iter().zip(&records).enumerate() {
+            proptest::prop_assert_eq!(r.id, first + i as u64);
+            proptest::prop_assert_eq!(r.received_ms, *ms);
+            proptest::prop_assert_eq!(&r.dedup, k);
+            proptest::prop_assert_eq!(&r.payload, p);
+        }
+    }
+}
