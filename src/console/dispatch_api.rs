@@ -675,7 +675,7 @@ pub async fn sla_report(
     let scope = if s.role.is_tenant() {
         s.scope(&state)?
     } else {
-        super::stats_api::parse_scope(q.scope.as_deref())?
+        crate::model::Scope::parse(q.scope.as_deref()).map_err(ApiError::bad_request)?
     };
     let now = jiff::Timestamp::now();
     let month = month_or_this(q.month, &state, now);

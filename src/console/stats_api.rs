@@ -23,9 +23,6 @@ use crate::dispatch::stats::{
 };
 use crate::model::{ConsoleLanguage, Role, Scope};
 
-/// Longest municipality name or provider id in `scope`.
-const MAX_SCOPE_CHARS: usize = 100;
-
 /// Most kinds drawn as bars (the rest summed as one bar).
 const MAX_KIND_BARS: usize = 12;
 
@@ -92,29 +89,9 @@ pub struct StatsView {
     pub choices: Option<ScopeChoices>,
 }
 
-/// `all`, `municipality:NAME` or `provider:ID`.
-pub(super) fn parse_scope(s: Option<&str>) -> ApiResult<Scope> {
-    let s = s.map(str::trim).unwrap_or("");
-    let named = |v: &str, f: fn(String) -> Scope| -> ApiResult<Scope> {
-        let v = v.trim();
-        if v.is_empty() || v.chars().count() > MAX_SCOPE_CHARS || v.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!(
-                "scope: a name or id of 1 to {MAX_SCOPE_CHARS} characters"
-            )));
-        }
-        Ok(f(v.to_owned()))
-    };
-    if s.is_empty() || s == "all" {
-        Ok(Scope::All)
-    } else if let Some(m) = s.strip_prefix("municipality:") {
-        named(m, Scope::Municipality)
-    } else if let Some(p) = s.strip_prefix("provider:") {
-        named(p, Scope::Provider)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "scope {s:?}: all, municipality:NAME or provider:ID"
-        )))
-    }
+/// `all`, `municipality:NAME` or `provider:ID` ([`Scope::parse`]); 400 for anything else.
+fn parse_scope(s: Option<&str>) -> ApiResult<Scope> {
+    Scope::parse(s).map_err(ApiError::bad_request)
 }
 
 /// The scope in words for the audit log.

@@ -1212,7 +1212,39 @@ impl Scope {
     pub fn is_all(&self) -> bool {
         matches!(self, Scope::All)
     }
+
+    /// A scope as a query gives it: `all` (or nothing), `municipality:NAME` or `provider:ID`,
+    /// the name or id of 1 to [`MAX_SCOPE_CHARS`] characters; the reason, in English, if not.
+    pub fn parse(s: Option<&str>) -> Result<Scope, String> {
+        let s = s.map(str::trim).unwrap_or("");
+        let named = |v: &str, f: fn(String) -> Scope| -> Result<Scope, String> {
+            let v = v.trim();
+            if v.is_empty()
+                || v.chars().count() > MAX_SCOPE_CHARS
+                || v.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "scope: a name or id of 1 to {MAX_SCOPE_CHARS} characters"
+                ));
+            }
+            Ok(f(v.to_owned()))
+        };
+        if s.is_empty() || s == "all" {
+            Ok(Scope::All)
+        } else if let Some(m) = s.strip_prefix("municipality:") {
+            named(m, Scope::Municipality)
+        } else if let Some(p) = s.strip_prefix("provider:") {
+            named(p, Scope::Provider)
+        } else {
+            Err(format!(
+                "scope {s:?}: all, municipality:NAME or provider:ID"
+            ))
+        }
+    }
 }
+
+/// Longest municipality name or provider id in a [`Scope`] given in a query.
+pub const MAX_SCOPE_CHARS: usize = 100;
 
 /// One line of the audit log: who did what, when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
