@@ -446,24 +446,37 @@ async fn scaip_device_run(
 
 #[test]
 fn every_acked_alarm_survives_sigkill_exactly_once() {
-    sigkill_rounds(5);
+    sigkill_rounds(5, "sled");
+}
+
+/// The same with the journal in its own segment log (`[journal] engine = "log"`).
+#[test]
+fn every_acked_alarm_survives_sigkill_exactly_once_on_the_journals_log() {
+    sigkill_rounds(5, "log");
 }
 
 /// The same with many more kills (run by `.ci/run` in its stress stage).
 #[test]
 #[ignore = "stress: about a minute"]
 fn every_acked_alarm_survives_many_sigkills() {
-    sigkill_rounds(40);
+    sigkill_rounds(40, "sled");
 }
 
-fn sigkill_rounds(kills: usize) {
+#[test]
+#[ignore = "stress: about a minute"]
+fn every_acked_alarm_survives_many_sigkills_on_the_journals_log() {
+    sigkill_rounds(40, "log");
+}
+
+/// `kills` rounds of SIGKILL, the journal on `engine` (`[journal] engine`).
+fn sigkill_rounds(kills: usize, engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::write(
         dir.path().join("vakt.toml"),
         format!(
             // SCAIP's per-source rate is raised: the devices here send back to back.
-            "data_dir = {:?}\n[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n[patrol]\nlisten_quic = \"\"\n[scaip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\nrate_per_source = 1000\nrate_burst = 1000\n",
+            "data_dir = {:?}\n[dc09]\nlisten_tcp = \"127.0.0.1:0\"\nlisten_udp = \"\"\n[http]\nlisten = \"\"\n[patrol]\nlisten_quic = \"\"\n[scaip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\nrate_per_source = 1000\nrate_burst = 1000\n[journal]\nengine = {engine:?}\n",
             data.display().to_string()
         ),
     )
@@ -570,6 +583,11 @@ fn sigkill_rounds(kills: usize) {
         );
     }
     drop(rt);
+    assert_eq!(
+        data.join("journal").is_dir(),
+        engine == "log",
+        "the journal is where [journal] engine = {engine:?} puts it"
+    );
 
     let out = Command::new(BIN)
         .args(["journal", "export", "--data-dir"])

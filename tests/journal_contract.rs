@@ -1,5 +1,6 @@
-//! The journal's storage contract ([`JournalStore`]), written once and run against both
-//! backends: sled in a temp dir, and a real PostgreSQL (tests/common/postgres.rs). Then what
+//! The journal's storage contract ([`JournalStore`]), written once and run against every
+//! backend: sled in a temp dir, the journal's own segment log (small segments, so that the
+//! contract crosses them), and a real PostgreSQL (tests/common/postgres.rs). Then what
 //! only PostgreSQL has: the fence of the lease's epoch, and a primary with a synchronous
 //! standby (a committed batch is on the standby; after a kill -9 of the primary and a
 //! promotion every batch reported committed is there, none twice). And, ignored in a normal
@@ -19,9 +20,11 @@ use common::postgres::{Postgres, connect};
 use vakt::journal::{Commit, Journal, JournalOptions, dedup_key};
 use vakt::model::Signal;
 use vakt::model::testing::signal;
+use vakt::store::journal::LogJournal;
 use vakt::store::pg::PgError;
 use vakt::store::pg::journal::PgJournal;
 use vakt::store::pg::lease;
+use vakt::store::segments::LogOptions;
 use vakt::store::{JournalRecord, JournalStore, NewRecord, Store, StoreError, encode_record};
 use vakt::telemetry::Metrics;
 
@@ -36,6 +39,28 @@ impl Backend for Sled {
     fn open(&self) -> JournalStore {
         JournalStore::from(Store::open(self.0.path()).unwrap())
     }
+}
+
+/// The journal's own log, in segments of this many bytes.
+struct Log(tempfile::TempDir, u64);
+
+impl Backend for Log {
+    fn open(&self) -> JournalStore {
+        JournalStore::from(
+            LogJournal::open_with(
+                self.0.path(),
+                LogOptions {
+                    segment_bytes: self.1,
+                },
+            )
+            .unwrap(),
+        )
+    }
+}
+
+/// In segments of 2 KiB, so that the contract crosses them.
+fn log() -> Log {
+    Log(tempfile::tempdir().unwrap(), 2048)
 }
 
 /// One PostgreSQL node (or a pair, where `url` names both hosts).
@@ -239,6 +264,12 @@ macro_rules! contract {
             $(#[test]
             fn $name() {
                 super::$name(&super::sled());
+            })*
+        }
+        mod log_backend {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::log());
             })*
         }
         mod postgres_backend {
@@ -654,9 +685,10 @@ fn measure(what: &str, j: &JournalStore, secs: u64) -> Vec<f64> {
         .collect()
 }
 
-/// The journal's group commit on sled against PostgreSQL (one node; a primary with a
-/// synchronous standby, `synchronous_commit = on`, fenced by a lease's epoch), through the
-/// same interface, with records of about 330 bytes of JSON: printed, never asserted.
+/// The journal's group commit on sled and on its own log (its default segments), against
+/// PostgreSQL (one node; a primary with a synchronous standby, `synchronous_commit = on`,
+/// fenced by a lease's epoch), through the same interface, with records of about 330 bytes
+/// of JSON: printed, never asserted.
 /// `nice cargo test --test journal_contract commit_through_the_interface -- --ignored --nocapture`
 /// (`VAKT_MEASURE_SECS` per backend, 10 by default).
 ///
@@ -686,6 +718,18 @@ fn commit_through_the_interface() {
     let dir = sled();
     let on_sled = measure("sled", &dir.open(), secs);
     drop(dir);
+    let dir = Log(
+        tempfile::tempdir().unwrap(),
+        LogOptions::default().segment_bytes,
+    );
+    let on_log = measure("log", &dir.open(), secs);
+    drop(dir);
+    for (i, batch) in [1, 10, 100].iter().enumerate() {
+        println!(
+            "batch {batch:>3}: records/s of the log / sled: {:.2}",
+            on_log[i] / on_sled[i]
+        );
+    }
     let rt = runtime();
     // A journal fenced by a lease of ten minutes on the cluster of `url`.
     let fenced = |url: &str| {

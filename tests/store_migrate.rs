@@ -105,7 +105,13 @@ fn call(id: u64, state: CallState, account: &str) -> Call {
 
 /// A single node's store with a bit of everything, as years of service leave it.
 fn fill(dir: &Path) {
-    let store = Store::open(dir).unwrap();
+    fill_with(dir, false);
+}
+
+/// [`fill`], the journal in its own log where `log` is set.
+fn fill_with(dir: &Path, log: bool) {
+    let store = Store::open_with(dir, 64 << 20, log).unwrap();
+    assert_eq!(store.journal_in_log(), log);
     let user = |name: &str, role| UserRecord {
         name: name.into(),
         role,
@@ -572,4 +578,34 @@ async fn a_single_nodes_store_moves_to_postgresql_and_a_node_leads_on_it() {
     let lease = pg.query(&pg.primary, "SELECT holder FROM leader_lease");
     assert_eq!(lease.unwrap().trim(), "a");
     node.stop();
+}
+
+/// A data directory whose journal is in its own log moves the same way: every record, the
+/// same on PostgreSQL as in the log.
+#[tokio::test]
+async fn a_journal_in_its_own_log_moves_to_postgresql_too() {
+    let Some(pg) = Postgres::single() else { return };
+    let url = pg.primary.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fill_with(&data, true);
+    let (code, out, err) = vakt(&[
+        "store",
+        "migrate",
+        "--from",
+        "sled",
+        data.to_str().unwrap(),
+        "--to",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.lines().any(|l| l == "verified"), "{out}");
+    assert!(out.contains(&format!("(last id {JOURNAL})")), "{out}");
+    let in_log = journal_json(&Store::open(&data).unwrap());
+    assert_eq!(in_log.len(), JOURNAL as usize);
+    let on_pg =
+        tokio::task::spawn_blocking(move || journal_json(&Store::open_postgres(&url).unwrap()))
+            .await
+            .unwrap();
+    assert_eq!(on_pg, in_log);
 }

@@ -715,6 +715,21 @@ pub struct JournalConfig {
     pub last_heard_persist_secs: u64,
     /// Memory the storage engine may use as page cache.
     pub cache_capacity_bytes: u64,
+    /// Where a new data directory keeps the journal, on sled (`[store] backend = "sled"`).
+    pub engine: JournalEngine,
+}
+
+/// `[journal] engine`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalEngine {
+    /// In sled's `journal` tree, beside the other records (the default).
+    #[default]
+    Sled,
+    /// In its own segment log (`data_dir/journal/`): one write and one `fdatasync` per group
+    /// commit. Taken by a data directory with no journal yet; one whose journal is in sled
+    /// keeps it there. Once a data directory has the log, it is used whatever this says.
+    Log,
 }
 
 /// `[http]`: health, metrics, API.
@@ -892,6 +907,7 @@ impl Default for JournalConfig {
             queue_capacity: 65_536,
             last_heard_persist_secs: 30,
             cache_capacity_bytes: 256 * 1024 * 1024,
+            engine: JournalEngine::Sled,
         }
     }
 }

@@ -442,8 +442,9 @@ async fn open_store(cfg: &Config, epoch: Option<i64>) -> Result<Store, ServerErr
     match (cfg.store.backend, &cfg.store.url) {
         (StoreBackend::Sled, _) => {
             let cache_bytes = cfg.journal.cache_capacity_bytes;
+            let log = cfg.journal.engine == crate::config::JournalEngine::Log;
             Ok(
-                tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_bytes))
+                tokio::task::spawn_blocking(move || Store::open_with(&dir, cache_bytes, log))
                     .await??,
             )
         }

@@ -396,6 +396,43 @@ fn copy_journal(
         Ok::<_, CopyError>(())
     };
     let mut first = next;
+    if let Some(log) = &source.log {
+        // The journal's own log: its records as they are, a page at a time.
+        loop {
+            let page = log.raw_after(next.saturating_sub(1), PAGE_ENTRIES)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                if r.id != next {
+                    return Err(CopyError::JournalGap {
+                        found: r.id,
+                        expected: next,
+                    });
+                }
+                bytes += r.payload.len();
+                batch.push(NewRecord {
+                    received_at: jiff::Timestamp::from_millisecond(r.received_ms).map_err(|e| {
+                        StoreError::Corrupt {
+                            tree: "journal",
+                            detail: e.to_string(),
+                        }
+                    })?,
+                    dedup: r.dedup,
+                    json: r.payload,
+                });
+                next += 1;
+                if batch.len() >= PAGE_ENTRIES || bytes >= PAGE_BYTES {
+                    commit(&mut first, &mut batch, &mut copied)?;
+                    bytes = 0;
+                }
+            }
+        }
+        if !batch.is_empty() || copied == 0 {
+            commit(&mut first, &mut batch, &mut copied)?;
+        }
+        return Ok(());
+    }
     for item in source.journal.iter() {
         let (k, v) = item?;
         let entry_first = id_of(&k)?;
@@ -458,6 +495,21 @@ fn absorb(d: &mut sha2::Sha256, bytes: &[u8]) {
 /// The journal's records (count, last id, digest of ids and payloads) on sled.
 fn sled_journal_digest(store: &Store) -> Result<(u64, u64, [u8; 32]), StoreError> {
     let (mut d, mut n, mut last) = (sha2::Sha256::new(), 0, 0);
+    if let Some(log) = &store.log {
+        loop {
+            let page = log.raw_after(last, PAGE_ENTRIES)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                last = r.id;
+                d.update(last.to_be_bytes());
+                absorb(&mut d, &r.payload);
+                n += 1;
+            }
+        }
+        return Ok((n, last, d.finalize().into()));
+    }
     for item in store.journal.iter() {
         let (k, v) = item?;
         let first = id_of(&k)?;

@@ -6,12 +6,13 @@
 //! reads the records after an id (bounded; triage's reader) and [`JournalStore::recent`] the
 //! newest records back to a time (bounded; the dedup window at start). "Durable" is the
 //! backend's: for sled, the append and then one sync (sled's flush and an `fdatasync` of its
-//! log, shared with the store's other writers that sync at the same moment); for PostgreSQL, one transaction committed on the primary and, as the
+//! log, shared with the store's other writers that sync at the same moment); for the journal's
+//! own log ([`LogJournal`]), one write and one `fdatasync` of its segment; for PostgreSQL, one transaction committed on the primary and, as the
 //! cluster's `synchronous_standby_names` asks, on the synchronous standby, fenced by the
 //! lease's epoch when one is set ([`PgJournal`]).
 //!
 //! An enum of backends rather than a trait object: the backends are a closed set that the
-//! binary chooses from at start (sled, PostgreSQL, and later the segment log of issue 20), a
+//! binary chooses from at start (sled, the journal's own log, PostgreSQL), a
 //! handle must be cloned between the committer thread and the readers, which an enum of
 //! cheap handles does without `Arc<dyn ...>`, and a new backend is a new variant that the
 //! compiler then asks for at every operation.
@@ -23,10 +24,11 @@
 //! id is refused and writes nothing ([`StoreError::JournalGap`]), so two writers (a stale
 //! leader, a bug) can never interleave or overwrite records.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::pg::journal::PgJournal;
+use super::segments::{Entry, LogOptions, LogRecord, SegmentLog};
 use super::{JournalRecord, Store, StoreError};
 
 /// One record of a group commit, encoded ([`super::encode_record`]), with the two fields the
@@ -41,11 +43,13 @@ pub struct NewRecord {
     pub dedup: Option<[u8; 16]>,
 }
 
-/// The journal's storage: the embedded store, or PostgreSQL.
+/// The journal's storage: the embedded store, the journal's own log, or PostgreSQL.
 #[derive(Clone, Debug)]
 pub enum JournalStore {
     /// The sled database (the default; one machine).
     Sled(Box<SledJournal>),
+    /// The journal's own segment log (one machine; [`super::segments`]).
+    Log(LogJournal),
     /// PostgreSQL with a synchronous standby (several nodes, one leader).
     Postgres(PgJournal),
 }
@@ -53,6 +57,12 @@ pub enum JournalStore {
 impl From<Store> for JournalStore {
     fn from(store: Store) -> JournalStore {
         store.journal_store()
+    }
+}
+
+impl From<LogJournal> for JournalStore {
+    fn from(log: LogJournal) -> JournalStore {
+        JournalStore::Log(log)
     }
 }
 
@@ -67,6 +77,7 @@ impl JournalStore {
     pub fn next_id(&self) -> Result<u64, StoreError> {
         match self {
             JournalStore::Sled(s) => s.next_id(),
+            JournalStore::Log(l) => Ok(l.next_id()),
             JournalStore::Postgres(p) => p.next_id(),
         }
     }
@@ -82,6 +93,7 @@ impl JournalStore {
     pub fn commit(&self, first_id: u64, records: &[NewRecord]) -> Result<(), StoreError> {
         match self {
             JournalStore::Sled(s) => s.commit(first_id, records),
+            JournalStore::Log(l) => l.commit(first_id, records),
             JournalStore::Postgres(p) => p.commit(first_id, records),
         }
     }
@@ -90,6 +102,7 @@ impl JournalStore {
     pub fn after(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
         match self {
             JournalStore::Sled(s) => s.store.journal_after(after, limit),
+            JournalStore::Log(l) => l.after(after, limit),
             JournalStore::Postgres(p) => p.after(after, limit),
         }
     }
@@ -112,7 +125,150 @@ impl JournalStore {
                 })?;
                 Ok(out)
             }
+            JournalStore::Log(l) => l.recent(since, limit),
             JournalStore::Postgres(p) => p.recent(since, limit),
+        }
+    }
+}
+
+/// The journal in its own segment log ([`super::segments`]): a commit is one write and one
+/// `fdatasync`. The committer appends through one handle of the log; the readers (triage,
+/// the dedup window at start, exports) read through another, so that a read never holds a
+/// commit back, and only up to the last durable commit.
+#[derive(Clone, Debug)]
+pub struct LogJournal {
+    writer: Arc<Mutex<SegmentLog>>,
+    reader: Arc<Mutex<SegmentLog>>,
+    /// The id after the last durable commit (what readers may see).
+    durable: Arc<AtomicU64>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LogJournal {
+    /// Opens (or makes) the log in `dir`, cutting a torn commit off its end.
+    pub fn open(dir: &std::path::Path) -> Result<LogJournal, StoreError> {
+        LogJournal::open_with(dir, LogOptions::default())
+    }
+
+    /// [`LogJournal::open`] with the log's options.
+    pub fn open_with(dir: &std::path::Path, opts: LogOptions) -> Result<LogJournal, StoreError> {
+        let (log, _) = SegmentLog::open(dir, opts)?;
+        let reader = SegmentLog::open_read(dir, opts)?;
+        let durable = log.next_id();
+        Ok(LogJournal {
+            writer: Arc::new(Mutex::new(log)),
+            reader: Arc::new(Mutex::new(reader)),
+            durable: Arc::new(AtomicU64::new(durable)),
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        locked(&self.writer).next_id()
+    }
+
+    pub(crate) fn commit(&self, first_id: u64, records: &[NewRecord]) -> Result<(), StoreError> {
+        let entries: Vec<Entry<'_>> = records
+            .iter()
+            .map(|r| Entry {
+                received_ms: r.received_at.as_millisecond(),
+                dedup: r.dedup,
+                payload: &r.json,
+            })
+            .collect();
+        let mut log = locked(&self.writer);
+        log.append(first_id, &entries)?;
+        self.durable.store(log.next_id(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Up to `limit` durable records after `after` as the log keeps them (their payloads not
+    /// decoded: a copy of the journal).
+    pub(crate) fn raw_after(&self, after: u64, limit: usize) -> Result<Vec<LogRecord>, StoreError> {
+        let durable = self.durable.load(Ordering::Acquire);
+        if after.saturating_add(1) >= durable {
+            return Ok(Vec::new());
+        }
+        let mut reader = locked(&self.reader);
+        let mut got = reader.after(after, limit)?;
+        // Short of what is durable: the writer began a segment this handle has not listed.
+        let next = got.last().map_or(after.saturating_add(1), |r| r.id + 1);
+        if got.len() < limit && next < durable {
+            reader.refresh()?;
+            got.extend(reader.after(next - 1, limit - got.len())?);
+        }
+        got.retain(|r| r.id < durable);
+        Ok(got)
+    }
+
+    fn decoded(r: LogRecord) -> Result<JournalRecord, StoreError> {
+        super::decode_record(r.id, &r.payload)
+    }
+
+    pub(crate) fn after(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
+        let durable = self.durable.load(Ordering::Acquire);
+        if after.saturating_add(1) >= durable {
+            return Ok(Vec::new());
+        }
+        self.raw_after(after, limit)?
+            .into_iter()
+            .map(LogJournal::decoded)
+            .collect()
+    }
+
+    /// Visits the durable records from the newest backwards until `f` returns false.
+    pub(crate) fn rev(&self, mut f: impl FnMut(JournalRecord) -> bool) -> Result<(), StoreError> {
+        let durable = self.durable.load(Ordering::Acquire);
+        let mut reader = locked(&self.reader);
+        reader.refresh()?;
+        let mut failed = None;
+        reader.rev(|r| {
+            if r.id >= durable {
+                return true;
+            }
+            match LogJournal::decoded(r) {
+                Ok(rec) => f(rec),
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn recent(
+        &self,
+        since: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JournalRecord>, StoreError> {
+        let durable = self.durable.load(Ordering::Acquire);
+        let since_ms = since.as_millisecond();
+        let mut reader = locked(&self.reader);
+        reader.refresh()?;
+        let mut out = Vec::new();
+        let mut failed = None;
+        reader.rev(|r| {
+            if r.id >= durable {
+                return true;
+            }
+            if r.received_ms < since_ms || out.len() >= limit {
+                return false;
+            }
+            match LogJournal::decoded(r) {
+                Ok(rec) => out.push(rec),
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
     }
 }

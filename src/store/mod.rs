@@ -107,6 +107,28 @@ pub enum StoreError {
         /// What was wrong.
         detail: String,
     },
+    /// The journal's own log failed ([`segments`]).
+    #[error(transparent)]
+    Log(segments::LogError),
+}
+
+impl From<segments::LogError> for StoreError {
+    fn from(e: segments::LogError) -> StoreError {
+        match e {
+            segments::LogError::Gap { first_id, next } => StoreError::JournalGap { first_id, next },
+            e => StoreError::Log(e),
+        }
+    }
+}
+
+/// The directory, in a data directory, of the journal's own log ([`segments`]).
+pub const LOG_DIR: &str = "journal";
+
+/// A dedup key from its hex (as a [`JournalRecord`] keeps it).
+pub(crate) fn dedup_bytes(hex_key: Option<&str>) -> Option<[u8; 16]> {
+    hex_key
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
 }
 
 /// Version byte at the start of every journal entry.
@@ -133,6 +155,9 @@ pub struct Store {
     engine: kv::Engine,
     /// The journal's own tables, on PostgreSQL.
     pg_journal: Option<pg::journal::PgJournal>,
+    /// The journal's own log ([`segments`]), where the data directory has one
+    /// ([`LOG_DIR`]); else the journal is the `journal` tree.
+    log: Option<journal::LogJournal>,
     journal: kv::Tree,
     devices: kv::Tree,
     last_heard: kv::Tree,
@@ -236,10 +261,40 @@ impl Store {
         };
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open(sled::Error::Io(e)))?;
         let engine = kv::Engine::sled(db, log);
-        Store::on(engine, None).map_err(|e| match e {
+        let mut store = Store::on(engine, None).map_err(|e| match e {
             StoreError::Engine(e) => open(e),
             e => e,
-        })
+        })?;
+        let log_dir = dir.join(LOG_DIR);
+        if log_dir.is_dir() {
+            store.log = Some(journal::LogJournal::open(&log_dir)?);
+        }
+        Ok(store)
+    }
+
+    /// [`Store::open_with_cache`], and where `journal_log` is set and the data directory is
+    /// new to the journal (no record in its `journal` tree), the journal in its own log
+    /// ([`LOG_DIR`]; every later open finds it there). A data directory whose journal is
+    /// already in the tree keeps it there, said so in the log.
+    pub fn open_with(dir: &Path, cache_bytes: u64, journal_log: bool) -> Result<Store, StoreError> {
+        let mut store = Store::open_with_cache(dir, cache_bytes)?;
+        if journal_log && store.log.is_none() {
+            if store.journal.last()?.is_none() {
+                store.log = Some(journal::LogJournal::open(&dir.join(LOG_DIR))?);
+                tracing::info!(dir = %dir.display(), "the journal is kept in its own log");
+            } else {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "[journal] engine = \"log\", but this data directory's journal is in sled's tree: it stays there"
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    /// Whether the journal is in its own log.
+    pub fn journal_in_log(&self) -> bool {
+        self.log.is_some()
     }
 
     /// Opens the store on PostgreSQL at `url` (a `postgresql://` URL or `key=value` string;
@@ -278,6 +333,7 @@ impl Store {
             life: engine.tree("life")?,
             engine,
             pg_journal,
+            log: None,
             deferred: false,
         })
     }
@@ -301,9 +357,10 @@ impl Store {
 
     /// The journal of this store, for the committer and the readers.
     pub fn journal_store(&self) -> JournalStore {
-        match &self.pg_journal {
-            Some(pg) => JournalStore::from(pg.clone()),
-            None => JournalStore::Sled(Box::new(journal::SledJournal::new(self.clone()))),
+        match (&self.pg_journal, &self.log) {
+            (Some(pg), _) => JournalStore::from(pg.clone()),
+            (None, Some(log)) => JournalStore::from(log.clone()),
+            (None, None) => JournalStore::Sled(Box::new(journal::SledJournal::new(self.clone()))),
         }
     }
 
@@ -353,6 +410,9 @@ impl Store {
         if let kv::Engine::Pg(kv) = &self.engine {
             return kv.journal_next();
         }
+        if let Some(log) = &self.log {
+            return Ok(log.next_id());
+        }
         Ok(match self.journal.last()? {
             Some((k, v)) => id_of(&k)? + split(&unpack(&v)?)?.len() as u64,
             None => 1,
@@ -364,6 +424,20 @@ impl Store {
     /// atomic insert, durable when it returns. The journal's committer goes through
     /// [`JournalStore::commit`], which checks the ids.
     pub fn append_journal(&self, first_id: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
+        if let Some(log) = &self.log {
+            let records = records
+                .iter()
+                .map(|json| {
+                    let r = decode_record(0, json)?;
+                    Ok(NewRecord {
+                        json: json.clone(),
+                        received_at: r.signal.received_at,
+                        dedup: dedup_bytes(r.dedup.as_deref()),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            return log.commit(first_id, &records);
+        }
         let records: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
         self.journal
             .insert(first_id.to_be_bytes(), pack_entry(&records))?;
@@ -411,6 +485,9 @@ impl Store {
                 .map(|(id, payload)| decode_record(id, &payload))
                 .collect();
         }
+        if let Some(log) = &self.log {
+            return log.after(after, limit);
+        }
         let start = after.saturating_add(1);
         // The entry holding `start` begins at or before it.
         let from = match self.journal.range(..=start.to_be_bytes()).next_back() {
@@ -438,6 +515,9 @@ impl Store {
 
     /// Visits records from the newest backwards until `f` returns false.
     pub fn journal_rev(&self, mut f: impl FnMut(JournalRecord) -> bool) -> Result<(), StoreError> {
+        if let Some(log) = &self.log {
+            return log.rev(f);
+        }
         if let kv::Engine::Pg(kv) = &self.engine {
             let mut before = u64::MAX;
             loop {
@@ -785,7 +865,7 @@ fn split(mut rest: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
     Ok(out)
 }
 
-fn decode_record(id: u64, v: &[u8]) -> Result<JournalRecord, StoreError> {
+pub(crate) fn decode_record(id: u64, v: &[u8]) -> Result<JournalRecord, StoreError> {
     let mut r: JournalRecord = serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         tree: "journal",
         detail: e.to_string(),
@@ -837,13 +917,29 @@ mod tests {
         }
     }
 
-    // sled only: the entry format of the journal tree (group commits packed into one LZ4
-    // entry) is sled's; on PostgreSQL the journal is a table of its own (pg::journal), whose
-    // contract tests/journal_contract.rs runs on both.
+    // One machine only: the entry format of the journal tree (group commits packed into one
+    // LZ4 entry) is sled's, and the journal's own log is a directory of the data directory;
+    // on PostgreSQL the journal is a table of its own (pg::journal), whose contract
+    // tests/journal_contract.rs runs on every backend.
     #[test]
     fn journal_batches_read_back_by_id() {
+        journal_reads_back(false);
+    }
+
+    #[test]
+    fn journal_batches_read_back_by_id_from_the_journals_log() {
+        journal_reads_back(true);
+    }
+
+    fn journal_reads_back(log: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_with(dir.path(), 64 << 20, log).unwrap();
+        assert_eq!(store.journal_in_log(), log);
+        assert_eq!(dir.path().join(LOG_DIR).is_dir(), log);
+        assert!(matches!(
+            (store.journal_store(), log),
+            (JournalStore::Log(_), true) | (JournalStore::Sled(_), false)
+        ));
         assert_eq!(store.next_journal_id().unwrap(), 1);
         let enc = |seqs: std::ops::Range<u16>| {
             seqs.map(|s| encode_record(&record(s)).unwrap())
@@ -883,10 +979,15 @@ mod tests {
             .unwrap();
         assert_eq!(back, vec![9, 8, 7, 6, 5, 4]);
 
-        // Survives a reopen.
+        // Survives a reopen, where it was kept (whatever the next open asks for).
+        drop(store);
+        let store = Store::open_with(dir.path(), 64 << 20, !log).unwrap();
+        assert_eq!(store.journal_in_log(), log);
+        assert_eq!(store.next_journal_id().unwrap(), 10);
+        assert_eq!(store.journal_after(0, 100).unwrap().len(), 9);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.next_journal_id().unwrap(), 10);
+        assert_eq!(store.journal_in_log(), log);
         assert_eq!(store.journal_after(0, 100).unwrap().len(), 9);
     }
 

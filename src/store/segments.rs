@@ -616,6 +616,7 @@ impl SegmentLog {
                             });
                         }
                         expect = Some(head.first_id + records.len() as u64);
+                        self.note(id, head.first_id, offset);
                         offset += (HEADER_BYTES + head.body_len) as u64;
                         for rec in records {
                             if rec.id >= want && out.len() < limit {
@@ -647,6 +648,119 @@ impl SegmentLog {
             }
         }
         Ok(out)
+    }
+
+    /// Notes a commit read at `offset` of segment `id` in its index (past its last entry by
+    /// [`INDEX_EVERY`]), so that a segment still growing is not read from its start again.
+    fn note(&mut self, id: u64, first_id: u64, offset: u64) {
+        if let Some(index) = self.segments.get_mut(&id).and_then(|s| s.index.as_mut())
+            && index
+                .last()
+                .is_none_or(|&(_, at)| offset >= at + INDEX_EVERY)
+        {
+            index.push((first_id, offset));
+        }
+    }
+
+    /// Reads segment `id` on from its last index entry, noting commits in the index (the
+    /// part a writer appended since).
+    fn extend_index(&mut self, id: u64) -> Result<(), LogError> {
+        let Some(seg) = self.segments.get(&id) else {
+            return Ok(());
+        };
+        let path = seg.path.clone();
+        let (first, from) = seg
+            .index
+            .as_ref()
+            .and_then(|i| i.last().copied())
+            .unwrap_or((seg.first_id, 0));
+        let mut f = File::open(&path).map_err(io("opening", &path))?;
+        f.seek(SeekFrom::Start(from))
+            .map_err(io("reading", &path))?;
+        let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
+        let mut offset = from;
+        let mut next = first;
+        while let Ok(Some((head, records))) = read_commit(&mut r) {
+            if head.first_id != next {
+                break;
+            }
+            self.note(id, head.first_id, offset);
+            next += records.len() as u64;
+            offset += (HEADER_BYTES + head.body_len) as u64;
+        }
+        Ok(())
+    }
+
+    /// Lists the directory again for segments begun since (a reader beside the writer);
+    /// what is known of the others is kept.
+    pub fn refresh(&mut self) -> Result<(), LogError> {
+        let fresh = SegmentLog::open_read(&self.dir, self.opts)?;
+        for (id, seg) in fresh.segments {
+            self.segments.entry(id).or_insert(seg);
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the records newest first, until it returns false (reading a stretch of
+    /// [`INDEX_EVERY`] bytes at a time).
+    pub fn rev(&mut self, mut f: impl FnMut(LogRecord) -> bool) -> Result<(), LogError> {
+        let ids: Vec<u64> = self.segments.keys().rev().copied().collect();
+        for id in ids {
+            self.offset_for(id, 0)?;
+            self.extend_index(id)?;
+            let Some(seg) = self.segments.get(&id) else {
+                continue;
+            };
+            let path = seg.path.clone();
+            let index = seg.index.clone().unwrap_or_default();
+            let mut f_file = File::open(&path).map_err(io("opening", &path))?;
+            let end = f_file.metadata().map_err(io("reading", &path))?.len();
+            // The stretches between index entries, the last one to the end of the file.
+            let mut stops: Vec<u64> = index.iter().map(|&(_, o)| o).collect();
+            if stops.first() != Some(&0) {
+                stops.insert(0, 0);
+            }
+            for (i, &from) in stops.iter().enumerate().rev() {
+                let to = stops.get(i + 1).copied().unwrap_or(end);
+                f_file
+                    .seek(SeekFrom::Start(from))
+                    .map_err(io("reading", &path))?;
+                let mut r = std::io::BufReader::new((&mut f_file).take(to.saturating_sub(from)));
+                let mut stretch = Vec::new();
+                let mut offset = from;
+                loop {
+                    match read_commit(&mut r) {
+                        Ok(None) => break,
+                        Ok(Some((head, records))) => {
+                            offset += (HEADER_BYTES + head.body_len) as u64;
+                            stretch.extend(records);
+                        }
+                        // The growing end of the newest segment.
+                        Err(Bad::Short) if to == end => break,
+                        Err(Bad::Short) => {
+                            return Err(LogError::Corrupt {
+                                path: path.display().to_string(),
+                                offset,
+                                detail: "a commit ends early".into(),
+                            });
+                        }
+                        Err(Bad::Damaged(detail)) => {
+                            return Err(LogError::Corrupt {
+                                path: path.display().to_string(),
+                                offset,
+                                detail,
+                            });
+                        }
+                    }
+                }
+                for rec in stretch.into_iter().rev() {
+                    if !f(rec) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where in segment `id` to start reading for records from `want` (its sparse index,

@@ -233,6 +233,99 @@ fn an_empty_newest_segment_continues_the_one_before() {
 }
 
 #[test]
+fn a_reader_beside_the_writer_sees_new_segments_and_reads_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), small()).unwrap();
+    commit(&mut log, 1, 4);
+    let mut reader = SegmentLog::open_read(dir.path(), small()).unwrap();
+    check(&reader.after(0, 100).unwrap(), 1, 4);
+    let mut next = 5;
+    while log.segment_ids().len() < 4 {
+        commit(&mut log, next, 3);
+        next += 3;
+    }
+    // Without a refresh it knows only the segments it listed.
+    assert!(reader.segment_ids().len() < 4);
+    reader.refresh().unwrap();
+    assert_eq!(reader.segment_ids(), log.segment_ids());
+    check(&reader.after(0, 1000).unwrap(), 1, next - 1);
+    let mut back = Vec::new();
+    reader
+        .rev(|r| {
+            back.push(r.id);
+            true
+        })
+        .unwrap();
+    assert_eq!(back, (1..next).rev().collect::<Vec<_>>());
+    // Stopped early, it reads no further.
+    let mut newest = Vec::new();
+    reader
+        .rev(|r| {
+            newest.push(r.id);
+            newest.len() < 5
+        })
+        .unwrap();
+    assert_eq!(newest, (next - 5..next).rev().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_long_segment_reads_from_its_index_not_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+    // Commits of about 8 KiB: some 40 index entries in one segment.
+    let big = vec![7u8; 8 * 1024];
+    let entries: Vec<Entry<'_>> = (0..1)
+        .map(|_| Entry {
+            received_ms: 0,
+            dedup: None,
+            payload: &big,
+        })
+        .collect();
+    for id in 1..=320 {
+        log.append(id, &entries).unwrap();
+    }
+    let index = log
+        .segments
+        .values()
+        .next_back()
+        .unwrap()
+        .index
+        .clone()
+        .unwrap();
+    assert!(index.len() >= 30, "{}", index.len());
+    assert!(index.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+    // A reader builds the same index on its first read, and extends it as the log grows.
+    let mut reader = SegmentLog::open_read(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(reader.after(300, 5).unwrap().len(), 5);
+    assert_eq!(
+        reader.segments.values().next_back().unwrap().index,
+        Some(index.clone())
+    );
+    for id in 321..=400 {
+        log.append(id, &entries).unwrap();
+    }
+    let got = reader.after(395, 10).unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [396, 397, 398, 399, 400]
+    );
+    let grown = reader
+        .segments
+        .values()
+        .next_back()
+        .unwrap()
+        .index
+        .clone()
+        .unwrap();
+    assert!(
+        grown.len() > index.len(),
+        "{} > {}",
+        grown.len(),
+        index.len()
+    );
+}
+
+#[test]
 fn names_that_are_not_segments_are_left_alone() {
     assert_eq!(segment_id("00000000000000000001.seg"), Some(1));
     assert_eq!(segment_id(&segment_name(u64::MAX)), Some(u64::MAX));
