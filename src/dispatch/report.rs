@@ -170,6 +170,10 @@ pub fn sla_report_of(
             theirs.insert(id.clone(), v);
             Ok(v)
         };
+        // Each Call's person, for the dispatches (a dispatch's Call may be of an earlier
+        // month: read when met).
+        let mut person_of: BTreeMap<u64, Option<String>> =
+            calls.iter().map(|c| (c.id, c.subscriber.clone())).collect();
         let mut kept = Vec::with_capacity(calls.len());
         for c in calls {
             if sees(c.subscriber.as_ref())? {
@@ -177,9 +181,6 @@ pub fn sla_report_of(
             }
         }
         calls = kept;
-        // A dispatch's Call may be of an earlier month.
-        let mut person_of: BTreeMap<u64, Option<String>> =
-            calls.iter().map(|c| (c.id, c.subscriber.clone())).collect();
         let mut kept = Vec::with_capacity(dispatches.len());
         for d in dispatches {
             let keep = match scope {
