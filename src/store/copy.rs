@@ -381,67 +381,46 @@ fn copy_journal(
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), CopyError> {
     let total = source.next_journal_id()?.saturating_sub(1);
-    let mut next = target.next_id()?;
-    let (mut batch, mut bytes, mut copied) = (Vec::new(), 0, 0u64);
-    let mut commit = |first: &mut u64, batch: &mut Vec<NewRecord>, copied: &mut u64| {
-        lease.keep()?;
-        target.commit(*first, batch)?;
-        *first += batch.len() as u64;
-        *copied += batch.len() as u64;
-        batch.clear();
-        progress(Progress::Journal {
-            copied: *copied,
-            total,
-        });
-        Ok::<_, CopyError>(())
+    let next = target.next_id()?;
+    let mut pages = Pages {
+        target,
+        lease,
+        progress,
+        total,
+        batch: Vec::new(),
+        bytes: 0,
+        first: next,
+        next,
+        copied: 0,
     };
-    let mut first = next;
     if let Some(log) = &source.log {
         // The journal's own log: its records as they are, a page at a time.
         loop {
-            let page = log.raw_after(next.saturating_sub(1), PAGE_ENTRIES)?;
+            let page = log.raw_after(pages.next.saturating_sub(1), PAGE_ENTRIES)?;
             if page.is_empty() {
                 break;
             }
             for r in page {
-                if r.id != next {
-                    return Err(CopyError::JournalGap {
-                        found: r.id,
-                        expected: next,
-                    });
-                }
-                bytes += r.payload.len();
-                batch.push(NewRecord {
-                    received_at: jiff::Timestamp::from_millisecond(r.received_ms).map_err(|e| {
+                pages.expect(r.id)?;
+                let received_at =
+                    jiff::Timestamp::from_millisecond(r.received_ms).map_err(|e| {
                         StoreError::Corrupt {
                             tree: "journal",
                             detail: e.to_string(),
                         }
-                    })?,
+                    })?;
+                pages.push(NewRecord {
+                    received_at,
                     dedup: r.dedup,
                     json: r.payload,
-                });
-                next += 1;
-                if batch.len() >= PAGE_ENTRIES || bytes >= PAGE_BYTES {
-                    commit(&mut first, &mut batch, &mut copied)?;
-                    bytes = 0;
-                }
+                })?;
             }
         }
-        if !batch.is_empty() || copied == 0 {
-            commit(&mut first, &mut batch, &mut copied)?;
-        }
-        return Ok(());
+        return pages.finish();
     }
     for item in source.journal.iter() {
         let (k, v) = item?;
-        let entry_first = id_of(&k)?;
-        if entry_first != next {
-            return Err(CopyError::JournalGap {
-                found: entry_first,
-                expected: next,
-            });
-        }
+        pages.expect(id_of(&k)?)?;
         let plain = unpack(&v)?;
         for json in split(&plain)? {
             let record: JournalRecord =
@@ -449,28 +428,77 @@ fn copy_journal(
                     tree: "journal",
                     detail: e.to_string(),
                 })?;
-            let dedup = record
-                .dedup
-                .as_deref()
-                .and_then(|h| hex::decode(h).ok())
-                .and_then(|b| <[u8; 16]>::try_from(b).ok());
-            bytes += json.len();
-            batch.push(NewRecord {
+            pages.push(NewRecord {
                 json: json.to_vec(),
                 received_at: record.signal.received_at,
-                dedup,
-            });
-            next += 1;
-            if batch.len() >= PAGE_ENTRIES || bytes >= PAGE_BYTES {
-                commit(&mut first, &mut batch, &mut copied)?;
-                bytes = 0;
-            }
+                dedup: super::dedup_bytes(record.dedup.as_deref()),
+            })?;
         }
     }
-    if !batch.is_empty() || copied == 0 {
-        commit(&mut first, &mut batch, &mut copied)?;
+    pages.finish()
+}
+
+/// The journal's records on their way to the target, a page ([`PAGE_ENTRIES`],
+/// [`PAGE_BYTES`]) at a time, each page one commit.
+struct Pages<'a, P: FnMut(Progress)> {
+    target: JournalStore,
+    lease: &'a mut Held,
+    progress: &'a mut P,
+    total: u64,
+    batch: Vec<NewRecord>,
+    bytes: usize,
+    /// The first id of the page being gathered.
+    first: u64,
+    /// The id the next record must have.
+    next: u64,
+    copied: u64,
+}
+
+impl<P: FnMut(Progress)> Pages<'_, P> {
+    /// Refuses a record (or an entry) that does not start at the next id.
+    fn expect(&self, id: u64) -> Result<(), CopyError> {
+        if id == self.next {
+            Ok(())
+        } else {
+            Err(CopyError::JournalGap {
+                found: id,
+                expected: self.next,
+            })
+        }
     }
-    Ok(())
+
+    fn push(&mut self, r: NewRecord) -> Result<(), CopyError> {
+        self.bytes += r.json.len();
+        self.batch.push(r);
+        self.next += 1;
+        if self.batch.len() >= PAGE_ENTRIES || self.bytes >= PAGE_BYTES {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), CopyError> {
+        self.lease.keep()?;
+        self.target.commit(self.first, &self.batch)?;
+        self.first += self.batch.len() as u64;
+        self.copied += self.batch.len() as u64;
+        self.batch.clear();
+        self.bytes = 0;
+        (self.progress)(Progress::Journal {
+            copied: self.copied,
+            total: self.total,
+        });
+        Ok(())
+    }
+
+    /// The last page (also an empty one when nothing was copied, which makes the target's
+    /// empty journal durable).
+    fn finish(mut self) -> Result<(), CopyError> {
+        if !self.batch.is_empty() || self.copied == 0 {
+            self.commit()?;
+        }
+        Ok(())
+    }
 }
 
 /// The number of entries and a digest of each key and value, in key order.

@@ -630,20 +630,7 @@ impl SegmentLog {
                     // The active segment may be mid-append (a reader beside the writer): its
                     // end is where this read stops.
                     Err(Bad::Short) if Some(&id) == self.segments.keys().next_back() => break,
-                    Err(Bad::Short) => {
-                        return Err(LogError::Corrupt {
-                            path: path.display().to_string(),
-                            offset,
-                            detail: "a commit ends early".into(),
-                        });
-                    }
-                    Err(Bad::Damaged(detail)) => {
-                        return Err(LogError::Corrupt {
-                            path: path.display().to_string(),
-                            offset,
-                            detail,
-                        });
-                    }
+                    Err(bad) => return Err(damage(&path, offset, bad)),
                 }
             }
         }
@@ -674,19 +661,8 @@ impl SegmentLog {
             .as_ref()
             .and_then(|i| i.last().copied())
             .unwrap_or((seg.first_id, 0));
-        let mut f = File::open(&path).map_err(io("opening", &path))?;
-        f.seek(SeekFrom::Start(from))
-            .map_err(io("reading", &path))?;
-        let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
-        let mut offset = from;
-        let mut next = first;
-        while let Ok(Some((head, records))) = read_commit(&mut r) {
-            if head.first_id != next {
-                break;
-            }
-            self.note(id, head.first_id, offset);
-            next += records.len() as u64;
-            offset += (HEADER_BYTES + head.body_len) as u64;
+        for (first_id, offset) in scan(&path, first, from)? {
+            self.note(id, first_id, offset);
         }
         Ok(())
     }
@@ -737,20 +713,7 @@ impl SegmentLog {
                         }
                         // The growing end of the newest segment.
                         Err(Bad::Short) if to == end => break,
-                        Err(Bad::Short) => {
-                            return Err(LogError::Corrupt {
-                                path: path.display().to_string(),
-                                offset,
-                                detail: "a commit ends early".into(),
-                            });
-                        }
-                        Err(Bad::Damaged(detail)) => {
-                            return Err(LogError::Corrupt {
-                                path: path.display().to_string(),
-                                offset,
-                                detail,
-                            });
-                        }
+                        Err(bad) => return Err(damage(&path, offset, bad)),
                     }
                 }
                 for rec in stretch.into_iter().rev() {
@@ -817,25 +780,47 @@ fn later_whole_commit(bytes: &[u8], next: u64) -> Option<usize> {
 /// The sparse index of a segment: the first id and offset of a commit per [`INDEX_EVERY`]
 /// bytes (a torn tail ends it).
 fn index_of(path: &Path, first_id: u64) -> Result<Vec<(u64, u64)>, LogError> {
-    let f = File::open(path).map_err(io("opening", path))?;
+    let mut index: Vec<(u64, u64)> = Vec::new();
+    for (id, offset) in scan(path, first_id, 0)? {
+        if index
+            .last()
+            .is_none_or(|&(_, at)| offset >= at + INDEX_EVERY)
+        {
+            index.push((id, offset));
+        }
+    }
+    Ok(index)
+}
+
+/// The first id and offset of every whole commit of a segment from `from` on, the first of
+/// them `first_id`, as far as they follow each other (a torn tail ends them).
+fn scan(path: &Path, first_id: u64, from: u64) -> Result<Vec<(u64, u64)>, LogError> {
+    let mut f = File::open(path).map_err(io("opening", path))?;
+    f.seek(SeekFrom::Start(from)).map_err(io("reading", path))?;
     let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
-    let mut index = Vec::new();
-    let mut offset = 0u64;
-    let mut next = first_id;
+    let mut out = Vec::new();
+    let (mut offset, mut next) = (from, first_id);
     while let Ok(Some((head, records))) = read_commit(&mut r) {
         if head.first_id != next {
             break;
         }
-        if index
-            .last()
-            .is_none_or(|&(_, at): &(u64, u64)| offset >= at + INDEX_EVERY)
-        {
-            index.push((head.first_id, offset));
-        }
+        out.push((head.first_id, offset));
         next += records.len() as u64;
         offset += (HEADER_BYTES + head.body_len) as u64;
     }
-    Ok(index)
+    Ok(out)
+}
+
+/// A commit found not whole where it must be, as an error.
+fn damage(path: &Path, offset: u64, bad: Bad) -> LogError {
+    LogError::Corrupt {
+        path: path.display().to_string(),
+        offset,
+        detail: match bad {
+            Bad::Short => "a commit ends early".into(),
+            Bad::Damaged(detail) => detail,
+        },
+    }
 }
 
 #[cfg(test)]
