@@ -208,10 +208,6 @@ impl LogJournal {
     }
 
     pub(crate) fn after(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
-        let durable = self.durable.load(Ordering::Acquire);
-        if after.saturating_add(1) >= durable {
-            return Ok(Vec::new());
-        }
         self.raw_after(after, limit)?
             .into_iter()
             .map(LogJournal::decoded)
@@ -239,37 +235,22 @@ impl LogJournal {
         failed.map_or(Ok(()), Err)
     }
 
+    /// The records received at or after `since`, newest first, at most `limit` (as sled's
+    /// journal reads them: it stops at the first older one).
     fn recent(
         &self,
         since: jiff::Timestamp,
         limit: usize,
     ) -> Result<Vec<JournalRecord>, StoreError> {
-        let durable = self.durable.load(Ordering::Acquire);
-        let since_ms = since.as_millisecond();
-        let mut reader = locked(&self.reader);
-        reader.refresh()?;
         let mut out = Vec::new();
-        let mut failed = None;
-        reader.rev(|r| {
-            if r.id >= durable {
-                return true;
-            }
-            if r.received_ms < since_ms || out.len() >= limit {
+        self.rev(|r| {
+            if r.signal.received_at < since || out.len() >= limit {
                 return false;
             }
-            match LogJournal::decoded(r) {
-                Ok(rec) => out.push(rec),
-                Err(e) => {
-                    failed = Some(e);
-                    return false;
-                }
-            }
+            out.push(r);
             true
         })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }
 
