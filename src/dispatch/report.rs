@@ -540,6 +540,28 @@ mod tests {
         }
     }
 
+    /// A closed personal alarm of `subscriber` opened at `opened`, answered `answer_secs` later.
+    fn closed_call(id: u64, opened: &str, answer_secs: i64, subscriber: Option<&str>) -> Call {
+        let opened_at = at(opened);
+        Call {
+            id,
+            priority: crate::model::Priority::PERSONAL,
+            state: crate::model::CallState::Closed,
+            owner: None,
+            opened_at,
+            alarm_count: 1,
+            subscriber: subscriber.map(str::to_owned),
+            account: "1234".into(),
+            kind: "Personal alarm".into(),
+            restored: false,
+            answered_at: Some(opened_at + answer_secs.seconds()),
+            closed_at: Some(opened_at + 600.seconds()),
+            outcome: None,
+            timeline: Vec::new(),
+            last_signal_id: 0,
+        }
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -803,28 +825,9 @@ mod tests {
 
     #[test]
     fn answer_figures_cover_the_calls_opened_in_the_month() {
-        use crate::model::{Call, CallState, Priority};
         let (_dir, store) = store();
-        let call = |id: u64, opened: &str, answer_secs: i64| {
-            let opened_at = at(opened);
-            Call {
-                id,
-                priority: Priority::PERSONAL,
-                state: CallState::Closed,
-                owner: None,
-                opened_at,
-                alarm_count: 1,
-                subscriber: None,
-                account: "1234".into(),
-                kind: "Personal alarm".into(),
-                restored: false,
-                answered_at: Some(opened_at + answer_secs.seconds()),
-                closed_at: Some(opened_at + 600.seconds()),
-                outcome: None,
-                timeline: Vec::new(),
-                last_signal_id: 0,
-            }
-        };
+        let call =
+            |id: u64, opened: &str, answer_secs: i64| closed_call(id, opened, answer_secs, None);
         let calls = [
             call(1, "2026-10-31T22:59:00Z", 5), // October in Stockholm
             call(2, "2026-10-31T23:10:00Z", 20),
@@ -844,7 +847,7 @@ mod tests {
 
     #[test]
     fn a_municipality_or_provider_gets_its_own_people_and_patrols() {
-        use crate::model::{Call, CallState, Priority, Subscriber};
+        use crate::model::Subscriber;
         let (_dir, store) = store();
         let person = |id: &str, provider: &str, municipality: &str| Subscriber {
             id: id.into(),
@@ -860,26 +863,7 @@ mod tests {
                 person("cia", "hc", "Nordby kommun"),
             ])
             .unwrap();
-        let call = |id: u64, opened: &str, who: &str| {
-            let opened_at = at(opened);
-            Call {
-                id,
-                priority: Priority::PERSONAL,
-                state: CallState::Closed,
-                owner: None,
-                opened_at,
-                alarm_count: 1,
-                subscriber: Some(who.into()),
-                account: "1234".into(),
-                kind: "Personal alarm".into(),
-                restored: false,
-                answered_at: Some(opened_at + 30.seconds()),
-                closed_at: Some(opened_at + 600.seconds()),
-                outcome: None,
-                timeline: Vec::new(),
-                last_signal_id: 0,
-            }
-        };
+        let call = |id: u64, opened: &str, who: &str| closed_call(id, opened, 30, Some(who));
         // Cia's Call 103 of October has its dispatch in November.
         store
             .save_calls(
