@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -27,6 +26,9 @@ use crate::telemetry::CallMetrics;
 use crate::triage::{CallSink, Triage};
 
 pub mod live;
+mod mailbox;
+
+use mailbox::{Mailbox, Poster, Taken, Wake};
 
 pub use live::{CallSummary, DispatchView, IncidentDeviceView, IncidentView, LiveEvent};
 
@@ -111,7 +113,7 @@ enum WriterMsg {
 /// The sink triage reports every change to: queue the Call for the writer, then tell the
 /// consoles. Called with the Call's lock held, so both see one Call's changes in order.
 struct Sink {
-    writer: std::sync::Mutex<std_mpsc::Sender<WriterMsg>>,
+    writer: Poster<WriterMsg>,
     live: broadcast::Sender<LiveEvent>,
     store: Store,
     stats_dirty: Arc<tokio::sync::Notify>,
@@ -168,9 +170,7 @@ impl CallSink for Sink {
             }
             change_of(call, from)
         };
-        if let Ok(w) = self.writer.lock() {
-            let _ = w.send(WriterMsg::Call(Box::new(change)));
-        }
+        let _ = self.writer.post(WriterMsg::Call(Box::new(change)));
         // With no console listening there is nothing to build (a console that connects
         // later starts from a snapshot).
         if self.live.receiver_count() > 0 {
@@ -239,7 +239,7 @@ pub struct Calls {
     pub live: broadcast::Sender<LiveEvent>,
     /// Woken after every change (answer figures may have moved).
     pub stats_dirty: Arc<tokio::sync::Notify>,
-    writer: std_mpsc::Sender<WriterMsg>,
+    writer: Poster<WriterMsg>,
     names: Arc<std::sync::Mutex<Names>>,
     store: Store,
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -294,7 +294,7 @@ impl Calls {
         now: jiff::Timestamp,
         observer: Option<Arc<dyn SignalObserver>>,
     ) -> Result<Calls, CallsError> {
-        let (wtx, wrx) = std_mpsc::channel();
+        let (wtx, wrx) = mailbox::mailbox(MAX_PENDING);
         let closed: ClosedTo = Arc::default();
         let writer_thread = {
             let store = store.clone();
@@ -311,7 +311,7 @@ impl Calls {
         let n_open = open.len();
         let names = Arc::new(std::sync::Mutex::new(Names::default()));
         let sink = Arc::new(Sink {
-            writer: std::sync::Mutex::new(wtx.clone()),
+            writer: wtx.clone(),
             live: live.clone(),
             store: store.clone(),
             stats_dirty: stats_dirty.clone(),
@@ -328,7 +328,7 @@ impl Calls {
             let Some(last) = records.last().map(|r| r.signal.id) else {
                 break;
             };
-            let _ = wtx.send(WriterMsg::Ingesting);
+            let _ = wtx.post(WriterMsg::Ingesting);
             let outcomes: Vec<_> = records
                 .iter()
                 .map(|r| triage.ingest(&r.signal, r.signal.device_type.as_deref(), now))
@@ -344,7 +344,7 @@ impl Calls {
             }
             replayed += records.len();
             cursor = last;
-            let _ = wtx.send(WriterMsg::Cursor(cursor));
+            let _ = wtx.post(WriterMsg::Cursor(cursor));
         }
         tracing::info!(
             open_calls = n_open,
@@ -394,7 +394,7 @@ impl Calls {
                         continue;
                     }
                     let now = jiff::Timestamp::now();
-                    let _ = writer.send(WriterMsg::Ingesting);
+                    let _ = writer.post(WriterMsg::Ingesting);
                     let outcomes: Vec<_> = batch
                         .iter()
                         .map(|s| triage.ingest(s, s.device_type.as_deref(), now))
@@ -409,7 +409,7 @@ impl Calls {
                         }
                     }
                     if let Some(last) = batch.last() {
-                        let _ = writer.send(WriterMsg::Cursor(last.id));
+                        let _ = writer.post(WriterMsg::Cursor(last.id));
                     }
                 }
             })
@@ -474,7 +474,7 @@ impl Calls {
             return Ok(());
         }
         self.writer
-            .send(WriterMsg::Append(
+            .post(WriterMsg::Append(
                 id,
                 Box::new(TimelineEntry {
                     at: now,
@@ -535,7 +535,7 @@ impl Calls {
     /// [`Calls::flush`] waits for both. Written within the writer's gathering time anyway.
     pub fn audit(&self, entry: AuditEntry) -> Result<(), CallsError> {
         self.writer
-            .send(WriterMsg::Audit(Box::new(entry)))
+            .post(WriterMsg::Audit(Box::new(entry)))
             .map_err(|_| CallsError::Stopped)
     }
 
@@ -544,7 +544,7 @@ impl Calls {
     pub async fn flush(&self) -> Result<(), CallsError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(WriterMsg::Flush(tx))
+            .post_urgent(WriterMsg::Flush(tx))
             .map_err(|_| CallsError::Stopped)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -556,7 +556,7 @@ impl Calls {
     pub fn flush_blocking(&self) -> Result<(), CallsError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(WriterMsg::Flush(tx))
+            .post_urgent(WriterMsg::Flush(tx))
             .map_err(|_| CallsError::Stopped)?;
         match rx.blocking_recv() {
             Ok(Ok(())) => Ok(()),
@@ -575,7 +575,7 @@ impl Calls {
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final write of Calls failed");
         }
-        let _ = self.writer.send(WriterMsg::Stop);
+        let _ = self.writer.post_urgent(WriterMsg::Stop);
         let w = self.writer_thread.lock().ok().and_then(|mut t| t.take());
         if let Some(h) = w {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
@@ -614,7 +614,7 @@ fn observe<'a>(
 /// The writer thread: gathers every change waiting, merges the changes of each Call (the
 /// newest head, the new timeline lines in order), writes them with the cursor in one atomic
 /// batch, durable when the store returns (one sync per gathering).
-fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics, closed: ClosedTo) {
+fn writer(store: Store, rx: Mailbox<WriterMsg>, metrics: CallMetrics, closed: ClosedTo) {
     let mut pending: HashMap<u64, CallChange> = HashMap::new();
     let mut apart: Vec<CallChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), ()>>> = Vec::new();
@@ -622,29 +622,28 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics,
     let mut appends: Vec<(u64, TimelineEntry)> = Vec::new();
     // Audit entries, in the order they came, written last.
     let mut audits: Vec<AuditEntry> = Vec::new();
+    let mut msgs: Vec<WriterMsg> = Vec::new();
     let mut stop = false;
     // Between `Ingesting` and `Cursor`: triage is half-way through a journal batch.
     let mut inside = false;
     while !stop {
-        let Ok(first) = rx.recv() else {
+        if rx.take(Wake::Any, None, &mut msgs) == Taken::Closed && msgs.is_empty() {
             break;
-        };
+        }
         let mut cursor = None;
-        let mut next = Some(first);
         // Gather for up to GATHER, unless someone waits for durability: a busy Call's head
         // is then written once per gathering, not once per press. Nothing is lost by the
         // wait: the journal has every Signal, and the cursor is written with the Calls.
+        // While gathering, only an urgent message (a flush, the stop) or a full queue wakes
+        // this thread; the rest is taken in one go at the end (no thread switch per change).
         // A write never splits the triage of a journal batch: the Calls written are exactly
         // the effect of the Signals up to the cursor written with them, so the replay at the
         // next start neither misses nor repeats a Signal.
         let deadline = Instant::now() + GATHER;
         loop {
-            if let Some(msg) = next.take() {
+            for msg in msgs.drain(..) {
                 match msg {
-                    WriterMsg::Stop => {
-                        stop = true;
-                        break;
-                    }
+                    WriterMsg::Stop => stop = true,
                     WriterMsg::Ingesting => inside = true,
                     WriterMsg::Call(c) => merge_change(&mut pending, &mut apart, *c),
                     WriterMsg::Cursor(c) => {
@@ -656,29 +655,30 @@ fn writer(store: Store, rx: std_mpsc::Receiver<WriterMsg>, metrics: CallMetrics,
                     WriterMsg::Audit(e) => audits.push(*e),
                 }
             }
+            if stop {
+                break;
+            }
             let now = Instant::now();
             let ready = !waiters.is_empty() || pending.len() >= MAX_PENDING || now >= deadline;
             if ready && !inside {
                 break;
             }
-            let wait = if ready {
-                BATCH_END_WAIT
+            let taken = if ready {
+                // Only triage's end of the batch is missing: any message may be it.
+                rx.take(Wake::Any, Some(now + BATCH_END_WAIT), &mut msgs)
             } else {
-                deadline.saturating_duration_since(now)
+                rx.take(Wake::Urgent, Some(deadline), &mut msgs)
             };
-            match rx.recv_timeout(wait) {
-                Ok(m) => next = Some(m),
-                Err(std_mpsc::RecvTimeoutError::Timeout) if ready => {
+            match taken {
+                Taken::Woken => {}
+                Taken::TimedOut if ready => {
                     tracing::warn!(
                         "triage did not finish a journal batch in time; writing the Calls without moving the cursor past it"
                     );
                     break;
                 }
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    stop = true;
-                    break;
-                }
+                Taken::TimedOut => {}
+                Taken::Closed => stop = true,
             }
         }
         let mut batch: Vec<CallChange> = std::mem::take(&mut apart);
