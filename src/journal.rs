@@ -27,6 +27,8 @@ use crate::model::Signal;
 use crate::store::{JournalRecord, JournalStore, NewRecord, StoreError, encode_record};
 use crate::telemetry::Metrics;
 
+pub mod retention;
+
 /// A 128-bit retransmission key.
 pub type DedupKey = [u8; 16];
 

@@ -717,6 +717,13 @@ pub struct JournalConfig {
     pub cache_capacity_bytes: u64,
     /// Where a new data directory keeps the journal, on sled (`[store] backend = "sled"`).
     pub engine: JournalEngine,
+    /// Days a Signal is kept in the journal after it was received; 0 keeps it for ever
+    /// ([`crate::journal::retention`]: whole segments of the journal's own log are deleted,
+    /// archived first if `archive_dir` is set).
+    pub keep_days: u32,
+    /// Where the Signals go, gzip-compressed JSON lines, before the journal deletes them;
+    /// empty: they are not archived.
+    pub archive_dir: PathBuf,
 }
 
 /// `[journal] engine`.
@@ -908,6 +915,8 @@ impl Default for JournalConfig {
             last_heard_persist_secs: 30,
             cache_capacity_bytes: 256 * 1024 * 1024,
             engine: JournalEngine::Sled,
+            keep_days: crate::journal::retention::DEFAULT_KEEP_DAYS,
+            archive_dir: PathBuf::new(),
         }
     }
 }
@@ -992,6 +1001,16 @@ impl Dc09Config {
 }
 
 impl Config {
+    /// How long the journal is kept, and where it is archived (`[journal] keep_days`,
+    /// `archive_dir`).
+    pub fn journal_keep(&self) -> crate::journal::retention::KeepOptions {
+        let j = &self.journal;
+        crate::journal::retention::KeepOptions {
+            keep_days: (j.keep_days != 0).then_some(j.keep_days),
+            archive_dir: (!j.archive_dir.as_os_str().is_empty()).then(|| j.archive_dir.clone()),
+        }
+    }
+
     /// The journal's options (group commit from `[journal]`, the dedup window from
     /// `[dc09]`).
     pub fn journal_options(&self) -> crate::journal::JournalOptions {
@@ -1256,6 +1275,14 @@ impl Config {
         if !(1 << 20..=1 << 40).contains(&j.cache_capacity_bytes) {
             errs.push("journal.cache_capacity_bytes must be 1 MiB..=1 TiB".into());
         }
+        {
+            use crate::journal::retention::{MAX_KEEP_DAYS, MIN_KEEP_DAYS};
+            if j.keep_days != 0 && !(MIN_KEEP_DAYS..=MAX_KEEP_DAYS).contains(&j.keep_days) {
+                errs.push(format!(
+                    "journal.keep_days must be 0 (for ever) or {MIN_KEEP_DAYS}..={MAX_KEEP_DAYS}"
+                ));
+            }
+        }
         let h = &self.http;
         if !(1..=1_000_000).contains(&h.max_connections) {
             errs.push("http.max_connections must be 1..=1000000".into());
@@ -1496,6 +1523,35 @@ mod tests {
             Config::from_toml("[retention]\ndays = 3\n").is_err(),
             "unknown key"
         );
+    }
+
+    #[test]
+    fn the_journal_is_kept_two_years_by_default_for_ever_with_0_and_archived_where_told() {
+        let d = Config::default().journal_keep();
+        assert_eq!(d.keep_days, Some(730));
+        assert_eq!(d.archive_dir, None);
+        let c = Config::from_toml("[journal]\nkeep_days = 0\narchive_dir = \"/arkiv/vakt\"\n")
+            .unwrap()
+            .journal_keep();
+        assert_eq!(c.keep_days, None);
+        assert_eq!(
+            c.archive_dir.as_deref(),
+            Some(std::path::Path::new("/arkiv/vakt"))
+        );
+        for (days, ok) in [
+            (0, true),
+            (1, false),
+            (30, false),
+            (31, true),
+            (3650, true),
+            (3651, false),
+        ] {
+            let v = Config::from_toml(&format!("[journal]\nkeep_days = {days}\n"));
+            assert_eq!(v.is_ok(), ok, "{days}: {v:?}");
+            if let Err(e) = v {
+                assert!(e.to_string().contains("journal.keep_days"), "{e}");
+            }
+        }
     }
 
     #[test]

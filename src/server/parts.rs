@@ -300,6 +300,7 @@ pub(super) async fn start(
             .is_some()
             .then(|| cfg.voice.recording_options(&cfg.data_dir)),
         retention.clone(),
+        cfg.journal_keep(),
         &store,
         &work_orders.work_orders,
         &supervision.last_heard,
@@ -422,6 +423,7 @@ impl Parts {
             let _ = r.await;
         }
         let _ = self.background.subscribers_retention.await;
+        let _ = self.background.journal_retention.await;
         let _ = self.console.stats.await;
         // 11. Last-heard times (every other write was durable when it returned).
         persist_last_heard(&self.store, &self.last_heard).await;
@@ -1062,6 +1064,8 @@ struct BackgroundPart {
     retention: Option<JoinHandle<u64>>,
     /// The retention of subscribers' data after the end.
     subscribers_retention: JoinHandle<u64>,
+    /// The journal's retention.
+    journal_retention: JoinHandle<u64>,
 }
 
 impl BackgroundPart {
@@ -1071,6 +1075,7 @@ impl BackgroundPart {
     fn start(
         recordings: Option<RecordingOptions>,
         subscribers: Arc<crate::retention::Retention>,
+        journal_keep: crate::journal::retention::KeepOptions,
         store: &Store,
         work_orders: &Arc<WorkOrders>,
         last_heard: &Arc<LastHeard>,
@@ -1096,6 +1101,13 @@ impl BackgroundPart {
         // start and hourly, on the blocking pool.
         let subscribers_retention =
             tokio::spawn(crate::retention::run(subscribers, shutdown.clone()));
+        // Signals past the journal's retention archived and deleted, a whole segment at a
+        // time, at start and hourly, on the blocking pool.
+        let journal_retention = tokio::spawn(crate::journal::retention::run(
+            store.clone(),
+            journal_keep,
+            shutdown.clone(),
+        ));
         let store = store.clone();
         let work_orders = work_orders.clone();
         let last_heard = last_heard.clone();
@@ -1129,6 +1141,7 @@ impl BackgroundPart {
             periodic,
             retention,
             subscribers_retention,
+            journal_retention,
         }
     }
 }

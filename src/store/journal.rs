@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::pg::journal::PgJournal;
-use super::segments::{Entry, LogOptions, LogRecord, SegmentLog};
+use super::segments::{Entry, LogOptions, LogRecord, Sealed, SegmentLog};
 use super::{JournalRecord, Store, StoreError};
 
 /// One record of a group commit, encoded ([`super::encode_record`]), with the two fields the
@@ -201,6 +201,24 @@ impl LogJournal {
         }
         got.retain(|r| r.id < durable);
         Ok(got)
+    }
+
+    /// The segments no longer written to, oldest first ([`SegmentLog::sealed`]).
+    pub fn sealed(&self) -> Result<Vec<Sealed>, StoreError> {
+        let mut reader = locked(&self.reader);
+        reader.refresh()?;
+        Ok(reader.sealed()?)
+    }
+
+    /// Removes the sealed segment beginning at `first_id` (never the newest): its records
+    /// are gone from every reader. False if there is no such sealed segment.
+    pub fn remove_segment(&self, first_id: u64) -> Result<bool, StoreError> {
+        let removed = locked(&self.reader).remove(first_id)?;
+        if removed {
+            // Only the map: the writer never reads a sealed segment.
+            locked(&self.writer).forget(first_id);
+        }
+        Ok(removed)
     }
 
     fn decoded(r: LogRecord) -> Result<JournalRecord, StoreError> {

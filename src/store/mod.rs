@@ -297,6 +297,18 @@ impl Store {
         self.log.is_some()
     }
 
+    /// The journal's own log, if it is in one.
+    pub fn journal_log(&self) -> Option<&journal::LogJournal> {
+        self.log.as_ref()
+    }
+
+    /// This store with its journal in `log` (tests: a log of small segments).
+    #[cfg(test)]
+    pub(crate) fn with_journal_log(mut self, log: journal::LogJournal) -> Store {
+        self.log = Some(log);
+        self
+    }
+
     /// Opens the store on PostgreSQL at `url` (a `postgresql://` URL or `key=value` string;
     /// with several hosts and `target_session_attrs=read-write` it finds the primary), brings
     /// the schema up to date, and returns it unfenced ([`Store::set_epoch`]).

@@ -136,6 +136,20 @@ impl Default for LogOptions {
     }
 }
 
+/// A segment no longer written to, as retention sees it ([`SegmentLog::sealed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// Its first record's id (its name).
+    pub first_id: u64,
+    /// Its last record's id.
+    pub last_id: u64,
+    /// The newest time received among its last commits (ms since the epoch): records are
+    /// appended as they are received, so nothing in it is much newer.
+    pub newest_ms: i64,
+    /// Its size.
+    pub bytes: u64,
+}
+
 /// What [`SegmentLog::open`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
@@ -667,14 +681,91 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Lists the directory again for segments begun since (a reader beside the writer);
-    /// what is known of the others is kept.
+    /// Lists the directory again for segments begun since (a reader beside the writer) and
+    /// forgets those removed; what is known of the others is kept.
     pub fn refresh(&mut self) -> Result<(), LogError> {
         let fresh = SegmentLog::open_read(&self.dir, self.opts)?;
+        self.segments
+            .retain(|id, _| fresh.segments.contains_key(id));
         for (id, seg) in fresh.segments {
             self.segments.entry(id).or_insert(seg);
         }
         Ok(())
+    }
+
+    /// Every segment no longer written to (all but the newest), oldest first, with its last
+    /// id and the newest time received among its last commits (read from its last index
+    /// entry on: at most [`INDEX_EVERY`] bytes and a commit). An empty one is left out.
+    pub fn sealed(&mut self) -> Result<Vec<Sealed>, LogError> {
+        let ids: Vec<u64> = self.segments.keys().copied().collect();
+        let mut out = Vec::new();
+        for &id in ids.iter().take(ids.len().saturating_sub(1)) {
+            let from = self.offset_for(id, u64::MAX)?;
+            let Some(seg) = self.segments.get(&id) else {
+                continue;
+            };
+            let path = seg.path.clone();
+            let mut f = File::open(&path).map_err(io("opening", &path))?;
+            let bytes = f.metadata().map_err(io("reading", &path))?.len();
+            f.seek(SeekFrom::Start(from))
+                .map_err(io("reading", &path))?;
+            let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
+            let mut offset = from;
+            let mut last: Option<(u64, i64)> = None;
+            loop {
+                match read_commit(&mut r) {
+                    Ok(None) => break,
+                    Ok(Some((head, records))) => {
+                        offset += (HEADER_BYTES + head.body_len) as u64;
+                        for rec in records {
+                            let newest =
+                                last.map_or(rec.received_ms, |(_, ms)| ms.max(rec.received_ms));
+                            last = Some((rec.id, newest));
+                        }
+                    }
+                    Err(bad) => return Err(damage(&path, offset, bad)),
+                }
+            }
+            if let Some((last_id, newest_ms)) = last {
+                out.push(Sealed {
+                    first_id: id,
+                    last_id,
+                    newest_ms,
+                    bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the sealed segment beginning at `first_id` (its file, then the directory
+    /// synced). The newest segment is never removed: false, as for one not known.
+    pub fn remove(&mut self, first_id: u64) -> Result<bool, LogError> {
+        if self.segments.keys().next_back() == Some(&first_id) {
+            return Ok(false);
+        }
+        let Some(seg) = self.segments.remove(&first_id) else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&seg.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let path = seg.path.clone();
+                self.segments.insert(first_id, seg);
+                return Err(io("removing", &path)(e));
+            }
+        }
+        sync_dir(&self.dir)?;
+        Ok(true)
+    }
+
+    /// Forgets the segment beginning at `first_id` if another handle removed it (the
+    /// newest is kept).
+    pub fn forget(&mut self, first_id: u64) {
+        if self.segments.keys().next_back() != Some(&first_id) {
+            self.segments.remove(&first_id);
+        }
     }
 
     /// Calls `f` with the records newest first, until it returns false (reading a stretch of

@@ -269,6 +269,57 @@ fn a_reader_beside_the_writer_sees_new_segments_and_reads_newest_first() {
 }
 
 #[test]
+fn sealed_segments_are_listed_and_removed_but_never_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), small()).unwrap();
+    let mut next = 1;
+    while log.segment_ids().len() < 4 {
+        commit(&mut log, next, 3);
+        next += 3;
+    }
+    let ids = log.segment_ids();
+    let mut reader = SegmentLog::open_read(dir.path(), small()).unwrap();
+    let sealed = reader.sealed().unwrap();
+    // Every segment but the newest, each ending where the next begins, its newest time its
+    // last record's.
+    assert_eq!(
+        sealed.iter().map(|s| s.first_id).collect::<Vec<_>>(),
+        ids[..ids.len() - 1]
+    );
+    for (s, next_first) in sealed.iter().zip(&ids[1..]) {
+        assert_eq!(s.last_id, next_first - 1);
+        assert_eq!(s.newest_ms, 1_800_000_000_000 + s.last_id as i64);
+        assert!(s.bytes > 0);
+    }
+    // The newest is refused; the oldest goes, from the reader and from the disk.
+    assert!(!reader.remove(*ids.last().unwrap()).unwrap());
+    assert!(reader.remove(ids[0]).unwrap());
+    assert!(!reader.remove(ids[0]).unwrap());
+    assert_eq!(reader.segment_ids(), ids[1..]);
+    check(&reader.after(0, 1000).unwrap(), ids[1], next - ids[1]);
+    // Another reader that listed it forgets it at its refresh, and reads on from what is left.
+    let mut other = SegmentLog::open_read(dir.path(), small()).unwrap();
+    other.segments.insert(
+        ids[0],
+        Segment {
+            first_id: ids[0],
+            path: dir.path().join(segment_name(ids[0])),
+            index: None,
+        },
+    );
+    other.refresh().unwrap();
+    assert_eq!(other.segment_ids(), ids[1..]);
+    // The writer goes on appending after a removal, and a reopen finds the rest.
+    log.forget(ids[0]);
+    commit(&mut log, next, 2);
+    drop(log);
+    let (mut log, rec) = SegmentLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec, Recovered::default());
+    assert_eq!(log.next_id(), next + 2);
+    check(&log.after(0, 1000).unwrap(), ids[1], next + 2 - ids[1]);
+}
+
+#[test]
 fn a_long_segment_reads_from_its_index_not_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
