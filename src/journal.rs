@@ -172,11 +172,9 @@ impl Journal {
         let mut dedup = Dedup::new(window, opts.dedup_max_entries);
         // Newest first, as many as the table holds; inserted oldest first, so the eviction
         // order matches the order of arrival.
-        let recent = store.recent(now - window, opts.dedup_max_entries)?;
+        let recent = store.recent_keys(now - window, opts.dedup_max_entries)?;
         for r in recent.iter().rev() {
-            if let Some(k) = r.dedup.as_deref().and_then(parse_key) {
-                dedup.insert(k, r.signal.id, r.signal.received_at);
-            }
+            dedup.insert(r.key, r.id, r.at);
         }
         tracing::info!(next_id, dedup_entries = dedup.map.len(), "journal opened");
         let (tx, rx) = mpsc::channel(opts.queue_capacity);

@@ -207,6 +207,32 @@ fn recent_records_newest_first_bounded_by_time(b: &dyn Backend) {
     assert_eq!(ids(&j.recent(at(31), 100).unwrap()), [6, 5, 4]);
     assert_eq!(ids(&j.recent(at(0), 2).unwrap()), [6, 5]);
     assert!(j.recent(at(61), 100).unwrap().is_empty());
+    // The dedup window's keys: the same records, each with its key, id and time; one
+    // without a key is looked at but gives none.
+    let keys = |since, limit| {
+        j.recent_keys(since, limit)
+            .unwrap()
+            .iter()
+            .map(|k| (k.id, k.key, k.at))
+            .collect::<Vec<_>>()
+    };
+    let want = |ids: &[u64]| {
+        ids.iter()
+            .map(|&id| (id, key(id as u32), at(id as i64 * 10)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(at(30), 100), want(&[6, 5, 4, 3]));
+    assert_eq!(keys(at(0), 2), want(&[6, 5]));
+    assert!(keys(at(61), 100).is_empty());
+    let mut plain = rec(7, 70);
+    plain.dedup = None;
+    plain.json = encode_record(&JournalRecord {
+        signal: sig(7, 70),
+        dedup: None,
+    })
+    .unwrap();
+    j.commit(7, &[plain]).unwrap();
+    assert_eq!(keys(at(0), 2), want(&[6]));
 }
 
 fn options() -> JournalOptions {

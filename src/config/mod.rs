@@ -730,12 +730,14 @@ pub struct JournalConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JournalEngine {
-    /// In sled's `journal` tree, beside the other records (the default).
-    #[default]
+    /// In sled's `journal` tree, beside the other records: for a data directory whose
+    /// journal is there and should stay (its retention is not swept).
     Sled,
-    /// In its own segment log (`data_dir/journal/`): one write and one `fdatasync` per group
-    /// commit. Taken by a data directory with no journal yet; one whose journal is in sled
-    /// keeps it there. Once a data directory has the log, it is used whatever this says.
+    /// In its own segment log (`data_dir/journal/`), the default: one write and one
+    /// `fdatasync` per group commit, a segment at a time deleted by retention. A data
+    /// directory whose journal is in sled's tree has it moved into the log at start. Once a
+    /// data directory has the log, it is used whatever this says.
+    #[default]
     Log,
 }
 
@@ -914,7 +916,7 @@ impl Default for JournalConfig {
             queue_capacity: 65_536,
             last_heard_persist_secs: 30,
             cache_capacity_bytes: 256 * 1024 * 1024,
-            engine: JournalEngine::Sled,
+            engine: JournalEngine::Log,
             keep_days: crate::journal::retention::DEFAULT_KEEP_DAYS,
             archive_dir: PathBuf::new(),
         }

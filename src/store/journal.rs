@@ -43,6 +43,17 @@ pub struct NewRecord {
     pub dedup: Option<[u8; 16]>,
 }
 
+/// A retransmission key of the journal with its record ([`JournalStore::recent_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentKey {
+    /// The key.
+    pub key: [u8; 16],
+    /// The record's id.
+    pub id: u64,
+    /// When the record was received.
+    pub at: jiff::Timestamp,
+}
+
 /// The journal's storage: the embedded store, the journal's own log, or PostgreSQL.
 #[derive(Clone, Debug)]
 pub enum JournalStore {
@@ -105,6 +116,49 @@ impl JournalStore {
             JournalStore::Log(l) => l.after(after, limit),
             JournalStore::Postgres(p) => p.after(after, limit),
         }
+    }
+
+    /// The retransmission keys of the records received at or after `since`, newest first,
+    /// of at most `limit` records, each with its record's id and time received: the dedup
+    /// window at start. From the journal's own log without decoding a payload (the key and
+    /// the time are in each record's head), so it costs a read, not a record's memory each.
+    pub fn recent_keys(
+        &self,
+        since: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RecentKey>, StoreError> {
+        if let JournalStore::Log(l) = self {
+            let since_ms = since.as_millisecond();
+            let mut out = Vec::new();
+            let mut seen = 0usize;
+            l.raw_rev(|r| {
+                if r.received_ms < since_ms || seen >= limit {
+                    return false;
+                }
+                seen += 1;
+                if let (Some(key), Ok(at)) =
+                    (r.dedup, jiff::Timestamp::from_millisecond(r.received_ms))
+                {
+                    out.push(RecentKey { key, id: r.id, at });
+                }
+                true
+            })?;
+            return Ok(out);
+        }
+        Ok(self
+            .recent(since, limit)?
+            .into_iter()
+            .filter_map(|r| {
+                let h = r.dedup.as_deref()?;
+                let mut key = [0u8; 16];
+                hex::decode_to_slice(h, &mut key).ok()?;
+                Some(RecentKey {
+                    key,
+                    id: r.signal.id,
+                    at: r.signal.received_at,
+                })
+            })
+            .collect())
     }
 
     /// The records received at or after `since`, newest first, at most `limit` of them.
@@ -232,22 +286,24 @@ impl LogJournal {
             .collect()
     }
 
-    /// Visits the durable records from the newest backwards until `f` returns false.
-    pub(crate) fn rev(&self, mut f: impl FnMut(JournalRecord) -> bool) -> Result<(), StoreError> {
+    /// Visits the durable records as the log keeps them (payloads not decoded) from the
+    /// newest backwards until `f` returns false.
+    fn raw_rev(&self, mut f: impl FnMut(LogRecord) -> bool) -> Result<(), StoreError> {
         let durable = self.durable.load(Ordering::Acquire);
         let mut reader = locked(&self.reader);
         reader.refresh()?;
+        reader.rev(|r| r.id >= durable || f(r))?;
+        Ok(())
+    }
+
+    /// Visits the durable records from the newest backwards until `f` returns false.
+    pub(crate) fn rev(&self, mut f: impl FnMut(JournalRecord) -> bool) -> Result<(), StoreError> {
         let mut failed = None;
-        reader.rev(|r| {
-            if r.id >= durable {
-                return true;
-            }
-            match LogJournal::decoded(r) {
-                Ok(rec) => f(rec),
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
+        self.raw_rev(|r| match LogJournal::decoded(r) {
+            Ok(rec) => f(rec),
+            Err(e) => {
+                failed = Some(e);
+                false
             }
         })?;
         failed.map_or(Ok(()), Err)
@@ -269,6 +325,121 @@ impl LogJournal {
             true
         })?;
         Ok(out)
+    }
+}
+
+/// Where a journal is moved from sled's tree while the move is under way (inside the data
+/// directory; renamed to [`super::LOG_DIR`] when whole).
+pub(super) const MOVING_DIR: &str = "journal.moving";
+
+/// Records copied per commit while moving a journal to its own log.
+const MOVE_CHUNK: usize = 4096;
+
+fn moved_io(doing: &'static str, dir: &std::path::Path, source: std::io::Error) -> StoreError {
+    StoreError::Log(super::segments::LogError::Io {
+        doing,
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+impl Store {
+    /// Moves the journal from sled's tree into its own log in `dir` ([`super::LOG_DIR`]):
+    /// every record copied, in id order, with its time and dedup key, into
+    /// `journal.moving/`, checked to end at the tree's last id, synced, renamed into place,
+    /// and only then removed from the tree. A crash before the rename leaves the tree whole
+    /// (the next open starts over); one after it leaves a log that holds everything, and
+    /// the tree's leftovers are removed at that open ([`Store::drop_moved_journal`]). A
+    /// journal that does not run gap-free from id 1 stays in the tree (`Ok(None)`, said in
+    /// the log).
+    pub(super) fn move_journal_to_log(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<Option<LogJournal>, StoreError> {
+        let moving = dir.join(MOVING_DIR);
+        if moving.exists() {
+            std::fs::remove_dir_all(&moving)
+                .map_err(|e| moved_io("removing a journal move cut short", dir, e))?;
+        }
+        let started = std::time::Instant::now();
+        let log = LogJournal::open(&moving)?;
+        let mut after = 0u64;
+        loop {
+            let page = self.journal_after(after, MOVE_CHUNK)?;
+            let Some(last) = page.last().map(|r| r.signal.id) else {
+                break;
+            };
+            if page[0].signal.id != after + 1 {
+                drop(log);
+                let _ = std::fs::remove_dir_all(&moving);
+                tracing::warn!(
+                    expected = after + 1,
+                    found = page[0].signal.id,
+                    "the journal in sled's tree does not run gap-free; it stays there"
+                );
+                return Ok(None);
+            }
+            let records = page
+                .into_iter()
+                .map(|mut r| {
+                    let dedup = r.dedup.as_deref().and_then(|h| {
+                        let mut k = [0u8; 16];
+                        hex::decode_to_slice(h, &mut k).ok().map(|()| k)
+                    });
+                    r.signal.id = 0;
+                    Ok(NewRecord {
+                        json: super::encode_record(&r)?,
+                        received_at: r.signal.received_at,
+                        dedup,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            log.commit(after + 1, &records)?;
+            after = last;
+        }
+        drop(log);
+        std::fs::rename(&moving, dir.join(super::LOG_DIR))
+            .map_err(|e| moved_io("renaming the moved journal into place", dir, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| moved_io("syncing the data directory", dir, e))?;
+        let log = LogJournal::open(&dir.join(super::LOG_DIR))?;
+        self.drop_moved_journal(&log)?;
+        tracing::info!(
+            records = after,
+            secs = started.elapsed().as_secs_f64(),
+            "the journal was moved from sled's tree into its own log"
+        );
+        Ok(Some(log))
+    }
+
+    /// Removes the journal's entries from sled's tree once `log` holds every one of them
+    /// (after a move, or at the open after a move cut short by a crash); nothing if it does
+    /// not.
+    pub(super) fn drop_moved_journal(&self, log: &LogJournal) -> Result<(), StoreError> {
+        let Some(tree_next) = self.journal_tree_next_id()? else {
+            return Ok(());
+        };
+        if log.next_id() < tree_next {
+            return Ok(());
+        }
+        loop {
+            let keys: Vec<_> = self
+                .journal
+                .iter()
+                .take(10_000)
+                .map(|item| item.map(|(k, _)| k))
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = super::kv::Batch::default();
+            for k in &keys {
+                batch.remove(k);
+            }
+            self.journal.apply_batch(batch)?;
+        }
+        self.engine.sync()
     }
 }
 

@@ -58,7 +58,7 @@ mod work_orders;
 
 pub use audit::{AuditFilter, AuditPage};
 pub use calls::CallChange;
-pub use journal::{JournalStore, NewRecord};
+pub use journal::{JournalStore, NewRecord, RecentKey};
 pub use life::Stored;
 pub use outbox::OutboxRecord;
 pub use reviews::Decided;
@@ -267,15 +267,18 @@ impl Store {
         })?;
         let log_dir = dir.join(LOG_DIR);
         if log_dir.is_dir() {
-            store.log = Some(journal::LogJournal::open(&log_dir)?);
+            let log = journal::LogJournal::open(&log_dir)?;
+            // What a move into the log cut short by a crash left in the tree.
+            store.drop_moved_journal(&log)?;
+            store.log = Some(log);
         }
         Ok(store)
     }
 
-    /// [`Store::open_with_cache`], and where `journal_log` is set and the data directory is
-    /// new to the journal (no record in its `journal` tree), the journal in its own log
-    /// ([`LOG_DIR`]; every later open finds it there). A data directory whose journal is
-    /// already in the tree keeps it there, said so in the log.
+    /// [`Store::open_with_cache`], and where `journal_log` is set, the journal in its own log
+    /// ([`LOG_DIR`]; every later open finds it there): a new one for a data directory new to
+    /// the journal, else the records of its `journal` tree moved there first
+    /// ([`Store::move_journal_to_log`]; one not gap-free stays in the tree).
     pub fn open_with(dir: &Path, cache_bytes: u64, journal_log: bool) -> Result<Store, StoreError> {
         let mut store = Store::open_with_cache(dir, cache_bytes)?;
         if journal_log && store.log.is_none() {
@@ -283,10 +286,11 @@ impl Store {
                 store.log = Some(journal::LogJournal::open(&dir.join(LOG_DIR))?);
                 tracing::info!(dir = %dir.display(), "the journal is kept in its own log");
             } else {
-                tracing::warn!(
+                tracing::info!(
                     dir = %dir.display(),
-                    "[journal] engine = \"log\", but this data directory's journal is in sled's tree: it stays there"
+                    "[journal] engine = \"log\": moving this data directory's journal from sled's tree into its own log"
                 );
+                store.log = store.move_journal_to_log(dir)?;
             }
         }
         Ok(store)
@@ -425,10 +429,15 @@ impl Store {
         if let Some(log) = &self.log {
             return Ok(log.next_id());
         }
-        Ok(match self.journal.last()? {
-            Some((k, v)) => id_of(&k)? + split(&unpack(&v)?)?.len() as u64,
-            None => 1,
-        })
+        Ok(self.journal_tree_next_id()?.unwrap_or(1))
+    }
+
+    /// The id after the last record in sled's `journal` tree (`None`: it is empty).
+    fn journal_tree_next_id(&self) -> Result<Option<u64>, StoreError> {
+        self.journal
+            .last()?
+            .map(|(k, v)| Ok(id_of(&k)? + split(&unpack(&v)?)?.len() as u64))
+            .transpose()
     }
 
     /// Appends one group commit: `first_id` and the records (each the JSON of a
@@ -943,6 +952,11 @@ mod tests {
         journal_reads_back(true);
     }
 
+    /// The Signals and dedup keys of records (what a move must keep).
+    fn sigs(v: Vec<JournalRecord>) -> Vec<(Signal, Option<String>)> {
+        v.into_iter().map(|r| (r.signal, r.dedup)).collect()
+    }
+
     fn journal_reads_back(log: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(dir.path(), 64 << 20, log).unwrap();
@@ -991,16 +1005,74 @@ mod tests {
             .unwrap();
         assert_eq!(back, vec![9, 8, 7, 6, 5, 4]);
 
-        // Survives a reopen, where it was kept (whatever the next open asks for).
+        // Survives a reopen: a log stays a log whatever the next open asks for; sled's tree
+        // stays unless the log is asked for, and is then moved into it, record for record.
         drop(store);
-        let store = Store::open_with(dir.path(), 64 << 20, !log).unwrap();
+        let store = Store::open_with(dir.path(), 64 << 20, false).unwrap();
         assert_eq!(store.journal_in_log(), log);
+        assert_eq!(
+            sigs(store.journal_after(0, 100).unwrap()),
+            sigs(all.clone())
+        );
+        drop(store);
+        let store = Store::open_with(dir.path(), 64 << 20, true).unwrap();
+        assert!(store.journal_in_log());
+        assert!(dir.path().join(LOG_DIR).is_dir());
+        assert!(!dir.path().join(journal::MOVING_DIR).exists());
         assert_eq!(store.next_journal_id().unwrap(), 10);
-        assert_eq!(store.journal_after(0, 100).unwrap().len(), 9);
+        assert_eq!(
+            sigs(store.journal_after(0, 100).unwrap()),
+            sigs(all.clone())
+        );
+        assert_eq!(
+            store.journal_tree_next_id().unwrap(),
+            None,
+            "the tree is emptied"
+        );
+        // The moved log goes on from the next id.
+        store.append_journal(10, &enc(10..12)).unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.journal_in_log(), log);
-        assert_eq!(store.journal_after(0, 100).unwrap().len(), 9);
+        assert!(store.journal_in_log());
+        assert_eq!(store.journal_after(0, 100).unwrap().len(), 11);
+        assert_eq!(store.journal_after(9, 100).unwrap()[0].signal.seq, "0010");
+    }
+
+    #[test]
+    fn a_journal_move_cut_short_starts_over_or_finishes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (1..=5)
+            .map(|s| encode_record(&record(s)).unwrap())
+            .collect();
+        let store = Store::open_with(dir.path(), 64 << 20, false).unwrap();
+        store.append_journal(1, &records).unwrap();
+        drop(store);
+        // A crash during the copy: a half-made folder, the tree whole. The move starts over.
+        std::fs::create_dir_all(dir.path().join(journal::MOVING_DIR)).unwrap();
+        std::fs::write(dir.path().join(journal::MOVING_DIR).join("junk"), b"half").unwrap();
+        let store = Store::open_with(dir.path(), 64 << 20, true).unwrap();
+        assert!(store.journal_in_log());
+        assert!(!dir.path().join(journal::MOVING_DIR).exists());
+        let all = store.journal_after(0, 100).unwrap();
+        assert_eq!(all.len(), 5);
+        drop(store);
+        // A crash after the rename, before the tree was emptied: the tree's leftovers are
+        // removed at the next open, and the log is read.
+        let store = Store::open_with_cache(dir.path(), 64 << 20).unwrap();
+        let log = store.log.clone().unwrap();
+        let bare = Store {
+            log: None,
+            ..store.clone()
+        };
+        bare.append_journal(1, &records).unwrap();
+        assert_eq!(bare.journal_tree_next_id().unwrap(), Some(6));
+        drop((store, bare, log));
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.journal_tree_next_id().unwrap(), None);
+        assert_eq!(
+            sigs(store.journal_after(0, 100).unwrap()),
+            sigs(all.clone())
+        );
     }
 
     #[test]
