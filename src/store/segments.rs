@@ -15,12 +15,16 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 4 | magic `VKJ1` |
+//! | 4 | magic: `VKJ1` (the body as it is) or `VKJ2` (the body LZ4-compressed: its plain length, u32, then one LZ4 block) |
 //! | 8 | first id of the commit (little-endian, as every number here) |
 //! | 4 | number of records |
-//! | 4 | length of the body |
-//! | 4 | CRC-32 (IEEE) of the 16 bytes before it and the body |
-//! | n | the body: per record, the time received (i64, ms since the epoch), a flags byte (bit 0: a dedup key follows), the 16-byte dedup key if any, the payload's length (u32) and the payload |
+//! | 4 | length of the body as stored |
+//! | 4 | CRC-32 (IEEE) of the header before it (from the first id on for `VKJ1`, from the magic for `VKJ2`) and the body as stored |
+//! | n | the body (plain): per record, the time received (i64, ms since the epoch), a flags byte (bit 0: a dedup key follows), the 16-byte dedup key if any, the payload's length (u32) and the payload |
+//!
+//! A commit is written compressed when that saves an eighth or more, which for the journal's JSON
+//! records it nearly always is; both kinds are read, so segments written before compression
+//! read as they are.
 //!
 //! A commit's ids follow the previous commit's, across segments too; a segment starts with
 //! the commit of its first id. A new segment is begun (and the directory synced) when the
@@ -37,7 +41,7 @@
 //!
 //! # Bounds
 //!
-//! A commit's body is at most [`MAX_BODY_BYTES`], a record's payload at most
+//! A commit's body, stored and plain, is at most [`MAX_BODY_BYTES`], a record's payload at most
 //! [`MAX_PAYLOAD_BYTES`]; a length beyond them reads as damage. Memory is one sparse index
 //! per segment read (an entry per [`INDEX_EVERY`] bytes), not the records.
 
@@ -48,6 +52,10 @@ use std::path::{Path, PathBuf};
 
 /// The magic at the start of every commit.
 pub const MAGIC: [u8; 4] = *b"VKJ1";
+
+/// The magic of a commit whose body is stored LZ4-compressed (the plain body's length, u32,
+/// then the LZ4 block).
+pub const MAGIC_LZ4: [u8; 4] = *b"VKJ2";
 
 /// Bytes of a commit's header (magic, first id, count, body length, checksum).
 pub const HEADER_BYTES: usize = 24;
@@ -212,29 +220,49 @@ pub fn encode_commit(first_id: u64, entries: &[Entry<'_>]) -> Result<Vec<u8>, Lo
         return Err(LogError::TooLarge(body_len));
     }
     let count = u32::try_from(entries.len()).map_err(|_| LogError::TooLarge(body_len))?;
-    let body_u32 = u32::try_from(body_len).map_err(|_| LogError::TooLarge(body_len))?;
-    let mut out = Vec::with_capacity(HEADER_BYTES + body_len);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&first_id.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&body_u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    let mut body = Vec::with_capacity(body_len);
     for e in entries {
-        out.extend_from_slice(&e.received_ms.to_le_bytes());
+        body.extend_from_slice(&e.received_ms.to_le_bytes());
         match e.dedup {
             Some(k) => {
-                out.push(1);
-                out.extend_from_slice(&k);
+                body.push(1);
+                body.extend_from_slice(&k);
             }
-            None => out.push(0),
+            None => body.push(0),
         }
         // Checked above: at most MAX_PAYLOAD_BYTES.
-        out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(e.payload);
+        body.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        body.extend_from_slice(e.payload);
     }
-    let crc = checksum(&out[4..20], &out[HEADER_BYTES..]);
+    // Compressed where that saves an eighth or more (a commit's records repeat their field
+    // names and most of their values); the plain length first, as the reader bounds it.
+    let packed = lz4_flex::block::compress_prepend_size(&body);
+    let (magic, stored) = if packed.len() + packed.len() / 8 < body.len() {
+        (MAGIC_LZ4, packed)
+    } else {
+        (MAGIC, body)
+    };
+    let stored_u32 = u32::try_from(stored.len()).map_err(|_| LogError::TooLarge(body_len))?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + stored.len());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&first_id.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&stored_u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&stored);
+    let crc = checksum(
+        &out[checked_from(magic == MAGIC_LZ4)..20],
+        &out[HEADER_BYTES..],
+    );
     out[20..24].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// Where a commit's checksum begins in its header: past the magic for `VKJ1` (as it was
+/// first written), at the magic for `VKJ2`, so a flipped magic never reads a body as the
+/// other kind.
+fn checked_from(lz4: bool) -> usize {
+    if lz4 { 0 } else { 4 }
 }
 
 fn checksum(head: &[u8], body: &[u8]) -> u32 {
@@ -249,8 +277,11 @@ fn checksum(head: &[u8], body: &[u8]) -> u32 {
 struct Head {
     first_id: u64,
     count: u32,
+    /// The body's length as stored.
     body_len: usize,
     crc: u32,
+    /// The body is stored LZ4-compressed ([`MAGIC_LZ4`]).
+    lz4: bool,
 }
 
 /// Why bytes are not a whole commit.
@@ -263,9 +294,11 @@ enum Bad {
 }
 
 fn parse_head(b: &[u8; HEADER_BYTES]) -> Result<Head, Bad> {
-    if b[..4] != MAGIC {
-        return Err(Bad::Damaged("no commit begins here".into()));
-    }
+    let lz4 = match [b[0], b[1], b[2], b[3]] {
+        MAGIC => false,
+        MAGIC_LZ4 => true,
+        _ => return Err(Bad::Damaged("no commit begins here".into())),
+    };
     let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let mut id = [0u8; 8];
     id.copy_from_slice(&b[4..12]);
@@ -274,6 +307,7 @@ fn parse_head(b: &[u8; HEADER_BYTES]) -> Result<Head, Bad> {
         count: u32_at(12),
         body_len: u32_at(16) as usize,
         crc: u32_at(20),
+        lz4,
     };
     if head.body_len > MAX_BODY_BYTES {
         return Err(Bad::Damaged(format!("a body of {} bytes", head.body_len)));
@@ -287,9 +321,27 @@ fn parse_body(
     header: &[u8; HEADER_BYTES],
     body: &[u8],
 ) -> Result<Vec<LogRecord>, Bad> {
-    if checksum(&header[4..20], body) != head.crc {
+    if checksum(&header[checked_from(head.lz4)..20], body) != head.crc {
         return Err(Bad::Damaged("checksum mismatch".into()));
     }
+    let plain;
+    let body = if head.lz4 {
+        let (len, packed) = body
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Bad::Damaged("a compressed body without its length".into()))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > MAX_BODY_BYTES {
+            return Err(Bad::Damaged(format!("a body of {len} bytes")));
+        }
+        plain = lz4_flex::block::decompress(packed, len)
+            .map_err(|e| Bad::Damaged(format!("a compressed body: {e}")))?;
+        if plain.len() != len {
+            return Err(Bad::Damaged("a compressed body of the wrong length".into()));
+        }
+        plain.as_slice()
+    } else {
+        body
+    };
     let mut out = Vec::with_capacity((head.count as usize).min(body.len() / 13 + 1));
     let mut rest = body;
     let damaged = |what: &str| Bad::Damaged(format!("record {what}"));
@@ -847,10 +899,10 @@ impl SegmentLog {
 /// if anywhere.
 fn later_whole_commit(bytes: &[u8], next: u64) -> Option<usize> {
     let mut from = 1;
-    while let Some(i) = bytes
-        .get(from..)
-        .and_then(|b| b.windows(MAGIC.len()).position(|w| w == MAGIC))
-    {
+    while let Some(i) = bytes.get(from..).and_then(|b| {
+        b.windows(MAGIC.len())
+            .position(|w| w == MAGIC || w == MAGIC_LZ4)
+    }) {
         let at = from + i;
         let whole = bytes
             .get(at..at + HEADER_BYTES)

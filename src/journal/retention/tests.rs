@@ -13,15 +13,11 @@ fn day(d: i64) -> Timestamp {
     Timestamp::from_millisecond(1_700_000_000_000 + d * DAY_MS).unwrap()
 }
 
-/// A store whose journal is a log of small segments (a few commits each).
+/// A store whose journal is a log of small segments (a few commits each: the test records
+/// compress to some 70 bytes a commit).
 fn store(dir: &Path) -> Store {
-    let log = LogJournal::open_with(
-        &dir.join("journal"),
-        LogOptions {
-            segment_bytes: 2048,
-        },
-    )
-    .unwrap();
+    let log =
+        LogJournal::open_with(&dir.join("journal"), LogOptions { segment_bytes: 200 }).unwrap();
     Store::open_with_cache(dir, 8 << 20)
         .unwrap()
         .with_journal_log(log)

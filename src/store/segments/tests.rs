@@ -1,10 +1,35 @@
 use super::*;
 
-/// The payload of record `id` (its length varies with the id).
-fn payload(id: u64) -> Vec<u8> {
-    let n = (id % 7) as usize * 11 + 3;
-    (0..n).map(|i| (id as u8).wrapping_add(i as u8)).collect()
+/// `n` bytes that do not compress, made from `seed` (splitmix64).
+fn mixed(seed: u64, n: usize) -> Vec<u8> {
+    (0..n as u64)
+        .map(|i| {
+            let mut z = (seed << 20 | i).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
 }
+
+/// The payload of record `id`: bytes that do not compress, so a commit of these is stored
+/// plain (its length varies with the id).
+fn payload(id: u64) -> Vec<u8> {
+    mixed(id, (id % 7) as usize * 11 + 100)
+}
+
+/// The payload of record `id` as the journal's are: JSON whose names and most values
+/// repeat, so a commit of these is stored compressed.
+fn json_payload(id: u64) -> Vec<u8> {
+    format!(
+        r#"{{"id":0,"account":"1234","line":"0","receiver":"R1","seq":"{id:04}","protocol":"ADM-CID","event":"E130","zone":"{:03}","received_at":"2026-12-07T20:00:00Z","flags":[]}}"#,
+        id % 7
+    )
+    .into_bytes()
+}
+
+/// How the payloads of a test are made.
+type Payloads = fn(u64) -> Vec<u8>;
 
 fn dedup(id: u64) -> Option<[u8; 16]> {
     (id % 3 != 0).then(|| {
@@ -16,7 +41,12 @@ fn dedup(id: u64) -> Option<[u8; 16]> {
 
 /// Appends a commit of ids `first..first + n`.
 fn commit(log: &mut SegmentLog, first: u64, n: u64) {
-    let payloads: Vec<Vec<u8>> = (first..first + n).map(payload).collect();
+    commit_of(log, first, n, payload);
+}
+
+/// [`commit`] with the payloads of `pay`.
+fn commit_of(log: &mut SegmentLog, first: u64, n: u64, pay: Payloads) {
+    let payloads: Vec<Vec<u8>> = (first..first + n).map(pay).collect();
     let entries: Vec<Entry<'_>> = (first..first + n)
         .zip(&payloads)
         .map(|(id, p)| Entry {
@@ -30,10 +60,15 @@ fn commit(log: &mut SegmentLog, first: u64, n: u64) {
 
 /// Checks that `records` are ids `from..from + n` as [`commit`] wrote them.
 fn check(records: &[LogRecord], from: u64, n: u64) {
+    check_of(records, from, n, payload);
+}
+
+/// [`check`] with the payloads of `pay`.
+fn check_of(records: &[LogRecord], from: u64, n: u64, pay: Payloads) {
     let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
     assert_eq!(ids, (from..from + n).collect::<Vec<_>>());
     for r in records {
-        assert_eq!(r.payload, payload(r.id), "id {}", r.id);
+        assert_eq!(r.payload, pay(r.id), "id {}", r.id);
         assert_eq!(r.dedup, dedup(r.id), "id {}", r.id);
         assert_eq!(r.received_ms, 1_800_000_000_000 + r.id as i64);
     }
@@ -116,78 +151,124 @@ fn a_commit_out_of_order_or_too_large_writes_nothing() {
 }
 
 /// The log of `commits` (ids from 1), each commit's end offset in the newest segment.
-fn written(dir: &Path, commits: &[u64]) -> (Vec<u64>, PathBuf) {
+/// Writes commits of `commits` records each with the payloads of `pay`: their ends, and
+/// the segment. Checks that every commit was stored as `magic` says.
+fn written(dir: &Path, commits: &[u64], pay: Payloads, magic: [u8; 4]) -> (Vec<u64>, PathBuf) {
     let (mut log, _) = SegmentLog::open(dir, LogOptions::default()).unwrap();
-    let mut ends = Vec::new();
+    let mut ends = vec![0];
     let mut next = 1;
     for &n in commits {
-        commit(&mut log, next, n);
+        commit_of(&mut log, next, n, pay);
         next += n;
         ends.push(log.active_len);
     }
     let path = dir.join(segment_name(1));
+    let bytes = std::fs::read(&path).unwrap();
+    for &at in &ends[..ends.len() - 1] {
+        assert_eq!(bytes[at as usize..at as usize + 4], magic, "commit at {at}");
+    }
+    ends.remove(0);
     (ends, path)
 }
 
-#[test]
-fn a_torn_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ends, path) = written(dir.path(), &[2, 3, 4]);
-    let whole = std::fs::read(&path).unwrap();
-    let synced = ends[1];
-    assert_eq!(whole.len() as u64, ends[2]);
-    for cut in synced..ends[2] {
-        std::fs::write(&path, &whole[..cut as usize]).unwrap();
-        let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
-        assert_eq!(rec.cut_bytes, cut - synced, "cut at {cut}");
-        assert_eq!(log.next_id(), 6, "cut at {cut}");
-        check(&log.after(0, 100).unwrap(), 1, 5);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), synced);
-        // It goes on from there, and the next start finds it whole.
-        commit(&mut log, 6, 4);
-        drop(log);
-        let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
-        assert_eq!(rec.cut_bytes, 0);
-        check(&log.after(0, 100).unwrap(), 1, 9);
-    }
-}
+/// Both kinds of commit: stored plain and stored compressed.
+const KINDS: [(Payloads, [u8; 4]); 2] = [(payload, MAGIC), (json_payload, MAGIC_LZ4)];
 
 #[test]
-fn a_damaged_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ends, path) = written(dir.path(), &[2, 3, 4]);
-    let whole = std::fs::read(&path).unwrap();
-    let synced = ends[1] as usize;
-    for at in synced..whole.len() {
-        for flip in [0x01u8, 0x80, 0xFF] {
-            let mut bad = whole.clone();
-            bad[at] ^= flip;
-            std::fs::write(&path, &bad).unwrap();
+fn a_torn_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
+    for (pay, magic) in KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (ends, path) = written(dir.path(), &[2, 3, 4], pay, magic);
+        let whole = std::fs::read(&path).unwrap();
+        let synced = ends[1];
+        assert_eq!(whole.len() as u64, ends[2]);
+        for cut in synced..ends[2] {
+            std::fs::write(&path, &whole[..cut as usize]).unwrap();
             let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
-            assert_eq!(
-                rec.cut_bytes,
-                (whole.len() - synced) as u64,
-                "byte {at} ^ {flip:#x}"
-            );
-            assert_eq!(log.next_id(), 6, "byte {at} ^ {flip:#x}");
-            check(&log.after(0, 100).unwrap(), 1, 5);
+            assert_eq!(rec.cut_bytes, cut - synced, "cut at {cut}");
+            assert_eq!(log.next_id(), 6, "cut at {cut}");
+            check_of(&log.after(0, 100).unwrap(), 1, 5, pay);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), synced);
+            // It goes on from there, and the next start finds it whole.
+            commit_of(&mut log, 6, 4, pay);
+            drop(log);
+            let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+            assert_eq!(rec.cut_bytes, 0);
+            check_of(&log.after(0, 100).unwrap(), 1, 9, pay);
         }
     }
 }
 
 #[test]
-fn damage_before_a_whole_commit_is_reported_not_cut() {
+fn a_damaged_last_commit_is_cut_at_every_byte_and_every_synced_one_kept() {
+    for (pay, magic) in KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (ends, path) = written(dir.path(), &[2, 3, 4], pay, magic);
+        let whole = std::fs::read(&path).unwrap();
+        let synced = ends[1] as usize;
+        // Each byte flipped three ways, and the magic turned into the other kind's.
+        let other = if magic == MAGIC { MAGIC_LZ4 } else { MAGIC };
+        let mut damaged: Vec<(usize, Vec<u8>)> = Vec::new();
+        for at in synced..whole.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut bad = whole.clone();
+                bad[at] ^= flip;
+                damaged.push((at, bad));
+            }
+        }
+        let mut swapped = whole.clone();
+        swapped[synced..synced + 4].copy_from_slice(&other);
+        damaged.push((synced, swapped));
+        for (at, bad) in damaged {
+            std::fs::write(&path, &bad).unwrap();
+            let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+            assert_eq!(rec.cut_bytes, (whole.len() - synced) as u64, "byte {at}");
+            assert_eq!(log.next_id(), 6, "byte {at}");
+            check_of(&log.after(0, 100).unwrap(), 1, 5, pay);
+        }
+    }
+}
+
+#[test]
+fn journal_like_commits_are_stored_compressed_and_plain_ones_beside_them_read_alike() {
     let dir = tempfile::tempdir().unwrap();
-    let (ends, path) = written(dir.path(), &[2, 3, 4]);
-    let whole = std::fs::read(&path).unwrap();
-    // A byte of the middle commit's body: the last commit after it is whole.
-    let mut bad = whole.clone();
-    bad[ends[0] as usize + HEADER_BYTES + 3] ^= 0x10;
-    std::fs::write(&path, &bad).unwrap();
-    let e = SegmentLog::open(dir.path(), LogOptions::default()).unwrap_err();
-    assert!(matches!(e, LogError::Corrupt { .. }), "{e}");
-    // Nothing was cut.
-    assert_eq!(std::fs::read(&path).unwrap(), bad);
+    let (mut log, _) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+    commit_of(&mut log, 1, 10, json_payload);
+    let compressed = log.active_len;
+    let plain_len: usize = (1..=10)
+        .map(|id| 8 + 1 + 16 + 4 + json_payload(id).len())
+        .sum();
+    // The same ten records take well under half their plain size.
+    assert!(
+        (compressed as usize) < (HEADER_BYTES + plain_len) / 2,
+        "{compressed} bytes stored for {plain_len}"
+    );
+    commit_of(&mut log, 11, 3, payload);
+    commit_of(&mut log, 14, 10, json_payload);
+    drop(log);
+    let (mut log, rec) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(rec, Recovered::default());
+    let all = log.after(0, 100).unwrap();
+    check_of(&all[..10], 1, 10, json_payload);
+    check_of(&all[10..13], 11, 3, payload);
+    check_of(&all[13..], 14, 10, json_payload);
+}
+
+#[test]
+fn damage_before_a_whole_commit_is_reported_not_cut() {
+    for (pay, magic) in KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (ends, path) = written(dir.path(), &[2, 3, 4], pay, magic);
+        let whole = std::fs::read(&path).unwrap();
+        // A byte of the middle commit's body: the last commit after it is whole.
+        let mut bad = whole.clone();
+        bad[ends[0] as usize + HEADER_BYTES + 3] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        let e = SegmentLog::open(dir.path(), LogOptions::default()).unwrap_err();
+        assert!(matches!(e, LogError::Corrupt { .. }), "{e}");
+        // Nothing was cut.
+        assert_eq!(std::fs::read(&path).unwrap(), bad);
+    }
 }
 
 #[test]
@@ -323,8 +404,9 @@ fn sealed_segments_are_listed_and_removed_but_never_the_newest() {
 fn a_long_segment_reads_from_its_index_not_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = SegmentLog::open(dir.path(), LogOptions::default()).unwrap();
-    // Commits of about 8 KiB: some 40 index entries in one segment.
-    let big = vec![7u8; 8 * 1024];
+    // Commits of about 8 KiB (bytes that do not compress): some 40 index entries in one
+    // segment.
+    let big: Vec<u8> = (0..8 * 1024 / 8).flat_map(|i| mixed(i, 8)).collect();
     let entries: Vec<Entry<'_>> = (0..1)
         .map(|_| Entry {
             received_ms: 0,
@@ -403,6 +485,27 @@ proptest::proptest! {
                 Ok(None) | Err(_) => break,
             }
         }
+        let _ = later_whole_commit(&bytes, 0);
+    }
+
+    /// A compressed commit whose checksum holds, whatever its body, reads as records or
+    /// damage and never panics (a checksum that holds over a bad block: a bug, or a forgery).
+    #[test]
+    fn any_compressed_body_with_its_checksum_reads_or_is_damage(
+        len in 0u32..100_000,
+        block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        count in 0u32..8,
+    ) {
+        let mut body = len.to_le_bytes().to_vec();
+        body.extend_from_slice(&block);
+        let mut bytes = MAGIC_LZ4.to_vec();
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&count.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let crc = checksum(&bytes[..20], &body);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let _ = read_commit(&mut bytes.as_slice());
         let _ = later_whole_commit(&bytes, 0);
     }
 
