@@ -9,8 +9,9 @@
 //! record (the triage cursor is past it), so a deletion can never take a Signal that has not
 //! reached a Call yet. The newest segment, still written to, is never deleted. Segments are
 //! taken oldest first and the sweep stops at the first one not due, so what is kept is
-//! always one unbroken run of ids. The journal on sled's tree or on PostgreSQL is not swept;
-//! the server says so at start when a retention is configured.
+//! always one unbroken run of ids. The journal in sled's tree (`[journal] engine = "sled"`)
+//! or on PostgreSQL is not swept; the server says so at start when a retention is
+//! configured.
 //!
 //! An archive file, `vakt-journal-{first id}-{last id}.jsonl.gz`, holds the segment's
 //! Signals as JSON lines, the lines `vakt journal export` writes, gzip-compressed
@@ -155,8 +156,11 @@ pub fn applies(store: &Store, opts: &KeepOptions) -> Result<(), Option<&'static 
     match (opts.keep_days, store.journal_log()) {
         (None, _) => Err(None),
         (Some(_), Some(_)) => Ok(()),
+        (Some(_), None) if store.is_postgres() => Err(Some(
+            "the journal's retention deletes only from its own log on one machine; the journal on PostgreSQL is kept whole",
+        )),
         (Some(_), None) => Err(Some(
-            "the journal's retention deletes only from its own log ([journal] engine = \"log\"); this journal is kept whole",
+            "the journal's retention deletes only from its own log; this journal is in sled's tree ([journal] engine = \"sled\") and is kept whole",
         )),
     }
 }

@@ -397,7 +397,18 @@ impl Store {
             log.commit(after + 1, &records)?;
             after = last;
         }
+        let copied = log.next_id();
         drop(log);
+        let want = self.journal_tree_next_id()?.unwrap_or(1);
+        if copied != want {
+            let _ = std::fs::remove_dir_all(&moving);
+            tracing::warn!(
+                copied_to = copied - 1,
+                last = want - 1,
+                "the journal's move into its own log did not reach the tree's end; it stays in sled's tree"
+            );
+            return Ok(None);
+        }
         std::fs::rename(&moving, dir.join(super::LOG_DIR))
             .map_err(|e| moved_io("renaming the moved journal into place", dir, e))?;
         std::fs::File::open(dir)
