@@ -34,9 +34,7 @@ use sha2::Digest;
 
 use super::journal::NewRecord;
 use super::pg::{PgError, lease};
-use super::{
-    JournalRecord, JournalStore, Store, StoreError, id_of, is_lock_held, kv, split, unpack,
-};
+use super::{JournalStore, Store, StoreError, id_of, is_lock_held, kv, split, unpack};
 
 /// Entries (or journal records) written per batch, at most.
 pub const PAGE_ENTRIES: usize = 1000;
@@ -418,23 +416,10 @@ fn copy_journal(
         }
         return pages.finish();
     }
-    for item in source.journal.iter() {
-        let (k, v) = item?;
-        pages.expect(id_of(&k)?)?;
-        let plain = unpack(&v)?;
-        for json in split(&plain)? {
-            let record: JournalRecord =
-                serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
-                    tree: "journal",
-                    detail: e.to_string(),
-                })?;
-            pages.push(NewRecord {
-                json: json.to_vec(),
-                received_at: record.signal.received_at,
-                dedup: super::dedup_bytes(record.dedup.as_deref()),
-            })?;
-        }
-    }
+    source.each_tree_commit(|first_id, records| {
+        pages.expect(first_id)?;
+        records.into_iter().try_for_each(|r| pages.push(r))
+    })?;
     pages.finish()
 }
 

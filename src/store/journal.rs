@@ -149,11 +149,8 @@ impl JournalStore {
             .recent(since, limit)?
             .into_iter()
             .filter_map(|r| {
-                let h = r.dedup.as_deref()?;
-                let mut key = [0u8; 16];
-                hex::decode_to_slice(h, &mut key).ok()?;
                 Some(RecentKey {
-                    key,
+                    key: super::dedup_bytes(r.dedup.as_deref())?,
                     id: r.signal.id,
                     at: r.signal.received_at,
                 })
@@ -363,40 +360,32 @@ impl Store {
         }
         let started = std::time::Instant::now();
         let log = LogJournal::open(&moving)?;
-        let mut after = 0u64;
-        loop {
-            let page = self.journal_after(after, MOVE_CHUNK)?;
-            let Some(last) = page.last().map(|r| r.signal.id) else {
-                break;
-            };
-            if page[0].signal.id != after + 1 {
-                drop(log);
-                let _ = std::fs::remove_dir_all(&moving);
-                tracing::warn!(
-                    expected = after + 1,
-                    found = page[0].signal.id,
-                    "the journal in sled's tree does not run gap-free; it stays there"
-                );
-                return Ok(None);
+        // Copied as stored (the JSON is not encoded again), MOVE_CHUNK records a commit.
+        let mut batch: Vec<NewRecord> = Vec::new();
+        let moved = self.each_tree_commit(|first_id, records| {
+            let next = log.next_id() + batch.len() as u64;
+            if first_id != next {
+                return Err(StoreError::JournalGap { first_id, next });
             }
-            let records = page
-                .into_iter()
-                .map(|mut r| {
-                    let dedup = r.dedup.as_deref().and_then(|h| {
-                        let mut k = [0u8; 16];
-                        hex::decode_to_slice(h, &mut k).ok().map(|()| k)
-                    });
-                    r.signal.id = 0;
-                    Ok(NewRecord {
-                        json: super::encode_record(&r)?,
-                        received_at: r.signal.received_at,
-                        dedup,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            log.commit(after + 1, &records)?;
-            after = last;
+            batch.extend(records);
+            if batch.len() >= MOVE_CHUNK {
+                log.commit(log.next_id(), &batch)?;
+                batch.clear();
+            }
+            Ok(())
+        });
+        let moved = moved.and_then(|()| log.commit(log.next_id(), &batch));
+        if let Err(StoreError::JournalGap { first_id, next }) = moved {
+            drop(log);
+            let _ = std::fs::remove_dir_all(&moving);
+            tracing::warn!(
+                expected = next,
+                found = first_id,
+                "the journal in sled's tree does not run gap-free; it stays there"
+            );
+            return Ok(None);
         }
+        moved?;
         let copied = log.next_id();
         drop(log);
         let want = self.journal_tree_next_id()?.unwrap_or(1);
@@ -417,11 +406,42 @@ impl Store {
         let log = LogJournal::open(&dir.join(super::LOG_DIR))?;
         self.drop_moved_journal(&log)?;
         tracing::info!(
-            records = after,
+            records = copied - 1,
             secs = started.elapsed().as_secs_f64(),
             "the journal was moved from sled's tree into its own log"
         );
         Ok(Some(log))
+    }
+
+    /// Visits the group commits of sled's `journal` tree in id order, each as its first id
+    /// and its records as the other backends take them (the JSON as stored, with its time
+    /// received and dedup key), until `f` fails.
+    pub(super) fn each_tree_commit<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(u64, Vec<NewRecord>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for item in self.journal.iter() {
+            let (k, v) = item?;
+            let first_id = super::id_of(&k)?;
+            let plain = super::unpack(&v)?;
+            let records = super::split(&plain)?
+                .into_iter()
+                .map(|json| {
+                    let record: JournalRecord =
+                        serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+                            tree: "journal",
+                            detail: e.to_string(),
+                        })?;
+                    Ok(NewRecord {
+                        json: json.to_vec(),
+                        received_at: record.signal.received_at,
+                        dedup: super::dedup_bytes(record.dedup.as_deref()),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            f(first_id, records)?;
+        }
+        Ok(())
     }
 
     /// Removes the journal's entries from sled's tree once `log` holds every one of them
