@@ -178,7 +178,12 @@ pub fn sweep(store: &Store, opts: &KeepOptions, now: Timestamp) -> Result<Sweep,
         return Ok(out);
     };
     let cursor = store.triage_cursor()?;
-    for seg in log.sealed()? {
+    // Each segment read only when reached: the sweep stops at the first one not due, so
+    // the segments kept are not read.
+    for id in log.sealed_ids()? {
+        let Some(seg) = log.sealed(id)? else {
+            continue;
+        };
         if seg.newest_ms >= before_ms || seg.last_id > cursor {
             break;
         }

@@ -254,11 +254,17 @@ impl LogJournal {
         Ok(got)
     }
 
-    /// The segments no longer written to, oldest first ([`SegmentLog::sealed`]).
-    pub fn sealed(&self) -> Result<Vec<Sealed>, StoreError> {
+    /// The first ids of the segments no longer written to, oldest first, as the directory
+    /// lists them now ([`SegmentLog::sealed_ids`]).
+    pub fn sealed_ids(&self) -> Result<Vec<u64>, StoreError> {
         let mut reader = locked(&self.reader);
         reader.refresh()?;
-        Ok(reader.sealed()?)
+        Ok(reader.sealed_ids())
+    }
+
+    /// The sealed segment beginning at `first_id` ([`SegmentLog::sealed`]).
+    pub fn sealed(&self, first_id: u64) -> Result<Option<Sealed>, StoreError> {
+        Ok(locked(&self.reader).sealed(first_id)?)
     }
 
     /// Removes the sealed segment beginning at `first_id` (never the newest): its records

@@ -745,49 +745,53 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Every segment no longer written to (all but the newest), oldest first, with its last
-    /// id and the newest time received among its last commits (read from its last index
-    /// entry on: at most [`INDEX_EVERY`] bytes and a commit). An empty one is left out.
-    pub fn sealed(&mut self) -> Result<Vec<Sealed>, LogError> {
-        let ids: Vec<u64> = self.segments.keys().copied().collect();
-        let mut out = Vec::new();
-        for &id in ids.iter().take(ids.len().saturating_sub(1)) {
-            let from = self.offset_for(id, u64::MAX)?;
-            let Some(seg) = self.segments.get(&id) else {
-                continue;
-            };
-            let path = seg.path.clone();
-            let mut f = File::open(&path).map_err(io("opening", &path))?;
-            let bytes = f.metadata().map_err(io("reading", &path))?.len();
-            f.seek(SeekFrom::Start(from))
-                .map_err(io("reading", &path))?;
-            let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
-            let mut offset = from;
-            let mut last: Option<(u64, i64)> = None;
-            loop {
-                match read_commit(&mut r) {
-                    Ok(None) => break,
-                    Ok(Some((head, records))) => {
-                        offset += (HEADER_BYTES + head.body_len) as u64;
-                        for rec in records {
-                            let newest =
-                                last.map_or(rec.received_ms, |(_, ms)| ms.max(rec.received_ms));
-                            last = Some((rec.id, newest));
-                        }
+    /// The first ids of the segments no longer written to (all but the newest), oldest
+    /// first.
+    pub fn sealed_ids(&self) -> Vec<u64> {
+        let n = self.segments.len().saturating_sub(1);
+        self.segments.keys().take(n).copied().collect()
+    }
+
+    /// The sealed segment beginning at `id`: its last id and the newest time received among
+    /// its last commits (read from its last index entry on: at most [`INDEX_EVERY`] bytes
+    /// and a commit, once its index is known). `None` for the newest segment, one not
+    /// known, or an empty one.
+    pub fn sealed(&mut self, id: u64) -> Result<Option<Sealed>, LogError> {
+        if !self.sealed_ids().contains(&id) {
+            return Ok(None);
+        }
+        let from = self.offset_for(id, u64::MAX)?;
+        let Some(seg) = self.segments.get(&id) else {
+            return Ok(None);
+        };
+        let path = seg.path.clone();
+        let mut f = File::open(&path).map_err(io("opening", &path))?;
+        let bytes = f.metadata().map_err(io("reading", &path))?.len();
+        f.seek(SeekFrom::Start(from))
+            .map_err(io("reading", &path))?;
+        let mut r = std::io::BufReader::with_capacity(256 * 1024, f);
+        let mut offset = from;
+        let mut last: Option<(u64, i64)> = None;
+        loop {
+            match read_commit(&mut r) {
+                Ok(None) => break,
+                Ok(Some((head, records))) => {
+                    offset += (HEADER_BYTES + head.body_len) as u64;
+                    for rec in records {
+                        let newest =
+                            last.map_or(rec.received_ms, |(_, ms)| ms.max(rec.received_ms));
+                        last = Some((rec.id, newest));
                     }
-                    Err(bad) => return Err(damage(&path, offset, bad)),
                 }
-            }
-            if let Some((last_id, newest_ms)) = last {
-                out.push(Sealed {
-                    first_id: id,
-                    last_id,
-                    newest_ms,
-                    bytes,
-                });
+                Err(bad) => return Err(damage(&path, offset, bad)),
             }
         }
-        Ok(out)
+        Ok(last.map(|(last_id, newest_ms)| Sealed {
+            first_id: id,
+            last_id,
+            newest_ms,
+            bytes,
+        }))
     }
 
     /// Removes the sealed segment beginning at `first_id` (its file, then the directory

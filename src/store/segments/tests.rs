@@ -360,7 +360,16 @@ fn sealed_segments_are_listed_and_removed_but_never_the_newest() {
     }
     let ids = log.segment_ids();
     let mut reader = SegmentLog::open_read(dir.path(), small()).unwrap();
-    let sealed = reader.sealed().unwrap();
+    let sealed: Vec<Sealed> = reader
+        .sealed_ids()
+        .into_iter()
+        .map(|id| reader.sealed(id).unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        reader.sealed(*ids.last().unwrap()).unwrap(),
+        None,
+        "the newest"
+    );
     // Every segment but the newest, each ending where the next begins, its newest time its
     // last record's.
     assert_eq!(
