@@ -45,8 +45,11 @@ use crate::model::retention::{
 };
 use crate::model::{AuditEntry, Call, CallState, Subscriber};
 use crate::outbox::{Outbox, OutboxError};
+use crate::store::archive::ArchiveError;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{RecordingMetrics, RetentionMetrics};
+
+pub mod calls;
 
 /// How often [`run`] sweeps (after the sweep at start).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3_600);
@@ -57,19 +60,28 @@ pub const BY: &str = "vakt";
 /// Most deliveries looked at per subject when withdrawing.
 const MAX_DELIVERIES_PER_SUBJECT: usize = 1_000;
 
-/// `[retention]`: how long a subscriber's personal data is kept after the end.
+/// `[retention]`: how long a subscriber's personal data is kept after the end, and closed
+/// Calls after their closing.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days after the day the alarm ended (its last day in service) before the card is
     /// deleted and the rest anonymised ([`DEFAULT_DAYS_AFTER_END`]: a year, see there).
     pub subscriber_days_after_end: u32,
+    /// Days after its closing before a closed Call is deleted whole ([`calls`]); 0 (the
+    /// default): kept (the subscriber's retention anonymises it after the alarm ends).
+    pub closed_call_days: u32,
+    /// Where closed Calls go, as gzip-compressed JSON lines, before they are deleted;
+    /// empty: not archived. A relative path is under `data_dir`.
+    pub archive_dir: PathBuf,
 }
 
 impl Default for RetentionConfig {
     fn default() -> RetentionConfig {
         RetentionConfig {
             subscriber_days_after_end: DEFAULT_DAYS_AFTER_END,
+            closed_call_days: 0,
+            archive_dir: PathBuf::new(),
         }
     }
 }
@@ -77,13 +89,29 @@ impl Default for RetentionConfig {
 impl RetentionConfig {
     /// What is wrong (empty if nothing).
     pub fn problems(&self) -> Vec<String> {
-        if (MIN_DAYS_AFTER_END..=MAX_DAYS_AFTER_END).contains(&self.subscriber_days_after_end) {
-            Vec::new()
-        } else {
-            vec![format!(
+        let mut out = Vec::new();
+        if !(MIN_DAYS_AFTER_END..=MAX_DAYS_AFTER_END).contains(&self.subscriber_days_after_end) {
+            out.push(format!(
                 "[retention] subscriber_days_after_end must be {MIN_DAYS_AFTER_END} to {MAX_DAYS_AFTER_END}"
-            )]
+            ));
         }
+        use calls::{MAX_CLOSED_CALL_DAYS as MAX, MIN_CLOSED_CALL_DAYS as MIN};
+        if self.closed_call_days != 0 && !(MIN..=MAX).contains(&self.closed_call_days) {
+            out.push(format!(
+                "[retention] closed_call_days must be 0 (kept) or {MIN} to {MAX}"
+            ));
+        }
+        out
+    }
+
+    /// How closed Calls are kept (`None`: not deleted by age), the archive folder resolved
+    /// against `data_dir`.
+    pub fn call_age(&self, data_dir: &std::path::Path) -> Option<calls::CallAge> {
+        (self.closed_call_days != 0).then(|| calls::CallAge {
+            days: self.closed_call_days,
+            archive_dir: (!self.archive_dir.as_os_str().is_empty())
+                .then(|| data_dir.join(&self.archive_dir)),
+        })
     }
 }
 
@@ -96,6 +124,11 @@ pub struct RetentionOptions {
     pub tz: TimeZone,
     /// The recordings' folder.
     pub recordings: PathBuf,
+    /// Where the recordings of closed Calls deleted by age are archived first, if anywhere
+    /// (a subscriber's retention never archives theirs).
+    pub recording_archive: Option<PathBuf>,
+    /// How closed Calls are kept by age (`None`: not deleted by age).
+    pub closed_calls: Option<calls::CallAge>,
 }
 
 /// Why a survey or a sweep failed.
@@ -110,6 +143,9 @@ pub enum RetentionError {
     /// The recordings' folder could not be read or a recording not deleted.
     #[error("recordings: {0}")]
     Recordings(String),
+    /// An archive file could not be written: what it would hold is kept.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// A subscriber due, or held.
@@ -170,6 +206,10 @@ pub struct Report {
     pub done: Vec<Done>,
     /// The subscribers that failed (tried again at the next sweep), with why.
     pub failed: Vec<(String, String)>,
+    /// What the sweep of closed Calls by age did (empty when it is off).
+    pub calls: calls::CallsSwept,
+    /// Why the sweep of closed Calls stopped, if it failed (tried again at the next sweep).
+    pub calls_failed: Option<String>,
 }
 
 /// The retention service.
@@ -443,7 +483,36 @@ impl Retention {
             );
         }
         report.survey = survey;
+        if let Some(age) = &self.opts.closed_calls {
+            match calls::sweep(&self.sweeper(), age, now, false) {
+                Ok(c) => report.calls = c,
+                Err(e) => {
+                    self.metrics.failures.increment(1);
+                    tracing::warn!(error = %e, "the sweep of closed Calls past their retention stopped; tried again at the next sweep");
+                    report.calls_failed = Some(e.to_string());
+                }
+            }
+        }
         Ok(report)
+    }
+
+    /// The closed Calls due at `now` by age and those held, nothing deleted (empty when
+    /// Calls are not deleted by age). Blocking.
+    pub fn survey_calls(&self, now: Timestamp) -> Result<calls::CallsSwept, RetentionError> {
+        match &self.opts.closed_calls {
+            Some(age) => calls::sweep(&self.sweeper(), age, now, true),
+            None => Ok(calls::CallsSwept::default()),
+        }
+    }
+
+    fn sweeper(&self) -> calls::Sweeper<'_> {
+        calls::Sweeper {
+            store: &self.store,
+            recordings: &self.opts.recordings,
+            recording_archive: self.opts.recording_archive.as_deref(),
+            metrics: &self.metrics,
+            recording_metrics: &self.recording_metrics,
+        }
     }
 
     fn audit(
@@ -527,7 +596,8 @@ impl Retention {
                 continue;
             }
             let ids = BTreeSet::from([call.id]);
-            let swept = crate::voice::retention::delete_of_calls(&self.opts.recordings, &ids)
+            // Not archived: nothing of the person is to be left.
+            let swept = crate::voice::retention::delete_of_calls(&self.opts.recordings, None, &ids)
                 .map_err(|e| RetentionError::Recordings(e.to_string()))?;
             for d in &swept.deleted {
                 self.recording_metrics.deleted.increment(1);
@@ -732,6 +802,39 @@ pub fn to_text(r: &Report, dry_run: bool) -> String {
             let why: Vec<String> = d.held.iter().map(ToString::to_string).collect();
             out.push_str(&format!("held\t{}\t{}\n", d.subscriber, why.join("; ")));
         }
+    }
+    for (call, holds) in &r.calls.held {
+        let why: Vec<String> = holds.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("held\tCall {call}\t{}\n", why.join("; ")));
+    }
+    if let (true, Some(first), Some(last)) = (dry_run, r.calls.due.first(), r.calls.due.last()) {
+        out.push_str(&format!(
+            "due\tclosed Calls\t{} of ids {first}..={last}\n",
+            r.calls.due.len()
+        ));
+    }
+    if let Some(why) = &r.calls_failed {
+        out.push_str(&format!("failed\tclosed Calls\t{why}\n"));
+    }
+    let c = &r.calls;
+    if !c.deleted.is_empty() || !c.due.is_empty() || !c.held.is_empty() {
+        let archived = if c.archives.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = c.archives.iter().map(|p| p.display().to_string()).collect();
+            format!(", archived to {}", names.join(", "))
+        };
+        out.push_str(&format!(
+            "closed Calls past their retention: {} deleted{archived}, {} due, {} held{}\n",
+            c.deleted.len(),
+            c.due.len(),
+            c.held.len(),
+            if c.more {
+                " (more at the next sweep)"
+            } else {
+                ""
+            }
+        ));
     }
     let due = r.survey.due.iter().filter(|d| d.held.is_empty()).count();
     let held = r.survey.due.len() - due;

@@ -1398,6 +1398,11 @@ fn describe_retention() {
         Unit::Count,
         "Calls anonymised by retention (the person's words out, a pseudonym for the subscriber)"
     );
+    describe_counter!(
+        "vakt_retention_closed_calls_deleted_total",
+        Unit::Count,
+        "Closed Calls deleted whole (timeline, dispatches, review, recordings) after [retention] closed_call_days, archived first if configured (each audit-logged)"
+    );
     describe_gauge!(
         "vakt_retention_held",
         Unit::Count,
@@ -1406,7 +1411,7 @@ fn describe_retention() {
     describe_counter!(
         "vakt_retention_failures_total",
         Unit::Count,
-        "Retention sweeps, or one subscriber's retention, that failed (tried again at the next sweep)"
+        "Retention sweeps, one subscriber's retention, or a sweep of closed Calls by age, that failed (tried again at the next sweep)"
     );
 }
 
@@ -1417,6 +1422,8 @@ pub struct RetentionMetrics {
     pub subscribers: Counter,
     /// Calls anonymised.
     pub calls: Counter,
+    /// Closed Calls deleted after their retention by age.
+    pub closed_calls: Counter,
     /// Subscribers due but held by something still open, at the last sweep.
     pub held: Gauge,
     /// Sweeps that failed.
@@ -1436,6 +1443,7 @@ impl RetentionMetrics {
         RetentionMetrics {
             subscribers: metrics::counter!("vakt_retention_subscribers_total"),
             calls: metrics::counter!("vakt_retention_calls_total"),
+            closed_calls: metrics::counter!("vakt_retention_closed_calls_deleted_total"),
             held: metrics::gauge!("vakt_retention_held"),
             failures: metrics::counter!("vakt_retention_failures_total"),
         }

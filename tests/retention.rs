@@ -562,6 +562,8 @@ fn a_subscribers_data_is_deleted_and_anonymised_a_year_after_the_end_and_still_c
         days_after_end: 365,
         tz: tz(),
         recordings: recordings.clone(),
+        recording_archive: None,
+        closed_calls: None,
     };
     let retention = Retention::new(store.clone(), None, opts);
 
@@ -1007,6 +1009,8 @@ fn a_sweep_at_the_size_of_a_register_takes() {
             days_after_end: 365,
             tz: tz(),
             recordings: tmp.path().join("recordings"),
+            recording_archive: None,
+            closed_calls: None,
         },
     );
     let timed = |what: &str, f: &dyn Fn() -> usize| {

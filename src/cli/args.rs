@@ -242,8 +242,10 @@ pub(crate) enum ReportCmd {
 pub(crate) enum RetentionCmd {
     /// Delete the cards and anonymise the Calls, lives, orders and receipts of the
     /// subscribers whose alarm ended more than `[retention] subscriber_days_after_end` days
-    /// ago and about whom nothing is still open, each step audit-logged; list the
-    /// subscribers due and those held, with why. With the server stopped.
+    /// ago and about whom nothing is still open, and (if `[retention] closed_call_days` is
+    /// set) delete the Calls closed longer ago than that, archived first if configured, each
+    /// step audit-logged; list the subscribers and Calls due and those held, with why. With
+    /// the server stopped.
     Run {
         /// Only list who is due and who is held; change nothing.
         #[arg(long)]

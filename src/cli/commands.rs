@@ -195,9 +195,10 @@ pub(super) fn report_month(
     )
 }
 
-/// `vakt retention run [--dry-run]`: who is due and who is held (and, without `--dry-run`,
-/// what was done); exit 64 for a bad configuration or data directory, 1 when a subscriber's
-/// retention failed (the rest is done).
+/// `vakt retention run [--dry-run]`: who is due and who is held, subscribers and closed
+/// Calls by age (and, without `--dry-run`, what was done); exit 64 for a bad configuration
+/// or data directory, 1 when a subscriber's retention or the sweep of closed Calls failed
+/// (the rest is done).
 pub(super) fn retention_run(
     dry_run: bool,
     json: bool,
@@ -240,7 +241,7 @@ pub(super) fn retention_run(
         .write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("writing the report");
-    if written.is_ok() && !r.failed.is_empty() {
+    if written.is_ok() && (!r.failed.is_empty() || r.calls_failed.is_some()) {
         return ExitCode::FAILURE;
     }
     report(written)

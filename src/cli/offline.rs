@@ -585,9 +585,10 @@ pub fn retention_run(
 ) -> Result<crate::retention::Report, CliError> {
     if dry_run {
         let store = at.open()?;
-        let survey = crate::retention::Retention::new(store, None, opts).survey(now)?;
+        let retention = crate::retention::Retention::new(store, None, opts);
         return Ok(crate::retention::Report {
-            survey,
+            survey: retention.survey(now)?,
+            calls: retention.survey_calls(now)?,
             ..Default::default()
         });
     }

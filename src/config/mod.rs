@@ -307,6 +307,9 @@ pub struct VoiceConfig {
     pub max_call_secs: u64,
     /// Days a conversation's recording is kept (by its start), then deleted by vakt.
     pub recording_retention_days: u32,
+    /// Where a recording past its retention is copied, gzip-compressed, before vakt deletes
+    /// it; empty: not archived. A relative path is under `data_dir`.
+    pub recording_archive_dir: PathBuf,
     /// The units' RTP: where it listens, the port range (the cap on calls with media).
     pub rtp: crate::voice::media::MediaOptions,
     /// The operators' browser legs (WebRTC): where they listen, the port range.
@@ -368,6 +371,7 @@ impl Default for VoiceConfig {
             max_ring_secs: 600,
             max_call_secs: 4 * 3600,
             recording_retention_days: crate::voice::record::DEFAULT_RETENTION_DAYS,
+            recording_archive_dir: PathBuf::new(),
             rtp: Default::default(),
             webrtc: Default::default(),
             trunks: Vec::new(),
@@ -456,6 +460,8 @@ impl VoiceConfig {
     ) -> crate::voice::record::RecordingOptions {
         crate::voice::record::RecordingOptions {
             retention_days: self.recording_retention_days,
+            archive_dir: (!self.recording_archive_dir.as_os_str().is_empty())
+                .then(|| data_dir.join(&self.recording_archive_dir)),
             ..crate::voice::record::RecordingOptions::in_data_dir(data_dir)
         }
     }
@@ -722,7 +728,7 @@ pub struct JournalConfig {
     /// archived first if `archive_dir` is set).
     pub keep_days: u32,
     /// Where the Signals go, gzip-compressed JSON lines, before the journal deletes them;
-    /// empty: they are not archived.
+    /// empty: they are not archived. A relative path is under `data_dir`.
     pub archive_dir: PathBuf,
 }
 
@@ -1009,7 +1015,8 @@ impl Config {
         let j = &self.journal;
         crate::journal::retention::KeepOptions {
             keep_days: (j.keep_days != 0).then_some(j.keep_days),
-            archive_dir: (!j.archive_dir.as_os_str().is_empty()).then(|| j.archive_dir.clone()),
+            archive_dir: (!j.archive_dir.as_os_str().is_empty())
+                .then(|| self.data_dir.join(&j.archive_dir)),
         }
     }
 
@@ -1136,6 +1143,8 @@ impl Config {
             days_after_end: self.retention.subscriber_days_after_end,
             tz: self.http.tz(),
             recordings: self.voice.recording_options(data_dir).dir,
+            recording_archive: self.voice.recording_options(data_dir).archive_dir,
+            closed_calls: self.retention.call_age(data_dir),
         }
     }
 
@@ -1528,6 +1537,55 @@ mod tests {
     }
 
     #[test]
+    fn closed_calls_are_kept_by_default_and_their_age_is_bounded() {
+        let data = std::path::Path::new("/data");
+        assert_eq!(Config::default().retention_options(data).closed_calls, None);
+        for (days, ok) in [
+            (0, true),
+            (364, false),
+            (365, true),
+            (3650, true),
+            (3651, false),
+        ] {
+            let v = Config::from_toml(&format!("[retention]\nclosed_call_days = {days}\n"));
+            assert_eq!(v.is_ok(), ok, "{days}: {v:?}");
+            if let Err(e) = v {
+                assert!(e.to_string().contains("closed_call_days"), "{e}");
+            }
+        }
+        let c = Config::from_toml("[retention]\nclosed_call_days = 730\narchive_dir = \"arkiv\"\n")
+            .unwrap();
+        let age = c.retention_options(data).closed_calls.unwrap();
+        assert_eq!(age.days, 730);
+        assert_eq!(
+            age.archive_dir.as_deref(),
+            Some(std::path::Path::new("/data/arkiv"))
+        );
+        let c =
+            Config::from_toml("[retention]\nclosed_call_days = 730\narchive_dir = \"/arkiv\"\n")
+                .unwrap();
+        let age = c.retention_options(data).closed_calls.unwrap();
+        assert_eq!(
+            age.archive_dir.as_deref(),
+            Some(std::path::Path::new("/arkiv"))
+        );
+        let c = Config::from_toml("[retention]\nclosed_call_days = 730\n").unwrap();
+        assert_eq!(
+            c.retention_options(data).closed_calls.unwrap().archive_dir,
+            None
+        );
+        // Recordings are archived where `[voice]` says, also those of Calls deleted by age.
+        assert_eq!(
+            Config::default().voice.recording_options(data).archive_dir,
+            None
+        );
+        let c = Config::from_toml("[voice]\nrecording_archive_dir = \"arkiv/ljud\"\n").unwrap();
+        let want = Some(std::path::PathBuf::from("/data/arkiv/ljud"));
+        assert_eq!(c.voice.recording_options(data).archive_dir, want);
+        assert_eq!(c.retention_options(data).recording_archive, want);
+    }
+
+    #[test]
     fn the_journal_is_kept_two_years_by_default_for_ever_with_0_and_archived_where_told() {
         let d = Config::default().journal_keep();
         assert_eq!(d.keep_days, Some(730));
@@ -1539,6 +1597,13 @@ mod tests {
         assert_eq!(
             c.archive_dir.as_deref(),
             Some(std::path::Path::new("/arkiv/vakt"))
+        );
+        let c = Config::from_toml("data_dir = \"/data\"\n[journal]\narchive_dir = \"arkiv\"\n")
+            .unwrap()
+            .journal_keep();
+        assert_eq!(
+            c.archive_dir.as_deref(),
+            Some(std::path::Path::new("/data/arkiv"))
         );
         for (days, ok) in [
             (0, true),

@@ -23,17 +23,14 @@
 //! blocking pool, beside intake: a deletion takes the journal readers' lock only for the
 //! file's removal, and never the committer's.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::AuditEntry;
+use crate::store::archive::{ArchiveError, GzFile};
 use crate::store::segments::Sealed;
 use crate::store::{Store, StoreError};
 
@@ -70,13 +67,8 @@ pub enum RetentionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An archive file could not be written: the segment is kept.
-    #[error("archiving the journal to {path}: {source}")]
-    Archive {
-        /// The file.
-        path: String,
-        /// The system's error.
-        source: std::io::Error,
-    },
+    #[error("archiving the journal: {0}")]
+    Archive(#[from] ArchiveError),
     /// The archive did not get every record of the segment: the segment is kept.
     #[error("the archive {path} holds {got} records where {want} were due; the segment is kept")]
     Incomplete {
@@ -221,19 +213,10 @@ pub fn archive_name(first_id: u64, last_id: u64) -> String {
     format!("vakt-journal-{first_id:020}-{last_id:020}.jsonl.gz")
 }
 
-/// Writes the segment's Signals to its archive file in `dir`: beside as `.part`, synced,
-/// checked to hold every id, then renamed and the folder synced.
+/// Writes the segment's Signals to its archive file in `dir` ([`GzFile`]: beside as
+/// `.part`, synced, renamed, the folder synced), once checked to hold every id.
 fn archive(store: &Store, seg: &Sealed, dir: &Path) -> Result<PathBuf, RetentionError> {
-    let path = dir.join(archive_name(seg.first_id, seg.last_id));
-    let part = dir.join(format!("{}.part", archive_name(seg.first_id, seg.last_id)));
-    let failed = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| RetentionError::Archive { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(failed(dir))?;
-    let file = File::create(&part).map_err(failed(&part))?;
-    let mut gz = GzEncoder::new(BufWriter::new(file), Compression::default());
-    let mut got = 0u64;
+    let mut out = GzFile::create(dir, &archive_name(seg.first_id, seg.last_id))?;
     let mut after = seg.first_id.saturating_sub(1);
     'read: loop {
         let batch = store.journal_after(after, ARCHIVE_CHUNK)?;
@@ -245,35 +228,20 @@ fn archive(store: &Store, seg: &Sealed, dir: &Path) -> Result<PathBuf, Retention
                 break 'read;
             }
             if r.signal.id >= seg.first_id {
-                serde_json::to_writer(&mut gz, &r.signal)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| gz.write_all(b"\n"))
-                    .map_err(failed(&part))?;
-                got += 1;
+                out.line(&r.signal)?;
             }
         }
         after = last;
     }
     let want = seg.last_id.saturating_sub(seg.first_id) + 1;
-    if got != want {
-        let _ = std::fs::remove_file(&part);
+    if out.lines() != want {
         return Err(RetentionError::Incomplete {
-            path: path.display().to_string(),
-            got,
+            path: out.path().display().to_string(),
+            got: out.lines(),
             want,
         });
     }
-    let file = gz
-        .finish()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .map_err(failed(&part))?;
-    file.sync_all().map_err(failed(&part))?;
-    drop(file);
-    std::fs::rename(&part, &path).map_err(failed(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(failed(dir))?;
-    Ok(path)
+    Ok(out.finish()?)
 }
 
 /// Sweeps at start and then every [`SWEEP_EVERY`] until `shutdown`, on the blocking pool.

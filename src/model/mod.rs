@@ -1261,7 +1261,8 @@ pub struct AuditEntry {
     /// `session.login`, `session.logout`, `session.login_failed`, `user.add`, `user.update`,
     /// `directory.import`, `patrol.token`, `call.voice_hangup`, `recording.delete`,
     /// `device.phone_learned`, `subscriber.phone_learned`, `retention.call`,
-    /// `retention.delivery`, `retention.subscriber`, `retention.view`, `journal.delete`.
+    /// `retention.delivery`, `retention.subscriber`, `retention.view`, `journal.delete`,
+    /// `call.delete`.
     pub action: String,
     /// The Call concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

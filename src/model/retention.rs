@@ -107,6 +107,16 @@ pub enum Hold {
         /// The incident.
         incident: u64,
     },
+    /// A Call's closing not handed to the care system yet (its journal note).
+    ClosingOwed {
+        /// The Call.
+        call: u64,
+    },
+    /// An event to the care system about a Call, not delivered yet.
+    Undelivered {
+        /// The delivery.
+        delivery: u64,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -130,6 +140,15 @@ impl std::fmt::Display for Hold {
             }
             Hold::OpenIncident { incident } => {
                 write!(f, "telecom incident {incident} is not resolved")
+            }
+            Hold::ClosingOwed { call } => {
+                write!(
+                    f,
+                    "the closing of Call {call} is not handed to the care system yet"
+                )
+            }
+            Hold::Undelivered { delivery } => {
+                write!(f, "care-system event {delivery} is not delivered")
             }
         }
     }

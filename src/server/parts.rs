@@ -1092,8 +1092,7 @@ impl BackgroundPart {
         let retention = recordings.map(|r| {
             tokio::spawn(crate::voice::retention::run(
                 store.clone(),
-                r.dir.clone(),
-                r.retention(),
+                r,
                 shutdown.clone(),
             ))
         });

@@ -330,6 +330,80 @@ impl Store {
     }
 }
 
+/// What [`Store::delete_closed_call`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallDeleted {
+    /// Timeline lines.
+    pub lines: usize,
+    /// Dispatches.
+    pub dispatches: usize,
+}
+
+impl Store {
+    /// Closed Calls WITHOUT their timeline, by id from `from` on, at most `limit`: for a
+    /// sweep that walks them oldest first and stops where they are too new.
+    pub fn closed_call_heads_from(&self, from: u64, limit: usize) -> Result<Vec<Call>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.calls.range(key(CLOSED, from)..=key(CLOSED, u64::MAX)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if id_of(&k, CLOSED).is_some() {
+                out.push(decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a closed Call whole: its dispatches first, then in one transaction of the
+    /// `calls` tree its head, timeline, review and closing marks, so a deletion cut short
+    /// leaves the Call to be found (and deleted) again, never a dispatch without its Call.
+    /// `None` (nothing deleted) when the Call is not closed in the store. Durable.
+    pub fn delete_closed_call(&self, id: u64) -> Result<Option<CallDeleted>, StoreError> {
+        if !self.calls.contains_key(key(CLOSED, id))? || self.calls.contains_key(key(OPEN, id))? {
+            return Ok(None);
+        }
+        let mut out = CallDeleted::default();
+        let mut batch = super::kv::Batch::default();
+        for d in self.dispatches_of_call(id)? {
+            batch.remove(super::id_key(super::dispatches::DISPATCH, d.id));
+            batch.remove(super::dispatches::call_key(id, d.id));
+            out.dispatches += 1;
+        }
+        if out.dispatches > 0 {
+            self.dispatches.apply_batch(batch)?;
+        }
+        let mut lines = Vec::new();
+        for item in self.calls.range(line_key(id, 0)..=line_key(id, u32::MAX)) {
+            lines.push(item?.0);
+        }
+        out.lines = lines.len();
+        let marks = [
+            key(CLOSED, id),
+            key(super::reviews::REVIEW, id),
+            key(super::reviews::PENDING, id),
+            key(super::closings::OWED, id),
+            key(super::closings::HANDED, id),
+        ];
+        let deleted = self.calls.transaction(|tx| {
+            // Reopened meanwhile: the Call writer owns it again.
+            if tx.get(key(OPEN, id))?.is_some() || tx.get(key(CLOSED, id))?.is_none() {
+                return Ok(false);
+            }
+            for k in &lines {
+                tx.remove(k)?;
+            }
+            for k in &marks {
+                tx.remove(k)?;
+            }
+            Ok(true)
+        })?;
+        self.sync()?;
+        Ok(deleted.then_some(out))
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

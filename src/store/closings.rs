@@ -14,8 +14,8 @@ use super::kv::TxError;
 use super::{CallChange, Store, StoreError, id_key as key};
 use crate::model::{CallState, TimelineEvent};
 
-const OWED: u8 = b'h';
-const HANDED: u8 = b'n';
+pub(super) const OWED: u8 = b'h';
+pub(super) const HANDED: u8 = b'n';
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {

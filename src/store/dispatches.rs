@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use super::{Store, StoreError};
 use crate::model::Dispatch;
 
-const DISPATCH: u8 = b'd';
+pub(super) const DISPATCH: u8 = b'd';
 const BY_CALL: u8 = b'k';
 const SEQ: u8 = b's';
 
@@ -19,7 +19,7 @@ const SEQ: u8 = b's';
 /// and still be found by [`Store::dispatches_offered_between`].
 const SCAN_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
-fn call_key(call: u64, id: u64) -> [u8; 17] {
+pub(super) fn call_key(call: u64, id: u64) -> [u8; 17] {
     let mut k = [BY_CALL; 17];
     k[1..9].copy_from_slice(&call.to_be_bytes());
     k[9..].copy_from_slice(&id.to_be_bytes());

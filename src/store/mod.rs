@@ -32,6 +32,7 @@
 
 use std::path::Path;
 
+pub mod archive;
 mod audit;
 mod calls;
 mod closings;
@@ -57,7 +58,7 @@ mod users;
 mod work_orders;
 
 pub use audit::{AuditFilter, AuditPage};
-pub use calls::CallChange;
+pub use calls::{CallChange, CallDeleted};
 pub use journal::{JournalStore, NewRecord, RecentKey};
 pub use life::Stored;
 pub use outbox::OutboxRecord;

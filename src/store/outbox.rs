@@ -264,6 +264,15 @@ impl Store {
         Ok(withdrawn)
     }
 
+    /// Whether the delivery is still waiting to be delivered (not delivered, given up or
+    /// withdrawn).
+    pub fn outbox_is_pending(&self, r: &OutboxRecord) -> Result<bool, StoreError> {
+        Ok(r.delivered_at.is_none()
+            && self
+                .outbox
+                .contains_key(named_key(PENDING, &r.endpoint, r.id))?)
+    }
+
     /// The highest delivery id stored (0 if none).
     pub fn outbox_max_id(&self) -> Result<u64, StoreError> {
         super::max_id(&self.outbox, RECORD)

@@ -16,8 +16,8 @@ use super::{CallChange, Store, StoreError, id_key as key};
 use crate::model::CallState;
 use crate::model::review::{Review, ReviewDecision};
 
-const REVIEW: u8 = b'r';
-const PENDING: u8 = b'q';
+pub(super) const REVIEW: u8 = b'r';
+pub(super) const PENDING: u8 = b'q';
 
 /// How far before `since` the backward scan of reviews goes on: reviews are kept by Call id,
 /// which follows the opening, and a Call closed in the window may have been opened before it.

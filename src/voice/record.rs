@@ -106,6 +106,9 @@ pub struct RecordingOptions {
     /// Frames (of both channels) a recording's writer may have queued; beyond, frames are
     /// dropped and counted (default [`DEFAULT_QUEUE_FRAMES`]).
     pub queue_frames: usize,
+    /// Where a recording past its retention is copied, gzip-compressed, before it is
+    /// deleted ([`super::retention`]); `None`: not archived.
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl RecordingOptions {
@@ -115,6 +118,7 @@ impl RecordingOptions {
             dir: data_dir.join(FOLDER),
             retention_days: DEFAULT_RETENTION_DAYS,
             queue_frames: DEFAULT_QUEUE_FRAMES,
+            archive_dir: None,
         }
     }
 

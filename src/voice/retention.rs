@@ -2,20 +2,27 @@
 //! `retention_days`, 183 by default) are deleted by vakt, and every deletion is audit-logged
 //! (action `recording.delete`, user `vakt`, the Call; no personal data).
 //!
+//! With an archive folder (`[voice] recording_archive_dir`), each is first copied there
+//! gzip-compressed as `{its name}.gz`, made durable ([`GzFile`]); one that cannot be archived
+//! is kept and tried again at the next sweep. A subscriber's retention deletes their
+//! recordings without archiving them ([`delete_of_calls`] with no archive): its point is that
+//! nothing of the person is left.
+//!
 //! A recording's age is that of its start time, read from its file name: a copied, restored
 //! or touched file keeps its age. [`sweep`] takes `now` as a parameter and deletes; [`run`]
 //! sweeps at start and then hourly, and writes the audit entries.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use super::record::{RecordError, RecordingId, entries};
+use super::record::{RecordError, RecordingId, RecordingOptions, entries};
 use crate::model::AuditEntry;
 use crate::store::Store;
+use crate::store::archive::GzFile;
 use crate::telemetry::RecordingMetrics;
 
 /// How often [`run`] sweeps (after the sweep at start).
@@ -35,6 +42,8 @@ pub struct Deleted {
     pub file_name: String,
     /// Its length in bytes.
     pub bytes: u64,
+    /// The archive file it was copied to first (its name), if archiving is on.
+    pub archive: Option<String>,
 }
 
 /// A recording retention should have deleted and could not.
@@ -56,9 +65,15 @@ pub struct Sweep {
 }
 
 /// Deletes the recordings in `dir` that started more than `retention` before `now` (a
-/// recording being written only when it is also older than [`PART_MIN_AGE`]) and returns
-/// what it deleted. Files that are not recordings are left alone. Blocking.
-pub fn sweep(dir: &Path, now: Timestamp, retention: Duration) -> Result<Sweep, RecordError> {
+/// recording being written only when it is also older than [`PART_MIN_AGE`]), each copied
+/// to `archive` first if given, and returns what it deleted. Files that are not recordings
+/// are left alone. Blocking.
+pub fn sweep(
+    dir: &Path,
+    archive: Option<&Path>,
+    now: Timestamp,
+    retention: Duration,
+) -> Result<Sweep, RecordError> {
     let cutoff = |age: Duration| {
         SignedDuration::try_from(age)
             .ok()
@@ -69,16 +84,29 @@ pub fn sweep(dir: &Path, now: Timestamp, retention: Duration) -> Result<Sweep, R
         return Ok(Sweep::default());
     };
     let part_before = cutoff(retention.max(PART_MIN_AGE)).unwrap_or(before);
-    delete_where(dir, |id, part| {
+    delete_where(dir, archive, |id, part| {
         id.started() < if part { part_before } else { before }
     })
 }
 
+/// Copies the recording at `path` to `{name}.gz` in `archive`; the archive's file name.
+fn archive_one(path: &Path, name: &str, archive: &Path) -> Result<String, String> {
+    let gz_name = format!("{name}.gz");
+    let failed = |e: &dyn std::fmt::Display| format!("archiving: {e}");
+    let mut file = std::fs::File::open(path).map_err(|e| failed(&e))?;
+    let mut out = GzFile::create(archive, &gz_name).map_err(|e| failed(&e))?;
+    out.copy_from(&mut file).map_err(|e| failed(&e))?;
+    out.finish().map_err(|e| failed(&e))?;
+    Ok(gz_name)
+}
+
 /// Deletes the recordings in `dir` that `doomed` picks (given the id and whether the file is
-/// a part still being written), and syncs the folder after any deletion. A file gone
-/// meanwhile is no failure.
+/// a part still being written), each copied to `archive` first if given, and syncs the
+/// folder after any deletion. A file gone meanwhile is no failure; one that cannot be
+/// archived is kept (a failure, tried again at the next sweep).
 fn delete_where(
     dir: &Path,
+    archive: Option<&Path>,
     doomed: impl Fn(&RecordingId, bool) -> bool,
 ) -> Result<Sweep, RecordError> {
     let mut out = Sweep::default();
@@ -87,15 +115,30 @@ fn delete_where(
             continue;
         }
         let path = dir.join(&name);
-        let bytes = std::fs::symlink_metadata(&path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let meta = std::fs::symlink_metadata(&path).ok();
+        let bytes = meta.as_ref().map_or(0, std::fs::Metadata::len);
+        // Only a file is archived: a symlink is not vakt's recording, and is only removed.
+        let file = meta.as_ref().is_some_and(std::fs::Metadata::is_file);
+        let archived = match archive.filter(|_| file) {
+            Some(a) => match archive_one(&path, &name, a) {
+                Ok(gz) => Some(gz),
+                Err(error) => {
+                    out.failed.push(NotDeleted {
+                        file_name: name,
+                        error,
+                    });
+                    continue;
+                }
+            },
+            None => None,
+        };
         // On a symlink this removes the link, never what it points to.
         match std::fs::remove_file(&path) {
             Ok(()) => out.deleted.push(Deleted {
                 id,
                 file_name: name,
                 bytes,
+                archive: archived,
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => out.failed.push(NotDeleted {
@@ -114,16 +157,18 @@ fn delete_where(
 }
 
 /// Deletes the recordings in `dir` of the Calls `calls` (finished or being written, any
-/// age): the recordings of a subscriber whose data retention removes
+/// age), each copied to `archive` first if given: the recordings of a subscriber whose data
+/// retention removes (never archived), or of closed Calls deleted by age
 /// ([`crate::retention`]). Returns what it deleted. Blocking.
 pub fn delete_of_calls(
     dir: &Path,
+    archive: Option<&Path>,
     calls: &std::collections::BTreeSet<u64>,
 ) -> Result<Sweep, RecordError> {
     if calls.is_empty() {
         return Ok(Sweep::default());
     }
-    delete_where(dir, |id, _| calls.contains(&id.call()))
+    delete_where(dir, archive, |id, _| calls.contains(&id.call()))
 }
 
 /// The audit entry of a deletion at `at`: action `recording.delete`, user `vakt`, the Call,
@@ -137,10 +182,15 @@ pub fn audit_entry(deleted: &Deleted, at: Timestamp) -> AuditEntry {
         call: Some(deleted.id.call()),
         subscriber: None,
         detail: format!(
-            "conversation {}, started {}, {} bytes, retention",
+            "conversation {}, started {}, {} bytes, retention{}",
             deleted.id.conversation(),
             deleted.id.started(),
-            deleted.bytes
+            deleted.bytes,
+            deleted
+                .archive
+                .as_ref()
+                .map(|a| format!("; archived to {a}"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -150,11 +200,12 @@ pub fn audit_entry(deleted: &Deleted, at: Timestamp) -> AuditEntry {
 pub fn sweep_and_audit(
     store: &Store,
     dir: &Path,
+    archive: Option<&Path>,
     now: Timestamp,
     retention: Duration,
     metrics: &RecordingMetrics,
 ) -> Result<Vec<Deleted>, RecordError> {
-    let swept = sweep(dir, now, retention)?;
+    let swept = sweep(dir, archive, now, retention)?;
     let audited = store.together(|store| {
         for d in &swept.deleted {
             metrics.deleted.increment(1);
@@ -180,24 +231,19 @@ pub fn sweep_and_audit(
     Ok(swept.deleted)
 }
 
-/// Sweeps `dir` at start and then every [`SWEEP_EVERY`] until `shutdown`, audit-logging each
-/// deletion. Returns how many recordings it deleted.
-pub async fn run(
-    store: Store,
-    dir: PathBuf,
-    retention: Duration,
-    shutdown: CancellationToken,
-) -> u64 {
-    run_every(store, dir, retention, SWEEP_EVERY, shutdown).await
+/// Sweeps the recordings at start and then every [`SWEEP_EVERY`] until `shutdown`,
+/// audit-logging each deletion. Returns how many recordings it deleted.
+pub async fn run(store: Store, opts: RecordingOptions, shutdown: CancellationToken) -> u64 {
+    run_every(store, opts, SWEEP_EVERY, shutdown).await
 }
 
 async fn run_every(
     store: Store,
-    dir: PathBuf,
-    retention: Duration,
+    opts: RecordingOptions,
     every: Duration,
     shutdown: CancellationToken,
 ) -> u64 {
+    let retention = opts.retention();
     let metrics = RecordingMetrics::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,9 +256,11 @@ async fn run_every(
             _ = tick.tick() => {}
         }
         let now = Timestamp::now();
-        let (s, d, m) = (store.clone(), dir.clone(), metrics.clone());
-        let swept =
-            tokio::task::spawn_blocking(move || sweep_and_audit(&s, &d, now, retention, &m)).await;
+        let (s, o, m) = (store.clone(), opts.clone(), metrics.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep_and_audit(&s, &o.dir, o.archive_dir.as_deref(), now, retention, &m)
+        })
+        .await;
         match swept {
             Ok(Ok(deleted)) => total += deleted.len() as u64,
             Ok(Err(e)) => tracing::warn!(error = %e, "the recordings' retention sweep failed"),
@@ -270,7 +318,7 @@ mod tests {
             .unwrap();
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
 
-        let swept = sweep(&dir, now, retention).unwrap();
+        let swept = sweep(&dir, None, now, retention).unwrap();
         assert!(swept.failed.is_empty());
         let gone: Vec<_> = swept.deleted.iter().map(|d| d.id).collect();
         assert_eq!(gone, [old, old_part]);
@@ -286,19 +334,29 @@ mod tests {
             ]
         );
         // A second later the edge one is past it too; nothing else changes.
-        let swept = sweep(&dir, ts("2026-12-06T12:00:01Z"), retention).unwrap();
+        let swept = sweep(&dir, None, ts("2026-12-06T12:00:01Z"), retention).unwrap();
         assert_eq!(
             swept.deleted.iter().map(|d| d.id).collect::<Vec<_>>(),
             [edge]
         );
-        assert!(sweep(&dir, now, retention).unwrap().deleted.is_empty());
+        assert!(
+            sweep(&dir, None, now, retention)
+                .unwrap()
+                .deleted
+                .is_empty()
+        );
         // No folder: nothing to do.
         assert_eq!(
-            sweep(&tmp.path().join("none"), now, retention).unwrap(),
+            sweep(&tmp.path().join("none"), None, now, retention).unwrap(),
             Sweep::default()
         );
         // A retention beyond the calendar keeps everything.
-        assert!(sweep(&dir, now, Duration::MAX).unwrap().deleted.is_empty());
+        assert!(
+            sweep(&dir, None, now, Duration::MAX)
+                .unwrap()
+                .deleted
+                .is_empty()
+        );
     }
 
     #[test]
@@ -312,7 +370,7 @@ mod tests {
         touch(dir, &writing.part_name());
         touch(dir, &done.file_name());
         touch(dir, &left.part_name());
-        let swept = sweep(dir, now, Duration::from_secs(3_600)).unwrap();
+        let swept = sweep(dir, None, now, Duration::from_secs(3_600)).unwrap();
         assert_eq!(
             swept.deleted.iter().map(|d| d.id).collect::<Vec<_>>(),
             [done, left]
@@ -329,9 +387,76 @@ mod tests {
         std::fs::write(&target, b"keep me").unwrap();
         let id = RecordingId::new(7, 1, ts("2020-01-01T00:00:00Z"));
         std::os::unix::fs::symlink(&target, dir.join(id.file_name())).unwrap();
-        let swept = sweep(&dir, ts("2026-12-06T12:00:00Z"), Duration::from_secs(DAY)).unwrap();
+        let swept = sweep(
+            &dir,
+            None,
+            ts("2026-12-06T12:00:00Z"),
+            Duration::from_secs(DAY),
+        )
+        .unwrap();
         assert_eq!(swept.deleted.len(), 1);
         assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn with_an_archive_each_recording_is_copied_compressed_first_and_kept_if_it_cannot_be() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("recordings");
+        let arkiv = tmp.path().join("arkiv");
+        let now = ts("2026-12-06T12:00:00Z");
+        let old = RecordingId::new(1, 1, ts("2026-01-01T10:00:00Z"));
+        let young = RecordingId::new(2, 1, ts("2026-12-01T10:00:00Z"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sound: Vec<u8> = (0..8_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        std::fs::write(dir.join(old.file_name()), &sound).unwrap();
+        touch(&dir, &young.file_name());
+        // A symlink named as a recording: removed, not archived (not vakt's recording).
+        let target = tmp.path().join("precious.wav");
+        std::fs::write(&target, b"keep me").unwrap();
+        let link = RecordingId::new(3, 1, ts("2020-01-01T00:00:00Z"));
+        std::os::unix::fs::symlink(&target, dir.join(link.file_name())).unwrap();
+
+        // An archive folder that cannot be made: the recording is kept, a failure.
+        let blocked = tmp.path().join("a-file");
+        std::fs::write(&blocked, b"x").unwrap();
+        let swept = sweep(
+            &dir,
+            Some(&blocked.join("arkiv")),
+            now,
+            Duration::from_secs(183 * DAY),
+        )
+        .unwrap();
+        assert_eq!(swept.failed.len(), 1, "{swept:?}");
+        assert!(
+            swept.failed[0].error.starts_with("archiving: "),
+            "{swept:?}"
+        );
+        assert_eq!(swept.failed[0].file_name, old.file_name());
+        assert!(dir.join(old.file_name()).exists());
+        assert_eq!(swept.deleted.len(), 1);
+        assert_eq!(swept.deleted[0].id, link);
+        assert_eq!(swept.deleted[0].archive, None);
+
+        let swept = sweep(&dir, Some(&arkiv), now, Duration::from_secs(183 * DAY)).unwrap();
+        assert!(swept.failed.is_empty(), "{swept:?}");
+        let gz = format!("{}.gz", old.file_name());
+        assert_eq!(swept.deleted.len(), 1);
+        assert_eq!(swept.deleted[0].archive.as_deref(), Some(gz.as_str()));
+        assert_eq!(names(&dir), [young.file_name()]);
+        assert_eq!(names(&arkiv), [gz.as_str()]);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(arkiv.join(&gz)).unwrap())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, sound);
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+        let e = audit_entry(&swept.deleted[0], now);
+        assert!(
+            e.detail.ends_with(&format!("retention; archived to {gz}")),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]
@@ -340,6 +465,7 @@ mod tests {
             id: RecordingId::new(42, 3, ts("2026-06-01T10:00:00Z")),
             file_name: "call-42_conv-3_20260601T100000Z.wav".into(),
             bytes: 480_044,
+            archive: None,
         };
         let at = ts("2026-12-06T12:00:00Z");
         let e = audit_entry(&d, at);
@@ -371,8 +497,10 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_every(
             store.clone(),
-            dir.clone(),
-            Duration::from_secs(183 * DAY),
+            RecordingOptions {
+                dir: dir.clone(),
+                ..RecordingOptions::in_data_dir(tmp.path())
+            },
             Duration::from_millis(50),
             stop.clone(),
         ));

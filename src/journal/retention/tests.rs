@@ -193,7 +193,7 @@ fn every_deleted_signal_is_in_its_archive_first() {
             archive_name(d.first_id, d.last_id)
         );
         let mut text = String::new();
-        flate2::read::GzDecoder::new(File::open(&path).unwrap())
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
             .read_to_string(&mut text)
             .unwrap();
         let lines: Vec<Signal> = text
