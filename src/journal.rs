@@ -15,7 +15,6 @@
 //! that did commit) it takes it as committed: its dedup keys come back, so a retransmission is
 //! a [`Commit::Duplicate`] of the journaled record, and triage gets its Signals once.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -27,7 +26,10 @@ use crate::model::Signal;
 use crate::store::{JournalRecord, JournalStore, NewRecord, StoreError, encode_record};
 use crate::telemetry::Metrics;
 
+mod dedup;
 pub mod retention;
+
+use dedup::Dedup;
 
 /// A 128-bit retransmission key.
 pub type DedupKey = [u8; 16];
@@ -176,7 +178,7 @@ impl Journal {
         for r in recent.iter().rev() {
             dedup.insert(r.key, r.id, r.at);
         }
-        tracing::info!(next_id, dedup_entries = dedup.map.len(), "journal opened");
+        tracing::info!(next_id, dedup_entries = dedup.len(), "journal opened");
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
         let committer = Committer {
             store,
@@ -246,66 +248,6 @@ fn parse_key(h: &str) -> Option<DedupKey> {
     let mut k = [0u8; 16];
     hex::decode_to_slice(h, &mut k).ok()?;
     Some(k)
-}
-
-/// The retransmission window: key -> (journal id, received at), with arrival order for expiry.
-struct Dedup {
-    map: HashMap<DedupKey, (u64, jiff::Timestamp)>,
-    order: VecDeque<(jiff::Timestamp, DedupKey)>,
-    window: jiff::SignedDuration,
-    max: usize,
-}
-
-impl Dedup {
-    fn new(window: jiff::SignedDuration, max: usize) -> Dedup {
-        Dedup {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            window,
-            max,
-        }
-    }
-
-    /// The journal id of a retransmission of `k` received at `now`, if any.
-    fn get(&self, k: &DedupKey, now: jiff::Timestamp) -> Option<u64> {
-        self.map
-            .get(k)
-            .filter(|(_, at)| now.duration_since(*at) <= self.window)
-            .map(|(id, _)| *id)
-    }
-
-    /// Forgets the entries of journal ids that were not committed after all. Rare (a failed
-    /// commit), so a full scan is fine.
-    fn forget_ids(&mut self, ids: std::ops::Range<u64>) {
-        self.map.retain(|_, (id, _)| !ids.contains(id));
-    }
-
-    /// Remembers `k`; returns how many entries were evicted early because the table was full.
-    fn insert(&mut self, k: DedupKey, id: u64, at: jiff::Timestamp) -> u64 {
-        // Expire by time.
-        while let Some((t, old)) = self.order.front().copied() {
-            if at.duration_since(t) <= self.window {
-                break;
-            }
-            self.order.pop_front();
-            if self.map.get(&old).is_some_and(|(_, a)| *a == t) {
-                self.map.remove(&old);
-            }
-        }
-        let mut evicted = 0;
-        while self.map.len() >= self.max {
-            let Some((t, old)) = self.order.pop_front() else {
-                break;
-            };
-            if self.map.get(&old).is_some_and(|(_, a)| *a == t) {
-                self.map.remove(&old);
-                evicted += 1;
-            }
-        }
-        self.map.insert(k, (id, at));
-        self.order.push_back((at, k));
-        evicted
-    }
 }
 
 struct Committer {
@@ -567,29 +509,6 @@ impl Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(s: i64) -> jiff::Timestamp {
-        jiff::Timestamp::from_second(1_700_000_000 + s).unwrap()
-    }
-
-    #[test]
-    fn dedup_expires_by_time_and_bound() {
-        let mut d = Dedup::new(jiff::SignedDuration::from_secs(10), 3);
-        d.insert([1; 16], 1, ts(0));
-        assert_eq!(d.get(&[1; 16], ts(10)), Some(1));
-        assert_eq!(d.get(&[1; 16], ts(11)), None);
-        d.insert([2; 16], 2, ts(11));
-        assert!(
-            !d.map.contains_key(&[1; 16]),
-            "expired entry removed on insert"
-        );
-        d.insert([3; 16], 3, ts(12));
-        d.insert([4; 16], 4, ts(12));
-        let ev = d.insert([5; 16], 5, ts(12));
-        assert_eq!(ev, 1);
-        assert_eq!(d.get(&[2; 16], ts(12)), None, "oldest evicted when full");
-        assert_eq!(d.get(&[5; 16], ts(12)), Some(5));
-    }
 
     #[test]
     fn dedup_key_separates_fields() {
