@@ -4,8 +4,9 @@
 //!
 //! Each key, its id and its time are kept once, in a ring in order of arrival (32 bytes an
 //! entry; the front expires first, by time or by the bound), and the lookup table holds
-//! only the ring position of each key's newest entry (8 bytes and hashbrown's control byte a
-//! bucket). A `HashMap` from key to id and time beside a queue of keys and times, as this
+//! only the ring position of each key's newest entry and 32 bits of its hash (8 bytes and
+//! hashbrown's control byte a bucket; the hash there so the table is rehashed without
+//! reading the ring). A `HashMap` from key to id and time beside a queue of keys and times, as this
 //! was before, holds each key twice and takes about 120 MB for the default million keys;
 //! this takes about 52 MB. `hashbrown::HashTable` is the crate's table for values that carry
 //! their own key (here: found through the ring). The hash is keyed per process
@@ -27,13 +28,34 @@ struct Slot {
     at_ms: i64,
 }
 
+/// A key's place in the table: its newest entry's position in the ring (wrapping; the ring
+/// holds far fewer than 2^32) and 32 bits of its hash, so that growing or tidying the table
+/// rehashes without reading the ring (a million random reads, stalling the committer).
+#[derive(Clone, Copy)]
+struct Place {
+    pos: u32,
+    hash: u32,
+}
+
+impl Place {
+    /// The table's hash: the 32 bits in both halves (hashbrown takes the bucket from the
+    /// low bits and its tag from the top seven).
+    fn hash(self) -> u64 {
+        spread(self.hash)
+    }
+}
+
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
+}
+
 /// The window of keys (see the module doc).
 pub(super) struct Dedup {
-    /// Entries in order of arrival; `ring[i]` has position `first + i`.
+    /// Entries in order of arrival; `ring[i]` has position `first + i` (wrapping).
     ring: VecDeque<Slot>,
-    first: u64,
-    /// The position of each key's newest entry in `ring`.
-    table: HashTable<u64>,
+    first: u32,
+    /// Each key's newest entry in `ring`.
+    table: HashTable<Place>,
     hasher: std::collections::hash_map::RandomState,
     window_ms: i64,
     max: usize,
@@ -47,7 +69,8 @@ impl Dedup {
             table: HashTable::new(),
             hasher: Default::default(),
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            max: max.max(1),
+            // The ring holds at most twice this: far below 2^32 positions.
+            max: max.clamp(1, 1 << 30),
         }
     }
 
@@ -56,19 +79,23 @@ impl Dedup {
         self.table.len()
     }
 
-    fn slot(ring: &VecDeque<Slot>, first: u64, pos: u64) -> Option<&Slot> {
-        ring.get(usize::try_from(pos.wrapping_sub(first)).ok()?)
+    /// 32 bits of `k`'s keyed hash.
+    fn hash32(&self, k: &DedupKey) -> u32 {
+        // Truncated on purpose: the table keeps 32 bits.
+        self.hasher.hash_one(k) as u32
+    }
+
+    fn slot(ring: &VecDeque<Slot>, first: u32, pos: u32) -> Option<&Slot> {
+        ring.get(pos.wrapping_sub(first) as usize)
     }
 
     fn find(&self, k: &DedupKey) -> Option<&Slot> {
+        let h = self.hash32(k);
         let (ring, first) = (&self.ring, self.first);
-        let pos = self
-            .table
-            .find(self.hasher.hash_one(k), |&p| {
-                Self::slot(ring, first, p).is_some_and(|s| s.key == *k)
-            })
-            .copied()?;
-        Self::slot(ring, first, pos)
+        let place = self.table.find(spread(h), |p| {
+            p.hash == h && Self::slot(ring, first, p.pos).is_some_and(|s| s.key == *k)
+        })?;
+        Self::slot(ring, first, place.pos)
     }
 
     /// Whether `k` is held (expired or not).
@@ -89,7 +116,7 @@ impl Dedup {
     pub(super) fn forget_ids(&mut self, ids: std::ops::Range<u64>) {
         let (ring, first) = (&self.ring, self.first);
         self.table
-            .retain(|p| Self::slot(ring, first, *p).is_some_and(|s| !ids.contains(&s.id)));
+            .retain(|p| Self::slot(ring, first, p.pos).is_some_and(|s| !ids.contains(&s.id)));
     }
 
     /// Drops the oldest entry; whether it was its key's newest (the key is gone).
@@ -99,10 +126,8 @@ impl Dedup {
         };
         let pos = self.first;
         self.first = self.first.wrapping_add(1);
-        match self
-            .table
-            .find_entry(self.hasher.hash_one(old.key), |&p| p == pos)
-        {
+        let h = self.hash32(&old.key);
+        match self.table.find_entry(spread(h), |p| p.pos == pos) {
             Ok(e) => {
                 e.remove();
                 true
@@ -131,16 +156,18 @@ impl Dedup {
                 evicted += 1;
             }
         }
-        let pos = self.first.wrapping_add(self.ring.len() as u64);
+        // The ring is shorter than 2^31 (see `new`): the length fits.
+        let pos = self.first.wrapping_add(self.ring.len() as u32);
         self.ring.push_back(Slot { key: k, id, at_ms });
-        let hash = self.hasher.hash_one(k);
-        let (ring, first, hasher) = (&self.ring, self.first, &self.hasher);
-        let same = |&p: &u64| Self::slot(ring, first, p).is_some_and(|s| s.key == k);
-        let rehash = |&p: &u64| Self::slot(ring, first, p).map_or(0, |s| hasher.hash_one(s.key));
-        match self.table.entry(hash, same, rehash) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = pos,
+        let h = self.hash32(&k);
+        let place = Place { pos, hash: h };
+        let (ring, first) = (&self.ring, self.first);
+        let same =
+            |p: &Place| p.hash == h && Self::slot(ring, first, p.pos).is_some_and(|s| s.key == k);
+        match self.table.entry(spread(h), same, |p| p.hash()) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = place,
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(pos);
+                e.insert(place);
             }
         }
         evicted

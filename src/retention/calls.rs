@@ -275,10 +275,15 @@ pub fn sweep(
             break;
         }
     }
+    // The held are there at every sweep until settled: one line, the reasons at debug.
+    for (call, holds) in &out.held {
+        let why: Vec<String> = holds.iter().map(ToString::to_string).collect();
+        tracing::debug!(call, held = %why.join("; "), "a closed Call past its retention is held");
+    }
     if !out.held.is_empty() {
         tracing::info!(
             held = out.held.len(),
-            "closed Calls past their retention are held by what is still open about them (`vakt retention run --dry-run` says what)"
+            "closed Calls past their retention are held by what is still open about them (at debug: which and why)"
         );
     }
     Ok(out)
