@@ -103,16 +103,6 @@ impl RetentionConfig {
         }
         out
     }
-
-    /// How closed Calls are kept (`None`: not deleted by age), the archive folder resolved
-    /// against `data_dir`.
-    pub fn call_age(&self, data_dir: &std::path::Path) -> Option<calls::CallAge> {
-        (self.closed_call_days != 0).then(|| calls::CallAge {
-            days: self.closed_call_days,
-            archive_dir: (!self.archive_dir.as_os_str().is_empty())
-                .then(|| data_dir.join(&self.archive_dir)),
-        })
-    }
 }
 
 /// The options of [`Retention`].

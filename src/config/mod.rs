@@ -460,8 +460,7 @@ impl VoiceConfig {
     ) -> crate::voice::record::RecordingOptions {
         crate::voice::record::RecordingOptions {
             retention_days: self.recording_retention_days,
-            archive_dir: (!self.recording_archive_dir.as_os_str().is_empty())
-                .then(|| data_dir.join(&self.recording_archive_dir)),
+            archive_dir: folder_in(data_dir, &self.recording_archive_dir),
             ..crate::voice::record::RecordingOptions::in_data_dir(data_dir)
         }
     }
@@ -1008,6 +1007,11 @@ impl Dc09Config {
     }
 }
 
+/// A folder the configuration may name (empty: none); a relative one is under `data_dir`.
+fn folder_in(data_dir: &Path, folder: &Path) -> Option<PathBuf> {
+    (!folder.as_os_str().is_empty()).then(|| data_dir.join(folder))
+}
+
 impl Config {
     /// How long the journal is kept, and where it is archived (`[journal] keep_days`,
     /// `archive_dir`).
@@ -1015,8 +1019,7 @@ impl Config {
         let j = &self.journal;
         crate::journal::retention::KeepOptions {
             keep_days: (j.keep_days != 0).then_some(j.keep_days),
-            archive_dir: (!j.archive_dir.as_os_str().is_empty())
-                .then(|| self.data_dir.join(&j.archive_dir)),
+            archive_dir: folder_in(&self.data_dir, &j.archive_dir),
         }
     }
 
@@ -1133,18 +1136,23 @@ pub struct ListenerOff {
 }
 
 impl Config {
-    /// Retention's options: the days after the end, the centre's zone, and the recordings'
-    /// folder in `data_dir`.
+    /// Retention's options: the days after the end, the centre's zone, the recordings'
+    /// folder in `data_dir` and their archive, and how closed Calls are kept by age.
     pub fn retention_options(
         &self,
         data_dir: &std::path::Path,
     ) -> crate::retention::RetentionOptions {
+        let r = &self.retention;
+        let recordings = self.voice.recording_options(data_dir);
         crate::retention::RetentionOptions {
-            days_after_end: self.retention.subscriber_days_after_end,
+            days_after_end: r.subscriber_days_after_end,
             tz: self.http.tz(),
-            recordings: self.voice.recording_options(data_dir).dir,
-            recording_archive: self.voice.recording_options(data_dir).archive_dir,
-            closed_calls: self.retention.call_age(data_dir),
+            recordings: recordings.dir,
+            recording_archive: recordings.archive_dir,
+            closed_calls: (r.closed_call_days != 0).then(|| crate::retention::calls::CallAge {
+                days: r.closed_call_days,
+                archive_dir: folder_in(data_dir, &r.archive_dir),
+            }),
         }
     }
 
