@@ -257,9 +257,8 @@ pub fn sweep(
                 out.held.push((head.id, held));
                 continue;
             }
-            let Some(call) = store.call(head.id)? else {
-                continue;
-            };
+            // The head read above, with its timeline: the Call whole for the archive.
+            let call = store.with_timeline(head)?;
             due.push(DueCall {
                 review: store.review(call.id)?,
                 call,

@@ -172,8 +172,8 @@ impl Store {
         self.sync()
     }
 
-    /// A Call's head with its timeline read from its lines.
-    fn with_timeline(&self, mut c: Call) -> Result<Call, StoreError> {
+    /// A Call's head (as read without its timeline) with its timeline read from its lines.
+    pub fn with_timeline(&self, mut c: Call) -> Result<Call, StoreError> {
         let mut lines = Vec::new();
         for item in self
             .calls
